@@ -1,0 +1,10 @@
+# D2R_SANITIZE=ON: AddressSanitizer + UndefinedBehaviorSanitizer on the host C++ code
+# (library host parts, CPU reference, tests, CLI). CUDA device code is checked with
+# compute-sanitizer on a GPU machine instead (tools/gpu-check).
+function(d2r_enable_sanitizers target)
+  if(D2R_SANITIZE)
+    target_compile_options(${target} PRIVATE
+      $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all>)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+endfunction()

@@ -1,0 +1,35 @@
+// The d2r program. Subcommands are registered here and implemented one per file.
+//
+// Exit codes: 0 success; 2 bad input (command line, arguments, data); 1 any other failure.
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "d2r/error.hpp"
+#include "d2r/version.hpp"
+#include "host/cli/commands.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"d2r: learn rewards from data by bilevel optimisation, and the GPU primitives to do it"};
+  app.set_version_flag("--version", std::string("d2r ") + D2R_VERSION_STRING);
+  app.require_subcommand(1);
+  d2r::cli::SampleOptions sample_options;
+  CLI::App* sample = d2r::cli::add_sample_command(app, sample_options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    if (sample->parsed()) return d2r::cli::run_sample(sample_options);
+  } catch (const d2r::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return e.kind() == d2r::ErrorKind::invalid_argument ? 2 : 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,158 @@
+// `d2r sample`: draws G samples from one diagonal-Gaussian, Cholesky-Gaussian or categorical head
+// and compares the sample statistics with the distribution's own moments.
+#include <cmath>
+#include <limits>
+#include <span>
+
+#include <fmt/format.h>
+
+#include "d2r/d2r.hpp"
+#include "host/cli/commands.hpp"
+
+namespace d2r::cli {
+namespace {
+
+[[noreturn]] void bad(const std::string& argument, const std::string& message) {
+  throw Error(ErrorKind::invalid_argument, argument, fmt::format("d2r sample: {}: {}", argument, message));
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+template <class View>
+double mean_of(const std::vector<float>& values) {
+  double s = 0;
+  for (float v : values) s += v;
+  return s / static_cast<double>(values.size());
+}
+
+void print_header(Context& ctx, const SampleOptions& o) {
+  fmt::print("d2r sample: head {}, G = {}, seed {}, step {}, device {} ({})\n", o.head, o.generations, o.seed, o.step,
+             to_string(ctx.backend()), ctx.device_name());
+}
+
+int sample_diag(Context& ctx, const SampleOptions& o) {
+  const auto n = static_cast<std::int64_t>(o.mean.size());
+  if (n == 0) bad("--mean", "give the mean vector, e.g. --mean 0,1");
+  if (static_cast<std::int64_t>(o.std.size()) != n)
+    bad("--std", fmt::format("expected {} standard deviations (one per mean), got {}", n, o.std.size()));
+  std::vector<float> log_std(n);
+  for (std::int64_t d = 0; d < n; ++d) {
+    if (!(o.std[d] > 0) || !std::isfinite(o.std[d])) bad("--std", fmt::format("entry {} is {}; expected > 0", d, o.std[d]));
+    log_std[d] = static_cast<float>(std::log(o.std[d]));
+  }
+  const std::int64_t G = o.generations;
+  Buffer<float> mean(ctx, std::span<const float>(to_float(o.mean))), ls(ctx, std::span<const float>(log_std));
+  Buffer<float> samples(ctx, G * n), logp(ctx, G), ent(ctx, 1);
+  DiagGaussian<float> head{mean.matrix(1, n), ls.matrix(1, n)};
+  sample(ctx, head, G, {.step = o.step}, samples.matrix(G, n));
+  log_prob(ctx, head, MatrixView<const float>(samples.matrix(G, n)), logp.matrix(1, G));
+  entropy(ctx, head, ent.vector());
+  const std::vector<float> y = samples.to_host();
+  print_header(ctx, o);
+  fmt::print("{:>5} {:>12} {:>12} {:>12} {:>12}\n", "dim", "mean", "sample mean", "std", "sample std");
+  for (std::int64_t d = 0; d < n; ++d) {
+    double s = 0, s2 = 0;
+    for (std::int64_t g = 0; g < G; ++g) s += y[g * n + d];
+    const double m = s / G;
+    for (std::int64_t g = 0; g < G; ++g) s2 += (y[g * n + d] - m) * (y[g * n + d] - m);
+    fmt::print("{:>5} {:>12.4f} {:>12.4f} {:>12.4f} {:>12.4f}\n", d, o.mean[d], m, o.std[d], std::sqrt(s2 / (G - 1)));
+  }
+  fmt::print("entropy {:.4f}; mean of -log p over the samples {:.4f}\n", ent.to_host()[0], -mean_of<float>(logp.to_host()));
+  return 0;
+}
+
+int sample_cholesky(Context& ctx, const SampleOptions& o) {
+  const auto n = static_cast<std::int64_t>(o.mean.size());
+  if (n == 0) bad("--mean", "give the mean vector, e.g. --mean 0,1");
+  const std::int64_t p = n * (n + 1) / 2;
+  if (static_cast<std::int64_t>(o.tril.size()) != p)
+    bad("--tril", fmt::format("expected the {} entries of the lower-triangular factor L (row-major), got {}", p, o.tril.size()));
+  const float jitter = 1e-5f;
+  std::vector<float> raw(p);
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j <= i; ++j) {
+      const double v = o.tril[i * (i + 1) / 2 + j];
+      if (i == j) {
+        if (!(v > jitter)) bad("--tril", fmt::format("diagonal entry L({},{}) is {}; expected > {}", i, i, v, jitter));
+        raw[i * (i + 1) / 2 + j] = static_cast<float>(std::log(std::expm1(v - jitter)));  // inverse softplus
+      } else {
+        raw[i * (i + 1) / 2 + j] = static_cast<float>(v);
+      }
+    }
+  }
+  const std::int64_t G = o.generations;
+  Buffer<float> mean(ctx, std::span<const float>(to_float(o.mean))), tril(ctx, std::span<const float>(raw));
+  Buffer<float> samples(ctx, G * n), logp(ctx, G), ent(ctx, 1);
+  CholeskyGaussian<float> head{mean.matrix(1, n), tril.matrix(1, p), jitter};
+  sample(ctx, head, G, {.step = o.step}, samples.matrix(G, n));
+  log_prob(ctx, head, MatrixView<const float>(samples.matrix(G, n)), logp.matrix(1, G));
+  entropy(ctx, head, ent.vector());
+  const std::vector<float> y = samples.to_host();
+  print_header(ctx, o);
+  std::vector<double> m(n, 0.0);
+  for (std::int64_t g = 0; g < G; ++g)
+    for (std::int64_t d = 0; d < n; ++d) m[d] += y[g * n + d] / static_cast<double>(G);
+  fmt::print("{:>5} {:>5} {:>14} {:>14}\n", "i", "j", "(L Lᵀ)_ij", "sample cov_ij");
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j <= i; ++j) {
+      double cov = 0, llt = 0;
+      for (std::int64_t g = 0; g < G; ++g) cov += (y[g * n + i] - m[i]) * (y[g * n + j] - m[j]);
+      for (std::int64_t k = 0; k <= j; ++k) llt += o.tril[i * (i + 1) / 2 + k] * o.tril[j * (j + 1) / 2 + k];
+      fmt::print("{:>5} {:>5} {:>14.4f} {:>14.4f}\n", i, j, llt, cov / static_cast<double>(G - 1));
+    }
+  }
+  fmt::print("sample mean:");
+  for (double v : m) fmt::print(" {:.4f}", v);
+  fmt::print("\nentropy {:.4f}; mean of -log p over the samples {:.4f}\n", ent.to_host()[0], -mean_of<float>(logp.to_host()));
+  return 0;
+}
+
+int sample_categorical(Context& ctx, const SampleOptions& o) {
+  const auto C = static_cast<std::int64_t>(o.logits.size());
+  if (C < 2) bad("--logits", fmt::format("expected at least 2 logits, got {}", C));
+  const std::int64_t G = o.generations;
+  Buffer<float> logits(ctx, std::span<const float>(to_float(o.logits)));
+  Buffer<std::int32_t> samples(ctx, G);
+  Buffer<float> ent(ctx, 1);
+  Categorical<float> head{logits.matrix(1, C)};
+  sample(ctx, head, G, {.step = o.step}, samples.matrix(1, G));
+  entropy(ctx, head, ent.vector());
+  const std::vector<std::int32_t> k = samples.to_host();
+  std::vector<std::int64_t> counts(C, 0);
+  for (std::int32_t v : k) ++counts[v];
+  double mx = -std::numeric_limits<double>::infinity(), z = 0;
+  for (double l : o.logits) mx = std::max(mx, l);
+  for (double l : o.logits) z += std::exp(l - mx);
+  print_header(ctx, o);
+  fmt::print("{:>7} {:>10} {:>12} {:>12}\n", "class", "logit", "probability", "frequency");
+  for (std::int64_t c = 0; c < C; ++c)
+    fmt::print("{:>7} {:>10.4f} {:>12.5f} {:>12.5f}\n", c, o.logits[c], std::exp(o.logits[c] - mx) / z,
+               static_cast<double>(counts[c]) / static_cast<double>(G));
+  fmt::print("entropy {:.4f}\n", ent.to_host()[0]);
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_sample_command(CLI::App& app, SampleOptions& o) {
+  CLI::App* cmd = app.add_subcommand("sample", "Draw from a distribution given on the command line and print statistics");
+  cmd->add_option("--head", o.head, "diag, cholesky or categorical")->check(CLI::IsMember({"diag", "cholesky", "categorical"}));
+  cmd->add_option("--mean", o.mean, "mean vector (diag, cholesky), comma-separated")->delimiter(',');
+  cmd->add_option("--std", o.std, "standard deviations (diag), comma-separated")->delimiter(',');
+  cmd->add_option("--tril", o.tril, "lower-triangular factor L, row-major packed (cholesky)")->delimiter(',');
+  cmd->add_option("--logits", o.logits, "logits (categorical), comma-separated; -inf masks a class")->delimiter(',');
+  cmd->add_option("-G,--generations", o.generations, "number of draws")->check(CLI::Range(std::int64_t{2}, std::int64_t{1} << 30));
+  cmd->add_option("--seed", o.seed, "Philox seed");
+  cmd->add_option("--step", o.step, "Philox step");
+  cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  return cmd;
+}
+
+int run_sample(const SampleOptions& o) {
+  Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
+  if (o.head == "diag") return sample_diag(ctx, o);
+  if (o.head == "cholesky") return sample_cholesky(ctx, o);
+  return sample_categorical(ctx, o);
+}
+
+}  // namespace d2r::cli

@@ -1,0 +1,8 @@
+#pragma once
+/// @file d2r.hpp  Umbrella header: everything a consumer of d2r needs.
+#include "d2r/buffer.hpp"
+#include "d2r/context.hpp"
+#include "d2r/distributions.hpp"
+#include "d2r/error.hpp"
+#include "d2r/version.hpp"
+#include "d2r/view.hpp"

@@ -1,0 +1,148 @@
+#include "d2r/context.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "d2r/error.hpp"
+
+namespace d2r {
+
+const char* to_string(Backend backend) noexcept {
+  switch (backend) {
+    case Backend::cpu: return "cpu";
+    case Backend::cuda: return "cuda";
+    case Backend::automatic: return "automatic";
+  }
+  return "unknown";
+}
+
+Backend parse_backend(const std::string& name) {
+  if (name == "cpu") return Backend::cpu;
+  if (name == "cuda") return Backend::cuda;
+  if (name == "auto" || name == "automatic") return Backend::automatic;
+  throw Error(ErrorKind::invalid_argument, "backend",
+              fmt::format("d2r::parse_backend: argument 'backend': expected one of auto, cpu, cuda, got '{}'", name));
+}
+
+bool cuda_device_available() noexcept {
+  // Without a driver cudaGetDeviceCount returns an error and leaves the count unwritten.
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+struct Context::Impl {
+  Backend backend = Backend::cpu;
+  std::uint64_t seed = 0;
+  ValueChecks value_checks = ValueChecks::full;
+  int device = -1;
+  cudaStream_t stream = nullptr;
+  bool owns_stream = false;
+  cublasHandle_t cublas = nullptr;
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
+
+  ~Impl() {
+    if (backend == Backend::cuda) {
+      if (cublas != nullptr) cublasDestroy(cublas);
+      if (workspace != nullptr) D2R_CUDA_TRY_NO_THROW(cudaFree(workspace));
+      if (owns_stream) D2R_CUDA_TRY_NO_THROW(cudaStreamDestroy(stream));
+    } else {
+      std::free(workspace);
+    }
+  }
+};
+
+Context::Context(const ContextOptions& options) : impl_(std::make_unique<Impl>()) {
+  impl_->seed = options.seed;
+  impl_->value_checks = options.value_checks;
+  Backend backend = options.backend;
+  if (backend == Backend::automatic) backend = cuda_device_available() ? Backend::cuda : Backend::cpu;
+  if (backend == Backend::cuda) {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess || count == 0) {
+      (void)cudaGetLastError();
+      throw Error(ErrorKind::unsupported, "backend",
+                  fmt::format("d2r::Context: argument 'backend': cuda was requested but no CUDA device is usable ({})",
+                              status != cudaSuccess ? cudaGetErrorString(status) : "0 devices"));
+    }
+    if (options.device < 0 || options.device >= count) {
+      throw Error(ErrorKind::invalid_argument, "device",
+                  fmt::format("d2r::Context: argument 'device': expected 0 <= device < {}, got {}", count,
+                              options.device));
+    }
+    D2R_CUDA_TRY(cudaSetDevice(options.device));
+    impl_->device = options.device;
+    if (options.stream != nullptr) {
+      impl_->stream = options.stream;
+    } else {
+      D2R_CUDA_TRY(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
+      impl_->owns_stream = true;
+    }
+  }
+  impl_->backend = backend;
+}
+
+Context::~Context() = default;
+Context::Context(Context&&) noexcept = default;
+Context& Context::operator=(Context&&) noexcept = default;
+
+Backend Context::backend() const noexcept { return impl_->backend; }
+std::uint64_t Context::seed() const noexcept { return impl_->seed; }
+void Context::set_seed(std::uint64_t seed) noexcept { impl_->seed = seed; }
+ValueChecks Context::value_checks() const noexcept { return impl_->value_checks; }
+void Context::set_value_checks(ValueChecks checks) noexcept { impl_->value_checks = checks; }
+int Context::device() const noexcept { return impl_->device; }
+cudaStream_t Context::stream() const noexcept { return impl_->stream; }
+std::size_t Context::workspace_capacity() const noexcept { return impl_->workspace_bytes; }
+
+std::string Context::device_name() const {
+  if (impl_->backend == Backend::cpu) return "cpu";
+  cudaDeviceProp prop{};
+  D2R_CUDA_TRY(cudaGetDeviceProperties(&prop, impl_->device));
+  return prop.name;
+}
+
+cublasHandle_t Context::cublas() {
+  if (impl_->backend != Backend::cuda) {
+    throw Error(ErrorKind::unsupported, "", "d2r::Context::cublas: the cpu backend has no cuBLAS handle");
+  }
+  if (impl_->cublas == nullptr) D2R_CUBLAS_TRY(cublasCreate(&impl_->cublas));
+  D2R_CUBLAS_TRY(cublasSetStream(impl_->cublas, impl_->stream));
+  return impl_->cublas;
+}
+
+void* Context::workspace(std::size_t bytes) {
+  if (bytes <= impl_->workspace_bytes) return impl_->workspace;
+  const std::size_t grown = std::max<std::size_t>({bytes, 2 * impl_->workspace_bytes, 4096});
+  const std::size_t rounded = (grown + 255) / 256 * 256;
+  if (impl_->backend == Backend::cuda) {
+    // The old block may still be read by queued kernels: wait for them before freeing it.
+    D2R_CUDA_TRY(cudaStreamSynchronize(impl_->stream));
+    if (impl_->workspace != nullptr) D2R_CUDA_TRY(cudaFree(impl_->workspace));
+    impl_->workspace = nullptr;
+    impl_->workspace_bytes = 0;
+    D2R_CUDA_TRY(cudaMalloc(&impl_->workspace, rounded));
+  } else {
+    std::free(impl_->workspace);
+    impl_->workspace = std::aligned_alloc(256, rounded);
+    impl_->workspace_bytes = 0;
+    if (impl_->workspace == nullptr) throw std::bad_alloc();
+  }
+  impl_->workspace_bytes = rounded;
+  return impl_->workspace;
+}
+
+void Context::synchronize() const {
+  if (impl_->backend == Backend::cuda) D2R_CUDA_TRY(cudaStreamSynchronize(impl_->stream));
+}
+
+}  // namespace d2r

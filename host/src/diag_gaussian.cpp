@@ -1,0 +1,135 @@
+// Public entry points of the diagonal-Gaussian head: validate, then run the CPU reference or the
+// CUDA kernels.
+#include <vector>
+
+#include "d2r/distributions.hpp"
+#include "host/reference/diag_gaussian_ref.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+template <class T>
+void check_head(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) {
+  detail::check_scalar_type<T>(ctx, fn);
+  D2R_EXPECTS(head.mean.rows >= 1 && head.mean.cols >= 1, fn, "head.mean", "expected B >= 1 rows and n >= 1 columns, got {} x {}",
+              head.mean.rows, head.mean.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("head.mean", head.mean), head.mean.rows, head.mean.cols);
+  D2R_EXPECTS(head.log_std.rows == 1 || head.log_std.rows == head.mean.rows, fn, "head.log_std",
+              "expected {} rows (state-dependent) or 1 row (shared), got {}", head.mean.rows, head.log_std.rows);
+  detail::check_matrix(ctx, fn, MatrixArg("head.log_std", head.log_std), head.log_std.rows, head.mean.cols);
+  detail::check_values<T>(ctx, fn, "head.mean", head.mean, detail::ValueRule::finite);
+  detail::check_values<T>(ctx, fn, "head.log_std", head.log_std, detail::ValueRule::finite);
+}
+
+template <class T, class Out>
+void check_output(std::string_view fn, const MatrixArg& out, const DiagGaussian<T>& head) {
+  detail::check_disjoint(fn, out, MatrixArg("head.mean", head.mean));
+  detail::check_disjoint(fn, out, MatrixArg("head.log_std", head.log_std));
+}
+
+math::DrawPosition position(const Context& ctx, DrawKey key) {
+  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
+}
+
+}  // namespace
+
+template <class T>
+void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations, DrawKey key, MatrixView<T> samples) {
+  constexpr std::string_view fn = "sample";
+  check_head(ctx, fn, head);
+  D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
+  detail::check_draw_key(fn, key.step, key.first_row, head.mean.rows);
+  const MatrixArg out("samples", samples);
+  detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
+  check_output<T, T>(fn, out, head);
+  if (ctx.backend() == Backend::cpu) {
+    reference::diag_gaussian_sample(head, generations, position(ctx, key), samples);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::diag_gaussian_sample(ctx.stream(), head, generations, position(ctx, key), samples);
+  }
+}
+
+template <class T>
+void log_prob(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out) {
+  constexpr std::string_view fn = "log_prob";
+  check_head(ctx, fn, head);
+  D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("out", out), head.mean.rows, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("samples", samples), head.mean.rows * out.cols, head.mean.cols);
+  detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+  check_output<T, T>(fn, MatrixArg("out", out), head);
+  detail::check_disjoint(fn, MatrixArg("out", out), MatrixArg("samples", samples));
+  if (ctx.backend() == Backend::cpu) {
+    reference::diag_gaussian_log_prob(head, samples, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::diag_gaussian_log_prob(ctx.stream(), head, samples, out);
+  }
+}
+
+template <class T>
+void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
+  constexpr std::string_view fn = "entropy";
+  check_head(ctx, fn, head);
+  detail::check_matrix(ctx, fn, MatrixArg("out", out), 1, head.mean.rows);
+  check_output<T, T>(fn, MatrixArg("out", out), head);
+  if (ctx.backend() == Backend::cpu) {
+    reference::diag_gaussian_entropy(head, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::diag_gaussian_entropy(ctx.stream(), head, out);
+  }
+}
+
+template <class T>
+void backward(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
+              VectorView<const T> d_entropy, const DiagGaussianGrad<T>& grad) {
+  constexpr std::string_view fn = "backward";
+  check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  std::vector<MatrixArg> inputs{MatrixArg("head.mean", head.mean), MatrixArg("head.log_std", head.log_std)};
+  if (!d_log_prob.empty()) {
+    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
+                d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
+    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
+    inputs.emplace_back("samples", samples);
+    inputs.emplace_back("d_log_prob", d_log_prob);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
+    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
+                            detail::ValueRule::finite);
+    inputs.emplace_back("d_entropy", d_entropy);
+  }
+  const MatrixArg g_mean("grad.mean", grad.mean), g_log_std("grad.log_std", grad.log_std);
+  detail::check_matrix(ctx, fn, g_mean, batch, n);
+  detail::check_matrix(ctx, fn, g_log_std, head.log_std.rows, n);
+  for (const MatrixArg& in : inputs) {
+    detail::check_disjoint(fn, g_mean, in);
+    detail::check_disjoint(fn, g_log_std, in);
+  }
+  detail::check_disjoint(fn, g_mean, g_log_std);
+  if (ctx.backend() == Backend::cpu) {
+    reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad);
+  } else if constexpr (std::is_same_v<T, float>) {
+    void* workspace = ctx.workspace(kernels::diag_gaussian_backward_workspace_bytes(head));
+    kernels::diag_gaussian_backward(ctx.stream(), head, samples, d_log_prob, d_entropy, grad, workspace);
+  }
+}
+
+#define D2R_INSTANTIATE(T)                                                                                   \
+  template void sample<T>(Context&, const DiagGaussian<T>&, std::int64_t, DrawKey, MatrixView<T>);           \
+  template void log_prob<T>(Context&, const DiagGaussian<T>&, MatrixView<const T>, MatrixView<T>);           \
+  template void entropy<T>(Context&, const DiagGaussian<T>&, VectorView<T>);                                 \
+  template void backward<T>(Context&, const DiagGaussian<T>&, MatrixView<const T>, MatrixView<const T>,      \
+                            VectorView<const T>, const DiagGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r

@@ -1,0 +1,140 @@
+#include "host/src/validate.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include "kernels/launch.hpp"
+
+namespace d2r::detail {
+
+void fail_argument(std::string_view function, std::string_view argument, const std::string& message) {
+  throw Error(ErrorKind::invalid_argument, std::string(argument),
+              fmt::format("d2r::{}: argument '{}': {}", function, argument, message));
+}
+
+void fail_unsupported(std::string_view function, std::string_view argument, const std::string& message) {
+  throw Error(ErrorKind::unsupported, std::string(argument),
+              fmt::format("d2r::{}: argument '{}': {}", function, argument, message));
+}
+
+void check_matrix(const Context& ctx, std::string_view function, const MatrixArg& arg, std::int64_t rows,
+                  std::int64_t cols) {
+  D2R_EXPECTS(arg.rows == rows && arg.cols == cols, function, arg.name, "expected a {} x {} matrix, got {} x {}", rows,
+              cols, arg.rows, arg.cols);
+  D2R_EXPECTS(rows > 0 && cols > 0, function, arg.name, "expected a non-empty matrix, got {} x {}", rows, cols);
+  D2R_EXPECTS(arg.data != nullptr, function, arg.name, "data pointer is null");
+  D2R_EXPECTS(rows == 1 || arg.row_stride >= cols, function, arg.name, "expected row_stride >= cols ({}), got {}",
+              cols, arg.row_stride);
+  if (ctx.backend() == Backend::cuda) {
+    cudaPointerAttributes attributes{};
+    const cudaError_t status = cudaPointerGetAttributes(&attributes, arg.data);
+    if (status != cudaSuccess) (void)cudaGetLastError();
+    const bool device_accessible = status == cudaSuccess && (attributes.type == cudaMemoryTypeDevice ||
+                                                             attributes.type == cudaMemoryTypeManaged);
+    D2R_EXPECTS(device_accessible, function, arg.name,
+                "the cuda backend needs device or managed memory, got a host pointer");
+  }
+}
+
+void check_disjoint(std::string_view function, const MatrixArg& output, const MatrixArg& other) {
+  if (output.data == nullptr || other.data == nullptr) return;
+  const bool overlap = output.begin() < other.end() && other.begin() < output.end();
+  D2R_EXPECTS(!overlap, function, output.name, "output memory overlaps argument '{}'", other.name);
+}
+
+namespace {
+template <class T>
+std::int64_t first_bad_host(MatrixView<const T> m, ValueRule rule) {
+  for (std::int64_t r = 0; r < m.rows; ++r) {
+    for (std::int64_t c = 0; c < m.cols; ++c) {
+      const T v = m(r, c);
+      const bool bad = rule == ValueRule::finite ? !std::isfinite(v) : (std::isnan(v) || v == std::numeric_limits<T>::infinity());
+      if (bad) return r * m.cols + c;
+    }
+  }
+  return -1;
+}
+template <class T>
+std::int64_t first_row_without_finite_host(MatrixView<const T> m) {
+  for (std::int64_t r = 0; r < m.rows; ++r) {
+    bool any = false;
+    for (std::int64_t c = 0; c < m.cols && !any; ++c) any = std::isfinite(m(r, c));
+    if (!any) return r;
+  }
+  return -1;
+}
+}  // namespace
+
+template <class T>
+void check_values(Context& ctx, std::string_view function, std::string_view name, MatrixView<const T> m,
+                  ValueRule rule) {
+  if (ctx.value_checks() == ValueChecks::none) return;
+  std::int64_t bad = -1;
+  std::int64_t bad_row = -1;
+  if (ctx.backend() == Backend::cpu) {
+    bad = first_bad_host(m, rule);
+    if (bad < 0 && rule == ValueRule::logits) bad_row = first_row_without_finite_host(m);
+  } else if constexpr (std::is_same_v<T, float>) {
+    auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
+    bad = rule == ValueRule::finite ? kernels::first_nonfinite(ctx.stream(), m, scratch)
+                                    : kernels::first_bad_logit(ctx.stream(), m, scratch);
+    if (bad < 0 && rule == ValueRule::logits) bad_row = kernels::first_row_without_finite(ctx.stream(), m, scratch);
+  }
+  if (bad >= 0) {
+    const std::int64_t r = bad / m.cols, c = bad % m.cols;
+    double value = 0;
+    if (ctx.backend() == Backend::cpu) {
+      value = static_cast<double>(m(r, c));
+    } else {
+      T v{};
+      D2R_CUDA_TRY(cudaMemcpy(&v, &m(r, c), sizeof(T), cudaMemcpyDeviceToHost));
+      value = static_cast<double>(v);
+    }
+    fail_argument(function, name,
+                  fmt::format("element ({}, {}) is {}; expected {}", r, c, value,
+                              rule == ValueRule::finite ? "finite values" : "finite values or -inf"));
+  }
+  if (bad_row >= 0) {
+    fail_argument(function, name, fmt::format("row {} has no finite logit (every class masked with -inf)", bad_row));
+  }
+}
+template void check_values<float>(Context&, std::string_view, std::string_view, MatrixView<const float>, ValueRule);
+template void check_values<double>(Context&, std::string_view, std::string_view, MatrixView<const double>, ValueRule);
+
+void check_indices(Context& ctx, std::string_view function, std::string_view name, MatrixView<const std::int32_t> m,
+                   std::int32_t upper) {
+  if (ctx.value_checks() == ValueChecks::none) return;
+  std::int64_t bad = -1;
+  std::int32_t value = 0;
+  if (ctx.backend() == Backend::cpu) {
+    for (std::int64_t r = 0; r < m.rows && bad < 0; ++r)
+      for (std::int64_t c = 0; c < m.cols && bad < 0; ++c)
+        if (m(r, c) < 0 || m(r, c) >= upper) bad = r * m.cols + c, value = m(r, c);
+  } else {
+    auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
+    bad = kernels::first_index_out_of_range(ctx.stream(), m, upper, scratch);
+    if (bad >= 0) D2R_CUDA_TRY(cudaMemcpy(&value, &m(bad / m.cols, bad % m.cols), sizeof value, cudaMemcpyDeviceToHost));
+  }
+  D2R_EXPECTS(bad < 0, function, name, "element ({}, {}) is {}; expected a class index in [0, {})", bad / m.cols,
+              bad % m.cols, value, upper);
+}
+
+template <class T>
+void check_scalar_type(const Context& ctx, std::string_view function) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (ctx.backend() == Backend::cuda) {
+      fail_unsupported(function, "head", "the cuda backend runs float only; got double views (use the cpu backend)");
+    }
+  }
+}
+template void check_scalar_type<float>(const Context&, std::string_view);
+template void check_scalar_type<double>(const Context&, std::string_view);
+
+void check_draw_key(std::string_view function, std::uint64_t step, std::int64_t first_row, std::int64_t rows) {
+  constexpr std::int64_t kRows = std::int64_t{1} << 32;
+  D2R_EXPECTS(step < (std::uint64_t{1} << 32), function, "key.step", "expected step < 2^32, got {}", step);
+  D2R_EXPECTS(first_row >= 0 && first_row + rows <= kRows, function, "key.first_row",
+              "expected 0 <= first_row and first_row + rows <= 2^32, got first_row {} with {} rows", first_row, rows);
+}
+
+}  // namespace d2r::detail
