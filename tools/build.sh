@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Configures and builds d2r into ${D2R_BUILD_DIR:-build} (Release, ccache when present).
+# Extra arguments go to the CMake configure step, e.g. -DD2R_SANITIZE=ON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/cuda/bin:$PATH"
+build_dir="${D2R_BUILD_DIR:-build}"
+launcher=()
+if command -v ccache >/dev/null 2>&1; then
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@"
+cmake --build "$build_dir" -j "${D2R_JOBS:-$(nproc)}"

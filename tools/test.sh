@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's test command: set up, build, run the whole suite (GPU tests skip without a GPU;
+# D2R_EXPECT_GPU=1 makes them fail instead), then the CPU tests again under ASan+UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+tools/build.sh
+(cd build && ctest --output-on-failure --timeout 900 -j "${D2R_JOBS:-$(nproc)}")
+if [ "${D2R_SKIP_SANITIZERS:-0}" != "1" ]; then
+  echo "== CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  D2R_BUILD_DIR=build-sanitize tools/build.sh -DD2R_SANITIZE=ON -DD2R_BUILD_BENCH=OFF
+  (cd build-sanitize && ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 \
+     ctest --output-on-failure --timeout 900 -L cpu -E install_consumer -j "${D2R_JOBS:-$(nproc)}")
+fi
