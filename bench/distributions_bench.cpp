@@ -138,25 +138,36 @@ void cat_gpu_args(benchmark::internal::Benchmark* b) {
   }
 }
 
+// Named entry points (BENCHMARK_CAPTURE pastes the function name into identifiers).
+void diag_sample(benchmark::State& s, bool gpu) { diag_gaussian<Op::sample>(s, gpu); }
+void diag_log_prob(benchmark::State& s, bool gpu) { diag_gaussian<Op::log_prob>(s, gpu); }
+void diag_backward(benchmark::State& s, bool gpu) { diag_gaussian<Op::backward>(s, gpu); }
+void categorical_sample(benchmark::State& s, bool gpu) { categorical<Op::sample>(s, gpu); }
+void categorical_log_prob(benchmark::State& s, bool gpu) { categorical<Op::log_prob>(s, gpu); }
+void categorical_backward(benchmark::State& s, bool gpu) { categorical<Op::backward>(s, gpu); }
+void cholesky_sample(benchmark::State& s, bool gpu) { cholesky_gaussian<Op::sample>(s, gpu); }
+void cholesky_log_prob(benchmark::State& s, bool gpu) { cholesky_gaussian<Op::log_prob>(s, gpu); }
+void cholesky_backward(benchmark::State& s, bool gpu) { cholesky_gaussian<Op::backward>(s, gpu); }
+
 }  // namespace
 
-BENCHMARK_CAPTURE(diag_gaussian<Op::sample>, gpu, true)->Apply(diag_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(diag_gaussian<Op::log_prob>, gpu, true)->Apply(diag_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(diag_gaussian<Op::backward>, gpu, true)->Apply(diag_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(categorical<Op::sample>, gpu, true)->Apply(cat_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(categorical<Op::log_prob>, gpu, true)->Apply(cat_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(categorical<Op::backward>, gpu, true)->Apply(cat_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(cholesky_gaussian<Op::sample>, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(cholesky_gaussian<Op::log_prob>, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(cholesky_gaussian<Op::backward>, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(diag_sample, gpu, true)->Apply(diag_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(diag_log_prob, gpu, true)->Apply(diag_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(diag_backward, gpu, true)->Apply(diag_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_sample, gpu, true)->Apply(cat_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_log_prob, gpu, true)->Apply(cat_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_backward, gpu, true)->Apply(cat_gpu_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_sample, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_log_prob, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_backward, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 // CPU reference (the cpu backend that runs the main job without a GPU), smaller sizes.
-BENCHMARK_CAPTURE(diag_gaussian<Op::sample>, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(diag_gaussian<Op::log_prob>, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(diag_gaussian<Op::backward>, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(categorical<Op::sample>, cpu, false)->Args({256, 32000, 5})->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(categorical<Op::backward>, cpu, false)->Args({256, 32000, 5})->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(cholesky_gaussian<Op::sample>, cpu, false)->Args({1024, 17, 5})->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(cholesky_gaussian<Op::backward>, cpu, false)->Args({1024, 17, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(diag_sample, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(diag_log_prob, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(diag_backward, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_sample, cpu, false)->Args({256, 32000, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_backward, cpu, false)->Args({256, 32000, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_sample, cpu, false)->Args({1024, 17, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_backward, cpu, false)->Args({1024, 17, 5})->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

@@ -1,1 +1,171 @@
-// placeholder: being written
+// Public entry points of the categorical head: validate, then run the CPU reference or the CUDA
+// kernels. Shapes, strides, memory spaces and aliasing are checked first (cheap), then the values
+// (one more pass over the inputs, and on cuda one synchronisation), and only then is any output
+// written.
+#include <type_traits>
+#include <vector>
+
+#include "d2r/distributions.hpp"
+#include "host/reference/categorical_ref.hpp"
+#include "host/src/head_checks.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+/// Shape of the head (B >= 1 rows, 2 <= C <= kMaxCategoricalClasses), and its scalar type.
+template <class T>
+void check_head_shape(Context& ctx, std::string_view fn, const Categorical<T>& head) {
+  detail::check_scalar_type<T>(ctx, fn);
+  const MatrixView<const T>& logits = head.logits;
+  D2R_EXPECTS(logits.rows >= 1, fn, "head.logits", "expected B >= 1 rows, got {} x {}", logits.rows, logits.cols);
+  D2R_EXPECTS(logits.cols >= 2 && logits.cols <= kMaxCategoricalClasses, fn, "head.logits",
+              "expected 2 <= C <= {} classes (columns), got {} x {}", kMaxCategoricalClasses, logits.rows,
+              logits.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("head.logits", logits), logits.rows, logits.cols);
+}
+
+template <class T>
+void check_logit_values(Context& ctx, std::string_view fn, const Categorical<T>& head) {
+  detail::check_values<T>(ctx, fn, "head.logits", head.logits, detail::ValueRule::logits);
+}
+
+math::DrawPosition position(const Context& ctx, DrawKey key) {
+  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
+}
+
+}  // namespace
+
+// Shared head validation (host/src/head_checks.hpp), for the objectives composed of this head.
+namespace detail {
+template <class T>
+void check_head(Context& ctx, std::string_view fn, const Categorical<T>& head) {
+  check_head_shape(ctx, fn, head);
+  check_logit_values(ctx, fn, head);
+}
+template <class T>
+std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const Categorical<T>& head,
+                                       const CategoricalGrad<T>& grad) {
+  const MatrixArg g_logits("grad.logits", grad.logits);
+  check_matrix(ctx, fn, g_logits, head.logits.rows, head.logits.cols);
+  return {g_logits};
+}
+template void check_head<float>(Context&, std::string_view, const Categorical<float>&);
+template void check_head<double>(Context&, std::string_view, const Categorical<double>&);
+template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const Categorical<float>&,
+                                                       const CategoricalGrad<float>&);
+template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view, const Categorical<double>&,
+                                                        const CategoricalGrad<double>&);
+}  // namespace detail
+
+template <class T>
+void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, DrawKey key,
+            MatrixView<std::int32_t> samples) {
+  constexpr std::string_view fn = "sample";
+  check_head_shape(ctx, fn, head);
+  const std::int64_t batch = head.logits.rows;
+  D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
+  D2R_EXPECTS(generations <= (std::int64_t{1} << 32), fn, "generations",
+              "expected generations <= 2^32 (the Philox counter of a draw), got {}", generations);
+  detail::check_draw_key(fn, key.step, key.first_row, batch);
+  const MatrixArg out("samples", samples);
+  detail::check_matrix(ctx, fn, out, batch, generations);
+  detail::check_disjoint(fn, out, MatrixArg("head.logits", head.logits));
+  check_logit_values(ctx, fn, head);
+  if (ctx.backend() == Backend::cpu) {
+    reference::categorical_sample(head, generations, position(ctx, key), samples);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::categorical_sample(ctx.stream(), head, generations, position(ctx, key), samples);
+  }
+}
+
+template <class T>
+void log_prob(Context& ctx, const Categorical<T>& head, MatrixView<const std::int32_t> samples, MatrixView<T> out) {
+  constexpr std::string_view fn = "log_prob";
+  check_head_shape(ctx, fn, head);
+  const std::int64_t batch = head.logits.rows;
+  D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
+  const MatrixArg out_arg("out", out);
+  detail::check_matrix(ctx, fn, out_arg, batch, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch, out.cols);
+  detail::check_disjoint(fn, out_arg, MatrixArg("head.logits", head.logits));
+  detail::check_disjoint(fn, out_arg, MatrixArg("samples", samples));
+  check_logit_values(ctx, fn, head);
+  detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
+  if (ctx.backend() == Backend::cpu) {
+    reference::categorical_log_prob(head, samples, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::categorical_log_prob(ctx.stream(), head, samples, out);
+  }
+}
+
+template <class T>
+void entropy(Context& ctx, const Categorical<T>& head, VectorView<T> out) {
+  constexpr std::string_view fn = "entropy";
+  check_head_shape(ctx, fn, head);
+  const MatrixArg out_arg("out", out);
+  detail::check_matrix(ctx, fn, out_arg, 1, head.logits.rows);
+  detail::check_disjoint(fn, out_arg, MatrixArg("head.logits", head.logits));
+  check_logit_values(ctx, fn, head);
+  if (ctx.backend() == Backend::cpu) {
+    reference::categorical_entropy(head, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::categorical_entropy(ctx.stream(), head, out);
+  }
+}
+
+template <class T>
+void backward(Context& ctx, const Categorical<T>& head, MatrixView<const std::int32_t> samples,
+              ConstMatrix<T> d_log_prob, ConstVector<T> d_entropy, const CategoricalGrad<T>& grad) {
+  constexpr std::string_view fn = "backward";
+  check_head_shape(ctx, fn, head);
+  const std::int64_t batch = head.logits.rows, classes = head.logits.cols;
+  std::vector<MatrixArg> inputs{MatrixArg("head.logits", head.logits)};
+  const bool has_log_prob = !d_log_prob.empty();
+  if (has_log_prob) {
+    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
+                d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch, d_log_prob.cols);
+    inputs.emplace_back("samples", samples);
+    inputs.emplace_back("d_log_prob", d_log_prob);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
+    inputs.emplace_back("d_entropy", d_entropy);
+  }
+  const MatrixArg g_logits = detail::check_head_grad(ctx, fn, head, grad).front();
+  for (const MatrixArg& in : inputs) detail::check_disjoint(fn, g_logits, in);
+
+  check_logit_values(ctx, fn, head);
+  if (has_log_prob) {
+    detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(classes));
+    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
+                            detail::ValueRule::finite);
+  }
+  // Without cotangents for the log-probabilities the samples are not read.
+  const MatrixView<const std::int32_t> used_samples = has_log_prob ? samples : MatrixView<const std::int32_t>{};
+  if (ctx.backend() == Backend::cpu) {
+    reference::categorical_backward(head, used_samples, d_log_prob, d_entropy, grad);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::categorical_backward(ctx.stream(), head, used_samples, d_log_prob, d_entropy, grad);
+  }
+}
+
+#define D2R_INSTANTIATE(T)                                                                                       \
+  template void sample<T>(Context&, const Categorical<T>&, std::int64_t, DrawKey, MatrixView<std::int32_t>);    \
+  template void log_prob<T>(Context&, const Categorical<T>&, MatrixView<const std::int32_t>, MatrixView<T>);    \
+  template void entropy<T>(Context&, const Categorical<T>&, VectorView<T>);                                     \
+  template void backward<T>(Context&, const Categorical<T>&, MatrixView<const std::int32_t>, ConstMatrix<T>, \
+                            ConstVector<T>, const CategoricalGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r

@@ -1,1 +1,217 @@
-// placeholder: being written
+// Public entry points of the Cholesky-Gaussian head: validate, then run the CPU reference or the
+// CUDA kernels. Every check (shapes, strides, memory space, aliasing, hyperparameters, then
+// values) runs before the first write to any output.
+#include <cmath>
+#include <vector>
+
+#include "d2r/distributions.hpp"
+#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/src/head_checks.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+std::int64_t packed_size(std::int64_t n) { return n * (n + 1) / 2; }
+
+/// Shapes, strides, memory space and the jitter (no reads of the data).
+template <class T>
+void check_head_shape(const Context& ctx, std::string_view fn, const CholeskyGaussian<T>& head) {
+  detail::check_scalar_type<T>(ctx, fn);
+  D2R_EXPECTS(head.mean.rows >= 1 && head.mean.cols >= 1, fn, "head.mean",
+              "expected B >= 1 rows and n >= 1 columns, got {} x {}", head.mean.rows, head.mean.cols);
+  D2R_EXPECTS(head.mean.cols <= kMaxCholeskyDim, fn, "head.mean",
+              "expected n <= {} columns (kMaxCholeskyDim), got {}", kMaxCholeskyDim, head.mean.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("head.mean", head.mean), head.mean.rows, head.mean.cols);
+  const std::int64_t n = head.mean.cols;
+  D2R_EXPECTS(head.tril.rows == 1 || head.tril.rows == head.mean.rows, fn, "head.tril",
+              "expected {} rows (one factor per row) or 1 row (shared), got {}", head.mean.rows, head.tril.rows);
+  D2R_EXPECTS(head.tril.cols == packed_size(n), fn, "head.tril",
+              "expected n(n+1)/2 = {} columns (packed lower triangle for n = {}), got {}", packed_size(n), n,
+              head.tril.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("head.tril", head.tril), head.tril.rows, packed_size(n));
+  D2R_EXPECTS(std::isfinite(head.jitter) && head.jitter >= T(0), fn, "head.jitter",
+              "expected a finite jitter >= 0, got {}", static_cast<double>(head.jitter));
+}
+
+/// Values (ValueChecks::full): finite mean and tril, and every L_ii = softplus(raw_ii) + jitter > 0.
+template <class T>
+void check_head_values(Context& ctx, std::string_view fn, const CholeskyGaussian<T>& head) {
+  if (ctx.value_checks() == ValueChecks::none) return;
+  detail::check_values<T>(ctx, fn, "head.mean", head.mean, detail::ValueRule::finite);
+  detail::check_values<T>(ctx, fn, "head.tril", head.tril, detail::ValueRule::finite);
+  const std::int64_t n = head.mean.cols;
+  std::int64_t bad = -1;
+  if (ctx.backend() == Backend::cpu) {
+    for (std::int64_t r = 0; r < head.tril.rows && bad < 0; ++r) {
+      for (std::int64_t i = 0; i < n && bad < 0; ++i) {
+        const T diagonal = math::softplus(head.tril(r, i * (i + 3) / 2)) + head.jitter;
+        if (!(diagonal > T(0))) bad = r * n + i;
+      }
+    }
+  } else if constexpr (std::is_same_v<T, float>) {
+    auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
+    bad = kernels::cholesky_first_nonpositive_diagonal(ctx.stream(), head, scratch);
+  }
+  if (bad < 0) return;
+  const std::int64_t r = bad / n, i = bad % n, c = i * (i + 3) / 2;
+  T raw{};
+  if (ctx.backend() == Backend::cpu) {
+    raw = head.tril(r, c);
+  } else {
+    D2R_CUDA_TRY(cudaMemcpy(&raw, &head.tril(r, c), sizeof(T), cudaMemcpyDeviceToHost));
+  }
+  detail::fail_argument(fn, "head.tril",
+                        fmt::format("element ({}, {}) (diagonal entry L_{}{}) is {}: softplus(raw) + jitter ({}) = {};"
+                                    " expected L_ii > 0 (raise the raw diagonal or the jitter)",
+                                    r, c, i, i, static_cast<double>(raw), static_cast<double>(head.jitter),
+                                    static_cast<double>(math::softplus(raw) + head.jitter)));
+}
+
+template <class T>
+void check_output(std::string_view fn, const MatrixArg& out, const CholeskyGaussian<T>& head) {
+  detail::check_disjoint(fn, out, MatrixArg("head.mean", head.mean));
+  detail::check_disjoint(fn, out, MatrixArg("head.tril", head.tril));
+}
+
+math::DrawPosition position(const Context& ctx, DrawKey key) {
+  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
+}
+
+}  // namespace
+
+// Shared head validation (host/src/head_checks.hpp), for the objectives composed of this head.
+namespace detail {
+template <class T>
+void check_head(Context& ctx, std::string_view fn, const CholeskyGaussian<T>& head) {
+  check_head_shape(ctx, fn, head);
+  check_head_values(ctx, fn, head);
+}
+template <class T>
+std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const CholeskyGaussian<T>& head,
+                                       const CholeskyGaussianGrad<T>& grad) {
+  const MatrixArg g_mean("grad.mean", grad.mean), g_tril("grad.tril", grad.tril);
+  check_matrix(ctx, fn, g_mean, head.mean.rows, head.mean.cols);
+  check_matrix(ctx, fn, g_tril, head.tril.rows, head.tril.cols);
+  check_disjoint(fn, g_mean, g_tril);
+  return {g_mean, g_tril};
+}
+template void check_head<float>(Context&, std::string_view, const CholeskyGaussian<float>&);
+template void check_head<double>(Context&, std::string_view, const CholeskyGaussian<double>&);
+template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const CholeskyGaussian<float>&,
+                                                       const CholeskyGaussianGrad<float>&);
+template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view,
+                                                        const CholeskyGaussian<double>&,
+                                                        const CholeskyGaussianGrad<double>&);
+}  // namespace detail
+
+template <class T>
+void sample(Context& ctx, const CholeskyGaussian<T>& head, std::int64_t generations, DrawKey key,
+            MatrixView<T> samples) {
+  constexpr std::string_view fn = "sample";
+  check_head_shape(ctx, fn, head);
+  D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
+  detail::check_draw_key(fn, key.step, key.first_row, head.mean.rows);
+  const MatrixArg out("samples", samples);
+  detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
+  check_output(fn, out, head);
+  check_head_values(ctx, fn, head);
+  if (ctx.backend() == Backend::cpu) {
+    reference::cholesky_gaussian_sample(head, generations, position(ctx, key), samples);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::cholesky_gaussian_sample(ctx.stream(), head, generations, position(ctx, key), samples);
+  }
+}
+
+template <class T>
+void log_prob(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samples, MatrixView<T> out) {
+  constexpr std::string_view fn = "log_prob";
+  check_head_shape(ctx, fn, head);
+  D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
+  const MatrixArg out_arg("out", out), samples_arg("samples", samples);
+  detail::check_matrix(ctx, fn, out_arg, head.mean.rows, out.cols);
+  detail::check_matrix(ctx, fn, samples_arg, head.mean.rows * out.cols, head.mean.cols);
+  check_output(fn, out_arg, head);
+  detail::check_disjoint(fn, out_arg, samples_arg);
+  check_head_values(ctx, fn, head);
+  detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+  if (ctx.backend() == Backend::cpu) {
+    reference::cholesky_gaussian_log_prob(head, samples, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::cholesky_gaussian_log_prob(ctx.stream(), head, samples, out);
+  }
+}
+
+template <class T>
+void entropy(Context& ctx, const CholeskyGaussian<T>& head, VectorView<T> out) {
+  constexpr std::string_view fn = "entropy";
+  check_head_shape(ctx, fn, head);
+  const MatrixArg out_arg("out", out);
+  detail::check_matrix(ctx, fn, out_arg, 1, head.mean.rows);
+  check_output(fn, out_arg, head);
+  check_head_values(ctx, fn, head);
+  if (ctx.backend() == Backend::cpu) {
+    reference::cholesky_gaussian_entropy(head, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::cholesky_gaussian_entropy(ctx.stream(), head, out);
+  }
+}
+
+template <class T>
+void backward(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samples,
+              ConstMatrix<T> d_log_prob, ConstVector<T> d_entropy, const CholeskyGaussianGrad<T>& grad) {
+  constexpr std::string_view fn = "backward";
+  check_head_shape(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  std::vector<MatrixArg> inputs{MatrixArg("head.mean", head.mean), MatrixArg("head.tril", head.tril)};
+  if (!d_log_prob.empty()) {
+    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
+                d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
+    inputs.emplace_back("samples", samples);
+    inputs.emplace_back("d_log_prob", d_log_prob);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
+    inputs.emplace_back("d_entropy", d_entropy);
+  }
+  const MatrixArg g_mean("grad.mean", grad.mean), g_tril("grad.tril", grad.tril);
+  detail::check_matrix(ctx, fn, g_mean, batch, n);
+  detail::check_matrix(ctx, fn, g_tril, head.tril.rows, packed_size(n));
+  for (const MatrixArg& in : inputs) {
+    detail::check_disjoint(fn, g_mean, in);
+    detail::check_disjoint(fn, g_tril, in);
+  }
+  detail::check_disjoint(fn, g_mean, g_tril);
+  check_head_values(ctx, fn, head);
+  if (!d_log_prob.empty()) {
+    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
+                            detail::ValueRule::finite);
+  }
+  if (ctx.backend() == Backend::cpu) {
+    reference::cholesky_gaussian_backward(head, samples, d_log_prob, d_entropy, grad);
+  } else if constexpr (std::is_same_v<T, float>) {
+    void* workspace = ctx.workspace(kernels::cholesky_gaussian_backward_workspace_bytes(head));
+    kernels::cholesky_gaussian_backward(ctx.stream(), head, samples, d_log_prob, d_entropy, grad, workspace);
+  }
+}
+
+#define D2R_INSTANTIATE(T)                                                                                   \
+  template void sample<T>(Context&, const CholeskyGaussian<T>&, std::int64_t, DrawKey, MatrixView<T>);       \
+  template void log_prob<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, MatrixView<T>);       \
+  template void entropy<T>(Context&, const CholeskyGaussian<T>&, VectorView<T>);                             \
+  template void backward<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,  \
+                            ConstVector<T>, const CholeskyGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r

@@ -46,16 +46,20 @@ struct Context::Impl {
   cudaStream_t stream = nullptr;
   bool owns_stream = false;
   cublasHandle_t cublas = nullptr;
-  void* workspace = nullptr;
-  std::size_t workspace_bytes = 0;
+  struct Block {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+  };
+  Block blocks[2];
 
   ~Impl() {
     if (backend == Backend::cuda) {
       if (cublas != nullptr) cublasDestroy(cublas);
-      if (workspace != nullptr) D2R_CUDA_TRY_NO_THROW(cudaFree(workspace));
+      for (Block& block : blocks)
+        if (block.data != nullptr) D2R_CUDA_TRY_NO_THROW(cudaFree(block.data));
       if (owns_stream) D2R_CUDA_TRY_NO_THROW(cudaStreamDestroy(stream));
     } else {
-      std::free(workspace);
+      for (Block& block : blocks) std::free(block.data);
     }
   }
 };
@@ -102,7 +106,9 @@ ValueChecks Context::value_checks() const noexcept { return impl_->value_checks;
 void Context::set_value_checks(ValueChecks checks) noexcept { impl_->value_checks = checks; }
 int Context::device() const noexcept { return impl_->device; }
 cudaStream_t Context::stream() const noexcept { return impl_->stream; }
-std::size_t Context::workspace_capacity() const noexcept { return impl_->workspace_bytes; }
+std::size_t Context::workspace_capacity(Workspace which) const noexcept {
+  return impl_->blocks[static_cast<int>(which)].bytes;
+}
 
 std::string Context::device_name() const {
   if (impl_->backend == Backend::cpu) return "cpu";
@@ -120,25 +126,25 @@ cublasHandle_t Context::cublas() {
   return impl_->cublas;
 }
 
-void* Context::workspace(std::size_t bytes) {
-  if (bytes <= impl_->workspace_bytes) return impl_->workspace;
-  const std::size_t grown = std::max<std::size_t>({bytes, 2 * impl_->workspace_bytes, 4096});
+void* Context::workspace(std::size_t bytes, Workspace which) {
+  Impl::Block& block = impl_->blocks[static_cast<int>(which)];
+  if (bytes <= block.bytes) return block.data;
+  const std::size_t grown = std::max<std::size_t>({bytes, 2 * block.bytes, 4096});
   const std::size_t rounded = (grown + 255) / 256 * 256;
   if (impl_->backend == Backend::cuda) {
     // The old block may still be read by queued kernels: wait for them before freeing it.
     D2R_CUDA_TRY(cudaStreamSynchronize(impl_->stream));
-    if (impl_->workspace != nullptr) D2R_CUDA_TRY(cudaFree(impl_->workspace));
-    impl_->workspace = nullptr;
-    impl_->workspace_bytes = 0;
-    D2R_CUDA_TRY(cudaMalloc(&impl_->workspace, rounded));
+    if (block.data != nullptr) D2R_CUDA_TRY(cudaFree(block.data));
+    block = {};
+    D2R_CUDA_TRY(cudaMalloc(&block.data, rounded));
   } else {
-    std::free(impl_->workspace);
-    impl_->workspace = std::aligned_alloc(256, rounded);
-    impl_->workspace_bytes = 0;
-    if (impl_->workspace == nullptr) throw std::bad_alloc();
+    std::free(block.data);
+    block = {};
+    block.data = std::aligned_alloc(256, rounded);
+    if (block.data == nullptr) throw std::bad_alloc();
   }
-  impl_->workspace_bytes = rounded;
-  return impl_->workspace;
+  block.bytes = rounded;
+  return block.data;
 }
 
 void Context::synchronize() const {

@@ -4,6 +4,7 @@
 
 #include "d2r/distributions.hpp"
 #include "host/reference/diag_gaussian_ref.hpp"
+#include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/launch.hpp"
 
@@ -13,7 +14,7 @@ namespace {
 using detail::MatrixArg;
 
 template <class T>
-void check_head(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) {
+void check_head_impl(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) {
   detail::check_scalar_type<T>(ctx, fn);
   D2R_EXPECTS(head.mean.rows >= 1 && head.mean.cols >= 1, fn, "head.mean", "expected B >= 1 rows and n >= 1 columns, got {} x {}",
               head.mean.rows, head.mean.cols);
@@ -25,7 +26,7 @@ void check_head(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) 
   detail::check_values<T>(ctx, fn, "head.log_std", head.log_std, detail::ValueRule::finite);
 }
 
-template <class T, class Out>
+template <class T>
 void check_output(std::string_view fn, const MatrixArg& out, const DiagGaussian<T>& head) {
   detail::check_disjoint(fn, out, MatrixArg("head.mean", head.mean));
   detail::check_disjoint(fn, out, MatrixArg("head.log_std", head.log_std));
@@ -37,15 +38,37 @@ math::DrawPosition position(const Context& ctx, DrawKey key) {
 
 }  // namespace
 
+namespace detail {
+template <class T>
+void check_head(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) {
+  check_head_impl(ctx, fn, head);
+}
+template <class T>
+std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const DiagGaussian<T>& head,
+                                       const DiagGaussianGrad<T>& grad) {
+  const MatrixArg g_mean("grad.mean", grad.mean), g_log_std("grad.log_std", grad.log_std);
+  check_matrix(ctx, fn, g_mean, head.mean.rows, head.mean.cols);
+  check_matrix(ctx, fn, g_log_std, head.log_std.rows, head.mean.cols);
+  check_disjoint(fn, g_mean, g_log_std);
+  return {g_mean, g_log_std};
+}
+template void check_head<float>(Context&, std::string_view, const DiagGaussian<float>&);
+template void check_head<double>(Context&, std::string_view, const DiagGaussian<double>&);
+template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const DiagGaussian<float>&,
+                                                       const DiagGaussianGrad<float>&);
+template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view, const DiagGaussian<double>&,
+                                                        const DiagGaussianGrad<double>&);
+}  // namespace detail
+
 template <class T>
 void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations, DrawKey key, MatrixView<T> samples) {
   constexpr std::string_view fn = "sample";
-  check_head(ctx, fn, head);
+  check_head_impl(ctx, fn, head);
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
   detail::check_draw_key(fn, key.step, key.first_row, head.mean.rows);
   const MatrixArg out("samples", samples);
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
-  check_output<T, T>(fn, out, head);
+  check_output(fn, out, head);
   if (ctx.backend() == Backend::cpu) {
     reference::diag_gaussian_sample(head, generations, position(ctx, key), samples);
   } else if constexpr (std::is_same_v<T, float>) {
@@ -54,14 +77,14 @@ void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations,
 }
 
 template <class T>
-void log_prob(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out) {
+void log_prob(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, MatrixView<T> out) {
   constexpr std::string_view fn = "log_prob";
-  check_head(ctx, fn, head);
+  check_head_impl(ctx, fn, head);
   D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
   detail::check_matrix(ctx, fn, MatrixArg("out", out), head.mean.rows, out.cols);
   detail::check_matrix(ctx, fn, MatrixArg("samples", samples), head.mean.rows * out.cols, head.mean.cols);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-  check_output<T, T>(fn, MatrixArg("out", out), head);
+  check_output(fn, MatrixArg("out", out), head);
   detail::check_disjoint(fn, MatrixArg("out", out), MatrixArg("samples", samples));
   if (ctx.backend() == Backend::cpu) {
     reference::diag_gaussian_log_prob(head, samples, out);
@@ -73,9 +96,9 @@ void log_prob(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> sam
 template <class T>
 void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
   constexpr std::string_view fn = "entropy";
-  check_head(ctx, fn, head);
+  check_head_impl(ctx, fn, head);
   detail::check_matrix(ctx, fn, MatrixArg("out", out), 1, head.mean.rows);
-  check_output<T, T>(fn, MatrixArg("out", out), head);
+  check_output(fn, MatrixArg("out", out), head);
   if (ctx.backend() == Backend::cpu) {
     reference::diag_gaussian_entropy(head, out);
   } else if constexpr (std::is_same_v<T, float>) {
@@ -84,10 +107,10 @@ void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
 }
 
 template <class T>
-void backward(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
-              VectorView<const T> d_entropy, const DiagGaussianGrad<T>& grad) {
+void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, ConstMatrix<T> d_log_prob,
+              ConstVector<T> d_entropy, const DiagGaussianGrad<T>& grad) {
   constexpr std::string_view fn = "backward";
-  check_head(ctx, fn, head);
+  check_head_impl(ctx, fn, head);
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   std::vector<MatrixArg> inputs{MatrixArg("head.mean", head.mean), MatrixArg("head.log_std", head.log_std)};
   if (!d_log_prob.empty()) {
@@ -124,10 +147,10 @@ void backward(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> sam
 
 #define D2R_INSTANTIATE(T)                                                                                   \
   template void sample<T>(Context&, const DiagGaussian<T>&, std::int64_t, DrawKey, MatrixView<T>);           \
-  template void log_prob<T>(Context&, const DiagGaussian<T>&, MatrixView<const T>, MatrixView<T>);           \
+  template void log_prob<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, MatrixView<T>);           \
   template void entropy<T>(Context&, const DiagGaussian<T>&, VectorView<T>);                                 \
-  template void backward<T>(Context&, const DiagGaussian<T>&, MatrixView<const T>, MatrixView<const T>,      \
-                            VectorView<const T>, const DiagGaussianGrad<T>&);
+  template void backward<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,      \
+                            ConstVector<T>, const DiagGaussianGrad<T>&);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

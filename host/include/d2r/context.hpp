@@ -41,6 +41,11 @@ enum class ValueChecks {
   none,  ///< trust the values: no extra pass, no synchronisation (inner loops, CUDA graphs)
 };
 
+/// Which of the context's scratch blocks a call uses. Primitives use `primitive`; operations
+/// composed of primitives (the objectives) keep their intermediates in `composite`, so the
+/// primitives they call cannot overwrite them.
+enum class Workspace { primitive, composite };
+
 /// Construction options for a Context.
 struct ContextOptions {
   Backend backend = Backend::automatic;
@@ -89,9 +94,9 @@ class Context {
   /// Returns at least `bytes` bytes of scratch memory in the backend's memory space (device
   /// memory for cuda), aligned to 256 bytes. The pointer stays valid until the next call that
   /// asks for more than the current capacity; growing synchronises the stream once.
-  void* workspace(std::size_t bytes);
-  /// Current workspace capacity in bytes (its high-water mark).
-  [[nodiscard]] std::size_t workspace_capacity() const noexcept;
+  void* workspace(std::size_t bytes, Workspace which = Workspace::primitive);
+  /// Current capacity of a workspace block in bytes (its high-water mark).
+  [[nodiscard]] std::size_t workspace_capacity(Workspace which = Workspace::primitive) const noexcept;
 
   /// Blocks until all work queued on stream() has finished (no-op on cpu).
   void synchronize() const;

@@ -114,9 +114,9 @@ void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, 
 
 /// log p(sample_bg | head_b) into `out` (B x G).
 template <class T>
-void log_prob(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out);
+void log_prob(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, MatrixView<T> out);
 template <class T>
-void log_prob(Context& ctx, const CholeskyGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out);
+void log_prob(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samples, MatrixView<T> out);
 template <class T>
 void log_prob(Context& ctx, const Categorical<T>& head, MatrixView<const std::int32_t> samples, MatrixView<T> out);
 
@@ -132,13 +132,13 @@ void entropy(Context& ctx, const Categorical<T>& head, VectorView<T> out);
 /// `d_log_prob` is B x G (may be empty when only the entropy term is wanted, then `samples`
 /// may be empty too); `d_entropy` has length B or is empty.
 template <class T>
-void backward(Context& ctx, const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
-              VectorView<const T> d_entropy, const DiagGaussianGrad<T>& grad);
+void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, ConstMatrix<T> d_log_prob,
+              ConstVector<T> d_entropy, const DiagGaussianGrad<T>& grad);
 template <class T>
-void backward(Context& ctx, const CholeskyGaussian<T>& head, MatrixView<const T> samples,
-              MatrixView<const T> d_log_prob, VectorView<const T> d_entropy, const CholeskyGaussianGrad<T>& grad);
+void backward(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samples,
+              ConstMatrix<T> d_log_prob, ConstVector<T> d_entropy, const CholeskyGaussianGrad<T>& grad);
 template <class T>
 void backward(Context& ctx, const Categorical<T>& head, MatrixView<const std::int32_t> samples,
-              MatrixView<const T> d_log_prob, VectorView<const T> d_entropy, const CategoricalGrad<T>& grad);
+              ConstMatrix<T> d_log_prob, ConstVector<T> d_entropy, const CategoricalGrad<T>& grad);
 
 }  // namespace d2r

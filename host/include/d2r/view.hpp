@@ -66,6 +66,14 @@ struct VectorView {
   }
 };
 
+/// Input views of function templates whose scalar type is fixed by another argument (the head):
+/// a non-deduced context, so that a MatrixView<float> converts to MatrixView<const float> at the
+/// call instead of failing template argument deduction.
+template <class T>
+using ConstMatrix = std::type_identity_t<MatrixView<const T>>;
+template <class T>
+using ConstVector = std::type_identity_t<VectorView<const T>>;
+
 /// A packed row-major matrix view (row_stride == cols).
 template <class T>
 MatrixView<T> matrix_view(T* data, std::int64_t rows, std::int64_t cols) {

@@ -1,0 +1,320 @@
+#pragma once
+// CPU reference of the inner objectives (DESIGN.md §5): the per-row terms of the REINFORCE
+// surrogate, the exact-expectation objective and the pathwise objective of each head.
+// Plain loops, templated on the scalar type (the double oracle and the cpu backend).
+//
+// Conventions shared with the kernels: N = normaliser rows, k = pd / N with pd = 1/n under
+// per_dimension_mean (1 otherwise, and always 1 for the categorical head); row values are
+// already divided by N so that shards add up.
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "d2r/objectives.hpp"
+#include "host/reference/categorical_ref.hpp"
+#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/rewards_ref.hpp"
+#include "kernels/math/numerics.hpp"
+
+namespace d2r::reference {
+
+/// Scalars that turn the options into the factors of the objective.
+template <class T>
+struct ObjectiveScale {
+  T per_dim;      ///< pd: 1/n or 1
+  T normaliser;   ///< N
+  std::int64_t generations;
+};
+
+/// From log-probabilities, raw rewards, advantages and entropies of a batch, the surrogate's
+/// per-row values and the cotangents that `backward` turns into the head gradient:
+///   x = −pd·log p, clipped to [−c, c] when c > 0 (active = |x| <= c)
+///   row_loss_b   = (1/N) [ (1/G) Σ_g clip(x_bg)·A_bg − λ·pd·H_b ]
+///   d_log_prob   = −pd·A·active / (N·G),   d_entropy_b = −λ·pd / N,   row_reward_b = mean_g r_bg
+template <class T>
+void pg_row_terms(const PgOptions<T>& options, ObjectiveScale<T> s, MatrixView<const T> log_prob,
+                  MatrixView<const T> rewards, MatrixView<const T> advantages, VectorView<const T> entropy,
+                  MatrixView<T> d_log_prob, VectorView<T> d_entropy, const ObjectiveRows<T>& rows) {
+  const std::int64_t G = s.generations;
+  const T c = options.log_prob_clip;
+  for (std::int64_t b = 0; b < log_prob.rows; ++b) {
+    T loss = 0, reward_sum = 0;
+    for (std::int64_t g = 0; g < G; ++g) {
+      T x = -s.per_dim * log_prob(b, g);
+      bool active = true;
+      if (c > T(0) && (x > c || x < -c)) {
+        active = false;
+        x = x > c ? c : -c;
+      }
+      loss += x * advantages(b, g);
+      reward_sum += rewards(b, g);
+      d_log_prob(b, g) = active ? -s.per_dim * advantages(b, g) / (s.normaliser * T(G)) : T(0);
+    }
+    rows.row_loss[b] = (loss / T(G) - options.entropy_weight * s.per_dim * entropy[b]) / s.normaliser;
+    if (!rows.row_reward.empty()) rows.row_reward[b] = reward_sum / T(G);
+    d_entropy[b] = -options.entropy_weight * s.per_dim / s.normaliser;
+  }
+}
+
+/// Writes U·δ into `out` and returns δᵀUδ, for the reward's U in dimension n.
+template <class T, class Delta>
+T apply_u(const MahalanobisReward<T>& reward, std::int64_t n, Delta&& delta, std::vector<T>& out) {
+  out.assign(static_cast<std::size_t>(n), T(0));
+  if (reward.form == RewardForm::full) {
+    std::vector<T> v(static_cast<std::size_t>(n), T(0));  // Rᵀδ
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t i = j; i < n; ++i) v[j] += reward.params[tril_index(i, j)] * delta(i);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j <= i; ++j) out[i] += reward.params[tril_index(i, j)] * v[j];
+  } else {
+    for (std::int64_t i = 0; i < n; ++i)
+      out[i] = (reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i]) * delta(i);
+  }
+  T quad = 0;
+  for (std::int64_t i = 0; i < n; ++i) quad += delta(i) * out[i];
+  return quad;
+}
+
+/// U_dd of the reward.
+template <class T>
+T u_diagonal(const MahalanobisReward<T>& reward, std::int64_t d) {
+  if (reward.form == RewardForm::scalar) return reward.params[0];
+  if (reward.form == RewardForm::diagonal) return reward.params[d];
+  T s = 0;
+  for (std::int64_t j = 0; j <= d; ++j) s += reward.params[tril_index(d, j)] * reward.params[tril_index(d, j)];
+  return s;
+}
+
+/// Dense U (n x n, row-major) of the reward.
+template <class T>
+std::vector<T> dense_u(const MahalanobisReward<T>& reward, std::int64_t n) {
+  std::vector<T> U(static_cast<std::size_t>(n * n), T(0)), column;
+  for (std::int64_t j = 0; j < n; ++j) {
+    apply_u(reward, n, [&](std::int64_t i) { return i == j ? T(1) : T(0); }, column);
+    for (std::int64_t i = 0; i < n; ++i) U[i * n + j] = column[i];
+  }
+  return U;
+}
+
+// ---------------------------------------------------------------- exact expectation
+/// Diagonal Gaussian: E[r] = −δᵀUδ − Σ_d U_dd σ_d², δ = μ − y.
+template <class T>
+void exact_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
+                         const PgOptions<T>& options, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
+                         const DiagGaussianGrad<T>& grad) {
+  const std::int64_t B = head.mean.rows, n = head.mean.cols;
+  const bool shared = head.log_std.rows == 1 && B > 1;
+  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
+  if (shared)
+    for (std::int64_t d = 0; d < n; ++d) grad.log_std(0, d) = 0;
+  std::vector<T> u_delta;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
+    const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
+    T expected = -quad, H = 0;
+    for (std::int64_t d = 0; d < n; ++d) {
+      const T var = math::exp_(T(2) * head.log_std(sr, d));
+      expected -= u_diagonal(reward, d) * var;
+      H += head.log_std(sr, d) + T(0.5 * math::kLog2PiE);
+      grad.mean(b, d) = T(2) * k * u_delta[d];
+      const T g_s = -k * (T(-2) * u_diagonal(reward, d) * var + lambda);
+      if (shared) {
+        grad.log_std(0, d) += g_s;
+      } else {
+        grad.log_std(b, d) = g_s;
+      }
+    }
+    rows.row_loss[b] = -k * (expected + lambda * H);
+    if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
+  }
+}
+
+/// Cholesky Gaussian: E[r] = −δᵀUδ − tr(U L Lᵀ); ∂/∂L = −2 U L (lower part), ∂H/∂L_dd = 1/L_dd.
+template <class T>
+void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
+                             const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
+                             const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
+  const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
+  const bool shared = head.tril.rows == 1 && B > 1;
+  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
+  const std::vector<T> U = dense_u(reward, n);
+  if (shared)
+    for (std::int64_t p = 0; p < P; ++p) grad.tril(0, p) = 0;
+  std::vector<T> L, u_delta;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
+    cholesky_detail::load_factor(head, b, L);
+    const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
+    T trace = 0, H = T(0.5 * math::kLog2PiE) * T(n);
+    for (std::int64_t d = 0; d < n; ++d) {
+      H += math::log_(L[tril_index(d, d)]);
+      grad.mean(b, d) = T(2) * k * u_delta[d];
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      for (std::int64_t j = 0; j <= i; ++j) {
+        T ul = 0;  // (U L)_ij
+        for (std::int64_t m = j; m < n; ++m) ul += U[i * n + m] * L[tril_index(m, j)];
+        trace += L[tril_index(i, j)] * ul;
+        T g = -k * (T(-2) * ul + (i == j ? lambda / L[tril_index(i, i)] : T(0)));
+        if (i == j) g *= math::sigmoid(head.tril(tr, tril_index(i, i)));
+        if (shared) {
+          grad.tril(0, tril_index(i, j)) += g;
+        } else {
+          grad.tril(b, tril_index(i, j)) = g;
+        }
+      }
+    }
+    const T expected = -quad - trace;
+    rows.row_loss[b] = -k * (expected + lambda * H);
+    if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
+  }
+}
+
+/// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]).
+template <class T>
+void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                       const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
+                       const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+  const std::int64_t B = head.logits.rows, C = head.logits.cols;
+  const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
+  std::vector<T> p(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C));
+  for (std::int64_t b = 0; b < B; ++b) {
+    T mx = -INFINITY;
+    for (std::int64_t j = 0; j < C; ++j) mx = std::max(mx, head.logits(b, j));
+    T z = 0;
+    for (std::int64_t j = 0; j < C; ++j) z += math::exp_(head.logits(b, j) - mx);
+    const T lse = mx + math::log_(z);
+    T expected = 0, H = 0;
+    for (std::int64_t j = 0; j < C; ++j) {
+      p[j] = math::exp_(head.logits(b, j) - lse);
+      r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
+      expected += p[j] * r[j];
+      if (p[j] > T(0)) H -= p[j] * (head.logits(b, j) - lse);
+    }
+    for (std::int64_t j = 0; j < C; ++j) {
+      const T dH = p[j] > T(0) ? -p[j] * (head.logits(b, j) - lse + H) : T(0);
+      grad.logits(b, j) = -k * (p[j] * (r[j] - expected) + lambda * dH);
+    }
+    rows.row_loss[b] = -k * (expected + lambda * H);
+    if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
+  }
+}
+
+// ---------------------------------------------------------------- pathwise
+/// T(r) and T'(r) for the pathwise transforms (none, rbf).
+template <class T>
+void pathwise_transform(const TransformOptions<T>& o, T r, T& value, T& slope) {
+  if (o.kind == Transform::rbf) {
+    value = math::exp_(o.rbf_gamma * r);
+    slope = o.rbf_gamma * value;
+  } else {
+    value = r;
+    slope = T(1);
+  }
+}
+
+/// Diagonal Gaussian, ŷ = μ + σ⊙ε: ∂r/∂ŷ = −2U(ŷ−y), ∂ŷ/∂μ = I, ∂ŷ_d/∂s_d = σ_d ε_d.
+template <class T>
+void pathwise_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets,
+                            const MahalanobisReward<T>& reward, const PgOptions<T>& options, math::DrawPosition pos,
+                            ObjectiveScale<T> s, const ObjectiveRows<T>& rows, const DiagGaussianGrad<T>& grad) {
+  const std::int64_t B = head.mean.rows, n = head.mean.cols, G = s.generations;
+  const bool shared = head.log_std.rows == 1 && B > 1;
+  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
+  if (shared)
+    for (std::int64_t d = 0; d < n; ++d) grad.log_std(0, d) = 0;
+  std::vector<T> eps(static_cast<std::size_t>(n)), y_hat(static_cast<std::size_t>(n)), u_delta, gm(n), gs(n);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
+    std::fill(gm.begin(), gm.end(), T(0));
+    std::fill(gs.begin(), gs.end(), T(0));
+    T value_sum = 0, reward_sum = 0, H = 0;
+    for (std::int64_t g = 0; g < G; ++g) {
+      for (std::int64_t d = 0; d < n; ++d) {
+        eps[d] = math::normal<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+                                 static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
+        y_hat[d] = head.mean(b, d) + math::exp_(head.log_std(sr, d)) * eps[d];
+      }
+      const T r = -apply_u(reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
+      T value, slope;
+      pathwise_transform(options.transform, r, value, slope);
+      value_sum += value;
+      reward_sum += r;
+      for (std::int64_t d = 0; d < n; ++d) {
+        const T dr = T(-2) * u_delta[d];  // ∂r/∂ŷ_d
+        gm[d] += slope * dr;
+        gs[d] += slope * dr * math::exp_(head.log_std(sr, d)) * eps[d];
+      }
+    }
+    for (std::int64_t d = 0; d < n; ++d) H += head.log_std(sr, d) + T(0.5 * math::kLog2PiE);
+    for (std::int64_t d = 0; d < n; ++d) {
+      grad.mean(b, d) = -k * gm[d] / T(G);
+      const T g_s = -k * (gs[d] / T(G) + lambda);
+      if (shared) {
+        grad.log_std(0, d) += g_s;
+      } else {
+        grad.log_std(b, d) = g_s;
+      }
+    }
+    rows.row_loss[b] = -k * (value_sum / T(G) + lambda * H);
+    if (!rows.row_reward.empty()) rows.row_reward[b] = reward_sum / T(G);
+  }
+}
+
+/// Cholesky Gaussian, ŷ = μ + Lε: ∂ŷ_i/∂L_ij = ε_j.
+template <class T>
+void pathwise_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
+                                const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                                math::DrawPosition pos, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
+                                const CholeskyGaussianGrad<T>& grad) {
+  const std::int64_t B = head.mean.rows, n = head.mean.cols, G = s.generations, P = n * (n + 1) / 2;
+  const bool shared = head.tril.rows == 1 && B > 1;
+  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
+  if (shared)
+    for (std::int64_t p = 0; p < P; ++p) grad.tril(0, p) = 0;
+  std::vector<T> L, eps(n), y_hat(n), u_delta, gm(n), gl(P);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
+    cholesky_detail::load_factor(head, b, L);
+    std::fill(gm.begin(), gm.end(), T(0));
+    std::fill(gl.begin(), gl.end(), T(0));
+    T value_sum = 0, reward_sum = 0, H = T(0.5 * math::kLog2PiE) * T(n);
+    for (std::int64_t g = 0; g < G; ++g) {
+      for (std::int64_t d = 0; d < n; ++d)
+        eps[d] = math::normal<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+                                 static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
+      for (std::int64_t i = 0; i < n; ++i) {
+        y_hat[i] = head.mean(b, i);
+        for (std::int64_t j = 0; j <= i; ++j) y_hat[i] += L[tril_index(i, j)] * eps[j];
+      }
+      const T r = -apply_u(reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
+      T value, slope;
+      pathwise_transform(options.transform, r, value, slope);
+      value_sum += value;
+      reward_sum += r;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const T dr = T(-2) * u_delta[i];
+        gm[i] += slope * dr;
+        for (std::int64_t j = 0; j <= i; ++j) gl[tril_index(i, j)] += slope * dr * eps[j];
+      }
+    }
+    for (std::int64_t d = 0; d < n; ++d) H += math::log_(L[tril_index(d, d)]);
+    for (std::int64_t d = 0; d < n; ++d) grad.mean(b, d) = -k * gm[d] / T(G);
+    for (std::int64_t i = 0; i < n; ++i) {
+      for (std::int64_t j = 0; j <= i; ++j) {
+        T g = -k * (gl[tril_index(i, j)] / T(G) + (i == j ? lambda / L[tril_index(i, i)] : T(0)));
+        if (i == j) g *= math::sigmoid(head.tril(tr, tril_index(i, i)));
+        if (shared) {
+          grad.tril(0, tril_index(i, j)) += g;
+        } else {
+          grad.tril(b, tril_index(i, j)) = g;
+        }
+      }
+    }
+    rows.row_loss[b] = -k * (value_sum / T(G) + lambda * H);
+    if (!rows.row_reward.empty()) rows.row_reward[b] = reward_sum / T(G);
+  }
+}
+
+}  // namespace d2r::reference

@@ -1,0 +1,458 @@
+// Public entry points of the inner objectives: the REINFORCE surrogate (fused and unfused), the
+// pathwise objective and the exact-expectation objective, for the three heads.
+//
+// Everything is validated first (head, targets, reward, options, every output's shape and
+// aliasing), then the work runs. The unfused path is a composition of the public primitives,
+// run with value checks off (the inputs were checked once) and with its temporaries in the
+// context's composite workspace.
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "d2r/distributions.hpp"
+#include "d2r/objectives.hpp"
+#include "host/reference/objectives_ref.hpp"
+#include "host/src/head_checks.hpp"
+#include "host/src/reward_checks.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+/// Value checks off for the primitives called by a composite whose inputs were checked once.
+class ChecksOff {
+ public:
+  explicit ChecksOff(Context& ctx) : ctx_(ctx), saved_(ctx.value_checks()) { ctx.set_value_checks(ValueChecks::none); }
+  ~ChecksOff() { ctx_.set_value_checks(saved_); }
+  ChecksOff(const ChecksOff&) = delete;
+  ChecksOff& operator=(const ChecksOff&) = delete;
+
+ private:
+  Context& ctx_;
+  ValueChecks saved_;
+};
+
+// ---------------------------------------------------------------- head traits
+template <class Head>
+struct HeadTraits;
+template <class T>
+struct HeadTraits<DiagGaussian<T>> {
+  using Grad = DiagGaussianGrad<T>;
+  using Sample = T;
+  using Targets = ConstMatrix<T>;
+  static std::int64_t rows(const DiagGaussian<T>& h) { return h.mean.rows; }
+  static std::int64_t dim(const DiagGaussian<T>& h) { return h.mean.cols; }
+  static std::int64_t sample_rows(const DiagGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
+  static std::int64_t sample_cols(const DiagGaussian<T>& h, std::int64_t) { return dim(h); }
+};
+template <class T>
+struct HeadTraits<CholeskyGaussian<T>> {
+  using Grad = CholeskyGaussianGrad<T>;
+  using Sample = T;
+  using Targets = ConstMatrix<T>;
+  static std::int64_t rows(const CholeskyGaussian<T>& h) { return h.mean.rows; }
+  static std::int64_t dim(const CholeskyGaussian<T>& h) { return h.mean.cols; }
+  static std::int64_t sample_rows(const CholeskyGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
+  static std::int64_t sample_cols(const CholeskyGaussian<T>& h, std::int64_t) { return dim(h); }
+};
+template <class T>
+struct HeadTraits<Categorical<T>> {
+  using Grad = CategoricalGrad<T>;
+  using Sample = std::int32_t;
+  using Targets = VectorView<const std::int32_t>;
+  static std::int64_t rows(const Categorical<T>& h) { return h.logits.rows; }
+  static std::int64_t dim(const Categorical<T>& h) { return h.logits.cols; }
+  static std::int64_t sample_rows(const Categorical<T>& h, std::int64_t) { return rows(h); }
+  static std::int64_t sample_cols(const Categorical<T>&, std::int64_t G) { return G; }
+};
+
+template <class T>
+constexpr bool is_categorical(const Categorical<T>*) {
+  return true;
+}
+template <class H>
+constexpr bool is_categorical(const H*) {
+  return false;
+}
+
+// ---------------------------------------------------------------- checks
+template <class T, class Head>
+MatrixArg check_targets(Context& ctx, std::string_view fn, const Head& head, ConstMatrix<T> targets) {
+  const MatrixArg arg("targets", targets);
+  detail::check_matrix(ctx, fn, arg, HeadTraits<Head>::rows(head), HeadTraits<Head>::dim(head));
+  detail::check_values<T>(ctx, fn, "targets", targets, detail::ValueRule::finite);
+  return arg;
+}
+template <class T>
+MatrixArg check_targets(Context& ctx, std::string_view fn, const Categorical<T>& head,
+                        VectorView<const std::int32_t> labels) {
+  const MatrixArg arg("labels", labels);
+  detail::check_matrix(ctx, fn, arg, 1, head.logits.rows);
+  detail::check_indices(ctx, fn, "labels", MatrixView<const std::int32_t>{labels.data, 1, labels.size, labels.size},
+                        static_cast<std::int32_t>(head.logits.cols));
+  return arg;
+}
+
+template <class T>
+void check_options(std::string_view fn, const PgOptions<T>& o, std::int64_t rows) {
+  D2R_EXPECTS(o.entropy_weight >= T(0) && std::isfinite(o.entropy_weight), fn, "options.entropy_weight",
+              "expected a finite λ >= 0, got {}", o.entropy_weight);
+  D2R_EXPECTS(o.log_prob_clip >= T(0) && std::isfinite(o.log_prob_clip), fn, "options.log_prob_clip",
+              "expected a finite c >= 0 (0 = no clipping), got {}", o.log_prob_clip);
+  D2R_EXPECTS(o.normaliser_rows == 0 || o.normaliser_rows >= rows, fn, "options.normaliser_rows",
+              "expected 0 (this call's rows) or the whole batch's rows >= {}, got {}", rows, o.normaliser_rows);
+}
+
+template <class T, class Head>
+reference::ObjectiveScale<T> scale_of(const Head& head, const PgOptions<T>& o, std::int64_t generations) {
+  const bool categorical = is_categorical(static_cast<const Head*>(nullptr));
+  const T per_dim = o.per_dimension_mean && !categorical ? T(1) / T(HeadTraits<Head>::dim(head)) : T(1);
+  const std::int64_t rows = HeadTraits<Head>::rows(head);
+  return {per_dim, T(o.normaliser_rows > 0 ? o.normaliser_rows : rows), generations};
+}
+kernels::ObjectiveScale to_kernel(const reference::ObjectiveScale<float>& s) {
+  return {s.per_dim, s.normaliser, s.generations};
+}
+
+/// Row outputs: row_loss length B (required), row_reward length B or empty; none aliases the
+/// inputs nor each other. Returns them for the gradient aliasing checks.
+template <class T>
+std::vector<MatrixArg> check_rows(const Context& ctx, std::string_view fn, const ObjectiveRows<T>& rows,
+                                  std::int64_t batch, const std::vector<MatrixArg>& inputs) {
+  std::vector<MatrixArg> outs{MatrixArg("rows.row_loss", rows.row_loss)};
+  detail::check_matrix(ctx, fn, outs[0], 1, batch);
+  if (!rows.row_reward.empty()) {
+    outs.emplace_back("rows.row_reward", rows.row_reward);
+    detail::check_matrix(ctx, fn, outs[1], 1, batch);
+  }
+  for (const MatrixArg& o : outs)
+    for (const MatrixArg& in : inputs) detail::check_disjoint(fn, o, in);
+  if (outs.size() == 2) detail::check_disjoint(fn, outs[0], outs[1]);
+  return outs;
+}
+
+void check_all_disjoint(std::string_view fn, const std::vector<MatrixArg>& outputs, const std::vector<MatrixArg>& others) {
+  for (const MatrixArg& o : outputs)
+    for (const MatrixArg& in : others)
+      if (o.data != in.data || o.name != in.name) detail::check_disjoint(fn, o, in);
+}
+
+/// Everything an objective call checks before any output is touched. Returns the outputs
+/// checked so far (rows and gradient) for further aliasing checks.
+template <class T, class Head, class Targets>
+std::vector<MatrixArg> check_objective(Context& ctx, std::string_view fn, const Head& head, Targets targets,
+                                       const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                                       std::int64_t generations, const ObjectiveRows<T>& rows,
+                                       const typename HeadTraits<Head>::Grad& grad) {
+  detail::check_head(ctx, fn, head);
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  inputs.push_back(check_targets<T>(ctx, fn, head, targets));
+  detail::check_reward(ctx, fn, reward, HeadTraits<Head>::dim(head));
+  inputs.emplace_back("reward.params", reward.params);
+  D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
+  check_options(fn, options, HeadTraits<Head>::rows(head));
+  detail::check_transform(fn, options.transform, generations);
+  std::vector<MatrixArg> outputs = check_rows(ctx, fn, rows, HeadTraits<Head>::rows(head), inputs);
+  const std::vector<MatrixArg> grads = detail::check_head_grad(ctx, fn, head, grad);
+  check_all_disjoint(fn, grads, inputs);
+  check_all_disjoint(fn, grads, outputs);
+  outputs.insert(outputs.end(), grads.begin(), grads.end());
+  outputs.insert(outputs.end(), inputs.begin(), inputs.end());
+  return outputs;  // outputs first, then inputs: everything an intermediate must not overlap
+}
+
+math::DrawPosition position(const Context& ctx, DrawKey key) {
+  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
+}
+
+// ---------------------------------------------------------------- unfused composition
+template <class T>
+void reward_of(Context& ctx, const MahalanobisReward<T>& r, ConstMatrix<T> samples, ConstMatrix<T> targets,
+               MatrixView<T> out, std::int64_t) {
+  reward(ctx, r, samples, targets, out);
+}
+template <class T>
+void reward_of(Context& ctx, const MahalanobisReward<T>& r, MatrixView<const std::int32_t> samples,
+               VectorView<const std::int32_t> labels, MatrixView<T> out, std::int64_t classes) {
+  reward(ctx, r, samples, labels, classes, out);
+}
+
+/// Scratch of the composition: entropy (B), d_log_prob (B x G), d_entropy (B).
+template <class T>
+std::size_t row_scratch_bytes(std::int64_t B, std::int64_t G) {
+  return static_cast<std::size_t>(B * (G + 2)) * sizeof(T);
+}
+
+template <class T, class Head, class Targets>
+void run_unfused(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
+                 const PgOptions<T>& options, DrawKey key,
+                 const PgIntermediates<T, typename HeadTraits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
+                 const typename HeadTraits<Head>::Grad& grad, T* scratch) {
+  const std::int64_t B = HeadTraits<Head>::rows(head);
+  ChecksOff checks_off(ctx);
+  const VectorView<T> H{scratch, B}, d_entropy{scratch + B, B};
+  const MatrixView<T> d_log_prob{scratch + 2 * B, B, G, G};
+  sample(ctx, head, G, key, im.samples);
+  log_prob(ctx, head, im.samples, im.log_prob);
+  reward_of<T>(ctx, r, im.samples, targets, im.rewards, HeadTraits<Head>::dim(head));
+  transform_rewards(ctx, options.transform, im.rewards, im.advantages);
+  entropy(ctx, head, H);
+  const auto s = scale_of(head, options, G);
+  if (ctx.backend() == Backend::cpu) {
+    reference::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy, rows);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::pg_row_terms(ctx.stream(), options, to_kernel(s), im.log_prob, im.rewards, im.advantages, H, d_log_prob,
+                          d_entropy, rows);
+  }
+  backward(ctx, head, im.samples, d_log_prob, d_entropy, grad);
+}
+
+template <class T, class Head, class Targets>
+void unfused_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
+                   const PgOptions<T>& options, DrawKey key,
+                   const PgIntermediates<T, typename HeadTraits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
+                   const typename HeadTraits<Head>::Grad& grad) {
+  constexpr std::string_view fn = "pg_surrogate_unfused";
+  std::vector<MatrixArg> others = check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
+  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  const std::int64_t B = HeadTraits<Head>::rows(head);
+  const std::vector<MatrixArg> im_args{
+      MatrixArg("intermediates.samples", im.samples), MatrixArg("intermediates.log_prob", im.log_prob),
+      MatrixArg("intermediates.rewards", im.rewards), MatrixArg("intermediates.advantages", im.advantages)};
+  detail::check_matrix(ctx, fn, im_args[0], HeadTraits<Head>::sample_rows(head, G), HeadTraits<Head>::sample_cols(head, G));
+  for (int i = 1; i < 4; ++i) detail::check_matrix(ctx, fn, im_args[i], B, G);
+  check_all_disjoint(fn, im_args, others);
+  for (std::size_t i = 0; i < im_args.size(); ++i)
+    for (std::size_t j = i + 1; j < im_args.size(); ++j) detail::check_disjoint(fn, im_args[i], im_args[j]);
+  T* scratch = static_cast<T*>(ctx.workspace(row_scratch_bytes<T>(B, G), Workspace::composite));
+  run_unfused<T>(ctx, head, targets, r, G, options, key, im, rows, grad, scratch);
+}
+
+/// The surrogate through the composition, with the intermediates in the composite workspace.
+template <class T, class Head, class Targets>
+void surrogate_by_composition(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
+                              std::int64_t G, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                              const typename HeadTraits<Head>::Grad& grad) {
+  using Sample = typename HeadTraits<Head>::Sample;
+  const std::int64_t B = HeadTraits<Head>::rows(head);
+  const std::int64_t sr = HeadTraits<Head>::sample_rows(head, G), sc = HeadTraits<Head>::sample_cols(head, G);
+  const std::size_t sample_bytes = (static_cast<std::size_t>(sr * sc) * sizeof(Sample) + 255) / 256 * 256;
+  const std::size_t bytes = sample_bytes + static_cast<std::size_t>(3 * B * G) * sizeof(T) + row_scratch_bytes<T>(B, G);
+  char* base = static_cast<char*>(ctx.workspace(bytes, Workspace::composite));
+  T* values = reinterpret_cast<T*>(base + sample_bytes);
+  const PgIntermediates<T, Sample> im{MatrixView<Sample>{reinterpret_cast<Sample*>(base), sr, sc, sc},
+                                      MatrixView<T>{values, B, G, G}, MatrixView<T>{values + B * G, B, G, G},
+                                      MatrixView<T>{values + 2 * B * G, B, G, G}};
+  run_unfused<T>(ctx, head, targets, r, G, options, key, im, rows, grad, values + 3 * B * G);
+}
+
+template <class T, class Head, class Targets>
+void surrogate_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
+                     const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                     const typename HeadTraits<Head>::Grad& grad) {
+  constexpr std::string_view fn = "pg_surrogate";
+  check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
+  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
+    if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_diag_gaussian_fusable(head, G)) {
+      const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
+      kernels::pg_surrogate_diag_gaussian(ctx.stream(), head, targets, r, options, position(ctx, key),
+                                          to_kernel(scale_of(head, options, G)), rows, grad, ws);
+      return;
+    }
+  }
+  // cpu backend, and the heads without a fused kernel yet: the composition (same result).
+  surrogate_by_composition<T>(ctx, head, targets, r, G, options, key, rows, grad);
+}
+
+template <class T, class Head>
+void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, const MahalanobisReward<T>& r,
+                    std::int64_t G, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                    const typename HeadTraits<Head>::Grad& grad) {
+  constexpr std::string_view fn = "pg_pathwise";
+  check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
+  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  D2R_EXPECTS(options.transform.kind == Transform::none || options.transform.kind == Transform::rbf, fn,
+              "options.transform", "the pathwise objective takes transform none or rbf; {} centres each group, so "
+              "its pathwise gradient would not be that of the group's rewards", to_string(options.transform.kind));
+  D2R_EXPECTS(options.log_prob_clip == T(0), fn, "options.log_prob_clip",
+              "the pathwise objective has no log-probability to clip; expected 0, got {}", options.log_prob_clip);
+  const auto s = scale_of(head, options, G);
+  const math::DrawPosition pos = position(ctx, key);
+  if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
+    if (ctx.backend() == Backend::cpu) {
+      reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad);
+    } else if constexpr (std::is_same_v<T, float>) {
+      const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
+      kernels::pathwise_diag_gaussian(ctx.stream(), head, targets, r, options, pos, to_kernel(s), rows, grad, ws);
+    }
+  } else {
+    if (ctx.backend() == Backend::cpu) {
+      reference::pathwise_cholesky_gaussian(head, targets, r, options, pos, s, rows, grad);
+    } else if constexpr (std::is_same_v<T, float>) {
+      const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
+      kernels::pathwise_cholesky_gaussian(ctx.stream(), head, targets, r, options, pos, to_kernel(s), rows, grad, ws);
+    }
+  }
+}
+
+template <class T, class Head, class Targets>
+void exact_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
+                 const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                 const typename HeadTraits<Head>::Grad& grad) {
+  constexpr std::string_view fn = "exact_objective";
+  // The exact objective draws nothing: validate with G = 2 so that every transform passes.
+  check_objective<T>(ctx, fn, head, targets, r, PgOptions<T>{options.entropy_weight, {}, T(0),
+                                                             options.per_dimension_mean, options.normaliser_rows},
+                     2, rows, grad);
+  check_options(fn, options, HeadTraits<Head>::rows(head));
+  const auto s = scale_of(head, options, 1);
+  if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
+    if (ctx.backend() == Backend::cpu) {
+      reference::exact_diag_gaussian(head, targets, r, options, s, rows, grad);
+    } else if constexpr (std::is_same_v<T, float>) {
+      const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
+      kernels::exact_diag_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad, ws);
+    }
+  } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
+    if (ctx.backend() == Backend::cpu) {
+      reference::exact_cholesky_gaussian(head, targets, r, options, s, rows, grad);
+    } else if constexpr (std::is_same_v<T, float>) {
+      const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
+      kernels::exact_cholesky_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad,
+                                       ws);
+    }
+  } else {
+    if (ctx.backend() == Backend::cpu) {
+      reference::exact_categorical(head, targets, r, options, s, rows, grad);
+    } else if constexpr (std::is_same_v<T, float>) {
+      kernels::exact_categorical(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad);
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public overloads
+template <class T>
+void pg_surrogate(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+                  std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                  const DiagGaussianGrad<T>& grad) {
+  surrogate_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+}
+template <class T>
+void pg_surrogate(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                  const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                  DrawKey key, const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
+  surrogate_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+}
+template <class T>
+void pg_surrogate(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                  const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                  DrawKey key, const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+  surrogate_entry<T>(ctx, head, labels, reward, generations, options, key, rows, grad);
+}
+
+template <class T>
+void pg_surrogate_unfused(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
+                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                          DrawKey key, const PgIntermediates<T>& intermediates, const ObjectiveRows<T>& rows,
+                          const DiagGaussianGrad<T>& grad) {
+  unfused_entry<T>(ctx, head, targets, reward, generations, options, key, intermediates, rows, grad);
+}
+template <class T>
+void pg_surrogate_unfused(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                          DrawKey key, const PgIntermediates<T>& intermediates, const ObjectiveRows<T>& rows,
+                          const CholeskyGaussianGrad<T>& grad) {
+  unfused_entry<T>(ctx, head, targets, reward, generations, options, key, intermediates, rows, grad);
+}
+template <class T>
+void pg_surrogate_unfused(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                          DrawKey key, const PgIntermediates<T, std::int32_t>& intermediates,
+                          const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+  unfused_entry<T>(ctx, head, labels, reward, generations, options, key, intermediates, rows, grad);
+}
+
+template <class T>
+void pg_pathwise(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+                 std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                 const DiagGaussianGrad<T>& grad) {
+  pathwise_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+}
+template <class T>
+void pg_pathwise(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                 const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                 DrawKey key, const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
+  pathwise_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+}
+
+template <class T>
+void exact_objective(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                     const DiagGaussianGrad<T>& grad) {
+  exact_entry<T>(ctx, head, targets, reward, options, rows, grad);
+}
+template <class T>
+void exact_objective(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                     const CholeskyGaussianGrad<T>& grad) {
+  exact_entry<T>(ctx, head, targets, reward, options, rows, grad);
+}
+template <class T>
+void exact_objective(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                     const CategoricalGrad<T>& grad) {
+  exact_entry<T>(ctx, head, labels, reward, options, rows, grad);
+}
+
+#define D2R_INSTANTIATE(T)                                                                                          \
+  template void pg_surrogate<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,      \
+                                std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                \
+                                const DiagGaussianGrad<T>&);                                                        \
+  template void pg_surrogate<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,  \
+                                std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                \
+                                const CholeskyGaussianGrad<T>&);                                                    \
+  template void pg_surrogate<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                    \
+                                const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,            \
+                                const ObjectiveRows<T>&, const CategoricalGrad<T>&);                                \
+  template void pg_surrogate_unfused<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>,                           \
+                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,    \
+                                        const PgIntermediates<T>&, const ObjectiveRows<T>&,                         \
+                                        const DiagGaussianGrad<T>&);                                                \
+  template void pg_surrogate_unfused<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                       \
+                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,    \
+                                        const PgIntermediates<T>&, const ObjectiveRows<T>&,                         \
+                                        const CholeskyGaussianGrad<T>&);                                            \
+  template void pg_surrogate_unfused<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,            \
+                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,    \
+                                        const PgIntermediates<T, std::int32_t>&, const ObjectiveRows<T>&,           \
+                                        const CategoricalGrad<T>&);                                                 \
+  template void pg_pathwise<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,       \
+                               std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                 \
+                               const DiagGaussianGrad<T>&);                                                         \
+  template void pg_pathwise<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,   \
+                               std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                 \
+                               const CholeskyGaussianGrad<T>&);                                                     \
+  template void exact_objective<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,   \
+                                   const PgOptions<T>&, const ObjectiveRows<T>&, const DiagGaussianGrad<T>&);       \
+  template void exact_objective<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                            \
+                                   const MahalanobisReward<T>&, const PgOptions<T>&, const ObjectiveRows<T>&,       \
+                                   const CholeskyGaussianGrad<T>&);                                                 \
+  template void exact_objective<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                 \
+                                   const MahalanobisReward<T>&, const PgOptions<T>&, const ObjectiveRows<T>&,       \
+                                   const CategoricalGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r

@@ -1,0 +1,306 @@
+#pragma once
+// Device code of the inner objectives of the Cholesky-Gaussian head (DESIGN.md §5): the
+// exact-expectation objective and the pathwise objective. Launchers: cholesky_objectives.cu.
+// The math is that of reference::exact_cholesky_gaussian and reference::pathwise_cholesky_gaussian
+// (host/reference/objectives_ref.hpp), with k = pd / N.
+//
+// Layout. One block of one warp per row b (grid-stride over rows), as the head's own kernels
+// (cholesky_gaussian.cuh): the row's factor L (packed, diagonal = softplus(raw) + jitter) and
+// μ − y are staged in shared memory.
+//   exact:    U (dense n x n, built once per block from the reward's parameters); entry (i, j)
+//             of the tril gradient, (UL)_ij = Σ_{m>=j} U_im L_mj, is computed by thread j % 32.
+//   pathwise: generations are processed in batches of 32, one generation per thread; each
+//             thread's ε and a = T'(r)·∂r/∂ŷ = −2 T'(r) Uδ live in shared memory laid out
+//             [dim][generation] (padded stride), and the batch's contribution to entry (i, j),
+//             Σ_g a_i ε_j, is summed over the batch by the entry's owning thread (j % 32) and added
+//             to a shared accumulator, batch after batch. A full U = R Rᵀ is applied as R (Rᵀδ)
+//             from the packed R, and ε is drawn a second time from Philox instead of being kept
+//             next to δ and Rᵀδ: two work arrays, so that n = 64 fits in 48 KB of shared memory.
+//             No B·G·n tensor touches device memory.
+//
+// Determinism. Every sum runs in an order fixed by the shapes only (per-thread loops over dims
+// and generations, per-entry loops over a batch's generations in increasing order, warp
+// butterflies). No atomics.
+
+#include "d2r/distributions.hpp"
+#include "d2r/objectives.hpp"
+#include "kernels/common.cuh"
+#include "kernels/launch.hpp"
+#include "kernels/math/numerics.hpp"
+
+namespace d2r::kernels::cholesky_objectives {
+
+/// Packed (row-major lower triangle) layout, as in cholesky_gaussian.cuh: entry (i, j), j <= i,
+/// at column i(i+1)/2 + j.
+__host__ __device__ constexpr int packed_size(int n) { return n * (n + 1) / 2; }
+__host__ __device__ constexpr int diagonal_index(int i) { return i * (i + 3) / 2; }
+
+/// Threads per block: one warp (warp_sum is the block's reduction).
+inline constexpr int kThreads = kWarpSize;
+/// Padded stride (in floats) of the [dim][generation] work arrays.
+inline constexpr int kStride = kThreads + 1;
+
+/// Dynamic shared memory (bytes) of exact_kernel: U (n x n), L (packed), μ − y.
+__host__ __device__ constexpr std::size_t exact_shared_bytes(int n) {
+  return static_cast<std::size_t>(n * n + packed_size(n) + n) * sizeof(float);
+}
+/// Dynamic shared memory (bytes) of pathwise_kernel: L, R (full U only, packed; else the n
+/// diagonal entries of U), the tril accumulator (packed), μ − y, the mean accumulator and two
+/// [dim][kStride] work arrays.
+__host__ __device__ constexpr std::size_t pathwise_shared_bytes(int n) {
+  return static_cast<std::size_t>(3 * packed_size(n) + 2 * n + 2 * n * kStride) * sizeof(float);
+}
+static_assert(exact_shared_bytes(static_cast<int>(kMaxCholeskyDim)) <= 48 * 1024,
+              "the Cholesky objective kernels must fit the default 48 KB of dynamic shared memory");
+static_assert(pathwise_shared_bytes(static_cast<int>(kMaxCholeskyDim)) <= 48 * 1024,
+              "the Cholesky objective kernels must fit the default 48 KB of dynamic shared memory");
+
+/// Stages row b's factor L (diagonal transformed) and μ − y. Ends synchronised.
+__device__ __forceinline__ void stage_row(const CholeskyGaussian<float>& head, const MatrixView<const float>& targets,
+                                          std::int64_t b, int n, float* factor, float* offset) {
+  const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
+  const int packed = packed_size(n);
+  for (int k = threadIdx.x; k < packed; k += blockDim.x) factor[k] = head.tril(t_row, k);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) offset[i] = head.mean(b, i) - targets(b, i);
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int k = diagonal_index(i);
+    factor[k] = math::softplus(factor[k]) + head.jitter;
+  }
+  __syncthreads();
+}
+
+/// Σ_d log L_dd over this thread's dims (sum with warp_sum).
+__device__ __forceinline__ float log_det_part(const float* factor, int n) {
+  float s = 0.0f;
+  for (int d = threadIdx.x; d < n; d += blockDim.x) s += logf(factor[diagonal_index(d)]);
+  return s;
+}
+
+/// Per row b (δ = μ − y):
+///   E[r]                 = −δᵀUδ − tr(U L Lᵀ)
+///   grad_mean(b, i)      = 2k (Uδ)_i
+///   tril_target(b, (i,j)) = −k (−2 (UL)_ij + [i = j] λ / L_ii), times sigmoid(raw_ii) on the diagonal
+///   row_loss_b           = −k (E[r] + λ H),   row_reward_b = E[r]
+/// `tril_target` is grad.tril (one factor per row) or a B x n(n+1)/2 workspace that is then
+/// summed over rows (shared factor).
+D2R_KERNEL void __launch_bounds__(kThreads)
+    exact_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
+                 float lambda, ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
+                 MatrixView<float> tril_target) {
+  extern __shared__ float smem[];
+  const int n = static_cast<int>(head.mean.cols);
+  const int packed = packed_size(n);
+  float* u = smem;                 // n x n, row-major
+  float* factor = u + n * n;       // packed
+  float* offset = factor + packed; // μ − y
+  const int t = threadIdx.x;
+  const float k = s.per_dim / s.normaliser;
+  constexpr float kHalfLog2PiE = static_cast<float>(0.5 * math::kLog2PiE);
+
+  // U once per block. For the full form, R is staged in `factor` first.
+  if (reward.form == RewardForm::full) {
+    for (int p = t; p < packed; p += blockDim.x) factor[p] = reward.params[p];
+    __syncthreads();
+    for (int idx = t; idx < n * n; idx += blockDim.x) {
+      const int i = idx / n, j = idx % n, lo = i < j ? i : j;
+      float sum = 0.0f;  // Σ_{m<=min(i,j)} R_im R_jm
+      for (int m = 0; m <= lo; ++m) sum += factor[packed_size(i) + m] * factor[packed_size(j) + m];
+      u[idx] = sum;
+    }
+  } else {
+    for (int idx = t; idx < n * n; idx += blockDim.x) {
+      const int i = idx / n, j = idx % n;
+      u[idx] = i != j ? 0.0f : reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i];
+    }
+  }
+  __syncthreads();
+
+  for (std::int64_t b = blockIdx.x; b < head.mean.rows; b += gridDim.x) {
+    const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
+    stage_row(head, targets, b, n, factor, offset);
+    float quad = 0.0f;
+    for (int i = t; i < n; i += blockDim.x) {
+      const float* u_row = u + i * n;
+      float acc = 0.0f;
+      for (int m = 0; m < n; ++m) acc += u_row[m] * offset[m];
+      quad += offset[i] * acc;
+      grad_mean(b, i) = 2.0f * k * acc;
+    }
+    quad = warp_sum(quad);
+    const float H = warp_sum(log_det_part(factor, n)) + kHalfLog2PiE * static_cast<float>(n);
+    float trace = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float* u_row = u + i * n;
+      for (int j = t; j <= i; j += blockDim.x) {
+        float ul = 0.0f;  // (U L)_ij
+        for (int m = j; m < n; ++m) ul += u_row[m] * factor[packed_size(m) + j];
+        const int p = packed_size(i) + j;
+        trace += factor[p] * ul;
+        float g = -k * (-2.0f * ul + (i == j ? lambda / factor[p] : 0.0f));
+        if (i == j) g *= math::sigmoid(head.tril(t_row, p));
+        tril_target(b, p) = g;
+      }
+    }
+    trace = warp_sum(trace);
+    if (t == 0) {
+      const float expected = -quad - trace;
+      rows.row_loss[b] = -k * (expected + lambda * H);
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = expected;
+    }
+    __syncthreads();  // factor and offset are restaged for the next row
+  }
+}
+
+/// Thread t's ε of generation g into column t of `work` ([dim][kStride]).
+__device__ __forceinline__ void draw_noise(const math::DrawPosition& pos, std::uint32_t row, std::uint32_t g, int n,
+                                           float* work, int t) {
+  const int quads = (n + 3) / 4;
+  for (int q = 0; q < quads; ++q) {
+    const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step, row, g, static_cast<std::uint32_t>(q));
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int d = 4 * q + c;
+      if (d < n) work[d * kStride + t] = eps.z[c];
+    }
+  }
+}
+
+/// Per row b, with ε_g the Philox noise of generation g, ŷ = μ + Lε, δ = ŷ − y, r = −δᵀUδ and
+/// a_g = T'(r_g) · (−2 Uδ_g):
+///   grad_mean(b, i)        = −k Σ_g a_gi / G
+///   tril_target(b, (i, j)) = −k (Σ_g a_gi ε_gj / G + [i = j] λ / L_ii), times sigmoid(raw_ii) on the diagonal
+///   row_loss_b             = −k (Σ_g T(r_g) / G + λ H),   row_reward_b = Σ_g r_g / G
+D2R_KERNEL void __launch_bounds__(kThreads)
+    pathwise_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
+                    PgOptions<float> options, math::DrawPosition pos, ObjectiveScale s, ObjectiveRows<float> rows,
+                    MatrixView<float> grad_mean, MatrixView<float> tril_target) {
+  extern __shared__ float smem[];
+  const int n = static_cast<int>(head.mean.cols);
+  const int packed = packed_size(n);
+  const std::int64_t G = s.generations;
+  float* factor = smem;                  // packed L
+  float* r_factor = factor + packed;     // packed R (full), or the n diagonal entries of U
+  float* acc_tril = r_factor + packed;   // packed
+  float* offset = acc_tril + packed;     // μ − y
+  float* acc_mean = offset + n;          // n
+  float* work_a = acc_mean + n;          // [dim][kStride]
+  float* work_b = work_a + n * kStride;  // [dim][kStride]
+  const int t = threadIdx.x;
+  const bool full = reward.form == RewardForm::full;
+  const float k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
+  const bool rbf = options.transform.kind == Transform::rbf;
+  const float gamma = options.transform.rbf_gamma;
+  constexpr float kHalfLog2PiE = static_cast<float>(0.5 * math::kLog2PiE);
+
+  if (full) {
+    for (int p = t; p < packed; p += blockDim.x) r_factor[p] = reward.params[p];
+  } else {
+    for (int i = t; i < n; i += blockDim.x)
+      r_factor[i] = reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i];
+  }
+  // (stage_row's first barrier orders these writes before any read)
+
+  for (std::int64_t b = blockIdx.x; b < head.mean.rows; b += gridDim.x) {
+    const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
+    const auto row = static_cast<std::uint32_t>(pos.first_row + b);
+    for (int p = t; p < packed; p += blockDim.x) acc_tril[p] = 0.0f;
+    for (int i = t; i < n; i += blockDim.x) acc_mean[i] = 0.0f;
+    stage_row(head, targets, b, n, factor, offset);
+    // After each generation: `grad_a` holds a = −2 T'(r) Uδ and `eps` holds ε (column t).
+    float* grad_a = full ? work_a : work_b;
+    float* eps = full ? work_b : work_a;
+    float value_sum = 0.0f, reward_sum = 0.0f;  // this thread's generations, in increasing order
+    for (std::int64_t g0 = 0; g0 < G; g0 += kThreads) {
+      const int count = static_cast<int>(G - g0 < kThreads ? G - g0 : kThreads);
+      if (t < count) {
+        const auto g = static_cast<std::uint32_t>(g0 + t);
+        float r = 0.0f;
+        if (full) {
+          // work_a: ε, then δ in place (δ_i needs ε_j for j <= i only: last dim first).
+          draw_noise(pos, row, g, n, work_a, t);
+          for (int i = n - 1; i >= 0; --i) {
+            const float* l_row = factor + packed_size(i);
+            float acc = offset[i];
+            for (int j = 0; j <= i; ++j) acc += l_row[j] * work_a[j * kStride + t];
+            work_a[i * kStride + t] = acc;
+          }
+          // work_b: v = Rᵀδ, r = −‖v‖².
+          float quad = 0.0f;
+          for (int j = 0; j < n; ++j) {
+            float v = 0.0f;
+            for (int i = j; i < n; ++i) v += r_factor[packed_size(i) + j] * work_a[i * kStride + t];
+            work_b[j * kStride + t] = v;
+            quad += v * v;
+          }
+          r = -quad;
+        } else {
+          // work_a: ε; work_b: δ.
+          draw_noise(pos, row, g, n, work_a, t);
+          float quad = 0.0f;
+          for (int i = 0; i < n; ++i) {
+            const float* l_row = factor + packed_size(i);
+            float acc = offset[i];
+            for (int j = 0; j <= i; ++j) acc += l_row[j] * work_a[j * kStride + t];
+            work_b[i * kStride + t] = acc;
+            quad += r_factor[i] * acc * acc;
+          }
+          r = -quad;
+        }
+        const float value = rbf ? expf(gamma * r) : r;
+        const float slope = rbf ? gamma * value : 1.0f;
+        value_sum += value;
+        reward_sum += r;
+        if (full) {
+          // work_a: a = −2 T'(r) R v (δ is no longer needed); work_b: ε again (v no longer needed).
+          for (int i = 0; i < n; ++i) {
+            const float* r_row = r_factor + packed_size(i);
+            float acc = 0.0f;
+            for (int j = 0; j <= i; ++j) acc += r_row[j] * work_b[j * kStride + t];
+            work_a[i * kStride + t] = -2.0f * slope * acc;
+          }
+          draw_noise(pos, row, g, n, work_b, t);
+        } else {
+          for (int i = 0; i < n; ++i) work_b[i * kStride + t] *= -2.0f * slope * r_factor[i];
+        }
+      }
+      __syncthreads();
+      // Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
+      for (int i = 0; i < n; ++i) {
+        const float* a_row = grad_a + i * kStride;
+        for (int j = t; j <= i; j += blockDim.x) {
+          const float* e_row = eps + j * kStride;
+          float sum = 0.0f;
+          for (int gg = 0; gg < count; ++gg) sum += a_row[gg] * e_row[gg];
+          acc_tril[packed_size(i) + j] += sum;
+        }
+      }
+      for (int i = t; i < n; i += blockDim.x) {
+        const float* a_row = grad_a + i * kStride;
+        float sum = 0.0f;
+        for (int gg = 0; gg < count; ++gg) sum += a_row[gg];
+        acc_mean[i] += sum;
+      }
+      __syncthreads();
+    }
+    const auto g_count = static_cast<float>(G);
+    const float value_total = warp_sum(value_sum), reward_total = warp_sum(reward_sum);
+    const float H = warp_sum(log_det_part(factor, n)) + kHalfLog2PiE * static_cast<float>(n);
+    for (int i = t; i < n; i += blockDim.x) grad_mean(b, i) = -k * acc_mean[i] / g_count;
+    for (int i = 0; i < n; ++i) {
+      for (int j = t; j <= i; j += blockDim.x) {
+        const int p = packed_size(i) + j;
+        float g = -k * (acc_tril[p] / g_count + (i == j ? lambda / factor[p] : 0.0f));
+        if (i == j) g *= math::sigmoid(head.tril(t_row, p));
+        tril_target(b, p) = g;
+      }
+    }
+    if (t == 0) {
+      rows.row_loss[b] = -k * (value_total / g_count + lambda * H);
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = reward_total / g_count;
+    }
+    __syncthreads();  // accumulators and staged row are reset for the next row
+  }
+}
+
+}  // namespace d2r::kernels::cholesky_objectives
