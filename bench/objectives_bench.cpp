@@ -1,0 +1,84 @@
+// The fused policy-gradient head against the composition of primitives (unfused), per head, on
+// the GPU (value checks off, as in an inner loop) and on the CPU reference. The work stated is
+// the least traffic of the objective: head outputs and targets read once, the gradient and the
+// per-row loss written once (the unfused path moves far more: B·G·n samples and B·G
+// intermediates, written and read back).
+#include <benchmark/benchmark.h>
+
+#include "bench/bench_common.hpp"
+#include "d2r/objectives.hpp"
+
+namespace {
+
+using d2r::bench::filled;
+
+template <bool fused>
+void diag_surrogate(benchmark::State& state, bool gpu, d2r::RewardForm form) {
+  if (gpu && d2r::bench::skip_without_gpu(state)) return;
+  d2r::Context ctx({.backend = gpu ? d2r::Backend::cuda : d2r::Backend::cpu, .seed = 1,
+                    .value_checks = d2r::ValueChecks::none});
+  const std::int64_t B = state.range(0), n = state.range(1), G = state.range(2);
+  const std::int64_t P = d2r::reward_param_count(form, n);
+  std::vector<float> u = filled(P, 0.1f, 0.3f, 4);
+  if (form == d2r::RewardForm::full)
+    for (std::int64_t i = 0; i < n; ++i) u[i * (i + 1) / 2 + i] = 1.0f;
+  d2r::Buffer<float> mean(ctx, filled(B * n, -1, 1, 1)), log_std(ctx, filled(B * n, -1, 0, 2)), y(ctx, filled(B * n, -1, 1, 3)),
+      up(ctx, u), loss(ctx, B), gm(ctx, B * n), gs(ctx, B * n);
+  std::unique_ptr<d2r::Buffer<float>> samples, lp, rw, adv;
+  if (!fused) {
+    samples = std::make_unique<d2r::Buffer<float>>(ctx, B * G * n);
+    lp = std::make_unique<d2r::Buffer<float>>(ctx, B * G);
+    rw = std::make_unique<d2r::Buffer<float>>(ctx, B * G);
+    adv = std::make_unique<d2r::Buffer<float>>(ctx, B * G);
+  }
+  const d2r::DiagGaussian<float> head{mean.matrix(B, n), log_std.matrix(B, n)};
+  const d2r::MahalanobisReward<float> reward{form, up.vector()};
+  const d2r::PgOptions<float> options{.entropy_weight = 1.0f};
+  std::uint64_t step = 0;
+  const auto work = [&] {
+    if constexpr (fused) {
+      d2r::pg_surrogate(ctx, head, y.matrix(B, n), reward, G, options, {.step = step++}, {loss.vector(), {}},
+                        {gm.matrix(B, n), gs.matrix(B, n)});
+    } else {
+      d2r::pg_surrogate_unfused(ctx, head, y.matrix(B, n), reward, G, options, {.step = step++},
+                                {samples->matrix(B * G, n), lp->matrix(B, G), rw->matrix(B, G), adv->matrix(B, G)},
+                                {loss.vector(), {}}, {gm.matrix(B, n), gs.matrix(B, n)});
+    }
+  };
+  const double bytes = 4.0 * (3.0 * B * n + 2.0 * B * n + B);
+  if (gpu) {
+    d2r::bench::run_gpu(state, ctx, bytes, 0, work);
+  } else {
+    d2r::bench::run_cpu(state, bytes, 0, work);
+  }
+  state.SetItemsProcessed(state.iterations() * B * G);
+}
+
+void fused_scalar(benchmark::State& s, bool gpu) { diag_surrogate<true>(s, gpu, d2r::RewardForm::scalar); }
+void fused_diagonal(benchmark::State& s, bool gpu) { diag_surrogate<true>(s, gpu, d2r::RewardForm::diagonal); }
+void fused_full(benchmark::State& s, bool gpu) { diag_surrogate<true>(s, gpu, d2r::RewardForm::full); }
+void unfused_scalar(benchmark::State& s, bool gpu) { diag_surrogate<false>(s, gpu, d2r::RewardForm::scalar); }
+void unfused_diagonal(benchmark::State& s, bool gpu) { diag_surrogate<false>(s, gpu, d2r::RewardForm::diagonal); }
+
+// {B, n, G}: B ∈ {1k, 64k, 1M}, n ∈ {2, 17, 64}, G ∈ {5, 16, 50} (the sweep); the
+// unfused path at 1M x 64 x 50 would need 12.8 GB of samples, so its sweep stops at 64k rows.
+void sweep(benchmark::internal::Benchmark* b, std::int64_t max_rows) {
+  for (std::int64_t B : {1 << 10, 1 << 16, 1 << 20})
+    for (std::int64_t n : {2, 17, 64})
+      for (std::int64_t G : {5, 16, 50})
+        if (B <= max_rows) b->Args({B, n, G});
+}
+void fused_args(benchmark::internal::Benchmark* b) { sweep(b, 1 << 20); }
+void unfused_args(benchmark::internal::Benchmark* b) { sweep(b, 1 << 16); }
+
+}  // namespace
+
+BENCHMARK_CAPTURE(fused_scalar, gpu, true)->Apply(fused_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(fused_diagonal, gpu, true)->Apply(fused_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(fused_full, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(unfused_scalar, gpu, true)->Apply(unfused_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(unfused_diagonal, gpu, true)->Apply(unfused_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(fused_scalar, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(unfused_scalar, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
+
+BENCHMARK_MAIN();
