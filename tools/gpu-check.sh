@@ -38,9 +38,24 @@ for tool in memcheck racecheck initcheck; do
 done
 
 step "benchmarks"
-build-gpu/bench/distributions_bench --benchmark_out="$out/bench-$device-$stamp.json" --benchmark_out_format=json \
-  --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1 || status=1
-cp "$out/bench-$device-$stamp.json" "bench/results/$device-$stamp.json" 2>/dev/null
+for b in distributions objectives; do
+  build-gpu/bench/${b}_bench --benchmark_out="$out/bench-$b.json" --benchmark_out_format=json \
+    --benchmark_min_time=0.2 >"$out/bench-$b.txt" 2>&1 || status=1
+done
+step "PyTorch peers"
+(cd bench/peer && PYTHONUNBUFFERED=1 python3 pg_head_peer.py --out "$out/peer-pg-head.json" \
+   && PYTHONUNBUFFERED=1 python3 categorical_peer.py --out "$out/peer-categorical.json") >"$out/peer.txt" 2>&1 || status=1
+tools/bench_report.py --ours "$out"/bench-*.json --peer "$out"/peer-*.json >"$out/report.md" 2>>"$log" || status=1
+python3 - "$out" "bench/results/$device-$stamp.json" "$device" "$stamp" "$commit" <<'PY'
+import glob, json, sys
+out, target, device, stamp, commit = sys.argv[1:]
+merged = {"device": device, "date": stamp, "commit": commit, "runs": {}}
+for path in sorted(glob.glob(out + "/bench-*.json") + glob.glob(out + "/peer-*.json")):
+    with open(path) as f:
+        merged["runs"][path.rsplit("/", 1)[1]] = json.load(f)
+with open(target, "w") as f:
+    json.dump(merged, f, indent=1)
+PY
 {
   echo "# GPU check: $device, $stamp, commit $commit"
   echo
@@ -49,7 +64,8 @@ cp "$out/bench-$device-$stamp.json" "bench/results/$device-$stamp.json" 2>/dev/n
   echo '```'
   echo "## Tests"; echo '```'; tail -15 "$out/ctest.log"; echo '```'
   for tool in memcheck racecheck initcheck; do echo "## compute-sanitizer $tool"; echo '```'; tail -3 "$out/sanitizer-$tool.log"; echo '```'; done
-  echo "## Benchmarks"; echo '```'; cat "$out/bench.txt"; echo '```'
+  echo "## Benchmarks (ours vs PyTorch on this GPU)"; cat "$out/report.md"
+  echo; echo "Raw numbers: bench/results/$device-$stamp.json"
 } >"bench/results/$device-$stamp.md"
 cp "bench/results/$device-$stamp.md" "$out/" 2>/dev/null
 exit $status
