@@ -85,4 +85,26 @@ void exact_categorical(cudaStream_t stream, const Categorical<float>& head, Vect
   D2R_CHECK_LAUNCH(stream);
 }
 
+bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64_t generations) {
+  return generations >= 1 && generations <= categorical::kFusedMaxGenerations && head.logits.cols >= 1 &&
+         head.logits.cols <= kMaxCategoricalClasses;
+}
+
+// Same block shapes as categorical_sample: the draws must be the sampler's, tile for tile.
+void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                              const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                              ObjectiveScale scale, const ObjectiveRows<float>& rows,
+                              const CategoricalGrad<float>& grad) {
+  const unsigned grid = row_grid(head.logits.rows);
+  const auto smem = static_cast<std::size_t>(scale.generations * categorical::kFusedBytesPerDraw);
+  if (head.logits.cols <= kSmallSampleClasses) {
+    categorical::pg_surrogate_kernel<kSmallBlock, kSampleItems, 1>
+        <<<grid, kSmallBlock, smem, stream>>>(head, labels, reward, options, pos, scale, rows, grad.logits);
+  } else {
+    categorical::pg_surrogate_kernel<kSampleBlock, kSampleItems, kSampleMaxTiles>
+        <<<grid, kSampleBlock, smem, stream>>>(head, labels, reward, options, pos, scale, rows, grad.logits);
+  }
+  D2R_CHECK_LAUNCH(stream);
+}
+
 }  // namespace d2r::kernels

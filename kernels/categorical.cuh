@@ -17,6 +17,7 @@
 
 #include "d2r/distributions.hpp"
 #include "kernels/common.cuh"
+#include "kernels/launch.hpp"
 #include "kernels/rewards.cuh"
 #include "kernels/math/numerics.hpp"
 
@@ -60,95 +61,205 @@ __device__ __forceinline__ DrawTarget draw_target(const math::DrawPosition& pos,
   return {lo < tiles ? lo : last_tile, t};
 }
 
-/// Inverse-CDF sampling, one block per row, tiles of kTile = kBlock * kItems logits.
+/// Inverse-CDF sampling of one row per block on tiles of kTile = kBlock * kItems logits: the
+/// device code shared by sample_kernel and the fused surrogate (pg_surrogate_kernel), so that
+/// both draw the same class for the same key.
 ///
 /// Pass 1 reads every tile once (item i of thread x holds tile element i * kBlock + x) and keeps
-/// its max and its sum of exp(ℓ − tile max) in shared memory. Thread 0 then forms the row max M,
-/// the tile masses rescaled to M and their prefix sums, in tile order. Each draw finds its tile in
-/// the prefix sums; pass 2 re-reads only tiles that hold a draw (the last tile is still in
-/// registers), scans w_j = exp(ℓ_j − M) over the tile, and each draw of the tile binary-searches
-/// its residual target r = max(t − prefix[tile], 0): the smallest j with cdf_j > r, or the tile's
-/// last positive-weight index when rounding leaves none. Draws are taken kBlock at a time
-/// (generation g by thread g % kBlock), so any G works.
+/// its max and its sum of exp(ℓ − tile max) in shared memory (tile_stats). Thread 0 then forms the
+/// row max M, the tile masses rescaled to M and their prefix sums, in tile order (finish_row).
+/// Each draw finds its tile in the prefix sums (draw_target); pass 2 re-reads only tiles that
+/// hold a draw, scans w_j = exp(ℓ_j − M) over the tile (prepare_search), and each draw of the
+/// tile binary-searches its residual target r = max(t − prefix[tile], 0): the smallest j with
+/// cdf_j > r, or the tile's last positive-weight index when rounding leaves none (resolve).
+template <int kBlock, int kItems, int kMaxTiles>
+struct TileSampler {
+  static constexpr int kTile = kBlock * kItems;
+  static constexpr int kNeededWords = (kMaxTiles + 31) / 32;
+  using Reduce = cub::BlockReduce<float, kBlock>;
+  using ReduceIndex = cub::BlockReduce<int, kBlock>;
+  using Scan = cub::BlockScan<float, kBlock>;
+
+  struct Shared {
+    union {
+      typename Reduce::TempStorage reduce;
+      typename ReduceIndex::TempStorage reduce_index;
+      typename Scan::TempStorage scan;
+    } temp;
+    typename Reduce::TempStorage reduce_weighted;  // pass 1's second sum (with the entropy only)
+    float tile_max[kMaxTiles];
+    float tile_sum[kMaxTiles];       // Σ exp(ℓ − tile max)
+    float tile_weighted[kMaxTiles];  // Σ exp(ℓ − tile max)(ℓ − tile max) (with the entropy only)
+    float prefix[kMaxTiles + 1];     // prefix[t]: mass of tiles < t, rescaled to the row max
+    unsigned needed[kNeededWords];   // tiles that hold a draw
+    union {
+      struct {
+        float weights[kTile];  // w_j of the tile being searched, by position in the tile
+        float cdf[kTile];      // their inclusive prefix sums
+      } search;
+      struct {
+        int count[kTile];    // draws per class of the tile being written (fused kernel)
+        float value[kTile];  // the cotangent of those draws
+      } hits;
+    } tile;
+    float row_max;
+    float row_total;     // Z = Σ exp(ℓ − M)
+    float row_weighted;  // A = Σ exp(ℓ − M)(ℓ − M) (with the entropy only)
+    int last_tile;       // last tile of positive mass; -1: the row has no distribution
+    int tile_last_positive;  // last index of positive weight in the tile being searched
+  };
+
+  __device__ static int tiles(std::int64_t classes) { return static_cast<int>((classes + kTile - 1) / kTile); }
+
+  /// Item i of thread x gets tile element i * kBlock + x, sanitised (-inf past the row's end).
+  __device__ static void load(const float* row, std::int64_t classes, int tile, float (&items)[kItems]) {
+    const std::int64_t base = static_cast<std::int64_t>(tile) * kTile;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const std::int64_t j = base + i * kBlock + static_cast<int>(threadIdx.x);
+      items[i] = j < classes ? sanitize(row[j]) : kNegInf;
+    }
+  }
+
+  /// Pass 1 on the tile held in `items`: its max and Σ exp(ℓ − tile max), and with kWeighted also
+  /// Σ exp(ℓ − tile max)(ℓ − tile max), into shared memory. All threads; ends synchronised.
+  template <bool kWeighted>
+  __device__ static void tile_stats(Shared& sh, int tile, const float (&items)[kItems]) {
+    float local_max = kNegInf;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) local_max = fmaxf(local_max, items[i]);
+    const float block_max = Reduce(sh.temp.reduce).Reduce(local_max, MaxFloat{});
+    if (threadIdx.x == 0) sh.tile_max[tile] = block_max;
+    __syncthreads();
+    const float m = sh.tile_max[tile];
+    float local_sum = 0.0f, local_weighted = 0.0f;
+    if (m > kNegInf) {
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const float w = expf(items[i] - m);
+        local_sum += w;
+        if constexpr (kWeighted) {
+          if (items[i] > kNegInf) local_weighted += w * (items[i] - m);
+        }
+      }
+    }
+    const float block_sum = Reduce(sh.temp.reduce).Sum(local_sum);
+    float block_weighted = 0.0f;
+    if constexpr (kWeighted) block_weighted = Reduce(sh.reduce_weighted).Sum(local_weighted);
+    if (threadIdx.x == 0) {
+      sh.tile_sum[tile] = block_sum;
+      if constexpr (kWeighted) sh.tile_weighted[tile] = block_weighted;
+    }
+    __syncthreads();
+  }
+
+  /// Thread 0, after pass 1: row max, tile masses rescaled to it and their prefix sums in tile
+  /// order, validity (last_tile = -1: no distribution), with kWeighted A = Σ exp(ℓ − M)(ℓ − M);
+  /// clears the needed-tile mask. The caller synchronises.
+  template <bool kWeighted>
+  __device__ static void finish_row(Shared& sh, int tiles) {
+    float m = kNegInf;
+    for (int tile = 0; tile < tiles; ++tile) m = fmaxf(m, sh.tile_max[tile]);
+    float run = 0.0f, weighted = 0.0f;
+    int last = -1;
+    sh.prefix[0] = 0.0f;
+    const bool finite_max = isfinite(m);
+    for (int tile = 0; tile < tiles; ++tile) {
+      float mass = 0.0f;
+      if (finite_max && sh.tile_max[tile] > kNegInf) {
+        const float d = sh.tile_max[tile] - m;
+        const float f = expf(d);
+        mass = __fmul_rn(sh.tile_sum[tile], f);  // never contracted into the running sum
+        if constexpr (kWeighted) weighted += f * (sh.tile_weighted[tile] + sh.tile_sum[tile] * d);
+      }
+      if (mass > 0.0f) last = tile;
+      run = __fadd_rn(run, mass);
+      sh.prefix[tile + 1] = run;
+    }
+    const bool valid = finite_max && run > 0.0f && isfinite(run) && last >= 0;
+    sh.row_max = m;
+    sh.row_total = run;
+    sh.row_weighted = weighted;
+    sh.last_tile = valid ? last : -1;
+    for (int w = 0; w < kNeededWords; ++w) sh.needed[w] = 0u;
+  }
+
+  __device__ static void mark(Shared& sh, int tile) { atomicOr(&sh.needed[tile / 32], 1u << (tile % 32)); }
+  __device__ static bool needed(const Shared& sh, int tile) { return ((sh.needed[tile / 32] >> (tile % 32)) & 1u) != 0u; }
+
+  /// Search arrays of the tile whose logits are in `items`: the weights by position, their
+  /// inclusive prefix sums and the last positive-weight position. All threads; ends synchronised.
+  __device__ static void prepare_search(Shared& sh, const float (&items)[kItems]) {
+    const int tid = static_cast<int>(threadIdx.x);
+    const float row_max = sh.row_max;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i)
+      sh.tile.search.weights[i * kBlock + tid] = items[i] > kNegInf ? expf(items[i] - row_max) : 0.0f;
+    __syncthreads();
+    float w[kItems];
+    int local_last = -1;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      w[i] = sh.tile.search.weights[tid * kItems + i];
+      if (w[i] > 0.0f) local_last = tid * kItems + i;
+    }
+    Scan(sh.temp.scan).InclusiveSum(w, w);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) sh.tile.search.cdf[tid * kItems + i] = w[i];
+    __syncthreads();
+    const int block_last = ReduceIndex(sh.temp.reduce_index).Reduce(local_last, MaxInt{});
+    if (tid == 0) sh.tile_last_positive = block_last;
+    __syncthreads();
+  }
+
+  /// Class of a draw with target t that lies in `tile` (after prepare_search on that tile).
+  __device__ static std::int32_t resolve(const Shared& sh, float t, int tile, std::int64_t classes) {
+    const std::int64_t base = static_cast<std::int64_t>(tile) * kTile;
+    const int in_tile = static_cast<int>(classes - base < kTile ? classes - base : kTile);
+    const float r = fmaxf(t - sh.prefix[tile], 0.0f);
+    int lo = 0, hi = in_tile;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (sh.tile.search.cdf[mid] > r) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    // NOTE: a parallel scan of floats need not be monotone to the last ulp; never return a
+    // zero-weight class because of that.
+    while (lo < in_tile && !(sh.tile.search.weights[lo] > 0.0f)) ++lo;
+    if (lo >= in_tile) lo = sh.tile_last_positive;
+    return static_cast<std::int32_t>(base + lo);
+  }
+};
+
+/// Inverse-CDF sampling (TileSampler), one block per row. Pass 2 goes last tile first (its
+/// logits are still in registers). Draws are taken kBlock at a time (generation g by thread
+/// g % kBlock; draw g = tid is kept in registers), so any G works.
 template <int kBlock, int kItems, int kMaxTiles>
 D2R_KERNEL void __launch_bounds__(kBlock)
     sample_kernel(Categorical<float> head, std::int64_t generations, math::DrawPosition pos,
                   MatrixView<std::int32_t> samples) {
-  constexpr int kTile = kBlock * kItems;
-  using Reduce = cub::BlockReduce<float, kBlock>;
-  using ReduceIndex = cub::BlockReduce<int, kBlock>;
-  using Scan = cub::BlockScan<float, kBlock>;
-  __shared__ union {
-    typename Reduce::TempStorage reduce;
-    typename ReduceIndex::TempStorage reduce_index;
-    typename Scan::TempStorage scan;
-  } temp;
-  __shared__ float tile_max[kMaxTiles];
-  __shared__ float tile_sum[kMaxTiles];
-  __shared__ float prefix[kMaxTiles + 1];  // prefix[t]: mass of tiles < t, rescaled to the row max
-  __shared__ unsigned needed[(kMaxTiles + 31) / 32];
-  __shared__ float weights[kTile];  // w_j of the tile being searched, by position in the tile
-  __shared__ float cdf[kTile];      // their inclusive prefix sums
-  __shared__ float row_total;
-  __shared__ int last_tile;           // last tile of positive mass; -1: the row has no distribution
-  __shared__ int tile_last_positive;  // last index of positive weight in the tile being searched
-
+  using S = TileSampler<kBlock, kItems, kMaxTiles>;
+  __shared__ typename S::Shared sh;
   const int tid = static_cast<int>(threadIdx.x);
   const std::int64_t classes = head.logits.cols;
-  const int tiles = static_cast<int>((classes + kTile - 1) / kTile);
+  const int tiles = S::tiles(classes);
 
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
     const float* row = &head.logits(b, 0);
     float items[kItems];
 
-    // ---- pass 1: per-tile max and sum of exp(ℓ − tile max)
+    // ---- pass 1
     for (int tile = 0; tile < tiles; ++tile) {
-      const std::int64_t base = static_cast<std::int64_t>(tile) * kTile;
-      float local_max = kNegInf;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const std::int64_t j = base + i * kBlock + tid;
-        items[i] = j < classes ? sanitize(row[j]) : kNegInf;
-        local_max = fmaxf(local_max, items[i]);
-      }
-      const float block_max = Reduce(temp.reduce).Reduce(local_max, MaxFloat{});
-      if (tid == 0) tile_max[tile] = block_max;
-      __syncthreads();
-      const float m = tile_max[tile];
-      float local_sum = 0.0f;
-      if (m > kNegInf) {
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) local_sum += expf(items[i] - m);
-      }
-      const float block_sum = Reduce(temp.reduce).Sum(local_sum);
-      if (tid == 0) tile_sum[tile] = block_sum;
-      __syncthreads();
+      S::load(row, classes, tile, items);
+      S::template tile_stats<false>(sh, tile, items);
     }
-
-    // ---- row max, tile masses rescaled to it, prefix sums: one thread, in tile order
-    if (tid == 0) {
-      float m = kNegInf;
-      for (int tile = 0; tile < tiles; ++tile) m = fmaxf(m, tile_max[tile]);
-      float run = 0.0f;
-      int last = -1;
-      prefix[0] = 0.0f;
-      const bool finite_max = isfinite(m);
-      for (int tile = 0; tile < tiles; ++tile) {
-        const float mass = finite_max && tile_max[tile] > kNegInf ? tile_sum[tile] * expf(tile_max[tile] - m) : 0.0f;
-        if (mass > 0.0f) last = tile;
-        run += mass;
-        prefix[tile + 1] = run;
-      }
-      const bool valid = finite_max && run > 0.0f && isfinite(run) && last >= 0;
-      row_total = run;
-      last_tile = valid ? last : -1;
-      tile_max[0] = m;  // pass 1 is over: slot 0 now carries the row max
-      for (int w = 0; w < (kMaxTiles + 31) / 32; ++w) needed[w] = 0u;
-    }
+    if (tid == 0) S::template finish_row<false>(sh, tiles);
     __syncthreads();
-    const float row_max = tile_max[0];
-    const float total = row_total;
-    const int last = last_tile;
+    const float total = sh.row_total;
+    const int last = sh.last_tile;
 
     if (last < 0) {
       for (std::int64_t g = tid; g < generations; g += kBlock) samples(b, g) = -1;
@@ -156,68 +267,24 @@ D2R_KERNEL void __launch_bounds__(kBlock)
       continue;
     }
 
-    // ---- which tiles hold a draw (draw g = tid is kept in registers)
+    // ---- which tiles hold a draw
     DrawTarget first{-1, 0.0f};
     if (tid < generations) {
-      first = draw_target(pos, b, tid, total, prefix, tiles, last);
-      atomicOr(&needed[first.tile / 32], 1u << (first.tile % 32));
+      first = draw_target(pos, b, tid, total, sh.prefix, tiles, last);
+      S::mark(sh, first.tile);
     }
-    for (std::int64_t g = tid + kBlock; g < generations; g += kBlock) {
-      const DrawTarget d = draw_target(pos, b, g, total, prefix, tiles, last);
-      atomicOr(&needed[d.tile / 32], 1u << (d.tile % 32));
-    }
+    for (std::int64_t g = tid + kBlock; g < generations; g += kBlock)
+      S::mark(sh, draw_target(pos, b, g, total, sh.prefix, tiles, last).tile);
     __syncthreads();
 
-    // ---- pass 2, last tile first (its logits are still in registers)
+    // ---- pass 2, last tile first
     for (int tile = tiles - 1; tile >= 0; --tile) {
-      if (((needed[tile / 32] >> (tile % 32)) & 1u) == 0u) continue;
-      const std::int64_t base = static_cast<std::int64_t>(tile) * kTile;
-      if (tile != tiles - 1) {
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const std::int64_t j = base + i * kBlock + tid;
-          items[i] = j < classes ? sanitize(row[j]) : kNegInf;
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) weights[i * kBlock + tid] = items[i] > kNegInf ? expf(items[i] - row_max) : 0.0f;
-      __syncthreads();
-      float w[kItems];
-      int local_last = -1;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        w[i] = weights[tid * kItems + i];
-        if (w[i] > 0.0f) local_last = tid * kItems + i;
-      }
-      Scan(temp.scan).InclusiveSum(w, w);
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) cdf[tid * kItems + i] = w[i];
-      __syncthreads();
-      const int block_last = ReduceIndex(temp.reduce_index).Reduce(local_last, MaxInt{});
-      if (tid == 0) tile_last_positive = block_last;
-      __syncthreads();
-
-      const int in_tile = static_cast<int>(classes - base < kTile ? classes - base : kTile);
-      const float before = prefix[tile];
-      const int fallback = tile_last_positive;
+      if (!S::needed(sh, tile)) continue;
+      if (tile != tiles - 1) S::load(row, classes, tile, items);
+      S::prepare_search(sh, items);
       for (std::int64_t g = tid; g < generations; g += kBlock) {
-        const DrawTarget d = g == tid ? first : draw_target(pos, b, g, total, prefix, tiles, last);
-        if (d.tile != tile) continue;
-        const float r = fmaxf(d.t - before, 0.0f);
-        int lo = 0, hi = in_tile;
-        while (lo < hi) {
-          const int mid = (lo + hi) / 2;
-          if (cdf[mid] > r) {
-            hi = mid;
-          } else {
-            lo = mid + 1;
-          }
-        }
-        // NOTE: a parallel scan of floats need not be monotone to the last ulp; never return a
-        // zero-weight class because of that.
-        while (lo < in_tile && !(weights[lo] > 0.0f)) ++lo;
-        if (lo >= in_tile) lo = fallback;
-        samples(b, g) = static_cast<std::int32_t>(base + lo);
+        const DrawTarget d = g == tid ? first : draw_target(pos, b, g, total, sh.prefix, tiles, last);
+        if (d.tile == tile) samples(b, g) = S::resolve(sh, d.t, tile, classes);
       }
       __syncthreads();
     }
@@ -418,6 +485,211 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     if (threadIdx.x == 0) {
       rows.row_loss[b] = ok ? -k * (e_r + lambda * h) : __int_as_float(0x7fc00000);
       if (rows.row_reward.data != nullptr) rows.row_reward[b] = ok ? e_r : __int_as_float(0x7fc00000);
+    }
+    __syncthreads();
+  }
+}
+
+// ------------------------------------------------------------------- fused REINFORCE surrogate
+
+/// Largest G of the fused surrogate: the G draws of a row live in shared memory
+/// (kFusedBytesPerDraw each); above it the composition of primitives runs instead.
+inline constexpr std::int64_t kFusedMaxGenerations = 1024;
+inline constexpr std::int64_t kFusedBytesPerDraw = 12;
+
+struct Pair {
+  float x, y;
+};
+struct PairSum {
+  __device__ __forceinline__ Pair operator()(const Pair& a, const Pair& b) const { return {a.x + b.x, a.y + b.y}; }
+};
+struct SumMin {
+  __device__ __forceinline__ Pair operator()(const Pair& a, const Pair& b) const { return {a.x + b.x, fminf(a.y, b.y)}; }
+};
+
+/// Fused REINFORCE surrogate of the categorical head (DESIGN.md §5, §8), one block per row;
+/// the composition it replaces is sample → log_prob → one-hot reward → transform → entropy →
+/// row terms → backward (see reference::pg_row_terms for the per-row terms).
+///
+/// Pass 1 (TileSampler, plus Σ exp(ℓ − M)(ℓ − M) for the entropy) reads every logit once and
+/// gives M, Z, H and the tile prefix sums. The G draws are then located exactly as sample_kernel
+/// locates them (same code), re-reading only the tiles that hold a draw. Draws, rewards,
+/// log-probabilities, advantages and cotangents c_g stay in shared memory (12·G bytes, dynamic):
+/// nothing of size B·G reaches device memory. Pass 2 reads the logits once more and writes
+///   grad(b, j) = −p_j Σ_g c_g − e p_j (log p_j + H) + Σ_{g: k_g = j} c_g,   e = −λ·pd / N,
+/// each element once. All draws of a class carry the same cotangent (c depends on the class
+/// only, through its reward and log-probability), so the sparse sum at class j is c_j added
+/// count_j times in sequence, as backward_kernel adds them in generation order; count_j comes from
+/// integer shared atomics (exact). When the row fits in one tile (C <= kTile) its logits stay in
+/// registers between the passes and are read from device memory once.
+///
+/// A row without a distribution (only with value checks off) gets NaN loss, reward and gradient.
+template <int kBlock, int kItems, int kMaxTiles>
+D2R_KERNEL void __launch_bounds__(kBlock)
+    pg_surrogate_kernel(Categorical<float> head, VectorView<const std::int32_t> labels,
+                        MahalanobisReward<float> reward, PgOptions<float> options, math::DrawPosition pos,
+                        ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad) {
+  using S = TileSampler<kBlock, kItems, kMaxTiles>;
+  constexpr int kTile = S::kTile;
+  using ReducePair = cub::BlockReduce<Pair, kBlock>;
+  __shared__ typename S::Shared sh;
+  __shared__ typename ReducePair::TempStorage pair_temp;
+  __shared__ float row_stat[4];  // Σ r, min r, Σ (r − mean)², Σ c
+  extern __shared__ __align__(16) unsigned char draw_storage[];
+  const std::int64_t G = s.generations;
+  std::int32_t* draw_class = reinterpret_cast<std::int32_t*>(draw_storage);  // −1 − tile until resolved
+  float* draw_value = reinterpret_cast<float*>(draw_storage) + G;             // target t, then reward r
+  float* draw_grad = draw_value + G;                                          // log p, then cotangent c
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const std::int64_t classes = head.logits.cols;
+  const int tiles = S::tiles(classes);
+  const float nan = __int_as_float(0x7fc00000);
+  const float inv_g = 1.0f / static_cast<float>(G);
+  const float c_scale = -s.per_dim / (s.normaliser * static_cast<float>(G));
+  const float e = -options.entropy_weight * s.per_dim / s.normaliser;  // d_entropy
+  const float clip = options.log_prob_clip;
+  const TransformOptions<float>& tr = options.transform;
+
+  for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
+    const float* row = &head.logits(b, 0);
+    float items[kItems];
+
+    // ---- pass 1: tile statistics, then M, Z, A (thread 0)
+    for (int tile = 0; tile < tiles; ++tile) {
+      S::load(row, classes, tile, items);
+      S::template tile_stats<true>(sh, tile, items);
+    }
+    if (tid == 0) S::template finish_row<true>(sh, tiles);
+    __syncthreads();
+    const float row_max = sh.row_max, total = sh.row_total;
+    const int last = sh.last_tile;
+    if (last < 0) {
+      if (tid == 0) {
+        rows.row_loss[b] = nan;
+        if (rows.row_reward.data != nullptr) rows.row_reward[b] = nan;
+      }
+      for (std::int64_t j = tid; j < classes; j += kBlock) grad(b, j) = nan;
+      __syncthreads();
+      continue;
+    }
+    const float log_sum = logf(total);
+    const float entropy = log_sum - sh.row_weighted / total;
+
+    // ---- the draws' tiles, then their classes (as sample_kernel: last tile first)
+    for (std::int64_t g = tid; g < G; g += kBlock) {
+      const DrawTarget d = draw_target(pos, b, g, total, sh.prefix, tiles, last);
+      draw_class[g] = -1 - d.tile;
+      draw_value[g] = d.t;
+      S::mark(sh, d.tile);
+    }
+    __syncthreads();
+    int loaded = tiles - 1;  // the tile whose logits are in `items`
+    for (int tile = tiles - 1; tile >= 0; --tile) {
+      if (!S::needed(sh, tile)) continue;
+      if (tile != loaded) {
+        S::load(row, classes, tile, items);
+        loaded = tile;
+      }
+      S::prepare_search(sh, items);
+      for (std::int64_t g = tid; g < G; g += kBlock)
+        if (draw_class[g] == -1 - tile) draw_class[g] = S::resolve(sh, draw_value[g], tile, classes);
+      __syncthreads();
+    }
+
+    // ---- rewards and log-probabilities; group statistics
+    const std::int32_t y = labels[b];
+    Pair part{0.0f, INFINITY};
+    for (std::int64_t g = tid; g < G; g += kBlock) {
+      const std::int32_t k = draw_class[g];
+      const float r = rewards::one_hot_reward(reward, k, y);
+      draw_value[g] = r;
+      draw_grad[g] = (row[k] - row_max) - log_sum;
+      part.x += r;
+      part.y = fminf(part.y, r);
+    }
+    const Pair sum_min = ReducePair(pair_temp).Reduce(part, SumMin{});
+    if (tid == 0) row_stat[0] = sum_min.x, row_stat[1] = sum_min.y;
+    __syncthreads();
+    const float sum = row_stat[0], lo = row_stat[1];
+    const float mean = sum * inv_g;
+    float scale = 1.0f;
+    if (tr.kind == Transform::standardize) {
+      float sq = 0.0f;
+      for (std::int64_t g = tid; g < G; g += kBlock) sq += (draw_value[g] - mean) * (draw_value[g] - mean);
+      const Pair sq_sum = ReducePair(pair_temp).Reduce(Pair{sq, 0.0f}, PairSum{});
+      if (tid == 0) row_stat[2] = sq_sum.x;
+      __syncthreads();
+      scale = 1.0f / (sqrtf(row_stat[2] / static_cast<float>(G - 1)) + tr.standardize_epsilon);
+    }
+
+    // ---- advantages, clipped terms and cotangents (draw_grad becomes c_g)
+    Pair loss_c{0.0f, 0.0f};
+    for (std::int64_t g = tid; g < G; g += kBlock) {
+      const float r = draw_value[g];
+      float a = r;
+      switch (tr.kind) {
+        case Transform::none: break;
+        case Transform::normalize: a = r - lo; break;
+        case Transform::rbf: a = expf(tr.rbf_gamma * r); break;
+        case Transform::leave_one_out: a = r - (sum - r) / static_cast<float>(G - 1); break;
+        case Transform::standardize: a = (r - mean) * scale; break;
+      }
+      float x = -s.per_dim * draw_grad[g];
+      bool active = true;
+      if (clip > 0.0f && (x > clip || x < -clip)) {
+        active = false;
+        x = x > clip ? clip : -clip;
+      }
+      const float c = active ? c_scale * a : 0.0f;
+      draw_grad[g] = c;
+      loss_c.x += x * a;
+      loss_c.y += c;
+    }
+    const Pair totals = ReducePair(pair_temp).Reduce(loss_c, PairSum{});
+    if (tid == 0) {
+      row_stat[3] = totals.y;
+      rows.row_loss[b] = (totals.x * inv_g - options.entropy_weight * s.per_dim * entropy) / s.normaliser;
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = mean;
+    }
+    __syncthreads();
+    const float c_sum = row_stat[3];
+
+    // ---- pass 2: the gradient, each element written once; the tile still in registers first
+    for (int step = 0; step < tiles; ++step) {
+      const int tile = step == 0 ? loaded : (step <= loaded ? step - 1 : step);
+      const std::int64_t base = static_cast<std::int64_t>(tile) * kTile;
+      if (step > 0) S::load(row, classes, tile, items);
+      const bool hit = S::needed(sh, tile);
+      if (hit) {
+        for (int i = tid; i < kTile; i += kBlock) sh.tile.hits.count[i] = 0;
+        __syncthreads();
+        for (std::int64_t g = tid; g < G; g += kBlock) {
+          const std::int64_t at = draw_class[g] - base;
+          if (at >= 0 && at < kTile && atomicAdd(&sh.tile.hits.count[at], 1) == 0) sh.tile.hits.value[at] = draw_grad[g];
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const int at = i * kBlock + tid;
+        const std::int64_t j = base + at;
+        if (j >= classes) continue;
+        const float x = items[i];
+        float gj = 0.0f;
+        if (x > kNegInf) {
+          const float log_p = (x - row_max) - log_sum;
+          const float p = expf(log_p);
+          gj = -p * c_sum - e * p * (log_p + entropy);
+          if (hit) {
+            const int n = sh.tile.hits.count[at];
+            const float v = sh.tile.hits.value[at];
+            for (int m = 0; m < n; ++m) gj += v;
+          }
+        }
+        grad(b, j) = gj;
+      }
+      if (hit) __syncthreads();  // before the next hit tile clears the counts
     }
     __syncthreads();
   }

@@ -1,7 +1,7 @@
-// Launchers of the inner-objective kernels of the Cholesky-Gaussian head (device code in
-// cholesky_objectives.cuh). A shared (1-row) tril receives the column sum of the per-row
-// gradients written to the first B x n(n+1)/2 floats of the workspace
-// (shared_param_workspace_bytes, objectives.cu).
+// Launchers of the inner-objective kernels of the Cholesky-Gaussian head (exact, pathwise, fused
+// REINFORCE surrogate; device code in cholesky_objectives.cuh). A shared (1-row) tril receives
+// the column sum of the per-row gradients written to the first B x n(n+1)/2 floats of the
+// workspace (shared_param_workspace_bytes, objectives.cu).
 #include "kernels/cholesky_objectives.cuh"
 #include "kernels/launch.hpp"
 
@@ -47,6 +47,22 @@ void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<floa
                                 void* workspace) {
   const std::size_t smem = cholesky_objectives::pathwise_shared_bytes(dim(head));
   cholesky_objectives::pathwise_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
+      head, targets, reward, options, pos, scale, rows, grad.mean, tril_target(head, grad, workspace));
+  D2R_CHECK_LAUNCH(stream);
+  finish_shared(stream, head, grad, workspace);
+}
+
+bool pg_surrogate_cholesky_gaussian_fusable(const CholeskyGaussian<float>& head, std::int64_t generations) {
+  return head.mean.cols <= kMaxCholeskyDim && generations <= cholesky_objectives::kFusedMaxGenerations;
+}
+
+void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                    MatrixView<const float> targets, const MahalanobisReward<float>& reward,
+                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
+                                    const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
+                                    void* workspace) {
+  const std::size_t smem = cholesky_objectives::surrogate_shared_bytes(dim(head), scale.generations);
+  cholesky_objectives::surrogate_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
       head, targets, reward, options, pos, scale, rows, grad.mean, tril_target(head, grad, workspace));
   D2R_CHECK_LAUNCH(stream);
   finish_shared(stream, head, grad, workspace);

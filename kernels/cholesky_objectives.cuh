@@ -1,8 +1,10 @@
 #pragma once
 // Device code of the inner objectives of the Cholesky-Gaussian head (DESIGN.md §5): the
-// exact-expectation objective and the pathwise objective. Launchers: cholesky_objectives.cu.
-// The math is that of reference::exact_cholesky_gaussian and reference::pathwise_cholesky_gaussian
-// (host/reference/objectives_ref.hpp), with k = pd / N.
+// exact-expectation objective, the pathwise objective and the fused REINFORCE surrogate.
+// Launchers: cholesky_objectives.cu. The math is that of reference::exact_cholesky_gaussian and
+// reference::pathwise_cholesky_gaussian (host/reference/objectives_ref.hpp), with k = pd / N, and
+// for the surrogate that of pg_surrogate's composition (sample, log_prob, reward,
+// transform_rewards, entropy, reference::pg_row_terms, backward).
 //
 // Layout. One block of one warp per row b (grid-stride over rows), as the head's own kernels
 // (cholesky_gaussian.cuh): the row's factor L (packed, diagonal = softplus(raw) + jitter) and
@@ -17,6 +19,9 @@
 //             from the packed R, and ε is drawn a second time from Philox instead of being kept
 //             next to δ and Rᵀδ: two work arrays, so that n = 64 fits in 48 KB of shared memory.
 //             No B·G·n tensor touches device memory.
+//   surrogate: the pathwise layout plus the row's G rewards and G log-probabilities (then
+//             cotangents) in shared memory; a second pass regenerates ε from Philox (DESIGN.md §8
+//             "Fuse the head"). See surrogate_kernel.
 //
 // Determinism. Every sum runs in an order fixed by the shapes only (per-thread loops over dims
 // and generations, per-entry loops over a batch's generations in increasing order, warp
@@ -300,6 +305,210 @@ D2R_KERNEL void __launch_bounds__(kThreads)
       if (rows.row_reward.data != nullptr) rows.row_reward[b] = reward_total / g_count;
     }
     __syncthreads();  // accumulators and staged row are reset for the next row
+  }
+}
+
+// ---------------------------------------------------------------- fused REINFORCE surrogate
+/// Most generations the fused surrogate takes: the G rewards and the G log-probabilities (then
+/// cotangents) of a row live in shared memory. Above it, pg_surrogate composes the primitives.
+inline constexpr std::int64_t kFusedMaxGenerations = 1024;
+
+/// Dynamic shared memory (bytes) of surrogate_kernel: L (packed), μ − y, R (full U, packed; else
+/// the n diagonal entries of U) sharing its space with the tril accumulator (packed), the mean
+/// accumulator, two [dim][kStride] work arrays, and the G rewards and G log-probabilities.
+__host__ __device__ constexpr std::size_t surrogate_shared_bytes(int n, std::int64_t generations) {
+  return static_cast<std::size_t>(2 * packed_size(n) + 2 * n + 2 * n * kStride + 2 * generations) * sizeof(float);
+}
+static_assert(surrogate_shared_bytes(static_cast<int>(kMaxCholeskyDim), kFusedMaxGenerations) <= 48 * 1024,
+              "the fused Cholesky surrogate must fit the default 48 KB of dynamic shared memory");
+
+/// Minimum over the 32 lanes of a warp (exact: the order does not matter).
+__device__ __forceinline__ float warp_min(float v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+/// Fused REINFORCE surrogate, the composition sample → log_prob → reward → transform_rewards →
+/// entropy → pg_row_terms → backward in one kernel. Per row b (ε_g the Philox noise of
+/// generation g, keyed as cholesky_gaussian_sample; ŷ_g = μ + Lε_g, so z = L⁻¹(ŷ_g − μ) = ε_g):
+///   pass 1    r_g = −δ_gᵀUδ_g (δ_g = ŷ_g − y), log p_g = −½‖ε_g‖² − Σ_d log L_dd − (n/2) log 2π,
+///             kept in shared memory (G floats each), nothing else;
+///   row terms A = T(r) over the row's G rewards, x_g = −pd log p_g clipped to [−c, c],
+///             row_loss_b = (Σ_g clip(x_g) A_g / G − λ pd H) / N, row_reward_b = Σ_g r_g / G,
+///             c_g = −pd A_g [|x_g| <= c] / (N G) (overwrites log p_g), e = −λ pd / N;
+///   pass 2    the same ε_g again, v_g = L⁻ᵀ(c_g ε_g) by back substitution:
+///             grad_mean(b, i)        = Σ_g v_gi
+///             tril_target(b, (i, j)) = Σ_g v_gi ε_gj                          (j < i)
+///             tril_target(b, (i, i)) = (Σ_g v_gi ε_gi + (e − Σ_g c_g) / L_ii) · sigmoid(raw_ii)
+/// i.e. ∂log p/∂μ = L⁻ᵀε and ∂log p/∂L = tril(L⁻ᵀ ε εᵀ) − diag(1/L_dd), as the composition's
+/// backward. Pass 1 has one generation per thread (batches of 32) and every thread touches only
+/// its own column of the work array; the row terms are one generation per lane (g ≡ lane mod 32,
+/// as the lane that wrote it); pass 2 sums each accumulator entry over a batch's generations in
+/// increasing order, by the entry's owning thread (j % 32), as backward_kernel. `tril_target` is
+/// grad.tril (one factor per row) or a B x n(n+1)/2 workspace then summed over rows (shared
+/// factor). No B·G·n tensor and no B x G intermediate touches device memory.
+D2R_KERNEL void __launch_bounds__(kThreads)
+    surrogate_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
+                     PgOptions<float> options, math::DrawPosition pos, ObjectiveScale s, ObjectiveRows<float> rows,
+                     MatrixView<float> grad_mean, MatrixView<float> tril_target) {
+  extern __shared__ float smem[];
+  const int n = static_cast<int>(head.mean.cols);
+  const int packed = packed_size(n);
+  const std::int64_t G = s.generations;
+  float* factor = smem;                  // packed L
+  float* offset = factor + packed;       // μ − y
+  float* r_factor = offset + n;          // pass 1: packed R (full), or the n diagonal entries of U
+  float* acc_tril = r_factor;            // pass 2: packed accumulator (R is restaged every row)
+  float* acc_mean = r_factor + packed;   // n
+  float* work_a = acc_mean + n;          // [dim][kStride]: ε, then δ in place (full U)
+  float* work_b = work_a + n * kStride;  // [dim][kStride]: v = L⁻ᵀ(c ε)
+  float* r_g = work_b + n * kStride;     // G rewards
+  float* c_g = r_g + G;                  // G log-probabilities, then the cotangents c_g
+  const int t = threadIdx.x;
+  const bool full = reward.form == RewardForm::full;
+  const float c = options.log_prob_clip;
+  const auto g_count = static_cast<float>(G);
+  constexpr float kHalfLog2Pi = static_cast<float>(0.5 * math::kLog2Pi);
+  constexpr float kHalfLog2PiE = static_cast<float>(0.5 * math::kLog2PiE);
+
+  for (std::int64_t b = blockIdx.x; b < head.mean.rows; b += gridDim.x) {
+    const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
+    const auto row = static_cast<std::uint32_t>(pos.first_row + b);
+    if (full) {
+      for (int p = t; p < packed; p += blockDim.x) r_factor[p] = reward.params[p];
+    } else {
+      for (int i = t; i < n; i += blockDim.x)
+        r_factor[i] = reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i];
+    }
+    stage_row(head, targets, b, n, factor, offset);  // its first barrier orders the writes above
+    const float log_det = warp_sum(log_det_part(factor, n));
+    const float H = log_det + kHalfLog2PiE * static_cast<float>(n);
+    const float log_prob_constant = -log_det - kHalfLog2Pi * static_cast<float>(n);
+
+    // Pass 1: each thread its own generations, its own column of work_a (no barrier needed).
+    for (std::int64_t g0 = 0; g0 < G; g0 += kThreads) {
+      if (g0 + t >= G) break;
+      const auto g = static_cast<std::uint32_t>(g0 + t);
+      draw_noise(pos, row, g, n, work_a, t);
+      float squares = 0.0f;
+      for (int i = 0; i < n; ++i) squares += work_a[i * kStride + t] * work_a[i * kStride + t];
+      float quad = 0.0f;
+      if (full) {
+        // δ = μ − y + Lε in place (δ_i needs ε_j for j <= i only: last dim first), then ‖Rᵀδ‖².
+        for (int i = n - 1; i >= 0; --i) {
+          const float* l_row = factor + packed_size(i);
+          float acc = offset[i];
+          for (int j = 0; j <= i; ++j) acc += l_row[j] * work_a[j * kStride + t];
+          work_a[i * kStride + t] = acc;
+        }
+        for (int j = 0; j < n; ++j) {
+          float v = 0.0f;
+          for (int i = j; i < n; ++i) v += r_factor[packed_size(i) + j] * work_a[i * kStride + t];
+          quad += v * v;
+        }
+      } else {
+        for (int i = 0; i < n; ++i) {
+          const float* l_row = factor + packed_size(i);
+          float acc = offset[i];
+          for (int j = 0; j <= i; ++j) acc += l_row[j] * work_a[j * kStride + t];
+          quad += r_factor[i] * acc * acc;
+        }
+      }
+      r_g[g] = -quad;
+      c_g[g] = -0.5f * squares + log_prob_constant;
+    }
+    __syncthreads();  // R is no longer read: its space becomes the tril accumulator
+
+    for (int p = t; p < packed; p += blockDim.x) acc_tril[p] = 0.0f;
+    for (int i = t; i < n; i += blockDim.x) acc_mean[i] = 0.0f;
+    // Row terms: the group transform over the G rewards, then the clipped surrogate terms.
+    float sum = 0.0f, lo = INFINITY;
+    for (std::int64_t g = t; g < G; g += kThreads) {
+      sum += r_g[g];
+      lo = fminf(lo, r_g[g]);
+    }
+    sum = warp_sum(sum);
+    lo = warp_min(lo);
+    const float mean = sum / g_count;
+    float scale = 1.0f;
+    if (options.transform.kind == Transform::standardize) {
+      float sq = 0.0f;
+      for (std::int64_t g = t; g < G; g += kThreads) sq += (r_g[g] - mean) * (r_g[g] - mean);
+      sq = warp_sum(sq);
+      scale = 1.0f / (sqrtf(sq / static_cast<float>(G - 1)) + options.transform.standardize_epsilon);
+    }
+    float loss = 0.0f, c_part = 0.0f;
+    for (std::int64_t g = t; g < G; g += kThreads) {
+      const float r = r_g[g];
+      float a = r;
+      switch (options.transform.kind) {
+        case Transform::none: break;
+        case Transform::normalize: a = r - lo; break;
+        case Transform::rbf: a = expf(options.transform.rbf_gamma * r); break;
+        case Transform::leave_one_out: a = r - (sum - r) / static_cast<float>(G - 1); break;
+        case Transform::standardize: a = (r - mean) * scale; break;
+      }
+      float x = -s.per_dim * c_g[g];
+      bool active = true;
+      if (c > 0.0f && (x > c || x < -c)) {
+        active = false;
+        x = x > c ? c : -c;
+      }
+      loss += x * a;
+      const float cot = active ? -s.per_dim * a / (s.normaliser * g_count) : 0.0f;
+      c_g[g] = cot;
+      c_part += cot;
+    }
+    loss = warp_sum(loss);
+    const float c_sum = warp_sum(c_part);
+    if (t == 0) {
+      rows.row_loss[b] = (loss / g_count - options.entropy_weight * s.per_dim * H) / s.normaliser;
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = mean;
+    }
+    __syncthreads();
+
+    // Pass 2: the same noise again; v = L⁻ᵀ(c ε), summed into the accumulators batch by batch.
+    for (std::int64_t g0 = 0; g0 < G; g0 += kThreads) {
+      const int count = static_cast<int>(G - g0 < kThreads ? G - g0 : kThreads);
+      if (t < count) {
+        const std::int64_t g = g0 + t;
+        draw_noise(pos, row, static_cast<std::uint32_t>(g), n, work_a, t);
+        const float cot = c_g[g];
+        for (int i = n - 1; i >= 0; --i) {
+          float acc = cot * work_a[i * kStride + t];
+          for (int k = i + 1; k < n; ++k) acc -= factor[packed_size(k) + i] * work_b[k * kStride + t];
+          work_b[i * kStride + t] = acc / factor[diagonal_index(i)];
+        }
+      }
+      __syncthreads();
+      // Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
+      for (int i = 0; i < n; ++i) {
+        const float* v_row = work_b + i * kStride;
+        for (int j = t; j <= i; j += blockDim.x) {
+          const float* e_row = work_a + j * kStride;
+          float acc = 0.0f;
+          for (int gg = 0; gg < count; ++gg) acc += v_row[gg] * e_row[gg];
+          acc_tril[packed_size(i) + j] += acc;
+        }
+      }
+      for (int i = t; i < n; i += blockDim.x) {
+        const float* v_row = work_b + i * kStride;
+        float acc = 0.0f;
+        for (int gg = 0; gg < count; ++gg) acc += v_row[gg];
+        acc_mean[i] += acc;
+      }
+      __syncthreads();
+    }
+    const float e = -options.entropy_weight * s.per_dim / s.normaliser;
+    for (int i = t; i < n; i += blockDim.x) {
+      const int p = diagonal_index(i);
+      acc_tril[p] = (acc_tril[p] + (e - c_sum) / factor[p]) * math::sigmoid(head.tril(t_row, p));
+      grad_mean(b, i) = acc_mean[i];
+    }
+    __syncthreads();
+    for (int p = t; p < packed; p += blockDim.x) tril_target(b, p) = acc_tril[p];
+    __syncthreads();  // accumulators, R and the staged row are rewritten for the next row
   }
 }
 

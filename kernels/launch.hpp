@@ -124,6 +124,17 @@ void pg_surrogate_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& 
                                 const MahalanobisReward<float>& reward, const PgOptions<float>& options,
                                 DrawPosition pos, ObjectiveScale scale, const ObjectiveRows<float>& rows,
                                 const DiagGaussianGrad<float>& grad, void* workspace);
+/// Whether the fused categorical surrogate takes this size (G <= 1024: the G draws of a row in
+/// shared memory); otherwise compose primitives.
+bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64_t generations);
+/// Fused REINFORCE surrogate of the categorical head (categorical.cu): one block per row; the
+/// logits are read in pass 1 (statistics), again only in the tiles that hold a draw, and once
+/// more for the gradient (a row of C <= 2048 is read once); draws equal categorical_sample's; no
+/// B x G intermediate in device memory.
+void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                              const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                              ObjectiveScale scale, const ObjectiveRows<float>& rows,
+                              const CategoricalGrad<float>& grad);
 
 void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
                              const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
@@ -134,7 +145,102 @@ void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<floa
                                 const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
                                 const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                                 void* workspace);
+/// Whether the fused Cholesky surrogate takes this size (n <= kMaxCholeskyDim, G <= 1024: the G
+/// rewards and log-probabilities of a row in shared memory); otherwise compose primitives.
+bool pg_surrogate_cholesky_gaussian_fusable(const CholeskyGaussian<float>& head, std::int64_t generations);
+/// Fused REINFORCE surrogate of the Cholesky-Gaussian head (cholesky_objectives.cu): one warp per
+/// row, the noise regenerated from Philox in the second pass; no B·G·n tensor and no B x G
+/// intermediate in device memory. `workspace`: shared_param_workspace_bytes(B, n(n+1)/2, shared).
+void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                    MatrixView<const float> targets, const MahalanobisReward<float>& reward,
+                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
+                                    const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
+                                    void* workspace);
 void exact_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
                        const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
                        const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
+}  // namespace d2r::kernels
+
+// ---- optimisers (optim.cu)
+#include "d2r/optim.hpp"
+namespace d2r::kernels {
+/// Fused Adam/AdamW update, then a one-thread kernel that increments state.step (both on stream).
+void adam_step(cudaStream_t stream, const AdamOptions<float>& options, const AdamState<float>& state,
+               VectorView<float> params, VectorView<const float> grad);
+void adam_reset(cudaStream_t stream, const AdamState<float>& state);
+/// `velocity` is not read when momentum == 0.
+void sgd_step(cudaStream_t stream, float learning_rate, float momentum, VectorView<float> velocity,
+              VectorView<float> params, VectorView<const float> grad);
+void clamp_values(cudaStream_t stream, float limit, VectorView<float> values);
+/// Per-block partial sums of squares (double) and the scale factor.
+std::size_t clip_global_norm_workspace_bytes(std::int64_t n);
+/// Three launches: partial sums, a one-block deterministic reduction, the scaling.
+void clip_global_norm(cudaStream_t stream, float max_norm, VectorView<float> values, VectorView<float> norm_out,
+                      void* workspace);
+}  // namespace d2r::kernels
+
+// ---- linear solvers (solvers.cu): the device side of conjugate_gradient, conjugate_gradient_normal
+// and neumann_series (host/src/solvers.cpp drives the iteration; the CPU reference is
+// host/reference/solvers_ref.hpp, step for step). The scalars live in a device SolverState; every
+// reduction is a fixed-order two-pass sum in double (solver_partial_count(n) block partials, then
+// one block), so results depend only on n. Once the state is frozen (status != kSolverRunning)
+// every launcher is a no-op on the device except solver_write_solution and
+// solver_neumann_residual. None synchronises.
+namespace d2r::kernels {
+inline constexpr std::int32_t kSolverRunning = -1;
+/// Device-resident scalars of one solve; status is a SolveStatus value or kSolverRunning.
+struct SolverState {
+  double rho;        ///< CG: r·r; CGNR: ‖(A + δI)r‖²
+  double alpha;      ///< step of the current iteration
+  double beta;       ///< direction update of the current iteration
+  double threshold;  ///< tolerance · ‖b‖
+  double initial;    ///< ‖r_0‖ (CG) or ‖b‖ (Neumann)
+  double smallest;   ///< Neumann: smallest term norm so far
+  double residual;   ///< latest residual norm
+  std::int64_t iterations;
+  std::int32_t status;
+  std::int32_t zero_solution;  ///< b = 0: the solution is exactly 0
+};
+/// Where a solve keeps its device scalars, and its parameters.
+struct SolverDevice {
+  SolverState* state;
+  double* partials;  ///< 2 · solver_partial_count(n) doubles
+  float* history;    ///< residual norms, one per iteration (max_iterations + 1)
+  float damping;
+  float alpha;            ///< Neumann step α
+  double tolerance;       ///< relative tolerance; Neumann: 0 = none
+  double divergence_factor;
+  double growth_slack;    ///< Neumann: 1 + kNeumannGrowthUlps · ε(float)
+};
+/// What solver_damp_reduce does with its sum s after y += δ x.
+enum class SolverReduce {
+  curvature_dot,   ///< s = x·y: α = ρ / s, breakdown unless s > 0 (CG)
+  curvature_norm,  ///< s = y·y: α = ρ / s, breakdown unless s > 0 (CGNR)
+  normal_start,    ///< s = y·y: ρ = s (CGNR)
+  normal_beta,     ///< s = y·y: β = s / ρ, ρ = s (CGNR)
+};
+std::int64_t solver_partial_count(std::int64_t n);
+/// r = b − (ax + δ x); initialises the state from ‖r‖ and ‖b‖ (history[0]).
+void solver_cg_start(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x,
+                     const float* ax, float* r);
+/// y += δ x, then the reduction `what`.
+void solver_damp_reduce(cudaStream_t stream, const SolverDevice& dev, VectorView<float> y, const float* x,
+                        SolverReduce what);
+/// x += α p, r −= α ap; residual test of iteration k (history[k]); CG (cg_beta): β = r·r / ρ, ρ = r·r.
+void solver_cg_update(cudaStream_t stream, const SolverDevice& dev, std::int64_t k, VectorView<float> x, float* r,
+                      const float* p, const float* ap, bool cg_beta);
+/// p = z (first) or p = z + β p.
+void solver_direction(cudaStream_t stream, const SolverDevice& dev, VectorView<float> p, const float* z, bool first);
+/// x = xk, or 0 when b = 0.
+void solver_write_solution(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> xk, VectorView<float> x);
+/// t = b, x = α b; initialises the state from ‖b‖.
+void solver_neumann_start(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, float* t, float* x);
+/// w = t − α (w + δ t) with w = A t on entry; growth and tolerance tests of term k + 1 (history[k]).
+void solver_neumann_term(cudaStream_t stream, const SolverDevice& dev, std::int64_t k, VectorView<float> w,
+                         const float* t);
+/// x += α w.
+void solver_neumann_accumulate(cudaStream_t stream, const SolverDevice& dev, VectorView<float> x, const float* w);
+/// ‖(ax + δ x) − b‖ with ax = A x on entry (overwritten): the final residual and status.
+void solver_neumann_residual(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x,
+                             float* ax);
 }  // namespace d2r::kernels

@@ -2,7 +2,7 @@
 # One command for a machine with a GPU: configure and build (sm_90), run the whole suite with
 # D2R_EXPECT_GPU=1, run the GPU tests under compute-sanitizer (memcheck, racecheck, initcheck),
 # run the benchmarks, and write the results to bench/results/<device>-<date>.{json,md}
-# (and to $OUT when it is set). Needs the packages from tools/fetch-gpu-deps.sh in .deps/ when
+# (plus a tarball of the logs in $OUT when it is set). Needs the packages from tools/fetch-gpu-deps.sh in .deps/ when
 # the machine has no GoogleTest/Google Benchmark/CLI11/fmt of its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ if [ -d "$deps" ]; then
   prefix_args=(-DCMAKE_PREFIX_PATH="$deps" -DCMAKE_INCLUDE_PATH="$deps/include")
   export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 fi
-out="${OUT:-bench/results}"
+out="${GPU_CHECK_DIR:-/tmp/d2r-gpu-check}"  # logs; $OUT (device tool) gets a tarball of it
 mkdir -p "$out" bench/results
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')
 stamp=$(date -u +%Y-%m-%d)
@@ -67,5 +67,8 @@ PY
   echo "## Benchmarks (ours vs PyTorch on this GPU)"; cat "$out/report.md"
   echo; echo "Raw numbers: bench/results/$device-$stamp.json"
 } >"bench/results/$device-$stamp.md"
-cp "bench/results/$device-$stamp.md" "$out/" 2>/dev/null
+if [ -n "${OUT:-}" ]; then  # the device tool returns at most 8 files: one tarball + the two results
+  tar czf "$OUT/gpu-check-logs.tgz" -C "$out" .
+  cp "bench/results/$device-$stamp.md" "bench/results/$device-$stamp.json" "$OUT/" 2>/dev/null
+fi
 exit $status

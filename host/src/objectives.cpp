@@ -265,6 +265,22 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
       return;
     }
   }
+  if constexpr (std::is_same_v<Head, CholeskyGaussian<float>>) {
+    if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_cholesky_gaussian_fusable(head, G)) {
+      const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
+      kernels::pg_surrogate_cholesky_gaussian(ctx.stream(), head, targets, r, options, position(ctx, key),
+                                              to_kernel(scale_of(head, options, G)), rows, grad, ws);
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<Head, Categorical<float>>) {
+    if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_categorical_fusable(head, G)) {
+      kernels::pg_surrogate_categorical(ctx.stream(), head, targets, r, options, position(ctx, key),
+                                        to_kernel(scale_of(head, options, G)), rows, grad);
+      return;
+    }
+  }
   // cpu backend, and the heads without a fused kernel yet: the composition (same result).
   surrogate_by_composition<T>(ctx, head, targets, r, G, options, key, rows, grad);
 }

@@ -4,5 +4,6 @@
 #include "d2r/context.hpp"
 #include "d2r/distributions.hpp"
 #include "d2r/error.hpp"
+#include "d2r/optim.hpp"
 #include "d2r/version.hpp"
 #include "d2r/view.hpp"
