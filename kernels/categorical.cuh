@@ -545,8 +545,6 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   const std::int64_t classes = head.logits.cols;
   const int tiles = S::tiles(classes);
   const float nan = __int_as_float(0x7fc00000);
-  const float inv_g = 1.0f / static_cast<float>(G);
-  const float c_scale = -s.per_dim / (s.normaliser * static_cast<float>(G));
   const float e = -options.entropy_weight * s.per_dim / s.normaliser;  // d_entropy
   const float clip = options.log_prob_clip;
   const TransformOptions<float>& tr = options.transform;
@@ -612,7 +610,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     if (tid == 0) row_stat[0] = sum_min.x, row_stat[1] = sum_min.y;
     __syncthreads();
     const float sum = row_stat[0], lo = row_stat[1];
-    const float mean = sum * inv_g;
+    const float mean = sum / static_cast<float>(G);
     float scale = 1.0f;
     if (tr.kind == Transform::standardize) {
       float sq = 0.0f;
@@ -641,7 +639,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
         active = false;
         x = x > clip ? clip : -clip;
       }
-      const float c = active ? c_scale * a : 0.0f;
+      const float c = active ? -s.per_dim * a / (s.normaliser * static_cast<float>(G)) : 0.0f;  // as row_terms
       draw_grad[g] = c;
       loss_c.x += x * a;
       loss_c.y += c;
@@ -649,7 +647,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     const Pair totals = ReducePair(pair_temp).Reduce(loss_c, PairSum{});
     if (tid == 0) {
       row_stat[3] = totals.y;
-      rows.row_loss[b] = (totals.x * inv_g - options.entropy_weight * s.per_dim * entropy) / s.normaliser;
+      rows.row_loss[b] = (totals.x / static_cast<float>(G) - options.entropy_weight * s.per_dim * entropy) / s.normaliser;
       if (rows.row_reward.data != nullptr) rows.row_reward[b] = mean;
     }
     __syncthreads();
@@ -681,8 +679,8 @@ D2R_KERNEL void __launch_bounds__(kBlock)
           const float log_p = (x - row_max) - log_sum;
           const float p = expf(log_p);
           gj = -p * c_sum - e * p * (log_p + entropy);
-          if (hit) {
-            const int n = sh.tile.hits.count[at];
+          const int n = hit ? sh.tile.hits.count[at] : 0;
+          if (n > 0) {
             const float v = sh.tile.hits.value[at];
             for (int m = 0; m < n; ++m) gj += v;
           }

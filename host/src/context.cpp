@@ -50,7 +50,7 @@ struct Context::Impl {
     void* data = nullptr;
     std::size_t bytes = 0;
   };
-  Block blocks[2];
+  Block blocks[3];  // indexed by Workspace
 
   ~Impl() {
     if (backend == Backend::cuda) {

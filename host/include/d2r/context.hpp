@@ -41,10 +41,12 @@ enum class ValueChecks {
   none,  ///< trust the values: no extra pass, no synchronisation (inner loops, CUDA graphs)
 };
 
-/// Which of the context's scratch blocks a call uses. Primitives use `primitive`; operations
-/// composed of primitives (the objectives) keep their intermediates in `composite`, so the
-/// primitives they call cannot overwrite them.
-enum class Workspace { primitive, composite };
+/// Which of the context's scratch blocks a call uses, one block per level of nesting, so that
+/// no level overwrites the state of the level that called it: primitives use `primitive`;
+/// operations composed of primitives (the objectives, Hessian-vector products) keep their
+/// intermediates in `composite`; the iterative solvers, whose operator is such a composite,
+/// keep their vectors in `solver`.
+enum class Workspace { primitive, composite, solver };
 
 /// Construction options for a Context.
 struct ContextOptions {
