@@ -4,6 +4,8 @@
 #include "d2r/context.hpp"
 #include "d2r/distributions.hpp"
 #include "d2r/error.hpp"
+#include "d2r/objectives.hpp"
+#include "d2r/second_order.hpp"
 #include "d2r/solvers.hpp"
 #include "d2r/optim.hpp"
 #include "d2r/version.hpp"
