@@ -20,18 +20,7 @@ using d2r::test::GuardedMatrix;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-/// Runs `call`, expects d2r::Error of `kind` naming `argument` and mentioning `words`.
-void expect_error(const std::function<void()>& call, const std::string& argument, const std::string& words,
-                  d2r::ErrorKind kind = d2r::ErrorKind::invalid_argument) {
-  try {
-    call();
-    ADD_FAILURE() << "expected d2r::Error for argument '" << argument << "'";
-  } catch (const d2r::Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_EQ(e.argument(), argument) << e.what();
-    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << "message: " << e.what();
-  }
-}
+using d2r::test::expect_error;
 
 class CategoricalErrors : public ::testing::Test {
  protected:

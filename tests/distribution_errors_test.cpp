@@ -13,16 +13,7 @@ namespace {
 
 using d2r::test::GuardedMatrix;
 
-/// Runs `call`, expects d2r::Error(invalid_argument) naming `argument` and mentioning `words`.
-void expect_error(const std::function<void()>& call, const std::string& argument, const std::string& words) {
-  try {
-    call();
-    ADD_FAILURE() << "expected d2r::Error for argument '" << argument << "'";
-  } catch (const d2r::Error& e) {
-    EXPECT_EQ(e.argument(), argument) << e.what();
-    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << "message: " << e.what();
-  }
-}
+using d2r::test::expect_error;
 
 class DiagGaussianErrors : public ::testing::Test {
  protected:

@@ -25,16 +25,10 @@ std::vector<double> reward_params(RewardForm form, std::int64_t d, TestRng& rng)
   return p;
 }
 
-/// Central difference of f with respect to param[i].
-double fd(std::vector<double>& param, std::size_t i, const std::function<double()>& f, double h = 1e-6) {
-  const double saved = param[i];
-  param[i] = saved + h;
-  const double up = f();
-  param[i] = saved - h;
-  const double down = f();
-  param[i] = saved;
-  return (up - down) / (2 * h);
-}
+using d2r::test::central_difference;
+constexpr auto fd = [](std::vector<double>& param, std::size_t i, const std::function<double()>& f) {
+  return central_difference(param, i, f);
+};
 
 double sum(const std::vector<double>& v) {
   double s = 0;

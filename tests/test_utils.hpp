@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -122,6 +124,34 @@ double worst_ratio(const std::vector<A>& actual, const std::vector<B>& expected,
     EXPECT_LE(d2r_w_, 1.0) << "worst element " << d2r_i_ << ": actual " << (actual)[d2r_i_] << " expected " \
                            << (expected)[d2r_i_] << " (rtol " << (rtol) << ", atol " << (atol) << ")";      \
   } while (0)
+
+/// Runs `call` and expects a d2r::Error naming `argument` whose message contains `words` (and,
+/// when given, of `kind`): the shape of every bad-input test.
+inline void expect_error(const std::function<void()>& call, const std::string& argument, const std::string& words,
+                         std::optional<ErrorKind> kind = std::nullopt) {
+  try {
+    call();
+    ADD_FAILURE() << "expected d2r::Error for argument '" << argument << "'";
+  } catch (const Error& e) {
+    if (kind) {
+      EXPECT_EQ(e.kind(), *kind) << e.what();
+    }
+    EXPECT_EQ(e.argument(), argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << "message: " << e.what();
+  }
+}
+
+/// Central difference of f() with respect to param[i] (restored afterwards).
+inline double central_difference(std::vector<double>& param, std::size_t i, const std::function<double()>& f,
+                                 double h = 1e-6) {
+  const double saved = param[i];
+  param[i] = saved + h;
+  const double up = f();
+  param[i] = saved - h;
+  const double down = f();
+  param[i] = saved;
+  return (up - down) / (2 * h);
+}
 
 /// Deterministic pseudo-random test inputs (a tiny LCG, so tests never depend on std::random_device).
 class TestRng {
