@@ -107,4 +107,30 @@ void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& hea
   D2R_CHECK_LAUNCH(stream);
 }
 
+void categorical_log_prob_jvp(cudaStream_t stream, const Categorical<float>& head,
+                              MatrixView<const std::int32_t> samples, const Categorical<float>& tangent,
+                              MatrixView<float> out) {
+  const unsigned grid = row_grid(head.logits.rows);
+  if (head.logits.cols <= kSmallRowClasses) {
+    categorical::log_prob_jvp_kernel<kSmallBlock><<<grid, kSmallBlock, 0, stream>>>(head, samples, tangent, out);
+  } else {
+    categorical::log_prob_jvp_kernel<kRowBlock><<<grid, kRowBlock, 0, stream>>>(head, samples, tangent, out);
+  }
+  D2R_CHECK_LAUNCH(stream);
+}
+
+void categorical_backward_tangent(cudaStream_t stream, const Categorical<float>& head,
+                                  MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+                                  const Categorical<float>& tangent, const CategoricalGrad<float>& grad_tangent) {
+  const unsigned grid = row_grid(head.logits.rows);
+  if (head.logits.cols <= kSmallRowClasses) {
+    categorical::backward_tangent_kernel<kSmallBlock>
+        <<<grid, kSmallBlock, 0, stream>>>(head, d_log_prob, d_entropy, tangent, grad_tangent.logits);
+  } else {
+    categorical::backward_tangent_kernel<kRowBlock>
+        <<<grid, kRowBlock, 0, stream>>>(head, d_log_prob, d_entropy, tangent, grad_tangent.logits);
+  }
+  D2R_CHECK_LAUNCH(stream);
+}
+
 }  // namespace d2r::kernels

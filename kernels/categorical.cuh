@@ -693,4 +693,128 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   }
 }
 
+// ------------------------------------------------------------ second order (d2r/second_order.hpp)
+
+/// m̄ = Σ_j p_j ℓ̇_j of row b with statistics `s` (valid): block-wide, the result in thread 0.
+template <int kBlock>
+__device__ __forceinline__ float tangent_mean(const float* row, const float* tangent_row, std::int64_t classes,
+                                              const RowStats& s, float log_sum,
+                                              typename cub::BlockReduce<float, kBlock>::TempStorage& temp) {
+  float local = 0.0f;
+  for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
+    const float x = row[j];
+    if (x > kNegInf) local += expf((x - s.m) - log_sum) * tangent_row[j];
+  }
+  return cub::BlockReduce<float, kBlock>(temp).Sum(local);
+}
+
+/// out(b, g) = ℓ̇_k − Σ_j p_j ℓ̇_j for k = samples(b, g) (NaN for an invalid row or index).
+template <int kBlock>
+D2R_KERNEL void __launch_bounds__(kBlock)
+    log_prob_jvp_kernel(Categorical<float> head, MatrixView<const std::int32_t> samples, Categorical<float> tangent,
+                        MatrixView<float> out) {
+  using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
+  using ReduceSum = cub::BlockReduce<float, kBlock>;
+  __shared__ union {
+    typename ReduceStats::TempStorage stats;
+    typename ReduceSum::TempStorage sum;
+  } temp;
+  __shared__ RowStats shared_stats;
+  __shared__ float shared_mean;
+  const std::int64_t classes = head.logits.cols;
+  for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
+    const float* row = &head.logits(b, 0);
+    const float* t_row = &tangent.logits(b, 0);
+    const RowStats st = row_stats<kBlock>(row, classes, temp.stats);
+    if (threadIdx.x == 0) shared_stats = st;
+    __syncthreads();
+    const RowStats s = shared_stats;
+    const bool ok = valid(s);
+    const float log_sum = logf(s.s);
+    float mean = 0.0f;
+    if (ok) mean = tangent_mean<kBlock>(row, t_row, classes, s, log_sum, temp.sum);  // block-uniform branch
+    if (threadIdx.x == 0) shared_mean = mean;
+    __syncthreads();
+    const float m_bar = shared_mean;
+    for (std::int64_t g = threadIdx.x; g < out.cols; g += kBlock) {
+      const std::int32_t k = samples(b, g);
+      out(b, g) = ok && k >= 0 && k < classes ? t_row[k] - m_bar : __int_as_float(0x7fc00000);
+    }
+    __syncthreads();
+  }
+}
+
+/// grad_tangent(b, j) = −C p_j u_j − e p_j [u_j (log p_j + H + 1) + Ḣ], u_j = ℓ̇_j − m̄,
+/// Ḣ = −Σ_j p_j (log p_j + H) u_j, C = Σ_g c_bg (0 where p_j = 0; NaN rows without a
+/// distribution). Passes over the row: statistics, m̄, Ḣ, output.
+template <int kBlock>
+D2R_KERNEL void __launch_bounds__(kBlock)
+    backward_tangent_kernel(Categorical<float> head, MatrixView<const float> d_log_prob,
+                            VectorView<const float> d_entropy, Categorical<float> tangent, MatrixView<float> grad) {
+  using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
+  using ReduceSum = cub::BlockReduce<float, kBlock>;
+  __shared__ union {
+    typename ReduceStats::TempStorage stats;
+    typename ReduceSum::TempStorage sum;
+  } temp;
+  __shared__ RowStats shared_stats;
+  __shared__ float shared_c_sum, shared_mean, shared_h_dot;
+  const std::int64_t classes = head.logits.cols;
+  const std::int64_t generations = d_log_prob.data != nullptr ? d_log_prob.cols : 0;
+  const bool has_entropy = d_entropy.data != nullptr;
+  for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
+    const float* row = &head.logits(b, 0);
+    const float* t_row = &tangent.logits(b, 0);
+    const RowStats st = row_stats<kBlock>(row, classes, temp.stats);
+    float local_c = 0.0f;
+    for (std::int64_t g = threadIdx.x; g < generations; g += kBlock) local_c += d_log_prob(b, g);
+    __syncthreads();  // temp.stats -> temp.sum
+    const float c_sum = ReduceSum(temp.sum).Sum(local_c);
+    if (threadIdx.x == 0) {
+      shared_stats = st;
+      shared_c_sum = c_sum;
+    }
+    __syncthreads();
+    const RowStats s = shared_stats;
+    const bool ok = valid(s);
+    const float c = shared_c_sum;
+    const float e = has_entropy ? d_entropy[b] : 0.0f;
+    const float log_sum = logf(s.s);
+    const float h = log_sum - s.a / s.s;
+    float mean = 0.0f;
+    if (ok) mean = tangent_mean<kBlock>(row, t_row, classes, s, log_sum, temp.sum);  // block-uniform branch
+    if (threadIdx.x == 0) shared_mean = mean;
+    __syncthreads();
+    const float m_bar = shared_mean;
+    float h_dot = 0.0f;
+    if (ok && has_entropy) {  // block-uniform branch
+      float local = 0.0f;
+      for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
+        const float x = row[j];
+        if (!(x > kNegInf)) continue;
+        const float log_p = (x - s.m) - log_sum;
+        local -= expf(log_p) * (log_p + h) * (t_row[j] - m_bar);
+      }
+      h_dot = ReduceSum(temp.sum).Sum(local);
+    }
+    if (threadIdx.x == 0) shared_h_dot = h_dot;
+    __syncthreads();
+    h_dot = shared_h_dot;
+    for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
+      const float x = row[j];
+      float gj = 0.0f;
+      if (!ok) {
+        gj = __int_as_float(0x7fc00000);
+      } else if (x > kNegInf) {
+        const float log_p = (x - s.m) - log_sum;
+        const float p = expf(log_p);
+        const float u = t_row[j] - m_bar;
+        gj = -c * p * u - e * p * (u * (log_p + h + 1.0f) + h_dot);
+      }
+      grad(b, j) = gj;
+    }
+    __syncthreads();
+  }
+}
+
 }  // namespace d2r::kernels::categorical

@@ -75,3 +75,38 @@ std::int64_t cholesky_first_nonpositive_diagonal(cudaStream_t stream, const Chol
 }
 
 }  // namespace d2r::kernels
+
+// ---- second order (device code at the end of cholesky_gaussian.cuh)
+namespace d2r::kernels {
+
+void cholesky_gaussian_log_prob_jvp(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                    MatrixView<const float> samples, const CholeskyGaussian<float>& tangent,
+                                    MatrixView<float> out) {
+  const std::size_t smem = cholesky_gaussian::log_prob_jvp_shared_bytes(dim(head));
+  cholesky_gaussian::log_prob_jvp_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(head, samples,
+                                                                                                  tangent, out);
+  D2R_CHECK_LAUNCH(stream);
+}
+
+std::size_t cholesky_gaussian_backward_tangent_workspace_bytes(const CholeskyGaussian<float>& head) {
+  return cholesky_gaussian_backward_workspace_bytes(head);  // the same per-row rows and column sum
+}
+
+void cholesky_gaussian_backward_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                        MatrixView<const float> samples, MatrixView<const float> d_log_prob,
+                                        VectorView<const float> d_entropy, const CholeskyGaussian<float>& tangent,
+                                        const CholeskyGaussianGrad<float>& grad_tangent, void* workspace) {
+  const bool shared = shared_tril(head);
+  const std::int64_t batch = head.mean.rows, packed = cholesky_gaussian::packed_size(dim(head));
+  MatrixView<float> tril_target = grad_tangent.tril;
+  if (shared) tril_target = MatrixView<float>{static_cast<float*>(workspace), batch, packed, packed};
+  const std::size_t smem = cholesky_gaussian::backward_tangent_shared_bytes(dim(head));
+  cholesky_gaussian::backward_tangent_kernel<<<grid_size(batch, 1), kThreads, smem, stream>>>(
+      head, samples, d_log_prob, d_entropy, tangent, grad_tangent.mean, tril_target);
+  D2R_CHECK_LAUNCH(stream);
+  if (shared) {
+    column_sum(stream, tril_target, grad_tangent.tril.data, static_cast<float*>(workspace) + batch * packed);
+  }
+}
+
+}  // namespace d2r::kernels

@@ -48,4 +48,27 @@ void diag_gaussian_backward(cudaStream_t stream, const DiagGaussian<float>& head
   }
 }
 
+void diag_gaussian_log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+                                const DiagGaussian<float>& tangent, MatrixView<float> out) {
+  diag_gaussian::log_prob_jvp_kernel<<<grid_size(samples.rows, kWarpsPerBlock), kThreads, 0, stream>>>(head, samples,
+                                                                                                      tangent, out);
+  D2R_CHECK_LAUNCH(stream);
+}
+
+void diag_gaussian_backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
+                                    MatrixView<const float> samples, MatrixView<const float> d_log_prob,
+                                    const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
+                                    void* workspace) {
+  const bool shared = shared_log_std(head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  MatrixView<float> log_std_target = grad_tangent.log_std;
+  if (shared) log_std_target = MatrixView<float>{static_cast<float*>(workspace), batch, n, n};
+  diag_gaussian::backward_tangent_kernel<<<grid_size(batch * n, kThreads), kThreads, 0, stream>>>(
+      head, samples, d_log_prob, tangent, grad_tangent.mean, log_std_target);
+  D2R_CHECK_LAUNCH(stream);
+  if (shared) {
+    column_sum(stream, log_std_target, grad_tangent.log_std.data, static_cast<float*>(workspace) + batch * n);
+  }
+}
+
 }  // namespace d2r::kernels

@@ -90,6 +90,9 @@ void reward_backward_one_hot(cudaStream_t stream, const MahalanobisReward<float>
                              void* workspace);
 void transform_rewards(cudaStream_t stream, const TransformOptions<float>& options, MatrixView<const float> rewards,
                        MatrixView<float> advantages);
+void transform_rewards_backward(cudaStream_t stream, const TransformOptions<float>& options,
+                                MatrixView<const float> rewards, MatrixView<const float> d_advantages,
+                                MatrixView<float> d_rewards);
 }  // namespace d2r::kernels
 
 // ---- objectives (objectives.cu and the head families' files)
@@ -243,4 +246,72 @@ void solver_neumann_accumulate(cudaStream_t stream, const SolverDevice& dev, Vec
 /// ‖(ax + δ x) − b‖ with ax = A x on entry (overwritten): the final residual and status.
 void solver_neumann_residual(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x,
                              float* ax);
+}  // namespace d2r::kernels
+
+// ---- second order: diagonal Gaussian and categorical (diag_gaussian.cu, categorical.cu); see
+// d2r/second_order.hpp and host/reference/second_order_ref.hpp. `samples` of the diagonal
+// Gaussian's backward_tangent and `d_log_prob` / `d_entropy` may be empty.
+namespace d2r::kernels {
+void diag_gaussian_log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+                                const DiagGaussian<float>& tangent, MatrixView<float> out);
+/// `workspace`: diag_gaussian_backward_workspace_bytes(head) device bytes.
+void diag_gaussian_backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
+                                    MatrixView<const float> samples, MatrixView<const float> d_log_prob,
+                                    const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
+                                    void* workspace);
+void categorical_log_prob_jvp(cudaStream_t stream, const Categorical<float>& head,
+                              MatrixView<const std::int32_t> samples, const Categorical<float>& tangent,
+                              MatrixView<float> out);
+void categorical_backward_tangent(cudaStream_t stream, const Categorical<float>& head,
+                                  MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+                                  const Categorical<float>& tangent, const CategoricalGrad<float>& grad_tangent);
+}  // namespace d2r::kernels
+
+// ---- exact-curvature mixed products (mixed_product.cu); k = pd/N (diag Gaussian) or 1/N
+namespace d2r::kernels {
+std::size_t exact_mixed_product_workspace_bytes(std::int64_t rows, std::int64_t params);
+void exact_mixed_product_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head,
+                                       MatrixView<const float> targets, const MahalanobisReward<float>& reward,
+                                       float k, const DiagGaussian<float>& tangent, VectorView<float> grad,
+                                       void* workspace);
+void exact_mixed_product_categorical(cudaStream_t stream, const Categorical<float>& head,
+                                     VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
+                                     float k, const Categorical<float>& tangent, VectorView<float> grad,
+                                     void* workspace);
+}  // namespace d2r::kernels
+
+// ---- second order: Cholesky Gaussian (cholesky_gaussian.cu; reference:
+// host/reference/cholesky_second_order_ref.hpp)
+namespace d2r::kernels {
+/// out(b, g) = ∇_head log p(ŷ_bg) · tangent_b. One warp per row; no workspace.
+void cholesky_gaussian_log_prob_jvp(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                    MatrixView<const float> samples, const CholeskyGaussian<float>& tangent,
+                                    MatrixView<float> out);
+/// Per-row tril tangents (B x n(n+1)/2 floats) and their column sum when the tril is shared; else 0.
+std::size_t cholesky_gaussian_backward_tangent_workspace_bytes(const CholeskyGaussian<float>& head);
+/// Tangent of cholesky_gaussian_backward along `tangent` (samples and cotangents fixed).
+void cholesky_gaussian_backward_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                        MatrixView<const float> samples, MatrixView<const float> d_log_prob,
+                                        VectorView<const float> d_entropy, const CholeskyGaussian<float>& tangent,
+                                        const CholeskyGaussianGrad<float>& grad_tangent, void* workspace);
+}  // namespace d2r::kernels
+
+// ---- networks (network.cu): the elementwise steps of the MLP trunk (d2r/network.hpp); the GEMMs
+// are cuBLAS calls in host/src/network.cpp. Matrices here are the packed or strided B x width
+// activations of one layer; `bias`/`rbias` hold one value per column.
+#include "d2r/network.hpp"
+namespace d2r::kernels {
+/// params[i] = bound · (2u − 1), u = uniform_open(draw_bits(seed, 0, layer, part, i / 4).v[i % 4]).
+void mlp_init_uniform(cudaStream_t stream, float* params, std::int64_t count, float bound, std::uint64_t seed,
+                      std::uint32_t layer, std::uint32_t part);
+/// z = σ(z + b) (activate) or z + b, in place.
+void mlp_bias_activation(cudaStream_t stream, MatrixView<float> z, const float* bias, Activation act, bool activate);
+/// rz = σ'(z) ⊙ (rz + rb) with σ' from the cached a (activate), or rz + rb; `a` unread when !activate.
+void mlp_tangent_activation(cudaStream_t stream, MatrixView<float> rz, const float* rbias, MatrixView<const float> a,
+                            Activation act, bool activate);
+/// g = σ'(z) ⊙ g (δ of the layer below from δ W).
+void mlp_backward_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<const float> a, Activation act);
+/// With g = δ W and rg = δ V + Rδ W on entry: g = σ' ⊙ g and rg = σ''Rz ⊙ g_in + σ' ⊙ rg.
+void mlp_backward_tangent_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
+                                     MatrixView<const float> a, MatrixView<const float> ra, Activation act);
 }  // namespace d2r::kernels

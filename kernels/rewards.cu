@@ -66,4 +66,12 @@ void transform_rewards(cudaStream_t stream, const TransformOptions<float>& optio
   D2R_CHECK_LAUNCH(stream);
 }
 
+void transform_rewards_backward(cudaStream_t stream, const TransformOptions<float>& options,
+                                MatrixView<const float> rewards, MatrixView<const float> d_advantages,
+                                MatrixView<float> d_rewards) {
+  rewards::transform_backward_kernel<<<grid_size(rewards.rows, kThreads), kThreads, 0, stream>>>(
+      options, rewards, d_advantages, d_rewards);
+  D2R_CHECK_LAUNCH(stream);
+}
+
 }  // namespace d2r::kernels

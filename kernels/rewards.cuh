@@ -171,4 +171,52 @@ D2R_KERNEL void transform_kernel(TransformOptions<float> options, MatrixView<con
   }
 }
 
+/// Vector-Jacobian product of the transform, one thread per row (see
+/// reference::transform_row_backward; normalize: the subgradient goes to the first minimal entry).
+D2R_KERNEL void transform_backward_kernel(TransformOptions<float> options, MatrixView<const float> rewards,
+                                          MatrixView<const float> d_advantages, MatrixView<float> d_rewards) {
+  const std::int64_t G = rewards.cols;
+  for (std::int64_t b = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; b < rewards.rows;
+       b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0f, da_sum = 0.0f, lo = INFINITY;
+    std::int64_t arg_lo = 0;
+    for (std::int64_t g = 0; g < G; ++g) {
+      const float r = rewards(b, g);
+      sum += r;
+      da_sum += d_advantages(b, g);
+      if (r < lo) {
+        lo = r;
+        arg_lo = g;
+      }
+    }
+    const float mean = sum / static_cast<float>(G);
+    float D = 1.0f, coef = 0.0f;
+    if (options.kind == Transform::standardize) {
+      float sq = 0.0f, dz = 0.0f;
+      for (std::int64_t g = 0; g < G; ++g) {
+        const float z = rewards(b, g) - mean;
+        sq += z * z;
+        dz += d_advantages(b, g) * z;
+      }
+      const float s = sqrtf(sq / static_cast<float>(G - 1));
+      D = s + options.standardize_epsilon;
+      coef = s > 0.0f ? dz / (static_cast<float>(G - 1) * s * D * D) : 0.0f;
+    }
+    for (std::int64_t g = 0; g < G; ++g) {
+      const float r = rewards(b, g), da = d_advantages(b, g);
+      float dr = da;
+      switch (options.kind) {
+        case Transform::none: break;
+        case Transform::normalize: dr = g == arg_lo ? da - da_sum : da; break;
+        case Transform::rbf: dr = da * options.rbf_gamma * expf(options.rbf_gamma * r); break;
+        case Transform::leave_one_out:
+          dr = (da * static_cast<float>(G) - da_sum) / static_cast<float>(G - 1);
+          break;
+        case Transform::standardize: dr = (da - da_sum / static_cast<float>(G)) / D - coef * (r - mean); break;
+      }
+      d_rewards(b, g) = dr;
+    }
+  }
+}
+
 }  // namespace d2r::kernels::rewards

@@ -1,1 +1,472 @@
+// The MLP trunk on the cpu backend (the reference): forward against an independent dense
+// computation, backward / forward_tangent / backward_tangent against central finite differences
+// (double), the Philox init, and bad input.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "d2r/d2r.hpp"
+#include "tests/test_utils.hpp"
+
+namespace {
+
+using d2r::Activation;
+using d2r::Mlp;
+using d2r::MlpSpec;
+using d2r::test::expect_error;
+using d2r::test::GuardedMatrix;
+using d2r::test::TestRng;
+using Vec = std::vector<double>;
+
+// ------------------------------------------------------------------ helpers on the cpu backend
+
+struct Runner {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+  const Mlp& net;
+  std::int64_t B;
+
+  Vec forward(const Vec& p, const Vec& x, Vec* cache_out = nullptr) {
+    GuardedMatrix<double> cache(ctx, 1, net.cache_elements(B)), out(ctx, B, net.outputs()), xm(ctx, B, net.inputs());
+    xm.fill(x);
+    net.forward<double>(ctx, d2r::vector_view(p.data(), static_cast<std::int64_t>(p.size())), xm.cview(),
+                        cache.vector(), out.view());
+    if (cache_out != nullptr) *cache_out = cache.values_checked();
+    return out.values_checked();
+  }
+  /// (d_params, d_x) of Σ d_out ⊙ out.
+  std::pair<Vec, Vec> backward(const Vec& p, const Vec& x, const Vec& d_out) {
+    Vec cache;
+    forward(p, x, &cache);
+    GuardedMatrix<double> xm(ctx, B, net.inputs()), dout(ctx, B, net.outputs()), dp(ctx, 1, net.parameter_count()),
+        dx(ctx, B, net.inputs());
+    xm.fill(x);
+    dout.fill(d_out);
+    net.backward<double>(ctx, d2r::vector_view(p.data(), net.parameter_count()), xm.cview(),
+                         d2r::vector_view(cache.data(), net.cache_elements(B)), dout.cview(), dp.vector(), dx.view());
+    return {dp.values_checked(), dx.values_checked()};
+  }
+  Vec forward_tangent(const Vec& p, const Vec& v, const Vec& x, Vec* tangent_cache_out = nullptr) {
+    Vec cache;
+    forward(p, x, &cache);
+    GuardedMatrix<double> xm(ctx, B, net.inputs()), tc(ctx, 1, net.cache_elements(B)), out(ctx, B, net.outputs());
+    xm.fill(x);
+    net.forward_tangent<double>(ctx, d2r::vector_view(p.data(), net.parameter_count()),
+                                d2r::vector_view(v.data(), net.parameter_count()), xm.cview(),
+                                d2r::vector_view(cache.data(), net.cache_elements(B)), tc.vector(), out.view());
+    if (tangent_cache_out != nullptr) *tangent_cache_out = tc.values_checked();
+    return out.values_checked();
+  }
+  Vec backward_tangent(const Vec& p, const Vec& v, const Vec& x, const Vec& d_out, const Vec& d_out_t) {
+    Vec cache, tcache;
+    forward(p, x, &cache);
+    forward_tangent(p, v, x, &tcache);
+    GuardedMatrix<double> xm(ctx, B, net.inputs()), dout(ctx, B, net.outputs()), doutt(ctx, B, net.outputs()),
+        dpt(ctx, 1, net.parameter_count());
+    xm.fill(x);
+    dout.fill(d_out);
+    doutt.fill(d_out_t);
+    net.backward_tangent<double>(ctx, d2r::vector_view(p.data(), net.parameter_count()),
+                                 d2r::vector_view(v.data(), net.parameter_count()), xm.cview(),
+                                 d2r::vector_view(cache.data(), net.cache_elements(B)),
+                                 d2r::vector_view(tcache.data(), net.cache_elements(B)), dout.cview(), doutt.cview(),
+                                 dpt.vector());
+    return dpt.values_checked();
+  }
+};
+
+Vec axpy(const Vec& a, double s, const Vec& b) {
+  Vec r(a);
+  for (std::size_t i = 0; i < r.size(); ++i) r[i] += s * b[i];
+  return r;
+}
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+/// Independent dense forward pass written from the documented layout (no d2r code).
+Vec dense_forward(const MlpSpec& spec, const Vec& p, const Vec& x, std::int64_t B) {
+  std::vector<std::int64_t> widths{spec.inputs};
+  for (auto h : spec.hidden) widths.push_back(h);
+  widths.push_back(spec.outputs);
+  Vec out;
+  for (std::int64_t r = 0; r < B; ++r) {
+    Vec a(x.begin() + r * spec.inputs, x.begin() + (r + 1) * spec.inputs);
+    std::size_t off = 0;
+    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
+      const auto in = static_cast<std::size_t>(widths[l]), o = static_cast<std::size_t>(widths[l + 1]);
+      Vec z(o);
+      for (std::size_t j = 0; j < o; ++j) {
+        double s = p[off + o * in + j];  // bias after the weight
+        for (std::size_t i = 0; i < in; ++i) s += p[off + j * in + i] * a[i];
+        const bool last = l + 2 == widths.size();
+        z[j] = last ? s : (spec.activation == Activation::relu ? std::max(s, 0.0) : std::tanh(s));
+      }
+      off += o * (in + 1);
+      a = z;
+    }
+    out.insert(out.end(), a.begin(), a.end());
+  }
+  return out;
+}
+
+struct Case {
+  std::int64_t inputs;
+  std::vector<std::int64_t> hidden;
+  std::int64_t outputs;
+  Activation act;
+};
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.inputs;
+  for (auto h : c.hidden) *os << "-" << h;
+  *os << "-" << c.outputs << " " << d2r::to_string(c.act);
+}
+std::string name_of(const ::testing::TestParamInfo<Case>& info) {
+  std::string s = "in" + std::to_string(info.param.inputs);
+  for (auto h : info.param.hidden) s += "_h" + std::to_string(h);
+  return s + "_out" + std::to_string(info.param.outputs) + "_" + d2r::to_string(info.param.act);
+}
+
+class NetworkReference : public ::testing::TestWithParam<Case> {
+ protected:
+  static constexpr std::int64_t B = 5;
+  MlpSpec spec() const { return {GetParam().inputs, GetParam().hidden, GetParam().outputs, GetParam().act}; }
+};
+
+/// Parameters: the documented init, then perturbed so that biases are not tiny.
+Vec make_params(const Mlp& net, std::uint64_t seed) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  Vec p(static_cast<std::size_t>(net.parameter_count()));
+  net.init<double>(ctx, d2r::vector_view(p.data(), net.parameter_count()), seed);
+  TestRng rng(seed);
+  for (auto& v : p) v += rng.uniform(-0.3, 0.3);
+  return p;
+}
+
+TEST_P(NetworkReference, ForwardMatchesDenseComputation) {
+  const Mlp net(spec());
+  Runner run{.net = net, .B = B};
+  TestRng rng(11);
+  const Vec p = make_params(net, 3), x = rng.vector<double>(B * net.inputs(), -1.5, 1.5);
+  Vec cache;
+  const Vec out = run.forward(p, x, &cache);
+  D2R_EXPECT_CLOSE(out, dense_forward(spec(), p, x, B), 1e-13, 1e-13);
+  // The cache holds the hidden activations: its last block feeds the output layer.
+  ASSERT_EQ(static_cast<std::int64_t>(cache.size()), net.cache_elements(B));
+  if (!spec().hidden.empty() && spec().activation == Activation::relu) {
+    for (double a : cache) EXPECT_GE(a, 0.0);
+  }
+  // float on the cpu backend agrees with double.
+  std::vector<float> pf(p.begin(), p.end()), xf(x.begin(), x.end());
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  std::vector<float> cf(static_cast<std::size_t>(net.cache_elements(B)) + 1);
+  std::vector<float> of(static_cast<std::size_t>(B * net.outputs()));
+  net.forward<float>(ctx, d2r::vector_view(pf.data(), net.parameter_count()),
+                     d2r::matrix_view(xf.data(), B, net.inputs()), d2r::vector_view(cf.data(), net.cache_elements(B)),
+                     d2r::matrix_view(of.data(), B, net.outputs()));
+  D2R_EXPECT_CLOSE(of, out, 1e-4, 1e-5);
+}
+
+TEST_P(NetworkReference, BackwardMatchesFiniteDifferences) {
+  const Mlp net(spec());
+  Runner run{.net = net, .B = B};
+  TestRng rng(12);
+  Vec p = make_params(net, 4), x = rng.vector<double>(B * net.inputs(), -1.5, 1.5);
+  const Vec c = rng.vector<double>(B * net.outputs(), -1, 1);
+  const auto [dp, dx] = run.backward(p, x, c);
+  const double h = 1e-6;
+  Vec fd_p(p.size()), fd_x(x.size());
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    const double saved = p[i];
+    p[i] = saved + h;
+    const double fp = dot(c, run.forward(p, x));
+    p[i] = saved - h;
+    const double fm = dot(c, run.forward(p, x));
+    p[i] = saved;
+    fd_p[i] = (fp - fm) / (2 * h);
+  }
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double saved = x[i];
+    x[i] = saved + h;
+    const double fp = dot(c, run.forward(p, x));
+    x[i] = saved - h;
+    const double fm = dot(c, run.forward(p, x));
+    x[i] = saved;
+    fd_x[i] = (fp - fm) / (2 * h);
+  }
+  D2R_EXPECT_CLOSE(dp, fd_p, 1e-6, 1e-7);
+  D2R_EXPECT_CLOSE(dx, fd_x, 1e-6, 1e-7);
+}
+
+TEST_P(NetworkReference, ForwardTangentMatchesFiniteDifferences) {
+  const Mlp net(spec());
+  Runner run{.net = net, .B = B};
+  TestRng rng(13);
+  const Vec p = make_params(net, 5), x = rng.vector<double>(B * net.inputs(), -1.5, 1.5);
+  const Vec v = rng.vector<double>(p.size(), -1, 1);
+  const Vec jv = run.forward_tangent(p, v, x);
+  const double h = 1e-6;
+  const Vec plus = run.forward(axpy(p, h, v), x), minus = run.forward(axpy(p, -h, v), x);
+  Vec fd(plus.size());
+  for (std::size_t i = 0; i < fd.size(); ++i) fd[i] = (plus[i] - minus[i]) / (2 * h);
+  D2R_EXPECT_CLOSE(jv, fd, 1e-6, 1e-7);
+}
+
+TEST_P(NetworkReference, BackwardTangentMatchesFiniteDifferences) {
+  const Mlp net(spec());
+  Runner run{.net = net, .B = B};
+  TestRng rng(14);
+  const Vec p = make_params(net, 6), x = rng.vector<double>(B * net.inputs(), -1.5, 1.5);
+  const Vec v = rng.vector<double>(p.size(), -1, 1);
+  const Vec d_out = rng.vector<double>(B * net.outputs(), -1, 1);
+  const Vec d_out_t = rng.vector<double>(B * net.outputs(), -1, 1);
+  const Vec zero(d_out.size(), 0.0);
+  const double h = 1e-6;
+  for (const Vec* dt : {&zero, &d_out_t}) {
+    SCOPED_TRACE(dt == &zero ? "d_out fixed" : "d_out moving along d_out_tangent");
+    const Vec rg = run.backward_tangent(p, v, x, d_out, *dt);
+    const Vec plus = run.backward(axpy(p, h, v), x, axpy(d_out, h, *dt)).first;
+    const Vec minus = run.backward(axpy(p, -h, v), x, axpy(d_out, -h, *dt)).first;
+    Vec fd(plus.size());
+    for (std::size_t i = 0; i < fd.size(); ++i) fd[i] = (plus[i] - minus[i]) / (2 * h);
+    D2R_EXPECT_CLOSE(rg, fd, 1e-6, 1e-7);
+  }
+}
+
+TEST_P(NetworkReference, HessianVectorProductOfAQuadraticIsSymmetric) {
+  // f = ½‖out‖²: H v through forward_tangent (d_out_tangent = J v) and backward_tangent; then
+  // uᵀ(Hv) = vᵀ(Hu) for any u, v.
+  const Mlp net(spec());
+  Runner run{.net = net, .B = B};
+  TestRng rng(15);
+  const Vec p = make_params(net, 7), x = rng.vector<double>(B * net.inputs(), -1.5, 1.5);
+  const Vec u = rng.vector<double>(p.size(), -1, 1), v = rng.vector<double>(p.size(), -1, 1);
+  const Vec out = run.forward(p, x);
+  const Vec hv = run.backward_tangent(p, v, x, out, run.forward_tangent(p, v, x));
+  const Vec hu = run.backward_tangent(p, u, x, out, run.forward_tangent(p, u, x));
+  EXPECT_NEAR(dot(u, hv), dot(v, hu), 1e-10 * (1 + std::abs(dot(u, hv))));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, NetworkReference,
+    ::testing::Values(Case{3, {}, 2, Activation::relu}, Case{3, {}, 1, Activation::tanh},
+                      Case{4, {5}, 3, Activation::relu}, Case{4, {5}, 3, Activation::tanh},
+                      Case{3, {6, 4, 5}, 2, Activation::relu}, Case{3, {6, 4, 5}, 2, Activation::tanh},
+                      Case{1, {1}, 1, Activation::tanh}),
+    name_of);
+
+// ------------------------------------------------------------------ layout
+
+TEST(NetworkLayout, OffsetsAndCounts) {
+  const Mlp net({.inputs = 3, .hidden = {4, 2}, .outputs = 5, .activation = Activation::tanh});
+  EXPECT_EQ(net.layer_count(), 3);
+  EXPECT_EQ(net.parameter_count(), 4 * 4 + 2 * 5 + 5 * 3);
+  const auto l0 = net.layer(0), l1 = net.layer(1), l2 = net.layer(2);
+  EXPECT_EQ(l0.weight_offset, 0);
+  EXPECT_EQ(l0.bias_offset, 12);
+  EXPECT_EQ(l1.weight_offset, 16);
+  EXPECT_EQ(l1.bias_offset, 24);
+  EXPECT_EQ(l2.weight_offset, 26);
+  EXPECT_EQ(l2.bias_offset, 36);
+  EXPECT_TRUE(l0.activated);
+  EXPECT_FALSE(l2.activated);
+  EXPECT_EQ(net.cache_elements(7), 7 * 6);
+  EXPECT_EQ(net.max_hidden(), 4);
+  EXPECT_EQ(net.describe(), "3-4-2-5 tanh");
+  const Mlp linear({.inputs = 3, .outputs = 2});
+  EXPECT_EQ(linear.parameter_count(), 8);
+  EXPECT_EQ(linear.cache_elements(100), 0);
+}
+
+// ------------------------------------------------------------------ init
+
+TEST(NetworkInit, ReproducibleBoundedAndSameInFloatAndDouble) {
+  const Mlp net({.inputs = 256, .hidden = {256, 17}, .outputs = 3});
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 99});
+  const auto P = static_cast<std::size_t>(net.parameter_count());
+  Vec a(P), b(P), c(P);
+  std::vector<float> f(P);
+  net.init<double>(ctx, d2r::vector_view(a.data(), net.parameter_count()), 42);
+  ctx.set_seed(1234);  // the context's seed plays no part
+  net.init<double>(ctx, d2r::vector_view(b.data(), net.parameter_count()), 42);
+  net.init<double>(ctx, d2r::vector_view(c.data(), net.parameter_count()), 43);
+  net.init<float>(ctx, d2r::vector_view(f.data(), net.parameter_count()), 42);
+  EXPECT_EQ(a, b);
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < P; ++i) same += a[i] == c[i];
+  EXPECT_LT(same, P / 1000);
+  D2R_EXPECT_CLOSE(f, a, 2e-7, 0.0);
+
+  for (std::int64_t l = 0; l < net.layer_count(); ++l) {
+    const auto L = net.layer(l);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(L.inputs));
+    const std::pair<std::int64_t, std::int64_t> parts[] = {{L.weight_offset, L.outputs * L.inputs},
+                                                           {L.bias_offset, L.outputs}};
+    for (const auto& [first, count] : parts) {
+      double lo = 1, hi = -1, sum = 0, sq = 0;
+      for (std::int64_t i = first; i < first + count; ++i) {
+        const double w = a[static_cast<std::size_t>(i)];
+        EXPECT_LT(std::abs(w), bound);
+        lo = std::min(lo, w / bound);
+        hi = std::max(hi, w / bound);
+        sum += w / bound;
+        sq += (w / bound) * (w / bound);
+      }
+      if (count >= 4096) {  // U(-1, 1) after scaling: mean 0, variance 1/3, extremes near ±1
+        const double n = static_cast<double>(count), mean = sum / n, var = sq / n - mean * mean;
+        EXPECT_LT(std::abs(mean), 4.0 * std::sqrt(1.0 / 3.0 / n)) << "layer " << l;
+        EXPECT_NEAR(var, 1.0 / 3.0, 0.02) << "layer " << l;
+        EXPECT_LT(lo, -0.99);
+        EXPECT_GT(hi, 0.99);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ bad input
+
+TEST(NetworkSpecErrors, Rejected) {
+  using d2r::ErrorKind;
+  expect_error([] { Mlp({.inputs = 0, .outputs = 2}); }, "spec.inputs", "input width >= 1");
+  expect_error([] { Mlp({.inputs = 3, .outputs = 0}); }, "spec.outputs", "output width >= 1");
+  expect_error([] { Mlp({.inputs = 3, .hidden = {4, 0, 2}, .outputs = 2}); }, "spec.hidden",
+               "hidden layer 1 has width 0");
+  expect_error([] { Mlp({.inputs = 3, .hidden = {-4}, .outputs = 2}); }, "spec.hidden", "width -4");
+  expect_error([] { Mlp({.inputs = 3, .outputs = 2, .activation = static_cast<Activation>(7)}); }, "spec.activation",
+               "Activation::relu or Activation::tanh");
+  expect_error([] { Mlp({.inputs = 3, .hidden = {4}, .outputs = 2, .layer_norm = true}); }, "spec.layer_norm",
+               "not yet available", ErrorKind::unsupported);
+  expect_error([] { Mlp({.inputs = std::int64_t{1} << 40, .outputs = 2}); }, "spec.inputs",
+               "expected an input width <= 2147483647");
+  expect_error([] { Mlp({.inputs = 3, .hidden = {std::int64_t{1} << 31}, .outputs = 2}); }, "spec.hidden",
+               "expected <= 2147483647");
+  expect_error([] { Mlp({.inputs = std::int64_t{1} << 20, .outputs = std::int64_t{1} << 14}); }, "spec",
+               "more than 8589934592 parameters");
+  const Mlp net({.inputs = 3, .hidden = {4}, .outputs = 2});
+  expect_error([&] { (void)net.layer(2); }, "l", "[0, 2)");
+  expect_error([&] { (void)net.layer(-1); }, "l", "[0, 2)");
+}
+
+class NetworkErrors : public ::testing::Test {
+ protected:
+  static constexpr std::int64_t B = 3;
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+  Mlp net{{.inputs = 3, .hidden = {4}, .outputs = 2, .activation = Activation::tanh}};
+  std::vector<float> p = std::vector<float>(static_cast<std::size_t>(net.parameter_count()), 0.1f);
+  std::vector<float> v = std::vector<float>(p.size(), 0.2f);
+  std::vector<float> x = std::vector<float>(B * 3, 0.5f), d_out = std::vector<float>(B * 2, 1.0f);
+  std::vector<float> cache_in = std::vector<float>(static_cast<std::size_t>(net.cache_elements(B)), 0.3f);
+  GuardedMatrix<float> out{ctx, B, 2}, cache{ctx, 1, net.cache_elements(B)}, dp{ctx, 1, net.parameter_count()},
+      dx{ctx, B, 3}, tcache{ctx, 1, net.cache_elements(B)};
+
+  d2r::VectorView<const float> params() const { return d2r::vector_view(p.data(), net.parameter_count()); }
+  d2r::VectorView<const float> dir() const { return d2r::vector_view(v.data(), net.parameter_count()); }
+  d2r::MatrixView<const float> xv() const { return d2r::matrix_view(x.data(), B, 3); }
+  d2r::MatrixView<const float> dov() const { return d2r::matrix_view(d_out.data(), B, 2); }
+  d2r::VectorView<const float> cv() const { return d2r::vector_view(cache_in.data(), net.cache_elements(B)); }
+  void expect_untouched() {
+    EXPECT_TRUE(out.untouched());
+    EXPECT_TRUE(cache.untouched());
+    EXPECT_TRUE(dp.untouched());
+    EXPECT_TRUE(dx.untouched());
+    EXPECT_TRUE(tcache.untouched());
+  }
+};
+
+TEST_F(NetworkErrors, Forward) {
+  auto fwd = [&](d2r::VectorView<const float> pp, d2r::MatrixView<const float> xx, d2r::VectorView<float> c,
+                 d2r::MatrixView<float> o) { net.forward<float>(ctx, pp, xx, c, o); };
+  expect_error([&] { fwd({p.data(), net.parameter_count() - 1}, xv(), cache.vector(), out.view()); }, "params",
+               "expected 26 entries (the parameters of the 3-4-2 tanh MLP), got 25");
+  expect_error([&] { fwd(params(), d2r::matrix_view(x.data(), B, 2), cache.vector(), out.view()); }, "x",
+               "expected 3 columns");
+  expect_error([&] { fwd(params(), d2r::matrix_view(x.data(), 0, 3), cache.vector(), out.view()); }, "x", "B >= 1");
+  expect_error([&] { fwd(params(), d2r::matrix_view(x.data(), B, 3, 2), cache.vector(), out.view()); }, "x",
+               "row_stride");
+  expect_error([&] { fwd(params(), d2r::MatrixView<const float>{nullptr, B, 3, 3}, cache.vector(), out.view()); }, "x",
+               "null");
+  expect_error([&] { fwd(params(), xv(), {cache.vector().data, 11}, out.view()); }, "cache", "expected 12 entries");
+  expect_error([&] { fwd(params(), xv(), cache.vector(), {out.view().data, B, 3, 5}); }, "out",
+               "expected a 3 x 2 matrix");
+  // Aliasing: the output over x, the cache over params, out over the cache.
+  std::vector<float> shared(64, 0.5f);
+  const auto shared_x = d2r::matrix_view<const float>(shared.data(), B, 3);
+  expect_error([&] { fwd(params(), shared_x, cache.vector(), d2r::matrix_view(shared.data() + 4, B, 2)); }, "out",
+               "overlaps argument 'x'");
+  std::vector<float> big(200, 0.1f);
+  const auto big_params = d2r::vector_view<const float>(big.data(), net.parameter_count());
+  expect_error([&] { fwd(big_params, xv(), d2r::vector_view(big.data() + 20, 12), out.view()); }, "cache",
+               "overlaps argument 'params'");
+  expect_error([&] { fwd(params(), xv(), d2r::vector_view(big.data(), 12), d2r::matrix_view(big.data() + 10, B, 2)); },
+               "out", "overlaps argument 'cache'");
+  // Values.
+  x[4] = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { fwd(params(), xv(), cache.vector(), out.view()); }, "x", "element (1, 1) is nan");
+  x[4] = 0.5f;
+  p[7] = std::numeric_limits<float>::infinity();
+  expect_error([&] { fwd(params(), xv(), cache.vector(), out.view()); }, "params", "element (0, 7) is inf");
+  expect_untouched();
+  // ValueChecks::none trusts the values.
+  ctx.set_value_checks(d2r::ValueChecks::none);
+  EXPECT_NO_THROW(fwd(params(), xv(), cache.vector(), out.view()));
+}
+
+TEST_F(NetworkErrors, Backward) {
+  auto bwd = [&](d2r::MatrixView<const float> d, d2r::VectorView<float> g, d2r::MatrixView<float> gx) {
+    net.backward<float>(ctx, params(), xv(), cv(), d, g, gx);
+  };
+  expect_error([&] { bwd(d2r::matrix_view(d_out.data(), B, 1), dp.vector(), dx.view()); }, "d_out",
+               "expected a 3 x 2 matrix");
+  expect_error([&] { bwd(dov(), {dp.vector().data, 5}, dx.view()); }, "d_params", "expected 26 entries");
+  expect_error([&] { bwd(dov(), dp.vector(), {dx.view().data, B, 2, 5}); }, "d_x", "expected a 3 x 3 matrix");
+  expect_error([&] { net.backward<float>(ctx, params(), xv(), {cache_in.data(), 3}, dov(), dp.vector(), dx.view()); },
+               "cache", "expected 12 entries");
+  expect_error([&] { bwd(dov(), dp.vector(), d2r::matrix_view(dp.vector().data + 2, B, 3)); }, "d_params",
+               "overlaps argument 'd_x'");
+  const d2r::VectorView<float> over_params{p.data(), net.parameter_count()};
+  expect_error([&] { net.backward<float>(ctx, params(), xv(), cv(), dov(), over_params, {}); }, "d_params",
+               "overlaps argument 'params'");
+  d_out[5] = -std::numeric_limits<float>::infinity();
+  expect_error([&] { bwd(dov(), dp.vector(), dx.view()); }, "d_out", "element (2, 1) is -inf");
+  expect_untouched();
+  d_out[5] = 1.0f;
+  EXPECT_NO_THROW(bwd(dov(), dp.vector(), {}));  // d_x may be empty
+  EXPECT_TRUE(dx.untouched());
+}
+
+TEST_F(NetworkErrors, Tangents) {
+  auto fwd_t = [&](d2r::VectorView<const float> vv, d2r::VectorView<float> tc, d2r::MatrixView<float> o) {
+    net.forward_tangent<float>(ctx, params(), vv, xv(), cv(), tc, o);
+  };
+  std::vector<float> dt(d_out.size(), 0.0f);
+  auto bwd_t = [&](d2r::MatrixView<const float> d_t, d2r::VectorView<float> g) {
+    net.backward_tangent<float>(ctx, params(), dir(), xv(), cv(), cv(), dov(), d_t, g);
+  };
+  const auto dtv = d2r::matrix_view<const float>(dt.data(), B, 2);
+  expect_error([&] { fwd_t({v.data(), 3}, tcache.vector(), out.view()); }, "v", "expected 26 entries");
+  expect_error([&] { fwd_t(dir(), {tcache.vector().data, 2}, out.view()); }, "tangent_cache", "expected 12 entries");
+  expect_error([&] { fwd_t(dir(), tcache.vector(), {out.view().data, 2, 2, 5}); }, "out_tangent",
+               "expected a 3 x 2 matrix");
+  expect_error([&] { bwd_t(d2r::matrix_view<const float>(dt.data(), B - 1, 2), dp.vector()); }, "d_out_tangent",
+               "expected a 3 x 2 matrix");
+  expect_error([&] { bwd_t(dtv, {dp.vector().data, 1}); }, "d_params_tangent", "expected 26 entries");
+  expect_error([&] { bwd_t(dtv, {v.data(), net.parameter_count()}); }, "d_params_tangent", "overlaps argument 'v'");
+  dt[0] = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { bwd_t(dtv, dp.vector()); }, "d_out_tangent", "is nan");
+  v[0] = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { fwd_t(dir(), tcache.vector(), out.view()); }, "v", "is nan");
+  expect_untouched();
+}
+
+TEST_F(NetworkErrors, Init) {
+  expect_error([&] { net.init<float>(ctx, {dp.vector().data, 3}, 1); }, "params", "expected 26 entries");
+  expect_error([&] { net.init<float>(ctx, {nullptr, net.parameter_count()}, 1); }, "params", "null");
+  expect_untouched();
+}
+
+}  // namespace

@@ -33,10 +33,6 @@ void check_logit_values(Context& ctx, std::string_view fn, const Categorical<T>&
   detail::check_values<T>(ctx, fn, "head.logits", head.logits, detail::ValueRule::logits);
 }
 
-math::DrawPosition position(const Context& ctx, DrawKey key) {
-  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
-}
-
 }  // namespace
 
 // Shared head validation (host/src/head_checks.hpp), for the objectives composed of this head.
@@ -48,17 +44,17 @@ void check_head(Context& ctx, std::string_view fn, const Categorical<T>& head) {
 }
 template <class T>
 std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const Categorical<T>& head,
-                                       const CategoricalGrad<T>& grad) {
-  const MatrixArg g_logits("grad.logits", grad.logits);
+                                       const CategoricalGrad<T>& grad, bool tangent) {
+  const MatrixArg g_logits(tangent ? "grad_tangent.logits" : "grad.logits", grad.logits);
   check_matrix(ctx, fn, g_logits, head.logits.rows, head.logits.cols);
   return {g_logits};
 }
 template void check_head<float>(Context&, std::string_view, const Categorical<float>&);
 template void check_head<double>(Context&, std::string_view, const Categorical<double>&);
 template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const Categorical<float>&,
-                                                       const CategoricalGrad<float>&);
+                                                       const CategoricalGrad<float>&, bool);
 template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view, const Categorical<double>&,
-                                                        const CategoricalGrad<double>&);
+                                                        const CategoricalGrad<double>&, bool);
 }  // namespace detail
 
 template <class T>
@@ -76,9 +72,9 @@ void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, 
   detail::check_disjoint(fn, out, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
   if (ctx.backend() == Backend::cpu) {
-    reference::categorical_sample(head, generations, position(ctx, key), samples);
+    reference::categorical_sample(head, generations, detail::draw_position(ctx, key), samples);
   } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_sample(ctx.stream(), head, generations, position(ctx, key), samples);
+    kernels::categorical_sample(ctx.stream(), head, generations, detail::draw_position(ctx, key), samples);
   }
 }
 

@@ -77,10 +77,6 @@ void check_output(std::string_view fn, const MatrixArg& out, const CholeskyGauss
   detail::check_disjoint(fn, out, MatrixArg("head.tril", head.tril));
 }
 
-math::DrawPosition position(const Context& ctx, DrawKey key) {
-  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
-}
-
 }  // namespace
 
 // Shared head validation (host/src/head_checks.hpp), for the objectives composed of this head.
@@ -92,8 +88,9 @@ void check_head(Context& ctx, std::string_view fn, const CholeskyGaussian<T>& he
 }
 template <class T>
 std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const CholeskyGaussian<T>& head,
-                                       const CholeskyGaussianGrad<T>& grad) {
-  const MatrixArg g_mean("grad.mean", grad.mean), g_tril("grad.tril", grad.tril);
+                                       const CholeskyGaussianGrad<T>& grad, bool tangent) {
+  const MatrixArg g_mean(tangent ? "grad_tangent.mean" : "grad.mean", grad.mean),
+      g_tril(tangent ? "grad_tangent.tril" : "grad.tril", grad.tril);
   check_matrix(ctx, fn, g_mean, head.mean.rows, head.mean.cols);
   check_matrix(ctx, fn, g_tril, head.tril.rows, head.tril.cols);
   check_disjoint(fn, g_mean, g_tril);
@@ -102,10 +99,10 @@ std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, 
 template void check_head<float>(Context&, std::string_view, const CholeskyGaussian<float>&);
 template void check_head<double>(Context&, std::string_view, const CholeskyGaussian<double>&);
 template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const CholeskyGaussian<float>&,
-                                                       const CholeskyGaussianGrad<float>&);
+                                                       const CholeskyGaussianGrad<float>&, bool);
 template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view,
                                                         const CholeskyGaussian<double>&,
-                                                        const CholeskyGaussianGrad<double>&);
+                                                        const CholeskyGaussianGrad<double>&, bool);
 }  // namespace detail
 
 template <class T>
@@ -120,9 +117,9 @@ void sample(Context& ctx, const CholeskyGaussian<T>& head, std::int64_t generati
   check_output(fn, out, head);
   check_head_values(ctx, fn, head);
   if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_sample(head, generations, position(ctx, key), samples);
+    reference::cholesky_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples);
   } else if constexpr (std::is_same_v<T, float>) {
-    kernels::cholesky_gaussian_sample(ctx.stream(), head, generations, position(ctx, key), samples);
+    kernels::cholesky_gaussian_sample(ctx.stream(), head, generations, detail::draw_position(ctx, key), samples);
   }
 }
 

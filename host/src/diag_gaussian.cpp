@@ -32,10 +32,6 @@ void check_output(std::string_view fn, const MatrixArg& out, const DiagGaussian<
   detail::check_disjoint(fn, out, MatrixArg("head.log_std", head.log_std));
 }
 
-math::DrawPosition position(const Context& ctx, DrawKey key) {
-  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
-}
-
 }  // namespace
 
 namespace detail {
@@ -45,8 +41,9 @@ void check_head(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) 
 }
 template <class T>
 std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const DiagGaussian<T>& head,
-                                       const DiagGaussianGrad<T>& grad) {
-  const MatrixArg g_mean("grad.mean", grad.mean), g_log_std("grad.log_std", grad.log_std);
+                                       const DiagGaussianGrad<T>& grad, bool tangent) {
+  const MatrixArg g_mean(tangent ? "grad_tangent.mean" : "grad.mean", grad.mean),
+      g_log_std(tangent ? "grad_tangent.log_std" : "grad.log_std", grad.log_std);
   check_matrix(ctx, fn, g_mean, head.mean.rows, head.mean.cols);
   check_matrix(ctx, fn, g_log_std, head.log_std.rows, head.mean.cols);
   check_disjoint(fn, g_mean, g_log_std);
@@ -55,9 +52,9 @@ std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, 
 template void check_head<float>(Context&, std::string_view, const DiagGaussian<float>&);
 template void check_head<double>(Context&, std::string_view, const DiagGaussian<double>&);
 template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const DiagGaussian<float>&,
-                                                       const DiagGaussianGrad<float>&);
+                                                       const DiagGaussianGrad<float>&, bool);
 template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view, const DiagGaussian<double>&,
-                                                        const DiagGaussianGrad<double>&);
+                                                        const DiagGaussianGrad<double>&, bool);
 }  // namespace detail
 
 template <class T>
@@ -70,9 +67,9 @@ void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations,
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);
   if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_sample(head, generations, position(ctx, key), samples);
+    reference::diag_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples);
   } else if constexpr (std::is_same_v<T, float>) {
-    kernels::diag_gaussian_sample(ctx.stream(), head, generations, position(ctx, key), samples);
+    kernels::diag_gaussian_sample(ctx.stream(), head, generations, detail::draw_position(ctx, key), samples);
   }
 }
 

@@ -1,1 +1,114 @@
-// placeholder: being written
+// Second-order primitives of the diagonal-Gaussian head (d2r/second_order.hpp): validate, then
+// run the CPU reference (host/reference/second_order_ref.hpp) or the CUDA kernels.
+#include <type_traits>
+#include <vector>
+
+#include "d2r/second_order.hpp"
+#include "host/reference/second_order_ref.hpp"
+#include "host/src/head_checks.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+/// Shapes of the tangent (those of the head: log_std 1 row when the head's is shared), then its
+/// values (finite). Returns its views for the aliasing checks of the outputs.
+template <class T>
+std::vector<MatrixArg> check_tangent(Context& ctx, std::string_view fn, const DiagGaussian<T>& head,
+                                     const DiagGaussian<T>& tangent) {
+  const MatrixArg t_mean("tangent.mean", tangent.mean), t_log_std("tangent.log_std", tangent.log_std);
+  detail::check_matrix(ctx, fn, t_mean, head.mean.rows, head.mean.cols);
+  detail::check_matrix(ctx, fn, t_log_std, head.log_std.rows, head.mean.cols);
+  detail::check_values<T>(ctx, fn, "tangent.mean", tangent.mean, detail::ValueRule::finite);
+  detail::check_values<T>(ctx, fn, "tangent.log_std", tangent.log_std, detail::ValueRule::finite);
+  return {t_mean, t_log_std};
+}
+
+}  // namespace
+
+template <class T>
+void log_prob_jvp(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, const DiagGaussian<T>& tangent,
+                  MatrixView<T> out) {
+  constexpr std::string_view fn = "log_prob_jvp";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
+  const MatrixArg out_arg("out", out);
+  detail::check_matrix(ctx, fn, out_arg, batch, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * out.cols, n);
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  inputs.emplace_back("samples", samples);
+  for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
+  for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
+  detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+  if (ctx.backend() == Backend::cpu) {
+    reference::diag_gaussian_log_prob_jvp(head, samples, tangent, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::diag_gaussian_log_prob_jvp(ctx.stream(), head, samples, tangent, out);
+  }
+}
+
+template <class T>
+void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, ConstMatrix<T> d_log_prob,
+                      ConstVector<T> d_entropy, const DiagGaussian<T>& tangent,
+                      const DiagGaussianGrad<T>& grad_tangent) {
+  constexpr std::string_view fn = "backward_tangent";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  const bool has_log_prob = !d_log_prob.empty();
+  if (has_log_prob) {
+    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
+                d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
+    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
+    inputs.emplace_back("samples", samples);
+    inputs.emplace_back("d_log_prob", d_log_prob);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
+    inputs.emplace_back("d_entropy", d_entropy);
+  }
+  for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
+  const MatrixArg g_mean("grad_tangent.mean", grad_tangent.mean),
+      g_log_std("grad_tangent.log_std", grad_tangent.log_std);
+  detail::check_matrix(ctx, fn, g_mean, batch, n);
+  detail::check_matrix(ctx, fn, g_log_std, head.log_std.rows, n);
+  for (const MatrixArg& in : inputs) {
+    detail::check_disjoint(fn, g_mean, in);
+    detail::check_disjoint(fn, g_log_std, in);
+  }
+  detail::check_disjoint(fn, g_mean, g_log_std);
+  if (has_log_prob) {
+    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
+                            detail::ValueRule::finite);
+  }
+  // The entropy Σ_d (s_d + ½ log 2πe) is linear in the head: its Hessian term vanishes, so
+  // d_entropy is checked but not read; without d_log_prob the result is 0.
+  const MatrixView<const T> used_samples = has_log_prob ? samples : MatrixView<const T>{};
+  if (ctx.backend() == Backend::cpu) {
+    reference::diag_gaussian_backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent);
+  } else if constexpr (std::is_same_v<T, float>) {
+    void* workspace = ctx.workspace(kernels::diag_gaussian_backward_workspace_bytes(head));
+    kernels::diag_gaussian_backward_tangent(ctx.stream(), head, used_samples, d_log_prob, tangent, grad_tangent,
+                                            workspace);
+  }
+}
+
+#define D2R_INSTANTIATE(T)                                                                                      \
+  template void log_prob_jvp<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const DiagGaussian<T>&,       \
+                                MatrixView<T>);                                                                \
+  template void backward_tangent<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,           \
+                                    ConstVector<T>, const DiagGaussian<T>&, const DiagGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r

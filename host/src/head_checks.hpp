@@ -7,8 +7,15 @@
 
 #include "d2r/distributions.hpp"
 #include "host/src/validate.hpp"
+#include "kernels/math/philox.hpp"
 
 namespace d2r::detail {
+
+/// Where a call's draws sit in the Philox stream: the context's seed and the key's step and
+/// first row (already checked by check_draw_key to fit 32 bits).
+inline math::DrawPosition draw_position(const Context& ctx, DrawKey key) {
+  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
+}
 
 /// Shapes, strides, memory space, scalar type and (per the context's ValueChecks) the values of
 /// a head.
@@ -33,15 +40,16 @@ std::vector<MatrixArg> head_inputs(const Categorical<T>& head) {
   return {MatrixArg("head.logits", head.logits)};
 }
 
-/// The gradient views of a head, checked for shape like the head.
+/// The gradient views of a head, checked for shape like the head. Errors name them grad.<view>,
+/// or grad_tangent.<view> when `tangent` (the outputs of backward_tangent).
 template <class T>
 std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view function, const DiagGaussian<T>& head,
-                                       const DiagGaussianGrad<T>& grad);
+                                       const DiagGaussianGrad<T>& grad, bool tangent = false);
 template <class T>
 std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view function, const CholeskyGaussian<T>& head,
-                                       const CholeskyGaussianGrad<T>& grad);
+                                       const CholeskyGaussianGrad<T>& grad, bool tangent = false);
 template <class T>
 std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view function, const Categorical<T>& head,
-                                       const CategoricalGrad<T>& grad);
+                                       const CategoricalGrad<T>& grad, bool tangent = false);
 
 }  // namespace d2r::detail

@@ -1,1 +1,410 @@
-// placeholder: being written
+// Public entry points of the MLP trunk (d2r/network.hpp): validate, then run the CPU reference or
+// cuBLAS GEMMs plus the elementwise kernels of kernels/network.cu.
+#include "d2r/network.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "host/reference/network_ref.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r {
+
+const char* to_string(Activation activation) noexcept {
+  switch (activation) {
+    case Activation::relu: return "relu";
+    case Activation::tanh: return "tanh";
+  }
+  return "unknown";
+}
+
+Mlp::Mlp(MlpSpec spec) : spec_(std::move(spec)) {
+  constexpr std::string_view fn = "Mlp";
+  D2R_EXPECTS(spec_.inputs >= 1, fn, "spec.inputs", "expected an input width >= 1, got {}", spec_.inputs);
+  D2R_EXPECTS(spec_.outputs >= 1, fn, "spec.outputs", "expected an output width >= 1, got {}", spec_.outputs);
+  for (std::size_t i = 0; i < spec_.hidden.size(); ++i) {
+    D2R_EXPECTS(spec_.hidden[i] >= 1, fn, "spec.hidden", "hidden layer {} has width {}; expected every width >= 1", i,
+                spec_.hidden[i]);
+  }
+  constexpr std::int64_t kMaxWidth = std::numeric_limits<int>::max();  // a cuBLAS dimension
+  D2R_EXPECTS(spec_.inputs <= kMaxWidth, fn, "spec.inputs", "expected an input width <= {}, got {}", kMaxWidth,
+              spec_.inputs);
+  D2R_EXPECTS(spec_.outputs <= kMaxWidth, fn, "spec.outputs", "expected an output width <= {}, got {}", kMaxWidth,
+              spec_.outputs);
+  for (std::size_t i = 0; i < spec_.hidden.size(); ++i) {
+    D2R_EXPECTS(spec_.hidden[i] <= kMaxWidth, fn, "spec.hidden", "hidden layer {} has width {}; expected <= {}", i,
+                spec_.hidden[i], kMaxWidth);
+  }
+  D2R_EXPECTS(spec_.activation == Activation::relu || spec_.activation == Activation::tanh, fn, "spec.activation",
+              "expected Activation::relu or Activation::tanh, got value {}", static_cast<int>(spec_.activation));
+  if (spec_.layer_norm) {
+    detail::fail_unsupported(fn, "spec.layer_norm",
+                             "LayerNorm in the MLP trunk is not yet available; set layer_norm = false");
+  }
+  std::int64_t in = spec_.inputs, offset = 0;
+  const std::size_t count = spec_.hidden.size() + 1;
+  for (std::size_t l = 0; l < count; ++l) {
+    const bool last = l + 1 == count;
+    const std::int64_t out = last ? spec_.outputs : spec_.hidden[l];
+    // Overflow-safe: every width is checked against the limit before multiplying.
+    D2R_EXPECTS(in <= kMaxMlpParameters && out <= kMaxMlpParameters && out * (in + 1) <= kMaxMlpParameters - offset, fn,
+                "spec", "the network has more than {} parameters (layer {}: {} x {})", kMaxMlpParameters, l, out, in);
+    layers_.push_back({in, out, offset, offset + out * in, !last});
+    offset += out * (in + 1);
+    if (!last) {
+      hidden_sum_ += out;
+      max_hidden_ = std::max(max_hidden_, out);
+    }
+    in = out;
+  }
+  parameter_count_ = offset;
+}
+
+MlpLayer Mlp::layer(std::int64_t l) const {
+  D2R_EXPECTS(l >= 0 && l < layer_count(), "Mlp::layer", "l", "expected a layer index in [0, {}), got {}",
+              layer_count(), l);
+  return layers_[static_cast<std::size_t>(l)];
+}
+
+std::string Mlp::describe() const {
+  std::string s = fmt::format("{}", spec_.inputs);
+  for (std::int64_t h : spec_.hidden) s += fmt::format("-{}", h);
+  s += fmt::format("-{}", spec_.outputs);
+  if (!spec_.hidden.empty()) s += fmt::format(" {}", to_string(spec_.activation));
+  return s;
+}
+
+namespace {
+
+using detail::MatrixArg;
+
+template <class T>
+void check_type(const Context& ctx, std::string_view fn, std::string_view argument) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (ctx.backend() == Backend::cuda) {
+      detail::fail_unsupported(fn, argument,
+                               "the cuda backend runs float only; got double views (use the cpu backend)");
+    }
+  }
+}
+
+/// A parameter-space vector (params, v, d_params, d_params_tangent): exactly parameter_count() entries.
+template <class T>
+void check_param_vector(const Context& ctx, std::string_view fn, const Mlp& net, std::string_view name,
+                        VectorView<T> p) {
+  D2R_EXPECTS(p.size == net.parameter_count(), fn, name, "expected {} entries (the parameters of the {} MLP), got {}",
+              net.parameter_count(), net.describe(), p.size);
+  detail::check_matrix(ctx, fn, MatrixArg(name, p), 1, p.size);
+}
+
+/// A cache (activations or tangent): cache_elements(B) entries; may be empty for a linear model.
+template <class T>
+void check_cache(const Context& ctx, std::string_view fn, const Mlp& net, std::string_view name, VectorView<T> c,
+                 std::int64_t batch) {
+  const std::int64_t want = net.cache_elements(batch);
+  D2R_EXPECTS(c.size == want, fn, name, "expected {} entries (B = {} rows of the hidden widths of the {} MLP), got {}",
+              want, batch, net.describe(), c.size);
+  if (want > 0) detail::check_matrix(ctx, fn, MatrixArg(name, c), 1, want);
+}
+
+/// On cuda, rows and row strides are cuBLAS int dimensions.
+template <class T>
+void check_blas_extent(const Context& ctx, std::string_view fn, std::string_view name, MatrixView<T> m) {
+  if (ctx.backend() != Backend::cuda || m.data == nullptr) return;
+  constexpr std::int64_t kMax = std::numeric_limits<int>::max();
+  D2R_EXPECTS(m.rows <= kMax && m.row_stride <= kMax, fn, name,
+              "the cuda backend takes at most {} rows and a row_stride <= {}, got {} rows, row_stride {}", kMax, kMax,
+              m.rows, m.row_stride);
+}
+
+/// x: B x inputs with B >= 1; returns B.
+template <class T>
+std::int64_t check_x(const Context& ctx, std::string_view fn, const Mlp& net, MatrixView<T> x) {
+  D2R_EXPECTS(x.rows >= 1, fn, "x", "expected B >= 1 rows, got {} x {}", x.rows, x.cols);
+  D2R_EXPECTS(x.cols == net.inputs(), fn, "x", "expected {} columns (the MLP's inputs), got {} x {}", net.inputs(),
+              x.rows, x.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("x", x), x.rows, x.cols);
+  check_blas_extent(ctx, fn, "x", x);
+  return x.rows;
+}
+
+template <class T>
+void check_finite(Context& ctx, std::string_view fn, std::string_view name, MatrixView<const T> m) {
+  detail::check_values<T>(ctx, fn, name, m, detail::ValueRule::finite);
+}
+template <class T>
+void check_finite(Context& ctx, std::string_view fn, std::string_view name, VectorView<const T> v) {
+  detail::check_values<T>(ctx, fn, name, MatrixView<const T>{v.data, 1, v.size, v.size}, detail::ValueRule::finite);
+}
+
+void check_outputs_disjoint(std::string_view fn, std::initializer_list<MatrixArg> outputs,
+                            std::initializer_list<MatrixArg> inputs) {
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    if (o->data == nullptr) continue;
+    for (const MatrixArg& in : inputs) detail::check_disjoint(fn, *o, in);
+    for (auto p = std::next(o); p != outputs.end(); ++p) detail::check_disjoint(fn, *o, *p);
+  }
+}
+
+// ------------------------------------------------------------------------------ cuda helpers
+
+/// cuBLAS wants a leading dimension >= the row length even where a 1-row view has any stride.
+std::int64_t ld(std::int64_t rows, std::int64_t cols, std::int64_t stride) { return rows <= 1 ? cols : stride; }
+
+/// Row-major C (m x n) = alpha · op(A) · op(B) + beta · C, op(A) m x k, op(B) k x n, through the
+/// column-major cuBLAS call on the transposes: Cᵀ = op(B)ᵀ op(A)ᵀ.
+void gemm(Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+          const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  D2R_CUBLAS_TRY(cublasSgemm(ctx.cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
+                             static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c, static_cast<int>(ldc)));
+}
+
+/// Z (B x out) = A (B x in) · Wᵀ (+ beta Z).
+void gemm_forward(Context& ctx, MatrixView<const float> a, const float* w, MatrixView<float> z, float beta) {
+  gemm(ctx, false, true, a.rows, z.cols, a.cols, 1.0f, a.data, ld(a.rows, a.cols, a.row_stride), w, a.cols, beta,
+       z.data, ld(z.rows, z.cols, z.row_stride));
+}
+/// G (out x in) = Dᵀ (out x B) · A (B x in) (+ beta G), packed.
+void gemm_weight_grad(Context& ctx, MatrixView<const float> d, MatrixView<const float> a, float* g, float beta) {
+  gemm(ctx, true, false, d.cols, a.cols, d.rows, 1.0f, d.data, ld(d.rows, d.cols, d.row_stride), a.data,
+       ld(a.rows, a.cols, a.row_stride), beta, g, a.cols);
+}
+/// Out (B x in) = D (B x out) · W (out x in) (+ beta Out).
+void gemm_input_grad(Context& ctx, MatrixView<const float> d, const float* w, MatrixView<float> out, float beta) {
+  gemm(ctx, false, false, d.rows, out.cols, d.cols, 1.0f, d.data, ld(d.rows, d.cols, d.row_stride), w, out.cols, beta,
+       out.data, ld(out.rows, out.cols, out.row_stride));
+}
+
+/// Hidden activation slot of layer l (< L) in a cache, and the input of layer l.
+template <class U>
+MatrixView<U> slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
+  return reference::detail_network::hidden_slot(net, l, batch, cache);
+}
+MatrixView<const float> input_of(const Mlp& net, std::int64_t l, MatrixView<const float> x, const float* cache) {
+  return l == 0 ? x : slot(net, l - 1, x.rows, cache);
+}
+
+/// Scratch of backward / backward_tangent: (2 or 4) B·max_hidden scalars, then (cuda) the
+/// column-sum workspace at a 256-byte boundary.
+struct Scratch {
+  void* values;
+  void* column_sum;
+};
+template <class T>
+Scratch acquire_scratch(Context& ctx, const Mlp& net, std::int64_t batch, bool tangent) {
+  const std::size_t values =
+      static_cast<std::size_t>(reference::mlp_scratch_elements(net, batch, tangent)) * sizeof(T);
+  const std::size_t aligned = (values + 255) / 256 * 256;
+  std::size_t column = 0;
+  if (ctx.backend() == Backend::cuda) {
+    for (std::int64_t l = 0; l < net.layer_count(); ++l)
+      column = std::max(column, kernels::column_sum_workspace_bytes(batch, net.layer(l).outputs));
+  }
+  char* base = static_cast<char*>(ctx.workspace(std::max<std::size_t>(aligned + column, 1)));
+  return {base, base + aligned};
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------ entry points
+
+template <class T>
+void Mlp::init(Context& ctx, VectorView<T> params, std::uint64_t seed) const {
+  constexpr std::string_view fn = "Mlp::init";
+  check_type<T>(ctx, fn, "params");
+  check_param_vector(ctx, fn, *this, "params", params);
+  if (ctx.backend() == Backend::cpu) {
+    reference::mlp_init(*this, params, seed);
+  } else if constexpr (std::is_same_v<T, float>) {
+    for (std::int64_t l = 0; l < layer_count(); ++l) {
+      const MlpLayer L = layers_[static_cast<std::size_t>(l)];
+      const float bound = reference::mlp_init_bound<float>(L);
+      kernels::mlp_init_uniform(ctx.stream(), params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
+                                static_cast<std::uint32_t>(l), 0u);
+      kernels::mlp_init_uniform(ctx.stream(), params.data + L.bias_offset, L.outputs, bound, seed,
+                                static_cast<std::uint32_t>(l), 1u);
+    }
+  }
+}
+
+template <class T>
+void Mlp::forward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, VectorView<T> cache, MatrixView<T> out) const {
+  constexpr std::string_view fn = "Mlp::forward";
+  check_type<T>(ctx, fn, "params");
+  check_param_vector(ctx, fn, *this, "params", params);
+  const std::int64_t B = check_x(ctx, fn, *this, x);
+  check_cache(ctx, fn, *this, "cache", cache, B);
+  detail::check_matrix(ctx, fn, MatrixArg("out", out), B, outputs());
+  check_blas_extent(ctx, fn, "out", out);
+  check_outputs_disjoint(fn, {MatrixArg("out", out), MatrixArg("cache", cache)},
+                         {MatrixArg("params", params), MatrixArg("x", x)});
+  check_finite<T>(ctx, fn, "params", params);
+  check_finite<T>(ctx, fn, "x", x);
+  if (ctx.backend() == Backend::cpu) {
+    reference::mlp_forward<T>(*this, params, x, cache.data, out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    for (std::int64_t l = 0; l < layer_count(); ++l) {
+      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MatrixView<float> z = L.activated ? slot(*this, l, B, cache.data) : out;
+      gemm_forward(ctx, input_of(*this, l, x, cache.data), params.data + L.weight_offset, z, 0.0f);
+      kernels::mlp_bias_activation(ctx.stream(), z, params.data + L.bias_offset, spec_.activation, L.activated);
+    }
+  }
+}
+
+template <class T>
+void Mlp::backward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, ConstVector<T> cache, ConstMatrix<T> d_out,
+                   VectorView<T> d_params, MatrixView<T> d_x) const {
+  constexpr std::string_view fn = "Mlp::backward";
+  check_type<T>(ctx, fn, "params");
+  check_param_vector(ctx, fn, *this, "params", params);
+  const std::int64_t B = check_x(ctx, fn, *this, x);
+  check_cache(ctx, fn, *this, "cache", cache, B);
+  detail::check_matrix(ctx, fn, MatrixArg("d_out", d_out), B, outputs());
+  check_blas_extent(ctx, fn, "d_out", d_out);
+  check_param_vector(ctx, fn, *this, "d_params", d_params);
+  if (!d_x.empty()) detail::check_matrix(ctx, fn, MatrixArg("d_x", d_x), B, inputs());
+  check_blas_extent(ctx, fn, "d_x", d_x);
+  check_outputs_disjoint(fn, {MatrixArg("d_params", d_params), MatrixArg("d_x", d_x)},
+                         {MatrixArg("params", params), MatrixArg("x", x), MatrixArg("cache", cache),
+                          MatrixArg("d_out", d_out)});
+  check_finite<T>(ctx, fn, "params", params);
+  check_finite<T>(ctx, fn, "x", x);
+  check_finite<T>(ctx, fn, "d_out", d_out);
+  const Scratch scratch = acquire_scratch<T>(ctx, *this, B, false);
+  if (ctx.backend() == Backend::cpu) {
+    reference::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x,
+                               static_cast<T*>(scratch.values));
+  } else if constexpr (std::is_same_v<T, float>) {
+    float* buf[2] = {static_cast<float*>(scratch.values), static_cast<float*>(scratch.values) + B * max_hidden_};
+    int next = 0;
+    MatrixView<const float> delta = d_out;
+    for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
+      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MatrixView<const float> in = input_of(*this, l, x, cache.data);
+      gemm_weight_grad(ctx, delta, in, d_params.data + L.weight_offset, 0.0f);
+      kernels::column_sum(ctx.stream(), delta, d_params.data + L.bias_offset, scratch.column_sum);
+      if (l > 0) {
+        const MatrixView<float> g{buf[next], B, L.inputs, L.inputs};
+        gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
+        kernels::mlp_backward_activation(ctx.stream(), g, in, spec_.activation);
+        delta = g;
+        next ^= 1;
+      } else if (!d_x.empty()) {
+        gemm_input_grad(ctx, delta, params.data + L.weight_offset, d_x, 0.0f);
+      }
+    }
+  }
+}
+
+template <class T>
+void Mlp::forward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v, ConstMatrix<T> x,
+                          ConstVector<T> cache, VectorView<T> tangent_cache, MatrixView<T> out_tangent) const {
+  constexpr std::string_view fn = "Mlp::forward_tangent";
+  check_type<T>(ctx, fn, "params");
+  check_param_vector(ctx, fn, *this, "params", params);
+  check_param_vector(ctx, fn, *this, "v", v);
+  const std::int64_t B = check_x(ctx, fn, *this, x);
+  check_cache(ctx, fn, *this, "cache", cache, B);
+  check_cache(ctx, fn, *this, "tangent_cache", tangent_cache, B);
+  detail::check_matrix(ctx, fn, MatrixArg("out_tangent", out_tangent), B, outputs());
+  check_blas_extent(ctx, fn, "out_tangent", out_tangent);
+  check_outputs_disjoint(fn, {MatrixArg("out_tangent", out_tangent), MatrixArg("tangent_cache", tangent_cache)},
+                         {MatrixArg("params", params), MatrixArg("v", v), MatrixArg("x", x),
+                          MatrixArg("cache", cache)});
+  check_finite<T>(ctx, fn, "params", params);
+  check_finite<T>(ctx, fn, "v", v);
+  check_finite<T>(ctx, fn, "x", x);
+  if (ctx.backend() == Backend::cpu) {
+    reference::mlp_forward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, out_tangent);
+  } else if constexpr (std::is_same_v<T, float>) {
+    for (std::int64_t l = 0; l < layer_count(); ++l) {
+      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MatrixView<float> rz = L.activated ? slot(*this, l, B, tangent_cache.data) : out_tangent;
+      gemm_forward(ctx, input_of(*this, l, x, cache.data), v.data + L.weight_offset, rz, 0.0f);
+      if (l > 0) {
+        gemm_forward(ctx, slot<const float>(*this, l - 1, B, tangent_cache.data), params.data + L.weight_offset, rz,
+                     1.0f);
+      }
+      const MatrixView<const float> a = L.activated ? slot(*this, l, B, cache.data) : MatrixView<const float>{};
+      kernels::mlp_tangent_activation(ctx.stream(), rz, v.data + L.bias_offset, a, spec_.activation, L.activated);
+    }
+  }
+}
+
+template <class T>
+void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v, ConstMatrix<T> x,
+                           ConstVector<T> cache, ConstVector<T> tangent_cache, ConstMatrix<T> d_out,
+                           ConstMatrix<T> d_out_tangent, VectorView<T> d_params_tangent) const {
+  constexpr std::string_view fn = "Mlp::backward_tangent";
+  check_type<T>(ctx, fn, "params");
+  check_param_vector(ctx, fn, *this, "params", params);
+  check_param_vector(ctx, fn, *this, "v", v);
+  const std::int64_t B = check_x(ctx, fn, *this, x);
+  check_cache(ctx, fn, *this, "cache", cache, B);
+  check_cache(ctx, fn, *this, "tangent_cache", tangent_cache, B);
+  detail::check_matrix(ctx, fn, MatrixArg("d_out", d_out), B, outputs());
+  check_blas_extent(ctx, fn, "d_out", d_out);
+  detail::check_matrix(ctx, fn, MatrixArg("d_out_tangent", d_out_tangent), B, outputs());
+  check_blas_extent(ctx, fn, "d_out_tangent", d_out_tangent);
+  check_param_vector(ctx, fn, *this, "d_params_tangent", d_params_tangent);
+  check_outputs_disjoint(fn, {MatrixArg("d_params_tangent", d_params_tangent)},
+                         {MatrixArg("params", params), MatrixArg("v", v), MatrixArg("x", x), MatrixArg("cache", cache),
+                          MatrixArg("tangent_cache", tangent_cache), MatrixArg("d_out", d_out),
+                          MatrixArg("d_out_tangent", d_out_tangent)});
+  check_finite<T>(ctx, fn, "params", params);
+  check_finite<T>(ctx, fn, "v", v);
+  check_finite<T>(ctx, fn, "x", x);
+  check_finite<T>(ctx, fn, "d_out", d_out);
+  check_finite<T>(ctx, fn, "d_out_tangent", d_out_tangent);
+  const Scratch scratch = acquire_scratch<T>(ctx, *this, B, true);
+  if (ctx.backend() == Backend::cpu) {
+    reference::mlp_backward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, d_out, d_out_tangent,
+                                       d_params_tangent.data, static_cast<T*>(scratch.values));
+  } else if constexpr (std::is_same_v<T, float>) {
+    float* base = static_cast<float*>(scratch.values);
+    const std::int64_t stride = B * max_hidden_;
+    float* dbuf[2] = {base, base + stride};
+    float* rbuf[2] = {base + 2 * stride, base + 3 * stride};
+    int next = 0;
+    MatrixView<const float> delta = d_out, rdelta = d_out_tangent;
+    for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
+      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MatrixView<const float> in = input_of(*this, l, x, cache.data);
+      float* gw = d_params_tangent.data + L.weight_offset;
+      gemm_weight_grad(ctx, rdelta, in, gw, 0.0f);
+      kernels::column_sum(ctx.stream(), rdelta, d_params_tangent.data + L.bias_offset, scratch.column_sum);
+      if (l == 0) break;
+      const MatrixView<const float> rin = slot(*this, l - 1, B, tangent_cache.data);
+      gemm_weight_grad(ctx, delta, rin, gw, 1.0f);
+      const MatrixView<float> g{dbuf[next], B, L.inputs, L.inputs}, rg{rbuf[next], B, L.inputs, L.inputs};
+      gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
+      gemm_input_grad(ctx, delta, v.data + L.weight_offset, rg, 0.0f);
+      gemm_input_grad(ctx, rdelta, params.data + L.weight_offset, rg, 1.0f);
+      kernels::mlp_backward_tangent_activation(ctx.stream(), g, rg, in, rin, spec_.activation);
+      delta = g;
+      rdelta = rg;
+      next ^= 1;
+    }
+  }
+}
+
+#define D2R_INSTANTIATE(T)                                                                                             \
+  template void Mlp::init<T>(Context&, VectorView<T>, std::uint64_t) const;                                            \
+  template void Mlp::forward<T>(Context&, ConstVector<T>, ConstMatrix<T>, VectorView<T>, MatrixView<T>) const;         \
+  template void Mlp::backward<T>(Context&, ConstVector<T>, ConstMatrix<T>, ConstVector<T>, ConstMatrix<T>,             \
+                                 VectorView<T>, MatrixView<T>) const;                                                  \
+  template void Mlp::forward_tangent<T>(Context&, ConstVector<T>, ConstVector<T>, ConstMatrix<T>, ConstVector<T>,      \
+                                        VectorView<T>, MatrixView<T>) const;                                           \
+  template void Mlp::backward_tangent<T>(Context&, ConstVector<T>, ConstVector<T>, ConstMatrix<T>, ConstVector<T>,     \
+                                         ConstVector<T>, ConstMatrix<T>, ConstMatrix<T>, VectorView<T>) const;
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r

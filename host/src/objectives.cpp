@@ -13,6 +13,7 @@
 #include "d2r/objectives.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/src/head_checks.hpp"
+#include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/launch.hpp"
@@ -22,100 +23,7 @@ namespace {
 
 using detail::MatrixArg;
 
-/// Value checks off for the primitives called by a composite whose inputs were checked once.
-class ChecksOff {
- public:
-  explicit ChecksOff(Context& ctx) : ctx_(ctx), saved_(ctx.value_checks()) { ctx.set_value_checks(ValueChecks::none); }
-  ~ChecksOff() { ctx_.set_value_checks(saved_); }
-  ChecksOff(const ChecksOff&) = delete;
-  ChecksOff& operator=(const ChecksOff&) = delete;
-
- private:
-  Context& ctx_;
-  ValueChecks saved_;
-};
-
-// ---------------------------------------------------------------- head traits
-template <class Head>
-struct HeadTraits;
-template <class T>
-struct HeadTraits<DiagGaussian<T>> {
-  using Grad = DiagGaussianGrad<T>;
-  using Sample = T;
-  using Targets = ConstMatrix<T>;
-  static std::int64_t rows(const DiagGaussian<T>& h) { return h.mean.rows; }
-  static std::int64_t dim(const DiagGaussian<T>& h) { return h.mean.cols; }
-  static std::int64_t sample_rows(const DiagGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
-  static std::int64_t sample_cols(const DiagGaussian<T>& h, std::int64_t) { return dim(h); }
-};
-template <class T>
-struct HeadTraits<CholeskyGaussian<T>> {
-  using Grad = CholeskyGaussianGrad<T>;
-  using Sample = T;
-  using Targets = ConstMatrix<T>;
-  static std::int64_t rows(const CholeskyGaussian<T>& h) { return h.mean.rows; }
-  static std::int64_t dim(const CholeskyGaussian<T>& h) { return h.mean.cols; }
-  static std::int64_t sample_rows(const CholeskyGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
-  static std::int64_t sample_cols(const CholeskyGaussian<T>& h, std::int64_t) { return dim(h); }
-};
-template <class T>
-struct HeadTraits<Categorical<T>> {
-  using Grad = CategoricalGrad<T>;
-  using Sample = std::int32_t;
-  using Targets = VectorView<const std::int32_t>;
-  static std::int64_t rows(const Categorical<T>& h) { return h.logits.rows; }
-  static std::int64_t dim(const Categorical<T>& h) { return h.logits.cols; }
-  static std::int64_t sample_rows(const Categorical<T>& h, std::int64_t) { return rows(h); }
-  static std::int64_t sample_cols(const Categorical<T>&, std::int64_t G) { return G; }
-};
-
-template <class T>
-constexpr bool is_categorical(const Categorical<T>*) {
-  return true;
-}
-template <class H>
-constexpr bool is_categorical(const H*) {
-  return false;
-}
-
-// ---------------------------------------------------------------- checks
-template <class T, class Head>
-MatrixArg check_targets(Context& ctx, std::string_view fn, const Head& head, ConstMatrix<T> targets) {
-  const MatrixArg arg("targets", targets);
-  detail::check_matrix(ctx, fn, arg, HeadTraits<Head>::rows(head), HeadTraits<Head>::dim(head));
-  detail::check_values<T>(ctx, fn, "targets", targets, detail::ValueRule::finite);
-  return arg;
-}
-template <class T>
-MatrixArg check_targets(Context& ctx, std::string_view fn, const Categorical<T>& head,
-                        VectorView<const std::int32_t> labels) {
-  const MatrixArg arg("labels", labels);
-  detail::check_matrix(ctx, fn, arg, 1, head.logits.rows);
-  detail::check_indices(ctx, fn, "labels", MatrixView<const std::int32_t>{labels.data, 1, labels.size, labels.size},
-                        static_cast<std::int32_t>(head.logits.cols));
-  return arg;
-}
-
-template <class T>
-void check_options(std::string_view fn, const PgOptions<T>& o, std::int64_t rows) {
-  D2R_EXPECTS(o.entropy_weight >= T(0) && std::isfinite(o.entropy_weight), fn, "options.entropy_weight",
-              "expected a finite λ >= 0, got {}", o.entropy_weight);
-  D2R_EXPECTS(o.log_prob_clip >= T(0) && std::isfinite(o.log_prob_clip), fn, "options.log_prob_clip",
-              "expected a finite c >= 0 (0 = no clipping), got {}", o.log_prob_clip);
-  D2R_EXPECTS(o.normaliser_rows == 0 || o.normaliser_rows >= rows, fn, "options.normaliser_rows",
-              "expected 0 (this call's rows) or the whole batch's rows >= {}, got {}", rows, o.normaliser_rows);
-}
-
-template <class T, class Head>
-reference::ObjectiveScale<T> scale_of(const Head& head, const PgOptions<T>& o, std::int64_t generations) {
-  const bool categorical = is_categorical(static_cast<const Head*>(nullptr));
-  const T per_dim = o.per_dimension_mean && !categorical ? T(1) / T(HeadTraits<Head>::dim(head)) : T(1);
-  const std::int64_t rows = HeadTraits<Head>::rows(head);
-  return {per_dim, T(o.normaliser_rows > 0 ? o.normaliser_rows : rows), generations};
-}
-kernels::ObjectiveScale to_kernel(const reference::ObjectiveScale<float>& s) {
-  return {s.per_dim, s.normaliser, s.generations};
-}
+using namespace objective_common;  // ChecksOff, HeadTraits, check_targets, check_options, scale_of, to_kernel
 
 /// Row outputs: row_loss length B (required), row_reward length B or empty; none aliases the
 /// inputs nor each other. Returns them for the gradient aliasing checks.
@@ -162,10 +70,6 @@ std::vector<MatrixArg> check_objective(Context& ctx, std::string_view fn, const 
   outputs.insert(outputs.end(), grads.begin(), grads.end());
   outputs.insert(outputs.end(), inputs.begin(), inputs.end());
   return outputs;  // outputs first, then inputs: everything an intermediate must not overlap
-}
-
-math::DrawPosition position(const Context& ctx, DrawKey key) {
-  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
 }
 
 // ---------------------------------------------------------------- unfused composition
@@ -260,7 +164,7 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
     if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_diag_gaussian_fusable(head, G)) {
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
-      kernels::pg_surrogate_diag_gaussian(ctx.stream(), head, targets, r, options, position(ctx, key),
+      kernels::pg_surrogate_diag_gaussian(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
                                           to_kernel(scale_of(head, options, G)), rows, grad, ws);
       return;
     }
@@ -269,14 +173,14 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
     if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_cholesky_gaussian_fusable(head, G)) {
       const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
-      kernels::pg_surrogate_cholesky_gaussian(ctx.stream(), head, targets, r, options, position(ctx, key),
+      kernels::pg_surrogate_cholesky_gaussian(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
                                               to_kernel(scale_of(head, options, G)), rows, grad, ws);
       return;
     }
   }
   if constexpr (std::is_same_v<Head, Categorical<float>>) {
     if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_categorical_fusable(head, G)) {
-      kernels::pg_surrogate_categorical(ctx.stream(), head, targets, r, options, position(ctx, key),
+      kernels::pg_surrogate_categorical(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
                                         to_kernel(scale_of(head, options, G)), rows, grad);
       return;
     }
@@ -298,7 +202,7 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
   D2R_EXPECTS(options.log_prob_clip == T(0), fn, "options.log_prob_clip",
               "the pathwise objective has no log-probability to clip; expected 0, got {}", options.log_prob_clip);
   const auto s = scale_of(head, options, G);
-  const math::DrawPosition pos = position(ctx, key);
+  const math::DrawPosition pos = detail::draw_position(ctx, key);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
     if (ctx.backend() == Backend::cpu) {
       reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad);

@@ -4,6 +4,8 @@
 #include "d2r/context.hpp"
 #include "d2r/distributions.hpp"
 #include "d2r/error.hpp"
+#include "d2r/heuristic.hpp"
+#include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
 #include "d2r/solvers.hpp"

@@ -1,0 +1,114 @@
+#pragma once
+// Helpers shared by the composite entry points of the objectives (objectives.cpp) and of the
+// second-order reward pieces (mixed_product.cpp): the value-checks guard, per-head traits, the
+// target and option checks, and the objective scale. Internal header.
+
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+
+#include "d2r/context.hpp"
+#include "d2r/distributions.hpp"
+#include "d2r/objectives.hpp"
+#include "host/reference/objectives_ref.hpp"
+#include "host/src/validate.hpp"
+#include "kernels/launch.hpp"
+
+namespace d2r::objective_common {
+
+/// Value checks off for the primitives called by a composite whose inputs were checked once.
+class ChecksOff {
+ public:
+  explicit ChecksOff(Context& ctx) : ctx_(ctx), saved_(ctx.value_checks()) { ctx.set_value_checks(ValueChecks::none); }
+  ~ChecksOff() { ctx_.set_value_checks(saved_); }
+  ChecksOff(const ChecksOff&) = delete;
+  ChecksOff& operator=(const ChecksOff&) = delete;
+
+ private:
+  Context& ctx_;
+  ValueChecks saved_;
+};
+
+// ---------------------------------------------------------------- head traits
+template <class Head>
+struct HeadTraits;
+template <class T>
+struct HeadTraits<DiagGaussian<T>> {
+  using Grad = DiagGaussianGrad<T>;
+  using Sample = T;
+  using Targets = ConstMatrix<T>;
+  static std::int64_t rows(const DiagGaussian<T>& h) { return h.mean.rows; }
+  static std::int64_t dim(const DiagGaussian<T>& h) { return h.mean.cols; }
+  static std::int64_t sample_rows(const DiagGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
+  static std::int64_t sample_cols(const DiagGaussian<T>& h, std::int64_t) { return dim(h); }
+};
+template <class T>
+struct HeadTraits<CholeskyGaussian<T>> {
+  using Grad = CholeskyGaussianGrad<T>;
+  using Sample = T;
+  using Targets = ConstMatrix<T>;
+  static std::int64_t rows(const CholeskyGaussian<T>& h) { return h.mean.rows; }
+  static std::int64_t dim(const CholeskyGaussian<T>& h) { return h.mean.cols; }
+  static std::int64_t sample_rows(const CholeskyGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
+  static std::int64_t sample_cols(const CholeskyGaussian<T>& h, std::int64_t) { return dim(h); }
+};
+template <class T>
+struct HeadTraits<Categorical<T>> {
+  using Grad = CategoricalGrad<T>;
+  using Sample = std::int32_t;
+  using Targets = VectorView<const std::int32_t>;
+  static std::int64_t rows(const Categorical<T>& h) { return h.logits.rows; }
+  static std::int64_t dim(const Categorical<T>& h) { return h.logits.cols; }
+  static std::int64_t sample_rows(const Categorical<T>& h, std::int64_t) { return rows(h); }
+  static std::int64_t sample_cols(const Categorical<T>&, std::int64_t G) { return G; }
+};
+
+template <class T>
+constexpr bool is_categorical(const Categorical<T>*) {
+  return true;
+}
+template <class H>
+constexpr bool is_categorical(const H*) {
+  return false;
+}
+
+// ---------------------------------------------------------------- checks
+template <class T, class Head>
+detail::MatrixArg check_targets(Context& ctx, std::string_view fn, const Head& head, ConstMatrix<T> targets) {
+  const detail::MatrixArg arg("targets", targets);
+  detail::check_matrix(ctx, fn, arg, HeadTraits<Head>::rows(head), HeadTraits<Head>::dim(head));
+  detail::check_values<T>(ctx, fn, "targets", targets, detail::ValueRule::finite);
+  return arg;
+}
+template <class T>
+detail::MatrixArg check_targets(Context& ctx, std::string_view fn, const Categorical<T>& head,
+                                VectorView<const std::int32_t> labels) {
+  const detail::MatrixArg arg("labels", labels);
+  detail::check_matrix(ctx, fn, arg, 1, head.logits.rows);
+  detail::check_indices(ctx, fn, "labels", MatrixView<const std::int32_t>{labels.data, 1, labels.size, labels.size},
+                        static_cast<std::int32_t>(head.logits.cols));
+  return arg;
+}
+
+template <class T>
+void check_options(std::string_view fn, const PgOptions<T>& o, std::int64_t rows) {
+  D2R_EXPECTS(o.entropy_weight >= T(0) && std::isfinite(o.entropy_weight), fn, "options.entropy_weight",
+              "expected a finite λ >= 0, got {}", o.entropy_weight);
+  D2R_EXPECTS(o.log_prob_clip >= T(0) && std::isfinite(o.log_prob_clip), fn, "options.log_prob_clip",
+              "expected a finite c >= 0 (0 = no clipping), got {}", o.log_prob_clip);
+  D2R_EXPECTS(o.normaliser_rows == 0 || o.normaliser_rows >= rows, fn, "options.normaliser_rows",
+              "expected 0 (this call's rows) or the whole batch's rows >= {}, got {}", rows, o.normaliser_rows);
+}
+
+template <class T, class Head>
+reference::ObjectiveScale<T> scale_of(const Head& head, const PgOptions<T>& o, std::int64_t generations) {
+  const bool categorical = is_categorical(static_cast<const Head*>(nullptr));
+  const T per_dim = o.per_dimension_mean && !categorical ? T(1) / T(HeadTraits<Head>::dim(head)) : T(1);
+  const std::int64_t rows = HeadTraits<Head>::rows(head);
+  return {per_dim, T(o.normaliser_rows > 0 ? o.normaliser_rows : rows), generations};
+}
+inline kernels::ObjectiveScale to_kernel(const reference::ObjectiveScale<float>& s) {
+  return {s.per_dim, s.normaliser, s.generations};
+}
+
+}  // namespace d2r::objective_common
