@@ -122,6 +122,20 @@ TEST_F(DiagGaussianErrors, OutputsMustNotAliasInputs) {
   expect_untouched();
 }
 
+TEST_F(DiagGaussianErrors, InterleavedOutputsAreDisjointOnlyWhenTheirColumnsAre) {
+  // The [mean | log_std] halves of one B x 2n matrix share rows but no element: allowed.
+  std::vector<float> both(B * 2 * n, 0.0f);
+  const d2r::MatrixView<float> mean_half{both.data(), B, n, 2 * n}, log_std_half{both.data() + n, B, n, 2 * n};
+  EXPECT_NO_THROW(d2r::backward(ctx, head(), samples(), d2r::matrix_view<const float>(c.data(), B, G), {},
+                                d2r::DiagGaussianGrad<float>{mean_half, log_std_half}));
+  // Columns [0, n) and [n - 1, 2n - 1) of the same rows do share an element: rejected.
+  const d2r::MatrixView<float> shifted{both.data() + n - 1, B, n, 2 * n};
+  expect_error([&] {
+    d2r::backward(ctx, head(), samples(), d2r::matrix_view<const float>(c.data(), B, G), {},
+                  d2r::DiagGaussianGrad<float>{mean_half, shifted});
+  }, "grad.mean", "overlaps argument 'grad.log_std'");
+}
+
 TEST_F(DiagGaussianErrors, DoubleOnTheCudaBackendIsUnsupported) {
   D2R_REQUIRE_GPU();
   d2r::Context gpu({.backend = d2r::Backend::cuda});

@@ -36,10 +36,30 @@ void check_matrix(const Context& ctx, std::string_view function, const MatrixArg
   }
 }
 
+namespace {
+/// Whether two strided views share an element. Views whose address ranges interleave (for
+/// example the [mean | log_std] halves of one network output, same row stride) are disjoint when
+/// their column ranges within the common row stride do not meet; anything else that shares an
+/// address range counts as overlapping (conservative).
+bool views_overlap(const MatrixArg& a, const MatrixArg& b) {
+  if (!(a.begin() < b.end() && b.begin() < a.end())) return false;
+  if (a.element_size != b.element_size || a.row_stride != b.row_stride || a.rows <= 1 || b.rows <= 1) return true;
+  const auto elem = static_cast<std::intptr_t>(a.element_size);
+  const std::intptr_t bytes = static_cast<std::intptr_t>(b.begin()) - static_cast<std::intptr_t>(a.begin());
+  if (bytes % elem != 0) return true;
+  const std::int64_t stride = a.row_stride;
+  const auto first = [stride](const MatrixArg& lo, const MatrixArg& hi, std::int64_t offset) {
+    const std::int64_t column = ((offset % stride) + stride) % stride;  // hi's first column in lo's rows
+    return !(lo.cols <= column && column + hi.cols <= stride);
+  };
+  const std::int64_t d = bytes / elem;
+  return d >= 0 ? first(a, b, d) : first(b, a, -d);
+}
+}  // namespace
+
 void check_disjoint(std::string_view function, const MatrixArg& output, const MatrixArg& other) {
   if (output.data == nullptr || other.data == nullptr) return;
-  const bool overlap = output.begin() < other.end() && other.begin() < output.end();
-  D2R_EXPECTS(!overlap, function, output.name, "output memory overlaps argument '{}'", other.name);
+  D2R_EXPECTS(!views_overlap(output, other), function, output.name, "output memory overlaps argument '{}'", other.name);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include "d2r/heuristic.hpp"
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
+#include "d2r/policy_curvature.hpp"
 #include "d2r/second_order.hpp"
 #include "d2r/solvers.hpp"
 #include "d2r/optim.hpp"

@@ -1,0 +1,79 @@
+#pragma once
+/// @file policy_curvature.hpp
+/// The inner objective's curvature with respect to the policy-network parameters θ, as a linear
+/// operator for the implicit solvers (DESIGN.md §6): exact Hessian-vector products by
+/// forward-over-reverse through an MLP feeding a diagonal-Gaussian head.
+///
+/// The policy: an Mlp whose 2n outputs are read as [mean | log_std] (state-dependent log-std).
+/// The objective: the REINFORCE surrogate of pg_surrogate (same reward, options and key), with
+/// the samples and the advantages held fixed at the θ of prepare() — the curvature of the
+/// paper's implicit step. One HVP costs a forward tangent, the head's backward tangent and the
+/// network's backward tangent: about three gradients.
+///
+/// @code
+///   d2r::DiagGaussianPolicyCurvature<float> curvature(ctx, net, B);
+///   curvature.prepare(theta, x, y, reward, G, options, {.step = k}, grad_inner);   // at θ*
+///   d2r::SolveReport<float> rep =
+///       d2r::conjugate_gradient(ctx, curvature.as_operator(), grad_outer, w, {.damping = 1e-3f});
+/// @endcode
+///
+/// Lifetime. The object keeps views of `params`, `x` and `targets` and the Mlp by reference:
+/// they must stay alive and unchanged from prepare() until the last apply(). Its own buffers are
+/// allocated by the first prepare() (and again only when a later call needs more), so the
+/// applies of a solve allocate nothing. Not thread-safe; one per context.
+
+#include <cstdint>
+#include <memory>
+
+#include "d2r/buffer.hpp"
+#include "d2r/context.hpp"
+#include "d2r/distributions.hpp"
+#include "d2r/network.hpp"
+#include "d2r/objectives.hpp"
+#include "d2r/solvers.hpp"
+
+namespace d2r {
+
+template <class T>
+class DiagGaussianPolicyCurvature {
+ public:
+  /// `net` must have an even number of outputs 2n; `batch` is the number of rows B of x.
+  DiagGaussianPolicyCurvature(Context& ctx, const Mlp& net, std::int64_t batch);
+
+  /// Evaluates the policy at θ = params on x (B x inputs), draws G samples per row with `key`,
+  /// scores them against `targets` (B x n) and keeps samples, advantages and the cotangents of
+  /// the surrogate; writes the inner gradient ∇θ L_in into `grad` (parameter_count entries).
+  void prepare(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+               std::int64_t generations, const PgOptions<T>& options, DrawKey key, VectorView<T> grad);
+
+  /// hv = ∇²θ L_in · v (both parameter_count entries), samples and advantages fixed.
+  void apply(ConstVector<T> v, VectorView<T> hv);
+
+  /// The same as a LinearOperator (captures this object by reference).
+  [[nodiscard]] LinearOperator<T> as_operator();
+
+  /// What prepare() kept: samples ((B·G) x n), advantages (B x G), the cotangent of log p
+  /// (B x G) and of the entropy (B), and the per-row losses (B) of the surrogate.
+  [[nodiscard]] MatrixView<const T> samples() const;
+  [[nodiscard]] MatrixView<const T> advantages() const;
+  [[nodiscard]] MatrixView<const T> log_prob_cotangent() const;
+  [[nodiscard]] VectorView<const T> entropy_cotangent() const;
+  [[nodiscard]] VectorView<const T> row_loss() const;
+
+ private:
+  DiagGaussian<T> head_of(MatrixView<const T> out) const;
+  void ensure_buffers(std::int64_t generations);
+
+  Context& ctx_;
+  const Mlp& net_;
+  std::int64_t batch_, n_;
+  std::int64_t generations_ = 0;
+  bool prepared_ = false;
+  ConstVector<T> params_{};
+  ConstMatrix<T> x_{};
+  // Network values (B x 2n) and caches; head samples and scores.
+  Buffer<T> out_, cache_, tangent_cache_, tangent_out_, d_head_, d_head_tangent_;
+  Buffer<T> samples_, log_prob_, rewards_, advantages_, d_log_prob_, entropy_, d_entropy_, row_loss_;
+};
+
+}  // namespace d2r
