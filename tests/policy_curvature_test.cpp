@@ -140,6 +140,45 @@ TEST(PolicyCurvatureSolve, CgOnTheOperatorMatchesADenseSolve) {
   D2R_EXPECT_CLOSE(w, w_dense, 1e-6, 1e-8);
 }
 
+TEST(PolicyCurvatureMixed, MixedProductIsTheRewardDerivativeOfTheGradientAlongW) {
+  for (RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+    for (Transform t : {Transform::none, Transform::standardize}) {
+      Problem s(d2r::Activation::tanh, form, t);
+      const auto P = static_cast<std::int64_t>(s.params.size());
+      const auto U = static_cast<std::int64_t>(s.u.size());
+      TestRng rng(4);
+      const auto w = rng.vector<double>(P, -1, 1);
+      const auto gradient_dot_w = [&]() {  // ⟨∇θ L_in(φ), w⟩; θ and the key fixed, so the samples are too
+        d2r::DiagGaussianPolicyCurvature<double> c(s.ctx, s.net, s.B);
+        std::vector<double> grad(P);
+        c.prepare(s.theta(), d2r::matrix_view<const double>(s.x.data(), s.B, 3), d2r::matrix_view<const double>(s.y.data(), s.B, s.n),
+                  s.reward(), s.G, s.options, {.step = 2}, d2r::vector_view(grad.data(), P));
+        double dot = 0;
+        for (std::int64_t i = 0; i < P; ++i) dot += grad[i] * w[i];
+        return dot;
+      };
+      d2r::DiagGaussianPolicyCurvature<double> c(s.ctx, s.net, s.B);
+      std::vector<double> grad(P), mixed(U);
+      c.prepare(s.theta(), d2r::matrix_view<const double>(s.x.data(), s.B, 3), d2r::matrix_view<const double>(s.y.data(), s.B, s.n),
+                s.reward(), s.G, s.options, {.step = 2}, d2r::vector_view(grad.data(), P));
+      c.mixed_product({w.data(), P}, d2r::vector_view(mixed.data(), U));
+      double norm = 0;
+      for (std::int64_t i = 0; i < U; ++i) {
+        EXPECT_NEAR(mixed[i], d2r::test::central_difference(s.u, static_cast<std::size_t>(i), gradient_dot_w),
+                    1e-6 * (1 + std::abs(mixed[i])))
+            << d2r::to_string(t) << " param " << i;
+        norm += std::abs(mixed[i]);
+      }
+      if (form == RewardForm::scalar && t == Transform::standardize) {
+        // Standardised advantages do not depend on the scale u of the rewards (up to ε).
+        EXPECT_LT(norm, 1e-5);
+      } else {
+        EXPECT_GT(norm, 1e-4);
+      }
+    }
+  }
+}
+
 TEST(PolicyCurvatureErrors, BadInput) {
   d2r::Context ctx({.backend = d2r::Backend::cpu});
   const d2r::Mlp odd({.inputs = 2, .outputs = 3});

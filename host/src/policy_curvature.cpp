@@ -85,6 +85,10 @@ void DiagGaussianPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<
   net_.backward(ctx_, params, x, cache_.vector(), d_head, grad, {});
   params_ = params;
   x_ = x;
+  targets_ = targets;
+  reward_ = reward;
+  options_ = options;
+  key_ = key;
   generations_ = G;
   prepared_ = true;
 }
@@ -104,6 +108,18 @@ void DiagGaussianPolicyCurvature<T>::apply(ConstVector<T> v, VectorView<T> hv) {
                                        MatrixView<T>{d_head_tangent.data + n_, B, n_, 2 * n_}});
   net_.backward_tangent(ctx_, params_, v, x_, cache_.vector(), tangent_cache_.vector(),
                         std::as_const(d_head_).matrix(B, 2 * n_), d_head_tangent, hv);
+}
+
+template <class T>
+void DiagGaussianPolicyCurvature<T>::mixed_product(ConstVector<T> w, VectorView<T> grad_params) {
+  constexpr std::string_view fn = "DiagGaussianPolicyCurvature::mixed_product";
+  D2R_EXPECTS(prepared_, fn, "this", "prepare() must succeed before mixed_product()");
+  const std::int64_t B = batch_;
+  // ḣ = J_head w, then the head-level mixed product (which regenerates the same samples).
+  const MatrixView<T> tangent_out = tangent_out_.matrix(B, 2 * n_);
+  net_.forward_tangent(ctx_, params_, w, x_, cache_.vector(), tangent_cache_.vector(), tangent_out);
+  d2r::mixed_product(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), targets_, reward_, generations_, options_,
+                     key_, head_of(tangent_out), grad_params);
 }
 
 template <class T>

@@ -17,7 +17,8 @@
 ///       d2r::conjugate_gradient(ctx, curvature.as_operator(), grad_outer, w, {.damping = 1e-3f});
 /// @endcode
 ///
-/// Lifetime. The object keeps views of `params`, `x` and `targets` and the Mlp by reference:
+/// Lifetime. The object keeps views of `params`, `x`, `targets` and the reward parameters, and
+/// the Mlp by reference:
 /// they must stay alive and unchanged from prepare() until the last apply(). Its own buffers are
 /// allocated by the first prepare() (and again only when a later call needs more), so the
 /// applies of a solve allocate nothing. Not thread-safe; one per context.
@@ -49,6 +50,12 @@ class DiagGaussianPolicyCurvature {
   /// hv = ∇²θ L_in · v (both parameter_count entries), samples and advantages fixed.
   void apply(ConstVector<T> v, VectorView<T> hv);
 
+  /// The mixed second derivative applied to a parameter direction w:
+  ///   grad_params = ∇_φ ( ∇θ L_in · w )   (reward.params layout),
+  /// with the reward, targets, options and key of prepare(), so that the hypergradient of the
+  /// implicit step is h = −mixed_product(w) for the solution w of (H + δI) w = ∇θ L_out.
+  void mixed_product(ConstVector<T> w, VectorView<T> grad_params);
+
   /// The same as a LinearOperator (captures this object by reference).
   [[nodiscard]] LinearOperator<T> as_operator();
 
@@ -71,6 +78,10 @@ class DiagGaussianPolicyCurvature {
   bool prepared_ = false;
   ConstVector<T> params_{};
   ConstMatrix<T> x_{};
+  ConstMatrix<T> targets_{};
+  MahalanobisReward<T> reward_{};
+  PgOptions<T> options_{};
+  DrawKey key_{};
   // Network values (B x 2n) and caches; head samples and scores.
   Buffer<T> out_, cache_, tangent_cache_, tangent_out_, d_head_, d_head_tangent_;
   Buffer<T> samples_, log_prob_, rewards_, advantages_, d_log_prob_, entropy_, d_entropy_, row_loss_;
