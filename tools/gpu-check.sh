@@ -38,7 +38,7 @@ for tool in memcheck racecheck initcheck; do
 done
 
 step "benchmarks"
-for b in distributions objectives; do
+for b in distributions objectives curvature; do
   build-gpu/bench/${b}_bench --benchmark_out="$out/bench-$b.json" --benchmark_out_format=json \
     --benchmark_min_time=0.2 >"$out/bench-$b.txt" 2>&1 || status=1
 done

@@ -1,0 +1,86 @@
+// The implicit step's linear algebra at the paper's model-based-RL size (MLP 23→[64,64]→2·17,
+// diagonal-Gaussian policy, G = 5): the inner gradient (prepare), one Hessian-vector product
+// (apply; the DESIGN target is ≤ 3 gradients) and a CG solve on the operator (normal equations). The ratio of the
+// apply and prepare times is the HVP/gradient cost. GPU variants skip without a device; the CPU
+// reference runs everywhere at a smaller batch.
+#include <benchmark/benchmark.h>
+
+#include "bench/bench_common.hpp"
+#include "d2r/d2r.hpp"
+
+namespace {
+
+using d2r::bench::filled;
+
+struct Curvature {
+  d2r::Context ctx;
+  std::int64_t B, n = 17, G = 5;
+  d2r::Mlp net{{.inputs = 23, .hidden = {64, 64}, .outputs = 34, .activation = d2r::Activation::relu}};
+  d2r::Buffer<float> params, x, y, u, grad, v, hv;
+  d2r::DiagGaussianPolicyCurvature<float> curvature;
+  Curvature(bool gpu, std::int64_t rows)
+      : ctx({.backend = gpu ? d2r::Backend::cuda : d2r::Backend::cpu, .seed = 1, .value_checks = d2r::ValueChecks::none}),
+        B(rows), params(ctx, net.parameter_count()), x(ctx, filled(B * 23, -1, 1, 1)), y(ctx, filled(B * n, -1, 1, 2)),
+        u(ctx, std::vector<float>{0.08f}), grad(ctx, net.parameter_count()),
+        v(ctx, filled(net.parameter_count(), -1, 1, 3)), hv(ctx, net.parameter_count()), curvature(ctx, net, B) {
+    net.init(ctx, params.vector(), 7);
+    prepare();
+  }
+  void prepare() {
+    curvature.prepare(params.vector(), x.matrix(B, 23), y.matrix(B, n),
+                      {d2r::RewardForm::scalar, u.vector()}, G, {.entropy_weight = 1.0f}, {.step = 1}, grad.vector());
+  }
+  /// FLOPs of one forward pass of the trunk (2·B·Σ in·out), the unit of the HVP cost.
+  double forward_flops() const {
+    double f = 0;
+    for (std::int64_t l = 0; l < net.layer_count(); ++l) f += 2.0 * B * net.layer(l).inputs * net.layer(l).outputs;
+    return f;
+  }
+};
+
+void run(benchmark::State& state, Curvature& c, bool gpu, double flops, const std::function<void()>& work) {
+  const double bytes = 4.0 * static_cast<double>(c.B) * (23 + 17);
+  if (gpu) {
+    d2r::bench::run_gpu(state, c.ctx, bytes, flops, work);
+  } else {
+    d2r::bench::run_cpu(state, bytes, flops, work);
+  }
+}
+
+void gradient(benchmark::State& state, bool gpu) {
+  if (gpu && d2r::bench::skip_without_gpu(state)) return;
+  Curvature c(gpu, state.range(0));
+  run(state, c, gpu, 3 * c.forward_flops(), [&] { c.prepare(); });
+}
+
+void hvp(benchmark::State& state, bool gpu) {
+  if (gpu && d2r::bench::skip_without_gpu(state)) return;
+  Curvature c(gpu, state.range(0));
+  run(state, c, gpu, 5 * c.forward_flops(), [&] { c.curvature.apply(c.v.vector(), c.hv.vector()); });
+}
+
+void cg_solve(benchmark::State& state, bool gpu) {
+  if (gpu && d2r::bench::skip_without_gpu(state)) return;
+  Curvature c(gpu, state.range(0));
+  d2r::Buffer<float> w(c.ctx, c.net.parameter_count());
+  // The surrogate's Hessian need not be positive definite: CG on the normal equations (the
+  // paper's choice), two HVPs per iteration, a fixed iteration count (tolerance unreachable).
+  const d2r::CgOptions<float> options{.damping = 1e-2f, .tolerance = 1e-30f, .max_iterations = state.range(1)};
+  d2r::SolveReport<float> report{};
+  run(state, c, gpu, 0, [&] {
+    report = d2r::conjugate_gradient_normal<float>(c.ctx, c.curvature.as_operator(), c.grad.vector(), w.vector(), options);
+  });
+  state.counters["solver_iterations"] = static_cast<double>(report.iterations);
+}
+
+}  // namespace
+
+// B = 70k rows: the paper's HalfCheetah transitions, full batch.
+BENCHMARK_CAPTURE(gradient, gpu, true)->Arg(70000)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(hvp, gpu, true)->Arg(70000)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cg_solve, gpu, true)->Args({70000, 10})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(gradient, cpu, false)->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(hvp, cpu, false)->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cg_solve, cpu, false)->Args({1024, 5})->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
