@@ -54,6 +54,59 @@ void diag_surrogate(benchmark::State& state, bool gpu, d2r::RewardForm form) {
   state.SetItemsProcessed(state.iterations() * B * G);
 }
 
+/// Fused surrogate of the categorical head (one-hot reward βI): the logits are read about twice
+/// (statistics and draws, then the gradient) and the B x C gradient written once.
+void categorical_surrogate(benchmark::State& state, bool gpu) {
+  if (gpu && d2r::bench::skip_without_gpu(state)) return;
+  d2r::Context ctx({.backend = gpu ? d2r::Backend::cuda : d2r::Backend::cpu, .seed = 1,
+                    .value_checks = d2r::ValueChecks::none});
+  const std::int64_t B = state.range(0), C = state.range(1), G = state.range(2);
+  std::vector<std::int32_t> labels(B);
+  for (std::int64_t b = 0; b < B; ++b) labels[b] = static_cast<std::int32_t>((b * 7919) % C);
+  d2r::Buffer<float> logits(ctx, filled(B * C, -4, 4, 5)), beta(ctx, std::vector<float>{1.0f}), loss(ctx, B), grad(ctx, B * C);
+  d2r::Buffer<std::int32_t> y(ctx, std::span<const std::int32_t>(labels));
+  const d2r::Categorical<float> head{std::as_const(logits).matrix(B, C)};
+  std::uint64_t step = 0;
+  const auto work = [&] {
+    d2r::pg_surrogate(ctx, head, std::as_const(y).vector(), d2r::MahalanobisReward<float>{d2r::RewardForm::scalar, beta.vector()}, G,
+                      d2r::PgOptions<float>{.entropy_weight = 0.1f}, {.step = step++}, {loss.vector(), {}},
+                      d2r::CategoricalGrad<float>{grad.matrix(B, C)});
+  };
+  const double bytes = 4.0 * (2.0 * B * C + 2.0 * B);  // logits in, gradient out, labels, row losses
+  if (gpu) {
+    d2r::bench::run_gpu(state, ctx, bytes, 0, work);
+  } else {
+    d2r::bench::run_cpu(state, bytes, 0, work);
+  }
+  state.SetItemsProcessed(state.iterations() * B * G);
+}
+
+/// Fused surrogate of the Cholesky head (scalar reward): head outputs and targets read once,
+/// gradient written once; O(n²) work per draw.
+void cholesky_surrogate(benchmark::State& state, bool gpu) {
+  if (gpu && d2r::bench::skip_without_gpu(state)) return;
+  d2r::Context ctx({.backend = gpu ? d2r::Backend::cuda : d2r::Backend::cpu, .seed = 1,
+                    .value_checks = d2r::ValueChecks::none});
+  const std::int64_t B = state.range(0), n = state.range(1), G = state.range(2), P = n * (n + 1) / 2;
+  d2r::Buffer<float> mean(ctx, filled(B * n, -1, 1, 1)), tril(ctx, filled(B * P, -0.3f, 0.3f, 2)), y(ctx, filled(B * n, -1, 1, 3)),
+      u(ctx, std::vector<float>{0.2f}), loss(ctx, B), gm(ctx, B * n), gt(ctx, B * P);
+  const d2r::CholeskyGaussian<float> head{std::as_const(mean).matrix(B, n), std::as_const(tril).matrix(B, P)};
+  std::uint64_t step = 0;
+  const auto work = [&] {
+    d2r::pg_surrogate(ctx, head, y.matrix(B, n), d2r::MahalanobisReward<float>{d2r::RewardForm::scalar, u.vector()}, G,
+                      d2r::PgOptions<float>{.entropy_weight = 1.0f}, {.step = step++}, {loss.vector(), {}},
+                      d2r::CholeskyGaussianGrad<float>{gm.matrix(B, n), gt.matrix(B, P)});
+  };
+  const double bytes = 4.0 * (2.0 * B * (n + P) + B * n + B);
+  const double flops = static_cast<double>(B * G) * 6.0 * static_cast<double>(P);
+  if (gpu) {
+    d2r::bench::run_gpu(state, ctx, bytes, flops, work);
+  } else {
+    d2r::bench::run_cpu(state, bytes, flops, work);
+  }
+  state.SetItemsProcessed(state.iterations() * B * G);
+}
+
 void fused_scalar(benchmark::State& s, bool gpu) { diag_surrogate<true>(s, gpu, d2r::RewardForm::scalar); }
 void fused_diagonal(benchmark::State& s, bool gpu) { diag_surrogate<true>(s, gpu, d2r::RewardForm::diagonal); }
 void fused_full(benchmark::State& s, bool gpu) { diag_surrogate<true>(s, gpu, d2r::RewardForm::full); }
@@ -78,6 +131,12 @@ BENCHMARK_CAPTURE(fused_diagonal, gpu, true)->Apply(fused_args)->UseManualTime()
 BENCHMARK_CAPTURE(fused_full, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 16, 64, 5})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(unfused_scalar, gpu, true)->Apply(unfused_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(unfused_diagonal, gpu, true)->Apply(unfused_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_surrogate, gpu, true)->Args({1 << 16, 10, 50})->Args({4096, 32000, 5})->Args({512, 1 << 17, 5})
+    ->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_surrogate, gpu, true)->Args({1 << 16, 17, 5})->Args({1 << 14, 64, 5})->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(categorical_surrogate, cpu, false)->Args({1024, 10, 50})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(cholesky_surrogate, cpu, false)->Args({1024, 17, 5})->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(fused_scalar, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(unfused_scalar, cpu, false)->Args({4096, 17, 5})->Unit(benchmark::kMicrosecond);
 
