@@ -121,18 +121,7 @@ void backward(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   const std::int64_t batch = head.logits.rows, classes = head.logits.cols;
   std::vector<MatrixArg> inputs{MatrixArg("head.logits", head.logits)};
   const bool has_log_prob = !d_log_prob.empty();
-  if (has_log_prob) {
-    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
-                d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch, d_log_prob.cols);
-    inputs.emplace_back("samples", samples);
-    inputs.emplace_back("d_log_prob", d_log_prob);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
-    inputs.emplace_back("d_entropy", d_entropy);
-  }
+  detail::check_cotangent_shapes(ctx, fn, batch, 0, samples, d_log_prob, d_entropy, inputs);
   const MatrixArg g_logits = detail::check_head_grad(ctx, fn, head, grad).front();
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, g_logits, in);
 

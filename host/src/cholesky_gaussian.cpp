@@ -164,18 +164,7 @@ void backward(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
   check_head_shape(ctx, fn, head);
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   std::vector<MatrixArg> inputs{MatrixArg("head.mean", head.mean), MatrixArg("head.tril", head.tril)};
-  if (!d_log_prob.empty()) {
-    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
-                d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
-    inputs.emplace_back("samples", samples);
-    inputs.emplace_back("d_log_prob", d_log_prob);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
-    inputs.emplace_back("d_entropy", d_entropy);
-  }
+  detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
   const MatrixArg g_mean("grad.mean", grad.mean), g_tril("grad.tril", grad.tril);
   detail::check_matrix(ctx, fn, g_mean, batch, n);
   detail::check_matrix(ctx, fn, g_tril, head.tril.rows, packed_size(n));

@@ -68,18 +68,7 @@ void backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   std::vector<MatrixArg> inputs = detail::head_inputs(head);
   for (const MatrixArg& t : check_tangent_shape(ctx, fn, head, tangent)) inputs.push_back(t);
-  if (!d_log_prob.empty()) {
-    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
-                d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
-    inputs.emplace_back("samples", samples);
-    inputs.emplace_back("d_log_prob", d_log_prob);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
-    inputs.emplace_back("d_entropy", d_entropy);
-  }
+  detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
   // grad_tangent is shaped like the head (its tril has the head's tril rows); its two views are disjoint.
   const std::vector<MatrixArg> outputs = detail::check_head_grad(ctx, fn, head, grad_tangent, /*tangent=*/true);
   for (const MatrixArg& out : outputs) {

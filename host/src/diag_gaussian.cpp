@@ -109,31 +109,18 @@ void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   constexpr std::string_view fn = "backward";
   check_head_impl(ctx, fn, head);
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
-  std::vector<MatrixArg> inputs{MatrixArg("head.mean", head.mean), MatrixArg("head.log_std", head.log_std)};
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
   if (!d_log_prob.empty()) {
-    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
-                d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
     detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
     detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
-    inputs.emplace_back("samples", samples);
-    inputs.emplace_back("d_log_prob", d_log_prob);
   }
   if (!d_entropy.empty()) {
-    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
     detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
                             detail::ValueRule::finite);
-    inputs.emplace_back("d_entropy", d_entropy);
   }
-  const MatrixArg g_mean("grad.mean", grad.mean), g_log_std("grad.log_std", grad.log_std);
-  detail::check_matrix(ctx, fn, g_mean, batch, n);
-  detail::check_matrix(ctx, fn, g_log_std, head.log_std.rows, n);
-  for (const MatrixArg& in : inputs) {
-    detail::check_disjoint(fn, g_mean, in);
-    detail::check_disjoint(fn, g_log_std, in);
-  }
-  detail::check_disjoint(fn, g_mean, g_log_std);
+  for (const MatrixArg& out : detail::check_head_grad(ctx, fn, head, grad))
+    for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
   if (ctx.backend() == Backend::cpu) {
     reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad);
   } else if constexpr (std::is_same_v<T, float>) {

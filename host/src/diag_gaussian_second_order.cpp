@@ -60,18 +60,7 @@ void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> 
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   std::vector<MatrixArg> inputs = detail::head_inputs(head);
   const bool has_log_prob = !d_log_prob.empty();
-  if (has_log_prob) {
-    D2R_EXPECTS(d_log_prob.cols >= 1, fn, "d_log_prob", "expected B x G with G >= 1, got {} x {}", d_log_prob.rows,
-                d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
-    detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * d_log_prob.cols, n);
-    inputs.emplace_back("samples", samples);
-    inputs.emplace_back("d_log_prob", d_log_prob);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_matrix(ctx, fn, MatrixArg("d_entropy", d_entropy), 1, batch);
-    inputs.emplace_back("d_entropy", d_entropy);
-  }
+  detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
   for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
   const MatrixArg g_mean("grad_tangent.mean", grad_tangent.mean),
       g_log_std("grad_tangent.log_std", grad_tangent.log_std);

@@ -40,6 +40,32 @@ std::vector<MatrixArg> head_inputs(const Categorical<T>& head) {
   return {MatrixArg("head.logits", head.logits)};
 }
 
+/// Shapes of the cotangents of backward() and its tangent, appended to `inputs` when present:
+/// d_log_prob B x G (may be empty; then samples are not used), samples (B·G) x draw_dim for the
+/// Gaussian heads or B x G class indices for the categorical head (draw_dim == 0), d_entropy
+/// length B (may be empty).
+template <class S, class T>
+void check_cotangent_shapes(const Context& ctx, std::string_view function, std::int64_t batch, std::int64_t draw_dim,
+                            MatrixView<const S> samples, MatrixView<const T> d_log_prob,
+                            VectorView<const T> d_entropy, std::vector<MatrixArg>& inputs) {
+  if (!d_log_prob.empty()) {
+    D2R_EXPECTS(d_log_prob.cols >= 1, function, "d_log_prob", "expected B x G with G >= 1, got {} x {}",
+                d_log_prob.rows, d_log_prob.cols);
+    check_matrix(ctx, function, MatrixArg("d_log_prob", d_log_prob), batch, d_log_prob.cols);
+    if (draw_dim > 0) {
+      check_matrix(ctx, function, MatrixArg("samples", samples), batch * d_log_prob.cols, draw_dim);
+    } else {
+      check_matrix(ctx, function, MatrixArg("samples", samples), batch, d_log_prob.cols);
+    }
+    inputs.emplace_back("samples", samples);
+    inputs.emplace_back("d_log_prob", d_log_prob);
+  }
+  if (!d_entropy.empty()) {
+    check_matrix(ctx, function, MatrixArg("d_entropy", d_entropy), 1, batch);
+    inputs.emplace_back("d_entropy", d_entropy);
+  }
+}
+
 /// The gradient views of a head, checked for shape like the head. Errors name them grad.<view>,
 /// or grad_tangent.<view> when `tangent` (the outputs of backward_tangent).
 template <class T>
