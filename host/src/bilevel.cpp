@@ -1,2 +1,640 @@
-// placeholder: filled in by the work in progress
-namespace d2r {}
+// The bilevel scheduler and the plain policy trainers (d2r/bilevel.hpp): host-side loops over
+// the primitives (GaussianPolicy losses, DiagGaussianPolicyCurvature, solvers, optimisers).
+#include "d2r/bilevel.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include "d2r/error.hpp"
+#include "d2r/policy_curvature.hpp"
+#include "host/src/checkpoint.hpp"
+#include "host/src/objective_common.hpp"
+#include "host/src/reward_checks.hpp"
+#include "host/src/validate.hpp"
+
+namespace d2r {
+
+const char* to_string(ImplicitSolver solver) noexcept {
+  switch (solver) {
+    case ImplicitSolver::conjugate_gradient: return "cg";
+    case ImplicitSolver::normal_cg: return "normal_cg";
+    case ImplicitSolver::neumann: return "neumann";
+  }
+  return "unknown";
+}
+
+const char* to_string(PolicyLoss loss) noexcept {
+  switch (loss) {
+    case PolicyLoss::mse: return "mse";
+    case PolicyLoss::nll: return "nll";
+    case PolicyLoss::pg: return "pg";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using objective_common::ChecksOff;
+
+/// SplitMix64 finaliser: decorrelates the per-outer-step initialisation seeds.
+std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t k) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (k + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+const char* form_name(RewardForm form) {
+  switch (form) {
+    case RewardForm::scalar: return "scalar";
+    case RewardForm::diagonal: return "diagonal";
+    case RewardForm::full: return "full";
+  }
+  return "unknown";
+}
+
+bool finite_positive(double v) { return v > 0 && !std::isnan(v); }
+
+std::int64_t reward_size(RewardForm form, std::int64_t n) {
+  switch (form) {
+    case RewardForm::scalar: return 1;
+    case RewardForm::diagonal: return n;
+    case RewardForm::full: return n * (n + 1) / 2;
+  }
+  return -1;
+}
+
+/// Indices of φ that must stay positive (and are floored): all for scalar/diagonal, R_ii for full.
+std::vector<std::size_t> positive_entries(RewardForm form, std::int64_t size, std::int64_t n) {
+  std::vector<std::size_t> idx;
+  if (form == RewardForm::full) {
+    for (std::int64_t i = 0; i < n; ++i) idx.push_back(static_cast<std::size_t>(i * (i + 1) / 2 + i));
+  } else {
+    for (std::int64_t i = 0; i < size; ++i) idx.push_back(static_cast<std::size_t>(i));
+  }
+  return idx;
+}
+
+template <class T>
+void check_adam(std::string_view fn, std::string_view name, const AdamOptions<T>& a) {
+  D2R_EXPECTS(std::isfinite(static_cast<double>(a.learning_rate)) && a.learning_rate > 0, fn, name,
+              "learning_rate must be finite and > 0, got {}", a.learning_rate);
+  D2R_EXPECTS(a.beta1 >= 0 && a.beta1 < 1, fn, name, "beta1 must be in [0, 1), got {}", a.beta1);
+  D2R_EXPECTS(a.beta2 >= 0 && a.beta2 < 1, fn, name, "beta2 must be in [0, 1), got {}", a.beta2);
+  D2R_EXPECTS(std::isfinite(static_cast<double>(a.epsilon)) && a.epsilon > 0, fn, name,
+              "epsilon must be finite and > 0, got {}", a.epsilon);
+  D2R_EXPECTS(std::isfinite(static_cast<double>(a.weight_decay)) && a.weight_decay >= 0, fn, name,
+              "weight_decay must be finite and >= 0, got {}", a.weight_decay);
+}
+
+/// Shapes, memory space and finiteness of a data set (finiteness always, whatever the context's
+/// value-check setting: bad data must fail before any work).
+template <class T>
+void check_data(Context& ctx, std::string_view fn, std::string_view name, const RegressionData<T>& d,
+                std::int64_t min_rows) {
+  const std::string xs = fmt::format("{}.x", name), ys = fmt::format("{}.y", name);
+  D2R_EXPECTS(d.x.data != nullptr && d.x.rows >= min_rows && d.x.cols >= 1, fn, xs,
+              "expected at least {} rows and 1 column, got {} x {}", min_rows, d.x.rows, d.x.cols);
+  D2R_EXPECTS(d.y.data != nullptr && d.y.cols >= 1, fn, ys, "expected at least 1 target column, got {} x {}",
+              d.y.rows, d.y.cols);
+  D2R_EXPECTS(d.y.rows == d.x.rows, fn, ys, "expected {} rows (those of {}), got {}", d.x.rows, xs, d.y.rows);
+  detail::check_matrix(ctx, fn, detail::MatrixArg(xs, d.x), d.x.rows, d.x.cols);
+  detail::check_matrix(ctx, fn, detail::MatrixArg(ys, d.y), d.y.rows, d.y.cols);
+  const ValueChecks saved = ctx.value_checks();
+  ctx.set_value_checks(ValueChecks::full);
+  try {
+    detail::check_values<T>(ctx, fn, xs, d.x, detail::ValueRule::finite);
+    detail::check_values<T>(ctx, fn, ys, d.y, detail::ValueRule::finite);
+  } catch (...) {
+    ctx.set_value_checks(saved);
+    throw;
+  }
+  ctx.set_value_checks(saved);
+}
+
+template <class T>
+void check_inner(std::string_view fn, const InnerOptions<T>& in) {
+  D2R_EXPECTS(in.steps >= 1, fn, "options.inner.steps", "expected K_in >= 1 inner steps, got {}", in.steps);
+  D2R_EXPECTS(in.steps < (std::int64_t{1} << 31), fn, "options.inner.steps", "expected K_in < 2^31, got {}", in.steps);
+  D2R_EXPECTS(in.generations >= 1, fn, "options.inner.generations", "expected G >= 1, got {}", in.generations);
+  D2R_EXPECTS(finite_positive(static_cast<double>(in.gradient_clamp)), fn, "options.inner.gradient_clamp",
+              "expected c_in > 0 (+inf for no clamp), got {}", in.gradient_clamp);
+  D2R_EXPECTS(std::isfinite(static_cast<double>(in.pg.entropy_weight)) && in.pg.entropy_weight >= 0, fn,
+              "options.inner.pg.entropy_weight", "expected a finite λ >= 0, got {}", in.pg.entropy_weight);
+  check_adam(fn, "options.inner.adam", in.adam);
+}
+
+template <class T>
+std::vector<double> to_host_double(const Buffer<T>& b, std::int64_t count) {
+  const std::vector<T> h = b.to_host();
+  return std::vector<double>(h.begin(), h.begin() + count);
+}
+
+template <class T>
+void zero(Context& ctx, Buffer<T>& b) {
+  if (ctx.backend() == Backend::cpu) {
+    std::fill(b.data(), b.data() + b.size(), T(0));
+  } else {
+    D2R_CUDA_TRY(cudaMemsetAsync(b.data(), 0, b.size() * sizeof(T), ctx.stream()));
+  }
+}
+
+PolicyMetrics nan_metrics() {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  return {nan, nan, nan};
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ BilevelTrainer
+template <class T>
+struct BilevelTrainer<T>::Impl {
+  Impl(Context& c, MlpSpec trunk, std::int64_t n, std::int64_t capacity, std::int64_t train_rows, std::int64_t phi_size)
+      : ctx(c),
+        host_ctx(ContextOptions{.backend = Backend::cpu}),
+        policy(c, std::move(trunk), n, GaussianHead::diagonal, capacity),
+        curvature(c, policy.net(), train_rows) {
+    const auto P = static_cast<std::size_t>(policy.parameter_count());
+    for (Buffer<T>* b : {&theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) *b = Buffer<T>(c, P);
+    adam_count = Buffer<std::int64_t>(c, 1);
+    reward = Buffer<T>(c, static_cast<std::size_t>(phi_size));
+    mixed = Buffer<T>(c, static_cast<std::size_t>(phi_size));
+    row_reward = Buffer<T>(c, static_cast<std::size_t>(train_rows));
+    const auto S = static_cast<std::size_t>(phi_size);
+    outer_m.assign(S, 0.0);
+    outer_v.assign(S, 0.0);
+    sgd_velocity.assign(S, 0.0);
+  }
+
+  Context& ctx;
+  Context host_ctx;  // the outer optimiser runs on the host, in double
+  GaussianPolicy<T> policy;
+  DiagGaussianPolicyCurvature<T> curvature;
+  Buffer<T> theta, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
+  Buffer<std::int64_t> adam_count;
+  std::vector<double> outer_m, outer_v, sgd_velocity;
+  std::int64_t outer_count = 0;
+  std::uint64_t philox_step = 0;
+  RegressionData<T> train, validation;
+  RewardForm form = RewardForm::scalar;
+  std::vector<std::size_t> positive;
+  std::string fingerprint;
+};
+
+template <class T>
+BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
+                                  RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options)
+    : options_(options) {
+  constexpr std::string_view fn = "BilevelTrainer";
+  detail::check_scalar_type<T>(ctx, fn);
+  check_data(ctx, fn, "train", train, 2);
+  const std::int64_t n = train.y.cols;
+  if (trunk.inputs == 0) trunk.inputs = train.x.cols;
+  D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
+              train.x.cols, trunk.inputs);
+  if (!validation.empty()) {
+    check_data(ctx, fn, "validation", validation, 1);
+    D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
+                train.x.cols, validation.x.cols);
+    D2R_EXPECTS(validation.y.cols == n, fn, "validation.y", "expected {} columns (those of train.y), got {}", n,
+                validation.y.cols);
+  }
+  D2R_EXPECTS(form == RewardForm::scalar || form == RewardForm::diagonal || form == RewardForm::full, fn, "form",
+              "expected RewardForm::scalar, diagonal or full, got value {}", static_cast<int>(form));
+  const std::int64_t phi_size = reward_size(form, n);
+  D2R_EXPECTS(static_cast<std::int64_t>(reward_init.size()) == phi_size, fn, "reward_init",
+              "a {} reward on {} target dimensions has {} parameters, got {}", form_name(form), n, phi_size,
+              reward_init.size());
+  const std::vector<std::size_t> positive = positive_entries(form, phi_size, n);
+  for (std::size_t i = 0; i < reward_init.size(); ++i) {
+    D2R_EXPECTS(std::isfinite(reward_init[i]), fn, "reward_init", "entry {} is not finite ({})", i, reward_init[i]);
+  }
+  for (std::size_t i : positive) {
+    D2R_EXPECTS(reward_init[i] > 0, fn, "reward_init", "entry {} must be > 0 (U positive definite), got {}", i,
+                reward_init[i]);
+  }
+  check_inner(fn, options.inner);
+  D2R_EXPECTS(options.inner_start == InnerStart::fresh || options.inner_start == InnerStart::warm, fn,
+              "options.inner_start", "unknown value {}", static_cast<int>(options.inner_start));
+  if (options.curvature == CurvatureKind::exact) {
+    detail::fail_unsupported(fn, "options.curvature",
+                             "the exact-expectation curvature through a policy network is not yet available; "
+                             "use CurvatureKind::surrogate");
+  }
+  D2R_EXPECTS(options.curvature == CurvatureKind::surrogate, fn, "options.curvature", "unknown value {}",
+              static_cast<int>(options.curvature));
+  switch (options.solver) {
+    case ImplicitSolver::conjugate_gradient:
+    case ImplicitSolver::normal_cg:
+      D2R_EXPECTS(std::isfinite(static_cast<double>(options.cg.damping)) && options.cg.damping >= 0, fn,
+                  "options.cg.damping", "expected a finite damping δ >= 0, got {}", options.cg.damping);
+      D2R_EXPECTS(finite_positive(static_cast<double>(options.cg.tolerance)), fn, "options.cg.tolerance",
+                  "expected a tolerance > 0, got {}", options.cg.tolerance);
+      D2R_EXPECTS(options.cg.max_iterations >= 1 && options.cg.max_iterations <= kMaxSolverIterations, fn,
+                  "options.cg.max_iterations", "expected an iteration cap in [1, {}], got {}", kMaxSolverIterations,
+                  options.cg.max_iterations);
+      break;
+    case ImplicitSolver::neumann:
+      D2R_EXPECTS(std::isfinite(static_cast<double>(options.neumann.alpha)) && options.neumann.alpha > 0, fn,
+                  "options.neumann.alpha", "expected a finite α > 0, got {}", options.neumann.alpha);
+      D2R_EXPECTS(std::isfinite(static_cast<double>(options.neumann.damping)) && options.neumann.damping >= 0, fn,
+                  "options.neumann.damping", "expected a finite damping δ >= 0, got {}", options.neumann.damping);
+      D2R_EXPECTS(options.neumann.iterations >= 0 && options.neumann.iterations <= kMaxSolverIterations, fn,
+                  "options.neumann.iterations", "expected K in [0, {}], got {}", kMaxSolverIterations,
+                  options.neumann.iterations);
+      break;
+    default:
+      D2R_EXPECTS(false, fn, "options.solver", "unknown value {}", static_cast<int>(options.solver));
+  }
+  if (options.optimizer == OuterOptimizer::adam) {
+    check_adam(fn, "options.outer_adam", options.outer_adam);
+    D2R_EXPECTS(options.outer_adam.weight_decay == 0, fn, "options.outer_adam",
+                "weight decay of the reward parameters is not supported (got {})", options.outer_adam.weight_decay);
+  } else {
+    D2R_EXPECTS(options.optimizer == OuterOptimizer::sgd, fn, "options.optimizer", "unknown value {}",
+                static_cast<int>(options.optimizer));
+    D2R_EXPECTS(std::isfinite(options.sgd_learning_rate) && options.sgd_learning_rate > 0, fn,
+                "options.sgd_learning_rate", "expected a finite step size > 0, got {}", options.sgd_learning_rate);
+    D2R_EXPECTS(options.sgd_momentum >= 0 && options.sgd_momentum < 1, fn, "options.sgd_momentum",
+                "expected momentum in [0, 1), got {}", options.sgd_momentum);
+  }
+  D2R_EXPECTS(finite_positive(options.hypergradient_clamp), fn, "options.hypergradient_clamp",
+              "expected c_out > 0 (+inf for no clamp), got {}", options.hypergradient_clamp);
+  D2R_EXPECTS(std::isfinite(options.reward_floor) && options.reward_floor > 0, fn, "options.reward_floor",
+              "expected a finite floor > 0, got {}", options.reward_floor);
+  D2R_EXPECTS(options.outer_data == OuterData::train || !validation.empty(), fn, "options.outer_data",
+              "OuterData::validation needs validation data, and none was given");
+  objective_common::check_options(fn, options.inner.pg, train.x.rows);
+  detail::check_transform(fn, options.inner.pg.transform, options.inner.generations);
+
+  const std::int64_t capacity = std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows);
+  impl_ = std::make_unique<Impl>(ctx, trunk, n, capacity, train.x.rows, phi_size);
+  impl_->train = train;
+  impl_->validation = validation;
+  impl_->form = form;
+  impl_->positive = positive;
+  phi_.assign(reward_init.begin(), reward_init.end());
+  for (std::size_t i : positive) phi_[i] = std::max(phi_[i], options.reward_floor);
+  const auto& o = options;
+  impl_->fingerprint = fmt::format(
+      "d2r bilevel v1; scalar {}; backend {}; ctx seed {}; net {}; n {}; train {}x{}; val {}x{}; form {}; "
+      "inner K {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
+      "start {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
+      "clamp {} floor {}; outer data {}; seed {}",
+      sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(), impl_->policy.net().describe(), n,
+      train.x.rows, train.x.cols, validation.empty() ? 0 : validation.x.rows, validation.empty() ? 0 : validation.x.cols,
+      form_name(form), o.inner.steps, o.inner.generations, o.inner.pg.entropy_weight,
+      static_cast<int>(o.inner.pg.transform.kind), o.inner.pg.log_prob_clip, o.inner.pg.per_dimension_mean,
+      o.inner.adam.learning_rate, o.inner.adam.beta1, o.inner.adam.beta2, o.inner.adam.epsilon,
+      o.inner.adam.weight_decay, o.inner.gradient_clamp, static_cast<int>(o.inner_start), to_string(o.solver),
+      o.cg.damping, o.cg.tolerance, o.cg.max_iterations, o.neumann.alpha, o.neumann.iterations, o.neumann.damping,
+      o.neumann.tolerance, static_cast<int>(o.optimizer), o.outer_adam.learning_rate, o.outer_adam.beta1,
+      o.outer_adam.beta2, o.outer_adam.epsilon, o.sgd_learning_rate, o.sgd_momentum, o.reset_outer_optimizer,
+      o.hypergradient_clamp, o.reward_floor, static_cast<int>(o.outer_data), o.seed);
+}
+
+template <class T>
+BilevelTrainer<T>::~BilevelTrainer() = default;
+
+template <class T>
+VectorView<const T> BilevelTrainer<T>::policy_params() const {
+  return std::as_const(impl_->theta).vector();
+}
+
+template <class T>
+GaussianPolicy<T>& BilevelTrainer<T>::policy() noexcept {
+  return impl_->policy;
+}
+
+template <class T>
+const BilevelRecord& BilevelTrainer<T>::step() {
+  constexpr std::string_view fn = "BilevelTrainer::step";
+  Impl& s = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::int64_t k = steps_done() + 1;
+  const std::int64_t draws = options_.inner.steps + 1;
+  D2R_EXPECTS(s.philox_step + static_cast<std::uint64_t>(draws) <= (std::uint64_t{1} << 32), fn, "this",
+              "the Philox step counter would pass 2^32 (after {} outer steps); start a new run with another seed",
+              k - 1);
+  ChecksOff checks_off(s.ctx);  // the data were checked at construction; the inner loop must not synchronise
+
+  // Reward parameters φ → the backend (in T).
+  std::vector<T> phi_t(phi_.begin(), phi_.end());
+  s.reward.copy_from_host(phi_t);
+  const MahalanobisReward<T> reward{s.form, std::as_const(s.reward).vector()};
+
+  // Inner problem: K_in Adam steps of policy gradient on r_φ.
+  if (options_.inner_start == InnerStart::fresh || k == 1) s.policy.init(s.theta.vector(), mix_seed(options_.seed, k));
+  const AdamState<T> adam{s.first_moment.vector(), s.second_moment.vector(), s.adam_count.vector()};
+  adam_reset(s.ctx, adam);
+  const InnerOptions<T>& in = options_.inner;
+  const bool clamp = std::isfinite(static_cast<double>(in.gradient_clamp));
+  const RegressionData<T>& tr = s.train;
+  for (std::int64_t i = 0; i < in.steps; ++i) {
+    const bool last = i + 1 == in.steps;
+    s.policy.pg_gradient(std::as_const(s.theta).vector(), tr.x, tr.y, reward, in.generations, in.pg,
+                         DrawKey{.step = s.philox_step++}, s.grad.vector(),
+                         last ? s.row_reward.vector() : VectorView<T>{});
+    if (clamp) clamp_values(s.ctx, in.gradient_clamp, s.grad.vector());
+    adam_step(s.ctx, in.adam, adam, s.theta.vector(), std::as_const(s.grad).vector());
+  }
+
+  // Implicit hypergradient: (H + δI) w = ∇θ L_out,  h = −(∂²L_in/∂φ∂θ) w.
+  const RegressionData<T>& outer = options_.outer_data == OuterData::train ? s.train : s.validation;
+  const ConstVector<T> theta = std::as_const(s.theta).vector();
+  s.policy.nll_gradient(theta, outer.x, outer.y, s.g_out.vector());
+  s.curvature.prepare(theta, tr.x, tr.y, reward, in.generations, in.pg, DrawKey{.step = s.philox_step++},
+                      s.grad_in.vector());
+  zero(s.ctx, s.w);
+  const LinearOperator<T> H = s.curvature.as_operator();
+  SolveReport<T> report;
+  switch (options_.solver) {
+    case ImplicitSolver::conjugate_gradient:
+      report = conjugate_gradient(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.cg);
+      break;
+    case ImplicitSolver::normal_cg:
+      report = conjugate_gradient_normal(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.cg);
+      break;
+    case ImplicitSolver::neumann:
+      report = neumann_series(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.neumann);
+      break;
+  }
+  s.curvature.mixed_product(std::as_const(s.w).vector(), s.mixed.vector());
+
+  BilevelRecord rec;
+  rec.step = k;
+  const std::int64_t S = static_cast<std::int64_t>(phi_.size());
+  rec.hypergradient = to_host_double(s.mixed, S);  // one synchronisation: the end of the step's device work
+  bool finite = true;
+  for (double& h : rec.hypergradient) {
+    h = std::clamp(-h, -options_.hypergradient_clamp, options_.hypergradient_clamp);
+    finite = finite && std::isfinite(h);
+  }
+
+  // Outer step on φ (host, double); a non-finite hypergradient leaves φ unchanged.
+  if (finite) {
+    if (options_.reset_outer_optimizer) {
+      std::fill(s.outer_m.begin(), s.outer_m.end(), 0.0);
+      std::fill(s.outer_v.begin(), s.outer_v.end(), 0.0);
+      std::fill(s.sgd_velocity.begin(), s.sgd_velocity.end(), 0.0);
+      s.outer_count = 0;
+    }
+    const VectorView<double> phi{phi_.data(), S};
+    const ConstVector<double> h{rec.hypergradient.data(), S};
+    if (options_.optimizer == OuterOptimizer::adam) {
+      const AdamState<double> st{{s.outer_m.data(), S}, {s.outer_v.data(), S}, {&s.outer_count, 1}};
+      adam_step(s.host_ctx, options_.outer_adam, st, phi, h);
+    } else {
+      sgd_step(s.host_ctx, options_.sgd_learning_rate, options_.sgd_momentum,
+               VectorView<double>{s.sgd_velocity.data(), S}, phi, h);
+    }
+    for (std::size_t i : s.positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
+  }
+  rec.reward_params = phi_;
+
+  rec.solver_status = report.status;
+  rec.solver_iterations = report.iterations;
+  rec.solver_initial_residual = static_cast<double>(report.initial_residual_norm);
+  rec.solver_residual = static_cast<double>(report.residual_norm);
+  const std::vector<double> rr = to_host_double(s.row_reward, tr.x.rows);
+  double sum = 0;
+  for (double r : rr) sum += r;
+  rec.mean_inner_reward = sum / static_cast<double>(rr.size());
+  rec.train = s.policy.evaluate(theta, tr.x, tr.y);
+  rec.validation = s.validation.empty() ? nan_metrics() : s.policy.evaluate(theta, s.validation.x, s.validation.y);
+  rec.outer_loss = options_.outer_data == OuterData::train ? rec.train.nll_per_dim : rec.validation.nll_per_dim;
+  rec.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  history_.push_back(std::move(rec));
+  return history_.back();
+}
+
+// ------------------------------------------------------------------ checkpoints
+namespace {
+
+constexpr int kRecordFixed = 14;  // doubles per record before its two vectors
+
+void append_record(std::vector<double>& out, const BilevelRecord& r) {
+  out.insert(out.end(), {static_cast<double>(r.step), r.outer_loss, r.train.nll_per_dim, r.train.rmse,
+                         r.train.mean_std, r.validation.nll_per_dim, r.validation.rmse, r.validation.mean_std,
+                         r.mean_inner_reward, static_cast<double>(static_cast<int>(r.solver_status)),
+                         static_cast<double>(r.solver_iterations), r.solver_initial_residual, r.solver_residual,
+                         r.wall_seconds});
+  out.push_back(static_cast<double>(r.reward_params.size()));
+  out.insert(out.end(), r.reward_params.begin(), r.reward_params.end());
+  out.push_back(static_cast<double>(r.hypergradient.size()));
+  out.insert(out.end(), r.hypergradient.begin(), r.hypergradient.end());
+}
+
+std::vector<BilevelRecord> parse_records(const std::vector<double>& in, std::int64_t count,
+                                         const std::filesystem::path& path) {
+  std::vector<BilevelRecord> out;
+  std::size_t at = 0;
+  const auto need = [&](std::size_t k) {
+    if (in.size() - at < k) {
+      throw Error(ErrorKind::io, "path", fmt::format("checkpoint '{}': the records are truncated", path.string()));
+    }
+  };
+  const auto vec = [&](std::vector<double>& v) {
+    need(1);
+    const auto len = static_cast<std::size_t>(in[at++]);
+    need(len);
+    v.assign(in.begin() + static_cast<std::ptrdiff_t>(at), in.begin() + static_cast<std::ptrdiff_t>(at + len));
+    at += len;
+  };
+  for (std::int64_t i = 0; i < count; ++i) {
+    need(kRecordFixed);
+    const double* f = in.data() + at;
+    BilevelRecord r;
+    r.step = static_cast<std::int64_t>(f[0]);
+    r.outer_loss = f[1];
+    r.train = {f[2], f[3], f[4]};
+    r.validation = {f[5], f[6], f[7]};
+    r.mean_inner_reward = f[8];
+    r.solver_status = static_cast<SolveStatus>(static_cast<int>(f[9]));
+    r.solver_iterations = static_cast<std::int64_t>(f[10]);
+    r.solver_initial_residual = f[11];
+    r.solver_residual = f[12];
+    r.wall_seconds = f[13];
+    at += kRecordFixed;
+    vec(r.reward_params);
+    vec(r.hypergradient);
+    out.push_back(std::move(r));
+  }
+  if (at != in.size()) {
+    throw Error(ErrorKind::io, "path", fmt::format("checkpoint '{}': trailing record data", path.string()));
+  }
+  return out;
+}
+
+template <class T>
+void add_values(detail::CheckpointWriter& w, const std::string& name, const std::vector<T>& v) {
+  w.add(name, std::span<const T>(v));
+}
+
+template <class T>
+std::vector<T> read_values(const detail::CheckpointReader& r, const std::string& name) {
+  if constexpr (std::is_same_v<T, float>) {
+    return r.floats(name);
+  } else {
+    return r.doubles(name);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
+  const Impl& s = *impl_;
+  detail::CheckpointWriter w;
+  w.add_text("fingerprint", s.fingerprint);
+  add_values(w, "theta", s.theta.to_host());
+  add_values(w, "inner_first_moment", s.first_moment.to_host());
+  add_values(w, "inner_second_moment", s.second_moment.to_host());
+  w.add("inner_count", std::span<const std::int64_t>(s.adam_count.to_host()));
+  w.add("phi", std::span<const double>(phi_));
+  w.add("outer_first_moment", std::span<const double>(s.outer_m));
+  w.add("outer_second_moment", std::span<const double>(s.outer_v));
+  w.add("sgd_velocity", std::span<const double>(s.sgd_velocity));
+  const std::vector<std::int64_t> counters{s.outer_count, static_cast<std::int64_t>(s.philox_step), steps_done()};
+  w.add("counters", std::span<const std::int64_t>(counters));
+  std::vector<double> records;
+  for (const BilevelRecord& r : history_) append_record(records, r);
+  w.add("records", std::span<const double>(records));
+  w.write(path);
+}
+
+template <class T>
+void BilevelTrainer<T>::load(const std::filesystem::path& path) {
+  constexpr std::string_view fn = "BilevelTrainer::load";
+  Impl& s = *impl_;
+  const detail::CheckpointReader r(path);
+  const std::string saved = r.text("fingerprint");
+  D2R_EXPECTS(saved == s.fingerprint, fn, "path",
+              "checkpoint '{}' was written by a run with another configuration:\n  saved:   {}\n  current: {}",
+              path.string(), saved, s.fingerprint);
+  // Read and check everything before changing any state.
+  const std::vector<T> theta = read_values<T>(r, "theta"), m = read_values<T>(r, "inner_first_moment"),
+                       v = read_values<T>(r, "inner_second_moment");
+  const std::vector<std::int64_t> inner_count = r.integers("inner_count"), counters = r.integers("counters");
+  const std::vector<double> phi = r.doubles("phi"), om = r.doubles("outer_first_moment"),
+                            ov = r.doubles("outer_second_moment"), vel = r.doubles("sgd_velocity");
+  const std::size_t P = s.theta.size(), S = phi_.size();
+  D2R_EXPECTS(theta.size() == P && m.size() == P && v.size() == P && inner_count.size() == 1 && phi.size() == S &&
+                  om.size() == S && ov.size() == S && vel.size() == S && counters.size() == 3 && counters[0] >= 0 &&
+                  counters[1] >= 0 && counters[2] >= 0,
+              fn, "path", "checkpoint '{}' has sections of the wrong size", path.string());
+  std::vector<BilevelRecord> records = parse_records(r.doubles("records"), counters[2], path);
+
+  s.theta.copy_from_host(theta);
+  s.first_moment.copy_from_host(m);
+  s.second_moment.copy_from_host(v);
+  s.adam_count.copy_from_host(inner_count);
+  phi_ = phi;
+  s.outer_m = om;
+  s.outer_v = ov;
+  s.sgd_velocity = vel;
+  s.outer_count = counters[0];
+  s.philox_step = static_cast<std::uint64_t>(counters[1]);
+  history_ = std::move(records);
+}
+
+template class BilevelTrainer<float>;
+template class BilevelTrainer<double>;
+
+// ------------------------------------------------------------------ fit_policy
+template <class T>
+std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy, VectorView<T> params,
+                                        RegressionData<T> train, RegressionData<T> validation,
+                                        const PolicyFitOptions<T>& options) {
+  constexpr std::string_view fn = "fit_policy";
+  check_data(ctx, fn, "train", train, 1);
+  D2R_EXPECTS(train.x.cols == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
+              policy.net().inputs(), train.x.cols);
+  D2R_EXPECTS(train.y.cols == policy.dims(), fn, "train.y", "expected {} columns (the policy's dimensions), got {}",
+              policy.dims(), train.y.cols);
+  D2R_EXPECTS(train.x.rows <= policy.batch_capacity(), fn, "train.x",
+              "has {} rows, more than the policy's batch capacity {}", train.x.rows, policy.batch_capacity());
+  if (!validation.empty()) {
+    check_data(ctx, fn, "validation", validation, 1);
+    D2R_EXPECTS(validation.x.cols == train.x.cols && validation.y.cols == train.y.cols, fn, "validation",
+                "expected {} input and {} target columns, got {} and {}", train.x.cols, train.y.cols,
+                validation.x.cols, validation.y.cols);
+    D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",
+                "has {} rows, more than the policy's batch capacity {}", validation.x.rows, policy.batch_capacity());
+  }
+  D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
+              policy.parameter_count(), params.size);
+  D2R_EXPECTS(options.loss == PolicyLoss::mse || options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn,
+              "options.loss", "unknown value {}", static_cast<int>(options.loss));
+  D2R_EXPECTS(options.steps >= 1, fn, "options.steps", "expected >= 1 steps, got {}", options.steps);
+  D2R_EXPECTS(options.steps < (std::int64_t{1} << 32), fn, "options.steps", "expected < 2^32 steps, got {}",
+              options.steps);
+  D2R_EXPECTS(options.evaluate_every >= 0, fn, "options.evaluate_every", "expected >= 0, got {}",
+              options.evaluate_every);
+  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
+              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
+  check_adam(fn, "options.adam", options.adam);
+  Buffer<T> reward_params;
+  if (options.loss == PolicyLoss::pg) {
+    D2R_EXPECTS(options.generations >= 1, fn, "options.generations", "expected G >= 1, got {}", options.generations);
+    const std::int64_t S = reward_size(options.reward_form, policy.dims());
+    D2R_EXPECTS(S > 0 && static_cast<std::int64_t>(options.reward_params.size()) == S, fn, "options.reward_params",
+                "a {} reward on {} dimensions has {} parameters, got {}", form_name(options.reward_form),
+                policy.dims(), S, options.reward_params.size());
+    for (std::size_t i : positive_entries(options.reward_form, S, policy.dims())) {
+      D2R_EXPECTS(options.reward_params[i] > 0 && std::isfinite(options.reward_params[i]), fn,
+                  "options.reward_params", "entry {} must be finite and > 0, got {}", i, options.reward_params[i]);
+    }
+    objective_common::check_options(fn, options.pg, train.x.rows);
+    detail::check_transform(fn, options.pg.transform, options.generations);
+    reward_params = Buffer<T>(ctx, std::vector<T>(options.reward_params.begin(), options.reward_params.end()));
+  }
+
+  const auto P = static_cast<std::size_t>(policy.parameter_count());
+  Buffer<T> grad(ctx, P), m(ctx, P), v(ctx, P);
+  Buffer<std::int64_t> count(ctx, 1);
+  const AdamState<T> adam{m.vector(), v.vector(), count.vector()};
+  policy.init(params, options.seed);
+  adam_reset(ctx, adam);
+  const MahalanobisReward<T> reward{options.reward_form, std::as_const(reward_params).vector()};
+  const bool clamp = std::isfinite(static_cast<double>(options.gradient_clamp));
+  std::vector<PolicyFitRecord> records;
+  const auto record = [&](std::int64_t step) {
+    PolicyFitRecord r;
+    r.step = step;
+    r.train = policy.evaluate(params, train.x, train.y);
+    r.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.y);
+    records.push_back(r);
+  };
+  ChecksOff checks_off(ctx);
+  for (std::int64_t step = 1; step <= options.steps; ++step) {
+    switch (options.loss) {
+      case PolicyLoss::mse: policy.mse_gradient(params, train.x, train.y, grad.vector()); break;
+      case PolicyLoss::nll: policy.nll_gradient(params, train.x, train.y, grad.vector()); break;
+      case PolicyLoss::pg:
+        policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
+                           DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+        break;
+    }
+    if (clamp) clamp_values(ctx, options.gradient_clamp, grad.vector());
+    adam_step(ctx, options.adam, adam, params, std::as_const(grad).vector());
+    if ((options.evaluate_every > 0 && step % options.evaluate_every == 0) || step == options.steps) record(step);
+  }
+  return records;
+}
+
+template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<float>&, VectorView<float>,
+                                                 RegressionData<float>, RegressionData<float>,
+                                                 const PolicyFitOptions<float>&);
+template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<double>&, VectorView<double>,
+                                                 RegressionData<double>, RegressionData<double>,
+                                                 const PolicyFitOptions<double>&);
+
+}  // namespace d2r

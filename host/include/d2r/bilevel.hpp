@@ -1,0 +1,228 @@
+#pragma once
+/// @file bilevel.hpp
+/// The host-side scheduler of d2r (DESIGN.md §7): learn the reward of a Gaussian regression
+/// policy from data by bilevel optimisation, and the plain trainers it is compared with.
+///
+/// BilevelTrainer — outer loop over the reward parameters φ of r_U(ŷ, y) = −(ŷ−y)ᵀU(ŷ−y):
+/// @code
+///   for k = 1..K_out:
+///     θ ← fresh init (seeded by k) or warm start from θ*_{k−1}
+///     K_in Adam steps on the REINFORCE surrogate L_in(θ; φ), new Philox step each, gradient clamp c_in
+///     g = ∇θ L_out(θ) (NLL of the outer data);  solve (H + δI) w = g  (H = ∇²θθ L_in, exact HVPs)
+///     h = −(∂²L_in/∂φ∂θ)·w, clamped to [−c_out, c_out];  φ ← Adam/SGD step on h;  φ kept >= floor
+/// @endcode
+/// The paper's setting is the default: fresh inner policy, outer Adam re-created every step,
+/// CG on the normal equations with one iteration, tolerance 1e-6 and no damping, c_in = 1,
+/// c_out = 10.
+///
+/// Memory and synchronisation. Data live in the context's memory space (device memory on the
+/// cuda backend) as views the caller keeps alive; the trainer allocates its buffers at
+/// construction, so an outer step allocates nothing on the backend. The inner loop makes no
+/// host synchronisation (value checks of the data are done once, at construction); an outer
+/// step synchronises once at its end, to read the hypergradient (φ is a handful of numbers and
+/// its optimiser runs on the host in double) and the metrics of its record.
+///
+/// Determinism. Given the same data, options, context seed and backend, the run is a pure
+/// function of those: the inner policy of outer step k is initialised from (options.seed, k),
+/// every draw uses Philox keyed by the context seed and a step counter that the trainer
+/// advances. save() writes θ, φ, both optimisers' states, the Philox counter and the records;
+/// load() restores them, so a run killed after save() and resumed with load() reproduces the
+/// uninterrupted run bit for bit.
+///
+/// @code
+///   d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 7});
+///   d2r::BilevelTrainer<double> trainer(ctx, {.inputs = 2, .hidden = {64, 64}}, {x, y}, {},
+///                                       d2r::RewardForm::scalar, {1.0}, {});
+///   for (int k = 0; k < 100; ++k) {
+///     const d2r::BilevelRecord& r = trainer.step();
+///     std::printf("u = %g  NLL = %g\n", r.reward_params[0], r.train.nll_per_dim);
+///   }
+/// @endcode
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "d2r/context.hpp"
+#include "d2r/network.hpp"
+#include "d2r/objectives.hpp"
+#include "d2r/optim.hpp"
+#include "d2r/policy_model.hpp"
+#include "d2r/solvers.hpp"
+#include "d2r/view.hpp"
+
+namespace d2r {
+
+/// Inputs and targets of a regression data set, in the context's memory space: x is N x p,
+/// y is N x n (row strides allowed). An empty RegressionData (both views empty) means "none".
+template <class T>
+struct RegressionData {
+  MatrixView<const T> x{};
+  MatrixView<const T> y{};
+  [[nodiscard]] bool empty() const { return x.data == nullptr && y.data == nullptr; }
+};
+
+/// The inner problem: K_in Adam steps of policy gradient on the current reward.
+template <class T>
+struct InnerOptions {
+  std::int64_t steps = 50;                          ///< K_in >= 1
+  AdamOptions<T> adam{.learning_rate = T(0.01)};    ///< the inner optimiser
+  T gradient_clamp = T(1);                          ///< c_in > 0 (+inf: no clamp)
+  std::int64_t generations = 5;                     ///< G >= 1 samples per row
+  PgOptions<T> pg{.entropy_weight = T(1)};          ///< λ, transform, clipping of the surrogate
+};
+
+/// How each outer step starts its inner policy.
+enum class InnerStart {
+  fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
+  warm,   ///< continues from the previous outer step's θ (Adam moments reset)
+};
+
+/// Which linear solver gives w = (H + δI)⁻¹ ∇θ L_out.
+enum class ImplicitSolver {
+  conjugate_gradient,  ///< CG (needs H + δI positive definite)
+  normal_cg,           ///< CG on the normal equations (the paper's code)
+  neumann,             ///< Neumann series w = α Σ_k (I − α(H + δI))^k g
+};
+
+/// Which curvature H the implicit step uses.
+enum class CurvatureKind {
+  surrogate,  ///< the REINFORCE surrogate's, samples and advantages held fixed (the paper)
+  exact,      ///< the exact-expectation objective's (NOT YET AVAILABLE through a network: rejected)
+};
+
+/// Which optimiser moves the reward parameters.
+enum class OuterOptimizer { adam, sgd };
+
+/// Which data the outer NLL is measured on.
+enum class OuterData { train, validation };
+
+/// Options of BilevelTrainer (defaults: the paper's Fig. 3 / MBRL settings).
+template <class T>
+struct BilevelOptions {
+  InnerOptions<T> inner{};
+  InnerStart inner_start = InnerStart::fresh;
+  CurvatureKind curvature = CurvatureKind::surrogate;
+  ImplicitSolver solver = ImplicitSolver::normal_cg;
+  CgOptions<T> cg{.damping = T(0), .tolerance = T(1e-6), .max_iterations = 1};  ///< CG and normal CG
+  NeumannOptions<T> neumann{.alpha = T(0.1), .iterations = 100};                 ///< Neumann series
+  OuterOptimizer optimizer = OuterOptimizer::adam;
+  AdamOptions<double> outer_adam{.learning_rate = 0.01};  ///< outer Adam (weight_decay must be 0)
+  double sgd_learning_rate = 0.01;                        ///< outer SGD step size > 0
+  double sgd_momentum = 0;                                ///< outer SGD momentum in [0, 1)
+  bool reset_outer_optimizer = true;  ///< re-create the outer optimiser state every step (the paper)
+  double hypergradient_clamp = 10;    ///< c_out > 0 (+inf: no clamp)
+  double reward_floor = 1e-6;         ///< u, U_ii (diagonal) or R_ii (full) are kept >= this (> 0)
+  OuterData outer_data = OuterData::train;
+  std::uint64_t seed = 0;             ///< seeds the inner policy's initialisations
+};
+
+/// What one outer step did.
+struct BilevelRecord {
+  std::int64_t step = 0;                   ///< 1-based outer step index
+  std::vector<double> reward_params;       ///< φ after the step (MahalanobisReward::params layout)
+  std::vector<double> hypergradient;       ///< h = dL_out/dφ as used (after the clamp)
+  double outer_loss = 0;                   ///< L_out (per-dimension NLL) of the outer data at θ*_k
+  PolicyMetrics train;                     ///< the inner policy θ*_k on the training data
+  PolicyMetrics validation;                ///< on the validation data (NaN fields when there is none)
+  double mean_inner_reward = 0;            ///< mean raw reward of the last inner step's samples
+  SolveStatus solver_status = SolveStatus::converged;
+  std::int64_t solver_iterations = 0;
+  double solver_initial_residual = 0;      ///< ‖g‖ for x₀ = 0
+  double solver_residual = 0;              ///< ‖g − (H + δI)w‖ (relative: divide by the initial one)
+  double wall_seconds = 0;                 ///< time of the step, host clock
+};
+
+template <class T>
+class BilevelTrainer {
+ public:
+  /// @param trunk          the policy network (outputs set from the head: 2n, diagonal Gaussian)
+  /// @param train          training data (N >= 2 rows), the inner problem's data
+  /// @param validation     optional validation data (empty = none), same widths
+  /// @param form           scalar, diagonal or full reward
+  /// @param reward_init    initial φ in MahalanobisReward::params layout (1, n or n(n+1)/2 values, > 0 where
+  ///                       the form requires)
+  /// @throws d2r::Error naming the argument for empty or mismatched data, non-finite data, K_in = 0,
+  ///         hyperparameters out of range, an unsupported combination — before any work.
+  BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
+                 RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options);
+  ~BilevelTrainer();
+  BilevelTrainer(const BilevelTrainer&) = delete;
+  BilevelTrainer& operator=(const BilevelTrainer&) = delete;
+
+  /// One outer step; returns its record (also appended to history()).
+  const BilevelRecord& step();
+
+  /// The records of every outer step so far (restored by load()).
+  [[nodiscard]] const std::vector<BilevelRecord>& history() const noexcept { return history_; }
+  /// Current reward parameters φ (host copy, double).
+  [[nodiscard]] const std::vector<double>& reward_params() const noexcept { return phi_; }
+  /// The inner policy's parameters θ after the last step (backend memory).
+  [[nodiscard]] VectorView<const T> policy_params() const;
+  [[nodiscard]] GaussianPolicy<T>& policy() noexcept;
+  [[nodiscard]] const BilevelOptions<T>& options() const noexcept { return options_; }
+  /// Number of outer steps done (history().size()).
+  [[nodiscard]] std::int64_t steps_done() const noexcept { return static_cast<std::int64_t>(history_.size()); }
+
+  /// Writes the whole state to `path` atomically (temporary file + rename).
+  void save(const std::filesystem::path& path) const;
+  /// Restores a state written by save() of a trainer built with the same data shapes, options,
+  /// reward form, network and context seed; throws d2r::Error (argument "path" or the mismatching
+  /// setting) and leaves this trainer unchanged otherwise.
+  void load(const std::filesystem::path& path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  BilevelOptions<T> options_;
+  std::vector<double> phi_;
+  std::vector<BilevelRecord> history_;
+};
+
+// ------------------------------------------------------------------ plain policy training
+/// What fit_policy minimises.
+enum class PolicyLoss {
+  mse,  ///< (1/B) Σ ‖μ − y‖² (only the mean is trained)
+  nll,  ///< −(1/B) Σ log p(y | x) (maximum likelihood)
+  pg,   ///< the REINFORCE surrogate with a fixed reward (PgFitOptions::reward)
+};
+
+/// Options of fit_policy.
+template <class T>
+struct PolicyFitOptions {
+  PolicyLoss loss = PolicyLoss::nll;
+  std::int64_t steps = 100;                   ///< full-batch Adam steps >= 1
+  AdamOptions<T> adam{.learning_rate = T(1e-3)};
+  T gradient_clamp = std::numeric_limits<T>::infinity();  ///< element-wise clamp c > 0 (+inf: off)
+  std::int64_t generations = 5;               ///< G (pg)
+  PgOptions<T> pg{.entropy_weight = T(1)};    ///< λ, transform (pg)
+  RewardForm reward_form = RewardForm::scalar;  ///< reward of pg
+  std::vector<double> reward_params{1.0};     ///< its parameters (pg)
+  std::uint64_t seed = 0;                     ///< initialisation of θ
+  std::int64_t evaluate_every = 0;            ///< > 0: record metrics every this many steps (and at the end)
+};
+
+/// One evaluation during fit_policy.
+struct PolicyFitRecord {
+  std::int64_t step = 0;
+  PolicyMetrics train;
+  PolicyMetrics validation;  ///< NaN fields when there is no validation data
+};
+
+/// Trains `params` (initialised from options.seed) by full-batch Adam on the chosen loss; returns
+/// the evaluation records (at least the final one). `policy` gives the network and head.
+/// @throws d2r::Error naming the argument for bad data or options, before any work
+template <class T>
+std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy, VectorView<T> params,
+                                        RegressionData<T> train, RegressionData<T> validation,
+                                        const PolicyFitOptions<T>& options);
+
+const char* to_string(ImplicitSolver solver) noexcept;
+const char* to_string(PolicyLoss loss) noexcept;
+
+}  // namespace d2r
