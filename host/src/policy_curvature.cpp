@@ -1,9 +1,12 @@
-// Hessian-vector products of the REINFORCE surrogate through an MLP + diagonal-Gaussian policy,
-// composed of the primitives: forward → head scoring (prepare), then per HVP
+// Hessian-vector products of the REINFORCE surrogate through an MLP + diagonal-Gaussian or
+// categorical policy, composed of the primitives: forward → head scoring (prepare), then per HVP
 // forward_tangent → head backward_tangent → network backward_tangent.
 #include "d2r/policy_curvature.hpp"
 
+#include <cstdint>
+#include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "host/reference/objectives_ref.hpp"
 #include "d2r/second_order.hpp"
@@ -15,6 +18,49 @@
 namespace d2r {
 
 using objective_common::ChecksOff;
+
+namespace {
+
+using detail::MatrixArg;
+
+/// Grows `b` to at least `size` elements (contents not kept); never shrinks, so the applies of a
+/// solve allocate nothing.
+template <class U>
+void grow(const Context& ctx, Buffer<U>& b, std::int64_t size) {
+  if (static_cast<std::int64_t>(b.size()) < size) b = Buffer<U>(ctx, static_cast<std::size_t>(size));
+}
+
+void check_prepared(bool prepared, std::string_view fn, std::string_view call) {
+  D2R_EXPECTS(prepared, fn, "this", "prepare() must succeed before {}", call);
+}
+
+/// A parameter-space vector (v, hv, w, grad): exactly `count` entries in the backend's memory.
+template <class T>
+MatrixArg check_parameter_vector(const Context& ctx, std::string_view fn, std::string_view name, VectorView<T> v,
+                                 std::int64_t count) {
+  D2R_EXPECTS(v.size == count, fn, name, "expected {} entries (the network's parameters), got {}", count, v.size);
+  const MatrixArg arg(name, v);
+  detail::check_matrix(ctx, fn, arg, 1, count);
+  return arg;
+}
+
+/// pg_row_terms on the context's backend: the surrogate's per-row losses and the cotangents of
+/// log p and of the entropy (per row, so the same for every head).
+template <class T>
+void row_terms(Context& ctx, const PgOptions<T>& options, const reference::ObjectiveScale<T>& s,
+               ConstMatrix<T> log_prob, ConstMatrix<T> rewards, ConstMatrix<T> advantages, ConstVector<T> entropy,
+               MatrixView<T> d_log_prob, VectorView<T> d_entropy, const ObjectiveRows<T>& rows) {
+  if (ctx.backend() == Backend::cpu) {
+    reference::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy, rows);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::pg_row_terms(ctx.stream(), options, objective_common::to_kernel(s), log_prob, rewards, advantages, entropy,
+                          d_log_prob, d_entropy, rows);
+  }
+}
+
+}  // namespace
+
+// ================================================================ diagonal Gaussian
 
 template <class T>
 DiagGaussianPolicyCurvature<T>::DiagGaussianPolicyCurvature(Context& ctx, const Mlp& net, std::int64_t batch)
@@ -28,16 +74,13 @@ DiagGaussianPolicyCurvature<T>::DiagGaussianPolicyCurvature(Context& ctx, const 
 
 template <class T>
 void DiagGaussianPolicyCurvature<T>::ensure_buffers(std::int64_t generations) {
-  const auto grow = [&](Buffer<T>& b, std::int64_t size) {
-    if (static_cast<std::int64_t>(b.size()) < size) b = Buffer<T>(ctx_, static_cast<std::size_t>(size));
-  };
   const std::int64_t B = batch_, G = generations, w = 2 * n_;
-  for (Buffer<T>* b : {&out_, &tangent_out_, &d_head_, &d_head_tangent_}) grow(*b, B * w);
-  grow(cache_, net_.cache_elements(B));
-  grow(tangent_cache_, net_.cache_elements(B));
-  grow(samples_, B * G * n_);
-  for (Buffer<T>* b : {&log_prob_, &rewards_, &advantages_, &d_log_prob_}) grow(*b, B * G);
-  for (Buffer<T>* b : {&entropy_, &d_entropy_, &row_loss_}) grow(*b, B);
+  for (Buffer<T>* b : {&out_, &tangent_out_, &d_head_, &d_head_tangent_}) grow(ctx_, *b, B * w);
+  grow(ctx_, cache_, net_.cache_elements(B));
+  grow(ctx_, tangent_cache_, net_.cache_elements(B));
+  grow(ctx_, samples_, B * G * n_);
+  for (Buffer<T>* b : {&log_prob_, &rewards_, &advantages_, &d_log_prob_}) grow(ctx_, *b, B * G);
+  for (Buffer<T>* b : {&entropy_, &d_entropy_, &row_loss_}) grow(ctx_, *b, B);
 }
 
 template <class T>
@@ -58,8 +101,8 @@ void DiagGaussianPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<
               net_.parameter_count(), grad.size);
   objective_common::check_options(fn, options, B);
   detail::check_transform(fn, options.transform, G);
+  prepared_ = false;  // before the buffers may be reallocated
   ensure_buffers(G);
-  prepared_ = false;
   // Every primitive below validates its own arguments; the only user output, grad, is written last.
   net_.forward(ctx_, params, x, cache_.vector(), out_.matrix(B, 2 * n_));
   const DiagGaussian<T> head = head_of(std::as_const(out_).matrix(B, 2 * n_));
@@ -71,14 +114,8 @@ void DiagGaussianPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<
   entropy(ctx_, head, entropy_.vector());
   const auto s = objective_common::scale_of(head, options, G);
   const ObjectiveRows<T> rows{row_loss_.vector(), {}};
-  if (ctx_.backend() == Backend::cpu) {
-    reference::pg_row_terms<T>(options, s, log_prob_.matrix(B, G), rewards_.matrix(B, G), advantages_.matrix(B, G),
-                               entropy_.vector(), d_log_prob_.matrix(B, G), d_entropy_.vector(), rows);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx_.stream(), options, objective_common::to_kernel(s), log_prob_.matrix(B, G),
-                          rewards_.matrix(B, G), advantages_.matrix(B, G), entropy_.vector(), d_log_prob_.matrix(B, G),
-                          d_entropy_.vector(), rows);
-  }
+  row_terms<T>(ctx_, options, s, log_prob_.matrix(B, G), rewards_.matrix(B, G), advantages_.matrix(B, G),
+               entropy_.vector(), d_log_prob_.matrix(B, G), d_entropy_.vector(), rows);
   const MatrixView<T> d_head = d_head_.matrix(B, 2 * n_);
   backward(ctx_, head, samples, d_log_prob_.matrix(B, G), entropy_cotangent(),
            DiagGaussianGrad<T>{MatrixView<T>{d_head.data, B, n_, 2 * n_}, MatrixView<T>{d_head.data + n_, B, n_, 2 * n_}});
@@ -96,7 +133,7 @@ void DiagGaussianPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<
 template <class T>
 void DiagGaussianPolicyCurvature<T>::apply(ConstVector<T> v, VectorView<T> hv) {
   constexpr std::string_view fn = "DiagGaussianPolicyCurvature::apply";
-  D2R_EXPECTS(prepared_, fn, "this", "prepare() must succeed before apply()");
+  check_prepared(prepared_, fn, "apply()");
   const std::int64_t B = batch_;
   ChecksOff checks_off(ctx_);  // inputs were checked by prepare(); an inner solver loop must not synchronise
   const MatrixView<T> tangent_out = tangent_out_.matrix(B, 2 * n_);
@@ -113,7 +150,7 @@ void DiagGaussianPolicyCurvature<T>::apply(ConstVector<T> v, VectorView<T> hv) {
 template <class T>
 void DiagGaussianPolicyCurvature<T>::mixed_product(ConstVector<T> w, VectorView<T> grad_params) {
   constexpr std::string_view fn = "DiagGaussianPolicyCurvature::mixed_product";
-  D2R_EXPECTS(prepared_, fn, "this", "prepare() must succeed before mixed_product()");
+  check_prepared(prepared_, fn, "mixed_product()");
   const std::int64_t B = batch_;
   // ḣ = J_head w, then the head-level mixed product (which regenerates the same samples).
   const MatrixView<T> tangent_out = tangent_out_.matrix(B, 2 * n_);
@@ -150,5 +187,152 @@ VectorView<const T> DiagGaussianPolicyCurvature<T>::row_loss() const {
 
 template class DiagGaussianPolicyCurvature<float>;
 template class DiagGaussianPolicyCurvature<double>;
+
+// ================================================================ categorical
+
+template <class T>
+CategoricalPolicyCurvature<T>::CategoricalPolicyCurvature(Context& ctx, const Mlp& net, std::int64_t batch)
+    : ctx_(ctx), net_(net), batch_(batch), classes_(net.spec().outputs) {
+  constexpr std::string_view fn = "CategoricalPolicyCurvature";
+  detail::check_scalar_type<T>(ctx, fn);
+  D2R_EXPECTS(classes_ >= 2 && classes_ <= kMaxCategoricalClasses, fn, "net",
+              "expected 2 <= C <= {} outputs read as the logits of C classes, got {}", kMaxCategoricalClasses,
+              classes_);
+  D2R_EXPECTS(batch >= 1, fn, "batch", "expected B >= 1 rows, got {}", batch);
+}
+
+template <class T>
+void CategoricalPolicyCurvature<T>::ensure_buffers(std::int64_t generations) {
+  const std::int64_t B = batch_, G = generations, C = classes_;
+  for (Buffer<T>* b : {&out_, &tangent_out_, &d_head_, &d_head_tangent_}) grow(ctx_, *b, B * C);
+  grow(ctx_, cache_, net_.cache_elements(B));
+  grow(ctx_, tangent_cache_, net_.cache_elements(B));
+  grow(ctx_, samples_, B * G);
+  for (Buffer<T>* b : {&log_prob_, &rewards_, &advantages_, &d_log_prob_}) grow(ctx_, *b, B * G);
+  for (Buffer<T>* b : {&entropy_, &d_entropy_, &row_loss_}) grow(ctx_, *b, B);
+}
+
+template <class T>
+Categorical<T> CategoricalPolicyCurvature<T>::head_of(MatrixView<const T> out) const {
+  return {MatrixView<const T>{out.data, batch_, classes_, classes_}};
+}
+
+template <class T>
+void CategoricalPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<T> x,
+                                            VectorView<const std::int32_t> labels, const MahalanobisReward<T>& reward,
+                                            std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+                                            VectorView<T> grad) {
+  constexpr std::string_view fn = "CategoricalPolicyCurvature::prepare";
+  const std::int64_t B = batch_, C = classes_, G = generations, P = net_.parameter_count();
+  // Everything is checked before the kept state or grad is touched.
+  const MatrixArg params_arg = check_parameter_vector(ctx_, fn, "params", params, P);
+  D2R_EXPECTS(x.rows == B && x.cols == net_.inputs(), fn, "x",
+              "expected B x inputs = {} x {} (the rows given at construction, the network's inputs), got {} x {}", B,
+              net_.inputs(), x.rows, x.cols);
+  const MatrixArg x_arg("x", x);
+  detail::check_matrix(ctx_, fn, x_arg, B, x.cols);
+  D2R_EXPECTS(labels.size == B, fn, "labels", "expected B = {} class indices (one per row of x), got {}", B,
+              labels.size);
+  const MatrixArg labels_arg("labels", labels);
+  detail::check_matrix(ctx_, fn, labels_arg, 1, B);
+  detail::check_indices(ctx_, fn, "labels", MatrixView<const std::int32_t>{labels.data, 1, B, B},
+                        static_cast<std::int32_t>(C));
+  D2R_EXPECTS(reward.form != RewardForm::full || C <= kMaxOneHotFullClasses, fn, "reward.form",
+              "a full one-hot reward has C(C+1)/2 parameters; expected C <= {}, got {}", kMaxOneHotFullClasses, C);
+  detail::check_reward(ctx_, fn, reward, C);
+  D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
+  objective_common::check_options(fn, options, B);
+  detail::check_transform(fn, options.transform, G);
+  detail::check_draw_key(fn, key.step, key.first_row, B);
+  const MatrixArg grad_arg = check_parameter_vector(ctx_, fn, "grad", grad, P);
+  for (const MatrixArg& in : {params_arg, x_arg, labels_arg, MatrixArg("reward.params", reward.params)})
+    detail::check_disjoint(fn, grad_arg, in);
+
+  prepared_ = false;  // before the buffers may be reallocated
+  ensure_buffers(G);
+  // The primitives below check their own arguments again (and the logits' values: a network
+  // output that is not finite stops here); the only user output, grad, is written last.
+  net_.forward(ctx_, params, x, cache_.vector(), out_.matrix(B, C));
+  const Categorical<T> head = head_of(std::as_const(out_).matrix(B, C));
+  sample(ctx_, head, G, key, samples_.matrix(B, G));
+  const MatrixView<const std::int32_t> samples = std::as_const(samples_).matrix(B, G);
+  log_prob(ctx_, head, samples, log_prob_.matrix(B, G));
+  d2r::reward(ctx_, reward, samples, labels, C, rewards_.matrix(B, G));
+  transform_rewards(ctx_, options.transform, rewards_.matrix(B, G), advantages_.matrix(B, G));
+  entropy(ctx_, head, entropy_.vector());
+  const auto s = objective_common::scale_of(head, options, G);
+  row_terms<T>(ctx_, options, s, log_prob_.matrix(B, G), rewards_.matrix(B, G), advantages_.matrix(B, G),
+               entropy_.vector(), d_log_prob_.matrix(B, G), d_entropy_.vector(), ObjectiveRows<T>{row_loss_.vector(), {}});
+  backward(ctx_, head, samples, d_log_prob_.matrix(B, G), entropy_cotangent(), CategoricalGrad<T>{d_head_.matrix(B, C)});
+  net_.backward(ctx_, params, x, cache_.vector(), std::as_const(d_head_).matrix(B, C), grad, {});
+  params_ = params;
+  x_ = x;
+  labels_ = labels;
+  reward_ = reward;
+  options_ = options;
+  key_ = key;
+  generations_ = G;
+  prepared_ = true;
+}
+
+template <class T>
+void CategoricalPolicyCurvature<T>::apply(ConstVector<T> v, VectorView<T> hv) {
+  constexpr std::string_view fn = "CategoricalPolicyCurvature::apply";
+  check_prepared(prepared_, fn, "apply()");
+  const std::int64_t B = batch_, C = classes_, P = net_.parameter_count();
+  const MatrixArg v_arg = check_parameter_vector(ctx_, fn, "v", v, P);
+  detail::check_disjoint(fn, check_parameter_vector(ctx_, fn, "hv", hv, P), v_arg);
+  ChecksOff checks_off(ctx_);  // inputs were checked by prepare(); an inner solver loop must not synchronise
+  const MatrixView<T> tangent_out = tangent_out_.matrix(B, C);
+  net_.forward_tangent(ctx_, params_, v, x_, cache_.vector(), tangent_cache_.vector(), tangent_out);
+  const MatrixView<T> d_head_tangent = d_head_tangent_.matrix(B, C);
+  backward_tangent(ctx_, head_of(std::as_const(out_).matrix(B, C)), samples(), log_prob_cotangent(),
+                   entropy_cotangent(), head_of(tangent_out), CategoricalGrad<T>{d_head_tangent});
+  net_.backward_tangent(ctx_, params_, v, x_, cache_.vector(), tangent_cache_.vector(),
+                        std::as_const(d_head_).matrix(B, C), d_head_tangent, hv);
+}
+
+template <class T>
+void CategoricalPolicyCurvature<T>::mixed_product(ConstVector<T> w, VectorView<T> grad_params) {
+  constexpr std::string_view fn = "CategoricalPolicyCurvature::mixed_product";
+  check_prepared(prepared_, fn, "mixed_product()");
+  const std::int64_t B = batch_, C = classes_;
+  check_parameter_vector(ctx_, fn, "w", w, net_.parameter_count());
+  // ḣ = J_logits w, then the head-level mixed product (which regenerates the same samples and
+  // checks grad_params).
+  const MatrixView<T> tangent_out = tangent_out_.matrix(B, C);
+  net_.forward_tangent(ctx_, params_, w, x_, cache_.vector(), tangent_cache_.vector(), tangent_out);
+  d2r::mixed_product(ctx_, head_of(std::as_const(out_).matrix(B, C)), labels_, reward_, generations_, options_, key_,
+                     head_of(tangent_out), grad_params);
+}
+
+template <class T>
+LinearOperator<T> CategoricalPolicyCurvature<T>::as_operator() {
+  return [this](ConstVector<T> v, VectorView<T> hv) { apply(v, hv); };
+}
+
+template <class T>
+MatrixView<const std::int32_t> CategoricalPolicyCurvature<T>::samples() const {
+  return {samples_.data(), batch_, generations_, generations_};
+}
+template <class T>
+MatrixView<const T> CategoricalPolicyCurvature<T>::advantages() const {
+  return {advantages_.data(), batch_, generations_, generations_};
+}
+template <class T>
+MatrixView<const T> CategoricalPolicyCurvature<T>::log_prob_cotangent() const {
+  return {d_log_prob_.data(), batch_, generations_, generations_};
+}
+template <class T>
+VectorView<const T> CategoricalPolicyCurvature<T>::entropy_cotangent() const {
+  return {d_entropy_.data(), batch_};
+}
+template <class T>
+VectorView<const T> CategoricalPolicyCurvature<T>::row_loss() const {
+  return {row_loss_.data(), batch_};
+}
+
+template class CategoricalPolicyCurvature<float>;
+template class CategoricalPolicyCurvature<double>;
 
 }  // namespace d2r

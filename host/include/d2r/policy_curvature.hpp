@@ -2,9 +2,13 @@
 /// @file policy_curvature.hpp
 /// The inner objective's curvature with respect to the policy-network parameters θ, as a linear
 /// operator for the implicit solvers (DESIGN.md §6): exact Hessian-vector products by
-/// forward-over-reverse through an MLP feeding a diagonal-Gaussian head.
+/// forward-over-reverse through an MLP feeding a policy head, for two heads:
+///   DiagGaussianPolicyCurvature  the Mlp's 2n outputs are read as [mean | log_std]
+///                                (state-dependent log-std), continuous targets;
+///   CategoricalPolicyCurvature   the Mlp's C outputs are the logits (hidden empty: logistic
+///                                regression, the paper's tabular policy), class labels and the
+///                                one-hot Mahalanobis reward.
 ///
-/// The policy: an Mlp whose 2n outputs are read as [mean | log_std] (state-dependent log-std).
 /// The objective: the REINFORCE surrogate of pg_surrogate (same reward, options and key), with
 /// the samples and the advantages held fixed at the θ of prepare() — the curvature of the
 /// paper's implicit step. One HVP costs a forward tangent, the head's backward tangent and the
@@ -17,8 +21,8 @@
 ///       d2r::conjugate_gradient(ctx, curvature.as_operator(), grad_outer, w, {.damping = 1e-3f});
 /// @endcode
 ///
-/// Lifetime. The object keeps views of `params`, `x`, `targets` and the reward parameters, and
-/// the Mlp by reference:
+/// Lifetime. The object keeps views of `params`, `x`, `targets` (or `labels`) and the reward
+/// parameters, and the Mlp by reference:
 /// they must stay alive and unchanged from prepare() until the last apply(). Its own buffers are
 /// allocated by the first prepare() (and again only when a later call needs more), so the
 /// applies of a solve allocate nothing. Not thread-safe; one per context.
@@ -85,6 +89,74 @@ class DiagGaussianPolicyCurvature {
   // Network values (B x 2n) and caches; head samples and scores.
   Buffer<T> out_, cache_, tangent_cache_, tangent_out_, d_head_, d_head_tangent_;
   Buffer<T> samples_, log_prob_, rewards_, advantages_, d_log_prob_, entropy_, d_entropy_, row_loss_;
+};
+
+/// The categorical counterpart of DiagGaussianPolicyCurvature: an Mlp whose C outputs
+/// (2 <= C <= kMaxCategoricalClasses) are the logits of a Categorical head, class labels, and
+/// a one-hot Mahalanobis reward (scalar β, diagonal or full U; full for C <= kMaxOneHotFullClasses).
+/// The per-dimension mean of PgOptions does not apply to a categorical head (as in pg_surrogate).
+///
+/// @code
+///   d2r::Mlp net({.inputs = d, .outputs = C});                          // logistic regression
+///   d2r::CategoricalPolicyCurvature<float> curvature(ctx, net, B);
+///   curvature.prepare(theta, x, labels, reward, G, options, {.step = k}, grad_inner);
+///   d2r::conjugate_gradient(ctx, curvature.as_operator(), grad_outer, w, {.damping = 1e-3f});
+///   curvature.mixed_product(w, h);                                      // hypergradient −h
+/// @endcode
+template <class T>
+class CategoricalPolicyCurvature {
+ public:
+  /// `net` has C = net.spec().outputs classes, 2 <= C <= kMaxCategoricalClasses; `batch` is the
+  /// number of rows B of x.
+  CategoricalPolicyCurvature(Context& ctx, const Mlp& net, std::int64_t batch);
+
+  /// Evaluates the logits at θ = params on x (B x inputs), draws G class indices per row with
+  /// `key`, scores them against `labels` (B class indices in [0, C)) with the one-hot reward and
+  /// keeps samples, advantages and the cotangents of the surrogate; writes the inner gradient
+  /// ∇θ L_in into `grad` (parameter_count entries). Every argument is checked (a d2r::Error
+  /// naming it) before `grad` or the kept state is touched; a failure later (non-finite logits
+  /// under value checks) leaves the object unprepared and `grad` unwritten.
+  void prepare(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+               const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+               VectorView<T> grad);
+
+  /// hv = ∇²θ L_in · v (both parameter_count entries), samples and advantages fixed.
+  void apply(ConstVector<T> v, VectorView<T> hv);
+
+  /// grad_params = ∇_φ ( ∇θ L_in · w ) (reward.params layout), with the reward, labels, options
+  /// and key of prepare(): the hypergradient of the implicit step is h = −mixed_product(w).
+  void mixed_product(ConstVector<T> w, VectorView<T> grad_params);
+
+  /// The same as a LinearOperator (captures this object by reference).
+  [[nodiscard]] LinearOperator<T> as_operator();
+
+  /// What prepare() kept: samples (B x G class indices), advantages (B x G), the cotangent of
+  /// log p (B x G) and of the entropy (B), and the per-row losses (B) of the surrogate.
+  [[nodiscard]] MatrixView<const std::int32_t> samples() const;
+  [[nodiscard]] MatrixView<const T> advantages() const;
+  [[nodiscard]] MatrixView<const T> log_prob_cotangent() const;
+  [[nodiscard]] VectorView<const T> entropy_cotangent() const;
+  [[nodiscard]] VectorView<const T> row_loss() const;
+
+ private:
+  Categorical<T> head_of(MatrixView<const T> out) const;
+  void ensure_buffers(std::int64_t generations);
+
+  Context& ctx_;
+  const Mlp& net_;
+  std::int64_t batch_, classes_;
+  std::int64_t generations_ = 0;
+  bool prepared_ = false;
+  ConstVector<T> params_{};
+  ConstMatrix<T> x_{};
+  VectorView<const std::int32_t> labels_{};
+  MahalanobisReward<T> reward_{};
+  PgOptions<T> options_{};
+  DrawKey key_{};
+  // Logits (B x C) and caches; head samples and scores.
+  Buffer<T> out_, cache_, tangent_cache_, tangent_out_, d_head_, d_head_tangent_;
+  Buffer<std::int32_t> samples_;
+  Buffer<T> log_prob_, rewards_, advantages_, d_log_prob_, entropy_, d_entropy_, row_loss_;
 };
 
 }  // namespace d2r
