@@ -12,3 +12,5 @@ if [ "${D2R_SKIP_SANITIZERS:-0}" != "1" ]; then
   (cd build-sanitize && ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 \
      ctest --output-on-failure --timeout 900 -L cpu -E install_consumer -j "${D2R_JOBS:-$(nproc)}")
 fi
+# libFuzzer run of the CSV reader and dataset builders (clang++; D2R_FUZZ_SECONDS, D2R_SKIP_FUZZ=1).
+tools/fuzz.sh
