@@ -139,6 +139,11 @@ void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& hea
                               ObjectiveScale scale, const ObjectiveRows<float>& rows,
                               const CategoricalGrad<float>& grad);
 
+/// Tangent of the exact objective's head gradient (diagonal Gaussian); workspace as exact_diag_gaussian.
+void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
+                                 const MahalanobisReward<float>& reward, ObjectiveScale scale,
+                                 const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
+                                 void* workspace);
 void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
                              const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
                              const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,

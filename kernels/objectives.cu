@@ -47,6 +47,17 @@ void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, M
   finish_shared(stream, head, grad, workspace);
 }
 
+void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
+                                 const MahalanobisReward<float>& reward, ObjectiveScale scale,
+                                 const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
+                                 void* workspace) {
+  objectives::exact_tangent_kernel<<<grid_size(head.mean.rows, kThreads), kThreads, 0, stream>>>(
+      head, reward, scale.per_dim / scale.normaliser, tangent, grad_tangent.mean,
+      log_std_target(head, grad_tangent, workspace));
+  D2R_CHECK_LAUNCH(stream);
+  finish_shared(stream, head, grad_tangent, workspace);
+}
+
 void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                             const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
                             ObjectiveScale scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,

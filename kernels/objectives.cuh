@@ -87,6 +87,24 @@ D2R_KERNEL void exact_kernel(DiagGaussian<float> head, MatrixView<const float> t
   }
 }
 
+/// Tangent of the exact objective's head gradient (see reference::exact_diag_gaussian_tangent),
+/// one thread per row; log_std_target is the per-row target (workspace when the log-std is shared).
+D2R_KERNEL void exact_tangent_kernel(DiagGaussian<float> head, MahalanobisReward<float> reward, float k,
+                                     DiagGaussian<float> tangent, MatrixView<float> grad_mean,
+                                     MatrixView<float> log_std_target) {
+  const std::int64_t n = head.mean.cols;
+  for (std::int64_t b = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; b < head.mean.rows;
+       b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
+    const auto mean_dot = [&](std::int64_t i) { return tangent.mean(b, i); };
+    for (std::int64_t d = 0; d < n; ++d) {
+      grad_mean(b, d) = 2.0f * k * u_times(reward, n, d, mean_dot);
+      const float var = expf(2.0f * head.log_std(sr, d));
+      log_std_target(b, d) = 4.0f * k * u_diagonal(reward, d) * var * tangent.log_std(sr, d);
+    }
+  }
+}
+
 /// Pathwise objective, one thread per row: ŷ = μ + σε regenerated from Philox.
 D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float> targets,
                                 MahalanobisReward<float> reward, PgOptions<float> options, math::DrawPosition pos,

@@ -84,6 +84,30 @@ TEST_P(DiagGaussianSecondOrderGpu, MatchesReference) {
     D2R_EXPECT_CLOSE(d_gm.values_checked(), ref_gm, 1e-4, 1e-5 * static_cast<double>(G));
     D2R_EXPECT_CLOSE(d_gs.values_checked(), ref_gs, 1e-4, 1e-4 * scale_g);
   }
+
+  // Exact-objective head Hessian (exact_backward_tangent) for the three reward forms.
+  for (const d2r::RewardForm form : {d2r::RewardForm::scalar, d2r::RewardForm::diagonal, d2r::RewardForm::full}) {
+    SCOPED_TRACE(::testing::Message() << "exact tangent, form " << static_cast<int>(form));
+    const std::int64_t P = form == d2r::RewardForm::scalar ? 1 : form == d2r::RewardForm::diagonal ? n : n * (n + 1) / 2;
+    std::vector<float> u_f = rng.vector<float>(P, 0.2, 1.2);
+    if (form == d2r::RewardForm::full)  // off-diagonal Cholesky entries may be negative
+      for (std::int64_t i = 0, k = 0; i < n; ++i)
+        for (std::int64_t j = 0; j <= i; ++j, ++k)
+          if (j < i) u_f[static_cast<std::size_t>(k)] -= 0.7f;
+    const auto u = widen(u_f);
+    GuardedMatrix<float> d_u(gpu, 1, P), d_gm(gpu, B, n), d_gs(gpu, S, n);
+    d_u.fill(u_f);
+    const d2r::PgOptions<float> options{.entropy_weight = 0.7f, .per_dimension_mean = true};
+    d2r::exact_backward_tangent(gpu, head, {form, d2r::VectorView<const float>{d_u.cview().data, P}}, options, tangent,
+                                d2r::DiagGaussianGrad<float>{d_gm.view(), d_gs.view()});
+    std::vector<double> ref_gm(B * n), ref_gs(S * n);
+    d2r::exact_backward_tangent(cpu, ref_head, {form, d2r::vector_view(u.data(), P)},
+                                d2r::PgOptions<double>{.entropy_weight = 0.7, .per_dimension_mean = true}, ref_tangent,
+                                d2r::DiagGaussianGrad<double>{d2r::matrix_view(ref_gm.data(), B, n),
+                                                              d2r::matrix_view(ref_gs.data(), S, n)});
+    D2R_EXPECT_CLOSE(d_gm.values_checked(), ref_gm, 1e-4, 1e-5 * static_cast<double>(n));
+    D2R_EXPECT_CLOSE(d_gs.values_checked(), ref_gs, 1e-4, 1e-5 * static_cast<double>(shared ? B : 1));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, DiagGaussianSecondOrderGpu,

@@ -305,3 +305,75 @@ TEST_F(DiagGaussianSecondOrderErrors, NonFiniteTangent) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- exact-objective tangent
+/// exact_backward_tangent against central differences of exact_objective's head gradient along the
+/// tangent, for the three reward forms, per-row and shared log-std, and the per-dimension scaling.
+TEST(DiagGaussianExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+  for (const d2r::RewardForm form : {d2r::RewardForm::scalar, d2r::RewardForm::diagonal, d2r::RewardForm::full}) {
+    for (const bool shared : {false, true}) {
+      for (const bool per_dim : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "form " << static_cast<int>(form) << " shared " << shared << " per_dim "
+                                          << per_dim);
+        const std::int64_t B = 4, n = 3, S = shared ? 1 : B;
+        const DiagProblem p(B, n, 1, shared, 7 + static_cast<std::uint64_t>(form) * 3 + shared);
+        TestRng rng(41);
+        const std::vector<double> y = rng.vector<double>(B * n, -1, 1);
+        std::vector<double> u = form == d2r::RewardForm::scalar     ? std::vector<double>{0.8}
+                                : form == d2r::RewardForm::diagonal ? std::vector<double>{0.5, 1.5, 0.9}
+                                                                    : std::vector<double>{1.1, 0.3, 0.9, -0.2, 0.4, 1.3};
+        const d2r::MahalanobisReward<double> reward{form, d2r::vector_view<const double>(u.data(), static_cast<std::int64_t>(u.size()))};
+        const d2r::PgOptions<double> options{.entropy_weight = 0.6, .per_dimension_mean = per_dim};
+        std::vector<double> tm(B * n, -7.0), ts(S * n, -7.0);
+        d2r::exact_backward_tangent(ctx, p.head(), reward, options, p.tangent(),
+                                    d2r::DiagGaussianGrad<double>{d2r::matrix_view(tm.data(), B, n),
+                                                                  d2r::matrix_view(ts.data(), S, n)});
+        const auto gradient = [&](const std::vector<double>& m, const std::vector<double>& s, std::vector<double>& gm,
+                                  std::vector<double>& gs) {
+          std::vector<double> rows(B);
+          gm.assign(B * n, 0.0);
+          gs.assign(S * n, 0.0);
+          d2r::exact_objective(ctx, p.head(m, s), d2r::matrix_view<const double>(y.data(), B, n), reward, options,
+                               d2r::ObjectiveRows<double>{d2r::vector_view(rows.data(), B), {}},
+                               d2r::DiagGaussianGrad<double>{d2r::matrix_view(gm.data(), B, n),
+                                                             d2r::matrix_view(gs.data(), S, n)});
+        };
+        const double h = 1e-5;
+        std::vector<double> gm_up, gs_up, gm_dn, gs_dn;
+        const auto [mu_up, s_up] = p.moved(h, p.t_mean, p.t_log_std);
+        const auto [mu_dn, s_dn] = p.moved(-h, p.t_mean, p.t_log_std);
+        gradient(mu_up, s_up, gm_up, gs_up);
+        gradient(mu_dn, s_dn, gm_dn, gs_dn);
+        std::vector<double> fd_m(B * n), fd_s(S * n);
+        for (std::int64_t i = 0; i < B * n; ++i) fd_m[i] = (gm_up[i] - gm_dn[i]) / (2 * h);
+        for (std::int64_t i = 0; i < S * n; ++i) fd_s[i] = (gs_up[i] - gs_dn[i]) / (2 * h);
+        D2R_EXPECT_CLOSE(tm, fd_m, 1e-7, 1e-8);
+        D2R_EXPECT_CLOSE(ts, fd_s, 1e-7, 1e-8);
+        double norm = 0;
+        for (double v : ts) norm += v * v;
+        EXPECT_GT(norm, 1e-6);
+      }
+    }
+  }
+}
+
+TEST(DiagGaussianExactTangent, RejectsBadArgumentsBeforeWriting) {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+  const DiagProblem p(3, 2, 1, false, 5);
+  std::vector<double> u{1.0}, bad_u{-1.0};
+  const d2r::MahalanobisReward<double> reward{d2r::RewardForm::scalar, d2r::vector_view<const double>(u.data(), 1)};
+  std::vector<double> tm(6, -7.0), ts(6, -7.0);
+  const d2r::DiagGaussianGrad<double> out{d2r::matrix_view(tm.data(), 3, 2), d2r::matrix_view(ts.data(), 3, 2)};
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), {d2r::RewardForm::scalar, d2r::vector_view<const double>(bad_u.data(), 1)}, {}, p.tangent(), out); },
+               "reward.params", "");
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), reward, {.entropy_weight = -1}, p.tangent(), out); },
+               "options.entropy_weight", "");
+  const std::vector<double> short_mean(4, 0.0);
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), reward, {}, d2r::DiagGaussian<double>{d2r::matrix_view<const double>(short_mean.data(), 2, 2), p.tangent().log_std}, out); },
+               "tangent.mean", "");
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), reward, {}, p.tangent(), d2r::DiagGaussianGrad<double>{d2r::matrix_view(tm.data(), 3, 2), d2r::matrix_view(tm.data() + 1, 3, 2)}); },
+               "grad_tangent.mean", "");
+  for (double v : tm) EXPECT_EQ(v, -7.0);
+  for (double v : ts) EXPECT_EQ(v, -7.0);
+}

@@ -191,3 +191,67 @@ TEST(PolicyCurvatureErrors, BadInput) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- exact curvature
+namespace {
+
+/// prepare_exact: the HVP is the derivative of the exact gradient along v (central differences),
+/// it is symmetric, and the mixed product is the derivative in φ of ∇θ L_exact · w.
+TEST(DiagGaussianPolicyCurvatureExact, HvpAndMixedProductMatchFiniteDifferences) {
+  for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+    SCOPED_TRACE(::testing::Message() << "form " << static_cast<int>(form));
+    const std::int64_t B = 5, n = 2;
+    d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+    const d2r::Mlp net({.inputs = 3, .hidden = {6}, .outputs = 2 * n, .activation = d2r::Activation::tanh});
+    TestRng rng(77 + static_cast<std::uint64_t>(form));
+    std::vector<double> params(static_cast<std::size_t>(net.parameter_count()));
+    net.init(ctx, d2r::vector_view(params.data(), static_cast<std::int64_t>(params.size())), 4);
+    const std::vector<double> x = rng.vector<double>(B * 3, -1, 1), y = rng.vector<double>(B * n, -1, 1);
+    std::vector<double> u = form == RewardForm::full ? std::vector<double>{1.0, 0.4, 0.7}
+                            : form == RewardForm::diagonal ? std::vector<double>{0.6, 1.4} : std::vector<double>{0.9};
+    const d2r::PgOptions<double> options{.entropy_weight = 0.5};
+    const auto P = params.size();
+    const auto grad_at = [&](const std::vector<double>& th, const std::vector<double>& phi) {
+      d2r::DiagGaussianPolicyCurvature<double> c(ctx, net, B);
+      std::vector<double> g(P);
+      c.prepare_exact({th.data(), static_cast<std::int64_t>(P)}, d2r::matrix_view(x.data(), B, 3),
+                      d2r::matrix_view(y.data(), B, n), {form, {phi.data(), static_cast<std::int64_t>(phi.size())}},
+                      options, {g.data(), static_cast<std::int64_t>(P)});
+      return g;
+    };
+    d2r::DiagGaussianPolicyCurvature<double> c(ctx, net, B);
+    std::vector<double> g(P);
+    c.prepare_exact({params.data(), static_cast<std::int64_t>(P)}, d2r::matrix_view(x.data(), B, 3),
+                    d2r::matrix_view(y.data(), B, n), {form, {u.data(), static_cast<std::int64_t>(u.size())}}, options,
+                    {g.data(), static_cast<std::int64_t>(P)});
+    EXPECT_EQ(c.samples().rows, 0);  // no sampling
+    const std::vector<double> v = rng.vector<double>(P, -1, 1), w = rng.vector<double>(P, -1, 1);
+    std::vector<double> hv(P), hw(P);
+    c.apply({v.data(), static_cast<std::int64_t>(P)}, {hv.data(), static_cast<std::int64_t>(P)});
+    c.apply({w.data(), static_cast<std::int64_t>(P)}, {hw.data(), static_cast<std::int64_t>(P)});
+    const double h = 1e-5;
+    std::vector<double> up = params, dn = params;
+    for (std::size_t i = 0; i < P; ++i) up[i] += h * v[i], dn[i] -= h * v[i];
+    const std::vector<double> g_up = grad_at(up, u), g_dn = grad_at(dn, u);
+    std::vector<double> fd(P);
+    for (std::size_t i = 0; i < P; ++i) fd[i] = (g_up[i] - g_dn[i]) / (2 * h);
+    D2R_EXPECT_CLOSE(hv, fd, 1e-6, 1e-7);
+    double whv = 0, vhw = 0;
+    for (std::size_t i = 0; i < P; ++i) whv += w[i] * hv[i], vhw += v[i] * hw[i];
+    EXPECT_NEAR(whv, vhw, 1e-10 * (1 + std::abs(whv)));
+    // Mixed product against ∂/∂φ_j (∇θ L_exact · w).
+    std::vector<double> mixed(u.size());
+    c.mixed_product({w.data(), static_cast<std::int64_t>(P)}, {mixed.data(), static_cast<std::int64_t>(u.size())});
+    for (std::size_t j = 0; j < u.size(); ++j) {
+      std::vector<double> pu = u, pd = u;
+      pu[j] += h;
+      pd[j] -= h;
+      const std::vector<double> gu = grad_at(params, pu), gd = grad_at(params, pd);
+      double fdj = 0;
+      for (std::size_t i = 0; i < P; ++i) fdj += w[i] * (gu[i] - gd[i]) / (2 * h);
+      EXPECT_NEAR(mixed[j], fdj, 1e-6 * (1 + std::abs(fdj))) << "φ entry " << j;
+    }
+  }
+}
+
+}  // namespace

@@ -130,6 +130,34 @@ void exact_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> target
   }
 }
 
+/// Tangent of exact_diag_gaussian's head gradient along ḣ = (μ̇, ṡ) (the head-level Hessian of
+/// L_exact applied to ḣ; it does not depend on the targets):
+///   R(∂/∂μ_b) = 2k U μ̇_b,   R(∂/∂s_bd) = 4k U_dd σ_bd² ṡ_bd   (summed over rows for a shared log-std).
+template <class T>
+void exact_diag_gaussian_tangent(const DiagGaussian<T>& head, const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
+                                 const DiagGaussian<T>& tangent, const DiagGaussianGrad<T>& grad_tangent) {
+  const std::int64_t B = head.mean.rows, n = head.mean.cols;
+  const bool shared = head.log_std.rows == 1 && B > 1;
+  const T k = s.per_dim / s.normaliser;
+  if (shared)
+    for (std::int64_t d = 0; d < n; ++d) grad_tangent.log_std(0, d) = 0;
+  std::vector<T> u_dot;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
+    apply_u(reward, n, [&](std::int64_t i) { return tangent.mean(b, i); }, u_dot);
+    for (std::int64_t d = 0; d < n; ++d) {
+      grad_tangent.mean(b, d) = T(2) * k * u_dot[static_cast<std::size_t>(d)];
+      const T var = math::exp_(T(2) * head.log_std(sr, d));
+      const T g = T(4) * k * u_diagonal(reward, d) * var * tangent.log_std(sr, d);
+      if (shared) {
+        grad_tangent.log_std(0, d) += g;
+      } else {
+        grad_tangent.log_std(b, d) = g;
+      }
+    }
+  }
+}
+
 /// Cholesky Gaussian: E[r] = −δᵀUδ − tr(U L Lᵀ); ∂/∂L = −2 U L (lower part), ∂H/∂L_dd = 1/L_dd.
 template <class T>
 void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,

@@ -223,12 +223,8 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
   check_inner(fn, options.inner);
   D2R_EXPECTS(options.inner_start == InnerStart::fresh || options.inner_start == InnerStart::warm, fn,
               "options.inner_start", "unknown value {}", static_cast<int>(options.inner_start));
-  if (options.curvature == CurvatureKind::exact) {
-    detail::fail_unsupported(fn, "options.curvature",
-                             "the exact-expectation curvature through a policy network is not yet available; "
-                             "use CurvatureKind::surrogate");
-  }
-  D2R_EXPECTS(options.curvature == CurvatureKind::surrogate, fn, "options.curvature", "unknown value {}",
+  D2R_EXPECTS(options.curvature == CurvatureKind::surrogate || options.curvature == CurvatureKind::exact, fn,
+              "options.curvature", "unknown value {}",
               static_cast<int>(options.curvature));
   switch (options.solver) {
     case ImplicitSolver::conjugate_gradient:
@@ -286,14 +282,14 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
   impl_->fingerprint = fmt::format(
       "d2r bilevel v1; scalar {}; backend {}; ctx seed {}; net {}; n {}; train {}x{}; val {}x{}; form {}; "
       "inner K {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
-      "start {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
+      "start {}; curvature {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
       "clamp {} floor {}; outer data {}; seed {}",
       sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(), impl_->policy.net().describe(), n,
       train.x.rows, train.x.cols, validation.empty() ? 0 : validation.x.rows, validation.empty() ? 0 : validation.x.cols,
       form_name(form), o.inner.steps, o.inner.generations, o.inner.pg.entropy_weight,
       static_cast<int>(o.inner.pg.transform.kind), o.inner.pg.log_prob_clip, o.inner.pg.per_dimension_mean,
       o.inner.adam.learning_rate, o.inner.adam.beta1, o.inner.adam.beta2, o.inner.adam.epsilon,
-      o.inner.adam.weight_decay, o.inner.gradient_clamp, static_cast<int>(o.inner_start), to_string(o.solver),
+      o.inner.adam.weight_decay, o.inner.gradient_clamp, static_cast<int>(o.inner_start), static_cast<int>(o.curvature), to_string(o.solver),
       o.cg.damping, o.cg.tolerance, o.cg.max_iterations, o.neumann.alpha, o.neumann.iterations, o.neumann.damping,
       o.neumann.tolerance, static_cast<int>(o.optimizer), o.outer_adam.learning_rate, o.outer_adam.beta1,
       o.outer_adam.beta2, o.outer_adam.epsilon, o.sgd_learning_rate, o.sgd_momentum, o.reset_outer_optimizer,
@@ -350,8 +346,12 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const RegressionData<T>& outer = options_.outer_data == OuterData::train ? s.train : s.validation;
   const ConstVector<T> theta = std::as_const(s.theta).vector();
   s.policy.nll_gradient(theta, outer.x, outer.y, s.g_out.vector());
-  s.curvature.prepare(theta, tr.x, tr.y, reward, in.generations, in.pg, DrawKey{.step = s.philox_step++},
-                      s.grad_in.vector());
+  const DrawKey curvature_key{.step = s.philox_step++};  // consumed by the surrogate only; counted either way
+  if (options_.curvature == CurvatureKind::exact) {
+    s.curvature.prepare_exact(theta, tr.x, tr.y, reward, in.pg, s.grad_in.vector());
+  } else {
+    s.curvature.prepare(theta, tr.x, tr.y, reward, in.generations, in.pg, curvature_key, s.grad_in.vector());
+  }
   zero(s.ctx, s.w);
   const LinearOperator<T> H = s.curvature.as_operator();
   SolveReport<T> report;

@@ -5,7 +5,10 @@
 
 #include "d2r/second_order.hpp"
 #include "host/reference/second_order_ref.hpp"
+#include "host/reference/objectives_ref.hpp"
 #include "host/src/head_checks.hpp"
+#include "host/src/objective_common.hpp"
+#include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/launch.hpp"
 
@@ -91,11 +94,45 @@ void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> 
   }
 }
 
+template <class T>
+void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, const DiagGaussian<T>& tangent,
+                            const DiagGaussianGrad<T>& grad_tangent) {
+  constexpr std::string_view fn = "exact_backward_tangent";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  detail::check_reward(ctx, fn, reward, n);
+  objective_common::check_options(fn, options, batch);
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
+  inputs.emplace_back("reward.params", reward.params);
+  const MatrixArg g_mean("grad_tangent.mean", grad_tangent.mean),
+      g_log_std("grad_tangent.log_std", grad_tangent.log_std);
+  detail::check_matrix(ctx, fn, g_mean, batch, n);
+  detail::check_matrix(ctx, fn, g_log_std, head.log_std.rows, n);
+  for (const MatrixArg& in : inputs) {
+    detail::check_disjoint(fn, g_mean, in);
+    detail::check_disjoint(fn, g_log_std, in);
+  }
+  detail::check_disjoint(fn, g_mean, g_log_std);
+  const auto s = objective_common::scale_of(head, options, 1);
+  if (ctx.backend() == Backend::cpu) {
+    reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent);
+  } else if constexpr (std::is_same_v<T, float>) {
+    const bool shared = head.log_std.rows == 1 && batch > 1;
+    void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, n, shared));
+    kernels::exact_diag_gaussian_tangent(ctx.stream(), head, reward, objective_common::to_kernel(s), tangent,
+                                         grad_tangent, ws);
+  }
+}
+
 #define D2R_INSTANTIATE(T)                                                                                      \
   template void log_prob_jvp<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const DiagGaussian<T>&,       \
                                 MatrixView<T>);                                                                \
   template void backward_tangent<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,           \
-                                    ConstVector<T>, const DiagGaussian<T>&, const DiagGaussianGrad<T>&);
+                                    ConstVector<T>, const DiagGaussian<T>&, const DiagGaussianGrad<T>&); \
+  template void exact_backward_tangent<T>(Context&, const DiagGaussian<T>&, const MahalanobisReward<T>&,           \
+                                          const PgOptions<T>&, const DiagGaussian<T>&, const DiagGaussianGrad<T>&);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

@@ -127,6 +127,37 @@ void DiagGaussianPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<
   options_ = options;
   key_ = key;
   generations_ = G;
+  exact_ = false;
+  prepared_ = true;
+}
+
+template <class T>
+void DiagGaussianPolicyCurvature<T>::prepare_exact(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> targets,
+                                                   const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                                                   VectorView<T> grad) {
+  constexpr std::string_view fn = "DiagGaussianPolicyCurvature::prepare_exact";
+  const std::int64_t B = batch_;
+  D2R_EXPECTS(x.rows == B, fn, "x", "expected the {} rows given at construction, got {}", B, x.rows);
+  D2R_EXPECTS(grad.size == net_.parameter_count(), fn, "grad", "expected {} entries (the network's parameters), got {}",
+              net_.parameter_count(), grad.size);
+  objective_common::check_options(fn, options, B);
+  prepared_ = false;  // before the buffers may be reallocated
+  ensure_buffers(1);
+  net_.forward(ctx_, params, x, cache_.vector(), out_.matrix(B, 2 * n_));
+  const DiagGaussian<T> head = head_of(std::as_const(out_).matrix(B, 2 * n_));
+  const MatrixView<T> d_head = d_head_.matrix(B, 2 * n_);
+  exact_objective(ctx_, head, targets, reward, options, ObjectiveRows<T>{row_loss_.vector(), {}},
+                  DiagGaussianGrad<T>{MatrixView<T>{d_head.data, B, n_, 2 * n_},
+                                      MatrixView<T>{d_head.data + n_, B, n_, 2 * n_}});
+  net_.backward(ctx_, params, x, cache_.vector(), d_head, grad, {});
+  params_ = params;
+  x_ = x;
+  targets_ = targets;
+  reward_ = reward;
+  options_ = options;
+  key_ = {};
+  generations_ = 0;
+  exact_ = true;
   prepared_ = true;
 }
 
@@ -139,10 +170,15 @@ void DiagGaussianPolicyCurvature<T>::apply(ConstVector<T> v, VectorView<T> hv) {
   const MatrixView<T> tangent_out = tangent_out_.matrix(B, 2 * n_);
   net_.forward_tangent(ctx_, params_, v, x_, cache_.vector(), tangent_cache_.vector(), tangent_out);
   const MatrixView<T> d_head_tangent = d_head_tangent_.matrix(B, 2 * n_);
-  backward_tangent(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), samples(), log_prob_cotangent(),
-                   entropy_cotangent(), head_of(tangent_out),
-                   DiagGaussianGrad<T>{MatrixView<T>{d_head_tangent.data, B, n_, 2 * n_},
-                                       MatrixView<T>{d_head_tangent.data + n_, B, n_, 2 * n_}});
+  const DiagGaussianGrad<T> head_tangent{MatrixView<T>{d_head_tangent.data, B, n_, 2 * n_},
+                                         MatrixView<T>{d_head_tangent.data + n_, B, n_, 2 * n_}};
+  if (exact_) {
+    exact_backward_tangent(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), reward_, options_,
+                           head_of(tangent_out), head_tangent);
+  } else {
+    backward_tangent(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), samples(), log_prob_cotangent(),
+                     entropy_cotangent(), head_of(tangent_out), head_tangent);
+  }
   net_.backward_tangent(ctx_, params_, v, x_, cache_.vector(), tangent_cache_.vector(),
                         std::as_const(d_head_).matrix(B, 2 * n_), d_head_tangent, hv);
 }
@@ -155,8 +191,13 @@ void DiagGaussianPolicyCurvature<T>::mixed_product(ConstVector<T> w, VectorView<
   // ḣ = J_head w, then the head-level mixed product (which regenerates the same samples).
   const MatrixView<T> tangent_out = tangent_out_.matrix(B, 2 * n_);
   net_.forward_tangent(ctx_, params_, w, x_, cache_.vector(), tangent_cache_.vector(), tangent_out);
-  d2r::mixed_product(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), targets_, reward_, generations_, options_,
-                     key_, head_of(tangent_out), grad_params);
+  if (exact_) {
+    exact_mixed_product(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), targets_, reward_, options_,
+                        head_of(tangent_out), grad_params);
+  } else {
+    d2r::mixed_product(ctx_, head_of(std::as_const(out_).matrix(B, 2 * n_)), targets_, reward_, generations_,
+                       options_, key_, head_of(tangent_out), grad_params);
+  }
 }
 
 template <class T>

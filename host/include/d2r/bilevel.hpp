@@ -11,9 +11,11 @@
 ///     g = ∇θ L_out(θ) (NLL of the outer data);  solve (H + δI) w = g  (H = ∇²θθ L_in, exact HVPs)
 ///     h = −(∂²L_in/∂φ∂θ)·w, clamped to [−c_out, c_out];  φ ← Adam/SGD step on h;  φ kept >= floor
 /// @endcode
-/// The paper's setting is the default: fresh inner policy, outer Adam re-created every step,
-/// CG on the normal equations with one iteration, tolerance 1e-6 and no damping, c_in = 1,
-/// c_out = 10.
+/// The defaults are the paper's setting (fresh inner policy, outer Adam re-created every step, CG
+/// on the normal equations with one iteration, tolerance 1e-6 and no damping, c_in = 1,
+/// c_out = 10) except the curvature: the exact one, because the surrogate's points the
+/// hypergradient the wrong way (CurvatureKind). With K_in = 50 a fresh policy under-fits the
+/// mean, which biases u* low; InnerStart::warm reaches the paper's u* = 0.32 in Fig. 3.
 ///
 /// Memory and synchronisation. Data live in the context's memory space (device memory on the
 /// cuda backend) as views the caller keeps alive; the trainer allocates its buffers at
@@ -92,8 +94,14 @@ enum class ImplicitSolver {
 
 /// Which curvature H the implicit step uses.
 enum class CurvatureKind {
-  surrogate,  ///< the REINFORCE surrogate's, samples and advantages held fixed (the paper)
-  exact,      ///< the exact-expectation objective's (NOT YET AVAILABLE through a network: rejected)
+  /// The REINFORCE surrogate's, samples and advantages held fixed (the paper's code). Its
+  /// Hessian Σ A ∇²(−log p) is negative along the variance directions when the rewards are
+  /// negative, which turns the implicit step around: u moves away from u* (see bilevel_test's
+  /// closed forms). Kept for fidelity and comparison.
+  surrogate,
+  /// The exact-expectation objective's (closed form for Gaussian heads: DESIGN.md §5): the
+  /// curvature of the expected objective itself, no sampling noise. The default.
+  exact,
 };
 
 /// Which optimiser moves the reward parameters.
@@ -107,7 +115,7 @@ template <class T>
 struct BilevelOptions {
   InnerOptions<T> inner{};
   InnerStart inner_start = InnerStart::fresh;
-  CurvatureKind curvature = CurvatureKind::surrogate;
+  CurvatureKind curvature = CurvatureKind::exact;
   ImplicitSolver solver = ImplicitSolver::normal_cg;
   CgOptions<T> cg{.damping = T(0), .tolerance = T(1e-6), .max_iterations = 1};  ///< CG and normal CG
   NeumannOptions<T> neumann{.alpha = T(0.1), .iterations = 100};                 ///< Neumann series

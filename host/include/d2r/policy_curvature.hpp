@@ -51,6 +51,15 @@ class DiagGaussianPolicyCurvature {
   void prepare(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
                std::int64_t generations, const PgOptions<T>& options, DrawKey key, VectorView<T> grad);
 
+  /// Exact curvature (DESIGN.md §5 "exact-expectation objective"): evaluates the policy at θ on x
+  /// and prepares the Hessian and mixed product of L_exact = −(1/B) Σ (E[r_b] + λ H_b) — no
+  /// sampling, so no key and no generations; options.transform and log_prob_clip do not apply.
+  /// Writes ∇θ L_exact into `grad`. Unlike the surrogate's, this curvature is that of the
+  /// expected objective itself: at an inner optimum it is positive semi-definite along the
+  /// variance directions, where the surrogate's (Σ A ∇²(−log p) with negative rewards) is negative.
+  void prepare_exact(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+                     const PgOptions<T>& options, VectorView<T> grad);
+
   /// hv = ∇²θ L_in · v (both parameter_count entries), samples and advantages fixed.
   void apply(ConstVector<T> v, VectorView<T> hv);
 
@@ -80,6 +89,7 @@ class DiagGaussianPolicyCurvature {
   std::int64_t batch_, n_;
   std::int64_t generations_ = 0;
   bool prepared_ = false;
+  bool exact_ = false;  // prepared by prepare_exact()
   ConstVector<T> params_{};
   ConstMatrix<T> x_{};
   ConstMatrix<T> targets_{};

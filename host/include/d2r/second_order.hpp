@@ -78,6 +78,17 @@ void mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const st
                    const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
                    DrawKey key, const Categorical<T>& tangent, VectorView<T> grad_params);
 
+/// Exact-curvature head Hessian: the tangent of exact_objective's head gradient along the head
+/// direction `tangent` (same shapes as the head), i.e. ∇²_head L_exact · ḣ, with the options'
+/// scaling (per_dimension_mean, normaliser_rows). For the diagonal Gaussian
+///   R(∂L/∂μ_b) = 2k U μ̇_b,   R(∂L/∂s_bd) = 4k U_dd σ_bd² ṡ_bd   (k = pd / N),
+/// summed over rows for a shared log-std; it does not depend on the targets. Overwrites
+/// grad_tangent (shaped like the head), which may not overlap any input.
+template <class T>
+void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, const DiagGaussian<T>& tangent,
+                            const DiagGaussianGrad<T>& grad_tangent);
+
 /// Exact-curvature variant: ∇_φ(∇_head L_exact · ḣ) for exact_objective (same options).
 template <class T>
 void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
