@@ -394,3 +394,136 @@ TEST(FitPolicy, RejectsBadInputBeforeAnyWork) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------------------ classification
+namespace {
+
+/// Three Gaussian blobs in 4-D (class c centred at 1.5·e_c), N rows.
+struct Blobs {
+  std::int64_t N;
+  std::vector<double> x;
+  std::vector<std::int32_t> labels;
+  Blobs(std::int64_t rows, std::uint64_t seed) : N(rows) {
+    TestRng rng(seed);
+    for (std::int64_t i = 0; i < N; ++i) {
+      const auto c = static_cast<std::int32_t>(i % 3);
+      labels.push_back(c);
+      for (int d = 0; d < 4; ++d) x.push_back((d == c ? 1.5 : 0.0) + normal(rng));
+    }
+  }
+  d2r::ClassificationData<double> data() const { return {cmat(x, N, 4), {labels.data(), N}}; }
+};
+
+TEST(CategoricalPolicy, NllGradientMatchesFiniteDifferencesAndPgMatchesTheCurvatureComposition) {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
+  const Blobs b(7, 2);
+  d2r::CategoricalPolicy<double> policy(ctx, {.inputs = 4, .hidden = {5}, .activation = d2r::Activation::tanh}, 3, 7);
+  std::vector<double> params(static_cast<std::size_t>(policy.parameter_count())), grad(params.size());
+  policy.init(vec(params), 3);
+  const d2r::ConstVector<double> theta{params.data(), static_cast<std::int64_t>(params.size())};
+  policy.nll_gradient(theta, b.data().x, b.data().labels, vec(grad));
+  const auto loss = [&] { return policy.evaluate(theta, b.data().x, b.data().labels).nll_per_dim; };
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const double fd = d2r::test::central_difference(params, i, loss, 1e-6);
+    EXPECT_NEAR(grad[i], fd, 1e-8 * (1 + std::abs(fd))) << "parameter " << i;
+  }
+  // The REINFORCE gradient equals CategoricalPolicyCurvature's composition of the unfused primitives.
+  std::vector<double> beta{0.7}, g_fused(params.size()), g_composed(params.size());
+  const d2r::MahalanobisReward<double> reward{RewardForm::scalar, {beta.data(), 1}};
+  const d2r::PgOptions<double> pg{.entropy_weight = 0.3};
+  policy.pg_gradient(theta, b.data().x, b.data().labels, reward, 6, pg, {.step = 3}, vec(g_fused));
+  d2r::CategoricalPolicyCurvature<double> curvature(ctx, policy.net(), b.N);
+  curvature.prepare(theta, b.data().x, b.data().labels, reward, 6, pg, {.step = 3}, vec(g_composed));
+  double norm = 0;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    EXPECT_NEAR(g_fused[i], g_composed[i], 1e-10 * (1 + std::abs(g_composed[i])));
+    norm += g_fused[i] * g_fused[i];
+  }
+  EXPECT_GT(norm, 1e-8);
+  const d2r::PolicyMetrics m = policy.evaluate(theta, b.data().x, b.data().labels);
+  EXPECT_GE(m.accuracy, 0.0);
+  EXPECT_LE(m.accuracy, 1.0);
+  EXPECT_TRUE(std::isnan(m.rmse));
+}
+
+TEST(FitClassifier, LogisticRegressionLearnsBlobsWithNllAndWithPg) {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 8}};
+  const Blobs train(600, 5), test(300, 6);
+  d2r::CategoricalPolicy<double> policy(ctx, {.inputs = 4}, 3, 600);
+  std::vector<double> params(static_cast<std::size_t>(policy.parameter_count()));
+  const auto nll = d2r::fit_classifier(ctx, policy, vec(params), train.data(), test.data(),
+                                       d2r::ClassifierFitOptions<double>{.epochs = 10, .seed = 1});
+  ASSERT_EQ(nll.size(), 10u);
+  EXPECT_EQ(nll.back().step, 10);
+  // The Bayes accuracy of these blobs is about 0.80.
+  EXPECT_GT(nll.back().validation.accuracy, 0.72);
+  EXPECT_LT(nll.back().train.nll_per_dim, nll.front().train.nll_per_dim + 1e-12);
+  const std::vector<double> first = params;
+  // Deterministic for a seed.
+  d2r::fit_classifier(ctx, policy, vec(params), train.data(), test.data(),
+                      d2r::ClassifierFitOptions<double>{.epochs = 10, .seed = 1});
+  EXPECT_EQ(params, first);
+  // PG with the heuristic β* (balanced 3 classes, λ = 1: β* = λC / (2·N/(N−1)·(2/3))).
+  const double beta = d2r::heuristic_class_beta(ctx, train.data().labels, 3, 1.0);
+  const auto pg = d2r::fit_classifier(
+      ctx, policy, vec(params), train.data(), test.data(),
+      d2r::ClassifierFitOptions<double>{.loss = PolicyLoss::pg, .epochs = 10, .generations = 50,
+                                        .pg = {.entropy_weight = 1.0}, .reward_params = {beta}, .seed = 1});
+  EXPECT_GT(pg.back().validation.accuracy, 0.72);
+}
+
+TEST(FitClassifier, RejectsBadInputBeforeAnyWork) {
+  using d2r::test::expect_error;
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+  const Blobs b(9, 1);
+  d2r::CategoricalPolicy<double> policy(ctx, {.inputs = 4}, 3, 9);
+  std::vector<double> params(static_cast<std::size_t>(policy.parameter_count()), 0.5);
+  const std::vector<double> before = params;
+  std::vector<std::int32_t> bad_labels = b.labels;
+  bad_labels[2] = 3;
+  expect_error([&] { d2r::fit_classifier<double>(ctx, policy, vec(params), {b.data().x, {bad_labels.data(), 9}}, {}, {}); },
+               "train.labels", "");
+  expect_error([&] { d2r::fit_classifier<double>(ctx, policy, vec(params), {b.data().x, {b.labels.data(), 8}}, {}, {}); },
+               "train.labels", "9 labels");
+  expect_error([&] { d2r::fit_classifier<double>(ctx, policy, vec(params), b.data(), {}, {.loss = PolicyLoss::mse}); },
+               "options.loss", "classifier");
+  expect_error([&] { d2r::fit_classifier<double>(ctx, policy, vec(params), b.data(), {}, {.epochs = 0}); },
+               "options.epochs", ">= 1");
+  expect_error([&] { d2r::fit_classifier<double>(ctx, policy, vec(params), b.data(), {}, {.batch_size = -1}); },
+               "options.batch_size", ">= 0");
+  expect_error(
+      [&] {
+        d2r::fit_classifier<double>(ctx, policy, vec(params), b.data(), {},
+                                    {.loss = PolicyLoss::pg, .reward_params = {0.0}});
+      },
+      "options.reward_params", "> 0");
+  EXPECT_EQ(params, before);
+  expect_error([&] { d2r::CategoricalPolicy<double>(ctx, {.inputs = 4}, 1, 9); }, "classes", "2 <= C");
+}
+
+TEST(BilevelClassifier, RunsWithTheSurrogateCurvatureAndRejectsTheExactOneForNow) {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  const Blobs b(60, 9);
+  d2r::BilevelOptions<double> o;
+  o.inner.steps = 5;
+  o.inner.generations = 8;
+  using d2r::test::expect_error;
+  expect_error([&] { d2r::BilevelTrainer<double>(ctx, {.inputs = 4}, b.data(), {}, 3, RewardForm::scalar, std::vector<double>{1.0}, o); },
+               "options.curvature", "not yet available", d2r::ErrorKind::unsupported);
+  o.curvature = d2r::CurvatureKind::surrogate;
+  d2r::BilevelTrainer<double> t(ctx, {.inputs = 4}, b.data(), b.data(), 3, RewardForm::scalar,
+                                std::vector<double>{1.0}, o);
+  for (int k = 0; k < 3; ++k) {
+    const d2r::BilevelRecord& r = t.step();
+    ASSERT_EQ(r.reward_params.size(), 1u);
+    EXPECT_TRUE(std::isfinite(r.hypergradient[0]));
+    EXPECT_NE(r.hypergradient[0], 0.0);
+    EXPECT_TRUE(std::isfinite(r.train.accuracy));
+    EXPECT_TRUE(std::isfinite(r.validation.nll_per_dim));
+    EXPECT_LE(r.mean_inner_reward, 0.0);
+  }
+  EXPECT_EQ(t.classifier().classes(), 3);
+  expect_error([&] { (void)t.policy(); }, "this", "classification", d2r::ErrorKind::unsupported);
+}
+
+}  // namespace

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
+#include "d2r/data.hpp"
 #include "d2r/error.hpp"
 #include "d2r/policy_curvature.hpp"
 #include "host/src/checkpoint.hpp"
@@ -119,6 +120,29 @@ void check_data(Context& ctx, std::string_view fn, std::string_view name, const 
   ctx.set_value_checks(saved);
 }
 
+/// Shapes, memory space, finiteness of x and the label range of a classification data set.
+template <class T>
+void check_class_data(Context& ctx, std::string_view fn, std::string_view name, const ClassificationData<T>& d,
+                      std::int64_t classes, std::int64_t min_rows) {
+  const std::string xs = fmt::format("{}.x", name), ls = fmt::format("{}.labels", name);
+  D2R_EXPECTS(d.x.data != nullptr && d.x.rows >= min_rows && d.x.cols >= 1, fn, xs,
+              "expected at least {} rows and 1 column, got {} x {}", min_rows, d.x.rows, d.x.cols);
+  D2R_EXPECTS(d.labels.data != nullptr && d.labels.size == d.x.rows, fn, ls, "expected {} labels (the rows of {}), got {}",
+              d.x.rows, xs, d.labels.size);
+  detail::check_matrix(ctx, fn, detail::MatrixArg(xs, d.x), d.x.rows, d.x.cols);
+  const ValueChecks saved = ctx.value_checks();
+  ctx.set_value_checks(ValueChecks::full);
+  try {
+    detail::check_values<T>(ctx, fn, xs, d.x, detail::ValueRule::finite);
+    detail::check_indices(ctx, fn, ls, MatrixView<const std::int32_t>{d.labels.data, 1, d.labels.size, d.labels.size},
+                          static_cast<std::int32_t>(classes));
+  } catch (...) {
+    ctx.set_value_checks(saved);
+    throw;
+  }
+  ctx.set_value_checks(saved);
+}
+
 template <class T>
 void check_inner(std::string_view fn, const InnerOptions<T>& in) {
   D2R_EXPECTS(in.steps >= 1, fn, "options.inner.steps", "expected K_in >= 1 inner steps, got {}", in.steps);
@@ -153,20 +177,139 @@ PolicyMetrics nan_metrics() {
 
 }  // namespace
 
+
+// ------------------------------------------------------------------ inner problems
+// What the scheduler needs from a policy family: the inner gradient, the outer (NLL) gradient, the
+// curvature operator and mixed product, and metrics. One implementation per data kind.
+namespace bilevel_detail {
+
+template <class T>
+class Problem {
+ public:
+  virtual ~Problem() = default;
+  [[nodiscard]] virtual std::int64_t parameter_count() const = 0;
+  [[nodiscard]] virtual std::int64_t train_rows() const = 0;
+  [[nodiscard]] virtual bool has_validation() const = 0;
+  [[nodiscard]] virtual std::string describe() const = 0;
+  virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
+  virtual void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                              const PgOptions<T>& pg, DrawKey key, VectorView<T> grad, VectorView<T> row_reward) = 0;
+  virtual void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) = 0;
+  virtual void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                       const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) = 0;
+  virtual LinearOperator<T> curvature() = 0;
+  virtual void mixed_product(ConstVector<T> w, VectorView<T> out) = 0;
+  virtual PolicyMetrics evaluate(ConstVector<T> theta, bool validation) = 0;
+};
+
+template <class T>
+class GaussianProblem final : public Problem<T> {
+ public:
+  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation)
+      : policy_(ctx, std::move(trunk), train.y.cols, GaussianHead::diagonal,
+                std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
+        curvature_(ctx, policy_.net(), train.x.rows),
+        train_(train),
+        validation_(validation) {}
+  std::int64_t parameter_count() const override { return policy_.parameter_count(); }
+  std::int64_t train_rows() const override { return train_.x.rows; }
+  bool has_validation() const override { return !validation_.empty(); }
+  std::string describe() const override {
+    return fmt::format("regression; net {}; train {}x{}->{}; val {}", policy_.net().describe(), train_.x.rows,
+                       train_.x.cols, train_.y.cols, validation_.empty() ? 0 : validation_.x.rows);
+  }
+  void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
+  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                      const PgOptions<T>& pg, DrawKey key, VectorView<T> grad, VectorView<T> row_reward) override {
+    policy_.pg_gradient(theta, train_.x, train_.y, reward, generations, pg, key, grad, row_reward);
+  }
+  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
+    const RegressionData<T>& d = validation ? validation_ : train_;
+    policy_.nll_gradient(theta, d.x, d.y, grad);
+  }
+  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    if (exact) {
+      curvature_.prepare_exact(theta, train_.x, train_.y, reward, pg, grad);
+    } else {
+      curvature_.prepare(theta, train_.x, train_.y, reward, generations, pg, key, grad);
+    }
+  }
+  LinearOperator<T> curvature() override { return curvature_.as_operator(); }
+  void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
+  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
+    const RegressionData<T>& d = validation ? validation_ : train_;
+    return policy_.evaluate(theta, d.x, d.y);
+  }
+  GaussianPolicy<T>& policy() { return policy_; }
+
+ private:
+  GaussianPolicy<T> policy_;
+  DiagGaussianPolicyCurvature<T> curvature_;
+  RegressionData<T> train_, validation_;
+};
+
+template <class T>
+class CategoricalProblem final : public Problem<T> {
+ public:
+  CategoricalProblem(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
+                     std::int64_t classes)
+      : policy_(ctx, std::move(trunk), classes, std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
+        curvature_(ctx, policy_.net(), train.x.rows),
+        train_(train),
+        validation_(validation) {}
+  std::int64_t parameter_count() const override { return policy_.parameter_count(); }
+  std::int64_t train_rows() const override { return train_.x.rows; }
+  bool has_validation() const override { return !validation_.empty(); }
+  std::string describe() const override {
+    return fmt::format("classification; net {}; train {}x{}; classes {}; val {}", policy_.net().describe(),
+                       train_.x.rows, train_.x.cols, policy_.classes(), validation_.empty() ? 0 : validation_.x.rows);
+  }
+  void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
+  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                      const PgOptions<T>& pg, DrawKey key, VectorView<T> grad, VectorView<T> row_reward) override {
+    policy_.pg_gradient(theta, train_.x, train_.labels, reward, generations, pg, key, grad, row_reward);
+  }
+  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
+    const ClassificationData<T>& d = validation ? validation_ : train_;
+    policy_.nll_gradient(theta, d.x, d.labels, grad);
+  }
+  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    if (exact) {
+      detail::fail_unsupported("BilevelTrainer", "options.curvature",
+                               "the exact curvature of a categorical policy is not yet available; use "
+                               "CurvatureKind::surrogate");
+    }
+    curvature_.prepare(theta, train_.x, train_.labels, reward, generations, pg, key, grad);
+  }
+  LinearOperator<T> curvature() override { return curvature_.as_operator(); }
+  void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
+  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
+    const ClassificationData<T>& d = validation ? validation_ : train_;
+    return policy_.evaluate(theta, d.x, d.labels);
+  }
+  CategoricalPolicy<T>& policy() { return policy_; }
+
+ private:
+  CategoricalPolicy<T> policy_;
+  CategoricalPolicyCurvature<T> curvature_;
+  ClassificationData<T> train_, validation_;
+};
+
+}  // namespace bilevel_detail
+
 // ------------------------------------------------------------------ BilevelTrainer
 template <class T>
 struct BilevelTrainer<T>::Impl {
-  Impl(Context& c, MlpSpec trunk, std::int64_t n, std::int64_t capacity, std::int64_t train_rows, std::int64_t phi_size)
-      : ctx(c),
-        host_ctx(ContextOptions{.backend = Backend::cpu}),
-        policy(c, std::move(trunk), n, GaussianHead::diagonal, capacity),
-        curvature(c, policy.net(), train_rows) {
-    const auto P = static_cast<std::size_t>(policy.parameter_count());
+  Impl(Context& c, std::unique_ptr<bilevel_detail::Problem<T>> p, std::int64_t phi_size)
+      : ctx(c), host_ctx(ContextOptions{.backend = Backend::cpu}), problem(std::move(p)) {
+    const auto P = static_cast<std::size_t>(problem->parameter_count());
     for (Buffer<T>* b : {&theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) *b = Buffer<T>(c, P);
     adam_count = Buffer<std::int64_t>(c, 1);
     reward = Buffer<T>(c, static_cast<std::size_t>(phi_size));
     mixed = Buffer<T>(c, static_cast<std::size_t>(phi_size));
-    row_reward = Buffer<T>(c, static_cast<std::size_t>(train_rows));
+    row_reward = Buffer<T>(c, static_cast<std::size_t>(problem->train_rows()));
     const auto S = static_cast<std::size_t>(phi_size);
     outer_m.assign(S, 0.0);
     outer_v.assign(S, 0.0);
@@ -175,44 +318,31 @@ struct BilevelTrainer<T>::Impl {
 
   Context& ctx;
   Context host_ctx;  // the outer optimiser runs on the host, in double
-  GaussianPolicy<T> policy;
-  DiagGaussianPolicyCurvature<T> curvature;
+  std::unique_ptr<bilevel_detail::Problem<T>> problem;
   Buffer<T> theta, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
   Buffer<std::int64_t> adam_count;
   std::vector<double> outer_m, outer_v, sgd_velocity;
   std::int64_t outer_count = 0;
   std::uint64_t philox_step = 0;
-  RegressionData<T> train, validation;
   RewardForm form = RewardForm::scalar;
   std::vector<std::size_t> positive;
   std::string fingerprint;
 };
 
+namespace {
+
+/// Everything about the options and the reward that does not depend on the data kind.
 template <class T>
-BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
-                                  RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options)
-    : options_(options) {
-  constexpr std::string_view fn = "BilevelTrainer";
-  detail::check_scalar_type<T>(ctx, fn);
-  check_data(ctx, fn, "train", train, 2);
-  const std::int64_t n = train.y.cols;
-  if (trunk.inputs == 0) trunk.inputs = train.x.cols;
-  D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
-              train.x.cols, trunk.inputs);
-  if (!validation.empty()) {
-    check_data(ctx, fn, "validation", validation, 1);
-    D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
-                train.x.cols, validation.x.cols);
-    D2R_EXPECTS(validation.y.cols == n, fn, "validation.y", "expected {} columns (those of train.y), got {}", n,
-                validation.y.cols);
-  }
+std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelOptions<T>& options, RewardForm form,
+                                             std::span<const double> reward_init, std::int64_t reward_dim,
+                                             std::int64_t train_rows, bool has_validation) {
   D2R_EXPECTS(form == RewardForm::scalar || form == RewardForm::diagonal || form == RewardForm::full, fn, "form",
               "expected RewardForm::scalar, diagonal or full, got value {}", static_cast<int>(form));
-  const std::int64_t phi_size = reward_size(form, n);
+  const std::int64_t phi_size = reward_size(form, reward_dim);
   D2R_EXPECTS(static_cast<std::int64_t>(reward_init.size()) == phi_size, fn, "reward_init",
-              "a {} reward on {} target dimensions has {} parameters, got {}", form_name(form), n, phi_size,
+              "a {} reward on {} dimensions has {} parameters, got {}", form_name(form), reward_dim, phi_size,
               reward_init.size());
-  const std::vector<std::size_t> positive = positive_entries(form, phi_size, n);
+  std::vector<std::size_t> positive = positive_entries(form, phi_size, reward_dim);
   for (std::size_t i = 0; i < reward_init.size(); ++i) {
     D2R_EXPECTS(std::isfinite(reward_init[i]), fn, "reward_init", "entry {} is not finite ({})", i, reward_init[i]);
   }
@@ -265,27 +395,32 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
               "expected c_out > 0 (+inf for no clamp), got {}", options.hypergradient_clamp);
   D2R_EXPECTS(std::isfinite(options.reward_floor) && options.reward_floor > 0, fn, "options.reward_floor",
               "expected a finite floor > 0, got {}", options.reward_floor);
-  D2R_EXPECTS(options.outer_data == OuterData::train || !validation.empty(), fn, "options.outer_data",
+  D2R_EXPECTS(options.outer_data == OuterData::train || has_validation, fn, "options.outer_data",
               "OuterData::validation needs validation data, and none was given");
-  objective_common::check_options(fn, options.inner.pg, train.x.rows);
+  objective_common::check_options(fn, options.inner.pg, train_rows);
   detail::check_transform(fn, options.inner.pg.transform, options.inner.generations);
+  return positive;
+}
 
-  const std::int64_t capacity = std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows);
-  impl_ = std::make_unique<Impl>(ctx, trunk, n, capacity, train.x.rows, phi_size);
-  impl_->train = train;
-  impl_->validation = validation;
+}  // namespace
+
+template <class T>
+void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail::Problem<T>> problem,
+                                   RewardForm form, std::span<const double> reward_init,
+                                   std::vector<std::size_t> positive) {
+  const std::int64_t phi_size = static_cast<std::int64_t>(reward_init.size());
+  impl_ = std::make_unique<Impl>(ctx, std::move(problem), phi_size);
   impl_->form = form;
-  impl_->positive = positive;
+  impl_->positive = std::move(positive);
   phi_.assign(reward_init.begin(), reward_init.end());
-  for (std::size_t i : positive) phi_[i] = std::max(phi_[i], options.reward_floor);
-  const auto& o = options;
+  for (std::size_t i : impl_->positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
+  const auto& o = options_;
   impl_->fingerprint = fmt::format(
-      "d2r bilevel v1; scalar {}; backend {}; ctx seed {}; net {}; n {}; train {}x{}; val {}x{}; form {}; "
+      "d2r bilevel v2; scalar {}; backend {}; ctx seed {}; {}; form {}; "
       "inner K {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
       "start {}; curvature {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
       "clamp {} floor {}; outer data {}; seed {}",
-      sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(), impl_->policy.net().describe(), n,
-      train.x.rows, train.x.cols, validation.empty() ? 0 : validation.x.rows, validation.empty() ? 0 : validation.x.cols,
+      sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(), impl_->problem->describe(),
       form_name(form), o.inner.steps, o.inner.generations, o.inner.pg.entropy_weight,
       static_cast<int>(o.inner.pg.transform.kind), o.inner.pg.log_prob_clip, o.inner.pg.per_dimension_mean,
       o.inner.adam.learning_rate, o.inner.adam.beta1, o.inner.adam.beta2, o.inner.adam.epsilon,
@@ -297,6 +432,62 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
 }
 
 template <class T>
+BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
+                                  RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options)
+    : options_(options) {
+  constexpr std::string_view fn = "BilevelTrainer";
+  detail::check_scalar_type<T>(ctx, fn);
+  check_data(ctx, fn, "train", train, 2);
+  const std::int64_t n = train.y.cols;
+  if (trunk.inputs == 0) trunk.inputs = train.x.cols;
+  D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
+              train.x.cols, trunk.inputs);
+  if (!validation.empty()) {
+    check_data(ctx, fn, "validation", validation, 1);
+    D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
+                train.x.cols, validation.x.cols);
+    D2R_EXPECTS(validation.y.cols == n, fn, "validation.y", "expected {} columns (those of train.y), got {}", n,
+                validation.y.cols);
+  }
+  std::vector<std::size_t> positive =
+      check_bilevel_setup(fn, options, form, reward_init, n, train.x.rows, !validation.empty());
+  initialize(ctx, std::make_unique<bilevel_detail::GaussianProblem<T>>(ctx, std::move(trunk), train, validation), form,
+             reward_init, std::move(positive));
+}
+
+template <class T>
+BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train,
+                                  ClassificationData<T> validation, std::int64_t classes, RewardForm form,
+                                  std::span<const double> reward_init, BilevelOptions<T> options)
+    : options_(options) {
+  constexpr std::string_view fn = "BilevelTrainer";
+  detail::check_scalar_type<T>(ctx, fn);
+  D2R_EXPECTS(classes >= 2 && classes <= kMaxCategoricalClasses, fn, "classes", "expected 2 <= C <= {}, got {}",
+              kMaxCategoricalClasses, classes);
+  check_class_data(ctx, fn, "train", train, classes, 2);
+  if (trunk.inputs == 0) trunk.inputs = train.x.cols;
+  D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
+              train.x.cols, trunk.inputs);
+  if (!validation.empty()) {
+    check_class_data(ctx, fn, "validation", validation, classes, 1);
+    D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
+                train.x.cols, validation.x.cols);
+  }
+  D2R_EXPECTS(form != RewardForm::full || classes <= 256, fn, "form", "a full one-hot reward supports C <= 256, got {}",
+              classes);
+  if (options.curvature == CurvatureKind::exact) {
+    detail::fail_unsupported(fn, "options.curvature",
+                             "the exact curvature of a categorical policy is not yet available; use "
+                             "CurvatureKind::surrogate");
+  }
+  std::vector<std::size_t> positive =
+      check_bilevel_setup(fn, options, form, reward_init, classes, train.x.rows, !validation.empty());
+  initialize(ctx,
+             std::make_unique<bilevel_detail::CategoricalProblem<T>>(ctx, std::move(trunk), train, validation, classes),
+             form, reward_init, std::move(positive));
+}
+
+template <class T>
 BilevelTrainer<T>::~BilevelTrainer() = default;
 
 template <class T>
@@ -305,8 +496,17 @@ VectorView<const T> BilevelTrainer<T>::policy_params() const {
 }
 
 template <class T>
-GaussianPolicy<T>& BilevelTrainer<T>::policy() noexcept {
-  return impl_->policy;
+GaussianPolicy<T>& BilevelTrainer<T>::policy() {
+  auto* p = dynamic_cast<bilevel_detail::GaussianProblem<T>*>(impl_->problem.get());
+  if (p == nullptr) detail::fail_unsupported("BilevelTrainer::policy", "this", "a classification trainer has no GaussianPolicy; use classifier()");
+  return p->policy();
+}
+
+template <class T>
+CategoricalPolicy<T>& BilevelTrainer<T>::classifier() {
+  auto* p = dynamic_cast<bilevel_detail::CategoricalProblem<T>*>(impl_->problem.get());
+  if (p == nullptr) detail::fail_unsupported("BilevelTrainer::classifier", "this", "a regression trainer has no CategoricalPolicy; use policy()");
+  return p->policy();
 }
 
 template <class T>
@@ -327,15 +527,14 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const MahalanobisReward<T> reward{s.form, std::as_const(s.reward).vector()};
 
   // Inner problem: K_in Adam steps of policy gradient on r_φ.
-  if (options_.inner_start == InnerStart::fresh || k == 1) s.policy.init(s.theta.vector(), mix_seed(options_.seed, k));
+  if (options_.inner_start == InnerStart::fresh || k == 1) s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
   const AdamState<T> adam{s.first_moment.vector(), s.second_moment.vector(), s.adam_count.vector()};
   adam_reset(s.ctx, adam);
   const InnerOptions<T>& in = options_.inner;
   const bool clamp = std::isfinite(static_cast<double>(in.gradient_clamp));
-  const RegressionData<T>& tr = s.train;
   for (std::int64_t i = 0; i < in.steps; ++i) {
     const bool last = i + 1 == in.steps;
-    s.policy.pg_gradient(std::as_const(s.theta).vector(), tr.x, tr.y, reward, in.generations, in.pg,
+    s.problem->inner_gradient(std::as_const(s.theta).vector(), reward, in.generations, in.pg,
                          DrawKey{.step = s.philox_step++}, s.grad.vector(),
                          last ? s.row_reward.vector() : VectorView<T>{});
     if (clamp) clamp_values(s.ctx, in.gradient_clamp, s.grad.vector());
@@ -343,17 +542,14 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   }
 
   // Implicit hypergradient: (H + δI) w = ∇θ L_out,  h = −(∂²L_in/∂φ∂θ) w.
-  const RegressionData<T>& outer = options_.outer_data == OuterData::train ? s.train : s.validation;
+  const bool outer_validation = options_.outer_data == OuterData::validation;
   const ConstVector<T> theta = std::as_const(s.theta).vector();
-  s.policy.nll_gradient(theta, outer.x, outer.y, s.g_out.vector());
+  s.problem->outer_gradient(theta, outer_validation, s.g_out.vector());
   const DrawKey curvature_key{.step = s.philox_step++};  // consumed by the surrogate only; counted either way
-  if (options_.curvature == CurvatureKind::exact) {
-    s.curvature.prepare_exact(theta, tr.x, tr.y, reward, in.pg, s.grad_in.vector());
-  } else {
-    s.curvature.prepare(theta, tr.x, tr.y, reward, in.generations, in.pg, curvature_key, s.grad_in.vector());
-  }
+  s.problem->prepare(theta, reward, in.generations, in.pg, curvature_key, options_.curvature == CurvatureKind::exact,
+                     s.grad_in.vector());
   zero(s.ctx, s.w);
-  const LinearOperator<T> H = s.curvature.as_operator();
+  const LinearOperator<T> H = s.problem->curvature();
   SolveReport<T> report;
   switch (options_.solver) {
     case ImplicitSolver::conjugate_gradient:
@@ -366,7 +562,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       report = neumann_series(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.neumann);
       break;
   }
-  s.curvature.mixed_product(std::as_const(s.w).vector(), s.mixed.vector());
+  s.problem->mixed_product(std::as_const(s.w).vector(), s.mixed.vector());
 
   BilevelRecord rec;
   rec.step = k;
@@ -403,12 +599,12 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.solver_iterations = report.iterations;
   rec.solver_initial_residual = static_cast<double>(report.initial_residual_norm);
   rec.solver_residual = static_cast<double>(report.residual_norm);
-  const std::vector<double> rr = to_host_double(s.row_reward, tr.x.rows);
+  const std::vector<double> rr = to_host_double(s.row_reward, s.problem->train_rows());
   double sum = 0;
   for (double r : rr) sum += r;
   rec.mean_inner_reward = sum / static_cast<double>(rr.size());
-  rec.train = s.policy.evaluate(theta, tr.x, tr.y);
-  rec.validation = s.validation.empty() ? nan_metrics() : s.policy.evaluate(theta, s.validation.x, s.validation.y);
+  rec.train = s.problem->evaluate(theta, false);
+  rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
   rec.outer_loss = options_.outer_data == OuterData::train ? rec.train.nll_per_dim : rec.validation.nll_per_dim;
   rec.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   history_.push_back(std::move(rec));
@@ -636,5 +832,139 @@ template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<float>
 template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<double>&, VectorView<double>,
                                                  RegressionData<double>, RegressionData<double>,
                                                  const PolicyFitOptions<double>&);
+
+// ------------------------------------------------------------------ fit_classifier
+namespace {
+
+/// Rows of a backend matrix / vector copied to the host (packed).
+template <class U>
+std::vector<U> rows_to_host(Context& ctx, MatrixView<const U> m) {
+  std::vector<U> out(static_cast<std::size_t>(m.rows * m.cols));
+  if (ctx.backend() == Backend::cpu) {
+    for (std::int64_t r = 0; r < m.rows; ++r)
+      std::copy(m.data + r * m.row_stride, m.data + r * m.row_stride + m.cols, out.begin() + r * m.cols);
+  } else {
+    D2R_CUDA_TRY(cudaMemcpy2DAsync(out.data(), static_cast<std::size_t>(m.cols) * sizeof(U), m.data,
+                                   static_cast<std::size_t>(m.row_stride) * sizeof(U),
+                                   static_cast<std::size_t>(m.cols) * sizeof(U), static_cast<std::size_t>(m.rows),
+                                   cudaMemcpyDeviceToHost, ctx.stream()));
+    ctx.synchronize();
+  }
+  return out;
+}
+
+}  // namespace
+
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                            ClassificationData<T> train, ClassificationData<T> validation,
+                                            const ClassifierFitOptions<T>& options) {
+  constexpr std::string_view fn = "fit_classifier";
+  const std::int64_t C = policy.classes();
+  check_class_data(ctx, fn, "train", train, C, 1);
+  const std::int64_t N = train.x.rows, p = train.x.cols;
+  D2R_EXPECTS(p == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
+              policy.net().inputs(), p);
+  if (!validation.empty()) {
+    check_class_data(ctx, fn, "validation", validation, C, 1);
+    D2R_EXPECTS(validation.x.cols == p, fn, "validation.x", "expected {} columns, got {}", p, validation.x.cols);
+    D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",
+                "has {} rows, more than the policy's batch capacity {}", validation.x.rows, policy.batch_capacity());
+  }
+  D2R_EXPECTS(N <= policy.batch_capacity(), fn, "train.x", "has {} rows, more than the policy's batch capacity {}", N,
+              policy.batch_capacity());
+  D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
+              policy.parameter_count(), params.size);
+  D2R_EXPECTS(options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn, "options.loss",
+              "expected PolicyLoss::nll or PolicyLoss::pg for a classifier, got {}", to_string(options.loss));
+  D2R_EXPECTS(options.epochs >= 1, fn, "options.epochs", "expected >= 1 epochs, got {}", options.epochs);
+  D2R_EXPECTS(options.batch_size >= 0, fn, "options.batch_size", "expected >= 0 (0: full batch), got {}",
+              options.batch_size);
+  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
+              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
+  check_adam(fn, "options.adam", options.adam);
+  const std::int64_t batch = options.batch_size == 0 ? N : std::min(options.batch_size, N);
+  const std::int64_t batches_per_epoch = (N + batch - 1) / batch;
+  D2R_EXPECTS(options.epochs <= (std::int64_t{1} << 32) / batches_per_epoch, fn, "options.epochs",
+              "{} epochs of {} batches exceed the 2^32 Philox steps", options.epochs, batches_per_epoch);
+  Buffer<T> reward_params;
+  if (options.loss == PolicyLoss::pg) {
+    D2R_EXPECTS(options.generations >= 1, fn, "options.generations", "expected G >= 1, got {}", options.generations);
+    D2R_EXPECTS(options.reward_form != RewardForm::full || C <= 256, fn, "options.reward_form",
+                "a full one-hot reward supports C <= 256, got {}", C);
+    const std::int64_t S = reward_size(options.reward_form, C);
+    D2R_EXPECTS(S > 0 && static_cast<std::int64_t>(options.reward_params.size()) == S, fn, "options.reward_params",
+                "a {} one-hot reward on {} classes has {} parameters, got {}", form_name(options.reward_form), C, S,
+                options.reward_params.size());
+    for (std::size_t i = 0; i < options.reward_params.size(); ++i) {
+      D2R_EXPECTS(std::isfinite(options.reward_params[i]), fn, "options.reward_params", "entry {} is not finite", i);
+    }
+    for (std::size_t i : positive_entries(options.reward_form, S, C)) {
+      D2R_EXPECTS(options.reward_params[i] > 0, fn, "options.reward_params", "entry {} must be > 0, got {}", i,
+                  options.reward_params[i]);
+    }
+    objective_common::check_options(fn, options.pg, batch);
+    detail::check_transform(fn, options.pg.transform, options.generations);
+    reward_params = Buffer<T>(ctx, std::vector<T>(options.reward_params.begin(), options.reward_params.end()));
+  }
+
+  // Host copies of the training rows, re-uploaded in a new order every epoch.
+  const std::vector<T> x_host = rows_to_host<T>(ctx, train.x);
+  const std::vector<std::int32_t> y_host =
+      rows_to_host<std::int32_t>(ctx, MatrixView<const std::int32_t>{train.labels.data, 1, N, N});
+  Buffer<T> x_epoch(ctx, static_cast<std::size_t>(N * p));
+  Buffer<std::int32_t> y_epoch(ctx, static_cast<std::size_t>(N));
+  std::vector<T> x_perm(x_host.size());
+  std::vector<std::int32_t> y_perm(y_host.size());
+
+  const auto P = static_cast<std::size_t>(policy.parameter_count());
+  Buffer<T> grad(ctx, P), m(ctx, P), v(ctx, P);
+  Buffer<std::int64_t> count(ctx, 1);
+  const AdamState<T> adam{m.vector(), v.vector(), count.vector()};
+  policy.init(params, options.seed);
+  adam_reset(ctx, adam);
+  const MahalanobisReward<T> reward{options.reward_form, std::as_const(reward_params).vector()};
+  const bool clamp = std::isfinite(static_cast<double>(options.gradient_clamp));
+  std::vector<PolicyFitRecord> records;
+  ChecksOff checks_off(ctx);
+  std::uint64_t step = 0;
+  for (std::int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
+    const std::vector<std::int64_t> order = random_permutation(N, mix_seed(options.seed, static_cast<std::uint64_t>(epoch)));
+    for (std::int64_t r = 0; r < N; ++r) {
+      const std::int64_t src = order[static_cast<std::size_t>(r)];
+      std::copy(x_host.begin() + src * p, x_host.begin() + (src + 1) * p, x_perm.begin() + r * p);
+      y_perm[static_cast<std::size_t>(r)] = y_host[static_cast<std::size_t>(src)];
+    }
+    x_epoch.copy_from_host(x_perm);
+    y_epoch.copy_from_host(y_perm);
+    for (std::int64_t first = 0; first < N; first += batch) {
+      const std::int64_t rows = std::min(batch, N - first);
+      const MatrixView<const T> xb{x_epoch.data() + first * p, rows, p, p};
+      const VectorView<const std::int32_t> yb{y_epoch.data() + first, rows};
+      if (options.loss == PolicyLoss::nll) {
+        policy.nll_gradient(params, xb, yb, grad.vector());
+      } else {
+        policy.pg_gradient(params, xb, yb, reward, options.generations, options.pg, DrawKey{.step = step},
+                           grad.vector());
+      }
+      ++step;
+      if (clamp) clamp_values(ctx, options.gradient_clamp, grad.vector());
+      adam_step(ctx, options.adam, adam, params, std::as_const(grad).vector());
+    }
+    PolicyFitRecord rec;
+    rec.step = epoch;
+    rec.train = policy.evaluate(params, train.x, train.labels);
+    rec.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.labels);
+    records.push_back(rec);
+  }
+  return records;
+}
+
+template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<float>&, VectorView<float>,
+                                                     ClassificationData<float>, ClassificationData<float>,
+                                                     const ClassifierFitOptions<float>&);
+template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<double>&, VectorView<double>,
+                                                     ClassificationData<double>, ClassificationData<double>,
+                                                     const ClassifierFitOptions<double>&);
 
 }  // namespace d2r

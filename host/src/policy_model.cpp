@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -242,5 +243,140 @@ PolicyMetrics GaussianPolicy<T>::evaluate(ConstVector<T> params, ConstMatrix<T> 
 
 template class GaussianPolicy<float>;
 template class GaussianPolicy<double>;
+
+// ------------------------------------------------------------------ CategoricalPolicy
+namespace {
+MlpSpec with_classes(MlpSpec spec, std::int64_t classes) {
+  D2R_EXPECTS(classes >= 2 && classes <= kMaxCategoricalClasses, "CategoricalPolicy", "classes",
+              "expected 2 <= C <= {} classes, got {}", kMaxCategoricalClasses, classes);
+  spec.outputs = classes;
+  return spec;
+}
+}  // namespace
+
+template <class T>
+CategoricalPolicy<T>::CategoricalPolicy(Context& ctx, MlpSpec trunk, std::int64_t classes, std::int64_t batch)
+    : ctx_(ctx), net_(with_classes(std::move(trunk), classes)), classes_(classes), capacity_(batch) {
+  constexpr std::string_view fn = "CategoricalPolicy";
+  detail::check_scalar_type<T>(ctx, fn);
+  D2R_EXPECTS(batch >= 1, fn, "batch", "expected a batch capacity >= 1 rows, got {}", batch);
+  const auto size = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  out_ = Buffer<T>(ctx, size(batch * classes));
+  cache_ = Buffer<T>(ctx, size(std::max<std::int64_t>(net_.cache_elements(batch), 1)));
+  d_out_ = Buffer<T>(ctx, size(batch * classes));
+  row_loss_ = Buffer<T>(ctx, size(batch));
+  d_log_prob_ = Buffer<T>(ctx, size(batch));
+}
+
+template <class T>
+void CategoricalPolicy<T>::init(VectorView<T> params, std::uint64_t seed) {
+  net_.init(ctx_, params, seed);
+}
+
+template <class T>
+VectorView<T> CategoricalPolicy<T>::cache(std::int64_t rows) {
+  const std::int64_t size = net_.cache_elements(rows);
+  return size == 0 ? VectorView<T>{} : VectorView<T>{cache_.data(), size};
+}
+
+template <class T>
+void CategoricalPolicy<T>::check_call(std::string_view fn, ConstVector<T> params, ConstMatrix<T> x,
+                                      VectorView<const std::int32_t> labels, VectorView<T> grad,
+                                      bool need_grad) const {
+  D2R_EXPECTS(params.size == parameter_count(), fn, "params", "expected {} parameters ({}), got {}",
+              parameter_count(), net_.describe(), params.size);
+  D2R_EXPECTS(x.rows >= 1 && x.rows <= capacity_, fn, "x", "expected between 1 and {} rows (the batch capacity), got {}",
+              capacity_, x.rows);
+  D2R_EXPECTS(labels.size == x.rows, fn, "labels", "expected {} labels (the rows of x), got {}", x.rows, labels.size);
+  detail::check_indices(ctx_, fn, "labels", MatrixView<const std::int32_t>{labels.data, 1, labels.size, labels.size},
+                        static_cast<std::int32_t>(classes_));
+  if (need_grad) {
+    D2R_EXPECTS(grad.size == parameter_count(), fn, "grad", "expected {} entries, got {}", parameter_count(), grad.size);
+  }
+}
+
+template <class T>
+MatrixView<const T> CategoricalPolicy<T>::run_forward(ConstVector<T> params, ConstMatrix<T> x) {
+  const std::int64_t B = x.rows;
+  const MatrixView<T> out = out_.matrix(B, classes_);
+  net_.forward(ctx_, params, x, cache(B), out);
+  return out;
+}
+
+template <class T>
+void CategoricalPolicy<T>::pg_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                                       const MahalanobisReward<T>& reward, std::int64_t generations,
+                                       const PgOptions<T>& options, DrawKey key, VectorView<T> grad,
+                                       VectorView<T> row_reward) {
+  constexpr std::string_view fn = "CategoricalPolicy::pg_gradient";
+  check_call(fn, params, x, labels, grad, true);
+  const std::int64_t B = x.rows;
+  const MatrixView<const T> logits = run_forward(params, x);
+  const MatrixView<T> d = d_out_.matrix(B, classes_);
+  pg_surrogate(ctx_, Categorical<T>{logits}, labels, reward, generations, options, key,
+               ObjectiveRows<T>{VectorView<T>{row_loss_.data(), B}, row_reward}, CategoricalGrad<T>{d});
+  net_.backward(ctx_, params, x, cache(B), d, grad, {});
+}
+
+template <class T>
+void CategoricalPolicy<T>::nll_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                                        VectorView<T> grad) {
+  constexpr std::string_view fn = "CategoricalPolicy::nll_gradient";
+  check_call(fn, params, x, labels, grad, true);
+  const std::int64_t B = x.rows;
+  if (d_log_prob_rows_ != B) {
+    d_log_prob_.copy_from_host(std::vector<T>(static_cast<std::size_t>(B), T(-1) / T(B)));
+    d_log_prob_rows_ = B;
+  }
+  const MatrixView<const T> logits = run_forward(params, x);
+  const MatrixView<T> d = d_out_.matrix(B, classes_);
+  backward(ctx_, Categorical<T>{logits}, MatrixView<const std::int32_t>{labels.data, B, 1, 1},
+           MatrixView<const T>{d_log_prob_.data(), B, 1, 1}, {}, CategoricalGrad<T>{d});
+  net_.backward(ctx_, params, x, cache(B), d, grad, {});
+}
+
+template <class T>
+void CategoricalPolicy<T>::forward(ConstVector<T> params, ConstMatrix<T> x, MatrixView<T> out) {
+  D2R_EXPECTS(x.rows >= 1 && x.rows <= capacity_, "CategoricalPolicy::forward", "x",
+              "expected between 1 and {} rows (the batch capacity), got {}", capacity_, x.rows);
+  net_.forward(ctx_, params, x, cache(x.rows), out);
+}
+
+template <class T>
+PolicyMetrics CategoricalPolicy<T>::evaluate(ConstVector<T> params, ConstMatrix<T> x,
+                                             VectorView<const std::int32_t> labels) {
+  constexpr std::string_view fn = "CategoricalPolicy::evaluate";
+  check_call(fn, params, x, labels, {}, false);
+  const std::int64_t B = x.rows, C = classes_;
+  (void)run_forward(params, x);
+  const std::vector<T> logits = out_.to_host();
+  std::vector<std::int32_t> y(static_cast<std::size_t>(B));
+  if (ctx_.backend() == Backend::cpu) {
+    std::copy(labels.data, labels.data + B, y.begin());
+  } else {
+    D2R_CUDA_TRY(cudaMemcpyAsync(y.data(), labels.data, static_cast<std::size_t>(B) * sizeof(std::int32_t),
+                                 cudaMemcpyDeviceToHost, ctx_.stream()));
+    ctx_.synchronize();
+  }
+  double nll = 0, correct = 0;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const T* row = logits.data() + b * C;
+    std::int64_t best = 0;
+    double top = static_cast<double>(row[0]);
+    for (std::int64_t k = 1; k < C; ++k) {
+      if (static_cast<double>(row[k]) > top) top = static_cast<double>(row[k]), best = k;
+    }
+    double z = 0;
+    for (std::int64_t k = 0; k < C; ++k) z += std::exp(static_cast<double>(row[k]) - top);
+    const std::int32_t label = y[static_cast<std::size_t>(b)];
+    nll += top + std::log(z) - static_cast<double>(row[label]);
+    correct += best == label ? 1.0 : 0.0;
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  return {nll / static_cast<double>(B), nan, nan, correct / static_cast<double>(B)};
+}
+
+template class CategoricalPolicy<float>;
+template class CategoricalPolicy<double>;
 
 }  // namespace d2r

@@ -69,6 +69,15 @@ struct RegressionData {
   [[nodiscard]] bool empty() const { return x.data == nullptr && y.data == nullptr; }
 };
 
+/// Inputs and class labels of a classification data set, in the context's memory space: x is
+/// N x p, labels has N int32 entries in [0, classes). Empty (both views empty) means "none".
+template <class T>
+struct ClassificationData {
+  MatrixView<const T> x{};
+  VectorView<const std::int32_t> labels{};
+  [[nodiscard]] bool empty() const { return x.data == nullptr && labels.data == nullptr; }
+};
+
 /// The inner problem: K_in Adam steps of policy gradient on the current reward.
 template <class T>
 struct InnerOptions {
@@ -146,6 +155,11 @@ struct BilevelRecord {
   double wall_seconds = 0;                 ///< time of the step, host clock
 };
 
+namespace bilevel_detail {
+template <class T>
+class Problem;
+}  // namespace bilevel_detail
+
 template <class T>
 class BilevelTrainer {
  public:
@@ -159,6 +173,11 @@ class BilevelTrainer {
   ///         hyperparameters out of range, an unsupported combination — before any work.
   BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
                  RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options);
+  /// Classification: a categorical policy (an Mlp with `classes` logits; hidden empty = logistic
+  /// regression) and the one-hot Mahalanobis reward (scalar β: reward_init = {β}). The exact
+  /// curvature of categorical policies is not yet available: options.curvature must be surrogate.
+  BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
+                 std::int64_t classes, RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options);
   ~BilevelTrainer();
   BilevelTrainer(const BilevelTrainer&) = delete;
   BilevelTrainer& operator=(const BilevelTrainer&) = delete;
@@ -172,7 +191,10 @@ class BilevelTrainer {
   [[nodiscard]] const std::vector<double>& reward_params() const noexcept { return phi_; }
   /// The inner policy's parameters θ after the last step (backend memory).
   [[nodiscard]] VectorView<const T> policy_params() const;
-  [[nodiscard]] GaussianPolicy<T>& policy() noexcept;
+  /// The regression policy (throws d2r::Error, kind unsupported, for a classification trainer).
+  [[nodiscard]] GaussianPolicy<T>& policy();
+  /// The classification policy (throws d2r::Error, kind unsupported, for a regression trainer).
+  [[nodiscard]] CategoricalPolicy<T>& classifier();
   [[nodiscard]] const BilevelOptions<T>& options() const noexcept { return options_; }
   /// Number of outer steps done (history().size()).
   [[nodiscard]] std::int64_t steps_done() const noexcept { return static_cast<std::int64_t>(history_.size()); }
@@ -186,6 +208,8 @@ class BilevelTrainer {
 
  private:
   struct Impl;
+  void initialize(Context& ctx, std::unique_ptr<bilevel_detail::Problem<T>> problem, RewardForm form,
+                  std::span<const double> reward_init, std::vector<std::size_t> positive);
   std::unique_ptr<Impl> impl_;
   BilevelOptions<T> options_;
   std::vector<double> phi_;
@@ -229,6 +253,31 @@ template <class T>
 std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy, VectorView<T> params,
                                         RegressionData<T> train, RegressionData<T> validation,
                                         const PolicyFitOptions<T>& options);
+
+/// Options of fit_classifier (defaults: the paper's tabular setting, PAPER.md Tables 1–2).
+template <class T>
+struct ClassifierFitOptions {
+  PolicyLoss loss = PolicyLoss::nll;          ///< nll (cross-entropy) or pg (mse is rejected)
+  std::int64_t epochs = 30;                   ///< passes over the training data >= 1
+  std::int64_t batch_size = 128;              ///< rows per Adam step (0 or >= N: full batch)
+  AdamOptions<T> adam{.learning_rate = T(0.05)};
+  T gradient_clamp = std::numeric_limits<T>::infinity();  ///< element-wise clamp c > 0 (+inf: off)
+  std::int64_t generations = 50;              ///< G (pg)
+  PgOptions<T> pg{.entropy_weight = T(1)};    ///< λ, transform (pg)
+  RewardForm reward_form = RewardForm::scalar;  ///< one-hot reward of pg
+  std::vector<double> reward_params{1.0};     ///< its parameters (pg; scalar: {β})
+  std::uint64_t seed = 0;                     ///< initialisation of θ and the epoch shuffles
+};
+
+/// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
+/// (random_permutation keyed by (seed, epoch), the same on both backends), uploaded once in that
+/// order, and cut into contiguous batches; the last batch of an epoch may be smaller. Returns one
+/// record per epoch (train and, when given, validation cross-entropy and accuracy).
+/// @throws d2r::Error naming the argument for bad data or options, before any work
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                            ClassificationData<T> train, ClassificationData<T> validation,
+                                            const ClassifierFitOptions<T>& options);
 
 const char* to_string(ImplicitSolver solver) noexcept;
 const char* to_string(PolicyLoss loss) noexcept;

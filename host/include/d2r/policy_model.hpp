@@ -28,6 +28,7 @@
 /// @endcode
 
 #include <cstdint>
+#include <limits>
 
 #include "d2r/buffer.hpp"
 #include "d2r/context.hpp"
@@ -48,9 +49,10 @@ const char* to_string(GaussianHead head) noexcept;
 
 /// Metrics of a policy on a data set, computed in double on the host.
 struct PolicyMetrics {
-  double nll_per_dim = 0;  ///< −(1/(B n)) Σ log p(y | x): the paper's per-dimension NLL
-  double rmse = 0;         ///< √((1/(B n)) Σ ‖μ − y‖²): the error of the mean
-  double mean_std = 0;     ///< (1/(B n)) Σ_b Σ_d √Cov_b,dd: the average predicted standard deviation
+  double nll_per_dim = 0;  ///< −(1/(B n)) Σ log p(y | x): the paper's per-dimension NLL (n = 1 for classes)
+  double rmse = 0;         ///< √((1/(B n)) Σ ‖μ − y‖²): the error of the mean (NaN for classes)
+  double mean_std = 0;     ///< (1/(B n)) Σ_b Σ_d √Cov_b,dd: the average predicted standard deviation (NaN for classes)
+  double accuracy = std::numeric_limits<double>::quiet_NaN();  ///< fraction of argmax-correct rows (classes only)
 };
 
 template <class T>
@@ -106,6 +108,48 @@ class GaussianPolicy {
   // Constant per-row cotangents −1/B (NLL) and −2/B (MSE), refilled when B changes.
   Buffer<T> d_log_prob_, d_log_prob_mse_;
   std::int64_t d_log_prob_rows_ = 0, d_mse_rows_ = 0;
+};
+
+/// A categorical classification policy p_θ(k | x) = softmax(Mlp(x))_k over C classes (no hidden
+/// layer: logistic regression, the paper's tabular policy). Labels are int32 class indices in
+/// [0, C), in the context's memory space. Same conventions as GaussianPolicy: means over rows,
+/// no synchronisation except in evaluate().
+template <class T>
+class CategoricalPolicy {
+ public:
+  /// `trunk.outputs` is set to `classes` (2 <= C <= kMaxCategoricalClasses); `batch` >= 1 is the
+  /// largest number of rows of any later call.
+  CategoricalPolicy(Context& ctx, MlpSpec trunk, std::int64_t classes, std::int64_t batch);
+
+  [[nodiscard]] const Mlp& net() const noexcept { return net_; }
+  [[nodiscard]] std::int64_t classes() const noexcept { return classes_; }
+  [[nodiscard]] std::int64_t batch_capacity() const noexcept { return capacity_; }
+  [[nodiscard]] std::int64_t parameter_count() const noexcept { return net_.parameter_count(); }
+
+  void init(VectorView<T> params, std::uint64_t seed);
+  /// grad = ∇θ of the REINFORCE surrogate with the one-hot Mahalanobis reward (pg_surrogate).
+  void pg_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                   const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                   DrawKey key, VectorView<T> grad, VectorView<T> row_reward = {});
+  /// grad = ∇θ of the cross-entropy −(1/B) Σ log p_θ(label | x).
+  void nll_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                    VectorView<T> grad);
+  /// Cross-entropy (nll_per_dim) and accuracy on (x, labels) (synchronises); rmse, mean_std NaN.
+  [[nodiscard]] PolicyMetrics evaluate(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels);
+  /// The logits on x (B x C).
+  void forward(ConstVector<T> params, ConstMatrix<T> x, MatrixView<T> out);
+
+ private:
+  void check_call(std::string_view fn, ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                  VectorView<T> grad, bool need_grad) const;
+  VectorView<T> cache(std::int64_t rows);
+  MatrixView<const T> run_forward(ConstVector<T> params, ConstMatrix<T> x);
+
+  Context& ctx_;
+  Mlp net_;
+  std::int64_t classes_, capacity_;
+  Buffer<T> out_, cache_, d_out_, row_loss_, d_log_prob_;
+  std::int64_t d_log_prob_rows_ = 0;
 };
 
 }  // namespace d2r
