@@ -1,6 +1,7 @@
-// The MLP trunk on the cpu backend (the reference): forward against an independent dense
-// computation, backward / forward_tangent / backward_tangent against central finite differences
-// (double), the Philox init, and bad input.
+// The MLP trunk on the cpu backend: forward against an independent dense computation, backward /
+// forward_tangent / backward_tangent against central finite differences (double), the backend
+// (OpenBLAS GEMMs) against the reference loops in float and double on strided views, the Philox
+// init, and bad input.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "d2r/d2r.hpp"
+#include "host/reference/network_ref.hpp"
 #include "tests/test_utils.hpp"
 
 namespace {
@@ -259,6 +261,202 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{3, {6, 4, 5}, 2, Activation::relu}, Case{3, {6, 4, 5}, 2, Activation::tanh},
                       Case{1, {1}, 1, Activation::tanh}),
     name_of);
+
+// ------------------------------------------------------------------ the cpu backend vs the reference loops
+//
+// The cpu backend runs its matrix products through OpenBLAS (host/src/cpu_blas.cpp); the
+// reference loops (host/reference/network_ref.hpp) stay the oracle. Each primitive gets the same
+// inputs on both sides (the float backend's inputs are handed to the double reference exactly,
+// including the caches the backend produced, so a ReLU kink can never flip between the two) on
+// strided views (GuardedMatrix: row_stride = cols + 3, sentinel padding checked), at sizes where
+// OpenBLAS runs its blocked (and, with several cores, threaded) kernels.
+
+struct BlasCase {
+  Case shape;
+  std::int64_t batch;
+};
+void PrintTo(const BlasCase& c, std::ostream* os) {
+  PrintTo(c.shape, os);
+  *os << " B=" << c.batch;
+}
+std::string blas_name_of(const ::testing::TestParamInfo<BlasCase>& info) {
+  return name_of({info.param.shape, info.index}) + "_B" + std::to_string(info.param.batch);
+}
+
+double max_abs(const Vec& v) {
+  double m = 0;
+  for (double a : v) m = std::max(m, std::abs(a));
+  return m;
+}
+template <class T>
+std::vector<T> to(const Vec& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+template <class T>
+Vec to_double(const std::vector<T>& v) {
+  return Vec(v.begin(), v.end());
+}
+/// |actual − expected| <= rtol (|expected| + max |expected|): relative to each entry and to the
+/// scale of the whole result (an entry near 0 from cancellation keeps the error of its terms).
+#define D2R_EXPECT_MATCHES_REFERENCE(actual, expected, rtol) \
+  D2R_EXPECT_CLOSE(actual, expected, rtol, (rtol) * std::max(max_abs(expected), 1e-300))
+
+/// Everything one comparison needs, in T (backend) and as the exact double values (reference).
+template <class T>
+struct BlasComparison {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+  const Mlp net;
+  const std::int64_t B, P, CE;
+  std::vector<T> p, v;
+  GuardedMatrix<T> x, d_out, d_out_t;
+  Vec pr, vr, xr, dr, dtr;  // the same values in double
+
+  BlasComparison(const Case& c, std::int64_t batch)
+      : net({c.inputs, c.hidden, c.outputs, c.act}), B(batch), P(net.parameter_count()), CE(net.cache_elements(B)),
+        x(ctx, B, net.inputs()), d_out(ctx, B, net.outputs()), d_out_t(ctx, B, net.outputs()) {
+    TestRng rng(31);
+    p = to<T>(make_params(net, 9));
+    v = to<T>(rng.vector<double>(static_cast<std::size_t>(P), -1, 1));
+    const std::vector<T> xv = to<T>(rng.vector<double>(static_cast<std::size_t>(B * net.inputs()), -1.5, 1.5));
+    const std::vector<T> dv = to<T>(rng.vector<double>(static_cast<std::size_t>(B * net.outputs()), -1, 1));
+    const std::vector<T> dtv = to<T>(rng.vector<double>(static_cast<std::size_t>(B * net.outputs()), -1, 1));
+    x.fill(xv);
+    d_out.fill(dv);
+    d_out_t.fill(dtv);
+    pr = to_double(p);
+    vr = to_double(v);
+    xr = to_double(xv);
+    dr = to_double(dv);
+    dtr = to_double(dtv);
+  }
+  d2r::VectorView<const T> params() const { return d2r::vector_view(p.data(), P); }
+  d2r::VectorView<const T> dir() const { return d2r::vector_view(v.data(), P); }
+  static d2r::VectorView<const double> ref_vector(const Vec& a) {
+    return d2r::vector_view(a.data(), static_cast<std::int64_t>(a.size()));
+  }
+  d2r::MatrixView<const double> ref_matrix(const Vec& a, std::int64_t cols) const {
+    return d2r::matrix_view(a.data(), B, cols);
+  }
+
+  /// Runs the four primitives on the backend and on the reference; `rtol` for every result.
+  void run(double rtol) {
+    namespace ref = d2r::reference;
+    const std::int64_t in = net.inputs(), out_w = net.outputs();
+
+    // forward: out and the activations cache.
+    GuardedMatrix<T> cache(ctx, 1, CE), out(ctx, B, out_w);
+    net.forward<T>(ctx, params(), x.cview(), cache.vector(), out.view());
+    const std::vector<T> cache_t = cache.values_checked();
+    Vec ref_cache(static_cast<std::size_t>(CE)), ref_out(static_cast<std::size_t>(B * out_w));
+    ref::mlp_forward<double>(net, ref_vector(pr), ref_matrix(xr, in), ref_cache.data(),
+                             d2r::matrix_view(ref_out.data(), B, out_w));
+    {
+      SCOPED_TRACE("forward");
+      D2R_EXPECT_MATCHES_REFERENCE(out.values_checked(), ref_out, rtol);
+      D2R_EXPECT_MATCHES_REFERENCE(cache_t, ref_cache, rtol);
+    }
+    // From here on both sides read the backend's cache.
+    const Vec cache_r = to_double(cache_t);
+    const auto cache_view = d2r::vector_view(cache_t.data(), CE);
+
+    // backward: d_params and d_x.
+    GuardedMatrix<T> dp(ctx, 1, P), dx(ctx, B, in);
+    net.backward<T>(ctx, params(), x.cview(), cache_view, d_out.cview(), dp.vector(), dx.view());
+    Vec ref_dp(static_cast<std::size_t>(P)), ref_dx(static_cast<std::size_t>(B * in));
+    Vec scratch(static_cast<std::size_t>(ref::mlp_scratch_elements(net, B, true)));
+    ref::mlp_backward<double>(net, ref_vector(pr), ref_matrix(xr, in), cache_r.data(), ref_matrix(dr, out_w),
+                              ref_dp.data(), d2r::matrix_view(ref_dx.data(), B, in), scratch.data());
+    {
+      SCOPED_TRACE("backward");
+      D2R_EXPECT_MATCHES_REFERENCE(dp.values_checked(), ref_dp, rtol);
+      D2R_EXPECT_MATCHES_REFERENCE(dx.values_checked(), ref_dx, rtol);
+    }
+    // Deterministic run to run (the bias column sums in particular), and d_x = {} writes no d_x.
+    GuardedMatrix<T> dp2(ctx, 1, P);
+    net.backward<T>(ctx, params(), x.cview(), cache_view, d_out.cview(), dp2.vector(), {});
+    EXPECT_TRUE(dp2.values_checked() == dp.values_checked()) << "backward is not bitwise reproducible";
+
+    // forward_tangent: out_tangent and the tangent cache.
+    GuardedMatrix<T> tcache(ctx, 1, CE), out_t(ctx, B, out_w);
+    net.forward_tangent<T>(ctx, params(), dir(), x.cview(), cache_view, tcache.vector(), out_t.view());
+    const std::vector<T> tcache_t = tcache.values_checked();
+    Vec ref_tcache(static_cast<std::size_t>(CE)), ref_out_t(static_cast<std::size_t>(B * out_w));
+    ref::mlp_forward_tangent<double>(net, ref_vector(pr), ref_vector(vr), ref_matrix(xr, in), cache_r.data(),
+                                     ref_tcache.data(), d2r::matrix_view(ref_out_t.data(), B, out_w));
+    {
+      SCOPED_TRACE("forward_tangent");
+      D2R_EXPECT_MATCHES_REFERENCE(out_t.values_checked(), ref_out_t, rtol);
+      D2R_EXPECT_MATCHES_REFERENCE(tcache_t, ref_tcache, rtol);
+    }
+    const Vec tcache_r = to_double(tcache_t);
+
+    // backward_tangent, with a moving upstream gradient.
+    GuardedMatrix<T> dpt(ctx, 1, P);
+    net.backward_tangent<T>(ctx, params(), dir(), x.cview(), cache_view, d2r::vector_view(tcache_t.data(), CE),
+                            d_out.cview(), d_out_t.cview(), dpt.vector());
+    Vec ref_dpt(static_cast<std::size_t>(P));
+    ref::mlp_backward_tangent<double>(net, ref_vector(pr), ref_vector(vr), ref_matrix(xr, in), cache_r.data(),
+                                      tcache_r.data(), ref_matrix(dr, out_w), ref_matrix(dtr, out_w), ref_dpt.data(),
+                                      scratch.data());
+    {
+      SCOPED_TRACE("backward_tangent");
+      D2R_EXPECT_MATCHES_REFERENCE(dpt.values_checked(), ref_dpt, rtol);
+    }
+    GuardedMatrix<T> dpt2(ctx, 1, P);
+    net.backward_tangent<T>(ctx, params(), dir(), x.cview(), cache_view, d2r::vector_view(tcache_t.data(), CE),
+                            d_out.cview(), d_out_t.cview(), dpt2.vector());
+    EXPECT_TRUE(dpt2.values_checked() == dpt.values_checked()) << "backward_tangent is not bitwise reproducible";
+  }
+};
+
+class CpuBackendVsReference : public ::testing::TestWithParam<BlasCase> {};
+
+TEST_P(CpuBackendVsReference, Double) {
+  BlasComparison<double> c(GetParam().shape, GetParam().batch);
+  c.run(1e-12);
+}
+
+TEST_P(CpuBackendVsReference, Float) {
+  BlasComparison<float> c(GetParam().shape, GetParam().batch);
+  c.run(1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CpuBackendVsReference,
+    ::testing::Values(BlasCase{{5, {}, 3, Activation::relu}, 300},           // linear model
+                      BlasCase{{70, {}, 70, Activation::tanh}, 300},         // linear, wide
+                      BlasCase{{70, {70, 70}, 70, Activation::relu}, 300},   // blocked kernels
+                      BlasCase{{70, {70, 70}, 70, Activation::tanh}, 300},   //
+                      BlasCase{{23, {64, 64}, 34, Activation::tanh}, 257},   // the paper's MBRL trunk
+                      BlasCase{{13, {70, 9, 33}, 5, Activation::relu}, 300},  // uneven widths, 3 hidden
+                      BlasCase{{2, {64, 64}, 4, Activation::relu}, 1},       // a single row
+                      BlasCase{{3, {4}, 2, Activation::tanh}, 2}),
+    blas_name_of);
+
+TEST(CpuBackendVsReferenceViews, SingleRowWithAnyStride) {
+  // A view of one row may carry any row stride (0 here); BLAS must not be handed it.
+  const Mlp net({.inputs = 3, .hidden = {5}, .outputs = 2, .activation = Activation::tanh});
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  const Vec p = make_params(net, 10);
+  const Vec x{0.3, -0.7, 1.1}, d_out{0.5, -2.0};
+  Vec cache(5), out(2), dp(static_cast<std::size_t>(net.parameter_count())), dx(3);
+  const auto pv = d2r::vector_view(p.data(), net.parameter_count());
+  net.forward<double>(ctx, pv, d2r::matrix_view(x.data(), 1, 3, 0), d2r::vector_view(cache.data(), 5),
+                      d2r::matrix_view(out.data(), 1, 2, 0));
+  net.backward<double>(ctx, pv, d2r::matrix_view(x.data(), 1, 3, 0), d2r::vector_view<const double>(cache.data(), 5),
+                       d2r::matrix_view(d_out.data(), 1, 2, 0), d2r::vector_view(dp.data(), net.parameter_count()),
+                       d2r::matrix_view(dx.data(), 1, 3, 0));
+  Vec ref_cache(5), ref_out(2), ref_dp(dp.size()), ref_dx(3), scratch(2 * 5);
+  d2r::reference::mlp_forward<double>(net, pv, d2r::matrix_view(x.data(), 1, 3), ref_cache.data(),
+                                      d2r::matrix_view(ref_out.data(), 1, 2));
+  d2r::reference::mlp_backward<double>(net, pv, d2r::matrix_view(x.data(), 1, 3), ref_cache.data(),
+                                       d2r::matrix_view(d_out.data(), 1, 2), ref_dp.data(),
+                                       d2r::matrix_view(ref_dx.data(), 1, 3), scratch.data());
+  D2R_EXPECT_MATCHES_REFERENCE(out, ref_out, 1e-14);
+  D2R_EXPECT_MATCHES_REFERENCE(cache, ref_cache, 1e-14);
+  D2R_EXPECT_MATCHES_REFERENCE(dp, ref_dp, 1e-14);
+  D2R_EXPECT_MATCHES_REFERENCE(dx, ref_dx, 1e-14);
+}
 
 // ------------------------------------------------------------------ layout
 

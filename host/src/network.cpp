@@ -1,5 +1,6 @@
-// Public entry points of the MLP trunk (d2r/network.hpp): validate, then run the CPU reference or
-// cuBLAS GEMMs plus the elementwise kernels of kernels/network.cu.
+// Public entry points of the MLP trunk (d2r/network.hpp): validate, then run the cpu backend
+// (OpenBLAS GEMMs plus plain loops, host/src/cpu_blas.cpp) or cuBLAS GEMMs plus the elementwise
+// kernels of kernels/network.cu.
 #include "d2r/network.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <utility>
 
 #include "host/reference/network_ref.hpp"
+#include "host/src/cpu_blas.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/launch.hpp"
 
@@ -246,7 +248,7 @@ void Mlp::forward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, VectorV
   check_finite<T>(ctx, fn, "params", params);
   check_finite<T>(ctx, fn, "x", x);
   if (ctx.backend() == Backend::cpu) {
-    reference::mlp_forward<T>(*this, params, x, cache.data, out);
+    cpu_blas::mlp_forward<T>(*this, params, x, cache.data, out);
   } else if constexpr (std::is_same_v<T, float>) {
     for (std::int64_t l = 0; l < layer_count(); ++l) {
       const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
@@ -278,8 +280,7 @@ void Mlp::backward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, ConstV
   check_finite<T>(ctx, fn, "d_out", d_out);
   const Scratch scratch = acquire_scratch<T>(ctx, *this, B, false);
   if (ctx.backend() == Backend::cpu) {
-    reference::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x,
-                               static_cast<T*>(scratch.values));
+    cpu_blas::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x, static_cast<T*>(scratch.values));
   } else if constexpr (std::is_same_v<T, float>) {
     float* buf[2] = {static_cast<float*>(scratch.values), static_cast<float*>(scratch.values) + B * max_hidden_};
     int next = 0;
@@ -321,7 +322,7 @@ void Mlp::forward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v,
   check_finite<T>(ctx, fn, "v", v);
   check_finite<T>(ctx, fn, "x", x);
   if (ctx.backend() == Backend::cpu) {
-    reference::mlp_forward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, out_tangent);
+    cpu_blas::mlp_forward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, out_tangent);
   } else if constexpr (std::is_same_v<T, float>) {
     for (std::int64_t l = 0; l < layer_count(); ++l) {
       const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
@@ -364,8 +365,8 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
   check_finite<T>(ctx, fn, "d_out_tangent", d_out_tangent);
   const Scratch scratch = acquire_scratch<T>(ctx, *this, B, true);
   if (ctx.backend() == Backend::cpu) {
-    reference::mlp_backward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, d_out, d_out_tangent,
-                                       d_params_tangent.data, static_cast<T*>(scratch.values));
+    cpu_blas::mlp_backward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, d_out, d_out_tangent,
+                                      d_params_tangent.data, static_cast<T*>(scratch.values));
   } else if constexpr (std::is_same_v<T, float>) {
     float* base = static_cast<float*>(scratch.values);
     const std::int64_t stride = B * max_hidden_;

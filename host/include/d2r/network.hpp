@@ -29,8 +29,9 @@
 /// and stream, FP32 compute; the context never enables TF32 tensor-op math, so results are plain
 /// FP32 accumulation and cuBLAS' kernel choice is deterministic for a given shape and device);
 /// bias, activation and their derivatives in CUDA kernels; bias gradients by deterministic
-/// column sums (no atomics). cpu backend: the reference loops (host/reference/network_ref.hpp),
-/// float or double.
+/// column sums (no atomics). cpu backend, float or double: the GEMMs through OpenBLAS
+/// (host/src/cpu_blas.cpp; plain loops when built with D2R_WITH_OPENBLAS=OFF), everything else as
+/// in the reference loops (host/reference/network_ref.hpp), which stay the independent test oracle.
 ///
 /// Gradients are sums over the B rows (no 1/B): a call on a row range of a larger batch returns
 /// that shard's partial sum, to be all-reduced (DESIGN.md §10).
