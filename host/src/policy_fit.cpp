@@ -1,0 +1,230 @@
+// The plain trainers of d2r/bilevel.hpp: fit_policy (Gaussian regression: MSE, NLL, PG with a
+// fixed reward; full batch) and fit_classifier (categorical: NLL, PG; seeded minibatch epochs).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "d2r/bilevel.hpp"
+#include "d2r/data.hpp"
+#include "host/src/trainer_common.hpp"
+
+namespace d2r {
+
+using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
+
+const char* to_string(PolicyLoss loss) noexcept {
+  switch (loss) {
+    case PolicyLoss::mse: return "mse";
+    case PolicyLoss::nll: return "nll";
+    case PolicyLoss::pg: return "pg";
+  }
+  return "unknown";
+}
+
+
+// ------------------------------------------------------------------ fit_policy
+template <class T>
+std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy, VectorView<T> params,
+                                        RegressionData<T> train, RegressionData<T> validation,
+                                        const PolicyFitOptions<T>& options) {
+  constexpr std::string_view fn = "fit_policy";
+  check_data(ctx, fn, "train", train, 1);
+  D2R_EXPECTS(train.x.cols == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
+              policy.net().inputs(), train.x.cols);
+  D2R_EXPECTS(train.y.cols == policy.dims(), fn, "train.y", "expected {} columns (the policy's dimensions), got {}",
+              policy.dims(), train.y.cols);
+  D2R_EXPECTS(train.x.rows <= policy.batch_capacity(), fn, "train.x",
+              "has {} rows, more than the policy's batch capacity {}", train.x.rows, policy.batch_capacity());
+  if (!validation.empty()) {
+    check_data(ctx, fn, "validation", validation, 1);
+    D2R_EXPECTS(validation.x.cols == train.x.cols && validation.y.cols == train.y.cols, fn, "validation",
+                "expected {} input and {} target columns, got {} and {}", train.x.cols, train.y.cols,
+                validation.x.cols, validation.y.cols);
+    D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",
+                "has {} rows, more than the policy's batch capacity {}", validation.x.rows, policy.batch_capacity());
+  }
+  D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
+              policy.parameter_count(), params.size);
+  D2R_EXPECTS(options.loss == PolicyLoss::mse || options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn,
+              "options.loss", "unknown value {}", static_cast<int>(options.loss));
+  D2R_EXPECTS(options.steps >= 1, fn, "options.steps", "expected >= 1 steps, got {}", options.steps);
+  D2R_EXPECTS(options.steps < (std::int64_t{1} << 32), fn, "options.steps", "expected < 2^32 steps, got {}",
+              options.steps);
+  D2R_EXPECTS(options.evaluate_every >= 0, fn, "options.evaluate_every", "expected >= 0, got {}",
+              options.evaluate_every);
+  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
+              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
+  check_adam(fn, "options.adam", options.adam);
+  Buffer<T> reward_params;
+  if (options.loss == PolicyLoss::pg) {
+    D2R_EXPECTS(options.generations >= 1, fn, "options.generations", "expected G >= 1, got {}", options.generations);
+    const std::int64_t S = reward_size(options.reward_form, policy.dims());
+    D2R_EXPECTS(S > 0 && static_cast<std::int64_t>(options.reward_params.size()) == S, fn, "options.reward_params",
+                "a {} reward on {} dimensions has {} parameters, got {}", form_name(options.reward_form),
+                policy.dims(), S, options.reward_params.size());
+    for (std::size_t i : positive_entries(options.reward_form, S, policy.dims())) {
+      D2R_EXPECTS(options.reward_params[i] > 0 && std::isfinite(options.reward_params[i]), fn,
+                  "options.reward_params", "entry {} must be finite and > 0, got {}", i, options.reward_params[i]);
+    }
+    objective_common::check_options(fn, options.pg, train.x.rows);
+    detail::check_transform(fn, options.pg.transform, options.generations);
+    reward_params = Buffer<T>(ctx, std::vector<T>(options.reward_params.begin(), options.reward_params.end()));
+  }
+
+  const auto P = static_cast<std::size_t>(policy.parameter_count());
+  Buffer<T> grad(ctx, P), m(ctx, P), v(ctx, P);
+  Buffer<std::int64_t> count(ctx, 1);
+  const AdamState<T> adam{m.vector(), v.vector(), count.vector()};
+  policy.init(params, options.seed);
+  adam_reset(ctx, adam);
+  const MahalanobisReward<T> reward{options.reward_form, std::as_const(reward_params).vector()};
+  const bool clamp = std::isfinite(static_cast<double>(options.gradient_clamp));
+  std::vector<PolicyFitRecord> records;
+  const auto record = [&](std::int64_t step) {
+    PolicyFitRecord r;
+    r.step = step;
+    r.train = policy.evaluate(params, train.x, train.y);
+    r.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.y);
+    records.push_back(r);
+  };
+  ChecksOff checks_off(ctx);
+  for (std::int64_t step = 1; step <= options.steps; ++step) {
+    switch (options.loss) {
+      case PolicyLoss::mse: policy.mse_gradient(params, train.x, train.y, grad.vector()); break;
+      case PolicyLoss::nll: policy.nll_gradient(params, train.x, train.y, grad.vector()); break;
+      case PolicyLoss::pg:
+        policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
+                           DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+        break;
+    }
+    if (clamp) clamp_values(ctx, options.gradient_clamp, grad.vector());
+    adam_step(ctx, options.adam, adam, params, std::as_const(grad).vector());
+    if ((options.evaluate_every > 0 && step % options.evaluate_every == 0) || step == options.steps) record(step);
+  }
+  return records;
+}
+
+template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<float>&, VectorView<float>,
+                                                 RegressionData<float>, RegressionData<float>,
+                                                 const PolicyFitOptions<float>&);
+template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<double>&, VectorView<double>,
+                                                 RegressionData<double>, RegressionData<double>,
+                                                 const PolicyFitOptions<double>&);
+
+// ------------------------------------------------------------------ fit_classifier
+
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                            ClassificationData<T> train, ClassificationData<T> validation,
+                                            const ClassifierFitOptions<T>& options) {
+  constexpr std::string_view fn = "fit_classifier";
+  const std::int64_t C = policy.classes();
+  check_class_data(ctx, fn, "train", train, C, 1);
+  const std::int64_t N = train.x.rows, p = train.x.cols;
+  D2R_EXPECTS(p == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
+              policy.net().inputs(), p);
+  if (!validation.empty()) {
+    check_class_data(ctx, fn, "validation", validation, C, 1);
+    D2R_EXPECTS(validation.x.cols == p, fn, "validation.x", "expected {} columns, got {}", p, validation.x.cols);
+    D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",
+                "has {} rows, more than the policy's batch capacity {}", validation.x.rows, policy.batch_capacity());
+  }
+  D2R_EXPECTS(N <= policy.batch_capacity(), fn, "train.x", "has {} rows, more than the policy's batch capacity {}", N,
+              policy.batch_capacity());
+  D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
+              policy.parameter_count(), params.size);
+  D2R_EXPECTS(options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn, "options.loss",
+              "expected PolicyLoss::nll or PolicyLoss::pg for a classifier, got {}", to_string(options.loss));
+  D2R_EXPECTS(options.epochs >= 1, fn, "options.epochs", "expected >= 1 epochs, got {}", options.epochs);
+  D2R_EXPECTS(options.batch_size >= 0, fn, "options.batch_size", "expected >= 0 (0: full batch), got {}",
+              options.batch_size);
+  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
+              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
+  check_adam(fn, "options.adam", options.adam);
+  const std::int64_t batch = options.batch_size == 0 ? N : std::min(options.batch_size, N);
+  const std::int64_t batches_per_epoch = (N + batch - 1) / batch;
+  D2R_EXPECTS(options.epochs <= (std::int64_t{1} << 32) / batches_per_epoch, fn, "options.epochs",
+              "{} epochs of {} batches exceed the 2^32 Philox steps", options.epochs, batches_per_epoch);
+  Buffer<T> reward_params;
+  if (options.loss == PolicyLoss::pg) {
+    D2R_EXPECTS(options.generations >= 1, fn, "options.generations", "expected G >= 1, got {}", options.generations);
+    D2R_EXPECTS(options.reward_form != RewardForm::full || C <= 256, fn, "options.reward_form",
+                "a full one-hot reward supports C <= 256, got {}", C);
+    const std::int64_t S = reward_size(options.reward_form, C);
+    D2R_EXPECTS(S > 0 && static_cast<std::int64_t>(options.reward_params.size()) == S, fn, "options.reward_params",
+                "a {} one-hot reward on {} classes has {} parameters, got {}", form_name(options.reward_form), C, S,
+                options.reward_params.size());
+    for (std::size_t i = 0; i < options.reward_params.size(); ++i) {
+      D2R_EXPECTS(std::isfinite(options.reward_params[i]), fn, "options.reward_params", "entry {} is not finite", i);
+    }
+    for (std::size_t i : positive_entries(options.reward_form, S, C)) {
+      D2R_EXPECTS(options.reward_params[i] > 0, fn, "options.reward_params", "entry {} must be > 0, got {}", i,
+                  options.reward_params[i]);
+    }
+    objective_common::check_options(fn, options.pg, batch);
+    detail::check_transform(fn, options.pg.transform, options.generations);
+    reward_params = Buffer<T>(ctx, std::vector<T>(options.reward_params.begin(), options.reward_params.end()));
+  }
+
+  // Host copies of the training rows, re-uploaded in a new order every epoch.
+  const std::vector<T> x_host = rows_to_host<T>(ctx, train.x);
+  const std::vector<std::int32_t> y_host =
+      rows_to_host<std::int32_t>(ctx, MatrixView<const std::int32_t>{train.labels.data, 1, N, N});
+  Buffer<T> x_epoch(ctx, static_cast<std::size_t>(N * p));
+  Buffer<std::int32_t> y_epoch(ctx, static_cast<std::size_t>(N));
+  std::vector<T> x_perm(x_host.size());
+  std::vector<std::int32_t> y_perm(y_host.size());
+
+  const auto P = static_cast<std::size_t>(policy.parameter_count());
+  Buffer<T> grad(ctx, P), m(ctx, P), v(ctx, P);
+  Buffer<std::int64_t> count(ctx, 1);
+  const AdamState<T> adam{m.vector(), v.vector(), count.vector()};
+  policy.init(params, options.seed);
+  adam_reset(ctx, adam);
+  const MahalanobisReward<T> reward{options.reward_form, std::as_const(reward_params).vector()};
+  const bool clamp = std::isfinite(static_cast<double>(options.gradient_clamp));
+  std::vector<PolicyFitRecord> records;
+  ChecksOff checks_off(ctx);
+  std::uint64_t step = 0;
+  for (std::int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
+    const std::vector<std::int64_t> order = random_permutation(N, mix_seed(options.seed, static_cast<std::uint64_t>(epoch)));
+    for (std::int64_t r = 0; r < N; ++r) {
+      const std::int64_t src = order[static_cast<std::size_t>(r)];
+      std::copy(x_host.begin() + src * p, x_host.begin() + (src + 1) * p, x_perm.begin() + r * p);
+      y_perm[static_cast<std::size_t>(r)] = y_host[static_cast<std::size_t>(src)];
+    }
+    x_epoch.copy_from_host(x_perm);
+    y_epoch.copy_from_host(y_perm);
+    for (std::int64_t first = 0; first < N; first += batch) {
+      const std::int64_t rows = std::min(batch, N - first);
+      const MatrixView<const T> xb{x_epoch.data() + first * p, rows, p, p};
+      const VectorView<const std::int32_t> yb{y_epoch.data() + first, rows};
+      if (options.loss == PolicyLoss::nll) {
+        policy.nll_gradient(params, xb, yb, grad.vector());
+      } else {
+        policy.pg_gradient(params, xb, yb, reward, options.generations, options.pg, DrawKey{.step = step},
+                           grad.vector());
+      }
+      ++step;
+      if (clamp) clamp_values(ctx, options.gradient_clamp, grad.vector());
+      adam_step(ctx, options.adam, adam, params, std::as_const(grad).vector());
+    }
+    PolicyFitRecord rec;
+    rec.step = epoch;
+    rec.train = policy.evaluate(params, train.x, train.labels);
+    rec.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.labels);
+    records.push_back(rec);
+  }
+  return records;
+}
+
+template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<float>&, VectorView<float>,
+                                                     ClassificationData<float>, ClassificationData<float>,
+                                                     const ClassifierFitOptions<float>&);
+template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<double>&, VectorView<double>,
+                                                     ClassificationData<double>, ClassificationData<double>,
+                                                     const ClassifierFitOptions<double>&);
+
+}  // namespace d2r
