@@ -1,8 +1,10 @@
 // The implicit step's linear algebra at the paper's model-based-RL size (MLP 23→[64,64]→2·17,
 // diagonal-Gaussian policy, G = 5): the inner gradient (prepare), one Hessian-vector product
 // (apply; the DESIGN target is ≤ 3 gradients) and a CG solve on the operator (normal equations). The ratio of the
-// apply and prepare times is the HVP/gradient cost. GPU variants skip without a device; the CPU
-// reference runs everywhere at a smaller batch.
+// apply and prepare times is the HVP/gradient cost. Gradient and HVP also on a wide MLP
+// 23→[1024,1024]→2·17 at B = 64k (GEMM-bound). Arguments: B and the hidden width (cg_solve: B and
+// the iterations, width 64). The PyTorch peer is bench/peer/hvp_peer.py. GPU variants skip
+// without a device; the CPU reference runs everywhere at a smaller batch.
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_common.hpp"
@@ -15,12 +17,14 @@ using d2r::bench::filled;
 struct Curvature {
   d2r::Context ctx;
   std::int64_t B, n = 17, G = 5;
-  d2r::Mlp net{{.inputs = 23, .hidden = {64, 64}, .outputs = 34, .activation = d2r::Activation::relu}};
+  d2r::Mlp net;
   d2r::Buffer<float> params, x, y, u, grad, v, hv;
   d2r::DiagGaussianPolicyCurvature<float> curvature;
-  Curvature(bool gpu, std::int64_t rows)
+  Curvature(bool gpu, std::int64_t rows, std::int64_t width = 64)
       : ctx({.backend = gpu ? d2r::Backend::cuda : d2r::Backend::cpu, .seed = 1, .value_checks = d2r::ValueChecks::none}),
-        B(rows), params(ctx, net.parameter_count()), x(ctx, filled(B * 23, -1, 1, 1)), y(ctx, filled(B * n, -1, 1, 2)),
+        B(rows),
+        net({.inputs = 23, .hidden = {width, width}, .outputs = 34, .activation = d2r::Activation::relu}),
+        params(ctx, net.parameter_count()), x(ctx, filled(B * 23, -1, 1, 1)), y(ctx, filled(B * n, -1, 1, 2)),
         u(ctx, std::vector<float>{0.08f}), grad(ctx, net.parameter_count()),
         v(ctx, filled(net.parameter_count(), -1, 1, 3)), hv(ctx, net.parameter_count()), curvature(ctx, net, B) {
     net.init(ctx, params.vector(), 7);
@@ -49,13 +53,13 @@ void run(benchmark::State& state, Curvature& c, bool gpu, double flops, const st
 
 void gradient(benchmark::State& state, bool gpu) {
   if (gpu && d2r::bench::skip_without_gpu(state)) return;
-  Curvature c(gpu, state.range(0));
+  Curvature c(gpu, state.range(0), state.range(1));
   run(state, c, gpu, 3 * c.forward_flops(), [&] { c.prepare(); });
 }
 
 void hvp(benchmark::State& state, bool gpu) {
   if (gpu && d2r::bench::skip_without_gpu(state)) return;
-  Curvature c(gpu, state.range(0));
+  Curvature c(gpu, state.range(0), state.range(1));
   run(state, c, gpu, 5 * c.forward_flops(), [&] { c.curvature.apply(c.v.vector(), c.hv.vector()); });
 }
 
@@ -76,11 +80,12 @@ void cg_solve(benchmark::State& state, bool gpu) {
 }  // namespace
 
 // B = 70k rows: the paper's HalfCheetah transitions, full batch.
-BENCHMARK_CAPTURE(gradient, gpu, true)->Arg(70000)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(hvp, gpu, true)->Arg(70000)->UseManualTime()->Unit(benchmark::kMicrosecond);
+// 23→[1024,1024]→34 at B = 64k: the wide MLP.
+BENCHMARK_CAPTURE(gradient, gpu, true)->Args({70000, 64})->Args({65536, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(hvp, gpu, true)->Args({70000, 64})->Args({65536, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(cg_solve, gpu, true)->Args({70000, 10})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(gradient, cpu, false)->Arg(1024)->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(hvp, cpu, false)->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(gradient, cpu, false)->Args({1024, 64})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(hvp, cpu, false)->Args({1024, 64})->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(cg_solve, cpu, false)->Args({1024, 5})->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
