@@ -85,6 +85,21 @@ void exact_categorical(cudaStream_t stream, const Categorical<float>& head, Vect
   D2R_CHECK_LAUNCH(stream);
 }
 
+void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
+                               VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
+                               float entropy_weight, ObjectiveScale scale, const Categorical<float>& tangent,
+                               const CategoricalGrad<float>& grad_tangent) {
+  const unsigned grid = row_grid(head.logits.rows);
+  if (head.logits.cols <= kSmallRowClasses) {
+    categorical::exact_tangent_kernel<kSmallBlock><<<grid, kSmallBlock, 0, stream>>>(
+        head, labels, reward, entropy_weight, scale.normaliser, tangent, grad_tangent.logits);
+  } else {
+    categorical::exact_tangent_kernel<kRowBlock><<<grid, kRowBlock, 0, stream>>>(
+        head, labels, reward, entropy_weight, scale.normaliser, tangent, grad_tangent.logits);
+  }
+  D2R_CHECK_LAUNCH(stream);
+}
+
 bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64_t generations) {
   return generations >= 1 && generations <= categorical::kFusedMaxGenerations && head.logits.cols >= 1 &&
          head.logits.cols <= kMaxCategoricalClasses;

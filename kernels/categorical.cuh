@@ -817,4 +817,81 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   }
 }
 
+// ------------------------------------------------------------------- exact-objective tangent
+
+/// Tangent of exact_kernel's gradient along ℓ̇ (reference::exact_categorical_tangent), one row per
+/// block: with u_j = ℓ̇_j − m̄ (m̄ = Σ p ℓ̇), E = Σ p r, Ė = Σ p u r and Ḣ = −Σ p u (log p + H),
+///   grad(b, j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1 / N,
+/// 0 where p_j = 0, NaN rows without a distribution. Passes over the row: statistics; m̄ and E;
+/// Ė and Ḣ; output (the one-hot reward r_j = r(j, y_b) recomputed in each).
+template <int kBlock>
+D2R_KERNEL void __launch_bounds__(kBlock)
+    exact_tangent_kernel(Categorical<float> head, VectorView<const std::int32_t> labels, MahalanobisReward<float> reward,
+                         float lambda, float normaliser, Categorical<float> tangent, MatrixView<float> grad) {
+  using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
+  using ReducePair = cub::BlockReduce<Pair, kBlock>;
+  __shared__ union {
+    typename ReduceStats::TempStorage stats;
+    typename ReducePair::TempStorage pair;
+  } temp;
+  __shared__ RowStats shared_stats;
+  __shared__ Pair shared_first, shared_second;
+  const std::int64_t classes = head.logits.cols;
+  const float k = 1.0f / normaliser;
+  for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
+    const float* row = &head.logits(b, 0);
+    const float* t_row = &tangent.logits(b, 0);
+    const std::int32_t y = labels[b];
+    const RowStats st = row_stats<kBlock>(row, classes, temp.stats);
+    if (threadIdx.x == 0) shared_stats = st;
+    __syncthreads();
+    const RowStats s = shared_stats;
+    const bool ok = valid(s);
+    const float log_sum = logf(s.s);
+    const float h = log_sum - s.a / s.s;
+    // m̄ = Σ p ℓ̇ and E = Σ p r.
+    Pair local{0.0f, 0.0f};
+    for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
+      const float x = row[j];
+      if (!(x > kNegInf)) continue;
+      const float p = expf((x - s.m) - log_sum);
+      local.x += p * t_row[j];
+      local.y += p * rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y);
+    }
+    const Pair first = ReducePair(temp.pair).Reduce(local, PairSum{});
+    if (threadIdx.x == 0) shared_first = first;
+    __syncthreads();
+    const float m_bar = shared_first.x, e_r = shared_first.y;
+    // Ė = Σ p u r and Ḣ = −Σ p u (log p + H).
+    local = {0.0f, 0.0f};
+    for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
+      const float x = row[j];
+      if (!(x > kNegInf)) continue;
+      const float log_p = (x - s.m) - log_sum;
+      const float pu = expf(log_p) * (t_row[j] - m_bar);
+      local.x += pu * rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y);
+      local.y -= pu * (log_p + h);
+    }
+    const Pair second = ReducePair(temp.pair).Reduce(local, PairSum{});
+    if (threadIdx.x == 0) shared_second = second;
+    __syncthreads();
+    const float e_dot = shared_second.x, h_dot = shared_second.y;
+    for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
+      const float x = row[j];
+      float gj = 0.0f;
+      if (!ok) {
+        gj = __int_as_float(0x7fc00000);
+      } else if (x > kNegInf) {
+        const float log_p = (x - s.m) - log_sum;
+        const float p = expf(log_p);
+        const float u = t_row[j] - m_bar;
+        const float r = rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y);
+        gj = -k * (p * u * (r - e_r) - p * e_dot - lambda * p * (u * (log_p + h + 1.0f) + h_dot));
+      }
+      grad(b, j) = gj;
+    }
+    __syncthreads();
+  }
+}
+
 }  // namespace d2r::kernels::categorical

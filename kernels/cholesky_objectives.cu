@@ -1,7 +1,7 @@
-// Launchers of the inner-objective kernels of the Cholesky-Gaussian head (exact, pathwise, fused
-// REINFORCE surrogate; device code in cholesky_objectives.cuh). A shared (1-row) tril receives
-// the column sum of the per-row gradients written to the first B x n(n+1)/2 floats of the
-// workspace (shared_param_workspace_bytes, objectives.cu).
+// Launchers of the inner-objective kernels of the Cholesky-Gaussian head (exact, its head Hessian
+// and mixed product, pathwise, fused REINFORCE surrogate; device code in cholesky_objectives.cuh).
+// A shared (1-row) tril receives the column sum of the per-row gradients written to the first
+// B x n(n+1)/2 floats of the workspace (shared_param_workspace_bytes, objectives.cu).
 #include "kernels/cholesky_objectives.cuh"
 #include "kernels/launch.hpp"
 
@@ -38,6 +38,33 @@ void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>&
       head, targets, reward, entropy_weight, scale, rows, grad.mean, tril_target(head, grad, workspace));
   D2R_CHECK_LAUNCH(stream);
   finish_shared(stream, head, grad, workspace);
+}
+
+void exact_cholesky_gaussian_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                     const MahalanobisReward<float>& reward, float entropy_weight,
+                                     ObjectiveScale scale, const CholeskyGaussian<float>& tangent,
+                                     const CholeskyGaussianGrad<float>& grad_tangent, void* workspace) {
+  const std::size_t smem = cholesky_objectives::exact_tangent_shared_bytes(dim(head));
+  cholesky_objectives::exact_tangent_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
+      head, reward, entropy_weight, scale.per_dim / scale.normaliser, tangent, grad_tangent.mean,
+      tril_target(head, grad_tangent, workspace));
+  D2R_CHECK_LAUNCH(stream);
+  finish_shared(stream, head, grad_tangent, workspace);
+}
+
+void exact_mixed_product_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                           MatrixView<const float> targets, const MahalanobisReward<float>& reward,
+                                           float k, const CholeskyGaussian<float>& tangent, VectorView<float> grad,
+                                           void* workspace) {
+  // Per-row partials (B x P, the first floats of exact_mixed_product_workspace_bytes) then their
+  // deterministic column sum.
+  const std::int64_t rows = head.mean.rows, p = reward.params.size;
+  const MatrixView<float> partial{static_cast<float*>(workspace), rows, p, p};
+  const std::size_t smem = cholesky_objectives::exact_mixed_shared_bytes(dim(head));
+  cholesky_objectives::exact_mixed_kernel<<<grid_size(rows, 1), kThreads, smem, stream>>>(head, targets, reward, k,
+                                                                                          tangent, partial);
+  D2R_CHECK_LAUNCH(stream);
+  column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
 void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,

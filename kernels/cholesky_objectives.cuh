@@ -1,6 +1,7 @@
 #pragma once
 // Device code of the inner objectives of the Cholesky-Gaussian head (DESIGN.md §5): the
-// exact-expectation objective, the pathwise objective and the fused REINFORCE surrogate.
+// exact-expectation objective with its head Hessian (exact_tangent_kernel) and mixed product
+// (exact_mixed_kernel, DESIGN.md §6), the pathwise objective and the fused REINFORCE surrogate.
 // Launchers: cholesky_objectives.cu. The math is that of reference::exact_cholesky_gaussian and
 // reference::pathwise_cholesky_gaussian (host/reference/objectives_ref.hpp), with k = pd / N, and
 // for the surrogate that of pg_surrogate's composition (sample, log_prob, reward,
@@ -11,6 +12,10 @@
 // μ − y are staged in shared memory.
 //   exact:    U (dense n x n, built once per block from the reward's parameters); entry (i, j)
 //             of the tril gradient, (UL)_ij = Σ_{m>=j} U_im L_mj, is computed by thread j % 32.
+//             Its tangent (exact_tangent_kernel) stages L̇ and μ̇ beside L and reads U the same way.
+//   exact mixed: per row, L, L̇, δ and μ̇ staged; for a full U the symmetric S = M + Mᵀ,
+//             M = δμ̇ᵀ + LL̇ᵀ, is built in shared memory and R is read from the reward's
+//             parameters; per-row partial φ-gradients go to a B x P workspace (then column_sum).
 //   pathwise: generations are processed in batches of 32, one generation per thread; each
 //             thread's ε and a = T'(r)·∂r/∂ŷ = −2 T'(r) Uδ live in shared memory laid out
 //             [dim][generation] (padded stride), and the batch's contribution to entry (i, j),
@@ -82,6 +87,43 @@ __device__ __forceinline__ float log_det_part(const float* factor, int n) {
   return s;
 }
 
+/// Dense U (n x n, row-major) of the reward into `u`; a full U = R Rᵀ is formed from R staged in
+/// `scratch` (packed_size(n) floats, overwritten). All threads; ends synchronised.
+__device__ __forceinline__ void stage_u(const MahalanobisReward<float>& reward, int n, float* u, float* scratch) {
+  const int t = threadIdx.x;
+  if (reward.form == RewardForm::full) {
+    for (int p = t; p < packed_size(n); p += blockDim.x) scratch[p] = reward.params[p];
+    __syncthreads();
+    for (int idx = t; idx < n * n; idx += blockDim.x) {
+      const int i = idx / n, j = idx % n, lo = i < j ? i : j;
+      float sum = 0.0f;  // Σ_{m<=min(i,j)} R_im R_jm
+      for (int m = 0; m <= lo; ++m) sum += scratch[packed_size(i) + m] * scratch[packed_size(j) + m];
+      u[idx] = sum;
+    }
+  } else {
+    for (int idx = t; idx < n * n; idx += blockDim.x) {
+      const int i = idx / n, j = idx % n;
+      u[idx] = i != j ? 0.0f : reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i];
+    }
+  }
+  __syncthreads();
+}
+
+/// Stages the tangent of row b: L̇ (packed; L̇_ii = sigmoid(raw_ii) raẇ_ii, L̇_ij = raẇ_ij) and μ̇.
+/// Ends synchronised.
+__device__ __forceinline__ void stage_tangent(const CholeskyGaussian<float>& head, const CholeskyGaussian<float>& tangent,
+                                              std::int64_t b, int n, float* dfactor, float* mean_dot) {
+  const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
+  for (int k = threadIdx.x; k < packed_size(n); k += blockDim.x) dfactor[k] = tangent.tril(t_row, k);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) mean_dot[i] = tangent.mean(b, i);
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int k = diagonal_index(i);
+    dfactor[k] *= math::sigmoid(head.tril(t_row, k));
+  }
+  __syncthreads();
+}
+
 /// Per row b (δ = μ − y):
 ///   E[r]                 = −δᵀUδ − tr(U L Lᵀ)
 ///   grad_mean(b, i)      = 2k (Uδ)_i
@@ -103,23 +145,8 @@ D2R_KERNEL void __launch_bounds__(kThreads)
   const float k = s.per_dim / s.normaliser;
   constexpr float kHalfLog2PiE = static_cast<float>(0.5 * math::kLog2PiE);
 
-  // U once per block. For the full form, R is staged in `factor` first.
-  if (reward.form == RewardForm::full) {
-    for (int p = t; p < packed; p += blockDim.x) factor[p] = reward.params[p];
-    __syncthreads();
-    for (int idx = t; idx < n * n; idx += blockDim.x) {
-      const int i = idx / n, j = idx % n, lo = i < j ? i : j;
-      float sum = 0.0f;  // Σ_{m<=min(i,j)} R_im R_jm
-      for (int m = 0; m <= lo; ++m) sum += factor[packed_size(i) + m] * factor[packed_size(j) + m];
-      u[idx] = sum;
-    }
-  } else {
-    for (int idx = t; idx < n * n; idx += blockDim.x) {
-      const int i = idx / n, j = idx % n;
-      u[idx] = i != j ? 0.0f : reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i];
-    }
-  }
-  __syncthreads();
+  // U once per block (R staged in `factor` first for the full form).
+  stage_u(reward, n, u, factor);
 
   for (std::int64_t b = blockIdx.x; b < head.mean.rows; b += gridDim.x) {
     const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
@@ -154,6 +181,128 @@ D2R_KERNEL void __launch_bounds__(kThreads)
       if (rows.row_reward.data != nullptr) rows.row_reward[b] = expected;
     }
     __syncthreads();  // factor and offset are restaged for the next row
+  }
+}
+
+/// Dynamic shared memory (bytes) of exact_tangent_kernel: U (n x n), L and L̇ (packed), μ̇.
+__host__ __device__ constexpr std::size_t exact_tangent_shared_bytes(int n) {
+  return static_cast<std::size_t>(n * n + 2 * packed_size(n) + n) * sizeof(float);
+}
+static_assert(exact_tangent_shared_bytes(static_cast<int>(kMaxCholeskyDim)) <= 48 * 1024,
+              "the Cholesky objective kernels must fit the default 48 KB of dynamic shared memory");
+
+/// Tangent of exact_kernel's head gradient along (μ̇, raẇ) (reference::exact_cholesky_gaussian_tangent),
+/// with L̇ the factor's tangent and g_ii = 2k (UL)_ii − kλ / L_ii:
+///   grad_mean(b, i)        = 2k (U μ̇)_i
+///   tril_target(b, (i, j)) = 2k (U L̇)_ij                                          (j < i)
+///   tril_target(b, (i, i)) = (2k (U L̇)_ii + kλ L̇_ii / L_ii²) σ(raw_ii) + g_ii σ'(raw_ii) raẇ_ii
+/// `tril_target` as in exact_kernel. Entry (i, j) is computed by thread j % 32, as there.
+D2R_KERNEL void __launch_bounds__(kThreads)
+    exact_tangent_kernel(CholeskyGaussian<float> head, MahalanobisReward<float> reward, float lambda, float k,
+                         CholeskyGaussian<float> tangent, MatrixView<float> grad_mean, MatrixView<float> tril_target) {
+  extern __shared__ float smem[];
+  const int n = static_cast<int>(head.mean.cols);
+  const int packed = packed_size(n);
+  float* u = smem;                    // n x n, row-major
+  float* factor = u + n * n;          // packed L
+  float* dfactor = factor + packed;   // packed L̇
+  float* mean_dot = dfactor + packed; // μ̇
+  const int t = threadIdx.x;
+  stage_u(reward, n, u, factor);
+
+  for (std::int64_t b = blockIdx.x; b < head.mean.rows; b += gridDim.x) {
+    const std::int64_t t_row = head.tril.rows == 1 ? 0 : b;
+    for (int q = t; q < packed; q += blockDim.x) factor[q] = head.tril(t_row, q);
+    __syncthreads();
+    for (int i = t; i < n; i += blockDim.x) factor[diagonal_index(i)] = math::softplus(factor[diagonal_index(i)]) + head.jitter;
+    stage_tangent(head, tangent, b, n, dfactor, mean_dot);  // synchronises (after the diagonal above)
+    for (int i = t; i < n; i += blockDim.x) {
+      const float* u_row = u + i * n;
+      float acc = 0.0f;
+      for (int m = 0; m < n; ++m) acc += u_row[m] * mean_dot[m];
+      grad_mean(b, i) = 2.0f * k * acc;
+    }
+    for (int i = 0; i < n; ++i) {
+      const float* u_row = u + i * n;
+      for (int j = t; j <= i; j += blockDim.x) {
+        float udl = 0.0f;  // (U L̇)_ij
+        for (int m = j; m < n; ++m) udl += u_row[m] * dfactor[packed_size(m) + j];
+        const int p = packed_size(i) + j;
+        float g = 2.0f * k * udl;
+        if (i == j) {
+          float ul = 0.0f;  // (U L)_ii
+          for (int m = i; m < n; ++m) ul += u_row[m] * factor[packed_size(m) + i];
+          const float l = factor[p], raw = head.tril(t_row, p);
+          const float sig = math::sigmoid(raw), dsig = sig * math::sigmoid(-raw);
+          const float g_l = 2.0f * k * ul - k * lambda / l;
+          g = (g + k * lambda * dfactor[p] / (l * l)) * sig + g_l * dsig * tangent.tril(t_row, p);
+        }
+        tril_target(b, p) = g;
+      }
+    }
+    __syncthreads();  // factor, dfactor and mean_dot are restaged for the next row
+  }
+}
+
+/// Dynamic shared memory (bytes) of exact_mixed_kernel: S (n x n), L and L̇ (packed), δ and μ̇.
+__host__ __device__ constexpr std::size_t exact_mixed_shared_bytes(int n) {
+  return static_cast<std::size_t>(n * n + 2 * packed_size(n) + 2 * n) * sizeof(float);
+}
+static_assert(exact_mixed_shared_bytes(static_cast<int>(kMaxCholeskyDim)) <= 48 * 1024,
+              "the Cholesky objective kernels must fit the default 48 KB of dynamic shared memory");
+
+/// Per-row partial φ-gradients of ∇_head L_exact · ḣ = 2k Σ_b tr(U M_b), M = δ μ̇ᵀ + L L̇ᵀ
+/// (reference::exact_mixed_cholesky_gaussian):
+///   scalar    partial(b, 0)       = 2k Σ_i M_ii
+///   diagonal  partial(b, i)       = 2k M_ii
+///   full      partial(b, (i, j))  = 2k Σ_{m>=j} S_im R_mj,   S = M + Mᵀ (U = R Rᵀ)
+/// S is built in shared memory (full form only); R is read from the reward's parameters.
+D2R_KERNEL void __launch_bounds__(kThreads)
+    exact_mixed_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
+                       float k, CholeskyGaussian<float> tangent, MatrixView<float> partial) {
+  extern __shared__ float smem[];
+  const int n = static_cast<int>(head.mean.cols);
+  const int packed = packed_size(n);
+  float* sym = smem;                  // n x n, row-major (full form)
+  float* factor = sym + n * n;        // packed L
+  float* dfactor = factor + packed;   // packed L̇
+  float* offset = dfactor + packed;   // δ = μ − y
+  float* mean_dot = offset + n;       // μ̇
+  const int t = threadIdx.x;
+  for (std::int64_t b = blockIdx.x; b < head.mean.rows; b += gridDim.x) {
+    stage_row(head, targets, b, n, factor, offset);
+    stage_tangent(head, tangent, b, n, dfactor, mean_dot);
+    if (reward.form != RewardForm::full) {
+      float trace = 0.0f;
+      for (int i = t; i < n; i += blockDim.x) {
+        float m_ii = offset[i] * mean_dot[i];
+        for (int q = 0; q <= i; ++q) m_ii += factor[packed_size(i) + q] * dfactor[packed_size(i) + q];
+        if (reward.form == RewardForm::diagonal) partial(b, i) = 2.0f * k * m_ii;
+        trace += m_ii;
+      }
+      trace = warp_sum(trace);
+      if (reward.form == RewardForm::scalar && t == 0) partial(b, 0) = 2.0f * k * trace;
+    } else {
+      for (int idx = t; idx < n * n; idx += blockDim.x) {
+        const int i = idx / n, m = idx % n, lo = i < m ? i : m;
+        float acc = offset[i] * mean_dot[m] + offset[m] * mean_dot[i];  // S_im = M_im + M_mi
+        for (int q = 0; q <= lo; ++q) {
+          acc += factor[packed_size(i) + q] * dfactor[packed_size(m) + q] +
+                 factor[packed_size(m) + q] * dfactor[packed_size(i) + q];
+        }
+        sym[idx] = acc;
+      }
+      __syncthreads();
+      for (int i = 0; i < n; ++i) {
+        const float* s_row = sym + i * n;
+        for (int j = t; j <= i; j += blockDim.x) {
+          float acc = 0.0f;
+          for (int m = j; m < n; ++m) acc += s_row[m] * reward.params[packed_size(m) + j];
+          partial(b, packed_size(i) + j) = 2.0f * k * acc;
+        }
+      }
+    }
+    __syncthreads();  // the row's staging is reused by the next row
   }
 }
 

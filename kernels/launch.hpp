@@ -148,6 +148,12 @@ void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>&
                              const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
                              const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                              void* workspace);
+/// Tangent of the exact objective's head gradient (Cholesky Gaussian, see
+/// reference::exact_cholesky_gaussian_tangent); workspace as exact_cholesky_gaussian.
+void exact_cholesky_gaussian_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                     const MahalanobisReward<float>& reward, float entropy_weight,
+                                     ObjectiveScale scale, const CholeskyGaussian<float>& tangent,
+                                     const CholeskyGaussianGrad<float>& grad_tangent, void* workspace);
 void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                 MatrixView<const float> targets, const MahalanobisReward<float>& reward,
                                 const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
@@ -167,6 +173,12 @@ void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<
 void exact_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
                        const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
                        const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
+/// Tangent of the exact objective's logits gradient (categorical.cu, one block per row; see
+/// reference::exact_categorical_tangent). No workspace.
+void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
+                               VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
+                               float entropy_weight, ObjectiveScale scale, const Categorical<float>& tangent,
+                               const CategoricalGrad<float>& grad_tangent);
 }  // namespace d2r::kernels
 
 // ---- optimisers (optim.cu)
@@ -279,6 +291,11 @@ void exact_mixed_product_diag_gaussian(cudaStream_t stream, const DiagGaussian<f
                                        MatrixView<const float> targets, const MahalanobisReward<float>& reward,
                                        float k, const DiagGaussian<float>& tangent, VectorView<float> grad,
                                        void* workspace);
+/// Cholesky Gaussian (device code and launcher in cholesky_objectives.cu(h): one warp per row).
+void exact_mixed_product_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                           MatrixView<const float> targets, const MahalanobisReward<float>& reward,
+                                           float k, const CholeskyGaussian<float>& tangent, VectorView<float> grad,
+                                           void* workspace);
 void exact_mixed_product_categorical(cudaStream_t stream, const Categorical<float>& head,
                                      VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
                                      float k, const Categorical<float>& tangent, VectorView<float> grad,
@@ -319,4 +336,33 @@ void mlp_backward_activation(cudaStream_t stream, MatrixView<float> g, MatrixVie
 /// With g = δ W and rg = δ V + Rδ W on entry: g = σ' ⊙ g and rg = σ''Rz ⊙ g_in + σ' ⊙ rg.
 void mlp_backward_tangent_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
                                      MatrixView<const float> a, MatrixView<const float> ra, Activation act);
+/// params[i] = value for i < count (LayerNorm's γ = 1 at init).
+void mlp_fill(cudaStream_t stream, float* params, std::int64_t count, float value);
+
+// LayerNorm of a hidden layer (d2r/network.hpp; the row loops of host/reference/network_ref.hpp):
+// one warp (h <= 512) or one 256-thread block per row, row sums through CUB in a fixed order.
+// `z`, `rz`, `g`, `rg` are the layer's B x h activation-slot matrices (updated in place); x̂, Rx̂
+// and the scratch outputs are B x h, `rstd` (s) and `rho` (ρ) B entries; γ, β and their
+// tangents h entries.
+
+/// z ← a = σ(γ x̂ + β) from z = aWᵀ on entry (b added here); writes x̂ and s per row.
+void mlp_layer_norm_forward(cudaStream_t stream, MatrixView<float> z, const float* bias, const float* gamma,
+                            const float* beta, MatrixView<float> xhat, float* rstd, Activation act);
+/// rz ← Ra = σ'(n)(Rγ x̂ + γ Rx̂ + Rβ) from rz = aVᵀ + RaWᵀ on entry (Rb added here); writes Rx̂, ρ.
+void mlp_layer_norm_tangent(cudaStream_t stream, MatrixView<float> rz, const float* rbias, const float* gamma,
+                            const float* rgamma, const float* rbeta, MatrixView<const float> a,
+                            MatrixView<const float> xhat, const float* rstd, MatrixView<float> rxhat, float* rho,
+                            Activation act);
+/// g ← δ = ∂f/∂z from g = ∂f/∂a on entry; writes gn = σ'(n) g and gn ⊙ x̂ (column-summed by the
+/// caller into the β and γ gradients).
+void mlp_layer_norm_backward(cudaStream_t stream, MatrixView<float> g, MatrixView<const float> a,
+                             MatrixView<const float> xhat, const float* rstd, const float* gamma, MatrixView<float> gn,
+                             MatrixView<float> gn_xhat, Activation act);
+/// (g, rg) ← (δ, Rδ) from ∂f/∂a and its tangent; writes Rgn and Rgn ⊙ x̂ + gn ⊙ Rx̂ (column-summed
+/// by the caller into the β and γ gradient tangents).
+void mlp_layer_norm_backward_tangent(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
+                                     MatrixView<const float> a, MatrixView<const float> ra,
+                                     MatrixView<const float> xhat, const float* rstd, MatrixView<const float> rxhat,
+                                     const float* rho, const float* gamma, const float* rgamma, MatrixView<float> rgn,
+                                     MatrixView<float> rgn_xhat, Activation act);
 }  // namespace d2r::kernels

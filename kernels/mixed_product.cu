@@ -1,6 +1,7 @@
 // Exact-curvature mixed products ∇_φ(∇_head L_exact · ḣ) (DESIGN.md §5), see
 // reference::exact_mixed_diag_gaussian / exact_mixed_categorical: per-row partial gradients
-// (B x P) then a deterministic column sum.
+// (B x P) then a deterministic column sum. The Cholesky head's (same scheme, one warp per row
+// with the factor in shared memory) lives with its objective kernels in cholesky_objectives.cu(h).
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
 #include "kernels/math/numerics.hpp"

@@ -190,6 +190,54 @@ INSTANTIATE_TEST_SUITE_P(Cases, CategoricalPolicyCurvatureGpu,
                                                               Transform::standardize)),
                          case_name);
 
+/// prepare_exact (exact-expectation curvature): gradient, per-row losses, HVPs and mixed products
+/// on the device against the cpu backend in double, every trunk and reward form.
+TEST(CategoricalPolicyCurvatureExactGpu, MatchesCpuDouble) {
+  D2R_REQUIRE_GPU();
+  for (const Trunk trunk : {Trunk::tanh2, Trunk::relu1, Trunk::logistic}) {
+    for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+      SCOPED_TRACE(std::string(trunk_name(trunk)) + " form " + std::to_string(static_cast<int>(form)));
+      const Problem p(trunk, form, 300 + static_cast<std::uint64_t>(trunk) * 10 + static_cast<std::uint64_t>(form));
+      const std::int64_t B = p.B, D = p.D, P = p.net.parameter_count();
+      const auto U = static_cast<std::int64_t>(p.u.size());
+      d2r::Context gpu({.backend = d2r::Backend::cuda, .seed = kSeed});
+      d2r::Context cpu({.backend = d2r::Backend::cpu, .seed = kSeed});
+      const d2r::PgOptions<float> of{.entropy_weight = 0.25f};
+      const d2r::PgOptions<double> od{.entropy_weight = 0.25};
+      d2r::Buffer<float> g_params(gpu, std::span<const float>(p.params)), g_x(gpu, std::span<const float>(p.x)),
+          g_u(gpu, std::span<const float>(p.u)), g_grad(gpu, static_cast<std::size_t>(P));
+      d2r::Buffer<std::int32_t> g_labels(gpu, std::span<const std::int32_t>(p.labels));
+      d2r::CategoricalPolicyCurvature<float> cg(gpu, p.net, B);
+      cg.prepare_exact(std::as_const(g_params).vector(), std::as_const(g_x).matrix(B, D), std::as_const(g_labels).vector(),
+                       {form, std::as_const(g_u).vector()}, of, g_grad.vector());
+      const auto params = to_double(p.params), x = to_double(p.x), u = to_double(p.u);
+      std::vector<double> grad(static_cast<std::size_t>(P));
+      d2r::CategoricalPolicyCurvature<double> cc(cpu, p.net, B);
+      cc.prepare_exact({params.data(), P}, {x.data(), B, D, D}, {p.labels.data(), B}, {form, {u.data(), U}}, od,
+                       {grad.data(), P});
+      const std::vector<double> rows(cc.row_loss().data, cc.row_loss().data + B);
+      EXPECT_GPU_CLOSE(device_to_host(gpu, cg.row_loss().data, B), rows);
+      EXPECT_GPU_CLOSE(g_grad.to_host(), grad);
+      TestRng rng(6);
+      d2r::Buffer<float> g_v(gpu, static_cast<std::size_t>(P)), g_hv(gpu, static_cast<std::size_t>(P)),
+          g_mixed(gpu, static_cast<std::size_t>(U));
+      for (int k = 0; k < 2; ++k) {
+        const auto v_f = rng.vector<float>(static_cast<std::size_t>(P), -1, 1);
+        const auto v = to_double(v_f);
+        g_v.copy_from_host(v_f);
+        std::vector<double> hv(static_cast<std::size_t>(P)), mixed(static_cast<std::size_t>(U));
+        cg.apply(std::as_const(g_v).vector(), g_hv.vector());
+        cc.apply({v.data(), P}, {hv.data(), P});
+        EXPECT_GT(max_abs(hv), 1e-4);
+        EXPECT_GPU_CLOSE(g_hv.to_host(), hv);
+        cg.mixed_product(std::as_const(g_v).vector(), g_mixed.vector());
+        cc.mixed_product({v.data(), P}, {mixed.data(), U});
+        EXPECT_GPU_CLOSE(g_mixed.to_host(), mixed);
+      }
+    }
+  }
+}
+
 TEST(CategoricalPolicyCurvatureGpuErrors, HostPointersAndBadLabelsAreNamed) {
   D2R_REQUIRE_GPU();
   const Problem p(Trunk::logistic, RewardForm::scalar, 7);

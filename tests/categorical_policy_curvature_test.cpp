@@ -501,3 +501,133 @@ TEST(CategoricalPolicyCurvatureErrors, BadPrepareArgumentsAreNamedAndTouchNothin
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- exact curvature
+namespace {
+
+/// prepare_exact's gradient, HVP and mixed product for L_exact = −(1/B) Σ_b (Σ_k p_k r(k, y_b) + λ H_b).
+struct ExactCat {
+  CatProblem<double>& p;
+  /// Σ_b row_loss_b of exact_objective at the current params (and φ).
+  double loss() {
+    std::vector<double> cache;
+    const std::vector<double> l = p.logits(cache);
+    std::vector<double> rows(static_cast<std::size_t>(p.B)), g(static_cast<std::size_t>(p.B * p.C));
+    d2r::exact_objective(p.ctx, d2r::Categorical<double>{d2r::matrix_view<const double>(l.data(), p.B, p.C)}, p.lab(),
+                         p.reward(), p.options, d2r::ObjectiveRows<double>{d2r::vector_view(rows.data(), p.B), {}},
+                         d2r::CategoricalGrad<double>{d2r::matrix_view(g.data(), p.B, p.C)});
+    double s = 0;
+    for (double r : rows) s += r;
+    return s;
+  }
+  /// prepare_exact's gradient at the current params (and φ).
+  std::vector<double> gradient() {
+    d2r::CategoricalPolicyCurvature<double> c(p.ctx, p.net, p.B);
+    std::vector<double> g(static_cast<std::size_t>(p.P()));
+    c.prepare_exact(p.theta(), p.xv(), p.lab(), p.reward(), p.options, d2r::vector_view(g.data(), p.P()));
+    return g;
+  }
+};
+
+using ExactCase = std::tuple<Net, RewardForm>;
+class CategoricalPolicyCurvatureExact : public ::testing::TestWithParam<ExactCase> {};
+
+TEST_P(CategoricalPolicyCurvatureExact, GradientHvpAndMixedProductMatchFiniteDifferences) {
+  const auto [n, form] = GetParam();
+  CatProblem<double> p(n, form, Transform::none, 3);
+  ExactCat e{p};
+  const std::int64_t P = p.P();
+  d2r::CategoricalPolicyCurvature<double> c(p.ctx, p.net, p.B);
+  std::vector<double> grad(static_cast<std::size_t>(P));
+  c.prepare_exact(p.theta(), p.xv(), p.lab(), p.reward(), p.options, d2r::vector_view(grad.data(), P));
+  EXPECT_EQ(c.samples().cols, 0);  // no sampling
+  // Gradient against central differences of L_exact.
+  double norm = 0;
+  for (std::int64_t i = 0; i < P; ++i) {
+    const double fd = d2r::test::central_difference(p.params, static_cast<std::size_t>(i), [&] { return e.loss(); });
+    EXPECT_NEAR(grad[static_cast<std::size_t>(i)], fd, 1e-7 * (1 + std::abs(fd))) << "θ entry " << i;
+    norm += std::abs(grad[static_cast<std::size_t>(i)]);
+  }
+  EXPECT_GT(norm, 1e-3);
+  // HVP against central differences of the gradient along v; symmetry.
+  TestRng rng(12);
+  const std::vector<double> v = rng.vector<double>(static_cast<std::size_t>(P), -1, 1),
+                            w = rng.vector<double>(static_cast<std::size_t>(P), -1, 1);
+  std::vector<double> hv(static_cast<std::size_t>(P)), hw(static_cast<std::size_t>(P));
+  c.apply(d2r::vector_view<const double>(v.data(), P), d2r::vector_view(hv.data(), P));
+  c.as_operator()(d2r::vector_view<const double>(w.data(), P), d2r::vector_view(hw.data(), P));
+  const std::vector<double> saved = p.params;
+  const double h = 1e-5;
+  for (std::int64_t i = 0; i < P; ++i) p.params[i] = saved[i] + h * v[i];
+  const std::vector<double> up = e.gradient();
+  for (std::int64_t i = 0; i < P; ++i) p.params[i] = saved[i] - h * v[i];
+  const std::vector<double> down = e.gradient();
+  p.params = saved;
+  std::vector<double> fd(static_cast<std::size_t>(P));
+  double scale = 0;
+  for (std::int64_t i = 0; i < P; ++i) {
+    fd[i] = (up[i] - down[i]) / (2 * h);
+    scale = std::max(scale, std::abs(fd[i]));
+  }
+  EXPECT_GT(scale, 1e-4);
+  D2R_EXPECT_CLOSE(hv, fd, 1e-5, 1e-8 + 1e-7 * scale);
+  EXPECT_NEAR(dot(w, hv), dot(v, hw), 1e-10 * (1 + std::abs(dot(w, hv))));
+  // Mixed product against ∂/∂φ_j (∇θ L_exact · w).
+  const auto U = static_cast<std::int64_t>(p.u.size());
+  std::vector<double> mixed(static_cast<std::size_t>(U));
+  c.mixed_product(d2r::vector_view<const double>(w.data(), P), d2r::vector_view(mixed.data(), U));
+  double mixed_norm = 0;
+  for (std::int64_t j = 0; j < U; ++j) {
+    const double fdj = d2r::test::central_difference(p.u, static_cast<std::size_t>(j), [&] { return dot(e.gradient(), w); },
+                                                     1e-5);
+    EXPECT_NEAR(mixed[static_cast<std::size_t>(j)], fdj, 1e-7 * (1 + std::abs(fdj))) << "φ entry " << j;
+    mixed_norm += std::abs(mixed[static_cast<std::size_t>(j)]);
+  }
+  EXPECT_GT(mixed_norm, 1e-5);
+  // A surrogate prepare afterwards switches the object back to the REINFORCE curvature.
+  std::vector<double> g2;
+  p.prepare(c, g2);
+  EXPECT_EQ(c.samples().cols, p.G);
+  std::vector<double> hv2(static_cast<std::size_t>(P));
+  c.apply(d2r::vector_view<const double>(v.data(), P), d2r::vector_view(hv2.data(), P));
+  double diff = 0;
+  for (std::int64_t i = 0; i < P; ++i) diff = std::max(diff, std::abs(hv2[i] - hv[i]));
+  EXPECT_GT(diff, 1e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CategoricalPolicyCurvatureExact,
+                         ::testing::Combine(::testing::Values(Net::tanh_hidden, Net::relu_hidden, Net::logistic),
+                                            ::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full)),
+                         [](const auto& info) {
+                           const RewardForm f = std::get<1>(info.param);
+                           return std::string(net_name(std::get<0>(info.param))) + "_" +
+                                  (f == RewardForm::scalar ? "scalar" : f == RewardForm::diagonal ? "diagonal" : "full");
+                         });
+
+TEST(CategoricalPolicyCurvatureExactErrors, BadArgumentsAreNamedAndTouchNothing) {
+  CatProblem<double> p(Net::logistic, RewardForm::diagonal, Transform::none);
+  const std::int64_t P = p.P();
+  d2r::CategoricalPolicyCurvature<double> c(p.ctx, p.net, p.B);
+  std::vector<double> grad(static_cast<std::size_t>(P), 9.0);
+  const auto g = d2r::vector_view(grad.data(), P);
+  std::vector<std::int32_t> bad = p.labels;
+  bad[2] = 3;
+  d2r::test::expect_error([&] { c.prepare_exact(p.theta(), p.xv(), {bad.data(), p.B}, p.reward(), p.options, g); },
+                          "labels", "class index in [0, 3)");
+  d2r::test::expect_error([&] { c.prepare_exact(p.theta(), p.xv(), {p.labels.data(), p.B - 1}, p.reward(), p.options, g); },
+                          "labels", "");
+  d2r::test::expect_error(
+      [&] { c.prepare_exact(p.theta(), p.xv(), p.lab(), {RewardForm::diagonal, {p.u.data(), 2}}, p.options, g); },
+      "reward.params", "");
+  d2r::test::expect_error(
+      [&] { c.prepare_exact(p.theta(), p.xv(), p.lab(), p.reward(), {.normaliser_rows = 2}, g); },
+      "options.normaliser_rows", "");
+  d2r::test::expect_error(
+      [&] { c.prepare_exact(p.theta(), p.xv(), p.lab(), p.reward(), p.options, {p.params.data(), P}); }, "grad",
+      "overlaps");
+  for (double v : grad) EXPECT_EQ(v, 9.0);
+  std::vector<double> v(static_cast<std::size_t>(P)), hv(static_cast<std::size_t>(P));
+  d2r::test::expect_error([&] { c.apply({v.data(), P}, {hv.data(), P}); }, "this", "prepare() must succeed");
+}
+
+}  // namespace

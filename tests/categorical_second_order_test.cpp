@@ -299,3 +299,145 @@ TEST_F(CategoricalSecondOrderErrors, OverlappingOutputs) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- exact-objective tangent
+namespace {
+
+std::vector<double> one_hot_params(d2r::RewardForm form, std::int64_t C, TestRng& rng) {
+  std::vector<double> u(static_cast<std::size_t>(d2r::reward_param_count(form, C)));
+  for (double& x : u) x = form == d2r::RewardForm::full ? rng.uniform(-0.4, 0.4) : rng.uniform(0.3, 1.5);
+  if (form == d2r::RewardForm::full)
+    for (std::int64_t i = 0; i < C; ++i) u[static_cast<std::size_t>(i * (i + 1) / 2 + i)] = rng.uniform(0.6, 1.2);
+  return u;
+}
+
+/// Labels among the unmasked classes of each row.
+std::vector<std::int32_t> labels_of(const CatProblem& p, TestRng& rng) {
+  std::vector<std::int32_t> y(static_cast<std::size_t>(p.B));
+  for (std::int64_t r = 0; r < p.B; ++r) {
+    std::int32_t j = 0;
+    do {
+      j = static_cast<std::int32_t>(rng.uniform(0, static_cast<double>(p.C)));
+    } while (j >= p.C || p.logits[r * p.C + j] == -kInf);
+    y[static_cast<std::size_t>(r)] = j;
+  }
+  return y;
+}
+
+class CategoricalExactTangent : public ::testing::TestWithParam<CatSoCase> {
+ protected:
+  d2r::Context ctx{{.backend = d2r::Backend::cpu}};
+};
+
+/// exact_backward_tangent against central differences of exact_objective's logits gradient along
+/// the tangent, for every reward form, with and without entropy; masked classes get exactly 0;
+/// the Hessian is symmetric and blind to a constant tangent.
+TEST_P(CategoricalExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
+  const auto [B, C, G, masked] = GetParam();
+  for (const d2r::RewardForm form : {d2r::RewardForm::scalar, d2r::RewardForm::diagonal, d2r::RewardForm::full}) {
+    for (const double lambda : {0.0, 0.6}) {
+      SCOPED_TRACE(::testing::Message() << "form " << static_cast<int>(form) << " lambda " << lambda);
+      const CatProblem p(B, C, G, masked, static_cast<std::uint64_t>(B * 7 + C * 11) + static_cast<std::uint64_t>(form));
+      TestRng rng(29 + static_cast<std::uint64_t>(form));
+      const std::vector<std::int32_t> y = labels_of(p, rng);
+      const std::vector<double> u = one_hot_params(form, C, rng);
+      const d2r::MahalanobisReward<double> reward{form, d2r::vector_view(u.data(), static_cast<std::int64_t>(u.size()))};
+      const d2r::PgOptions<double> options{.entropy_weight = lambda, .normaliser_rows = B + 2};
+      const auto labels = d2r::vector_view(y.data(), B);
+      const auto tangent_of = [&](const std::vector<double>& t) {
+        std::vector<double> out(static_cast<std::size_t>(B * C), -7.0);
+        d2r::exact_backward_tangent(ctx, p.head(), labels, reward, options, p.head(t),
+                                    d2r::CategoricalGrad<double>{d2r::matrix_view(out.data(), B, C)});
+        return out;
+      };
+      const auto gradient = [&](const std::vector<double>& l) {
+        std::vector<double> g(static_cast<std::size_t>(B * C)), rows(static_cast<std::size_t>(B));
+        d2r::exact_objective(ctx, p.head(l), labels, reward, options,
+                             d2r::ObjectiveRows<double>{d2r::vector_view(rows.data(), B), {}},
+                             d2r::CategoricalGrad<double>{d2r::matrix_view(g.data(), B, C)});
+        return g;
+      };
+      const std::vector<double> ht = tangent_of(p.tangent_logits);
+      const double h = 1e-5;
+      const std::vector<double> up = gradient(p.moved(h, p.tangent_logits)), dn = gradient(p.moved(-h, p.tangent_logits));
+      std::vector<double> fd(static_cast<std::size_t>(B * C));
+      double scale = 0;
+      for (std::int64_t i = 0; i < B * C; ++i) {
+        fd[i] = (up[i] - dn[i]) / (2 * h);
+        scale = std::max(scale, std::abs(fd[i]));
+      }
+      EXPECT_GT(scale, 1e-4);
+      D2R_EXPECT_CLOSE(ht, fd, 1e-6, 1e-8);
+      for (std::int64_t i = 0; i < B * C; ++i) {
+        EXPECT_FALSE(std::isnan(ht[i])) << i;
+        if (p.logits[i] == -kInf) {
+          EXPECT_EQ(ht[i], 0.0) << i;
+        }
+      }
+      // Symmetry wᵀ(H ℓ̇) = ℓ̇ᵀ(H w), and a constant tangent changes nothing.
+      const std::vector<double> w = rng.vector<double>(static_cast<std::size_t>(B * C), -1, 1);
+      const std::vector<double> hw = tangent_of(w);
+      double w_ht = 0, t_hw = 0, norm = 0;
+      for (std::int64_t i = 0; i < B * C; ++i) {
+        w_ht += w[i] * ht[i];
+        t_hw += p.tangent_logits[i] * hw[i];
+        norm += std::abs(w[i] * ht[i]);
+      }
+      EXPECT_NEAR(w_ht, t_hw, 1e-12 * (1 + norm));
+      for (double v : tangent_of(std::vector<double>(static_cast<std::size_t>(B * C), 1.0))) EXPECT_NEAR(v, 0.0, 1e-13);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, CategoricalExactTangent,
+                         ::testing::Values(CatSoCase{1, 2, 1, false}, CatSoCase{3, 5, 1, false},
+                                           CatSoCase{4, 10, 1, true}, CatSoCase{2, 50, 1, true},
+                                           CatSoCase{5, 7, 1, true}),
+                         [](const auto& info) {
+                           std::ostringstream os;
+                           os << info.param;
+                           return os.str();
+                         });
+
+TEST(CategoricalExactTangentErrors, RejectsBadArgumentsBeforeWriting) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  const std::int64_t B = 3, C = 4;
+  const CatProblem p(B, C, 1, false, 3);
+  std::vector<std::int32_t> y{0, 3, 1};
+  std::vector<double> u{0.8}, bad_u{0.0};
+  const d2r::MahalanobisReward<double> reward{d2r::RewardForm::scalar, d2r::vector_view(u.data(), 1)};
+  GuardedMatrix<double> g(ctx, B, C), narrow(ctx, B, C - 1);
+  const d2r::CategoricalGrad<double> out{g.view()};
+  const auto labels = d2r::vector_view(y.data(), B);
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), d2r::vector_view(y.data(), B - 1), reward, {}, p.tangent(), out); },
+               "labels", "");
+  y[1] = static_cast<std::int32_t>(C);
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), labels, reward, {}, p.tangent(), out); }, "labels", "");
+  y[1] = 3;
+  expect_error([&] {
+    d2r::exact_backward_tangent(ctx, p.head(), labels, {d2r::RewardForm::scalar, d2r::vector_view(bad_u.data(), 1)}, {},
+                                p.tangent(), out);
+  }, "reward.params", "");
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), labels, reward, {.entropy_weight = -0.5}, p.tangent(), out); },
+               "options.entropy_weight", "");
+  const d2r::Categorical<double> narrow_t{d2r::matrix_view(p.tangent_logits.data(), B, C - 1)};
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), labels, reward, {}, narrow_t, out); }, "tangent.logits",
+               "expected a 3 x 4 matrix");
+  std::vector<double> nan_t(p.tangent_logits);
+  nan_t[5] = std::numeric_limits<double>::quiet_NaN();
+  expect_error([&] { d2r::exact_backward_tangent(ctx, p.head(), labels, reward, {}, p.head(nan_t), out); },
+               "tangent.logits", "element (1, 1)");
+  expect_error([&] {
+    d2r::exact_backward_tangent(ctx, p.head(), labels, reward, {}, p.tangent(), d2r::CategoricalGrad<double>{narrow.view()});
+  }, "grad_tangent.logits", "expected a 3 x 4 matrix");
+  std::vector<double> alias(p.tangent_logits);
+  expect_error([&] {
+    d2r::exact_backward_tangent(ctx, p.head(), labels, reward, {}, p.head(alias),
+                                d2r::CategoricalGrad<double>{d2r::matrix_view(alias.data(), B, C)});
+  }, "grad_tangent.logits", "overlaps argument 'tangent.logits'");
+  EXPECT_EQ(alias, p.tangent_logits);
+  EXPECT_TRUE(g.untouched());
+  EXPECT_TRUE(narrow.untouched());
+}
+
+}  // namespace

@@ -205,6 +205,86 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CholeskySecondOrderGpu,
                                               std::get<2>(info.param), std::get<3>(info.param) ? "shared" : "perrow");
                          });
 
+// ---------------------------------------------------------------- exact curvature
+/// Reward parameters of a form in n dims (full: a well-conditioned Cholesky factor R).
+std::vector<float> exact_reward_params(RewardForm form, std::int64_t n, TestRng& rng) {
+  std::vector<float> u(static_cast<std::size_t>(reward_param_count(form, n)));
+  for (float& x : u) x = static_cast<float>(form == RewardForm::full ? rng.uniform(-0.3, 0.3) : rng.uniform(0.3, 1.5));
+  if (form == RewardForm::full)
+    for (std::int64_t i = 0; i < n; ++i) u[static_cast<std::size_t>(i * (i + 1) / 2 + i)] = static_cast<float>(rng.uniform(0.6, 1.2));
+  return u;
+}
+
+using ExactParams = std::tuple<std::int64_t, std::int64_t, bool>;
+class CholeskyExactCurvatureGpu : public ::testing::TestWithParam<ExactParams> {
+ protected:
+  void SetUp() override { D2R_REQUIRE_GPU(); }
+};
+
+/// exact_backward_tangent and exact_mixed_product (Cholesky head) on the device against the CPU
+/// reference in double, for every reward form, with and without the per-dimension mean; both are
+/// deterministic (a second run gives the same bits).
+TEST_P(CholeskyExactCurvatureGpu, MatchesDoubleReference) {
+  const auto [B, n, shared] = GetParam();
+  Context gpu({.backend = Backend::cuda}), cpu({.backend = Backend::cpu});
+  const Problem p({B, n, 1, shared}, 5000 + static_cast<std::uint64_t>(B * 131 + n * 7) + (shared ? 1 : 0));
+  DeviceInputs dev(gpu, p);
+  const HostInputs host(p);
+  const std::int64_t P = packed_size(n), R = p.tril_rows();
+  TestRng rng(91 + static_cast<std::uint64_t>(n));
+  const std::vector<float> y = rng.vector<float>(static_cast<std::size_t>(B * n), -1.5, 1.5);
+  GuardedMatrix<float> d_y(gpu, B, n);
+  d_y.fill(y);
+  const std::vector<double> y_ref = to_double(y);
+  for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+    for (const bool per_dim : {false, true}) {
+      SCOPED_TRACE(fmt::format("form {} per_dim {}", static_cast<int>(form), per_dim));
+      const std::vector<float> u = exact_reward_params(form, n, rng);
+      const auto U = static_cast<std::int64_t>(u.size());
+      GuardedMatrix<float> d_u(gpu, 1, U);
+      d_u.fill(u);
+      const std::vector<double> u_ref = to_double(u);
+      const MahalanobisReward<float> reward{form, VectorView<const float>{d_u.cview().data, U}};
+      const MahalanobisReward<double> reward_ref{form, vector_view(u_ref.data(), U)};
+      const PgOptions<float> o{.entropy_weight = 0.6f, .per_dimension_mean = per_dim, .normaliser_rows = B + 3};
+      const PgOptions<double> od{.entropy_weight = 0.6, .per_dimension_mean = per_dim, .normaliser_rows = B + 3};
+      // Head Hessian.
+      GuardedMatrix<float> gm(gpu, B, n), gt(gpu, R, P);
+      exact_backward_tangent(gpu, dev.head(p.jitter), reward, o, dev.tangent(), {gm.view(), gt.view()});
+      std::vector<double> gm_ref(static_cast<std::size_t>(B * n)), gt_ref(static_cast<std::size_t>(R * P));
+      exact_backward_tangent(cpu, host.head(), reward_ref, od, host.tangent(),
+                             {matrix_view(gm_ref.data(), B, n), matrix_view(gt_ref.data(), R, P)});
+      ASSERT_GT(max_abs(gt_ref), 1e-6);
+      const std::vector<float> got_mean = gm.values_checked(), got_tril = gt.values_checked();
+      D2R_EXPECT_CLOSE(got_mean, gm_ref, 2e-3, 2e-4 * std::max(max_abs(gm_ref), 1e-3));
+      D2R_EXPECT_CLOSE(got_tril, gt_ref, 2e-3, 2e-4 * max_abs(gt_ref));
+      GuardedMatrix<float> gm2(gpu, B, n), gt2(gpu, R, P);
+      exact_backward_tangent(gpu, dev.head(p.jitter), reward, o, dev.tangent(), {gm2.view(), gt2.view()});
+      EXPECT_EQ(gm2.values_checked(), got_mean);
+      EXPECT_EQ(gt2.values_checked(), got_tril);
+      // Mixed product.
+      GuardedMatrix<float> g(gpu, 1, U), g2(gpu, 1, U);
+      exact_mixed_product(gpu, dev.head(p.jitter), d_y.cview(), reward, o, dev.tangent(), g.vector());
+      std::vector<double> g_ref(static_cast<std::size_t>(U));
+      exact_mixed_product(cpu, host.head(), matrix_view(y_ref.data(), B, n), reward_ref, od, host.tangent(),
+                          vector_view(g_ref.data(), U));
+      ASSERT_GT(max_abs(g_ref), 1e-6);
+      const std::vector<float> got = g.values_checked();
+      D2R_EXPECT_CLOSE(got, g_ref, 2e-3, 2e-4 * max_abs(g_ref));
+      exact_mixed_product(gpu, dev.head(p.jitter), d_y.cview(), reward, o, dev.tangent(), g2.vector());
+      EXPECT_EQ(g2.values_checked(), got);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyExactCurvatureGpu,
+                         ::testing::Combine(::testing::Values<std::int64_t>(1, 3, 300),
+                                            ::testing::Values<std::int64_t>(1, 2, 17, 64), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<ExactParams>& info) {
+                           return fmt::format("B{}_n{}_{}", std::get<0>(info.param), std::get<1>(info.param),
+                                              std::get<2>(info.param) ? "shared" : "perrow");
+                         });
+
 /// A non-finite tangent on the device is rejected before any output is written.
 TEST(CholeskySecondOrderGpuErrors, RejectsNonFiniteTangentOnDevice) {
   D2R_REQUIRE_GPU();

@@ -411,5 +411,122 @@ TEST_F(CholeskySecondOrderErrors, RejectsBadOutputsAndCotangents) {
   EXPECT_EQ(t.mean, p.u.mean);
 }
 
+// ---------------------------------------------------------------- exact-objective tangent
+/// Reward parameters of a form in n dims (full: a well-conditioned Cholesky factor R).
+std::vector<double> exact_reward_params(RewardForm form, std::int64_t n, TestRng& rng) {
+  std::vector<double> u(static_cast<std::size_t>(reward_param_count(form, n)));
+  for (double& x : u) x = form == RewardForm::full ? rng.uniform(-0.4, 0.4) : rng.uniform(0.3, 1.5);
+  if (form == RewardForm::full)
+    for (std::int64_t i = 0; i < n; ++i) u[static_cast<std::size_t>(packed_index(i, i))] = rng.uniform(0.6, 1.2);
+  return u;
+}
+
+/// exact_objective's head gradient at `at`, as one vector [mean..., tril...].
+std::vector<double> exact_gradient(Context& ctx, const Problem& p, const Outputs& at, const std::vector<double>& y,
+                                   const MahalanobisReward<double>& reward, const PgOptions<double>& options) {
+  const std::int64_t B = p.s.batch, n = p.s.n, P = packed_size(n);
+  std::vector<double> rows(static_cast<std::size_t>(B));
+  GuardedMatrix<double> g_mean(ctx, B, n), g_tril(ctx, p.tril_rows(), P);
+  exact_objective(ctx, p.view(at), matrix_view(y.data(), B, n), reward, options,
+                  ObjectiveRows<double>{vector_view(rows.data(), B), {}}, {g_mean.view(), g_tril.view()});
+  std::vector<double> all = g_mean.values_checked();
+  const std::vector<double> tril = g_tril.values_checked();
+  all.insert(all.end(), tril.begin(), tril.end());
+  return all;
+}
+
+/// exact_backward_tangent along t, as one vector [mean..., tril...].
+std::vector<double> exact_tangent(Context& ctx, const Problem& p, const Outputs& t,
+                                  const MahalanobisReward<double>& reward, const PgOptions<double>& options) {
+  GuardedMatrix<double> g_mean(ctx, p.s.batch, p.s.n), g_tril(ctx, p.tril_rows(), packed_size(p.s.n));
+  exact_backward_tangent(ctx, p.view(p.head), reward, options, p.view(t), {g_mean.view(), g_tril.view()});
+  std::vector<double> all = g_mean.values_checked();
+  const std::vector<double> tril = g_tril.values_checked();
+  all.insert(all.end(), tril.begin(), tril.end());
+  return all;
+}
+
+class CholeskyExactTangent : public ::testing::TestWithParam<Shape> {};
+
+/// exact_backward_tangent is the derivative of exact_objective's head gradient along the tangent
+/// (central differences), for every reward form, with and without the per-dimension mean; the
+/// Hessian it applies is symmetric.
+TEST_P(CholeskyExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
+  const Shape s = GetParam();
+  Context ctx = cpu_context();
+  for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+    for (const bool per_dim : {false, true}) {
+      SCOPED_TRACE(fmt::format("form {} per_dim {}", static_cast<int>(form), per_dim));
+      const Problem p(s, 600 + static_cast<std::uint64_t>(s.batch * 31 + s.n * 7) + static_cast<std::uint64_t>(form));
+      TestRng rng(17 + static_cast<std::uint64_t>(form));
+      const std::vector<double> y = rng.vector<double>(static_cast<std::size_t>(s.batch * s.n), -1.0, 1.0);
+      const std::vector<double> u = exact_reward_params(form, s.n, rng);
+      const MahalanobisReward<double> reward{form, vector_view(u.data(), static_cast<std::int64_t>(u.size()))};
+      const PgOptions<double> options{.entropy_weight = 0.7, .per_dimension_mean = per_dim, .normaliser_rows = 2 * s.batch};
+      const double h = 1e-5;
+      for (const Outputs* t : {&p.u, &p.v}) {
+        const std::vector<double> plus = exact_gradient(ctx, p, p.moved(*t, h), y, reward, options);
+        const std::vector<double> minus = exact_gradient(ctx, p, p.moved(*t, -h), y, reward, options);
+        std::vector<double> expected(plus.size());
+        for (std::size_t i = 0; i < plus.size(); ++i) expected[i] = (plus[i] - minus[i]) / (2 * h);
+        const std::vector<double> actual = exact_tangent(ctx, p, *t, reward, options);
+        ASSERT_GT(max_abs(expected), 1e-3);
+        D2R_EXPECT_CLOSE(actual, expected, 1e-6, 1e-7 * max_abs(expected));
+      }
+      const double uhv = dot(flat(p.u), exact_tangent(ctx, p, p.v, reward, options));
+      const double vhu = dot(flat(p.v), exact_tangent(ctx, p, p.u, reward, options));
+      EXPECT_NEAR(uhv, vhu, 1e-10 * std::max(1.0, std::abs(uhv)));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyExactTangent,
+                         ::testing::Values(Shape{1, 1, 1, false}, Shape{3, 2, 1, false}, Shape{3, 2, 1, true},
+                                           Shape{2, 5, 1, false}, Shape{4, 5, 1, true}, Shape{2, 9, 1, true}),
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           const Shape& s = info.param;
+                           return fmt::format("B{}_n{}_{}", s.batch, s.n, s.shared ? "shared" : "perrow");
+                         });
+
+/// Every argument is checked before grad_tangent is written.
+TEST(CholeskyExactTangentErrors, RejectsBadArgumentsBeforeWriting) {
+  Context ctx = cpu_context();
+  const Problem p({3, 3, 1, false}, 8);
+  std::vector<double> u{0.9, 1.2, 0.7}, bad_u{0.9, -1.0, 0.7};
+  const MahalanobisReward<double> reward{RewardForm::diagonal, vector_view(u.data(), 3)};
+  GuardedMatrix<double> g_mean(ctx, 3, 3), g_tril(ctx, 3, 6), one_row(ctx, 1, 6);
+  const CholeskyGaussianGrad<double> out{g_mean.view(), g_tril.view()};
+  const auto call = [&](const MahalanobisReward<double>& r, const PgOptions<double>& o,
+                        const CholeskyGaussian<double>& t, const CholeskyGaussianGrad<double>& g) {
+    exact_backward_tangent(ctx, p.view(p.head), r, o, t, g);
+  };
+  expect_rejected([&] { call({RewardForm::diagonal, vector_view(bad_u.data(), 3)}, {}, p.view(p.u), out); },
+                  "reward.params", "");
+  expect_rejected([&] { call({RewardForm::diagonal, vector_view(u.data(), 2)}, {}, p.view(p.u), out); },
+                  "reward.params", "");
+  expect_rejected([&] { call(reward, {.entropy_weight = -1.0}, p.view(p.u), out); }, "options.entropy_weight", "");
+  expect_rejected([&] { call(reward, {.normaliser_rows = 2}, p.view(p.u), out); }, "options.normaliser_rows", "");
+  CholeskyGaussian<double> t = p.view(p.u);
+  t.tril = matrix_view(p.u.tril.data(), 1, 6);  // head is per row: the tangent must be too
+  expect_rejected([&] { call(reward, {}, t, out); }, "tangent.tril", "");
+  Outputs bad_t = p.u;
+  bad_t.mean[4] = std::numeric_limits<double>::quiet_NaN();
+  expect_rejected([&] { call(reward, {}, p.view(bad_t), out); }, "tangent.mean", "");
+  expect_rejected([&] { call(reward, {}, p.view(p.u), {g_mean.view(), one_row.view()}); }, "grad_tangent.tril", "");
+  Outputs alias = p.u;
+  expect_rejected([&] { call(reward, {}, p.view(alias), {matrix_view(alias.mean.data(), 3, 3), g_tril.view()}); },
+                  "grad_tangent.mean", "overlaps");
+  std::vector<double> shared_buffer{0.9, 1.2, 0.7, 0, 0, 0, 0, 0, 0};  // reward.params inside grad_tangent.mean
+  expect_rejected([&] {
+    call({RewardForm::diagonal, vector_view(shared_buffer.data(), 3)}, {}, p.view(p.u),
+         {matrix_view(shared_buffer.data(), 3, 3), g_tril.view()});
+  }, "grad_tangent.mean", "reward.params");
+  EXPECT_EQ(shared_buffer[3], 0.0);
+  EXPECT_EQ(alias.mean, p.u.mean);
+  EXPECT_TRUE(g_mean.untouched());
+  EXPECT_TRUE(g_tril.untouched());
+  EXPECT_TRUE(one_row.untouched());
+}
+
 }  // namespace
 }  // namespace d2r

@@ -3,6 +3,7 @@
 // buffers; and bad input on the cuda backend leaves the outputs untouched.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -199,6 +200,46 @@ TEST_P(CategoricalSecondOrderGpu, MatchesReference) {
       }
     }
   }
+
+  // Exact-objective head Hessian (exact_backward_tangent), labels = each row's first draw (an
+  // unmasked class); the full one-hot reward only for small C (C(C+1)/2 parameters).
+  std::vector<std::int32_t> labels(B);
+  for (std::int64_t r = 0; r < B; ++r) labels[r] = k[r * G];
+  GuardedMatrix<std::int32_t> d_labels(gpu, 1, B);
+  d_labels.fill(labels);
+  for (const d2r::RewardForm form : {d2r::RewardForm::scalar, d2r::RewardForm::diagonal, d2r::RewardForm::full}) {
+    if (form == d2r::RewardForm::full && C > 64) continue;
+    SCOPED_TRACE(::testing::Message() << "exact tangent, form " << static_cast<int>(form));
+    const std::int64_t P = d2r::reward_param_count(form, C);
+    std::vector<float> u_f = rng.vector<float>(P, 0.2, 1.2);
+    if (form == d2r::RewardForm::full)  // off-diagonal Cholesky entries may be negative
+      for (std::int64_t i = 0, q = 0; i < C; ++i)
+        for (std::int64_t j = 0; j <= i; ++j, ++q)
+          if (j < i) u_f[static_cast<std::size_t>(q)] -= 0.7f;
+    const auto u = widen(u_f);
+    GuardedMatrix<float> d_u(gpu, 1, P), d_g(gpu, B, C), d_g2(gpu, B, C);
+    d_u.fill(u_f);
+    const d2r::MahalanobisReward<float> reward{form, d2r::VectorView<const float>{d_u.cview().data, P}};
+    const d2r::PgOptions<float> options{.entropy_weight = 0.4f, .normaliser_rows = B + 1};
+    d2r::exact_backward_tangent(gpu, head, d2r::VectorView<const std::int32_t>{d_labels.cview().data, B}, reward, options,
+                                tangent, d2r::CategoricalGrad<float>{d_g.view()});
+    std::vector<double> ref_g(B * C);
+    d2r::exact_backward_tangent(cpu, ref_head, d2r::vector_view(labels.data(), B), {form, d2r::vector_view(u.data(), P)},
+                                d2r::PgOptions<double>{.entropy_weight = 0.4, .normaliser_rows = B + 1}, ref_tangent,
+                                d2r::CategoricalGrad<double>{d2r::matrix_view(ref_g.data(), B, C)});
+    double scale = 0;
+    for (double v : ref_g) scale = std::max(scale, std::abs(v));
+    const std::vector<float> got = d_g.values_checked();
+    D2R_EXPECT_CLOSE(got, ref_g, 1e-3, 1e-4 * scale + 1e-9);
+    for (std::int64_t i = 0; i < B * C; ++i) {
+      if (std::isinf(logits_f[i])) {
+        EXPECT_EQ(got[i], 0.0f) << i;
+      }
+    }
+    d2r::exact_backward_tangent(gpu, head, d2r::VectorView<const std::int32_t>{d_labels.cview().data, B}, reward, options,
+                                tangent, d2r::CategoricalGrad<float>{d_g2.view()});
+    EXPECT_EQ(d_g2.values_checked(), got);  // deterministic
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, CategoricalSecondOrderGpu,
@@ -247,6 +288,15 @@ TEST(DiagCategoricalSecondOrderGpu, BadInputLeavesOutputsUntouched) {
   expect_error([&] {
     d2r::backward_tangent(gpu, cat, k.cview(), d2r::MatrixView<const float>{}, d2r::VectorView<const float>{}, cat_t,
                           d2r::CategoricalGrad<float>{g.view()});
+  }, "tangent.logits", "element (1, 1)");
+  GuardedMatrix<std::int32_t> labels(gpu, 1, B);
+  labels.fill(std::vector<std::int32_t>(B, 2));
+  GuardedMatrix<float> beta(gpu, 1, 1);
+  beta.fill({0.5f});
+  expect_error([&] {
+    d2r::exact_backward_tangent(gpu, cat, d2r::VectorView<const std::int32_t>{labels.cview().data, B},
+                                {d2r::RewardForm::scalar, d2r::VectorView<const float>{beta.cview().data, 1}}, {}, cat_t,
+                                d2r::CategoricalGrad<float>{g.view()});
   }, "tangent.logits", "element (1, 1)");
   const d2r::Categorical<float> narrow{d2r::MatrixView<const float>{t.cview().data, B, C - 1, C + 3}};
   expect_error([&] { d2r::log_prob_jvp(gpu, cat, k.cview(), narrow, out.view()); }, "tangent.logits",

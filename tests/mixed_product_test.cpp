@@ -139,12 +139,15 @@ struct Problem {
   }
 };
 
-enum class Head { diag, diag_shared, chol, cat };
+enum class Head { diag, diag_shared, chol, chol_shared, cat };
+bool is_chol(Head h) { return h == Head::chol || h == Head::chol_shared; }
+bool is_shared(Head h) { return h == Head::diag_shared || h == Head::chol_shared; }
 std::string head_name(Head h) {
   switch (h) {
     case Head::diag: return "diag";
     case Head::diag_shared: return "diag_shared";
     case Head::chol: return "cholesky";
+    case Head::chol_shared: return "cholesky_shared";
     case Head::cat: return "categorical";
   }
   return "?";
@@ -166,11 +169,15 @@ double head_grad_dot(d2r::Context& ctx, Problem& p, Head h, const d2r::PgOptions
     return dot(gl, p.t_logits);
   }
   std::vector<double> gm(p.B * p.n);
-  if (h == Head::chol) {
+  if (is_chol(h)) {
     std::vector<double> gt(p.srows() * p.tri());
-    d2r::pg_surrogate(ctx, p.chol(), p.y(), p.r(), p.G, opt, key, rows,
-                      d2r::CholeskyGaussianGrad<double>{d2r::matrix_view(gm.data(), p.B, p.n),
-                                                        d2r::matrix_view(gt.data(), p.srows(), p.tri())});
+    const d2r::CholeskyGaussianGrad<double> g{d2r::matrix_view(gm.data(), p.B, p.n),
+                                              d2r::matrix_view(gt.data(), p.srows(), p.tri())};
+    if (exact) {
+      d2r::exact_objective(ctx, p.chol(), p.y(), p.r(), opt, rows, g);
+    } else {
+      d2r::pg_surrogate(ctx, p.chol(), p.y(), p.r(), p.G, opt, key, rows, g);
+    }
     return dot(gm, p.t_mean) + dot(gt, p.t_tril);
   }
   std::vector<double> gs(p.srows() * p.n);
@@ -308,13 +315,15 @@ TEST_P(ExactMixedProduct, MatchesCentralDifferencesOfTheExactHeadGradient) {
   const auto [h, form] = GetParam();
   d2r::Context ctx({.backend = d2r::Backend::cpu});
   for (int per_dim = 0; per_dim < 2; ++per_dim) {
-    Problem p(form, 500 + static_cast<std::uint64_t>(form) * 3 + static_cast<std::uint64_t>(per_dim), h == Head::diag_shared);
+    Problem p(form, 500 + static_cast<std::uint64_t>(form) * 3 + static_cast<std::uint64_t>(per_dim), is_shared(h));
     p.make_categorical_reward(700 + static_cast<std::uint64_t>(form));
     const d2r::PgOptions<double> opt{.entropy_weight = 0.4, .per_dimension_mean = per_dim == 1, .normaliser_rows = 6};
     std::vector<double> g(h == Head::cat ? p.Pc : p.P);
     const auto out = d2r::vector_view(g.data(), static_cast<std::int64_t>(g.size()));
     if (h == Head::cat) {
       d2r::exact_mixed_product(ctx, p.cat(), p.lab(), p.r_cat(), opt, p.cat_t(), out);
+    } else if (is_chol(h)) {
+      d2r::exact_mixed_product(ctx, p.chol(), p.y(), p.r(), opt, p.chol_t(), out);
     } else {
       d2r::exact_mixed_product(ctx, p.diag(), p.y(), p.r(), opt, p.diag_t(), out);
     }
@@ -330,8 +339,9 @@ TEST_P(ExactMixedProduct, MatchesCentralDifferencesOfTheExactHeadGradient) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(DiagAndCategorical, ExactMixedProduct,
-                         ::testing::Combine(::testing::Values(Head::diag, Head::diag_shared, Head::cat),
+INSTANTIATE_TEST_SUITE_P(AllHeads, ExactMixedProduct,
+                         ::testing::Combine(::testing::Values(Head::diag, Head::diag_shared, Head::cat, Head::chol,
+                                                              Head::chol_shared),
                                             ::testing::ValuesIn(kForms)),
                          [](const auto& info) {
                            return head_name(std::get<0>(info.param)) + "_" +
@@ -396,6 +406,17 @@ TEST(MixedProductErrors, BadInputLeavesOutputsUntouched) {
     d2r::exact_mixed_product(ctx, p.diag(), p.y(), p.r(), d2r::PgOptions<double>{.log_prob_clip = -1}, p.diag_t(),
                              g.vector());
   }, "options.log_prob_clip", "c >= 0");
+  // the Cholesky head's exact mixed product: a 1-row tril tangent for a per-row tril, a non-finite tangent
+  const d2r::CholeskyGaussian<double> one_row_t{d2r::matrix_view<const double>(p.t_mean.data(), p.B, p.n),
+                                                d2r::matrix_view<const double>(p.t_tril.data(), 1, p.tri()), 0.0};
+  expect_error([&] { d2r::exact_mixed_product(ctx, p.chol(), p.y(), p.r(), opt, one_row_t, g.vector()); },
+               "tangent.tril", "expected a 3 x 6 matrix");
+  std::vector<double> nan_tril(p.t_tril);
+  nan_tril[2] = NAN;
+  const d2r::CholeskyGaussian<double> nan_t{d2r::matrix_view<const double>(p.t_mean.data(), p.B, p.n),
+                                            d2r::matrix_view<const double>(nan_tril.data(), p.B, p.tri()), 0.0};
+  expect_error([&] { d2r::exact_mixed_product(ctx, p.chol(), p.y(), p.r(), opt, nan_t, g.vector()); }, "tangent.tril",
+               "");
   // grad_params aliasing an input (the reward's own parameters)
   expect_error([&] {
     d2r::exact_mixed_product(ctx, p.diag(), p.y(), p.r(), opt, p.diag_t(),

@@ -199,6 +199,61 @@ void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T
   }
 }
 
+/// Tangent of exact_cholesky_gaussian's head gradient along ḣ = (μ̇, raẇ) (the head-level Hessian
+/// of L_exact applied to ḣ; it does not depend on the targets). With L̇ the tangent of the factor
+/// (L̇_ij = raẇ_ij for j < i, L̇_ii = σ(raw_ii) raẇ_ii) and the gradient
+/// g_L_ij = 2k (UL)_ij − [i = j] kλ / L_ii of exact_cholesky_gaussian:
+///   R(∂/∂μ_b)      = 2k U μ̇_b
+///   R(∂/∂raw_ij)   = 2k (U L̇)_ij                                                 (j < i)
+///   R(∂/∂raw_ii)   = (2k (U L̇)_ii + kλ L̇_ii / L_ii²) σ(raw_ii) + g_L_ii σ'(raw_ii) raẇ_ii,
+/// σ' = σ(raw) σ(−raw); a shared (1-row) tril receives the sum over rows. The tangent's jitter is
+/// ignored.
+template <class T>
+void exact_cholesky_gaussian_tangent(const CholeskyGaussian<T>& head, const MahalanobisReward<T>& reward,
+                                     const PgOptions<T>& options, ObjectiveScale<T> s,
+                                     const CholeskyGaussian<T>& tangent, const CholeskyGaussianGrad<T>& grad_tangent) {
+  const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
+  const bool shared = head.tril.rows == 1 && B > 1;
+  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
+  const std::vector<T> U = dense_u(reward, n);
+  if (shared)
+    for (std::int64_t p = 0; p < P; ++p) grad_tangent.tril(0, p) = 0;
+  std::vector<T> L, dL(static_cast<std::size_t>(P));
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
+    cholesky_detail::load_factor(head, b, L);
+    for (std::int64_t i = 0; i < n; ++i) {
+      for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
+      dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      T u_mdot = 0;
+      for (std::int64_t m = 0; m < n; ++m) u_mdot += U[i * n + m] * tangent.mean(b, m);
+      grad_tangent.mean(b, i) = T(2) * k * u_mdot;
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      for (std::int64_t j = 0; j <= i; ++j) {
+        T udl = 0;  // (U L̇)_ij
+        for (std::int64_t m = j; m < n; ++m) udl += U[i * n + m] * dL[tril_index(m, j)];
+        T g = T(2) * k * udl;
+        if (i == j) {
+          T ul = 0;  // (U L)_ii
+          for (std::int64_t m = i; m < n; ++m) ul += U[i * n + m] * L[tril_index(m, i)];
+          const T l = L[tril_index(i, i)], raw = head.tril(tr, tril_index(i, i));
+          const T sig = math::sigmoid(raw), dsig = sig * math::sigmoid(-raw);
+          const T g_l = T(2) * k * ul - k * lambda / l;
+          g = (g + k * lambda * dL[tril_index(i, i)] / (l * l)) * sig + g_l * dsig * tangent.tril(tr, tril_index(i, i));
+        }
+        if (shared) {
+          grad_tangent.tril(0, tril_index(i, j)) += g;
+        } else {
+          grad_tangent.tril(b, tril_index(i, j)) = g;
+        }
+      }
+    }
+  }
+}
+
 /// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]).
 template <class T>
 void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
@@ -226,6 +281,53 @@ void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t
     }
     rows.row_loss[b] = -k * (expected + lambda * H);
     if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
+  }
+}
+
+/// Tangent of exact_categorical's head gradient along ℓ̇ (the head-level Hessian of L_exact applied
+/// to ℓ̇). With p = softmax(ℓ), u_j = ℓ̇_j − Σ_i p_i ℓ̇_i (so ṗ_j = p_j u_j), r_j = r(j, y_b),
+/// E = Σ_j p_j r_j, Ė = Σ_j p_j u_j r_j and Ḣ = −Σ_j p_j u_j (log p_j + H):
+///   R(∂L/∂ℓ_j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1/N,
+/// and 0 where p_j = 0 (masked classes).
+template <class T>
+void exact_categorical_tangent(const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                               const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
+                               const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent) {
+  const std::int64_t B = head.logits.rows, C = head.logits.cols;
+  const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
+  std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C)),
+      u(static_cast<std::size_t>(C));
+  for (std::int64_t b = 0; b < B; ++b) {
+    T mx = -INFINITY;
+    for (std::int64_t j = 0; j < C; ++j) mx = std::max(mx, head.logits(b, j));
+    T z = 0;
+    for (std::int64_t j = 0; j < C; ++j) z += math::exp_(head.logits(b, j) - mx);
+    const T lse = mx + math::log_(z);
+    T expected = 0, H = 0, mean_dot = 0;
+    for (std::int64_t j = 0; j < C; ++j) {
+      logp[j] = head.logits(b, j) - lse;
+      p[j] = math::exp_(logp[j]);
+      r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
+      expected += p[j] * r[j];
+      if (p[j] > T(0)) {
+        H -= p[j] * logp[j];
+        mean_dot += p[j] * tangent.logits(b, j);
+      }
+    }
+    T expected_dot = 0, entropy_dot = 0;
+    for (std::int64_t j = 0; j < C; ++j) {
+      u[j] = tangent.logits(b, j) - mean_dot;
+      if (p[j] > T(0)) {
+        expected_dot += p[j] * u[j] * r[j];
+        entropy_dot -= p[j] * u[j] * (logp[j] + H);
+      }
+    }
+    for (std::int64_t j = 0; j < C; ++j) {
+      grad_tangent.logits(b, j) =
+          p[j] > T(0) ? -k * (p[j] * u[j] * (r[j] - expected) - p[j] * expected_dot -
+                              lambda * p[j] * (u[j] * (logp[j] + H + T(1)) + entropy_dot))
+                      : T(0);
+    }
   }
 }
 

@@ -6,8 +6,11 @@
 #include <vector>
 
 #include "d2r/second_order.hpp"
+#include "host/reference/objectives_ref.hpp"
 #include "host/reference/second_order_ref.hpp"
 #include "host/src/head_checks.hpp"
+#include "host/src/objective_common.hpp"
+#include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/launch.hpp"
 
@@ -89,12 +92,41 @@ void backward_tangent(Context& ctx, const Categorical<T>& head, MatrixView<const
   }
 }
 
+template <class T>
+void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                            const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                            const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent) {
+  constexpr std::string_view fn = "exact_backward_tangent";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.logits.rows, classes = head.logits.cols;
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  inputs.push_back(objective_common::check_targets<T>(ctx, fn, head, labels));
+  detail::check_reward(ctx, fn, reward, classes);
+  inputs.emplace_back("reward.params", reward.params);
+  objective_common::check_options(fn, options, batch);
+  inputs.push_back(check_tangent_shape(ctx, fn, head, tangent));
+  const MatrixArg g_logits("grad_tangent.logits", grad_tangent.logits);
+  detail::check_matrix(ctx, fn, g_logits, batch, classes);
+  for (const MatrixArg& in : inputs) detail::check_disjoint(fn, g_logits, in);
+  check_tangent_values(ctx, fn, tangent);
+  const auto s = objective_common::scale_of(head, options, 1);
+  if (ctx.backend() == Backend::cpu) {
+    reference::exact_categorical_tangent(head, labels, reward, options, s, tangent, grad_tangent);
+  } else if constexpr (std::is_same_v<T, float>) {
+    kernels::exact_categorical_tangent(ctx.stream(), head, labels, reward, options.entropy_weight,
+                                       objective_common::to_kernel(s), tangent, grad_tangent);
+  }
+}
+
 #define D2R_INSTANTIATE(T)                                                                                    \
   template void log_prob_jvp<T>(Context&, const Categorical<T>&, MatrixView<const std::int32_t>,              \
                                 const Categorical<T>&, MatrixView<T>);                                        \
   template void backward_tangent<T>(Context&, const Categorical<T>&, MatrixView<const std::int32_t>,          \
                                     ConstMatrix<T>, ConstVector<T>, const Categorical<T>&,                    \
-                                    const CategoricalGrad<T>&);
+                                    const CategoricalGrad<T>&);                                               \
+  template void exact_backward_tangent<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,    \
+                                          const MahalanobisReward<T>&, const PgOptions<T>&, const Categorical<T>&, \
+                                          const CategoricalGrad<T>&);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

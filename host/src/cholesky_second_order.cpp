@@ -8,7 +8,10 @@
 
 #include "d2r/second_order.hpp"
 #include "host/reference/cholesky_second_order_ref.hpp"
+#include "host/reference/objectives_ref.hpp"
 #include "host/src/head_checks.hpp"
+#include "host/src/objective_common.hpp"
+#include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/launch.hpp"
 
@@ -92,11 +95,43 @@ void backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix
   }
 }
 
+template <class T>
+void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, const CholeskyGaussian<T>& tangent,
+                            const CholeskyGaussianGrad<T>& grad_tangent) {
+  constexpr std::string_view fn = "exact_backward_tangent";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  detail::check_reward(ctx, fn, reward, n);
+  objective_common::check_options(fn, options, batch);
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  for (const MatrixArg& t : check_tangent_shape(ctx, fn, head, tangent)) inputs.push_back(t);
+  inputs.emplace_back("reward.params", reward.params);
+  // grad_tangent is shaped like the head (its tril has the head's tril rows); its two views are disjoint.
+  const std::vector<MatrixArg> outputs = detail::check_head_grad(ctx, fn, head, grad_tangent, /*tangent=*/true);
+  for (const MatrixArg& out : outputs) {
+    for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
+  }
+  check_tangent_values(ctx, fn, tangent);
+  const auto s = objective_common::scale_of(head, options, 1);
+  if (ctx.backend() == Backend::cpu) {
+    reference::exact_cholesky_gaussian_tangent(head, reward, options, s, tangent, grad_tangent);
+  } else if constexpr (std::is_same_v<T, float>) {
+    const bool shared = head.tril.rows == 1 && batch > 1;
+    void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, head.tril.cols, shared));
+    kernels::exact_cholesky_gaussian_tangent(ctx.stream(), head, reward, options.entropy_weight,
+                                             objective_common::to_kernel(s), tangent, grad_tangent, ws);
+  }
+}
+
 #define D2R_INSTANTIATE(T)                                                                                     \
   template void log_prob_jvp<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const CholeskyGaussian<T>&, \
                                 MatrixView<T>);                                                                \
   template void backward_tangent<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,        \
-                                    ConstVector<T>, const CholeskyGaussian<T>&, const CholeskyGaussianGrad<T>&);
+                                    ConstVector<T>, const CholeskyGaussian<T>&, const CholeskyGaussianGrad<T>&); \
+  template void exact_backward_tangent<T>(Context&, const CholeskyGaussian<T>&, const MahalanobisReward<T>&,     \
+                                          const PgOptions<T>&, const CholeskyGaussian<T>&,                        \
+                                          const CholeskyGaussianGrad<T>&);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

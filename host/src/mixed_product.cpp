@@ -1,6 +1,6 @@
 // Second-order reward pieces (second_order.hpp): the transform's vector-Jacobian product, the
 // REINFORCE mixed product ∇_φ(∇_head L_in · ḣ) as a composition of public primitives, and the
-// exact-curvature mixed products (DESIGN.md §5–6).
+// exact-curvature mixed products of the three heads (DESIGN.md §5–6).
 //
 // Everything is validated first (head, targets, reward, options, tangent, output shape and
 // aliasing), then the work runs; the composition runs with value checks off and its
@@ -153,6 +153,14 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
       kernels::exact_mixed_product_diag_gaussian(ctx.stream(), head, targets, r, s.per_dim / s.normaliser, tangent,
                                                  grad_params, ws);
     }
+  } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
+    if (ctx.backend() == Backend::cpu) {
+      reference::exact_mixed_cholesky_gaussian(head, targets, r, s, tangent, grad_params);
+    } else if constexpr (std::is_same_v<T, float>) {
+      void* ws = ctx.workspace(kernels::exact_mixed_product_workspace_bytes(head.mean.rows, r.params.size));
+      kernels::exact_mixed_product_cholesky_gaussian(ctx.stream(), head, targets, r, s.per_dim / s.normaliser, tangent,
+                                                     grad_params, ws);
+    }
   } else {
     if (ctx.backend() == Backend::cpu) {
       reference::exact_mixed_categorical(head, targets, r, s, tangent, grad_params);
@@ -216,6 +224,12 @@ void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<
   exact_entry<T>(ctx, head, targets, reward, options, tangent, grad_params);
 }
 template <class T>
+void exact_mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                         const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                         const CholeskyGaussian<T>& tangent, VectorView<T> grad_params) {
+  exact_entry<T>(ctx, head, targets, reward, options, tangent, grad_params);
+}
+template <class T>
 void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
                          const MahalanobisReward<T>& reward, const PgOptions<T>& options, const Categorical<T>& tangent,
                          VectorView<T> grad_params) {
@@ -236,6 +250,9 @@ void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<co
   template void exact_mixed_product<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>,                            \
                                        const MahalanobisReward<T>&, const PgOptions<T>&, const DiagGaussian<T>&,    \
                                        VectorView<T>);                                                              \
+  template void exact_mixed_product<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                        \
+                                       const MahalanobisReward<T>&, const PgOptions<T>&,                            \
+                                       const CholeskyGaussian<T>&, VectorView<T>);                                  \
   template void exact_mixed_product<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,             \
                                        const MahalanobisReward<T>&, const PgOptions<T>&, const Categorical<T>&,     \
                                        VectorView<T>);

@@ -89,11 +89,44 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
                             const PgOptions<T>& options, const DiagGaussian<T>& tangent,
                             const DiagGaussianGrad<T>& grad_tangent);
 
-/// Exact-curvature variant: ∇_φ(∇_head L_exact · ḣ) for exact_objective (same options).
+/// Cholesky Gaussian (tangent (μ̇, raẇ) of the mean and of the RAW tril entries; the softplus
+/// diagonal is chained, L̇_ii = σ(raw_ii) raẇ_ii, L̇_ij = raẇ_ij for j < i):
+///   R(∂L/∂μ_b)     = 2k U μ̇_b
+///   R(∂L/∂raw_ij)  = 2k (U L̇_b)_ij                                                     (j < i)
+///   R(∂L/∂raw_ii)  = (2k (U L̇_b)_ii + kλ L̇_ii / L_ii²) σ(raw_ii) + g_ii σ'(raw_ii) raẇ_ii,
+/// with g_ii = 2k (U L_b)_ii − kλ / L_ii the gradient w.r.t. L_ii and σ' = σ(1 − σ); a shared
+/// (1-row) tril (and its 1-row tangent) receives the sum over rows. The tangent's jitter is
+/// ignored. Overwrites grad_tangent (shaped like the head), which may not overlap any input.
+template <class T>
+void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, const CholeskyGaussian<T>& tangent,
+                            const CholeskyGaussianGrad<T>& grad_tangent);
+
+/// Categorical (one-hot reward r(j, y), L_exact = −(1/N) Σ_b (Σ_j p_j r(j, y_b) + λ H_b)), along a
+/// logits tangent ℓ̇: with u_j = ℓ̇_j − Σ_i p_i ℓ̇_i, E = Σ_j p_j r_j, Ė = Σ_j p_j u_j r_j and
+/// Ḣ = −Σ_j p_j u_j (log p_j + H),
+///   R(∂L/∂ℓ_bj) = −(1/N) [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],
+/// 0 on masked (−inf, probability 0) classes whatever their tangent. `labels` are B class indices
+/// in [0, C); per_dimension_mean does not apply. Overwrites grad_tangent (B x C), which may not
+/// overlap any input.
+template <class T>
+void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                            const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                            const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent);
+
+/// Exact-curvature variant: ∇_φ(∇_head L_exact · ḣ) for exact_objective (same options), for the
+/// scalar, diagonal and full reward forms. The tangent has the head's shapes (finite values);
+/// grad_params (reward.params.size entries) is overwritten and may not overlap any input. For the
+/// Cholesky Gaussian ∇_head L_exact · ḣ = 2k Σ_b tr(U M_b) + (λ term, independent of φ) with
+/// M_b = δ_b μ̇_bᵀ + L_b L̇_bᵀ, δ = μ − y, and L̇ the tangent of the factor as above.
 template <class T>
 void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
                          const MahalanobisReward<T>& reward, const PgOptions<T>& options,
                          const DiagGaussian<T>& tangent, VectorView<T> grad_params);
+template <class T>
+void exact_mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                         const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                         const CholeskyGaussian<T>& tangent, VectorView<T> grad_params);
 template <class T>
 void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
                          const MahalanobisReward<T>& reward, const PgOptions<T>& options, const Categorical<T>& tangent,
