@@ -1,6 +1,7 @@
 // The MLP trunk's cuda backend (cuBLAS GEMMs + kernels/network.cu) against the CPU reference in
-// double: init (bitwise equal to cpu float), forward, backward, forward_tangent and
-// backward_tangent on strided, sentinel-guarded views; determinism; bad input on the device.
+// double: init (bitwise equal to cpu float; γ = 1, β = 0 with LayerNorm), forward, backward,
+// forward_tangent and backward_tangent on strided, sentinel-guarded views, with and without
+// LayerNorm (warp-per-row and block-per-row widths); determinism; bad input on the device.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,13 +25,15 @@ using d2r::test::TestRng;
 struct NetCase {
   std::int64_t B, width, depth;
   Activation act;
+  bool layer_norm = false;
 };
 void PrintTo(const NetCase& c, std::ostream* os) {
-  *os << "B=" << c.B << " width=" << c.width << " depth=" << c.depth << " " << d2r::to_string(c.act);
+  *os << "B=" << c.B << " width=" << c.width << " depth=" << c.depth << " " << d2r::to_string(c.act)
+      << (c.layer_norm ? " layernorm" : "");
 }
 std::string case_name(const ::testing::TestParamInfo<NetCase>& info) {
   const NetCase& c = info.param;
-  return fmt::format("B{}_w{}_d{}_{}", c.B, c.width, c.depth, d2r::to_string(c.act));
+  return fmt::format("B{}_w{}_d{}_{}{}", c.B, c.width, c.depth, d2r::to_string(c.act), c.layer_norm ? "_ln" : "");
 }
 
 class NetworkGpu : public ::testing::TestWithParam<NetCase> {
@@ -52,9 +55,9 @@ double max_abs(const std::vector<double>& v) {
 #define EXPECT_GPU_CLOSE(actual, expected) D2R_EXPECT_CLOSE(actual, expected, 2e-4, 2e-5 * (1.0 + max_abs(expected)))
 
 TEST_P(NetworkGpu, MatchesReference) {
-  const auto [B, width, depth, act] = GetParam();
+  const auto [B, width, depth, act, layer_norm] = GetParam();
   const Mlp net({.inputs = width, .hidden = std::vector<std::int64_t>(static_cast<std::size_t>(depth), width),
-                 .outputs = width, .activation = act});
+                 .outputs = width, .activation = act, .layer_norm = layer_norm});
   const std::int64_t P = net.parameter_count(), C = net.cache_elements(B), in = net.inputs(), out = net.outputs();
   d2r::Context gpu({.backend = d2r::Backend::cuda});
   d2r::Context cpu({.backend = d2r::Backend::cpu});
@@ -65,6 +68,14 @@ TEST_P(NetworkGpu, MatchesReference) {
   std::vector<float> params_f(static_cast<std::size_t>(P));
   net.init<float>(cpu, d2r::vector_view(params_f.data(), P), 77);
   ASSERT_EQ(g_params.values_checked(), params_f);
+  for (std::int64_t l = 0; l < net.layer_count(); ++l) {
+    const d2r::MlpLayer L = net.layer(l);
+    if (!L.normalized) continue;
+    for (std::int64_t i = 0; i < L.outputs; ++i) {
+      ASSERT_EQ(params_f[static_cast<std::size_t>(L.gamma_offset + i)], 1.0f);
+      ASSERT_EQ(params_f[static_cast<std::size_t>(L.beta_offset + i)], 0.0f);
+    }
+  }
 
   TestRng rng(static_cast<std::uint64_t>(B * 1000 + width * 10 + depth));
   const auto x_f = rng.vector<float>(B * in, -1.5, 1.5), v_f = rng.vector<float>(P, -1, 1);
@@ -140,7 +151,17 @@ std::vector<NetCase> cases() {
       out.push_back({B, w, 1, Activation::tanh});
       out.push_back({B, w, 3, Activation::relu});
       out.push_back({B, w, 3, Activation::tanh});
+      if (w > 2) {  // LayerNorm over two features is ill-conditioned in float (x̂ = ±d/√(d² + ε))
+        out.push_back({B, w, 1, Activation::tanh, true});
+        out.push_back({B, w, 3, Activation::relu, true});
+        out.push_back({B, w, 3, Activation::tanh, true});
+      }
     }
+  // Rows wider than 512 features: one block per LayerNorm row.
+  for (std::int64_t B : {1, 7, 300}) {
+    out.push_back({B, 600, 2, Activation::tanh, true});
+    out.push_back({B, 1100, 1, Activation::relu, true});
+  }
   return out;
 }
 INSTANTIATE_TEST_SUITE_P(Shapes, NetworkGpu, ::testing::ValuesIn(cases()), case_name);
@@ -169,6 +190,28 @@ TEST(NetworkGpuErrors, DeviceArguments) {
   x_bad.fill(bad);
   expect_error([&] { net.forward<float>(gpu, params.vector(), x_bad.cview(), cache.vector(), out.view()); }, "x",
                "element (1, 1) is nan");
+  EXPECT_TRUE(out.untouched());
+  EXPECT_TRUE(cache.untouched());
+}
+
+TEST(NetworkGpuErrors, LayerNormArguments) {
+  D2R_REQUIRE_GPU();
+  d2r::Context gpu({.backend = d2r::Backend::cuda});
+  const Mlp net({.inputs = 3, .hidden = {4}, .outputs = 2, .activation = Activation::tanh, .layer_norm = true});
+  constexpr std::int64_t B = 2;
+  ASSERT_EQ(net.parameter_count(), 34);
+  ASSERT_EQ(net.cache_elements(B), 18);
+  GuardedMatrix<float> params(gpu, 1, 34), x(gpu, B, 3), cache(gpu, 1, 18), out(gpu, B, 2);
+  x.fill(std::vector<float>(B * 3, 0.5f));
+  // The cache of the network without LayerNorm is too small.
+  expect_error([&] { net.forward<float>(gpu, params.vector(), x.cview(), {cache.vector().data, 8}, out.view()); },
+               "cache", "expected 18 entries");
+  // A NaN in γ_0 (entries 16..19) found on the device.
+  std::vector<float> p(34, 0.1f);
+  p[18] = NAN;
+  params.fill(p);
+  expect_error([&] { net.forward<float>(gpu, params.vector(), x.cview(), cache.vector(), out.view()); }, "params",
+               "element (0, 18) is nan");
   EXPECT_TRUE(out.untouched());
   EXPECT_TRUE(cache.untouched());
 }

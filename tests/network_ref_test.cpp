@@ -1,7 +1,8 @@
 // The MLP trunk on the cpu backend: forward against an independent dense computation, backward /
 // forward_tangent / backward_tangent against central finite differences (double), the backend
 // (OpenBLAS GEMMs) against the reference loops in float and double on strided views, the Philox
-// init, and bad input.
+// init, and bad input; each with and without LayerNorm, plus LayerNorm's forward against a hand
+// computation and the explicit Hessian of a scalar loss against second differences.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -90,8 +91,14 @@ double dot(const Vec& a, const Vec& b) {
   for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
 }
+double max_abs_of(const Vec& v) {
+  double m = 0;
+  for (double a : v) m = std::max(m, std::abs(a));
+  return m;
+}
 
-/// Independent dense forward pass written from the documented layout (no d2r code).
+/// Independent dense forward pass written from the documented layout (no d2r code): per layer W,
+/// b, and with layer_norm (hidden layers) γ, β; LayerNorm with the biased variance and ε = 1e-5.
 Vec dense_forward(const MlpSpec& spec, const Vec& p, const Vec& x, std::int64_t B) {
   std::vector<std::int64_t> widths{spec.inputs};
   for (auto h : spec.hidden) widths.push_back(h);
@@ -103,13 +110,22 @@ Vec dense_forward(const MlpSpec& spec, const Vec& p, const Vec& x, std::int64_t 
     for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
       const auto in = static_cast<std::size_t>(widths[l]), o = static_cast<std::size_t>(widths[l + 1]);
       Vec z(o);
+      const bool last = l + 2 == widths.size();
       for (std::size_t j = 0; j < o; ++j) {
         double s = p[off + o * in + j];  // bias after the weight
         for (std::size_t i = 0; i < in; ++i) s += p[off + j * in + i] * a[i];
-        const bool last = l + 2 == widths.size();
-        z[j] = last ? s : (spec.activation == Activation::relu ? std::max(s, 0.0) : std::tanh(s));
+        z[j] = s;
       }
-      off += o * (in + 1);
+      if (!last && spec.layer_norm) {  // γ after the bias, β after γ
+        double mean = 0, var = 0;
+        for (double v : z) mean += v / static_cast<double>(o);
+        for (double v : z) var += (v - mean) * (v - mean) / static_cast<double>(o);
+        for (std::size_t j = 0; j < o; ++j)
+          z[j] = p[off + o * in + o + j] * (z[j] - mean) / std::sqrt(var + 1e-5) + p[off + o * in + 2 * o + j];
+      }
+      if (!last)
+        for (double& v : z) v = spec.activation == Activation::relu ? std::max(v, 0.0) : std::tanh(v);
+      off += o * (in + 1) + (!last && spec.layer_norm ? 2 * o : 0);
       a = z;
     }
     out.insert(out.end(), a.begin(), a.end());
@@ -122,22 +138,25 @@ struct Case {
   std::vector<std::int64_t> hidden;
   std::int64_t outputs;
   Activation act;
+  bool layer_norm = false;
+  MlpSpec spec() const { return {inputs, hidden, outputs, act, layer_norm}; }
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.inputs;
   for (auto h : c.hidden) *os << "-" << h;
-  *os << "-" << c.outputs << " " << d2r::to_string(c.act);
+  *os << "-" << c.outputs << " " << d2r::to_string(c.act) << (c.layer_norm ? " layernorm" : "");
 }
 std::string name_of(const ::testing::TestParamInfo<Case>& info) {
   std::string s = "in" + std::to_string(info.param.inputs);
   for (auto h : info.param.hidden) s += "_h" + std::to_string(h);
-  return s + "_out" + std::to_string(info.param.outputs) + "_" + d2r::to_string(info.param.act);
+  return s + "_out" + std::to_string(info.param.outputs) + "_" + d2r::to_string(info.param.act) +
+         (info.param.layer_norm ? "_ln" : "");
 }
 
 class NetworkReference : public ::testing::TestWithParam<Case> {
  protected:
   static constexpr std::int64_t B = 5;
-  MlpSpec spec() const { return {GetParam().inputs, GetParam().hidden, GetParam().outputs, GetParam().act}; }
+  MlpSpec spec() const { return GetParam().spec(); }
 };
 
 /// Parameters: the documented init, then perturbed so that biases are not tiny.
@@ -158,10 +177,31 @@ TEST_P(NetworkReference, ForwardMatchesDenseComputation) {
   Vec cache;
   const Vec out = run.forward(p, x, &cache);
   D2R_EXPECT_CLOSE(out, dense_forward(spec(), p, x, B), 1e-13, 1e-13);
-  // The cache holds the hidden activations: its last block feeds the output layer.
+  // The cache starts with the hidden activations (then, with layer_norm, x̂ and s).
   ASSERT_EQ(static_cast<std::int64_t>(cache.size()), net.cache_elements(B));
+  std::int64_t hidden_sum = 0;
+  for (auto h : spec().hidden) hidden_sum += h;
   if (!spec().hidden.empty() && spec().activation == Activation::relu) {
-    for (double a : cache) EXPECT_GE(a, 0.0);
+    for (std::int64_t i = 0; i < B * hidden_sum; ++i) EXPECT_GE(cache[static_cast<std::size_t>(i)], 0.0);
+  }
+  if (spec().layer_norm) {
+    ASSERT_EQ(net.cache_elements(B), B * (2 * hidden_sum + static_cast<std::int64_t>(spec().hidden.size())));
+    // Each row of x̂_l has mean 0 and mean square var/(var + ε) <= 1; every s_l is positive.
+    std::int64_t offset = B * hidden_sum;
+    for (auto h : spec().hidden) {
+      for (std::int64_t r = 0; r < B; ++r) {
+        double m = 0, sq = 0;
+        for (std::int64_t i = 0; i < h; ++i) {
+          const double v = cache[static_cast<std::size_t>(offset + r * h + i)];
+          m += v / static_cast<double>(h);
+          sq += v * v / static_cast<double>(h);
+        }
+        EXPECT_NEAR(m, 0.0, 1e-12);
+        EXPECT_LE(sq, 1.0 + 1e-12);
+      }
+      offset += B * h;
+    }
+    for (std::int64_t i = offset; i < net.cache_elements(B); ++i) EXPECT_GT(cache[static_cast<std::size_t>(i)], 0.0);
   }
   // float on the cpu backend agrees with double.
   std::vector<float> pf(p.begin(), p.end()), xf(x.begin(), x.end());
@@ -259,8 +299,112 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{3, {}, 2, Activation::relu}, Case{3, {}, 1, Activation::tanh},
                       Case{4, {5}, 3, Activation::relu}, Case{4, {5}, 3, Activation::tanh},
                       Case{3, {6, 4, 5}, 2, Activation::relu}, Case{3, {6, 4, 5}, 2, Activation::tanh},
-                      Case{1, {1}, 1, Activation::tanh}),
+                      Case{1, {1}, 1, Activation::tanh},
+                      // LayerNorm after every hidden affine map
+                      Case{3, {}, 2, Activation::relu, true},  // a linear model: nothing to normalise
+                      Case{4, {5}, 3, Activation::relu, true}, Case{4, {5}, 3, Activation::tanh, true},
+                      Case{3, {6, 4, 5}, 2, Activation::relu, true}, Case{3, {6, 4, 5}, 2, Activation::tanh, true},
+                      Case{2, {2}, 2, Activation::tanh, true},  // two features: x̂ = ±(nearly) 1
+                      Case{1, {1}, 1, Activation::tanh, true}),  // one feature: x̂ = 0, n = β
     name_of);
+
+// ------------------------------------------------------------------ LayerNorm by hand, and the explicit Hessian
+
+TEST(NetworkLayerNorm, ForwardMatchesHandComputation) {
+  // 1 input, 2 hidden (tanh, LayerNorm), 1 output; one row x = 1.
+  //   z = W0 x + b0 = (1, −1) + (0.5, 0) = (1.5, −1);  μ = 0.25;  var = 1.25² = 1.5625;
+  //   s = 1/√(1.5625 + 1e-5);  x̂ = (1.25 s, −1.25 s);  n = γ ⊙ x̂ + β with γ = (2, 1), β = (0, 0.5);
+  //   out = 1·tanh(n0) − 3·tanh(n1) + 0.25.
+  const Mlp net({.inputs = 1, .hidden = {2}, .outputs = 1, .activation = Activation::tanh, .layer_norm = true});
+  ASSERT_EQ(net.parameter_count(), 2 + 2 + 2 + 2 + 2 + 1);
+  //           W0      b0        γ0        β0        W1         b1
+  const Vec p{1, -1, 0.5, 0, 2, 1, 0, 0.5, 1, -3, 0.25};
+  Runner run{.net = net, .B = 1};
+  Vec cache;
+  const Vec out = run.forward(p, {1.0}, &cache);
+  const double s = 1.0 / std::sqrt(1.5625 + 1e-5), x0 = 1.25 * s, x1 = -1.25 * s;
+  const double a0 = std::tanh(2 * x0), a1 = std::tanh(x1 + 0.5);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_NEAR(out[0], a0 - 3 * a1 + 0.25, 1e-15);
+  // Cache: a (2), x̂ (2), s (1).
+  ASSERT_EQ(cache.size(), 5u);
+  EXPECT_NEAR(cache[0], a0, 1e-15);
+  EXPECT_NEAR(cache[1], a1, 1e-15);
+  EXPECT_NEAR(cache[2], x0, 1e-15);
+  EXPECT_NEAR(cache[3], x1, 1e-15);
+  EXPECT_NEAR(cache[4], s, 1e-15);
+  // float on the cpu backend.
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  const std::vector<float> pf(p.begin(), p.end()), xf{1.0f};
+  std::vector<float> cf(5), of(1);
+  net.forward<float>(ctx, d2r::vector_view(pf.data(), 11), d2r::matrix_view(xf.data(), 1, 1),
+                     d2r::vector_view(cf.data(), 5), d2r::matrix_view(of.data(), 1, 1));
+  EXPECT_NEAR(of[0], out[0], 1e-6);
+}
+
+/// f(p) = Σ_rows (½‖out‖² + c·out): ∂f/∂out = out + c, and its tangent along v is J v, so
+/// backward_tangent(d_out = out + c, d_out_tangent = J v) is the exact H v.
+struct ScalarLoss {
+  Runner& run;
+  Vec x, c;
+  double value(const Vec& p) {
+    const Vec out = run.forward(p, x);
+    double f = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) f += 0.5 * out[i] * out[i] + c[i] * out[i];
+    return f;
+  }
+  Vec hvp(const Vec& p, const Vec& v) {
+    Vec d_out = run.forward(p, x);
+    for (std::size_t i = 0; i < d_out.size(); ++i) d_out[i] += c[i];
+    return run.backward_tangent(p, v, x, d_out, run.forward_tangent(p, v, x));
+  }
+};
+
+class NetworkLayerNormHessian : public ::testing::TestWithParam<Case> {};
+
+TEST_P(NetworkLayerNormHessian, ExplicitHessianMatchesSecondDifferencesAndIsSymmetric) {
+  const Mlp net(GetParam().spec());
+  constexpr std::int64_t B = 3;
+  Runner run{.net = net, .B = B};
+  TestRng rng(21);
+  const Vec p = make_params(net, 8);
+  ScalarLoss loss{.run = run,
+                  .x = rng.vector<double>(B * net.inputs(), -1.5, 1.5),
+                  .c = rng.vector<double>(B * net.outputs(), -1, 1)};
+  const std::size_t P = p.size();
+  // H column by column through the HVP (forward-over-reverse).
+  std::vector<Vec> H(P);
+  for (std::size_t j = 0; j < P; ++j) {
+    Vec e(P, 0.0);
+    e[j] = 1;
+    H[j] = loss.hvp(p, e);  // column j (= row j when symmetric)
+  }
+  double scale = 0;
+  for (const Vec& col : H) scale = std::max(scale, max_abs_of(col));
+  // Symmetric to rounding.
+  for (std::size_t i = 0; i < P; ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      EXPECT_NEAR(H[j][i], H[i][j], 1e-11 * (1 + scale)) << "H(" << i << ", " << j << ")";
+  // Second differences of f: (f(p + h eᵢ + h eⱼ) − f(p + h eᵢ − h eⱼ) − f(p − h eᵢ + h eⱼ) + f(p − h eᵢ − h eⱼ)) / 4h².
+  const double h = 1e-4;
+  for (std::size_t i = 0; i < P; ++i)
+    for (std::size_t j = 0; j <= i; ++j) {
+      auto at = [&](double si, double sj) {
+        Vec q(p);
+        q[i] += si * h;
+        q[j] += sj * h;
+        return loss.value(q);
+      };
+      const double fd = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h * h);
+      EXPECT_NEAR(H[j][i], fd, 2e-5 * (1 + scale)) << "H(" << i << ", " << j << ")";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, NetworkLayerNormHessian,
+                         ::testing::Values(Case{2, {3}, 2, Activation::tanh, true},
+                                           Case{2, {3, 2}, 1, Activation::tanh, true},
+                                           Case{2, {4}, 2, Activation::relu, true}),
+                         name_of);
 
 // ------------------------------------------------------------------ the cpu backend vs the reference loops
 //
@@ -312,7 +456,7 @@ struct BlasComparison {
   Vec pr, vr, xr, dr, dtr;  // the same values in double
 
   BlasComparison(const Case& c, std::int64_t batch)
-      : net({c.inputs, c.hidden, c.outputs, c.act}), B(batch), P(net.parameter_count()), CE(net.cache_elements(B)),
+      : net(c.spec()), B(batch), P(net.parameter_count()), CE(net.cache_elements(B)),
         x(ctx, B, net.inputs()), d_out(ctx, B, net.outputs()), d_out_t(ctx, B, net.outputs()) {
     TestRng rng(31);
     p = to<T>(make_params(net, 9));
@@ -430,7 +574,13 @@ INSTANTIATE_TEST_SUITE_P(
                       BlasCase{{23, {64, 64}, 34, Activation::tanh}, 257},   // the paper's MBRL trunk
                       BlasCase{{13, {70, 9, 33}, 5, Activation::relu}, 300},  // uneven widths, 3 hidden
                       BlasCase{{2, {64, 64}, 4, Activation::relu}, 1},       // a single row
-                      BlasCase{{3, {4}, 2, Activation::tanh}, 2}),
+                      BlasCase{{3, {4}, 2, Activation::tanh}, 2},
+                      // LayerNorm
+                      BlasCase{{70, {70, 70}, 70, Activation::relu, true}, 300},
+                      BlasCase{{23, {64, 64}, 34, Activation::tanh, true}, 257},
+                      BlasCase{{13, {70, 9, 33}, 5, Activation::tanh, true}, 300},
+                      BlasCase{{2, {64, 64}, 4, Activation::relu, true}, 1},
+                      BlasCase{{3, {4}, 2, Activation::tanh, true}, 2}),
     blas_name_of);
 
 TEST(CpuBackendVsReferenceViews, SingleRowWithAnyStride) {
@@ -479,6 +629,41 @@ TEST(NetworkLayout, OffsetsAndCounts) {
   const Mlp linear({.inputs = 3, .outputs = 2});
   EXPECT_EQ(linear.parameter_count(), 8);
   EXPECT_EQ(linear.cache_elements(100), 0);
+  EXPECT_FALSE(l0.normalized);
+  EXPECT_EQ(l0.gamma_offset, -1);
+  EXPECT_EQ(l0.beta_offset, -1);
+}
+
+TEST(NetworkLayout, LayerNormOffsetsAndCounts) {
+  // Per hidden layer W, b, γ, β; the output layer W, b.
+  const Mlp net({.inputs = 3, .hidden = {4, 2}, .outputs = 5, .activation = Activation::tanh, .layer_norm = true});
+  EXPECT_EQ(net.layer_count(), 3);
+  EXPECT_EQ(net.parameter_count(), 4 * (3 + 3) + 2 * (4 + 3) + 5 * (2 + 1));
+  const auto l0 = net.layer(0), l1 = net.layer(1), l2 = net.layer(2);
+  EXPECT_EQ(l0.weight_offset, 0);
+  EXPECT_EQ(l0.bias_offset, 12);
+  EXPECT_EQ(l0.gamma_offset, 16);
+  EXPECT_EQ(l0.beta_offset, 20);
+  EXPECT_EQ(l1.weight_offset, 24);
+  EXPECT_EQ(l1.bias_offset, 32);
+  EXPECT_EQ(l1.gamma_offset, 34);
+  EXPECT_EQ(l1.beta_offset, 36);
+  EXPECT_EQ(l2.weight_offset, 38);
+  EXPECT_EQ(l2.bias_offset, 48);
+  EXPECT_EQ(l2.gamma_offset, -1);
+  EXPECT_EQ(l2.beta_offset, -1);
+  EXPECT_TRUE(l0.normalized);
+  EXPECT_TRUE(l1.normalized);
+  EXPECT_FALSE(l2.normalized);
+  // Cache per row: a (4 + 2), x̂ (4 + 2), s (one per hidden layer).
+  EXPECT_EQ(net.cache_elements(7), 7 * (6 + 6 + 2));
+  EXPECT_EQ(net.max_hidden(), 4);
+  EXPECT_EQ(net.describe(), "3-4-2-5 tanh layernorm");
+  // A linear model has no hidden layer to normalise.
+  const Mlp linear({.inputs = 3, .outputs = 2, .layer_norm = true});
+  EXPECT_EQ(linear.parameter_count(), 8);
+  EXPECT_EQ(linear.cache_elements(100), 0);
+  EXPECT_EQ(linear.describe(), "3-2");
 }
 
 // ------------------------------------------------------------------ init
@@ -526,6 +711,35 @@ TEST(NetworkInit, ReproducibleBoundedAndSameInFloatAndDouble) {
   }
 }
 
+TEST(NetworkInit, LayerNormStartsAtIdentityAffine) {
+  // γ = 1 and β = 0 exactly, in float and double; W and b are the draws of the same network
+  // without LayerNorm (the Philox keys do not depend on the layout).
+  MlpSpec spec{.inputs = 5, .hidden = {7, 3}, .outputs = 2, .activation = Activation::tanh, .layer_norm = true};
+  const Mlp net(spec);
+  spec.layer_norm = false;
+  const Mlp plain(spec);
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  Vec a(static_cast<std::size_t>(net.parameter_count()), -7.0), b(static_cast<std::size_t>(plain.parameter_count()));
+  std::vector<float> f(a.size(), -7.0f);
+  net.init<double>(ctx, d2r::vector_view(a.data(), net.parameter_count()), 5);
+  net.init<float>(ctx, d2r::vector_view(f.data(), net.parameter_count()), 5);
+  plain.init<double>(ctx, d2r::vector_view(b.data(), plain.parameter_count()), 5);
+  for (std::int64_t l = 0; l < net.layer_count(); ++l) {
+    const auto L = net.layer(l), M = plain.layer(l);
+    for (std::int64_t i = 0; i < L.outputs * (L.inputs + 1); ++i)
+      EXPECT_EQ(a[static_cast<std::size_t>(L.weight_offset + i)], b[static_cast<std::size_t>(M.weight_offset + i)]);
+    if (!L.normalized) continue;
+    for (std::int64_t i = 0; i < L.outputs; ++i) {
+      EXPECT_EQ(a[static_cast<std::size_t>(L.gamma_offset + i)], 1.0);
+      EXPECT_EQ(a[static_cast<std::size_t>(L.beta_offset + i)], 0.0);
+      EXPECT_EQ(f[static_cast<std::size_t>(L.gamma_offset + i)], 1.0f);
+      EXPECT_EQ(f[static_cast<std::size_t>(L.beta_offset + i)], 0.0f);
+      EXPECT_FALSE(std::signbit(f[static_cast<std::size_t>(L.beta_offset + i)]));
+    }
+  }
+  for (double v : a) EXPECT_NE(v, -7.0);  // every entry written
+}
+
 // ------------------------------------------------------------------ bad input
 
 TEST(NetworkSpecErrors, Rejected) {
@@ -537,8 +751,13 @@ TEST(NetworkSpecErrors, Rejected) {
   expect_error([] { Mlp({.inputs = 3, .hidden = {-4}, .outputs = 2}); }, "spec.hidden", "width -4");
   expect_error([] { Mlp({.inputs = 3, .outputs = 2, .activation = static_cast<Activation>(7)}); }, "spec.activation",
                "Activation::relu or Activation::tanh");
-  expect_error([] { Mlp({.inputs = 3, .hidden = {4}, .outputs = 2, .layer_norm = true}); }, "spec.layer_norm",
-               "not yet available", ErrorKind::unsupported);
+  EXPECT_NO_THROW(Mlp({.inputs = 3, .hidden = {4}, .outputs = 2, .layer_norm = true}));
+  // γ and β count towards the parameter limit: with h = 2^31 − 1, 2-h-1 has 4h + 1 = 2^33 − 3
+  // parameters, 2 h more with LayerNorm.
+  constexpr std::int64_t kWide = (std::int64_t{1} << 31) - 1;
+  EXPECT_EQ(Mlp({.inputs = 2, .hidden = {kWide}, .outputs = 1}).parameter_count(), (std::int64_t{1} << 33) - 3);
+  expect_error([] { Mlp({.inputs = 2, .hidden = {kWide}, .outputs = 1, .layer_norm = true}); }, "spec",
+               "more than 8589934592 parameters (layer 0");
   expect_error([] { Mlp({.inputs = std::int64_t{1} << 40, .outputs = 2}); }, "spec.inputs",
                "expected an input width <= 2147483647");
   expect_error([] { Mlp({.inputs = 3, .hidden = {std::int64_t{1} << 31}, .outputs = 2}); }, "spec.hidden",
@@ -659,6 +878,42 @@ TEST_F(NetworkErrors, Tangents) {
   v[0] = std::numeric_limits<float>::quiet_NaN();
   expect_error([&] { fwd_t(dir(), tcache.vector(), out.view()); }, "v", "is nan");
   expect_untouched();
+}
+
+TEST(NetworkLayerNormErrors, SizesOfTheLayerNormLayoutAndOutputsUnchanged) {
+  constexpr std::int64_t B = 3;
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  const Mlp net({.inputs = 3, .hidden = {4}, .outputs = 2, .activation = Activation::tanh, .layer_norm = true});
+  ASSERT_EQ(net.parameter_count(), 34);
+  ASSERT_EQ(net.cache_elements(B), 27);
+  std::vector<float> p(34, 0.1f), v(34, 0.2f), x(B * 3, 0.5f), d_out(B * 2, 1.0f), cache_in(27, 0.3f);
+  GuardedMatrix<float> out(ctx, B, 2), cache(ctx, 1, 27), tcache(ctx, 1, 27), dp(ctx, 1, 34), dx(ctx, B, 3);
+  const auto pv = d2r::vector_view<const float>(p.data(), 34), vv = d2r::vector_view<const float>(v.data(), 34);
+  const auto xv = d2r::matrix_view<const float>(x.data(), B, 3), dov = d2r::matrix_view<const float>(d_out.data(), B, 2);
+  const auto cv = d2r::vector_view<const float>(cache_in.data(), 27);
+  // The sizes of the network without LayerNorm (26 parameters, 12 cache entries) are rejected.
+  expect_error([&] { net.forward<float>(ctx, {p.data(), 26}, xv, cache.vector(), out.view()); }, "params",
+               "expected 34 entries (the parameters of the 3-4-2 tanh layernorm MLP), got 26");
+  expect_error([&] { net.forward<float>(ctx, pv, xv, {cache.vector().data, 12}, out.view()); }, "cache",
+               "expected 27 entries");
+  expect_error([&] { net.backward<float>(ctx, pv, xv, {cache_in.data(), 12}, dov, dp.vector(), dx.view()); }, "cache",
+               "expected 27 entries");
+  expect_error([&] { net.forward_tangent<float>(ctx, pv, vv, xv, cv, {tcache.vector().data, 12}, out.view()); },
+               "tangent_cache", "expected 27 entries");
+  expect_error([&] { net.backward_tangent<float>(ctx, pv, vv, xv, cv, {cache_in.data(), 12}, dov, dov, dp.vector()); },
+               "tangent_cache", "expected 27 entries");
+  // γ and β are checked like every other parameter (γ_0 starts at 16, β_0 at 20).
+  p[17] = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { net.forward<float>(ctx, pv, xv, cache.vector(), out.view()); }, "params", "element (0, 17) is nan");
+  p[17] = 1.0f;
+  v[21] = std::numeric_limits<float>::infinity();
+  expect_error([&] { net.forward_tangent<float>(ctx, pv, vv, xv, cv, tcache.vector(), out.view()); }, "v",
+               "element (0, 21) is inf");
+  EXPECT_TRUE(out.untouched());
+  EXPECT_TRUE(cache.untouched());
+  EXPECT_TRUE(tcache.untouched());
+  EXPECT_TRUE(dp.untouched());
+  EXPECT_TRUE(dx.untouched());
 }
 
 TEST_F(NetworkErrors, Init) {

@@ -1,5 +1,6 @@
 // The cpu backend of the MLP trunk: GEMMs through OpenBLAS' CBLAS, elementwise work in plain
-// loops (see cpu_blas.hpp). Mirrors host/reference/network_ref.hpp step for step. Built with
+// loops (see cpu_blas.hpp). Mirrors host/reference/network_ref.hpp step for step; the LayerNorm
+// steps call the reference's row loops themselves (reference::detail_network::layer_norm_*). Built with
 // D2R_WITH_OPENBLAS undefined (CMake option D2R_WITH_OPENBLAS=OFF), the GEMMs are plain loops.
 #include "host/src/cpu_blas.hpp"
 
@@ -20,6 +21,7 @@ namespace {
 
 using reference::detail_network::hidden_slot;
 using reference::detail_network::layer_input;
+namespace ln = reference::detail_network;  // the LayerNorm row loops, shared with the reference
 
 // ------------------------------------------------------------------------------ GEMMs
 
@@ -202,7 +204,11 @@ void mlp_forward(const Mlp& net, VectorView<const T> params, MatrixView<const T>
     const MlpLayer L = net.layer(l);
     const MatrixView<T> z = L.activated ? hidden_slot<T>(net, l, B, cache) : out;
     times_weight_t<T>(layer_input<T>(net, l, x, cache), params.data + L.weight_offset, z, false);
-    bias_activation<T>(z, params.data + L.bias_offset, net.spec().activation, L.activated);
+    if (L.normalized) {
+      ln::layer_norm_forward<T>(net, l, params.data, z, cache);
+    } else {
+      bias_activation<T>(z, params.data + L.bias_offset, net.spec().activation, L.activated);
+    }
   }
 }
 
@@ -221,7 +227,11 @@ void mlp_backward(const Mlp& net, VectorView<const T> params, MatrixView<const T
     if (l > 0) {
       const MatrixView<T> g{buf[next], B, L.inputs, L.inputs};
       times_weight<T>(delta, params.data + L.weight_offset, g, false);
-      backward_activation<T>(g, in, net.spec().activation);
+      if (net.layer(l - 1).normalized) {
+        ln::layer_norm_backward<T>(net, l - 1, params.data, g, cache, d_params);
+      } else {
+        backward_activation<T>(g, in, net.spec().activation);
+      }
       delta = g;
       next ^= 1;
     } else if (!d_x.empty()) {
@@ -241,6 +251,10 @@ void mlp_forward_tangent(const Mlp& net, VectorView<const T> params, VectorView<
     if (l > 0) {
       times_weight_t<T>(layer_input<T>(net, l, x, tangent_cache), params.data + L.weight_offset,
                         rz, true);
+    }
+    if (L.normalized) {
+      ln::layer_norm_tangent<T>(net, l, params.data, v.data, rz, cache, tangent_cache);
+      continue;
     }
     const MatrixView<const T> a = L.activated ? hidden_slot(net, l, B, cache) : MatrixView<const T>{};
     tangent_activation<T>(rz, v.data + L.bias_offset, a, net.spec().activation, L.activated);
@@ -269,7 +283,12 @@ void mlp_backward_tangent(const Mlp& net, VectorView<const T> params, VectorView
     times_weight<T>(delta, params.data + L.weight_offset, g, false);
     times_weight<T>(delta, v.data + L.weight_offset, rg, false);
     times_weight<T>(rdelta, params.data + L.weight_offset, rg, true);
-    backward_tangent_activation<T>(g, rg, in, rin, net.spec().activation);
+    if (net.layer(l - 1).normalized) {
+      ln::layer_norm_backward_tangent<T>(net, l - 1, params.data, v.data, g, rg, cache, tangent_cache,
+                                         d_params_tangent);
+    } else {
+      backward_tangent_activation<T>(g, rg, in, rin, net.spec().activation);
+    }
     delta = g;
     rdelta = rg;
     next ^= 1;

@@ -2,9 +2,9 @@
 // The cpu backend of the MLP trunk (d2r/network.hpp): the computation of the reference loops in
 // host/reference/network_ref.hpp (same layouts, same arguments, same outputs written), with the
 // matrix products through OpenBLAS (cblas_sgemm / cblas_dgemm, row-major, views of any row
-// stride). Bias add, activation, σ', σ'' and the bias-gradient column sums are plain loops; the
-// column sums run over the rows in order, so they are deterministic (and bitwise those of the
-// reference). OpenBLAS keeps its default thread count; its GEMMs split the output, never the
+// stride). Bias add, activation, σ', σ'', LayerNorm (the reference's own row loops) and the
+// bias-gradient column sums are plain loops; the column sums run over the rows in order, so they
+// are deterministic (and bitwise those of the reference). OpenBLAS keeps its default thread count; its GEMMs split the output, never the
 // sum, among threads, so for a given thread count the results are the same run to run. Built
 // with the CMake option D2R_WITH_OPENBLAS=OFF, the GEMMs are plain loops instead.
 //

@@ -43,20 +43,28 @@ Mlp::Mlp(MlpSpec spec) : spec_(std::move(spec)) {
   }
   D2R_EXPECTS(spec_.activation == Activation::relu || spec_.activation == Activation::tanh, fn, "spec.activation",
               "expected Activation::relu or Activation::tanh, got value {}", static_cast<int>(spec_.activation));
-  if (spec_.layer_norm) {
-    detail::fail_unsupported(fn, "spec.layer_norm",
-                             "LayerNorm in the MLP trunk is not yet available; set layer_norm = false");
-  }
   std::int64_t in = spec_.inputs, offset = 0;
   const std::size_t count = spec_.hidden.size() + 1;
   for (std::size_t l = 0; l < count; ++l) {
     const bool last = l + 1 == count;
     const std::int64_t out = last ? spec_.outputs : spec_.hidden[l];
+    const bool normalized = spec_.layer_norm && !last;
     // Overflow-safe: every width is checked against the limit before multiplying.
-    D2R_EXPECTS(in <= kMaxMlpParameters && out <= kMaxMlpParameters && out * (in + 1) <= kMaxMlpParameters - offset, fn,
-                "spec", "the network has more than {} parameters (layer {}: {} x {})", kMaxMlpParameters, l, out, in);
-    layers_.push_back({in, out, offset, offset + out * in, !last});
-    offset += out * (in + 1);
+    const std::int64_t extra = normalized ? 2 : 0;  // γ and β
+    D2R_EXPECTS(in <= kMaxMlpParameters && out <= kMaxMlpParameters &&
+                    out * (in + 1 + extra) <= kMaxMlpParameters - offset,
+                fn, "spec", "the network has more than {} parameters (layer {}: {} x {})", kMaxMlpParameters, l, out,
+                in);
+    const std::int64_t bias = offset + out * in;
+    layers_.push_back({.inputs = in,
+                       .outputs = out,
+                       .weight_offset = offset,
+                       .bias_offset = bias,
+                       .activated = !last,
+                       .normalized = normalized,
+                       .gamma_offset = normalized ? bias + out : -1,
+                       .beta_offset = normalized ? bias + 2 * out : -1});
+    offset += out * (in + 1 + extra);
     if (!last) {
       hidden_sum_ += out;
       max_hidden_ = std::max(max_hidden_, out);
@@ -64,6 +72,8 @@ Mlp::Mlp(MlpSpec spec) : spec_(std::move(spec)) {
     in = out;
   }
   parameter_count_ = offset;
+  // Activations (and with layer_norm x̂ and one s per row) of every hidden layer.
+  cache_per_row_ = spec_.layer_norm ? 2 * hidden_sum_ + static_cast<std::int64_t>(spec_.hidden.size()) : hidden_sum_;
 }
 
 MlpLayer Mlp::layer(std::int64_t l) const {
@@ -77,6 +87,7 @@ std::string Mlp::describe() const {
   for (std::int64_t h : spec_.hidden) s += fmt::format("-{}", h);
   s += fmt::format("-{}", spec_.outputs);
   if (!spec_.hidden.empty()) s += fmt::format(" {}", to_string(spec_.activation));
+  if (!spec_.hidden.empty() && spec_.layer_norm) s += " layernorm";
   return s;
 }
 
@@ -190,17 +201,31 @@ MatrixView<U> slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache)
 MatrixView<const float> input_of(const Mlp& net, std::int64_t l, MatrixView<const float> x, const float* cache) {
   return l == 0 ? x : slot(net, l - 1, x.rows, cache);
 }
+/// LayerNorm slots of hidden layer l: x̂_l / Rx̂_l (B x h_l) and s_l / ρ_l (B entries).
+template <class U>
+MatrixView<U> norm_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
+  return reference::detail_network::normalized_slot(net, l, batch, cache);
+}
+template <class U>
+U* scale_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
+  return reference::detail_network::row_scale_slot(net, l, batch, cache);
+}
 
-/// Scratch of backward / backward_tangent: (2 or 4) B·max_hidden scalars, then (cuda) the
-/// column-sum workspace at a 256-byte boundary.
+/// Scratch of backward / backward_tangent: (2 or 4) B·max_hidden scalars (the δ / Rδ ping-pong
+/// buffers), on cuda with layer_norm 2 B·max_hidden more (the per-element γ / β gradient terms
+/// before their column sums), then (cuda) the column-sum workspace at a 256-byte boundary.
 struct Scratch {
   void* values;
   void* column_sum;
 };
+std::int64_t layer_norm_scratch_elements(const Context& ctx, const Mlp& net, std::int64_t batch) {
+  return ctx.backend() == Backend::cuda && net.spec().layer_norm ? 2 * batch * net.max_hidden() : 0;
+}
 template <class T>
 Scratch acquire_scratch(Context& ctx, const Mlp& net, std::int64_t batch, bool tangent) {
-  const std::size_t values =
-      static_cast<std::size_t>(reference::mlp_scratch_elements(net, batch, tangent)) * sizeof(T);
+  const std::size_t values = static_cast<std::size_t>(reference::mlp_scratch_elements(net, batch, tangent) +
+                                                      layer_norm_scratch_elements(ctx, net, batch)) *
+                             sizeof(T);
   const std::size_t aligned = (values + 255) / 256 * 256;
   std::size_t column = 0;
   if (ctx.backend() == Backend::cuda) {
@@ -230,6 +255,10 @@ void Mlp::init(Context& ctx, VectorView<T> params, std::uint64_t seed) const {
                                 static_cast<std::uint32_t>(l), 0u);
       kernels::mlp_init_uniform(ctx.stream(), params.data + L.bias_offset, L.outputs, bound, seed,
                                 static_cast<std::uint32_t>(l), 1u);
+      if (L.normalized) {
+        kernels::mlp_fill(ctx.stream(), params.data + L.gamma_offset, L.outputs, 1.0f);
+        kernels::mlp_fill(ctx.stream(), params.data + L.beta_offset, L.outputs, 0.0f);
+      }
     }
   }
 }
@@ -254,7 +283,13 @@ void Mlp::forward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, VectorV
       const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
       const MatrixView<float> z = L.activated ? slot(*this, l, B, cache.data) : out;
       gemm_forward(ctx, input_of(*this, l, x, cache.data), params.data + L.weight_offset, z, 0.0f);
-      kernels::mlp_bias_activation(ctx.stream(), z, params.data + L.bias_offset, spec_.activation, L.activated);
+      if (L.normalized) {
+        kernels::mlp_layer_norm_forward(ctx.stream(), z, params.data + L.bias_offset, params.data + L.gamma_offset,
+                                        params.data + L.beta_offset, norm_slot(*this, l, B, cache.data),
+                                        scale_slot(*this, l, B, cache.data), spec_.activation);
+      } else {
+        kernels::mlp_bias_activation(ctx.stream(), z, params.data + L.bias_offset, spec_.activation, L.activated);
+      }
     }
   }
 }
@@ -283,6 +318,7 @@ void Mlp::backward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, ConstV
     cpu_blas::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x, static_cast<T*>(scratch.values));
   } else if constexpr (std::is_same_v<T, float>) {
     float* buf[2] = {static_cast<float*>(scratch.values), static_cast<float*>(scratch.values) + B * max_hidden_};
+    float* ln_terms = static_cast<float*>(scratch.values) + 2 * B * max_hidden_;  // gn, gn ⊙ x̂ (layer_norm)
     int next = 0;
     MatrixView<const float> delta = d_out;
     for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
@@ -293,7 +329,18 @@ void Mlp::backward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, ConstV
       if (l > 0) {
         const MatrixView<float> g{buf[next], B, L.inputs, L.inputs};
         gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
-        kernels::mlp_backward_activation(ctx.stream(), g, in, spec_.activation);
+        const MlpLayer& below = layers_[static_cast<std::size_t>(l - 1)];
+        if (below.normalized) {
+          const MatrixView<float> gn{ln_terms, B, L.inputs, L.inputs},
+              gn_xhat{ln_terms + B * max_hidden_, B, L.inputs, L.inputs};
+          kernels::mlp_layer_norm_backward(ctx.stream(), g, in, norm_slot(*this, l - 1, B, cache.data),
+                                           scale_slot(*this, l - 1, B, cache.data), params.data + below.gamma_offset,
+                                           gn, gn_xhat, spec_.activation);
+          kernels::column_sum(ctx.stream(), gn_xhat, d_params.data + below.gamma_offset, scratch.column_sum);
+          kernels::column_sum(ctx.stream(), gn, d_params.data + below.beta_offset, scratch.column_sum);
+        } else {
+          kernels::mlp_backward_activation(ctx.stream(), g, in, spec_.activation);
+        }
         delta = g;
         next ^= 1;
       } else if (!d_x.empty()) {
@@ -331,6 +378,14 @@ void Mlp::forward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v,
       if (l > 0) {
         gemm_forward(ctx, slot<const float>(*this, l - 1, B, tangent_cache.data), params.data + L.weight_offset, rz,
                      1.0f);
+      }
+      if (L.normalized) {
+        kernels::mlp_layer_norm_tangent(ctx.stream(), rz, v.data + L.bias_offset, params.data + L.gamma_offset,
+                                        v.data + L.gamma_offset, v.data + L.beta_offset, slot(*this, l, B, cache.data),
+                                        norm_slot(*this, l, B, cache.data), scale_slot(*this, l, B, cache.data),
+                                        norm_slot(*this, l, B, tangent_cache.data),
+                                        scale_slot(*this, l, B, tangent_cache.data), spec_.activation);
+        continue;
       }
       const MatrixView<const float> a = L.activated ? slot(*this, l, B, cache.data) : MatrixView<const float>{};
       kernels::mlp_tangent_activation(ctx.stream(), rz, v.data + L.bias_offset, a, spec_.activation, L.activated);
@@ -372,6 +427,7 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
     const std::int64_t stride = B * max_hidden_;
     float* dbuf[2] = {base, base + stride};
     float* rbuf[2] = {base + 2 * stride, base + 3 * stride};
+    float* ln_terms = base + 4 * stride;  // Rgn, Rgn ⊙ x̂ + gn ⊙ Rx̂ (layer_norm)
     int next = 0;
     MatrixView<const float> delta = d_out, rdelta = d_out_tangent;
     for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
@@ -387,7 +443,20 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
       gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
       gemm_input_grad(ctx, delta, v.data + L.weight_offset, rg, 0.0f);
       gemm_input_grad(ctx, rdelta, params.data + L.weight_offset, rg, 1.0f);
-      kernels::mlp_backward_tangent_activation(ctx.stream(), g, rg, in, rin, spec_.activation);
+      const MlpLayer& below = layers_[static_cast<std::size_t>(l - 1)];
+      if (below.normalized) {
+        const MatrixView<float> rgn{ln_terms, B, L.inputs, L.inputs},
+            rgn_xhat{ln_terms + stride, B, L.inputs, L.inputs};
+        kernels::mlp_layer_norm_backward_tangent(
+            ctx.stream(), g, rg, in, rin, norm_slot(*this, l - 1, B, cache.data),
+            scale_slot(*this, l - 1, B, cache.data), norm_slot(*this, l - 1, B, tangent_cache.data),
+            scale_slot(*this, l - 1, B, tangent_cache.data), params.data + below.gamma_offset,
+            v.data + below.gamma_offset, rgn, rgn_xhat, spec_.activation);
+        kernels::column_sum(ctx.stream(), rgn_xhat, d_params_tangent.data + below.gamma_offset, scratch.column_sum);
+        kernels::column_sum(ctx.stream(), rgn, d_params_tangent.data + below.beta_offset, scratch.column_sum);
+      } else {
+        kernels::mlp_backward_tangent_activation(ctx.stream(), g, rg, in, rin, spec_.activation);
+      }
       delta = g;
       rdelta = rg;
       next ^= 1;
