@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -292,6 +293,32 @@ TEST(SolverGpuBehaviour, PaperSettingRuns) {
   EXPECT_EQ(run.gpu.iterations, 1);
   EXPECT_LT(run.gpu.residual_norm, run.gpu.initial_residual_norm);
   EXPECT_LE(distance(run.x_gpu, run.x_ref), 1e-4 * norm2(run.x_ref));
+}
+
+TEST(SolverGpuBehaviour, ZeroInitialGuessMatchesExplicitZerosWithoutReadingX) {
+  D2R_REQUIRE_GPU();
+  d2r::Context gpu({.backend = d2r::Backend::cuda});
+  Problem p(gpu, d2r::test::geometric(300, 0.2, 2.0), 9);
+  const auto b = TestRng(8).vector<float>(300, -1, 1);
+  GuardedMatrix<float> db(gpu, 1, 300), xa(gpu, 1, 300), xb(gpu, 1, 300);
+  db.fill(b);
+  xa.fill(std::vector<float>(300, 0.0f));
+  xb.fill(std::vector<float>(300, std::numeric_limits<float>::quiet_NaN()));
+  for (const bool normal : {false, true}) {
+    SCOPED_TRACE(normal ? "CGNR" : "CG");
+    d2r::CgOptions<float> o{.damping = 0.1f, .tolerance = 1e-6f, .max_iterations = 7};
+    const auto run = [&](GuardedMatrix<float>& x) {
+      return normal ? d2r::conjugate_gradient_normal(gpu, p.device_op(), {db.cview().data, 300}, x.vector(), o)
+                    : d2r::conjugate_gradient(gpu, p.device_op(), {db.cview().data, 300}, x.vector(), o);
+    };
+    xa.fill(std::vector<float>(300, 0.0f));
+    const auto ra = run(xa);
+    o.zero_initial_guess = true;
+    xb.fill(std::vector<float>(300, std::numeric_limits<float>::quiet_NaN()));
+    const auto rb = run(xb);
+    EXPECT_EQ(xa.values_checked(), xb.values_checked());
+    EXPECT_EQ(ra.residual_history, rb.residual_history);
+  }
 }
 
 TEST(SolverGpuBehaviour, RejectsDoubleAndHostMemory) {

@@ -200,6 +200,33 @@ TEST(SolverCgRef, PaperSettingOneStepOfNormalEquations) {
   EXPECT_LE(distance(x, expected), 1e-12 * norm2(expected));
 }
 
+TEST(SolverCgRef, ZeroInitialGuessSkipsOneApplicationAndGivesTheSameIterates) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  const std::int64_t n = 16;
+  std::vector<double> lambda = geometric(n, 0.2, 3.0);
+  lambda[3] = -0.5;
+  const Dense A = with_eigenvalues(lambda, 21);
+  const auto b = TestRng(4).vector<double>(n, -1, 1);
+  for (const bool normal : {false, true}) {
+    SCOPED_TRACE(normal ? "CGNR" : "CG");
+    const d2r::CgOptions<double> plain{.damping = 0.3, .tolerance = 1e-10, .max_iterations = 5};
+    d2r::CgOptions<double> zero = plain;
+    zero.zero_initial_guess = true;
+    HostOperator<double> op_a(A), op_b(A);
+    std::vector<double> xa(n, 0.0), xb(n, std::numeric_limits<double>::quiet_NaN());  // not read
+    const auto solve = [&](HostOperator<double>& op, std::vector<double>& x, const d2r::CgOptions<double>& o) {
+      return normal ? d2r::conjugate_gradient_normal(ctx, op.op(), cview(b), view(x), o)
+                    : d2r::conjugate_gradient(ctx, op.op(), cview(b), view(x), o);
+    };
+    const auto ra = solve(op_a, xa, plain), rb = solve(op_b, xb, zero);
+    EXPECT_EQ(xa, xb);
+    EXPECT_EQ(ra.residual_history, rb.residual_history);
+    EXPECT_EQ(ra.status, rb.status);
+    EXPECT_EQ(op_b.applications(), op_a.applications() - 1);
+    EXPECT_GT(op_b.applications(), 0);
+  }
+}
+
 TEST(SolverCgRef, ZeroRightHandSideGivesZeroAndExactGuessStops) {
   d2r::Context ctx({.backend = d2r::Backend::cpu});
   const std::int64_t n = 5;

@@ -63,10 +63,14 @@ SolveReport<T> conjugate_gradient(Apply&& apply, VectorView<const T> b, VectorVi
   T* p = r + n;
   T* w = p + n;                       // (A + δI) p
   T* z = normal ? w + n : r;          // CG: z = r; CGNR: z = (A + δI) r
-  std::copy(x.data, x.data + n, xk);
-
-  // r_0 = b − (A + δI) x_0.
-  apply(VectorView<const T>{xk, n}, VectorView<T>{w, n});
+  // r_0 = b − (A + δI) x_0 (no operator application for a known-zero x_0).
+  if (options.zero_initial_guess) {
+    std::fill(xk, xk + n, T(0));
+    std::fill(w, w + n, T(0));
+  } else {
+    std::copy(x.data, x.data + n, xk);
+    apply(VectorView<const T>{xk, n}, VectorView<T>{w, n});
+  }
   double rr = 0, bb = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     r[i] = b[i] - (w[i] + damping * xk[i]);

@@ -406,15 +406,16 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const DrawKey curvature_key{.step = s.philox_step++};  // consumed by the surrogate only; counted either way
   s.problem->prepare(theta, reward, in.generations, in.pg, curvature_key, options_.curvature == CurvatureKind::exact,
                      s.grad_in.vector());
-  zero(s.ctx, s.w);
   const LinearOperator<T> H = s.problem->curvature();
+  CgOptions<T> cg = options_.cg;
+  cg.zero_initial_guess = true;  // w₀ = 0: skip the starting residual's HVP
   SolveReport<T> report;
   switch (options_.solver) {
     case ImplicitSolver::conjugate_gradient:
-      report = conjugate_gradient(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.cg);
+      report = conjugate_gradient(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), cg);
       break;
     case ImplicitSolver::normal_cg:
-      report = conjugate_gradient_normal(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.cg);
+      report = conjugate_gradient_normal(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), cg);
       break;
     case ImplicitSolver::neumann:
       report = neumann_series(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.neumann);

@@ -73,7 +73,7 @@ void check_cg(Context& ctx, std::string_view fn, const LinearOperator<T>& A, Vec
   D2R_EXPECTS(o.max_iterations >= 1 && o.max_iterations <= kMaxSolverIterations, fn, "options.max_iterations",
               "expected 1 <= max_iterations <= {}, got {}", kMaxSolverIterations, o.max_iterations);
   check_finite<T>(ctx, fn, "b", b);
-  check_finite<T>(ctx, fn, "x", x);
+  if (!o.zero_initial_guess) check_finite<T>(ctx, fn, "x", x);
 }
 
 template <class T>
@@ -190,8 +190,14 @@ SolveReport<float> cg_cuda(Context& ctx, std::string_view fn, const LinearOperat
   float *xk = s.vector(0), *r = s.vector(1), *p = s.vector(2), *w = s.vector(3);
   float* z = normal ? s.vector(4) : r;
 
-  D2R_CUDA_TRY(cudaMemcpyAsync(xk, x.data, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
-  apply(xk, w);
+  if (o.zero_initial_guess) {  // r_0 = b: no operator application
+    D2R_CUDA_TRY(cudaMemsetAsync(xk, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
+    D2R_CUDA_TRY(cudaMemsetAsync(w, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
+  } else {
+    D2R_CUDA_TRY(cudaMemcpyAsync(xk, x.data, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                 stream));
+    apply(xk, w);
+  }
   kernels::solver_cg_start(stream, s.dev, b, xk, w, r);
   if (normal) {
     apply(r, z);

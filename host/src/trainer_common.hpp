@@ -141,15 +141,6 @@ std::vector<double> to_host_double(const Buffer<T>& b, std::int64_t count) {
   return std::vector<double>(h.begin(), h.begin() + count);
 }
 
-template <class T>
-void zero(Context& ctx, Buffer<T>& b) {
-  if (ctx.backend() == Backend::cpu) {
-    std::fill(b.data(), b.data() + b.size(), T(0));
-  } else {
-    D2R_CUDA_TRY(cudaMemsetAsync(b.data(), 0, b.size() * sizeof(T), ctx.stream()));
-  }
-}
-
 inline PolicyMetrics nan_metrics() {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   return {nan, nan, nan};
