@@ -7,6 +7,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -399,6 +401,131 @@ TEST(BilevelTrainer, RecordsEveryOuterStep) {
     EXPECT_DOUBLE_EQ(h[2].reward_params[i], h[1].reward_params[i] - 1e-3 * h[2].hypergradient[i]);
   }
   EXPECT_EQ(t.reward_params(), h.back().reward_params);
+}
+
+}  // namespace
+
+namespace {
+
+// ------------------------------------------------------------------ full U, implicit = finite difference
+TEST(FullReward, BilevelWithACholeskyPolicyRecoversHalfLambdaTimesTheInverseCovariance) {
+  // 2-D targets with correlated Σ, a free full-covariance policy (linear on a constant input), a
+  // full U = RRᵀ learned from U = I: the implicit solver (CG, converged) must reach
+  // U* = (λ/2) Σ̂⁻¹ (PAPER.md T2), whose Cholesky factor heuristic_reward gives.
+  TestRng rng(5);
+  const std::int64_t N = 400;
+  std::vector<double> x(static_cast<std::size_t>(N), 1.0), y;
+  for (std::int64_t b = 0; b < N; ++b) {
+    const double z1 = normal(rng), z2 = normal(rng);
+    y.push_back(1 + 1.2 * z1);
+    y.push_back(-2 + 0.6 * z1 + 0.5 * z2);
+  }
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  std::vector<double> R_star(3);
+  d2r::heuristic_reward<double>(ctx, cmat(y, N, 2), 1.0, RewardForm::full, {R_star.data(), 3});
+  BilevelOptions<double> o;
+  o.head = d2r::GaussianHead::cholesky;
+  o.inner_start = InnerStart::warm;
+  o.inner.adam.learning_rate = 0.02;
+  o.solver = d2r::ImplicitSolver::conjugate_gradient;
+  o.cg = {.damping = 1e-4, .tolerance = 1e-6, .max_iterations = 10};
+  BilevelTrainer<double> t(ctx, {.inputs = 1}, {cmat(x, N, 1), cmat(y, N, 2)}, {}, RewardForm::full,
+                           std::vector<double>{1.0, 0.0, 1.0}, o);
+  std::vector<double> mean_R(3, 0.0);
+  for (int k = 0; k < 200; ++k) {
+    const d2r::BilevelRecord& r = t.step();
+    if (k >= 160)
+      for (std::size_t i = 0; i < 3; ++i) mean_R[i] += r.reward_params[i] / 40;
+  }
+  const auto U = [](const std::vector<double>& R) {
+    return std::vector<double>{R[0] * R[0], R[1] * R[0], R[1] * R[1] + R[2] * R[2]};  // U00, U10, U11
+  };
+  const std::vector<double> u = U(mean_R), u_star = U(R_star);
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < 3; ++i) {
+    const double w = i == 1 ? 2.0 : 1.0;  // Frobenius: the off-diagonal entry counts twice
+    err += w * (u[i] - u_star[i]) * (u[i] - u_star[i]);
+    ref += w * u_star[i] * u_star[i];
+  }
+  EXPECT_LT(std::sqrt(err / ref), 0.05) << "U = " << ::testing::PrintToString(u)
+                                        << ", (λ/2)Σ̂⁻¹ = " << ::testing::PrintToString(u_star);
+}
+
+/// One outer step's implicit hypergradient h against a central difference of the outer loss at
+/// the inner optimum, L_out(θ*(φ ± ε)), with the exact inner objective run to convergence (so the
+/// implicit function theorem applies) and a converged CG: the whole implicit step, end to end.
+/// `make(φ)` builds a trainer at φ; outer_loss is per target dimension, hence `dims`.
+template <class MakeTrainer>
+void expect_implicit_equals_finite_difference(MakeTrainer&& make, const std::vector<double>& phi, double dims,
+                                              double eps, double tol) {
+  const d2r::BilevelRecord r = make(phi)->step();
+  double norm = 0;
+  for (std::size_t j = 0; j < phi.size(); ++j) {
+    std::vector<double> up = phi, dn = phi;
+    up[j] += eps;
+    dn[j] -= eps;
+    const double fd = dims * (make(up)->step().outer_loss - make(dn)->step().outer_loss) / (2 * eps);
+    EXPECT_NEAR(r.hypergradient[j], fd, tol * std::abs(fd) + 1e-4) << "φ entry " << j;
+    norm += fd * fd;
+  }
+  EXPECT_GT(norm, 1e-4);  // not a vacuous comparison of zeros
+}
+
+BilevelOptions<double> converged_exact_options() {
+  BilevelOptions<double> o;
+  o.inner.objective = d2r::InnerObjective::exact;
+  o.inner.steps = 3000;
+  o.inner.adam.learning_rate = 0.01;
+  o.inner.gradient_clamp = std::numeric_limits<double>::infinity();
+  o.hypergradient_clamp = std::numeric_limits<double>::infinity();
+  o.solver = d2r::ImplicitSolver::conjugate_gradient;
+  o.cg = {.damping = 0, .tolerance = 1e-10, .max_iterations = 200};
+  return o;
+}
+
+TEST(ImplicitStep, EqualsTheFiniteDifferenceOfTheOuterLossForADiagonalPolicy) {
+  const Fig3Data d(6, 6.0, 1.25, 2);
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 1}};
+  const auto make = [&](const std::vector<double>& phi) {
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 2}, d.data(),
+                                                    d2r::RegressionData<double>{}, RewardForm::diagonal, phi,
+                                                    converged_exact_options());
+  };
+  expect_implicit_equals_finite_difference(make, {0.7, 0.3}, 2.0, 1e-3, 0.02);
+}
+
+TEST(ImplicitStep, EqualsTheFiniteDifferenceOfTheOuterLossForACholeskyPolicy) {
+  const Fig3Data d(6, 6.0, 1.25, 3);
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 1}};
+  auto o = converged_exact_options();
+  o.head = d2r::GaussianHead::cholesky;
+  const auto make = [&](const std::vector<double>& phi) {
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 2}, d.data(),
+                                                    d2r::RegressionData<double>{}, RewardForm::full, phi, o);
+  };
+  expect_implicit_equals_finite_difference(make, {0.8, 0.2, 0.6}, 2.0, 1e-3, 0.02);
+}
+
+TEST(ImplicitStep, EqualsTheFiniteDifferenceOfTheOuterLossForALogisticRegression) {
+  TestRng rng(4);
+  const std::int64_t N = 40;
+  std::vector<double> x;
+  std::vector<std::int32_t> labels;
+  for (std::int64_t i = 0; i < N; ++i) {
+    const auto c = static_cast<std::int32_t>(i % 3);
+    labels.push_back(c);
+    for (int f = 0; f < 2; ++f) x.push_back((f == c ? 1.0 : 0.0) + 0.8 * normal(rng));
+  }
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 1}};
+  auto o = converged_exact_options();
+  // β/λ moderate: the inner problem (non-concave in the logits for large β/λ) converges in K_in.
+  o.inner.pg.entropy_weight = 1.0;
+  const auto make = [&](const std::vector<double>& phi) {
+    return std::make_unique<BilevelTrainer<double>>(
+        ctx, d2r::MlpSpec{.inputs = 2}, d2r::ClassificationData<double>{cmat(x, N, 2), {labels.data(), N}},
+        d2r::ClassificationData<double>{}, 3, RewardForm::scalar, phi, o);
+  };
+  expect_implicit_equals_finite_difference(make, {0.5}, 1.0, 1e-3, 0.02);
 }
 
 }  // namespace

@@ -501,16 +501,13 @@ TEST(FitClassifier, RejectsBadInputBeforeAnyWork) {
   expect_error([&] { d2r::CategoricalPolicy<double>(ctx, {.inputs = 4}, 1, 9); }, "classes", "2 <= C");
 }
 
-TEST(BilevelClassifier, RunsWithTheSurrogateCurvatureAndRejectsTheExactOneForNow) {
+TEST(BilevelClassifier, RunsAndRecordsEveryOuterStep) {
   d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
   const Blobs b(60, 9);
   d2r::BilevelOptions<double> o;
   o.inner.steps = 5;
   o.inner.generations = 8;
   using d2r::test::expect_error;
-  expect_error([&] { d2r::BilevelTrainer<double>(ctx, {.inputs = 4}, b.data(), {}, 3, RewardForm::scalar, std::vector<double>{1.0}, o); },
-               "options.curvature", "not yet available", d2r::ErrorKind::unsupported);
-  o.curvature = d2r::CurvatureKind::surrogate;
   d2r::BilevelTrainer<double> t(ctx, {.inputs = 4}, b.data(), b.data(), 3, RewardForm::scalar,
                                 std::vector<double>{1.0}, o);
   for (int k = 0; k < 3; ++k) {

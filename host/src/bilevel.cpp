@@ -50,8 +50,10 @@ class Problem {
   [[nodiscard]] virtual bool has_validation() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
   virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
+  /// REINFORCE (G samples, key) or, when `exact`, the exact-expectation gradient.
   virtual void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                              const PgOptions<T>& pg, DrawKey key, VectorView<T> grad, VectorView<T> row_reward) = 0;
+                              const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad,
+                              VectorView<T> row_reward) = 0;
   virtual void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) = 0;
   virtual void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
                        const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) = 0;
@@ -60,11 +62,13 @@ class Problem {
   virtual PolicyMetrics evaluate(ConstVector<T> theta, bool validation) = 0;
 };
 
-template <class T>
+/// Regression: a GaussianPolicy and the curvature of its head (DiagGaussianPolicyCurvature or
+/// CholeskyPolicyCurvature).
+template <class T, class Curvature>
 class GaussianProblem final : public Problem<T> {
  public:
-  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation)
-      : policy_(ctx, std::move(trunk), train.y.cols, GaussianHead::diagonal,
+  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head)
+      : policy_(ctx, std::move(trunk), train.y.cols, head,
                 std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
         curvature_(ctx, policy_.net(), train.x.rows),
         train_(train),
@@ -73,13 +77,19 @@ class GaussianProblem final : public Problem<T> {
   std::int64_t train_rows() const override { return train_.x.rows; }
   bool has_validation() const override { return !validation_.empty(); }
   std::string describe() const override {
-    return fmt::format("regression; net {}; train {}x{}->{}; val {}", policy_.net().describe(), train_.x.rows,
-                       train_.x.cols, train_.y.cols, validation_.empty() ? 0 : validation_.x.rows);
+    return fmt::format("regression; net {}; head {}; train {}x{}->{}; val {}", policy_.net().describe(),
+                       to_string(policy_.head()), train_.x.rows, train_.x.cols, train_.y.cols,
+                       validation_.empty() ? 0 : validation_.x.rows);
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                      const PgOptions<T>& pg, DrawKey key, VectorView<T> grad, VectorView<T> row_reward) override {
-    policy_.pg_gradient(theta, train_.x, train_.y, reward, generations, pg, key, grad, row_reward);
+                      const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad,
+                      VectorView<T> row_reward) override {
+    if (exact) {
+      policy_.exact_gradient(theta, train_.x, train_.y, reward, pg, grad, row_reward);
+    } else {
+      policy_.pg_gradient(theta, train_.x, train_.y, reward, generations, pg, key, grad, row_reward);
+    }
   }
   void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
     const RegressionData<T>& d = validation ? validation_ : train_;
@@ -103,7 +113,7 @@ class GaussianProblem final : public Problem<T> {
 
  private:
   GaussianPolicy<T> policy_;
-  DiagGaussianPolicyCurvature<T> curvature_;
+  Curvature curvature_;
   RegressionData<T> train_, validation_;
 };
 
@@ -125,8 +135,13 @@ class CategoricalProblem final : public Problem<T> {
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                      const PgOptions<T>& pg, DrawKey key, VectorView<T> grad, VectorView<T> row_reward) override {
-    policy_.pg_gradient(theta, train_.x, train_.labels, reward, generations, pg, key, grad, row_reward);
+                      const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad,
+                      VectorView<T> row_reward) override {
+    if (exact) {
+      policy_.exact_gradient(theta, train_.x, train_.labels, reward, pg, grad, row_reward);
+    } else {
+      policy_.pg_gradient(theta, train_.x, train_.labels, reward, generations, pg, key, grad, row_reward);
+    }
   }
   void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
     const ClassificationData<T>& d = validation ? validation_ : train_;
@@ -135,11 +150,10 @@ class CategoricalProblem final : public Problem<T> {
   void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
                const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
     if (exact) {
-      detail::fail_unsupported("BilevelTrainer", "options.curvature",
-                               "the exact curvature of a categorical policy is not yet available; use "
-                               "CurvatureKind::surrogate");
+      curvature_.prepare_exact(theta, train_.x, train_.labels, reward, pg, grad);
+    } else {
+      curvature_.prepare(theta, train_.x, train_.labels, reward, generations, pg, key, grad);
     }
-    curvature_.prepare(theta, train_.x, train_.labels, reward, generations, pg, key, grad);
   }
   LinearOperator<T> curvature() override { return curvature_.as_operator(); }
   void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
@@ -275,11 +289,11 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   const auto& o = options_;
   impl_->fingerprint = fmt::format(
       "d2r bilevel v2; scalar {}; backend {}; ctx seed {}; {}; form {}; "
-      "inner K {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
+      "inner {} K {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
       "start {}; curvature {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
       "clamp {} floor {}; outer data {}; seed {}",
       sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(), impl_->problem->describe(),
-      form_name(form), o.inner.steps, o.inner.generations, o.inner.pg.entropy_weight,
+      form_name(form), static_cast<int>(o.inner.objective), o.inner.steps, o.inner.generations, o.inner.pg.entropy_weight,
       static_cast<int>(o.inner.pg.transform.kind), o.inner.pg.log_prob_clip, o.inner.pg.per_dimension_mean,
       o.inner.adam.learning_rate, o.inner.adam.beta1, o.inner.adam.beta2, o.inner.adam.epsilon,
       o.inner.adam.weight_decay, o.inner.gradient_clamp, static_cast<int>(o.inner_start), static_cast<int>(o.curvature), to_string(o.solver),
@@ -309,8 +323,19 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
   }
   std::vector<std::size_t> positive =
       check_bilevel_setup(fn, options, form, reward_init, n, train.x.rows, !validation.empty());
-  initialize(ctx, std::make_unique<bilevel_detail::GaussianProblem<T>>(ctx, std::move(trunk), train, validation), form,
-             reward_init, std::move(positive));
+  D2R_EXPECTS(options.head == GaussianHead::diagonal || options.head == GaussianHead::cholesky, fn, "options.head",
+              "expected GaussianHead::diagonal or cholesky, got value {}", static_cast<int>(options.head));
+  D2R_EXPECTS(options.head != GaussianHead::cholesky || n <= kMaxCholeskyDim, fn, "options.head",
+              "the Cholesky head supports n <= {} target dimensions, got {}", kMaxCholeskyDim, n);
+  std::unique_ptr<bilevel_detail::Problem<T>> problem;
+  if (options.head == GaussianHead::diagonal) {
+    problem = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(
+        ctx, std::move(trunk), train, validation, options.head);
+  } else {
+    problem = std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(
+        ctx, std::move(trunk), train, validation, options.head);
+  }
+  initialize(ctx, std::move(problem), form, reward_init, std::move(positive));
 }
 
 template <class T>
@@ -333,11 +358,6 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
   }
   D2R_EXPECTS(form != RewardForm::full || classes <= 256, fn, "form", "a full one-hot reward supports C <= 256, got {}",
               classes);
-  if (options.curvature == CurvatureKind::exact) {
-    detail::fail_unsupported(fn, "options.curvature",
-                             "the exact curvature of a categorical policy is not yet available; use "
-                             "CurvatureKind::surrogate");
-  }
   std::vector<std::size_t> positive =
       check_bilevel_setup(fn, options, form, reward_init, classes, train.x.rows, !validation.empty());
   initialize(ctx,
@@ -355,9 +375,15 @@ VectorView<const T> BilevelTrainer<T>::policy_params() const {
 
 template <class T>
 GaussianPolicy<T>& BilevelTrainer<T>::policy() {
-  auto* p = dynamic_cast<bilevel_detail::GaussianProblem<T>*>(impl_->problem.get());
-  if (p == nullptr) detail::fail_unsupported("BilevelTrainer::policy", "this", "a classification trainer has no GaussianPolicy; use classifier()");
-  return p->policy();
+  if (auto* d = dynamic_cast<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>*>(impl_->problem.get())) {
+    return d->policy();
+  }
+  auto* c = dynamic_cast<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>*>(impl_->problem.get());
+  if (c == nullptr) {
+    detail::fail_unsupported("BilevelTrainer::policy", "this",
+                             "a classification trainer has no GaussianPolicy; use classifier()");
+  }
+  return c->policy();
 }
 
 template <class T>
@@ -393,7 +419,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   for (std::int64_t i = 0; i < in.steps; ++i) {
     const bool last = i + 1 == in.steps;
     s.problem->inner_gradient(std::as_const(s.theta).vector(), reward, in.generations, in.pg,
-                         DrawKey{.step = s.philox_step++}, s.grad.vector(),
+                              DrawKey{.step = s.philox_step++}, in.objective == InnerObjective::exact, s.grad.vector(),
                          last ? s.row_reward.vector() : VectorView<T>{});
     if (clamp) clamp_values(s.ctx, in.gradient_clamp, s.grad.vector());
     adam_step(s.ctx, in.adam, adam, s.theta.vector(), std::as_const(s.grad).vector());

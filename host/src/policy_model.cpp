@@ -141,6 +141,29 @@ void GaussianPolicy<T>::pg_gradient(ConstVector<T> params, ConstMatrix<T> x, Con
 }
 
 template <class T>
+void GaussianPolicy<T>::exact_gradient(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> y,
+                                       const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                                       VectorView<T> grad, VectorView<T> row_reward) {
+  constexpr std::string_view fn = "GaussianPolicy::exact_gradient";
+  check_call(fn, params, x, y, grad);
+  D2R_EXPECTS(grad.size == parameter_count(), fn, "grad", "expected {} entries, got {}", parameter_count(), grad.size);
+  const std::int64_t B = x.rows;
+  const MatrixView<const T> out = run_forward(params, x);
+  const MatrixView<T> d = d_out(B);
+  const ObjectiveRows<T> rows{VectorView<T>{row_loss_.data(), B}, row_reward};
+  if (head_ == GaussianHead::diagonal) {
+    exact_objective(ctx_, diag_head(out), y, reward, options, rows,
+                    DiagGaussianGrad<T>{MatrixView<T>{d.data, B, n_, d.row_stride},
+                                        MatrixView<T>{d.data + n_, B, n_, d.row_stride}});
+  } else {
+    exact_objective(ctx_, chol_head(out), y, reward, options, rows,
+                    CholeskyGaussianGrad<T>{MatrixView<T>{d.data, B, n_, d.row_stride},
+                                            MatrixView<T>{d.data + n_, B, d.cols - n_, d.row_stride}});
+  }
+  net_.backward(ctx_, params, x, cache(B), d, grad, {});
+}
+
+template <class T>
 void GaussianPolicy<T>::nll_gradient(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> y, VectorView<T> grad) {
   constexpr std::string_view fn = "GaussianPolicy::nll_gradient";
   check_call(fn, params, x, y, grad);
@@ -315,6 +338,20 @@ void CategoricalPolicy<T>::pg_gradient(ConstVector<T> params, ConstMatrix<T> x, 
   const MatrixView<T> d = d_out_.matrix(B, classes_);
   pg_surrogate(ctx_, Categorical<T>{logits}, labels, reward, generations, options, key,
                ObjectiveRows<T>{VectorView<T>{row_loss_.data(), B}, row_reward}, CategoricalGrad<T>{d});
+  net_.backward(ctx_, params, x, cache(B), d, grad, {});
+}
+
+template <class T>
+void CategoricalPolicy<T>::exact_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                                          const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                                          VectorView<T> grad, VectorView<T> row_reward) {
+  constexpr std::string_view fn = "CategoricalPolicy::exact_gradient";
+  check_call(fn, params, x, labels, grad, true);
+  const std::int64_t B = x.rows;
+  const MatrixView<const T> logits = run_forward(params, x);
+  const MatrixView<T> d = d_out_.matrix(B, classes_);
+  exact_objective(ctx_, Categorical<T>{logits}, labels, reward, options,
+                  ObjectiveRows<T>{VectorView<T>{row_loss_.data(), B}, row_reward}, CategoricalGrad<T>{d});
   net_.backward(ctx_, params, x, cache(B), d, grad, {});
 }
 

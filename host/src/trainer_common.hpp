@@ -125,6 +125,8 @@ void check_class_data(Context& ctx, std::string_view fn, std::string_view name, 
 
 template <class T>
 void check_inner(std::string_view fn, const InnerOptions<T>& in) {
+  D2R_EXPECTS(in.objective == InnerObjective::reinforce || in.objective == InnerObjective::exact, fn,
+              "options.inner.objective", "unknown value {}", static_cast<int>(in.objective));
   D2R_EXPECTS(in.steps >= 1, fn, "options.inner.steps", "expected K_in >= 1 inner steps, got {}", in.steps);
   D2R_EXPECTS(in.steps < (std::int64_t{1} << 31), fn, "options.inner.steps", "expected K_in < 2^31, got {}", in.steps);
   D2R_EXPECTS(in.generations >= 1, fn, "options.inner.generations", "expected G >= 1, got {}", in.generations);

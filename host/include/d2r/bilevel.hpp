@@ -78,9 +78,16 @@ struct ClassificationData {
   [[nodiscard]] bool empty() const { return x.data == nullptr && labels.data == nullptr; }
 };
 
+/// Which gradient the inner steps follow.
+enum class InnerObjective {
+  reinforce,  ///< the REINFORCE surrogate on G samples per row (the method; the default)
+  exact,      ///< the exact-expectation objective (closed forms; deterministic, for checks and ablations)
+};
+
 /// The inner problem: K_in Adam steps of policy gradient on the current reward.
 template <class T>
 struct InnerOptions {
+  InnerObjective objective = InnerObjective::reinforce;
   std::int64_t steps = 50;                          ///< K_in >= 1
   AdamOptions<T> adam{.learning_rate = T(0.01)};    ///< the inner optimiser
   T gradient_clamp = T(1);                          ///< c_in > 0 (+inf: no clamp)
@@ -123,6 +130,9 @@ enum class OuterData { train, validation };
 template <class T>
 struct BilevelOptions {
   InnerOptions<T> inner{};
+  /// The regression policy's head: diagonal (U's off-diagonal entries then do not change the inner
+  /// optimum, T4) or Cholesky (a full covariance: what a full U needs). Ignored for classes.
+  GaussianHead head = GaussianHead::diagonal;
   InnerStart inner_start = InnerStart::fresh;
   CurvatureKind curvature = CurvatureKind::exact;
   ImplicitSolver solver = ImplicitSolver::normal_cg;
@@ -163,7 +173,7 @@ class Problem;
 template <class T>
 class BilevelTrainer {
  public:
-  /// @param trunk          the policy network (outputs set from the head: 2n, diagonal Gaussian)
+  /// @param trunk          the policy network (outputs set from options.head: 2n or n + n(n+1)/2)
   /// @param train          training data (N >= 2 rows), the inner problem's data
   /// @param validation     optional validation data (empty = none), same widths
   /// @param form           scalar, diagonal or full reward
@@ -174,8 +184,7 @@ class BilevelTrainer {
   BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
                  RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options);
   /// Classification: a categorical policy (an Mlp with `classes` logits; hidden empty = logistic
-  /// regression) and the one-hot Mahalanobis reward (scalar β: reward_init = {β}). The exact
-  /// curvature of categorical policies is not yet available: options.curvature must be surrogate.
+  /// regression) and the one-hot Mahalanobis reward (scalar β: reward_init = {β}).
   BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
                  std::int64_t classes, RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options);
   ~BilevelTrainer();

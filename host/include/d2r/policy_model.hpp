@@ -78,6 +78,10 @@ class GaussianPolicy {
   void pg_gradient(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> y, const MahalanobisReward<T>& reward,
                    std::int64_t generations, const PgOptions<T>& options, DrawKey key, VectorView<T> grad,
                    VectorView<T> row_reward = {});
+  /// grad = ∇θ of the exact-expectation inner objective L_exact = −(1/B) Σ (E[r] + λ H)
+  /// (exact_objective: deterministic, no sampling). `row_reward` as in pg_gradient (E[r] per row).
+  void exact_gradient(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> y, const MahalanobisReward<T>& reward,
+                      const PgOptions<T>& options, VectorView<T> grad, VectorView<T> row_reward = {});
   /// grad = ∇θ of −(1/B) Σ log p_θ(y | x).
   void nll_gradient(ConstVector<T> params, ConstMatrix<T> x, ConstMatrix<T> y, VectorView<T> grad);
   /// grad = ∇θ of (1/B) Σ ‖μ_θ(x) − y‖².
@@ -131,6 +135,10 @@ class CategoricalPolicy {
   void pg_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
                    const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
                    DrawKey key, VectorView<T> grad, VectorView<T> row_reward = {});
+  /// grad = ∇θ of L_exact = −(1/B) Σ (Σ_k p_k r(k, label) + λ H) (exact_objective).
+  void exact_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
+                      const MahalanobisReward<T>& reward, const PgOptions<T>& options, VectorView<T> grad,
+                      VectorView<T> row_reward = {});
   /// grad = ∇θ of the cross-entropy −(1/B) Σ log p_θ(label | x).
   void nll_gradient(ConstVector<T> params, ConstMatrix<T> x, VectorView<const std::int32_t> labels,
                     VectorView<T> grad);
