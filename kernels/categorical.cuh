@@ -46,7 +46,7 @@ struct DrawTarget {
 };
 __device__ __forceinline__ DrawTarget draw_target(const math::DrawPosition& pos, std::int64_t b, std::int64_t g,
                                                   float total, const float* prefix, int tiles, int last_tile) {
-  const float u = math::categorical_uniform<float>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+  const float u = math::categorical_uniform<float>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                                    static_cast<std::uint32_t>(g));
   const float t = u * total;
   int lo = 0, hi = tiles;

@@ -88,7 +88,7 @@ D2R_KERNEL void sample_kernel(CholeskyGaussian<float> head, std::int64_t generat
         const auto g = static_cast<std::uint32_t>(g0 + t);
         const auto row = static_cast<std::uint32_t>(pos.first_row + b);
         for (int q = 0; q < quads; ++q) {
-          const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step, row, g, static_cast<std::uint32_t>(q));
+          const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step_at(), row, g, static_cast<std::uint32_t>(q));
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             const int d = 4 * q + k;

@@ -311,7 +311,7 @@ __device__ __forceinline__ void draw_noise(const math::DrawPosition& pos, std::u
                                            float* work, int t) {
   const int quads = (n + 3) / 4;
   for (int q = 0; q < quads; ++q) {
-    const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step, row, g, static_cast<std::uint32_t>(q));
+    const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step_at(), row, g, static_cast<std::uint32_t>(q));
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       const int d = 4 * q + c;

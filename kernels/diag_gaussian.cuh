@@ -18,7 +18,7 @@ D2R_KERNEL void sample_kernel(DiagGaussian<float> head, std::int64_t generations
     const std::int64_t row = i / quads, quad = i % quads;
     const std::int64_t b = row / generations, g = row % generations;
     const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
-    const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+    const math::Normal4<float> eps = math::normal4<float>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                                           static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(quad));
 #pragma unroll
     for (int k = 0; k < 4; ++k) {

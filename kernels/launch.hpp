@@ -188,6 +188,8 @@ namespace d2r::kernels {
 void adam_step(cudaStream_t stream, const AdamOptions<float>& options, const AdamState<float>& state,
                VectorView<float> params, VectorView<const float> grad);
 void adam_reset(cudaStream_t stream, const AdamState<float>& state);
+/// counter[0] += by (one thread).
+void advance_counter(cudaStream_t stream, std::int64_t* counter, std::int64_t by);
 /// `velocity` is not read when momentum == 0.
 void sgd_step(cudaStream_t stream, float learning_rate, float momentum, VectorView<float> velocity,
               VectorView<float> params, VectorView<const float> grad);

@@ -122,7 +122,7 @@ D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float
     for (std::int64_t g = 0; g < G; ++g) {
       const auto gen = static_cast<std::uint32_t>(g);
       const auto delta = [&](std::int64_t i) {
-        return head.mean(b, i) + expf(head.log_std(sr, i)) * math::normal<float>(pos.seed, pos.step, row, gen, static_cast<std::uint32_t>(i)) -
+        return head.mean(b, i) + expf(head.log_std(sr, i)) * math::normal<float>(pos.seed, pos.step_at(), row, gen, static_cast<std::uint32_t>(i)) -
                targets(b, i);
       };
       float quad = 0.0f;
@@ -136,7 +136,7 @@ D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float
       value_sum += value;
       reward_sum += r;
       for (std::int64_t d = 0; d < n; ++d) {
-        const float eps = math::normal<float>(pos.seed, pos.step, row, gen, static_cast<std::uint32_t>(d));
+        const float eps = math::normal<float>(pos.seed, pos.step_at(), row, gen, static_cast<std::uint32_t>(d));
         const float dr = -2.0f * u_times(reward, n, d, delta);
         grad_mean(b, d) += slope * dr;
         log_std_target(b, d) += slope * dr * expf(head.log_std(sr, d)) * eps;
@@ -201,7 +201,7 @@ D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
     // Pass 1: rewards and log-probabilities of the G samples.
     for (std::int64_t g = 0; g < G; ++g) {
       const math::Normal4<float> eps =
-          math::normal4<float>(pos.seed, pos.step, row, static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(lane));
+          math::normal4<float>(pos.seed, pos.step_at(), row, static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(lane));
       float quad = 0.0f, logp = 0.0f;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
@@ -283,7 +283,7 @@ D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
     for (std::int64_t g = 0; g < G; ++g) {
       const float cg = x_g[g];
       const math::Normal4<float> eps =
-          math::normal4<float>(pos.seed, pos.step, row, static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(lane));
+          math::normal4<float>(pos.seed, pos.step_at(), row, static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(lane));
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         g_mu[k] += cg * eps.z[k] / sigma[k];

@@ -34,6 +34,11 @@ void adam_step(cudaStream_t stream, const AdamOptions<float>& options, const Ada
   D2R_CHECK_LAUNCH(stream);
 }
 
+void advance_counter(cudaStream_t stream, std::int64_t* counter, std::int64_t by) {
+  optim::advance_counter_kernel<<<1, 1, 0, stream>>>(counter, by);
+  D2R_CHECK_LAUNCH(stream);
+}
+
 void adam_reset(cudaStream_t stream, const AdamState<float>& state) {
   optim::adam_reset_kernel<<<grid_size(state.first_moment.size, kThreads), kThreads, 0, stream>>>(
       state.first_moment.data, state.second_moment.data, state.step.data, state.first_moment.size);

@@ -49,6 +49,7 @@ D2R_KERNEL void adam_kernel(AdamParams a, const std::int64_t* __restrict__ step,
 
 /// step ← step + 1 (one thread), ordered after adam_kernel on the stream.
 D2R_KERNEL void adam_increment_step(std::int64_t* step) { *step += 1; }
+D2R_KERNEL void advance_counter_kernel(std::int64_t* counter, std::int64_t by) { *counter += by; }
 
 /// Zeroes the moments and the step counter in one launch.
 D2R_KERNEL void adam_reset_kernel(float* __restrict__ first_moment, float* __restrict__ second_moment,

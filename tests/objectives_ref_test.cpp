@@ -392,3 +392,57 @@ TEST(Sharding, ShardsAddUpToTheWholeBatch) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- counter-keyed draws
+namespace {
+
+/// DrawKey::step_offset: draws keyed by (step, *counter) are those of the plain step + counter, for
+/// the samplers and the fused surrogate of every head, and advance_counter moves the counter.
+TEST(CounterKeyedDraws, EqualThePlainStepPlusTheCounter) {
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 12}};
+  const std::int64_t B = 5, n = 3, G = 4, C = 6;
+  d2r::test::TestRng rng(3);
+  const auto mean = rng.vector<double>(B * n, -1, 1), log_std = rng.vector<double>(B * n, -0.5, 0.5);
+  const auto tril = rng.vector<double>(B * n * (n + 1) / 2, -0.5, 0.5), logits = rng.vector<double>(B * C, -1, 1);
+  const auto y = rng.vector<double>(B * n, -1, 1);
+  std::vector<std::int32_t> labels{0, 1, 2, 3, 4};
+  std::vector<std::int64_t> counter{0};
+  d2r::advance_counter(ctx, d2r::VectorView<std::int64_t>{counter.data(), 1}, 5);
+  d2r::advance_counter(ctx, d2r::VectorView<std::int64_t>{counter.data(), 1});
+  ASSERT_EQ(counter[0], 6);
+  const d2r::DrawKey plain{.step = 9}, keyed{.step = 3, .step_offset = counter.data()};
+  const d2r::DiagGaussian<double> diag{d2r::matrix_view(mean.data(), B, n), d2r::matrix_view(log_std.data(), B, n)};
+  const d2r::CholeskyGaussian<double> chol{d2r::matrix_view(mean.data(), B, n), d2r::matrix_view(tril.data(), B, n * (n + 1) / 2)};
+  const d2r::Categorical<double> cat{d2r::matrix_view(logits.data(), B, C)};
+  std::vector<double> a(B * G * n), b(B * G * n, 1.0);
+  d2r::sample(ctx, diag, G, plain, d2r::matrix_view(a.data(), B * G, n));
+  d2r::sample(ctx, diag, G, keyed, d2r::matrix_view(b.data(), B * G, n));
+  EXPECT_EQ(a, b);
+  d2r::sample(ctx, chol, G, plain, d2r::matrix_view(a.data(), B * G, n));
+  d2r::sample(ctx, chol, G, keyed, d2r::matrix_view(b.data(), B * G, n));
+  EXPECT_EQ(a, b);
+  std::vector<std::int32_t> ka(B * G), kb(B * G, -1);
+  d2r::sample(ctx, cat, G, plain, d2r::matrix_view(ka.data(), B, G));
+  d2r::sample(ctx, cat, G, keyed, d2r::matrix_view(kb.data(), B, G));
+  EXPECT_EQ(ka, kb);
+  // The fused surrogate (diag) regenerates its noise from the same counter-keyed stream.
+  std::vector<double> u{0.8};
+  const d2r::MahalanobisReward<double> reward{d2r::RewardForm::scalar, {u.data(), 1}};
+  std::vector<double> la(B), lb(B), gma(B * n), gsa(B * n), gmb(B * n), gsb(B * n);
+  d2r::pg_surrogate(ctx, diag, d2r::matrix_view(y.data(), B, n), reward, G, {.entropy_weight = 0.2}, plain,
+                    {{la.data(), B}, {}}, {d2r::matrix_view(gma.data(), B, n), d2r::matrix_view(gsa.data(), B, n)});
+  d2r::pg_surrogate(ctx, diag, d2r::matrix_view(y.data(), B, n), reward, G, {.entropy_weight = 0.2}, keyed,
+                    {{lb.data(), B}, {}}, {d2r::matrix_view(gmb.data(), B, n), d2r::matrix_view(gsb.data(), B, n)});
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(gma, gmb);
+  EXPECT_EQ(gsa, gsb);
+  // A different counter value gives different draws.
+  counter[0] = 7;
+  d2r::sample(ctx, diag, G, keyed, d2r::matrix_view(b.data(), B * G, n));
+  d2r::sample(ctx, diag, G, plain, d2r::matrix_view(a.data(), B * G, n));
+  EXPECT_NE(a, b);
+  d2r::test::expect_error([&] { d2r::advance_counter(ctx, d2r::VectorView<std::int64_t>{counter.data(), 2}); },
+                          "counter", "one element");
+}
+
+}  // namespace

@@ -89,7 +89,7 @@ void categorical_sample(const Categorical<T>& head, std::int64_t generations, ma
         samples(b, g) = -1;
         continue;
       }
-      const T u = math::categorical_uniform<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+      const T u = math::categorical_uniform<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                                static_cast<std::uint32_t>(g));
       const T t = u * total;
       // Smallest k with cdf[k] > t (cdf is non-decreasing: it is summed left to right).

@@ -75,7 +75,7 @@ void cholesky_gaussian_sample(const CholeskyGaussian<T>& head, std::int64_t gene
     load_factor(head, b, factor);
     for (std::int64_t g = 0; g < generations; ++g) {
       for (std::int64_t q = 0; q < (n + 3) / 4; ++q) {  // one Philox call per 4 dims
-        const math::Normal4<T> quad = math::normal4<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+        const math::Normal4<T> quad = math::normal4<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                                        static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(q));
         for (std::int64_t k = 0; k < 4 && 4 * q + k < n; ++k) eps[4 * q + k] = quad.z[k];
       }

@@ -20,7 +20,7 @@ void diag_gaussian_sample(const DiagGaussian<T>& head, std::int64_t generations,
       math::Normal4<T> quad{};
       for (std::int64_t d = 0; d < n; ++d) {
         if (d % 4 == 0) {  // one Philox call gives the normals of 4 consecutive dims
-          quad = math::normal4<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+          quad = math::normal4<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                   static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d / 4));
         }
         samples(b * generations + g, d) = head.mean(b, d) + math::exp_(head.log_std(s_row, d)) * quad.z[d % 4];

@@ -362,7 +362,7 @@ void pathwise_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> tar
     T value_sum = 0, reward_sum = 0, H = 0;
     for (std::int64_t g = 0; g < G; ++g) {
       for (std::int64_t d = 0; d < n; ++d) {
-        eps[d] = math::normal<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+        eps[d] = math::normal<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                  static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
         y_hat[d] = head.mean(b, d) + math::exp_(head.log_std(sr, d)) * eps[d];
       }
@@ -412,7 +412,7 @@ void pathwise_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<cons
     T value_sum = 0, reward_sum = 0, H = T(0.5 * math::kLog2PiE) * T(n);
     for (std::int64_t g = 0; g < G; ++g) {
       for (std::int64_t d = 0; d < n; ++d)
-        eps[d] = math::normal<T>(pos.seed, pos.step, static_cast<std::uint32_t>(pos.first_row + b),
+        eps[d] = math::normal<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
                                  static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
       for (std::int64_t i = 0; i < n; ++i) {
         y_hat[i] = head.mean(b, i);

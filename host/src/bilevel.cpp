@@ -179,6 +179,7 @@ struct BilevelTrainer<T>::Impl {
     const auto P = static_cast<std::size_t>(problem->parameter_count());
     for (Buffer<T>* b : {&theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) *b = Buffer<T>(c, P);
     adam_count = Buffer<std::int64_t>(c, 1);
+    draw_counter = Buffer<std::int64_t>(c, 1);
     reward = Buffer<T>(c, static_cast<std::size_t>(phi_size));
     mixed = Buffer<T>(c, static_cast<std::size_t>(phi_size));
     row_reward = Buffer<T>(c, static_cast<std::size_t>(problem->train_rows()));
@@ -187,12 +188,21 @@ struct BilevelTrainer<T>::Impl {
     outer_v.assign(S, 0.0);
     sgd_velocity.assign(S, 0.0);
   }
+  ~Impl() {
+    if (inner_graph != nullptr) D2R_CUDA_TRY_NO_THROW(cudaGraphExecDestroy(inner_graph));
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   Context& ctx;
   Context host_ctx;  // the outer optimiser runs on the host, in double
   std::unique_ptr<bilevel_detail::Problem<T>> problem;
   Buffer<T> theta, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
   Buffer<std::int64_t> adam_count;
+  // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
+  // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.
+  Buffer<std::int64_t> draw_counter;
+  cudaGraphExec_t inner_graph = nullptr;  // one inner step, captured on the first outer step (cuda)
   std::vector<double> outer_m, outer_v, sgd_velocity;
   std::int64_t outer_count = 0;
   std::uint64_t philox_step = 0;
@@ -272,6 +282,36 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
   objective_common::check_options(fn, options.inner.pg, train_rows);
   detail::check_transform(fn, options.inner.pg.transform, options.inner.generations);
   return positive;
+}
+
+}  // namespace
+
+namespace {
+
+/// Captures what `record` enqueues on `stream` (nothing runs) into an executable CUDA graph. A
+/// failure ends the capture, so the stream is usable again, and names the way out.
+template <class Record>
+cudaGraphExec_t capture_inner_step(cudaStream_t stream, Record&& record) {
+  constexpr std::string_view fn = "BilevelTrainer::step";
+  D2R_CUDA_TRY(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    record();
+  } catch (const Error& e) {
+    (void)cudaStreamEndCapture(stream, &graph);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    detail::fail_unsupported(fn, "options.cuda_graph",
+                             fmt::format("capturing the inner step in a CUDA graph failed ({}); set "
+                                         "options.cuda_graph = false to run it eagerly",
+                                         e.what()));
+  }
+  D2R_CUDA_TRY(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+  D2R_CUDA_TRY_NO_THROW(cudaGraphDestroy(graph));
+  D2R_CUDA_TRY(status);
+  return exec;
 }
 
 }  // namespace
@@ -416,14 +456,27 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   adam_reset(s.ctx, adam);
   const InnerOptions<T>& in = options_.inner;
   const bool clamp = std::isfinite(static_cast<double>(in.gradient_clamp));
-  for (std::int64_t i = 0; i < in.steps; ++i) {
-    const bool last = i + 1 == in.steps;
+  s.draw_counter.copy_from_host(std::vector<std::int64_t>{static_cast<std::int64_t>(s.philox_step)});
+  const auto inner_step = [&](bool last) {
     s.problem->inner_gradient(std::as_const(s.theta).vector(), reward, in.generations, in.pg,
-                              DrawKey{.step = s.philox_step++}, in.objective == InnerObjective::exact, s.grad.vector(),
-                         last ? s.row_reward.vector() : VectorView<T>{});
+                              DrawKey{.step = 0, .step_offset = s.draw_counter.data()},
+                              in.objective == InnerObjective::exact, s.grad.vector(),
+                              last ? s.row_reward.vector() : VectorView<T>{});
     if (clamp) clamp_values(s.ctx, in.gradient_clamp, s.grad.vector());
     adam_step(s.ctx, in.adam, adam, s.theta.vector(), std::as_const(s.grad).vector());
+    advance_counter(s.ctx, s.draw_counter.vector());
+  };
+  std::int64_t done = 0;
+  if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && in.steps >= 3) {
+    if (s.inner_graph == nullptr) {
+      inner_step(false);  // eager: brings the workspaces and cuBLAS to their steady state first
+      ++done;
+      s.inner_graph = capture_inner_step(s.ctx.stream(), [&] { inner_step(false); });
+    }
+    for (; done < in.steps - 1; ++done) D2R_CUDA_TRY(cudaGraphLaunch(s.inner_graph, s.ctx.stream()));
   }
+  for (; done < in.steps; ++done) inner_step(done + 1 == in.steps);
+  s.philox_step += static_cast<std::uint64_t>(in.steps);
 
   // Implicit hypergradient: (H + δI) w = ∇θ L_out,  h = −(∂²L_in/∂φ∂θ) w.
   const bool outer_validation = options_.outer_data == OuterData::validation;

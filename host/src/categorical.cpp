@@ -66,7 +66,7 @@ void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, 
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
   D2R_EXPECTS(generations <= (std::int64_t{1} << 32), fn, "generations",
               "expected generations <= 2^32 (the Philox counter of a draw), got {}", generations);
-  detail::check_draw_key(fn, key.step, key.first_row, batch);
+  detail::check_draw_key(ctx, fn, key, batch);
   const MatrixArg out("samples", samples);
   detail::check_matrix(ctx, fn, out, batch, generations);
   detail::check_disjoint(fn, out, MatrixArg("head.logits", head.logits));

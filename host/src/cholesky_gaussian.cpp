@@ -111,7 +111,7 @@ void sample(Context& ctx, const CholeskyGaussian<T>& head, std::int64_t generati
   constexpr std::string_view fn = "sample";
   check_head_shape(ctx, fn, head);
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
-  detail::check_draw_key(fn, key.step, key.first_row, head.mean.rows);
+  detail::check_draw_key(ctx, fn, key, head.mean.rows);
   const MatrixArg out("samples", samples);
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);

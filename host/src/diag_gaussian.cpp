@@ -62,7 +62,7 @@ void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations,
   constexpr std::string_view fn = "sample";
   check_head_impl(ctx, fn, head);
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
-  detail::check_draw_key(fn, key.step, key.first_row, head.mean.rows);
+  detail::check_draw_key(ctx, fn, key, head.mean.rows);
   const MatrixArg out("samples", samples);
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);

@@ -14,7 +14,7 @@ namespace d2r::detail {
 /// Where a call's draws sit in the Philox stream: the context's seed and the key's step and
 /// first row (already checked by check_draw_key to fit 32 bits).
 inline math::DrawPosition draw_position(const Context& ctx, DrawKey key) {
-  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row)};
+  return {ctx.seed(), static_cast<std::uint32_t>(key.step), static_cast<std::uint32_t>(key.first_row), key.step_offset};
 }
 
 /// Shapes, strides, memory space, scalar type and (per the context's ValueChecks) the values of

@@ -104,7 +104,7 @@ void mixed_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   check_mixed<T>(ctx, fn, head, targets, r, options, tangent, grad_params);
   D2R_EXPECTS(G >= 1, fn, "generations", "expected generations >= 1, got {}", G);
   detail::check_transform(fn, options.transform, G);
-  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
 
   const std::int64_t B = HeadTraits<Head>::rows(head);
   const std::int64_t sr = HeadTraits<Head>::sample_rows(head, G), sc = HeadTraits<Head>::sample_cols(head, G);

@@ -121,7 +121,7 @@ void unfused_entry(Context& ctx, const Head& head, Targets targets, const Mahala
                    const typename HeadTraits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_surrogate_unfused";
   std::vector<MatrixArg> others = check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
-  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
   const std::int64_t B = HeadTraits<Head>::rows(head);
   const std::vector<MatrixArg> im_args{
       MatrixArg("intermediates.samples", im.samples), MatrixArg("intermediates.log_prob", im.log_prob),
@@ -159,7 +159,7 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
                      const typename HeadTraits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_surrogate";
   check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
-  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
   if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
     if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_diag_gaussian_fusable(head, G)) {
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
@@ -195,7 +195,7 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
                     const typename HeadTraits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_pathwise";
   check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
-  detail::check_draw_key(fn, key.step, key.first_row, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
   D2R_EXPECTS(options.transform.kind == Transform::none || options.transform.kind == Transform::rbf, fn,
               "options.transform", "the pathwise objective takes transform none or rbf; {} centres each group, so "
               "its pathwise gradient would not be that of the group's rewards", to_string(options.transform.kind));

@@ -181,6 +181,17 @@ void clip_global_norm(Context& ctx, std::type_identity_t<T> max_norm, VectorView
   }
 }
 
+void advance_counter(Context& ctx, VectorView<std::int64_t> counter, std::int64_t by) {
+  constexpr std::string_view fn = "advance_counter";
+  D2R_EXPECTS(counter.size == 1, fn, "counter", "expected one element, got {}", counter.size);
+  detail::check_matrix(ctx, fn, detail::MatrixArg("counter", counter), 1, 1);
+  if (ctx.backend() == Backend::cpu) {
+    counter[0] += by;
+  } else {
+    kernels::advance_counter(ctx.stream(), counter.data, by);
+  }
+}
+
 #define D2R_INSTANTIATE(T)                                                                                     \
   template void adam_reset<T>(Context&, const AdamState<T>&);                                                  \
   template void adam_step<T>(Context&, const AdamOptions<T>&, const AdamState<T>&, VectorView<T>,              \

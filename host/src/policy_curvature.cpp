@@ -103,6 +103,9 @@ void DiagGaussianPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<
               net_.parameter_count(), grad.size);
   objective_common::check_options(fn, options, B);
   detail::check_transform(fn, options.transform, G);
+  detail::check_draw_key(ctx_, fn, key, B);
+  D2R_EXPECTS(key.step_offset == nullptr, fn, "key.step_offset",
+              "mixed_product() replays this key's draws later, when a counter may have moved; pass a plain step");
   prepared_ = false;  // before the buffers may be reallocated
   ensure_buffers(G);
   // Every primitive below validates its own arguments; the only user output, grad, is written last.
@@ -310,7 +313,9 @@ void CholeskyPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<T> x
   check_prepare(fn, params, x, targets, reward, options, grad);
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
   detail::check_transform(fn, options.transform, G);
-  detail::check_draw_key(fn, key.step, key.first_row, B);
+  detail::check_draw_key(ctx_, fn, key, B);
+  D2R_EXPECTS(key.step_offset == nullptr, fn, "key.step_offset",
+              "mixed_product() replays this key's draws later, when a counter may have moved; pass a plain step");
   prepared_ = false;  // before the buffers may be reallocated
   ensure_buffers(G);
   // The primitives below check their own arguments again (and the head's values: a network
@@ -501,7 +506,9 @@ void CategoricalPolicyCurvature<T>::prepare(ConstVector<T> params, ConstMatrix<T
   check_prepare(fn, params, x, labels, reward, options, grad);
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
   detail::check_transform(fn, options.transform, G);
-  detail::check_draw_key(fn, key.step, key.first_row, B);
+  detail::check_draw_key(ctx_, fn, key, B);
+  D2R_EXPECTS(key.step_offset == nullptr, fn, "key.step_offset",
+              "mixed_product() replays this key's draws later, when a counter may have moved; pass a plain step");
 
   prepared_ = false;  // before the buffers may be reallocated
   ensure_buffers(G);

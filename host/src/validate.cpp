@@ -150,11 +150,15 @@ void check_scalar_type(const Context& ctx, std::string_view function) {
 template void check_scalar_type<float>(const Context&, std::string_view);
 template void check_scalar_type<double>(const Context&, std::string_view);
 
-void check_draw_key(std::string_view function, std::uint64_t step, std::int64_t first_row, std::int64_t rows) {
+void check_draw_key(const Context& ctx, std::string_view function, const DrawKey& key, std::int64_t rows) {
   constexpr std::int64_t kRows = std::int64_t{1} << 32;
-  D2R_EXPECTS(step < (std::uint64_t{1} << 32), function, "key.step", "expected step < 2^32, got {}", step);
-  D2R_EXPECTS(first_row >= 0 && first_row + rows <= kRows, function, "key.first_row",
-              "expected 0 <= first_row and first_row + rows <= 2^32, got first_row {} with {} rows", first_row, rows);
+  D2R_EXPECTS(key.step < (std::uint64_t{1} << 32), function, "key.step", "expected step < 2^32, got {}", key.step);
+  D2R_EXPECTS(key.first_row >= 0 && key.first_row + rows <= kRows, function, "key.first_row",
+              "expected 0 <= first_row and first_row + rows <= 2^32, got first_row {} with {} rows", key.first_row,
+              rows);
+  if (key.step_offset != nullptr) {
+    check_matrix(ctx, function, MatrixArg("key.step_offset", VectorView<const std::int64_t>{key.step_offset, 1}), 1, 1);
+  }
 }
 
 }  // namespace d2r::detail

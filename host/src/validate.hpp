@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "d2r/context.hpp"
+#include "d2r/distributions.hpp"
 #include "d2r/error.hpp"
 #include "d2r/view.hpp"
 
@@ -68,7 +69,8 @@ void check_indices(Context& ctx, std::string_view function, std::string_view nam
 /// The cuda backend runs float only.
 template <class T>
 void check_scalar_type(const Context& ctx, std::string_view function);
-/// DrawKey limits: step < 2^32, first_row >= 0 and first_row + rows <= 2^32.
-void check_draw_key(std::string_view function, std::uint64_t step, std::int64_t first_row, std::int64_t rows);
+/// DrawKey limits: step < 2^32, first_row >= 0 and first_row + rows <= 2^32, and key.step_offset,
+/// when given, one int64 in the backend's memory.
+void check_draw_key(const Context& ctx, std::string_view function, const DrawKey& key, std::int64_t rows);
 
 }  // namespace d2r::detail

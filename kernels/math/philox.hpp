@@ -64,6 +64,11 @@ struct DrawPosition {
   std::uint64_t seed;
   std::uint32_t step;
   std::uint32_t first_row;
+  const std::int64_t* step_offset;  ///< nullptr, or a counter read at execution (DrawKey::step_offset)
+  /// The step the draws use: step + *step_offset (modulo 2^32).
+  D2R_HD std::uint32_t step_at() const {
+    return step_offset == nullptr ? step : step + static_cast<std::uint32_t>(*step_offset);
+  }
 };
 
 /// Uniform in the open interval (0, 1) from 32 random bits: (2k+1) / 2^24 with k the top 23

@@ -20,9 +20,12 @@
 /// Memory and synchronisation. Data live in the context's memory space (device memory on the
 /// cuda backend) as views the caller keeps alive; the trainer allocates its buffers at
 /// construction, so an outer step allocates nothing on the backend. The inner loop makes no
-/// host synchronisation (value checks of the data are done once, at construction); an outer
-/// step synchronises once at its end, to read the hypergradient (φ is a handful of numbers and
-/// its optimiser runs on the host in double) and the metrics of its record.
+/// host synchronisation (value checks of the data are done once, at construction) and on the
+/// cuda backend replays one captured CUDA graph per inner step (BilevelOptions::cuda_graph): its
+/// draws are keyed by a device-side counter (DrawKey::step_offset) that the graph advances. An
+/// outer step synchronises at its start (φ and the counter go to the device) and at its end, to
+/// read the hypergradient (φ is a handful of numbers and its optimiser runs on the host in
+/// double) and the metrics of its record.
 ///
 /// Determinism. Given the same data, options, context seed and backend, the run is a pure
 /// function of those: the inner policy of outer step k is initialised from (options.seed, k),
@@ -147,6 +150,10 @@ struct BilevelOptions {
   double reward_floor = 1e-6;         ///< u, U_ii (diagonal) or R_ii (full) are kept >= this (> 0)
   OuterData outer_data = OuterData::train;
   std::uint64_t seed = 0;             ///< seeds the inner policy's initialisations
+  /// cuda backend: capture one inner step (gradient, clamp, Adam, draw counter) in a CUDA graph on
+  /// the first outer step and replay it K_in − 2 times per outer step (the first and the last
+  /// inner steps stay eager). Same results as eager launches; ignored on the cpu backend.
+  bool cuda_graph = true;
 };
 
 /// What one outer step did.

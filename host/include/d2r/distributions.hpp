@@ -45,6 +45,11 @@ namespace d2r {
 struct DrawKey {
   std::uint64_t step = 0;       ///< one value per optimisation step; must be < 2^32
   std::int64_t first_row = 0;   ///< global index of row 0 of the views (for sharded batches)
+  /// Optional counter (one int64 in the backend's memory) read when the draws execute and added to
+  /// `step`: the stream position then advances without changing the call, so a captured CUDA
+  /// graph replays with fresh draws (advance_counter inside the graph moves it on). The caller
+  /// keeps step + *step_offset < 2^32 (it cannot be checked without reading the counter back).
+  const std::int64_t* step_offset = nullptr;
 };
 
 // ------------------------------------------------------------------ diagonal Gaussian

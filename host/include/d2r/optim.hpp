@@ -88,6 +88,12 @@ template <class T>
 void adam_step(Context& ctx, const AdamOptions<T>& options, const AdamState<T>& state, VectorView<T> params,
                ConstVector<T> grad);
 
+/// counter[0] += by on the backend (a one-thread kernel on cuda; no synchronisation). It moves
+/// the Philox position of DrawKey::step_offset, so a captured CUDA graph that ends with it draws
+/// fresh samples on every replay.
+/// @param counter  one int64 in the backend's memory
+void advance_counter(Context& ctx, VectorView<std::int64_t> counter, std::int64_t by = 1);
+
 // ------------------------------------------------------------------ SGD
 /// One SGD update with momentum, PyTorch semantics with dampening 0 and no Nesterov:
 ///   buf ← momentum·buf + g;  p ← p − lr·buf           (momentum > 0)
