@@ -1,6 +1,7 @@
 // The d2r program. Subcommands are registered here and implemented one per file.
 //
-// Exit codes: 0 success; 2 bad input (command line, arguments, data); 1 any other failure.
+// Exit codes: 0 success; 2 bad input (command line, arguments, data, a device this machine lacks);
+// 1 any other failure.
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   d2r::cli::SampleOptions sample_options;
   CLI::App* sample = d2r::cli::add_sample_command(app, sample_options);
+  d2r::cli::FitOptions fit_options;
+  CLI::App* fit = d2r::cli::add_fit_command(app, fit_options);
+  d2r::cli::ReproduceOptions reproduce_options;
+  CLI::App* reproduce = d2r::cli::add_reproduce_command(app, reproduce_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -24,9 +29,11 @@ int main(int argc, char** argv) {
   }
   try {
     if (sample->parsed()) return d2r::cli::run_sample(sample_options);
+    if (fit->parsed()) return d2r::cli::run_fit(fit_options);
+    if (reproduce->parsed()) return d2r::cli::run_reproduce(reproduce_options);
   } catch (const d2r::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
-    return e.kind() == d2r::ErrorKind::invalid_argument ? 2 : 1;
+    return e.kind() == d2r::ErrorKind::invalid_argument || e.kind() == d2r::ErrorKind::unsupported ? 2 : 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

@@ -1,0 +1,323 @@
+// `d2r fit`: trains a Gaussian regression policy on a CSV file by MSE, NLL, policy gradient with a
+// fixed or heuristic reward, or with the reward learned by the bilevel trainer; prints the metrics
+// and writes results.json, curves.csv and (bilevel) a resumable checkpoint into --out.
+//
+// Everything is validated (options, data file, columns, cells, split, trainer settings, output
+// directory) before any training; nothing is written into --out on bad input.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <span>
+
+#include <fmt/format.h>
+
+#include "d2r/d2r.hpp"
+#include "host/cli/commands.hpp"
+#include "host/cli/output.hpp"
+#include "host/cli/regression.hpp"
+
+namespace d2r::cli {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr const char* kCmd = "fit";
+constexpr const char* kCheckpoint = "checkpoint.ckpt";
+constexpr const char* kCheckpointConfig = "checkpoint.json";
+
+HostData to_host_data(const Dataset& d) {
+  return {.rows = d.rows, .inputs = d.feature_count(), .dims = d.target_count(), .x = d.features, .y = d.targets};
+}
+
+/// FNV-1a of the bytes of the values: identifies the data a checkpoint was trained on.
+std::string data_hash(const HostData& a, const HostData& b) {
+  std::uint64_t h = 1469598103934665603ull;
+  const auto add = [&](const std::vector<double>& v) {
+    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+    for (std::size_t i = 0; i < v.size() * sizeof(double); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  add(a.x), add(a.y), add(b.x), add(b.y);
+  return fmt::format("{:016x}", h);
+}
+
+RewardForm parse_form(const std::string& s) {
+  return s == "diagonal" ? RewardForm::diagonal : s == "full" ? RewardForm::full : RewardForm::scalar;
+}
+
+ImplicitSolver parse_solver(const std::string& s) {
+  return s == "cg" ? ImplicitSolver::conjugate_gradient : s == "neumann" ? ImplicitSolver::neumann
+                                                                        : ImplicitSolver::normal_cg;
+}
+
+void print_metrics_table(const RunResult& r, bool has_val) {
+  fmt::print("\n{:<12} {:>10} {:>10} {:>10}\n", "", "NLL/dim", "RMSE", "mean std");
+  fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>10.4f}\n", "train", r.train.nll_per_dim, r.train.rmse, r.train.mean_std);
+  if (has_val) {
+    fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>10.4f}\n", "validation", r.held_out.nll_per_dim, r.held_out.rmse,
+               r.held_out.mean_std);
+  }
+}
+
+}  // namespace
+
+CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
+  CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy on a CSV file (MSE, NLL, PG, heuristic "
+                                            "or bilevel-learned reward) and write results into --out");
+  cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--task", o.task, "regression (classification: not yet available)")
+      ->check(CLI::IsMember({"regression", "classification"}));
+  cmd->add_option("--targets", o.targets, "target columns, comma-separated")->delimiter(',')->required();
+  cmd->add_option("--features", o.features, "feature columns, comma-separated (default: every other column)")
+      ->delimiter(',');
+  cmd->add_option("--method", o.method, "mse, nll, pg, heuristic or bilevel")
+      ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}))
+      ->capture_default_str();
+  cmd->add_option("--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
+      ->check(CLI::IsMember({"scalar", "diagonal", "full"}))
+      ->capture_default_str();
+  cmd->add_option("--u", o.u,
+                  "reward parameters, comma-separated: pg's fixed reward, bilevel's start (default U = I); "
+                  "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed")
+      ->delimiter(',');
+  cmd->add_option("--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number())->capture_default_str();
+  cmd->add_option("-G,--generations", o.generations, "samples per row G of the policy gradient")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
+      ->capture_default_str();
+  cmd->add_option("--lr", o.lr, "Adam learning rate (bilevel: of the inner policy)")
+      ->check(positive_number())
+      ->capture_default_str();
+  cmd->add_option("--outer-lr", o.outer_lr, "bilevel: Adam learning rate of the reward parameters")
+      ->check(positive_number())
+      ->capture_default_str();
+  cmd->add_option("--hidden", o.hidden, "hidden layer widths, comma-separated")
+      ->delimiter(',')
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 16))
+      ->capture_default_str();
+  cmd->add_option("--activation", o.activation, "relu or tanh")->check(CLI::IsMember({"relu", "tanh"}))->capture_default_str();
+  cmd->add_option("--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
+      ->check(CLI::IsMember({"diagonal", "cholesky"}))
+      ->capture_default_str();
+  cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--inner-steps", o.inner_steps, "bilevel: inner Adam steps K_in per outer step")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--inner-start", o.inner_start, "bilevel: inner policy of each outer step: fresh or warm")
+      ->check(CLI::IsMember({"fresh", "warm"}))
+      ->capture_default_str();
+  cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
+      ->check(CLI::IsMember({"exact", "surrogate"}))
+      ->capture_default_str();
+  cmd->add_option("--solver", o.solver, "bilevel: implicit solver: normal_cg, cg or neumann")
+      ->check(CLI::IsMember({"normal_cg", "cg", "neumann"}))
+      ->capture_default_str();
+  cmd->add_option("--solver-iterations", o.solver_iterations, "bilevel: CG iterations (normal_cg, cg)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--val-fraction", o.val_fraction, "share of rows held out for validation (0: none)")
+      ->check(CLI::Range(0.0, 0.95))
+      ->capture_default_str();
+  cmd->add_flag("--standardize", o.standardize, "standardise the features with the training rows' statistics");
+  cmd->add_option("--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
+      ->capture_default_str();
+  cmd->add_option("--seed", o.seed, "seed of the split, the initialisation and the Philox draws")->capture_default_str();
+  cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  cmd->add_option("--precision", o.precision, "float or double (double: cpu only)")
+      ->check(CLI::IsMember({"float", "double"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "cpu backend: BLAS threads (results are reproducible for a given count)")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--out", o.out, "output directory (created when missing)")->required();
+  cmd->add_flag("--resume", o.resume, "bilevel: continue the run checkpointed in --out");
+  cmd->add_option("--checkpoint-every", o.checkpoint_every, "bilevel: save a checkpoint every K outer steps")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_flag("-q,--quiet", o.quiet, "no progress report on stderr");
+  return cmd;
+}
+
+int run_fit(const FitOptions& o) {
+  // ---------------------------------------------------------------- validate everything
+  if (o.task == "classification") {
+    bad_input(kCmd, "--task", "classification is not yet available in d2r fit (regression only for now)");
+  }
+  const Method method = parse_method(o.method);
+  if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+  set_cpu_threads(o.threads);
+  Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
+
+  Table table;
+  try {
+    table = read_csv(o.data);
+  } catch (const Error& e) {
+    // A data file that cannot be read is bad input too (exit code 2).
+    throw Error(ErrorKind::invalid_argument, "data", e.what());
+  }
+  const Dataset data = make_regression_dataset(table, o.targets, o.features);
+  Dataset train_set = data, val_set;
+  const bool has_val = o.val_fraction > 0;
+  if (has_val) {
+    Split s = random_split(data, o.val_fraction, o.seed);
+    train_set = std::move(s.train);
+    val_set = std::move(s.test);
+  }
+  Standardization map;
+  if (o.standardize) {
+    map = standardize(train_set);
+    if (has_val) apply_standardization(val_set, map);
+  }
+  const HostData train = to_host_data(train_set);
+  const HostData val = has_val ? to_host_data(val_set) : HostData{};
+
+  RegressionConfig c;
+  c.method = method;
+  c.double_precision = o.precision == "double";
+  c.hidden = o.hidden;
+  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
+  c.reward_form = parse_form(o.reward);
+  c.reward_params = o.u;
+  if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
+    c.reward_params = identity_reward(c.reward_form, train.dims);
+  }
+  c.lambda = o.lambda;
+  c.generations = o.generations;
+  c.steps = o.steps;
+  c.learning_rate = o.lr;
+  c.eval_every = o.eval_every;
+  c.outer_steps = o.outer_steps;
+  c.inner_steps = o.inner_steps;
+  c.inner_learning_rate = o.lr;
+  c.outer_learning_rate = o.outer_lr;
+  c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
+  c.solver = parse_solver(o.solver);
+  c.cg_iterations = o.solver_iterations;
+  c.seed = o.seed;
+
+  const fs::path out = o.out;
+  check_output_dir(kCmd, "--out", out);
+  RegressionRun run(ctx, c, train, val, kCmd);  // validates the settings against the data, builds the trainer
+
+  nlohmann::json config = c.to_json();
+  config["data"] = {{"path", o.data},
+                    {"rows", data.rows},
+                    {"targets", data.target_names},
+                    {"features", data.feature_names},
+                    {"train_rows", train.rows},
+                    {"validation_rows", val.rows},
+                    {"val_fraction", o.val_fraction},
+                    {"standardize", o.standardize},
+                    {"hash", data_hash(train, val)}};
+  config["device"] = to_string(ctx.backend());
+  config["threads"] = o.threads;
+  config["task"] = o.task;
+  if (o.standardize) config["data"]["standardization"] = {{"mean", map.mean}, {"scale", map.scale}};
+
+  std::int64_t resumed_from = 0;
+  const fs::path ckpt = out / kCheckpoint, ckpt_config = out / kCheckpointConfig;
+  if (method == Method::bilevel) {
+    nlohmann::json identity = config;  // what must match to resume (not the step count)
+    identity.erase("outer_steps");
+    identity["data"].erase("path");
+    if (o.resume) {
+      if (!fs::exists(ckpt)) {
+        bad_input(kCmd, "--resume", fmt::format("no checkpoint '{}' to resume from", ckpt.string()));
+      }
+      if (fs::exists(ckpt_config)) {
+        const nlohmann::json saved = read_json(ckpt_config);
+        if (saved != identity) {
+          std::vector<std::string> diff;
+          for (auto it = identity.begin(); it != identity.end(); ++it) {
+            if (!saved.contains(it.key()) || saved[it.key()] != it.value()) diff.push_back(it.key());
+          }
+          for (auto it = saved.begin(); it != saved.end(); ++it) {
+            if (!identity.contains(it.key())) diff.push_back(it.key());
+          }
+          bad_input(kCmd, "--resume",
+                    fmt::format("the checkpoint in '{}' was written by a run with other settings ({})", out.string(),
+                                fmt::join(diff, ", ")));
+        }
+      }
+      try {
+        resumed_from = run.resume(ckpt);
+      } catch (const Error& e) {
+        throw Error(ErrorKind::invalid_argument, "--resume", fmt::format("d2r fit: --resume: {}", e.what()));
+      }
+    }
+    if (!o.resume && fs::exists(ckpt)) {
+      fmt::print(stderr, "note: starting a new run; the checkpoint in '{}' will be replaced (--resume continues it)\n",
+                 out.string());
+    }
+    // Validation is over: from here on files may be written.
+    ensure_directory(out);
+    write_json_atomic(ckpt_config, identity);
+    run.set_checkpoint(ckpt, o.checkpoint_every);
+  }
+
+  // ---------------------------------------------------------------- train
+  fmt::print("d2r fit: {} ({} rows): {} train / {} validation rows, {} features -> {} targets ({})\n", o.data,
+             data.rows, train.rows, val.rows, train.inputs, train.dims, fmt::join(data.target_names, ", "));
+  fmt::print("method {}", o.method);
+  if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
+    fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
+  }
+  if (method == Method::bilevel) {
+    fmt::print(", K_out = {}, K_in = {}, {} inner start, {} curvature, solver {}", o.outer_steps, o.inner_steps,
+               o.inner_start, o.curvature, o.solver);
+  } else {
+    fmt::print(", {} steps", o.steps);
+  }
+  fmt::print("\nMLP {}→[{}]→{} ({}), {} head, lr {}; device {} ({}), {}; seed {}\n", train.inputs,
+             fmt::join(o.hidden, ","), train.dims, o.activation, o.head, o.lr, to_string(ctx.backend()),
+             ctx.device_name(), o.precision, o.seed);
+  if (resumed_from > 0) fmt::print("resuming from the checkpoint after outer step {}\n", resumed_from);
+  std::fflush(stdout);
+
+  RunResult result;
+  {
+    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && method == Method::bilevel, true,
+                      resumed_from);
+    result = run.run([&](std::int64_t done, std::int64_t, const std::string& status) { progress.update(done, status); });
+    progress.finish();
+  }
+
+  // ---------------------------------------------------------------- report and write
+  print_metrics_table(result, has_val);
+  if (!result.reward_params.empty()) {
+    fmt::print("{} reward: {}\n", method == Method::bilevel ? "learned" : method == Method::heuristic ? "heuristic" : "fixed",
+               describe_reward(c.reward_form, result.reward_params, train.dims));
+  }
+  if (!result.reward_params.empty()) fmt::print("reward parameters: [{}]\n", fmt::join(result.reward_params, ", "));
+  fmt::print("wall time {:.1f} s\n", result.wall_seconds);
+
+  std::vector<std::string> header;
+  std::vector<std::vector<double>> rows;
+  curves_table(result, method == Method::bilevel, header, rows);
+  nlohmann::json j = run_header(kCmd, ctx, o.precision);
+  j["config"] = config;
+  j["records"] = records_json(result, method == Method::bilevel);
+  j["final"] = {{"train", to_json(result.train)},
+                {"validation", has_val ? to_json(result.held_out) : nlohmann::json(nullptr)},
+                {"steps_done", result.records.empty() ? 0 : result.records.back().step}};
+  if (!result.reward_params.empty()) {
+    j["final"]["reward"] = {{"form", reward_form_name(c.reward_form)},
+                            {"params", result.reward_params},
+                            {"description", describe_reward(c.reward_form, result.reward_params, train.dims)}};
+  }
+  j["resumed_from_step"] = resumed_from;
+  j["wall_seconds"] = result.wall_seconds;
+  ensure_directory(out);
+  write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+  write_json_atomic(out / "results.json", j);
+  fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(),
+             method == Method::bilevel ? fmt::format(", {}", ckpt.string()) : "");
+  return 0;
+}
+
+}  // namespace d2r::cli

@@ -1,0 +1,92 @@
+#pragma once
+// Output helpers shared by the subcommands of the d2r program: atomic JSON files, checks of an
+// output directory that create nothing, the header fields every results.json carries, and a
+// progress report on stderr (a bar with ETA on a terminal, a line every 10 % otherwise).
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "d2r/context.hpp"
+#include "d2r/policy_model.hpp"
+
+namespace d2r::cli {
+
+/// Throws d2r::Error (invalid_argument) with the message "d2r <command>: <option>: <what>".
+[[noreturn]] void bad_input(std::string_view command, std::string_view option, const std::string& what);
+
+/// Checks, without creating anything, that files can be written into `dir`: an existing path must
+/// be a directory in which a file can be created (probed with a temporary file that is removed at
+/// once); a missing one must have a nearest existing ancestor that is such a directory (it is made
+/// later by ensure_directory). Throws d2r::Error (invalid_argument) naming `option` otherwise.
+void check_output_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir);
+
+/// Creates `dir` (and its parents) when missing. Throws d2r::Error (io) on failure.
+void ensure_directory(const std::filesystem::path& dir);
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, flushed to disk,
+/// renamed over `path`; on failure the temporary is removed and `path` is left as it was.
+/// Throws d2r::Error (io).
+void write_text_atomic(const std::filesystem::path& path, std::string_view text);
+
+/// write_text_atomic of `value` pretty-printed (2 spaces), NaN and infinities written as null.
+void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& value);
+
+/// Reads a JSON file (throws d2r::Error, io for a missing/unreadable file, invalid_argument for bad JSON).
+nlohmann::json read_json(const std::filesystem::path& path);
+
+/// The fields every results.json starts with: program version, command, UTC date, device.
+nlohmann::json run_header(std::string_view command, const Context& ctx, std::string_view precision);
+
+/// {"nll_per_dim", "rmse", "mean_std"}.
+nlohmann::json to_json(const PolicyMetrics& m);
+
+/// "1:05" / "1:02:03" for a duration in seconds.
+std::string format_duration(double seconds);
+
+/// Progress of a long loop on stderr. On a terminal: one line redrawn in place (at most 10 times
+/// a second) with a bar, done/total, elapsed time and ETA, and a short status text. Otherwise a
+/// plain line each time another 10 % is done. `enabled` = false prints nothing.
+class Progress {
+ public:
+  /// `show_counts` = false shows the percentage only (for totals in arbitrary work units);
+  /// `start` units were done before (a resumed run): the ETA is from the rate since construction.
+  Progress(std::string label, std::int64_t total, bool enabled = true, bool show_counts = true, std::int64_t start = 0);
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+  /// `done` units of work out of the total are finished; `status` is shown after the counters.
+  void update(std::int64_t done, std::string_view status = {});
+  /// Ends the report (the terminal line is completed with a line break).
+  void finish(std::string_view status = {});
+  /// Seconds since construction.
+  [[nodiscard]] double elapsed() const;
+
+ private:
+  void draw(std::int64_t done, std::string_view status, bool final);
+  std::string label_;
+  std::int64_t total_, start_units_;
+  bool enabled_, show_counts_, tty_, finished_ = false, drawn_ = false;
+  std::int64_t next_decile_ = 1;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+/// Sets the number of threads of the cpu backend's BLAS (OpenBLAS) when the program is built with
+/// it; results on the cpu backend are reproducible for a given thread count. No-op otherwise.
+void set_cpu_threads(int threads);
+
+/// CLI11 validators with short messages: a finite number >= 0 / > 0.
+CLI::Validator non_negative_number();
+CLI::Validator positive_number();
+
+/// True when stderr is a terminal.
+bool stderr_is_tty() noexcept;
+
+}  // namespace d2r::cli

@@ -1,0 +1,437 @@
+// The regression trainer behind `d2r fit` and `d2r reproduce` (regression.hpp).
+#include "host/cli/regression.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <span>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "d2r/buffer.hpp"
+#include "d2r/error.hpp"
+#include "d2r/heuristic.hpp"
+#include "host/cli/output.hpp"
+
+namespace d2r::cli {
+
+namespace fs = std::filesystem;
+
+const char* to_string(Method method) noexcept {
+  switch (method) {
+    case Method::mse: return "mse";
+    case Method::nll: return "nll";
+    case Method::pg: return "pg";
+    case Method::heuristic: return "heuristic";
+    case Method::bilevel: return "bilevel";
+  }
+  return "unknown";
+}
+
+Method parse_method(const std::string& name) {
+  for (Method m : {Method::mse, Method::nll, Method::pg, Method::heuristic, Method::bilevel}) {
+    if (name == to_string(m)) return m;
+  }
+  throw Error(ErrorKind::invalid_argument, "--method",
+              fmt::format("--method: expected mse, nll, pg, heuristic or bilevel, got '{}'", name));
+}
+
+const char* reward_form_name(RewardForm form) noexcept {
+  switch (form) {
+    case RewardForm::scalar: return "scalar";
+    case RewardForm::diagonal: return "diagonal";
+    case RewardForm::full: return "full";
+  }
+  return "unknown";
+}
+
+std::int64_t reward_size(RewardForm form, std::int64_t dims) {
+  switch (form) {
+    case RewardForm::scalar: return 1;
+    case RewardForm::diagonal: return dims;
+    case RewardForm::full: return dims * (dims + 1) / 2;
+  }
+  return 0;
+}
+
+std::vector<double> identity_reward(RewardForm form, std::int64_t dims) {
+  if (form != RewardForm::full) return std::vector<double>(static_cast<std::size_t>(reward_size(form, dims)), 1.0);
+  std::vector<double> r(static_cast<std::size_t>(reward_size(form, dims)), 0.0);
+  for (std::int64_t i = 0; i < dims; ++i) r[static_cast<std::size_t>(i * (i + 1) / 2 + i)] = 1.0;
+  return r;
+}
+
+std::string describe_reward(RewardForm form, const std::vector<double>& p, std::int64_t n) {
+  if (p.empty()) return "none";
+  switch (form) {
+    case RewardForm::scalar: return fmt::format("u = {:.4g}", p[0]);
+    case RewardForm::diagonal: return fmt::format("U = diag({:.4g})", fmt::join(p, ", "));
+    case RewardForm::full: {
+      // U = R Rᵀ from the packed lower-triangular R.
+      const auto R = [&](std::int64_t i, std::int64_t j) { return j <= i ? p[static_cast<std::size_t>(i * (i + 1) / 2 + j)] : 0.0; };
+      std::vector<std::string> rows;
+      std::vector<double> diag;
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::vector<double> row;
+        for (std::int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (std::int64_t k = 0; k <= std::min(i, j); ++k) s += R(i, k) * R(j, k);
+          row.push_back(s);
+        }
+        diag.push_back(row[static_cast<std::size_t>(i)]);
+        rows.push_back(fmt::format("[{:.4g}]", fmt::join(row, ", ")));
+      }
+      if (n <= 4) return fmt::format("U = R Rᵀ = [{}]", fmt::join(rows, ", "));
+      return fmt::format("U = R Rᵀ, diag(U) = ({:.4g})", fmt::join(diag, ", "));
+    }
+  }
+  return "?";
+}
+
+nlohmann::json RegressionConfig::to_json() const {
+  nlohmann::json j = {{"method", cli::to_string(method)},
+                      {"precision", double_precision ? "double" : "float"},
+                      {"hidden", hidden},
+                      {"activation", d2r::to_string(activation)},
+                      {"head", d2r::to_string(head)},
+                      {"seed", seed}};
+  if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
+    j["reward"] = reward_form_name(reward_form);
+    j["lambda"] = lambda;
+    j["generations"] = generations;
+    if (method != Method::heuristic) j["reward_init"] = reward_params;
+  }
+  if (method == Method::bilevel) {
+    j["outer_steps"] = outer_steps;
+    j["inner_steps"] = inner_steps;
+    j["inner_learning_rate"] = inner_learning_rate;
+    j["outer_learning_rate"] = outer_learning_rate;
+    j["inner_gradient_clamp"] = inner_gradient_clamp;
+    j["hypergradient_clamp"] = hypergradient_clamp;
+    j["inner_start"] = inner_start == InnerStart::warm ? "warm" : "fresh";
+    j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
+    j["solver"] = d2r::to_string(solver);
+    j["solver_iterations"] = cg_iterations;
+  } else {
+    j["steps"] = steps;
+    j["learning_rate"] = learning_rate;
+    j["gradient_clamp"] = std::isfinite(gradient_clamp) ? nlohmann::json(gradient_clamp) : nlohmann::json("none");
+    j["eval_every"] = eval_every;
+  }
+  return j;
+}
+
+// ------------------------------------------------------------------ the run
+struct RegressionRun::Impl {
+  virtual ~Impl() = default;
+  virtual void set_checkpoint(fs::path path, std::int64_t every) = 0;
+  virtual std::int64_t resume(const fs::path& path) = 0;
+  virtual RunResult run(const ProgressFn& progress) = 0;
+  virtual std::int64_t total_units() const = 0;
+};
+
+namespace {
+
+template <class T>
+class TypedRun final : public RegressionRun::Impl {
+ public:
+  TypedRun(Context& ctx, const RegressionConfig& c, const HostData& train, const HostData& held, std::string command)
+      : ctx_(ctx), c_(c), command_(std::move(command)) {
+    upload(train, train_x_, train_y_, train_);
+    if (!held.empty()) upload(held, held_x_, held_y_, held_);
+    const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
+    if (c_.method == Method::bilevel) {
+      BilevelOptions<T> o;
+      o.inner.steps = c_.inner_steps;
+      o.inner.adam.learning_rate = static_cast<T>(c_.inner_learning_rate);
+      o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
+      o.inner.generations = c_.generations;
+      o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
+      o.inner_start = c_.inner_start;
+      o.curvature = c_.curvature;
+      o.solver = c_.solver;
+      o.cg.max_iterations = c_.cg_iterations;
+      o.outer_adam.learning_rate = c_.outer_learning_rate;
+      o.hypergradient_clamp = c_.hypergradient_clamp;
+      o.seed = c_.seed;
+      trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
+                                                     std::span<const double>(c_.reward_params), o);
+    } else {
+      const std::int64_t capacity = std::max(train.rows, held.rows);
+      policy_ = std::make_unique<GaussianPolicy<T>>(ctx_, spec, train.dims, c_.head, capacity);
+      params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
+      if (c_.method == Method::pg) reward_ = c_.reward_params;
+      if (c_.method == Method::heuristic) {
+        Buffer<T> r(ctx_, static_cast<std::size_t>(reward_size(c_.reward_form, train.dims)));
+        heuristic_reward<T>(ctx_, train_.y, static_cast<T>(c_.lambda), c_.reward_form, r.vector());
+        const std::vector<T> h = r.to_host();
+        reward_.assign(h.begin(), h.end());
+        for (double v : reward_) {
+          if (!std::isfinite(v)) {
+            bad_input(command_, "--method heuristic",
+                      "the heuristic reward of these targets is not finite (constant targets?)");
+          }
+        }
+      }
+    }
+  }
+
+  void set_checkpoint(fs::path path, std::int64_t every) override {
+    checkpoint_ = std::move(path);
+    every_ = every;
+  }
+
+  std::int64_t resume(const fs::path& path) override {
+    trainer_->load(path);
+    if (trainer_->steps_done() > c_.outer_steps) {
+      bad_input(command_, "--resume",
+                fmt::format("the checkpoint '{}' holds {} outer steps, more than --outer-steps {}", path.string(),
+                            trainer_->steps_done(), c_.outer_steps));
+    }
+    return trainer_->steps_done();
+  }
+
+  std::int64_t total_units() const override { return c_.method == Method::bilevel ? c_.outer_steps : c_.steps; }
+
+  RunResult run(const ProgressFn& progress) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    RunResult out = c_.method == Method::bilevel ? run_bilevel(progress) : run_plain(progress);
+    out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return out;
+  }
+
+ private:
+  void upload(const HostData& d, Buffer<T>& bx, Buffer<T>& by, RegressionData<T>& view) {
+    const std::vector<T> x(d.x.begin(), d.x.end()), y(d.y.begin(), d.y.end());
+    bx = Buffer<T>(ctx_, std::span<const T>(x));
+    by = Buffer<T>(ctx_, std::span<const T>(y));
+    view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).matrix(d.rows, d.dims)};
+  }
+
+  RunResult run_plain(const ProgressFn& progress) {
+    PolicyFitOptions<T> o;
+    o.loss = c_.method == Method::mse ? PolicyLoss::mse : c_.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
+    o.steps = c_.steps;
+    o.adam.learning_rate = static_cast<T>(c_.learning_rate);
+    o.gradient_clamp = static_cast<T>(c_.gradient_clamp);
+    o.generations = c_.generations;
+    o.pg.entropy_weight = static_cast<T>(c_.lambda);
+    o.reward_form = c_.reward_form;
+    if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
+    o.seed = c_.seed;
+    o.evaluate_every = c_.eval_every;
+    // fit_policy has no per-step hook: progress is reported when it returns.
+    const std::vector<PolicyFitRecord> recs = fit_policy<T>(ctx_, *policy_, params_.vector(), train_, held_, o);
+    RunResult out;
+    for (const PolicyFitRecord& r : recs) {
+      StepRecord s;
+      s.step = r.step;
+      s.train = r.train;
+      s.held_out = r.validation;
+      out.records.push_back(std::move(s));
+    }
+    out.train = recs.back().train;
+    out.held_out = recs.back().validation;
+    out.reward_params = reward_;
+    if (progress) progress(c_.steps, c_.steps, "");
+    return out;
+  }
+
+  RunResult run_bilevel(const ProgressFn& progress) {
+    for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps; ++k) {
+      const BilevelRecord& r = trainer_->step();
+      if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps)) {
+        ensure_directory(checkpoint_.parent_path());
+        trainer_->save(checkpoint_);
+      }
+      if (progress) {
+        progress(k, c_.outer_steps,
+                 fmt::format("{}  NLL/dim {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
+                             r.train.nll_per_dim));
+      }
+    }
+    RunResult out;
+    for (const BilevelRecord& r : trainer_->history()) {
+      StepRecord s;
+      s.step = r.step;
+      s.train = r.train;
+      s.held_out = r.validation;
+      s.reward_params = r.reward_params;
+      s.hypergradient = r.hypergradient;
+      s.outer_loss = r.outer_loss;
+      s.mean_inner_reward = r.mean_inner_reward;
+      s.solver_residual = r.solver_residual;
+      s.solver_iterations = r.solver_iterations;
+      s.solver_status = r.solver_status;
+      s.wall_seconds = r.wall_seconds;
+      out.records.push_back(std::move(s));
+    }
+    if (!out.records.empty()) {
+      out.train = out.records.back().train;
+      out.held_out = out.records.back().held_out;
+    }
+    out.reward_params = trainer_->reward_params();
+    return out;
+  }
+
+  Context& ctx_;
+  RegressionConfig c_;
+  std::string command_;
+  Buffer<T> train_x_, train_y_, held_x_, held_y_;
+  RegressionData<T> train_{}, held_{};
+  std::unique_ptr<GaussianPolicy<T>> policy_;
+  Buffer<T> params_;
+  std::vector<double> reward_;
+  std::unique_ptr<BilevelTrainer<T>> trainer_;
+  fs::path checkpoint_;
+  std::int64_t every_ = 1;
+};
+
+bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+/// The checks of the command line's settings, with messages naming the options; the library
+/// checks again (and everything else) when the trainer is built.
+void validate(const std::string& cmd, const RegressionConfig& c, const HostData& train, const HostData& held,
+              const Context& ctx) {
+  const auto check_data = [&](const HostData& d, const char* name) {
+    if (d.inputs < 1 || d.dims < 1 || static_cast<std::int64_t>(d.x.size()) != d.rows * d.inputs ||
+        static_cast<std::int64_t>(d.y.size()) != d.rows * d.dims) {
+      bad_input(cmd, name, fmt::format("inconsistent data: {} rows, {} inputs, {} targets, {} and {} values", d.rows,
+                                       d.inputs, d.dims, d.x.size(), d.y.size()));
+    }
+  };
+  check_data(train, "training data");
+  if (train.rows < 2) bad_input(cmd, "training data", fmt::format("expected at least 2 rows, got {}", train.rows));
+  if (!held.empty()) {
+    check_data(held, "held-out data");
+    if (held.inputs != train.inputs || held.dims != train.dims) {
+      bad_input(cmd, "held-out data", "its columns differ from the training data's");
+    }
+  }
+  if (c.double_precision && ctx.backend() == Backend::cuda) {
+    bad_input(cmd, "--precision", "double precision runs on the cpu backend only (use --device cpu or float)");
+  }
+  for (std::int64_t h : c.hidden) {
+    if (h < 1) bad_input(cmd, "--hidden", fmt::format("layer widths must be >= 1, got {}", h));
+  }
+  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
+    bad_input(cmd, "--lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
+  }
+  if (c.generations < 1) bad_input(cmd, "--generations", fmt::format("expected G >= 1, got {}", c.generations));
+  const bool uses_reward = c.method == Method::pg || c.method == Method::bilevel;
+  if (!uses_reward && !c.reward_params.empty()) {
+    bad_input(cmd, "--u", fmt::format("reward parameters are used by --method pg and bilevel only, not {}",
+                                      to_string(c.method)));
+  }
+  if (uses_reward) {
+    const std::int64_t S = reward_size(c.reward_form, train.dims);
+    if (static_cast<std::int64_t>(c.reward_params.size()) != S) {
+      bad_input(cmd, "--u",
+                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", reward_form_name(c.reward_form),
+                            train.dims, S, S == 1 ? "" : "s",
+                            c.reward_form == RewardForm::full ? " (the packed rows of R, U = R Rᵀ)" : "",
+                            c.reward_params.size()));
+    }
+    for (std::size_t i = 0; i < c.reward_params.size(); ++i) {
+      const double v = c.reward_params[i];
+      bool diagonal = c.reward_form != RewardForm::full;
+      if (!diagonal) {
+        for (std::int64_t r = 0; r < train.dims; ++r) diagonal = diagonal || static_cast<std::int64_t>(i) == r * (r + 1) / 2 + r;
+      }
+      if (!std::isfinite(v) || (diagonal && !(v > 0))) {
+        bad_input(cmd, "--u", fmt::format("entry {} is {}; expected finite{}", i, v, diagonal ? " and > 0" : ""));
+      }
+    }
+  }
+  if (c.method == Method::heuristic && !(c.lambda > 0)) {
+    bad_input(cmd, "--lambda", "the heuristic reward needs λ > 0");
+  }
+  if (c.method == Method::bilevel) {
+    if (c.head != GaussianHead::diagonal) {
+      bad_input(cmd, "--head", "the bilevel method trains a diagonal Gaussian head only");
+    }
+    if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
+    if (c.inner_steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.inner_steps));
+    if (!positive_finite(c.inner_learning_rate)) {
+      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.inner_learning_rate));
+    }
+    if (!positive_finite(c.outer_learning_rate)) {
+      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.outer_learning_rate));
+    }
+  } else {
+    if (c.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.steps));
+    if (!positive_finite(c.learning_rate)) {
+      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.learning_rate));
+    }
+    if (c.eval_every < 1) bad_input(cmd, "--eval-every", fmt::format("expected >= 1, got {}", c.eval_every));
+  }
+}
+
+}  // namespace
+
+RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const HostData& train,
+                             const HostData& held_out, std::string command) {
+  validate(command, config, train, held_out, ctx);
+  if (config.double_precision) {
+    impl_ = std::make_unique<TypedRun<double>>(ctx, config, train, held_out, std::move(command));
+  } else {
+    impl_ = std::make_unique<TypedRun<float>>(ctx, config, train, held_out, std::move(command));
+  }
+}
+
+RegressionRun::~RegressionRun() = default;
+
+void RegressionRun::set_checkpoint(fs::path path, std::int64_t every) { impl_->set_checkpoint(std::move(path), every); }
+std::int64_t RegressionRun::resume(const fs::path& path) { return impl_->resume(path); }
+RunResult RegressionRun::run(const ProgressFn& progress) { return impl_->run(progress); }
+std::int64_t RegressionRun::total_units() const noexcept { return impl_->total_units(); }
+
+// ------------------------------------------------------------------ output
+void curves_table(const RunResult& result, bool bilevel, std::vector<std::string>& header,
+                  std::vector<std::vector<double>>& rows, const std::string& held_out_name) {
+  header = {"step", "train_nll_per_dim", "train_rmse", "train_mean_std", held_out_name + "_nll_per_dim",
+            held_out_name + "_rmse", held_out_name + "_mean_std"};
+  std::size_t S = 0;
+  if (bilevel && !result.records.empty()) {
+    S = result.records.front().reward_params.size();
+    header.push_back("outer_loss");
+    for (std::size_t i = 0; i < S; ++i) header.push_back(fmt::format("reward_{}", i));
+    for (std::size_t i = 0; i < S; ++i) header.push_back(fmt::format("hypergradient_{}", i));
+    for (const char* h : {"mean_inner_reward", "solver_iterations", "solver_residual", "wall_seconds"}) header.push_back(h);
+  }
+  rows.clear();
+  for (const StepRecord& r : result.records) {
+    std::vector<double> row{static_cast<double>(r.step), r.train.nll_per_dim, r.train.rmse, r.train.mean_std,
+                            r.held_out.nll_per_dim, r.held_out.rmse, r.held_out.mean_std};
+    if (bilevel) {
+      row.push_back(r.outer_loss);
+      for (std::size_t i = 0; i < S; ++i) row.push_back(i < r.reward_params.size() ? r.reward_params[i] : NAN);
+      for (std::size_t i = 0; i < S; ++i) row.push_back(i < r.hypergradient.size() ? r.hypergradient[i] : NAN);
+      row.insert(row.end(), {r.mean_inner_reward, static_cast<double>(r.solver_iterations), r.solver_residual,
+                             r.wall_seconds});
+    }
+    rows.push_back(std::move(row));
+  }
+}
+
+nlohmann::json records_json(const RunResult& result, bool bilevel, const std::string& held_out_name) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const StepRecord& r : result.records) {
+    nlohmann::json j = {{"step", r.step}, {"train", to_json(r.train)}, {held_out_name, to_json(r.held_out)}};
+    if (bilevel) {
+      j["reward_params"] = r.reward_params;
+      j["hypergradient"] = r.hypergradient;
+      j["outer_loss"] = r.outer_loss;
+      j["mean_inner_reward"] = r.mean_inner_reward;
+      j["solver_status"] = d2r::to_string(r.solver_status);
+      j["solver_iterations"] = r.solver_iterations;
+      j["solver_residual"] = r.solver_residual;
+      j["wall_seconds"] = r.wall_seconds;
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+}  // namespace d2r::cli

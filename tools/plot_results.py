@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Plots of a d2r run directory (what `d2r fit` or `d2r reproduce` wrote into --out).
+
+    tools/plot_results.py DIR [--out PLOTS_DIR]
+
+Reads DIR/results.json and DIR/curves.csv and writes PNG files (default: DIR/plots/):
+  fit:        learning curves (NLL per dimension, RMSE, mean predicted std; train and validation),
+              and for the bilevel method the reward parameters over the outer steps;
+  reproduce:  one line per run of the reproduction for each metric (per task for `synthetic`),
+              and u over the outer steps for the bilevel runs (`implicit`, `mbrl`), with the
+              paper's value where it has one.
+Needs matplotlib (Debian: python3-matplotlib, installed by tools/setup.sh).
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+
+def number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_curves(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows
+
+
+def finite(values):
+    return any(math.isfinite(v) for v in values)
+
+
+def save(fig, out_dir, name, written):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    written.append(path)
+
+
+def plot_fit(plt, results, rows, out_dir, written):
+    steps = [number(r["step"]) for r in rows]
+    held = "val" if rows and "val_nll_per_dim" in rows[0] else None
+    metrics = [("nll_per_dim", "NLL per dimension"), ("rmse", "RMSE of the mean"), ("mean_std", "mean predicted std")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    method = results.get("config", {}).get("method", "?")
+    for ax, (key, label) in zip(axes, metrics):
+        train = [number(r["train_" + key]) for r in rows]
+        ax.plot(steps, train, label="train")
+        if held:
+            val = [number(r[held + "_" + key]) for r in rows]
+            if finite(val):
+                ax.plot(steps, val, label="validation")
+        ax.set_xlabel("outer step" if method == "bilevel" else "step")
+        ax.set_title(label)
+        ax.legend()
+    fig.suptitle(f"d2r fit --method {method}")
+    save(fig, out_dir, "learning_curves.png", written)
+    plt.close(fig)
+    reward_cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("reward_")]
+    if method == "bilevel" and reward_cols:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for c in reward_cols:
+            ax.plot(steps, [number(r[c]) for r in rows], label=c)
+        ax.set_xlabel("outer step")
+        ax.set_ylabel("reward parameter")
+        ax.set_title(f"learned reward ({results.get('config', {}).get('reward', '?')})")
+        ax.legend()
+        save(fig, out_dir, "reward.png", written)
+        plt.close(fig)
+
+
+def plot_reproduce(plt, results, rows, out_dir, written):
+    experiment = results.get("experiment", "?")
+    runs = {}
+    for r in rows:
+        runs.setdefault(r["run"], []).append(r)
+    # u over the outer steps of the bilevel runs.
+    bilevel = {name: rs for name, rs in runs.items() if finite([number(r["u"]) for r in rs])}
+    if bilevel:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, rs in bilevel.items():
+            ax.plot([number(r["step"]) for r in rs], [number(r["u"]) for r in rs], label=name)
+        if experiment == "implicit":
+            ax.axhline(0.32, color="k", linestyle="--", linewidth=1, label="paper: u* ≈ 0.32")
+        elif experiment == "mbrl":
+            ax.axhline(0.08, color="k", linestyle="--", linewidth=1, label="paper (D4RL medium): u = 0.08")
+        ax.set_xlabel("outer step")
+        ax.set_ylabel("u")
+        ax.set_title(f"reproduce {experiment}: u over the outer steps")
+        ax.legend(fontsize=8)
+        save(fig, out_dir, "u.png", written)
+        plt.close(fig)
+    # Learning curves, one figure per group of runs (per task for synthetic, per file for mbrl).
+    groups = {}
+    for name in runs:
+        if name in bilevel and experiment == "implicit":
+            continue
+        group = name.split("/")[0] if "/" in name else "all"
+        groups.setdefault(group, []).append(name)
+    metrics = [("test_nll_per_dim", "held-out NLL per dimension"), ("test_rmse", "held-out RMSE"),
+               ("train_nll_per_dim", "train NLL per dimension")]
+    if experiment == "implicit":
+        metrics = [("train_nll_per_dim", "NLL per dimension"), ("train_mean_std", "mean predicted std")]
+    for group, names in groups.items():
+        shown = [(k, l) for k, l in metrics if any(finite([number(r[k]) for r in runs[n]]) for n in names)]
+        if not shown:
+            continue
+        fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4), squeeze=False)
+        for ax, (key, label) in zip(axes[0], shown):
+            for n in names:
+                values = [number(r[key]) for r in runs[n]]
+                if finite(values):
+                    ax.plot([number(r["step"]) for r in runs[n]], values, label=n.split("/", 1)[-1])
+            ax.set_xlabel("step")
+            ax.set_title(label)
+            if key.endswith("nll_per_dim"):
+                ax.set_yscale("symlog")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"reproduce {experiment}: {group}")
+        save(fig, out_dir, f"curves_{group}.png".replace("=", "_"), written)
+        plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="directory written by d2r fit or d2r reproduce (--out)")
+    parser.add_argument("--out", help="where to write the PNG files (default: RUN_DIR/plots)")
+    args = parser.parse_args()
+    results_path = os.path.join(args.run_dir, "results.json")
+    curves_path = os.path.join(args.run_dir, "curves.csv")
+    for p in (results_path, curves_path):
+        if not os.path.isfile(p):
+            sys.exit(f"plot_results: {p} not found (give a directory written by d2r fit or d2r reproduce)")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("plot_results: matplotlib is missing (Debian: apt-get install python3-matplotlib, then run this "
+                 "script with the system python, /usr/bin/python3)")
+    with open(results_path) as f:
+        results = json.load(f)
+    rows = read_curves(curves_path)
+    out_dir = args.out or os.path.join(args.run_dir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    if results.get("command") == "reproduce":
+        plot_reproduce(plt, results, rows, out_dir, written)
+    else:
+        plot_fit(plt, results, rows, out_dir, written)
+    for p in written:
+        print(p)
+
+
+if __name__ == "__main__":
+    main()
