@@ -345,10 +345,13 @@ TEST(FitPolicy, MseAndNllBaselinesFitAHeteroscedasticRegression) {
   d2r::GaussianPolicy<double> policy(ctx, {.inputs = 1, .hidden = {16}, .activation = d2r::Activation::tanh}, 1,
                                      GaussianHead::diagonal, N);
   std::vector<double> params(static_cast<std::size_t>(policy.parameter_count()));
+  std::vector<std::int64_t> seen;
   const auto mse = d2r::fit_policy(ctx, policy, vec(params), data, {},
                                    {.loss = PolicyLoss::mse, .steps = 1500, .adam = {.learning_rate = 0.01},
-                                    .evaluate_every = 500});
+                                    .evaluate_every = 500,
+                                    .on_record = [&](const d2r::PolicyFitRecord& r) { seen.push_back(r.step); }});
   ASSERT_EQ(mse.size(), 3u);
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{500, 1000, 1500}));
   EXPECT_EQ(mse.back().step, 1500);
   EXPECT_LT(mse.back().train.rmse, 0.45);
   EXPECT_LT(mse.back().train.rmse, mse.front().train.rmse + 1e-12);

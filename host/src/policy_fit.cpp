@@ -88,6 +88,7 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
     r.train = policy.evaluate(params, train.x, train.y);
     r.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.y);
     records.push_back(r);
+    if (options.on_record) options.on_record(records.back());
   };
   ChecksOff checks_off(ctx);
   for (std::int64_t step = 1; step <= options.steps; ++step) {
@@ -216,6 +217,7 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     rec.train = policy.evaluate(params, train.x, train.labels);
     rec.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.labels);
     records.push_back(rec);
+    if (options.on_record) options.on_record(records.back());
   }
   return records;
 }

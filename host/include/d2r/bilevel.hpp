@@ -240,6 +240,13 @@ enum class PolicyLoss {
   pg,   ///< the REINFORCE surrogate with a fixed reward (PgFitOptions::reward)
 };
 
+/// One evaluation during fit_policy.
+struct PolicyFitRecord {
+  std::int64_t step = 0;
+  PolicyMetrics train;
+  PolicyMetrics validation;  ///< NaN fields when there is no validation data
+};
+
 /// Options of fit_policy.
 template <class T>
 struct PolicyFitOptions {
@@ -253,14 +260,10 @@ struct PolicyFitOptions {
   std::vector<double> reward_params{1.0};     ///< its parameters (pg)
   std::uint64_t seed = 0;                     ///< initialisation of θ
   std::int64_t evaluate_every = 0;            ///< > 0: record metrics every this many steps (and at the end)
+  /// Called with each record as it is made (progress reporting); may be empty.
+  std::function<void(const PolicyFitRecord&)> on_record{};
 };
 
-/// One evaluation during fit_policy.
-struct PolicyFitRecord {
-  std::int64_t step = 0;
-  PolicyMetrics train;
-  PolicyMetrics validation;  ///< NaN fields when there is no validation data
-};
 
 /// Trains `params` (initialised from options.seed) by full-batch Adam on the chosen loss; returns
 /// the evaluation records (at least the final one). `policy` gives the network and head.
@@ -283,6 +286,8 @@ struct ClassifierFitOptions {
   RewardForm reward_form = RewardForm::scalar;  ///< one-hot reward of pg
   std::vector<double> reward_params{1.0};     ///< its parameters (pg; scalar: {β})
   std::uint64_t seed = 0;                     ///< initialisation of θ and the epoch shuffles
+  /// Called with each epoch's record as it is made (progress reporting); may be empty.
+  std::function<void(const PolicyFitRecord&)> on_record{};
 };
 
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
