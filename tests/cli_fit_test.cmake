@@ -1,7 +1,8 @@
 # Runs `d2r fit` like a user: every method on a small generated CSV (exit 0, results.json with its
 # keys and finite numbers, curves.csv), a bilevel run resumed from its checkpoint against the
-# uninterrupted run, and bad input (exit code 2, a message naming the problem, nothing written
-# into --out). Invoked by ctest with -DD2R=<path to the program> -DWORK_DIR=<scratch directory>.
+# uninterrupted run, every classification method on a small generated CSV with a label column,
+# and bad input (exit code 2, a message naming the problem, nothing written into --out).
+# Invoked by ctest with -DD2R=<path to the program> -DWORK_DIR=<scratch directory>.
 function(run_d2r out_var code_var)
   execute_process(COMMAND "${D2R}" ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
   set(${out_var} "${out}${err}" PARENT_SCOPE)
@@ -140,9 +141,131 @@ if(NOT before STREQUAL after)
   message(FATAL_ERROR "a refused resume changed the directory: ${before} -> ${after}")
 endif()
 
+
+# ---------------------------------------------------------------- classification: 3 classes in 2-D
+# 90 rows, class a/b/c (cyclic) around (2, 0), (0, 2), (-2, -2) with uniform noise of ±1.2.
+set(csv "f0,f1,label\n")
+set(centres_a 2000 0)
+set(centres_b 0 2000)
+set(centres_c -2000 -2000)
+set(class_names a b c)
+foreach(i RANGE 89)
+  math(EXPR k "${i} % 3")
+  list(GET class_names ${k} cls)
+  list(GET centres_${cls} 0 c0)
+  list(GET centres_${cls} 1 c1)
+  math(EXPR state "(${state} * 1103515245 + 12345) % 2147483648")
+  math(EXPR f0 "${c0} + ${state} % 2401 - 1200")
+  math(EXPR state "(${state} * 1103515245 + 12345) % 2147483648")
+  math(EXPR f1 "${c1} + ${state} % 2401 - 1200")
+  string(APPEND csv "${f0}e-3,${f1}e-3,${cls}\n")
+endforeach()
+set(cls_data "${WORK_DIR}/classes.csv")
+file(WRITE "${cls_data}" "${csv}")
+set(cls_common ${cls_data} --task classification --label label --seed 3 --device cpu -q)
+
+foreach(method nll pg heuristic bilevel)
+  set(dir "${WORK_DIR}/cls_${method}")
+  set(extra "")
+  if(method STREQUAL "pg")
+    set(extra --beta 2)
+  endif()
+  run_d2r(out code fit ${cls_common} --method ${method} --epochs 6 --batch-size 16 --outer-steps 3 --inner-steps 5
+          ${extra} --out "${dir}")
+  if(NOT code EQUAL 0)
+    message(FATAL_ERROR "d2r fit --task classification --method ${method} failed (${code}):\n${out}")
+  endif()
+  foreach(row train validation test)
+    if(NOT out MATCHES "${row} +[0-9.]+ +[0-9.]+\n")
+      message(FATAL_ERROR "classification ${method}: no ${row} row in the table:\n${out}")
+    endif()
+  endforeach()
+  if(NOT out MATCHES "test accuracy averaged over the 6 epochs")
+    message(FATAL_ERROR "classification ${method}: no accuracy averaged over the learning curve:\n${out}")
+  endif()
+  if(NOT EXISTS "${dir}/results.json" OR NOT EXISTS "${dir}/curves.csv")
+    message(FATAL_ERROR "classification ${method}: results.json or curves.csv missing in ${dir}")
+  endif()
+  file(READ "${dir}/results.json" json)
+  foreach(key d2r_version date device config records final)
+    string(JSON t ERROR_VARIABLE e TYPE "${json}" ${key})
+    if(e)
+      message(FATAL_ERROR "classification ${method}: results.json has no '${key}': ${e}")
+    endif()
+  endforeach()
+  string(JSON m GET "${json}" config method)
+  string(JSON task GET "${json}" config task)
+  string(JSON nclasses LENGTH "${json}" config data classes)
+  if(NOT m STREQUAL method OR NOT task STREQUAL "classification" OR NOT nclasses EQUAL 3)
+    message(FATAL_ERROR "classification ${method}: config says method '${m}', task '${task}', ${nclasses} classes")
+  endif()
+  foreach(part train validation test)
+    foreach(metric nll accuracy)
+      string(JSON t TYPE "${json}" final ${part} ${metric})
+      if(NOT t STREQUAL "NUMBER")
+        message(FATAL_ERROR "classification ${method}: final.${part}.${metric} is ${t}, expected a number")
+      endif()
+    endforeach()
+  endforeach()
+  string(JSON acc GET "${json}" final test accuracy)
+  string(JSON mean_acc GET "${json}" final mean_test_accuracy)
+  if(acc LESS 0.8 OR mean_acc LESS 0.5 OR mean_acc GREATER 1)
+    message(FATAL_ERROR "classification ${method}: test accuracy ${acc}, averaged over the curve ${mean_acc}: "
+                        "these blobs are easy (expected >= 0.8 at the end)")
+  endif()
+  string(JSON n LENGTH "${json}" records)
+  string(JSON t TYPE "${json}" records 5 test accuracy)
+  if(NOT n EQUAL 6 OR NOT t STREQUAL "NUMBER")
+    message(FATAL_ERROR "classification ${method}: expected 6 epoch records with a test accuracy, got ${n} (${t})")
+  endif()
+  file(STRINGS "${dir}/curves.csv" lines)
+  list(LENGTH lines n)
+  list(GET lines 0 header)
+  if(NOT n EQUAL 7 OR NOT header STREQUAL "epoch,train_nll,train_accuracy,test_nll,test_accuracy")
+    message(FATAL_ERROR "classification ${method}: curves.csv has ${n} lines, header '${header}'")
+  endif()
+  if(NOT method STREQUAL "nll")
+    string(JSON beta GET "${json}" final reward beta)
+    string(JSON beta_star GET "${json}" final heuristic_beta)
+    if(method STREQUAL "pg" AND NOT beta EQUAL 2)
+      message(FATAL_ERROR "classification pg --beta 2 trained with β = ${beta}")
+    endif()
+    if(method STREQUAL "heuristic" AND NOT beta STREQUAL beta_star)
+      message(FATAL_ERROR "classification heuristic: β = ${beta}, β* = ${beta_star}")
+    endif()
+  endif()
+  if(method STREQUAL "bilevel")
+    string(JSON n LENGTH "${json}" outer_records)
+    string(JSON t TYPE "${json}" outer_records 2 hypergradient)
+    if(NOT n EQUAL 3 OR NOT t STREQUAL "NUMBER" OR NOT EXISTS "${dir}/outer_curves.csv")
+      message(FATAL_ERROR "classification bilevel: expected 3 outer records and outer_curves.csv, got ${n}:\n${json}")
+    endif()
+    if(NOT out MATCHES "learned β = [0-9.]+ \\(mean of the last 3 outer steps")
+      message(FATAL_ERROR "classification bilevel: no learned β line:\n${out}")
+    endif()
+  endif()
+endforeach()
+# The same seed gives the same numbers; a hidden layer and the training rows as outer data work too.
+run_d2r(out code fit ${cls_common} --method heuristic --epochs 6 --batch-size 16 --out "${WORK_DIR}/cls_heuristic_again")
+file(READ "${WORK_DIR}/cls_heuristic/results.json" a)
+file(READ "${WORK_DIR}/cls_heuristic_again/results.json" b)
+string(JSON va GET "${a}" final test nll)
+string(JSON vb GET "${b}" final test nll)
+if(NOT code EQUAL 0 OR NOT va STREQUAL vb)
+  message(FATAL_ERROR "classification heuristic twice with one seed: ${va} vs ${vb} (${code}):\n${out}")
+endif()
+run_d2r(out code fit ${cls_common} --method bilevel --hidden 4 --outer-data train --epochs 2 --outer-steps 2
+        --inner-steps 3 --batch-size 0 --val-fraction 0 --out "${WORK_DIR}/cls_bilevel_mlp")
+if(NOT code EQUAL 0 OR NOT out MATCHES "MLP 2→\\[4\\]→3" OR NOT out MATCHES "0 validation")
+  message(FATAL_ERROR "classification bilevel with a hidden layer and no validation rows failed (${code}):\n${out}")
+endif()
+
 # ---------------------------------------------------------------- bad input: exit 2, message, no files
 file(WRITE "${WORK_DIR}/ragged.csv" "x0,x1,y0\n1,2,3\n4,5\n6,7,8\n")
 file(WRITE "${WORK_DIR}/text.csv" "x0,x1,y0\n1,2,3\n4,five,6\n7,8,9\n")
+file(WRITE "${WORK_DIR}/one_class.csv" "f0,label\n1,a\n2,a\n3,a\n4,a\n5,a\n")
+file(WRITE "${WORK_DIR}/text_feature.csv" "f0,f1,label\n1,2,a\n3,4,b\n5,six,a\n7,8,b\n9,10,a\n11,12,b\n")
+file(WRITE "${WORK_DIR}/tiny.csv" "f0,label\n1,a\n2,b\n3,a\n4,b\n")
 file(WRITE "${WORK_DIR}/not_a_dir" "")
 set(bad_out "${WORK_DIR}/bad_out")
 file(MAKE_DIRECTORY "${WORK_DIR}/empty_out")
@@ -160,7 +283,23 @@ set(cases
     "--head: the bilevel method trains a diagonal Gaussian head only|fit~${data}~--targets~y0~--method~bilevel~--head~cholesky"
     "--resume: no checkpoint|fit~${data}~--targets~y0~--method~bilevel~--resume"
     "--resume: only a bilevel run can be resumed|fit~${data}~--targets~y0~--method~nll~--resume"
-    "--task: classification is not yet available|fit~${data}~--targets~y0~--task~classification"
+    "--targets: the target columns are required|fit~${data}"
+    "--label: only for --task classification|fit~${data}~--targets~y0~--label~y1"
+    "--epochs: only for --task classification|fit~${data}~--targets~y0~--epochs~3"
+    "--label: .*classes\\.csv has no column named 'nope'. available columns: 'f0', 'f1', 'label'|fit~${cls_data}~--task~classification~--label~nope"
+    "--label: the label column is required|fit~${cls_data}~--task~classification"
+    "classification needs at least two classes, but every row has the label .a.|fit~${WORK_DIR}/one_class.csv~--task~classification~--label~label"
+    "text_feature\\.csv line 4, column 2 'f1': expected a finite number, got 'six'|fit~${WORK_DIR}/text_feature.csv~--task~classification~--label~label"
+    "tiny\\.csv .*cannot hold out a test share|fit~${WORK_DIR}/tiny.csv~--task~classification~--label~label"
+    "--targets: not an option of --task classification|fit~${cls_data}~--task~classification~--label~label~--targets~f0"
+    "--steps: not an option of --task classification|fit~${cls_data}~--task~classification~--label~label~--steps~5"
+    "--method: a classification is trained by nll, pg, heuristic or bilevel, not 'mse'|fit~${cls_data}~--task~classification~--label~label~--method~mse"
+    "--beta: β is set by --method pg .fixed. and bilevel .start., not nll|fit~${cls_data}~--task~classification~--label~label~--beta~2"
+    "--beta: expected a finite number > 0, got 0|fit~${cls_data}~--task~classification~--label~label~--method~pg~--beta~0"
+    "--outer-data: validation needs validation rows|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--val-fraction~0~--outer-data~validation"
+    "--resume: not an option of --task classification|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--resume"
+    "--datasets: no data set 'nope' in .*available: iris, wine, breast_cancer|reproduce~tabular~--datasets~iris,nope"
+    "--datasets: is an option of `reproduce tabular` only|reproduce~synthetic~--datasets~iris"
     "--val-fraction: .*0\\.99|fit~${data}~--targets~y0~--val-fraction~0.99")
 foreach(case IN LISTS cases)
   string(FIND "${case}" "|" bar)
@@ -198,11 +337,6 @@ run_d2r(out code fit "${WORK_DIR}/text.csv" --targets y0 --features x0 --method 
         --device cpu -q --out "${WORK_DIR}/unused_column")
 if(NOT code EQUAL 0)
   message(FATAL_ERROR "a bad cell in an unused column should not matter (${code}):\n${out}")
-endif()
-# The reproduction of the classification tables is not yet available: exit 2, no files.
-run_d2r(out code reproduce tabular --device cpu --out "${bad_out}")
-if(NOT code EQUAL 2 OR NOT out MATCHES "not yet available" OR EXISTS "${bad_out}")
-  message(FATAL_ERROR "reproduce tabular: expected exit 2 and no files, got ${code}:\n${out}")
 endif()
 file(REMOVE_RECURSE "${WORK_DIR}")
 message(STATUS "d2r fit: ok")

@@ -1,2 +1,385 @@
-// placeholder: filled in by the work in progress
-namespace d2r::cli {}
+// The classification trainer behind `d2r fit --task classification` and `d2r reproduce tabular`
+// (classification.hpp).
+#include "host/cli/classification.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <span>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "d2r/buffer.hpp"
+#include "d2r/error.hpp"
+#include "d2r/heuristic.hpp"
+#include "host/cli/output.hpp"
+
+namespace d2r::cli {
+
+namespace {
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+PolicyMetrics nan_class_metrics() { return {.nll_per_dim = kNaN, .rmse = kNaN, .mean_std = kNaN, .accuracy = kNaN}; }
+}  // namespace
+
+const char* to_string(ClassMethod method) noexcept {
+  switch (method) {
+    case ClassMethod::nll: return "nll";
+    case ClassMethod::pg: return "pg";
+    case ClassMethod::heuristic: return "heuristic";
+    case ClassMethod::bilevel: return "bilevel";
+  }
+  return "unknown";
+}
+
+ClassMethod parse_class_method(const std::string& name) {
+  for (ClassMethod m : {ClassMethod::nll, ClassMethod::pg, ClassMethod::heuristic, ClassMethod::bilevel}) {
+    if (name == to_string(m)) return m;
+  }
+  throw Error(ErrorKind::invalid_argument, "--method",
+              fmt::format("--method: a classification is trained by nll, pg, heuristic or bilevel, not '{}'", name));
+}
+
+ClassHostData to_class_host_data(const Dataset& d) {
+  return {.rows = d.rows, .inputs = d.feature_count(), .x = d.features, .labels = d.labels};
+}
+
+ClassificationSplits split_classification(const Dataset& data, double test_fraction, double val_fraction,
+                                          std::uint64_t seed, std::string_view command) {
+  // Two independent seeds for the two splits, from the run's seed.
+  std::uint64_t state = seed;
+  const std::uint64_t test_seed = splitmix64(state), val_seed = splitmix64(state);
+  const auto split = [&](const Dataset& d, double fraction, std::uint64_t s, const char* what) {
+    try {
+      return stratified_split(d, fraction, s);
+    } catch (const Error& e) {
+      bad_input(command, "data",
+                fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: {}", data.source,
+                            d.rows, data.class_names.size(), what, fraction, e.what()));
+    }
+  };
+  ClassificationSplits out;
+  Split first = split(data, test_fraction, test_seed, "test");
+  out.test = std::move(first.test);
+  if (val_fraction > 0) {
+    Split second = split(first.train, val_fraction, val_seed, "validation");
+    out.train = std::move(second.train);
+    out.validation = std::move(second.test);
+  } else {
+    out.train = std::move(first.train);
+  }
+  if (out.train.rows < 2) {
+    bad_input(command, "data", fmt::format("{}: expected at least 2 training rows, got {}", data.source, out.train.rows));
+  }
+  out.map = standardize(out.train);
+  if (out.validation.rows > 0) apply_standardization(out.validation, out.map);
+  apply_standardization(out.test, out.map);
+  return out;
+}
+
+nlohmann::json ClassificationConfig::to_json() const {
+  nlohmann::json j = {{"method", cli::to_string(method)},
+                      {"precision", double_precision ? "double" : "float"},
+                      {"hidden", hidden},
+                      {"policy", hidden.empty() ? "logistic regression (categorical of Wx + b)" : "MLP, categorical"},
+                      {"epochs", epochs},
+                      {"batch_size", batch_size},
+                      {"learning_rate", learning_rate},
+                      {"seed", seed}};
+  if (!hidden.empty()) j["activation"] = d2r::to_string(activation);
+  if (method != ClassMethod::nll) {
+    j["reward"] = "one-hot Mahalanobis, U = beta I";
+    j["lambda"] = lambda;
+    j["generations"] = generations;
+    j["transform"] = "none";
+  }
+  if (method == ClassMethod::pg) j["beta"] = beta;
+  if (method == ClassMethod::bilevel) {
+    j["beta_init"] = beta;
+    j["outer_steps"] = outer_steps;
+    j["inner_steps"] = inner_steps;
+    j["inner_batch"] = "full";
+    j["inner_learning_rate"] = learning_rate;
+    j["outer_learning_rate"] = outer_learning_rate;
+    j["inner_gradient_clamp"] = inner_gradient_clamp;
+    j["hypergradient_clamp"] = hypergradient_clamp;
+    j["inner_start"] = inner_start == InnerStart::warm ? "warm" : "fresh";
+    j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
+    j["solver"] = d2r::to_string(solver);
+    j["solver_iterations"] = cg_iterations;
+    j["outer_data"] = outer_data == OuterData::train ? "train" : "validation";
+    j["beta_tail"] = beta_tail;
+  }
+  return j;
+}
+
+// ------------------------------------------------------------------ the run
+struct ClassificationRun::Impl {
+  virtual ~Impl() = default;
+  virtual double heuristic_beta() const = 0;
+  virtual ClassificationResult run(const ClassProgressFn& progress) = 0;
+  virtual std::int64_t total_units() const = 0;
+};
+
+namespace {
+
+template <class T>
+class TypedClassRun final : public ClassificationRun::Impl {
+ public:
+  TypedClassRun(Context& ctx, const ClassificationConfig& c, const ClassHostData& train, const ClassHostData& val,
+                const ClassHostData& test, std::int64_t classes, std::string command)
+      : ctx_(ctx), c_(c), classes_(classes), command_(std::move(command)) {
+    upload(train, train_x_, train_y_, train_);
+    if (!val.empty()) upload(val, val_x_, val_y_, val_);
+    upload(test, test_x_, test_y_, test_);
+    spec_ = MlpSpec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
+    const std::int64_t capacity = std::max({train.rows, val.rows, test.rows});
+    policy_ = std::make_unique<CategoricalPolicy<T>>(ctx_, spec_, classes_, capacity);
+    params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
+    if (c_.lambda > 0) heuristic_beta_ = heuristic_class_beta(ctx_, train_.labels, classes_, c_.lambda);
+    if (c_.method == ClassMethod::heuristic && !(std::isfinite(heuristic_beta_) && heuristic_beta_ > 0)) {
+      bad_input(command_, "--method heuristic",
+                fmt::format("the heuristic β* of these training labels is {}, not a finite number > 0", heuristic_beta_));
+    }
+    if (c_.method == ClassMethod::bilevel) {
+      BilevelOptions<T> o;
+      o.inner.steps = c_.inner_steps;
+      o.inner.adam.learning_rate = static_cast<T>(c_.learning_rate);
+      o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
+      o.inner.generations = c_.generations;
+      o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
+      o.inner_start = c_.inner_start;
+      o.curvature = c_.curvature;
+      o.solver = c_.solver;
+      o.cg.max_iterations = c_.cg_iterations;
+      o.outer_adam.learning_rate = c_.outer_learning_rate;
+      o.hypergradient_clamp = c_.hypergradient_clamp;
+      o.outer_data = c_.outer_data;
+      o.seed = c_.seed;
+      const std::vector<double> beta0{c_.beta};
+      trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
+                                                     std::span<const double>(beta0), o);
+    }
+  }
+
+  double heuristic_beta() const override { return heuristic_beta_; }
+
+  std::int64_t total_units() const override { return (c_.method == ClassMethod::bilevel ? c_.outer_steps : 0) + 1; }
+
+  ClassificationResult run(const ClassProgressFn& progress) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    ClassificationResult out;
+    out.heuristic_beta = heuristic_beta_;
+    const std::int64_t total = total_units();
+    double beta = kNaN;
+    if (c_.method == ClassMethod::pg) beta = c_.beta;
+    if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
+    if (c_.method == ClassMethod::bilevel) {
+      for (std::int64_t k = 1; k <= c_.outer_steps; ++k) {
+        const BilevelRecord& r = trainer_->step();
+        OuterRecord s;
+        s.step = r.step;
+        s.beta = r.reward_params.at(0);
+        s.hypergradient = r.hypergradient.empty() ? kNaN : r.hypergradient[0];
+        s.outer_loss = r.outer_loss;
+        s.mean_inner_reward = r.mean_inner_reward;
+        s.solver_residual = r.solver_residual;
+        s.solver_iterations = r.solver_iterations;
+        s.solver_status = r.solver_status;
+        s.wall_seconds = r.wall_seconds;
+        s.train = r.train;
+        s.validation = val_.empty() ? nan_class_metrics() : r.validation;
+        out.outer.push_back(s);
+        if (progress) {
+          progress(k, total, fmt::format("β = {:.4g}  train CE {:.4f}  acc {:.3f}", s.beta, s.train.nll_per_dim,
+                                         s.train.accuracy));
+        }
+      }
+      const std::size_t tail = std::min<std::size_t>(static_cast<std::size_t>(c_.beta_tail), out.outer.size());
+      beta = 0;
+      for (std::size_t i = out.outer.size() - tail; i < out.outer.size(); ++i) beta += out.outer[i].beta;
+      beta /= static_cast<double>(tail);
+    }
+    out.beta = beta;
+
+    ClassifierFitOptions<T> o;
+    o.loss = c_.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
+    o.epochs = c_.epochs;
+    o.batch_size = c_.batch_size;
+    o.adam.learning_rate = static_cast<T>(c_.learning_rate);
+    o.generations = c_.generations;
+    o.pg.entropy_weight = static_cast<T>(c_.lambda);
+    o.reward_form = RewardForm::scalar;
+    o.reward_params = {std::isnan(beta) ? 1.0 : beta};
+    o.seed = c_.seed;
+    // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning
+    // curve of the paper); the validation rows are evaluated once, at the end.
+    const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), train_, test_, o);
+    double acc = 0, nll = 0;
+    for (const PolicyFitRecord& r : recs) {
+      out.epochs.push_back({.epoch = r.step, .train = r.train, .test = r.validation});
+      acc += r.validation.accuracy;
+      nll += r.validation.nll_per_dim;
+    }
+    out.mean_test_accuracy = acc / static_cast<double>(recs.size());
+    out.mean_test_nll = nll / static_cast<double>(recs.size());
+    out.train = recs.back().train;
+    out.test = recs.back().validation;
+    out.validation = val_.empty() ? nan_class_metrics()
+                                  : policy_->evaluate(std::as_const(params_).vector(), val_.x, val_.labels);
+    if (progress) progress(total, total, "");
+    out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return out;
+  }
+
+ private:
+  void upload(const ClassHostData& d, Buffer<T>& bx, Buffer<std::int32_t>& by, ClassificationData<T>& view) {
+    const std::vector<T> x(d.x.begin(), d.x.end());
+    bx = Buffer<T>(ctx_, std::span<const T>(x));
+    by = Buffer<std::int32_t>(ctx_, std::span<const std::int32_t>(d.labels));
+    view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).vector()};
+  }
+
+  Context& ctx_;
+  ClassificationConfig c_;
+  std::int64_t classes_;
+  std::string command_;
+  MlpSpec spec_;
+  Buffer<T> train_x_, val_x_, test_x_;
+  Buffer<std::int32_t> train_y_, val_y_, test_y_;
+  ClassificationData<T> train_{}, val_{}, test_{};
+  std::unique_ptr<CategoricalPolicy<T>> policy_;
+  Buffer<T> params_;
+  std::unique_ptr<BilevelTrainer<T>> trainer_;
+  double heuristic_beta_ = kNaN;
+};
+
+bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+/// The checks of the settings, with messages naming the options; the library checks again (and
+/// everything else) when the policy and the trainer are built.
+void validate(const std::string& cmd, const ClassificationConfig& c, const ClassHostData& train,
+              const ClassHostData& val, const ClassHostData& test, std::int64_t classes, const Context& ctx) {
+  if (classes < 2) bad_input(cmd, "data", fmt::format("expected at least 2 classes, got {}", classes));
+  const auto check_data = [&](const ClassHostData& d, const char* name) {
+    if (d.inputs < 1 || static_cast<std::int64_t>(d.x.size()) != d.rows * d.inputs ||
+        static_cast<std::int64_t>(d.labels.size()) != d.rows) {
+      bad_input(cmd, name, fmt::format("inconsistent data: {} rows, {} inputs, {} values and {} labels", d.rows,
+                                       d.inputs, d.x.size(), d.labels.size()));
+    }
+    if (d.inputs != train.inputs) bad_input(cmd, name, "its columns differ from the training data's");
+    for (std::int32_t l : d.labels) {
+      if (l < 0 || l >= classes) bad_input(cmd, name, fmt::format("label {} is not in [0, {})", l, classes));
+    }
+  };
+  check_data(train, "training data");
+  if (train.rows < 2) bad_input(cmd, "training data", fmt::format("expected at least 2 rows, got {}", train.rows));
+  if (!val.empty()) check_data(val, "validation data");
+  if (test.empty()) bad_input(cmd, "test data", "expected at least 1 row");
+  check_data(test, "test data");
+  if (c.double_precision && ctx.backend() == Backend::cuda) {
+    bad_input(cmd, "--precision", "double precision runs on the cpu backend only (use --device cpu or float)");
+  }
+  for (std::int64_t h : c.hidden) {
+    if (h < 1) bad_input(cmd, "--hidden", fmt::format("layer widths must be >= 1, got {}", h));
+  }
+  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
+    bad_input(cmd, "--lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
+  }
+  if (c.method == ClassMethod::heuristic && !(c.lambda > 0)) bad_input(cmd, "--lambda", "the heuristic β* needs λ > 0");
+  if (c.generations < 1) bad_input(cmd, "--generations", fmt::format("expected G >= 1, got {}", c.generations));
+  if (c.epochs < 1) bad_input(cmd, "--epochs", fmt::format("expected >= 1 epochs, got {}", c.epochs));
+  if (c.batch_size < 0) bad_input(cmd, "--batch-size", fmt::format("expected >= 0 (0: full batch), got {}", c.batch_size));
+  if (!positive_finite(c.learning_rate)) {
+    bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.learning_rate));
+  }
+  if ((c.method == ClassMethod::pg || c.method == ClassMethod::bilevel) && !positive_finite(c.beta)) {
+    bad_input(cmd, "--beta", fmt::format("expected a finite β > 0, got {}", c.beta));
+  }
+  if (c.method == ClassMethod::bilevel) {
+    if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
+    if (c.inner_steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.inner_steps));
+    if (!positive_finite(c.outer_learning_rate)) {
+      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.outer_learning_rate));
+    }
+    if (c.outer_data == OuterData::validation && val.empty()) {
+      bad_input(cmd, "--outer-data", "validation needs validation rows (--val-fraction > 0)");
+    }
+    if (c.beta_tail < 1) bad_input(cmd, "beta tail", fmt::format("expected >= 1, got {}", c.beta_tail));
+  }
+}
+
+}  // namespace
+
+ClassificationRun::ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
+                                     const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
+                                     std::string command) {
+  validate(command, config, train, validation, test, classes, ctx);
+  if (config.double_precision) {
+    impl_ = std::make_unique<TypedClassRun<double>>(ctx, config, train, validation, test, classes, std::move(command));
+  } else {
+    impl_ = std::make_unique<TypedClassRun<float>>(ctx, config, train, validation, test, classes, std::move(command));
+  }
+}
+
+ClassificationRun::~ClassificationRun() = default;
+
+double ClassificationRun::heuristic_beta() const noexcept { return impl_->heuristic_beta(); }
+ClassificationResult ClassificationRun::run(const ClassProgressFn& progress) { return impl_->run(progress); }
+std::int64_t ClassificationRun::total_units() const noexcept { return impl_->total_units(); }
+
+// ------------------------------------------------------------------ output
+nlohmann::json class_metrics_json(const PolicyMetrics& m) {
+  const auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  return {{"nll", num(m.nll_per_dim)}, {"accuracy", num(m.accuracy)}};
+}
+
+void epoch_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows) {
+  header = {"epoch", "train_nll", "train_accuracy", "test_nll", "test_accuracy"};
+  rows.clear();
+  for (const EpochRecord& e : r.epochs) {
+    rows.push_back({static_cast<double>(e.epoch), e.train.nll_per_dim, e.train.accuracy, e.test.nll_per_dim,
+                    e.test.accuracy});
+  }
+}
+
+void outer_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows) {
+  header = {"step",           "beta",       "hypergradient",    "outer_loss",         "train_nll",
+            "train_accuracy", "val_nll",    "val_accuracy",     "mean_inner_reward",  "solver_iterations",
+            "solver_residual", "wall_seconds"};
+  rows.clear();
+  for (const OuterRecord& s : r.outer) {
+    rows.push_back({static_cast<double>(s.step), s.beta, s.hypergradient, s.outer_loss, s.train.nll_per_dim,
+                    s.train.accuracy, s.validation.nll_per_dim, s.validation.accuracy, s.mean_inner_reward,
+                    static_cast<double>(s.solver_iterations), s.solver_residual, s.wall_seconds});
+  }
+}
+
+nlohmann::json epochs_json(const ClassificationResult& r) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const EpochRecord& e : r.epochs) {
+    out.push_back({{"epoch", e.epoch}, {"train", class_metrics_json(e.train)}, {"test", class_metrics_json(e.test)}});
+  }
+  return out;
+}
+
+nlohmann::json outer_json(const ClassificationResult& r) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const OuterRecord& s : r.outer) {
+    out.push_back({{"step", s.step},
+                   {"beta", s.beta},
+                   {"hypergradient", s.hypergradient},
+                   {"outer_loss", s.outer_loss},
+                   {"train", class_metrics_json(s.train)},
+                   {"validation", class_metrics_json(s.validation)},
+                   {"mean_inner_reward", s.mean_inner_reward},
+                   {"solver_status", d2r::to_string(s.solver_status)},
+                   {"solver_iterations", s.solver_iterations},
+                   {"solver_residual", s.solver_residual},
+                   {"wall_seconds", s.wall_seconds}});
+  }
+  return out;
+}
+
+}  // namespace d2r::cli

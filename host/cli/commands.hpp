@@ -60,6 +60,13 @@ struct FitOptions {
   bool resume = false;
   std::int64_t checkpoint_every = 10;
   bool quiet = false;
+  // --task classification (PAPER.md Tables 1-2).
+  std::string label;                   ///< the label column
+  double beta = 1;                     ///< pg: the fixed β of U = β·I; bilevel: the starting β
+  std::int64_t epochs = 30;            ///< passes over the training rows
+  std::int64_t batch_size = 128;       ///< rows per Adam step (0: full batch)
+  std::string outer_data = "train";    ///< bilevel: rows of the outer cross-entropy (default validation if any)
+  std::vector<std::string> given;      ///< long names of the options given on the command line (set by the parser)
 };
 CLI::App* add_fit_command(CLI::App& app, FitOptions& options);
 int run_fit(const FitOptions& options);
@@ -76,8 +83,34 @@ struct ReproduceOptions {
   std::string out;          ///< default ./d2r-out/<name>
   std::string data_dir;     ///< default: the repository's data/ (mbrl, tabular)
   bool quiet = false;
+  std::vector<std::string> datasets;  ///< tabular: the data/tabular files to run (default: all; --quick: 3)
+  double lambda = 1;                  ///< tabular: the entropy weight λ
 };
 CLI::App* add_reproduce_command(CLI::App& app, ReproduceOptions& options);
 int run_reproduce(const ReproduceOptions& options);
+
+/// `d2r validate`: every GPU primitive of the public API on the cuda backend (float) against the
+/// cpu backend in double on the same inputs at several sizes; a pass/fail table, validate.json in
+/// --out. --device cpu: the same table with the cpu backend in float (a self-check without a GPU).
+struct ValidateOptions {
+  std::string sizes = "medium";  ///< small, medium (adds the paper's sizes) or large (adds big shapes)
+  std::uint64_t seed = 2024;
+  std::string filter;            ///< regular expression over "primitive/variant/size"
+  std::string out;
+  std::string device = "auto";
+};
+CLI::App* add_validate_command(CLI::App& app, ValidateOptions& options);
+int run_validate(const ValidateOptions& options);
+
+/// `d2r bench`: times the main primitives on one backend (median of repetitions after a warm-up),
+/// states their work and prints GB/s or GFLOP/s (and on cuda the fraction of the measured
+/// device-to-device copy bandwidth); bench.json in --out.
+struct BenchOptions {
+  std::string device = "auto";
+  bool quick = false;
+  std::string out;
+};
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);
+int run_bench(const BenchOptions& options);
 
 }  // namespace d2r::cli

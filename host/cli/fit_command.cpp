@@ -1,17 +1,24 @@
 // `d2r fit`: trains a Gaussian regression policy on a CSV file by MSE, NLL, policy gradient with a
 // fixed or heuristic reward, or with the reward learned by the bilevel trainer; prints the metrics
 // and writes results.json, curves.csv and (bilevel) a resumable checkpoint into --out.
+// `--task classification` trains a categorical policy (logistic regression by default) on a label
+// column by cross-entropy, PG with U = β·I, PG with the heuristic β* or the bilevel-learned β
+// (classification.hpp), with the paper's stratified test/validation splits and standardisation.
 //
 // Everything is validated (options, data file, columns, cells, split, trainer settings, output
 // directory) before any training; nothing is written into --out on bad input.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
+#include <string_view>
 #include <filesystem>
 #include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
+#include "host/cli/classification.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/regression.hpp"
@@ -57,18 +64,49 @@ void print_metrics_table(const RunResult& r, bool has_val) {
   }
 }
 
+bool given(const FitOptions& o, std::string_view name) {
+  return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
+
+/// Options of one task given with the other: bad input, naming the first.
+void reject_options(const FitOptions& o, std::initializer_list<std::string_view> names, std::string_view why) {
+  for (std::string_view n : names) {
+    if (given(o, n)) bad_input(kCmd, n, std::string(why));
+  }
+}
+
+int run_fit_classification(const FitOptions& o);
+
 }  // namespace
 
 CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
-  CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy on a CSV file (MSE, NLL, PG, heuristic "
-                                            "or bilevel-learned reward) and write results into --out");
+  CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy (--targets) or a classifier (--task "
+                                            "classification --label) on a CSV file (MSE, NLL, PG, heuristic or "
+                                            "bilevel-learned reward) and write results into --out");
   cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--task", o.task, "regression (classification: not yet available)")
-      ->check(CLI::IsMember({"regression", "classification"}));
-  cmd->add_option("--targets", o.targets, "target columns, comma-separated")->delimiter(',')->required();
+  cmd->add_option("--task", o.task, "regression or classification")
+      ->check(CLI::IsMember({"regression", "classification"}))
+      ->capture_default_str();
+  cmd->add_option("--targets", o.targets, "regression: target columns, comma-separated (required)")->delimiter(',');
+  cmd->add_option("--label", o.label, "classification: the label column (required)");
+  cmd->add_option("--beta", o.beta,
+                  "classification: β of the one-hot reward U = β·I: pg's fixed value, bilevel's start")
+      ->check(positive_number())
+      ->capture_default_str();
+  cmd->add_option("--outer-data", o.outer_data,
+                  "classification, bilevel: the rows of the outer cross-entropy: train or validation (default: "
+                  "validation when there are validation rows)")
+      ->check(CLI::IsMember({"train", "validation"}));
+  cmd->add_option("--epochs", o.epochs, "classification: passes over the training rows")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--batch-size", o.batch_size, "classification: rows per Adam step (0: full batch)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 31))
+      ->capture_default_str();
   cmd->add_option("--features", o.features, "feature columns, comma-separated (default: every other column)")
       ->delimiter(',');
-  cmd->add_option("--method", o.method, "mse, nll, pg, heuristic or bilevel")
+  cmd->add_option("--method", o.method,
+                  "mse, nll, pg, heuristic or bilevel (classification: nll, pg, heuristic, bilevel)")
       ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}))
       ->capture_default_str();
   cmd->add_option("--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
@@ -79,19 +117,23 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
                   "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed")
       ->delimiter(',');
   cmd->add_option("--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number())->capture_default_str();
-  cmd->add_option("-G,--generations", o.generations, "samples per row G of the policy gradient")
+  cmd->add_option("-G,--generations", o.generations,
+                  "samples per row G of the policy gradient (classification default: 50)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
       ->capture_default_str();
   cmd->add_option("--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
       ->capture_default_str();
-  cmd->add_option("--lr", o.lr, "Adam learning rate (bilevel: of the inner policy)")
+  cmd->add_option("--lr", o.lr,
+                  "Adam learning rate (bilevel: of the inner policy; classification default: 0.05)")
       ->check(positive_number())
       ->capture_default_str();
-  cmd->add_option("--outer-lr", o.outer_lr, "bilevel: Adam learning rate of the reward parameters")
+  cmd->add_option("--outer-lr", o.outer_lr,
+                  "bilevel: Adam learning rate of the reward parameters (classification default: 0.1)")
       ->check(positive_number())
       ->capture_default_str();
-  cmd->add_option("--hidden", o.hidden, "hidden layer widths, comma-separated")
+  cmd->add_option("--hidden", o.hidden,
+                  "hidden layer widths, comma-separated (classification default: none, logistic regression)")
       ->delimiter(',')
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 16))
       ->capture_default_str();
@@ -99,7 +141,7 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
       ->check(CLI::IsMember({"diagonal", "cholesky"}))
       ->capture_default_str();
-  cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out")
+  cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out (classification default: 50)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
   cmd->add_option("--inner-steps", o.inner_steps, "bilevel: inner Adam steps K_in per outer step")
@@ -117,10 +159,13 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--solver-iterations", o.solver_iterations, "bilevel: CG iterations (normal_cg, cg)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
       ->capture_default_str();
-  cmd->add_option("--val-fraction", o.val_fraction, "share of rows held out for validation (0: none)")
+  cmd->add_option("--val-fraction", o.val_fraction,
+                  "share of rows held out for validation (0: none; classification: of every class, after a "
+                  "stratified 0.2 test split)")
       ->check(CLI::Range(0.0, 0.95))
       ->capture_default_str();
-  cmd->add_flag("--standardize", o.standardize, "standardise the features with the training rows' statistics");
+  cmd->add_flag("--standardize", o.standardize,
+                "standardise the features with the training rows' statistics (classification: always)");
   cmd->add_option("--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
       ->capture_default_str();
@@ -138,14 +183,22 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
   cmd->add_flag("-q,--quiet", o.quiet, "no progress report on stderr");
+  // Which options were given: some defaults depend on the task, and the options of one task are
+  // refused with the other.
+  cmd->parse_complete_callback([cmd, &o] {
+    o.given.clear();
+    for (const CLI::Option* opt : cmd->get_options()) {
+      if (opt->count() > 0 && !opt->get_lnames().empty()) o.given.push_back("--" + opt->get_lnames().front());
+    }
+  });
   return cmd;
 }
 
 int run_fit(const FitOptions& o) {
   // ---------------------------------------------------------------- validate everything
-  if (o.task == "classification") {
-    bad_input(kCmd, "--task", "classification is not yet available in d2r fit (regression only for now)");
-  }
+  if (o.task == "classification") return run_fit_classification(o);
+  if (o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required (or --task classification --label COL)");
+  reject_options(o, {"--label", "--beta", "--epochs", "--batch-size", "--outer-data"}, "only for --task classification");
   const Method method = parse_method(o.method);
   if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
   set_cpu_threads(o.threads);
@@ -319,5 +372,175 @@ int run_fit(const FitOptions& o) {
              method == Method::bilevel ? fmt::format(", {}", ckpt.string()) : "");
   return 0;
 }
+
+namespace {
+
+/// `d2r fit --task classification`: the paper's tabular protocol (classification.hpp) on one CSV file.
+int run_fit_classification(const FitOptions& o) {
+  // ---------------------------------------------------------------- validate everything
+  reject_options(o, {"--targets", "--u", "--reward", "--head", "--steps", "--eval-every", "--resume", "--checkpoint-every"},
+                 "not an option of --task classification (see --label, --beta, --epochs, --batch-size)");
+  if (o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
+  const ClassMethod method = parse_class_method(o.method);
+  if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
+    bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
+  }
+  set_cpu_threads(o.threads);
+  Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
+
+  Table table;
+  try {
+    table = read_csv(o.data);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_argument, "data", e.what());
+  }
+  if (!table.find_column(o.label)) {
+    std::vector<std::string> names;
+    for (const std::string& c : table.columns()) names.push_back(fmt::format("'{}'", c));
+    bad_input(kCmd, "--label", fmt::format("{} has no column named '{}'; available columns: {}", o.data, o.label,
+                                           fmt::join(names, ", ")));
+  }
+  const Dataset data = make_classification_dataset(table, o.label, o.features);
+  constexpr double test_fraction = 0.2;
+  const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, kCmd);
+  const ClassHostData train = to_class_host_data(splits.train), val = to_class_host_data(splits.validation),
+                      test = to_class_host_data(splits.test);
+  const std::int64_t classes = data.target_count();
+
+  // Defaults of the paper's tabular setting where the option was not given.
+  ClassificationConfig c;
+  c.method = method;
+  c.double_precision = o.precision == "double";
+  if (given(o, "--hidden")) c.hidden = o.hidden;
+  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.lambda = o.lambda;
+  if (given(o, "--generations")) c.generations = o.generations;
+  c.epochs = o.epochs;
+  c.batch_size = o.batch_size;
+  if (given(o, "--lr")) c.learning_rate = o.lr;
+  c.beta = o.beta;
+  if (given(o, "--outer-steps")) c.outer_steps = o.outer_steps;
+  if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
+  if (given(o, "--outer-lr")) c.outer_learning_rate = o.outer_lr;
+  c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
+  c.solver = parse_solver(o.solver);
+  c.cg_iterations = o.solver_iterations;
+  // The outer cross-entropy is on the validation rows unless there are none or --outer-data says so.
+  c.outer_data = given(o, "--outer-data") ? (o.outer_data == "validation" ? OuterData::validation : OuterData::train)
+                                           : (val.empty() ? OuterData::train : OuterData::validation);
+  c.seed = o.seed;
+
+  const fs::path out = o.out;
+  check_output_dir(kCmd, "--out", out);
+  ClassificationRun run(ctx, c, train, val, test, classes, kCmd);  // validates the settings, builds the policy
+
+  nlohmann::json config = c.to_json();
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(classes), 0);
+  for (std::int32_t l : data.labels) ++counts[static_cast<std::size_t>(l)];
+  config["data"] = {{"path", o.data},
+                    {"rows", data.rows},
+                    {"label", o.label},
+                    {"classes", data.class_names},
+                    {"class_counts", counts},
+                    {"features", data.feature_names},
+                    {"train_rows", train.rows},
+                    {"validation_rows", val.rows},
+                    {"test_rows", test.rows},
+                    {"test_fraction", test_fraction},
+                    {"val_fraction", o.val_fraction},
+                    {"split", "stratified: test_fraction of every class to test, then val_fraction of the rest"},
+                    {"standardize", true},
+                    {"standardization", {{"mean", splits.map.mean}, {"scale", splits.map.scale}}}};
+  config["device"] = to_string(ctx.backend());
+  config["threads"] = o.threads;
+  config["task"] = o.task;
+
+  // ---------------------------------------------------------------- train
+  fmt::print("d2r fit: {} ({} rows, {} classes): {} train / {} validation / {} test rows (stratified), {} features "
+             "(standardised) -> label '{}'\n",
+             o.data, data.rows, classes, train.rows, val.rows, test.rows, train.inputs, o.label);
+  fmt::print("method {}", o.method);
+  if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
+  if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
+  if (method == ClassMethod::bilevel) {
+    fmt::print("\nbilevel β from {}: K_out = {}, K_in = {} full-batch inner steps, {} inner start, {} curvature, solver {}, "
+               "outer Adam {} (re-created each step), outer cross-entropy on the {} rows; then PG with the learned β",
+               c.beta, c.outer_steps, c.inner_steps, o.inner_start, o.curvature, o.solver, c.outer_learning_rate,
+               c.outer_data == OuterData::validation ? "validation" : "training");
+  }
+  fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
+             c.hidden.empty() ? "logistic regression" : "MLP", train.inputs,
+             c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes, c.learning_rate,
+             c.epochs, c.batch_size == 0 ? std::string("all rows") : std::to_string(c.batch_size),
+             to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
+  std::fflush(stdout);
+
+  ClassificationResult result;
+  {
+    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && method == ClassMethod::bilevel);
+    result = run.run([&](std::int64_t done, std::int64_t, const std::string& status) { progress.update(done, status); });
+    progress.finish();
+  }
+
+  // ---------------------------------------------------------------- report and write
+  const bool has_val = !val.empty();
+  fmt::print("\n{:<12} {:>14} {:>10}\n", "", "cross-entropy", "accuracy");
+  fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "train", result.train.nll_per_dim, result.train.accuracy);
+  if (has_val) fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "validation", result.validation.nll_per_dim, result.validation.accuracy);
+  fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "test", result.test.nll_per_dim, result.test.accuracy);
+  fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
+             result.epochs.size(), result.mean_test_accuracy, result.test.accuracy);
+  if (method == ClassMethod::bilevel) {
+    fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", result.beta,
+               std::min<std::size_t>(static_cast<std::size_t>(c.beta_tail), result.outer.size()),
+               result.outer.back().beta, c.beta);
+  } else if (method == ClassMethod::pg) {
+    fmt::print("fixed β = {}\n", result.beta);
+  } else if (method == ClassMethod::heuristic) {
+    fmt::print("heuristic β* = {:.4f}\n", result.beta);
+  }
+  if (method != ClassMethod::heuristic && std::isfinite(result.heuristic_beta)) {
+    fmt::print("(heuristic β* of the training labels at λ = {}: {:.4f})\n", c.lambda, result.heuristic_beta);
+  }
+  fmt::print("wall time {:.1f} s\n", result.wall_seconds);
+
+  std::vector<std::string> header;
+  std::vector<std::vector<double>> rows;
+  epoch_table(result, header, rows);
+  nlohmann::json j = run_header(kCmd, ctx, o.precision);
+  j["config"] = config;
+  j["records"] = epochs_json(result);
+  if (method == ClassMethod::bilevel) j["outer_records"] = outer_json(result);
+  j["final"] = {{"train", class_metrics_json(result.train)},
+                {"validation", has_val ? class_metrics_json(result.validation) : nlohmann::json(nullptr)},
+                {"test", class_metrics_json(result.test)},
+                {"mean_test_accuracy", result.mean_test_accuracy},
+                {"mean_test_nll", result.mean_test_nll},
+                {"test_accuracy", result.test.accuracy},
+                {"epochs_done", result.epochs.size()},
+                {"heuristic_beta", std::isfinite(result.heuristic_beta) ? nlohmann::json(result.heuristic_beta)
+                                                                         : nlohmann::json(nullptr)}};
+  if (method != ClassMethod::nll) {
+    j["final"]["reward"] = {{"form", "scalar"},
+                            {"params", {result.beta}},
+                            {"beta", result.beta},
+                            {"description", fmt::format("U = β·I, β = {:.4g}", result.beta)}};
+  }
+  j["wall_seconds"] = result.wall_seconds;
+  ensure_directory(out);
+  write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+  std::string extra;
+  if (method == ClassMethod::bilevel) {
+    outer_table(result, header, rows);
+    write_csv(out / "outer_curves.csv", header, std::span<const std::vector<double>>(rows));
+    extra = fmt::format(", {}", (out / "outer_curves.csv").string());
+  }
+  write_json_atomic(out / "results.json", j);
+  fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(), extra);
+  return 0;
+}
+
+}  // namespace
 
 }  // namespace d2r::cli

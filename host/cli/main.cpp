@@ -21,6 +21,10 @@ int main(int argc, char** argv) {
   CLI::App* fit = d2r::cli::add_fit_command(app, fit_options);
   d2r::cli::ReproduceOptions reproduce_options;
   CLI::App* reproduce = d2r::cli::add_reproduce_command(app, reproduce_options);
+  d2r::cli::ValidateOptions validate_options;
+  CLI::App* validate = d2r::cli::add_validate_command(app, validate_options);
+  d2r::cli::BenchOptions bench_options;
+  CLI::App* bench = d2r::cli::add_bench_command(app, bench_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -31,6 +35,8 @@ int main(int argc, char** argv) {
     if (sample->parsed()) return d2r::cli::run_sample(sample_options);
     if (fit->parsed()) return d2r::cli::run_fit(fit_options);
     if (reproduce->parsed()) return d2r::cli::run_reproduce(reproduce_options);
+    if (validate->parsed()) return d2r::cli::run_validate(validate_options);
+    if (bench->parsed()) return d2r::cli::run_bench(bench_options);
   } catch (const d2r::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return e.kind() == d2r::ErrorKind::invalid_argument || e.kind() == d2r::ErrorKind::unsupported ? 2 : 1;
