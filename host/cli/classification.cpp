@@ -192,7 +192,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
         s.validation = val_.empty() ? nan_class_metrics() : r.validation;
         out.outer.push_back(s);
         if (progress) {
-          progress(k, total, fmt::format("β = {:.4g}  train CE {:.4f}  acc {:.3f}", s.beta, s.train.nll_per_dim,
+          progress(k, total, fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}", s.beta, s.outer_loss,
                                          s.train.accuracy));
         }
       }

@@ -1003,9 +1003,8 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
              "NLL > PG(β=1) on {})  ({:.1f} s)\n",
              n_holds, n, n_star, n_pg1, progress.elapsed());
   fmt::print("note: with Adam only β/λ matters, and β*/λ does not depend on λ; the paper's PG(β=1) gap (spambase 0.724) "
-             "is at λ = 10,\nwhere β/λ = 0.1 makes the reward nearly flat; here β/λ = {:.3g} (--lambda 10 for the paper's "
-             "Table 1 setting)\n",
-             1.0 / lambda);
+             "is at λ = 10,\nwhere β/λ = 0.1 makes the reward nearly flat; here β/λ = {:.3g}{}\n",
+             1.0 / lambda, lambda == 10 ? " (the paper's Table 1 setting)" : " (--lambda 10: the paper's Table 1 setting)");
 
   nlohmann::json j = run_header(kCmd, ctx, o.precision);
   j["experiment"] = "tabular";
