@@ -43,7 +43,53 @@ def save(fig, out_dir, name, written):
     written.append(path)
 
 
+def plot_classification_fit(plt, results, rows, out_dir, written):
+    """`d2r fit --task classification`: cross-entropy and accuracy per epoch (train and test)."""
+    epochs = [number(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (key, label) in zip(axes, [("nll", "cross-entropy"), ("accuracy", "accuracy")]):
+        for split in ("train", "test", "val"):
+            values = [number(r.get(f"{split}_{key}")) for r in rows]
+            if finite(values):
+                ax.plot(epochs, values, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.legend()
+    fig.suptitle(f"d2r fit --task classification --method {results.get('config', {}).get('method', '?')}")
+    save(fig, out_dir, "learning_curves.png", written)
+    plt.close(fig)
+
+
+def plot_tabular(plt, rows, out_dir, written):
+    """`d2r reproduce tabular`: held-out accuracy per epoch of every method, one figure per data set
+    (first seed), and β over the outer steps of the bilevel runs."""
+    groups = {}
+    for r in rows:
+        dataset, seed, method = (r["run"].split("/") + ["", ""])[:3]
+        if seed.endswith("0"):
+            groups.setdefault(dataset, {}).setdefault((method, r.get("phase", "")), []).append(r)
+    for dataset, runs in groups.items():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for (method, phase), rs in runs.items():
+            steps = [number(r["step"]) for r in rs]
+            if phase == "epoch":
+                axes[0].plot(steps, [number(r["held_out_accuracy"]) for r in rs], label=method)
+            elif finite([number(r.get("beta")) for r in rs]):
+                axes[1].plot(steps, [number(r["beta"]) for r in rs], label=method)
+        axes[0].set_xlabel("epoch")
+        axes[0].set_title("held-out accuracy")
+        axes[0].legend(fontsize=7)
+        axes[1].set_xlabel("outer step")
+        axes[1].set_title("β (bilevel)")
+        fig.suptitle(f"reproduce tabular: {dataset}")
+        save(fig, out_dir, f"tabular_{dataset}.png", written)
+        plt.close(fig)
+
+
 def plot_fit(plt, results, rows, out_dir, written):
+    if rows and "epoch" in rows[0]:
+        plot_classification_fit(plt, results, rows, out_dir, written)
+        return
     steps = [number(r["step"]) for r in rows]
     held = "val" if rows and "val_nll_per_dim" in rows[0] else None
     metrics = [("nll_per_dim", "NLL per dimension"), ("rmse", "RMSE of the mean"), ("mean_std", "mean predicted std")]
@@ -77,6 +123,9 @@ def plot_fit(plt, results, rows, out_dir, written):
 
 def plot_reproduce(plt, results, rows, out_dir, written):
     experiment = results.get("experiment", "?")
+    if experiment == "tabular":
+        plot_tabular(plt, rows, out_dir, written)
+        return
     runs = {}
     for r in rows:
         runs.setdefault(r["run"], []).append(r)
