@@ -538,23 +538,27 @@ PgOptions<T> pg_options(Transform kind, bool per_dim = false, double eps = 1e-3)
 
 // ------------------------------------------------------------------ distributions
 
-void add_distribution_checks(Table& t, Level level) {
+/// sample, log_prob, entropy and backward of one Gaussian head family (Head = Diag or Chol) on its
+/// shapes, per-row and shared second parameter.
+template <template <class> class Head>
+void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const std::string& name,
+                              const std::string& shared_name, const std::string& second_grad) {
   const Tol values{1e-4}, grads{1e-3};
-  for (const Shape s : diag_shapes(level)) {
+  for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
     for (const bool shared : {false, true}) {
       if (shared && s.B == 1) continue;
-      const std::string var = shared ? "diag, shared log-std" : "diag";
+      const std::string var = shared ? shared_name : name;
       t.add("sample", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
-        const Diag<T> h(ctx, r, s, shared);
+        const Head<T> h(ctx, r, s, shared);
         Buffer<T> y(ctx, s.B * s.G * s.n);
         sample(ctx, h.head(), s.G, kKey, y.matrix(s.B * s.G, s.n));
         return {{"samples", get(y)}};
       });
       t.add("log_prob", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
-        const Diag<T> h(ctx, r, s, shared);
+        const Head<T> h(ctx, r, s, shared);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
         Buffer<T> lp(ctx, s.B * s.G);
         log_prob(ctx, h.head(), y.matrix(s.B * s.G, s.n), lp.matrix(s.B, s.G));
@@ -562,60 +566,27 @@ void add_distribution_checks(Table& t, Level level) {
       });
       t.add("entropy", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
-        const Diag<T> h(ctx, r, s, shared);
+        const Head<T> h(ctx, r, s, shared);
         Buffer<T> e(ctx, s.B);
         entropy(ctx, h.head(), e.vector());
         return {{"entropy", get(e)}};
       });
       t.add("backward", var, size, grads, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
-        const Diag<T> h(ctx, r, s, shared);
+        const Head<T> h(ctx, r, s, shared);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
                         e = put<T>(ctx, r.vec(s.B, -1, 1));
         auto g = h.zeros(ctx);
         backward(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_grad(g));
-        return {{"grad_mean", get(g.a)}, {"grad_log_std", get(g.b)}};
+        return {{"grad_mean", get(g.a)}, {second_grad, get(g.b)}};
       });
     }
   }
-  for (const Shape s : chol_shapes(level)) {
-    const std::string size = gauss_size(s);
-    for (const bool shared : {false, true}) {
-      if (shared && s.B == 1) continue;
-      const std::string var = shared ? "cholesky, shared L" : "cholesky";
-      t.add("sample", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-        using T = decltype(one);
-        const Chol<T> h(ctx, r, s, shared);
-        Buffer<T> y(ctx, s.B * s.G * s.n);
-        sample(ctx, h.head(), s.G, kKey, y.matrix(s.B * s.G, s.n));
-        return {{"samples", get(y)}};
-      });
-      t.add("log_prob", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-        using T = decltype(one);
-        const Chol<T> h(ctx, r, s, shared);
-        const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
-        Buffer<T> lp(ctx, s.B * s.G);
-        log_prob(ctx, h.head(), y.matrix(s.B * s.G, s.n), lp.matrix(s.B, s.G));
-        return {{"log_prob", get(lp)}};
-      });
-      t.add("entropy", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-        using T = decltype(one);
-        const Chol<T> h(ctx, r, s, shared);
-        Buffer<T> e(ctx, s.B);
-        entropy(ctx, h.head(), e.vector());
-        return {{"entropy", get(e)}};
-      });
-      t.add("backward", var, size, grads, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-        using T = decltype(one);
-        const Chol<T> h(ctx, r, s, shared);
-        const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
-                        e = put<T>(ctx, r.vec(s.B, -1, 1));
-        auto g = h.zeros(ctx);
-        backward(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_grad(g));
-        return {{"grad_mean", get(g.a)}, {"grad_tril", get(g.b)}};
-      });
-    }
-  }
+}
+
+void add_distribution_checks(Table& t, Level level) {
+  add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std");
+  add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril");
   for (const Shape s : cat_shapes(level)) {
     const std::string size = cat_size(s);
     t.add_custom("sample", "categorical", size, [=](Env& env, std::uint64_t salt) {
