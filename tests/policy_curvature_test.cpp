@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "d2r/d2r.hpp"
 #include "tests/test_utils.hpp"
@@ -188,6 +189,38 @@ TEST(PolicyCurvatureErrors, BadInput) {
   std::vector<double> v(net.parameter_count()), hv(net.parameter_count());
   d2r::test::expect_error([&] { c.apply({v.data(), (std::int64_t)v.size()}, {hv.data(), (std::int64_t)hv.size()}); }, "this",
                           "prepare() must succeed");
+  d2r::test::expect_error([&] { d2r::DiagGaussianPolicyCurvature<double> c0(ctx, net, 0); }, "batch", "B >= 1");
+
+  // prepare checks every argument before grad is written (the grad sentinel survives) and
+  // leaves the object unprepared.
+  const std::int64_t P = net.parameter_count(), B = 4, n = 2;
+  std::vector<double> params(P, 0.1), x(B * 2, 0.5), y(B * n, 0.0), grad(P, -7.0), u{1.0};
+  const auto xv = d2r::matrix_view<const double>(x.data(), B, 2);
+  const auto yv = d2r::matrix_view<const double>(y.data(), B, n);
+  const d2r::MahalanobisReward<double> reward{d2r::RewardForm::scalar, {u.data(), 1}};
+  const auto expect_untouched = [&](auto&& call, const std::string& argument) {
+    d2r::test::expect_error(call, argument, "");
+    for (double g : grad) ASSERT_EQ(g, -7.0) << argument;
+  };
+  expect_untouched([&] { c.prepare({params.data(), P - 1}, xv, yv, reward, 2, {}, {}, {grad.data(), P}); }, "params");
+  expect_untouched([&] { c.prepare({params.data(), P}, d2r::matrix_view<const double>(x.data(), 3, 2), yv, reward, 2, {}, {},
+                                   {grad.data(), P}); },
+                   "x");
+  expect_untouched([&] { c.prepare({params.data(), P}, xv, d2r::matrix_view<const double>(y.data(), 4, 1), reward, 2, {}, {},
+                                   {grad.data(), P}); },
+                   "targets");
+  y[3] = std::numeric_limits<double>::quiet_NaN();
+  expect_untouched([&] { c.prepare_exact({params.data(), P}, xv, yv, reward, {}, {grad.data(), P}); }, "targets");
+  y[3] = 0.0;
+  expect_untouched([&] { c.prepare({params.data(), P}, xv, yv, reward, 0, {}, {}, {grad.data(), P}); }, "generations");
+  expect_untouched([&] { c.prepare({params.data(), P}, xv, yv, reward, 2, {}, {}, {params.data(), P}); }, "grad");
+  d2r::test::expect_error([&] { c.apply({v.data(), P}, {hv.data(), P}); }, "this", "prepare() must succeed");
+
+  // After a successful prepare, apply and mixed_product check their vectors.
+  c.prepare({params.data(), P}, xv, yv, reward, 2, {}, {}, {grad.data(), P});
+  d2r::test::expect_error([&] { c.apply({v.data(), P - 1}, {hv.data(), P}); }, "v", "");
+  d2r::test::expect_error([&] { c.apply({v.data(), P}, {v.data(), P}); }, "hv", "");
+  d2r::test::expect_error([&] { c.mixed_product({v.data(), P + 1}, {u.data(), 1}); }, "w", "");
 }
 
 }  // namespace
