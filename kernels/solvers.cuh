@@ -165,7 +165,9 @@ D2R_KERNEL void cg_update_finalize(SolverDevice dev, std::int64_t count, std::in
 }
 
 D2R_KERNEL void direction_kernel(SolverDevice dev, VectorView<float> p, const float* z, bool first) {
-  if (frozen(dev.state)) return;
+  // The first direction is written even when the solve stopped at its start (b = 0, x₀ already
+  // good): the operator is still applied to p max_iterations times and must not read garbage.
+  if (!first && frozen(dev.state)) return;
   const float beta = static_cast<float>(dev.state->beta);
   D2R_SOLVER_LOOP(i, p.size) p[i] = first ? z[i] : z[i] + beta * p[i];
 }

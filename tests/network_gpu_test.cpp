@@ -1,6 +1,7 @@
 // The MLP trunk's cuda backend (cuBLAS GEMMs + kernels/network.cu) against the CPU reference in
-// double: init (bitwise equal to cpu float; γ = 1, β = 0 with LayerNorm), forward, backward,
-// forward_tangent and backward_tangent on strided, sentinel-guarded views, with and without
+// double: init (bitwise equal to cpu float; γ = 1, β = 0 with LayerNorm), then forward, backward,
+// forward_tangent and backward_tangent at perturbed parameters, through non-square layers, on
+// strided, sentinel-guarded views, with and without
 // LayerNorm (warp-per-row and block-per-row widths); determinism; bad input on the device.
 #include <gtest/gtest.h>
 
@@ -56,8 +57,12 @@ double max_abs(const std::vector<double>& v) {
 
 TEST_P(NetworkGpu, MatchesReference) {
   const auto [B, width, depth, act, layer_norm] = GetParam();
-  const Mlp net({.inputs = width, .hidden = std::vector<std::int64_t>(static_cast<std::size_t>(depth), width),
-                 .outputs = width, .activation = act, .layer_norm = layer_norm});
+  // Non-square layers (inputs, alternating hidden widths, outputs all differ), so that a swapped
+  // leading dimension or inputs/outputs mix-up cannot pass.
+  std::vector<std::int64_t> hidden;
+  for (std::int64_t d = 0; d < depth; ++d) hidden.push_back(width + 5 * (d % 2));
+  const Mlp net({.inputs = width + 3, .hidden = hidden, .outputs = width / 2 + 1, .activation = act,
+                 .layer_norm = layer_norm});
   const std::int64_t P = net.parameter_count(), C = net.cache_elements(B), in = net.inputs(), out = net.outputs();
   d2r::Context gpu({.backend = d2r::Backend::cuda});
   d2r::Context cpu({.backend = d2r::Backend::cpu});
@@ -78,6 +83,13 @@ TEST_P(NetworkGpu, MatchesReference) {
   }
 
   TestRng rng(static_cast<std::uint64_t>(B * 1000 + width * 10 + depth));
+  // Then every parameter is moved off its initial value (γ != 1, β != 0 with LayerNorm), so that
+  // a kernel that drops γ or β, or reads another layer's, is seen.
+  // Scaled moves keep the weights at their init's magnitude (activations stay O(1) with depth).
+  const auto scale = rng.vector<float>(P, 0.5, 1.5), shift = rng.vector<float>(P, -0.1, 0.1);
+  for (std::size_t i = 0; i < params_f.size(); ++i) params_f[i] = params_f[i] * scale[i] + shift[i];
+  g_params.fill(params_f);
+
   const auto x_f = rng.vector<float>(B * in, -1.5, 1.5), v_f = rng.vector<float>(P, -1, 1);
   const auto dout_f = rng.vector<float>(B * out, -1, 1), doutt_f = rng.vector<float>(B * out, -1, 1);
   const auto params = to_double(params_f), x = to_double(x_f), v = to_double(v_f), dout = to_double(dout_f),

@@ -46,6 +46,7 @@ struct Context::Impl {
   cudaStream_t stream = nullptr;
   bool owns_stream = false;
   cublasHandle_t cublas = nullptr;
+  void* cublas_workspace = nullptr;  // owned; given to the handle with cublasSetWorkspace
   struct Block {
     void* data = nullptr;
     std::size_t bytes = 0;
@@ -55,6 +56,7 @@ struct Context::Impl {
   ~Impl() {
     if (backend == Backend::cuda) {
       if (cublas != nullptr) cublasDestroy(cublas);
+      if (cublas_workspace != nullptr) D2R_CUDA_TRY_NO_THROW(cudaFree(cublas_workspace));
       for (Block& block : blocks)
         if (block.data != nullptr) D2R_CUDA_TRY_NO_THROW(cudaFree(block.data));
       if (owns_stream) D2R_CUDA_TRY_NO_THROW(cudaStreamDestroy(stream));
@@ -91,6 +93,18 @@ Context::Context(const ContextOptions& options) : impl_(std::make_unique<Impl>()
       D2R_CUDA_TRY(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
       impl_->owns_stream = true;
     }
+    impl_->backend = backend;  // so that ~Impl frees what follows if it throws
+    // The handle is created here, once, and bound to the stream once: cublasSetStream resets the
+    // handle's workspace to cuBLAS's own pool, so binding it before every call (or creating the
+    // handle lazily, perhaps inside a stream capture) would let cuBLAS allocate inside a captured
+    // graph. The workspace size is cuBLAS's recommendation (cublasSetWorkspace).
+    int major = 0;
+    D2R_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, options.device));
+    const std::size_t cublas_bytes = std::size_t{major >= 9 ? 32u : 4u} << 20;
+    D2R_CUBLAS_TRY(cublasCreate(&impl_->cublas));
+    D2R_CUBLAS_TRY(cublasSetStream(impl_->cublas, impl_->stream));
+    D2R_CUDA_TRY(cudaMalloc(&impl_->cublas_workspace, cublas_bytes));
+    D2R_CUBLAS_TRY(cublasSetWorkspace(impl_->cublas, impl_->cublas_workspace, cublas_bytes));
   }
   impl_->backend = backend;
 }
@@ -121,8 +135,6 @@ cublasHandle_t Context::cublas() {
   if (impl_->backend != Backend::cuda) {
     throw Error(ErrorKind::unsupported, "", "d2r::Context::cublas: the cpu backend has no cuBLAS handle");
   }
-  if (impl_->cublas == nullptr) D2R_CUBLAS_TRY(cublasCreate(&impl_->cublas));
-  D2R_CUBLAS_TRY(cublasSetStream(impl_->cublas, impl_->stream));
   return impl_->cublas;
 }
 

@@ -3,8 +3,8 @@
 /// d2r::Context: the one handle passed first to every primitive.
 ///
 /// A Context owns (or borrows) everything a primitive needs besides its views: the backend that
-/// runs it (the CUDA kernels or the CPU reference), the CUDA stream, a lazily created cuBLAS
-/// handle bound to that stream, a growable device workspace, and the Philox seed. Primitives
+/// runs it (the CUDA kernels or the CPU reference), the CUDA stream, a cuBLAS handle bound to
+/// that stream with a workspace of its own, a growable device workspace, and the Philox seed. Primitives
 /// never create streams, handles or allocations of their own; after the workspace has grown to
 /// its high-water mark, the steady state allocates nothing.
 ///
@@ -89,8 +89,11 @@ class Context {
   [[nodiscard]] std::string device_name() const;
   /// The stream every primitive orders its work on (nullptr on the cpu backend).
   [[nodiscard]] cudaStream_t stream() const noexcept;
-  /// cuBLAS handle, created on first use and re-bound to stream() on every call.
-  /// Throws d2r::Error on the cpu backend.
+  /// cuBLAS handle, created with the context (cuda backend), bound once to stream() and given a
+  /// device workspace of its own (cublasSetWorkspace: 32 MiB on compute capability 9.x and newer,
+  /// 4 MiB before, as cuBLAS recommends), so that GEMMs captured in a CUDA graph allocate
+  /// nothing and replay with the algorithms of the eager calls. Do not call cublasSetStream on
+  /// it: that drops the workspace. Throws d2r::Error on the cpu backend.
   cublasHandle_t cublas();
 
   /// Returns at least `bytes` bytes of scratch memory in the backend's memory space (device
