@@ -534,7 +534,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   using ReducePair = cub::BlockReduce<Pair, kBlock>;
   __shared__ typename S::Shared sh;
   __shared__ typename ReducePair::TempStorage pair_temp;
-  __shared__ float row_stat[4];  // Σ r, min r, Σ (r − mean)², Σ c
+  __shared__ float row_stat[5];  // Σ r, min r, mean of r − min, Σ c, Σ (r − min − mean)²
   extern __shared__ __align__(16) unsigned char draw_storage[];
   const std::int64_t G = s.generations;
   std::int32_t* draw_class = reinterpret_cast<std::int32_t*>(draw_storage);  // −1 − tile until resolved
@@ -610,15 +610,21 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     if (tid == 0) row_stat[0] = sum_min.x, row_stat[1] = sum_min.y;
     __syncthreads();
     const float sum = row_stat[0], lo = row_stat[1];
-    const float mean = sum / static_cast<float>(G);
-    float scale = 1.0f;
+    // standardize centres r − lo (reference::transform_row): equal rewards give advantages of 0.
+    float mean = 0.0f, scale = 1.0f;
     if (tr.kind == Transform::standardize) {
-      float sq = 0.0f;
-      for (std::int64_t g = tid; g < G; g += kBlock) sq += (draw_value[g] - mean) * (draw_value[g] - mean);
-      const Pair sq_sum = ReducePair(pair_temp).Reduce(Pair{sq, 0.0f}, PairSum{});
-      if (tid == 0) row_stat[2] = sq_sum.x;
+      float shifted = 0.0f;
+      for (std::int64_t g = tid; g < G; g += kBlock) shifted += draw_value[g] - lo;
+      const Pair shifted_sum = ReducePair(pair_temp).Reduce(Pair{shifted, 0.0f}, PairSum{});
+      if (tid == 0) row_stat[2] = shifted_sum.x / static_cast<float>(G);
       __syncthreads();
-      scale = 1.0f / (sqrtf(row_stat[2] / static_cast<float>(G - 1)) + tr.standardize_epsilon);
+      mean = row_stat[2];
+      float sq = 0.0f;
+      for (std::int64_t g = tid; g < G; g += kBlock) sq += (draw_value[g] - lo - mean) * (draw_value[g] - lo - mean);
+      const Pair sq_sum = ReducePair(pair_temp).Reduce(Pair{sq, 0.0f}, PairSum{});
+      if (tid == 0) row_stat[4] = sq_sum.x;
+      __syncthreads();
+      scale = 1.0f / (sqrtf(row_stat[4] / static_cast<float>(G - 1)) + tr.standardize_epsilon);
     }
 
     // ---- advantages, clipped terms and cotangents (draw_grad becomes c_g)
@@ -631,7 +637,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
         case Transform::normalize: a = r - lo; break;
         case Transform::rbf: a = expf(tr.rbf_gamma * r); break;
         case Transform::leave_one_out: a = r - (sum - r) / static_cast<float>(G - 1); break;
-        case Transform::standardize: a = (r - mean) * scale; break;
+        case Transform::standardize: a = (r - lo - mean) * scale; break;
       }
       float x = -s.per_dim * draw_grad[g];
       bool active = true;

@@ -579,11 +579,13 @@ D2R_KERNEL void __launch_bounds__(kThreads)
     }
     sum = warp_sum(sum);
     lo = warp_min(lo);
-    const float mean = sum / g_count;
-    float scale = 1.0f;
+    // standardize centres r − lo (reference::transform_row): equal rewards give advantages of 0.
+    float mean = 0.0f, scale = 1.0f;
     if (options.transform.kind == Transform::standardize) {
+      for (std::int64_t g = t; g < G; g += kThreads) mean += r_g[g] - lo;
+      mean = warp_sum(mean) / g_count;
       float sq = 0.0f;
-      for (std::int64_t g = t; g < G; g += kThreads) sq += (r_g[g] - mean) * (r_g[g] - mean);
+      for (std::int64_t g = t; g < G; g += kThreads) sq += (r_g[g] - lo - mean) * (r_g[g] - lo - mean);
       sq = warp_sum(sq);
       scale = 1.0f / (sqrtf(sq / static_cast<float>(G - 1)) + options.transform.standardize_epsilon);
     }
@@ -596,7 +598,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
         case Transform::normalize: a = r - lo; break;
         case Transform::rbf: a = expf(options.transform.rbf_gamma * r); break;
         case Transform::leave_one_out: a = r - (sum - r) / static_cast<float>(G - 1); break;
-        case Transform::standardize: a = (r - mean) * scale; break;
+        case Transform::standardize: a = (r - lo - mean) * scale; break;
       }
       float x = -s.per_dim * c_g[g];
       bool active = true;

@@ -241,11 +241,13 @@ D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
     sum = warp_sum(sum);
 #pragma unroll
     for (int offset = kWarpSize / 2; offset > 0; offset /= 2) lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, offset));
-    const float mean = sum / static_cast<float>(G);
-    float scale = 1.0f;
+    // standardize centres r − lo (reference::transform_row): equal rewards give advantages of 0.
+    float mean = 0.0f, scale = 1.0f;
     if (options.transform.kind == Transform::standardize) {
+      for (std::int64_t g = lane; g < G; g += kWarpSize) mean += r_g[g] - lo;
+      mean = warp_sum(mean) / static_cast<float>(G);
       float sq = 0.0f;
-      for (std::int64_t g = lane; g < G; g += kWarpSize) sq += (r_g[g] - mean) * (r_g[g] - mean);
+      for (std::int64_t g = lane; g < G; g += kWarpSize) sq += (r_g[g] - lo - mean) * (r_g[g] - lo - mean);
       sq = warp_sum(sq);
       scale = 1.0f / (sqrtf(sq / static_cast<float>(G - 1)) + options.transform.standardize_epsilon);
     }
@@ -259,7 +261,7 @@ D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
         case Transform::normalize: a = r - lo; break;
         case Transform::rbf: a = expf(options.transform.rbf_gamma * r); break;
         case Transform::leave_one_out: a = r - (sum - r) / static_cast<float>(G - 1); break;
-        case Transform::standardize: a = (r - mean) * scale; break;
+        case Transform::standardize: a = (r - lo - mean) * scale; break;
       }
       float x = -s.per_dim * x_g[g];
       bool active = true;

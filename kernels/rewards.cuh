@@ -37,7 +37,9 @@ D2R_KERNEL void continuous_kernel(MahalanobisReward<float> reward, MatrixView<co
   }
 }
 
+/// r(k, y); NaN for the draw k = −1 of a row without a distribution (ValueChecks::none).
 __device__ __forceinline__ float one_hot_reward(const MahalanobisReward<float>& reward, std::int32_t k, std::int32_t y) {
+  if (k < 0) return __int_as_float(0x7fc00000);  // quiet NaN
   if (k == y) return 0.0f;
   switch (reward.form) {
     case RewardForm::scalar: return -2.0f * reward.params[0];
@@ -118,7 +120,7 @@ D2R_KERNEL void one_hot_grad_chunks_kernel(MahalanobisReward<float> reward, Matr
     const std::int32_t y = labels[b];
     for (std::int64_t g = 0; g < d_reward.cols; ++g) {
       const std::int32_t k = samples(b, g);
-      if (k == y) continue;
+      if (k == y || k < 0) continue;  // k = −1: a row without a distribution (its reward is NaN)
       const float c = d_reward(b, g);
       if (reward.form == RewardForm::scalar) {
         partial(chunk, 0) -= 2.0f * c;
@@ -149,11 +151,14 @@ D2R_KERNEL void transform_kernel(TransformOptions<float> options, MatrixView<con
       sum += rewards(b, g);
       lo = fminf(lo, rewards(b, g));
     }
-    const float mean = sum / static_cast<float>(G);
-    float scale = 1.0f;
+    // standardize centres r − lo (see reference::transform_row): a group of equal rewards then
+    // has a mean of exactly 0 and gets advantages of exactly 0.
+    float mean = 0.0f, scale = 1.0f;
     if (options.kind == Transform::standardize) {
+      for (std::int64_t g = 0; g < G; ++g) mean += rewards(b, g) - lo;
+      mean /= static_cast<float>(G);
       float sq = 0.0f;
-      for (std::int64_t g = 0; g < G; ++g) sq += (rewards(b, g) - mean) * (rewards(b, g) - mean);
+      for (std::int64_t g = 0; g < G; ++g) sq += (rewards(b, g) - lo - mean) * (rewards(b, g) - lo - mean);
       scale = 1.0f / (sqrtf(sq / static_cast<float>(G - 1)) + options.standardize_epsilon);
     }
     for (std::int64_t g = 0; g < G; ++g) {
@@ -164,7 +169,7 @@ D2R_KERNEL void transform_kernel(TransformOptions<float> options, MatrixView<con
         case Transform::normalize: a = r - lo; break;
         case Transform::rbf: a = expf(options.rbf_gamma * r); break;
         case Transform::leave_one_out: a = r - (sum - r) / static_cast<float>(G - 1); break;
-        case Transform::standardize: a = (r - mean) * scale; break;
+        case Transform::standardize: a = (r - lo - mean) * scale; break;
       }
       advantages(b, g) = a;
     }
@@ -178,23 +183,25 @@ D2R_KERNEL void transform_backward_kernel(TransformOptions<float> options, Matri
   const std::int64_t G = rewards.cols;
   for (std::int64_t b = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; b < rewards.rows;
        b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    float sum = 0.0f, da_sum = 0.0f, lo = INFINITY;
+    float da_sum = 0.0f, lo = INFINITY;
     std::int64_t arg_lo = 0;
     for (std::int64_t g = 0; g < G; ++g) {
       const float r = rewards(b, g);
-      sum += r;
       da_sum += d_advantages(b, g);
       if (r < lo) {
         lo = r;
         arg_lo = g;
       }
     }
-    const float mean = sum / static_cast<float>(G);
-    float D = 1.0f, coef = 0.0f;
+    // standardize: centred as in transform_kernel (r − lo first), so z is exactly 0 in a group
+    // of equal rewards, as in the reference.
+    float mean = 0.0f, D = 1.0f, coef = 0.0f;
     if (options.kind == Transform::standardize) {
+      for (std::int64_t g = 0; g < G; ++g) mean += rewards(b, g) - lo;
+      mean /= static_cast<float>(G);
       float sq = 0.0f, dz = 0.0f;
       for (std::int64_t g = 0; g < G; ++g) {
-        const float z = rewards(b, g) - mean;
+        const float z = rewards(b, g) - lo - mean;
         sq += z * z;
         dz += d_advantages(b, g) * z;
       }
@@ -212,7 +219,7 @@ D2R_KERNEL void transform_backward_kernel(TransformOptions<float> options, Matri
         case Transform::leave_one_out:
           dr = (da * static_cast<float>(G) - da_sum) / static_cast<float>(G - 1);
           break;
-        case Transform::standardize: dr = (da - da_sum / static_cast<float>(G)) / D - coef * (r - mean); break;
+        case Transform::standardize: dr = (da - da_sum / static_cast<float>(G)) / D - coef * (r - lo - mean); break;
       }
       d_rewards(b, g) = dr;
     }

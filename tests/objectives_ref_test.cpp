@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <tuple>
 
 #include "d2r/d2r.hpp"
@@ -330,6 +331,43 @@ TEST(ExactObjective, GradientsMatchFiniteDifferences) {
     check(chol_loss, p.tril, gt, "cholesky tril");
     check(cat_loss, p.logits, gl, "categorical logits");
   }
+}
+
+/// Under ValueChecks::none (no value checks): a row of the categorical exact objective with no
+/// distribution (all logits −inf) gets NaN gradients, loss and tangent, as the kernels write; a
+/// NaN logit masks its class like −inf; the other rows are unaffected.
+TEST(ExactObjective, CategoricalRowWithoutADistributionIsNaNAndNaNLogitsAreMasked) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .value_checks = d2r::ValueChecks::none});
+  constexpr double kInf = std::numeric_limits<double>::infinity(), kNaN = std::numeric_limits<double>::quiet_NaN();
+  constexpr std::int64_t B = 3, C = 3;
+  // Row 0: no distribution. Row 1: class 0 NaN. Row 2: class 0 −inf (must equal row 1).
+  const std::vector<double> logits{-kInf, -kInf, -kInf, kNaN, 0.5, -0.25, -kInf, 0.5, -0.25};
+  const std::vector<double> tangent{0.3, -0.2, 0.1, 0.7, 0.4, -0.6, 0.7, 0.4, -0.6};
+  const std::vector<std::int32_t> labels{1, 1, 1};
+  const double beta = 0.8;
+  const d2r::MahalanobisReward<double> reward{RewardForm::scalar, d2r::vector_view<const double>(&beta, 1)};
+  const d2r::PgOptions<double> opt{.entropy_weight = 0.5};
+  const d2r::Categorical<double> head{d2r::matrix_view(logits.data(), B, C)}, tan{d2r::matrix_view(tangent.data(), B, C)};
+  std::vector<double> loss(B, 9.0), expected(B, 9.0), grad(B * C, 9.0), grad_t(B * C, 9.0);
+  d2r::exact_objective(ctx, head, d2r::vector_view(labels.data(), B), reward, opt,
+                       d2r::ObjectiveRows<double>{d2r::vector_view(loss.data(), B), d2r::vector_view(expected.data(), B)},
+                       d2r::CategoricalGrad<double>{d2r::matrix_view(grad.data(), B, C)});
+  d2r::exact_backward_tangent(ctx, head, d2r::vector_view(labels.data(), B), reward, opt, tan,
+                              d2r::CategoricalGrad<double>{d2r::matrix_view(grad_t.data(), B, C)});
+  EXPECT_TRUE(std::isnan(loss[0]) && std::isnan(expected[0]));
+  for (std::int64_t j = 0; j < C; ++j) {
+    EXPECT_TRUE(std::isnan(grad[j])) << j;
+    EXPECT_TRUE(std::isnan(grad_t[j])) << j;
+    EXPECT_EQ(grad[C + j], grad[2 * C + j]) << j;
+    EXPECT_EQ(grad_t[C + j], grad_t[2 * C + j]) << j;
+  }
+  EXPECT_EQ(loss[1], loss[2]);
+  EXPECT_TRUE(std::isfinite(loss[1]));
+  EXPECT_EQ(grad[C], 0.0);     // the masked class gets no gradient
+  EXPECT_EQ(grad_t[C], 0.0);   // nor a tangent
+  // E[r] of rows 1, 2 over the two live classes: p(label 1) r = 0, p(class 2) (−2β).
+  const double p2 = std::exp(-0.25) / (std::exp(0.5) + std::exp(-0.25));
+  EXPECT_NEAR(expected[1], -2 * beta * p2, 1e-15);
 }
 
 // ---------------------------------------------------------------- pathwise

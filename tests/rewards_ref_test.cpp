@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "d2r/d2r.hpp"
 #include "d2r/objectives.hpp"
@@ -191,6 +193,62 @@ TEST(TransformRef, FormulasOnAKnownRow) {
   d2r::transform_rewards(ctx, d2r::TransformOptions<double>{.kind = d2r::Transform::normalize},
                          d2r::matrix_view<const double>(inplace.data(), 1, 4), d2r::matrix_view(inplace.data(), 1, 4));
   EXPECT_EQ(inplace, (std::vector<double>{2.0, 0.0, 2.5, 0.5}));
+}
+
+/// A group of equal rewards (every draw of a one-hot reward U = βI missing the label, say) has
+/// advantages of exactly 0 under standardize, in float too: sum/G of equal floats can be off by
+/// an ulp, which the division by s + ε (s = 0) would blow up to O(0.1).
+TEST(TransformRef, StandardizeGivesAGroupOfEqualRewardsZeroAdvantages) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  for (const auto& [beta, G] : std::vector<std::pair<float, std::int64_t>>{{0.7f, 16}, {1.3f, 50}, {0.1f, 7}, {0.3f, 3}}) {
+    SCOPED_TRACE(::testing::Message() << "beta " << beta << " G " << G);
+    // Row 0: all equal; row 1: equal but one entry, which must still standardise normally.
+    std::vector<float> r(static_cast<std::size_t>(2 * G), -2.0f * beta), a(r.size(), -1.0f);
+    r[static_cast<std::size_t>(G)] = 0.0f;
+    const d2r::TransformOptions<float> o{.kind = d2r::Transform::standardize};
+    d2r::transform_rewards(ctx, o, d2r::matrix_view<const float>(r.data(), 2, G), d2r::matrix_view(a.data(), 2, G));
+    for (std::int64_t g = 0; g < G; ++g) ASSERT_EQ(a[static_cast<std::size_t>(g)], 0.0f) << g;
+    EXPECT_GT(a[static_cast<std::size_t>(G)], 0.5f);
+    for (std::int64_t g = 1; g < G; ++g) ASSERT_EQ(a[static_cast<std::size_t>(G + g)], a[static_cast<std::size_t>(G + 1)]);
+    EXPECT_LT(a[static_cast<std::size_t>(G + 1)], 0.0f);
+    // Backward at the tied row: z = 0 exactly, so d_r = (d_a − mean d_a) / ε (s = 0, no ∂s term).
+    std::vector<float> da(static_cast<std::size_t>(G)), dr(static_cast<std::size_t>(G));
+    for (std::int64_t g = 0; g < G; ++g) da[static_cast<std::size_t>(g)] = static_cast<float>(g % 3) - 1.0f;
+    d2r::transform_rewards_backward(ctx, o, d2r::matrix_view<const float>(r.data(), 1, G),
+                                    d2r::matrix_view<const float>(da.data(), 1, G), d2r::matrix_view(dr.data(), 1, G));
+    double mean_da = 0;
+    for (float v : da) mean_da += v / static_cast<double>(G);
+    for (std::int64_t g = 0; g < G; ++g)
+      EXPECT_NEAR(dr[static_cast<std::size_t>(g)], (da[static_cast<std::size_t>(g)] - mean_da) / o.standardize_epsilon, 1.0) << g;
+  }
+}
+
+/// Under ValueChecks::none a row of all −inf logits draws class −1 (distributions.hpp): its
+/// one-hot reward is NaN and the draw adds nothing to the reward gradient (it must not index
+/// params[−1]).
+TEST(RewardRef, OneHotDrawOfARowWithoutADistributionIsNaNAndHasNoGradient) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .value_checks = d2r::ValueChecks::none});
+  for (RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+    SCOPED_TRACE(static_cast<int>(form));
+    TestRng rng(3);
+    const std::int64_t C = 4;
+    const std::vector<double> params = random_params(form, C, rng);
+    const d2r::MahalanobisReward<double> reward{form, d2r::vector_view(params.data(), (std::int64_t)params.size())};
+    const std::vector<std::int32_t> labels{2}, with{-1, 0, 1}, without{0, 1};
+    std::vector<double> r(3);
+    d2r::reward(ctx, reward, d2r::matrix_view(with.data(), 1, 3), d2r::vector_view(labels.data(), 1), C,
+                d2r::matrix_view(r.data(), 1, 3));
+    EXPECT_TRUE(std::isnan(r[0]));
+    EXPECT_TRUE(std::isfinite(r[1]) && std::isfinite(r[2]));
+    const std::vector<double> d3{0.5, -1.25, 0.75}, d2{-1.25, 0.75};
+    std::vector<double> g_with(params.size(), 9.0), g_without(params.size(), 9.0);
+    d2r::reward_backward(ctx, reward, d2r::matrix_view(with.data(), 1, 3), d2r::vector_view(labels.data(), 1), C,
+                         d2r::matrix_view(d3.data(), 1, 3), d2r::vector_view(g_with.data(), (std::int64_t)g_with.size()));
+    d2r::reward_backward(ctx, reward, d2r::matrix_view(without.data(), 1, 2), d2r::vector_view(labels.data(), 1), C,
+                         d2r::matrix_view(d2.data(), 1, 2),
+                         d2r::vector_view(g_without.data(), (std::int64_t)g_without.size()));
+    EXPECT_EQ(g_with, g_without);
+  }
 }
 
 }  // namespace

@@ -43,17 +43,19 @@ void transform_row_backward(const TransformOptions<T>& options, const T* r, cons
       break;
     case Transform::standardize: {
       // A_g = z_g / (s + ε), z = r − mean, s = sqrt(Σz²/(G−1)); ∂s/∂r_k = z_k / ((G−1) s) (0 at s = 0).
-      T sum = 0, sq = 0;
-      for (std::int64_t g = 0; g < G; ++g) sum += r[g];
-      const T mean = sum / T(G);
-      for (std::int64_t g = 0; g < G; ++g) sq += (r[g] - mean) * (r[g] - mean);
+      // z is formed as in transform_row (centred on r − lo), exactly 0 in a group of equal rewards.
+      const T lo = *std::min_element(r, r + G);
+      T mean = 0, sq = 0;
+      for (std::int64_t g = 0; g < G; ++g) mean += r[g] - lo;
+      mean /= T(G);
+      for (std::int64_t g = 0; g < G; ++g) sq += (r[g] - lo - mean) * (r[g] - lo - mean);
       const T s = math::sqrt_(sq / T(G - 1));
       const T D = s + options.standardize_epsilon;
       T dz = 0;  // Σ_g da_g z_g
-      for (std::int64_t g = 0; g < G; ++g) dz += da[g] * (r[g] - mean);
+      for (std::int64_t g = 0; g < G; ++g) dz += da[g] * (r[g] - lo - mean);
       const T coef = s > T(0) ? dz / (T(G - 1) * s * D * D) : T(0);
       const T da_mean = da_sum / T(G);
-      for (std::int64_t g = 0; g < G; ++g) dr[g] = (da[g] - da_mean) / D - coef * (r[g] - mean);
+      for (std::int64_t g = 0; g < G; ++g) dr[g] = (da[g] - da_mean) / D - coef * (r[g] - lo - mean);
       break;
     }
   }

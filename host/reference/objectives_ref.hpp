@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "d2r/objectives.hpp"
@@ -254,30 +255,39 @@ void exact_cholesky_gaussian_tangent(const CholeskyGaussian<T>& head, const Maha
   }
 }
 
-/// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]).
+/// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]). Classes whose logit is
+/// not > −inf (−inf or NaN) are masked (p = 0); a row with no distribution (categorical_row_stats
+/// not valid, possible under ValueChecks::none) gets NaN gradients and outputs, as the kernels.
 template <class T>
 void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
                        const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
                        const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+  constexpr T kNaN = std::numeric_limits<T>::quiet_NaN();
   const std::int64_t B = head.logits.rows, C = head.logits.cols;
   const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
-  std::vector<T> p(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C));
+  std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C));
   for (std::int64_t b = 0; b < B; ++b) {
-    T mx = -INFINITY;
-    for (std::int64_t j = 0; j < C; ++j) mx = std::max(mx, head.logits(b, j));
-    T z = 0;
-    for (std::int64_t j = 0; j < C; ++j) z += math::exp_(head.logits(b, j) - mx);
-    const T lse = mx + math::log_(z);
+    const CategoricalRowStats<T> st = categorical_row_stats(head.logits, b);
+    if (!st.valid()) {
+      for (std::int64_t j = 0; j < C; ++j) grad.logits(b, j) = kNaN;
+      rows.row_loss[b] = kNaN;
+      if (!rows.row_reward.empty()) rows.row_reward[b] = kNaN;
+      continue;
+    }
+    const T log_sum = st.log_sum();
     T expected = 0, H = 0;
     for (std::int64_t j = 0; j < C; ++j) {
-      p[j] = math::exp_(head.logits(b, j) - lse);
+      const bool live = head.logits(b, j) > -std::numeric_limits<T>::infinity();
+      logp[j] = live ? (head.logits(b, j) - st.max) - log_sum : T(0);
+      p[j] = live ? math::exp_(logp[j]) : T(0);
       r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
-      expected += p[j] * r[j];
-      if (p[j] > T(0)) H -= p[j] * (head.logits(b, j) - lse);
+      if (p[j] > T(0)) {
+        expected += p[j] * r[j];
+        H -= p[j] * logp[j];
+      }
     }
     for (std::int64_t j = 0; j < C; ++j) {
-      const T dH = p[j] > T(0) ? -p[j] * (head.logits(b, j) - lse + H) : T(0);
-      grad.logits(b, j) = -k * (p[j] * (r[j] - expected) + lambda * dH);
+      grad.logits(b, j) = p[j] > T(0) ? -k * (p[j] * (r[j] - expected) - lambda * p[j] * (logp[j] + H)) : T(0);
     }
     rows.row_loss[b] = -k * (expected + lambda * H);
     if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
@@ -288,7 +298,7 @@ void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t
 /// to ℓ̇). With p = softmax(ℓ), u_j = ℓ̇_j − Σ_i p_i ℓ̇_i (so ṗ_j = p_j u_j), r_j = r(j, y_b),
 /// E = Σ_j p_j r_j, Ė = Σ_j p_j u_j r_j and Ḣ = −Σ_j p_j u_j (log p_j + H):
 ///   R(∂L/∂ℓ_j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1/N,
-/// and 0 where p_j = 0 (masked classes).
+/// and 0 where p_j = 0 (masked classes); NaN rows for a row with no distribution.
 template <class T>
 void exact_categorical_tangent(const Categorical<T>& head, VectorView<const std::int32_t> labels,
                                const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
@@ -298,18 +308,20 @@ void exact_categorical_tangent(const Categorical<T>& head, VectorView<const std:
   std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C)),
       u(static_cast<std::size_t>(C));
   for (std::int64_t b = 0; b < B; ++b) {
-    T mx = -INFINITY;
-    for (std::int64_t j = 0; j < C; ++j) mx = std::max(mx, head.logits(b, j));
-    T z = 0;
-    for (std::int64_t j = 0; j < C; ++j) z += math::exp_(head.logits(b, j) - mx);
-    const T lse = mx + math::log_(z);
+    const CategoricalRowStats<T> st = categorical_row_stats(head.logits, b);
+    if (!st.valid()) {
+      for (std::int64_t j = 0; j < C; ++j) grad_tangent.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
+      continue;
+    }
+    const T log_sum = st.log_sum();
     T expected = 0, H = 0, mean_dot = 0;
     for (std::int64_t j = 0; j < C; ++j) {
-      logp[j] = head.logits(b, j) - lse;
-      p[j] = math::exp_(logp[j]);
+      const bool live = head.logits(b, j) > -std::numeric_limits<T>::infinity();
+      logp[j] = live ? (head.logits(b, j) - st.max) - log_sum : T(0);
+      p[j] = live ? math::exp_(logp[j]) : T(0);
       r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
-      expected += p[j] * r[j];
       if (p[j] > T(0)) {
+        expected += p[j] * r[j];
         H -= p[j] * logp[j];
         mean_dot += p[j] * tangent.logits(b, j);
       }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "d2r/objectives.hpp"
@@ -84,6 +85,8 @@ struct OneHotDelta {
 /// r(k, y) for a one-hot reward in `classes` dimensions, in O(1) for scalar/diagonal forms.
 template <class T>
 T one_hot_reward(const MahalanobisReward<T>& reward, std::int64_t classes, std::int32_t k, std::int32_t y) {
+  // k = −1 is the draw of a row without a distribution (all logits −inf, ValueChecks::none).
+  if (k < 0) return std::numeric_limits<T>::quiet_NaN();
   if (k == y) return T(0);
   switch (reward.form) {
     case RewardForm::scalar: return T(-2) * reward.params[0];
@@ -128,7 +131,7 @@ void reward_backward_one_hot(const MahalanobisReward<T>& reward, MatrixView<cons
   for (std::int64_t b = 0; b < d_reward.rows; ++b) {
     for (std::int64_t g = 0; g < d_reward.cols; ++g) {
       const std::int32_t k = samples(b, g), y = labels[b];
-      if (k == y) continue;
+      if (k == y || k < 0) continue;  // k = −1: a row without a distribution (its reward is NaN)
       const T c = d_reward(b, g);
       switch (reward.form) {
         case RewardForm::scalar: grad[0] -= T(2) * c; break;
@@ -172,12 +175,17 @@ void transform_row(const TransformOptions<T>& options, const T* r, T* a, std::in
       break;
     }
     case Transform::standardize: {
-      T sum = 0, sq = 0;
-      for (std::int64_t g = 0; g < G; ++g) sum += r[g];
-      const T mean = sum / T(G);
-      for (std::int64_t g = 0; g < G; ++g) sq += (r[g] - mean) * (r[g] - mean);
+      // Centred on z = r − lo first: the same value in exact arithmetic, and a group of equal
+      // rewards (every draw of a one-hot reward missing the label, say) gets a mean of exactly 0
+      // and advantages of exactly 0 — sum/G of equal floats can be off by an ulp, which the
+      // division by s + ε (s = 0) would blow up to O(0.1).
+      const T lo = *std::min_element(r, r + G);
+      T mean = 0, sq = 0;
+      for (std::int64_t g = 0; g < G; ++g) mean += r[g] - lo;
+      mean /= T(G);
+      for (std::int64_t g = 0; g < G; ++g) sq += (r[g] - lo - mean) * (r[g] - lo - mean);
       const T std_dev = math::sqrt_(sq / T(G - 1));
-      for (std::int64_t g = 0; g < G; ++g) a[g] = (r[g] - mean) / (std_dev + options.standardize_epsilon);
+      for (std::int64_t g = 0; g < G; ++g) a[g] = (r[g] - lo - mean) / (std_dev + options.standardize_epsilon);
       break;
     }
   }
