@@ -1,7 +1,8 @@
 # Runs `d2r fit` like a user: every method on a small generated CSV (exit 0, results.json with its
 # keys and finite numbers, curves.csv), a bilevel run resumed from its checkpoint against the
-# uninterrupted run, every classification method on a small generated CSV with a label column,
-# and bad input (exit code 2, a message naming the problem, nothing written into --out).
+# uninterrupted run, every classification method on a small generated CSV with a label column, a
+# minibatched classification bilevel run resumed mid-pass against the uninterrupted run, and bad
+# input (exit code 2, a message naming the problem, nothing written into --out).
 # Invoked by ctest with -DD2R=<path to the program> -DWORK_DIR=<scratch directory>.
 function(run_d2r out_var code_var)
   execute_process(COMMAND "${D2R}" ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -140,6 +141,18 @@ file(GLOB after "${WORK_DIR}/resumed/*")
 if(NOT before STREQUAL after)
   message(FATAL_ERROR "a refused resume changed the directory: ${before} -> ${after}")
 endif()
+# A minibatched inner loop is recorded in the settings (and the default is the full batch).
+run_d2r(out code fit ${common} --method bilevel --outer-steps 2 --inner-steps 4 --inner-batch-size 16
+        --out "${WORK_DIR}/bilevel_minibatch")
+if(NOT code EQUAL 0 OR NOT out MATCHES "K_in = 4 \\(windows of 16 rows\\)")
+  message(FATAL_ERROR "bilevel with --inner-batch-size 16 failed (${code}):\n${out}")
+endif()
+file(READ "${WORK_DIR}/bilevel_minibatch/results.json" json)
+string(JSON b GET "${json}" config inner_batch_size)
+string(JSON b0 GET "${a}" config inner_batch_size)
+if(NOT b EQUAL 16 OR NOT b0 EQUAL 0)
+  message(FATAL_ERROR "config.inner_batch_size: ${b} with --inner-batch-size 16, ${b0} by default")
+endif()
 
 
 # ---------------------------------------------------------------- classification: 3 classes in 2-D
@@ -260,6 +273,52 @@ if(NOT code EQUAL 0 OR NOT out MATCHES "MLP 2→\\[4\\]→3" OR NOT out MATCHES 
   message(FATAL_ERROR "classification bilevel with a hidden layer and no validation rows failed (${code}):\n${out}")
 endif()
 
+# ---------------------------------------------------------------- classification bilevel: resume = uninterrupted
+# Windows of 16 of the ~58 training rows (3 per pass), K_in = 5: the checkpoint after outer step 2
+# falls in the middle of a pass. Uninterrupted 4 outer steps vs 2, then --resume to 4.
+set(cbl_base ${cls_common} --method bilevel --inner-steps 5 --epochs 2 --batch-size 16 --checkpoint-every 2)
+set(cbl ${cbl_base} --inner-batch-size 16)
+run_d2r(out code fit ${cbl} --outer-steps 4 --out "${WORK_DIR}/cls_whole")
+if(NOT code EQUAL 0 OR NOT out MATCHES "K_in = 5 inner steps \\(windows of 16 shuffled rows\\)")
+  message(FATAL_ERROR "uninterrupted classification bilevel run failed (${code}):\n${out}")
+endif()
+run_d2r(out code fit ${cbl} --outer-steps 2 --out "${WORK_DIR}/cls_resumed")
+if(NOT code EQUAL 0 OR NOT EXISTS "${WORK_DIR}/cls_resumed/checkpoint.ckpt")
+  message(FATAL_ERROR "first half of the resumed classification run failed or wrote no checkpoint (${code}):\n${out}")
+endif()
+run_d2r(out code fit ${cbl} --outer-steps 4 --resume --out "${WORK_DIR}/cls_resumed")
+if(NOT code EQUAL 0 OR NOT out MATCHES "resuming from the checkpoint after outer step 2")
+  message(FATAL_ERROR "resumed classification run failed (${code}):\n${out}")
+endif()
+file(READ "${WORK_DIR}/cls_whole/results.json" a)
+file(READ "${WORK_DIR}/cls_resumed/results.json" b)
+string(JSON na LENGTH "${a}" outer_records)
+string(JSON nb LENGTH "${b}" outer_records)
+string(JSON rb GET "${b}" resumed_from_step)
+string(JSON ib GET "${b}" config inner_batch_size)
+if(NOT na EQUAL 4 OR NOT nb EQUAL 4 OR NOT rb EQUAL 2 OR NOT ib EQUAL 16)
+  message(FATAL_ERROR "expected 4 outer records in both runs, resumed from 2, inner batch 16: got ${na}, ${nb}, ${rb}, ${ib}")
+endif()
+foreach(path "final;reward;beta" "final;test;nll" "final;validation;accuracy" "outer_records;1;beta"
+        "outer_records;3;beta" "outer_records;3;hypergradient" "outer_records;3;train;nll"
+        "outer_records;3;mean_inner_reward" "records;1;test;nll")
+  string(JSON va GET "${a}" ${path})
+  string(JSON vb GET "${b}" ${path})
+  if(NOT va STREQUAL vb)
+    message(FATAL_ERROR "resumed classification run differs from the uninterrupted one at ${path}: ${vb} vs ${va}")
+  endif()
+endforeach()
+# Another inner batch size is another run: the resume is refused, naming it, and changes nothing.
+file(GLOB before "${WORK_DIR}/cls_resumed/*")
+run_d2r(out code fit ${cbl_base} --outer-steps 4 --inner-batch-size 8 --resume --out "${WORK_DIR}/cls_resumed")
+if(NOT code EQUAL 2 OR NOT out MATCHES "--resume: .*other settings \\(inner_batch_size\\)")
+  message(FATAL_ERROR "expected exit 2 naming inner_batch_size for a resume with other settings, got ${code}:\n${out}")
+endif()
+file(GLOB after "${WORK_DIR}/cls_resumed/*")
+if(NOT before STREQUAL after)
+  message(FATAL_ERROR "a refused classification resume changed the directory: ${before} -> ${after}")
+endif()
+
 # ---------------------------------------------------------------- bad input: exit 2, message, no files
 file(WRITE "${WORK_DIR}/ragged.csv" "x0,x1,y0\n1,2,3\n4,5\n6,7,8\n")
 file(WRITE "${WORK_DIR}/text.csv" "x0,x1,y0\n1,2,3\n4,five,6\n7,8,9\n")
@@ -297,7 +356,12 @@ set(cases
     "--beta: β is set by --method pg .fixed. and bilevel .start., not nll|fit~${cls_data}~--task~classification~--label~label~--beta~2"
     "--beta: expected a finite number > 0, got 0|fit~${cls_data}~--task~classification~--label~label~--method~pg~--beta~0"
     "--outer-data: validation needs validation rows|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--val-fraction~0~--outer-data~validation"
-    "--resume: not an option of --task classification|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--resume"
+    "--resume: only a bilevel run can be resumed|fit~${cls_data}~--task~classification~--label~label~--method~nll~--resume"
+    "--resume: no checkpoint|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--resume"
+    "--inner-batch-size: expected rows per inner step >= 0 .0: full batch., got -1|fit~${data}~--targets~y0~--method~bilevel~--inner-batch-size~-1"
+    "--inner-batch-size: expected rows per inner step >= 0 .0: full batch., got -1|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--inner-batch-size~-1"
+    "--inner-batch-size: only for --method bilevel|fit~${data}~--targets~y0~--method~nll~--inner-batch-size~8"
+    "--inner-batch-size: only for --method bilevel|fit~${cls_data}~--task~classification~--label~label~--method~pg~--inner-batch-size~8"
     "--datasets: no data set 'nope' in .*available: iris, wine, breast_cancer|reproduce~tabular~--datasets~iris,nope"
     "--datasets: is an option of `reproduce tabular` only|reproduce~synthetic~--datasets~iris"
     "--val-fraction: .*0\\.99|fit~${data}~--targets~y0~--val-fraction~0.99")

@@ -99,7 +99,7 @@ nlohmann::json ClassificationConfig::to_json() const {
     j["beta_init"] = beta;
     j["outer_steps"] = outer_steps;
     j["inner_steps"] = inner_steps;
-    j["inner_batch"] = "full";
+    j["inner_batch_size"] = inner_batch_size;
     j["inner_learning_rate"] = learning_rate;
     j["outer_learning_rate"] = outer_learning_rate;
     j["inner_gradient_clamp"] = inner_gradient_clamp;
@@ -118,6 +118,8 @@ nlohmann::json ClassificationConfig::to_json() const {
 struct ClassificationRun::Impl {
   virtual ~Impl() = default;
   virtual double heuristic_beta() const = 0;
+  virtual void set_checkpoint(std::filesystem::path path, std::int64_t every) = 0;
+  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
   virtual ClassificationResult run(const ClassProgressFn& progress) = 0;
   virtual std::int64_t total_units() const = 0;
 };
@@ -145,6 +147,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
     if (c_.method == ClassMethod::bilevel) {
       BilevelOptions<T> o;
       o.inner.steps = c_.inner_steps;
+      o.inner.batch_size = c_.inner_batch_size;
       o.inner.adam.learning_rate = static_cast<T>(c_.learning_rate);
       o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
       o.inner.generations = c_.generations;
@@ -165,6 +168,21 @@ class TypedClassRun final : public ClassificationRun::Impl {
 
   double heuristic_beta() const override { return heuristic_beta_; }
 
+  void set_checkpoint(std::filesystem::path path, std::int64_t every) override {
+    checkpoint_ = std::move(path);
+    every_ = every;
+  }
+
+  std::int64_t resume(const std::filesystem::path& path) override {
+    trainer_->load(path);
+    if (trainer_->steps_done() > c_.outer_steps) {
+      bad_input(command_, "--resume",
+                fmt::format("the checkpoint '{}' holds {} outer steps, more than --outer-steps {}", path.string(),
+                            trainer_->steps_done(), c_.outer_steps));
+    }
+    return trainer_->steps_done();
+  }
+
   std::int64_t total_units() const override { return (c_.method == ClassMethod::bilevel ? c_.outer_steps : 0) + 1; }
 
   ClassificationResult run(const ClassProgressFn& progress) override {
@@ -176,8 +194,19 @@ class TypedClassRun final : public ClassificationRun::Impl {
     if (c_.method == ClassMethod::pg) beta = c_.beta;
     if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
     if (c_.method == ClassMethod::bilevel) {
-      for (std::int64_t k = 1; k <= c_.outer_steps; ++k) {
+      for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps; ++k) {
         const BilevelRecord& r = trainer_->step();
+        if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps)) {
+          ensure_directory(checkpoint_.parent_path());
+          trainer_->save(checkpoint_);
+        }
+        if (progress) {
+          progress(k, total, fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}", r.reward_params.at(0),
+                                         r.outer_loss, r.train.accuracy));
+        }
+      }
+      // The records of every outer step, those restored by resume() included.
+      for (const BilevelRecord& r : trainer_->history()) {
         OuterRecord s;
         s.step = r.step;
         s.beta = r.reward_params.at(0);
@@ -191,10 +220,6 @@ class TypedClassRun final : public ClassificationRun::Impl {
         s.train = r.train;
         s.validation = val_.empty() ? nan_class_metrics() : r.validation;
         out.outer.push_back(s);
-        if (progress) {
-          progress(k, total, fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}", s.beta, s.outer_loss,
-                                         s.train.accuracy));
-        }
       }
       const std::size_t tail = std::min<std::size_t>(static_cast<std::size_t>(c_.beta_tail), out.outer.size());
       beta = 0;
@@ -253,6 +278,8 @@ class TypedClassRun final : public ClassificationRun::Impl {
   Buffer<T> params_;
   std::unique_ptr<BilevelTrainer<T>> trainer_;
   double heuristic_beta_ = kNaN;
+  std::filesystem::path checkpoint_;
+  std::int64_t every_ = 1;
 };
 
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
@@ -300,6 +327,10 @@ void validate(const std::string& cmd, const ClassificationConfig& c, const Class
   if (c.method == ClassMethod::bilevel) {
     if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
     if (c.inner_steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.inner_steps));
+    if (c.inner_batch_size < 0) {
+      bad_input(cmd, "--inner-batch-size",
+                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.inner_batch_size));
+    }
     if (!positive_finite(c.outer_learning_rate)) {
       bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.outer_learning_rate));
     }
@@ -326,6 +357,10 @@ ClassificationRun::ClassificationRun(Context& ctx, const ClassificationConfig& c
 ClassificationRun::~ClassificationRun() = default;
 
 double ClassificationRun::heuristic_beta() const noexcept { return impl_->heuristic_beta(); }
+void ClassificationRun::set_checkpoint(std::filesystem::path path, std::int64_t every) {
+  impl_->set_checkpoint(std::move(path), every);
+}
+std::int64_t ClassificationRun::resume(const std::filesystem::path& path) { return impl_->resume(path); }
 ClassificationResult ClassificationRun::run(const ClassProgressFn& progress) { return impl_->run(progress); }
 std::int64_t ClassificationRun::total_units() const noexcept { return impl_->total_units(); }
 

@@ -7,23 +7,28 @@
 //   nll        cross-entropy (maximum likelihood)
 //   pg         policy gradient with the fixed one-hot reward r = −β‖e_ŷ − e_y‖² (U = β I)
 //   heuristic  the same with β* = λC / (2·N/(N−1)·(1 − Σ_c p̂_c²)) of the training labels
-//   bilevel    β learned by BilevelTrainer (implicit differentiation; full-batch inner loop), then
-//              the policy trained exactly as pg with the learned β
+//   bilevel    β learned by BilevelTrainer (implicit differentiation; full-batch or minibatched
+//              inner loop), then the policy trained exactly as pg with the learned β
 //
 // nll, pg and heuristic train by minibatch Adam over epochs (fit_classifier: the rows shuffled
 // every epoch); after every epoch the policy is evaluated on the training and the test rows (the
 // learning curve the paper averages), at the end on the validation rows too. The bilevel method
-// runs in two phases: (1) K_out outer steps, each of K_in full-batch Adam steps of the inner PG
-// problem on every training row (the library's trainer has no minibatches) followed by the
-// implicit hypergradient of the outer cross-entropy (on the validation rows by default); the learned β is the mean of the last
+// runs in two phases: (1) K_out outer steps, each of K_in Adam steps of the inner PG problem —
+// on every training row (inner_batch_size 0, the default) or on windows of inner_batch_size
+// shuffled rows (InnerOptions::batch_size: passes over the data across the inner steps; the
+// implicit step still uses every training row) — followed by the implicit hypergradient of the
+// outer cross-entropy (on the validation rows by default); the learned β is the mean of the last
 // (up to) 10 outer steps' β, since β oscillates by about the outer step size around its fixed
 // point; (2) the pg protocol with that β, which gives a learning curve comparable with the other
-// methods'.
+// methods'. Phase 1 can be checkpointed (set_checkpoint) and resumed (resume) bit for bit, like
+// the regression bilevel run; phase 2 is a pure function of β and the settings, so it is simply
+// run again after a resume.
 //
 // Use: ClassificationRun run(ctx, config, train, validation, test, classes); (validates and
 // allocates, no training) ... run.run(progress).
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -88,6 +93,7 @@ struct ClassificationConfig {
   // shipped data sets: 2.1–13.5 at λ = 1; the outer optima we measured: 1.5–4.6).
   std::int64_t outer_steps = 50;
   std::int64_t inner_steps = 50;
+  std::int64_t inner_batch_size = 0;  ///< rows per inner step (0 or >= the training rows: full batch)
   double outer_learning_rate = 0.1;
   double inner_gradient_clamp = 1;
   double hypergradient_clamp = 10;
@@ -148,6 +154,11 @@ class ClassificationRun {
 
   /// β* = λC / (2·N/(N−1)·(1 − Σ_c p̂_c²)) of the training labels (NaN when λ = 0).
   [[nodiscard]] double heuristic_beta() const noexcept;
+  /// Bilevel: saves the trainer to `path` every `every` outer steps (and after the last).
+  void set_checkpoint(std::filesystem::path path, std::int64_t every);
+  /// Bilevel: restores the state saved in `path` (throws d2r::Error when it does not fit); returns
+  /// the number of outer steps already done.
+  std::int64_t resume(const std::filesystem::path& path);
   /// Trains and returns the result.
   ClassificationResult run(const ClassProgressFn& progress = {});
   /// The units of progress run() reports: the outer steps (bilevel) plus 1 for the epochs.

@@ -45,6 +45,7 @@ struct FitOptions {
   std::string head = "diagonal";
   std::int64_t outer_steps = 100;
   std::int64_t inner_steps = 50;
+  std::int64_t inner_batch_size = 0;   ///< bilevel: rows per inner step (0: full batch)
   std::string inner_start = "warm";
   std::string curvature = "exact";
   std::string solver = "normal_cg";

@@ -36,6 +36,19 @@ HostData to_host_data(const Dataset& d) {
 }
 
 /// FNV-1a of the bytes of the values: identifies the data a checkpoint was trained on.
+std::string class_data_hash(std::initializer_list<const ClassHostData*> parts) {
+  std::uint64_t h = 1469598103934665603ull;
+  const auto add = [&](const void* data, std::size_t bytes) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const ClassHostData* d : parts) {
+    add(d->x.data(), d->x.size() * sizeof(double));
+    add(d->labels.data(), d->labels.size() * sizeof(std::int32_t));
+  }
+  return fmt::format("{:016x}", h);
+}
+
 std::string data_hash(const HostData& a, const HostData& b) {
   std::uint64_t h = 1469598103934665603ull;
   const auto add = [&](const std::vector<double>& v) {
@@ -76,6 +89,52 @@ void reject_options(const FitOptions& o, std::initializer_list<std::string_view>
 }
 
 int run_fit_classification(const FitOptions& o);
+
+/// Bilevel runs (both tasks): the --resume identity check against DIR/checkpoint.json, the
+/// restore of DIR/checkpoint.ckpt, then (validation being over) the directory, the identity file
+/// and the periodic checkpoint. Returns the outer steps already done (0 for a new run).
+template <class Run>
+std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config, const fs::path& out, Run& run) {
+  const fs::path ckpt = out / kCheckpoint, ckpt_config = out / kCheckpointConfig;
+  nlohmann::json identity = config;  // what must match to resume (not the step count)
+  identity.erase("outer_steps");
+  identity["data"].erase("path");
+  std::int64_t resumed_from = 0;
+  if (o.resume) {
+    if (!fs::exists(ckpt)) {
+      bad_input(kCmd, "--resume", fmt::format("no checkpoint '{}' to resume from", ckpt.string()));
+    }
+    if (fs::exists(ckpt_config)) {
+      const nlohmann::json saved = read_json(ckpt_config);
+      if (saved != identity) {
+        std::vector<std::string> diff;
+        for (auto it = identity.begin(); it != identity.end(); ++it) {
+          if (!saved.contains(it.key()) || saved[it.key()] != it.value()) diff.push_back(it.key());
+        }
+        for (auto it = saved.begin(); it != saved.end(); ++it) {
+          if (!identity.contains(it.key())) diff.push_back(it.key());
+        }
+        bad_input(kCmd, "--resume",
+                  fmt::format("the checkpoint in '{}' was written by a run with other settings ({})", out.string(),
+                              fmt::join(diff, ", ")));
+      }
+    }
+    try {
+      resumed_from = run.resume(ckpt);
+    } catch (const Error& e) {
+      throw Error(ErrorKind::invalid_argument, "--resume", fmt::format("d2r fit: --resume: {}", e.what()));
+    }
+  }
+  if (!o.resume && fs::exists(ckpt)) {
+    fmt::print(stderr, "note: starting a new run; the checkpoint in '{}' will be replaced (--resume continues it)\n",
+               out.string());
+  }
+  // Validation is over: from here on files may be written.
+  ensure_directory(out);
+  write_json_atomic(ckpt_config, identity);
+  run.set_checkpoint(ckpt, o.checkpoint_every);
+  return resumed_from;
+}
 
 }  // namespace
 
@@ -147,6 +206,10 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--inner-steps", o.inner_steps, "bilevel: inner Adam steps K_in per outer step")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
+  cmd->add_option("--inner-batch-size", o.inner_batch_size,
+                  "bilevel: training rows per inner Adam step, shuffled windows (0 or >= the training rows: full "
+                  "batch); the implicit step always uses every training row")
+      ->capture_default_str();
   cmd->add_option("--inner-start", o.inner_start, "bilevel: inner policy of each outer step: fresh or warm")
       ->check(CLI::IsMember({"fresh", "warm"}))
       ->capture_default_str();
@@ -201,6 +264,9 @@ int run_fit(const FitOptions& o) {
   reject_options(o, {"--label", "--beta", "--epochs", "--batch-size", "--outer-data"}, "only for --task classification");
   const Method method = parse_method(o.method);
   if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+  if (given(o, "--inner-batch-size") && method != Method::bilevel) {
+    bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
+  }
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
 
@@ -245,6 +311,7 @@ int run_fit(const FitOptions& o) {
   c.eval_every = o.eval_every;
   c.outer_steps = o.outer_steps;
   c.inner_steps = o.inner_steps;
+  c.inner_batch_size = o.inner_batch_size;
   c.inner_learning_rate = o.lr;
   c.outer_learning_rate = o.outer_lr;
   c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
@@ -272,46 +339,8 @@ int run_fit(const FitOptions& o) {
   config["task"] = o.task;
   if (o.standardize) config["data"]["standardization"] = {{"mean", map.mean}, {"scale", map.scale}};
 
-  std::int64_t resumed_from = 0;
-  const fs::path ckpt = out / kCheckpoint, ckpt_config = out / kCheckpointConfig;
-  if (method == Method::bilevel) {
-    nlohmann::json identity = config;  // what must match to resume (not the step count)
-    identity.erase("outer_steps");
-    identity["data"].erase("path");
-    if (o.resume) {
-      if (!fs::exists(ckpt)) {
-        bad_input(kCmd, "--resume", fmt::format("no checkpoint '{}' to resume from", ckpt.string()));
-      }
-      if (fs::exists(ckpt_config)) {
-        const nlohmann::json saved = read_json(ckpt_config);
-        if (saved != identity) {
-          std::vector<std::string> diff;
-          for (auto it = identity.begin(); it != identity.end(); ++it) {
-            if (!saved.contains(it.key()) || saved[it.key()] != it.value()) diff.push_back(it.key());
-          }
-          for (auto it = saved.begin(); it != saved.end(); ++it) {
-            if (!identity.contains(it.key())) diff.push_back(it.key());
-          }
-          bad_input(kCmd, "--resume",
-                    fmt::format("the checkpoint in '{}' was written by a run with other settings ({})", out.string(),
-                                fmt::join(diff, ", ")));
-        }
-      }
-      try {
-        resumed_from = run.resume(ckpt);
-      } catch (const Error& e) {
-        throw Error(ErrorKind::invalid_argument, "--resume", fmt::format("d2r fit: --resume: {}", e.what()));
-      }
-    }
-    if (!o.resume && fs::exists(ckpt)) {
-      fmt::print(stderr, "note: starting a new run; the checkpoint in '{}' will be replaced (--resume continues it)\n",
-                 out.string());
-    }
-    // Validation is over: from here on files may be written.
-    ensure_directory(out);
-    write_json_atomic(ckpt_config, identity);
-    run.set_checkpoint(ckpt, o.checkpoint_every);
-  }
+  const fs::path ckpt = out / kCheckpoint;
+  const std::int64_t resumed_from = method == Method::bilevel ? setup_checkpoint(o, config, out, run) : 0;
 
   // ---------------------------------------------------------------- train
   fmt::print("d2r fit: {} ({} rows): {} train / {} validation rows, {} features -> {} targets ({})\n", o.data,
@@ -321,7 +350,10 @@ int run_fit(const FitOptions& o) {
     fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
   }
   if (method == Method::bilevel) {
-    fmt::print(", K_out = {}, K_in = {}, {} inner start, {} curvature, solver {}", o.outer_steps, o.inner_steps,
+    fmt::print(", K_out = {}, K_in = {} ({}), {} inner start, {} curvature, solver {}", o.outer_steps, o.inner_steps,
+               o.inner_batch_size > 0 && o.inner_batch_size < train.rows
+                   ? fmt::format("windows of {} rows", o.inner_batch_size)
+                   : std::string("full batch"),
                o.inner_start, o.curvature, o.solver);
   } else {
     fmt::print(", {} steps", o.steps);
@@ -378,10 +410,14 @@ namespace {
 /// `d2r fit --task classification`: the paper's tabular protocol (classification.hpp) on one CSV file.
 int run_fit_classification(const FitOptions& o) {
   // ---------------------------------------------------------------- validate everything
-  reject_options(o, {"--targets", "--u", "--reward", "--head", "--steps", "--eval-every", "--resume", "--checkpoint-every"},
+  reject_options(o, {"--targets", "--u", "--reward", "--head", "--steps", "--eval-every"},
                  "not an option of --task classification (see --label, --beta, --epochs, --batch-size)");
   if (o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
   const ClassMethod method = parse_class_method(o.method);
+  if (o.resume && method != ClassMethod::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+  if (given(o, "--inner-batch-size") && method != ClassMethod::bilevel) {
+    bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
+  }
   if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
   }
@@ -421,6 +457,7 @@ int run_fit_classification(const FitOptions& o) {
   c.beta = o.beta;
   if (given(o, "--outer-steps")) c.outer_steps = o.outer_steps;
   if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
+  c.inner_batch_size = o.inner_batch_size;
   if (given(o, "--outer-lr")) c.outer_learning_rate = o.outer_lr;
   c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
   c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
@@ -455,6 +492,9 @@ int run_fit_classification(const FitOptions& o) {
   config["device"] = to_string(ctx.backend());
   config["threads"] = o.threads;
   config["task"] = o.task;
+  // The data's identity for --resume (the path itself may change): the values of every split.
+  config["data"]["hash"] = class_data_hash({&train, &val, &test});
+  const std::int64_t resumed_from = method == ClassMethod::bilevel ? setup_checkpoint(o, config, out, run) : 0;
 
   // ---------------------------------------------------------------- train
   fmt::print("d2r fit: {} ({} rows, {} classes): {} train / {} validation / {} test rows (stratified), {} features "
@@ -464,9 +504,13 @@ int run_fit_classification(const FitOptions& o) {
   if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
   if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
   if (method == ClassMethod::bilevel) {
-    fmt::print("\nbilevel β from {}: K_out = {}, K_in = {} full-batch inner steps, {} inner start, {} curvature, solver {}, "
+    fmt::print("\nbilevel β from {}: K_out = {}, K_in = {} inner steps ({}), {} inner start, {} curvature, solver {}, "
                "outer Adam {} (re-created each step), outer cross-entropy on the {} rows; then PG with the learned β",
-               c.beta, c.outer_steps, c.inner_steps, o.inner_start, o.curvature, o.solver, c.outer_learning_rate,
+               c.beta, c.outer_steps, c.inner_steps,
+               c.inner_batch_size > 0 && c.inner_batch_size < train.rows
+                   ? fmt::format("windows of {} shuffled rows", c.inner_batch_size)
+                   : std::string("full batch"),
+               o.inner_start, o.curvature, o.solver, c.outer_learning_rate,
                c.outer_data == OuterData::validation ? "validation" : "training");
   }
   fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
@@ -474,11 +518,13 @@ int run_fit_classification(const FitOptions& o) {
              c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes, c.learning_rate,
              c.epochs, c.batch_size == 0 ? std::string("all rows") : std::to_string(c.batch_size),
              to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
+  if (resumed_from > 0) fmt::print("resuming from the checkpoint after outer step {}\n", resumed_from);
   std::fflush(stdout);
 
   ClassificationResult result;
   {
-    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && method == ClassMethod::bilevel);
+    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && method == ClassMethod::bilevel,
+                      true, resumed_from);
     result = run.run([&](std::int64_t done, std::int64_t, const std::string& status) { progress.update(done, status); });
     progress.finish();
   }
@@ -527,6 +573,7 @@ int run_fit_classification(const FitOptions& o) {
                             {"beta", result.beta},
                             {"description", fmt::format("U = β·I, β = {:.4g}", result.beta)}};
   }
+  if (method == ClassMethod::bilevel) j["resumed_from_step"] = resumed_from;
   j["wall_seconds"] = result.wall_seconds;
   ensure_directory(out);
   write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
@@ -534,7 +581,7 @@ int run_fit_classification(const FitOptions& o) {
   if (method == ClassMethod::bilevel) {
     outer_table(result, header, rows);
     write_csv(out / "outer_curves.csv", header, std::span<const std::vector<double>>(rows));
-    extra = fmt::format(", {}", (out / "outer_curves.csv").string());
+    extra = fmt::format(", {}, {}", (out / "outer_curves.csv").string(), (out / kCheckpoint).string());
   }
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(), extra);

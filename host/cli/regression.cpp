@@ -105,6 +105,7 @@ nlohmann::json RegressionConfig::to_json() const {
   if (method == Method::bilevel) {
     j["outer_steps"] = outer_steps;
     j["inner_steps"] = inner_steps;
+    j["inner_batch_size"] = inner_batch_size;
     j["inner_learning_rate"] = inner_learning_rate;
     j["outer_learning_rate"] = outer_learning_rate;
     j["inner_gradient_clamp"] = inner_gradient_clamp;
@@ -144,6 +145,7 @@ class TypedRun final : public RegressionRun::Impl {
     if (c_.method == Method::bilevel) {
       BilevelOptions<T> o;
       o.inner.steps = c_.inner_steps;
+      o.inner.batch_size = c_.inner_batch_size;
       o.inner.adam.learning_rate = static_cast<T>(c_.inner_learning_rate);
       o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
       o.inner.generations = c_.generations;
@@ -353,6 +355,10 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
     }
     if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
     if (c.inner_steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.inner_steps));
+    if (c.inner_batch_size < 0) {
+      bad_input(cmd, "--inner-batch-size",
+                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.inner_batch_size));
+    }
     if (!positive_finite(c.inner_learning_rate)) {
       bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.inner_learning_rate));
     }

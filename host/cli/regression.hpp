@@ -68,6 +68,7 @@ struct RegressionConfig {
   // Bilevel.
   std::int64_t outer_steps = 100;
   std::int64_t inner_steps = 50;
+  std::int64_t inner_batch_size = 0;  ///< rows per inner step (0 or >= the training rows: full batch)
   double inner_learning_rate = 0.01;
   double outer_learning_rate = 0.01;
   double inner_gradient_clamp = 1;

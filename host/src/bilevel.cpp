@@ -41,6 +41,13 @@ using namespace trainer_common;  // NOLINT(google-build-using-namespace): the sh
 // curvature operator and mixed product, and metrics. One implementation per data kind.
 namespace bilevel_detail {
 
+/// The rows an inner step uses: every training row as given (rows == 0), or rows
+/// [first, first + rows) of the trainer-owned shuffled copy (minibatches).
+struct Window {
+  std::int64_t first = 0;
+  std::int64_t rows = 0;
+};
+
 template <class T>
 class Problem {
  public:
@@ -50,9 +57,16 @@ class Problem {
   [[nodiscard]] virtual bool has_validation() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
   virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
-  /// REINFORCE (G samples, key) or, when `exact`, the exact-expectation gradient.
+  /// Minibatches (called once, at construction): a host copy of the training rows and a buffer
+  /// for their shuffled copy.
+  virtual void enable_minibatches() = 0;
+  /// Copies the training rows into the shuffled buffer: row r = training row order[r] (one
+  /// upload; synchronises on the cuda backend).
+  virtual void shuffle(const std::vector<std::int64_t>& order) = 0;
+  /// REINFORCE (G samples, key) or, when `exact`, the exact-expectation gradient, on the rows of
+  /// `window` (per-row mean over them).
   virtual void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                              const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad,
+                              const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
                               VectorView<T> row_reward) = 0;
   virtual void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) = 0;
   virtual void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
@@ -68,7 +82,8 @@ template <class T, class Curvature>
 class GaussianProblem final : public Problem<T> {
  public:
   GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head)
-      : policy_(ctx, std::move(trunk), train.y.cols, head,
+      : ctx_(ctx),
+        policy_(ctx, std::move(trunk), train.y.cols, head,
                 std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
         curvature_(ctx, policy_.net(), train.x.rows),
         train_(train),
@@ -82,13 +97,33 @@ class GaussianProblem final : public Problem<T> {
                        validation_.empty() ? 0 : validation_.x.rows);
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
+  void enable_minibatches() override {
+    x_host_ = rows_to_host<T>(ctx_, train_.x);
+    y_host_ = rows_to_host<T>(ctx_, train_.y);
+    x_perm_.resize(x_host_.size());
+    y_perm_.resize(y_host_.size());
+    x_shuffled_ = Buffer<T>(ctx_, x_host_.size());
+    y_shuffled_ = Buffer<T>(ctx_, y_host_.size());
+  }
+  void shuffle(const std::vector<std::int64_t>& order) override {
+    gather_rows(x_host_, train_.x.cols, order, x_perm_);
+    gather_rows(y_host_, train_.y.cols, order, y_perm_);
+    x_shuffled_.copy_from_host(x_perm_);
+    y_shuffled_.copy_from_host(y_perm_);
+  }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                      const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
                       VectorView<T> row_reward) override {
+    ConstMatrix<T> x = train_.x, y = train_.y;
+    if (window.rows > 0) {
+      const std::int64_t p = train_.x.cols, n = train_.y.cols;
+      x = {std::as_const(x_shuffled_).data() + window.first * p, window.rows, p, p};
+      y = {std::as_const(y_shuffled_).data() + window.first * n, window.rows, n, n};
+    }
     if (exact) {
-      policy_.exact_gradient(theta, train_.x, train_.y, reward, pg, grad, row_reward);
+      policy_.exact_gradient(theta, x, y, reward, pg, grad, row_reward);
     } else {
-      policy_.pg_gradient(theta, train_.x, train_.y, reward, generations, pg, key, grad, row_reward);
+      policy_.pg_gradient(theta, x, y, reward, generations, pg, key, grad, row_reward);
     }
   }
   void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
@@ -112,9 +147,13 @@ class GaussianProblem final : public Problem<T> {
   GaussianPolicy<T>& policy() { return policy_; }
 
  private:
+  Context& ctx_;
   GaussianPolicy<T> policy_;
   Curvature curvature_;
   RegressionData<T> train_, validation_;
+  // Minibatches: the training rows on the host (packed, copied once) and their shuffled copy.
+  std::vector<T> x_host_, y_host_, x_perm_, y_perm_;
+  Buffer<T> x_shuffled_, y_shuffled_;
 };
 
 template <class T>
@@ -122,7 +161,8 @@ class CategoricalProblem final : public Problem<T> {
  public:
   CategoricalProblem(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
                      std::int64_t classes)
-      : policy_(ctx, std::move(trunk), classes, std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
+      : ctx_(ctx),
+        policy_(ctx, std::move(trunk), classes, std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
         curvature_(ctx, policy_.net(), train.x.rows),
         train_(train),
         validation_(validation) {}
@@ -134,13 +174,35 @@ class CategoricalProblem final : public Problem<T> {
                        train_.x.rows, train_.x.cols, policy_.classes(), validation_.empty() ? 0 : validation_.x.rows);
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
+  void enable_minibatches() override {
+    const std::int64_t N = train_.x.rows;
+    x_host_ = rows_to_host<T>(ctx_, train_.x);
+    labels_host_ = rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{train_.labels.data, 1, N, N});
+    x_perm_.resize(x_host_.size());
+    labels_perm_.resize(labels_host_.size());
+    x_shuffled_ = Buffer<T>(ctx_, x_host_.size());
+    labels_shuffled_ = Buffer<std::int32_t>(ctx_, labels_host_.size());
+  }
+  void shuffle(const std::vector<std::int64_t>& order) override {
+    gather_rows(x_host_, train_.x.cols, order, x_perm_);
+    gather_rows(labels_host_, 1, order, labels_perm_);
+    x_shuffled_.copy_from_host(x_perm_);
+    labels_shuffled_.copy_from_host(labels_perm_);
+  }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                      const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
                       VectorView<T> row_reward) override {
+    ConstMatrix<T> x = train_.x;
+    VectorView<const std::int32_t> labels = train_.labels;
+    if (window.rows > 0) {
+      const std::int64_t p = train_.x.cols;
+      x = {std::as_const(x_shuffled_).data() + window.first * p, window.rows, p, p};
+      labels = {std::as_const(labels_shuffled_).data() + window.first, window.rows};
+    }
     if (exact) {
-      policy_.exact_gradient(theta, train_.x, train_.labels, reward, pg, grad, row_reward);
+      policy_.exact_gradient(theta, x, labels, reward, pg, grad, row_reward);
     } else {
-      policy_.pg_gradient(theta, train_.x, train_.labels, reward, generations, pg, key, grad, row_reward);
+      policy_.pg_gradient(theta, x, labels, reward, generations, pg, key, grad, row_reward);
     }
   }
   void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
@@ -164,9 +226,15 @@ class CategoricalProblem final : public Problem<T> {
   CategoricalPolicy<T>& policy() { return policy_; }
 
  private:
+  Context& ctx_;
   CategoricalPolicy<T> policy_;
   CategoricalPolicyCurvature<T> curvature_;
   ClassificationData<T> train_, validation_;
+  // Minibatches: the training rows on the host (packed, copied once) and their shuffled copy.
+  std::vector<T> x_host_, x_perm_;
+  std::vector<std::int32_t> labels_host_, labels_perm_;
+  Buffer<T> x_shuffled_;
+  Buffer<std::int32_t> labels_shuffled_;
 };
 
 }  // namespace bilevel_detail
@@ -209,6 +277,27 @@ struct BilevelTrainer<T>::Impl {
   RewardForm form = RewardForm::scalar;
   std::vector<std::size_t> positive;
   std::string fingerprint;
+  // Minibatches (InnerOptions::batch_size): `batch` rows per window (0: full batch),
+  // windows_per_pass = floor(N / batch) (the N mod batch rows left over are dropped that pass).
+  // pass = passes drawn so far (1-based index of the current one, 0 before the first), window =
+  // windows of the current pass already used; `order` = the current pass's permutation.
+  std::int64_t batch = 0, windows_per_pass = 0, pass = 0, window = 0;
+  std::vector<std::int64_t> order;
+
+  /// Draws pass `pass`'s permutation and uploads the rows in that order.
+  void draw_pass(std::uint64_t seed) {
+    order = random_permutation(problem->train_rows(), pass_seed(seed, static_cast<std::uint64_t>(pass)));
+    problem->shuffle(order);
+  }
+  /// The window of the next inner step; a used-up pass (or none yet) draws the next one first.
+  bilevel_detail::Window next_window(std::uint64_t seed) {
+    if (pass == 0 || window == windows_per_pass) {
+      ++pass;
+      window = 0;
+      draw_pass(seed);
+    }
+    return {.first = window++ * batch, .rows = batch};
+  }
 };
 
 namespace {
@@ -280,6 +369,11 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
   D2R_EXPECTS(options.outer_data == OuterData::train || has_validation, fn, "options.outer_data",
               "OuterData::validation needs validation data, and none was given");
   objective_common::check_options(fn, options.inner.pg, train_rows);
+  const bool minibatch = options.inner.batch_size > 0 && options.inner.batch_size < train_rows;
+  D2R_EXPECTS(!minibatch || options.inner.pg.normaliser_rows == 0, fn, "options.inner.pg.normaliser_rows",
+              "expected 0 with minibatches (options.inner.batch_size = {} < {} training rows: the inner gradient is "
+              "the per-row mean over each window), got {}",
+              options.inner.batch_size, train_rows, options.inner.pg.normaliser_rows);
   detail::check_transform(fn, options.inner.pg.transform, options.inner.generations);
   return positive;
 }
@@ -287,6 +381,12 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
 }  // namespace
 
 namespace {
+
+/// The start of every checkpoint's fingerprint: the format version. v3 added the minibatch
+/// position (InnerOptions::batch_size); older files cannot be resumed.
+constexpr int kCheckpointVersion = 3;
+constexpr std::string_view kCheckpointPrefix = "d2r bilevel v";
+constexpr std::string_view kCheckpointFormat = "d2r bilevel v3;";  // kCheckpointPrefix, kCheckpointVersion, ";"
 
 /// Captures what `record` enqueues on `stream` (nothing runs) into an executable CUDA graph. A
 /// failure ends the capture, so the stream is usable again, and names the way out.
@@ -324,16 +424,23 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   impl_ = std::make_unique<Impl>(ctx, std::move(problem), phi_size);
   impl_->form = form;
   impl_->positive = std::move(positive);
+  const std::int64_t N = impl_->problem->train_rows();
+  if (options_.inner.batch_size > 0 && options_.inner.batch_size < N) {
+    impl_->batch = options_.inner.batch_size;
+    impl_->windows_per_pass = N / impl_->batch;
+    impl_->problem->enable_minibatches();
+  }
   phi_.assign(reward_init.begin(), reward_init.end());
   for (std::size_t i : impl_->positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
   const auto& o = options_;
   impl_->fingerprint = fmt::format(
-      "d2r bilevel v2; scalar {}; backend {}; ctx seed {}; {}; form {}; "
-      "inner {} K {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
+      "{} scalar {}; backend {}; ctx seed {}; {}; form {}; "
+      "inner {} K {} batch {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
       "start {}; curvature {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
       "clamp {} floor {}; outer data {}; seed {}",
-      sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(), impl_->problem->describe(),
-      form_name(form), static_cast<int>(o.inner.objective), o.inner.steps, o.inner.generations, o.inner.pg.entropy_weight,
+      kCheckpointFormat, sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(),
+      impl_->problem->describe(), form_name(form), static_cast<int>(o.inner.objective), o.inner.steps, impl_->batch,
+      o.inner.generations, o.inner.pg.entropy_weight,
       static_cast<int>(o.inner.pg.transform.kind), o.inner.pg.log_prob_clip, o.inner.pg.per_dimension_mean,
       o.inner.adam.learning_rate, o.inner.adam.beta1, o.inner.adam.beta2, o.inner.adam.epsilon,
       o.inner.adam.weight_decay, o.inner.gradient_clamp, static_cast<int>(o.inner_start), static_cast<int>(o.curvature), to_string(o.solver),
@@ -414,6 +521,14 @@ VectorView<const T> BilevelTrainer<T>::policy_params() const {
 }
 
 template <class T>
+std::vector<std::int64_t> BilevelTrainer<T>::window_rows() const {
+  const Impl& s = *impl_;
+  if (s.batch == 0 || s.window == 0) return {};
+  const auto first = s.order.begin() + (s.window - 1) * s.batch;
+  return {first, first + s.batch};
+}
+
+template <class T>
 GaussianPolicy<T>& BilevelTrainer<T>::policy() {
   if (auto* d = dynamic_cast<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>*>(impl_->problem.get())) {
     return d->policy();
@@ -457,17 +572,22 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const InnerOptions<T>& in = options_.inner;
   const bool clamp = std::isfinite(static_cast<double>(in.gradient_clamp));
   s.draw_counter.copy_from_host(std::vector<std::int64_t>{static_cast<std::int64_t>(s.philox_step)});
+  // Minibatches: each step takes the next window (drawing and uploading a new pass when one is
+  // used up: eager work, so the minibatched loop is never captured in a graph). Full batch: all rows.
+  const bool minibatch = s.batch > 0;
   const auto inner_step = [&](bool last) {
+    const bilevel_detail::Window window = minibatch ? s.next_window(options_.seed) : bilevel_detail::Window{};
     s.problem->inner_gradient(std::as_const(s.theta).vector(), reward, in.generations, in.pg,
                               DrawKey{.step = 0, .step_offset = s.draw_counter.data()},
-                              in.objective == InnerObjective::exact, s.grad.vector(),
-                              last ? s.row_reward.vector() : VectorView<T>{});
+                              in.objective == InnerObjective::exact, window, s.grad.vector(),
+                              last ? VectorView<T>{s.row_reward.data(), minibatch ? window.rows : static_cast<std::int64_t>(s.row_reward.size())}
+                                   : VectorView<T>{});
     if (clamp) clamp_values(s.ctx, in.gradient_clamp, s.grad.vector());
     adam_step(s.ctx, in.adam, adam, s.theta.vector(), std::as_const(s.grad).vector());
     advance_counter(s.ctx, s.draw_counter.vector());
   };
   std::int64_t done = 0;
-  if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && in.steps >= 3) {
+  if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && in.steps >= 3 && !minibatch) {
     if (s.inner_graph == nullptr) {
       inner_step(false);  // eager: brings the workspaces and cuBLAS to their steady state first
       ++done;
@@ -478,7 +598,8 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   for (; done < in.steps; ++done) inner_step(done + 1 == in.steps);
   s.philox_step += static_cast<std::uint64_t>(in.steps);
 
-  // Implicit hypergradient: (H + δI) w = ∇θ L_out,  h = −(∂²L_in/∂φ∂θ) w.
+  // Implicit hypergradient: (H + δI) w = ∇θ L_out,  h = −(∂²L_in/∂φ∂θ) w, on the FULL training
+  // data whatever the inner batch (the inner objective is the full-data expectation).
   const bool outer_validation = options_.outer_data == OuterData::validation;
   const ConstVector<T> theta = std::as_const(s.theta).vector();
   s.problem->outer_gradient(theta, outer_validation, s.g_out.vector());
@@ -537,7 +658,8 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.solver_iterations = report.iterations;
   rec.solver_initial_residual = static_cast<double>(report.initial_residual_norm);
   rec.solver_residual = static_cast<double>(report.residual_norm);
-  const std::vector<double> rr = to_host_double(s.row_reward, s.problem->train_rows());
+  // The last inner step's rows: its window (minibatches) or every training row.
+  const std::vector<double> rr = to_host_double(s.row_reward, minibatch ? s.batch : s.problem->train_rows());
   double sum = 0;
   for (double r : rr) sum += r;
   rec.mean_inner_reward = sum / static_cast<double>(rr.size());
@@ -638,6 +760,8 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("sgd_velocity", std::span<const double>(s.sgd_velocity));
   const std::vector<std::int64_t> counters{s.outer_count, static_cast<std::int64_t>(s.philox_step), steps_done()};
   w.add("counters", std::span<const std::int64_t>(counters));
+  const std::vector<std::int64_t> minibatch{s.pass, s.window};
+  w.add("minibatch", std::span<const std::int64_t>(minibatch));
   std::vector<double> records;
   for (const BilevelRecord& r : history_) append_record(records, r);
   w.add("records", std::span<const double>(records));
@@ -650,13 +774,24 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   Impl& s = *impl_;
   const detail::CheckpointReader r(path);
   const std::string saved = r.text("fingerprint");
+  D2R_EXPECTS(saved.starts_with(kCheckpointPrefix), fn, "path", "checkpoint '{}' is not a BilevelTrainer checkpoint",
+              path.string());
+  if (!saved.starts_with(kCheckpointFormat)) {
+    const std::string_view rest = std::string_view(saved).substr(kCheckpointPrefix.size());
+    const std::string version(rest.substr(0, rest.find(';')));
+    D2R_EXPECTS(false, fn, "path",
+                "checkpoint '{}' has format version {}; this d2r reads version {} only (version 3 added the "
+                "minibatch position to the state), so it cannot be resumed: start the run again",
+                path.string(), version, kCheckpointVersion);
+  }
   D2R_EXPECTS(saved == s.fingerprint, fn, "path",
               "checkpoint '{}' was written by a run with another configuration:\n  saved:   {}\n  current: {}",
               path.string(), saved, s.fingerprint);
   // Read and check everything before changing any state.
   const std::vector<T> theta = read_values<T>(r, "theta"), m = read_values<T>(r, "inner_first_moment"),
                        v = read_values<T>(r, "inner_second_moment");
-  const std::vector<std::int64_t> inner_count = r.integers("inner_count"), counters = r.integers("counters");
+  const std::vector<std::int64_t> inner_count = r.integers("inner_count"), counters = r.integers("counters"),
+                                  minibatch = r.integers("minibatch");
   const std::vector<double> phi = r.doubles("phi"), om = r.doubles("outer_first_moment"),
                             ov = r.doubles("outer_second_moment"), vel = r.doubles("sgd_velocity");
   const std::size_t P = s.theta.size(), S = phi_.size();
@@ -664,6 +799,11 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
                   om.size() == S && ov.size() == S && vel.size() == S && counters.size() == 3 && counters[0] >= 0 &&
                   counters[1] >= 0 && counters[2] >= 0,
               fn, "path", "checkpoint '{}' has sections of the wrong size", path.string());
+  D2R_EXPECTS(minibatch.size() == 2 && minibatch[0] >= 0 &&
+                  (s.batch == 0 ? minibatch[0] == 0 && minibatch[1] == 0
+                                : minibatch[1] >= (minibatch[0] > 0 ? 1 : 0) &&
+                                      minibatch[1] <= (minibatch[0] > 0 ? s.windows_per_pass : 0)),
+              fn, "path", "checkpoint '{}' has an invalid minibatch position", path.string());
   std::vector<BilevelRecord> records = parse_records(r.doubles("records"), counters[2], path);
 
   s.theta.copy_from_host(theta);
@@ -676,6 +816,13 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.sgd_velocity = vel;
   s.outer_count = counters[0];
   s.philox_step = static_cast<std::uint64_t>(counters[1]);
+  s.pass = minibatch[0];
+  s.window = minibatch[1];
+  if (s.pass > 0) {
+    s.draw_pass(options_.seed);  // the current pass's rows, as the saving run had them
+  } else {
+    s.order.clear();
+  }
   history_ = std::move(records);
 }
 

@@ -191,11 +191,8 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   std::uint64_t step = 0;
   for (std::int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
     const std::vector<std::int64_t> order = random_permutation(N, mix_seed(options.seed, static_cast<std::uint64_t>(epoch)));
-    for (std::int64_t r = 0; r < N; ++r) {
-      const std::int64_t src = order[static_cast<std::size_t>(r)];
-      std::copy(x_host.begin() + src * p, x_host.begin() + (src + 1) * p, x_perm.begin() + r * p);
-      y_perm[static_cast<std::size_t>(r)] = y_host[static_cast<std::size_t>(src)];
-    }
+    gather_rows(x_host, p, order, x_perm);
+    gather_rows(y_host, 1, order, y_perm);
     x_epoch.copy_from_host(x_perm);
     y_epoch.copy_from_host(y_perm);
     for (std::int64_t first = 0; first < N; first += batch) {

@@ -32,6 +32,24 @@ inline std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t k) {
   return z ^ (z >> 31);
 }
 
+/// Seed of the permutation of minibatch pass `pass` (>= 1) of BilevelTrainer: keyed by (seed,
+/// pass) like fit_classifier's epochs, in a part of mix_seed's index space (top bit set) that the
+/// per-outer-step initialisation seeds mix_seed(seed, k) never reach.
+inline std::uint64_t pass_seed(std::uint64_t seed, std::uint64_t pass) {
+  return mix_seed(seed, pass | (std::uint64_t{1} << 63));
+}
+
+/// dst row r = src row order[r], for packed host rows of `width` values (dst sized like src).
+template <class U>
+void gather_rows(const std::vector<U>& src, std::int64_t width, const std::vector<std::int64_t>& order,
+                 std::vector<U>& dst) {
+  for (std::size_t r = 0; r < order.size(); ++r) {
+    const std::int64_t from = order[r];
+    std::copy(src.begin() + from * width, src.begin() + (from + 1) * width,
+              dst.begin() + static_cast<std::int64_t>(r) * width);
+  }
+}
+
 inline const char* form_name(RewardForm form) {
   switch (form) {
     case RewardForm::scalar: return "scalar";
@@ -134,6 +152,8 @@ void check_inner(std::string_view fn, const InnerOptions<T>& in) {
               "expected c_in > 0 (+inf for no clamp), got {}", in.gradient_clamp);
   D2R_EXPECTS(std::isfinite(static_cast<double>(in.pg.entropy_weight)) && in.pg.entropy_weight >= 0, fn,
               "options.inner.pg.entropy_weight", "expected a finite λ >= 0, got {}", in.pg.entropy_weight);
+  D2R_EXPECTS(in.batch_size >= 0, fn, "options.inner.batch_size",
+              "expected rows per inner step >= 0 (0 or >= the training rows: full batch), got {}", in.batch_size);
   check_adam(fn, "options.inner.adam", in.adam);
 }
 

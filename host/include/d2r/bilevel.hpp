@@ -8,7 +8,9 @@
 ///   for k = 1..K_out:
 ///     θ ← fresh init (seeded by k) or warm start from θ*_{k−1}
 ///     K_in Adam steps on the REINFORCE surrogate L_in(θ; φ), new Philox step each, gradient clamp c_in
-///     g = ∇θ L_out(θ) (NLL of the outer data);  solve (H + δI) w = g  (H = ∇²θθ L_in, exact HVPs)
+///       (every training row, or windows of B shuffled rows: InnerOptions::batch_size)
+///     g = ∇θ L_out(θ) (NLL of the outer data);  solve (H + δI) w = g  (H = ∇²θθ L_in on every training
+///       row, exact HVPs)
 ///     h = −(∂²L_in/∂φ∂θ)·w, clamped to [−c_out, c_out];  φ ← Adam/SGD step on h;  φ kept >= floor
 /// @endcode
 /// The defaults are the paper's setting (fresh inner policy, outer Adam re-created every step, CG
@@ -19,10 +21,12 @@
 ///
 /// Memory and synchronisation. Data live in the context's memory space (device memory on the
 /// cuda backend) as views the caller keeps alive; the trainer allocates its buffers at
-/// construction, so an outer step allocates nothing on the backend. The inner loop makes no
-/// host synchronisation (value checks of the data are done once, at construction) and on the
-/// cuda backend replays one captured CUDA graph per inner step (BilevelOptions::cuda_graph): its
-/// draws are keyed by a device-side counter (DrawKey::step_offset) that the graph advances. An
+/// construction, so an outer step allocates nothing on the backend. The full-batch inner loop
+/// makes no host synchronisation (value checks of the data are done once, at construction) and
+/// on the cuda backend replays one captured CUDA graph per inner step (BilevelOptions::cuda_graph):
+/// its draws are keyed by a device-side counter (DrawKey::step_offset) that the graph advances.
+/// A minibatched inner loop (InnerOptions::batch_size) runs eagerly and uploads each pass's
+/// shuffled rows (one synchronisation per pass; the host copy of the rows is made once). An
 /// outer step synchronises at its start (φ and the counter go to the device) and at its end, to
 /// read the hypergradient (φ is a handful of numbers and its optimiser runs on the host in
 /// double) and the metrics of its record.
@@ -30,9 +34,11 @@
 /// Determinism. Given the same data, options, context seed and backend, the run is a pure
 /// function of those: the inner policy of outer step k is initialised from (options.seed, k),
 /// every draw uses Philox keyed by the context seed and a step counter that the trainer
-/// advances. save() writes θ, φ, both optimisers' states, the Philox counter and the records;
-/// load() restores them, so a run killed after save() and resumed with load() reproduces the
-/// uninterrupted run bit for bit.
+/// advances; minibatch passes are permutations keyed by (options.seed, pass). save() writes θ,
+/// φ, both optimisers' states, the Philox counter, the minibatch pass and window and the
+/// records; load() restores them, so a run killed after save() and resumed with load()
+/// reproduces the uninterrupted run bit for bit (also in the middle of a pass). Checkpoints carry
+/// a format version (3 since minibatches): an older file is refused with a message saying so.
 ///
 /// @code
 ///   d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 7});
@@ -96,6 +102,25 @@ struct InnerOptions {
   T gradient_clamp = T(1);                          ///< c_in > 0 (+inf: no clamp)
   std::int64_t generations = 5;                     ///< G >= 1 samples per row
   PgOptions<T> pg{.entropy_weight = T(1)};          ///< λ, transform, clipping of the surrogate
+  /// Rows per inner Adam step: 0 or >= N (the training rows): full batch, every inner step uses
+  /// every row (the paper). 0 < B < N: minibatches. A pass over the data is a permutation of the
+  /// training rows (random_permutation keyed by (BilevelOptions::seed, the pass number), the same
+  /// on both backends), copied once per pass into a trainer-owned buffer in that order and cut
+  /// into floor(N/B) contiguous windows of exactly B rows; the N mod B rows left over are dropped
+  /// for that pass (every window the same size, so every step has the same noise level; the
+  /// dropped rows differ from pass to pass, and each window is a uniformly random B-subset, so the
+  /// window gradient is an unbiased estimate of the full-data one). The inner steps walk through
+  /// the windows, across outer steps; a used-up pass draws the next permutation. The gradient is
+  /// the per-row mean over the window (the step size means what it means with the full batch;
+  /// pg.normaliser_rows must then be 0). The implicit step (outer gradient, curvature, mixed
+  /// product) always uses the FULL training data: the inner objective is the full-data
+  /// expectation, the minibatches only estimate its gradient. The pass and window position is
+  /// part of the trainer's state (save/load). cuda backend: the inner CUDA graph captures fixed
+  /// data pointers, so a minibatched inner loop runs eagerly (BilevelOptions::cuda_graph is then
+  /// ignored) and each new pass's upload synchronises the host once. Note: with the plain
+  /// REINFORCE advantages (transform none, A = r) a window has far noisier gradients than all
+  /// rows; a baseline (Transform::leave_one_out) keeps small windows stable (see bilevel_test).
+  std::int64_t batch_size = 0;
 };
 
 /// How each outer step starts its inner policy.
@@ -164,7 +189,7 @@ struct BilevelRecord {
   double outer_loss = 0;                   ///< L_out (per-dimension NLL) of the outer data at θ*_k
   PolicyMetrics train;                     ///< the inner policy θ*_k on the training data
   PolicyMetrics validation;                ///< on the validation data (NaN fields when there is none)
-  double mean_inner_reward = 0;            ///< mean raw reward of the last inner step's samples
+  double mean_inner_reward = 0;            ///< mean raw reward of the last inner step's samples (its window's rows)
   SolveStatus solver_status = SolveStatus::converged;
   std::int64_t solver_iterations = 0;
   double solver_initial_residual = 0;      ///< ‖g‖ for x₀ = 0
@@ -214,6 +239,10 @@ class BilevelTrainer {
   [[nodiscard]] const BilevelOptions<T>& options() const noexcept { return options_; }
   /// Number of outer steps done (history().size()).
   [[nodiscard]] std::int64_t steps_done() const noexcept { return static_cast<std::int64_t>(history_.size()); }
+  /// Minibatches: the training rows (indices into the training data, in window order) of the
+  /// last inner step's window; empty for a full-batch trainer or before the first step. Restored
+  /// by load().
+  [[nodiscard]] std::vector<std::int64_t> window_rows() const;
 
   /// Writes the whole state to `path` atomically (temporary file + rename).
   void save(const std::filesystem::path& path) const;
