@@ -43,7 +43,15 @@ TEST(BilevelGpu, CudaGraphInnerLoopEqualsEagerLaunchesBitForBit) {
     d2r::BilevelTrainer<float> t(gpu, {.inputs = 2, .hidden = {16}}, {std::as_const(x).matrix(d.N, 2), std::as_const(y).matrix(d.N, 2)},
                                  {}, d2r::RewardForm::diagonal, std::vector<double>{1.0, 0.5}, o);
     std::vector<double> phi;
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < 5; ++k) {
+      if (k == 2) {
+        // Move both workspace blocks (the old ones are freed) and change the seed: a graph that
+        // kept the old pointers or seed would replay into freed memory or with stale draws; the
+        // trainer must capture again (memcheck in tools/gpu-check.sh sees the former).
+        for (const d2r::Workspace w : {d2r::Workspace::primitive, d2r::Workspace::composite})
+          gpu.workspace(4 * gpu.workspace_capacity(w) + 4096, w);
+        gpu.set_seed(9);
+      }
       const d2r::BilevelRecord& r = t.step();
       phi.insert(phi.end(), r.reward_params.begin(), r.reward_params.end());
     }

@@ -3,6 +3,7 @@
 #include "d2r/bilevel.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -271,6 +272,12 @@ struct BilevelTrainer<T>::Impl {
   // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.
   Buffer<std::int64_t> draw_counter;
   cudaGraphExec_t inner_graph = nullptr;  // one inner step, captured on the first outer step (cuda)
+  // What the graph baked in besides the trainer's own buffers: the context's workspace blocks
+  // (the HVPs of the implicit step, or a larger validation set, can grow them after the capture,
+  // which frees the blocks the graph points to) and the seed of its draws. When either has
+  // changed since the capture, the inner step is captured again.
+  std::array<void*, 2> graph_workspaces{};
+  std::uint64_t graph_seed = 0;
   std::vector<double> outer_m, outer_v, sgd_velocity;
   std::int64_t outer_count = 0;
   std::uint64_t philox_step = 0;
@@ -405,6 +412,11 @@ cudaGraphExec_t capture_inner_step(cudaStream_t stream, Record&& record) {
                              fmt::format("capturing the inner step in a CUDA graph failed ({}); set "
                                          "options.cuda_graph = false to run it eagerly",
                                          e.what()));
+  } catch (...) {  // anything else: end the capture too, so the stream stays usable
+    (void)cudaStreamEndCapture(stream, &graph);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    throw;
   }
   D2R_CUDA_TRY(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec = nullptr;
@@ -588,10 +600,20 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   };
   std::int64_t done = 0;
   if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && in.steps >= 3 && !minibatch) {
+    // workspace(0, ·) never allocates: it returns the current block.
+    const auto workspaces = [&] {
+      return std::array<void*, 2>{s.ctx.workspace(0, Workspace::primitive), s.ctx.workspace(0, Workspace::composite)};
+    };
+    if (s.inner_graph != nullptr && (workspaces() != s.graph_workspaces || s.ctx.seed() != s.graph_seed)) {
+      D2R_CUDA_TRY(cudaGraphExecDestroy(s.inner_graph));
+      s.inner_graph = nullptr;
+    }
     if (s.inner_graph == nullptr) {
-      inner_step(false);  // eager: brings the workspaces and cuBLAS to their steady state first
+      inner_step(false);  // eager: brings the workspaces to their steady state for the inner step first
       ++done;
       s.inner_graph = capture_inner_step(s.ctx.stream(), [&] { inner_step(false); });
+      s.graph_workspaces = workspaces();
+      s.graph_seed = s.ctx.seed();
     }
     for (; done < in.steps - 1; ++done) D2R_CUDA_TRY(cudaGraphLaunch(s.inner_graph, s.ctx.stream()));
   }

@@ -177,7 +177,9 @@ struct BilevelOptions {
   std::uint64_t seed = 0;             ///< seeds the inner policy's initialisations
   /// cuda backend: capture one inner step (gradient, clamp, Adam, draw counter) in a CUDA graph on
   /// the first outer step and replay it K_in − 2 times per outer step (the first and the last
-  /// inner steps stay eager). Same results as eager launches; ignored on the cpu backend.
+  /// inner steps stay eager). Same results as eager launches; ignored on the cpu backend. The
+  /// graph is captured again when the context's workspace blocks moved (the implicit step's HVPs
+  /// typically grow them once, on the first outer step) or its seed changed since the capture.
   bool cuda_graph = true;
 };
 
