@@ -99,6 +99,11 @@ class Context {
   /// Returns at least `bytes` bytes of scratch memory in the backend's memory space (device
   /// memory for cuda), aligned to 256 bytes. The pointer stays valid until the next call that
   /// asks for more than the current capacity; growing synchronises the stream once.
+  /// `workspace(0, which)` returns the current block without allocating (nullptr before the first).
+  /// CUDA graphs: a captured primitive keeps the block's address. Run the work once eagerly
+  /// before capturing (so the blocks have grown to what it needs), and capture again when a block
+  /// has moved since (compare workspace(0, which) with its value at capture time), as
+  /// BilevelTrainer does.
   void* workspace(std::size_t bytes, Workspace which = Workspace::primitive);
   /// Current capacity of a workspace block in bytes (its high-water mark).
   [[nodiscard]] std::size_t workspace_capacity(Workspace which = Workspace::primitive) const noexcept;
