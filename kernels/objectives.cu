@@ -1,6 +1,8 @@
 // Launchers of the objective kernels of the diagonal-Gaussian head and of the per-row terms
 // (device code in objectives.cuh). A shared (1-row) log_std receives the column sum of per-row
 // gradients written to the workspace.
+#include <algorithm>
+
 #include "kernels/launch.hpp"
 #include "kernels/objectives.cuh"
 
@@ -62,7 +64,16 @@ void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head
                             const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
                             ObjectiveScale scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
                             void* workspace) {
-  objectives::pathwise_kernel<<<grid_size(head.mean.rows, kThreads), kThreads, 0, stream>>>(
+  // A full U keeps 2n floats per thread in shared memory: as many threads per block as fit in the
+  // default 48 KB (n <= kPathwiseMaxFullDim, checked by the caller).
+  int threads = kThreads;
+  std::size_t smem = 0;
+  if (reward.form == RewardForm::full) {
+    const std::int64_t per_thread = 2 * head.mean.cols * static_cast<std::int64_t>(sizeof(float));
+    threads = static_cast<int>(std::clamp<std::int64_t>(kPathwiseSharedBytes / per_thread, 1, kThreads));
+    smem = static_cast<std::size_t>(threads * per_thread);
+  }
+  objectives::pathwise_kernel<<<grid_size(head.mean.rows, threads), threads, smem, stream>>>(
       head, targets, reward, options, pos, scale, rows, grad.mean, log_std_target(head, grad, workspace));
   D2R_CHECK_LAUNCH(stream);
   finish_shared(stream, head, grad, workspace);

@@ -105,14 +105,21 @@ D2R_KERNEL void exact_tangent_kernel(DiagGaussian<float> head, MahalanobisReward
   }
 }
 
-/// Pathwise objective, one thread per row: ŷ = μ + σε regenerated from Philox.
+/// Pathwise objective, one thread per row: ŷ = μ + σε with ε regenerated from Philox. A full U
+/// keeps δ = ŷ − y and Uδ of the current draw in `scratch` (dynamic shared memory, 2n floats per
+/// thread: launcher): v = Rᵀδ, then Uδ = R v in place, O(n²) per draw; the scalar and diagonal
+/// forms need no scratch (O(n)).
 D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float> targets,
                                 MahalanobisReward<float> reward, PgOptions<float> options, math::DrawPosition pos,
                                 ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
                                 MatrixView<float> log_std_target) {
+  extern __shared__ float pathwise_scratch[];
   const std::int64_t n = head.mean.cols, G = s.generations;
   const float k = s.per_dim / s.normaliser;
   constexpr float kHalfLog2PiE = static_cast<float>(0.5 * math::kLog2PiE);
+  const bool full = reward.form == RewardForm::full;
+  float* const delta = full ? pathwise_scratch + 2 * n * threadIdx.x : nullptr;
+  float* const u_delta = full ? delta + n : nullptr;
   for (std::int64_t b = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; b < head.mean.rows;
        b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
@@ -121,12 +128,32 @@ D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float
     float value_sum = 0.0f, reward_sum = 0.0f;
     for (std::int64_t g = 0; g < G; ++g) {
       const auto gen = static_cast<std::uint32_t>(g);
-      const auto delta = [&](std::int64_t i) {
-        return head.mean(b, i) + expf(head.log_std(sr, i)) * math::normal<float>(pos.seed, pos.step_at(), row, gen, static_cast<std::uint32_t>(i)) -
-               targets(b, i);
+      const auto eps = [&](std::int64_t i) {
+        return math::normal<float>(pos.seed, pos.step_at(), row, gen, static_cast<std::uint32_t>(i));
       };
-      float quad = 0.0f;
-      for (std::int64_t d = 0; d < n; ++d) quad += delta(d) * u_times(reward, n, d, delta);
+      const auto draw_delta = [&](std::int64_t i) {
+        return head.mean(b, i) + expf(head.log_std(sr, i)) * eps(i) - targets(b, i);
+      };
+      float quad = 0.0f;  // δᵀUδ
+      if (full) {
+        for (std::int64_t i = 0; i < n; ++i) delta[i] = draw_delta(i);
+        for (std::int64_t j = 0; j < n; ++j) {  // v_j = Σ_{m>=j} R_mj δ_m
+          float v = 0.0f;
+          for (std::int64_t m = j; m < n; ++m) v += reward.params[tril_index(m, j)] * delta[m];
+          u_delta[j] = v;
+        }
+        for (std::int64_t i = n - 1; i >= 0; --i) {  // (Uδ)_i = Σ_{j<=i} R_ij v_j: row i reads v_0..v_i only
+          float out = 0.0f;
+          for (std::int64_t j = 0; j <= i; ++j) out += reward.params[tril_index(i, j)] * u_delta[j];
+          u_delta[i] = out;
+        }
+        for (std::int64_t d = 0; d < n; ++d) quad += delta[d] * u_delta[d];
+      } else {
+        for (std::int64_t d = 0; d < n; ++d) {
+          const float dd = draw_delta(d);
+          quad += dd * u_diagonal(reward, d) * dd;
+        }
+      }
       const float r = -quad;
       float value = r, slope = 1.0f;
       if (options.transform.kind == Transform::rbf) {
@@ -136,10 +163,12 @@ D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float
       value_sum += value;
       reward_sum += r;
       for (std::int64_t d = 0; d < n; ++d) {
-        const float eps = math::normal<float>(pos.seed, pos.step_at(), row, gen, static_cast<std::uint32_t>(d));
-        const float dr = -2.0f * u_times(reward, n, d, delta);
+        const float e = eps(d);
+        const float sigma = expf(head.log_std(sr, d));
+        const float ud = full ? u_delta[d] : u_diagonal(reward, d) * (head.mean(b, d) + sigma * e - targets(b, d));
+        const float dr = -2.0f * ud;  // ∂r/∂ŷ_d
         grad_mean(b, d) += slope * dr;
-        log_std_target(b, d) += slope * dr * expf(head.log_std(sr, d)) * eps;
+        log_std_target(b, d) += slope * dr * sigma * e;
       }
     }
     float H = 0.0f;

@@ -207,6 +207,10 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
     if (ctx.backend() == Backend::cpu) {
       reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad);
     } else if constexpr (std::is_same_v<T, float>) {
+      D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kPathwiseMaxFullDim, fn, "reward.form",
+                  "on the cuda backend the pathwise objective with a full U supports n <= {} (its kernel keeps 2n "
+                  "floats per row in shared memory), got n = {}",
+                  kernels::kPathwiseMaxFullDim, head.mean.cols);
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
       kernels::pathwise_diag_gaussian(ctx.stream(), head, targets, r, options, pos, to_kernel(s), rows, grad, ws);
