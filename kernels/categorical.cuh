@@ -654,7 +654,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     if (tid == 0) {
       row_stat[3] = totals.y;
       rows.row_loss[b] = (totals.x / static_cast<float>(G) - options.entropy_weight * s.per_dim * entropy) / s.normaliser;
-      if (rows.row_reward.data != nullptr) rows.row_reward[b] = mean;
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = sum / static_cast<float>(G);
     }
     __syncthreads();
     const float c_sum = row_stat[3];

@@ -615,7 +615,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
     const float c_sum = warp_sum(c_part);
     if (t == 0) {
       rows.row_loss[b] = (loss / g_count - options.entropy_weight * s.per_dim * H) / s.normaliser;
-      if (rows.row_reward.data != nullptr) rows.row_reward[b] = mean;
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = sum / static_cast<float>(G);
     }
     __syncthreads();
 

@@ -115,10 +115,12 @@ std::size_t shared_param_workspace_bytes(std::int64_t rows, std::int64_t params,
 void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                          const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
                          const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace);
-/// Shared memory the diagonal pathwise kernel may use for a full U (2n floats per thread), and the
-/// largest n that leaves at least one thread per block.
+/// Shared memory the diagonal head's one-thread-per-row kernels may use for a full U: 2n floats
+/// per thread for the pathwise kernel, n for the exact objective and its tangent; the largest n
+/// that leaves at least one thread per block.
 inline constexpr std::int64_t kPathwiseSharedBytes = 48 * 1024;
 inline constexpr std::int64_t kPathwiseMaxFullDim = kPathwiseSharedBytes / (2 * 4);
+inline constexpr std::int64_t kExactMaxFullDim = kPathwiseSharedBytes / 4;
 void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                             const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
                             ObjectiveScale scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,

@@ -10,6 +10,20 @@ namespace d2r::kernels {
 namespace {
 constexpr int kThreads = 128;
 
+/// Block size and dynamic shared memory of a one-thread-per-row kernel that keeps
+/// `floats_per_thread` floats per thread for a full U: as many threads per block as fit in
+/// kPathwiseSharedBytes (the caller checked that one does). No scratch for the other forms.
+struct RowLaunch {
+  int threads = kThreads;
+  std::size_t smem = 0;
+};
+RowLaunch full_u_launch(const MahalanobisReward<float>& reward, std::int64_t floats_per_thread) {
+  if (reward.form != RewardForm::full) return {};
+  const std::int64_t per_thread = floats_per_thread * static_cast<std::int64_t>(sizeof(float));
+  const auto threads = static_cast<int>(std::clamp<std::int64_t>(kPathwiseSharedBytes / per_thread, 1, kThreads));
+  return {threads, static_cast<std::size_t>(threads * per_thread)};
+}
+
 bool shared_log_std(const DiagGaussian<float>& head) { return head.log_std.rows == 1 && head.mean.rows > 1; }
 
 /// Where a kernel writes the log_std gradient of each row: grad.log_std itself, or the workspace.
@@ -43,7 +57,8 @@ void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, Objectiv
 void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                          const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
                          const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace) {
-  objectives::exact_kernel<<<grid_size(head.mean.rows, kThreads), kThreads, 0, stream>>>(
+  const RowLaunch launch = full_u_launch(reward, head.mean.cols);
+  objectives::exact_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
       head, targets, reward, entropy_weight, scale, rows, grad.mean, log_std_target(head, grad, workspace));
   D2R_CHECK_LAUNCH(stream);
   finish_shared(stream, head, grad, workspace);
@@ -53,7 +68,8 @@ void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>&
                                  const MahalanobisReward<float>& reward, ObjectiveScale scale,
                                  const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
                                  void* workspace) {
-  objectives::exact_tangent_kernel<<<grid_size(head.mean.rows, kThreads), kThreads, 0, stream>>>(
+  const RowLaunch launch = full_u_launch(reward, head.mean.cols);
+  objectives::exact_tangent_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
       head, reward, scale.per_dim / scale.normaliser, tangent, grad_tangent.mean,
       log_std_target(head, grad_tangent, workspace));
   D2R_CHECK_LAUNCH(stream);
@@ -64,16 +80,8 @@ void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head
                             const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
                             ObjectiveScale scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
                             void* workspace) {
-  // A full U keeps 2n floats per thread in shared memory: as many threads per block as fit in the
-  // default 48 KB (n <= kPathwiseMaxFullDim, checked by the caller).
-  int threads = kThreads;
-  std::size_t smem = 0;
-  if (reward.form == RewardForm::full) {
-    const std::int64_t per_thread = 2 * head.mean.cols * static_cast<std::int64_t>(sizeof(float));
-    threads = static_cast<int>(std::clamp<std::int64_t>(kPathwiseSharedBytes / per_thread, 1, kThreads));
-    smem = static_cast<std::size_t>(threads * per_thread);
-  }
-  objectives::pathwise_kernel<<<grid_size(head.mean.rows, threads), threads, smem, stream>>>(
+  const RowLaunch launch = full_u_launch(reward, 2 * head.mean.cols);  // n <= kPathwiseMaxFullDim: caller
+  objectives::pathwise_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
       head, targets, reward, options, pos, scale, rows, grad.mean, log_std_target(head, grad, workspace));
   D2R_CHECK_LAUNCH(stream);
   finish_shared(stream, head, grad, workspace);

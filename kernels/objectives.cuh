@@ -20,17 +20,19 @@ __device__ __forceinline__ float u_diagonal(const MahalanobisReward<float>& rewa
   return s;
 }
 
-/// (U δ)_i for a δ read through `delta(i)`; O(n) for full U.
+/// Full U = R Rᵀ in two O(n²) halves, for kernels that need every (Uδ)_d of one δ: v = Rᵀδ
+/// (n floats, kept by the caller), then (Uδ)_d = Σ_{j<=d} R_dj v_j.
 template <class Delta>
-__device__ float u_times(const MahalanobisReward<float>& reward, std::int64_t n, std::int64_t i, Delta&& delta) {
-  if (reward.form == RewardForm::scalar) return reward.params[0] * delta(i);
-  if (reward.form == RewardForm::diagonal) return reward.params[i] * delta(i);
-  float out = 0.0f;  // Σ_{j<=i} R_ij (Rᵀδ)_j
-  for (std::int64_t j = 0; j <= i; ++j) {
-    float v = 0.0f;
-    for (std::int64_t m = j; m < n; ++m) v += reward.params[tril_index(m, j)] * delta(m);
-    out += reward.params[tril_index(i, j)] * v;
+__device__ void r_transpose_times(const MahalanobisReward<float>& reward, std::int64_t n, Delta&& delta, float* v) {
+  for (std::int64_t j = 0; j < n; ++j) {
+    float s = 0.0f;
+    for (std::int64_t m = j; m < n; ++m) s += reward.params[tril_index(m, j)] * delta(m);
+    v[j] = s;
   }
+}
+__device__ __forceinline__ float r_times(const MahalanobisReward<float>& reward, std::int64_t d, const float* v) {
+  float out = 0.0f;
+  for (std::int64_t j = 0; j <= d; ++j) out += reward.params[tril_index(d, j)] * v[j];
   return out;
 }
 
@@ -61,20 +63,24 @@ D2R_KERNEL void row_terms_kernel(PgOptions<float> options, ObjectiveScale s, Mat
   }
 }
 
-/// Exact objective, one thread per row (n is small in practice; O(n²) per row for full U).
+/// Exact objective, one thread per row; a full U keeps v = Rᵀδ in `exact_scratch` (dynamic shared
+/// memory, n floats per thread: launcher), so a row costs O(n²).
 D2R_KERNEL void exact_kernel(DiagGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
                              float lambda, ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
                              MatrixView<float> log_std_target) {
+  extern __shared__ float exact_scratch[];
   const std::int64_t n = head.mean.cols;
+  float* const v = reward.form == RewardForm::full ? exact_scratch + n * threadIdx.x : nullptr;
   const float k = s.per_dim / s.normaliser;
   constexpr float kHalfLog2PiE = static_cast<float>(0.5 * math::kLog2PiE);
   for (std::int64_t b = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; b < head.mean.rows;
        b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
     const auto delta = [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); };
+    if (v != nullptr) r_transpose_times(reward, n, delta, v);
     float expected = 0.0f, H = 0.0f;
     for (std::int64_t d = 0; d < n; ++d) {
-      const float ud = u_times(reward, n, d, delta);
+      const float ud = v != nullptr ? r_times(reward, d, v) : u_diagonal(reward, d) * delta(d);
       const float var = expf(2.0f * head.log_std(sr, d));
       const float udd = u_diagonal(reward, d);
       expected -= delta(d) * ud + udd * var;
@@ -89,16 +95,20 @@ D2R_KERNEL void exact_kernel(DiagGaussian<float> head, MatrixView<const float> t
 
 /// Tangent of the exact objective's head gradient (see reference::exact_diag_gaussian_tangent),
 /// one thread per row; log_std_target is the per-row target (workspace when the log-std is shared).
+/// Scratch as exact_kernel's (v = Rᵀμ̇ for a full U).
 D2R_KERNEL void exact_tangent_kernel(DiagGaussian<float> head, MahalanobisReward<float> reward, float k,
                                      DiagGaussian<float> tangent, MatrixView<float> grad_mean,
                                      MatrixView<float> log_std_target) {
+  extern __shared__ float exact_scratch[];
   const std::int64_t n = head.mean.cols;
+  float* const v = reward.form == RewardForm::full ? exact_scratch + n * threadIdx.x : nullptr;
   for (std::int64_t b = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; b < head.mean.rows;
        b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
     const auto mean_dot = [&](std::int64_t i) { return tangent.mean(b, i); };
+    if (v != nullptr) r_transpose_times(reward, n, mean_dot, v);
     for (std::int64_t d = 0; d < n; ++d) {
-      grad_mean(b, d) = 2.0f * k * u_times(reward, n, d, mean_dot);
+      grad_mean(b, d) = 2.0f * k * (v != nullptr ? r_times(reward, d, v) : u_diagonal(reward, d) * mean_dot(d));
       const float var = expf(2.0f * head.log_std(sr, d));
       log_std_target(b, d) = 4.0f * k * u_diagonal(reward, d) * var * tangent.log_std(sr, d);
     }
@@ -137,16 +147,9 @@ D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float
       float quad = 0.0f;  // δᵀUδ
       if (full) {
         for (std::int64_t i = 0; i < n; ++i) delta[i] = draw_delta(i);
-        for (std::int64_t j = 0; j < n; ++j) {  // v_j = Σ_{m>=j} R_mj δ_m
-          float v = 0.0f;
-          for (std::int64_t m = j; m < n; ++m) v += reward.params[tril_index(m, j)] * delta[m];
-          u_delta[j] = v;
-        }
-        for (std::int64_t i = n - 1; i >= 0; --i) {  // (Uδ)_i = Σ_{j<=i} R_ij v_j: row i reads v_0..v_i only
-          float out = 0.0f;
-          for (std::int64_t j = 0; j <= i; ++j) out += reward.params[tril_index(i, j)] * u_delta[j];
-          u_delta[i] = out;
-        }
+        r_transpose_times(reward, n, [&](std::int64_t m) { return delta[m]; }, u_delta);  // v = Rᵀδ
+        // (Uδ)_i = Σ_{j<=i} R_ij v_j in place, from the last i down: entry i reads v_0..v_i only.
+        for (std::int64_t i = n - 1; i >= 0; --i) u_delta[i] = r_times(reward, i, u_delta);
         for (std::int64_t d = 0; d < n; ++d) quad += delta[d] * u_delta[d];
       } else {
         for (std::int64_t d = 0; d < n; ++d) {
@@ -305,7 +308,7 @@ D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
     loss = warp_sum(loss);
     if (lane == 0) {
       rows.row_loss[b] = (loss / static_cast<float>(G) - options.entropy_weight * s.per_dim * H) / s.normaliser;
-      if (rows.row_reward.data != nullptr) rows.row_reward[b] = mean;
+      if (rows.row_reward.data != nullptr) rows.row_reward[b] = sum / static_cast<float>(G);
     }
     __syncwarp();
 

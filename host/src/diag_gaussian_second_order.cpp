@@ -119,6 +119,10 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
   if (ctx.backend() == Backend::cpu) {
     reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent);
   } else if constexpr (std::is_same_v<T, float>) {
+    D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::kExactMaxFullDim, fn, "reward.form",
+                "on the cuda backend a full U supports n <= {} here (the kernel keeps n floats per row in shared "
+                "memory), got n = {}",
+                kernels::kExactMaxFullDim, n);
     const bool shared = head.log_std.rows == 1 && batch > 1;
     void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, n, shared));
     kernels::exact_diag_gaussian_tangent(ctx.stream(), head, reward, objective_common::to_kernel(s), tangent,

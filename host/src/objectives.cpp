@@ -241,6 +241,10 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
     if (ctx.backend() == Backend::cpu) {
       reference::exact_diag_gaussian(head, targets, r, options, s, rows, grad);
     } else if constexpr (std::is_same_v<T, float>) {
+      D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kExactMaxFullDim, fn, "reward.form",
+                  "on the cuda backend the exact objective with a full U supports n <= {} (its kernel keeps n floats "
+                  "per row in shared memory), got n = {}",
+                  kernels::kExactMaxFullDim, head.mean.cols);
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
       kernels::exact_diag_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad, ws);
