@@ -73,6 +73,57 @@ TEST_P(DiagGaussianGpu, MatchesReference) {
   EXPECT_GT(norm, 0.0);
 }
 
+/// backward with one cotangent only, each against the reference: d_entropy alone (no samples,
+/// no d_log_prob: grad.mean is 0 and grad.log_std is d_entropy, summed over rows when shared),
+/// and d_log_prob alone (empty d_entropy).
+TEST_P(DiagGaussianGpu, BackwardWithOneCotangentOnly) {
+  const auto [B, n, G, shared] = GetParam();
+  const std::int64_t S = shared ? 1 : B;
+  d2r::Context gpu({.backend = d2r::Backend::cuda, .seed = 2025});
+  d2r::Context cpu({.backend = d2r::Backend::cpu, .seed = 2025});
+  TestRng rng(static_cast<std::uint64_t>(B * 1009 + n * 13 + G));
+  const auto mean_f = rng.vector<float>(B * n, -2, 2), log_std_f = rng.vector<float>(S * n, -1, 1);
+  const std::vector<double> mean(mean_f.begin(), mean_f.end()), log_std(log_std_f.begin(), log_std_f.end());
+  const auto c_f = rng.vector<float>(B * G, -1, 1), e_f = rng.vector<float>(B, -1, 1);
+  const std::vector<double> c(c_f.begin(), c_f.end()), e(e_f.begin(), e_f.end());
+
+  GuardedMatrix<float> d_mean(gpu, B, n), d_log_std(gpu, S, n), d_samples(gpu, B * G, n), d_c(gpu, B, G), d_e(gpu, 1, B);
+  d_mean.fill(mean_f);
+  d_log_std.fill(log_std_f);
+  d_c.fill(c_f);
+  d_e.fill(e_f);
+  const d2r::DiagGaussian<float> head{d_mean.cview(), d_log_std.cview()};
+  const d2r::DiagGaussian<double> ref_head{d2r::matrix_view(mean.data(), B, n), d2r::matrix_view(log_std.data(), S, n)};
+  d2r::sample(gpu, head, G, {.step = 3}, d_samples.view());
+  const std::vector<float> samples = d_samples.values_checked();
+  const std::vector<double> y(samples.begin(), samples.end());
+  const double scale_g = static_cast<double>(G * (shared ? B : 1));
+
+  for (const bool entropy_only : {true, false}) {
+    SCOPED_TRACE(entropy_only ? "d_entropy only (no samples)" : "d_log_prob only");
+    GuardedMatrix<float> d_gmean(gpu, B, n), d_gls(gpu, S, n);
+    std::vector<double> ref_gmean(B * n), ref_gls(S * n);
+    const d2r::DiagGaussianGrad<double> ref_grad{d2r::matrix_view(ref_gmean.data(), B, n),
+                                                 d2r::matrix_view(ref_gls.data(), S, n)};
+    if (entropy_only) {
+      d2r::backward(gpu, head, d2r::MatrixView<const float>{}, d2r::MatrixView<const float>{},
+                    d2r::VectorView<const float>{d_e.cview().data, B}, d2r::DiagGaussianGrad<float>{d_gmean.view(), d_gls.view()});
+      d2r::backward(cpu, ref_head, d2r::MatrixView<const double>{}, d2r::MatrixView<const double>{},
+                    d2r::vector_view(e.data(), B), ref_grad);
+    } else {
+      d2r::backward(gpu, head, d_samples.cview(), d_c.cview(), d2r::VectorView<const float>{},
+                    d2r::DiagGaussianGrad<float>{d_gmean.view(), d_gls.view()});
+      d2r::backward(cpu, ref_head, d2r::matrix_view(y.data(), B * G, n), d2r::matrix_view(c.data(), B, G),
+                    d2r::VectorView<const double>{}, ref_grad);
+    }
+    double norm = 0;
+    for (double v : ref_gls) norm += std::abs(v);
+    EXPECT_GT(norm, 0.0);
+    D2R_EXPECT_CLOSE(d_gmean.values_checked(), ref_gmean, 1e-4, 1e-5 * G);
+    D2R_EXPECT_CLOSE(d_gls.values_checked(), ref_gls, 1e-4, 1e-5 * scale_g);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Sizes, DiagGaussianGpu,
                          ::testing::Values(DiagCase{1, 1, 1, false}, DiagCase{1, 1, 1, true}, DiagCase{3, 5, 7, false},
                                            DiagCase{7, 2, 5, true}, DiagCase{33, 17, 5, false},

@@ -1,7 +1,13 @@
 // Objective kernels of the diagonal-Gaussian head (fused surrogate, pathwise, exact) and the
-// GPU composition (unfused surrogate) against the CPU reference (double) on the same keys.
+// GPU composition (unfused surrogate) against the CPU reference (double) on the same keys. The
+// fused surrogate runs every reward form x transform at G <= 32 and G > 32 (several warps' worth
+// of draws per row), with log_prob_clip placed in a gap of the reference's |pd·log p| values so
+// that float rounding cannot move a draw across the clip, and a standardize group whose rewards
+// are all equal (U = 0). Outputs go through sentinel-guarded buffers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <ostream>
 #include <tuple>
 
 #include "d2r/d2r.hpp"
@@ -20,7 +26,18 @@ struct DiagObjectiveCase {
   Transform transform;
   std::int64_t B, n, G;
   bool shared;
+  bool clip = false;  ///< the fused surrogate clips −pd·log p (always with Transform::none)
 };
+
+/// Readable (and deterministic: no padding bytes) names in gtest and ctest output.
+void PrintTo(const DiagObjectiveCase& c, std::ostream* os) {
+  *os << (c.form == RewardForm::scalar ? "scalar" : c.form == RewardForm::diagonal ? "diagonal" : "full") << "_"
+      << d2r::to_string(c.transform) << "_B" << c.B << "_n" << c.n << "_G" << c.G << (c.shared ? "_shared" : "_perrow")
+      << (c.clip ? "_clip" : "");
+}
+
+constexpr std::uint64_t kSeed = 77;
+constexpr d2r::DrawKey kSurrogateKey{.step = 9, .first_row = 4};
 
 class DiagObjectiveGpu : public ::testing::TestWithParam<DiagObjectiveCase> {
  protected:
@@ -35,14 +52,30 @@ std::vector<float> reward_params(RewardForm form, std::int64_t d, TestRng& rng) 
   return p;
 }
 
+/// One case's inputs, float values (widened to double for the reference).
+struct DiagInputs {
+  std::vector<float> mean, log_std, y, u;
+  explicit DiagInputs(const DiagObjectiveCase& c) {
+    const std::int64_t B = c.B, n = c.n, S = c.shared ? 1 : B;
+    TestRng rng(static_cast<std::uint64_t>(B * 131 + n * 7 + c.G));
+    mean = rng.vector<float>(B * n, -1, 1);
+    log_std = rng.vector<float>(S * n, -0.7, 0.2);
+    y = rng.vector<float>(B * n, -1, 1);
+    u = reward_params(c.form, n, rng);
+  }
+};
+
 /// Runs `call(ctx, head, rows, grad)` on the GPU (float) and the CPU (double) and compares.
 template <class GpuCall, class CpuCall>
-void compare(const DiagObjectiveCase& c, GpuCall&& gpu_call, CpuCall&& cpu_call, double rtol, double atol) {
+void compare(const DiagObjectiveCase& c, const DiagInputs& in, GpuCall&& gpu_call, CpuCall&& cpu_call, double rtol,
+             double atol, d2r::ValueChecks checks = d2r::ValueChecks::full) {
   const std::int64_t B = c.B, n = c.n, S = c.shared ? 1 : B;
-  d2r::Context gpu({.backend = d2r::Backend::cuda, .seed = 77}), cpu({.backend = d2r::Backend::cpu, .seed = 77});
-  TestRng rng(static_cast<std::uint64_t>(B * 131 + n * 7 + c.G));
-  const auto mean = rng.vector<float>(B * n, -1, 1), log_std = rng.vector<float>(S * n, -0.7, 0.2),
-             y = rng.vector<float>(B * n, -1, 1), u = reward_params(c.form, n, rng);
+  d2r::Context gpu({.backend = d2r::Backend::cuda, .seed = kSeed, .value_checks = checks}),
+      cpu({.backend = d2r::Backend::cpu, .seed = kSeed, .value_checks = checks});
+  const std::vector<float>& mean = in.mean;
+  const std::vector<float>& log_std = in.log_std;
+  const std::vector<float>& y = in.y;
+  const std::vector<float>& u = in.u;
   const std::vector<double> mean_d(mean.begin(), mean.end()), ls_d(log_std.begin(), log_std.end()), y_d(y.begin(), y.end()),
       u_d(u.begin(), u.end());
   const auto P = static_cast<std::int64_t>(u.size());
@@ -64,22 +97,62 @@ void compare(const DiagObjectiveCase& c, GpuCall&& gpu_call, CpuCall&& cpu_call,
   D2R_EXPECT_CLOSE(g_ls.values_checked(), r_gs, rtol, atol * scale_rows);
 }
 
+/// A clip for the fused surrogate of case `c`: in a gap of the |pd·log p| values of the double
+/// reference's own draws (same seed and key as compare's), so that no draw lies within float
+/// rounding of ±clip (a fixed level such as 6 may straddle the float and double values of a
+/// draw). Returned as the float both sides use.
+float surrogate_clip(const DiagObjectiveCase& c, const DiagInputs& in, bool per_dimension_mean) {
+  const std::int64_t B = c.B, n = c.n, G = c.G, S = c.shared ? 1 : B;
+  d2r::Context cpu({.backend = d2r::Backend::cpu, .seed = kSeed});
+  const std::vector<double> mean(in.mean.begin(), in.mean.end()), log_std(in.log_std.begin(), in.log_std.end());
+  const d2r::DiagGaussian<double> head{d2r::matrix_view(mean.data(), B, n), d2r::matrix_view(log_std.data(), S, n)};
+  std::vector<double> samples(static_cast<std::size_t>(B * G * n)), lp(static_cast<std::size_t>(B * G));
+  d2r::sample(cpu, head, G, kSurrogateKey, d2r::matrix_view(samples.data(), B * G, n));
+  d2r::log_prob(cpu, head, d2r::matrix_view<const double>(samples.data(), B * G, n), d2r::matrix_view(lp.data(), B, G));
+  const auto clip = static_cast<float>(d2r::test::pick_clip(lp, per_dimension_mean ? 1.0 / static_cast<double>(n) : 1.0));
+  EXPECT_GT(clip, 0.0f) << "no gap for the clip";
+  return clip;
+}
+
+/// The fused surrogate (cuda, float) against pg_surrogate on the cpu backend (double).
+void expect_surrogate_matches(const DiagObjectiveCase& c, const DiagInputs& in,
+                              d2r::ValueChecks checks = d2r::ValueChecks::full) {
+  const bool pdm = c.n > 8;
+  const float clip = c.clip || c.transform == Transform::none ? surrogate_clip(c, in, pdm) : 0.0f;
+  const d2r::PgOptions<double> od{.entropy_weight = 0.3,
+                                  .transform = {.kind = c.transform, .rbf_gamma = 0.5,
+                                                .standardize_epsilon = static_cast<double>(1e-6f)},
+                                  .log_prob_clip = static_cast<double>(clip),
+                                  .per_dimension_mean = pdm, .normaliser_rows = c.B + 3};
+  const d2r::PgOptions<float> of{0.3f, {c.transform, 0.5f, 1e-6f}, clip, pdm, od.normaliser_rows};
+  compare(
+      c, in,
+      [&](d2r::Context& ctx, const auto& head, auto targets, const auto& reward, const auto& rows, const auto& grad) {
+        d2r::pg_surrogate(ctx, head, targets, reward, c.G, of, kSurrogateKey, rows, grad);
+      },
+      [&](d2r::Context& ctx, const auto& head, auto targets, const auto& reward, const auto& rows, const auto& grad) {
+        d2r::pg_surrogate(ctx, head, targets, reward, c.G, od, kSurrogateKey, rows, grad);
+      },
+      2e-3, 2e-4, checks);
+}
+
 TEST_P(DiagObjectiveGpu, FusedSurrogateMatchesReference) {
   const auto c = GetParam();
-  const d2r::PgOptions<double> od{.entropy_weight = 0.3, .transform = {.kind = c.transform, .rbf_gamma = 0.5},
-                                  .log_prob_clip = c.transform == Transform::none ? 6.0 : 0.0,
-                                  .per_dimension_mean = c.n > 8, .normaliser_rows = c.B + 3};
-  const d2r::PgOptions<float> of{0.3f, {c.transform, 0.5f, 1e-6f}, static_cast<float>(od.log_prob_clip), od.per_dimension_mean,
-                                 od.normaliser_rows};
-  compare(
-      c,
-      [&](d2r::Context& ctx, const auto& head, auto targets, const auto& reward, const auto& rows, const auto& grad) {
-        d2r::pg_surrogate(ctx, head, targets, reward, c.G, of, {.step = 9, .first_row = 4}, rows, grad);
-      },
-      [&](d2r::Context& ctx, const auto& head, auto targets, const auto& reward, const auto& rows, const auto& grad) {
-        d2r::pg_surrogate(ctx, head, targets, reward, c.G, od, {.step = 9, .first_row = 4}, rows, grad);
-      },
-      2e-3, 2e-4);
+  expect_surrogate_matches(c, DiagInputs(c));
+}
+
+/// Standardize over a group whose rewards are all equal: U = 0 (accepted with value checks off)
+/// makes every reward exactly 0 on both sides, so the advantages are 0 / (0 + ε) = 0 and only the
+/// entropy term remains (G > 32, clip off and on).
+TEST(DiagObjectiveGpuEqualRewards, StandardizeOfEqualRewardsMatchesReference) {
+  D2R_REQUIRE_GPU();
+  for (const bool clip : {false, true}) {
+    SCOPED_TRACE(clip ? "clip on" : "clip off");
+    const DiagObjectiveCase c{RewardForm::scalar, Transform::standardize, 7, 9, 70, false, clip};
+    DiagInputs in(c);
+    std::fill(in.u.begin(), in.u.end(), 0.0f);
+    expect_surrogate_matches(c, in, d2r::ValueChecks::none);
+  }
 }
 
 TEST_P(DiagObjectiveGpu, FusedEqualsUnfusedOnTheGpu) {
@@ -110,8 +183,9 @@ TEST_P(DiagObjectiveGpu, PathwiseAndExactMatchReference) {
   if (c.transform != Transform::none && c.transform != Transform::rbf) GTEST_SKIP() << "pathwise takes none or rbf only";
   const d2r::PgOptions<double> od{.entropy_weight = 0.2, .transform = {.kind = c.transform, .rbf_gamma = 0.3}};
   const d2r::PgOptions<float> of{0.2f, {c.transform, 0.3f, 1e-6f}};
+  const DiagInputs in(c);
   compare(
-      c,
+      c, in,
       [&](d2r::Context& ctx, const auto& head, auto targets, const auto& reward, const auto& rows, const auto& grad) {
         d2r::pg_pathwise(ctx, head, targets, reward, c.G, of, {.step = 2}, rows, grad);
       },
@@ -120,7 +194,7 @@ TEST_P(DiagObjectiveGpu, PathwiseAndExactMatchReference) {
       },
       1e-3, 1e-4);
   compare(
-      c,
+      c, in,
       [&](d2r::Context& ctx, const auto& head, auto targets, const auto& reward, const auto& rows, const auto& grad) {
         d2r::exact_objective(ctx, head, targets, reward, of, rows, grad);
       },
@@ -141,6 +215,14 @@ std::vector<DiagObjectiveCase> cases() {
   out.push_back({RewardForm::scalar, Transform::leave_one_out, 5, 200, 5, true});  // wider than fused: composition
   out.push_back({RewardForm::scalar, Transform::none, 3, 3, 1100, false});         // more draws than fused: composition
   out.push_back({RewardForm::scalar, Transform::none, 4099, 6, 1, true});
+  // More than 32 draws per row (the fused kernel's group statistics span several warps' worth)
+  // with every group transform, clip on and off, per-row and shared log-std, pdm on (n > 8) and off.
+  out.push_back({RewardForm::diagonal, Transform::standardize, 7, 9, 70, false, true});
+  out.push_back({RewardForm::scalar, Transform::standardize, 33, 5, 64, true, false});
+  out.push_back({RewardForm::full, Transform::normalize, 5, 12, 40, false, true});
+  out.push_back({RewardForm::diagonal, Transform::normalize, 3, 3, 33, true, false});
+  out.push_back({RewardForm::scalar, Transform::leave_one_out, 6, 17, 100, true, true});
+  out.push_back({RewardForm::full, Transform::leave_one_out, 9, 4, 65, false, false});
   return out;
 }
 

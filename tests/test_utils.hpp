@@ -3,13 +3,16 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "d2r/d2r.hpp"
@@ -36,6 +39,36 @@ inline bool gpu_expected() {
       GTEST_SKIP() << "no CUDA device: GPU-vs-reference test not run";                     \
     }                                                                                      \
   } while (0)
+
+/// The bits GuardedMatrix<T> fills its buffers with: a quiet NaN with a recognisable payload
+/// (float 0x7fc0dead; double 0x7ff80000deadbeef; a 4- or 8-byte integer holds the same bits).
+template <class T>
+inline constexpr std::uint64_t kSentinelBits = sizeof(T) == 8 ? 0x7ff80000deadbeefULL : 0x7fc0deadULL;
+
+/// True when `v` has exactly the bits of GuardedMatrix<T>'s sentinel, i.e. an element nobody
+/// wrote. Compare in the element's own type: a float sentinel widened to double is not one.
+/// Every test that expects a NaN output must also require !is_sentinel (a kernel that skips an
+/// element leaves the sentinel, which is a NaN too).
+template <class T>
+  requires(std::is_arithmetic_v<T> && (sizeof(T) == 4 || sizeof(T) == 8))
+bool is_sentinel(T v) {
+  if constexpr (sizeof(T) == 8) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    return bits == kSentinelBits<T>;
+  } else {
+    std::uint32_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    return bits == static_cast<std::uint32_t>(kSentinelBits<T>);
+  }
+}
+
+/// A NaN that was written (not the never-written sentinel): what a "NaN expected" check asks.
+template <class T>
+  requires std::is_floating_point_v<T>
+bool is_written_nan(T v) {
+  return std::isnan(v) && !is_sentinel(v);
+}
 
 /// A matrix in a backend's memory, surrounded by sentinel padding (before, after, and a gap at
 /// the end of every row) so that out-of-bounds writes are detected. The view has
@@ -74,7 +107,7 @@ class GuardedMatrix {
       const bool logical = j >= 0 && j < rows_ * stride_ && (j % stride_) < cols_;
       if (logical) {
         out[(j / stride_) * cols_ + j % stride_] = all[i];
-      } else if (std::memcmp(&all[i], &kSentinelBits, sizeof(T)) != 0) {
+      } else if (!is_sentinel(all[i])) {
         ++touched;
       }
     }
@@ -85,30 +118,52 @@ class GuardedMatrix {
   [[nodiscard]] bool untouched() const {
     const std::vector<T> all = storage_.to_host();
     for (const T& v : all)
-      if (std::memcmp(&v, &kSentinelBits, sizeof(T)) != 0) return false;
+      if (!is_sentinel(v)) return false;
     return true;
   }
   static T sentinel() {
     T v;
-    std::memcpy(&v, &kSentinelBits, sizeof(T));
+    if constexpr (sizeof(T) == 8) {
+      const std::uint64_t bits = kSentinelBits<T>;
+      std::memcpy(&v, &bits, sizeof(T));
+    } else {
+      const auto bits = static_cast<std::uint32_t>(kSentinelBits<T>);
+      std::memcpy(&v, &bits, sizeof(T));
+    }
     return v;
   }
 
  private:
-  // A NaN with a recognisable payload (for float: 0x7fc0dead; for int32 the same bits).
-  static constexpr std::uint64_t kSentinelBits = sizeof(T) == 8 ? 0x7ff80000deadbeefULL : 0x7fc0deadULL;
   std::int64_t rows_, cols_, stride_;
   Buffer<T> storage_;
 };
 
-/// Largest |a - b| / (atol + rtol |b|); the comparison passes when it is <= 1.
+/// |a - b| / (atol + rtol |b|) for one element: 0 when both are NaNs that were written (a NaN
+/// the reference also produces), infinite when only one is NaN or either is the never-written
+/// sentinel of GuardedMatrix (which is a NaN too: "both NaN" must not pass for an element the
+/// code under test never wrote).
+template <class A, class B>
+double element_ratio(A actual, B expected, double rtol, double atol) {
+  if constexpr (std::is_floating_point_v<A>) {
+    if (is_sentinel(actual)) return INFINITY;
+  }
+  if constexpr (std::is_floating_point_v<B>) {
+    if (is_sentinel(expected)) return INFINITY;
+  }
+  const double a = static_cast<double>(actual), e = static_cast<double>(expected);
+  if (std::isnan(a) || std::isnan(e)) return std::isnan(a) && std::isnan(e) ? 0.0 : INFINITY;
+  return std::abs(a - e) / (atol + rtol * std::abs(e));
+}
+
+/// Largest |a - b| / (atol + rtol |b|); the comparison passes when it is <= 1 (element_ratio:
+/// both-NaN counts as equal unless either is the sentinel). Different sizes give infinity.
 template <class A, class B>
 double worst_ratio(const std::vector<A>& actual, const std::vector<B>& expected, double rtol, double atol,
                    std::int64_t* worst_index = nullptr) {
+  if (actual.size() != expected.size()) return INFINITY;
   double worst = 0;
   for (std::size_t i = 0; i < expected.size(); ++i) {
-    const double a = static_cast<double>(actual[i]), e = static_cast<double>(expected[i]);
-    const double r = std::isnan(a) != std::isnan(e) ? INFINITY : (std::isnan(e) ? 0.0 : std::abs(a - e) / (atol + rtol * std::abs(e)));
+    const double r = element_ratio(actual[i], expected[i], rtol, atol);
     if (r > worst) {
       worst = r;
       if (worst_index) *worst_index = static_cast<std::int64_t>(i);
@@ -117,12 +172,35 @@ double worst_ratio(const std::vector<A>& actual, const std::vector<B>& expected,
   return worst;
 }
 
-#define D2R_EXPECT_CLOSE(actual, expected, rtol, atol)                                                       \
-  do {                                                                                                      \
-    std::int64_t d2r_i_ = -1;                                                                               \
-    const double d2r_w_ = ::d2r::test::worst_ratio(actual, expected, rtol, atol, &d2r_i_);                  \
-    EXPECT_LE(d2r_w_, 1.0) << "worst element " << d2r_i_ << ": actual " << (actual)[d2r_i_] << " expected " \
-                           << (expected)[d2r_i_] << " (rtol " << (rtol) << ", atol " << (atol) << ")";      \
+/// Empty when `actual` matches `expected` (worst_ratio <= 1); else a description of the worst
+/// element (its index, both values, whether it is the never-written sentinel).
+template <class A, class B>
+std::string close_failure(const std::vector<A>& actual, const std::vector<B>& expected, double rtol, double atol) {
+  if (actual.size() != expected.size())
+    return "size mismatch: actual has " + std::to_string(actual.size()) + " elements, expected " +
+           std::to_string(expected.size());
+  std::int64_t i = -1;
+  const double w = worst_ratio(actual, expected, rtol, atol, &i);
+  if (w <= 1.0) return {};
+  const auto at = static_cast<std::size_t>(i);
+  std::ostringstream os;
+  os << "worst element " << i << " (" << w << "x the tolerance): actual " << +actual[at];
+  if constexpr (std::is_floating_point_v<A>) {
+    if (is_sentinel(actual[at])) os << " (the sentinel: never written)";
+  }
+  os << " expected " << +expected[at];
+  if constexpr (std::is_floating_point_v<B>) {
+    if (is_sentinel(expected[at])) os << " (the sentinel: never written)";
+  }
+  os << " (rtol " << rtol << ", atol " << atol << ")";
+  return os.str();
+}
+
+/// actual ≈ expected elementwise (vectors; each argument evaluated once).
+#define D2R_EXPECT_CLOSE(actual, expected, rtol, atol)                                                           \
+  do {                                                                                                          \
+    const std::string d2r_failure_ = ::d2r::test::close_failure((actual), (expected), (rtol), (atol));          \
+    EXPECT_TRUE(d2r_failure_.empty()) << d2r_failure_;                                                          \
   } while (0)
 
 /// Runs `call` and expects a d2r::Error naming `argument` whose message contains `words` (and,
@@ -151,6 +229,26 @@ inline double central_difference(std::vector<double>& param, std::size_t i, cons
   const double down = f();
   param[i] = saved;
   return (up - down) / (2 * h);
+}
+
+/// A clip c such that no |pd·log p| of the batch lies within a margin of c (float rounding of
+/// log p cannot flip a draw's clipping): the first wide enough gap of the sorted values from the
+/// 70% quantile upwards, else downwards (down to the gap between 0 and the smallest value), so
+/// that some draws clip. Returns 0 when there is no such gap. `log_prob`: the double reference's
+/// log-probabilities of the draws; pd: 1/n with per_dimension_mean, else 1.
+inline double pick_clip(const std::vector<double>& log_prob, double pd) {
+  std::vector<double> x{0.0};
+  x.reserve(log_prob.size() + 1);
+  for (double v : log_prob) x.push_back(std::abs(pd * v));
+  if (x.size() < 2) return 0;
+  std::sort(x.begin(), x.end());
+  const std::size_t start = std::max<std::size_t>(1, x.size() * 7 / 10);
+  const double margin = 1e-4 + 2e-5 * x[start];
+  for (std::size_t i = start; i < x.size(); ++i)
+    if (x[i] - x[i - 1] > 2 * margin) return 0.5 * (x[i - 1] + x[i]);
+  for (std::size_t i = start - 1; i >= 1; --i)
+    if (x[i] - x[i - 1] > 2 * margin) return 0.5 * (x[i - 1] + x[i]);
+  return 0;
 }
 
 /// Deterministic pseudo-random test inputs (a tiny LCG, so tests never depend on std::random_device).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a machine with a GPU: configure and build (sm_90), run the whole suite with
-# D2R_EXPECT_GPU=1, run the GPU tests under compute-sanitizer (memcheck, racecheck, initcheck),
+# D2R_EXPECT_GPU=1, run the GPU tests under compute-sanitizer (memcheck, racecheck, initcheck, synccheck),
 # run the benchmarks and the PyTorch peers (bench/peer/*.py, each on its own, at most PEER_TIMEOUT
 # seconds each, default 900; a failing peer is recorded and the rest goes on), cross-check the
 # peers' gradients, HVPs and hypergradient against d2r in float64 (bench/peer/check_against_d2r.py),
@@ -37,7 +37,7 @@ step "ctest with D2R_EXPECT_GPU=1"
 (cd build-gpu && D2R_EXPECT_GPU=1 ctest --output-on-failure -j 4 --timeout 900) >"$out/ctest.log" 2>&1 || status=1
 tail -25 "$out/ctest.log"
 
-for tool in memcheck racecheck initcheck; do
+for tool in memcheck racecheck initcheck synccheck; do
   step "compute-sanitizer --tool $tool"
   compute-sanitizer --tool "$tool" --error-exitcode 99 build-gpu/tests/gpu_kernels_test \
     --gtest_filter='-*Stats*' >"$out/sanitizer-$tool.log" 2>&1 || status=1
@@ -106,7 +106,7 @@ PY
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
   echo '```'
   echo "## Tests"; echo '```'; tail -15 "$out/ctest.log"; echo '```'
-  for tool in memcheck racecheck initcheck; do echo "## compute-sanitizer $tool"; echo '```'; tail -3 "$out/sanitizer-$tool.log"; echo '```'; done
+  for tool in memcheck racecheck initcheck synccheck; do echo "## compute-sanitizer $tool"; echo '```'; tail -3 "$out/sanitizer-$tool.log"; echo '```'; done
   echo "## Benchmarks (ours vs PyTorch on this GPU)"; cat "$out/report.md"
   echo; echo "## Peer cross-check (float64, CPU)"; echo '```'; grep -E '^(ok|FAIL)|passed|failed' "$out/peer-check.txt"; echo '```'
   echo; echo "Raw numbers: bench/results/$device-$stamp.json"
