@@ -14,6 +14,7 @@
 #include "d2r/error.hpp"
 #include "d2r/heuristic.hpp"
 #include "host/cli/output.hpp"
+#include "host/cli/regression.hpp"
 
 namespace d2r::cli {
 
@@ -108,8 +109,8 @@ nlohmann::json ClassificationConfig::to_json() const {
     j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
     j["solver"] = d2r::to_string(solver);
     j["solver_iterations"] = cg_iterations;
-    j["outer_data"] = outer_data == OuterData::train ? "train" : "validation";
     j["beta_tail"] = beta_tail;
+    outer_config_json(*this, j);
   }
   return j;
 }
@@ -152,13 +153,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
       o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
       o.inner.generations = c_.generations;
       o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
-      o.inner_start = c_.inner_start;
-      o.curvature = c_.curvature;
-      o.solver = c_.solver;
-      o.cg.max_iterations = c_.cg_iterations;
-      o.outer_adam.learning_rate = c_.outer_learning_rate;
-      o.hypergradient_clamp = c_.hypergradient_clamp;
-      o.outer_data = c_.outer_data;
+      set_outer_options(c_, o);
       o.seed = c_.seed;
       const std::vector<double> beta0{c_.beta};
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
@@ -194,9 +189,12 @@ class TypedClassRun final : public ClassificationRun::Impl {
     if (c_.method == ClassMethod::pg) beta = c_.beta;
     if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
     if (c_.method == ClassMethod::bilevel) {
-      for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps; ++k) {
+      BilevelVerdict v = trainer_->verdict(false);
+      for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps && v.status == BilevelStatus::running;
+           ++k) {
         const BilevelRecord& r = trainer_->step();
-        if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps)) {
+        v = trainer_->verdict(k == c_.outer_steps);
+        if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps || v.status != BilevelStatus::running)) {
           ensure_directory(checkpoint_.parent_path());
           trainer_->save(checkpoint_);
         }
@@ -205,6 +203,8 @@ class TypedClassRun final : public ClassificationRun::Impl {
                                          r.outer_loss, r.train.accuracy));
         }
       }
+      if (v.status == BilevelStatus::running) v = trainer_->verdict(true);
+      out.verdict = v;
       // The records of every outer step, those restored by resume() included.
       for (const BilevelRecord& r : trainer_->history()) {
         OuterRecord s;
@@ -219,9 +219,20 @@ class TypedClassRun final : public ClassificationRun::Impl {
         s.wall_seconds = r.wall_seconds;
         s.train = r.train;
         s.validation = val_.empty() ? nan_class_metrics() : r.validation;
+        s.solver_relative_residual = r.solver_relative_residual();
+        s.inner_gradient_norm = r.inner_gradient_norm;
+        s.inner_gradient_norm0 = r.inner_gradient_norm0;
+        s.max_step = r.max_step;
+        s.inner_steps = r.inner_steps;
+        s.hypergradient_clamped = r.hypergradient_clamped;
+        s.at_max_step = r.at_max_step;
+        out.inner_steps += r.inner_steps;
         out.outer.push_back(s);
       }
-      const std::size_t tail = std::min<std::size_t>(static_cast<std::size_t>(c_.beta_tail), out.outer.size());
+      // The paper preset's β oscillates around its fixed point: the mean of the last steps'.
+      // Otherwise the run stopped where β settled: the final value.
+      const std::size_t tail =
+          c_.preset == "paper" ? std::min<std::size_t>(static_cast<std::size_t>(c_.beta_tail), out.outer.size()) : 1;
       beta = 0;
       for (std::size_t i = out.outer.size() - tail; i < out.outer.size(); ++i) beta += out.outer[i].beta;
       beta /= static_cast<double>(tail);
@@ -338,6 +349,7 @@ void validate(const std::string& cmd, const ClassificationConfig& c, const Class
       bad_input(cmd, "--outer-data", "validation needs validation rows (--val-fraction > 0)");
     }
     if (c.beta_tail < 1) bad_input(cmd, "beta tail", fmt::format("expected >= 1, got {}", c.beta_tail));
+    check_outer_settings(cmd, c);
   }
 }
 
@@ -382,12 +394,15 @@ void epoch_table(const ClassificationResult& r, std::vector<std::string>& header
 void outer_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows) {
   header = {"step",           "beta",       "hypergradient",    "outer_loss",         "train_nll",
             "train_accuracy", "val_nll",    "val_accuracy",     "mean_inner_reward",  "solver_iterations",
-            "solver_residual", "wall_seconds"};
+            "solver_residual", "wall_seconds", "solver_relative_residual", "inner_steps", "inner_gradient_norm",
+            "max_step"};
   rows.clear();
   for (const OuterRecord& s : r.outer) {
     rows.push_back({static_cast<double>(s.step), s.beta, s.hypergradient, s.outer_loss, s.train.nll_per_dim,
                     s.train.accuracy, s.validation.nll_per_dim, s.validation.accuracy, s.mean_inner_reward,
-                    static_cast<double>(s.solver_iterations), s.solver_residual, s.wall_seconds});
+                    static_cast<double>(s.solver_iterations), s.solver_residual, s.wall_seconds,
+                    s.solver_relative_residual, static_cast<double>(s.inner_steps), s.inner_gradient_norm,
+                    s.max_step});
   }
 }
 
@@ -412,6 +427,14 @@ nlohmann::json outer_json(const ClassificationResult& r) {
                    {"solver_status", d2r::to_string(s.solver_status)},
                    {"solver_iterations", s.solver_iterations},
                    {"solver_residual", s.solver_residual},
+                   {"solver_relative_residual", s.solver_relative_residual},
+                   {"inner_steps", s.inner_steps},
+                   {"inner_gradient_norm", s.inner_gradient_norm},
+                   {"inner_gradient_norm_relative",
+                    s.inner_gradient_norm0 > 0 ? s.inner_gradient_norm / s.inner_gradient_norm0 : 0.0},
+                   {"max_step", s.max_step},
+                   {"hypergradient_clamped", s.hypergradient_clamped},
+                   {"at_max_step", s.at_max_step},
                    {"wall_seconds", s.wall_seconds}});
   }
   return out;

@@ -105,7 +105,18 @@ struct ClassificationConfig {
   /// (nearly) separable data the training cross-entropy keeps falling as β grows, so β learned on
   /// the training rows rises for as long as the outer loop runs.
   OuterData outer_data = OuterData::validation;
-  std::int64_t beta_tail = 10;     ///< the learned β: mean of the last this many outer steps' β
+  std::int64_t beta_tail = 10;     ///< paper preset: the learned β is the mean of the last this many outer steps' β
+  // The outer loop (BilevelOptions): the paper's values here; apply_bilevel_preset (regression.hpp)
+  // sets a named preset. With "recommended" the learned β is the final one.
+  std::string preset = "paper";
+  OuterOptimizer outer_optimizer = OuterOptimizer::adam;
+  bool reset_outer_optimizer = true;
+  double outer_step = 0.1;
+  double stationarity_tolerance = 0;
+  std::int64_t inner_max_steps = 0;
+  double solver_tolerance = 1e-6;
+  double damping = 0;
+  StoppingOptions stopping{};
   std::uint64_t seed = 0;          ///< initialisation of θ and the epoch shuffles
 
   [[nodiscard]] nlohmann::json to_json() const;
@@ -124,6 +135,9 @@ struct OuterRecord {
   std::int64_t solver_iterations = 0;
   SolveStatus solver_status = SolveStatus::converged;
   PolicyMetrics train, validation;  ///< of the inner policy (validation: NaN fields when there is none)
+  double solver_relative_residual = 0, inner_gradient_norm = 0, inner_gradient_norm0 = 0, max_step = 0;
+  std::int64_t inner_steps = 0;
+  bool hypergradient_clamped = false, at_max_step = false;
 };
 
 struct ClassificationResult {
@@ -135,6 +149,8 @@ struct ClassificationResult {
   double mean_test_accuracy = 0;     ///< test accuracy averaged over the epochs (the paper's figure)
   double mean_test_nll = 0;          ///< test cross-entropy averaged over the epochs
   double wall_seconds = 0;
+  BilevelVerdict verdict{};          ///< bilevel: converged / step_limited / diverged and why
+  std::int64_t inner_steps = 0;      ///< bilevel: inner steps of the outer loop
 };
 
 /// Called with (done, total, status text): bilevel after every outer step, and once at the end.

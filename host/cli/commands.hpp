@@ -66,11 +66,39 @@ struct FitOptions {
   double beta = 1;                     ///< pg: the fixed β of U = β·I; bilevel: the starting β
   std::int64_t epochs = 30;            ///< passes over the training rows
   std::int64_t batch_size = 128;       ///< rows per Adam step (0: full batch)
-  std::string outer_data = "train";    ///< bilevel: rows of the outer cross-entropy (default validation if any)
+  std::string outer_data = "validation";  ///< bilevel: rows of the outer loss (the preset's unless given)
+  // Bilevel outer loop (BilevelOptions); the preset's values unless given.
+  std::string preset = "recommended";  ///< recommended or paper
+  double outer_step = 0.1;             ///< rprop: initial log-space step
+  double inner_tolerance = 0.1;        ///< stationarity: ‖∇θ L_in‖ relative to its starting value
+  std::int64_t inner_max_steps = 400;  ///< cap on the inner steps of one outer step
+  double solver_tolerance = 0.25;      ///< relative residual of the linear solve
+  double damping = 1e-3;               ///< δ of the linear solve
+  std::int64_t window = 5;             ///< convergence window (outer steps)
+  double reward_tolerance = 0.03;      ///< relative move of φ over the window
+  double loss_tolerance = 0.02;        ///< move of the outer loss over the window
+  bool standardize_targets = true;     ///< regression: z-score the targets (one scale), metrics in original units
   std::vector<std::string> given;      ///< long names of the options given on the command line (set by the parser)
 };
 CLI::App* add_fit_command(CLI::App& app, FitOptions& options);
+/// Registers fit's options on `cmd` (also used by `d2r sweep`).
+void register_fit_options(CLI::App* cmd, FitOptions& options);
 int run_fit(const FitOptions& options);
+
+/// `d2r sweep`: PG at a log-spaced grid of fixed rewards (u of U = u·I, or β), several seeds each,
+/// the validation outer loss at each value and the best one: the brute-force answer the bilevel
+/// method must match. Takes fit's data and training options; writes results.json and sweep.csv.
+struct SweepOptions {
+  FitOptions fit;
+  double grid_min = 0.1;            ///< smallest reward of the grid (> 0)
+  double grid_max = 100;            ///< largest (> grid_min)
+  std::int64_t points = 13;         ///< log-spaced values (>= 2)
+  std::vector<double> values;       ///< explicit values instead of the grid
+  std::int64_t seeds = 2;           ///< seeds per value (fit's --seed, --seed + 1, ...)
+  std::string bilevel;              ///< optional: a `d2r fit --method bilevel` --out directory to compare with
+};
+CLI::App* add_sweep_command(CLI::App& app, SweepOptions& options);
+int run_sweep(const SweepOptions& options);
 
 /// `d2r reproduce NAME`: the paper's experiments (PAPER.md) with built-in or bundled data, our
 /// numbers printed beside the paper's, results.json and CSVs written into --out.

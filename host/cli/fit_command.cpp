@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <initializer_list>
+#include <limits>
 #include <string_view>
 #include <filesystem>
 #include <span>
@@ -20,6 +21,7 @@
 #include "d2r/d2r.hpp"
 #include "host/cli/classification.hpp"
 #include "host/cli/commands.hpp"
+#include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/regression.hpp"
 
@@ -30,6 +32,7 @@ namespace fs = std::filesystem;
 constexpr const char* kCmd = "fit";
 constexpr const char* kCheckpoint = "checkpoint.ckpt";
 constexpr const char* kCheckpointConfig = "checkpoint.json";
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 HostData to_host_data(const Dataset& d) {
   return {.rows = d.rows, .inputs = d.feature_count(), .dims = d.target_count(), .x = d.features, .y = d.targets};
@@ -79,6 +82,46 @@ void print_metrics_table(const RunResult& r, bool has_val) {
 
 bool given(const FitOptions& o, std::string_view name) {
   return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
+
+/// The bilevel outer-loop settings of a run: the preset, then every option given explicitly.
+template <class Config>
+void apply_outer_options(const FitOptions& o, Config& c) {
+  apply_bilevel_preset(c, o.preset);
+  if (given(o, "--outer-data")) c.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
+  if (given(o, "--inner-start")) c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  if (given(o, "--solver")) c.solver = parse_solver(o.solver);
+  if (given(o, "--solver-iterations")) c.cg_iterations = o.solver_iterations;
+  if (given(o, "--outer-step")) c.outer_step = o.outer_step;
+  if (given(o, "--inner-tolerance")) c.stationarity_tolerance = o.inner_tolerance;
+  if (given(o, "--inner-max-steps")) c.inner_max_steps = o.inner_max_steps;
+  if (given(o, "--solver-tolerance")) c.solver_tolerance = o.solver_tolerance;
+  if (given(o, "--damping")) c.damping = o.damping;
+  if (given(o, "--window")) c.stopping.window = o.window;
+  if (given(o, "--reward-tolerance")) c.stopping.reward_tolerance = o.reward_tolerance;
+  if (given(o, "--loss-tolerance")) c.stopping.loss_tolerance = o.loss_tolerance;
+  // The paper's outer Adam moves φ linearly; the recommended Rprop ignores --outer-lr.
+  c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
+}
+
+/// The bilevel options that other methods do not use.
+void reject_bilevel_only(const FitOptions& o, std::string_view method) {
+  for (std::string_view n : {"--preset", "--outer-step", "--inner-tolerance", "--inner-max-steps", "--solver-tolerance",
+                             "--damping", "--window", "--reward-tolerance", "--loss-tolerance", "--outer-data"}) {
+    if (given(o, n)) bad_input(kCmd, n, fmt::format("only for --method bilevel, not {}", method));
+  }
+}
+
+/// The verdict of a bilevel run on stdout and as the exit code (0 converged, 4 step_limited, 3
+/// diverged); warnings on stderr.
+int report_verdict(const BilevelVerdict& v, const std::vector<std::string>& warnings) {
+  for (const std::string& w : warnings) fmt::print(stderr, "warning: {}\n", w);
+  fmt::print("verdict: {} ({})\n", to_string(v.status), v.reason);
+  switch (v.status) {
+    case BilevelStatus::converged: return 0;
+    case BilevelStatus::diverged: return 3;
+    default: return 4;
+  }
 }
 
 /// Options of one task given with the other: bad input, naming the first.
@@ -138,10 +181,112 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
 
 }  // namespace
 
+RegressionInputs load_regression_inputs(const FitOptions& o, std::string_view cmd) {
+  RegressionInputs in;
+  Table table;
+  try {
+    table = read_csv(o.data);
+  } catch (const Error& e) {
+    // A data file that cannot be read is bad input too (exit code 2).
+    throw Error(ErrorKind::invalid_argument, "data", e.what());
+  }
+  const Dataset data = make_regression_dataset(table, o.targets, o.features);
+  Dataset train_set = data, val_set;
+  const bool has_val = o.val_fraction > 0;
+  if (has_val) {
+    Split s = random_split(data, o.val_fraction, o.seed);
+    train_set = std::move(s.train);
+    val_set = std::move(s.test);
+  }
+  Standardization map;
+  if (o.standardize) {
+    map = standardize(train_set);
+    if (has_val) apply_standardization(val_set, map);
+  }
+  HostData train = to_host_data(train_set);
+  HostData val = has_val ? to_host_data(val_set) : HostData{};
+  // Target scaling: y ← (y − mean) / s with one s for every dimension (the RMS of the training
+  // targets' standard deviations), so every metric and the reward convert exactly to the
+  // original units (NLL + log s, RMSE × s, U / s²).
+  std::vector<double> target_mean;
+  double target_scale = 1;
+  if (o.standardize_targets && train.rows >= 2) {
+    const std::int64_t n = train.dims;
+    target_mean.assign(static_cast<std::size_t>(n), 0.0);
+    for (std::int64_t r = 0; r < train.rows; ++r) {
+      for (std::int64_t d = 0; d < n; ++d) target_mean[d] += train.y[r * n + d] / static_cast<double>(train.rows);
+    }
+    double var = 0;
+    for (std::int64_t r = 0; r < train.rows; ++r) {
+      for (std::int64_t d = 0; d < n; ++d) {
+        const double e = train.y[r * n + d] - target_mean[d];
+        var += e * e / static_cast<double>((train.rows - 1) * n);
+      }
+    }
+    if (!(std::isfinite(var) && var > 0)) {
+      bad_input(cmd, "--standardize-targets",
+                "the training targets are constant (zero variance); give --no-standardize-targets");
+    }
+    target_scale = std::sqrt(var);
+    for (HostData* h : {&train, &val}) {
+      for (std::int64_t r = 0; r < h->rows; ++r) {
+        for (std::int64_t d = 0; d < n; ++d) h->y[r * n + d] = (h->y[r * n + d] - target_mean[d]) / target_scale;
+      }
+    }
+  }
+
+  in.data = data;
+  in.train = std::move(train);
+  in.val = std::move(val);
+  in.map = map;
+  in.target_mean = std::move(target_mean);
+  in.target_scale = target_scale;
+  in.has_val = has_val;
+  return in;
+}
+
+ClassificationInputs load_classification_inputs(const FitOptions& o, std::string_view cmd) {
+  ClassificationInputs in;
+  Table table;
+  try {
+    table = read_csv(o.data);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_argument, "data", e.what());
+  }
+  if (!table.find_column(o.label)) {
+    std::vector<std::string> names;
+    for (const std::string& c : table.columns()) names.push_back(fmt::format("'{}'", c));
+    bad_input(cmd, "--label", fmt::format("{} has no column named '{}'; available columns: {}", o.data, o.label,
+                                           fmt::join(names, ", ")));
+  }
+  const Dataset data = make_classification_dataset(table, o.label, o.features);
+  constexpr double test_fraction = 0.2;
+  const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, cmd);
+  const ClassHostData train = to_class_host_data(splits.train), val = to_class_host_data(splits.validation),
+                      test = to_class_host_data(splits.test);
+  const std::int64_t classes = data.target_count();
+
+  in.data = data;
+  in.splits = splits;
+  in.train = train;
+  in.val = val;
+  in.test = test;
+  in.classes = classes;
+  in.test_fraction = test_fraction;
+  return in;
+}
+
 CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy (--targets) or a classifier (--task "
                                             "classification --label) on a CSV file (MSE, NLL, PG, heuristic or "
-                                            "bilevel-learned reward) and write results into --out");
+                                            "bilevel-learned reward) and write results into --out. Exit codes: 0 "
+                                            "success (bilevel: converged), 1 internal error, 2 bad input (nothing "
+                                            "written), 3 diverged or non-finite results, 4 bilevel step_limited");
+  register_fit_options(cmd, o);
+  return cmd;
+}
+
+void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
   cmd->add_option("--task", o.task, "regression or classification")
       ->check(CLI::IsMember({"regression", "classification"}))
@@ -153,9 +298,36 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
       ->check(positive_number())
       ->capture_default_str();
   cmd->add_option("--outer-data", o.outer_data,
-                  "classification, bilevel: the rows of the outer cross-entropy: train or validation (default: "
-                  "validation when there are validation rows)")
+                  "bilevel: the rows of the outer loss, validation or train (default: the preset's: recommended "
+                  "validation, paper train)")
       ->check(CLI::IsMember({"train", "validation"}));
+  cmd->add_option("--preset", o.preset,
+                  "bilevel: recommended (validation rows, log-space Rprop, stationary warm inner policy, damped CG to "
+                  "a relative residual of 0.25, stops when converged) or paper (training rows, outer Adam re-created every step, one CG "
+                  "iteration, fresh inner policy); options given explicitly override it")
+      ->check(CLI::IsMember({"recommended", "paper"}))
+      ->capture_default_str();
+  cmd->add_option("--outer-step", o.outer_step, "bilevel, rprop: initial step of log φ (0.1: about 10 %)")
+      ->capture_default_str();
+  cmd->add_option("--inner-tolerance", o.inner_tolerance,
+                  "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
+                  "value at the start (0: exactly K_in steps)")
+      ->capture_default_str();
+  cmd->add_option("--inner-max-steps", o.inner_max_steps, "bilevel: cap on the inner steps of one outer step")
+      ->capture_default_str();
+  cmd->add_option("--solver-tolerance", o.solver_tolerance, "bilevel: relative residual of the linear solve")
+      ->capture_default_str();
+  cmd->add_option("--damping", o.damping, "bilevel: damping δ of the linear solve (H + δI) w = g")
+      ->capture_default_str();
+  cmd->add_option("--window", o.window, "bilevel: converged when over this many outer steps ...")
+      ->capture_default_str();
+  cmd->add_option("--reward-tolerance", o.reward_tolerance, "... the reward moved by at most this (relative) ...")
+      ->capture_default_str();
+  cmd->add_option("--loss-tolerance", o.loss_tolerance, "... and the outer loss by at most this (nats)")
+      ->capture_default_str();
+  cmd->add_flag("--standardize-targets,!--no-standardize-targets", o.standardize_targets,
+                "regression: centre the targets and divide them by one scale (the RMS of their standard deviations) "
+                "for training; metrics are reported in the original units, the reward in both (default: on)");
   cmd->add_option("--epochs", o.epochs, "classification: passes over the training rows")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
@@ -254,15 +426,15 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
       if (opt->count() > 0 && !opt->get_lnames().empty()) o.given.push_back("--" + opt->get_lnames().front());
     }
   });
-  return cmd;
 }
 
 int run_fit(const FitOptions& o) {
   // ---------------------------------------------------------------- validate everything
   if (o.task == "classification") return run_fit_classification(o);
   if (o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required (or --task classification --label COL)");
-  reject_options(o, {"--label", "--beta", "--epochs", "--batch-size", "--outer-data"}, "only for --task classification");
+  reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
   const Method method = parse_method(o.method);
+  if (method != Method::bilevel) reject_bilevel_only(o, o.method);
   if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
   if (given(o, "--inner-batch-size") && method != Method::bilevel) {
     bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
@@ -270,28 +442,14 @@ int run_fit(const FitOptions& o) {
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
 
-  Table table;
-  try {
-    table = read_csv(o.data);
-  } catch (const Error& e) {
-    // A data file that cannot be read is bad input too (exit code 2).
-    throw Error(ErrorKind::invalid_argument, "data", e.what());
-  }
-  const Dataset data = make_regression_dataset(table, o.targets, o.features);
-  Dataset train_set = data, val_set;
-  const bool has_val = o.val_fraction > 0;
-  if (has_val) {
-    Split s = random_split(data, o.val_fraction, o.seed);
-    train_set = std::move(s.train);
-    val_set = std::move(s.test);
-  }
-  Standardization map;
-  if (o.standardize) {
-    map = standardize(train_set);
-    if (has_val) apply_standardization(val_set, map);
-  }
-  const HostData train = to_host_data(train_set);
-  const HostData val = has_val ? to_host_data(val_set) : HostData{};
+  RegressionInputs in = load_regression_inputs(o, kCmd);
+  const Dataset& data = in.data;
+  const HostData& train = in.train;
+  const HostData& val = in.val;
+  const Standardization& map = in.map;
+  const bool has_val = in.has_val;
+  const double target_scale = in.target_scale;
+  const std::vector<double>& target_mean = in.target_mean;
 
   RegressionConfig c;
   c.method = method;
@@ -300,10 +458,13 @@ int run_fit(const FitOptions& o) {
   c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
   c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
   c.reward_form = parse_form(o.reward);
-  c.reward_params = o.u;
+  // --u is in the original units of the targets; the trainer sees standardised ones.
+  c.reward_params = reward_in_scale(c.reward_form, o.u, train.dims, 1 / target_scale);
   if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
-    c.reward_params = identity_reward(c.reward_form, train.dims);
+    c.reward_params = identity_reward(c.reward_form, train.dims);  // U = I on the standardised targets
   }
+  c.target_mean = target_mean;
+  c.target_scale = target_scale;
   c.lambda = o.lambda;
   c.generations = o.generations;
   c.steps = o.steps;
@@ -314,10 +475,14 @@ int run_fit(const FitOptions& o) {
   c.inner_batch_size = o.inner_batch_size;
   c.inner_learning_rate = o.lr;
   c.outer_learning_rate = o.outer_lr;
-  c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
-  c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
-  c.solver = parse_solver(o.solver);
-  c.cg_iterations = o.solver_iterations;
+  if (method == Method::bilevel) {
+    apply_outer_options(o, c);
+    if (!has_val && !given(o, "--outer-data") && c.outer_data == OuterData::validation) {
+      bad_input(kCmd, "--val-fraction",
+                "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
+                "--val-fraction > 0 or --outer-data train");
+    }
+  }
   c.seed = o.seed;
 
   const fs::path out = o.out;
@@ -350,11 +515,21 @@ int run_fit(const FitOptions& o) {
     fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
   }
   if (method == Method::bilevel) {
-    fmt::print(", K_out = {}, K_in = {} ({}), {} inner start, {} curvature, solver {}", o.outer_steps, o.inner_steps,
+    fmt::print(", preset {}: K_out = {}, K_in = {} ({}{}), {} inner start, {} curvature, solver {} ({} iterations at "
+               "most, tolerance {}, damping {}), outer {}, outer loss on the {} rows",
+               c.preset, o.outer_steps, o.inner_steps,
                o.inner_batch_size > 0 && o.inner_batch_size < train.rows
                    ? fmt::format("windows of {} rows", o.inner_batch_size)
                    : std::string("full batch"),
-               o.inner_start, o.curvature, o.solver);
+               c.stationarity_tolerance > 0 ? fmt::format(", until ‖∇‖ < {} of its start, at most {}",
+                                                          c.stationarity_tolerance, c.inner_max_steps)
+                                            : std::string(),
+               c.inner_start == InnerStart::warm ? "warm" : "fresh", o.curvature, to_string(c.solver), c.cg_iterations,
+               c.solver_tolerance, c.damping,
+               c.outer_optimizer == OuterOptimizer::rprop
+                   ? fmt::format("log-space Rprop from step {}", c.outer_step)
+                   : fmt::format("Adam {}{}", c.outer_learning_rate, c.reset_outer_optimizer ? " (re-created each step)" : ""),
+               c.outer_data == OuterData::validation ? "validation" : "training");
   } else {
     fmt::print(", {} steps", o.steps);
   }
@@ -374,12 +549,37 @@ int run_fit(const FitOptions& o) {
 
   // ---------------------------------------------------------------- report and write
   print_metrics_table(result, has_val);
+  if (target_scale != 1) fmt::print("(metrics in the original units of the targets; trained on (y − mean) / {:.6g})\n", target_scale);
+  const std::vector<double> reward_original = reward_in_scale(c.reward_form, result.reward_params, train.dims, target_scale);
   if (!result.reward_params.empty()) {
-    fmt::print("{} reward: {}\n", method == Method::bilevel ? "learned" : method == Method::heuristic ? "heuristic" : "fixed",
-               describe_reward(c.reward_form, result.reward_params, train.dims));
+    fmt::print("{} reward: {}{}\n", method == Method::bilevel ? "learned" : method == Method::heuristic ? "heuristic" : "fixed",
+               describe_reward(c.reward_form, reward_original, train.dims), target_scale != 1 ? " (original units)" : "");
+    fmt::print("reward parameters: [{}]\n", fmt::join(reward_original, ", "));
+    if (target_scale != 1) {
+      fmt::print("on the standardised targets: {}, parameters [{}]\n",
+                 describe_reward(c.reward_form, result.reward_params, train.dims), fmt::join(result.reward_params, ", "));
+    }
   }
-  if (!result.reward_params.empty()) fmt::print("reward parameters: [{}]\n", fmt::join(result.reward_params, ", "));
+  if (method == Method::bilevel) {
+    fmt::print("outer loss ({} rows) at the last outer step: {:.4f}; {} inner steps in {} outer steps\n",
+               c.outer_data == OuterData::validation ? "validation" : "training",
+               result.records.empty() ? kNaN : result.records.back().outer_loss, result.inner_steps,
+               result.records.size());
+  }
   fmt::print("wall time {:.1f} s\n", result.wall_seconds);
+  std::vector<std::string> warnings;
+  if (method == Method::bilevel) {
+    std::vector<OuterStepFacts> facts;
+    for (const StepRecord& r : result.records) {
+      facts.push_back({.clamped = r.hypergradient_clamped,
+                       .at_max_step = r.at_max_step,
+                       .solver_relative_residual = r.solver_relative_residual,
+                       .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
+                       .train_loss = r.train.nll_per_dim,
+                       .validation_loss = r.held_out.nll_per_dim});
+    }
+    warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+  }
 
   std::vector<std::string> header;
   std::vector<std::vector<double>> rows;
@@ -392,9 +592,19 @@ int run_fit(const FitOptions& o) {
                 {"steps_done", result.records.empty() ? 0 : result.records.back().step}};
   if (!result.reward_params.empty()) {
     j["final"]["reward"] = {{"form", reward_form_name(c.reward_form)},
-                            {"params", result.reward_params},
-                            {"description", describe_reward(c.reward_form, result.reward_params, train.dims)}};
+                            {"params", reward_original},
+                            {"params_standardized", result.reward_params},
+                            {"target_scale", target_scale},
+                            {"description", describe_reward(c.reward_form, reward_original, train.dims)}};
   }
+  int code = 0;
+  if (method == Method::bilevel) {
+    j["verdict"] = {{"status", to_string(result.verdict.status)}, {"reason", result.verdict.reason}};
+    j["final"]["outer_loss"] = result.records.empty() ? kNaN : result.records.back().outer_loss;
+    j["final"]["inner_steps"] = result.inner_steps;
+    code = report_verdict(result.verdict, warnings);
+  }
+  j["warnings"] = warnings;
   j["resumed_from_step"] = resumed_from;
   j["wall_seconds"] = result.wall_seconds;
   ensure_directory(out);
@@ -402,7 +612,7 @@ int run_fit(const FitOptions& o) {
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(),
              method == Method::bilevel ? fmt::format(", {}", ckpt.string()) : "");
-  return 0;
+  return code;
 }
 
 namespace {
@@ -418,30 +628,22 @@ int run_fit_classification(const FitOptions& o) {
   if (given(o, "--inner-batch-size") && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
   }
+  if (method != ClassMethod::bilevel) reject_bilevel_only(o, o.method);
+  if (given(o, "--standardize-targets")) bad_input(kCmd, "--standardize-targets", "only for --task regression");
   if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
   }
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
 
-  Table table;
-  try {
-    table = read_csv(o.data);
-  } catch (const Error& e) {
-    throw Error(ErrorKind::invalid_argument, "data", e.what());
-  }
-  if (!table.find_column(o.label)) {
-    std::vector<std::string> names;
-    for (const std::string& c : table.columns()) names.push_back(fmt::format("'{}'", c));
-    bad_input(kCmd, "--label", fmt::format("{} has no column named '{}'; available columns: {}", o.data, o.label,
-                                           fmt::join(names, ", ")));
-  }
-  const Dataset data = make_classification_dataset(table, o.label, o.features);
+  const ClassificationInputs in = load_classification_inputs(o, kCmd);
+  const Dataset& data = in.data;
+  const ClassificationSplits& splits = in.splits;
+  const ClassHostData& train = in.train;
+  const ClassHostData& val = in.val;
+  const ClassHostData& test = in.test;
+  const std::int64_t classes = in.classes;
   constexpr double test_fraction = 0.2;
-  const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, kCmd);
-  const ClassHostData train = to_class_host_data(splits.train), val = to_class_host_data(splits.validation),
-                      test = to_class_host_data(splits.test);
-  const std::int64_t classes = data.target_count();
 
   // Defaults of the paper's tabular setting where the option was not given.
   ClassificationConfig c;
@@ -459,13 +661,14 @@ int run_fit_classification(const FitOptions& o) {
   if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
   c.inner_batch_size = o.inner_batch_size;
   if (given(o, "--outer-lr")) c.outer_learning_rate = o.outer_lr;
-  c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
-  c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
-  c.solver = parse_solver(o.solver);
-  c.cg_iterations = o.solver_iterations;
-  // The outer cross-entropy is on the validation rows unless there are none or --outer-data says so.
-  c.outer_data = given(o, "--outer-data") ? (o.outer_data == "validation" ? OuterData::validation : OuterData::train)
-                                           : (val.empty() ? OuterData::train : OuterData::validation);
+  if (method == ClassMethod::bilevel) {
+    apply_outer_options(o, c);
+    if (val.empty() && !given(o, "--outer-data") && c.outer_data == OuterData::validation) {
+      bad_input(kCmd, "--val-fraction",
+                "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
+                "--val-fraction > 0 or --outer-data train");
+    }
+  }
   c.seed = o.seed;
 
   const fs::path out = o.out;
@@ -504,13 +707,21 @@ int run_fit_classification(const FitOptions& o) {
   if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
   if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
   if (method == ClassMethod::bilevel) {
-    fmt::print("\nbilevel β from {}: K_out = {}, K_in = {} inner steps ({}), {} inner start, {} curvature, solver {}, "
-               "outer Adam {} (re-created each step), outer cross-entropy on the {} rows; then PG with the learned β",
-               c.beta, c.outer_steps, c.inner_steps,
+    fmt::print("\nbilevel β from {} (preset {}): K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} curvature, "
+               "solver {} ({} iterations at most, tolerance {}, damping {}), outer {}, outer cross-entropy on the {} "
+               "rows; then PG with the learned β",
+               c.beta, c.preset, c.outer_steps, c.inner_steps,
                c.inner_batch_size > 0 && c.inner_batch_size < train.rows
                    ? fmt::format("windows of {} shuffled rows", c.inner_batch_size)
                    : std::string("full batch"),
-               o.inner_start, o.curvature, o.solver, c.outer_learning_rate,
+               c.stationarity_tolerance > 0 ? fmt::format(", until ‖∇‖ < {} of its start, at most {}",
+                                                          c.stationarity_tolerance, c.inner_max_steps)
+                                            : std::string(),
+               c.inner_start == InnerStart::warm ? "warm" : "fresh", o.curvature, to_string(c.solver), c.cg_iterations,
+               c.solver_tolerance, c.damping,
+               c.outer_optimizer == OuterOptimizer::rprop
+                   ? fmt::format("log-space Rprop from step {}", c.outer_step)
+                   : fmt::format("Adam {}{}", c.outer_learning_rate, c.reset_outer_optimizer ? " (re-created each step)" : ""),
                c.outer_data == OuterData::validation ? "validation" : "training");
   }
   fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
@@ -538,9 +749,14 @@ int run_fit_classification(const FitOptions& o) {
   fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
              result.epochs.size(), result.mean_test_accuracy, result.test.accuracy);
   if (method == ClassMethod::bilevel) {
-    fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", result.beta,
-               std::min<std::size_t>(static_cast<std::size_t>(c.beta_tail), result.outer.size()),
-               result.outer.back().beta, c.beta);
+    if (c.preset == "paper") {
+      fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", result.beta,
+                 std::min<std::size_t>(static_cast<std::size_t>(c.beta_tail), result.outer.size()),
+                 result.outer.back().beta, c.beta);
+    } else {
+      fmt::print("learned β = {:.4f} (from {}; outer cross-entropy {:.4f}; {} inner steps in {} outer steps)\n",
+                 result.beta, c.beta, result.outer.back().outer_loss, result.inner_steps, result.outer.size());
+    }
   } else if (method == ClassMethod::pg) {
     fmt::print("fixed β = {}\n", result.beta);
   } else if (method == ClassMethod::heuristic) {
@@ -574,6 +790,25 @@ int run_fit_classification(const FitOptions& o) {
                             {"description", fmt::format("U = β·I, β = {:.4g}", result.beta)}};
   }
   if (method == ClassMethod::bilevel) j["resumed_from_step"] = resumed_from;
+  std::vector<std::string> warnings;
+  int code = 0;
+  if (method == ClassMethod::bilevel) {
+    std::vector<OuterStepFacts> facts;
+    for (const OuterRecord& r : result.outer) {
+      facts.push_back({.clamped = r.hypergradient_clamped,
+                       .at_max_step = r.at_max_step,
+                       .solver_relative_residual = r.solver_relative_residual,
+                       .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
+                       .train_loss = r.train.nll_per_dim,
+                       .validation_loss = r.validation.nll_per_dim});
+    }
+    warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+    j["verdict"] = {{"status", to_string(result.verdict.status)}, {"reason", result.verdict.reason}};
+    j["final"]["outer_loss"] = result.outer.empty() ? kNaN : result.outer.back().outer_loss;
+    j["final"]["inner_steps"] = result.inner_steps;
+    code = report_verdict(result.verdict, warnings);
+  }
+  j["warnings"] = warnings;
   j["wall_seconds"] = result.wall_seconds;
   ensure_directory(out);
   write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
@@ -585,7 +820,7 @@ int run_fit_classification(const FitOptions& o) {
   }
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(), extra);
-  return 0;
+  return code;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The d2r program. Subcommands are registered here and implemented one per file.
 //
-// Exit codes: 0 success; 2 bad input (command line, arguments, data, a device this machine lacks);
-// 1 any other failure.
+// Exit codes: 0 success (a bilevel fit: converged); 2 bad input (command line, arguments, data, a
+// device this machine lacks; nothing written); 3 a run diverged or produced non-finite final
+// metrics; 4 a bilevel fit finished step_limited; 1 any other failure.
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,8 @@ int main(int argc, char** argv) {
   CLI::App* sample = d2r::cli::add_sample_command(app, sample_options);
   d2r::cli::FitOptions fit_options;
   CLI::App* fit = d2r::cli::add_fit_command(app, fit_options);
+  d2r::cli::SweepOptions sweep_options;
+  CLI::App* sweep = d2r::cli::add_sweep_command(app, sweep_options);
   d2r::cli::ReproduceOptions reproduce_options;
   CLI::App* reproduce = d2r::cli::add_reproduce_command(app, reproduce_options);
   d2r::cli::ValidateOptions validate_options;
@@ -34,6 +37,7 @@ int main(int argc, char** argv) {
   try {
     if (sample->parsed()) return d2r::cli::run_sample(sample_options);
     if (fit->parsed()) return d2r::cli::run_fit(fit_options);
+    if (sweep->parsed()) return d2r::cli::run_sweep(sweep_options);
     if (reproduce->parsed()) return d2r::cli::run_reproduce(reproduce_options);
     if (validate->parsed()) return d2r::cli::run_validate(validate_options);
     if (bench->parsed()) return d2r::cli::run_bench(bench_options);

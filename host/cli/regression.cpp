@@ -12,6 +12,7 @@
 #include "d2r/buffer.hpp"
 #include "d2r/error.hpp"
 #include "d2r/heuristic.hpp"
+#include "host/cli/classification.hpp"
 #include "host/cli/output.hpp"
 
 namespace d2r::cli {
@@ -55,6 +56,13 @@ std::int64_t reward_size(RewardForm form, std::int64_t dims) {
   return 0;
 }
 
+std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& params, std::int64_t /*dims*/,
+                                    double factor) {
+  std::vector<double> out = params;
+  for (double& v : out) v = form == RewardForm::full ? v / factor : v / (factor * factor);
+  return out;
+}
+
 std::vector<double> identity_reward(RewardForm form, std::int64_t dims) {
   if (form != RewardForm::full) return std::vector<double>(static_cast<std::size_t>(reward_size(form, dims)), 1.0);
   std::vector<double> r(static_cast<std::size_t>(reward_size(form, dims)), 0.0);
@@ -89,6 +97,61 @@ std::string describe_reward(RewardForm form, const std::vector<double>& p, std::
   return "?";
 }
 
+std::vector<std::string> bilevel_warnings(const std::vector<OuterStepFacts>& records, double solver_tolerance,
+                                          double stationarity_tolerance, double hypergradient_clamp) {
+  std::vector<std::string> w;
+  if (records.empty()) return w;
+  const auto N = records.size();
+  std::size_t clamped = 0, missed = 0, unsteady = 0, at_max = 0;
+  double worst_residual = 0, worst_gradient = 0;
+  for (const OuterStepFacts& r : records) {
+    clamped += r.clamped ? 1 : 0;
+    at_max += r.at_max_step ? 1 : 0;
+    if (!(r.solver_relative_residual <= solver_tolerance)) {
+      ++missed;
+      worst_residual = std::max(worst_residual, r.solver_relative_residual);
+    }
+    if (stationarity_tolerance > 0 && !(r.inner_gradient_relative <= stationarity_tolerance)) {
+      ++unsteady;
+      worst_gradient = std::max(worst_gradient, r.inner_gradient_relative);
+    }
+  }
+  if (clamped > 0) {
+    w.push_back(fmt::format("the hypergradient sat at its clamp (|h| = {}) in {} of {} outer steps: its size is "
+                            "not known there (badly scaled targets or reward?)",
+                            hypergradient_clamp, clamped, N));
+  }
+  if (missed > 0) {
+    w.push_back(fmt::format("the linear solve missed its relative-residual tolerance {} in {} of {} outer steps "
+                            "(worst {:.3g}): the hypergradient is approximate there",
+                            solver_tolerance, missed, N, worst_residual));
+  }
+  if (unsteady > 0) {
+    w.push_back(fmt::format("the inner policy was not stationary (‖∇θ L_in‖ above {} of its starting value, "
+                            "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached",
+                            stationarity_tolerance, worst_gradient, unsteady, N));
+  }
+  if (at_max == N && N >= 2) {
+    w.push_back(fmt::format("the reward moved by the maximum step at every one of the {} outer steps: the learned "
+                            "value is set by the step budget, not by the data",
+                            N));
+  }
+  // Training and validation losses parting ways: over the run the training loss fell while the
+  // validation loss rose above its best by more than 0.1 nats.
+  const OuterStepFacts& first = records.front();
+  const OuterStepFacts& last = records.back();
+  double best_val = std::numeric_limits<double>::infinity();
+  for (const OuterStepFacts& r : records) best_val = std::min(best_val, r.validation_loss);
+  if (std::isfinite(last.validation_loss) && last.train_loss < first.train_loss &&
+      last.validation_loss > best_val + 0.1) {
+    w.push_back(fmt::format("the training and validation losses part ways: the training loss fell from {:.4g} to "
+                            "{:.4g} while the validation loss rose from its best {:.4g} to {:.4g} (an over-fitting "
+                            "inner policy; use the validation rows as outer data)",
+                            first.train_loss, last.train_loss, best_val, last.validation_loss));
+  }
+  return w;
+}
+
 nlohmann::json RegressionConfig::to_json() const {
   nlohmann::json j = {{"method", cli::to_string(method)},
                       {"precision", double_precision ? "double" : "float"},
@@ -96,6 +159,9 @@ nlohmann::json RegressionConfig::to_json() const {
                       {"activation", d2r::to_string(activation)},
                       {"head", d2r::to_string(head)},
                       {"seed", seed}};
+  if (target_scale != 1 || !target_mean.empty()) {
+    j["target_standardization"] = {{"mean", target_mean}, {"scale", target_scale}};
+  }
   if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
     j["reward"] = reward_form_name(reward_form);
     j["lambda"] = lambda;
@@ -114,6 +180,7 @@ nlohmann::json RegressionConfig::to_json() const {
     j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
     j["solver"] = d2r::to_string(solver);
     j["solver_iterations"] = cg_iterations;
+    outer_config_json(*this, j);
   } else {
     j["steps"] = steps;
     j["learning_rate"] = learning_rate;
@@ -150,12 +217,7 @@ class TypedRun final : public RegressionRun::Impl {
       o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
       o.inner.generations = c_.generations;
       o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
-      o.inner_start = c_.inner_start;
-      o.curvature = c_.curvature;
-      o.solver = c_.solver;
-      o.cg.max_iterations = c_.cg_iterations;
-      o.outer_adam.learning_rate = c_.outer_learning_rate;
-      o.hypergradient_clamp = c_.hypergradient_clamp;
+      set_outer_options(c_, o);
       o.seed = c_.seed;
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
                                                      std::span<const double>(c_.reward_params), o);
@@ -233,27 +295,49 @@ class TypedRun final : public RegressionRun::Impl {
       s.held_out = r.validation;
       out.records.push_back(std::move(s));
     }
-    out.train = recs.back().train;
-    out.held_out = recs.back().validation;
+    for (StepRecord& r : out.records) {
+      r.train = to_original(r.train);
+      r.held_out = to_original(r.held_out);
+    }
+    out.train = out.records.back().train;
+    out.held_out = out.records.back().held_out;
     out.reward_params = reward_;
+    out.inner_steps = c_.steps;
     if (progress) progress(c_.steps, c_.steps, "");
     return out;
   }
 
+  /// Metrics of the standardised targets in the original units (one scale s for every dimension:
+  /// NLL/dim + log s, RMSE and std × s).
+  [[nodiscard]] PolicyMetrics to_original(PolicyMetrics m) const {
+    if (c_.target_scale == 1) return m;
+    m.nll_per_dim += std::log(c_.target_scale);
+    m.rmse *= c_.target_scale;
+    m.mean_std *= c_.target_scale;
+    return m;
+  }
+
   RunResult run_bilevel(const ProgressFn& progress) {
-    for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps; ++k) {
+    // Stops at the budget or as soon as the run has converged or diverged (a resumed run that
+    // had already stopped runs no further step).
+    BilevelVerdict v = trainer_->verdict(false);
+    for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps && v.status == BilevelStatus::running;
+         ++k) {
       const BilevelRecord& r = trainer_->step();
-      if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps)) {
+      v = trainer_->verdict(k == c_.outer_steps);
+      if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps || v.status != BilevelStatus::running)) {
         ensure_directory(checkpoint_.parent_path());
         trainer_->save(checkpoint_);
       }
       if (progress) {
         progress(k, c_.outer_steps,
-                 fmt::format("{}  NLL/dim {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
-                             r.train.nll_per_dim));
+                 fmt::format("{}  outer loss {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
+                             r.outer_loss));
       }
     }
+    if (v.status == BilevelStatus::running) v = trainer_->verdict(true);
     RunResult out;
+    out.verdict = v;
     for (const BilevelRecord& r : trainer_->history()) {
       StepRecord s;
       s.step = r.step;
@@ -267,6 +351,17 @@ class TypedRun final : public RegressionRun::Impl {
       s.solver_iterations = r.solver_iterations;
       s.solver_status = r.solver_status;
       s.wall_seconds = r.wall_seconds;
+      s.solver_relative_residual = r.solver_relative_residual();
+      s.inner_gradient_norm = r.inner_gradient_norm;
+      s.inner_gradient_norm0 = r.inner_gradient_norm0;
+      s.max_step = r.max_step;
+      s.inner_steps = r.inner_steps;
+      s.hypergradient_clamped = r.hypergradient_clamped;
+      s.at_max_step = r.at_max_step;
+      s.train = to_original(s.train);
+      s.held_out = to_original(s.held_out);
+      if (c_.target_scale != 1) s.outer_loss += std::log(c_.target_scale);
+      out.inner_steps += r.inner_steps;
       out.records.push_back(std::move(s));
     }
     if (!out.records.empty()) {
@@ -291,6 +386,40 @@ class TypedRun final : public RegressionRun::Impl {
 };
 
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+}  // namespace
+
+template <class Config>
+void check_outer_settings(const std::string& cmd, const Config& c) {
+  if (!positive_finite(c.outer_step) || c.outer_step > 10) {
+    bad_input(cmd, "--outer-step", fmt::format("expected a log-space step in (0, 10], got {}", c.outer_step));
+  }
+  if (!(std::isfinite(c.stationarity_tolerance) && c.stationarity_tolerance >= 0)) {
+    bad_input(cmd, "--inner-tolerance",
+              fmt::format("expected a finite tolerance >= 0 (0: no check), got {}", c.stationarity_tolerance));
+  }
+  const std::int64_t cap = c.inner_max_steps;
+  if (cap < 0 || cap > (std::int64_t{1} << 24)) {
+    bad_input(cmd, "--inner-max-steps", fmt::format("expected 0 (K_in) to 2^24, got {}", c.inner_max_steps));
+  }
+  if (!positive_finite(c.solver_tolerance)) {
+    bad_input(cmd, "--solver-tolerance", fmt::format("expected a finite tolerance > 0, got {}", c.solver_tolerance));
+  }
+  if (!(std::isfinite(c.damping) && c.damping >= 0)) {
+    bad_input(cmd, "--damping", fmt::format("expected a finite damping >= 0, got {}", c.damping));
+  }
+  if (c.stopping.window < 2) bad_input(cmd, "--window", fmt::format("expected >= 2 outer steps, got {}", c.stopping.window));
+  if (!positive_finite(c.stopping.reward_tolerance)) {
+    bad_input(cmd, "--reward-tolerance", fmt::format("expected a tolerance > 0, got {}", c.stopping.reward_tolerance));
+  }
+  if (!positive_finite(c.stopping.loss_tolerance)) {
+    bad_input(cmd, "--loss-tolerance", fmt::format("expected a tolerance > 0, got {}", c.stopping.loss_tolerance));
+  }
+}
+template void check_outer_settings<RegressionConfig>(const std::string&, const RegressionConfig&);
+template void check_outer_settings<ClassificationConfig>(const std::string&, const ClassificationConfig&);
+
+namespace {
 
 /// The checks of the command line's settings, with messages naming the options; the library
 /// checks again (and everything else) when the trainer is built.
@@ -365,6 +494,12 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
     if (!positive_finite(c.outer_learning_rate)) {
       bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.outer_learning_rate));
     }
+    if (c.outer_data == OuterData::validation && held.empty()) {
+      bad_input(cmd, "--outer-data",
+                "the outer loss is on the validation rows by default, and there are none: give --val-fraction > 0 "
+                "or --outer-data train");
+    }
+    check_outer_settings(cmd, c);
   } else {
     if (c.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.steps));
     if (!positive_finite(c.learning_rate)) {
@@ -404,7 +539,10 @@ void curves_table(const RunResult& result, bool bilevel, std::vector<std::string
     header.push_back("outer_loss");
     for (std::size_t i = 0; i < S; ++i) header.push_back(fmt::format("reward_{}", i));
     for (std::size_t i = 0; i < S; ++i) header.push_back(fmt::format("hypergradient_{}", i));
-    for (const char* h : {"mean_inner_reward", "solver_iterations", "solver_residual", "wall_seconds"}) header.push_back(h);
+    for (const char* h : {"mean_inner_reward", "solver_iterations", "solver_residual", "wall_seconds",
+                          "solver_relative_residual", "inner_steps", "inner_gradient_norm", "max_step"}) {
+      header.push_back(h);
+    }
   }
   rows.clear();
   for (const StepRecord& r : result.records) {
@@ -415,7 +553,8 @@ void curves_table(const RunResult& result, bool bilevel, std::vector<std::string
       for (std::size_t i = 0; i < S; ++i) row.push_back(i < r.reward_params.size() ? r.reward_params[i] : NAN);
       for (std::size_t i = 0; i < S; ++i) row.push_back(i < r.hypergradient.size() ? r.hypergradient[i] : NAN);
       row.insert(row.end(), {r.mean_inner_reward, static_cast<double>(r.solver_iterations), r.solver_residual,
-                             r.wall_seconds});
+                             r.wall_seconds, r.solver_relative_residual, static_cast<double>(r.inner_steps),
+                             r.inner_gradient_norm, r.max_step});
     }
     rows.push_back(std::move(row));
   }
@@ -433,6 +572,14 @@ nlohmann::json records_json(const RunResult& result, bool bilevel, const std::st
       j["solver_status"] = d2r::to_string(r.solver_status);
       j["solver_iterations"] = r.solver_iterations;
       j["solver_residual"] = r.solver_residual;
+      j["solver_relative_residual"] = r.solver_relative_residual;
+      j["inner_steps"] = r.inner_steps;
+      j["inner_gradient_norm"] = r.inner_gradient_norm;
+      j["inner_gradient_norm_relative"] =
+          r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0;
+      j["max_step"] = r.max_step;
+      j["hypergradient_clamped"] = r.hypergradient_clamped;
+      j["at_max_step"] = r.at_max_step;
       j["wall_seconds"] = r.wall_seconds;
     }
     out.push_back(std::move(j));

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "d2r/bilevel.hpp"
+#include "d2r/error.hpp"
 #include "d2r/context.hpp"
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
@@ -77,10 +78,111 @@ struct RegressionConfig {
   CurvatureKind curvature = CurvatureKind::exact;
   ImplicitSolver solver = ImplicitSolver::normal_cg;
   std::int64_t cg_iterations = 1;
+  // The outer loop (BilevelOptions; defaults here are the paper's, apply_bilevel_preset sets
+  // either named preset).
+  std::string preset = "paper";       ///< "recommended" (d2r fit's default) or "paper"
+  OuterData outer_data = OuterData::train;
+  OuterOptimizer outer_optimizer = OuterOptimizer::adam;
+  bool reset_outer_optimizer = true;
+  double outer_step = 0.1;            ///< rprop: the initial log-space step Δ₀
+  double stationarity_tolerance = 0;  ///< InnerOptions::stationarity_tolerance (0: off)
+  std::int64_t inner_max_steps = 0;   ///< InnerOptions::max_steps (0: inner_steps)
+  double solver_tolerance = 1e-6;     ///< CG relative residual
+  double damping = 0;                 ///< δ of the solve
+  StoppingOptions stopping{};
   std::uint64_t seed = 0;  ///< initialisation of θ (the context's seed keys the draws)
+  /// Target scaling (fit): the targets the trainer saw are (y − target_mean) / target_scale (one
+  /// scale for every dimension, so U keeps its form: U_original = U / scale²); metrics are
+  /// reported in the original units. scale 1 and mean 0: no scaling.
+  std::vector<double> target_mean;
+  double target_scale = 1;
 
   [[nodiscard]] nlohmann::json to_json() const;
 };
+
+/// Sets the bilevel fields of a run's configuration (RegressionConfig, ClassificationConfig) to a
+/// named preset: "recommended" (BilevelOptions::recommended(): validation rows, log-space Rprop
+/// with persistent state, a stationary warm-started inner policy, damped CG to a relative residual of 0.25) or "paper"
+/// (BilevelOptions::paper(): training rows, outer Adam re-created every step, one CG iteration,
+/// fresh inner policy). Throws d2r::Error (invalid_argument, "--preset") for another name.
+template <class Config>
+void apply_bilevel_preset(Config& c, const std::string& preset) {
+  if (preset != "paper" && preset != "recommended") {
+    throw Error(ErrorKind::invalid_argument, "--preset",
+                "--preset: expected recommended or paper, got '" + preset + "'");
+  }
+  const BilevelOptions<double> o =
+      preset == "paper" ? BilevelOptions<double>::paper() : BilevelOptions<double>::recommended();
+  c.preset = preset;
+  c.outer_data = o.outer_data;
+  c.outer_optimizer = o.optimizer;
+  c.reset_outer_optimizer = o.reset_outer_optimizer;
+  c.outer_step = o.rprop.initial_step;
+  c.inner_start = o.inner_start;
+  c.stationarity_tolerance = o.inner.stationarity_tolerance;
+  c.inner_max_steps = o.inner.max_steps;
+  c.solver = o.solver;
+  c.cg_iterations = o.cg.max_iterations;
+  c.solver_tolerance = o.cg.tolerance;
+  c.damping = o.cg.damping;
+  c.stopping = o.stopping;
+}
+
+/// The outer-loop fields of a configuration into BilevelOptions.
+template <class Config, class T>
+void set_outer_options(const Config& c, BilevelOptions<T>& o) {
+  o.inner_start = c.inner_start;
+  o.curvature = c.curvature;
+  o.solver = c.solver;
+  o.cg.max_iterations = c.cg_iterations;
+  o.cg.tolerance = static_cast<T>(c.solver_tolerance);
+  o.cg.damping = static_cast<T>(c.damping);
+  o.outer_data = c.outer_data;
+  o.optimizer = c.outer_optimizer;
+  o.reset_outer_optimizer = c.reset_outer_optimizer;
+  o.rprop.initial_step = c.outer_step;
+  o.rprop.max_step = std::max(o.rprop.max_step, c.outer_step);
+  o.rprop.min_step = std::min(o.rprop.min_step, c.outer_step);
+  o.inner.stationarity_tolerance = static_cast<T>(c.stationarity_tolerance);
+  o.inner.max_steps = c.inner_max_steps == 0 ? 0 : std::max(c.inner_max_steps, o.inner.steps);
+  o.stopping = c.stopping;
+  o.outer_adam.learning_rate = c.outer_learning_rate;
+  o.hypergradient_clamp = c.hypergradient_clamp;
+}
+
+/// The outer-loop fields of a configuration as JSON members of `j`.
+template <class Config>
+void outer_config_json(const Config& c, nlohmann::json& j) {
+  j["preset"] = c.preset;
+  j["outer_data"] = c.outer_data == OuterData::validation ? "validation" : "train";
+  j["outer_optimizer"] = c.outer_optimizer == OuterOptimizer::rprop ? "rprop"
+                         : c.outer_optimizer == OuterOptimizer::adam ? "adam" : "sgd";
+  j["reset_outer_optimizer"] = c.reset_outer_optimizer;
+  j["outer_step"] = c.outer_step;
+  j["stationarity_tolerance"] = c.stationarity_tolerance;
+  j["inner_max_steps"] = c.inner_max_steps;
+  j["solver_tolerance"] = c.solver_tolerance;
+  j["damping"] = c.damping;
+  j["stopping"] = {{"window", c.stopping.window},
+                   {"reward_tolerance", c.stopping.reward_tolerance},
+                   {"loss_tolerance", c.stopping.loss_tolerance}};
+}
+
+/// Checks the outer-loop fields of a configuration (RegressionConfig, ClassificationConfig), naming
+/// the option of `command` (bad_input).
+template <class Config>
+void check_outer_settings(const std::string& command, const Config& c);
+
+/// Diagnostics of a bilevel run's outer steps (DESIGN.md §7), one sentence each: the hypergradient
+/// at its clamp, linear solves that missed their tolerance, an inner policy left short of
+/// stationarity, φ moved by the maximum step at every step, training and validation losses
+/// parting ways. `records` in step order.
+struct OuterStepFacts {
+  bool clamped = false, at_max_step = false;
+  double solver_relative_residual = 0, inner_gradient_relative = 0, train_loss = 0, validation_loss = 0;
+};
+std::vector<std::string> bilevel_warnings(const std::vector<OuterStepFacts>& records, double solver_tolerance,
+                                          double stationarity_tolerance, double hypergradient_clamp);
 
 /// One evaluation: a plain-training step or an outer step of the bilevel loop.
 struct StepRecord {
@@ -91,6 +193,9 @@ struct StepRecord {
   double outer_loss = 0, mean_inner_reward = 0, solver_residual = 0, wall_seconds = 0;
   std::int64_t solver_iterations = 0;
   SolveStatus solver_status = SolveStatus::converged;
+  double solver_relative_residual = 0, inner_gradient_norm = 0, inner_gradient_norm0 = 0, max_step = 0;
+  std::int64_t inner_steps = 0;
+  bool hypergradient_clamped = false, at_max_step = false;
 };
 
 struct RunResult {
@@ -98,6 +203,8 @@ struct RunResult {
   PolicyMetrics train, held_out;     ///< of the final policy
   std::vector<double> reward_params; ///< the reward the policy was trained with (empty for mse/nll)
   double wall_seconds = 0;           ///< of this process's part of the run
+  BilevelVerdict verdict{};          ///< bilevel: converged / step_limited / diverged and why
+  std::int64_t inner_steps = 0;      ///< bilevel: inner steps of all outer steps (plain: steps)
 };
 
 /// Called after every step (plain: every eval_every steps) with (done, total, status text).
@@ -137,6 +244,11 @@ std::string describe_reward(RewardForm form, const std::vector<double>& params, 
 
 /// The identity U = I in `form`'s layout for `dims` target dimensions.
 std::vector<double> identity_reward(RewardForm form, std::int64_t dims);
+
+/// The parameters of the same reward on targets multiplied by `factor` (U / factor² for scalar and
+/// diagonal forms, R / factor for the packed R of a full one). Empty stays empty.
+std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& params, std::int64_t dims,
+                                    double factor);
 
 /// Reward parameter count of `form` in `dims` dimensions.
 std::int64_t reward_size(RewardForm form, std::int64_t dims);

@@ -33,6 +33,16 @@ const char* to_string(ImplicitSolver solver) noexcept {
   return "unknown";
 }
 
+const char* to_string(BilevelStatus status) noexcept {
+  switch (status) {
+    case BilevelStatus::running: return "running";
+    case BilevelStatus::converged: return "converged";
+    case BilevelStatus::step_limited: return "step_limited";
+    case BilevelStatus::diverged: return "diverged";
+  }
+  return "unknown";
+}
+
 using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
 
 
@@ -256,6 +266,8 @@ struct BilevelTrainer<T>::Impl {
     outer_m.assign(S, 0.0);
     outer_v.assign(S, 0.0);
     sgd_velocity.assign(S, 0.0);
+    rprop_step.assign(S, 0.0);
+    rprop_sign.assign(S, 0.0);
   }
   ~Impl() {
     if (inner_graph != nullptr) D2R_CUDA_TRY_NO_THROW(cudaGraphExecDestroy(inner_graph));
@@ -279,6 +291,11 @@ struct BilevelTrainer<T>::Impl {
   std::array<void*, 2> graph_workspaces{};
   std::uint64_t graph_seed = 0;
   std::vector<double> outer_m, outer_v, sgd_velocity;
+  // Rprop: the step Δ_i of every parameter (0 before the first step) and the sign of the last
+  // hypergradient that was followed (0: none, or a sign change was just seen).
+  std::vector<double> rprop_step, rprop_sign;
+  // ‖∇θ L_exact‖ at the first outer step's initial policy (0 before it): the stationarity scale.
+  double gradient_norm0 = 0;
   std::int64_t outer_count = 0;
   std::uint64_t philox_step = 0;
   RewardForm form = RewardForm::scalar;
@@ -329,6 +346,14 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
                 reward_init[i]);
   }
   check_inner(fn, options.inner);
+  D2R_EXPECTS(std::isfinite(static_cast<double>(options.inner.stationarity_tolerance)) &&
+                  options.inner.stationarity_tolerance >= 0,
+              fn, "options.inner.stationarity_tolerance", "expected a finite tolerance >= 0 (0: no check), got {}",
+              options.inner.stationarity_tolerance);
+  D2R_EXPECTS(options.inner.max_steps == 0 ||
+                  (options.inner.max_steps >= options.inner.steps && options.inner.max_steps <= (std::int64_t{1} << 24)),
+              fn, "options.inner.max_steps", "expected 0 or a cap in [options.inner.steps = {}, 2^24], got {}",
+              options.inner.steps, options.inner.max_steps);
   D2R_EXPECTS(options.inner_start == InnerStart::fresh || options.inner_start == InnerStart::warm, fn,
               "options.inner_start", "unknown value {}", static_cast<int>(options.inner_start));
   D2R_EXPECTS(options.curvature == CurvatureKind::surrogate || options.curvature == CurvatureKind::exact, fn,
@@ -361,6 +386,19 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
     check_adam(fn, "options.outer_adam", options.outer_adam);
     D2R_EXPECTS(options.outer_adam.weight_decay == 0, fn, "options.outer_adam",
                 "weight decay of the reward parameters is not supported (got {})", options.outer_adam.weight_decay);
+  } else if (options.optimizer == OuterOptimizer::rprop) {
+    const RpropOptions& r = options.rprop;
+    D2R_EXPECTS(finite_positive(r.initial_step) && r.initial_step <= 10, fn, "options.rprop.initial_step",
+                "expected a step in (0, 10] (log space), got {}", r.initial_step);
+    D2R_EXPECTS(std::isfinite(r.max_step) && r.max_step >= r.initial_step && r.max_step <= 10, fn,
+                "options.rprop.max_step", "expected a step in [initial_step = {}, 10], got {}", r.initial_step,
+                r.max_step);
+    D2R_EXPECTS(finite_positive(r.min_step) && r.min_step <= r.initial_step, fn, "options.rprop.min_step",
+                "expected a step in (0, initial_step = {}], got {}", r.initial_step, r.min_step);
+    D2R_EXPECTS(std::isfinite(r.increase) && r.increase > 1 && r.increase <= 10, fn, "options.rprop.increase",
+                "expected a factor in (1, 10], got {}", r.increase);
+    D2R_EXPECTS(r.decrease > 0 && r.decrease < 1, fn, "options.rprop.decrease", "expected a factor in (0, 1), got {}",
+                r.decrease);
   } else {
     D2R_EXPECTS(options.optimizer == OuterOptimizer::sgd, fn, "options.optimizer", "unknown value {}",
                 static_cast<int>(options.optimizer));
@@ -373,6 +411,15 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
               "expected c_out > 0 (+inf for no clamp), got {}", options.hypergradient_clamp);
   D2R_EXPECTS(std::isfinite(options.reward_floor) && options.reward_floor > 0, fn, "options.reward_floor",
               "expected a finite floor > 0, got {}", options.reward_floor);
+  D2R_EXPECTS(std::isfinite(options.reward_ceiling) && options.reward_ceiling > options.reward_floor, fn,
+              "options.reward_ceiling", "expected a finite ceiling > the floor {}, got {}", options.reward_floor,
+              options.reward_ceiling);
+  D2R_EXPECTS(options.stopping.window >= 2 && options.stopping.window <= 1000000, fn, "options.stopping.window",
+              "expected a window of 2 to 10^6 outer steps, got {}", options.stopping.window);
+  D2R_EXPECTS(finite_positive(options.stopping.reward_tolerance), fn, "options.stopping.reward_tolerance",
+              "expected a finite tolerance > 0, got {}", options.stopping.reward_tolerance);
+  D2R_EXPECTS(finite_positive(options.stopping.loss_tolerance), fn, "options.stopping.loss_tolerance",
+              "expected a finite tolerance > 0, got {}", options.stopping.loss_tolerance);
   D2R_EXPECTS(options.outer_data == OuterData::train || has_validation, fn, "options.outer_data",
               "OuterData::validation needs validation data, and none was given");
   objective_common::check_options(fn, options.inner.pg, train_rows);
@@ -390,10 +437,11 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
 namespace {
 
 /// The start of every checkpoint's fingerprint: the format version. v3 added the minibatch
-/// position (InnerOptions::batch_size); older files cannot be resumed.
-constexpr int kCheckpointVersion = 3;
+/// position (InnerOptions::batch_size); v4 the Rprop state, the stationarity scale and the
+/// per-step diagnostics of the records; older files cannot be resumed.
+constexpr int kCheckpointVersion = 4;
 constexpr std::string_view kCheckpointPrefix = "d2r bilevel v";
-constexpr std::string_view kCheckpointFormat = "d2r bilevel v3;";  // kCheckpointPrefix, kCheckpointVersion, ";"
+constexpr std::string_view kCheckpointFormat = "d2r bilevel v4;";  // kCheckpointPrefix, kCheckpointVersion, ";"
 
 /// Captures what `record` enqueues on `stream` (nothing runs) into an executable CUDA graph. A
 /// failure ends the capture, so the stream is usable again, and names the way out.
@@ -449,7 +497,8 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
       "{} scalar {}; backend {}; ctx seed {}; {}; form {}; "
       "inner {} K {} batch {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
       "start {}; curvature {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
-      "clamp {} floor {}; outer data {}; seed {}",
+      "clamp {} floor {}; outer data {}; seed {}; "
+      "stationarity {} max {}; ceiling {} log {}; rprop {} {} {} {} {}; stop {} {} {}",
       kCheckpointFormat, sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(),
       impl_->problem->describe(), form_name(form), static_cast<int>(o.inner.objective), o.inner.steps, impl_->batch,
       o.inner.generations, o.inner.pg.entropy_weight,
@@ -459,7 +508,9 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
       o.cg.damping, o.cg.tolerance, o.cg.max_iterations, o.neumann.alpha, o.neumann.iterations, o.neumann.damping,
       o.neumann.tolerance, static_cast<int>(o.optimizer), o.outer_adam.learning_rate, o.outer_adam.beta1,
       o.outer_adam.beta2, o.outer_adam.epsilon, o.sgd_learning_rate, o.sgd_momentum, o.reset_outer_optimizer,
-      o.hypergradient_clamp, o.reward_floor, static_cast<int>(o.outer_data), o.seed);
+      o.hypergradient_clamp, o.reward_floor, static_cast<int>(o.outer_data), o.seed, o.inner.stationarity_tolerance,
+      o.inner.max_steps, o.reward_ceiling, o.log_space, o.rprop.initial_step, o.rprop.max_step, o.rprop.min_step,
+      o.rprop.increase, o.rprop.decrease, o.stopping.window, o.stopping.reward_tolerance, o.stopping.loss_tolerance);
 }
 
 template <class T>
@@ -566,7 +617,8 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   Impl& s = *impl_;
   const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t k = steps_done() + 1;
-  const std::int64_t draws = options_.inner.steps + 1;
+  const std::int64_t max_inner = std::max(options_.inner.steps, options_.inner.max_steps);
+  const std::int64_t draws = max_inner + 1;
   D2R_EXPECTS(s.philox_step + static_cast<std::uint64_t>(draws) <= (std::uint64_t{1} << 32), fn, "this",
               "the Philox step counter would pass 2^32 (after {} outer steps); start a new run with another seed",
               k - 1);
@@ -598,27 +650,53 @@ const BilevelRecord& BilevelTrainer<T>::step() {
     adam_step(s.ctx, in.adam, adam, s.theta.vector(), std::as_const(s.grad).vector());
     advance_counter(s.ctx, s.draw_counter.vector());
   };
-  std::int64_t done = 0;
-  if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && in.steps >= 3 && !minibatch) {
-    // workspace(0, ·) never allocates: it returns the current block.
-    const auto workspaces = [&] {
-      return std::array<void*, 2>{s.ctx.workspace(0, Workspace::primitive), s.ctx.workspace(0, Workspace::composite)};
-    };
-    if (s.inner_graph != nullptr && (workspaces() != s.graph_workspaces || s.ctx.seed() != s.graph_seed)) {
-      D2R_CUDA_TRY(cudaGraphExecDestroy(s.inner_graph));
-      s.inner_graph = nullptr;
+  // Runs `count` inner steps; the last one records its rows' rewards when `record_last`.
+  const auto run_inner = [&](std::int64_t count, bool record_last) {
+    std::int64_t done = 0;
+    if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && count >= 3 && !minibatch) {
+      // workspace(0, ·) never allocates: it returns the current block.
+      const auto workspaces = [&] {
+        return std::array<void*, 2>{s.ctx.workspace(0, Workspace::primitive), s.ctx.workspace(0, Workspace::composite)};
+      };
+      if (s.inner_graph != nullptr && (workspaces() != s.graph_workspaces || s.ctx.seed() != s.graph_seed)) {
+        D2R_CUDA_TRY(cudaGraphExecDestroy(s.inner_graph));
+        s.inner_graph = nullptr;
+      }
+      if (s.inner_graph == nullptr) {
+        inner_step(false);  // eager: brings the workspaces to their steady state for the inner step first
+        ++done;
+        s.inner_graph = capture_inner_step(s.ctx.stream(), [&] { inner_step(false); });
+        s.graph_workspaces = workspaces();
+        s.graph_seed = s.ctx.seed();
+      }
+      for (; done < count - 1; ++done) D2R_CUDA_TRY(cudaGraphLaunch(s.inner_graph, s.ctx.stream()));
     }
-    if (s.inner_graph == nullptr) {
-      inner_step(false);  // eager: brings the workspaces to their steady state for the inner step first
-      ++done;
-      s.inner_graph = capture_inner_step(s.ctx.stream(), [&] { inner_step(false); });
-      s.graph_workspaces = workspaces();
-      s.graph_seed = s.ctx.seed();
+    for (; done < count; ++done) inner_step(record_last && done + 1 == count);
+  };
+  // ‖∇θ L_exact‖ on every training row: the stationarity the implicit step assumes (one
+  // synchronisation).
+  const auto exact_gradient_norm = [&] {
+    s.problem->inner_gradient(std::as_const(s.theta).vector(), reward, in.generations, in.pg, DrawKey{}, true,
+                              bilevel_detail::Window{}, s.grad_in.vector(), VectorView<T>{});
+    const std::vector<double> g = to_host_double(s.grad_in, static_cast<std::int64_t>(s.grad_in.size()));
+    double sq = 0;
+    for (double v : g) sq += v * v;
+    return std::sqrt(sq);
+  };
+  if (k == 1 && s.gradient_norm0 == 0) s.gradient_norm0 = exact_gradient_norm();
+  std::int64_t inner_done = in.steps;
+  run_inner(in.steps, true);
+  double gradient_norm = exact_gradient_norm();
+  if (in.stationarity_tolerance > 0) {
+    const double target = static_cast<double>(in.stationarity_tolerance) * s.gradient_norm0;
+    while (gradient_norm > target && inner_done < max_inner) {
+      const std::int64_t more = std::min(in.steps, max_inner - inner_done);
+      run_inner(more, true);
+      inner_done += more;
+      gradient_norm = exact_gradient_norm();
     }
-    for (; done < in.steps - 1; ++done) D2R_CUDA_TRY(cudaGraphLaunch(s.inner_graph, s.ctx.stream()));
   }
-  for (; done < in.steps; ++done) inner_step(done + 1 == in.steps);
-  s.philox_step += static_cast<std::uint64_t>(in.steps);
+  s.philox_step += static_cast<std::uint64_t>(inner_done);
 
   // Implicit hypergradient: (H + δI) w = ∇θ L_out,  h = −(∂²L_in/∂φ∂θ) w, on the FULL training
   // data whatever the inner batch (the inner objective is the full-data expectation).
@@ -651,9 +729,27 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.hypergradient = to_host_double(s.mixed, S);  // one synchronisation: the end of the step's device work
   bool finite = true;
   for (double& h : rec.hypergradient) {
-    h = std::clamp(-h, -options_.hypergradient_clamp, options_.hypergradient_clamp);
+    const double raw = -h;
+    h = std::clamp(raw, -options_.hypergradient_clamp, options_.hypergradient_clamp);
+    rec.hypergradient_clamped = rec.hypergradient_clamped || std::abs(raw) >= options_.hypergradient_clamp;
     finite = finite && std::isfinite(h);
   }
+  rec.solver_status = report.status;
+  rec.solver_iterations = report.iterations;
+  rec.solver_initial_residual = static_cast<double>(report.initial_residual_norm);
+  rec.solver_residual = static_cast<double>(report.residual_norm);
+  rec.inner_steps = inner_done;
+  rec.inner_gradient_norm = gradient_norm;
+  rec.inner_gradient_norm0 = s.gradient_norm0;
+  // The last inner step's rows: its window (minibatches) or every training row.
+  const std::vector<double> rr = to_host_double(s.row_reward, minibatch ? s.batch : s.problem->train_rows());
+  double sum = 0;
+  for (double r : rr) sum += r;
+  rec.mean_inner_reward = sum / static_cast<double>(rr.size());
+  // Metrics of θ*_k (before φ moves: the outer loss at the φ the hypergradient is taken at).
+  rec.train = s.problem->evaluate(theta, false);
+  rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
+  rec.outer_loss = options_.outer_data == OuterData::train ? rec.train.nll_per_dim : rec.validation.nll_per_dim;
 
   // Outer step on φ (host, double); a non-finite hypergradient leaves φ unchanged.
   if (finite) {
@@ -661,49 +757,176 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       std::fill(s.outer_m.begin(), s.outer_m.end(), 0.0);
       std::fill(s.outer_v.begin(), s.outer_v.end(), 0.0);
       std::fill(s.sgd_velocity.begin(), s.sgd_velocity.end(), 0.0);
+      std::fill(s.rprop_step.begin(), s.rprop_step.end(), 0.0);
+      std::fill(s.rprop_sign.begin(), s.rprop_sign.end(), 0.0);
       s.outer_count = 0;
     }
-    const VectorView<double> phi{phi_.data(), S};
-    const ConstVector<double> h{rec.hypergradient.data(), S};
-    if (options_.optimizer == OuterOptimizer::adam) {
-      const AdamState<double> st{{s.outer_m.data(), S}, {s.outer_v.data(), S}, {&s.outer_count, 1}};
-      adam_step(s.host_ctx, options_.outer_adam, st, phi, h);
-    } else {
-      sgd_step(s.host_ctx, options_.sgd_learning_rate, options_.sgd_momentum,
-               VectorView<double>{s.sgd_velocity.data(), S}, phi, h);
+    const bool log_space = options_.log_space || options_.optimizer == OuterOptimizer::rprop;
+    // dφ/dψ of the optimised coordinates ψ: 1 (linear), φ_i (log φ_i of a positive entry) or
+    // sqrt(R_ii R_jj) (an off-diagonal R_ij, measured relative to its row's and column's scale).
+    std::vector<double> scale(phi_.size(), 1.0);
+    std::vector<bool> is_positive(phi_.size(), false);
+    for (std::size_t i : s.positive) is_positive[i] = true;
+    if (log_space) {
+      for (std::size_t i : s.positive) scale[i] = phi_[i];
+      if (s.form == RewardForm::full) {
+        std::size_t p = 0;
+        for (std::size_t r = 0; p < phi_.size(); ++r) {
+          for (std::size_t c = 0; c <= r && p < phi_.size(); ++c, ++p) {
+            if (c != r) scale[p] = std::sqrt(phi_[r * (r + 1) / 2 + r] * phi_[c * (c + 1) / 2 + c]);
+          }
+        }
+      }
     }
-    for (std::size_t i : s.positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
+    std::vector<double> g(phi_.size()), delta(phi_.size(), 0.0);
+    for (std::size_t i = 0; i < phi_.size(); ++i) g[i] = rec.hypergradient[i] * scale[i];
+    const VectorView<double> d{delta.data(), S};
+    const ConstVector<double> gv{g.data(), S};
+    bool at_max = false;
+    switch (options_.optimizer) {
+      case OuterOptimizer::adam: {
+        const AdamState<double> st{{s.outer_m.data(), S}, {s.outer_v.data(), S}, {&s.outer_count, 1}};
+        adam_step(s.host_ctx, options_.outer_adam, st, d, gv);
+        for (double v : delta) at_max = at_max || std::abs(v) >= 0.9 * options_.outer_adam.learning_rate;
+        break;
+      }
+      case OuterOptimizer::sgd:
+        sgd_step(s.host_ctx, options_.sgd_learning_rate, options_.sgd_momentum,
+                 VectorView<double>{s.sgd_velocity.data(), S}, d, gv);
+        break;
+      case OuterOptimizer::rprop: {
+        const RpropOptions& o = options_.rprop;
+        const bool loss_rose = history_.size() > 0 && rec.outer_loss > history_.back().outer_loss;
+        for (std::size_t i = 0; i < phi_.size(); ++i) {
+          const double sign = g[i] > 0 ? 1.0 : g[i] < 0 ? -1.0 : 0.0;
+          double& step = s.rprop_step[i];
+          double& last = s.rprop_sign[i];
+          if (step == 0) {
+            step = o.initial_step;
+          } else if (sign * last > 0) {
+            if (!loss_rose) step = std::min(step * o.increase, o.max_step);
+          } else if (sign * last < 0) {
+            step = std::max(step * o.decrease, o.min_step);  // overshot: smaller steps, and no step now
+            last = 0;
+            continue;
+          }
+          delta[i] = -sign * step;
+          last = sign;
+          at_max = at_max || (sign != 0 && step >= o.max_step);
+        }
+        break;
+      }
+    }
+    double moved = 0;
+    for (std::size_t i = 0; i < phi_.size(); ++i) {
+      const double before = phi_[i];
+      if (log_space && is_positive[i]) {
+        phi_[i] *= std::exp(delta[i]);
+      } else {
+        phi_[i] += delta[i] * scale[i];
+      }
+      if (is_positive[i]) phi_[i] = std::clamp(phi_[i], options_.reward_floor, options_.reward_ceiling);
+      const double rel = is_positive[i] ? std::abs(std::log(phi_[i] / before))
+                                        : std::abs(phi_[i] - before) / std::max(scale[i], 1e-300);
+      moved = std::max(moved, rel);
+    }
+    rec.max_step = moved;
+    rec.at_max_step = at_max;
   }
   rec.reward_params = phi_;
-
-  rec.solver_status = report.status;
-  rec.solver_iterations = report.iterations;
-  rec.solver_initial_residual = static_cast<double>(report.initial_residual_norm);
-  rec.solver_residual = static_cast<double>(report.residual_norm);
-  // The last inner step's rows: its window (minibatches) or every training row.
-  const std::vector<double> rr = to_host_double(s.row_reward, minibatch ? s.batch : s.problem->train_rows());
-  double sum = 0;
-  for (double r : rr) sum += r;
-  rec.mean_inner_reward = sum / static_cast<double>(rr.size());
-  rec.train = s.problem->evaluate(theta, false);
-  rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
-  rec.outer_loss = options_.outer_data == OuterData::train ? rec.train.nll_per_dim : rec.validation.nll_per_dim;
   rec.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   history_.push_back(std::move(rec));
   return history_.back();
 }
 
+template <class T>
+BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
+  const Impl& s = *impl_;
+  if (history_.empty()) {
+    return {budget_spent ? BilevelStatus::step_limited : BilevelStatus::running, "no outer step was run"};
+  }
+  const BilevelRecord& last = history_.back();
+  for (const BilevelRecord& r : history_) {
+    for (double h : r.hypergradient) {
+      if (!std::isfinite(h)) {
+        return {BilevelStatus::diverged, fmt::format("the hypergradient of outer step {} is not finite", r.step)};
+      }
+    }
+  }
+  if (!std::isfinite(last.outer_loss)) {
+    return {BilevelStatus::diverged, fmt::format("the outer loss of outer step {} is not finite", last.step)};
+  }
+  for (std::size_t i : s.positive) {
+    if (phi_[i] <= options_.reward_floor || phi_[i] >= options_.reward_ceiling) {
+      return {BilevelStatus::diverged,
+              fmt::format("reward parameter {} reached its {} {} (the outer optimum lies beyond it, or the "
+                          "hypergradient points the wrong way)",
+                          i, phi_[i] <= options_.reward_floor ? "floor" : "ceiling", phi_[i])};
+    }
+  }
+  const StoppingOptions& st = options_.stopping;
+  const auto W = static_cast<std::size_t>(st.window);
+  // Relative spread of φ and absolute spread of the outer loss over the last W steps.
+  double reward_spread = std::numeric_limits<double>::infinity(), loss_spread = reward_spread;
+  if (history_.size() >= W) {
+    reward_spread = 0;
+    loss_spread = 0;
+    const std::size_t first = history_.size() - W;
+    for (std::size_t i = 0; i < phi_.size(); ++i) {
+      double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+      for (std::size_t k = first; k < history_.size(); ++k) {
+        const double v = history_[k].reward_params[i];
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+      const bool pos = std::find(s.positive.begin(), s.positive.end(), i) != s.positive.end();
+      reward_spread = std::max(reward_spread, pos ? std::log(hi / lo) : (hi - lo) / std::max(std::abs(hi), 1e-12));
+    }
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (std::size_t k = first; k < history_.size(); ++k) {
+      lo = std::min(lo, history_[k].outer_loss);
+      hi = std::max(hi, history_[k].outer_loss);
+    }
+    loss_spread = hi - lo;
+  }
+  if (reward_spread <= st.reward_tolerance && loss_spread <= st.loss_tolerance) {
+    return {BilevelStatus::converged,
+            fmt::format("over the last {} outer steps the reward moved by {:.3g} (relative, tolerance {}) and the "
+                        "outer loss by {:.3g} (tolerance {})",
+                        W, reward_spread, st.reward_tolerance, loss_spread, st.loss_tolerance)};
+  }
+  if (!budget_spent) return {BilevelStatus::running, ""};
+  bool every_max = true;
+  for (const BilevelRecord& r : history_) every_max = every_max && r.at_max_step;
+  if (every_max) {
+    return {BilevelStatus::step_limited,
+            fmt::format("the reward moved by the maximum step at every one of the {} outer steps: it is set by the "
+                        "step budget, not by the data",
+                        history_.size())};
+  }
+  if (history_.size() < W) {
+    return {BilevelStatus::step_limited,
+            fmt::format("{} outer steps are fewer than the convergence window of {}", history_.size(), W)};
+  }
+  return {BilevelStatus::step_limited,
+          fmt::format("the outer-step budget ran out: over the last {} outer steps the reward still moved by {:.3g} "
+                      "(relative, tolerance {}) and the outer loss by {:.3g} (tolerance {})",
+                      W, reward_spread, st.reward_tolerance, loss_spread, st.loss_tolerance)};
+}
+
 // ------------------------------------------------------------------ checkpoints
 namespace {
 
-constexpr int kRecordFixed = 14;  // doubles per record before its two vectors
+constexpr int kRecordFixed = 20;  // doubles per record before its two vectors
 
 void append_record(std::vector<double>& out, const BilevelRecord& r) {
   out.insert(out.end(), {static_cast<double>(r.step), r.outer_loss, r.train.nll_per_dim, r.train.rmse,
                          r.train.mean_std, r.validation.nll_per_dim, r.validation.rmse, r.validation.mean_std,
                          r.mean_inner_reward, static_cast<double>(static_cast<int>(r.solver_status)),
                          static_cast<double>(r.solver_iterations), r.solver_initial_residual, r.solver_residual,
-                         r.wall_seconds});
+                         r.wall_seconds, static_cast<double>(r.inner_steps), r.inner_gradient_norm,
+                         r.inner_gradient_norm0, r.hypergradient_clamped ? 1.0 : 0.0, r.max_step,
+                         r.at_max_step ? 1.0 : 0.0});
   out.push_back(static_cast<double>(r.reward_params.size()));
   out.insert(out.end(), r.reward_params.begin(), r.reward_params.end());
   out.push_back(static_cast<double>(r.hypergradient.size()));
@@ -740,6 +963,12 @@ std::vector<BilevelRecord> parse_records(const std::vector<double>& in, std::int
     r.solver_initial_residual = f[11];
     r.solver_residual = f[12];
     r.wall_seconds = f[13];
+    r.inner_steps = static_cast<std::int64_t>(f[14]);
+    r.inner_gradient_norm = f[15];
+    r.inner_gradient_norm0 = f[16];
+    r.hypergradient_clamped = f[17] != 0;
+    r.max_step = f[18];
+    r.at_max_step = f[19] != 0;
     at += kRecordFixed;
     vec(r.reward_params);
     vec(r.hypergradient);
@@ -780,6 +1009,9 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("outer_first_moment", std::span<const double>(s.outer_m));
   w.add("outer_second_moment", std::span<const double>(s.outer_v));
   w.add("sgd_velocity", std::span<const double>(s.sgd_velocity));
+  w.add("rprop_step", std::span<const double>(s.rprop_step));
+  w.add("rprop_sign", std::span<const double>(s.rprop_sign));
+  w.add("gradient_norm0", std::span<const double>(&s.gradient_norm0, 1));
   const std::vector<std::int64_t> counters{s.outer_count, static_cast<std::int64_t>(s.philox_step), steps_done()};
   w.add("counters", std::span<const std::int64_t>(counters));
   const std::vector<std::int64_t> minibatch{s.pass, s.window};
@@ -802,8 +1034,8 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
     const std::string_view rest = std::string_view(saved).substr(kCheckpointPrefix.size());
     const std::string version(rest.substr(0, rest.find(';')));
     D2R_EXPECTS(false, fn, "path",
-                "checkpoint '{}' has format version {}; this d2r reads version {} only (version 3 added the "
-                "minibatch position to the state), so it cannot be resumed: start the run again",
+                "checkpoint '{}' has format version {}; this d2r reads version {} only (version 4 added the "
+                "outer optimiser's step sizes and the stationarity scale to the state), so it cannot be resumed: start the run again",
                 path.string(), version, kCheckpointVersion);
   }
   D2R_EXPECTS(saved == s.fingerprint, fn, "path",
@@ -815,10 +1047,13 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   const std::vector<std::int64_t> inner_count = r.integers("inner_count"), counters = r.integers("counters"),
                                   minibatch = r.integers("minibatch");
   const std::vector<double> phi = r.doubles("phi"), om = r.doubles("outer_first_moment"),
-                            ov = r.doubles("outer_second_moment"), vel = r.doubles("sgd_velocity");
+                            ov = r.doubles("outer_second_moment"), vel = r.doubles("sgd_velocity"),
+                            rstep = r.doubles("rprop_step"), rsign = r.doubles("rprop_sign"),
+                            norm0 = r.doubles("gradient_norm0");
   const std::size_t P = s.theta.size(), S = phi_.size();
   D2R_EXPECTS(theta.size() == P && m.size() == P && v.size() == P && inner_count.size() == 1 && phi.size() == S &&
-                  om.size() == S && ov.size() == S && vel.size() == S && counters.size() == 3 && counters[0] >= 0 &&
+                  om.size() == S && ov.size() == S && vel.size() == S && rstep.size() == S && rsign.size() == S &&
+                  norm0.size() == 1 && counters.size() == 3 && counters[0] >= 0 &&
                   counters[1] >= 0 && counters[2] >= 0,
               fn, "path", "checkpoint '{}' has sections of the wrong size", path.string());
   D2R_EXPECTS(minibatch.size() == 2 && minibatch[0] >= 0 &&
@@ -836,6 +1071,9 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.outer_m = om;
   s.outer_v = ov;
   s.sgd_velocity = vel;
+  s.rprop_step = rstep;
+  s.rprop_sign = rsign;
+  s.gradient_norm0 = norm0[0];
   s.outer_count = counters[0];
   s.philox_step = static_cast<std::uint64_t>(counters[1]);
   s.pass = minibatch[0];

@@ -121,6 +121,14 @@ struct InnerOptions {
   /// REINFORCE advantages (transform none, A = r) a window has far noisier gradients than all
   /// rows; a baseline (Transform::leave_one_out) keeps small windows stable (see bilevel_test).
   std::int64_t batch_size = 0;
+  /// Stationarity of the inner policy before the implicit step (DESIGN.md §7). After `steps`
+  /// steps the gradient of the exact-expectation objective (deterministic; what the implicit
+  /// function theorem needs to vanish) is measured; while its norm exceeds
+  /// stationarity_tolerance × the norm at the first outer step's starting policy, another `steps`
+  /// steps are run, up to max_steps in all. 0: no check (exactly `steps` steps, the paper). The
+  /// norm is reported in BilevelRecord::inner_gradient_norm either way.
+  T stationarity_tolerance = T(0);
+  std::int64_t max_steps = 0;  ///< cap on the inner steps of one outer step (0: `steps`); >= steps otherwise
 };
 
 /// How each outer step starts its inner policy.
@@ -149,12 +157,59 @@ enum class CurvatureKind {
 };
 
 /// Which optimiser moves the reward parameters.
-enum class OuterOptimizer { adam, sgd };
+enum class OuterOptimizer {
+  adam,   ///< Adam on h (options.outer_adam); in log space when options.log_space
+  sgd,    ///< SGD (options.sgd_learning_rate, sgd_momentum); in log space when options.log_space
+  /// Sign-based steps with a per-parameter step size (Rprop), in log space: every positive entry
+  /// φ_i moves by a factor exp(∓Δ_i) (an off-diagonal R_ij by ∓Δ_ij·sqrt(R_ii R_jj)); Δ_i grows by
+  /// `increase` while h_i keeps its sign and the outer loss does not rise, and shrinks by
+  /// `decrease` when h_i changes sign (the step then is not taken). Only the sign of h is used, so
+  /// one step size serves every reward scale (u = 0.01 to β = 100), λ and number of classes, and
+  /// a hypergradient at its clamp or a loose linear solve still moves φ the right way. The default.
+  rprop,
+};
+
+/// The step-size control of OuterOptimizer::rprop (log-space units: Δ = 0.1 is about 10 %).
+struct RpropOptions {
+  double initial_step = 0.1;  ///< Δ₀ > 0
+  double max_step = 0.5;      ///< Δ_max >= Δ₀ (a factor e^0.5 ≈ 1.65 per outer step)
+  double min_step = 1e-4;     ///< Δ_min in (0, Δ₀]
+  double increase = 1.2;      ///< > 1
+  double decrease = 0.5;      ///< in (0, 1)
+};
+
+/// When the outer loop has converged (DESIGN.md §7): over the last `window` outer steps every
+/// reward parameter moved by at most reward_tolerance (relative: in log space for positive
+/// entries, relative to sqrt(R_ii R_jj) for off-diagonal ones) and the outer loss by at most
+/// loss_tolerance (absolute, nats per dimension or per row).
+struct StoppingOptions {
+  std::int64_t window = 5;         ///< >= 2
+  double reward_tolerance = 0.03;  ///< > 0
+  double loss_tolerance = 0.02;    ///< > 0
+};
+
+/// Where a bilevel run stands (BilevelTrainer::verdict).
+enum class BilevelStatus {
+  running,       ///< not converged yet (budget not spent)
+  converged,     ///< φ and the outer loss stopped moving (StoppingOptions)
+  step_limited,  ///< the outer-step budget ran out before that
+  diverged,      ///< a non-finite hypergradient or outer loss, or φ at its floor or ceiling
+};
+const char* to_string(BilevelStatus status) noexcept;
+
+struct BilevelVerdict {
+  BilevelStatus status = BilevelStatus::running;
+  std::string reason;
+};
 
 /// Which data the outer NLL is measured on.
 enum class OuterData { train, validation };
 
-/// Options of BilevelTrainer (defaults: the paper's Fig. 3 / MBRL settings).
+/// Options of BilevelTrainer. The defaults are the paper's Fig. 3 / MBRL settings (outer Adam
+/// re-created every step on linear φ, one CG iteration, training rows); BilevelOptions::paper()
+/// names them and BilevelOptions::recommended() gives the settings that find the outer optimum and
+/// say whether they did (DESIGN.md §7): validation rows, log-space Rprop, a stationary warm-started
+/// inner policy, a damped CG solve to a relative residual of 0.25 (the sign of the hypergradient is what Rprop uses).
 template <class T>
 struct BilevelOptions {
   InnerOptions<T> inner{};
@@ -173,6 +228,12 @@ struct BilevelOptions {
   bool reset_outer_optimizer = true;  ///< re-create the outer optimiser state every step (the paper)
   double hypergradient_clamp = 10;    ///< c_out > 0 (+inf: no clamp)
   double reward_floor = 1e-6;         ///< u, U_ii (diagonal) or R_ii (full) are kept >= this (> 0)
+  double reward_ceiling = 1e8;        ///< ... and <= this (> floor); reaching either is `diverged`
+  /// adam/sgd: optimise log φ (positive entries; off-diagonal R_ij relative to sqrt(R_ii R_jj))
+  /// instead of φ. rprop always steps in log space.
+  bool log_space = false;
+  RpropOptions rprop{};
+  StoppingOptions stopping{};
   OuterData outer_data = OuterData::train;
   std::uint64_t seed = 0;             ///< seeds the inner policy's initialisations
   /// cuda backend: capture one inner step (gradient, clamp, Adam, draw counter) in a CUDA graph on
@@ -181,6 +242,26 @@ struct BilevelOptions {
   /// graph is captured again when the context's workspace blocks moved (the implicit step's HVPs
   /// typically grow them once, on the first outer step) or its seed changed since the capture.
   bool cuda_graph = true;
+
+  /// The paper's settings (PAPER.md): training rows, outer Adam re-created every step on linear
+  /// φ, one CG iteration on the normal equations, a fresh inner policy, K_in = 50, no stationarity
+  /// check. The curvature stays exact (the surrogate's turns the step around: CurvatureKind).
+  static BilevelOptions paper() { return {}; }
+  /// The defaults of `d2r fit`: held-out rows (needs validation data), log-space Rprop with
+  /// persistent state, a warm-started inner policy run to stationarity (tolerance 0.1 of the
+  /// starting gradient norm, at most 8·K_in steps), a damped CG solve on the normal equations to a
+  /// relative residual of 0.25 (at most 50 iterations, δ = 1e-3).
+  static BilevelOptions recommended() {
+    BilevelOptions o;
+    o.outer_data = OuterData::validation;
+    o.optimizer = OuterOptimizer::rprop;
+    o.reset_outer_optimizer = false;
+    o.inner_start = InnerStart::warm;
+    o.inner.stationarity_tolerance = T(0.1);
+    o.inner.max_steps = 8 * o.inner.steps;
+    o.cg = {.damping = T(1e-3), .tolerance = T(0.25), .max_iterations = 50};
+    return o;
+  }
 };
 
 /// What one outer step did.
@@ -197,6 +278,16 @@ struct BilevelRecord {
   double solver_initial_residual = 0;      ///< ‖g‖ for x₀ = 0
   double solver_residual = 0;              ///< ‖g − (H + δI)w‖ (relative: divide by the initial one)
   double wall_seconds = 0;                 ///< time of the step, host clock
+  std::int64_t inner_steps = 0;            ///< inner Adam steps this outer step ran
+  double inner_gradient_norm = 0;          ///< ‖∇θ L_exact‖ at θ*_k (the implicit step's stationarity)
+  double inner_gradient_norm0 = 0;         ///< the reference: ‖∇θ L_exact‖ at the first step's initial θ
+  bool hypergradient_clamped = false;      ///< some |h_i| reached c_out
+  double max_step = 0;                     ///< max over entries of φ's relative move this step (|Δ log φ_i|)
+  bool at_max_step = false;                ///< the move was the largest the optimiser allows (rprop: Δ_max; adam: ≈ lr)
+  /// Relative residual ‖g − (H + δI)w‖ / ‖g‖ (0 when g = 0).
+  [[nodiscard]] double solver_relative_residual() const {
+    return solver_initial_residual > 0 ? solver_residual / solver_initial_residual : 0.0;
+  }
 };
 
 namespace bilevel_detail {
@@ -241,6 +332,10 @@ class BilevelTrainer {
   [[nodiscard]] const BilevelOptions<T>& options() const noexcept { return options_; }
   /// Number of outer steps done (history().size()).
   [[nodiscard]] std::int64_t steps_done() const noexcept { return static_cast<std::int64_t>(history_.size()); }
+  /// Where the run stands after the steps so far: diverged (non-finite hypergradient or outer
+  /// loss, φ at its floor or ceiling), converged (StoppingOptions), otherwise running — or,
+  /// when `budget_spent`, step_limited; with a one-line reason.
+  [[nodiscard]] BilevelVerdict verdict(bool budget_spent) const;
   /// Minibatches: the training rows (indices into the training data, in window order) of the
   /// last inner step's window; empty for a full-batch trainer or before the first step. Restored
   /// by load().

@@ -1,0 +1,36 @@
+#pragma once
+// The data of `d2r fit` and `d2r sweep`, read and prepared from their shared options (FitOptions):
+// the CSV file, the columns, the split, the feature standardisation and (regression) the target
+// scaling. Bad input throws d2r::Error (invalid_argument) naming the option, before anything is
+// written.
+
+#include <string_view>
+#include <vector>
+
+#include "d2r/data.hpp"
+#include "host/cli/classification.hpp"
+#include "host/cli/commands.hpp"
+#include "host/cli/regression.hpp"
+
+namespace d2r::cli {
+
+struct RegressionInputs {
+  Dataset data;              ///< every row, as read
+  HostData train, val;       ///< the split, features standardised when asked, targets scaled when asked
+  Standardization map;       ///< of the features (empty when --standardize is off)
+  std::vector<double> target_mean;  ///< target scaling: y ← (y − mean) / scale (empty mean, scale 1: none)
+  double target_scale = 1;
+  bool has_val = false;
+};
+RegressionInputs load_regression_inputs(const FitOptions& o, std::string_view command);
+
+struct ClassificationInputs {
+  Dataset data;
+  ClassificationSplits splits;
+  ClassHostData train, val, test;
+  std::int64_t classes = 0;
+  double test_fraction = 0.2;
+};
+ClassificationInputs load_classification_inputs(const FitOptions& o, std::string_view command);
+
+}  // namespace d2r::cli
