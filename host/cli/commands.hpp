@@ -44,12 +44,12 @@ struct FitOptions {
   std::string activation = "relu";
   std::string head = "diagonal";
   std::int64_t outer_steps = 100;
-  std::int64_t inner_steps = 50;
+  std::int64_t inner_steps = 20;
   std::int64_t inner_batch_size = 0;   ///< bilevel: rows per inner step (0: full batch)
   std::string inner_start = "warm";
   std::string curvature = "exact";
   std::string solver = "normal_cg";
-  std::int64_t solver_iterations = 1;
+  std::int64_t solver_iterations = 50;
   double val_fraction = 0.2;
   bool standardize = false;
   std::int64_t eval_every = 1;
@@ -69,7 +69,7 @@ struct FitOptions {
   std::string outer_data = "validation";  ///< bilevel: rows of the outer loss (the preset's unless given)
   // Bilevel outer loop (BilevelOptions); the preset's values unless given.
   std::string preset = "recommended";  ///< recommended or paper
-  double outer_step = 0.1;             ///< rprop: initial log-space step
+  double outer_step = 0.3;             ///< rprop: initial log-space step
   double inner_tolerance = 0.1;        ///< stationarity: ‖∇θ L_in‖ relative to its starting value
   std::int64_t inner_max_steps = 400;  ///< cap on the inner steps of one outer step
   double solver_tolerance = 0.25;      ///< relative residual of the linear solve

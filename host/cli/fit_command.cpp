@@ -88,6 +88,7 @@ bool given(const FitOptions& o, std::string_view name) {
 template <class Config>
 void apply_outer_options(const FitOptions& o, Config& c) {
   apply_bilevel_preset(c, o.preset);
+  if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
   if (given(o, "--outer-data")) c.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
   if (given(o, "--inner-start")) c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
   if (given(o, "--solver")) c.solver = parse_solver(o.solver);
@@ -307,7 +308,7 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                   "iteration, fresh inner policy); options given explicitly override it")
       ->check(CLI::IsMember({"recommended", "paper"}))
       ->capture_default_str();
-  cmd->add_option("--outer-step", o.outer_step, "bilevel, rprop: initial step of log φ (0.1: about 10 %)")
+  cmd->add_option("--outer-step", o.outer_step, "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)")
       ->capture_default_str();
   cmd->add_option("--inner-tolerance", o.inner_tolerance,
                   "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
@@ -375,14 +376,17 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out (classification default: 50)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
-  cmd->add_option("--inner-steps", o.inner_steps, "bilevel: inner Adam steps K_in per outer step")
+  cmd->add_option("--inner-steps", o.inner_steps,
+                  "bilevel: inner Adam steps K_in per outer step (default: the preset's, recommended 20, paper 50)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
   cmd->add_option("--inner-batch-size", o.inner_batch_size,
                   "bilevel: training rows per inner Adam step, shuffled windows (0 or >= the training rows: full "
                   "batch); the implicit step always uses every training row")
       ->capture_default_str();
-  cmd->add_option("--inner-start", o.inner_start, "bilevel: inner policy of each outer step: fresh or warm")
+  cmd->add_option("--inner-start", o.inner_start,
+                  "bilevel: inner policy of each outer step: fresh or warm (default: the preset's: recommended warm, "
+                  "paper fresh)")
       ->check(CLI::IsMember({"fresh", "warm"}))
       ->capture_default_str();
   cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
@@ -391,7 +395,8 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("--solver", o.solver, "bilevel: implicit solver: normal_cg, cg or neumann")
       ->check(CLI::IsMember({"normal_cg", "cg", "neumann"}))
       ->capture_default_str();
-  cmd->add_option("--solver-iterations", o.solver_iterations, "bilevel: CG iterations (normal_cg, cg)")
+  cmd->add_option("--solver-iterations", o.solver_iterations,
+                  "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, paper 1)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
       ->capture_default_str();
   cmd->add_option("--val-fraction", o.val_fraction,

@@ -128,7 +128,7 @@ std::vector<std::string> bilevel_warnings(const std::vector<OuterStepFacts>& rec
   }
   if (unsteady > 0) {
     w.push_back(fmt::format("the inner policy was not stationary (‖∇θ L_in‖ above {} of its starting value, "
-                            "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached",
+                            "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached, and the reward was not moved there",
                             stationarity_tolerance, worst_gradient, unsteady, N));
   }
   if (at_max == N && N >= 2) {

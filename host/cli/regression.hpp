@@ -119,6 +119,7 @@ void apply_bilevel_preset(Config& c, const std::string& preset) {
   c.reset_outer_optimizer = o.reset_outer_optimizer;
   c.outer_step = o.rprop.initial_step;
   c.inner_start = o.inner_start;
+  c.inner_steps = o.inner.steps;
   c.stationarity_tolerance = o.inner.stationarity_tolerance;
   c.inner_max_steps = o.inner.max_steps;
   c.solver = o.solver;

@@ -256,7 +256,9 @@ struct BilevelTrainer<T>::Impl {
   Impl(Context& c, std::unique_ptr<bilevel_detail::Problem<T>> p, std::int64_t phi_size)
       : ctx(c), host_ctx(ContextOptions{.backend = Backend::cpu}), problem(std::move(p)) {
     const auto P = static_cast<std::size_t>(problem->parameter_count());
-    for (Buffer<T>* b : {&theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) *b = Buffer<T>(c, P);
+    for (Buffer<T>* b : {&theta, &theta0, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) {
+      *b = Buffer<T>(c, P);
+    }
     adam_count = Buffer<std::int64_t>(c, 1);
     draw_counter = Buffer<std::int64_t>(c, 1);
     reward = Buffer<T>(c, static_cast<std::size_t>(phi_size));
@@ -278,7 +280,8 @@ struct BilevelTrainer<T>::Impl {
   Context& ctx;
   Context host_ctx;  // the outer optimiser runs on the host, in double
   std::unique_ptr<bilevel_detail::Problem<T>> problem;
-  Buffer<T> theta, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
+  // theta0: the first outer step's initial policy, the reference of the stationarity check.
+  Buffer<T> theta, theta0, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
   Buffer<std::int64_t> adam_count;
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
   // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.
@@ -294,8 +297,6 @@ struct BilevelTrainer<T>::Impl {
   // Rprop: the step Δ_i of every parameter (0 before the first step) and the sign of the last
   // hypergradient that was followed (0: none, or a sign change was just seen).
   std::vector<double> rprop_step, rprop_sign;
-  // ‖∇θ L_exact‖ at the first outer step's initial policy (0 before it): the stationarity scale.
-  double gradient_norm0 = 0;
   std::int64_t outer_count = 0;
   std::uint64_t philox_step = 0;
   RewardForm form = RewardForm::scalar;
@@ -437,7 +438,7 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
 namespace {
 
 /// The start of every checkpoint's fingerprint: the format version. v3 added the minibatch
-/// position (InnerOptions::batch_size); v4 the Rprop state, the stationarity scale and the
+/// position (InnerOptions::batch_size); v4 the Rprop state and the
 /// per-step diagnostics of the records; older files cannot be resumed.
 constexpr int kCheckpointVersion = 4;
 constexpr std::string_view kCheckpointPrefix = "d2r bilevel v";
@@ -484,6 +485,7 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   impl_ = std::make_unique<Impl>(ctx, std::move(problem), phi_size);
   impl_->form = form;
   impl_->positive = std::move(positive);
+  impl_->problem->init(impl_->theta0.vector(), mix_seed(options_.seed, 1));  // = step 1's initial policy
   const std::int64_t N = impl_->problem->train_rows();
   if (options_.inner.batch_size > 0 && options_.inner.batch_size < N) {
     impl_->batch = options_.inner.batch_size;
@@ -675,26 +677,30 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   };
   // ‖∇θ L_exact‖ on every training row: the stationarity the implicit step assumes (one
   // synchronisation).
-  const auto exact_gradient_norm = [&] {
-    s.problem->inner_gradient(std::as_const(s.theta).vector(), reward, in.generations, in.pg, DrawKey{}, true,
+  const auto exact_gradient_norm = [&](const Buffer<T>& at) {
+    s.problem->inner_gradient(at.vector(), reward, in.generations, in.pg, DrawKey{}, true,
                               bilevel_detail::Window{}, s.grad_in.vector(), VectorView<T>{});
     const std::vector<double> g = to_host_double(s.grad_in, static_cast<std::int64_t>(s.grad_in.size()));
     double sq = 0;
     for (double v : g) sq += v * v;
     return std::sqrt(sq);
   };
-  if (k == 1 && s.gradient_norm0 == 0) s.gradient_norm0 = exact_gradient_norm();
+  // The scale of the stationarity check: the gradient norm of an untrained policy (the first
+  // step's initial one) under the current reward — it changes with φ by orders of magnitude.
+  const double gradient_norm0 = exact_gradient_norm(s.theta0);
   std::int64_t inner_done = in.steps;
   run_inner(in.steps, true);
-  double gradient_norm = exact_gradient_norm();
+  double gradient_norm = exact_gradient_norm(s.theta);
+  bool stationary = true;
   if (in.stationarity_tolerance > 0) {
-    const double target = static_cast<double>(in.stationarity_tolerance) * s.gradient_norm0;
-    while (gradient_norm > target && inner_done < max_inner) {
+    const double target = static_cast<double>(in.stationarity_tolerance) * gradient_norm0;
+    while (!(gradient_norm <= target) && inner_done < max_inner) {
       const std::int64_t more = std::min(in.steps, max_inner - inner_done);
       run_inner(more, true);
       inner_done += more;
-      gradient_norm = exact_gradient_norm();
+      gradient_norm = exact_gradient_norm(s.theta);
     }
+    stationary = gradient_norm <= target;
   }
   s.philox_step += static_cast<std::uint64_t>(inner_done);
 
@@ -740,7 +746,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.solver_residual = static_cast<double>(report.residual_norm);
   rec.inner_steps = inner_done;
   rec.inner_gradient_norm = gradient_norm;
-  rec.inner_gradient_norm0 = s.gradient_norm0;
+  rec.inner_gradient_norm0 = gradient_norm0;
   // The last inner step's rows: its window (minibatches) or every training row.
   const std::vector<double> rr = to_host_double(s.row_reward, minibatch ? s.batch : s.problem->train_rows());
   double sum = 0;
@@ -751,8 +757,10 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
   rec.outer_loss = options_.outer_data == OuterData::train ? rec.train.nll_per_dim : rec.validation.nll_per_dim;
 
-  // Outer step on φ (host, double); a non-finite hypergradient leaves φ unchanged.
-  if (finite) {
+  // Outer step on φ (host, double); a non-finite hypergradient, or one taken at an inner policy
+  // that is not stationary, leaves φ unchanged.
+  rec.inner_stationary = stationary;
+  if (finite && stationary) {
     if (options_.reset_outer_optimizer) {
       std::fill(s.outer_m.begin(), s.outer_m.end(), 0.0);
       std::fill(s.outer_v.begin(), s.outer_v.end(), 0.0);
@@ -889,7 +897,11 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
     }
     loss_spread = hi - lo;
   }
-  if (reward_spread <= st.reward_tolerance && loss_spread <= st.loss_tolerance) {
+  bool window_stationary = history_.size() >= W;
+  for (std::size_t k = history_.size() >= W ? history_.size() - W : 0; k < history_.size(); ++k) {
+    window_stationary = window_stationary && history_[k].inner_stationary;
+  }
+  if (window_stationary && reward_spread <= st.reward_tolerance && loss_spread <= st.loss_tolerance) {
     return {BilevelStatus::converged,
             fmt::format("over the last {} outer steps the reward moved by {:.3g} (relative, tolerance {}) and the "
                         "outer loss by {:.3g} (tolerance {})",
@@ -904,6 +916,12 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
                         "step budget, not by the data",
                         history_.size())};
   }
+  if (!window_stationary && history_.size() >= W) {
+    return {BilevelStatus::step_limited,
+            fmt::format("the outer-step budget ran out while the inner policy was not stationary at the cap of {} inner "
+                        "steps in some of the last {} outer steps (φ is not moved then)",
+                        std::max(options_.inner.steps, options_.inner.max_steps), W)};
+  }
   if (history_.size() < W) {
     return {BilevelStatus::step_limited,
             fmt::format("{} outer steps are fewer than the convergence window of {}", history_.size(), W)};
@@ -917,7 +935,7 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
 // ------------------------------------------------------------------ checkpoints
 namespace {
 
-constexpr int kRecordFixed = 20;  // doubles per record before its two vectors
+constexpr int kRecordFixed = 21;  // doubles per record before its two vectors
 
 void append_record(std::vector<double>& out, const BilevelRecord& r) {
   out.insert(out.end(), {static_cast<double>(r.step), r.outer_loss, r.train.nll_per_dim, r.train.rmse,
@@ -926,7 +944,7 @@ void append_record(std::vector<double>& out, const BilevelRecord& r) {
                          static_cast<double>(r.solver_iterations), r.solver_initial_residual, r.solver_residual,
                          r.wall_seconds, static_cast<double>(r.inner_steps), r.inner_gradient_norm,
                          r.inner_gradient_norm0, r.hypergradient_clamped ? 1.0 : 0.0, r.max_step,
-                         r.at_max_step ? 1.0 : 0.0});
+                         r.at_max_step ? 1.0 : 0.0, r.inner_stationary ? 1.0 : 0.0});
   out.push_back(static_cast<double>(r.reward_params.size()));
   out.insert(out.end(), r.reward_params.begin(), r.reward_params.end());
   out.push_back(static_cast<double>(r.hypergradient.size()));
@@ -969,6 +987,7 @@ std::vector<BilevelRecord> parse_records(const std::vector<double>& in, std::int
     r.hypergradient_clamped = f[17] != 0;
     r.max_step = f[18];
     r.at_max_step = f[19] != 0;
+    r.inner_stationary = f[20] != 0;
     at += kRecordFixed;
     vec(r.reward_params);
     vec(r.hypergradient);
@@ -1011,7 +1030,6 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("sgd_velocity", std::span<const double>(s.sgd_velocity));
   w.add("rprop_step", std::span<const double>(s.rprop_step));
   w.add("rprop_sign", std::span<const double>(s.rprop_sign));
-  w.add("gradient_norm0", std::span<const double>(&s.gradient_norm0, 1));
   const std::vector<std::int64_t> counters{s.outer_count, static_cast<std::int64_t>(s.philox_step), steps_done()};
   w.add("counters", std::span<const std::int64_t>(counters));
   const std::vector<std::int64_t> minibatch{s.pass, s.window};
@@ -1035,7 +1053,7 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
     const std::string version(rest.substr(0, rest.find(';')));
     D2R_EXPECTS(false, fn, "path",
                 "checkpoint '{}' has format version {}; this d2r reads version {} only (version 4 added the "
-                "outer optimiser's step sizes and the stationarity scale to the state), so it cannot be resumed: start the run again",
+                "outer optimiser's step sizes to the state), so it cannot be resumed: start the run again",
                 path.string(), version, kCheckpointVersion);
   }
   D2R_EXPECTS(saved == s.fingerprint, fn, "path",
@@ -1048,12 +1066,11 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
                                   minibatch = r.integers("minibatch");
   const std::vector<double> phi = r.doubles("phi"), om = r.doubles("outer_first_moment"),
                             ov = r.doubles("outer_second_moment"), vel = r.doubles("sgd_velocity"),
-                            rstep = r.doubles("rprop_step"), rsign = r.doubles("rprop_sign"),
-                            norm0 = r.doubles("gradient_norm0");
+                            rstep = r.doubles("rprop_step"), rsign = r.doubles("rprop_sign");
   const std::size_t P = s.theta.size(), S = phi_.size();
   D2R_EXPECTS(theta.size() == P && m.size() == P && v.size() == P && inner_count.size() == 1 && phi.size() == S &&
                   om.size() == S && ov.size() == S && vel.size() == S && rstep.size() == S && rsign.size() == S &&
-                  norm0.size() == 1 && counters.size() == 3 && counters[0] >= 0 &&
+                  counters.size() == 3 && counters[0] >= 0 &&
                   counters[1] >= 0 && counters[2] >= 0,
               fn, "path", "checkpoint '{}' has sections of the wrong size", path.string());
   D2R_EXPECTS(minibatch.size() == 2 && minibatch[0] >= 0 &&
@@ -1073,7 +1090,6 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.sgd_velocity = vel;
   s.rprop_step = rstep;
   s.rprop_sign = rsign;
-  s.gradient_norm0 = norm0[0];
   s.outer_count = counters[0];
   s.philox_step = static_cast<std::uint64_t>(counters[1]);
   s.pass = minibatch[0];

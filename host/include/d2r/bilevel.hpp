@@ -124,9 +124,11 @@ struct InnerOptions {
   /// Stationarity of the inner policy before the implicit step (DESIGN.md §7). After `steps`
   /// steps the gradient of the exact-expectation objective (deterministic; what the implicit
   /// function theorem needs to vanish) is measured; while its norm exceeds
-  /// stationarity_tolerance × the norm at the first outer step's starting policy, another `steps`
-  /// steps are run, up to max_steps in all. 0: no check (exactly `steps` steps, the paper). The
-  /// norm is reported in BilevelRecord::inner_gradient_norm either way.
+  /// stationarity_tolerance × its norm at an untrained policy (the first outer step's initial one)
+  /// under the current reward, another `steps`
+  /// steps are run, up to max_steps in all; if it is still above, φ is not moved that outer step
+  /// (BilevelRecord::inner_stationary). 0: no check (exactly `steps` steps, the paper). The norm
+  /// is reported in BilevelRecord::inner_gradient_norm either way.
   T stationarity_tolerance = T(0);
   std::int64_t max_steps = 0;  ///< cap on the inner steps of one outer step (0: `steps`); >= steps otherwise
 };
@@ -248,17 +250,19 @@ struct BilevelOptions {
   /// check. The curvature stays exact (the surrogate's turns the step around: CurvatureKind).
   static BilevelOptions paper() { return {}; }
   /// The defaults of `d2r fit`: held-out rows (needs validation data), log-space Rprop with
-  /// persistent state, a warm-started inner policy run to stationarity (tolerance 0.1 of the
-  /// starting gradient norm, at most 8·K_in steps), a damped CG solve on the normal equations to a
-  /// relative residual of 0.25 (at most 50 iterations, δ = 1e-3).
+  /// persistent state (Δ₀ = 0.3), a warm-started inner policy, K_in = 20 steps and more until it
+  /// is stationary (tolerance 0.1, at most 400 steps), a damped CG solve on the normal equations
+  /// to a relative residual of 0.25 (at most 50 iterations, δ = 1e-3).
   static BilevelOptions recommended() {
     BilevelOptions o;
     o.outer_data = OuterData::validation;
     o.optimizer = OuterOptimizer::rprop;
     o.reset_outer_optimizer = false;
     o.inner_start = InnerStart::warm;
+    o.inner.steps = 20;  // warm: the policy only follows φ's last move; more steps when not stationary
     o.inner.stationarity_tolerance = T(0.1);
-    o.inner.max_steps = 8 * o.inner.steps;
+    o.inner.max_steps = 400;
+    o.rprop.initial_step = 0.3;
     o.cg = {.damping = T(1e-3), .tolerance = T(0.25), .max_iterations = 50};
     return o;
   }
@@ -280,10 +284,15 @@ struct BilevelRecord {
   double wall_seconds = 0;                 ///< time of the step, host clock
   std::int64_t inner_steps = 0;            ///< inner Adam steps this outer step ran
   double inner_gradient_norm = 0;          ///< ‖∇θ L_exact‖ at θ*_k (the implicit step's stationarity)
-  double inner_gradient_norm0 = 0;         ///< the reference: ‖∇θ L_exact‖ at the first step's initial θ
+  double inner_gradient_norm0 = 0;         ///< the reference: ‖∇θ L_exact‖ at the first step's initial θ, current φ
   bool hypergradient_clamped = false;      ///< some |h_i| reached c_out
   double max_step = 0;                     ///< max over entries of φ's relative move this step (|Δ log φ_i|)
   bool at_max_step = false;                ///< the move was the largest the optimiser allows (rprop: Δ_max; adam: ≈ lr)
+  /// The inner policy met InnerOptions::stationarity_tolerance (always true when the check is
+  /// off). When it did not (the step cap was reached), φ is not moved this step: a hypergradient
+  /// taken far from an inner optimum has no meaning; the next outer step continues the inner
+  /// policy (warm start) or starts it again (fresh).
+  bool inner_stationary = true;
   /// Relative residual ‖g − (H + δI)w‖ / ‖g‖ (0 when g = 0).
   [[nodiscard]] double solver_relative_residual() const {
     return solver_initial_residual > 0 ? solver_residual / solver_initial_residual : 0.0;
