@@ -270,6 +270,7 @@ struct BilevelTrainer<T>::Impl {
     sgd_velocity.assign(S, 0.0);
     rprop_step.assign(S, 0.0);
     rprop_sign.assign(S, 0.0);
+    rprop_last.assign(S, 0.0);
   }
   ~Impl() {
     if (inner_graph != nullptr) D2R_CUDA_TRY_NO_THROW(cudaGraphExecDestroy(inner_graph));
@@ -296,7 +297,8 @@ struct BilevelTrainer<T>::Impl {
   std::vector<double> outer_m, outer_v, sgd_velocity;
   // Rprop: the step Δ_i of every parameter (0 before the first step) and the sign of the last
   // hypergradient that was followed (0: none, or a sign change was just seen).
-  std::vector<double> rprop_step, rprop_sign;
+  // rprop_last: the last move of each coordinate ψ (undone when the outer loss rose after it).
+  std::vector<double> rprop_step, rprop_sign, rprop_last;
   std::int64_t outer_count = 0;
   std::uint64_t philox_step = 0;
   RewardForm form = RewardForm::scalar;
@@ -767,6 +769,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       std::fill(s.sgd_velocity.begin(), s.sgd_velocity.end(), 0.0);
       std::fill(s.rprop_step.begin(), s.rprop_step.end(), 0.0);
       std::fill(s.rprop_sign.begin(), s.rprop_sign.end(), 0.0);
+      std::fill(s.rprop_last.begin(), s.rprop_last.end(), 0.0);
       s.outer_count = 0;
     }
     const bool log_space = options_.log_space || options_.optimizer == OuterOptimizer::rprop;
@@ -805,6 +808,22 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       case OuterOptimizer::rprop: {
         const RpropOptions& o = options_.rprop;
         const bool loss_rose = history_.size() > 0 && rec.outer_loss > history_.back().outer_loss;
+        // The outer loss rose by more than its tolerance after the last move: that move went the
+        // wrong way whatever the hypergradient says (a wrong or noisy h, or an inner point that is
+        // no minimum): undo it and shrink the steps (iRprop+).
+        bool moved_last = false;
+        for (double v : s.rprop_last) moved_last = moved_last || v != 0;
+        if (moved_last && history_.size() > 0 &&
+            rec.outer_loss > history_.back().outer_loss + options_.stopping.loss_tolerance) {
+          for (std::size_t i = 0; i < phi_.size(); ++i) {
+            delta[i] = -s.rprop_last[i];
+            s.rprop_step[i] = std::max(s.rprop_step[i] * o.decrease, o.min_step);
+            s.rprop_sign[i] = 0;
+            s.rprop_last[i] = 0;
+          }
+          rec.backtracked = true;
+          break;
+        }
         for (std::size_t i = 0; i < phi_.size(); ++i) {
           const double sign = g[i] > 0 ? 1.0 : g[i] < 0 ? -1.0 : 0.0;
           double& step = s.rprop_step[i];
@@ -816,9 +835,11 @@ const BilevelRecord& BilevelTrainer<T>::step() {
           } else if (sign * last < 0) {
             step = std::max(step * o.decrease, o.min_step);  // overshot: smaller steps, and no step now
             last = 0;
+            s.rprop_last[i] = 0;
             continue;
           }
           delta[i] = -sign * step;
+          s.rprop_last[i] = delta[i];
           last = sign;
           at_max = at_max || (sign != 0 && step >= o.max_step);
         }
@@ -935,7 +956,7 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
 // ------------------------------------------------------------------ checkpoints
 namespace {
 
-constexpr int kRecordFixed = 21;  // doubles per record before its two vectors
+constexpr int kRecordFixed = 22;  // doubles per record before its two vectors
 
 void append_record(std::vector<double>& out, const BilevelRecord& r) {
   out.insert(out.end(), {static_cast<double>(r.step), r.outer_loss, r.train.nll_per_dim, r.train.rmse,
@@ -944,7 +965,8 @@ void append_record(std::vector<double>& out, const BilevelRecord& r) {
                          static_cast<double>(r.solver_iterations), r.solver_initial_residual, r.solver_residual,
                          r.wall_seconds, static_cast<double>(r.inner_steps), r.inner_gradient_norm,
                          r.inner_gradient_norm0, r.hypergradient_clamped ? 1.0 : 0.0, r.max_step,
-                         r.at_max_step ? 1.0 : 0.0, r.inner_stationary ? 1.0 : 0.0});
+                         r.at_max_step ? 1.0 : 0.0, r.inner_stationary ? 1.0 : 0.0,
+                         r.backtracked ? 1.0 : 0.0});
   out.push_back(static_cast<double>(r.reward_params.size()));
   out.insert(out.end(), r.reward_params.begin(), r.reward_params.end());
   out.push_back(static_cast<double>(r.hypergradient.size()));
@@ -988,6 +1010,7 @@ std::vector<BilevelRecord> parse_records(const std::vector<double>& in, std::int
     r.max_step = f[18];
     r.at_max_step = f[19] != 0;
     r.inner_stationary = f[20] != 0;
+    r.backtracked = f[21] != 0;
     at += kRecordFixed;
     vec(r.reward_params);
     vec(r.hypergradient);
@@ -1030,6 +1053,7 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("sgd_velocity", std::span<const double>(s.sgd_velocity));
   w.add("rprop_step", std::span<const double>(s.rprop_step));
   w.add("rprop_sign", std::span<const double>(s.rprop_sign));
+  w.add("rprop_last", std::span<const double>(s.rprop_last));
   const std::vector<std::int64_t> counters{s.outer_count, static_cast<std::int64_t>(s.philox_step), steps_done()};
   w.add("counters", std::span<const std::int64_t>(counters));
   const std::vector<std::int64_t> minibatch{s.pass, s.window};
@@ -1066,10 +1090,11 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
                                   minibatch = r.integers("minibatch");
   const std::vector<double> phi = r.doubles("phi"), om = r.doubles("outer_first_moment"),
                             ov = r.doubles("outer_second_moment"), vel = r.doubles("sgd_velocity"),
-                            rstep = r.doubles("rprop_step"), rsign = r.doubles("rprop_sign");
+                            rstep = r.doubles("rprop_step"), rsign = r.doubles("rprop_sign"),
+                            rlast = r.doubles("rprop_last");
   const std::size_t P = s.theta.size(), S = phi_.size();
   D2R_EXPECTS(theta.size() == P && m.size() == P && v.size() == P && inner_count.size() == 1 && phi.size() == S &&
-                  om.size() == S && ov.size() == S && vel.size() == S && rstep.size() == S && rsign.size() == S &&
+                  om.size() == S && ov.size() == S && vel.size() == S && rstep.size() == S && rsign.size() == S && rlast.size() == S &&
                   counters.size() == 3 && counters[0] >= 0 &&
                   counters[1] >= 0 && counters[2] >= 0,
               fn, "path", "checkpoint '{}' has sections of the wrong size", path.string());
@@ -1090,6 +1115,7 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.sgd_velocity = vel;
   s.rprop_step = rstep;
   s.rprop_sign = rsign;
+  s.rprop_last = rlast;
   s.outer_count = counters[0];
   s.philox_step = static_cast<std::uint64_t>(counters[1]);
   s.pass = minibatch[0];

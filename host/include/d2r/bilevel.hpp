@@ -165,7 +165,9 @@ enum class OuterOptimizer {
   /// Sign-based steps with a per-parameter step size (Rprop), in log space: every positive entry
   /// φ_i moves by a factor exp(∓Δ_i) (an off-diagonal R_ij by ∓Δ_ij·sqrt(R_ii R_jj)); Δ_i grows by
   /// `increase` while h_i keeps its sign and the outer loss does not rise, and shrinks by
-  /// `decrease` when h_i changes sign (the step then is not taken). Only the sign of h is used, so
+  /// `decrease` when h_i changes sign (the step then is not taken); when the outer loss rose by
+  /// more than StoppingOptions::loss_tolerance after a move, the move is undone and every Δ_i
+  /// shrinks (iRprop+), whatever h says. Only the sign of h is used, so
   /// one step size serves every reward scale (u = 0.01 to β = 100), λ and number of classes, and
   /// a hypergradient at its clamp or a loose linear solve still moves φ the right way. The default.
   rprop,
@@ -293,6 +295,9 @@ struct BilevelRecord {
   /// taken far from an inner optimum has no meaning; the next outer step continues the inner
   /// policy (warm start) or starts it again (fresh).
   bool inner_stationary = true;
+  /// Rprop: the outer loss rose by more than StoppingOptions::loss_tolerance after the previous
+  /// move, so that move was undone (φ went back) and the steps shrank.
+  bool backtracked = false;
   /// Relative residual ‖g − (H + δI)w‖ / ‖g‖ (0 when g = 0).
   [[nodiscard]] double solver_relative_residual() const {
     return solver_initial_residual > 0 ? solver_residual / solver_initial_residual : 0.0;

@@ -1,0 +1,284 @@
+// The outer loop of the recommended preset (BilevelOptions::recommended(), DESIGN.md §7) on the
+// shipped data: the implicit hypergradient's sign against finite differences of the validation
+// loss at the state where it is taken (iris, HalfCheetah), the paper preset's one-iteration solve
+// at the same states (the "classification climbing the wrong way" finding of issue 13), Rprop's
+// log-space steps and verdicts, and a bit-identical resume with the Rprop state.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "d2r/d2r.hpp"
+#include "tests/test_utils.hpp"
+
+namespace {
+
+using d2r::BilevelOptions;
+using d2r::BilevelTrainer;
+using d2r::RewardForm;
+
+const std::filesystem::path kData = D2R_TEST_DATA_DIR;
+
+template <class T>
+d2r::MatrixView<const T> cmat(const std::vector<T>& v, std::int64_t rows, std::int64_t cols) {
+  return {v.data(), rows, cols, cols};
+}
+
+/// Every other row (even: training, odd: validation) of a data set, features standardised with
+/// the training rows' statistics and, for a regression, the targets centred and divided by one
+/// scale (as `d2r fit --standardize --standardize-targets`).
+struct Halves {
+  std::int64_t p = 0, n = 0, train_rows = 0, val_rows = 0, classes = 0;
+  std::vector<double> xt, xv, yt, yv;
+  std::vector<std::int32_t> lt, lv;
+  explicit Halves(d2r::Dataset d, std::int64_t max_rows = 0) {
+    const std::int64_t N = max_rows > 0 ? std::min(max_rows, d.rows) : d.rows;
+    p = d.feature_count();
+    n = d.task == d2r::Task::regression ? d.target_count() : 0;
+    classes = d.task == d2r::Task::classification ? d.target_count() : 0;
+    for (std::int64_t r = 0; r < N; ++r) {
+      auto& x = r % 2 == 0 ? xt : xv;
+      x.insert(x.end(), d.features.begin() + r * p, d.features.begin() + (r + 1) * p);
+      if (n > 0) {
+        auto& y = r % 2 == 0 ? yt : yv;
+        y.insert(y.end(), d.targets.begin() + r * n, d.targets.begin() + (r + 1) * n);
+      } else {
+        (r % 2 == 0 ? lt : lv).push_back(d.labels[static_cast<std::size_t>(r)]);
+      }
+    }
+    train_rows = static_cast<std::int64_t>(xt.size()) / p;
+    val_rows = static_cast<std::int64_t>(xv.size()) / p;
+    standardise(xt, xv, p, false);
+    if (n > 0) standardise(yt, yv, n, true);
+  }
+  static void standardise(std::vector<double>& a, std::vector<double>& b, std::int64_t w, bool one_scale) {
+    const auto rows = static_cast<std::int64_t>(a.size()) / w;
+    std::vector<double> mean(static_cast<std::size_t>(w), 0.0), sd(static_cast<std::size_t>(w), 0.0);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < w; ++c) mean[c] += a[r * w + c] / static_cast<double>(rows);
+    }
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < w; ++c) sd[c] += std::pow(a[r * w + c] - mean[c], 2) / static_cast<double>(rows - 1);
+    }
+    double pooled = 0;
+    for (double& s : sd) pooled += s / static_cast<double>(w);
+    for (double& s : sd) s = one_scale ? std::sqrt(pooled) : (s > 0 ? std::sqrt(s) : 1.0);
+    for (std::vector<double>* v : {&a, &b}) {
+      for (std::size_t i = 0; i < v->size(); ++i) (*v)[i] = ((*v)[i] - mean[i % w]) / sd[i % w];
+    }
+  }
+  d2r::RegressionData<double> train() const { return {cmat(xt, train_rows, p), cmat(yt, train_rows, n)}; }
+  d2r::RegressionData<double> val() const { return {cmat(xv, val_rows, p), cmat(yv, val_rows, n)}; }
+  d2r::ClassificationData<double> ctrain() const { return {cmat(xt, train_rows, p), {lt.data(), train_rows}}; }
+  d2r::ClassificationData<double> cval() const { return {cmat(xv, val_rows, p), {lv.data(), val_rows}}; }
+};
+
+Halves iris() {
+  const d2r::Table t = d2r::read_csv(kData / "tabular" / "iris.csv");
+  return Halves(d2r::make_classification_dataset(t, "label", {}));
+}
+
+Halves halfcheetah(std::int64_t rows) {
+  const d2r::Table t = d2r::read_csv(kData / "halfcheetah" / "random.csv");
+  std::vector<std::string> targets, features;
+  for (const std::string& c : t.columns()) (c.starts_with("ds_") ? targets : features).push_back(c);
+  return Halves(d2r::make_regression_dataset(t, targets, features), rows);
+}
+
+/// The recommended preset with the exact-expectation inner objective (deterministic: the inner
+/// optimum θ*(φ) is a function of φ, so the validation loss at θ*(φ ± ε) has a finite difference)
+/// run until ‖∇θ L_in‖ is 1e-3 of an untrained policy's, from a fresh start.
+BilevelOptions<double> stationary_exact(std::int64_t cg_iterations) {
+  BilevelOptions<double> o = BilevelOptions<double>::recommended();
+  o.inner.objective = d2r::InnerObjective::exact;
+  o.inner_start = d2r::InnerStart::fresh;
+  o.inner.steps = 200;
+  o.inner.max_steps = 6000;
+  o.inner.stationarity_tolerance = 3e-3;
+  o.cg.max_iterations = cg_iterations;
+  if (cg_iterations == 1) o.cg = BilevelOptions<double>::paper().cg;
+  return o;
+}
+
+/// The hypergradient at φ (log-space sign) and the central difference of the validation loss at
+/// θ*(φ e^{±ε}), for the solve of `cg_iterations` iterations.
+struct SignCheck {
+  double h = 0, fd = 0, gradient = 0;
+  bool stationary = false;
+};
+
+template <class Make>
+SignCheck check_sign(Make&& make, double phi, double eps, std::int64_t cg_iterations) {
+  SignCheck s;
+  const d2r::BilevelRecord r = make(phi, stationary_exact(cg_iterations))->step();
+  s.h = r.hypergradient.at(0);
+  s.stationary = r.inner_stationary;
+  s.gradient = r.inner_gradient_norm / r.inner_gradient_norm0;
+  const double up = make(phi * std::exp(eps), stationary_exact(cg_iterations))->step().validation.nll_per_dim;
+  const double dn = make(phi * std::exp(-eps), stationary_exact(cg_iterations))->step().validation.nll_per_dim;
+  s.fd = (up - dn) / (2 * eps);
+  return s;
+}
+
+TEST(RealData, IrisHypergradientSignAgreesWithFiniteDifferencesOfTheValidationLoss) {
+  const Halves d = iris();
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  const auto make = [&](double beta, BilevelOptions<double> o) {
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = d.p}, d.ctrain(), d.cval(), d.classes,
+                                                    RewardForm::scalar, std::vector<double>{beta}, o);
+  };
+  for (double beta : {0.3, 1.0, 2.0}) {
+    const SignCheck s = check_sign(make, beta, 0.2, 50);
+    const SignCheck paper = check_sign(make, beta, 0.2, 1);
+    std::printf("iris β = %g: h = %.4g (1 CG iteration: %.4g), finite difference %.4g, ‖∇θ L_in‖ relative %.3g\n",
+                beta, s.h, paper.h, s.fd, s.gradient);
+    EXPECT_TRUE(s.stationary) << "β = " << beta;
+    EXPECT_GT(std::abs(s.fd), 1e-4) << "β = " << beta << ": the finite difference is too small to have a sign";
+    EXPECT_EQ(s.h > 0, s.fd > 0) << "β = " << beta << ": h = " << s.h << ", finite difference " << s.fd;
+  }
+}
+
+TEST(RealData, HalfCheetahHypergradientSignAgreesWithFiniteDifferencesOfTheValidationLoss) {
+  const Halves d = halfcheetah(400);
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  const auto make = [&](double u, BilevelOptions<double> o) {
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = d.p, .hidden = {32}}, d.train(),
+                                                    d.val(), RewardForm::scalar, std::vector<double>{u}, o);
+  };
+  // Below and above the outer optimum of these rows (the validation loss falls, then rises, in u).
+  bool saw_negative = false, saw_positive = false;
+  for (double u : {0.1, 10.0}) {  // standardised targets
+    const SignCheck s = check_sign(make, u, 0.2, 50);
+    std::printf("HalfCheetah u = %g: h = %.4g, finite difference %.4g, ‖∇θ L_in‖ relative %.3g\n", u, s.h, s.fd,
+                s.gradient);
+    EXPECT_TRUE(s.stationary) << "u = " << u;
+    EXPECT_GT(std::abs(s.fd), 1e-4) << "u = " << u << ": the finite difference is too small to have a sign";
+    EXPECT_EQ(s.h > 0, s.fd > 0) << "u = " << u << ": h = " << s.h << ", finite difference " << s.fd;
+    saw_negative = saw_negative || s.fd < 0;
+    saw_positive = saw_positive || s.fd > 0;
+  }
+  EXPECT_TRUE(saw_negative && saw_positive) << "both sides of the optimum";
+}
+
+// ------------------------------------------------------------------ Rprop and verdicts
+/// A 1-D problem with a known outer optimum: a free Gaussian (linear policy on a constant input),
+/// targets N(6, 1.25²), λ = 1: u* = λ/(2σ²) = 0.32 for the validation rows' spread.
+struct OneD {
+  std::int64_t N = 400;
+  std::vector<double> x, y, xv, yv;
+  OneD() {
+    d2r::test::TestRng rng(11);
+    const auto normal = [&] {
+      const double u1 = rng.uniform(1e-12, 1.0), u2 = rng.uniform(0.0, 1.0);
+      return std::sqrt(-2.0 * std::log(u1)) * std::cos(2 * 3.14159265358979323846 * u2);
+    };
+    for (std::int64_t i = 0; i < N; ++i) {
+      x.push_back(1.0);
+      y.push_back(6 + 1.25 * normal());
+      xv.push_back(1.0);
+      yv.push_back(6 + 1.25 * normal());
+    }
+  }
+  d2r::RegressionData<double> train() const { return {cmat(x, N, 1), cmat(y, N, 1)}; }
+  d2r::RegressionData<double> val() const { return {cmat(xv, N, 1), cmat(yv, N, 1)}; }
+};
+
+TEST(Rprop, ConvergesToTheOuterOptimumFromFarBelowAndFarAbove) {
+  const OneD d;
+  double var = 0, mean = 0;
+  for (double v : d.yv) mean += v / static_cast<double>(d.N);
+  for (double v : d.yv) var += (v - mean) * (v - mean) / static_cast<double>(d.N);
+  const double u_star = 1.0 / (2 * var);  // the validation rows' isotropic optimum (PAPER.md T3)
+  for (double u0 : {0.01, 30.0}) {
+    d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
+    BilevelOptions<double> o = BilevelOptions<double>::recommended();
+    o.inner.objective = d2r::InnerObjective::exact;  // no sampling noise: a sharp check of where it stops
+    BilevelTrainer<double> t(ctx, {.inputs = 1}, d.train(), d.val(), RewardForm::scalar, std::vector<double>{u0}, o);
+    d2r::BilevelVerdict v;
+    for (int k = 0; k < 80 && v.status == d2r::BilevelStatus::running; ++k) {
+      t.step();
+      v = t.verdict(k + 1 == 80);
+    }
+    EXPECT_EQ(v.status, d2r::BilevelStatus::converged) << "u0 = " << u0 << ": " << v.reason;
+    EXPECT_NEAR(std::log(t.reward_params()[0] / u_star), 0.0, 0.1)
+        << "u0 = " << u0 << ": u = " << t.reward_params()[0] << ", u* = " << u_star;
+    // Log-space steps: the first move is the initial step, a factor e^0.3, whatever u0.
+    EXPECT_NEAR(std::abs(std::log(t.history()[0].reward_params[0] / u0)), o.rprop.initial_step, 1e-12);
+  }
+}
+
+TEST(Verdict, StepLimitedWhenEveryStepIsTheMaximumAndDivergedOnANonFiniteLoss) {
+  const OneD d;
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
+  // The paper preset from u = 30: φ moves by about the learning rate at every step.
+  BilevelOptions<double> o = BilevelOptions<double>::paper();
+  o.inner.steps = 5;
+  BilevelTrainer<double> t(ctx, {.inputs = 1}, d.train(), d.val(), RewardForm::scalar, std::vector<double>{30.0}, o);
+  for (int k = 0; k < 6; ++k) t.step();
+  EXPECT_EQ(t.verdict(false).status, d2r::BilevelStatus::running);
+  const d2r::BilevelVerdict v = t.verdict(true);
+  EXPECT_EQ(v.status, d2r::BilevelStatus::step_limited);
+  EXPECT_NE(v.reason.find("maximum step at every one"), std::string::npos) << v.reason;
+  // Rejected options name themselves.
+  BilevelOptions<double> bad = BilevelOptions<double>::recommended();
+  bad.rprop.decrease = 1.5;
+  try {
+    BilevelTrainer<double>(ctx, {.inputs = 1}, d.train(), d.val(), RewardForm::scalar, std::vector<double>{1.0}, bad);
+    ADD_FAILURE() << "expected an error";
+  } catch (const d2r::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("options.rprop.decrease"), std::string::npos) << e.what();
+  }
+  bad = BilevelOptions<double>::recommended();
+  bad.stopping.window = 1;
+  EXPECT_THROW(
+      BilevelTrainer<double>(ctx, {.inputs = 1}, d.train(), d.val(), RewardForm::scalar, std::vector<double>{1.0}, bad),
+      d2r::Error);
+}
+
+TEST(Rprop, KillAndResumeWithTheRpropStateIsBitIdentical) {
+  const OneD d;
+  const auto dir = std::filesystem::temp_directory_path() / "d2r_bilevel_outer_resume";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  BilevelOptions<double> o = BilevelOptions<double>::recommended();
+  o.inner.steps = 5;
+  o.inner.max_steps = 20;
+  const auto make = [&](d2r::Context& ctx) {
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 1, .hidden = {8}}, d.train(), d.val(),
+                                                    RewardForm::scalar, std::vector<double>{2.0}, o);
+  };
+  d2r::Context ca{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto a = make(ca);
+  for (int k = 0; k < 8; ++k) a->step();
+  {
+    d2r::Context cb{{.backend = d2r::Backend::cpu, .seed = 2}};
+    auto b = make(cb);
+    for (int k = 0; k < 4; ++k) b->step();
+    b->save(dir / "state.ckpt");
+  }
+  d2r::Context cc{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto c = make(cc);
+  c->load(dir / "state.ckpt");
+  for (int k = 0; k < 4; ++k) c->step();
+  ASSERT_EQ(c->history().size(), a->history().size());
+  for (std::size_t k = 0; k < a->history().size(); ++k) {
+    EXPECT_EQ(c->history()[k].reward_params, a->history()[k].reward_params) << "step " << k + 1;
+    EXPECT_EQ(c->history()[k].inner_steps, a->history()[k].inner_steps) << "step " << k + 1;
+    EXPECT_EQ(c->history()[k].max_step, a->history()[k].max_step) << "step " << k + 1;
+  }
+  // The Rprop step sizes took part: the moves were not all the initial step.
+  bool varied = false;
+  for (const auto& r : a->history()) varied = varied || std::abs(r.max_step - o.rprop.initial_step) > 1e-9;
+  EXPECT_TRUE(varied);
+  const auto ta = a->policy_params(), tc = c->policy_params();
+  EXPECT_TRUE(std::equal(ta.data, ta.data + ta.size, tc.data)) << "θ differs after resuming";
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
