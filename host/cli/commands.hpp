@@ -95,7 +95,7 @@ struct SweepOptions {
   std::int64_t points = 13;         ///< log-spaced values (>= 2)
   std::vector<double> values;       ///< explicit values instead of the grid
   std::int64_t seeds = 2;           ///< seeds per value (fit's --seed, --seed + 1, ...)
-  std::string bilevel;              ///< optional: a `d2r fit --method bilevel` --out directory to compare with
+  std::vector<std::string> bilevel; ///< optional: `d2r fit --method bilevel` --out directories to compare with
 };
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);

@@ -362,6 +362,10 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
   const double within_u = lambda * 2 / (2 * ss_within / static_cast<double>(data.rows));
 
   RegressionConfig c = base_config(o);
+  // The paper's outer loop (BilevelOptions::paper(): training rows, outer Adam re-created every
+  // step, one CG iteration), with the warm inner start that reaches its u* (the paper's fresh
+  // start under-fits the mean in K_in = 50 steps, which biases u* low).
+  apply_bilevel_preset(c, "paper");
   c.method = Method::bilevel;
   c.reward_form = RewardForm::scalar;
   c.lambda = lambda;
@@ -565,6 +569,7 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
   plain.learning_rate = 1e-3;
   plain.eval_every = 10;
   RegressionConfig bl = base_config(o);
+  apply_bilevel_preset(bl, "paper");  // the paper's outer loop (BilevelOptions::paper())
   bl.method = Method::bilevel;
   bl.reward_form = RewardForm::scalar;
   bl.outer_steps = outer_steps;

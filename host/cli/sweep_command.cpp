@@ -78,8 +78,9 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000}))
       ->capture_default_str();
   cmd->add_option("--bilevel", o.bilevel,
-                  "a `d2r fit --method bilevel` output directory on the same data: compare its outer loss and "
-                  "compute with the sweep's")
+                  "`d2r fit --method bilevel` output directories on the same data, comma-separated: PG at each "
+                  "learned reward with the sweep's protocol, compared with the best grid value, and the compute")
+      ->delimiter(',')
       ->check(CLI::ExistingDirectory);
   return cmd;
 }
@@ -107,28 +108,30 @@ int run_sweep(const SweepOptions& s) {
   if (classification && o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
   if (!classification && o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required");
   if (!(o.val_fraction > 0)) bad_input(kCmd, "--val-fraction", "the sweep measures the validation loss: expected > 0");
-  nlohmann::json bilevel_results;
-  double bilevel_value = kNaN;  // the learned reward, evaluated with the sweep's protocol after the grid
-  if (!s.bilevel.empty()) {
-    const fs::path p = fs::path(s.bilevel) / "results.json";
-    if (!fs::exists(p)) bad_input(kCmd, "--bilevel", fmt::format("no results.json in '{}'", s.bilevel));
+  // The learned rewards, evaluated with the sweep's protocol after the grid.
+  std::vector<nlohmann::json> bilevel_results;
+  std::vector<double> bilevel_values;
+  for (const std::string& dir : s.bilevel) {
+    const fs::path p = fs::path(dir) / "results.json";
+    if (!fs::exists(p)) bad_input(kCmd, "--bilevel", fmt::format("no results.json in '{}'", dir));
+    nlohmann::json res;
     try {
-      bilevel_results = read_json(p);
+      res = read_json(p);
     } catch (const Error& e) {
       bad_input(kCmd, "--bilevel", e.what());
     }
-    const nlohmann::json& f = bilevel_results.value("final", nlohmann::json::object());
-    const nlohmann::json& r = f.value("reward", nlohmann::json::object());
+    const nlohmann::json f = res.value("final", nlohmann::json::object());
+    const nlohmann::json r = f.value("reward", nlohmann::json::object());
     const char* key = o.task == "classification" ? "params" : "params_standardized";
-    if (!bilevel_results.contains("verdict") || !r.contains(key) || !r[key].is_array() || r[key].size() != 1 ||
+    if (!res.contains("verdict") || !r.contains(key) || !r[key].is_array() || r[key].size() != 1 ||
         !r[key][0].is_number()) {
       bad_input(kCmd, "--bilevel",
                 fmt::format("'{}' is not the results.json of a scalar-reward bilevel fit of this task", p.string()));
     }
-    bilevel_value = r[key][0].get<double>();
-    if (!(std::isfinite(bilevel_value) && bilevel_value > 0)) {
-      bad_input(kCmd, "--bilevel", fmt::format("the learned reward in '{}' is {}", p.string(), bilevel_value));
-    }
+    const double v = r[key][0].get<double>();
+    if (!(std::isfinite(v) && v > 0)) bad_input(kCmd, "--bilevel", fmt::format("the learned reward in '{}' is {}", p.string(), v));
+    bilevel_results.push_back(res);
+    bilevel_values.push_back(v);
   }
   set_cpu_threads(o.threads);
   const fs::path out = o.out;
@@ -140,11 +143,11 @@ int run_sweep(const SweepOptions& s) {
     p.value = v;
     points.push_back(std::move(p));
   }
-  // The bilevel reward is one more point, run like the others but not a candidate for the best.
+  // The bilevel rewards are more points, run like the others but not candidates for the best.
   const std::size_t grid_size = points.size();
-  if (std::isfinite(bilevel_value)) {
+  for (double v : bilevel_values) {
     Point p;
-    p.value = bilevel_value;
+    p.value = v;
     points.push_back(std::move(p));
   }
   double target_scale = 1;
@@ -224,23 +227,23 @@ int run_sweep(const SweepOptions& s) {
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // ---------------------------------------------------------------- summarise
-  // The seed noise: the pooled standard deviation over seeds of the validation loss (every value
-  // with >= 2 finite seeds), the spread two runs at one reward differ by.
-  double pooled = 0;
-  std::int64_t dof = 0;
+  // The seed noise: the median over the grid values of the standard deviation over seeds of the
+  // validation loss — the spread two runs at one reward differ by. The median, not a pooled sd:
+  // at rewards where PG collapses the predicted spread the loss is huge and its sd with it.
+  std::vector<double> sds;
   std::size_t best = 0;
   for (std::size_t i = 0; i < points.size(); ++i) {
     Point& p = points[i];
     p.mean = mean_of(p.val_loss);
     p.sd = sd_of(p.val_loss);
     if (i >= grid_size) continue;
-    if (std::isfinite(p.sd)) {
-      pooled += p.sd * p.sd * static_cast<double>(p.val_loss.size() - 1);
-      dof += static_cast<std::int64_t>(p.val_loss.size() - 1);
-    }
+    if (std::isfinite(p.sd)) sds.push_back(p.sd);
     if (std::isfinite(p.mean) && (!std::isfinite(points[best].mean) || p.mean < points[best].mean)) best = i;
   }
-  const double noise = dof > 0 ? std::sqrt(pooled / static_cast<double>(dof)) : kNaN;
+  std::sort(sds.begin(), sds.end());
+  const double noise = sds.empty() ? kNaN
+                       : sds.size() % 2 == 1 ? sds[sds.size() / 2]
+                                             : 0.5 * (sds[sds.size() / 2 - 1] + sds[sds.size() / 2]);
   const std::int64_t sweep_steps = static_cast<std::int64_t>(grid_size) * s.seeds * steps_per_run;
   const char* name = classification ? "β" : "u";
   fmt::print("d2r sweep: {} ({} training rows), PG at {} fixed rewards × {} seeds, {} steps of {} rows each; "
@@ -252,7 +255,7 @@ int run_sweep(const SweepOptions& s) {
     fmt::print("  {:>10.4g} {:>12.4f} {:>10.4f}\n", points[i].value, points[i].mean, points[i].sd);
   }
   const Point& b = points[best];
-  fmt::print("best {} = {:.4g}{}: validation loss {:.4f}; seed noise (pooled sd over seeds) {:.4f}; {} inner steps "
+  fmt::print("best {} = {:.4g}{}: validation loss {:.4f}; seed noise (median sd over seeds) {:.4f}; {} inner steps "
              "in all; wall time {:.1f} s\n",
              name, b.value,
              classification || target_scale == 1 ? std::string()
@@ -290,32 +293,34 @@ int run_sweep(const SweepOptions& s) {
                   {"inner_steps", sweep_steps},
                   {"row_gradients", sweep_steps * rows_per_step}};
   j["wall_seconds"] = wall;
-  if (std::isfinite(bilevel_value)) {
-    // The comparison of DESIGN.md §7: PG at the learned reward, with the sweep's protocol and seeds,
-    // within the seed noise of the best grid value. The tolerance: the difference of two means of
-    // S seeds each has a standard deviation of noise·sqrt(2/S); 2 of those (a one-sided 98 % bound
-    // if the seeds' losses were normal).
-    const Point& lp = points.back();
+  // The comparison of DESIGN.md §7: PG at each learned reward, with the sweep's protocol and
+  // seeds, within the seed noise of the best grid value. The tolerance: the difference of two
+  // means of S seeds each has a standard deviation of noise·sqrt(2/S); 2 of those.
+  const double tol = 2 * noise * std::sqrt(2.0 / static_cast<double>(s.seeds));
+  nlohmann::json bj = nlohmann::json::array();
+  for (std::size_t i = 0; i < bilevel_values.size(); ++i) {
+    const Point& lp = points[grid_size + i];
+    const nlohmann::json& res = bilevel_results[i];
     const double lb = lp.mean;
-    const std::int64_t bsteps = bilevel_results["final"].value("inner_steps", std::int64_t{0});
-    const double tol = 2 * noise * std::sqrt(2.0 / static_cast<double>(s.seeds));
+    const std::int64_t bsteps = res["final"].value("inner_steps", std::int64_t{0});
     const bool within = std::isfinite(lb) && lb <= b.mean + tol;
+    const double share = static_cast<double>(bsteps) / static_cast<double>(sweep_steps);
     fmt::print("bilevel ({}): learned {} = {:.4g}, PG there: validation loss {:.4f} (sd {:.4f}); {} inner steps "
                "({:.0f} % of the sweep's), verdict {}: {} the sweep's best {:.4f} + tolerance {:.4f}\n",
-               s.bilevel, name, bilevel_value, lb, lp.sd, bsteps,
-               100.0 * static_cast<double>(bsteps) / static_cast<double>(sweep_steps),
-               bilevel_results["verdict"].value("status", "?"), within ? "within" : "NOT within", b.mean, tol);
-    j["bilevel"] = {{"path", s.bilevel},
-                    {"value", bilevel_value},
-                    {"outer_loss_of_bilevel_run", bilevel_results["final"].value("outer_loss", kNaN)},
-                    {"validation_loss", lp.val_loss},
-                    {"outer_loss", lb},
-                    {"inner_steps", bsteps},
-                    {"share_of_sweep_inner_steps", static_cast<double>(bsteps) / static_cast<double>(sweep_steps)},
-                    {"verdict", bilevel_results["verdict"]},
-                    {"tolerance", tol},
-                    {"within_noise_of_best", within}};
+               s.bilevel[i], name, lp.value, lb, lp.sd, bsteps, 100.0 * share,
+               res["verdict"].value("status", "?"), within ? "within" : "NOT within", b.mean, tol);
+    bj.push_back({{"path", s.bilevel[i]},
+                  {"value", lp.value},
+                  {"outer_loss_of_bilevel_run", res["final"].value("outer_loss", kNaN)},
+                  {"validation_loss", lp.val_loss},
+                  {"mean", lb},
+                  {"inner_steps", bsteps},
+                  {"share_of_sweep_inner_steps", share},
+                  {"verdict", res["verdict"]},
+                  {"tolerance", tol},
+                  {"within_noise_of_best", within}});
   }
+  if (!bilevel_values.empty()) j["bilevel"] = bj;
   ensure_directory(out);
   write_csv(out / "sweep.csv", header, std::span<const std::vector<double>>(rows));
   write_json_atomic(out / "results.json", j);

@@ -899,7 +899,6 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
   double reward_spread = std::numeric_limits<double>::infinity(), loss_spread = reward_spread;
   if (history_.size() >= W) {
     reward_spread = 0;
-    loss_spread = 0;
     const std::size_t first = history_.size() - W;
     for (std::size_t i = 0; i < phi_.size(); ++i) {
       double lo = std::numeric_limits<double>::infinity(), hi = -lo;
@@ -911,22 +910,28 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
       const bool pos = std::find(s.positive.begin(), s.positive.end(), i) != s.positive.end();
       reward_spread = std::max(reward_spread, pos ? std::log(hi / lo) : (hi - lo) / std::max(std::abs(hi), 1e-12));
     }
-    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-    for (std::size_t k = first; k < history_.size(); ++k) {
-      lo = std::min(lo, history_[k].outer_loss);
-      hi = std::max(hi, history_[k].outer_loss);
+    // The outer loss is noisy (sampled inner steps, few validation rows): its level, the mean
+    // over the window, against the mean over the window before.
+    if (history_.size() >= 2 * W) {
+      double now = 0, before = 0;
+      for (std::size_t k = first; k < history_.size(); ++k) now += history_[k].outer_loss / static_cast<double>(W);
+      for (std::size_t k = first - W; k < first; ++k) before += history_[k].outer_loss / static_cast<double>(W);
+      loss_spread = std::abs(now - before);
     }
-    loss_spread = hi - lo;
   }
-  bool window_stationary = history_.size() >= W;
+  // Every step of the window with a stationary inner policy, and not every one a maximal move (a
+  // fixed step of the paper's re-created Adam can be small relative to φ without φ having settled).
+  bool window_stationary = history_.size() >= W, window_at_max = history_.size() >= W;
   for (std::size_t k = history_.size() >= W ? history_.size() - W : 0; k < history_.size(); ++k) {
     window_stationary = window_stationary && history_[k].inner_stationary;
+    window_at_max = window_at_max && history_[k].at_max_step;
   }
-  if (window_stationary && reward_spread <= st.reward_tolerance && loss_spread <= st.loss_tolerance) {
+  if (window_stationary && !window_at_max && reward_spread <= st.reward_tolerance &&
+      loss_spread <= st.loss_tolerance) {
     return {BilevelStatus::converged,
             fmt::format("over the last {} outer steps the reward moved by {:.3g} (relative, tolerance {}) and the "
-                        "outer loss by {:.3g} (tolerance {})",
-                        W, reward_spread, st.reward_tolerance, loss_spread, st.loss_tolerance)};
+                        "outer loss's mean by {:.3g} from the {} steps before (tolerance {})",
+                        W, reward_spread, st.reward_tolerance, loss_spread, W, st.loss_tolerance)};
   }
   if (!budget_spent) return {BilevelStatus::running, ""};
   bool every_max = true;
@@ -943,14 +948,15 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
                         "steps in some of the last {} outer steps (φ is not moved then)",
                         std::max(options_.inner.steps, options_.inner.max_steps), W)};
   }
-  if (history_.size() < W) {
+  if (history_.size() < 2 * W) {
     return {BilevelStatus::step_limited,
-            fmt::format("{} outer steps are fewer than the convergence window of {}", history_.size(), W)};
+            fmt::format("{} outer steps are fewer than twice the convergence window of {}", history_.size(), W)};
   }
   return {BilevelStatus::step_limited,
           fmt::format("the outer-step budget ran out: over the last {} outer steps the reward still moved by {:.3g} "
-                      "(relative, tolerance {}) and the outer loss by {:.3g} (tolerance {})",
-                      W, reward_spread, st.reward_tolerance, loss_spread, st.loss_tolerance)};
+                      "(relative, tolerance {}) and the outer loss's mean by {:.3g} from the {} steps before "
+                      "(tolerance {})",
+                      W, reward_spread, st.reward_tolerance, loss_spread, W, st.loss_tolerance)};
 }
 
 // ------------------------------------------------------------------ checkpoints

@@ -184,8 +184,11 @@ struct RpropOptions {
 
 /// When the outer loop has converged (DESIGN.md §7): over the last `window` outer steps every
 /// reward parameter moved by at most reward_tolerance (relative: in log space for positive
-/// entries, relative to sqrt(R_ii R_jj) for off-diagonal ones) and the outer loss by at most
-/// loss_tolerance (absolute, nats per dimension or per row).
+/// entries, relative to its size otherwise), the mean outer loss of those steps differs from that
+/// of the `window` steps before by at most loss_tolerance (absolute, nats per dimension or per
+/// row: the level, not the step-to-step noise of a sampled inner policy), and every one of those
+/// steps had a stationary inner policy. Rprop also undoes a move after which the outer loss rose
+/// by more than loss_tolerance.
 struct StoppingOptions {
   std::int64_t window = 5;         ///< >= 2
   double reward_tolerance = 0.03;  ///< > 0
