@@ -8,7 +8,11 @@ Reads DIR/results.json and DIR/curves.csv and writes PNG files (default: DIR/plo
               and for the bilevel method the reward parameters over the outer steps;
   reproduce:  one line per run of the reproduction for each metric (per task for `synthetic`),
               and u over the outer steps for the bilevel runs (`implicit`, `mbrl`), with the
-              paper's value where it has one.
+              paper's value where it has one;
+  sweep:      (DIR written by `d2r sweep`, reads DIR/results.json only) the validation outer loss
+              against the fixed reward (log axis; every seed and their mean), the best value, and
+              for every `--bilevel` run its path of rewards and outer losses over the outer steps
+              drawn over it, ending at PG at its learned reward.
 Needs matplotlib (Debian: python3-matplotlib, installed by tools/setup.sh).
 """
 import argparse
@@ -176,14 +180,57 @@ def plot_reproduce(plt, results, rows, out_dir, written):
         plt.close(fig)
 
 
+def plot_sweep(plt, results, out_dir, written):
+    """`d2r sweep`: outer loss against the reward, the bilevel paths over it."""
+    grid = results.get("grid", [])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = [g["value"] for g in grid]
+    means = [number(g.get("mean")) for g in grid]
+    for g in grid:
+        ax.scatter([g["value"]] * len(g["validation_loss"]), [number(v) for v in g["validation_loss"]], s=8,
+                   color="0.6", zorder=1)
+    ax.plot(xs, means, "o-", color="k", label="PG at a fixed reward (mean of seeds)", zorder=2)
+    best = results.get("best", {})
+    if "value" in best:
+        ax.axvline(best["value"], color="k", ls=":", lw=1, label=f"sweep's best {best['value']:.3g}")
+    for i, b in enumerate(results.get("bilevel", [])):
+        path = os.path.join(b.get("path", ""), "results.json")
+        color = f"C{i}"
+        try:
+            with open(path) as f:
+                run = json.load(f)
+            recs = run.get("records") or run.get("outer_records") or []
+            key = "reward_params" if recs and "reward_params" in recs[0] else "beta"
+            values = [r[key][0] if key == "reward_params" else r[key] for r in recs]
+            losses = [number(r.get("outer_loss")) for r in recs]
+            ax.plot(values, losses, ".-", color=color, alpha=0.6, lw=1,
+                    label=f"bilevel path ({os.path.basename(os.path.normpath(b.get('path', '')))})")
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+        ax.scatter([b["value"]], [number(b.get("mean"))], marker="*", s=140, color=color, zorder=3,
+                   label=f"PG at the learned {b['value']:.3g}")
+    finite_means = [m for m in means if math.isfinite(m)]
+    if finite_means:
+        lo, hi = min(finite_means), sorted(finite_means)[len(finite_means) // 2]
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9) - 0.05, hi + 0.5 * (hi - lo + 1e-9) + 0.05)
+    ax.set_xscale("log")
+    ax.set_xlabel(results.get("reward", "reward"))
+    ax.set_ylabel("validation outer loss")
+    ax.legend(fontsize=7)
+    ax.set_title(f"d2r sweep: {os.path.basename(results.get('data', {}).get('path', ''))}")
+    save(fig, out_dir, "sweep.png", written)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="directory written by d2r fit or d2r reproduce (--out)")
+    parser.add_argument("run_dir", help="directory written by d2r fit, d2r reproduce or d2r sweep (--out)")
     parser.add_argument("--out", help="where to write the PNG files (default: RUN_DIR/plots)")
     args = parser.parse_args()
     results_path = os.path.join(args.run_dir, "results.json")
     curves_path = os.path.join(args.run_dir, "curves.csv")
-    for p in (results_path, curves_path):
+    is_sweep = os.path.isfile(os.path.join(args.run_dir, "sweep.csv"))
+    for p in (results_path,) if is_sweep else (results_path, curves_path):
         if not os.path.isfile(p):
             sys.exit(f"plot_results: {p} not found (give a directory written by d2r fit or d2r reproduce)")
     try:
@@ -195,10 +242,15 @@ def main():
                  "script with the system python, /usr/bin/python3)")
     with open(results_path) as f:
         results = json.load(f)
-    rows = read_curves(curves_path)
     out_dir = args.out or os.path.join(args.run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
     written = []
+    if results.get("command") == "sweep":
+        plot_sweep(plt, results, out_dir, written)
+        for p in written:
+            print(p)
+        return
+    rows = read_curves(curves_path)
     if results.get("command") == "reproduce":
         plot_reproduce(plt, results, rows, out_dir, written)
     else:
