@@ -463,7 +463,9 @@ int run_fit(const FitOptions& o) {
   c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
   c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
   c.reward_form = parse_form(o.reward);
-  // --u is in the original units of the targets; the trainer sees standardised ones.
+  // --u is in the original units of the targets; the trainer sees standardised ones (checked
+  // first, so that a message quotes the value given).
+  check_reward_values(kCmd, c.reward_form, o.u, train.dims);
   c.reward_params = reward_in_scale(c.reward_form, o.u, train.dims, 1 / target_scale);
   if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
     c.reward_params = identity_reward(c.reward_form, train.dims);  // U = I on the standardised targets

@@ -389,6 +389,23 @@ bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
 
 }  // namespace
 
+void check_reward_values(const std::string& cmd, RewardForm form, const std::vector<double>& params, std::int64_t dims) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const double v = params[i];
+    bool diagonal = form != RewardForm::full;
+    if (!diagonal) {
+      for (std::int64_t r = 0; r < dims; ++r) diagonal = diagonal || static_cast<std::int64_t>(i) == r * (r + 1) / 2 + r;
+    }
+    if (!std::isfinite(v) || (diagonal && !(v > 0))) {
+      bad_input(cmd, "--u", fmt::format("entry {} is {}; expected finite{}", i, v, diagonal ? " and > 0" : ""));
+    }
+  }
+}
+
+namespace {
+
+}  // namespace
+
 template <class Config>
 void check_outer_settings(const std::string& cmd, const Config& c) {
   if (!positive_finite(c.outer_step) || c.outer_step > 10) {
@@ -464,16 +481,7 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
                             c.reward_form == RewardForm::full ? " (the packed rows of R, U = R Rᵀ)" : "",
                             c.reward_params.size()));
     }
-    for (std::size_t i = 0; i < c.reward_params.size(); ++i) {
-      const double v = c.reward_params[i];
-      bool diagonal = c.reward_form != RewardForm::full;
-      if (!diagonal) {
-        for (std::int64_t r = 0; r < train.dims; ++r) diagonal = diagonal || static_cast<std::int64_t>(i) == r * (r + 1) / 2 + r;
-      }
-      if (!std::isfinite(v) || (diagonal && !(v > 0))) {
-        bad_input(cmd, "--u", fmt::format("entry {} is {}; expected finite{}", i, v, diagonal ? " and > 0" : ""));
-      }
-    }
+    check_reward_values(cmd, c.reward_form, c.reward_params, train.dims);
   }
   if (c.method == Method::heuristic && !(c.lambda > 0)) {
     bad_input(cmd, "--lambda", "the heuristic reward needs λ > 0");

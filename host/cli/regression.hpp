@@ -251,6 +251,11 @@ std::vector<double> identity_reward(RewardForm form, std::int64_t dims);
 std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& params, std::int64_t dims,
                                     double factor);
 
+/// Checks reward parameters as given on the command line (--u): finite, and > 0 where U needs it
+/// (every entry of a scalar or diagonal form, the diagonal of a full form's R); bad_input otherwise.
+void check_reward_values(const std::string& command, RewardForm form, const std::vector<double>& params,
+                         std::int64_t dims);
+
 /// Reward parameter count of `form` in `dims` dimensions.
 std::int64_t reward_size(RewardForm form, std::int64_t dims);
 
