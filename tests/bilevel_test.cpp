@@ -814,30 +814,30 @@ TEST(Minibatch, BadBatchSizesAndOldCheckpointsAreRejected) {
   o.inner.batch_size = 20;  // full batch: allowed as before
   BilevelTrainer<double>(ctx, {.inputs = 2}, d.data(), {}, RewardForm::scalar, std::vector<double>{1.0}, o);
 
-  // A checkpoint of format version 2 (before minibatches): the version named, no state changed.
+  // A checkpoint of format version 3 (before the complete fingerprint): the version named, no state changed.
   // Made from a current file by rewriting the version and its checksum (FNV-1a, checkpoint.hpp).
   const auto dir = temp_dir("minibatch_version");
   o = {};
   o.inner.steps = 2;
   BilevelTrainer<double> t(ctx, {.inputs = 2}, d.data(), {}, RewardForm::scalar, std::vector<double>{1.0}, o);
   t.step();
-  t.save(dir / "v3.ckpt");
+  t.save(dir / "v4.ckpt");
   std::string bytes;
   {
-    std::ifstream in(dir / "v3.ckpt", std::ios::binary);
+    std::ifstream in(dir / "v4.ckpt", std::ios::binary);
     bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  const std::size_t at = bytes.find("d2r bilevel v3;");
+  const std::size_t at = bytes.find("d2r bilevel v4\n");
   ASSERT_NE(at, std::string::npos);
-  bytes[at + 13] = '2';
+  bytes[at + 13] = '3';
   std::uint64_t h = 1469598103934665603ull;
   for (std::size_t i = 0; i + 8 < bytes.size(); ++i) h = (h ^ static_cast<unsigned char>(bytes[i])) * 1099511628211ull;
   std::memcpy(bytes.data() + bytes.size() - 8, &h, 8);
-  std::ofstream(dir / "v2.ckpt", std::ios::binary) << bytes;
+  std::ofstream(dir / "v3.ckpt", std::ios::binary) << bytes;
   BilevelTrainer<double> fresh(ctx, {.inputs = 2}, d.data(), {}, RewardForm::scalar, std::vector<double>{1.0}, o);
-  expect_error([&] { fresh.load(dir / "v2.ckpt"); }, "path", "format version 2");
+  expect_error([&] { fresh.load(dir / "v3.ckpt"); }, "path", "format version 3");
   EXPECT_EQ(fresh.steps_done(), 0);
-  fresh.load(dir / "v3.ckpt");  // the untouched file still loads
+  fresh.load(dir / "v4.ckpt");  // the untouched file still loads
   EXPECT_EQ(fresh.steps_done(), 1);
   std::filesystem::remove_all(dir);
 }
