@@ -53,10 +53,13 @@ ClassificationSplits split_classification(const Dataset& data, double test_fract
   const auto split = [&](const Dataset& d, double fraction, std::uint64_t s, const char* what) {
     try {
       return stratified_split(d, fraction, s);
-    } catch (const Error& e) {
-      bad_input(command, "data",
-                fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: {}", data.source,
-                            d.rows, data.class_names.size(), what, fraction, e.what()));
+    } catch (const Error&) {
+      // The library names its own arguments (test_fraction); the user knows the file and --val-fraction.
+      bad_input(command, std::string_view(what) == "test" ? "data" : "--val-fraction",
+                fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: the training "
+                            "or {} rows would be none (give more rows{})",
+                            data.source, d.rows, data.class_names.size(), what, fraction, what,
+                            std::string_view(what) == "test" ? "" : " or --val-fraction 0"));
     }
   };
   ClassificationSplits out;

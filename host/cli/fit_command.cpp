@@ -485,7 +485,15 @@ int run_fit(const FitOptions& o) {
   Dataset train_set = data, val_set;
   const bool has_val = o.val_fraction > 0;
   if (has_val) {
-    Split s = random_split(data, o.val_fraction, o.seed);
+    Split s;
+    try {
+      s = random_split(data, o.val_fraction, o.seed);
+    } catch (const Error&) {
+      bad_input(kCmd, "--val-fraction",
+                fmt::format("{} of the {} rows of {} leaves no training or no validation rows; give more rows or "
+                            "--val-fraction 0",
+                            o.val_fraction, data.rows, o.data));
+    }
     train_set = std::move(s.train);
     val_set = std::move(s.test);
   }

@@ -80,7 +80,9 @@ void check_output_dir(std::string_view command, std::string_view option, const f
                   p == abs ? fmt::format("'{}' exists and is not a directory", dir.string())
                            : fmt::format("'{}' cannot be created: '{}' is not a directory", dir.string(), p.string()));
       }
-      const std::string why = probe_directory(p);
+      std::string why = probe_directory(p);
+      // procfs, sysfs: the directory exists but takes no new files (ENOENT from open, confusingly).
+      if (why == std::strerror(ENOENT)) why = "it does not take new files";
       if (!why.empty()) {
         bad_input(command, option,
                   p == abs ? fmt::format("directory '{}' is not writable ({})", dir.string(), why)
