@@ -106,6 +106,13 @@ CLS_BL = [CLS, "--task", "classification", "--label", "label", "--method", "bile
           "--inner-steps", "3", "-G", "4", "--epochs", "2", "--batch-size", "16", "--checkpoint-every", "1"] + CPU
 
 
+def with_option(args, option, value):
+    """args with the value after `option` replaced."""
+    out = list(args)
+    out[out.index(option) + 1] = value
+    return out
+
+
 def out_dir(name):
     return os.path.join(W, name)
 
@@ -154,7 +161,7 @@ def group_class_resume_metrics():
     """Finding 3: classification records restored from a checkpoint keep their accuracies."""
     whole, part = out_dir("whole"), out_dir("part")
     expect(0, ["fit"] + CLS_BL + ["--out", whole])
-    expect(0, ["fit"] + [a if a != "4" else "2" for a in CLS_BL] + ["--out", part])
+    expect(0, ["fit"] + with_option(CLS_BL, "--outer-steps", "2") + ["--out", part])
     expect(0, ["fit"] + CLS_BL + ["--resume", "--out", part], r"resuming from the checkpoint after outer step 2")
     j = json.load(open(os.path.join(part, "results.json")))
     for r in j["outer_records"]:
@@ -302,8 +309,8 @@ def group_out_folder():
     expect(0, ["fit"] + REG_BL + ["--out", d])
     before = listing(d)
     expect(2, ["fit", REG, "--targets", "y0", "--hidden", "4", "--steps", "2", "--out", d] + CPU,
-           r"--out: .*holds the files of an earlier run \(results\.json, curves\.csv, outer_curves\.csv, "
-           r"checkpoint\.ckpt, checkpoint\.json\); pass --overwrite")
+           r"--out: .*holds the files of an earlier run \(results\.json, curves\.csv, checkpoint\.ckpt, "
+           r"checkpoint\.json\); pass --overwrite")
     if listing(d) != before:
         fail("a refused reuse changed the folder")
     expect(2, ["fit"] + REG_BL + ["--out", d, "--resume", "--overwrite"], r"error: .*excludes")
@@ -333,7 +340,7 @@ def group_out_folder():
         fail(f"closed stdout pipe: expected exit 2 before any file, got {rc}:\n{out}")
     # The lock: a second run into a folder a run is writing to is refused, saying so.
     h = out_dir("o_lock")
-    long_run = ["fit"] + [a if a != "6" else "400" for a in REG_BL] + ["--out", h]
+    long_run = ["fit"] + with_option(REG_BL, "--outer-steps", "400") + ["--out", h]
     p = subprocess.Popen([D2R] + long_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         t0 = time.time()
@@ -403,7 +410,7 @@ def group_checkpoint_corruption():
     write(cfg, saved_cfg)
     os.remove(ckpt)
     os.makedirs(ckpt)
-    expect(2, resume, r"--resume: .*checkpoint\.ckpt' is not a regular file")
+    expect(2, resume, r"--out: .*checkpoint\.ckpt' exists and is not a regular file \(a directory\)")
 
 
 def group_scripts():
@@ -416,7 +423,8 @@ def group_scripts():
     builds = [l for l in test_sh.splitlines() if "tools/build.sh" in l and not l.lstrip().startswith("#")]
     if len(builds) < 2 or not all("-DD2R_BUILD_TESTS=ON" in l for l in builds):
         fail(f"tools/test.sh: every tools/build.sh call must pass -DD2R_BUILD_TESTS=ON: {builds}")
-    ctests = re.findall(r"\bctest\b[^\n]*", test_sh)
+    code = "\n".join(l for l in test_sh.splitlines() if not l.lstrip().startswith("#"))
+    ctests = re.findall(r"\bctest\b[^\n]*", code)
     ctests = [c for c in ctests if not c.startswith("ctest -L") or "--" in c]
     if not ctests or not all("--no-tests=error" in c for c in ctests):
         fail(f"tools/test.sh: every ctest needs --no-tests=error: {ctests}")
@@ -466,9 +474,9 @@ def group_fault_injection():
     --resume (or, before the first checkpoint, --overwrite) until the run ends: the results, every
     record and every CSV equal the uninterrupted run's (wall times masked), no temporaries left."""
     rng = random.Random(20241206)
-    kills = 0
-    for label, args, trials in (("regression", REG_BL[:], 6), ("classification", CLS_BL[:], 5)):
-        args = [a if a not in ("6", "4") or args[i - 1] != "--outer-steps" else "10" for i, a in enumerate(args)]
+    kills = resumes = 0
+    for label, args, trials in (("regression", REG_BL[:], 8), ("classification", CLS_BL[:], 7)):
+        args = with_option(args, "--outer-steps", "10")
         whole = out_dir(f"{label}_whole")
         t0 = time.time()
         expect(0, ["fit"] + args + ["--out", whole])
@@ -479,20 +487,24 @@ def group_fault_injection():
             for k in range(1 + t % 2):  # every other trial is killed twice
                 p = subprocess.Popen([D2R] + attempt, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(rng.uniform(0.02, 0.95) * duration)
-                if p.poll() is None:
+                killed = p.poll() is None
+                if killed:
                     p.send_signal(signal.SIGKILL)
                     kills += 1
                 p.wait()
                 has_ckpt = os.path.exists(os.path.join(d, "checkpoint.ckpt"))
+                resumes += killed and has_ckpt
                 attempt = ["fit"] + args + ["--out", d, "--resume" if has_ckpt else "--overwrite"]
             rc, out = run(attempt)
             if rc != 0:
                 fail(f"{label} trial {t}: the final {attempt[-1]} run failed ({rc}):\n{out}")
                 continue
             compare_runs(whole, d, f"{label} trial {t}")
-    print(f"{kills} runs killed", flush=True)
+    print(f"{kills} runs killed, {resumes} resumed from a checkpoint", flush=True)
     if kills < 10:
         fail(f"only {kills} runs were killed mid-run (expected >= 10): the runs end too soon for the delays")
+    if resumes < 5:
+        fail(f"only {resumes} kills left a checkpoint to resume from (expected >= 5)")
 
 
 GROUPS = {name[len("group_"):]: f for name, f in globals().items() if name.startswith("group_")}
