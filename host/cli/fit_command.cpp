@@ -249,6 +249,7 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
   const fs::path ckpt = out / kCheckpoint, ckpt_config = out / kCheckpointConfig;
   nlohmann::json identity = config;  // what must match to resume (not the step count)
   identity.erase("outer_steps");
+  identity.erase("library_options");  // the checkpoint's own fingerprint holds every library option
   identity["data"].erase("path");
   std::vector<std::pair<std::string, std::string>> lines;
   flatten_json(identity, "", lines);

@@ -268,6 +268,7 @@ def group_small():
     expect(2, reg + ["--hidden", "4,,4"], r"error: .*--hidden.*empty item")
     expect(2, ["fit", REG, "--targets", "y0,,x1"] + CPU + ["--out", out_dir("s")], r"error: .*--targets.*empty item")
     expect(2, reg + ["--bogus"], r"^error: The following argument")
+    expect(0, ["--help"], r"Exit codes: 0 success .*2 bad input .*3 the run diverged")
     expect(2, ["sample", "--step=-1"], r"error: .*--step.*whole number")
     expect(2, ["sample", "--mean", "0", "--std", "1e-300"], r"--std: entry 0 is 1e-300")
     if os.path.exists(out_dir("s")):
@@ -338,6 +339,19 @@ def group_out_folder():
     os.close(w_fd)
     if rc != 2 or "standard output" not in out or os.path.exists(os.path.join(g, "checkpoint.json")):
         fail(f"closed stdout pipe: expected exit 2 before any file, got {rc}:\n{out}")
+    # A pipe closed while the run goes on (the reader stops after a few bytes): never killed by
+    # SIGPIPE, never exit 0; exit 2 when the header could not be written (nothing in --out), else 1
+    # after the results are written.
+    g2 = out_dir("o_head")
+    p = subprocess.Popen([D2R, "fit"] + REG_BL[:] + ["--out", g2], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode("utf-8", "replace")
+    rc = p.wait()
+    if rc not in (1, 2) or "standard output" not in err:
+        fail(f"stdout closed mid-run: expected exit 1 or 2 naming standard output, got {rc}:\n{err}")
+    elif rc == 1 and not os.path.exists(os.path.join(g2, "results.json")):
+        fail("stdout closed mid-run: exit 1 but no results.json")
     # The lock: a second run into a folder a run is writing to is refused, saying so.
     h = out_dir("o_lock")
     long_run = ["fit"] + with_option(REG_BL, "--outer-steps", "400") + ["--out", h]
