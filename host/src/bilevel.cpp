@@ -430,6 +430,15 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
 
 namespace {
 
+// The fingerprint walks the options with for_each_field (bilevel.hpp), which lists the fields by
+// hand: a field added to a struct but not to its visitor would let a checkpoint resume under
+// another value of it. These sizes catch the addition (x86-64 / aarch64, as the hosts d2r
+// builds on): add the field to for_each_field, then update the size here.
+static_assert(sizeof(InnerOptions<float>) == 88 && sizeof(InnerOptions<double>) == 136,
+              "InnerOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
+static_assert(sizeof(BilevelOptions<float>) == 264 && sizeof(BilevelOptions<double>) == 328,
+              "BilevelOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
+
 /// The first line of every checkpoint's fingerprint: the format version. v3 added the minibatch
 /// position (InnerOptions::batch_size); v4 made the fingerprint one "name = value" line per
 /// setting (every field of BilevelOptions by for_each_field, the data's hash, the initial reward,
