@@ -25,6 +25,20 @@ namespace {
 
 std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
 
+/// The draws are in float: a value beyond its range would become an infinity there (-inf logits
+/// are allowed: they mask a class).
+void check_float_range(const char* option, const std::vector<double>& values, bool allow_minus_inf = false) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    if (allow_minus_inf && v == -HUGE_VAL) continue;
+    if (!std::isfinite(v) || std::abs(v) > static_cast<double>(std::numeric_limits<float>::max())) {
+      bad(option, fmt::format("entry {} is {}; the draws are in float, which needs finite values with |x| <= {}{}", i,
+                              v, std::numeric_limits<float>::max(), allow_minus_inf ? " (or -inf to mask a class)" : ""));
+    }
+  }
+}
+
+
 template <class View>
 double mean_of(const std::vector<float>& values) {
   double s = 0;
@@ -153,7 +167,10 @@ std::vector<double> read_logits(const std::string& path) {
 
 int sample_categorical(Context& ctx, const SampleOptions& o_in) {
   SampleOptions o = o_in;
-  if (!o.logits_file.empty()) o.logits = read_logits(o.logits_file);
+  if (!o.logits_file.empty()) {
+    o.logits = read_logits(o.logits_file);
+    check_float_range("--logits-file", o.logits, true);
+  }
   const auto C = static_cast<std::int64_t>(o.logits.size());
   if (C < 2) bad("--logits", fmt::format("expected at least 2 logits, got {}", C));
   const std::int64_t G = o.generations;
@@ -198,6 +215,9 @@ CLI::App* add_sample_command(CLI::App& app, SampleOptions& o) {
 }
 
 int run_sample(const SampleOptions& o) {
+  check_float_range("--mean", o.mean);
+  check_float_range("--tril", o.tril);
+  check_float_range("--logits", o.logits, true);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
   if (o.head == "diag") return sample_diag(ctx, o);
   if (o.head == "cholesky") return sample_cholesky(ctx, o);

@@ -271,6 +271,8 @@ def group_small():
     expect(0, ["--help"], r"Exit codes: 0 success .*2 bad input .*3 the run diverged")
     expect(2, ["sample", "--step=-1"], r"error: .*--step.*whole number")
     expect(2, ["sample", "--mean", "0", "--std", "1e-300"], r"--std: entry 0 is 1e-300")
+    expect(2, ["sample", "--mean", "1e300", "--std", "1"], r"--mean: entry 0 is 1e\+300; the draws are in float")
+    expect(2, ["sample", "--head", "categorical", "--logits", "1e300,0"], r"--logits: entry 0 is 1e\+300")
     if os.path.exists(out_dir("s")):
         fail("refused options created --out")
     # The largest seed is a seed; a column whose name holds a comma is selected by quoting it.
