@@ -293,7 +293,13 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
     try {
       resumed_from = run.resume(ckpt);
     } catch (const Error& e) {
-      bad_input(kCmd, "--resume", e.what());
+      // The library's message starts with its function and argument ("d2r::BilevelTrainer::load:
+      // argument 'path': "); the user gave --resume.
+      std::string what = e.what();
+      if (what.starts_with("d2r::")) {
+        if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
+      }
+      bad_input(kCmd, "--resume", what);
     }
   }
   // Validation is over: from here on files may be written.
