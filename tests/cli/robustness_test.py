@@ -126,6 +126,7 @@ def group_resume_identity():
     before = listing(d)
     # B into A's folder: refused (reused folder), and with --resume refused naming the data.
     b_args = ["fit", b_csv] + REG_BL[1:] + ["--out", d]
+    a_ckpt = shutil.copy(os.path.join(d, "checkpoint.ckpt"), os.path.join(W, "a.ckpt"))
     expect(2, b_args, r"--out: .*holds the files of an earlier run")
     expect(2, b_args + ["--resume"], r"--resume: .*other settings \(data\)")
     if listing(d) != before:
@@ -141,7 +142,7 @@ def group_resume_identity():
     for i, (args, pattern) in enumerate(cases):
         e = out_dir(f"copy{i}")
         os.makedirs(e)
-        shutil.copy(os.path.join(d, "checkpoint.ckpt"), e)
+        shutil.copy(a_ckpt, os.path.join(e, "checkpoint.ckpt"))
         before = listing(e)
         expect(2, args + ["--resume", "--out", e], r"--resume: .*another configuration or other data.*" + pattern)
         if listing(e) != before:
@@ -150,11 +151,30 @@ def group_resume_identity():
     # checkpoint holds every outer step) and give the same results.
     e = out_dir("copy_ok")
     os.makedirs(e)
-    shutil.copy(os.path.join(d, "checkpoint.ckpt"), e)
+    shutil.copy(a_ckpt, os.path.join(e, "checkpoint.ckpt"))
     expect(0, ["fit"] + REG_BL + ["--resume", "--out", e])
     a, b = masked_results(d), masked_results(e)
     if a != b:
         fail("resuming a finished run from a copied checkpoint changed the results")
+    # The sequence: B with --overwrite into A's folder, killed early (as soon as it starts
+    # removing A's files), then B --resume: it finds no checkpoint, refuses what is left of A's, or
+    # resumes B's own and ends as the uninterrupted B run; never A's state on B's data.
+    b_whole = out_dir("b_whole")
+    expect(0, ["fit", b_csv] + REG_BL[1:] + ["--out", b_whole])
+    p = subprocess.Popen([D2R] + b_args + ["--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while os.path.exists(os.path.join(d, "results.json")) and time.time() - t0 < 20:
+        time.sleep(0.001)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    rc, out = run(b_args + ["--resume"])
+    if rc == 0:
+        compare_runs(b_whole, d, "B killed and resumed in A's folder")
+    elif rc != 2 or not any(m in out for m in ("no checkpoint", "other settings (data)", "other data")):
+        fail(f"B --resume after B --overwrite was killed: expected exit 0 (B's own checkpoint) or 2 (none, or A's "
+             f"refused), got {rc}:\n{out}")
+    else:
+        print("B was killed before its first checkpoint: --resume refused: " + out.strip().splitlines()[-1], flush=True)
 
 
 def group_class_resume_metrics():
