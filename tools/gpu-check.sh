@@ -7,7 +7,7 @@
 # tools/fetch-gpu-deps.sh (device tool: carry [".deps"]). The build's time counts against the lease
 # (about 1-2 minutes on 16 cores): the normal path is tools/gpu-bundle.sh here, tools/gpu-run.sh there.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 export PATH="/usr/local/cuda/bin:$PATH"
 deps="$PWD/.deps/root/usr"
 prefix_args=()

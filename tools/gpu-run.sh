@@ -92,7 +92,8 @@ if [ -n "$bin" ]; then  # a build tree: link its executables into the flat layou
   echo "build tree $bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown), not a bundle)" >"$W/BUILD_INFO"
 else
   [ -f "$bundle/bin.tar.xz" ] || { echo "gpu-run.sh: no bundle: '$bundle/bin.tar.xz' is missing (tools/gpu-bundle.sh makes it)" >&2; exit 2; }
-  "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle/bin.tar.xz" "$W" ||
+  tar -C "$W" -xJf "$bundle/bin.tar.xz" 2>/dev/null ||   # no xz program there: Python's lzma
+    "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle/bin.tar.xz" "$W" ||
     { echo "gpu-run.sh: cannot unpack '$bundle/bin.tar.xz'" >&2; exit 2; }
   cp "$bundle/BUILD_INFO" "$W/BUILD_INFO" 2>/dev/null || echo "unknown (no BUILD_INFO)" >"$W/BUILD_INFO"
 fi
