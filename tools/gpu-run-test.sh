@@ -6,7 +6,7 @@
 #    --resume of it reports the same.
 # 2. D2R_GPU_RUN_ASSUME_GPU=1 (phases run as if there were a GPU, and fail): exit 1, the failures are
 #    named, the <device>-<date>.{json,md} results are written; --resume of it does not rerun the
-#    phases that finished (failed) and keeps them in its summary.
+#    phases that finished (failed) and keeps them in its summary; a resume onto another GPU is refused.
 # 3. A budget too small for a phase: the phase is left ("no-time"), exit 4.
 # 4. Bad usage exits 2 before anything runs.
 set -uo pipefail
@@ -56,6 +56,9 @@ run fail-resume --bin "$build" --phases tests,validate,bench --suites '^GpuConte
   --out "$work/fail2" --resume "$work/fail"
 expect "resume: finished phases are not run again but kept [got $rc]" \
   '((rc == 1)) && grep -qE "^tests .*\[earlier\]" "$work/fail2/summary.md" && grep -qE "^validate .*\[earlier\]" "$work/fail2/summary.md" && ! tar tzf "$work/fail2/logs.tgz" | grep -q "tests/.*\.xml"'
+run resume-other --bin "$build" --dry --budget 60 --out "$work/other" --resume "$work/fail"
+expect "resume: refused onto another GPU (exit 2, nothing written) [got $rc]" \
+  '((rc == 2)) && grep -q "not merged" "$work/resume-other.txt" && [ ! -e "$work/other/summary.md" ]'
 
 # ------------------------------------------------------------------ 3. too little time
 run short --bin "$build" --phases tests --budget 30 --out "$work/short"

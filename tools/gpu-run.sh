@@ -14,7 +14,8 @@
 #                  last lines), state.json (every phase's status and results), logs.tgz (all logs, XML,
 #                  JSON), and at the end <device>-<date>.json and .md for bench/results/.
 #   --resume DIR   the files an earlier call returned (its state.json): phases that finished there
-#                  (pass or fail) are not run again; their results are kept in the new summary.
+#                  (pass or fail) are not run again; their results are kept in the new summary. Refused
+#                  (exit 2) when that call ran other binaries (BUILD_INFO) or on another kind of GPU.
 #   --phases LIST  comma-separated phases or groups to run (default: all but compile):
 #                    smoke      the binaries load, d2r --version, the GPU test list (no GPU needed)
 #                    tests      gpu_kernels_test with D2R_EXPECT_GPU=1, one process per suite,
@@ -109,8 +110,15 @@ gpu=0
 if ((dry == 0)) && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then gpu=1; fi
 # For testing this script on a machine without a GPU: run every phase as if there were one (they fail).
 [ "${D2R_GPU_RUN_ASSUME_GPU:-0}" = 1 ] && ((dry == 0)) && gpu=1
+device=$( ((gpu)) && nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9._\n-' '-')
+[ -z "$device" ] && ((gpu)) && device=assumed-gpu   # D2R_GPU_RUN_ASSUME_GPU=1 without nvidia-smi
+device=${device:-no-gpu}
+echo "$device" >"$W/DEVICE"
 done_before=""
-[ -n "$resume" ] && done_before=",$("$PY" "$S" finished "$resume/state.json" | paste -sd, -),"
+if [ -n "$resume" ]; then  # only onto the same binaries on the same kind of GPU
+  done_before=$("$PY" "$S" finished "$resume/state.json" --build "$W/BUILD_INFO" --device "$device") || exit 2
+  done_before=",$(echo "$done_before" | paste -sd, -),"
+fi
 # want NAME GROUP MIN: the phase is asked for, not finished in the earlier call, there is a GPU, and
 # at least MIN seconds are left; otherwise its reason is recorded and it is not run.
 want() {
@@ -255,9 +263,7 @@ done
 for n in pg_head hvp outer_step categorical; do peer compile "$n" 150; done
 
 # ------------------------------------------------------------------ results
-device=$( ((gpu)) && nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9._\n-' '-')
-[ -z "$device" ] && ((gpu)) && device=assumed-gpu   # D2R_GPU_RUN_ASSUME_GPU=1 without nvidia-smi
-snapshot --final "${device:-no-gpu}" "$(date -u +%Y-%m-%d)"
+snapshot --final "$device" "$(date -u +%Y-%m-%d)"
 verdict=$?
 tail -n 6 "$out/summary.md"
 exit $verdict

@@ -7,7 +7,9 @@
         OUT/summary.md, whose last lines are the verdict. --final also writes
         OUT/<DEVICE>-<DATE>.json and .md for bench/results/ (not when DEVICE is no-gpu: nothing was
         measured). Exit status: the verdict's (0 PASS, 1 FAIL, 3 NO GPU, 4 INCOMPLETE).
-    gpu_summary.py finished STATE      the phases that STATE finished (pass or fail), one a line
+    gpu_summary.py finished STATE --build BUILD_INFO --device NAME
+                                       the phases that STATE finished (pass or fail), one a line;
+                                       exit 2 when STATE comes from other binaries or another GPU
     gpu_summary.py suites-done STATE   the test suites that STATE finished (ran to the end), one a line
 """
 
@@ -226,7 +228,7 @@ def summarize(args):
                 p["note"] += f"; {len(errored)} of {len(rows)} rows failed or skipped" + \
                     (f" ({errored[0].get('error_message', '')[:120]})" if errored else "")
     build = " ".join(read(os.path.join(work, "BUILD_INFO")).split())
-    state = {"schema": 1, "build": build, "probe": read(os.path.join(work, "probe.txt")), "phases": phases,
+    state = {"schema": 1, "build": build, "device": read(os.path.join(work, "DEVICE")).strip(), "probe": read(os.path.join(work, "probe.txt")), "phases": phases,
              "suites": suites, "details": details(work, phases), "calls": [{"budget": args.budget, "build": build}]}
     previous = load_json(args.resume) if args.resume else None
     state = merge(previous, state)
@@ -275,8 +277,11 @@ def main():
     s.add_argument("--budget", type=int, required=True)
     s.add_argument("--resume")
     s.add_argument("--final", nargs=2, metavar=("DEVICE", "DATE"))
-    for name in ("finished", "suites-done"):
-        sub.add_parser(name).add_argument("state")
+    f = sub.add_parser("finished")
+    f.add_argument("state")
+    f.add_argument("--build", required=True, help="this call's BUILD_INFO file")
+    f.add_argument("--device", required=True)
+    sub.add_parser("suites-done").add_argument("state")
     args = parser.parse_args()
     if args.command == "summarize":
         return summarize(args)
@@ -285,6 +290,12 @@ def main():
         print(f"gpu_summary.py: cannot read '{args.state}'", file=sys.stderr)
         return 2
     if args.command == "finished":
+        build = " ".join(read(args.build).split())
+        if state.get("build") != build or state.get("device") != args.device:
+            print(f"gpu-run.sh: --resume: the earlier call ran '{state.get('build')}' on '{state.get('device')}'; "
+                  f"this one runs '{build}' on '{args.device}': results of other binaries or another GPU are not "
+                  "merged (run without --resume)", file=sys.stderr)
+            return 2
         print("\n".join(n for n, p in state.get("phases", {}).items() if p["status"] in FINISHED))
     else:
         print("\n".join(s for s, r in state.get("suites", {}).items() if r["exit"] in (0, 1)))
