@@ -70,7 +70,7 @@ unset D2R_GPU_RUN_ASSUME_GPU
 for args in "--budget abc" "--budget 5" "--phases tests,nope" "--bundle $work/none" "--resume $work/none" "--frobnicate"; do
   # shellcheck disable=SC2086
   run usage --out "$work/usage" $args
-  expect "usage: '$args' exits 2 with a message [got $rc]" '((rc == 2)) && [ -s "$work/usage.txt" ] && [ ! -e "$work/usage/summary.md" ]'
+  expect "usage: '$args' exits 2 with a message [got $rc]" '((rc == 2)) && [ -s "$work/usage.txt" ] && [ ! -e "$work/usage" ]'
 done
 
 echo "$failures failed"

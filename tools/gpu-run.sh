@@ -81,8 +81,7 @@ PY=$(command -v python3) || { echo "gpu-run.sh: python3 is needed (tar, summary)
 W=$(mktemp -d /tmp/d2r-gpu-run.XXXXXX) || exit 2
 trap 'rm -rf "$W"' EXIT
 B=$W/bin   # the executables, flat; their shared libraries in $W/lib
-mkdir -p "$W/tests" "$B" "$W/lib" "$out" || { echo "gpu-run.sh: --out: cannot create '$out'" >&2; exit 2; }
-out=$(cd "$out" && pwd)
+mkdir -p "$W/tests" "$B" "$W/lib" || exit 2
 if [ -n "$bin" ]; then  # a build tree: link its executables into the flat layout of a bundle
   [ -x "$bin/tests/gpu_kernels_test" ] || { echo "gpu-run.sh: --bin: no tests/gpu_kernels_test in '$bin'" >&2; exit 2; }
   bin=$(cd "$bin" && pwd)
@@ -98,6 +97,8 @@ else
     { echo "gpu-run.sh: cannot unpack '$bundle/bin.tar.xz'" >&2; exit 2; }
   cp "$bundle/BUILD_INFO" "$W/BUILD_INFO" 2>/dev/null || echo "unknown (no BUILD_INFO)" >"$W/BUILD_INFO"
 fi
+mkdir -p "$out" || { echo "gpu-run.sh: --out: cannot create '$out'" >&2; exit 2; }
+out=$(cd "$out" && pwd)
 export LD_LIBRARY_PATH="$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$PATH:/usr/local/cuda/bin" PYTHONUNBUFFERED=1
 
 t0=$(date +%s)
