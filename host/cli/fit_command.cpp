@@ -197,6 +197,34 @@ void check_float_range(const FitOptions& o, const Table& table, const Dataset& d
   if (data.task == Task::regression) check(data.targets, data.target_names);
 }
 
+/// A library message without its "d2r::function: argument 'name': " prefix (the user did not call
+/// that function; the caller names the option or file instead).
+std::string user_words(const Error& e) {
+  std::string what = e.what();
+  if (what.starts_with("d2r::")) {
+    if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
+  }
+  return what;
+}
+
+/// A data-set builder's refusal in the user's words: the library names its function and argument
+/// ("d2r::make_regression_dataset: argument 'target_columns': "); the user gave --targets.
+template <class Build>
+Dataset build_dataset(Build&& build) {
+  try {
+    return build();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::invalid_argument) throw;
+    const std::string what = user_words(e);
+    const std::string& arg = e.argument();
+    const std::string_view option = arg == "target_columns"    ? "--targets"
+                                    : arg == "feature_columns" ? "--features"
+                                    : arg == "label_column"    ? "--label"
+                                                               : "data";
+    bad_input(kCmd, option, what);
+  }
+}
+
 /// The first non-finite value among `values` (named), or "".
 std::string first_non_finite(std::initializer_list<std::pair<const char*, double>> values) {
   for (const auto& [name, v] : values) {
@@ -293,13 +321,7 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
     try {
       resumed_from = run.resume(ckpt);
     } catch (const Error& e) {
-      // The library's message starts with its function and argument ("d2r::BilevelTrainer::load:
-      // argument 'path': "); the user gave --resume.
-      std::string what = e.what();
-      if (what.starts_with("d2r::")) {
-        if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
-      }
-      bad_input(kCmd, "--resume", what);
+      bad_input(kCmd, "--resume", user_words(e));  // the user gave --resume, not BilevelTrainer::load's path
     }
   }
   // Validation is over: from here on files may be written.
@@ -485,9 +507,9 @@ int run_fit(const FitOptions& o) {
     table = read_csv(o.data);
   } catch (const Error& e) {
     // A data file that cannot be read is bad input too (exit code 2).
-    throw Error(ErrorKind::invalid_argument, "data", e.what());
+    bad_input(kCmd, "data", user_words(e));
   }
-  const Dataset data = make_regression_dataset(table, o.targets, o.features);
+  const Dataset data = build_dataset([&] { return make_regression_dataset(table, o.targets, o.features); });
   check_float_range(o, table, data);
   Dataset train_set = data, val_set;
   const bool has_val = o.val_fraction > 0;
@@ -666,7 +688,7 @@ int run_fit_classification(const FitOptions& o) {
   try {
     table = read_csv(o.data);
   } catch (const Error& e) {
-    throw Error(ErrorKind::invalid_argument, "data", e.what());
+    bad_input(kCmd, "data", user_words(e));
   }
   if (!table.find_column(o.label)) {
     std::vector<std::string> names;
@@ -674,7 +696,7 @@ int run_fit_classification(const FitOptions& o) {
     bad_input(kCmd, "--label", fmt::format("{} has no column named '{}'; available columns: {}", o.data, o.label,
                                            fmt::join(names, ", ")));
   }
-  const Dataset data = make_classification_dataset(table, o.label, o.features);
+  const Dataset data = build_dataset([&] { return make_classification_dataset(table, o.label, o.features); });
   check_float_range(o, table, data);
   constexpr double test_fraction = 0.2;
   const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, kCmd);

@@ -44,6 +44,8 @@ def expect(code, args, pattern=None, label=None, **kw):
     name = label or " ".join(a if isinstance(a, str) else repr(a) for a in args)
     if rc != code:
         fail(f"{name}: expected exit {code}, got {rc}:\n{out}")
+    elif code == 2 and "d2r::" in out:
+        fail(f"{name}: the refusal names a library function instead of the user's option or file:\n{out}")
     elif pattern is not None and not re.search(pattern, out, re.S):
         fail(f"{name}: exit {rc} as expected but the message does not match {pattern!r}:\n{out}")
     return rc, out
@@ -309,6 +311,11 @@ def group_small():
     write(huge, "x0,y0\n1,2\n2,3\n1e39,4\n3,5\n4,6\n")
     expect(2, ["fit", huge, "--targets", "y0", "--out", out_dir("s")] + CPU,
            r"huge\.csv line 4, column 1 'x0': 1e\+39 is outside the range of --precision float")
+    # The options named, not the library's arguments (target_columns, feature_columns).
+    expect(2, ["fit", REG, "--targets", "y0", "--features", "y0", "--out", out_dir("s")] + CPU,
+           r"error: d2r fit: --features: .*'y0': the column is named both as a target and as a feature")
+    expect(2, ["fit", REG, "--targets", "x0,x0", "--out", out_dir("s")] + CPU,
+           r"error: d2r fit: --targets: .*'x0': the column is named twice")
     # Messages in the user's words: a 2-row file names --val-fraction (not the library's
     # test_fraction); an --out under /proc says the folder takes no files.
     two = write(os.path.join(W, "two.csv"), "x0,y0\n1,2\n2,3\n")
