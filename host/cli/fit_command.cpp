@@ -303,6 +303,7 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
                   fmt::format("'{}' is not the settings file d2r writes (expected a JSON object)", ckpt_config.string()));
       }
       if (saved != identity) {
+        // The settings that differ (top-level names), then each leaf as "name: saved X, now Y".
         std::vector<std::string> diff;
         for (auto it = identity.begin(); it != identity.end(); ++it) {
           if (!saved.contains(it.key()) || saved[it.key()] != it.value()) diff.push_back(it.key());
@@ -310,9 +311,28 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
         for (auto it = saved.begin(); it != saved.end(); ++it) {
           if (!identity.contains(it.key())) diff.push_back(it.key());
         }
+        std::vector<std::pair<std::string, std::string>> now, before;
+        flatten_json(identity, "", now);
+        flatten_json(saved, "", before);
+        std::vector<std::string> details;
+        const auto find = [](const auto& v, const std::string& k) -> const std::string* {
+          for (const auto& [name, value] : v) {
+            if (name == k) return &value;
+          }
+          return nullptr;
+        };
+        for (const auto& [name, value] : now) {
+          const std::string* old_value = find(before, name);
+          if (old_value == nullptr || *old_value != value) {
+            details.push_back(fmt::format("{}: saved {}, now {}", name, old_value ? *old_value : "(none)", value));
+          }
+        }
+        for (const auto& [name, value] : before) {
+          if (find(now, name) == nullptr) details.push_back(fmt::format("{}: saved {}, now (none)", name, value));
+        }
         bad_input(kCmd, "--resume",
-                  fmt::format("the checkpoint in '{}' was written by a run with other settings ({})", out.string(),
-                              fmt::join(diff, ", ")));
+                  fmt::format("the checkpoint in '{}' was written by a run with other settings ({}):\n  {}",
+                              out.string(), fmt::join(diff, ", "), fmt::join(details, "\n  ")));
       }
     }
   }
