@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <span>
 #include <cstring>
+#include <fstream>
 #include <limits>
 
 #include <unistd.h>
@@ -165,6 +166,14 @@ void check_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, 
     const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
     if (pages > 0 && page > 0) have = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
     where = "memory";
+    // A container's limit (cgroup v2) is what the run may use, when it is lower.
+    if (std::ifstream limit("/sys/fs/cgroup/memory.max"); limit) {
+      std::uint64_t bytes = 0;
+      if (limit >> bytes && bytes > 0 && (have == 0 || bytes < have)) {
+        have = bytes;
+        where = "memory (the container's limit)";
+      }
+    }
   }
   if (have > 0 && need > static_cast<long double>(have)) {
     constexpr long double GiB = 1024.0L * 1024 * 1024;

@@ -225,7 +225,13 @@ def group_nonregular():
 
 def group_memory():
     """Finding 6: a network too large for the machine is refused with the figure, before allocating."""
-    expect(2, ["fit", REG, "--targets", "y0", "--hidden", "65536,65536", "--out", out_dir("m")] + CPU,
+    # Enough 65536-wide layers that their parameters alone (4 copies of 4 bytes each: θ, gradient,
+    # Adam's moments) are twice this machine's memory: 65536,65536 (64 GiB) on a small machine.
+    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    layers = 2
+    while (layers - 1) * 65536 * 65536 * 16 < 2 * mem:
+        layers += 1
+    expect(2, ["fit", REG, "--targets", "y0", "--hidden", ",".join(["65536"] * layers), "--out", out_dir("m")] + CPU,
            r"--hidden: .*needs at least [0-9.]+ GiB, more than the [0-9.]+ GiB")
     if os.path.exists(out_dir("m")):
         fail("a refused run created --out")
@@ -357,10 +363,13 @@ def group_out_folder():
     expect(2, ["fit", REG, "--targets", "y0", "--out", e] + CPU, r"results\.json' exists and is not a regular file")
     # Standard output that takes nothing: /dev/full, a closed pipe. Refused before training.
     f = out_dir("o_full")
-    with open("/dev/full", "w") as full:
-        rc, out = run(["fit"] + REG_BL + ["--out", f], stdout=full)
-    if rc != 2 or "standard output" not in out or os.path.exists(os.path.join(f, "checkpoint.json")):
-        fail(f">/dev/full: expected exit 2 before any file, got {rc}:\n{out}")
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            rc, out = run(["fit"] + REG_BL + ["--out", f], stdout=full)
+        if rc != 2 or "standard output" not in out or os.path.exists(os.path.join(f, "checkpoint.json")):
+            fail(f">/dev/full: expected exit 2 before any file, got {rc}:\n{out}")
+    else:
+        print("no /dev/full on this machine: that case is not run", flush=True)
     r_fd, w_fd = os.pipe()
     os.close(r_fd)
     g = out_dir("o_pipe")
