@@ -100,7 +100,7 @@ def tests_status(suites):
         return "timeout", f"{len(late)} suites timed out or not started"
     if total == 0:
         return "fail", "no test case ran"
-    return "pass", f"{len(suites)} suites"
+    return "pass", f"{total} cases, none failed"
 
 
 def grep(text, pattern, limit):
