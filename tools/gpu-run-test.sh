@@ -99,6 +99,10 @@ expect "synthetic pass: results JSON holds the runs, tests and validate" \
   'python3 -c "import json, sys; d = json.load(open(sys.argv[1])); assert d[\"verdict\"] == \"PASS\" and d[\"tests\"][\"tests\"] == 2 and d[\"validate\"][\"passed\"] == 3 and len(d[\"runs\"]) == 2" "$work/pass/Test-GPU-2026-01-01.json"'
 expect "synthetic pass: the results .md has the bench_report table with the peer speed-up" \
   'grep -q "^# GPU run: Test-GPU, 2026-01-01, commit abc1234" "$work/pass/Test-GPU-2026-01-01.md" && grep -q "fused_scalar/gpu/65536/17/5.*| 3.20×" "$work/pass/Test-GPU-2026-01-01.md"'
+cp -r "$syn" "$work/cut" && printf 'memcheck\trunning\t-\t0\t150\tstarted\n' >>"$work/cut/phases.tsv" && mkdir -p "$work/cutout"
+python3 "$root/tools/gpu_summary.py" summarize "$work/cut" "$work/cutout" --budget 330; rc=$?
+expect "a phase left running (a call cut short): INCOMPLETE, exit 4 [got $rc]" \
+  '((rc == 4)) && [[ $(last cutout) == "Verdict: INCOMPLETE (exit 4): still running, or the call was cut short: memcheck"* ]]'
 
 echo "$failures failed"
 ((failures == 0))
