@@ -231,7 +231,7 @@ if want memcheck memcheck 30; then
     pids+=($!)
   else record memcheck unavailable - 0 0 "compute-sanitizer not found"; fi
 fi
-torch=0; "$PY" -c 'import torch' 2>/dev/null && torch=1
+torch=0; grep -q '^torch [0-9]' "$W/probe.txt" && torch=1   # the probe imported it
 if want peercheck peercheck 30; then
   if ((torch == 0)); then record peercheck unavailable - 0 0 "python3 cannot import torch"
   elif "$B/peer_check_export" "$W/d2r-check.json" >"$W/peercheck-export.txt" 2>&1; then
