@@ -57,9 +57,11 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "d2r/context.hpp"
+#include "d2r/fields.hpp"
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/optim.hpp"
@@ -133,6 +135,21 @@ struct InnerOptions {
   std::int64_t max_steps = 0;  ///< cap on the inner steps of one outer step (0: `steps`); >= steps otherwise
 };
 
+/// Calls f(name, value) for every field of `o`, nested option structs as one value (fields.hpp:
+/// the checkpoint fingerprint and the program's settings JSON walk it; a new field goes here too).
+template <class T, class F>
+void for_each_field(const InnerOptions<T>& o, F&& f) {
+  f("objective", o.objective);
+  f("steps", o.steps);
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("batch_size", o.batch_size);
+  f("stationarity_tolerance", o.stationarity_tolerance);
+  f("max_steps", o.max_steps);
+}
+
 /// How each outer step starts its inner policy.
 enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
@@ -182,6 +199,16 @@ struct RpropOptions {
   double decrease = 0.5;      ///< in (0, 1)
 };
 
+/// Calls f(name, value) for every field (fields.hpp).
+template <class F>
+void for_each_field(const RpropOptions& o, F&& f) {
+  f("initial_step", o.initial_step);
+  f("max_step", o.max_step);
+  f("min_step", o.min_step);
+  f("increase", o.increase);
+  f("decrease", o.decrease);
+}
+
 /// When the outer loop has converged (DESIGN.md §7): over the last `window` outer steps every
 /// reward parameter moved by at most reward_tolerance (relative: in log space for positive
 /// entries, relative to its size otherwise), the mean outer loss of those steps differs from that
@@ -194,6 +221,14 @@ struct StoppingOptions {
   double reward_tolerance = 0.03;  ///< > 0
   double loss_tolerance = 0.02;    ///< > 0
 };
+
+/// Calls f(name, value) for every field (fields.hpp).
+template <class F>
+void for_each_field(const StoppingOptions& o, F&& f) {
+  f("window", o.window);
+  f("reward_tolerance", o.reward_tolerance);
+  f("loss_tolerance", o.loss_tolerance);
+}
 
 /// Where a bilevel run stands (BilevelTrainer::verdict).
 enum class BilevelStatus {
@@ -272,6 +307,32 @@ struct BilevelOptions {
     return o;
   }
 };
+
+/// Calls f(name, value) for every field of `o` (fields.hpp). cuda_graph is left out: it changes
+/// how the work is launched, not the results (so a checkpoint resumes with either value).
+template <class T, class F>
+void for_each_field(const BilevelOptions<T>& o, F&& f) {
+  f("inner", o.inner);
+  f("head", o.head);
+  f("inner_start", o.inner_start);
+  f("curvature", o.curvature);
+  f("solver", o.solver);
+  f("cg", o.cg);
+  f("neumann", o.neumann);
+  f("optimizer", o.optimizer);
+  f("outer_adam", o.outer_adam);
+  f("sgd_learning_rate", o.sgd_learning_rate);
+  f("sgd_momentum", o.sgd_momentum);
+  f("reset_outer_optimizer", o.reset_outer_optimizer);
+  f("hypergradient_clamp", o.hypergradient_clamp);
+  f("reward_floor", o.reward_floor);
+  f("reward_ceiling", o.reward_ceiling);
+  f("log_space", o.log_space);
+  f("rprop", o.rprop);
+  f("stopping", o.stopping);
+  f("outer_data", o.outer_data);
+  f("seed", o.seed);
+}
 
 /// What one outer step did.
 struct BilevelRecord {
@@ -358,11 +419,20 @@ class BilevelTrainer {
   /// by load().
   [[nodiscard]] std::vector<std::int64_t> window_rows() const;
 
-  /// Writes the whole state to `path` atomically (temporary file + rename).
+  /// What identifies the run beyond what the trainer sees (say a program's settings and the name
+  /// of its data file's columns): ("name", "value") pairs saved in the checkpoint's fingerprint
+  /// and compared by load(). Names: no line break, no " = "; values: no line break.
+  void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
+  /// Writes the whole state to `path` atomically (temporary file + rename), with its fingerprint:
+  /// the format version, every field of the options (for_each_field), the data's hash (FNV-1a of
+  /// the training and validation values, computed on the first save() or load(): one copy of the
+  /// data to the host), the reward form and initial reward, the network, the backend, scalar type
+  /// and context seed, and the identity lines.
   void save(const std::filesystem::path& path) const;
-  /// Restores a state written by save() of a trainer built with the same data shapes, options,
-  /// reward form, network and context seed; throws d2r::Error (argument "path" or the mismatching
-  /// setting) and leaves this trainer unchanged otherwise.
+  /// Restores a state written by save() of a trainer with the same fingerprint; throws d2r::Error
+  /// (invalid_argument, argument "path") naming every setting that differs, for another format
+  /// version, for values no run produces (non-finite θ, φ or moments, φ below the floor), and
+  /// (kind io) for an unreadable or corrupted file; leaves this trainer unchanged then.
   void load(const std::filesystem::path& path);
 
  private:
@@ -407,6 +477,21 @@ struct PolicyFitOptions {
   std::function<void(const PolicyFitRecord&)> on_record{};
 };
 
+/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+template <class T, class F>
+void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
+  f("loss", o.loss);
+  f("steps", o.steps);
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("reward_form", o.reward_form);
+  f("reward_params", o.reward_params);
+  f("seed", o.seed);
+  f("evaluate_every", o.evaluate_every);
+}
+
 
 /// Trains `params` (initialised from options.seed) by full-batch Adam on the chosen loss; returns
 /// the evaluation records (at least the final one). `policy` gives the network and head.
@@ -433,6 +518,21 @@ struct ClassifierFitOptions {
   std::function<void(const PolicyFitRecord&)> on_record{};
 };
 
+/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+template <class T, class F>
+void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
+  f("loss", o.loss);
+  f("epochs", o.epochs);
+  f("batch_size", o.batch_size);
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("reward_form", o.reward_form);
+  f("reward_params", o.reward_params);
+  f("seed", o.seed);
+}
+
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
 /// (random_permutation keyed by (seed, epoch), the same on both backends), uploaded once in that
 /// order, and cut into contiguous batches; the last batch of an epoch may be smaller. Returns one
@@ -445,5 +545,10 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
 
 const char* to_string(ImplicitSolver solver) noexcept;
 const char* to_string(PolicyLoss loss) noexcept;
+const char* to_string(InnerObjective objective) noexcept;
+const char* to_string(InnerStart start) noexcept;
+const char* to_string(CurvatureKind curvature) noexcept;
+const char* to_string(OuterOptimizer optimizer) noexcept;
+const char* to_string(OuterData data) noexcept;
 
 }  // namespace d2r
