@@ -10,17 +10,25 @@ bool curvature_operator(nb::handle obj, Scalar s, d2r::LinearOperator<float>* f3
 
 namespace {
 
-/// A Python callable A(x, y) as a LinearOperator: called with the GIL held, x (read-only) and y as
-/// framework-neutral arrays (DLPack and buffer protocol) over the solver's own vectors.
+/// A Python callable A(x, y) as a LinearOperator: called with the GIL held, with x (read-only) and y
+/// as views of the solver's own vectors (no copies): NumPy arrays on the cpu backend, PyTorch
+/// tensors on cuda. They are valid only during the call.
 template <class T>
 d2r::LinearOperator<T> python_operator(nb::object fn, bool cuda, int device) {
   return [fn, cuda, device](d2r::ConstVector<T> x, d2r::VectorView<T> y) {
     nb::gil_scoped_acquire gil;
     const std::size_t n = static_cast<std::size_t>(x.size);
-    const int dt = cuda ? nb::device::cuda::value : nb::device::cpu::value;
-    nb::ndarray<nb::ro, T, nb::ndim<1>> xa(x.data, {n}, nb::handle(), {}, nb::dtype<T>(), dt, cuda ? device : 0);
-    nb::ndarray<T, nb::ndim<1>> ya(y.data, {n}, nb::handle(), {}, nb::dtype<T>(), dt, cuda ? device : 0);
-    fn(nb::cast(xa), nb::cast(ya));
+    if (cuda) {
+      using Ro = nb::ndarray<nb::pytorch, const T, nb::ndim<1>, nb::device::cuda>;
+      using Rw = nb::ndarray<nb::pytorch, T, nb::ndim<1>, nb::device::cuda>;
+      fn(nb::cast(Ro(x.data, {n}, nb::handle(), {}, nb::dtype<T>(), nb::device::cuda::value, device),
+                  nb::rv_policy::reference),
+         nb::cast(Rw(y.data, {n}, nb::handle(), {}, nb::dtype<T>(), nb::device::cuda::value, device),
+                  nb::rv_policy::reference));
+    } else {
+      fn(nb::cast(nb::ndarray<nb::numpy, const T, nb::ndim<1>>(x.data, {n}, nb::handle()), nb::rv_policy::reference),
+         nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<1>>(y.data, {n}, nb::handle()), nb::rv_policy::reference));
+    }
   };
 }
 
