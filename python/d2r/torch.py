@@ -72,11 +72,18 @@ def _head_kw(head: str, a: torch.Tensor, b: Optional[torch.Tensor], jitter: floa
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if t is None else t.detach()
+    """The plain tensor d2r reads (same memory): detached, and unwrapped from torch.func's wrappers
+    (the autograd.Function variants run inside torch.func transforms)."""
+    if t is None:
+        return None
+    t = t.detach()  # first: inside a transform, detach() itself returns a wrapped tensor
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def _data_kw(head: str, targets: torch.Tensor) -> dict:
-    return {"labels": targets.detach()} if head == "categorical" else {"targets": targets.detach()}
+    return {"labels": _d(targets)} if head == "categorical" else {"targets": _d(targets)}
 
 
 def _pg(entropy_weight: float, transform: str, rbf_gamma: float, standardize_epsilon: float, log_prob_clip: float,
@@ -99,7 +106,7 @@ def _sample(head: str, a: torch.Tensor, b: Optional[torch.Tensor], generations: 
         out = torch.empty((B, generations), dtype=torch.int32, device=a.device)
     else:
         out = torch.empty((B * generations, a.shape[1]), dtype=a.dtype, device=a.device)
-    _core.sample(context_for(a, seed), head, out, generations, step=step, **_head_kw(head, _d(a), _d(b), jitter))
+    _core.sample(context_for(a, seed), head, _d(out), generations, step=step, **_head_kw(head, _d(a), _d(b), jitter))
     return out
 
 
@@ -110,16 +117,21 @@ def _(head, a, b, generations, seed, step, jitter):
     return a.new_empty((a.shape[0] * generations, a.shape[1]))
 
 
+def _head_backward_impl(head, a, b, samples, d_log_prob, d_entropy, jitter):
+    a, b, samples, d_log_prob, d_entropy = _d(a), _d(b), _d(samples), _d(d_log_prob), _d(d_entropy)
+    ga = torch.empty_like(a)
+    gb = torch.empty_like(b) if b is not None else _empty_b(a)
+    grads = _head_kw(head, _d(ga), _d(gb) if b is not None else None, jitter, prefix="grad_")
+    _core.backward(context_for(a), head, _d(samples), _d(d_log_prob), _d(d_entropy),
+                   **_head_kw(head, _d(a), _d(b), jitter), **grads)
+    return ga, gb
+
+
 @torch.library.custom_op("d2r::head_backward", mutates_args=())
 def _head_backward(head: str, a: torch.Tensor, b: Optional[torch.Tensor], samples: Optional[torch.Tensor],
                    d_log_prob: Optional[torch.Tensor], d_entropy: Optional[torch.Tensor],
                    jitter: float) -> tuple[torch.Tensor, torch.Tensor]:
-    ga = torch.empty_like(a)
-    gb = torch.empty_like(b) if b is not None else _empty_b(a)
-    grads = _head_kw(head, ga, gb if b is not None else None, jitter, prefix="grad_")
-    _core.backward(context_for(a), head, _d(samples), _d(d_log_prob), _d(d_entropy),
-                   **_head_kw(head, _d(a), _d(b), jitter), **grads)
-    return ga, gb
+    return _head_backward_impl(head, a, b, samples, d_log_prob, d_entropy, jitter)
 
 
 @_head_backward.register_fake
@@ -127,14 +139,19 @@ def _(head, a, b, samples, d_log_prob, d_entropy, jitter):
     return torch.empty_like(a), (torch.empty_like(b) if b is not None else a.new_empty((0,)))
 
 
-@torch.library.custom_op("d2r::log_prob", mutates_args=())
-def _log_prob(head: str, a: torch.Tensor, b: Optional[torch.Tensor], samples: torch.Tensor,
-              jitter: float) -> torch.Tensor:
+def _log_prob_impl(head, a, b, samples, jitter):
+    a, b, samples = _d(a), _d(b), _d(samples)
     B = a.shape[0]
     G = samples.shape[1] if head == "categorical" else samples.shape[0] // max(B, 1)
     out = torch.empty((B, G), dtype=a.dtype, device=a.device)
-    _core.log_prob(context_for(a), head, samples.detach(), out, **_head_kw(head, _d(a), _d(b), jitter))
+    _core.log_prob(context_for(a), head, samples, _d(out), **_head_kw(head, _d(a), _d(b), jitter))
     return out
+
+
+@torch.library.custom_op("d2r::log_prob", mutates_args=())
+def _log_prob(head: str, a: torch.Tensor, b: Optional[torch.Tensor], samples: torch.Tensor,
+              jitter: float) -> torch.Tensor:
+    return _log_prob_impl(head, a, b, samples, jitter)
 
 
 @_log_prob.register_fake
@@ -150,20 +167,25 @@ def _log_prob_setup(ctx, inputs, output):
     ctx.save_for_backward(a, b, samples)
 
 
-def _log_prob_backward(ctx, g):
+def _log_prob_backward(ctx, g, backward_op=None):
     a, b, samples = ctx.saved_tensors
-    ga, gb = _head_backward(ctx.head, a, b, samples, g.contiguous(), None, ctx.jitter)
+    ga, gb = (backward_op or _head_backward)(ctx.head, a, b, samples, g.contiguous(), None, ctx.jitter)
     return None, ga, (gb if ctx.has_b else None), None, None
 
 
 _log_prob.register_autograd(_log_prob_backward, setup_context=_log_prob_setup)
 
 
+def _entropy_impl(head, a, b, jitter):
+    a, b = _d(a), _d(b)
+    out = torch.empty((a.shape[0],), dtype=a.dtype, device=a.device)
+    _core.entropy(context_for(a), head, _d(out), **_head_kw(head, _d(a), _d(b), jitter))
+    return out
+
+
 @torch.library.custom_op("d2r::entropy", mutates_args=())
 def _entropy(head: str, a: torch.Tensor, b: Optional[torch.Tensor], jitter: float) -> torch.Tensor:
-    out = torch.empty((a.shape[0],), dtype=a.dtype, device=a.device)
-    _core.entropy(context_for(a), head, out, **_head_kw(head, _d(a), _d(b), jitter))
-    return out
+    return _entropy_impl(head, a, b, jitter)
 
 
 @_entropy.register_fake
@@ -177,9 +199,9 @@ def _entropy_setup(ctx, inputs, output):
     ctx.save_for_backward(a, b)
 
 
-def _entropy_backward(ctx, g):
+def _entropy_backward(ctx, g, backward_op=None):
     a, b = ctx.saved_tensors
-    ga, gb = _head_backward(ctx.head, a, b, None, None, g.contiguous(), ctx.jitter)
+    ga, gb = (backward_op or _head_backward)(ctx.head, a, b, None, None, g.contiguous(), ctx.jitter)
     return None, ga, (gb if ctx.has_b else None), None
 
 
@@ -187,18 +209,23 @@ _entropy.register_autograd(_entropy_backward, setup_context=_entropy_setup)
 
 
 # ---------------------------------------------------------------- rewards
-@torch.library.custom_op("d2r::reward", mutates_args=())
-def _reward(reward_form: str, params: torch.Tensor, samples: torch.Tensor, targets: torch.Tensor,
-            classes: int) -> torch.Tensor:
+def _reward_impl(reward_form, params, samples, targets, classes):
+    params, samples, targets = _d(params), _d(samples), _d(targets)
     if samples.dtype == torch.int32:
         out = torch.empty(tuple(samples.shape), dtype=params.dtype, device=params.device)
-        _core.reward(context_for(params), reward_form, params.detach(), samples.detach(), out,
-                     labels=targets.detach(), classes=classes)
+        _core.reward(context_for(params), reward_form, params, samples, _d(out),
+                     labels=_d(targets), classes=classes)
     else:
         B = targets.shape[0]
         out = torch.empty((B, samples.shape[0] // max(B, 1)), dtype=params.dtype, device=params.device)
-        _core.reward(context_for(params), reward_form, params.detach(), samples.detach(), out, targets=targets.detach())
+        _core.reward(context_for(params), reward_form, params, samples, _d(out), targets=_d(targets))
     return out
+
+
+@torch.library.custom_op("d2r::reward", mutates_args=())
+def _reward(reward_form: str, params: torch.Tensor, samples: torch.Tensor, targets: torch.Tensor,
+            classes: int) -> torch.Tensor:
+    return _reward_impl(reward_form, params, samples, targets, classes)
 
 
 @_reward.register_fake
@@ -209,17 +236,22 @@ def _(reward_form, params, samples, targets, classes):
     return params.new_empty((B, samples.shape[0] // max(B, 1)))
 
 
+def _reward_backward_impl(reward_form, params, samples, targets, d_reward, classes):
+    params, samples, targets, d_reward = _d(params), _d(samples), _d(targets), _d(d_reward)
+    g = torch.empty_like(params)
+    if samples.dtype == torch.int32:
+        _core.reward_backward(context_for(params), reward_form, _d(params), _d(samples), d_reward,
+                              _d(g), labels=_d(targets), classes=classes)
+    else:
+        _core.reward_backward(context_for(params), reward_form, _d(params), _d(samples), d_reward,
+                              _d(g), targets=_d(targets))
+    return g
+
+
 @torch.library.custom_op("d2r::reward_backward", mutates_args=())
 def _reward_backward(reward_form: str, params: torch.Tensor, samples: torch.Tensor, targets: torch.Tensor,
                      d_reward: torch.Tensor, classes: int) -> torch.Tensor:
-    g = torch.empty_like(params)
-    if samples.dtype == torch.int32:
-        _core.reward_backward(context_for(params), reward_form, params.detach(), samples.detach(), d_reward.detach(),
-                              g, labels=targets.detach(), classes=classes)
-    else:
-        _core.reward_backward(context_for(params), reward_form, params.detach(), samples.detach(), d_reward.detach(),
-                              g, targets=targets.detach())
-    return g
+    return _reward_backward_impl(reward_form, params, samples, targets, d_reward, classes)
 
 
 @_reward_backward.register_fake
@@ -233,9 +265,9 @@ def _reward_setup(ctx, inputs, output):
     ctx.save_for_backward(params, samples, targets)
 
 
-def _reward_bwd(ctx, g):
+def _reward_bwd(ctx, g, backward_op=None):
     params, samples, targets = ctx.saved_tensors
-    return None, _reward_backward(ctx.form, params, samples, targets, g.contiguous(), ctx.classes), None, None, None
+    return None, (backward_op or _reward_backward)(ctx.form, params, samples, targets, g.contiguous(), ctx.classes), None, None, None
 
 
 _reward.register_autograd(_reward_bwd, setup_context=_reward_setup)
@@ -245,6 +277,7 @@ _reward.register_autograd(_reward_bwd, setup_context=_reward_setup)
 def _objective_impl(kind: str, head, a, b, targets, reward_form, reward_params, generations, seed, step,
                     entropy_weight, transform, rbf_gamma, standardize_epsilon, log_prob_clip, per_dimension_mean,
                     normaliser_rows, jitter):
+    a, b, targets, reward_params = _d(a), _d(b), _d(targets), _d(reward_params)
     B = a.shape[0]
     row_loss = torch.empty((B,), dtype=a.dtype, device=a.device)
     row_reward = torch.empty((B,), dtype=a.dtype, device=a.device)
@@ -253,16 +286,17 @@ def _objective_impl(kind: str, head, a, b, targets, reward_form, reward_params, 
     opts = _pg(entropy_weight, transform, rbf_gamma, standardize_epsilon, log_prob_clip, per_dimension_mean,
                normaliser_rows)
     ctx = context_for(a, seed)
-    kw = dict(**_head_kw(head, _d(a), _d(b), jitter), **_head_kw(head, ga, gb if b is not None else None, jitter,
-                                                                     prefix="grad_"))
+    kw = dict(**_head_kw(head, _d(a), _d(b), jitter), **_head_kw(head, _d(ga), _d(gb) if b is not None else None,
+                                                                     jitter, prefix="grad_"))
+    row_loss_, row_reward_ = _d(row_loss), _d(row_reward)
     if kind == "exact":
-        _core.exact_objective(ctx, head, reward_form, reward_params.detach(), opts, row_loss, row_reward,
+        _core.exact_objective(ctx, head, reward_form, _d(reward_params), opts, row_loss_, row_reward_,
                               **_data_kw(head, targets), **kw)
     elif kind == "pathwise":
-        _core.pg_pathwise(ctx, head, reward_form, reward_params.detach(), generations, opts, row_loss, row_reward,
-                          targets=targets.detach(), step=step, **kw)
+        _core.pg_pathwise(ctx, head, reward_form, _d(reward_params), generations, opts, row_loss_, row_reward_,
+                          targets=_d(targets), step=step, **kw)
     else:
-        _core.pg_surrogate(ctx, head, reward_form, reward_params.detach(), generations, opts, row_loss, row_reward,
+        _core.pg_surrogate(ctx, head, reward_form, _d(reward_params), generations, opts, row_loss_, row_reward_,
                            step=step, **_data_kw(head, targets), **kw)
     return row_loss.sum(), row_reward, ga, gb
 
@@ -337,9 +371,9 @@ def _curvature(head: str, hidden: Sequence[int], activation: str, layer_norm: bo
     opts = _core.PgOptions(entropy_weight=entropy_weight, transform=transform)
     data = _data_kw(head, targets)
     if exact:
-        curv.prepare_exact(params.detach(), x.detach(), grad, reward_form, reward_params.detach(), opts, **data)
+        curv.prepare_exact(_d(params), _d(x), grad, reward_form, _d(reward_params), opts, **data)
     else:
-        curv.prepare(params.detach(), x.detach(), grad, reward_form, reward_params.detach(), generations, opts,
+        curv.prepare(_d(params), _d(x), grad, reward_form, _d(reward_params), generations, opts,
                      step=step, **data)
     return ctx, curv
 
@@ -352,7 +386,7 @@ def _policy_hvp(head: str, hidden: list[int], activation: str, layer_norm: bool,
     _, curv = _curvature(head, hidden, activation, layer_norm, params, x, targets, reward_form, reward_params, exact,
                          generations, seed, step, entropy_weight, transform, jitter, dims)
     hv = torch.empty_like(params)
-    curv.apply(v.detach(), hv)
+    curv.apply(_d(v), hv)
     return hv
 
 
@@ -369,7 +403,7 @@ def _policy_mixed_product(head: str, hidden: list[int], activation: str, layer_n
     _, curv = _curvature(head, hidden, activation, layer_norm, params, x, targets, reward_form, reward_params, exact,
                          generations, seed, step, entropy_weight, transform, jitter, dims)
     g = torch.empty_like(reward_params)
-    curv.mixed_product(w.detach(), g)
+    curv.mixed_product(_d(w), g)
     return g
 
 
@@ -388,11 +422,11 @@ def _policy_solve(head: str, hidden: list[int], activation: str, layer_norm: boo
                            generations, seed, step, entropy_weight, transform, jitter, dims)
     w = torch.zeros_like(params)
     if solver == "neumann":
-        rep = _core.neumann_series(ctx, curv, rhs.detach(), w, alpha=tolerance, iterations=max_iterations,
+        rep = _core.neumann_series(ctx, curv, _d(rhs), w, alpha=tolerance, iterations=max_iterations,
                                    damping=damping)
     else:
         fn = _core.conjugate_gradient if solver == "cg" else _core.conjugate_gradient_normal
-        rep = fn(ctx, curv, rhs.detach(), w, damping=damping, tolerance=tolerance, max_iterations=max_iterations)
+        rep = fn(ctx, curv, _d(rhs), w, damping=damping, tolerance=tolerance, max_iterations=max_iterations)
     _solve_reports.last = rep
     return w
 
@@ -434,10 +468,25 @@ def reward(reward_form: str, reward_params: torch.Tensor, samples: torch.Tensor,
     return torch.ops.d2r.reward(reward_form, reward_params, samples, targets, classes)
 
 
+_PG_DEFAULTS = dict(entropy_weight=0.0, transform="none", rbf_gamma=1.0, standardize_epsilon=1e-6, log_prob_clip=0.0,
+                    per_dimension_mean=False, normaliser_rows=0)
+
+
 def _pg_args(options: Optional[_core.PgOptions], kw: dict) -> tuple:
-    o = options if options is not None else _core.PgOptions(**kw)
-    return (o.entropy_weight, o.transform, o.rbf_gamma, o.standardize_epsilon, o.log_prob_clip,
-            o.per_dimension_mean, o.normaliser_rows)
+    """The PG options as plain values (pure Python, so that torch.compile traces it without a break):
+    from a d2r.PgOptions, or from keywords named as its fields."""
+    if options is not None:
+        if kw:
+            raise _core.ArgumentError(f"d2r.torch: argument '{next(iter(kw))}': give options= or keywords, not both")
+        return (options.entropy_weight, options.transform, options.rbf_gamma, options.standardize_epsilon,
+                options.log_prob_clip, options.per_dimension_mean, options.normaliser_rows)
+    for k in kw:
+        if k not in _PG_DEFAULTS:
+            raise _core.ArgumentError(f"d2r.torch: argument '{k}': unknown option (expected one of "
+                                      f"{', '.join(_PG_DEFAULTS)})")
+    o = {**_PG_DEFAULTS, **kw}
+    return (float(o["entropy_weight"]), str(o["transform"]), float(o["rbf_gamma"]), float(o["standardize_epsilon"]),
+            float(o["log_prob_clip"]), bool(o["per_dimension_mean"]), int(o["normaliser_rows"]))
 
 
 def pg_surrogate(head: str, a: torch.Tensor, b: Optional[torch.Tensor], targets: torch.Tensor, reward_form: str,
@@ -518,7 +567,7 @@ def last_solve_report() -> Optional[dict]:
 class _LogProbFn(torch.autograd.Function):
     @staticmethod
     def forward(head, a, b, samples, jitter):
-        return _log_prob(head, a, b, samples, jitter)
+        return _log_prob_impl(head, a, b, samples, jitter)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -526,13 +575,13 @@ class _LogProbFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _log_prob_backward(ctx, g)
+        return _log_prob_backward(ctx, g, _head_backward_impl)
 
 
 class _EntropyFn(torch.autograd.Function):
     @staticmethod
     def forward(head, a, b, jitter):
-        return _entropy(head, a, b, jitter)
+        return _entropy_impl(head, a, b, jitter)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -540,13 +589,13 @@ class _EntropyFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _entropy_backward(ctx, g)
+        return _entropy_backward(ctx, g, _head_backward_impl)
 
 
 class _RewardFn(torch.autograd.Function):
     @staticmethod
     def forward(reward_form, params, samples, targets, classes):
-        return _reward(reward_form, params, samples, targets, classes)
+        return _reward_impl(reward_form, params, samples, targets, classes)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -554,7 +603,7 @@ class _RewardFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _reward_bwd(ctx, g)
+        return _reward_bwd(ctx, g, _reward_backward_impl)
 
 
 class _ObjectiveFn(torch.autograd.Function):
