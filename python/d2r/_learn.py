@@ -195,13 +195,13 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
     else:
         if Y is None:
             raise _core.ArgumentError("d2r.fit: argument 'Y': regression needs targets (or labels= and classes=)")
-        options.setdefault("hidden", [64, 64])
-        options.setdefault("evaluate_every", 1)
+        for k, v in dict(hidden=[64, 64], evaluate_every=1, lr=0.01, steps=400).items():  # the CLI's defaults
+            options.setdefault(k, v)
         dims = int(Y.shape[1])
         outputs = 2 * dims if options.get("head", "diagonal") == "diagonal" else dims + dims * (dims + 1) // 2
         n = _core.parameter_count(int(X.shape[1]), list(options["hidden"]), outputs, bool(options.get("layer_norm", False)))
         params = _empty_like(X, n, X)
-        show = _progress_printer(progress, int(options.get("steps", 100)), "step")
+        show = _progress_printer(progress, int(options["steps"]), "step")
         records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options, on_record=show)
     reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
     return FitResult(method, reward, params, records)
