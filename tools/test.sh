@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-tools/build.sh
+tools/setup-python.sh  # .venv: nanobind, numpy, pytest, CPU-usable torch (the python_tests ctest)
+tools/build.sh -DD2R_BUILD_PYTHON=ON
 (cd build && ctest --output-on-failure --timeout 900 -j "${D2R_JOBS:-$(nproc)}")
 if [ "${D2R_SKIP_SANITIZERS:-0}" != "1" ]; then
   echo "== CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
