@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the ignored virtual environment .venv/ (or $D2R_VENV) with what the Python bindings
 # and their tests need: nanobind (to build d2r._core in the CMake build: -DD2R_BUILD_PYTHON=ON),
-# numpy, pytest and a CPU-capable PyTorch. Idempotent: a .venv whose stamp matches is reused.
+# numpy, pytest, JAX (CPU) and a CPU-capable PyTorch. Idempotent: a .venv whose stamp matches is reused.
 #
 # PyTorch. PyPI's torch for Linux x86_64 is the CUDA build: with all its nvidia-* dependencies a
 # 2.8 GB download. This machine's CUDA toolkit already holds most of those libraries (cuBLAS, cuDNN,
@@ -20,6 +20,7 @@ python="${PYTHON:-python3}"
 nanobind_v="2.9.2"
 numpy_v="2.3.5"
 pytest_v="9.0.2"
+jax_v="0.10.2"  # jax + jaxlib (CPU): about 125 MB with scipy; for the JAX zero-copy tests
 torch_v="2.15.0"
 torch_pure_deps=(filelock "typing-extensions>=4.13.0" "setuptools>=77.0.3" "sympy>=1.13.3" "networkx>=2.5.1"
                  jinja2 "fsspec>=0.8.5")
@@ -28,7 +29,7 @@ torch_nvidia=("nvidia-cufile==1.17.1.22.*" "nvidia-cusparselt-cu13==0.8.1" "nvid
               "nvidia-nccl-cu13==2.30.7")
 
 want_torch="${D2R_TORCH:-1}"
-stamp="nanobind=$nanobind_v numpy=$numpy_v pytest=$pytest_v torch=$([ "$want_torch" = 1 ] && echo "$torch_v" || echo none)"
+stamp="nanobind=$nanobind_v numpy=$numpy_v pytest=$pytest_v jax=$jax_v torch=$([ "$want_torch" = 1 ] && echo "$torch_v" || echo none)"
 if [ -f "$venv/.d2r-stamp" ] && [ "$(cat "$venv/.d2r-stamp")" = "$stamp" ]; then
   echo "d2r setup-python: $venv is up to date ($stamp)"
   exit 0
@@ -37,7 +38,7 @@ fi
 start=$(date +%s)
 "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${pip[@]}" "nanobind==$nanobind_v" "numpy==$numpy_v" "pytest==$pytest_v"
+"${pip[@]}" "nanobind==$nanobind_v" "numpy==$numpy_v" "pytest==$pytest_v" "jax==$jax_v" "jaxlib==$jax_v"
 if [ "$want_torch" = 1 ]; then
   "${pip[@]}" "${torch_pure_deps[@]}"
   "${pip[@]}" --no-deps "torch==$torch_v" "${torch_nvidia[@]}"

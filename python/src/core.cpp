@@ -72,6 +72,13 @@ Arg Call::output(std::string_view name, const nb::handle& obj, bool optional) {
     if (!optional) bad_argument(fn_, name, "an output array is required, got None");
     return a;
   }
+  // JAX arrays are immutable and DLPack (as nanobind imports it) carries no read-only flag: refuse
+  // them as outputs by type, so that a JAX array is never written through.
+  const std::string module = nb::cast<std::string>(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr()))).attr("__module__"));
+  if (module.rfind("jax", 0) == 0) {
+    bad_argument(fn_, name, "JAX arrays are immutable and cannot be outputs; pass a NumPy, CuPy or PyTorch array "
+                            "(JAX arrays are fine as inputs)");
+  }
   if (!nb::try_cast(obj, a.out, /*convert=*/false)) {
     InArray ro;
     if (nb::try_cast(obj, ro, false)) bad_argument(fn_, name, "the output array is read-only");
