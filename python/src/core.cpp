@@ -191,7 +191,8 @@ void bind_core(nb::module_& m) {
   nb::class_<d2r::Context>(m, "Context",
                            "Backend (cpu or cuda), CUDA stream, cuBLAS handle, workspace and Philox seed of the "
                            "primitives. stream: a borrowed cudaStream_t as an int (e.g. "
-                           "torch.cuda.current_stream().cuda_stream); None: the context owns a new stream.")
+                           "torch.cuda.current_stream().cuda_stream; 0 is the legacy default stream); None: the context owns a new "
+                           "stream.")
       .def(
           "__init__",
           [](d2r::Context* self, const std::string& backend, std::uint64_t seed, int device,
@@ -207,7 +208,9 @@ void bind_core(nb::module_& m) {
             }
             o.seed = seed;
             o.device = device;
-            o.stream = stream ? reinterpret_cast<cudaStream_t>(*stream) : nullptr;
+            // 0 is the legacy default stream (PyTorch's default stream reports cuda_stream == 0): borrow
+            // it as cudaStreamLegacy, since a null stream in ContextOptions means "own a new one".
+            if (stream) o.stream = *stream == 0 ? cudaStreamLegacy : reinterpret_cast<cudaStream_t>(*stream);
             o.value_checks = value_checks == "none" ? d2r::ValueChecks::none : d2r::ValueChecks::full;
             new (self) d2r::Context(o);
           },
