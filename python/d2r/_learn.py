@@ -90,7 +90,8 @@ class BilevelRewardLearner:
     """Learns the reward r_U(ŷ, y) = −(ŷ−y)ᵀU(ŷ−y) of a policy by bilevel optimisation
     (d2r::BilevelTrainer). Regression: ``fit(X, Y)``; classification: ``fit(X, labels=..., classes=C)``.
 
-    Options (keywords; the defaults are the CLI's `d2r fit --method bilevel`): hidden, activation,
+    Options (keywords; the defaults are the CLI's `d2r fit --method bilevel`, for regression or, with
+    classes, for classification: logistic regression, G = 50, inner lr 0.05, outer lr 0.1): hidden, activation,
     layer_norm, reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I), outer_steps,
     inner_steps, inner_lr, outer_lr, entropy_weight (λ), generations (G), inner_start ('warm' or
     'fresh'), curvature ('exact' or 'surrogate'), solver ('normal_cg', 'cg', 'neumann'),
@@ -104,6 +105,9 @@ class BilevelRewardLearner:
 
     _CLI_DEFAULTS = dict(hidden=[64, 64], inner_start="warm", inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0,
                          generations=5, inner_steps=50, solver_iterations=1)
+    # `d2r fit --task classification --method bilevel` (the paper's tabular setting).
+    _CLI_CLASS_DEFAULTS = dict(hidden=[], inner_start="warm", inner_lr=0.05, outer_lr=0.1, entropy_weight=1.0,
+                               generations=50, inner_steps=50, solver_iterations=1)
 
     def __init__(self, *, reward_form: str = "scalar", reward_init: Optional[Sequence[float]] = None,
                  outer_steps: int = 100, seed: int = 0, device: str = "auto", threads: int = 1, **options: Any):
@@ -113,7 +117,7 @@ class BilevelRewardLearner:
         self.seed = int(seed)
         self.device = device
         self.threads = int(threads)
-        self.options = {**self._CLI_DEFAULTS, **options}
+        self.options = dict(options)  # the defaults (regression or classification) are added by fit()
         self.trainer_: Optional[_core.BilevelTrainer] = None
 
     def _initial_reward(self, dims: int) -> list[float]:
@@ -130,8 +134,10 @@ class BilevelRewardLearner:
         checkpoint: a file written every checkpoint_every outer steps and at the end (atomically)."""
         _core.set_cpu_threads(self.threads)
         ctx = _context(X, self.device, self.seed)
-        opts = dict(self.options)
-        opts["seed"] = self.seed
+        defaults = self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS
+        opts = {**defaults, **self.options, "seed": self.seed}
+        if classes and "outer_data" not in self.options:  # the CLI: validation rows when there are some
+            opts["outer_data"] = "validation" if val_X is not None else "train"
         if classes:
             dims = int(classes)
         else:
