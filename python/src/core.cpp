@@ -192,7 +192,8 @@ void bind_core(nb::module_& m) {
                            "Backend (cpu or cuda), CUDA stream, cuBLAS handle, workspace and Philox seed of the "
                            "primitives. stream: a borrowed cudaStream_t as an int (e.g. "
                            "torch.cuda.current_stream().cuda_stream; 0 is the legacy default stream); None: the context owns a new "
-                           "stream.")
+                           "stream. Not thread-safe (the GIL is released while a primitive runs): one context per thread, as "
+                           "d2r.torch.context_for keeps.")
       .def(
           "__init__",
           [](d2r::Context* self, const std::string& backend, std::uint64_t seed, int device,
