@@ -446,8 +446,9 @@ def _dims(head: str, a: torch.Tensor) -> int:
 
 def sample(head: str, a: torch.Tensor, b: Optional[torch.Tensor] = None, *, generations: int, seed: int = 0,
            step: int = 0, jitter: float = 1e-5) -> torch.Tensor:
-    """G draws per row: a (B*G) x n float tensor (Gaussian heads) or a B x G int32 tensor (categorical)."""
-    return torch.ops.d2r.sample(head, a, b, generations, seed, step, jitter)
+    """G draws per row: a (B*G) x n float tensor (Gaussian heads) or a B x G int32 tensor (categorical).
+    The draws are constants for autograd (REINFORCE): the head is read detached."""
+    return torch.ops.d2r.sample(head, a.detach(), None if b is None else b.detach(), generations, seed, step, jitter)
 
 
 def log_prob(head: str, a: torch.Tensor, b: Optional[torch.Tensor], samples: torch.Tensor, *,

@@ -405,6 +405,8 @@ def test_zero_copy_on_tensors_and_bad_tensor_input():
     ptr = out.data_ptr()
     d2r.log_prob(dt.context_for(mu), "diag", s, out, mean=mu, log_std=ls)
     assert out.data_ptr() == ptr and torch.isfinite(out).all()
+    drawn = dt.sample("diag", mu.clone().requires_grad_(), ls, generations=2, seed=1)
+    assert not drawn.requires_grad and torch.equal(drawn, s)  # draws are constants for autograd
     with pytest.raises(ValueError, match="'samples'.*float32"):
         dt.log_prob("diag", mu, ls, s.double())
     with pytest.raises(ValueError, match="'mean'.*not contiguous"):
