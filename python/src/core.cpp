@@ -291,4 +291,7 @@ NB_MODULE(_core, m) {
   bind_network(m);
   bind_optim(m);
   bind_trainers(m);
+#ifdef D2R_PY_JAX
+  bind_jax(m);
+#endif
 }
