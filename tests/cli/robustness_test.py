@@ -521,21 +521,39 @@ def compare_runs(a, b, label):
         fail(f"{label}: temporary files left in --out: {left}")
 
 
+def wait_for_saves(p, ckpt, saves, extra):
+    """Waits (while `p` runs) until `ckpt` has been written `saves` more times (each save renames a
+    new file over it: a new inode), then `extra` seconds: a kill point in the run's own progress,
+    so a busier or quieter machine moves it in time, not in the run."""
+    def state():
+        try:
+            st = os.stat(ckpt)
+            return (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            return None
+    last, seen, t0 = state(), 0, time.time()
+    while p.poll() is None and seen < saves and time.time() - t0 < 60:
+        now = state()
+        if now is not None and now != last:
+            seen, last = seen + 1, now
+        time.sleep(0.0005)
+    time.sleep(extra)
+
+
 def group_fault_injection():
-    """kill -9 at seeded random moments of small bilevel runs (regression and classification), then
-    --resume (or, before the first checkpoint, --overwrite) until the run ends: the results, every
-    record and every CSV equal the uninterrupted run's (wall times masked), no temporaries left.
-    Trials go on (alternating the tasks, at most 60) until each task has had at least 6 runs killed
-    mid-run and 3 resumes from a mid-run checkpoint, so a busier or quieter machine than the one
-    that timed the uninterrupted run changes how many trials it takes, not the outcome."""
+    """kill -9 at seeded random points of small bilevel runs (regression and classification: after a
+    random number 0..10 of checkpoint saves, plus up to 30 ms), then --resume (or, before the first
+    checkpoint, --overwrite) until the run ends: the results, every record and every CSV equal the
+    uninterrupted run's (wall times masked), no temporaries left. Trials go on (alternating the
+    tasks, at most 60) until each task has had at least 6 runs killed mid-run and 3 resumes from a
+    mid-run checkpoint."""
     rng = random.Random(20241206)
     tasks = {}
     for label, args in (("regression", REG_BL), ("classification", CLS_BL)):
         args = with_option(args, "--outer-steps", "10")
         whole = out_dir(f"{label}_whole")
-        t0 = time.time()
         expect(0, ["fit"] + args + ["--out", whole])
-        tasks[label] = {"args": args, "whole": whole, "duration": time.time() - t0, "kills": 0, "resumes": 0}
+        tasks[label] = {"args": args, "whole": whole, "kills": 0, "resumes": 0}
     trial = 0
     while trial < 60 and any(t["kills"] < 6 or t["resumes"] < 3 for t in tasks.values()):
         label = ("regression", "classification")[trial % 2]
@@ -544,7 +562,7 @@ def group_fault_injection():
         attempt = ["fit"] + args + ["--out", d]
         for k in range(1 + (trial // 2) % 2):  # every other trial of a task is killed twice
             p = subprocess.Popen([D2R] + attempt, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.02, 0.95) * task["duration"])
+            wait_for_saves(p, os.path.join(d, "checkpoint.ckpt"), rng.randint(0, 10), rng.uniform(0, 0.03))
             killed = p.poll() is None
             if killed:
                 p.send_signal(signal.SIGKILL)
