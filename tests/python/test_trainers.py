@@ -101,10 +101,13 @@ def test_bad_options_and_data_name_themselves(regression_csv):
         d2r.BilevelRewardLearner(outer_steps=1).fit(X, bad, progress=False)
 
 
-def test_fit_on_torch_tensors_allocates_in_torch():
+def test_fit_on_torch_tensors_allocates_in_torch(device):
     torch = pytest.importorskip("torch")
-    X = torch.randn(30, 2)
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    X = torch.randn(30, 2, device=device)
     Y = X[:, :1] * 2
     res = d2r.fit(X, Y, method="mse", steps=5, hidden=[4], progress=False)
     assert isinstance(res.policy_params, torch.Tensor) and res.policy_params.shape == (d2r.parameter_count(2, [4], 2),)
+    assert res.policy_params.device.type == device
     assert torch.isfinite(res.policy_params).all()
