@@ -1,6 +1,6 @@
 # The recommended bilevel outer loop through the program, against `d2r sweep` (DESIGN.md §7): on
 # Fig. 3-like data and on data/tabular/iris.csv, `d2r fit --method bilevel` from two starting
-# rewards an order of magnitude apart reports `converged` (exit 0), and PG at its learned reward
+# rewards an order of magnitude apart (on the standardised targets) reports `converged` (exit 0), and PG at its learned reward
 # (the sweep's protocol and seeds) is within the seed noise of the sweep's best value:
 #   tolerance = 2 · noise · sqrt(2/S), noise = the median over grid values of the sd over S seeds
 # (the difference of two means of S seeds has sd noise·sqrt(2/S); 2 of those). Regression: in at
@@ -69,7 +69,7 @@ function(check_sweep dir what max_share)
     string(JSON value GET "${json}" bilevel ${i} value)
     string(JSON share GET "${json}" bilevel ${i} share_of_sweep_inner_steps)
     string(JSON tol GET "${json}" bilevel ${i} tolerance)
-    string(JSON status GET "${json}" bilevel ${i} verdict status)
+    string(JSON status GET "${json}" bilevel ${i} verdict)
     message(STATUS "${what}: bilevel ${i}: reward ${value}, PG there ${mean} vs best ${best} (tolerance ${tol}, "
                    "noise ${noise}); ${share} of the sweep's inner steps; ${status}")
     if(NOT within)
@@ -90,7 +90,7 @@ function(check_sweep dir what max_share)
 endfunction()
 
 set(reg ${fig3} --targets y0,y1 --device cpu -q --seed 1)
-foreach(u0 0.05 0.5)
+foreach(u0 0.5 5)  # on the standardised targets (u* ≈ 3 there)
   run_d2r(out code fit ${reg} --method bilevel --u ${u0} --out "${WORK_DIR}/bilevel_${u0}")
   if(NOT code EQUAL 0)
     message(FATAL_ERROR "fit --method bilevel --u ${u0}: exit ${code} (expected 0, converged):\n${out}")
@@ -99,14 +99,14 @@ foreach(u0 0.05 0.5)
     message(FATAL_ERROR "fit --method bilevel --u ${u0}: no 'verdict: converged' on stdout:\n${out}")
   endif()
   file(READ "${WORK_DIR}/bilevel_${u0}/results.json" json)
-  string(JSON status GET "${json}" verdict status)
+  string(JSON status GET "${json}" verdict)
   string(JSON scale GET "${json}" final reward target_scale)
   if(NOT status STREQUAL "converged" OR scale LESS_EQUAL 1)
     message(FATAL_ERROR "results.json: verdict ${status}, target scale ${scale} (targets standardised by default)")
   endif()
 endforeach()
 run_d2r(out code sweep ${reg} --grid-min 0.1 --grid-max 100 --points 7 --seeds 2 --steps 400
-        --bilevel "${WORK_DIR}/bilevel_0.05,${WORK_DIR}/bilevel_0.5" --out "${WORK_DIR}/sweep")
+        --bilevel "${WORK_DIR}/bilevel_0.5,${WORK_DIR}/bilevel_5" --out "${WORK_DIR}/sweep")
 if(NOT code EQUAL 0 OR NOT EXISTS "${WORK_DIR}/sweep/sweep.csv")
   message(FATAL_ERROR "sweep: exit ${code} or no sweep.csv:\n${out}")
 endif()

@@ -112,13 +112,6 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
 }
 
-/// The bilevel options that other methods do not use.
-void reject_bilevel_only(const FitOptions& o, std::string_view method) {
-  for (std::string_view n : {"--preset", "--outer-step", "--inner-tolerance", "--inner-max-steps", "--solver-tolerance",
-                             "--damping", "--window", "--reward-tolerance", "--loss-tolerance", "--outer-data"}) {
-    if (given(o, n)) bad_input(kCmd, n, fmt::format("only for --method bilevel, not {}", method));
-  }
-}
 
 /// The verdict of a bilevel run on stdout and as the exit code (0 converged, 4 step_limited, 3
 /// diverged); warnings on stderr.
@@ -718,7 +711,6 @@ int run_fit(const FitOptions& o) {
   if (o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required (or --task classification --label COL)");
   reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
   const Method method = parse_method(o.method);
-  if (method != Method::bilevel) reject_bilevel_only(o, o.method);
   if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
   if (given(o, "--inner-batch-size") && method != Method::bilevel) {
     bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
@@ -743,10 +735,9 @@ int run_fit(const FitOptions& o) {
   c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
   c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
   c.reward_form = parse_form(o.reward);
-  // --u is in the original units of the targets; the trainer sees standardised ones (checked
-  // first, so that a message quotes the value given).
-  check_reward_values(kCmd, c.reward_form, o.u, train.dims);
-  c.reward_params = reward_in_scale(c.reward_form, o.u, train.dims, 1 / target_scale);
+  // --u is on the targets the trainer sees (standardised unless --no-standardize-targets); the
+  // results give the reward in both scales.
+  c.reward_params = o.u;
   if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
     c.reward_params = identity_reward(c.reward_form, train.dims);  // U = I on the standardised targets
   }
@@ -793,6 +784,8 @@ int run_fit(const FitOptions& o) {
   config["threads"] = o.threads;
   config["task"] = o.task;
   if (o.standardize) config["data"]["standardization"] = {{"mean", map.mean}, {"scale", map.scale}};
+  config["data"]["standardize_targets"] = o.standardize_targets;
+  if (target_scale != 1) config["data"]["target_standardization"] = {{"mean", target_mean}, {"scale", target_scale}};
 
   fmt::print("d2r fit: {} ({} rows): {} train / {} validation rows, {} features -> {} targets ({})\n", o.data,
              data.rows, train.rows, val.rows, train.inputs, train.dims, fmt::join(data.target_names, ", "));
@@ -891,7 +884,8 @@ int run_fit(const FitOptions& o) {
   }
   int code = 0;
   if (method == Method::bilevel) {
-    j["verdict"] = {{"status", to_string(result.verdict.status)}, {"reason", result.verdict.reason}};
+    j["verdict"] = to_string(result.verdict.status);
+    j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = result.records.empty() ? kNaN : result.records.back().outer_loss;
     j["final"]["inner_steps"] = result.inner_steps;
     code = report_verdict(result.verdict, warnings);
@@ -909,7 +903,8 @@ int run_fit(const FitOptions& o) {
     if (!std::isfinite(result.reward_params[i])) diverged = fmt::format("reward parameter {} is {}", i, result.reward_params[i]);
   }
   if (!diverged.empty()) {
-    j["verdict"] = {{"status", "diverged"}, {"reason", fmt::format("non-finite final metrics: {}", diverged)}};
+    j["verdict"] = "diverged";
+    j["reason"] = fmt::format("non-finite final metrics: {}", diverged);
   }
   ensure_directory(out);
   write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
@@ -933,7 +928,6 @@ int run_fit_classification(const FitOptions& o) {
   if (given(o, "--inner-batch-size") && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
   }
-  if (method != ClassMethod::bilevel) reject_bilevel_only(o, o.method);
   if (given(o, "--standardize-targets")) bad_input(kCmd, "--standardize-targets", "only for --task regression");
   if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
@@ -1112,7 +1106,8 @@ int run_fit_classification(const FitOptions& o) {
                        .validation_loss = r.validation.nll_per_dim});
     }
     warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
-    j["verdict"] = {{"status", to_string(result.verdict.status)}, {"reason", result.verdict.reason}};
+    j["verdict"] = to_string(result.verdict.status);
+    j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = result.outer.empty() ? kNaN : result.outer.back().outer_loss;
     j["final"]["inner_steps"] = result.inner_steps;
     code = report_verdict(result.verdict, warnings);
@@ -1125,7 +1120,8 @@ int run_fit_classification(const FitOptions& o) {
        {"the final validation cross-entropy", has_val ? result.validation.nll_per_dim : 0.0},
        {"the learned β", method == ClassMethod::nll ? 0.0 : result.beta}});
   if (!diverged.empty()) {
-    j["verdict"] = {{"status", "diverged"}, {"reason", fmt::format("non-finite final metrics: {}", diverged)}};
+    j["verdict"] = "diverged";
+    j["reason"] = fmt::format("non-finite final metrics: {}", diverged);
   }
   ensure_directory(out);
   write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));

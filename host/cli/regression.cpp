@@ -159,9 +159,6 @@ nlohmann::json RegressionConfig::to_json() const {
                       {"activation", d2r::to_string(activation)},
                       {"head", d2r::to_string(head)},
                       {"seed", seed}};
-  if (target_scale != 1 || !target_mean.empty()) {
-    j["target_standardization"] = {{"mean", target_mean}, {"scale", target_scale}};
-  }
   if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
     j["reward"] = reward_form_name(reward_form);
     j["lambda"] = lambda;

@@ -308,7 +308,7 @@ int run_sweep(const SweepOptions& s) {
     fmt::print("bilevel ({}): learned {} = {:.4g}, PG there: validation loss {:.4f} (sd {:.4f}); {} inner steps "
                "({:.0f} % of the sweep's), verdict {}: {} the sweep's best {:.4f} + tolerance {:.4f}\n",
                s.bilevel[i], name, lp.value, lb, lp.sd, bsteps, 100.0 * share,
-               res["verdict"].value("status", "?"), within ? "within" : "NOT within", b.mean, tol);
+               (res["verdict"].is_string() ? res["verdict"].get<std::string>() : std::string("?")), within ? "within" : "NOT within", b.mean, tol);
     bj.push_back({{"path", s.bilevel[i]},
                   {"value", lp.value},
                   {"outer_loss_of_bilevel_run", res["final"].value("outer_loss", kNaN)},
@@ -317,6 +317,7 @@ int run_sweep(const SweepOptions& s) {
                   {"inner_steps", bsteps},
                   {"share_of_sweep_inner_steps", share},
                   {"verdict", res["verdict"]},
+                  {"reason", res.value("reason", "")},
                   {"tolerance", tol},
                   {"within_noise_of_best", within}});
   }

@@ -394,7 +394,8 @@ def group_out_folder():
         fail("stdout closed mid-run: exit 1 but no results.json")
     # The lock: a second run into a folder a run is writing to is refused, saying so.
     h = out_dir("o_lock")
-    long_run = ["fit"] + with_option(REG_BL, "--outer-steps", "400") + ["--out", h]
+    # The paper preset: it never stops before its budget (the recommended one stops when converged).
+    long_run = ["fit"] + with_option(REG_BL, "--outer-steps", "400") + ["--preset", "paper", "--out", h]
     p = subprocess.Popen([D2R] + long_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         t0 = time.time()
