@@ -351,12 +351,15 @@ def group_out_folder():
         fail("a refused reuse changed the folder")
     expect(2, ["fit"] + REG_BL + ["--out", d, "--resume", "--overwrite"], r"error: .*excludes")
     # Leftovers of a killed run, and a file of the user's.
-    for n in (".results.json.tmp-99999-0", "checkpoint.ckpt.tmp.AbC123", ".d2r-probe-99999-1", "notes.txt"):
+    # The user's files are kept, also those whose names merely look temporary.
+    mine = ["notes.txt", "notes.tmp.txt", ".draft.tmp-1-2", "results.json.bak"]
+    for n in [".results.json.tmp-99999-0", "checkpoint.ckpt.tmp.AbC123", ".d2r-probe-99999-1",
+              ".curves.csv.tmp-99999-3"] + mine:
         write(os.path.join(d, n), "x")
     expect(0, ["fit", REG, "--targets", "y0", "--hidden", "4", "--steps", "2", "--overwrite", "--out", d] + CPU)
     left = sorted(os.listdir(d))
-    if left != ["curves.csv", "notes.txt", "results.json"]:
-        fail(f"--overwrite left {left}, expected curves.csv, notes.txt, results.json")
+    if left != sorted(["curves.csv", "results.json"] + mine):
+        fail(f"--overwrite left {left}, expected curves.csv, results.json and the user's {mine}")
     # results.json a directory: refused before training.
     e = out_dir("o_dir")
     os.makedirs(os.path.join(e, "results.json"))
