@@ -111,6 +111,7 @@ constexpr OptionUse kOptionUse[] = {
     {"--outer-lr", "bilevel", "bilevel"},
     {"--outer-steps", "bilevel", "bilevel"},
     {"--inner-steps", "bilevel", "bilevel"},
+    {"--inner-batch-size", "bilevel", "bilevel"},
     {"--inner-start", "bilevel", "bilevel"},
     {"--curvature", "bilevel", "bilevel"},
     {"--solver", "bilevel", "bilevel"},
@@ -524,9 +525,6 @@ int run_fit(const FitOptions& o) {
   reject_options(o, {"--label", "--beta", "--epochs", "--batch-size", "--outer-data"}, "only for --task classification");
   const Method method = parse_method(o.method);
   if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
-  if (given(o, "--inner-batch-size") && method != Method::bilevel) {
-    bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
-  }
   reject_unused_options(o, false);
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
@@ -703,9 +701,6 @@ int run_fit_classification(const FitOptions& o) {
   if (o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
   const ClassMethod method = parse_class_method(o.method);
   if (o.resume && method != ClassMethod::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
-  if (given(o, "--inner-batch-size") && method != ClassMethod::bilevel) {
-    bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
-  }
   if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
   }
