@@ -351,6 +351,7 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
     try {
       resumed_from = run.resume(ckpt);
     } catch (const Error& e) {
+      if (std::string_view(e.what()).starts_with("d2r fit: ")) throw;  // already the CLI's words (bad_input)
       bad_input(kCmd, "--resume", user_words(e));  // the user gave --resume, not BilevelTrainer::load's path
     }
   }

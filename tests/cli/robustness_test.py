@@ -458,6 +458,9 @@ def group_checkpoint_corruption():
         open(ckpt, "wb").write(content)
         expect(2, resume, r"error: d2r fit: --resume: .*" + pattern, label=label)
     open(ckpt, "wb").write(good)
+    # A checkpoint past the requested --outer-steps: named once (no doubled "d2r fit: --resume:").
+    expect(2, ["fit"] + with_option(REG_BL, "--outer-steps", "3") + ["--resume", "--out", d],
+           r"error: d2r fit: --resume: the checkpoint '.*' holds 6 outer steps, more than --outer-steps 3")
     cfg = os.path.join(d, "checkpoint.json")
     saved_cfg = open(cfg).read()
     write(cfg, "[1,2,3]")
