@@ -102,7 +102,8 @@ else
 fi
 mkdir -p "$out" || { echo "gpu-run.sh: --out: cannot create '$out'" >&2; exit 2; }
 out=$(cd "$out" && pwd)
-export LD_LIBRARY_PATH="$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$PATH:/usr/local/cuda/bin" PYTHONUNBUFFERED=1
+# /usr/local/nvidia/bin: the driver's folder on the device machines (nvidia-smi), in case PATH lacks it.
+export LD_LIBRARY_PATH="$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$PATH:/usr/local/cuda/bin:/usr/local/nvidia/bin" PYTHONUNBUFFERED=1
 # compute-sanitizer: D2R_COMPUTE_SANITIZER, else on PATH, else where toolkits put it outside bin/
 # (CUDA's compute-sanitizer/ folder, a versioned /usr/local/cuda-*, NVIDIA's tools under /opt/nvidia).
 sanitizer=${D2R_COMPUTE_SANITIZER:-$(command -v compute-sanitizer ||
