@@ -481,7 +481,8 @@ def group_scripts():
     builds = [l for l in test_sh.splitlines() if "tools/build.sh" in l and not l.lstrip().startswith("#")]
     if len(builds) < 2 or not all("-DD2R_BUILD_TESTS=ON" in l for l in builds):
         fail(f"tools/test.sh: every tools/build.sh call must pass -DD2R_BUILD_TESTS=ON: {builds}")
-    code = "\n".join(l for l in test_sh.splitlines() if not l.lstrip().startswith("#"))
+    # Commands only: whole-line and trailing comments (" # ... ctest") dropped.
+    code = "\n".join(re.sub(r"\s#\s.*$", "", l) for l in test_sh.splitlines() if not l.lstrip().startswith("#"))
     ctests = re.findall(r"\bctest\b[^\n]*", code)
     ctests = [c for c in ctests if not c.startswith("ctest -L") or "--" in c]
     if not ctests or not all("--no-tests=error" in c for c in ctests):
