@@ -112,5 +112,10 @@ python3 "$root/tools/gpu_summary.py" summarize "$work/cut" "$work/cutout" --budg
 expect "a phase left running (a call cut short): INCOMPLETE, exit 4 [got $rc]" \
   '((rc == 4)) && [[ $(last cutout) == "Verdict: INCOMPLETE (exit 4): still running, or the call was cut short: memcheck"* ]]'
 
+cp -r "$syn" "$work/lack" && printf 'memcheck\tunavailable\t-\t0\t0\tcompute-sanitizer not found\n' >>"$work/lack/phases.tsv" && mkdir -p "$work/lackout"
+python3 "$root/tools/gpu_summary.py" summarize "$work/lack" "$work/lackout" --budget 330; rc=$?
+expect "a phase without its tool: INCOMPLETE, exit 4, not sent to --resume [got $rc]" \
+  '((rc == 4)) && [[ $(last lackout) == "Verdict: INCOMPLETE (exit 4): no tool for: memcheck on this machine (a resume cannot run them)"* ]]'
+
 echo "$failures failed"
 ((failures == 0))
