@@ -12,6 +12,7 @@ stays within a few CPU-minutes.
 import csv
 import io
 import json
+import math
 import os
 import random
 import shutil
@@ -235,6 +236,18 @@ def group_memory():
            r"--hidden: .*needs at least [0-9.]+ GiB, more than the [0-9.]+ GiB")
     if os.path.exists(out_dir("m")):
         fail("a refused run created --out")
+    # Bilevel holds about 20 vectors of the parameters' size, not 4: a network whose 4 copies would
+    # fit (mem / 36 parameters: 4 copies are 0.44 of the memory) is refused for bilevel, before
+    # allocating.
+    width, layers = 65537, 1
+    while width > 65536:
+        layers += 1
+        width = int(math.sqrt(mem / 36 / (layers - 1)))
+    expect(2, ["fit", REG, "--targets", "y0", "--method", "bilevel", "--outer-steps", "1", "--inner-steps", "1",
+               "--hidden", ",".join([str(width)] * layers), "--out", out_dir("m")] + CPU,
+           r"--hidden: .*needs at least [0-9.]+ GiB, more than the [0-9.]+ GiB")
+    if os.path.exists(out_dir("m")):
+        fail("a refused bilevel run created --out")
 
 
 def group_unused_options():
