@@ -1,6 +1,6 @@
 # D2R_SANITIZE=ON: AddressSanitizer + UndefinedBehaviorSanitizer on the host C++ code
 # (library host parts, CPU reference, tests, CLI). CUDA device code is checked with
-# compute-sanitizer on a GPU machine instead (tools/gpu-check).
+# compute-sanitizer on a GPU machine instead (tools/gpu-run.sh).
 function(d2r_enable_sanitizers target)
   if(D2R_SANITIZE)
     # GCC's -Wmaybe-uninitialized is unreliable under the sanitizers' instrumentation (GCC's manual

@@ -47,7 +47,7 @@ TEST(BilevelGpu, CudaGraphInnerLoopEqualsEagerLaunchesBitForBit) {
       if (k == 2) {
         // Move both workspace blocks (the old ones are freed) and change the seed: a graph that
         // kept the old pointers or seed would replay into freed memory or with stale draws; the
-        // trainer must capture again (memcheck in tools/gpu-check.sh sees the former).
+        // trainer must capture again (compute-sanitizer memcheck on this test sees the former).
         for (const d2r::Workspace w : {d2r::Workspace::primitive, d2r::Workspace::composite})
           gpu.workspace(4 * gpu.workspace_capacity(w) + 4096, w);
         gpu.set_seed(9);

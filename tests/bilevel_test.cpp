@@ -814,31 +814,88 @@ TEST(Minibatch, BadBatchSizesAndOldCheckpointsAreRejected) {
   o.inner.batch_size = 20;  // full batch: allowed as before
   BilevelTrainer<double>(ctx, {.inputs = 2}, d.data(), {}, RewardForm::scalar, std::vector<double>{1.0}, o);
 
-  // A checkpoint of format version 2 (before minibatches): the version named, no state changed.
+  // A checkpoint of format version 3 (before the complete fingerprint): the version named, no state changed.
   // Made from a current file by rewriting the version and its checksum (FNV-1a, checkpoint.hpp).
   const auto dir = temp_dir("minibatch_version");
   o = {};
   o.inner.steps = 2;
   BilevelTrainer<double> t(ctx, {.inputs = 2}, d.data(), {}, RewardForm::scalar, std::vector<double>{1.0}, o);
   t.step();
-  t.save(dir / "v3.ckpt");
+  t.save(dir / "v4.ckpt");
   std::string bytes;
   {
-    std::ifstream in(dir / "v3.ckpt", std::ios::binary);
+    std::ifstream in(dir / "v4.ckpt", std::ios::binary);
     bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  const std::size_t at = bytes.find("d2r bilevel v3;");
+  const std::size_t at = bytes.find("d2r bilevel v4\n");
   ASSERT_NE(at, std::string::npos);
-  bytes[at + 13] = '2';
+  bytes[at + 13] = '3';
   std::uint64_t h = 1469598103934665603ull;
   for (std::size_t i = 0; i + 8 < bytes.size(); ++i) h = (h ^ static_cast<unsigned char>(bytes[i])) * 1099511628211ull;
   std::memcpy(bytes.data() + bytes.size() - 8, &h, 8);
-  std::ofstream(dir / "v2.ckpt", std::ios::binary) << bytes;
+  std::ofstream(dir / "v3.ckpt", std::ios::binary) << bytes;
   BilevelTrainer<double> fresh(ctx, {.inputs = 2}, d.data(), {}, RewardForm::scalar, std::vector<double>{1.0}, o);
-  expect_error([&] { fresh.load(dir / "v2.ckpt"); }, "path", "format version 2");
+  expect_error([&] { fresh.load(dir / "v3.ckpt"); }, "path", "format version 3");
   EXPECT_EQ(fresh.steps_done(), 0);
-  fresh.load(dir / "v3.ckpt");  // the untouched file still loads
+  fresh.load(dir / "v4.ckpt");  // the untouched file still loads
   EXPECT_EQ(fresh.steps_done(), 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Fields, FlattenFieldsVisitsEveryNestedOptionByName) {
+  d2r::BilevelOptions<float> o;
+  const auto fields = d2r::flatten_fields(o);
+  const auto value = [&](const std::vector<std::pair<std::string, std::string>>& f, const std::string& name) {
+    for (const auto& [n, v] : f) {
+      if (n == name) return v;
+    }
+    return std::string("<absent>");
+  };
+  EXPECT_EQ(value(fields, "inner.adam.learning_rate"), "0.01");
+  EXPECT_EQ(value(fields, "inner.pg.transform.kind"), "none");
+  EXPECT_EQ(value(fields, "solver"), "normal_cg");
+  EXPECT_EQ(value(fields, "curvature"), "exact");
+  EXPECT_EQ(value(fields, "cg.max_iterations"), "1");
+  EXPECT_EQ(value(fields, "cuda_graph"), "<absent>");  // how the work is launched, not what it computes
+  // Every leaf once: changing one field changes exactly that line.
+  o.inner.adam.beta2 = 0.5f;
+  const auto changed = d2r::flatten_fields(o);
+  ASSERT_EQ(changed.size(), fields.size());
+  int differ = 0;
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    EXPECT_EQ(changed[i].first, fields[i].first);
+    differ += changed[i].second != fields[i].second;
+  }
+  EXPECT_EQ(differ, 1);
+  EXPECT_EQ(value(changed, "inner.adam.beta2"), "0.5");
+}
+
+TEST(Checkpoint, OtherDataOrIdentityIsRefusedNamingIt) {
+  const SmallRun run(false);
+  const auto dir = temp_dir("fingerprint");
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto t = run.make(ctx);
+  t->step();
+  t->save(dir / "a.ckpt");
+  using d2r::test::expect_error;
+  // The same settings with another caller identity (say another data file's columns).
+  auto u = run.make(ctx);
+  const std::vector<std::pair<std::string, std::string>> id{{"data.columns", "[\"x\"]"}};
+  u->set_checkpoint_identity(id);
+  expect_error([&] { u->load(dir / "a.ckpt"); }, "path", "identity.data.columns: not in the checkpoint");
+  EXPECT_EQ(u->steps_done(), 0);
+  // Other data of the same shape: named by its hash.
+  const SmallRun other_data(false);
+  const Fig3Data d2{10, 6.0, 1.25, 18};
+  auto v = std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 2, .hidden = {6}}, d2.data(),
+                                                    d2r::RegressionData<double>{}, RewardForm::diagonal,
+                                                    std::vector<double>{1.0, 0.5}, other_data.options);
+  expect_error([&] { v->load(dir / "a.ckpt"); }, "path", "data.hash: saved");
+  // Another initial reward.
+  auto w = std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 2, .hidden = {6}}, run.d.data(),
+                                                    d2r::RegressionData<double>{}, RewardForm::diagonal,
+                                                    std::vector<double>{2.0, 0.5}, run.options);
+  expect_error([&] { w->load(dir / "a.ckpt"); }, "path", "reward.init: saved [1, 0.5], now [2, 0.5]");
   std::filesystem::remove_all(dir);
 }
 

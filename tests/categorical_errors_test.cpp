@@ -241,26 +241,6 @@ TEST_F(CategoricalErrors, ValueChecksNoneTrustsTheValues) {
   EXPECT_TRUE(std::isnan(lp[G])) << "a row without a distribution has no log-probability";
 }
 
-TEST_F(CategoricalErrors, CudaBackendRejectsDoubleAndHostPointers) {
-  D2R_REQUIRE_GPU();
-  d2r::Context gpu({.backend = d2r::Backend::cuda});
-  d2r::Buffer<double> logits_d(gpu, B * C), out_d(gpu, B);
-  expect_error([&] { d2r::entropy(gpu, d2r::Categorical<double>{logits_d.matrix(B, C)}, out_d.vector()); }, "head",
-               "float only", d2r::ErrorKind::unsupported);
-  GuardedMatrix<std::int32_t> gpu_samples(gpu, B, G);
-  GuardedMatrix<float> gpu_h(gpu, 1, B);
-  d2r::Buffer<float> gpu_logits(gpu, std::span<const float>(logits));
-  // Host logits on the cuda backend.
-  expect_error([&] { d2r::sample(gpu, head(), G, {}, gpu_samples.view()); }, "head.logits",
-               "needs device or managed memory");
-  expect_error([&] { d2r::entropy(gpu, head(), gpu_h.vector()); }, "head.logits", "needs device or managed memory");
-  // Host output on the cuda backend.
-  expect_error([&] {
-    d2r::sample(gpu, d2r::Categorical<float>{gpu_logits.matrix(B, C)}, G, {}, out_samples.view());
-  }, "samples", "needs device or managed memory");
-  EXPECT_TRUE(gpu_samples.untouched());
-  EXPECT_TRUE(gpu_h.untouched());
-  expect_untouched();
-}
+// The cuda backend's checks: CategoricalErrorsGpu in tests/errors_gpu_test.cpp (gpu_kernels_test).
 
 }  // namespace

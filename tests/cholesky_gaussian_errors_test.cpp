@@ -354,28 +354,7 @@ TEST_F(CholeskyErrors, BackwardAcceptsEmptyCotangents) {
   for (const double v : z_tril.values_checked()) EXPECT_EQ(v, 0.0);
 }
 
-// ---------------------------------------------------------------- cuda backend
-TEST_F(CholeskyErrors, CudaBackendRejectsDoubleAndHostPointers) {
-  if (!test::gpu_available()) GTEST_SKIP() << "no CUDA device: cuda-backend argument checks not run";
-  Context cuda({.backend = Backend::cuda});
-  GuardedMatrix<double> out_d(cuda, 1, kB);
-  try {
-    entropy(cuda, head(), out_d.vector());
-    ADD_FAILURE() << "double views on the cuda backend must be rejected";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::unsupported);
-    EXPECT_EQ(e.argument(), "head");
-    EXPECT_NE(std::string(e.what()).find("float only"), std::string::npos) << e.what();
-  }
-  EXPECT_TRUE(out_d.untouched());
-
-  const std::vector<float> mean_f(mean.begin(), mean.end()), tril_f(tril.begin(), tril.end());
-  const CholeskyGaussian<float> host_head{matrix_view(mean_f.data(), kB, kN),
-                                          matrix_view(tril_f.data(), kB, packed_size(kN)), 1e-5f};
-  GuardedMatrix<float> out_f(cuda, kB * kG, kN);
-  expect_rejected([&] { sample(cuda, host_head, kG, {}, out_f.view()); }, "head.mean", "device or managed memory");
-  EXPECT_TRUE(out_f.untouched());
-}
+// The cuda backend's checks: CholeskyErrorsGpu in tests/errors_gpu_test.cpp (gpu_kernels_test).
 
 }  // namespace
 }  // namespace d2r

@@ -197,7 +197,28 @@ TEST(CsvRead, FromFile) {
                {"bad.csv line 3, column 2 'y'", "missing field", "d2r::read_csv"}, "path");
 }
 
+TEST(CsvRead, NonRegularFilesAreRefusedWithoutReading) {
+  TempDir dir;
+  const auto fifo = dir.path() / "fifo.csv";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // A FIFO with no writer would block the open forever; /dev/zero would never end.
+  expect_error([&] { (void)d2r::read_csv(fifo); }, d2r::ErrorKind::io, {"fifo.csv is not a regular file"}, "path");
+  expect_error([&] { (void)d2r::read_csv("/dev/zero"); }, d2r::ErrorKind::io, {"/dev/zero is not a regular file"},
+               "path");
+}
+
 // ============================================================================================ errors
+
+TEST(CsvErrors, InvalidUtf8IsNamedByLineAndColumn) {
+  expect_parse_error("x,y\xff\n1,2\n", {"t.csv line 1, column 2", "invalid UTF-8: byte 0xff at byte 2"});
+  expect_parse_error("x,label\n1,a\n2,caf\xe9\n", {"t.csv line 3, column 2 'label'", "byte 0xe9 at byte 4"});
+  expect_parse_error("x\n\xc0\xaf\n", {"line 2, column 1", "byte 0xc0"});            // overlong '/'
+  expect_parse_error("x\n\xed\xa0\x80\n", {"line 2, column 1", "byte 0xed"});        // a surrogate
+  expect_parse_error("x\n\"a\nb\xfe\"\n", {"line 2, column 1", "byte 0xfe at byte 4"});  // quoted, two lines
+  // Valid multi-byte text is kept as it is.
+  const d2r::Table t = parse("caf\xc3\xa9,\xe2\x82\xac,\xf0\x9f\x98\x80\n1,2,3\n");
+  EXPECT_EQ(t.columns(), names({"caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"}));
+}
 
 TEST(CsvErrors, TooManyFields) {
   expect_parse_error("a,b\n1,2\n3,4,5\n", {"t.csv line 3, column 3", "too many fields", "3 fields", "2 columns"});

@@ -136,17 +136,6 @@ TEST_F(DiagGaussianErrors, InterleavedOutputsAreDisjointOnlyWhenTheirColumnsAre)
   }, "grad.mean", "overlaps argument 'grad.log_std'");
 }
 
-TEST_F(DiagGaussianErrors, DoubleOnTheCudaBackendIsUnsupported) {
-  D2R_REQUIRE_GPU();
-  d2r::Context gpu({.backend = d2r::Backend::cuda});
-  d2r::Buffer<double> m(gpu, B * n), s(gpu, B * n), out(gpu, B);
-  try {
-    d2r::entropy(gpu, d2r::DiagGaussian<double>{m.matrix(B, n), s.matrix(B, n)}, out.vector());
-    FAIL() << "expected d2r::Error";
-  } catch (const d2r::Error& e) {
-    EXPECT_EQ(e.kind(), d2r::ErrorKind::unsupported);
-    EXPECT_NE(std::string(e.what()).find("float only"), std::string::npos) << e.what();
-  }
-}
+// The cuda backend's checks: DiagGaussianErrorsGpu in tests/errors_gpu_test.cpp (gpu_kernels_test).
 
 }  // namespace

@@ -9,7 +9,7 @@
      steps/s, GFLOP/s and the speed-ups;
   4. what did not run: our skipped or failed rows, the peer variants that failed (with the
      reason the peer recorded, e.g. a torch.compile failure) and whole peer scripts that
-     failed (--failures, written by tools/gpu-check.sh).
+     failed (--failures).
 
     tools/bench_report.py --ours bench-objectives.json bench-curvature.json bench-outer-step.json \
                           --peer peer-pg-head.json peer-hvp.json peer-outer-step.json \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares .deps/ (git-ignored) for a GPU machine that cannot install packages: downloads the
 # Debian packages d2r builds against and unpacks them into .deps/root. Carry .deps to that
-# machine (device tool: carry [".deps"]) and run tools/gpu-check.sh there.
+# machine (device tool: carry [".deps"]) and run tools/gpu-check.sh there: the fallback that builds
+# on the GPU machine when the bundle of tools/gpu-bundle.sh does not load there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .deps && mkdir -p .deps/debs .deps/root

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The README's test command: set up, build, run the whole suite (GPU tests skip without a GPU;
 # D2R_EXPECT_GPU=1 makes them fail instead), then the CPU tests again under ASan+UBSan.
+# Every configure names the options it needs: build/ is shared with tools/main.sh, whose cache
+# has the tests off, and CMake keeps cached options unless told otherwise. ctest runs with
+# --no-tests=error, so a build without its tests fails instead of passing with nothing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-tools/build.sh
-(cd build && ctest --output-on-failure --timeout 900 -j "${D2R_JOBS:-$(nproc)}")
+tools/build.sh -DD2R_BUILD_TESTS=ON -DD2R_BUILD_BENCH=ON -DD2R_BUILD_CLI=ON -DD2R_SANITIZE=OFF
+(cd build && ctest --no-tests=error --output-on-failure --timeout 900 -j "${D2R_JOBS:-$(nproc)}")
 if [ "${D2R_SKIP_SANITIZERS:-0}" != "1" ]; then
   echo "== CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
   # One real architecture is enough here: this pass runs the CPU tests only.
-  D2R_BUILD_DIR=build-sanitize tools/build.sh -DD2R_SANITIZE=ON -DD2R_BUILD_BENCH=OFF -DCMAKE_CUDA_ARCHITECTURES=80-real
+  D2R_BUILD_DIR=build-sanitize tools/build.sh -DD2R_SANITIZE=ON -DD2R_BUILD_TESTS=ON -DD2R_BUILD_CLI=ON \
+    -DD2R_BUILD_BENCH=OFF -DCMAKE_CUDA_ARCHITECTURES=80-real
   (cd build-sanitize && ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 \
-     ctest --output-on-failure --timeout 900 -L cpu -E install_consumer -j "${D2R_JOBS:-$(nproc)}")
+     ctest --no-tests=error --output-on-failure --timeout 900 -L cpu -E install_consumer -j "${D2R_JOBS:-$(nproc)}")
 fi
 # libFuzzer run of the CSV reader and dataset builders (clang++; D2R_FUZZ_SECONDS, D2R_SKIP_FUZZ=1).
 tools/fuzz.sh

@@ -53,10 +53,13 @@ ClassificationSplits split_classification(const Dataset& data, double test_fract
   const auto split = [&](const Dataset& d, double fraction, std::uint64_t s, const char* what) {
     try {
       return stratified_split(d, fraction, s);
-    } catch (const Error& e) {
-      bad_input(command, "data",
-                fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: {}", data.source,
-                            d.rows, data.class_names.size(), what, fraction, e.what()));
+    } catch (const Error&) {
+      // The library names its own arguments (test_fraction); the user knows the file and --val-fraction.
+      bad_input(command, std::string_view(what) == "test" ? "data" : "--val-fraction",
+                fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: the training "
+                            "or {} rows would be none (give more rows{})",
+                            data.source, d.rows, data.class_names.size(), what, fraction, what,
+                            std::string_view(what) == "test" ? "" : " or --val-fraction 0"));
     }
   };
   ClassificationSplits out;
@@ -120,6 +123,8 @@ struct ClassificationRun::Impl {
   virtual double heuristic_beta() const = 0;
   virtual void set_checkpoint(std::filesystem::path path, std::int64_t every) = 0;
   virtual std::int64_t resume(const std::filesystem::path& path) = 0;
+  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
+  virtual nlohmann::json options_json() const = 0;
   virtual ClassificationResult run(const ClassProgressFn& progress) = 0;
   virtual std::int64_t total_units() const = 0;
 };
@@ -171,6 +176,32 @@ class TypedClassRun final : public ClassificationRun::Impl {
   void set_checkpoint(std::filesystem::path path, std::int64_t every) override {
     checkpoint_ = std::move(path);
     every_ = every;
+  }
+
+  void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) override {
+    if (trainer_) trainer_->set_checkpoint_identity(lines);
+  }
+
+  nlohmann::json options_json() const override {
+    nlohmann::json j = {{"classifier", fields_json(plain_options(c_.method == ClassMethod::pg ? c_.beta : kNaN))}};
+    if (trainer_) j["bilevel"] = fields_json(trainer_->options());
+    return j;
+  }
+
+  /// The options of the PG/cross-entropy phase; `beta` NaN: β = 1 (unused by nll; bilevel and
+  /// heuristic fill in their β when they run).
+  ClassifierFitOptions<T> plain_options(double beta) const {
+    ClassifierFitOptions<T> o;
+    o.loss = c_.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
+    o.epochs = c_.epochs;
+    o.batch_size = c_.batch_size;
+    o.adam.learning_rate = static_cast<T>(c_.learning_rate);
+    o.generations = c_.generations;
+    o.pg.entropy_weight = static_cast<T>(c_.lambda);
+    o.reward_form = RewardForm::scalar;
+    o.reward_params = {std::isnan(beta) ? 1.0 : beta};
+    o.seed = c_.seed;
+    return o;
   }
 
   std::int64_t resume(const std::filesystem::path& path) override {
@@ -228,16 +259,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
     }
     out.beta = beta;
 
-    ClassifierFitOptions<T> o;
-    o.loss = c_.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
-    o.epochs = c_.epochs;
-    o.batch_size = c_.batch_size;
-    o.adam.learning_rate = static_cast<T>(c_.learning_rate);
-    o.generations = c_.generations;
-    o.pg.entropy_weight = static_cast<T>(c_.lambda);
-    o.reward_form = RewardForm::scalar;
-    o.reward_params = {std::isnan(beta) ? 1.0 : beta};
-    o.seed = c_.seed;
+    const ClassifierFitOptions<T> o = plain_options(beta);
     // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning
     // curve of the paper); the validation rows are evaluated once, at the end.
     const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), train_, test_, o);
@@ -360,6 +382,10 @@ double ClassificationRun::heuristic_beta() const noexcept { return impl_->heuris
 void ClassificationRun::set_checkpoint(std::filesystem::path path, std::int64_t every) {
   impl_->set_checkpoint(std::move(path), every);
 }
+void ClassificationRun::set_identity(const std::vector<std::pair<std::string, std::string>>& lines) {
+  impl_->set_identity(lines);
+}
+nlohmann::json ClassificationRun::options_json() const { return impl_->options_json(); }
 std::int64_t ClassificationRun::resume(const std::filesystem::path& path) { return impl_->resume(path); }
 ClassificationResult ClassificationRun::run(const ClassProgressFn& progress) { return impl_->run(progress); }
 std::int64_t ClassificationRun::total_units() const noexcept { return impl_->total_units(); }

@@ -156,6 +156,12 @@ class ClassificationRun {
   [[nodiscard]] double heuristic_beta() const noexcept;
   /// Bilevel: saves the trainer to `path` every `every` outer steps (and after the last).
   void set_checkpoint(std::filesystem::path path, std::int64_t every);
+  /// Bilevel: what identifies the run beyond the trainer's own settings (the program's settings,
+  /// column names): saved in and checked against the checkpoint (BilevelTrainer::set_checkpoint_identity).
+  void set_identity(const std::vector<std::pair<std::string, std::string>>& lines);
+  /// Every field of the library options the run trains with (for_each_field): BilevelOptions for
+  /// the bilevel method, else the plain trainer's options.
+  [[nodiscard]] nlohmann::json options_json() const;
   /// Bilevel: restores the state saved in `path` (throws d2r::Error when it does not fit); returns
   /// the number of outer steps already done.
   std::int64_t resume(const std::filesystem::path& path);

@@ -16,6 +16,7 @@ struct SampleOptions {
   std::vector<double> std;
   std::vector<double> tril;
   std::vector<double> logits;
+  std::string logits_file;  ///< categorical: logits read from a file (numbers separated by commas or white space)
   std::int64_t generations = 10000;
   std::uint64_t seed = 0;
   std::uint64_t step = 0;
@@ -59,6 +60,7 @@ struct FitOptions {
   int threads = 1;
   std::string out;
   bool resume = false;
+  bool overwrite = false;  ///< replace the files of an earlier run in --out
   std::int64_t checkpoint_every = 10;
   bool quiet = false;
   // --task classification (PAPER.md Tables 1-2).

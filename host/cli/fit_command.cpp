@@ -14,6 +14,12 @@
 #include <string_view>
 #include <filesystem>
 #include <span>
+#include <cstring>
+#include <limits>
+
+#include <unistd.h>
+
+#include <cuda_runtime.h>
 
 #include <fmt/format.h>
 
@@ -90,22 +96,184 @@ void reject_options(const FitOptions& o, std::initializer_list<std::string_view>
 
 int run_fit_classification(const FitOptions& o);
 
-/// Bilevel runs (both tasks): the --resume identity check against DIR/checkpoint.json, the
-/// restore of DIR/checkpoint.ckpt, then (validation being over) the directory, the identity file
-/// and the periodic checkpoint. Returns the outer steps already done (0 for a new run).
+/// Which methods use an option, per task ("" = none: the task refuses it elsewhere; "*" = every
+/// method). An option not listed is used by every method. A new option of one method gets a row.
+struct OptionUse {
+  std::string_view option, regression, classification;
+};
+constexpr OptionUse kOptionUse[] = {
+    {"--reward", "pg heuristic bilevel", ""},
+    {"--lambda", "pg heuristic bilevel", "pg heuristic bilevel"},
+    {"--generations", "pg heuristic bilevel", "pg heuristic bilevel"},
+    {"--steps", "mse nll pg heuristic", ""},
+    {"--eval-every", "mse nll pg heuristic", ""},
+    {"--outer-lr", "bilevel", "bilevel"},
+    {"--outer-steps", "bilevel", "bilevel"},
+    {"--inner-steps", "bilevel", "bilevel"},
+    {"--inner-start", "bilevel", "bilevel"},
+    {"--curvature", "bilevel", "bilevel"},
+    {"--solver", "bilevel", "bilevel"},
+    {"--solver-iterations", "bilevel", "bilevel"},
+    {"--checkpoint-every", "bilevel", "bilevel"},
+    {"--outer-data", "", "bilevel"},
+};
+
+/// Refuses an option given on the command line that the chosen method does not use: accepting it
+/// would silently do nothing.
+void reject_unused_options(const FitOptions& o, bool classification) {
+  for (const OptionUse& u : kOptionUse) {
+    const std::string_view users = classification ? u.classification : u.regression;
+    if (users.empty() || users == "*" || !given(o, u.option)) continue;
+    bool used = false;
+    for (std::size_t at = 0; at < users.size();) {
+      const std::size_t end = std::min(users.find(' ', at), users.size());
+      used = used || users.substr(at, end - at) == o.method;
+      at = end + 1;
+    }
+    if (!used) {
+      std::string list(users);
+      std::replace(list.begin(), list.end(), ' ', '/');
+      bad_input(kCmd, u.option,
+                fmt::format("not used by --method {}{} (an option of --method {}); drop it", o.method,
+                            classification ? " --task classification" : "", list));
+    }
+  }
+}
+
+/// The least memory a run needs (the parameters and their gradient and Adam moments, the
+/// activations of one pass over the largest data set): refused with the figure when it is more
+/// than the machine has, instead of failing with std::bad_alloc (or the device's out-of-memory)
+/// in the middle.
+void check_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, std::int64_t inputs,
+                  std::int64_t outputs, std::int64_t rows, const Context& ctx) {
+  long double params = 0, width = static_cast<long double>(inputs), activations = 0;
+  for (std::int64_t h : hidden) {
+    params += (width + 1) * static_cast<long double>(h);
+    activations += static_cast<long double>(h);
+    width = static_cast<long double>(h);
+  }
+  params += (width + 1) * static_cast<long double>(outputs);
+  const long double scalar = o.precision == "double" ? 8 : 4;
+  const long double need = scalar * (4 * params + static_cast<long double>(rows) * (activations + outputs));
+  std::uint64_t have = 0;
+  std::string where;
+  if (ctx.backend() == Backend::cuda) {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) have = total_bytes;
+    where = "device memory";
+  } else {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page > 0) have = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+    where = "memory";
+  }
+  if (have > 0 && need > static_cast<long double>(have)) {
+    constexpr long double GiB = 1024.0L * 1024 * 1024;
+    bad_input(kCmd, "--hidden",
+              fmt::format("this network ({:.3g} parameters, layers {}) needs at least {:.1f} GiB, more than the "
+                          "{:.1f} GiB of {} this machine has; use narrower layers",
+                          static_cast<double>(params), fmt::join(hidden, ","), static_cast<double>(need / GiB),
+                          static_cast<double>(static_cast<long double>(have) / GiB), where));
+  }
+}
+
+/// --precision float: a value that a float cannot hold (|x| > 3.4e38) is bad input, named by its
+/// file, line and column, before the library meets it as an infinity.
+void check_float_range(const FitOptions& o, const Table& table, const Dataset& data) {
+  if (o.precision != "float") return;
+  const auto check = [&](const std::vector<double>& values, const std::vector<std::string>& names) {
+    const std::size_t cols = names.size();
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (std::abs(values[i]) <= static_cast<double>(std::numeric_limits<float>::max())) continue;
+      const std::size_t r = i / cols, c = i % cols;
+      const std::int64_t col = table.find_column(names[c]).value_or(-1);
+      bad_input(kCmd, "data",
+                fmt::format("{} line {}, column {} {}: {} is outside the range of --precision float (|x| <= "
+                            "3.4e38); rescale the column or use --precision double --device cpu",
+                            o.data, table.line(static_cast<std::int64_t>(r)), col + 1, shown_name(names[c]),
+                            values[i]));
+    }
+  };
+  check(data.features, data.feature_names);
+  if (data.task == Task::regression) check(data.targets, data.target_names);
+}
+
+/// The first non-finite value among `values` (named), or "".
+std::string first_non_finite(std::initializer_list<std::pair<const char*, double>> values) {
+  for (const auto& [name, v] : values) {
+    if (!std::isfinite(v)) return fmt::format("{} is {}", name, v);
+  }
+  return "";
+}
+
+/// Standard output must take what the run prints; checked before training (the header is out)
+/// and at the end. SIGPIPE is ignored (main), so a closed pipe shows here as EPIPE.
+bool stdout_ok() { return std::fflush(stdout) == 0 && std::ferror(stdout) == 0; }
+
+/// The exit code of a finished run: 3 when it diverged (the reason printed), 1 when standard output
+/// failed (the results are written), else 0.
+int finish_run(const std::string& diverged, const fs::path& out) {
+  const bool out_ok = stdout_ok();
+  if (!diverged.empty()) {
+    fmt::print(stderr,
+               "error: d2r fit: the run diverged: {}; results.json in '{}' records it (try a smaller --lr, "
+               "--standardize, or rescaled data)\n",
+               diverged, out.string());
+    return 3;
+  }
+  if (!out_ok) {
+    fmt::print(stderr, "error: d2r fit: cannot write the report to standard output ({}); the results are in '{}'\n",
+               std::strerror(errno), out.string());
+    return 1;
+  }
+  return 0;
+}
+
+/// The settings and data identity lines of a checkpoint: the flattened config ("a.b = json").
+void flatten_json(const nlohmann::json& j, const std::string& prefix, std::vector<std::pair<std::string, std::string>>& out) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) flatten_json(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
+  } else {
+    out.emplace_back(prefix, json_text(j, -1));
+  }
+}
+
+/// Every run, after validation: claims --out (lock, stale temporaries, --overwrite). Bilevel runs
+/// (both tasks) then: the --resume identity check against DIR/checkpoint.json (the settings named
+/// as the user knows them), the checkpoint's own fingerprint (every library option, the data's
+/// hash, and these settings as identity lines: a checkpoint copied alone into another folder is
+/// checked as fully), the restore, then the identity file and the periodic checkpoint. Returns the
+/// outer steps already done (0 for a new run).
 template <class Run>
-std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config, const fs::path& out, Run& run) {
+std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config, const fs::path& out, Run& run,
+                              bool bilevel) {
   const fs::path ckpt = out / kCheckpoint, ckpt_config = out / kCheckpointConfig;
   nlohmann::json identity = config;  // what must match to resume (not the step count)
   identity.erase("outer_steps");
+  identity.erase("library_options");  // the checkpoint's own fingerprint holds every library option
   identity["data"].erase("path");
+  std::vector<std::pair<std::string, std::string>> lines;
+  flatten_json(identity, "", lines);
   std::int64_t resumed_from = 0;
   if (o.resume) {
-    if (!fs::exists(ckpt)) {
-      bad_input(kCmd, "--resume", fmt::format("no checkpoint '{}' to resume from", ckpt.string()));
+    std::error_code ec;
+    if (!fs::exists(ckpt, ec)) {
+      bad_input(kCmd, "--resume",
+                fmt::format("no checkpoint '{}' to resume from (a run saves one every --checkpoint-every outer "
+                            "steps; start again with --overwrite)",
+                            ckpt.string()));
     }
-    if (fs::exists(ckpt_config)) {
-      const nlohmann::json saved = read_json(ckpt_config);
+    if (!fs::is_regular_file(ckpt, ec)) bad_input(kCmd, "--resume", fmt::format("'{}' is not a regular file", ckpt.string()));
+    if (fs::exists(ckpt_config, ec)) {
+      nlohmann::json saved;
+      try {
+        saved = read_json(ckpt_config);
+      } catch (const Error& e) {
+        bad_input(kCmd, "--resume", e.what());
+      }
+      if (!saved.is_object()) {
+        bad_input(kCmd, "--resume",
+                  fmt::format("'{}' is not the settings file d2r writes (expected a JSON object)", ckpt_config.string()));
+      }
       if (saved != identity) {
         std::vector<std::string> diff;
         for (auto it = identity.begin(); it != identity.end(); ++it) {
@@ -119,24 +287,34 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
                               fmt::join(diff, ", ")));
       }
     }
+  }
+  if (bilevel) run.set_identity(lines);
+  if (o.resume) {
     try {
       resumed_from = run.resume(ckpt);
     } catch (const Error& e) {
-      throw Error(ErrorKind::invalid_argument, "--resume", fmt::format("d2r fit: --resume: {}", e.what()));
+      bad_input(kCmd, "--resume", e.what());
     }
   }
-  if (!o.resume && fs::exists(ckpt)) {
-    fmt::print(stderr, "note: starting a new run; the checkpoint in '{}' will be replaced (--resume continues it)\n",
-               out.string());
-  }
   // Validation is over: from here on files may be written.
-  ensure_directory(out);
-  write_json_atomic(ckpt_config, identity);
-  run.set_checkpoint(ckpt, o.checkpoint_every);
+  claim_run_dir(kCmd, "--out", out, o.resume, o.overwrite);
+  if (bilevel) {
+    write_json_atomic(ckpt_config, identity);
+    run.set_checkpoint(ckpt, o.checkpoint_every);
+  }
   return resumed_from;
 }
 
 }  // namespace
+
+/// split_list of every value given to `option` (a list option may be given as "a,b" or "a b").
+std::vector<std::string> split_all(const std::string& option, const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const std::string& v : values) {
+    for (std::string& item : split_list(option, v)) out.push_back(std::move(item));
+  }
+  return out;
+}
 
 CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy (--targets) or a classifier (--task "
@@ -146,7 +324,9 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--task", o.task, "regression or classification")
       ->check(CLI::IsMember({"regression", "classification"}))
       ->capture_default_str();
-  cmd->add_option("--targets", o.targets, "regression: target columns, comma-separated (required)")->delimiter(',');
+  cmd->add_option_function<std::vector<std::string>>(
+      "--targets", [&o](const std::vector<std::string>& v) { o.targets = split_all("--targets", v); },
+      "regression: target columns, comma-separated (required); quote a name holding a comma: '\"a,b\",c'");
   cmd->add_option("--label", o.label, "classification: the label column (required)");
   cmd->add_option("--beta", o.beta,
                   "classification: β of the one-hot reward U = β·I: pg's fixed value, bilevel's start")
@@ -162,8 +342,9 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--batch-size", o.batch_size, "classification: rows per Adam step (0: full batch)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 31))
       ->capture_default_str();
-  cmd->add_option("--features", o.features, "feature columns, comma-separated (default: every other column)")
-      ->delimiter(',');
+  cmd->add_option_function<std::vector<std::string>>(
+      "--features", [&o](const std::vector<std::string>& v) { o.features = split_all("--features", v); },
+      "feature columns, comma-separated, quoted as --targets (default: every other column)");
   cmd->add_option("--method", o.method,
                   "mse, nll, pg, heuristic or bilevel (classification: nll, pg, heuristic, bilevel)")
       ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}))
@@ -171,10 +352,16 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
       ->check(CLI::IsMember({"scalar", "diagonal", "full"}))
       ->capture_default_str();
-  cmd->add_option("--u", o.u,
-                  "reward parameters, comma-separated: pg's fixed reward, bilevel's start (default U = I); "
-                  "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed")
-      ->delimiter(',');
+  cmd->add_option_function<std::vector<std::string>>(
+      "--u",
+      [&o](const std::vector<std::string>& v) {
+        o.u.clear();
+        for (const std::string& s : v) {
+          for (double x : split_numbers("--u", s)) o.u.push_back(x);
+        }
+      },
+      "reward parameters, comma-separated: pg's fixed reward, bilevel's start (default U = I); "
+      "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed");
   cmd->add_option("--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number())->capture_default_str();
   cmd->add_option("-G,--generations", o.generations,
                   "samples per row G of the policy gradient (classification default: 50)")
@@ -191,11 +378,20 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
                   "bilevel: Adam learning rate of the reward parameters (classification default: 0.1)")
       ->check(positive_number())
       ->capture_default_str();
-  cmd->add_option("--hidden", o.hidden,
-                  "hidden layer widths, comma-separated (classification default: none, logistic regression)")
-      ->delimiter(',')
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 16))
-      ->capture_default_str();
+  cmd->add_option_function<std::vector<std::string>>(
+         "--hidden",
+         [&o](const std::vector<std::string>& v) {
+           o.hidden.clear();
+           for (const std::string& s : v) {
+             for (std::int64_t w : split_integers("--hidden", s)) {
+               if (w < 1 || w > (std::int64_t{1} << 16)) {
+                 throw CLI::ValidationError("--hidden", fmt::format("a layer width must be in [1, 65536], got {}", w));
+               }
+               o.hidden.push_back(w);
+             }
+           }
+         },
+         "hidden layer widths, comma-separated (default 64,64; classification default: none, logistic regression)");
   cmd->add_option("--activation", o.activation, "relu or tanh")->check(CLI::IsMember({"relu", "tanh"}))->capture_default_str();
   cmd->add_option("--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
       ->check(CLI::IsMember({"diagonal", "cholesky"}))
@@ -225,14 +421,16 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   cmd->add_option("--val-fraction", o.val_fraction,
                   "share of rows held out for validation (0: none; classification: of every class, after a "
                   "stratified 0.2 test split)")
-      ->check(CLI::Range(0.0, 0.95))
+      ->check(finite_range(0.0, 0.95))
       ->capture_default_str();
   cmd->add_flag("--standardize", o.standardize,
                 "standardise the features with the training rows' statistics (classification: always)");
   cmd->add_option("--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
       ->capture_default_str();
-  cmd->add_option("--seed", o.seed, "seed of the split, the initialisation and the Philox draws")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "seed of the split, the initialisation and the Philox draws")
+      ->check(unsigned_64())
+      ->capture_default_str();
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--precision", o.precision, "float or double (double: cpu only)")
       ->check(CLI::IsMember({"float", "double"}))
@@ -241,7 +439,12 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--out", o.out, "output directory (created when missing)")->required();
-  cmd->add_flag("--resume", o.resume, "bilevel: continue the run checkpointed in --out");
+  cmd->add_flag("--resume", o.resume,
+                "bilevel: continue the run checkpointed in --out (refused unless every setting and the data are "
+                "those of the checkpoint; --outer-steps may grow)");
+  cmd->add_flag("--overwrite", o.overwrite,
+                "replace the files of an earlier run in --out (without it a folder holding results is refused)")
+      ->excludes("--resume");
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "bilevel: save a checkpoint every K outer steps")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
       ->capture_default_str();
@@ -267,6 +470,7 @@ int run_fit(const FitOptions& o) {
   if (given(o, "--inner-batch-size") && method != Method::bilevel) {
     bad_input(kCmd, "--inner-batch-size", "only for --method bilevel");
   }
+  reject_unused_options(o, false);
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
 
@@ -278,10 +482,19 @@ int run_fit(const FitOptions& o) {
     throw Error(ErrorKind::invalid_argument, "data", e.what());
   }
   const Dataset data = make_regression_dataset(table, o.targets, o.features);
+  check_float_range(o, table, data);
   Dataset train_set = data, val_set;
   const bool has_val = o.val_fraction > 0;
   if (has_val) {
-    Split s = random_split(data, o.val_fraction, o.seed);
+    Split s;
+    try {
+      s = random_split(data, o.val_fraction, o.seed);
+    } catch (const Error&) {
+      bad_input(kCmd, "--val-fraction",
+                fmt::format("{} of the {} rows of {} leaves no training or no validation rows; give more rows or "
+                            "--val-fraction 0",
+                            o.val_fraction, data.rows, o.data));
+    }
     train_set = std::move(s.train);
     val_set = std::move(s.test);
   }
@@ -321,7 +534,10 @@ int run_fit(const FitOptions& o) {
   c.seed = o.seed;
 
   const fs::path out = o.out;
-  check_output_dir(kCmd, "--out", out);
+  check_run_dir(kCmd, "--out", out, o.resume, o.overwrite);
+  check_memory(o, c.hidden, train.inputs,
+               c.head == GaussianHead::cholesky ? train.dims + train.dims * (train.dims + 1) / 2 : 2 * train.dims,
+               std::max(train.rows, val.rows), ctx);
   RegressionRun run(ctx, c, train, val, kCmd);  // validates the settings against the data, builds the trainer
 
   nlohmann::json config = c.to_json();
@@ -339,10 +555,6 @@ int run_fit(const FitOptions& o) {
   config["task"] = o.task;
   if (o.standardize) config["data"]["standardization"] = {{"mean", map.mean}, {"scale", map.scale}};
 
-  const fs::path ckpt = out / kCheckpoint;
-  const std::int64_t resumed_from = method == Method::bilevel ? setup_checkpoint(o, config, out, run) : 0;
-
-  // ---------------------------------------------------------------- train
   fmt::print("d2r fit: {} ({} rows): {} train / {} validation rows, {} features -> {} targets ({})\n", o.data,
              data.rows, train.rows, val.rows, train.inputs, train.dims, fmt::join(data.target_names, ", "));
   fmt::print("method {}", o.method);
@@ -361,6 +573,12 @@ int run_fit(const FitOptions& o) {
   fmt::print("\nMLP {}→[{}]→{} ({}), {} head, lr {}; device {} ({}), {}; seed {}\n", train.inputs,
              fmt::join(o.hidden, ","), train.dims, o.activation, o.head, o.lr, to_string(ctx.backend()),
              ctx.device_name(), o.precision, o.seed);
+  if (!stdout_ok()) bad_input(kCmd, "standard output", fmt::format("cannot write the report ({})", std::strerror(errno)));
+  config["library_options"] = run.options_json();
+  const fs::path ckpt = out / kCheckpoint;
+  const std::int64_t resumed_from = setup_checkpoint(o, config, out, run, method == Method::bilevel);
+
+  // ---------------------------------------------------------------- train
   if (resumed_from > 0) fmt::print("resuming from the checkpoint after outer step {}\n", resumed_from);
   std::fflush(stdout);
 
@@ -397,12 +615,25 @@ int run_fit(const FitOptions& o) {
   }
   j["resumed_from_step"] = resumed_from;
   j["wall_seconds"] = result.wall_seconds;
+  // A run whose final metrics are not finite diverged: its results are written (with the reason)
+  // but it is no success.
+  std::string diverged = first_non_finite({{"the final training NLL", result.train.nll_per_dim},
+                                           {"the final training RMSE", result.train.rmse},
+                                           {"the final validation NLL", has_val ? result.held_out.nll_per_dim : 0.0},
+                                           {"the final validation RMSE", has_val ? result.held_out.rmse : 0.0}});
+  for (std::size_t i = 0; diverged.empty() && i < result.reward_params.size(); ++i) {
+    if (!std::isfinite(result.reward_params[i])) diverged = fmt::format("reward parameter {} is {}", i, result.reward_params[i]);
+  }
+  if (!diverged.empty()) {
+    j["verdict"] = "diverged";
+    j["reason"] = fmt::format("non-finite final metrics: {}", diverged);
+  }
   ensure_directory(out);
   write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(),
              method == Method::bilevel ? fmt::format(", {}", ckpt.string()) : "");
-  return 0;
+  return finish_run(diverged, out);
 }
 
 namespace {
@@ -421,6 +652,7 @@ int run_fit_classification(const FitOptions& o) {
   if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
     bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
   }
+  reject_unused_options(o, true);
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
 
@@ -437,6 +669,7 @@ int run_fit_classification(const FitOptions& o) {
                                            fmt::join(names, ", ")));
   }
   const Dataset data = make_classification_dataset(table, o.label, o.features);
+  check_float_range(o, table, data);
   constexpr double test_fraction = 0.2;
   const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, kCmd);
   const ClassHostData train = to_class_host_data(splits.train), val = to_class_host_data(splits.validation),
@@ -469,7 +702,8 @@ int run_fit_classification(const FitOptions& o) {
   c.seed = o.seed;
 
   const fs::path out = o.out;
-  check_output_dir(kCmd, "--out", out);
+  check_run_dir(kCmd, "--out", out, o.resume, o.overwrite);
+  check_memory(o, c.hidden, train.inputs, classes, std::max({train.rows, val.rows, test.rows}), ctx);
   ClassificationRun run(ctx, c, train, val, test, classes, kCmd);  // validates the settings, builds the policy
 
   nlohmann::json config = c.to_json();
@@ -494,9 +728,6 @@ int run_fit_classification(const FitOptions& o) {
   config["task"] = o.task;
   // The data's identity for --resume (the path itself may change): the values of every split.
   config["data"]["hash"] = class_data_hash({&train, &val, &test});
-  const std::int64_t resumed_from = method == ClassMethod::bilevel ? setup_checkpoint(o, config, out, run) : 0;
-
-  // ---------------------------------------------------------------- train
   fmt::print("d2r fit: {} ({} rows, {} classes): {} train / {} validation / {} test rows (stratified), {} features "
              "(standardised) -> label '{}'\n",
              o.data, data.rows, classes, train.rows, val.rows, test.rows, train.inputs, o.label);
@@ -518,6 +749,11 @@ int run_fit_classification(const FitOptions& o) {
              c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes, c.learning_rate,
              c.epochs, c.batch_size == 0 ? std::string("all rows") : std::to_string(c.batch_size),
              to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
+  if (!stdout_ok()) bad_input(kCmd, "standard output", fmt::format("cannot write the report ({})", std::strerror(errno)));
+  config["library_options"] = run.options_json();
+  const std::int64_t resumed_from = setup_checkpoint(o, config, out, run, method == ClassMethod::bilevel);
+
+  // ---------------------------------------------------------------- train
   if (resumed_from > 0) fmt::print("resuming from the checkpoint after outer step {}\n", resumed_from);
   std::fflush(stdout);
 
@@ -575,6 +811,15 @@ int run_fit_classification(const FitOptions& o) {
   }
   if (method == ClassMethod::bilevel) j["resumed_from_step"] = resumed_from;
   j["wall_seconds"] = result.wall_seconds;
+  const std::string diverged = first_non_finite(
+      {{"the final training cross-entropy", result.train.nll_per_dim},
+       {"the final test cross-entropy", result.test.nll_per_dim},
+       {"the final validation cross-entropy", has_val ? result.validation.nll_per_dim : 0.0},
+       {"the learned β", method == ClassMethod::nll ? 0.0 : result.beta}});
+  if (!diverged.empty()) {
+    j["verdict"] = "diverged";
+    j["reason"] = fmt::format("non-finite final metrics: {}", diverged);
+  }
   ensure_directory(out);
   write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
   std::string extra;
@@ -585,7 +830,7 @@ int run_fit_classification(const FitOptions& o) {
   }
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(), extra);
-  return 0;
+  return finish_run(diverged, out);
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // The d2r program. Subcommands are registered here and implemented one per file.
 //
-// Exit codes: 0 success; 2 bad input (command line, arguments, data, a device this machine lacks);
-// 1 any other failure.
+// Exit codes (kExitCodes, printed by --help): 0 success; 1 internal error; 2 bad input (nothing
+// written); 3 the run diverged (non-finite final metrics; results.json written with the reason);
+// 4 a bilevel fit ended step_limited.
+#include <csignal>
 #include <cstdio>
+#include <new>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -11,8 +14,21 @@
 #include "d2r/version.hpp"
 #include "host/cli/commands.hpp"
 
+namespace {
+constexpr const char* kExitCodes =
+    "Exit codes: 0 success (a bilevel fit: converged); 1 internal error; 2 bad input (options, files, data, a busy "
+    "or non-empty --out; nothing written); 3 the run diverged or its final metrics are not finite (results.json "
+    "written with the reason); 4 a bilevel fit ended step_limited (results written).";
+}  // namespace
+
 int main(int argc, char** argv) {
+  // A closed output pipe must not kill a run (SIGPIPE): the write fails with EPIPE instead and
+  // the commands report it with an exit code.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"d2r: learn rewards from data by bilevel optimisation, and the GPU primitives to do it"};
+  app.footer(kExitCodes);
+  // CLI11's own errors start with "error:" like every other error of the program.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) { return "error: " + CLI::FailureMessage::simple(a, e); });
   app.set_version_flag("--version", std::string("d2r ") + D2R_VERSION_STRING);
   app.require_subcommand(1);
   d2r::cli::SampleOptions sample_options;
@@ -40,6 +56,9 @@ int main(int argc, char** argv) {
   } catch (const d2r::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return e.kind() == d2r::ErrorKind::invalid_argument || e.kind() == d2r::ErrorKind::unsupported ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "error: out of memory (the run needs more memory than this machine could give it)\n");
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

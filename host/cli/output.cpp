@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/file.h>
+
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -77,7 +80,9 @@ void check_output_dir(std::string_view command, std::string_view option, const f
                   p == abs ? fmt::format("'{}' exists and is not a directory", dir.string())
                            : fmt::format("'{}' cannot be created: '{}' is not a directory", dir.string(), p.string()));
       }
-      const std::string why = probe_directory(p);
+      std::string why = probe_directory(p);
+      // procfs, sysfs: the directory exists but takes no new files (ENOENT from open, confusingly).
+      if (why == std::strerror(ENOENT)) why = "it does not take new files";
       if (!why.empty()) {
         bad_input(command, option,
                   p == abs ? fmt::format("directory '{}' is not writable ({})", dir.string(), why)
@@ -94,6 +99,190 @@ void check_output_dir(std::string_view command, std::string_view option, const f
     }
     p = p.parent_path();
   }
+}
+
+const std::vector<std::string>& run_files() {
+  static const std::vector<std::string> files{"results.json", "curves.csv", "outer_curves.csv", "checkpoint.ckpt",
+                                              "checkpoint.json"};
+  return files;
+}
+
+namespace {
+
+/// The run files present in `dir`; bad input when one exists but is not a regular file.
+std::vector<std::string> present_run_files(std::string_view command, std::string_view option, const fs::path& dir) {
+  std::vector<std::string> present;
+  for (const std::string& name : run_files()) {
+    std::error_code ec;
+    const fs::path p = dir / name;
+    const fs::file_status st = fs::symlink_status(p, ec);
+    if (ec || !fs::exists(st)) continue;
+    const fs::file_status target = fs::status(p, ec);
+    if (ec || !fs::is_regular_file(target)) {
+      bad_input(command, option,
+                fmt::format("'{}' exists and is not a regular file ({}); d2r writes its {} there", p.string(),
+                            fs::is_directory(target) ? "a directory" : ec ? ec.message() : "a device, pipe or socket",
+                            name));
+    }
+    present.push_back(name);
+  }
+  return present;
+}
+
+void refuse_reuse(std::string_view command, std::string_view option, const fs::path& dir,
+                  const std::vector<std::string>& present) {
+  bad_input(command, option,
+            fmt::format("'{}' holds the files of an earlier run ({}); pass --overwrite to replace them, --resume to "
+                        "continue that run (bilevel), or choose another --out",
+                        dir.string(), fmt::join(present, ", ")));
+}
+
+bool is_stale_temporary(const std::string& name) {
+  return (name.starts_with(".") && name.find(".tmp-") != std::string::npos) ||
+         name.find(".tmp.") != std::string::npos || name.starts_with(".d2r-probe-");
+}
+
+int lock_fd = -1;  // the claimed --out, locked until the process ends
+
+}  // namespace
+
+void check_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
+                   bool overwrite) {
+  check_output_dir(command, option, dir);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  const std::vector<std::string> present = present_run_files(command, option, dir);
+  if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
+}
+
+void claim_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
+                   bool overwrite) {
+  ensure_directory(dir);
+  if (lock_fd < 0) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) bad_input(command, option, fmt::format("cannot open directory '{}': {}", dir.string(), std::strerror(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK) {
+        bad_input(command, option,
+                  fmt::format("'{}' is busy: another d2r run is writing into it (wait for it to end or choose "
+                              "another --out)",
+                              dir.string()));
+      }
+      bad_input(command, option, fmt::format("cannot lock directory '{}': {}", dir.string(), std::strerror(err)));
+    }
+    lock_fd = fd;  // kept open: the lock ends with the process
+  }
+  // Under the lock: another run may have finished between the check and now.
+  const std::vector<std::string> present = present_run_files(command, option, dir);
+  if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    std::error_code ec2;
+    if (is_stale_temporary(name) && e.is_regular_file(ec2)) fs::remove(e.path(), ec2);
+  }
+  if (overwrite) {
+    for (const std::string& name : present) {
+      if (fs::remove(dir / name, ec); ec) {
+        throw Error(ErrorKind::io, "out", fmt::format("d2r: cannot remove '{}': {}", (dir / name).string(), ec.message()));
+      }
+    }
+  }
+}
+
+std::vector<std::string> split_list(const std::string& option, const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  for (;;) {
+    std::string item;
+    bool quoted = false;
+    if (at < text.size() && text[at] == '"') {
+      quoted = true;
+      ++at;
+      for (;;) {
+        if (at >= text.size()) throw CLI::ValidationError(option, fmt::format("unterminated quote in '{}'", text));
+        if (text[at] == '"') {
+          if (at + 1 < text.size() && text[at + 1] == '"') {
+            item += '"';
+            at += 2;
+            continue;
+          }
+          ++at;
+          break;
+        }
+        item += text[at++];
+      }
+      if (at < text.size() && text[at] != ',') {
+        throw CLI::ValidationError(option, fmt::format("expected ',' after the closing quote in '{}'", text));
+      }
+    } else {
+      const std::size_t end = std::min(text.find(',', at), text.size());
+      item = text.substr(at, end - at);
+      at = end;
+    }
+    if (item.empty() && !quoted) {
+      throw CLI::ValidationError(option, fmt::format("empty item in the list '{}' (item {})", text, out.size() + 1));
+    }
+    out.push_back(std::move(item));
+    if (at >= text.size()) break;
+    ++at;  // the comma
+    if (at >= text.size()) {
+      throw CLI::ValidationError(option, fmt::format("empty item in the list '{}' (item {})", text, out.size() + 1));
+    }
+  }
+  return out;
+}
+
+std::vector<std::int64_t> split_integers(const std::string& option, const std::string& text) {
+  std::vector<std::int64_t> out;
+  for (const std::string& item : split_list(option, text)) {
+    std::int64_t v = 0;
+    const auto r = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (r.ec != std::errc() || r.ptr != item.data() + item.size()) {
+      throw CLI::ValidationError(option, fmt::format("expected a whole number, got '{}'", item));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<double> split_numbers(const std::string& option, const std::string& text) {
+  std::vector<double> out;
+  for (const std::string& item : split_list(option, text)) {
+    double v = 0;
+    const auto r = std::from_chars(item.data(), item.data() + item.size(), v);
+    const bool inf = item == "inf" || item == "-inf";  // from_chars takes these too; kept for -inf logits
+    if ((r.ec != std::errc() || r.ptr != item.data() + item.size()) && !inf) {
+      throw CLI::ValidationError(option, fmt::format("expected a number, got '{}'", item));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::string json_text(const nlohmann::json& value, int indent) {
+  return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string shown_name(std::string_view name) {
+  std::string out = "'";
+  std::size_t i = 0;
+  while (i < name.size()) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = len > 0 && i + len <= name.size();
+    for (std::size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(name[i + k]) & 0xc0) == 0x80;
+    if (ok) {
+      out.append(name.substr(i, len));
+      i += len;
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+      ++i;
+    }
+  }
+  return out + "'";
 }
 
 void ensure_directory(const fs::path& dir) {
@@ -139,8 +328,8 @@ void write_text_atomic(const fs::path& path, std::string_view text) {
 }
 
 void write_json_atomic(const fs::path& path, const nlohmann::json& value) {
-  // nlohmann::json writes NaN and infinities as null.
-  write_text_atomic(path, value.dump(2) + "\n");
+  // nlohmann::json writes NaN and infinities as null; invalid UTF-8 becomes U+FFFD.
+  write_text_atomic(path, json_text(value) + "\n");
 }
 
 nlohmann::json read_json(const fs::path& path) {
@@ -148,6 +337,9 @@ nlohmann::json read_json(const fs::path& path) {
   if (!in) throw Error(ErrorKind::io, "path", fmt::format("d2r: cannot open '{}'", path.string()));
   std::stringstream ss;
   ss << in.rdbuf();
+  if (!fs::is_regular_file(path)) {
+    throw Error(ErrorKind::invalid_argument, "path", fmt::format("d2r: '{}' is not a regular file", path.string()));
+  }
   try {
     return nlohmann::json::parse(ss.str());
   } catch (const nlohmann::json::exception& e) {
@@ -203,6 +395,34 @@ CLI::Validator number_validator(bool strict) {
 
 CLI::Validator non_negative_number() { return number_validator(false); }
 CLI::Validator positive_number() { return number_validator(true); }
+
+CLI::Validator finite_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& in) -> std::string {
+        double v = 0;
+        const auto r = std::from_chars(in.data(), in.data() + in.size(), v);
+        if (r.ec != std::errc() || r.ptr != in.data() + in.size()) return fmt::format("expected a number, got '{}'", in);
+        if (!(std::isfinite(v) && v >= lo && v <= hi)) {
+          return fmt::format("expected a finite number in [{}, {}], got {}", lo, hi, in);
+        }
+        return "";
+      },
+      fmt::format("NUMBER in [{}, {}]", lo, hi));
+}
+
+CLI::Validator unsigned_64() {
+  return CLI::Validator(
+      [](std::string& in) -> std::string {
+        std::uint64_t v = 0;
+        const bool digits = !in.empty() && std::all_of(in.begin(), in.end(), [](char c) { return c >= '0' && c <= '9'; });
+        const auto r = std::from_chars(in.data(), in.data() + in.size(), v);
+        if (!digits || r.ec != std::errc() || r.ptr != in.data() + in.size()) {
+          return fmt::format("expected a whole number in [0, 18446744073709551615], got '{}'", in);
+        }
+        return "";
+      },
+      "UINT64");
+}
 
 bool stderr_is_tty() noexcept { return ::isatty(STDERR_FILENO) == 1; }
 

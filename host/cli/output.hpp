@@ -4,6 +4,8 @@
 // progress report on stderr (a bar with ETA on a terminal, a line every 10 % otherwise).
 
 #include <chrono>
+#include <cmath>
+#include <type_traits>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "d2r/context.hpp"
+#include "d2r/fields.hpp"
 #include "d2r/policy_model.hpp"
 
 namespace d2r::cli {
@@ -26,6 +29,38 @@ namespace d2r::cli {
 /// once); a missing one must have a nearest existing ancestor that is such a directory (it is made
 /// later by ensure_directory). Throws d2r::Error (invalid_argument) naming `option` otherwise.
 void check_output_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir);
+
+/// The files a `d2r fit` run writes into --out (what makes a folder "reused", what --overwrite
+/// removes). Nothing else in the folder is touched.
+const std::vector<std::string>& run_files();
+
+/// Validation of --out for a run (creates nothing): check_output_dir, then each of run_files()
+/// that exists must be a regular file, and a folder holding any of them is refused unless
+/// `resume` or `overwrite`. Throws d2r::Error (invalid_argument) naming `option`.
+void check_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
+                   bool overwrite);
+
+/// After validation, before the first write: creates `dir`, locks it for this process (flock on
+/// the directory, released when the process ends, kill -9 included; a folder another run holds is
+/// bad input), checks check_run_dir's policy again under the lock, removes temporary files that
+/// killed runs left (".NAME.tmp-PID-N", "NAME.tmp.XXXXXX", ".d2r-probe-*") and, with `overwrite`,
+/// the files of run_files().
+void claim_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
+                   bool overwrite);
+
+/// Splits a comma-separated list given to `option`; an item may be double-quoted to hold commas
+/// ("a,b"; "" inside quotes is one quote). Throws CLI::ValidationError for an empty item (as in
+/// "8,", "4,,4") or an unterminated quote.
+std::vector<std::string> split_list(const std::string& option, const std::string& text);
+/// split_list, each item a whole decimal integer / a number (std::from_chars, nothing left over).
+std::vector<std::int64_t> split_integers(const std::string& option, const std::string& text);
+std::vector<double> split_numbers(const std::string& option, const std::string& text);
+
+/// JSON text safe for any string: invalid UTF-8 (a file name in Latin-1) is replaced by U+FFFD.
+std::string json_text(const nlohmann::json& value, int indent = 2);
+
+/// "'name'" with bytes that are not valid UTF-8 shown as \xNN: a name that came from the user.
+std::string shown_name(std::string_view name);
 
 /// Creates `dir` (and its parents) when missing. Throws d2r::Error (io) on failure.
 void ensure_directory(const std::filesystem::path& dir);
@@ -43,6 +78,32 @@ nlohmann::json read_json(const std::filesystem::path& path);
 
 /// The fields every results.json starts with: program version, command, UTC date, device.
 nlohmann::json run_header(std::string_view command, const Context& ctx, std::string_view precision);
+
+/// Every field of a library options struct as a JSON object (walked by its for_each_field, nested
+/// structs as objects): numbers as numbers (non-finite ones as the text "inf"/"nan"), enums by
+/// name, vectors as arrays.
+template <HasFields O>
+nlohmann::json fields_json(const O& options) {
+  nlohmann::json j = nlohmann::json::object();
+  for_each_field(options, [&j](std::string_view name, const auto& value) {
+    using V = std::remove_cvref_t<decltype(value)>;
+    const std::string key(name);
+    if constexpr (HasFields<V>) {
+      j[key] = fields_json(value);
+    } else if constexpr (std::is_same_v<V, bool> || std::is_integral_v<V>) {
+      j[key] = value;
+    } else if constexpr (std::is_floating_point_v<V>) {
+      j[key] = std::isfinite(value) ? nlohmann::json(static_cast<double>(value)) : nlohmann::json(field_text(value));
+    } else if constexpr (std::is_enum_v<V>) {
+      j[key] = field_text(value);
+    } else {
+      nlohmann::json a = nlohmann::json::array();
+      for (const auto& x : value) a.push_back(x);
+      j[key] = a;
+    }
+  });
+  return j;
+}
 
 /// {"nll_per_dim", "rmse", "mean_std"}.
 nlohmann::json to_json(const PolicyMetrics& m);
@@ -82,9 +143,13 @@ class Progress {
 /// it; results on the cpu backend are reproducible for a given thread count. No-op otherwise.
 void set_cpu_threads(int threads);
 
-/// CLI11 validators with short messages: a finite number >= 0 / > 0.
+/// CLI11 validators with short messages: a finite number >= 0 / > 0; a finite number in [lo, hi]
+/// (NaN refused); a whole number in [0, 2^64 − 1] written in decimal digits only (no sign, so -1
+/// does not wrap around, and 2^64 is refused instead of saturating).
 CLI::Validator non_negative_number();
 CLI::Validator positive_number();
+CLI::Validator finite_range(double lo, double hi);
+CLI::Validator unsigned_64();
 
 /// True when stderr is a terminal.
 bool stderr_is_tty() noexcept;

@@ -127,7 +127,9 @@ nlohmann::json RegressionConfig::to_json() const {
 struct RegressionRun::Impl {
   virtual ~Impl() = default;
   virtual void set_checkpoint(fs::path path, std::int64_t every) = 0;
-  virtual std::int64_t resume(const fs::path& path) = 0;
+  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
+  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
+  virtual nlohmann::json options_json() const = 0;
   virtual RunResult run(const ProgressFn& progress) = 0;
   virtual std::int64_t total_units() const = 0;
 };
@@ -184,6 +186,15 @@ class TypedRun final : public RegressionRun::Impl {
     every_ = every;
   }
 
+  void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) override {
+    if (trainer_) trainer_->set_checkpoint_identity(lines);
+  }
+
+  nlohmann::json options_json() const override {
+    if (trainer_) return fields_json(trainer_->options());
+    return fields_json(plain_options());
+  }
+
   std::int64_t resume(const fs::path& path) override {
     trainer_->load(path);
     if (trainer_->steps_done() > c_.outer_steps) {
@@ -211,7 +222,7 @@ class TypedRun final : public RegressionRun::Impl {
     view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).matrix(d.rows, d.dims)};
   }
 
-  RunResult run_plain(const ProgressFn& progress) {
+  PolicyFitOptions<T> plain_options() const {
     PolicyFitOptions<T> o;
     o.loss = c_.method == Method::mse ? PolicyLoss::mse : c_.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
     o.steps = c_.steps;
@@ -223,6 +234,11 @@ class TypedRun final : public RegressionRun::Impl {
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     o.seed = c_.seed;
     o.evaluate_every = c_.eval_every;
+    return o;
+  }
+
+  RunResult run_plain(const ProgressFn& progress) {
+    const PolicyFitOptions<T> o = plain_options();
     // fit_policy has no per-step hook: progress is reported when it returns.
     const std::vector<PolicyFitRecord> recs = fit_policy<T>(ctx_, *policy_, params_.vector(), train_, held_, o);
     RunResult out;
@@ -389,6 +405,10 @@ RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const
 RegressionRun::~RegressionRun() = default;
 
 void RegressionRun::set_checkpoint(fs::path path, std::int64_t every) { impl_->set_checkpoint(std::move(path), every); }
+void RegressionRun::set_identity(const std::vector<std::pair<std::string, std::string>>& lines) {
+  impl_->set_identity(lines);
+}
+nlohmann::json RegressionRun::options_json() const { return impl_->options_json(); }
 std::int64_t RegressionRun::resume(const fs::path& path) { return impl_->resume(path); }
 RunResult RegressionRun::run(const ProgressFn& progress) { return impl_->run(progress); }
 std::int64_t RegressionRun::total_units() const noexcept { return impl_->total_units(); }

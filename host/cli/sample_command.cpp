@@ -1,5 +1,12 @@
 // `d2r sample`: draws G samples from one diagonal-Gaussian, Cholesky-Gaussian or categorical head
 // and compares the sample statistics with the distribution's own moments.
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "host/cli/output.hpp"
 #include <cmath>
 #include <limits>
 #include <span>
@@ -17,6 +24,20 @@ namespace {
 }
 
 std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+/// The draws are in float: a value beyond its range would become an infinity there (-inf logits
+/// are allowed: they mask a class).
+void check_float_range(const char* option, const std::vector<double>& values, bool allow_minus_inf = false) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    if (allow_minus_inf && v == -HUGE_VAL) continue;
+    if (!std::isfinite(v) || std::abs(v) > static_cast<double>(std::numeric_limits<float>::max())) {
+      bad(option, fmt::format("entry {} is {}; the draws are in float, which needs finite values with |x| <= {}{}", i,
+                              v, std::numeric_limits<float>::max(), allow_minus_inf ? " (or -inf to mask a class)" : ""));
+    }
+  }
+}
+
 
 template <class View>
 double mean_of(const std::vector<float>& values) {
@@ -38,6 +59,13 @@ int sample_diag(Context& ctx, const SampleOptions& o) {
   std::vector<float> log_std(n);
   for (std::int64_t d = 0; d < n; ++d) {
     if (!(o.std[d] > 0) || !std::isfinite(o.std[d])) bad("--std", fmt::format("entry {} is {}; expected > 0", d, o.std[d]));
+    // The draws are in float: a deviation below its smallest normal number (or above its range)
+    // turns into 0 or an infinity there, and the statistics into NaN.
+    if (o.std[d] < static_cast<double>(std::numeric_limits<float>::min()) ||
+        o.std[d] > static_cast<double>(std::numeric_limits<float>::max())) {
+      bad("--std", fmt::format("entry {} is {}; the draws are in float, which needs {} <= std <= {}", d, o.std[d],
+                               std::numeric_limits<float>::min(), std::numeric_limits<float>::max()));
+    }
     log_std[d] = static_cast<float>(std::log(o.std[d]));
   }
   const std::int64_t G = o.generations;
@@ -107,7 +135,42 @@ int sample_cholesky(Context& ctx, const SampleOptions& o) {
   return 0;
 }
 
-int sample_categorical(Context& ctx, const SampleOptions& o) {
+/// --logits-file: numbers separated by commas and/or white space.
+std::vector<double> read_logits(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) bad("--logits-file", fmt::format("'{}' is not a regular file", path));
+  std::ifstream in(path);
+  if (!in) bad("--logits-file", fmt::format("cannot open '{}'", path));
+  std::vector<double> out;
+  std::string line;
+  for (std::int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    std::size_t at = 0, column = 1;
+    while (at < line.size()) {
+      const std::size_t start = line.find_first_not_of(" \t\r,", at);
+      if (start == std::string::npos) break;
+      std::size_t end = line.find_first_of(" \t\r,", start);
+      if (end == std::string::npos) end = line.size();
+      const std::string item = line.substr(start, end - start);
+      double v = 0;
+      const auto r = std::from_chars(item.data(), item.data() + item.size(), v);
+      if (r.ec != std::errc() || r.ptr != item.data() + item.size() || std::isnan(v) || v == HUGE_VAL) {
+        bad("--logits-file", fmt::format("{} line {}, column {}: expected a finite logit or -inf, got '{}'", path,
+                                          line_no, start + 1, item));
+      }
+      out.push_back(v);
+      at = end;
+      ++column;
+    }
+  }
+  return out;
+}
+
+int sample_categorical(Context& ctx, const SampleOptions& o_in) {
+  SampleOptions o = o_in;
+  if (!o.logits_file.empty()) {
+    o.logits = read_logits(o.logits_file);
+    check_float_range("--logits-file", o.logits, true);
+  }
   const auto C = static_cast<std::int64_t>(o.logits.size());
   if (C < 2) bad("--logits", fmt::format("expected at least 2 logits, got {}", C));
   const std::int64_t G = o.generations;
@@ -142,13 +205,19 @@ CLI::App* add_sample_command(CLI::App& app, SampleOptions& o) {
   cmd->add_option("--tril", o.tril, "lower-triangular factor L, row-major packed (cholesky)")->delimiter(',');
   cmd->add_option("--logits", o.logits, "logits (categorical), comma-separated; -inf masks a class")->delimiter(',');
   cmd->add_option("-G,--generations", o.generations, "number of draws")->check(CLI::Range(std::int64_t{2}, std::int64_t{1} << 30));
-  cmd->add_option("--seed", o.seed, "Philox seed");
-  cmd->add_option("--step", o.step, "Philox step");
+  cmd->add_option("--logits-file", o.logits_file,
+                  "categorical: a file of logits separated by commas or white space (for many classes)")
+      ->excludes("--logits");
+  cmd->add_option("--seed", o.seed, "Philox seed")->check(unsigned_64());
+  cmd->add_option("--step", o.step, "Philox step")->check(unsigned_64());
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   return cmd;
 }
 
 int run_sample(const SampleOptions& o) {
+  check_float_range("--mean", o.mean);
+  check_float_range("--tril", o.tril);
+  check_float_range("--logits", o.logits, true);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
   if (o.head == "diag") return sample_diag(ctx, o);
   if (o.head == "cholesky") return sample_cholesky(ctx, o);

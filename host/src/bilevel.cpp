@@ -33,6 +33,16 @@ const char* to_string(ImplicitSolver solver) noexcept {
   return "unknown";
 }
 
+const char* to_string(InnerObjective objective) noexcept {
+  return objective == InnerObjective::exact ? "exact" : "reinforce";
+}
+const char* to_string(InnerStart start) noexcept { return start == InnerStart::warm ? "warm" : "fresh"; }
+const char* to_string(CurvatureKind curvature) noexcept {
+  return curvature == CurvatureKind::exact ? "exact" : "surrogate";
+}
+const char* to_string(OuterOptimizer optimizer) noexcept { return optimizer == OuterOptimizer::sgd ? "sgd" : "adam"; }
+const char* to_string(OuterData data) noexcept { return data == OuterData::validation ? "validation" : "train"; }
+
 using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
 
 
@@ -49,6 +59,14 @@ struct Window {
   std::int64_t rows = 0;
 };
 
+constexpr std::uint64_t kFnvBasis = 1469598103934665603ull;
+template <class U>
+std::uint64_t fnv1a(const std::vector<U>& values, std::uint64_t h) {
+  const auto* p = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0; i < values.size() * sizeof(U); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
 template <class T>
 class Problem {
  public:
@@ -57,6 +75,9 @@ class Problem {
   [[nodiscard]] virtual std::int64_t train_rows() const = 0;
   [[nodiscard]] virtual bool has_validation() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
+  /// FNV-1a of the values of the training and validation data (one copy to the host): the data's
+  /// identity in the checkpoint fingerprint.
+  [[nodiscard]] virtual std::uint64_t data_hash() = 0;
   virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
   /// Minibatches (called once, at construction): a host copy of the training rows and a buffer
   /// for their shuffled copy.
@@ -96,6 +117,15 @@ class GaussianProblem final : public Problem<T> {
     return fmt::format("regression; net {}; head {}; train {}x{}->{}; val {}", policy_.net().describe(),
                        to_string(policy_.head()), train_.x.rows, train_.x.cols, train_.y.cols,
                        validation_.empty() ? 0 : validation_.x.rows);
+  }
+  std::uint64_t data_hash() override {
+    std::uint64_t h = kFnvBasis;
+    for (const RegressionData<T>* d : {&train_, &validation_}) {
+      if (d->empty()) continue;
+      h = fnv1a(rows_to_host<T>(ctx_, d->x), h);
+      h = fnv1a(rows_to_host<T>(ctx_, d->y), h);
+    }
+    return h;
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
   void enable_minibatches() override {
@@ -173,6 +203,16 @@ class CategoricalProblem final : public Problem<T> {
   std::string describe() const override {
     return fmt::format("classification; net {}; train {}x{}; classes {}; val {}", policy_.net().describe(),
                        train_.x.rows, train_.x.cols, policy_.classes(), validation_.empty() ? 0 : validation_.x.rows);
+  }
+  std::uint64_t data_hash() override {
+    std::uint64_t h = kFnvBasis;
+    for (const ClassificationData<T>* d : {&train_, &validation_}) {
+      if (d->empty()) continue;
+      const std::int64_t N = d->x.rows;
+      h = fnv1a(rows_to_host<T>(ctx_, d->x), h);
+      h = fnv1a(rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{d->labels.data, 1, N, N}), h);
+    }
+    return h;
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
   void enable_minibatches() override {
@@ -284,6 +324,7 @@ struct BilevelTrainer<T>::Impl {
   RewardForm form = RewardForm::scalar;
   std::vector<std::size_t> positive;
   std::string fingerprint;
+  std::string identity;  // set_checkpoint_identity's lines
   // Minibatches (InnerOptions::batch_size): `batch` rows per window (0: full batch),
   // windows_per_pass = floor(N / batch) (the N mod batch rows left over are dropped that pass).
   // pass = passes drawn so far (1-based index of the current one, 0 before the first), window =
@@ -389,11 +430,67 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
 
 namespace {
 
-/// The start of every checkpoint's fingerprint: the format version. v3 added the minibatch
-/// position (InnerOptions::batch_size); older files cannot be resumed.
-constexpr int kCheckpointVersion = 3;
+// The fingerprint walks the options with for_each_field (bilevel.hpp), which lists the fields by
+// hand: a field added to a struct but not to its visitor would let a checkpoint resume under
+// another value of it. These sizes catch the addition (x86-64 / aarch64, as the hosts d2r
+// builds on): add the field to for_each_field, then update the size here.
+static_assert(sizeof(InnerOptions<float>) == 88 && sizeof(InnerOptions<double>) == 136,
+              "InnerOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
+static_assert(sizeof(BilevelOptions<float>) == 264 && sizeof(BilevelOptions<double>) == 328,
+              "BilevelOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
+
+/// The first line of every checkpoint's fingerprint: the format version. v3 added the minibatch
+/// position (InnerOptions::batch_size); v4 made the fingerprint one "name = value" line per
+/// setting (every field of BilevelOptions by for_each_field, the data's hash, the initial reward,
+/// the caller's identity lines) and added the accuracies to the records. Older files cannot be
+/// resumed.
+constexpr int kCheckpointVersion = 4;
 constexpr std::string_view kCheckpointPrefix = "d2r bilevel v";
-constexpr std::string_view kCheckpointFormat = "d2r bilevel v3;";  // kCheckpointPrefix, kCheckpointVersion, ";"
+constexpr std::string_view kCheckpointFormat = "d2r bilevel v4\n";  // kCheckpointPrefix, kCheckpointVersion
+
+/// "name = value" lines of a fingerprint (after its first line) as ordered pairs.
+std::vector<std::pair<std::string, std::string>> fingerprint_lines(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::size_t at = text.find('\n');
+  at = at == std::string_view::npos ? text.size() : at + 1;
+  while (at < text.size()) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(at, end - at);
+    const std::size_t eq = line.find(" = ");
+    if (eq == std::string_view::npos) {
+      out.emplace_back(std::string(line), "");
+    } else {
+      out.emplace_back(std::string(line.substr(0, eq)), std::string(line.substr(eq + 3)));
+    }
+    at = end + 1;
+  }
+  return out;
+}
+
+/// What differs between two fingerprints, one "name: saved X, now Y" per setting.
+std::vector<std::string> fingerprint_diff(std::string_view saved, std::string_view current) {
+  const auto a = fingerprint_lines(saved), b = fingerprint_lines(current);
+  const auto find = [](const auto& v, const std::string& k) -> const std::string* {
+    for (const auto& [name, value] : v) {
+      if (name == k) return &value;
+    }
+    return nullptr;
+  };
+  std::vector<std::string> out;
+  for (const auto& [name, value] : b) {
+    const std::string* old = find(a, name);
+    if (old == nullptr) {
+      out.push_back(fmt::format("{}: not in the checkpoint, now {}", name, value));
+    } else if (*old != value) {
+      out.push_back(fmt::format("{}: saved {}, now {}", name, *old, value));
+    }
+  }
+  for (const auto& [name, value] : a) {
+    if (find(b, name) == nullptr) out.push_back(fmt::format("{}: saved {}, not set now", name, value));
+  }
+  return out;
+}
 
 /// Captures what `record` enqueues on `stream` (nothing runs) into an executable CUDA graph. A
 /// failure ends the capture, so the stream is usable again, and names the way out.
@@ -444,22 +541,21 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   }
   phi_.assign(reward_init.begin(), reward_init.end());
   for (std::size_t i : impl_->positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
-  const auto& o = options_;
-  impl_->fingerprint = fmt::format(
-      "{} scalar {}; backend {}; ctx seed {}; {}; form {}; "
-      "inner {} K {} batch {} G {} lambda {} transform {} clip {} per_dim {} lr {} b1 {} b2 {} eps {} wd {} clamp {}; "
-      "start {}; curvature {}; solver {} cg {} {} {} neumann {} {} {} {}; outer {} lr {} b1 {} b2 {} eps {} sgd {} {} reset {} "
-      "clamp {} floor {}; outer data {}; seed {}",
-      kCheckpointFormat, sizeof(T) == 4 ? "float" : "double", to_string(ctx.backend()), ctx.seed(),
-      impl_->problem->describe(), form_name(form), static_cast<int>(o.inner.objective), o.inner.steps, impl_->batch,
-      o.inner.generations, o.inner.pg.entropy_weight,
-      static_cast<int>(o.inner.pg.transform.kind), o.inner.pg.log_prob_clip, o.inner.pg.per_dimension_mean,
-      o.inner.adam.learning_rate, o.inner.adam.beta1, o.inner.adam.beta2, o.inner.adam.epsilon,
-      o.inner.adam.weight_decay, o.inner.gradient_clamp, static_cast<int>(o.inner_start), static_cast<int>(o.curvature), to_string(o.solver),
-      o.cg.damping, o.cg.tolerance, o.cg.max_iterations, o.neumann.alpha, o.neumann.iterations, o.neumann.damping,
-      o.neumann.tolerance, static_cast<int>(o.optimizer), o.outer_adam.learning_rate, o.outer_adam.beta1,
-      o.outer_adam.beta2, o.outer_adam.epsilon, o.sgd_learning_rate, o.sgd_momentum, o.reset_outer_optimizer,
-      o.hypergradient_clamp, o.reward_floor, static_cast<int>(o.outer_data), o.seed);
+  // The fingerprint: everything the results depend on besides the state (the data's values, every
+  // option, the initial reward, the context), one "name = value" line each.
+  std::string& fp = impl_->fingerprint;
+  fp = std::string(kCheckpointFormat);
+  const auto line = [&fp](std::string_view name, const std::string& value) {
+    fp += fmt::format("{} = {}\n", name, value);
+  };
+  line("scalar", sizeof(T) == 4 ? "float" : "double");
+  line("backend", to_string(ctx.backend()));
+  line("context.seed", std::to_string(ctx.seed()));
+  line("problem", impl_->problem->describe());
+  line("data.hash", fmt::format("{:016x}", impl_->problem->data_hash()));
+  line("reward.form", form_name(form));
+  line("reward.init", field_text(std::vector<double>(reward_init.begin(), reward_init.end())));
+  for (const auto& [name, value] : flatten_fields(options_, "options.")) line(name, value);
 }
 
 template <class T>
@@ -696,14 +792,14 @@ const BilevelRecord& BilevelTrainer<T>::step() {
 // ------------------------------------------------------------------ checkpoints
 namespace {
 
-constexpr int kRecordFixed = 14;  // doubles per record before its two vectors
+constexpr int kRecordFixed = 16;  // doubles per record before its two vectors
 
 void append_record(std::vector<double>& out, const BilevelRecord& r) {
   out.insert(out.end(), {static_cast<double>(r.step), r.outer_loss, r.train.nll_per_dim, r.train.rmse,
                          r.train.mean_std, r.validation.nll_per_dim, r.validation.rmse, r.validation.mean_std,
                          r.mean_inner_reward, static_cast<double>(static_cast<int>(r.solver_status)),
                          static_cast<double>(r.solver_iterations), r.solver_initial_residual, r.solver_residual,
-                         r.wall_seconds});
+                         r.wall_seconds, r.train.accuracy, r.validation.accuracy});
   out.push_back(static_cast<double>(r.reward_params.size()));
   out.insert(out.end(), r.reward_params.begin(), r.reward_params.end());
   out.push_back(static_cast<double>(r.hypergradient.size()));
@@ -740,6 +836,8 @@ std::vector<BilevelRecord> parse_records(const std::vector<double>& in, std::int
     r.solver_initial_residual = f[11];
     r.solver_residual = f[12];
     r.wall_seconds = f[13];
+    r.train.accuracy = f[14];
+    r.validation.accuracy = f[15];
     at += kRecordFixed;
     vec(r.reward_params);
     vec(r.hypergradient);
@@ -768,10 +866,23 @@ std::vector<T> read_values(const detail::CheckpointReader& r, const std::string&
 }  // namespace
 
 template <class T>
+void BilevelTrainer<T>::set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines) {
+  std::string text;
+  for (const auto& [name, value] : lines) {
+    D2R_EXPECTS(!name.empty() && name.find('\n') == std::string::npos && name.find(" = ") == std::string::npos &&
+                    value.find('\n') == std::string::npos,
+                "BilevelTrainer::set_checkpoint_identity", "lines",
+                "expected names without line breaks or ' = ' and values without line breaks, got '{}'", name);
+    text += fmt::format("identity.{} = {}\n", name, value);
+  }
+  impl_->identity = std::move(text);
+}
+
+template <class T>
 void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   const Impl& s = *impl_;
   detail::CheckpointWriter w;
-  w.add_text("fingerprint", s.fingerprint);
+  w.add_text("fingerprint", s.fingerprint + s.identity);
   add_values(w, "theta", s.theta.to_host());
   add_values(w, "inner_first_moment", s.first_moment.to_host());
   add_values(w, "inner_second_moment", s.second_moment.to_host());
@@ -800,15 +911,20 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
               path.string());
   if (!saved.starts_with(kCheckpointFormat)) {
     const std::string_view rest = std::string_view(saved).substr(kCheckpointPrefix.size());
-    const std::string version(rest.substr(0, rest.find(';')));
+    const std::string version(rest.substr(0, rest.find_first_not_of("0123456789")));
     D2R_EXPECTS(false, fn, "path",
-                "checkpoint '{}' has format version {}; this d2r reads version {} only (version 3 added the "
-                "minibatch position to the state), so it cannot be resumed: start the run again",
+                "checkpoint '{}' has format version {}; this d2r reads version {} only (version 4 made the "
+                "fingerprint complete: every option, the data's hash, the initial reward), so it cannot be resumed: "
+                "start the run again",
                 path.string(), version, kCheckpointVersion);
   }
-  D2R_EXPECTS(saved == s.fingerprint, fn, "path",
-              "checkpoint '{}' was written by a run with another configuration:\n  saved:   {}\n  current: {}",
-              path.string(), saved, s.fingerprint);
+  const std::string current = s.fingerprint + s.identity;
+  if (saved != current) {
+    const std::vector<std::string> diff = fingerprint_diff(saved, current);
+    D2R_EXPECTS(false, fn, "path", "checkpoint '{}' was written by a run with another configuration or other data ({}):\n  {}",
+                path.string(), diff.size() == 1 ? "1 difference" : fmt::format("{} differences", diff.size()),
+                fmt::join(diff, "\n  "));
+  }
   // Read and check everything before changing any state.
   const std::vector<T> theta = read_values<T>(r, "theta"), m = read_values<T>(r, "inner_first_moment"),
                        v = read_values<T>(r, "inner_second_moment");
@@ -827,6 +943,29 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
                                       minibatch[1] <= (minibatch[0] > 0 ? s.windows_per_pass : 0)),
               fn, "path", "checkpoint '{}' has an invalid minibatch position", path.string());
   std::vector<BilevelRecord> records = parse_records(r.doubles("records"), counters[2], path);
+  // The values themselves: a file can be well-formed (and its checksum recomputed) yet hold a
+  // state no run produces; resuming from it would train on garbage.
+  const auto all_finite = [](const auto& v) {
+    return std::all_of(v.begin(), v.end(), [](auto x) { return std::isfinite(static_cast<double>(x)); });
+  };
+  D2R_EXPECTS(all_finite(theta) && all_finite(m) && all_finite(v) && all_finite(om) && all_finite(ov) && all_finite(vel),
+              fn, "path", "checkpoint '{}' holds non-finite policy or optimiser values", path.string());
+  D2R_EXPECTS(std::all_of(v.begin(), v.end(), [](T x) { return x >= T(0); }) &&
+                  std::all_of(ov.begin(), ov.end(), [](double x) { return x >= 0; }) && inner_count[0] >= 0,
+              fn, "path", "checkpoint '{}' holds a negative second moment or step count", path.string());
+  D2R_EXPECTS(all_finite(phi), fn, "path", "checkpoint '{}' holds non-finite reward parameters", path.string());
+  for (std::size_t i : s.positive) {
+    D2R_EXPECTS(phi[i] >= options_.reward_floor, fn, "path",
+                "checkpoint '{}' holds reward parameter {} = {}, below the floor {} that every run keeps it above",
+                path.string(), i, phi[i], options_.reward_floor);
+  }
+  for (std::size_t k = 0; k < records.size(); ++k) {
+    D2R_EXPECTS(records[k].step == static_cast<std::int64_t>(k) + 1 && records[k].reward_params.size() == S, fn, "path",
+                "checkpoint '{}' has malformed records (record {} is of step {})", path.string(), k + 1,
+                records[k].step);
+  }
+  D2R_EXPECTS(records.empty() || records.back().reward_params == phi, fn, "path",
+              "checkpoint '{}': the last record's reward differs from the saved reward", path.string());
 
   s.theta.copy_from_host(theta);
   s.first_moment.copy_from_host(m);

@@ -44,6 +44,39 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+/// The index of the first byte of `s` that is not part of valid UTF-8 (overlong forms, surrogates
+/// and code points above U+10FFFF included), or npos.
+std::size_t invalid_utf8_at(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0, min = 0;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 /// A cell or name as it appears in a message: quoted, control bytes escaped, long values cut.
 std::string shown(std::string_view s) {
   constexpr std::size_t max_shown = 40;
@@ -224,6 +257,12 @@ class CsvParser {
           ++pos_;
         }
         field.assign(text_.substr(start, pos_ - start));
+      }
+      if (const std::size_t bad = invalid_utf8_at(field); bad != std::string::npos) {
+        fail_at(record_line, index,
+                fmt::format("invalid UTF-8: byte 0x{:02x} at byte {} of the field (d2r reads text files in UTF-8; "
+                            "convert the file, e.g. with iconv -f latin1 -t utf-8)",
+                            static_cast<unsigned char>(field[bad]), bad + 1));
       }
       if (at_end()) return true;
       if (peek() == delim_) {
@@ -637,6 +676,10 @@ Table read_csv(const std::filesystem::path& path, const CsvOptions& options) {
          fmt::format("cannot open {}: {}", name, ec ? ec.message() : std::string("no such file")));
   }
   if (std::filesystem::is_directory(status)) fail(ErrorKind::io, fn, "path", fmt::format("{} is a directory", name));
+  // A pipe would block (or never end) and a device like /dev/zero never ends: regular files only.
+  if (!std::filesystem::is_regular_file(status)) {
+    fail(ErrorKind::io, fn, "path", fmt::format("{} is not a regular file (a pipe, device or socket)", name));
+  }
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) fail(ErrorKind::io, fn, "path", fmt::format("cannot open {}: {}", name, std::strerror(errno)));
   std::string text;

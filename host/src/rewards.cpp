@@ -29,6 +29,15 @@ const char* to_string(Transform transform) noexcept {
   return "unknown";
 }
 
+const char* to_string(RewardForm form) noexcept {
+  switch (form) {
+    case RewardForm::scalar: return "scalar";
+    case RewardForm::diagonal: return "diagonal";
+    case RewardForm::full: return "full";
+  }
+  return "unknown";
+}
+
 namespace detail {
 
 template <class T>

@@ -57,9 +57,11 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "d2r/context.hpp"
+#include "d2r/fields.hpp"
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/optim.hpp"
@@ -123,6 +125,19 @@ struct InnerOptions {
   std::int64_t batch_size = 0;
 };
 
+/// Calls f(name, value) for every field of `o`, nested option structs as one value (fields.hpp:
+/// the checkpoint fingerprint and the program's settings JSON walk it; a new field goes here too).
+template <class T, class F>
+void for_each_field(const InnerOptions<T>& o, F&& f) {
+  f("objective", o.objective);
+  f("steps", o.steps);
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("batch_size", o.batch_size);
+}
+
 /// How each outer step starts its inner policy.
 enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
@@ -182,6 +197,28 @@ struct BilevelOptions {
   /// typically grow them once, on the first outer step) or its seed changed since the capture.
   bool cuda_graph = true;
 };
+
+/// Calls f(name, value) for every field of `o` (fields.hpp). cuda_graph is left out: it changes
+/// how the work is launched, not the results (so a checkpoint resumes with either value).
+template <class T, class F>
+void for_each_field(const BilevelOptions<T>& o, F&& f) {
+  f("inner", o.inner);
+  f("head", o.head);
+  f("inner_start", o.inner_start);
+  f("curvature", o.curvature);
+  f("solver", o.solver);
+  f("cg", o.cg);
+  f("neumann", o.neumann);
+  f("optimizer", o.optimizer);
+  f("outer_adam", o.outer_adam);
+  f("sgd_learning_rate", o.sgd_learning_rate);
+  f("sgd_momentum", o.sgd_momentum);
+  f("reset_outer_optimizer", o.reset_outer_optimizer);
+  f("hypergradient_clamp", o.hypergradient_clamp);
+  f("reward_floor", o.reward_floor);
+  f("outer_data", o.outer_data);
+  f("seed", o.seed);
+}
 
 /// What one outer step did.
 struct BilevelRecord {
@@ -246,11 +283,19 @@ class BilevelTrainer {
   /// by load().
   [[nodiscard]] std::vector<std::int64_t> window_rows() const;
 
-  /// Writes the whole state to `path` atomically (temporary file + rename).
+  /// What identifies the run beyond what the trainer sees (say a program's settings and the name
+  /// of its data file's columns): ("name", "value") pairs saved in the checkpoint's fingerprint
+  /// and compared by load(). Names: no line break, no " = "; values: no line break.
+  void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
+  /// Writes the whole state to `path` atomically (temporary file + rename), with its fingerprint:
+  /// the format version, every field of the options (for_each_field), the data's hash (FNV-1a of
+  /// the training and validation values), the reward form and initial reward, the network, the
+  /// backend, scalar type and context seed, and the identity lines.
   void save(const std::filesystem::path& path) const;
-  /// Restores a state written by save() of a trainer built with the same data shapes, options,
-  /// reward form, network and context seed; throws d2r::Error (argument "path" or the mismatching
-  /// setting) and leaves this trainer unchanged otherwise.
+  /// Restores a state written by save() of a trainer with the same fingerprint; throws d2r::Error
+  /// (invalid_argument, argument "path") naming every setting that differs, for another format
+  /// version, for values no run produces (non-finite θ, φ or moments, φ below the floor), and
+  /// (kind io) for an unreadable or corrupted file; leaves this trainer unchanged then.
   void load(const std::filesystem::path& path);
 
  private:
@@ -295,6 +340,21 @@ struct PolicyFitOptions {
   std::function<void(const PolicyFitRecord&)> on_record{};
 };
 
+/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+template <class T, class F>
+void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
+  f("loss", o.loss);
+  f("steps", o.steps);
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("reward_form", o.reward_form);
+  f("reward_params", o.reward_params);
+  f("seed", o.seed);
+  f("evaluate_every", o.evaluate_every);
+}
+
 
 /// Trains `params` (initialised from options.seed) by full-batch Adam on the chosen loss; returns
 /// the evaluation records (at least the final one). `policy` gives the network and head.
@@ -321,6 +381,21 @@ struct ClassifierFitOptions {
   std::function<void(const PolicyFitRecord&)> on_record{};
 };
 
+/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+template <class T, class F>
+void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
+  f("loss", o.loss);
+  f("epochs", o.epochs);
+  f("batch_size", o.batch_size);
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("reward_form", o.reward_form);
+  f("reward_params", o.reward_params);
+  f("seed", o.seed);
+}
+
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
 /// (random_permutation keyed by (seed, epoch), the same on both backends), uploaded once in that
 /// order, and cut into contiguous batches; the last batch of an epoch may be smaller. Returns one
@@ -333,5 +408,10 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
 
 const char* to_string(ImplicitSolver solver) noexcept;
 const char* to_string(PolicyLoss loss) noexcept;
+const char* to_string(InnerObjective objective) noexcept;
+const char* to_string(InnerStart start) noexcept;
+const char* to_string(CurvatureKind curvature) noexcept;
+const char* to_string(OuterOptimizer optimizer) noexcept;
+const char* to_string(OuterData data) noexcept;
 
 }  // namespace d2r

@@ -6,6 +6,7 @@
 #include "d2r/data.hpp"
 #include "d2r/distributions.hpp"
 #include "d2r/error.hpp"
+#include "d2r/fields.hpp"
 #include "d2r/heuristic.hpp"
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"

@@ -34,6 +34,7 @@ enum class RewardForm {
   full,      ///< params = the d(d+1)/2 entries of a lower-triangular R (row-major packed, R_ii > 0),
              ///< U = R Rᵀ, so U stays SPD for any R with a positive diagonal
 };
+const char* to_string(RewardForm form) noexcept;
 
 /// r_U(ŷ, y) = −(ŷ − y)ᵀ U (ŷ − y). For a categorical policy the same family acts on one-hot
 /// vectors (d = C): r(k, y) = −(U_kk − U_ky − U_yk + U_yy); with U = βI it is 0 when k = y and
@@ -88,6 +89,14 @@ struct TransformOptions {
   T standardize_epsilon = T(1e-6);  ///< ε of standardize, > 0
 };
 
+/// Calls f(name, value) for every field of `o` (fields.hpp).
+template <class T, class F>
+void for_each_field(const TransformOptions<T>& o, F&& f) {
+  f("kind", o.kind);
+  f("rbf_gamma", o.rbf_gamma);
+  f("standardize_epsilon", o.standardize_epsilon);
+}
+
 /// advantages(b, g) = T(rewards(b, ·))_g; both B x G.
 template <class T>
 void transform_rewards(Context& ctx, const TransformOptions<T>& options, ConstMatrix<T> rewards,
@@ -105,6 +114,16 @@ struct PgOptions {
   bool per_dimension_mean = false;  ///< use log p / n and H / n (the paper's code; same optimum)
   std::int64_t normaliser_rows = 0;
 };
+
+/// Calls f(name, value) for every field of `o` (fields.hpp).
+template <class T, class F>
+void for_each_field(const PgOptions<T>& o, F&& f) {
+  f("entropy_weight", o.entropy_weight);
+  f("transform", o.transform);
+  f("log_prob_clip", o.log_prob_clip);
+  f("per_dimension_mean", o.per_dimension_mean);
+  f("normaliser_rows", o.normaliser_rows);
+}
 
 /// Per-row outputs of an objective (length B each; row_reward may be empty).
 template <class T>

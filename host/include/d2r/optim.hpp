@@ -53,6 +53,17 @@ struct AdamOptions {
   T weight_decay = T(0);      ///< >= 0; decoupled (AdamW) when > 0
 };
 
+/// Calls f(name, value) for every field of `o`, in declaration order (fields.hpp: checkpoint
+/// fingerprints and the program's JSON of its settings walk these; a new field goes here too).
+template <class T, class F>
+void for_each_field(const AdamOptions<T>& o, F&& f) {
+  f("learning_rate", o.learning_rate);
+  f("beta1", o.beta1);
+  f("beta2", o.beta2);
+  f("epsilon", o.epsilon);
+  f("weight_decay", o.weight_decay);
+}
+
 /// The state Adam carries from step to step, in the backend's memory (device memory on cuda).
 /// `first_moment` and `second_moment` have the length of the parameters; `step` is one element
 /// counting the updates made so far (0 after adam_reset). Checkpoint all three to resume a run

@@ -121,6 +121,15 @@ struct CgOptions {
   bool zero_initial_guess = false;
 };
 
+/// Calls f(name, value) for every field of `o` (fields.hpp).
+template <class T, class F>
+void for_each_field(const CgOptions<T>& o, F&& f) {
+  f("damping", o.damping);
+  f("tolerance", o.tolerance);
+  f("max_iterations", o.max_iterations);
+  f("zero_initial_guess", o.zero_initial_guess);
+}
+
 /// Options of neumann_series.
 template <class T>
 struct NeumannOptions {
@@ -132,6 +141,15 @@ struct NeumannOptions {
   /// > 0: also stop once ‖r‖ <= tolerance·‖b‖ and report max_iterations when K terms do not get there.
   T tolerance = 0;
 };
+
+/// Calls f(name, value) for every field of `o` (fields.hpp).
+template <class T, class F>
+void for_each_field(const NeumannOptions<T>& o, F&& f) {
+  f("alpha", o.alpha);
+  f("iterations", o.iterations);
+  f("damping", o.damping);
+  f("tolerance", o.tolerance);
+}
 
 /// Conjugate gradient on (A + δI) x = b, for symmetric A with A + δI positive definite.
 ///

@@ -1,0 +1,92 @@
+#pragma once
+/// @file fields.hpp
+/// Generic walks over the fields of the options structs. Every options struct of the library
+/// (AdamOptions, PgOptions, TransformOptions, CgOptions, NeumannOptions, InnerOptions,
+/// BilevelOptions, PolicyFitOptions, ClassifierFitOptions) has a `for_each_field(options, f)`
+/// beside it that calls f(name, value) for each field in declaration order, a nested options
+/// struct as one value. Code that must see every setting walks these visitors instead of
+/// listing fields by hand, so a field added to a struct (and to its visitor) reaches it:
+/// BilevelTrainer's checkpoint fingerprint (flatten_fields) and the d2r program's JSON of its
+/// settings.
+///
+/// @code
+///   d2r::BilevelOptions<float> o;
+///   for (const auto& [name, value] : d2r::flatten_fields(o)) std::printf("%s = %s\n", name.c_str(), value.c_str());
+///   // inner.objective = reinforce, inner.steps = 50, inner.adam.learning_rate = 0.01, ...
+/// @endcode
+#include <charconv>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace d2r {
+
+namespace fields_detail {
+struct NoOp {
+  template <class V>
+  void operator()(std::string_view, const V&) const {}
+};
+}  // namespace fields_detail
+
+/// A struct with a for_each_field visitor (found by argument-dependent lookup).
+template <class O>
+concept HasFields = requires(const O& o) { for_each_field(o, fields_detail::NoOp{}); };
+
+/// An enum with a `const char* to_string(E)` beside it.
+template <class E>
+concept NamedEnum = std::is_enum_v<E> && requires(E e) {
+  { to_string(e) } -> std::convertible_to<const char*>;
+};
+
+/// One field's value as text: numbers in their shortest exact form (a float or double reads back
+/// to the same value), bools as true/false, enums by name (their integer when they have no
+/// to_string), vectors as [a, b, ...].
+template <class V>
+std::string field_text(const V& v) {
+  if constexpr (std::is_same_v<V, bool>) {
+    return v ? "true" : "false";
+  } else if constexpr (std::is_arithmetic_v<V>) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round-trip form
+    return std::string(buf, r.ptr);
+  } else if constexpr (NamedEnum<V>) {
+    return to_string(v);
+  } else if constexpr (std::is_enum_v<V>) {
+    return field_text(static_cast<std::underlying_type_t<V>>(v));
+  } else if constexpr (std::is_convertible_v<const V&, std::string_view>) {
+    return std::string(std::string_view(v));
+  } else {
+    std::string out = "[";
+    bool first = true;
+    for (const auto& x : v) {
+      if (!first) out += ", ";
+      out += field_text(x);
+      first = false;
+    }
+    return out + "]";
+  }
+}
+
+/// Every leaf field of `options` as ("a.b.c", text) pairs, nested structs expanded with dotted
+/// names, in declaration order.
+template <HasFields O>
+std::vector<std::pair<std::string, std::string>> flatten_fields(const O& options, const std::string& prefix = "") {
+  std::vector<std::pair<std::string, std::string>> out;
+  for_each_field(options, [&](std::string_view name, const auto& value) {
+    using V = std::remove_cvref_t<decltype(value)>;
+    const std::string full = prefix + std::string(name);
+    if constexpr (HasFields<V>) {
+      auto inner = flatten_fields(value, full + ".");
+      out.insert(out.end(), inner.begin(), inner.end());
+    } else {
+      out.emplace_back(full, field_text(value));
+    }
+  });
+  return out;
+}
+
+}  // namespace d2r
