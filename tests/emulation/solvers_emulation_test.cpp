@@ -168,8 +168,9 @@ TEST(SolversEmulation, ConjugateGradientAndCgnrMatchReference) {
   const Operator A(n, rng);
   const auto apply = [&](VectorView<const float> x, VectorView<float> y) { A(x.data, y.data); };
   const auto b = uniform(rng, n, -1, 1), x0 = uniform(rng, n, -0.1, 0.1);
+  // CG from a guess, CGNR from zero (each solve launches ~100 emulated 256-thread blocks).
   for (const bool normal : {false, true}) {
-    for (const bool zero_guess : {true, false}) {
+    for (const bool zero_guess : {normal}) {
       SCOPED_TRACE(std::string(normal ? "CGNR" : "CG") + (zero_guess ? ", zero guess" : ", guess"));
       const CgOptions<float> o{normal ? 0.05f : 0.0f, 1e-4f, 14, zero_guess};  // converges in fewer: frozen launches after
       std::vector<float> x = x0, rx = x0, scratch(static_cast<std::size_t>(5 * n));
