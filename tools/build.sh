@@ -7,6 +7,9 @@ export PATH="/usr/local/cuda/bin:$PATH"
 build_dir="${D2R_BUILD_DIR:-build}"
 launcher=()
 if command -v ccache >/dev/null 2>&1; then
+  # Paths under the checkout are hashed relative to it, so a fresh clone in another folder (CI) reuses
+  # the objects a previous build left in the cache.
+  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}" CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-20G}"
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@"

@@ -87,4 +87,4 @@ awk -v b="$bundle" -v x="$(du -b .gpu/bin.tar.xz | cut -f1)" -v t="$tree" -v p="
          p, b / 1048576, x, t / 1048576, (t + b) / 1048576 }'
 echo "build: $cpu CPU-seconds; smoke: dry run and cpu self-check passed"
 ((tree + bundle < 60 * 1048576)) || fail "too large for the device tool (64 MiB with the source tree)"
-echo 'next, on the GPU machine (device tool): run(command="tools/gpu-run.sh --budget 330", carry=[".gpu"], timeout_s=420)'
+echo 'next, on the GPU machine (device tool): run(command="tools/gpu-run.sh --budget 360", carry=[".gpu"], timeout_s=420)'

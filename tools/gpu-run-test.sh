@@ -9,6 +9,8 @@
 #    phases that finished (failed) and keeps them in its summary; a resume onto another GPU is refused.
 # 3. A budget too small for a phase: the phase is left ("no-time"), exit 4.
 # 4. Bad usage exits 2 before anything runs.
+# 5. The summary of a passing run (synthetic logs): verdict PASS, exit 0, the bench/results files
+#    with the benchmark/peer table of tools/bench_report.py.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:?BUILD_DIR}" && pwd)
@@ -72,6 +74,35 @@ for args in "--budget abc" "--budget 5" "--phases tests,nope" "--bundle $work/no
   run usage --out "$work/usage" $args
   expect "usage: '$args' exits 2 with a message [got $rc]" '((rc == 2)) && [ -s "$work/usage.txt" ] && [ ! -e "$work/usage" ]'
 done
+
+# ------------------------------------------------------------------ 5. the summary of a passing run
+# (synthetic logs in the layout gpu-run.sh writes: what a GPU run would leave)
+syn=$work/synthetic && mkdir -p "$syn/tests" "$syn/validate" "$work/pass"
+echo "abc1234 clean 2026-01-01T00:00:00Z" >"$syn/BUILD_INFO"; echo "Test-GPU" >"$syn/DEVICE"; echo "GPU: Test-GPU" >"$syn/probe.txt"
+printf 'smoke\tpass\t0\t1\t-\tGPU tests: 2 cases in 1 suites\nvalidate\tpass\t0\t9\t120\tvalidate.txt\n' >"$syn/phases.tsv"
+printf 'bench-objectives\tpass\t0\t5\t60\tx\npeer-pg-head-eager\tpass\t0\t7\t60\tx\ntests\tpending\t-\t3\t200\t1 suites\n' >>"$syn/phases.tsv"
+echo "0 GpuContext." >"$syn/tests/exit-codes.txt"
+cat >"$syn/tests/GpuContext.xml" <<'XML'
+<testsuites><testsuite name="GpuContext"><testcase name="A" classname="GpuContext" result="completed"/>
+<testcase name="B" classname="GpuContext" result="completed"/></testsuite></testsuites>
+XML
+echo '{"summary": {"checks": 3, "passed": 3, "failed": 0, "skipped": 0}, "rows": []}' >"$syn/validate/validate.json"
+echo '3 checks: 3 passed, 0 failed, 0 skipped (0.10 s) — all pass' >"$syn/validate.txt"
+echo '{"benchmarks": [{"name": "fused_scalar/gpu/65536/17/5/manual_time", "run_type": "iteration", "real_time": 12.5, "time_unit": "us", "GB/s": 1500.0}]}' \
+  >"$syn/bench-objectives.json"
+echo '{"benchmarks": [{"name": "peer_pg_head_eager/65536/17/5", "real_time": 40.0, "time_unit": "us"}]}' >"$syn/peer-pg-head-eager.json"
+python3 "$root/tools/gpu_summary.py" summarize "$syn" "$work/pass" --budget 330 --final Test-GPU 2026-01-01; rc=$?
+expect "synthetic pass: exit 0, verdict PASS [got $rc]" '((rc == 0)) && [[ $(last pass) == "Verdict: PASS (exit 0)"* ]]'
+expect "synthetic pass: the tests phase passes from its XML (2 cases)" \
+  '[ "$(phase pass tests)" = pass ] && grep -q "2 cases in 1 suites, 0 failed" "$work/pass/summary.md"'
+expect "synthetic pass: results JSON holds the runs, tests and validate" \
+  'python3 -c "import json, sys; d = json.load(open(sys.argv[1])); assert d[\"verdict\"] == \"PASS\" and d[\"tests\"][\"tests\"] == 2 and d[\"validate\"][\"passed\"] == 3 and len(d[\"runs\"]) == 2" "$work/pass/Test-GPU-2026-01-01.json"'
+expect "synthetic pass: the results .md has the bench_report table with the peer speed-up" \
+  'grep -q "^# GPU run: Test-GPU, 2026-01-01, commit abc1234" "$work/pass/Test-GPU-2026-01-01.md" && grep -q "fused_scalar/gpu/65536/17/5.*| 3.20×" "$work/pass/Test-GPU-2026-01-01.md"'
+cp -r "$syn" "$work/cut" && printf 'memcheck\trunning\t-\t0\t150\tstarted\n' >>"$work/cut/phases.tsv" && mkdir -p "$work/cutout"
+python3 "$root/tools/gpu_summary.py" summarize "$work/cut" "$work/cutout" --budget 330; rc=$?
+expect "a phase left running (a call cut short): INCOMPLETE, exit 4 [got $rc]" \
+  '((rc == 4)) && [[ $(last cutout) == "Verdict: INCOMPLETE (exit 4): still running, or the call was cut short: memcheck"* ]]'
 
 echo "$failures failed"
 ((failures == 0))

@@ -10,9 +10,10 @@
 #                  reserve for the summary; a phase that would get less than its minimum is skipped
 #                  ("no time") and left for a second call.
 #   --out DIR      results (default $OUT, the device tool's folder, else ./gpu-run-out). Written as the
-#                  run goes, so a call cut short still returns them: summary.md (the verdict is in its
-#                  last lines), state.json (every phase's status and results), logs.tgz (all logs, XML,
-#                  JSON), and at the end <device>-<date>.json and .md for bench/results/.
+#                  run goes (after each phase and every 30 s), so a call cut short still returns them:
+#                  summary.md (the verdict is in its last lines), state.json (every phase's status and
+#                  results), logs.tgz (all logs, XML, JSON), and at the end <device>-<date>.json and .md
+#                  for bench/results/.
 #   --resume DIR   the files an earlier call returned (its state.json): phases that finished there
 #                  (pass or fail) are not run again; their results are kept in the new summary. Refused
 #                  (exit 2) when that call ran other binaries (BUILD_INFO) or on another kind of GPU.
@@ -136,15 +137,17 @@ status_of() {  # exit code -> status
 timed() {
   local name=$1 c s rc; c=$(cap "$2"); s=$(date +%s); shift 2
   local log=$1; shift
+  record "$name" running - 0 "$c" "started"   # what a call cut short leaves (a later line replaces it)
   timeout -k 5 "$c" "$@" >"$log" 2>&1; rc=$?
   record "$name" "$(status_of $rc)" "$rc" $(($(date +%s) - s)) "$c" "${log##*/}"
   return $rc
 }
-snapshot() {  # summary.md, state.json and logs.tgz in --out, after every step
+snapshot() {  # summary.md, state.json and logs.tgz in --out, after every step and every 30 s
   "$PY" "$S" summarize "$W" "$out" --budget "$budget" ${resume:+--resume "$resume/state.json"} "$@" \
     >/dev/null 2>>"$W/summary.err"
   local rc=$?
-  tar czf "$out/logs.tgz" -C "$W" --exclude=./bin --exclude=./lib . 2>/dev/null
+  tar czf "$out/.logs.$BASHPID.tgz" -C "$W" --exclude=./bin --exclude=./lib . 2>/dev/null &&
+    mv -f "$out/.logs.$BASHPID.tgz" "$out/logs.tgz"
   return $rc
 }
 
@@ -187,6 +190,9 @@ if ((rc != 0)); then  # nothing else can run
   snapshot; tail -n 4 "$out/summary.md"; exit 1
 fi
 snapshot
+# Every 30 s a snapshot, so that a call cut short (the device tool's timeout) still returns where it was.
+( while :; do for _ in $(seq 30); do sleep 1; [ -e "$W/stop" ] && exit 0; done; snapshot; done ) &
+ticker=$!
 
 # ------------------------------------------------------------------ correctness, side by side
 run_suite() {  # one gtest suite in its own process: a crash or a sticky CUDA error stays in it
@@ -197,6 +203,7 @@ run_suite() {  # one gtest suite in its own process: a crash or a sticky CUDA er
 }
 export -f run_suite; export B W
 export D2R_EXPECT_GPU=1
+pids=()   # the side-by-side phases
 if want tests tests 60; then
   c=$(cap 200); export END=$(($(date +%s) + c))
   # Suites with the most cases first (they set the wall time); --suites REGEX picks some.
@@ -207,27 +214,32 @@ if want tests tests 60; then
     mv "$W/tests/todo.txt" "$W/tests/suites.txt"
   fi
   : >"$W/tests/exit-codes.txt"
+  record tests running - 0 "$c" "started"
   ( s=$(date +%s); xargs -a "$W/tests/suites.txt" -P "$jobs" -I{} bash -c 'run_suite "$1"' _ {}
     # The status comes from the XML and the exit codes (gpu_summary.py); here only the time.
     record tests pending - $(($(date +%s) - s)) "$c" "$(wc -l <"$W/tests/suites.txt") suites" ) &
+  pids+=($!)
 fi
 if want validate validate 30; then
   ( timed validate 120 "$W/validate.txt" "$B/d2r" validate --device cuda --sizes medium --out "$W/validate" ) &
+  pids+=($!)
 fi
 if want memcheck memcheck 30; then
   if command -v compute-sanitizer >/dev/null; then
     ( timed memcheck 150 "$W/memcheck.txt" compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 30 \
         "$B/d2r" validate --device cuda --sizes small --out "$W/memcheck" ) &
+    pids+=($!)
   else record memcheck unavailable - 0 0 "compute-sanitizer not found"; fi
 fi
-torch=0; "$PY" -c 'import torch' 2>/dev/null && torch=1
+torch=0; grep -q '^torch [0-9]' "$W/probe.txt" && torch=1   # the probe imported it
 if want peercheck peercheck 30; then
   if ((torch == 0)); then record peercheck unavailable - 0 0 "python3 cannot import torch"
   elif "$B/peer_check_export" "$W/d2r-check.json" >"$W/peercheck-export.txt" 2>&1; then
     ( cd "$root/bench/peer" && timed peercheck 90 "$W/peercheck.txt" "$PY" check_against_d2r.py "$W/d2r-check.json" ) &
+    pids+=($!)
   else record peercheck fail 1 0 0 "peer_check_export failed (peercheck-export.txt)"; fi
 fi
-wait
+((${#pids[@]} == 0)) || wait "${pids[@]}"
 snapshot
 
 # ------------------------------------------------------------------ timings: the GPU alone
@@ -264,6 +276,7 @@ done
 for n in pg_head hvp outer_step categorical; do peer compile "$n" 150; done
 
 # ------------------------------------------------------------------ results
+touch "$W/stop"; wait "$ticker"   # no snapshot in flight may overwrite the final one
 snapshot --final "$device" "$(date -u +%Y-%m-%d)"
 verdict=$?
 tail -n 6 "$out/summary.md"

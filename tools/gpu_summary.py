@@ -100,7 +100,7 @@ def tests_status(suites):
         return "timeout", f"{len(late)} suites timed out or not started"
     if total == 0:
         return "fail", "no test case ran"
-    return "pass", f"{len(suites)} suites"
+    return "pass", f"{total} cases, none failed"
 
 
 def grep(text, pattern, limit):
@@ -164,6 +164,9 @@ def verdict(phases):
     gpu_ran = [n for n, p in phases.items() if n != "smoke" and p["status"] not in ("no-gpu", "no-time", "unavailable")]
     if any(p["status"] == "no-gpu" for p in phases.values()) and not gpu_ran:
         return "NO GPU", "no GPU: nothing ran on a GPU; the binaries load and the summary is written"
+    running = [n for n, p in phases.items() if p["status"] == "running"]
+    if running:
+        return "INCOMPLETE", f"still running, or the call was cut short: {', '.join(running)} (call again with --resume)"
     open_ = [n for n, p in phases.items() if p["status"] not in ("pass",)]
     if open_:
         return "INCOMPLETE", f"not finished: {', '.join(open_)} (call again with --resume)"
@@ -210,9 +213,10 @@ def render(state, budget):
 
 
 def write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"  # the periodic snapshot may write at the same time
+    with open(tmp, "w") as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 def summarize(args):
