@@ -367,8 +367,8 @@ set(cases
     "--resume: no checkpoint|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--resume"
     "--inner-batch-size: expected rows per inner step >= 0 .0: full batch., got -1|fit~${data}~--targets~y0~--method~bilevel~--inner-batch-size~-1"
     "--inner-batch-size: expected rows per inner step >= 0 .0: full batch., got -1|fit~${cls_data}~--task~classification~--label~label~--method~bilevel~--inner-batch-size~-1"
-    "--inner-batch-size: only for --method bilevel|fit~${data}~--targets~y0~--method~nll~--inner-batch-size~8"
-    "--inner-batch-size: only for --method bilevel|fit~${cls_data}~--task~classification~--label~label~--method~pg~--inner-batch-size~8"
+    "--inner-batch-size: not used by --method nll .an option of --method bilevel.|fit~${data}~--targets~y0~--method~nll~--inner-batch-size~8"
+    "--inner-batch-size: not used by --method pg --task classification .an option of --method bilevel.|fit~${cls_data}~--task~classification~--label~label~--method~pg~--inner-batch-size~8"
     "--datasets: no data set 'nope' in .*available: iris, wine, breast_cancer|reproduce~tabular~--datasets~iris,nope"
     "--datasets: is an option of `reproduce tabular` only|reproduce~synthetic~--datasets~iris"
     "--val-fraction: .*0\\.99|fit~${data}~--targets~y0~--val-fraction~0.99")

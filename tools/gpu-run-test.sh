@@ -8,6 +8,7 @@
 #    named, the <device>-<date>.{json,md} results are written; --resume of it does not rerun the
 #    phases that finished (failed) and keeps them in its summary; a resume onto another GPU is refused.
 # 3. A budget too small for a phase: the phase is left ("no-time"), exit 4.
+#    A compute-sanitizer named by D2R_COMPUTE_SANITIZER is the one the sanitizer phases run.
 # 4. Bad usage exits 2 before anything runs.
 # 5. The summary of a passing run (synthetic logs): verdict PASS, exit 0, the bench/results files
 #    with the benchmark/peer table of tools/bench_report.py.
@@ -66,6 +67,13 @@ expect "resume: refused onto another GPU (exit 2, nothing written) [got $rc]" \
 run short --bin "$build" --phases tests --budget 30 --out "$work/short"
 expect "short budget: tests left for lack of time, exit 4 (INCOMPLETE) [got $rc]" \
   '((rc == 4)) && [ "$(phase short tests)" = no-time ] && [[ $(last short) == "Verdict: INCOMPLETE (exit 4)"* ]]'
+# The sanitizer phases run the compute-sanitizer D2R_COMPUTE_SANITIZER names (one not on PATH).
+mkdir -p "$work/fake" && printf '#!/bin/sh\necho "fake compute-sanitizer $*"\n' >"$work/fake/cs" && chmod +x "$work/fake/cs"
+export D2R_COMPUTE_SANITIZER=$work/fake/cs
+run san --bin "$build" --phases memcheck --budget 60 --out "$work/san"
+unset D2R_COMPUTE_SANITIZER
+expect "D2R_COMPUTE_SANITIZER: memcheck ran that sanitizer on d2r validate [got $rc]" \
+  '[ "$(phase san memcheck)" = pass ] && tar xzf "$work/san/logs.tgz" -O ./memcheck.txt | grep -q "^fake compute-sanitizer --tool memcheck .*/d2r validate"'
 unset D2R_GPU_RUN_ASSUME_GPU
 
 # ------------------------------------------------------------------ 4. bad usage
@@ -103,6 +111,11 @@ cp -r "$syn" "$work/cut" && printf 'memcheck\trunning\t-\t0\t150\tstarted\n' >>"
 python3 "$root/tools/gpu_summary.py" summarize "$work/cut" "$work/cutout" --budget 330; rc=$?
 expect "a phase left running (a call cut short): INCOMPLETE, exit 4 [got $rc]" \
   '((rc == 4)) && [[ $(last cutout) == "Verdict: INCOMPLETE (exit 4): still running, or the call was cut short: memcheck"* ]]'
+
+cp -r "$syn" "$work/lack" && printf 'memcheck\tunavailable\t-\t0\t0\tcompute-sanitizer not found\n' >>"$work/lack/phases.tsv" && mkdir -p "$work/lackout"
+python3 "$root/tools/gpu_summary.py" summarize "$work/lack" "$work/lackout" --budget 330; rc=$?
+expect "a phase without its tool: INCOMPLETE, exit 4, not sent to --resume [got $rc]" \
+  '((rc == 4)) && [[ $(last lackout) == "Verdict: INCOMPLETE (exit 4): no tool for: memcheck on this machine (a resume cannot run them)"* ]]'
 
 echo "$failures failed"
 ((failures == 0))

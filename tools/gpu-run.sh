@@ -33,6 +33,8 @@
 #   --bundle DIR   the bundle (default .gpu): bin.tar.xz and BUILD_INFO from tools/gpu-bundle.sh.
 #   --bin DIR      use the executables of a d2r build tree instead of a bundle (a build made on the
 #                  GPU machine, tools/gpu-check.sh; or CI's dry run).
+#   D2R_COMPUTE_SANITIZER=PATH  the compute-sanitizer to use (default: on PATH, else looked for in
+#                  /usr/local/cuda*/ and /opt/nvidia/; none: the sanitizer phases are "unavailable").
 #   --dry          act as if there were no GPU: every phase but smoke reports "no GPU" (CI runs this).
 #                  Without --dry, "no GPU" is also what a machine where `nvidia-smi -L` lists none gets.
 #                  (D2R_GPU_RUN_ASSUME_GPU=1 does the opposite, to test this script without a GPU: every
@@ -100,7 +102,15 @@ else
 fi
 mkdir -p "$out" || { echo "gpu-run.sh: --out: cannot create '$out'" >&2; exit 2; }
 out=$(cd "$out" && pwd)
-export LD_LIBRARY_PATH="$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$PATH:/usr/local/cuda/bin" PYTHONUNBUFFERED=1
+# /usr/local/nvidia/bin: the driver's folder on the device machines (nvidia-smi), in case PATH lacks it.
+export LD_LIBRARY_PATH="$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$PATH:/usr/local/cuda/bin:/usr/local/nvidia/bin" PYTHONUNBUFFERED=1
+# compute-sanitizer: D2R_COMPUTE_SANITIZER, else on PATH, else where toolkits put it outside bin/
+# (CUDA's compute-sanitizer/ folder, a versioned /usr/local/cuda-*, NVIDIA's tools under /opt/nvidia).
+sanitizer=${D2R_COMPUTE_SANITIZER:-$(command -v compute-sanitizer ||
+  ls -1d /usr/local/cuda/compute-sanitizer/compute-sanitizer /usr/local/cuda-*/bin/compute-sanitizer \
+    /usr/local/cuda-*/compute-sanitizer/compute-sanitizer /opt/nvidia/compute-sanitizer*/compute-sanitizer \
+    /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)}
+[ -n "$sanitizer" ] && [ -x "$sanitizer" ] || sanitizer=""
 
 t0=$(date +%s)
 reserve=15
@@ -156,7 +166,8 @@ snapshot() {  # summary.md, state.json and logs.tgz in --out, after every step a
   echo "host: $(uname -srm), $(nproc) cores"
   if ((gpu)); then nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
   else echo "GPU: none$( ((dry)) && echo ' (--dry)')"; fi
-  command -v compute-sanitizer >/dev/null && compute-sanitizer --version | grep -i version | head -1
+  if [ -n "$sanitizer" ]; then echo "compute-sanitizer $sanitizer: $("$sanitizer" --version 2>&1 | grep -i version | head -1)"
+  else echo "compute-sanitizer: not found"; fi
   "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())' 2>/dev/null ||
     echo "torch: not importable"
 } >"$W/probe.txt" 2>&1
@@ -225,8 +236,8 @@ if want validate validate 30; then
   pids+=($!)
 fi
 if want memcheck memcheck 30; then
-  if command -v compute-sanitizer >/dev/null; then
-    ( timed memcheck 150 "$W/memcheck.txt" compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 30 \
+  if [ -n "$sanitizer" ]; then
+    ( timed memcheck 150 "$W/memcheck.txt" "$sanitizer" --tool memcheck --error-exitcode 99 --print-limit 30 \
         "$B/d2r" validate --device cuda --sizes small --out "$W/memcheck" ) &
     pids+=($!)
   else record memcheck unavailable - 0 0 "compute-sanitizer not found"; fi
@@ -262,8 +273,8 @@ for n in pg_head categorical hvp outer_step; do peer peers "$n" 60 --no-compile;
 # ------------------------------------------------------------------ extras while time is left
 for tool in racecheck initcheck synccheck; do
   if want "$tool" sanitize 40; then
-    if command -v compute-sanitizer >/dev/null; then
-      timed "$tool" 90 "$W/$tool.txt" compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 30 \
+    if [ -n "$sanitizer" ]; then
+      timed "$tool" 90 "$W/$tool.txt" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 30 \
         "$B/d2r" validate --device cuda --sizes small --out "$W/$tool"
     else record "$tool" unavailable - 0 0 "compute-sanitizer not found"; fi
     snapshot

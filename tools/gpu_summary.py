@@ -167,9 +167,13 @@ def verdict(phases):
     running = [n for n, p in phases.items() if p["status"] == "running"]
     if running:
         return "INCOMPLETE", f"still running, or the call was cut short: {', '.join(running)} (call again with --resume)"
-    open_ = [n for n, p in phases.items() if p["status"] not in ("pass",)]
-    if open_:
-        return "INCOMPLETE", f"not finished: {', '.join(open_)} (call again with --resume)"
+    open_ = [n for n, p in phases.items() if p["status"] not in ("pass", "unavailable")]
+    # A phase that lacked its tool (compute-sanitizer, torch) lacks it again on a resume.
+    lacking = [n for n, p in phases.items() if p["status"] == "unavailable"]
+    if open_ or lacking:
+        why = [f"not finished: {', '.join(open_)} (call again with --resume)"] if open_ else []
+        why += [f"no tool for: {', '.join(lacking)} on this machine (a resume cannot run them)"] if lacking else []
+        return "INCOMPLETE", "; ".join(why)
     return "PASS", f"all {len(phases)} phases passed"
 
 

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh >&2
 # Explicit options (tools/test.sh names its own on the same build/, so either order works).
-D2R_BUILD_DIR=build tools/build.sh -DD2R_BUILD_TESTS=OFF -DD2R_BUILD_BENCH=OFF -DD2R_BUILD_CLI=ON -DD2R_SANITIZE=OFF >&2
+D2R_BUILD_DIR=build tools/build.sh -DD2R_BUILD_TESTS=OFF -DD2R_BUILD_BENCH=OFF -DD2R_BUILD_CLI=ON -DD2R_SANITIZE=OFF -DD2R_BUILD_PYTHON=OFF >&2
 if (($#)); then
   exec build/host/cli/d2r "$@"
 fi

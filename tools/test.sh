@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-tools/build.sh -DD2R_BUILD_TESTS=ON -DD2R_BUILD_BENCH=ON -DD2R_BUILD_CLI=ON -DD2R_SANITIZE=OFF
+tools/setup-python.sh  # .venv: nanobind, numpy, pytest, JAX, CPU-usable torch (the python_tests ctest)
+tools/build.sh -DD2R_BUILD_TESTS=ON -DD2R_BUILD_BENCH=ON -DD2R_BUILD_CLI=ON -DD2R_SANITIZE=OFF -DD2R_BUILD_PYTHON=ON
 (cd build && ctest --no-tests=error --output-on-failure --timeout 900 -j "${D2R_JOBS:-$(nproc)}")
 if [ "${D2R_SKIP_SANITIZERS:-0}" != "1" ]; then
   echo "== CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"

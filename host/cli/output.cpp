@@ -137,9 +137,14 @@ void refuse_reuse(std::string_view command, std::string_view option, const fs::p
                         dir.string(), fmt::join(present, ", ")));
 }
 
+/// A temporary file a killed d2r run left: ".NAME.tmp-PID-N" (write_text_atomic, write_csv) or
+/// "NAME.tmp.XXXXXX" (checkpoints) for NAME one of run_files(), or ".d2r-probe-*". Only these
+/// exact shapes: a file of the user's that merely contains ".tmp" is left alone.
 bool is_stale_temporary(const std::string& name) {
-  return (name.starts_with(".") && name.find(".tmp-") != std::string::npos) ||
-         name.find(".tmp.") != std::string::npos || name.starts_with(".d2r-probe-");
+  if (name.starts_with(".d2r-probe-")) return true;
+  return std::ranges::any_of(run_files(), [&name](const std::string& run_file) {
+    return name.starts_with("." + run_file + ".tmp-") || name.starts_with(run_file + ".tmp.");
+  });
 }
 
 int lock_fd = -1;  // the claimed --out, locked until the process ends

@@ -323,7 +323,19 @@ struct BilevelTrainer<T>::Impl {
   std::uint64_t philox_step = 0;
   RewardForm form = RewardForm::scalar;
   std::vector<std::size_t> positive;
-  std::string fingerprint;
+  std::string fingerprint;  // its data.hash line is filled in by checkpoint_fingerprint()
+  bool data_hashed = false;
+  /// The fingerprint with the data's hash, computed on the first save() or load() (one copy of
+  /// the data to the host: a trainer that never checkpoints does not pay for it).
+  const std::string& checkpoint_fingerprint() {
+    if (!data_hashed) {
+      constexpr std::string_view placeholder = "data.hash = ?\n";
+      const std::size_t at = fingerprint.find(placeholder);
+      fingerprint.replace(at, placeholder.size(), fmt::format("data.hash = {:016x}\n", problem->data_hash()));
+      data_hashed = true;
+    }
+    return fingerprint;
+  }
   std::string identity;  // set_checkpoint_identity's lines
   // Minibatches (InnerOptions::batch_size): `batch` rows per window (0: full batch),
   // windows_per_pass = floor(N / batch) (the N mod batch rows left over are dropped that pass).
@@ -552,7 +564,7 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   line("backend", to_string(ctx.backend()));
   line("context.seed", std::to_string(ctx.seed()));
   line("problem", impl_->problem->describe());
-  line("data.hash", fmt::format("{:016x}", impl_->problem->data_hash()));
+  line("data.hash", "?");  // checkpoint_fingerprint() fills it in
   line("reward.form", form_name(form));
   line("reward.init", field_text(std::vector<double>(reward_init.begin(), reward_init.end())));
   for (const auto& [name, value] : flatten_fields(options_, "options.")) line(name, value);
@@ -882,7 +894,7 @@ template <class T>
 void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   const Impl& s = *impl_;
   detail::CheckpointWriter w;
-  w.add_text("fingerprint", s.fingerprint + s.identity);
+  w.add_text("fingerprint", impl_->checkpoint_fingerprint() + s.identity);
   add_values(w, "theta", s.theta.to_host());
   add_values(w, "inner_first_moment", s.first_moment.to_host());
   add_values(w, "inner_second_moment", s.second_moment.to_host());
@@ -918,7 +930,7 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
                 "start the run again",
                 path.string(), version, kCheckpointVersion);
   }
-  const std::string current = s.fingerprint + s.identity;
+  const std::string current = s.checkpoint_fingerprint() + s.identity;
   if (saved != current) {
     const std::vector<std::string> diff = fingerprint_diff(saved, current);
     D2R_EXPECTS(false, fn, "path", "checkpoint '{}' was written by a run with another configuration or other data ({}):\n  {}",

@@ -289,8 +289,9 @@ class BilevelTrainer {
   void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
   /// Writes the whole state to `path` atomically (temporary file + rename), with its fingerprint:
   /// the format version, every field of the options (for_each_field), the data's hash (FNV-1a of
-  /// the training and validation values), the reward form and initial reward, the network, the
-  /// backend, scalar type and context seed, and the identity lines.
+  /// the training and validation values, computed on the first save() or load(): one copy of the
+  /// data to the host), the reward form and initial reward, the network, the backend, scalar type
+  /// and context seed, and the identity lines.
   void save(const std::filesystem::path& path) const;
   /// Restores a state written by save() of a trainer with the same fingerprint; throws d2r::Error
   /// (invalid_argument, argument "path") naming every setting that differs, for another format

@@ -1,0 +1,213 @@
+"""The trainers on arrays: d2r.fit and d2r.BilevelRewardLearner (the CLI's `d2r fit` without files).
+
+Arrays stay where they are (zero copy): NumPy or CPU tensors run the cpu backend, CUDA tensors the
+cuda backend (float32). The policy parameters are allocated in the caller's framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+from . import _core
+
+_CPU, _CUDA = 1, 2  # DLPack device types
+
+
+def _device_of(a: Any) -> tuple[int, int]:
+    if hasattr(a, "__dlpack_device__"):
+        t, i = a.__dlpack_device__()
+        return int(t), int(i)
+    return _CPU, 0
+
+
+def _context(x: Any, device: str, seed: int) -> _core.Context:
+    t, i = _device_of(x)
+    if device == "auto":
+        device = "cuda" if t == _CUDA else "cpu"
+    if device == "cuda":
+        stream = None
+        try:  # run on PyTorch's current stream when the arrays are PyTorch's
+            import torch
+
+            if isinstance(x, torch.Tensor) and x.is_cuda:
+                stream = torch.cuda.current_stream(x.device).cuda_stream
+        except ImportError:
+            pass
+        return _core.Context("cuda", seed=seed, device=i, stream=stream)
+    return _core.Context(device, seed=seed)
+
+
+def _empty_like(x: Any, n: int, dtype_of: Any) -> Any:
+    """An uninitialised length-n vector in x's framework and memory, with dtype_of's dtype."""
+    mod = type(x).__module__.split(".")[0]
+    if mod == "torch":
+        import torch
+
+        return torch.empty(n, dtype=dtype_of.dtype, device=x.device)
+    if mod == "cupy":
+        import cupy
+
+        return cupy.empty(n, dtype=dtype_of.dtype)
+    import numpy as np
+
+    return np.empty(n, dtype=np.dtype(str(dtype_of.dtype)) if mod != "numpy" else dtype_of.dtype)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a fit returns: the learned (bilevel) or fixed reward parameters (None for mse/nll), the
+    policy's flat parameters (the network layout of d2r.Mlp), and the per-step records (dicts)."""
+
+    method: str
+    reward_params: Optional[list[float]]
+    policy_params: Any
+    records: list[dict]
+
+
+def _progress_printer(enabled: Optional[bool], total: int, what: str) -> Optional[Callable[[dict], None]]:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+
+    def show(r: dict) -> None:
+        msg = f"\r{what} {r['step']}/{total}"
+        if "reward_params" in r:
+            phi = ", ".join(f"{v:.4g}" for v in r["reward_params"][:4])
+            msg += f"  reward [{phi}{', …' if len(r['reward_params']) > 4 else ''}]"
+        msg += f"  NLL/dim {r['train']['nll_per_dim']:.4f}"
+        print(msg, end="", file=sys.stderr, flush=True)
+        if r["step"] >= total:
+            print(file=sys.stderr)
+
+    return show
+
+
+class BilevelRewardLearner:
+    """Learns the reward r_U(ŷ, y) = −(ŷ−y)ᵀU(ŷ−y) of a policy by bilevel optimisation
+    (d2r::BilevelTrainer). Regression: ``fit(X, Y)``; classification: ``fit(X, labels=..., classes=C)``.
+
+    Options (keywords; the defaults are the CLI's `d2r fit --method bilevel`, for regression or, with
+    classes, for classification: logistic regression, G = 50, inner lr 0.05, outer lr 0.1): hidden, activation,
+    layer_norm, reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I), outer_steps,
+    inner_steps, inner_lr, outer_lr, entropy_weight (λ), generations (G), inner_start ('warm' or
+    'fresh'), curvature ('exact' or 'surrogate'), solver ('normal_cg', 'cg', 'neumann'),
+    solver_iterations, inner_batch_size, inner_objective, transform, head, hypergradient_clamp,
+    inner_gradient_clamp, damping, outer_optimizer, seed, device ('auto', 'cpu', 'cuda'), threads
+    (cpu GEMM threads, default 1 as the CLI).
+
+    After fit(): ``reward_params_`` (list), ``policy_params_`` (array in the data's framework for
+    NumPy/PyTorch inputs: a NumPy copy), ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer).
+    """
+
+    _CLI_DEFAULTS = dict(hidden=[64, 64], inner_start="warm", inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0,
+                         generations=5, inner_steps=50, solver_iterations=1)
+    # `d2r fit --task classification --method bilevel` (the paper's tabular setting).
+    _CLI_CLASS_DEFAULTS = dict(hidden=[], inner_start="warm", inner_lr=0.05, outer_lr=0.1, entropy_weight=1.0,
+                               generations=50, inner_steps=50, solver_iterations=1)
+
+    def __init__(self, *, reward_form: str = "scalar", reward_init: Optional[Sequence[float]] = None,
+                 outer_steps: int = 100, seed: int = 0, device: str = "auto", threads: int = 1, **options: Any):
+        self.reward_form = reward_form
+        self.reward_init = None if reward_init is None else [float(v) for v in reward_init]
+        self.outer_steps = int(outer_steps)
+        self.seed = int(seed)
+        self.device = device
+        self.threads = int(threads)
+        self.options = dict(options)  # the defaults (regression or classification) are added by fit()
+        self.trainer_: Optional[_core.BilevelTrainer] = None
+
+    def _initial_reward(self, dims: int) -> list[float]:
+        if self.reward_init is not None:
+            return self.reward_init
+        if self.reward_form == "full":  # R = I packed row-major lower triangle
+            return [1.0 if j == i else 0.0 for i in range(dims) for j in range(i + 1)]
+        return [1.0] * _core.reward_param_count(self.reward_form, dims)
+
+    def fit(self, X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X: Any = None,
+            val_Y: Any = None, val_labels: Any = None, checkpoint: Optional[str | os.PathLike] = None,
+            checkpoint_every: int = 0, resume: bool = False, progress: Optional[bool] = None) -> FitResult:
+        """Runs the outer steps (continuing a checkpoint with resume=True); returns a FitResult.
+        checkpoint: a file written every checkpoint_every outer steps and at the end (atomically)."""
+        _core.set_cpu_threads(self.threads)
+        ctx = _context(X, self.device, self.seed)
+        defaults = self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS
+        opts = {**defaults, **self.options, "seed": self.seed}
+        if classes and "outer_data" not in self.options:  # the CLI: validation rows when there are some
+            opts["outer_data"] = "validation" if val_X is not None else "train"
+        if classes:
+            dims = int(classes)
+        else:
+            if Y is None:
+                raise _core.ArgumentError("d2r.BilevelRewardLearner.fit: argument 'Y': regression needs targets "
+                                          "(or give labels= and classes= for classification)")
+            dims = int(Y.shape[1]) if len(Y.shape) == 2 else 0
+        self.trainer_ = _core.BilevelTrainer(ctx, X, Y, labels=labels, classes=int(classes), val_x=val_X,
+                                             val_y=val_Y, val_labels=val_labels, reward_form=self.reward_form,
+                                             reward_init=self._initial_reward(dims), options=opts)
+        self._ctx = ctx
+        if resume:
+            if checkpoint is None or not os.path.exists(checkpoint):
+                raise _core.ArgumentError(f"d2r.BilevelRewardLearner.fit: argument 'resume': no checkpoint "
+                                          f"'{checkpoint}' to resume from")
+            self.trainer_.load(os.fspath(checkpoint))
+        show = _progress_printer(progress, self.outer_steps, "outer step")
+        while self.trainer_.steps_done < self.outer_steps:
+            r = self.trainer_.step()
+            if show:
+                show(r)
+            if checkpoint is not None and checkpoint_every > 0 and r["step"] % checkpoint_every == 0:
+                self.trainer_.save(os.fspath(checkpoint))
+        if checkpoint is not None:
+            self.trainer_.save(os.fspath(checkpoint))
+        self.reward_params_ = list(self.trainer_.reward_params)
+        self.policy_params_ = self.trainer_.policy_params()
+        self.history_ = self.trainer_.history
+        return FitResult("bilevel", self.reward_params_, self.policy_params_, self.history_)
+
+
+def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, classes: int = 0, val_X: Any = None,
+        val_Y: Any = None, val_labels: Any = None, seed: int = 0, device: str = "auto", threads: int = 1,
+        progress: Optional[bool] = None, **options: Any) -> FitResult:
+    """Trains a policy on arrays, as `d2r fit` does on a CSV file.
+
+    Regression (X: N x p, Y: N x n float arrays): method 'mse', 'nll', 'pg' (a fixed reward:
+    reward_form=, reward_params=) or 'bilevel' (the reward learned: see BilevelRewardLearner).
+    Classification (labels: N int32 class indices, classes=C): 'nll' (cross-entropy) or 'pg', by
+    minibatch Adam (epochs=, batch_size=), or 'bilevel'. Options are the trainers' (steps, lr,
+    hidden, activation, head, generations, entropy_weight, evaluate_every, ...); unknown ones are an
+    error naming them. Returns a FitResult; the policy parameters are allocated in X's framework.
+    """
+    if method == "bilevel":
+        outer_steps = options.pop("outer_steps", 100)
+        learner = BilevelRewardLearner(outer_steps=outer_steps, seed=seed, device=device, threads=threads, **options)
+        return learner.fit(X, Y, labels=labels, classes=classes, val_X=val_X, val_Y=val_Y, val_labels=val_labels,
+                           progress=progress)
+    if method not in ("mse", "nll", "pg"):
+        raise _core.ArgumentError(f"d2r.fit: argument 'method': expected 'mse', 'nll', 'pg' or 'bilevel', got '{method}'")
+    _core.set_cpu_threads(threads)
+    ctx = _context(X, device, seed)
+    options = dict(options, loss=method, seed=seed)
+    if classes:
+        hidden = list(options.get("hidden", []))
+        n = _core.parameter_count(int(X.shape[1]), hidden, int(classes), bool(options.get("layer_norm", False)))
+        params = _empty_like(X, n, X)
+        show = _progress_printer(progress, int(options.get("epochs", 30)), "epoch")
+        records = _core.fit_classifier(ctx, X, labels, int(classes), params, val_x=val_X, val_labels=val_labels,
+                                       options=options, on_record=show)
+    else:
+        if Y is None:
+            raise _core.ArgumentError("d2r.fit: argument 'Y': regression needs targets (or labels= and classes=)")
+        for k, v in dict(hidden=[64, 64], evaluate_every=1, lr=0.01, steps=400).items():  # the CLI's defaults
+            options.setdefault(k, v)
+        dims = int(Y.shape[1])
+        outputs = 2 * dims if options.get("head", "diagonal") == "diagonal" else dims + dims * (dims + 1) // 2
+        n = _core.parameter_count(int(X.shape[1]), list(options["hidden"]), outputs, bool(options.get("layer_norm", False)))
+        params = _empty_like(X, n, X)
+        show = _progress_printer(progress, int(options["steps"]), "step")
+        records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options, on_record=show)
+    reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
+    return FitResult(method, reward, params, records)

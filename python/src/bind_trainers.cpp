@@ -1,0 +1,399 @@
+// Bindings of bilevel.hpp: BilevelTrainer (regression and classification), fit_policy and
+// fit_classifier. Options arrive as a dict whose keys are checked (an unknown key is an error
+// naming it); data arrays stay referenced by the trainer (it keeps views of them).
+#include <cstring>
+#include <memory>
+#include <set>
+#include <variant>
+
+#include <nanobind/stl/filesystem.h>
+#include <nanobind/stl/vector.h>
+
+#include "common.hpp"
+
+namespace d2rpy {
+
+namespace {
+
+/// Reads typed options out of a dict; every key must be known.
+class Options {
+ public:
+  Options(std::string_view fn, nb::dict d) : fn_(fn), d_(std::move(d)) {}
+  template <class V>
+  V get(const char* key, V fallback) {
+    seen_.insert(key);
+    if (!d_.contains(key)) return fallback;
+    V v;
+    if (!nb::try_cast(d_[key], v)) {
+      bad_argument(fn_, key, std::string("wrong type: ") + nb::inst_name(d_[key]).c_str());
+    }
+    return v;
+  }
+  std::string choice(const char* key, const std::string& fallback, std::initializer_list<const char*> allowed) {
+    const std::string v = get<std::string>(key, fallback);
+    std::string list;
+    for (const char* a : allowed) {
+      if (v == a) return v;
+      list += std::string(list.empty() ? "" : ", ") + "'" + a + "'";
+    }
+    bad_argument(fn_, key, "expected one of " + list + ", got '" + v + "'");
+  }
+  void finish() {
+    for (auto [k, v] : d_) {
+      const std::string key = nb::cast<std::string>(k);
+      if (!seen_.count(key)) bad_argument(fn_, key, "unknown option");
+    }
+  }
+
+ private:
+  std::string_view fn_;
+  nb::dict d_;
+  std::set<std::string> seen_;
+};
+
+d2r::MlpSpec trunk_spec(Options& o, std::int64_t inputs) {
+  return {.inputs = inputs, .hidden = o.get<std::vector<std::int64_t>>("hidden", {64, 64}), .outputs = 0,
+          .activation = parse_activation("options", o.choice("activation", "relu", {"relu", "tanh"})),
+          .layer_norm = o.get<bool>("layer_norm", false)};
+}
+
+template <class T>
+d2r::BilevelOptions<T> bilevel_options(Options& o) {
+  d2r::BilevelOptions<T> b;
+  b.inner.objective = o.choice("inner_objective", "reinforce", {"reinforce", "exact"}) == "exact"
+                          ? d2r::InnerObjective::exact : d2r::InnerObjective::reinforce;
+  b.inner.steps = o.get<std::int64_t>("inner_steps", b.inner.steps);
+  b.inner.adam.learning_rate = static_cast<T>(o.get<double>("inner_lr", b.inner.adam.learning_rate));
+  b.inner.gradient_clamp = static_cast<T>(o.get<double>("inner_gradient_clamp", b.inner.gradient_clamp));
+  b.inner.generations = o.get<std::int64_t>("generations", b.inner.generations);
+  b.inner.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", b.inner.pg.entropy_weight));
+  b.inner.pg.transform.kind = parse_transform(
+      "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
+  b.inner.batch_size = o.get<std::int64_t>("inner_batch_size", 0);
+  b.head = o.choice("head", "diagonal", {"diagonal", "cholesky"}) == "cholesky" ? d2r::GaussianHead::cholesky
+                                                                                 : d2r::GaussianHead::diagonal;
+  b.inner_start = o.choice("inner_start", "fresh", {"fresh", "warm"}) == "warm" ? d2r::InnerStart::warm
+                                                                                 : d2r::InnerStart::fresh;
+  b.curvature = o.choice("curvature", "exact", {"exact", "surrogate"}) == "surrogate" ? d2r::CurvatureKind::surrogate
+                                                                                       : d2r::CurvatureKind::exact;
+  const std::string solver = o.choice("solver", "normal_cg", {"normal_cg", "cg", "neumann"});
+  b.solver = solver == "cg" ? d2r::ImplicitSolver::conjugate_gradient
+             : solver == "neumann" ? d2r::ImplicitSolver::neumann : d2r::ImplicitSolver::normal_cg;
+  b.cg.max_iterations = o.get<std::int64_t>("solver_iterations", b.cg.max_iterations);
+  b.cg.damping = static_cast<T>(o.get<double>("damping", b.cg.damping));
+  b.cg.tolerance = static_cast<T>(o.get<double>("solver_tolerance", b.cg.tolerance));
+  b.neumann.alpha = static_cast<T>(o.get<double>("neumann_alpha", b.neumann.alpha));
+  b.neumann.iterations = o.get<std::int64_t>("neumann_iterations", b.neumann.iterations);
+  b.neumann.damping = b.cg.damping;
+  b.optimizer = o.choice("outer_optimizer", "adam", {"adam", "sgd"}) == "sgd" ? d2r::OuterOptimizer::sgd
+                                                                               : d2r::OuterOptimizer::adam;
+  b.outer_adam.learning_rate = o.get<double>("outer_lr", b.outer_adam.learning_rate);
+  b.sgd_learning_rate = b.outer_adam.learning_rate;
+  b.sgd_momentum = o.get<double>("sgd_momentum", b.sgd_momentum);
+  b.reset_outer_optimizer = o.get<bool>("reset_outer_optimizer", b.reset_outer_optimizer);
+  b.hypergradient_clamp = o.get<double>("hypergradient_clamp", b.hypergradient_clamp);
+  b.reward_floor = o.get<double>("reward_floor", b.reward_floor);
+  b.outer_data = o.choice("outer_data", "train", {"train", "validation"}) == "validation" ? d2r::OuterData::validation
+                                                                                          : d2r::OuterData::train;
+  b.seed = o.get<std::uint64_t>("seed", 0);
+  b.cuda_graph = o.get<bool>("cuda_graph", true);
+  return b;
+}
+
+nb::dict metrics_dict(const d2r::PolicyMetrics& m) {
+  nb::dict d;
+  d["nll_per_dim"] = m.nll_per_dim, d["rmse"] = m.rmse, d["mean_std"] = m.mean_std, d["accuracy"] = m.accuracy;
+  return d;
+}
+
+nb::dict record_dict(const d2r::BilevelRecord& r) {
+  nb::dict d;
+  d["step"] = r.step;
+  d["reward_params"] = r.reward_params;
+  d["hypergradient"] = r.hypergradient;
+  d["outer_loss"] = r.outer_loss;
+  d["train"] = metrics_dict(r.train);
+  d["validation"] = metrics_dict(r.validation);
+  d["mean_inner_reward"] = r.mean_inner_reward;
+  d["solver_status"] = std::string(d2r::to_string(r.solver_status));
+  d["solver_iterations"] = r.solver_iterations;
+  d["solver_initial_residual"] = r.solver_initial_residual;
+  d["solver_residual"] = r.solver_residual;
+  d["wall_seconds"] = r.wall_seconds;
+  return d;
+}
+
+nb::dict fit_record_dict(const d2r::PolicyFitRecord& r) {
+  nb::dict d;
+  d["step"] = r.step;
+  d["train"] = metrics_dict(r.train);
+  d["validation"] = metrics_dict(r.validation);
+  return d;
+}
+
+/// Host copy of a vector in the context's memory space (a NumPy array owned by Python).
+template <class T>
+nb::object to_numpy(d2r::Context& ctx, d2r::VectorView<const T> v) {
+  T* data = new T[static_cast<std::size_t>(v.size)];
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+  if (ctx.backend() == d2r::Backend::cuda) {
+    ctx.synchronize();
+    D2R_CUDA_TRY(cudaMemcpy(data, v.data, static_cast<std::size_t>(v.size) * sizeof(T), cudaMemcpyDeviceToHost));
+  } else {
+    std::memcpy(data, v.data, static_cast<std::size_t>(v.size) * sizeof(T));
+  }
+  return nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<1>>(data, {static_cast<std::size_t>(v.size)}, owner));
+}
+
+struct TrainerPy {
+  d2r::Context* ctx;
+  Scalar scalar;
+  std::variant<std::unique_ptr<d2r::BilevelTrainer<float>>, std::unique_ptr<d2r::BilevelTrainer<double>>> impl;
+  std::vector<nb::object> kept;  // the data arrays (the trainer keeps views of them)
+};
+
+template <class F>
+void with_trainer(TrainerPy& t, F&& f) {
+  std::visit([&](auto& p) { f(*p); }, t.impl);
+}
+
+}  // namespace
+
+void bind_trainers(nb::module_& m) {
+  nb::class_<TrainerPy>(m, "BilevelTrainer",
+                        "d2r::BilevelTrainer: learns the reward parameters φ by bilevel optimisation. Regression: "
+                        "x (N x p) and y (N x n); classification: x and int32 labels with classes > 0. Options: a "
+                        "dict (see d2r.BilevelRewardLearner).")
+      .def(
+          "__init__",
+          [](TrainerPy* self, d2r::Context& ctx, nb::object x, nb::object y, nb::object labels, std::int64_t classes,
+             nb::object val_x, nb::object val_y, nb::object val_labels, const std::string& reward_form,
+             const std::vector<double>& reward_init, nb::dict options) {
+            Call c("BilevelTrainer", ctx);
+            Options o("BilevelTrainer", options);
+            const d2r::RewardForm form = parse_reward_form(c.fn(), reward_form);
+            const Arg xa = c.input("x", x), vxa = c.input("val_x", val_x, true);
+            const Scalar s = c.scalar(xa);
+            c.expect_scalar(vxa);
+            const bool classify = classes > 0;
+            new (self) TrainerPy{&ctx, s, {}, {x, y, labels, val_x, val_y, val_labels}};
+            dispatch(s, [&]<class T>() {
+              const d2r::MlpSpec spec = trunk_spec(o, xa.ndim() == 2 ? xa.shape(1) : 0);
+              d2r::BilevelOptions<T> bo = bilevel_options<T>(o);
+              o.finish();
+              std::unique_ptr<d2r::BilevelTrainer<T>> t;
+              if (classify) {
+                if (!y.is_none()) bad_argument(c.fn(), "y", "classification takes labels=, not y=");
+                const d2r::ClassificationData<T> train{c.matrix<const T>(xa),
+                                                       c.vector<const std::int32_t>(c.input("labels", labels))};
+                d2r::ClassificationData<T> val{};
+                if (vxa.present) {
+                  val = {c.matrix<const T>(vxa), c.vector<const std::int32_t>(c.input("val_labels", val_labels))};
+                }
+                nb::gil_scoped_release rel;
+                t = std::make_unique<d2r::BilevelTrainer<T>>(ctx, spec, train, val, classes, form,
+                                                             std::span<const double>(reward_init), bo);
+              } else {
+                if (!labels.is_none()) bad_argument(c.fn(), "labels", "regression takes y=, not labels= (or give classes)");
+                const Arg ya = c.input("y", y);
+                c.expect_scalar(ya);
+                const d2r::RegressionData<T> train{c.matrix<const T>(xa), c.matrix<const T>(ya)};
+                d2r::RegressionData<T> val{};
+                if (vxa.present) {
+                  const Arg vya = c.input("val_y", val_y);
+                  c.expect_scalar(vya);
+                  val = {c.matrix<const T>(vxa), c.matrix<const T>(vya)};
+                }
+                nb::gil_scoped_release rel;
+                t = std::make_unique<d2r::BilevelTrainer<T>>(ctx, spec, train, val, form,
+                                                             std::span<const double>(reward_init), bo);
+              }
+              self->impl = std::move(t);
+            });
+          },
+          nb::arg("ctx"), nb::arg("x"), nb::arg("y").none() = nb::none(), nb::kw_only(),
+          nb::arg("labels").none() = nb::none(), nb::arg("classes") = 0, nb::arg("val_x").none() = nb::none(),
+          nb::arg("val_y").none() = nb::none(), nb::arg("val_labels").none() = nb::none(),
+          nb::arg("reward_form") = "scalar", nb::arg("reward_init") = std::vector<double>{1.0},
+          nb::arg("options") = nb::dict(), nb::keep_alive<1, 2>())
+      .def("step",
+           [](TrainerPy& t) {
+             nb::dict d;
+             with_trainer(t, [&](auto& tr) {
+               const d2r::BilevelRecord* r;
+               {
+                 nb::gil_scoped_release rel;
+                 r = &tr.step();
+               }
+               d = record_dict(*r);
+             });
+             return d;
+           }, "One outer step; returns its record.")
+      .def_prop_ro("history",
+                   [](TrainerPy& t) {
+                     nb::list l;
+                     with_trainer(t, [&](auto& tr) {
+                       for (const auto& r : tr.history()) l.append(record_dict(r));
+                     });
+                     return l;
+                   })
+      .def_prop_ro("reward_params",
+                   [](TrainerPy& t) {
+                     std::vector<double> v;
+                     with_trainer(t, [&](auto& tr) { v = tr.reward_params(); });
+                     return v;
+                   })
+      .def_prop_ro("steps_done",
+                   [](TrainerPy& t) {
+                     std::int64_t n = 0;
+                     with_trainer(t, [&](auto& tr) { n = tr.steps_done(); });
+                     return n;
+                   })
+      .def("policy_params",
+           [](TrainerPy& t) {
+             nb::object o;
+             with_trainer(t, [&](auto& tr) { o = to_numpy(*t.ctx, tr.policy_params()); });
+             return o;
+           }, "A host (NumPy) copy of the inner policy's parameters θ after the last step.")
+      .def("window_rows",
+           [](TrainerPy& t) {
+             std::vector<std::int64_t> v;
+             with_trainer(t, [&](auto& tr) { v = tr.window_rows(); });
+             return v;
+           })
+      .def("save", [](TrainerPy& t, const std::filesystem::path& p) { with_trainer(t, [&](auto& tr) { tr.save(p); }); },
+           nb::arg("path"), "Writes the whole state to path atomically.")
+      .def("load", [](TrainerPy& t, const std::filesystem::path& p) { with_trainer(t, [&](auto& tr) { tr.load(p); }); },
+           nb::arg("path"), "Restores a state written by save() (same data shapes, options, network, seed).");
+
+  m.def(
+      "fit_policy",
+      [](d2r::Context& ctx, nb::object x, nb::object y, nb::object params, nb::object val_x, nb::object val_y,
+         nb::dict options, nb::object on_record) {
+        Call c("fit_policy", ctx);
+        Options o("fit_policy", options);
+        const Arg xa = c.input("x", x), ya = c.input("y", y), pa = c.output("params", params),
+                  vxa = c.input("val_x", val_x, true), vya = c.input("val_y", val_y, vxa.present ? false : true);
+        const Scalar s = c.scalar(xa);
+        c.expect_scalar(ya), c.expect_scalar(pa), c.expect_scalar(vxa), c.expect_scalar(vya);
+        nb::list records;
+        dispatch(s, [&]<class T>() {
+          const d2r::MlpSpec spec = trunk_spec(o, xa.ndim() == 2 ? xa.shape(1) : 0);
+          const d2r::GaussianHead head = o.choice("head", "diagonal", {"diagonal", "cholesky"}) == "cholesky"
+                                             ? d2r::GaussianHead::cholesky : d2r::GaussianHead::diagonal;
+          d2r::PolicyFitOptions<T> fo;
+          const std::string loss = o.choice("loss", "nll", {"nll", "mse", "pg"});
+          fo.loss = loss == "mse" ? d2r::PolicyLoss::mse : loss == "pg" ? d2r::PolicyLoss::pg : d2r::PolicyLoss::nll;
+          fo.steps = o.get<std::int64_t>("steps", fo.steps);
+          fo.adam.learning_rate = static_cast<T>(o.get<double>("lr", fo.adam.learning_rate));
+          fo.gradient_clamp = static_cast<T>(o.get<double>("gradient_clamp", fo.gradient_clamp));
+          fo.generations = o.get<std::int64_t>("generations", fo.generations);
+          fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
+          fo.pg.transform.kind = parse_transform(
+              "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
+          fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
+          fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
+          fo.seed = o.get<std::uint64_t>("seed", 0);
+          fo.evaluate_every = o.get<std::int64_t>("evaluate_every", 0);
+          o.finish();
+          if (!on_record.is_none()) {
+            fo.on_record = [on_record](const d2r::PolicyFitRecord& r) {
+              nb::gil_scoped_acquire gil;
+              on_record(fit_record_dict(r));
+            };
+          }
+          const d2r::RegressionData<T> train{c.matrix<const T>(xa), c.matrix<const T>(ya)};
+          const d2r::RegressionData<T> val = vxa.present ? d2r::RegressionData<T>{c.matrix<const T>(vxa),
+                                                                                   c.matrix<const T>(vya)}
+                                                         : d2r::RegressionData<T>{};
+          const auto pv = c.vector<T>(pa);
+          std::vector<d2r::PolicyFitRecord> recs;
+          {
+            nb::gil_scoped_release rel;
+            const std::int64_t capacity = std::max(train.x.rows, val.x.rows);
+            d2r::GaussianPolicy<T> policy(ctx, spec, train.y.cols, head, capacity);
+            if (pv.size != policy.parameter_count()) {
+              nb::gil_scoped_acquire gil;
+              bad_argument(c.fn(), "params", "expected " + std::to_string(policy.parameter_count()) +
+                                                 " entries (the network's parameter count), got " +
+                                                 std::to_string(pv.size));
+            }
+            recs = d2r::fit_policy(ctx, policy, pv, train, val, fo);
+          }
+          for (const auto& r : recs) records.append(fit_record_dict(r));
+        });
+        return records;
+      },
+      nb::arg("ctx"), nb::arg("x"), nb::arg("y"), nb::arg("params"), nb::kw_only(),
+      nb::arg("val_x").none() = nb::none(), nb::arg("val_y").none() = nb::none(), nb::arg("options") = nb::dict(),
+      nb::arg("on_record").none() = nb::none(),
+      "Trains a Gaussian regression policy into params (mse, nll or pg with a fixed reward); returns the records.");
+
+  m.def(
+      "fit_classifier",
+      [](d2r::Context& ctx, nb::object x, nb::object labels, std::int64_t classes, nb::object params,
+         nb::object val_x, nb::object val_labels, nb::dict options, nb::object on_record) {
+        Call c("fit_classifier", ctx);
+        Options o("fit_classifier", options);
+        const Arg xa = c.input("x", x), la = c.input("labels", labels), pa = c.output("params", params),
+                  vxa = c.input("val_x", val_x, true), vla = c.input("val_labels", val_labels, !vxa.present);
+        const Scalar s = c.scalar(xa);
+        c.expect_scalar(pa), c.expect_scalar(vxa);
+        nb::list records;
+        dispatch(s, [&]<class T>() {
+          const d2r::MlpSpec spec{.inputs = xa.ndim() == 2 ? xa.shape(1) : 0,
+                                  .hidden = o.get<std::vector<std::int64_t>>("hidden", {}), .outputs = 0,
+                                  .activation = parse_activation("options", o.choice("activation", "relu", {"relu", "tanh"})),
+                                  .layer_norm = o.get<bool>("layer_norm", false)};
+          d2r::ClassifierFitOptions<T> fo;
+          fo.loss = o.choice("loss", "nll", {"nll", "pg"}) == "pg" ? d2r::PolicyLoss::pg : d2r::PolicyLoss::nll;
+          fo.epochs = o.get<std::int64_t>("epochs", fo.epochs);
+          fo.batch_size = o.get<std::int64_t>("batch_size", fo.batch_size);
+          fo.adam.learning_rate = static_cast<T>(o.get<double>("lr", fo.adam.learning_rate));
+          fo.gradient_clamp = static_cast<T>(o.get<double>("gradient_clamp", fo.gradient_clamp));
+          fo.generations = o.get<std::int64_t>("generations", fo.generations);
+          fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
+          fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
+          fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
+          fo.seed = o.get<std::uint64_t>("seed", 0);
+          o.finish();
+          if (!on_record.is_none()) {
+            fo.on_record = [on_record](const d2r::PolicyFitRecord& r) {
+              nb::gil_scoped_acquire gil;
+              on_record(fit_record_dict(r));
+            };
+          }
+          const d2r::ClassificationData<T> train{c.matrix<const T>(xa), c.vector<const std::int32_t>(la)};
+          const d2r::ClassificationData<T> val =
+              vxa.present ? d2r::ClassificationData<T>{c.matrix<const T>(vxa), c.vector<const std::int32_t>(vla)}
+                          : d2r::ClassificationData<T>{};
+          const auto pv = c.vector<T>(pa);
+          std::vector<d2r::PolicyFitRecord> recs;
+          {
+            nb::gil_scoped_release rel;
+            const std::int64_t capacity = std::max(train.x.rows, val.x.rows);
+            d2r::CategoricalPolicy<T> policy(ctx, spec, classes, capacity);
+            if (pv.size != policy.parameter_count()) {
+              nb::gil_scoped_acquire gil;
+              bad_argument(c.fn(), "params", "expected " + std::to_string(policy.parameter_count()) +
+                                                 " entries (the network's parameter count), got " +
+                                                 std::to_string(pv.size));
+            }
+            recs = d2r::fit_classifier(ctx, policy, pv, train, val, fo);
+          }
+          for (const auto& r : recs) records.append(fit_record_dict(r));
+        });
+        return records;
+      },
+      nb::arg("ctx"), nb::arg("x"), nb::arg("labels"), nb::arg("classes"), nb::arg("params"), nb::kw_only(),
+      nb::arg("val_x").none() = nb::none(), nb::arg("val_labels").none() = nb::none(),
+      nb::arg("options") = nb::dict(), nb::arg("on_record").none() = nb::none(),
+      "Trains a categorical policy (logistic regression by default) into params; one record per epoch.");
+
+  m.def("parameter_count", [](std::int64_t inputs, const std::vector<std::int64_t>& hidden, std::int64_t outputs,
+                              bool layer_norm) {
+    return d2r::Mlp({.inputs = inputs, .hidden = hidden, .outputs = outputs, .layer_norm = layer_norm}).parameter_count();
+  }, nb::arg("inputs"), nb::arg("hidden"), nb::arg("outputs"), nb::arg("layer_norm") = false);
+}
+
+}  // namespace d2rpy

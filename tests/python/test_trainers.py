@@ -1,0 +1,113 @@
+"""The trainers from Python: d2r.fit and d2r.BilevelRewardLearner equal `d2r fit` on the same data,
+settings and seed; checkpoints resume bit for bit; bad options name themselves."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import d2r
+
+
+@pytest.fixture(scope="module")
+def regression_csv(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    y = x @ np.array([[1.0], [-0.5]]) + 0.3 * rng.normal(size=(40, 1))
+    path = tmp_path_factory.mktemp("data") / "reg.csv"
+    np.savetxt(path, np.hstack([x, y]), delimiter=",", header="a,b,y", comments="", fmt="%.6f")
+    data = np.loadtxt(path, delimiter=",", skiprows=1)
+    return path, data[:, :2].astype(np.float32), data[:, 2:].astype(np.float32)
+
+
+def cli_or_skip():
+    path = os.environ.get("D2R_CLI")
+    if not path or not os.path.exists(path):
+        pytest.skip("the d2r program is not built (D2R_CLI unset): configure with D2R_BUILD_CLI=ON")
+    return path
+
+
+def test_bilevel_learner_equals_the_cli(regression_csv, tmp_path):
+    path, X, Y = regression_csv
+    out = tmp_path / "cli"
+    subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "bilevel", "--outer-steps", "4",
+                    "--inner-steps", "6", "--hidden", "8", "--seed", "3", "--val-fraction", "0", "--device", "cpu",
+                    "--out", str(out), "-q"], check=True, capture_output=True)
+    cli = json.loads((out / "results.json").read_text())
+    learner = d2r.BilevelRewardLearner(outer_steps=4, inner_steps=6, hidden=[8], seed=3, device="cpu")
+    result = learner.fit(X, Y, progress=False)
+    assert len(result.records) == len(cli["records"]) == 4
+    for mine, theirs in zip(result.records, cli["records"]):
+        assert mine["reward_params"] == theirs["reward_params"]  # bit for bit: same kernels, data, seed
+        assert mine["hypergradient"] == theirs["hypergradient"]
+        assert mine["train"]["nll_per_dim"] == theirs["train"]["nll_per_dim"]
+    assert result.reward_params == cli["final"]["reward"]["params"]
+    assert result.records[-1]["reward_params"] != result.records[0]["reward_params"]  # it moved
+    assert result.policy_params.dtype == np.float32 and result.policy_params.shape == (d2r.parameter_count(2, [8], 2),)
+
+
+def test_fit_nll_equals_the_cli(regression_csv, tmp_path):
+    path, X, Y = regression_csv
+    out = tmp_path / "cli"
+    subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "nll", "--steps", "30",
+                    "--hidden", "8", "--seed", "2", "--val-fraction", "0", "--device", "cpu", "--out", str(out), "-q"],
+                   check=True, capture_output=True)
+    cli = json.loads((out / "results.json").read_text())
+    result = d2r.fit(X, Y, method="nll", steps=30, hidden=[8], seed=2, lr=0.01, progress=False)
+    assert result.records[-1]["train"]["nll_per_dim"] == cli["final"]["train"]["nll_per_dim"]
+    assert result.records[-1]["train"]["nll_per_dim"] < result.records[0]["train"]["nll_per_dim"]
+
+
+def test_checkpoint_resume_reproduces_the_uninterrupted_run(regression_csv, tmp_path):
+    _, X, Y = regression_csv
+    full = d2r.BilevelRewardLearner(outer_steps=4, inner_steps=3, hidden=[4], seed=1).fit(X, Y, progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    d2r.BilevelRewardLearner(outer_steps=2, inner_steps=3, hidden=[4], seed=1).fit(X, Y, checkpoint=ckpt,
+                                                                                  progress=False)
+    resumed = d2r.BilevelRewardLearner(outer_steps=4, inner_steps=3, hidden=[4], seed=1).fit(
+        X, Y, checkpoint=ckpt, resume=True, progress=False)
+    assert resumed.reward_params == full.reward_params
+    np.testing.assert_array_equal(resumed.policy_params, full.policy_params)
+    assert [r["step"] for r in resumed.records] == [1, 2, 3, 4]
+
+
+def test_classification_fit_and_bilevel():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 3)).astype(np.float32)
+    labels = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int32) + (X[:, 2] > 1).astype(np.int32)
+    res = d2r.fit(X, labels=labels, classes=3, method="nll", epochs=20, batch_size=0, lr=0.1, progress=False)
+    assert len(res.records) == 20
+    assert res.records[-1]["train"]["accuracy"] > 0.7 > res.records[0]["train"]["accuracy"] - 0.3
+    bl = d2r.fit(X, labels=labels, classes=3, method="bilevel", outer_steps=2, inner_steps=3, hidden=[],
+                 progress=False)
+    assert len(bl.records) == 2 and len(bl.reward_params) == 1 and bl.reward_params[0] > 0
+
+
+def test_bad_options_and_data_name_themselves(regression_csv):
+    _, X, Y = regression_csv
+    with pytest.raises(ValueError, match="'inner_stepz'.*unknown option"):
+        d2r.BilevelRewardLearner(outer_steps=1, inner_stepz=3).fit(X, Y, progress=False)
+    with pytest.raises(ValueError, match="'solver'"):
+        d2r.BilevelRewardLearner(outer_steps=1, solver="lu").fit(X, Y, progress=False)
+    with pytest.raises(ValueError, match="'y'.*float32"):
+        d2r.BilevelRewardLearner(outer_steps=1).fit(X, Y.astype(np.float64), progress=False)
+    with pytest.raises(ValueError, match="'method'"):
+        d2r.fit(X, Y, method="sgd")
+    bad = Y.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="y"):
+        d2r.BilevelRewardLearner(outer_steps=1).fit(X, bad, progress=False)
+
+
+def test_fit_on_torch_tensors_allocates_in_torch(device):
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    X = torch.randn(30, 2, device=device)
+    Y = X[:, :1] * 2
+    res = d2r.fit(X, Y, method="mse", steps=5, hidden=[4], progress=False)
+    assert isinstance(res.policy_params, torch.Tensor) and res.policy_params.shape == (d2r.parameter_count(2, [4], 2),)
+    assert res.policy_params.device.type == device
+    assert torch.isfinite(res.policy_params).all()
