@@ -28,6 +28,9 @@ inline constexpr float kNegInf = -__builtin_huge_valf();
 struct MaxFloat {
   __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
+struct MinIndex {
+  __device__ __forceinline__ std::int64_t operator()(std::int64_t a, std::int64_t b) const { return a < b ? a : b; }
+};
 struct MaxInt {
   __device__ __forceinline__ int operator()(int a, int b) const { return a > b ? a : b; }
 };
@@ -242,7 +245,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     sample_kernel(Categorical<float> head, std::int64_t generations, math::DrawPosition pos,
                   MatrixView<std::int32_t> samples) {
   using S = TileSampler<kBlock, kItems, kMaxTiles>;
-  __shared__ typename S::Shared sh;
+  D2R_SHARED(typename S::Shared, sh);
   const int tid = static_cast<int>(threadIdx.x);
   const std::int64_t classes = head.logits.cols;
   const int tiles = S::tiles(classes);
@@ -341,8 +344,8 @@ template <int kBlock>
 D2R_KERNEL void __launch_bounds__(kBlock)
     log_prob_kernel(Categorical<float> head, MatrixView<const std::int32_t> samples, MatrixView<float> out) {
   using Reduce = cub::BlockReduce<RowStats, kBlock>;
-  __shared__ typename Reduce::TempStorage temp;
-  __shared__ RowStats shared_stats;
+  D2R_SHARED(typename Reduce::TempStorage, temp);
+  D2R_SHARED(RowStats, shared_stats);
   const std::int64_t classes = head.logits.cols;
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
     const float* row = &head.logits(b, 0);
@@ -364,7 +367,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
 template <int kBlock>
 D2R_KERNEL void __launch_bounds__(kBlock) entropy_kernel(Categorical<float> head, VectorView<float> out) {
   using Reduce = cub::BlockReduce<RowStats, kBlock>;
-  __shared__ typename Reduce::TempStorage temp;
+  D2R_SHARED(typename Reduce::TempStorage, temp);
   const std::int64_t classes = head.logits.cols;
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
     const RowStats st = row_stats<kBlock>(&head.logits(b, 0), classes, temp);
@@ -374,20 +377,28 @@ D2R_KERNEL void __launch_bounds__(kBlock) entropy_kernel(Categorical<float> head
 }
 
 /// grad(b, j) = −p_j Σ_g c_bg − e_b p_j (log p_j + H) for every j (0 where p_j = 0), then
-/// thread 0 adds c_bg at k_bg for g = 0, 1, ... in order, so repeated classes accumulate in a
-/// fixed order.
+/// + Σ_{g: k_bg = j} c_bg, one block per row. The sparse sum takes the draws kBlock at a time in
+/// generation order (a chunk in shared memory); in a chunk, the first thread holding class k (its
+/// "leader") adds the chunk's cotangents of k in generation order and updates grad(b, k) once, and
+/// a barrier separates the chunks: every class's sum has a fixed order (deterministic) and no two
+/// threads update one element at a time, with O(G) work per thread instead of O(G) serial
+/// dependent read-modify-writes in one thread (the former design, idle for large G).
 template <int kBlock>
 D2R_KERNEL void __launch_bounds__(kBlock)
     backward_kernel(Categorical<float> head, MatrixView<const std::int32_t> samples, MatrixView<const float> d_log_prob,
                     VectorView<const float> d_entropy, MatrixView<float> grad) {
   using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
   using ReduceSum = cub::BlockReduce<float, kBlock>;
-  __shared__ union {
+  union Temp {
     typename ReduceStats::TempStorage stats;
     typename ReduceSum::TempStorage sum;
-  } temp;
-  __shared__ RowStats shared_stats;
-  __shared__ float shared_c_sum;
+  };
+  D2R_SHARED(Temp, temp);
+  D2R_SHARED(RowStats, shared_stats);
+  D2R_SHARED(float, shared_c_sum);
+  D2R_SHARED(std::int32_t[kBlock], chunk_class);  // class of each draw of the chunk, −1: none
+  D2R_SHARED(float[kBlock], chunk_c);             // its cotangent
+  const int tid = static_cast<int>(threadIdx.x);
   const std::int64_t classes = head.logits.cols;
   const bool has_log_prob = d_log_prob.data != nullptr;
   const std::int64_t generations = has_log_prob ? d_log_prob.cols : 0;
@@ -421,11 +432,35 @@ D2R_KERNEL void __launch_bounds__(kBlock)
       }
       grad(b, j) = gj;
     }
-    __syncthreads();  // the dense row is written (and visible to thread 0)
-    if (threadIdx.x == 0 && ok) {
-      for (std::int64_t g = 0; g < generations; ++g) {
-        const std::int32_t k = samples(b, g);
-        if (k >= 0 && k < classes) grad(b, k) += d_log_prob(b, g);
+    __syncthreads();  // the dense row is written (and visible to every thread)
+    if (ok) {  // block-uniform branch
+      for (std::int64_t g0 = 0; g0 < generations; g0 += kBlock) {
+        const std::int64_t g = g0 + tid;
+        std::int32_t k = -1;
+        float cg = 0.0f;
+        if (g < generations) {
+          k = samples(b, g);
+          if (k < 0 || k >= classes) {
+            k = -1;
+          } else {
+            cg = d_log_prob(b, g);
+          }
+        }
+        chunk_class[tid] = k;
+        chunk_c[tid] = cg;
+        __syncthreads();
+        if (k >= 0) {
+          bool leader = true;
+          for (int t = 0; t < tid && leader; ++t) leader = chunk_class[t] != k;
+          if (leader) {
+            const int n = generations - g0 < kBlock ? static_cast<int>(generations - g0) : kBlock;
+            float sum = cg;
+            for (int t = tid + 1; t < n; ++t)
+              if (chunk_class[t] == k) sum += chunk_c[t];
+            grad(b, k) += sum;
+          }
+        }
+        __syncthreads();  // the chunk's updates are done before the next chunk overwrites it
       }
     }
     __syncthreads();
@@ -443,12 +478,13 @@ D2R_KERNEL void __launch_bounds__(kBlock)
                  float lambda, float normaliser, ObjectiveRows<float> rows, MatrixView<float> grad) {
   using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
   using ReduceSum = cub::BlockReduce<float, kBlock>;
-  __shared__ union {
+  union Temp {
     typename ReduceStats::TempStorage stats;
     typename ReduceSum::TempStorage sum;
-  } temp;
-  __shared__ RowStats shared_stats;
-  __shared__ float shared_expected;
+  };
+  D2R_SHARED(Temp, temp);
+  D2R_SHARED(RowStats, shared_stats);
+  D2R_SHARED(float, shared_expected);
   const std::int64_t classes = head.logits.cols;
   const float k = 1.0f / normaliser;
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
@@ -524,6 +560,12 @@ struct SumMin {
 /// registers between the passes and are read from device memory once.
 ///
 /// A row without a distribution (only with value checks off) gets NaN loss, reward and gradient.
+///
+/// Barriers: every __syncthreads sits in block-uniform control flow (the row and tile loops, the
+/// `hit` bit read from the shared tile mask, the transform kind); the loops over the G draws
+/// contain none, so no trip count that differs between threads meets a barrier. (Issue 17: under
+/// a PTX simulator the kernel did not finish at G >= 50; the emulation tests run it at G = 50,
+/// 300 and 4096 for C = 2 and C = 2^17 with every barrier's call site checked, and it finishes.)
 template <int kBlock, int kItems, int kMaxTiles>
 D2R_KERNEL void __launch_bounds__(kBlock)
     pg_surrogate_kernel(Categorical<float> head, VectorView<const std::int32_t> labels,
@@ -532,9 +574,9 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   using S = TileSampler<kBlock, kItems, kMaxTiles>;
   constexpr int kTile = S::kTile;
   using ReducePair = cub::BlockReduce<Pair, kBlock>;
-  __shared__ typename S::Shared sh;
-  __shared__ typename ReducePair::TempStorage pair_temp;
-  __shared__ float row_stat[5];  // Σ r, min r, mean of r − min, Σ c, Σ (r − min − mean)²
+  D2R_SHARED(typename S::Shared, sh);
+  D2R_SHARED(typename ReducePair::TempStorage, pair_temp);
+  D2R_SHARED(float[5], row_stat);  // Σ r, min r, mean of r − min, Σ c, Σ (r − min − mean)²
   extern __shared__ __align__(16) unsigned char draw_storage[];
   const std::int64_t G = s.generations;
   std::int32_t* draw_class = reinterpret_cast<std::int32_t*>(draw_storage);  // −1 − tile until resolved
@@ -721,12 +763,13 @@ D2R_KERNEL void __launch_bounds__(kBlock)
                         MatrixView<float> out) {
   using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
   using ReduceSum = cub::BlockReduce<float, kBlock>;
-  __shared__ union {
+  union Temp {
     typename ReduceStats::TempStorage stats;
     typename ReduceSum::TempStorage sum;
-  } temp;
-  __shared__ RowStats shared_stats;
-  __shared__ float shared_mean;
+  };
+  D2R_SHARED(Temp, temp);
+  D2R_SHARED(RowStats, shared_stats);
+  D2R_SHARED(float, shared_mean);
   const std::int64_t classes = head.logits.cols;
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
     const float* row = &head.logits(b, 0);
@@ -759,12 +802,15 @@ D2R_KERNEL void __launch_bounds__(kBlock)
                             VectorView<const float> d_entropy, Categorical<float> tangent, MatrixView<float> grad) {
   using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
   using ReduceSum = cub::BlockReduce<float, kBlock>;
-  __shared__ union {
+  union Temp {
     typename ReduceStats::TempStorage stats;
     typename ReduceSum::TempStorage sum;
-  } temp;
-  __shared__ RowStats shared_stats;
-  __shared__ float shared_c_sum, shared_mean, shared_h_dot;
+  };
+  D2R_SHARED(Temp, temp);
+  D2R_SHARED(RowStats, shared_stats);
+  D2R_SHARED(float, shared_c_sum);
+  D2R_SHARED(float, shared_mean);
+  D2R_SHARED(float, shared_h_dot);
   const std::int64_t classes = head.logits.cols;
   const std::int64_t generations = d_log_prob.data != nullptr ? d_log_prob.cols : 0;
   const bool has_entropy = d_entropy.data != nullptr;
@@ -828,20 +874,28 @@ D2R_KERNEL void __launch_bounds__(kBlock)
 /// Tangent of exact_kernel's gradient along ℓ̇ (reference::exact_categorical_tangent), one row per
 /// block: with u_j = ℓ̇_j − m̄ (m̄ = Σ p ℓ̇), E = Σ p r, Ė = Σ p u r and Ḣ = −Σ p u (log p + H),
 ///   grad(b, j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1 / N,
-/// 0 where p_j = 0, NaN rows without a distribution. Passes over the row: statistics; m̄ and E;
-/// Ė and Ḣ; output (the one-hot reward r_j = r(j, y_b) recomputed in each).
+/// 0 where p_j = 0, NaN rows without a distribution. Passes over the row: statistics and the most
+/// probable class a; m̄ and E; Ė and Ḣ; output (the one-hot reward r_j = r(j, y_b) recomputed in
+/// each). As the reference, ℓ̇ and r are shifted by their values at a first (u, r − E and Ė do not
+/// change), so that u_a and r_a − E are sums of small terms, not differences of nearly equal ones
+/// when p_a ≈ 1 (issue 17: 3 digits lost in float at p_a ≈ 0.992).
 template <int kBlock>
 D2R_KERNEL void __launch_bounds__(kBlock)
     exact_tangent_kernel(Categorical<float> head, VectorView<const std::int32_t> labels, MahalanobisReward<float> reward,
                          float lambda, float normaliser, Categorical<float> tangent, MatrixView<float> grad) {
   using ReduceStats = cub::BlockReduce<RowStats, kBlock>;
   using ReducePair = cub::BlockReduce<Pair, kBlock>;
-  __shared__ union {
+  using ReduceIndex = cub::BlockReduce<std::int64_t, kBlock>;
+  union Temp {
     typename ReduceStats::TempStorage stats;
     typename ReducePair::TempStorage pair;
-  } temp;
-  __shared__ RowStats shared_stats;
-  __shared__ Pair shared_first, shared_second;
+    typename ReduceIndex::TempStorage index;
+  };
+  D2R_SHARED(Temp, temp);
+  D2R_SHARED(RowStats, shared_stats);
+  D2R_SHARED(std::int64_t, shared_argmax);
+  D2R_SHARED(Pair, shared_first);
+  D2R_SHARED(Pair, shared_second);
   const std::int64_t classes = head.logits.cols;
   const float k = 1.0f / normaliser;
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
@@ -855,27 +909,37 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     const bool ok = valid(s);
     const float log_sum = logf(s.s);
     const float h = log_sum - s.a / s.s;
-    // m̄ = Σ p ℓ̇ and E = Σ p r.
+    // a = the first index of the largest logit (0 for a row without a distribution).
+    std::int64_t local_a = classes;
+    for (std::int64_t j = threadIdx.x; j < classes && local_a == classes; j += kBlock)
+      if (row[j] == s.m) local_a = j;
+    const std::int64_t block_a = ReduceIndex(temp.index).Reduce(local_a, MinIndex{});
+    if (threadIdx.x == 0) shared_argmax = block_a < classes ? block_a : 0;
+    __syncthreads();
+    const std::int64_t a = shared_argmax;
+    const float t_a = t_row[a];
+    const float r_a = rewards::one_hot_reward(reward, static_cast<std::int32_t>(a), y);
+    // m̄ = Σ p (ℓ̇ − ℓ̇_a) and E = Σ p (r − r_a).
     Pair local{0.0f, 0.0f};
     for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
       const float x = row[j];
       if (!(x > kNegInf)) continue;
       const float p = expf((x - s.m) - log_sum);
-      local.x += p * t_row[j];
-      local.y += p * rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y);
+      local.x += p * (t_row[j] - t_a);
+      local.y += p * (rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y) - r_a);
     }
     const Pair first = ReducePair(temp.pair).Reduce(local, PairSum{});
     if (threadIdx.x == 0) shared_first = first;
     __syncthreads();
     const float m_bar = shared_first.x, e_r = shared_first.y;
-    // Ė = Σ p u r and Ḣ = −Σ p u (log p + H).
+    // Ė = Σ p u (r − r_a) and Ḣ = −Σ p u (log p + H).
     local = {0.0f, 0.0f};
     for (std::int64_t j = threadIdx.x; j < classes; j += kBlock) {
       const float x = row[j];
       if (!(x > kNegInf)) continue;
       const float log_p = (x - s.m) - log_sum;
-      const float pu = expf(log_p) * (t_row[j] - m_bar);
-      local.x += pu * rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y);
+      const float pu = expf(log_p) * ((t_row[j] - t_a) - m_bar);
+      local.x += pu * (rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y) - r_a);
       local.y -= pu * (log_p + h);
     }
     const Pair second = ReducePair(temp.pair).Reduce(local, PairSum{});
@@ -890,8 +954,8 @@ D2R_KERNEL void __launch_bounds__(kBlock)
       } else if (x > kNegInf) {
         const float log_p = (x - s.m) - log_sum;
         const float p = expf(log_p);
-        const float u = t_row[j] - m_bar;
-        const float r = rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y);
+        const float u = (t_row[j] - t_a) - m_bar;
+        const float r = rewards::one_hot_reward(reward, static_cast<std::int32_t>(j), y) - r_a;
         gj = -k * (p * u * (r - e_r) - p * e_dot - lambda * p * (u * (log_p + h + 1.0f) + h_dot));
       }
       grad(b, j) = gj;

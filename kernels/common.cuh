@@ -9,9 +9,21 @@
 /// libraries cannot be merged by the dynamic linker.
 #define D2R_KERNEL static __global__
 
+/// A block-shared variable of type T (T may be an array type): `D2R_SHARED(float[5], stats);`.
+/// Kernels declare static shared memory only through this macro, so that the kernel emulator
+/// (tests/emulation/simt_emulator.hpp, which defines it first) can give it per-block storage that
+/// is NaN-poisoned before every block. Types with a comma need an alias first.
+#ifndef D2R_SHARED
+#define D2R_SHARED(T, name) __shared__ ::d2r::kernels::SharedType<T> name
+#endif
+
 namespace d2r::kernels {
 
 inline constexpr int kWarpSize = 32;
+
+/// T itself: lets D2R_SHARED declare arrays (SharedType<float[5]> x).
+template <class T>
+using SharedType = T;
 
 /// Blocks needed to cover `work` items with `per_block` items each, capped for a grid-stride loop.
 inline unsigned grid_size(std::int64_t work, int per_block, std::int64_t cap = 65535LL * 32) {

@@ -25,7 +25,8 @@ struct AdamParams {
 D2R_KERNEL void adam_kernel(AdamParams a, const std::int64_t* __restrict__ step, float* __restrict__ params,
                             const float* __restrict__ grad, float* __restrict__ first_moment,
                             float* __restrict__ second_moment, std::int64_t n) {
-  __shared__ float step_size, bias_correction2_sqrt;
+  D2R_SHARED(float, step_size);
+  D2R_SHARED(float, bias_correction2_sqrt);
   if (threadIdx.x == 0) {
     const double t = static_cast<double>(*step) + 1.0;
     step_size = static_cast<float>(a.learning_rate_d / (1.0 - pow(a.beta1_d, t)));
@@ -91,7 +92,7 @@ D2R_KERNEL void clamp_kernel(float limit, float* __restrict__ values, std::int64
 /// n, so the order of every addition does too.
 D2R_KERNEL void norm_partials_kernel(const float* __restrict__ values, std::int64_t n, double* __restrict__ partials) {
   using Reduce = cub::BlockReduce<double, kThreads>;
-  __shared__ typename Reduce::TempStorage temp;
+  D2R_SHARED(typename Reduce::TempStorage, temp);
   double sum = 0.0;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * kThreads) {
@@ -108,7 +109,7 @@ D2R_KERNEL void norm_partials_kernel(const float* __restrict__ values, std::int6
 D2R_KERNEL void clip_finalize_kernel(const double* __restrict__ partials, int count, float max_norm,
                                      float* __restrict__ scale, float* __restrict__ norm_out) {
   using Reduce = cub::BlockReduce<double, kThreads>;
-  __shared__ typename Reduce::TempStorage temp;
+  D2R_SHARED(typename Reduce::TempStorage, temp);
   double sum = 0.0;
   for (int j = threadIdx.x; j < count; j += kThreads) sum += partials[j];
   const double total = Reduce(temp).Sum(sum);

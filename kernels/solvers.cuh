@@ -26,7 +26,7 @@ using BlockSum = cub::BlockReduce<double, kThreads>;
 /// Writes the block's sums of `a` (and `b`) to partials[blockIdx.x] (and partials[gridDim.x + blockIdx.x]).
 template <int kSums>
 __device__ __forceinline__ void store_partials(double a, double b, double* partials) {
-  __shared__ typename BlockSum::TempStorage temp;
+  D2R_SHARED(typename BlockSum::TempStorage, temp);
   const double sa = BlockSum(temp).Sum(a);
   if (threadIdx.x == 0) partials[blockIdx.x] = sa;
   if constexpr (kSums == 2) {
@@ -38,7 +38,7 @@ __device__ __forceinline__ void store_partials(double a, double b, double* parti
 
 /// Sum of partials[0..count) in a fixed order; valid in thread 0 of a kThreads-thread block.
 __device__ __forceinline__ double sum_partials(const double* partials, std::int64_t count) {
-  __shared__ typename BlockSum::TempStorage temp;
+  D2R_SHARED(typename BlockSum::TempStorage, temp);
   double v = 0;
   for (std::int64_t i = threadIdx.x; i < count; i += kThreads) v += partials[i];
   const double total = BlockSum(temp).Sum(v);

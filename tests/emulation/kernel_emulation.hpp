@@ -18,6 +18,7 @@ SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::cholesky_objectives, float, smem)
 SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::objectives, float, shared)
 SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::objectives, float, pathwise_scratch)
 SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::objectives, float, exact_scratch)
+SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::categorical, unsigned char, draw_storage)
 
 #include <gtest/gtest.h>
 

@@ -54,13 +54,21 @@
 //   beyond that, no warp-synchronous execution: code that relies on implicit lock-step execution
 //   of a warp without __syncwarp is a data race here (ThreadSanitizer reports it).
 // - Timing, occupancy, register or shared-memory limits other than the 227 KiB per block and
-//   1024 threads per block, streams, events, cooperative groups, warp vote/match, CUB.
-// - Static shared memory. `__shared__` is defined to nothing, so a kernel-local
-//   `__shared__ float x[32];` would silently become a per-thread local variable and compute
-//   garbage. Kernels that declare static __shared__ variables (in d2r: categorical, optim and
-//   solvers, which also use CUB block collectives) are therefore NOT run through this emulator;
-//   kernel_emulation_test checks that the headers it covers declare only `extern __shared__`
-//   arrays of registered names (SourceGuard test), so a static one added later fails loudly.
+//   1024 threads per block, streams, events, cooperative groups, warp match. (Warp votes
+//   __ballot_sync / __any_sync / __all_sync are emulated on full warps, as shuffles.)
+// - CUB: tests/emulation/include/cub/cub.cuh (first on the include path of the emulation tests)
+//   stands in for the block/warp collectives d2r uses, on these barriers and shuffles.
+//
+// Static shared memory: kernels declare it with D2R_SHARED(T, name) (kernels/common.cuh), which
+// this header defines as a function-local `static T& name` bound to storage allocated on first
+// use and registered here. Since the blocks run one at a time, one object per declaration (per
+// template instantiation) is every block's shared variable; before each block of each launch the
+// whole of every registered object is poisoned with kSharedPoisonBits, as dynamic shared memory
+// is, so a value read before it is written in that block shows up as NaN (never as what the
+// previous block left). `__shared__` itself is defined to nothing, so that `extern __shared__`
+// (dynamic) declarations work; a bare static `__shared__ T x;` would silently become a
+// per-thread local, which is why kernel_emulation_test's SourceGuard test rejects any
+// `__shared__` that is not `extern __shared__` in kernels/.
 //
 // Names such as __syncthreads are reserved identifiers in C++; defining them here is deliberate
 // (they are the CUDA builtins the kernel sources call) and works with GCC and Clang.
@@ -80,6 +88,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <source_location>
 #include <stdexcept>
@@ -101,9 +110,11 @@
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
-// See "Static shared memory" above: only `extern __shared__` arrays are emulated.
+// A GNU attribute, which (unlike alignas) may follow `extern` in `extern __shared__ __align__(16) T x[];`.
+#define __align__(n) __attribute__((aligned(n)))
+// See "Static shared memory" above: `extern __shared__` arrays, and D2R_SHARED for static ones.
 #define __shared__
+#define D2R_SHARED(T, name) static ::simt::SharedType<T>& name = ::simt::detail::block_shared<T>(#name)
 
 namespace simt {
 
@@ -113,10 +124,13 @@ inline constexpr unsigned kMaxThreadsPerBlock = 1024;
 inline constexpr std::size_t kMaxDynamicSharedBytes = 227 * 1024;
 /// Bytes after the requested dynamic size that are guarded against writes.
 inline constexpr std::size_t kGuardBytes = 4096;
-/// Poison of dynamic shared memory before each block: a quiet NaN as float.
-inline constexpr std::uint32_t kSharedPoisonBits = 0x7fc05badu;
+/// Poison of shared memory before each block: a quiet NaN as float, and two of them as double.
+inline constexpr std::uint32_t kSharedPoisonBits = 0x7ff85badu;
 /// Guard pattern after the requested dynamic size (also a quiet NaN as float).
 inline constexpr std::uint32_t kSharedGuardBits = 0x7fc0feedu;
+
+template <class T>
+using SharedType = T;
 
 /// dim3: extents of a grid or a block (x fastest).
 struct Dim3 {
@@ -150,6 +164,15 @@ struct SharedArena {
 inline std::vector<SharedArena>& shared_arenas() {
   static std::vector<SharedArena> arenas;
   return arenas;
+}
+/// The objects of D2R_SHARED declarations (bytes: the object's size); poisoned before each block.
+inline std::vector<SharedArena>& static_shared() {
+  static std::vector<SharedArena> objects;
+  return objects;
+}
+inline std::mutex& static_shared_mutex() {
+  static std::mutex m;
+  return m;
 }
 
 inline void fill_pattern(unsigned char* p, std::size_t bytes, std::uint32_t bits) {
@@ -401,6 +424,21 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
   return simt::detail::shuffle(var, simt::detail::ShuffleKind::bfly, lane_mask, width, mask, where, "__shfl_xor_sync");
 }
 
+// Warp votes, as a butterfly of shuffles (so the same all-lanes-at-one-site checks apply).
+inline unsigned __ballot_sync(unsigned mask, int predicate, std::source_location where = std::source_location::current()) {
+  const unsigned lane = simt::detail::context("__ballot_sync").tid % simt::kWarpSize;
+  unsigned bits = predicate != 0 ? 1u << lane : 0u;
+  for (int offset = 16; offset > 0; offset /= 2)
+    bits |= simt::detail::shuffle(bits, simt::detail::ShuffleKind::bfly, offset, warpSize, mask, where, "__ballot_sync");
+  return bits;
+}
+inline int __any_sync(unsigned mask, int predicate, std::source_location where = std::source_location::current()) {
+  return __ballot_sync(mask, predicate, where) != 0u ? 1 : 0;
+}
+inline int __all_sync(unsigned mask, int predicate, std::source_location where = std::source_location::current()) {
+  return __ballot_sync(mask, predicate == 0 ? 0 : 1, where) == mask ? 1 : 0;
+}
+
 // Bit casts and IEEE round-to-nearest arithmetic intrinsics (exact on the host too: the test
 // target compiles with -std=c++20, i.e. -ffp-contract=off, so a + b is never fused either).
 inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
@@ -469,6 +507,24 @@ struct DynamicSharedRegistration {
 
 namespace detail {
 
+/// Storage of the D2R_SHARED declaration `name` of type T: allocated, poisoned and registered on
+/// the first execution of the declaration (a function-local static, so once per instantiation,
+/// thread-safe), then poisoned again before every block.
+template <class T>
+T& block_shared(const char* name) {
+  static_assert(std::is_trivially_default_constructible_v<std::remove_all_extents_t<T>> &&
+                    std::is_trivially_destructible_v<std::remove_all_extents_t<T>>,
+                "shared memory holds trivial types");
+  constexpr std::size_t align = alignof(T) > 16 ? alignof(T) : 16;
+  auto* data = static_cast<unsigned char*>(::operator new(sizeof(T), std::align_val_t{align}));  // never freed
+  fill_pattern(data, sizeof(T), kSharedPoisonBits);
+  {
+    const std::lock_guard<std::mutex> lock(static_shared_mutex());
+    static_shared().push_back({data, sizeof(T), name});
+  }
+  return *std::launder(reinterpret_cast<T*>(data));
+}
+
 inline std::string describe(const Dim3& d) {
   return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
 }
@@ -498,6 +554,10 @@ void run_block(const LaunchConfig& config, const Dim3& index, const Body& body) 
   for (const SharedArena& a : shared_arenas()) {
     fill_pattern(a.data, config.shared_bytes, kSharedPoisonBits);
     fill_pattern(a.data + config.shared_bytes, kGuardBytes, kSharedGuardBits);
+  }
+  {
+    const std::lock_guard<std::mutex> lock(static_shared_mutex());
+    for (const SharedArena& a : static_shared()) fill_pattern(a.data, a.bytes, kSharedPoisonBits);
   }
   Block block(threads);
   std::mutex done_mutex;

@@ -1,8 +1,11 @@
 // Self-tests of the SIMT emulator (simt_emulator.hpp): CUDA semantics of the builtins the kernels
-// use, and the faults it must report rather than hide. Plus a source guard: the kernel headers
-// that kernel_emulation_test runs declare no static __shared__ memory (not emulated).
+// use, the static shared memory and CUB stand-ins, and the faults it must report rather than hide.
+// Plus a source guard: the kernel sources declare static shared memory only through D2R_SHARED.
 #include "tests/emulation/kernel_emulation.hpp"
 
+#include <cub/cub.cuh>  // the emulator's stand-in (tests/emulation/include)
+
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -25,6 +28,37 @@ void shuffle_kernel(int* out) {
   o[5] = __shfl_down_sync(0xffffffffu, v, 3u, 8);
   o[6] = __shfl_up_sync(0xffffffffu, v, 3u, 8);
   o[7] = __shfl_sync(0xffffffffu, v, 13, 8);
+}
+
+// D2R_SHARED (static shared memory): thread 0 reads the cell before writing it (the poison in
+// every block, never the previous block's value), thread 1 reads it after the barrier.
+void static_shared_kernel(float* out) {
+  D2R_SHARED(float[2], cell);
+  if (threadIdx.x == 0) {
+    out[2 * blockIdx.x] = cell[1];
+    cell[1] = static_cast<float>(blockIdx.x + 1);
+  }
+  __syncthreads();
+  if (threadIdx.x == 1) out[2 * blockIdx.x + 1] = cell[1];
+}
+
+// The CUB stand-ins: a block sum (thread 0 only; the others get NaN), an inclusive scan of two
+// items per thread, and warp sums.
+template <int kBlock>
+void cub_kernel(float* out) {
+  using Reduce = cub::BlockReduce<float, kBlock>;
+  using Scan = cub::BlockScan<float, kBlock>;
+  using WarpReduce = cub::WarpReduce<float>;
+  D2R_SHARED(typename Reduce::TempStorage, reduce_temp);
+  D2R_SHARED(typename Scan::TempStorage, scan_temp);
+  D2R_SHARED(typename WarpReduce::TempStorage[kBlock / 32], warp_temp);
+  const int t = static_cast<int>(threadIdx.x);
+  out[t] = Reduce(reduce_temp).Sum(static_cast<float>(t));
+  float items[2] = {1.0f, static_cast<float>(t)};
+  Scan(scan_temp).InclusiveSum(items, items);
+  out[kBlock + 2 * t] = items[0];
+  out[kBlock + 2 * t + 1] = items[1];
+  out[3 * kBlock + t] = WarpReduce(warp_temp[t / 32]).Sum(static_cast<float>(t % 32 + 1));
 }
 
 // Neighbour exchange through dynamic shared memory: needs the barrier.
@@ -188,6 +222,37 @@ TEST(SimtEmulator, AtomicMinOverABlock) {
   EXPECT_EQ(first, 489ULL);  // 1000 − 511
 }
 
+TEST(SimtEmulator, StaticSharedMemoryIsPerBlockAndPoisoned) {
+  std::vector<float> out(6, 0.0f);
+  simt::launch(simt::LaunchConfig{3, 64, 0}, simt_selftest::static_shared_kernel, out.data());
+  for (unsigned b = 0; b < 3; ++b) {
+    EXPECT_EQ(std::bit_cast<std::uint32_t>(out[2 * b]), simt::kSharedPoisonBits) << "block " << b;
+    EXPECT_EQ(out[2 * b + 1], static_cast<float>(b + 1)) << "block " << b;
+  }
+}
+
+TEST(SimtEmulator, CubStandInsFollowCubResults) {
+  constexpr int kBlock = 64;
+  std::vector<float> out(4 * kBlock, 0.0f);
+  simt::launch(simt::LaunchConfig{1, kBlock, 0}, simt_selftest::cub_kernel<kBlock>, out.data());
+  EXPECT_EQ(out[0], 64.0f * 63.0f / 2);
+  for (int t = 1; t < kBlock; ++t) EXPECT_TRUE(std::isnan(out[t])) << "BlockReduce result outside thread 0, thread " << t;
+  float run = 0;  // items 1, 0, 1, 1, 1, 2, 1, 3, ...
+  for (int t = 0; t < kBlock; ++t) {
+    run += 1.0f;
+    EXPECT_EQ(out[kBlock + 2 * t], run) << "thread " << t;
+    run += static_cast<float>(t);
+    EXPECT_EQ(out[kBlock + 2 * t + 1], run) << "thread " << t;
+  }
+  for (int t = 0; t < kBlock; ++t) {
+    if (t % 32 == 0) {
+      EXPECT_EQ(out[3 * kBlock + t], 32.0f * 33.0f / 2);
+    } else {
+      EXPECT_TRUE(std::isnan(out[3 * kBlock + t])) << "WarpReduce result outside lane 0, thread " << t;
+    }
+  }
+}
+
 TEST(SimtEmulator, GuardedMatrixReportsWritesOutsideTheView) {
   FloatMatrix m(3, 4, std::vector<float>(12, 1.0f));
   EXPECT_EQ(m.padding_written(), 0);
@@ -197,38 +262,40 @@ TEST(SimtEmulator, GuardedMatrixReportsWritesOutsideTheView) {
   EXPECT_EQ(m.values(), std::vector<float>(12, 1.0f));
 }
 
-// The covered kernel headers must declare only `extern __shared__` (dynamic) shared memory, of
-// names registered with SIMT_DYNAMIC_SHARED_MEMORY in their namespace (kernel_emulation.hpp): a
-// static __shared__ variable would silently become a per-thread local under the emulator (see
-// simt_emulator.hpp), and an unregistered name fails to link.
-TEST(SourceGuard, CoveredHeadersDeclareOnlyRegisteredDynamicSharedMemory) {
+// The covered kernel headers must declare static shared memory with D2R_SHARED and dynamic shared
+// memory only as `extern __shared__` arrays of names registered with SIMT_DYNAMIC_SHARED_MEMORY in
+// their namespace (kernel_emulation.hpp): a bare static `__shared__ T x;` would silently become a
+// per-thread local under the emulator (see simt_emulator.hpp), and an unregistered name fails to link.
+TEST(SourceGuard, KernelSourcesDeclareOnlyEmulatedSharedMemory) {
   const std::string root = D2R_SOURCE_DIR;
-  const std::regex dynamic(R"(extern\s+__shared__\s+float\s+(\w+)\s*\[\s*\]\s*;)");
+  // Dynamic: `extern __shared__ [__align__(n)] T name[];` of a registered name. Static shared
+  // memory must be declared with D2R_SHARED (a bare `__shared__ T x;` is a per-thread local here).
+  const std::regex dynamic(R"(extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(?:unsigned\s+)?\w+\s+(\w+)\s*\[\s*\]\s*;)");
   const auto registered = [](const std::string& name) {
     const auto& arenas = simt::detail::shared_arenas();
     return std::any_of(arenas.begin(), arenas.end(), [&](const auto& a) { return name == a.name; });
   };
-  const struct {
-    const char* file;
-    const char* ns;
-  } headers[] = {{"kernels/diag_gaussian.cuh", "d2r::kernels::diag_gaussian"},
-                 {"kernels/cholesky_gaussian.cuh", "d2r::kernels::cholesky_gaussian"},
-                 {"kernels/cholesky_objectives.cuh", "d2r::kernels::cholesky_objectives"},
-                 {"kernels/objectives.cuh", "d2r::kernels::objectives"},
-                 {"kernels/rewards.cuh", "d2r::kernels::rewards"},
-                 {"kernels/common.cuh", "d2r::kernels"}};
-  for (const auto& h : headers) {
-    std::ifstream in(root + "/" + h.file);
-    ASSERT_TRUE(in) << "cannot read " << root << "/" << h.file;
-    std::string line;
+  // Every kernel source: kernels/*.cu and *.cuh (common.cuh defines D2R_SHARED itself).
+  const std::regex family(R"(namespace\s+(d2r::kernels::\w+)\s*\{)");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root + "/kernels")) {
+    const std::string file = entry.path().filename().string();
+    const std::string ext = entry.path().extension().string();
+    if ((ext != ".cu" && ext != ".cuh") || file == "common.cuh") continue;
+    ++files;
+    std::ifstream in(entry.path());
+    ASSERT_TRUE(in) << "cannot read " << entry.path();
+    std::string line, ns;
     for (int number = 1; std::getline(in, line); ++number) {
       const auto code = line.substr(0, line.find("//"));
-      if (code.find("__shared__") == std::string::npos) continue;
       std::smatch m;
-      EXPECT_TRUE(std::regex_search(code, m, dynamic) && registered(std::string(h.ns) + "::" + m[1].str()))
-          << h.file << ":" << number << " declares shared memory the emulator does not provide: " << line;
+      if (std::regex_search(code, m, family)) ns = m[1].str();
+      if (code.find("__shared__") == std::string::npos) continue;
+      EXPECT_TRUE(std::regex_search(code, m, dynamic) && registered(ns + "::" + m[1].str()))
+          << file << ":" << number << " declares shared memory the emulator does not provide: " << line;
     }
   }
+  EXPECT_GE(files, 20) << "kernel sources found under " << root << "/kernels";
 }
 
 }  // namespace
