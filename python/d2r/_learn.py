@@ -90,8 +90,10 @@ class BilevelRewardLearner:
     """Learns the reward r_U(ŷ, y) = −(ŷ−y)ᵀU(ŷ−y) of a policy by bilevel optimisation
     (d2r::BilevelTrainer). Regression: ``fit(X, Y)``; classification: ``fit(X, labels=..., classes=C)``.
 
-    Options (keywords; the defaults are the CLI's `d2r fit --method bilevel`, for regression or, with
-    classes, for classification: logistic regression, G = 50, inner lr 0.05, outer lr 0.1): hidden, activation,
+    Options (keywords; the defaults are `d2r fit --method bilevel --preset paper --inner-start warm
+    --no-standardize-targets` on the arrays as given, for regression or, with classes, for classification:
+    logistic regression, G = 50, inner lr 0.05, outer lr 0.1; the CLI's recommended preset (log-space Rprop,
+    validation rows, stopping verdicts) is not exposed here yet): hidden, activation,
     layer_norm, reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I), outer_steps,
     inner_steps, inner_lr, outer_lr, entropy_weight (λ), generations (G), inner_start ('warm' or
     'fresh'), curvature ('exact' or 'surrogate'), solver ('normal_cg', 'cg', 'neumann'),

@@ -32,10 +32,16 @@ def cli_or_skip():
 def test_bilevel_learner_equals_the_cli(regression_csv, tmp_path):
     path, X, Y = regression_csv
     out = tmp_path / "cli"
-    subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "bilevel", "--outer-steps", "4",
+    proc = subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "bilevel", "--outer-steps", "4",
                     "--inner-steps", "6", "--hidden", "8", "--seed", "3", "--val-fraction", "0", "--device", "cpu",
-                    "--out", str(out), "-q"], check=True, capture_output=True)
+                    # The learner's defaults are the paper preset with a warm inner start on the arrays
+                    # as given; the CLI's default is the recommended preset on standardised targets.
+                    "--preset", "paper", "--inner-start", "warm", "--no-standardize-targets", "--out", str(out), "-q"],
+                   capture_output=True)
+    # Four outer steps cannot converge: the CLI says step_limited with exit 4 (and results written).
+    assert proc.returncode == 4, proc.stderr.decode()
     cli = json.loads((out / "results.json").read_text())
+    assert cli["verdict"] == "step_limited"
     learner = d2r.BilevelRewardLearner(outer_steps=4, inner_steps=6, hidden=[8], seed=3, device="cpu")
     result = learner.fit(X, Y, progress=False)
     assert len(result.records) == len(cli["records"]) == 4
@@ -52,8 +58,8 @@ def test_fit_nll_equals_the_cli(regression_csv, tmp_path):
     path, X, Y = regression_csv
     out = tmp_path / "cli"
     subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "nll", "--steps", "30",
-                    "--hidden", "8", "--seed", "2", "--val-fraction", "0", "--device", "cpu", "--out", str(out), "-q"],
-                   check=True, capture_output=True)
+                    "--hidden", "8", "--seed", "2", "--val-fraction", "0", "--device", "cpu", "--no-standardize-targets",
+                    "--out", str(out), "-q"], check=True, capture_output=True)
     cli = json.loads((out / "results.json").read_text())
     result = d2r.fit(X, Y, method="nll", steps=30, hidden=[8], seed=2, lr=0.01, progress=False)
     assert result.records[-1]["train"]["nll_per_dim"] == cli["final"]["train"]["nll_per_dim"]
