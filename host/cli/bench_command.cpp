@@ -36,6 +36,7 @@
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/policy_curvature.hpp"
+#include "host/checks/timer.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/output.hpp"
 
@@ -74,110 +75,30 @@ struct Row {
   std::vector<double> seconds = {};  // sorted
   double bytes = 0, flops = 0;
   std::string note = {};
-  [[nodiscard]] double median() const {
-    const std::size_t k = seconds.size();
-    return k == 0 ? 0.0 : k % 2 ? seconds[k / 2] : 0.5 * (seconds[k / 2 - 1] + seconds[k / 2]);
-  }
+  [[nodiscard]] double median() const { return checks::median(seconds); }
 };
 
-/// Times work on a context: CUDA events around the work on ctx.stream() with L2 flushed first
-/// (cuda), steady_clock around the work (cpu, which is synchronous).
+/// The one timer (host/checks/timer.hpp) with this command's repetitions: one warm-up call, then
+/// up to 5 (--quick) or 20 timed repetitions, stopping after 2 s (--quick) or 10 s once at least
+/// 2 / 3 are done. run() returns the sorted times in seconds.
 class Timer {
  public:
-  Timer(Context& ctx, bool quick) : ctx_(ctx), quick_(quick), cuda_(ctx.backend() == Backend::cuda) {
-    if (!cuda_) return;
-    int l2 = 0;
-    D2R_CUDA_TRY(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx.device()));
-    flush_ = Buffer<char>(ctx, static_cast<std::size_t>(std::max(l2, 1)) * 3);
-    D2R_CUDA_TRY(cudaEventCreate(&start_));
-    D2R_CUDA_TRY(cudaEventCreate(&stop_));
-  }
-  ~Timer() {
-    if (start_ != nullptr) D2R_CUDA_TRY_NO_THROW(cudaEventDestroy(start_));
-    if (stop_ != nullptr) D2R_CUDA_TRY_NO_THROW(cudaEventDestroy(stop_));
-  }
-  Timer(const Timer&) = delete;
-  Timer& operator=(const Timer&) = delete;
-
-  /// One warm-up call, then up to 5 (--quick) or 20 timed repetitions, stopping after 2 s (--quick)
-  /// or 10 s once at least 2 / 3 are done. Returns the sorted times in seconds.
+  Timer(Context& ctx, bool quick) : timer_(ctx), quick_(quick) {}
   std::vector<double> run(const std::function<void()>& work, int max_reps = 0) {
     const int reps = max_reps > 0 ? max_reps : quick_ ? 5 : 20;
-    const int min_reps = std::min(reps, quick_ ? 2 : 3);
-    const double budget = quick_ ? 2.0 : 10.0;
-    work();
-    ctx_.synchronize();
-    std::vector<double> t;
-    const auto begun = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) {
-      if (cuda_) {
-        D2R_CUDA_TRY(cudaMemsetAsync(flush_.data(), 0, flush_.size(), ctx_.stream()));
-        D2R_CUDA_TRY(cudaEventRecord(start_, ctx_.stream()));
-        work();
-        D2R_CUDA_TRY(cudaEventRecord(stop_, ctx_.stream()));
-        D2R_CUDA_TRY(cudaEventSynchronize(stop_));
-        float ms = 0;
-        D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start_, stop_));
-        t.push_back(static_cast<double>(ms) * 1e-3);
-      } else {
-        const auto t0 = std::chrono::steady_clock::now();
-        work();
-        ctx_.synchronize();
-        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - begun).count();
-      if (i + 1 >= min_reps && spent > budget) break;
-    }
-    std::sort(t.begin(), t.end());
-    return t;
+    return timer_.run(work, reps, std::min(reps, quick_ ? 2 : 3), quick_ ? 2.0 : 10.0);
   }
 
  private:
-  Context& ctx_;
-  bool quick_, cuda_;
-  Buffer<char> flush_;
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  checks::Timer timer_;
+  bool quick_;
 };
 
-/// The machine's copy bandwidth (bytes read + written per second, best of ten copies after one
-/// warm-up): cudaMemcpy device to device on cuda, memcpy on the host.
+/// The machine's copy bandwidth (host/checks/timer.hpp) over 1 GiB on cuda / 256 MiB on the host
+/// (a quarter with --quick).
 double copy_bandwidth(Context& ctx, bool quick, std::size_t& bytes) {
-  bytes = std::size_t{quick ? 256u : 1024u} << 20;
-  if (ctx.backend() == Backend::cuda) {
-    std::size_t free_bytes = 0, total_bytes = 0;
-    D2R_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
-    while (bytes > (std::size_t{16} << 20) && 3 * bytes > free_bytes) bytes /= 2;
-    Buffer<char> a(ctx, bytes), b(ctx, bytes);
-    D2R_CUDA_TRY(cudaMemsetAsync(a.data(), 1, bytes, ctx.stream()));
-    cudaEvent_t start = nullptr, stop = nullptr;
-    D2R_CUDA_TRY(cudaEventCreate(&start));
-    D2R_CUDA_TRY(cudaEventCreate(&stop));
-    float best_ms = 1e30f;
-    for (int i = 0; i < 11; ++i) {
-      D2R_CUDA_TRY(cudaEventRecord(start, ctx.stream()));
-      D2R_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
-      D2R_CUDA_TRY(cudaEventRecord(stop, ctx.stream()));
-      D2R_CUDA_TRY(cudaEventSynchronize(stop));
-      float ms = 0;
-      D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-      if (i > 0) best_ms = std::min(best_ms, ms);
-    }
-    D2R_CUDA_TRY(cudaEventDestroy(start));
-    D2R_CUDA_TRY(cudaEventDestroy(stop));
-    return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best_ms) * 1e-3);
-  }
-  bytes = std::size_t{quick ? 64u : 256u} << 20;
-  std::vector<char> a(bytes, 1), b(bytes, 0);
-  double best = 1e30;
-  for (int i = 0; i < 11; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::memcpy(b.data(), a.data(), bytes);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i > 0) best = std::min(best, s);
-  }
-  // Keep the copy observable.
-  if (b[bytes / 2] != 1) throw Error(ErrorKind::io, "", "d2r bench: memcpy check failed");
-  return 2.0 * static_cast<double>(bytes) / best;
+  bytes = ctx.backend() == Backend::cuda ? std::size_t{quick ? 256u : 1024u} << 20 : std::size_t{quick ? 64u : 256u} << 20;
+  return checks::copy_bandwidth(ctx, bytes);
 }
 
 // ------------------------------------------------------------------ the rows
