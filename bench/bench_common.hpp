@@ -12,6 +12,7 @@
 
 #include "d2r/d2r.hpp"
 #include "host/checks/timer.hpp"
+#include "host/checks/work.hpp"
 
 namespace d2r::bench {
 

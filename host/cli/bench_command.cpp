@@ -3,7 +3,8 @@
 // link): a warm-up call first (the workspace reaches its high-water mark), then timed
 // repetitions — CUDA events on the context's stream with the L2 cache flushed before each on
 // cuda, steady_clock on cpu — and the median reported; the work in bytes (each input read once,
-// each output written once) and FLOPs (GEMMs, 2·m·n·k), as GB/s and GFLOP/s; and the fraction of
+// each output written once) and FLOPs (GEMMs, 2·m·n·k), as GB/s and GFLOP/s (the work models of
+// host/checks/work.hpp, shared with bench/); and the fraction of
 // the measured copy bandwidth of the machine (cudaMemcpy device to device on cuda, memcpy on the
 // host): bytes read + written per second by the best of ten copies.
 //
@@ -37,6 +38,7 @@
 #include "d2r/objectives.hpp"
 #include "d2r/policy_curvature.hpp"
 #include "host/checks/timer.hpp"
+#include "host/checks/work.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/output.hpp"
 
@@ -60,14 +62,6 @@ std::vector<float> filled(std::int64_t n, float lo, float hi, std::uint64_t seed
 Buffer<float> device_filled(Context& ctx, std::int64_t n, float lo, float hi, std::uint64_t seed) {
   const std::vector<float> v = filled(n, lo, hi, seed);
   return Buffer<float>(ctx, std::span<const float>(v));
-}
-
-/// FLOPs of one forward pass of an MLP: 2·B·Σ in·out (the GEMMs).
-double forward_flops(const Mlp& net, std::int64_t B) {
-  double f = 0;
-  for (std::int64_t l = 0; l < net.layer_count(); ++l)
-    f += 2.0 * static_cast<double>(B) * static_cast<double>(net.layer(l).inputs * net.layer(l).outputs);
-  return f;
 }
 
 struct Row {
@@ -118,8 +112,7 @@ Row pg_head_row(Context& ctx, Timer& timer, bool quick) {
     pg_surrogate(ctx, head, y.matrix(B, n), reward, G, options, {.step = step++}, {loss.vector(), {}},
                  {gm.matrix(B, n), gs.matrix(B, n)});
   });
-  // μ, log σ and y read once; both gradients and the per-row loss written once.
-  row.bytes = 4.0 * (5.0 * static_cast<double>(B * n) + static_cast<double>(B));
+  row.bytes = checks::pg_surrogate_diag_work(B, n).bytes;
   row.note = fmt::format("B·G·n = {} draws, none stored", B * G * n);
   return row;
 }
@@ -133,7 +126,7 @@ Row categorical_sample_row(Context& ctx, Timer& timer, bool quick) {
   std::uint64_t step = 0;
   Row row{"categorical sample", fmt::format("B={} C={} G={}", B, C, G)};
   row.seconds = timer.run([&] { sample(ctx, head, G, {.step = step++}, samples.matrix(B, G)); });
-  row.bytes = 4.0 * static_cast<double>(B * C + B * G);  // logits read once, indices written
+  row.bytes = checks::categorical_sample_work(B, C, G).bytes;
   row.note = "inverse CDF, one Philox uniform per draw";
   return row;
 }
@@ -151,9 +144,9 @@ Row mlp_row(Context& ctx, Timer& timer, bool quick) {
     net.forward<float>(ctx, params.vector(), x.matrix(B, kInputs), cache.vector(), y.matrix(B, out));
     net.backward<float>(ctx, params.vector(), x.matrix(B, kInputs), cache.vector(), d_out.matrix(B, out), grad.vector(), {});
   });
-  row.flops = 3.0 * forward_flops(net, B);  // forward F, backward 2F (weight gradients and δ's)
-  // x and d_out read, the output written, the cache written and read, parameters read and written.
-  row.bytes = 4.0 * (static_cast<double>(B * (kInputs + 2 * out)) + 2.0 * static_cast<double>(Cc) + 3.0 * static_cast<double>(P));
+  const checks::Work work = checks::mlp_work(net, B, checks::MlpPass::forward_backward);
+  row.flops = work.flops;
+  row.bytes = work.bytes;
   row.note = "the paper's MBRL trunk";
   return row;
 }
@@ -172,17 +165,17 @@ std::vector<Row> curvature_rows(Context& ctx, Timer& timer, bool quick) {
                       {.entropy_weight = 1.0f}, {.step = 1}, grad.vector());
   };
   const std::string size = fmt::format("{} B={} G={}", net.describe(), B, G);
-  const double F = forward_flops(net, B), bytes = 4.0 * static_cast<double>(B * (kInputs + n));
+  const checks::Work gradient_work = checks::curvature_gradient_work(net, B, n), hvp_work = checks::curvature_hvp_work(net, B, n);
   Row gradient{"policy gradient (curvature prepare)", size};
   gradient.seconds = timer.run(prepare);
-  gradient.flops = 3 * F;
-  gradient.bytes = bytes;
+  gradient.flops = gradient_work.flops;
+  gradient.bytes = gradient_work.bytes;
   gradient.note = "REINFORCE surrogate, G draws per row";
   prepare();
   Row hvp{"policy HVP (curvature apply)", size};
   hvp.seconds = timer.run([&] { curvature.apply(v.vector(), hv.vector()); });
-  hvp.flops = 5 * F;  // forward tangent F, backward 2F, backward tangent 2F
-  hvp.bytes = bytes;
+  hvp.flops = hvp_work.flops;
+  hvp.bytes = hvp_work.bytes;
   hvp.note = fmt::format("HVP / gradient time = {:.2f} (DESIGN.md target <= 3)", hvp.median() / gradient.median());
   return {std::move(gradient), std::move(hvp)};
 }
@@ -197,12 +190,10 @@ Row outer_step_row(Context& ctx, Timer& timer, bool quick) {
                                 std::vector<double>{0.3}, options);
   Row row{"bilevel outer step", fmt::format("23-64-64-34 B={} K_in={}", B, options.inner.steps)};
   row.seconds = timer.run([&] { (void)trainer.step(); }, quick ? 3 : 5);
-  // As bench/outer_step_bench.cpp: (3·K_in + 8 + 5·HVPs)·F, HVPs = 2 + 2·CG iterations.
   const Mlp net({.inputs = kInputs, .hidden = spec.hidden, .outputs = 2 * kDims});
-  const double hvps = 2.0 + 2.0 * static_cast<double>(options.cg.max_iterations);
-  const double K = static_cast<double>(options.inner.steps);
-  row.flops = (3.0 * K + 8.0 + 5.0 * hvps) * forward_flops(net, B);
-  row.bytes = (K + 4.0 + hvps) * 4.0 * static_cast<double>(B * (kInputs + kDims));
+  const checks::Work work = checks::outer_step_work(net, B, kDims, options.inner.steps, options.cg.max_iterations);
+  row.flops = work.flops;
+  row.bytes = work.bytes;
   row.note = fmt::format("fresh inner policy, exact curvature, CGNR x{}; u = {:.3f} after {} steps",
                          options.cg.max_iterations, trainer.history().back().reward_params[0], trainer.steps_done());
   return row;
