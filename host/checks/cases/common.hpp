@@ -155,50 +155,67 @@ bool is_sentinel(T v) {
   return std::memcmp(&v, &s, sizeof(T)) == 0;
 }
 
-/// An output array in a backend's memory with kPad sentinel elements before and after it. Made
-/// with a size, its elements hold the sentinel too and must all be written; made with values (an
-/// output updated in place, a gradient accumulated into), only the padding is checked.
-/// to_host() throws d2r::Error (kind internal) naming the array when the padding changed (an
-/// out-of-bounds write) or an element was never written; the driver reports the case as failed.
+/// An array in a backend's memory with kPad sentinel elements before and after it (ggml's and
+/// tests/test_utils.hpp's GuardedMatrix guard). Made with a size, its elements hold the sentinel too
+/// and must all be written; made with values (an input, an output updated in place, a gradient
+/// accumulated into), only the padding is checked. Made with rows and cols, it is a matrix whose
+/// rows are kGap sentinels apart (row_stride = cols + kGap): strided views, the gaps guarded too.
+/// to_host() throws d2r::Error naming the array when the padding changed (an out-of-bounds
+/// write) or an element was never written; run_case reports the case as failed.
 template <class T>
 class Out {
  public:
   static constexpr std::int64_t kPad = 64;
-  Out(Context& ctx, std::int64_t n, std::string name = "output") : Out(ctx, std::vector<T>(), n, std::move(name)) {}
+  static constexpr std::int64_t kGap = 3;
+  Out(Context& ctx, std::int64_t n, std::string name = "output") : Out(ctx, 1, n, n, {}, std::move(name)) {}
   Out(Context& ctx, const Vec& values, std::string name = "output")
-      : Out(ctx, converted(values), static_cast<std::int64_t>(values.size()), std::move(name)) {}
-  [[nodiscard]] MatrixView<T> matrix(std::int64_t rows, std::int64_t cols) { return {data(), rows, cols, cols}; }
-  [[nodiscard]] MatrixView<const T> matrix(std::int64_t rows, std::int64_t cols) const { return {data(), rows, cols, cols}; }
-  [[nodiscard]] VectorView<T> vector() { return {data(), n_}; }
-  [[nodiscard]] VectorView<const T> vector() const { return {data(), n_}; }
+      : Out(ctx, 1, static_cast<std::int64_t>(values.size()), static_cast<std::int64_t>(values.size()), converted(values),
+            std::move(name)) {}
+  /// A strided rows x cols matrix, to be written (no values) or holding `values` (packed rows).
+  Out(Context& ctx, std::int64_t rows, std::int64_t cols, const Vec& values, std::string name)
+      : Out(ctx, rows, cols, cols + kGap, converted(values), std::move(name)) {}
+  [[nodiscard]] MatrixView<T> matrix(std::int64_t rows, std::int64_t cols) { return {data(), rows, cols, stride(rows, cols)}; }
+  [[nodiscard]] MatrixView<const T> matrix(std::int64_t rows, std::int64_t cols) const {
+    return {data(), rows, cols, stride(rows, cols)};
+  }
+  [[nodiscard]] VectorView<T> vector() { return {data(), packed_size()}; }
+  [[nodiscard]] VectorView<const T> vector() const { return {data(), packed_size()}; }
   [[nodiscard]] T* data() { return storage_.data() + kPad; }
   [[nodiscard]] const T* data() const { return storage_.data() + kPad; }
-  [[nodiscard]] std::int64_t size() const { return n_; }
-  /// The logical elements, after checking the padding (and, when made with a size, that every
-  /// element was written).
+  [[nodiscard]] std::int64_t size() const { return rows_ * cols_; }
+  /// The logical elements (packed rows), after checking the padding and gaps (and, when made
+  /// without values, that every element was written).
   [[nodiscard]] std::vector<T> to_host() const {
     const std::vector<T> all = storage_.to_host();
+    std::vector<T> out(static_cast<std::size_t>(rows_ * cols_));
     std::int64_t outside = 0, unwritten = 0, first = -1;
     for (std::int64_t i = 0; i < static_cast<std::int64_t>(all.size()); ++i) {
-      const bool logical = i >= kPad && i < kPad + n_;
+      const std::int64_t j = i - kPad;
+      const bool logical = j >= 0 && j < rows_ * stride_ && (j % stride_) < cols_;
       if (!logical) {
         outside += is_sentinel(all[i]) ? 0 : 1;
-      } else if (must_write_ && is_sentinel(all[i])) {
-        if (unwritten++ == 0) first = i - kPad;
+        continue;
       }
+      const std::int64_t k = (j / stride_) * cols_ + j % stride_;
+      if (must_write_ && is_sentinel(all[i]) && unwritten++ == 0) first = k;
+      out[static_cast<std::size_t>(k)] = all[i];
     }
     if (outside > 0)
-      throw Error(ErrorKind::invalid_argument, name_, fmt::format("{} elements outside the {} written ones were written (out of bounds)", outside, n_));
+      throw Error(ErrorKind::invalid_argument, name_,
+                  fmt::format("{} elements outside the {} logical ones were written (out of bounds)", outside, rows_ * cols_));
     if (unwritten > 0)
-      throw Error(ErrorKind::invalid_argument, name_, fmt::format("{} of {} elements never written (the first: [{}])", unwritten, n_, first));
-    return std::vector<T>(all.begin() + kPad, all.begin() + kPad + n_);
+      throw Error(ErrorKind::invalid_argument, name_,
+                  fmt::format("{} of {} elements never written (the first: [{}])", unwritten, rows_ * cols_, first));
+    return out;
   }
 
  private:
-  Out(Context& ctx, std::vector<T> values, std::int64_t n, std::string name)
-      : n_(n), must_write_(values.empty() && n > 0), name_(std::move(name)), storage_(ctx, static_cast<std::size_t>(n + 2 * kPad)) {
-    std::vector<T> init(static_cast<std::size_t>(n + 2 * kPad), sentinel<T>());
-    std::copy(values.begin(), values.end(), init.begin() + kPad);
+  Out(Context& ctx, std::int64_t rows, std::int64_t cols, std::int64_t stride, std::vector<T> values, std::string name)
+      : rows_(rows), cols_(cols), stride_(stride), must_write_(values.empty() && rows * cols > 0), name_(std::move(name)),
+        storage_(ctx, static_cast<std::size_t>(rows * stride + 2 * kPad)) {
+    std::vector<T> init(static_cast<std::size_t>(rows * stride + 2 * kPad), sentinel<T>());
+    for (std::int64_t r = 0; r < rows && !values.empty(); ++r)
+      std::copy_n(values.begin() + r * cols, cols, init.begin() + kPad + r * stride);
     storage_.copy_from_host(std::span<const T>(init));
   }
   static std::vector<T> converted(const Vec& v) {
@@ -206,7 +223,18 @@ class Out {
     for (std::size_t i = 0; i < v.size(); ++i) t[i] = static_cast<T>(v[i]);
     return t;
   }
-  std::int64_t n_;
+  /// Packed (1-D) arrays reshape freely; a strided matrix only as itself.
+  [[nodiscard]] std::int64_t stride(std::int64_t rows, std::int64_t cols) const {
+    if (stride_ == cols_ && rows * cols == rows_ * cols_) return cols;
+    if (rows != rows_ || cols != cols_)
+      throw Error(ErrorKind::invalid_argument, name_, fmt::format("a {}x{} strided matrix viewed as {}x{}", rows_, cols_, rows, cols));
+    return stride_;
+  }
+  [[nodiscard]] std::int64_t packed_size() const {
+    if (stride_ != cols_ && rows_ > 1) throw Error(ErrorKind::invalid_argument, name_, "a strided matrix viewed as a vector");
+    return rows_ * cols_;
+  }
+  std::int64_t rows_, cols_, stride_;
   bool must_write_;
   std::string name_;
   Buffer<T> storage_;
