@@ -53,9 +53,123 @@ void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const 
 }
 }  // namespace
 
+namespace {
+// ------------------------------------------------------------------ diagonal Gaussian, strided
+
+/// The former tests/diag_gaussian_gpu_test.cpp comparisons: strided, guarded head and outputs; the
+/// draws of key {17, 5} against the reference's; log_prob, entropy and backward on the TESTED
+/// side's own draws (fed to the double reference); backward with one cotangent only (d_entropy
+/// alone without samples, d_log_prob alone); that test's shapes and D2R_EXPECT_CLOSE tolerances
+/// (|got − want| <= atol + rtol·|want| is Tol{rtol, 0, atol / rtol}); a zero reference gradient fails.
+struct DiagShape {
+  std::int64_t B, n, G;
+  bool shared;
+};
+enum class DiagOp { sample, log_prob, entropy, backward, backward_entropy_only, backward_log_prob_only };
+struct DiagIn {
+  Vec mean, log_std, c, e;
+};
+
+/// Runs `op` in T on ctx; returns its outputs after "samples" (the draws, first). `y`: the draws to
+/// evaluate at (the tested side's), or null for this side's own.
+template <class T>
+Outputs diag_side(Context& ctx, const DiagIn& in, DiagShape s, DiagOp op, const Vec* y) {
+  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B;
+  const Out<T> mean(ctx, B, n, in.mean, "mean"), log_std(ctx, S, n, in.log_std, "log_std"), c(ctx, B, G, in.c, "d_log_prob"),
+      e(ctx, in.e, "d_entropy");
+  const DiagGaussian<T> head{mean.matrix(B, n), log_std.matrix(S, n)};
+  const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
+  Out<T> draws(ctx, B * G, n, {}, "samples");
+  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 3} : DrawKey{.step = 17, .first_row = 5}, draws.matrix(B * G, n));
+  Outputs out{{"samples", get(draws)}};
+  if (op == DiagOp::sample) return out;
+  const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
+  const MatrixView<const T> yv = at.matrix(B * G, n);
+  if (op == DiagOp::log_prob) {
+    Out<T> lp(ctx, B, G, {}, "log_prob");
+    log_prob(ctx, head, yv, lp.matrix(B, G));
+    out.push_back({"log_prob", get(lp)});
+  } else if (op == DiagOp::entropy) {
+    Out<T> h(ctx, B, "entropy");
+    entropy(ctx, head, h.vector());
+    out.push_back({"entropy", get(h)});
+  } else {
+    Out<T> gm(ctx, B, n, {}, "grad_mean"), gs(ctx, S, n, {}, "grad_log_std");
+    const DiagGaussianGrad<T> grad{gm.matrix(B, n), gs.matrix(S, n)};
+    if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
+    if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
+    if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    out.push_back({"grad_mean", get(gm)});
+    out.push_back({"grad_log_std", get(gs)});
+  }
+  return out;
+}
+
+/// The worse of two outcomes (by error over tolerance); notes joined.
+Outcome worse(Outcome a, const Outcome& b) {
+  const double ra = a.tolerance > 0 ? a.rel_err / a.tolerance : a.rel_err, rb = b.tolerance > 0 ? b.rel_err / b.tolerance : b.rel_err;
+  Outcome w = rb > ra ? b : a;
+  w.status = a.status == Status::fail || b.status == Status::fail ? Status::fail : w.status;
+  w.abs_err = std::max(a.abs_err, b.abs_err);
+  w.note = a.note.empty() ? b.note : b.note.empty() ? a.note : a.note + "; " + b.note;
+  return w;
+}
+
+void add_strided_diag_checks(Table& t, Level level) {
+  const std::vector<DiagShape> shapes = upto<DiagShape>(
+      level, {{1, 1, 1, false}, {1, 1, 1, true}, {3, 5, 7, false}, {7, 2, 5, true}, {33, 17, 5, false}},
+      {{257, 17, 5, true}, {129, 64, 16, false}, {1000, 33, 50, true}, {2, 1000, 3, false}, {4099, 6, 2, true}}, {});
+  struct Named {
+    DiagOp op;
+    const char* primitive;
+    const char* variant;
+  };
+  for (const DiagShape s : shapes) {
+    const double n = static_cast<double>(s.n), G = static_cast<double>(s.G), scale_g = G * (s.shared ? static_cast<double>(s.B) : 1.0);
+    for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {17, 5}"},
+                          Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
+                          Named{DiagOp::entropy, "entropy", "strided"},
+                          Named{DiagOp::backward, "backward", "strided, at the tested draws"},
+                          Named{DiagOp::backward_entropy_only, "backward", "strided, d_entropy only, no samples"},
+                          Named{DiagOp::backward_log_prob_only, "backward", "strided, d_log_prob only"}}) {
+      const Tol tol = k.op == DiagOp::sample     ? Tol{2e-5, 0.0, 1.0}
+                      : k.op == DiagOp::log_prob ? Tol{1e-5, 0.0, 0.2 * n}
+                      : k.op == DiagOp::entropy  ? Tol{1e-6, 0.0, n}
+                                                 : Tol{1e-4, 0.0, 0.1 * G};
+      const Tol log_std_tol{1e-4, 0.0, 0.1 * scale_g};
+      t.add_custom(k.primitive, fmt::format("diag{}, {}", s.shared ? " shared" : "", k.variant), gauss_size(Shape{s.B, s.n, s.G}),
+                   tol, [=](Env& env, std::uint64_t salt) {
+                     Rng r(env.seed, salt);
+                     const std::int64_t S = s.shared ? 1 : s.B;
+                     DiagIn in;
+                     in.mean = r.vec(s.B * s.n, -2, 2);
+                     in.log_std = r.vec(S * s.n, -1, 1);
+                     in.c = r.vec(s.B * s.G, -1, 1);
+                     in.e = r.vec(s.B, -1, 1);
+                     Outputs got = diag_side<float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = diag_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     if (k.op == DiagOp::sample) return compare(got, want, tol);
+                     got.erase(got.begin());
+                     want.erase(want.begin());
+                     if (k.op == DiagOp::log_prob || k.op == DiagOp::entropy) return compare(got, want, tol);
+                     Outcome o = worse(compare({got[0]}, {want[0]}, tol), compare({got[1]}, {want[1]}, log_std_tol));
+                     double norm = 0;
+                     for (double v : want[1].values) norm += std::abs(v);
+                     if (!(norm > 0)) {
+                       o.status = Status::fail;
+                       o.note = "the reference grad_log_std is zero: nothing was compared";
+                     }
+                     return o;
+                   });
+    }
+  }
+}
+}  // namespace
+
 void add_distribution_checks(Table& t, Level level) {
   add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std");
   add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril");
+  add_strided_diag_checks(t, level);
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     // Draw for draw: the tolerance is compare_draws's agreement fraction.
