@@ -419,6 +419,34 @@ Output cat_draws(Context& ctx, const Cat<T>& h) {
   const Idx v = k.to_host();
   return {"draws", Vec(v.begin(), v.end()), h.B, true};
 }
+/// One case per named output of f, each with its own tolerance (a former test's per-output
+/// D2R_EXPECT_CLOSE): the variant gets " [output]".
+template <class F>
+void add_per_output(Table& t, const std::string& primitive, const std::string& variant, const std::string& size,
+                    const std::vector<std::pair<std::string, Tol>>& outputs, F f) {
+  for (const auto& [name, tol] : outputs) {
+    t.add(primitive, variant + " [" + name + "]", size, tol, [f, name = name](Context& ctx, auto one, Rng& r) -> Outputs {
+      Outputs kept;
+      for (Output& o : f(ctx, one, r))
+        if (o.name == name) kept.push_back(std::move(o));
+      if (kept.empty()) throw Error(ErrorKind::invalid_argument, name, "the case has no such output");
+      return kept;
+    });
+  }
+}
+
+/// A property every run must have (masked classes' gradients exactly 0, ...): a failed case when not.
+inline void require(bool ok, const std::string& what) {
+  if (!ok) throw Error(ErrorKind::invalid_argument, "check", what);
+}
+
+/// got − first, element by element: 0 on both sides when a rerun gives the same bits.
+inline Vec difference(const Vec& got, const Vec& first) {
+  Vec d(got.size());
+  for (std::size_t i = 0; i < got.size(); ++i) d[i] = got[i] - first[i];
+  return d;
+}
+
 inline std::string net_name(const MlpSpec& spec) { return Mlp(spec).describe(); }
 
 // One function per family (cases/<family>.cpp), called by all_cases in this order.
