@@ -81,6 +81,19 @@ TEST(CheckRegistry, KeysAreUniqueAndSizeClassesNest) {
   }
 }
 
+// tests/checks_gpu_test.cpp instantiates one suite per family: a case of another family would be
+// in none.
+TEST(CheckRegistry, EveryCaseBelongsToAGpuSuite) {
+  const std::set<std::string> families{"distributions", "rewards",   "objectives", "second_order",
+                                       "network",       "curvature", "optim",      "solvers"};
+  std::set<std::string> seen;
+  for (const Case& c : d2r::checks::all_cases(Level::large, false)) {
+    EXPECT_EQ(families.count(c.family), 1u) << c.key() << " of family '" << c.family << "'";
+    seen.insert(c.family);
+  }
+  EXPECT_EQ(seen, families);
+}
+
 TEST(CheckRegistry, SelfCheckLeavesOutOnlyLargeVocabularies) {
   const auto gpu = d2r::checks::all_cases(Level::large, false), cpu = d2r::checks::all_cases(Level::large, true);
   std::set<std::string> cpu_keys;
@@ -131,7 +144,7 @@ TEST(CheckGuardedOutput, OutOfBoundsAndUnwrittenElementsThrow) {
 TEST(CheckGuardedOutput, RunCaseReportsAnErrorAsAFailure) {
   d2r::Context a({.backend = d2r::Backend::cpu}), b({.backend = d2r::Backend::cpu});
   d2r::checks::Env env{a, b, 1, true};
-  const Case bad{"p", "v", "s", {1e-5}, [](d2r::checks::Env& e, std::uint64_t) -> d2r::checks::Outcome {
+  const Case bad{"f", "p", "v", "s", {1e-5}, [](d2r::checks::Env& e, std::uint64_t) -> d2r::checks::Outcome {
                    d2r::checks::Out<float> o(e.test, 2, "o");
                    o.data()[0] = o.data()[1] = o.data()[2] = 0.0f;
                    (void)o.to_host();
