@@ -96,8 +96,12 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
       case PolicyLoss::mse: policy.mse_gradient(params, train.x, train.y, grad.vector()); break;
       case PolicyLoss::nll: policy.nll_gradient(params, train.x, train.y, grad.vector()); break;
       case PolicyLoss::pg:
-        policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
-                           DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+        if (options.objective == InnerObjective::exact) {
+          policy.exact_gradient(params, train.x, train.y, reward, options.pg, grad.vector());
+        } else {
+          policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
+                             DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+        }
         break;
     }
     if (clamp) clamp_values(ctx, options.gradient_clamp, grad.vector());
@@ -201,6 +205,8 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
       const VectorView<const std::int32_t> yb{y_epoch.data() + first, rows};
       if (options.loss == PolicyLoss::nll) {
         policy.nll_gradient(params, xb, yb, grad.vector());
+      } else if (options.objective == InnerObjective::exact) {
+        policy.exact_gradient(params, xb, yb, reward, options.pg, grad.vector());
       } else {
         policy.pg_gradient(params, xb, yb, reward, options.generations, options.pg, DrawKey{.step = step},
                            grad.vector());
