@@ -60,6 +60,7 @@
 #include <utility>
 #include <vector>
 
+#include "d2r/communicator.hpp"
 #include "d2r/context.hpp"
 #include "d2r/fields.hpp"
 #include "d2r/network.hpp"
@@ -438,6 +439,16 @@ class BilevelTrainer {
   /// of its data file's columns): ("name", "value") pairs saved in the checkpoint's fingerprint
   /// and compared by load(). Names: no line break, no " = "; values: no line break.
   void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
+  /// Data parallel (d2r/communicator.hpp, DESIGN.md §10): every rank constructs the trainer with
+  /// the same data, options and seeds, then calls this once, before the first step() and before
+  /// load(); each rank then computes on its rows and the inner gradients, curvature products,
+  /// outer gradient, mixed products and metrics are summed over the ranks (the CG scalars are
+  /// computed from the reduced vectors, so they agree everywhere). Full batch only (throws for
+  /// options.inner.batch_size); the CUDA graph of the inner step is not used (the reductions
+  /// synchronise). The checkpoint holds the whole state and its fingerprint does not depend on the
+  /// rank count: a run resumes with any number of ranks. `policy()` / `classifier()` then give a
+  /// policy sized for this rank's first part of the rows.
+  void set_data_parallel(const DataParallel& parallel);
   /// Writes the whole state to `path` atomically (temporary file + rename), with its fingerprint:
   /// the format version, every field of the options (for_each_field), the data's hash (FNV-1a of
   /// the training and validation values, computed on the first save() or load(): one copy of the
@@ -493,9 +504,13 @@ struct PolicyFitOptions {
   InnerObjective objective = InnerObjective::reinforce;
   /// Called with each record as it is made (progress reporting); may be empty.
   std::function<void(const PolicyFitRecord&)> on_record{};
+  /// Data parallel (d2r/communicator.hpp): every rank passes the same data and options; each
+  /// computes on its rows, gradients and metrics are summed over the ranks. Not a setting of the
+  /// results (the deterministic mode changes them at the rounding level only).
+  DataParallel parallel{};
 };
 
-/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+/// Calls f(name, value) for every field of `o` but the on_record hook and `parallel` (fields.hpp).
 template <class T, class F>
 void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
   f("loss", o.loss);
@@ -536,9 +551,11 @@ struct ClassifierFitOptions {
   InnerObjective objective = InnerObjective::reinforce;  ///< pg: REINFORCE on G samples or its exact expectation
   /// Called with each epoch's record as it is made (progress reporting); may be empty.
   std::function<void(const PolicyFitRecord&)> on_record{};
+  /// Data parallel as PolicyFitOptions::parallel: every batch's rows are split over the ranks.
+  DataParallel parallel{};
 };
 
-/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+/// Calls f(name, value) for every field of `o` but the on_record hook and `parallel` (fields.hpp).
 template <class T, class F>
 void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
   f("loss", o.loss);
