@@ -213,6 +213,34 @@ TEST(Rprop, ConvergesToTheOuterOptimumFromFarBelowAndFarAbove) {
   }
 }
 
+TEST(Rprop, DoesNotStepWhereTheHypergradientPredictsLessThanTheLossTolerance) {
+  // Started at the validation optimum u*, the hypergradient is ~0 but has a sign: plain Rprop
+  // (flat_tolerance 0) moves log u by the full Δ₀ on its first step; the recommended preset's
+  // flat_tolerance keeps u where it is, since |∂L/∂log u| · Δ₀ is below half the loss tolerance.
+  const OneD d;
+  double var = 0, mean = 0;
+  for (double v : d.yv) mean += v / static_cast<double>(d.N);
+  for (double v : d.yv) var += (v - mean) * (v - mean) / static_cast<double>(d.N);
+  const double u_star = 1.0 / (2 * var);
+  for (double flat : {0.0, BilevelOptions<double>::recommended().rprop.flat_tolerance}) {
+    d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
+    BilevelOptions<double> o = BilevelOptions<double>::recommended();
+    o.rprop.flat_tolerance = flat;
+    BilevelTrainer<double> t(ctx, {.inputs = 1}, d.train(), d.val(), RewardForm::scalar, std::vector<double>{u_star}, o);
+    const d2r::BilevelRecord& r = t.step();
+    const double g = std::abs(r.hypergradient[0] * u_star);  // ∂L/∂log u at the step
+    const double moved = std::abs(std::log(t.reward_params()[0] / u_star));
+    if (flat == 0) {
+      EXPECT_GT(g, 0.0);
+      EXPECT_NEAR(moved, o.rprop.initial_step, 1e-12) << "|g| = " << g;
+    } else {
+      ASSERT_GT(flat, 0.0);
+      ASSERT_LT(g * o.rprop.initial_step, flat * o.stopping.loss_tolerance) << "not a flat start: |g| = " << g;
+      EXPECT_EQ(moved, 0.0) << "|g| = " << g;
+    }
+  }
+}
+
 TEST(Verdict, StepLimitedWhenEveryStepIsTheMaximumAndDivergedOnANonFiniteLoss) {
   const OneD d;
   d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};

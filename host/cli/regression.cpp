@@ -14,6 +14,7 @@
 #include "d2r/heuristic.hpp"
 #include "host/cli/classification.hpp"
 #include "host/cli/output.hpp"
+#include "host/cli/parallel.hpp"
 
 namespace d2r::cli {
 
@@ -164,6 +165,7 @@ nlohmann::json RegressionConfig::to_json() const {
     j["lambda"] = lambda;
     j["generations"] = generations;
     if (method != Method::heuristic) j["reward_init"] = reward_params;
+    if (method != Method::heuristic) j["objective"] = inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (method == Method::bilevel) {
     j["outer_steps"] = outer_steps;
@@ -220,6 +222,7 @@ class TypedRun final : public RegressionRun::Impl {
       o.seed = c_.seed;
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
                                                      std::span<const double>(c_.reward_params), o);
+      trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
     } else {
       const std::int64_t capacity = std::max(train.rows, held.rows);
       policy_ = std::make_unique<GaussianPolicy<T>>(ctx_, spec, train.dims, c_.head, capacity);
@@ -290,9 +293,11 @@ class TypedRun final : public RegressionRun::Impl {
     o.generations = c_.generations;
     o.pg.entropy_weight = static_cast<T>(c_.lambda);
     o.reward_form = c_.reward_form;
+    o.objective = c_.inner_objective;
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     o.seed = c_.seed;
     o.evaluate_every = c_.eval_every;
+    o.parallel = data_parallel();
     return o;
   }
 
