@@ -94,7 +94,9 @@ TEST(CheckRegistry, EveryCaseBelongsToAGpuSuite) {
   EXPECT_EQ(seen, families);
 }
 
-TEST(CheckRegistry, SelfCheckLeavesOutOnlyLargeVocabularies) {
+// Left out of the cpu self-check: categorical heads above 4096 classes, and the REINFORCE mixed
+// product of a categorical head with a scalar one-hot reward under standardize (cases/mixed_products.cpp).
+TEST(CheckRegistry, SelfCheckLeavesOutOnlyDocumentedCases) {
   const auto gpu = d2r::checks::all_cases(Level::large, false), cpu = d2r::checks::all_cases(Level::large, true);
   std::set<std::string> cpu_keys;
   for (const Case& c : cpu) cpu_keys.insert(c.key());
@@ -102,7 +104,9 @@ TEST(CheckRegistry, SelfCheckLeavesOutOnlyLargeVocabularies) {
   for (const Case& c : gpu) {
     if (cpu_keys.count(c.key()) != 0) continue;
     ++left_out;
-    EXPECT_NE(c.size.find("C="), std::string::npos) << c.key() << " left out of the self-check";
+    const bool large = c.size.find("C=") != std::string::npos && c.size.find("C=7 ") == std::string::npos;
+    const bool standardized = c.key().rfind("mixed_product/categorical, scalar, standardize", 0) == 0;
+    EXPECT_TRUE(large || standardized) << c.key() << " left out of the self-check";
   }
   EXPECT_GT(left_out, 0u);
   EXPECT_EQ(gpu.size(), cpu.size() + left_out);

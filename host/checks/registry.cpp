@@ -21,9 +21,11 @@ std::uint64_t fnv(const std::string& s) {
 std::vector<Case> all_cases(Level level, bool self_check) {
   Table t(level, self_check);
   const std::pair<const char*, void (*)(Table&, Level)> families[] = {
-      {"distributions", add_distribution_checks}, {"rewards", add_reward_checks},     {"objectives", add_objective_checks},
-      {"second_order", add_second_order_checks},   {"network", add_network_checks},    {"curvature", add_curvature_checks},
-      {"optim", add_optim_checks},                 {"solvers", add_solver_checks}};
+      {"distributions", add_distribution_checks}, {"rewards", add_reward_checks},
+      {"objectives", add_objective_checks},       {"second_order", add_second_order_checks},
+      {"second_order", add_mixed_product_checks}, {"network", add_network_checks},
+      {"curvature", add_curvature_checks},        {"optim", add_optim_checks},
+      {"solvers", add_solver_checks}};
   for (const auto& [family, add] : families) {
     t.family = family;
     add(t, level);

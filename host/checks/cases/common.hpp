@@ -455,6 +455,7 @@ void add_distribution_checks(Table& t, Level level);
 void add_reward_checks(Table& t, Level level);
 void add_objective_checks(Table& t, Level level);
 void add_second_order_checks(Table& t, Level level);
+void add_mixed_product_checks(Table& t, Level level);  // family second_order
 void add_network_checks(Table& t, Level level);
 void add_curvature_checks(Table& t, Level level);
 void add_optim_checks(Table& t, Level level);
