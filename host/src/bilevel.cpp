@@ -986,12 +986,14 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   // step's initial one) under the current reward — it changes with φ by orders of magnitude.
   const double gradient_norm0 = exact_gradient_norm(s.theta0);
   const double target = static_cast<double>(in.stationarity_tolerance) * gradient_norm0;
-  // With the check on, a warm-started policy that is already stationary under the new φ takes no
-  // inner step: Adam's normalised steps keep moving θ on a flat plateau (issue 13: sonar from
-  // β = 10, the validation loss rose 2 → 10.6 at a fixed β with ‖∇θ L_in‖ at 1e-4 of its start),
-  // and that drift, not φ, would then move the outer loss.
+  // With the check on, when φ did not move last step and the warm-started policy is still
+  // stationary, no inner step is taken: Adam's normalised steps keep moving θ on a flat plateau
+  // (issue 13: sonar from β = 10, the validation loss rose 2 → 10.6 at a fixed β with ‖∇θ L_in‖
+  // at 1e-4 of its start), and that drift, not φ, would then move the outer loss. After a move
+  // the K_in steps always run (the policy follows φ more closely than the tolerance alone asks).
   double gradient_norm = std::numeric_limits<double>::infinity();
-  if (in.stationarity_tolerance > 0 && options_.inner_start == InnerStart::warm && k > 1) {
+  if (in.stationarity_tolerance > 0 && options_.inner_start == InnerStart::warm && k > 1 &&
+      history_.back().max_step == 0) {
     gradient_norm = exact_gradient_norm(s.theta);
   }
   std::int64_t inner_done = 0;
