@@ -98,6 +98,9 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
   if (given(o, "--outer-data")) c.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
   if (given(o, "--inner-start")) c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  if (given(o, "--inner-objective")) {
+    c.inner_objective = o.inner_objective == "exact" ? InnerObjective::exact : InnerObjective::reinforce;
+  }
   if (given(o, "--solver")) c.solver = parse_solver(o.solver);
   if (given(o, "--solver-iterations")) c.cg_iterations = o.solver_iterations;
   if (given(o, "--outer-step")) c.outer_step = o.outer_step;
@@ -150,6 +153,7 @@ constexpr OptionUse kOptionUse[] = {
     {"--inner-steps", "bilevel", "bilevel"},
     {"--inner-batch-size", "bilevel", "bilevel"},
     {"--inner-start", "bilevel", "bilevel"},
+    {"--inner-objective", "bilevel", "bilevel"},
     {"--curvature", "bilevel", "bilevel"},
     {"--solver", "bilevel", "bilevel"},
     {"--solver-iterations", "bilevel", "bilevel"},
@@ -661,6 +665,12 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                   "paper fresh)")
       ->check(CLI::IsMember({"fresh", "warm"}))
       ->capture_default_str();
+  cmd->add_option("--inner-objective", o.inner_objective,
+                  "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "
+                  "deterministic) or reinforce (G samples per row) (default: the preset's: recommended exact, paper "
+                  "reinforce)")
+      ->check(CLI::IsMember({"exact", "reinforce"}))
+      ->capture_default_str();
   cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
       ->check(CLI::IsMember({"exact", "surrogate"}))
       ->capture_default_str();
@@ -798,7 +808,7 @@ int run_fit(const FitOptions& o) {
     fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
   }
   if (method == Method::bilevel) {
-    fmt::print(", preset {}: K_out = {}, K_in = {} ({}{}), {} inner start, {} curvature, solver {} ({} iterations at "
+    fmt::print(", preset {}: K_out = {}, K_in = {} ({}{}), {} inner start, {} inner gradient, {} curvature, solver {} ({} iterations at "
                "most, tolerance {}, damping {}), outer {}, outer loss on the {} rows",
                c.preset, o.outer_steps, o.inner_steps,
                o.inner_batch_size > 0 && o.inner_batch_size < train.rows
@@ -807,7 +817,8 @@ int run_fit(const FitOptions& o) {
                c.stationarity_tolerance > 0 ? fmt::format(", until ‖∇‖ < {} of its start, at most {}",
                                                           c.stationarity_tolerance, c.inner_max_steps)
                                             : std::string(),
-               c.inner_start == InnerStart::warm ? "warm" : "fresh", o.curvature, to_string(c.solver), c.cg_iterations,
+               c.inner_start == InnerStart::warm ? "warm" : "fresh",
+               c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", o.curvature, to_string(c.solver), c.cg_iterations,
                c.solver_tolerance, c.damping,
                c.outer_optimizer == OuterOptimizer::rprop
                    ? fmt::format("log-space Rprop from step {}", c.outer_step)
@@ -1006,7 +1017,7 @@ int run_fit_classification(const FitOptions& o) {
   if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
   if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
   if (method == ClassMethod::bilevel) {
-    fmt::print("\nbilevel β from {} (preset {}): K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} curvature, "
+    fmt::print("\nbilevel β from {} (preset {}): K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} inner gradient, {} curvature, "
                "solver {} ({} iterations at most, tolerance {}, damping {}), outer {}, outer cross-entropy on the {} "
                "rows; then PG with the learned β",
                c.beta, c.preset, c.outer_steps, c.inner_steps,
@@ -1016,7 +1027,8 @@ int run_fit_classification(const FitOptions& o) {
                c.stationarity_tolerance > 0 ? fmt::format(", until ‖∇‖ < {} of its start, at most {}",
                                                           c.stationarity_tolerance, c.inner_max_steps)
                                             : std::string(),
-               c.inner_start == InnerStart::warm ? "warm" : "fresh", o.curvature, to_string(c.solver), c.cg_iterations,
+               c.inner_start == InnerStart::warm ? "warm" : "fresh",
+               c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", o.curvature, to_string(c.solver), c.cg_iterations,
                c.solver_tolerance, c.damping,
                c.outer_optimizer == OuterOptimizer::rprop
                    ? fmt::format("log-space Rprop from step {}", c.outer_step)
