@@ -8,6 +8,7 @@
 #include <memory>
 #include <system_error>
 
+#include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
 #if defined(D2R_WITH_MPI)
@@ -49,6 +50,18 @@ ParallelSession::ParallelSession([[maybe_unused]] int* argc, [[maybe_unused]] ch
     State& s = state();
     s.session = std::make_unique<MpiSession>(argc, argv);
     s.comm = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+    // One GPU per rank: the ranks of one node take its devices in turn (cuda backend).
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 1) {
+      MPI_Comm node = MPI_COMM_NULL;
+      int local = 0;
+      if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_rank(node, &local);
+        MPI_Comm_free(&node);
+      }
+      (void)cudaSetDevice(local % devices);
+    }
+    (void)cudaGetLastError();  // no device at all is fine: the cpu backend
     if (s.comm->rank() > 0) {
       // Only rank 0 prints: the others' stdout goes nowhere (their errors still reach stderr).
       if (std::freopen("/dev/null", "w", stdout) == nullptr) std::fclose(stdout);

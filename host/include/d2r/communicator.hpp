@@ -115,6 +115,9 @@ class SingleProcessCommunicator final : public Communicator {
 /// contribution, so the engine's order does not matter) and every rank adds the blocks up in
 /// block order. A run then gives the same bits for any number of ranks (1 included), at the
 /// price of (blocks × length) values per reduction instead of (length).
+///
+/// A device-memory communicator (NCCL) must have been given the stream of the trainer's context
+/// (ctx.stream()): its collectives then order with the primitives without a synchronisation.
 struct DataParallel {
   Communicator* communicator = nullptr;
   bool deterministic = false;
