@@ -101,19 +101,8 @@ nlohmann::json ClassificationConfig::to_json() const {
   if (method == ClassMethod::pg) j["beta"] = beta;
   if (method == ClassMethod::bilevel) {
     j["beta_init"] = beta;
-    j["outer_steps"] = outer_steps;
-    j["inner_steps"] = inner_steps;
-    j["inner_batch_size"] = inner_batch_size;
-    j["inner_learning_rate"] = learning_rate;
-    j["outer_learning_rate"] = outer_learning_rate;
-    j["inner_gradient_clamp"] = inner_gradient_clamp;
-    j["hypergradient_clamp"] = hypergradient_clamp;
-    j["inner_start"] = inner_start == InnerStart::warm ? "warm" : "fresh";
-    j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
-    j["solver"] = d2r::to_string(solver);
-    j["solver_iterations"] = cg_iterations;
     j["beta_tail"] = beta_tail;
-    outer_config_json(*this, j);
+    outer_config_json(*this, learning_rate, j);
   }
   return j;
 }
@@ -151,15 +140,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
                 fmt::format("the heuristic β* of these training labels is {}, not a finite number > 0", heuristic_beta_));
     }
     if (c_.method == ClassMethod::bilevel) {
-      BilevelOptions<T> o;
-      o.inner.steps = c_.inner_steps;
-      o.inner.batch_size = c_.inner_batch_size;
-      o.inner.adam.learning_rate = static_cast<T>(c_.learning_rate);
-      o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
-      o.inner.generations = c_.generations;
-      o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
-      set_outer_options(c_, o);
-      o.seed = c_.seed;
+      const BilevelOptions<T> o = bilevel_options<T>(c_, c_.learning_rate);
       const std::vector<double> beta0{c_.beta};
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
                                                      std::span<const double>(beta0), o);

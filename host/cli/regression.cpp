@@ -166,18 +166,7 @@ nlohmann::json RegressionConfig::to_json() const {
     if (method != Method::heuristic) j["reward_init"] = reward_params;
   }
   if (method == Method::bilevel) {
-    j["outer_steps"] = outer_steps;
-    j["inner_steps"] = inner_steps;
-    j["inner_batch_size"] = inner_batch_size;
-    j["inner_learning_rate"] = inner_learning_rate;
-    j["outer_learning_rate"] = outer_learning_rate;
-    j["inner_gradient_clamp"] = inner_gradient_clamp;
-    j["hypergradient_clamp"] = hypergradient_clamp;
-    j["inner_start"] = inner_start == InnerStart::warm ? "warm" : "fresh";
-    j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
-    j["solver"] = d2r::to_string(solver);
-    j["solver_iterations"] = cg_iterations;
-    outer_config_json(*this, j);
+    outer_config_json(*this, inner_learning_rate, j);
   } else {
     j["steps"] = steps;
     j["learning_rate"] = learning_rate;
@@ -209,15 +198,7 @@ class TypedRun final : public RegressionRun::Impl {
     if (!held.empty()) upload(held, held_x_, held_y_, held_);
     const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     if (c_.method == Method::bilevel) {
-      BilevelOptions<T> o;
-      o.inner.steps = c_.inner_steps;
-      o.inner.batch_size = c_.inner_batch_size;
-      o.inner.adam.learning_rate = static_cast<T>(c_.inner_learning_rate);
-      o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
-      o.inner.generations = c_.generations;
-      o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
-      set_outer_options(c_, o);
-      o.seed = c_.seed;
+      const BilevelOptions<T> o = bilevel_options<T>(c_, c_.inner_learning_rate);
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
                                                      std::span<const double>(c_.reward_params), o);
     } else {

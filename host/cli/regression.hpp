@@ -8,6 +8,7 @@
 // training) ... run.run(progress) (trains). For the bilevel method a checkpoint path makes run()
 // save every `checkpoint_every` outer steps, and resume() continues from such a file.
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -129,9 +130,18 @@ void apply_bilevel_preset(Config& c, const std::string& preset) {
   c.stopping = o.stopping;
 }
 
-/// The outer-loop fields of a configuration into BilevelOptions.
-template <class Config, class T>
-void set_outer_options(const Config& c, BilevelOptions<T>& o) {
+/// The BilevelOptions of a configuration (RegressionConfig, ClassificationConfig): the one place
+/// the program's bilevel settings become the library's. `inner_learning_rate` is the inner Adam's
+/// step size (regression: its own option; classification: the epochs' learning rate).
+template <class T, class Config>
+BilevelOptions<T> bilevel_options(const Config& c, double inner_learning_rate) {
+  BilevelOptions<T> o;
+  o.inner.steps = c.inner_steps;
+  o.inner.batch_size = c.inner_batch_size;
+  o.inner.adam.learning_rate = static_cast<T>(inner_learning_rate);
+  o.inner.gradient_clamp = static_cast<T>(c.inner_gradient_clamp);
+  o.inner.generations = c.generations;
+  o.inner.pg.entropy_weight = static_cast<T>(c.lambda);
   o.inner_start = c.inner_start;
   o.curvature = c.curvature;
   o.solver = c.solver;
@@ -149,11 +159,25 @@ void set_outer_options(const Config& c, BilevelOptions<T>& o) {
   o.stopping = c.stopping;
   o.outer_adam.learning_rate = c.outer_learning_rate;
   o.hypergradient_clamp = c.hypergradient_clamp;
+  o.seed = c.seed;
+  return o;
 }
 
-/// The outer-loop fields of a configuration as JSON members of `j`.
+/// The bilevel fields of a configuration as JSON members of `j` (results.json and checkpoint.json:
+/// keep the names, python/ and the tests read them).
 template <class Config>
-void outer_config_json(const Config& c, nlohmann::json& j) {
+void outer_config_json(const Config& c, double inner_learning_rate, nlohmann::json& j) {
+  j["outer_steps"] = c.outer_steps;
+  j["inner_steps"] = c.inner_steps;
+  j["inner_batch_size"] = c.inner_batch_size;
+  j["inner_learning_rate"] = inner_learning_rate;
+  j["outer_learning_rate"] = c.outer_learning_rate;
+  j["inner_gradient_clamp"] = c.inner_gradient_clamp;
+  j["hypergradient_clamp"] = c.hypergradient_clamp;
+  j["inner_start"] = c.inner_start == InnerStart::warm ? "warm" : "fresh";
+  j["curvature"] = c.curvature == CurvatureKind::exact ? "exact" : "surrogate";
+  j["solver"] = d2r::to_string(c.solver);
+  j["solver_iterations"] = c.cg_iterations;
   j["preset"] = c.preset;
   j["outer_data"] = c.outer_data == OuterData::validation ? "validation" : "train";
   j["outer_optimizer"] = c.outer_optimizer == OuterOptimizer::rprop ? "rprop"
