@@ -1,6 +1,6 @@
 #pragma once
 // Google Benchmark support with nvbench's semantics: CUDA-event timing (manual time), L2 flushed
-// before every timed iteration, work stated in bytes (and FLOPs), reported as rates and as a
+// before every timed iteration (the one timer of host/checks/timer.hpp, shared with `d2r bench`), work stated in bytes (and FLOPs), reported as rates and as a
 // fraction of the device's *measured* copy bandwidth. GPU benchmarks skip with a reason when no
 // CUDA device is usable; CPU-reference benchmarks run everywhere.
 
@@ -11,66 +11,36 @@
 #include <vector>
 
 #include "d2r/d2r.hpp"
+#include "host/checks/timer.hpp"
+#include "host/checks/work.hpp"
 
 namespace d2r::bench {
 
 /// Measured device-to-device copy bandwidth in bytes/s (bytes read + bytes written), once per
-/// process: the denominator of every "% of peak" figure.
+/// process, by the one copy-bandwidth probe (host/checks/timer.hpp) over 1 GiB: the denominator of
+/// every "% of peak" figure.
 inline double measured_copy_bandwidth() {
   static const double bandwidth = [] {
-    const std::size_t bytes = std::size_t{1} << 30;
-    void *a = nullptr, *b = nullptr;
-    D2R_CUDA_TRY(cudaMalloc(&a, bytes));
-    D2R_CUDA_TRY(cudaMalloc(&b, bytes));
-    D2R_CUDA_TRY(cudaMemset(a, 1, bytes));
-    cudaEvent_t start, stop;
-    D2R_CUDA_TRY(cudaEventCreate(&start));
-    D2R_CUDA_TRY(cudaEventCreate(&stop));
-    float best_ms = 1e30f;
-    for (int i = 0; i < 10; ++i) {
-      D2R_CUDA_TRY(cudaEventRecord(start));
-      D2R_CUDA_TRY(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-      D2R_CUDA_TRY(cudaEventRecord(stop));
-      D2R_CUDA_TRY(cudaEventSynchronize(stop));
-      float ms = 0;
-      D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-      if (i > 0 && ms < best_ms) best_ms = ms;
-    }
-    D2R_CUDA_TRY(cudaEventDestroy(start));
-    D2R_CUDA_TRY(cudaEventDestroy(stop));
-    D2R_CUDA_TRY(cudaFree(a));
-    D2R_CUDA_TRY(cudaFree(b));
-    return 2.0 * static_cast<double>(bytes) / (best_ms * 1e-3);
+    d2r::Context ctx({.backend = d2r::Backend::cuda});
+    std::size_t bytes = std::size_t{1} << 30;
+    return d2r::checks::copy_bandwidth(ctx, bytes);
   }();
   return bandwidth;
 }
 
-/// Times `work` on ctx's stream with CUDA events, flushing L2 before each iteration.
-/// `bytes` is the least traffic the work must move (each input read once, each output written once).
+/// Times `work` on ctx's stream with the one timer (host/checks/timer.hpp: CUDA events, L2
+/// flushed before each iteration), as manual time. `bytes` is the least traffic the work must
+/// move (each input read once, each output written once).
 inline void run_gpu(benchmark::State& state, d2r::Context& ctx, double bytes, double flops,
                     const std::function<void()>& work) {
-  int l2_bytes = 0;
-  D2R_CUDA_TRY(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, ctx.device()));
-  d2r::Buffer<char> flush(ctx, static_cast<std::size_t>(3) * static_cast<std::size_t>(l2_bytes));
-  cudaEvent_t start, stop;
-  D2R_CUDA_TRY(cudaEventCreate(&start));
-  D2R_CUDA_TRY(cudaEventCreate(&stop));
-  work();  // warm-up (and the workspace reaches its high-water mark)
-  D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
+  d2r::checks::Timer timer(ctx);
+  timer.warm_up(work);  // the workspace reaches its high-water mark
   double total_seconds = 0;
   for (auto _ : state) {
-    D2R_CUDA_TRY(cudaMemsetAsync(flush.data(), 0, flush.size(), ctx.stream()));
-    D2R_CUDA_TRY(cudaEventRecord(start, ctx.stream()));
-    work();
-    D2R_CUDA_TRY(cudaEventRecord(stop, ctx.stream()));
-    D2R_CUDA_TRY(cudaEventSynchronize(stop));
-    float ms = 0;
-    D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-    state.SetIterationTime(static_cast<double>(ms) * 1e-3);
-    total_seconds += static_cast<double>(ms) * 1e-3;
+    const double s = timer.once(work);
+    state.SetIterationTime(s);
+    total_seconds += s;
   }
-  D2R_CUDA_TRY(cudaEventDestroy(start));
-  D2R_CUDA_TRY(cudaEventDestroy(stop));
   state.counters["bytes"] = benchmark::Counter(bytes);
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   if (flops > 0) state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);

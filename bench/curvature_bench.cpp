@@ -34,33 +34,26 @@ struct Curvature {
     curvature.prepare(params.vector(), x.matrix(B, 23), y.matrix(B, n),
                       {d2r::RewardForm::scalar, u.vector()}, G, {.entropy_weight = 1.0f}, {.step = 1}, grad.vector());
   }
-  /// FLOPs of one forward pass of the trunk (2·B·Σ in·out), the unit of the HVP cost.
-  double forward_flops() const {
-    double f = 0;
-    for (std::int64_t l = 0; l < net.layer_count(); ++l) f += 2.0 * B * net.layer(l).inputs * net.layer(l).outputs;
-    return f;
-  }
 };
 
-void run(benchmark::State& state, Curvature& c, bool gpu, double flops, const std::function<void()>& work) {
-  const double bytes = 4.0 * static_cast<double>(c.B) * (23 + 17);
+void run(benchmark::State& state, Curvature& c, bool gpu, d2r::checks::Work w, const std::function<void()>& work) {
   if (gpu) {
-    d2r::bench::run_gpu(state, c.ctx, bytes, flops, work);
+    d2r::bench::run_gpu(state, c.ctx, w.bytes, w.flops, work);
   } else {
-    d2r::bench::run_cpu(state, bytes, flops, work);
+    d2r::bench::run_cpu(state, w.bytes, w.flops, work);
   }
 }
 
 void gradient(benchmark::State& state, bool gpu) {
   if (gpu && d2r::bench::skip_without_gpu(state)) return;
   Curvature c(gpu, state.range(0), state.range(1));
-  run(state, c, gpu, 3 * c.forward_flops(), [&] { c.prepare(); });
+  run(state, c, gpu, d2r::checks::curvature_gradient_work(c.net, c.B, c.n), [&] { c.prepare(); });
 }
 
 void hvp(benchmark::State& state, bool gpu) {
   if (gpu && d2r::bench::skip_without_gpu(state)) return;
   Curvature c(gpu, state.range(0), state.range(1));
-  run(state, c, gpu, 5 * c.forward_flops(), [&] { c.curvature.apply(c.v.vector(), c.hv.vector()); });
+  run(state, c, gpu, d2r::checks::curvature_hvp_work(c.net, c.B, c.n), [&] { c.curvature.apply(c.v.vector(), c.hv.vector()); });
 }
 
 void cg_solve(benchmark::State& state, bool gpu) {
@@ -71,7 +64,8 @@ void cg_solve(benchmark::State& state, bool gpu) {
   // paper's choice), two HVPs per iteration, a fixed iteration count (tolerance unreachable).
   const d2r::CgOptions<float> options{.damping = 1e-2f, .tolerance = 1e-30f, .max_iterations = state.range(1)};
   d2r::SolveReport<float> report{};
-  run(state, c, gpu, 0, [&] {
+  // x and y read per pass; FLOPs not stated (the iteration count is an argument).
+  run(state, c, gpu, {d2r::checks::curvature_hvp_work(c.net, c.B, c.n).bytes, 0}, [&] {
     report = d2r::conjugate_gradient_normal<float>(c.ctx, c.curvature.as_operator(), c.grad.vector(), w.vector(), options);
   });
   state.counters["solver_iterations"] = static_cast<double>(report.iterations);

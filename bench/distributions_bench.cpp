@@ -67,13 +67,13 @@ void categorical(benchmark::State& state, bool gpu) {
   double bytes = 0;
   std::function<void()> work;
   if constexpr (op == Op::sample) {
-    bytes = 4.0 * (B * C + B * G);
+    bytes = d2r::checks::categorical_sample_work(B, C, G).bytes;
     work = [&] { d2r::sample(ctx, head, G, {.step = 1}, samples.matrix(B, G)); };
   } else if constexpr (op == Op::log_prob) {
-    bytes = 4.0 * (B * C + 2 * B * G);
+    bytes = d2r::checks::categorical_log_prob_work(B, C, G).bytes;
     work = [&] { d2r::log_prob(ctx, head, std::as_const(samples).matrix(B, G), logp.matrix(B, G)); };
   } else {
-    bytes = 4.0 * (2 * B * C + 2 * B * G);
+    bytes = d2r::checks::categorical_backward_work(B, C, G).bytes;
     work = [&] {
       d2r::backward(ctx, head, std::as_const(samples).matrix(B, G), std::as_const(dlogp).matrix(B, G), {},
                     d2r::CategoricalGrad<float>{grad.matrix(B, C)});

@@ -100,33 +100,12 @@ struct Trunk {
     }
   }
 
-  /// GEMM FLOPs: 2·B·in·out per product; S over all layers, S1 over the layers after the first.
-  double flops(Op op) const {
-    double s = 0, s1 = 0;
-    for (std::int64_t l = 0; l < net.layer_count(); ++l) {
-      const double io = static_cast<double>(net.layer(l).inputs) * static_cast<double>(net.layer(l).outputs);
-      s += io;
-      if (l > 0) s1 += io;
-    }
-    const double b2 = 2.0 * static_cast<double>(B);
-    switch (op) {
-      case Op::fwd_bwd: return b2 * (2 * s + s1);      // forward; weight grads; input grads (l > 0)
-      case Op::fwd_tangent: return b2 * (s + s1);      // V products; W products on Ra (l > 0)
-      case Op::bwd_tangent: return b2 * (s + 4 * s1);  // Rδᵀa; δᵀRa, δW, δV, RδW (l > 0)
-    }
-    return 0;
-  }
-  /// Least traffic: every input read once, every output written once.
-  double bytes(Op op) const {
-    const double bx = static_cast<double>(B * net.inputs()), bo = static_cast<double>(B * net.outputs());
-    const double p = static_cast<double>(P), c = static_cast<double>(C);
-    double n = 0;
-    switch (op) {
-      case Op::fwd_bwd: n = 2 * bx + 3 * p + 2 * c + 2 * bo; break;
-      case Op::fwd_tangent: n = bx + 2 * p + 2 * c + bo; break;
-      case Op::bwd_tangent: n = bx + 3 * p + 2 * c + 2 * bo; break;
-    }
-    return n * sizeof(T);
+  /// The work model of host/checks/work.hpp.
+  [[nodiscard]] d2r::checks::Work work(Op op) const {
+    const d2r::checks::MlpPass pass = op == Op::fwd_bwd       ? d2r::checks::MlpPass::forward_backward
+                                      : op == Op::fwd_tangent ? d2r::checks::MlpPass::forward_tangent
+                                                              : d2r::checks::MlpPass::backward_tangent;
+    return d2r::checks::mlp_work(net, B, pass, sizeof(T));
   }
 };
 
@@ -140,7 +119,7 @@ void run(benchmark::State& state, const Model& model, Op op, Impl impl) {
     case Op::bwd_tangent: work = [&] { t.bwd_tangent(impl); }; break;
   }
   work();  // warm-up: the context's workspace reaches its high-water mark
-  d2r::bench::run_cpu(state, t.bytes(op), t.flops(op), work);
+  d2r::bench::run_cpu(state, t.work(op).bytes, t.work(op).flops, work);
 }
 
 const bool registered = [] {

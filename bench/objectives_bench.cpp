@@ -45,7 +45,7 @@ void diag_surrogate(benchmark::State& state, bool gpu, d2r::RewardForm form) {
                                 {loss.vector(), {}}, {gm.matrix(B, n), gs.matrix(B, n)});
     }
   };
-  const double bytes = 4.0 * (3.0 * B * n + 2.0 * B * n + B);
+  const double bytes = d2r::checks::pg_surrogate_diag_work(B, n).bytes;
   if (gpu) {
     d2r::bench::run_gpu(state, ctx, bytes, 0, work);
   } else {

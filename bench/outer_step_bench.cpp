@@ -48,22 +48,14 @@ struct OuterStep {
         trainer(ctx, spec, {std::as_const(x).matrix(B, kInputs), std::as_const(y).matrix(B, kDims)}, {},
                 d2r::RewardForm::scalar, std::vector<double>{0.3}, options) {}
 
-  /// HVPs of one solve: CG on the normal equations applies H to x0, to r, then twice per iteration.
-  [[nodiscard]] double hvps() const { return 2.0 + 2.0 * static_cast<double>(options.cg.max_iterations); }
-  /// FLOPs of one forward pass of the trunk (2·B·Σ in·out).
-  [[nodiscard]] double forward_flops() const {
+  /// The work model of host/checks/work.hpp: CG on the normal equations applies H to x0, to r, then
+  /// twice per iteration; (3·K_in + 8 + 5·HVPs)·F FLOPs.
+  [[nodiscard]] d2r::checks::Work work() const {
     const d2r::Mlp net({.inputs = kInputs, .hidden = spec.hidden, .outputs = 2 * kDims});
-    double f = 0;
-    for (std::int64_t l = 0; l < net.layer_count(); ++l) f += 2.0 * B * net.layer(l).inputs * net.layer(l).outputs;
-    return f;
+    return d2r::checks::outer_step_work(net, B, kDims, options.inner.steps, options.cg.max_iterations, sizeof(T));
   }
-  [[nodiscard]] double passes() const { return static_cast<double>(options.inner.steps) + 4.0 + hvps(); }
-  [[nodiscard]] double flops() const {
-    return (3.0 * static_cast<double>(options.inner.steps) + 8.0 + 5.0 * hvps()) * forward_flops();
-  }
-  [[nodiscard]] double bytes() const {
-    return passes() * static_cast<double>(sizeof(T)) * static_cast<double>(B) * (kInputs + kDims);
-  }
+  [[nodiscard]] double flops() const { return work().flops; }
+  [[nodiscard]] double bytes() const { return work().bytes; }
 };
 
 template <class T>
@@ -78,7 +70,7 @@ void run(benchmark::State& state, bool gpu) {
   state.SetItemsProcessed(state.iterations());
   state.counters["flops"] = benchmark::Counter(s.flops());
   state.counters["inner_steps"] = benchmark::Counter(static_cast<double>(s.options.inner.steps));
-  state.counters["hvps"] = benchmark::Counter(s.hvps());
+  state.counters["hvps"] = benchmark::Counter(2.0 + 2.0 * static_cast<double>(s.options.cg.max_iterations));
   const d2r::BilevelRecord& last = s.trainer.history().back();
   state.counters["step_wall_ms"] = benchmark::Counter(1e3 * last.wall_seconds);  // host clock, last step
   state.counters["u"] = benchmark::Counter(last.reward_params[0]);

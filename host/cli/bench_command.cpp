@@ -3,7 +3,8 @@
 // link): a warm-up call first (the workspace reaches its high-water mark), then timed
 // repetitions — CUDA events on the context's stream with the L2 cache flushed before each on
 // cuda, steady_clock on cpu — and the median reported; the work in bytes (each input read once,
-// each output written once) and FLOPs (GEMMs, 2·m·n·k), as GB/s and GFLOP/s; and the fraction of
+// each output written once) and FLOPs (GEMMs, 2·m·n·k), as GB/s and GFLOP/s (the work models of
+// host/checks/work.hpp, shared with bench/); and the fraction of
 // the measured copy bandwidth of the machine (cudaMemcpy device to device on cuda, memcpy on the
 // host): bytes read + written per second by the best of ten copies.
 //
@@ -36,6 +37,8 @@
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/policy_curvature.hpp"
+#include "host/checks/timer.hpp"
+#include "host/checks/work.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/output.hpp"
 
@@ -61,123 +64,35 @@ Buffer<float> device_filled(Context& ctx, std::int64_t n, float lo, float hi, st
   return Buffer<float>(ctx, std::span<const float>(v));
 }
 
-/// FLOPs of one forward pass of an MLP: 2·B·Σ in·out (the GEMMs).
-double forward_flops(const Mlp& net, std::int64_t B) {
-  double f = 0;
-  for (std::int64_t l = 0; l < net.layer_count(); ++l)
-    f += 2.0 * static_cast<double>(B) * static_cast<double>(net.layer(l).inputs * net.layer(l).outputs);
-  return f;
-}
-
 struct Row {
   std::string name, size;
   std::vector<double> seconds = {};  // sorted
   double bytes = 0, flops = 0;
   std::string note = {};
-  [[nodiscard]] double median() const {
-    const std::size_t k = seconds.size();
-    return k == 0 ? 0.0 : k % 2 ? seconds[k / 2] : 0.5 * (seconds[k / 2 - 1] + seconds[k / 2]);
-  }
+  [[nodiscard]] double median() const { return checks::median(seconds); }
 };
 
-/// Times work on a context: CUDA events around the work on ctx.stream() with L2 flushed first
-/// (cuda), steady_clock around the work (cpu, which is synchronous).
+/// The one timer (host/checks/timer.hpp) with this command's repetitions: one warm-up call, then
+/// up to 5 (--quick) or 20 timed repetitions, stopping after 2 s (--quick) or 10 s once at least
+/// 2 / 3 are done. run() returns the sorted times in seconds.
 class Timer {
  public:
-  Timer(Context& ctx, bool quick) : ctx_(ctx), quick_(quick), cuda_(ctx.backend() == Backend::cuda) {
-    if (!cuda_) return;
-    int l2 = 0;
-    D2R_CUDA_TRY(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx.device()));
-    flush_ = Buffer<char>(ctx, static_cast<std::size_t>(std::max(l2, 1)) * 3);
-    D2R_CUDA_TRY(cudaEventCreate(&start_));
-    D2R_CUDA_TRY(cudaEventCreate(&stop_));
-  }
-  ~Timer() {
-    if (start_ != nullptr) D2R_CUDA_TRY_NO_THROW(cudaEventDestroy(start_));
-    if (stop_ != nullptr) D2R_CUDA_TRY_NO_THROW(cudaEventDestroy(stop_));
-  }
-  Timer(const Timer&) = delete;
-  Timer& operator=(const Timer&) = delete;
-
-  /// One warm-up call, then up to 5 (--quick) or 20 timed repetitions, stopping after 2 s (--quick)
-  /// or 10 s once at least 2 / 3 are done. Returns the sorted times in seconds.
+  Timer(Context& ctx, bool quick) : timer_(ctx), quick_(quick) {}
   std::vector<double> run(const std::function<void()>& work, int max_reps = 0) {
     const int reps = max_reps > 0 ? max_reps : quick_ ? 5 : 20;
-    const int min_reps = std::min(reps, quick_ ? 2 : 3);
-    const double budget = quick_ ? 2.0 : 10.0;
-    work();
-    ctx_.synchronize();
-    std::vector<double> t;
-    const auto begun = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) {
-      if (cuda_) {
-        D2R_CUDA_TRY(cudaMemsetAsync(flush_.data(), 0, flush_.size(), ctx_.stream()));
-        D2R_CUDA_TRY(cudaEventRecord(start_, ctx_.stream()));
-        work();
-        D2R_CUDA_TRY(cudaEventRecord(stop_, ctx_.stream()));
-        D2R_CUDA_TRY(cudaEventSynchronize(stop_));
-        float ms = 0;
-        D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start_, stop_));
-        t.push_back(static_cast<double>(ms) * 1e-3);
-      } else {
-        const auto t0 = std::chrono::steady_clock::now();
-        work();
-        ctx_.synchronize();
-        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - begun).count();
-      if (i + 1 >= min_reps && spent > budget) break;
-    }
-    std::sort(t.begin(), t.end());
-    return t;
+    return timer_.run(work, reps, std::min(reps, quick_ ? 2 : 3), quick_ ? 2.0 : 10.0);
   }
 
  private:
-  Context& ctx_;
-  bool quick_, cuda_;
-  Buffer<char> flush_;
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  checks::Timer timer_;
+  bool quick_;
 };
 
-/// The machine's copy bandwidth (bytes read + written per second, best of ten copies after one
-/// warm-up): cudaMemcpy device to device on cuda, memcpy on the host.
+/// The machine's copy bandwidth (host/checks/timer.hpp) over 1 GiB on cuda / 256 MiB on the host
+/// (a quarter with --quick).
 double copy_bandwidth(Context& ctx, bool quick, std::size_t& bytes) {
-  bytes = std::size_t{quick ? 256u : 1024u} << 20;
-  if (ctx.backend() == Backend::cuda) {
-    std::size_t free_bytes = 0, total_bytes = 0;
-    D2R_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
-    while (bytes > (std::size_t{16} << 20) && 3 * bytes > free_bytes) bytes /= 2;
-    Buffer<char> a(ctx, bytes), b(ctx, bytes);
-    D2R_CUDA_TRY(cudaMemsetAsync(a.data(), 1, bytes, ctx.stream()));
-    cudaEvent_t start = nullptr, stop = nullptr;
-    D2R_CUDA_TRY(cudaEventCreate(&start));
-    D2R_CUDA_TRY(cudaEventCreate(&stop));
-    float best_ms = 1e30f;
-    for (int i = 0; i < 11; ++i) {
-      D2R_CUDA_TRY(cudaEventRecord(start, ctx.stream()));
-      D2R_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
-      D2R_CUDA_TRY(cudaEventRecord(stop, ctx.stream()));
-      D2R_CUDA_TRY(cudaEventSynchronize(stop));
-      float ms = 0;
-      D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
-      if (i > 0) best_ms = std::min(best_ms, ms);
-    }
-    D2R_CUDA_TRY(cudaEventDestroy(start));
-    D2R_CUDA_TRY(cudaEventDestroy(stop));
-    return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best_ms) * 1e-3);
-  }
-  bytes = std::size_t{quick ? 64u : 256u} << 20;
-  std::vector<char> a(bytes, 1), b(bytes, 0);
-  double best = 1e30;
-  for (int i = 0; i < 11; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::memcpy(b.data(), a.data(), bytes);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i > 0) best = std::min(best, s);
-  }
-  // Keep the copy observable.
-  if (b[bytes / 2] != 1) throw Error(ErrorKind::io, "", "d2r bench: memcpy check failed");
-  return 2.0 * static_cast<double>(bytes) / best;
+  bytes = ctx.backend() == Backend::cuda ? std::size_t{quick ? 256u : 1024u} << 20 : std::size_t{quick ? 64u : 256u} << 20;
+  return checks::copy_bandwidth(ctx, bytes);
 }
 
 // ------------------------------------------------------------------ the rows
@@ -197,8 +112,7 @@ Row pg_head_row(Context& ctx, Timer& timer, bool quick) {
     pg_surrogate(ctx, head, y.matrix(B, n), reward, G, options, {.step = step++}, {loss.vector(), {}},
                  {gm.matrix(B, n), gs.matrix(B, n)});
   });
-  // μ, log σ and y read once; both gradients and the per-row loss written once.
-  row.bytes = 4.0 * (5.0 * static_cast<double>(B * n) + static_cast<double>(B));
+  row.bytes = checks::pg_surrogate_diag_work(B, n).bytes;
   row.note = fmt::format("B·G·n = {} draws, none stored", B * G * n);
   return row;
 }
@@ -212,7 +126,7 @@ Row categorical_sample_row(Context& ctx, Timer& timer, bool quick) {
   std::uint64_t step = 0;
   Row row{"categorical sample", fmt::format("B={} C={} G={}", B, C, G)};
   row.seconds = timer.run([&] { sample(ctx, head, G, {.step = step++}, samples.matrix(B, G)); });
-  row.bytes = 4.0 * static_cast<double>(B * C + B * G);  // logits read once, indices written
+  row.bytes = checks::categorical_sample_work(B, C, G).bytes;
   row.note = "inverse CDF, one Philox uniform per draw";
   return row;
 }
@@ -230,9 +144,9 @@ Row mlp_row(Context& ctx, Timer& timer, bool quick) {
     net.forward<float>(ctx, params.vector(), x.matrix(B, kInputs), cache.vector(), y.matrix(B, out));
     net.backward<float>(ctx, params.vector(), x.matrix(B, kInputs), cache.vector(), d_out.matrix(B, out), grad.vector(), {});
   });
-  row.flops = 3.0 * forward_flops(net, B);  // forward F, backward 2F (weight gradients and δ's)
-  // x and d_out read, the output written, the cache written and read, parameters read and written.
-  row.bytes = 4.0 * (static_cast<double>(B * (kInputs + 2 * out)) + 2.0 * static_cast<double>(Cc) + 3.0 * static_cast<double>(P));
+  const checks::Work work = checks::mlp_work(net, B, checks::MlpPass::forward_backward);
+  row.flops = work.flops;
+  row.bytes = work.bytes;
   row.note = "the paper's MBRL trunk";
   return row;
 }
@@ -251,17 +165,17 @@ std::vector<Row> curvature_rows(Context& ctx, Timer& timer, bool quick) {
                       {.entropy_weight = 1.0f}, {.step = 1}, grad.vector());
   };
   const std::string size = fmt::format("{} B={} G={}", net.describe(), B, G);
-  const double F = forward_flops(net, B), bytes = 4.0 * static_cast<double>(B * (kInputs + n));
+  const checks::Work gradient_work = checks::curvature_gradient_work(net, B, n), hvp_work = checks::curvature_hvp_work(net, B, n);
   Row gradient{"policy gradient (curvature prepare)", size};
   gradient.seconds = timer.run(prepare);
-  gradient.flops = 3 * F;
-  gradient.bytes = bytes;
+  gradient.flops = gradient_work.flops;
+  gradient.bytes = gradient_work.bytes;
   gradient.note = "REINFORCE surrogate, G draws per row";
   prepare();
   Row hvp{"policy HVP (curvature apply)", size};
   hvp.seconds = timer.run([&] { curvature.apply(v.vector(), hv.vector()); });
-  hvp.flops = 5 * F;  // forward tangent F, backward 2F, backward tangent 2F
-  hvp.bytes = bytes;
+  hvp.flops = hvp_work.flops;
+  hvp.bytes = hvp_work.bytes;
   hvp.note = fmt::format("HVP / gradient time = {:.2f} (DESIGN.md target <= 3)", hvp.median() / gradient.median());
   return {std::move(gradient), std::move(hvp)};
 }
@@ -276,12 +190,10 @@ Row outer_step_row(Context& ctx, Timer& timer, bool quick) {
                                 std::vector<double>{0.3}, options);
   Row row{"bilevel outer step", fmt::format("23-64-64-34 B={} K_in={}", B, options.inner.steps)};
   row.seconds = timer.run([&] { (void)trainer.step(); }, quick ? 3 : 5);
-  // As bench/outer_step_bench.cpp: (3·K_in + 8 + 5·HVPs)·F, HVPs = 2 + 2·CG iterations.
   const Mlp net({.inputs = kInputs, .hidden = spec.hidden, .outputs = 2 * kDims});
-  const double hvps = 2.0 + 2.0 * static_cast<double>(options.cg.max_iterations);
-  const double K = static_cast<double>(options.inner.steps);
-  row.flops = (3.0 * K + 8.0 + 5.0 * hvps) * forward_flops(net, B);
-  row.bytes = (K + 4.0 + hvps) * 4.0 * static_cast<double>(B * (kInputs + kDims));
+  const checks::Work work = checks::outer_step_work(net, B, kDims, options.inner.steps, options.cg.max_iterations);
+  row.flops = work.flops;
+  row.bytes = work.bytes;
   row.note = fmt::format("fresh inner policy, exact curvature, CGNR x{}; u = {:.3f} after {} steps",
                          options.cg.max_iterations, trainer.history().back().reward_params[0], trainer.steps_done());
   return row;

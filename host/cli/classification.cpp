@@ -14,6 +14,7 @@
 #include "d2r/error.hpp"
 #include "d2r/heuristic.hpp"
 #include "host/cli/output.hpp"
+#include "host/cli/parallel.hpp"
 #include "host/cli/regression.hpp"
 
 namespace d2r::cli {
@@ -144,6 +145,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
       const std::vector<double> beta0{c_.beta};
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
                                                      std::span<const double>(beta0), o);
+      trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
     }
   }
 
@@ -177,6 +179,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
     o.reward_form = RewardForm::scalar;
     o.reward_params = {std::isnan(beta) ? 1.0 : beta};
     o.seed = c_.seed;
+    o.parallel = data_parallel();
     return o;
   }
 

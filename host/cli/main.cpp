@@ -13,6 +13,7 @@
 #include "d2r/error.hpp"
 #include "d2r/version.hpp"
 #include "host/cli/commands.hpp"
+#include "host/cli/parallel.hpp"
 
 namespace {
 constexpr const char* kExitCodes =
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
   // A closed output pipe must not kill a run (SIGPIPE): the write fails with EPIPE instead and
   // the commands report it with an exit code.
   std::signal(SIGPIPE, SIG_IGN);
+  // Under mpirun: MPI up before the options are parsed, one communicator for the trainers.
+  d2r::cli::ParallelSession parallel(&argc, &argv);
   CLI::App app{"d2r: learn rewards from data by bilevel optimisation, and the GPU primitives to do it"};
   app.footer(kExitCodes);
   // CLI11's own errors start with "error:" like every other error of the program.
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   CLI::App* sample = d2r::cli::add_sample_command(app, sample_options);
   d2r::cli::FitOptions fit_options;
   CLI::App* fit = d2r::cli::add_fit_command(app, fit_options);
+  d2r::cli::add_parallel_options(fit);
   d2r::cli::SweepOptions sweep_options;
   CLI::App* sweep = d2r::cli::add_sweep_command(app, sweep_options);
   d2r::cli::ReproduceOptions reproduce_options;
@@ -50,19 +54,29 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   try {
+    if (d2r::cli::ranks() > 1 && !fit->parsed()) {
+      d2r::cli::fail_all_ranks("only 'd2r fit' runs on several MPI ranks (mpirun -np N d2r fit ...)", 2);
+    }
     if (sample->parsed()) return d2r::cli::run_sample(sample_options);
-    if (fit->parsed()) return d2r::cli::run_fit(fit_options);
+    if (fit->parsed()) {
+      fit_options.out = d2r::cli::rank_output_dir(fit_options.out, fit_options.resume);
+      return d2r::cli::run_fit(fit_options);
+    }
     if (sweep->parsed()) return d2r::cli::run_sweep(sweep_options);
     if (reproduce->parsed()) return d2r::cli::run_reproduce(reproduce_options);
     if (validate->parsed()) return d2r::cli::run_validate(validate_options);
     if (bench->parsed()) return d2r::cli::run_bench(bench_options);
   } catch (const d2r::Error& e) {
+    const int code = e.kind() == d2r::ErrorKind::invalid_argument || e.kind() == d2r::ErrorKind::unsupported ? 2 : 1;
+    d2r::cli::fail_all_ranks(e.what(), code);  // several ranks: ends them all (their peers may wait)
     fmt::print(stderr, "error: {}\n", e.what());
-    return e.kind() == d2r::ErrorKind::invalid_argument || e.kind() == d2r::ErrorKind::unsupported ? 2 : 1;
+    return code;
   } catch (const std::bad_alloc&) {
+    d2r::cli::fail_all_ranks("out of memory", 1);
     fmt::print(stderr, "error: out of memory (the run needs more memory than this machine could give it)\n");
     return 1;
   } catch (const std::exception& e) {
+    d2r::cli::fail_all_ranks(e.what(), 1);
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }

@@ -14,6 +14,7 @@
 #include "d2r/heuristic.hpp"
 #include "host/cli/classification.hpp"
 #include "host/cli/output.hpp"
+#include "host/cli/parallel.hpp"
 
 namespace d2r::cli {
 
@@ -201,6 +202,7 @@ class TypedRun final : public RegressionRun::Impl {
       const BilevelOptions<T> o = bilevel_options<T>(c_, c_.inner_learning_rate);
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
                                                      std::span<const double>(c_.reward_params), o);
+      trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
     } else {
       const std::int64_t capacity = std::max(train.rows, held.rows);
       policy_ = std::make_unique<GaussianPolicy<T>>(ctx_, spec, train.dims, c_.head, capacity);
@@ -274,6 +276,7 @@ class TypedRun final : public RegressionRun::Impl {
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     o.seed = c_.seed;
     o.evaluate_every = c_.eval_every;
+    o.parallel = data_parallel();
     return o;
   }
 

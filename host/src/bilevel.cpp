@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include <cuda_runtime.h>
@@ -17,6 +19,7 @@
 #include "d2r/error.hpp"
 #include "d2r/policy_curvature.hpp"
 #include "host/src/checkpoint.hpp"
+#include "host/src/comm/shard.hpp"
 #include "host/src/trainer_common.hpp"
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
@@ -289,6 +292,131 @@ class CategoricalProblem final : public Problem<T> {
   Buffer<std::int32_t> labels_shuffled_;
 };
 
+
+/// Data parallel (DESIGN.md §10, d2r/communicator.hpp): this rank's parts of the training and
+/// validation rows, each an inner problem of its own over those rows, and the sums over every
+/// rank's parts of the gradients, curvature products, mixed products and metrics. Draws are keyed
+/// by global row (DrawKey::first_row) and normalised by the whole set (PgOptions::normaliser_rows),
+/// so the parts add up to the one-process problem. Full batch only (no minibatch windows).
+template <class T>
+class ShardedProblem final : public Problem<T> {
+ public:
+  /// make(validation_set, first, rows): an inner problem on rows [first, first + rows) of the
+  /// training (or the validation) set, without validation data of its own.
+  using Factory = std::function<std::unique_ptr<Problem<T>>(bool, std::int64_t, std::int64_t)>;
+  ShardedProblem(Context& ctx, const DataParallel& parallel, const Factory& make, std::int64_t train_rows,
+                 std::int64_t validation_rows, std::string description, std::uint64_t hash)
+      : ctx_(ctx),
+        train_plan_(shard::plan(parallel, train_rows)),
+        val_plan_(shard::plan(parallel, validation_rows)),
+        description_(std::move(description)),
+        hash_(hash) {
+    for (const shard::Part& part : train_plan_.parts) train_.push_back(make(false, part.first, part.rows));
+    for (const shard::Part& part : val_plan_.parts) val_.push_back(make(true, part.first, part.rows));
+    // A rank without training rows still initialises θ (and needs the parameter count).
+    proto_ = train_.empty() ? make(false, 0, 1) : nullptr;
+    Problem<T>& first = proto();
+    reducer_.emplace(ctx, first.parameter_count());
+  }
+  Problem<T>& proto() { return proto_ != nullptr ? *proto_ : *train_.front(); }
+  std::int64_t parameter_count() const override {
+    return proto_ != nullptr ? proto_->parameter_count() : train_.front()->parameter_count();
+  }
+  std::int64_t train_rows() const override { return train_plan_.total; }
+  bool has_validation() const override { return val_plan_.total > 0; }
+  std::string describe() const override { return description_; }
+  std::uint64_t data_hash() override { return hash_; }
+  void init(VectorView<T> theta, std::uint64_t seed) override { proto().init(theta, seed); }
+  void enable_minibatches() override {
+    detail::fail_unsupported("BilevelTrainer", "options.inner.batch_size", "minibatches are not split over ranks");
+  }
+  void shuffle(const std::vector<std::int64_t>&) override { enable_minibatches(); }
+  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window /*window*/, VectorView<T> grad,
+                      VectorView<T> row_reward) override {
+    const PgOptions<T> whole = whole_batch(pg);
+    if (row_reward.size > 0) zero(row_reward);
+    std::size_t i = 0;
+    reducer_->sum(train_plan_, grad, [&](const shard::Part& part, VectorView<T> out) {
+      DrawKey k = key;
+      k.first_row += part.first;
+      const VectorView<T> rr = row_reward.size > 0 ? VectorView<T>{row_reward.data + part.first, part.rows} : VectorView<T>{};
+      train_[i++]->inner_gradient(theta, reward, generations, whole, k, exact, Window{}, out, rr);
+    });
+    if (row_reward.size > 0) gather(row_reward);  // each rank wrote its rows, zeros elsewhere
+  }
+  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
+    const shard::Plan& plan = validation ? val_plan_ : train_plan_;
+    auto& parts = validation ? val_ : train_;
+    std::size_t i = 0;
+    reducer_->sum(plan, grad, [&](const shard::Part& part, VectorView<T> out) {
+      parts[i++]->outer_gradient(theta, false, out);  // the mean over the part's rows
+      shard::scale(ctx_, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(plan.total)), out);
+    });
+  }
+  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    const PgOptions<T> whole = whole_batch(pg);
+    std::size_t i = 0;
+    reducer_->sum(train_plan_, grad, [&](const shard::Part& part, VectorView<T> out) {
+      DrawKey k = key;
+      k.first_row += part.first;
+      train_[i++]->prepare(theta, reward, generations, whole, k, exact, out);
+    });
+  }
+  LinearOperator<T> curvature() override {
+    operators_.clear();
+    for (auto& p : train_) operators_.push_back(p->curvature());
+    return [this](ConstVector<T> v, VectorView<T> hv) {
+      std::size_t i = 0;
+      reducer_->sum(train_plan_, hv, [&](const shard::Part&, VectorView<T> out) { operators_[i++](v, out); });
+    };
+  }
+  void mixed_product(ConstVector<T> w, VectorView<T> out) override {
+    std::size_t i = 0;
+    reducer_->sum(train_plan_, out, [&](const shard::Part&, VectorView<T> o) { train_[i++]->mixed_product(w, o); });
+  }
+  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
+    auto& parts = validation ? val_ : train_;
+    std::size_t i = 0;
+    return shard::metrics(validation ? val_plan_ : train_plan_,
+                          [&](const shard::Part&) { return parts[i++]->evaluate(theta, false); });
+  }
+
+ private:
+  PgOptions<T> whole_batch(const PgOptions<T>& pg) const {
+    PgOptions<T> o = pg;
+    if (o.normaliser_rows == 0) o.normaliser_rows = train_plan_.total;
+    return o;
+  }
+  void zero(VectorView<T> v) {
+    if (ctx_.backend() == Backend::cpu) {
+      std::fill(v.data, v.data + v.size, T(0));
+    } else {
+      D2R_CUDA_TRY(cudaMemsetAsync(v.data, 0, static_cast<std::size_t>(v.size) * sizeof(T), ctx_.stream()));
+    }
+  }
+  void gather(VectorView<T> v) {
+    Communicator& comm = *train_plan_.comm;
+    if (comm.memory() == CommMemory::device) {
+      comm.allreduce_sum(std::span<T>(v.data, static_cast<std::size_t>(v.size)));
+      return;
+    }
+    std::vector<T> h(static_cast<std::size_t>(v.size));
+    shard::to_host(ctx_, v.data, h.data(), v.size);
+    comm.allreduce_sum(std::span<T>(h));
+    shard::from_host(ctx_, h.data(), v.data, v.size);
+  }
+  Context& ctx_;
+  shard::Plan train_plan_, val_plan_;
+  std::vector<std::unique_ptr<Problem<T>>> train_, val_;
+  std::unique_ptr<Problem<T>> proto_;
+  std::vector<LinearOperator<T>> operators_;
+  std::optional<shard::Reducer<T>> reducer_;
+  std::string description_;
+  std::uint64_t hash_;
+};
+
 }  // namespace bilevel_detail
 
 // ------------------------------------------------------------------ BilevelTrainer
@@ -364,6 +492,11 @@ struct BilevelTrainer<T>::Impl {
   // windows of the current pass already used; `order` = the current pass's permutation.
   std::int64_t batch = 0, windows_per_pass = 0, pass = 0, window = 0;
   std::vector<std::int64_t> order;
+  // Data parallel (set_data_parallel): builds an inner problem on some rows of the data, and
+  // whether `problem` is the sharded one (its reductions synchronise: no CUDA graph then).
+  typename bilevel_detail::ShardedProblem<T>::Factory factory;
+  std::int64_t validation_rows = 0;
+  bool sharded = false;
 
   /// Draws pass `pass`'s permutation and uploads the rows in that order.
   void draw_pass(std::uint64_t seed) {
@@ -634,6 +767,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
               "expected GaussianHead::diagonal or cholesky, got value {}", static_cast<int>(options.head));
   D2R_EXPECTS(options.head != GaussianHead::cholesky || n <= kMaxCholeskyDim, fn, "options.head",
               "the Cholesky head supports n <= {} target dimensions, got {}", kMaxCholeskyDim, n);
+  const MlpSpec spec = trunk;  // set_data_parallel builds more problems of it
   std::unique_ptr<bilevel_detail::Problem<T>> problem;
   if (options.head == GaussianHead::diagonal) {
     problem = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(
@@ -643,6 +777,22 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
         ctx, std::move(trunk), train, validation, options.head);
   }
   initialize(ctx, std::move(problem), form, reward_init, std::move(positive));
+  impl_->validation_rows = validation.empty() ? 0 : validation.x.rows;
+  impl_->factory = [c = &ctx, spec, train, validation, head = options.head](bool val, std::int64_t first,
+                                                                           std::int64_t rows) {
+    const RegressionData<T>& d = val ? validation : train;
+    const RegressionData<T> part{{d.x.data + first * d.x.row_stride, rows, d.x.cols, d.x.row_stride},
+                                 {d.y.data + first * d.y.row_stride, rows, d.y.cols, d.y.row_stride}};
+    std::unique_ptr<bilevel_detail::Problem<T>> p;
+    if (head == GaussianHead::diagonal) {
+      p = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(*c, spec, part,
+                                                                                            RegressionData<T>{}, head);
+    } else {
+      p = std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(*c, spec, part,
+                                                                                         RegressionData<T>{}, head);
+    }
+    return p;
+  };
 }
 
 template <class T>
@@ -667,9 +817,42 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
               classes);
   std::vector<std::size_t> positive =
       check_bilevel_setup(fn, options, form, reward_init, classes, train.x.rows, !validation.empty());
+  const MlpSpec spec = trunk;  // set_data_parallel builds more problems of it
   initialize(ctx,
              std::make_unique<bilevel_detail::CategoricalProblem<T>>(ctx, std::move(trunk), train, validation, classes),
              form, reward_init, std::move(positive));
+  impl_->validation_rows = validation.empty() ? 0 : validation.x.rows;
+  impl_->factory = [c = &ctx, spec, train, validation, classes](bool val, std::int64_t first, std::int64_t rows) {
+    const ClassificationData<T>& d = val ? validation : train;
+    const ClassificationData<T> part{{d.x.data + first * d.x.row_stride, rows, d.x.cols, d.x.row_stride},
+                                     {d.labels.data + first, rows}};
+    return std::unique_ptr<bilevel_detail::Problem<T>>(
+        std::make_unique<bilevel_detail::CategoricalProblem<T>>(*c, spec, part, ClassificationData<T>{}, classes));
+  };
+}
+
+template <class T>
+void BilevelTrainer<T>::set_data_parallel(const DataParallel& parallel) {
+  constexpr std::string_view fn = "BilevelTrainer::set_data_parallel";
+  Impl& s = *impl_;
+  shard::check(s.ctx, fn, "parallel", parallel);
+  D2R_EXPECTS(steps_done() == 0 && !s.sharded, fn, "this",
+              "set data parallel once, before the first step() and before load() ({} steps done)", steps_done());
+  if (!shard::active(parallel)) return;
+  D2R_EXPECTS(s.batch == 0, fn, "parallel",
+              "minibatches (options.inner.batch_size = {}) are not split over ranks yet; use the full batch",
+              options_.inner.batch_size);
+  // The full problem gives the fingerprint's description and data hash (the same for any rank
+  // count, so a checkpoint resumes with another one), then makes way for this rank's parts.
+  std::unique_ptr<bilevel_detail::Problem<T>> full = std::move(s.problem);
+  const std::string description = full->describe();
+  const std::uint64_t hash = full->data_hash();
+  const std::int64_t train_rows = full->train_rows();
+  const std::int64_t validation_rows = s.validation_rows;
+  full.reset();
+  s.problem = std::make_unique<bilevel_detail::ShardedProblem<T>>(s.ctx, parallel, s.factory, train_rows,
+                                                                  validation_rows, description, hash);
+  s.sharded = true;
 }
 
 template <class T>
@@ -690,10 +873,12 @@ std::vector<std::int64_t> BilevelTrainer<T>::window_rows() const {
 
 template <class T>
 GaussianPolicy<T>& BilevelTrainer<T>::policy() {
-  if (auto* d = dynamic_cast<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>*>(impl_->problem.get())) {
+  bilevel_detail::Problem<T>* problem = impl_->problem.get();
+  if (auto* sharded = dynamic_cast<bilevel_detail::ShardedProblem<T>*>(problem)) problem = &sharded->proto();
+  if (auto* d = dynamic_cast<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>*>(problem)) {
     return d->policy();
   }
-  auto* c = dynamic_cast<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>*>(impl_->problem.get());
+  auto* c = dynamic_cast<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>*>(problem);
   if (c == nullptr) {
     detail::fail_unsupported("BilevelTrainer::policy", "this",
                              "a classification trainer has no GaussianPolicy; use classifier()");
@@ -703,7 +888,9 @@ GaussianPolicy<T>& BilevelTrainer<T>::policy() {
 
 template <class T>
 CategoricalPolicy<T>& BilevelTrainer<T>::classifier() {
-  auto* p = dynamic_cast<bilevel_detail::CategoricalProblem<T>*>(impl_->problem.get());
+  bilevel_detail::Problem<T>* problem = impl_->problem.get();
+  if (auto* sharded = dynamic_cast<bilevel_detail::ShardedProblem<T>*>(problem)) problem = &sharded->proto();
+  auto* p = dynamic_cast<bilevel_detail::CategoricalProblem<T>*>(problem);
   if (p == nullptr) detail::fail_unsupported("BilevelTrainer::classifier", "this", "a regression trainer has no CategoricalPolicy; use policy()");
   return p->policy();
 }
@@ -750,7 +937,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   // Runs `count` inner steps; the last one records its rows' rewards when `record_last`.
   const auto run_inner = [&](std::int64_t count, bool record_last) {
     std::int64_t done = 0;
-    if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && count >= 3 && !minibatch) {
+    if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && count >= 3 && !minibatch && !s.sharded) {
       // workspace(0, ·) never allocates: it returns the current block.
       const auto workspaces = [&] {
         return std::array<void*, 2>{s.ctx.workspace(0, Workspace::primitive), s.ctx.workspace(0, Workspace::composite)};

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "d2r/bilevel.hpp"
 #include "d2r/data.hpp"
+#include "host/src/comm/shard.hpp"
 #include "host/src/trainer_common.hpp"
 
 namespace d2r {
@@ -57,6 +59,7 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
   D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
               "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
   check_adam(fn, "options.adam", options.adam);
+  shard::check(ctx, fn, "options.parallel", options.parallel);
   Buffer<T> reward_params;
   if (options.loss == PolicyLoss::pg) {
     D2R_EXPECTS(options.generations >= 1, fn, "options.generations", "expected G >= 1, got {}", options.generations);
@@ -82,23 +85,66 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
   const MahalanobisReward<T> reward{options.reward_form, std::as_const(reward_params).vector()};
   const bool clamp = std::isfinite(static_cast<double>(options.gradient_clamp));
   std::vector<PolicyFitRecord> records;
+  // Data parallel: this rank's rows of the training and validation sets (shard.hpp).
+  const bool sharded = shard::active(options.parallel);
+  const std::int64_t N = train.x.rows;
+  const shard::Plan train_plan = sharded ? shard::plan(options.parallel, N) : shard::Plan{};
+  const shard::Plan val_plan =
+      sharded && !validation.empty() ? shard::plan(options.parallel, validation.x.rows) : shard::Plan{};
+  std::optional<shard::Reducer<T>> reducer;
+  if (sharded) reducer.emplace(ctx, static_cast<std::int64_t>(P));
+  const auto rows_of = [](ConstMatrix<T> m, const shard::Part& part) {
+    return ConstMatrix<T>{m.data + part.first * m.row_stride, part.rows, m.cols, m.row_stride};
+  };
+  const auto evaluate = [&](const RegressionData<T>& d, const shard::Plan& plan) {
+    if (!sharded) return policy.evaluate(params, d.x, d.y);
+    return shard::metrics(plan, [&](const shard::Part& part) {
+      return policy.evaluate(params, rows_of(d.x, part), rows_of(d.y, part));
+    });
+  };
   const auto record = [&](std::int64_t step) {
     PolicyFitRecord r;
     r.step = step;
-    r.train = policy.evaluate(params, train.x, train.y);
-    r.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.y);
+    r.train = evaluate(train, train_plan);
+    r.validation = validation.empty() ? nan_metrics() : evaluate(validation, val_plan);
     records.push_back(r);
     if (options.on_record) options.on_record(records.back());
   };
+  // The gradient of rows `part` of the training set, as its share of the whole batch's mean:
+  // PG normalises by the whole batch itself (normaliser_rows) and draws by global row.
+  const auto gradient = [&](std::int64_t step, const shard::Part& part, VectorView<T> out) {
+    const ConstMatrix<T> x = rows_of(train.x, part), y = rows_of(train.y, part);
+    switch (options.loss) {
+      case PolicyLoss::mse:
+        policy.mse_gradient(params, x, y, out);
+        shard::scale(ctx, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(N)), out);
+        break;
+      case PolicyLoss::nll:
+        policy.nll_gradient(params, x, y, out);
+        shard::scale(ctx, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(N)), out);
+        break;
+      case PolicyLoss::pg: {
+        PgOptions<T> pg = options.pg;
+        if (pg.normaliser_rows == 0) pg.normaliser_rows = N;
+        policy.pg_gradient(params, x, y, reward, options.generations, pg,
+                           DrawKey{.step = static_cast<std::uint64_t>(step - 1), .first_row = part.first}, out);
+        break;
+      }
+    }
+  };
   ChecksOff checks_off(ctx);
   for (std::int64_t step = 1; step <= options.steps; ++step) {
-    switch (options.loss) {
-      case PolicyLoss::mse: policy.mse_gradient(params, train.x, train.y, grad.vector()); break;
-      case PolicyLoss::nll: policy.nll_gradient(params, train.x, train.y, grad.vector()); break;
-      case PolicyLoss::pg:
-        policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
-                           DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
-        break;
+    if (sharded) {
+      reducer->sum(train_plan, grad.vector(), [&](const shard::Part& part, VectorView<T> out) { gradient(step, part, out); });
+    } else {
+      switch (options.loss) {
+        case PolicyLoss::mse: policy.mse_gradient(params, train.x, train.y, grad.vector()); break;
+        case PolicyLoss::nll: policy.nll_gradient(params, train.x, train.y, grad.vector()); break;
+        case PolicyLoss::pg:
+          policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
+                             DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+          break;
+      }
     }
     if (clamp) clamp_values(ctx, options.gradient_clamp, grad.vector());
     adam_step(ctx, options.adam, adam, params, std::as_const(grad).vector());
@@ -144,6 +190,7 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
               "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
   check_adam(fn, "options.adam", options.adam);
+  shard::check(ctx, fn, "options.parallel", options.parallel);
   const std::int64_t batch = options.batch_size == 0 ? N : std::min(options.batch_size, N);
   const std::int64_t batches_per_epoch = (N + batch - 1) / batch;
   D2R_EXPECTS(options.epochs <= (std::int64_t{1} << 32) / batches_per_epoch, fn, "options.epochs",
@@ -187,6 +234,16 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   const MahalanobisReward<T> reward{options.reward_form, std::as_const(reward_params).vector()};
   const bool clamp = std::isfinite(static_cast<double>(options.gradient_clamp));
   std::vector<PolicyFitRecord> records;
+  const bool sharded = shard::active(options.parallel);
+  std::optional<shard::Reducer<T>> reducer;
+  if (sharded) reducer.emplace(ctx, static_cast<std::int64_t>(P));
+  const auto evaluate = [&](const ClassificationData<T>& d) {
+    if (!sharded) return policy.evaluate(params, d.x, d.labels);
+    return shard::metrics(shard::plan(options.parallel, d.x.rows), [&](const shard::Part& part) {
+      return policy.evaluate(params, MatrixView<const T>{d.x.data + part.first * d.x.row_stride, part.rows, p, d.x.row_stride},
+                             VectorView<const std::int32_t>{d.labels.data + part.first, part.rows});
+    });
+  };
   ChecksOff checks_off(ctx);
   std::uint64_t step = 0;
   for (std::int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
@@ -199,7 +256,22 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
       const std::int64_t rows = std::min(batch, N - first);
       const MatrixView<const T> xb{x_epoch.data() + first * p, rows, p, p};
       const VectorView<const std::int32_t> yb{y_epoch.data() + first, rows};
-      if (options.loss == PolicyLoss::nll) {
+      if (sharded) {
+        // This rank's rows of the batch (shard.hpp): draws keyed by the row's index in the batch.
+        reducer->sum(shard::plan(options.parallel, rows), grad.vector(), [&](const shard::Part& part, VectorView<T> out) {
+          const MatrixView<const T> xp{xb.data + part.first * p, part.rows, p, p};
+          const VectorView<const std::int32_t> yp{yb.data + part.first, part.rows};
+          if (options.loss == PolicyLoss::nll) {
+            policy.nll_gradient(params, xp, yp, out);
+            shard::scale(ctx, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(rows)), out);
+          } else {
+            PgOptions<T> pg = options.pg;
+            if (pg.normaliser_rows == 0) pg.normaliser_rows = rows;
+            policy.pg_gradient(params, xp, yp, reward, options.generations, pg,
+                               DrawKey{.step = step, .first_row = part.first}, out);
+          }
+        });
+      } else if (options.loss == PolicyLoss::nll) {
         policy.nll_gradient(params, xb, yb, grad.vector());
       } else {
         policy.pg_gradient(params, xb, yb, reward, options.generations, options.pg, DrawKey{.step = step},
@@ -211,8 +283,8 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     }
     PolicyFitRecord rec;
     rec.step = epoch;
-    rec.train = policy.evaluate(params, train.x, train.labels);
-    rec.validation = validation.empty() ? nan_metrics() : policy.evaluate(params, validation.x, validation.labels);
+    rec.train = evaluate(train);
+    rec.validation = validation.empty() ? nan_metrics() : evaluate(validation);
     records.push_back(rec);
     if (options.on_record) options.on_record(records.back());
   }

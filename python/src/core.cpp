@@ -279,7 +279,8 @@ NB_MODULE(_core, m) {
         }
         case d2r::ErrorKind::io: PyErr_SetString(PyExc_OSError, e.what()); return;
         case d2r::ErrorKind::cuda:
-        case d2r::ErrorKind::cublas: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
+        case d2r::ErrorKind::cublas:
+        case d2r::ErrorKind::communication: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
       }
       PyErr_SetString(PyExc_RuntimeError, e.what());
     }

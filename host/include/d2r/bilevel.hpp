@@ -61,6 +61,7 @@
 #include <utility>
 #include <vector>
 
+#include "d2r/communicator.hpp"
 #include "d2r/context.hpp"
 #include "d2r/fields.hpp"
 #include "d2r/network.hpp"
@@ -415,6 +416,16 @@ class BilevelTrainer {
   /// of its data file's columns): ("name", "value") pairs saved in the checkpoint's fingerprint
   /// and compared by load(). Names: no line break, no " = "; values: no line break.
   void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
+  /// Data parallel (d2r/communicator.hpp, DESIGN.md §10): every rank constructs the trainer with
+  /// the same data, options and seeds, then calls this once, before the first step() and before
+  /// load(); each rank then computes on its rows and the inner gradients, curvature products,
+  /// outer gradient, mixed products and metrics are summed over the ranks (the CG scalars are
+  /// computed from the reduced vectors, so they agree everywhere). Full batch only (throws for
+  /// options.inner.batch_size); the CUDA graph of the inner step is not used (the reductions
+  /// synchronise). The checkpoint holds the whole state and its fingerprint does not depend on the
+  /// rank count: a run resumes with any number of ranks. `policy()` / `classifier()` then give a
+  /// policy sized for this rank's first part of the rows.
+  void set_data_parallel(const DataParallel& parallel);
   /// Writes the whole state to `path` atomically (temporary file + rename), with its fingerprint:
   /// the format version, every field of the options (for_each_field), the data's hash (FNV-1a of
   /// the training and validation values, computed on the first save() or load(): one copy of the

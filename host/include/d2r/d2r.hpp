@@ -2,6 +2,7 @@
 /// @file d2r.hpp  Umbrella header: everything a consumer of d2r needs.
 #include "d2r/bilevel.hpp"
 #include "d2r/buffer.hpp"
+#include "d2r/communicator.hpp"
 #include "d2r/context.hpp"
 #include "d2r/data.hpp"
 #include "d2r/distributions.hpp"

@@ -23,6 +23,7 @@ enum class ErrorKind {
   cublas,            ///< a cuBLAS call failed
   unsupported,       ///< the request is valid but this build or backend does not provide it
   io,                ///< a file could not be read or written
+  communication,     ///< a collective of a d2r::Communicator failed or timed out (communicator.hpp)
 };
 
 /// The exception type of d2r.

@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "d2r/communicator.hpp"
 #include "d2r/context.hpp"
 #include "d2r/fields.hpp"
 #include "d2r/objectives.hpp"
@@ -58,6 +59,21 @@ struct PolicyFitRecord {
   PolicyMetrics validation;  ///< NaN fields when there is no validation data
 };
 
+namespace trainers_detail {
+/// The fields both plain trainers' options have, in their declaration order (after the loss and
+/// the step count): one list for both for_each_field visitors.
+template <class O, class F>
+void for_each_shared_field(const O& o, F& f) {
+  f("adam", o.adam);
+  f("gradient_clamp", o.gradient_clamp);
+  f("generations", o.generations);
+  f("pg", o.pg);
+  f("reward_form", o.reward_form);
+  f("reward_params", o.reward_params);
+  f("seed", o.seed);
+}
+}  // namespace trainers_detail
+
 /// Options of fit_policy.
 template <class T>
 struct PolicyFitOptions {
@@ -73,20 +89,18 @@ struct PolicyFitOptions {
   std::int64_t evaluate_every = 0;            ///< > 0: record metrics every this many steps (and at the end)
   /// Called with each record as it is made (progress reporting); may be empty.
   std::function<void(const PolicyFitRecord&)> on_record{};
+  /// Data parallel (d2r/communicator.hpp): every rank passes the same data and options; each
+  /// computes on its rows, gradients and metrics are summed over the ranks. Not a setting of the
+  /// results (the deterministic mode changes them at the rounding level only).
+  DataParallel parallel{};
 };
 
-/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+/// Calls f(name, value) for every field of `o` but the on_record hook and `parallel` (fields.hpp).
 template <class T, class F>
 void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
   f("loss", o.loss);
   f("steps", o.steps);
-  f("adam", o.adam);
-  f("gradient_clamp", o.gradient_clamp);
-  f("generations", o.generations);
-  f("pg", o.pg);
-  f("reward_form", o.reward_form);
-  f("reward_params", o.reward_params);
-  f("seed", o.seed);
+  trainers_detail::for_each_shared_field(o, f);
   f("evaluate_every", o.evaluate_every);
 }
 
@@ -114,21 +128,17 @@ struct ClassifierFitOptions {
   std::uint64_t seed = 0;                     ///< initialisation of θ and the epoch shuffles
   /// Called with each epoch's record as it is made (progress reporting); may be empty.
   std::function<void(const PolicyFitRecord&)> on_record{};
+  /// Data parallel as PolicyFitOptions::parallel: every batch's rows are split over the ranks.
+  DataParallel parallel{};
 };
 
-/// Calls f(name, value) for every field of `o` but the on_record hook (fields.hpp).
+/// Calls f(name, value) for every field of `o` but the on_record hook and `parallel` (fields.hpp).
 template <class T, class F>
 void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
   f("loss", o.loss);
   f("epochs", o.epochs);
   f("batch_size", o.batch_size);
-  f("adam", o.adam);
-  f("gradient_clamp", o.gradient_clamp);
-  f("generations", o.generations);
-  f("pg", o.pg);
-  f("reward_form", o.reward_form);
-  f("reward_params", o.reward_params);
-  f("seed", o.seed);
+  trainers_detail::for_each_shared_field(o, f);
 }
 
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled

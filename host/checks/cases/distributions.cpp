@@ -1,0 +1,348 @@
+// Cases of the registry (host/checks/checks.hpp): sample, log_prob, entropy and backward of the three heads.
+#include "host/checks/cases/common.hpp"
+
+namespace d2r::checks {
+
+// ------------------------------------------------------------------ distributions
+
+namespace {
+/// sample, log_prob, entropy and backward of one Gaussian head family (Head = Diag or Chol) on its
+/// shapes, per-row and shared second parameter.
+template <template <class> class Head>
+void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const std::string& name,
+                              const std::string& shared_name, const std::string& second_grad) {
+  const Tol values{1e-4}, grads{1e-3};
+  for (const Shape s : shapes) {
+    const std::string size = gauss_size(s);
+    for (const bool shared : {false, true}) {
+      if (shared && s.B == 1) continue;
+      const std::string var = shared ? shared_name : name;
+      t.add("sample", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+        using T = decltype(one);
+        const Head<T> h(ctx, r, s, shared);
+        Out<T> y(ctx, s.B * s.G * s.n, "y");
+        sample(ctx, h.head(), s.G, kKey, y.matrix(s.B * s.G, s.n));
+        return {{"samples", get(y)}};
+      });
+      t.add("log_prob", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+        using T = decltype(one);
+        const Head<T> h(ctx, r, s, shared);
+        const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
+        Out<T> lp(ctx, s.B * s.G, "lp");
+        log_prob(ctx, h.head(), y.matrix(s.B * s.G, s.n), lp.matrix(s.B, s.G));
+        return {{"log_prob", get(lp)}};
+      });
+      t.add("entropy", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+        using T = decltype(one);
+        const Head<T> h(ctx, r, s, shared);
+        Out<T> e(ctx, s.B, "e");
+        entropy(ctx, h.head(), e.vector());
+        return {{"entropy", get(e)}};
+      });
+      t.add("backward", var, size, grads, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+        using T = decltype(one);
+        const Head<T> h(ctx, r, s, shared);
+        const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
+                        e = put<T>(ctx, r.vec(s.B, -1, 1));
+        auto g = h.zeros(ctx);
+        backward(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_grad(g));
+        return {{"grad_mean", get(g.a)}, {second_grad, get(g.b)}};
+      });
+    }
+  }
+}
+}  // namespace
+
+namespace {
+// ------------------------------------------------------------------ diagonal Gaussian, strided
+
+/// The former tests/diag_gaussian_gpu_test.cpp comparisons: strided, guarded head and outputs; the
+/// draws of key {17, 5} against the reference's; log_prob, entropy and backward on the TESTED
+/// side's own draws (fed to the double reference); backward with one cotangent only (d_entropy
+/// alone without samples, d_log_prob alone); that test's shapes and D2R_EXPECT_CLOSE tolerances
+/// (|got − want| <= atol + rtol·|want| is Tol{rtol, 0, atol / rtol}); a zero reference gradient fails.
+struct DiagShape {
+  std::int64_t B, n, G;
+  bool shared;
+};
+enum class DiagOp { sample, log_prob, entropy, backward, backward_entropy_only, backward_log_prob_only };
+struct DiagIn {
+  Vec mean, log_std, c, e;
+};
+
+/// Runs `op` in T on ctx; returns its outputs after "samples" (the draws, first). `y`: the draws to
+/// evaluate at (the tested side's), or null for this side's own.
+template <class T>
+Outputs diag_side(Context& ctx, const DiagIn& in, DiagShape s, DiagOp op, const Vec* y) {
+  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B;
+  const Out<T> mean(ctx, B, n, in.mean, "mean"), log_std(ctx, S, n, in.log_std, "log_std"), c(ctx, B, G, in.c, "d_log_prob"),
+      e(ctx, in.e, "d_entropy");
+  const DiagGaussian<T> head{mean.matrix(B, n), log_std.matrix(S, n)};
+  const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
+  Out<T> draws(ctx, B * G, n, {}, "samples");
+  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 3} : DrawKey{.step = 17, .first_row = 5}, draws.matrix(B * G, n));
+  Outputs out{{"samples", get(draws)}};
+  if (op == DiagOp::sample) return out;
+  const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
+  const MatrixView<const T> yv = at.matrix(B * G, n);
+  if (op == DiagOp::log_prob) {
+    Out<T> lp(ctx, B, G, {}, "log_prob");
+    log_prob(ctx, head, yv, lp.matrix(B, G));
+    out.push_back({"log_prob", get(lp)});
+  } else if (op == DiagOp::entropy) {
+    Out<T> h(ctx, B, "entropy");
+    entropy(ctx, head, h.vector());
+    out.push_back({"entropy", get(h)});
+  } else {
+    Out<T> gm(ctx, B, n, {}, "grad_mean"), gs(ctx, S, n, {}, "grad_log_std");
+    const DiagGaussianGrad<T> grad{gm.matrix(B, n), gs.matrix(S, n)};
+    if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
+    if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
+    if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    out.push_back({"grad_mean", get(gm)});
+    out.push_back({"grad_log_std", get(gs)});
+  }
+  return out;
+}
+
+/// The worse of two outcomes (by error over tolerance); notes joined.
+Outcome worse(Outcome a, const Outcome& b) {
+  const double ra = a.tolerance > 0 ? a.rel_err / a.tolerance : a.rel_err, rb = b.tolerance > 0 ? b.rel_err / b.tolerance : b.rel_err;
+  Outcome w = rb > ra ? b : a;
+  w.status = a.status == Status::fail || b.status == Status::fail ? Status::fail : w.status;
+  w.abs_err = std::max(a.abs_err, b.abs_err);
+  w.note = a.note.empty() ? b.note : b.note.empty() ? a.note : a.note + "; " + b.note;
+  return w;
+}
+
+void add_strided_diag_checks(Table& t, Level level) {
+  const std::vector<DiagShape> shapes = upto<DiagShape>(
+      level, {{1, 1, 1, false}, {1, 1, 1, true}, {3, 5, 7, false}, {7, 2, 5, true}, {33, 17, 5, false}},
+      {{257, 17, 5, true}, {129, 64, 16, false}, {1000, 33, 50, true}, {2, 1000, 3, false}, {4099, 6, 2, true}}, {});
+  struct Named {
+    DiagOp op;
+    const char* primitive;
+    const char* variant;
+  };
+  for (const DiagShape s : shapes) {
+    const double n = static_cast<double>(s.n), G = static_cast<double>(s.G), scale_g = G * (s.shared ? static_cast<double>(s.B) : 1.0);
+    for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {17, 5}"},
+                          Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
+                          Named{DiagOp::entropy, "entropy", "strided"},
+                          Named{DiagOp::backward, "backward", "strided, at the tested draws"},
+                          Named{DiagOp::backward_entropy_only, "backward", "strided, d_entropy only, no samples"},
+                          Named{DiagOp::backward_log_prob_only, "backward", "strided, d_log_prob only"}}) {
+      const Tol tol = k.op == DiagOp::sample     ? Tol{2e-5, 0.0, 1.0}
+                      : k.op == DiagOp::log_prob ? Tol{1e-5, 0.0, 0.2 * n}
+                      : k.op == DiagOp::entropy  ? Tol{1e-6, 0.0, n}
+                                                 : Tol{1e-4, 0.0, 0.1 * G};
+      const Tol log_std_tol{1e-4, 0.0, 0.1 * scale_g};
+      t.add_custom(k.primitive, fmt::format("diag{}, {}", s.shared ? " shared" : "", k.variant), gauss_size(Shape{s.B, s.n, s.G}),
+                   tol, [=](Env& env, std::uint64_t salt) {
+                     Rng r(env.seed, salt);
+                     const std::int64_t S = s.shared ? 1 : s.B;
+                     DiagIn in;
+                     in.mean = r.vec(s.B * s.n, -2, 2);
+                     in.log_std = r.vec(S * s.n, -1, 1);
+                     in.c = r.vec(s.B * s.G, -1, 1);
+                     in.e = r.vec(s.B, -1, 1);
+                     Outputs got = diag_side<float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = diag_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     if (k.op == DiagOp::sample) return compare(got, want, tol);
+                     got.erase(got.begin());
+                     want.erase(want.begin());
+                     if (k.op == DiagOp::log_prob || k.op == DiagOp::entropy) return compare(got, want, tol);
+                     Outcome o = worse(compare({got[0]}, {want[0]}, tol), compare({got[1]}, {want[1]}, log_std_tol));
+                     double norm = 0;
+                     for (double v : want[1].values) norm += std::abs(v);
+                     if (!(norm > 0)) {
+                       o.status = Status::fail;
+                       o.note = "the reference grad_log_std is zero: nothing was compared";
+                     }
+                     return o;
+                   });
+    }
+  }
+}
+// ------------------------------------------------------------------ Cholesky Gaussian, strided
+
+/// The former tests/cholesky_gaussian_gpu_test.cpp comparisons (CholeskyGpu): strided guarded
+/// head and outputs, jitter 1e-4; draws of key {123, 40}; log_prob and backward at the tested
+/// side's draws; a second backward gives the same bits; backward with one cotangent only (key {5});
+/// that test's shapes and tolerances (atol / rtol as the floor; "× max|want|" as Tol::floor), and
+/// its non-vacuity thresholds (max|want| of draws and log_prob > 0.1, of the gradients > 1e-3).
+struct CholShape {
+  std::int64_t B, n, G;
+  bool shared;
+};
+struct CholIn {
+  Vec mean, tril, c, e;
+};
+
+template <class T>
+Outputs chol_side(Context& ctx, const CholIn& in, CholShape s, DiagOp op, const Vec* y) {
+  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B, P = packed(n);
+  const Out<T> mean(ctx, B, n, in.mean, "mean"), tril(ctx, S, P, in.tril, "tril"), c(ctx, B, G, in.c, "d_log_prob"),
+      e(ctx, in.e, "d_entropy");
+  const CholeskyGaussian<T> head{mean.matrix(B, n), tril.matrix(S, P), f32<T>(1e-4)};
+  const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
+  Out<T> draws(ctx, B * G, n, {}, "samples");
+  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 5} : DrawKey{.step = 123, .first_row = 40}, draws.matrix(B * G, n));
+  Outputs out{{"samples", get(draws)}};
+  if (op == DiagOp::sample) return out;
+  const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
+  const MatrixView<const T> yv = at.matrix(B * G, n);
+  if (op == DiagOp::log_prob) {
+    Out<T> lp(ctx, B, G, {}, "log_prob");
+    log_prob(ctx, head, yv, lp.matrix(B, G));
+    out.push_back({"log_prob", get(lp)});
+  } else if (op == DiagOp::entropy) {
+    Out<T> h(ctx, B, "entropy");
+    entropy(ctx, head, h.vector());
+    out.push_back({"entropy", get(h)});
+  } else {
+    const auto run = [&](Out<T>& gm, Out<T>& gt) {
+      const CholeskyGaussianGrad<T> grad{gm.matrix(B, n), gt.matrix(S, P)};
+      if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
+      if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
+      if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    };
+    Out<T> gm(ctx, B, n, {}, "grad_mean"), gt(ctx, S, P, {}, "grad_tril");
+    run(gm, gt);
+    out.push_back({"grad_mean", get(gm)});
+    out.push_back({"grad_tril", get(gt)});
+    if (op == DiagOp::backward) {  // deterministic: a second run gives the same bits (0 on both sides)
+      Out<T> gm2(ctx, B, n, {}, "grad_mean"), gt2(ctx, S, P, {}, "grad_tril");
+      run(gm2, gt2);
+      const Vec a = get(gm2), b = get(gt2);
+      Vec d(a.size() + b.size());
+      for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - out[1].values[i];
+      for (std::size_t i = 0; i < b.size(); ++i) d[a.size() + i] = b[i] - out[2].values[i];
+      out.push_back({"rerun_minus_first", std::move(d)});
+    }
+  }
+  return out;
+}
+
+double max_abs(const Vec& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+/// Fails `o` when max|want| is not above `least` (the comparison would be vacuous).
+Outcome require_scale(Outcome o, const Output& want, double least) {
+  if (!(max_abs(want.values) > least)) {
+    o.status = Status::fail;
+    o.note = fmt::format("max|{}| of the reference is {:.3g}, not above {}: nothing was compared", want.name,
+                         max_abs(want.values), least);
+  }
+  return o;
+}
+
+void add_strided_cholesky_checks(Table& t, Level level) {
+  const std::vector<CholShape> shapes = upto<CholShape>(
+      level,
+      {{1, 1, 1, false}, {1, 2, 5, false}, {1, 64, 1, true}, {7, 1, 100, true}, {7, 2, 5, true}, {7, 3, 50, false},
+       {7, 17, 50, false}, {7, 17, 50, true}, {5, 64, 100, false}, {3, 64, 33, true}, {2, 4, 64, false}},
+      {{257, 3, 100, false}, {257, 3, 100, true}, {257, 17, 5, true}, {257, 64, 5, false}, {300, 5, 7, true},
+       {33, 17, 1, true}},
+      {});
+  struct Named {
+    DiagOp op;
+    const char* primitive;
+    const char* variant;
+  };
+  for (const CholShape s : shapes) {
+    const double n = static_cast<double>(s.n);
+    for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {123, 40}"},
+                          Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
+                          Named{DiagOp::entropy, "entropy", "strided"},
+                          Named{DiagOp::backward, "backward", "strided, at the tested draws, twice"},
+                          Named{DiagOp::backward_entropy_only, "backward", "strided, d_entropy only, no samples"},
+                          Named{DiagOp::backward_log_prob_only, "backward", "strided, d_log_prob only"}}) {
+      const Tol tol = k.op == DiagOp::sample     ? Tol{1e-4, 0.0, 0.1 * (1.0 + std::sqrt(n))}
+                      : k.op == DiagOp::log_prob ? Tol{1e-4, 0.0, 0.1 * n}
+                      : k.op == DiagOp::entropy  ? Tol{1e-5, 0.0, n}
+                                                 : Tol{1e-3, 0.1, 0.0};
+      t.add_custom(k.primitive, fmt::format("cholesky{}, {}", s.shared ? " shared" : "", k.variant),
+                   gauss_size(Shape{s.B, s.n, s.G}), tol, [=](Env& env, std::uint64_t salt) {
+                     Rng r(env.seed, salt);
+                     const std::int64_t S = s.shared ? 1 : s.B;
+                     CholIn in;
+                     in.mean = r.vec(s.B * s.n, -2, 2);
+                     in.tril = Chol<double>::tril_values(r, S, s.n);
+                     in.c = r.vec(s.B * s.G, -1, 1);
+                     in.e = r.vec(s.B, -1, 1);
+                     Outputs got = chol_side<float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = chol_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     if (k.op == DiagOp::sample) return require_scale(compare(got, want, tol), want[0], 0.1);
+                     got.erase(got.begin());
+                     want.erase(want.begin());
+                     if (k.op == DiagOp::log_prob) return require_scale(compare(got, want, tol), want[0], 0.1);
+                     if (k.op == DiagOp::entropy) return compare(got, want, tol);
+                     if (k.op == DiagOp::backward) {
+                       const Outcome o = compare(got, want, tol);  // the rerun difference: 0 against 0
+                       return require_scale(require_scale(o, want[0], 1e-3), want[1], 1e-3);
+                     }
+                     // One cotangent: grad_mean's floor is 1e-4·max(max|want|, 1), grad_tril's 1e-4·max|want|.
+                     const Outcome o = worse(compare({got[0]}, {want[0]}, Tol{1e-3, 0.0, 0.1 * std::max(max_abs(want[0].values), 1.0)}),
+                                             compare({got[1]}, {want[1]}, Tol{1e-3, 0.1, 0.0}));
+                     return require_scale(o, want[1], 1e-3);
+                   });
+    }
+  }
+}
+}  // namespace
+
+void add_distribution_checks(Table& t, Level level) {
+  add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std");
+  add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril");
+  add_strided_diag_checks(t, level);
+  add_strided_cholesky_checks(t, level);
+  for (const Shape s : cat_shapes(level, t.self_check)) {
+    const std::string size = cat_size(s);
+    // Draw for draw: the tolerance is compare_draws's agreement fraction.
+    t.add_custom("sample", "categorical", size, {1e-3}, [=](Env& env, std::uint64_t salt) {
+      const auto draw = [&](Context& ctx, auto one) {
+        using T = decltype(one);
+        Rng r(env.seed, salt);
+        const Cat<T> h(ctx, r, s);
+        Out<std::int32_t> k(ctx, s.B * s.G, "k");
+        sample(ctx, h.head(), s.G, kKey, k.matrix(s.B, s.G));
+        return std::make_pair(k.to_host(), h.host_logits);
+      };
+      const auto got = draw(env.test, float{});
+      const auto want = draw(env.ref, double{});
+      return compare_draws(got.first, want.first, want.second, s.B, s.n, s.G, env.self_check);
+    });
+    t.add("log_prob", "categorical", size, {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      using T = decltype(one);
+      const Cat<T> h(ctx, r, s);
+      const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
+      Out<T> lp(ctx, s.B * s.G, "lp");
+      log_prob(ctx, h.head(), k.matrix(s.B, s.G), lp.matrix(s.B, s.G));
+      return {{"log_prob", get(lp)}};
+    });
+    t.add("entropy", "categorical", size, {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      using T = decltype(one);
+      const Cat<T> h(ctx, r, s);
+      Out<T> e(ctx, s.B, "e");
+      entropy(ctx, h.head(), e.vector());
+      return {{"entropy", get(e)}};
+    });
+    // Per element: the gradient of a large vocabulary has entries far below its largest one.
+    t.add("backward", "categorical", size, {1e-3, 1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      using T = decltype(one);
+      const Cat<T> h(ctx, r, s);
+      const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
+      const Buffer<T> c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)), e = put<T>(ctx, r.vec(s.B, -1, 1));
+      Out<T> g(ctx, s.B * s.n, "g");
+      backward(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_grad(g));
+      return {{"grad_logits", get(g)}};
+    });
+  }
+}
+
+
+}  // namespace d2r::checks

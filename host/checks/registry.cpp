@@ -1,0 +1,53 @@
+// The registry: every family's cases, and the one way to run a case (the salt of its key).
+#include <exception>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "host/checks/cases/common.hpp"
+#include "host/checks/checks.hpp"
+
+namespace d2r::checks {
+namespace {
+std::uint64_t fnv(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+}  // namespace
+
+std::vector<Case> all_cases(Level level, bool self_check) {
+  Table t(level, self_check);
+  add_distribution_checks(t, level);
+  add_reward_checks(t, level);
+  add_objective_checks(t, level);
+  add_second_order_checks(t, level);
+  add_network_checks(t, level);
+  add_curvature_checks(t, level);
+  add_optim_checks(t, level);
+  add_solver_checks(t, level);
+  return std::move(t.cases);
+}
+
+Outcome run_case(const Case& c, Env& env) {
+  Outcome out;
+  try {
+    out = c.run(env, fnv(c.key()));
+  } catch (const std::exception& e) {
+    out.status = Status::fail;
+    out.abs_err = out.rel_err = kInf;
+    out.tolerance = c.tolerance.rtol;
+    out.note = fmt::format("error: {}", e.what());
+  }
+  return out;
+}
+
+std::string format_err(double v) {
+  if (std::isinf(v)) return "inf";
+  if (std::isnan(v)) return "nan";
+  return fmt::format("{:.2e}", v);
+}
+
+}  // namespace d2r::checks

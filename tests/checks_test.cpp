@@ -1,0 +1,150 @@
+// The case registry (host/checks/) without a GPU: every case at --sizes small runs in float on the
+// cpu backend against double (the inputs, the guarded outputs, the run, the comparison and the
+// tolerance of each case: `d2r validate --device cpu --sizes small`), and the registry's shape
+// (unique keys, size classes that nest, the families validate's table promises). The GPU test is
+// tests/checks_gpu_test.cpp.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "host/checks/cases/common.hpp"
+#include "host/checks/checks.hpp"
+
+namespace {
+
+using d2r::checks::Case;
+using d2r::checks::Level;
+
+const std::vector<Case>& cpu_cases() {
+  static const std::vector<Case> cases = d2r::checks::all_cases(Level::small, true);
+  return cases;
+}
+
+std::string test_name(const Case& c) {
+  std::string s;
+  for (const char ch : c.key()) s += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+  return s;
+}
+
+class CheckCpu : public ::testing::TestWithParam<std::size_t> {};
+
+TEST_P(CheckCpu, FloatCpuMatchesDoubleCpu) {
+  const Case& c = cpu_cases()[GetParam()];
+  static d2r::Context test({.backend = d2r::Backend::cpu, .seed = 2024});
+  static d2r::Context ref({.backend = d2r::Backend::cpu, .seed = 2024});
+  d2r::checks::Env env{test, ref, 2024, true};
+  const d2r::checks::Outcome out = d2r::checks::run_case(c, env);
+  EXPECT_EQ(out.status, d2r::checks::Status::pass)
+      << c.key() << ": max rel err " << d2r::checks::format_err(out.rel_err) << " (tolerance " << out.tolerance
+      << ", max abs err " << d2r::checks::format_err(out.abs_err) << ") " << out.note;
+  EXPECT_TRUE(std::isfinite(out.rel_err)) << c.key();
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, CheckCpu, ::testing::Range<std::size_t>(0, cpu_cases().size()),
+                         [](const ::testing::TestParamInfo<std::size_t>& info) { return test_name(cpu_cases()[info.param]); });
+
+// The cases the GPU test adds at --sizes medium (the paper's sizes), in one test (a ctest process
+// per case would cost more than the cases): the same wiring check at the GPU test's sizes.
+TEST(CheckCpuMedium, EveryMediumCaseMatchesDoubleCpu) {
+  std::set<std::string> small;
+  for (const Case& c : cpu_cases()) small.insert(c.key());
+  d2r::Context test({.backend = d2r::Backend::cpu, .seed = 2024}), ref({.backend = d2r::Backend::cpu, .seed = 2024});
+  d2r::checks::Env env{test, ref, 2024, true};
+  int ran = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, true)) {
+    if (small.count(c.key()) != 0) continue;
+    const d2r::checks::Outcome out = d2r::checks::run_case(c, env);
+    EXPECT_EQ(out.status, d2r::checks::Status::pass)
+        << c.key() << ": max rel err " << d2r::checks::format_err(out.rel_err) << " (tolerance " << out.tolerance << ") "
+        << out.note;
+    ++ran;
+  }
+  EXPECT_GT(ran, 150);
+}
+
+TEST(CheckRegistry, KeysAreUniqueAndSizeClassesNest) {
+  for (const bool self_check : {false, true}) {
+    std::vector<std::set<std::string>> keys;
+    for (const Level level : {Level::small, Level::medium, Level::large}) {
+      std::set<std::string> k;
+      for (const Case& c : d2r::checks::all_cases(level, self_check)) {
+        EXPECT_TRUE(k.insert(c.key()).second) << "duplicate key " << c.key();
+        EXPECT_GE(c.tolerance.rtol, 0.0) << c.key();
+        EXPECT_TRUE(c.run) << c.key();
+      }
+      keys.push_back(std::move(k));
+    }
+    EXPECT_GT(keys[0].size(), 100u);
+    EXPECT_LT(keys[0].size(), keys[1].size());
+    EXPECT_LT(keys[1].size(), keys[2].size());
+    for (std::size_t l = 1; l < keys.size(); ++l)
+      EXPECT_TRUE(std::includes(keys[l].begin(), keys[l].end(), keys[l - 1].begin(), keys[l - 1].end()));
+  }
+}
+
+TEST(CheckRegistry, SelfCheckLeavesOutOnlyLargeVocabularies) {
+  const auto gpu = d2r::checks::all_cases(Level::large, false), cpu = d2r::checks::all_cases(Level::large, true);
+  std::set<std::string> cpu_keys;
+  for (const Case& c : cpu) cpu_keys.insert(c.key());
+  std::size_t left_out = 0;
+  for (const Case& c : gpu) {
+    if (cpu_keys.count(c.key()) != 0) continue;
+    ++left_out;
+    EXPECT_NE(c.size.find("C="), std::string::npos) << c.key() << " left out of the self-check";
+  }
+  EXPECT_GT(left_out, 0u);
+  EXPECT_EQ(gpu.size(), cpu.size() + left_out);
+}
+
+// The guard of every case's outputs: an element written outside the array, or one never written,
+// fails the case (with the array's name), where a NaN-tolerant comparison would pass it.
+TEST(CheckGuardedOutput, OutOfBoundsAndUnwrittenElementsThrow) {
+  d2r::Context cpu({.backend = d2r::Backend::cpu});
+  d2r::checks::Out<float> full(cpu, 5, "full");
+  for (int i = 0; i < 5; ++i) full.data()[i] = static_cast<float>(i);
+  EXPECT_EQ(d2r::checks::get(full), (d2r::checks::Vec{0, 1, 2, 3, 4}));
+  full.data()[5] = 1.0f;  // one past the end
+  EXPECT_THROW((void)full.to_host(), d2r::Error);
+
+  d2r::checks::Out<double> before(cpu, 3, "before");
+  for (int i = 0; i < 3; ++i) before.data()[i] = 1.0;
+  before.data()[-1] = 0.0;
+  EXPECT_THROW((void)before.to_host(), d2r::Error);
+
+  d2r::checks::Out<float> partial(cpu, 4, "partial");
+  partial.data()[0] = partial.data()[1] = partial.data()[3] = 2.0f;
+  try {
+    (void)partial.to_host();
+    ADD_FAILURE() << "expected an error for the unwritten element";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "partial");
+    EXPECT_NE(std::string(e.what()).find("1 of 4 elements never written (the first: [2])"), std::string::npos) << e.what();
+  }
+
+  // Made with values (updated in place): only the padding is guarded.
+  d2r::checks::Out<std::int32_t> inplace(cpu, d2r::checks::Vec{7, 8}, "inplace");
+  EXPECT_EQ(d2r::checks::get(inplace), (d2r::checks::Vec{7, 8}));
+  inplace.data()[2] = 0;
+  EXPECT_THROW((void)inplace.to_host(), d2r::Error);
+}
+
+// A case whose run throws (here: an output written out of bounds) is a failed case, not a crash.
+TEST(CheckGuardedOutput, RunCaseReportsAnErrorAsAFailure) {
+  d2r::Context a({.backend = d2r::Backend::cpu}), b({.backend = d2r::Backend::cpu});
+  d2r::checks::Env env{a, b, 1, true};
+  const Case bad{"p", "v", "s", {1e-5}, [](d2r::checks::Env& e, std::uint64_t) -> d2r::checks::Outcome {
+                   d2r::checks::Out<float> o(e.test, 2, "o");
+                   o.data()[0] = o.data()[1] = o.data()[2] = 0.0f;
+                   (void)o.to_host();
+                   return {};
+                 }};
+  const d2r::checks::Outcome out = d2r::checks::run_case(bad, env);
+  EXPECT_EQ(out.status, d2r::checks::Status::fail);
+  EXPECT_NE(out.note.find("out of bounds"), std::string::npos) << out.note;
+  EXPECT_TRUE(std::isinf(out.rel_err));
+}
+
+}  // namespace
