@@ -109,15 +109,8 @@ nlohmann::json ClassificationConfig::to_json() const {
 }
 
 // ------------------------------------------------------------------ the run
-struct ClassificationRun::Impl {
-  virtual ~Impl() = default;
+struct ClassificationRun::Impl : RunImpl<ClassificationResult> {
   virtual double heuristic_beta() const = 0;
-  virtual void set_checkpoint(std::filesystem::path path, std::int64_t every) = 0;
-  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
-  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
-  virtual nlohmann::json options_json() const = 0;
-  virtual ClassificationResult run(const ClassProgressFn& progress) = 0;
-  virtual std::int64_t total_units() const = 0;
 };
 
 namespace {

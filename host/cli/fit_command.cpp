@@ -291,6 +291,28 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
       outer_loss, c.outer_data == OuterData::validation ? "validation" : "training");
 }
 
+/// bilevel_warnings of a run's outer-step records (StepRecord: held-out rows; OuterRecord:
+/// validation rows) under its configuration's tolerances.
+template <class Record, class Config>
+std::vector<std::string> outer_step_warnings(const std::vector<Record>& records, const Config& c) {
+  std::vector<OuterStepFacts> facts;
+  for (const Record& r : records) {
+    const PolicyMetrics* held = nullptr;
+    if constexpr (requires { r.held_out; }) {
+      held = &r.held_out;
+    } else {
+      held = &r.validation;
+    }
+    facts.push_back({.clamped = r.hypergradient_clamped,
+                     .at_max_step = r.at_max_step,
+                     .solver_relative_residual = r.solver_relative_residual,
+                     .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
+                     .train_loss = r.train.nll_per_dim,
+                     .validation_loss = held->nll_per_dim});
+  }
+  return bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+}
+
 /// The settings and data identity lines of a checkpoint: the flattened config ("a.b = json").
 void flatten_json(const nlohmann::json& j, const std::string& prefix, std::vector<std::pair<std::string, std::string>>& out) {
   if (j.is_object()) {
@@ -508,16 +530,7 @@ int run_fit(const FitOptions& o) {
   fmt::print("wall time {:.1f} s\n", result.wall_seconds);
   std::vector<std::string> warnings;
   if (method == Method::bilevel) {
-    std::vector<OuterStepFacts> facts;
-    for (const StepRecord& r : result.records) {
-      facts.push_back({.clamped = r.hypergradient_clamped,
-                       .at_max_step = r.at_max_step,
-                       .solver_relative_residual = r.solver_relative_residual,
-                       .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
-                       .train_loss = r.train.nll_per_dim,
-                       .validation_loss = r.held_out.nll_per_dim});
-    }
-    warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+    warnings = outer_step_warnings(result.records, c);
   }
 
   std::vector<std::string> header;
@@ -733,16 +746,7 @@ int run_fit_classification(const FitOptions& o) {
   std::vector<std::string> warnings;
   int code = 0;
   if (method == ClassMethod::bilevel) {
-    std::vector<OuterStepFacts> facts;
-    for (const OuterRecord& r : result.outer) {
-      facts.push_back({.clamped = r.hypergradient_clamped,
-                       .at_max_step = r.at_max_step,
-                       .solver_relative_residual = r.solver_relative_residual,
-                       .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
-                       .train_loss = r.train.nll_per_dim,
-                       .validation_loss = r.validation.nll_per_dim});
-    }
-    warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+    warnings = outer_step_warnings(result.outer, c);
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = result.outer.empty() ? kNaN : result.outer.back().outer_loss;

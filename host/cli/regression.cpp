@@ -178,15 +178,7 @@ nlohmann::json RegressionConfig::to_json() const {
 }
 
 // ------------------------------------------------------------------ the run
-struct RegressionRun::Impl {
-  virtual ~Impl() = default;
-  virtual void set_checkpoint(fs::path path, std::int64_t every) = 0;
-  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
-  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
-  virtual nlohmann::json options_json() const = 0;
-  virtual RunResult run(const ProgressFn& progress) = 0;
-  virtual std::int64_t total_units() const = 0;
-};
+struct RegressionRun::Impl : RunImpl<RunResult> {};
 
 namespace {
 

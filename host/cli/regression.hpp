@@ -235,6 +235,19 @@ struct RunResult {
 /// Called after every step (plain: every eval_every steps) with (done, total, status text).
 using ProgressFn = std::function<void(std::int64_t, std::int64_t, const std::string&)>;
 
+/// What a run of either task (RegressionRun, ClassificationRun) does behind its public class: one
+/// implementation per scalar type.
+template <class Result>
+struct RunImpl {
+  virtual ~RunImpl() = default;
+  virtual void set_checkpoint(std::filesystem::path path, std::int64_t every) = 0;
+  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
+  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
+  virtual nlohmann::json options_json() const = 0;
+  virtual Result run(const ProgressFn& progress) = 0;
+  virtual std::int64_t total_units() const = 0;
+};
+
 class RegressionRun {
  public:
   /// Validates the configuration and the data, uploads the data and builds the trainer; throws
