@@ -197,22 +197,13 @@ class TypedClassRun final : public ClassificationRun::Impl {
     if (c_.method == ClassMethod::pg) beta = c_.beta;
     if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
     if (c_.method == ClassMethod::bilevel) {
-      BilevelVerdict v = trainer_->verdict(false);
-      for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps && v.status == BilevelStatus::running;
-           ++k) {
-        const BilevelRecord& r = trainer_->step();
-        v = trainer_->verdict(k == c_.outer_steps);
-        if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps || v.status != BilevelStatus::running)) {
-          ensure_directory(checkpoint_.parent_path());
-          trainer_->save(checkpoint_);
-        }
-        if (progress) {
-          progress(k, total, fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}", r.reward_params.at(0),
-                                         r.outer_loss, r.train.accuracy));
-        }
-      }
-      if (v.status == BilevelStatus::running) v = trainer_->verdict(true);
-      out.verdict = v;
+      out.verdict = run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_,
+                                   [&](std::int64_t k, const BilevelRecord& r) {
+                                     if (!progress) return;
+                                     progress(k, total,
+                                              fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}",
+                                                          r.reward_params.at(0), r.outer_loss, r.train.accuracy));
+                                   });
       // The records of every outer step, those restored by resume() included.
       for (const BilevelRecord& r : trainer_->history()) {
         OuterRecord s;

@@ -309,22 +309,14 @@ class TypedRun final : public RegressionRun::Impl {
   RunResult run_bilevel(const ProgressFn& progress) {
     // Stops at the budget or as soon as the run has converged or diverged (a resumed run that
     // had already stopped runs no further step).
-    BilevelVerdict v = trainer_->verdict(false);
-    for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps && v.status == BilevelStatus::running;
-         ++k) {
-      const BilevelRecord& r = trainer_->step();
-      v = trainer_->verdict(k == c_.outer_steps);
-      if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps || v.status != BilevelStatus::running)) {
-        ensure_directory(checkpoint_.parent_path());
-        trainer_->save(checkpoint_);
-      }
-      if (progress) {
-        progress(k, c_.outer_steps,
-                 fmt::format("{}  outer loss {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
-                             r.outer_loss));
-      }
-    }
-    if (v.status == BilevelStatus::running) v = trainer_->verdict(true);
+    const BilevelVerdict v =
+        run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_, [&](std::int64_t k, const BilevelRecord& r) {
+          if (progress) {
+            progress(k, c_.outer_steps,
+                     fmt::format("{}  outer loss {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
+                                 r.outer_loss));
+          }
+        });
     RunResult out;
     out.verdict = v;
     for (const BilevelRecord& r : trainer_->history()) {

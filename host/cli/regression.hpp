@@ -26,6 +26,7 @@
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/policy_model.hpp"
+#include "host/cli/output.hpp"
 
 namespace d2r::cli {
 
@@ -234,6 +235,28 @@ struct RunResult {
 
 /// Called after every step (plain: every eval_every steps) with (done, total, status text).
 using ProgressFn = std::function<void(std::int64_t, std::int64_t, const std::string&)>;
+
+/// The outer loop of a bilevel run of either task: steps `trainer` from where it stands (a resumed
+/// run continues) to `outer_steps`, stopping as soon as it has converged or diverged (a resumed
+/// run that had already stopped takes no step); saves to `checkpoint` (when not empty) every
+/// `every` steps, at the last and at a verdict; calls on_step(k, record) after each step. Returns
+/// the verdict (step_limited when the budget ran out).
+template <class T, class OnStep>
+BilevelVerdict run_outer_loop(BilevelTrainer<T>& trainer, std::int64_t outer_steps,
+                              const std::filesystem::path& checkpoint, std::int64_t every, OnStep&& on_step) {
+  BilevelVerdict v = trainer.verdict(false);
+  for (std::int64_t k = trainer.steps_done() + 1; k <= outer_steps && v.status == BilevelStatus::running; ++k) {
+    const BilevelRecord& r = trainer.step();
+    v = trainer.verdict(k == outer_steps);
+    if (!checkpoint.empty() && (k % every == 0 || k == outer_steps || v.status != BilevelStatus::running)) {
+      ensure_directory(checkpoint.parent_path());
+      trainer.save(checkpoint);
+    }
+    on_step(k, r);
+  }
+  if (v.status == BilevelStatus::running) v = trainer.verdict(true);
+  return v;
+}
 
 /// What a run of either task (RegressionRun, ClassificationRun) does behind its public class: one
 /// implementation per scalar type.
