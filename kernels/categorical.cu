@@ -72,7 +72,7 @@ void categorical_backward(cudaStream_t stream, const Categorical<float>& head, M
 }
 
 void exact_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
-                       const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
+                       const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                        const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad) {
   const unsigned grid = row_grid(head.logits.rows);
   if (head.logits.cols <= kSmallRowClasses) {
@@ -87,7 +87,7 @@ void exact_categorical(cudaStream_t stream, const Categorical<float>& head, Vect
 
 void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
                                VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                               float entropy_weight, ObjectiveScale scale, const Categorical<float>& tangent,
+                               float entropy_weight, ObjectiveScale<float> scale, const Categorical<float>& tangent,
                                const CategoricalGrad<float>& grad_tangent) {
   const unsigned grid = row_grid(head.logits.rows);
   if (head.logits.cols <= kSmallRowClasses) {
@@ -108,7 +108,7 @@ bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64
 // Same block shapes as categorical_sample: the draws must be the sampler's, tile for tile.
 void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
                               const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                              ObjectiveScale scale, const ObjectiveRows<float>& rows,
+                              ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
                               const CategoricalGrad<float>& grad) {
   const unsigned grid = row_grid(head.logits.rows);
   const auto smem = static_cast<std::size_t>(scale.generations * categorical::kFusedBytesPerDraw);

@@ -15,11 +15,11 @@
 
 #include <cstdint>
 
-#include "d2r/distributions.hpp"
+#include "d2r/types/heads.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
 #include "kernels/rewards.cuh"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::categorical {
 
@@ -570,7 +570,7 @@ template <int kBlock, int kItems, int kMaxTiles>
 D2R_KERNEL void __launch_bounds__(kBlock)
     pg_surrogate_kernel(Categorical<float> head, VectorView<const std::int32_t> labels,
                         MahalanobisReward<float> reward, PgOptions<float> options, math::DrawPosition pos,
-                        ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad) {
+                        ObjectiveScale<float> s, ObjectiveRows<float> rows, MatrixView<float> grad) {
   using S = TileSampler<kBlock, kItems, kMaxTiles>;
   constexpr int kTile = S::kTile;
   using ReducePair = cub::BlockReduce<Pair, kBlock>;

@@ -11,9 +11,9 @@
 // Determinism. Every sum runs in an order fixed by the shapes only: per-thread loops over dims,
 // per-entry loops over generations in increasing order, warp butterflies. No atomics.
 
-#include "d2r/distributions.hpp"
+#include "d2r/types/heads.hpp"
 #include "kernels/common.cuh"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::cholesky_gaussian {
 

@@ -30,7 +30,7 @@ void finish_shared(cudaStream_t stream, const CholeskyGaussian<float>& head, con
 }  // namespace
 
 void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
-                             const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
+                             const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                              const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                              void* workspace) {
   const std::size_t smem = cholesky_objectives::exact_shared_bytes(dim(head));
@@ -42,7 +42,7 @@ void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>&
 
 void exact_cholesky_gaussian_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                      const MahalanobisReward<float>& reward, float entropy_weight,
-                                     ObjectiveScale scale, const CholeskyGaussian<float>& tangent,
+                                     ObjectiveScale<float> scale, const CholeskyGaussian<float>& tangent,
                                      const CholeskyGaussianGrad<float>& grad_tangent, void* workspace) {
   const std::size_t smem = cholesky_objectives::exact_tangent_shared_bytes(dim(head));
   cholesky_objectives::exact_tangent_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
@@ -69,7 +69,7 @@ void exact_mixed_product_cholesky_gaussian(cudaStream_t stream, const CholeskyGa
 
 void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                 MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
+                                const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
                                 const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                                 void* workspace) {
   const std::size_t smem = cholesky_objectives::pathwise_shared_bytes(dim(head));
@@ -85,7 +85,7 @@ bool pg_surrogate_cholesky_gaussian_fusable(const CholeskyGaussian<float>& head,
 
 void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                     MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
+                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
                                     const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                                     void* workspace) {
   const std::size_t smem = cholesky_objectives::surrogate_shared_bytes(dim(head), scale.generations);

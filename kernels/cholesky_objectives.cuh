@@ -32,11 +32,11 @@
 // and generations, per-entry loops over a batch's generations in increasing order, warp
 // butterflies). No atomics.
 
-#include "d2r/distributions.hpp"
-#include "d2r/objectives.hpp"
+#include "d2r/types/heads.hpp"
+#include "d2r/types/objectives.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::cholesky_objectives {
 
@@ -133,7 +133,7 @@ __device__ __forceinline__ void stage_tangent(const CholeskyGaussian<float>& hea
 /// summed over rows (shared factor).
 D2R_KERNEL void __launch_bounds__(kThreads)
     exact_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
-                 float lambda, ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
+                 float lambda, ObjectiveScale<float> s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
                  MatrixView<float> tril_target) {
   extern __shared__ float smem[];
   const int n = static_cast<int>(head.mean.cols);
@@ -327,7 +327,7 @@ __device__ __forceinline__ void draw_noise(const math::DrawPosition& pos, std::u
 ///   row_loss_b             = −k (Σ_g T(r_g) / G + λ H),   row_reward_b = Σ_g r_g / G
 D2R_KERNEL void __launch_bounds__(kThreads)
     pathwise_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
-                    PgOptions<float> options, math::DrawPosition pos, ObjectiveScale s, ObjectiveRows<float> rows,
+                    PgOptions<float> options, math::DrawPosition pos, ObjectiveScale<float> s, ObjectiveRows<float> rows,
                     MatrixView<float> grad_mean, MatrixView<float> tril_target) {
   extern __shared__ float smem[];
   const int n = static_cast<int>(head.mean.cols);
@@ -499,7 +499,7 @@ __device__ __forceinline__ float warp_min(float v) {
 /// factor). No B·G·n tensor and no B x G intermediate touches device memory.
 D2R_KERNEL void __launch_bounds__(kThreads)
     surrogate_kernel(CholeskyGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
-                     PgOptions<float> options, math::DrawPosition pos, ObjectiveScale s, ObjectiveRows<float> rows,
+                     PgOptions<float> options, math::DrawPosition pos, ObjectiveScale<float> s, ObjectiveRows<float> rows,
                      MatrixView<float> grad_mean, MatrixView<float> tril_target) {
   extern __shared__ float smem[];
   const int n = static_cast<int>(head.mean.cols);

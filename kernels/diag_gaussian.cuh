@@ -1,9 +1,9 @@
 #pragma once
 // Device code of the diagonal-Gaussian head (DESIGN.md §3). Launchers: diag_gaussian.cu.
 
-#include "d2r/distributions.hpp"
+#include "d2r/types/heads.hpp"
 #include "kernels/common.cuh"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::diag_gaussian {
 

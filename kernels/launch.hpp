@@ -7,10 +7,10 @@
 
 #include <cuda_runtime_api.h>
 
-#include "d2r/distributions.hpp"
-#include "d2r/objectives.hpp"
+#include "d2r/types/heads.hpp"
+#include "d2r/types/objectives.hpp"
 #include "d2r/view.hpp"
-#include "kernels/math/philox.hpp"
+#include "common/math/philox.hpp"
 
 namespace d2r::kernels {
 
@@ -97,14 +97,8 @@ void transform_rewards_backward(cudaStream_t stream, const TransformOptions<floa
 
 // ---- objectives (objectives.cu and the head families' files)
 namespace d2r::kernels {
-/// Scale factors of an objective: pd (1/n or 1), N, G.
-struct ObjectiveScale {
-  float per_dim;
-  float normaliser;
-  std::int64_t generations;
-};
 /// Per-row surrogate terms and the cotangents for backward (see reference::pg_row_terms).
-void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale scale,
+void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale<float> scale,
                   MatrixView<const float> log_prob, MatrixView<const float> rewards, MatrixView<const float> advantages,
                   VectorView<const float> entropy, MatrixView<float> d_log_prob, VectorView<float> d_entropy,
                   const ObjectiveRows<float>& rows);
@@ -113,7 +107,7 @@ void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, Objectiv
 std::size_t shared_param_workspace_bytes(std::int64_t rows, std::int64_t params, bool shared);
 
 void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                         const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
+                         const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                          const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace);
 /// Shared memory the diagonal head's one-thread-per-row kernels may use for a full U: 2n floats
 /// per thread for the pathwise kernel, n for the exact objective and its tangent; the largest n
@@ -123,7 +117,7 @@ inline constexpr std::int64_t kPathwiseMaxFullDim = kPathwiseSharedBytes / (2 * 
 inline constexpr std::int64_t kExactMaxFullDim = kPathwiseSharedBytes / 4;
 void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                             const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                            ObjectiveScale scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
+                            ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
                             void* workspace);
 /// Whether the fused kernel takes this size (n <= 128, G <= 1024); otherwise compose primitives.
 bool pg_surrogate_diag_gaussian_fusable(const DiagGaussian<float>& head, std::int64_t generations);
@@ -131,7 +125,7 @@ bool pg_surrogate_diag_gaussian_fusable(const DiagGaussian<float>& head, std::in
 /// from Philox in the second pass instead of storing B·G·n samples.
 void pg_surrogate_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                                 const MahalanobisReward<float>& reward, const PgOptions<float>& options,
-                                DrawPosition pos, ObjectiveScale scale, const ObjectiveRows<float>& rows,
+                                DrawPosition pos, ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
                                 const DiagGaussianGrad<float>& grad, void* workspace);
 /// Whether the fused categorical surrogate takes this size (G <= 1024: the G draws of a row in
 /// shared memory); otherwise compose primitives.
@@ -142,27 +136,27 @@ bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64
 /// B x G intermediate in device memory.
 void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
                               const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                              ObjectiveScale scale, const ObjectiveRows<float>& rows,
+                              ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
                               const CategoricalGrad<float>& grad);
 
 /// Tangent of the exact objective's head gradient (diagonal Gaussian); workspace as exact_diag_gaussian.
 void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
-                                 const MahalanobisReward<float>& reward, ObjectiveScale scale,
+                                 const MahalanobisReward<float>& reward, ObjectiveScale<float> scale,
                                  const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
                                  void* workspace);
 void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
-                             const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
+                             const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                              const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                              void* workspace);
 /// Tangent of the exact objective's head gradient (Cholesky Gaussian, see
 /// reference::exact_cholesky_gaussian_tangent); workspace as exact_cholesky_gaussian.
 void exact_cholesky_gaussian_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                      const MahalanobisReward<float>& reward, float entropy_weight,
-                                     ObjectiveScale scale, const CholeskyGaussian<float>& tangent,
+                                     ObjectiveScale<float> scale, const CholeskyGaussian<float>& tangent,
                                      const CholeskyGaussianGrad<float>& grad_tangent, void* workspace);
 void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                 MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
+                                const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
                                 const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                                 void* workspace);
 /// Whether the fused Cholesky surrogate takes this size (n <= kMaxCholeskyDim, G <= 1024: the G
@@ -173,22 +167,22 @@ bool pg_surrogate_cholesky_gaussian_fusable(const CholeskyGaussian<float>& head,
 /// intermediate in device memory. `workspace`: shared_param_workspace_bytes(B, n(n+1)/2, shared).
 void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                     MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale scale,
+                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
                                     const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                                     void* workspace);
 void exact_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
-                       const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
+                       const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                        const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
 /// Tangent of the exact objective's logits gradient (categorical.cu, one block per row; see
 /// reference::exact_categorical_tangent). No workspace.
 void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
                                VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                               float entropy_weight, ObjectiveScale scale, const Categorical<float>& tangent,
+                               float entropy_weight, ObjectiveScale<float> scale, const Categorical<float>& tangent,
                                const CategoricalGrad<float>& grad_tangent);
 }  // namespace d2r::kernels
 
 // ---- optimisers (optim.cu)
-#include "d2r/optim.hpp"
+#include "d2r/types/optim.hpp"
 namespace d2r::kernels {
 /// Fused Adam/AdamW update, then a one-thread kernel that increments state.step (both on stream).
 void adam_step(cudaStream_t stream, const AdamOptions<float>& options, const AdamState<float>& state,
@@ -329,7 +323,7 @@ void cholesky_gaussian_backward_tangent(cudaStream_t stream, const CholeskyGauss
 // ---- networks (network.cu): the elementwise steps of the MLP trunk (d2r/network.hpp); the GEMMs
 // are cuBLAS calls in host/src/network.cpp. Matrices here are the packed or strided B x width
 // activations of one layer; `bias`/`rbias` hold one value per column.
-#include "d2r/network.hpp"
+#include "d2r/types/network.hpp"
 namespace d2r::kernels {
 /// params[i] = bound · (2u − 1), u = uniform_open(draw_bits(seed, 0, layer, part, i / 4).v[i % 4]).
 void mlp_init_uniform(cudaStream_t stream, float* params, std::int64_t count, float bound, std::uint64_t seed,

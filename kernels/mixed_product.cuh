@@ -6,10 +6,10 @@
 
 #include <cstdint>
 
-#include "d2r/distributions.hpp"
+#include "d2r/types/heads.hpp"
 #include "kernels/categorical.cuh"
 #include "kernels/common.cuh"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::mixed_product {
 

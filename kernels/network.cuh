@@ -12,10 +12,10 @@
 
 #include <type_traits>
 
-#include "d2r/network.hpp"
+#include "d2r/types/network.hpp"
 #include "d2r/view.hpp"
 #include "kernels/common.cuh"
-#include "kernels/math/philox.hpp"
+#include "common/math/philox.hpp"
 
 namespace d2r::kernels::network {
 

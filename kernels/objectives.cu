@@ -45,7 +45,7 @@ std::size_t shared_param_workspace_bytes(std::int64_t rows, std::int64_t params,
   return static_cast<std::size_t>(rows * params) * sizeof(float) + column_sum_workspace_bytes(rows, params);
 }
 
-void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale scale,
+void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale<float> scale,
                   MatrixView<const float> log_prob, MatrixView<const float> rewards, MatrixView<const float> advantages,
                   VectorView<const float> entropy, MatrixView<float> d_log_prob, VectorView<float> d_entropy,
                   const ObjectiveRows<float>& rows) {
@@ -55,7 +55,7 @@ void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, Objectiv
 }
 
 void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                         const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale scale,
+                         const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                          const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace) {
   const RowLaunch launch = full_u_launch(reward, head.mean.cols);
   objectives::exact_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
@@ -65,7 +65,7 @@ void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, M
 }
 
 void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
-                                 const MahalanobisReward<float>& reward, ObjectiveScale scale,
+                                 const MahalanobisReward<float>& reward, ObjectiveScale<float> scale,
                                  const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
                                  void* workspace) {
   const RowLaunch launch = full_u_launch(reward, head.mean.cols);
@@ -78,7 +78,7 @@ void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>&
 
 void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                             const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                            ObjectiveScale scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
+                            ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
                             void* workspace) {
   const RowLaunch launch = full_u_launch(reward, 2 * head.mean.cols);  // n <= kPathwiseMaxFullDim: caller
   objectives::pathwise_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
@@ -93,7 +93,7 @@ bool pg_surrogate_diag_gaussian_fusable(const DiagGaussian<float>& head, std::in
 
 void pg_surrogate_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
                                 const MahalanobisReward<float>& reward, const PgOptions<float>& options,
-                                DrawPosition pos, ObjectiveScale scale, const ObjectiveRows<float>& rows,
+                                DrawPosition pos, ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
                                 const DiagGaussianGrad<float>& grad, void* workspace) {
   constexpr int threads = objectives::kFusedWarpsPerBlock * kWarpSize;
   const std::size_t smem =

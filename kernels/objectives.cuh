@@ -2,10 +2,10 @@
 // Device code of the inner objectives for the diagonal-Gaussian head, and the per-row surrogate
 // terms shared by every head's composition. Launchers: objectives.cu.
 
-#include "d2r/objectives.hpp"
+#include "d2r/types/objectives.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::objectives {
 
@@ -37,7 +37,7 @@ __device__ __forceinline__ float r_times(const MahalanobisReward<float>& reward,
 }
 
 /// One thread per row (see reference::pg_row_terms).
-D2R_KERNEL void row_terms_kernel(PgOptions<float> options, ObjectiveScale s, MatrixView<const float> log_prob,
+D2R_KERNEL void row_terms_kernel(PgOptions<float> options, ObjectiveScale<float> s, MatrixView<const float> log_prob,
                                  MatrixView<const float> rewards, MatrixView<const float> advantages,
                                  VectorView<const float> entropy, MatrixView<float> d_log_prob,
                                  VectorView<float> d_entropy, ObjectiveRows<float> rows) {
@@ -66,7 +66,7 @@ D2R_KERNEL void row_terms_kernel(PgOptions<float> options, ObjectiveScale s, Mat
 /// Exact objective, one thread per row; a full U keeps v = Rᵀδ in `exact_scratch` (dynamic shared
 /// memory, n floats per thread: launcher), so a row costs O(n²).
 D2R_KERNEL void exact_kernel(DiagGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
-                             float lambda, ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
+                             float lambda, ObjectiveScale<float> s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
                              MatrixView<float> log_std_target) {
   extern __shared__ float exact_scratch[];
   const std::int64_t n = head.mean.cols;
@@ -121,7 +121,7 @@ D2R_KERNEL void exact_tangent_kernel(DiagGaussian<float> head, MahalanobisReward
 /// forms need no scratch (O(n)).
 D2R_KERNEL void pathwise_kernel(DiagGaussian<float> head, MatrixView<const float> targets,
                                 MahalanobisReward<float> reward, PgOptions<float> options, math::DrawPosition pos,
-                                ObjectiveScale s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
+                                ObjectiveScale<float> s, ObjectiveRows<float> rows, MatrixView<float> grad_mean,
                                 MatrixView<float> log_std_target) {
   extern __shared__ float pathwise_scratch[];
   const std::int64_t n = head.mean.cols, G = s.generations;
@@ -197,7 +197,7 @@ inline constexpr int kFusedWarpsPerBlock = 4;
 /// accumulates the gradient in registers. No B·G·n tensor touches device memory.
 D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
     fused_surrogate_kernel(DiagGaussian<float> head, MatrixView<const float> targets, MahalanobisReward<float> reward,
-                           PgOptions<float> options, math::DrawPosition pos, ObjectiveScale s,
+                           PgOptions<float> options, math::DrawPosition pos, ObjectiveScale<float> s,
                            ObjectiveRows<float> rows, MatrixView<float> grad_mean, MatrixView<float> log_std_target) {
   extern __shared__ float shared[];
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;

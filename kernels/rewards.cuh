@@ -2,9 +2,9 @@
 // Device code of the Mahalanobis rewards and the group transforms (DESIGN.md §4).
 // Launchers: rewards.cu.
 
-#include "d2r/objectives.hpp"
+#include "d2r/types/objectives.hpp"
 #include "kernels/common.cuh"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::kernels::rewards {
 

@@ -9,7 +9,7 @@
 
 #include <cub/block/block_reduce.cuh>
 
-#include "d2r/solvers.hpp"
+#include "d2r/types/solvers.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
 

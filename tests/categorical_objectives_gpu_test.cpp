@@ -30,7 +30,7 @@
 #include "d2r/d2r.hpp"
 #include "d2r/objectives.hpp"
 #include "host/reference/objectives_ref.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 #include "tests/test_utils.hpp"
 
 namespace d2r {

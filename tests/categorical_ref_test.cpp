@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "d2r/d2r.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 #include "tests/test_utils.hpp"
 
 namespace d2r {

@@ -43,7 +43,22 @@ TEST_P(CheckGpu, FloatCudaMatchesDoubleCpu) {
       << ", max abs err " << d2r::checks::format_err(out.abs_err) << ") " << out.note;
 }
 
-INSTANTIATE_TEST_SUITE_P(Registry, CheckGpu, ::testing::Range<std::size_t>(0, gpu_cases().size()),
-                         [](const ::testing::TestParamInfo<std::size_t>& info) { return test_name(gpu_cases()[info.param]); });
+/// The indices of one family's cases: one suite per family (tools/gpu-run.sh runs suites side by side).
+std::vector<std::size_t> family(const std::string& name) {
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < gpu_cases().size(); ++i)
+    if (gpu_cases()[i].family == name) out.push_back(i);
+  return out;
+}
+std::string name_of(const ::testing::TestParamInfo<std::size_t>& info) { return test_name(gpu_cases()[info.param]); }
+
+INSTANTIATE_TEST_SUITE_P(Distributions, CheckGpu, ::testing::ValuesIn(family("distributions")), name_of);
+INSTANTIATE_TEST_SUITE_P(Rewards, CheckGpu, ::testing::ValuesIn(family("rewards")), name_of);
+INSTANTIATE_TEST_SUITE_P(Objectives, CheckGpu, ::testing::ValuesIn(family("objectives")), name_of);
+INSTANTIATE_TEST_SUITE_P(SecondOrder, CheckGpu, ::testing::ValuesIn(family("second_order")), name_of);
+INSTANTIATE_TEST_SUITE_P(Network, CheckGpu, ::testing::ValuesIn(family("network")), name_of);
+INSTANTIATE_TEST_SUITE_P(Curvature, CheckGpu, ::testing::ValuesIn(family("curvature")), name_of);
+INSTANTIATE_TEST_SUITE_P(Optim, CheckGpu, ::testing::ValuesIn(family("optim")), name_of);
+INSTANTIATE_TEST_SUITE_P(Solvers, CheckGpu, ::testing::ValuesIn(family("solvers")), name_of);
 
 }  // namespace

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <set>
 
-#include "kernels/math/numerics.hpp"
-#include "kernels/math/philox.hpp"
+#include "common/math/numerics.hpp"
+#include "common/math/philox.hpp"
 
 namespace {
 

@@ -3,7 +3,7 @@
 # The CUDA toolkit (nvcc, cuBLAS, CUB/Thrust) is expected to be installed already.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ ccache libgtest-dev libbenchmark-dev libcli11-dev libfmt-dev nlohmann-json3-dev libopenblas-dev clang libclang-rt-14-dev python3-matplotlib)
+packages=(cmake ninja-build g++ ccache libgtest-dev libbenchmark-dev libcli11-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,6 +34,7 @@ struct Env {
 };
 
 struct Case {
+  std::string family;  ///< the file of host/checks/cases/ it comes from ("distributions", ...)
   std::string primitive, variant, size;
   Tol tolerance;
   /// Builds the inputs from (seed, salt), runs on env.test in float and env.ref in double, compares.

@@ -39,7 +39,7 @@ Outcome compare(const Outputs& got, const Outputs& want, Tol tol) {
     differing = std::count(differs.begin(), differs.end(), 1);
   }
   bool unmaskable = false;
-  std::string where;
+  std::string where, vacuous;
   double where_got = 0, where_want = 0;
   for (std::size_t k = 0; k < want.size(); ++k) {
     const Output& w = want[k];
@@ -81,6 +81,10 @@ Outcome compare(const Outputs& got, const Outputs& want, Tol tol) {
     double scale = 0;
     for (double v : w.values)
       if (std::isfinite(v)) scale = std::max(scale, std::abs(v));
+    if (tol.min_reference >= 0 && !(scale > tol.min_reference) && vacuous.empty())
+      vacuous = fmt::format("max|{}| of the reference is {:.3g}, not above {}: nothing was compared", w.name, scale,
+                            tol.min_reference);
+    scale = std::max(scale, tol.min_scale);
     const double floor = tol.floor * scale + tol.abs_floor + 1e-30;
     const std::size_t per = w.rows > 0 ? w.values.size() / static_cast<std::size_t>(w.rows) : 1;
     for (std::size_t e = 0; e < w.values.size(); ++e) {
@@ -104,7 +108,10 @@ Outcome compare(const Outputs& got, const Outputs& want, Tol tol) {
     }
   }
   o.status = o.rel_err <= tol.rtol ? Status::pass : Status::fail;
-  if (o.status == Status::fail) {
+  if (!vacuous.empty()) {
+    o.status = Status::fail;
+    o.note = vacuous;
+  } else if (o.status == Status::fail) {
     o.note = fmt::format("worst {}: got {:.7g}, expected {:.7g}", where, where_got, where_want);
   } else if (differing * 2 > rows && rows > 1) {
     o.status = Status::fail;

@@ -23,6 +23,9 @@ struct Tol {
   double rtol;
   double floor = 0.1;      ///< fraction of max|expected| added to |expected| in the denominator
   double abs_floor = 0.0;  ///< and this absolute amount (outputs that are sums cancelling to ~0)
+  double min_scale = 0.0;  ///< the array's scale is at least this (a floor of floor·max(s, min_scale))
+  /// >= 0: an array whose max|expected| is not above this fails (the comparison would be vacuous).
+  double min_reference = -1.0;
 };
 
 /// One output array of a check. `rows` > 0: the array is `rows` equal blocks, one per batch row

@@ -20,14 +20,14 @@ std::uint64_t fnv(const std::string& s) {
 
 std::vector<Case> all_cases(Level level, bool self_check) {
   Table t(level, self_check);
-  add_distribution_checks(t, level);
-  add_reward_checks(t, level);
-  add_objective_checks(t, level);
-  add_second_order_checks(t, level);
-  add_network_checks(t, level);
-  add_curvature_checks(t, level);
-  add_optim_checks(t, level);
-  add_solver_checks(t, level);
+  const std::pair<const char*, void (*)(Table&, Level)> families[] = {
+      {"distributions", add_distribution_checks}, {"rewards", add_reward_checks},     {"objectives", add_objective_checks},
+      {"second_order", add_second_order_checks},   {"network", add_network_checks},    {"curvature", add_curvature_checks},
+      {"optim", add_optim_checks},                 {"solvers", add_solver_checks}};
+  for (const auto& [family, add] : families) {
+    t.family = family;
+    add(t, level);
+  }
   return std::move(t.cases);
 }
 

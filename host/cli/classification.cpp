@@ -98,6 +98,7 @@ nlohmann::json ClassificationConfig::to_json() const {
     j["lambda"] = lambda;
     j["generations"] = generations;
     j["transform"] = "none";
+    j["objective"] = inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (method == ClassMethod::pg) j["beta"] = beta;
   if (method == ClassMethod::bilevel) {
@@ -172,6 +173,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
     o.reward_form = RewardForm::scalar;
     o.reward_params = {std::isnan(beta) ? 1.0 : beta};
     o.seed = c_.seed;
+    o.objective = c_.inner_objective;
     o.parallel = data_parallel();
     return o;
   }

@@ -98,6 +98,7 @@ struct ClassificationConfig {
   double inner_gradient_clamp = 1;
   double hypergradient_clamp = 10;
   InnerStart inner_start = InnerStart::warm;
+  InnerObjective inner_objective = InnerObjective::reinforce;  ///< the inner steps' gradient
   CurvatureKind curvature = CurvatureKind::exact;
   ImplicitSolver solver = ImplicitSolver::normal_cg;
   std::int64_t cg_iterations = 1;
@@ -112,6 +113,7 @@ struct ClassificationConfig {
   OuterOptimizer outer_optimizer = OuterOptimizer::adam;
   bool reset_outer_optimizer = true;
   double outer_step = 0.1;
+  double flat_tolerance = 0;          ///< rprop: RpropOptions::flat_tolerance
   double stationarity_tolerance = 0;
   std::int64_t inner_max_steps = 0;
   double solver_tolerance = 1e-6;

@@ -48,6 +48,7 @@ struct FitOptions {
   std::int64_t inner_steps = 20;
   std::int64_t inner_batch_size = 0;   ///< bilevel: rows per inner step (0: full batch)
   std::string inner_start = "warm";
+  std::string inner_objective = "exact";  ///< bilevel: reinforce or exact (default: the preset's)
   std::string curvature = "exact";
   std::string solver = "normal_cg";
   std::int64_t solver_iterations = 50;

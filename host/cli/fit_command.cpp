@@ -95,6 +95,9 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
   if (given(o, "--outer-data")) c.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
   if (given(o, "--inner-start")) c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  if (given(o, "--inner-objective")) {
+    c.inner_objective = o.inner_objective == "exact" ? InnerObjective::exact : InnerObjective::reinforce;
+  }
   if (given(o, "--solver")) c.solver = parse_solver(o.solver);
   if (given(o, "--solver-iterations")) c.cg_iterations = o.solver_iterations;
   if (given(o, "--outer-step")) c.outer_step = o.outer_step;
@@ -147,6 +150,7 @@ constexpr OptionUse kOptionUse[] = {
     {"--inner-steps", "bilevel", "bilevel"},
     {"--inner-batch-size", "bilevel", "bilevel"},
     {"--inner-start", "bilevel", "bilevel"},
+    {"--inner-objective", "bilevel", "bilevel"},
     {"--curvature", "bilevel", "bilevel"},
     {"--solver", "bilevel", "bilevel"},
     {"--solver-iterations", "bilevel", "bilevel"},
@@ -274,7 +278,8 @@ template <class Config>
 std::string describe_bilevel(const Config& c, std::string_view curvature, std::int64_t train_rows,
                              std::string_view outer_loss) {
   return fmt::format(
-      "K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} curvature, solver {} ({} iterations at most, "
+      "K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} inner gradient, {} curvature, solver {} ({} "
+      "iterations at most, "
       "tolerance {}, damping {}), outer {}, outer {} on the {} rows",
       c.outer_steps, c.inner_steps,
       c.inner_batch_size > 0 && c.inner_batch_size < train_rows
@@ -283,7 +288,8 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
       c.stationarity_tolerance > 0
           ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.stationarity_tolerance, c.inner_max_steps)
           : std::string(),
-      c.inner_start == InnerStart::warm ? "warm" : "fresh", curvature, to_string(c.solver), c.cg_iterations,
+      c.inner_start == InnerStart::warm ? "warm" : "fresh",
+      c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.solver), c.cg_iterations,
       c.solver_tolerance, c.damping,
       c.outer_optimizer == OuterOptimizer::rprop
           ? fmt::format("log-space Rprop from step {}", c.outer_step)

@@ -153,6 +153,12 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                   "paper fresh)")
       ->check(CLI::IsMember({"fresh", "warm"}))
       ->capture_default_str();
+  cmd->add_option("--inner-objective", o.inner_objective,
+                  "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "
+                  "deterministic) or reinforce (G samples per row) (default: the preset's: recommended exact, paper "
+                  "reinforce)")
+      ->check(CLI::IsMember({"exact", "reinforce"}))
+      ->capture_default_str();
   cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
       ->check(CLI::IsMember({"exact", "surrogate"}))
       ->capture_default_str();

@@ -59,6 +59,14 @@ ParallelSession::ParallelSession([[maybe_unused]] int* argc, [[maybe_unused]] ch
 
 ParallelSession::~ParallelSession() {
   State& s = state();
+  // D2R_COMM_STATS=1: rank 0 reports what its communicator moved (the README's byte model).
+  if (const char* v = std::getenv("D2R_COMM_STATS"); v != nullptr && *v == '1' && s.comm != nullptr && rank() == 0) {
+    const CommStats& c = s.comm->stats();
+    std::fprintf(stderr, "d2r comm stats (rank 0 of %d): %llu allreduce calls, %llu bytes; %llu broadcasts, %llu bytes; "
+                 "%llu barriers\n", ranks(), static_cast<unsigned long long>(c.allreduce_calls),
+                 static_cast<unsigned long long>(c.allreduce_bytes), static_cast<unsigned long long>(c.broadcast_calls),
+                 static_cast<unsigned long long>(c.broadcast_bytes), static_cast<unsigned long long>(c.barriers));
+  }
   if (!s.scratch.empty()) {
     std::error_code ec;
     fs::remove_all(s.scratch, ec);

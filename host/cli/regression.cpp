@@ -165,6 +165,7 @@ nlohmann::json RegressionConfig::to_json() const {
     j["lambda"] = lambda;
     j["generations"] = generations;
     if (method != Method::heuristic) j["reward_init"] = reward_params;
+    if (method != Method::heuristic) j["objective"] = inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (method == Method::bilevel) {
     outer_config_json(*this, inner_learning_rate, j);
@@ -265,6 +266,7 @@ class TypedRun final : public RegressionRun::Impl {
     o.generations = c_.generations;
     o.pg.entropy_weight = static_cast<T>(c_.lambda);
     o.reward_form = c_.reward_form;
+    o.objective = c_.inner_objective;
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     o.seed = c_.seed;
     o.evaluate_every = c_.eval_every;

@@ -77,6 +77,7 @@ struct RegressionConfig {
   double inner_gradient_clamp = 1;
   double hypergradient_clamp = 10;
   InnerStart inner_start = InnerStart::warm;
+  InnerObjective inner_objective = InnerObjective::reinforce;  ///< the inner steps' gradient
   CurvatureKind curvature = CurvatureKind::exact;
   ImplicitSolver solver = ImplicitSolver::normal_cg;
   std::int64_t cg_iterations = 1;
@@ -87,6 +88,7 @@ struct RegressionConfig {
   OuterOptimizer outer_optimizer = OuterOptimizer::adam;
   bool reset_outer_optimizer = true;
   double outer_step = 0.1;            ///< rprop: the initial log-space step Δ₀
+  double flat_tolerance = 0;          ///< rprop: RpropOptions::flat_tolerance
   double stationarity_tolerance = 0;  ///< InnerOptions::stationarity_tolerance (0: off)
   std::int64_t inner_max_steps = 0;   ///< InnerOptions::max_steps (0: inner_steps)
   double solver_tolerance = 1e-6;     ///< CG relative residual
@@ -120,7 +122,9 @@ void apply_bilevel_preset(Config& c, const std::string& preset) {
   c.outer_optimizer = o.optimizer;
   c.reset_outer_optimizer = o.reset_outer_optimizer;
   c.outer_step = o.rprop.initial_step;
+  c.flat_tolerance = o.rprop.flat_tolerance;
   c.inner_start = o.inner_start;
+  c.inner_objective = o.inner.objective;
   c.inner_steps = o.inner.steps;
   c.stationarity_tolerance = o.inner.stationarity_tolerance;
   c.inner_max_steps = o.inner.max_steps;
@@ -144,6 +148,7 @@ BilevelOptions<T> bilevel_options(const Config& c, double inner_learning_rate) {
   o.inner.generations = c.generations;
   o.inner.pg.entropy_weight = static_cast<T>(c.lambda);
   o.inner_start = c.inner_start;
+  o.inner.objective = c.inner_objective;
   o.curvature = c.curvature;
   o.solver = c.solver;
   o.cg.max_iterations = c.cg_iterations;
@@ -153,6 +158,7 @@ BilevelOptions<T> bilevel_options(const Config& c, double inner_learning_rate) {
   o.optimizer = c.outer_optimizer;
   o.reset_outer_optimizer = c.reset_outer_optimizer;
   o.rprop.initial_step = c.outer_step;
+  o.rprop.flat_tolerance = c.flat_tolerance;
   o.rprop.max_step = std::max(o.rprop.max_step, c.outer_step);
   o.rprop.min_step = std::min(o.rprop.min_step, c.outer_step);
   o.inner.stationarity_tolerance = static_cast<T>(c.stationarity_tolerance);
@@ -185,6 +191,8 @@ void outer_config_json(const Config& c, double inner_learning_rate, nlohmann::js
                          : c.outer_optimizer == OuterOptimizer::adam ? "adam" : "sgd";
   j["reset_outer_optimizer"] = c.reset_outer_optimizer;
   j["outer_step"] = c.outer_step;
+  j["flat_tolerance"] = c.flat_tolerance;
+  j["inner_objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   j["stationarity_tolerance"] = c.stationarity_tolerance;
   j["inner_max_steps"] = c.inner_max_steps;
   j["solver_tolerance"] = c.solver_tolerance;

@@ -150,6 +150,11 @@ int run_sweep(const SweepOptions& s) {
     p.value = v;
     points.push_back(std::move(p));
   }
+  // PG's gradient: REINFORCE (fit --method pg), or its exact expectation (--inner-objective exact:
+  // the recommended bilevel preset's inner learner, to compare rewards on the same learner).
+  const InnerObjective objective = given(o, "--inner-objective") && o.inner_objective == "exact"
+                                       ? InnerObjective::exact
+                                       : InnerObjective::reinforce;
   double target_scale = 1;
   std::int64_t steps_per_run = 0, rows_per_step = 0, train_rows = 0;
   nlohmann::json config;
@@ -170,6 +175,7 @@ int run_sweep(const SweepOptions& s) {
     c.steps = o.steps;
     c.learning_rate = o.lr;
     c.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
+    c.inner_objective = objective;
     c.eval_every = o.steps;
     c.target_mean = in.target_mean;
     c.target_scale = in.target_scale;
@@ -203,6 +209,7 @@ int run_sweep(const SweepOptions& s) {
     c.epochs = o.epochs;
     c.batch_size = o.batch_size;
     if (given(o, "--lr")) c.learning_rate = o.lr;
+    c.inner_objective = objective;
     const std::int64_t B = c.batch_size == 0 || c.batch_size >= train_rows ? train_rows : c.batch_size;
     steps_per_run = c.epochs * ((train_rows + B - 1) / B);
     rows_per_step = B;
@@ -246,9 +253,10 @@ int run_sweep(const SweepOptions& s) {
                                              : 0.5 * (sds[sds.size() / 2 - 1] + sds[sds.size() / 2]);
   const std::int64_t sweep_steps = static_cast<std::int64_t>(grid_size) * s.seeds * steps_per_run;
   const char* name = classification ? "β" : "u";
-  fmt::print("d2r sweep: {} ({} training rows), PG at {} fixed rewards × {} seeds, {} steps of {} rows each; "
-             "validation {} per value:\n",
-             o.data, train_rows, values.size(), s.seeds, steps_per_run, rows_per_step,
+  fmt::print("d2r sweep: {} ({} training rows), PG ({} gradient) at {} fixed rewards × {} seeds, {} steps of {} rows "
+             "each; validation {} per value:\n",
+             o.data, train_rows, objective == InnerObjective::exact ? "exact" : "REINFORCE", values.size(), s.seeds,
+             steps_per_run, rows_per_step,
              classification ? "cross-entropy" : "NLL/dim (original units)");
   fmt::print("  {:>10} {:>12} {:>10}\n", name, "mean", "sd");
   for (std::size_t i = 0; i < grid_size; ++i) {

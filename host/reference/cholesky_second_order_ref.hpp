@@ -20,9 +20,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "d2r/distributions.hpp"
+#include "d2r/types/heads.hpp"
 #include "host/reference/cholesky_gaussian_ref.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::reference {
 

@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "d2r/distributions.hpp"
-#include "kernels/math/numerics.hpp"
+#include "d2r/types/heads.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::reference {
 

@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "d2r/distributions.hpp"
-#include "d2r/objectives.hpp"
+#include "d2r/types/heads.hpp"
+#include "d2r/types/objectives.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::reference {
 

@@ -14,9 +14,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "d2r/network.hpp"
+#include "d2r/types/network.hpp"
 #include "d2r/view.hpp"
-#include "kernels/math/philox.hpp"
+#include "common/math/philox.hpp"
 
 namespace d2r::reference {
 
@@ -41,8 +41,8 @@ template <class T>
 inline constexpr T kLayerNormEps = static_cast<T>(1e-5);
 
 /// Scratch entries mlp_backward (tangent = false) or mlp_backward_tangent (tangent = true) needs.
-inline std::int64_t mlp_scratch_elements(const Mlp& net, std::int64_t batch, bool tangent) {
-  return (tangent ? 4 : 2) * batch * net.max_hidden();
+inline std::int64_t mlp_scratch_elements(const MlpLayout& net, std::int64_t batch, bool tangent) {
+  return (tangent ? 4 : 2) * batch * net.max_hidden;
 }
 
 /// Bound 1/√fan_in of layer l, computed in double then rounded to T (as the cuda launcher does).
@@ -60,7 +60,7 @@ T mlp_init_value(std::uint64_t seed, std::uint32_t l, std::uint32_t part, std::i
 }
 
 template <class T>
-void mlp_init(const Mlp& net, VectorView<T> params, std::uint64_t seed) {
+void mlp_init(const MlpLayout& net, VectorView<T> params, std::uint64_t seed) {
   for (std::int64_t l = 0; l < net.layer_count(); ++l) {
     const MlpLayer L = net.layer(l);
     const T bound = mlp_init_bound<T>(L);
@@ -79,7 +79,7 @@ namespace detail_network {
 
 /// Input of layer l: x for l = 0, else the cached hidden activation l − 1 (packed).
 template <class T>
-MatrixView<const T> layer_input(const Mlp& net, std::int64_t l, MatrixView<const T> x, const T* cache) {
+MatrixView<const T> layer_input(const MlpLayout& net, std::int64_t l, MatrixView<const T> x, const T* cache) {
   if (l == 0) return x;
   std::int64_t offset = 0;
   for (std::int64_t j = 0; j < l - 1; ++j) offset += net.layer(j).outputs;
@@ -88,14 +88,14 @@ MatrixView<const T> layer_input(const Mlp& net, std::int64_t l, MatrixView<const
 }
 /// Hidden activation slot of layer l (< L) in a cache.
 template <class U>
-MatrixView<U> hidden_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
+MatrixView<U> hidden_slot(const MlpLayout& net, std::int64_t l, std::int64_t batch, U* cache) {
   std::int64_t offset = 0;
   for (std::int64_t j = 0; j < l; ++j) offset += net.layer(j).outputs;
   const std::int64_t h = net.layer(l).outputs;
   return {cache + batch * offset, batch, h, h};
 }
 /// Σ h_l over the hidden layers.
-inline std::int64_t hidden_sum(const Mlp& net) {
+inline std::int64_t hidden_sum(const MlpLayout& net) {
   std::int64_t sum = 0;
   for (std::int64_t j = 0; j + 1 < net.layer_count(); ++j) sum += net.layer(j).outputs;
   return sum;
@@ -103,11 +103,11 @@ inline std::int64_t hidden_sum(const Mlp& net) {
 /// LayerNorm slots of hidden layer l in a cache (layer_norm only): x̂_l (or Rx̂_l in the tangent
 /// cache), B x h_l packed, and s_l (or ρ_l), B entries.
 template <class U>
-MatrixView<U> normalized_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
+MatrixView<U> normalized_slot(const MlpLayout& net, std::int64_t l, std::int64_t batch, U* cache) {
   return hidden_slot(net, l, batch, cache + batch * hidden_sum(net));
 }
 template <class U>
-U* row_scale_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
+U* row_scale_slot(const MlpLayout& net, std::int64_t l, std::int64_t batch, U* cache) {
   return cache + batch * (2 * hidden_sum(net) + l);
 }
 
@@ -214,16 +214,16 @@ void layer_norm_row_backward_tangent(Activation act, std::int64_t h, T* g, T* rg
 /// The layer-norm steps of one hidden layer over all B rows (arguments as above; `z`, `g`, `rg`
 /// are B x h views, the caches those of the layer). Shared by the reference and the cpu backend.
 template <class T>
-void layer_norm_forward(const Mlp& net, std::int64_t l, const T* params, MatrixView<T> z, T* cache) {
+void layer_norm_forward(const MlpLayout& net, std::int64_t l, const T* params, MatrixView<T> z, T* cache) {
   const MlpLayer L = net.layer(l);
   const MatrixView<T> xhat = normalized_slot(net, l, z.rows, cache);
   T* s = row_scale_slot(net, l, z.rows, cache);
   for (std::int64_t r = 0; r < z.rows; ++r)
-    s[r] = layer_norm_row_forward<T>(net.spec().activation, L.outputs, &z(r, 0), params + L.bias_offset,
+    s[r] = layer_norm_row_forward<T>(net.spec.activation, L.outputs, &z(r, 0), params + L.bias_offset,
                                      params + L.gamma_offset, params + L.beta_offset, &xhat(r, 0));
 }
 template <class T>
-void layer_norm_tangent(const Mlp& net, std::int64_t l, const T* params, const T* v, MatrixView<T> rz,
+void layer_norm_tangent(const MlpLayout& net, std::int64_t l, const T* params, const T* v, MatrixView<T> rz,
                         const T* cache, T* tangent_cache) {
   const MlpLayer L = net.layer(l);
   const std::int64_t B = rz.rows;
@@ -232,13 +232,13 @@ void layer_norm_tangent(const Mlp& net, std::int64_t l, const T* params, const T
   const MatrixView<T> rxhat = normalized_slot(net, l, B, tangent_cache);
   T* rho = row_scale_slot(net, l, B, tangent_cache);
   for (std::int64_t r = 0; r < B; ++r)
-    rho[r] = layer_norm_row_tangent<T>(net.spec().activation, L.outputs, &rz(r, 0), v + L.bias_offset, &a(r, 0),
+    rho[r] = layer_norm_row_tangent<T>(net.spec.activation, L.outputs, &rz(r, 0), v + L.bias_offset, &a(r, 0),
                                        &xhat(r, 0), s[r], params + L.gamma_offset, v + L.gamma_offset,
                                        v + L.beta_offset, &rxhat(r, 0));
 }
 /// Overwrites the γ and β gradients of layer l.
 template <class T>
-void layer_norm_backward(const Mlp& net, std::int64_t l, const T* params, MatrixView<T> g, const T* cache,
+void layer_norm_backward(const MlpLayout& net, std::int64_t l, const T* params, MatrixView<T> g, const T* cache,
                          T* d_params) {
   const MlpLayer L = net.layer(l);
   const std::int64_t B = g.rows;
@@ -249,12 +249,12 @@ void layer_norm_backward(const Mlp& net, std::int64_t l, const T* params, Matrix
   std::fill(d_gamma, d_gamma + L.outputs, T(0));
   std::fill(d_beta, d_beta + L.outputs, T(0));
   for (std::int64_t r = 0; r < B; ++r)
-    layer_norm_row_backward<T>(net.spec().activation, L.outputs, &g(r, 0), &a(r, 0), &xhat(r, 0), s[r],
+    layer_norm_row_backward<T>(net.spec.activation, L.outputs, &g(r, 0), &a(r, 0), &xhat(r, 0), s[r],
                                params + L.gamma_offset, d_gamma, d_beta);
 }
 /// Overwrites the γ and β gradient tangents of layer l.
 template <class T>
-void layer_norm_backward_tangent(const Mlp& net, std::int64_t l, const T* params, const T* v, MatrixView<T> g,
+void layer_norm_backward_tangent(const MlpLayout& net, std::int64_t l, const T* params, const T* v, MatrixView<T> g,
                                  MatrixView<T> rg, const T* cache, const T* tangent_cache, T* d_params_tangent) {
   const MlpLayer L = net.layer(l);
   const std::int64_t B = g.rows;
@@ -268,7 +268,7 @@ void layer_norm_backward_tangent(const Mlp& net, std::int64_t l, const T* params
   std::fill(rd_gamma, rd_gamma + L.outputs, T(0));
   std::fill(rd_beta, rd_beta + L.outputs, T(0));
   for (std::int64_t r = 0; r < B; ++r)
-    layer_norm_row_backward_tangent<T>(net.spec().activation, L.outputs, &g(r, 0), &rg(r, 0), &a(r, 0), &ra(r, 0),
+    layer_norm_row_backward_tangent<T>(net.spec.activation, L.outputs, &g(r, 0), &rg(r, 0), &a(r, 0), &ra(r, 0),
                                        &xhat(r, 0), s[r], &rxhat(r, 0), rho[r], params + L.gamma_offset,
                                        v + L.gamma_offset, rd_gamma, rd_beta);
 }
@@ -313,7 +313,7 @@ void outer_sum(MatrixView<const T> d, MatrixView<const T> a, T* g, T* gb, bool a
 }  // namespace detail_network
 
 template <class T>
-void mlp_forward(const Mlp& net, VectorView<const T> params, MatrixView<const T> x, T* cache, MatrixView<T> out) {
+void mlp_forward(const MlpLayout& net, VectorView<const T> params, MatrixView<const T> x, T* cache, MatrixView<T> out) {
   using namespace detail_network;
   const std::int64_t B = x.rows;
   for (std::int64_t l = 0; l < net.layer_count(); ++l) {
@@ -328,17 +328,17 @@ void mlp_forward(const Mlp& net, VectorView<const T> params, MatrixView<const T>
     for (std::int64_t r = 0; r < B; ++r)
       for (std::int64_t o = 0; o < L.outputs; ++o) {
         const T v = z(r, o) + params[L.bias_offset + o];
-        z(r, o) = L.activated ? mlp_activate(net.spec().activation, v) : v;
+        z(r, o) = L.activated ? mlp_activate(net.spec.activation, v) : v;
       }
   }
 }
 
 /// `scratch`: mlp_scratch_elements(net, B, false) entries.
 template <class T>
-void mlp_backward(const Mlp& net, VectorView<const T> params, MatrixView<const T> x, const T* cache,
+void mlp_backward(const MlpLayout& net, VectorView<const T> params, MatrixView<const T> x, const T* cache,
                   MatrixView<const T> d_out, T* d_params, MatrixView<T> d_x, T* scratch) {
   using namespace detail_network;
-  const std::int64_t B = x.rows, H = net.max_hidden();
+  const std::int64_t B = x.rows, H = net.max_hidden;
   T* buf[2] = {scratch, scratch + B * H};
   int next = 0;
   MatrixView<const T> delta = d_out;
@@ -353,7 +353,7 @@ void mlp_backward(const Mlp& net, VectorView<const T> params, MatrixView<const T
         layer_norm_backward<T>(net, l - 1, params.data, g, cache, d_params);
       } else {
         for (std::int64_t r = 0; r < B; ++r)
-          for (std::int64_t i = 0; i < L.inputs; ++i) g(r, i) *= mlp_slope(net.spec().activation, in(r, i));
+          for (std::int64_t i = 0; i < L.inputs; ++i) g(r, i) *= mlp_slope(net.spec.activation, in(r, i));
       }
       delta = g;
       next ^= 1;
@@ -364,7 +364,7 @@ void mlp_backward(const Mlp& net, VectorView<const T> params, MatrixView<const T
 }
 
 template <class T>
-void mlp_forward_tangent(const Mlp& net, VectorView<const T> params, VectorView<const T> v, MatrixView<const T> x,
+void mlp_forward_tangent(const MlpLayout& net, VectorView<const T> params, VectorView<const T> v, MatrixView<const T> x,
                          const T* cache, T* tangent_cache, MatrixView<T> out_tangent) {
   using namespace detail_network;
   const std::int64_t B = x.rows;
@@ -382,22 +382,22 @@ void mlp_forward_tangent(const Mlp& net, VectorView<const T> params, VectorView<
     for (std::int64_t r = 0; r < B; ++r)
       for (std::int64_t o = 0; o < L.outputs; ++o) {
         const T t = rz(r, o) + v[L.bias_offset + o];
-        rz(r, o) = L.activated ? mlp_slope(net.spec().activation, a(r, o)) * t : t;
+        rz(r, o) = L.activated ? mlp_slope(net.spec.activation, a(r, o)) * t : t;
       }
   }
 }
 
 /// `scratch`: mlp_scratch_elements(net, B, true) entries.
 template <class T>
-void mlp_backward_tangent(const Mlp& net, VectorView<const T> params, VectorView<const T> v, MatrixView<const T> x,
+void mlp_backward_tangent(const MlpLayout& net, VectorView<const T> params, VectorView<const T> v, MatrixView<const T> x,
                           const T* cache, const T* tangent_cache, MatrixView<const T> d_out,
                           MatrixView<const T> d_out_tangent, T* d_params_tangent, T* scratch) {
   using namespace detail_network;
-  const std::int64_t B = x.rows, H = net.max_hidden();
+  const std::int64_t B = x.rows, H = net.max_hidden;
   T* dbuf[2] = {scratch, scratch + B * H};
   T* rbuf[2] = {scratch + 2 * B * H, scratch + 3 * B * H};
   int next = 0;
-  const Activation act = net.spec().activation;
+  const Activation act = net.spec.activation;
   MatrixView<const T> delta = d_out, rdelta = d_out_tangent;
   for (std::int64_t l = net.layer_count() - 1; l >= 0; --l) {
     const MlpLayer L = net.layer(l);

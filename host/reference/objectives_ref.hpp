@@ -12,21 +12,13 @@
 #include <limits>
 #include <vector>
 
-#include "d2r/objectives.hpp"
+#include "d2r/types/objectives.hpp"
 #include "host/reference/categorical_ref.hpp"
 #include "host/reference/cholesky_gaussian_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::reference {
-
-/// Scalars that turn the options into the factors of the objective.
-template <class T>
-struct ObjectiveScale {
-  T per_dim;      ///< pd: 1/n or 1
-  T normaliser;   ///< N
-  std::int64_t generations;
-};
 
 /// From log-probabilities, raw rewards, advantages and entropies of a batch, the surrogate's
 /// per-row values and the cotangents that `backward` turns into the head gradient:

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "d2r/optim.hpp"
+#include "d2r/types/optim.hpp"
 
 namespace d2r::reference {
 

@@ -8,8 +8,8 @@
 #include <limits>
 #include <vector>
 
-#include "d2r/objectives.hpp"
-#include "kernels/math/numerics.hpp"
+#include "d2r/types/objectives.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::reference {
 

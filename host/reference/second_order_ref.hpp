@@ -16,9 +16,9 @@
 #include <cstdint>
 #include <limits>
 
-#include "d2r/distributions.hpp"
+#include "d2r/types/heads.hpp"
 #include "host/reference/categorical_ref.hpp"
-#include "kernels/math/numerics.hpp"
+#include "common/math/numerics.hpp"
 
 namespace d2r::reference {
 

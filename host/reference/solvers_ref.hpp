@@ -13,7 +13,7 @@
 #include <limits>
 #include <utility>
 
-#include "d2r/solvers.hpp"
+#include "d2r/types/solvers.hpp"
 
 namespace d2r::reference {
 

@@ -573,6 +573,8 @@ void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options
                 "expected a factor in (1, 10], got {}", r.increase);
     D2R_EXPECTS(r.decrease > 0 && r.decrease < 1, fn, "options.rprop.decrease", "expected a factor in (0, 1), got {}",
                 r.decrease);
+    D2R_EXPECTS(std::isfinite(r.flat_tolerance) && r.flat_tolerance >= 0, fn, "options.rprop.flat_tolerance",
+                "expected a finite fraction >= 0 (0: off), got {}", r.flat_tolerance);
   } else {
     D2R_EXPECTS(options.optimizer == OuterOptimizer::sgd, fn, "options.optimizer", "unknown value {}",
                 static_cast<int>(options.optimizer));
@@ -638,7 +640,7 @@ namespace {
 // builds on): add the field to for_each_field, then update the size here.
 static_assert(sizeof(InnerOptions<float>) == 104 && sizeof(InnerOptions<double>) == 152,
               "InnerOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
-static_assert(sizeof(BilevelOptions<float>) == 360 && sizeof(BilevelOptions<double>) == 424,
+static_assert(sizeof(BilevelOptions<float>) == 368 && sizeof(BilevelOptions<double>) == 432,
               "BilevelOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
 
 /// The first line of every checkpoint's fingerprint: the format version. v3 added the minibatch
@@ -970,12 +972,25 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   // The scale of the stationarity check: the gradient norm of an untrained policy (the first
   // step's initial one) under the current reward — it changes with φ by orders of magnitude.
   const double gradient_norm0 = exact_gradient_norm(s.theta0);
-  std::int64_t inner_done = in.steps;
-  run_inner(in.steps, true);
-  double gradient_norm = exact_gradient_norm(s.theta);
+  const double target = static_cast<double>(in.stationarity_tolerance) * gradient_norm0;
+  // With the check on, when φ did not move last step and the warm-started policy is still
+  // stationary, no inner step is taken: Adam's normalised steps keep moving θ on a flat plateau
+  // (issue 13: sonar from β = 10, the validation loss rose 2 → 10.6 at a fixed β with ‖∇θ L_in‖
+  // at 1e-4 of its start), and that drift, not φ, would then move the outer loss. After a move
+  // the K_in steps always run (the policy follows φ more closely than the tolerance alone asks).
+  double gradient_norm = std::numeric_limits<double>::infinity();
+  if (in.stationarity_tolerance > 0 && options_.inner_start == InnerStart::warm && k > 1 &&
+      history_.back().max_step == 0) {
+    gradient_norm = exact_gradient_norm(s.theta);
+  }
+  std::int64_t inner_done = 0;
+  if (!(gradient_norm <= target)) {
+    inner_done = in.steps;
+    run_inner(in.steps, true);
+    gradient_norm = exact_gradient_norm(s.theta);
+  }
   bool stationary = true;
   if (in.stationarity_tolerance > 0) {
-    const double target = static_cast<double>(in.stationarity_tolerance) * gradient_norm0;
     while (!(gradient_norm <= target) && inner_done < max_inner) {
       const std::int64_t more = std::min(in.steps, max_inner - inner_done);
       run_inner(more, true);
@@ -1034,6 +1049,8 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   double sum = 0;
   for (double r : rr) sum += r;
   rec.mean_inner_reward = sum / static_cast<double>(rr.size());
+  // No inner step this time: the rewards are those of the last one run (also after a resume).
+  if (inner_done == 0 && !history_.empty()) rec.mean_inner_reward = history_.back().mean_inner_reward;
   // Metrics of θ*_k (before φ moves: the outer loss at the φ the hypergradient is taken at).
   rec.train = s.problem->evaluate(theta, false);
   rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
@@ -1104,8 +1121,11 @@ const BilevelRecord& BilevelTrainer<T>::step() {
           rec.backtracked = true;
           break;
         }
+        // A hypergradient that predicts less than flat_tolerance × loss_tolerance of change for a
+        // move of Δ₀ counts as zero: the outer loss is flat there within the verdict's resolution.
+        const double flat = o.flat_tolerance * options_.stopping.loss_tolerance / o.initial_step;
         for (std::size_t i = 0; i < phi_.size(); ++i) {
-          const double sign = g[i] > 0 ? 1.0 : g[i] < 0 ? -1.0 : 0.0;
+          const double sign = std::abs(g[i]) <= flat ? 0.0 : g[i] > 0 ? 1.0 : g[i] < 0 ? -1.0 : 0.0;
           double& step = s.rprop_step[i];
           double& last = s.rprop_sign[i];
           if (step == 0) {

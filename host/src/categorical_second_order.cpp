@@ -114,7 +114,7 @@ void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView
     reference::exact_categorical_tangent(head, labels, reward, options, s, tangent, grad_tangent);
   } else if constexpr (std::is_same_v<T, float>) {
     kernels::exact_categorical_tangent(ctx.stream(), head, labels, reward, options.entropy_weight,
-                                       objective_common::to_kernel(s), tangent, grad_tangent);
+                                       s, tangent, grad_tangent);
   }
 }
 

@@ -120,7 +120,7 @@ void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const
     const bool shared = head.tril.rows == 1 && batch > 1;
     void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, head.tril.cols, shared));
     kernels::exact_cholesky_gaussian_tangent(ctx.stream(), head, reward, options.entropy_weight,
-                                             objective_common::to_kernel(s), tangent, grad_tangent, ws);
+                                             s, tangent, grad_tangent, ws);
   }
 }
 

@@ -125,7 +125,7 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
                 kernels::kExactMaxFullDim, n);
     const bool shared = head.log_std.rows == 1 && batch > 1;
     void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, n, shared));
-    kernels::exact_diag_gaussian_tangent(ctx.stream(), head, reward, objective_common::to_kernel(s), tangent,
+    kernels::exact_diag_gaussian_tangent(ctx.stream(), head, reward, s, tangent,
                                          grad_tangent, ws);
   }
 }

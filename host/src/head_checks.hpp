@@ -7,7 +7,7 @@
 
 #include "d2r/distributions.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/math/philox.hpp"
+#include "common/math/philox.hpp"
 
 namespace d2r::detail {
 

@@ -25,7 +25,7 @@ namespace {
 
 using detail::MatrixArg;
 
-using namespace objective_common;  // ChecksOff, HeadTraits, check_targets, check_options, scale_of, to_kernel
+using namespace objective_common;  // ChecksOff, head_traits, check_targets, check_options, scale_of
 
 // ---------------------------------------------------------------- tangent checks
 template <class T>
@@ -63,9 +63,9 @@ void check_mixed(Context& ctx, std::string_view fn, const Head& head, Targets ta
   detail::check_head(ctx, fn, head);
   std::vector<MatrixArg> inputs = detail::head_inputs(head);
   inputs.push_back(check_targets<T>(ctx, fn, head, targets));
-  detail::check_reward(ctx, fn, reward, HeadTraits<Head>::dim(head));
+  detail::check_reward(ctx, fn, reward, head_traits<Head>::dim(head));
   inputs.emplace_back("reward.params", reward.params);
-  check_options(fn, options, HeadTraits<Head>::rows(head));
+  check_options(fn, options, head_traits<Head>::rows(head));
   check_tangent<T>(ctx, fn, head, tangent, inputs);
   const MatrixArg out("grad_params", grad_params);
   detail::check_matrix(ctx, fn, out, 1, reward.params.size);
@@ -99,15 +99,15 @@ template <class T, class Head, class Targets>
 void mixed_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
                  const PgOptions<T>& options, DrawKey key, const Head& tangent, VectorView<T> grad_params) {
   constexpr std::string_view fn = "mixed_product";
-  using Sample = typename HeadTraits<Head>::Sample;
+  using Sample = typename head_traits<Head>::Sample;
   detail::check_scalar_type<T>(ctx, fn);
   check_mixed<T>(ctx, fn, head, targets, r, options, tangent, grad_params);
   D2R_EXPECTS(G >= 1, fn, "generations", "expected generations >= 1, got {}", G);
   detail::check_transform(fn, options.transform, G);
-  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
 
-  const std::int64_t B = HeadTraits<Head>::rows(head);
-  const std::int64_t sr = HeadTraits<Head>::sample_rows(head, G), sc = HeadTraits<Head>::sample_cols(head, G);
+  const std::int64_t B = head_traits<Head>::rows(head);
+  const std::int64_t sr = head_traits<Head>::sample_rows(head, G), sc = head_traits<Head>::sample_cols(head, G);
   const std::size_t sample_bytes = (static_cast<std::size_t>(sr * sc) * sizeof(Sample) + 255) / 256 * 256;
   const std::size_t bytes = sample_bytes + static_cast<std::size_t>(5 * B * G + 3 * B) * sizeof(T);
   char* base = static_cast<char*>(ctx.workspace(bytes, Workspace::composite));
@@ -121,7 +121,7 @@ void mixed_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   ChecksOff checks_off(ctx);
   sample(ctx, head, G, key, samples);
   log_prob(ctx, head, cs, lp);
-  reward_of<T>(ctx, r, cs, targets, rewards, HeadTraits<Head>::dim(head));
+  reward_of<T>(ctx, r, cs, targets, rewards, head_traits<Head>::dim(head));
   log_prob_jvp(ctx, head, cs, tangent, jvp);
   entropy(ctx, head, H);
   // s_bg = −pd·active_bg/(N G) · jvp_bg: pg_row_terms' d_log_prob with the jvp as advantages.
@@ -130,11 +130,11 @@ void mixed_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   if (ctx.backend() == Backend::cpu) {
     reference::pg_row_terms<T>(options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
   } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx.stream(), options, to_kernel(scale), lp, rewards, jvp, H, s, d_entropy, rows);
+    kernels::pg_row_terms(ctx.stream(), options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
   }
   transform_rewards_backward(ctx, options.transform, ConstMatrix<T>(rewards), ConstMatrix<T>(s), d_r);
   reward_backward_of<T>(ctx, r, cs, targets, ConstMatrix<T>(d_r), grad_params,
-                        HeadTraits<Head>::dim(head));
+                        head_traits<Head>::dim(head));
 }
 
 // ---------------------------------------------------------------- exact mixed product

@@ -24,70 +24,53 @@ const char* to_string(Activation activation) noexcept {
   return "unknown";
 }
 
-Mlp::Mlp(MlpSpec spec) : spec_(std::move(spec)) {
+Mlp::Mlp(MlpSpec spec) {
   constexpr std::string_view fn = "Mlp";
-  D2R_EXPECTS(spec_.inputs >= 1, fn, "spec.inputs", "expected an input width >= 1, got {}", spec_.inputs);
-  D2R_EXPECTS(spec_.outputs >= 1, fn, "spec.outputs", "expected an output width >= 1, got {}", spec_.outputs);
-  for (std::size_t i = 0; i < spec_.hidden.size(); ++i) {
-    D2R_EXPECTS(spec_.hidden[i] >= 1, fn, "spec.hidden", "hidden layer {} has width {}; expected every width >= 1", i,
-                spec_.hidden[i]);
+  D2R_EXPECTS(spec.inputs >= 1, fn, "spec.inputs", "expected an input width >= 1, got {}", spec.inputs);
+  D2R_EXPECTS(spec.outputs >= 1, fn, "spec.outputs", "expected an output width >= 1, got {}", spec.outputs);
+  for (std::size_t i = 0; i < spec.hidden.size(); ++i) {
+    D2R_EXPECTS(spec.hidden[i] >= 1, fn, "spec.hidden", "hidden layer {} has width {}; expected every width >= 1", i,
+                spec.hidden[i]);
   }
   constexpr std::int64_t kMaxWidth = std::numeric_limits<int>::max();  // a cuBLAS dimension
-  D2R_EXPECTS(spec_.inputs <= kMaxWidth, fn, "spec.inputs", "expected an input width <= {}, got {}", kMaxWidth,
-              spec_.inputs);
-  D2R_EXPECTS(spec_.outputs <= kMaxWidth, fn, "spec.outputs", "expected an output width <= {}, got {}", kMaxWidth,
-              spec_.outputs);
-  for (std::size_t i = 0; i < spec_.hidden.size(); ++i) {
-    D2R_EXPECTS(spec_.hidden[i] <= kMaxWidth, fn, "spec.hidden", "hidden layer {} has width {}; expected <= {}", i,
-                spec_.hidden[i], kMaxWidth);
+  D2R_EXPECTS(spec.inputs <= kMaxWidth, fn, "spec.inputs", "expected an input width <= {}, got {}", kMaxWidth,
+              spec.inputs);
+  D2R_EXPECTS(spec.outputs <= kMaxWidth, fn, "spec.outputs", "expected an output width <= {}, got {}", kMaxWidth,
+              spec.outputs);
+  for (std::size_t i = 0; i < spec.hidden.size(); ++i) {
+    D2R_EXPECTS(spec.hidden[i] <= kMaxWidth, fn, "spec.hidden", "hidden layer {} has width {}; expected <= {}", i,
+                spec.hidden[i], kMaxWidth);
   }
-  D2R_EXPECTS(spec_.activation == Activation::relu || spec_.activation == Activation::tanh, fn, "spec.activation",
-              "expected Activation::relu or Activation::tanh, got value {}", static_cast<int>(spec_.activation));
-  std::int64_t in = spec_.inputs, offset = 0;
-  const std::size_t count = spec_.hidden.size() + 1;
-  for (std::size_t l = 0; l < count; ++l) {
-    const bool last = l + 1 == count;
-    const std::int64_t out = last ? spec_.outputs : spec_.hidden[l];
-    const bool normalized = spec_.layer_norm && !last;
-    // Overflow-safe: every width is checked against the limit before multiplying.
-    const std::int64_t extra = normalized ? 2 : 0;  // γ and β
+  D2R_EXPECTS(spec.activation == Activation::relu || spec.activation == Activation::tanh, fn, "spec.activation",
+              "expected Activation::relu or Activation::tanh, got value {}", static_cast<int>(spec.activation));
+  // Overflow-safe: every width is checked against the limit before multiplying.
+  std::int64_t in = spec.inputs, offset = 0;
+  for (std::size_t l = 0; l < spec.hidden.size() + 1; ++l) {
+    const bool last = l == spec.hidden.size();
+    const std::int64_t out = last ? spec.outputs : spec.hidden[l];
+    const std::int64_t extra = spec.layer_norm && !last ? 2 : 0;  // γ and β
     D2R_EXPECTS(in <= kMaxMlpParameters && out <= kMaxMlpParameters &&
                     out * (in + 1 + extra) <= kMaxMlpParameters - offset,
                 fn, "spec", "the network has more than {} parameters (layer {}: {} x {})", kMaxMlpParameters, l, out,
                 in);
-    const std::int64_t bias = offset + out * in;
-    layers_.push_back({.inputs = in,
-                       .outputs = out,
-                       .weight_offset = offset,
-                       .bias_offset = bias,
-                       .activated = !last,
-                       .normalized = normalized,
-                       .gamma_offset = normalized ? bias + out : -1,
-                       .beta_offset = normalized ? bias + 2 * out : -1});
     offset += out * (in + 1 + extra);
-    if (!last) {
-      hidden_sum_ += out;
-      max_hidden_ = std::max(max_hidden_, out);
-    }
     in = out;
   }
-  parameter_count_ = offset;
-  // Activations (and with layer_norm x̂ and one s per row) of every hidden layer.
-  cache_per_row_ = spec_.layer_norm ? 2 * hidden_sum_ + static_cast<std::int64_t>(spec_.hidden.size()) : hidden_sum_;
+  layout_ = mlp_layout(std::move(spec));
 }
 
 MlpLayer Mlp::layer(std::int64_t l) const {
   D2R_EXPECTS(l >= 0 && l < layer_count(), "Mlp::layer", "l", "expected a layer index in [0, {}), got {}",
               layer_count(), l);
-  return layers_[static_cast<std::size_t>(l)];
+  return layout_.layer(l);
 }
 
 std::string Mlp::describe() const {
-  std::string s = fmt::format("{}", spec_.inputs);
-  for (std::int64_t h : spec_.hidden) s += fmt::format("-{}", h);
-  s += fmt::format("-{}", spec_.outputs);
-  if (!spec_.hidden.empty()) s += fmt::format(" {}", to_string(spec_.activation));
-  if (!spec_.hidden.empty() && spec_.layer_norm) s += " layernorm";
+  std::string s = fmt::format("{}", layout_.spec.inputs);
+  for (std::int64_t h : layout_.spec.hidden) s += fmt::format("-{}", h);
+  s += fmt::format("-{}", layout_.spec.outputs);
+  if (!layout_.spec.hidden.empty()) s += fmt::format(" {}", to_string(layout_.spec.activation));
+  if (!layout_.spec.hidden.empty() && layout_.spec.layer_norm) s += " layernorm";
   return s;
 }
 
@@ -249,7 +232,7 @@ void Mlp::init(Context& ctx, VectorView<T> params, std::uint64_t seed) const {
     reference::mlp_init(*this, params, seed);
   } else if constexpr (std::is_same_v<T, float>) {
     for (std::int64_t l = 0; l < layer_count(); ++l) {
-      const MlpLayer L = layers_[static_cast<std::size_t>(l)];
+      const MlpLayer L = layout_.layer(l);
       const float bound = reference::mlp_init_bound<float>(L);
       kernels::mlp_init_uniform(ctx.stream(), params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
                                 static_cast<std::uint32_t>(l), 0u);
@@ -280,15 +263,15 @@ void Mlp::forward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, VectorV
     cpu_blas::mlp_forward<T>(*this, params, x, cache.data, out);
   } else if constexpr (std::is_same_v<T, float>) {
     for (std::int64_t l = 0; l < layer_count(); ++l) {
-      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MlpLayer& L = layout_.layer(l);
       const MatrixView<float> z = L.activated ? slot(*this, l, B, cache.data) : out;
       gemm_forward(ctx, input_of(*this, l, x, cache.data), params.data + L.weight_offset, z, 0.0f);
       if (L.normalized) {
         kernels::mlp_layer_norm_forward(ctx.stream(), z, params.data + L.bias_offset, params.data + L.gamma_offset,
                                         params.data + L.beta_offset, norm_slot(*this, l, B, cache.data),
-                                        scale_slot(*this, l, B, cache.data), spec_.activation);
+                                        scale_slot(*this, l, B, cache.data), layout_.spec.activation);
       } else {
-        kernels::mlp_bias_activation(ctx.stream(), z, params.data + L.bias_offset, spec_.activation, L.activated);
+        kernels::mlp_bias_activation(ctx.stream(), z, params.data + L.bias_offset, layout_.spec.activation, L.activated);
       }
     }
   }
@@ -317,29 +300,29 @@ void Mlp::backward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, ConstV
   if (ctx.backend() == Backend::cpu) {
     cpu_blas::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x, static_cast<T*>(scratch.values));
   } else if constexpr (std::is_same_v<T, float>) {
-    float* buf[2] = {static_cast<float*>(scratch.values), static_cast<float*>(scratch.values) + B * max_hidden_};
-    float* ln_terms = static_cast<float*>(scratch.values) + 2 * B * max_hidden_;  // gn, gn ⊙ x̂ (layer_norm)
+    float* buf[2] = {static_cast<float*>(scratch.values), static_cast<float*>(scratch.values) + B * layout_.max_hidden};
+    float* ln_terms = static_cast<float*>(scratch.values) + 2 * B * layout_.max_hidden;  // gn, gn ⊙ x̂ (layer_norm)
     int next = 0;
     MatrixView<const float> delta = d_out;
     for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
-      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MlpLayer& L = layout_.layer(l);
       const MatrixView<const float> in = input_of(*this, l, x, cache.data);
       gemm_weight_grad(ctx, delta, in, d_params.data + L.weight_offset, 0.0f);
       kernels::column_sum(ctx.stream(), delta, d_params.data + L.bias_offset, scratch.column_sum);
       if (l > 0) {
         const MatrixView<float> g{buf[next], B, L.inputs, L.inputs};
         gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
-        const MlpLayer& below = layers_[static_cast<std::size_t>(l - 1)];
+        const MlpLayer& below = layout_.layer(l - 1);
         if (below.normalized) {
           const MatrixView<float> gn{ln_terms, B, L.inputs, L.inputs},
-              gn_xhat{ln_terms + B * max_hidden_, B, L.inputs, L.inputs};
+              gn_xhat{ln_terms + B * layout_.max_hidden, B, L.inputs, L.inputs};
           kernels::mlp_layer_norm_backward(ctx.stream(), g, in, norm_slot(*this, l - 1, B, cache.data),
                                            scale_slot(*this, l - 1, B, cache.data), params.data + below.gamma_offset,
-                                           gn, gn_xhat, spec_.activation);
+                                           gn, gn_xhat, layout_.spec.activation);
           kernels::column_sum(ctx.stream(), gn_xhat, d_params.data + below.gamma_offset, scratch.column_sum);
           kernels::column_sum(ctx.stream(), gn, d_params.data + below.beta_offset, scratch.column_sum);
         } else {
-          kernels::mlp_backward_activation(ctx.stream(), g, in, spec_.activation);
+          kernels::mlp_backward_activation(ctx.stream(), g, in, layout_.spec.activation);
         }
         delta = g;
         next ^= 1;
@@ -372,7 +355,7 @@ void Mlp::forward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v,
     cpu_blas::mlp_forward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, out_tangent);
   } else if constexpr (std::is_same_v<T, float>) {
     for (std::int64_t l = 0; l < layer_count(); ++l) {
-      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MlpLayer& L = layout_.layer(l);
       const MatrixView<float> rz = L.activated ? slot(*this, l, B, tangent_cache.data) : out_tangent;
       gemm_forward(ctx, input_of(*this, l, x, cache.data), v.data + L.weight_offset, rz, 0.0f);
       if (l > 0) {
@@ -384,11 +367,11 @@ void Mlp::forward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v,
                                         v.data + L.gamma_offset, v.data + L.beta_offset, slot(*this, l, B, cache.data),
                                         norm_slot(*this, l, B, cache.data), scale_slot(*this, l, B, cache.data),
                                         norm_slot(*this, l, B, tangent_cache.data),
-                                        scale_slot(*this, l, B, tangent_cache.data), spec_.activation);
+                                        scale_slot(*this, l, B, tangent_cache.data), layout_.spec.activation);
         continue;
       }
       const MatrixView<const float> a = L.activated ? slot(*this, l, B, cache.data) : MatrixView<const float>{};
-      kernels::mlp_tangent_activation(ctx.stream(), rz, v.data + L.bias_offset, a, spec_.activation, L.activated);
+      kernels::mlp_tangent_activation(ctx.stream(), rz, v.data + L.bias_offset, a, layout_.spec.activation, L.activated);
     }
   }
 }
@@ -424,14 +407,14 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
                                       d_params_tangent.data, static_cast<T*>(scratch.values));
   } else if constexpr (std::is_same_v<T, float>) {
     float* base = static_cast<float*>(scratch.values);
-    const std::int64_t stride = B * max_hidden_;
+    const std::int64_t stride = B * layout_.max_hidden;
     float* dbuf[2] = {base, base + stride};
     float* rbuf[2] = {base + 2 * stride, base + 3 * stride};
     float* ln_terms = base + 4 * stride;  // Rgn, Rgn ⊙ x̂ + gn ⊙ Rx̂ (layer_norm)
     int next = 0;
     MatrixView<const float> delta = d_out, rdelta = d_out_tangent;
     for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
-      const MlpLayer& L = layers_[static_cast<std::size_t>(l)];
+      const MlpLayer& L = layout_.layer(l);
       const MatrixView<const float> in = input_of(*this, l, x, cache.data);
       float* gw = d_params_tangent.data + L.weight_offset;
       gemm_weight_grad(ctx, rdelta, in, gw, 0.0f);
@@ -443,7 +426,7 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
       gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
       gemm_input_grad(ctx, delta, v.data + L.weight_offset, rg, 0.0f);
       gemm_input_grad(ctx, rdelta, params.data + L.weight_offset, rg, 1.0f);
-      const MlpLayer& below = layers_[static_cast<std::size_t>(l - 1)];
+      const MlpLayer& below = layout_.layer(l - 1);
       if (below.normalized) {
         const MatrixView<float> rgn{ln_terms, B, L.inputs, L.inputs},
             rgn_xhat{ln_terms + stride, B, L.inputs, L.inputs};
@@ -451,11 +434,11 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
             ctx.stream(), g, rg, in, rin, norm_slot(*this, l - 1, B, cache.data),
             scale_slot(*this, l - 1, B, cache.data), norm_slot(*this, l - 1, B, tangent_cache.data),
             scale_slot(*this, l - 1, B, tangent_cache.data), params.data + below.gamma_offset,
-            v.data + below.gamma_offset, rgn, rgn_xhat, spec_.activation);
+            v.data + below.gamma_offset, rgn, rgn_xhat, layout_.spec.activation);
         kernels::column_sum(ctx.stream(), rgn_xhat, d_params_tangent.data + below.gamma_offset, scratch.column_sum);
         kernels::column_sum(ctx.stream(), rgn, d_params_tangent.data + below.beta_offset, scratch.column_sum);
       } else {
-        kernels::mlp_backward_tangent_activation(ctx.stream(), g, rg, in, rin, spec_.activation);
+        kernels::mlp_backward_tangent_activation(ctx.stream(), g, rg, in, rin, layout_.spec.activation);
       }
       delta = g;
       rdelta = rg;

@@ -1,6 +1,6 @@
 #pragma once
 // Helpers shared by the composite entry points of the objectives (objectives.cpp) and of the
-// second-order reward pieces (mixed_product.cpp): the value-checks guard, per-head traits, the
+// second-order reward pieces (mixed_product.cpp): the value-checks guard, the
 // target and option checks, and the objective scale. Internal header.
 
 #include <cmath>
@@ -29,54 +29,11 @@ class ChecksOff {
   ValueChecks saved_;
 };
 
-// ---------------------------------------------------------------- head traits
-template <class Head>
-struct HeadTraits;
-template <class T>
-struct HeadTraits<DiagGaussian<T>> {
-  using Grad = DiagGaussianGrad<T>;
-  using Sample = T;
-  using Targets = ConstMatrix<T>;
-  static std::int64_t rows(const DiagGaussian<T>& h) { return h.mean.rows; }
-  static std::int64_t dim(const DiagGaussian<T>& h) { return h.mean.cols; }
-  static std::int64_t sample_rows(const DiagGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
-  static std::int64_t sample_cols(const DiagGaussian<T>& h, std::int64_t) { return dim(h); }
-};
-template <class T>
-struct HeadTraits<CholeskyGaussian<T>> {
-  using Grad = CholeskyGaussianGrad<T>;
-  using Sample = T;
-  using Targets = ConstMatrix<T>;
-  static std::int64_t rows(const CholeskyGaussian<T>& h) { return h.mean.rows; }
-  static std::int64_t dim(const CholeskyGaussian<T>& h) { return h.mean.cols; }
-  static std::int64_t sample_rows(const CholeskyGaussian<T>& h, std::int64_t G) { return rows(h) * G; }
-  static std::int64_t sample_cols(const CholeskyGaussian<T>& h, std::int64_t) { return dim(h); }
-};
-template <class T>
-struct HeadTraits<Categorical<T>> {
-  using Grad = CategoricalGrad<T>;
-  using Sample = std::int32_t;
-  using Targets = VectorView<const std::int32_t>;
-  static std::int64_t rows(const Categorical<T>& h) { return h.logits.rows; }
-  static std::int64_t dim(const Categorical<T>& h) { return h.logits.cols; }
-  static std::int64_t sample_rows(const Categorical<T>& h, std::int64_t) { return rows(h); }
-  static std::int64_t sample_cols(const Categorical<T>&, std::int64_t G) { return G; }
-};
-
-template <class T>
-constexpr bool is_categorical(const Categorical<T>*) {
-  return true;
-}
-template <class H>
-constexpr bool is_categorical(const H*) {
-  return false;
-}
-
 // ---------------------------------------------------------------- checks
 template <class T, class Head>
 detail::MatrixArg check_targets(Context& ctx, std::string_view fn, const Head& head, ConstMatrix<T> targets) {
   const detail::MatrixArg arg("targets", targets);
-  detail::check_matrix(ctx, fn, arg, HeadTraits<Head>::rows(head), HeadTraits<Head>::dim(head));
+  detail::check_matrix(ctx, fn, arg, head_traits<Head>::rows(head), head_traits<Head>::dim(head));
   detail::check_values<T>(ctx, fn, "targets", targets, detail::ValueRule::finite);
   return arg;
 }
@@ -101,14 +58,11 @@ void check_options(std::string_view fn, const PgOptions<T>& o, std::int64_t rows
 }
 
 template <class T, class Head>
-reference::ObjectiveScale<T> scale_of(const Head& head, const PgOptions<T>& o, std::int64_t generations) {
-  const bool categorical = is_categorical(static_cast<const Head*>(nullptr));
-  const T per_dim = o.per_dimension_mean && !categorical ? T(1) / T(HeadTraits<Head>::dim(head)) : T(1);
-  const std::int64_t rows = HeadTraits<Head>::rows(head);
+ObjectiveScale<T> scale_of(const Head& head, const PgOptions<T>& o, std::int64_t generations) {
+  const bool categorical = head_traits<Head>::categorical;
+  const T per_dim = o.per_dimension_mean && !categorical ? T(1) / T(head_traits<Head>::dim(head)) : T(1);
+  const std::int64_t rows = head_traits<Head>::rows(head);
   return {per_dim, T(o.normaliser_rows > 0 ? o.normaliser_rows : rows), generations};
-}
-inline kernels::ObjectiveScale to_kernel(const reference::ObjectiveScale<float>& s) {
-  return {s.per_dim, s.normaliser, s.generations};
 }
 
 }  // namespace d2r::objective_common

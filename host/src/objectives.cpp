@@ -23,7 +23,7 @@ namespace {
 
 using detail::MatrixArg;
 
-using namespace objective_common;  // ChecksOff, HeadTraits, check_targets, check_options, scale_of, to_kernel
+using namespace objective_common;  // ChecksOff, head_traits, check_targets, check_options, scale_of
 
 /// Row outputs: row_loss length B (required), row_reward length B or empty; none aliases the
 /// inputs nor each other. Returns them for the gradient aliasing checks.
@@ -54,16 +54,16 @@ template <class T, class Head, class Targets>
 std::vector<MatrixArg> check_objective(Context& ctx, std::string_view fn, const Head& head, Targets targets,
                                        const MahalanobisReward<T>& reward, const PgOptions<T>& options,
                                        std::int64_t generations, const ObjectiveRows<T>& rows,
-                                       const typename HeadTraits<Head>::Grad& grad) {
+                                       const typename head_traits<Head>::Grad& grad) {
   detail::check_head(ctx, fn, head);
   std::vector<MatrixArg> inputs = detail::head_inputs(head);
   inputs.push_back(check_targets<T>(ctx, fn, head, targets));
-  detail::check_reward(ctx, fn, reward, HeadTraits<Head>::dim(head));
+  detail::check_reward(ctx, fn, reward, head_traits<Head>::dim(head));
   inputs.emplace_back("reward.params", reward.params);
   D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
-  check_options(fn, options, HeadTraits<Head>::rows(head));
+  check_options(fn, options, head_traits<Head>::rows(head));
   detail::check_transform(fn, options.transform, generations);
-  std::vector<MatrixArg> outputs = check_rows(ctx, fn, rows, HeadTraits<Head>::rows(head), inputs);
+  std::vector<MatrixArg> outputs = check_rows(ctx, fn, rows, head_traits<Head>::rows(head), inputs);
   const std::vector<MatrixArg> grads = detail::check_head_grad(ctx, fn, head, grad);
   check_all_disjoint(fn, grads, inputs);
   check_all_disjoint(fn, grads, outputs);
@@ -93,22 +93,22 @@ std::size_t row_scratch_bytes(std::int64_t B, std::int64_t G) {
 template <class T, class Head, class Targets>
 void run_unfused(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
                  const PgOptions<T>& options, DrawKey key,
-                 const PgIntermediates<T, typename HeadTraits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
-                 const typename HeadTraits<Head>::Grad& grad, T* scratch) {
-  const std::int64_t B = HeadTraits<Head>::rows(head);
+                 const PgIntermediates<T, typename head_traits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
+                 const typename head_traits<Head>::Grad& grad, T* scratch) {
+  const std::int64_t B = head_traits<Head>::rows(head);
   ChecksOff checks_off(ctx);
   const VectorView<T> H{scratch, B}, d_entropy{scratch + B, B};
   const MatrixView<T> d_log_prob{scratch + 2 * B, B, G, G};
   sample(ctx, head, G, key, im.samples);
   log_prob(ctx, head, im.samples, im.log_prob);
-  reward_of<T>(ctx, r, im.samples, targets, im.rewards, HeadTraits<Head>::dim(head));
+  reward_of<T>(ctx, r, im.samples, targets, im.rewards, head_traits<Head>::dim(head));
   transform_rewards(ctx, options.transform, im.rewards, im.advantages);
   entropy(ctx, head, H);
   const auto s = scale_of(head, options, G);
   if (ctx.backend() == Backend::cpu) {
     reference::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy, rows);
   } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx.stream(), options, to_kernel(s), im.log_prob, im.rewards, im.advantages, H, d_log_prob,
+    kernels::pg_row_terms(ctx.stream(), options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob,
                           d_entropy, rows);
   }
   backward(ctx, head, im.samples, d_log_prob, d_entropy, grad);
@@ -117,16 +117,16 @@ void run_unfused(Context& ctx, const Head& head, Targets targets, const Mahalano
 template <class T, class Head, class Targets>
 void unfused_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
                    const PgOptions<T>& options, DrawKey key,
-                   const PgIntermediates<T, typename HeadTraits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
-                   const typename HeadTraits<Head>::Grad& grad) {
+                   const PgIntermediates<T, typename head_traits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
+                   const typename head_traits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_surrogate_unfused";
   std::vector<MatrixArg> others = check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
-  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
-  const std::int64_t B = HeadTraits<Head>::rows(head);
+  detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
+  const std::int64_t B = head_traits<Head>::rows(head);
   const std::vector<MatrixArg> im_args{
       MatrixArg("intermediates.samples", im.samples), MatrixArg("intermediates.log_prob", im.log_prob),
       MatrixArg("intermediates.rewards", im.rewards), MatrixArg("intermediates.advantages", im.advantages)};
-  detail::check_matrix(ctx, fn, im_args[0], HeadTraits<Head>::sample_rows(head, G), HeadTraits<Head>::sample_cols(head, G));
+  detail::check_matrix(ctx, fn, im_args[0], head_traits<Head>::sample_rows(head, G), head_traits<Head>::sample_cols(head, G));
   for (int i = 1; i < 4; ++i) detail::check_matrix(ctx, fn, im_args[i], B, G);
   check_all_disjoint(fn, im_args, others);
   for (std::size_t i = 0; i < im_args.size(); ++i)
@@ -139,10 +139,10 @@ void unfused_entry(Context& ctx, const Head& head, Targets targets, const Mahala
 template <class T, class Head, class Targets>
 void surrogate_by_composition(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
                               std::int64_t G, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                              const typename HeadTraits<Head>::Grad& grad) {
-  using Sample = typename HeadTraits<Head>::Sample;
-  const std::int64_t B = HeadTraits<Head>::rows(head);
-  const std::int64_t sr = HeadTraits<Head>::sample_rows(head, G), sc = HeadTraits<Head>::sample_cols(head, G);
+                              const typename head_traits<Head>::Grad& grad) {
+  using Sample = typename head_traits<Head>::Sample;
+  const std::int64_t B = head_traits<Head>::rows(head);
+  const std::int64_t sr = head_traits<Head>::sample_rows(head, G), sc = head_traits<Head>::sample_cols(head, G);
   const std::size_t sample_bytes = (static_cast<std::size_t>(sr * sc) * sizeof(Sample) + 255) / 256 * 256;
   const std::size_t bytes = sample_bytes + static_cast<std::size_t>(3 * B * G) * sizeof(T) + row_scratch_bytes<T>(B, G);
   char* base = static_cast<char*>(ctx.workspace(bytes, Workspace::composite));
@@ -156,16 +156,16 @@ void surrogate_by_composition(Context& ctx, const Head& head, Targets targets, c
 template <class T, class Head, class Targets>
 void surrogate_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
                      const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                     const typename HeadTraits<Head>::Grad& grad) {
+                     const typename head_traits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_surrogate";
   check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
-  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
   if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
     if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_diag_gaussian_fusable(head, G)) {
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
       kernels::pg_surrogate_diag_gaussian(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
-                                          to_kernel(scale_of(head, options, G)), rows, grad, ws);
+                                          scale_of(head, options, G), rows, grad, ws);
       return;
     }
   }
@@ -174,14 +174,14 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
       const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
       kernels::pg_surrogate_cholesky_gaussian(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
-                                              to_kernel(scale_of(head, options, G)), rows, grad, ws);
+                                              scale_of(head, options, G), rows, grad, ws);
       return;
     }
   }
   if constexpr (std::is_same_v<Head, Categorical<float>>) {
     if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_categorical_fusable(head, G)) {
       kernels::pg_surrogate_categorical(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
-                                        to_kernel(scale_of(head, options, G)), rows, grad);
+                                        scale_of(head, options, G), rows, grad);
       return;
     }
   }
@@ -192,10 +192,10 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
 template <class T, class Head>
 void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, const MahalanobisReward<T>& r,
                     std::int64_t G, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                    const typename HeadTraits<Head>::Grad& grad) {
+                    const typename head_traits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_pathwise";
   check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
-  detail::check_draw_key(ctx, fn, key, HeadTraits<Head>::rows(head));
+  detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
   D2R_EXPECTS(options.transform.kind == Transform::none || options.transform.kind == Transform::rbf, fn,
               "options.transform", "the pathwise objective takes transform none or rbf; {} centres each group, so "
               "its pathwise gradient would not be that of the group's rewards", to_string(options.transform.kind));
@@ -213,7 +213,7 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
                   kernels::kPathwiseMaxFullDim, head.mean.cols);
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
-      kernels::pathwise_diag_gaussian(ctx.stream(), head, targets, r, options, pos, to_kernel(s), rows, grad, ws);
+      kernels::pathwise_diag_gaussian(ctx.stream(), head, targets, r, options, pos, s, rows, grad, ws);
     }
   } else {
     if (ctx.backend() == Backend::cpu) {
@@ -221,7 +221,7 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
     } else if constexpr (std::is_same_v<T, float>) {
       const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
-      kernels::pathwise_cholesky_gaussian(ctx.stream(), head, targets, r, options, pos, to_kernel(s), rows, grad, ws);
+      kernels::pathwise_cholesky_gaussian(ctx.stream(), head, targets, r, options, pos, s, rows, grad, ws);
     }
   }
 }
@@ -229,13 +229,13 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
 template <class T, class Head, class Targets>
 void exact_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
                  const PgOptions<T>& options, const ObjectiveRows<T>& rows,
-                 const typename HeadTraits<Head>::Grad& grad) {
+                 const typename head_traits<Head>::Grad& grad) {
   constexpr std::string_view fn = "exact_objective";
   // The exact objective draws nothing: validate with G = 2 so that every transform passes.
   check_objective<T>(ctx, fn, head, targets, r, PgOptions<T>{options.entropy_weight, {}, T(0),
                                                              options.per_dimension_mean, options.normaliser_rows},
                      2, rows, grad);
-  check_options(fn, options, HeadTraits<Head>::rows(head));
+  check_options(fn, options, head_traits<Head>::rows(head));
   const auto s = scale_of(head, options, 1);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
     if (ctx.backend() == Backend::cpu) {
@@ -247,7 +247,7 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
                   kernels::kExactMaxFullDim, head.mean.cols);
       const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
-      kernels::exact_diag_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad, ws);
+      kernels::exact_diag_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, s, rows, grad, ws);
     }
   } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
     if (ctx.backend() == Backend::cpu) {
@@ -255,14 +255,14 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
     } else if constexpr (std::is_same_v<T, float>) {
       const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
       void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
-      kernels::exact_cholesky_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad,
+      kernels::exact_cholesky_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, s, rows, grad,
                                        ws);
     }
   } else {
     if (ctx.backend() == Backend::cpu) {
       reference::exact_categorical(head, targets, r, options, s, rows, grad);
     } else if constexpr (std::is_same_v<T, float>) {
-      kernels::exact_categorical(ctx.stream(), head, targets, r, options.entropy_weight, to_kernel(s), rows, grad);
+      kernels::exact_categorical(ctx.stream(), head, targets, r, options.entropy_weight, s, rows, grad);
     }
   }
 }

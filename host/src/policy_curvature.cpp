@@ -52,13 +52,13 @@ MatrixArg check_parameter_vector(const Context& ctx, std::string_view fn, std::s
 /// pg_row_terms on the context's backend: the surrogate's per-row losses and the cotangents of
 /// log p and of the entropy (per row, so the same for every head).
 template <class T>
-void row_terms(Context& ctx, const PgOptions<T>& options, const reference::ObjectiveScale<T>& s,
+void row_terms(Context& ctx, const PgOptions<T>& options, const ObjectiveScale<T>& s,
                ConstMatrix<T> log_prob, ConstMatrix<T> rewards, ConstMatrix<T> advantages, ConstVector<T> entropy,
                MatrixView<T> d_log_prob, VectorView<T> d_entropy, const ObjectiveRows<T>& rows) {
   if (ctx.backend() == Backend::cpu) {
     reference::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy, rows);
   } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx.stream(), options, objective_common::to_kernel(s), log_prob, rewards, advantages, entropy,
+    kernels::pg_row_terms(ctx.stream(), options, s, log_prob, rewards, advantages, entropy,
                           d_log_prob, d_entropy, rows);
   }
 }
@@ -106,7 +106,7 @@ template <class T, class Head>
 PolicyCurvature<T, Head>::PolicyCurvature(Context& ctx, const Mlp& net, std::int64_t batch)
   requires(!kCholesky)
     : ctx_(ctx), net_(net), batch_(batch), width_(net.spec().outputs) {
-  constexpr std::string_view fn = PolicyCurvatureHead<T, Head>::name;
+  constexpr std::string_view fn = head_traits<Head>::curvature_name;
   detail::check_scalar_type<T>(ctx, fn);
   dims_ = head_dims<T, Head>(fn, width_);
   D2R_EXPECTS(batch >= 1, fn, "batch", "expected B >= 1 rows, got {}", batch);
@@ -116,7 +116,7 @@ template <class T, class Head>
 PolicyCurvature<T, Head>::PolicyCurvature(Context& ctx, const Mlp& net, std::int64_t batch, T jitter)
   requires(kCholesky)
     : ctx_(ctx), net_(net), batch_(batch), width_(net.spec().outputs), jitter_(jitter) {
-  constexpr std::string_view fn = PolicyCurvatureHead<T, Head>::name;
+  constexpr std::string_view fn = head_traits<Head>::curvature_name;
   detail::check_scalar_type<T>(ctx, fn);
   dims_ = head_dims<T, Head>(fn, width_);
   D2R_EXPECTS(batch >= 1, fn, "batch", "expected B >= 1 rows, got {}", batch);
@@ -224,7 +224,7 @@ template <class T, class Head>
 void PolicyCurvature<T, Head>::prepare(ConstVector<T> params, ConstMatrix<T> x, Targets targets,
                                        const MahalanobisReward<T>& reward, std::int64_t generations,
                                        const PgOptions<T>& options, DrawKey key, VectorView<T> grad) {
-  static constexpr std::string_view name = PolicyCurvatureHead<T, Head>::name;
+  static constexpr std::string_view name = head_traits<Head>::curvature_name;
   const std::string fn = std::string(name) + "::prepare";
   const std::int64_t B = batch_, G = generations;
   // Everything is checked before the kept state or grad is touched.
@@ -263,7 +263,7 @@ template <class T, class Head>
 void PolicyCurvature<T, Head>::prepare_exact(ConstVector<T> params, ConstMatrix<T> x, Targets targets,
                                              const MahalanobisReward<T>& reward, const PgOptions<T>& options,
                                              VectorView<T> grad) {
-  static constexpr std::string_view name = PolicyCurvatureHead<T, Head>::name;
+  static constexpr std::string_view name = head_traits<Head>::curvature_name;
   const std::string fn = std::string(name) + "::prepare_exact";
   const std::int64_t B = batch_;
   check_prepare(fn, params, x, targets, reward, options, grad);
@@ -278,7 +278,7 @@ void PolicyCurvature<T, Head>::prepare_exact(ConstVector<T> params, ConstMatrix<
 
 template <class T, class Head>
 void PolicyCurvature<T, Head>::apply(ConstVector<T> v, VectorView<T> hv) {
-  static constexpr std::string_view name = PolicyCurvatureHead<T, Head>::name;
+  static constexpr std::string_view name = head_traits<Head>::curvature_name;
   const std::string fn = std::string(name) + "::apply";
   check_prepared(prepared_, fn, "apply()");
   const std::int64_t B = batch_, P = net_.parameter_count();
@@ -304,7 +304,7 @@ void PolicyCurvature<T, Head>::apply(ConstVector<T> v, VectorView<T> hv) {
 
 template <class T, class Head>
 void PolicyCurvature<T, Head>::mixed_product(ConstVector<T> w, VectorView<T> grad_params) {
-  static constexpr std::string_view name = PolicyCurvatureHead<T, Head>::name;
+  static constexpr std::string_view name = head_traits<Head>::curvature_name;
   const std::string fn = std::string(name) + "::mixed_product";
   check_prepared(prepared_, fn, "mixed_product()");
   const std::int64_t B = batch_;

@@ -124,6 +124,11 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
         shard::scale(ctx, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(N)), out);
         break;
       case PolicyLoss::pg: {
+        if (options.objective == InnerObjective::exact) {
+          policy.exact_gradient(params, x, y, reward, options.pg, out);
+          shard::scale(ctx, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(N)), out);
+          break;
+        }
         PgOptions<T> pg = options.pg;
         if (pg.normaliser_rows == 0) pg.normaliser_rows = N;
         policy.pg_gradient(params, x, y, reward, options.generations, pg,
@@ -141,8 +146,12 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
         case PolicyLoss::mse: policy.mse_gradient(params, train.x, train.y, grad.vector()); break;
         case PolicyLoss::nll: policy.nll_gradient(params, train.x, train.y, grad.vector()); break;
         case PolicyLoss::pg:
-          policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
-                             DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+          if (options.objective == InnerObjective::exact) {
+            policy.exact_gradient(params, train.x, train.y, reward, options.pg, grad.vector());
+          } else {
+            policy.pg_gradient(params, train.x, train.y, reward, options.generations, options.pg,
+                               DrawKey{.step = static_cast<std::uint64_t>(step - 1)}, grad.vector());
+          }
           break;
       }
     }
@@ -261,8 +270,12 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
         reducer->sum(shard::plan(options.parallel, rows), grad.vector(), [&](const shard::Part& part, VectorView<T> out) {
           const MatrixView<const T> xp{xb.data + part.first * p, part.rows, p, p};
           const VectorView<const std::int32_t> yp{yb.data + part.first, part.rows};
-          if (options.loss == PolicyLoss::nll) {
-            policy.nll_gradient(params, xp, yp, out);
+          if (options.loss == PolicyLoss::nll || options.objective == InnerObjective::exact) {
+            if (options.loss == PolicyLoss::nll) {
+              policy.nll_gradient(params, xp, yp, out);
+            } else {
+              policy.exact_gradient(params, xp, yp, reward, options.pg, out);
+            }
             shard::scale(ctx, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(rows)), out);
           } else {
             PgOptions<T> pg = options.pg;
@@ -273,6 +286,8 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
         });
       } else if (options.loss == PolicyLoss::nll) {
         policy.nll_gradient(params, xb, yb, grad.vector());
+      } else if (options.objective == InnerObjective::exact) {
+        policy.exact_gradient(params, xb, yb, reward, options.pg, grad.vector());
       } else {
         policy.pg_gradient(params, xb, yb, reward, options.generations, options.pg, DrawKey{.step = step},
                            grad.vector());

@@ -105,7 +105,7 @@ void expect_valid_draws(const Case& c, const std::vector<double>& logits, const 
 /// The fused surrogate with the launcher's shape for C (dynamic shared memory: 12 bytes per draw).
 void launch_surrogate(const Case& c, const Categorical<float>& head, VectorView<const std::int32_t> labels,
                       const MahalanobisReward<float>& reward, const PgOptions<float>& opt, const math::DrawPosition& pos,
-                      kernels::ObjectiveScale s, const ObjectiveRows<float>& rows, MatrixView<float> grad) {
+                      ObjectiveScale<float> s, const ObjectiveRows<float>& rows, MatrixView<float> grad) {
   const auto smem = static_cast<std::size_t>(c.G * cat::kFusedBytesPerDraw);
   if (c.C <= kSmallSampleClasses) {
     simt::launch({c.grid, kSmallBlock, smem}, cat::pg_surrogate_kernel<kSmallBlock, kItems, 1>, head, labels, reward, opt,
@@ -155,7 +155,7 @@ void expect_surrogate_matches(const Case& c, const Categorical<float>& head, con
   const MahalanobisReward<double> reward_d{form, vector_view<const double>(pd.data(), P)};
 
   FloatMatrix loss(1, B), row_reward(1, B), grad(B, C);
-  launch_surrogate(c, head, d_labels.cvector(), reward, opt, pos, kernels::ObjectiveScale{1.0f, float(N), G},
+  launch_surrogate(c, head, d_labels.cvector(), reward, opt, pos, ObjectiveScale<float>{1.0f, float(N), G},
                    ObjectiveRows<float>{loss.vector(), with_reward ? row_reward.vector() : VectorView<float>{}},
                    grad.view());
   std::vector<double> r(n), a(n), dlp(n), H(static_cast<std::size_t>(B)), de(H.size()), loss_ref(H.size()),
@@ -320,7 +320,7 @@ TEST_P(CategoricalEmulation, KernelsMatchReference) {
     D2R_EMU_ROW_LAUNCH(c, cat::exact_tangent_kernel, head, d_labels.cvector(), rw, static_cast<float>(lambda), float(N),
                        tangent, etg.view());
     std::vector<double> loss_ref(static_cast<std::size_t>(B)), er_ref(loss_ref.size()), eg_ref(m), etg_ref(m);
-    const reference::ObjectiveScale<double> sc{1.0, N, G};
+    const ObjectiveScale<double> sc{1.0, N, G};
     reference::exact_categorical(rh, label_view, rwd, opt_d, sc,
                                  ObjectiveRows<double>{vector_view(loss_ref.data(), B), vector_view(er_ref.data(), B)},
                                  CategoricalGrad<double>{matrix_view(eg_ref.data(), B, C)});
@@ -409,7 +409,7 @@ TEST_P(CategoricalMixedProductEmulation, MatchesReference) {
     std::vector<double> want(static_cast<std::size_t>(P));
     reference::exact_mixed_categorical(rh, vector_view<const std::int32_t>(labels.data(), B),
                                        MahalanobisReward<double>{form, vector_view<const double>(pd.data(), P)},
-                                       reference::ObjectiveScale<double>{1.0, N, 1}, rt, vector_view(want.data(), P));
+                                       ObjectiveScale<double>{1.0, N, 1}, rt, vector_view(want.data(), P));
     // Σ_j c_j cancels (Σ_j p_j u_j = 0 over all classes): the absolute tolerance is relative to the
     // size of the terms, k Σ_b Σ_j p_j |u_j| times the largest reward coefficient 2(|R| + |R|)².
     double terms = 0, r_max = 0;
@@ -461,7 +461,7 @@ TEST(DiagMixedProductEmulation, MatchesReference) {
       reference::exact_mixed_diag_gaussian(
           DiagGaussian<double>{matrix_view<const double>(md.data(), B, n), matrix_view<const double>(lsd.data(), S, n)},
           matrix_view<const double>(yd.data(), B, n), MahalanobisReward<double>{form, vector_view<const double>(pdv.data(), P)},
-          reference::ObjectiveScale<double>{pd_scale, N, 1},
+          ObjectiveScale<double>{pd_scale, N, 1},
           DiagGaussian<double>{matrix_view<const double>(tmd.data(), B, n), matrix_view<const double>(tlsd.data(), S, n)},
           vector_view(want.data(), P));
       D2R_EMU_EXPECT_CLOSE(column_sums(checked(partial, "partial"), B, P), want, 1e-4, 1e-5);
@@ -495,13 +495,13 @@ TEST(CategoricalExactTangentEmulation, DominantClassWithoutCancellation) {
     reference::exact_categorical_tangent<double>(
         Categorical<double>{matrix_view<const double>(ld.data(), 1, 2)}, vector_view<const std::int32_t>(labels.data(), 1),
         MahalanobisReward<double>{form, vector_view<const double>(pd.data(), P)}, PgOptions<double>{.entropy_weight = 0.4},
-        reference::ObjectiveScale<double>{1.0, 2.0, 1}, Categorical<double>{matrix_view<const double>(td.data(), 1, 2)},
+        ObjectiveScale<double>{1.0, 2.0, 1}, Categorical<double>{matrix_view<const double>(td.data(), 1, 2)},
         CategoricalGrad<double>{matrix_view(want.data(), 1, 2)});
     std::vector<float> ref_f(2);
     reference::exact_categorical_tangent<float>(
         Categorical<float>{matrix_view<const float>(logits.data(), 1, 2)}, vector_view<const std::int32_t>(labels.data(), 1),
         MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)}, PgOptions<float>{.entropy_weight = 0.4f},
-        reference::ObjectiveScale<float>{1.0f, 2.0f, 1}, Categorical<float>{matrix_view<const float>(t.data(), 1, 2)},
+        ObjectiveScale<float>{1.0f, 2.0f, 1}, Categorical<float>{matrix_view<const float>(t.data(), 1, 2)},
         CategoricalGrad<float>{matrix_view(ref_f.data(), 1, 2)});
     ASSERT_GT(std::abs(want[0]), 1e-7);  // not vacuous: a nonzero tangent
     D2R_EXPECT_CLOSE(checked(g, "exact tangent (kernel)"), want, 1e-4, 0.0);

@@ -94,8 +94,8 @@ struct CholeskyProblem {
   CholeskyGaussian<double> tangent_d() const { return {matrix_view(tmd.data(), B, n), matrix_view(ttd.data(), R, P)}; }
   MahalanobisReward<double> reward_d() const { return {form, vector_view<const double>(ud.data(), ud.size())}; }
   MatrixView<const double> targets_d() const { return matrix_view<const double>(yd.data(), B, n); }
-  kernels::ObjectiveScale scale(std::int64_t g) const { return {static_cast<float>(pd), static_cast<float>(N), g}; }
-  reference::ObjectiveScale<double> scale_d(std::int64_t g) const { return {pd, static_cast<double>(N), g}; }
+  ObjectiveScale<float> scale(std::int64_t g) const { return {static_cast<float>(pd), static_cast<float>(N), g}; }
+  ObjectiveScale<double> scale_d(std::int64_t g) const { return {pd, static_cast<double>(N), g}; }
   simt::LaunchConfig config(unsigned grid, std::size_t shared_bytes) const {
     return {grid, static_cast<unsigned>(co::kThreads), shared_bytes};
   }
@@ -266,7 +266,7 @@ TEST_P(CholeskySurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
     simt::launch(simt::LaunchConfig{2, static_cast<unsigned>(co::kThreads), co::surrogate_shared_bytes(static_cast<int>(n), G)},
                  co::surrogate_kernel, CholeskyGaussian<float>{d_mean.cview(), d_tril.cview(), 0.0f}, d_y.cview(),
                  MahalanobisReward<float>{form, d_u.cvector()}, options, math::DrawPosition{5, 1, 0, nullptr},
-                 kernels::ObjectiveScale{static_cast<float>(pd), static_cast<float>(N), G},
+                 ObjectiveScale<float>{static_cast<float>(pd), static_cast<float>(N), G},
                  ObjectiveRows<float>{loss.vector(), rew.vector()}, gm.view(), gt.view());
     // Closed form with A = 0: row_loss = −λ·pd·H/N, row_reward = r, grad mean = 0,
     // grad tril = diag(e·sigmoid(raw)/softplus(raw)), e = −λ·pd/N.

@@ -34,11 +34,11 @@ TEST(RowTermsEmulation, MatchReference) {
     FloatMatrix dlp(B, G), de(1, B), loss(1, B), rew(1, B);
     const ObjectiveRows<float> rows{loss.vector(), with_reward ? rew.vector() : VectorView<float>{}};
     // 32 threads, one grid block: the per-row grid-stride loop runs twice (objectives.cu: 128).
-    simt::launch(simt::LaunchConfig{1, 32, 0}, ob::row_terms_kernel, of, kernels::ObjectiveScale{0.25f, float(N), G},
+    simt::launch(simt::LaunchConfig{1, 32, 0}, ob::row_terms_kernel, of, ObjectiveScale<float>{0.25f, float(N), G},
                  d_lp.cview(), d_r.cview(), d_a.cview(), d_H.cvector(), dlp.view(), de.vector(), rows);
     std::vector<double> dlp_ref(static_cast<std::size_t>(B * G)), de_ref(static_cast<std::size_t>(B));
     std::vector<double> loss_ref(de_ref.size()), rew_ref(de_ref.size());
-    reference::pg_row_terms<double>(od, reference::ObjectiveScale<double>{pd, double(N), G},
+    reference::pg_row_terms<double>(od, ObjectiveScale<double>{pd, double(N), G},
                                     matrix_view<const double>(lpd.data(), B, G), matrix_view<const double>(rd.data(), B, G),
                                     matrix_view<const double>(ad.data(), B, G), vector_view<const double>(Hd.data(), B),
                                     matrix_view(dlp_ref.data(), B, G), vector_view(de_ref.data(), B),
@@ -132,8 +132,8 @@ struct DiagProblem {
   DiagGaussian<double> tangent_d() const { return {matrix_view(tmd.data(), B, n), matrix_view(tlsd.data(), S, n)}; }
   MahalanobisReward<double> reward_d() const { return {form_, vector_view<const double>(ud.data(), ud.size())}; }
   MatrixView<const double> targets_d() const { return matrix_view<const double>(yd.data(), B, n); }
-  kernels::ObjectiveScale scale(std::int64_t g) const { return {static_cast<float>(pd), static_cast<float>(N), g}; }
-  reference::ObjectiveScale<double> scale_d(std::int64_t g) const { return {pd, static_cast<double>(N), g}; }
+  ObjectiveScale<float> scale(std::int64_t g) const { return {static_cast<float>(pd), static_cast<float>(N), g}; }
+  ObjectiveScale<double> scale_d(std::int64_t g) const { return {pd, static_cast<double>(N), g}; }
 };
 
 /// The kernel's outputs: per-row loss and reward, mean gradient, per-row log_std target.
@@ -300,7 +300,7 @@ TEST_P(DiagSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
     simt::launch(simt::LaunchConfig{1, ob::kFusedWarpsPerBlock * kernels::kWarpSize, fused_shared_bytes(n, G)},
                  ob::fused_surrogate_kernel, DiagGaussian<float>{d_mean.cview(), d_ls.cview()}, d_y.cview(),
                  MahalanobisReward<float>{form, d_u.cvector()}, options, math::DrawPosition{5, 1, 0, nullptr},
-                 kernels::ObjectiveScale{static_cast<float>(pd), static_cast<float>(N), G},
+                 ObjectiveScale<float>{static_cast<float>(pd), static_cast<float>(N), G},
                  ObjectiveRows<float>{loss.vector(), rew.vector()}, gm.view(), gs.view());
     // Closed form: A = 0, so row_loss = −λ·pd·H/N, row_reward = r, grad mean = 0, grad log_std = −λ·pd/N.
     const auto ud = to_double(u);

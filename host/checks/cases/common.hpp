@@ -342,7 +342,7 @@ class Table {
   /// backend and in double on the reference; both get the same inputs.
   template <class F>
   void add(std::string primitive, std::string variant, std::string size, Tol tol, F f) {
-    cases.push_back({std::move(primitive), std::move(variant), std::move(size), tol, [tol, f](Env& env, std::uint64_t salt) {
+    cases.push_back({family, std::move(primitive), std::move(variant), std::move(size), tol, [tol, f](Env& env, std::uint64_t salt) {
                        Rng rg(env.seed, salt);
                        const Outputs got = f(env.test, float{}, rg);
                        Rng rr(env.seed, salt);
@@ -352,10 +352,11 @@ class Table {
   }
   void add_custom(std::string primitive, std::string variant, std::string size, Tol tol,
                   std::function<Outcome(Env&, std::uint64_t)> f) {
-    cases.push_back({std::move(primitive), std::move(variant), std::move(size), tol, std::move(f)});
+    cases.push_back({family, std::move(primitive), std::move(variant), std::move(size), tol, std::move(f)});
   }
   Level level;
   bool self_check;
+  std::string family;  ///< stamped on the cases added next
   std::vector<Case> cases;
 };
 

@@ -175,6 +175,147 @@ void add_strided_categorical_second_order(Table& t, Level level) {
   }
 }
 
+/// The former tests/cholesky_second_order_gpu_test.cpp comparisons: strided guarded inputs and
+/// outputs (jitter 1e-4; samples = mean + U(−1, 1)); log_prob_jvp, backward_tangent with both
+/// cotangents and each alone, exact_backward_tangent and exact_mixed_product per reward form with
+/// and without the per-dimension mean; determinism (a second run gives the same bits); that test's
+/// shapes, per-output tolerances (2e-4·max(max|want|, m) as Tol::floor 0.1 with min_scale m) and
+/// non-vacuity thresholds (max|want| > 1e-6).
+struct CholSo {
+  std::int64_t B, n, G;
+  bool shared;
+};
+
+template <class T>
+struct CholSoProblem {
+  std::int64_t B, n, G, R, P;
+  Out<T> mean, tril, t_mean, t_tril, samples, d_log_prob, d_entropy;
+  static Vec samples_around(Rng& r, const Vec& mean, std::int64_t B, std::int64_t n, std::int64_t G) {
+    Vec s(static_cast<std::size_t>(B * G * n));
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t g = 0; g < G; ++g)
+        for (std::int64_t d = 0; d < n; ++d) s[(b * G + g) * n + d] = static_cast<float>(mean[b * n + d] + r.uniform(-1.0, 1.0));
+    return s;
+  }
+  CholSoProblem(Context& ctx, Rng& r, CholSo s, const Vec& mean_values)
+      : B(s.B), n(s.n), G(s.G), R(s.shared ? 1 : s.B), P(packed(s.n)), mean(ctx, B, n, mean_values, "mean"),
+        tril(ctx, R, P, Chol<double>::tril_values(r, R, n), "tril"), t_mean(ctx, B, n, r.vec(B * n, -1, 1), "tangent.mean"),
+        t_tril(ctx, R, P, r.vec(R * P, -1, 1), "tangent.tril"),
+        samples(ctx, B * G, n, samples_around(r, mean_values, B, n, G), "samples"),
+        d_log_prob(ctx, B, G, r.vec(B * G, -1, 1), "d_log_prob"), d_entropy(ctx, r.vec(B, -1, 1), "d_entropy") {}
+  [[nodiscard]] CholeskyGaussian<T> head() const { return {mean.matrix(B, n), tril.matrix(R, P), f32<T>(1e-4)}; }
+  [[nodiscard]] CholeskyGaussian<T> tangent() const { return {t_mean.matrix(B, n), t_tril.matrix(R, P), T(0)}; }
+};
+
+/// Runs f twice; the two results must have the same bits.
+template <class F>
+Vec twice(F f, const char* what) {
+  const Vec a = f(), b = f();
+  require(std::equal(a.begin(), a.end(), b.begin(), [](double x, double y) { return std::memcmp(&x, &y, sizeof x) == 0; }),
+          fmt::format("{}: a second run gives other bits", what));
+  return a;
+}
+
+void add_strided_cholesky_second_order(Table& t, Level level) {
+  std::vector<CholSo> shapes;
+  for (const std::int64_t B : {1, 3, 257})
+    for (const std::int64_t n : {1, 2, 17, 64})
+      for (const std::int64_t G : {1, 5, 40})
+        for (const bool shared : {false, true})
+          if ((B < 257 && n < 64) || level != Level::small) shapes.push_back({B, n, G, shared});
+  const Tol mean_tol{2e-3, 0.1, 0.0, 1.0}, tril_tol{2e-3, 0.1, 0.0, 0.0, 1e-6};
+  for (const CholSo s : shapes) {
+    const std::string size = gauss_size(Shape{s.B, s.n, s.G}), head = s.shared ? "cholesky shared, strided" : "cholesky, strided";
+    t.add("log_prob_jvp", head + ", twice", size, {2e-3, 0.1, 0.0, 0.0, 1e-6}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      using T = decltype(one);
+      const CholSoProblem<T> p(ctx, r, s, r.vec(s.B * s.n, -2, 2));
+      Out<T> out(ctx, s.B, s.G, {}, "jvp");
+      const Vec jvp = twice([&] {
+        log_prob_jvp(ctx, p.head(), p.samples.matrix(s.B * s.G, s.n), p.tangent(), out.matrix(s.B, s.G));
+        return get(out);
+      }, "log_prob_jvp");
+      return {{"jvp", jvp}};
+    });
+    for (const int which : {0, 1, 2}) {  // both cotangents, d_log_prob only, d_entropy only
+      const bool with_c = which != 2, with_e = which != 1;
+      add_per_output(t, "backward_tangent", head + (which == 0 ? ", twice" : which == 1 ? ", d_log_prob only" : ", d_entropy only"),
+                     size, {{"grad_mean_tangent", mean_tol}, {"grad_tril_tangent", tril_tol}},
+                     [=](Context& ctx, auto one, Rng& r) -> Outputs {
+                       using T = decltype(one);
+                       const CholSoProblem<T> p(ctx, r, s, r.vec(s.B * s.n, -2, 2));
+                       Out<T> gm(ctx, p.B, p.n, {}, "grad_mean_tangent"), gt(ctx, p.R, p.P, {}, "grad_tril_tangent");
+                       const auto run = [&] {
+                         backward_tangent(ctx, p.head(), with_c ? p.samples.matrix(s.B * s.G, s.n) : MatrixView<const T>{},
+                                          with_c ? p.d_log_prob.matrix(s.B, s.G) : MatrixView<const T>{},
+                                          with_e ? p.d_entropy.vector() : VectorView<const T>{}, p.tangent(),
+                                          CholeskyGaussianGrad<T>{gm.matrix(p.B, p.n), gt.matrix(p.R, p.P)});
+                         Vec both = get(gm), tril = get(gt);
+                         both.insert(both.end(), tril.begin(), tril.end());
+                         return both;
+                       };
+                       const Vec both = which == 0 ? twice(run, "backward_tangent") : run();
+                       const auto split = both.begin() + p.B * p.n;
+                       return {{"grad_mean_tangent", Vec(both.begin(), split)}, {"grad_tril_tangent", Vec(split, both.end())}};
+                     });
+    }
+  }
+  // exact_backward_tangent and exact_mixed_product: B in {1, 3, 300}, n in {1, 2, 17, 64}.
+  for (const std::int64_t B : {1, 3, 300})
+    for (const std::int64_t n : {1, 2, 17, 64})
+      for (const bool shared : {false, true}) {
+        if (level == Level::small && (B == 300 || n == 64)) continue;
+        const CholSo s{B, n, 1, shared};
+        const std::string size = fmt::format("B={} n={}", B, n);
+        for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
+          for (const bool per_dim : {false, true}) {
+            const std::string var = fmt::format("cholesky{}, strided, {}{}, twice", shared ? " shared" : "", form_name(form),
+                                                per_dim ? ", per-dim mean" : "");
+            // Reward parameters (full: a well-conditioned Cholesky factor), y in [-1.5, 1.5].
+            const auto params = [=](Rng& r) {
+              Vec u(static_cast<std::size_t>(reward_param_count(form, n)));
+              for (double& x : u) x = form == RewardForm::full ? r.uniform(-0.3, 0.3) : r.uniform(0.3, 1.5);
+              if (form == RewardForm::full)
+                for (std::int64_t i = 0; i < n; ++i) u[static_cast<std::size_t>(packed(i) + i)] = r.uniform(0.6, 1.2);
+              return u;
+            };
+            const auto options = [=](auto one) {
+              using T = decltype(one);
+              return PgOptions<T>{.entropy_weight = f32<T>(0.6), .per_dimension_mean = per_dim, .normaliser_rows = B + 3};
+            };
+            add_per_output(t, "exact_backward_tangent", var, size,
+                           {{"grad_mean_tangent", Tol{2e-3, 0.1, 0.0, 1e-3}}, {"grad_tril_tangent", tril_tol}},
+                           [=](Context& ctx, auto one, Rng& r) -> Outputs {
+                             using T = decltype(one);
+                             const CholSoProblem<T> p(ctx, r, s, r.vec(B * n, -2, 2));
+                             const Out<T> u(ctx, params(r), "reward.params");
+                             Out<T> gm(ctx, B, n, {}, "grad_mean_tangent"), gt(ctx, p.R, p.P, {}, "grad_tril_tangent");
+                             const Vec both = twice([&] {
+                               exact_backward_tangent(ctx, p.head(), MahalanobisReward<T>{form, u.vector()}, options(one), p.tangent(),
+                                                      CholeskyGaussianGrad<T>{gm.matrix(B, n), gt.matrix(p.R, p.P)});
+                               Vec v = get(gm), w = get(gt);
+                               v.insert(v.end(), w.begin(), w.end());
+                               return v;
+                             }, "exact_backward_tangent");
+                             const auto split = both.begin() + B * n;
+                             return {{"grad_mean_tangent", Vec(both.begin(), split)}, {"grad_tril_tangent", Vec(split, both.end())}};
+                           });
+            t.add("exact_mixed_product", var, size, {2e-3, 0.1, 0.0, 0.0, 1e-6}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+              using T = decltype(one);
+              const CholSoProblem<T> p(ctx, r, s, r.vec(B * n, -2, 2));
+              const Out<T> u(ctx, params(r), "reward.params"), y(ctx, B, n, r.vec(B * n, -1.5, 1.5), "y");
+              Out<T> g(ctx, reward_param_count(form, n), "grad_params");
+              const Vec got = twice([&] {
+                exact_mixed_product(ctx, p.head(), y.matrix(B, n), MahalanobisReward<T>{form, u.vector()}, options(one), p.tangent(),
+                                    g.vector());
+                return get(g);
+              }, "exact_mixed_product");
+              return {{"grad_params", got}};
+            });
+          }
+        }
+      }
+}
+
 }  // namespace
 
 void add_second_order_checks(Table& t, Level level) {
@@ -389,6 +530,7 @@ void add_second_order_checks(Table& t, Level level) {
   }
   add_strided_diag_second_order(t, level);
   add_strided_categorical_second_order(t, level);
+  add_strided_cholesky_second_order(t, level);
 }
 
 }  // namespace d2r::checks

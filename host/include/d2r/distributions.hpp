@@ -37,71 +37,10 @@
 #include <cstdint>
 
 #include "d2r/context.hpp"
+#include "d2r/types/heads.hpp"
 #include "d2r/view.hpp"
 
 namespace d2r {
-
-/// Position of a call's draws in the Philox stream.
-struct DrawKey {
-  std::uint64_t step = 0;       ///< one value per optimisation step; must be < 2^32
-  std::int64_t first_row = 0;   ///< global index of row 0 of the views (for sharded batches)
-  /// Optional counter (one int64 in the backend's memory) read when the draws execute and added to
-  /// `step`: the stream position then advances without changing the call, so a captured CUDA
-  /// graph replays with fresh draws (advance_counter inside the graph moves it on). The caller
-  /// keeps step + *step_offset < 2^32 (it cannot be checked without reading the counter back).
-  const std::int64_t* step_offset = nullptr;
-};
-
-// ------------------------------------------------------------------ diagonal Gaussian
-/// N(mean_b, diag(exp(log_std)^2)). `mean` is B x n. `log_std` is B x n (state-dependent) or
-/// 1 x n (one learned vector shared by all rows).
-template <class T>
-struct DiagGaussian {
-  MatrixView<const T> mean;
-  MatrixView<const T> log_std;
-};
-/// Gradient views for a DiagGaussian, shaped like its head.
-template <class T>
-struct DiagGaussianGrad {
-  MatrixView<T> mean;
-  MatrixView<T> log_std;
-};
-
-// ------------------------------------------------------------------ Cholesky Gaussian
-/// N(mean_b, L_b L_bᵀ) with L_b lower triangular. `tril` holds the n(n+1)/2 raw entries of
-/// each row's L, row-major packed: entry (i, j), j <= i, at column i(i+1)/2 + j. The diagonal
-/// is L_ii = softplus(raw_ii) + jitter (> 0); off-diagonal entries are used as they are.
-/// `tril` has B rows or 1 row (shared). n is limited to kMaxCholeskyDim.
-template <class T>
-struct CholeskyGaussian {
-  MatrixView<const T> mean;
-  MatrixView<const T> tril;
-  T jitter = T(1e-5);
-};
-template <class T>
-struct CholeskyGaussianGrad {
-  MatrixView<T> mean;
-  MatrixView<T> tril;  ///< gradient with respect to the raw entries (softplus chain applied)
-};
-/// Largest output dimension of the Cholesky head.
-inline constexpr std::int64_t kMaxCholeskyDim = 64;
-
-// ------------------------------------------------------------------ categorical
-/// Categorical over C classes with probabilities softmax(logits_b). `logits` is B x C with
-/// 2 <= C <= 2^18. A logit of -inf masks its class (probability exactly 0): such a class is
-/// never sampled. With value checks on, NaN and +inf logits and rows with no finite logit are
-/// rejected. With ValueChecks::none a row whose logits are all -inf has no distribution: its
-/// samples are written as -1 and its log-probabilities and entropy as NaN.
-template <class T>
-struct Categorical {
-  MatrixView<const T> logits;
-};
-template <class T>
-struct CategoricalGrad {
-  MatrixView<T> logits;
-};
-/// Largest number of classes of the categorical head.
-inline constexpr std::int64_t kMaxCategoricalClasses = std::int64_t{1} << 18;
 
 // ------------------------------------------------------------------ primitives
 /// Draws `generations` samples per row into `samples` ((B*G) x n).

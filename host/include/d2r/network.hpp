@@ -67,42 +67,13 @@
 #include <vector>
 
 #include "d2r/context.hpp"
+#include "d2r/types/network.hpp"
 #include "d2r/view.hpp"
 
 namespace d2r {
 
-/// Hidden-layer nonlinearity σ.
-enum class Activation {
-  relu,  ///< max(z, 0); σ'(z) = [z > 0] (0 at the kink), σ'' = 0
-  tanh,  ///< tanh(z);   σ' = 1 − a², σ'' = −2a(1 − a²) with a = tanh(z)
-};
 /// "relu" or "tanh".
 const char* to_string(Activation activation) noexcept;
-
-/// Shape of an MLP.
-struct MlpSpec {
-  std::int64_t inputs = 0;           ///< input width (>= 1)
-  std::vector<std::int64_t> hidden = {};  ///< hidden widths (each >= 1); empty: a single linear layer
-  std::int64_t outputs = 0;          ///< output width (>= 1): the head's input (its raw outputs)
-  Activation activation = Activation::relu;
-  /// LayerNorm (ε = 1e-5, learned elementwise γ and β) after each hidden affine map, before σ.
-  bool layer_norm = false;
-};
-
-/// Where one affine layer sits in the flat parameter vector.
-struct MlpLayer {
-  std::int64_t inputs;         ///< in_l
-  std::int64_t outputs;        ///< out_l
-  std::int64_t weight_offset;  ///< first entry of W_l (out_l x in_l, row-major)
-  std::int64_t bias_offset;    ///< first entry of b_l (out_l entries) = weight_offset + out_l·in_l
-  bool activated;              ///< σ follows this layer (every layer but the last)
-  bool normalized = false;     ///< LayerNorm follows the affine map (every hidden layer when spec.layer_norm)
-  std::int64_t gamma_offset = -1;  ///< first entry of γ_l (out_l entries) = bias_offset + out_l; −1 if !normalized
-  std::int64_t beta_offset = -1;   ///< first entry of β_l (out_l entries) = gamma_offset + out_l; −1 if !normalized
-};
-
-/// Largest parameter count an Mlp accepts (Philox keys index elements with 32-bit quads).
-inline constexpr std::int64_t kMaxMlpParameters = std::int64_t{1} << 33;
 
 /// Layout and operations of a multilayer perceptron. Cheap to copy; owns no device memory.
 class Mlp {
@@ -113,20 +84,24 @@ class Mlp {
   /// "spec" (too many parameters).
   explicit Mlp(MlpSpec spec);
 
-  [[nodiscard]] const MlpSpec& spec() const noexcept { return spec_; }
-  [[nodiscard]] std::int64_t inputs() const noexcept { return spec_.inputs; }
-  [[nodiscard]] std::int64_t outputs() const noexcept { return spec_.outputs; }
+  [[nodiscard]] const MlpSpec& spec() const noexcept { return layout_.spec; }
+  [[nodiscard]] std::int64_t inputs() const noexcept { return layout_.spec.inputs; }
+  [[nodiscard]] std::int64_t outputs() const noexcept { return layout_.spec.outputs; }
+  /// The layout (types/network.hpp) the CPU reference and the cuda launchers work on; an Mlp
+  /// converts to it, so a reference function taking `const MlpLayout&` takes an Mlp.
+  [[nodiscard]] const MlpLayout& layout() const noexcept { return layout_; }
+  operator const MlpLayout&() const noexcept { return layout_; }  // NOLINT(google-explicit-constructor)
   /// Number of affine layers: hidden.size() + 1.
-  [[nodiscard]] std::int64_t layer_count() const noexcept { return static_cast<std::int64_t>(layers_.size()); }
+  [[nodiscard]] std::int64_t layer_count() const noexcept { return layout_.layer_count(); }
   /// Layer l in [0, layer_count()); throws d2r::Error for any other l.
   [[nodiscard]] MlpLayer layer(std::int64_t l) const;
   /// Total number of parameters: Σ_l out_l·(in_l + 1), plus 2·Σh (γ and β) with layer_norm.
-  [[nodiscard]] std::int64_t parameter_count() const noexcept { return parameter_count_; }
+  [[nodiscard]] std::int64_t parameter_count() const noexcept { return layout_.parameter_count; }
   /// Entries of the activations cache (and of the tangent cache) for a batch of B rows: B·Σh, or
   /// B·(2Σh + L) with layer_norm (0 for a linear model, whose cache views may then be empty).
-  [[nodiscard]] std::int64_t cache_elements(std::int64_t batch) const noexcept { return batch * cache_per_row_; }
+  [[nodiscard]] std::int64_t cache_elements(std::int64_t batch) const noexcept { return batch * layout_.cache_per_row; }
   /// Largest hidden width (0 for a linear model).
-  [[nodiscard]] std::int64_t max_hidden() const noexcept { return max_hidden_; }
+  [[nodiscard]] std::int64_t max_hidden() const noexcept { return layout_.max_hidden; }
   /// "8-64-64-4 tanh" style description for messages ("8-64-64-4 tanh layernorm" with layer_norm).
   [[nodiscard]] std::string describe() const;
 
@@ -188,12 +163,7 @@ class Mlp {
                         VectorView<T> d_params_tangent) const;
 
  private:
-  MlpSpec spec_;
-  std::vector<MlpLayer> layers_;
-  std::int64_t parameter_count_ = 0;
-  std::int64_t hidden_sum_ = 0;
-  std::int64_t cache_per_row_ = 0;
-  std::int64_t max_hidden_ = 0;
+  MlpLayout layout_;
 };
 
 }  // namespace d2r

@@ -43,32 +43,10 @@
 
 namespace d2r {
 
-/// What distinguishes the policy curvature of one head: the data its rewards score (continuous
-/// targets or class labels) and the samples it draws (values or class indices).
+/// What distinguishes the policy curvature of one head (the data its rewards score, the samples
+/// it draws, its gradient views): the head's entry of head_traits (d2r/types/heads.hpp).
 template <class T, class Head>
-struct PolicyCurvatureHead;
-
-template <class T>
-struct PolicyCurvatureHead<T, DiagGaussian<T>> {
-  using Targets = ConstMatrix<T>;  ///< B x n continuous targets
-  using Sample = T;                ///< samples are (B·G) x n values
-  using Grad = DiagGaussianGrad<T>;
-  static constexpr std::string_view name = "DiagGaussianPolicyCurvature";
-};
-template <class T>
-struct PolicyCurvatureHead<T, CholeskyGaussian<T>> {
-  using Targets = ConstMatrix<T>;
-  using Sample = T;
-  using Grad = CholeskyGaussianGrad<T>;
-  static constexpr std::string_view name = "CholeskyPolicyCurvature";
-};
-template <class T>
-struct PolicyCurvatureHead<T, Categorical<T>> {
-  using Targets = VectorView<const std::int32_t>;  ///< B class labels in [0, C)
-  using Sample = std::int32_t;                     ///< samples are B x G class indices
-  using Grad = CategoricalGrad<T>;
-  static constexpr std::string_view name = "CategoricalPolicyCurvature";
-};
+using PolicyCurvatureHead = head_traits<Head>;
 
 /// The curvature of the inner objective of an Mlp feeding the policy head `Head`
 /// (DiagGaussian<T>, CholeskyGaussian<T> or Categorical<T>); use it through the aliases

@@ -59,6 +59,12 @@ struct PolicyFitRecord {
   PolicyMetrics validation;  ///< NaN fields when there is no validation data
 };
 
+/// Which gradient the inner steps follow (BilevelOptions::inner, and the plain trainers' pg loss).
+enum class InnerObjective {
+  reinforce,  ///< the REINFORCE surrogate on G samples per row (the method; the default)
+  exact,      ///< the exact-expectation objective (closed forms; deterministic, for checks and ablations)
+};
+
 namespace trainers_detail {
 /// The fields both plain trainers' options have, in their declaration order (after the loss and
 /// the step count): one list for both for_each_field visitors.
@@ -87,6 +93,9 @@ struct PolicyFitOptions {
   std::vector<double> reward_params{1.0};     ///< its parameters (pg)
   std::uint64_t seed = 0;                     ///< initialisation of θ
   std::int64_t evaluate_every = 0;            ///< > 0: record metrics every this many steps (and at the end)
+  /// pg: the REINFORCE surrogate on G samples per row, or its exact expectation (deterministic;
+  /// the recommended bilevel preset's inner gradient, so `d2r sweep` can train the same learner).
+  InnerObjective objective = InnerObjective::reinforce;
   /// Called with each record as it is made (progress reporting); may be empty.
   std::function<void(const PolicyFitRecord&)> on_record{};
   /// Data parallel (d2r/communicator.hpp): every rank passes the same data and options; each
@@ -102,6 +111,7 @@ void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
   f("steps", o.steps);
   trainers_detail::for_each_shared_field(o, f);
   f("evaluate_every", o.evaluate_every);
+  f("objective", o.objective);
 }
 
 
@@ -126,6 +136,7 @@ struct ClassifierFitOptions {
   RewardForm reward_form = RewardForm::scalar;  ///< one-hot reward of pg
   std::vector<double> reward_params{1.0};     ///< its parameters (pg; scalar: {β})
   std::uint64_t seed = 0;                     ///< initialisation of θ and the epoch shuffles
+  InnerObjective objective = InnerObjective::reinforce;  ///< pg: REINFORCE on G samples or its exact expectation
   /// Called with each epoch's record as it is made (progress reporting); may be empty.
   std::function<void(const PolicyFitRecord&)> on_record{};
   /// Data parallel as PolicyFitOptions::parallel: every batch's rows are split over the ranks.
@@ -139,6 +150,7 @@ void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
   f("epochs", o.epochs);
   f("batch_size", o.batch_size);
   trainers_detail::for_each_shared_field(o, f);
+  f("objective", o.objective);
 }
 
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
@@ -152,5 +164,6 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
                                             const ClassifierFitOptions<T>& options);
 
 const char* to_string(PolicyLoss loss) noexcept;
+const char* to_string(InnerObjective objective) noexcept;
 
 }  // namespace d2r

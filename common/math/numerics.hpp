@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/math/philox.hpp"
+#include "common/math/philox.hpp"
 
 namespace d2r::math {
 

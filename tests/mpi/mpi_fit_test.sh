@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# `mpirun -np N d2r fit …` equals the one-process run (DESIGN.md §10, README "Data parallel"), on the
+# cpu backend with tiny sizes:
+#   1. --deterministic-reduction: 1 process (no launcher), 2 and 3 ranks give the same bits
+#      (compare_runs.py, rtol 0) for a regression PG fit, a regression bilevel run and a
+#      classification bilevel run (BilevelTrainer's categorical problem, then fit_classifier).
+#   2. the engine's order (default): within a stated tolerance of the one-process run — float
+#      regression NLL fit and classification PG fit: rtol 1e-5; a double bilevel run of one outer
+#      step: rtol 1e-6 (its linear solve is capped and ill-conditioned: its residual columns are
+#      left out, they move by ~0.5% under a reordered sum even in double).
+#   3. resume: a 2-rank run checkpointed after 2 outer steps, resumed with 3 ranks to 3 steps,
+#      equals the uninterrupted one-process run bit for bit (deterministic mode).
+#   4. a failure ends every rank: a bad --out (exit 2, one message, nothing written); one rank
+#      killed with SIGKILL mid-run ends the job with a non-zero status within 60 s (no hang).
+# Usage: mpi_fit_test.sh D2R MPIEXEC DATA_DIR WORK_DIR
+set -u
+D2R=$1 MPIEXEC=$2 DATA=$3 WORK=$4
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export D2R_COMM_TIMEOUT=60
+HERE=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+mpi() { local n=$1; shift; "$MPIEXEC" --oversubscribe -np "$n" "$D2R" "$@"; }
+compare() { python3 "$HERE/compare_runs.py" "$@" || fail "compare $*"; }
+# d2r fit exits 4 for a bilevel run that ends step_limited (a few outer steps): expected here.
+run() { local want=$1; shift; "$@" >log.txt 2>&1; local rc=$?; [ "$rc" = "$want" ] || { tail -20 log.txt; fail "exit $rc (want $want): $*"; }; }
+
+head -241 "$DATA/halfcheetah/random.csv" >hc.csv
+REG=(hc.csv --targets a_0,a_1,a_2,a_3,a_4,a_5 --features s_0,s_1,s_2,s_3,s_4,s_5,s_6,s_7,s_8,s_9,s_10,s_11,s_12,s_13,s_14,s_15,s_16
+     --hidden 16 --device cpu --quiet)
+BIL=(--method bilevel --inner-steps 5 --inner-max-steps 10 --solver-iterations 10)
+CLS=("$DATA/tabular/iris.csv" --task classification --label label --device cpu --quiet --epochs 2)
+DET=(--deterministic-reduction --reduction-block-rows 32)
+
+echo "== 1. deterministic mode: 1, 2, 3 ranks, same bits"
+for n in 1 2 3; do
+  if [ "$n" = 1 ]; then L=("$D2R"); else L=("$MPIEXEC" --oversubscribe -np "$n" "$D2R"); fi
+  run 0 "${L[@]}" fit "${REG[@]}" --method pg --steps 20 "${DET[@]}" --out pg$n
+  run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 3 "${DET[@]}" --out bil$n
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 2 "${DET[@]}" --out cls$n
+done
+for n in 2 3; do compare pg1 pg$n; compare bil1 bil$n; compare cls1 cls$n; done
+
+echo "== 2. engine order: within tolerance of the one-process run"
+run 0 "$D2R" fit "${REG[@]}" --method nll --steps 20 --out nll0
+run 0 mpi 2 fit "${REG[@]}" --method nll --steps 20 --out nll2
+compare nll0 nll2 --rtol 1e-5
+run 0 "$D2R" fit "${CLS[@]}" --method pg --out cpg0
+run 0 mpi 3 fit "${CLS[@]}" --method pg --out cpg3
+compare cpg0 cpg3 --rtol 1e-5
+run 4 "$D2R" fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 --precision double --out bd0
+run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 --precision double --out bd2
+compare bd0 bd2 --rtol 1e-6 --skip solver_residual,solver_relative_residual,hypergradient_0,hypergradient,reward_0,reward_params,final,verdict,reason,warnings
+
+echo "== 3. resume a 2-rank checkpoint with 3 ranks"
+run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --outer-steps 2 --checkpoint-every 1 "${DET[@]}" --out res
+[ -f res/checkpoint.ckpt ] || fail "no checkpoint written by the 2-rank run"
+run 4 mpi 3 fit "${REG[@]}" "${BIL[@]}" --outer-steps 3 --checkpoint-every 1 "${DET[@]}" --out res --resume
+grep -q '"resumed_from_step": 2' res/results.json || fail "the 3-rank run did not resume from step 2"
+compare bil1 res --skip resumed_from_step
+
+echo "== 4. failures end every rank"
+# An --out holding an earlier run's results (no --overwrite): bad input, refused on every rank.
+cp nll2/results.json nll2/results.json.before
+run 2 mpi 2 fit "${REG[@]}" --method nll --steps 5 --out nll2
+cmp -s nll2/results.json nll2/results.json.before || fail "a refused run rewrote --out"
+grep -q "error" log.txt || fail "no error message for a used --out"
+# Kill rank 1 mid-run (a plain fit of very many steps): the job must end with an error, not hang.
+"$MPIEXEC" --oversubscribe -np 2 "$D2R" fit "${REG[@]}" --method pg --steps 100000000 --out killed >kill.txt 2>&1 &
+job=$!
+ranks=""
+for _ in $(seq 100); do
+  ranks=$(pgrep -P "$job" -x d2r | sort -n)
+  [ "$(echo "$ranks" | grep -c .)" = 2 ] && break
+  sleep 0.1
+done
+sleep 2
+victim=$(echo "$ranks" | tail -1)
+if [ -z "$victim" ] || ! kill -0 "$job" 2>/dev/null; then
+  fail "the job's ranks were not found running (ranks: $ranks)"
+  kill "$job" 2>/dev/null
+else
+  kill -9 "$victim"
+  start=$SECONDS
+  ( sleep 60; kill -9 "$job" 2>/dev/null ) &
+  watchdog=$!
+  wait "$job"
+  rc=$?
+  kill "$watchdog" 2>/dev/null
+  echo "job ended with status $rc $((SECONDS - start)) s after rank 1 was killed"
+  [ "$rc" != 0 ] || fail "the job of a killed rank exited 0"
+  [ $((SECONDS - start)) -lt 55 ] || fail "the job hung after a rank was killed"
+  [ ! -f killed/results.json ] || fail "a killed job wrote results"
+fi
+
+if [ "$fails" != 0 ]; then echo "$fails failures"; exit 1; fi
+echo "all data-parallel checks passed"
