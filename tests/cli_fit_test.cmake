@@ -151,7 +151,7 @@ endif()
 # A minibatched inner loop is recorded in the settings (and the default is the full batch).
 run_d2r(out code fit ${common} --method bilevel --outer-steps 2 --inner-steps 4 --inner-batch-size 16
         --out "${WORK_DIR}/bilevel_minibatch")
-if(NOT code EQUAL 4 OR NOT out MATCHES "K_in = 4 \\(windows of 16 rows")
+if(NOT code EQUAL 4 OR NOT out MATCHES "K_in = 4 inner steps \\(windows of 16 shuffled rows")
   message(FATAL_ERROR "bilevel with --inner-batch-size 16 failed (${code}):\n${out}")
 endif()
 file(READ "${WORK_DIR}/bilevel_minibatch/results.json" json)

@@ -225,6 +225,7 @@ int run_bench(const BenchOptions& o) {
     bad_input(kCmd, "--device", "no CUDA device is usable on this machine (--device cpu times the cpu backend)");
   }
   const bool cuda = o.device == "cuda" || (o.device == "auto" && gpu);
+  if (!o.out.empty()) lock_output_dir(kCmd, "--out", o.out);  // after every check of the arguments
   Context ctx({.backend = cuda ? Backend::cuda : Backend::cpu, .seed = 1, .value_checks = ValueChecks::none});
   if (o.device == "auto" && !gpu) fmt::print("d2r bench: no CUDA device is usable; timing the cpu backend.\n");
 

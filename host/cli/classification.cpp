@@ -103,33 +103,15 @@ nlohmann::json ClassificationConfig::to_json() const {
   if (method == ClassMethod::pg) j["beta"] = beta;
   if (method == ClassMethod::bilevel) {
     j["beta_init"] = beta;
-    j["outer_steps"] = outer_steps;
-    j["inner_steps"] = inner_steps;
-    j["inner_batch_size"] = inner_batch_size;
-    j["inner_learning_rate"] = learning_rate;
-    j["outer_learning_rate"] = outer_learning_rate;
-    j["inner_gradient_clamp"] = inner_gradient_clamp;
-    j["hypergradient_clamp"] = hypergradient_clamp;
-    j["inner_start"] = inner_start == InnerStart::warm ? "warm" : "fresh";
-    j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
-    j["solver"] = d2r::to_string(solver);
-    j["solver_iterations"] = cg_iterations;
     j["beta_tail"] = beta_tail;
-    outer_config_json(*this, j);
+    outer_config_json(*this, learning_rate, j);
   }
   return j;
 }
 
 // ------------------------------------------------------------------ the run
-struct ClassificationRun::Impl {
-  virtual ~Impl() = default;
+struct ClassificationRun::Impl : RunImpl<ClassificationResult> {
   virtual double heuristic_beta() const = 0;
-  virtual void set_checkpoint(std::filesystem::path path, std::int64_t every) = 0;
-  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
-  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
-  virtual nlohmann::json options_json() const = 0;
-  virtual ClassificationResult run(const ClassProgressFn& progress) = 0;
-  virtual std::int64_t total_units() const = 0;
 };
 
 namespace {
@@ -153,15 +135,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
                 fmt::format("the heuristic β* of these training labels is {}, not a finite number > 0", heuristic_beta_));
     }
     if (c_.method == ClassMethod::bilevel) {
-      BilevelOptions<T> o;
-      o.inner.steps = c_.inner_steps;
-      o.inner.batch_size = c_.inner_batch_size;
-      o.inner.adam.learning_rate = static_cast<T>(c_.learning_rate);
-      o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
-      o.inner.generations = c_.generations;
-      o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
-      set_outer_options(c_, o);
-      o.seed = c_.seed;
+      const BilevelOptions<T> o = bilevel_options<T>(c_, c_.learning_rate);
       const std::vector<double> beta0{c_.beta};
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
                                                      std::span<const double>(beta0), o);
@@ -225,22 +199,13 @@ class TypedClassRun final : public ClassificationRun::Impl {
     if (c_.method == ClassMethod::pg) beta = c_.beta;
     if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
     if (c_.method == ClassMethod::bilevel) {
-      BilevelVerdict v = trainer_->verdict(false);
-      for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps && v.status == BilevelStatus::running;
-           ++k) {
-        const BilevelRecord& r = trainer_->step();
-        v = trainer_->verdict(k == c_.outer_steps);
-        if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps || v.status != BilevelStatus::running)) {
-          ensure_directory(checkpoint_.parent_path());
-          trainer_->save(checkpoint_);
-        }
-        if (progress) {
-          progress(k, total, fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}", r.reward_params.at(0),
-                                         r.outer_loss, r.train.accuracy));
-        }
-      }
-      if (v.status == BilevelStatus::running) v = trainer_->verdict(true);
-      out.verdict = v;
+      out.verdict = run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_,
+                                   [&](std::int64_t k, const BilevelRecord& r) {
+                                     if (!progress) return;
+                                     progress(k, total,
+                                              fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}",
+                                                          r.reward_params.at(0), r.outer_loss, r.train.accuracy));
+                                   });
       // The records of every outer step, those restored by resume() included.
       for (const BilevelRecord& r : trainer_->history()) {
         OuterRecord s;

@@ -41,9 +41,6 @@ constexpr const char* kCheckpoint = "checkpoint.ckpt";
 constexpr const char* kCheckpointConfig = "checkpoint.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-HostData to_host_data(const Dataset& d) {
-  return {.rows = d.rows, .inputs = d.feature_count(), .dims = d.target_count(), .x = d.features, .y = d.targets};
-}
 
 /// FNV-1a of the bytes of the values: identifies the data a checkpoint was trained on.
 std::string class_data_hash(std::initializer_list<const ClassHostData*> parts) {
@@ -241,54 +238,8 @@ void check_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, 
   }
 }
 
-/// --precision float: a value that a float cannot hold (|x| > 3.4e38) is bad input, named by its
-/// file, line and column, before the library meets it as an infinity.
-void check_float_range(const FitOptions& o, const Table& table, const Dataset& data) {
-  if (o.precision != "float") return;
-  const auto check = [&](const std::vector<double>& values, const std::vector<std::string>& names) {
-    const std::size_t cols = names.size();
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if (std::abs(values[i]) <= static_cast<double>(std::numeric_limits<float>::max())) continue;
-      const std::size_t r = i / cols, c = i % cols;
-      const std::int64_t col = table.find_column(names[c]).value_or(-1);
-      bad_input(kCmd, "data",
-                fmt::format("{} line {}, column {} {}: {} is outside the range of --precision float (|x| <= "
-                            "3.4e38); rescale the column or use --precision double --device cpu",
-                            o.data, table.line(static_cast<std::int64_t>(r)), col + 1, shown_name(names[c]),
-                            values[i]));
-    }
-  };
-  check(data.features, data.feature_names);
-  if (data.task == Task::regression) check(data.targets, data.target_names);
-}
 
-/// A library message without its "d2r::function: argument 'name': " prefix (the user did not call
-/// that function; the caller names the option or file instead).
-std::string user_words(const Error& e) {
-  std::string what = e.what();
-  if (what.starts_with("d2r::")) {
-    if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
-  }
-  return what;
-}
 
-/// A data-set builder's refusal in the user's words: the library names its function and argument
-/// ("d2r::make_regression_dataset: argument 'target_columns': "); the user gave --targets.
-template <class Build>
-Dataset build_dataset(Build&& build) {
-  try {
-    return build();
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::invalid_argument) throw;
-    const std::string what = user_words(e);
-    const std::string& arg = e.argument();
-    const std::string_view option = arg == "target_columns"    ? "--targets"
-                                    : arg == "feature_columns" ? "--features"
-                                    : arg == "label_column"    ? "--label"
-                                                               : "data";
-    bad_input(kCmd, option, what);
-  }
-}
 
 /// The first non-finite value among `values` (named), or "".
 std::string first_non_finite(std::initializer_list<std::pair<const char*, double>> values) {
@@ -319,6 +270,53 @@ int finish_run(const std::string& diverged, const fs::path& out) {
     return 1;
   }
   return 0;
+}
+
+/// The bilevel settings of a configuration (RegressionConfig, ClassificationConfig) in the words of
+/// the header `d2r fit` prints; `outer_loss` names the outer loss ("loss", "cross-entropy").
+template <class Config>
+std::string describe_bilevel(const Config& c, std::string_view curvature, std::int64_t train_rows,
+                             std::string_view outer_loss) {
+  return fmt::format(
+      "K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} inner gradient, {} curvature, solver {} ({} "
+      "iterations at most, "
+      "tolerance {}, damping {}), outer {}, outer {} on the {} rows",
+      c.outer_steps, c.inner_steps,
+      c.inner_batch_size > 0 && c.inner_batch_size < train_rows
+          ? fmt::format("windows of {} shuffled rows", c.inner_batch_size)
+          : std::string("full batch"),
+      c.stationarity_tolerance > 0
+          ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.stationarity_tolerance, c.inner_max_steps)
+          : std::string(),
+      c.inner_start == InnerStart::warm ? "warm" : "fresh",
+      c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.solver), c.cg_iterations,
+      c.solver_tolerance, c.damping,
+      c.outer_optimizer == OuterOptimizer::rprop
+          ? fmt::format("log-space Rprop from step {}", c.outer_step)
+          : fmt::format("Adam {}{}", c.outer_learning_rate, c.reset_outer_optimizer ? " (re-created each step)" : ""),
+      outer_loss, c.outer_data == OuterData::validation ? "validation" : "training");
+}
+
+/// bilevel_warnings of a run's outer-step records (StepRecord: held-out rows; OuterRecord:
+/// validation rows) under its configuration's tolerances.
+template <class Record, class Config>
+std::vector<std::string> outer_step_warnings(const std::vector<Record>& records, const Config& c) {
+  std::vector<OuterStepFacts> facts;
+  for (const Record& r : records) {
+    const PolicyMetrics* held = nullptr;
+    if constexpr (requires { r.held_out; }) {
+      held = &r.held_out;
+    } else {
+      held = &r.validation;
+    }
+    facts.push_back({.clamped = r.hypergradient_clamped,
+                     .at_max_step = r.at_max_step,
+                     .solver_relative_residual = r.solver_relative_residual,
+                     .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
+                     .train_loss = r.train.nll_per_dim,
+                     .validation_loss = held->nll_per_dim});
+  }
+  return bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
 }
 
 /// The settings and data identity lines of a checkpoint: the flattened config ("a.b = json").
@@ -376,25 +374,9 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
         for (auto it = saved.begin(); it != saved.end(); ++it) {
           if (!identity.contains(it.key())) diff.push_back(it.key());
         }
-        std::vector<std::pair<std::string, std::string>> now, before;
-        flatten_json(identity, "", now);
+        std::vector<std::pair<std::string, std::string>> before;
         flatten_json(saved, "", before);
-        std::vector<std::string> details;
-        const auto find = [](const auto& v, const std::string& k) -> const std::string* {
-          for (const auto& [name, value] : v) {
-            if (name == k) return &value;
-          }
-          return nullptr;
-        };
-        for (const auto& [name, value] : now) {
-          const std::string* old_value = find(before, name);
-          if (old_value == nullptr || *old_value != value) {
-            details.push_back(fmt::format("{}: saved {}, now {}", name, old_value ? *old_value : "(none)", value));
-          }
-        }
-        for (const auto& [name, value] : before) {
-          if (find(now, name) == nullptr) details.push_back(fmt::format("{}: saved {}, now (none)", name, value));
-        }
+        const std::vector<std::string> details = field_differences(before, lines);
         bad_input(kCmd, "--resume",
                   fmt::format("the checkpoint in '{}' was written by a run with other settings ({}):\n  {}",
                               out.string(), fmt::join(diff, ", "), fmt::join(details, "\n  ")));
@@ -421,306 +403,6 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
 
 }  // namespace
 
-/// split_list of every value given to `option` (a list option may be given as "a,b" or "a b").
-std::vector<std::string> split_all(const std::string& option, const std::vector<std::string>& values) {
-  std::vector<std::string> out;
-  for (const std::string& v : values) {
-    for (std::string& item : split_list(option, v)) out.push_back(std::move(item));
-  }
-  return out;
-}
-
-RegressionInputs load_regression_inputs(const FitOptions& o, std::string_view cmd) {
-  RegressionInputs in;
-  Table table;
-  try {
-    table = read_csv(o.data);
-  } catch (const Error& e) {
-    // A data file that cannot be read is bad input too (exit code 2).
-    bad_input(cmd, "data", user_words(e));
-  }
-  const Dataset data = build_dataset([&] { return make_regression_dataset(table, o.targets, o.features); });
-  check_float_range(o, table, data);
-  Dataset train_set = data, val_set;
-  const bool has_val = o.val_fraction > 0;
-  if (has_val) {
-    Split s;
-    try {
-      s = random_split(data, o.val_fraction, o.seed);
-    } catch (const Error&) {
-      bad_input(cmd, "--val-fraction",
-                fmt::format("{} of the {} rows of {} leaves no training or no validation rows; give more rows or "
-                            "--val-fraction 0",
-                            o.val_fraction, data.rows, o.data));
-    }
-    train_set = std::move(s.train);
-    val_set = std::move(s.test);
-  }
-  Standardization map;
-  if (o.standardize) {
-    map = standardize(train_set);
-    if (has_val) apply_standardization(val_set, map);
-  }
-  HostData train = to_host_data(train_set);
-  HostData val = has_val ? to_host_data(val_set) : HostData{};
-  // Target scaling: y ← (y − mean) / s with one s for every dimension (the RMS of the training
-  // targets' standard deviations), so every metric and the reward convert exactly to the
-  // original units (NLL + log s, RMSE × s, U / s²).
-  std::vector<double> target_mean;
-  double target_scale = 1;
-  if (o.standardize_targets && train.rows >= 2) {
-    const std::int64_t n = train.dims;
-    target_mean.assign(static_cast<std::size_t>(n), 0.0);
-    for (std::int64_t r = 0; r < train.rows; ++r) {
-      for (std::int64_t d = 0; d < n; ++d) target_mean[d] += train.y[r * n + d] / static_cast<double>(train.rows);
-    }
-    double var = 0;
-    for (std::int64_t r = 0; r < train.rows; ++r) {
-      for (std::int64_t d = 0; d < n; ++d) {
-        const double e = train.y[r * n + d] - target_mean[d];
-        var += e * e / static_cast<double>((train.rows - 1) * n);
-      }
-    }
-    if (!(std::isfinite(var) && var > 0)) {
-      bad_input(cmd, "--standardize-targets",
-                "the training targets are constant (zero variance); give --no-standardize-targets");
-    }
-    target_scale = std::sqrt(var);
-    for (HostData* h : {&train, &val}) {
-      for (std::int64_t r = 0; r < h->rows; ++r) {
-        for (std::int64_t d = 0; d < n; ++d) h->y[r * n + d] = (h->y[r * n + d] - target_mean[d]) / target_scale;
-      }
-    }
-  }
-
-  in.data = data;
-  in.train = std::move(train);
-  in.val = std::move(val);
-  in.map = map;
-  in.target_mean = std::move(target_mean);
-  in.target_scale = target_scale;
-  in.has_val = has_val;
-  return in;
-}
-
-ClassificationInputs load_classification_inputs(const FitOptions& o, std::string_view cmd) {
-  ClassificationInputs in;
-  Table table;
-  try {
-    table = read_csv(o.data);
-  } catch (const Error& e) {
-    bad_input(cmd, "data", user_words(e));
-  }
-  if (!table.find_column(o.label)) {
-    std::vector<std::string> names;
-    for (const std::string& c : table.columns()) names.push_back(fmt::format("'{}'", c));
-    bad_input(cmd, "--label", fmt::format("{} has no column named '{}'; available columns: {}", o.data, o.label,
-                                           fmt::join(names, ", ")));
-  }
-  const Dataset data = build_dataset([&] { return make_classification_dataset(table, o.label, o.features); });
-  check_float_range(o, table, data);
-  constexpr double test_fraction = 0.2;
-  const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, cmd);
-  const ClassHostData train = to_class_host_data(splits.train), val = to_class_host_data(splits.validation),
-                      test = to_class_host_data(splits.test);
-  const std::int64_t classes = data.target_count();
-
-  in.data = data;
-  in.splits = splits;
-  in.train = train;
-  in.val = val;
-  in.test = test;
-  in.classes = classes;
-  in.test_fraction = test_fraction;
-  return in;
-}
-
-CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
-  CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy (--targets) or a classifier (--task "
-                                            "classification --label) on a CSV file (MSE, NLL, PG, heuristic or "
-                                            "bilevel-learned reward) and write results into --out. Exit codes: 0 "
-                                            "success (bilevel: converged), 1 internal error, 2 bad input (nothing "
-                                            "written), 3 diverged or non-finite results, 4 bilevel step_limited");
-  register_fit_options(cmd, o);
-  return cmd;
-}
-
-void register_fit_options(CLI::App* cmd, FitOptions& o) {
-  cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--task", o.task, "regression or classification")
-      ->check(CLI::IsMember({"regression", "classification"}))
-      ->capture_default_str();
-  cmd->add_option_function<std::vector<std::string>>(
-      "--targets", [&o](const std::vector<std::string>& v) { o.targets = split_all("--targets", v); },
-      "regression: target columns, comma-separated (required); quote a name holding a comma: '\"a,b\",c'");
-  cmd->add_option("--label", o.label, "classification: the label column (required)");
-  cmd->add_option("--beta", o.beta,
-                  "classification: β of the one-hot reward U = β·I: pg's fixed value, bilevel's start")
-      ->check(positive_number())
-      ->capture_default_str();
-  cmd->add_option("--outer-data", o.outer_data,
-                  "bilevel: the rows of the outer loss, validation or train (default: the preset's: recommended "
-                  "validation, paper train)")
-      ->check(CLI::IsMember({"train", "validation"}));
-  cmd->add_option("--preset", o.preset,
-                  "bilevel: recommended (validation rows, log-space Rprop, stationary warm inner policy, damped CG to "
-                  "a relative residual of 0.25, stops when converged) or paper (training rows, outer Adam re-created every step, one CG "
-                  "iteration, fresh inner policy); options given explicitly override it")
-      ->check(CLI::IsMember({"recommended", "paper"}))
-      ->capture_default_str();
-  cmd->add_option("--outer-step", o.outer_step, "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)")
-      ->capture_default_str();
-  cmd->add_option("--inner-tolerance", o.inner_tolerance,
-                  "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
-                  "value at the start (0: exactly K_in steps)")
-      ->capture_default_str();
-  cmd->add_option("--inner-max-steps", o.inner_max_steps, "bilevel: cap on the inner steps of one outer step")
-      ->capture_default_str();
-  cmd->add_option("--solver-tolerance", o.solver_tolerance, "bilevel: relative residual of the linear solve")
-      ->capture_default_str();
-  cmd->add_option("--damping", o.damping, "bilevel: damping δ of the linear solve (H + δI) w = g")
-      ->capture_default_str();
-  cmd->add_option("--window", o.window, "bilevel: converged when over this many outer steps ...")
-      ->capture_default_str();
-  cmd->add_option("--reward-tolerance", o.reward_tolerance, "... the reward moved by at most this (relative) ...")
-      ->capture_default_str();
-  cmd->add_option("--loss-tolerance", o.loss_tolerance, "... and the outer loss by at most this (nats)")
-      ->capture_default_str();
-  cmd->add_flag("--standardize-targets,!--no-standardize-targets", o.standardize_targets,
-                "regression: centre the targets and divide them by one scale (the RMS of their standard deviations) "
-                "for training; metrics are reported in the original units, the reward in both (default: on)");
-  cmd->add_option("--epochs", o.epochs, "classification: passes over the training rows")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_option("--batch-size", o.batch_size, "classification: rows per Adam step (0: full batch)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 31))
-      ->capture_default_str();
-  cmd->add_option_function<std::vector<std::string>>(
-      "--features", [&o](const std::vector<std::string>& v) { o.features = split_all("--features", v); },
-      "feature columns, comma-separated, quoted as --targets (default: every other column)");
-  cmd->add_option("--method", o.method,
-                  "mse, nll, pg, heuristic or bilevel (classification: nll, pg, heuristic, bilevel)")
-      ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}))
-      ->capture_default_str();
-  cmd->add_option("--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
-      ->check(CLI::IsMember({"scalar", "diagonal", "full"}))
-      ->capture_default_str();
-  cmd->add_option_function<std::vector<std::string>>(
-      "--u",
-      [&o](const std::vector<std::string>& v) {
-        o.u.clear();
-        for (const std::string& s : v) {
-          for (double x : split_numbers("--u", s)) o.u.push_back(x);
-        }
-      },
-      "reward parameters, comma-separated: pg's fixed reward, bilevel's start (default U = I); "
-      "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed");
-  cmd->add_option("--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number())->capture_default_str();
-  cmd->add_option("-G,--generations", o.generations,
-                  "samples per row G of the policy gradient (classification default: 50)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
-      ->capture_default_str();
-  cmd->add_option("--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
-      ->capture_default_str();
-  cmd->add_option("--lr", o.lr,
-                  "Adam learning rate (bilevel: of the inner policy; classification default: 0.05)")
-      ->check(positive_number())
-      ->capture_default_str();
-  cmd->add_option("--outer-lr", o.outer_lr,
-                  "bilevel: Adam learning rate of the reward parameters (classification default: 0.1)")
-      ->check(positive_number())
-      ->capture_default_str();
-  cmd->add_option_function<std::vector<std::string>>(
-         "--hidden",
-         [&o](const std::vector<std::string>& v) {
-           o.hidden.clear();
-           for (const std::string& s : v) {
-             for (std::int64_t w : split_integers("--hidden", s)) {
-               if (w < 1 || w > (std::int64_t{1} << 16)) {
-                 throw CLI::ValidationError("--hidden", fmt::format("a layer width must be in [1, 65536], got {}", w));
-               }
-               o.hidden.push_back(w);
-             }
-           }
-         },
-         "hidden layer widths, comma-separated (default 64,64; classification default: none, logistic regression)");
-  cmd->add_option("--activation", o.activation, "relu or tanh")->check(CLI::IsMember({"relu", "tanh"}))->capture_default_str();
-  cmd->add_option("--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
-      ->check(CLI::IsMember({"diagonal", "cholesky"}))
-      ->capture_default_str();
-  cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out (classification default: 50)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_option("--inner-steps", o.inner_steps,
-                  "bilevel: inner Adam steps K_in per outer step (default: the preset's, recommended 20, paper 50)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_option("--inner-batch-size", o.inner_batch_size,
-                  "bilevel: training rows per inner Adam step, shuffled windows (0 or >= the training rows: full "
-                  "batch); the implicit step always uses every training row")
-      ->capture_default_str();
-  cmd->add_option("--inner-start", o.inner_start,
-                  "bilevel: inner policy of each outer step: fresh or warm (default: the preset's: recommended warm, "
-                  "paper fresh)")
-      ->check(CLI::IsMember({"fresh", "warm"}))
-      ->capture_default_str();
-  cmd->add_option("--inner-objective", o.inner_objective,
-                  "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "
-                  "deterministic) or reinforce (G samples per row) (default: the preset's: recommended exact, paper "
-                  "reinforce)")
-      ->check(CLI::IsMember({"exact", "reinforce"}))
-      ->capture_default_str();
-  cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
-      ->check(CLI::IsMember({"exact", "surrogate"}))
-      ->capture_default_str();
-  cmd->add_option("--solver", o.solver, "bilevel: implicit solver: normal_cg, cg or neumann")
-      ->check(CLI::IsMember({"normal_cg", "cg", "neumann"}))
-      ->capture_default_str();
-  cmd->add_option("--solver-iterations", o.solver_iterations,
-                  "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, paper 1)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
-      ->capture_default_str();
-  cmd->add_option("--val-fraction", o.val_fraction,
-                  "share of rows held out for validation (0: none; classification: of every class, after a "
-                  "stratified 0.2 test split)")
-      ->check(finite_range(0.0, 0.95))
-      ->capture_default_str();
-  cmd->add_flag("--standardize", o.standardize,
-                "standardise the features with the training rows' statistics (classification: always)");
-  cmd->add_option("--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
-      ->capture_default_str();
-  cmd->add_option("--seed", o.seed, "seed of the split, the initialisation and the Philox draws")
-      ->check(unsigned_64())
-      ->capture_default_str();
-  cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--precision", o.precision, "float or double (double: cpu only)")
-      ->check(CLI::IsMember({"float", "double"}))
-      ->capture_default_str();
-  cmd->add_option("--threads", o.threads, "cpu backend: BLAS threads (results are reproducible for a given count)")
-      ->check(CLI::Range(1, 256))
-      ->capture_default_str();
-  cmd->add_option("--out", o.out, "output directory (created when missing)")->required();
-  cmd->add_flag("--resume", o.resume,
-                "bilevel: continue the run checkpointed in --out (refused unless every setting and the data are "
-                "those of the checkpoint; --outer-steps may grow)");
-  cmd->add_flag("--overwrite", o.overwrite,
-                "replace the files of an earlier run in --out (without it a folder holding results is refused)")
-      ->excludes("--resume");
-  cmd->add_option("--checkpoint-every", o.checkpoint_every, "bilevel: save a checkpoint every K outer steps")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_flag("-q,--quiet", o.quiet, "no progress report on stderr");
-  // Which options were given: some defaults depend on the task, and the options of one task are
-  // refused with the other.
-  cmd->parse_complete_callback([cmd, &o] {
-    o.given.clear();
-    for (const CLI::Option* opt : cmd->get_options()) {
-      if (opt->count() > 0 && !opt->get_lnames().empty()) o.given.push_back("--" + opt->get_lnames().front());
-    }
-  });
-}
 
 int run_fit(const FitOptions& o) {
   // ---------------------------------------------------------------- validate everything
@@ -808,22 +490,7 @@ int run_fit(const FitOptions& o) {
     fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
   }
   if (method == Method::bilevel) {
-    fmt::print(", preset {}: K_out = {}, K_in = {} ({}{}), {} inner start, {} inner gradient, {} curvature, solver {} ({} iterations at "
-               "most, tolerance {}, damping {}), outer {}, outer loss on the {} rows",
-               c.preset, o.outer_steps, o.inner_steps,
-               o.inner_batch_size > 0 && o.inner_batch_size < train.rows
-                   ? fmt::format("windows of {} rows", o.inner_batch_size)
-                   : std::string("full batch"),
-               c.stationarity_tolerance > 0 ? fmt::format(", until ‖∇‖ < {} of its start, at most {}",
-                                                          c.stationarity_tolerance, c.inner_max_steps)
-                                            : std::string(),
-               c.inner_start == InnerStart::warm ? "warm" : "fresh",
-               c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", o.curvature, to_string(c.solver), c.cg_iterations,
-               c.solver_tolerance, c.damping,
-               c.outer_optimizer == OuterOptimizer::rprop
-                   ? fmt::format("log-space Rprop from step {}", c.outer_step)
-                   : fmt::format("Adam {}{}", c.outer_learning_rate, c.reset_outer_optimizer ? " (re-created each step)" : ""),
-               c.outer_data == OuterData::validation ? "validation" : "training");
+    fmt::print(", preset {}: {}", c.preset, describe_bilevel(c, o.curvature, train.rows, "loss"));
   } else {
     fmt::print(", {} steps", o.steps);
   }
@@ -869,16 +536,7 @@ int run_fit(const FitOptions& o) {
   fmt::print("wall time {:.1f} s\n", result.wall_seconds);
   std::vector<std::string> warnings;
   if (method == Method::bilevel) {
-    std::vector<OuterStepFacts> facts;
-    for (const StepRecord& r : result.records) {
-      facts.push_back({.clamped = r.hypergradient_clamped,
-                       .at_max_step = r.at_max_step,
-                       .solver_relative_residual = r.solver_relative_residual,
-                       .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
-                       .train_loss = r.train.nll_per_dim,
-                       .validation_loss = r.held_out.nll_per_dim});
-    }
-    warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+    warnings = outer_step_warnings(result.records, c);
   }
 
   std::vector<std::string> header;
@@ -1017,23 +675,8 @@ int run_fit_classification(const FitOptions& o) {
   if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
   if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
   if (method == ClassMethod::bilevel) {
-    fmt::print("\nbilevel β from {} (preset {}): K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} inner gradient, {} curvature, "
-               "solver {} ({} iterations at most, tolerance {}, damping {}), outer {}, outer cross-entropy on the {} "
-               "rows; then PG with the learned β",
-               c.beta, c.preset, c.outer_steps, c.inner_steps,
-               c.inner_batch_size > 0 && c.inner_batch_size < train.rows
-                   ? fmt::format("windows of {} shuffled rows", c.inner_batch_size)
-                   : std::string("full batch"),
-               c.stationarity_tolerance > 0 ? fmt::format(", until ‖∇‖ < {} of its start, at most {}",
-                                                          c.stationarity_tolerance, c.inner_max_steps)
-                                            : std::string(),
-               c.inner_start == InnerStart::warm ? "warm" : "fresh",
-               c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", o.curvature, to_string(c.solver), c.cg_iterations,
-               c.solver_tolerance, c.damping,
-               c.outer_optimizer == OuterOptimizer::rprop
-                   ? fmt::format("log-space Rprop from step {}", c.outer_step)
-                   : fmt::format("Adam {}{}", c.outer_learning_rate, c.reset_outer_optimizer ? " (re-created each step)" : ""),
-               c.outer_data == OuterData::validation ? "validation" : "training");
+    fmt::print("\nbilevel β from {} (preset {}): {}; then PG with the learned β", c.beta, c.preset,
+               describe_bilevel(c, o.curvature, train.rows, "cross-entropy"));
   }
   fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
              c.hidden.empty() ? "logistic regression" : "MLP", train.inputs,
@@ -1109,16 +752,7 @@ int run_fit_classification(const FitOptions& o) {
   std::vector<std::string> warnings;
   int code = 0;
   if (method == ClassMethod::bilevel) {
-    std::vector<OuterStepFacts> facts;
-    for (const OuterRecord& r : result.outer) {
-      facts.push_back({.clamped = r.hypergradient_clamped,
-                       .at_max_step = r.at_max_step,
-                       .solver_relative_residual = r.solver_relative_residual,
-                       .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
-                       .train_loss = r.train.nll_per_dim,
-                       .validation_loss = r.validation.nll_per_dim});
-    }
-    warnings = bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+    warnings = outer_step_warnings(result.outer, c);
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = result.outer.empty() ? kNaN : result.outer.back().outer_loss;

@@ -4,15 +4,26 @@
 // scaling. Bad input throws d2r::Error (invalid_argument) naming the option, before anything is
 // written.
 
+#include <filesystem>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "d2r/data.hpp"
+#include "d2r/error.hpp"
 #include "host/cli/classification.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/regression.hpp"
 
 namespace d2r::cli {
+
+/// A library message without its "d2r::function: argument 'name': " prefix (the user did not call
+/// that function; the caller names the option or file instead).
+std::string user_words(const Error& e);
+
+/// read_csv of a file the user named: one that cannot be read or parsed is bad input (exit 2)
+/// naming `option` ("data" for the positional argument), in the user's words.
+Table read_data_file(std::string_view command, std::string_view option, const std::filesystem::path& path);
 
 struct RegressionInputs {
   Dataset data;              ///< every row, as read

@@ -160,25 +160,28 @@ void check_run_dir(std::string_view command, std::string_view option, const fs::
   if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
 }
 
+void lock_output_dir(std::string_view command, std::string_view option, const fs::path& dir) {
+  ensure_directory(dir);
+  if (lock_fd >= 0) return;
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) bad_input(command, option, fmt::format("cannot open directory '{}': {}", dir.string(), std::strerror(errno)));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      bad_input(command, option,
+                fmt::format("'{}' is busy: another d2r run is writing into it (wait for it to end or choose "
+                            "another --out)",
+                            dir.string()));
+    }
+    bad_input(command, option, fmt::format("cannot lock directory '{}': {}", dir.string(), std::strerror(err)));
+  }
+  lock_fd = fd;  // kept open: the lock ends with the process
+}
+
 void claim_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
                    bool overwrite) {
-  ensure_directory(dir);
-  if (lock_fd < 0) {
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) bad_input(command, option, fmt::format("cannot open directory '{}': {}", dir.string(), std::strerror(errno)));
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      const int err = errno;
-      ::close(fd);
-      if (err == EWOULDBLOCK) {
-        bad_input(command, option,
-                  fmt::format("'{}' is busy: another d2r run is writing into it (wait for it to end or choose "
-                              "another --out)",
-                              dir.string()));
-      }
-      bad_input(command, option, fmt::format("cannot lock directory '{}': {}", dir.string(), std::strerror(err)));
-    }
-    lock_fd = fd;  // kept open: the lock ends with the process
-  }
+  lock_output_dir(command, option, dir);
   // Under the lock: another run may have finished between the check and now.
   const std::vector<std::string> present = present_run_files(command, option, dir);
   if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);

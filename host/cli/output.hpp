@@ -40,10 +40,14 @@ const std::vector<std::string>& run_files();
 void check_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
                    bool overwrite);
 
-/// After validation, before the first write: creates `dir`, locks it for this process (flock on
-/// the directory, released when the process ends, kill -9 included; a folder another run holds is
-/// bad input), checks check_run_dir's policy again under the lock, removes temporary files that
-/// killed runs left (".NAME.tmp-PID-N", "NAME.tmp.XXXXXX", ".d2r-probe-*") and, with `overwrite`,
+/// After every check of the arguments and data, before the first write: creates `dir` and locks it
+/// for this process (flock on the directory, released when the process ends, kill -9 included);
+/// a folder another d2r run holds is bad input naming `option` ("... is busy"). Every command
+/// that writes into an --out calls it (fit through claim_run_dir); a second call is a no-op.
+void lock_output_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir);
+
+/// After validation, before the first write: lock_output_dir, then checks check_run_dir's policy
+/// again under the lock, removes temporary files that killed runs left (".NAME.tmp-PID-N", "NAME.tmp.XXXXXX", ".d2r-probe-*") and, with `overwrite`,
 /// the files of run_files().
 void claim_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
                    bool overwrite);

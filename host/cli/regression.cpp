@@ -168,18 +168,7 @@ nlohmann::json RegressionConfig::to_json() const {
     if (method != Method::heuristic) j["objective"] = inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (method == Method::bilevel) {
-    j["outer_steps"] = outer_steps;
-    j["inner_steps"] = inner_steps;
-    j["inner_batch_size"] = inner_batch_size;
-    j["inner_learning_rate"] = inner_learning_rate;
-    j["outer_learning_rate"] = outer_learning_rate;
-    j["inner_gradient_clamp"] = inner_gradient_clamp;
-    j["hypergradient_clamp"] = hypergradient_clamp;
-    j["inner_start"] = inner_start == InnerStart::warm ? "warm" : "fresh";
-    j["curvature"] = curvature == CurvatureKind::exact ? "exact" : "surrogate";
-    j["solver"] = d2r::to_string(solver);
-    j["solver_iterations"] = cg_iterations;
-    outer_config_json(*this, j);
+    outer_config_json(*this, inner_learning_rate, j);
   } else {
     j["steps"] = steps;
     j["learning_rate"] = learning_rate;
@@ -190,15 +179,7 @@ nlohmann::json RegressionConfig::to_json() const {
 }
 
 // ------------------------------------------------------------------ the run
-struct RegressionRun::Impl {
-  virtual ~Impl() = default;
-  virtual void set_checkpoint(fs::path path, std::int64_t every) = 0;
-  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
-  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
-  virtual nlohmann::json options_json() const = 0;
-  virtual RunResult run(const ProgressFn& progress) = 0;
-  virtual std::int64_t total_units() const = 0;
-};
+struct RegressionRun::Impl : RunImpl<RunResult> {};
 
 namespace {
 
@@ -211,15 +192,7 @@ class TypedRun final : public RegressionRun::Impl {
     if (!held.empty()) upload(held, held_x_, held_y_, held_);
     const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     if (c_.method == Method::bilevel) {
-      BilevelOptions<T> o;
-      o.inner.steps = c_.inner_steps;
-      o.inner.batch_size = c_.inner_batch_size;
-      o.inner.adam.learning_rate = static_cast<T>(c_.inner_learning_rate);
-      o.inner.gradient_clamp = static_cast<T>(c_.inner_gradient_clamp);
-      o.inner.generations = c_.generations;
-      o.inner.pg.entropy_weight = static_cast<T>(c_.lambda);
-      set_outer_options(c_, o);
-      o.seed = c_.seed;
+      const BilevelOptions<T> o = bilevel_options<T>(c_, c_.inner_learning_rate);
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
                                                      std::span<const double>(c_.reward_params), o);
       trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
@@ -338,22 +311,14 @@ class TypedRun final : public RegressionRun::Impl {
   RunResult run_bilevel(const ProgressFn& progress) {
     // Stops at the budget or as soon as the run has converged or diverged (a resumed run that
     // had already stopped runs no further step).
-    BilevelVerdict v = trainer_->verdict(false);
-    for (std::int64_t k = trainer_->steps_done() + 1; k <= c_.outer_steps && v.status == BilevelStatus::running;
-         ++k) {
-      const BilevelRecord& r = trainer_->step();
-      v = trainer_->verdict(k == c_.outer_steps);
-      if (!checkpoint_.empty() && (k % every_ == 0 || k == c_.outer_steps || v.status != BilevelStatus::running)) {
-        ensure_directory(checkpoint_.parent_path());
-        trainer_->save(checkpoint_);
-      }
-      if (progress) {
-        progress(k, c_.outer_steps,
-                 fmt::format("{}  outer loss {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
-                             r.outer_loss));
-      }
-    }
-    if (v.status == BilevelStatus::running) v = trainer_->verdict(true);
+    const BilevelVerdict v =
+        run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_, [&](std::int64_t k, const BilevelRecord& r) {
+          if (progress) {
+            progress(k, c_.outer_steps,
+                     fmt::format("{}  outer loss {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
+                                 r.outer_loss));
+          }
+        });
     RunResult out;
     out.verdict = v;
     for (const BilevelRecord& r : trainer_->history()) {

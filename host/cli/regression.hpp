@@ -8,6 +8,7 @@
 // training) ... run.run(progress) (trains). For the bilevel method a checkpoint path makes run()
 // save every `checkpoint_every` outer steps, and resume() continues from such a file.
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -25,6 +26,7 @@
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/policy_model.hpp"
+#include "host/cli/output.hpp"
 
 namespace d2r::cli {
 
@@ -133,9 +135,18 @@ void apply_bilevel_preset(Config& c, const std::string& preset) {
   c.stopping = o.stopping;
 }
 
-/// The outer-loop fields of a configuration into BilevelOptions.
-template <class Config, class T>
-void set_outer_options(const Config& c, BilevelOptions<T>& o) {
+/// The BilevelOptions of a configuration (RegressionConfig, ClassificationConfig): the one place
+/// the program's bilevel settings become the library's. `inner_learning_rate` is the inner Adam's
+/// step size (regression: its own option; classification: the epochs' learning rate).
+template <class T, class Config>
+BilevelOptions<T> bilevel_options(const Config& c, double inner_learning_rate) {
+  BilevelOptions<T> o;
+  o.inner.steps = c.inner_steps;
+  o.inner.batch_size = c.inner_batch_size;
+  o.inner.adam.learning_rate = static_cast<T>(inner_learning_rate);
+  o.inner.gradient_clamp = static_cast<T>(c.inner_gradient_clamp);
+  o.inner.generations = c.generations;
+  o.inner.pg.entropy_weight = static_cast<T>(c.lambda);
   o.inner_start = c.inner_start;
   o.inner.objective = c.inner_objective;
   o.curvature = c.curvature;
@@ -155,11 +166,25 @@ void set_outer_options(const Config& c, BilevelOptions<T>& o) {
   o.stopping = c.stopping;
   o.outer_adam.learning_rate = c.outer_learning_rate;
   o.hypergradient_clamp = c.hypergradient_clamp;
+  o.seed = c.seed;
+  return o;
 }
 
-/// The outer-loop fields of a configuration as JSON members of `j`.
+/// The bilevel fields of a configuration as JSON members of `j` (results.json and checkpoint.json:
+/// keep the names, python/ and the tests read them).
 template <class Config>
-void outer_config_json(const Config& c, nlohmann::json& j) {
+void outer_config_json(const Config& c, double inner_learning_rate, nlohmann::json& j) {
+  j["outer_steps"] = c.outer_steps;
+  j["inner_steps"] = c.inner_steps;
+  j["inner_batch_size"] = c.inner_batch_size;
+  j["inner_learning_rate"] = inner_learning_rate;
+  j["outer_learning_rate"] = c.outer_learning_rate;
+  j["inner_gradient_clamp"] = c.inner_gradient_clamp;
+  j["hypergradient_clamp"] = c.hypergradient_clamp;
+  j["inner_start"] = c.inner_start == InnerStart::warm ? "warm" : "fresh";
+  j["curvature"] = c.curvature == CurvatureKind::exact ? "exact" : "surrogate";
+  j["solver"] = d2r::to_string(c.solver);
+  j["solver_iterations"] = c.cg_iterations;
   j["preset"] = c.preset;
   j["outer_data"] = c.outer_data == OuterData::validation ? "validation" : "train";
   j["outer_optimizer"] = c.outer_optimizer == OuterOptimizer::rprop ? "rprop"
@@ -218,6 +243,41 @@ struct RunResult {
 
 /// Called after every step (plain: every eval_every steps) with (done, total, status text).
 using ProgressFn = std::function<void(std::int64_t, std::int64_t, const std::string&)>;
+
+/// The outer loop of a bilevel run of either task: steps `trainer` from where it stands (a resumed
+/// run continues) to `outer_steps`, stopping as soon as it has converged or diverged (a resumed
+/// run that had already stopped takes no step); saves to `checkpoint` (when not empty) every
+/// `every` steps, at the last and at a verdict; calls on_step(k, record) after each step. Returns
+/// the verdict (step_limited when the budget ran out).
+template <class T, class OnStep>
+BilevelVerdict run_outer_loop(BilevelTrainer<T>& trainer, std::int64_t outer_steps,
+                              const std::filesystem::path& checkpoint, std::int64_t every, OnStep&& on_step) {
+  BilevelVerdict v = trainer.verdict(false);
+  for (std::int64_t k = trainer.steps_done() + 1; k <= outer_steps && v.status == BilevelStatus::running; ++k) {
+    const BilevelRecord& r = trainer.step();
+    v = trainer.verdict(k == outer_steps);
+    if (!checkpoint.empty() && (k % every == 0 || k == outer_steps || v.status != BilevelStatus::running)) {
+      ensure_directory(checkpoint.parent_path());
+      trainer.save(checkpoint);
+    }
+    on_step(k, r);
+  }
+  if (v.status == BilevelStatus::running) v = trainer.verdict(true);
+  return v;
+}
+
+/// What a run of either task (RegressionRun, ClassificationRun) does behind its public class: one
+/// implementation per scalar type.
+template <class Result>
+struct RunImpl {
+  virtual ~RunImpl() = default;
+  virtual void set_checkpoint(std::filesystem::path path, std::int64_t every) = 0;
+  virtual std::int64_t resume(const std::filesystem::path& path) = 0;
+  virtual void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) = 0;
+  virtual nlohmann::json options_json() const = 0;
+  virtual Result run(const ProgressFn& progress) = 0;
+  virtual std::int64_t total_units() const = 0;
+};
 
 class RegressionRun {
  public:

@@ -90,6 +90,7 @@ int run_validate(const ValidateOptions& o) {
         "Run `d2r validate --device cpu` for the self-check of the cpu backend (float against double).\n");
     return 0;
   }
+  if (!o.out.empty()) lock_output_dir(kCmd, "--out", o.out);  // after every check of the arguments
   Context test({.backend = self_check ? Backend::cpu : Backend::cuda, .seed = o.seed});
   Context ref({.backend = Backend::cpu, .seed = o.seed});
   Env env{test, ref, o.seed, self_check};

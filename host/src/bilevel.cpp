@@ -516,25 +516,9 @@ struct BilevelTrainer<T>::Impl {
 
 namespace {
 
-/// Everything about the options and the reward that does not depend on the data kind.
+/// Every field of the options on its own (check(BilevelOptions) and the constructors).
 template <class T>
-std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelOptions<T>& options, RewardForm form,
-                                             std::span<const double> reward_init, std::int64_t reward_dim,
-                                             std::int64_t train_rows, bool has_validation) {
-  D2R_EXPECTS(form == RewardForm::scalar || form == RewardForm::diagonal || form == RewardForm::full, fn, "form",
-              "expected RewardForm::scalar, diagonal or full, got value {}", static_cast<int>(form));
-  const std::int64_t phi_size = reward_size(form, reward_dim);
-  D2R_EXPECTS(static_cast<std::int64_t>(reward_init.size()) == phi_size, fn, "reward_init",
-              "a {} reward on {} dimensions has {} parameters, got {}", form_name(form), reward_dim, phi_size,
-              reward_init.size());
-  std::vector<std::size_t> positive = positive_entries(form, phi_size, reward_dim);
-  for (std::size_t i = 0; i < reward_init.size(); ++i) {
-    D2R_EXPECTS(std::isfinite(reward_init[i]), fn, "reward_init", "entry {} is not finite ({})", i, reward_init[i]);
-  }
-  for (std::size_t i : positive) {
-    D2R_EXPECTS(reward_init[i] > 0, fn, "reward_init", "entry {} must be > 0 (U positive definite), got {}", i,
-                reward_init[i]);
-  }
+void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options) {
   check_inner(fn, options.inner);
   D2R_EXPECTS(std::isfinite(static_cast<double>(options.inner.stationarity_tolerance)) &&
                   options.inner.stationarity_tolerance >= 0,
@@ -612,6 +596,28 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
               "expected a finite tolerance > 0, got {}", options.stopping.reward_tolerance);
   D2R_EXPECTS(finite_positive(options.stopping.loss_tolerance), fn, "options.stopping.loss_tolerance",
               "expected a finite tolerance > 0, got {}", options.stopping.loss_tolerance);
+}
+
+/// Everything about the options and the reward that does not depend on the data kind.
+template <class T>
+std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelOptions<T>& options, RewardForm form,
+                                             std::span<const double> reward_init, std::int64_t reward_dim,
+                                             std::int64_t train_rows, bool has_validation) {
+  D2R_EXPECTS(form == RewardForm::scalar || form == RewardForm::diagonal || form == RewardForm::full, fn, "form",
+              "expected RewardForm::scalar, diagonal or full, got value {}", static_cast<int>(form));
+  const std::int64_t phi_size = reward_size(form, reward_dim);
+  D2R_EXPECTS(static_cast<std::int64_t>(reward_init.size()) == phi_size, fn, "reward_init",
+              "a {} reward on {} dimensions has {} parameters, got {}", form_name(form), reward_dim, phi_size,
+              reward_init.size());
+  std::vector<std::size_t> positive = positive_entries(form, phi_size, reward_dim);
+  for (std::size_t i = 0; i < reward_init.size(); ++i) {
+    D2R_EXPECTS(std::isfinite(reward_init[i]), fn, "reward_init", "entry {} is not finite ({})", i, reward_init[i]);
+  }
+  for (std::size_t i : positive) {
+    D2R_EXPECTS(reward_init[i] > 0, fn, "reward_init", "entry {} must be > 0 (U positive definite), got {}", i,
+                reward_init[i]);
+  }
+  check_bilevel_options(fn, options);
   D2R_EXPECTS(options.outer_data == OuterData::train || has_validation, fn, "options.outer_data",
               "OuterData::validation needs validation data, and none was given");
   objective_common::check_options(fn, options.inner.pg, train_rows);
@@ -669,26 +675,7 @@ std::vector<std::pair<std::string, std::string>> fingerprint_lines(std::string_v
 
 /// What differs between two fingerprints, one "name: saved X, now Y" per setting.
 std::vector<std::string> fingerprint_diff(std::string_view saved, std::string_view current) {
-  const auto a = fingerprint_lines(saved), b = fingerprint_lines(current);
-  const auto find = [](const auto& v, const std::string& k) -> const std::string* {
-    for (const auto& [name, value] : v) {
-      if (name == k) return &value;
-    }
-    return nullptr;
-  };
-  std::vector<std::string> out;
-  for (const auto& [name, value] : b) {
-    const std::string* old = find(a, name);
-    if (old == nullptr) {
-      out.push_back(fmt::format("{}: not in the checkpoint, now {}", name, value));
-    } else if (*old != value) {
-      out.push_back(fmt::format("{}: saved {}, now {}", name, *old, value));
-    }
-  }
-  for (const auto& [name, value] : a) {
-    if (find(b, name) == nullptr) out.push_back(fmt::format("{}: saved {}, not set now", name, value));
-  }
-  return out;
+  return field_differences(fingerprint_lines(saved), fingerprint_lines(current));
 }
 
 /// Captures what `record` enqueues on `stream` (nothing runs) into an executable CUDA graph. A
@@ -1489,7 +1476,14 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   history_ = std::move(records);
 }
 
+template <class T>
+void check(const BilevelOptions<T>& options) {
+  check_bilevel_options("d2r::check(BilevelOptions)", options);
+}
+
 template class BilevelTrainer<float>;
 template class BilevelTrainer<double>;
+template void check(const BilevelOptions<float>&);
+template void check(const BilevelOptions<double>&);
 
 }  // namespace d2r

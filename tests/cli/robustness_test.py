@@ -423,6 +423,84 @@ def group_out_folder():
         p.wait()
 
 
+def held_lock(d):
+    """Takes the lock a d2r run takes on its --out (flock on the directory); the fd, or None when
+    the folder is locked already."""
+    import fcntl
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def group_out_lock():
+    """reproduce, validate and bench lock their --out like fit (issue 14): bad input creates
+    nothing (the lock comes after every check), a folder another run holds is refused naming --out
+    and left as it was, and a running reproduce holds its folder."""
+    quick_runs = {
+        "reproduce": ["reproduce", "synthetic", "--quick", "--device", "cpu", "-q"],
+        "validate": ["validate", "--device", "cpu", "--sizes", "small", "--filter", "adam"],
+        "bench": ["bench", "--device", "cpu", "--quick"],
+    }
+    bad_runs = {
+        "reproduce tabular --datasets": (["reproduce", "tabular", "--datasets", "no_such_set", "--device", "cpu"],
+                                         r"--datasets: no data set 'no_such_set'"),
+        "reproduce mbrl --data-dir": (["reproduce", "mbrl", "--data-dir", os.path.join(W, "nowhere"), "--device",
+                                       "cpu"], r"--data-dir: no halfcheetah/random\.csv"),
+        "reproduce --lambda": (["reproduce", "synthetic", "--lambda", "2", "--device", "cpu"], r"--lambda: is an option"),
+        "validate --filter": (["validate", "--device", "cpu", "--sizes", "small", "--filter", "zz_no_such_check"],
+                              r"--filter: 'zz_no_such_check' matches none"),
+        "validate --sizes": (["validate", "--device", "cpu", "--sizes", "huge"], r"--sizes"),
+        "bench --device": (["bench", "--device", "tpu"], r"--device"),
+    }
+    for i, (label, (args, pattern)) in enumerate(bad_runs.items()):
+        d = out_dir(f"bad{i}")
+        expect(2, args + ["--out", d], pattern, label=label)
+        if os.path.exists(d):
+            fail(f"{label}: refused input created --out {d}")
+    for name, args in quick_runs.items():
+        d = out_dir(f"busy_{name}")
+        os.makedirs(d)
+        write(os.path.join(d, "mine.txt"), "x")
+        before = listing(d)
+        fd = held_lock(d)
+        if fd is None:
+            fail(f"{name}: could not take the lock of a fresh folder")
+            continue
+        try:
+            expect(2, args + ["--out", d], r"--out: .* is busy: another d2r run is writing", label=f"{name} busy")
+        finally:
+            os.close(fd)
+        if listing(d) != before:
+            fail(f"{name}: a refused run changed the busy folder: {sorted(listing(d))}")
+    # A real run holds its folder while it trains: the lock cannot be taken and a second run is refused.
+    d = out_dir("running")
+    p = subprocess.Popen([D2R, "reproduce", "implicit", "--quick", "--device", "cpu", "-q", "--out", d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        held = False
+        t0 = time.time()
+        while p.poll() is None and time.time() - t0 < 60:
+            if os.path.isdir(d):
+                fd = held_lock(d)
+                if fd is None:
+                    held = True
+                    break
+                os.close(fd)
+            time.sleep(0.02)
+        if not held:
+            fail(f"reproduce implicit never held its --out while running (exit {p.poll()})")
+        else:
+            expect(2, ["reproduce", "synthetic", "--quick", "--device", "cpu", "-q", "--out", d],
+                   r"--out: .* is busy", label="second reproduce into a running one's --out")
+    finally:
+        p.kill()
+        p.wait()
+
+
 def ckpt_sections(data):
     """The sections of a d2r checkpoint container (host/src/checkpoint.hpp): {name: [type, count, payload]}."""
     assert data[:8] == b"D2RCKPT\x01"

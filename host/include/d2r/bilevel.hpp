@@ -1,7 +1,8 @@
 #pragma once
 /// @file bilevel.hpp
 /// The host-side scheduler of d2r (DESIGN.md §7): learn the reward of a Gaussian regression
-/// policy from data by bilevel optimisation, and the plain trainers it is compared with.
+/// policy from data by bilevel optimisation (the plain trainers it is compared with, fit_policy and
+/// fit_classifier, are in trainers.hpp, which this header includes).
 ///
 /// BilevelTrainer — outer loop over the reward parameters φ of r_U(ŷ, y) = −(ŷ−y)ᵀU(ŷ−y):
 /// @code
@@ -68,33 +69,10 @@
 #include "d2r/optim.hpp"
 #include "d2r/policy_model.hpp"
 #include "d2r/solvers.hpp"
+#include "d2r/trainers.hpp"
 #include "d2r/view.hpp"
 
 namespace d2r {
-
-/// Inputs and targets of a regression data set, in the context's memory space: x is N x p,
-/// y is N x n (row strides allowed). An empty RegressionData (both views empty) means "none".
-template <class T>
-struct RegressionData {
-  MatrixView<const T> x{};
-  MatrixView<const T> y{};
-  [[nodiscard]] bool empty() const { return x.data == nullptr && y.data == nullptr; }
-};
-
-/// Inputs and class labels of a classification data set, in the context's memory space: x is
-/// N x p, labels has N int32 entries in [0, classes). Empty (both views empty) means "none".
-template <class T>
-struct ClassificationData {
-  MatrixView<const T> x{};
-  VectorView<const std::int32_t> labels{};
-  [[nodiscard]] bool empty() const { return x.data == nullptr && labels.data == nullptr; }
-};
-
-/// Which gradient the inner steps follow.
-enum class InnerObjective {
-  reinforce,  ///< the REINFORCE surrogate on G samples per row (the method; the default)
-  exact,      ///< the exact-expectation objective (closed forms; deterministic, for checks and ablations)
-};
 
 /// The inner problem: K_in Adam steps of policy gradient on the current reward.
 template <class T>
@@ -350,6 +328,14 @@ void for_each_field(const BilevelOptions<T>& o, F&& f) {
   f("seed", o.seed);
 }
 
+/// Checks every field of `options` on its own (ranges, known enum values, the optimiser's and
+/// solver's settings); what depends on the data (OuterData::validation needs validation rows, the
+/// minibatch size against the training rows) is checked by BilevelTrainer's constructors, which
+/// call this first. A program can check a user's settings before it reads any data.
+/// @throws d2r::Error (invalid_argument) naming the field, as in "options.cg.tolerance"
+template <class T>
+void check(const BilevelOptions<T>& options);
+
 /// What one outer step did.
 struct BilevelRecord {
   std::int64_t step = 0;                   ///< 1-based outer step index
@@ -471,119 +457,7 @@ class BilevelTrainer {
   std::vector<BilevelRecord> history_;
 };
 
-// ------------------------------------------------------------------ plain policy training
-/// What fit_policy minimises.
-enum class PolicyLoss {
-  mse,  ///< (1/B) Σ ‖μ − y‖² (only the mean is trained)
-  nll,  ///< −(1/B) Σ log p(y | x) (maximum likelihood)
-  pg,   ///< the REINFORCE surrogate with a fixed reward (PgFitOptions::reward)
-};
-
-/// One evaluation during fit_policy.
-struct PolicyFitRecord {
-  std::int64_t step = 0;
-  PolicyMetrics train;
-  PolicyMetrics validation;  ///< NaN fields when there is no validation data
-};
-
-/// Options of fit_policy.
-template <class T>
-struct PolicyFitOptions {
-  PolicyLoss loss = PolicyLoss::nll;
-  std::int64_t steps = 100;                   ///< full-batch Adam steps >= 1
-  AdamOptions<T> adam{.learning_rate = T(1e-3)};
-  T gradient_clamp = std::numeric_limits<T>::infinity();  ///< element-wise clamp c > 0 (+inf: off)
-  std::int64_t generations = 5;               ///< G (pg)
-  PgOptions<T> pg{.entropy_weight = T(1)};    ///< λ, transform (pg)
-  RewardForm reward_form = RewardForm::scalar;  ///< reward of pg
-  std::vector<double> reward_params{1.0};     ///< its parameters (pg)
-  std::uint64_t seed = 0;                     ///< initialisation of θ
-  std::int64_t evaluate_every = 0;            ///< > 0: record metrics every this many steps (and at the end)
-  /// pg: the REINFORCE surrogate on G samples per row, or its exact expectation (deterministic;
-  /// the recommended bilevel preset's inner gradient, so `d2r sweep` can train the same learner).
-  InnerObjective objective = InnerObjective::reinforce;
-  /// Called with each record as it is made (progress reporting); may be empty.
-  std::function<void(const PolicyFitRecord&)> on_record{};
-  /// Data parallel (d2r/communicator.hpp): every rank passes the same data and options; each
-  /// computes on its rows, gradients and metrics are summed over the ranks. Not a setting of the
-  /// results (the deterministic mode changes them at the rounding level only).
-  DataParallel parallel{};
-};
-
-/// Calls f(name, value) for every field of `o` but the on_record hook and `parallel` (fields.hpp).
-template <class T, class F>
-void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
-  f("loss", o.loss);
-  f("steps", o.steps);
-  f("adam", o.adam);
-  f("gradient_clamp", o.gradient_clamp);
-  f("generations", o.generations);
-  f("pg", o.pg);
-  f("reward_form", o.reward_form);
-  f("reward_params", o.reward_params);
-  f("seed", o.seed);
-  f("evaluate_every", o.evaluate_every);
-  f("objective", o.objective);
-}
-
-
-/// Trains `params` (initialised from options.seed) by full-batch Adam on the chosen loss; returns
-/// the evaluation records (at least the final one). `policy` gives the network and head.
-/// @throws d2r::Error naming the argument for bad data or options, before any work
-template <class T>
-std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy, VectorView<T> params,
-                                        RegressionData<T> train, RegressionData<T> validation,
-                                        const PolicyFitOptions<T>& options);
-
-/// Options of fit_classifier (defaults: the paper's tabular setting, PAPER.md Tables 1–2).
-template <class T>
-struct ClassifierFitOptions {
-  PolicyLoss loss = PolicyLoss::nll;          ///< nll (cross-entropy) or pg (mse is rejected)
-  std::int64_t epochs = 30;                   ///< passes over the training data >= 1
-  std::int64_t batch_size = 128;              ///< rows per Adam step (0 or >= N: full batch)
-  AdamOptions<T> adam{.learning_rate = T(0.05)};
-  T gradient_clamp = std::numeric_limits<T>::infinity();  ///< element-wise clamp c > 0 (+inf: off)
-  std::int64_t generations = 50;              ///< G (pg)
-  PgOptions<T> pg{.entropy_weight = T(1)};    ///< λ, transform (pg)
-  RewardForm reward_form = RewardForm::scalar;  ///< one-hot reward of pg
-  std::vector<double> reward_params{1.0};     ///< its parameters (pg; scalar: {β})
-  std::uint64_t seed = 0;                     ///< initialisation of θ and the epoch shuffles
-  InnerObjective objective = InnerObjective::reinforce;  ///< pg: REINFORCE on G samples or its exact expectation
-  /// Called with each epoch's record as it is made (progress reporting); may be empty.
-  std::function<void(const PolicyFitRecord&)> on_record{};
-  /// Data parallel as PolicyFitOptions::parallel: every batch's rows are split over the ranks.
-  DataParallel parallel{};
-};
-
-/// Calls f(name, value) for every field of `o` but the on_record hook and `parallel` (fields.hpp).
-template <class T, class F>
-void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
-  f("loss", o.loss);
-  f("epochs", o.epochs);
-  f("batch_size", o.batch_size);
-  f("adam", o.adam);
-  f("gradient_clamp", o.gradient_clamp);
-  f("generations", o.generations);
-  f("pg", o.pg);
-  f("reward_form", o.reward_form);
-  f("reward_params", o.reward_params);
-  f("seed", o.seed);
-  f("objective", o.objective);
-}
-
-/// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
-/// (random_permutation keyed by (seed, epoch), the same on both backends), uploaded once in that
-/// order, and cut into contiguous batches; the last batch of an epoch may be smaller. Returns one
-/// record per epoch (train and, when given, validation cross-entropy and accuracy).
-/// @throws d2r::Error naming the argument for bad data or options, before any work
-template <class T>
-std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
-                                            ClassificationData<T> train, ClassificationData<T> validation,
-                                            const ClassifierFitOptions<T>& options);
-
 const char* to_string(ImplicitSolver solver) noexcept;
-const char* to_string(PolicyLoss loss) noexcept;
-const char* to_string(InnerObjective objective) noexcept;
 const char* to_string(InnerStart start) noexcept;
 const char* to_string(CurvatureKind curvature) noexcept;
 const char* to_string(OuterOptimizer optimizer) noexcept;

@@ -15,6 +15,7 @@
 #include "d2r/policy_model.hpp"
 #include "d2r/second_order.hpp"
 #include "d2r/solvers.hpp"
+#include "d2r/trainers.hpp"
 #include "d2r/optim.hpp"
 #include "d2r/version.hpp"
 #include "d2r/view.hpp"

@@ -7,7 +7,7 @@
 /// struct as one value. Code that must see every setting walks these visitors instead of
 /// listing fields by hand, so a field added to a struct (and to its visitor) reaches it:
 /// BilevelTrainer's checkpoint fingerprint (flatten_fields) and the d2r program's JSON of its
-/// settings.
+/// settings. field_differences says what differs between two such lists (a refused resume).
 ///
 /// @code
 ///   d2r::BilevelOptions<float> o;
@@ -86,6 +86,32 @@ std::vector<std::pair<std::string, std::string>> flatten_fields(const O& options
       out.emplace_back(full, field_text(value));
     }
   });
+  return out;
+}
+
+/// What differs between the settings a checkpoint was saved with and the current ones (both as
+/// flatten_fields gives them: ("a.b", text) pairs), one line per setting, current order first:
+/// "a.b: saved X, now Y", "a.b: not in the checkpoint, now Y", then "a.b: saved X, not set now".
+inline std::vector<std::string> field_differences(const std::vector<std::pair<std::string, std::string>>& saved,
+                                                  const std::vector<std::pair<std::string, std::string>>& now) {
+  const auto find = [](const auto& list, const std::string& name) -> const std::string* {
+    for (const auto& [n, v] : list) {
+      if (n == name) return &v;
+    }
+    return nullptr;
+  };
+  std::vector<std::string> out;
+  for (const auto& [name, value] : now) {
+    const std::string* old = find(saved, name);
+    if (old == nullptr) {
+      out.push_back(name + ": not in the checkpoint, now " + value);
+    } else if (*old != value) {
+      out.push_back(name + ": saved " + *old + ", now " + value);
+    }
+  }
+  for (const auto& [name, value] : saved) {
+    if (find(now, name) == nullptr) out.push_back(name + ": saved " + value + ", not set now");
+  }
   return out;
 }
 

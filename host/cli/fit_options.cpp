@@ -1,0 +1,213 @@
+// The options of `d2r fit` (also those `d2r sweep` shares: register_fit_options), with their
+// validators and help texts.
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "host/cli/commands.hpp"
+#include "host/cli/output.hpp"
+
+namespace d2r::cli {
+namespace {
+
+/// split_list of every value given to `option` (a list option may be given as "a,b" or "a b").
+std::vector<std::string> split_all(const std::string& option, const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const std::string& v : values) {
+    for (std::string& item : split_list(option, v)) out.push_back(std::move(item));
+  }
+  return out;
+}
+
+}  // namespace
+
+CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
+  CLI::App* cmd = app.add_subcommand("fit", "Train a Gaussian regression policy (--targets) or a classifier (--task "
+                                            "classification --label) on a CSV file (MSE, NLL, PG, heuristic or "
+                                            "bilevel-learned reward) and write results into --out. Exit codes: 0 "
+                                            "success (bilevel: converged), 1 internal error, 2 bad input (nothing "
+                                            "written), 3 diverged or non-finite results, 4 bilevel step_limited");
+  register_fit_options(cmd, o);
+  return cmd;
+}
+
+void register_fit_options(CLI::App* cmd, FitOptions& o) {
+  cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--task", o.task, "regression or classification")
+      ->check(CLI::IsMember({"regression", "classification"}))
+      ->capture_default_str();
+  cmd->add_option_function<std::vector<std::string>>(
+      "--targets", [&o](const std::vector<std::string>& v) { o.targets = split_all("--targets", v); },
+      "regression: target columns, comma-separated (required); quote a name holding a comma: '\"a,b\",c'");
+  cmd->add_option("--label", o.label, "classification: the label column (required)");
+  cmd->add_option("--beta", o.beta,
+                  "classification: β of the one-hot reward U = β·I: pg's fixed value, bilevel's start")
+      ->check(positive_number())
+      ->capture_default_str();
+  cmd->add_option("--outer-data", o.outer_data,
+                  "bilevel: the rows of the outer loss, validation or train (default: the preset's: recommended "
+                  "validation, paper train)")
+      ->check(CLI::IsMember({"train", "validation"}));
+  cmd->add_option("--preset", o.preset,
+                  "bilevel: recommended (validation rows, log-space Rprop, stationary warm inner policy, damped CG to "
+                  "a relative residual of 0.25, stops when converged) or paper (training rows, outer Adam re-created every step, one CG "
+                  "iteration, fresh inner policy); options given explicitly override it")
+      ->check(CLI::IsMember({"recommended", "paper"}))
+      ->capture_default_str();
+  cmd->add_option("--outer-step", o.outer_step, "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)")
+      ->capture_default_str();
+  cmd->add_option("--inner-tolerance", o.inner_tolerance,
+                  "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
+                  "value at the start (0: exactly K_in steps)")
+      ->capture_default_str();
+  cmd->add_option("--inner-max-steps", o.inner_max_steps, "bilevel: cap on the inner steps of one outer step")
+      ->capture_default_str();
+  cmd->add_option("--solver-tolerance", o.solver_tolerance, "bilevel: relative residual of the linear solve")
+      ->capture_default_str();
+  cmd->add_option("--damping", o.damping, "bilevel: damping δ of the linear solve (H + δI) w = g")
+      ->capture_default_str();
+  cmd->add_option("--window", o.window, "bilevel: converged when over this many outer steps ...")
+      ->capture_default_str();
+  cmd->add_option("--reward-tolerance", o.reward_tolerance, "... the reward moved by at most this (relative) ...")
+      ->capture_default_str();
+  cmd->add_option("--loss-tolerance", o.loss_tolerance, "... and the outer loss by at most this (nats)")
+      ->capture_default_str();
+  cmd->add_flag("--standardize-targets,!--no-standardize-targets", o.standardize_targets,
+                "regression: centre the targets and divide them by one scale (the RMS of their standard deviations) "
+                "for training; metrics are reported in the original units, the reward in both (default: on)");
+  cmd->add_option("--epochs", o.epochs, "classification: passes over the training rows")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--batch-size", o.batch_size, "classification: rows per Adam step (0: full batch)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 31))
+      ->capture_default_str();
+  cmd->add_option_function<std::vector<std::string>>(
+      "--features", [&o](const std::vector<std::string>& v) { o.features = split_all("--features", v); },
+      "feature columns, comma-separated, quoted as --targets (default: every other column)");
+  cmd->add_option("--method", o.method,
+                  "mse, nll, pg, heuristic or bilevel (classification: nll, pg, heuristic, bilevel)")
+      ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}))
+      ->capture_default_str();
+  cmd->add_option("--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
+      ->check(CLI::IsMember({"scalar", "diagonal", "full"}))
+      ->capture_default_str();
+  cmd->add_option_function<std::vector<std::string>>(
+      "--u",
+      [&o](const std::vector<std::string>& v) {
+        o.u.clear();
+        for (const std::string& s : v) {
+          for (double x : split_numbers("--u", s)) o.u.push_back(x);
+        }
+      },
+      "reward parameters, comma-separated: pg's fixed reward, bilevel's start (default U = I); "
+      "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed");
+  cmd->add_option("--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number())->capture_default_str();
+  cmd->add_option("-G,--generations", o.generations,
+                  "samples per row G of the policy gradient (classification default: 50)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
+      ->capture_default_str();
+  cmd->add_option("--lr", o.lr,
+                  "Adam learning rate (bilevel: of the inner policy; classification default: 0.05)")
+      ->check(positive_number())
+      ->capture_default_str();
+  cmd->add_option("--outer-lr", o.outer_lr,
+                  "bilevel: Adam learning rate of the reward parameters (classification default: 0.1)")
+      ->check(positive_number())
+      ->capture_default_str();
+  cmd->add_option_function<std::vector<std::string>>(
+         "--hidden",
+         [&o](const std::vector<std::string>& v) {
+           o.hidden.clear();
+           for (const std::string& s : v) {
+             for (std::int64_t w : split_integers("--hidden", s)) {
+               if (w < 1 || w > (std::int64_t{1} << 16)) {
+                 throw CLI::ValidationError("--hidden", fmt::format("a layer width must be in [1, 65536], got {}", w));
+               }
+               o.hidden.push_back(w);
+             }
+           }
+         },
+         "hidden layer widths, comma-separated (default 64,64; classification default: none, logistic regression)");
+  cmd->add_option("--activation", o.activation, "relu or tanh")->check(CLI::IsMember({"relu", "tanh"}))->capture_default_str();
+  cmd->add_option("--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
+      ->check(CLI::IsMember({"diagonal", "cholesky"}))
+      ->capture_default_str();
+  cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out (classification default: 50)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--inner-steps", o.inner_steps,
+                  "bilevel: inner Adam steps K_in per outer step (default: the preset's, recommended 20, paper 50)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--inner-batch-size", o.inner_batch_size,
+                  "bilevel: training rows per inner Adam step, shuffled windows (0 or >= the training rows: full "
+                  "batch); the implicit step always uses every training row")
+      ->capture_default_str();
+  cmd->add_option("--inner-start", o.inner_start,
+                  "bilevel: inner policy of each outer step: fresh or warm (default: the preset's: recommended warm, "
+                  "paper fresh)")
+      ->check(CLI::IsMember({"fresh", "warm"}))
+      ->capture_default_str();
+  cmd->add_option("--inner-objective", o.inner_objective,
+                  "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "
+                  "deterministic) or reinforce (G samples per row) (default: the preset's: recommended exact, paper "
+                  "reinforce)")
+      ->check(CLI::IsMember({"exact", "reinforce"}))
+      ->capture_default_str();
+  cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
+      ->check(CLI::IsMember({"exact", "surrogate"}))
+      ->capture_default_str();
+  cmd->add_option("--solver", o.solver, "bilevel: implicit solver: normal_cg, cg or neumann")
+      ->check(CLI::IsMember({"normal_cg", "cg", "neumann"}))
+      ->capture_default_str();
+  cmd->add_option("--solver-iterations", o.solver_iterations,
+                  "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, paper 1)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--val-fraction", o.val_fraction,
+                  "share of rows held out for validation (0: none; classification: of every class, after a "
+                  "stratified 0.2 test split)")
+      ->check(finite_range(0.0, 0.95))
+      ->capture_default_str();
+  cmd->add_flag("--standardize", o.standardize,
+                "standardise the features with the training rows' statistics (classification: always)");
+  cmd->add_option("--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
+      ->capture_default_str();
+  cmd->add_option("--seed", o.seed, "seed of the split, the initialisation and the Philox draws")
+      ->check(unsigned_64())
+      ->capture_default_str();
+  cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  cmd->add_option("--precision", o.precision, "float or double (double: cpu only)")
+      ->check(CLI::IsMember({"float", "double"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "cpu backend: BLAS threads (results are reproducible for a given count)")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--out", o.out, "output directory (created when missing)")->required();
+  cmd->add_flag("--resume", o.resume,
+                "bilevel: continue the run checkpointed in --out (refused unless every setting and the data are "
+                "those of the checkpoint; --outer-steps may grow)");
+  cmd->add_flag("--overwrite", o.overwrite,
+                "replace the files of an earlier run in --out (without it a folder holding results is refused)")
+      ->excludes("--resume");
+  cmd->add_option("--checkpoint-every", o.checkpoint_every, "bilevel: save a checkpoint every K outer steps")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_flag("-q,--quiet", o.quiet, "no progress report on stderr");
+  // Which options were given: some defaults depend on the task, and the options of one task are
+  // refused with the other.
+  cmd->parse_complete_callback([cmd, &o] {
+    o.given.clear();
+    for (const CLI::Option* opt : cmd->get_options()) {
+      if (opt->count() > 0 && !opt->get_lnames().empty()) o.given.push_back("--" + opt->get_lnames().front());
+    }
+  });
+}
+
+}  // namespace d2r::cli
