@@ -1108,9 +1108,19 @@ const BilevelRecord& BilevelTrainer<T>::step() {
         // The outer loss rose by more than its tolerance after the last move: that move went the
         // wrong way whatever the hypergradient says (a wrong or noisy h, or an inner point that is
         // no minimum): undo it and shrink the steps (iRprop+).
+        // As in iRprop+, only when the hypergradient also changed sign there: a rise with an unchanged
+        // sign comes from the inner policy's drift at the new φ, not from the move (issue 13: sonar
+        // from β = 10, every move down was undone while h kept pointing down and the loss rose with
+        // each block of inner steps whatever φ did).
+        const double flat_sign = o.flat_tolerance * options_.stopping.loss_tolerance / o.initial_step;
         bool moved_last = false;
-        for (double v : s.rprop_last) moved_last = moved_last || v != 0;
-        if (moved_last && history_.size() > 0 &&
+        bool flipped = false;
+        for (std::size_t i = 0; i < phi_.size(); ++i) {
+          moved_last = moved_last || s.rprop_last[i] != 0;
+          const double sign = std::abs(g[i]) <= flat_sign ? 0.0 : g[i] > 0 ? 1.0 : -1.0;
+          flipped = flipped || (s.rprop_last[i] != 0 && sign * s.rprop_sign[i] < 0);
+        }
+        if (moved_last && flipped && history_.size() > 0 &&
             rec.outer_loss > history_.back().outer_loss + options_.stopping.loss_tolerance) {
           for (std::size_t i = 0; i < phi_.size(); ++i) {
             delta[i] = -s.rprop_last[i];
