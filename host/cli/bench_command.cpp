@@ -143,6 +143,7 @@ class Timer {
 /// warm-up): cudaMemcpy device to device on cuda, memcpy on the host.
 double copy_bandwidth(Context& ctx, bool quick, std::size_t& bytes) {
   bytes = std::size_t{quick ? 256u : 1024u} << 20;
+#if D2R_WITH_CUDA  // a build without CUDA has no cuda context
   if (ctx.backend() == Backend::cuda) {
     std::size_t free_bytes = 0, total_bytes = 0;
     D2R_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -166,6 +167,9 @@ double copy_bandwidth(Context& ctx, bool quick, std::size_t& bytes) {
     D2R_CUDA_TRY(cudaEventDestroy(stop));
     return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best_ms) * 1e-3);
   }
+#else
+  (void)ctx;
+#endif
   bytes = std::size_t{quick ? 64u : 256u} << 20;
   std::vector<char> a(bytes, 1), b(bytes, 0);
   double best = 1e30;
