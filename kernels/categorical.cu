@@ -1,7 +1,7 @@
 // Launchers of the categorical head kernels (device code in categorical.cuh). One block per row;
 // a smaller block for small vocabularies, where a 256-thread block would mostly idle.
 #include "kernels/categorical.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
 
 namespace d2r::kernels {
 namespace {

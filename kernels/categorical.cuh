@@ -17,7 +17,8 @@
 
 #include "d2r/types/heads.hpp"
 #include "kernels/common.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 #include "kernels/rewards.cuh"
 #include "common/math/numerics.hpp"
 

@@ -1,6 +1,7 @@
 // Launchers of the Cholesky-Gaussian head kernels (device code in cholesky_gaussian.cuh).
 #include "kernels/cholesky_gaussian.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/heads/cholesky_gaussian/launch.hpp"
 
 namespace d2r::kernels {
 

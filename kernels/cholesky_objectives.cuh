@@ -35,7 +35,10 @@
 #include "d2r/types/heads.hpp"
 #include "d2r/types/objectives.hpp"
 #include "kernels/common.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/heads/cholesky_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
+#include "kernels/rewards/launch.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::kernels::cholesky_objectives {

@@ -2,7 +2,7 @@
 #include <algorithm>
 
 #include "kernels/column_sum.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
 
 namespace d2r::kernels {
 namespace {

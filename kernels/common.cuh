@@ -1,6 +1,8 @@
 #pragma once
 // Device-side helpers shared by the kernel families. nvcc only.
 
+#include <math.h>  // ::isfinite of the kernels: nvcc has it; a host compiler (the emulation tests) gets it here
+
 #include <cstdint>
 
 #include "d2r/error.hpp"

@@ -1,6 +1,7 @@
 // Launchers of the diagonal-Gaussian head kernels (device code in diag_gaussian.cuh).
 #include "kernels/diag_gaussian.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
 
 namespace d2r::kernels {
 namespace {

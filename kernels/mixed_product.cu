@@ -1,6 +1,9 @@
 // Launchers of the exact-curvature mixed products (device code in mixed_product.cuh): per-row
 // partial gradients (B x P) then a deterministic column sum.
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 #include "kernels/mixed_product.cuh"
 
 namespace d2r::kernels {

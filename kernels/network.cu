@@ -1,7 +1,7 @@
 // Launchers of the MLP trunk's kernels (device code in network.cuh, d2r/network.hpp).
 #include <type_traits>
 
-#include "kernels/launch.hpp"
+#include "kernels/network/launch.hpp"
 #include "kernels/network.cuh"
 
 namespace d2r::kernels {

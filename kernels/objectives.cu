@@ -3,7 +3,9 @@
 // gradients written to the workspace.
 #include <algorithm>
 
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 #include "kernels/objectives.cuh"
 
 namespace d2r::kernels {

@@ -4,7 +4,8 @@
 
 #include "d2r/types/objectives.hpp"
 #include "kernels/common.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::kernels::objectives {

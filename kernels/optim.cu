@@ -1,7 +1,7 @@
 // Launchers of the optimiser and gradient-conditioning kernels (device code in optim.cuh).
 // Nothing here synchronises or copies to the host: an optimiser step can be captured in a CUDA
 // graph (the workspace of clip_global_norm must have reached its size before capture).
-#include "kernels/launch.hpp"
+#include "kernels/optim/launch.hpp"
 #include "kernels/optim.cuh"
 
 namespace d2r::kernels {

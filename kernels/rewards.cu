@@ -1,5 +1,6 @@
 // Launchers of the reward and transform kernels (device code in rewards.cuh).
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/rewards/launch.hpp"
 #include "kernels/rewards.cuh"
 
 namespace d2r::kernels {

@@ -2,7 +2,7 @@
 // kernel on solver_partial_count(n) blocks followed by a one-block *_finalize kernel.
 #include <algorithm>
 
-#include "kernels/launch.hpp"
+#include "kernels/solvers/launch.hpp"
 #include "kernels/solvers.cuh"
 
 namespace d2r::kernels {

@@ -11,7 +11,7 @@
 
 #include "d2r/types/solvers.hpp"
 #include "kernels/common.cuh"
-#include "kernels/launch.hpp"
+#include "kernels/solvers/launch.hpp"
 
 namespace d2r::kernels::solvers {
 

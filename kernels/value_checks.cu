@@ -1,6 +1,6 @@
 // Launchers of the value checks (device code in value_checks.cuh): each copies the kernel's
 // smallest offending index back (one synchronisation).
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
 #include "kernels/value_checks.cuh"
 
 namespace d2r::kernels {

@@ -36,7 +36,8 @@ inline bool gpu_expected() {
   do {                                                                                     \
     if (!::d2r::test::gpu_available()) {                                                   \
       if (::d2r::test::gpu_expected()) FAIL() << "D2R_EXPECT_GPU=1 but no CUDA device is usable"; \
-      GTEST_SKIP() << "no CUDA device: GPU-vs-reference test not run";                     \
+      GTEST_SKIP() << (D2R_WITH_CUDA ? "no CUDA device: GPU-vs-reference test not run"      \
+                                     : "d2r was built without CUDA (-DD2R_ENABLE_CUDA=OFF): GPU test not run"); \
     }                                                                                      \
   } while (0)
 

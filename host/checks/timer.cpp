@@ -6,21 +6,28 @@
 #include <cstring>
 
 #include "d2r/error.hpp"
+#if D2R_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace d2r::checks {
 
 Timer::Timer(Context& ctx) : ctx_(ctx), cuda_(ctx.backend() == Backend::cuda) {
   if (!cuda_) return;
+#if D2R_WITH_CUDA  // without CUDA no cuda context exists, so cuda_ is false
   int l2 = 0;
   D2R_CUDA_TRY(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx.device()));
   flush_ = Buffer<char>(ctx, static_cast<std::size_t>(std::max(l2, 1)) * 3);
   D2R_CUDA_TRY(cudaEventCreate(&start_));
   D2R_CUDA_TRY(cudaEventCreate(&stop_));
+#endif
 }
 
 Timer::~Timer() {
+#if D2R_WITH_CUDA
   if (start_ != nullptr) D2R_CUDA_TRY_NO_THROW(cudaEventDestroy(start_));
   if (stop_ != nullptr) D2R_CUDA_TRY_NO_THROW(cudaEventDestroy(stop_));
+#endif
 }
 
 void Timer::warm_up(const std::function<void()>& work) {
@@ -29,6 +36,7 @@ void Timer::warm_up(const std::function<void()>& work) {
 }
 
 double Timer::once(const std::function<void()>& work) {
+#if D2R_WITH_CUDA
   if (cuda_) {
     D2R_CUDA_TRY(cudaMemsetAsync(flush_.data(), 0, flush_.size(), ctx_.stream()));
     D2R_CUDA_TRY(cudaEventRecord(start_, ctx_.stream()));
@@ -39,6 +47,7 @@ double Timer::once(const std::function<void()>& work) {
     D2R_CUDA_TRY(cudaEventElapsedTime(&ms, start_, stop_));
     return static_cast<double>(ms) * 1e-3;
   }
+#endif
   const auto t0 = std::chrono::steady_clock::now();
   work();
   ctx_.synchronize();
@@ -59,6 +68,7 @@ std::vector<double> Timer::run(const std::function<void()>& work, int reps, int 
 }
 
 double copy_bandwidth(Context& ctx, std::size_t& bytes) {
+#if D2R_WITH_CUDA
   if (ctx.backend() == Backend::cuda) {
     std::size_t free_bytes = 0, total_bytes = 0;
     D2R_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -82,6 +92,9 @@ double copy_bandwidth(Context& ctx, std::size_t& bytes) {
     D2R_CUDA_TRY(cudaEventDestroy(stop));
     return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best_ms) * 1e-3);
   }
+#else
+  (void)ctx;
+#endif
   std::vector<char> a(bytes, 1), b(bytes, 0);
   double best = 1e30;
   for (int i = 0; i < 11; ++i) {

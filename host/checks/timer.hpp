@@ -7,10 +7,9 @@
 #include <functional>
 #include <vector>
 
-#include <cuda_runtime_api.h>
-
 #include "d2r/buffer.hpp"
 #include "d2r/context.hpp"
+#include "d2r/types/cuda.hpp"
 
 namespace d2r::checks {
 

@@ -21,7 +21,6 @@
 
 #include <unistd.h>
 
-#include <cuda_runtime.h>
 
 #include <fmt/format.h>
 
@@ -212,8 +211,7 @@ void check_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, 
   std::uint64_t have = 0;
   std::string where;
   if (ctx.backend() == Backend::cuda) {
-    std::size_t free_bytes = 0, total_bytes = 0;
-    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) have = total_bytes;
+    have = ctx.device_properties().total_memory_bytes;
     where = "device memory";
   } else {
     const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);

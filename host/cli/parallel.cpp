@@ -8,8 +8,12 @@
 #include <memory>
 #include <system_error>
 
-#include <cuda_runtime_api.h>
 #include <fmt/format.h>
+
+#include "d2r/config.hpp"
+#if D2R_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #if defined(D2R_WITH_MPI)
 #include "d2r/comm/mpi.hpp"
@@ -50,6 +54,7 @@ ParallelSession::ParallelSession([[maybe_unused]] int* argc, [[maybe_unused]] ch
     State& s = state();
     s.session = std::make_unique<MpiSession>(argc, argv);
     s.comm = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+#if D2R_WITH_CUDA
     // One GPU per rank: the ranks of one node take its devices in turn (cuda backend).
     int devices = 0;
     if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 1) {
@@ -62,6 +67,7 @@ ParallelSession::ParallelSession([[maybe_unused]] int* argc, [[maybe_unused]] ch
       (void)cudaSetDevice(local % devices);
     }
     (void)cudaGetLastError();  // no device at all is fine: the cpu backend
+#endif
     if (s.comm->rank() > 0) {
       // Only rank 0 prints: the others' stdout goes nowhere (their errors still reach stderr).
       if (std::freopen("/dev/null", "w", stdout) == nullptr) std::fclose(stdout);

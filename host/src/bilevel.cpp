@@ -12,7 +12,6 @@
 #include <optional>
 #include <utility>
 
-#include <cuda_runtime.h>
 #include <fmt/format.h>
 
 #include "d2r/data.hpp"
@@ -390,11 +389,15 @@ class ShardedProblem final : public Problem<T> {
     return o;
   }
   void zero(VectorView<T> v) {
-    if (ctx_.backend() == Backend::cpu) {
-      std::fill(v.data, v.data + v.size, T(0));
-    } else {
-      D2R_CUDA_TRY(cudaMemsetAsync(v.data, 0, static_cast<std::size_t>(v.size) * sizeof(T), ctx_.stream()));
-    }
+    detail::run_on<T>(
+        ctx_, [&] { std::fill(v.data, v.data + v.size, T(0)); },
+        [&](const auto& ex) {
+#if D2R_WITH_CUDA
+          D2R_CUDA_TRY(cudaMemsetAsync(v.data, 0, static_cast<std::size_t>(v.size) * sizeof(T), ex.stream));
+#else
+          (void)ex;
+#endif
+        });
   }
   void gather(VectorView<T> v) {
     Communicator& comm = *train_plan_.comm;
@@ -441,9 +444,6 @@ struct BilevelTrainer<T>::Impl {
     rprop_sign.assign(S, 0.0);
     rprop_last.assign(S, 0.0);
   }
-  ~Impl() {
-    if (inner_graph != nullptr) D2R_CUDA_TRY_NO_THROW(cudaGraphExecDestroy(inner_graph));
-  }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
@@ -456,13 +456,11 @@ struct BilevelTrainer<T>::Impl {
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
   // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.
   Buffer<std::int64_t> draw_counter;
-  cudaGraphExec_t inner_graph = nullptr;  // one inner step, captured on the first outer step (cuda)
-  // What the graph baked in besides the trainer's own buffers: the context's workspace blocks
-  // (the HVPs of the implicit step, or a larger validation set, can grow them after the capture,
-  // which frees the blocks the graph points to) and the seed of its draws. When either has
-  // changed since the capture, the inner step is captured again.
-  std::array<void*, 2> graph_workspaces{};
-  std::uint64_t graph_seed = 0;
+  // One inner step, captured on the first outer step (cuda). It is stale when the context's
+  // workspace blocks (the HVPs of the implicit step, or a larger validation set, can grow them
+  // after the capture, which frees the blocks the graph points to) or the seed of its draws have
+  // changed since the capture; the inner step is then captured again.
+  CapturedGraph inner_graph;
   std::vector<double> outer_m, outer_v, sgd_velocity;
   // Rprop: the step Δ_i of every parameter (0 before the first step) and the sign of the last
   // hypergradient that was followed (0: none, or a sign change was just seen).
@@ -678,35 +676,18 @@ std::vector<std::string> fingerprint_diff(std::string_view saved, std::string_vi
   return field_differences(fingerprint_lines(saved), fingerprint_lines(current));
 }
 
-/// Captures what `record` enqueues on `stream` (nothing runs) into an executable CUDA graph. A
-/// failure ends the capture, so the stream is usable again, and names the way out.
+/// Captures what `record` enqueues (nothing runs) into a CUDA graph (Context::capture). A d2r::Error
+/// during the capture names the way out.
 template <class Record>
-cudaGraphExec_t capture_inner_step(cudaStream_t stream, Record&& record) {
-  constexpr std::string_view fn = "BilevelTrainer::step";
-  D2R_CUDA_TRY(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  cudaGraph_t graph = nullptr;
+CapturedGraph capture_inner_step(Context& ctx, Record&& record) {
   try {
-    record();
+    return ctx.capture(std::forward<Record>(record));
   } catch (const Error& e) {
-    (void)cudaStreamEndCapture(stream, &graph);
-    if (graph != nullptr) (void)cudaGraphDestroy(graph);
-    (void)cudaGetLastError();
-    detail::fail_unsupported(fn, "options.cuda_graph",
+    detail::fail_unsupported("BilevelTrainer::step", "options.cuda_graph",
                              fmt::format("capturing the inner step in a CUDA graph failed ({}); set "
                                          "options.cuda_graph = false to run it eagerly",
                                          e.what()));
-  } catch (...) {  // anything else: end the capture too, so the stream stays usable
-    (void)cudaStreamEndCapture(stream, &graph);
-    if (graph != nullptr) (void)cudaGraphDestroy(graph);
-    (void)cudaGetLastError();
-    throw;
   }
-  D2R_CUDA_TRY(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
-  D2R_CUDA_TRY_NO_THROW(cudaGraphDestroy(graph));
-  D2R_CUDA_TRY(status);
-  return exec;
 }
 
 }  // namespace
@@ -939,23 +920,13 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   // Runs `count` inner steps; the last one records its rows' rewards when `record_last`.
   const auto run_inner = [&](std::int64_t count, bool record_last) {
     std::int64_t done = 0;
-    if (s.ctx.backend() == Backend::cuda && options_.cuda_graph && count >= 3 && !minibatch && !s.sharded) {
-      // workspace(0, ·) never allocates: it returns the current block.
-      const auto workspaces = [&] {
-        return std::array<void*, 2>{s.ctx.workspace(0, Workspace::primitive), s.ctx.workspace(0, Workspace::composite)};
-      };
-      if (s.inner_graph != nullptr && (workspaces() != s.graph_workspaces || s.ctx.seed() != s.graph_seed)) {
-        D2R_CUDA_TRY(cudaGraphExecDestroy(s.inner_graph));
-        s.inner_graph = nullptr;
-      }
-      if (s.inner_graph == nullptr) {
+    if (detail::on_device(s.ctx) && options_.cuda_graph && count >= 3 && !minibatch && !s.sharded) {
+      if (s.inner_graph.stale()) {
         inner_step(false);  // eager: brings the workspaces to their steady state for the inner step first
         ++done;
-        s.inner_graph = capture_inner_step(s.ctx.stream(), [&] { inner_step(false); });
-        s.graph_workspaces = workspaces();
-        s.graph_seed = s.ctx.seed();
+        s.inner_graph = capture_inner_step(s.ctx, [&] { inner_step(false); });
       }
-      for (; done < count - 1; ++done) D2R_CUDA_TRY(cudaGraphLaunch(s.inner_graph, s.ctx.stream()));
+      for (; done < count - 1; ++done) s.inner_graph.launch();
     }
     for (; done < count; ++done) inner_step(record_last && done + 1 == count);
   };

@@ -29,7 +29,8 @@ void buffer_free(Backend backend, void* ptr) noexcept {
   }
 }
 
-void buffer_copy(Backend backend, void* dst, const void* src, std::size_t bytes, bool to_host, cudaStream_t stream) {
+void buffer_copy(Backend backend, void* dst, const void* src, std::size_t bytes, [[maybe_unused]] bool to_host,
+                 [[maybe_unused]] cudaStream_t stream) {
   if (bytes == 0) return;
   if (backend == Backend::cuda) {
     D2R_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, stream));

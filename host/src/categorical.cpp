@@ -9,7 +9,7 @@
 #include "host/reference/categorical_ref.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -71,11 +71,11 @@ void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, 
   detail::check_matrix(ctx, fn, out, batch, generations);
   detail::check_disjoint(fn, out, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
-  if (ctx.backend() == Backend::cpu) {
-    reference::categorical_sample(head, generations, detail::draw_position(ctx, key), samples);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_sample(ctx.stream(), head, generations, detail::draw_position(ctx, key), samples);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      [&](const auto& ex) {
+        ex.launch(kernels::categorical_sample, head, generations, detail::draw_position(ctx, key), samples);
+      });
 }
 
 template <class T>
@@ -91,11 +91,9 @@ void log_prob(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   detail::check_disjoint(fn, out_arg, MatrixArg("samples", samples));
   check_logit_values(ctx, fn, head);
   detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
-  if (ctx.backend() == Backend::cpu) {
-    reference::categorical_log_prob(head, samples, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_log_prob(ctx.stream(), head, samples, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical_log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical_log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -106,11 +104,9 @@ void entropy(Context& ctx, const Categorical<T>& head, VectorView<T> out) {
   detail::check_matrix(ctx, fn, out_arg, 1, head.logits.rows);
   detail::check_disjoint(fn, out_arg, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
-  if (ctx.backend() == Backend::cpu) {
-    reference::categorical_entropy(head, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_entropy(ctx.stream(), head, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical_entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical_entropy, head, out); });
 }
 
 template <class T>
@@ -136,11 +132,11 @@ void backward(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   }
   // Without cotangents for the log-probabilities the samples are not read.
   const MatrixView<const std::int32_t> used_samples = has_log_prob ? samples : MatrixView<const std::int32_t>{};
-  if (ctx.backend() == Backend::cpu) {
-    reference::categorical_backward(head, used_samples, d_log_prob, d_entropy, grad);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_backward(ctx.stream(), head, used_samples, d_log_prob, d_entropy, grad);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical_backward(head, used_samples, d_log_prob, d_entropy, grad); },
+      [&](const auto& ex) {
+        ex.launch(kernels::categorical_backward, head, used_samples, d_log_prob, d_entropy, grad);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                       \

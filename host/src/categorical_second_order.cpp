@@ -12,7 +12,7 @@
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -52,11 +52,9 @@ void log_prob_jvp(Context& ctx, const Categorical<T>& head, MatrixView<const std
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
   check_tangent_values(ctx, fn, tangent);
   detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
-  if (ctx.backend() == Backend::cpu) {
-    reference::categorical_log_prob_jvp(head, samples, tangent, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_log_prob_jvp(ctx.stream(), head, samples, tangent, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical_log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical_log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -85,11 +83,11 @@ void backward_tangent(Context& ctx, const Categorical<T>& head, MatrixView<const
   }
   // The sampled classes enter the gradient through constant indicator terms, which have no
   // tangent: only Σ_g c_bg is needed, and the samples are checked but not read.
-  if (ctx.backend() == Backend::cpu) {
-    reference::categorical_backward_tangent(head, d_log_prob, d_entropy, tangent, grad_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::categorical_backward_tangent(ctx.stream(), head, d_log_prob, d_entropy, tangent, grad_tangent);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical_backward_tangent(head, d_log_prob, d_entropy, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        ex.launch(kernels::categorical_backward_tangent, head, d_log_prob, d_entropy, tangent, grad_tangent);
+      });
 }
 
 template <class T>
@@ -110,12 +108,12 @@ void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, g_logits, in);
   check_tangent_values(ctx, fn, tangent);
   const auto s = objective_common::scale_of(head, options, 1);
-  if (ctx.backend() == Backend::cpu) {
-    reference::exact_categorical_tangent(head, labels, reward, options, s, tangent, grad_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::exact_categorical_tangent(ctx.stream(), head, labels, reward, options.entropy_weight,
-                                       s, tangent, grad_tangent);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::exact_categorical_tangent(head, labels, reward, options, s, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        ex.launch(kernels::exact_categorical_tangent, head, labels, reward, options.entropy_weight, s, tangent,
+                  grad_tangent);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                    \

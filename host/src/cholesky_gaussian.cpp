@@ -8,7 +8,7 @@
 #include "host/reference/cholesky_gaussian_ref.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/cholesky_gaussian/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -45,25 +45,24 @@ void check_head_values(Context& ctx, std::string_view fn, const CholeskyGaussian
   detail::check_values<T>(ctx, fn, "head.tril", head.tril, detail::ValueRule::finite);
   const std::int64_t n = head.mean.cols;
   std::int64_t bad = -1;
-  if (ctx.backend() == Backend::cpu) {
-    for (std::int64_t r = 0; r < head.tril.rows && bad < 0; ++r) {
-      for (std::int64_t i = 0; i < n && bad < 0; ++i) {
-        const T diagonal = math::softplus(head.tril(r, i * (i + 3) / 2)) + head.jitter;
-        if (!(diagonal > T(0))) bad = r * n + i;
-      }
-    }
-  } else if constexpr (std::is_same_v<T, float>) {
-    auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
-    bad = kernels::cholesky_first_nonpositive_diagonal(ctx.stream(), head, scratch);
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        for (std::int64_t r = 0; r < head.tril.rows && bad < 0; ++r) {
+          for (std::int64_t i = 0; i < n && bad < 0; ++i) {
+            const T diagonal = math::softplus(head.tril(r, i * (i + 3) / 2)) + head.jitter;
+            if (!(diagonal > T(0))) bad = r * n + i;
+          }
+        }
+      },
+      [&](const auto& ex) {
+        auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
+        bad = ex.launch(kernels::cholesky_first_nonpositive_diagonal, head, scratch);
+      });
   if (bad < 0) return;
   const std::int64_t r = bad / n, i = bad % n, c = i * (i + 3) / 2;
   T raw{};
-  if (ctx.backend() == Backend::cpu) {
-    raw = head.tril(r, c);
-  } else {
-    D2R_CUDA_TRY(cudaMemcpy(&raw, &head.tril(r, c), sizeof(T), cudaMemcpyDeviceToHost));
-  }
+  ctx.to_host(&raw, &head.tril(r, c), sizeof(T));
   detail::fail_argument(fn, "head.tril",
                         fmt::format("element ({}, {}) (diagonal entry L_{}{}) is {}: softplus(raw) + jitter ({}) = {};"
                                     " expected L_ii > 0 (raise the raw diagonal or the jitter)",
@@ -116,11 +115,11 @@ void sample(Context& ctx, const CholeskyGaussian<T>& head, std::int64_t generati
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);
   check_head_values(ctx, fn, head);
-  if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::cholesky_gaussian_sample(ctx.stream(), head, generations, detail::draw_position(ctx, key), samples);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      [&](const auto& ex) {
+        ex.launch(kernels::cholesky_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+      });
 }
 
 template <class T>
@@ -135,11 +134,9 @@ void log_prob(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
   detail::check_disjoint(fn, out_arg, samples_arg);
   check_head_values(ctx, fn, head);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-  if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_log_prob(head, samples, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::cholesky_gaussian_log_prob(ctx.stream(), head, samples, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian_log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -150,11 +147,9 @@ void entropy(Context& ctx, const CholeskyGaussian<T>& head, VectorView<T> out) {
   detail::check_matrix(ctx, fn, out_arg, 1, head.mean.rows);
   check_output(fn, out_arg, head);
   check_head_values(ctx, fn, head);
-  if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_entropy(head, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::cholesky_gaussian_entropy(ctx.stream(), head, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian_entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_entropy, head, out); });
 }
 
 template <class T>
@@ -182,12 +177,12 @@ void backward(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
     detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
                             detail::ValueRule::finite);
   }
-  if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_backward(head, samples, d_log_prob, d_entropy, grad);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::cholesky_gaussian_backward_workspace_bytes(head));
-    kernels::cholesky_gaussian_backward(ctx.stream(), head, samples, d_log_prob, d_entropy, grad, workspace);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian_backward_workspace_bytes, head));
+        ex.launch(kernels::cholesky_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                   \

@@ -13,7 +13,8 @@
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/cholesky_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -55,11 +56,9 @@ void log_prob_jvp(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> 
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
   check_tangent_values(ctx, fn, tangent);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-  if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_log_prob_jvp(head, samples, tangent, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::cholesky_gaussian_log_prob_jvp(ctx.stream(), head, samples, tangent, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian_log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -86,13 +85,16 @@ void backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix
     detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
                             detail::ValueRule::finite);
   }
-  if (ctx.backend() == Backend::cpu) {
-    reference::cholesky_gaussian_backward_tangent(head, samples, d_log_prob, d_entropy, tangent, grad_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::cholesky_gaussian_backward_tangent_workspace_bytes(head));
-    kernels::cholesky_gaussian_backward_tangent(ctx.stream(), head, samples, d_log_prob, d_entropy, tangent,
-                                                grad_tangent, workspace);
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        reference::cholesky_gaussian_backward_tangent(head, samples, d_log_prob, d_entropy, tangent, grad_tangent);
+      },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian_backward_tangent_workspace_bytes, head));
+        ex.launch(kernels::cholesky_gaussian_backward_tangent, head, samples, d_log_prob, d_entropy, tangent,
+                  grad_tangent, workspace);
+      });
 }
 
 template <class T>
@@ -114,14 +116,14 @@ void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const
   }
   check_tangent_values(ctx, fn, tangent);
   const auto s = objective_common::scale_of(head, options, 1);
-  if (ctx.backend() == Backend::cpu) {
-    reference::exact_cholesky_gaussian_tangent(head, reward, options, s, tangent, grad_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    const bool shared = head.tril.rows == 1 && batch > 1;
-    void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, head.tril.cols, shared));
-    kernels::exact_cholesky_gaussian_tangent(ctx.stream(), head, reward, options.entropy_weight,
-                                             s, tangent, grad_tangent, ws);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::exact_cholesky_gaussian_tangent(head, reward, options, s, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        const bool shared = head.tril.rows == 1 && batch > 1;
+        void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, head.tril.cols, shared));
+        ex.launch(kernels::exact_cholesky_gaussian_tangent, head, reward, options.entropy_weight, s, tangent,
+                  grad_tangent, ws);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                     \

@@ -6,7 +6,7 @@
 #include "host/reference/diag_gaussian_ref.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -66,11 +66,11 @@ void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations,
   const MatrixArg out("samples", samples);
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);
-  if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::diag_gaussian_sample(ctx.stream(), head, generations, detail::draw_position(ctx, key), samples);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      [&](const auto& ex) {
+        ex.launch(kernels::diag_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+      });
 }
 
 template <class T>
@@ -83,11 +83,9 @@ void log_prob(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   check_output(fn, MatrixArg("out", out), head);
   detail::check_disjoint(fn, MatrixArg("out", out), MatrixArg("samples", samples));
-  if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_log_prob(head, samples, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::diag_gaussian_log_prob(ctx.stream(), head, samples, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -96,11 +94,9 @@ void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
   check_head_impl(ctx, fn, head);
   detail::check_matrix(ctx, fn, MatrixArg("out", out), 1, head.mean.rows);
   check_output(fn, MatrixArg("out", out), head);
-  if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_entropy(head, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::diag_gaussian_entropy(ctx.stream(), head, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_entropy, head, out); });
 }
 
 template <class T>
@@ -121,12 +117,12 @@ void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   }
   for (const MatrixArg& out : detail::check_head_grad(ctx, fn, head, grad))
     for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
-  if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::diag_gaussian_backward_workspace_bytes(head));
-    kernels::diag_gaussian_backward(ctx.stream(), head, samples, d_log_prob, d_entropy, grad, workspace);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                   \

@@ -10,7 +10,8 @@
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -47,11 +48,9 @@ void log_prob_jvp(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samp
   for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-  if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_log_prob_jvp(head, samples, tangent, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::diag_gaussian_log_prob_jvp(ctx.stream(), head, samples, tangent, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -85,13 +84,13 @@ void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> 
   // The entropy Σ_d (s_d + ½ log 2πe) is linear in the head: its Hessian term vanishes, so
   // d_entropy is checked but not read; without d_log_prob the result is 0.
   const MatrixView<const T> used_samples = has_log_prob ? samples : MatrixView<const T>{};
-  if (ctx.backend() == Backend::cpu) {
-    reference::diag_gaussian_backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::diag_gaussian_backward_workspace_bytes(head));
-    kernels::diag_gaussian_backward_tangent(ctx.stream(), head, used_samples, d_log_prob, tangent, grad_tangent,
-                                            workspace);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian_backward_tangent, head, used_samples, d_log_prob, tangent, grad_tangent,
+                  workspace);
+      });
 }
 
 template <class T>
@@ -116,18 +115,17 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
   }
   detail::check_disjoint(fn, g_mean, g_log_std);
   const auto s = objective_common::scale_of(head, options, 1);
-  if (ctx.backend() == Backend::cpu) {
-    reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::kExactMaxFullDim, fn, "reward.form",
-                "on the cuda backend a full U supports n <= {} here (the kernel keeps n floats per row in shared "
-                "memory), got n = {}",
-                kernels::kExactMaxFullDim, n);
-    const bool shared = head.log_std.rows == 1 && batch > 1;
-    void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(batch, n, shared));
-    kernels::exact_diag_gaussian_tangent(ctx.stream(), head, reward, s, tangent,
-                                         grad_tangent, ws);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::kExactMaxFullDim, fn, "reward.form",
+                    "on the cuda backend a full U supports n <= {} here (the kernel keeps n floats per row in shared "
+                    "memory), got n = {}",
+                    kernels::kExactMaxFullDim, n);
+        const bool shared = head.log_std.rows == 1 && batch > 1;
+        void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, n, shared));
+        ex.launch(kernels::exact_diag_gaussian_tangent, head, reward, s, tangent, grad_tangent, ws);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                      \

@@ -15,12 +15,7 @@ using detail::MatrixArg;
 template <class T>
 std::vector<double> to_host(const Context& ctx, MatrixView<const T> m) {
   std::vector<T> raw(static_cast<std::size_t>((m.rows - 1) * m.row_stride + m.cols));
-  if (ctx.backend() == Backend::cuda) {
-    D2R_CUDA_TRY(cudaMemcpyAsync(raw.data(), m.data, raw.size() * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
-    D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
-  } else {
-    std::copy(m.data, m.data + raw.size(), raw.begin());
-  }
+  ctx.to_host(raw.data(), m.data, raw.size() * sizeof(T));
   std::vector<double> out(static_cast<std::size_t>(m.rows * m.cols));
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t c = 0; c < m.cols; ++c) out[r * m.cols + c] = static_cast<double>(raw[r * m.row_stride + c]);
@@ -30,12 +25,7 @@ std::vector<double> to_host(const Context& ctx, MatrixView<const T> m) {
 template <class T>
 void to_device(const Context& ctx, const std::vector<double>& values, T* dst) {
   const std::vector<T> cast(values.begin(), values.end());
-  if (ctx.backend() == Backend::cuda) {
-    D2R_CUDA_TRY(cudaMemcpyAsync(dst, cast.data(), cast.size() * sizeof(T), cudaMemcpyHostToDevice, ctx.stream()));
-    D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
-  } else {
-    std::copy(cast.begin(), cast.end(), dst);
-  }
+  ctx.from_host(dst, cast.data(), cast.size() * sizeof(T));
 }
 
 /// Unbiased covariance (n x n, row-major) of N x n packed rows, two-pass for accuracy.
@@ -90,12 +80,10 @@ void target_covariance(Context& ctx, ConstMatrix<T> targets, MatrixView<T> out) 
   detail::check_disjoint(fn, o, MatrixArg("targets", targets));
   const std::vector<double> cov = checked_covariance(ctx, fn, targets);
   std::vector<double> strided(static_cast<std::size_t>((n - 1) * out.row_stride + n), 0.0);
-  if (ctx.backend() == Backend::cuda) {  // keep the bytes between rows as they are
+  {  // keep the bytes between rows as they are
     std::vector<T> current(strided.size());
-    D2R_CUDA_TRY(cudaMemcpy(current.data(), out.data, current.size() * sizeof(T), cudaMemcpyDeviceToHost));
+    ctx.to_host(current.data(), out.data, current.size() * sizeof(T));
     strided.assign(current.begin(), current.end());
-  } else {
-    strided.assign(out.data, out.data + strided.size());
   }
   for (std::int64_t i = 0; i < n; ++i)
     for (std::int64_t j = 0; j < n; ++j) strided[i * out.row_stride + j] = cov[i * n + j];
@@ -164,13 +152,7 @@ double heuristic_class_beta(Context& ctx, VectorView<const std::int32_t> labels,
   D2R_EXPECTS(labels.size >= 2, fn, "labels", "expected N >= 2 labels, got {}", labels.size);
   detail::check_matrix(ctx, fn, MatrixArg("labels", labels), 1, labels.size);
   std::vector<std::int32_t> host(static_cast<std::size_t>(labels.size));
-  if (ctx.backend() == Backend::cuda) {
-    D2R_CUDA_TRY(cudaMemcpyAsync(host.data(), labels.data, host.size() * sizeof(std::int32_t), cudaMemcpyDeviceToHost,
-                                 ctx.stream()));
-    D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
-  } else {
-    host.assign(labels.data, labels.data + labels.size);
-  }
+  ctx.to_host(host.data(), labels.data, host.size() * sizeof(std::int32_t));
   std::vector<double> counts(static_cast<std::size_t>(classes), 0.0);
   for (std::size_t i = 0; i < host.size(); ++i) {
     D2R_EXPECTS(host[i] >= 0 && host[i] < classes, fn, "labels", "element {} is {}; expected a class index in [0, {})",

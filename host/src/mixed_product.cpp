@@ -18,7 +18,11 @@
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
+#include "kernels/heads/cholesky_gaussian/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
+#include "kernels/rewards/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -127,11 +131,11 @@ void mixed_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   // s_bg = −pd·active_bg/(N G) · jvp_bg: pg_row_terms' d_log_prob with the jvp as advantages.
   const auto scale = scale_of(head, options, G);
   const ObjectiveRows<T> rows{row_loss, {}};
-  if (ctx.backend() == Backend::cpu) {
-    reference::pg_row_terms<T>(options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx.stream(), options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::pg_row_terms<T>(options, scale, lp, rewards, jvp, H, s, d_entropy, rows); },
+      [&](const auto& ex) {
+        ex.launch(kernels::pg_row_terms, options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
+      });
   transform_rewards_backward(ctx, options.transform, ConstMatrix<T>(rewards), ConstMatrix<T>(s), d_r);
   reward_backward_of<T>(ctx, r, cs, targets, ConstMatrix<T>(d_r), grad_params,
                         head_traits<Head>::dim(head));
@@ -146,29 +150,32 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   check_mixed<T>(ctx, fn, head, targets, r, options, tangent, grad_params);
   const auto s = scale_of(head, options, 1);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
-    if (ctx.backend() == Backend::cpu) {
-      reference::exact_mixed_diag_gaussian(head, targets, r, s, tangent, grad_params);
-    } else if constexpr (std::is_same_v<T, float>) {
-      void* ws = ctx.workspace(kernels::exact_mixed_product_workspace_bytes(head.mean.rows, r.params.size));
-      kernels::exact_mixed_product_diag_gaussian(ctx.stream(), head, targets, r, s.per_dim / s.normaliser, tangent,
-                                                 grad_params, ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::exact_mixed_diag_gaussian(head, targets, r, s, tangent, grad_params); },
+        [&](const auto& ex) {
+          void* ws =
+              ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, r.params.size));
+          ex.launch(kernels::exact_mixed_product_diag_gaussian, head, targets, r, s.per_dim / s.normaliser, tangent,
+                    grad_params, ws);
+        });
   } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
-    if (ctx.backend() == Backend::cpu) {
-      reference::exact_mixed_cholesky_gaussian(head, targets, r, s, tangent, grad_params);
-    } else if constexpr (std::is_same_v<T, float>) {
-      void* ws = ctx.workspace(kernels::exact_mixed_product_workspace_bytes(head.mean.rows, r.params.size));
-      kernels::exact_mixed_product_cholesky_gaussian(ctx.stream(), head, targets, r, s.per_dim / s.normaliser, tangent,
-                                                     grad_params, ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::exact_mixed_cholesky_gaussian(head, targets, r, s, tangent, grad_params); },
+        [&](const auto& ex) {
+          void* ws =
+              ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, r.params.size));
+          ex.launch(kernels::exact_mixed_product_cholesky_gaussian, head, targets, r, s.per_dim / s.normaliser, tangent,
+                    grad_params, ws);
+        });
   } else {
-    if (ctx.backend() == Backend::cpu) {
-      reference::exact_mixed_categorical(head, targets, r, s, tangent, grad_params);
-    } else if constexpr (std::is_same_v<T, float>) {
-      void* ws = ctx.workspace(kernels::exact_mixed_product_workspace_bytes(head.logits.rows, r.params.size));
-      kernels::exact_mixed_product_categorical(ctx.stream(), head, targets, r, T(1) / s.normaliser, tangent,
-                                               grad_params, ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::exact_mixed_categorical(head, targets, r, s, tangent, grad_params); },
+        [&](const auto& ex) {
+          void* ws =
+              ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.logits.rows, r.params.size));
+          ex.launch(kernels::exact_mixed_product_categorical, head, targets, r, T(1) / s.normaliser, tangent,
+                    grad_params, ws);
+        });
   }
 }
 
@@ -191,11 +198,11 @@ void transform_rewards_backward(Context& ctx, const TransformOptions<T>& options
   detail::check_matrix(ctx, fn, o, rewards.rows, rewards.cols);
   detail::check_disjoint(fn, o, r);
   detail::check_disjoint(fn, o, da);
-  if (ctx.backend() == Backend::cpu) {
-    reference::transform_rewards_backward(options, rewards, d_advantages, d_rewards);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::transform_rewards_backward(ctx.stream(), options, rewards, d_advantages, d_rewards);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::transform_rewards_backward(options, rewards, d_advantages, d_rewards); },
+      [&](const auto& ex) {
+        ex.launch(kernels::transform_rewards_backward, options, rewards, d_advantages, d_rewards);
+      });
 }
 
 template <class T>

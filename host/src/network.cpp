@@ -12,7 +12,8 @@
 #include "host/reference/network_ref.hpp"
 #include "host/src/cpu_blas.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/checks/launch.hpp"
+#include "kernels/network/launch.hpp"
 
 namespace d2r {
 
@@ -80,12 +81,7 @@ using detail::MatrixArg;
 
 template <class T>
 void check_type(const Context& ctx, std::string_view fn, std::string_view argument) {
-  if constexpr (!std::is_same_v<T, float>) {
-    if (ctx.backend() == Backend::cuda) {
-      detail::fail_unsupported(fn, argument,
-                               "the cuda backend runs float only; got double views (use the cpu backend)");
-    }
-  }
+  detail::check_backend_type<T>(ctx, fn, argument);
 }
 
 /// A parameter-space vector (params, v, d_params, d_params_tangent): exactly parameter_count() entries.
@@ -110,7 +106,7 @@ void check_cache(const Context& ctx, std::string_view fn, const Mlp& net, std::s
 /// On cuda, rows and row strides are cuBLAS int dimensions.
 template <class T>
 void check_blas_extent(const Context& ctx, std::string_view fn, std::string_view name, MatrixView<T> m) {
-  if (ctx.backend() != Backend::cuda || m.data == nullptr) return;
+  if (!detail::on_device(ctx) || m.data == nullptr) return;
   constexpr std::int64_t kMax = std::numeric_limits<int>::max();
   D2R_EXPECTS(m.rows <= kMax && m.row_stride <= kMax, fn, name,
               "the cuda backend takes at most {} rows and a row_stride <= {}, got {} rows, row_stride {}", kMax, kMax,
@@ -147,6 +143,7 @@ void check_outputs_disjoint(std::string_view fn, std::initializer_list<MatrixArg
 }
 
 // ------------------------------------------------------------------------------ cuda helpers
+#if D2R_WITH_CUDA  // the cuda side is compiled with CUDA only
 
 /// cuBLAS wants a leading dimension >= the row length even where a 1-row view has any stride.
 std::int64_t ld(std::int64_t rows, std::int64_t cols, std::int64_t stride) { return rows <= 1 ? cols : stride; }
@@ -194,6 +191,8 @@ U* scale_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
   return reference::detail_network::row_scale_slot(net, l, batch, cache);
 }
 
+#endif  // D2R_WITH_CUDA
+
 /// Scratch of backward / backward_tangent: (2 or 4) B·max_hidden scalars (the δ / Rδ ping-pong
 /// buffers), on cuda with layer_norm 2 B·max_hidden more (the per-element γ / β gradient terms
 /// before their column sums), then (cuda) the column-sum workspace at a 256-byte boundary.
@@ -202,7 +201,7 @@ struct Scratch {
   void* column_sum;
 };
 std::int64_t layer_norm_scratch_elements(const Context& ctx, const Mlp& net, std::int64_t batch) {
-  return ctx.backend() == Backend::cuda && net.spec().layer_norm ? 2 * batch * net.max_hidden() : 0;
+  return detail::on_device(ctx) && net.spec().layer_norm ? 2 * batch * net.max_hidden() : 0;
 }
 template <class T>
 Scratch acquire_scratch(Context& ctx, const Mlp& net, std::int64_t batch, bool tangent) {
@@ -210,14 +209,161 @@ Scratch acquire_scratch(Context& ctx, const Mlp& net, std::int64_t batch, bool t
                                                       layer_norm_scratch_elements(ctx, net, batch)) *
                              sizeof(T);
   const std::size_t aligned = (values + 255) / 256 * 256;
-  std::size_t column = 0;
-  if (ctx.backend() == Backend::cuda) {
-    for (std::int64_t l = 0; l < net.layer_count(); ++l)
-      column = std::max(column, kernels::column_sum_workspace_bytes(batch, net.layer(l).outputs));
-  }
+  const std::size_t column = detail::run_on<T>(
+      ctx, [] { return std::size_t{0}; },
+      [&](const auto& ex) {
+        std::size_t bytes = 0;
+        for (std::int64_t l = 0; l < net.layer_count(); ++l)
+          bytes = std::max(bytes, ex.call(kernels::column_sum_workspace_bytes, batch, net.layer(l).outputs));
+        return bytes;
+      });
   char* base = static_cast<char*>(ctx.workspace(std::max<std::size_t>(aligned + column, 1)));
   return {base, base + aligned};
 }
+
+#if D2R_WITH_CUDA
+// The cuda side of each entry point (float; reached only through run_on).
+template <class Exec>
+void init_cuda(const Exec& ex, const Mlp& net, VectorView<float> params, std::uint64_t seed) {
+  for (std::int64_t l = 0; l < net.layer_count(); ++l) {
+    const MlpLayer L = net.layout().layer(l);
+    const float bound = reference::mlp_init_bound<float>(L);
+    ex.launch(kernels::mlp_init_uniform, params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
+              static_cast<std::uint32_t>(l), 0u);
+    ex.launch(kernels::mlp_init_uniform, params.data + L.bias_offset, L.outputs, bound, seed,
+              static_cast<std::uint32_t>(l), 1u);
+    if (L.normalized) {
+      ex.launch(kernels::mlp_fill, params.data + L.gamma_offset, L.outputs, 1.0f);
+      ex.launch(kernels::mlp_fill, params.data + L.beta_offset, L.outputs, 0.0f);
+    }
+  }
+}
+
+template <class Exec>
+void forward_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, ConstMatrix<float> x,
+                  VectorView<float> cache, MatrixView<float> out, std::int64_t B) {
+  for (std::int64_t l = 0; l < net.layer_count(); ++l) {
+    const MlpLayer& L = net.layout().layer(l);
+    const MatrixView<float> z = L.activated ? slot(net, l, B, cache.data) : out;
+    gemm_forward(ex.ctx, input_of(net, l, x, cache.data), params.data + L.weight_offset, z, 0.0f);
+    if (L.normalized) {
+      ex.launch(kernels::mlp_layer_norm_forward, z, params.data + L.bias_offset, params.data + L.gamma_offset,
+                params.data + L.beta_offset, norm_slot(net, l, B, cache.data), scale_slot(net, l, B, cache.data),
+                net.layout().spec.activation);
+    } else {
+      ex.launch(kernels::mlp_bias_activation, z, params.data + L.bias_offset, net.layout().spec.activation,
+                L.activated);
+    }
+  }
+}
+
+template <class Exec>
+void backward_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, ConstMatrix<float> x,
+                   ConstVector<float> cache, ConstMatrix<float> d_out, VectorView<float> d_params,
+                   MatrixView<float> d_x, const Scratch& scratch, std::int64_t B) {
+  float* buf[2] = {static_cast<float*>(scratch.values),
+                   static_cast<float*>(scratch.values) + B * net.layout().max_hidden};
+  float* ln_terms = static_cast<float*>(scratch.values) + 2 * B * net.layout().max_hidden;  // gn, gn ⊙ x̂ (layer_norm)
+  int next = 0;
+  MatrixView<const float> delta = d_out;
+  for (std::int64_t l = net.layer_count() - 1; l >= 0; --l) {
+    const MlpLayer& L = net.layout().layer(l);
+    const MatrixView<const float> in = input_of(net, l, x, cache.data);
+    gemm_weight_grad(ex.ctx, delta, in, d_params.data + L.weight_offset, 0.0f);
+    ex.launch(kernels::column_sum, delta, d_params.data + L.bias_offset, scratch.column_sum);
+    if (l > 0) {
+      const MatrixView<float> g{buf[next], B, L.inputs, L.inputs};
+      gemm_input_grad(ex.ctx, delta, params.data + L.weight_offset, g, 0.0f);
+      const MlpLayer& below = net.layout().layer(l - 1);
+      if (below.normalized) {
+        const MatrixView<float> gn{ln_terms, B, L.inputs, L.inputs},
+            gn_xhat{ln_terms + B * net.layout().max_hidden, B, L.inputs, L.inputs};
+        ex.launch(kernels::mlp_layer_norm_backward, g, in, norm_slot(net, l - 1, B, cache.data),
+                  scale_slot(net, l - 1, B, cache.data), params.data + below.gamma_offset, gn, gn_xhat,
+                  net.layout().spec.activation);
+        ex.launch(kernels::column_sum, gn_xhat, d_params.data + below.gamma_offset, scratch.column_sum);
+        ex.launch(kernels::column_sum, gn, d_params.data + below.beta_offset, scratch.column_sum);
+      } else {
+        ex.launch(kernels::mlp_backward_activation, g, in, net.layout().spec.activation);
+      }
+      delta = g;
+      next ^= 1;
+    } else if (!d_x.empty()) {
+      gemm_input_grad(ex.ctx, delta, params.data + L.weight_offset, d_x, 0.0f);
+    }
+  }
+}
+
+template <class Exec>
+void forward_tangent_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, ConstVector<float> v,
+                          ConstMatrix<float> x, ConstVector<float> cache, VectorView<float> tangent_cache,
+                          MatrixView<float> out_tangent, std::int64_t B) {
+  for (std::int64_t l = 0; l < net.layer_count(); ++l) {
+    const MlpLayer& L = net.layout().layer(l);
+    const MatrixView<float> rz = L.activated ? slot(net, l, B, tangent_cache.data) : out_tangent;
+    gemm_forward(ex.ctx, input_of(net, l, x, cache.data), v.data + L.weight_offset, rz, 0.0f);
+    if (l > 0) {
+      gemm_forward(ex.ctx, slot<const float>(net, l - 1, B, tangent_cache.data), params.data + L.weight_offset, rz,
+                   1.0f);
+    }
+    if (L.normalized) {
+      ex.launch(kernels::mlp_layer_norm_tangent, rz, v.data + L.bias_offset, params.data + L.gamma_offset,
+                v.data + L.gamma_offset, v.data + L.beta_offset, slot(net, l, B, cache.data),
+                norm_slot(net, l, B, cache.data), scale_slot(net, l, B, cache.data),
+                norm_slot(net, l, B, tangent_cache.data), scale_slot(net, l, B, tangent_cache.data),
+                net.layout().spec.activation);
+      continue;
+    }
+    const MatrixView<const float> a = L.activated ? slot(net, l, B, cache.data) : MatrixView<const float>{};
+    ex.launch(kernels::mlp_tangent_activation, rz, v.data + L.bias_offset, a, net.layout().spec.activation,
+              L.activated);
+  }
+}
+
+template <class Exec>
+void backward_tangent_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, ConstVector<float> v,
+                           ConstMatrix<float> x, ConstVector<float> cache, ConstVector<float> tangent_cache,
+                           ConstMatrix<float> d_out, ConstMatrix<float> d_out_tangent,
+                           VectorView<float> d_params_tangent, const Scratch& scratch, std::int64_t B) {
+  float* base = static_cast<float*>(scratch.values);
+  const std::int64_t stride = B * net.layout().max_hidden;
+  float* dbuf[2] = {base, base + stride};
+  float* rbuf[2] = {base + 2 * stride, base + 3 * stride};
+  float* ln_terms = base + 4 * stride;  // Rgn, Rgn ⊙ x̂ + gn ⊙ Rx̂ (layer_norm)
+  int next = 0;
+  MatrixView<const float> delta = d_out, rdelta = d_out_tangent;
+  for (std::int64_t l = net.layer_count() - 1; l >= 0; --l) {
+    const MlpLayer& L = net.layout().layer(l);
+    const MatrixView<const float> in = input_of(net, l, x, cache.data);
+    float* gw = d_params_tangent.data + L.weight_offset;
+    gemm_weight_grad(ex.ctx, rdelta, in, gw, 0.0f);
+    ex.launch(kernels::column_sum, rdelta, d_params_tangent.data + L.bias_offset, scratch.column_sum);
+    if (l == 0) break;
+    const MatrixView<const float> rin = slot(net, l - 1, B, tangent_cache.data);
+    gemm_weight_grad(ex.ctx, delta, rin, gw, 1.0f);
+    const MatrixView<float> g{dbuf[next], B, L.inputs, L.inputs}, rg{rbuf[next], B, L.inputs, L.inputs};
+    gemm_input_grad(ex.ctx, delta, params.data + L.weight_offset, g, 0.0f);
+    gemm_input_grad(ex.ctx, delta, v.data + L.weight_offset, rg, 0.0f);
+    gemm_input_grad(ex.ctx, rdelta, params.data + L.weight_offset, rg, 1.0f);
+    const MlpLayer& below = net.layout().layer(l - 1);
+    if (below.normalized) {
+      const MatrixView<float> rgn{ln_terms, B, L.inputs, L.inputs}, rgn_xhat{ln_terms + stride, B, L.inputs, L.inputs};
+      ex.launch(kernels::mlp_layer_norm_backward_tangent, g, rg, in, rin, norm_slot(net, l - 1, B, cache.data),
+                scale_slot(net, l - 1, B, cache.data), norm_slot(net, l - 1, B, tangent_cache.data),
+                scale_slot(net, l - 1, B, tangent_cache.data), params.data + below.gamma_offset,
+                v.data + below.gamma_offset, rgn, rgn_xhat, net.layout().spec.activation);
+      ex.launch(kernels::column_sum, rgn_xhat, d_params_tangent.data + below.gamma_offset, scratch.column_sum);
+      ex.launch(kernels::column_sum, rgn, d_params_tangent.data + below.beta_offset, scratch.column_sum);
+    } else {
+      ex.launch(kernels::mlp_backward_tangent_activation, g, rg, in, rin, net.layout().spec.activation);
+    }
+    delta = g;
+    rdelta = rg;
+    next ^= 1;
+  }
+}
+
+#endif  // D2R_WITH_CUDA
 
 }  // namespace
 
@@ -228,22 +374,9 @@ void Mlp::init(Context& ctx, VectorView<T> params, std::uint64_t seed) const {
   constexpr std::string_view fn = "Mlp::init";
   check_type<T>(ctx, fn, "params");
   check_param_vector(ctx, fn, *this, "params", params);
-  if (ctx.backend() == Backend::cpu) {
-    reference::mlp_init(*this, params, seed);
-  } else if constexpr (std::is_same_v<T, float>) {
-    for (std::int64_t l = 0; l < layer_count(); ++l) {
-      const MlpLayer L = layout_.layer(l);
-      const float bound = reference::mlp_init_bound<float>(L);
-      kernels::mlp_init_uniform(ctx.stream(), params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
-                                static_cast<std::uint32_t>(l), 0u);
-      kernels::mlp_init_uniform(ctx.stream(), params.data + L.bias_offset, L.outputs, bound, seed,
-                                static_cast<std::uint32_t>(l), 1u);
-      if (L.normalized) {
-        kernels::mlp_fill(ctx.stream(), params.data + L.gamma_offset, L.outputs, 1.0f);
-        kernels::mlp_fill(ctx.stream(), params.data + L.beta_offset, L.outputs, 0.0f);
-      }
-    }
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::mlp_init(*this, params, seed); },
+      [&](const auto& ex) { init_cuda(ex, *this, params, seed); });
 }
 
 template <class T>
@@ -259,22 +392,9 @@ void Mlp::forward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, VectorV
                          {MatrixArg("params", params), MatrixArg("x", x)});
   check_finite<T>(ctx, fn, "params", params);
   check_finite<T>(ctx, fn, "x", x);
-  if (ctx.backend() == Backend::cpu) {
-    cpu_blas::mlp_forward<T>(*this, params, x, cache.data, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    for (std::int64_t l = 0; l < layer_count(); ++l) {
-      const MlpLayer& L = layout_.layer(l);
-      const MatrixView<float> z = L.activated ? slot(*this, l, B, cache.data) : out;
-      gemm_forward(ctx, input_of(*this, l, x, cache.data), params.data + L.weight_offset, z, 0.0f);
-      if (L.normalized) {
-        kernels::mlp_layer_norm_forward(ctx.stream(), z, params.data + L.bias_offset, params.data + L.gamma_offset,
-                                        params.data + L.beta_offset, norm_slot(*this, l, B, cache.data),
-                                        scale_slot(*this, l, B, cache.data), layout_.spec.activation);
-      } else {
-        kernels::mlp_bias_activation(ctx.stream(), z, params.data + L.bias_offset, layout_.spec.activation, L.activated);
-      }
-    }
-  }
+  detail::run_on<T>(
+      ctx, [&] { cpu_blas::mlp_forward<T>(*this, params, x, cache.data, out); },
+      [&](const auto& ex) { forward_cuda(ex, *this, params, x, cache, out, B); });
 }
 
 template <class T>
@@ -297,40 +417,13 @@ void Mlp::backward(Context& ctx, ConstVector<T> params, ConstMatrix<T> x, ConstV
   check_finite<T>(ctx, fn, "x", x);
   check_finite<T>(ctx, fn, "d_out", d_out);
   const Scratch scratch = acquire_scratch<T>(ctx, *this, B, false);
-  if (ctx.backend() == Backend::cpu) {
-    cpu_blas::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x, static_cast<T*>(scratch.values));
-  } else if constexpr (std::is_same_v<T, float>) {
-    float* buf[2] = {static_cast<float*>(scratch.values), static_cast<float*>(scratch.values) + B * layout_.max_hidden};
-    float* ln_terms = static_cast<float*>(scratch.values) + 2 * B * layout_.max_hidden;  // gn, gn ⊙ x̂ (layer_norm)
-    int next = 0;
-    MatrixView<const float> delta = d_out;
-    for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
-      const MlpLayer& L = layout_.layer(l);
-      const MatrixView<const float> in = input_of(*this, l, x, cache.data);
-      gemm_weight_grad(ctx, delta, in, d_params.data + L.weight_offset, 0.0f);
-      kernels::column_sum(ctx.stream(), delta, d_params.data + L.bias_offset, scratch.column_sum);
-      if (l > 0) {
-        const MatrixView<float> g{buf[next], B, L.inputs, L.inputs};
-        gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
-        const MlpLayer& below = layout_.layer(l - 1);
-        if (below.normalized) {
-          const MatrixView<float> gn{ln_terms, B, L.inputs, L.inputs},
-              gn_xhat{ln_terms + B * layout_.max_hidden, B, L.inputs, L.inputs};
-          kernels::mlp_layer_norm_backward(ctx.stream(), g, in, norm_slot(*this, l - 1, B, cache.data),
-                                           scale_slot(*this, l - 1, B, cache.data), params.data + below.gamma_offset,
-                                           gn, gn_xhat, layout_.spec.activation);
-          kernels::column_sum(ctx.stream(), gn_xhat, d_params.data + below.gamma_offset, scratch.column_sum);
-          kernels::column_sum(ctx.stream(), gn, d_params.data + below.beta_offset, scratch.column_sum);
-        } else {
-          kernels::mlp_backward_activation(ctx.stream(), g, in, layout_.spec.activation);
-        }
-        delta = g;
-        next ^= 1;
-      } else if (!d_x.empty()) {
-        gemm_input_grad(ctx, delta, params.data + L.weight_offset, d_x, 0.0f);
-      }
-    }
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        cpu_blas::mlp_backward<T>(*this, params, x, cache.data, d_out, d_params.data, d_x,
+                                  static_cast<T*>(scratch.values));
+      },
+      [&](const auto& ex) { backward_cuda(ex, *this, params, x, cache, d_out, d_params, d_x, scratch, B); });
 }
 
 template <class T>
@@ -351,29 +444,9 @@ void Mlp::forward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v,
   check_finite<T>(ctx, fn, "params", params);
   check_finite<T>(ctx, fn, "v", v);
   check_finite<T>(ctx, fn, "x", x);
-  if (ctx.backend() == Backend::cpu) {
-    cpu_blas::mlp_forward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, out_tangent);
-  } else if constexpr (std::is_same_v<T, float>) {
-    for (std::int64_t l = 0; l < layer_count(); ++l) {
-      const MlpLayer& L = layout_.layer(l);
-      const MatrixView<float> rz = L.activated ? slot(*this, l, B, tangent_cache.data) : out_tangent;
-      gemm_forward(ctx, input_of(*this, l, x, cache.data), v.data + L.weight_offset, rz, 0.0f);
-      if (l > 0) {
-        gemm_forward(ctx, slot<const float>(*this, l - 1, B, tangent_cache.data), params.data + L.weight_offset, rz,
-                     1.0f);
-      }
-      if (L.normalized) {
-        kernels::mlp_layer_norm_tangent(ctx.stream(), rz, v.data + L.bias_offset, params.data + L.gamma_offset,
-                                        v.data + L.gamma_offset, v.data + L.beta_offset, slot(*this, l, B, cache.data),
-                                        norm_slot(*this, l, B, cache.data), scale_slot(*this, l, B, cache.data),
-                                        norm_slot(*this, l, B, tangent_cache.data),
-                                        scale_slot(*this, l, B, tangent_cache.data), layout_.spec.activation);
-        continue;
-      }
-      const MatrixView<const float> a = L.activated ? slot(*this, l, B, cache.data) : MatrixView<const float>{};
-      kernels::mlp_tangent_activation(ctx.stream(), rz, v.data + L.bias_offset, a, layout_.spec.activation, L.activated);
-    }
-  }
+  detail::run_on<T>(
+      ctx, [&] { cpu_blas::mlp_forward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, out_tangent); },
+      [&](const auto& ex) { forward_tangent_cuda(ex, *this, params, v, x, cache, tangent_cache, out_tangent, B); });
 }
 
 template <class T>
@@ -402,49 +475,16 @@ void Mlp::backward_tangent(Context& ctx, ConstVector<T> params, ConstVector<T> v
   check_finite<T>(ctx, fn, "d_out", d_out);
   check_finite<T>(ctx, fn, "d_out_tangent", d_out_tangent);
   const Scratch scratch = acquire_scratch<T>(ctx, *this, B, true);
-  if (ctx.backend() == Backend::cpu) {
-    cpu_blas::mlp_backward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, d_out, d_out_tangent,
-                                      d_params_tangent.data, static_cast<T*>(scratch.values));
-  } else if constexpr (std::is_same_v<T, float>) {
-    float* base = static_cast<float*>(scratch.values);
-    const std::int64_t stride = B * layout_.max_hidden;
-    float* dbuf[2] = {base, base + stride};
-    float* rbuf[2] = {base + 2 * stride, base + 3 * stride};
-    float* ln_terms = base + 4 * stride;  // Rgn, Rgn ⊙ x̂ + gn ⊙ Rx̂ (layer_norm)
-    int next = 0;
-    MatrixView<const float> delta = d_out, rdelta = d_out_tangent;
-    for (std::int64_t l = layer_count() - 1; l >= 0; --l) {
-      const MlpLayer& L = layout_.layer(l);
-      const MatrixView<const float> in = input_of(*this, l, x, cache.data);
-      float* gw = d_params_tangent.data + L.weight_offset;
-      gemm_weight_grad(ctx, rdelta, in, gw, 0.0f);
-      kernels::column_sum(ctx.stream(), rdelta, d_params_tangent.data + L.bias_offset, scratch.column_sum);
-      if (l == 0) break;
-      const MatrixView<const float> rin = slot(*this, l - 1, B, tangent_cache.data);
-      gemm_weight_grad(ctx, delta, rin, gw, 1.0f);
-      const MatrixView<float> g{dbuf[next], B, L.inputs, L.inputs}, rg{rbuf[next], B, L.inputs, L.inputs};
-      gemm_input_grad(ctx, delta, params.data + L.weight_offset, g, 0.0f);
-      gemm_input_grad(ctx, delta, v.data + L.weight_offset, rg, 0.0f);
-      gemm_input_grad(ctx, rdelta, params.data + L.weight_offset, rg, 1.0f);
-      const MlpLayer& below = layout_.layer(l - 1);
-      if (below.normalized) {
-        const MatrixView<float> rgn{ln_terms, B, L.inputs, L.inputs},
-            rgn_xhat{ln_terms + stride, B, L.inputs, L.inputs};
-        kernels::mlp_layer_norm_backward_tangent(
-            ctx.stream(), g, rg, in, rin, norm_slot(*this, l - 1, B, cache.data),
-            scale_slot(*this, l - 1, B, cache.data), norm_slot(*this, l - 1, B, tangent_cache.data),
-            scale_slot(*this, l - 1, B, tangent_cache.data), params.data + below.gamma_offset,
-            v.data + below.gamma_offset, rgn, rgn_xhat, layout_.spec.activation);
-        kernels::column_sum(ctx.stream(), rgn_xhat, d_params_tangent.data + below.gamma_offset, scratch.column_sum);
-        kernels::column_sum(ctx.stream(), rgn, d_params_tangent.data + below.beta_offset, scratch.column_sum);
-      } else {
-        kernels::mlp_backward_tangent_activation(ctx.stream(), g, rg, in, rin, layout_.spec.activation);
-      }
-      delta = g;
-      rdelta = rg;
-      next ^= 1;
-    }
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        cpu_blas::mlp_backward_tangent<T>(*this, params, v, x, cache.data, tangent_cache.data, d_out, d_out_tangent,
+                                          d_params_tangent.data, static_cast<T*>(scratch.values));
+      },
+      [&](const auto& ex) {
+        backward_tangent_cuda(ex, *this, params, v, x, cache, tangent_cache, d_out, d_out_tangent, d_params_tangent,
+                              scratch, B);
+      });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                             \

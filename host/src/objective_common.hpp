@@ -12,7 +12,6 @@
 #include "d2r/objectives.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
 
 namespace d2r::objective_common {
 

@@ -16,7 +16,10 @@
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/heads/categorical/launch.hpp"
+#include "kernels/heads/cholesky_gaussian/launch.hpp"
+#include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -105,12 +108,15 @@ void run_unfused(Context& ctx, const Head& head, Targets targets, const Mahalano
   transform_rewards(ctx, options.transform, im.rewards, im.advantages);
   entropy(ctx, head, H);
   const auto s = scale_of(head, options, G);
-  if (ctx.backend() == Backend::cpu) {
-    reference::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy, rows);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx.stream(), options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob,
-                          d_entropy, rows);
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        reference::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy, rows);
+      },
+      [&](const auto& ex) {
+        ex.launch(kernels::pg_row_terms, options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy,
+                  rows);
+      });
   backward(ctx, head, im.samples, d_log_prob, d_entropy, grad);
 }
 
@@ -160,31 +166,34 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
   constexpr std::string_view fn = "pg_surrogate";
   check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
   detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
-  if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
-    if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_diag_gaussian_fusable(head, G)) {
-      const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
-      kernels::pg_surrogate_diag_gaussian(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
-                                          scale_of(head, options, G), rows, grad, ws);
-      return;
-    }
-  }
-  if constexpr (std::is_same_v<Head, CholeskyGaussian<float>>) {
-    if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_cholesky_gaussian_fusable(head, G)) {
-      const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
-      kernels::pg_surrogate_cholesky_gaussian(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
-                                              scale_of(head, options, G), rows, grad, ws);
-      return;
-    }
-  }
-  if constexpr (std::is_same_v<Head, Categorical<float>>) {
-    if (ctx.backend() == Backend::cuda && kernels::pg_surrogate_categorical_fusable(head, G)) {
-      kernels::pg_surrogate_categorical(ctx.stream(), head, targets, r, options, detail::draw_position(ctx, key),
-                                        scale_of(head, options, G), rows, grad);
-      return;
-    }
-  }
+  // cuda: the head's fused kernel where its launch header can take the size.
+  const bool fused = detail::run_on<T>(
+      ctx, [] { return false; },
+      [&](const auto& ex) {
+        if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
+          if (!ex.call(kernels::pg_surrogate_diag_gaussian_fusable, head, G)) return false;
+          const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+          void* ws =
+              ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
+          ex.launch(kernels::pg_surrogate_diag_gaussian, head, targets, r, options, detail::draw_position(ctx, key),
+                    scale_of(head, options, G), rows, grad, ws);
+          return true;
+        } else if constexpr (std::is_same_v<Head, CholeskyGaussian<float>>) {
+          if (!ex.call(kernels::pg_surrogate_cholesky_gaussian_fusable, head, G)) return false;
+          const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+          void* ws =
+              ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
+          ex.launch(kernels::pg_surrogate_cholesky_gaussian, head, targets, r, options, detail::draw_position(ctx, key),
+                    scale_of(head, options, G), rows, grad, ws);
+          return true;
+        } else {
+          if (!ex.call(kernels::pg_surrogate_categorical_fusable, head, G)) return false;
+          ex.launch(kernels::pg_surrogate_categorical, head, targets, r, options, detail::draw_position(ctx, key),
+                    scale_of(head, options, G), rows, grad);
+          return true;
+        }
+      });
+  if (fused) return;
   // cpu backend, and the heads without a fused kernel yet: the composition (same result).
   surrogate_by_composition<T>(ctx, head, targets, r, G, options, key, rows, grad);
 }
@@ -204,25 +213,27 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
   const auto s = scale_of(head, options, G);
   const math::DrawPosition pos = detail::draw_position(ctx, key);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
-    if (ctx.backend() == Backend::cpu) {
-      reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad);
-    } else if constexpr (std::is_same_v<T, float>) {
-      D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kPathwiseMaxFullDim, fn, "reward.form",
-                  "on the cuda backend the pathwise objective with a full U supports n <= {} (its kernel keeps 2n "
-                  "floats per row in shared memory), got n = {}",
-                  kernels::kPathwiseMaxFullDim, head.mean.cols);
-      const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
-      kernels::pathwise_diag_gaussian(ctx.stream(), head, targets, r, options, pos, s, rows, grad, ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad); },
+        [&](const auto& ex) {
+          D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kPathwiseMaxFullDim, fn, "reward.form",
+                      "on the cuda backend the pathwise objective with a full U supports n <= {} (its kernel keeps 2n "
+                      "floats per row in shared memory), got n = {}",
+                      kernels::kPathwiseMaxFullDim, head.mean.cols);
+          const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+          void* ws =
+              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
+          ex.launch(kernels::pathwise_diag_gaussian, head, targets, r, options, pos, s, rows, grad, ws);
+        });
   } else {
-    if (ctx.backend() == Backend::cpu) {
-      reference::pathwise_cholesky_gaussian(head, targets, r, options, pos, s, rows, grad);
-    } else if constexpr (std::is_same_v<T, float>) {
-      const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
-      kernels::pathwise_cholesky_gaussian(ctx.stream(), head, targets, r, options, pos, s, rows, grad, ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::pathwise_cholesky_gaussian(head, targets, r, options, pos, s, rows, grad); },
+        [&](const auto& ex) {
+          const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+          void* ws =
+              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
+          ex.launch(kernels::pathwise_cholesky_gaussian, head, targets, r, options, pos, s, rows, grad, ws);
+        });
   }
 }
 
@@ -238,32 +249,34 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   check_options(fn, options, head_traits<Head>::rows(head));
   const auto s = scale_of(head, options, 1);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
-    if (ctx.backend() == Backend::cpu) {
-      reference::exact_diag_gaussian(head, targets, r, options, s, rows, grad);
-    } else if constexpr (std::is_same_v<T, float>) {
-      D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kExactMaxFullDim, fn, "reward.form",
-                  "on the cuda backend the exact objective with a full U supports n <= {} (its kernel keeps n floats "
-                  "per row in shared memory), got n = {}",
-                  kernels::kExactMaxFullDim, head.mean.cols);
-      const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.mean.cols, shared));
-      kernels::exact_diag_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, s, rows, grad, ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::exact_diag_gaussian(head, targets, r, options, s, rows, grad); },
+        [&](const auto& ex) {
+          D2R_EXPECTS(
+              r.form != RewardForm::full || head.mean.cols <= kernels::kExactMaxFullDim, fn, "reward.form",
+              "on the cuda backend the exact objective with a full U supports n <= {} (its kernel keeps n floats "
+              "per row in shared memory), got n = {}",
+              kernels::kExactMaxFullDim, head.mean.cols);
+          const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+          void* ws =
+              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
+          ex.launch(kernels::exact_diag_gaussian, head, targets, r, options.entropy_weight, s, rows, grad, ws);
+        });
   } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
-    if (ctx.backend() == Backend::cpu) {
-      reference::exact_cholesky_gaussian(head, targets, r, options, s, rows, grad);
-    } else if constexpr (std::is_same_v<T, float>) {
-      const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-      void* ws = ctx.workspace(kernels::shared_param_workspace_bytes(head.mean.rows, head.tril.cols, shared));
-      kernels::exact_cholesky_gaussian(ctx.stream(), head, targets, r, options.entropy_weight, s, rows, grad,
-                                       ws);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::exact_cholesky_gaussian(head, targets, r, options, s, rows, grad); },
+        [&](const auto& ex) {
+          const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+          void* ws =
+              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
+          ex.launch(kernels::exact_cholesky_gaussian, head, targets, r, options.entropy_weight, s, rows, grad, ws);
+        });
   } else {
-    if (ctx.backend() == Backend::cpu) {
-      reference::exact_categorical(head, targets, r, options, s, rows, grad);
-    } else if constexpr (std::is_same_v<T, float>) {
-      kernels::exact_categorical(ctx.stream(), head, targets, r, options.entropy_weight, s, rows, grad);
-    }
+    detail::run_on<T>(
+        ctx, [&] { reference::exact_categorical(head, targets, r, options, s, rows, grad); },
+        [&](const auto& ex) {
+          ex.launch(kernels::exact_categorical, head, targets, r, options.entropy_weight, s, rows, grad);
+        });
   }
 }
 

@@ -9,7 +9,7 @@
 #include "d2r/optim.hpp"
 #include "host/reference/optim_ref.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/optim/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -18,11 +18,7 @@ using detail::MatrixArg;
 
 template <class T>
 void check_type(const Context& ctx, std::string_view fn, std::string_view argument) {
-  if constexpr (!std::is_same_v<T, float>) {
-    if (ctx.backend() == Backend::cuda) {
-      detail::fail_unsupported(fn, argument, "the cuda backend runs float only; got double views (use the cpu backend)");
-    }
-  }
+  detail::check_backend_type<T>(ctx, fn, argument);
 }
 
 /// A vector of exactly `size` (>= 1) elements, non-null, in the backend's memory space.
@@ -72,10 +68,8 @@ void check_adam_state(const Context& ctx, std::string_view fn, const AdamState<T
 }
 
 std::int64_t read_step(const Context& ctx, VectorView<std::int64_t> step) {
-  if (ctx.backend() == Backend::cpu) return step[0];
   std::int64_t value = 0;
-  D2R_CUDA_TRY(cudaMemcpyAsync(&value, step.data, sizeof value, cudaMemcpyDeviceToHost, ctx.stream()));
-  D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
+  ctx.to_host(&value, step.data, sizeof value);
   return value;
 }
 
@@ -91,11 +85,8 @@ void adam_reset(Context& ctx, const AdamState<T>& state) {
                    {MatrixArg("state.first_moment", state.first_moment),
                     MatrixArg("state.second_moment", state.second_moment), MatrixArg("state.step", state.step)},
                    {});
-  if (ctx.backend() == Backend::cpu) {
-    reference::adam_reset(state);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::adam_reset(ctx.stream(), state);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::adam_reset(state); }, [&](const auto& ex) { ex.launch(kernels::adam_reset, state); });
 }
 
 template <class T>
@@ -121,11 +112,9 @@ void adam_step(Context& ctx, const AdamOptions<T>& options, const AdamState<T>& 
     const std::int64_t count = read_step(ctx, state.step);
     D2R_EXPECTS(count >= 0, fn, "state.step", "expected a step count >= 0, got {}", count);
   }
-  if (ctx.backend() == Backend::cpu) {
-    reference::adam_step(options, state, params, grad);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::adam_step(ctx.stream(), options, state, params, grad);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::adam_step(options, state, params, grad); },
+      [&](const auto& ex) { ex.launch(kernels::adam_step, options, state, params, grad); });
 }
 
 template <class T>
@@ -143,11 +132,9 @@ void sgd_step(Context& ctx, std::type_identity_t<T> learning_rate, std::type_ide
   if (!velocity.empty()) check_vector(ctx, fn, "velocity", velocity, params.size);
   check_no_overlap(fn, {MatrixArg("params", params), MatrixArg("velocity", velocity)}, {MatrixArg("grad", grad)});
   check_finite_values<T>(ctx, fn, "grad", grad);
-  if (ctx.backend() == Backend::cpu) {
-    reference::sgd_step<T>(learning_rate, momentum, velocity, params, grad);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::sgd_step(ctx.stream(), learning_rate, momentum, velocity, params, grad);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::sgd_step<T>(learning_rate, momentum, velocity, params, grad); },
+      [&](const auto& ex) { ex.launch(kernels::sgd_step, learning_rate, momentum, velocity, params, grad); });
 }
 
 template <class T>
@@ -157,11 +144,9 @@ void clamp_values(Context& ctx, std::type_identity_t<T> limit, VectorView<T> val
   D2R_EXPECTS(limit > T(0), fn, "limit", "expected a value > 0 (or +inf), got {}", limit);
   check_leading(ctx, fn, "values", values);
   check_finite_values<T>(ctx, fn, "values", values);
-  if (ctx.backend() == Backend::cpu) {
-    reference::clamp_values<T>(limit, values);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::clamp_values(ctx.stream(), limit, values);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::clamp_values<T>(limit, values); },
+      [&](const auto& ex) { ex.launch(kernels::clamp_values, limit, values); });
 }
 
 template <class T>
@@ -173,23 +158,20 @@ void clip_global_norm(Context& ctx, std::type_identity_t<T> max_norm, VectorView
   if (!norm_out.empty()) check_vector(ctx, fn, "norm_out", norm_out, 1);
   check_no_overlap(fn, {MatrixArg("values", values), MatrixArg("norm_out", norm_out)}, {});
   check_finite_values<T>(ctx, fn, "values", values);
-  if (ctx.backend() == Backend::cpu) {
-    reference::clip_global_norm<T>(max_norm, values, norm_out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::clip_global_norm_workspace_bytes(values.size));
-    kernels::clip_global_norm(ctx.stream(), max_norm, values, norm_out, workspace);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::clip_global_norm<T>(max_norm, values, norm_out); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::clip_global_norm_workspace_bytes, values.size));
+        ex.launch(kernels::clip_global_norm, max_norm, values, norm_out, workspace);
+      });
 }
 
 void advance_counter(Context& ctx, VectorView<std::int64_t> counter, std::int64_t by) {
   constexpr std::string_view fn = "advance_counter";
   D2R_EXPECTS(counter.size == 1, fn, "counter", "expected one element, got {}", counter.size);
   detail::check_matrix(ctx, fn, detail::MatrixArg("counter", counter), 1, 1);
-  if (ctx.backend() == Backend::cpu) {
-    counter[0] += by;
-  } else {
-    kernels::advance_counter(ctx.stream(), counter.data, by);
-  }
+  detail::run_on<std::int64_t>(
+      ctx, [&] { counter[0] += by; }, [&](const auto& ex) { ex.launch(kernels::advance_counter, counter.data, by); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                     \

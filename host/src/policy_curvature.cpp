@@ -18,7 +18,7 @@
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r {
 
@@ -55,12 +55,15 @@ template <class T>
 void row_terms(Context& ctx, const PgOptions<T>& options, const ObjectiveScale<T>& s,
                ConstMatrix<T> log_prob, ConstMatrix<T> rewards, ConstMatrix<T> advantages, ConstVector<T> entropy,
                MatrixView<T> d_log_prob, VectorView<T> d_entropy, const ObjectiveRows<T>& rows) {
-  if (ctx.backend() == Backend::cpu) {
-    reference::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy, rows);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::pg_row_terms(ctx.stream(), options, s, log_prob, rewards, advantages, entropy,
-                          d_log_prob, d_entropy, rows);
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        reference::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy, rows);
+      },
+      [&](const auto& ex) {
+        ex.launch(kernels::pg_row_terms, options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy,
+                  rows);
+      });
 }
 
 }  // namespace

@@ -8,8 +8,6 @@
 #include <utility>
 #include <vector>
 
-#include <cuda_runtime.h>
-
 #include "d2r/error.hpp"
 #include "host/src/validate.hpp"
 
@@ -231,17 +229,7 @@ PolicyMetrics GaussianPolicy<T>::evaluate(ConstVector<T> params, ConstMatrix<T> 
   }
   const std::vector<T> out_host = out_.to_host(), lp_host = log_prob_.to_host();
   // y may be strided and on the device: copy its rows through a packed staging buffer.
-  std::vector<T> y_host(static_cast<std::size_t>(B * n_));
-  if (ctx_.backend() == Backend::cpu) {
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t d = 0; d < n_; ++d) y_host[static_cast<std::size_t>(b * n_ + d)] = y.data[b * y.row_stride + d];
-  } else {
-    D2R_CUDA_TRY(cudaMemcpy2DAsync(y_host.data(), static_cast<std::size_t>(n_) * sizeof(T), y.data,
-                                   static_cast<std::size_t>(y.row_stride) * sizeof(T),
-                                   static_cast<std::size_t>(n_) * sizeof(T), static_cast<std::size_t>(B),
-                                   cudaMemcpyDeviceToHost, ctx_.stream()));
-    ctx_.synchronize();
-  }
+  const std::vector<T> y_host = ctx_.to_host(MatrixView<const T>{y.data, B, n_, y.row_stride});
   double nll = 0, se = 0, sd = 0;
   for (std::int64_t b = 0; b < B; ++b) {
     nll -= static_cast<double>(lp_host[static_cast<std::size_t>(b)]);
@@ -387,14 +375,7 @@ PolicyMetrics CategoricalPolicy<T>::evaluate(ConstVector<T> params, ConstMatrix<
   const std::int64_t B = x.rows, C = classes_;
   (void)run_forward(params, x);
   const std::vector<T> logits = out_.to_host();
-  std::vector<std::int32_t> y(static_cast<std::size_t>(B));
-  if (ctx_.backend() == Backend::cpu) {
-    std::copy(labels.data, labels.data + B, y.begin());
-  } else {
-    D2R_CUDA_TRY(cudaMemcpyAsync(y.data(), labels.data, static_cast<std::size_t>(B) * sizeof(std::int32_t),
-                                 cudaMemcpyDeviceToHost, ctx_.stream()));
-    ctx_.synchronize();
-  }
+  const std::vector<std::int32_t> y = ctx_.to_host(VectorView<const std::int32_t>{labels.data, B});
   double nll = 0, correct = 0;
   for (std::int64_t b = 0; b < B; ++b) {
     const T* row = logits.data() + b * C;

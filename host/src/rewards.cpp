@@ -5,7 +5,7 @@
 #include "host/reference/rewards_ref.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/rewards/launch.hpp"
 
 namespace d2r {
 
@@ -47,12 +47,7 @@ void check_reward(Context& ctx, std::string_view fn, const MahalanobisReward<T>&
   check_matrix(ctx, fn, MatrixArg("reward.params", reward.params), 1, count);
   if (ctx.value_checks() == ValueChecks::none) return;
   std::vector<T> p(static_cast<std::size_t>(count));
-  if (ctx.backend() == Backend::cuda) {
-    D2R_CUDA_TRY(cudaMemcpyAsync(p.data(), reward.params.data, p.size() * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
-    D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
-  } else {
-    p.assign(reward.params.data, reward.params.data + count);
-  }
+  ctx.to_host(p.data(), reward.params.data, p.size() * sizeof(T));
   for (std::int64_t i = 0; i < count; ++i) {
     D2R_EXPECTS(std::isfinite(p[i]), fn, "reward.params", "entry {} is {}; expected finite values", i, p[i]);
   }
@@ -136,11 +131,9 @@ void reward(Context& ctx, const MahalanobisReward<T>& reward, ConstMatrix<T> sam
   detail::check_matrix(ctx, fn, o, targets.rows, out.cols);
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("targets", targets),
                                    MatrixArg("reward.params", reward.params)});
-  if (ctx.backend() == Backend::cpu) {
-    reference::reward_continuous(reward, samples, targets, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::reward_continuous(ctx.stream(), reward, samples, targets, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::reward_continuous(reward, samples, targets, out); },
+      [&](const auto& ex) { ex.launch(kernels::reward_continuous, reward, samples, targets, out); });
 }
 
 template <class T>
@@ -152,11 +145,9 @@ void reward(Context& ctx, const MahalanobisReward<T>& reward, MatrixView<const s
   detail::check_matrix(ctx, fn, o, labels.size, samples.cols);
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("labels", labels),
                                    MatrixArg("reward.params", reward.params)});
-  if (ctx.backend() == Backend::cpu) {
-    reference::reward_one_hot(reward, samples, labels, classes, out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::reward_one_hot(ctx.stream(), reward, samples, labels, classes, out);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::reward_one_hot(reward, samples, labels, classes, out); },
+      [&](const auto& ex) { ex.launch(kernels::reward_one_hot, reward, samples, labels, classes, out); });
 }
 
 template <class T>
@@ -170,12 +161,13 @@ void reward_backward(Context& ctx, const MahalanobisReward<T>& reward, ConstMatr
   detail::check_matrix(ctx, fn, o, 1, reward.params.size);
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("targets", targets),
                                    MatrixArg("d_reward", d_reward), MatrixArg("reward.params", reward.params)});
-  if (ctx.backend() == Backend::cpu) {
-    reference::reward_backward_continuous(reward, samples, targets, d_reward, grad_params);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::reward_backward_continuous_workspace_bytes(reward, targets.rows, targets.cols, d_reward.cols));
-    kernels::reward_backward_continuous(ctx.stream(), reward, samples, targets, d_reward, grad_params, workspace);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::reward_backward_continuous(reward, samples, targets, d_reward, grad_params); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::reward_backward_continuous_workspace_bytes, reward,
+                                                targets.rows, targets.cols, d_reward.cols));
+        ex.launch(kernels::reward_backward_continuous, reward, samples, targets, d_reward, grad_params, workspace);
+      });
 }
 
 template <class T>
@@ -190,12 +182,13 @@ void reward_backward(Context& ctx, const MahalanobisReward<T>& reward, MatrixVie
   detail::check_matrix(ctx, fn, o, 1, reward.params.size);
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("labels", labels),
                                    MatrixArg("d_reward", d_reward), MatrixArg("reward.params", reward.params)});
-  if (ctx.backend() == Backend::cpu) {
-    reference::reward_backward_one_hot(reward, samples, labels, classes, d_reward, grad_params);
-  } else if constexpr (std::is_same_v<T, float>) {
-    void* workspace = ctx.workspace(kernels::reward_backward_one_hot_workspace_bytes(reward, labels.size, classes));
-    kernels::reward_backward_one_hot(ctx.stream(), reward, samples, labels, classes, d_reward, grad_params, workspace);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::reward_backward_one_hot(reward, samples, labels, classes, d_reward, grad_params); },
+      [&](const auto& ex) {
+        void* workspace =
+            ctx.workspace(ex.call(kernels::reward_backward_one_hot_workspace_bytes, reward, labels.size, classes));
+        ex.launch(kernels::reward_backward_one_hot, reward, samples, labels, classes, d_reward, grad_params, workspace);
+      });
 }
 
 template <class T>
@@ -214,11 +207,9 @@ void transform_rewards(Context& ctx, const TransformOptions<T>& options, ConstMa
   if (advantages.data != rewards.data || advantages.row_stride != rewards.row_stride) {
     detail::check_disjoint(fn, o, MatrixArg("rewards", rewards));
   }
-  if (ctx.backend() == Backend::cpu) {
-    reference::transform_rewards(options, rewards, advantages);
-  } else if constexpr (std::is_same_v<T, float>) {
-    kernels::transform_rewards(ctx.stream(), options, rewards, advantages);
-  }
+  detail::run_on<T>(
+      ctx, [&] { reference::transform_rewards(options, rewards, advantages); },
+      [&](const auto& ex) { ex.launch(kernels::transform_rewards, options, rewards, advantages); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                            \

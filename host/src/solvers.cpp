@@ -17,7 +17,7 @@
 #include "d2r/solvers.hpp"
 #include "host/reference/solvers_ref.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/launch.hpp"
+#include "kernels/solvers/launch.hpp"
 
 namespace d2r {
 
@@ -39,11 +39,7 @@ using detail::MatrixArg;
 template <class T>
 void check_problem(Context& ctx, std::string_view fn, const LinearOperator<T>& A, VectorView<const T> b,
                    VectorView<T> x) {
-  if constexpr (!std::is_same_v<T, float>) {
-    if (ctx.backend() == Backend::cuda) {
-      detail::fail_unsupported(fn, "b", "the cuda backend runs float only; got double vectors (use the cpu backend)");
-    }
-  }
+  detail::check_backend_type<T>(ctx, fn, "b");
   D2R_EXPECTS(static_cast<bool>(A), fn, "A", "expected a callable operator, got an empty LinearOperator");
   D2R_EXPECTS(b.size >= 1, fn, "b", "expected a vector of length n >= 1, got length {}", b.size);
   detail::check_matrix(ctx, fn, MatrixArg("b", b), 1, b.size);
@@ -118,7 +114,8 @@ class GuardedOperator {
   std::size_t capacity_;
 };
 
-// ---------------------------------------------------------------- cuda driver
+// ---------------------------------------------------------------- cuda driver (float; compiled with CUDA only)
+#if D2R_WITH_CUDA
 constexpr std::size_t kAlign = 256;
 constexpr std::size_t round_up(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 static_assert(sizeof(kernels::SolverState) <= kAlign);
@@ -243,22 +240,22 @@ SolveReport<float> neumann_cuda(Context& ctx, std::string_view fn, const LinearO
   return read_report(ctx, s);
 }
 
+#endif  // D2R_WITH_CUDA
+
 // ---------------------------------------------------------------- dispatch
 template <class T>
 SolveReport<T> cg_any(Context& ctx, std::string_view fn, const LinearOperator<T>& A, VectorView<const T> b,
                       VectorView<T> x, const CgOptions<T>& options, bool normal) {
   check_cg<T>(ctx, fn, A, b, x, options);
-  if (ctx.backend() == Backend::cpu) {
-    const std::int64_t vectors = normal ? reference::kCgNormalScratchVectors : reference::kCgScratchVectors;
-    T* scratch = static_cast<T*>(
-        ctx.workspace(static_cast<std::size_t>(vectors * b.size) * sizeof(T), Workspace::solver));
-    return reference::conjugate_gradient<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, normal, scratch);
-  }
-  if constexpr (std::is_same_v<T, float>) {
-    return cg_cuda(ctx, fn, A, b, x, options, normal);
-  } else {
-    return {};  // unreachable: check_problem rejects double on cuda
-  }
+  return detail::run_on<T>(
+      ctx,
+      [&] {
+        const std::int64_t vectors = normal ? reference::kCgNormalScratchVectors : reference::kCgScratchVectors;
+        T* scratch =
+            static_cast<T*>(ctx.workspace(static_cast<std::size_t>(vectors * b.size) * sizeof(T), Workspace::solver));
+        return reference::conjugate_gradient<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, normal, scratch);
+      },
+      [&](const auto& ex) { return cg_cuda(ex.ctx, fn, A, b, x, options, normal); });
 }
 
 }  // namespace
@@ -280,16 +277,14 @@ SolveReport<T> neumann_series(Context& ctx, const LinearOperator<T>& A, ConstVec
                               const NeumannOptions<T>& options) {
   constexpr std::string_view fn = "neumann_series";
   check_neumann<T>(ctx, fn, A, b, x, options);
-  if (ctx.backend() == Backend::cpu) {
-    T* scratch = static_cast<T*>(ctx.workspace(
-        static_cast<std::size_t>(reference::kNeumannScratchVectors * b.size) * sizeof(T), Workspace::solver));
-    return reference::neumann_series<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, scratch);
-  }
-  if constexpr (std::is_same_v<T, float>) {
-    return neumann_cuda(ctx, fn, A, b, x, options);
-  } else {
-    return {};
-  }
+  return detail::run_on<T>(
+      ctx,
+      [&] {
+        T* scratch = static_cast<T*>(ctx.workspace(
+            static_cast<std::size_t>(reference::kNeumannScratchVectors * b.size) * sizeof(T), Workspace::solver));
+        return reference::neumann_series<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, scratch);
+      },
+      [&](const auto& ex) { return neumann_cuda(ex.ctx, fn, A, b, x, options); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                     \

@@ -10,7 +10,6 @@
 #include <string_view>
 #include <vector>
 
-#include <cuda_runtime.h>
 #include <fmt/format.h>
 
 #include "d2r/bilevel.hpp"
@@ -172,18 +171,7 @@ inline PolicyMetrics nan_metrics() {
 /// Rows of a backend matrix / vector copied to the host (packed).
 template <class U>
 std::vector<U> rows_to_host(Context& ctx, MatrixView<const U> m) {
-  std::vector<U> out(static_cast<std::size_t>(m.rows * m.cols));
-  if (ctx.backend() == Backend::cpu) {
-    for (std::int64_t r = 0; r < m.rows; ++r)
-      std::copy(m.data + r * m.row_stride, m.data + r * m.row_stride + m.cols, out.begin() + r * m.cols);
-  } else {
-    D2R_CUDA_TRY(cudaMemcpy2DAsync(out.data(), static_cast<std::size_t>(m.cols) * sizeof(U), m.data,
-                                   static_cast<std::size_t>(m.row_stride) * sizeof(U),
-                                   static_cast<std::size_t>(m.cols) * sizeof(U), static_cast<std::size_t>(m.rows),
-                                   cudaMemcpyDeviceToHost, ctx.stream()));
-    ctx.synchronize();
-  }
-  return out;
+  return ctx.to_host(m);
 }
 
 

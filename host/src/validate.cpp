@@ -3,7 +3,8 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/launch.hpp"
+#include "host/src/backend.hpp"
+#include "kernels/checks/launch.hpp"
 
 namespace d2r::detail {
 
@@ -25,15 +26,19 @@ void check_matrix(const Context& ctx, std::string_view function, const MatrixArg
   D2R_EXPECTS(arg.data != nullptr, function, arg.name, "data pointer is null");
   D2R_EXPECTS(rows == 1 || arg.row_stride >= cols, function, arg.name, "expected row_stride >= cols ({}), got {}",
               cols, arg.row_stride);
-  if (ctx.backend() == Backend::cuda) {
-    cudaPointerAttributes attributes{};
-    const cudaError_t status = cudaPointerGetAttributes(&attributes, arg.data);
-    if (status != cudaSuccess) (void)cudaGetLastError();
-    const bool device_accessible = status == cudaSuccess && (attributes.type == cudaMemoryTypeDevice ||
-                                                             attributes.type == cudaMemoryTypeManaged);
-    D2R_EXPECTS(device_accessible, function, arg.name,
-                "the cuda backend needs device or managed memory, got a host pointer");
-  }
+  run_on<void>(
+      ctx, [] {},
+      [&](const auto&) {
+#if D2R_WITH_CUDA
+        cudaPointerAttributes attributes{};
+        const cudaError_t status = cudaPointerGetAttributes(&attributes, arg.data);
+        if (status != cudaSuccess) (void)cudaGetLastError();
+        const bool device_accessible = status == cudaSuccess && (attributes.type == cudaMemoryTypeDevice ||
+                                                                 attributes.type == cudaMemoryTypeManaged);
+        D2R_EXPECTS(device_accessible, function, arg.name,
+                    "the cuda backend needs device or managed memory, got a host pointer");
+#endif
+      });
 }
 
 namespace {
@@ -91,25 +96,23 @@ void check_values(Context& ctx, std::string_view function, std::string_view name
   if (ctx.value_checks() == ValueChecks::none) return;
   std::int64_t bad = -1;
   std::int64_t bad_row = -1;
-  if (ctx.backend() == Backend::cpu) {
-    bad = first_bad_host(m, rule);
-    if (bad < 0 && rule == ValueRule::logits) bad_row = first_row_without_finite_host(m);
-  } else if constexpr (std::is_same_v<T, float>) {
-    auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
-    bad = rule == ValueRule::finite ? kernels::first_nonfinite(ctx.stream(), m, scratch)
-                                    : kernels::first_bad_logit(ctx.stream(), m, scratch);
-    if (bad < 0 && rule == ValueRule::logits) bad_row = kernels::first_row_without_finite(ctx.stream(), m, scratch);
-  }
+  detail::run_on<T>(
+      ctx,
+      [&] {
+        bad = first_bad_host(m, rule);
+        if (bad < 0 && rule == ValueRule::logits) bad_row = first_row_without_finite_host(m);
+      },
+      [&](const auto& ex) {
+        auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
+        bad = rule == ValueRule::finite ? ex.launch(kernels::first_nonfinite, m, scratch)
+                                        : ex.launch(kernels::first_bad_logit, m, scratch);
+        if (bad < 0 && rule == ValueRule::logits) bad_row = ex.launch(kernels::first_row_without_finite, m, scratch);
+      });
   if (bad >= 0) {
     const std::int64_t r = bad / m.cols, c = bad % m.cols;
-    double value = 0;
-    if (ctx.backend() == Backend::cpu) {
-      value = static_cast<double>(m(r, c));
-    } else {
-      T v{};
-      D2R_CUDA_TRY(cudaMemcpy(&v, &m(r, c), sizeof(T), cudaMemcpyDeviceToHost));
-      value = static_cast<double>(v);
-    }
+    T v{};
+    ctx.to_host(&v, &m(r, c), sizeof(T));
+    const double value = static_cast<double>(v);
     fail_argument(function, name,
                   fmt::format("element ({}, {}) is {}; expected {}", r, c, value,
                               rule == ValueRule::finite ? "finite values" : "finite values or -inf"));
@@ -126,26 +129,25 @@ void check_indices(Context& ctx, std::string_view function, std::string_view nam
   if (ctx.value_checks() == ValueChecks::none) return;
   std::int64_t bad = -1;
   std::int32_t value = 0;
-  if (ctx.backend() == Backend::cpu) {
-    for (std::int64_t r = 0; r < m.rows && bad < 0; ++r)
-      for (std::int64_t c = 0; c < m.cols && bad < 0; ++c)
-        if (m(r, c) < 0 || m(r, c) >= upper) bad = r * m.cols + c, value = m(r, c);
-  } else {
-    auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
-    bad = kernels::first_index_out_of_range(ctx.stream(), m, upper, scratch);
-    if (bad >= 0) D2R_CUDA_TRY(cudaMemcpy(&value, &m(bad / m.cols, bad % m.cols), sizeof value, cudaMemcpyDeviceToHost));
-  }
+  run_on<std::int32_t>(
+      ctx,
+      [&] {
+        for (std::int64_t r = 0; r < m.rows && bad < 0; ++r)
+          for (std::int64_t c = 0; c < m.cols && bad < 0; ++c)
+            if (m(r, c) < 0 || m(r, c) >= upper) bad = r * m.cols + c, value = m(r, c);
+      },
+      [&](const auto& ex) {
+        auto* scratch = static_cast<std::int64_t*>(ex.workspace(sizeof(std::int64_t)));
+        bad = ex.launch(kernels::first_index_out_of_range, m, upper, scratch);
+        if (bad >= 0) ctx.to_host(&value, &m(bad / m.cols, bad % m.cols), sizeof value);
+      });
   D2R_EXPECTS(bad < 0, function, name, "element ({}, {}) is {}; expected a class index in [0, {})", bad / m.cols,
               bad % m.cols, value, upper);
 }
 
 template <class T>
 void check_scalar_type(const Context& ctx, std::string_view function) {
-  if constexpr (!std::is_same_v<T, float>) {
-    if (ctx.backend() == Backend::cuda) {
-      fail_unsupported(function, "head", "the cuda backend runs float only; got double views (use the cpu backend)");
-    }
-  }
+  check_backend_type<T>(ctx, function, "head");
 }
 template void check_scalar_type<float>(const Context&, std::string_view);
 template void check_scalar_type<double>(const Context&, std::string_view);

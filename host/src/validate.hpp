@@ -15,6 +15,7 @@
 #include "d2r/distributions.hpp"
 #include "d2r/error.hpp"
 #include "d2r/view.hpp"
+#include "host/src/backend.hpp"
 
 namespace d2r::detail {
 

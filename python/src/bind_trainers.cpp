@@ -136,12 +136,7 @@ template <class T>
 nb::object to_numpy(d2r::Context& ctx, d2r::VectorView<const T> v) {
   T* data = new T[static_cast<std::size_t>(v.size)];
   nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
-  if (ctx.backend() == d2r::Backend::cuda) {
-    ctx.synchronize();
-    D2R_CUDA_TRY(cudaMemcpy(data, v.data, static_cast<std::size_t>(v.size) * sizeof(T), cudaMemcpyDeviceToHost));
-  } else {
-    std::memcpy(data, v.data, static_cast<std::size_t>(v.size) * sizeof(T));
-  }
+  ctx.to_host(data, v.data, static_cast<std::size_t>(v.size) * sizeof(T));
   return nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<1>>(data, {static_cast<std::size_t>(v.size)}, owner));
 }
 

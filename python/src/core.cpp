@@ -211,7 +211,11 @@ void bind_core(nb::module_& m) {
             o.device = device;
             // 0 is the legacy default stream (PyTorch's default stream reports cuda_stream == 0): borrow
             // it as cudaStreamLegacy, since a null stream in ContextOptions means "own a new one".
+#if D2R_WITH_CUDA
             if (stream) o.stream = *stream == 0 ? cudaStreamLegacy : reinterpret_cast<cudaStream_t>(*stream);
+#else
+            if (stream) o.stream = reinterpret_cast<cudaStream_t>(*stream);  // a cuda context throws below
+#endif
             o.value_checks = value_checks == "none" ? d2r::ValueChecks::none : d2r::ValueChecks::full;
             new (self) d2r::Context(o);
           },

@@ -15,13 +15,18 @@
 ///
 /// A Context is not thread-safe: use one per host thread (they may share a device).
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <vector>
 
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
+#include "d2r/config.hpp"
+#include "d2r/types/cuda.hpp"
+#include "d2r/view.hpp"
 
 namespace d2r {
 
@@ -62,8 +67,52 @@ const char* to_string(Backend backend) noexcept;
 /// Parses "cpu", "cuda" or "auto"/"automatic"; throws d2r::Error for anything else.
 Backend parse_backend(const std::string& name);
 
-/// True when the CUDA runtime reports at least one usable device. Never throws.
+/// True when the CUDA runtime reports at least one usable device. Never throws. Always false in a
+/// build without CUDA (D2R_WITH_CUDA == 0).
 bool cuda_device_available() noexcept;
+
+/// What the kernels' launch rules need to know about the context's device (cuda backend); all
+/// zero, and name "cpu", on the cpu backend.
+struct DeviceProperties {
+  std::string name = "cpu";
+  int compute_capability_major = 0;
+  int compute_capability_minor = 0;
+  int multiprocessors = 0;
+  std::size_t shared_memory_per_block = 0;        ///< bytes a block may use without opting in
+  std::size_t shared_memory_per_block_optin = 0;  ///< bytes a block may use after opting in
+  std::size_t l2_cache_bytes = 0;
+  std::size_t total_memory_bytes = 0;  ///< device memory
+};
+
+class Context;
+
+/// A CUDA graph captured by Context::capture: replays the captured work on the context's stream.
+/// It records what the graph baked in besides the caller's own memory (the context's workspace
+/// blocks and its seed): when any of them has changed since the capture, stale() is true and the
+/// work must be captured again (Context::workspace explains why a block moves). Movable; destroys
+/// the graph. Empty (and stale) when default-constructed.
+class CapturedGraph {
+ public:
+  CapturedGraph() = default;
+  ~CapturedGraph();
+  CapturedGraph(CapturedGraph&& other) noexcept;
+  CapturedGraph& operator=(CapturedGraph&& other) noexcept;
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+
+  [[nodiscard]] bool empty() const noexcept { return exec_ == nullptr; }
+  /// True when empty, or when a workspace block of the context or its seed changed since the capture.
+  [[nodiscard]] bool stale() const noexcept;
+  /// Enqueues one replay on the context's stream (no synchronisation). Throws d2r::Error when empty.
+  void launch() const;
+
+ private:
+  friend class Context;
+  const Context* ctx_ = nullptr;
+  void* exec_ = nullptr;  // cudaGraphExec_t
+  std::array<void*, 3> workspaces_{};
+  std::uint64_t seed_ = 0;
+};
 
 /// Resources for running d2r primitives. Movable, not copyable.
 class Context {
@@ -87,6 +136,8 @@ class Context {
   [[nodiscard]] int device() const noexcept;
   /// Human-readable device name ("cpu" on the cpu backend).
   [[nodiscard]] std::string device_name() const;
+  /// Properties of the device (queried once, at construction).
+  [[nodiscard]] const DeviceProperties& device_properties() const noexcept;
   /// The stream every primitive orders its work on (nullptr on the cpu backend).
   [[nodiscard]] cudaStream_t stream() const noexcept;
   /// cuBLAS handle, created with the context (cuda backend), bound once to stream() and given a
@@ -111,7 +162,40 @@ class Context {
   /// Blocks until all work queued on stream() has finished (no-op on cpu).
   void synchronize() const;
 
+  /// Copies `bytes` bytes from the backend's memory at `src` to host memory at `dst` after the
+  /// work queued on stream() (cuda: an ordered copy, then a synchronisation; cpu: memcpy).
+  void to_host(void* dst, const void* src, std::size_t bytes) const;
+  /// Copies `bytes` bytes from host memory at `src` into the backend's memory at `dst`; returns
+  /// once the copy is done (the host memory may then be reused).
+  void from_host(void* dst, const void* src, std::size_t bytes) const;
+  /// The elements of a (possibly strided) matrix in the backend's memory, packed row-major on the host.
+  template <class T>
+  [[nodiscard]] std::vector<std::remove_const_t<T>> to_host(MatrixView<T> m) const {
+    std::vector<std::remove_const_t<T>> out(static_cast<std::size_t>(m.rows * m.cols));
+    if (!out.empty()) {
+      to_host_rows(out.data(), static_cast<std::size_t>(m.cols) * sizeof(T), m.data,
+                   static_cast<std::size_t>(m.row_stride) * sizeof(T), static_cast<std::size_t>(m.rows));
+    }
+    return out;
+  }
+  /// The elements of a vector in the backend's memory, on the host.
+  template <class T>
+  [[nodiscard]] std::vector<std::remove_const_t<T>> to_host(VectorView<T> v) const {
+    std::vector<std::remove_const_t<T>> out(static_cast<std::size_t>(v.size));
+    if (!out.empty()) to_host(out.data(), v.data, out.size() * sizeof(T));
+    return out;
+  }
+
+  /// Captures what `record` enqueues on stream() into a CUDA graph (nothing runs while
+  /// capturing). Run the work once eagerly first so that the workspace blocks have grown to what
+  /// it needs. If `record` throws, the capture is ended (the stream stays usable) and the
+  /// exception propagates. Throws d2r::Error (unsupported) on the cpu backend.
+  [[nodiscard]] CapturedGraph capture(const std::function<void()>& record);
+
  private:
+  /// Copies `rows` rows of `row_bytes` bytes, `src_pitch` bytes apart at src, packed at dst.
+  void to_host_rows(void* dst, std::size_t row_bytes, const void* src, std::size_t src_pitch, std::size_t rows) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

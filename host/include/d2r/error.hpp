@@ -11,8 +11,8 @@
 #include <stdexcept>
 #include <string>
 
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
+#include "d2r/config.hpp"
+#include "d2r/types/cuda.hpp"
 
 namespace d2r {
 
@@ -43,13 +43,20 @@ class Error : public std::runtime_error {
 };
 
 namespace detail {
+#if D2R_WITH_CUDA
 [[noreturn]] void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line);
 [[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line);
 void log_cuda_error(cudaError_t status, const char* call, const char* file, int line) noexcept;
+#else
+/// What the CUDA macros do in a build without CUDA: the call is not compiled (its text is
+/// dropped), and reaching it throws d2r::Error (unsupported) "d2r was built without CUDA".
+[[noreturn]] void throw_built_without_cuda(const char* call, const char* file, int line);
+#endif
 }  // namespace detail
 
 }  // namespace d2r
 
+#if D2R_WITH_CUDA
 /// Throws d2r::Error (kind cuda) when a CUDA runtime call fails; clears the sticky error first.
 #define D2R_CUDA_TRY(call)                                                   \
   do {                                                                       \
@@ -93,4 +100,12 @@ void log_cuda_error(cudaError_t status, const char* call, const char* file, int 
     (void)(stream);                      \
     D2R_CUDA_TRY(cudaPeekAtLastError()); \
   } while (0)
+#endif
+#else  // a build without CUDA: the calls are dropped, reaching one throws (destructors: nothing)
+#define D2R_CUDA_TRY(call) ::d2r::detail::throw_built_without_cuda(#call, __FILE__, __LINE__)
+#define D2R_CUDA_TRY_NO_THROW(call) \
+  do {                              \
+  } while (0)
+#define D2R_CUBLAS_TRY(call) ::d2r::detail::throw_built_without_cuda(#call, __FILE__, __LINE__)
+#define D2R_CHECK_LAUNCH(stream) ::d2r::detail::throw_built_without_cuda("kernel launch", __FILE__, __LINE__)
 #endif

@@ -9,14 +9,19 @@
 #include <span>
 #include <vector>
 
+#include <fmt/format.h>
+
+#include "d2r/config.hpp"
+#if D2R_WITH_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include <fmt/format.h>
+#endif
 
 #include "d2r/bilevel.hpp"
 #include "d2r/buffer.hpp"
 #include "d2r/communicator.hpp"
 #include "d2r/error.hpp"
+#include "host/src/backend.hpp"
 #include "host/src/validate.hpp"
 
 namespace d2r::shard {
@@ -45,7 +50,7 @@ inline bool active(const DataParallel& dp) {
 
 inline void check(Context& ctx, std::string_view fn, std::string_view name, const DataParallel& dp) {
   D2R_EXPECTS(dp.communicator == nullptr || dp.communicator->memory() == CommMemory::host ||
-                  ctx.backend() == Backend::cuda,
+                  detail::on_device(ctx),
               fn, name, "a device-memory communicator (NCCL) needs the cuda backend");
   D2R_EXPECTS(!dp.deterministic || dp.block_rows >= 1, fn, name, "block_rows must be >= 1, got {}", dp.block_rows);
   D2R_EXPECTS(!dp.deterministic || dp.communicator != nullptr, fn, name,
@@ -78,32 +83,26 @@ inline Plan plan(const DataParallel& dp, std::int64_t total) {
 template <class T>
 void scale(Context& ctx, T a, VectorView<T> v) {
   if (a == T(1)) return;
-  if (ctx.backend() == Backend::cpu) {
-    for (std::int64_t i = 0; i < v.size; ++i) v.data[i] *= a;
-  } else if constexpr (std::is_same_v<T, float>) {
-    D2R_CUBLAS_TRY(cublasSscal(ctx.cublas(), static_cast<int>(v.size), &a, v.data, 1));
-  } else {
-    D2R_CUBLAS_TRY(cublasDscal(ctx.cublas(), static_cast<int>(v.size), &a, v.data, 1));
-  }
+  detail::run_on<T>(
+      ctx, [&] { for (std::int64_t i = 0; i < v.size; ++i) v.data[i] *= a; },
+      [&](const auto& ex) {
+#if D2R_WITH_CUDA
+        D2R_CUBLAS_TRY(cublasSscal(ex.ctx.cublas(), static_cast<int>(v.size), &a, v.data, 1));
+#else
+        (void)ex;
+#endif
+      });
 }
 
+/// n elements of the backend's memory at src to the host at dst (after the queued work).
 template <class T>
 void to_host(Context& ctx, const T* src, T* dst, std::int64_t n) {
-  if (ctx.backend() == Backend::cpu) {
-    std::copy(src, src + n, dst);
-  } else {
-    D2R_CUDA_TRY(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n) * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
-    ctx.synchronize();
-  }
+  if (n > 0) ctx.to_host(dst, src, static_cast<std::size_t>(n) * sizeof(T));
 }
+/// n host elements at src into the backend's memory at dst (returns once copied).
 template <class T>
 void from_host(Context& ctx, const T* src, T* dst, std::int64_t n) {
-  if (ctx.backend() == Backend::cpu) {
-    std::copy(src, src + n, dst);
-  } else {
-    D2R_CUDA_TRY(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n) * sizeof(T), cudaMemcpyHostToDevice, ctx.stream()));
-    ctx.synchronize();  // src is a host vector that goes out of scope
-  }
+  if (n > 0) ctx.from_host(dst, src, static_cast<std::size_t>(n) * sizeof(T));
 }
 
 /// Reduces vectors of the backend's memory.
@@ -163,11 +162,15 @@ class Reducer {
 
  private:
   void zero(VectorView<T> v) {
-    if (ctx_.backend() == Backend::cpu) {
-      std::fill(v.data, v.data + v.size, T(0));
-    } else {
-      D2R_CUDA_TRY(cudaMemsetAsync(v.data, 0, static_cast<std::size_t>(v.size) * sizeof(T), ctx_.stream()));
-    }
+    detail::run_on<T>(
+        ctx_, [&] { std::fill(v.data, v.data + v.size, T(0)); },
+        [&](const auto& ex) {
+#if D2R_WITH_CUDA
+          D2R_CUDA_TRY(cudaMemsetAsync(v.data, 0, static_cast<std::size_t>(v.size) * sizeof(T), ex.stream));
+#else
+          (void)ex;
+#endif
+        });
   }
   Context& ctx_;
   Buffer<T> scratch_, blocks_;
