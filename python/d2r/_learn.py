@@ -56,6 +56,70 @@ def _empty_like(x: Any, n: int, dtype_of: Any) -> Any:
     return np.empty(n, dtype=np.dtype(str(dtype_of.dtype)) if mod != "numpy" else dtype_of.dtype)
 
 
+class TorchCommunicator:
+    """The collectives of d2r's data-parallel trainers over a ``torch.distributed`` process group
+    (d2r::Communicator; README "Data parallel"). The trainers hand their buffers over zero-copy: host
+    buffers (Gloo, MPI) as NumPy views wrapped by ``torch.from_numpy``, device buffers (NCCL, cuda
+    backend) as CUDA tensors; each rank calls the same collectives in the same order.
+
+    Usually built by ``d2r.fit(..., group=...)`` / ``BilevelRewardLearner(group=...)``; ``communicator()``
+    gives the d2r._core.Communicator to pass to the trainers (its ``stats`` count the payload)."""
+
+    def __init__(self, group: Any, device: str = "cpu", device_id: int = 0, fn: str = "d2r.TorchCommunicator"):
+        try:
+            import torch.distributed as dist
+        except ImportError as e:
+            raise _core.ArgumentError(f"{fn}: argument 'group': torch.distributed is not available ({e})") from None
+        if not dist.is_available() or not dist.is_initialized():
+            raise _core.ArgumentError(f"{fn}: argument 'group': torch.distributed is not initialised "
+                                      "(call torch.distributed.init_process_group first)")
+        if group is True:
+            group = dist.group.WORLD
+        if not isinstance(group, dist.ProcessGroup):
+            raise _core.ArgumentError(f"{fn}: argument 'group': expected a torch.distributed ProcessGroup, "
+                                      f"got {type(group).__name__}")
+        backend = str(dist.get_backend(group)).lower()
+        if device == "cuda" and "nccl" in backend:
+            memory = "device"
+        elif "gloo" in backend or "mpi" in backend:
+            memory = "host"  # the cuda backend then stages the sums through the host
+        else:
+            raise _core.ArgumentError(f"{fn}: argument 'group': backend '{backend}' cannot reduce "
+                                      f"{'CPU' if device != 'cuda' else 'CUDA or CPU'} tensors "
+                                      f"(use a Gloo group{' or NCCL' if device == 'cuda' else ''})")
+        self.group = group
+        self._dist = dist
+        self.memory, self.device_id = memory, int(device_id)
+        self.rank, self.size = dist.get_rank(group), dist.get_world_size(group)
+
+    def communicator(self) -> _core.Communicator:
+        """A new d2r._core.Communicator calling this object (it holds this object; this one does not
+        hold it, so no reference cycle through the extension)."""
+        return _core.Communicator(self, self.rank, self.size, memory=self.memory, device_id=self.device_id)
+
+    @staticmethod
+    def _tensor(a: Any) -> Any:
+        import torch
+
+        return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
+    def allreduce_sum(self, a: Any) -> None:
+        self._dist.all_reduce(self._tensor(a), op=self._dist.ReduceOp.SUM, group=self.group)
+
+    def broadcast(self, a: Any, root: int) -> None:
+        self._dist.broadcast(self._tensor(a), src=self._dist.get_global_rank(self.group, root), group=self.group)
+
+    def barrier(self) -> None:
+        self._dist.barrier(group=self.group)
+
+
+def _parallel(group: Any, ctx: _core.Context, fn: str) -> Optional[_core.Communicator]:
+    if group is None:
+        return None
+    cuda = ctx.backend == "cuda"
+    return TorchCommunicator(group, "cuda" if cuda else "cpu", ctx.device if cuda else 0, fn).communicator()
+
+
 @dataclasses.dataclass
 class FitResult:
     """What a fit returns: the learned (bilevel) or fixed reward parameters (None for mse/nll), the
@@ -101,6 +165,12 @@ class BilevelRewardLearner:
     inner_gradient_clamp, damping, outer_optimizer, seed, device ('auto', 'cpu', 'cuda'), threads
     (cpu GEMM threads, default 1 as the CLI).
 
+    Data parallel: ``group=`` a ``torch.distributed`` process group (Gloo on the cpu backend; NCCL or Gloo
+    on cuda): every rank passes the same data and options, each computes on its shard of the rows and
+    the sums are all-reduced (d2r::BilevelTrainer::set_data_parallel); ``deterministic_reduction=True``
+    (blocks of ``reduction_block_rows`` rows) gives the same bits for any number of ranks. Rank 0 alone
+    writes the checkpoint and shows progress; every rank gets the same results.
+
     After fit(): ``reward_params_`` (list), ``policy_params_`` (array in the data's framework for
     NumPy/PyTorch inputs: a NumPy copy), ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer).
     """
@@ -112,13 +182,17 @@ class BilevelRewardLearner:
                                generations=50, inner_steps=50, solver_iterations=1)
 
     def __init__(self, *, reward_form: str = "scalar", reward_init: Optional[Sequence[float]] = None,
-                 outer_steps: int = 100, seed: int = 0, device: str = "auto", threads: int = 1, **options: Any):
+                 outer_steps: int = 100, seed: int = 0, device: str = "auto", threads: int = 1, group: Any = None,
+                 deterministic_reduction: bool = False, reduction_block_rows: int = 256, **options: Any):
         self.reward_form = reward_form
         self.reward_init = None if reward_init is None else [float(v) for v in reward_init]
         self.outer_steps = int(outer_steps)
         self.seed = int(seed)
         self.device = device
         self.threads = int(threads)
+        self.group = group
+        self.deterministic_reduction = bool(deterministic_reduction)
+        self.reduction_block_rows = int(reduction_block_rows)
         self.options = dict(options)  # the defaults (regression or classification) are added by fit()
         self.trainer_: Optional[_core.BilevelTrainer] = None
 
@@ -151,12 +225,20 @@ class BilevelRewardLearner:
                                              val_y=val_Y, val_labels=val_labels, reward_form=self.reward_form,
                                              reward_init=self._initial_reward(dims), options=opts)
         self._ctx = ctx
+        self.communicator_ = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")
+        writer = self.communicator_ is None or self.communicator_.rank == 0
+        if self.communicator_ is not None:
+            self.trainer_.set_data_parallel(self.communicator_,
+                                            deterministic_reduction=self.deterministic_reduction,
+                                            reduction_block_rows=self.reduction_block_rows)
         if resume:
             if checkpoint is None or not os.path.exists(checkpoint):
                 raise _core.ArgumentError(f"d2r.BilevelRewardLearner.fit: argument 'resume': no checkpoint "
                                           f"'{checkpoint}' to resume from")
             self.trainer_.load(os.fspath(checkpoint))
-        show = _progress_printer(progress, self.outer_steps, "outer step")
+        show = _progress_printer(progress, self.outer_steps, "outer step") if writer else None
+        if not writer:
+            checkpoint = None  # rank 0 alone writes
         while self.trainer_.steps_done < self.outer_steps:
             r = self.trainer_.step()
             if show:
@@ -173,7 +255,8 @@ class BilevelRewardLearner:
 
 def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, classes: int = 0, val_X: Any = None,
         val_Y: Any = None, val_labels: Any = None, seed: int = 0, device: str = "auto", threads: int = 1,
-        progress: Optional[bool] = None, **options: Any) -> FitResult:
+        progress: Optional[bool] = None, group: Any = None, deterministic_reduction: bool = False,
+        reduction_block_rows: int = 256, **options: Any) -> FitResult:
     """Trains a policy on arrays, as `d2r fit` does on a CSV file.
 
     Regression (X: N x p, Y: N x n float arrays): method 'mse', 'nll', 'pg' (a fixed reward:
@@ -182,16 +265,25 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
     minibatch Adam (epochs=, batch_size=), or 'bilevel'. Options are the trainers' (steps, lr,
     hidden, activation, head, generations, entropy_weight, evaluate_every, ...); unknown ones are an
     error naming them. Returns a FitResult; the policy parameters are allocated in X's framework.
+    Data parallel: group= a torch.distributed process group, deterministic_reduction=,
+    reduction_block_rows= (see BilevelRewardLearner); rank 0 alone shows progress.
     """
     if method == "bilevel":
         outer_steps = options.pop("outer_steps", 100)
-        learner = BilevelRewardLearner(outer_steps=outer_steps, seed=seed, device=device, threads=threads, **options)
+        learner = BilevelRewardLearner(outer_steps=outer_steps, seed=seed, device=device, threads=threads, group=group,
+                                       deterministic_reduction=deterministic_reduction,
+                                       reduction_block_rows=reduction_block_rows, **options)
         return learner.fit(X, Y, labels=labels, classes=classes, val_X=val_X, val_Y=val_Y, val_labels=val_labels,
                            progress=progress)
     if method not in ("mse", "nll", "pg"):
         raise _core.ArgumentError(f"d2r.fit: argument 'method': expected 'mse', 'nll', 'pg' or 'bilevel', got '{method}'")
     _core.set_cpu_threads(threads)
     ctx = _context(X, device, seed)
+    comm = _parallel(group, ctx, "d2r.fit")
+    par = dict(communicator=comm, deterministic_reduction=bool(deterministic_reduction),
+               reduction_block_rows=int(reduction_block_rows))
+    if comm is not None and comm.rank != 0:
+        progress = False
     options = dict(options, loss=method, seed=seed)
     if classes:
         hidden = list(options.get("hidden", []))
@@ -199,7 +291,7 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
         params = _empty_like(X, n, X)
         show = _progress_printer(progress, int(options.get("epochs", 30)), "epoch")
         records = _core.fit_classifier(ctx, X, labels, int(classes), params, val_x=val_X, val_labels=val_labels,
-                                       options=options, on_record=show)
+                                       options=options, on_record=show, **par)
     else:
         if Y is None:
             raise _core.ArgumentError("d2r.fit: argument 'Y': regression needs targets (or labels= and classes=)")
@@ -210,6 +302,6 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
         n = _core.parameter_count(int(X.shape[1]), list(options["hidden"]), outputs, bool(options.get("layer_norm", False)))
         params = _empty_like(X, n, X)
         show = _progress_printer(progress, int(options["steps"]), "step")
-        records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options, on_record=show)
+        records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options, on_record=show, **par)
     reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
     return FitResult(method, reward, params, records)

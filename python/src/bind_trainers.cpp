@@ -1,6 +1,8 @@
 // Bindings of bilevel.hpp: BilevelTrainer (regression and classification), fit_policy and
 // fit_classifier. Options arrive as a dict whose keys are checked (an unknown key is an error
 // naming it); data arrays stay referenced by the trainer (it keeps views of them).
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -140,6 +142,97 @@ nb::object to_numpy(d2r::Context& ctx, d2r::VectorView<const T> v) {
   return nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<1>>(data, {static_cast<std::size_t>(v.size)}, owner));
 }
 
+
+/// A d2r::Communicator whose collectives call a Python object (d2r.TorchCommunicator over a
+/// torch.distributed group): allreduce_sum(array), broadcast(array, root), barrier(). The buffers
+/// are handed over zero-copy: host memory as a NumPy view, device memory as a PyTorch tensor
+/// (DLPack); the view is only valid during the call. The trainers call these with the GIL
+/// released, so every callback takes it.
+class PyCommunicator final : public d2r::Communicator {
+ public:
+  PyCommunicator(nb::object impl, int rank, int size, bool device, int device_id)
+      : impl_(std::move(impl)), rank_(rank), size_(size), device_(device), device_id_(device_id) {}
+  [[nodiscard]] int rank() const noexcept override { return rank_; }
+  [[nodiscard]] int size() const noexcept override { return size_; }
+  [[nodiscard]] d2r::CommMemory memory() const noexcept override {
+    return device_ ? d2r::CommMemory::device : d2r::CommMemory::host;
+  }
+  void allreduce_sum(std::span<float> data) override { reduce(data); }
+  void allreduce_sum(std::span<double> data) override { reduce(data); }
+  void broadcast(std::span<std::byte> data, int root) override {
+    ++stats_.broadcast_calls;
+    stats_.broadcast_bytes += data.size_bytes();
+    call("broadcast", reinterpret_cast<std::uint8_t*>(data.data()), data.size(), nb::int_(root));
+  }
+  void barrier() override {
+    ++stats_.barriers;
+    nb::gil_scoped_acquire gil;
+    guarded("barrier", [&] { impl_.attr("barrier")(); });
+  }
+  void sync() override {}  // torch.distributed's collectives are called synchronously
+  [[noreturn]] void abort(std::string_view message, int exit_code) noexcept override {
+    std::fprintf(stderr, "%s\n", std::string(message).c_str());
+    std::fflush(stderr);
+    std::_Exit(exit_code);
+  }
+
+ private:
+  template <class T>
+  void reduce(std::span<T> data) {
+    ++stats_.allreduce_calls;
+    stats_.allreduce_bytes += data.size_bytes();
+    call("allreduce_sum", data.data(), data.size(), nb::none());
+  }
+  template <class T>
+  void call(const char* method, T* p, std::size_t n, nb::object extra) {
+    nb::gil_scoped_acquire gil;
+    guarded(method, [&] {
+      nb::object view;
+      if (device_) {
+        view = nb::cast(nb::ndarray<nb::pytorch, T, nb::ndim<1>>(p, {n}, nb::handle(), {}, nb::dtype<T>(),
+                                                                 nb::device::cuda::value, device_id_),
+                        nb::rv_policy::reference);
+      } else {
+        view = nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<1>>(p, {n}, nb::handle()), nb::rv_policy::reference);
+      }
+      if (extra.is_none()) {
+        impl_.attr(method)(view);
+      } else {
+        impl_.attr(method)(view, extra);
+      }
+    });
+  }
+  /// A Python exception in a collective becomes d2r::Error (communication): the trainers' error
+  /// path, with the Python message.
+  template <class F>
+  void guarded(const char* method, F&& f) {
+    try {
+      f();
+    } catch (nb::python_error& e) {
+      const std::string what = e.what();  // e is released at the end of this block, GIL held
+      throw d2r::Error(d2r::ErrorKind::communication, "group",
+                       std::string("torch.distributed ") + method + " failed on rank " + std::to_string(rank_) +
+                           ": " + what);
+    }
+  }
+
+  nb::object impl_;
+  int rank_, size_;
+  bool device_;
+  int device_id_;
+};
+
+d2r::DataParallel data_parallel(std::string_view fn, nb::handle comm, bool deterministic, std::int64_t block_rows) {
+  d2r::DataParallel p;
+  if (comm.is_none()) return p;
+  if (!nb::isinstance<PyCommunicator>(comm)) bad_argument(fn, "communicator", "expected a d2r._core.Communicator");
+  if (block_rows < 1) bad_argument(fn, "reduction_block_rows", "expected >= 1, got " + std::to_string(block_rows));
+  p.communicator = nb::cast<PyCommunicator*>(comm);
+  p.deterministic = deterministic;
+  p.block_rows = block_rows;
+  return p;
+}
+
 struct TrainerPy {
   d2r::Context* ctx;
   Scalar scalar;
@@ -155,6 +248,36 @@ void with_trainer(TrainerPy& t, F&& f) {
 }  // namespace
 
 void bind_trainers(nb::module_& m) {
+  nb::class_<PyCommunicator>(m, "Communicator",
+                             "A d2r::Communicator whose collectives call impl.allreduce_sum(array), "
+                             "impl.broadcast(array, root) and impl.barrier() (d2r.TorchCommunicator). memory: "
+                             "'host' (NumPy views) or 'device' (CUDA PyTorch tensors on device_id).")
+      .def(
+          "__init__",
+          [](PyCommunicator* self, nb::object impl, int rank, int size, const std::string& memory, int device_id) {
+            if (size < 1) bad_argument("Communicator", "size", "expected >= 1, got " + std::to_string(size));
+            if (rank < 0 || rank >= size) {
+              bad_argument("Communicator", "rank",
+                           "expected in [0, " + std::to_string(size) + "), got " + std::to_string(rank));
+            }
+            if (memory != "host" && memory != "device") {
+              bad_argument("Communicator", "memory", "expected 'host' or 'device', got '" + memory + "'");
+            }
+            new (self) PyCommunicator(std::move(impl), rank, size, memory == "device", device_id);
+          },
+          nb::arg("impl"), nb::arg("rank"), nb::arg("size"), nb::kw_only(), nb::arg("memory") = "host",
+          nb::arg("device_id") = 0)
+      .def_prop_ro("rank", &PyCommunicator::rank)
+      .def_prop_ro("size", &PyCommunicator::size)
+      .def_prop_ro("stats", [](const PyCommunicator& c) {
+        nb::dict d;
+        const d2r::CommStats& s = c.stats();
+        d["allreduce_calls"] = s.allreduce_calls, d["allreduce_bytes"] = s.allreduce_bytes;
+        d["broadcast_calls"] = s.broadcast_calls, d["broadcast_bytes"] = s.broadcast_bytes;
+        d["barriers"] = s.barriers;
+        return d;
+      }, "Payload counters of this rank (d2r::CommStats).");
+
   nb::class_<TrainerPy>(m, "BilevelTrainer",
                         "d2r::BilevelTrainer: learns the reward parameters φ by bilevel optimisation. Regression: "
                         "x (N x p) and y (N x n); classification: x and int32 labels with classes > 0. Options: a "
@@ -256,6 +379,19 @@ void bind_trainers(nb::module_& m) {
              with_trainer(t, [&](auto& tr) { v = tr.window_rows(); });
              return v;
            })
+      .def("set_data_parallel",
+           [](TrainerPy& t, nb::object comm, bool deterministic, std::int64_t block_rows) {
+             const d2r::DataParallel p = data_parallel("BilevelTrainer.set_data_parallel", comm, deterministic, block_rows);
+             with_trainer(t, [&](auto& tr) {
+               nb::gil_scoped_release rel;
+               tr.set_data_parallel(p);
+             });
+             t.kept.push_back(comm);
+           },
+           nb::arg("communicator"), nb::kw_only(), nb::arg("deterministic_reduction") = false,
+           nb::arg("reduction_block_rows") = 256,
+           "Data parallel over communicator's ranks (d2r::BilevelTrainer::set_data_parallel): once, before "
+           "the first step and before load().")
       .def("save", [](TrainerPy& t, const std::filesystem::path& p) { with_trainer(t, [&](auto& tr) { tr.save(p); }); },
            nb::arg("path"), "Writes the whole state to path atomically.")
       .def("load", [](TrainerPy& t, const std::filesystem::path& p) { with_trainer(t, [&](auto& tr) { tr.load(p); }); },
@@ -264,7 +400,8 @@ void bind_trainers(nb::module_& m) {
   m.def(
       "fit_policy",
       [](d2r::Context& ctx, nb::object x, nb::object y, nb::object params, nb::object val_x, nb::object val_y,
-         nb::dict options, nb::object on_record) {
+         nb::dict options, nb::object on_record, nb::object communicator, bool deterministic_reduction,
+         std::int64_t reduction_block_rows) {
         Call c("fit_policy", ctx);
         Options o("fit_policy", options);
         const Arg xa = c.input("x", x), ya = c.input("y", y), pa = c.output("params", params),
@@ -291,6 +428,7 @@ void bind_trainers(nb::module_& m) {
           fo.seed = o.get<std::uint64_t>("seed", 0);
           fo.evaluate_every = o.get<std::int64_t>("evaluate_every", 0);
           o.finish();
+          fo.parallel = data_parallel(c.fn(), communicator, deterministic_reduction, reduction_block_rows);
           if (!on_record.is_none()) {
             fo.on_record = [on_record](const d2r::PolicyFitRecord& r) {
               nb::gil_scoped_acquire gil;
@@ -322,12 +460,15 @@ void bind_trainers(nb::module_& m) {
       nb::arg("ctx"), nb::arg("x"), nb::arg("y"), nb::arg("params"), nb::kw_only(),
       nb::arg("val_x").none() = nb::none(), nb::arg("val_y").none() = nb::none(), nb::arg("options") = nb::dict(),
       nb::arg("on_record").none() = nb::none(),
+      nb::arg("communicator").none() = nb::none(), nb::arg("deterministic_reduction") = false,
+      nb::arg("reduction_block_rows") = 256,
       "Trains a Gaussian regression policy into params (mse, nll or pg with a fixed reward); returns the records.");
 
   m.def(
       "fit_classifier",
       [](d2r::Context& ctx, nb::object x, nb::object labels, std::int64_t classes, nb::object params,
-         nb::object val_x, nb::object val_labels, nb::dict options, nb::object on_record) {
+         nb::object val_x, nb::object val_labels, nb::dict options, nb::object on_record, nb::object communicator, bool deterministic_reduction,
+         std::int64_t reduction_block_rows) {
         Call c("fit_classifier", ctx);
         Options o("fit_classifier", options);
         const Arg xa = c.input("x", x), la = c.input("labels", labels), pa = c.output("params", params),
@@ -352,6 +493,7 @@ void bind_trainers(nb::module_& m) {
           fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
           fo.seed = o.get<std::uint64_t>("seed", 0);
           o.finish();
+          fo.parallel = data_parallel(c.fn(), communicator, deterministic_reduction, reduction_block_rows);
           if (!on_record.is_none()) {
             fo.on_record = [on_record](const d2r::PolicyFitRecord& r) {
               nb::gil_scoped_acquire gil;
@@ -383,6 +525,8 @@ void bind_trainers(nb::module_& m) {
       nb::arg("ctx"), nb::arg("x"), nb::arg("labels"), nb::arg("classes"), nb::arg("params"), nb::kw_only(),
       nb::arg("val_x").none() = nb::none(), nb::arg("val_labels").none() = nb::none(),
       nb::arg("options") = nb::dict(), nb::arg("on_record").none() = nb::none(),
+      nb::arg("communicator").none() = nb::none(), nb::arg("deterministic_reduction") = false,
+      nb::arg("reduction_block_rows") = 256,
       "Trains a categorical policy (logistic regression by default) into params; one record per epoch.");
 
   m.def("parameter_count", [](std::int64_t inputs, const std::vector<std::int64_t>& hidden, std::int64_t outputs,
