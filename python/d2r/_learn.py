@@ -117,6 +117,10 @@ def _parallel(group: Any, ctx: _core.Context, fn: str) -> Optional[_core.Communi
     if group is None:
         return None
     cuda = ctx.backend == "cuda"
+    if isinstance(group, TorchCommunicator):  # one made (or extended) by the caller
+        if group.memory == "device" and not cuda:
+            raise _core.ArgumentError(f"{fn}: argument 'group': a device-memory (NCCL) communicator needs CUDA arrays")
+        return group.communicator()
     return TorchCommunicator(group, "cuda" if cuda else "cpu", ctx.device if cuda else 0, fn).communicator()
 
 
@@ -166,7 +170,7 @@ class BilevelRewardLearner:
     (cpu GEMM threads, default 1 as the CLI).
 
     Data parallel: ``group=`` a ``torch.distributed`` process group (Gloo on the cpu backend; NCCL or Gloo
-    on cuda): every rank passes the same data and options, each computes on its shard of the rows and
+    on cuda; or a d2r.TorchCommunicator): every rank passes the same data and options, each computes on its shard of the rows and
     the sums are all-reduced (d2r::BilevelTrainer::set_data_parallel); ``deterministic_reduction=True``
     (blocks of ``reduction_block_rows`` rows) gives the same bits for any number of ranks. Rank 0 alone
     writes the checkpoint and shows progress; every rank gets the same results.
