@@ -209,7 +209,9 @@ class PyCommunicator final : public d2r::Communicator {
     try {
       f();
     } catch (nb::python_error& e) {
-      const std::string what = e.what();  // e is released at the end of this block, GIL held
+      // "Type: message" without the traceback; e is released at the end of this block, GIL held.
+      const std::string what = nb::cast<std::string>(nb::str(e.type().attr("__name__"))) + ": " +
+                               nb::cast<std::string>(nb::str(e.value()));
       throw d2r::Error(d2r::ErrorKind::communication, "group",
                        std::string("torch.distributed ") + method + " failed on rank " + std::to_string(rank_) +
                            ": " + what);

@@ -66,11 +66,45 @@ def _runs(group, deterministic, rank, ckpt_dir):
     return out
 
 
+class _Failing(d2r.TorchCommunicator):
+    def allreduce_sum(self, a):
+        raise OSError("peer gone")
+
+
+def _check_collectives_and_errors(rank, world):
+    tc = d2r.TorchCommunicator(dist.group.WORLD)
+    assert (tc.rank, tc.size, tc.memory) == (rank, world, "host")
+    a = np.full(5, rank, dtype=np.uint8)
+    tc.broadcast(a, world - 1)
+    np.testing.assert_array_equal(a, np.full(5, world - 1, dtype=np.uint8))
+    b = np.arange(4, dtype=np.float64) * (rank + 1)
+    tc.allreduce_sum(b)
+    np.testing.assert_array_equal(b, np.arange(4) * (world * (world + 1) / 2))
+    tc.barrier()
+    X, Y, _ = _data()
+    # A backend that cannot reduce CPU tensors is refused, naming the argument (checked on every rank,
+    # before any collective).
+    real = dist.get_backend
+    dist.get_backend = lambda group=None: "nccl"
+    try:
+        with pytest.raises(ValueError, match="'group'.*backend 'nccl' cannot reduce CPU tensors"):
+            d2r.fit(X, Y, method="nll", steps=1, hidden=[4], device="cpu", progress=False, group=dist.group.WORLD)
+    finally:
+        dist.get_backend = real
+    if world == 1:  # a failing collective surfaces as an error naming it (no peer waits; 1 rank reduces
+        # only in deterministic mode, the default one takes the plain path)
+        with pytest.raises(RuntimeError, match="allreduce_sum failed on rank 0: .*peer gone"):
+            d2r.fit(X, Y, method="nll", steps=1, hidden=[4], device="cpu", progress=False,
+                    group=_Failing(dist.group.WORLD), deterministic_reduction=True)
+
+
 def _worker(rank, world, tmp, deterministic):
     dist.init_process_group("gloo", init_method=f"file://{tmp}/init-{world}-{int(deterministic)}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         out = _runs(dist.group.WORLD, deterministic, rank, tmp if deterministic else None)
+        if deterministic:
+            _check_collectives_and_errors(rank, world)
         if deterministic:  # refused on every rank before any collective
             with pytest.raises(d2r.ArgumentError, match="reduction_block_rows"):
                 d2r.fit(*_data()[:2], method="nll", steps=1, hidden=[4], device="cpu", progress=False,
