@@ -176,7 +176,8 @@ class BilevelRewardLearner:
     writes the checkpoint and shows progress; every rank gets the same results.
 
     After fit(): ``reward_params_`` (list), ``policy_params_`` (array in the data's framework for
-    NumPy/PyTorch inputs: a NumPy copy), ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer).
+    NumPy/PyTorch inputs: a NumPy copy), ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer),
+    ``communicator_`` (the d2r._core.Communicator of group=, with its payload ``stats``; else None).
     """
 
     _CLI_DEFAULTS = dict(hidden=[64, 64], inner_start="warm", inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0,
@@ -225,11 +226,11 @@ class BilevelRewardLearner:
                 raise _core.ArgumentError("d2r.BilevelRewardLearner.fit: argument 'Y': regression needs targets "
                                           "(or give labels= and classes= for classification)")
             dims = int(Y.shape[1]) if len(Y.shape) == 2 else 0
+        self.communicator_ = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")  # checked first
         self.trainer_ = _core.BilevelTrainer(ctx, X, Y, labels=labels, classes=int(classes), val_x=val_X,
                                              val_y=val_Y, val_labels=val_labels, reward_form=self.reward_form,
                                              reward_init=self._initial_reward(dims), options=opts)
         self._ctx = ctx
-        self.communicator_ = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")
         writer = self.communicator_ is None or self.communicator_.rank == 0
         if self.communicator_ is not None:
             self.trainer_.set_data_parallel(self.communicator_,
