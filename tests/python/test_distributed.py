@@ -18,6 +18,7 @@ mp = pytest.importorskip("torch.multiprocessing")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed has no Gloo backend in this build", allow_module_level=True)
 
+EXPECT_GPU = os.environ.get("D2R_EXPECT_GPU") == "1"
 BLOCK = 32  # rows per block: 200 rows make 7 blocks, split unevenly over 2 and 3 ranks
 DEFAULT_RTOL = 1e-4  # default mode vs the one-process run (float32, reordered sums; measured: at most 2e-5)
 
@@ -156,3 +157,37 @@ def test_bad_group_names_the_argument():
             d2r.BilevelRewardLearner(outer_steps=1, group=True).fit(X, Y, progress=False)
     with pytest.raises(ValueError, match="'group'"):
         d2r.TorchCommunicator("world")
+
+
+def _gpu_worker(rank, world, tmp):
+    dist.init_process_group("nccl", init_method=f"file://{tmp}/init-nccl", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.cuda.set_device(rank)
+        gloo = dist.new_group(backend="gloo")
+        X, Y, _ = (torch.from_numpy(a).cuda() for a in _data())
+        out = {}
+        for name, group in (("nccl", dist.group.WORLD), ("gloo", gloo)):
+            assert d2r.TorchCommunicator(group, device="cuda").memory == ("device" if name == "nccl" else "host")
+            f = d2r.fit(X, Y, method="nll", steps=6, hidden=[8], seed=5, progress=False, group=group,
+                        deterministic_reduction=True, reduction_block_rows=BLOCK)
+            b = d2r.fit(X, Y, method="bilevel", outer_steps=2, inner_steps=4, hidden=[8], seed=3, progress=False,
+                        group=group, deterministic_reduction=True, reduction_block_rows=BLOCK)
+            out[name] = np.concatenate([f.policy_params.cpu().numpy(), np.asarray(b.reward_params, np.float32),
+                                        np.asarray(b.policy_params, np.float32)])
+        np.savez(f"{tmp}/gpu-{rank}.npz", **out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_nccl_group_on_cuda_arrays(gpu, tmp_path):
+    """The device-memory path (NCCL, CUDA tensors handed over zero-copy) gives the bits of the host
+    path (Gloo, the sums staged through the host) in deterministic mode; one process per GPU."""
+    if not torch.cuda.is_available() or not dist.is_nccl_available():
+        if EXPECT_GPU:
+            pytest.fail("D2R_EXPECT_GPU=1 but this torch has no CUDA or no NCCL")
+        pytest.skip("this torch has no CUDA or no NCCL")
+    mp.spawn(_gpu_worker, args=(1, str(tmp_path)), nprocs=1, join=True)
+    out = dict(np.load(f"{tmp_path}/gpu-0.npz"))
+    assert np.all(np.isfinite(out["nccl"]))
+    np.testing.assert_array_equal(out["nccl"], out["gloo"])
