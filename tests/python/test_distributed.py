@@ -99,6 +99,23 @@ def _check_collectives_and_errors(rank, world):
                     group=_Failing(dist.group.WORLD), deterministic_reduction=True)
 
 
+def _resume_across_rank_counts(rank, world, tmp, out):
+    """2 ranks run one outer step into a checkpoint; 3 ranks resume it for the second: the bits of
+    the uninterrupted 2-step run (`out`)."""
+    X, Y, _ = _data()
+    par = dict(group=dist.group.WORLD, deterministic_reduction=True, reduction_block_rows=BLOCK)
+    ckpt = os.path.join(tmp, "half.ckpt")
+    if world == 2:
+        d2r.BilevelRewardLearner(outer_steps=1, inner_steps=4, hidden=[8], seed=3, device="cpu", **par).fit(
+            X, Y, progress=False, checkpoint=ckpt)
+        return
+    r = d2r.BilevelRewardLearner(outer_steps=2, inner_steps=4, hidden=[8], seed=3, device="cpu", **par).fit(
+        X, Y, progress=False, checkpoint=ckpt, resume=True)
+    assert [h["step"] for h in r.records] == [1, 2]
+    np.testing.assert_array_equal(np.asarray(r.reward_params), out["bilevel_reward"])
+    np.testing.assert_array_equal(np.asarray(r.policy_params, dtype=np.float64), out["bilevel_policy"])
+
+
 def _worker(rank, world, tmp, deterministic):
     dist.init_process_group("gloo", init_method=f"file://{tmp}/init-{world}-{int(deterministic)}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
@@ -110,6 +127,8 @@ def _worker(rank, world, tmp, deterministic):
             with pytest.raises(d2r.ArgumentError, match="reduction_block_rows"):
                 d2r.fit(*_data()[:2], method="nll", steps=1, hidden=[4], device="cpu", progress=False,
                         group=dist.group.WORLD, reduction_block_rows=0)
+        if deterministic and world in (2, 3):
+            _resume_across_rank_counts(rank, world, tmp, out)
         np.savez(f"{tmp}/out-{world}-{int(deterministic)}-{rank}.npz", **out)
     finally:
         dist.destroy_process_group()
@@ -125,6 +144,8 @@ def _spawn(world, tmp, deterministic):
 
 
 def test_deterministic_reduction_is_bit_identical_on_1_2_3_processes(tmp_path):
+    """Also: a 2-rank checkpoint resumed on 3 ranks continues with the same bits
+    (_resume_across_rank_counts)."""
     one = _spawn(1, tmp_path, True)
     for world in (2, 3):
         many = _spawn(world, tmp_path, True)
@@ -133,7 +154,7 @@ def test_deterministic_reduction_is_bit_identical_on_1_2_3_processes(tmp_path):
             assert np.all(np.isfinite(one[k])) and one[k].size > 0, k
             np.testing.assert_array_equal(many[k], one[k], err_msg=f"{world} processes vs 1: {k}")
     # Rank 0 alone writes: its checkpoint exists, the other ranks' paths were not written.
-    assert (tmp_path / "bilevel-rank0.ckpt").is_file()
+    assert (tmp_path / "bilevel-rank0.ckpt").is_file() and (tmp_path / "half.ckpt").is_file()
     assert not (tmp_path / "bilevel-rank1.ckpt").exists() and not (tmp_path / "bilevel-rank2.ckpt").exists()
 
 
