@@ -116,7 +116,12 @@ def _resume_across_rank_counts(rank, world, tmp, out):
     np.testing.assert_array_equal(np.asarray(r.policy_params, dtype=np.float64), out["bilevel_policy"])
 
 
+def _loopback():
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # 127.0.0.1, whatever the host name resolves to
+
+
 def _worker(rank, world, tmp, deterministic):
+    _loopback()
     dist.init_process_group("gloo", init_method=f"file://{tmp}/init-{world}-{int(deterministic)}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
@@ -181,6 +186,7 @@ def test_bad_group_names_the_argument():
 
 
 def _gpu_worker(rank, world, tmp):
+    _loopback()
     dist.init_process_group("nccl", init_method=f"file://{tmp}/init-nccl", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
