@@ -73,6 +73,13 @@ ParallelSession::ParallelSession([[maybe_unused]] int* argc, [[maybe_unused]] ch
       if (std::freopen("/dev/null", "w", stdout) == nullptr) std::fclose(stdout);
     }
   }
+#else
+  if (under_launcher()) {
+    // Without MPI every rank would run the whole job on its own and write the same --out.
+    std::fprintf(stderr, "d2r: started by an MPI launcher, but this d2r was built without MPI; rebuild with Open MPI "
+                         "installed (libopenmpi-dev) and -DD2R_WITH_MPI=ON, or run it without mpirun\n");
+    std::exit(2);
+  }
 #endif
 }
 
