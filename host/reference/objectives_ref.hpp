@@ -14,7 +14,7 @@
 
 #include "d2r/types/objectives.hpp"
 #include "host/reference/categorical_ref.hpp"
-#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/rewards_ref.hpp"
 #include "common/math/numerics.hpp"
 
