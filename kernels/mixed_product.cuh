@@ -2,7 +2,7 @@
 // Device code of the exact-curvature mixed products ∇_φ(∇_head L_exact · ḣ) (DESIGN.md §5), see
 // reference::exact_mixed_diag_gaussian / exact_mixed_categorical: per-row partial gradients
 // (B x P), column-summed by the launchers (mixed_product.cu). The Cholesky head's lives with its
-// objective kernels in cholesky_objectives.cu(h).
+// objective kernels in kernels/heads/cholesky_gaussian/objectives.cuh.
 
 #include <cstdint>
 

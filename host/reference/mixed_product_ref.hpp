@@ -124,36 +124,6 @@ void u_diagonal_grad(const MahalanobisReward<T>& reward, std::int64_t n, W&& w, 
   }
 }
 
-/// Cholesky Gaussian: with L̇ the factor's tangent (L̇_ij = raẇ_ij for j < i, L̇_ii = σ(raw_ii) raẇ_ii),
-///   ∇_head L_exact · ḣ = 2k Σ_b (δ_bᵀ U μ̇_b + Σ_j L_b,:jᵀ U L̇_b,:j) + (λ term),   k = pd/N,
-/// i.e. 2k Σ_b tr(U M_b) with M = δ μ̇ᵀ + L L̇ᵀ; its φ-gradient (the λ term does not depend on φ).
-/// A shared (1-row) tril and its 1-row tangent enter every row.
-template <class T>
-void exact_mixed_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                                   const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                                   const CholeskyGaussian<T>& tangent, VectorView<T> grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
-  const T k = s.per_dim / s.normaliser;
-  std::fill(grad.data, grad.data + grad.size, T(0));
-  std::vector<T> L, dL(static_cast<std::size_t>(P));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
-      dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
-    }
-    bilinear_u_grad(
-        reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); },
-        [&](std::int64_t i) { return tangent.mean(b, i); }, T(2) * k, grad.data);
-    for (std::int64_t j = 0; j < n; ++j) {  // column j of L and of L̇ (zero above the diagonal)
-      bilinear_u_grad(
-          reward, n, [&](std::int64_t i) { return i >= j ? L[tril_index(i, j)] : T(0); },
-          [&](std::int64_t i) { return i >= j ? dL[tril_index(i, j)] : T(0); }, T(2) * k, grad.data);
-    }
-  }
-}
-
 /// Categorical: ∇_ℓ L_exact · ℓ̇ = −(1/N) Σ_b Σ_k ṗ_k r(k, y_b) + (λ term), ṗ = p ⊙ (ℓ̇ − p·ℓ̇).
 template <class T>
 void exact_mixed_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,

@@ -14,7 +14,6 @@
 
 #include "d2r/types/objectives.hpp"
 #include "host/reference/categorical_ref.hpp"
-#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/rewards_ref.hpp"
 #include "common/math/numerics.hpp"
 
@@ -91,102 +90,6 @@ std::vector<T> dense_u(const MahalanobisReward<T>& reward, std::int64_t n) {
 }
 
 // ---------------------------------------------------------------- exact expectation
-/// Cholesky Gaussian: E[r] = −δᵀUδ − tr(U L Lᵀ); ∂/∂L = −2 U L (lower part), ∂H/∂L_dd = 1/L_dd.
-template <class T>
-void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                             const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
-                             const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
-  const bool shared = head.tril.rows == 1 && B > 1;
-  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  const std::vector<T> U = dense_u(reward, n);
-  if (shared)
-    for (std::int64_t p = 0; p < P; ++p) grad.tril(0, p) = 0;
-  std::vector<T> L, u_delta;
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
-    const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
-    T trace = 0, H = T(0.5 * math::kLog2PiE) * T(n);
-    for (std::int64_t d = 0; d < n; ++d) {
-      H += math::log_(L[tril_index(d, d)]);
-      grad.mean(b, d) = T(2) * k * u_delta[d];
-    }
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j <= i; ++j) {
-        T ul = 0;  // (U L)_ij
-        for (std::int64_t m = j; m < n; ++m) ul += U[i * n + m] * L[tril_index(m, j)];
-        trace += L[tril_index(i, j)] * ul;
-        T g = -k * (T(-2) * ul + (i == j ? lambda / L[tril_index(i, i)] : T(0)));
-        if (i == j) g *= math::sigmoid(head.tril(tr, tril_index(i, i)));
-        if (shared) {
-          grad.tril(0, tril_index(i, j)) += g;
-        } else {
-          grad.tril(b, tril_index(i, j)) = g;
-        }
-      }
-    }
-    const T expected = -quad - trace;
-    rows.row_loss[b] = -k * (expected + lambda * H);
-    if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
-  }
-}
-
-/// Tangent of exact_cholesky_gaussian's head gradient along ḣ = (μ̇, raẇ) (the head-level Hessian
-/// of L_exact applied to ḣ; it does not depend on the targets). With L̇ the tangent of the factor
-/// (L̇_ij = raẇ_ij for j < i, L̇_ii = σ(raw_ii) raẇ_ii) and the gradient
-/// g_L_ij = 2k (UL)_ij − [i = j] kλ / L_ii of exact_cholesky_gaussian:
-///   R(∂/∂μ_b)      = 2k U μ̇_b
-///   R(∂/∂raw_ij)   = 2k (U L̇)_ij                                                 (j < i)
-///   R(∂/∂raw_ii)   = (2k (U L̇)_ii + kλ L̇_ii / L_ii²) σ(raw_ii) + g_L_ii σ'(raw_ii) raẇ_ii,
-/// σ' = σ(raw) σ(−raw); a shared (1-row) tril receives the sum over rows. The tangent's jitter is
-/// ignored.
-template <class T>
-void exact_cholesky_gaussian_tangent(const CholeskyGaussian<T>& head, const MahalanobisReward<T>& reward,
-                                     const PgOptions<T>& options, ObjectiveScale<T> s,
-                                     const CholeskyGaussian<T>& tangent, const CholeskyGaussianGrad<T>& grad_tangent) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
-  const bool shared = head.tril.rows == 1 && B > 1;
-  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  const std::vector<T> U = dense_u(reward, n);
-  if (shared)
-    for (std::int64_t p = 0; p < P; ++p) grad_tangent.tril(0, p) = 0;
-  std::vector<T> L, dL(static_cast<std::size_t>(P));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
-      dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
-    }
-    for (std::int64_t i = 0; i < n; ++i) {
-      T u_mdot = 0;
-      for (std::int64_t m = 0; m < n; ++m) u_mdot += U[i * n + m] * tangent.mean(b, m);
-      grad_tangent.mean(b, i) = T(2) * k * u_mdot;
-    }
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j <= i; ++j) {
-        T udl = 0;  // (U L̇)_ij
-        for (std::int64_t m = j; m < n; ++m) udl += U[i * n + m] * dL[tril_index(m, j)];
-        T g = T(2) * k * udl;
-        if (i == j) {
-          T ul = 0;  // (U L)_ii
-          for (std::int64_t m = i; m < n; ++m) ul += U[i * n + m] * L[tril_index(m, i)];
-          const T l = L[tril_index(i, i)], raw = head.tril(tr, tril_index(i, i));
-          const T sig = math::sigmoid(raw), dsig = sig * math::sigmoid(-raw);
-          const T g_l = T(2) * k * ul - k * lambda / l;
-          g = (g + k * lambda * dL[tril_index(i, i)] / (l * l)) * sig + g_l * dsig * tangent.tril(tr, tril_index(i, i));
-        }
-        if (shared) {
-          grad_tangent.tril(0, tril_index(i, j)) += g;
-        } else {
-          grad_tangent.tril(b, tril_index(i, j)) = g;
-        }
-      }
-    }
-  }
-}
-
 /// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]). Classes whose logit is
 /// not > −inf (−inf or NaN) are masked (p = 0); a row with no distribution (categorical_row_stats
 /// not valid, possible under ValueChecks::none) gets NaN gradients and outputs, as the kernels.
@@ -295,61 +198,6 @@ void pathwise_transform(const TransformOptions<T>& o, T r, T& value, T& slope) {
   } else {
     value = r;
     slope = T(1);
-  }
-}
-
-/// Cholesky Gaussian, ŷ = μ + Lε: ∂ŷ_i/∂L_ij = ε_j.
-template <class T>
-void pathwise_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                                const MahalanobisReward<T>& reward, const PgOptions<T>& options,
-                                math::DrawPosition pos, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
-                                const CholeskyGaussianGrad<T>& grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols, G = s.generations, P = n * (n + 1) / 2;
-  const bool shared = head.tril.rows == 1 && B > 1;
-  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  if (shared)
-    for (std::int64_t p = 0; p < P; ++p) grad.tril(0, p) = 0;
-  std::vector<T> L, eps(n), y_hat(n), u_delta, gm(n), gl(P);
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
-    std::fill(gm.begin(), gm.end(), T(0));
-    std::fill(gl.begin(), gl.end(), T(0));
-    T value_sum = 0, reward_sum = 0, H = T(0.5 * math::kLog2PiE) * T(n);
-    for (std::int64_t g = 0; g < G; ++g) {
-      for (std::int64_t d = 0; d < n; ++d)
-        eps[d] = math::normal<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
-                                 static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
-      for (std::int64_t i = 0; i < n; ++i) {
-        y_hat[i] = head.mean(b, i);
-        for (std::int64_t j = 0; j <= i; ++j) y_hat[i] += L[tril_index(i, j)] * eps[j];
-      }
-      const T r = -apply_u(reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
-      T value, slope;
-      pathwise_transform(options.transform, r, value, slope);
-      value_sum += value;
-      reward_sum += r;
-      for (std::int64_t i = 0; i < n; ++i) {
-        const T dr = T(-2) * u_delta[i];
-        gm[i] += slope * dr;
-        for (std::int64_t j = 0; j <= i; ++j) gl[tril_index(i, j)] += slope * dr * eps[j];
-      }
-    }
-    for (std::int64_t d = 0; d < n; ++d) H += math::log_(L[tril_index(d, d)]);
-    for (std::int64_t d = 0; d < n; ++d) grad.mean(b, d) = -k * gm[d] / T(G);
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j <= i; ++j) {
-        T g = -k * (gl[tril_index(i, j)] / T(G) + (i == j ? lambda / L[tril_index(i, i)] : T(0)));
-        if (i == j) g *= math::sigmoid(head.tril(tr, tril_index(i, i)));
-        if (shared) {
-          grad.tril(0, tril_index(i, j)) += g;
-        } else {
-          grad.tril(b, tril_index(i, j)) = g;
-        }
-      }
-    }
-    rows.row_loss[b] = -k * (value_sum / T(G) + lambda * H);
-    if (!rows.row_reward.empty()) rows.row_reward[b] = reward_sum / T(G);
   }
 }
 
