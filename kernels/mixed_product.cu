@@ -3,7 +3,7 @@
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/categorical/launch.hpp"
 #include "kernels/objectives/launch.hpp"
-#include "kernels/mixed_product.cuh"
+#include "kernels/heads/categorical/second_order.cuh"
 
 namespace d2r::kernels {
 namespace {

@@ -14,7 +14,7 @@
 #include <limits>
 
 #include "d2r/types/heads.hpp"
-#include "host/reference/categorical_ref.hpp"
+#include "host/reference/heads/categorical.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::reference {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "d2r/distributions.hpp"
-#include "host/reference/categorical_ref.hpp"
+#include "host/reference/heads/categorical.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/heads/categorical/launch.hpp"

@@ -3,7 +3,7 @@
 // templated on the scalar type. It is the test oracle (in double) and the cpu backend (float or
 // double). Draws use the same Philox uniform as the CUDA kernel (math::categorical_uniform).
 //
-// Conventions shared with kernels/categorical.cuh:
+// Conventions shared with kernels/heads/categorical/distribution.cuh:
 // - A logit that is not > -inf (-inf, or NaN when value checks are off) has weight 0.
 // - A row "has no distribution" when its largest logit is not finite (all -inf, or +inf with
 //   checks off) or its weight sum is not a finite positive number: its samples are -1 and its

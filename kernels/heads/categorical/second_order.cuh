@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "d2r/types/heads.hpp"
-#include "kernels/categorical.cuh"
+#include "kernels/heads/categorical/distribution.cuh"
 #include "kernels/common.cuh"
 #include "common/math/numerics.hpp"
 

@@ -1,6 +1,6 @@
 #pragma once
 // Device code of the categorical head (DESIGN.md §3). Launchers: categorical.cu.
-// CPU reference with the same conventions: host/reference/categorical_ref.hpp.
+// CPU reference with the same conventions: host/reference/heads/categorical.hpp.
 //
 // Every kernel gives one thread block to one row (grid-stride over rows) and reduces with CUB
 // block collectives, so results depend only on the block size, never on timing: deterministic.

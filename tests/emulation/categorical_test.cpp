@@ -1,22 +1,22 @@
-// Emulated kernels of the categorical head (kernels/categorical.cuh) against the CPU reference in
+// Emulated kernels of the categorical head (kernels/heads/categorical/distribution.cuh) against the CPU reference in
 // double: sample (each draw checked against the double inverse CDF within float rounding),
 // log_prob, entropy, backward (with and without samples), the exact objective and its tangent,
 // log_prob_jvp, backward_tangent, and the fused REINFORCE surrogate (against the reference
 // composition log_prob → one-hot reward → transform → entropy → row terms → backward on the
 // sampler's own draws: the fused kernel must draw exactly what sample_kernel draws). Also the
-// exact mixed products of kernels/mixed_product.cuh (which includes categorical.cuh).
+// exact mixed products of kernels/heads/categorical/second_order.cuh (which includes categorical.cuh).
 // The block shapes are the launchers' (categorical.cu): 64 threads for small vocabularies,
 // 256 threads with tiles of 2048 logits (up to 128 tiles) above.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/categorical_ref.hpp"
+#include "host/reference/heads/categorical.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/mixed_product_ref.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
 #include "host/reference/second_order_ref.hpp"
-#include "kernels/categorical.cuh"
-#include "kernels/mixed_product.cuh"  // includes categorical.cuh: its kernels are emulated here too
+#include "kernels/heads/categorical/distribution.cuh"
+#include "kernels/heads/categorical/second_order.cuh"  // includes categorical.cuh: its kernels are emulated here too
 #include "kernels/heads/diag_gaussian/second_order.cuh"
 
 namespace d2r::emulation {

@@ -1,6 +1,6 @@
 // Launchers of the categorical head kernels (device code in categorical.cuh). One block per row;
 // a smaller block for small vocabularies, where a 256-thread block would mostly idle.
-#include "kernels/categorical.cuh"
+#include "kernels/heads/categorical/distribution.cuh"
 #include "kernels/heads/categorical/launch.hpp"
 
 namespace d2r::kernels {
