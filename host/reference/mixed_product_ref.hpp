@@ -124,46 +124,4 @@ void u_diagonal_grad(const MahalanobisReward<T>& reward, std::int64_t n, W&& w, 
   }
 }
 
-/// Categorical: ∇_ℓ L_exact · ℓ̇ = −(1/N) Σ_b Σ_k ṗ_k r(k, y_b) + (λ term), ṗ = p ⊙ (ℓ̇ − p·ℓ̇).
-template <class T>
-void exact_mixed_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                             const MahalanobisReward<T>& reward, ObjectiveScale<T> s, const Categorical<T>& tangent,
-                             VectorView<T> grad) {
-  const std::int64_t B = head.logits.rows, C = head.logits.cols;
-  const T k = T(1) / s.normaliser;
-  std::fill(grad.data, grad.data + grad.size, T(0));
-  std::vector<T> p(static_cast<std::size_t>(C));
-  for (std::int64_t b = 0; b < B; ++b) {
-    T mx = -INFINITY;
-    for (std::int64_t j = 0; j < C; ++j) mx = std::max(mx, head.logits(b, j));
-    T z = 0;
-    for (std::int64_t j = 0; j < C; ++j) z += math::exp_(head.logits(b, j) - mx);
-    T pl = 0;
-    for (std::int64_t j = 0; j < C; ++j) {
-      p[j] = math::exp_(head.logits(b, j) - mx) / z;
-      pl += p[j] * tangent.logits(b, j);
-    }
-    const std::int32_t y = labels[b];
-    for (std::int64_t j = 0; j < C; ++j) {
-      if (j == y) continue;
-      const T c = -k * p[j] * (tangent.logits(b, j) - pl);  // coefficient of r(j, y)
-      switch (reward.form) {
-        case RewardForm::scalar: grad[0] -= T(2) * c; break;
-        case RewardForm::diagonal:
-          grad[j] -= c;
-          grad[y] -= c;
-          break;
-        case RewardForm::full:
-          for (std::int64_t m = 0; m <= std::max<std::int64_t>(j, y); ++m) {
-            const T rk = m <= j ? reward.params[tril_index(j, m)] : T(0);
-            const T ry = m <= y ? reward.params[tril_index(y, m)] : T(0);
-            if (m <= j) grad[tril_index(j, m)] -= c * T(2) * (rk - ry);
-            if (m <= y) grad[tril_index(y, m)] += c * T(2) * (rk - ry);
-          }
-          break;
-      }
-    }
-  }
-}
-
 }  // namespace d2r::reference

@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "d2r/types/objectives.hpp"
-#include "host/reference/heads/categorical.hpp"
 #include "host/reference/rewards_ref.hpp"
 #include "common/math/numerics.hpp"
 
@@ -90,104 +89,6 @@ std::vector<T> dense_u(const MahalanobisReward<T>& reward, std::int64_t n) {
 }
 
 // ---------------------------------------------------------------- exact expectation
-/// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]). Classes whose logit is
-/// not > −inf (−inf or NaN) are masked (p = 0); a row with no distribution (categorical_row_stats
-/// not valid, possible under ValueChecks::none) gets NaN gradients and outputs, as the kernels.
-template <class T>
-void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                       const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
-                       const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
-  constexpr T kNaN = std::numeric_limits<T>::quiet_NaN();
-  const std::int64_t B = head.logits.rows, C = head.logits.cols;
-  const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
-  std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const CategoricalRowStats<T> st = categorical_row_stats(head.logits, b);
-    if (!st.valid()) {
-      for (std::int64_t j = 0; j < C; ++j) grad.logits(b, j) = kNaN;
-      rows.row_loss[b] = kNaN;
-      if (!rows.row_reward.empty()) rows.row_reward[b] = kNaN;
-      continue;
-    }
-    const T log_sum = st.log_sum();
-    T expected = 0, H = 0;
-    for (std::int64_t j = 0; j < C; ++j) {
-      const bool live = head.logits(b, j) > -std::numeric_limits<T>::infinity();
-      logp[j] = live ? (head.logits(b, j) - st.max) - log_sum : T(0);
-      p[j] = live ? math::exp_(logp[j]) : T(0);
-      r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
-      if (p[j] > T(0)) {
-        expected += p[j] * r[j];
-        H -= p[j] * logp[j];
-      }
-    }
-    for (std::int64_t j = 0; j < C; ++j) {
-      grad.logits(b, j) = p[j] > T(0) ? -k * (p[j] * (r[j] - expected) - lambda * p[j] * (logp[j] + H)) : T(0);
-    }
-    rows.row_loss[b] = -k * (expected + lambda * H);
-    if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
-  }
-}
-
-/// Tangent of exact_categorical's head gradient along ℓ̇ (the head-level Hessian of L_exact applied
-/// to ℓ̇). With p = softmax(ℓ), u_j = ℓ̇_j − Σ_i p_i ℓ̇_i (so ṗ_j = p_j u_j), r_j = r(j, y_b),
-/// E = Σ_j p_j r_j, Ė = Σ_j p_j u_j r_j and Ḣ = −Σ_j p_j u_j (log p_j + H):
-///   R(∂L/∂ℓ_j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1/N,
-/// and 0 where p_j = 0 (masked classes); NaN rows for a row with no distribution.
-///
-/// Computed without cancellation when one class dominates (issue 17: p ≈ 0.992 lost 3 digits in
-/// float): ℓ̇ and r are first shifted by their values at the row's most probable class a (the
-/// first index of the largest logit), which changes none of u, r_j − E, Ė (Σ p u = 0) in exact
-/// arithmetic; then u_a = −Σ_i p_i (ℓ̇_i − ℓ̇_a) is a sum of small terms instead of ℓ̇_a − m̄ with
-/// m̄ ≈ ℓ̇_a, and likewise r_a − E. The kernel (categorical::exact_tangent_kernel) does the same.
-template <class T>
-void exact_categorical_tangent(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                               const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
-                               const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent) {
-  const std::int64_t B = head.logits.rows, C = head.logits.cols;
-  const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
-  std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C)),
-      u(static_cast<std::size_t>(C));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const CategoricalRowStats<T> st = categorical_row_stats(head.logits, b);
-    if (!st.valid()) {
-      for (std::int64_t j = 0; j < C; ++j) grad_tangent.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
-      continue;
-    }
-    std::int64_t a = 0;  // the most probable class (first index of the largest logit)
-    while (!(head.logits(b, a) == st.max)) ++a;
-    const T t_a = tangent.logits(b, a);
-    const T r_a = one_hot_reward(reward, C, static_cast<std::int32_t>(a), labels[b]);
-    const T log_sum = st.log_sum();
-    T expected = 0, H = 0, mean_dot = 0;  // expected and mean_dot of the shifted r and ℓ̇
-    for (std::int64_t j = 0; j < C; ++j) {
-      const bool live = head.logits(b, j) > -std::numeric_limits<T>::infinity();
-      logp[j] = live ? (head.logits(b, j) - st.max) - log_sum : T(0);
-      p[j] = live ? math::exp_(logp[j]) : T(0);
-      r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]) - r_a;
-      if (p[j] > T(0)) {
-        expected += p[j] * r[j];
-        H -= p[j] * logp[j];
-        mean_dot += p[j] * (tangent.logits(b, j) - t_a);
-      }
-    }
-    T expected_dot = 0, entropy_dot = 0;
-    for (std::int64_t j = 0; j < C; ++j) {
-      u[j] = (tangent.logits(b, j) - t_a) - mean_dot;
-      if (p[j] > T(0)) {
-        expected_dot += p[j] * u[j] * r[j];
-        entropy_dot -= p[j] * u[j] * (logp[j] + H);
-      }
-    }
-    for (std::int64_t j = 0; j < C; ++j) {
-      grad_tangent.logits(b, j) =
-          p[j] > T(0) ? -k * (p[j] * u[j] * (r[j] - expected) - p[j] * expected_dot -
-                              lambda * p[j] * (u[j] * (logp[j] + H + T(1)) + entropy_dot))
-                      : T(0);
-    }
-  }
-}
-
 // ---------------------------------------------------------------- pathwise
 /// T(r) and T'(r) for the pathwise transforms (none, rbf).
 template <class T>
