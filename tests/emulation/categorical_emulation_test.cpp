@@ -10,7 +10,7 @@
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/categorical_ref.hpp"
-#include "host/reference/diag_gaussian_ref.hpp"
+#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/mixed_product_ref.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"

@@ -1,14 +1,14 @@
 // Emulated inner-objective kernels of the diagonal-Gaussian head and the per-row surrogate terms
-// (kernels/objectives.cuh) against the CPU reference in double: row terms, the fused REINFORCE
+// (kernels/heads/diag_gaussian/objectives.cuh) against the CPU reference in double: row terms, the fused REINFORCE
 // surrogate (against the reference composition sample → log_prob → reward → transform → entropy →
 // row terms → backward, i.e. what the cpu backend runs), the pathwise and exact objectives and
 // the exact objective's tangent. Also the standardize fix on constant reward groups.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/diag_gaussian_ref.hpp"
+#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
-#include "kernels/objectives.cuh"
+#include "kernels/heads/diag_gaussian/objectives.cuh"
 
 namespace d2r::emulation {
 namespace {

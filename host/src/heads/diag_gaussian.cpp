@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "d2r/distributions.hpp"
-#include "host/reference/diag_gaussian_ref.hpp"
+#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/heads/diag_gaussian/launch.hpp"

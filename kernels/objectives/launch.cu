@@ -6,7 +6,7 @@
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/diag_gaussian/launch.hpp"
 #include "kernels/objectives/launch.hpp"
-#include "kernels/objectives.cuh"
+#include "kernels/heads/diag_gaussian/objectives.cuh"
 
 namespace d2r::kernels {
 namespace {

@@ -1,5 +1,5 @@
 // Launchers of the diagonal-Gaussian head kernels (device code in diag_gaussian.cuh).
-#include "kernels/diag_gaussian.cuh"
+#include "kernels/heads/diag_gaussian/distribution.cuh"
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/diag_gaussian/launch.hpp"
 
