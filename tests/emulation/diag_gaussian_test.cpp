@@ -4,8 +4,8 @@
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/heads/diag_gaussian.hpp"
-#include "host/reference/second_order_ref.hpp"
 #include "kernels/heads/diag_gaussian/distribution.cuh"
+#include "kernels/heads/diag_gaussian/second_order.cuh"
 
 namespace d2r::emulation {
 namespace {

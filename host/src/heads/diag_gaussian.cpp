@@ -1,12 +1,19 @@
-// Public entry points of the diagonal-Gaussian head: validate, then run the CPU reference or the
-// CUDA kernels.
+// Public entry points of the diagonal-Gaussian head (d2r/distributions.hpp, and log_prob_jvp,
+// backward_tangent, exact_backward_tangent of d2r/second_order.hpp): validate, then run the CPU
+// reference (host/reference/heads/diag_gaussian.hpp) or the CUDA kernels (kernels/heads/diag_gaussian/).
+#include <type_traits>
 #include <vector>
 
 #include "d2r/distributions.hpp"
+#include "d2r/second_order.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
+#include "host/reference/objectives_ref.hpp"
 #include "host/src/head_checks.hpp"
+#include "host/src/objective_common.hpp"
+#include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/heads/diag_gaussian/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -131,6 +138,136 @@ void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   template void entropy<T>(Context&, const DiagGaussian<T>&, VectorView<T>);                                 \
   template void backward<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,      \
                             ConstVector<T>, const DiagGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r
+
+// ---------------------------------------------------------------- second order
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+/// Shapes of the tangent (those of the head: log_std 1 row when the head's is shared), then its
+/// values (finite). Returns its views for the aliasing checks of the outputs.
+template <class T>
+std::vector<MatrixArg> check_tangent(Context& ctx, std::string_view fn, const DiagGaussian<T>& head,
+                                     const DiagGaussian<T>& tangent) {
+  const MatrixArg t_mean("tangent.mean", tangent.mean), t_log_std("tangent.log_std", tangent.log_std);
+  detail::check_matrix(ctx, fn, t_mean, head.mean.rows, head.mean.cols);
+  detail::check_matrix(ctx, fn, t_log_std, head.log_std.rows, head.mean.cols);
+  detail::check_values<T>(ctx, fn, "tangent.mean", tangent.mean, detail::ValueRule::finite);
+  detail::check_values<T>(ctx, fn, "tangent.log_std", tangent.log_std, detail::ValueRule::finite);
+  return {t_mean, t_log_std};
+}
+
+}  // namespace
+
+template <class T>
+void log_prob_jvp(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, const DiagGaussian<T>& tangent,
+                  MatrixView<T> out) {
+  constexpr std::string_view fn = "log_prob_jvp";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
+  const MatrixArg out_arg("out", out);
+  detail::check_matrix(ctx, fn, out_arg, batch, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("samples", samples), batch * out.cols, n);
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  inputs.emplace_back("samples", samples);
+  for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
+  for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
+  detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob_jvp, head, samples, tangent, out); });
+}
+
+template <class T>
+void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, ConstMatrix<T> d_log_prob,
+                      ConstVector<T> d_entropy, const DiagGaussian<T>& tangent,
+                      const DiagGaussianGrad<T>& grad_tangent) {
+  constexpr std::string_view fn = "backward_tangent";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  const bool has_log_prob = !d_log_prob.empty();
+  detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
+  for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
+  const MatrixArg g_mean("grad_tangent.mean", grad_tangent.mean),
+      g_log_std("grad_tangent.log_std", grad_tangent.log_std);
+  detail::check_matrix(ctx, fn, g_mean, batch, n);
+  detail::check_matrix(ctx, fn, g_log_std, head.log_std.rows, n);
+  for (const MatrixArg& in : inputs) {
+    detail::check_disjoint(fn, g_mean, in);
+    detail::check_disjoint(fn, g_log_std, in);
+  }
+  detail::check_disjoint(fn, g_mean, g_log_std);
+  if (has_log_prob) {
+    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
+                            detail::ValueRule::finite);
+  }
+  // The entropy Σ_d (s_d + ½ log 2πe) is linear in the head: its Hessian term vanishes, so
+  // d_entropy is checked but not read; without d_log_prob the result is 0.
+  const MatrixView<const T> used_samples = has_log_prob ? samples : MatrixView<const T>{};
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian_backward_tangent, head, used_samples, d_log_prob, tangent, grad_tangent,
+                  workspace);
+      });
+}
+
+template <class T>
+void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, const DiagGaussian<T>& tangent,
+                            const DiagGaussianGrad<T>& grad_tangent) {
+  constexpr std::string_view fn = "exact_backward_tangent";
+  detail::check_head(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  detail::check_reward(ctx, fn, reward, n);
+  objective_common::check_options(fn, options, batch);
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  for (const MatrixArg& t : check_tangent(ctx, fn, head, tangent)) inputs.push_back(t);
+  inputs.emplace_back("reward.params", reward.params);
+  const MatrixArg g_mean("grad_tangent.mean", grad_tangent.mean),
+      g_log_std("grad_tangent.log_std", grad_tangent.log_std);
+  detail::check_matrix(ctx, fn, g_mean, batch, n);
+  detail::check_matrix(ctx, fn, g_log_std, head.log_std.rows, n);
+  for (const MatrixArg& in : inputs) {
+    detail::check_disjoint(fn, g_mean, in);
+    detail::check_disjoint(fn, g_log_std, in);
+  }
+  detail::check_disjoint(fn, g_mean, g_log_std);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent); },
+      [&](const auto& ex) {
+        D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::kExactMaxFullDim, fn, "reward.form",
+                    "on the cuda backend a full U supports n <= {} here (the kernel keeps n floats per row in shared "
+                    "memory), got n = {}",
+                    kernels::kExactMaxFullDim, n);
+        const bool shared = head.log_std.rows == 1 && batch > 1;
+        void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, n, shared));
+        ex.launch(kernels::exact_diag_gaussian_tangent, head, reward, s, tangent, grad_tangent, ws);
+      });
+}
+
+#define D2R_INSTANTIATE(T)                                                                                      \
+  template void log_prob_jvp<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const DiagGaussian<T>&,       \
+                                MatrixView<T>);                                                                \
+  template void backward_tangent<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,           \
+                                    ConstVector<T>, const DiagGaussian<T>&, const DiagGaussianGrad<T>&); \
+  template void exact_backward_tangent<T>(Context&, const DiagGaussian<T>&, const MahalanobisReward<T>&,           \
+                                          const PgOptions<T>&, const DiagGaussian<T>&, const DiagGaussianGrad<T>&);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE
