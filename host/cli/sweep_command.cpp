@@ -172,14 +172,14 @@ int run_sweep(const SweepOptions& s) {
     c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
     c.lambda = o.lambda;
     c.generations = o.generations;
-    c.steps = o.steps;
-    c.learning_rate = o.lr;
-    c.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
+    c.plain.steps = o.steps;
+    c.plain.adam.learning_rate = o.lr;
+    c.plain.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
     c.inner_objective = objective;
-    c.eval_every = o.steps;
+    c.plain.evaluate_every = o.steps;
     c.target_mean = in.target_mean;
     c.target_scale = in.target_scale;
-    steps_per_run = c.steps;
+    steps_per_run = c.plain.steps;
     rows_per_step = in.train.rows;
     config = c.to_json();
     for (std::size_t i = 0; i < points.size(); ++i) {
@@ -206,12 +206,12 @@ int run_sweep(const SweepOptions& s) {
     c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
     c.lambda = o.lambda;
     if (given(o, "--generations")) c.generations = o.generations;
-    c.epochs = o.epochs;
-    c.batch_size = o.batch_size;
+    c.plain.epochs = o.epochs;
+    c.plain.batch_size = o.batch_size;
     if (given(o, "--lr")) c.learning_rate = o.lr;
     c.inner_objective = objective;
-    const std::int64_t B = c.batch_size == 0 || c.batch_size >= train_rows ? train_rows : c.batch_size;
-    steps_per_run = c.epochs * ((train_rows + B - 1) / B);
+    const std::int64_t B = c.plain.batch_size == 0 || c.plain.batch_size >= train_rows ? train_rows : c.plain.batch_size;
+    steps_per_run = c.plain.epochs * ((train_rows + B - 1) / B);
     rows_per_step = B;
     config = c.to_json();
     for (std::size_t i = 0; i < points.size(); ++i) {
