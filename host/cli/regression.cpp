@@ -39,24 +39,6 @@ Method parse_method(const std::string& name) {
               fmt::format("--method: expected mse, nll, pg, heuristic or bilevel, got '{}'", name));
 }
 
-const char* reward_form_name(RewardForm form) noexcept {
-  switch (form) {
-    case RewardForm::scalar: return "scalar";
-    case RewardForm::diagonal: return "diagonal";
-    case RewardForm::full: return "full";
-  }
-  return "unknown";
-}
-
-std::int64_t reward_size(RewardForm form, std::int64_t dims) {
-  switch (form) {
-    case RewardForm::scalar: return 1;
-    case RewardForm::diagonal: return dims;
-    case RewardForm::full: return dims * (dims + 1) / 2;
-  }
-  return 0;
-}
-
 std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& params, std::int64_t /*dims*/,
                                     double factor) {
   std::vector<double> out = params;
@@ -65,8 +47,8 @@ std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& 
 }
 
 std::vector<double> identity_reward(RewardForm form, std::int64_t dims) {
-  if (form != RewardForm::full) return std::vector<double>(static_cast<std::size_t>(reward_size(form, dims)), 1.0);
-  std::vector<double> r(static_cast<std::size_t>(reward_size(form, dims)), 0.0);
+  if (form != RewardForm::full) return std::vector<double>(static_cast<std::size_t>(reward_param_count(form, dims)), 1.0);
+  std::vector<double> r(static_cast<std::size_t>(reward_param_count(form, dims)), 0.0);
   for (std::int64_t i = 0; i < dims; ++i) r[static_cast<std::size_t>(i * (i + 1) / 2 + i)] = 1.0;
   return r;
 }
@@ -161,7 +143,7 @@ nlohmann::json RegressionConfig::to_json() const {
                       {"head", d2r::to_string(head)},
                       {"seed", seed}};
   if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
-    j["reward"] = reward_form_name(reward_form);
+    j["reward"] = d2r::to_string(reward_form);
     j["lambda"] = lambda;
     j["generations"] = generations;
     if (method != Method::heuristic) j["reward_init"] = reward_params;
@@ -202,7 +184,7 @@ class TypedRun final : public RegressionRun::Impl {
       params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
       if (c_.method == Method::pg) reward_ = c_.reward_params;
       if (c_.method == Method::heuristic) {
-        Buffer<T> r(ctx_, static_cast<std::size_t>(reward_size(c_.reward_form, train.dims)));
+        Buffer<T> r(ctx_, static_cast<std::size_t>(reward_param_count(c_.reward_form, train.dims)));
         heuristic_reward<T>(ctx_, train_.y, static_cast<T>(c_.lambda), c_.reward_form, r.vector());
         const std::vector<T> h = r.to_host();
         reward_.assign(h.begin(), h.end());
@@ -455,10 +437,10 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
                                       to_string(c.method)));
   }
   if (uses_reward) {
-    const std::int64_t S = reward_size(c.reward_form, train.dims);
+    const std::int64_t S = reward_param_count(c.reward_form, train.dims);
     if (static_cast<std::int64_t>(c.reward_params.size()) != S) {
       bad_input(cmd, "--u",
-                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", reward_form_name(c.reward_form),
+                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", d2r::to_string(c.reward_form),
                             train.dims, S, S == 1 ? "" : "s",
                             c.reward_form == RewardForm::full ? " (the packed rows of R, U = R Rᵀ)" : "",
                             c.reward_params.size()));

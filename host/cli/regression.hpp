@@ -40,7 +40,6 @@ enum class Method {
 };
 const char* to_string(Method method) noexcept;
 Method parse_method(const std::string& name);
-const char* reward_form_name(RewardForm form) noexcept;
 
 /// Rows of inputs x (rows x inputs) and targets y (rows x dims), row-major, in host memory.
 struct HostData {
@@ -305,8 +304,6 @@ std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& 
 void check_reward_values(const std::string& command, RewardForm form, const std::vector<double>& params,
                          std::int64_t dims);
 
-/// Reward parameter count of `form` in `dims` dimensions.
-std::int64_t reward_size(RewardForm form, std::int64_t dims);
 
 /// Curves of a run as CSV columns: header and numeric rows (step, train/held-out metrics, and for
 /// the bilevel method reward parameters, hypergradient, outer loss and solver figures).
