@@ -13,6 +13,7 @@
 #include "d2r/error.hpp"
 #include "d2r/heuristic.hpp"
 #include "host/cli/classification.hpp"
+#include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/parallel.hpp"
 
@@ -239,16 +240,8 @@ class TypedRun final : public RegressionRun::Impl {
     view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).matrix(d.rows, d.dims)};
   }
 
-  /// fit_policy's options: c.plain, the shared policy-gradient settings, the loss of the method,
-  /// the reward (pg and heuristic) and this rank's rows.
   PolicyFitOptions<T> plain_options() const {
-    PolicyFitOptions<double> o = c_.plain;
-    o.loss = c_.method == Method::mse ? PolicyLoss::mse : c_.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
-    o.generations = c_.generations;
-    o.pg.entropy_weight = c_.lambda;
-    o.objective = c_.inner_objective;
-    o.seed = c_.seed;
-    o.reward_form = c_.reward_form;
+    PolicyFitOptions<double> o = fit_options(c_);
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     PolicyFitOptions<T> out = options_cast<PolicyFitOptions<T>>(o);
     out.parallel = data_parallel();
@@ -352,6 +345,57 @@ class TypedRun final : public RegressionRun::Impl {
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
 
 }  // namespace
+
+PolicyFitOptions<double> fit_options(const RegressionConfig& c) {
+  PolicyFitOptions<double> o = c.plain;
+  o.loss = c.method == Method::mse ? PolicyLoss::mse : c.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
+  o.generations = c.generations;
+  o.pg.entropy_weight = c.lambda;
+  o.objective = c.inner_objective;
+  o.seed = c.seed;
+  o.reward_form = c.reward_form;
+  return o;
+}
+
+std::string option_for_field(std::string_view field) {
+  static const std::pair<std::string_view, std::string_view> kOptions[] = {
+      {"options.inner.objective", "--inner-objective"}, {"options.inner.steps", "--inner-steps"},
+      {"options.inner.adam", "--lr"},                   {"options.inner.generations", "--generations"},
+      {"options.inner.pg.entropy_weight", "--lambda"},  {"options.inner.batch_size", "--inner-batch-size"},
+      {"options.inner.stationarity_tolerance", "--inner-tolerance"},
+      {"options.inner.max_steps", "--inner-max-steps"}, {"options.inner_start", "--inner-start"},
+      {"options.curvature", "--curvature"},             {"options.solver", "--solver"},
+      {"options.cg.tolerance", "--solver-tolerance"},   {"options.cg.damping", "--damping"},
+      {"options.cg.max_iterations", "--solver-iterations"}, {"options.outer_adam", "--outer-lr"},
+      {"options.rprop.initial_step", "--outer-step"},   {"options.stopping.window", "--window"},
+      {"options.stopping.reward_tolerance", "--reward-tolerance"},
+      {"options.stopping.loss_tolerance", "--loss-tolerance"}, {"options.outer_data", "--outer-data"},
+      {"options.steps", "--steps"},                     {"options.adam", "--lr"},
+      {"options.evaluate_every", "--eval-every"},       {"options.generations", "--generations"},
+      {"options.pg.entropy_weight", "--lambda"},        {"options.epochs", "--epochs"},
+      {"options.batch_size", "--batch-size"},           {"options.objective", "--inner-objective"}};
+  for (const auto& [name, option] : kOptions) {
+    if (field == name) return std::string(option);
+  }
+  return std::string(field);
+}
+
+namespace {
+template <class O>
+void check_fields_as_user(const std::string& command, const O& options) {
+  try {
+    d2r::check(options);
+  } catch (const Error& e) {
+    bad_input(command, option_for_field(e.argument()), user_words(e));
+  }
+}
+}  // namespace
+
+void check_as_user(const std::string& command, const BilevelOptions<double>& o) { check_fields_as_user(command, o); }
+void check_as_user(const std::string& command, const PolicyFitOptions<double>& o) { check_fields_as_user(command, o); }
+void check_as_user(const std::string& command, const ClassifierFitOptions<double>& o) {
+  check_fields_as_user(command, o);
+}
 
 void check_reward_values(const std::string& cmd, RewardForm form, const std::vector<double>& params, std::int64_t dims) {
   for (std::size_t i = 0; i < params.size(); ++i) {
@@ -472,12 +516,14 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
                 "or --outer-data train");
     }
     check_outer_settings(cmd, c);
+    check_as_user(cmd, bilevel_options<double>(c));
   } else {
     if (c.plain.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.plain.steps));
     if (!positive_finite(c.plain.adam.learning_rate)) {
       bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.plain.adam.learning_rate));
     }
     if (c.plain.evaluate_every < 1) bad_input(cmd, "--eval-every", fmt::format("expected >= 1, got {}", c.plain.evaluate_every));
+    check_as_user(cmd, fit_options(c));
   }
 }
 

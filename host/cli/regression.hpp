@@ -176,6 +176,20 @@ void outer_config_json(const Config& c, nlohmann::json& j) {
   j["stopping"] = fields_json(b.stopping);
 }
 
+/// fit_policy's options of a configuration (double): c.plain with the shared policy-gradient
+/// settings and the method's loss written in (the run adds the reward and this rank's rows).
+PolicyFitOptions<double> fit_options(const RegressionConfig& c);
+
+/// The option of the program that sets a field of the library's options (d2r::check names the
+/// field: "options.inner.steps" is --inner-steps); the field's own name when no option sets it.
+std::string option_for_field(std::string_view field);
+
+/// d2r::check(options), a refused field reported as bad input (d2r::Error, invalid_argument) of
+/// `command` naming the user's option: the library's checks of every field after the program's own.
+void check_as_user(const std::string& command, const BilevelOptions<double>& options);
+void check_as_user(const std::string& command, const PolicyFitOptions<double>& options);
+void check_as_user(const std::string& command, const ClassifierFitOptions<double>& options);
+
 /// Checks the outer-loop fields of a configuration (RegressionConfig, ClassificationConfig), naming
 /// the option of `command` (bad_input).
 template <class Config>
