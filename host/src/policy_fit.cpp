@@ -14,7 +14,20 @@
 
 namespace d2r {
 
-using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
+// The trainers' shared checks and helpers (trainer_common.hpp).
+using trainer_common::check_class_data;
+using trainer_common::check_classifier_fit_fields;
+using trainer_common::check_data;
+using trainer_common::check_inner;
+using trainer_common::check_policy_fit_fields;
+using trainer_common::form_name;
+using trainer_common::gather_rows;
+using trainer_common::mix_seed;
+using trainer_common::nan_metrics;
+using trainer_common::positive_entries;
+using trainer_common::reward_size;
+using trainer_common::rows_to_host;
+using trainer_common::ChecksOff;
 
 const char* to_string(PolicyLoss loss) noexcept {
   switch (loss) {
