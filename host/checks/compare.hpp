@@ -62,6 +62,28 @@ Outcome compare(const Outputs& got, const Outputs& want, Tol tol);
 Outcome compare_draws(const Idx& got, const Idx& want, const Vec& logits, std::int64_t B, std::int64_t C,
                       std::int64_t G, bool self_check);
 
+/// Output k of `got` against output k of `want` with tolerance tols[k] (a former test's
+/// per-output D2R_EXPECT_CLOSE in one case): the worst of them (by error over tolerance).
+Outcome compare_each(const Outputs& got, const Outputs& want, const std::vector<Tol>& tols);
+
+/// The worse of two outcomes (by error over tolerance); fails when either fails; notes joined.
+Outcome worse(Outcome a, const Outcome& b);
+
+/// max|v| (0 for an empty v).
+double max_abs(const Vec& v);
+
+/// Fails `o` when max|want| is not above `least` (the comparison would be vacuous).
+Outcome require_scale(Outcome o, const Output& want, double least);
+
+/// The GPU sampler's draw rule (moved from tests/categorical_gpu_test.cpp): every draw in range
+/// and unmasked; equal to the reference's, or a neighbour of it with nothing between them but
+/// masked classes and classes narrower than 2.5e-7·Z (below the float sampler's resolution), whose
+/// interval [cdf_{k-1}, cdf_k) lies within 1e-6·Z of the reference target t = u·Z (u: the draw's
+/// Philox uniform of `seed` and `key_step`/`key_first_row`); and at least 99.9 % of the draws
+/// equal (C <= 4096; 95 % beyond, where an average class is about Z/C wide).
+Outcome compare_draws_windowed(const Idx& got, const Idx& want, const Vec& logits, std::int64_t B, std::int64_t C,
+                               std::int64_t G, std::uint64_t seed, std::int64_t key_step, std::int64_t key_first_row);
+
 /// rel = ‖got − want‖ / ‖want‖ (normwise: iterates of a solver drift apart element by element).
 Outcome compare_normwise(const Vec& got, const Vec& want, double tol);
 

@@ -61,26 +61,55 @@ namespace {
 /// side's own draws (fed to the double reference); backward with one cotangent only (d_entropy
 /// alone without samples, d_log_prob alone); that test's shapes and D2R_EXPECT_CLOSE tolerances
 /// (|got − want| <= atol + rtol·|want| is Tol{rtol, 0, atol / rtol}); a zero reference gradient fails.
-struct DiagShape {
+enum class DiagOp { sample, log_prob, entropy, backward, backward_entropy_only, backward_log_prob_only };
+
+/// The head side of the strided comparisons: Diag builds a diagonal-Gaussian head (log-std, keys
+/// {17, 5} and {3}), Chol a Cholesky one (packed tril, jitter 1e-4, keys {123, 40} and {5}).
+struct DiagSide {
+  static constexpr const char* second = "log_std";
+  static constexpr const char* second_grad = "grad_log_std";
+  static std::int64_t width(std::int64_t n) { return n; }
+  static DrawKey key(bool one_cotangent) { return one_cotangent ? DrawKey{.step = 3} : DrawKey{.step = 17, .first_row = 5}; }
+  template <class T>
+  static DiagGaussian<T> head(MatrixView<const T> mean, MatrixView<const T> second) { return {mean, second}; }
+  template <class T>
+  using Grad = DiagGaussianGrad<T>;
+  static constexpr bool twice = false;  // the diag test ran backward once
+};
+struct CholSide {
+  static constexpr const char* second = "tril";
+  static constexpr const char* second_grad = "grad_tril";
+  static std::int64_t width(std::int64_t n) { return packed(n); }
+  static DrawKey key(bool one_cotangent) { return one_cotangent ? DrawKey{.step = 5} : DrawKey{.step = 123, .first_row = 40}; }
+  template <class T>
+  static CholeskyGaussian<T> head(MatrixView<const T> mean, MatrixView<const T> second) { return {mean, second, f32<T>(1e-4)}; }
+  template <class T>
+  using Grad = CholeskyGaussianGrad<T>;
+  static constexpr bool twice = true;  // deterministic: a second backward gives the same bits
+};
+
+/// The inputs of one strided comparison: mean, the second parameter (log-std or packed tril), and
+/// the cotangents.
+struct StridedIn {
+  Vec mean, second, c, e;
+};
+struct StridedShape {
   std::int64_t B, n, G;
   bool shared;
 };
-enum class DiagOp { sample, log_prob, entropy, backward, backward_entropy_only, backward_log_prob_only };
-struct DiagIn {
-  Vec mean, log_std, c, e;
-};
 
 /// Runs `op` in T on ctx; returns its outputs after "samples" (the draws, first). `y`: the draws to
-/// evaluate at (the tested side's), or null for this side's own.
-template <class T>
-Outputs diag_side(Context& ctx, const DiagIn& in, DiagShape s, DiagOp op, const Vec* y) {
-  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B;
-  const Out<T> mean(ctx, B, n, in.mean, "mean"), log_std(ctx, S, n, in.log_std, "log_std"), c(ctx, B, G, in.c, "d_log_prob"),
+/// evaluate at (the tested side's), or null for this side's own. With Side::twice, backward runs a
+/// second time and "rerun_minus_first" (0 on both sides) is appended.
+template <class Side, class T>
+Outputs strided_side(Context& ctx, const StridedIn& in, StridedShape s, DiagOp op, const Vec* y) {
+  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B, P = Side::width(n);
+  const Out<T> mean(ctx, B, n, in.mean, "mean"), second(ctx, S, P, in.second, Side::second), c(ctx, B, G, in.c, "d_log_prob"),
       e(ctx, in.e, "d_entropy");
-  const DiagGaussian<T> head{mean.matrix(B, n), log_std.matrix(S, n)};
+  const auto head = Side::template head<T>(mean.matrix(B, n), second.matrix(S, P));
   const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
   Out<T> draws(ctx, B * G, n, {}, "samples");
-  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 3} : DrawKey{.step = 17, .first_row = 5}, draws.matrix(B * G, n));
+  sample(ctx, head, G, Side::key(one_cotangent), draws.matrix(B * G, n));
   Outputs out{{"samples", get(draws)}};
   if (op == DiagOp::sample) return out;
   const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
@@ -94,29 +123,31 @@ Outputs diag_side(Context& ctx, const DiagIn& in, DiagShape s, DiagOp op, const 
     entropy(ctx, head, h.vector());
     out.push_back({"entropy", get(h)});
   } else {
-    Out<T> gm(ctx, B, n, {}, "grad_mean"), gs(ctx, S, n, {}, "grad_log_std");
-    const DiagGaussianGrad<T> grad{gm.matrix(B, n), gs.matrix(S, n)};
-    if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
-    if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
-    if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    const auto run = [&](Out<T>& gm, Out<T>& gs) {
+      const typename Side::template Grad<T> grad{gm.matrix(B, n), gs.matrix(S, P)};
+      if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
+      if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
+      if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    };
+    Out<T> gm(ctx, B, n, {}, "grad_mean"), gs(ctx, S, P, {}, Side::second_grad);
+    run(gm, gs);
     out.push_back({"grad_mean", get(gm)});
-    out.push_back({"grad_log_std", get(gs)});
+    out.push_back({Side::second_grad, get(gs)});
+    if (Side::twice && op == DiagOp::backward) {
+      Out<T> gm2(ctx, B, n, {}, "grad_mean"), gs2(ctx, S, P, {}, Side::second_grad);
+      run(gm2, gs2);
+      const Vec a = get(gm2), b = get(gs2);
+      Vec d(a.size() + b.size());
+      for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - out[1].values[i];
+      for (std::size_t i = 0; i < b.size(); ++i) d[a.size() + i] = b[i] - out[2].values[i];
+      out.push_back({"rerun_minus_first", std::move(d)});
+    }
   }
   return out;
 }
 
-/// The worse of two outcomes (by error over tolerance); notes joined.
-Outcome worse(Outcome a, const Outcome& b) {
-  const double ra = a.tolerance > 0 ? a.rel_err / a.tolerance : a.rel_err, rb = b.tolerance > 0 ? b.rel_err / b.tolerance : b.rel_err;
-  Outcome w = rb > ra ? b : a;
-  w.status = a.status == Status::fail || b.status == Status::fail ? Status::fail : w.status;
-  w.abs_err = std::max(a.abs_err, b.abs_err);
-  w.note = a.note.empty() ? b.note : b.note.empty() ? a.note : a.note + "; " + b.note;
-  return w;
-}
-
 void add_strided_diag_checks(Table& t, Level level) {
-  const std::vector<DiagShape> shapes = upto<DiagShape>(
+  const std::vector<StridedShape> shapes = upto<StridedShape>(
       level, {{1, 1, 1, false}, {1, 1, 1, true}, {3, 5, 7, false}, {7, 2, 5, true}, {33, 17, 5, false}},
       {{257, 17, 5, true}, {129, 64, 16, false}, {1000, 33, 50, true}, {2, 1000, 3, false}, {4099, 6, 2, true}}, {});
   struct Named {
@@ -124,7 +155,7 @@ void add_strided_diag_checks(Table& t, Level level) {
     const char* primitive;
     const char* variant;
   };
-  for (const DiagShape s : shapes) {
+  for (const StridedShape s : shapes) {
     const double n = static_cast<double>(s.n), G = static_cast<double>(s.G), scale_g = G * (s.shared ? static_cast<double>(s.B) : 1.0);
     for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {17, 5}"},
                           Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
@@ -141,13 +172,13 @@ void add_strided_diag_checks(Table& t, Level level) {
                    tol, [=](Env& env, std::uint64_t salt) {
                      Rng r(env.seed, salt);
                      const std::int64_t S = s.shared ? 1 : s.B;
-                     DiagIn in;
+                     StridedIn in;
                      in.mean = r.vec(s.B * s.n, -2, 2);
-                     in.log_std = r.vec(S * s.n, -1, 1);
+                     in.second = r.vec(S * s.n, -1, 1);
                      in.c = r.vec(s.B * s.G, -1, 1);
                      in.e = r.vec(s.B, -1, 1);
-                     Outputs got = diag_side<float>(env.test, in, s, k.op, nullptr);
-                     Outputs want = diag_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     Outputs got = strided_side<DiagSide, float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = strided_side<DiagSide, double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
                      if (k.op == DiagOp::sample) return compare(got, want, tol);
                      got.erase(got.begin());
                      want.erase(want.begin());
@@ -171,77 +202,8 @@ void add_strided_diag_checks(Table& t, Level level) {
 /// side's draws; a second backward gives the same bits; backward with one cotangent only (key {5});
 /// that test's shapes and tolerances (atol / rtol as the floor; "× max|want|" as Tol::floor), and
 /// its non-vacuity thresholds (max|want| of draws and log_prob > 0.1, of the gradients > 1e-3).
-struct CholShape {
-  std::int64_t B, n, G;
-  bool shared;
-};
-struct CholIn {
-  Vec mean, tril, c, e;
-};
-
-template <class T>
-Outputs chol_side(Context& ctx, const CholIn& in, CholShape s, DiagOp op, const Vec* y) {
-  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B, P = packed(n);
-  const Out<T> mean(ctx, B, n, in.mean, "mean"), tril(ctx, S, P, in.tril, "tril"), c(ctx, B, G, in.c, "d_log_prob"),
-      e(ctx, in.e, "d_entropy");
-  const CholeskyGaussian<T> head{mean.matrix(B, n), tril.matrix(S, P), f32<T>(1e-4)};
-  const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
-  Out<T> draws(ctx, B * G, n, {}, "samples");
-  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 5} : DrawKey{.step = 123, .first_row = 40}, draws.matrix(B * G, n));
-  Outputs out{{"samples", get(draws)}};
-  if (op == DiagOp::sample) return out;
-  const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
-  const MatrixView<const T> yv = at.matrix(B * G, n);
-  if (op == DiagOp::log_prob) {
-    Out<T> lp(ctx, B, G, {}, "log_prob");
-    log_prob(ctx, head, yv, lp.matrix(B, G));
-    out.push_back({"log_prob", get(lp)});
-  } else if (op == DiagOp::entropy) {
-    Out<T> h(ctx, B, "entropy");
-    entropy(ctx, head, h.vector());
-    out.push_back({"entropy", get(h)});
-  } else {
-    const auto run = [&](Out<T>& gm, Out<T>& gt) {
-      const CholeskyGaussianGrad<T> grad{gm.matrix(B, n), gt.matrix(S, P)};
-      if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
-      if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
-      if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
-    };
-    Out<T> gm(ctx, B, n, {}, "grad_mean"), gt(ctx, S, P, {}, "grad_tril");
-    run(gm, gt);
-    out.push_back({"grad_mean", get(gm)});
-    out.push_back({"grad_tril", get(gt)});
-    if (op == DiagOp::backward) {  // deterministic: a second run gives the same bits (0 on both sides)
-      Out<T> gm2(ctx, B, n, {}, "grad_mean"), gt2(ctx, S, P, {}, "grad_tril");
-      run(gm2, gt2);
-      const Vec a = get(gm2), b = get(gt2);
-      Vec d(a.size() + b.size());
-      for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - out[1].values[i];
-      for (std::size_t i = 0; i < b.size(); ++i) d[a.size() + i] = b[i] - out[2].values[i];
-      out.push_back({"rerun_minus_first", std::move(d)});
-    }
-  }
-  return out;
-}
-
-double max_abs(const Vec& v) {
-  double m = 0;
-  for (double x : v) m = std::max(m, std::abs(x));
-  return m;
-}
-
-/// Fails `o` when max|want| is not above `least` (the comparison would be vacuous).
-Outcome require_scale(Outcome o, const Output& want, double least) {
-  if (!(max_abs(want.values) > least)) {
-    o.status = Status::fail;
-    o.note = fmt::format("max|{}| of the reference is {:.3g}, not above {}: nothing was compared", want.name,
-                         max_abs(want.values), least);
-  }
-  return o;
-}
-
 void add_strided_cholesky_checks(Table& t, Level level) {
-  const std::vector<CholShape> shapes = upto<CholShape>(
+  const std::vector<StridedShape> shapes = upto<StridedShape>(
       level,
       {{1, 1, 1, false}, {1, 2, 5, false}, {1, 64, 1, true}, {7, 1, 100, true}, {7, 2, 5, true}, {7, 3, 50, false},
        {7, 17, 50, false}, {7, 17, 50, true}, {5, 64, 100, false}, {3, 64, 33, true}, {2, 4, 64, false}},
@@ -253,7 +215,7 @@ void add_strided_cholesky_checks(Table& t, Level level) {
     const char* primitive;
     const char* variant;
   };
-  for (const CholShape s : shapes) {
+  for (const StridedShape s : shapes) {
     const double n = static_cast<double>(s.n);
     for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {123, 40}"},
                           Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
@@ -269,13 +231,13 @@ void add_strided_cholesky_checks(Table& t, Level level) {
                    gauss_size(Shape{s.B, s.n, s.G}), tol, [=](Env& env, std::uint64_t salt) {
                      Rng r(env.seed, salt);
                      const std::int64_t S = s.shared ? 1 : s.B;
-                     CholIn in;
+                     StridedIn in;
                      in.mean = r.vec(s.B * s.n, -2, 2);
-                     in.tril = Chol<double>::tril_values(r, S, s.n);
+                     in.second = Chol<double>::tril_values(r, S, s.n);
                      in.c = r.vec(s.B * s.G, -1, 1);
                      in.e = r.vec(s.B, -1, 1);
-                     Outputs got = chol_side<float>(env.test, in, s, k.op, nullptr);
-                     Outputs want = chol_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     Outputs got = strided_side<CholSide, float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = strided_side<CholSide, double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
                      if (k.op == DiagOp::sample) return require_scale(compare(got, want, tol), want[0], 0.1);
                      got.erase(got.begin());
                      want.erase(want.begin());
@@ -295,11 +257,192 @@ void add_strided_cholesky_checks(Table& t, Level level) {
 }
 }  // namespace
 
+// ------------------------------------------------------------------ categorical, strided
+
+namespace {
+
+/// The former tests/categorical_gpu_test.cpp comparisons (CategoricalGpu.MatchesReference): strided
+/// guarded head and outputs, key {12345, 7}; the draws under the GPU sampler's rule (in range,
+/// unmasked, equal or a neighbour within 1e-6·Z of the target: compare_draws_windowed) and again
+/// the same bits; log_prob (finite reference, never positive) and backward at the TESTED side's
+/// draws; entropy; backward with both cotangents and with d_entropy alone, each element within
+/// 1e-4 of the scale of the terms that make it up (tiny entries of large vocabularies against
+/// their own size), masked classes exactly 0, a second run the same bits; its 18 shapes.
+struct CatStridedShape {
+  std::int64_t B, C, G;
+};
+enum class CatOp { sample, log_prob, entropy, backward, backward_entropy_only };
+constexpr DrawKey kCatKey{.step = 12345, .first_row = 7};
+
+struct CatIn {
+  Vec logits, c, e;
+};
+struct CatSideOut {
+  Idx draws, again;
+  Vec values, rerun;
+};
+
+template <class T>
+CatSideOut cat_strided_side(Context& ctx, const CatIn& in, CatStridedShape s, CatOp op, const Idx* at) {
+  const std::int64_t B = s.B, C = s.C, G = s.G;
+  const Out<T> logits(ctx, B, C, in.logits, "logits"), c(ctx, B, G, in.c, "d_log_prob"), e(ctx, 1, B, in.e, "d_entropy");
+  const Categorical<T> head{logits.matrix(B, C)};
+  CatSideOut out;
+  if (op == CatOp::sample) {
+    Out<std::int32_t> k(ctx, B, G, {}, "samples"), k2(ctx, B, G, {}, "samples again");
+    sample(ctx, head, G, kCatKey, k.matrix(B, G));
+    sample(ctx, head, G, kCatKey, k2.matrix(B, G));
+    out.draws = k.to_host();
+    out.again = k2.to_host();
+    return out;
+  }
+  if (op == CatOp::entropy) {
+    Out<T> h(ctx, 1, B, {}, "entropy");
+    entropy(ctx, head, h.vector());
+    out.values = get(h);
+    return out;
+  }
+  const Out<std::int32_t> idx(ctx, B, G, Vec(at->begin(), at->end()), "samples");
+  if (op == CatOp::log_prob) {
+    Out<T> lp(ctx, B, G, {}, "log_prob");
+    log_prob(ctx, head, idx.matrix(B, G), lp.matrix(B, G));
+    out.values = get(lp);
+    return out;
+  }
+  const bool both = op == CatOp::backward;
+  const VectorView<const T> ev{e.data(), B};
+  const auto run = [&](Out<T>& g) {
+    backward(ctx, head, both ? idx.matrix(B, G) : MatrixView<const std::int32_t>{}, both ? c.matrix(B, G) : MatrixView<const T>{},
+             ev, CategoricalGrad<T>{g.matrix(B, C)});
+  };
+  Out<T> g(ctx, B, C, {}, "grad_logits"), g2(ctx, B, C, {}, "grad_logits again");
+  run(g);
+  run(g2);
+  out.values = get(g);
+  out.rerun = get(g2);
+  return out;
+}
+
+/// Backward against the reference, per element relative to p·(Σ|c| + |e|(1 + |log p| + H)) +
+/// Σ_{draws of the class} |c| (the terms that make up the gradient); masked classes exactly 0.
+Outcome cat_backward_outcome(const CatIn& in, CatStridedShape s, bool both, const Idx& draws, const Vec& got, const Vec& want,
+                             const Vec& h) {
+  const std::int64_t B = s.B, C = s.C, G = s.G;
+  Outcome o;
+  o.tolerance = 1.0;
+  o.tol_text = "1e-4·scale";
+  std::int64_t worst = -1;
+  double largest = 0;
+  std::string masked_note;
+  for (std::int64_t b = 0; b < B; ++b) {
+    double c_abs = 0;
+    std::vector<double> at_class(static_cast<std::size_t>(C), 0.0);
+    if (both) {
+      for (std::int64_t g = 0; g < G; ++g) {
+        c_abs += std::abs(in.c[b * G + g]);
+        at_class[static_cast<std::size_t>(draws[b * G + g])] += std::abs(in.c[b * G + g]);
+      }
+    }
+    double m = -kInf, sum = 0;
+    for (std::int64_t j = 0; j < C; ++j) m = std::max(m, in.logits[b * C + j]);
+    for (std::int64_t j = 0; j < C; ++j) sum += std::exp(in.logits[b * C + j] - m);
+    const double lse = m + std::log(sum);
+    for (std::int64_t j = 0; j < C; ++j) {
+      const std::int64_t i = b * C + j;
+      const double x = in.logits[i];
+      if (x == -kInf) {
+        if (got[i] != 0.0 && masked_note.empty()) masked_note = fmt::format("masked class {} of row {}: {} (not 0)", j, b, got[i]);
+        continue;
+      }
+      const double lp = x - lse, p = std::exp(lp);
+      const double scale = p * (c_abs + std::abs(in.e[b]) * (1 + std::abs(lp) + h[b])) + at_class[static_cast<std::size_t>(j)];
+      const double err = std::abs(got[i] - want[i]), ratio = err / (1e-4 * scale + 1e-30);
+      largest = std::max(largest, std::abs(want[i]));
+      o.abs_err = std::max(o.abs_err, err);
+      if (!(ratio <= o.rel_err)) {
+        o.rel_err = ratio;
+        worst = i;
+      }
+    }
+  }
+  o.status = o.rel_err <= 1.0 && masked_note.empty() && largest > 0 ? Status::pass : Status::fail;
+  if (!masked_note.empty()) o.note = masked_note;
+  else if (!(largest > 0)) o.note = "the reference gradient is zero: nothing was compared";
+  else if (worst >= 0) o.note = fmt::format("worst grad_logits[{}] (error over 1e-4·scale): got {:.7g}, expected {:.7g}", worst, got[worst], want[worst]);
+  return o;
+}
+
+void add_strided_categorical_checks(Table& t, Level level) {
+  const std::vector<CatStridedShape> shapes = upto<CatStridedShape>(
+      level, {{1, 2, 1}, {3, 2, 300}, {7, 3, 5}, {5, 64, 50}, {1, 512, 300}, {3, 513, 5}},
+      {{1, 1000, 50}, {5, 1000, 300}, {1, 2048, 3}, {3, 2049, 50}, {2, 2049, 300}, {3, 4096, 7}, {1, 32000, 5}, {4, 32000, 50},
+       {2, 131072, 300}, {1, 262144, 1}, {3, 262144, 50}, {2, 262144, 300}},
+      {});
+  struct Named {
+    CatOp op;
+    const char* primitive;
+    const char* variant;
+  };
+  for (const CatStridedShape s : shapes) {
+    if (t.self_check && s.C > kSelfCheckMaxClasses) continue;
+    for (const Named k : {Named{CatOp::sample, "sample", "categorical strided, key {12345, 7}, draw window 1e-6 Z, twice"},
+                          Named{CatOp::log_prob, "log_prob", "categorical strided, at the tested draws"},
+                          Named{CatOp::entropy, "entropy", "categorical strided"},
+                          Named{CatOp::backward, "backward", "categorical strided, at the tested draws, twice"},
+                          Named{CatOp::backward_entropy_only, "backward", "categorical strided, d_entropy only, twice"}}) {
+      t.add_custom(k.primitive, k.variant, cat_size(Shape{s.B, s.C, s.G}), k.op == CatOp::sample ? Tol{1e-3} : close(1e-5, 1e-5),
+                   [=](Env& env, std::uint64_t salt) -> Outcome {
+                     Rng r(env.seed, salt);
+                     CatIn in;
+                     in.logits = logits_values(r, s.B, s.C);
+                     in.c = r.vec(s.B * s.G, -1, 1);
+                     in.e = r.vec(s.B, -1, 1);
+                     const CatSideOut drawn = cat_strided_side<float>(env.test, in, s, CatOp::sample, nullptr);
+                     if (k.op == CatOp::sample) {
+                       const CatSideOut ref = cat_strided_side<double>(env.ref, in, s, CatOp::sample, nullptr);
+                       Outcome o = compare_draws_windowed(drawn.draws, ref.draws, in.logits, s.B, s.C, s.G, env.seed, kCatKey.step,
+                                                          kCatKey.first_row);
+                       if (drawn.again != drawn.draws) {
+                         o.status = Status::fail;
+                         o.note = "sampling must be deterministic: a second draw differs";
+                       }
+                       return o;
+                     }
+                     // The tested side's draws are the indices of log_prob and backward on both sides.
+                     const CatSideOut got = cat_strided_side<float>(env.test, in, s, k.op, &drawn.draws);
+                     const CatSideOut want = cat_strided_side<double>(env.ref, in, s, k.op, &drawn.draws);
+                     if (k.op == CatOp::log_prob) {
+                       Outcome o = compare({{"log_prob", got.values}}, {{"log_prob", want.values}}, close(1e-5, 1e-5));
+                       for (std::size_t i = 0; i < want.values.size(); ++i) {
+                         if (!std::isfinite(want.values[i]) || got.values[i] > 0.0) {
+                           o.status = Status::fail;
+                           o.note = fmt::format("log_prob[{}]: got {}, reference {} (must be finite and <= 0)", i, got.values[i],
+                                                want.values[i]);
+                           break;
+                         }
+                       }
+                       return o;
+                     }
+                     if (k.op == CatOp::entropy) return compare({{"entropy", got.values}}, {{"entropy", want.values}}, close(1e-5, 1e-5));
+                     const Vec h = cat_strided_side<double>(env.ref, in, s, CatOp::entropy, nullptr).values;
+                     Outcome o = cat_backward_outcome(in, s, k.op == CatOp::backward, drawn.draws, got.values, want.values, h);
+                     if (std::memcmp(got.values.data(), got.rerun.data(), got.values.size() * sizeof(double)) != 0) {
+                       o.status = Status::fail;
+                       o.note = "backward must be deterministic: a second run differs";
+                     }
+                     return o;
+                   });
+    }
+  }
+}
+}  // namespace
+
 void add_distribution_checks(Table& t, Level level) {
   add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std");
   add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril");
   add_strided_diag_checks(t, level);
   add_strided_cholesky_checks(t, level);
+  add_strided_categorical_checks(t, level);
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     // Draw for draw: the tolerance is compare_draws's agreement fraction.
