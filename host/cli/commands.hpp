@@ -99,6 +99,9 @@ struct SweepOptions {
   std::vector<double> values;       ///< explicit values instead of the grid
   std::int64_t seeds = 2;           ///< seeds per value (fit's --seed, --seed + 1, ...)
   std::vector<std::string> bilevel; ///< optional: `d2r fit --method bilevel` --out directories to compare with
+  /// What is trained at each reward: "bilevel" (the recommended bilevel preset's inner learner: exact
+  /// gradient, full batch, fresh start, the bilevel run's inner steps) or "pg" (fit --method pg).
+  std::string learner = "bilevel";
 };
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);
