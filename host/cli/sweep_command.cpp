@@ -69,11 +69,10 @@ double sd_of(const std::vector<double>& v) {
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "sweep",
-      "The inner learner at a log-spaced grid of fixed rewards (u of U = u·I on the standardised targets, or β), "
-      "several seeds each: the validation outer loss at every value and the best one (the brute-force answer bilevel "
-      "must match). By default it trains the learner bilevel optimises (--learner bilevel: exact gradient, full "
-      "batch, the bilevel runs' inner-step count); --learner pg trains fit --method pg's protocol. Takes fit's data "
-      "and PG options; writes results.json and sweep.csv into --out");
+      "PG at a log-spaced grid of fixed rewards (u of U = u·I on the standardised targets, or β), several seeds "
+      "each: the validation outer loss at every value and the best one (the brute-force answer bilevel must match). "
+      "Takes fit's data and PG options; --learner bilevel trains the bilevel inner learner's budget instead; writes "
+      "results.json and sweep.csv into --out");
   register_fit_options(cmd, o.fit);
   cmd->add_option("--grid-min", o.grid_min, "smallest reward of the grid")->check(positive_number())->capture_default_str();
   cmd->add_option("--grid-max", o.grid_max, "largest reward of the grid")->check(positive_number())->capture_default_str();
@@ -87,11 +86,12 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000}))
       ->capture_default_str();
   cmd->add_option("--learner", o.learner,
-                  "what is trained at each reward: bilevel (the recommended bilevel preset's inner learner: exact "
-                  "gradient, full batch, fresh start, fit's --lr, for as many Adam steps as each --bilevel run took in "
-                  "all, one grid per distinct count, or --steps) or pg (fit --method pg: REINFORCE unless "
-                  "--inner-objective exact; classification: --epochs of --batch-size rows)")
-      ->check(CLI::IsMember({"bilevel", "pg"}))
+                  "what is trained at each reward: pg (fit --method pg's protocol, the model fit trains at the learned "
+                  "reward: REINFORCE unless --inner-objective exact; classification: --epochs of --batch-size rows) or "
+                  "bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh start, fit's --lr, for "
+                  "as many Adam steps as each --bilevel run took in all, one grid per distinct count, or --steps; the "
+                  "bilevel run's policy was warm-started along its path, so this matches it only approximately)")
+      ->check(CLI::IsMember({"pg", "bilevel"}))
       ->capture_default_str();
   cmd->add_option("--bilevel", o.bilevel,
                   "`d2r fit --method bilevel` output directories on the same data, comma-separated: PG at each "
@@ -149,13 +149,13 @@ int run_sweep(const SweepOptions& s) {
     bilevel_results.push_back(res);
     bilevel_values.push_back(v);
   }
-  // The learner trained at each reward. "bilevel" (default): the recommended bilevel preset's inner
-  // learner (exact gradient, full batch, fresh start, the fit's --lr) for as many Adam steps as the
-  // bilevel run took in all (each run's own, one grid per distinct count), or --steps. Issue 13
-  // (letter): the validation loss at a fixed β depends on the training length (best β 3.0 after 40
-  // full-batch steps, 2.4 after 140 and 400, 2.2 after 1500), so a sweep with another learner
-  // answers another question. "pg": fit --method pg (REINFORCE unless --inner-objective exact;
-  // classification: --epochs of --batch-size rows).
+  // The learner trained at each reward. "pg" (default): fit --method pg's protocol (REINFORCE unless
+  // --inner-objective exact; classification: --epochs of --batch-size rows), the model fit trains at
+  // the learned reward. "bilevel": exact gradient, full batch, fresh start, the fit's --lr, for as
+  // many Adam steps as each bilevel run took in all (one grid per distinct count) or --steps. Issue
+  // 13 (letter): the validation loss at a fixed β depends on the training length (best β 3.0 after 40
+  // full-batch steps, 2.4 after 140 and 400, 2.2 after 1500 and with the 3000 minibatch steps of the
+  // pg protocol), so the two learners can disagree on the best reward.
   const bool bilevel_learner = s.learner == "bilevel";
   if (bilevel_learner) {
     if (given(o, "--inner-objective") && o.inner_objective != "exact") {
