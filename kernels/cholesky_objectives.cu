@@ -2,7 +2,7 @@
 // and mixed product, pathwise, fused REINFORCE surrogate; device code in cholesky_objectives.cuh).
 // A shared (1-row) tril receives the column sum of the per-row gradients written to the first
 // B x n(n+1)/2 floats of the workspace (shared_param_workspace_bytes, objectives.cu).
-#include "kernels/cholesky_objectives.cuh"
+#include "kernels/heads/cholesky_gaussian/objectives.cuh"
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/cholesky_gaussian/launch.hpp"
 #include "kernels/objectives/launch.hpp"

@@ -15,38 +15,6 @@ namespace d2r::kernels::mixed_product {
 
 __device__ __forceinline__ std::int64_t tri(std::int64_t i, std::int64_t j) { return i * (i + 1) / 2 + j; }
 
-/// One thread per (b, column): column 0 (scalar), d (diagonal) or j (full, entries (i >= j, j)).
-D2R_KERNEL void exact_mixed_diag_rows_kernel(DiagGaussian<float> head, MatrixView<const float> targets,
-                                             MahalanobisReward<float> reward, float k, DiagGaussian<float> tangent,
-                                             MatrixView<float> partial) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols;
-  const std::int64_t columns = reward.form == RewardForm::scalar ? 1 : n;
-  for (std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; t < B * columns;
-       t += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t b = t / columns, j = t % columns;
-    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b, tr = tangent.log_std.rows == 1 ? 0 : b;
-    auto w = [&](std::int64_t d) { return expf(2.0f * head.log_std(sr, d)) * tangent.log_std(tr, d); };
-    if (reward.form == RewardForm::scalar) {
-      float acc = 0.0f;
-      for (std::int64_t d = 0; d < n; ++d) acc += (head.mean(b, d) - targets(b, d)) * tangent.mean(b, d) + w(d);
-      partial(b, 0) = 2.0f * k * acc;
-    } else if (reward.form == RewardForm::diagonal) {
-      partial(b, j) = 2.0f * k * ((head.mean(b, j) - targets(b, j)) * tangent.mean(b, j) + w(j));
-    } else {
-      float va = 0.0f, vb = 0.0f;  // (Rᵀδ)_j, (Rᵀμ̇)_j
-      for (std::int64_t i = j; i < n; ++i) {
-        va += reward.params[tri(i, j)] * (head.mean(b, i) - targets(b, i));
-        vb += reward.params[tri(i, j)] * tangent.mean(b, i);
-      }
-      for (std::int64_t i = j; i < n; ++i) {
-        const float delta = head.mean(b, i) - targets(b, i);
-        partial(b, tri(i, j)) =
-            2.0f * k * (delta * vb + tangent.mean(b, i) * va + 2.0f * reward.params[tri(i, j)] * w(i));
-      }
-    }
-  }
-}
-
 /// One block per row (grid-stride over rows), like the categorical head's kernels: the row's
 /// softmax statistics and m̄ = p·ℓ̇ by block reductions, then the row's partial gradient with
 /// c_j = −k p_j (ℓ̇_j − m̄), the coefficient of r(j, y) in ∇_ℓ L_exact · ℓ̇ (j ≠ y):

@@ -107,4 +107,36 @@ TEST(Fields, DifferencesNameEachChangedSetting) {
             std::vector<std::string>{"inner.adam.learning_rate: saved 0.01, now 0.02"});
 }
 
+TEST(Fields, OptionsCastCarriesEveryFieldToTheOtherScalarType) {
+  // recommended() in double, cast to float, lists the same settings as recommended() in float
+  // (every value here is written the same in both types' shortest form).
+  d2r::BilevelOptions<double> o = d2r::BilevelOptions<double>::recommended();
+  const auto f = d2r::options_cast<d2r::BilevelOptions<float>>(o);
+  EXPECT_EQ(d2r::flatten_fields(f), d2r::flatten_fields(d2r::BilevelOptions<float>::recommended()));
+  // Every field moves, nested ones included, and non-default values survive.
+  o.inner.adam.learning_rate = 0.25;
+  o.inner.pg.transform.kind = d2r::Transform::leave_one_out;
+  o.cg.max_iterations = 7;
+  o.stopping.window = 9;
+  o.seed = 42;
+  const auto g = d2r::options_cast<d2r::BilevelOptions<float>>(o);
+  EXPECT_EQ(g.inner.adam.learning_rate, 0.25f);
+  EXPECT_EQ(g.inner.pg.transform.kind, d2r::Transform::leave_one_out);
+  EXPECT_EQ(g.cg.max_iterations, 7);
+  EXPECT_EQ(g.stopping.window, 9);
+  EXPECT_EQ(g.seed, 42u);
+  // float -> double -> float is exact.
+  const auto back = d2r::options_cast<d2r::BilevelOptions<double>>(g);
+  EXPECT_EQ(d2r::flatten_fields(d2r::options_cast<d2r::BilevelOptions<float>>(back)), d2r::flatten_fields(g));
+  // The plain trainers' options, vectors included; the hook is not a setting and is not copied.
+  d2r::PolicyFitOptions<double> p;
+  p.reward_params = {0.5, 2.0};
+  p.steps = 3;
+  p.on_record = [](const d2r::PolicyFitRecord&) {};
+  const auto q = d2r::options_cast<d2r::PolicyFitOptions<float>>(p);
+  EXPECT_EQ(q.reward_params, p.reward_params);
+  EXPECT_EQ(q.steps, 3);
+  EXPECT_FALSE(q.on_record);
+}
+
 }  // namespace

@@ -1,6 +1,11 @@
 // The solvers on the cuda backend (float) against the CPU reference (double) on the same
 // operators: dense matrices through cuBLAS gemv (n = 1, 7, 1000) and a symmetric tridiagonal
 // matrix through cuBLAS sbmv (n = 100003). Outputs through GuardedMatrix (no write outside x).
+// Stays a bespoke test: its operators are raw cuBLAS calls on device memory, with an application
+// count, which a case of the registry (host/checks builds without the CUDA toolkit; its operators
+// are the library's primitives on either backend) cannot express; the registry's solver cases
+// (host/checks/cases/solvers.cpp) solve on the exact head Hessian instead. Also the behaviour
+// tests (breakdown, divergence, steady workspace, zero initial guess, bad input).
 #include <gtest/gtest.h>
 
 #include <algorithm>

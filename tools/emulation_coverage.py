@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel emulation coverage: every D2R_KERNEL of kernels/ against the emulation tests that launch it.
 
-Lists the kernels defined in kernels/*.cuh and kernels/*.cu (a `D2R_KERNEL` definition, template
+Lists the kernels defined in kernels/**/*.cuh and kernels/**/*.cu (a `D2R_KERNEL` definition, template
 or not) and, for each, the tests/emulation/*_test.cpp sources whose code (comments stripped)
 names it as a namespace-qualified kernel (`ns::name`), which is how the emulation tests pass
 kernels to simt::launch. Writes the table as Markdown (tests/emulation/COVERAGE.md).
@@ -33,7 +33,7 @@ def strip_comments(text):
 
 def kernels():
     found = []
-    for path in sorted((ROOT / "kernels").glob("*.cu*")):
+    for path in sorted((ROOT / "kernels").rglob("*.cu*")):
         code = re.sub(r"__launch_bounds__\s*\([^)]*\)", "", strip_comments(path.read_text()))
         namespaces = [(m.start(), m.group(1)) for m in NAMESPACE.finditer(code)]
         for m in KERNEL.finditer(code):

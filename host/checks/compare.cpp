@@ -193,4 +193,40 @@ Outcome compare_normwise(const Vec& got, const Vec& want, double tol) {
   return o;
 }
 
+Outcome worse(Outcome a, const Outcome& b) {
+  const double ra = a.tolerance > 0 ? a.rel_err / a.tolerance : a.rel_err, rb = b.tolerance > 0 ? b.rel_err / b.tolerance : b.rel_err;
+  Outcome w = rb > ra ? b : a;
+  w.status = a.status == Status::fail || b.status == Status::fail ? Status::fail : w.status;
+  w.abs_err = std::max(a.abs_err, b.abs_err);
+  w.note = a.note.empty() ? b.note : b.note.empty() ? a.note : a.note + "; " + b.note;
+  return w;
+}
+
+Outcome compare_each(const Outputs& got, const Outputs& want, const std::vector<Tol>& tols) {
+  if (got.size() != want.size() || want.size() != tols.size() || want.empty()) {
+    Outcome o;
+    o.status = Status::fail;
+    o.note = "internal: output and tolerance counts differ";
+    return o;
+  }
+  Outcome o = compare({got[0]}, {want[0]}, tols[0]);
+  for (std::size_t k = 1; k < want.size(); ++k) o = worse(o, compare({got[k]}, {want[k]}, tols[k]));
+  return o;
+}
+
+double max_abs(const Vec& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+Outcome require_scale(Outcome o, const Output& want, double least) {
+  if (!(max_abs(want.values) > least)) {
+    o.status = Status::fail;
+    o.note = fmt::format("max|{}| of the reference is {:.3g}, not above {}: nothing was compared", want.name,
+                         max_abs(want.values), least);
+  }
+  return o;
+}
+
 }  // namespace d2r::checks

@@ -62,6 +62,19 @@ Outcome compare(const Outputs& got, const Outputs& want, Tol tol);
 Outcome compare_draws(const Idx& got, const Idx& want, const Vec& logits, std::int64_t B, std::int64_t C,
                       std::int64_t G, bool self_check);
 
+/// Output k of `got` against output k of `want` with tolerance tols[k] (a former test's
+/// per-output D2R_EXPECT_CLOSE in one case): the worst of them (by error over tolerance).
+Outcome compare_each(const Outputs& got, const Outputs& want, const std::vector<Tol>& tols);
+
+/// The worse of two outcomes (by error over tolerance); fails when either fails; notes joined.
+Outcome worse(Outcome a, const Outcome& b);
+
+/// max|v| (0 for an empty v).
+double max_abs(const Vec& v);
+
+/// Fails `o` when max|want| is not above `least` (the comparison would be vacuous).
+Outcome require_scale(Outcome o, const Output& want, double least);
+
 /// rel = ‖got − want‖ / ‖want‖ (normwise: iterates of a solver drift apart element by element).
 Outcome compare_normwise(const Vec& got, const Vec& want, double tol);
 

@@ -88,8 +88,8 @@ nlohmann::json ClassificationConfig::to_json() const {
                       {"precision", double_precision ? "double" : "float"},
                       {"hidden", hidden},
                       {"policy", hidden.empty() ? "logistic regression (categorical of Wx + b)" : "MLP, categorical"},
-                      {"epochs", epochs},
-                      {"batch_size", batch_size},
+                      {"epochs", plain.epochs},
+                      {"batch_size", plain.batch_size},
                       {"learning_rate", learning_rate},
                       {"seed", seed}};
   if (!hidden.empty()) j["activation"] = d2r::to_string(activation);
@@ -104,7 +104,7 @@ nlohmann::json ClassificationConfig::to_json() const {
   if (method == ClassMethod::bilevel) {
     j["beta_init"] = beta;
     j["beta_tail"] = beta_tail;
-    outer_config_json(*this, learning_rate, j);
+    outer_config_json(*this, j);
   }
   return j;
 }
@@ -135,7 +135,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
                 fmt::format("the heuristic β* of these training labels is {}, not a finite number > 0", heuristic_beta_));
     }
     if (c_.method == ClassMethod::bilevel) {
-      const BilevelOptions<T> o = bilevel_options<T>(c_, c_.learning_rate);
+      const BilevelOptions<T> o = bilevel_options<T>(c_);
       const std::vector<double> beta0{c_.beta};
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
                                                      std::span<const double>(beta0), o);
@@ -163,19 +163,18 @@ class TypedClassRun final : public ClassificationRun::Impl {
   /// The options of the PG/cross-entropy phase; `beta` NaN: β = 1 (unused by nll; bilevel and
   /// heuristic fill in their β when they run).
   ClassifierFitOptions<T> plain_options(double beta) const {
-    ClassifierFitOptions<T> o;
+    ClassifierFitOptions<double> o = c_.plain;
     o.loss = c_.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
-    o.epochs = c_.epochs;
-    o.batch_size = c_.batch_size;
-    o.adam.learning_rate = static_cast<T>(c_.learning_rate);
+    o.adam.learning_rate = c_.learning_rate;
     o.generations = c_.generations;
-    o.pg.entropy_weight = static_cast<T>(c_.lambda);
+    o.pg.entropy_weight = c_.lambda;
     o.reward_form = RewardForm::scalar;
     o.reward_params = {std::isnan(beta) ? 1.0 : beta};
     o.seed = c_.seed;
     o.objective = c_.inner_objective;
-    o.parallel = data_parallel();
-    return o;
+    ClassifierFitOptions<T> out = options_cast<ClassifierFitOptions<T>>(o);
+    out.parallel = data_parallel();
+    return out;
   }
 
   std::int64_t resume(const std::filesystem::path& path) override {
@@ -319,8 +318,8 @@ void validate(const std::string& cmd, const ClassificationConfig& c, const Class
   }
   if (c.method == ClassMethod::heuristic && !(c.lambda > 0)) bad_input(cmd, "--lambda", "the heuristic β* needs λ > 0");
   if (c.generations < 1) bad_input(cmd, "--generations", fmt::format("expected G >= 1, got {}", c.generations));
-  if (c.epochs < 1) bad_input(cmd, "--epochs", fmt::format("expected >= 1 epochs, got {}", c.epochs));
-  if (c.batch_size < 0) bad_input(cmd, "--batch-size", fmt::format("expected >= 0 (0: full batch), got {}", c.batch_size));
+  if (c.plain.epochs < 1) bad_input(cmd, "--epochs", fmt::format("expected >= 1 epochs, got {}", c.plain.epochs));
+  if (c.plain.batch_size < 0) bad_input(cmd, "--batch-size", fmt::format("expected >= 0 (0: full batch), got {}", c.plain.batch_size));
   if (!positive_finite(c.learning_rate)) {
     bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.learning_rate));
   }
@@ -329,15 +328,15 @@ void validate(const std::string& cmd, const ClassificationConfig& c, const Class
   }
   if (c.method == ClassMethod::bilevel) {
     if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
-    if (c.inner_steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.inner_steps));
-    if (c.inner_batch_size < 0) {
+    if (c.bilevel.inner.steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
+    if (c.bilevel.inner.batch_size < 0) {
       bad_input(cmd, "--inner-batch-size",
-                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.inner_batch_size));
+                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
     }
-    if (!positive_finite(c.outer_learning_rate)) {
-      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.outer_learning_rate));
+    if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
+      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
     }
-    if (c.outer_data == OuterData::validation && val.empty()) {
+    if (c.bilevel.outer_data == OuterData::validation && val.empty()) {
       bad_input(cmd, "--outer-data", "validation needs validation rows (--val-fraction > 0)");
     }
     if (c.beta_tail < 1) bad_input(cmd, "beta tail", fmt::format("expected >= 1, got {}", c.beta_tail));

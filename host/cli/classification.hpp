@@ -43,6 +43,7 @@
 #include "d2r/data.hpp"
 #include "d2r/network.hpp"
 #include "d2r/policy_model.hpp"
+#include "host/cli/regression.hpp"
 
 namespace d2r::cli {
 
@@ -75,51 +76,44 @@ struct ClassificationSplits {
 ClassificationSplits split_classification(const Dataset& data, double test_fraction, double val_fraction,
                                           std::uint64_t seed, std::string_view command);
 
-/// Every setting of a run; the defaults are the paper's tabular setting (logistic regression,
-/// G = 50, transform none, batch 128, Adam 0.05, 30 epochs, λ = 1).
+/// The bilevel defaults of a classification run: the program's (program_bilevel_defaults) with two
+/// overrides. The outer cross-entropy is on the validation rows (needs validation rows): on
+/// (nearly) separable data the training cross-entropy keeps falling as β grows, so β learned on
+/// the training rows rises for as long as the outer loop runs. The outer Adam steps by 0.1: it is
+/// re-created every step (the paper), so β moves by about that per step and from β₀ = 1 can reach
+/// 1 + K_out·0.1 = 6 (β* of the shipped data sets: 2.1–13.5 at λ = 1; the outer optima we
+/// measured: 1.5–4.6).
+inline BilevelOptions<double> class_bilevel_defaults() {
+  BilevelOptions<double> o = program_bilevel_defaults();
+  o.outer_data = OuterData::validation;
+  o.outer_adam.learning_rate = 0.1;
+  return o;
+}
+
+/// Every setting of a run: the library's options of both trainers plus what only the program has;
+/// the defaults are the paper's tabular setting (logistic regression, G = 50, transform none,
+/// batch 128, Adam 0.05, 30 epochs, λ = 1: ClassifierFitOptions' own).
 struct ClassificationConfig {
   ClassMethod method = ClassMethod::nll;
   bool double_precision = false;  ///< cpu backend only
   std::vector<std::int64_t> hidden{};  ///< empty: logistic regression
   Activation activation = Activation::relu;
+  double beta = 1;                 ///< pg: the fixed β; bilevel: the starting β₀
+  // Shared by both trainers: the run writes them into the options of what it runs.
   double lambda = 1;               ///< entropy weight λ (pg, heuristic, bilevel)
   std::int64_t generations = 50;   ///< G
-  std::int64_t epochs = 30;
-  std::int64_t batch_size = 128;   ///< 0: full batch
   double learning_rate = 0.05;     ///< Adam (the epochs, and bilevel's inner loop)
-  double beta = 1;                 ///< pg: the fixed β; bilevel: the starting β₀
-  // Bilevel (phase 1). The outer Adam is re-created every step (the paper), so β moves by about
-  // the outer learning rate per step: from β₀ = 1 it can reach 1 + K_out·α_out = 6 (β* of the
-  // shipped data sets: 2.1–13.5 at λ = 1; the outer optima we measured: 1.5–4.6).
-  std::int64_t outer_steps = 50;
-  std::int64_t inner_steps = 50;
-  std::int64_t inner_batch_size = 0;  ///< rows per inner step (0 or >= the training rows: full batch)
-  double outer_learning_rate = 0.1;
-  double inner_gradient_clamp = 1;
-  double hypergradient_clamp = 10;
-  InnerStart inner_start = InnerStart::warm;
-  InnerObjective inner_objective = InnerObjective::reinforce;  ///< the inner steps' gradient
-  CurvatureKind curvature = CurvatureKind::exact;
-  ImplicitSolver solver = ImplicitSolver::normal_cg;
-  std::int64_t cg_iterations = 1;
-  /// The rows of the outer cross-entropy. Validation (needs validation rows) by default: on
-  /// (nearly) separable data the training cross-entropy keeps falling as β grows, so β learned on
-  /// the training rows rises for as long as the outer loop runs.
-  OuterData outer_data = OuterData::validation;
-  std::int64_t beta_tail = 10;     ///< paper preset: the learned β is the mean of the last this many outer steps' β
-  // The outer loop (BilevelOptions): the paper's values here; apply_bilevel_preset (regression.hpp)
-  // sets a named preset. With "recommended" the learned β is the final one.
-  std::string preset = "paper";
-  OuterOptimizer outer_optimizer = OuterOptimizer::adam;
-  bool reset_outer_optimizer = true;
-  double outer_step = 0.1;
-  double flat_tolerance = 0;          ///< rprop: RpropOptions::flat_tolerance
-  double stationarity_tolerance = 0;
-  std::int64_t inner_max_steps = 0;
-  double solver_tolerance = 1e-6;
-  double damping = 0;
-  StoppingOptions stopping{};
+  InnerObjective inner_objective = InnerObjective::reinforce;  ///< the inner steps' (pg's) gradient
   std::uint64_t seed = 0;          ///< initialisation of θ and the epoch shuffles
+  /// The epochs (nll, pg, heuristic, and bilevel's phase 2): fit_classifier's options (loss,
+  /// reward and parallel are set by the run).
+  ClassifierFitOptions<double> plain{};
+  /// Bilevel (phase 1): BilevelTrainer's options (class_bilevel_defaults; apply_bilevel_preset in
+  /// regression.hpp sets a named preset, and the run applies RegressionConfig::bilevel's rules).
+  BilevelOptions<double> bilevel = class_bilevel_defaults();
+  std::int64_t outer_steps = 50;
+  std::int64_t beta_tail = 10;     ///< paper preset: the learned β is the mean of the last this many outer steps' β
+  std::string preset = "paper";    ///< with "recommended" the learned β is the final one
 
   [[nodiscard]] nlohmann::json to_json() const;
 };

@@ -91,24 +91,24 @@ bool given(const FitOptions& o, std::string_view name) {
 template <class Config>
 void apply_outer_options(const FitOptions& o, Config& c) {
   apply_bilevel_preset(c, o.preset);
-  if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
-  if (given(o, "--outer-data")) c.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
-  if (given(o, "--inner-start")) c.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
+  if (given(o, "--outer-data")) c.bilevel.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
+  if (given(o, "--inner-start")) c.bilevel.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
   if (given(o, "--inner-objective")) {
     c.inner_objective = o.inner_objective == "exact" ? InnerObjective::exact : InnerObjective::reinforce;
   }
-  if (given(o, "--solver")) c.solver = parse_solver(o.solver);
-  if (given(o, "--solver-iterations")) c.cg_iterations = o.solver_iterations;
-  if (given(o, "--outer-step")) c.outer_step = o.outer_step;
-  if (given(o, "--inner-tolerance")) c.stationarity_tolerance = o.inner_tolerance;
-  if (given(o, "--inner-max-steps")) c.inner_max_steps = o.inner_max_steps;
-  if (given(o, "--solver-tolerance")) c.solver_tolerance = o.solver_tolerance;
-  if (given(o, "--damping")) c.damping = o.damping;
-  if (given(o, "--window")) c.stopping.window = o.window;
-  if (given(o, "--reward-tolerance")) c.stopping.reward_tolerance = o.reward_tolerance;
-  if (given(o, "--loss-tolerance")) c.stopping.loss_tolerance = o.loss_tolerance;
+  if (given(o, "--solver")) c.bilevel.solver = parse_solver(o.solver);
+  if (given(o, "--solver-iterations")) c.bilevel.cg.max_iterations = o.solver_iterations;
+  if (given(o, "--outer-step")) c.bilevel.rprop.initial_step = o.outer_step;
+  if (given(o, "--inner-tolerance")) c.bilevel.inner.stationarity_tolerance = o.inner_tolerance;
+  if (given(o, "--inner-max-steps")) c.bilevel.inner.max_steps = o.inner_max_steps;
+  if (given(o, "--solver-tolerance")) c.bilevel.cg.tolerance = o.solver_tolerance;
+  if (given(o, "--damping")) c.bilevel.cg.damping = o.damping;
+  if (given(o, "--window")) c.bilevel.stopping.window = o.window;
+  if (given(o, "--reward-tolerance")) c.bilevel.stopping.reward_tolerance = o.reward_tolerance;
+  if (given(o, "--loss-tolerance")) c.bilevel.stopping.loss_tolerance = o.loss_tolerance;
   // The paper's outer Adam moves φ linearly; the recommended Rprop ignores --outer-lr.
-  c.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
+  c.bilevel.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
 }
 
 
@@ -279,20 +279,20 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
       "K_out = {}, K_in = {} inner steps ({}{}), {} inner start, {} inner gradient, {} curvature, solver {} ({} "
       "iterations at most, "
       "tolerance {}, damping {}), outer {}, outer {} on the {} rows",
-      c.outer_steps, c.inner_steps,
-      c.inner_batch_size > 0 && c.inner_batch_size < train_rows
-          ? fmt::format("windows of {} shuffled rows", c.inner_batch_size)
+      c.outer_steps, c.bilevel.inner.steps,
+      c.bilevel.inner.batch_size > 0 && c.bilevel.inner.batch_size < train_rows
+          ? fmt::format("windows of {} shuffled rows", c.bilevel.inner.batch_size)
           : std::string("full batch"),
-      c.stationarity_tolerance > 0
-          ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.stationarity_tolerance, c.inner_max_steps)
+      c.bilevel.inner.stationarity_tolerance > 0
+          ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.bilevel.inner.stationarity_tolerance, c.bilevel.inner.max_steps)
           : std::string(),
-      c.inner_start == InnerStart::warm ? "warm" : "fresh",
-      c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.solver), c.cg_iterations,
-      c.solver_tolerance, c.damping,
-      c.outer_optimizer == OuterOptimizer::rprop
-          ? fmt::format("log-space Rprop from step {}", c.outer_step)
-          : fmt::format("Adam {}{}", c.outer_learning_rate, c.reset_outer_optimizer ? " (re-created each step)" : ""),
-      outer_loss, c.outer_data == OuterData::validation ? "validation" : "training");
+      c.bilevel.inner_start == InnerStart::warm ? "warm" : "fresh",
+      c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.bilevel.solver), c.bilevel.cg.max_iterations,
+      c.bilevel.cg.tolerance, c.bilevel.cg.damping,
+      c.bilevel.optimizer == OuterOptimizer::rprop
+          ? fmt::format("log-space Rprop from step {}", c.bilevel.rprop.initial_step)
+          : fmt::format("Adam {}{}", c.bilevel.outer_adam.learning_rate, c.bilevel.reset_outer_optimizer ? " (re-created each step)" : ""),
+      outer_loss, c.bilevel.outer_data == OuterData::validation ? "validation" : "training");
 }
 
 /// bilevel_warnings of a run's outer-step records (StepRecord: held-out rows; OuterRecord:
@@ -314,7 +314,7 @@ std::vector<std::string> outer_step_warnings(const std::vector<Record>& records,
                      .train_loss = r.train.nll_per_dim,
                      .validation_loss = held->nll_per_dim});
   }
-  return bilevel_warnings(facts, c.solver_tolerance, c.stationarity_tolerance, c.hypergradient_clamp);
+  return bilevel_warnings(facts, c.bilevel.cg.tolerance, c.bilevel.inner.stationarity_tolerance, c.bilevel.hypergradient_clamp);
 }
 
 /// The settings and data identity lines of a checkpoint: the flattened config ("a.b = json").
@@ -439,17 +439,17 @@ int run_fit(const FitOptions& o) {
   c.target_scale = target_scale;
   c.lambda = o.lambda;
   c.generations = o.generations;
-  c.steps = o.steps;
-  c.learning_rate = o.lr;
-  c.eval_every = o.eval_every;
+  c.plain.steps = o.steps;
+  c.plain.adam.learning_rate = o.lr;
+  c.plain.evaluate_every = o.eval_every;
   c.outer_steps = o.outer_steps;
-  c.inner_steps = o.inner_steps;
-  c.inner_batch_size = o.inner_batch_size;
-  c.inner_learning_rate = o.lr;
-  c.outer_learning_rate = o.outer_lr;
+  c.bilevel.inner.steps = o.inner_steps;
+  c.bilevel.inner.batch_size = o.inner_batch_size;
+  c.bilevel.inner.adam.learning_rate = o.lr;
+  c.bilevel.outer_adam.learning_rate = o.outer_lr;
   if (method == Method::bilevel) {
     apply_outer_options(o, c);
-    if (!has_val && !given(o, "--outer-data") && c.outer_data == OuterData::validation) {
+    if (!has_val && !given(o, "--outer-data") && c.bilevel.outer_data == OuterData::validation) {
       bad_input(kCmd, "--val-fraction",
                 "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
                 "--val-fraction > 0 or --outer-data train");
@@ -527,7 +527,7 @@ int run_fit(const FitOptions& o) {
   }
   if (method == Method::bilevel) {
     fmt::print("outer loss ({} rows) at the last outer step: {:.4f}; {} inner steps in {} outer steps\n",
-               c.outer_data == OuterData::validation ? "validation" : "training",
+               c.bilevel.outer_data == OuterData::validation ? "validation" : "training",
                result.records.empty() ? kNaN : result.records.back().outer_loss, result.inner_steps,
                result.records.size());
   }
@@ -621,17 +621,17 @@ int run_fit_classification(const FitOptions& o) {
   c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
   c.lambda = o.lambda;
   if (given(o, "--generations")) c.generations = o.generations;
-  c.epochs = o.epochs;
-  c.batch_size = o.batch_size;
+  c.plain.epochs = o.epochs;
+  c.plain.batch_size = o.batch_size;
   if (given(o, "--lr")) c.learning_rate = o.lr;
   c.beta = o.beta;
   if (given(o, "--outer-steps")) c.outer_steps = o.outer_steps;
-  if (given(o, "--inner-steps")) c.inner_steps = o.inner_steps;
-  c.inner_batch_size = o.inner_batch_size;
-  if (given(o, "--outer-lr")) c.outer_learning_rate = o.outer_lr;
+  if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
+  c.bilevel.inner.batch_size = o.inner_batch_size;
+  if (given(o, "--outer-lr")) c.bilevel.outer_adam.learning_rate = o.outer_lr;
   if (method == ClassMethod::bilevel) {
     apply_outer_options(o, c);
-    if (val.empty() && !given(o, "--outer-data") && c.outer_data == OuterData::validation) {
+    if (val.empty() && !given(o, "--outer-data") && c.bilevel.outer_data == OuterData::validation) {
       bad_input(kCmd, "--val-fraction",
                 "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
                 "--val-fraction > 0 or --outer-data train");
@@ -679,7 +679,7 @@ int run_fit_classification(const FitOptions& o) {
   fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
              c.hidden.empty() ? "logistic regression" : "MLP", train.inputs,
              c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes, c.learning_rate,
-             c.epochs, c.batch_size == 0 ? std::string("all rows") : std::to_string(c.batch_size),
+             c.plain.epochs, c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size),
              to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
   if (!stdout_ok()) bad_input(kCmd, "standard output", fmt::format("cannot write the report ({})", std::strerror(errno)));
   config["library_options"] = run.options_json();

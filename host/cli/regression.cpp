@@ -168,12 +168,12 @@ nlohmann::json RegressionConfig::to_json() const {
     if (method != Method::heuristic) j["objective"] = inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (method == Method::bilevel) {
-    outer_config_json(*this, inner_learning_rate, j);
+    outer_config_json(*this, j);
   } else {
-    j["steps"] = steps;
-    j["learning_rate"] = learning_rate;
-    j["gradient_clamp"] = std::isfinite(gradient_clamp) ? nlohmann::json(gradient_clamp) : nlohmann::json("none");
-    j["eval_every"] = eval_every;
+    j["steps"] = plain.steps;
+    j["learning_rate"] = plain.adam.learning_rate;
+    j["gradient_clamp"] = std::isfinite(plain.gradient_clamp) ? nlohmann::json(plain.gradient_clamp) : nlohmann::json("none");
+    j["eval_every"] = plain.evaluate_every;
   }
   return j;
 }
@@ -192,7 +192,7 @@ class TypedRun final : public RegressionRun::Impl {
     if (!held.empty()) upload(held, held_x_, held_y_, held_);
     const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     if (c_.method == Method::bilevel) {
-      const BilevelOptions<T> o = bilevel_options<T>(c_, c_.inner_learning_rate);
+      const BilevelOptions<T> o = bilevel_options<T>(c_);
       trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
                                                      std::span<const double>(c_.reward_params), o);
       trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
@@ -240,7 +240,7 @@ class TypedRun final : public RegressionRun::Impl {
     return trainer_->steps_done();
   }
 
-  std::int64_t total_units() const override { return c_.method == Method::bilevel ? c_.outer_steps : c_.steps; }
+  std::int64_t total_units() const override { return c_.method == Method::bilevel ? c_.outer_steps : c_.plain.steps; }
 
   RunResult run(const ProgressFn& progress) override {
     const auto t0 = std::chrono::steady_clock::now();
@@ -257,21 +257,20 @@ class TypedRun final : public RegressionRun::Impl {
     view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).matrix(d.rows, d.dims)};
   }
 
+  /// fit_policy's options: c.plain, the shared policy-gradient settings, the loss of the method,
+  /// the reward (pg and heuristic) and this rank's rows.
   PolicyFitOptions<T> plain_options() const {
-    PolicyFitOptions<T> o;
+    PolicyFitOptions<double> o = c_.plain;
     o.loss = c_.method == Method::mse ? PolicyLoss::mse : c_.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
-    o.steps = c_.steps;
-    o.adam.learning_rate = static_cast<T>(c_.learning_rate);
-    o.gradient_clamp = static_cast<T>(c_.gradient_clamp);
     o.generations = c_.generations;
-    o.pg.entropy_weight = static_cast<T>(c_.lambda);
-    o.reward_form = c_.reward_form;
+    o.pg.entropy_weight = c_.lambda;
     o.objective = c_.inner_objective;
-    if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     o.seed = c_.seed;
-    o.evaluate_every = c_.eval_every;
-    o.parallel = data_parallel();
-    return o;
+    o.reward_form = c_.reward_form;
+    if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
+    PolicyFitOptions<T> out = options_cast<PolicyFitOptions<T>>(o);
+    out.parallel = data_parallel();
+    return out;
   }
 
   RunResult run_plain(const ProgressFn& progress) {
@@ -293,8 +292,8 @@ class TypedRun final : public RegressionRun::Impl {
     out.train = out.records.back().train;
     out.held_out = out.records.back().held_out;
     out.reward_params = reward_;
-    out.inner_steps = c_.steps;
-    if (progress) progress(c_.steps, c_.steps, "");
+    out.inner_steps = c_.plain.steps;
+    if (progress) progress(c_.plain.steps, c_.plain.steps, "");
     return out;
   }
 
@@ -391,29 +390,29 @@ namespace {
 
 template <class Config>
 void check_outer_settings(const std::string& cmd, const Config& c) {
-  if (!positive_finite(c.outer_step) || c.outer_step > 10) {
-    bad_input(cmd, "--outer-step", fmt::format("expected a log-space step in (0, 10], got {}", c.outer_step));
+  if (!positive_finite(c.bilevel.rprop.initial_step) || c.bilevel.rprop.initial_step > 10) {
+    bad_input(cmd, "--outer-step", fmt::format("expected a log-space step in (0, 10], got {}", c.bilevel.rprop.initial_step));
   }
-  if (!(std::isfinite(c.stationarity_tolerance) && c.stationarity_tolerance >= 0)) {
+  if (!(std::isfinite(c.bilevel.inner.stationarity_tolerance) && c.bilevel.inner.stationarity_tolerance >= 0)) {
     bad_input(cmd, "--inner-tolerance",
-              fmt::format("expected a finite tolerance >= 0 (0: no check), got {}", c.stationarity_tolerance));
+              fmt::format("expected a finite tolerance >= 0 (0: no check), got {}", c.bilevel.inner.stationarity_tolerance));
   }
-  const std::int64_t cap = c.inner_max_steps;
+  const std::int64_t cap = c.bilevel.inner.max_steps;
   if (cap < 0 || cap > (std::int64_t{1} << 24)) {
-    bad_input(cmd, "--inner-max-steps", fmt::format("expected 0 (K_in) to 2^24, got {}", c.inner_max_steps));
+    bad_input(cmd, "--inner-max-steps", fmt::format("expected 0 (K_in) to 2^24, got {}", c.bilevel.inner.max_steps));
   }
-  if (!positive_finite(c.solver_tolerance)) {
-    bad_input(cmd, "--solver-tolerance", fmt::format("expected a finite tolerance > 0, got {}", c.solver_tolerance));
+  if (!positive_finite(c.bilevel.cg.tolerance)) {
+    bad_input(cmd, "--solver-tolerance", fmt::format("expected a finite tolerance > 0, got {}", c.bilevel.cg.tolerance));
   }
-  if (!(std::isfinite(c.damping) && c.damping >= 0)) {
-    bad_input(cmd, "--damping", fmt::format("expected a finite damping >= 0, got {}", c.damping));
+  if (!(std::isfinite(c.bilevel.cg.damping) && c.bilevel.cg.damping >= 0)) {
+    bad_input(cmd, "--damping", fmt::format("expected a finite damping >= 0, got {}", c.bilevel.cg.damping));
   }
-  if (c.stopping.window < 2) bad_input(cmd, "--window", fmt::format("expected >= 2 outer steps, got {}", c.stopping.window));
-  if (!positive_finite(c.stopping.reward_tolerance)) {
-    bad_input(cmd, "--reward-tolerance", fmt::format("expected a tolerance > 0, got {}", c.stopping.reward_tolerance));
+  if (c.bilevel.stopping.window < 2) bad_input(cmd, "--window", fmt::format("expected >= 2 outer steps, got {}", c.bilevel.stopping.window));
+  if (!positive_finite(c.bilevel.stopping.reward_tolerance)) {
+    bad_input(cmd, "--reward-tolerance", fmt::format("expected a tolerance > 0, got {}", c.bilevel.stopping.reward_tolerance));
   }
-  if (!positive_finite(c.stopping.loss_tolerance)) {
-    bad_input(cmd, "--loss-tolerance", fmt::format("expected a tolerance > 0, got {}", c.stopping.loss_tolerance));
+  if (!positive_finite(c.bilevel.stopping.loss_tolerance)) {
+    bad_input(cmd, "--loss-tolerance", fmt::format("expected a tolerance > 0, got {}", c.bilevel.stopping.loss_tolerance));
   }
 }
 template void check_outer_settings<RegressionConfig>(const std::string&, const RegressionConfig&);
@@ -474,29 +473,29 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
       bad_input(cmd, "--head", "the bilevel method trains a diagonal Gaussian head only");
     }
     if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
-    if (c.inner_steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.inner_steps));
-    if (c.inner_batch_size < 0) {
+    if (c.bilevel.inner.steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
+    if (c.bilevel.inner.batch_size < 0) {
       bad_input(cmd, "--inner-batch-size",
-                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.inner_batch_size));
+                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
     }
-    if (!positive_finite(c.inner_learning_rate)) {
-      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.inner_learning_rate));
+    if (!positive_finite(c.bilevel.inner.adam.learning_rate)) {
+      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.inner.adam.learning_rate));
     }
-    if (!positive_finite(c.outer_learning_rate)) {
-      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.outer_learning_rate));
+    if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
+      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
     }
-    if (c.outer_data == OuterData::validation && held.empty()) {
+    if (c.bilevel.outer_data == OuterData::validation && held.empty()) {
       bad_input(cmd, "--outer-data",
                 "the outer loss is on the validation rows by default, and there are none: give --val-fraction > 0 "
                 "or --outer-data train");
     }
     check_outer_settings(cmd, c);
   } else {
-    if (c.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.steps));
-    if (!positive_finite(c.learning_rate)) {
-      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.learning_rate));
+    if (c.plain.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.plain.steps));
+    if (!positive_finite(c.plain.adam.learning_rate)) {
+      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.plain.adam.learning_rate));
     }
-    if (c.eval_every < 1) bad_input(cmd, "--eval-every", fmt::format("expected >= 1, got {}", c.eval_every));
+    if (c.plain.evaluate_every < 1) bad_input(cmd, "--eval-every", fmt::format("expected >= 1, got {}", c.plain.evaluate_every));
   }
 }
 

@@ -49,8 +49,17 @@ struct HostData {
   [[nodiscard]] bool empty() const noexcept { return rows == 0; }
 };
 
-/// Every setting of a run (the defaults are those of the paper's Fig. 1/3 and MBRL settings where
-/// they have one).
+/// The program's bilevel defaults: BilevelOptions::paper() with one override, a warm-started inner
+/// policy (with K_in = 50 a fresh one under-fits the mean and biases u* low: bilevel.hpp). `d2r fit`
+/// then applies a named preset (apply_bilevel_preset) and the options given.
+inline BilevelOptions<double> program_bilevel_defaults() {
+  BilevelOptions<double> o = BilevelOptions<double>::paper();
+  o.inner_start = InnerStart::warm;
+  return o;
+}
+
+/// Every setting of a run: the library's options of both trainers plus what only the program has
+/// (the defaults are those of the paper's Fig. 1/3 and MBRL settings where they have one).
 struct RegressionConfig {
   Method method = Method::nll;
   bool double_precision = false;  ///< cpu backend only
@@ -61,40 +70,21 @@ struct RegressionConfig {
   // Reward (pg, heuristic, bilevel).
   RewardForm reward_form = RewardForm::scalar;
   std::vector<double> reward_params;  ///< pg: the fixed reward; bilevel: φ₀; empty: U = I
+  // The policy-gradient settings both trainers share: the run writes them into the options of the
+  // method it runs (plain.pg / bilevel.inner.pg, generations, objective, seed).
   double lambda = 1;                  ///< entropy weight λ
   std::int64_t generations = 5;       ///< G
-  // Plain training (mse, nll, pg, heuristic).
-  std::int64_t steps = 400;
-  double learning_rate = 1e-3;
-  double gradient_clamp = std::numeric_limits<double>::infinity();
-  std::int64_t eval_every = 1;  ///< record metrics every this many steps (and at the last)
-  // Bilevel.
-  std::int64_t outer_steps = 100;
-  std::int64_t inner_steps = 50;
-  std::int64_t inner_batch_size = 0;  ///< rows per inner step (0 or >= the training rows: full batch)
-  double inner_learning_rate = 0.01;
-  double outer_learning_rate = 0.01;
-  double inner_gradient_clamp = 1;
-  double hypergradient_clamp = 10;
-  InnerStart inner_start = InnerStart::warm;
-  InnerObjective inner_objective = InnerObjective::reinforce;  ///< the inner steps' gradient
-  CurvatureKind curvature = CurvatureKind::exact;
-  ImplicitSolver solver = ImplicitSolver::normal_cg;
-  std::int64_t cg_iterations = 1;
-  // The outer loop (BilevelOptions; defaults here are the paper's, apply_bilevel_preset sets
-  // either named preset).
-  std::string preset = "paper";       ///< "recommended" (d2r fit's default) or "paper"
-  OuterData outer_data = OuterData::train;
-  OuterOptimizer outer_optimizer = OuterOptimizer::adam;
-  bool reset_outer_optimizer = true;
-  double outer_step = 0.1;            ///< rprop: the initial log-space step Δ₀
-  double flat_tolerance = 0;          ///< rprop: RpropOptions::flat_tolerance
-  double stationarity_tolerance = 0;  ///< InnerOptions::stationarity_tolerance (0: off)
-  std::int64_t inner_max_steps = 0;   ///< InnerOptions::max_steps (0: inner_steps)
-  double solver_tolerance = 1e-6;     ///< CG relative residual
-  double damping = 0;                 ///< δ of the solve
-  StoppingOptions stopping{};
+  InnerObjective inner_objective = InnerObjective::reinforce;  ///< the inner steps' (pg's) gradient
   std::uint64_t seed = 0;  ///< initialisation of θ (the context's seed keys the draws)
+  /// Plain training (mse, nll, pg, heuristic): fit_policy's options. Overrides of the library's
+  /// defaults: 400 steps, metrics at every step. (loss, reward and parallel are set by the run.)
+  PolicyFitOptions<double> plain{.steps = 400, .evaluate_every = 1};
+  /// Bilevel: BilevelTrainer's options (program_bilevel_defaults; `preset` names the preset last
+  /// applied). The run applies two rules on top: Rprop's step bounds take in a larger or smaller
+  /// initial step, and a nonzero inner.max_steps is at least inner.steps.
+  BilevelOptions<double> bilevel = program_bilevel_defaults();
+  std::int64_t outer_steps = 100;
+  std::string preset = "paper";       ///< "recommended" (d2r fit's default) or "paper"
   /// Target scaling (fit): the targets the trainer saw are (y − target_mean) / target_scale (one
   /// scale for every dimension, so U keeps its form: U_original = U / scale²); metrics are
   /// reported in the original units. scale 1 and mean 0: no scaling.
@@ -104,102 +94,87 @@ struct RegressionConfig {
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
-/// Sets the bilevel fields of a run's configuration (RegressionConfig, ClassificationConfig) to a
-/// named preset: "recommended" (BilevelOptions::recommended(): validation rows, log-space Rprop
-/// with persistent state, a stationary warm-started inner policy, damped CG to a relative residual of 0.25) or "paper"
-/// (BilevelOptions::paper(): training rows, outer Adam re-created every step, one CG iteration,
-/// fresh inner policy). Throws d2r::Error (invalid_argument, "--preset") for another name.
+/// Sets the fields of a configuration's BilevelOptions (RegressionConfig, ClassificationConfig)
+/// that the named presets govern: "recommended" (BilevelOptions::recommended(): validation rows,
+/// log-space Rprop with persistent state, a stationary warm-started inner policy, damped CG to a
+/// relative residual of 0.25) or "paper" (BilevelOptions::paper(): training rows, outer Adam
+/// re-created every step, one CG iteration, fresh inner policy). The step sizes, clamps, minibatch,
+/// curvature and policy-gradient settings stay as configured. Throws d2r::Error
+/// (invalid_argument, "--preset") for another name.
 template <class Config>
 void apply_bilevel_preset(Config& c, const std::string& preset) {
   if (preset != "paper" && preset != "recommended") {
     throw Error(ErrorKind::invalid_argument, "--preset",
                 "--preset: expected recommended or paper, got '" + preset + "'");
   }
-  const BilevelOptions<double> o =
+  BilevelOptions<double> o =
       preset == "paper" ? BilevelOptions<double>::paper() : BilevelOptions<double>::recommended();
+  const BilevelOptions<double>& kept = c.bilevel;
+  o.inner.adam = kept.inner.adam;
+  o.inner.gradient_clamp = kept.inner.gradient_clamp;
+  o.inner.generations = kept.inner.generations;
+  o.inner.pg = kept.inner.pg;
+  o.inner.batch_size = kept.inner.batch_size;
+  o.head = kept.head;
+  o.curvature = kept.curvature;
+  o.neumann = kept.neumann;
+  o.outer_adam = kept.outer_adam;
+  o.hypergradient_clamp = kept.hypergradient_clamp;
+  o.seed = kept.seed;
+  c.bilevel = o;
+  c.inner_objective = o.inner.objective;  // the shared setting that bilevel_options writes back
   c.preset = preset;
-  c.outer_data = o.outer_data;
-  c.outer_optimizer = o.optimizer;
-  c.reset_outer_optimizer = o.reset_outer_optimizer;
-  c.outer_step = o.rprop.initial_step;
-  c.flat_tolerance = o.rprop.flat_tolerance;
-  c.inner_start = o.inner_start;
-  c.inner_objective = o.inner.objective;
-  c.inner_steps = o.inner.steps;
-  c.stationarity_tolerance = o.inner.stationarity_tolerance;
-  c.inner_max_steps = o.inner.max_steps;
-  c.solver = o.solver;
-  c.cg_iterations = o.cg.max_iterations;
-  c.solver_tolerance = o.cg.tolerance;
-  c.damping = o.cg.damping;
-  c.stopping = o.stopping;
 }
 
-/// The BilevelOptions of a configuration (RegressionConfig, ClassificationConfig): the one place
-/// the program's bilevel settings become the library's. `inner_learning_rate` is the inner Adam's
-/// step size (regression: its own option; classification: the epochs' learning rate).
+/// The BilevelOptions a run of a configuration (RegressionConfig, ClassificationConfig) trains
+/// with, in its scalar type: c.bilevel, the shared policy-gradient settings, and the two rules of
+/// RegressionConfig::bilevel.
 template <class T, class Config>
-BilevelOptions<T> bilevel_options(const Config& c, double inner_learning_rate) {
-  BilevelOptions<T> o;
-  o.inner.steps = c.inner_steps;
-  o.inner.batch_size = c.inner_batch_size;
-  o.inner.adam.learning_rate = static_cast<T>(inner_learning_rate);
-  o.inner.gradient_clamp = static_cast<T>(c.inner_gradient_clamp);
+BilevelOptions<T> bilevel_options(const Config& c) {
+  BilevelOptions<double> o = c.bilevel;
   o.inner.generations = c.generations;
-  o.inner.pg.entropy_weight = static_cast<T>(c.lambda);
-  o.inner_start = c.inner_start;
+  o.inner.pg.entropy_weight = c.lambda;
   o.inner.objective = c.inner_objective;
-  o.curvature = c.curvature;
-  o.solver = c.solver;
-  o.cg.max_iterations = c.cg_iterations;
-  o.cg.tolerance = static_cast<T>(c.solver_tolerance);
-  o.cg.damping = static_cast<T>(c.damping);
-  o.outer_data = c.outer_data;
-  o.optimizer = c.outer_optimizer;
-  o.reset_outer_optimizer = c.reset_outer_optimizer;
-  o.rprop.initial_step = c.outer_step;
-  o.rprop.flat_tolerance = c.flat_tolerance;
-  o.rprop.max_step = std::max(o.rprop.max_step, c.outer_step);
-  o.rprop.min_step = std::min(o.rprop.min_step, c.outer_step);
-  o.inner.stationarity_tolerance = static_cast<T>(c.stationarity_tolerance);
-  o.inner.max_steps = c.inner_max_steps == 0 ? 0 : std::max(c.inner_max_steps, o.inner.steps);
-  o.stopping = c.stopping;
-  o.outer_adam.learning_rate = c.outer_learning_rate;
-  o.hypergradient_clamp = c.hypergradient_clamp;
   o.seed = c.seed;
-  return o;
+  if constexpr (requires { c.learning_rate; }) o.inner.adam.learning_rate = c.learning_rate;  // classification
+  o.rprop.max_step = std::max(o.rprop.max_step, o.rprop.initial_step);
+  o.rprop.min_step = std::min(o.rprop.min_step, o.rprop.initial_step);
+  if (o.inner.max_steps != 0) o.inner.max_steps = std::max(o.inner.max_steps, o.inner.steps);
+  return options_cast<BilevelOptions<T>>(o);
 }
 
 /// The bilevel fields of a configuration as JSON members of `j` (results.json and checkpoint.json:
 /// keep the names, python/ and the tests read them).
 template <class Config>
-void outer_config_json(const Config& c, double inner_learning_rate, nlohmann::json& j) {
+void outer_config_json(const Config& c, nlohmann::json& j) {
+  const BilevelOptions<double>& b = c.bilevel;
   j["outer_steps"] = c.outer_steps;
-  j["inner_steps"] = c.inner_steps;
-  j["inner_batch_size"] = c.inner_batch_size;
-  j["inner_learning_rate"] = inner_learning_rate;
-  j["outer_learning_rate"] = c.outer_learning_rate;
-  j["inner_gradient_clamp"] = c.inner_gradient_clamp;
-  j["hypergradient_clamp"] = c.hypergradient_clamp;
-  j["inner_start"] = c.inner_start == InnerStart::warm ? "warm" : "fresh";
-  j["curvature"] = c.curvature == CurvatureKind::exact ? "exact" : "surrogate";
-  j["solver"] = d2r::to_string(c.solver);
-  j["solver_iterations"] = c.cg_iterations;
+  j["inner_steps"] = b.inner.steps;
+  j["inner_batch_size"] = b.inner.batch_size;
+  if constexpr (requires { c.learning_rate; }) {
+    j["inner_learning_rate"] = c.learning_rate;  // classification: the epochs' rate
+  } else {
+    j["inner_learning_rate"] = b.inner.adam.learning_rate;
+  }
+  j["outer_learning_rate"] = b.outer_adam.learning_rate;
+  j["inner_gradient_clamp"] = b.inner.gradient_clamp;
+  j["hypergradient_clamp"] = b.hypergradient_clamp;
+  j["inner_start"] = d2r::to_string(b.inner_start);
+  j["curvature"] = d2r::to_string(b.curvature);
+  j["solver"] = d2r::to_string(b.solver);
+  j["solver_iterations"] = b.cg.max_iterations;
   j["preset"] = c.preset;
-  j["outer_data"] = c.outer_data == OuterData::validation ? "validation" : "train";
-  j["outer_optimizer"] = c.outer_optimizer == OuterOptimizer::rprop ? "rprop"
-                         : c.outer_optimizer == OuterOptimizer::adam ? "adam" : "sgd";
-  j["reset_outer_optimizer"] = c.reset_outer_optimizer;
-  j["outer_step"] = c.outer_step;
-  j["flat_tolerance"] = c.flat_tolerance;
-  j["inner_objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
-  j["stationarity_tolerance"] = c.stationarity_tolerance;
-  j["inner_max_steps"] = c.inner_max_steps;
-  j["solver_tolerance"] = c.solver_tolerance;
-  j["damping"] = c.damping;
-  j["stopping"] = {{"window", c.stopping.window},
-                   {"reward_tolerance", c.stopping.reward_tolerance},
-                   {"loss_tolerance", c.stopping.loss_tolerance}};
+  j["outer_data"] = d2r::to_string(b.outer_data);
+  j["outer_optimizer"] = d2r::to_string(b.optimizer);
+  j["reset_outer_optimizer"] = b.reset_outer_optimizer;
+  j["outer_step"] = b.rprop.initial_step;
+  j["flat_tolerance"] = b.rprop.flat_tolerance;
+  j["inner_objective"] = d2r::to_string(c.inner_objective);
+  j["stationarity_tolerance"] = b.inner.stationarity_tolerance;
+  j["inner_max_steps"] = b.inner.max_steps;
+  j["solver_tolerance"] = b.cg.tolerance;
+  j["damping"] = b.cg.damping;
+  j["stopping"] = fields_json(b.stopping);
 }
 
 /// Checks the outer-loop fields of a configuration (RegressionConfig, ClassificationConfig), naming

@@ -248,14 +248,14 @@ int run_sweep(const SweepOptions& s) {
       c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
       c.lambda = o.lambda;
       c.generations = o.generations;
-      c.steps = gr.budget > 0 ? gr.budget : o.steps;
-      c.learning_rate = o.lr;  // fit's --lr: also the bilevel inner learning rate
-      c.gradient_clamp = 1;    // as the bilevel inner loop (InnerOptions::gradient_clamp)
+      c.plain.steps = gr.budget > 0 ? gr.budget : o.steps;
+      c.plain.adam.learning_rate = o.lr;  // fit's --lr: also the bilevel inner learning rate
+      c.plain.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
       c.inner_objective = objective;
-      c.eval_every = c.steps;
+      c.plain.evaluate_every = c.plain.steps;
       c.target_mean = in.target_mean;
       c.target_scale = in.target_scale;
-      gr.steps_per_run = c.steps;
+      gr.steps_per_run = c.plain.steps;
       gr.rows_per_step = in.train.rows;
       gr.config = c.to_json();
       for (Point& p : gr.points) {
@@ -281,12 +281,12 @@ int run_sweep(const SweepOptions& s) {
       c.lambda = o.lambda;
       if (given(o, "--generations")) c.generations = o.generations;
       // The bilevel learner: budget full-batch steps (one epoch = one step).
-      c.epochs = gr.budget > 0 ? gr.budget : o.epochs;
-      c.batch_size = gr.budget > 0 ? 0 : o.batch_size;
+      c.plain.epochs = gr.budget > 0 ? gr.budget : o.epochs;
+      c.plain.batch_size = gr.budget > 0 ? 0 : o.batch_size;
       if (given(o, "--lr")) c.learning_rate = o.lr;
       c.inner_objective = objective;
-      const std::int64_t B = c.batch_size == 0 || c.batch_size >= train_rows ? train_rows : c.batch_size;
-      gr.steps_per_run = c.epochs * ((train_rows + B - 1) / B);
+      const std::int64_t B = c.plain.batch_size == 0 || c.plain.batch_size >= train_rows ? train_rows : c.plain.batch_size;
+      gr.steps_per_run = c.plain.epochs * ((train_rows + B - 1) / B);
       gr.rows_per_step = B;
       gr.config = c.to_json();
       for (Point& p : gr.points) {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "d2r/types/heads.hpp"
-#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::reference {

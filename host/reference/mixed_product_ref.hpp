@@ -124,28 +124,6 @@ void u_diagonal_grad(const MahalanobisReward<T>& reward, std::int64_t n, W&& w, 
   }
 }
 
-/// Diagonal Gaussian: ∇_head L_exact · ḣ = k Σ_b (2δᵀU μ̇ + Σ_d 2U_dd σ_d² ṡ_d − λ Σ_d ṡ_d), k = pd/N;
-/// its φ-gradient (the λ term does not depend on φ).
-template <class T>
-void exact_mixed_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets,
-                               const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                               const DiagGaussian<T>& tangent, VectorView<T> grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols;
-  const T k = s.per_dim / s.normaliser;
-  std::fill(grad.data, grad.data + grad.size, T(0));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
-    const std::int64_t tr = tangent.log_std.rows == 1 ? 0 : b;
-    bilinear_u_grad(
-        reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); },
-        [&](std::int64_t i) { return tangent.mean(b, i); }, T(2) * k, grad.data);
-    u_diagonal_grad(
-        reward, n,
-        [&](std::int64_t d) { return math::exp_(T(2) * head.log_std(sr, d)) * tangent.log_std(tr, d); }, T(2) * k,
-        grad.data);
-  }
-}
-
 /// Cholesky Gaussian: with L̇ the factor's tangent (L̇_ij = raẇ_ij for j < i, L̇_ii = σ(raw_ii) raẇ_ii),
 ///   ∇_head L_exact · ḣ = 2k Σ_b (δ_bᵀ U μ̇_b + Σ_j L_b,:jᵀ U L̇_b,:j) + (λ term),   k = pd/N,
 /// i.e. 2k Σ_b tr(U M_b) with M = δ μ̇ᵀ + L L̇ᵀ; its φ-gradient (the λ term does not depend on φ).

@@ -14,7 +14,7 @@
 
 #include "d2r/types/objectives.hpp"
 #include "host/reference/categorical_ref.hpp"
-#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/rewards_ref.hpp"
 #include "common/math/numerics.hpp"
 
@@ -91,66 +91,6 @@ std::vector<T> dense_u(const MahalanobisReward<T>& reward, std::int64_t n) {
 }
 
 // ---------------------------------------------------------------- exact expectation
-/// Diagonal Gaussian: E[r] = −δᵀUδ − Σ_d U_dd σ_d², δ = μ − y.
-template <class T>
-void exact_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
-                         const PgOptions<T>& options, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
-                         const DiagGaussianGrad<T>& grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols;
-  const bool shared = head.log_std.rows == 1 && B > 1;
-  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  if (shared)
-    for (std::int64_t d = 0; d < n; ++d) grad.log_std(0, d) = 0;
-  std::vector<T> u_delta;
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
-    const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
-    T expected = -quad, H = 0;
-    for (std::int64_t d = 0; d < n; ++d) {
-      const T var = math::exp_(T(2) * head.log_std(sr, d));
-      expected -= u_diagonal(reward, d) * var;
-      H += head.log_std(sr, d) + T(0.5 * math::kLog2PiE);
-      grad.mean(b, d) = T(2) * k * u_delta[d];
-      const T g_s = -k * (T(-2) * u_diagonal(reward, d) * var + lambda);
-      if (shared) {
-        grad.log_std(0, d) += g_s;
-      } else {
-        grad.log_std(b, d) = g_s;
-      }
-    }
-    rows.row_loss[b] = -k * (expected + lambda * H);
-    if (!rows.row_reward.empty()) rows.row_reward[b] = expected;
-  }
-}
-
-/// Tangent of exact_diag_gaussian's head gradient along ḣ = (μ̇, ṡ) (the head-level Hessian of
-/// L_exact applied to ḣ; it does not depend on the targets):
-///   R(∂/∂μ_b) = 2k U μ̇_b,   R(∂/∂s_bd) = 4k U_dd σ_bd² ṡ_bd   (summed over rows for a shared log-std).
-template <class T>
-void exact_diag_gaussian_tangent(const DiagGaussian<T>& head, const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                                 const DiagGaussian<T>& tangent, const DiagGaussianGrad<T>& grad_tangent) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols;
-  const bool shared = head.log_std.rows == 1 && B > 1;
-  const T k = s.per_dim / s.normaliser;
-  if (shared)
-    for (std::int64_t d = 0; d < n; ++d) grad_tangent.log_std(0, d) = 0;
-  std::vector<T> u_dot;
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
-    apply_u(reward, n, [&](std::int64_t i) { return tangent.mean(b, i); }, u_dot);
-    for (std::int64_t d = 0; d < n; ++d) {
-      grad_tangent.mean(b, d) = T(2) * k * u_dot[static_cast<std::size_t>(d)];
-      const T var = math::exp_(T(2) * head.log_std(sr, d));
-      const T g = T(4) * k * u_diagonal(reward, d) * var * tangent.log_std(sr, d);
-      if (shared) {
-        grad_tangent.log_std(0, d) += g;
-      } else {
-        grad_tangent.log_std(b, d) = g;
-      }
-    }
-  }
-}
-
 /// Cholesky Gaussian: E[r] = −δᵀUδ − tr(U L Lᵀ); ∂/∂L = −2 U L (lower part), ∂H/∂L_dd = 1/L_dd.
 template <class T>
 void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
@@ -355,54 +295,6 @@ void pathwise_transform(const TransformOptions<T>& o, T r, T& value, T& slope) {
   } else {
     value = r;
     slope = T(1);
-  }
-}
-
-/// Diagonal Gaussian, ŷ = μ + σ⊙ε: ∂r/∂ŷ = −2U(ŷ−y), ∂ŷ/∂μ = I, ∂ŷ_d/∂s_d = σ_d ε_d.
-template <class T>
-void pathwise_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets,
-                            const MahalanobisReward<T>& reward, const PgOptions<T>& options, math::DrawPosition pos,
-                            ObjectiveScale<T> s, const ObjectiveRows<T>& rows, const DiagGaussianGrad<T>& grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols, G = s.generations;
-  const bool shared = head.log_std.rows == 1 && B > 1;
-  const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  if (shared)
-    for (std::int64_t d = 0; d < n; ++d) grad.log_std(0, d) = 0;
-  std::vector<T> eps(static_cast<std::size_t>(n)), y_hat(static_cast<std::size_t>(n)), u_delta, gm(n), gs(n);
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
-    std::fill(gm.begin(), gm.end(), T(0));
-    std::fill(gs.begin(), gs.end(), T(0));
-    T value_sum = 0, reward_sum = 0, H = 0;
-    for (std::int64_t g = 0; g < G; ++g) {
-      for (std::int64_t d = 0; d < n; ++d) {
-        eps[d] = math::normal<T>(pos.seed, pos.step_at(), static_cast<std::uint32_t>(pos.first_row + b),
-                                 static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
-        y_hat[d] = head.mean(b, d) + math::exp_(head.log_std(sr, d)) * eps[d];
-      }
-      const T r = -apply_u(reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
-      T value, slope;
-      pathwise_transform(options.transform, r, value, slope);
-      value_sum += value;
-      reward_sum += r;
-      for (std::int64_t d = 0; d < n; ++d) {
-        const T dr = T(-2) * u_delta[d];  // ∂r/∂ŷ_d
-        gm[d] += slope * dr;
-        gs[d] += slope * dr * math::exp_(head.log_std(sr, d)) * eps[d];
-      }
-    }
-    for (std::int64_t d = 0; d < n; ++d) H += head.log_std(sr, d) + T(0.5 * math::kLog2PiE);
-    for (std::int64_t d = 0; d < n; ++d) {
-      grad.mean(b, d) = -k * gm[d] / T(G);
-      const T g_s = -k * (gs[d] / T(G) + lambda);
-      if (shared) {
-        grad.log_std(0, d) += g_s;
-      } else {
-        grad.log_std(b, d) = g_s;
-      }
-    }
-    rows.row_loss[b] = -k * (value_sum / T(G) + lambda * H);
-    if (!rows.row_reward.empty()) rows.row_reward[b] = reward_sum / T(G);
   }
 }
 

@@ -1,11 +1,8 @@
 #pragma once
-// CPU reference of the head-level second-order primitives of the diagonal-Gaussian and
-// categorical heads (d2r/second_order.hpp, DESIGN.md §6): plain loops, templated on the scalar
-// type. Test oracle (double) and the cpu backend (float or double).
+// CPU reference of the head-level second-order primitives of the categorical head
+// (d2r/second_order.hpp, DESIGN.md §6): plain loops, templated on the scalar type. Test oracle
+// (double) and the cpu backend (float or double). (The diagonal Gaussian's are in heads/diag_gaussian.hpp.)
 //
-// Diagonal Gaussian, with δ = ŷ − μ, v = e^{−2s} (s the row's log_std):
-//   ∂log p/∂μ = δ v,  ∂log p/∂s = δ² v − 1,
-//   ∂²/∂μ² = −v,  ∂²/∂μ∂s = −2 δ v,  ∂²/∂s² = −2 δ² v;  the entropy has a zero Hessian.
 // Categorical, with m̄ = Σ_j p_j ℓ̇_j and u_j = ℓ̇_j − m̄ (so ṗ_j = p_j u_j):
 //   ∇ log p(k)·ℓ̇ = ℓ̇_k − m̄,
 //   d/dt ∇ log p(k) = −ṗ,
@@ -21,60 +18,6 @@
 #include "common/math/numerics.hpp"
 
 namespace d2r::reference {
-
-/// out(b, g) = Σ_d [δ v μ̇ + (δ² v − 1) ṡ].
-template <class T>
-void diag_gaussian_log_prob_jvp(const DiagGaussian<T>& head, MatrixView<const T> samples,
-                                const DiagGaussian<T>& tangent, MatrixView<T> out) {
-  const std::int64_t n = head.mean.cols, generations = out.cols;
-  for (std::int64_t b = 0; b < head.mean.rows; ++b) {
-    const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
-    for (std::int64_t g = 0; g < generations; ++g) {
-      T sum = 0;
-      for (std::int64_t d = 0; d < n; ++d) {
-        const T v = math::exp_(T(-2) * head.log_std(s_row, d));
-        const T diff = samples(b * generations + g, d) - head.mean(b, d);
-        sum += diff * v * tangent.mean(b, d) + (diff * diff * v - T(1)) * tangent.log_std(s_row, d);
-      }
-      out(b, g) = sum;
-    }
-  }
-}
-
-/// grad.mean(b,d)    = Σ_g c_bg (−v μ̇ − 2 δ v ṡ)
-/// grad.log_std(b,d) = Σ_g c_bg (−2 δ v μ̇ − 2 δ² v ṡ)      (summed over b when shared)
-template <class T>
-void diag_gaussian_backward_tangent(const DiagGaussian<T>& head, MatrixView<const T> samples,
-                                    MatrixView<const T> d_log_prob, const DiagGaussian<T>& tangent,
-                                    const DiagGaussianGrad<T>& grad_tangent) {
-  const std::int64_t n = head.mean.cols, batch = head.mean.rows;
-  const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
-  const bool shared = head.log_std.rows == 1 && batch > 1;
-  if (shared) {
-    for (std::int64_t d = 0; d < n; ++d) grad_tangent.log_std(0, d) = 0;
-  }
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
-    for (std::int64_t d = 0; d < n; ++d) {
-      const T v = math::exp_(T(-2) * head.log_std(s_row, d));
-      const T mu_dot = tangent.mean(b, d), s_dot = tangent.log_std(s_row, d);
-      T g_mean = 0, g_log_std = 0;
-      for (std::int64_t g = 0; g < generations; ++g) {
-        const T c = d_log_prob(b, g);
-        const T diff = samples(b * generations + g, d) - head.mean(b, d);
-        const T dv = diff * v;
-        g_mean += c * (-v * mu_dot - T(2) * dv * s_dot);
-        g_log_std += c * (T(-2) * dv * mu_dot - T(2) * diff * dv * s_dot);
-      }
-      grad_tangent.mean(b, d) = g_mean;
-      if (shared) {
-        grad_tangent.log_std(0, d) += g_log_std;
-      } else {
-        grad_tangent.log_std(b, d) = g_log_std;
-      }
-    }
-  }
-}
 
 /// out(b, g) = ℓ̇_k − Σ_j p_j ℓ̇_j for k = samples(b, g) (NaN for a row without a distribution or
 /// an index outside [0, C)).

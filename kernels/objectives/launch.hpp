@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of the head-independent pieces of the objectives (objectives.cu, mixed_product.cu):
+// Host-callable launchers of the head-independent pieces of the objectives (launch.cu beside it):
 // per-row surrogate terms and the workspace rules shared by the heads' objective kernels.
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
 // defined, and host/src reaches these only through run_on's cuda branch). Each launcher enqueues

@@ -10,13 +10,14 @@
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/categorical_ref.hpp"
-#include "host/reference/diag_gaussian_ref.hpp"
+#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/mixed_product_ref.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
 #include "host/reference/second_order_ref.hpp"
 #include "kernels/categorical.cuh"
 #include "kernels/mixed_product.cuh"  // includes categorical.cuh: its kernels are emulated here too
+#include "kernels/heads/diag_gaussian/second_order.cuh"
 
 namespace d2r::emulation {
 namespace {
@@ -453,7 +454,7 @@ TEST(DiagMixedProductEmulation, MatchesReference) {
       const auto pdv = to_double(params);
       FloatMatrix partial(B, P);
       // A 32-thread, 1-block grid: the grid-stride loop over (row, column) runs several times.
-      simt::launch({1, 32, 0}, kernels::mixed_product::exact_mixed_diag_rows_kernel,
+      simt::launch({1, 32, 0}, kernels::diag_gaussian::exact_mixed_rows_kernel,
                    DiagGaussian<float>{d_mean.cview(), d_ls.cview()}, d_targets.cview(),
                    MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)},
                    static_cast<float>(pd_scale / N), DiagGaussian<float>{d_tm.cview(), d_tls.cview()}, partial.view());

@@ -15,9 +15,9 @@
 // The `extern __shared__` arrays of the covered kernel families (one definition for the program).
 SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::cholesky_gaussian, float, smem)
 SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::cholesky_objectives, float, smem)
-SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::objectives, float, shared)
-SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::objectives, float, pathwise_scratch)
-SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::objectives, float, exact_scratch)
+SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::diag_gaussian, float, shared)
+SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::diag_gaussian, float, pathwise_scratch)
+SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::diag_gaussian, float, exact_scratch)
 SIMT_DYNAMIC_SHARED_MEMORY(d2r::kernels::categorical, unsigned char, draw_storage)
 
 #include <gtest/gtest.h>

@@ -1,19 +1,21 @@
 // Emulated inner-objective kernels of the diagonal-Gaussian head and the per-row surrogate terms
-// (kernels/objectives.cuh) against the CPU reference in double: row terms, the fused REINFORCE
+// (kernels/heads/diag_gaussian/objectives.cuh) against the CPU reference in double: row terms, the fused REINFORCE
 // surrogate (against the reference composition sample → log_prob → reward → transform → entropy →
 // row terms → backward, i.e. what the cpu backend runs), the pathwise and exact objectives and
 // the exact objective's tangent. Also the standardize fix on constant reward groups.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/diag_gaussian_ref.hpp"
+#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
-#include "kernels/objectives.cuh"
+#include "kernels/heads/diag_gaussian/objectives.cuh"
+#include "kernels/objectives/row_terms.cuh"
 
 namespace d2r::emulation {
 namespace {
 
 namespace ob = kernels::objectives;
+namespace dg = kernels::diag_gaussian;
 
 // ------------------------------------------------------------------------------------ row terms
 
@@ -171,14 +173,14 @@ void compare(const char* what, const DiagProblem& p, const Outputs& got, Expecte
 }
 
 std::size_t fused_shared_bytes(std::int64_t n, std::int64_t G) {
-  return static_cast<std::size_t>(ob::kFusedWarpsPerBlock * (2 * G + n)) * sizeof(float);
+  return static_cast<std::size_t>(dg::kFusedWarpsPerBlock * (2 * G + n)) * sizeof(float);
 }
 
 /// The fused surrogate against the reference composition that the cpu backend runs.
 void run_fused(const DiagProblem& p, const Shape& s) {
   Outputs out(p);
-  simt::launch(simt::LaunchConfig{s.grid, ob::kFusedWarpsPerBlock * kernels::kWarpSize, fused_shared_bytes(p.n, p.G)},
-               ob::fused_surrogate_kernel, p.head(), p.d_y.cview(), p.reward(), p.of, p.pos, p.scale(p.G),
+  simt::launch(simt::LaunchConfig{s.grid, dg::kFusedWarpsPerBlock * kernels::kWarpSize, fused_shared_bytes(p.n, p.G)},
+               dg::fused_surrogate_kernel, p.head(), p.d_y.cview(), p.reward(), p.of, p.pos, p.scale(p.G),
                out.rows(s.row_reward), out.grad_mean.view(), out.log_std_target.view());
   const std::int64_t B = p.B, G = p.G, n = p.n;
   std::vector<double> smp(static_cast<std::size_t>(B * G * n)), lp(static_cast<std::size_t>(B * G)), r(lp.size()),
@@ -241,7 +243,7 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
       const DiagProblem p(form, kind, s);
       {
         Outputs out(p);
-        simt::launch(row_launch(form, 2 * p.n, s), ob::pathwise_kernel, p.head(), p.d_y.cview(),
+        simt::launch(row_launch(form, 2 * p.n, s), dg::pathwise_kernel, p.head(), p.d_y.cview(),
                      p.reward(), p.of, p.pos, p.scale(p.G), out.rows(s.row_reward), out.grad_mean.view(),
                      out.log_std_target.view());
         Expected want(p);
@@ -252,7 +254,7 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
       if (kind != Transform::none) continue;  // exact ignores the transform
       {
         Outputs out(p);
-        simt::launch(row_launch(form, p.n, s), ob::exact_kernel, p.head(), p.d_y.cview(), p.reward(), p.of.entropy_weight, p.scale(1),
+        simt::launch(row_launch(form, p.n, s), dg::exact_kernel, p.head(), p.d_y.cview(), p.reward(), p.of.entropy_weight, p.scale(1),
                      out.rows(s.row_reward), out.grad_mean.view(), out.log_std_target.view());
         Expected want(p);
         reference::exact_diag_gaussian(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.scale_d(1), want.rows(p),
@@ -261,7 +263,7 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
       }
       {
         Outputs out(p);
-        simt::launch(row_launch(form, p.n, s), ob::exact_tangent_kernel, p.head(), p.reward(), static_cast<float>(p.pd / p.N), p.tangent(),
+        simt::launch(row_launch(form, p.n, s), dg::exact_tangent_kernel, p.head(), p.reward(), static_cast<float>(p.pd / p.N), p.tangent(),
                      out.grad_mean.view(), out.log_std_target.view());
         Expected want(p);
         reference::exact_diag_gaussian_tangent(p.head_d(), p.reward_d(), p.scale_d(1), p.tangent_d(), want.grad(p));
@@ -297,8 +299,8 @@ TEST_P(DiagSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
     const FloatMatrix d_mean(B, n, mean), d_ls(B, n, log_std), d_y(B, n, y), d_u(1, param_count(form, n), u);
     FloatMatrix loss(1, B), rew(1, B), gm(B, n), gs(B, n);
     const PgOptions<float> options{0.3f, {Transform::standardize, 1.0f, 1e-6f}, 0.0f, true, N};
-    simt::launch(simt::LaunchConfig{1, ob::kFusedWarpsPerBlock * kernels::kWarpSize, fused_shared_bytes(n, G)},
-                 ob::fused_surrogate_kernel, DiagGaussian<float>{d_mean.cview(), d_ls.cview()}, d_y.cview(),
+    simt::launch(simt::LaunchConfig{1, dg::kFusedWarpsPerBlock * kernels::kWarpSize, fused_shared_bytes(n, G)},
+                 dg::fused_surrogate_kernel, DiagGaussian<float>{d_mean.cview(), d_ls.cview()}, d_y.cview(),
                  MahalanobisReward<float>{form, d_u.cvector()}, options, math::DrawPosition{5, 1, 0, nullptr},
                  ObjectiveScale<float>{static_cast<float>(pd), static_cast<float>(N), G},
                  ObjectiveRows<float>{loss.vector(), rew.vector()}, gm.view(), gs.view());

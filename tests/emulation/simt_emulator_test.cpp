@@ -275,13 +275,13 @@ TEST(SourceGuard, KernelSourcesDeclareOnlyEmulatedSharedMemory) {
     const auto& arenas = simt::detail::shared_arenas();
     return std::any_of(arenas.begin(), arenas.end(), [&](const auto& a) { return name == a.name; });
   };
-  // Every kernel source: kernels/*.cu and *.cuh (common.cuh defines D2R_SHARED itself).
+  // Every kernel source: kernels/**/*.cu and *.cuh (common.cuh defines D2R_SHARED itself).
   const std::regex family(R"(namespace\s+(d2r::kernels::\w+)\s*\{)");
   int files = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(root + "/kernels")) {
-    const std::string file = entry.path().filename().string();
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(root + "/kernels")) {
+    const std::string file = std::filesystem::relative(entry.path(), root).string();
     const std::string ext = entry.path().extension().string();
-    if ((ext != ".cu" && ext != ".cuh") || file == "common.cuh") continue;
+    if ((ext != ".cu" && ext != ".cuh") || file == "kernels/common.cuh") continue;
     ++files;
     std::ifstream in(entry.path());
     ASSERT_TRUE(in) << "cannot read " << entry.path();

@@ -436,6 +436,43 @@ void add_per_output(Table& t, const std::string& primitive, const std::string& v
   }
 }
 
+/// A log_prob_clip for a surrogate (moved from tests/test_utils.hpp): in a gap of |pd·log p| over the
+/// double reference's own draws, wider than float rounding, searched from the 70 % quantile
+/// upwards, else downwards (down to the gap between 0 and the smallest value), so that some draws
+/// clip and no draw lies within rounding of ±clip. 0 when there is no such gap. pd: 1/n with
+/// per_dimension_mean, else 1.
+inline double pick_clip(const Vec& log_prob, double pd) {
+  Vec x{0.0};
+  x.reserve(log_prob.size() + 1);
+  for (double v : log_prob) x.push_back(std::abs(pd * v));
+  if (x.size() < 2) return 0;
+  std::sort(x.begin(), x.end());
+  const std::size_t start = std::max<std::size_t>(1, x.size() * 7 / 10);
+  const double margin = 1e-4 + 2e-5 * x[start];
+  for (std::size_t i = start; i < x.size(); ++i)
+    if (x[i] - x[i - 1] > 2 * margin) return 0.5 * (x[i - 1] + x[i]);
+  for (std::size_t i = start - 1; i >= 1; --i)
+    if (x[i] - x[i - 1] > 2 * margin) return 0.5 * (x[i - 1] + x[i]);
+  return 0;
+}
+
+/// Sets a context's value checks for a scope (cases that feed inputs full checks reject, such as a
+/// reward of all zeros under standardize), restoring them after.
+class ValueChecksScope {
+ public:
+  ValueChecksScope(Context& ctx, ValueChecks checks) : ctx_(ctx), saved_(ctx.value_checks()) { ctx.set_value_checks(checks); }
+  ~ValueChecksScope() { ctx_.set_value_checks(saved_); }
+  ValueChecksScope(const ValueChecksScope&) = delete;
+  ValueChecksScope& operator=(const ValueChecksScope&) = delete;
+
+ private:
+  Context& ctx_;
+  ValueChecks saved_;
+};
+
+/// D2R_EXPECT_CLOSE(got, want, rtol, atol), |got − want| <= atol + rtol·|want|, as a Tol.
+inline Tol close(double rtol, double atol) { return {rtol, 0.0, atol / rtol}; }
+
 /// A property every run must have (masked classes' gradients exactly 0, ...): a failed case when not.
 inline void require(bool ok, const std::string& what) {
   if (!ok) throw Error(ErrorKind::invalid_argument, "check", what);

@@ -61,26 +61,55 @@ namespace {
 /// side's own draws (fed to the double reference); backward with one cotangent only (d_entropy
 /// alone without samples, d_log_prob alone); that test's shapes and D2R_EXPECT_CLOSE tolerances
 /// (|got − want| <= atol + rtol·|want| is Tol{rtol, 0, atol / rtol}); a zero reference gradient fails.
-struct DiagShape {
+enum class DiagOp { sample, log_prob, entropy, backward, backward_entropy_only, backward_log_prob_only };
+
+/// The head side of the strided comparisons: Diag builds a diagonal-Gaussian head (log-std, keys
+/// {17, 5} and {3}), Chol a Cholesky one (packed tril, jitter 1e-4, keys {123, 40} and {5}).
+struct DiagSide {
+  static constexpr const char* second = "log_std";
+  static constexpr const char* second_grad = "grad_log_std";
+  static std::int64_t width(std::int64_t n) { return n; }
+  static DrawKey key(bool one_cotangent) { return one_cotangent ? DrawKey{.step = 3} : DrawKey{.step = 17, .first_row = 5}; }
+  template <class T>
+  static DiagGaussian<T> head(MatrixView<const T> mean, MatrixView<const T> second) { return {mean, second}; }
+  template <class T>
+  using Grad = DiagGaussianGrad<T>;
+  static constexpr bool twice = false;  // the diag test ran backward once
+};
+struct CholSide {
+  static constexpr const char* second = "tril";
+  static constexpr const char* second_grad = "grad_tril";
+  static std::int64_t width(std::int64_t n) { return packed(n); }
+  static DrawKey key(bool one_cotangent) { return one_cotangent ? DrawKey{.step = 5} : DrawKey{.step = 123, .first_row = 40}; }
+  template <class T>
+  static CholeskyGaussian<T> head(MatrixView<const T> mean, MatrixView<const T> second) { return {mean, second, f32<T>(1e-4)}; }
+  template <class T>
+  using Grad = CholeskyGaussianGrad<T>;
+  static constexpr bool twice = true;  // deterministic: a second backward gives the same bits
+};
+
+/// The inputs of one strided comparison: mean, the second parameter (log-std or packed tril), and
+/// the cotangents.
+struct StridedIn {
+  Vec mean, second, c, e;
+};
+struct StridedShape {
   std::int64_t B, n, G;
   bool shared;
 };
-enum class DiagOp { sample, log_prob, entropy, backward, backward_entropy_only, backward_log_prob_only };
-struct DiagIn {
-  Vec mean, log_std, c, e;
-};
 
 /// Runs `op` in T on ctx; returns its outputs after "samples" (the draws, first). `y`: the draws to
-/// evaluate at (the tested side's), or null for this side's own.
-template <class T>
-Outputs diag_side(Context& ctx, const DiagIn& in, DiagShape s, DiagOp op, const Vec* y) {
-  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B;
-  const Out<T> mean(ctx, B, n, in.mean, "mean"), log_std(ctx, S, n, in.log_std, "log_std"), c(ctx, B, G, in.c, "d_log_prob"),
+/// evaluate at (the tested side's), or null for this side's own. With Side::twice, backward runs a
+/// second time and "rerun_minus_first" (0 on both sides) is appended.
+template <class Side, class T>
+Outputs strided_side(Context& ctx, const StridedIn& in, StridedShape s, DiagOp op, const Vec* y) {
+  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B, P = Side::width(n);
+  const Out<T> mean(ctx, B, n, in.mean, "mean"), second(ctx, S, P, in.second, Side::second), c(ctx, B, G, in.c, "d_log_prob"),
       e(ctx, in.e, "d_entropy");
-  const DiagGaussian<T> head{mean.matrix(B, n), log_std.matrix(S, n)};
+  const auto head = Side::template head<T>(mean.matrix(B, n), second.matrix(S, P));
   const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
   Out<T> draws(ctx, B * G, n, {}, "samples");
-  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 3} : DrawKey{.step = 17, .first_row = 5}, draws.matrix(B * G, n));
+  sample(ctx, head, G, Side::key(one_cotangent), draws.matrix(B * G, n));
   Outputs out{{"samples", get(draws)}};
   if (op == DiagOp::sample) return out;
   const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
@@ -94,29 +123,31 @@ Outputs diag_side(Context& ctx, const DiagIn& in, DiagShape s, DiagOp op, const 
     entropy(ctx, head, h.vector());
     out.push_back({"entropy", get(h)});
   } else {
-    Out<T> gm(ctx, B, n, {}, "grad_mean"), gs(ctx, S, n, {}, "grad_log_std");
-    const DiagGaussianGrad<T> grad{gm.matrix(B, n), gs.matrix(S, n)};
-    if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
-    if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
-    if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    const auto run = [&](Out<T>& gm, Out<T>& gs) {
+      const typename Side::template Grad<T> grad{gm.matrix(B, n), gs.matrix(S, P)};
+      if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
+      if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
+      if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
+    };
+    Out<T> gm(ctx, B, n, {}, "grad_mean"), gs(ctx, S, P, {}, Side::second_grad);
+    run(gm, gs);
     out.push_back({"grad_mean", get(gm)});
-    out.push_back({"grad_log_std", get(gs)});
+    out.push_back({Side::second_grad, get(gs)});
+    if (Side::twice && op == DiagOp::backward) {
+      Out<T> gm2(ctx, B, n, {}, "grad_mean"), gs2(ctx, S, P, {}, Side::second_grad);
+      run(gm2, gs2);
+      const Vec a = get(gm2), b = get(gs2);
+      Vec d(a.size() + b.size());
+      for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - out[1].values[i];
+      for (std::size_t i = 0; i < b.size(); ++i) d[a.size() + i] = b[i] - out[2].values[i];
+      out.push_back({"rerun_minus_first", std::move(d)});
+    }
   }
   return out;
 }
 
-/// The worse of two outcomes (by error over tolerance); notes joined.
-Outcome worse(Outcome a, const Outcome& b) {
-  const double ra = a.tolerance > 0 ? a.rel_err / a.tolerance : a.rel_err, rb = b.tolerance > 0 ? b.rel_err / b.tolerance : b.rel_err;
-  Outcome w = rb > ra ? b : a;
-  w.status = a.status == Status::fail || b.status == Status::fail ? Status::fail : w.status;
-  w.abs_err = std::max(a.abs_err, b.abs_err);
-  w.note = a.note.empty() ? b.note : b.note.empty() ? a.note : a.note + "; " + b.note;
-  return w;
-}
-
 void add_strided_diag_checks(Table& t, Level level) {
-  const std::vector<DiagShape> shapes = upto<DiagShape>(
+  const std::vector<StridedShape> shapes = upto<StridedShape>(
       level, {{1, 1, 1, false}, {1, 1, 1, true}, {3, 5, 7, false}, {7, 2, 5, true}, {33, 17, 5, false}},
       {{257, 17, 5, true}, {129, 64, 16, false}, {1000, 33, 50, true}, {2, 1000, 3, false}, {4099, 6, 2, true}}, {});
   struct Named {
@@ -124,7 +155,7 @@ void add_strided_diag_checks(Table& t, Level level) {
     const char* primitive;
     const char* variant;
   };
-  for (const DiagShape s : shapes) {
+  for (const StridedShape s : shapes) {
     const double n = static_cast<double>(s.n), G = static_cast<double>(s.G), scale_g = G * (s.shared ? static_cast<double>(s.B) : 1.0);
     for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {17, 5}"},
                           Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
@@ -141,13 +172,13 @@ void add_strided_diag_checks(Table& t, Level level) {
                    tol, [=](Env& env, std::uint64_t salt) {
                      Rng r(env.seed, salt);
                      const std::int64_t S = s.shared ? 1 : s.B;
-                     DiagIn in;
+                     StridedIn in;
                      in.mean = r.vec(s.B * s.n, -2, 2);
-                     in.log_std = r.vec(S * s.n, -1, 1);
+                     in.second = r.vec(S * s.n, -1, 1);
                      in.c = r.vec(s.B * s.G, -1, 1);
                      in.e = r.vec(s.B, -1, 1);
-                     Outputs got = diag_side<float>(env.test, in, s, k.op, nullptr);
-                     Outputs want = diag_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     Outputs got = strided_side<DiagSide, float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = strided_side<DiagSide, double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
                      if (k.op == DiagOp::sample) return compare(got, want, tol);
                      got.erase(got.begin());
                      want.erase(want.begin());
@@ -171,77 +202,8 @@ void add_strided_diag_checks(Table& t, Level level) {
 /// side's draws; a second backward gives the same bits; backward with one cotangent only (key {5});
 /// that test's shapes and tolerances (atol / rtol as the floor; "× max|want|" as Tol::floor), and
 /// its non-vacuity thresholds (max|want| of draws and log_prob > 0.1, of the gradients > 1e-3).
-struct CholShape {
-  std::int64_t B, n, G;
-  bool shared;
-};
-struct CholIn {
-  Vec mean, tril, c, e;
-};
-
-template <class T>
-Outputs chol_side(Context& ctx, const CholIn& in, CholShape s, DiagOp op, const Vec* y) {
-  const std::int64_t B = s.B, n = s.n, G = s.G, S = s.shared ? 1 : B, P = packed(n);
-  const Out<T> mean(ctx, B, n, in.mean, "mean"), tril(ctx, S, P, in.tril, "tril"), c(ctx, B, G, in.c, "d_log_prob"),
-      e(ctx, in.e, "d_entropy");
-  const CholeskyGaussian<T> head{mean.matrix(B, n), tril.matrix(S, P), f32<T>(1e-4)};
-  const bool one_cotangent = op == DiagOp::backward_entropy_only || op == DiagOp::backward_log_prob_only;
-  Out<T> draws(ctx, B * G, n, {}, "samples");
-  sample(ctx, head, G, one_cotangent ? DrawKey{.step = 5} : DrawKey{.step = 123, .first_row = 40}, draws.matrix(B * G, n));
-  Outputs out{{"samples", get(draws)}};
-  if (op == DiagOp::sample) return out;
-  const Out<T> at(ctx, B * G, n, y != nullptr ? *y : out[0].values, "y");
-  const MatrixView<const T> yv = at.matrix(B * G, n);
-  if (op == DiagOp::log_prob) {
-    Out<T> lp(ctx, B, G, {}, "log_prob");
-    log_prob(ctx, head, yv, lp.matrix(B, G));
-    out.push_back({"log_prob", get(lp)});
-  } else if (op == DiagOp::entropy) {
-    Out<T> h(ctx, B, "entropy");
-    entropy(ctx, head, h.vector());
-    out.push_back({"entropy", get(h)});
-  } else {
-    const auto run = [&](Out<T>& gm, Out<T>& gt) {
-      const CholeskyGaussianGrad<T> grad{gm.matrix(B, n), gt.matrix(S, P)};
-      if (op == DiagOp::backward) backward(ctx, head, yv, c.matrix(B, G), e.vector(), grad);
-      if (op == DiagOp::backward_entropy_only) backward(ctx, head, MatrixView<const T>{}, MatrixView<const T>{}, e.vector(), grad);
-      if (op == DiagOp::backward_log_prob_only) backward(ctx, head, yv, c.matrix(B, G), VectorView<const T>{}, grad);
-    };
-    Out<T> gm(ctx, B, n, {}, "grad_mean"), gt(ctx, S, P, {}, "grad_tril");
-    run(gm, gt);
-    out.push_back({"grad_mean", get(gm)});
-    out.push_back({"grad_tril", get(gt)});
-    if (op == DiagOp::backward) {  // deterministic: a second run gives the same bits (0 on both sides)
-      Out<T> gm2(ctx, B, n, {}, "grad_mean"), gt2(ctx, S, P, {}, "grad_tril");
-      run(gm2, gt2);
-      const Vec a = get(gm2), b = get(gt2);
-      Vec d(a.size() + b.size());
-      for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - out[1].values[i];
-      for (std::size_t i = 0; i < b.size(); ++i) d[a.size() + i] = b[i] - out[2].values[i];
-      out.push_back({"rerun_minus_first", std::move(d)});
-    }
-  }
-  return out;
-}
-
-double max_abs(const Vec& v) {
-  double m = 0;
-  for (double x : v) m = std::max(m, std::abs(x));
-  return m;
-}
-
-/// Fails `o` when max|want| is not above `least` (the comparison would be vacuous).
-Outcome require_scale(Outcome o, const Output& want, double least) {
-  if (!(max_abs(want.values) > least)) {
-    o.status = Status::fail;
-    o.note = fmt::format("max|{}| of the reference is {:.3g}, not above {}: nothing was compared", want.name,
-                         max_abs(want.values), least);
-  }
-  return o;
-}
-
 void add_strided_cholesky_checks(Table& t, Level level) {
-  const std::vector<CholShape> shapes = upto<CholShape>(
+  const std::vector<StridedShape> shapes = upto<StridedShape>(
       level,
       {{1, 1, 1, false}, {1, 2, 5, false}, {1, 64, 1, true}, {7, 1, 100, true}, {7, 2, 5, true}, {7, 3, 50, false},
        {7, 17, 50, false}, {7, 17, 50, true}, {5, 64, 100, false}, {3, 64, 33, true}, {2, 4, 64, false}},
@@ -253,7 +215,7 @@ void add_strided_cholesky_checks(Table& t, Level level) {
     const char* primitive;
     const char* variant;
   };
-  for (const CholShape s : shapes) {
+  for (const StridedShape s : shapes) {
     const double n = static_cast<double>(s.n);
     for (const Named k : {Named{DiagOp::sample, "sample", "strided, key {123, 40}"},
                           Named{DiagOp::log_prob, "log_prob", "strided, at the tested draws"},
@@ -269,13 +231,13 @@ void add_strided_cholesky_checks(Table& t, Level level) {
                    gauss_size(Shape{s.B, s.n, s.G}), tol, [=](Env& env, std::uint64_t salt) {
                      Rng r(env.seed, salt);
                      const std::int64_t S = s.shared ? 1 : s.B;
-                     CholIn in;
+                     StridedIn in;
                      in.mean = r.vec(s.B * s.n, -2, 2);
-                     in.tril = Chol<double>::tril_values(r, S, s.n);
+                     in.second = Chol<double>::tril_values(r, S, s.n);
                      in.c = r.vec(s.B * s.G, -1, 1);
                      in.e = r.vec(s.B, -1, 1);
-                     Outputs got = chol_side<float>(env.test, in, s, k.op, nullptr);
-                     Outputs want = chol_side<double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
+                     Outputs got = strided_side<CholSide, float>(env.test, in, s, k.op, nullptr);
+                     Outputs want = strided_side<CholSide, double>(env.ref, in, s, k.op, k.op == DiagOp::sample ? nullptr : &got[0].values);
                      if (k.op == DiagOp::sample) return require_scale(compare(got, want, tol), want[0], 0.1);
                      got.erase(got.begin());
                      want.erase(want.begin());

@@ -87,6 +87,30 @@ void add_optim_checks(Table& t, Level level) {
             });
     }
   }
+  // The former OptimGpu.ClipGlobalNormIsDeterministic: three runs of clip_global_norm(0.1) from the
+  // same values give the same bits (values and norm): the differences are 0 on both sides, where
+  // any difference is an infinite relative error. Its sizes, up to 2^20 + 3.
+  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{31}, std::int64_t{1000}, (std::int64_t{1} << 20) + 3}) {
+    if (level < Level::medium) break;
+    t.add("clip_global_norm", "three runs, same bits", fmt::format("n={}", n), {0.0}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      using T = decltype(one);
+      const Vec x0 = r.vec(n, -1, 1);
+      Vec first, first_norm;
+      Outputs out;
+      for (int run = 0; run < 3; ++run) {
+        Out<T> x(ctx, 1, n, x0, "values"), norm(ctx, 1, 1, {}, "norm");
+        clip_global_norm<T>(ctx, f32<T>(0.1), x.vector(), norm.vector());
+        const Vec got = get(x), got_norm = get(norm);
+        if (run == 0) {
+          first = got, first_norm = got_norm;
+        } else {
+          out.push_back({fmt::format("run {} minus run 1", run + 1), difference(got, first)});
+          out.push_back({fmt::format("norm of run {} minus run 1", run + 1), difference(got_norm, first_norm)});
+        }
+      }
+      return out;
+    });
+  }
 }
 
 }  // namespace d2r::checks

@@ -318,13 +318,20 @@ void add_strided_cholesky_second_order(Table& t, Level level) {
 
 }  // namespace
 
-void add_second_order_checks(Table& t, Level level) {
+namespace {
+/// log_prob_jvp, backward_tangent (per-row, and shared when `shared_name` is set), the exact tangent
+/// and exact mixed product per reward form, and the REINFORCE mixed product per (transform, form)
+/// of one Gaussian head family (Head = Diag or Chol) on its shapes.
+template <template <class> class Head>
+void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const std::string& name,
+                               const std::string& shared_name, const std::string& second_tangent,
+                               const std::vector<std::pair<Transform, RewardForm>>& reinforce) {
   const Tol tol{2e-3};
-  for (const Shape s : diag_shapes(level)) {
+  for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
-    t.add("log_prob_jvp", "diag", size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+    t.add("log_prob_jvp", name, size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
-      const Diag<T> h(ctx, r, s, false);
+      const Head<T> h(ctx, r, s, false);
       const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
       const auto tan = h.like(ctx, r);
       Out<T> out(ctx, s.B * s.G, "out");
@@ -332,36 +339,35 @@ void add_second_order_checks(Table& t, Level level) {
       return {{"jvp", get(out)}};
     });
     for (const bool shared : {false, true}) {
-      if (shared && s.B == 1) continue;
-      t.add("backward_tangent", shared ? "diag, shared log-std" : "diag", size, tol,
-            [=](Context& ctx, auto one, Rng& r) -> Outputs {
-              using T = decltype(one);
-              const Diag<T> h(ctx, r, s, shared);
-              const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
-                              e = put<T>(ctx, r.vec(s.B, -1, 1));
-              const auto tan = h.like(ctx, r);
-              auto g = h.zeros(ctx);
-              backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan),
-                               h.as_grad(g));
-              return {{"grad_mean_tangent", get(g.a)}, {"grad_log_std_tangent", get(g.b)}};
-            });
+      if (shared && (s.B == 1 || shared_name.empty())) continue;
+      t.add("backward_tangent", shared ? shared_name : name, size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+        using T = decltype(one);
+        const Head<T> h(ctx, r, s, shared);
+        const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
+                        e = put<T>(ctx, r.vec(s.B, -1, 1));
+        const auto tan = h.like(ctx, r);
+        auto g = h.zeros(ctx);
+        backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan),
+                         h.as_grad(g));
+        return {{"grad_mean_tangent", get(g.a)}, {second_tangent, get(g.b)}};
+      });
     }
     for (const RewardForm form : forms_for(s.n)) {
-      t.add("exact_backward_tangent", fmt::format("diag, {}", form_name(form)), size, tol,
+      t.add("exact_backward_tangent", fmt::format("{}, {}", name, form_name(form)), size, tol,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
-              const Diag<T> h(ctx, r, s, false);
+              const Head<T> h(ctx, r, s, false);
               const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
               const auto tan = h.like(ctx, r);
               auto g = h.zeros(ctx);
               exact_backward_tangent(ctx, h.head(), MahalanobisReward<T>{form, u.vector()}, pg_options<T>(Transform::none),
                                      h.as_head(tan), h.as_grad(g));
-              return {{"grad_mean_tangent", get(g.a)}, {"grad_log_std_tangent", get(g.b)}};
+              return {{"grad_mean_tangent", get(g.a)}, {second_tangent, get(g.b)}};
             });
-      t.add("exact_mixed_product", fmt::format("diag, {}", form_name(form)), size, tol,
+      t.add("exact_mixed_product", fmt::format("{}, {}", name, form_name(form)), size, tol,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
-              const Diag<T> h(ctx, r, s, false);
+              const Head<T> h(ctx, r, s, false);
               const Vec u_host = reward_params(r, form, s.n);
               const Buffer<T> u = put<T>(ctx, u_host);
               const auto tan = h.like(ctx, r);
@@ -371,13 +377,12 @@ void add_second_order_checks(Table& t, Level level) {
               return {{"grad_params", get(g)}};
             });
     }
-    for (const Transform kind : {Transform::none, Transform::leave_one_out}) {
+    for (const auto& [kind, form] : reinforce) {
       if (s.G < 2 && kind != Transform::none) continue;
-      const RewardForm form = kind == Transform::none ? RewardForm::scalar : RewardForm::diagonal;
-      t.add("mixed_product", fmt::format("diag, {}, {}", to_string(kind), form_name(form)), size, tol,
-            [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      t.add("mixed_product", fmt::format("{}, {}, {}", name, to_string(kind), form_name(form)), size, tol,
+            [=, kind = kind, form = form](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
-              const Diag<T> h(ctx, r, s, false);
+              const Head<T> h(ctx, r, s, false);
               const Vec u_host = reward_params(r, form, s.n);
               const Buffer<T> u = put<T>(ctx, u_host);
               const auto tan = h.like(ctx, r);
@@ -388,65 +393,15 @@ void add_second_order_checks(Table& t, Level level) {
             });
     }
   }
-  for (const Shape s : chol_shapes(level)) {
-    const std::string size = gauss_size(s);
-    t.add("log_prob_jvp", "cholesky", size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-      using T = decltype(one);
-      const Chol<T> h(ctx, r, s, false);
-      const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
-      const auto tan = h.like(ctx, r);
-      Out<T> out(ctx, s.B * s.G, "out");
-      log_prob_jvp(ctx, h.head(), y.matrix(s.B * s.G, s.n), h.as_head(tan), out.matrix(s.B, s.G));
-      return {{"jvp", get(out)}};
-    });
-    t.add("backward_tangent", "cholesky", size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-      using T = decltype(one);
-      const Chol<T> h(ctx, r, s, false);
-      const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
-                      e = put<T>(ctx, r.vec(s.B, -1, 1));
-      const auto tan = h.like(ctx, r);
-      auto g = h.zeros(ctx);
-      backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan),
-                       h.as_grad(g));
-      return {{"grad_mean_tangent", get(g.a)}, {"grad_tril_tangent", get(g.b)}};
-    });
-    for (const RewardForm form : forms_for(s.n)) {
-      t.add("exact_backward_tangent", fmt::format("cholesky, {}", form_name(form)), size, tol,
-            [=](Context& ctx, auto one, Rng& r) -> Outputs {
-              using T = decltype(one);
-              const Chol<T> h(ctx, r, s, false);
-              const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
-              const auto tan = h.like(ctx, r);
-              auto g = h.zeros(ctx);
-              exact_backward_tangent(ctx, h.head(), MahalanobisReward<T>{form, u.vector()}, pg_options<T>(Transform::none),
-                                     h.as_head(tan), h.as_grad(g));
-              return {{"grad_mean_tangent", get(g.a)}, {"grad_tril_tangent", get(g.b)}};
-            });
-      t.add("exact_mixed_product", fmt::format("cholesky, {}", form_name(form)), size, tol,
-            [=](Context& ctx, auto one, Rng& r) -> Outputs {
-              using T = decltype(one);
-              const Chol<T> h(ctx, r, s, false);
-              const Vec u_host = reward_params(r, form, s.n);
-              const Buffer<T> u = put<T>(ctx, u_host);
-              const auto tan = h.like(ctx, r);
-              Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-              exact_mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
-                                  pg_options<T>(Transform::none), h.as_head(tan), g.vector());
-              return {{"grad_params", get(g)}};
-            });
-    }
-    t.add("mixed_product", "cholesky, none, full", size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
-      using T = decltype(one);
-      const Chol<T> h(ctx, r, s, false);
-      const Vec u_host = reward_params(r, RewardForm::full, s.n);
-      const Buffer<T> u = put<T>(ctx, u_host);
-      const auto tan = h.like(ctx, r);
-      Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-      mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{RewardForm::full, u.vector()}, s.G,
-                    pg_options<T>(Transform::none), kKey, h.as_head(tan), g.vector());
-      return {{"grad_params", get(g)}};
-    });
-  }
+}
+}  // namespace
+
+void add_second_order_checks(Table& t, Level level) {
+  const Tol tol{2e-3};
+  add_gaussian_second_order<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std_tangent",
+                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}});
+  add_gaussian_second_order<Chol>(t, chol_shapes(level), "cholesky", "", "grad_tril_tangent",
+                                  {{Transform::none, RewardForm::full}});
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     const Tol per_element{2e-3};

@@ -29,8 +29,8 @@ HostData make_fig1_data(Rng& rng, std::int64_t points, std::int64_t per_point, d
 
 std::int64_t Runner::weight(const RegressionConfig& c, std::int64_t rows) {
   const std::int64_t pg = c.method == Method::mse || c.method == Method::nll ? 1 : 2;
-  if (c.method == Method::bilevel) return c.outer_steps * (2 * c.inner_steps + 8) * rows;
-  return c.steps * pg * rows;
+  if (c.method == Method::bilevel) return c.outer_steps * (2 * c.bilevel.inner.steps + 8) * rows;
+  return c.plain.steps * pg * rows;
 }
 
 RunResult Runner::run(const std::string& name, const RegressionConfig& c, const HostData& train, const HostData& test) {

@@ -51,22 +51,22 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
   c.reward_form = RewardForm::scalar;
   c.lambda = lambda;
   c.outer_steps = 100;
-  c.inner_steps = 50;
-  c.inner_learning_rate = 0.01;
-  c.outer_learning_rate = 0.01;
-  c.inner_start = InnerStart::warm;
-  c.curvature = CurvatureKind::exact;
-  c.solver = ImplicitSolver::normal_cg;
-  c.cg_iterations = 1;
+  c.bilevel.inner.steps = 50;
+  c.bilevel.inner.adam.learning_rate = 0.01;
+  c.bilevel.outer_adam.learning_rate = 0.01;
+  c.bilevel.inner_start = InnerStart::warm;
+  c.bilevel.curvature = CurvatureKind::exact;
+  c.bilevel.solver = ImplicitSolver::normal_cg;
+  c.bilevel.cg.max_iterations = 1;
   std::vector<double> starts{1.0};
   if (!o.quick) starts.push_back(0.05);
   const std::vector<double> grid{0.08, 0.16, 0.32, 0.64, 1.0};
   RegressionConfig g = base_config(o);
   g.method = Method::pg;
-  g.steps = 600;
-  g.learning_rate = 0.01;
-  g.gradient_clamp = 1;
-  g.eval_every = 600;
+  g.plain.steps = 600;
+  g.plain.adam.learning_rate = 0.01;
+  g.plain.gradient_clamp = 1;
+  g.plain.evaluate_every = 600;
 
   lock_output_dir(kCmd, "--out", out);  // every argument and file checked: claim --out
   Runner runner(ctx, "reproduce implicit", o.quiet);

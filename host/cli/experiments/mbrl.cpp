@@ -78,18 +78,18 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
   }
 
   RegressionConfig plain = base_config(o);
-  plain.steps = steps;
-  plain.learning_rate = 1e-3;
-  plain.eval_every = 10;
+  plain.plain.steps = steps;
+  plain.plain.adam.learning_rate = 1e-3;
+  plain.plain.evaluate_every = 10;
   RegressionConfig bl = base_config(o);
   apply_bilevel_preset(bl, "paper");  // the paper's outer loop (BilevelOptions::paper())
   bl.method = Method::bilevel;
   bl.reward_form = RewardForm::scalar;
   bl.outer_steps = outer_steps;
-  bl.inner_steps = inner_steps;
-  bl.inner_learning_rate = 1e-3;
-  bl.outer_learning_rate = outer_lr;
-  bl.inner_start = InnerStart::fresh;
+  bl.bilevel.inner.steps = inner_steps;
+  bl.bilevel.inner.adam.learning_rate = 1e-3;
+  bl.bilevel.outer_adam.learning_rate = outer_lr;
+  bl.bilevel.inner_start = InnerStart::fresh;
 
   struct Spec {
     std::string key, label;

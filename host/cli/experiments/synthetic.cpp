@@ -39,9 +39,9 @@ int reproduce_synthetic(Context& ctx, const ReproduceOptions& o, const fs::path&
     ts.push_back(std::move(task));
   }
   RegressionConfig base = base_config(o);
-  base.steps = steps;
-  base.learning_rate = 0.01;
-  base.eval_every = 10;
+  base.plain.steps = steps;
+  base.plain.adam.learning_rate = 0.01;
+  base.plain.evaluate_every = 10;
 
   // The runs of one task: MSE, NLL, and per λ PG(U = I) and PG(U*).
   struct Spec {

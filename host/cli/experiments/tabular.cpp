@@ -87,7 +87,7 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
   // The problem is invariant under (β, λ) → (cβ, cλ) (Adam ignores the gradient's scale): the
   // bilevel β starts at λ (β = 1 at λ = 1) and moves by 0.1·λ per outer step.
   base.beta = lambda;
-  base.outer_learning_rate = 0.1 * lambda;
+  base.bilevel.outer_adam.learning_rate = 0.1 * lambda;
 
   // Read, split and check everything before any training.
   struct SeedData {
@@ -124,8 +124,8 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
   // Work of a run, for the progress report: row-epochs, PG ones weighted by the G·C draws.
   const auto weight = [&](ClassMethod m, std::int64_t rows, std::int64_t classes) {
     const std::int64_t pg = 1 + base.generations * classes / 16;
-    std::int64_t w = base.epochs * rows * (m == ClassMethod::nll ? 1 : pg);
-    if (m == ClassMethod::bilevel) w += base.outer_steps * (base.inner_steps + 4) * rows * pg;
+    std::int64_t w = base.plain.epochs * rows * (m == ClassMethod::nll ? 1 : pg);
+    if (m == ClassMethod::bilevel) w += base.outer_steps * (base.bilevel.inner.steps + 4) * rows * pg;
     return w;
   };
   std::int64_t total = 0;
@@ -145,13 +145,13 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
              "curvature, outer Adam {} re-created each step, outer cross-entropy on the validation rows, β = mean of the "
              "last {} outer steps, then PG with it;\naccuracy: test accuracy averaged over the {} epochs (the paper's "
              "figure), mean over the seeds; device {} ({}), {}\n",
-             base.learning_rate, base.epochs, base.batch_size, lambda, base.generations, base.beta, base.outer_steps,
-             base.inner_steps, base.outer_learning_rate, base.beta_tail, base.epochs, to_string(ctx.backend()),
+             base.learning_rate, base.plain.epochs, base.plain.batch_size, lambda, base.generations, base.beta, base.outer_steps,
+             base.bilevel.inner.steps, base.bilevel.outer_adam.learning_rate, base.beta_tail, base.plain.epochs, to_string(ctx.backend()),
              ctx.device_name(), o.precision);
   fmt::print("each run is `d2r fit data/tabular/NAME.csv --task classification --label label --method "
              "nll|pg|heuristic|bilevel --seed S{}`\n",
              lambda == 1 ? std::string() : fmt::format(" --lambda {} (bilevel: --beta {} --outer-lr {})", lambda, base.beta,
-                                                      base.outer_learning_rate));
+                                                      base.bilevel.outer_adam.learning_rate));
   std::fflush(stdout);
 
   Progress progress("reproduce tabular", total, !o.quiet, false);
@@ -324,8 +324,8 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
   j["setting"] = {{"data_dir", dir.string()},       {"datasets", names},
                   {"policy", "logistic regression"}, {"lambda", lambda},
                   {"generations", base.generations}, {"transform", "none"},
-                  {"batch_size", base.batch_size},   {"learning_rate", base.learning_rate},
-                  {"epochs", base.epochs},           {"test_fraction", test_fraction},
+                  {"batch_size", base.plain.batch_size},   {"learning_rate", base.learning_rate},
+                  {"epochs", base.plain.epochs},           {"test_fraction", test_fraction},
                   {"val_fraction", val_fraction}};
   ClassificationConfig bilevel = base;
   bilevel.method = ClassMethod::bilevel;

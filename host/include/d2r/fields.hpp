@@ -89,6 +89,42 @@ std::vector<std::pair<std::string, std::string>> flatten_fields(const O& options
   return out;
 }
 
+namespace fields_detail {
+template <class To, class From>
+void assign_fields(To& to, const From& from) {
+  std::size_t i = 0;
+  for_each_field(from, [&](std::string_view, const auto& source) {
+    using S = std::remove_cvref_t<decltype(source)>;
+    std::size_t j = 0;
+    for_each_field(std::as_const(to), [&](std::string_view, const auto& field) {
+      using D = std::remove_cvref_t<decltype(field)>;
+      if (j++ != i) return;
+      // The visitor hands out const references; `to` itself is not const, so writing is defined.
+      D& target = const_cast<D&>(field);
+      if constexpr (HasFields<S> && HasFields<D>) {
+        assign_fields(target, source);
+      } else if constexpr (std::is_arithmetic_v<S> && std::is_arithmetic_v<D>) {
+        target = static_cast<D>(source);
+      } else if constexpr (std::is_assignable_v<D&, const S&>) {
+        target = source;
+      }
+    });
+    ++i;
+  });
+}
+}  // namespace fields_detail
+
+/// The same options in another scalar type (a program keeps BilevelOptions<double> and trains in
+/// float): every field for_each_field lists, in order, numbers converted with static_cast, nested
+/// structs field by field; the fields a visitor leaves out (hooks, BilevelOptions::cuda_graph)
+/// keep To's defaults.
+template <class To, HasFields From>
+To options_cast(const From& from) {
+  To to{};
+  fields_detail::assign_fields(to, from);
+  return to;
+}
+
 /// What differs between the settings a checkpoint was saved with and the current ones (both as
 /// flatten_fields gives them: ("a.b", text) pairs), one line per setting, current order first:
 /// "a.b: saved X, now Y", "a.b: not in the checkpoint, now Y", then "a.b: saved X, not set now".

@@ -1,15 +1,13 @@
 // The MPI communicator (d2r/comm/mpi.hpp): non-blocking collectives polled against a deadline.
 #include "d2r/comm/mpi.hpp"
 
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
-#include <thread>
 
 #include <fmt/format.h>
 
 #include "d2r/error.hpp"
+#include "host/src/comm/wait.hpp"
 
 namespace d2r {
 namespace {
@@ -27,16 +25,6 @@ std::string mpi_error_text(int code) {
 
 void check(int code, const char* what) {
   if (code != MPI_SUCCESS) fail(fmt::format("{} failed: {}", what, mpi_error_text(code)));
-}
-
-double env_timeout() {
-  if (const char* s = std::getenv("D2R_COMM_TIMEOUT"); s != nullptr && *s != '\0') {
-    char* end = nullptr;
-    const double v = std::strtod(s, &end);
-    if (end != nullptr && *end == '\0' && v > 0) return v;
-    fail(fmt::format("D2R_COMM_TIMEOUT must be a number of seconds > 0, got '{}'", s));
-  }
-  return 600;
 }
 
 }  // namespace
@@ -58,7 +46,7 @@ MpiSession::~MpiSession() {
 }
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, double timeout_seconds)
-    : timeout_(timeout_seconds > 0 ? timeout_seconds : env_timeout()) {
+    : timeout_(timeout_seconds > 0 ? timeout_seconds : comm_detail::env_timeout("d2r::MpiCommunicator")) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (initialised == 0) fail("MPI is not initialised (MPI_Init, or a d2r::MpiSession, first)");
@@ -76,22 +64,18 @@ MpiCommunicator::~MpiCommunicator() {
 
 void MpiCommunicator::wait(MPI_Request& request, int started, const char* what) {
   check(started, what);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_);
-  // Spin briefly (a collective between busy ranks finishes in microseconds), then yield the core:
-  // ranks oversubscribed on few cores must not starve the peer they wait for.
-  for (long polls = 0;; ++polls) {
-    int done = 0;
-    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
-    if (done != 0) return;
-    if (polls > 1000) {
-      if (std::chrono::steady_clock::now() > deadline) {
+  comm_detail::wait_until(
+      timeout_,
+      [&] {
+        int done = 0;
+        check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
+        return done != 0;
+      },
+      [&] {
         fail(fmt::format("{} did not complete within {} s on rank {} of {} (a peer died, hangs or took another "
                          "path); set D2R_COMM_TIMEOUT to wait longer",
                          what, timeout_, rank_, size_));
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 20));
-    }
-  }
+      });
 }
 
 void MpiCommunicator::allreduce_sum(std::span<float> data) {

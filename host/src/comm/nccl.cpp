@@ -2,15 +2,14 @@
 // with a deadline and surfaces NCCL's asynchronous errors.
 #include "d2r/comm/nccl.hpp"
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <thread>
 
 #include <fmt/format.h>
 
 #include "d2r/error.hpp"
+#include "host/src/comm/wait.hpp"
 #if defined(D2R_WITH_MPI)
 #include "d2r/comm/mpi.hpp"
 #endif
@@ -24,16 +23,6 @@ namespace {
 
 void check(ncclResult_t r, const char* what) {
   if (r != ncclSuccess && r != ncclInProgress) fail(fmt::format("{} failed: {}", what, ncclGetErrorString(r)));
-}
-
-double env_timeout() {
-  if (const char* s = std::getenv("D2R_COMM_TIMEOUT"); s != nullptr && *s != '\0') {
-    char* end = nullptr;
-    const double v = std::strtod(s, &end);
-    if (end != nullptr && *end == '\0' && v > 0) return v;
-    fail(fmt::format("D2R_COMM_TIMEOUT must be a number of seconds > 0, got '{}'", s));
-  }
-  return 600;
 }
 
 }  // namespace
@@ -65,7 +54,7 @@ NcclHandle nccl_over_mpi([[maybe_unused]] MpiCommunicator& mpi, [[maybe_unused]]
 }
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream, double timeout_seconds)
-    : comm_(comm), stream_(stream), timeout_(timeout_seconds > 0 ? timeout_seconds : env_timeout()) {
+    : comm_(comm), stream_(stream), timeout_(timeout_seconds > 0 ? timeout_seconds : comm_detail::env_timeout("d2r::NcclCommunicator")) {
   if (comm == nullptr) {
     throw Error(ErrorKind::invalid_argument, "comm", "d2r::NcclCommunicator: argument 'comm': expected an ncclComm_t, got null");
   }
@@ -111,25 +100,25 @@ void NcclCommunicator::barrier() {
 }
 
 void NcclCommunicator::sync() {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_);
-  for (long polls = 0;; ++polls) {
-    ncclResult_t async = ncclSuccess;
-    check(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
-    if (async != ncclSuccess && async != ncclInProgress) {
-      (void)ncclCommAbort(comm_);
-      fail(fmt::format("asynchronous error on rank {} of {}: {}", rank_, size_, ncclGetErrorString(async)));
-    }
-    const cudaError_t q = cudaStreamQuery(stream_);
-    if (q == cudaSuccess) return;
-    if (q != cudaErrorNotReady) D2R_CUDA_TRY(q);
-    if (std::chrono::steady_clock::now() > deadline) {
-      (void)ncclCommAbort(comm_);
-      fail(fmt::format("the stream's collectives did not complete within {} s on rank {} of {}; the communicator "
-                       "was aborted (set D2R_COMM_TIMEOUT to wait longer)",
-                       timeout_, rank_, size_));
-    }
-    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
+  comm_detail::wait_until(
+      timeout_,
+      [&] {
+        ncclResult_t async = ncclSuccess;
+        check(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
+        if (async != ncclSuccess && async != ncclInProgress) {
+          (void)ncclCommAbort(comm_);
+          fail(fmt::format("asynchronous error on rank {} of {}: {}", rank_, size_, ncclGetErrorString(async)));
+        }
+        const cudaError_t q = cudaStreamQuery(stream_);
+        if (q != cudaSuccess && q != cudaErrorNotReady) D2R_CUDA_TRY(q);
+        return q == cudaSuccess;
+      },
+      [&] {
+        (void)ncclCommAbort(comm_);
+        fail(fmt::format("the stream's collectives did not complete within {} s on rank {} of {}; the communicator "
+                         "was aborted (set D2R_COMM_TIMEOUT to wait longer)",
+                         timeout_, rank_, size_));
+      });
 }
 
 void NcclCommunicator::abort(std::string_view message, int exit_code) noexcept {

@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of the diagonal-Gaussian head (diag_gaussian.cu, objectives.cu, mixed_product.cu):
+// Host-callable launchers of the diagonal-Gaussian head (launch.cu beside it):
 // its primitives, second-order pieces, objectives, fused surrogate and exact mixed product, with their
 // workspace and fusion rules.
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is

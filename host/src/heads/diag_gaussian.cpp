@@ -1,10 +1,12 @@
-// Second-order primitives of the diagonal-Gaussian head (d2r/second_order.hpp): validate, then
-// run the CPU reference (host/reference/second_order_ref.hpp) or the CUDA kernels.
+// Public entry points of the diagonal-Gaussian head (d2r/distributions.hpp, and log_prob_jvp,
+// backward_tangent, exact_backward_tangent of d2r/second_order.hpp): validate, then run the CPU
+// reference (host/reference/heads/diag_gaussian.hpp) or the CUDA kernels (kernels/heads/diag_gaussian/).
 #include <type_traits>
 #include <vector>
 
+#include "d2r/distributions.hpp"
 #include "d2r/second_order.hpp"
-#include "host/reference/second_order_ref.hpp"
+#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/objective_common.hpp"
@@ -12,6 +14,137 @@
 #include "host/src/validate.hpp"
 #include "kernels/heads/diag_gaussian/launch.hpp"
 #include "kernels/objectives/launch.hpp"
+
+namespace d2r {
+namespace {
+
+using detail::MatrixArg;
+
+template <class T>
+void check_head_impl(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) {
+  detail::check_scalar_type<T>(ctx, fn);
+  D2R_EXPECTS(head.mean.rows >= 1 && head.mean.cols >= 1, fn, "head.mean", "expected B >= 1 rows and n >= 1 columns, got {} x {}",
+              head.mean.rows, head.mean.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("head.mean", head.mean), head.mean.rows, head.mean.cols);
+  D2R_EXPECTS(head.log_std.rows == 1 || head.log_std.rows == head.mean.rows, fn, "head.log_std",
+              "expected {} rows (state-dependent) or 1 row (shared), got {}", head.mean.rows, head.log_std.rows);
+  detail::check_matrix(ctx, fn, MatrixArg("head.log_std", head.log_std), head.log_std.rows, head.mean.cols);
+  detail::check_values<T>(ctx, fn, "head.mean", head.mean, detail::ValueRule::finite);
+  detail::check_values<T>(ctx, fn, "head.log_std", head.log_std, detail::ValueRule::finite);
+}
+
+template <class T>
+void check_output(std::string_view fn, const MatrixArg& out, const DiagGaussian<T>& head) {
+  detail::check_disjoint(fn, out, MatrixArg("head.mean", head.mean));
+  detail::check_disjoint(fn, out, MatrixArg("head.log_std", head.log_std));
+}
+
+}  // namespace
+
+namespace detail {
+template <class T>
+void check_head(Context& ctx, std::string_view fn, const DiagGaussian<T>& head) {
+  check_head_impl(ctx, fn, head);
+}
+template <class T>
+std::vector<MatrixArg> check_head_grad(const Context& ctx, std::string_view fn, const DiagGaussian<T>& head,
+                                       const DiagGaussianGrad<T>& grad, bool tangent) {
+  const MatrixArg g_mean(tangent ? "grad_tangent.mean" : "grad.mean", grad.mean),
+      g_log_std(tangent ? "grad_tangent.log_std" : "grad.log_std", grad.log_std);
+  check_matrix(ctx, fn, g_mean, head.mean.rows, head.mean.cols);
+  check_matrix(ctx, fn, g_log_std, head.log_std.rows, head.mean.cols);
+  check_disjoint(fn, g_mean, g_log_std);
+  return {g_mean, g_log_std};
+}
+template void check_head<float>(Context&, std::string_view, const DiagGaussian<float>&);
+template void check_head<double>(Context&, std::string_view, const DiagGaussian<double>&);
+template std::vector<MatrixArg> check_head_grad<float>(const Context&, std::string_view, const DiagGaussian<float>&,
+                                                       const DiagGaussianGrad<float>&, bool);
+template std::vector<MatrixArg> check_head_grad<double>(const Context&, std::string_view, const DiagGaussian<double>&,
+                                                        const DiagGaussianGrad<double>&, bool);
+}  // namespace detail
+
+template <class T>
+void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations, DrawKey key, MatrixView<T> samples) {
+  constexpr std::string_view fn = "sample";
+  check_head_impl(ctx, fn, head);
+  D2R_EXPECTS(generations >= 1, fn, "generations", "expected generations >= 1, got {}", generations);
+  detail::check_draw_key(ctx, fn, key, head.mean.rows);
+  const MatrixArg out("samples", samples);
+  detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
+  check_output(fn, out, head);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      [&](const auto& ex) {
+        ex.launch(kernels::diag_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+      });
+}
+
+template <class T>
+void log_prob(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, MatrixView<T> out) {
+  constexpr std::string_view fn = "log_prob";
+  check_head_impl(ctx, fn, head);
+  D2R_EXPECTS(out.cols >= 1, fn, "out", "expected B x G with G >= 1 generations, got {} x {}", out.rows, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("out", out), head.mean.rows, out.cols);
+  detail::check_matrix(ctx, fn, MatrixArg("samples", samples), head.mean.rows * out.cols, head.mean.cols);
+  detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+  check_output(fn, MatrixArg("out", out), head);
+  detail::check_disjoint(fn, MatrixArg("out", out), MatrixArg("samples", samples));
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob, head, samples, out); });
+}
+
+template <class T>
+void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
+  constexpr std::string_view fn = "entropy";
+  check_head_impl(ctx, fn, head);
+  detail::check_matrix(ctx, fn, MatrixArg("out", out), 1, head.mean.rows);
+  check_output(fn, MatrixArg("out", out), head);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_entropy, head, out); });
+}
+
+template <class T>
+void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples, ConstMatrix<T> d_log_prob,
+              ConstVector<T> d_entropy, const DiagGaussianGrad<T>& grad) {
+  constexpr std::string_view fn = "backward";
+  check_head_impl(ctx, fn, head);
+  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
+  std::vector<MatrixArg> inputs = detail::head_inputs(head);
+  detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
+  if (!d_log_prob.empty()) {
+    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
+    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
+  }
+  if (!d_entropy.empty()) {
+    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
+                            detail::ValueRule::finite);
+  }
+  for (const MatrixArg& out : detail::check_head_grad(ctx, fn, head, grad))
+    for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      [&](const auto& ex) {
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+      });
+}
+
+#define D2R_INSTANTIATE(T)                                                                                   \
+  template void sample<T>(Context&, const DiagGaussian<T>&, std::int64_t, DrawKey, MatrixView<T>);           \
+  template void log_prob<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, MatrixView<T>);           \
+  template void entropy<T>(Context&, const DiagGaussian<T>&, VectorView<T>);                                 \
+  template void backward<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, ConstMatrix<T>,      \
+                            ConstVector<T>, const DiagGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r
+
+// ---------------------------------------------------------------- second order
 
 namespace d2r {
 namespace {

@@ -1,15 +1,15 @@
-// Emulated inner-objective kernels of the Cholesky-Gaussian head (kernels/cholesky_objectives.cuh)
+// Emulated inner-objective kernels of the Cholesky-Gaussian head (kernels/heads/cholesky_gaussian/objectives.cuh)
 // against the CPU reference in double: the fused REINFORCE surrogate (against the reference
 // composition the cpu backend runs), the pathwise and exact objectives, the exact objective's
 // tangent and mixed product. One warp per block and per row, the launchers' dynamic shared memory
 // sizes (cholesky_objectives.cu). Also the standardize fix on constant reward groups.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/mixed_product_ref.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
-#include "kernels/cholesky_objectives.cuh"
+#include "kernels/heads/cholesky_gaussian/objectives.cuh"
 
 namespace d2r::emulation {
 namespace {

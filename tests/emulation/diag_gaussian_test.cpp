@@ -1,11 +1,11 @@
-// Emulated kernels of the diagonal-Gaussian head (kernels/diag_gaussian.cuh) against the CPU
+// Emulated kernels of the diagonal-Gaussian head (kernels/heads/diag_gaussian/distribution.cuh) against the CPU
 // reference in double: sample, log_prob, entropy, backward (with and without samples),
 // log_prob_jvp, backward_tangent.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/diag_gaussian_ref.hpp"
-#include "host/reference/second_order_ref.hpp"
-#include "kernels/diag_gaussian.cuh"
+#include "host/reference/heads/diag_gaussian.hpp"
+#include "kernels/heads/diag_gaussian/distribution.cuh"
+#include "kernels/heads/diag_gaussian/second_order.cuh"
 
 namespace d2r::emulation {
 namespace {

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "d2r/distributions.hpp"
-#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/heads/cholesky_gaussian/launch.hpp"

@@ -1,5 +1,5 @@
 // Launchers of the Cholesky-Gaussian head kernels (device code in cholesky_gaussian.cuh).
-#include "kernels/cholesky_gaussian.cuh"
+#include "kernels/heads/cholesky_gaussian/distribution.cuh"
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/cholesky_gaussian/launch.hpp"
 

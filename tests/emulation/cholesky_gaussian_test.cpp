@@ -1,12 +1,12 @@
-// Emulated kernels of the Cholesky-Gaussian head (kernels/cholesky_gaussian.cuh) against the CPU
+// Emulated kernels of the Cholesky-Gaussian head (kernels/heads/cholesky_gaussian/distribution.cuh) against the CPU
 // reference in double: sample, log_prob, entropy, backward (with and without samples), the
 // non-positive diagonal check, log_prob_jvp and backward_tangent. One warp per block and per row,
 // dynamic shared memory of the launchers' sizes (cholesky_gaussian.cu), poisoned before each block.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/cholesky_gaussian_ref.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/cholesky_second_order_ref.hpp"
-#include "kernels/cholesky_gaussian.cuh"
+#include "kernels/heads/cholesky_gaussian/distribution.cuh"
 
 namespace d2r::emulation {
 namespace {

@@ -1,0 +1,134 @@
+#pragma once
+// BilevelTrainer's state (BilevelTrainer<T>::Impl) and what its source files share
+// (internal; bilevel.cpp: the outer loop; bilevel_options.cpp: the checks; bilevel_checkpoint.cpp:
+// save and load).
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "d2r/bilevel.hpp"
+#include "host/src/bilevel_problems.hpp"
+#include "host/src/trainer_common.hpp"
+
+namespace d2r {
+
+namespace bilevel_detail {
+
+/// Every field of the options on its own (check(BilevelOptions) and the constructors).
+template <class T>
+void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options);
+
+/// Everything about the options and the reward that does not depend on the data kind; returns
+/// the entries of φ that must stay positive.
+template <class T>
+std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelOptions<T>& options, RewardForm form,
+                                             std::span<const double> reward_init, std::int64_t reward_dim,
+                                             std::int64_t train_rows, bool has_validation);
+
+/// The first line of every checkpoint's fingerprint: the format version. v3 added the minibatch
+/// position (InnerOptions::batch_size); v4 made the fingerprint one "name = value" line per
+/// setting (every field of BilevelOptions by for_each_field, the data's hash, the initial reward,
+/// the caller's identity lines) and added the accuracies to the records. Older files cannot be
+/// resumed. v5 added the outer optimiser's Rprop state (step sizes, signs, last moves) and the
+/// per-step diagnostics of the records (inner steps, stationarity, solver, step size).
+inline constexpr int kCheckpointVersion = 5;
+inline constexpr std::string_view kCheckpointPrefix = "d2r bilevel v";
+inline constexpr std::string_view kCheckpointFormat = "d2r bilevel v5\n";  // kCheckpointPrefix, kCheckpointVersion
+
+}  // namespace bilevel_detail
+
+template <class T>
+struct BilevelTrainer<T>::Impl {
+  Impl(Context& c, std::unique_ptr<bilevel_detail::Problem<T>> p, std::int64_t phi_size)
+      : ctx(c), host_ctx(ContextOptions{.backend = Backend::cpu}), problem(std::move(p)) {
+    const auto P = static_cast<std::size_t>(problem->parameter_count());
+    for (Buffer<T>* b : {&theta, &theta0, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) {
+      *b = Buffer<T>(c, P);
+    }
+    adam_count = Buffer<std::int64_t>(c, 1);
+    draw_counter = Buffer<std::int64_t>(c, 1);
+    reward = Buffer<T>(c, static_cast<std::size_t>(phi_size));
+    mixed = Buffer<T>(c, static_cast<std::size_t>(phi_size));
+    row_reward = Buffer<T>(c, static_cast<std::size_t>(problem->train_rows()));
+    const auto S = static_cast<std::size_t>(phi_size);
+    outer_m.assign(S, 0.0);
+    outer_v.assign(S, 0.0);
+    sgd_velocity.assign(S, 0.0);
+    rprop_step.assign(S, 0.0);
+    rprop_sign.assign(S, 0.0);
+    rprop_last.assign(S, 0.0);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  Context& ctx;
+  Context host_ctx;  // the outer optimiser runs on the host, in double
+  std::unique_ptr<bilevel_detail::Problem<T>> problem;
+  // theta0: the first outer step's initial policy, the reference of the stationarity check.
+  Buffer<T> theta, theta0, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
+  Buffer<std::int64_t> adam_count;
+  // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
+  // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.
+  Buffer<std::int64_t> draw_counter;
+  // One inner step, captured on the first outer step (cuda). It is stale when the context's
+  // workspace blocks (the HVPs of the implicit step, or a larger validation set, can grow them
+  // after the capture, which frees the blocks the graph points to) or the seed of its draws have
+  // changed since the capture; the inner step is then captured again.
+  CapturedGraph inner_graph;
+  std::vector<double> outer_m, outer_v, sgd_velocity;
+  // Rprop: the step Δ_i of every parameter (0 before the first step) and the sign of the last
+  // hypergradient that was followed (0: none, or a sign change was just seen).
+  // rprop_last: the last move of each coordinate ψ (undone when the outer loss rose after it).
+  std::vector<double> rprop_step, rprop_sign, rprop_last;
+  std::int64_t outer_count = 0;
+  std::uint64_t philox_step = 0;
+  RewardForm form = RewardForm::scalar;
+  std::vector<std::size_t> positive;
+  std::string fingerprint;  // its data.hash line is filled in by checkpoint_fingerprint()
+  bool data_hashed = false;
+  /// The fingerprint with the data's hash, computed on the first save() or load() (one copy of
+  /// the data to the host: a trainer that never checkpoints does not pay for it).
+  const std::string& checkpoint_fingerprint() {
+    if (!data_hashed) {
+      constexpr std::string_view placeholder = "data.hash = ?\n";
+      const std::size_t at = fingerprint.find(placeholder);
+      fingerprint.replace(at, placeholder.size(), fmt::format("data.hash = {:016x}\n", problem->data_hash()));
+      data_hashed = true;
+    }
+    return fingerprint;
+  }
+  std::string identity;  // set_checkpoint_identity's lines
+  // Minibatches (InnerOptions::batch_size): `batch` rows per window (0: full batch),
+  // windows_per_pass = floor(N / batch) (the N mod batch rows left over are dropped that pass).
+  // pass = passes drawn so far (1-based index of the current one, 0 before the first), window =
+  // windows of the current pass already used; `order` = the current pass's permutation.
+  std::int64_t batch = 0, windows_per_pass = 0, pass = 0, window = 0;
+  std::vector<std::int64_t> order;
+  // Data parallel (set_data_parallel): builds an inner problem on some rows of the data, and
+  // whether `problem` is the sharded one (its reductions synchronise: no CUDA graph then).
+  typename bilevel_detail::ShardedProblem<T>::Factory factory;
+  std::int64_t validation_rows = 0;
+  bool sharded = false;
+
+  /// Draws pass `pass`'s permutation and uploads the rows in that order.
+  void draw_pass(std::uint64_t seed) {
+    order = random_permutation(problem->train_rows(), trainer_common::pass_seed(seed, static_cast<std::uint64_t>(pass)));
+    problem->shuffle(order);
+  }
+  /// The window of the next inner step; a used-up pass (or none yet) draws the next one first.
+  bilevel_detail::Window next_window(std::uint64_t seed) {
+    if (pass == 0 || window == windows_per_pass) {
+      ++pass;
+      window = 0;
+      draw_pass(seed);
+    }
+    return {.first = window++ * batch, .rows = batch};
+  }
+};
+
+}  // namespace d2r

@@ -1,0 +1,390 @@
+#pragma once
+// The inner problems of BilevelTrainer (bilevel.cpp): what the scheduler needs from a policy
+// family on its data, one implementation per data kind, and the data-parallel one that sums the
+// parts of every rank (internal; bilevel*.cpp only).
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "d2r/bilevel.hpp"
+#include "d2r/data.hpp"
+#include "d2r/error.hpp"
+#include "d2r/policy_curvature.hpp"
+#include "host/src/comm/shard.hpp"
+#include "host/src/trainer_common.hpp"
+
+namespace d2r {
+
+// ------------------------------------------------------------------ inner problems
+// What the scheduler needs from a policy family: the inner gradient, the outer (NLL) gradient, the
+// curvature operator and mixed product, and metrics. One implementation per data kind.
+namespace bilevel_detail {
+
+using trainer_common::gather_rows;
+using trainer_common::rows_to_host;
+
+/// The rows an inner step uses: every training row as given (rows == 0), or rows
+/// [first, first + rows) of the trainer-owned shuffled copy (minibatches).
+struct Window {
+  std::int64_t first = 0;
+  std::int64_t rows = 0;
+};
+
+constexpr std::uint64_t kFnvBasis = 1469598103934665603ull;
+template <class U>
+std::uint64_t fnv1a(const std::vector<U>& values, std::uint64_t h) {
+  const auto* p = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0; i < values.size() * sizeof(U); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+template <class T>
+class Problem {
+ public:
+  virtual ~Problem() = default;
+  [[nodiscard]] virtual std::int64_t parameter_count() const = 0;
+  [[nodiscard]] virtual std::int64_t train_rows() const = 0;
+  [[nodiscard]] virtual bool has_validation() const = 0;
+  [[nodiscard]] virtual std::string describe() const = 0;
+  /// FNV-1a of the values of the training and validation data (one copy to the host): the data's
+  /// identity in the checkpoint fingerprint.
+  [[nodiscard]] virtual std::uint64_t data_hash() = 0;
+  virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
+  /// Minibatches (called once, at construction): a host copy of the training rows and a buffer
+  /// for their shuffled copy.
+  virtual void enable_minibatches() = 0;
+  /// Copies the training rows into the shuffled buffer: row r = training row order[r] (one
+  /// upload; synchronises on the cuda backend).
+  virtual void shuffle(const std::vector<std::int64_t>& order) = 0;
+  /// REINFORCE (G samples, key) or, when `exact`, the exact-expectation gradient, on the rows of
+  /// `window` (per-row mean over them).
+  virtual void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                              const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
+                              VectorView<T> row_reward) = 0;
+  virtual void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) = 0;
+  virtual void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                       const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) = 0;
+  virtual LinearOperator<T> curvature() = 0;
+  virtual void mixed_product(ConstVector<T> w, VectorView<T> out) = 0;
+  virtual PolicyMetrics evaluate(ConstVector<T> theta, bool validation) = 0;
+};
+
+/// Regression: a GaussianPolicy and the curvature of its head (DiagGaussianPolicyCurvature or
+/// CholeskyPolicyCurvature).
+template <class T, class Curvature>
+class GaussianProblem final : public Problem<T> {
+ public:
+  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head)
+      : ctx_(ctx),
+        policy_(ctx, std::move(trunk), train.y.cols, head,
+                std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
+        curvature_(ctx, policy_.net(), train.x.rows),
+        train_(train),
+        validation_(validation) {}
+  std::int64_t parameter_count() const override { return policy_.parameter_count(); }
+  std::int64_t train_rows() const override { return train_.x.rows; }
+  bool has_validation() const override { return !validation_.empty(); }
+  std::string describe() const override {
+    return fmt::format("regression; net {}; head {}; train {}x{}->{}; val {}", policy_.net().describe(),
+                       to_string(policy_.head()), train_.x.rows, train_.x.cols, train_.y.cols,
+                       validation_.empty() ? 0 : validation_.x.rows);
+  }
+  std::uint64_t data_hash() override {
+    std::uint64_t h = kFnvBasis;
+    for (const RegressionData<T>* d : {&train_, &validation_}) {
+      if (d->empty()) continue;
+      h = fnv1a(rows_to_host<T>(ctx_, d->x), h);
+      h = fnv1a(rows_to_host<T>(ctx_, d->y), h);
+    }
+    return h;
+  }
+  void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
+  void enable_minibatches() override {
+    x_host_ = rows_to_host<T>(ctx_, train_.x);
+    y_host_ = rows_to_host<T>(ctx_, train_.y);
+    x_perm_.resize(x_host_.size());
+    y_perm_.resize(y_host_.size());
+    x_shuffled_ = Buffer<T>(ctx_, x_host_.size());
+    y_shuffled_ = Buffer<T>(ctx_, y_host_.size());
+  }
+  void shuffle(const std::vector<std::int64_t>& order) override {
+    gather_rows(x_host_, train_.x.cols, order, x_perm_);
+    gather_rows(y_host_, train_.y.cols, order, y_perm_);
+    x_shuffled_.copy_from_host(x_perm_);
+    y_shuffled_.copy_from_host(y_perm_);
+  }
+  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
+                      VectorView<T> row_reward) override {
+    ConstMatrix<T> x = train_.x, y = train_.y;
+    if (window.rows > 0) {
+      const std::int64_t p = train_.x.cols, n = train_.y.cols;
+      x = {std::as_const(x_shuffled_).data() + window.first * p, window.rows, p, p};
+      y = {std::as_const(y_shuffled_).data() + window.first * n, window.rows, n, n};
+    }
+    if (exact) {
+      policy_.exact_gradient(theta, x, y, reward, pg, grad, row_reward);
+    } else {
+      policy_.pg_gradient(theta, x, y, reward, generations, pg, key, grad, row_reward);
+    }
+  }
+  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
+    const RegressionData<T>& d = validation ? validation_ : train_;
+    policy_.nll_gradient(theta, d.x, d.y, grad);
+  }
+  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    if (exact) {
+      curvature_.prepare_exact(theta, train_.x, train_.y, reward, pg, grad);
+    } else {
+      curvature_.prepare(theta, train_.x, train_.y, reward, generations, pg, key, grad);
+    }
+  }
+  LinearOperator<T> curvature() override { return curvature_.as_operator(); }
+  void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
+  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
+    const RegressionData<T>& d = validation ? validation_ : train_;
+    return policy_.evaluate(theta, d.x, d.y);
+  }
+  GaussianPolicy<T>& policy() { return policy_; }
+
+ private:
+  Context& ctx_;
+  GaussianPolicy<T> policy_;
+  Curvature curvature_;
+  RegressionData<T> train_, validation_;
+  // Minibatches: the training rows on the host (packed, copied once) and their shuffled copy.
+  std::vector<T> x_host_, y_host_, x_perm_, y_perm_;
+  Buffer<T> x_shuffled_, y_shuffled_;
+};
+
+template <class T>
+class CategoricalProblem final : public Problem<T> {
+ public:
+  CategoricalProblem(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
+                     std::int64_t classes)
+      : ctx_(ctx),
+        policy_(ctx, std::move(trunk), classes, std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
+        curvature_(ctx, policy_.net(), train.x.rows),
+        train_(train),
+        validation_(validation) {}
+  std::int64_t parameter_count() const override { return policy_.parameter_count(); }
+  std::int64_t train_rows() const override { return train_.x.rows; }
+  bool has_validation() const override { return !validation_.empty(); }
+  std::string describe() const override {
+    return fmt::format("classification; net {}; train {}x{}; classes {}; val {}", policy_.net().describe(),
+                       train_.x.rows, train_.x.cols, policy_.classes(), validation_.empty() ? 0 : validation_.x.rows);
+  }
+  std::uint64_t data_hash() override {
+    std::uint64_t h = kFnvBasis;
+    for (const ClassificationData<T>* d : {&train_, &validation_}) {
+      if (d->empty()) continue;
+      const std::int64_t N = d->x.rows;
+      h = fnv1a(rows_to_host<T>(ctx_, d->x), h);
+      h = fnv1a(rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{d->labels.data, 1, N, N}), h);
+    }
+    return h;
+  }
+  void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
+  void enable_minibatches() override {
+    const std::int64_t N = train_.x.rows;
+    x_host_ = rows_to_host<T>(ctx_, train_.x);
+    labels_host_ = rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{train_.labels.data, 1, N, N});
+    x_perm_.resize(x_host_.size());
+    labels_perm_.resize(labels_host_.size());
+    x_shuffled_ = Buffer<T>(ctx_, x_host_.size());
+    labels_shuffled_ = Buffer<std::int32_t>(ctx_, labels_host_.size());
+  }
+  void shuffle(const std::vector<std::int64_t>& order) override {
+    gather_rows(x_host_, train_.x.cols, order, x_perm_);
+    gather_rows(labels_host_, 1, order, labels_perm_);
+    x_shuffled_.copy_from_host(x_perm_);
+    labels_shuffled_.copy_from_host(labels_perm_);
+  }
+  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
+                      VectorView<T> row_reward) override {
+    ConstMatrix<T> x = train_.x;
+    VectorView<const std::int32_t> labels = train_.labels;
+    if (window.rows > 0) {
+      const std::int64_t p = train_.x.cols;
+      x = {std::as_const(x_shuffled_).data() + window.first * p, window.rows, p, p};
+      labels = {std::as_const(labels_shuffled_).data() + window.first, window.rows};
+    }
+    if (exact) {
+      policy_.exact_gradient(theta, x, labels, reward, pg, grad, row_reward);
+    } else {
+      policy_.pg_gradient(theta, x, labels, reward, generations, pg, key, grad, row_reward);
+    }
+  }
+  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
+    const ClassificationData<T>& d = validation ? validation_ : train_;
+    policy_.nll_gradient(theta, d.x, d.labels, grad);
+  }
+  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    if (exact) {
+      curvature_.prepare_exact(theta, train_.x, train_.labels, reward, pg, grad);
+    } else {
+      curvature_.prepare(theta, train_.x, train_.labels, reward, generations, pg, key, grad);
+    }
+  }
+  LinearOperator<T> curvature() override { return curvature_.as_operator(); }
+  void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
+  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
+    const ClassificationData<T>& d = validation ? validation_ : train_;
+    return policy_.evaluate(theta, d.x, d.labels);
+  }
+  CategoricalPolicy<T>& policy() { return policy_; }
+
+ private:
+  Context& ctx_;
+  CategoricalPolicy<T> policy_;
+  CategoricalPolicyCurvature<T> curvature_;
+  ClassificationData<T> train_, validation_;
+  // Minibatches: the training rows on the host (packed, copied once) and their shuffled copy.
+  std::vector<T> x_host_, x_perm_;
+  std::vector<std::int32_t> labels_host_, labels_perm_;
+  Buffer<T> x_shuffled_;
+  Buffer<std::int32_t> labels_shuffled_;
+};
+
+
+/// Data parallel (DESIGN.md §10, d2r/communicator.hpp): this rank's parts of the training and
+/// validation rows, each an inner problem of its own over those rows, and the sums over every
+/// rank's parts of the gradients, curvature products, mixed products and metrics. Draws are keyed
+/// by global row (DrawKey::first_row) and normalised by the whole set (PgOptions::normaliser_rows),
+/// so the parts add up to the one-process problem. Full batch only (no minibatch windows).
+template <class T>
+class ShardedProblem final : public Problem<T> {
+ public:
+  /// make(validation_set, first, rows): an inner problem on rows [first, first + rows) of the
+  /// training (or the validation) set, without validation data of its own.
+  using Factory = std::function<std::unique_ptr<Problem<T>>(bool, std::int64_t, std::int64_t)>;
+  ShardedProblem(Context& ctx, const DataParallel& parallel, const Factory& make, std::int64_t train_rows,
+                 std::int64_t validation_rows, std::string description, std::uint64_t hash)
+      : ctx_(ctx),
+        train_plan_(shard::plan(parallel, train_rows)),
+        val_plan_(shard::plan(parallel, validation_rows)),
+        description_(std::move(description)),
+        hash_(hash) {
+    for (const shard::Part& part : train_plan_.parts) train_.push_back(make(false, part.first, part.rows));
+    for (const shard::Part& part : val_plan_.parts) val_.push_back(make(true, part.first, part.rows));
+    // A rank without training rows still initialises θ (and needs the parameter count).
+    proto_ = train_.empty() ? make(false, 0, 1) : nullptr;
+    Problem<T>& first = proto();
+    reducer_.emplace(ctx, first.parameter_count());
+  }
+  Problem<T>& proto() { return proto_ != nullptr ? *proto_ : *train_.front(); }
+  std::int64_t parameter_count() const override {
+    return proto_ != nullptr ? proto_->parameter_count() : train_.front()->parameter_count();
+  }
+  std::int64_t train_rows() const override { return train_plan_.total; }
+  bool has_validation() const override { return val_plan_.total > 0; }
+  std::string describe() const override { return description_; }
+  std::uint64_t data_hash() override { return hash_; }
+  void init(VectorView<T> theta, std::uint64_t seed) override { proto().init(theta, seed); }
+  void enable_minibatches() override {
+    detail::fail_unsupported("BilevelTrainer", "options.inner.batch_size", "minibatches are not split over ranks");
+  }
+  void shuffle(const std::vector<std::int64_t>&) override { enable_minibatches(); }
+  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window /*window*/, VectorView<T> grad,
+                      VectorView<T> row_reward) override {
+    const PgOptions<T> whole = whole_batch(pg);
+    if (row_reward.size > 0) zero(row_reward);
+    std::size_t i = 0;
+    reducer_->sum(train_plan_, grad, [&](const shard::Part& part, VectorView<T> out) {
+      DrawKey k = key;
+      k.first_row += part.first;
+      const VectorView<T> rr = row_reward.size > 0 ? VectorView<T>{row_reward.data + part.first, part.rows} : VectorView<T>{};
+      train_[i++]->inner_gradient(theta, reward, generations, whole, k, exact, Window{}, out, rr);
+    });
+    if (row_reward.size > 0) gather(row_reward);  // each rank wrote its rows, zeros elsewhere
+  }
+  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
+    const shard::Plan& plan = validation ? val_plan_ : train_plan_;
+    auto& parts = validation ? val_ : train_;
+    std::size_t i = 0;
+    reducer_->sum(plan, grad, [&](const shard::Part& part, VectorView<T> out) {
+      parts[i++]->outer_gradient(theta, false, out);  // the mean over the part's rows
+      shard::scale(ctx_, static_cast<T>(static_cast<double>(part.rows) / static_cast<double>(plan.total)), out);
+    });
+  }
+  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    const PgOptions<T> whole = whole_batch(pg);
+    std::size_t i = 0;
+    reducer_->sum(train_plan_, grad, [&](const shard::Part& part, VectorView<T> out) {
+      DrawKey k = key;
+      k.first_row += part.first;
+      train_[i++]->prepare(theta, reward, generations, whole, k, exact, out);
+    });
+  }
+  LinearOperator<T> curvature() override {
+    operators_.clear();
+    for (auto& p : train_) operators_.push_back(p->curvature());
+    return [this](ConstVector<T> v, VectorView<T> hv) {
+      std::size_t i = 0;
+      reducer_->sum(train_plan_, hv, [&](const shard::Part&, VectorView<T> out) { operators_[i++](v, out); });
+    };
+  }
+  void mixed_product(ConstVector<T> w, VectorView<T> out) override {
+    std::size_t i = 0;
+    reducer_->sum(train_plan_, out, [&](const shard::Part&, VectorView<T> o) { train_[i++]->mixed_product(w, o); });
+  }
+  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
+    auto& parts = validation ? val_ : train_;
+    std::size_t i = 0;
+    return shard::metrics(validation ? val_plan_ : train_plan_,
+                          [&](const shard::Part&) { return parts[i++]->evaluate(theta, false); });
+  }
+
+ private:
+  PgOptions<T> whole_batch(const PgOptions<T>& pg) const {
+    PgOptions<T> o = pg;
+    if (o.normaliser_rows == 0) o.normaliser_rows = train_plan_.total;
+    return o;
+  }
+  void zero(VectorView<T> v) {
+    detail::run_on<T>(
+        ctx_, [&] { std::fill(v.data, v.data + v.size, T(0)); },
+        [&](const auto& ex) {
+#if D2R_WITH_CUDA
+          D2R_CUDA_TRY(cudaMemsetAsync(v.data, 0, static_cast<std::size_t>(v.size) * sizeof(T), ex.stream));
+#else
+          (void)ex;
+#endif
+        });
+  }
+  void gather(VectorView<T> v) {
+    Communicator& comm = *train_plan_.comm;
+    if (comm.memory() == CommMemory::device) {
+      comm.allreduce_sum(std::span<T>(v.data, static_cast<std::size_t>(v.size)));
+      return;
+    }
+    std::vector<T> h(static_cast<std::size_t>(v.size));
+    shard::to_host(ctx_, v.data, h.data(), v.size);
+    comm.allreduce_sum(std::span<T>(h));
+    shard::from_host(ctx_, h.data(), v.data, v.size);
+  }
+  Context& ctx_;
+  shard::Plan train_plan_, val_plan_;
+  std::vector<std::unique_ptr<Problem<T>>> train_, val_;
+  std::unique_ptr<Problem<T>> proto_;
+  std::vector<LinearOperator<T>> operators_;
+  std::optional<shard::Reducer<T>> reducer_;
+  std::string description_;
+  std::uint64_t hash_;
+};
+
+}  // namespace bilevel_detail
+
+}  // namespace d2r
