@@ -29,7 +29,7 @@
 
 #include "d2r/d2r.hpp"
 #include "d2r/objectives.hpp"
-#include "host/reference/objectives_ref.hpp"
+#include "host/reference/objectives.hpp"
 #include "common/math/numerics.hpp"
 #include "tests/test_utils.hpp"
 

@@ -232,26 +232,6 @@ inline double central_difference(std::vector<double>& param, std::size_t i, cons
   return (up - down) / (2 * h);
 }
 
-/// A clip c such that no |pd·log p| of the batch lies within a margin of c (float rounding of
-/// log p cannot flip a draw's clipping): the first wide enough gap of the sorted values from the
-/// 70% quantile upwards, else downwards (down to the gap between 0 and the smallest value), so
-/// that some draws clip. Returns 0 when there is no such gap. `log_prob`: the double reference's
-/// log-probabilities of the draws; pd: 1/n with per_dimension_mean, else 1.
-inline double pick_clip(const std::vector<double>& log_prob, double pd) {
-  std::vector<double> x{0.0};
-  x.reserve(log_prob.size() + 1);
-  for (double v : log_prob) x.push_back(std::abs(pd * v));
-  if (x.size() < 2) return 0;
-  std::sort(x.begin(), x.end());
-  const std::size_t start = std::max<std::size_t>(1, x.size() * 7 / 10);
-  const double margin = 1e-4 + 2e-5 * x[start];
-  for (std::size_t i = start; i < x.size(); ++i)
-    if (x[i] - x[i - 1] > 2 * margin) return 0.5 * (x[i - 1] + x[i]);
-  for (std::size_t i = start - 1; i >= 1; --i)
-    if (x[i] - x[i - 1] > 2 * margin) return 0.5 * (x[i - 1] + x[i]);
-  return 0;
-}
-
 /// Deterministic pseudo-random test inputs (a tiny LCG, so tests never depend on std::random_device).
 class TestRng {
  public:

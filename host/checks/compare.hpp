@@ -75,6 +75,15 @@ double max_abs(const Vec& v);
 /// Fails `o` when max|want| is not above `least` (the comparison would be vacuous).
 Outcome require_scale(Outcome o, const Output& want, double least);
 
+/// The GPU sampler's draw rule (moved from tests/categorical_gpu_test.cpp): every draw in range
+/// and unmasked; equal to the reference's, or a neighbour of it with nothing between them but
+/// masked classes and classes narrower than 2.5e-7·Z (below the float sampler's resolution), whose
+/// interval [cdf_{k-1}, cdf_k) lies within 1e-6·Z of the reference target t = u·Z (u: the draw's
+/// Philox uniform of `seed` and `key_step`/`key_first_row`); and at least 99.9 % of the draws
+/// equal (C <= 4096; 95 % beyond, where an average class is about Z/C wide).
+Outcome compare_draws_windowed(const Idx& got, const Idx& want, const Vec& logits, std::int64_t B, std::int64_t C,
+                               std::int64_t G, std::uint64_t seed, std::int64_t key_step, std::int64_t key_first_row);
+
 /// rel = ‖got − want‖ / ‖want‖ (normwise: iterates of a solver drift apart element by element).
 Outcome compare_normwise(const Vec& got, const Vec& want, double tol);
 

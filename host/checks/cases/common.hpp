@@ -183,6 +183,12 @@ class Out {
   [[nodiscard]] T* data() { return storage_.data() + kPad; }
   [[nodiscard]] const T* data() const { return storage_.data() + kPad; }
   [[nodiscard]] std::int64_t size() const { return rows_ * cols_; }
+  /// Every element, padding and logical, still holds the sentinel (an output that must not be
+  /// written, e.g. an empty row_reward's would-be buffer).
+  [[nodiscard]] bool untouched() const {
+    const std::vector<T> all = storage_.to_host();
+    return std::all_of(all.begin(), all.end(), [](T v) { return is_sentinel(v); });
+  }
   /// The logical elements (packed rows), after checking the padding and gaps (and, when made
   /// without values, that every element was written).
   [[nodiscard]] std::vector<T> to_host() const {
@@ -493,6 +499,7 @@ void add_reward_checks(Table& t, Level level);
 void add_objective_checks(Table& t, Level level);
 void add_second_order_checks(Table& t, Level level);
 void add_mixed_product_checks(Table& t, Level level);  // family second_order
+void add_cholesky_objective_checks(Table& t, Level level);  // family objectives (cases/cholesky_objectives.cpp)
 void add_network_checks(Table& t, Level level);
 void add_curvature_checks(Table& t, Level level);
 void add_optim_checks(Table& t, Level level);

@@ -257,11 +257,192 @@ void add_strided_cholesky_checks(Table& t, Level level) {
 }
 }  // namespace
 
+// ------------------------------------------------------------------ categorical, strided
+
+namespace {
+
+/// The former tests/categorical_gpu_test.cpp comparisons (CategoricalGpu.MatchesReference): strided
+/// guarded head and outputs, key {12345, 7}; the draws under the GPU sampler's rule (in range,
+/// unmasked, equal or a neighbour within 1e-6·Z of the target: compare_draws_windowed) and again
+/// the same bits; log_prob (finite reference, never positive) and backward at the TESTED side's
+/// draws; entropy; backward with both cotangents and with d_entropy alone, each element within
+/// 1e-4 of the scale of the terms that make it up (tiny entries of large vocabularies against
+/// their own size), masked classes exactly 0, a second run the same bits; its 18 shapes.
+struct CatStridedShape {
+  std::int64_t B, C, G;
+};
+enum class CatOp { sample, log_prob, entropy, backward, backward_entropy_only };
+constexpr DrawKey kCatKey{.step = 12345, .first_row = 7};
+
+struct CatIn {
+  Vec logits, c, e;
+};
+struct CatSideOut {
+  Idx draws, again;
+  Vec values, rerun;
+};
+
+template <class T>
+CatSideOut cat_strided_side(Context& ctx, const CatIn& in, CatStridedShape s, CatOp op, const Idx* at) {
+  const std::int64_t B = s.B, C = s.C, G = s.G;
+  const Out<T> logits(ctx, B, C, in.logits, "logits"), c(ctx, B, G, in.c, "d_log_prob"), e(ctx, 1, B, in.e, "d_entropy");
+  const Categorical<T> head{logits.matrix(B, C)};
+  CatSideOut out;
+  if (op == CatOp::sample) {
+    Out<std::int32_t> k(ctx, B, G, {}, "samples"), k2(ctx, B, G, {}, "samples again");
+    sample(ctx, head, G, kCatKey, k.matrix(B, G));
+    sample(ctx, head, G, kCatKey, k2.matrix(B, G));
+    out.draws = k.to_host();
+    out.again = k2.to_host();
+    return out;
+  }
+  if (op == CatOp::entropy) {
+    Out<T> h(ctx, 1, B, {}, "entropy");
+    entropy(ctx, head, h.vector());
+    out.values = get(h);
+    return out;
+  }
+  const Out<std::int32_t> idx(ctx, B, G, Vec(at->begin(), at->end()), "samples");
+  if (op == CatOp::log_prob) {
+    Out<T> lp(ctx, B, G, {}, "log_prob");
+    log_prob(ctx, head, idx.matrix(B, G), lp.matrix(B, G));
+    out.values = get(lp);
+    return out;
+  }
+  const bool both = op == CatOp::backward;
+  const VectorView<const T> ev{e.data(), B};
+  const auto run = [&](Out<T>& g) {
+    backward(ctx, head, both ? idx.matrix(B, G) : MatrixView<const std::int32_t>{}, both ? c.matrix(B, G) : MatrixView<const T>{},
+             ev, CategoricalGrad<T>{g.matrix(B, C)});
+  };
+  Out<T> g(ctx, B, C, {}, "grad_logits"), g2(ctx, B, C, {}, "grad_logits again");
+  run(g);
+  run(g2);
+  out.values = get(g);
+  out.rerun = get(g2);
+  return out;
+}
+
+/// Backward against the reference, per element relative to p·(Σ|c| + |e|(1 + |log p| + H)) +
+/// Σ_{draws of the class} |c| (the terms that make up the gradient); masked classes exactly 0.
+Outcome cat_backward_outcome(const CatIn& in, CatStridedShape s, bool both, const Idx& draws, const Vec& got, const Vec& want,
+                             const Vec& h) {
+  const std::int64_t B = s.B, C = s.C, G = s.G;
+  Outcome o;
+  o.tolerance = 1.0;
+  o.tol_text = "1e-4·scale";
+  std::int64_t worst = -1;
+  double largest = 0;
+  std::string masked_note;
+  for (std::int64_t b = 0; b < B; ++b) {
+    double c_abs = 0;
+    std::vector<double> at_class(static_cast<std::size_t>(C), 0.0);
+    if (both) {
+      for (std::int64_t g = 0; g < G; ++g) {
+        c_abs += std::abs(in.c[b * G + g]);
+        at_class[static_cast<std::size_t>(draws[b * G + g])] += std::abs(in.c[b * G + g]);
+      }
+    }
+    double m = -kInf, sum = 0;
+    for (std::int64_t j = 0; j < C; ++j) m = std::max(m, in.logits[b * C + j]);
+    for (std::int64_t j = 0; j < C; ++j) sum += std::exp(in.logits[b * C + j] - m);
+    const double lse = m + std::log(sum);
+    for (std::int64_t j = 0; j < C; ++j) {
+      const std::int64_t i = b * C + j;
+      const double x = in.logits[i];
+      if (x == -kInf) {
+        if (got[i] != 0.0 && masked_note.empty()) masked_note = fmt::format("masked class {} of row {}: {} (not 0)", j, b, got[i]);
+        continue;
+      }
+      const double lp = x - lse, p = std::exp(lp);
+      const double scale = p * (c_abs + std::abs(in.e[b]) * (1 + std::abs(lp) + h[b])) + at_class[static_cast<std::size_t>(j)];
+      const double err = std::abs(got[i] - want[i]), ratio = err / (1e-4 * scale + 1e-30);
+      largest = std::max(largest, std::abs(want[i]));
+      o.abs_err = std::max(o.abs_err, err);
+      if (!(ratio <= o.rel_err)) {
+        o.rel_err = ratio;
+        worst = i;
+      }
+    }
+  }
+  o.status = o.rel_err <= 1.0 && masked_note.empty() && largest > 0 ? Status::pass : Status::fail;
+  if (!masked_note.empty()) o.note = masked_note;
+  else if (!(largest > 0)) o.note = "the reference gradient is zero: nothing was compared";
+  else if (worst >= 0) o.note = fmt::format("worst grad_logits[{}] (error over 1e-4·scale): got {:.7g}, expected {:.7g}", worst, got[worst], want[worst]);
+  return o;
+}
+
+void add_strided_categorical_checks(Table& t, Level level) {
+  const std::vector<CatStridedShape> shapes = upto<CatStridedShape>(
+      level, {{1, 2, 1}, {3, 2, 300}, {7, 3, 5}, {5, 64, 50}, {1, 512, 300}, {3, 513, 5}},
+      {{1, 1000, 50}, {5, 1000, 300}, {1, 2048, 3}, {3, 2049, 50}, {2, 2049, 300}, {3, 4096, 7}, {1, 32000, 5}, {4, 32000, 50},
+       {2, 131072, 300}, {1, 262144, 1}, {3, 262144, 50}, {2, 262144, 300}},
+      {});
+  struct Named {
+    CatOp op;
+    const char* primitive;
+    const char* variant;
+  };
+  for (const CatStridedShape s : shapes) {
+    if (t.self_check && s.C > kSelfCheckMaxClasses) continue;
+    for (const Named k : {Named{CatOp::sample, "sample", "categorical strided, key {12345, 7}, draw window 1e-6 Z, twice"},
+                          Named{CatOp::log_prob, "log_prob", "categorical strided, at the tested draws"},
+                          Named{CatOp::entropy, "entropy", "categorical strided"},
+                          Named{CatOp::backward, "backward", "categorical strided, at the tested draws, twice"},
+                          Named{CatOp::backward_entropy_only, "backward", "categorical strided, d_entropy only, twice"}}) {
+      t.add_custom(k.primitive, k.variant, cat_size(Shape{s.B, s.C, s.G}), k.op == CatOp::sample ? Tol{1e-3} : close(1e-5, 1e-5),
+                   [=](Env& env, std::uint64_t salt) -> Outcome {
+                     Rng r(env.seed, salt);
+                     CatIn in;
+                     in.logits = logits_values(r, s.B, s.C);
+                     in.c = r.vec(s.B * s.G, -1, 1);
+                     in.e = r.vec(s.B, -1, 1);
+                     const CatSideOut drawn = cat_strided_side<float>(env.test, in, s, CatOp::sample, nullptr);
+                     if (k.op == CatOp::sample) {
+                       const CatSideOut ref = cat_strided_side<double>(env.ref, in, s, CatOp::sample, nullptr);
+                       Outcome o = compare_draws_windowed(drawn.draws, ref.draws, in.logits, s.B, s.C, s.G, env.seed, kCatKey.step,
+                                                          kCatKey.first_row);
+                       if (drawn.again != drawn.draws) {
+                         o.status = Status::fail;
+                         o.note = "sampling must be deterministic: a second draw differs";
+                       }
+                       return o;
+                     }
+                     // The tested side's draws are the indices of log_prob and backward on both sides.
+                     const CatSideOut got = cat_strided_side<float>(env.test, in, s, k.op, &drawn.draws);
+                     const CatSideOut want = cat_strided_side<double>(env.ref, in, s, k.op, &drawn.draws);
+                     if (k.op == CatOp::log_prob) {
+                       Outcome o = compare({{"log_prob", got.values}}, {{"log_prob", want.values}}, close(1e-5, 1e-5));
+                       for (std::size_t i = 0; i < want.values.size(); ++i) {
+                         if (!std::isfinite(want.values[i]) || got.values[i] > 0.0) {
+                           o.status = Status::fail;
+                           o.note = fmt::format("log_prob[{}]: got {}, reference {} (must be finite and <= 0)", i, got.values[i],
+                                                want.values[i]);
+                           break;
+                         }
+                       }
+                       return o;
+                     }
+                     if (k.op == CatOp::entropy) return compare({{"entropy", got.values}}, {{"entropy", want.values}}, close(1e-5, 1e-5));
+                     const Vec h = cat_strided_side<double>(env.ref, in, s, CatOp::entropy, nullptr).values;
+                     Outcome o = cat_backward_outcome(in, s, k.op == CatOp::backward, drawn.draws, got.values, want.values, h);
+                     if (std::memcmp(got.values.data(), got.rerun.data(), got.values.size() * sizeof(double)) != 0) {
+                       o.status = Status::fail;
+                       o.note = "backward must be deterministic: a second run differs";
+                     }
+                     return o;
+                   });
+    }
+  }
+}
+}  // namespace
+
 void add_distribution_checks(Table& t, Level level) {
   add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std");
   add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril");
   add_strided_diag_checks(t, level);
   add_strided_cholesky_checks(t, level);
+  add_strided_categorical_checks(t, level);
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     // Draw for draw: the tolerance is compare_draws's agreement fraction.

@@ -129,6 +129,12 @@ void for_each_field(const InnerOptions<T>& o, F&& f) {
   f("max_steps", o.max_steps);
 }
 
+/// Checks every field of `options` on its own (check(BilevelOptions) calls it for options.inner).
+/// @throws d2r::Error (invalid_argument) naming the field as BilevelOptions has it, as in
+///         "options.inner.steps"
+template <class T>
+void check(const InnerOptions<T>& options);
+
 /// How each outer step starts its inner policy.
 enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
@@ -429,9 +435,10 @@ class BilevelTrainer {
   /// the same data, options and seeds, then calls this once, before the first step() and before
   /// load(); each rank then computes on its rows and the inner gradients, curvature products,
   /// outer gradient, mixed products and metrics are summed over the ranks (the CG scalars are
-  /// computed from the reduced vectors, so they agree everywhere). Full batch only (throws for
-  /// options.inner.batch_size); the CUDA graph of the inner step is not used (the reductions
-  /// synchronise). The checkpoint holds the whole state and its fingerprint does not depend on the
+  /// computed from the reduced vectors, so they agree everywhere). Minibatches
+  /// (options.inner.batch_size): every rank draws the same pass permutation and computes its part
+  /// of each window (each rank uploads only its parts of the pass's windows); the CUDA graph of
+  /// the inner step is not used (the reductions synchronise). The checkpoint holds the whole state and its fingerprint does not depend on the
   /// rank count: a run resumes with any number of ranks. `policy()` / `classifier()` then give a
   /// policy sized for this rank's first part of the rows.
   void set_data_parallel(const DataParallel& parallel);

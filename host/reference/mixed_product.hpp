@@ -10,8 +10,8 @@
 
 #include "d2r/types/heads.hpp"
 #include "d2r/types/objectives.hpp"
-#include "host/reference/objectives_ref.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/objectives.hpp"
+#include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::reference {
@@ -121,78 +121,6 @@ void u_diagonal_grad(const MahalanobisReward<T>& reward, std::int64_t n, W&& w, 
       for (std::int64_t d = 0; d < n; ++d)
         for (std::int64_t j = 0; j <= d; ++j) grad[tril_index(d, j)] += c * T(2) * reward.params[tril_index(d, j)] * w(d);
       break;
-  }
-}
-
-/// Cholesky Gaussian: with L̇ the factor's tangent (L̇_ij = raẇ_ij for j < i, L̇_ii = σ(raw_ii) raẇ_ii),
-///   ∇_head L_exact · ḣ = 2k Σ_b (δ_bᵀ U μ̇_b + Σ_j L_b,:jᵀ U L̇_b,:j) + (λ term),   k = pd/N,
-/// i.e. 2k Σ_b tr(U M_b) with M = δ μ̇ᵀ + L L̇ᵀ; its φ-gradient (the λ term does not depend on φ).
-/// A shared (1-row) tril and its 1-row tangent enter every row.
-template <class T>
-void exact_mixed_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                                   const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                                   const CholeskyGaussian<T>& tangent, VectorView<T> grad) {
-  const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
-  const T k = s.per_dim / s.normaliser;
-  std::fill(grad.data, grad.data + grad.size, T(0));
-  std::vector<T> L, dL(static_cast<std::size_t>(P));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
-      dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
-    }
-    bilinear_u_grad(
-        reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); },
-        [&](std::int64_t i) { return tangent.mean(b, i); }, T(2) * k, grad.data);
-    for (std::int64_t j = 0; j < n; ++j) {  // column j of L and of L̇ (zero above the diagonal)
-      bilinear_u_grad(
-          reward, n, [&](std::int64_t i) { return i >= j ? L[tril_index(i, j)] : T(0); },
-          [&](std::int64_t i) { return i >= j ? dL[tril_index(i, j)] : T(0); }, T(2) * k, grad.data);
-    }
-  }
-}
-
-/// Categorical: ∇_ℓ L_exact · ℓ̇ = −(1/N) Σ_b Σ_k ṗ_k r(k, y_b) + (λ term), ṗ = p ⊙ (ℓ̇ − p·ℓ̇).
-template <class T>
-void exact_mixed_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                             const MahalanobisReward<T>& reward, ObjectiveScale<T> s, const Categorical<T>& tangent,
-                             VectorView<T> grad) {
-  const std::int64_t B = head.logits.rows, C = head.logits.cols;
-  const T k = T(1) / s.normaliser;
-  std::fill(grad.data, grad.data + grad.size, T(0));
-  std::vector<T> p(static_cast<std::size_t>(C));
-  for (std::int64_t b = 0; b < B; ++b) {
-    T mx = -INFINITY;
-    for (std::int64_t j = 0; j < C; ++j) mx = std::max(mx, head.logits(b, j));
-    T z = 0;
-    for (std::int64_t j = 0; j < C; ++j) z += math::exp_(head.logits(b, j) - mx);
-    T pl = 0;
-    for (std::int64_t j = 0; j < C; ++j) {
-      p[j] = math::exp_(head.logits(b, j) - mx) / z;
-      pl += p[j] * tangent.logits(b, j);
-    }
-    const std::int32_t y = labels[b];
-    for (std::int64_t j = 0; j < C; ++j) {
-      if (j == y) continue;
-      const T c = -k * p[j] * (tangent.logits(b, j) - pl);  // coefficient of r(j, y)
-      switch (reward.form) {
-        case RewardForm::scalar: grad[0] -= T(2) * c; break;
-        case RewardForm::diagonal:
-          grad[j] -= c;
-          grad[y] -= c;
-          break;
-        case RewardForm::full:
-          for (std::int64_t m = 0; m <= std::max<std::int64_t>(j, y); ++m) {
-            const T rk = m <= j ? reward.params[tril_index(j, m)] : T(0);
-            const T ry = m <= y ? reward.params[tril_index(y, m)] : T(0);
-            if (m <= j) grad[tril_index(j, m)] -= c * T(2) * (rk - ry);
-            if (m <= y) grad[tril_index(y, m)] += c * T(2) * (rk - ry);
-          }
-          break;
-      }
-    }
   }
 }
 
