@@ -182,14 +182,22 @@ def plot_reproduce(plt, results, rows, out_dir, written):
 
 def plot_sweep(plt, results, out_dir, written):
     """`d2r sweep`: outer loss against the reward, the bilevel paths over it."""
-    grid = results.get("grid", [])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    xs = [g["value"] for g in grid]
-    means = [number(g.get("mean")) for g in grid]
-    for g in grid:
-        ax.scatter([g["value"]] * len(g["validation_loss"]), [number(v) for v in g["validation_loss"]], s=8,
-                   color="0.6", zorder=1)
-    ax.plot(xs, means, "o-", color="k", label="PG at a fixed reward (mean of seeds)", zorder=2)
+    # One grid per step budget with `--learner bilevel` and bilevel runs of different step counts.
+    groups = results.get("groups") or [{"grid": results.get("grid", []), "steps_per_run": None}]
+    what = "the bilevel learner" if results.get("learner") == "bilevel" else "PG"
+    means = []
+    for k, grp in enumerate(groups):
+        grid = grp.get("grid", [])
+        xs = [g["value"] for g in grid]
+        ms = [number(g.get("mean")) for g in grid]
+        means += ms
+        for g in grid:
+            ax.scatter([g["value"]] * len(g["validation_loss"]), [number(v) for v in g["validation_loss"]], s=8,
+                       color="0.6", zorder=1)
+        steps = f", {grp['steps_per_run']} steps" if len(groups) > 1 else ""
+        ax.plot(xs, ms, "o-", color="k", alpha=1.0 if k == 0 else 0.5,
+                label=f"{what} at a fixed reward (mean of seeds{steps})", zorder=2)
     best = results.get("best", {})
     if "value" in best:
         ax.axvline(best["value"], color="k", ls=":", lw=1, label=f"sweep's best {best['value']:.3g}")
@@ -208,7 +216,7 @@ def plot_sweep(plt, results, out_dir, written):
         except (OSError, ValueError, KeyError, IndexError):
             pass
         ax.scatter([b["value"]], [number(b.get("mean"))], marker="*", s=140, color=color, zorder=3,
-                   label=f"PG at the learned {b['value']:.3g}")
+                   label=f"{what} at the learned {b['value']:.3g}")
     finite_means = [m for m in means if math.isfinite(m)]
     if finite_means:
         lo, hi = min(finite_means), sorted(finite_means)[len(finite_means) // 2]

@@ -6,7 +6,9 @@
 // loss is within the sweep's seed noise of the best, and at what share of the sweep's compute.
 //
 // Takes fit's data and training options (the same split, standardisation and PG settings as fit,
-// so the numbers are comparable); writes results.json and sweep.csv into --out.
+// so the numbers are comparable); writes results.json and sweep.csv into --out. --learner bilevel
+// trains the bilevel inner learner's budget instead of fit --method pg's protocol (issue 13: the
+// best reward depends on the learner's step count).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
