@@ -41,8 +41,10 @@ int main(int argc, char** argv) {
   d2r::cli::add_parallel_options(fit);
   d2r::cli::SweepOptions sweep_options;
   CLI::App* sweep = d2r::cli::add_sweep_command(app, sweep_options);
+  d2r::cli::add_parallel_options(sweep);
   d2r::cli::ReproduceOptions reproduce_options;
   CLI::App* reproduce = d2r::cli::add_reproduce_command(app, reproduce_options);
+  d2r::cli::add_parallel_options(reproduce);
   d2r::cli::ValidateOptions validate_options;
   CLI::App* validate = d2r::cli::add_validate_command(app, validate_options);
   d2r::cli::BenchOptions bench_options;
@@ -56,16 +58,27 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   try {
-    if (d2r::cli::ranks() > 1 && !fit->parsed()) {
-      d2r::cli::fail_all_ranks("only 'd2r fit' runs on several MPI ranks (mpirun -np N d2r fit ...)", 2);
+    if (d2r::cli::ranks() > 1 && !fit->parsed() && !sweep->parsed() && !reproduce->parsed()) {
+      d2r::cli::fail_all_ranks("only 'd2r fit', 'd2r sweep' and 'd2r reproduce' train on several MPI ranks (mpirun -np "
+                               "N d2r fit ...); 'sample', 'validate' and 'bench' run on one process",
+                               2);
     }
     if (sample->parsed()) return d2r::cli::run_sample(sample_options);
     if (fit->parsed()) {
       fit_options.out = d2r::cli::rank_output_dir(fit_options.out, fit_options.resume);
       return d2r::cli::run_fit(fit_options);
     }
-    if (sweep->parsed()) return d2r::cli::run_sweep(sweep_options);
-    if (reproduce->parsed()) return d2r::cli::run_reproduce(reproduce_options);
+    if (sweep->parsed()) {
+      sweep_options.fit.out = d2r::cli::rank_output_dir(sweep_options.fit.out, false);
+      sweep_options.fit.quiet = sweep_options.fit.quiet || d2r::cli::rank() > 0;  // rank 0 alone reports progress
+      return d2r::cli::run_sweep(sweep_options);
+    }
+    if (reproduce->parsed()) {
+      if (reproduce_options.out.empty()) reproduce_options.out = "d2r-out/" + reproduce_options.name;
+      reproduce_options.out = d2r::cli::rank_output_dir(reproduce_options.out, false);
+      reproduce_options.quiet = reproduce_options.quiet || d2r::cli::rank() > 0;
+      return d2r::cli::run_reproduce(reproduce_options);
+    }
     if (validate->parsed()) return d2r::cli::run_validate(validate_options);
     if (bench->parsed()) return d2r::cli::run_bench(bench_options);
   } catch (const d2r::Error& e) {

@@ -61,7 +61,7 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   if (options_.inner.batch_size > 0 && options_.inner.batch_size < N) {
     impl_->batch = options_.inner.batch_size;
     impl_->windows_per_pass = N / impl_->batch;
-    impl_->problem->enable_minibatches();
+    impl_->problem->enable_minibatches(impl_->batch);
   }
   phi_.assign(reward_init.begin(), reward_init.end());
   for (std::size_t i : impl_->positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
@@ -132,6 +132,19 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
     }
     return p;
   };
+  impl_->window_factory = [c = &ctx, spec, train, head = options.head](std::int64_t rows) {
+    const RegressionData<T> first{{train.x.data, rows, train.x.cols, train.x.row_stride},
+                                  {train.y.data, rows, train.y.cols, train.y.row_stride}};
+    std::unique_ptr<bilevel_detail::Problem<T>> p;
+    if (head == GaussianHead::diagonal) {
+      p = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(
+          *c, spec, first, RegressionData<T>{}, head, train);
+    } else {
+      p = std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(
+          *c, spec, first, RegressionData<T>{}, head, train);
+    }
+    return p;
+  };
 }
 
 template <class T>
@@ -168,6 +181,11 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
     return std::unique_ptr<bilevel_detail::Problem<T>>(
         std::make_unique<bilevel_detail::CategoricalProblem<T>>(*c, spec, part, ClassificationData<T>{}, classes));
   };
+  impl_->window_factory = [c = &ctx, spec, train, classes](std::int64_t rows) {
+    const ClassificationData<T> first{{train.x.data, rows, train.x.cols, train.x.row_stride}, {train.labels.data, rows}};
+    return std::unique_ptr<bilevel_detail::Problem<T>>(std::make_unique<bilevel_detail::CategoricalProblem<T>>(
+        *c, spec, first, ClassificationData<T>{}, classes, train));
+  };
 }
 
 template <class T>
@@ -178,9 +196,6 @@ void BilevelTrainer<T>::set_data_parallel(const DataParallel& parallel) {
   D2R_EXPECTS(steps_done() == 0 && !s.sharded, fn, "this",
               "set data parallel once, before the first step() and before load() ({} steps done)", steps_done());
   if (!shard::active(parallel)) return;
-  D2R_EXPECTS(s.batch == 0, fn, "parallel",
-              "minibatches (options.inner.batch_size = {}) are not split over ranks yet; use the full batch",
-              options_.inner.batch_size);
   // The full problem gives the fingerprint's description and data hash (the same for any rank
   // count, so a checkpoint resumes with another one), then makes way for this rank's parts.
   std::unique_ptr<bilevel_detail::Problem<T>> full = std::move(s.problem);
@@ -189,8 +204,9 @@ void BilevelTrainer<T>::set_data_parallel(const DataParallel& parallel) {
   const std::int64_t train_rows = full->train_rows();
   const std::int64_t validation_rows = s.validation_rows;
   full.reset();
-  s.problem = std::make_unique<bilevel_detail::ShardedProblem<T>>(s.ctx, parallel, s.factory, train_rows,
-                                                                  validation_rows, description, hash);
+  s.problem = std::make_unique<bilevel_detail::ShardedProblem<T>>(s.ctx, parallel, s.factory, s.window_factory,
+                                                                  train_rows, validation_rows, description, hash);
+  if (s.batch > 0) s.problem->enable_minibatches(s.batch);
   s.sharded = true;
 }
 

@@ -112,6 +112,7 @@ struct BilevelTrainer<T>::Impl {
   // Data parallel (set_data_parallel): builds an inner problem on some rows of the data, and
   // whether `problem` is the sharded one (its reductions synchronise: no CUDA graph then).
   typename bilevel_detail::ShardedProblem<T>::Factory factory;
+  typename bilevel_detail::ShardedProblem<T>::WindowFactory window_factory;
   std::int64_t validation_rows = 0;
   bool sharded = false;
 

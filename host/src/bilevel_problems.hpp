@@ -45,6 +45,32 @@ std::uint64_t fnv1a(const std::vector<U>& values, std::uint64_t h) {
   return h;
 }
 
+/// Minibatch plumbing of the problems: a host copy of the rows the windows draw from (packed,
+/// copied once) and, in the backend's memory, the rows of the current selection (a pass's
+/// permutation, or this rank's parts of every window of it), in selection order.
+template <class U>
+class WindowedRows {
+ public:
+  WindowedRows(Context& ctx, std::vector<U> host, std::int64_t cols) : ctx_(ctx), host_(std::move(host)), cols_(cols) {}
+  /// Row r of the selection = row rows[r] of the host copy (one upload).
+  void select(const std::vector<std::int64_t>& rows) {
+    picked_.resize(rows.size() * static_cast<std::size_t>(cols_));
+    gather_rows(host_, cols_, rows, picked_);
+    if (device_.size() < picked_.size()) device_ = Buffer<U>(ctx_, picked_.size());
+    device_.copy_from_host(picked_);
+  }
+  /// Rows [first, first + rows) of the selection.
+  [[nodiscard]] MatrixView<const U> window(std::int64_t first, std::int64_t rows) const {
+    return {std::as_const(device_).data() + first * cols_, rows, cols_, cols_};
+  }
+
+ private:
+  Context& ctx_;
+  std::vector<U> host_, picked_;
+  std::int64_t cols_;
+  Buffer<U> device_;
+};
+
 template <class T>
 class Problem {
  public:
@@ -57,9 +83,10 @@ class Problem {
   /// identity in the checkpoint fingerprint.
   [[nodiscard]] virtual std::uint64_t data_hash() = 0;
   virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
-  /// Minibatches (called once, at construction): a host copy of the training rows and a buffer
-  /// for their shuffled copy.
-  virtual void enable_minibatches() = 0;
+  /// Minibatches of `batch` rows (called once, before the first step): a host copy of the rows
+  /// the windows draw from (the training rows, or the problem's window source) and a buffer for
+  /// their shuffled copy.
+  virtual void enable_minibatches(std::int64_t batch) = 0;
   /// Copies the training rows into the shuffled buffer: row r = training row order[r] (one
   /// upload; synchronises on the cuda backend).
   virtual void shuffle(const std::vector<std::int64_t>& order) = 0;
@@ -81,13 +108,16 @@ class Problem {
 template <class T, class Curvature>
 class GaussianProblem final : public Problem<T> {
  public:
-  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head)
+  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
+  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head,
+                  RegressionData<T> window_source = {})
       : ctx_(ctx),
         policy_(ctx, std::move(trunk), train.y.cols, head,
                 std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
         curvature_(ctx, policy_.net(), train.x.rows),
         train_(train),
-        validation_(validation) {}
+        validation_(validation),
+        window_source_(window_source.empty() ? train : window_source) {}
   std::int64_t parameter_count() const override { return policy_.parameter_count(); }
   std::int64_t train_rows() const override { return train_.x.rows; }
   bool has_validation() const override { return !validation_.empty(); }
@@ -106,28 +136,21 @@ class GaussianProblem final : public Problem<T> {
     return h;
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
-  void enable_minibatches() override {
-    x_host_ = rows_to_host<T>(ctx_, train_.x);
-    y_host_ = rows_to_host<T>(ctx_, train_.y);
-    x_perm_.resize(x_host_.size());
-    y_perm_.resize(y_host_.size());
-    x_shuffled_ = Buffer<T>(ctx_, x_host_.size());
-    y_shuffled_ = Buffer<T>(ctx_, y_host_.size());
+  void enable_minibatches(std::int64_t /*batch*/) override {
+    x_rows_.emplace(ctx_, rows_to_host<T>(ctx_, window_source_.x), window_source_.x.cols);
+    y_rows_.emplace(ctx_, rows_to_host<T>(ctx_, window_source_.y), window_source_.y.cols);
   }
   void shuffle(const std::vector<std::int64_t>& order) override {
-    gather_rows(x_host_, train_.x.cols, order, x_perm_);
-    gather_rows(y_host_, train_.y.cols, order, y_perm_);
-    x_shuffled_.copy_from_host(x_perm_);
-    y_shuffled_.copy_from_host(y_perm_);
+    x_rows_->select(order);
+    y_rows_->select(order);
   }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
                       const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
                       VectorView<T> row_reward) override {
     ConstMatrix<T> x = train_.x, y = train_.y;
     if (window.rows > 0) {
-      const std::int64_t p = train_.x.cols, n = train_.y.cols;
-      x = {std::as_const(x_shuffled_).data() + window.first * p, window.rows, p, p};
-      y = {std::as_const(y_shuffled_).data() + window.first * n, window.rows, n, n};
+      x = x_rows_->window(window.first, window.rows);
+      y = y_rows_->window(window.first, window.rows);
     }
     if (exact) {
       policy_.exact_gradient(theta, x, y, reward, pg, grad, row_reward);
@@ -159,22 +182,22 @@ class GaussianProblem final : public Problem<T> {
   Context& ctx_;
   GaussianPolicy<T> policy_;
   Curvature curvature_;
-  RegressionData<T> train_, validation_;
-  // Minibatches: the training rows on the host (packed, copied once) and their shuffled copy.
-  std::vector<T> x_host_, y_host_, x_perm_, y_perm_;
-  Buffer<T> x_shuffled_, y_shuffled_;
+  RegressionData<T> train_, validation_, window_source_;
+  std::optional<WindowedRows<T>> x_rows_, y_rows_;  // minibatches
 };
 
 template <class T>
 class CategoricalProblem final : public Problem<T> {
  public:
+  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
   CategoricalProblem(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
-                     std::int64_t classes)
+                     std::int64_t classes, ClassificationData<T> window_source = {})
       : ctx_(ctx),
         policy_(ctx, std::move(trunk), classes, std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
         curvature_(ctx, policy_.net(), train.x.rows),
         train_(train),
-        validation_(validation) {}
+        validation_(validation),
+        window_source_(window_source.empty() ? train : window_source) {}
   std::int64_t parameter_count() const override { return policy_.parameter_count(); }
   std::int64_t train_rows() const override { return train_.x.rows; }
   bool has_validation() const override { return !validation_.empty(); }
@@ -193,20 +216,16 @@ class CategoricalProblem final : public Problem<T> {
     return h;
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
-  void enable_minibatches() override {
-    const std::int64_t N = train_.x.rows;
-    x_host_ = rows_to_host<T>(ctx_, train_.x);
-    labels_host_ = rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{train_.labels.data, 1, N, N});
-    x_perm_.resize(x_host_.size());
-    labels_perm_.resize(labels_host_.size());
-    x_shuffled_ = Buffer<T>(ctx_, x_host_.size());
-    labels_shuffled_ = Buffer<std::int32_t>(ctx_, labels_host_.size());
+  void enable_minibatches(std::int64_t /*batch*/) override {
+    const ClassificationData<T>& d = window_source_;
+    const std::int64_t N = d.x.rows;
+    x_rows_.emplace(ctx_, rows_to_host<T>(ctx_, d.x), d.x.cols);
+    labels_rows_.emplace(ctx_, rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{d.labels.data, 1, N, N}),
+                         1);
   }
   void shuffle(const std::vector<std::int64_t>& order) override {
-    gather_rows(x_host_, train_.x.cols, order, x_perm_);
-    gather_rows(labels_host_, 1, order, labels_perm_);
-    x_shuffled_.copy_from_host(x_perm_);
-    labels_shuffled_.copy_from_host(labels_perm_);
+    x_rows_->select(order);
+    labels_rows_->select(order);
   }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
                       const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
@@ -214,9 +233,8 @@ class CategoricalProblem final : public Problem<T> {
     ConstMatrix<T> x = train_.x;
     VectorView<const std::int32_t> labels = train_.labels;
     if (window.rows > 0) {
-      const std::int64_t p = train_.x.cols;
-      x = {std::as_const(x_shuffled_).data() + window.first * p, window.rows, p, p};
-      labels = {std::as_const(labels_shuffled_).data() + window.first, window.rows};
+      x = x_rows_->window(window.first, window.rows);
+      labels = {labels_rows_->window(window.first, window.rows).data, window.rows};
     }
     if (exact) {
       policy_.exact_gradient(theta, x, labels, reward, pg, grad, row_reward);
@@ -248,12 +266,9 @@ class CategoricalProblem final : public Problem<T> {
   Context& ctx_;
   CategoricalPolicy<T> policy_;
   CategoricalPolicyCurvature<T> curvature_;
-  ClassificationData<T> train_, validation_;
-  // Minibatches: the training rows on the host (packed, copied once) and their shuffled copy.
-  std::vector<T> x_host_, x_perm_;
-  std::vector<std::int32_t> labels_host_, labels_perm_;
-  Buffer<T> x_shuffled_;
-  Buffer<std::int32_t> labels_shuffled_;
+  ClassificationData<T> train_, validation_, window_source_;
+  std::optional<WindowedRows<T>> x_rows_;  // minibatches
+  std::optional<WindowedRows<std::int32_t>> labels_rows_;
 };
 
 
@@ -261,16 +276,23 @@ class CategoricalProblem final : public Problem<T> {
 /// validation rows, each an inner problem of its own over those rows, and the sums over every
 /// rank's parts of the gradients, curvature products, mixed products and metrics. Draws are keyed
 /// by global row (DrawKey::first_row) and normalised by the whole set (PgOptions::normaliser_rows),
-/// so the parts add up to the one-process problem. Full batch only (no minibatch windows).
+/// so the parts add up to the one-process problem. Minibatches: each window of the pass is split
+/// over the ranks like a batch of its own (its rows keyed and normalised as in the one-process
+/// window), and each rank uploads only its parts of the pass's windows.
 template <class T>
 class ShardedProblem final : public Problem<T> {
  public:
   /// make(validation_set, first, rows): an inner problem on rows [first, first + rows) of the
   /// training (or the validation) set, without validation data of its own.
   using Factory = std::function<std::unique_ptr<Problem<T>>(bool, std::int64_t, std::int64_t)>;
-  ShardedProblem(Context& ctx, const DataParallel& parallel, const Factory& make, std::int64_t train_rows,
-                 std::int64_t validation_rows, std::string description, std::uint64_t hash)
+  /// make_window(rows): an inner problem sized for windows of up to `rows` rows whose minibatch
+  /// windows draw from the whole training set.
+  using WindowFactory = std::function<std::unique_ptr<Problem<T>>(std::int64_t)>;
+  ShardedProblem(Context& ctx, const DataParallel& parallel, const Factory& make, WindowFactory make_window,
+                 std::int64_t train_rows, std::int64_t validation_rows, std::string description, std::uint64_t hash)
       : ctx_(ctx),
+        parallel_(parallel),
+        make_window_(std::move(make_window)),
         train_plan_(shard::plan(parallel, train_rows)),
         val_plan_(shard::plan(parallel, validation_rows)),
         description_(std::move(description)),
@@ -291,13 +313,38 @@ class ShardedProblem final : public Problem<T> {
   std::string describe() const override { return description_; }
   std::uint64_t data_hash() override { return hash_; }
   void init(VectorView<T> theta, std::uint64_t seed) override { proto().init(theta, seed); }
-  void enable_minibatches() override {
-    detail::fail_unsupported("BilevelTrainer", "options.inner.batch_size", "minibatches are not split over ranks");
+  void enable_minibatches(std::int64_t batch) override {
+    batch_ = batch;
+    window_plan_ = shard::plan(parallel_, batch);
+    std::int64_t widest = 1;
+    window_rows_ = 0;
+    for (const shard::Part& part : window_plan_.parts) {
+      widest = std::max(widest, part.rows);
+      window_rows_ += part.rows;
+    }
+    window_ = make_window_(widest);
+    window_->enable_minibatches(batch);
   }
-  void shuffle(const std::vector<std::int64_t>&) override { enable_minibatches(); }
+  /// This rank's parts of every window of the pass, window after window, part after part.
+  void shuffle(const std::vector<std::int64_t>& order) override {
+    const auto windows = static_cast<std::int64_t>(order.size()) / batch_;
+    std::vector<std::int64_t> mine;
+    mine.reserve(static_cast<std::size_t>(windows * window_rows_));
+    for (std::int64_t w = 0; w < windows; ++w) {
+      for (const shard::Part& part : window_plan_.parts) {
+        const auto at = order.begin() + w * batch_ + part.first;
+        mine.insert(mine.end(), at, at + part.rows);
+      }
+    }
+    window_->shuffle(mine);
+  }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                      const PgOptions<T>& pg, DrawKey key, bool exact, Window /*window*/, VectorView<T> grad,
+                      const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
                       VectorView<T> row_reward) override {
+    if (window.rows > 0) {
+      window_gradient(theta, reward, generations, pg, key, exact, window, grad, row_reward);
+      return;
+    }
     const PgOptions<T> whole = whole_batch(pg);
     if (row_reward.size > 0) zero(row_reward);
     std::size_t i = 0;
@@ -348,6 +395,24 @@ class ShardedProblem final : public Problem<T> {
   }
 
  private:
+  /// One window of `batch_` rows: each part's rows keyed by their place in the window and the
+  /// gradient normalised by the window's rows, as the one-process run does.
+  void window_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
+                       const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
+                       VectorView<T> row_reward) {
+    PgOptions<T> whole = pg;
+    if (whole.normaliser_rows == 0) whole.normaliser_rows = batch_;
+    if (row_reward.size > 0) zero(row_reward);
+    std::int64_t at = window.first / batch_ * window_rows_;  // this window's parts in the uploaded rows
+    reducer_->sum(window_plan_, grad, [&](const shard::Part& part, VectorView<T> out) {
+      DrawKey k = key;
+      k.first_row += part.first;
+      const VectorView<T> rr = row_reward.size > 0 ? VectorView<T>{row_reward.data + part.first, part.rows} : VectorView<T>{};
+      window_->inner_gradient(theta, reward, generations, whole, k, exact, Window{at, part.rows}, out, rr);
+      at += part.rows;
+    });
+    if (row_reward.size > 0) gather(row_reward);
+  }
   PgOptions<T> whole_batch(const PgOptions<T>& pg) const {
     PgOptions<T> o = pg;
     if (o.normaliser_rows == 0) o.normaliser_rows = train_plan_.total;
@@ -376,7 +441,14 @@ class ShardedProblem final : public Problem<T> {
     shard::from_host(ctx_, h.data(), v.data, v.size);
   }
   Context& ctx_;
+  DataParallel parallel_;
+  WindowFactory make_window_;
   shard::Plan train_plan_, val_plan_;
+  // Minibatches: rows per window, its parts on this rank, their rows per window, and the problem
+  // that computes them (its selection: this rank's parts of every window of the pass).
+  std::int64_t batch_ = 0, window_rows_ = 0;
+  shard::Plan window_plan_;
+  std::unique_ptr<Problem<T>> window_;
   std::vector<std::unique_ptr<Problem<T>>> train_, val_;
   std::unique_ptr<Problem<T>> proto_;
   std::vector<LinearOperator<T>> operators_;

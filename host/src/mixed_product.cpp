@@ -12,6 +12,8 @@
 #include "d2r/distributions.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
+#include "host/reference/heads/categorical.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/mixed_product_ref.hpp"
 #include "host/reference/objectives_ref.hpp"

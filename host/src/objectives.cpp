@@ -11,6 +11,8 @@
 
 #include "d2r/distributions.hpp"
 #include "d2r/objectives.hpp"
+#include "host/reference/heads/categorical.hpp"
+#include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/src/head_checks.hpp"

@@ -2,7 +2,7 @@
 // against the CPU reference in double: the fused REINFORCE surrogate (against the reference
 // composition the cpu backend runs), the pathwise and exact objectives, the exact objective's
 // tangent and mixed product. One warp per block and per row, the launchers' dynamic shared memory
-// sizes (cholesky_objectives.cu). Also the standardize fix on constant reward groups.
+// sizes (kernels/heads/cholesky_gaussian/launch.cu). Also the standardize fix on constant reward groups.
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/heads/cholesky_gaussian.hpp"

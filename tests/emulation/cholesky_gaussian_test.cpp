@@ -5,8 +5,8 @@
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/heads/cholesky_gaussian.hpp"
-#include "host/reference/cholesky_second_order_ref.hpp"
 #include "kernels/heads/cholesky_gaussian/distribution.cuh"
+#include "kernels/heads/cholesky_gaussian/second_order.cuh"
 
 namespace d2r::emulation {
 namespace {

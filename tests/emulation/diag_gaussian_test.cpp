@@ -16,7 +16,7 @@ struct HeadCase {
   const char* name;
   std::int64_t B, n, G;
   bool shared_log_std;
-  unsigned grid, block;  // block 256 as the launchers (diag_gaussian.cu); smaller to loop more
+  unsigned grid, block;  // block 256 as the launchers (kernels/heads/diag_gaussian/launch.cu); smaller to loop more
 };
 void PrintTo(const HeadCase& c, std::ostream* os) { *os << c.name; }
 

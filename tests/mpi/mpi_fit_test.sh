@@ -2,16 +2,22 @@
 # `mpirun -np N d2r fit …` equals the one-process run (DESIGN.md §10, README "Data parallel"), on the
 # cpu backend with tiny sizes:
 #   1. --deterministic-reduction: 1 process (no launcher), 2 and 3 ranks give the same bits
-#      (compare_runs.py, rtol 0) for a regression PG fit, a regression bilevel run and a
+#      (compare_runs.py, rtol 0) for a regression PG fit, a regression bilevel run, a minibatch
+#      regression bilevel run (--inner-batch-size: each window split over the ranks) and a
 #      classification bilevel run (BilevelTrainer's categorical problem, then fit_classifier).
 #   2. the engine's order (default): within a stated tolerance of the one-process run — float
 #      regression NLL fit and classification PG fit: rtol 1e-5; a double bilevel run of one outer
 #      step: rtol 1e-6 (its linear solve is capped and ill-conditioned: its residual columns are
-#      left out, they move by ~0.5% under a reordered sum even in double).
+#      left out, they move by ~0.5% under a reordered sum even in double); the same for a minibatch
+#      bilevel run.
 #   3. resume: a 2-rank run checkpointed after 2 outer steps, resumed with 3 ranks to 3 steps,
 #      equals the uninterrupted one-process run bit for bit (deterministic mode).
 #   4. a failure ends every rank: a bad --out (exit 2, one message, nothing written); one rank
 #      killed with SIGKILL mid-run ends the job with a non-zero status within 60 s (no hang).
+#   5. `reproduce` and `sweep` on ranks (deterministic mode, same bits for 1, 2, 3 ranks):
+#      reproduce tabular --quick on iris (fit_classifier and BilevelTrainer's categorical problem,
+#      small blocks so every rank has rows) and a 3-point sweep; rank 0 alone writes; a command
+#      that does not train (sample) is refused on several ranks (exit 2).
 # Usage: mpi_fit_test.sh D2R MPIEXEC DATA_DIR WORK_DIR
 set -u
 D2R=$1 MPIEXEC=$2 DATA=$3 WORK=$4
@@ -38,9 +44,12 @@ for n in 1 2 3; do
   if [ "$n" = 1 ]; then L=("$D2R"); else L=("$MPIEXEC" --oversubscribe -np "$n" "$D2R"); fi
   run 0 "${L[@]}" fit "${REG[@]}" --method pg --steps 20 "${DET[@]}" --out pg$n
   run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 3 "${DET[@]}" --out bil$n
+  run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 3 "${DET[@]}" --out mb$n
   run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 2 "${DET[@]}" --out cls$n
 done
-for n in 2 3; do compare pg1 pg$n; compare bil1 bil$n; compare cls1 cls$n; done
+for n in 2 3; do compare pg1 pg$n; compare bil1 bil$n; compare mb1 mb$n; compare cls1 cls$n; done
+# Not vacuous: the minibatch run differs from the full-batch one.
+python3 "$HERE/compare_runs.py" bil1 mb1 >/dev/null 2>&1 && fail "the minibatch run equals the full-batch run"
 
 echo "== 2. engine order: within tolerance of the one-process run"
 run 0 "$D2R" fit "${REG[@]}" --method nll --steps 20 --out nll0
@@ -51,7 +60,11 @@ run 0 mpi 3 fit "${CLS[@]}" --method pg --out cpg3
 compare cpg0 cpg3 --rtol 1e-5
 run 4 "$D2R" fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 --precision double --out bd0
 run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 --precision double --out bd2
-compare bd0 bd2 --rtol 1e-6 --skip solver_residual,solver_relative_residual,hypergradient_0,hypergradient,reward_0,reward_params,final,verdict,reason,warnings
+SKIP=solver_residual,solver_relative_residual,hypergradient_0,hypergradient,reward_0,reward_params,final,verdict,reason,warnings
+compare bd0 bd2 --rtol 1e-6 --skip $SKIP
+run 4 "$D2R" fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 1 --precision double --out mbd0
+run 4 mpi 3 fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 1 --precision double --out mbd3
+compare mbd0 mbd3 --rtol 1e-6 --skip $SKIP
 
 echo "== 3. resume a 2-rank checkpoint with 3 ranks"
 run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --outer-steps 2 --checkpoint-every 1 "${DET[@]}" --out res
@@ -59,6 +72,11 @@ run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --outer-steps 2 --checkpoint-every 1 "${
 run 4 mpi 3 fit "${REG[@]}" "${BIL[@]}" --outer-steps 3 --checkpoint-every 1 "${DET[@]}" --out res --resume
 grep -q '"resumed_from_step": 2' res/results.json || fail "the 3-rank run did not resume from step 2"
 compare bil1 res --skip resumed_from_step
+# The same with minibatches: the checkpoint's pass and window, the pass's rows drawn again.
+run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 2 --checkpoint-every 1 "${DET[@]}" --out mbres
+run 4 mpi 3 fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 3 --checkpoint-every 1 "${DET[@]}" --out mbres --resume
+grep -q '"resumed_from_step": 2' mbres/results.json || fail "the 3-rank minibatch run did not resume from step 2"
+compare mb1 mbres --skip resumed_from_step
 
 echo "== 4. failures end every rank"
 # An --out holding an earlier run's results (no --overwrite): bad input, refused on every rank.
@@ -93,6 +111,21 @@ else
   [ $((SECONDS - start)) -lt 55 ] || fail "the job hung after a rank was killed"
   [ ! -f killed/results.json ] || fail "a killed job wrote results"
 fi
+
+echo "== 5. reproduce and sweep on several ranks"
+TAB=(reproduce tabular --quick --datasets iris --device cpu --quiet --data-dir "$DATA" --deterministic-reduction
+     --reduction-block-rows 16)
+SW=(sweep "${REG[@]}" --points 3 --seeds 1 --steps 20 "${DET[@]}")
+for n in 1 2 3; do
+  if [ "$n" = 1 ]; then L=("$D2R"); else L=("$MPIEXEC" --oversubscribe -np "$n" "$D2R"); fi
+  run 0 "${L[@]}" "${TAB[@]}" --out tab$n
+  run 0 "${L[@]}" "${SW[@]}" --out sw$n
+done
+for n in 2 3; do compare tab1 tab$n; compare sw1 sw$n; done
+[ "$(ls tab3 | wc -l)" = 3 ] || fail "reproduce on 3 ranks wrote other files than results.json, summary.csv, curves.csv: $(ls tab3)"
+run 0 "$D2R" sample --head diag --mean 0 --std 1 -G 10 --device cpu
+run 2 mpi 2 sample --head diag --mean 0 --std 1 -G 10 --device cpu
+grep -q "only 'd2r fit', 'd2r sweep' and 'd2r reproduce'" log.txt || fail "no clear refusal of sample on several ranks"
 
 if [ "$fails" != 0 ]; then echo "$fails failures"; exit 1; fi
 echo "all data-parallel checks passed"

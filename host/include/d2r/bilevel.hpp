@@ -429,9 +429,10 @@ class BilevelTrainer {
   /// the same data, options and seeds, then calls this once, before the first step() and before
   /// load(); each rank then computes on its rows and the inner gradients, curvature products,
   /// outer gradient, mixed products and metrics are summed over the ranks (the CG scalars are
-  /// computed from the reduced vectors, so they agree everywhere). Full batch only (throws for
-  /// options.inner.batch_size); the CUDA graph of the inner step is not used (the reductions
-  /// synchronise). The checkpoint holds the whole state and its fingerprint does not depend on the
+  /// computed from the reduced vectors, so they agree everywhere). Minibatches
+  /// (options.inner.batch_size): every rank draws the same pass permutation and computes its part
+  /// of each window (each rank uploads only its parts of the pass's windows); the CUDA graph of
+  /// the inner step is not used (the reductions synchronise). The checkpoint holds the whole state and its fingerprint does not depend on the
   /// rank count: a run resumes with any number of ranks. `policy()` / `classifier()` then give a
   /// policy sized for this rank's first part of the rows.
   void set_data_parallel(const DataParallel& parallel);

@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of the categorical head (categorical.cu, mixed_product.cu): its primitives, second-
+// Host-callable launchers of the categorical head (launch.cu beside it): its primitives, second-
 // order pieces, objectives, fused surrogate and exact mixed product, with their fusion rules.
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
 // defined, and host/src reaches these only through run_on's cuda branch). Each launcher enqueues
@@ -35,7 +35,7 @@ void categorical_backward(cudaStream_t stream, const Categorical<float>& head, M
 /// shared memory); otherwise compose primitives.
 bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64_t generations);
 
-/// Fused REINFORCE surrogate of the categorical head (categorical.cu): one block per row; the
+/// Fused REINFORCE surrogate of the categorical head (objectives.cuh): one block per row; the
 /// logits are read in pass 1 (statistics), again only in the tiles that hold a draw, and once
 /// more for the gradient (a row of C <= 2048 is read once); draws equal categorical_sample's; no
 /// B x G intermediate in device memory.
@@ -48,7 +48,7 @@ void exact_categorical(cudaStream_t stream, const Categorical<float>& head, Vect
                        const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
                        const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
 
-/// Tangent of the exact objective's logits gradient (categorical.cu, one block per row; see
+/// Tangent of the exact objective's logits gradient (second_order.cuh, one block per row; see
 /// reference::exact_categorical_tangent). No workspace.
 void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
                                VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,

@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of the Cholesky-Gaussian head (cholesky_gaussian.cu, cholesky_objectives.cu): its
+// Host-callable launchers of the Cholesky-Gaussian head (launch.cu beside it): its
 // primitives, second-order pieces, objectives, fused surrogate and exact mixed product, with their workspace
 // and fusion rules.
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
@@ -62,7 +62,7 @@ void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<floa
 /// rewards and log-probabilities of a row in shared memory); otherwise compose primitives.
 bool pg_surrogate_cholesky_gaussian_fusable(const CholeskyGaussian<float>& head, std::int64_t generations);
 
-/// Fused REINFORCE surrogate of the Cholesky-Gaussian head (cholesky_objectives.cu): one warp per
+/// Fused REINFORCE surrogate of the Cholesky-Gaussian head (objectives.cuh, launch.cu): one warp per
 /// row, the noise regenerated from Philox in the second pass; no B·G·n tensor and no B x G
 /// intermediate in device memory. `workspace`: shared_param_workspace_bytes(B, n(n+1)/2, shared).
 void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
@@ -71,7 +71,7 @@ void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<
                                     const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
                                     void* workspace);
 
-/// Cholesky Gaussian (device code and launcher in cholesky_objectives.cu(h): one warp per row).
+/// Cholesky Gaussian (device code in objectives.cuh: one warp per row).
 void exact_mixed_product_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
                                            MatrixView<const float> targets, const MahalanobisReward<float>& reward,
                                            float k, const CholeskyGaussian<float>& tangent, VectorView<float> grad,

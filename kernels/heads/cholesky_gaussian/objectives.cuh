@@ -2,8 +2,8 @@
 // Device code of the inner objectives of the Cholesky-Gaussian head (DESIGN.md §5): the
 // exact-expectation objective with its head Hessian (exact_tangent_kernel) and mixed product
 // (exact_mixed_kernel, DESIGN.md §6), the pathwise objective and the fused REINFORCE surrogate.
-// Launchers: cholesky_objectives.cu. The math is that of reference::exact_cholesky_gaussian and
-// reference::pathwise_cholesky_gaussian (host/reference/objectives_ref.hpp), with k = pd / N, and
+// Launchers: launch.cu beside it. The math is that of reference::exact_cholesky_gaussian and
+// reference::pathwise_cholesky_gaussian (host/reference/heads/cholesky_gaussian.hpp), with k = pd / N, and
 // for the surrogate that of pg_surrogate's composition (sample, log_prob, reward,
 // transform_rewards, entropy, reference::pg_row_terms, backward).
 //

@@ -1,5 +1,6 @@
 #pragma once
-// Device code of the diagonal-Gaussian head (DESIGN.md §3). Launchers: diag_gaussian.cu.
+// Device code of the diagonal-Gaussian head's distribution (DESIGN.md §3). Launchers: launch.cu
+// beside it; the objectives and second-order pieces are in objectives.cuh and second_order.cuh.
 
 #include "d2r/types/heads.hpp"
 #include "kernels/common.cuh"

@@ -1,22 +1,22 @@
-// Emulated kernels of the categorical head (kernels/categorical.cuh) against the CPU reference in
+// Emulated kernels of the categorical head (kernels/heads/categorical/distribution.cuh) against the CPU reference in
 // double: sample (each draw checked against the double inverse CDF within float rounding),
 // log_prob, entropy, backward (with and without samples), the exact objective and its tangent,
 // log_prob_jvp, backward_tangent, and the fused REINFORCE surrogate (against the reference
 // composition log_prob → one-hot reward → transform → entropy → row terms → backward on the
 // sampler's own draws: the fused kernel must draw exactly what sample_kernel draws). Also the
-// exact mixed products of kernels/mixed_product.cuh (which includes categorical.cuh).
-// The block shapes are the launchers' (categorical.cu): 64 threads for small vocabularies,
+// exact mixed products of kernels/heads/categorical/ and kernels/heads/diag_gaussian/second_order.cuh.
+// The block shapes are the launchers' (kernels/heads/categorical/launch.cu): 64 threads for small vocabularies,
 // 256 threads with tiles of 2048 logits (up to 128 tiles) above.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/categorical_ref.hpp"
+#include "host/reference/heads/categorical.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/mixed_product_ref.hpp"
 #include "host/reference/objectives_ref.hpp"
 #include "host/reference/rewards_ref.hpp"
-#include "host/reference/second_order_ref.hpp"
-#include "kernels/categorical.cuh"
-#include "kernels/mixed_product.cuh"  // includes categorical.cuh: its kernels are emulated here too
+#include "kernels/heads/categorical/distribution.cuh"
+#include "kernels/heads/categorical/objectives.cuh"
+#include "kernels/heads/categorical/second_order.cuh"
 #include "kernels/heads/diag_gaussian/second_order.cuh"
 
 namespace d2r::emulation {
@@ -25,7 +25,7 @@ namespace {
 namespace cat = kernels::categorical;
 
 constexpr int kSmallBlock = 64, kItems = 8, kLargeBlock = 256, kLargeTiles = 128;
-constexpr std::int64_t kSmallSampleClasses = kSmallBlock * kItems;  // categorical.cu
+constexpr std::int64_t kSmallSampleClasses = kSmallBlock * kItems;  // launch.cu
 constexpr std::int64_t kSmallRowClasses = 1024;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -372,7 +372,7 @@ void PrintTo(const MixedCase& c, std::ostream* os) { *os << c.name; }
 
 class CategoricalMixedProductEmulation : public ::testing::TestWithParam<MixedCase> {};
 
-// exact_mixed_categorical_rows_kernel (one block per row) with the launcher's block for C, every
+// exact_mixed_rows_kernel (one block per row) with the launcher's block for C, every
 // reward form (full only for C <= kMaxOneHotFullClasses), its rows column-summed as the launcher
 // does, against reference::exact_mixed_categorical.
 TEST_P(CategoricalMixedProductEmulation, MatchesReference) {
@@ -399,11 +399,11 @@ TEST_P(CategoricalMixedProductEmulation, MatchesReference) {
     const MahalanobisReward<float> reward{form, vector_view<const float>(params.data(), P)};
     const unsigned block = C <= kSmallRowClasses ? kSmallBlock : kLargeBlock;
     if (block == kSmallBlock) {
-      simt::launch({mc.grid, block, 0}, kernels::mixed_product::exact_mixed_categorical_rows_kernel<kSmallBlock>,
+      simt::launch({mc.grid, block, 0}, kernels::categorical::exact_mixed_rows_kernel<kSmallBlock>,
                    Categorical<float>{d_logits.cview()}, d_labels.cvector(), reward, static_cast<float>(1 / N),
                    Categorical<float>{d_tangent.cview()}, partial.view());
     } else {
-      simt::launch({mc.grid, block, 0}, kernels::mixed_product::exact_mixed_categorical_rows_kernel<kLargeBlock>,
+      simt::launch({mc.grid, block, 0}, kernels::categorical::exact_mixed_rows_kernel<kLargeBlock>,
                    Categorical<float>{d_logits.cview()}, d_labels.cvector(), reward, static_cast<float>(1 / N),
                    Categorical<float>{d_tangent.cview()}, partial.view());
     }
