@@ -1,5 +1,5 @@
 // The MLP trunk on the cpu backend (OpenBLAS GEMMs, host/src/cpu_blas.cpp) against the plain
-// reference loops it replaced (host/reference/network_ref.hpp, timed directly), in float and
+// reference loops it replaced (host/reference/network.hpp, timed directly), in float and
 // double, at the paper's two trunk sizes:
 //   2→[64,64]→4 at B = 1000 (the synthetic regression tasks) and
 //   23→[64,64]→34 at B = 8192 (model-based RL, a HalfCheetah minibatch).
@@ -17,7 +17,7 @@
 
 #include "bench/bench_common.hpp"
 #include "d2r/d2r.hpp"
-#include "host/reference/network_ref.hpp"
+#include "host/reference/network.hpp"
 
 namespace {
 

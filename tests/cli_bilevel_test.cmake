@@ -2,7 +2,7 @@
 # Fig. 3-like data, the first 600 rows of data/halfcheetah/scripted.csv and data/tabular/iris.csv,
 # vehicle.csv and sonar.csv, `d2r fit --method bilevel` from two starting rewards an order of magnitude apart (on
 # the standardised targets) reports `converged` (exit 0), and PG at its learned reward (the sweep's
-# protocol and seeds; regression: `--inner-objective exact`, the bilevel run's inner learner) is
+# protocol and seeds; regression: `--inner-objective exact`, the bilevel run's inner gradient) is
 # within the seed noise of the sweep's best value:
 #   tolerance = 2 · noise · sqrt(2/S), noise = the median over grid values of the sd over S seeds
 # (the difference of two means of S seeds has sd noise·sqrt(2/S); 2 of those). In at most a third
@@ -54,9 +54,9 @@ endforeach()
 set(fig3 "${WORK_DIR}/fig3.csv")
 file(WRITE "${fig3}" "${csv}")
 
-# Checks the sweep's comparison: every bilevel entry within the noise of the best and converged;
-# `max_share` > 0: at most that share of the sweep's inner steps.
-function(check_sweep dir what max_share)
+# Checks the sweep's comparison: every bilevel entry within the noise of the best, converged, and in at most a
+# third of the sweep's inner steps.
+function(check_sweep dir what)
   file(READ "${dir}/results.json" json)
   string(JSON best GET "${json}" best validation_loss)
   string(JSON noise GET "${json}" seed_noise)
@@ -64,57 +64,64 @@ function(check_sweep dir what max_share)
   if(NOT n EQUAL 2)
     message(FATAL_ERROR "${what}: expected 2 bilevel entries, got ${n}")
   endif()
+  string(JSON sweep_steps GET "${json}" compute inner_steps)
   math(EXPR last "${n} - 1")
   foreach(i RANGE ${last})
     string(JSON within GET "${json}" bilevel ${i} within_noise_of_best)
     string(JSON mean GET "${json}" bilevel ${i} mean)
     string(JSON value GET "${json}" bilevel ${i} value)
-    string(JSON share GET "${json}" bilevel ${i} share_of_sweep_inner_steps)
+    string(JSON best_i GET "${json}" bilevel ${i} best_validation_loss)
+    string(JSON steps GET "${json}" bilevel ${i} inner_steps)
     string(JSON tol GET "${json}" bilevel ${i} tolerance)
     string(JSON status GET "${json}" bilevel ${i} verdict)
-    message(STATUS "${what}: bilevel ${i}: reward ${value}, PG there ${mean} vs best ${best} (tolerance ${tol}, "
-                   "noise ${noise}); ${share} of the sweep's inner steps; ${status}")
+    message(STATUS "${what}: bilevel ${i}: reward ${value}, the learner there ${mean} vs best ${best_i} (tolerance "
+                   "${tol}, noise ${noise}); ${steps} of the sweep's ${sweep_steps} inner steps; ${status}")
     if(NOT within)
-      message(FATAL_ERROR "${what}: bilevel run ${i} (reward ${value}): PG there gives ${mean}, not within ${tol} of the sweep's best ${best}")
+      message(FATAL_ERROR "${what}: bilevel run ${i} (reward ${value}): the learner there gives ${mean}, not within ${tol} of the sweep's best ${best_i}")
     endif()
     if(NOT status STREQUAL "converged")
       message(FATAL_ERROR "${what}: bilevel run ${i} is ${status}")
     endif()
-    if(max_share GREATER 0)
-      math(EXPR permille "0")
-      # CMake compares floats as strings; the share is printed as a decimal: compare its thousandths.
-      string(REGEX MATCH "^[0-9]*\\.?[0-9]*" s "${share}")
-      if(s GREATER ${max_share})
-        message(FATAL_ERROR "${what}: bilevel run ${i} used ${share} of the sweep's inner steps (> ${max_share})")
-      endif()
+    math(EXPR thrice "3 * ${steps}")
+    if(steps LESS 1 OR thrice GREATER sweep_steps)
+      message(FATAL_ERROR "${what}: bilevel run ${i} used ${steps} inner steps, more than a third of ${sweep_steps}")
     endif()
   endforeach()
 endfunction()
 
+# `d2r fit --method bilevel` on DATA from each of STARTS (START names the option: --u or --beta): exit 0 and
+# `verdict: converged`; then `d2r sweep` on DATA with SWEEP and the runs, checked by check_sweep.
+function(bilevel_vs_sweep name)
+  cmake_parse_arguments(PARSE_ARGV 1 A "" "START" "DATA;STARTS;SWEEP")
+  set(dirs "")
+  foreach(v IN LISTS A_STARTS)
+    run_d2r(out code fit ${A_DATA} --method bilevel ${A_START} ${v} --out "${WORK_DIR}/${name}_${v}")
+    if(NOT code EQUAL 0 OR NOT out MATCHES "verdict: converged")
+      message(FATAL_ERROR "${name}: fit --method bilevel ${A_START} ${v}: exit ${code} (expected 0, 'verdict: converged'):\n${out}")
+    endif()
+    list(APPEND dirs "${WORK_DIR}/${name}_${v}")
+  endforeach()
+  list(JOIN dirs "," dirs)
+  run_d2r(out code sweep ${A_DATA} ${A_SWEEP} --bilevel "${dirs}" --out "${WORK_DIR}/${name}_sweep")
+  if(NOT code EQUAL 0 OR NOT EXISTS "${WORK_DIR}/${name}_sweep/sweep.csv")
+    message(FATAL_ERROR "${name} sweep: exit ${code} or no sweep.csv:\n${out}")
+  endif()
+  check_sweep("${WORK_DIR}/${name}_sweep" "${name}")
+endfunction()
+
 set(reg ${fig3} --targets y0,y1 --device cpu -q --seed 1)
-foreach(u0 0.5 5)  # on the standardised targets (u* ≈ 3 there)
-  run_d2r(out code fit ${reg} --method bilevel --u ${u0} --out "${WORK_DIR}/bilevel_${u0}")
-  if(NOT code EQUAL 0)
-    message(FATAL_ERROR "fit --method bilevel --u ${u0}: exit ${code} (expected 0, converged):\n${out}")
-  endif()
-  if(NOT out MATCHES "verdict: converged")
-    message(FATAL_ERROR "fit --method bilevel --u ${u0}: no 'verdict: converged' on stdout:\n${out}")
-  endif()
-  file(READ "${WORK_DIR}/bilevel_${u0}/results.json" json)
+# u on the standardised targets (u* ≈ 3 there). The sweep trains PG with the bilevel run's inner gradient (the
+# recommended preset's exact one): the rewards are compared on the same learner.
+bilevel_vs_sweep(fig3 DATA ${reg} START --u STARTS 0.5 5
+                 SWEEP --grid-min 0.1 --grid-max 100 --points 7 --seeds 2 --steps 400 --inner-objective exact)
+foreach(u0 0.5 5)
+  file(READ "${WORK_DIR}/fig3_${u0}/results.json" json)
   string(JSON status GET "${json}" verdict)
   string(JSON scale GET "${json}" final reward target_scale)
   if(NOT status STREQUAL "converged" OR scale LESS_EQUAL 1)
     message(FATAL_ERROR "results.json: verdict ${status}, target scale ${scale} (targets standardised by default)")
   endif()
 endforeach()
-# The sweep trains PG with the bilevel run's inner gradient (the recommended preset's exact one):
-# the rewards are compared on the same learner.
-run_d2r(out code sweep ${reg} --grid-min 0.1 --grid-max 100 --points 7 --seeds 2 --steps 400 --inner-objective exact
-        --bilevel "${WORK_DIR}/bilevel_0.5,${WORK_DIR}/bilevel_5" --out "${WORK_DIR}/sweep")
-if(NOT code EQUAL 0 OR NOT EXISTS "${WORK_DIR}/sweep/sweep.csv")
-  message(FATAL_ERROR "sweep: exit ${code} or no sweep.csv:\n${out}")
-endif()
-check_sweep("${WORK_DIR}/sweep" "Fig. 3 data" 0.334)
 
 # ---------------------------------------------------------------- HalfCheetah (data/halfcheetah)
 # The first 600 rows of scripted.csv: 23 features -> 17 targets whose scales differ 150x.
@@ -124,70 +131,49 @@ list(JOIN lines "\n" hc_csv)
 file(WRITE "${WORK_DIR}/hc600.csv" "${hc_csv}\n")
 string(REGEX MATCHALL "ds_[0-9]+" hc_targets "${header}")
 list(JOIN hc_targets "," hc_targets)
-set(hc "${WORK_DIR}/hc600.csv" --targets ${hc_targets} --standardize --device cpu -q)
-foreach(u0 0.025 0.25)
-  run_d2r(out code fit ${hc} --method bilevel --u ${u0} --out "${WORK_DIR}/hc_${u0}")
-  if(NOT code EQUAL 0)
-    message(FATAL_ERROR "HalfCheetah bilevel from u = ${u0}: exit ${code} (expected 0, converged):\n${out}")
-  endif()
-endforeach()
 # 4 seeds: the seed sd grows with u here (0.003 at u = 1, 0.06–0.08 at u = 8–10); 2 seeds put
 # the median noise at 0.006 and rejected PG at u = 8.0 (1.008 against 0.959), which 4 seeds
 # place within it (1.005 against 1.009).
-run_d2r(out code sweep ${hc} --grid-min 0.1 --grid-max 30 --points 6 --seeds 4 --inner-objective exact
-        --bilevel "${WORK_DIR}/hc_0.025,${WORK_DIR}/hc_0.25" --out "${WORK_DIR}/hc_sweep")
-if(NOT code EQUAL 0)
-  message(FATAL_ERROR "HalfCheetah sweep: exit ${code}:\n${out}")
-endif()
-check_sweep("${WORK_DIR}/hc_sweep" "HalfCheetah" 0.334)
+bilevel_vs_sweep(hc DATA "${WORK_DIR}/hc600.csv" --targets ${hc_targets} --standardize --device cpu -q
+                 START --u STARTS 0.025 0.25
+                 SWEEP --grid-min 0.1 --grid-max 30 --points 6 --seeds 4 --inner-objective exact)
 
-# ---------------------------------------------------------------- iris (data/tabular)
-set(cls "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q)
-foreach(b0 1 10)
-  run_d2r(out code fit ${cls} --method bilevel --beta ${b0} --out "${WORK_DIR}/iris_${b0}")
-  if(NOT code EQUAL 0)
-    message(FATAL_ERROR "iris bilevel from β = ${b0}: exit ${code} (expected 0, converged):\n${out}")
+# ---------------------------------------------------------------- tabular (data/tabular)
+# sonar: from β = 10 every move down was undone while the rise of the outer loss came from the inner
+# policy's drift, not the move (β stayed at 10, outside the noise); the iRprop+ undo rule (rise and sign
+# change) is what brings it down. From β = 1 it once took 131 % of the sweep's inner steps.
+foreach(set_points iris:9 vehicle:6 sonar:9)
+  string(REPLACE ":" ";" set_points "${set_points}")
+  list(GET set_points 0 set)
+  list(GET set_points 1 points)
+  bilevel_vs_sweep(${set} DATA "${DATA_DIR}/tabular/${set}.csv" --task classification --label label --device cpu -q
+                   START --beta STARTS 1 10
+                   SWEEP --grid-min 0.3 --grid-max 100 --points ${points} --seeds 2)
+endforeach()
+
+# --learner bilevel: exact gradient, full batch, as many steps as each bilevel run took in all (iris from
+# β = 1 and 10 took different counts: one grid each, and each run is judged on its own).
+run_d2r(out code sweep "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q
+        --learner bilevel --values 1,3 --seeds 2 --bilevel "${WORK_DIR}/iris_1,${WORK_DIR}/iris_10"
+        --out "${WORK_DIR}/iris_learner")
+if(NOT code EQUAL 0)
+  message(FATAL_ERROR "sweep --learner bilevel: exit ${code}:\n${out}")
+endif()
+file(READ "${WORK_DIR}/iris_learner/results.json" json)
+string(JSON groups LENGTH "${json}" groups)
+foreach(i 0 1)
+  string(JSON steps GET "${json}" bilevel ${i} inner_steps)
+  string(JSON per_run GET "${json}" bilevel ${i} steps_per_run)
+  if(NOT groups EQUAL 2 OR NOT steps EQUAL per_run)
+    message(FATAL_ERROR "sweep --learner bilevel: ${groups} groups (expected 2), run ${i}: ${per_run} steps per "
+                        "sweep run, the bilevel run took ${steps}")
   endif()
 endforeach()
-run_d2r(out code sweep ${cls} --grid-min 0.3 --grid-max 100 --points 9 --seeds 2
-        --bilevel "${WORK_DIR}/iris_1,${WORK_DIR}/iris_10" --out "${WORK_DIR}/iris_sweep")
-if(NOT code EQUAL 0)
-  message(FATAL_ERROR "iris sweep: exit ${code}:\n${out}")
+run_d2r(out code sweep "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q
+        --learner bilevel --inner-objective reinforce --out "${WORK_DIR}/bad")
+if(NOT code EQUAL 2 OR NOT out MATCHES "--inner-objective" OR EXISTS "${WORK_DIR}/bad")
+  message(FATAL_ERROR "sweep --learner bilevel --inner-objective reinforce: exit ${code} (expected 2):\n${out}")
 endif()
-check_sweep("${WORK_DIR}/iris_sweep" "iris" 0.334)
-
-# ---------------------------------------------------------------- vehicle (data/tabular)
-set(veh "${DATA_DIR}/tabular/vehicle.csv" --task classification --label label --device cpu -q)
-foreach(b0 1 10)
-  run_d2r(out code fit ${veh} --method bilevel --beta ${b0} --out "${WORK_DIR}/vehicle_${b0}")
-  if(NOT code EQUAL 0)
-    message(FATAL_ERROR "vehicle bilevel from β = ${b0}: exit ${code} (expected 0, converged):\n${out}")
-  endif()
-endforeach()
-run_d2r(out code sweep ${veh} --grid-min 0.3 --grid-max 100 --points 6 --seeds 2
-        --bilevel "${WORK_DIR}/vehicle_1,${WORK_DIR}/vehicle_10" --out "${WORK_DIR}/vehicle_sweep")
-if(NOT code EQUAL 0)
-  message(FATAL_ERROR "vehicle sweep: exit ${code}:\n${out}")
-endif()
-check_sweep("${WORK_DIR}/vehicle_sweep" "vehicle" 0.334)
-
-# ---------------------------------------------------------------- sonar (data/tabular)
-# From β = 10 every move down was undone while the rise of the outer loss came from the inner policy's
-# drift, not the move (β stayed at 10, outside the noise); the iRprop+ undo rule (rise and sign change)
-# is what brings it down. From β = 1 it once took 131 % of the sweep's inner steps.
-set(son "${DATA_DIR}/tabular/sonar.csv" --task classification --label label --device cpu -q)
-foreach(b0 1 10)
-  run_d2r(out code fit ${son} --method bilevel --beta ${b0} --out "${WORK_DIR}/sonar_${b0}")
-  if(NOT code EQUAL 0)
-    message(FATAL_ERROR "sonar bilevel from β = ${b0}: exit ${code} (expected 0, converged):\n${out}")
-  endif()
-endforeach()
-run_d2r(out code sweep ${son} --grid-min 0.3 --grid-max 100 --points 9 --seeds 2
-        --bilevel "${WORK_DIR}/sonar_1,${WORK_DIR}/sonar_10" --out "${WORK_DIR}/sonar_sweep")
-if(NOT code EQUAL 0)
-  message(FATAL_ERROR "sonar sweep: exit ${code}:\n${out}")
-endif()
-check_sweep("${WORK_DIR}/sonar_sweep" "sonar" 0.334)
 
 # ---------------------------------------------------------------- the paper preset and bad input
 run_d2r(out code fit ${reg} --method bilevel --preset paper --outer-steps 4 --out "${WORK_DIR}/paper")

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "d2r/d2r.hpp"
-#include "host/reference/network_ref.hpp"
+#include "host/reference/network.hpp"
 #include "tests/test_utils.hpp"
 
 namespace {
@@ -409,7 +409,7 @@ INSTANTIATE_TEST_SUITE_P(Tiny, NetworkLayerNormHessian,
 // ------------------------------------------------------------------ the cpu backend vs the reference loops
 //
 // The cpu backend runs its matrix products through OpenBLAS (host/src/cpu_blas.cpp); the
-// reference loops (host/reference/network_ref.hpp) stay the oracle. Each primitive gets the same
+// reference loops (host/reference/network.hpp) stay the oracle. Each primitive gets the same
 // inputs on both sides (the float backend's inputs are handed to the double reference exactly,
 // including the caches the backend produced, so a ReLU kink can never flip between the two) on
 // strided views (GuardedMatrix: row_stride = cols + 3, sentinel padding checked), at sizes where

@@ -64,6 +64,33 @@ TYPED_TEST(BilevelOptionsCheck, NamesTheFieldItRefuses) {
   EXPECT_NO_THROW(d2r::check(o));
 }
 
+TYPED_TEST(BilevelOptionsCheck, EachOptionsStructHasItsCheck) {
+  using T = TypeParam;
+  // The defaults pass; one bad field is named (InnerOptions as BilevelOptions names it).
+  EXPECT_NO_THROW(d2r::check(d2r::InnerOptions<T>{}));
+  EXPECT_NO_THROW(d2r::check(d2r::PolicyFitOptions<T>{}));
+  EXPECT_NO_THROW(d2r::check(d2r::ClassifierFitOptions<T>{}));
+  d2r::InnerOptions<T> inner;
+  inner.stationarity_tolerance = T(-1);
+  expect_error([&] { d2r::check(inner); }, "options.inner.stationarity_tolerance", "tolerance >= 0",
+               d2r::ErrorKind::invalid_argument);
+  inner = {};
+  inner.adam.beta1 = T(1);
+  expect_error([&] { d2r::check(inner); }, "options.inner.adam", "beta1", d2r::ErrorKind::invalid_argument);
+  d2r::PolicyFitOptions<T> fit;
+  fit.steps = 0;
+  expect_error([&] { d2r::check(fit); }, "options.steps", ">= 1 steps", d2r::ErrorKind::invalid_argument);
+  fit = {};
+  fit.gradient_clamp = T(0);
+  expect_error([&] { d2r::check(fit); }, "options.gradient_clamp", "c > 0", d2r::ErrorKind::invalid_argument);
+  d2r::ClassifierFitOptions<T> cls;
+  cls.loss = d2r::PolicyLoss::mse;
+  expect_error([&] { d2r::check(cls); }, "options.loss", "nll", d2r::ErrorKind::invalid_argument);
+  cls = {};
+  cls.batch_size = -1;
+  expect_error([&] { d2r::check(cls); }, "options.batch_size", ">= 0", d2r::ErrorKind::invalid_argument);
+}
+
 TEST(Fields, FlattenNamesEveryNestedField) {
   const d2r::BilevelOptions<double> o = d2r::BilevelOptions<double>::recommended();
   const auto fields = d2r::flatten_fields(o);

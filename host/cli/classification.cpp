@@ -163,16 +163,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
   /// The options of the PG/cross-entropy phase; `beta` NaN: β = 1 (unused by nll; bilevel and
   /// heuristic fill in their β when they run).
   ClassifierFitOptions<T> plain_options(double beta) const {
-    ClassifierFitOptions<double> o = c_.plain;
-    o.loss = c_.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
-    o.adam.learning_rate = c_.learning_rate;
-    o.generations = c_.generations;
-    o.pg.entropy_weight = c_.lambda;
-    o.reward_form = RewardForm::scalar;
-    o.reward_params = {std::isnan(beta) ? 1.0 : beta};
-    o.seed = c_.seed;
-    o.objective = c_.inner_objective;
-    ClassifierFitOptions<T> out = options_cast<ClassifierFitOptions<T>>(o);
+    ClassifierFitOptions<T> out = options_cast<ClassifierFitOptions<T>>(fit_options(c_, beta));
     out.parallel = data_parallel();
     return out;
   }
@@ -286,8 +277,25 @@ class TypedClassRun final : public ClassificationRun::Impl {
 
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
 
-/// The checks of the settings, with messages naming the options; the library checks again (and
-/// everything else) when the policy and the trainer are built.
+}  // namespace
+
+ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double beta) {
+  ClassifierFitOptions<double> o = c.plain;
+  o.loss = c.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
+  o.adam.learning_rate = c.learning_rate;
+  o.generations = c.generations;
+  o.pg.entropy_weight = c.lambda;
+  o.reward_form = RewardForm::scalar;
+  o.reward_params = {std::isnan(beta) ? 1.0 : beta};
+  o.seed = c.seed;
+  o.objective = c.inner_objective;
+  return o;
+}
+
+namespace {
+
+/// The checks of the settings, with messages naming the options; then every field through the
+/// library's check (check_as_user), and the rest again when the policy and the trainer are built.
 void validate(const std::string& cmd, const ClassificationConfig& c, const ClassHostData& train,
               const ClassHostData& val, const ClassHostData& test, std::int64_t classes, const Context& ctx) {
   if (classes < 2) bad_input(cmd, "data", fmt::format("expected at least 2 classes, got {}", classes));
@@ -341,7 +349,9 @@ void validate(const std::string& cmd, const ClassificationConfig& c, const Class
     }
     if (c.beta_tail < 1) bad_input(cmd, "beta tail", fmt::format("expected >= 1, got {}", c.beta_tail));
     check_outer_settings(cmd, c);
+    check_as_user(cmd, bilevel_options<double>(c));
   }
+  check_as_user(cmd, fit_options(c, c.beta));
 }
 
 }  // namespace

@@ -118,6 +118,11 @@ struct ClassificationConfig {
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
+/// fit_classifier's options of a configuration (double): c.plain with the shared settings, the
+/// method's loss and the one-hot reward U = β·I written in (`beta` NaN: β = 1, unused by nll;
+/// bilevel and heuristic fill in their β when they run; the run adds this rank's rows).
+ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double beta);
+
 /// One epoch of the learning curve (the held-out rows are the test rows).
 struct EpochRecord {
   std::int64_t epoch = 0;

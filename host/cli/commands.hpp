@@ -99,6 +99,10 @@ struct SweepOptions {
   std::vector<double> values;       ///< explicit values instead of the grid
   std::int64_t seeds = 2;           ///< seeds per value (fit's --seed, --seed + 1, ...)
   std::vector<std::string> bilevel; ///< optional: `d2r fit --method bilevel` --out directories to compare with
+  /// What is trained at each reward: "pg" (fit --method pg's protocol, the model fit trains at the
+  /// learned reward) or "bilevel" (exact gradient, full batch, fresh start, for the bilevel runs'
+  /// inner-step count: the bilevel inner learner's budget).
+  std::string learner = "pg";
 };
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);

@@ -41,27 +41,15 @@ constexpr const char* kCheckpointConfig = "checkpoint.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 
-/// FNV-1a of the bytes of the values: identifies the data a checkpoint was trained on.
-std::string class_data_hash(std::initializer_list<const ClassHostData*> parts) {
+/// FNV-1a of the bytes of the values of every part: identifies the data a checkpoint was trained on.
+template <class... V>
+std::string data_hash(const V&... parts) {
   std::uint64_t h = 1469598103934665603ull;
-  const auto add = [&](const void* data, std::size_t bytes) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  for (const ClassHostData* d : parts) {
-    add(d->x.data(), d->x.size() * sizeof(double));
-    add(d->labels.data(), d->labels.size() * sizeof(std::int32_t));
-  }
-  return fmt::format("{:016x}", h);
-}
-
-std::string data_hash(const HostData& a, const HostData& b) {
-  std::uint64_t h = 1469598103934665603ull;
-  const auto add = [&](const std::vector<double>& v) {
+  const auto add = [&](const auto& v) {
     const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    for (std::size_t i = 0; i < v.size() * sizeof(double); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    for (std::size_t i = 0; i < v.size() * sizeof(v[0]); ++i) h = (h ^ p[i]) * 1099511628211ull;
   };
-  add(a.x), add(a.y), add(b.x), add(b.y);
+  (add(parts), ...);
   return fmt::format("{:016x}", h);
 }
 
@@ -473,7 +461,7 @@ int run_fit(const FitOptions& o) {
                     {"validation_rows", val.rows},
                     {"val_fraction", o.val_fraction},
                     {"standardize", o.standardize},
-                    {"hash", data_hash(train, val)}};
+                    {"hash", data_hash(train.x, train.y, val.x, val.y)}};
   config["device"] = to_string(ctx.backend());
   config["threads"] = o.threads;
   config["task"] = o.task;
@@ -547,7 +535,7 @@ int run_fit(const FitOptions& o) {
                 {"validation", has_val ? to_json(result.held_out) : nlohmann::json(nullptr)},
                 {"steps_done", result.records.empty() ? 0 : result.records.back().step}};
   if (!result.reward_params.empty()) {
-    j["final"]["reward"] = {{"form", reward_form_name(c.reward_form)},
+    j["final"]["reward"] = {{"form", d2r::to_string(c.reward_form)},
                             {"params", reward_original},
                             {"params_standardized", result.reward_params},
                             {"target_scale", target_scale},
@@ -665,7 +653,7 @@ int run_fit_classification(const FitOptions& o) {
   config["threads"] = o.threads;
   config["task"] = o.task;
   // The data's identity for --resume (the path itself may change): the values of every split.
-  config["data"]["hash"] = class_data_hash({&train, &val, &test});
+  config["data"]["hash"] = data_hash(train.x, train.labels, val.x, val.labels, test.x, test.labels);
   fmt::print("d2r fit: {} ({} rows, {} classes): {} train / {} validation / {} test rows (stratified), {} features "
              "(standardised) -> label '{}'\n",
              o.data, data.rows, classes, train.rows, val.rows, test.rows, train.inputs, o.label);

@@ -13,6 +13,7 @@
 #include "d2r/error.hpp"
 #include "d2r/heuristic.hpp"
 #include "host/cli/classification.hpp"
+#include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/parallel.hpp"
 
@@ -39,24 +40,6 @@ Method parse_method(const std::string& name) {
               fmt::format("--method: expected mse, nll, pg, heuristic or bilevel, got '{}'", name));
 }
 
-const char* reward_form_name(RewardForm form) noexcept {
-  switch (form) {
-    case RewardForm::scalar: return "scalar";
-    case RewardForm::diagonal: return "diagonal";
-    case RewardForm::full: return "full";
-  }
-  return "unknown";
-}
-
-std::int64_t reward_size(RewardForm form, std::int64_t dims) {
-  switch (form) {
-    case RewardForm::scalar: return 1;
-    case RewardForm::diagonal: return dims;
-    case RewardForm::full: return dims * (dims + 1) / 2;
-  }
-  return 0;
-}
-
 std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& params, std::int64_t /*dims*/,
                                     double factor) {
   std::vector<double> out = params;
@@ -65,8 +48,8 @@ std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& 
 }
 
 std::vector<double> identity_reward(RewardForm form, std::int64_t dims) {
-  if (form != RewardForm::full) return std::vector<double>(static_cast<std::size_t>(reward_size(form, dims)), 1.0);
-  std::vector<double> r(static_cast<std::size_t>(reward_size(form, dims)), 0.0);
+  if (form != RewardForm::full) return std::vector<double>(static_cast<std::size_t>(reward_param_count(form, dims)), 1.0);
+  std::vector<double> r(static_cast<std::size_t>(reward_param_count(form, dims)), 0.0);
   for (std::int64_t i = 0; i < dims; ++i) r[static_cast<std::size_t>(i * (i + 1) / 2 + i)] = 1.0;
   return r;
 }
@@ -161,7 +144,7 @@ nlohmann::json RegressionConfig::to_json() const {
                       {"head", d2r::to_string(head)},
                       {"seed", seed}};
   if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
-    j["reward"] = reward_form_name(reward_form);
+    j["reward"] = d2r::to_string(reward_form);
     j["lambda"] = lambda;
     j["generations"] = generations;
     if (method != Method::heuristic) j["reward_init"] = reward_params;
@@ -202,7 +185,7 @@ class TypedRun final : public RegressionRun::Impl {
       params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
       if (c_.method == Method::pg) reward_ = c_.reward_params;
       if (c_.method == Method::heuristic) {
-        Buffer<T> r(ctx_, static_cast<std::size_t>(reward_size(c_.reward_form, train.dims)));
+        Buffer<T> r(ctx_, static_cast<std::size_t>(reward_param_count(c_.reward_form, train.dims)));
         heuristic_reward<T>(ctx_, train_.y, static_cast<T>(c_.lambda), c_.reward_form, r.vector());
         const std::vector<T> h = r.to_host();
         reward_.assign(h.begin(), h.end());
@@ -257,16 +240,8 @@ class TypedRun final : public RegressionRun::Impl {
     view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).matrix(d.rows, d.dims)};
   }
 
-  /// fit_policy's options: c.plain, the shared policy-gradient settings, the loss of the method,
-  /// the reward (pg and heuristic) and this rank's rows.
   PolicyFitOptions<T> plain_options() const {
-    PolicyFitOptions<double> o = c_.plain;
-    o.loss = c_.method == Method::mse ? PolicyLoss::mse : c_.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
-    o.generations = c_.generations;
-    o.pg.entropy_weight = c_.lambda;
-    o.objective = c_.inner_objective;
-    o.seed = c_.seed;
-    o.reward_form = c_.reward_form;
+    PolicyFitOptions<double> o = fit_options(c_);
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     PolicyFitOptions<T> out = options_cast<PolicyFitOptions<T>>(o);
     out.parallel = data_parallel();
@@ -371,6 +346,57 @@ bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
 
 }  // namespace
 
+PolicyFitOptions<double> fit_options(const RegressionConfig& c) {
+  PolicyFitOptions<double> o = c.plain;
+  o.loss = c.method == Method::mse ? PolicyLoss::mse : c.method == Method::nll ? PolicyLoss::nll : PolicyLoss::pg;
+  o.generations = c.generations;
+  o.pg.entropy_weight = c.lambda;
+  o.objective = c.inner_objective;
+  o.seed = c.seed;
+  o.reward_form = c.reward_form;
+  return o;
+}
+
+std::string option_for_field(std::string_view field) {
+  static const std::pair<std::string_view, std::string_view> kOptions[] = {
+      {"options.inner.objective", "--inner-objective"}, {"options.inner.steps", "--inner-steps"},
+      {"options.inner.adam", "--lr"},                   {"options.inner.generations", "--generations"},
+      {"options.inner.pg.entropy_weight", "--lambda"},  {"options.inner.batch_size", "--inner-batch-size"},
+      {"options.inner.stationarity_tolerance", "--inner-tolerance"},
+      {"options.inner.max_steps", "--inner-max-steps"}, {"options.inner_start", "--inner-start"},
+      {"options.curvature", "--curvature"},             {"options.solver", "--solver"},
+      {"options.cg.tolerance", "--solver-tolerance"},   {"options.cg.damping", "--damping"},
+      {"options.cg.max_iterations", "--solver-iterations"}, {"options.outer_adam", "--outer-lr"},
+      {"options.rprop.initial_step", "--outer-step"},   {"options.stopping.window", "--window"},
+      {"options.stopping.reward_tolerance", "--reward-tolerance"},
+      {"options.stopping.loss_tolerance", "--loss-tolerance"}, {"options.outer_data", "--outer-data"},
+      {"options.steps", "--steps"},                     {"options.adam", "--lr"},
+      {"options.evaluate_every", "--eval-every"},       {"options.generations", "--generations"},
+      {"options.pg.entropy_weight", "--lambda"},        {"options.epochs", "--epochs"},
+      {"options.batch_size", "--batch-size"},           {"options.objective", "--inner-objective"}};
+  for (const auto& [name, option] : kOptions) {
+    if (field == name) return std::string(option);
+  }
+  return std::string(field);
+}
+
+namespace {
+template <class O>
+void check_fields_as_user(const std::string& command, const O& options) {
+  try {
+    d2r::check(options);
+  } catch (const Error& e) {
+    bad_input(command, option_for_field(e.argument()), user_words(e));
+  }
+}
+}  // namespace
+
+void check_as_user(const std::string& command, const BilevelOptions<double>& o) { check_fields_as_user(command, o); }
+void check_as_user(const std::string& command, const PolicyFitOptions<double>& o) { check_fields_as_user(command, o); }
+void check_as_user(const std::string& command, const ClassifierFitOptions<double>& o) {
+  check_fields_as_user(command, o);
+}
+
 void check_reward_values(const std::string& cmd, RewardForm form, const std::vector<double>& params, std::int64_t dims) {
   for (std::size_t i = 0; i < params.size(); ++i) {
     const double v = params[i];
@@ -455,10 +481,10 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
                                       to_string(c.method)));
   }
   if (uses_reward) {
-    const std::int64_t S = reward_size(c.reward_form, train.dims);
+    const std::int64_t S = reward_param_count(c.reward_form, train.dims);
     if (static_cast<std::int64_t>(c.reward_params.size()) != S) {
       bad_input(cmd, "--u",
-                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", reward_form_name(c.reward_form),
+                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", d2r::to_string(c.reward_form),
                             train.dims, S, S == 1 ? "" : "s",
                             c.reward_form == RewardForm::full ? " (the packed rows of R, U = R Rᵀ)" : "",
                             c.reward_params.size()));
@@ -490,12 +516,14 @@ void validate(const std::string& cmd, const RegressionConfig& c, const HostData&
                 "or --outer-data train");
     }
     check_outer_settings(cmd, c);
+    check_as_user(cmd, bilevel_options<double>(c));
   } else {
     if (c.plain.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.plain.steps));
     if (!positive_finite(c.plain.adam.learning_rate)) {
       bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.plain.adam.learning_rate));
     }
     if (c.plain.evaluate_every < 1) bad_input(cmd, "--eval-every", fmt::format("expected >= 1, got {}", c.plain.evaluate_every));
+    check_as_user(cmd, fit_options(c));
   }
 }
 

@@ -40,7 +40,6 @@ enum class Method {
 };
 const char* to_string(Method method) noexcept;
 Method parse_method(const std::string& name);
-const char* reward_form_name(RewardForm form) noexcept;
 
 /// Rows of inputs x (rows x inputs) and targets y (rows x dims), row-major, in host memory.
 struct HostData {
@@ -177,6 +176,20 @@ void outer_config_json(const Config& c, nlohmann::json& j) {
   j["stopping"] = fields_json(b.stopping);
 }
 
+/// fit_policy's options of a configuration (double): c.plain with the shared policy-gradient
+/// settings and the method's loss written in (the run adds the reward and this rank's rows).
+PolicyFitOptions<double> fit_options(const RegressionConfig& c);
+
+/// The option of the program that sets a field of the library's options (d2r::check names the
+/// field: "options.inner.steps" is --inner-steps); the field's own name when no option sets it.
+std::string option_for_field(std::string_view field);
+
+/// d2r::check(options), a refused field reported as bad input (d2r::Error, invalid_argument) of
+/// `command` naming the user's option: the library's checks of every field after the program's own.
+void check_as_user(const std::string& command, const BilevelOptions<double>& options);
+void check_as_user(const std::string& command, const PolicyFitOptions<double>& options);
+void check_as_user(const std::string& command, const ClassifierFitOptions<double>& options);
+
 /// Checks the outer-loop fields of a configuration (RegressionConfig, ClassificationConfig), naming
 /// the option of `command` (bad_input).
 template <class Config>
@@ -305,8 +318,6 @@ std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& 
 void check_reward_values(const std::string& command, RewardForm form, const std::vector<double>& params,
                          std::int64_t dims);
 
-/// Reward parameter count of `form` in `dims` dimensions.
-std::int64_t reward_size(RewardForm form, std::int64_t dims);
 
 /// Curves of a run as CSV columns: header and numeric rows (step, train/held-out metrics, and for
 /// the bilevel method reward parameters, hypergradient, outer loss and solver figures).

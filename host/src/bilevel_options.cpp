@@ -52,15 +52,7 @@ namespace bilevel_detail {
 /// Every field of the options on its own (check(BilevelOptions) and the constructors).
 template <class T>
 void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options) {
-  check_inner(fn, options.inner);
-  D2R_EXPECTS(std::isfinite(static_cast<double>(options.inner.stationarity_tolerance)) &&
-                  options.inner.stationarity_tolerance >= 0,
-              fn, "options.inner.stationarity_tolerance", "expected a finite tolerance >= 0 (0: no check), got {}",
-              options.inner.stationarity_tolerance);
-  D2R_EXPECTS(options.inner.max_steps == 0 ||
-                  (options.inner.max_steps >= options.inner.steps && options.inner.max_steps <= (std::int64_t{1} << 24)),
-              fn, "options.inner.max_steps", "expected 0 or a cap in [options.inner.steps = {}, 2^24], got {}",
-              options.inner.steps, options.inner.max_steps);
+  check_inner(fn, options.inner);  // every field of InnerOptions
   D2R_EXPECTS(options.inner_start == InnerStart::fresh || options.inner_start == InnerStart::warm, fn,
               "options.inner_start", "unknown value {}", static_cast<int>(options.inner_start));
   D2R_EXPECTS(options.curvature == CurvatureKind::surrogate || options.curvature == CurvatureKind::exact, fn,

@@ -1,5 +1,5 @@
 // The cpu backend of the MLP trunk: GEMMs through OpenBLAS' CBLAS, elementwise work in plain
-// loops (see cpu_blas.hpp). Mirrors host/reference/network_ref.hpp step for step; the LayerNorm
+// loops (see cpu_blas.hpp). Mirrors host/reference/network.hpp step for step; the LayerNorm
 // steps call the reference's row loops themselves (reference::detail_network::layer_norm_*). Built with
 // D2R_WITH_OPENBLAS undefined (CMake option D2R_WITH_OPENBLAS=OFF), the GEMMs are plain loops.
 #include "host/src/cpu_blas.hpp"
@@ -14,7 +14,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "host/reference/network_ref.hpp"
+#include "host/reference/network.hpp"
 
 namespace d2r::cpu_blas {
 namespace {

@@ -1,6 +1,6 @@
 #pragma once
 // The cpu backend of the MLP trunk (d2r/network.hpp): the computation of the reference loops in
-// host/reference/network_ref.hpp (same layouts, same arguments, same outputs written), with the
+// host/reference/network.hpp (same layouts, same arguments, same outputs written), with the
 // matrix products through OpenBLAS (cblas_sgemm / cblas_dgemm, row-major, views of any row
 // stride). Bias add, activation, σ', σ'', LayerNorm (the reference's own row loops) and the
 // bias-gradient column sums are plain loops; the column sums run over the rows in order, so they

@@ -1,6 +1,6 @@
 // Public entry points of the MLP trunk (d2r/network.hpp): validate, then run the cpu backend
 // (OpenBLAS GEMMs plus plain loops, host/src/cpu_blas.cpp) or cuBLAS GEMMs plus the elementwise
-// kernels of kernels/network.cu.
+// kernels of kernels/network/launch.cu.
 #include "d2r/network.hpp"
 
 #include <algorithm>
@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-#include "host/reference/network_ref.hpp"
+#include "host/reference/network.hpp"
 #include "host/src/cpu_blas.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/checks/launch.hpp"

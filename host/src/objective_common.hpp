@@ -10,7 +10,7 @@
 #include "d2r/context.hpp"
 #include "d2r/distributions.hpp"
 #include "d2r/objectives.hpp"
-#include "host/reference/objectives_ref.hpp"
+#include "host/reference/objectives.hpp"
 #include "host/src/validate.hpp"
 
 namespace d2r::objective_common {

@@ -14,7 +14,7 @@
 #include "host/reference/heads/categorical.hpp"
 #include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
-#include "host/reference/objectives_ref.hpp"
+#include "host/reference/objectives.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"

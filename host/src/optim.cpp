@@ -7,7 +7,7 @@
 #include <type_traits>
 
 #include "d2r/optim.hpp"
-#include "host/reference/optim_ref.hpp"
+#include "host/reference/optim.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/optim/launch.hpp"
 

@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "host/reference/objectives_ref.hpp"
+#include "host/reference/objectives.hpp"
 #include "d2r/second_order.hpp"
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"

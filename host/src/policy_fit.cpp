@@ -14,7 +14,20 @@
 
 namespace d2r {
 
-using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
+// The trainers' shared checks and helpers (trainer_common.hpp).
+using trainer_common::check_class_data;
+using trainer_common::check_classifier_fit_fields;
+using trainer_common::check_data;
+using trainer_common::check_inner;
+using trainer_common::check_policy_fit_fields;
+using trainer_common::form_name;
+using trainer_common::gather_rows;
+using trainer_common::mix_seed;
+using trainer_common::nan_metrics;
+using trainer_common::positive_entries;
+using trainer_common::reward_size;
+using trainer_common::rows_to_host;
+using trainer_common::ChecksOff;
 
 const char* to_string(PolicyLoss loss) noexcept {
   switch (loss) {
@@ -49,16 +62,7 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
   }
   D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
               policy.parameter_count(), params.size);
-  D2R_EXPECTS(options.loss == PolicyLoss::mse || options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn,
-              "options.loss", "unknown value {}", static_cast<int>(options.loss));
-  D2R_EXPECTS(options.steps >= 1, fn, "options.steps", "expected >= 1 steps, got {}", options.steps);
-  D2R_EXPECTS(options.steps < (std::int64_t{1} << 32), fn, "options.steps", "expected < 2^32 steps, got {}",
-              options.steps);
-  D2R_EXPECTS(options.evaluate_every >= 0, fn, "options.evaluate_every", "expected >= 0, got {}",
-              options.evaluate_every);
-  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
-              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
-  check_adam(fn, "options.adam", options.adam);
+  check_policy_fit_fields(fn, options);
   shard::check(ctx, fn, "options.parallel", options.parallel);
   Buffer<T> reward_params;
   if (options.loss == PolicyLoss::pg) {
@@ -191,14 +195,7 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
               policy.batch_capacity());
   D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
               policy.parameter_count(), params.size);
-  D2R_EXPECTS(options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn, "options.loss",
-              "expected PolicyLoss::nll or PolicyLoss::pg for a classifier, got {}", to_string(options.loss));
-  D2R_EXPECTS(options.epochs >= 1, fn, "options.epochs", "expected >= 1 epochs, got {}", options.epochs);
-  D2R_EXPECTS(options.batch_size >= 0, fn, "options.batch_size", "expected >= 0 (0: full batch), got {}",
-              options.batch_size);
-  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
-              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
-  check_adam(fn, "options.adam", options.adam);
+  check_classifier_fit_fields(fn, options);
   shard::check(ctx, fn, "options.parallel", options.parallel);
   const std::int64_t batch = options.batch_size == 0 ? N : std::min(options.batch_size, N);
   const std::int64_t batches_per_epoch = (N + batch - 1) / batch;
@@ -312,5 +309,24 @@ template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy
 template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<double>&, VectorView<double>,
                                                      ClassificationData<double>, ClassificationData<double>,
                                                      const ClassifierFitOptions<double>&);
+
+template <class T>
+void check(const InnerOptions<T>& options) {
+  check_inner("d2r::check(InnerOptions)", options);
+}
+template <class T>
+void check(const PolicyFitOptions<T>& options) {
+  check_policy_fit_fields("d2r::check(PolicyFitOptions)", options);
+}
+template <class T>
+void check(const ClassifierFitOptions<T>& options) {
+  check_classifier_fit_fields("d2r::check(ClassifierFitOptions)", options);
+}
+template void check(const InnerOptions<float>&);
+template void check(const InnerOptions<double>&);
+template void check(const PolicyFitOptions<float>&);
+template void check(const PolicyFitOptions<double>&);
+template void check(const ClassifierFitOptions<float>&);
+template void check(const ClassifierFitOptions<double>&);
 
 }  // namespace d2r

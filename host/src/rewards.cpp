@@ -2,7 +2,7 @@
 #include <vector>
 
 #include "d2r/objectives.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/rewards.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/rewards/launch.hpp"

@@ -1,8 +1,8 @@
 // Public entry points of the iterative solvers: CG, CG on the normal equations, Neumann series.
 //
 // Everything is validated before anything is written. The cpu backend runs the reference
-// (host/reference/solvers_ref.hpp); the cuda backend drives the same iteration from here with the
-// scalars on the device (kernels/solvers.cu): a fixed sequence of launches and operator
+// (host/reference/solvers.hpp); the cuda backend drives the same iteration from here with the
+// scalars on the device (kernels/solvers/launch.cu): a fixed sequence of launches and operator
 // applications, then one synchronisation to read the state and the residual history back.
 // Both keep the iterate in the solver workspace and write x once, at the end, so an operator
 // that throws leaves x untouched.
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "d2r/solvers.hpp"
-#include "host/reference/solvers_ref.hpp"
+#include "host/reference/solvers.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/solvers/launch.hpp"
 

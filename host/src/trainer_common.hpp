@@ -154,6 +154,40 @@ void check_inner(std::string_view fn, const InnerOptions<T>& in) {
   D2R_EXPECTS(in.batch_size >= 0, fn, "options.inner.batch_size",
               "expected rows per inner step >= 0 (0 or >= the training rows: full batch), got {}", in.batch_size);
   check_adam(fn, "options.inner.adam", in.adam);
+  D2R_EXPECTS(std::isfinite(static_cast<double>(in.stationarity_tolerance)) && in.stationarity_tolerance >= 0, fn,
+              "options.inner.stationarity_tolerance", "expected a finite tolerance >= 0 (0: no check), got {}",
+              in.stationarity_tolerance);
+  D2R_EXPECTS(in.max_steps == 0 || (in.max_steps >= in.steps && in.max_steps <= (std::int64_t{1} << 24)), fn,
+              "options.inner.max_steps", "expected 0 or a cap in [options.inner.steps = {}, 2^24], got {}", in.steps,
+              in.max_steps);
+}
+
+/// Every field of fit_policy's options on its own (check(PolicyFitOptions) and fit_policy).
+template <class T>
+void check_policy_fit_fields(std::string_view fn, const PolicyFitOptions<T>& options) {
+  D2R_EXPECTS(options.loss == PolicyLoss::mse || options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn,
+              "options.loss", "unknown value {}", static_cast<int>(options.loss));
+  D2R_EXPECTS(options.steps >= 1, fn, "options.steps", "expected >= 1 steps, got {}", options.steps);
+  D2R_EXPECTS(options.steps < (std::int64_t{1} << 32), fn, "options.steps", "expected < 2^32 steps, got {}",
+              options.steps);
+  D2R_EXPECTS(options.evaluate_every >= 0, fn, "options.evaluate_every", "expected >= 0, got {}",
+              options.evaluate_every);
+  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
+              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
+  check_adam(fn, "options.adam", options.adam);
+}
+
+/// Every field of fit_classifier's options on its own (check(ClassifierFitOptions) and fit_classifier).
+template <class T>
+void check_classifier_fit_fields(std::string_view fn, const ClassifierFitOptions<T>& options) {
+  D2R_EXPECTS(options.loss == PolicyLoss::nll || options.loss == PolicyLoss::pg, fn, "options.loss",
+              "expected PolicyLoss::nll or PolicyLoss::pg for a classifier, got {}", to_string(options.loss));
+  D2R_EXPECTS(options.epochs >= 1, fn, "options.epochs", "expected >= 1 epochs, got {}", options.epochs);
+  D2R_EXPECTS(options.batch_size >= 0, fn, "options.batch_size", "expected >= 0 (0: full batch), got {}",
+              options.batch_size);
+  D2R_EXPECTS(finite_positive(static_cast<double>(options.gradient_clamp)), fn, "options.gradient_clamp",
+              "expected c > 0 (+inf for no clamp), got {}", options.gradient_clamp);
+  check_adam(fn, "options.adam", options.adam);
 }
 
 template <class T>

@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of value checks and deterministic column sums (value_checks.cu, column_sum.cu).
+// Host-callable launchers of value checks and deterministic column sums (launch.cu, column_sum.cu).
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
 // defined, and host/src reaches these only through run_on's cuda branch). Each launcher enqueues
 // work on `stream` and checks the launch; none synchronises unless its comment says so.

@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of the elementwise steps of the MLP trunk (network.cu).
+// Host-callable launchers of the elementwise steps of the MLP trunk (launch.cu).
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
 // defined, and host/src reaches these only through run_on's cuda branch). Each launcher enqueues
 // work on `stream` and checks the launch; none synchronises unless its comment says so.
@@ -17,7 +17,7 @@ namespace d2r::kernels {
 
 using math::DrawPosition;
 
-// ---- networks (network.cu): the elementwise steps of the MLP trunk (d2r/network.hpp); the GEMMs
+// ---- networks (launch.cu): the elementwise steps of the MLP trunk (d2r/network.hpp); the GEMMs
 // are cuBLAS calls in host/src/network.cpp. Matrices here are the packed or strided B x width
 // activations of one layer; `bias`/`rbias` hold one value per column.
 /// params[i] = bound · (2u − 1), u = uniform_open(draw_bits(seed, 0, layer, part, i / 4).v[i % 4]).
@@ -36,7 +36,7 @@ void mlp_backward_tangent_activation(cudaStream_t stream, MatrixView<float> g, M
 /// params[i] = value for i < count (LayerNorm's γ = 1 at init).
 void mlp_fill(cudaStream_t stream, float* params, std::int64_t count, float value);
 
-// LayerNorm of a hidden layer (d2r/network.hpp; the row loops of host/reference/network_ref.hpp):
+// LayerNorm of a hidden layer (d2r/network.hpp; the row loops of host/reference/network.hpp):
 // one warp (h <= 512) or one 256-thread block per row, row sums through CUB in a fixed order.
 // `z`, `rz`, `g`, `rg` are the layer's B x h activation-slot matrices (updated in place); x̂, Rx̂
 // and the scratch outputs are B x h, `rstd` (s) and `rho` (ρ) B entries; γ, β and their

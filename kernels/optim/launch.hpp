@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of optimisers and gradient conditioning (optim.cu).
+// Host-callable launchers of optimisers and gradient conditioning (launch.cu).
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
 // defined, and host/src reaches these only through run_on's cuda branch). Each launcher enqueues
 // work on `stream` and checks the launch; none synchronises unless its comment says so.

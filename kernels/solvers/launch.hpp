@@ -1,5 +1,5 @@
 #pragma once
-// Host-callable launchers of the device side of the linear solvers (solvers.cu).
+// Host-callable launchers of the device side of the linear solvers (launch.cu).
 // Plain C++ (host/src includes it without nvcc; with -DD2R_ENABLE_CUDA=OFF nothing here is
 // defined, and host/src reaches these only through run_on's cuda branch). Each launcher enqueues
 // work on `stream` and checks the launch; none synchronises unless its comment says so.
@@ -13,9 +13,9 @@
 
 namespace d2r::kernels {
 
-// ---- linear solvers (solvers.cu): the device side of conjugate_gradient, conjugate_gradient_normal
+// ---- linear solvers (launch.cu). the device side of conjugate_gradient, conjugate_gradient_normal
 // and neumann_series (host/src/solvers.cpp drives the iteration; the CPU reference is
-// host/reference/solvers_ref.hpp, step for step). The scalars live in a device SolverState; every
+// host/reference/solvers.hpp, step for step). The scalars live in a device SolverState; every
 // reduction is a fixed-order two-pass sum in double (solver_partial_count(n) block partials, then
 // one block), so results depend only on n. Once the state is frozen (status != kSolverRunning)
 // every launcher is a no-op on the device except solver_write_solution and

@@ -11,9 +11,9 @@
 
 #include "host/reference/heads/categorical.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
-#include "host/reference/mixed_product_ref.hpp"
-#include "host/reference/objectives_ref.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/mixed_product.hpp"
+#include "host/reference/objectives.hpp"
+#include "host/reference/rewards.hpp"
 #include "kernels/heads/categorical/distribution.cuh"
 #include "kernels/heads/categorical/objectives.cuh"
 #include "kernels/heads/categorical/second_order.cuh"

@@ -1,13 +1,13 @@
-// Emulated value-check kernels (kernels/value_checks.cuh) and the deterministic column sum
-// (kernels/column_sum.cuh), launched as value_checks.cu and column_sum.cu launch them, against
+// Emulated value-check kernels (kernels/checks/value_checks.cuh) and the deterministic column sum
+// (kernels/checks/column_sum.cuh), launched as value_checks.cu and column_sum.cu launch them, against
 // plain loops over the same data (what the cpu backend does): the first offending linear index
 // (several offenders, found by integer atomicMin from different blocks), the first row without a
 // finite value (a warp vote per row), and column sums over more than one 256-row chunk (two
 // passes) with a grid.y smaller than the chunks.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "kernels/column_sum.cuh"
-#include "kernels/value_checks.cuh"
+#include "kernels/checks/column_sum.cuh"
+#include "kernels/checks/value_checks.cuh"
 
 namespace d2r::emulation {
 namespace {

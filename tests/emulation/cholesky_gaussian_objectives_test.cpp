@@ -6,9 +6,9 @@
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/heads/cholesky_gaussian.hpp"
-#include "host/reference/mixed_product_ref.hpp"
-#include "host/reference/objectives_ref.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/mixed_product.hpp"
+#include "host/reference/objectives.hpp"
+#include "host/reference/rewards.hpp"
 #include "kernels/heads/cholesky_gaussian/objectives.cuh"
 
 namespace d2r::emulation {

@@ -1,13 +1,13 @@
-// Emulated MLP-trunk kernels (kernels/network.cuh) against the CPU reference
-// (host/reference/network_ref.hpp): the elementwise kernels (Philox init, bias + activation, the
+// Emulated MLP-trunk kernels (kernels/network/network.cuh) against the CPU reference
+// (host/reference/network.hpp): the elementwise kernels (Philox init, bias + activation, the
 // activation derivatives of backward and the tangents, fill) and LayerNorm's four row kernels,
 // with a warp per row (h <= 512) and a block per row (h > 512) as network.cu launches them, one
 // grid block so that the row loop runs several times, relu and tanh. (The GEMMs between them are
 // cuBLAS calls issued by host/src/network.cpp, not kernels of d2r.)
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/network_ref.hpp"
-#include "kernels/network.cuh"
+#include "host/reference/network.hpp"
+#include "kernels/network/network.cuh"
 
 namespace d2r::emulation {
 namespace {

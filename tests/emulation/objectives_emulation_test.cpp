@@ -6,8 +6,8 @@
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "host/reference/heads/diag_gaussian.hpp"
-#include "host/reference/objectives_ref.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/objectives.hpp"
+#include "host/reference/rewards.hpp"
 #include "kernels/heads/diag_gaussian/objectives.cuh"
 #include "kernels/objectives/row_terms.cuh"
 

@@ -1,12 +1,12 @@
-// Emulated optimiser and gradient-conditioning kernels (kernels/optim.cuh) against the CPU
-// reference (host/reference/optim_ref.hpp), which evaluates the same float expressions in the
+// Emulated optimiser and gradient-conditioning kernels (kernels/optim/optim.cuh) against the CPU
+// reference (host/reference/optim.hpp), which evaluates the same float expressions in the
 // same order: Adam (with and without decoupled decay, over several steps, the step counter and
 // reset), SGD with and without momentum, clamp, and the three passes of clip_global_norm.
 // Launch shapes as optim.cu (256 threads), with grids smaller than the work.
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/optim_ref.hpp"
-#include "kernels/optim.cuh"
+#include "host/reference/optim.hpp"
+#include "kernels/optim/optim.cuh"
 
 namespace d2r::emulation {
 namespace {

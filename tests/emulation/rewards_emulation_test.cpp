@@ -1,13 +1,13 @@
-// Emulated kernels of the reward family and the group transforms (kernels/rewards.cuh) against the
+// Emulated kernels of the reward family and the group transforms (kernels/rewards/rewards.cuh) against the
 // CPU reference in double: continuous and one-hot Mahalanobis rewards and their per-row / per-chunk
 // parameter gradients (column-summed as by the launchers), the five transforms and their VJP.
 // Also the two fixes of the standardize transform on a constant group and of one-hot rows without
 // a distribution (sample index −1).
 #include "tests/emulation/kernel_emulation.hpp"
 
-#include "host/reference/mixed_product_ref.hpp"
-#include "host/reference/rewards_ref.hpp"
-#include "kernels/rewards.cuh"
+#include "host/reference/mixed_product.hpp"
+#include "host/reference/rewards.hpp"
+#include "kernels/rewards/rewards.cuh"
 
 namespace d2r::emulation {
 namespace {

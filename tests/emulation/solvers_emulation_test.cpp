@@ -1,14 +1,14 @@
-// Emulated solver kernels (kernels/solvers.cuh) driven as host/src/solvers.cpp drives them on the
+// Emulated solver kernels (kernels/solvers/solvers.cuh) driven as host/src/solvers.cpp drives them on the
 // cuda backend (cg_cuda, neumann_cuda: the same launch sequence, grids of solver_partial_count(n)
 // blocks of 256 threads, one-block finalize kernels, frozen kernels after the stop), with a dense
-// SPD operator applied on the host, against the CPU reference solvers (host/reference/solvers_ref.hpp)
+// SPD operator applied on the host, against the CPU reference solvers (host/reference/solvers.hpp)
 // on the same operator: status, iteration count, residual history and solution. CG, CGNR (with
 // damping and an initial guess), Neumann with and without a tolerance, and b = 0.
 #include "tests/emulation/kernel_emulation.hpp"
 
 #include "d2r/solvers.hpp"
-#include "host/reference/solvers_ref.hpp"
-#include "kernels/solvers.cuh"
+#include "host/reference/solvers.hpp"
+#include "kernels/solvers/solvers.cuh"
 
 namespace d2r::emulation {
 namespace {

@@ -13,7 +13,7 @@
 // label, a masked tile, a peaked row), clips, the G cap and value conventions. Reward parameters
 // are dyadic, so rewards and their group sums are exact in float.
 #include "host/checks/cases/common.hpp"
-#include "host/reference/objectives_ref.hpp"
+#include "host/reference/objectives.hpp"
 
 namespace d2r::checks {
 

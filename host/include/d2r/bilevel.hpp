@@ -129,6 +129,12 @@ void for_each_field(const InnerOptions<T>& o, F&& f) {
   f("max_steps", o.max_steps);
 }
 
+/// Checks every field of `options` on its own (check(BilevelOptions) calls it for options.inner).
+/// @throws d2r::Error (invalid_argument) naming the field as BilevelOptions has it, as in
+///         "options.inner.steps"
+template <class T>
+void check(const InnerOptions<T>& options);
+
 /// How each outer step starts its inner policy.
 enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)

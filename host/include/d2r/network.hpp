@@ -44,7 +44,7 @@
 /// WarpReduce / BlockReduce in a fixed order; bias, γ and β gradients by deterministic column
 /// sums (no atomics). cpu backend, float or double: the GEMMs through OpenBLAS
 /// (host/src/cpu_blas.cpp; plain loops when built with D2R_WITH_OPENBLAS=OFF), everything else as
-/// in the reference loops (host/reference/network_ref.hpp), which stay the independent test oracle.
+/// in the reference loops (host/reference/network.hpp), which stay the independent test oracle.
 ///
 /// Gradients are sums over the B rows (no 1/B): a call on a row range of a larger batch returns
 /// that shard's partial sum, to be all-reduced (DESIGN.md §10).

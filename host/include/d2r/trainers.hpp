@@ -115,6 +115,14 @@ void for_each_field(const PolicyFitOptions<T>& o, F&& f) {
 }
 
 
+/// Checks every field of `options` on its own (ranges, known enum values, the Adam settings); what
+/// depends on the data and the policy (the reward's size, the transform against G and the rows)
+/// is checked by fit_policy, which calls this first. A program can check a user's settings before
+/// it reads any data.
+/// @throws d2r::Error (invalid_argument) naming the field, as in "options.adam"
+template <class T>
+void check(const PolicyFitOptions<T>& options);
+
 /// Trains `params` (initialised from options.seed) by full-batch Adam on the chosen loss; returns
 /// the evaluation records (at least the final one). `policy` gives the network and head.
 /// @throws d2r::Error naming the argument for bad data or options, before any work
@@ -152,6 +160,11 @@ void for_each_field(const ClassifierFitOptions<T>& o, F&& f) {
   trainers_detail::for_each_shared_field(o, f);
   f("objective", o.objective);
 }
+
+/// Checks every field of `options` on its own, as check(PolicyFitOptions); fit_classifier calls it
+/// first. @throws d2r::Error (invalid_argument) naming the field, as in "options.epochs"
+template <class T>
+void check(const ClassifierFitOptions<T>& options);
 
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
 /// (random_permutation keyed by (seed, epoch), the same on both backends), uploaded once in that

@@ -11,7 +11,7 @@
 #include "d2r/distributions.hpp"
 #include "d2r/second_order.hpp"
 #include "host/reference/heads/cholesky_gaussian.hpp"
-#include "host/reference/objectives_ref.hpp"
+#include "host/reference/objectives.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"

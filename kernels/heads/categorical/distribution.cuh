@@ -21,7 +21,7 @@
 #include "kernels/common.cuh"
 #include "kernels/heads/categorical/launch.hpp"
 #include "kernels/objectives/launch.hpp"
-#include "kernels/rewards.cuh"
+#include "kernels/rewards/rewards.cuh"
 #include "common/math/numerics.hpp"
 
 namespace d2r::kernels::categorical {

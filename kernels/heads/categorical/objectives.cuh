@@ -12,7 +12,7 @@
 #include "kernels/common.cuh"
 #include "kernels/heads/categorical/distribution.cuh"
 #include "kernels/heads/categorical/launch.hpp"
-#include "kernels/rewards.cuh"
+#include "kernels/rewards/rewards.cuh"
 #include "common/math/numerics.hpp"
 
 namespace d2r::kernels::categorical {

@@ -13,7 +13,7 @@
 #include "kernels/common.cuh"
 #include "kernels/heads/categorical/distribution.cuh"
 #include "kernels/heads/categorical/objectives.cuh"
-#include "kernels/rewards.cuh"
+#include "kernels/rewards/rewards.cuh"
 #include "common/math/numerics.hpp"
 
 namespace d2r::kernels::categorical {

@@ -1,7 +1,7 @@
 // Launchers of the value checks (device code in value_checks.cuh): each copies the kernel's
 // smallest offending index back (one synchronisation).
 #include "kernels/checks/launch.hpp"
-#include "kernels/value_checks.cuh"
+#include "kernels/checks/value_checks.cuh"
 
 namespace d2r::kernels {
 namespace {

@@ -1,5 +1,5 @@
 #pragma once
-// Device code of the iterative solvers (DESIGN.md §6). Launchers: solvers.cu.
+// Device code of the iterative solvers (DESIGN.md §6). Launchers: launch.cu.
 //
 // Every reduction is two passes with a grid fixed by n: each block of a *_partials kernel sums its
 // grid-stride share in double and writes one partial per sum (cub::BlockReduce, a fixed order);

@@ -10,8 +10,8 @@
 
 #include "d2r/types/heads.hpp"
 #include "d2r/types/objectives.hpp"
-#include "host/reference/objectives_ref.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/objectives.hpp"
+#include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::reference {

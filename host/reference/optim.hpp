@@ -1,7 +1,7 @@
 #pragma once
 // CPU reference of the optimisers and gradient conditioning (d2r/optim.hpp). Plain loops,
 // templated on the scalar type: the test oracle (double) and the cpu backend (float/double).
-// The kernels (kernels/optim.cuh) evaluate the same expressions in the same order.
+// The kernels (kernels/optim/optim.cuh) evaluate the same expressions in the same order.
 
 #include <cmath>
 #include <cstdint>

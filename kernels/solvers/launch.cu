@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "kernels/solvers/launch.hpp"
-#include "kernels/solvers.cuh"
+#include "kernels/solvers/solvers.cuh"
 
 namespace d2r::kernels {
 namespace {

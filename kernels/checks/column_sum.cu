@@ -1,7 +1,7 @@
 // Launcher of the deterministic column sums (device code in column_sum.cuh).
 #include <algorithm>
 
-#include "kernels/column_sum.cuh"
+#include "kernels/checks/column_sum.cuh"
 #include "kernels/checks/launch.hpp"
 
 namespace d2r::kernels {

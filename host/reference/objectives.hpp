@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "d2r/types/objectives.hpp"
-#include "host/reference/rewards_ref.hpp"
+#include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
 namespace d2r::reference {

@@ -2,7 +2,7 @@
 #include <type_traits>
 
 #include "kernels/network/launch.hpp"
-#include "kernels/network.cuh"
+#include "kernels/network/network.cuh"
 
 namespace d2r::kernels {
 namespace {

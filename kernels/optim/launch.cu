@@ -2,7 +2,7 @@
 // Nothing here synchronises or copies to the host: an optimiser step can be captured in a CUDA
 // graph (the workspace of clip_global_norm must have reached its size before capture).
 #include "kernels/optim/launch.hpp"
-#include "kernels/optim.cuh"
+#include "kernels/optim/optim.cuh"
 
 namespace d2r::kernels {
 namespace {

@@ -1,7 +1,7 @@
 #pragma once
-// Device code of the optimisers and gradient conditioning (d2r/optim.hpp). Launchers: optim.cu.
+// Device code of the optimisers and gradient conditioning (d2r/optim.hpp). Launchers: launch.cu.
 // Element-wise kernels are grid-stride loops; the expressions and their order are those of the
-// CPU reference (host/reference/optim_ref.hpp).
+// CPU reference (host/reference/optim.hpp).
 
 #include <cub/cub.cuh>
 

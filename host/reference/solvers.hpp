@@ -3,7 +3,7 @@
 // Neumann series on an abstract operator. Plain loops, templated on the scalar type: the test
 // oracle (double) and the cpu backend (float/double).
 //
-// The algorithm is step for step the one the cuda backend runs (kernels/solvers.cu): vectors in
+// The algorithm is step for step the one the cuda backend runs (kernels/solvers/launch.cu): vectors in
 // T, dot products and scalars (α, β, norms) accumulated in double, the same stopping tests in the
 // same order. Where the device freezes its iterate, this loop breaks.
 

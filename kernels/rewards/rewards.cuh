@@ -1,6 +1,6 @@
 #pragma once
 // Device code of the Mahalanobis rewards and the group transforms (DESIGN.md §4).
-// Launchers: rewards.cu.
+// Launchers: launch.cu.
 
 #include "d2r/types/objectives.hpp"
 #include "kernels/common.cuh"

@@ -1,11 +1,11 @@
 #pragma once
-// Device code of the MLP trunk (launchers: network.cu): the activation σ and its derivatives,
+// Device code of the MLP trunk (launchers: launch.cu): the activation σ and its derivatives,
 // written in terms of the stored activation a = σ(z) so that the cache holds one B x h matrix per
 // layer; the elementwise kernels (parameter init from Philox, bias + activation after a cuBLAS
 // GEMM, activation derivatives of backward and the tangents: one thread per element,
 // grid-stride) and LayerNorm's row kernels (one warp or one block per row, grid-stride over rows,
 // row sums through CUB in a fixed order: deterministic). The GEMMs themselves are issued by
-// host/src/network.cpp. The CPU reference (host/reference/network_ref.hpp) computes the same
+// host/src/network.cpp. The CPU reference (host/reference/network.hpp) computes the same
 // expressions.
 
 #include <cub/cub.cuh>

@@ -1,7 +1,7 @@
 // Launchers of the reward and transform kernels (device code in rewards.cuh).
 #include "kernels/checks/launch.hpp"
 #include "kernels/rewards/launch.hpp"
-#include "kernels/rewards.cuh"
+#include "kernels/rewards/rewards.cuh"
 
 namespace d2r::kernels {
 namespace {

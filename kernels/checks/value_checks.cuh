@@ -1,5 +1,5 @@
 #pragma once
-// Device code of the value checks (launchers: value_checks.cu), run before a primitive writes its
+// Device code of the value checks (launchers: launch.cu), run before a primitive writes its
 // outputs (ValueChecks::full). Each kernel records the smallest offending linear index with an
 // integer atomicMin, whose result does not depend on the order of the atomics.
 

@@ -1,0 +1,36 @@
+# A checkpoint written by an earlier d2r (tests/data/checkpoint_compat) must still resume with the
+# same settings, and be refused (exit 2, the setting named) with another one: by the settings file
+# checkpoint.json, and without that file by the checkpoint's own fingerprint.
+# Invoked by ctest with -DD2R=<program> -DFIXTURE=<fixture folder> -DWORK=<scratch folder>.
+set(args fit ${FIXTURE}/data.csv --targets y1,y2 --method bilevel --hidden 8 --device cpu -q)
+function(resume_copy name)
+  file(REMOVE_RECURSE ${WORK}/${name})
+  file(MAKE_DIRECTORY ${WORK}/${name})
+  file(COPY ${FIXTURE}/checkpoint.ckpt ${FIXTURE}/checkpoint.json DESTINATION ${WORK}/${name})
+endfunction()
+
+resume_copy(same)
+execute_process(COMMAND "${D2R}" ${args} --outer-steps 4 --resume --out ${WORK}/same
+                RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT code EQUAL 4 OR NOT out MATCHES "resuming from the checkpoint after outer step 3")
+  message(FATAL_ERROR "the earlier checkpoint did not resume (exit ${code}, expected 4 step_limited):\n${out}${err}")
+endif()
+file(READ ${WORK}/same/results.json results)
+if(NOT results MATCHES "\"resumed_from_step\": 3" OR NOT results MATCHES "\"steps_done\": 4")
+  message(FATAL_ERROR "results.json of the resumed run does not say 3 steps resumed, 4 done:\n${results}")
+endif()
+
+resume_copy(other)
+execute_process(COMMAND "${D2R}" ${args} --outer-steps 4 --damping 0.5 --resume --out ${WORK}/other
+                RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT code EQUAL 2 OR NOT err MATCHES "damping: saved 0.001, now 0.5")
+  message(FATAL_ERROR "a resume with another --damping was not refused by checkpoint.json (exit ${code}):\n${out}${err}")
+endif()
+
+resume_copy(alone)
+file(REMOVE ${WORK}/alone/checkpoint.json)
+execute_process(COMMAND "${D2R}" ${args} --outer-steps 4 --damping 0.5 --resume --out ${WORK}/alone
+                RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT code EQUAL 2 OR NOT err MATCHES "options.cg.damping: saved 0.001, now 0.5")
+  message(FATAL_ERROR "a resume with another --damping was not refused by the fingerprint (exit ${code}):\n${out}${err}")
+endif()
