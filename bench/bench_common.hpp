@@ -64,15 +64,6 @@ inline bool skip_without_gpu(benchmark::State& state) {
   return true;
 }
 
-/// Deterministic filler for benchmark inputs (values matter: never benchmark on zeros).
-inline std::vector<float> filled(std::size_t n, float lo, float hi, std::uint64_t seed) {
-  std::vector<float> v(n);
-  std::uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
-  for (auto& x : v) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    x = lo + (hi - lo) * static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
-  }
-  return v;
-}
+using d2r::checks::filled;  // the one deterministic filler (host/checks/timer.hpp)
 
 }  // namespace d2r::bench

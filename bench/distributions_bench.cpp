@@ -29,17 +29,16 @@ void diag_gaussian(benchmark::State& state, bool gpu) {
   const std::int64_t B = state.range(0), n = state.range(1), G = state.range(2);
   DiagSetup s(ctx, B, n, G);
   d2r::sample(ctx, s.head(), G, {}, s.samples.matrix(B * G, n));
-  const double params = 2.0 * B * n, draws = static_cast<double>(B * G * n);
   double bytes = 0;
   std::function<void()> work;
   if constexpr (op == Op::sample) {
-    bytes = 4 * (params + draws);
+    bytes = d2r::checks::diag_sample_work(B, n, G).bytes;
     work = [&] { d2r::sample(ctx, s.head(), G, {.step = 1}, s.samples.matrix(B * G, n)); };
   } else if constexpr (op == Op::log_prob) {
-    bytes = 4 * (params + draws + B * G);
+    bytes = d2r::checks::diag_log_prob_work(B, n, G).bytes;
     work = [&] { d2r::log_prob(ctx, s.head(), std::as_const(s.samples).matrix(B * G, n), s.logp.matrix(B, G)); };
   } else {
-    bytes = 4 * (params + draws + B * G + params);
+    bytes = d2r::checks::diag_backward_work(B, n, G).bytes;
     work = [&] {
       d2r::backward(ctx, s.head(), std::as_const(s.samples).matrix(B * G, n), std::as_const(s.dlogp).matrix(B, G), {},
                     d2r::DiagGaussianGrad<float>{s.gmean.matrix(B, n), s.glog_std.matrix(B, n)});
@@ -98,20 +97,16 @@ void cholesky_gaussian(benchmark::State& state, bool gpu) {
       gtril(ctx, B * P);
   const d2r::CholeskyGaussian<float> head{std::as_const(mean).matrix(B, n), std::as_const(tril).matrix(B, P)};
   d2r::sample(ctx, head, G, {}, samples.matrix(B * G, n));
-  const double draws = static_cast<double>(B * G);
-  double bytes = 0, flops = 0;
+  const d2r::checks::Work w = op == Op::sample     ? d2r::checks::cholesky_sample_work(B, n, G)
+                              : op == Op::log_prob ? d2r::checks::cholesky_log_prob_work(B, n, G)
+                                                   : d2r::checks::cholesky_backward_work(B, n, G);
+  const double bytes = w.bytes, flops = w.flops;
   std::function<void()> work;
   if constexpr (op == Op::sample) {
-    bytes = 4.0 * (B * (n + P) + draws * n);
-    flops = draws * 2.0 * P;  // L ε
     work = [&] { d2r::sample(ctx, head, G, {.step = 1}, samples.matrix(B * G, n)); };
   } else if constexpr (op == Op::log_prob) {
-    bytes = 4.0 * (B * (n + P) + draws * (n + 1));
-    flops = draws * 2.0 * P;  // forward substitution
     work = [&] { d2r::log_prob(ctx, head, std::as_const(samples).matrix(B * G, n), logp.matrix(B, G)); };
   } else {
-    bytes = 4.0 * (2 * B * (n + P) + draws * (n + 1));
-    flops = draws * 6.0 * P;  // forward and back substitution, rank-1 update
     work = [&] {
       d2r::backward(ctx, head, std::as_const(samples).matrix(B * G, n), std::as_const(dlogp).matrix(B, G), {},
                     d2r::CholeskyGaussianGrad<float>{gmean.matrix(B, n), gtril.matrix(B, P)});

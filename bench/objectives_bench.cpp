@@ -72,7 +72,7 @@ void categorical_surrogate(benchmark::State& state, bool gpu) {
                       d2r::PgOptions<float>{.entropy_weight = 0.1f}, {.step = step++}, {loss.vector(), {}},
                       d2r::CategoricalGrad<float>{grad.matrix(B, C)});
   };
-  const double bytes = 4.0 * (2.0 * B * C + 2.0 * B);  // logits in, gradient out, labels, row losses
+  const double bytes = d2r::checks::pg_surrogate_categorical_work(B, C).bytes;
   if (gpu) {
     d2r::bench::run_gpu(state, ctx, bytes, 0, work);
   } else {
@@ -97,8 +97,8 @@ void cholesky_surrogate(benchmark::State& state, bool gpu) {
                       d2r::PgOptions<float>{.entropy_weight = 1.0f}, {.step = step++}, {loss.vector(), {}},
                       d2r::CholeskyGaussianGrad<float>{gm.matrix(B, n), gt.matrix(B, P)});
   };
-  const double bytes = 4.0 * (2.0 * B * (n + P) + B * n + B);
-  const double flops = static_cast<double>(B * G) * 6.0 * static_cast<double>(P);
+  const d2r::checks::Work w = d2r::checks::pg_surrogate_cholesky_work(B, n, G);
+  const double bytes = w.bytes, flops = w.flops;
   if (gpu) {
     d2r::bench::run_gpu(state, ctx, bytes, flops, work);
   } else {

@@ -1,6 +1,7 @@
 // The bilevel scheduler on the cuda backend: the CUDA-graph inner loop gives the eager loop's
-// results bit for bit, and one outer step (exact inner objective, converged CG) agrees with the
-// cpu backend in double. Skips without a GPU (fails under D2R_EXPECT_GPU=1).
+// results bit for bit (stays here: graph replay is not a comparison a case of the registry can
+// express). One outer step against the cpu backend in double is the bilevel.outer_step case of
+// host/checks/cases/curvature.cpp. Skips without a GPU (fails under D2R_EXPECT_GPU=1).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -63,33 +64,6 @@ TEST(BilevelGpu, CudaGraphInnerLoopEqualsEagerLaunchesBitForBit) {
   }
   EXPECT_EQ(phis[0], phis[1]);
   EXPECT_EQ(thetas[0], thetas[1]);
-}
-
-TEST(BilevelGpu, OneOuterStepAgreesWithTheCpuBackend) {
-  D2R_REQUIRE_GPU();
-  const SmallRegression d;
-  const std::vector<double> xd(d.x.begin(), d.x.end()), yd(d.y.begin(), d.y.end());
-  const auto options = [](auto zero) {
-    using T = decltype(zero);
-    d2r::BilevelOptions<T> o;
-    o.inner.objective = d2r::InnerObjective::exact;
-    o.inner.steps = 200;
-    o.solver = d2r::ImplicitSolver::conjugate_gradient;
-    o.cg = {.damping = T(1e-3), .tolerance = T(1e-6), .max_iterations = 50};
-    return o;
-  };
-  d2r::Context gpu({.backend = d2r::Backend::cuda, .seed = 4});
-  d2r::Context cpu({.backend = d2r::Backend::cpu, .seed = 4});
-  d2r::Buffer<float> x(gpu, d.x), y(gpu, d.y);
-  d2r::BilevelTrainer<float> tg(gpu, {.inputs = 2}, {std::as_const(x).matrix(d.N, 2), std::as_const(y).matrix(d.N, 2)}, {},
-                                d2r::RewardForm::scalar, std::vector<double>{0.7}, options(0.0f));
-  d2r::BilevelTrainer<double> tc(cpu, {.inputs = 2}, {d2r::matrix_view(xd.data(), d.N, 2), d2r::matrix_view(yd.data(), d.N, 2)},
-                                 {}, d2r::RewardForm::scalar, std::vector<double>{0.7}, options(0.0));
-  const d2r::BilevelRecord rg = tg.step(), rc = tc.step();
-  EXPECT_NEAR(rg.hypergradient[0], rc.hypergradient[0], 1e-3 * (1 + std::abs(rc.hypergradient[0])));
-  EXPECT_NEAR(rg.train.nll_per_dim, rc.train.nll_per_dim, 1e-4 * (1 + std::abs(rc.train.nll_per_dim)));
-  // One re-created Adam step moves φ by α·h/(|h| + ε): the same ±α when the signs agree.
-  EXPECT_NEAR(rg.reward_params[0], rc.reward_params[0], 1e-6);
 }
 
 }  // namespace

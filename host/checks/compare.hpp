@@ -81,8 +81,10 @@ Outcome require_scale(Outcome o, const Output& want, double least);
 /// interval [cdf_{k-1}, cdf_k) lies within 1e-6·Z of the reference target t = u·Z (u: the draw's
 /// Philox uniform of `seed` and `key_step`/`key_first_row`); and at least 99.9 % of the draws
 /// equal (C <= 4096; 95 % beyond, where an average class is about Z/C wide).
+/// `required` >= 0 replaces the agreement fraction (0: none, the window and neighbour rule only).
 Outcome compare_draws_windowed(const Idx& got, const Idx& want, const Vec& logits, std::int64_t B, std::int64_t C,
-                               std::int64_t G, std::uint64_t seed, std::int64_t key_step, std::int64_t key_first_row);
+                               std::int64_t G, std::uint64_t seed, std::int64_t key_step, std::int64_t key_first_row,
+                               double required = -1.0);
 
 /// rel = ‖got − want‖ / ‖want‖ (normwise: iterates of a solver drift apart element by element).
 Outcome compare_normwise(const Vec& got, const Vec& want, double tol);

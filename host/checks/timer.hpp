@@ -4,6 +4,7 @@
 // context's stream, the L2 cache flushed (a memset over 3× its size) before each; on cpu:
 // steady_clock around the work (synchronous). Plus the copy bandwidth that "% of peak" divides by.
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -39,6 +40,18 @@ class Timer {
 /// after one warm-up): cudaMemcpy device to device of `bytes` on cuda (halved while 3·bytes exceed
 /// the free memory; the size used is written back), memcpy on the host.
 double copy_bandwidth(Context& ctx, std::size_t& bytes);
+
+/// Deterministic filler for benchmark inputs (values matter: never benchmark on zeros), shared by
+/// `d2r bench` and bench/.
+inline std::vector<float> filled(std::size_t n, float lo, float hi, std::uint64_t seed) {
+  std::vector<float> v(n);
+  std::uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
+  for (auto& x : v) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    x = lo + (hi - lo) * static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
+  }
+  return v;
+}
 
 /// The median of sorted times.
 double median(const std::vector<double>& sorted);

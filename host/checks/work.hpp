@@ -27,6 +27,49 @@ inline Work pg_surrogate_diag_work(std::int64_t B, std::int64_t n, double bytes_
   return {bytes_per * (5.0 * static_cast<double>(B * n) + static_cast<double>(B)), 0};
 }
 
+/// A diagonal Gaussian head's (per-row log σ) sample (μ, log σ read, B·G·n draws written),
+/// log_prob (+ draws read, B·G log-probabilities written) and backward (+ d_log_prob read, both
+/// gradients written).
+inline Work diag_sample_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double params = 2.0 * static_cast<double>(B * n), draws = static_cast<double>(B * G * n);
+  return {4 * (params + draws), 0};
+}
+inline Work diag_log_prob_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double params = 2.0 * static_cast<double>(B * n), draws = static_cast<double>(B * G * n);
+  return {4 * (params + draws + static_cast<double>(B * G)), 0};
+}
+inline Work diag_backward_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double params = 2.0 * static_cast<double>(B * n), draws = static_cast<double>(B * G * n);
+  return {4 * (params + draws + static_cast<double>(B * G) + params), 0};
+}
+
+/// A Cholesky head's (per-row L, P = n(n+1)/2) sample (L ε: 2P FLOPs a draw), log_prob (forward
+/// substitution) and backward (forward and back substitution and a rank-1 update: 6P a draw).
+inline Work cholesky_sample_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double P = static_cast<double>(n * (n + 1) / 2), draws = static_cast<double>(B * G);
+  return {4.0 * (static_cast<double>(B) * (static_cast<double>(n) + P) + draws * static_cast<double>(n)), draws * 2.0 * P};
+}
+inline Work cholesky_log_prob_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double P = static_cast<double>(n * (n + 1) / 2), draws = static_cast<double>(B * G);
+  return {4.0 * (static_cast<double>(B) * (static_cast<double>(n) + P) + draws * static_cast<double>(n + 1)), draws * 2.0 * P};
+}
+inline Work cholesky_backward_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double P = static_cast<double>(n * (n + 1) / 2), draws = static_cast<double>(B * G);
+  return {4.0 * (2.0 * static_cast<double>(B) * (static_cast<double>(n) + P) + draws * static_cast<double>(n + 1)), draws * 6.0 * P};
+}
+
+/// pg_surrogate of a categorical head (scalar reward): logits in, gradient out, labels, row losses.
+inline Work pg_surrogate_categorical_work(std::int64_t B, std::int64_t C) {
+  return {4.0 * (2.0 * static_cast<double>(B * C) + 2.0 * static_cast<double>(B)), 0};
+}
+/// pg_surrogate of a Cholesky head (scalar reward): head outputs and targets read once, gradient
+/// written once; 6P FLOPs a draw.
+inline Work pg_surrogate_cholesky_work(std::int64_t B, std::int64_t n, std::int64_t G) {
+  const double P = static_cast<double>(n * (n + 1) / 2);
+  return {4.0 * (2.0 * static_cast<double>(B) * (static_cast<double>(n) + P) + static_cast<double>(B * n) + static_cast<double>(B)),
+          static_cast<double>(B * G) * 6.0 * P};
+}
+
 /// A categorical head's sample (logits read, indices written), log_prob (logits and indices read,
 /// log-probabilities written) and backward (logits, indices and cotangents read, gradient written).
 inline Work categorical_sample_work(std::int64_t B, std::int64_t C, std::int64_t G) {

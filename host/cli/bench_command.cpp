@@ -49,18 +49,8 @@ namespace fs = std::filesystem;
 constexpr const char* kCmd = "bench";
 constexpr std::int64_t kInputs = 23, kDims = 17;  // the paper's HalfCheetah model (PAPER.md)
 
-/// Deterministic filler (values matter: never benchmark on zeros), as bench_common.hpp's.
-std::vector<float> filled(std::int64_t n, float lo, float hi, std::uint64_t seed) {
-  std::vector<float> v(static_cast<std::size_t>(n));
-  std::uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
-  for (auto& x : v) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    x = lo + (hi - lo) * static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
-  }
-  return v;
-}
 Buffer<float> device_filled(Context& ctx, std::int64_t n, float lo, float hi, std::uint64_t seed) {
-  const std::vector<float> v = filled(n, lo, hi, seed);
+  const std::vector<float> v = checks::filled(static_cast<std::size_t>(n), lo, hi, seed);
   return Buffer<float>(ctx, std::span<const float>(v));
 }
 

@@ -500,6 +500,7 @@ void add_objective_checks(Table& t, Level level);
 void add_second_order_checks(Table& t, Level level);
 void add_mixed_product_checks(Table& t, Level level);  // family second_order
 void add_cholesky_objective_checks(Table& t, Level level);  // family objectives (cases/cholesky_objectives.cpp)
+void add_categorical_objective_checks(Table& t, Level level);  // family objectives (cases/categorical_objectives.cpp)
 void add_network_checks(Table& t, Level level);
 void add_curvature_checks(Table& t, Level level);
 void add_optim_checks(Table& t, Level level);

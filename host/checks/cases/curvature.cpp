@@ -1,4 +1,5 @@
 // Cases of the registry (host/checks/checks.hpp): the policy-curvature classes (gradient, HVP, mixed product).
+#include "d2r/bilevel.hpp"
 #include "host/checks/cases/common.hpp"
 
 namespace d2r::checks {
@@ -7,6 +8,7 @@ namespace d2r::checks {
 
 namespace {
 void add_curvature_gpu_test_checks(Table& t);
+void add_bilevel_step_check(Table& t);
 
 enum class CurvOut { gradient, hvp, mixed };
 const char* curv_name(CurvOut o) {
@@ -137,6 +139,7 @@ void add_curvature_checks(Table& t, Level level) {
     }
   }
   if (level >= Level::medium) add_curvature_gpu_test_checks(t);
+  if (level >= Level::medium) add_bilevel_step_check(t);
 }
 
 
@@ -362,6 +365,51 @@ void add_curvature_gpu_test_checks(Table& t) {
                    return compare_each(got, want, curvature_case_tols(c, want));
                  });
   }
+}
+}  // namespace
+
+namespace {
+// ------------------------------------------------------------------ one bilevel outer step
+
+/// The former BilevelGpu.OneOuterStepAgreesWithTheCpuBackend: one outer step of the
+/// BilevelTrainer (exact inner objective, 200 inner steps, conjugate gradients with damping 1e-3,
+/// tolerance 1e-6, at most 50 iterations) on a small 2-d regression (N = 256, y = x ± 1 + noise)
+/// on the tested backend in float and the cpu backend in double: the hypergradient within
+/// 1e-3·(1 + |h|), the train NLL per dimension within 1e-4·(1 + |nll|), and φ after the one
+/// re-created Adam step within 1e-6 (the same ±α when the signs agree). The CUDA-graph test stays
+/// in tests/bilevel_gpu_test.cpp.
+void add_bilevel_step_check(Table& t) {
+  t.add_custom("bilevel.outer_step", "exact inner objective, CG, scalar reward", "N=256 inputs=2", Tol{1e-3, 0.0, 1.0},
+               [](Env& env, std::uint64_t salt) {
+                 Rng r(env.seed, salt);
+                 const std::int64_t N = 256;
+                 Vec x, y;
+                 for (std::int64_t i = 0; i < N; ++i) {
+                   const double a = r.uniform(-2, 2), b = r.uniform(-2, 2);
+                   x.push_back(a);
+                   x.push_back(b);
+                   y.push_back(static_cast<float>(a + 1 + r.uniform(-1, 1)));
+                   y.push_back(static_cast<float>(b - 1 + r.uniform(-1, 1)));
+                 }
+                 const auto step = [&](Context& ctx, auto zero) {
+                   using T = decltype(zero);
+                   BilevelOptions<T> o;
+                   o.inner.objective = InnerObjective::exact;
+                   o.inner.steps = 200;
+                   o.solver = ImplicitSolver::conjugate_gradient;
+                   o.cg = {.damping = T(1e-3), .tolerance = T(1e-6), .max_iterations = 50};
+                   const Buffer<T> xb = put<T>(ctx, x), yb = put<T>(ctx, y);
+                   BilevelTrainer<T> trainer(ctx, {.inputs = 2}, {xb.matrix(N, 2), yb.matrix(N, 2)}, {}, RewardForm::scalar,
+                                             std::vector<double>{0.7}, o);
+                   const BilevelRecord rec = trainer.step();
+                   return std::make_tuple(rec.hypergradient[0], rec.train.nll_per_dim, rec.reward_params[0]);
+                 };
+                 const auto [hg, nll_g, phi_g] = step(env.test, float{});
+                 const auto [hc, nll_c, phi_c] = step(env.ref, double{});
+                 return compare_each({{"hypergradient", {hg}}, {"nll_per_dim", {nll_g}}, {"reward_params minus reference", {phi_g - phi_c}}},
+                                     {{"hypergradient", {hc}}, {"nll_per_dim", {nll_c}}, {"reward_params minus reference", {0.0}}},
+                                     {Tol{1e-3, 0.0, 1.0}, Tol{1e-4, 0.0, 1.0}, Tol{1e-6, 0.0, 1.0}});
+               });
 }
 }  // namespace
 

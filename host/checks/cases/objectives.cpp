@@ -116,6 +116,7 @@ void add_objective_checks(Table& t, Level level) {
   // The former GPU test's cases: at the GPU test's size class (medium) and above.
   if (level >= Level::medium) add_diag_objective_gpu_checks(t);
   add_cholesky_objective_checks(t, level);
+  add_categorical_objective_checks(t, level);
 }
 
 
