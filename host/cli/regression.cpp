@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <span>
 #include <utility>
@@ -171,8 +173,30 @@ class TypedRun final : public RegressionRun::Impl {
  public:
   TypedRun(Context& ctx, const RegressionConfig& c, const HostData& train, const HostData& held, std::string command)
       : ctx_(ctx), c_(c), command_(std::move(command)) {
-    upload(train, train_x_, train_y_, train_);
-    if (!held.empty()) upload(held, held_x_, held_y_, held_);
+    // mpirun -np N with a plain fit: each rank uploads only the rows it computes on (fit_policy's
+    // local views, DataParallel::train_rows); the heuristic reward reads every target first.
+    const DataParallel dp = data_parallel();
+    const bool active = dp.communicator != nullptr && (dp.communicator->size() > 1 || dp.deterministic);
+    const RowRange tl = local_rows(dp, train.rows), hl = local_rows(dp, held.rows);
+    local_ = active && c_.method != Method::bilevel;  // a rank may hold no rows of a set
+    if (local_ && c_.method == Method::heuristic) upload(train, train_x_, train_y_, train_);
+    if (local_ && c_.method == Method::heuristic) heuristic(train.dims);
+    upload(train, train_x_, train_y_, train_, local_ ? tl : RowRange{0, train.rows});
+    if (!held.empty()) upload(held, held_x_, held_y_, held_, local_ ? hl : RowRange{0, held.rows});
+    if (local_) {
+      train_total_ = train.rows;
+      held_total_ = held.rows;
+    }
+    // D2R_DATA_STATS=1: every rank reports the data rows it holds in the backend's memory.
+    if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
+      std::fprintf(stderr,
+                   "d2r data stats (rank %d of %d): training rows held %lld of %lld (%lld bytes); validation rows "
+                   "held %lld of %lld (%lld bytes)\n",
+                   d2r::cli::rank(), ranks(), static_cast<long long>(train_.x.rows), static_cast<long long>(train.rows),
+                   static_cast<long long>(train_x_.size() + train_y_.size()) * static_cast<long long>(sizeof(T)),
+                   static_cast<long long>(held_.empty() ? 0 : held_.x.rows), static_cast<long long>(held.rows),
+                   static_cast<long long>(held_x_.size() + held_y_.size()) * static_cast<long long>(sizeof(T)));
+    }
     const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     if (c_.method == Method::bilevel) {
       const BilevelOptions<T> o = bilevel_options<T>(c_);
@@ -180,22 +204,12 @@ class TypedRun final : public RegressionRun::Impl {
                                                      std::span<const double>(c_.reward_params), o);
       trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
     } else {
-      const std::int64_t capacity = std::max(train.rows, held.rows);
+      // The policy's row workspaces: the rows this process computes on.
+      const std::int64_t capacity = std::max({std::int64_t{1}, train_.x.rows, held_.empty() ? 0 : held_.x.rows});
       policy_ = std::make_unique<GaussianPolicy<T>>(ctx_, spec, train.dims, c_.head, capacity);
       params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
       if (c_.method == Method::pg) reward_ = c_.reward_params;
-      if (c_.method == Method::heuristic) {
-        Buffer<T> r(ctx_, static_cast<std::size_t>(reward_param_count(c_.reward_form, train.dims)));
-        heuristic_reward<T>(ctx_, train_.y, static_cast<T>(c_.lambda), c_.reward_form, r.vector());
-        const std::vector<T> h = r.to_host();
-        reward_.assign(h.begin(), h.end());
-        for (double v : reward_) {
-          if (!std::isfinite(v)) {
-            bad_input(command_, "--method heuristic",
-                      "the heuristic reward of these targets is not finite (constant targets?)");
-          }
-        }
-      }
+      if (c_.method == Method::heuristic && !local_) heuristic(train.dims);
     }
   }
 
@@ -233,11 +247,30 @@ class TypedRun final : public RegressionRun::Impl {
   }
 
  private:
-  void upload(const HostData& d, Buffer<T>& bx, Buffer<T>& by, RegressionData<T>& view) {
-    const std::vector<T> x(d.x.begin(), d.x.end()), y(d.y.begin(), d.y.end());
+  /// Rows `r` of `d` into the backend's memory.
+  void upload(const HostData& d, Buffer<T>& bx, Buffer<T>& by, RegressionData<T>& view, RowRange r = {0, -1}) {
+    if (r.rows < 0) r = {0, d.rows};
+    const auto at = [&](const std::vector<double>& v, std::int64_t cols, std::int64_t row) {
+      return v.begin() + static_cast<std::ptrdiff_t>(row * cols);
+    };
+    const std::vector<T> x(at(d.x, d.inputs, r.first), at(d.x, d.inputs, r.first + r.rows)),
+        y(at(d.y, d.dims, r.first), at(d.y, d.dims, r.first + r.rows));
     bx = Buffer<T>(ctx_, std::span<const T>(x));
     by = Buffer<T>(ctx_, std::span<const T>(y));
-    view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).matrix(d.rows, d.dims)};
+    view = {std::as_const(bx).matrix(r.rows, d.inputs), std::as_const(by).matrix(r.rows, d.dims)};
+  }
+
+  /// --method heuristic: the reward of the training targets (every row in the backend's memory).
+  void heuristic(std::int64_t dims) {
+    Buffer<T> r(ctx_, static_cast<std::size_t>(reward_param_count(c_.reward_form, dims)));
+    heuristic_reward<T>(ctx_, train_.y, static_cast<T>(c_.lambda), c_.reward_form, r.vector());
+    const std::vector<T> h = r.to_host();
+    reward_.assign(h.begin(), h.end());
+    for (double v : reward_) {
+      if (!std::isfinite(v)) {
+        bad_input(command_, "--method heuristic", "the heuristic reward of these targets is not finite (constant targets?)");
+      }
+    }
   }
 
   PolicyFitOptions<T> plain_options() const {
@@ -245,6 +278,8 @@ class TypedRun final : public RegressionRun::Impl {
     if (o.loss == PolicyLoss::pg) o.reward_params = reward_;
     PolicyFitOptions<T> out = options_cast<PolicyFitOptions<T>>(o);
     out.parallel = data_parallel();
+    out.parallel.train_rows = train_total_;  // 0 unless the views hold this rank's rows only
+    out.parallel.validation_rows = held_total_;
     return out;
   }
 
@@ -334,6 +369,9 @@ class TypedRun final : public RegressionRun::Impl {
   std::string command_;
   Buffer<T> train_x_, train_y_, held_x_, held_y_;
   RegressionData<T> train_{}, held_{};
+  // Plain fit on ranks: the buffers hold only this rank's rows of sets of these many rows.
+  bool local_ = false;
+  std::int64_t train_total_ = 0, held_total_ = 0;
   std::unique_ptr<GaussianPolicy<T>> policy_;
   Buffer<T> params_;
   std::vector<double> reward_;

@@ -39,20 +39,49 @@ const char* to_string(PolicyLoss loss) noexcept {
 }
 
 
+RowRange local_rows(const DataParallel& dp, std::int64_t total) {
+  if (!shard::active(dp)) return {0, total};
+  const shard::Plan p = shard::plan(dp, total);
+  if (p.parts.empty()) return {0, 0};
+  return {p.parts.front().first, p.parts.back().first + p.parts.back().rows - p.parts.front().first};
+}
+
 // ------------------------------------------------------------------ fit_policy
 template <class T>
 std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy, VectorView<T> params,
                                         RegressionData<T> train, RegressionData<T> validation,
                                         const PolicyFitOptions<T>& options) {
   constexpr std::string_view fn = "fit_policy";
-  check_data(ctx, fn, "train", train, 1);
+  // Local views (DataParallel::train_rows > 0): train and validation hold only this rank's rows.
+  const DataParallel& dp = options.parallel;
+  const bool local = dp.train_rows > 0;
+  D2R_EXPECTS(dp.train_rows >= 0 && dp.validation_rows >= 0, fn, "options.parallel",
+              "train_rows and validation_rows must be >= 0, got {} and {}", dp.train_rows, dp.validation_rows);
+  D2R_EXPECTS(!local || shard::active(dp), fn, "options.parallel.train_rows",
+              "local views of the rows need a data-parallel communicator (several ranks or deterministic mode)");
+  D2R_EXPECTS(local || dp.validation_rows == 0, fn, "options.parallel.validation_rows",
+              "is {} but train_rows is 0 (local views are given for both sets or neither)", dp.validation_rows);
+  const RowRange train_local = local ? local_rows(dp, dp.train_rows) : RowRange{0, train.x.rows};
+  const RowRange val_local = local ? local_rows(dp, dp.validation_rows)
+                                   : RowRange{0, validation.empty() ? 0 : validation.x.rows};
+  if (local) {
+    D2R_EXPECTS(train.x.rows == train_local.rows, fn, "train.x",
+                "expected this rank's {} rows of the {} training rows (DataParallel::train_rows), got {}",
+                train_local.rows, dp.train_rows, train.x.rows);
+    D2R_EXPECTS((validation.empty() ? 0 : validation.x.rows) == val_local.rows, fn, "validation.x",
+                "expected this rank's {} rows of the {} validation rows (DataParallel::validation_rows), got {}",
+                val_local.rows, dp.validation_rows, validation.empty() ? 0 : validation.x.rows);
+  }
+  // A rank may hold no rows of a set (fewer blocks than ranks): its empty view is not checked.
+  const bool has_validation = local ? dp.validation_rows > 0 : !validation.empty();
+  if (!local || train_local.rows > 0) check_data(ctx, fn, "train", train, 1);
   D2R_EXPECTS(train.x.cols == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
               policy.net().inputs(), train.x.cols);
   D2R_EXPECTS(train.y.cols == policy.dims(), fn, "train.y", "expected {} columns (the policy's dimensions), got {}",
               policy.dims(), train.y.cols);
   D2R_EXPECTS(train.x.rows <= policy.batch_capacity(), fn, "train.x",
               "has {} rows, more than the policy's batch capacity {}", train.x.rows, policy.batch_capacity());
-  if (!validation.empty()) {
+  if (has_validation && val_local.rows > 0) {
     check_data(ctx, fn, "validation", validation, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols && validation.y.cols == train.y.cols, fn, "validation",
                 "expected {} input and {} target columns, got {} and {}", train.x.cols, train.y.cols,
@@ -63,7 +92,7 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
   D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
               policy.parameter_count(), params.size);
   check_policy_fit_fields(fn, options);
-  shard::check(ctx, fn, "options.parallel", options.parallel);
+  shard::check(ctx, fn, "options.parallel", options.parallel, true);
   Buffer<T> reward_params;
   if (options.loss == PolicyLoss::pg) {
     D2R_EXPECTS(options.generations >= 1, fn, "options.generations", "expected G >= 1, got {}", options.generations);
@@ -75,7 +104,7 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
       D2R_EXPECTS(options.reward_params[i] > 0 && std::isfinite(options.reward_params[i]), fn,
                   "options.reward_params", "entry {} must be finite and > 0, got {}", i, options.reward_params[i]);
     }
-    objective_common::check_options(fn, options.pg, train.x.rows);
+    objective_common::check_options(fn, options.pg, local ? dp.train_rows : train.x.rows);
     detail::check_transform(fn, options.pg.transform, options.generations);
     reward_params = Buffer<T>(ctx, std::vector<T>(options.reward_params.begin(), options.reward_params.end()));
   }
@@ -91,33 +120,35 @@ std::vector<PolicyFitRecord> fit_policy(Context& ctx, GaussianPolicy<T>& policy,
   std::vector<PolicyFitRecord> records;
   // Data parallel: this rank's rows of the training and validation sets (shard.hpp).
   const bool sharded = shard::active(options.parallel);
-  const std::int64_t N = train.x.rows;
+  const std::int64_t N = local ? dp.train_rows : train.x.rows;
+  const std::int64_t validation_total = local ? dp.validation_rows : validation.empty() ? 0 : validation.x.rows;
   const shard::Plan train_plan = sharded ? shard::plan(options.parallel, N) : shard::Plan{};
   const shard::Plan val_plan =
-      sharded && !validation.empty() ? shard::plan(options.parallel, validation.x.rows) : shard::Plan{};
+      sharded && has_validation ? shard::plan(options.parallel, validation_total) : shard::Plan{};
   std::optional<shard::Reducer<T>> reducer;
   if (sharded) reducer.emplace(ctx, static_cast<std::int64_t>(P));
-  const auto rows_of = [](ConstMatrix<T> m, const shard::Part& part) {
-    return ConstMatrix<T>{m.data + part.first * m.row_stride, part.rows, m.cols, m.row_stride};
+  // Rows `part` (global row numbers) of a view whose first row is global row `offset`.
+  const auto rows_of = [](ConstMatrix<T> m, const shard::Part& part, std::int64_t offset) {
+    return ConstMatrix<T>{m.data + (part.first - offset) * m.row_stride, part.rows, m.cols, m.row_stride};
   };
-  const auto evaluate = [&](const RegressionData<T>& d, const shard::Plan& plan) {
+  const auto evaluate = [&](const RegressionData<T>& d, const shard::Plan& plan, std::int64_t offset) {
     if (!sharded) return policy.evaluate(params, d.x, d.y);
     return shard::metrics(plan, [&](const shard::Part& part) {
-      return policy.evaluate(params, rows_of(d.x, part), rows_of(d.y, part));
+      return policy.evaluate(params, rows_of(d.x, part, offset), rows_of(d.y, part, offset));
     });
   };
   const auto record = [&](std::int64_t step) {
     PolicyFitRecord r;
     r.step = step;
-    r.train = evaluate(train, train_plan);
-    r.validation = validation.empty() ? nan_metrics() : evaluate(validation, val_plan);
+    r.train = evaluate(train, train_plan, train_local.first);
+    r.validation = has_validation ? evaluate(validation, val_plan, val_local.first) : nan_metrics();
     records.push_back(r);
     if (options.on_record) options.on_record(records.back());
   };
   // The gradient of rows `part` of the training set, as its share of the whole batch's mean:
   // PG normalises by the whole batch itself (normaliser_rows) and draws by global row.
   const auto gradient = [&](std::int64_t step, const shard::Part& part, VectorView<T> out) {
-    const ConstMatrix<T> x = rows_of(train.x, part), y = rows_of(train.y, part);
+    const ConstMatrix<T> x = rows_of(train.x, part, train_local.first), y = rows_of(train.y, part, train_local.first);
     switch (options.loss) {
       case PolicyLoss::mse:
         policy.mse_gradient(params, x, y, out);
@@ -222,14 +253,15 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     reward_params = Buffer<T>(ctx, std::vector<T>(options.reward_params.begin(), options.reward_params.end()));
   }
 
-  // Host copies of the training rows, re-uploaded in a new order every epoch.
+  // Host copies of the training rows, re-uploaded in a new order every epoch (data parallel: only
+  // this rank's parts of every batch of the epoch, batch after batch, part after part).
   const std::vector<T> x_host = rows_to_host<T>(ctx, train.x);
   const std::vector<std::int32_t> y_host =
       rows_to_host<std::int32_t>(ctx, MatrixView<const std::int32_t>{train.labels.data, 1, N, N});
-  Buffer<T> x_epoch(ctx, static_cast<std::size_t>(N * p));
-  Buffer<std::int32_t> y_epoch(ctx, static_cast<std::size_t>(N));
-  std::vector<T> x_perm(x_host.size());
-  std::vector<std::int32_t> y_perm(y_host.size());
+  Buffer<T> x_epoch;
+  Buffer<std::int32_t> y_epoch;
+  std::vector<T> x_perm;
+  std::vector<std::int32_t> y_perm;
 
   const auto P = static_cast<std::size_t>(policy.parameter_count());
   Buffer<T> grad(ctx, P), m(ctx, P), v(ctx, P);
@@ -253,20 +285,40 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   ChecksOff checks_off(ctx);
   std::uint64_t step = 0;
   for (std::int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
-    const std::vector<std::int64_t> order = random_permutation(N, mix_seed(options.seed, static_cast<std::uint64_t>(epoch)));
+    std::vector<std::int64_t> order = random_permutation(N, mix_seed(options.seed, static_cast<std::uint64_t>(epoch)));
+    if (sharded) {
+      std::vector<std::int64_t> mine;
+      for (std::int64_t first = 0; first < N; first += batch) {
+        for (const shard::Part& part : shard::plan(options.parallel, std::min(batch, N - first)).parts) {
+          const auto at = order.begin() + first + part.first;
+          mine.insert(mine.end(), at, at + part.rows);
+        }
+      }
+      order = std::move(mine);
+    }
+    x_perm.resize(order.size() * static_cast<std::size_t>(p));
+    y_perm.resize(order.size());
     gather_rows(x_host, p, order, x_perm);
     gather_rows(y_host, 1, order, y_perm);
-    x_epoch.copy_from_host(x_perm);
-    y_epoch.copy_from_host(y_perm);
+    if (x_epoch.size() < x_perm.size()) x_epoch = Buffer<T>(ctx, x_perm.size());
+    if (y_epoch.size() < y_perm.size()) y_epoch = Buffer<std::int32_t>(ctx, y_perm.size());
+    if (!order.empty()) {
+      x_epoch.copy_from_host(x_perm);
+      y_epoch.copy_from_host(y_perm);
+    }
+    std::int64_t local_at = 0;  // data parallel: this batch's parts in the uploaded rows
     for (std::int64_t first = 0; first < N; first += batch) {
       const std::int64_t rows = std::min(batch, N - first);
-      const MatrixView<const T> xb{x_epoch.data() + first * p, rows, p, p};
-      const VectorView<const std::int32_t> yb{y_epoch.data() + first, rows};
+      // One process: the batch's rows of the epoch's copy (sharded: not read, at 0).
+      const std::int64_t at = sharded ? 0 : first;
+      const MatrixView<const T> xb{x_epoch.data() + at * p, rows, p, p};
+      const VectorView<const std::int32_t> yb{y_epoch.data() + at, rows};
       if (sharded) {
         // This rank's rows of the batch (shard.hpp): draws keyed by the row's index in the batch.
         reducer->sum(shard::plan(options.parallel, rows), grad.vector(), [&](const shard::Part& part, VectorView<T> out) {
-          const MatrixView<const T> xp{xb.data + part.first * p, part.rows, p, p};
-          const VectorView<const std::int32_t> yp{yb.data + part.first, part.rows};
+          const MatrixView<const T> xp{x_epoch.data() + local_at * p, part.rows, p, p};
+          const VectorView<const std::int32_t> yp{y_epoch.data() + local_at, part.rows};
+          local_at += part.rows;
           if (options.loss == PolicyLoss::nll || options.objective == InnerObjective::exact) {
             if (options.loss == PolicyLoss::nll) {
               policy.nll_gradient(params, xp, yp, out);

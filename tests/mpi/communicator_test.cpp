@@ -59,7 +59,8 @@ struct Fit {
   }
   // Runs fit_policy (double, cpu) with `loss` and `parallel`; returns θ and the records.
   std::pair<std::vector<double>, std::vector<d2r::PolicyFitRecord>> run(d2r::PolicyLoss loss,
-                                                                        d2r::DataParallel parallel) const {
+                                                                        d2r::DataParallel parallel,
+                                                                        std::int64_t drop = 0) const {
     d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 3});
     d2r::GaussianPolicy<double> policy(ctx, {.inputs = P, .hidden = {8}, .outputs = 0}, n, d2r::GaussianHead::diagonal, N);
     d2r::Buffer<double> theta(ctx, static_cast<std::size_t>(policy.parameter_count()));
@@ -68,8 +69,13 @@ struct Fit {
     o.steps = 15;
     o.evaluate_every = 5;
     o.parallel = parallel;
-    const d2r::RegressionData<double> train{{x.data(), 30, P, P}, {y.data(), 30, n, n}};
-    const d2r::RegressionData<double> val{{x.data() + 30 * P, 7, P, P}, {y.data() + 30 * n, 7, n, n}};
+    // parallel.train_rows > 0: views of this rank's rows only (d2r::local_rows; `drop` rows fewer).
+    const d2r::RowRange t = parallel.train_rows > 0 ? d2r::local_rows(parallel, 30) : d2r::RowRange{0, 30};
+    const d2r::RowRange v = parallel.train_rows > 0 ? d2r::local_rows(parallel, 7) : d2r::RowRange{0, 7};
+    const d2r::RegressionData<double> train{{x.data() + t.first * P, t.rows - drop, P, P},
+                                            {y.data() + t.first * n, t.rows - drop, n, n}};
+    const d2r::RegressionData<double> val{{x.data() + (30 + v.first) * P, v.rows, P, P},
+                                          {y.data() + (30 + v.first) * n, v.rows, n, n}};
     auto recs = d2r::fit_policy(ctx, policy, theta.vector(), train, val, o);
     return {theta.to_host(), recs};
   }
@@ -99,6 +105,27 @@ TEST(DataParallel, OneBlockEqualsThePlainRunAndBlocksAgreeToRounding) {
   }
 }
 
+TEST(DataParallel, LocalViewsOfTheRankRowsGiveTheSameBits) {
+  // One process in deterministic mode: local_rows is every row, so views of "this rank's rows"
+  // with train_rows/validation_rows set run the same computation bit for bit (the 2- and 3-rank
+  // shards are checked end to end by tests/mpi/mpi_fit_test.sh).
+  const Fit f;
+  d2r::SingleProcessCommunicator comm;
+  const d2r::DataParallel det{.communicator = &comm, .deterministic = true, .block_rows = 4};
+  const d2r::RowRange all = d2r::local_rows(det, 30);
+  EXPECT_EQ(all.first, 0);
+  EXPECT_EQ(all.rows, 30);
+  EXPECT_EQ(d2r::local_rows({}, 30).rows, 30);
+  for (d2r::PolicyLoss loss : {d2r::PolicyLoss::nll, d2r::PolicyLoss::pg}) {
+    d2r::DataParallel local = det;
+    local.train_rows = 30;
+    local.validation_rows = 7;
+    const auto whole = f.run(loss, det), views = f.run(loss, local);
+    EXPECT_EQ(whole.first, views.first) << d2r::to_string(loss);
+    EXPECT_EQ(whole.second.back().validation.rmse, views.second.back().validation.rmse);
+  }
+}
+
 TEST(DataParallel, RefusesBadSettingsNamingThem) {
   const Fit f;
   d2r::SingleProcessCommunicator comm;
@@ -114,6 +141,25 @@ TEST(DataParallel, RefusesBadSettingsNamingThem) {
     FAIL() << "deterministic mode without a communicator accepted";
   } catch (const d2r::Error& e) {
     EXPECT_EQ(e.argument(), "options.parallel");
+  }
+  // Local views: a view that is not this rank's rows, or local views without a communicator.
+  d2r::DataParallel local{.communicator = &comm, .deterministic = true, .block_rows = 4};
+  local.train_rows = 30;
+  local.validation_rows = 7;
+  try {
+    (void)f.run(d2r::PolicyLoss::nll, local, 1);
+    FAIL() << "a view of 29 rows accepted as this rank's 30";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "train.x");
+    EXPECT_NE(std::string(e.what()).find("this rank's 30 rows of the 30 training rows"), std::string::npos) << e.what();
+  }
+  d2r::DataParallel alone;
+  alone.train_rows = 30;
+  try {
+    (void)f.run(d2r::PolicyLoss::nll, alone);
+    FAIL() << "local views without a communicator accepted";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "options.parallel.train_rows");
   }
 }
 

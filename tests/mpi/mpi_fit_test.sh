@@ -18,6 +18,10 @@
 #      reproduce tabular --quick on iris (fit_classifier and BilevelTrainer's categorical problem,
 #      small blocks so every rank has rows) and a 3-point sweep; rank 0 alone writes; a command
 #      that does not train (sample) is refused on several ranks (exit 2).
+#   6. memory: in a plain fit (fit_policy) each rank holds in the backend's memory only the rows
+#      it computes on (D2R_DATA_STATS=1): one process holds every row; 2 and 3 ranks hold shards
+#      that cover the set once, each its N/ranks rows (engine order) or its blocks (deterministic),
+#      bytes = rows x (features + targets) x 4 (float).
 # Usage: mpi_fit_test.sh D2R MPIEXEC DATA_DIR WORK_DIR
 set -u
 D2R=$1 MPIEXEC=$2 DATA=$3 WORK=$4
@@ -126,6 +130,43 @@ for n in 2 3; do compare tab1 tab$n; compare sw1 sw$n; done
 run 0 "$D2R" sample --head diag --mean 0 --std 1 -G 10 --device cpu
 run 2 mpi 2 sample --head diag --mean 0 --std 1 -G 10 --device cpu
 grep -q "only 'd2r fit', 'd2r sweep' and 'd2r reproduce'" log.txt || fail "no clear refusal of sample on several ranks"
+
+echo "== 6. each rank holds only its rows of the data (D2R_DATA_STATS)"
+export D2R_DATA_STATS=1
+run 0 "$D2R" fit "${REG[@]}" --method nll --steps 2 --out st1 && cp log.txt st1.txt
+run 0 mpi 2 fit "${REG[@]}" --method nll --steps 2 --out st2 && cp log.txt st2.txt
+run 0 mpi 3 fit "${REG[@]}" --method pg --steps 2 "${DET[@]}" --out st3 && cp log.txt st3.txt
+unset D2R_DATA_STATS
+python3 - st1.txt st2.txt st3.txt <<'PY' || fail "data stats"
+import re, sys
+pat = re.compile(r"d2r data stats \(rank (\d+) of (\d+)\): training rows held (\d+) of (\d+) \((\d+) bytes\); "
+                 r"validation rows held (\d+) of (\d+) \((\d+) bytes\)")
+cols = 17 + 6  # features + targets, float
+block = 32     # --reduction-block-rows of DET
+def parse(path):
+    rows = [tuple(map(int, m.groups())) for m in pat.finditer(open(path).read())]
+    return sorted(rows)
+one = parse(sys.argv[1])
+assert len(one) == 1, one
+_, _, k, N, b, kv, M, bv = one[0]
+assert k == N and kv == M and N > 0 and M > 0 and b == N * cols * 4 and bv == M * cols * 4, one
+print(f"1 process: holds all {N} training and {M} validation rows")
+for path, n, det in ((sys.argv[2], 2, False), (sys.argv[3], 3, True)):
+    got = parse(path)
+    assert [g[0] for g in got] == list(range(n)) and all(g[1] == n for g in got), got
+    assert all(g[3] == N and g[6] == M for g in got), ("other totals", got)
+    for total, i in ((N, 2), (M, 5)):
+        held = [g[i] for g in got]
+        assert sum(held) == total, (held, total)   # the shards cover the set once
+        if det:  # whole blocks of 32 rows, blocks split evenly over the ranks
+            blocks = -(-total // block)
+            want = [min((r + 1) * blocks // n * block, total) - min(r * blocks // n * block, total) for r in range(n)]
+        else:
+            want = [(r + 1) * total // n - r * total // n for r in range(n)]
+        assert held == want, (held, want)
+        assert all(g[i + 2] == g[i] * cols * 4 for g in got), got
+    print(f"{n} ranks: training rows held {[g[2] for g in got]} of {N}, validation {[g[5] for g in got]} of {M}")
+PY
 
 if [ "$fails" != 0 ]; then echo "$fails failures"; exit 1; fi
 echo "all data-parallel checks passed"

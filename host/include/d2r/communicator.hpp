@@ -122,7 +122,23 @@ struct DataParallel {
   Communicator* communicator = nullptr;
   bool deterministic = false;
   std::int64_t block_rows = 256;  ///< rows per block in deterministic mode (>= 1)
+  /// fit_policy only (0 elsewhere): when > 0, the training (validation) views given to the
+  /// trainer hold only this rank's rows, local_rows(*this, train_rows) of a set of `train_rows`
+  /// rows (local_rows(*this, validation_rows) of `validation_rows`), so a rank keeps only its
+  /// shard in the backend's memory. 0: the views hold every row.
+  std::int64_t train_rows = 0;
+  std::int64_t validation_rows = 0;
 };
+
+/// Rows [first, first + rows) of a batch.
+struct RowRange {
+  std::int64_t first = 0;
+  std::int64_t rows = 0;
+};
+
+/// The rows of a batch of `total` rows that this rank computes on under `dp` (its parts are
+/// contiguous): every row for one process without deterministic mode.
+[[nodiscard]] RowRange local_rows(const DataParallel& dp, std::int64_t total);
 
 /// Whether this build has the MPI communicator (d2r/comm/mpi.hpp) and the NCCL one.
 [[nodiscard]] bool has_mpi() noexcept;
