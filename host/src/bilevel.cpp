@@ -26,9 +26,15 @@
 
 namespace d2r {
 
-using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
 using bilevel_detail::check_bilevel_setup;
 using bilevel_detail::kCheckpointFormat;
+using trainer_common::ChecksOff;
+using trainer_common::check_class_data;
+using trainer_common::check_data;
+using trainer_common::form_name;
+using trainer_common::mix_seed;
+using trainer_common::nan_metrics;
+using trainer_common::to_host_double;
 
 namespace {
 

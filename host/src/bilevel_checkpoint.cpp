@@ -19,7 +19,6 @@
 
 namespace d2r {
 
-using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
 using bilevel_detail::kCheckpointFormat;
 using bilevel_detail::kCheckpointPrefix;
 using bilevel_detail::kCheckpointVersion;

@@ -44,8 +44,12 @@ const char* to_string(OuterOptimizer optimizer) noexcept {
 }
 const char* to_string(OuterData data) noexcept { return data == OuterData::validation ? "validation" : "train"; }
 
-using namespace trainer_common;  // NOLINT(google-build-using-namespace): the shared checks
-
+using trainer_common::check_adam;
+using trainer_common::check_inner;
+using trainer_common::finite_positive;
+using trainer_common::form_name;
+using trainer_common::positive_entries;
+using trainer_common::reward_size;
 
 namespace bilevel_detail {
 

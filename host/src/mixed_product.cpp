@@ -31,8 +31,11 @@ namespace d2r {
 namespace {
 
 using detail::MatrixArg;
+using objective_common::ChecksOff;
+using objective_common::check_options;
+using objective_common::check_targets;
+using objective_common::scale_of;
 
-using namespace objective_common;  // ChecksOff, head_traits, check_targets, check_options, scale_of
 
 // ---------------------------------------------------------------- tangent checks
 template <class T>
