@@ -281,15 +281,13 @@ class TypedClassRun final : public ClassificationRun::Impl {
     // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning
     // curve of the paper); the validation rows are evaluated once, at the end.
     // Its epochs shuffle every training row: a rank that held only its rows uploads all of them now.
-    if (!all_train_) {
-      upload(*train_host_, train_all_x_, train_all_y_, train_all_, RowRange{0, train_host_->rows});
-      if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
-        std::fprintf(stderr, "d2r data stats (rank %d of %d): classifier phase: training rows held %lld of %lld\n",
-                     d2r::cli::rank(), ranks(), rows_held(train_all_), static_cast<long long>(train_host_->rows));
-      }
+    if (!all_train_) upload(*train_host_, train_all_x_, train_all_y_, train_all_, RowRange{0, train_host_->rows});
+    const ClassificationData<T>& fit_train = all_train_ ? train_ : train_all_;
+    if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
+      std::fprintf(stderr, "d2r data stats (rank %d of %d): classifier phase: training rows held %lld of %lld\n",
+                   d2r::cli::rank(), ranks(), rows_held(fit_train), static_cast<long long>(train_host_->rows));
     }
-    const std::vector<PolicyFitRecord> recs =
-        fit_classifier<T>(ctx_, *policy_, params_.vector(), all_train_ ? train_ : train_all_, test_, o);
+    const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), fit_train, test_, o);
     double acc = 0, nll = 0;
     for (const PolicyFitRecord& r : recs) {
       out.epochs.push_back({.epoch = r.step, .train = r.train, .test = r.validation});

@@ -285,11 +285,11 @@ template <class T>
 void BilevelTrainer<T>::set_data_parallel(const DataParallel& parallel) {
   constexpr std::string_view fn = "BilevelTrainer::set_data_parallel";
   Impl& s = *impl_;
-  shard::check(s.ctx, fn, "parallel", parallel);
   D2R_EXPECTS(steps_done() == 0 && !s.sharded, fn, "this",
               "set data parallel once, before the first step() and before load() ({} steps done; the "
               "data-parallel constructors set it)",
               steps_done());
+  shard::check(s.ctx, fn, "parallel", parallel);
   if (!shard::active(parallel)) return;
   // The full problem gives the fingerprint's data hash (the same for any rank count, so a
   // checkpoint resumes with another one), then makes way for this rank's parts.
