@@ -175,11 +175,11 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
         });
   } else {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_categorical(head, targets, r, s, tangent, grad_params); },
+        ctx, [&] { reference::categorical::exact_mixed_product(head, targets, r, s, tangent, grad_params); },
         [&](const auto& ex) {
           void* ws =
               ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.logits.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_categorical, head, targets, r, T(1) / s.normaliser, tangent,
+          ex.launch(kernels::categorical::exact_mixed_product, head, targets, r, T(1) / s.normaliser, tangent,
                     grad_params, ws);
         });
   }

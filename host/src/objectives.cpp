@@ -193,8 +193,8 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
                     scale_of(head, options, G), rows, grad, ws);
           return true;
         } else {
-          if (!ex.call(kernels::pg_surrogate_categorical_fusable, head, G)) return false;
-          ex.launch(kernels::pg_surrogate_categorical, head, targets, r, options, detail::draw_position(ctx, key),
+          if (!ex.call(kernels::categorical::pg_surrogate_fusable, head, G)) return false;
+          ex.launch(kernels::categorical::pg_surrogate, head, targets, r, options, detail::draw_position(ctx, key),
                     scale_of(head, options, G), rows, grad);
           return true;
         }
@@ -279,9 +279,9 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
         });
   } else {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_categorical(head, targets, r, options, s, rows, grad); },
+        ctx, [&] { reference::categorical::exact_objective(head, targets, r, options, s, rows, grad); },
         [&](const auto& ex) {
-          ex.launch(kernels::exact_categorical, head, targets, r, options.entropy_weight, s, rows, grad);
+          ex.launch(kernels::categorical::exact_objective, head, targets, r, options.entropy_weight, s, rows, grad);
         });
   }
 }
