@@ -438,8 +438,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, CategoricalExactMixedProductEmulation,
                                            MixedCase{"B2_C3000_masked", 2, 3000, true, 1}),
                          [](const ::testing::TestParamInfo<MixedCase>& info) { return std::string(info.param.name); });
 
-// exact_mixed_diag_rows_kernel (one thread per (row, column)) against reference::exact_mixed_diag_gaussian.
-TEST(DiagMixedProductEmulation, MatchesReference) {
+// exact_mixed_diag_rows_kernel (one thread per (row, column)) against reference::diag_gaussian::exact_mixed_product.
+TEST(DiagGaussianExactMixedProductEmulation, MatchesReference) {
   for (const bool shared : {false, true}) {
     const std::int64_t B = 5, n = 7, S = shared ? 1 : B;
     TestRng rng(shared ? 11 : 12);
@@ -462,11 +462,13 @@ TEST(DiagMixedProductEmulation, MatchesReference) {
                    MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)},
                    static_cast<float>(pd_scale / N), DiagGaussian<float>{d_tm.cview(), d_tls.cview()}, partial.view());
       std::vector<double> want(static_cast<std::size_t>(P));
-      reference::exact_mixed_diag_gaussian(
+      reference::diag_gaussian::exact_mixed_product(
           DiagGaussian<double>{matrix_view<const double>(md.data(), B, n), matrix_view<const double>(lsd.data(), S, n)},
-          matrix_view<const double>(yd.data(), B, n), MahalanobisReward<double>{form, vector_view<const double>(pdv.data(), P)},
+          matrix_view<const double>(yd.data(), B, n),
+          MahalanobisReward<double>{form, vector_view<const double>(pdv.data(), P)},
           ObjectiveScale<double>{pd_scale, N, 1},
-          DiagGaussian<double>{matrix_view<const double>(tmd.data(), B, n), matrix_view<const double>(tlsd.data(), S, n)},
+          DiagGaussian<double>{matrix_view<const double>(tmd.data(), B, n),
+                               matrix_view<const double>(tlsd.data(), S, n)},
           vector_view(want.data(), P));
       D2R_EMU_EXPECT_CLOSE(column_sums(checked(partial, "partial"), B, P), want, 1e-4, 1e-5);
     }
