@@ -182,7 +182,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (val_local > 0) {
+  if (local ? val_local > 0 : !validation.empty()) {
     check_data(ctx, fn, "validation", validation, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
@@ -246,7 +246,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (val_local > 0) {
+  if (local ? val_local > 0 : !validation.empty()) {
     check_class_data(ctx, fn, "validation", validation, classes, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
