@@ -148,7 +148,7 @@ void check_local_rows(Context& ctx, std::string_view fn, const DataParallel& par
   D2R_EXPECTS(validation_rows == v.rows, fn, "validation.x",
               "expected this rank's {} rows of the {} validation rows (local_rows of parallel.validation_rows), got {}",
               v.rows, parallel.validation_rows, validation_rows);
-  D2R_EXPECTS(options.inner.batch_size == 0 || options.inner.batch_size >= parallel.train_rows, fn,
+  D2R_EXPECTS(options.inner.batch_size <= 0 || options.inner.batch_size >= parallel.train_rows, fn,
               "options.inner.batch_size",
               "minibatch windows draw from every training row: give every row and call set_data_parallel (got "
               "batches of {} of {} rows)",
