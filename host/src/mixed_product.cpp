@@ -157,29 +157,29 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   const auto s = scale_of(head, options, 1);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_diag_gaussian(head, targets, r, s, tangent, grad_params); },
+        ctx, [&] { reference::diag_gaussian::exact_mixed_product(head, targets, r, s, tangent, grad_params); },
         [&](const auto& ex) {
           void* ws =
               ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_diag_gaussian, head, targets, r, s.per_dim / s.normaliser, tangent,
+          ex.launch(kernels::diag_gaussian::exact_mixed_product, head, targets, r, s.per_dim / s.normaliser, tangent,
                     grad_params, ws);
         });
   } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_cholesky_gaussian(head, targets, r, s, tangent, grad_params); },
+        ctx, [&] { reference::cholesky_gaussian::exact_mixed_product(head, targets, r, s, tangent, grad_params); },
         [&](const auto& ex) {
           void* ws =
               ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_cholesky_gaussian, head, targets, r, s.per_dim / s.normaliser, tangent,
-                    grad_params, ws);
+          ex.launch(kernels::cholesky_gaussian::exact_mixed_product, head, targets, r, s.per_dim / s.normaliser,
+                    tangent, grad_params, ws);
         });
   } else {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_categorical(head, targets, r, s, tangent, grad_params); },
+        ctx, [&] { reference::categorical::exact_mixed_product(head, targets, r, s, tangent, grad_params); },
         [&](const auto& ex) {
           void* ws =
               ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.logits.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_categorical, head, targets, r, T(1) / s.normaliser, tangent,
+          ex.launch(kernels::categorical::exact_mixed_product, head, targets, r, T(1) / s.normaliser, tangent,
                     grad_params, ws);
         });
   }

@@ -177,24 +177,24 @@ void surrogate_entry(Context& ctx, const Head& head, Targets targets, const Maha
       ctx, [] { return false; },
       [&](const auto& ex) {
         if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
-          if (!ex.call(kernels::pg_surrogate_diag_gaussian_fusable, head, G)) return false;
+          if (!ex.call(kernels::diag_gaussian::pg_surrogate_fusable, head, G)) return false;
           const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
           void* ws =
               ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
-          ex.launch(kernels::pg_surrogate_diag_gaussian, head, targets, r, options, detail::draw_position(ctx, key),
+          ex.launch(kernels::diag_gaussian::pg_surrogate, head, targets, r, options, detail::draw_position(ctx, key),
                     scale_of(head, options, G), rows, grad, ws);
           return true;
         } else if constexpr (std::is_same_v<Head, CholeskyGaussian<float>>) {
-          if (!ex.call(kernels::pg_surrogate_cholesky_gaussian_fusable, head, G)) return false;
+          if (!ex.call(kernels::cholesky_gaussian::pg_surrogate_fusable, head, G)) return false;
           const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
           void* ws =
               ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
-          ex.launch(kernels::pg_surrogate_cholesky_gaussian, head, targets, r, options, detail::draw_position(ctx, key),
-                    scale_of(head, options, G), rows, grad, ws);
+          ex.launch(kernels::cholesky_gaussian::pg_surrogate, head, targets, r, options,
+                    detail::draw_position(ctx, key), scale_of(head, options, G), rows, grad, ws);
           return true;
         } else {
-          if (!ex.call(kernels::pg_surrogate_categorical_fusable, head, G)) return false;
-          ex.launch(kernels::pg_surrogate_categorical, head, targets, r, options, detail::draw_position(ctx, key),
+          if (!ex.call(kernels::categorical::pg_surrogate_fusable, head, G)) return false;
+          ex.launch(kernels::categorical::pg_surrogate, head, targets, r, options, detail::draw_position(ctx, key),
                     scale_of(head, options, G), rows, grad);
           return true;
         }
@@ -220,25 +220,26 @@ void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, cons
   const math::DrawPosition pos = detail::draw_position(ctx, key);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
     detail::run_on<T>(
-        ctx, [&] { reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad); },
+        ctx, [&] { reference::diag_gaussian::pg_pathwise(head, targets, r, options, pos, s, rows, grad); },
         [&](const auto& ex) {
-          D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kPathwiseMaxFullDim, fn, "reward.form",
+          D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::diag_gaussian::kPathwiseMaxFullDim, fn,
+                      "reward.form",
                       "on the cuda backend the pathwise objective with a full U supports n <= {} (its kernel keeps 2n "
                       "floats per row in shared memory), got n = {}",
-                      kernels::kPathwiseMaxFullDim, head.mean.cols);
+                      kernels::diag_gaussian::kPathwiseMaxFullDim, head.mean.cols);
           const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
           void* ws =
               ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
-          ex.launch(kernels::pathwise_diag_gaussian, head, targets, r, options, pos, s, rows, grad, ws);
+          ex.launch(kernels::diag_gaussian::pg_pathwise, head, targets, r, options, pos, s, rows, grad, ws);
         });
   } else {
     detail::run_on<T>(
-        ctx, [&] { reference::pathwise_cholesky_gaussian(head, targets, r, options, pos, s, rows, grad); },
+        ctx, [&] { reference::cholesky_gaussian::pg_pathwise(head, targets, r, options, pos, s, rows, grad); },
         [&](const auto& ex) {
           const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
           void* ws =
               ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
-          ex.launch(kernels::pathwise_cholesky_gaussian, head, targets, r, options, pos, s, rows, grad, ws);
+          ex.launch(kernels::cholesky_gaussian::pg_pathwise, head, targets, r, options, pos, s, rows, grad, ws);
         });
   }
 }
@@ -256,32 +257,35 @@ void exact_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
   const auto s = scale_of(head, options, 1);
   if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_diag_gaussian(head, targets, r, options, s, rows, grad); },
+        ctx, [&] { reference::diag_gaussian::exact_objective(head, targets, r, options, s, rows, grad); },
         [&](const auto& ex) {
           D2R_EXPECTS(
-              r.form != RewardForm::full || head.mean.cols <= kernels::kExactMaxFullDim, fn, "reward.form",
+              r.form != RewardForm::full || head.mean.cols <= kernels::diag_gaussian::kExactMaxFullDim, fn,
+              "reward.form",
               "on the cuda backend the exact objective with a full U supports n <= {} (its kernel keeps n floats "
               "per row in shared memory), got n = {}",
-              kernels::kExactMaxFullDim, head.mean.cols);
+              kernels::diag_gaussian::kExactMaxFullDim, head.mean.cols);
           const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
           void* ws =
               ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
-          ex.launch(kernels::exact_diag_gaussian, head, targets, r, options.entropy_weight, s, rows, grad, ws);
+          ex.launch(kernels::diag_gaussian::exact_objective, head, targets, r, options.entropy_weight, s, rows, grad,
+                    ws);
         });
   } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_cholesky_gaussian(head, targets, r, options, s, rows, grad); },
+        ctx, [&] { reference::cholesky_gaussian::exact_objective(head, targets, r, options, s, rows, grad); },
         [&](const auto& ex) {
           const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
           void* ws =
               ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
-          ex.launch(kernels::exact_cholesky_gaussian, head, targets, r, options.entropy_weight, s, rows, grad, ws);
+          ex.launch(kernels::cholesky_gaussian::exact_objective, head, targets, r, options.entropy_weight, s, rows,
+                    grad, ws);
         });
   } else {
     detail::run_on<T>(
-        ctx, [&] { reference::exact_categorical(head, targets, r, options, s, rows, grad); },
+        ctx, [&] { reference::categorical::exact_objective(head, targets, r, options, s, rows, grad); },
         [&](const auto& ex) {
-          ex.launch(kernels::exact_categorical, head, targets, r, options.entropy_weight, s, rows, grad);
+          ex.launch(kernels::categorical::exact_objective, head, targets, r, options.entropy_weight, s, rows, grad);
         });
   }
 }

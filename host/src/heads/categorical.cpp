@@ -77,9 +77,9 @@ void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, 
   detail::check_disjoint(fn, out, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      ctx, [&] { reference::categorical::sample(head, generations, detail::draw_position(ctx, key), samples); },
       [&](const auto& ex) {
-        ex.launch(kernels::categorical_sample, head, generations, detail::draw_position(ctx, key), samples);
+        ex.launch(kernels::categorical::sample, head, generations, detail::draw_position(ctx, key), samples);
       });
 }
 
@@ -97,8 +97,8 @@ void log_prob(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   check_logit_values(ctx, fn, head);
   detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_log_prob(head, samples, out); },
-      [&](const auto& ex) { ex.launch(kernels::categorical_log_prob, head, samples, out); });
+      ctx, [&] { reference::categorical::log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical::log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -110,8 +110,8 @@ void entropy(Context& ctx, const Categorical<T>& head, VectorView<T> out) {
   detail::check_disjoint(fn, out_arg, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_entropy(head, out); },
-      [&](const auto& ex) { ex.launch(kernels::categorical_entropy, head, out); });
+      ctx, [&] { reference::categorical::entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical::entropy, head, out); });
 }
 
 template <class T>
@@ -138,9 +138,9 @@ void backward(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   // Without cotangents for the log-probabilities the samples are not read.
   const MatrixView<const std::int32_t> used_samples = has_log_prob ? samples : MatrixView<const std::int32_t>{};
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_backward(head, used_samples, d_log_prob, d_entropy, grad); },
+      ctx, [&] { reference::categorical::backward(head, used_samples, d_log_prob, d_entropy, grad); },
       [&](const auto& ex) {
-        ex.launch(kernels::categorical_backward, head, used_samples, d_log_prob, d_entropy, grad);
+        ex.launch(kernels::categorical::backward, head, used_samples, d_log_prob, d_entropy, grad);
       });
 }
 
@@ -197,8 +197,8 @@ void log_prob_jvp(Context& ctx, const Categorical<T>& head, MatrixView<const std
   check_tangent_values(ctx, fn, tangent);
   detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_log_prob_jvp(head, samples, tangent, out); },
-      [&](const auto& ex) { ex.launch(kernels::categorical_log_prob_jvp, head, samples, tangent, out); });
+      ctx, [&] { reference::categorical::log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical::log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -228,9 +228,9 @@ void backward_tangent(Context& ctx, const Categorical<T>& head, MatrixView<const
   // The sampled classes enter the gradient through constant indicator terms, which have no
   // tangent: only Σ_g c_bg is needed, and the samples are checked but not read.
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_backward_tangent(head, d_log_prob, d_entropy, tangent, grad_tangent); },
+      ctx, [&] { reference::categorical::backward_tangent(head, d_log_prob, d_entropy, tangent, grad_tangent); },
       [&](const auto& ex) {
-        ex.launch(kernels::categorical_backward_tangent, head, d_log_prob, d_entropy, tangent, grad_tangent);
+        ex.launch(kernels::categorical::backward_tangent, head, d_log_prob, d_entropy, tangent, grad_tangent);
       });
 }
 
@@ -253,10 +253,11 @@ void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView
   check_tangent_values(ctx, fn, tangent);
   const auto s = objective_common::scale_of(head, options, 1);
   detail::run_on<T>(
-      ctx, [&] { reference::exact_categorical_tangent(head, labels, reward, options, s, tangent, grad_tangent); },
+      ctx,
+      [&] { reference::categorical::exact_backward_tangent(head, labels, reward, options, s, tangent, grad_tangent); },
       [&](const auto& ex) {
-        ex.launch(kernels::exact_categorical_tangent, head, labels, reward, options.entropy_weight, s, tangent,
-                  grad_tangent);
+        ex.launch(kernels::categorical::exact_backward_tangent, head, labels, reward, options.entropy_weight, s,
+                  tangent, grad_tangent);
       });
 }
 

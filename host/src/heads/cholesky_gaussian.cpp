@@ -66,7 +66,7 @@ void check_head_values(Context& ctx, std::string_view fn, const CholeskyGaussian
       },
       [&](const auto& ex) {
         auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
-        bad = ex.launch(kernels::cholesky_first_nonpositive_diagonal, head, scratch);
+        bad = ex.launch(kernels::cholesky_gaussian::first_nonpositive_diagonal, head, scratch);
       });
   if (bad < 0) return;
   const std::int64_t r = bad / n, i = bad % n, c = i * (i + 3) / 2;
@@ -125,9 +125,9 @@ void sample(Context& ctx, const CholeskyGaussian<T>& head, std::int64_t generati
   check_output(fn, out, head);
   check_head_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      ctx, [&] { reference::cholesky_gaussian::sample(head, generations, detail::draw_position(ctx, key), samples); },
       [&](const auto& ex) {
-        ex.launch(kernels::cholesky_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+        ex.launch(kernels::cholesky_gaussian::sample, head, generations, detail::draw_position(ctx, key), samples);
       });
 }
 
@@ -144,8 +144,8 @@ void log_prob(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
   check_head_values(ctx, fn, head);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_log_prob(head, samples, out); },
-      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_log_prob, head, samples, out); });
+      ctx, [&] { reference::cholesky_gaussian::log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian::log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -157,8 +157,8 @@ void entropy(Context& ctx, const CholeskyGaussian<T>& head, VectorView<T> out) {
   check_output(fn, out_arg, head);
   check_head_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_entropy(head, out); },
-      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_entropy, head, out); });
+      ctx, [&] { reference::cholesky_gaussian::entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian::entropy, head, out); });
 }
 
 template <class T>
@@ -187,10 +187,10 @@ void backward(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
                             detail::ValueRule::finite);
   }
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      ctx, [&] { reference::cholesky_gaussian::backward(head, samples, d_log_prob, d_entropy, grad); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian_backward_workspace_bytes, head));
-        ex.launch(kernels::cholesky_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian::backward_workspace_bytes, head));
+        ex.launch(kernels::cholesky_gaussian::backward, head, samples, d_log_prob, d_entropy, grad, workspace);
       });
 }
 
@@ -249,8 +249,8 @@ void log_prob_jvp(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> 
   check_tangent_values(ctx, fn, tangent);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_log_prob_jvp(head, samples, tangent, out); },
-      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_log_prob_jvp, head, samples, tangent, out); });
+      ctx, [&] { reference::cholesky_gaussian::log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian::log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -280,11 +280,11 @@ void backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix
   detail::run_on<T>(
       ctx,
       [&] {
-        reference::cholesky_gaussian_backward_tangent(head, samples, d_log_prob, d_entropy, tangent, grad_tangent);
+        reference::cholesky_gaussian::backward_tangent(head, samples, d_log_prob, d_entropy, tangent, grad_tangent);
       },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian_backward_tangent_workspace_bytes, head));
-        ex.launch(kernels::cholesky_gaussian_backward_tangent, head, samples, d_log_prob, d_entropy, tangent,
+        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian::backward_tangent_workspace_bytes, head));
+        ex.launch(kernels::cholesky_gaussian::backward_tangent, head, samples, d_log_prob, d_entropy, tangent,
                   grad_tangent, workspace);
       });
 }
@@ -309,11 +309,12 @@ void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const
   check_tangent_values(ctx, fn, tangent);
   const auto s = objective_common::scale_of(head, options, 1);
   detail::run_on<T>(
-      ctx, [&] { reference::exact_cholesky_gaussian_tangent(head, reward, options, s, tangent, grad_tangent); },
+      ctx,
+      [&] { reference::cholesky_gaussian::exact_backward_tangent(head, reward, options, s, tangent, grad_tangent); },
       [&](const auto& ex) {
         const bool shared = head.tril.rows == 1 && batch > 1;
         void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, head.tril.cols, shared));
-        ex.launch(kernels::exact_cholesky_gaussian_tangent, head, reward, options.entropy_weight, s, tangent,
+        ex.launch(kernels::cholesky_gaussian::exact_backward_tangent, head, reward, options.entropy_weight, s, tangent,
                   grad_tangent, ws);
       });
 }

@@ -74,9 +74,9 @@ void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations,
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      ctx, [&] { reference::diag_gaussian::sample(head, generations, detail::draw_position(ctx, key), samples); },
       [&](const auto& ex) {
-        ex.launch(kernels::diag_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+        ex.launch(kernels::diag_gaussian::sample, head, generations, detail::draw_position(ctx, key), samples);
       });
 }
 
@@ -91,8 +91,8 @@ void log_prob(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   check_output(fn, MatrixArg("out", out), head);
   detail::check_disjoint(fn, MatrixArg("out", out), MatrixArg("samples", samples));
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_log_prob(head, samples, out); },
-      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob, head, samples, out); });
+      ctx, [&] { reference::diag_gaussian::log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian::log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -102,8 +102,8 @@ void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
   detail::check_matrix(ctx, fn, MatrixArg("out", out), 1, head.mean.rows);
   check_output(fn, MatrixArg("out", out), head);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_entropy(head, out); },
-      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_entropy, head, out); });
+      ctx, [&] { reference::diag_gaussian::entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian::entropy, head, out); });
 }
 
 template <class T>
@@ -125,10 +125,10 @@ void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   for (const MatrixArg& out : detail::check_head_grad(ctx, fn, head, grad))
     for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      ctx, [&] { reference::diag_gaussian::backward(head, samples, d_log_prob, d_entropy, grad); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
-        ex.launch(kernels::diag_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian::backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian::backward, head, samples, d_log_prob, d_entropy, grad, workspace);
       });
 }
 
@@ -182,8 +182,8 @@ void log_prob_jvp(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samp
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_log_prob_jvp(head, samples, tangent, out); },
-      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob_jvp, head, samples, tangent, out); });
+      ctx, [&] { reference::diag_gaussian::log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian::log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -218,10 +218,10 @@ void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> 
   // d_entropy is checked but not read; without d_log_prob the result is 0.
   const MatrixView<const T> used_samples = has_log_prob ? samples : MatrixView<const T>{};
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent); },
+      ctx, [&] { reference::diag_gaussian::backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
-        ex.launch(kernels::diag_gaussian_backward_tangent, head, used_samples, d_log_prob, tangent, grad_tangent,
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian::backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian::backward_tangent, head, used_samples, d_log_prob, tangent, grad_tangent,
                   workspace);
       });
 }
@@ -249,15 +249,15 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
   detail::check_disjoint(fn, g_mean, g_log_std);
   const auto s = objective_common::scale_of(head, options, 1);
   detail::run_on<T>(
-      ctx, [&] { reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent); },
+      ctx, [&] { reference::diag_gaussian::exact_backward_tangent(head, reward, s, tangent, grad_tangent); },
       [&](const auto& ex) {
-        D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::kExactMaxFullDim, fn, "reward.form",
+        D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::diag_gaussian::kExactMaxFullDim, fn, "reward.form",
                     "on the cuda backend a full U supports n <= {} here (the kernel keeps n floats per row in shared "
                     "memory), got n = {}",
-                    kernels::kExactMaxFullDim, n);
+                    kernels::diag_gaussian::kExactMaxFullDim, n);
         const bool shared = head.log_std.rows == 1 && batch > 1;
         void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, n, shared));
-        ex.launch(kernels::exact_diag_gaussian_tangent, head, reward, s, tangent, grad_tangent, ws);
+        ex.launch(kernels::diag_gaussian::exact_backward_tangent, head, reward, s, tangent, grad_tangent, ws);
       });
 }
 
