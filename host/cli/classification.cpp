@@ -106,6 +106,7 @@ nlohmann::json ClassificationConfig::to_json() const {
   if (method == ClassMethod::bilevel) {
     j["beta_init"] = beta;
     j["beta_tail"] = beta_tail;
+    j["final_model"] = refit_pg ? "pg" : "inner";
     outer_config_json(*this, j);
   }
   return j;
@@ -273,6 +274,24 @@ class TypedClassRun final : public ClassificationRun::Impl {
       beta /= static_cast<double>(tail);
     }
     out.beta = beta;
+
+    if (c_.method == ClassMethod::bilevel && !c_.refit_pg && !out.outer.empty()) {
+      // The model the outer loop judged: the inner policy of the last outer step (its validation
+      // cross-entropy is that step's outer loss), trained at the β before that step's move.
+      const std::vector<T> theta = ctx_.to_host(trainer_->policy_params());
+      params_.copy_from_host(std::span<const T>(theta));
+      out.model_outer_step = out.outer.back().step;
+      out.model_beta = out.outer.size() >= 2 ? out.outer[out.outer.size() - 2].beta : c_.beta;
+      const ConstVector<T> p = std::as_const(params_).vector();
+      out.train = policy_->evaluate(p, train_.x, train_.labels);
+      out.test = policy_->evaluate(p, test_.x, test_.labels);
+      out.validation = val_.empty() ? nan_class_metrics() : policy_->evaluate(p, val_.x, val_.labels);
+      out.mean_test_accuracy = kNaN;  // no learning curve: no epochs were trained
+      out.mean_test_nll = kNaN;
+      if (progress) progress(total, total, "");
+      out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return out;
+    }
 
     const ClassifierFitOptions<T> o = plain_options(beta);
     // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning

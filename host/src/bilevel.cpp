@@ -363,7 +363,11 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const MahalanobisReward<T> reward{s.form, std::as_const(s.reward).vector()};
 
   // Inner problem: K_in Adam steps of policy gradient on r_φ.
-  if (options_.inner_start == InnerStart::fresh || k == 1) s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
+  if (options_.inner_start == InnerStart::fixed) {
+    s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step: L_out a function of φ
+  } else if (options_.inner_start == InnerStart::fresh || k == 1) {
+    s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
+  }
   const AdamState<T> adam{s.first_moment.vector(), s.second_moment.vector(), s.adam_count.vector()};
   adam_reset(s.ctx, adam);
   const InnerOptions<T>& in = options_.inner;
