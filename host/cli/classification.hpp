@@ -171,6 +171,8 @@ class ClassificationRun {
   /// Validates the configuration and the data, uploads the data and builds the policy (and the
   /// bilevel trainer); throws d2r::Error (invalid_argument) naming the problem, before any
   /// training. `validation` may be empty; `test` may not. `command` prefixes the messages.
+  /// `train` must outlive run(): under mpirun a full-batch bilevel run uploads only this rank's
+  /// training rows, and run() uploads every row from it for fit_classifier's epochs.
   ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                     const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
                     std::string command = "fit");

@@ -139,11 +139,13 @@ struct ValidateOptions {
 CLI::App* add_validate_command(CLI::App& app, ValidateOptions& options);
 int run_validate(const ValidateOptions& options);
 
-/// `d2r bench`: times the main primitives on one backend (median of repetitions after a warm-up),
-/// states their work and prints GB/s or GFLOP/s (and on cuda the fraction of the measured
-/// device-to-device copy bandwidth); bench.json in --out.
+/// `d2r bench`: times the registry's cases (host/checks/, filtered as `d2r validate`) and two
+/// composite rows on one backend (median of repetitions after a warm-up), states their work and
+/// prints GB/s, GFLOP/s and the fraction of the measured copy bandwidth; bench.json in --out.
 struct BenchOptions {
   std::string device = "auto";
+  std::string sizes = "medium";  ///< the registry's size class, as ValidateOptions::sizes
+  std::string filter;            ///< regular expression over "primitive/variant/size", as validate's
   bool quick = false;
   std::string out;
 };

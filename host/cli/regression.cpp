@@ -173,12 +173,14 @@ class TypedRun final : public RegressionRun::Impl {
  public:
   TypedRun(Context& ctx, const RegressionConfig& c, const HostData& train, const HostData& held, std::string command)
       : ctx_(ctx), c_(c), command_(std::move(command)) {
-    // mpirun -np N with a plain fit: each rank uploads only the rows it computes on (fit_policy's
-    // local views, DataParallel::train_rows); the heuristic reward reads every target first.
+    // mpirun -np N: each rank uploads only the rows it computes on (fit_policy's local views and
+    // BilevelTrainer's data-parallel constructor, DataParallel::train_rows); the heuristic reward
+    // reads every target first. Minibatch bilevel windows draw from every row: all are uploaded.
     const DataParallel dp = data_parallel();
     const bool active = dp.communicator != nullptr && (dp.communicator->size() > 1 || dp.deterministic);
     const RowRange tl = local_rows(dp, train.rows), hl = local_rows(dp, held.rows);
-    local_ = active && c_.method != Method::bilevel;  // a rank may hold no rows of a set
+    const bool minibatch = c_.bilevel.inner.batch_size > 0 && c_.bilevel.inner.batch_size < train.rows;
+    local_ = active && !(c_.method == Method::bilevel && minibatch);  // a rank may hold no rows of a set
     if (local_ && c_.method == Method::heuristic) upload(train, train_x_, train_y_, train_);
     if (local_ && c_.method == Method::heuristic) heuristic(train.dims);
     upload(train, train_x_, train_y_, train_, local_ ? tl : RowRange{0, train.rows});
@@ -200,9 +202,21 @@ class TypedRun final : public RegressionRun::Impl {
     const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     if (c_.method == Method::bilevel) {
       const BilevelOptions<T> o = bilevel_options<T>(c_);
-      trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
-                                                     std::span<const double>(c_.reward_params), o);
-      trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
+      if (local_) {
+        // The whole set's identity for the checkpoint (it resumes with any rank count).
+        DataParallel p = dp;
+        p.train_rows = train.rows;
+        p.validation_rows = held.rows;
+        const std::vector<T> tx(train.x.begin(), train.x.end()), ty(train.y.begin(), train.y.end()),
+            vx(held.x.begin(), held.x.end()), vy(held.y.begin(), held.y.end());
+        const std::uint64_t hash = bilevel_data_hash<T>(tx, ty, vx, vy);
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
+                                                       std::span<const double>(c_.reward_params), o, p, hash);
+      } else {
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
+                                                       std::span<const double>(c_.reward_params), o);
+        trainer_->set_data_parallel(dp);  // mpirun -np N: this rank's rows (parallel.hpp)
+      }
     } else {
       // The policy's row workspaces: the rows this process computes on.
       const std::int64_t capacity = std::max({std::int64_t{1}, train_.x.rows, held_.empty() ? 0 : held_.x.rows});
