@@ -363,8 +363,12 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const MahalanobisReward<T> reward{s.form, std::as_const(s.reward).vector()};
 
   // Inner problem: K_in Adam steps of policy gradient on r_φ.
+  // Fixed start: when φ did not move last step, θ already is the policy this φ gives from θ₀ (the
+  // exact inner steps are deterministic), so it is kept and no inner step runs.
+  const bool reuse = options_.inner_start == InnerStart::fixed && k > 1 && history_.back().max_step == 0 &&
+                     history_.back().inner_stationary;
   if (options_.inner_start == InnerStart::fixed) {
-    s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step: L_out a function of φ
+    if (!reuse) s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step
   } else if (options_.inner_start == InnerStart::fresh || k == 1) {
     s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
   }
@@ -424,8 +428,9 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       history_.back().max_step == 0) {
     gradient_norm = exact_gradient_norm(s.theta);
   }
+  if (reuse) gradient_norm = exact_gradient_norm(s.theta);
   std::int64_t inner_done = 0;
-  if (!(gradient_norm <= target)) {
+  if (!reuse && !(gradient_norm <= target)) {
     inner_done = in.steps;
     run_inner(in.steps, true);
     gradient_norm = exact_gradient_norm(s.theta);
