@@ -81,7 +81,11 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   apply_bilevel_preset(c, o.preset);
   if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
   if (given(o, "--outer-data")) c.bilevel.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
-  if (given(o, "--inner-start")) c.bilevel.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  if (given(o, "--inner-start")) {
+    c.bilevel.inner_start = o.inner_start == "fresh"   ? InnerStart::fresh
+                            : o.inner_start == "fixed" ? InnerStart::fixed
+                                                       : InnerStart::warm;
+  }
   if (given(o, "--inner-objective")) {
     c.inner_objective = o.inner_objective == "exact" ? InnerObjective::exact : InnerObjective::reinforce;
   }
@@ -152,6 +156,7 @@ constexpr OptionUse kOptionUse[] = {
     {"--window", "bilevel", "bilevel"},
     {"--reward-tolerance", "bilevel", "bilevel"},
     {"--loss-tolerance", "bilevel", "bilevel"},
+    {"--final-model", "bilevel", "bilevel"},
 };
 
 /// Refuses an option given on the command line that the chosen method does not use: accepting it
@@ -274,7 +279,7 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
       c.bilevel.inner.stationarity_tolerance > 0
           ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.bilevel.inner.stationarity_tolerance, c.bilevel.inner.max_steps)
           : std::string(),
-      c.bilevel.inner_start == InnerStart::warm ? "warm" : "fresh",
+      d2r::to_string(c.bilevel.inner_start),
       c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.bilevel.solver), c.bilevel.cg.max_iterations,
       c.bilevel.cg.tolerance, c.bilevel.cg.damping,
       c.bilevel.optimizer == OuterOptimizer::rprop
@@ -327,6 +332,7 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
   nlohmann::json identity = config;  // what must match to resume (not the step count)
   identity.erase("outer_steps");
   identity.erase("library_options");  // the checkpoint's own fingerprint holds every library option
+  identity.erase("final_model");  // what is reported after the outer loop: not part of its state
   identity["data"].erase("path");
   std::vector<std::pair<std::string, std::string>> lines;
   flatten_json(identity, "", lines);
@@ -397,6 +403,9 @@ int run_fit(const FitOptions& o) {
   reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
   const Method method = parse_method(o.method);
   if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+  if (given(o, "--final-model") && o.final_model != "inner") {
+    bad_input(kCmd, "--final-model", "a regression bilevel fit returns its inner policy; pg is for --task classification");
+  }
   reject_unused_options(o, false);
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
@@ -547,6 +556,11 @@ int run_fit(const FitOptions& o) {
     j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = result.records.empty() ? kNaN : result.records.back().outer_loss;
     j["final"]["inner_steps"] = result.inner_steps;
+    // A regression bilevel fit never retrains: its final metrics are of the judged inner policy.
+    j["final"]["model"] = {{"source", "inner"},
+                           {"outer_step", result.records.empty() ? 0 : result.records.back().step},
+                           {"description", "the inner policy of the last outer step, the model whose validation "
+                                           "loss the outer loop judged"}};
     code = report_verdict(result.verdict, warnings);
   }
   j["warnings"] = warnings;
@@ -619,6 +633,8 @@ int run_fit_classification(const FitOptions& o) {
   if (given(o, "--outer-lr")) c.bilevel.outer_adam.learning_rate = o.outer_lr;
   if (method == ClassMethod::bilevel) {
     apply_outer_options(o, c);
+    // The model returned: the judged inner policy, unless asked for (or the paper's protocol) PG at the learned β.
+    c.refit_pg = given(o, "--final-model") ? o.final_model == "pg" : c.preset == "paper";
     if (val.empty() && !given(o, "--outer-data") && c.bilevel.outer_data == OuterData::validation) {
       bad_input(kCmd, "--val-fraction",
                 "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
@@ -661,13 +677,17 @@ int run_fit_classification(const FitOptions& o) {
   if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
   if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
   if (method == ClassMethod::bilevel) {
-    fmt::print("\nbilevel β from {} (preset {}): {}; then PG with the learned β", c.beta, c.preset,
-               describe_bilevel(c, o.curvature, train.rows, "cross-entropy"));
+    fmt::print("\nbilevel β from {} (preset {}): {}; {}", c.beta, c.preset,
+               describe_bilevel(c, o.curvature, train.rows, "cross-entropy"),
+               c.refit_pg ? "then PG with the learned β (--final-model pg)"
+                          : "the model: the inner policy of the last outer step (--final-model inner)");
   }
-  fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
-             c.hidden.empty() ? "logistic regression" : "MLP", train.inputs,
-             c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes, c.learning_rate,
-             c.plain.epochs, c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size),
+  const bool epochs = method != ClassMethod::bilevel || c.refit_pg;
+  fmt::print("\n{} {}→{}{}, {}; device {} ({}), {}; seed {}\n", c.hidden.empty() ? "logistic regression" : "MLP",
+             train.inputs, c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes,
+             epochs ? fmt::format("Adam {} × {} epochs of batch {}", c.learning_rate, c.plain.epochs,
+                                  c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size))
+                    : fmt::format("Adam {} full-batch inner steps", c.learning_rate),
              to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
   if (!stdout_ok()) bad_input(kCmd, "standard output", fmt::format("cannot write the report ({})", std::strerror(errno)));
   config["library_options"] = run.options_json();
@@ -691,8 +711,15 @@ int run_fit_classification(const FitOptions& o) {
   fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "train", result.train.nll_per_dim, result.train.accuracy);
   if (has_val) fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "validation", result.validation.nll_per_dim, result.validation.accuracy);
   fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "test", result.test.nll_per_dim, result.test.accuracy);
-  fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
-             result.epochs.size(), result.mean_test_accuracy, result.test.accuracy);
+  if (!result.epochs.empty()) {
+    fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
+               result.epochs.size(), result.mean_test_accuracy, result.test.accuracy);
+  }
+  if (result.model_outer_step > 0) {
+    fmt::print("model: the inner policy of outer step {} (trained at β = {:.4g}; its validation cross-entropy is "
+               "that step's outer loss)\n",
+               result.model_outer_step, result.model_beta);
+  }
   if (method == ClassMethod::bilevel) {
     if (c.preset == "paper") {
       fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", result.beta,
@@ -734,7 +761,19 @@ int run_fit_classification(const FitOptions& o) {
                             {"beta", result.beta},
                             {"description", fmt::format("U = β·I, β = {:.4g}", result.beta)}};
   }
-  if (method == ClassMethod::bilevel) j["resumed_from_step"] = resumed_from;
+  if (method == ClassMethod::bilevel) {
+    j["resumed_from_step"] = resumed_from;
+    // Which model the final metrics are of (--final-model).
+    j["final"]["model"] = result.model_outer_step > 0
+                              ? nlohmann::json{{"source", "inner"},
+                                               {"outer_step", result.model_outer_step},
+                                               {"trained_at_beta", result.model_beta},
+                                               {"description", "the inner policy of the last outer step, the model "
+                                                               "whose validation loss the outer loop judged"}}
+                              : nlohmann::json{{"source", "pg"},
+                                               {"epochs", result.epochs.size()},
+                                               {"description", "PG retrained for the epochs at the learned β"}};
+  }
   std::vector<std::string> warnings;
   int code = 0;
   if (method == ClassMethod::bilevel) {

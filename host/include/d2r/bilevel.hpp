@@ -139,6 +139,12 @@ void check(const InnerOptions<T>& options);
 enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
   warm,   ///< continues from the previous outer step's θ (Adam moments reset)
+  /// Re-initialised every outer step from the same θ₀ (that of step 1, seeded by (seed, 1)). With
+  /// a fixed inner budget (InnerOptions::stationarity_tolerance 0: exactly `steps` steps) the
+  /// inner policy, and so the outer loss, is a function of φ alone — the learner that `d2r sweep
+  /// --learner bilevel --steps K_in` trains at each fixed reward (issue 13: a warm-started policy
+  /// keeps training along the run, so its outer loss depends on the path).
+  fixed,
 };
 
 /// Which linear solver gives w = (H + δI)⁻¹ ∇θ L_out.
@@ -462,7 +468,7 @@ class BilevelTrainer {
   void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
   /// Data parallel (d2r/communicator.hpp, DESIGN.md §10): every rank constructs the trainer with
   /// the same data, options and seeds, then calls this once, before the first step() and before
-  /// load(); each rank then computes on its rows and the inner gradients, curvature products,
+  /// load() (the data-parallel constructors instead take only the rank's rows, full batch); each rank then computes on its rows and the inner gradients, curvature products,
   /// outer gradient, mixed products and metrics are summed over the ranks (the CG scalars are
   /// computed from the reduced vectors, so they agree everywhere). Minibatches
   /// (options.inner.batch_size): every rank draws the same pass permutation and computes its part

@@ -309,6 +309,28 @@ D2R_KERNEL void __launch_bounds__(kThreads)
   }
 }
 
+/// Adds one tile of `count` generations (columns of the [dim][kStride] arrays v and e) into the
+/// accumulators: acc_tril(i, j) += Σ_g v(i, g) e(j, g) for j <= i, acc_mean(i) += Σ_g v(i, g).
+/// Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
+__device__ __forceinline__ void accumulate_tile(const float* v, const float* e, int n, int count, int t,
+                                                float* acc_tril, float* acc_mean) {
+  for (int i = 0; i < n; ++i) {
+    const float* v_row = v + i * kStride;
+    for (int j = t; j <= i; j += blockDim.x) {
+      const float* e_row = e + j * kStride;
+      float sum = 0.0f;
+      for (int gg = 0; gg < count; ++gg) sum += v_row[gg] * e_row[gg];
+      acc_tril[packed_size(i) + j] += sum;
+    }
+  }
+  for (int i = t; i < n; i += blockDim.x) {
+    const float* v_row = v + i * kStride;
+    float sum = 0.0f;
+    for (int gg = 0; gg < count; ++gg) sum += v_row[gg];
+    acc_mean[i] += sum;
+  }
+}
+
 /// Thread t's ε of generation g into column t of `work` ([dim][kStride]).
 __device__ __forceinline__ void draw_noise(const math::DrawPosition& pos, std::uint32_t row, std::uint32_t g, int n,
                                            float* work, int t) {
@@ -422,22 +444,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
         }
       }
       __syncthreads();
-      // Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
-      for (int i = 0; i < n; ++i) {
-        const float* a_row = grad_a + i * kStride;
-        for (int j = t; j <= i; j += blockDim.x) {
-          const float* e_row = eps + j * kStride;
-          float sum = 0.0f;
-          for (int gg = 0; gg < count; ++gg) sum += a_row[gg] * e_row[gg];
-          acc_tril[packed_size(i) + j] += sum;
-        }
-      }
-      for (int i = t; i < n; i += blockDim.x) {
-        const float* a_row = grad_a + i * kStride;
-        float sum = 0.0f;
-        for (int gg = 0; gg < count; ++gg) sum += a_row[gg];
-        acc_mean[i] += sum;
-      }
+      accumulate_tile(grad_a, eps, n, count, t, acc_tril, acc_mean);
       __syncthreads();
     }
     const auto g_count = static_cast<float>(G);
@@ -636,22 +643,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
         }
       }
       __syncthreads();
-      // Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
-      for (int i = 0; i < n; ++i) {
-        const float* v_row = work_b + i * kStride;
-        for (int j = t; j <= i; j += blockDim.x) {
-          const float* e_row = work_a + j * kStride;
-          float acc = 0.0f;
-          for (int gg = 0; gg < count; ++gg) acc += v_row[gg] * e_row[gg];
-          acc_tril[packed_size(i) + j] += acc;
-        }
-      }
-      for (int i = t; i < n; i += blockDim.x) {
-        const float* v_row = work_b + i * kStride;
-        float acc = 0.0f;
-        for (int gg = 0; gg < count; ++gg) acc += v_row[gg];
-        acc_mean[i] += acc;
-      }
+      accumulate_tile(work_b, work_a, n, count, t, acc_tril, acc_mean);
       __syncthreads();
     }
     const float e = -options.entropy_weight * s.per_dim / s.normaliser;
