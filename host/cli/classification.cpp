@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 #include <fmt/format.h>
@@ -126,17 +127,17 @@ class TypedClassRun final : public ClassificationRun::Impl {
                 const ClassHostData& test, std::int64_t classes, std::string command)
       : ctx_(ctx), c_(c), classes_(classes), command_(std::move(command)), train_host_(&train) {
     // mpirun -np N: each rank uploads only its rows of the validation and test sets (evaluated by
-    // evaluate_sharded) and, for a full-batch bilevel run, of the training set (BilevelTrainer's
-    // data-parallel constructor); fit_classifier's epochs shuffle every training row, so run()
-    // uploads all of them for that phase. Minibatch bilevel windows draw from every row.
+    // evaluate_sharded) and of the training set (BilevelTrainer's data-parallel constructor; the
+    // classifier phase takes the training rows from the host, fit_classifier(HostClassificationData)).
+    // Minibatch bilevel windows draw from every row: that run uploads every training row.
     dp_ = data_parallel();
     const bool active = dp_.communicator != nullptr && (dp_.communicator->size() > 1 || dp_.deterministic);
     const bool minibatch = c_.bilevel.inner.batch_size > 0 && c_.bilevel.inner.batch_size < train.rows;
     local_ = active;
-    const bool local_train = local_ && c_.method == ClassMethod::bilevel && !minibatch;
+    const bool local_train = local_ && !(c_.method == ClassMethod::bilevel && minibatch);
     local_val_ = local_ && !(c_.method == ClassMethod::bilevel && minibatch);
     const auto rows = [&](const ClassHostData& d, bool mine) { return mine ? local_rows(dp_, d.rows) : RowRange{0, d.rows}; };
-    if (c_.method != ClassMethod::bilevel || !local_train) all_train_ = true;
+    all_train_ = !local_train;
     upload(train, train_x_, train_y_, train_, rows(train, local_train));
     if (!val.empty()) upload(val, val_x_, val_y_, val_, rows(val, local_val_));
     upload(test, test_x_, test_y_, test_, rows(test, local_));
@@ -296,14 +297,20 @@ class TypedClassRun final : public ClassificationRun::Impl {
     const ClassifierFitOptions<T> o = plain_options(beta);
     // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning
     // curve of the paper); the validation rows are evaluated once, at the end.
-    // Its epochs shuffle every training row: a rank that held only its rows uploads all of them now.
-    if (!all_train_) upload(*train_host_, train_all_x_, train_all_y_, train_all_, RowRange{0, train_host_->rows});
-    const ClassificationData<T>& fit_train = all_train_ ? train_ : train_all_;
+    // Its epochs shuffle every training row: a rank that holds only its rows passes the caller's
+    // host copy, of which fit_classifier uploads only this rank's parts of each epoch's batches.
+    const std::int64_t n = train_host_->rows;
+    if (!all_train_ && !std::is_same_v<T, double>) train_x_host_.assign(train_host_->x.begin(), train_host_->x.end());
+    const HostClassificationData<T> host_train{.x = host_x(), .labels = train_host_->labels, .rows = n, .cols = train_host_->inputs};
     if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
       std::fprintf(stderr, "d2r data stats (rank %d of %d): classifier phase: training rows held %lld of %lld\n",
-                   d2r::cli::rank(), ranks(), rows_held(fit_train), static_cast<long long>(train_host_->rows));
+                   d2r::cli::rank(), ranks(),
+                   all_train_ ? rows_held(train_) : static_cast<long long>(classifier_rows_held(o.parallel, n, o.batch_size)),
+                   static_cast<long long>(n));
     }
-    const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), fit_train, test_, o);
+    const std::vector<PolicyFitRecord> recs =
+        all_train_ ? fit_classifier<T>(ctx_, *policy_, params_.vector(), train_, test_, o)
+                   : fit_classifier<T>(ctx_, *policy_, params_.vector(), host_train, test_, o);
     double acc = 0, nll = 0;
     for (const PolicyFitRecord& r : recs) {
       out.epochs.push_back({.epoch = r.step, .train = r.train, .test = r.validation});
@@ -350,15 +357,20 @@ class TypedClassRun final : public ClassificationRun::Impl {
   ClassificationData<T> train_{}, val_{}, test_{};
   // Data parallel (mpirun -np N): whether test_ (local_) and val_ (local_val_) hold this rank's
   // rows only, of sets of test_total_ and val_total_ rows; whether train_ holds every training
-  // row, and else every training row for the classifier phase (train_all_) from the caller's
-  // host copy, which outlives this run.
+  // row, and else the caller's host copy (which outlives this run) for the classifier phase
+  // (train_x_host_: its features as T when T is not double).
   DataParallel dp_{};
   bool local_ = false, local_val_ = false, all_train_ = false;
   std::int64_t val_total_ = 0, test_total_ = 0;
   const ClassHostData* train_host_ = nullptr;
-  Buffer<T> train_all_x_;
-  Buffer<std::int32_t> train_all_y_;
-  ClassificationData<T> train_all_{};
+  std::vector<T> train_x_host_;
+  std::span<const T> host_x() const {
+    if constexpr (std::is_same_v<T, double>) {
+      return train_host_->x;
+    } else {
+      return train_x_host_;
+    }
+  }
   std::unique_ptr<CategoricalPolicy<T>> policy_;
   Buffer<T> params_;
   std::unique_ptr<BilevelTrainer<T>> trainer_;

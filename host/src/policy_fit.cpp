@@ -206,16 +206,61 @@ template std::vector<PolicyFitRecord> fit_policy(Context&, GaussianPolicy<double
 
 // ------------------------------------------------------------------ fit_classifier
 
+std::int64_t classifier_rows_held(const DataParallel& parallel, std::int64_t rows, std::int64_t batch_size) {
+  constexpr std::string_view fn = "classifier_rows_held";
+  D2R_EXPECTS(rows >= 0, fn, "rows", "expected >= 0, got {}", rows);
+  D2R_EXPECTS(batch_size >= 0, fn, "batch_size", "expected >= 0 (0: full batch), got {}", batch_size);
+  if (rows == 0) return 0;
+  const std::int64_t batch = batch_size == 0 ? rows : std::min(batch_size, rows);
+  std::int64_t epoch = 0;
+  for (std::int64_t first = 0; first < rows; first += batch) epoch += local_rows(parallel, std::min(batch, rows - first)).rows;
+  return std::max(epoch, local_rows(parallel, rows).rows);
+}
+
+namespace {
+
+// The training rows of fit_classifier: a backend view (copied to the host once) or host spans.
 template <class T>
-std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
-                                            ClassificationData<T> train, ClassificationData<T> validation,
-                                            const ClassifierFitOptions<T>& options) {
+struct ClassTrain {
+  const ClassificationData<T>* device = nullptr;
+  const HostClassificationData<T>* host = nullptr;
+};
+
+template <class T>
+void check_host_class_data(std::string_view fn, const HostClassificationData<T>& d, std::int64_t classes) {
+  D2R_EXPECTS(d.rows >= 1, fn, "train.rows", "expected >= 1, got {}", d.rows);
+  D2R_EXPECTS(d.cols >= 1, fn, "train.cols", "expected >= 1, got {}", d.cols);
+  D2R_EXPECTS(d.rows <= std::numeric_limits<std::int64_t>::max() / d.cols, fn, "train.rows",
+              "{} rows of {} columns overflow", d.rows, d.cols);
+  D2R_EXPECTS(static_cast<std::int64_t>(d.x.size()) == d.rows * d.cols, fn, "train.x",
+              "expected {} values (train.rows {} x train.cols {}), got {}", d.rows * d.cols, d.rows, d.cols, d.x.size());
+  D2R_EXPECTS(static_cast<std::int64_t>(d.labels.size()) == d.rows, fn, "train.labels",
+              "expected {} labels (train.rows), got {}", d.rows, d.labels.size());
+  for (std::size_t i = 0; i < d.x.size(); ++i) {
+    D2R_EXPECTS(std::isfinite(static_cast<double>(d.x[i])), fn, "train.x", "row {} column {} is not finite",
+                static_cast<std::int64_t>(i) / d.cols, static_cast<std::int64_t>(i) % d.cols);
+  }
+  for (std::size_t i = 0; i < d.labels.size(); ++i) {
+    D2R_EXPECTS(d.labels[i] >= 0 && d.labels[i] < classes, fn, "train.labels", "entry {} is {}, not a class in [0, {})",
+                i, d.labels[i], classes);
+  }
+}
+
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier_rows(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                                 ClassTrain<T> src, ClassificationData<T> validation,
+                                                 const ClassifierFitOptions<T>& options) {
   constexpr std::string_view fn = "fit_classifier";
   const std::int64_t C = policy.classes();
-  check_class_data(ctx, fn, "train", train, C, 1);
-  const std::int64_t N = train.x.rows, p = train.x.cols;
-  D2R_EXPECTS(p == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
-              policy.net().inputs(), p);
+  if (src.device != nullptr) {
+    check_class_data(ctx, fn, "train", *src.device, C, 1);
+  } else {
+    check_host_class_data(fn, *src.host, C);
+  }
+  const std::int64_t N = src.device != nullptr ? src.device->x.rows : src.host->rows;
+  const std::int64_t p = src.device != nullptr ? src.device->x.cols : src.host->cols;
+  D2R_EXPECTS(p == policy.net().inputs(), fn, src.device != nullptr ? "train.x" : "train.cols",
+              "expected {} columns (the network's inputs), got {}", policy.net().inputs(), p);
   // options.parallel.validation_rows > 0: `validation` holds this rank's rows of the set.
   const DataParallel& dp = options.parallel;
   D2R_EXPECTS(dp.train_rows == 0, fn, "options.parallel.train_rows",
@@ -239,12 +284,21 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",
                 "has {} rows, more than the policy's batch capacity {}", validation.x.rows, policy.batch_capacity());
   }
-  D2R_EXPECTS(N <= policy.batch_capacity(), fn, "train.x", "has {} rows, more than the policy's batch capacity {}", N,
-              policy.batch_capacity());
+  if (src.device != nullptr) {
+    D2R_EXPECTS(N <= policy.batch_capacity(), fn, "train.x", "has {} rows, more than the policy's batch capacity {}",
+                N, policy.batch_capacity());
+  }
   D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
               policy.parameter_count(), params.size);
   check_classifier_fit_fields(fn, options);
   shard::check(ctx, fn, "options.parallel", options.parallel, true);
+  // Host rows: the device holds (and a policy call sees) at most `held` training rows.
+  const std::int64_t held = src.device != nullptr ? N : classifier_rows_held(dp, N, options.batch_size);
+  if (src.device == nullptr) {
+    D2R_EXPECTS(held <= policy.batch_capacity(), fn, "train.rows",
+                "this rank computes on {} of its {} rows, more than the policy's batch capacity {}", held, N,
+                policy.batch_capacity());
+  }
   const std::int64_t batch = options.batch_size == 0 ? N : std::min(options.batch_size, N);
   const std::int64_t batches_per_epoch = (N + batch - 1) / batch;
   D2R_EXPECTS(options.epochs <= (std::int64_t{1} << 32) / batches_per_epoch, fn, "options.epochs",
@@ -272,11 +326,24 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
 
   // Host copies of the training rows, re-uploaded in a new order every epoch (data parallel: only
   // this rank's parts of every batch of the epoch, batch after batch, part after part).
-  const std::vector<T> x_host = rows_to_host<T>(ctx, train.x);
-  const std::vector<std::int32_t> y_host =
-      rows_to_host<std::int32_t>(ctx, MatrixView<const std::int32_t>{train.labels.data, 1, N, N});
+  // Host rows: the spans as given, and the device buffers sized once for every use.
+  std::vector<T> x_copy;
+  std::vector<std::int32_t> y_copy;
+  std::span<const T> x_host;
+  std::span<const std::int32_t> y_host;
   Buffer<T> x_epoch;
   Buffer<std::int32_t> y_epoch;
+  if (src.device != nullptr) {
+    x_copy = rows_to_host<T>(ctx, src.device->x);
+    y_copy = rows_to_host<std::int32_t>(ctx, MatrixView<const std::int32_t>{src.device->labels.data, 1, N, N});
+    x_host = x_copy;
+    y_host = y_copy;
+  } else {
+    x_host = src.host->x;
+    y_host = src.host->labels;
+    x_epoch = Buffer<T>(ctx, static_cast<std::size_t>(held * p));
+    y_epoch = Buffer<std::int32_t>(ctx, static_cast<std::size_t>(held));
+  }
   std::vector<T> x_perm;
   std::vector<std::int32_t> y_perm;
 
@@ -297,6 +364,24 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     return shard::metrics(shard::plan(options.parallel, d.x.rows), [&](const shard::Part& part) {
       return policy.evaluate(params, MatrixView<const T>{d.x.data + part.first * d.x.row_stride, part.rows, p, d.x.row_stride},
                              VectorView<const std::int32_t>{d.labels.data + part.first, part.rows});
+    });
+  };
+  // The training metrics: a backend view as `evaluate`; host rows: this rank's rows of the set, in
+  // their order, uploaded into the epoch's buffer (its batches are done) and evaluated by parts.
+  const auto evaluate_train = [&]() -> PolicyMetrics {
+    if (src.device != nullptr) return evaluate(*src.device);
+    const RowRange mine = local_rows(dp, N);
+    if (mine.rows > 0) {
+      x_epoch.copy_from_host(x_host.subspan(static_cast<std::size_t>(mine.first * p), static_cast<std::size_t>(mine.rows * p)));
+      y_epoch.copy_from_host(y_host.subspan(static_cast<std::size_t>(mine.first), static_cast<std::size_t>(mine.rows)));
+    }
+    const ClassificationData<T> local{MatrixView<const T>{x_epoch.data(), mine.rows, p, p},
+                                      VectorView<const std::int32_t>{y_epoch.data(), mine.rows}};
+    if (!sharded) return policy.evaluate(params, local.x, local.labels);
+    return shard::metrics(shard::plan(dp, N), [&](const shard::Part& part) {
+      const std::int64_t at = part.first - mine.first;
+      return policy.evaluate(params, MatrixView<const T>{x_epoch.data() + at * p, part.rows, p, p},
+                             VectorView<const std::int32_t>{y_epoch.data() + at, part.rows});
     });
   };
   ChecksOff checks_off(ctx);
@@ -364,7 +449,7 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     }
     PolicyFitRecord rec;
     rec.step = epoch;
-    rec.train = evaluate(train);
+    rec.train = evaluate_train();
     rec.validation = validation_total == 0 ? nan_metrics()
                      : local_validation ? evaluate_sharded(ctx, policy, ConstVector<T>(params), validation,
                                                            validation_total, dp)
@@ -375,6 +460,28 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   return records;
 }
 
+}  // namespace
+
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                            ClassificationData<T> train, ClassificationData<T> validation,
+                                            const ClassifierFitOptions<T>& options) {
+  return fit_classifier_rows<T>(ctx, policy, params, ClassTrain<T>{.device = &train}, validation, options);
+}
+
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                            HostClassificationData<T> train, ClassificationData<T> validation,
+                                            const ClassifierFitOptions<T>& options) {
+  return fit_classifier_rows<T>(ctx, policy, params, ClassTrain<T>{.host = &train}, validation, options);
+}
+
+template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<float>&, VectorView<float>,
+                                                     HostClassificationData<float>, ClassificationData<float>,
+                                                     const ClassifierFitOptions<float>&);
+template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<double>&, VectorView<double>,
+                                                     HostClassificationData<double>, ClassificationData<double>,
+                                                     const ClassifierFitOptions<double>&);
 template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<float>&, VectorView<float>,
                                                      ClassificationData<float>, ClassificationData<float>,
                                                      const ClassifierFitOptions<float>&);

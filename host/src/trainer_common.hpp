@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -40,8 +42,8 @@ inline std::uint64_t pass_seed(std::uint64_t seed, std::uint64_t pass) {
 
 /// dst row r = src row order[r], for packed host rows of `width` values (dst sized like src).
 template <class U>
-void gather_rows(const std::vector<U>& src, std::int64_t width, const std::vector<std::int64_t>& order,
-                 std::vector<U>& dst) {
+void gather_rows(std::span<const std::type_identity_t<U>> src, std::int64_t width,
+                 const std::vector<std::int64_t>& order, std::vector<U>& dst) {
   for (std::size_t r = 0; r < order.size(); ++r) {
     const std::int64_t from = order[r];
     std::copy(src.begin() + from * width, src.begin() + (from + 1) * width,

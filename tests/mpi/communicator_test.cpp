@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -352,6 +353,117 @@ TEST(DataParallel, ClassifierMetricsOverTheRankRowsEqualThePlainOnes) {
     FAIL() << "train_rows accepted by fit_classifier";
   } catch (const d2r::Error& e) {
     EXPECT_EQ(e.argument(), "options.parallel.train_rows");
+  }
+}
+
+TEST(DataParallel, ClassifierOnHostRowsEqualsTheViewOfEveryRow) {
+  // fit_classifier(HostClassificationData): the same bits as the backend view of every row, with no
+  // communicator, one process in the engine's order and in deterministic mode (blocks of 4 rows,
+  // batches of 8: each batch split into parts), for nll and REINFORCE pg (draws keyed by row).
+  const BilevelFit f;
+  d2r::SingleProcessCommunicator comm;
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 2});
+  d2r::CategoricalPolicy<double> policy(ctx, {.inputs = BilevelFit::P, .hidden = {6}}, BilevelFit::C, BilevelFit::N);
+  d2r::Buffer<double> theta(ctx, static_cast<std::size_t>(policy.parameter_count()));
+  const std::span<const double> all_x(f.x);
+  const std::span<const std::int32_t> all_l(f.labels);
+  const d2r::HostClassificationData<double> host{.x = all_x.first(30 * BilevelFit::P), .labels = all_l.first(30),
+                                                 .rows = 30, .cols = BilevelFit::P};
+  const auto val = f.cls(30, 7);
+  const d2r::DataParallel modes[] = {{}, {.communicator = &comm},
+                                     {.communicator = &comm, .deterministic = true, .block_rows = 4}};
+  int compared = 0;
+  for (const d2r::PolicyLoss loss : {d2r::PolicyLoss::nll, d2r::PolicyLoss::pg}) {
+    for (const d2r::DataParallel& dp : modes) {
+      d2r::ClassifierFitOptions<double> o;
+      o.loss = loss;
+      o.epochs = 3;
+      o.batch_size = 8;
+      o.generations = 4;
+      o.seed = 11;
+      o.parallel = dp;
+      const auto view = d2r::fit_classifier(ctx, policy, theta.vector(), f.cls(0, 30), val, o);
+      const std::vector<double> theta_view = theta.to_host();
+      const auto rows = d2r::fit_classifier(ctx, policy, theta.vector(), host, val, o);
+      EXPECT_EQ(theta_view, theta.to_host());
+      ASSERT_EQ(view.size(), 3u);
+      ASSERT_EQ(rows.size(), 3u);
+      for (std::size_t e = 0; e < view.size(); ++e) {
+        EXPECT_EQ(view[e].train.nll_per_dim, rows[e].train.nll_per_dim) << e;
+        EXPECT_EQ(view[e].train.accuracy, rows[e].train.accuracy) << e;
+        EXPECT_EQ(view[e].validation.nll_per_dim, rows[e].validation.nll_per_dim) << e;
+        EXPECT_TRUE(std::isfinite(rows[e].train.nll_per_dim) && rows[e].train.nll_per_dim > 0) << e;
+      }
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 6);
+  // Held rows: one process every row; a rank that computes on part of every batch fewer.
+  EXPECT_EQ(d2r::classifier_rows_held({}, 30, 8), 30);
+  EXPECT_EQ(d2r::classifier_rows_held(modes[2], 30, 8), 30);  // one rank: every block
+  EXPECT_EQ(d2r::classifier_rows_held({}, 0, 8), 0);
+}
+
+TEST(DataParallel, ClassifierOnHostRowsRefusesBadRowsNamingThem) {
+  const BilevelFit f;
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 2});
+  d2r::CategoricalPolicy<double> policy(ctx, {.inputs = BilevelFit::P, .hidden = {6}}, BilevelFit::C, 8);
+  d2r::Buffer<double> theta(ctx, static_cast<std::size_t>(policy.parameter_count()));
+  policy.init(theta.vector(), 5);
+  const std::vector<double> before = theta.to_host();
+  std::vector<double> x(f.x.begin(), f.x.begin() + 10 * BilevelFit::P);
+  std::vector<std::int32_t> labels(f.labels.begin(), f.labels.begin() + 10);
+  const auto expect = [&](const d2r::HostClassificationData<double>& d, d2r::ClassifierFitOptions<double> o,
+                          const std::string& argument, const std::string& text) {
+    try {
+      (void)d2r::fit_classifier(ctx, policy, theta.vector(), d, {}, o);
+      ADD_FAILURE() << "accepted: " << argument;
+    } catch (const d2r::Error& e) {
+      EXPECT_EQ(e.argument(), argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  const d2r::HostClassificationData<double> good{.x = x, .labels = labels, .rows = 10, .cols = BilevelFit::P};
+  d2r::ClassifierFitOptions<double> o;
+  o.batch_size = 5;
+  auto d = good;
+  d.rows = 0;
+  expect(d, o, "train.rows", "expected >= 1");
+  d = good;
+  d.cols = 0;
+  expect(d, o, "train.cols", "expected >= 1");
+  d = good;
+  d.x = std::span<const double>(x).first(29);
+  expect(d, o, "train.x", "expected 30 values");
+  d = good;
+  d.labels = std::span<const std::int32_t>(labels).first(9);
+  expect(d, o, "train.labels", "expected 10 labels");
+  d = good;
+  d.cols = 2;
+  d.rows = 15;
+  expect(d, o, "train.labels", "expected 15 labels");
+  std::vector<double> bad_x = x;
+  bad_x[7] = std::nan("");
+  d = good;
+  d.x = bad_x;
+  expect(d, o, "train.x", "row 2 column 1 is not finite");
+  std::vector<std::int32_t> bad_l = labels;
+  bad_l[4] = BilevelFit::C;
+  d = good;
+  d.labels = bad_l;
+  expect(d, o, "train.labels", "entry 4 is 3");
+  // 10 rows in one batch exceed the policy's capacity of 8 rows.
+  o.batch_size = 0;
+  expect(good, o, "train.rows", "more than the policy's batch capacity 8");
+  o.batch_size = -1;
+  expect(good, o, "options.batch_size", "");
+  EXPECT_EQ(before, theta.to_host());  // nothing written before the checks
+  EXPECT_EQ(x, std::vector<double>(f.x.begin(), f.x.begin() + 10 * BilevelFit::P));
+  try {
+    (void)d2r::classifier_rows_held({}, 10, -1);
+    ADD_FAILURE() << "batch_size -1 accepted";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "batch_size");
   }
 }
 

@@ -25,8 +25,9 @@
 #      classification run (BilevelTrainer's data-parallel constructors) and the classifier's
 #      validation and test metrics: one process holds every row; 2 ranks (engine order) N/ranks
 #      rows each, 3 ranks (deterministic) their blocks; bytes = rows x (features + targets) x 4
-#      (float; labels int32). fit_classifier's training rows stay whole on every rank (its epochs
-#      shuffle all of them), which the test states too.
+#      (float; labels int32). The classifier's training rows (a plain fit and the --final-model pg
+#      phase, --batch-size 40) stay on the host: each rank holds this rank's parts of each epoch's
+#      batches or its rows of the set, whichever is more (classifier_rows_held), derived here.
 # Usage: mpi_fit_test.sh D2R MPIEXEC DATA_DIR WORK_DIR
 set -u
 D2R=$1 MPIEXEC=$2 DATA=$3 WORK=$4
@@ -151,8 +152,8 @@ for n in 1 2 3; do
   run 0 "${L[@]}" fit "${REG[@]}" --method nll --steps 2 "${D[@]}" --out st$n && cp log.txt st$n.txt
   run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 "${D[@]}" --out sb$n && cp log.txt sb$n.txt
   run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 1 "${D[@]}" --out sc$n && cp log.txt sc$n.txt
-  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --final-model pg --outer-steps 1 "${D[@]}" --out sp$n && cp log.txt sp$n.txt
-  run 0 "${L[@]}" fit "${CLS[@]}" --method nll "${D[@]}" --out sn$n && cp log.txt sn$n.txt
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --final-model pg --batch-size 40 --outer-steps 1 "${D[@]}" --out sp$n && cp log.txt sp$n.txt
+  run 0 "${L[@]}" fit "${CLS[@]}" --method nll --batch-size 40 "${D[@]}" --out sn$n && cp log.txt sn$n.txt
 done
 unset D2R_DATA_STATS
 python3 - <<'PY' || fail "data stats"
@@ -169,6 +170,12 @@ def want(total, n, det):
         blocks = -(-total // block)
         return [min((r + 1) * blocks // n * block, total) - min(r * blocks // n * block, total) for r in range(n)]
     return [(r + 1) * total // n - r * total // n for r in range(n)]
+def want_classifier(total, n, det, batch=40):
+    """fit_classifier on host rows: the larger of a rank's parts of an epoch's batches (summed) and its rows."""
+    parts = [0] * n
+    for first in range(0, total, batch):
+        parts = [a + b for a, b in zip(parts, want(min(batch, total - first), n, det))]
+    return [max(a, b) for a, b in zip(parts, want(total, n, det))]
 def check(prefix, pat, sets, row_bytes):
     """sets: names of the sets in the line; row_bytes[i]: bytes per row of set i (None: not checked);
     sharded[i]: whether set i is held by shards (else every rank holds every row)."""
@@ -182,7 +189,7 @@ def check(prefix, pat, sets, row_bytes):
         for i, (name, sharded) in enumerate(sets):
             held = [g[2 + 3 * i] for g in got]
             assert all(g[2 + 3 * i + 1] == totals[i] for g in got), (prefix, name, got)
-            w = want(totals[i], n, n == 3) if sharded else [totals[i]] * n
+            w = (sharded if callable(sharded) else want)(totals[i], n, n == 3) if sharded else [totals[i]] * n
             assert held == w, (prefix, n, name, held, w)
             if row_bytes[i] is not None:
                 assert all(g[2 + 3 * i + 2] == g[2 + 3 * i] * row_bytes[i] for g in got), (prefix, name, got)
@@ -194,13 +201,16 @@ check("st", reg, [("training", True), ("validation", True)], [reg_row, reg_row])
 check("sb", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # full-batch bilevel
 # Bilevel classification: BilevelTrainer on the rank's training rows, the validation and test
 # metrics over the rank's rows (the model: the last inner policy, no classifier phase); with
-# --final-model pg, fit_classifier's epochs then shuffle every training row.
+# --final-model pg, fit_classifier then takes the training rows from the host.
 check("sc", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
 assert "classifier phase" not in open("sc3.txt").read(), "a classifier phase in a --final-model inner run"
 check("sp", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
-check("sp", phase, [("classifier-phase training", False)], [None])
-# A plain classifier: every training row (its epochs), the evaluation sets by shards.
-check("sn", cls, [("training", False), ("validation", True), ("test", True)], [cls_row] * 3)
+check("sp", phase, [("classifier-phase training", want_classifier)], [None])
+# A plain classifier: every set by shards; its fit the training rows it computes on.
+check("sn", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
+check("sn", phase, [("classifier-phase training", want_classifier)], [None])
+t = int(re.search(r"classifier phase: training rows held \d+ of (\d+)", open("sn3.txt").read()).group(1))
+assert max(want_classifier(t, 3, True)) < t, ("the 3-rank classifier holds every training row", t)
 PY
 
 if [ "$fails" != 0 ]; then echo "$fails failures"; exit 1; fi

@@ -127,7 +127,8 @@ struct DataParallel {
   /// `train_rows` rows (local_rows(*this, validation_rows) of `validation_rows`), so a rank keeps
   /// only its shard in the backend's memory. 0: the views hold every row. Taken by fit_policy
   /// (both sets), BilevelTrainer's data-parallel constructors (both sets), fit_classifier and
-  /// evaluate_sharded (the validation set: the classifier's epochs shuffle every training row).
+  /// evaluate_sharded (the validation set: the classifier's epochs shuffle every training row;
+  /// fit_classifier(HostClassificationData) takes them on the host and uploads this rank's parts).
   std::int64_t train_rows = 0;
   std::int64_t validation_rows = 0;
 };

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <span>
 #include <vector>
 
 #include "d2r/communicator.hpp"
@@ -171,7 +172,8 @@ void check(const ClassifierFitOptions<T>& options);
 /// order, and cut into contiguous batches; the last batch of an epoch may be smaller. Returns one
 /// record per epoch (train and, when given, validation cross-entropy and accuracy). Data
 /// parallel: `train` holds every row (each epoch's shuffle draws from all of them; a host copy
-/// is taken once and each rank uploads only its parts of the epoch's batches);
+/// is taken once and each rank uploads only its parts of the epoch's batches; the overload below
+/// takes the rows on the host, so that no rank holds all of them in the backend's memory);
 /// options.parallel.validation_rows > 0: `validation` holds only this rank's rows of it
 /// (evaluate_sharded).
 /// @throws d2r::Error naming the argument for bad data or options, before any work
@@ -179,6 +181,38 @@ template <class T>
 std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
                                             ClassificationData<T> train, ClassificationData<T> validation,
                                             const ClassifierFitOptions<T>& options);
+
+/// Training rows of fit_classifier kept in host memory: `rows` rows of `cols` features, row
+/// after row (x has rows * cols values), and `rows` class labels in [0, classes). The spans are
+/// read, never written, and must stay valid during the call.
+template <class T>
+struct HostClassificationData {
+  std::span<const T> x{};
+  std::span<const std::int32_t> labels{};
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+};
+
+/// fit_classifier with the training rows on the host (the data-parallel form): the same epochs,
+/// shuffles (one global permutation per epoch) and batches, bit for bit, as the overload above on
+/// the same rows, but the backend holds only what this rank computes on: each epoch uploads this
+/// rank's parts of every batch of the epoch, and the training metrics are computed on this
+/// rank's rows of the set, local_rows(options.parallel, train.rows), uploaded into the same
+/// buffer, and reduced over the ranks. At most classifier_rows_held(options.parallel,
+/// train.rows, options.batch_size) training rows are on the device at once (every row for one
+/// process). `validation` as in the overload above.
+/// @throws d2r::Error naming the argument ("train.x", "train.labels", "train.rows",
+///   "train.cols", …) for bad data or options, before any work
+template <class T>
+std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
+                                            HostClassificationData<T> train, ClassificationData<T> validation,
+                                            const ClassifierFitOptions<T>& options);
+
+/// The training rows fit_classifier(HostClassificationData) keeps in the backend's memory on this
+/// rank for a set of `rows` rows and `batch_size` (0: full batch): the larger of this rank's rows
+/// of the set and the sum over an epoch's batches of this rank's rows of each batch.
+[[nodiscard]] std::int64_t classifier_rows_held(const DataParallel& parallel, std::int64_t rows,
+                                                std::int64_t batch_size);
 
 /// The metrics of `policy` at `params` on a set of `rows` rows of which this rank holds rows
 /// local_rows(parallel, rows) as `data` (an empty view when it holds none): each rank evaluates
