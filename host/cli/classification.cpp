@@ -1,39 +1,19 @@
-// The classification trainer behind `d2r fit --task classification` and `d2r reproduce tabular`
-// (classification.hpp).
+// The program's side of a classification fit: splits, checks, configuration and records (classification.hpp).
 #include "host/cli/classification.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <span>
 #include <utility>
 
 #include <fmt/format.h>
 
-#include "d2r/buffer.hpp"
 #include "d2r/error.hpp"
-#include "d2r/heuristic.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/parallel.hpp"
 #include "host/cli/regression.hpp"
 
 namespace d2r::cli {
 
-namespace {
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-PolicyMetrics nan_class_metrics() { return {.nll_per_dim = kNaN, .rmse = kNaN, .mean_std = kNaN, .accuracy = kNaN}; }
-}  // namespace
-
-const char* to_string(ClassMethod method) noexcept {
-  switch (method) {
-    case ClassMethod::nll: return "nll";
-    case ClassMethod::pg: return "pg";
-    case ClassMethod::heuristic: return "heuristic";
-    case ClassMethod::bilevel: return "bilevel";
-  }
-  return "unknown";
-}
 
 ClassMethod parse_class_method(const std::string& name) {
   for (ClassMethod m : {ClassMethod::nll, ClassMethod::pg, ClassMethod::heuristic, ClassMethod::bilevel}) {
@@ -83,216 +63,35 @@ ClassificationSplits split_classification(const Dataset& data, double test_fract
   return out;
 }
 
-nlohmann::json ClassificationConfig::to_json() const {
-  nlohmann::json j = {{"method", cli::to_string(method)},
-                      {"precision", double_precision ? "double" : "float"},
-                      {"hidden", hidden},
-                      {"policy", hidden.empty() ? "logistic regression (categorical of Wx + b)" : "MLP, categorical"},
-                      {"epochs", plain.epochs},
-                      {"batch_size", plain.batch_size},
-                      {"learning_rate", learning_rate},
-                      {"seed", seed}};
-  if (!hidden.empty()) j["activation"] = d2r::to_string(activation);
-  if (method != ClassMethod::nll) {
+nlohmann::json config_json(const ClassificationConfig& c) {
+  nlohmann::json j = {{"method", to_string(c.method)},
+                      {"precision", c.double_precision ? "double" : "float"},
+                      {"hidden", c.hidden},
+                      {"policy", c.hidden.empty() ? "logistic regression (categorical of Wx + b)" : "MLP, categorical"},
+                      {"epochs", c.plain.epochs},
+                      {"batch_size", c.plain.batch_size},
+                      {"learning_rate", c.learning_rate},
+                      {"seed", c.seed}};
+  if (!c.hidden.empty()) j["activation"] = d2r::to_string(c.activation);
+  if (c.method != ClassMethod::nll) {
     j["reward"] = "one-hot Mahalanobis, U = beta I";
-    j["lambda"] = lambda;
-    j["generations"] = generations;
+    j["lambda"] = c.lambda;
+    j["generations"] = c.generations;
     j["transform"] = "none";
-    j["objective"] = inner_objective == InnerObjective::exact ? "exact" : "reinforce";
+    j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
-  if (method == ClassMethod::pg) j["beta"] = beta;
-  if (method == ClassMethod::bilevel) {
-    j["beta_init"] = beta;
-    j["beta_tail"] = beta_tail;
-    outer_config_json(*this, j);
+  if (c.method == ClassMethod::pg) j["beta"] = c.beta;
+  if (c.method == ClassMethod::bilevel) {
+    j["beta_init"] = c.beta;
+    j["beta_tail"] = c.beta_tail;
+    outer_config_json(c, j);
   }
   return j;
 }
 
-// ------------------------------------------------------------------ the run
-struct ClassificationRun::Impl : RunImpl<ClassificationResult> {
-  virtual double heuristic_beta() const = 0;
-};
-
 namespace {
-
-template <class T>
-class TypedClassRun final : public ClassificationRun::Impl {
- public:
-  TypedClassRun(Context& ctx, const ClassificationConfig& c, const ClassHostData& train, const ClassHostData& val,
-                const ClassHostData& test, std::int64_t classes, std::string command)
-      : ctx_(ctx), c_(c), classes_(classes), command_(std::move(command)) {
-    upload(train, train_x_, train_y_, train_);
-    if (!val.empty()) upload(val, val_x_, val_y_, val_);
-    upload(test, test_x_, test_y_, test_);
-    spec_ = MlpSpec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
-    const std::int64_t capacity = std::max({train.rows, val.rows, test.rows});
-    policy_ = std::make_unique<CategoricalPolicy<T>>(ctx_, spec_, classes_, capacity);
-    params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
-    if (c_.lambda > 0) heuristic_beta_ = heuristic_class_beta(ctx_, train_.labels, classes_, c_.lambda);
-    if (c_.method == ClassMethod::heuristic && !(std::isfinite(heuristic_beta_) && heuristic_beta_ > 0)) {
-      bad_input(command_, "--method heuristic",
-                fmt::format("the heuristic β* of these training labels is {}, not a finite number > 0", heuristic_beta_));
-    }
-    if (c_.method == ClassMethod::bilevel) {
-      const BilevelOptions<T> o = bilevel_options<T>(c_);
-      const std::vector<double> beta0{c_.beta};
-      trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
-                                                     std::span<const double>(beta0), o);
-      trainer_->set_data_parallel(data_parallel());  // mpirun -np N: this rank's rows (parallel.hpp)
-    }
-  }
-
-  double heuristic_beta() const override { return heuristic_beta_; }
-
-  void set_checkpoint(std::filesystem::path path, std::int64_t every) override {
-    checkpoint_ = std::move(path);
-    every_ = every;
-  }
-
-  void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) override {
-    if (trainer_) trainer_->set_checkpoint_identity(lines);
-  }
-
-  nlohmann::json options_json() const override {
-    nlohmann::json j = {{"classifier", fields_json(plain_options(c_.method == ClassMethod::pg ? c_.beta : kNaN))}};
-    if (trainer_) j["bilevel"] = fields_json(trainer_->options());
-    return j;
-  }
-
-  /// The options of the PG/cross-entropy phase; `beta` NaN: β = 1 (unused by nll; bilevel and
-  /// heuristic fill in their β when they run).
-  ClassifierFitOptions<T> plain_options(double beta) const {
-    ClassifierFitOptions<T> out = options_cast<ClassifierFitOptions<T>>(fit_options(c_, beta));
-    out.parallel = data_parallel();
-    return out;
-  }
-
-  std::int64_t resume(const std::filesystem::path& path) override {
-    trainer_->load(path);
-    if (trainer_->steps_done() > c_.outer_steps) {
-      bad_input(command_, "--resume",
-                fmt::format("the checkpoint '{}' holds {} outer steps, more than --outer-steps {}", path.string(),
-                            trainer_->steps_done(), c_.outer_steps));
-    }
-    return trainer_->steps_done();
-  }
-
-  std::int64_t total_units() const override { return (c_.method == ClassMethod::bilevel ? c_.outer_steps : 0) + 1; }
-
-  ClassificationResult run(const ClassProgressFn& progress) override {
-    const auto t0 = std::chrono::steady_clock::now();
-    ClassificationResult out;
-    out.heuristic_beta = heuristic_beta_;
-    const std::int64_t total = total_units();
-    double beta = kNaN;
-    if (c_.method == ClassMethod::pg) beta = c_.beta;
-    if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
-    if (c_.method == ClassMethod::bilevel) {
-      out.verdict = run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_,
-                                   [&](std::int64_t k, const BilevelRecord& r) {
-                                     if (!progress) return;
-                                     progress(k, total,
-                                              fmt::format("β = {:.4g}  outer CE {:.4f}  train acc {:.3f}",
-                                                          r.reward_params.at(0), r.outer_loss, r.train.accuracy));
-                                   });
-      // The records of every outer step, those restored by resume() included.
-      for (const BilevelRecord& r : trainer_->history()) {
-        OuterRecord s;
-        s.step = r.step;
-        s.beta = r.reward_params.at(0);
-        s.hypergradient = r.hypergradient.empty() ? kNaN : r.hypergradient[0];
-        s.outer_loss = r.outer_loss;
-        s.mean_inner_reward = r.mean_inner_reward;
-        s.solver_residual = r.solver_residual;
-        s.solver_iterations = r.solver_iterations;
-        s.solver_status = r.solver_status;
-        s.wall_seconds = r.wall_seconds;
-        s.train = r.train;
-        s.validation = val_.empty() ? nan_class_metrics() : r.validation;
-        s.solver_relative_residual = r.solver_relative_residual();
-        s.inner_gradient_norm = r.inner_gradient_norm;
-        s.inner_gradient_norm0 = r.inner_gradient_norm0;
-        s.max_step = r.max_step;
-        s.inner_steps = r.inner_steps;
-        s.hypergradient_clamped = r.hypergradient_clamped;
-        s.at_max_step = r.at_max_step;
-        out.inner_steps += r.inner_steps;
-        out.outer.push_back(s);
-      }
-      // The paper preset's β oscillates around its fixed point: the mean of the last steps'.
-      // Otherwise the run stopped where β settled: the final value.
-      const std::size_t tail =
-          c_.preset == "paper" ? std::min<std::size_t>(static_cast<std::size_t>(c_.beta_tail), out.outer.size()) : 1;
-      beta = 0;
-      for (std::size_t i = out.outer.size() - tail; i < out.outer.size(); ++i) beta += out.outer[i].beta;
-      beta /= static_cast<double>(tail);
-    }
-    out.beta = beta;
-
-    const ClassifierFitOptions<T> o = plain_options(beta);
-    // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning
-    // curve of the paper); the validation rows are evaluated once, at the end.
-    const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), train_, test_, o);
-    double acc = 0, nll = 0;
-    for (const PolicyFitRecord& r : recs) {
-      out.epochs.push_back({.epoch = r.step, .train = r.train, .test = r.validation});
-      acc += r.validation.accuracy;
-      nll += r.validation.nll_per_dim;
-    }
-    out.mean_test_accuracy = acc / static_cast<double>(recs.size());
-    out.mean_test_nll = nll / static_cast<double>(recs.size());
-    out.train = recs.back().train;
-    out.test = recs.back().validation;
-    out.validation = val_.empty() ? nan_class_metrics()
-                                  : policy_->evaluate(std::as_const(params_).vector(), val_.x, val_.labels);
-    if (progress) progress(total, total, "");
-    out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return out;
-  }
-
- private:
-  void upload(const ClassHostData& d, Buffer<T>& bx, Buffer<std::int32_t>& by, ClassificationData<T>& view) {
-    const std::vector<T> x(d.x.begin(), d.x.end());
-    bx = Buffer<T>(ctx_, std::span<const T>(x));
-    by = Buffer<std::int32_t>(ctx_, std::span<const std::int32_t>(d.labels));
-    view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).vector()};
-  }
-
-  Context& ctx_;
-  ClassificationConfig c_;
-  std::int64_t classes_;
-  std::string command_;
-  MlpSpec spec_;
-  Buffer<T> train_x_, val_x_, test_x_;
-  Buffer<std::int32_t> train_y_, val_y_, test_y_;
-  ClassificationData<T> train_{}, val_{}, test_{};
-  std::unique_ptr<CategoricalPolicy<T>> policy_;
-  Buffer<T> params_;
-  std::unique_ptr<BilevelTrainer<T>> trainer_;
-  double heuristic_beta_ = kNaN;
-  std::filesystem::path checkpoint_;
-  std::int64_t every_ = 1;
-};
 
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
-
-}  // namespace
-
-ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double beta) {
-  ClassifierFitOptions<double> o = c.plain;
-  o.loss = c.method == ClassMethod::nll ? PolicyLoss::nll : PolicyLoss::pg;
-  o.adam.learning_rate = c.learning_rate;
-  o.generations = c.generations;
-  o.pg.entropy_weight = c.lambda;
-  o.reward_form = RewardForm::scalar;
-  o.reward_params = {std::isnan(beta) ? 1.0 : beta};
-  o.seed = c.seed;
-  o.objective = c.inner_objective;
-  return o;
-}
-
-namespace {
 
 /// The checks of the settings, with messages naming the options; then every field through the
 /// library's check (check_as_user), and the rest again when the policy and the trainer are built.
@@ -358,28 +157,16 @@ void validate(const std::string& cmd, const ClassificationConfig& c, const Class
 
 ClassificationRun::ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                                      const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
-                                     std::string command) {
-  validate(command, config, train, validation, test, classes, ctx);
-  if (config.double_precision) {
-    impl_ = std::make_unique<TypedClassRun<double>>(ctx, config, train, validation, test, classes, std::move(command));
-  } else {
-    impl_ = std::make_unique<TypedClassRun<float>>(ctx, config, train, validation, test, classes, std::move(command));
-  }
-}
+                                     const std::string& command)
+    : runs::ClassificationRun(ctx, (validate(command, config, train, validation, test, classes, ctx), config), train,
+                              validation, test, classes, data_parallel(), command) {}
 
-ClassificationRun::~ClassificationRun() = default;
-
-double ClassificationRun::heuristic_beta() const noexcept { return impl_->heuristic_beta(); }
-void ClassificationRun::set_checkpoint(std::filesystem::path path, std::int64_t every) {
-  impl_->set_checkpoint(std::move(path), every);
+nlohmann::json ClassificationRun::options_json() const {
+  const runs::RunOptions o = options();
+  nlohmann::json j = {{"classifier", fields_json(*o.classifier)}};
+  if (o.bilevel) j["bilevel"] = fields_json(*o.bilevel);
+  return j;
 }
-void ClassificationRun::set_identity(const std::vector<std::pair<std::string, std::string>>& lines) {
-  impl_->set_identity(lines);
-}
-nlohmann::json ClassificationRun::options_json() const { return impl_->options_json(); }
-std::int64_t ClassificationRun::resume(const std::filesystem::path& path) { return impl_->resume(path); }
-ClassificationResult ClassificationRun::run(const ClassProgressFn& progress) { return impl_->run(progress); }
-std::int64_t ClassificationRun::total_units() const noexcept { return impl_->total_units(); }
 
 // ------------------------------------------------------------------ output
 nlohmann::json class_metrics_json(const PolicyMetrics& m) {

@@ -283,28 +283,6 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
       outer_loss, c.bilevel.outer_data == OuterData::validation ? "validation" : "training");
 }
 
-/// bilevel_warnings of a run's outer-step records (StepRecord: held-out rows; OuterRecord:
-/// validation rows) under its configuration's tolerances.
-template <class Record, class Config>
-std::vector<std::string> outer_step_warnings(const std::vector<Record>& records, const Config& c) {
-  std::vector<OuterStepFacts> facts;
-  for (const Record& r : records) {
-    const PolicyMetrics* held = nullptr;
-    if constexpr (requires { r.held_out; }) {
-      held = &r.held_out;
-    } else {
-      held = &r.validation;
-    }
-    facts.push_back({.clamped = r.hypergradient_clamped,
-                     .at_max_step = r.at_max_step,
-                     .solver_relative_residual = r.solver_relative_residual,
-                     .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
-                     .train_loss = r.train.nll_per_dim,
-                     .validation_loss = held->nll_per_dim});
-  }
-  return bilevel_warnings(facts, c.bilevel.cg.tolerance, c.bilevel.inner.stationarity_tolerance, c.bilevel.hypergradient_clamp);
-}
-
 /// The settings and data identity lines of a checkpoint: the flattened config ("a.b = json").
 void flatten_json(const nlohmann::json& j, const std::string& prefix, std::vector<std::pair<std::string, std::string>>& out) {
   if (j.is_object()) {
@@ -452,7 +430,7 @@ int run_fit(const FitOptions& o) {
                std::max(train.rows, val.rows), ctx);
   RegressionRun run(ctx, c, train, val, kCmd);  // validates the settings against the data, builds the trainer
 
-  nlohmann::json config = c.to_json();
+  nlohmann::json config = config_json(c);
   config["data"] = {{"path", o.data},
                     {"rows", data.rows},
                     {"targets", data.target_names},
@@ -522,7 +500,7 @@ int run_fit(const FitOptions& o) {
   fmt::print("wall time {:.1f} s\n", result.wall_seconds);
   std::vector<std::string> warnings;
   if (method == Method::bilevel) {
-    warnings = outer_step_warnings(result.records, c);
+    warnings = bilevel_warnings(result.records, c.bilevel);
   }
 
   std::vector<std::string> header;
@@ -632,7 +610,7 @@ int run_fit_classification(const FitOptions& o) {
   check_memory(o, c.hidden, train.inputs, classes, std::max({train.rows, val.rows, test.rows}), ctx);
   ClassificationRun run(ctx, c, train, val, test, classes, kCmd);  // validates the settings, builds the policy
 
-  nlohmann::json config = c.to_json();
+  nlohmann::json config = config_json(c);
   std::vector<std::int64_t> counts(static_cast<std::size_t>(classes), 0);
   for (std::int32_t l : data.labels) ++counts[static_cast<std::size_t>(l)];
   config["data"] = {{"path", o.data},
@@ -738,7 +716,7 @@ int run_fit_classification(const FitOptions& o) {
   std::vector<std::string> warnings;
   int code = 0;
   if (method == ClassMethod::bilevel) {
-    warnings = outer_step_warnings(result.outer, c);
+    warnings = bilevel_warnings(result.outer, c.bilevel);
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = result.outer.empty() ? kNaN : result.outer.back().outer_loss;
