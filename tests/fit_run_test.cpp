@@ -168,4 +168,42 @@ TEST(FitRun, ClassificationNllAndBilevel) {
   EXPECT_EQ(r.epochs.size(), 20u);
 }
 
+TEST(FitRun, BadSettingsAndDataAreRefusedNamingTheField) {
+  Context ctx({.backend = Backend::cpu, .seed = 1});
+  const HostData train = line_data(16, 11);
+  const auto refused = [&](const RegressionConfig& c, const HostData& held, const std::string& argument) {
+    try {
+      RegressionRun run(ctx, c, train, held, d2r::DataParallel{});
+      ADD_FAILURE() << "accepted; expected a refusal of " << argument;
+    } catch (const d2r::Error& e) {
+      EXPECT_EQ(e.kind(), d2r::ErrorKind::invalid_argument);
+      EXPECT_EQ(e.argument(), argument) << e.what();
+    }
+  };
+  RegressionConfig c;
+  c.lambda = -1;
+  refused(c, {}, "config.lambda");
+  c = {};
+  c.method = Method::bilevel;
+  c.reward_params = {1.0};
+  c.bilevel.outer_data = d2r::OuterData::validation;
+  refused(c, {}, "config.bilevel.outer_data");  // no validation rows
+  c.bilevel.outer_data = d2r::OuterData::train;
+  c.bilevel.stopping.window = 1;
+  refused(c, {}, "config.bilevel.stopping.window");
+  c = {};
+  HostData wide = line_data(4, 12);
+  wide.inputs = 2;
+  wide.rows = 2;
+  refused(c, wide, "held_out");  // 2 rows of 2 inputs and 4 target values
+  ClassificationConfig k;
+  const ClassHostData rows = sign_data(10, 13);
+  try {
+    ClassificationRun run(ctx, k, rows, {}, rows, 1, d2r::DataParallel{});
+    ADD_FAILURE() << "one class accepted";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "classes");
+  }
+}
+
 }  // namespace

@@ -89,76 +89,10 @@ nlohmann::json config_json(const ClassificationConfig& c) {
   return j;
 }
 
-namespace {
-
-bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
-
-/// The checks of the settings, with messages naming the options; then every field through the
-/// library's check (check_as_user), and the rest again when the policy and the trainer are built.
-void validate(const std::string& cmd, const ClassificationConfig& c, const ClassHostData& train,
-              const ClassHostData& val, const ClassHostData& test, std::int64_t classes, const Context& ctx) {
-  if (classes < 2) bad_input(cmd, "data", fmt::format("expected at least 2 classes, got {}", classes));
-  const auto check_data = [&](const ClassHostData& d, const char* name) {
-    if (d.inputs < 1 || static_cast<std::int64_t>(d.x.size()) != d.rows * d.inputs ||
-        static_cast<std::int64_t>(d.labels.size()) != d.rows) {
-      bad_input(cmd, name, fmt::format("inconsistent data: {} rows, {} inputs, {} values and {} labels", d.rows,
-                                       d.inputs, d.x.size(), d.labels.size()));
-    }
-    if (d.inputs != train.inputs) bad_input(cmd, name, "its columns differ from the training data's");
-    for (std::int32_t l : d.labels) {
-      if (l < 0 || l >= classes) bad_input(cmd, name, fmt::format("label {} is not in [0, {})", l, classes));
-    }
-  };
-  check_data(train, "training data");
-  if (train.rows < 2) bad_input(cmd, "training data", fmt::format("expected at least 2 rows, got {}", train.rows));
-  if (!val.empty()) check_data(val, "validation data");
-  if (test.empty()) bad_input(cmd, "test data", "expected at least 1 row");
-  check_data(test, "test data");
-  if (c.double_precision && ctx.backend() == Backend::cuda) {
-    bad_input(cmd, "--precision", "double precision runs on the cpu backend only (use --device cpu or float)");
-  }
-  for (std::int64_t h : c.hidden) {
-    if (h < 1) bad_input(cmd, "--hidden", fmt::format("layer widths must be >= 1, got {}", h));
-  }
-  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
-    bad_input(cmd, "--lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
-  }
-  if (c.method == ClassMethod::heuristic && !(c.lambda > 0)) bad_input(cmd, "--lambda", "the heuristic β* needs λ > 0");
-  if (c.generations < 1) bad_input(cmd, "--generations", fmt::format("expected G >= 1, got {}", c.generations));
-  if (c.plain.epochs < 1) bad_input(cmd, "--epochs", fmt::format("expected >= 1 epochs, got {}", c.plain.epochs));
-  if (c.plain.batch_size < 0) bad_input(cmd, "--batch-size", fmt::format("expected >= 0 (0: full batch), got {}", c.plain.batch_size));
-  if (!positive_finite(c.learning_rate)) {
-    bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.learning_rate));
-  }
-  if ((c.method == ClassMethod::pg || c.method == ClassMethod::bilevel) && !positive_finite(c.beta)) {
-    bad_input(cmd, "--beta", fmt::format("expected a finite β > 0, got {}", c.beta));
-  }
-  if (c.method == ClassMethod::bilevel) {
-    if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
-    if (c.bilevel.inner.steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
-    if (c.bilevel.inner.batch_size < 0) {
-      bad_input(cmd, "--inner-batch-size",
-                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
-    }
-    if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
-      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
-    }
-    if (c.bilevel.outer_data == OuterData::validation && val.empty()) {
-      bad_input(cmd, "--outer-data", "validation needs validation rows (--val-fraction > 0)");
-    }
-    if (c.beta_tail < 1) bad_input(cmd, "beta tail", fmt::format("expected >= 1, got {}", c.beta_tail));
-    check_outer_settings(cmd, c);
-    check_as_user(cmd, bilevel_options<double>(c));
-  }
-  check_as_user(cmd, fit_options(c, c.beta));
-}
-
-}  // namespace
-
 ClassificationRun::ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                                      const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
                                      const std::string& command)
-    : runs::ClassificationRun(ctx, (validate(command, config, train, validation, test, classes, ctx), config), train,
+    : runs::ClassificationRun(ctx, (check_as_user(command, config, train, validation, test, classes, ctx), config), train,
                               validation, test, classes, data_parallel(), command) {}
 
 nlohmann::json ClassificationRun::options_json() const {

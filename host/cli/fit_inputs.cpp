@@ -62,14 +62,6 @@ Dataset build_dataset(std::string_view command, Build&& build) {
 
 }  // namespace
 
-std::string user_words(const Error& e) {
-  std::string what = e.what();
-  if (what.starts_with("d2r::")) {
-    if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
-  }
-  return what;
-}
-
 Table read_data_file(std::string_view command, std::string_view option, const fs::path& path) {
   try {
     return read_csv(path);

@@ -17,10 +17,6 @@
 
 namespace d2r::cli {
 
-/// A library message without its "d2r::function: argument 'name': " prefix (the user did not call
-/// that function; the caller names the option or file instead).
-std::string user_words(const Error& e);
-
 /// read_csv of a file the user named: one that cannot be read or parsed is bad input (exit 2)
 /// naming `option` ("data" for the positional argument), in the user's words.
 Table read_data_file(std::string_view command, std::string_view option, const std::filesystem::path& path);

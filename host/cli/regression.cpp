@@ -72,161 +72,35 @@ std::string option_for_field(std::string_view field) {
       {"options.steps", "--steps"},                     {"options.adam", "--lr"},
       {"options.evaluate_every", "--eval-every"},       {"options.generations", "--generations"},
       {"options.pg.entropy_weight", "--lambda"},        {"options.epochs", "--epochs"},
-      {"options.batch_size", "--batch-size"},           {"options.objective", "--inner-objective"}};
+      {"options.batch_size", "--batch-size"},           {"options.objective", "--inner-objective"},
+      {"options.inner.adam.learning_rate", "--lr"},     {"options.adam.learning_rate", "--lr"},
+      {"options.outer_adam.learning_rate", "--outer-lr"}};
+  // runs::check names the configuration's fields and the data sets.
+  static const std::pair<std::string_view, std::string_view> kConfig[] = {
+      {"config.double_precision", "--precision"}, {"config.hidden", "--hidden"},
+      {"config.lambda", "--lambda"},              {"config.generations", "--generations"},
+      {"config.reward_params", "--u"},            {"config.head", "--head"},
+      {"config.outer_steps", "--outer-steps"},    {"config.learning_rate", "--lr"},
+      {"config.beta", "--beta"},                  {"config.beta_tail", "beta tail"},
+      {"train", "training data"},                 {"held_out", "held-out data"},
+      {"validation", "validation data"},          {"test", "test data"},
+      {"classes", "data"}};
+  for (const auto& [name, option] : kConfig) {
+    if (field == name) return std::string(option);
+  }
+  // config.bilevel.X and config.plain.X: the library options' own fields (options.X).
+  for (std::string_view prefix : {"config.bilevel.", "config.plain."}) {
+    if (field.starts_with(prefix)) return option_for_field("options." + std::string(field.substr(prefix.size())));
+  }
   for (const auto& [name, option] : kOptions) {
     if (field == name) return std::string(option);
   }
   return std::string(field);
 }
 
-namespace {
-template <class O>
-void check_fields_as_user(const std::string& command, const O& options) {
-  try {
-    d2r::check(options);
-  } catch (const Error& e) {
-    bad_input(command, option_for_field(e.argument()), user_words(e));
-  }
-}
-}  // namespace
-
-void check_as_user(const std::string& command, const BilevelOptions<double>& o) { check_fields_as_user(command, o); }
-void check_as_user(const std::string& command, const PolicyFitOptions<double>& o) { check_fields_as_user(command, o); }
-void check_as_user(const std::string& command, const ClassifierFitOptions<double>& o) {
-  check_fields_as_user(command, o);
-}
-
-void check_reward_values(const std::string& cmd, RewardForm form, const std::vector<double>& params, std::int64_t dims) {
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const double v = params[i];
-    bool diagonal = form != RewardForm::full;
-    if (!diagonal) {
-      for (std::int64_t r = 0; r < dims; ++r) diagonal = diagonal || static_cast<std::int64_t>(i) == r * (r + 1) / 2 + r;
-    }
-    if (!std::isfinite(v) || (diagonal && !(v > 0))) {
-      bad_input(cmd, "--u", fmt::format("entry {} is {}; expected finite{}", i, v, diagonal ? " and > 0" : ""));
-    }
-  }
-}
-
-template <class Config>
-void check_outer_settings(const std::string& cmd, const Config& c) {
-  if (!positive_finite(c.bilevel.rprop.initial_step) || c.bilevel.rprop.initial_step > 10) {
-    bad_input(cmd, "--outer-step", fmt::format("expected a log-space step in (0, 10], got {}", c.bilevel.rprop.initial_step));
-  }
-  if (!(std::isfinite(c.bilevel.inner.stationarity_tolerance) && c.bilevel.inner.stationarity_tolerance >= 0)) {
-    bad_input(cmd, "--inner-tolerance",
-              fmt::format("expected a finite tolerance >= 0 (0: no check), got {}", c.bilevel.inner.stationarity_tolerance));
-  }
-  const std::int64_t cap = c.bilevel.inner.max_steps;
-  if (cap < 0 || cap > (std::int64_t{1} << 24)) {
-    bad_input(cmd, "--inner-max-steps", fmt::format("expected 0 (K_in) to 2^24, got {}", c.bilevel.inner.max_steps));
-  }
-  if (!positive_finite(c.bilevel.cg.tolerance)) {
-    bad_input(cmd, "--solver-tolerance", fmt::format("expected a finite tolerance > 0, got {}", c.bilevel.cg.tolerance));
-  }
-  if (!(std::isfinite(c.bilevel.cg.damping) && c.bilevel.cg.damping >= 0)) {
-    bad_input(cmd, "--damping", fmt::format("expected a finite damping >= 0, got {}", c.bilevel.cg.damping));
-  }
-  if (c.bilevel.stopping.window < 2) bad_input(cmd, "--window", fmt::format("expected >= 2 outer steps, got {}", c.bilevel.stopping.window));
-  if (!positive_finite(c.bilevel.stopping.reward_tolerance)) {
-    bad_input(cmd, "--reward-tolerance", fmt::format("expected a tolerance > 0, got {}", c.bilevel.stopping.reward_tolerance));
-  }
-  if (!positive_finite(c.bilevel.stopping.loss_tolerance)) {
-    bad_input(cmd, "--loss-tolerance", fmt::format("expected a tolerance > 0, got {}", c.bilevel.stopping.loss_tolerance));
-  }
-}
-template void check_outer_settings<RegressionConfig>(const std::string&, const RegressionConfig&);
-template void check_outer_settings<ClassificationConfig>(const std::string&, const ClassificationConfig&);
-
-namespace {
-
-/// The checks of the command line's settings, with messages naming the options; the library
-/// checks again (and everything else) when the trainer is built.
-void validate(const std::string& cmd, const RegressionConfig& c, const HostData& train, const HostData& held,
-              const Context& ctx) {
-  const auto check_data = [&](const HostData& d, const char* name) {
-    if (d.inputs < 1 || d.dims < 1 || static_cast<std::int64_t>(d.x.size()) != d.rows * d.inputs ||
-        static_cast<std::int64_t>(d.y.size()) != d.rows * d.dims) {
-      bad_input(cmd, name, fmt::format("inconsistent data: {} rows, {} inputs, {} targets, {} and {} values", d.rows,
-                                       d.inputs, d.dims, d.x.size(), d.y.size()));
-    }
-  };
-  check_data(train, "training data");
-  if (train.rows < 2) bad_input(cmd, "training data", fmt::format("expected at least 2 rows, got {}", train.rows));
-  if (!held.empty()) {
-    check_data(held, "held-out data");
-    if (held.inputs != train.inputs || held.dims != train.dims) {
-      bad_input(cmd, "held-out data", "its columns differ from the training data's");
-    }
-  }
-  if (c.double_precision && ctx.backend() == Backend::cuda) {
-    bad_input(cmd, "--precision", "double precision runs on the cpu backend only (use --device cpu or float)");
-  }
-  for (std::int64_t h : c.hidden) {
-    if (h < 1) bad_input(cmd, "--hidden", fmt::format("layer widths must be >= 1, got {}", h));
-  }
-  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
-    bad_input(cmd, "--lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
-  }
-  if (c.generations < 1) bad_input(cmd, "--generations", fmt::format("expected G >= 1, got {}", c.generations));
-  const bool uses_reward = c.method == Method::pg || c.method == Method::bilevel;
-  if (!uses_reward && !c.reward_params.empty()) {
-    bad_input(cmd, "--u", fmt::format("reward parameters are used by --method pg and bilevel only, not {}",
-                                      to_string(c.method)));
-  }
-  if (uses_reward) {
-    const std::int64_t S = reward_param_count(c.reward_form, train.dims);
-    if (static_cast<std::int64_t>(c.reward_params.size()) != S) {
-      bad_input(cmd, "--u",
-                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", d2r::to_string(c.reward_form),
-                            train.dims, S, S == 1 ? "" : "s",
-                            c.reward_form == RewardForm::full ? " (the packed rows of R, U = R Rᵀ)" : "",
-                            c.reward_params.size()));
-    }
-    check_reward_values(cmd, c.reward_form, c.reward_params, train.dims);
-  }
-  if (c.method == Method::heuristic && !(c.lambda > 0)) {
-    bad_input(cmd, "--lambda", "the heuristic reward needs λ > 0");
-  }
-  if (c.method == Method::bilevel) {
-    if (c.head != GaussianHead::diagonal) {
-      bad_input(cmd, "--head", "the bilevel method trains a diagonal Gaussian head only");
-    }
-    if (c.outer_steps < 1) bad_input(cmd, "--outer-steps", fmt::format("expected >= 1, got {}", c.outer_steps));
-    if (c.bilevel.inner.steps < 1) bad_input(cmd, "--inner-steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
-    if (c.bilevel.inner.batch_size < 0) {
-      bad_input(cmd, "--inner-batch-size",
-                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
-    }
-    if (!positive_finite(c.bilevel.inner.adam.learning_rate)) {
-      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.inner.adam.learning_rate));
-    }
-    if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
-      bad_input(cmd, "--outer-lr", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
-    }
-    if (c.bilevel.outer_data == OuterData::validation && held.empty()) {
-      bad_input(cmd, "--outer-data",
-                "the outer loss is on the validation rows by default, and there are none: give --val-fraction > 0 "
-                "or --outer-data train");
-    }
-    check_outer_settings(cmd, c);
-    check_as_user(cmd, bilevel_options<double>(c));
-  } else {
-    if (c.plain.steps < 1) bad_input(cmd, "--steps", fmt::format("expected >= 1 training steps, got {}", c.plain.steps));
-    if (!positive_finite(c.plain.adam.learning_rate)) {
-      bad_input(cmd, "--lr", fmt::format("expected a finite learning rate > 0, got {}", c.plain.adam.learning_rate));
-    }
-    if (c.plain.evaluate_every < 1) bad_input(cmd, "--eval-every", fmt::format("expected >= 1, got {}", c.plain.evaluate_every));
-    check_as_user(cmd, fit_options(c));
-  }
-}
-
-}  // namespace
-
 RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const HostData& train,
                              const HostData& held_out, const std::string& command)
-    : runs::RegressionRun(ctx, (validate(command, config, train, held_out, ctx), config), train, held_out,
+    : runs::RegressionRun(ctx, (check_as_user(command, config, train, held_out, ctx), config), train, held_out,
                           data_parallel(), command) {}
 
 nlohmann::json RegressionRun::options_json() const {

@@ -117,16 +117,16 @@ void outer_config_json(const Config& c, nlohmann::json& j) {
 /// field: "options.inner.steps" is --inner-steps); the field's own name when no option sets it.
 std::string option_for_field(std::string_view field);
 
-/// d2r::check(options), a refused field reported as bad input (d2r::Error, invalid_argument) of
-/// `command` naming the user's option: the library's checks of every field after the program's own.
-void check_as_user(const std::string& command, const BilevelOptions<double>& options);
-void check_as_user(const std::string& command, const PolicyFitOptions<double>& options);
-void check_as_user(const std::string& command, const ClassifierFitOptions<double>& options);
-
-/// Checks the outer-loop fields of a configuration (RegressionConfig, ClassificationConfig), naming
-/// the option of `command` (bad_input).
-template <class Config>
-void check_outer_settings(const std::string& command, const Config& c);
+/// runs::check of a run's settings and data, a refused field reported as bad input (d2r::Error,
+/// invalid_argument) of `command` naming the user's option (option_for_field).
+template <class... Args>
+void check_as_user(const std::string& command, const Args&... args) {
+  try {
+    runs::check(args...);
+  } catch (const Error& e) {
+    bad_input(command, option_for_field(e.argument()), user_words(e));
+  }
+}
 
 /// The library's regression run (d2r/fit_run.hpp) after the program's checks of the settings and
 /// the data (d2r::Error, invalid_argument, naming the option; `command` prefixes the messages), on
@@ -139,12 +139,6 @@ class RegressionRun : public runs::RegressionRun {
   /// the bilevel method, else the plain trainer's options.
   [[nodiscard]] nlohmann::json options_json() const;
 };
-
-/// Checks reward parameters as given on the command line (--u): finite, and > 0 where U needs it
-/// (every entry of a scalar or diagonal form, the diagonal of a full form's R); bad_input otherwise.
-void check_reward_values(const std::string& command, RewardForm form, const std::vector<double>& params,
-                         std::int64_t dims);
-
 
 /// Curves of a run as CSV columns: header and numeric rows (step, train/held-out metrics, and for
 /// the bilevel method reward parameters, hypergradient, outer loss and solver figures).

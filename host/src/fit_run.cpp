@@ -602,6 +602,7 @@ ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double b
 
 RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const HostData& train,
                              const HostData& held_out, const DataParallel& parallel, std::string command) {
+  check(config, train, held_out, ctx);
   if (config.double_precision) {
     impl_ = std::make_unique<TypedRun<double>>(ctx, config, train, held_out, parallel, std::move(command));
   } else {
@@ -612,6 +613,7 @@ RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const
 ClassificationRun::ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                                      const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
                                      const DataParallel& parallel, std::string command) {
+  check(config, train, validation, test, classes, ctx);
   if (config.double_precision) {
     impl_ = std::make_unique<TypedClassRun<double>>(ctx, config, train, validation, test, classes, parallel,
                                                     std::move(command));

@@ -15,10 +15,9 @@
 //                   the settings, so simply run again after a resume).
 //
 // Use: RegressionRun run(ctx, settings, train, held_out, parallel); (allocates, no training) ...
-// run.run(progress). The caller checks the settings first (the program names its options; the
-// trainers check every field again). Bad input found only here (a checkpoint with more outer
-// steps than the run's, a heuristic reward that is not finite) throws d2r::Error
-// (invalid_argument) whose message starts "d2r COMMAND: OPTION: ".
+// run.run(progress). The constructors check the settings and the data first (check); bad input
+// found only later (a checkpoint with more outer steps than the run's, a heuristic reward that is
+// not finite) throws d2r::Error (invalid_argument) whose message starts "d2r COMMAND: OPTION: ".
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -173,6 +172,16 @@ PolicyFitOptions<double> fit_options(const RegressionConfig& c);
 /// bilevel and heuristic fill in their β when they run; the run adds this rank's rows).
 ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double beta);
 
+/// Checks a run's settings and data before anything is allocated (the runs' constructors call it
+/// first): throws d2r::Error (invalid_argument) whose argument names the field ("config.lambda",
+/// "config.bilevel.inner.steps", "config.plain.epochs") or the data set ("train", "held_out",
+/// "validation", "test", "classes"), then d2r::check of the trainers' options (arguments
+/// "options.…"). Three messages name the program's options as the remedy (double precision on
+/// cuda, reward parameters of a method that has none, bilevel outer data on missing validation rows).
+void check(const RegressionConfig& config, const HostData& train, const HostData& held_out, const Context& ctx);
+void check(const ClassificationConfig& config, const ClassHostData& train, const ClassHostData& validation,
+           const ClassHostData& test, std::int64_t classes, const Context& ctx);
+
 /// The bilevel fields of one outer step, common to both tasks (from BilevelRecord).
 struct OuterStepFields {
   double outer_loss = 0, mean_inner_reward = 0, solver_residual = 0, wall_seconds = 0;
@@ -280,8 +289,8 @@ class Run {
 
 class RegressionRun : public Run<RegressionConfig, HostData, RunResult> {
  public:
-  /// Uploads the data (with several ranks in `parallel`, a plain fit only this rank's rows) and
-  /// builds the policy or the bilevel trainer; `held_out` may be empty; `command` prefixes the
+  /// Checks the settings and the data (check), uploads the data (with several ranks in `parallel`,
+  /// a plain fit only this rank's rows) and builds the policy or the bilevel trainer; `held_out` may be empty; `command` prefixes the
   /// messages of bad input ("fit", "reproduce").
   RegressionRun(Context& ctx, const RegressionConfig& config, const HostData& train, const HostData& held_out,
                 const DataParallel& parallel, std::string command = "fit");
@@ -289,7 +298,8 @@ class RegressionRun : public Run<RegressionConfig, HostData, RunResult> {
 
 class ClassificationRun : public Run<ClassificationConfig, ClassHostData, ClassificationResult> {
  public:
-  /// Uploads the data and builds the policy (and the bilevel trainer); `validation` may be empty,
+  /// Checks the settings and the data (check), uploads the data and builds the policy (and the
+  /// bilevel trainer); `validation` may be empty,
   /// `test` may not; `command` prefixes the messages of bad input.
   ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                     const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
