@@ -28,11 +28,12 @@ inline double measured_copy_bandwidth() {
   return bandwidth;
 }
 
-/// Times `work` on ctx's stream with the one timer (host/checks/timer.hpp: CUDA events, L2
-/// flushed before each iteration), as manual time. `bytes` is the least traffic the work must
-/// move (each input read once, each output written once).
-inline void run_gpu(benchmark::State& state, d2r::Context& ctx, double bytes, double flops,
-                    const std::function<void()>& work) {
+/// Times `work` on ctx with the one timer (host/checks/timer.hpp: on cuda CUDA events on the
+/// context's stream, L2 flushed before each iteration; on cpu steady_clock), as manual time.
+/// `bytes` is the least traffic the work must move (each input read once, each output written
+/// once). On cuda also the % of the measured copy bandwidth (the GPU's peak is only measured there).
+inline void run_timed(benchmark::State& state, d2r::Context& ctx, double bytes, double flops,
+                      const std::function<void()>& work) {
   d2r::checks::Timer timer(ctx);
   timer.warm_up(work);  // the workspace reaches its high-water mark
   double total_seconds = 0;
@@ -44,10 +45,15 @@ inline void run_gpu(benchmark::State& state, d2r::Context& ctx, double bytes, do
   state.counters["bytes"] = benchmark::Counter(bytes);
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   if (flops > 0) state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  if (ctx.backend() != d2r::Backend::cuda) return;
   // Achieved bandwidth as a percentage of the measured copy bandwidth of this device.
   const double achieved = bytes * static_cast<double>(state.iterations()) / total_seconds;
   state.counters["%peak_bw"] = benchmark::Counter(100.0 * achieved / measured_copy_bandwidth());
   state.counters["peak_bw_GB/s"] = benchmark::Counter(measured_copy_bandwidth() * 1e-9);
+}
+/// run_timed on a cuda context (the GPU benchmarks' name for it).
+inline void run_gpu(benchmark::State& state, d2r::Context& ctx, double bytes, double flops, const std::function<void()>& work) {
+  run_timed(state, ctx, bytes, flops, work);
 }
 
 /// Times `work` on the host (cpu backend).

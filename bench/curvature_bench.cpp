@@ -5,6 +5,8 @@
 // 23→[1024,1024]→2·17 at B = 64k (GEMM-bound). Arguments: B and the hidden width (cg_solve: B and
 // the iterations, width 64). The PyTorch peer is bench/peer/hvp_peer.py. GPU variants skip
 // without a device; the CPU reference runs everywhere at a smaller batch.
+// Not registry cases (bench/cases_bench.cpp): the peer's sizes (to B = 64k) are beyond the
+// registry's size classes, and the HVP/gradient ratio compares two timings of one problem.
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_common.hpp"

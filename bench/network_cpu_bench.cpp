@@ -8,6 +8,8 @@
 // counted), bytes = each input read once and each output written once. ReLU trunks, as in
 // curvature_bench. Threads: OpenBLAS' default (OPENBLAS_NUM_THREADS to pin it); wall-clock time
 // (UseRealTime), since OpenBLAS' worker threads are not in the calling thread's CPU time.
+// Not registry cases (bench/cases_bench.cpp times those): the plain reference loops, timed
+// against the cpu backend, are not a backend a case runs on.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>

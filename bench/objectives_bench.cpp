@@ -2,7 +2,9 @@
 // the GPU (value checks off, as in an inner loop) and on the CPU reference. The work stated is
 // the least traffic of the objective: head outputs and targets read once, the gradient and the
 // per-row loss written once (the unfused path moves far more: B·G·n samples and B·G
-// intermediates, written and read back).
+// intermediates, written and read back). Not registry cases (cases_bench times those): the sweeps
+// here (to 2^20 rows) are the sizes the PyTorch peers (bench/peer, tools/bench_report.py) run at,
+// beyond the registry's size classes, and unfused-vs-fused is one comparison of two timings.
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_common.hpp"
@@ -45,7 +47,7 @@ void diag_surrogate(benchmark::State& state, bool gpu, d2r::RewardForm form) {
                                 {loss.vector(), {}}, {gm.matrix(B, n), gs.matrix(B, n)});
     }
   };
-  const double bytes = d2r::checks::pg_surrogate_diag_work(B, n).bytes;
+  const double bytes = d2r::checks::pg_surrogate_diag_work(B, n, B).bytes;
   if (gpu) {
     d2r::bench::run_gpu(state, ctx, bytes, 0, work);
   } else {
@@ -97,7 +99,7 @@ void cholesky_surrogate(benchmark::State& state, bool gpu) {
                       d2r::PgOptions<float>{.entropy_weight = 1.0f}, {.step = step++}, {loss.vector(), {}},
                       d2r::CholeskyGaussianGrad<float>{gm.matrix(B, n), gt.matrix(B, P)});
   };
-  const d2r::checks::Work w = d2r::checks::pg_surrogate_cholesky_work(B, n, G);
+  const d2r::checks::Work w = d2r::checks::pg_surrogate_cholesky_work(B, n, G, B);
   const double bytes = w.bytes, flops = w.flops;
   if (gpu) {
     d2r::bench::run_gpu(state, ctx, bytes, flops, work);

@@ -10,6 +10,7 @@
 // times, the first on x0 = 0), the mixed product's forward tangent (F) and the metrics' forward
 // pass (F): (3·K_in + 8 + 5·HVPs)·F. Bytes: x and y read once by each of those passes.
 // Items: outer steps (items_per_second = steps/s).
+// Not a registry case (bench/cases_bench.cpp): a whole training step, not one primitive call.
 //
 // The cuda variant (float) skips without a device; the cpu variant (double, B = 256) runs
 // everywhere.

@@ -7,12 +7,18 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "host/checks/cases/common.hpp"
 #include "host/checks/checks.hpp"
+#include "host/checks/timer.hpp"
 
 namespace {
 
@@ -159,6 +165,138 @@ TEST(CheckGuardedOutput, RunCaseReportsAnErrorAsAFailure) {
   EXPECT_EQ(out.status, d2r::checks::Status::fail);
   EXPECT_NE(out.note.find("out of bounds"), std::string::npos) << out.note;
   EXPECT_TRUE(std::isinf(out.rel_err));
+}
+
+// ------------------------------------------------------------------ work models and timing
+
+/// The integers after "B=", "n=", "C=", "G=" in a case's size ("B=7 n=3 G=5").
+std::map<std::string, double> size_values(const std::string& size) {
+  std::map<std::string, double> v;
+  std::istringstream in(size);
+  std::string word;
+  while (in >> word) {
+    const auto eq = word.find('=');
+    if (eq != std::string::npos) v[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
+  }
+  return v;
+}
+
+/// The case's work against a closed form of its sizes, written out here (float: 4 bytes, int32
+/// indices 4 bytes) independently of host/checks/work.hpp; the number of cases compared.
+int expect_work(Level level, const std::string& primitive, const std::string& variant,
+                const std::function<std::pair<double, double>(double B, double n, double G)>& closed) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(level, false)) {
+    if (c.primitive != primitive || c.variant != variant) continue;
+    auto v = size_values(c.size);
+    const double n = v.count("n") != 0 ? v["n"] : v["C"];
+    const auto [bytes, flops] = closed(v["B"], n, v["G"]);
+    EXPECT_TRUE(c.work().stated()) << c.key() << ": " << c.work().unstated;
+    EXPECT_EQ(c.work().bytes, bytes) << c.key();
+    EXPECT_EQ(c.work().flops, flops) << c.key();
+    ++compared;
+  }
+  return compared;
+}
+
+TEST(CaseWork, EqualsClosedFormsOfTheCaseSizes) {
+  for (const Level level : {Level::small, Level::medium}) {
+    // sample of a diagonal Gaussian: μ (B·n) and log σ (B·n, or n shared) read, B·G·n draws written.
+    EXPECT_GT(expect_work(level, "sample", "diag", [](double B, double n, double G) { return std::pair{4 * (2 * B * n + B * G * n), 0.0}; }), 0);
+    EXPECT_GT(expect_work(level, "sample", "diag, shared log-std",
+                          [](double B, double n, double G) { return std::pair{4 * (B * n + n + B * G * n), 0.0}; }),
+              0);
+    // backward of a Cholesky head, shared L (P = n(n+1)/2): μ, L, draws, d_log_prob and d_entropy
+    // read, both gradients written; 6P FLOPs a draw.
+    EXPECT_GT(expect_work(level, "backward", "cholesky, shared L",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (2 * (B * n + P) + B * G * n + B * G + B), 6 * P * B * G};
+                          }),
+              0);
+    // log_prob of a categorical head: logits, indices read; B·G log-probabilities written.
+    EXPECT_GT(expect_work(level, "log_prob", "categorical", [](double B, double C, double G) { return std::pair{4 * (B * C + 2 * B * G), 0.0}; }), 0);
+    // the categorical surrogate: logits read, gradient written, labels read, loss and reward written.
+    EXPECT_GT(expect_work(level, "pg_surrogate", "categorical, none, scalar",
+                          [](double B, double C, double) { return std::pair{4 * (2 * B * C + 3 * B), 0.0}; }),
+              0);
+  }
+}
+
+// mlp.forward: x and the parameters read, the cache and the outputs written; 2·B·in·out FLOPs a
+// layer, the widths read from the case's variant ("23-64-64-34 relu").
+TEST(CaseWork, MlpForwardEqualsTheGemmClosedForm) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
+    if (c.primitive != "mlp.forward" || c.variant.find("layernorm") != std::string::npos) continue;
+    std::vector<double> widths;
+    std::istringstream in(c.variant.substr(0, c.variant.find(' ')));
+    for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+    ASSERT_GE(widths.size(), 2u) << c.key();
+    const double B = size_values(c.size)["B"];
+    double gemm = 0, params = 0;
+    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
+      gemm += widths[l] * widths[l + 1];
+      params += widths[l] * widths[l + 1] + widths[l + 1];
+    }
+    d2r::MlpSpec spec{.inputs = static_cast<std::int64_t>(widths.front()), .outputs = static_cast<std::int64_t>(widths.back())};
+    for (std::size_t l = 1; l + 1 < widths.size(); ++l) spec.hidden.push_back(static_cast<std::int64_t>(widths[l]));
+    const double cache = static_cast<double>(d2r::Mlp(spec).cache_elements(static_cast<std::int64_t>(B)));
+    ASSERT_TRUE(c.work().stated()) << c.key();
+    EXPECT_EQ(c.work().bytes, 4 * (B * widths.front() + params + cache + B * widths.back())) << c.key();
+    EXPECT_EQ(c.work().flops, 2 * B * gemm) << c.key();
+    ++compared;
+  }
+  EXPECT_GE(compared, 2);
+}
+
+// Every case states its work, or says why not; the primitives with a formula are timed.
+TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
+  std::set<std::string> timeable;
+  std::size_t unstated = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::large, false)) {
+    if (c.work().stated()) {
+      EXPECT_TRUE(std::isfinite(c.work().bytes) && c.work().bytes > 0) << c.key();
+      EXPECT_TRUE(std::isfinite(c.work().flops) && c.work().flops >= 0) << c.key();
+    } else {
+      EXPECT_FALSE(c.work().unstated.empty()) << c.key();
+      ++unstated;
+    }
+    if (d2r::checks::untimed_reason(c).empty()) timeable.insert(c.primitive);
+  }
+  EXPECT_GT(unstated, 0u);  // pg_pathwise, solvers, ...: said so, not reported as 0
+  for (const char* p : {"sample", "log_prob", "entropy", "backward", "pg_surrogate", "mlp.forward", "mlp.backward",
+                        "mlp.forward_tangent", "mlp.backward_tangent"})
+    EXPECT_EQ(timeable.count(p), 1u) << p << " has no timeable case";
+}
+
+// time_case hands exactly the marked call to the timer (run here three times, as a benchmark
+// would), on the cpu backend; a case that cannot be timed throws with its reason; timed() outside
+// time_case runs the call once.
+TEST(CaseWork, TimeCaseHandsTheMarkedCallToTheTimer) {
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 1, .value_checks = d2r::ValueChecks::none});
+  int cases = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::small, true)) {
+    if (!d2r::checks::untimed_reason(c).empty()) {
+      EXPECT_THROW(d2r::checks::time_case(c, ctx, 2024, [](const std::function<void()>&) {}), d2r::Error) << c.key();
+      continue;
+    }
+    int handed = 0;
+    d2r::checks::Timer timer(ctx);
+    std::vector<double> seconds;
+    d2r::checks::time_case(c, ctx, 2024, [&](const std::function<void()>& call) {
+      ++handed;
+      seconds = timer.run(call, 3, 3, 10.0);
+    });
+    EXPECT_EQ(handed, 1) << c.key();
+    ASSERT_EQ(seconds.size(), 3u) << c.key();
+    EXPECT_TRUE(std::isfinite(seconds.front()) && seconds.front() >= 0) << c.key();
+    ++cases;
+  }
+  EXPECT_GE(cases, 40);  // the heads' primitives, the surrogates and the MLP passes at --sizes small
+  int ran = 0;
+  d2r::checks::timed(ctx, [&] { ++ran; });
+  EXPECT_EQ(ran, 1);
 }
 
 }  // namespace

@@ -151,6 +151,63 @@ foreach(set_points iris:9 vehicle:6 sonar:9)
                    SWEEP --grid-min 0.3 --grid-max 100 --points ${points} --seeds 2)
 endforeach()
 
+# ---------------------------------------------------------------- the model fit returns (issue 13)
+# By default `fit --method bilevel` returns and reports the inner policy of its last outer step, the model whose
+# validation loss the outer loop judged: its final validation loss is the final outer loss (float noise: the
+# two decimal strings agree to 2e-6), and no PG is retrained after the outer loop (no epochs, no learning curve).
+function(decimal_micro value out)  # a plain decimal string -> integer millionths, truncated
+  if(NOT value MATCHES "^(-?)([0-9]+)(\\.([0-9]*))?$")
+    message(FATAL_ERROR "not a plain decimal: ${value}")
+  endif()
+  set(sign "${CMAKE_MATCH_1}")
+  set(int "${CMAKE_MATCH_2}")
+  string(SUBSTRING "${CMAKE_MATCH_4}000000" 0 6 frac)
+  string(REGEX REPLACE "^0+([0-9])" "\\1" frac "${frac}")
+  string(REGEX REPLACE "^0+([0-9])" "\\1" int "${int}")
+  math(EXPR v "${sign}(${int} * 1000000 + ${frac})")
+  set(${out} ${v} PARENT_SCOPE)
+endfunction()
+foreach(case "iris_1;nll" "sonar_10;nll" "fig3_0.5;nll_per_dim" "hc_0.25;nll_per_dim")
+  list(GET case 0 run)
+  list(GET case 1 key)
+  file(READ "${WORK_DIR}/${run}/results.json" json)
+  string(JSON source GET "${json}" final model source)
+  string(JSON model_step GET "${json}" final model outer_step)
+  string(JSON outer GET "${json}" final outer_loss)
+  string(JSON val GET "${json}" final validation ${key})
+  string(JSON last LENGTH "${json}" records)
+  decimal_micro("${outer}" a)
+  decimal_micro("${val}" b)
+  math(EXPR diff "${a} - ${b}")
+  message(STATUS "${run}: model ${source} of outer step ${model_step}; validation loss ${val}, final outer loss ${outer}")
+  if(NOT source STREQUAL "inner" OR diff GREATER 2 OR diff LESS -2)
+    message(FATAL_ERROR "${run}: the returned model is '${source}' with validation loss ${val}, the final outer loss "
+                        "is ${outer} (expected the inner policy, equal within 2e-6)")
+  endif()
+endforeach()
+file(READ "${WORK_DIR}/iris_1/results.json" json)
+string(JSON epochs GET "${json}" final epochs_done)
+string(JSON n LENGTH "${json}" records)
+string(JSON steps LENGTH "${json}" outer_records)
+string(JSON model_step GET "${json}" final model outer_step)
+if(NOT epochs EQUAL 0 OR NOT n EQUAL 0 OR NOT model_step EQUAL steps)
+  message(FATAL_ERROR "iris bilevel: ${epochs} epochs after the outer loop, ${n} epoch records, model of outer step "
+                      "${model_step} of ${steps} (expected none retrained, the last step's inner policy)")
+endif()
+# The old behaviour only when asked for: --final-model pg retrains PG for --epochs at the learned β.
+run_d2r(out code fit "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q
+        --method bilevel --final-model pg --epochs 2 --out "${WORK_DIR}/iris_pg")
+file(READ "${WORK_DIR}/iris_pg/results.json" json)
+string(JSON source GET "${json}" final model source)
+string(JSON epochs GET "${json}" final epochs_done)
+if(NOT code EQUAL 0 OR NOT source STREQUAL "pg" OR NOT epochs EQUAL 2 OR NOT out MATCHES "then PG with the learned")
+  message(FATAL_ERROR "fit --final-model pg: exit ${code}, model ${source}, ${epochs} epochs (expected 0, pg, 2):\n${out}")
+endif()
+run_d2r(out code fit ${reg} --method bilevel --final-model pg --out "${WORK_DIR}/bad")
+if(NOT code EQUAL 2 OR NOT out MATCHES "--final-model" OR EXISTS "${WORK_DIR}/bad")
+  message(FATAL_ERROR "regression fit --final-model pg: exit ${code} (expected 2 naming --final-model):\n${out}")
+endif()
+
 # --learner bilevel: exact gradient, full batch, as many steps as each bilevel run took in all (iris from
 # β = 1 and 10 took different counts: one grid each, and each run is judged on its own).
 run_d2r(out code sweep "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q

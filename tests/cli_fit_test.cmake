@@ -190,7 +190,9 @@ foreach(method nll pg heuristic bilevel)
   if(method STREQUAL "pg")
     set(extra --beta 2)
   elseif(method STREQUAL "bilevel")
-    set(extra --outer-steps 3 --inner-steps 5)
+    # --final-model pg: PG retrained for the epochs at the learned β (the learning curve checked below);
+    # the default, the judged inner policy, is checked in cli_bilevel_test.cmake.
+    set(extra --outer-steps 3 --inner-steps 5 --final-model pg)
   endif()
   run_d2r(out code fit ${cls_common} --method ${method} --epochs 6 --batch-size 16 ${extra} --out "${dir}")
   if(NOT (code EQUAL 0 OR (method STREQUAL "bilevel" AND code EQUAL 4)))
@@ -284,7 +286,8 @@ endif()
 # ---------------------------------------------------------------- classification bilevel: resume = uninterrupted
 # Windows of 16 of the ~58 training rows (3 per pass), K_in = 5: the checkpoint after outer step 2
 # falls in the middle of a pass. Uninterrupted 4 outer steps vs 2, then --resume to 4.
-set(cbl_base ${cls_common} --method bilevel --inner-steps 5 --epochs 2 --batch-size 16 --checkpoint-every 2)
+set(cbl_base ${cls_common} --method bilevel --inner-steps 5 --epochs 2 --batch-size 16 --checkpoint-every 2
+    --final-model pg)
 set(cbl ${cbl_base} --inner-batch-size 16)
 run_d2r(out code fit ${cbl} --outer-steps 4 --out "${WORK_DIR}/cls_whole")
 if(NOT code EQUAL 4 OR NOT out MATCHES "K_in = 5 inner steps \\(windows of 16 shuffled rows")

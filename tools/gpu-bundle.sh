@@ -30,8 +30,8 @@ launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DD2R_WITH_OPENBLAS=OFF \
   -DD2R_BUILD_TESTS=ON -DD2R_BUILD_BENCH=ON -DD2R_BUILD_CLI=ON -DD2R_SANITIZE=OFF "${launcher[@]}" >/dev/null
-targets=(gpu_kernels_test d2r_cli objectives_bench distributions_bench curvature_bench outer_step_bench peer_check_export)
-exes=(tests/gpu_kernels_test host/cli/d2r bench/objectives_bench bench/distributions_bench bench/curvature_bench
+targets=(gpu_kernels_test d2r_cli objectives_bench cases_bench curvature_bench outer_step_bench peer_check_export)
+exes=(tests/gpu_kernels_test host/cli/d2r bench/objectives_bench bench/cases_bench bench/curvature_bench
       bench/outer_step_bench bench/peer_check_export)
 # CPU-seconds of the build (user + system of every process it ran): the figure the README quotes.
 cpu=$(python3 - "$build" "${D2R_JOBS:-2}" "${targets[@]}" <<'PY'

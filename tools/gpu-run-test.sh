@@ -35,7 +35,7 @@ expect "dry: the summary's last line is the verdict" '[[ $(last dry) == "Verdict
 expect "dry: smoke passed and found GPU tests" \
   '[ "$(phase dry smoke)" = pass ] && grep -qE "^smoke .*GPU tests: [1-9][0-9]* cases" "$work/dry/summary.md"'
 for p in tests validate memcheck peercheck clibench bench-objectives bench-curvature bench-outer_step \
-         bench-distributions peer-pg-head-eager peer-hvp-eager racecheck initcheck synccheck reproduce-implicit; do
+         bench-cases peer-pg-head-eager peer-hvp-eager racecheck initcheck synccheck reproduce-implicit; do
   expect "dry: $p reports no GPU" '[ "$(phase dry "$p")" = no-gpu ]'
 done
 expect "dry: state.json and logs.tgz written" '[ -s "$work/dry/state.json" ] && tar tzf "$work/dry/logs.tgz" >/dev/null'

@@ -24,8 +24,9 @@
 #                    validate   d2r validate --device cuda --sizes medium             } side by
 #                    memcheck   compute-sanitizer memcheck on d2r validate --sizes small } side
 #                    peercheck  the peers' float64 cross-check (peer_check_export, check_against_d2r.py) }
-#                    clibench   d2r bench --device cuda
-#                    bench      Google Benchmark, the /gpu/ rows only, min time 0.05 s (one phase a binary)
+#                    clibench   d2r bench --device cuda --sizes large (the registry's cases, timed)
+#                    bench      Google Benchmark, the /gpu/ rows only, min time 0.05 s (one phase a binary;
+#                               cases_bench: the registry's cases)
 #                    peers      bench/peer/*.py --no-compile (one phase a peer)
 #                    sanitize   racecheck, initcheck, synccheck on d2r validate --sizes small
 #                    e2e        d2r reproduce implicit and synthetic --quick --device cuda
@@ -88,7 +89,7 @@ mkdir -p "$W/tests" "$B" "$W/lib" || exit 2
 if [ -n "$bin" ]; then  # a build tree: link its executables into the flat layout of a bundle
   [ -x "$bin/tests/gpu_kernels_test" ] || { echo "gpu-run.sh: --bin: no tests/gpu_kernels_test in '$bin'" >&2; exit 2; }
   bin=$(cd "$bin" && pwd)
-  for exe in tests/gpu_kernels_test host/cli/d2r bench/objectives_bench bench/distributions_bench \
+  for exe in tests/gpu_kernels_test host/cli/d2r bench/objectives_bench bench/cases_bench \
              bench/curvature_bench bench/outer_step_bench bench/peer_check_export; do
     [ -e "$bin/$exe" ] && ln -s "$bin/$exe" "$B/${exe##*/}"
   done
@@ -188,7 +189,7 @@ smoke() {
   local missing
   missing=$(ldd "$B"/* 2>&1 | grep 'not found' | sort -u)
   [ -z "$missing" ] || { echo "libraries not found:"; echo "$missing"; return 1; }
-  for exe in gpu_kernels_test d2r objectives_bench distributions_bench curvature_bench outer_step_bench peer_check_export; do
+  for exe in gpu_kernels_test d2r objectives_bench cases_bench curvature_bench outer_step_bench peer_check_export; do
     [ -x "$B/$exe" ] || { echo "missing executable: $exe"; return 1; }
   done
   "$B/d2r" --version || return 1
@@ -254,9 +255,11 @@ fi
 snapshot
 
 # ------------------------------------------------------------------ timings: the GPU alone
-want clibench clibench 30 && timed clibench 40 "$W/clibench.txt" "$B/d2r" bench --device cuda --out "$W/clibench"
-for b in objectives curvature outer_step distributions; do
-  want "bench-$b" bench 20 && timed "bench-$b" 60 "$W/bench-$b.txt" "$B/${b}_bench" --benchmark_filter=/gpu/ \
+# d2r bench times the registry's cases (host/checks/) at --sizes large, plus its two composite rows.
+want clibench clibench 30 && timed clibench 60 "$W/clibench.txt" "$B/d2r" bench --device cuda --sizes large --out "$W/clibench"
+for b in objectives curvature outer_step cases; do
+  cap=60; [ "$b" = cases ] && cap=90   # cases_bench: one benchmark per timed registry case (--sizes large)
+  want "bench-$b" bench 20 && timed "bench-$b" "$cap" "$W/bench-$b.txt" "$B/${b}_bench" --benchmark_filter=/gpu/ \
     --benchmark_min_time=0.05 --benchmark_out="$W/bench-$b.json" --benchmark_out_format=json
   snapshot
 done

@@ -1,5 +1,5 @@
 """Categorical sampling as PyTorch users do it: torch.multinomial(torch.softmax(logits), G,
-replacement=True), eager and torch.compile, on the sizes of bench/distributions_bench.cpp.
+replacement=True), eager and torch.compile, on the sizes of bench/cases_bench.cpp (categorical_sample).
 Work stated as in d2r's benchmark: one read of the B x C logits and the B x G indices written.
 
     python3 bench/peer/categorical_peer.py --out peer-categorical.json

@@ -21,71 +21,95 @@ inline double mlp_forward_flops(const Mlp& net, std::int64_t B) {
   return f;
 }
 
-/// pg_surrogate of a diagonal Gaussian (per-row log σ): μ, log σ and y read once; both gradients and
-/// the per-row loss written once (the B·G·n draws are never stored by the fused kernel).
-inline Work pg_surrogate_diag_work(std::int64_t B, std::int64_t n, double bytes_per = 4) {
-  return {bytes_per * (5.0 * static_cast<double>(B * n) + static_cast<double>(B)), 0};
+/// The primitives of a policy head (d2r/distributions.hpp).
+enum class HeadOp { sample, log_prob, entropy, backward };
+
+namespace detail {
+inline double d(std::int64_t v) { return static_cast<double>(v); }
+}  // namespace detail
+
+/// A diagonal Gaussian head (mean B×n, log σ S×n: S = B per row, 1 shared). sample: mean and log σ
+/// read, B·G·n draws written; log_prob: + the draws read, B·G log-probabilities written; entropy:
+/// log σ read, B entropies written; backward: mean, log σ, draws and d_log_prob (B·G) read, plus
+/// d_entropy (B) when `d_entropy`, both gradients written. No FLOPs counted (elementwise).
+inline Work diag_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, bool d_entropy = true,
+                      double bytes_per = 4) {
+  using detail::d;
+  const double params = d(B * n) + d(S * n), draws = d(B * G * n);
+  switch (op) {
+    case HeadOp::sample: return {bytes_per * (params + draws), 0};
+    case HeadOp::log_prob: return {bytes_per * (params + draws + d(B * G)), 0};
+    case HeadOp::entropy: return {bytes_per * (d(S * n) + d(B)), 0};
+    case HeadOp::backward: return {bytes_per * (params + draws + d(B * G) + (d_entropy ? d(B) : 0.0) + params), 0};
+  }
+  return {};
 }
 
-/// A diagonal Gaussian head's (per-row log σ) sample (μ, log σ read, B·G·n draws written),
-/// log_prob (+ draws read, B·G log-probabilities written) and backward (+ d_log_prob read, both
-/// gradients written).
-inline Work diag_sample_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double params = 2.0 * static_cast<double>(B * n), draws = static_cast<double>(B * G * n);
-  return {4 * (params + draws), 0};
-}
-inline Work diag_log_prob_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double params = 2.0 * static_cast<double>(B * n), draws = static_cast<double>(B * G * n);
-  return {4 * (params + draws + static_cast<double>(B * G)), 0};
-}
-inline Work diag_backward_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double params = 2.0 * static_cast<double>(B * n), draws = static_cast<double>(B * G * n);
-  return {4 * (params + draws + static_cast<double>(B * G) + params), 0};
-}
-
-/// A Cholesky head's (per-row L, P = n(n+1)/2) sample (L ε: 2P FLOPs a draw), log_prob (forward
-/// substitution) and backward (forward and back substitution and a rank-1 update: 6P a draw).
-inline Work cholesky_sample_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double P = static_cast<double>(n * (n + 1) / 2), draws = static_cast<double>(B * G);
-  return {4.0 * (static_cast<double>(B) * (static_cast<double>(n) + P) + draws * static_cast<double>(n)), draws * 2.0 * P};
-}
-inline Work cholesky_log_prob_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double P = static_cast<double>(n * (n + 1) / 2), draws = static_cast<double>(B * G);
-  return {4.0 * (static_cast<double>(B) * (static_cast<double>(n) + P) + draws * static_cast<double>(n + 1)), draws * 2.0 * P};
-}
-inline Work cholesky_backward_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double P = static_cast<double>(n * (n + 1) / 2), draws = static_cast<double>(B * G);
-  return {4.0 * (2.0 * static_cast<double>(B) * (static_cast<double>(n) + P) + draws * static_cast<double>(n + 1)), draws * 6.0 * P};
+/// A Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2). sample (L ε: 2P FLOPs a draw), log_prob
+/// (forward substitution: 2P a draw), entropy (the diagonal of L read: S·n, B written) and
+/// backward (forward and back substitution and a rank-1 update: 6P a draw; both gradients written).
+inline Work cholesky_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, bool d_entropy = true,
+                          double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2), params = d(B * n) + d(S) * P, draws = d(B * G);
+  switch (op) {
+    case HeadOp::sample: return {bytes_per * (params + draws * d(n)), draws * 2.0 * P};
+    case HeadOp::log_prob: return {bytes_per * (params + draws * d(n + 1)), draws * 2.0 * P};
+    case HeadOp::entropy: return {bytes_per * (d(S * n) + d(B)), 0};
+    case HeadOp::backward: return {bytes_per * (2.0 * params + draws * d(n + 1) + (d_entropy ? d(B) : 0.0)), draws * 6.0 * P};
+  }
+  return {};
 }
 
-/// pg_surrogate of a categorical head (scalar reward): logits in, gradient out, labels, row losses.
-inline Work pg_surrogate_categorical_work(std::int64_t B, std::int64_t C) {
-  return {4.0 * (2.0 * static_cast<double>(B * C) + 2.0 * static_cast<double>(B)), 0};
-}
-/// pg_surrogate of a Cholesky head (scalar reward): head outputs and targets read once, gradient
-/// written once; 6P FLOPs a draw.
-inline Work pg_surrogate_cholesky_work(std::int64_t B, std::int64_t n, std::int64_t G) {
-  const double P = static_cast<double>(n * (n + 1) / 2);
-  return {4.0 * (2.0 * static_cast<double>(B) * (static_cast<double>(n) + P) + static_cast<double>(B * n) + static_cast<double>(B)),
-          static_cast<double>(B * G) * 6.0 * P};
-}
-
-/// A categorical head's sample (logits read, indices written), log_prob (logits and indices read,
-/// log-probabilities written) and backward (logits, indices and cotangents read, gradient written).
-inline Work categorical_sample_work(std::int64_t B, std::int64_t C, std::int64_t G) {
-  return {4.0 * static_cast<double>(B * C + B * G), 0};
-}
-inline Work categorical_log_prob_work(std::int64_t B, std::int64_t C, std::int64_t G) {
-  return {4.0 * static_cast<double>(B * C + 2 * B * G), 0};
-}
-inline Work categorical_backward_work(std::int64_t B, std::int64_t C, std::int64_t G) {
-  return {4.0 * static_cast<double>(2 * B * C + 2 * B * G), 0};
+/// A categorical head (logits B×C; class indices int32). sample: logits read, B·G indices written;
+/// log_prob: + indices read, B·G log-probabilities written; entropy: logits read, B written;
+/// backward: logits, indices and d_log_prob read (+ d_entropy), the B×C gradient written.
+inline Work categorical_work(HeadOp op, std::int64_t B, std::int64_t C, std::int64_t G, bool d_entropy = true,
+                             double bytes_per = 4) {
+  using detail::d;
+  const double logits = bytes_per * d(B * C), idx = 4.0 * d(B * G);
+  switch (op) {
+    case HeadOp::sample: return {logits + idx, 0};
+    case HeadOp::log_prob: return {logits + idx + bytes_per * d(B * G), 0};
+    case HeadOp::entropy: return {logits + bytes_per * d(B), 0};
+    case HeadOp::backward: return {2.0 * logits + idx + bytes_per * (d(B * G) + (d_entropy ? d(B) : 0.0)), 0};
+  }
+  return {};
 }
 
-/// The MLP's passes: forward + backward (weight gradients, and input gradients after the first
-/// layer), forward_tangent, backward_tangent. GEMM FLOPs: 2·B·in·out per product; S over all layers,
-/// S1 over the layers after the first. Bytes: every input read once, every output written once.
-enum class MlpPass { forward_backward, forward_tangent, backward_tangent };
+/// pg_surrogate of a diagonal Gaussian (log σ S×n): μ, log σ and y read once; both gradients and
+/// `row_outputs` per-row arrays (loss, and reward when asked) written once (the B·G·n draws are
+/// never stored by the fused kernel). The reward's parameters (at most n(n+1)/2) are not counted.
+inline Work pg_surrogate_diag_work(std::int64_t B, std::int64_t n, std::int64_t S, int row_outputs = 1, double bytes_per = 4) {
+  using detail::d;
+  return {bytes_per * (3.0 * d(B * n) + 2.0 * d(S * n) + row_outputs * d(B)), 0};
+}
+/// pg_surrogate of a Cholesky head (packed L S×P): head outputs and targets read once, gradients and
+/// the row outputs written once; 6P FLOPs a draw.
+inline Work pg_surrogate_cholesky_work(std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, int row_outputs = 1,
+                                       double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2);
+  return {bytes_per * (2.0 * (d(B * n) + d(S) * P) + d(B * n) + row_outputs * d(B)), d(B * G) * 6.0 * P};
+}
+/// pg_surrogate of a categorical head: logits read, gradient written, labels (int32) read, row
+/// outputs written.
+inline Work pg_surrogate_categorical_work(std::int64_t B, std::int64_t C, int row_outputs = 1, double bytes_per = 4) {
+  using detail::d;
+  return {bytes_per * (2.0 * d(B * C) + row_outputs * d(B)) + 4.0 * d(B), 0};
+}
+
+/// The MLP's passes. GEMM FLOPs only: 2·B·in·out per product; S over all layers, S1 over the
+/// layers after the first (whose input gradient is needed). Bytes: every input read once, every
+/// output written once (x, parameters p, cache c, outputs; tangents v of size p).
+///   forward:          x, p read; cache, out written; S products.
+///   backward:         x, p, cache, d_out read; d_params written (+ d_x when asked); weight grads S,
+///                     input grads S1 (S with d_x).
+///   forward_tangent:  x, p, v, cache read; tangent cache, out tangent written; V products S, W on Ra S1.
+///   backward_tangent: x, p, v, cache, tangent cache, d_out, d_out tangent read; d_params tangent
+///                     written; Rδᵀa S, δᵀRa, δW, δV, RδW 4·S1.
+///   forward_backward: forward then backward without d_x.
+enum class MlpPass { forward, backward, backward_with_input, forward_tangent, backward_tangent, forward_backward };
 inline Work mlp_work(const Mlp& net, std::int64_t B, MlpPass pass, double bytes_per = 4) {
   double s = 0, s1 = 0;
   for (std::int64_t l = 0; l < net.layer_count(); ++l) {
@@ -97,12 +121,15 @@ inline Work mlp_work(const Mlp& net, std::int64_t B, MlpPass pass, double bytes_
   const double bx = static_cast<double>(B * net.inputs()), bo = static_cast<double>(B * net.outputs());
   const double p = static_cast<double>(net.parameter_count()), c = static_cast<double>(net.cache_elements(B));
   switch (pass) {
-    case MlpPass::forward_backward:  // forward; weight grads; input grads (l > 0)
-      return {bytes_per * (2 * bx + 3 * p + 2 * c + 2 * bo), b2 * (2 * s + s1)};
-    case MlpPass::forward_tangent:  // V products; W products on Ra (l > 0)
-      return {bytes_per * (bx + 2 * p + 2 * c + bo), b2 * (s + s1)};
-    case MlpPass::backward_tangent:  // Rδᵀa; δᵀRa, δW, δV, RδW (l > 0)
-      return {bytes_per * (bx + 3 * p + 2 * c + 2 * bo), b2 * (s + 4 * s1)};
+    case MlpPass::forward: return {bytes_per * (bx + p + c + bo), b2 * s};
+    case MlpPass::backward: return {bytes_per * (bx + 2 * p + c + bo), b2 * (s + s1)};
+    case MlpPass::backward_with_input: return {bytes_per * (2 * bx + 2 * p + c + bo), b2 * 2 * s};
+    case MlpPass::forward_tangent: return {bytes_per * (bx + 2 * p + 2 * c + bo), b2 * (s + s1)};
+    case MlpPass::backward_tangent: return {bytes_per * (bx + 3 * p + 2 * c + 2 * bo), b2 * (s + 4 * s1)};
+    case MlpPass::forward_backward: {
+      const Work f = mlp_work(net, B, MlpPass::forward, bytes_per), b = mlp_work(net, B, MlpPass::backward, bytes_per);
+      return {f.bytes + b.bytes, f.flops + b.flops};
+    }
   }
   return {};
 }

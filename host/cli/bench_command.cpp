@@ -1,18 +1,19 @@
-// `d2r bench`: times the main primitives on one backend and states their work, with the
-// conventions of bench/bench_common.hpp (the Google Benchmark suite, which the program does not
-// link): a warm-up call first (the workspace reaches its high-water mark), then timed
-// repetitions — CUDA events on the context's stream with the L2 cache flushed before each on
-// cuda, steady_clock on cpu — and the median reported; the work in bytes (each input read once,
-// each output written once) and FLOPs (GEMMs, 2·m·n·k), as GB/s and GFLOP/s (the work models of
-// host/checks/work.hpp, shared with bench/); and the fraction of
-// the measured copy bandwidth of the machine (cudaMemcpy device to device on cuda, memcpy on the
-// host): bytes read + written per second by the best of ten copies.
+// `d2r bench`: times the cases of the registry (host/checks/: the cases `d2r validate` and the GPU
+// test check; filtered the same way, --sizes and --filter) on one backend and states their work.
+// Each case builds its inputs in float on the timed backend and hands its one marked call to the
+// one timer (host/checks/timer.hpp): a warm-up call first (the workspace reaches its high-water
+// mark), then timed repetitions — CUDA events on the context's stream with the L2 cache flushed
+// before each on cuda, steady_clock on cpu — and the median reported; the work is the case's work
+// model (Case::work(), from host/checks/work.hpp: bytes with each input read once and each output
+// written once, GEMM FLOPs), as GB/s and GFLOP/s, and the fraction of the measured copy bandwidth
+// of the machine (cudaMemcpy device to device on cuda, memcpy on the host). A case without a
+// stated work model or without one call to time (a bespoke comparison) is listed as untimed with
+// the reason in bench.json.
 //
-// Rows: the fused policy-gradient head (diagonal Gaussian, B·G·n draws never stored), categorical
-// sampling at C = 2^17 classes, MLP forward + backward at the paper's model-based-RL size
-// (23 → [64, 64] → 2·17), the policy-curvature Hessian-vector product against the inner gradient
-// it is built on (their time ratio; DESIGN.md §6 targets ≤ 3 gradients), and one outer step of the
-// BilevelTrainer with its defaults. Value checks are off, as in an inner loop.
+// Two rows are not registry cases, because a case is one call on one problem: the policy-curvature
+// Hessian-vector product against the inner gradient it is built on (their time ratio on the same
+// problem; DESIGN.md §6 targets ≤ 3 gradients), and one outer step of the BilevelTrainer with its
+// defaults (a whole training step, not a primitive). Value checks are off, as in an inner loop.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,8 +21,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <regex>
 #include <functional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +40,7 @@
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/policy_curvature.hpp"
+#include "host/checks/checks.hpp"
 #include "host/checks/timer.hpp"
 #include "host/checks/work.hpp"
 #include "host/cli/commands.hpp"
@@ -47,6 +51,7 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr const char* kCmd = "bench";
+constexpr std::uint64_t kSeed = 2024;  // the inputs of the registry cases (validate's default --seed)
 constexpr std::int64_t kInputs = 23, kDims = 17;  // the paper's HalfCheetah model (PAPER.md)
 
 Buffer<float> device_filled(Context& ctx, std::int64_t n, float lo, float hi, std::uint64_t seed) {
@@ -59,18 +64,19 @@ struct Row {
   std::vector<double> seconds = {};  // sorted
   double bytes = 0, flops = 0;
   std::string note = {};
+  const checks::Case* from = nullptr;  ///< the registry case timed (null: a composite row)
   [[nodiscard]] double median() const { return checks::median(seconds); }
 };
 
 /// The one timer (host/checks/timer.hpp) with this command's repetitions: one warm-up call, then
-/// up to 5 (--quick) or 20 timed repetitions, stopping after 2 s (--quick) or 10 s once at least
-/// 2 / 3 are done. run() returns the sorted times in seconds.
+/// up to 5 (--quick) or 20 timed repetitions, stopping after `budget_s` (default 2 s with --quick,
+/// else 10 s) once at least 2 / 3 are done. run() returns the sorted times in seconds.
 class Timer {
  public:
   Timer(Context& ctx, bool quick) : timer_(ctx), quick_(quick) {}
-  std::vector<double> run(const std::function<void()>& work, int max_reps = 0) {
+  std::vector<double> run(const std::function<void()>& work, int max_reps = 0, double budget_s = 0) {
     const int reps = max_reps > 0 ? max_reps : quick_ ? 5 : 20;
-    return timer_.run(work, reps, std::min(reps, quick_ ? 2 : 3), quick_ ? 2.0 : 10.0);
+    return timer_.run(work, reps, std::min(reps, quick_ ? 2 : 3), budget_s > 0 ? budget_s : quick_ ? 2.0 : 10.0);
   }
 
  private:
@@ -86,60 +92,6 @@ double copy_bandwidth(Context& ctx, bool quick, std::size_t& bytes) {
 }
 
 // ------------------------------------------------------------------ the rows
-
-Row pg_head_row(Context& ctx, Timer& timer, bool quick) {
-  const bool gpu = ctx.backend() == Backend::cuda;
-  const std::int64_t B = gpu ? (quick ? 1 << 14 : 1 << 16) : (quick ? 1024 : 16384), n = kDims, G = 5;
-  Buffer<float> mean = device_filled(ctx, B * n, -1, 1, 1), log_std = device_filled(ctx, B * n, -1, 0, 2),
-                y = device_filled(ctx, B * n, -1, 1, 3), u = device_filled(ctx, 1, 0.1f, 0.3f, 4), loss(ctx, B),
-                gm(ctx, B * n), gs(ctx, B * n);
-  const DiagGaussian<float> head{mean.matrix(B, n), log_std.matrix(B, n)};
-  const MahalanobisReward<float> reward{RewardForm::scalar, u.vector()};
-  const PgOptions<float> options{.entropy_weight = 1.0f};
-  std::uint64_t step = 0;
-  Row row{"pg_surrogate, diag (fused)", fmt::format("B={} n={} G={}", B, n, G)};
-  row.seconds = timer.run([&] {
-    pg_surrogate(ctx, head, y.matrix(B, n), reward, G, options, {.step = step++}, {loss.vector(), {}},
-                 {gm.matrix(B, n), gs.matrix(B, n)});
-  });
-  row.bytes = checks::pg_surrogate_diag_work(B, n).bytes;
-  row.note = fmt::format("B·G·n = {} draws, none stored", B * G * n);
-  return row;
-}
-
-Row categorical_sample_row(Context& ctx, Timer& timer, bool quick) {
-  const bool gpu = ctx.backend() == Backend::cuda;
-  const std::int64_t C = std::int64_t{1} << 17, B = gpu ? (quick ? 128 : 512) : (quick ? 4 : 64), G = 5;
-  Buffer<float> logits = device_filled(ctx, B * C, -4, 4, 5);
-  Buffer<std::int32_t> samples(ctx, B * G);
-  const Categorical<float> head{logits.matrix(B, C)};
-  std::uint64_t step = 0;
-  Row row{"categorical sample", fmt::format("B={} C={} G={}", B, C, G)};
-  row.seconds = timer.run([&] { sample(ctx, head, G, {.step = step++}, samples.matrix(B, G)); });
-  row.bytes = checks::categorical_sample_work(B, C, G).bytes;
-  row.note = "inverse CDF, one Philox uniform per draw";
-  return row;
-}
-
-Row mlp_row(Context& ctx, Timer& timer, bool quick) {
-  const bool gpu = ctx.backend() == Backend::cuda;
-  const std::int64_t B = gpu ? (quick ? 16384 : 70000) : (quick ? 2048 : 70000), out = 2 * kDims;
-  const Mlp net({.inputs = kInputs, .hidden = {64, 64}, .outputs = out, .activation = Activation::relu});
-  const std::int64_t P = net.parameter_count(), Cc = net.cache_elements(B);
-  Buffer<float> params(ctx, P), x = device_filled(ctx, B * kInputs, -1, 1, 1), d_out = device_filled(ctx, B * out, -1, 1, 2),
-                cache(ctx, Cc), y(ctx, B * out), grad(ctx, P);
-  net.init<float>(ctx, params.vector(), 7);
-  Row row{"mlp forward+backward", fmt::format("{} B={}", net.describe(), B)};
-  row.seconds = timer.run([&] {
-    net.forward<float>(ctx, params.vector(), x.matrix(B, kInputs), cache.vector(), y.matrix(B, out));
-    net.backward<float>(ctx, params.vector(), x.matrix(B, kInputs), cache.vector(), d_out.matrix(B, out), grad.vector(), {});
-  });
-  const checks::Work work = checks::mlp_work(net, B, checks::MlpPass::forward_backward);
-  row.flops = work.flops;
-  row.bytes = work.bytes;
-  row.note = "the paper's MBRL trunk";
-  return row;
-}
 
 std::vector<Row> curvature_rows(Context& ctx, Timer& timer, bool quick) {
   const bool gpu = ctx.backend() == Backend::cuda;
@@ -195,85 +147,150 @@ std::string time_text(double s) {
   return fmt::format("{:.1f} us", s * 1e6);
 }
 
+/// A registry case timed: its work model, its marked call handed to the timer (a per-case budget
+/// of 0.2 s with --quick, else 1 s, once the least repetitions are done).
+Row case_row(const checks::Case& c, Context& ctx, Timer& timer, bool quick) {
+  Row row{c.primitive + " " + c.variant, c.size};
+  row.from = &c;
+  row.bytes = c.work().bytes;
+  row.flops = c.work().flops;
+  checks::time_case(c, ctx, kSeed, [&](const std::function<void()>& call) { row.seconds = timer.run(call, 0, quick ? 0.2 : 1.0); });
+  return row;
+}
+
 }  // namespace
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   CLI::App* cmd = app.add_subcommand(
-      "bench", "Time the main primitives on this machine (GB/s, GFLOP/s, % of the measured copy bandwidth)");
+      "bench",
+      "Time the cases of the validate registry on this machine (GB/s, GFLOP/s, % of the measured copy bandwidth)");
   cmd->add_option("--device", o.device, "auto (cuda when a GPU is usable, else cpu), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_flag("--quick", o.quick, "smaller sizes and fewer repetitions (under about 30 s on a CPU)");
+  cmd->add_option("--sizes", o.sizes,
+                  "the registry's size class, as `d2r validate`: small, medium (+ the paper's sizes) or large (+ C = 2^17, "
+                  "wide MLPs)")
+      ->check(CLI::IsMember({"small", "medium", "large"}))
+      ->capture_default_str();
+  cmd->add_option("--filter", o.filter,
+                  "time the cases whose 'primitive/variant/size' matches this regular expression (and the composite rows "
+                  "'policy HVP' and 'bilevel outer step' when their names match)");
+  cmd->add_flag("--quick", o.quick, "fewer repetitions and smaller composite rows (under about 30 s on a CPU)");
   cmd->add_option("--out", o.out, "directory to write bench.json into");
   return cmd;
 }
 
 int run_bench(const BenchOptions& o) {
+  const checks::Level level = o.sizes == "small" ? checks::Level::small : o.sizes == "large" ? checks::Level::large : checks::Level::medium;
+  std::regex filter;
+  try {
+    filter = std::regex(o.filter.empty() ? std::string(".") : o.filter, std::regex::ECMAScript | std::regex::icase);
+  } catch (const std::regex_error& e) {
+    bad_input(kCmd, "--filter", fmt::format("'{}' is not a valid regular expression ({})", o.filter, e.what()));
+  }
   if (!o.out.empty()) check_output_dir(kCmd, "--out", o.out);
   const bool gpu = cuda_device_available();
   if (o.device == "cuda" && !gpu) {
     bad_input(kCmd, "--device", "no CUDA device is usable on this machine (--device cpu times the cpu backend)");
   }
   const bool cuda = o.device == "cuda" || (o.device == "auto" && gpu);
+  // The cases: the registry at --sizes (on cpu without the categorical heads the cpu self-check
+  // leaves out), those matching --filter; the timed ones have a work model and one marked call.
+  std::vector<checks::Case> cases = checks::all_cases(level, !cuda);
+  const std::size_t total = cases.size();
+  std::erase_if(cases, [&](const checks::Case& c) { return !std::regex_search(c.key(), filter); });
+  const bool composite_hvp = std::regex_search(std::string("policy HVP (curvature apply)"), filter);
+  const bool composite_outer = std::regex_search(std::string("bilevel outer step"), filter);
+  std::vector<const checks::Case*> timed, untimed;
+  for (const checks::Case& c : cases) (checks::untimed_reason(c).empty() ? timed : untimed).push_back(&c);
+  if (timed.empty() && !composite_hvp && !composite_outer) {
+    bad_input(kCmd, "--filter",
+              fmt::format("'{}' matches {} of the {} cases of --sizes {}, none of which can be timed (a stated work model "
+                          "and one call to time)",
+                          o.filter, cases.size(), total, o.sizes));
+  }
   if (!o.out.empty()) lock_output_dir(kCmd, "--out", o.out);  // after every check of the arguments
   Context ctx({.backend = cuda ? Backend::cuda : Backend::cpu, .seed = 1, .value_checks = ValueChecks::none});
   if (o.device == "auto" && !gpu) fmt::print("d2r bench: no CUDA device is usable; timing the cpu backend.\n");
 
   std::size_t copy_bytes = 0;
   const double bandwidth = copy_bandwidth(ctx, o.quick, copy_bytes);
-  fmt::print("d2r bench: {} ({}), float{}\n", to_string(ctx.backend()), ctx.device_name(), o.quick ? ", --quick" : "");
+  fmt::print("d2r bench: {} ({}), float, --sizes {}{}: {} registry cases timed, {} untimed (reasons in bench.json)\n",
+             to_string(ctx.backend()), ctx.device_name(), o.sizes, o.quick ? ", --quick" : "", timed.size(), untimed.size());
   fmt::print("copy bandwidth ({} of {} MiB, read + write): {:.1f} GB/s\n\n",
              cuda ? "cudaMemcpy device to device" : "memcpy", copy_bytes >> 20, bandwidth * 1e-9);
-  fmt::print("{:<36} {:<30} {:>10} {:>10} {:>5} {:>9} {:>9} {:>9}  {}\n", "row", "size", "median", "min", "reps",
-             "GB/s", "GFLOP/s", "% copy", "note");
+  fmt::print("{:<56} {:<24} {:>10} {:>10} {:>5} {:>9} {:>9} {:>8}  {}\n", "case", "size", "median", "min", "reps", "GB/s",
+             "GFLOP/s", "% copy", "note");
 
   Timer timer(ctx, o.quick);
-  std::vector<Row> rows;
   nlohmann::json json_rows = nlohmann::json::array();
-  const auto report = [&](Row row) {
+  std::int64_t failed = 0;
+  const auto report = [&](const Row& row) {
     const double t = row.median();
-    const double gbps = row.bytes > 0 ? row.bytes / t * 1e-9 : 0.0;
-    const double gflops = row.flops > 0 ? row.flops / t * 1e-9 : 0.0;
-    const double pct = row.bytes > 0 ? 100.0 * row.bytes / t / bandwidth : 0.0;
-    fmt::print("{:<36} {:<30} {:>10} {:>10} {:>5} {:>9} {:>9} {:>9}  {}\n", row.name, row.size, time_text(t),
-               time_text(row.seconds.front()), row.seconds.size(), row.bytes > 0 ? fmt::format("{:.2f}", gbps) : "-",
-               row.flops > 0 ? fmt::format("{:.2f}", gflops) : "-", row.bytes > 0 ? fmt::format("{:.1f}%", pct) : "-",
-               row.note);
+    const double gbps = row.bytes / t * 1e-9, gflops = row.flops / t * 1e-9, pct = 100.0 * row.bytes / t / bandwidth;
+    if (!(std::isfinite(t) && t > 0 && std::isfinite(gbps) && gbps > 0 && std::isfinite(pct))) {
+      throw std::runtime_error(fmt::format("{}: a non-finite or non-positive timing ({} s, {} GB/s)", row.name, t, gbps));
+    }
+    fmt::print("{:<56} {:<24} {:>10} {:>10} {:>5} {:>9.2f} {:>9} {:>7.1f}%  {}\n", row.name, row.size, time_text(t),
+               time_text(row.seconds.front()), row.seconds.size(), gbps,
+               row.flops > 0 ? fmt::format("{:.2f}", gflops) : "-", pct, row.note);
     std::fflush(stdout);
-    json_rows.push_back({{"name", row.name},
-                         {"size", row.size},
-                         {"repetitions", row.seconds.size()},
-                         {"median_seconds", t},
-                         {"min_seconds", row.seconds.front()},
-                         {"bytes", row.bytes},
-                         {"flops", row.flops},
-                         {"gb_per_s", gbps},
-                         {"gflop_per_s", gflops},
-                         {"percent_of_copy_bandwidth", pct},
-                         {"note", row.note}});
+    nlohmann::json j{{"name", row.name},
+                     {"size", row.size},
+                     {"repetitions", row.seconds.size()},
+                     {"median_seconds", t},
+                     {"min_seconds", row.seconds.front()},
+                     {"work", {{"bytes", row.bytes}, {"flops", row.flops}}},
+                     {"gb_per_s", gbps},
+                     {"gflop_per_s", row.flops > 0 ? nlohmann::json(gflops) : nlohmann::json(nullptr)},
+                     {"percent_of_copy_bandwidth", pct},
+                     {"note", row.note}};
+    if (row.from != nullptr) {
+      j["case"] = {{"key", row.from->key()},
+                   {"family", row.from->family},
+                   {"primitive", row.from->primitive},
+                   {"variant", row.from->variant},
+                   {"size", row.from->size}};
+    }
+    json_rows.push_back(std::move(j));
   };
   const auto started = std::chrono::steady_clock::now();
-  report(pg_head_row(ctx, timer, o.quick));
-  report(categorical_sample_row(ctx, timer, o.quick));
-  report(mlp_row(ctx, timer, o.quick));
-  for (Row& r : curvature_rows(ctx, timer, o.quick)) report(std::move(r));
-  report(outer_step_row(ctx, timer, o.quick));
+  for (const checks::Case* c : timed) {
+    try {
+      report(case_row(*c, ctx, timer, o.quick));
+    } catch (const std::exception& e) {  // a case that throws is a failed row; the others still run
+      ++failed;
+      fmt::print("{:<56} {:<24} FAILED: {}\n", c->primitive + " " + c->variant, c->size, e.what());
+      json_rows.push_back({{"name", c->primitive + " " + c->variant}, {"size", c->size}, {"case", {{"key", c->key()}}},
+                           {"error", e.what()}});
+    }
+  }
+  if (composite_hvp)
+    for (Row& r : curvature_rows(ctx, timer, o.quick)) report(r);
+  if (composite_outer) report(outer_step_row(ctx, timer, o.quick));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  fmt::print("\n{} rows in {:.1f} s; median of the repetitions after one warm-up{}.\n", json_rows.size(), seconds,
-             cuda ? " (CUDA events, L2 flushed before each)" : " (steady_clock)");
+  fmt::print("\n{} rows in {:.1f} s; median of the repetitions after one warm-up{}.{}\n", json_rows.size(), seconds,
+             cuda ? " (CUDA events, L2 flushed before each)" : " (steady_clock)",
+             failed > 0 ? fmt::format(" {} case(s) FAILED.", failed) : "");
 
   if (!o.out.empty()) {
     nlohmann::json j = run_header("bench", ctx, "float");
     j["quick"] = o.quick;
+    j["sizes"] = o.sizes;
+    j["filter"] = o.filter;
+    j["seed"] = kSeed;
     j["copy_bandwidth"] = {{"method", cuda ? "cudaMemcpy device to device" : "memcpy"},
                            {"bytes", copy_bytes},
                            {"gb_per_s", bandwidth * 1e-9}};
     j["rows"] = std::move(json_rows);
+    nlohmann::json left = nlohmann::json::array();
+    for (const checks::Case* c : untimed) left.push_back({{"key", c->key()}, {"reason", checks::untimed_reason(*c)}});
+    j["untimed"] = std::move(left);
     ensure_directory(o.out);
     write_json_atomic(fs::path(o.out) / "bench.json", j);
     fmt::print("wrote {}\n", (fs::path(o.out) / "bench.json").string());
   }
-  return 0;
+  return failed > 0 ? 1 : 0;
 }
 
 }  // namespace d2r::cli

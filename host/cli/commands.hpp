@@ -72,6 +72,7 @@ struct FitOptions {
   std::string outer_data = "validation";  ///< bilevel: rows of the outer loss (the preset's unless given)
   // Bilevel outer loop (BilevelOptions); the preset's values unless given.
   std::string preset = "recommended";  ///< recommended or paper
+  std::string final_model = "inner";   ///< bilevel: inner (the judged inner policy) or pg (retrain; the preset's unless given)
   double outer_step = 0.3;             ///< rprop: initial log-space step
   double inner_tolerance = 0.1;        ///< stationarity: ‖∇θ L_in‖ relative to its starting value
   std::int64_t inner_max_steps = 400;  ///< cap on the inner steps of one outer step
@@ -138,11 +139,13 @@ struct ValidateOptions {
 CLI::App* add_validate_command(CLI::App& app, ValidateOptions& options);
 int run_validate(const ValidateOptions& options);
 
-/// `d2r bench`: times the main primitives on one backend (median of repetitions after a warm-up),
-/// states their work and prints GB/s or GFLOP/s (and on cuda the fraction of the measured
-/// device-to-device copy bandwidth); bench.json in --out.
+/// `d2r bench`: times the registry's cases (host/checks/, filtered as `d2r validate`) and two
+/// composite rows on one backend (median of repetitions after a warm-up), states their work and
+/// prints GB/s, GFLOP/s and the fraction of the measured copy bandwidth; bench.json in --out.
 struct BenchOptions {
   std::string device = "auto";
+  std::string sizes = "medium";  ///< the registry's size class, as ValidateOptions::sizes
+  std::string filter;            ///< regular expression over "primitive/variant/size", as validate's
   bool quick = false;
   std::string out;
 };

@@ -72,7 +72,11 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   apply_bilevel_preset(c, o.preset);
   if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
   if (given(o, "--outer-data")) c.bilevel.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
-  if (given(o, "--inner-start")) c.bilevel.inner_start = o.inner_start == "fresh" ? InnerStart::fresh : InnerStart::warm;
+  if (given(o, "--inner-start")) {
+    c.bilevel.inner_start = o.inner_start == "fresh"   ? InnerStart::fresh
+                            : o.inner_start == "fixed" ? InnerStart::fixed
+                                                       : InnerStart::warm;
+  }
   if (given(o, "--inner-objective")) {
     c.inner_objective = o.inner_objective == "exact" ? InnerObjective::exact : InnerObjective::reinforce;
   }
@@ -142,6 +146,7 @@ constexpr OptionUse kOptionUse[] = {
     {"--window", "bilevel", "bilevel"},
     {"--reward-tolerance", "bilevel", "bilevel"},
     {"--loss-tolerance", "bilevel", "bilevel"},
+    {"--final-model", "bilevel", "bilevel"},
 };
 
 /// Refuses an option given on the command line that the chosen method does not use: accepting it
@@ -264,7 +269,7 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
       c.bilevel.inner.stationarity_tolerance > 0
           ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.bilevel.inner.stationarity_tolerance, c.bilevel.inner.max_steps)
           : std::string(),
-      c.bilevel.inner_start == InnerStart::warm ? "warm" : "fresh",
+      d2r::to_string(c.bilevel.inner_start),
       c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.bilevel.solver), c.bilevel.cg.max_iterations,
       c.bilevel.cg.tolerance, c.bilevel.cg.damping,
       c.bilevel.optimizer == OuterOptimizer::rprop
@@ -295,6 +300,7 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
   nlohmann::json identity = config;  // what must match to resume (not the step count)
   identity.erase("outer_steps");
   identity.erase("library_options");  // the checkpoint's own fingerprint holds every library option
+  identity.erase("final_model");  // what is reported after the outer loop: not part of its state
   identity["data"].erase("path");
   std::vector<std::pair<std::string, std::string>> lines;
   flatten_json(identity, "", lines);
@@ -370,9 +376,13 @@ struct RegressionFit {
     reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
     method = parse_method(o.method);
     if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+    if (given(o, "--final-model") && o.final_model != "inner") {
+      bad_input(kCmd, "--final-model", "a regression bilevel fit returns its inner policy; pg is for --task classification");
+    }
   }
   [[nodiscard]] bool bilevel() const { return method == Method::bilevel; }
   [[nodiscard]] bool has_val() const { return in.has_val; }
+  void after_preset(const FitOptions&) {}
 
   void configure(const FitOptions& o) {
     in = load_regression_inputs(o, kCmd);
@@ -487,6 +497,13 @@ struct RegressionFit {
                               {"description", describe_reward(c.reward_form, original, dims)}};
     }
     j["resumed_from_step"] = resumed_from;
+    if (bilevel()) {
+      // A regression bilevel fit never retrains: its final metrics are of the judged inner policy.
+      j["final"]["model"] = {{"source", "inner"},
+                             {"outer_step", r.records.empty() ? 0 : r.records.back().step},
+                             {"description", "the inner policy of the last outer step, the model whose validation "
+                                             "loss the outer loop judged"}};
+    }
   }
 
   static const std::vector<StepRecord>& outer_records(const Result& r) { return r.records; }
@@ -537,6 +554,10 @@ struct ClassificationFit {
   }
   [[nodiscard]] bool bilevel() const { return method == ClassMethod::bilevel; }
   [[nodiscard]] bool has_val() const { return !in.val.empty(); }
+  /// The model returned: the judged inner policy, unless asked for (or the paper's protocol) PG at the learned β.
+  void after_preset(const FitOptions& o) {
+    c.refit_pg = given(o, "--final-model") ? o.final_model == "pg" : c.preset == "paper";
+  }
 
   /// Defaults of the paper's tabular setting where the option was not given.
   void configure(const FitOptions& o) {
@@ -592,13 +613,17 @@ struct ClassificationFit {
     if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
     if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
     if (method == ClassMethod::bilevel) {
-      fmt::print("\nbilevel β from {} (preset {}): {}; then PG with the learned β", c.beta, c.preset,
-                 describe_bilevel(c, o.curvature, in.train.rows, "cross-entropy"));
+      fmt::print("\nbilevel β from {} (preset {}): {}; {}", c.beta, c.preset,
+                 describe_bilevel(c, o.curvature, in.train.rows, "cross-entropy"),
+                 c.refit_pg ? "then PG with the learned β (--final-model pg)"
+                            : "the model: the inner policy of the last outer step (--final-model inner)");
     }
-    fmt::print("\n{} {}→{}{}, Adam {} × {} epochs of batch {}; device {} ({}), {}; seed {}\n",
-               c.hidden.empty() ? "logistic regression" : "MLP", in.train.inputs,
-               c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), in.classes, c.learning_rate,
-               c.plain.epochs, c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size),
+    const bool epochs = method != ClassMethod::bilevel || c.refit_pg;
+    fmt::print("\n{} {}→{}{}, {}; device {} ({}), {}; seed {}\n", c.hidden.empty() ? "logistic regression" : "MLP",
+               in.train.inputs, c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), in.classes,
+               epochs ? fmt::format("Adam {} × {} epochs of batch {}", c.learning_rate, c.plain.epochs,
+                                    c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size))
+                      : fmt::format("Adam {} full-batch inner steps", c.learning_rate),
                to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
   }
 
@@ -608,8 +633,15 @@ struct ClassificationFit {
     fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "train", r.train.nll_per_dim, r.train.accuracy);
     if (has_val()) fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "validation", r.validation.nll_per_dim, r.validation.accuracy);
     fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "test", r.test.nll_per_dim, r.test.accuracy);
-    fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
-               r.epochs.size(), r.mean_test_accuracy, r.test.accuracy);
+    if (!r.epochs.empty()) {
+      fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
+                 r.epochs.size(), r.mean_test_accuracy, r.test.accuracy);
+    }
+    if (r.model_outer_step > 0) {
+      fmt::print("model: the inner policy of outer step {} (trained at β = {:.4g}; its validation cross-entropy is "
+                 "that step's outer loss)\n",
+                 r.model_outer_step, r.model_beta);
+    }
     if (method == ClassMethod::bilevel) {
       if (c.preset == "paper") {
         fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", r.beta,
@@ -643,7 +675,19 @@ struct ClassificationFit {
                               {"beta", r.beta},
                               {"description", fmt::format("U = β·I, β = {:.4g}", r.beta)}};
     }
-    if (bilevel()) j["resumed_from_step"] = resumed_from;
+    if (bilevel()) {
+      j["resumed_from_step"] = resumed_from;
+      // Which model the final metrics are of (--final-model).
+      j["final"]["model"] = r.model_outer_step > 0
+                                ? nlohmann::json{{"source", "inner"},
+                                                 {"outer_step", r.model_outer_step},
+                                                 {"trained_at_beta", r.model_beta},
+                                                 {"description", "the inner policy of the last outer step, the model "
+                                                                 "whose validation loss the outer loop judged"}}
+                                : nlohmann::json{{"source", "pg"},
+                                                 {"epochs", r.epochs.size()},
+                                                 {"description", "PG retrained for the epochs at the learned β"}};
+    }
   }
 
   static const std::vector<OuterRecord>& outer_records(const Result& r) { return r.outer; }
@@ -682,6 +726,7 @@ int fit_task(const FitOptions& o) {
   t.configure(o);
   if (t.bilevel()) {
     apply_outer_options(o, t.c);
+    t.after_preset(o);
     if (!t.has_val() && !given(o, "--outer-data") && t.c.bilevel.outer_data == OuterData::validation) {
       bad_input(kCmd, "--val-fraction",
                 "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "

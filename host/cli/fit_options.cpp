@@ -56,6 +56,11 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                   "iteration, fresh inner policy); options given explicitly override it")
       ->check(CLI::IsMember({"recommended", "paper"}))
       ->capture_default_str();
+  cmd->add_option("--final-model", o.final_model,
+                  "bilevel: the model fit returns and reports: inner (the inner policy of the last outer step, whose "
+                  "validation loss the outer loop judged) or pg (classification only: PG retrained for --epochs at the "
+                  "learned β, the paper's tabular protocol) (default: the preset's: recommended inner, paper pg)")
+      ->check(CLI::IsMember({"inner", "pg"}));
   cmd->add_option("--outer-step", o.outer_step, "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)")
       ->capture_default_str();
   cmd->add_option("--inner-tolerance", o.inner_tolerance,
@@ -149,9 +154,10 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                   "batch); the implicit step always uses every training row")
       ->capture_default_str();
   cmd->add_option("--inner-start", o.inner_start,
-                  "bilevel: inner policy of each outer step: fresh or warm (default: the preset's: recommended warm, "
-                  "paper fresh)")
-      ->check(CLI::IsMember({"fresh", "warm"}))
+                  "bilevel: inner policy of each outer step: fresh (a new initialisation each step), warm (continues "
+                  "the last one) or fixed (the same initialisation every step; with --inner-tolerance 0 the outer "
+                  "loss is a function of the reward alone) (default: the preset's: recommended warm, paper fresh)")
+      ->check(CLI::IsMember({"fresh", "warm", "fixed"}))
       ->capture_default_str();
   cmd->add_option("--inner-objective", o.inner_objective,
                   "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "

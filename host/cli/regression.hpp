@@ -34,6 +34,7 @@ using runs::HostData;
 using runs::identity_reward;
 using runs::Method;
 using runs::OuterRecord;
+using runs::program_bilevel_defaults;
 using runs::ProgressFn;
 using runs::RegressionConfig;
 using runs::reward_in_scale;

@@ -88,18 +88,101 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   for (const auto& [name, value] : flatten_fields(options_, "options.")) line(name, value);
 }
 
+namespace {
+
+using bilevel_detail::Problem;
+
+/// DataParallel::train_rows of the constructors given every row (they delegate to the
+/// data-parallel ones, which refuse it).
+constexpr std::int64_t kEveryRow = -1;
+
+/// Rows [first, first + rows) of a view.
+template <class T>
+RegressionData<T> rows_of(const RegressionData<T>& d, std::int64_t first, std::int64_t rows) {
+  return {{d.x.data + first * d.x.row_stride, rows, d.x.cols, d.x.row_stride},
+          {d.y.data + first * d.y.row_stride, rows, d.y.cols, d.y.row_stride}};
+}
+template <class T>
+ClassificationData<T> rows_of(const ClassificationData<T>& d, std::int64_t first, std::int64_t rows) {
+  return {{d.x.data + first * d.x.row_stride, rows, d.x.cols, d.x.row_stride}, {d.labels.data + first, rows}};
+}
+
+/// The regression problem of `head` (see GaussianProblem).
+template <class T>
+std::unique_ptr<Problem<T>> gaussian_problem(Context& ctx, MlpSpec spec, RegressionData<T> train,
+                                             RegressionData<T> validation, GaussianHead head,
+                                             RegressionData<T> window_source = {}) {
+  if (head == GaussianHead::diagonal) {
+    return std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(
+        ctx, std::move(spec), train, validation, head, window_source);
+  }
+  return std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(
+      ctx, std::move(spec), train, validation, head, window_source);
+}
+
+/// Data parallel: the problem on rows [first, first + rows) of the training (or validation) set,
+/// made from views of the sets whose first rows are rows `train_first` and `val_first` of them
+/// (0: every row; the data-parallel constructors: this rank's first row).
+template <class T, class Data, class Make>
+typename bilevel_detail::ShardedProblem<T>::Factory part_factory(Data train, Data validation, std::int64_t train_first,
+                                                                 std::int64_t val_first, Make make) {
+  return [=](bool val, std::int64_t first, std::int64_t rows) {
+    return make(val ? rows_of(validation, first - val_first, rows) : rows_of(train, first - train_first, rows));
+  };
+}
+
+/// The data-parallel constructors' checks of `parallel` and of the sizes of this rank's views.
+template <class T>
+void check_local_rows(Context& ctx, std::string_view fn, const DataParallel& parallel, std::int64_t train_rows,
+                      std::int64_t validation_rows, const BilevelOptions<T>& options) {
+  shard::check(ctx, fn, "parallel", parallel, true);
+  D2R_EXPECTS(shard::active(parallel), fn, "parallel",
+              "views of this rank's rows need a data-parallel communicator (several ranks or deterministic mode)");
+  D2R_EXPECTS(parallel.train_rows >= 2 && parallel.validation_rows >= 0, fn, "parallel.train_rows",
+              "expected the whole set's rows (>= 2 training, >= 0 validation), got {} and {}", parallel.train_rows,
+              parallel.validation_rows);
+  const RowRange t = local_rows(parallel, parallel.train_rows), v = local_rows(parallel, parallel.validation_rows);
+  D2R_EXPECTS(train_rows == t.rows, fn, "train.x",
+              "expected this rank's {} rows of the {} training rows (local_rows of parallel.train_rows), got {}", t.rows,
+              parallel.train_rows, train_rows);
+  D2R_EXPECTS(validation_rows == v.rows, fn, "validation.x",
+              "expected this rank's {} rows of the {} validation rows (local_rows of parallel.validation_rows), got {}",
+              v.rows, parallel.validation_rows, validation_rows);
+  D2R_EXPECTS(options.inner.batch_size == 0 || options.inner.batch_size >= parallel.train_rows, fn,
+              "options.inner.batch_size",
+              "minibatch windows draw from every training row: give every row and call set_data_parallel (got "
+              "batches of {} of {} rows)",
+              options.inner.batch_size, parallel.train_rows);
+}
+
+}  // namespace
+
 template <class T>
 BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
                                   RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options)
+    : BilevelTrainer(ctx, std::move(trunk), train, validation, form, reward_init, options, DataParallel{.train_rows = kEveryRow}, 0) {}
+
+template <class T>
+BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
+                                  RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options,
+                                  const DataParallel& parallel, std::uint64_t data_hash)
     : options_(options) {
   constexpr std::string_view fn = "BilevelTrainer";
   detail::check_scalar_type<T>(ctx, fn);
-  check_data(ctx, fn, "train", train, 2);
+  // `local`: the data-parallel constructor, views of this rank's rows (a rank may hold none).
+  const bool local = parallel.train_rows != kEveryRow;
+  const std::int64_t train_rows = local ? parallel.train_rows : train.x.rows;
+  const std::int64_t val_local = validation.empty() ? 0 : validation.x.rows;
+  const bool has_validation = local ? parallel.validation_rows > 0 : !validation.empty();
+  if (local) check_local_rows(ctx, fn, parallel, train.x.rows, val_local, options);
+  if (!local || train.x.rows > 0) check_data(ctx, fn, "train", train, local ? 1 : 2);
   const std::int64_t n = train.y.cols;
+  D2R_EXPECTS(train.x.cols >= 1 && n >= 1, fn, "train", "expected at least 1 input and 1 target column, got {} and {}",
+              train.x.cols, n);
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (!validation.empty()) {
+  if (val_local > 0) {
     check_data(ctx, fn, "validation", validation, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
@@ -107,49 +190,32 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
                 validation.y.cols);
   }
   std::vector<std::size_t> positive =
-      check_bilevel_setup(fn, options, form, reward_init, n, train.x.rows, !validation.empty());
+      check_bilevel_setup(fn, options, form, reward_init, n, train_rows, has_validation);
   D2R_EXPECTS(options.head == GaussianHead::diagonal || options.head == GaussianHead::cholesky, fn, "options.head",
               "expected GaussianHead::diagonal or cholesky, got value {}", static_cast<int>(options.head));
   D2R_EXPECTS(options.head != GaussianHead::cholesky || n <= kMaxCholeskyDim, fn, "options.head",
               "the Cholesky head supports n <= {} target dimensions, got {}", kMaxCholeskyDim, n);
-  const MlpSpec spec = trunk;  // set_data_parallel builds more problems of it
-  std::unique_ptr<bilevel_detail::Problem<T>> problem;
-  if (options.head == GaussianHead::diagonal) {
-    problem = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(
-        ctx, std::move(trunk), train, validation, options.head);
-  } else {
-    problem = std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(
-        ctx, std::move(trunk), train, validation, options.head);
-  }
-  initialize(ctx, std::move(problem), form, reward_init, std::move(positive));
-  impl_->validation_rows = validation.empty() ? 0 : validation.x.rows;
-  impl_->factory = [c = &ctx, spec, train, validation, head = options.head](bool val, std::int64_t first,
-                                                                           std::int64_t rows) {
-    const RegressionData<T>& d = val ? validation : train;
-    const RegressionData<T> part{{d.x.data + first * d.x.row_stride, rows, d.x.cols, d.x.row_stride},
-                                 {d.y.data + first * d.y.row_stride, rows, d.y.cols, d.y.row_stride}};
-    std::unique_ptr<bilevel_detail::Problem<T>> p;
-    if (head == GaussianHead::diagonal) {
-      p = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(*c, spec, part,
-                                                                                            RegressionData<T>{}, head);
-    } else {
-      p = std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(*c, spec, part,
-                                                                                         RegressionData<T>{}, head);
-    }
-    return p;
+  const GaussianHead head = options.head;
+  const auto make = [c = &ctx, spec = trunk, head](RegressionData<T> part) {
+    return gaussian_problem<T>(*c, spec, part, RegressionData<T>{}, head);
   };
-  impl_->window_factory = [c = &ctx, spec, train, head = options.head](std::int64_t rows) {
-    const RegressionData<T> first{{train.x.data, rows, train.x.cols, train.x.row_stride},
-                                  {train.y.data, rows, train.y.cols, train.y.row_stride}};
-    std::unique_ptr<bilevel_detail::Problem<T>> p;
-    if (head == GaussianHead::diagonal) {
-      p = std::make_unique<bilevel_detail::GaussianProblem<T, DiagGaussianPolicyCurvature<T>>>(
-          *c, spec, first, RegressionData<T>{}, head, train);
-    } else {
-      p = std::make_unique<bilevel_detail::GaussianProblem<T, CholeskyPolicyCurvature<T>>>(
-          *c, spec, first, RegressionData<T>{}, head, train);
-    }
-    return p;
+  if (local) {
+    // This rank's problems only: no problem on every row is built.
+    const std::int64_t t0 = local_rows(parallel, parallel.train_rows).first;
+    const std::int64_t v0 = local_rows(parallel, parallel.validation_rows).first;
+    initialize(ctx,
+               std::make_unique<bilevel_detail::ShardedProblem<T>>(
+                   ctx, parallel, part_factory<T>(train, validation, t0, v0, make), nullptr, parallel.train_rows,
+                   parallel.validation_rows, data_hash),
+               form, reward_init, std::move(positive));
+    impl_->sharded = true;
+    return;
+  }
+  initialize(ctx, gaussian_problem<T>(ctx, trunk, train, validation, head), form, reward_init, std::move(positive));
+  impl_->validation_rows = validation.empty() ? 0 : validation.x.rows;
+  impl_->factory = part_factory<T>(train, validation, 0, 0, make);
+  impl_->window_factory = [c = &ctx, spec = trunk, train, head](std::int64_t rows) {
+    return gaussian_problem<T>(*c, spec, rows_of(train, 0, rows), RegressionData<T>{}, head, train);
   };
 }
 
@@ -157,16 +223,30 @@ template <class T>
 BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train,
                                   ClassificationData<T> validation, std::int64_t classes, RewardForm form,
                                   std::span<const double> reward_init, BilevelOptions<T> options)
+    : BilevelTrainer(ctx, std::move(trunk), train, validation, classes, form, reward_init, options, DataParallel{.train_rows = kEveryRow}, 0) {}
+
+template <class T>
+BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train,
+                                  ClassificationData<T> validation, std::int64_t classes, RewardForm form,
+                                  std::span<const double> reward_init, BilevelOptions<T> options,
+                                  const DataParallel& parallel, std::uint64_t data_hash)
     : options_(options) {
   constexpr std::string_view fn = "BilevelTrainer";
   detail::check_scalar_type<T>(ctx, fn);
+  // `local`: the data-parallel constructor, views of this rank's rows (a rank may hold none).
+  const bool local = parallel.train_rows != kEveryRow;
+  const std::int64_t train_rows = local ? parallel.train_rows : train.x.rows;
+  const std::int64_t val_local = validation.empty() ? 0 : validation.x.rows;
+  const bool has_validation = local ? parallel.validation_rows > 0 : !validation.empty();
   D2R_EXPECTS(classes >= 2 && classes <= kMaxCategoricalClasses, fn, "classes", "expected 2 <= C <= {}, got {}",
               kMaxCategoricalClasses, classes);
-  check_class_data(ctx, fn, "train", train, classes, 2);
+  if (local) check_local_rows(ctx, fn, parallel, train.x.rows, val_local, options);
+  if (!local || train.x.rows > 0) check_class_data(ctx, fn, "train", train, classes, local ? 1 : 2);
+  D2R_EXPECTS(train.x.cols >= 1, fn, "train.x", "expected at least 1 column, got {}", train.x.cols);
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (!validation.empty()) {
+  if (val_local > 0) {
     check_class_data(ctx, fn, "validation", validation, classes, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
@@ -174,23 +254,30 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
   D2R_EXPECTS(form != RewardForm::full || classes <= 256, fn, "form", "a full one-hot reward supports C <= 256, got {}",
               classes);
   std::vector<std::size_t> positive =
-      check_bilevel_setup(fn, options, form, reward_init, classes, train.x.rows, !validation.empty());
-  const MlpSpec spec = trunk;  // set_data_parallel builds more problems of it
-  initialize(ctx,
-             std::make_unique<bilevel_detail::CategoricalProblem<T>>(ctx, std::move(trunk), train, validation, classes),
-             form, reward_init, std::move(positive));
-  impl_->validation_rows = validation.empty() ? 0 : validation.x.rows;
-  impl_->factory = [c = &ctx, spec, train, validation, classes](bool val, std::int64_t first, std::int64_t rows) {
-    const ClassificationData<T>& d = val ? validation : train;
-    const ClassificationData<T> part{{d.x.data + first * d.x.row_stride, rows, d.x.cols, d.x.row_stride},
-                                     {d.labels.data + first, rows}};
-    return std::unique_ptr<bilevel_detail::Problem<T>>(
+      check_bilevel_setup(fn, options, form, reward_init, classes, train_rows, has_validation);
+  const auto make = [c = &ctx, spec = trunk, classes](ClassificationData<T> part) {
+    return std::unique_ptr<Problem<T>>(
         std::make_unique<bilevel_detail::CategoricalProblem<T>>(*c, spec, part, ClassificationData<T>{}, classes));
   };
-  impl_->window_factory = [c = &ctx, spec, train, classes](std::int64_t rows) {
-    const ClassificationData<T> first{{train.x.data, rows, train.x.cols, train.x.row_stride}, {train.labels.data, rows}};
-    return std::unique_ptr<bilevel_detail::Problem<T>>(std::make_unique<bilevel_detail::CategoricalProblem<T>>(
-        *c, spec, first, ClassificationData<T>{}, classes, train));
+  if (local) {
+    // This rank's problems only: no problem on every row is built.
+    const std::int64_t t0 = local_rows(parallel, parallel.train_rows).first;
+    const std::int64_t v0 = local_rows(parallel, parallel.validation_rows).first;
+    initialize(ctx,
+               std::make_unique<bilevel_detail::ShardedProblem<T>>(
+                   ctx, parallel, part_factory<T>(train, validation, t0, v0, make), nullptr, parallel.train_rows,
+                   parallel.validation_rows, data_hash),
+               form, reward_init, std::move(positive));
+    impl_->sharded = true;
+    return;
+  }
+  initialize(ctx, std::make_unique<bilevel_detail::CategoricalProblem<T>>(ctx, trunk, train, validation, classes),
+             form, reward_init, std::move(positive));
+  impl_->validation_rows = validation.empty() ? 0 : validation.x.rows;
+  impl_->factory = part_factory<T>(train, validation, 0, 0, make);
+  impl_->window_factory = [c = &ctx, spec = trunk, train, classes](std::int64_t rows) {
+    return std::unique_ptr<Problem<T>>(std::make_unique<bilevel_detail::CategoricalProblem<T>>(
+        *c, spec, rows_of(train, 0, rows), ClassificationData<T>{}, classes, train));
   };
 }
 
@@ -198,20 +285,21 @@ template <class T>
 void BilevelTrainer<T>::set_data_parallel(const DataParallel& parallel) {
   constexpr std::string_view fn = "BilevelTrainer::set_data_parallel";
   Impl& s = *impl_;
-  shard::check(s.ctx, fn, "parallel", parallel);
   D2R_EXPECTS(steps_done() == 0 && !s.sharded, fn, "this",
-              "set data parallel once, before the first step() and before load() ({} steps done)", steps_done());
+              "set data parallel once, before the first step() and before load() ({} steps done; the "
+              "data-parallel constructors set it)",
+              steps_done());
+  shard::check(s.ctx, fn, "parallel", parallel);
   if (!shard::active(parallel)) return;
-  // The full problem gives the fingerprint's description and data hash (the same for any rank
-  // count, so a checkpoint resumes with another one), then makes way for this rank's parts.
+  // The full problem gives the fingerprint's data hash (the same for any rank count, so a
+  // checkpoint resumes with another one), then makes way for this rank's parts.
   std::unique_ptr<bilevel_detail::Problem<T>> full = std::move(s.problem);
-  const std::string description = full->describe();
   const std::uint64_t hash = full->data_hash();
   const std::int64_t train_rows = full->train_rows();
   const std::int64_t validation_rows = s.validation_rows;
   full.reset();
   s.problem = std::make_unique<bilevel_detail::ShardedProblem<T>>(s.ctx, parallel, s.factory, s.window_factory,
-                                                                  train_rows, validation_rows, description, hash);
+                                                                  train_rows, validation_rows, hash);
   if (s.batch > 0) s.problem->enable_minibatches(s.batch);
   s.sharded = true;
 }
@@ -275,7 +363,11 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const MahalanobisReward<T> reward{s.form, std::as_const(s.reward).vector()};
 
   // Inner problem: K_in Adam steps of policy gradient on r_φ.
-  if (options_.inner_start == InnerStart::fresh || k == 1) s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
+  if (options_.inner_start == InnerStart::fixed) {
+    s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step: L_out a function of φ
+  } else if (options_.inner_start == InnerStart::fresh || k == 1) {
+    s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
+  }
   const AdamState<T> adam{s.first_moment.vector(), s.second_moment.vector(), s.adam_count.vector()};
   adam_reset(s.ctx, adam);
   const InnerOptions<T>& in = options_.inner;
@@ -618,6 +710,41 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
                       W, reward_spread, st.reward_tolerance, loss_spread, W, st.loss_tolerance)};
 }
 
+namespace {
+std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+template <class X, class Y>
+std::uint64_t data_hash(std::span<const X> tx, std::span<const Y> ty, std::span<const X> vx, std::span<const Y> vy) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a's offset basis
+  h = fnv1a(tx.data(), tx.size_bytes(), h);
+  h = fnv1a(ty.data(), ty.size_bytes(), h);
+  h = fnv1a(vx.data(), vx.size_bytes(), h);
+  return fnv1a(vy.data(), vy.size_bytes(), h);
+}
+}  // namespace
+
+template <class T>
+std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const T> train_y, std::span<const T> validation_x,
+                                std::span<const T> validation_y) {
+  return data_hash(train_x, train_y, validation_x, validation_y);
+}
+template <class T>
+std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const std::int32_t> train_labels,
+                                std::span<const T> validation_x, std::span<const std::int32_t> validation_labels) {
+  return data_hash(train_x, train_labels, validation_x, validation_labels);
+}
+
+template std::uint64_t bilevel_data_hash(std::span<const float>, std::span<const float>, std::span<const float>,
+                                         std::span<const float>);
+template std::uint64_t bilevel_data_hash(std::span<const double>, std::span<const double>, std::span<const double>,
+                                         std::span<const double>);
+template std::uint64_t bilevel_data_hash(std::span<const float>, std::span<const std::int32_t>, std::span<const float>,
+                                         std::span<const std::int32_t>);
+template std::uint64_t bilevel_data_hash(std::span<const double>, std::span<const std::int32_t>,
+                                         std::span<const double>, std::span<const std::int32_t>);
 template class BilevelTrainer<float>;
 template class BilevelTrainer<double>;
 

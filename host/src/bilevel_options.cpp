@@ -35,7 +35,9 @@ const char* to_string(BilevelStatus status) noexcept {
 const char* to_string(InnerObjective objective) noexcept {
   return objective == InnerObjective::exact ? "exact" : "reinforce";
 }
-const char* to_string(InnerStart start) noexcept { return start == InnerStart::warm ? "warm" : "fresh"; }
+const char* to_string(InnerStart start) noexcept {
+  return start == InnerStart::warm ? "warm" : start == InnerStart::fixed ? "fixed" : "fresh";
+}
 const char* to_string(CurvatureKind curvature) noexcept {
   return curvature == CurvatureKind::exact ? "exact" : "surrogate";
 }
@@ -57,7 +59,9 @@ namespace bilevel_detail {
 template <class T>
 void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options) {
   check_inner(fn, options.inner);  // every field of InnerOptions
-  D2R_EXPECTS(options.inner_start == InnerStart::fresh || options.inner_start == InnerStart::warm, fn,
+  D2R_EXPECTS(options.inner_start == InnerStart::fresh || options.inner_start == InnerStart::warm ||
+                  options.inner_start == InnerStart::fixed,
+              fn,
               "options.inner_start", "unknown value {}", static_cast<int>(options.inner_start));
   D2R_EXPECTS(options.curvature == CurvatureKind::surrogate || options.curvature == CurvatureKind::exact, fn,
               "options.curvature", "unknown value {}",

@@ -37,14 +37,6 @@ struct Window {
   std::int64_t rows = 0;
 };
 
-constexpr std::uint64_t kFnvBasis = 1469598103934665603ull;
-template <class U>
-std::uint64_t fnv1a(const std::vector<U>& values, std::uint64_t h) {
-  const auto* p = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0; i < values.size() * sizeof(U); ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
 /// Minibatch plumbing of the problems: a host copy of the rows the windows draw from (packed,
 /// copied once) and, in the backend's memory, the rows of the current selection (a pass's
 /// permutation, or this rank's parts of every window of it), in selection order.
@@ -79,7 +71,10 @@ class Problem {
   [[nodiscard]] virtual std::int64_t train_rows() const = 0;
   [[nodiscard]] virtual bool has_validation() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
-  /// FNV-1a of the values of the training and validation data (one copy to the host): the data's
+  /// describe() of the problem on a set of `train_rows` training and `validation_rows` validation
+  /// rows of these widths (data parallel: the whole set's, from a problem on some of its rows).
+  [[nodiscard]] virtual std::string describe_rows(std::int64_t train_rows, std::int64_t validation_rows) const = 0;
+  /// bilevel_data_hash of the training and validation data (one copy to the host): the data's
   /// identity in the checkpoint fingerprint.
   [[nodiscard]] virtual std::uint64_t data_hash() = 0;
   virtual void init(VectorView<T> theta, std::uint64_t seed) = 0;
@@ -103,172 +98,158 @@ class Problem {
   virtual PolicyMetrics evaluate(ConstVector<T> theta, bool validation) = 0;
 };
 
-/// Regression: a GaussianPolicy and the curvature of its head (DiagGaussianPolicyCurvature or
-/// CholeskyPolicyCurvature).
-template <class T, class Curvature>
-class GaussianProblem final : public Problem<T> {
+/// What a problem needs to know about its data kind: the targets as a matrix (regression: the
+/// n target columns; classification: the labels, one column) and back as the policy takes them.
+template <class Data>
+struct DataKind;
+template <class T>
+struct DataKind<RegressionData<T>> {
+  using Target = T;
+  static MatrixView<const T> targets(const RegressionData<T>& d) { return d.y; }
+  static ConstMatrix<T> argument(MatrixView<const T> m) { return m; }
+};
+template <class T>
+struct DataKind<ClassificationData<T>> {
+  using Target = std::int32_t;
+  static MatrixView<const std::int32_t> targets(const ClassificationData<T>& d) {
+    return {d.labels.data, d.x.rows, 1, 1};
+  }
+  static VectorView<const std::int32_t> argument(MatrixView<const std::int32_t> m) { return {m.data, m.rows}; }
+};
+
+/// The problem of one policy family on its data (GaussianProblem, CategoricalProblem): the inner
+/// gradient on every training row or on a minibatch window (exact expectation or REINFORCE), the
+/// outer gradient, the curvature and metrics. The families differ only in how they describe and
+/// hash their data.
+template <class T, class Policy, class Curvature, class Data>
+class PolicyProblem : public Problem<T> {
+  using Kind = DataKind<Data>;
+  using U = typename Kind::Target;
+
  public:
-  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
-  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head,
-                  RegressionData<T> window_source = {})
-      : ctx_(ctx),
-        policy_(ctx, std::move(trunk), train.y.cols, head,
-                std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
-        curvature_(ctx, policy_.net(), train.x.rows),
-        train_(train),
-        validation_(validation),
-        window_source_(window_source.empty() ? train : window_source) {}
   std::int64_t parameter_count() const override { return policy_.parameter_count(); }
   std::int64_t train_rows() const override { return train_.x.rows; }
   bool has_validation() const override { return !validation_.empty(); }
   std::string describe() const override {
-    return fmt::format("regression; net {}; head {}; train {}x{}->{}; val {}", policy_.net().describe(),
-                       to_string(policy_.head()), train_.x.rows, train_.x.cols, train_.y.cols,
-                       validation_.empty() ? 0 : validation_.x.rows);
-  }
-  std::uint64_t data_hash() override {
-    std::uint64_t h = kFnvBasis;
-    for (const RegressionData<T>* d : {&train_, &validation_}) {
-      if (d->empty()) continue;
-      h = fnv1a(rows_to_host<T>(ctx_, d->x), h);
-      h = fnv1a(rows_to_host<T>(ctx_, d->y), h);
-    }
-    return h;
+    return this->describe_rows(train_.x.rows, validation_.empty() ? 0 : validation_.x.rows);
   }
   void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
   void enable_minibatches(std::int64_t /*batch*/) override {
     x_rows_.emplace(ctx_, rows_to_host<T>(ctx_, window_source_.x), window_source_.x.cols);
-    y_rows_.emplace(ctx_, rows_to_host<T>(ctx_, window_source_.y), window_source_.y.cols);
+    const MatrixView<const U> t = Kind::targets(window_source_);
+    t_rows_.emplace(ctx_, rows_to_host<U>(ctx_, packed(t)), t.cols);
   }
   void shuffle(const std::vector<std::int64_t>& order) override {
     x_rows_->select(order);
-    y_rows_->select(order);
-  }
-  void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-                      const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
-                      VectorView<T> row_reward) override {
-    ConstMatrix<T> x = train_.x, y = train_.y;
-    if (window.rows > 0) {
-      x = x_rows_->window(window.first, window.rows);
-      y = y_rows_->window(window.first, window.rows);
-    }
-    if (exact) {
-      policy_.exact_gradient(theta, x, y, reward, pg, grad, row_reward);
-    } else {
-      policy_.pg_gradient(theta, x, y, reward, generations, pg, key, grad, row_reward);
-    }
-  }
-  void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
-    const RegressionData<T>& d = validation ? validation_ : train_;
-    policy_.nll_gradient(theta, d.x, d.y, grad);
-  }
-  void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
-               const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
-    if (exact) {
-      curvature_.prepare_exact(theta, train_.x, train_.y, reward, pg, grad);
-    } else {
-      curvature_.prepare(theta, train_.x, train_.y, reward, generations, pg, key, grad);
-    }
-  }
-  LinearOperator<T> curvature() override { return curvature_.as_operator(); }
-  void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
-  PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
-    const RegressionData<T>& d = validation ? validation_ : train_;
-    return policy_.evaluate(theta, d.x, d.y);
-  }
-  GaussianPolicy<T>& policy() { return policy_; }
-
- private:
-  Context& ctx_;
-  GaussianPolicy<T> policy_;
-  Curvature curvature_;
-  RegressionData<T> train_, validation_, window_source_;
-  std::optional<WindowedRows<T>> x_rows_, y_rows_;  // minibatches
-};
-
-template <class T>
-class CategoricalProblem final : public Problem<T> {
- public:
-  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
-  CategoricalProblem(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
-                     std::int64_t classes, ClassificationData<T> window_source = {})
-      : ctx_(ctx),
-        policy_(ctx, std::move(trunk), classes, std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
-        curvature_(ctx, policy_.net(), train.x.rows),
-        train_(train),
-        validation_(validation),
-        window_source_(window_source.empty() ? train : window_source) {}
-  std::int64_t parameter_count() const override { return policy_.parameter_count(); }
-  std::int64_t train_rows() const override { return train_.x.rows; }
-  bool has_validation() const override { return !validation_.empty(); }
-  std::string describe() const override {
-    return fmt::format("classification; net {}; train {}x{}; classes {}; val {}", policy_.net().describe(),
-                       train_.x.rows, train_.x.cols, policy_.classes(), validation_.empty() ? 0 : validation_.x.rows);
-  }
-  std::uint64_t data_hash() override {
-    std::uint64_t h = kFnvBasis;
-    for (const ClassificationData<T>* d : {&train_, &validation_}) {
-      if (d->empty()) continue;
-      const std::int64_t N = d->x.rows;
-      h = fnv1a(rows_to_host<T>(ctx_, d->x), h);
-      h = fnv1a(rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{d->labels.data, 1, N, N}), h);
-    }
-    return h;
-  }
-  void init(VectorView<T> theta, std::uint64_t seed) override { policy_.init(theta, seed); }
-  void enable_minibatches(std::int64_t /*batch*/) override {
-    const ClassificationData<T>& d = window_source_;
-    const std::int64_t N = d.x.rows;
-    x_rows_.emplace(ctx_, rows_to_host<T>(ctx_, d.x), d.x.cols);
-    labels_rows_.emplace(ctx_, rows_to_host<std::int32_t>(ctx_, MatrixView<const std::int32_t>{d.labels.data, 1, N, N}),
-                         1);
-  }
-  void shuffle(const std::vector<std::int64_t>& order) override {
-    x_rows_->select(order);
-    labels_rows_->select(order);
+    t_rows_->select(order);
   }
   void inner_gradient(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
                       const PgOptions<T>& pg, DrawKey key, bool exact, Window window, VectorView<T> grad,
                       VectorView<T> row_reward) override {
     ConstMatrix<T> x = train_.x;
-    VectorView<const std::int32_t> labels = train_.labels;
+    MatrixView<const U> t = Kind::targets(train_);
     if (window.rows > 0) {
       x = x_rows_->window(window.first, window.rows);
-      labels = {labels_rows_->window(window.first, window.rows).data, window.rows};
+      t = t_rows_->window(window.first, window.rows);
     }
     if (exact) {
-      policy_.exact_gradient(theta, x, labels, reward, pg, grad, row_reward);
+      policy_.exact_gradient(theta, x, Kind::argument(t), reward, pg, grad, row_reward);
     } else {
-      policy_.pg_gradient(theta, x, labels, reward, generations, pg, key, grad, row_reward);
+      policy_.pg_gradient(theta, x, Kind::argument(t), reward, generations, pg, key, grad, row_reward);
     }
   }
   void outer_gradient(ConstVector<T> theta, bool validation, VectorView<T> grad) override {
-    const ClassificationData<T>& d = validation ? validation_ : train_;
-    policy_.nll_gradient(theta, d.x, d.labels, grad);
+    const Data& d = validation ? validation_ : train_;
+    policy_.nll_gradient(theta, d.x, Kind::argument(Kind::targets(d)), grad);
   }
   void prepare(ConstVector<T> theta, const MahalanobisReward<T>& reward, std::int64_t generations,
                const PgOptions<T>& pg, DrawKey key, bool exact, VectorView<T> grad) override {
+    const auto t = Kind::argument(Kind::targets(train_));
     if (exact) {
-      curvature_.prepare_exact(theta, train_.x, train_.labels, reward, pg, grad);
+      curvature_.prepare_exact(theta, train_.x, t, reward, pg, grad);
     } else {
-      curvature_.prepare(theta, train_.x, train_.labels, reward, generations, pg, key, grad);
+      curvature_.prepare(theta, train_.x, t, reward, generations, pg, key, grad);
     }
   }
   LinearOperator<T> curvature() override { return curvature_.as_operator(); }
   void mixed_product(ConstVector<T> w, VectorView<T> out) override { curvature_.mixed_product(w, out); }
   PolicyMetrics evaluate(ConstVector<T> theta, bool validation) override {
-    const ClassificationData<T>& d = validation ? validation_ : train_;
-    return policy_.evaluate(theta, d.x, d.labels);
+    const Data& d = validation ? validation_ : train_;
+    return policy_.evaluate(theta, d.x, Kind::argument(Kind::targets(d)));
   }
-  CategoricalPolicy<T>& policy() { return policy_; }
+  std::uint64_t data_hash() override {
+    return bilevel_data_hash<T>(host_x(false), host_targets(false), host_x(true), host_targets(true));
+  }
+  Policy& policy() { return policy_; }
 
- private:
+ protected:
+  /// `policy_args`: the policy's constructor arguments between the context and its row capacity;
+  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
+  template <class... PolicyArgs>
+  PolicyProblem(Context& ctx, Data train, Data validation, Data window_source, PolicyArgs&&... policy_args)
+      : ctx_(ctx),
+        policy_(ctx, std::forward<PolicyArgs>(policy_args)...,
+                std::max(train.x.rows, validation.empty() ? 0 : validation.x.rows)),
+        curvature_(ctx, policy_.net(), train.x.rows),
+        train_(train),
+        validation_(validation),
+        window_source_(window_source.empty() ? train : window_source) {}
+  /// The values of the training and validation inputs and targets, each on the host (empty when
+  /// the set is).
+  std::vector<T> host_x(bool validation) const {
+    const Data& d = validation ? validation_ : train_;
+    return d.empty() ? std::vector<T>{} : rows_to_host<T>(ctx_, d.x);
+  }
+  std::vector<U> host_targets(bool validation) const {
+    const Data& d = validation ? validation_ : train_;
+    return d.empty() ? std::vector<U>{} : rows_to_host<U>(ctx_, packed(Kind::targets(d)));
+  }
+  /// A column of labels as one row (one copy).
+  static MatrixView<const U> packed(MatrixView<const U> t) {
+    return t.cols == 1 && t.row_stride == 1 ? MatrixView<const U>{t.data, 1, t.rows, t.rows} : t;
+  }
+
   Context& ctx_;
-  CategoricalPolicy<T> policy_;
-  CategoricalPolicyCurvature<T> curvature_;
-  ClassificationData<T> train_, validation_, window_source_;
+  Policy policy_;
+  Curvature curvature_;
+  Data train_, validation_, window_source_;
   std::optional<WindowedRows<T>> x_rows_;  // minibatches
-  std::optional<WindowedRows<std::int32_t>> labels_rows_;
+  std::optional<WindowedRows<U>> t_rows_;
+};
+
+/// Regression: a GaussianPolicy and the curvature of its head (DiagGaussianPolicyCurvature or
+/// CholeskyPolicyCurvature).
+template <class T, class Curvature>
+class GaussianProblem final : public PolicyProblem<T, GaussianPolicy<T>, Curvature, RegressionData<T>> {
+  using Base = PolicyProblem<T, GaussianPolicy<T>, Curvature, RegressionData<T>>;
+
+ public:
+  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
+  GaussianProblem(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation, GaussianHead head,
+                  RegressionData<T> window_source = {})
+      : Base(ctx, train, validation, window_source, std::move(trunk), train.y.cols, head) {}
+  std::string describe_rows(std::int64_t train_rows, std::int64_t validation_rows) const override {
+    return fmt::format("regression; net {}; head {}; train {}x{}->{}; val {}", this->policy_.net().describe(),
+                       to_string(this->policy_.head()), train_rows, this->train_.x.cols, this->train_.y.cols,
+                       validation_rows);
+  }
+};
+
+/// Classification: a CategoricalPolicy and its curvature.
+template <class T>
+class CategoricalProblem final
+    : public PolicyProblem<T, CategoricalPolicy<T>, CategoricalPolicyCurvature<T>, ClassificationData<T>> {
+  using Base = PolicyProblem<T, CategoricalPolicy<T>, CategoricalPolicyCurvature<T>, ClassificationData<T>>;
+
+ public:
+  /// `window_source`: the rows minibatch windows draw from (empty: `train`).
+  CategoricalProblem(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
+                     std::int64_t classes, ClassificationData<T> window_source = {})
+      : Base(ctx, train, validation, window_source, std::move(trunk), classes) {}
+  std::string describe_rows(std::int64_t train_rows, std::int64_t validation_rows) const override {
+    return fmt::format("classification; net {}; train {}x{}; classes {}; val {}", this->policy_.net().describe(),
+                       train_rows, this->train_.x.cols, this->policy_.classes(), validation_rows);
+  }
 };
 
 
@@ -286,16 +267,16 @@ class ShardedProblem final : public Problem<T> {
   /// training (or the validation) set, without validation data of its own.
   using Factory = std::function<std::unique_ptr<Problem<T>>(bool, std::int64_t, std::int64_t)>;
   /// make_window(rows): an inner problem sized for windows of up to `rows` rows whose minibatch
-  /// windows draw from the whole training set.
+  /// windows draw from the whole training set (empty: no minibatches).
   using WindowFactory = std::function<std::unique_ptr<Problem<T>>(std::int64_t)>;
+  /// `hash`: the whole set's data_hash().
   ShardedProblem(Context& ctx, const DataParallel& parallel, const Factory& make, WindowFactory make_window,
-                 std::int64_t train_rows, std::int64_t validation_rows, std::string description, std::uint64_t hash)
+                 std::int64_t train_rows, std::int64_t validation_rows, std::uint64_t hash)
       : ctx_(ctx),
         parallel_(parallel),
         make_window_(std::move(make_window)),
         train_plan_(shard::plan(parallel, train_rows)),
         val_plan_(shard::plan(parallel, validation_rows)),
-        description_(std::move(description)),
         hash_(hash) {
     for (const shard::Part& part : train_plan_.parts) train_.push_back(make(false, part.first, part.rows));
     for (const shard::Part& part : val_plan_.parts) val_.push_back(make(true, part.first, part.rows));
@@ -303,6 +284,7 @@ class ShardedProblem final : public Problem<T> {
     proto_ = train_.empty() ? make(false, 0, 1) : nullptr;
     Problem<T>& first = proto();
     reducer_.emplace(ctx, first.parameter_count());
+    description_ = first.describe_rows(train_rows, validation_rows);
   }
   Problem<T>& proto() { return proto_ != nullptr ? *proto_ : *train_.front(); }
   std::int64_t parameter_count() const override {
@@ -311,6 +293,10 @@ class ShardedProblem final : public Problem<T> {
   std::int64_t train_rows() const override { return train_plan_.total; }
   bool has_validation() const override { return val_plan_.total > 0; }
   std::string describe() const override { return description_; }
+  std::string describe_rows(std::int64_t train_rows, std::int64_t validation_rows) const override {
+    return proto_ != nullptr ? proto_->describe_rows(train_rows, validation_rows)
+                             : train_.front()->describe_rows(train_rows, validation_rows);
+  }
   std::uint64_t data_hash() override { return hash_; }
   void init(VectorView<T> theta, std::uint64_t seed) override { proto().init(theta, seed); }
   void enable_minibatches(std::int64_t batch) override {

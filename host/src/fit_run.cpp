@@ -157,11 +157,13 @@ class TypedRun final : public RunImpl<RunResult> {
   TypedRun(Context& ctx, const RegressionConfig& c, const HostData& train, const HostData& held, const DataParallel& dp,
            std::string command)
       : ctx_(ctx), c_(c), dp_(dp), command_(std::move(command)) {
-    // mpirun -np N with a plain fit: each rank uploads only the rows it computes on (fit_policy's
-    // local views, DataParallel::train_rows); the heuristic reward reads every target first.
+    // mpirun -np N: each rank uploads only the rows it computes on (fit_policy's local views and
+    // BilevelTrainer's data-parallel constructor, DataParallel::train_rows); the heuristic reward
+    // reads every target first. Minibatch bilevel windows draw from every row: all are uploaded.
     const bool active = dp.communicator != nullptr && (dp.communicator->size() > 1 || dp.deterministic);
     const RowRange tl = local_rows(dp, train.rows), hl = local_rows(dp, held.rows);
-    local_ = active && c_.method != Method::bilevel;  // a rank may hold no rows of a set
+    const bool minibatch = c_.bilevel.inner.batch_size > 0 && c_.bilevel.inner.batch_size < train.rows;
+    local_ = active && !(c_.method == Method::bilevel && minibatch);  // a rank may hold no rows of a set
     if (local_ && c_.method == Method::heuristic) upload(train, train_x_, train_y_, train_);
     if (local_ && c_.method == Method::heuristic) heuristic(train.dims);
     upload(train, train_x_, train_y_, train_, local_ ? tl : RowRange{0, train.rows});
@@ -184,9 +186,21 @@ class TypedRun final : public RunImpl<RunResult> {
     const MlpSpec spec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     if (c_.method == Method::bilevel) {
       const BilevelOptions<T> o = bilevel_options<T>(c_);
-      trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
-                                                     std::span<const double>(c_.reward_params), o);
-      trainer_->set_data_parallel(dp_);  // mpirun -np N: this rank's rows
+      if (local_) {
+        // The whole set's identity for the checkpoint (it resumes with any rank count).
+        DataParallel p = dp;
+        p.train_rows = train.rows;
+        p.validation_rows = held.rows;
+        const std::vector<T> tx(train.x.begin(), train.x.end()), ty(train.y.begin(), train.y.end()),
+            vx(held.x.begin(), held.x.end()), vy(held.y.begin(), held.y.end());
+        const std::uint64_t hash = bilevel_data_hash<T>(tx, ty, vx, vy);
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
+                                                       std::span<const double>(c_.reward_params), o, p, hash);
+      } else {
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec, train_, held_, c_.reward_form,
+                                                       std::span<const double>(c_.reward_params), o);
+        trainer_->set_data_parallel(dp_);  // mpirun -np N: this rank's rows
+      }
     } else {
       // The policy's row workspaces: the rows this process computes on.
       const std::int64_t capacity = std::max({std::int64_t{1}, train_.x.rows, held_.empty() ? 0 : held_.x.rows});
@@ -361,15 +375,43 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
  public:
   TypedClassRun(Context& ctx, const ClassificationConfig& c, const ClassHostData& train, const ClassHostData& val,
                 const ClassHostData& test, std::int64_t classes, const DataParallel& dp, std::string command)
-      : ctx_(ctx), c_(c), dp_(dp), classes_(classes), command_(std::move(command)) {
-    upload(train, train_x_, train_y_, train_);
-    if (!val.empty()) upload(val, val_x_, val_y_, val_);
-    upload(test, test_x_, test_y_, test_);
+      : ctx_(ctx), c_(c), classes_(classes), command_(std::move(command)), dp_(dp), train_host_(&train) {
+    // mpirun -np N: each rank uploads only its rows of the validation and test sets (evaluated by
+    // evaluate_sharded) and, for a full-batch bilevel run, of the training set (BilevelTrainer's
+    // data-parallel constructor); fit_classifier's epochs shuffle every training row, so run()
+    // uploads all of them for that phase. Minibatch bilevel windows draw from every row.
+    const bool active = dp_.communicator != nullptr && (dp_.communicator->size() > 1 || dp_.deterministic);
+    const bool minibatch = c_.bilevel.inner.batch_size > 0 && c_.bilevel.inner.batch_size < train.rows;
+    local_ = active;
+    const bool local_train = local_ && c_.method == ClassMethod::bilevel && !minibatch;
+    const auto rows = [&](const ClassHostData& d, bool mine) { return mine ? local_rows(dp_, d.rows) : RowRange{0, d.rows}; };
+    if (c_.method != ClassMethod::bilevel || !local_train) all_train_ = true;
+    upload(train, train_x_, train_y_, train_, rows(train, local_train));
+    if (!val.empty()) upload(val, val_x_, val_y_, val_, rows(val, local_));
+    upload(test, test_x_, test_y_, test_, rows(test, local_));
+    if (local_) {
+      val_total_ = val.rows;
+      test_total_ = test.rows;
+    }
+    if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
+      std::fprintf(stderr,
+                   "d2r data stats (rank %d of %d): training rows held %lld of %lld (%lld bytes); validation rows "
+                   "held %lld of %lld (%lld bytes); test rows held %lld of %lld (%lld bytes)\n",
+                   rank(), ranks(), rows_held(train_), static_cast<long long>(train.rows),
+                   bytes_held(train_x_, train_y_), rows_held(val_), static_cast<long long>(val.rows),
+                   bytes_held(val_x_, val_y_), rows_held(test_), static_cast<long long>(test.rows),
+                   bytes_held(test_x_, test_y_));
+    }
     spec_ = MlpSpec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
     const std::int64_t capacity = std::max({train.rows, val.rows, test.rows});
     policy_ = std::make_unique<CategoricalPolicy<T>>(ctx_, spec_, classes_, capacity);
     params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
-    if (c_.lambda > 0) heuristic_beta_ = heuristic_class_beta(ctx_, train_.labels, classes_, c_.lambda);
+    if (c_.lambda > 0) {
+      // Every training label (a rank holding only its rows uploads them for this alone).
+      const Buffer<std::int32_t> labels = local_train ? Buffer<std::int32_t>(ctx_, std::span<const std::int32_t>(train.labels))
+                                                      : Buffer<std::int32_t>();
+      heuristic_beta_ = heuristic_class_beta(ctx_, local_train ? labels.vector() : train_.labels, classes_, c_.lambda);
+    }
     if (c_.method == ClassMethod::heuristic && !(std::isfinite(heuristic_beta_) && heuristic_beta_ > 0)) {
       bad_input(command_, "--method heuristic",
                 fmt::format("the heuristic β* of these training labels is {}, not a finite number > 0", heuristic_beta_));
@@ -377,9 +419,24 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     if (c_.method == ClassMethod::bilevel) {
       const BilevelOptions<T> o = bilevel_options<T>(c_);
       const std::vector<double> beta0{c_.beta};
-      trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
-                                                     std::span<const double>(beta0), o);
-      trainer_->set_data_parallel(dp_);  // mpirun -np N: this rank's rows
+      if (local_train) {
+        // The whole set's identity for the checkpoint (it resumes with any rank count).
+        DataParallel p = dp_;
+        p.train_rows = train.rows;
+        p.validation_rows = val.rows;
+        const std::vector<T> tx(train.x.begin(), train.x.end()), vx(val.x.begin(), val.x.end());
+        const std::uint64_t hash = bilevel_data_hash<T>(std::span<const T>(tx), std::span<const std::int32_t>(train.labels),
+                                                        std::span<const T>(vx), std::span<const std::int32_t>(val.labels));
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
+                                                       std::span<const double>(beta0), o, p, hash);
+      } else {
+        // Minibatches (or one process): every training row; the trainer takes this rank's rows
+        // of the validation set only through the data-parallel constructor, so give it all.
+        if (local_ && !val.empty()) upload(val, val_all_x_, val_all_y_, val_all_, RowRange{0, val.rows});
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, local_ ? val_all_ : val_, classes_,
+                                                       RewardForm::scalar, std::span<const double>(beta0), o);
+        trainer_->set_data_parallel(dp_);  // mpirun -np N: this rank's rows
+      }
     }
   }
 
@@ -406,6 +463,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
   ClassifierFitOptions<T> plain_options(double beta) const {
     ClassifierFitOptions<T> out = options_cast<ClassifierFitOptions<T>>(fit_options(c_, beta));
     out.parallel = dp_;
+    out.parallel.validation_rows = test_total_;  // 0 unless the test view holds this rank's rows only
     return out;
   }
 
@@ -445,7 +503,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
         s.beta = r.reward_params.at(0);
         s.hypergradient = r.hypergradient.empty() ? kNaN : r.hypergradient[0];
         s.train = r.train;
-        s.validation = val_.empty() ? nan_class_metrics() : r.validation;
+        s.validation = val_total_ == 0 && val_.empty() ? nan_class_metrics() : r.validation;
         out.inner_steps += r.inner_steps;
         out.outer.push_back(s);
       }
@@ -459,10 +517,35 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     }
     out.beta = beta;
 
+    if (c_.method == ClassMethod::bilevel && !c_.refit_pg && !out.outer.empty()) {
+      // The model the outer loop judged: the inner policy of the last outer step (its validation
+      // cross-entropy is that step's outer loss), trained at the β before that step's move.
+      const std::vector<T> theta = ctx_.to_host(trainer_->policy_params());
+      params_.copy_from_host(std::span<const T>(theta));
+      out.model_outer_step = out.outer.back().step;
+      out.model_beta = out.outer.size() >= 2 ? out.outer[out.outer.size() - 2].beta : c_.beta;
+      const ConstVector<T> p = std::as_const(params_).vector();
+      out.train = policy_->evaluate(p, train_.x, train_.labels);
+      out.test = policy_->evaluate(p, test_.x, test_.labels);
+      out.validation = val_.empty() ? nan_class_metrics() : policy_->evaluate(p, val_.x, val_.labels);
+      out.mean_test_accuracy = kNaN;  // no learning curve: no epochs were trained
+      out.mean_test_nll = kNaN;
+      if (progress) progress(total, total, "");
+      out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return out;
+    }
+
     const ClassifierFitOptions<T> o = plain_options(beta);
     // fit_classifier evaluates one held-out set after every epoch: the test rows (the learning
     // curve of the paper); the validation rows are evaluated once, at the end.
-    const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), train_, test_, o);
+    // Its epochs shuffle every training row: a rank that held only its rows uploads all of them now.
+    if (!all_train_) upload(*train_host_, train_all_x_, train_all_y_, train_all_, RowRange{0, train_host_->rows});
+    const ClassificationData<T>& fit_train = all_train_ ? train_ : train_all_;
+    if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
+      std::fprintf(stderr, "d2r data stats (rank %d of %d): classifier phase: training rows held %lld of %lld\n",
+                   rank(), ranks(), rows_held(fit_train), static_cast<long long>(train_host_->rows));
+    }
+    const std::vector<PolicyFitRecord> recs = fit_classifier<T>(ctx_, *policy_, params_.vector(), fit_train, test_, o);
     double acc = 0, nll = 0;
     for (const PolicyFitRecord& r : recs) {
       out.epochs.push_back({.epoch = r.step, .train = r.train, .test = r.validation});
@@ -473,30 +556,51 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     out.mean_test_nll = nll / static_cast<double>(recs.size());
     out.train = recs.back().train;
     out.test = recs.back().validation;
-    out.validation = val_.empty() ? nan_class_metrics()
-                                  : policy_->evaluate(std::as_const(params_).vector(), val_.x, val_.labels);
+    const std::int64_t val_rows = local_ ? val_total_ : val_.empty() ? 0 : val_.x.rows;
+    out.validation = val_rows == 0 ? nan_class_metrics()
+                                   : local_ ? evaluate_sharded<T>(ctx_, *policy_, std::as_const(params_).vector(), val_,
+                                                                  val_rows, dp_)
+                                            : policy_->evaluate(std::as_const(params_).vector(), val_.x, val_.labels);
     if (progress) progress(total, total, "");
     out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return out;
   }
 
  private:
-  void upload(const ClassHostData& d, Buffer<T>& bx, Buffer<std::int32_t>& by, ClassificationData<T>& view) {
-    const std::vector<T> x(d.x.begin(), d.x.end());
+  /// Rows `r` of `d` into the backend's memory (no rows: an empty view).
+  void upload(const ClassHostData& d, Buffer<T>& bx, Buffer<std::int32_t>& by, ClassificationData<T>& view, RowRange r) {
+    const auto first = static_cast<std::ptrdiff_t>(r.first), rows = static_cast<std::ptrdiff_t>(r.rows);
+    const std::vector<T> x(d.x.begin() + first * d.inputs, d.x.begin() + (first + rows) * d.inputs);
     bx = Buffer<T>(ctx_, std::span<const T>(x));
-    by = Buffer<std::int32_t>(ctx_, std::span<const std::int32_t>(d.labels));
-    view = {std::as_const(bx).matrix(d.rows, d.inputs), std::as_const(by).vector()};
+    by = Buffer<std::int32_t>(ctx_, std::span<const std::int32_t>(d.labels.data() + first, d.labels.data() + first + rows));
+    view = {std::as_const(bx).matrix(r.rows, d.inputs), std::as_const(by).vector()};
+  }
+  int rank() const { return dp_.communicator != nullptr ? dp_.communicator->rank() : 0; }
+  int ranks() const { return dp_.communicator != nullptr ? dp_.communicator->size() : 1; }
+  static long long rows_held(const ClassificationData<T>& d) { return d.empty() ? 0 : static_cast<long long>(d.x.rows); }
+  static long long bytes_held(const Buffer<T>& x, const Buffer<std::int32_t>& y) {
+    return static_cast<long long>(x.size() * sizeof(T) + y.size() * sizeof(std::int32_t));
   }
 
   Context& ctx_;
   ClassificationConfig c_;
-  DataParallel dp_;
   std::int64_t classes_;
   std::string command_;
   MlpSpec spec_;
   Buffer<T> train_x_, val_x_, test_x_;
   Buffer<std::int32_t> train_y_, val_y_, test_y_;
   ClassificationData<T> train_{}, val_{}, test_{};
+  // Data parallel (mpirun -np N): whether val_ and test_ hold this rank's rows only (of sets of
+  // val_total_ and test_total_ rows), whether train_ holds every training row, and else every
+  // training row for the classifier phase (train_all_) from the caller's host copy, which
+  // outlives this run; val_all_: every validation row for a minibatch bilevel trainer.
+  DataParallel dp_{};
+  bool local_ = false, all_train_ = false;
+  std::int64_t val_total_ = 0, test_total_ = 0;
+  const ClassHostData* train_host_ = nullptr;
+  Buffer<T> train_all_x_, val_all_x_;
+  Buffer<std::int32_t> train_all_y_, val_all_y_;
+  ClassificationData<T> train_all_{}, val_all_{};
   std::unique_ptr<CategoricalPolicy<T>> policy_;
   Buffer<T> params_;
   std::unique_ptr<BilevelTrainer<T>> trainer_;

@@ -66,6 +66,22 @@ void check_cotangent_shapes(const Context& ctx, std::string_view function, std::
   }
 }
 
+/// Values of the cotangents of a Gaussian head's backward() and its tangent, where present (their
+/// shapes checked first by check_cotangent_shapes): samples and d_log_prob finite when d_log_prob
+/// is given (without it the samples are not read), d_entropy finite.
+template <class T>
+void check_cotangent_values(Context& ctx, std::string_view function, MatrixView<const T> samples,
+                            MatrixView<const T> d_log_prob, VectorView<const T> d_entropy) {
+  if (!d_log_prob.empty()) {
+    check_values<T>(ctx, function, "samples", samples, ValueRule::finite);
+    check_values<T>(ctx, function, "d_log_prob", d_log_prob, ValueRule::finite);
+  }
+  if (!d_entropy.empty()) {
+    check_values<T>(ctx, function, "d_entropy", MatrixView<const T>{d_entropy.data, 1, d_entropy.size, d_entropy.size},
+                    ValueRule::finite);
+  }
+}
+
 /// The gradient views of a head, checked for shape like the head. Errors name them grad.<view>,
 /// or grad_tangent.<view> when `tangent` (the outputs of backward_tangent).
 template <class T>

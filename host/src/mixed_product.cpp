@@ -1,41 +1,32 @@
 // Second-order reward pieces (second_order.hpp): the transform's vector-Jacobian product, the
 // REINFORCE mixed product ∇_φ(∇_head L_in · ḣ) as a composition of public primitives, and the
-// exact-curvature mixed products of the three heads (DESIGN.md §5–6).
+// checks of the exact-curvature mixed product (DESIGN.md §5–6). Each head's mixed_product and
+// exact_mixed_product (host/src/heads/<head>.cpp) call the generic pieces here, instantiated for
+// the three heads.
 //
 // Everything is validated first (head, targets, reward, options, tangent, output shape and
 // aliasing), then the work runs; the composition runs with value checks off and its
 // intermediates in the context's composite workspace.
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "d2r/distributions.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
-#include "host/reference/heads/categorical.hpp"
-#include "host/reference/heads/cholesky_gaussian.hpp"
-#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/mixed_product.hpp"
 #include "host/reference/objectives.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/heads/categorical/launch.hpp"
-#include "kernels/heads/cholesky_gaussian/launch.hpp"
-#include "kernels/heads/diag_gaussian/launch.hpp"
 #include "kernels/objectives/launch.hpp"
 #include "kernels/rewards/launch.hpp"
 
 namespace d2r {
+namespace objective_common {
 namespace {
 
 using detail::MatrixArg;
-using objective_common::ChecksOff;
-using objective_common::check_options;
-using objective_common::check_targets;
-using objective_common::scale_of;
-
 
 // ---------------------------------------------------------------- tangent checks
 template <class T>
@@ -105,9 +96,12 @@ void reward_backward_of(Context& ctx, const MahalanobisReward<T>& r, MatrixView<
   reward_backward(ctx, r, samples, labels, classes, d_reward, grad);
 }
 
+}  // namespace
+
 template <class T, class Head, class Targets>
-void mixed_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
-                 const PgOptions<T>& options, DrawKey key, const Head& tangent, VectorView<T> grad_params) {
+void mixed_product_by_composition(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
+                                  std::int64_t G, const PgOptions<T>& options, DrawKey key, const Head& tangent,
+                                  VectorView<T> grad_params) {
   constexpr std::string_view fn = "mixed_product";
   using Sample = typename head_traits<Head>::Sample;
   detail::check_scalar_type<T>(ctx, fn);
@@ -147,47 +141,33 @@ void mixed_entry(Context& ctx, const Head& head, Targets targets, const Mahalano
                         head_traits<Head>::dim(head));
 }
 
-// ---------------------------------------------------------------- exact mixed product
 template <class T, class Head, class Targets>
-void exact_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
-                 const PgOptions<T>& options, const Head& tangent, VectorView<T> grad_params) {
+void check_exact_mixed_product(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
+                               const PgOptions<T>& options, const Head& tangent, VectorView<T> grad_params) {
   constexpr std::string_view fn = "exact_mixed_product";
   detail::check_scalar_type<T>(ctx, fn);
   check_mixed<T>(ctx, fn, head, targets, r, options, tangent, grad_params);
-  const auto s = scale_of(head, options, 1);
-  if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
-    detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_diag_gaussian(head, targets, r, s, tangent, grad_params); },
-        [&](const auto& ex) {
-          void* ws =
-              ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_diag_gaussian, head, targets, r, s.per_dim / s.normaliser, tangent,
-                    grad_params, ws);
-        });
-  } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
-    detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_cholesky_gaussian(head, targets, r, s, tangent, grad_params); },
-        [&](const auto& ex) {
-          void* ws =
-              ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_cholesky_gaussian, head, targets, r, s.per_dim / s.normaliser, tangent,
-                    grad_params, ws);
-        });
-  } else {
-    detail::run_on<T>(
-        ctx, [&] { reference::exact_mixed_categorical(head, targets, r, s, tangent, grad_params); },
-        [&](const auto& ex) {
-          void* ws =
-              ctx.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.logits.rows, r.params.size));
-          ex.launch(kernels::exact_mixed_product_categorical, head, targets, r, T(1) / s.normaliser, tangent,
-                    grad_params, ws);
-        });
-  }
 }
 
-}  // namespace
+// Instantiations for each head (H) and its targets (Y).
+#define D2R_INSTANTIATE(T, H, Y)                                                                            \
+  template void mixed_product_by_composition<T, H, Y>(Context&, const H&, Y, const MahalanobisReward<T>&,   \
+                                                      std::int64_t, const PgOptions<T>&, DrawKey, const H&, \
+                                                      VectorView<T>);                                       \
+  template void check_exact_mixed_product<T, H, Y>(Context&, const H&, Y, const MahalanobisReward<T>&,      \
+                                                   const PgOptions<T>&, const H&, VectorView<T>);
+#define D2R_INSTANTIATE_TYPE(T)                           \
+  D2R_INSTANTIATE(T, DiagGaussian<T>, ConstMatrix<T>)     \
+  D2R_INSTANTIATE(T, CholeskyGaussian<T>, ConstMatrix<T>) \
+  D2R_INSTANTIATE(T, Categorical<T>, VectorView<const std::int32_t>)
+D2R_INSTANTIATE_TYPE(float)
+D2R_INSTANTIATE_TYPE(double)
+#undef D2R_INSTANTIATE_TYPE
+#undef D2R_INSTANTIATE
 
-// ---------------------------------------------------------------- public overloads
+}  // namespace objective_common
+
+// ---------------------------------------------------------------- public entry point
 template <class T>
 void transform_rewards_backward(Context& ctx, const TransformOptions<T>& options, ConstMatrix<T> rewards,
                                 ConstMatrix<T> d_advantages, MatrixView<T> d_rewards) {
@@ -195,7 +175,7 @@ void transform_rewards_backward(Context& ctx, const TransformOptions<T>& options
   detail::check_scalar_type<T>(ctx, fn);
   D2R_EXPECTS(rewards.rows >= 1 && rewards.cols >= 1, fn, "rewards", "expected B x G with B, G >= 1, got {} x {}",
               rewards.rows, rewards.cols);
-  const MatrixArg r("rewards", rewards), da("d_advantages", d_advantages), o("d_rewards", d_rewards);
+  const detail::MatrixArg r("rewards", rewards), da("d_advantages", d_advantages), o("d_rewards", d_rewards);
   detail::check_matrix(ctx, fn, r, rewards.rows, rewards.cols);
   detail::check_matrix(ctx, fn, da, rewards.rows, rewards.cols);
   detail::check_transform(fn, options, rewards.cols);
@@ -211,66 +191,9 @@ void transform_rewards_backward(Context& ctx, const TransformOptions<T>& options
       });
 }
 
-template <class T>
-void mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
-                   std::int64_t generations, const PgOptions<T>& options, DrawKey key, const DiagGaussian<T>& tangent,
-                   VectorView<T> grad_params) {
-  mixed_entry<T>(ctx, head, targets, reward, generations, options, key, tangent, grad_params);
-}
-template <class T>
-void mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
-                   const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                   DrawKey key, const CholeskyGaussian<T>& tangent, VectorView<T> grad_params) {
-  mixed_entry<T>(ctx, head, targets, reward, generations, options, key, tangent, grad_params);
-}
-template <class T>
-void mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                   const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                   DrawKey key, const Categorical<T>& tangent, VectorView<T> grad_params) {
-  mixed_entry<T>(ctx, head, labels, reward, generations, options, key, tangent, grad_params);
-}
-
-template <class T>
-void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
-                         const MahalanobisReward<T>& reward, const PgOptions<T>& options,
-                         const DiagGaussian<T>& tangent, VectorView<T> grad_params) {
-  exact_entry<T>(ctx, head, targets, reward, options, tangent, grad_params);
-}
-template <class T>
-void exact_mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
-                         const MahalanobisReward<T>& reward, const PgOptions<T>& options,
-                         const CholeskyGaussian<T>& tangent, VectorView<T> grad_params) {
-  exact_entry<T>(ctx, head, targets, reward, options, tangent, grad_params);
-}
-template <class T>
-void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                         const MahalanobisReward<T>& reward, const PgOptions<T>& options, const Categorical<T>& tangent,
-                         VectorView<T> grad_params) {
-  exact_entry<T>(ctx, head, labels, reward, options, tangent, grad_params);
-}
-
-#define D2R_INSTANTIATE(T)                                                                                          \
-  template void transform_rewards_backward<T>(Context&, const TransformOptions<T>&, ConstMatrix<T>, ConstMatrix<T>, \
-                                              MatrixView<T>);                                                       \
-  template void mixed_product<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,     \
-                                 std::int64_t, const PgOptions<T>&, DrawKey, const DiagGaussian<T>&, VectorView<T>); \
-  template void mixed_product<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&, \
-                                 std::int64_t, const PgOptions<T>&, DrawKey, const CholeskyGaussian<T>&,            \
-                                 VectorView<T>);                                                                    \
-  template void mixed_product<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                   \
-                                 const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,           \
-                                 const Categorical<T>&, VectorView<T>);                                             \
-  template void exact_mixed_product<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>,                            \
-                                       const MahalanobisReward<T>&, const PgOptions<T>&, const DiagGaussian<T>&,    \
-                                       VectorView<T>);                                                              \
-  template void exact_mixed_product<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                        \
-                                       const MahalanobisReward<T>&, const PgOptions<T>&,                            \
-                                       const CholeskyGaussian<T>&, VectorView<T>);                                  \
-  template void exact_mixed_product<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,             \
-                                       const MahalanobisReward<T>&, const PgOptions<T>&, const Categorical<T>&,     \
-                                       VectorView<T>);
-D2R_INSTANTIATE(float)
-D2R_INSTANTIATE(double)
-#undef D2R_INSTANTIATE
+template void transform_rewards_backward<float>(Context&, const TransformOptions<float>&, ConstMatrix<float>,
+                                                ConstMatrix<float>, MatrixView<float>);
+template void transform_rewards_backward<double>(Context&, const TransformOptions<double>&, ConstMatrix<double>,
+                                                 ConstMatrix<double>, MatrixView<double>);
 
 }  // namespace d2r

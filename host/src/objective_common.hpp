@@ -1,7 +1,8 @@
 #pragma once
-// Helpers shared by the composite entry points of the objectives (objectives.cpp) and of the
-// second-order reward pieces (mixed_product.cpp): the value-checks guard, the
-// target and option checks, and the objective scale. Internal header.
+// Helpers shared by the entry points of the objectives and of the second-order reward pieces
+// (host/src/heads/<head>.cpp, objectives.cpp, mixed_product.cpp): the value-checks guard, the
+// target and option checks, the objective scale, and the generic checks and compositions that
+// objectives.cpp and mixed_product.cpp define for every head. Internal header.
 
 #include <cmath>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include "d2r/context.hpp"
 #include "d2r/distributions.hpp"
 #include "d2r/objectives.hpp"
+#include "d2r/second_order.hpp"
 #include "host/reference/objectives.hpp"
 #include "host/src/validate.hpp"
 
@@ -63,5 +65,53 @@ ObjectiveScale<T> scale_of(const Head& head, const PgOptions<T>& o, std::int64_t
   const std::int64_t rows = head_traits<Head>::rows(head);
   return {per_dim, T(o.normaliser_rows > 0 ? o.normaliser_rows : rows), generations};
 }
+
+// ---------------------------------------------------------------- generic entry pieces
+// Defined and instantiated for the three heads in objectives.cpp and mixed_product.cpp; each
+// head's entry points (host/src/heads/<head>.cpp) call them around the head's own kernels.
+template <class Head>
+using GradOf = typename head_traits<Head>::Grad;
+
+/// pg_surrogate's checks: head, targets, reward, options, rows, gradient, draw key.
+template <class T, class Head, class Targets>
+void check_pg_surrogate(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                        std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+                        const ObjectiveRows<T>& rows, const GradOf<Head>& grad);
+
+/// The REINFORCE surrogate as a composition of the public primitives, its intermediates in the
+/// composite workspace (inputs already checked).
+template <class T, class Head, class Targets>
+void surrogate_by_composition(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                              std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+                              const ObjectiveRows<T>& rows, const GradOf<Head>& grad);
+
+/// pg_surrogate_unfused: checks, then the composition into the caller's intermediates.
+template <class T, class Head, class Targets>
+void unfused_surrogate(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                       std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+                       const PgIntermediates<T, typename head_traits<Head>::Sample>& intermediates,
+                       const ObjectiveRows<T>& rows, const GradOf<Head>& grad);
+
+/// pg_pathwise's checks (those of pg_surrogate, transform none or rbf, no log-probability clip).
+template <class T, class Head>
+void check_pg_pathwise(Context& ctx, const Head& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+                       std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                       const GradOf<Head>& grad);
+
+/// exact_objective's checks.
+template <class T, class Head, class Targets>
+void check_exact_objective(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                           const PgOptions<T>& options, const ObjectiveRows<T>& rows, const GradOf<Head>& grad);
+
+/// mixed_product: checks, then the REINFORCE mixed product as a composition of the primitives.
+template <class T, class Head, class Targets>
+void mixed_product_by_composition(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                                  std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+                                  const Head& tangent, VectorView<T> grad_params);
+
+/// exact_mixed_product's checks (head, targets, reward, options, tangent, grad_params).
+template <class T, class Head, class Targets>
+void check_exact_mixed_product(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                               const PgOptions<T>& options, const Head& tangent, VectorView<T> grad_params);
 
 }  // namespace d2r::objective_common

@@ -1,38 +1,27 @@
-// Public entry points of the inner objectives: the REINFORCE surrogate (fused and unfused), the
-// pathwise objective and the exact-expectation objective, for the three heads.
+// Generic pieces of the inner objectives' entry points: the checks every objective makes before
+// any output is touched, and the REINFORCE surrogate as a composition of the public primitives
+// (pg_surrogate_unfused, and pg_surrogate where a head has no fused kernel for the size). Each
+// head's entry points (host/src/heads/<head>.cpp) call these around the head's own kernels; they
+// are instantiated here for the three heads.
 //
-// Everything is validated first (head, targets, reward, options, every output's shape and
-// aliasing), then the work runs. The unfused path is a composition of the public primitives,
-// run with value checks off (the inputs were checked once) and with its temporaries in the
-// context's composite workspace.
+// The composition runs with value checks off (the inputs were checked once) and with its
+// temporaries in the context's composite workspace.
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "d2r/distributions.hpp"
 #include "d2r/objectives.hpp"
-#include "host/reference/heads/categorical.hpp"
-#include "host/reference/heads/cholesky_gaussian.hpp"
-#include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/objectives.hpp"
 #include "host/src/head_checks.hpp"
 #include "host/src/objective_common.hpp"
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
-#include "kernels/heads/categorical/launch.hpp"
-#include "kernels/heads/cholesky_gaussian/launch.hpp"
-#include "kernels/heads/diag_gaussian/launch.hpp"
 #include "kernels/objectives/launch.hpp"
 
-namespace d2r {
+namespace d2r::objective_common {
 namespace {
 
 using detail::MatrixArg;
-using objective_common::ChecksOff;
-using objective_common::check_options;
-using objective_common::check_targets;
-using objective_common::scale_of;
-
 
 /// Row outputs: row_loss length B (required), row_reward length B or empty; none aliases the
 /// inputs nor each other. Returns them for the gradient aliasing checks.
@@ -60,10 +49,10 @@ void check_all_disjoint(std::string_view fn, const std::vector<MatrixArg>& outpu
 /// Everything an objective call checks before any output is touched. Returns the outputs
 /// checked so far (rows and gradient) for further aliasing checks.
 template <class T, class Head, class Targets>
-std::vector<MatrixArg> check_objective(Context& ctx, std::string_view fn, const Head& head, Targets targets,
-                                       const MahalanobisReward<T>& reward, const PgOptions<T>& options,
-                                       std::int64_t generations, const ObjectiveRows<T>& rows,
-                                       const typename head_traits<Head>::Grad& grad) {
+std::vector<MatrixArg> check_objective_args(Context& ctx, std::string_view fn, const Head& head, Targets targets,
+                                            const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                                            std::int64_t generations, const ObjectiveRows<T>& rows,
+                                            const typename head_traits<Head>::Grad& grad) {
   detail::check_head(ctx, fn, head);
   std::vector<MatrixArg> inputs = detail::head_inputs(head);
   inputs.push_back(check_targets<T>(ctx, fn, head, targets));
@@ -126,13 +115,15 @@ void run_unfused(Context& ctx, const Head& head, Targets targets, const Mahalano
   backward(ctx, head, im.samples, d_log_prob, d_entropy, grad);
 }
 
+}  // namespace
+
 template <class T, class Head, class Targets>
-void unfused_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
-                   const PgOptions<T>& options, DrawKey key,
-                   const PgIntermediates<T, typename head_traits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
-                   const typename head_traits<Head>::Grad& grad) {
+void unfused_surrogate(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
+                       const PgOptions<T>& options, DrawKey key,
+                       const PgIntermediates<T, typename head_traits<Head>::Sample>& im, const ObjectiveRows<T>& rows,
+                       const typename head_traits<Head>::Grad& grad) {
   constexpr std::string_view fn = "pg_surrogate_unfused";
-  std::vector<MatrixArg> others = check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
+  std::vector<MatrixArg> others = check_objective_args<T>(ctx, fn, head, targets, r, options, G, rows, grad);
   detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
   const std::int64_t B = head_traits<Head>::rows(head);
   const std::vector<MatrixArg> im_args{
@@ -166,240 +157,65 @@ void surrogate_by_composition(Context& ctx, const Head& head, Targets targets, c
 }
 
 template <class T, class Head, class Targets>
-void surrogate_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
-                     const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                     const typename head_traits<Head>::Grad& grad) {
+void check_pg_surrogate(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r, std::int64_t G,
+                        const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                        const GradOf<Head>& grad) {
   constexpr std::string_view fn = "pg_surrogate";
-  check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
+  check_objective_args<T>(ctx, fn, head, targets, r, options, G, rows, grad);
   detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
-  // cuda: the head's fused kernel where its launch header can take the size.
-  const bool fused = detail::run_on<T>(
-      ctx, [] { return false; },
-      [&](const auto& ex) {
-        if constexpr (std::is_same_v<Head, DiagGaussian<float>>) {
-          if (!ex.call(kernels::pg_surrogate_diag_gaussian_fusable, head, G)) return false;
-          const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-          void* ws =
-              ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
-          ex.launch(kernels::pg_surrogate_diag_gaussian, head, targets, r, options, detail::draw_position(ctx, key),
-                    scale_of(head, options, G), rows, grad, ws);
-          return true;
-        } else if constexpr (std::is_same_v<Head, CholeskyGaussian<float>>) {
-          if (!ex.call(kernels::pg_surrogate_cholesky_gaussian_fusable, head, G)) return false;
-          const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-          void* ws =
-              ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
-          ex.launch(kernels::pg_surrogate_cholesky_gaussian, head, targets, r, options, detail::draw_position(ctx, key),
-                    scale_of(head, options, G), rows, grad, ws);
-          return true;
-        } else {
-          if (!ex.call(kernels::pg_surrogate_categorical_fusable, head, G)) return false;
-          ex.launch(kernels::pg_surrogate_categorical, head, targets, r, options, detail::draw_position(ctx, key),
-                    scale_of(head, options, G), rows, grad);
-          return true;
-        }
-      });
-  if (fused) return;
-  // cpu backend, and the heads without a fused kernel yet: the composition (same result).
-  surrogate_by_composition<T>(ctx, head, targets, r, G, options, key, rows, grad);
 }
 
 template <class T, class Head>
-void pathwise_entry(Context& ctx, const Head& head, ConstMatrix<T> targets, const MahalanobisReward<T>& r,
-                    std::int64_t G, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                    const typename head_traits<Head>::Grad& grad) {
+void check_pg_pathwise(Context& ctx, const Head& head, ConstMatrix<T> targets, const MahalanobisReward<T>& r,
+                       std::int64_t G, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                       const GradOf<Head>& grad) {
   constexpr std::string_view fn = "pg_pathwise";
-  check_objective<T>(ctx, fn, head, targets, r, options, G, rows, grad);
+  check_objective_args<T>(ctx, fn, head, targets, r, options, G, rows, grad);
   detail::check_draw_key(ctx, fn, key, head_traits<Head>::rows(head));
   D2R_EXPECTS(options.transform.kind == Transform::none || options.transform.kind == Transform::rbf, fn,
               "options.transform", "the pathwise objective takes transform none or rbf; {} centres each group, so "
               "its pathwise gradient would not be that of the group's rewards", to_string(options.transform.kind));
   D2R_EXPECTS(options.log_prob_clip == T(0), fn, "options.log_prob_clip",
               "the pathwise objective has no log-probability to clip; expected 0, got {}", options.log_prob_clip);
-  const auto s = scale_of(head, options, G);
-  const math::DrawPosition pos = detail::draw_position(ctx, key);
-  if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
-    detail::run_on<T>(
-        ctx, [&] { reference::pathwise_diag_gaussian(head, targets, r, options, pos, s, rows, grad); },
-        [&](const auto& ex) {
-          D2R_EXPECTS(r.form != RewardForm::full || head.mean.cols <= kernels::kPathwiseMaxFullDim, fn, "reward.form",
-                      "on the cuda backend the pathwise objective with a full U supports n <= {} (its kernel keeps 2n "
-                      "floats per row in shared memory), got n = {}",
-                      kernels::kPathwiseMaxFullDim, head.mean.cols);
-          const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-          void* ws =
-              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
-          ex.launch(kernels::pathwise_diag_gaussian, head, targets, r, options, pos, s, rows, grad, ws);
-        });
-  } else {
-    detail::run_on<T>(
-        ctx, [&] { reference::pathwise_cholesky_gaussian(head, targets, r, options, pos, s, rows, grad); },
-        [&](const auto& ex) {
-          const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-          void* ws =
-              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
-          ex.launch(kernels::pathwise_cholesky_gaussian, head, targets, r, options, pos, s, rows, grad, ws);
-        });
-  }
 }
 
 template <class T, class Head, class Targets>
-void exact_entry(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
-                 const PgOptions<T>& options, const ObjectiveRows<T>& rows,
-                 const typename head_traits<Head>::Grad& grad) {
+void check_exact_objective(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& r,
+                           const PgOptions<T>& options, const ObjectiveRows<T>& rows, const GradOf<Head>& grad) {
   constexpr std::string_view fn = "exact_objective";
   // The exact objective draws nothing: validate with G = 2 so that every transform passes.
-  check_objective<T>(ctx, fn, head, targets, r, PgOptions<T>{options.entropy_weight, {}, T(0),
-                                                             options.per_dimension_mean, options.normaliser_rows},
-                     2, rows, grad);
+  check_objective_args<T>(
+      ctx, fn, head, targets, r,
+      PgOptions<T>{options.entropy_weight, {}, T(0), options.per_dimension_mean, options.normaliser_rows}, 2, rows,
+      grad);
   check_options(fn, options, head_traits<Head>::rows(head));
-  const auto s = scale_of(head, options, 1);
-  if constexpr (std::is_same_v<Head, DiagGaussian<T>>) {
-    detail::run_on<T>(
-        ctx, [&] { reference::exact_diag_gaussian(head, targets, r, options, s, rows, grad); },
-        [&](const auto& ex) {
-          D2R_EXPECTS(
-              r.form != RewardForm::full || head.mean.cols <= kernels::kExactMaxFullDim, fn, "reward.form",
-              "on the cuda backend the exact objective with a full U supports n <= {} (its kernel keeps n floats "
-              "per row in shared memory), got n = {}",
-              kernels::kExactMaxFullDim, head.mean.cols);
-          const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-          void* ws =
-              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
-          ex.launch(kernels::exact_diag_gaussian, head, targets, r, options.entropy_weight, s, rows, grad, ws);
-        });
-  } else if constexpr (std::is_same_v<Head, CholeskyGaussian<T>>) {
-    detail::run_on<T>(
-        ctx, [&] { reference::exact_cholesky_gaussian(head, targets, r, options, s, rows, grad); },
-        [&](const auto& ex) {
-          const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-          void* ws =
-              ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
-          ex.launch(kernels::exact_cholesky_gaussian, head, targets, r, options.entropy_weight, s, rows, grad, ws);
-        });
-  } else {
-    detail::run_on<T>(
-        ctx, [&] { reference::exact_categorical(head, targets, r, options, s, rows, grad); },
-        [&](const auto& ex) {
-          ex.launch(kernels::exact_categorical, head, targets, r, options.entropy_weight, s, rows, grad);
-        });
-  }
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------- public overloads
-template <class T>
-void pg_surrogate(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
-                  std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                  const DiagGaussianGrad<T>& grad) {
-  surrogate_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
-}
-template <class T>
-void pg_surrogate(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
-                  const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                  DrawKey key, const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
-  surrogate_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
-}
-template <class T>
-void pg_surrogate(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                  const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                  DrawKey key, const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
-  surrogate_entry<T>(ctx, head, labels, reward, generations, options, key, rows, grad);
-}
-
-template <class T>
-void pg_surrogate_unfused(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
-                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                          DrawKey key, const PgIntermediates<T>& intermediates, const ObjectiveRows<T>& rows,
-                          const DiagGaussianGrad<T>& grad) {
-  unfused_entry<T>(ctx, head, targets, reward, generations, options, key, intermediates, rows, grad);
-}
-template <class T>
-void pg_surrogate_unfused(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
-                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                          DrawKey key, const PgIntermediates<T>& intermediates, const ObjectiveRows<T>& rows,
-                          const CholeskyGaussianGrad<T>& grad) {
-  unfused_entry<T>(ctx, head, targets, reward, generations, options, key, intermediates, rows, grad);
-}
-template <class T>
-void pg_surrogate_unfused(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                          DrawKey key, const PgIntermediates<T, std::int32_t>& intermediates,
-                          const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
-  unfused_entry<T>(ctx, head, labels, reward, generations, options, key, intermediates, rows, grad);
-}
-
-template <class T>
-void pg_pathwise(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
-                 std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
-                 const DiagGaussianGrad<T>& grad) {
-  pathwise_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
-}
-template <class T>
-void pg_pathwise(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
-                 const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
-                 DrawKey key, const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
-  pathwise_entry<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
-}
-
-template <class T>
-void exact_objective(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
-                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
-                     const DiagGaussianGrad<T>& grad) {
-  exact_entry<T>(ctx, head, targets, reward, options, rows, grad);
-}
-template <class T>
-void exact_objective(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
-                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
-                     const CholeskyGaussianGrad<T>& grad) {
-  exact_entry<T>(ctx, head, targets, reward, options, rows, grad);
-}
-template <class T>
-void exact_objective(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
-                     const CategoricalGrad<T>& grad) {
-  exact_entry<T>(ctx, head, labels, reward, options, rows, grad);
-}
-
-#define D2R_INSTANTIATE(T)                                                                                          \
-  template void pg_surrogate<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,      \
-                                std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                \
-                                const DiagGaussianGrad<T>&);                                                        \
-  template void pg_surrogate<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,  \
-                                std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                \
-                                const CholeskyGaussianGrad<T>&);                                                    \
-  template void pg_surrogate<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                    \
-                                const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,            \
-                                const ObjectiveRows<T>&, const CategoricalGrad<T>&);                                \
-  template void pg_surrogate_unfused<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>,                           \
-                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,    \
-                                        const PgIntermediates<T>&, const ObjectiveRows<T>&,                         \
-                                        const DiagGaussianGrad<T>&);                                                \
-  template void pg_surrogate_unfused<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                       \
-                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,    \
-                                        const PgIntermediates<T>&, const ObjectiveRows<T>&,                         \
-                                        const CholeskyGaussianGrad<T>&);                                            \
-  template void pg_surrogate_unfused<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,            \
-                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,    \
-                                        const PgIntermediates<T, std::int32_t>&, const ObjectiveRows<T>&,           \
-                                        const CategoricalGrad<T>&);                                                 \
-  template void pg_pathwise<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,       \
-                               std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                 \
-                               const DiagGaussianGrad<T>&);                                                         \
-  template void pg_pathwise<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,   \
-                               std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                 \
-                               const CholeskyGaussianGrad<T>&);                                                     \
-  template void exact_objective<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,   \
-                                   const PgOptions<T>&, const ObjectiveRows<T>&, const DiagGaussianGrad<T>&);       \
-  template void exact_objective<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                            \
-                                   const MahalanobisReward<T>&, const PgOptions<T>&, const ObjectiveRows<T>&,       \
-                                   const CholeskyGaussianGrad<T>&);                                                 \
-  template void exact_objective<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                 \
-                                   const MahalanobisReward<T>&, const PgOptions<T>&, const ObjectiveRows<T>&,       \
-                                   const CategoricalGrad<T>&);
-D2R_INSTANTIATE(float)
-D2R_INSTANTIATE(double)
+// Instantiations: every generic piece for each head (H), its targets (Y) and draws (S).
+#define D2R_INSTANTIATE(T, H, Y, S)                                                                                   \
+  template void unfused_surrogate<T, H, Y>(Context&, const H&, Y, const MahalanobisReward<T>&, std::int64_t,          \
+                                           const PgOptions<T>&, DrawKey, const PgIntermediates<T, S>&,                \
+                                           const ObjectiveRows<T>&, const GradOf<H>&);                                \
+  template void surrogate_by_composition<T, H, Y>(Context&, const H&, Y, const MahalanobisReward<T>&, std::int64_t,   \
+                                                  const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,              \
+                                                  const GradOf<H>&);                                                  \
+  template void check_pg_surrogate<T, H, Y>(Context&, const H&, Y, const MahalanobisReward<T>&, std::int64_t,         \
+                                            const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&, const GradOf<H>&); \
+  template void check_exact_objective<T, H, Y>(Context&, const H&, Y, const MahalanobisReward<T>&,                    \
+                                               const PgOptions<T>&, const ObjectiveRows<T>&, const GradOf<H>&);
+#define D2R_INSTANTIATE_PATHWISE(T, H)                                                                                 \
+  template void check_pg_pathwise<T, H>(Context&, const H&, ConstMatrix<T>, const MahalanobisReward<T>&, std::int64_t, \
+                                        const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&, const GradOf<H>&);
+#define D2R_INSTANTIATE_TYPE(T)                                                    \
+  D2R_INSTANTIATE(T, DiagGaussian<T>, ConstMatrix<T>, T)                           \
+  D2R_INSTANTIATE(T, CholeskyGaussian<T>, ConstMatrix<T>, T)                       \
+  D2R_INSTANTIATE(T, Categorical<T>, VectorView<const std::int32_t>, std::int32_t) \
+  D2R_INSTANTIATE_PATHWISE(T, DiagGaussian<T>)                                     \
+  D2R_INSTANTIATE_PATHWISE(T, CholeskyGaussian<T>)
+D2R_INSTANTIATE_TYPE(float)
+D2R_INSTANTIATE_TYPE(double)
+#undef D2R_INSTANTIATE_TYPE
+#undef D2R_INSTANTIATE_PATHWISE
 #undef D2R_INSTANTIATE
 
-}  // namespace d2r
+}  // namespace d2r::objective_common

@@ -216,7 +216,24 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   const std::int64_t N = train.x.rows, p = train.x.cols;
   D2R_EXPECTS(p == policy.net().inputs(), fn, "train.x", "expected {} columns (the network's inputs), got {}",
               policy.net().inputs(), p);
-  if (!validation.empty()) {
+  // options.parallel.validation_rows > 0: `validation` holds this rank's rows of the set.
+  const DataParallel& dp = options.parallel;
+  D2R_EXPECTS(dp.train_rows == 0, fn, "options.parallel.train_rows",
+              "expected 0: fit_classifier takes every training row (each epoch shuffles all of them), got {}",
+              dp.train_rows);
+  D2R_EXPECTS(dp.validation_rows >= 0, fn, "options.parallel.validation_rows", "expected >= 0, got {}",
+              dp.validation_rows);
+  const bool local_validation = dp.validation_rows > 0;
+  D2R_EXPECTS(!local_validation || shard::active(dp), fn, "options.parallel.validation_rows",
+              "views of this rank's rows need a data-parallel communicator (several ranks or deterministic mode)");
+  const std::int64_t validation_total = local_validation ? dp.validation_rows : validation.empty() ? 0 : validation.x.rows;
+  if (local_validation) {
+    const std::int64_t want = local_rows(dp, dp.validation_rows).rows;
+    D2R_EXPECTS((validation.empty() ? 0 : validation.x.rows) == want, fn, "validation.x",
+                "expected this rank's {} rows of the {} validation rows (DataParallel::validation_rows), got {}", want,
+                dp.validation_rows, validation.empty() ? 0 : validation.x.rows);
+  }
+  if (!validation.empty() && validation.x.rows > 0) {
     check_class_data(ctx, fn, "validation", validation, C, 1);
     D2R_EXPECTS(validation.x.cols == p, fn, "validation.x", "expected {} columns, got {}", p, validation.x.cols);
     D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",
@@ -227,7 +244,7 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
   D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
               policy.parameter_count(), params.size);
   check_classifier_fit_fields(fn, options);
-  shard::check(ctx, fn, "options.parallel", options.parallel);
+  shard::check(ctx, fn, "options.parallel", options.parallel, true);
   const std::int64_t batch = options.batch_size == 0 ? N : std::min(options.batch_size, N);
   const std::int64_t batches_per_epoch = (N + batch - 1) / batch;
   D2R_EXPECTS(options.epochs <= (std::int64_t{1} << 32) / batches_per_epoch, fn, "options.epochs",
@@ -348,7 +365,10 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
     PolicyFitRecord rec;
     rec.step = epoch;
     rec.train = evaluate(train);
-    rec.validation = validation.empty() ? nan_metrics() : evaluate(validation);
+    rec.validation = validation_total == 0 ? nan_metrics()
+                     : local_validation ? evaluate_sharded(ctx, policy, ConstVector<T>(params), validation,
+                                                           validation_total, dp)
+                                        : evaluate(validation);
     records.push_back(rec);
     if (options.on_record) options.on_record(records.back());
   }
@@ -361,6 +381,37 @@ template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy
 template std::vector<PolicyFitRecord> fit_classifier(Context&, CategoricalPolicy<double>&, VectorView<double>,
                                                      ClassificationData<double>, ClassificationData<double>,
                                                      const ClassifierFitOptions<double>&);
+
+template <class T>
+PolicyMetrics evaluate_sharded(Context& ctx, CategoricalPolicy<T>& policy, ConstVector<T> params,
+                               ClassificationData<T> data, std::int64_t rows, const DataParallel& parallel) {
+  constexpr std::string_view fn = "evaluate_sharded";
+  shard::check(ctx, fn, "parallel", parallel, true);  // its row counts are ignored: `rows` is the set's
+  D2R_EXPECTS(rows >= 1, fn, "rows", "expected the set's rows >= 1, got {}", rows);
+  const RowRange mine = local_rows(parallel, rows);
+  const std::int64_t held = data.empty() ? 0 : data.x.rows;
+  D2R_EXPECTS(held == mine.rows, fn, "data.x", "expected this rank's {} rows of the {} rows (local_rows), got {}",
+              mine.rows, rows, held);
+  D2R_EXPECTS(params.size == policy.parameter_count(), fn, "params", "expected {} entries, got {}",
+              policy.parameter_count(), params.size);
+  if (held > 0) {
+    check_class_data(ctx, fn, "data", data, policy.classes(), 1);
+    D2R_EXPECTS(data.x.cols == policy.net().inputs(), fn, "data.x", "expected {} columns (the network's inputs), got {}",
+                policy.net().inputs(), data.x.cols);
+  }
+  if (!shard::active(parallel)) return policy.evaluate(params, data.x, data.labels);
+  // Each part evaluated on its rows of the rank's view (whose first row is row mine.first).
+  return shard::metrics(shard::plan(parallel, rows), [&](const shard::Part& part) {
+    const std::int64_t at = part.first - mine.first;
+    return policy.evaluate(params, MatrixView<const T>{data.x.data + at * data.x.row_stride, part.rows, data.x.cols,
+                                                       data.x.row_stride},
+                           VectorView<const std::int32_t>{data.labels.data + at, part.rows});
+  });
+}
+template PolicyMetrics evaluate_sharded(Context&, CategoricalPolicy<float>&, ConstVector<float>,
+                                        ClassificationData<float>, std::int64_t, const DataParallel&);
+template PolicyMetrics evaluate_sharded(Context&, CategoricalPolicy<double>&, ConstVector<double>,
+                                        ClassificationData<double>, std::int64_t, const DataParallel&);
 
 template <class T>
 void check(const InnerOptions<T>& options) {

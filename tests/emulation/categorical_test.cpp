@@ -68,8 +68,8 @@ void expect_valid_draws(const Case& c, const std::vector<double>& logits, const 
   std::int64_t exact = 0, total = 0;
   std::vector<double> cdf(static_cast<std::size_t>(c.C));
   std::vector<std::int32_t> want(static_cast<std::size_t>(c.B * c.G));
-  reference::categorical_sample(Categorical<double>{matrix_view<const double>(logits.data(), c.B, c.C)}, c.G, pos,
-                                matrix_view(want.data(), c.B, c.G));
+  reference::categorical::sample(Categorical<double>{matrix_view<const double>(logits.data(), c.B, c.C)}, c.G, pos,
+                                 matrix_view(want.data(), c.B, c.G));
   for (std::int64_t b = 0; b < c.B; ++b) {
     double m = -kInf;
     for (std::int64_t j = 0; j < c.C; ++j) m = std::max(m, logits[static_cast<std::size_t>(b * c.C + j)]);
@@ -143,7 +143,7 @@ void expect_surrogate_matches(const Case& c, const Categorical<float>& head, con
   SCOPED_TRACE(std::string("surrogate: ") + form_name(form) + ", " + transform_name(transform) + (clip ? ", clip" : ""));
   const auto n = static_cast<std::size_t>(B * G);
   std::vector<double> lp(n);
-  reference::categorical_log_prob(rh, dv, matrix_view(lp.data(), B, G));
+  reference::categorical::log_prob(rh, dv, matrix_view(lp.data(), B, G));
   const double clip_level = clip ? clip_in_gap(lp, 1.0) : 0.0;
   const auto N = static_cast<double>(normaliser_rows > 0 ? normaliser_rows : B);
   const TransformOptions<double> tr_d{transform, 0.5, static_cast<double>(1e-6f)};
@@ -163,13 +163,14 @@ void expect_surrogate_matches(const Case& c, const Categorical<float>& head, con
       reward_ref(H.size()), grad_ref(static_cast<std::size_t>(B * C));
   reference::reward_one_hot(reward_d, dv, labels, C, matrix_view(r.data(), B, G));
   reference::transform_rewards(tr_d, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
-  reference::categorical_entropy(rh, vector_view(H.data(), B));
+  reference::categorical::entropy(rh, vector_view(H.data(), B));
   reference::pg_row_terms<double>(opt_d, {1.0, N, G}, matrix_view<const double>(lp.data(), B, G),
                                   matrix_view<const double>(r.data(), B, G), matrix_view<const double>(a.data(), B, G),
                                   vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
                                   vector_view(de.data(), B), {vector_view(loss_ref.data(), B), vector_view(reward_ref.data(), B)});
-  reference::categorical_backward(rh, dv, matrix_view<const double>(dlp.data(), B, G), vector_view<const double>(de.data(), B),
-                                  CategoricalGrad<double>{matrix_view(grad_ref.data(), B, C)});
+  reference::categorical::backward(rh, dv, matrix_view<const double>(dlp.data(), B, G),
+                                   vector_view<const double>(de.data(), B),
+                                   CategoricalGrad<double>{matrix_view(grad_ref.data(), B, C)});
   // The loss is a cancelling sum over G (standardized advantages sum to 0): judged, as in the GPU
   // test, relative to the size of its terms, (Σ_g (|log p| + 1)|A| / G + λ(|H| + 1)) / N.
   const std::vector<double> got_loss = checked(loss, "surrogate row_loss");
@@ -195,7 +196,7 @@ void expect_surrogate_matches(const Case& c, const Categorical<float>& head, con
   // count_j max|c| (the GPU test's scale).
   const std::vector<double> got_grad = checked(grad, "surrogate grad");
   for (std::int64_t b = 0; b < B; ++b) {
-    const reference::CategoricalRowStats<double> st = reference::categorical_row_stats(rh.logits, b);
+    const reference::categorical::RowStats<double> st = reference::categorical::row_stats(rh.logits, b);
     double c_max = 0;
     std::vector<std::int64_t> count(static_cast<std::size_t>(C), 0);
     for (std::int64_t g = 0; g < G; ++g) {
@@ -289,15 +290,15 @@ TEST_P(CategoricalEmulation, KernelsMatchReference) {
 
   const auto n = static_cast<std::size_t>(B * G), m = static_cast<std::size_t>(B * C);
   std::vector<double> lp_ref(n), H_ref(static_cast<std::size_t>(B)), g_ref(m), g0_ref(m), jvp_ref(n), tg_ref(m), tg0_ref(m);
-  reference::categorical_log_prob(rh, dv, matrix_view(lp_ref.data(), B, G));
-  reference::categorical_entropy(rh, vector_view(H_ref.data(), B));
-  reference::categorical_backward(rh, dv, cdv, edv, CategoricalGrad<double>{matrix_view(g_ref.data(), B, C)});
-  reference::categorical_backward(rh, MatrixView<const std::int32_t>{}, MatrixView<const double>{}, edv,
-                                  CategoricalGrad<double>{matrix_view(g0_ref.data(), B, C)});
-  reference::categorical_log_prob_jvp(rh, dv, rt, matrix_view(jvp_ref.data(), B, G));
-  reference::categorical_backward_tangent(rh, cdv, edv, rt, CategoricalGrad<double>{matrix_view(tg_ref.data(), B, C)});
-  reference::categorical_backward_tangent(rh, MatrixView<const double>{}, VectorView<const double>{}, rt,
-                                          CategoricalGrad<double>{matrix_view(tg0_ref.data(), B, C)});
+  reference::categorical::log_prob(rh, dv, matrix_view(lp_ref.data(), B, G));
+  reference::categorical::entropy(rh, vector_view(H_ref.data(), B));
+  reference::categorical::backward(rh, dv, cdv, edv, CategoricalGrad<double>{matrix_view(g_ref.data(), B, C)});
+  reference::categorical::backward(rh, MatrixView<const std::int32_t>{}, MatrixView<const double>{}, edv,
+                                   CategoricalGrad<double>{matrix_view(g0_ref.data(), B, C)});
+  reference::categorical::log_prob_jvp(rh, dv, rt, matrix_view(jvp_ref.data(), B, G));
+  reference::categorical::backward_tangent(rh, cdv, edv, rt, CategoricalGrad<double>{matrix_view(tg_ref.data(), B, C)});
+  reference::categorical::backward_tangent(rh, MatrixView<const double>{}, VectorView<const double>{}, rt,
+                                           CategoricalGrad<double>{matrix_view(tg0_ref.data(), B, C)});
   D2R_EMU_EXPECT_CLOSE(checked(lp, "log_prob"), lp_ref, 1e-5, 1e-6);
   D2R_EMU_EXPECT_CLOSE(checked(H, "entropy"), H_ref, 1e-5, 1e-6);
   D2R_EMU_EXPECT_CLOSE(checked(g, "backward"), g_ref, 1e-4, 1e-5);
@@ -322,11 +323,12 @@ TEST_P(CategoricalEmulation, KernelsMatchReference) {
                        tangent, etg.view());
     std::vector<double> loss_ref(static_cast<std::size_t>(B)), er_ref(loss_ref.size()), eg_ref(m), etg_ref(m);
     const ObjectiveScale<double> sc{1.0, N, G};
-    reference::exact_categorical(rh, label_view, rwd, opt_d, sc,
-                                 ObjectiveRows<double>{vector_view(loss_ref.data(), B), vector_view(er_ref.data(), B)},
-                                 CategoricalGrad<double>{matrix_view(eg_ref.data(), B, C)});
-    reference::exact_categorical_tangent(rh, label_view, rwd, opt_d, sc, rt,
-                                         CategoricalGrad<double>{matrix_view(etg_ref.data(), B, C)});
+    reference::categorical::exact_objective(
+        rh, label_view, rwd, opt_d, sc,
+        ObjectiveRows<double>{vector_view(loss_ref.data(), B), vector_view(er_ref.data(), B)},
+        CategoricalGrad<double>{matrix_view(eg_ref.data(), B, C)});
+    reference::categorical::exact_backward_tangent(rh, label_view, rwd, opt_d, sc, rt,
+                                                   CategoricalGrad<double>{matrix_view(etg_ref.data(), B, C)});
     D2R_EMU_EXPECT_CLOSE(checked(loss, "exact row_loss"), loss_ref, 1e-4, 1e-5);
     D2R_EMU_EXPECT_CLOSE(checked(er, "exact row_reward"), er_ref, 1e-4, 1e-5);
     D2R_EMU_EXPECT_CLOSE(checked(eg, "exact grad"), eg_ref, 1e-4, 1e-5);
@@ -370,12 +372,12 @@ struct MixedCase {
 };
 void PrintTo(const MixedCase& c, std::ostream* os) { *os << c.name; }
 
-class CategoricalMixedProductEmulation : public ::testing::TestWithParam<MixedCase> {};
+class CategoricalExactMixedProductEmulation : public ::testing::TestWithParam<MixedCase> {};
 
 // exact_mixed_rows_kernel (one block per row) with the launcher's block for C, every
 // reward form (full only for C <= kMaxOneHotFullClasses), its rows column-summed as the launcher
-// does, against reference::exact_mixed_categorical.
-TEST_P(CategoricalMixedProductEmulation, MatchesReference) {
+// does, against reference::categorical::exact_mixed_product.
+TEST_P(CategoricalExactMixedProductEmulation, MatchesReference) {
   const MixedCase mc = GetParam();
   const std::int64_t B = mc.B, C = mc.C;
   const Case c{mc.name, B, C, 1, mc.masked, mc.grid, false};
@@ -408,15 +410,16 @@ TEST_P(CategoricalMixedProductEmulation, MatchesReference) {
                    Categorical<float>{d_tangent.cview()}, partial.view());
     }
     std::vector<double> want(static_cast<std::size_t>(P));
-    reference::exact_mixed_categorical(rh, vector_view<const std::int32_t>(labels.data(), B),
-                                       MahalanobisReward<double>{form, vector_view<const double>(pd.data(), P)},
-                                       ObjectiveScale<double>{1.0, N, 1}, rt, vector_view(want.data(), P));
+    reference::categorical::exact_mixed_product(
+        rh, vector_view<const std::int32_t>(labels.data(), B),
+        MahalanobisReward<double>{form, vector_view<const double>(pd.data(), P)}, ObjectiveScale<double>{1.0, N, 1}, rt,
+        vector_view(want.data(), P));
     // Σ_j c_j cancels (Σ_j p_j u_j = 0 over all classes): the absolute tolerance is relative to the
     // size of the terms, k Σ_b Σ_j p_j |u_j| times the largest reward coefficient 2(|R| + |R|)².
     double terms = 0, r_max = 0;
     for (const double v : pd) r_max = std::max(r_max, std::abs(v));
     for (std::int64_t b = 0; b < B; ++b) {
-      const reference::CategoricalRowStats<double> st = reference::categorical_row_stats(rh.logits, b);
+      const reference::categorical::RowStats<double> st = reference::categorical::row_stats(rh.logits, b);
       double m_bar = 0;
       for (std::int64_t j = 0; j < C; ++j)
         m_bar += std::exp(rh.logits(b, j) - st.max - st.log_sum()) * rt.logits(b, j);
@@ -429,14 +432,14 @@ TEST_P(CategoricalMixedProductEmulation, MatchesReference) {
 }
 
 // Both block shapes, odd sizes, a grid smaller than B; masked classes (p = 0).
-INSTANTIATE_TEST_SUITE_P(Cases, CategoricalMixedProductEmulation,
+INSTANTIATE_TEST_SUITE_P(Cases, CategoricalExactMixedProductEmulation,
                          ::testing::Values(MixedCase{"B1_C2", 1, 2, false, 1}, MixedCase{"B5_C7_masked", 5, 7, true, 2},
                                            MixedCase{"B3_C200", 3, 200, false, 1},
                                            MixedCase{"B2_C3000_masked", 2, 3000, true, 1}),
                          [](const ::testing::TestParamInfo<MixedCase>& info) { return std::string(info.param.name); });
 
-// exact_mixed_diag_rows_kernel (one thread per (row, column)) against reference::exact_mixed_diag_gaussian.
-TEST(DiagMixedProductEmulation, MatchesReference) {
+// exact_mixed_diag_rows_kernel (one thread per (row, column)) against reference::diag_gaussian::exact_mixed_product.
+TEST(DiagGaussianExactMixedProductEmulation, MatchesReference) {
   for (const bool shared : {false, true}) {
     const std::int64_t B = 5, n = 7, S = shared ? 1 : B;
     TestRng rng(shared ? 11 : 12);
@@ -459,11 +462,13 @@ TEST(DiagMixedProductEmulation, MatchesReference) {
                    MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)},
                    static_cast<float>(pd_scale / N), DiagGaussian<float>{d_tm.cview(), d_tls.cview()}, partial.view());
       std::vector<double> want(static_cast<std::size_t>(P));
-      reference::exact_mixed_diag_gaussian(
+      reference::diag_gaussian::exact_mixed_product(
           DiagGaussian<double>{matrix_view<const double>(md.data(), B, n), matrix_view<const double>(lsd.data(), S, n)},
-          matrix_view<const double>(yd.data(), B, n), MahalanobisReward<double>{form, vector_view<const double>(pdv.data(), P)},
+          matrix_view<const double>(yd.data(), B, n),
+          MahalanobisReward<double>{form, vector_view<const double>(pdv.data(), P)},
           ObjectiveScale<double>{pd_scale, N, 1},
-          DiagGaussian<double>{matrix_view<const double>(tmd.data(), B, n), matrix_view<const double>(tlsd.data(), S, n)},
+          DiagGaussian<double>{matrix_view<const double>(tmd.data(), B, n),
+                               matrix_view<const double>(tlsd.data(), S, n)},
           vector_view(want.data(), P));
       D2R_EMU_EXPECT_CLOSE(column_sums(checked(partial, "partial"), B, P), want, 1e-4, 1e-5);
     }
@@ -475,7 +480,7 @@ TEST(DiagMixedProductEmulation, MatchesReference) {
 // cpu backend) too. Both now shift ℓ̇ and r by their values at the most probable class first. On
 // this input the former formula gave float errors of 6e-4 to 1.6e-3 relative (measured with the
 // reference in float); both the kernel and the float reference must now be within 1e-4.
-TEST(CategoricalExactTangentEmulation, DominantClassWithoutCancellation) {
+TEST(CategoricalExactBackwardTangentEmulation, DominantClassWithoutCancellation) {
   const std::vector<float> logits{2.47696f, -2.33737f}, t{-0.711446f, -0.701734f};
   const std::vector<std::int32_t> labels{0};
   const FloatMatrix d_logits(1, 2, logits), d_t(1, 2, t);
@@ -493,16 +498,20 @@ TEST(CategoricalExactTangentEmulation, DominantClassWithoutCancellation) {
                  d_labels.cvector(), MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)}, 0.4f,
                  2.0f, Categorical<float>{d_t.cview()}, g.view());
     std::vector<double> want(2);
-    reference::exact_categorical_tangent<double>(
-        Categorical<double>{matrix_view<const double>(ld.data(), 1, 2)}, vector_view<const std::int32_t>(labels.data(), 1),
-        MahalanobisReward<double>{form, vector_view<const double>(pd.data(), P)}, PgOptions<double>{.entropy_weight = 0.4},
-        ObjectiveScale<double>{1.0, 2.0, 1}, Categorical<double>{matrix_view<const double>(td.data(), 1, 2)},
+    reference::categorical::exact_backward_tangent<double>(
+        Categorical<double>{matrix_view<const double>(ld.data(), 1, 2)},
+        vector_view<const std::int32_t>(labels.data(), 1),
+        MahalanobisReward<double>{form, vector_view<const double>(pd.data(), P)},
+        PgOptions<double>{.entropy_weight = 0.4}, ObjectiveScale<double>{1.0, 2.0, 1},
+        Categorical<double>{matrix_view<const double>(td.data(), 1, 2)},
         CategoricalGrad<double>{matrix_view(want.data(), 1, 2)});
     std::vector<float> ref_f(2);
-    reference::exact_categorical_tangent<float>(
-        Categorical<float>{matrix_view<const float>(logits.data(), 1, 2)}, vector_view<const std::int32_t>(labels.data(), 1),
-        MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)}, PgOptions<float>{.entropy_weight = 0.4f},
-        ObjectiveScale<float>{1.0f, 2.0f, 1}, Categorical<float>{matrix_view<const float>(t.data(), 1, 2)},
+    reference::categorical::exact_backward_tangent<float>(
+        Categorical<float>{matrix_view<const float>(logits.data(), 1, 2)},
+        vector_view<const std::int32_t>(labels.data(), 1),
+        MahalanobisReward<float>{form, vector_view<const float>(params.data(), P)},
+        PgOptions<float>{.entropy_weight = 0.4f}, ObjectiveScale<float>{1.0f, 2.0f, 1},
+        Categorical<float>{matrix_view<const float>(t.data(), 1, 2)},
         CategoricalGrad<float>{matrix_view(ref_f.data(), 1, 2)});
     ASSERT_GT(std::abs(want[0]), 1e-7);  // not vacuous: a nonzero tangent
     D2R_EXPECT_CLOSE(checked(g, "exact tangent (kernel)"), want, 1e-4, 0.0);

@@ -75,9 +75,9 @@ struct CholeskyProblem {
     float clip = 0.0f;
     if (s.clip) {
       std::vector<double> smp(static_cast<std::size_t>(B * G * n)), lp(static_cast<std::size_t>(B * G));
-      reference::cholesky_gaussian_sample(head_d(), G, pos, matrix_view(smp.data(), B * G, n));
-      reference::cholesky_gaussian_log_prob(head_d(), matrix_view<const double>(smp.data(), B * G, n),
-                                            matrix_view(lp.data(), B, G));
+      reference::cholesky_gaussian::sample(head_d(), G, pos, matrix_view(smp.data(), B * G, n));
+      reference::cholesky_gaussian::log_prob(head_d(), matrix_view<const double>(smp.data(), B * G, n),
+                                             matrix_view(lp.data(), B, G));
       clip = static_cast<float>(clip_in_gap(lp, pd));
     }
     const auto gamma = static_cast<float>(0.3 / static_cast<double>(n));
@@ -144,24 +144,24 @@ void run_surrogate(const CholeskyProblem& p, const Shape& s) {
   std::vector<double> smp(static_cast<std::size_t>(B * G * n)), lp(static_cast<std::size_t>(B * G)), r(lp.size()),
       a(lp.size()), dlp(lp.size()), H(static_cast<std::size_t>(B)), de(H.size());
   const auto smpv = matrix_view<const double>(smp.data(), B * G, n);
-  reference::cholesky_gaussian_sample(p.head_d(), G, p.pos, matrix_view(smp.data(), B * G, n));
-  reference::cholesky_gaussian_log_prob(p.head_d(), smpv, matrix_view(lp.data(), B, G));
+  reference::cholesky_gaussian::sample(p.head_d(), G, p.pos, matrix_view(smp.data(), B * G, n));
+  reference::cholesky_gaussian::log_prob(p.head_d(), smpv, matrix_view(lp.data(), B, G));
   reference::reward_continuous(p.reward_d(), smpv, p.targets_d(), matrix_view(r.data(), B, G));
   reference::transform_rewards(p.od.transform, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
-  reference::cholesky_gaussian_entropy(p.head_d(), vector_view(H.data(), B));
+  reference::cholesky_gaussian::entropy(p.head_d(), vector_view(H.data(), B));
   Expected want(p);
   reference::pg_row_terms<double>(p.od, p.scale_d(G), matrix_view<const double>(lp.data(), B, G),
                                   matrix_view<const double>(r.data(), B, G), matrix_view<const double>(a.data(), B, G),
                                   vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
                                   vector_view(de.data(), B), want.rows(p));
-  reference::cholesky_gaussian_backward(p.head_d(), smpv, matrix_view<const double>(dlp.data(), B, G),
-                                        vector_view<const double>(de.data(), B), want.grad(p));
+  reference::cholesky_gaussian::backward(p.head_d(), smpv, matrix_view<const double>(dlp.data(), B, G),
+                                         vector_view<const double>(de.data(), B), want.grad(p));
   compare("surrogate", p, out, want, s.row_reward, 1e-3, 2e-3);
 }
 
-class CholeskySurrogateEmulation : public ::testing::TestWithParam<std::tuple<RewardForm, Transform>> {};
+class CholeskyGaussianPgSurrogateEmulation : public ::testing::TestWithParam<std::tuple<RewardForm, Transform>> {};
 
-TEST_P(CholeskySurrogateEmulation, FusedKernelMatchesReferenceComposition) {
+TEST_P(CholeskyGaussianPgSurrogateEmulation, FusedKernelMatchesReferenceComposition) {
   const auto [form, kind] = GetParam();
   for (const Shape& s : kShapes) {
     if (s.G < 2 && needs_two(kind)) continue;
@@ -170,19 +170,20 @@ TEST_P(CholeskySurrogateEmulation, FusedKernelMatchesReferenceComposition) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, CholeskySurrogateEmulation,
-    ::testing::Combine(::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full),
-                       ::testing::Values(Transform::none, Transform::normalize, Transform::rbf, Transform::leave_one_out,
-                                         Transform::standardize)),
-    [](const ::testing::TestParamInfo<std::tuple<RewardForm, Transform>>& info) {
-      return std::string(form_name(std::get<0>(info.param))) + "_" + transform_name(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Cases, CholeskyGaussianPgSurrogateEmulation,
+                         ::testing::Combine(::testing::Values(RewardForm::scalar, RewardForm::diagonal,
+                                                              RewardForm::full),
+                                            ::testing::Values(Transform::none, Transform::normalize, Transform::rbf,
+                                                              Transform::leave_one_out, Transform::standardize)),
+                         [](const ::testing::TestParamInfo<std::tuple<RewardForm, Transform>>& info) {
+                           return std::string(form_name(std::get<0>(info.param))) + "_" +
+                                  transform_name(std::get<1>(info.param));
+                         });
 
 // Pathwise (transforms none and rbf), exact, exact tangent and exact mixed product.
-class CholeskyObjectiveEmulation : public ::testing::TestWithParam<RewardForm> {};
+class CholeskyGaussianObjectiveEmulation : public ::testing::TestWithParam<RewardForm> {};
 
-TEST_P(CholeskyObjectiveEmulation, PathwiseExactTangentAndMixedMatchReference) {
+TEST_P(CholeskyGaussianObjectiveEmulation, PathwiseExactTangentAndMixedMatchReference) {
   const RewardForm form = GetParam();
   for (const Shape& s : kShapes) {
     if (s.clip) continue;  // the clip is the surrogate's
@@ -196,8 +197,8 @@ TEST_P(CholeskyObjectiveEmulation, PathwiseExactTangentAndMixedMatchReference) {
                      p.reward(), p.of, p.pos, p.scale(p.G), out.rows(s.row_reward), out.grad_mean.view(),
                      out.tril_target.view());
         Expected want(p);
-        reference::pathwise_cholesky_gaussian(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.pos, p.scale_d(p.G),
-                                              want.rows(p), want.grad(p));
+        reference::cholesky_gaussian::pg_pathwise(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.pos, p.scale_d(p.G),
+                                                  want.rows(p), want.grad(p));
         compare("pathwise", p, out, want, s.row_reward, 1e-3, 2e-3);
       }
       if (kind != Transform::none) continue;  // the exact objective has no transform
@@ -206,8 +207,8 @@ TEST_P(CholeskyObjectiveEmulation, PathwiseExactTangentAndMixedMatchReference) {
         simt::launch(p.config(s.grid, co::exact_shared_bytes(ni)), co::exact_kernel, p.head(), p.d_y.cview(), p.reward(),
                      p.of.entropy_weight, p.scale(1), out.rows(s.row_reward), out.grad_mean.view(), out.tril_target.view());
         Expected want(p);
-        reference::exact_cholesky_gaussian(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.scale_d(1), want.rows(p),
-                                           want.grad(p));
+        reference::cholesky_gaussian::exact_objective(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.scale_d(1),
+                                                      want.rows(p), want.grad(p));
         compare("exact", p, out, want, s.row_reward, 1e-3, 2e-3);
       }
       {
@@ -216,8 +217,8 @@ TEST_P(CholeskyObjectiveEmulation, PathwiseExactTangentAndMixedMatchReference) {
                      p.of.entropy_weight, static_cast<float>(p.pd / static_cast<double>(p.N)), p.tangent(),
                      out.grad_mean.view(), out.tril_target.view());
         Expected want(p);
-        reference::exact_cholesky_gaussian_tangent(p.head_d(), p.reward_d(), p.od, p.scale_d(1), p.tangent_d(),
-                                                   want.grad(p));
+        reference::cholesky_gaussian::exact_backward_tangent(p.head_d(), p.reward_d(), p.od, p.scale_d(1),
+                                                             p.tangent_d(), want.grad(p));
         D2R_EMU_EXPECT_CLOSE(checked(out.grad_mean, "exact_tangent mean"), want.grad_mean, 1e-3, 1e-4);
         D2R_EMU_EXPECT_CLOSE(reduce_rows(checked(out.tril_target, "exact_tangent tril"), p.B, p.P, p.reduce),
                              want.grad_tril, 1e-3, 1e-4);
@@ -228,26 +229,28 @@ TEST_P(CholeskyObjectiveEmulation, PathwiseExactTangentAndMixedMatchReference) {
         simt::launch(p.config(s.grid, co::exact_mixed_shared_bytes(ni)), co::exact_mixed_kernel, p.head(), p.d_y.cview(),
                      p.reward(), static_cast<float>(p.pd / static_cast<double>(p.N)), p.tangent(), partial.view());
         std::vector<double> want(static_cast<std::size_t>(U));
-        reference::exact_mixed_cholesky_gaussian(p.head_d(), p.targets_d(), p.reward_d(), p.scale_d(1), p.tangent_d(),
-                                                 vector_view(want.data(), U));
+        reference::cholesky_gaussian::exact_mixed_product(p.head_d(), p.targets_d(), p.reward_d(), p.scale_d(1),
+                                                          p.tangent_d(), vector_view(want.data(), U));
         D2R_EMU_EXPECT_CLOSE(column_sums(checked(partial, "exact_mixed partial"), p.B, U), want, 1e-3, 1e-4);
       }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Forms, CholeskyObjectiveEmulation,
+INSTANTIATE_TEST_SUITE_P(Forms, CholeskyGaussianObjectiveEmulation,
                          ::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full),
-                         [](const ::testing::TestParamInfo<RewardForm>& info) { return std::string(form_name(info.param)); });
+                         [](const ::testing::TestParamInfo<RewardForm>& info) {
+                           return std::string(form_name(info.param));
+                         });
 
 // A row whose G rewards are all equal: L = softplus(−40)·I (jitter 0) puts every draw on μ in
 // float (and in double), so r_g = −δᵀUδ for all g. Standardize must give advantages of exactly 0:
 // no policy-gradient term (grad mean and off-diagonal tril exactly 0; the diagonal is the entropy
 // term (e / L_ii)·sigmoid(raw_ii) alone), where rounding noise in the group mean, amplified by 1/ε
 // and by 1/L, used to give huge gradients.
-class CholeskySurrogateConstantGroup : public ::testing::TestWithParam<RewardForm> {};
+class CholeskyGaussianPgSurrogateConstantGroup : public ::testing::TestWithParam<RewardForm> {};
 
-TEST_P(CholeskySurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
+TEST_P(CholeskyGaussianPgSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
   const RewardForm form = GetParam();
   for (const std::int64_t G : {10, 16, 37}) {
     SCOPED_TRACE("G = " + std::to_string(G));
@@ -296,9 +299,11 @@ TEST_P(CholeskySurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Forms, CholeskySurrogateConstantGroup,
+INSTANTIATE_TEST_SUITE_P(Forms, CholeskyGaussianPgSurrogateConstantGroup,
                          ::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full),
-                         [](const ::testing::TestParamInfo<RewardForm>& info) { return std::string(form_name(info.param)); });
+                         [](const ::testing::TestParamInfo<RewardForm>& info) {
+                           return std::string(form_name(info.param));
+                         });
 
 }  // namespace
 }  // namespace d2r::emulation

@@ -21,9 +21,9 @@ struct HeadCase {
 };
 void PrintTo(const HeadCase& c, std::ostream* os) { *os << c.name; }
 
-class CholeskyHeadEmulation : public ::testing::TestWithParam<HeadCase> {};
+class CholeskyGaussianEmulation : public ::testing::TestWithParam<HeadCase> {};
 
-TEST_P(CholeskyHeadEmulation, KernelsMatchReference) {
+TEST_P(CholeskyGaussianEmulation, KernelsMatchReference) {
   const HeadCase c = GetParam();
   const std::int64_t B = c.B, n = c.n, G = c.G, R = c.shared_tril ? 1 : B, P = packed_size(n);
   const bool reduce = c.shared_tril && B > 1;  // per-row tril targets, column-summed by the launcher
@@ -51,7 +51,7 @@ TEST_P(CholeskyHeadEmulation, KernelsMatchReference) {
   FloatMatrix y(B * G, n);
   simt::launch(one_warp(cg::forward_shared_bytes(ni)), cg::sample_kernel, head, G, pos, y.view());
   std::vector<double> y_ref(static_cast<std::size_t>(B * G * n));
-  reference::cholesky_gaussian_sample(rh, G, pos, matrix_view(y_ref.data(), B * G, n));
+  reference::cholesky_gaussian::sample(rh, G, pos, matrix_view(y_ref.data(), B * G, n));
   const auto yv = checked(y, "samples");
   D2R_EXPECT_CLOSE(yv, y_ref, 1e-4, 1e-5 * (1.0 + std::sqrt(static_cast<double>(n))));
   const auto yd = matrix_view<const double>(yv.data(), B * G, n);  // the kernel's samples feed the rest
@@ -75,12 +75,13 @@ TEST_P(CholeskyHeadEmulation, KernelsMatchReference) {
   const auto grad = [&](std::vector<double>& m, std::vector<double>& t) {
     return CholeskyGaussianGrad<double>{matrix_view(m.data(), B, n), matrix_view(t.data(), R, P)};
   };
-  reference::cholesky_gaussian_log_prob(rh, yd, matrix_view(lp_ref.data(), B, G));
-  reference::cholesky_gaussian_entropy(rh, vector_view(H_ref.data(), B));
-  reference::cholesky_gaussian_backward(rh, yd, cdv, edv, grad(gm_ref, gt_ref));
-  reference::cholesky_gaussian_backward(rh, MatrixView<const double>{}, MatrixView<const double>{}, edv, grad(gm0_ref, gt0_ref));
-  reference::cholesky_gaussian_log_prob_jvp(rh, yd, rt, matrix_view(jvp_ref.data(), B, G));
-  reference::cholesky_gaussian_backward_tangent(rh, yd, cdv, edv, rt, grad(tgm_ref, tgt_ref));
+  reference::cholesky_gaussian::log_prob(rh, yd, matrix_view(lp_ref.data(), B, G));
+  reference::cholesky_gaussian::entropy(rh, vector_view(H_ref.data(), B));
+  reference::cholesky_gaussian::backward(rh, yd, cdv, edv, grad(gm_ref, gt_ref));
+  reference::cholesky_gaussian::backward(rh, MatrixView<const double>{}, MatrixView<const double>{}, edv,
+                                         grad(gm0_ref, gt0_ref));
+  reference::cholesky_gaussian::log_prob_jvp(rh, yd, rt, matrix_view(jvp_ref.data(), B, G));
+  reference::cholesky_gaussian::backward_tangent(rh, yd, cdv, edv, rt, grad(tgm_ref, tgt_ref));
 
   D2R_EMU_EXPECT_CLOSE(checked(lp, "log_prob"), lp_ref, 1e-4, 1e-5);
   D2R_EMU_EXPECT_CLOSE(checked(H, "entropy"), H_ref, 1e-5, 1e-5);
@@ -95,19 +96,17 @@ TEST_P(CholeskyHeadEmulation, KernelsMatchReference) {
 
 // n = 1 and G = 1 edges; G > 32 (several batches of generations, a partial last one); n = 17 (odd,
 // > 16) and n = 64 = kMaxCholeskyDim (the largest shared-memory layout); shared and per-row factors.
-INSTANTIATE_TEST_SUITE_P(Cases, CholeskyHeadEmulation,
-                         ::testing::Values(HeadCase{"B1_n1_G1", 1, 1, 1, false, 1},
-                                           HeadCase{"B1_n2_G5", 1, 2, 5, false, 1},
-                                           HeadCase{"B3_n1_G40_shared", 3, 1, 40, true, 2},
-                                           HeadCase{"B5_n3_G50_grid2", 5, 3, 50, false, 2},
-                                           HeadCase{"B4_n17_G33_shared", 4, 17, 33, true, 3},
-                                           HeadCase{"B2_n64_G5", 2, 64, 5, false, 1},
-                                           HeadCase{"B3_n64_G3_shared", 3, 64, 3, true, 2}),
-                         [](const ::testing::TestParamInfo<HeadCase>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CholeskyGaussianEmulation,
+    ::testing::Values(HeadCase{"B1_n1_G1", 1, 1, 1, false, 1}, HeadCase{"B1_n2_G5", 1, 2, 5, false, 1},
+                      HeadCase{"B3_n1_G40_shared", 3, 1, 40, true, 2}, HeadCase{"B5_n3_G50_grid2", 5, 3, 50, false, 2},
+                      HeadCase{"B4_n17_G33_shared", 4, 17, 33, true, 3}, HeadCase{"B2_n64_G5", 2, 64, 5, false, 1},
+                      HeadCase{"B3_n64_G3_shared", 3, 64, 3, true, 2}),
+    [](const ::testing::TestParamInfo<HeadCase>& info) { return std::string(info.param.name); });
 
 // The first (row, dim) whose L_ii = softplus(raw_ii) + jitter is not > 0, by atomicMin over all
 // threads of a grid-stride loop.
-TEST(CholeskyNonpositiveDiagonalEmulation, FindsTheFirstBadEntry) {
+TEST(CholeskyGaussianFirstNonpositiveDiagonalEmulation, FindsTheFirstBadEntry) {
   const std::int64_t R = 5, n = 7, P = packed_size(n);
   TestRng rng(9);
   auto tril = raw_tril(rng, R, n);

@@ -20,9 +20,9 @@ struct HeadCase {
 };
 void PrintTo(const HeadCase& c, std::ostream* os) { *os << c.name; }
 
-class DiagGaussianHeadEmulation : public ::testing::TestWithParam<HeadCase> {};
+class DiagGaussianEmulation : public ::testing::TestWithParam<HeadCase> {};
 
-TEST_P(DiagGaussianHeadEmulation, KernelsMatchReference) {
+TEST_P(DiagGaussianEmulation, KernelsMatchReference) {
   const HeadCase c = GetParam();
   const std::int64_t B = c.B, n = c.n, G = c.G, S = c.shared_log_std ? 1 : B;
   const bool reduce = c.shared_log_std && B > 1;  // per-row log_std targets, column-summed by the launcher
@@ -49,7 +49,7 @@ TEST_P(DiagGaussianHeadEmulation, KernelsMatchReference) {
   FloatMatrix y(B * G, n);
   simt::launch(config, dg::sample_kernel, head, G, pos, y.view());
   std::vector<double> y_ref(static_cast<std::size_t>(B * G * n));
-  reference::diag_gaussian_sample(rh, G, pos, matrix_view(y_ref.data(), B * G, n));
+  reference::diag_gaussian::sample(rh, G, pos, matrix_view(y_ref.data(), B * G, n));
   const auto yv = checked(y, "samples");
   D2R_EXPECT_CLOSE(yv, y_ref, 2e-5, 2e-5);
   const auto yd = matrix_view<const double>(yv.data(), B * G, n);  // the kernel's samples feed the rest
@@ -68,14 +68,15 @@ TEST_P(DiagGaussianHeadEmulation, KernelsMatchReference) {
   std::vector<double> gm_ref(static_cast<std::size_t>(B * n)), gls_ref(static_cast<std::size_t>(S * n));
   std::vector<double> gm0_ref(gm_ref.size()), gls0_ref(gls_ref.size()), tgm_ref(gm_ref.size()), tgls_ref(gls_ref.size());
   std::vector<double> jvp_ref(lp_ref.size());
-  reference::diag_gaussian_log_prob(rh, yd, matrix_view(lp_ref.data(), B, G));
-  reference::diag_gaussian_entropy(rh, vector_view(H_ref.data(), B));
-  reference::diag_gaussian_backward(rh, yd, cdv, edv,
-                                    DiagGaussianGrad<double>{matrix_view(gm_ref.data(), B, n), matrix_view(gls_ref.data(), S, n)});
-  reference::diag_gaussian_backward(rh, MatrixView<const double>{}, MatrixView<const double>{}, edv,
-                                    DiagGaussianGrad<double>{matrix_view(gm0_ref.data(), B, n), matrix_view(gls0_ref.data(), S, n)});
-  reference::diag_gaussian_log_prob_jvp(rh, yd, rt, matrix_view(jvp_ref.data(), B, G));
-  reference::diag_gaussian_backward_tangent(
+  reference::diag_gaussian::log_prob(rh, yd, matrix_view(lp_ref.data(), B, G));
+  reference::diag_gaussian::entropy(rh, vector_view(H_ref.data(), B));
+  reference::diag_gaussian::backward(
+      rh, yd, cdv, edv, DiagGaussianGrad<double>{matrix_view(gm_ref.data(), B, n), matrix_view(gls_ref.data(), S, n)});
+  reference::diag_gaussian::backward(
+      rh, MatrixView<const double>{}, MatrixView<const double>{}, edv,
+      DiagGaussianGrad<double>{matrix_view(gm0_ref.data(), B, n), matrix_view(gls0_ref.data(), S, n)});
+  reference::diag_gaussian::log_prob_jvp(rh, yd, rt, matrix_view(jvp_ref.data(), B, G));
+  reference::diag_gaussian::backward_tangent(
       rh, yd, cdv, rt, DiagGaussianGrad<double>{matrix_view(tgm_ref.data(), B, n), matrix_view(tgls_ref.data(), S, n)});
 
   D2R_EMU_EXPECT_CLOSE(checked(lp, "log_prob"), lp_ref, 1e-5, 1e-6);
@@ -92,7 +93,7 @@ TEST_P(DiagGaussianHeadEmulation, KernelsMatchReference) {
 // Grids (and blocks) smaller than the work, so that the grid-stride loops (per sample row, per
 // warp, per (b, d)) run several times; n = 1, G = 1 and B = 1 edges; n > 32 and n > 64 (lanes
 // loop over dims); odd sizes; shared and per-row log_std.
-INSTANTIATE_TEST_SUITE_P(Cases, DiagGaussianHeadEmulation,
+INSTANTIATE_TEST_SUITE_P(Cases, DiagGaussianEmulation,
                          ::testing::Values(HeadCase{"B1_n1_G1", 1, 1, 1, false, 1, 256},
                                            HeadCase{"B1_n1_G1_shared", 1, 1, 1, true, 1, 32},
                                            HeadCase{"B3_n5_G7_grid2", 3, 5, 7, false, 2, 256},

@@ -119,8 +119,9 @@ struct DiagProblem {
     float clip = 0.0f;
     if (s.clip) {
       std::vector<double> smp(static_cast<std::size_t>(B * G * n)), lp(static_cast<std::size_t>(B * G));
-      reference::diag_gaussian_sample(head_d(), G, pos, matrix_view(smp.data(), B * G, n));
-      reference::diag_gaussian_log_prob(head_d(), matrix_view<const double>(smp.data(), B * G, n), matrix_view(lp.data(), B, G));
+      reference::diag_gaussian::sample(head_d(), G, pos, matrix_view(smp.data(), B * G, n));
+      reference::diag_gaussian::log_prob(head_d(), matrix_view<const double>(smp.data(), B * G, n),
+                                         matrix_view(lp.data(), B, G));
       clip = static_cast<float>(clip_in_gap(lp, pd));
     }
     of = PgOptions<float>{0.3f, {kind, 0.5f, 1e-6f}, clip, s.per_dim_mean, N};
@@ -186,24 +187,24 @@ void run_fused(const DiagProblem& p, const Shape& s) {
   std::vector<double> smp(static_cast<std::size_t>(B * G * n)), lp(static_cast<std::size_t>(B * G)), r(lp.size()),
       a(lp.size()), dlp(lp.size()), H(static_cast<std::size_t>(B)), de(H.size());
   const auto smpv = matrix_view<const double>(smp.data(), B * G, n);
-  reference::diag_gaussian_sample(p.head_d(), G, p.pos, matrix_view(smp.data(), B * G, n));
-  reference::diag_gaussian_log_prob(p.head_d(), smpv, matrix_view(lp.data(), B, G));
+  reference::diag_gaussian::sample(p.head_d(), G, p.pos, matrix_view(smp.data(), B * G, n));
+  reference::diag_gaussian::log_prob(p.head_d(), smpv, matrix_view(lp.data(), B, G));
   reference::reward_continuous(p.reward_d(), smpv, p.targets_d(), matrix_view(r.data(), B, G));
   reference::transform_rewards(p.od.transform, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
-  reference::diag_gaussian_entropy(p.head_d(), vector_view(H.data(), B));
+  reference::diag_gaussian::entropy(p.head_d(), vector_view(H.data(), B));
   Expected want(p);
   reference::pg_row_terms<double>(p.od, p.scale_d(G), matrix_view<const double>(lp.data(), B, G),
                                   matrix_view<const double>(r.data(), B, G), matrix_view<const double>(a.data(), B, G),
                                   vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
                                   vector_view(de.data(), B), want.rows(p));
-  reference::diag_gaussian_backward(p.head_d(), smpv, matrix_view<const double>(dlp.data(), B, G),
-                                    vector_view<const double>(de.data(), B), want.grad(p));
+  reference::diag_gaussian::backward(p.head_d(), smpv, matrix_view<const double>(dlp.data(), B, G),
+                                     vector_view<const double>(de.data(), B), want.grad(p));
   compare("fused surrogate", p, out, want, s.row_reward, 2e-3, 2e-4);
 }
 
-class DiagSurrogateEmulation : public ::testing::TestWithParam<std::tuple<RewardForm, Transform>> {};
+class DiagGaussianPgSurrogateEmulation : public ::testing::TestWithParam<std::tuple<RewardForm, Transform>> {};
 
-TEST_P(DiagSurrogateEmulation, FusedKernelMatchesReferenceComposition) {
+TEST_P(DiagGaussianPgSurrogateEmulation, FusedKernelMatchesReferenceComposition) {
   const auto [form, kind] = GetParam();
   for (const Shape& s : kShapes) {
     if (s.G < 2 && needs_two(kind)) continue;
@@ -212,14 +213,15 @@ TEST_P(DiagSurrogateEmulation, FusedKernelMatchesReferenceComposition) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, DiagSurrogateEmulation,
-    ::testing::Combine(::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full),
-                       ::testing::Values(Transform::none, Transform::normalize, Transform::rbf, Transform::leave_one_out,
-                                         Transform::standardize)),
-    [](const ::testing::TestParamInfo<std::tuple<RewardForm, Transform>>& info) {
-      return std::string(form_name(std::get<0>(info.param))) + "_" + transform_name(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Cases, DiagGaussianPgSurrogateEmulation,
+                         ::testing::Combine(::testing::Values(RewardForm::scalar, RewardForm::diagonal,
+                                                              RewardForm::full),
+                                            ::testing::Values(Transform::none, Transform::normalize, Transform::rbf,
+                                                              Transform::leave_one_out, Transform::standardize)),
+                         [](const ::testing::TestParamInfo<std::tuple<RewardForm, Transform>>& info) {
+                           return std::string(form_name(std::get<0>(info.param))) + "_" +
+                                  transform_name(std::get<1>(info.param));
+                         });
 
 /// The launch of a one-thread-per-row kernel that keeps `floats_per_thread` floats of dynamic
 /// shared memory per thread for a full U: as many threads a block as fit in kPathwiseSharedBytes,
@@ -227,14 +229,14 @@ INSTANTIATE_TEST_SUITE_P(
 simt::LaunchConfig row_launch(RewardForm form, std::int64_t floats_per_thread, const Shape& s) {
   if (form != RewardForm::full) return {s.grid, s.block, 0};
   const auto per_thread = floats_per_thread * static_cast<std::int64_t>(sizeof(float));
-  const auto threads = std::clamp<std::int64_t>(kernels::kPathwiseSharedBytes / per_thread, 1, s.block);
+  const auto threads = std::clamp<std::int64_t>(kernels::diag_gaussian::kPathwiseSharedBytes / per_thread, 1, s.block);
   return {s.grid, static_cast<unsigned>(threads), static_cast<std::size_t>(threads * per_thread)};
 }
 
 // Pathwise (transforms none and rbf), exact and the exact objective's tangent.
-class DiagObjectiveEmulation : public ::testing::TestWithParam<RewardForm> {};
+class DiagGaussianObjectiveEmulation : public ::testing::TestWithParam<RewardForm> {};
 
-TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
+TEST_P(DiagGaussianObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
   const RewardForm form = GetParam();
   for (const Shape& s : kShapes) {
     if (s.clip) continue;  // the clip is the surrogate's
@@ -247,8 +249,8 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
                      p.reward(), p.of, p.pos, p.scale(p.G), out.rows(s.row_reward), out.grad_mean.view(),
                      out.log_std_target.view());
         Expected want(p);
-        reference::pathwise_diag_gaussian(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.pos, p.scale_d(p.G),
-                                          want.rows(p), want.grad(p));
+        reference::diag_gaussian::pg_pathwise(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.pos, p.scale_d(p.G),
+                                              want.rows(p), want.grad(p));
         compare("pathwise", p, out, want, s.row_reward, 2e-3, 2e-4);
       }
       if (kind != Transform::none) continue;  // exact ignores the transform
@@ -257,8 +259,8 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
         simt::launch(row_launch(form, p.n, s), dg::exact_kernel, p.head(), p.d_y.cview(), p.reward(), p.of.entropy_weight, p.scale(1),
                      out.rows(s.row_reward), out.grad_mean.view(), out.log_std_target.view());
         Expected want(p);
-        reference::exact_diag_gaussian(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.scale_d(1), want.rows(p),
-                                       want.grad(p));
+        reference::diag_gaussian::exact_objective(p.head_d(), p.targets_d(), p.reward_d(), p.od, p.scale_d(1),
+                                                  want.rows(p), want.grad(p));
         compare("exact", p, out, want, s.row_reward, 1e-4, 1e-5);
       }
       {
@@ -266,7 +268,8 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
         simt::launch(row_launch(form, p.n, s), dg::exact_tangent_kernel, p.head(), p.reward(), static_cast<float>(p.pd / p.N), p.tangent(),
                      out.grad_mean.view(), out.log_std_target.view());
         Expected want(p);
-        reference::exact_diag_gaussian_tangent(p.head_d(), p.reward_d(), p.scale_d(1), p.tangent_d(), want.grad(p));
+        reference::diag_gaussian::exact_backward_tangent(p.head_d(), p.reward_d(), p.scale_d(1), p.tangent_d(),
+                                                         want.grad(p));
         D2R_EMU_EXPECT_CLOSE(checked(out.grad_mean, "exact_tangent mean"), want.grad_mean, 1e-4, 1e-5);
         D2R_EMU_EXPECT_CLOSE(reduce_rows(checked(out.log_std_target, "exact_tangent log_std"), p.B, p.n, p.reduce),
                              want.grad_log_std, 1e-4, 1e-5);
@@ -275,17 +278,19 @@ TEST_P(DiagObjectiveEmulation, PathwiseExactAndTangentMatchReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Forms, DiagObjectiveEmulation,
+INSTANTIATE_TEST_SUITE_P(Forms, DiagGaussianObjectiveEmulation,
                          ::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full),
-                         [](const ::testing::TestParamInfo<RewardForm>& info) { return std::string(form_name(info.param)); });
+                         [](const ::testing::TestParamInfo<RewardForm>& info) {
+                           return std::string(form_name(info.param));
+                         });
 
 // A row whose G rewards are all equal: σ = e^−40 puts every draw on μ in float (and in double), so
 // r_g = −δᵀUδ for all g. Standardize must then give advantages of exactly 0: no policy-gradient
 // term at all (grad mean exactly 0, the log_std gradient is the entropy term alone), where rounding
 // noise in the group mean, amplified by 1/ε and by 1/σ, used to give huge gradients.
-class DiagSurrogateConstantGroup : public ::testing::TestWithParam<RewardForm> {};
+class DiagGaussianPgSurrogateConstantGroup : public ::testing::TestWithParam<RewardForm> {};
 
-TEST_P(DiagSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
+TEST_P(DiagGaussianPgSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
   const RewardForm form = GetParam();
   for (const std::int64_t G : {10, 16, 37}) {
     SCOPED_TRACE("G = " + std::to_string(G));
@@ -324,9 +329,11 @@ TEST_P(DiagSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Forms, DiagSurrogateConstantGroup,
+INSTANTIATE_TEST_SUITE_P(Forms, DiagGaussianPgSurrogateConstantGroup,
                          ::testing::Values(RewardForm::scalar, RewardForm::diagonal, RewardForm::full),
-                         [](const ::testing::TestParamInfo<RewardForm>& info) { return std::string(form_name(info.param)); });
+                         [](const ::testing::TestParamInfo<RewardForm>& info) {
+                           return std::string(form_name(info.param));
+                         });
 
 }  // namespace
 }  // namespace d2r::emulation

@@ -2,11 +2,17 @@
 // (d2r/communicator.hpp; the multi-rank runs are tests/mpi/mpi_fit_test.sh under mpirun):
 // the single-process communicator counts what it is given; fit_policy with a DataParallel of one
 // block equals the plain run bit for bit, and with many blocks (deterministic mode) within
-// rounding of it; bad DataParallel settings are refused naming the argument.
+// rounding of it; bad DataParallel settings are refused naming the argument. BilevelTrainer's
+// data-parallel constructors (views of the rank's rows, the whole set's hash) equal a trainer
+// given every row followed by set_data_parallel, checkpoints included; evaluate_sharded and
+// fit_classifier's local validation views give the plain metrics.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "d2r/d2r.hpp"
@@ -158,6 +164,192 @@ TEST(DataParallel, RefusesBadSettingsNamingThem) {
   try {
     (void)f.run(d2r::PolicyLoss::nll, alone);
     FAIL() << "local views without a communicator accepted";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "options.parallel.train_rows");
+  }
+}
+
+// ------------------------------------------------------------------ bilevel on the rank's rows
+struct BilevelFit {
+  static constexpr std::int64_t N = 30, M = 7, P = 3, n = 2, C = 3;
+  std::vector<double> x, y;
+  std::vector<std::int32_t> labels;
+  BilevelFit() : x((N + M) * P), y((N + M) * n), labels(N + M) {
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37 * static_cast<double>(i));
+    for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::cos(0.11 * static_cast<double>(i));
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int32_t>((i * 7 + i / 3) % C);
+  }
+  d2r::RegressionData<double> reg(std::int64_t first, std::int64_t rows) const {
+    return {{x.data() + first * P, rows, P, P}, {y.data() + first * n, rows, n, n}};
+  }
+  d2r::ClassificationData<double> cls(std::int64_t first, std::int64_t rows) const {
+    return {{x.data() + first * P, rows, P, P}, {labels.data() + first, rows}};
+  }
+  static d2r::BilevelOptions<double> options() {
+    d2r::BilevelOptions<double> o;
+    o.inner.steps = 3;
+    o.inner.max_steps = 6;
+    o.cg.max_iterations = 5;
+    return o;
+  }
+  // The whole set's hash, from host copies of every row (as a program computes it before it drops
+  // the other rows).
+  std::uint64_t reg_hash() const {
+    const std::span<const double> all_x(x), all_y(y);
+    return d2r::bilevel_data_hash<double>(all_x.first(N * P), all_y.first(N * n), all_x.subspan(N * P),
+                                          all_y.subspan(N * n));
+  }
+  std::uint64_t cls_hash() const {
+    const std::span<const double> all_x(x);
+    const std::span<const std::int32_t> all_l(labels);
+    return d2r::bilevel_data_hash<double>(all_x.first(N * P), all_l.first(N), all_x.subspan(N * P), all_l.subspan(N));
+  }
+};
+
+TEST(DataParallel, BilevelOnTheRankRowsEqualsSetDataParallelAndSharesItsCheckpoints) {
+  // One process in deterministic mode (local_rows = every row; the 2- and 3-rank shards and a
+  // 2 -> 3 rank resume are run by tests/mpi/mpi_fit_test.sh): the data-parallel constructor equals
+  // the trainer given every row followed by set_data_parallel, bit for bit, and a checkpoint of
+  // either loads into the other (the fingerprint is the whole set's).
+  const BilevelFit f;
+  d2r::SingleProcessCommunicator comm;
+  const d2r::DataParallel det{.communicator = &comm, .deterministic = true, .block_rows = 4};
+  d2r::DataParallel local = det;
+  local.train_rows = BilevelFit::N;
+  local.validation_rows = BilevelFit::M;
+  const std::vector<double> u{1.0};
+  const auto dir = std::filesystem::temp_directory_path() / "d2r_communicator_test_bilevel";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 5});
+  const d2r::MlpSpec net{.inputs = BilevelFit::P, .hidden = {6}};
+  {
+    d2r::BilevelTrainer<double> whole(ctx, net, f.reg(0, 30), f.reg(30, 7), d2r::RewardForm::scalar, u, f.options());
+    whole.set_data_parallel(det);
+    d2r::BilevelTrainer<double> views(ctx, net, f.reg(0, 30), f.reg(30, 7), d2r::RewardForm::scalar, u, f.options(),
+                                      local, f.reg_hash());
+    for (int k = 0; k < 2; ++k) {
+      const d2r::BilevelRecord& a = whole.step();
+      const d2r::BilevelRecord& b = views.step();
+      EXPECT_EQ(a.outer_loss, b.outer_loss);
+      EXPECT_EQ(a.validation.nll_per_dim, b.validation.nll_per_dim);
+      EXPECT_EQ(a.reward_params, b.reward_params);
+    }
+    EXPECT_TRUE(std::isfinite(whole.history().back().outer_loss));
+    EXPECT_NE(whole.history().front().reward_params, whole.history().back().reward_params) << "the reward moved";
+    whole.save(dir / "whole.ckpt");
+    d2r::BilevelTrainer<double> resumed(ctx, net, f.reg(0, 30), f.reg(30, 7), d2r::RewardForm::scalar, u, f.options(),
+                                        local, f.reg_hash());
+    resumed.load(dir / "whole.ckpt");
+    EXPECT_EQ(resumed.steps_done(), 2);
+    EXPECT_EQ(resumed.step().outer_loss, whole.step().outer_loss);
+    // Another data set's hash: the checkpoint is refused.
+    d2r::BilevelTrainer<double> other(ctx, net, f.reg(0, 30), f.reg(30, 7), d2r::RewardForm::scalar, u, f.options(),
+                                      local, f.reg_hash() + 1);
+    try {
+      other.load(dir / "whole.ckpt");
+      FAIL() << "a checkpoint of other data accepted";
+    } catch (const d2r::Error& e) {
+      EXPECT_EQ(e.argument(), "path");
+      EXPECT_NE(std::string(e.what()).find("data.hash"), std::string::npos) << e.what();
+    }
+  }
+  {
+    d2r::BilevelTrainer<double> whole(ctx, net, f.cls(0, 30), f.cls(30, 7), BilevelFit::C, d2r::RewardForm::scalar, u,
+                                      f.options());
+    whole.set_data_parallel(det);
+    d2r::BilevelTrainer<double> views(ctx, net, f.cls(0, 30), f.cls(30, 7), BilevelFit::C, d2r::RewardForm::scalar, u,
+                                      f.options(), local, f.cls_hash());
+    EXPECT_EQ(whole.step().outer_loss, views.step().outer_loss);
+    EXPECT_EQ(whole.history().back().validation.accuracy, views.history().back().validation.accuracy);
+    whole.save(dir / "cls.ckpt");
+    d2r::BilevelTrainer<double> resumed(ctx, net, f.cls(0, 30), f.cls(30, 7), BilevelFit::C, d2r::RewardForm::scalar,
+                                        u, f.options(), local, f.cls_hash());
+    resumed.load(dir / "cls.ckpt");
+    EXPECT_EQ(resumed.step().reward_params, whole.step().reward_params);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, BilevelOnTheRankRowsRefusesBadSettingsNamingThem) {
+  const BilevelFit f;
+  d2r::SingleProcessCommunicator comm;
+  d2r::DataParallel local{.communicator = &comm, .deterministic = true, .block_rows = 4};
+  local.train_rows = BilevelFit::N;
+  local.validation_rows = BilevelFit::M;
+  d2r::Context ctx({.backend = d2r::Backend::cpu});
+  const d2r::MlpSpec net{.inputs = BilevelFit::P, .hidden = {6}};
+  const std::vector<double> u{1.0};
+  const auto expect = [&](auto make, const std::string& argument, const std::string& words) {
+    try {
+      make();
+      FAIL() << "accepted; expected a refusal naming " << argument;
+    } catch (const d2r::Error& e) {
+      EXPECT_EQ(e.argument(), argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  const auto reg = [&](d2r::RegressionData<double> t, d2r::DataParallel p, d2r::BilevelOptions<double> o) {
+    d2r::BilevelTrainer<double> tr(ctx, net, t, f.reg(30, 7), d2r::RewardForm::scalar, u, o, p, f.reg_hash());
+  };
+  expect([&] { reg(f.reg(0, 29), local, f.options()); }, "train.x", "this rank's 30 rows of the 30 training rows");
+  d2r::DataParallel alone;
+  alone.train_rows = BilevelFit::N;
+  expect([&] { reg(f.reg(0, 30), alone, f.options()); }, "parallel", "data-parallel communicator");
+  d2r::BilevelOptions<double> mb = f.options();
+  mb.inner.batch_size = 10;
+  expect([&] { reg(f.reg(0, 30), local, mb); }, "options.inner.batch_size", "minibatch windows draw from every");
+  d2r::DataParallel wrong_val = local;
+  wrong_val.validation_rows = 8;
+  expect([&] { reg(f.reg(0, 30), wrong_val, f.options()); }, "validation.x", "this rank's 8 rows");
+  expect(
+      [&] {
+        d2r::BilevelTrainer<double> tr(ctx, net, f.cls(0, 30), f.cls(30, 7), BilevelFit::C, d2r::RewardForm::scalar, u,
+                                       f.options(), local, f.cls_hash());
+        tr.set_data_parallel(local);
+      },
+      "this", "set data parallel once");
+}
+
+TEST(DataParallel, ClassifierMetricsOverTheRankRowsEqualThePlainOnes) {
+  // evaluate_sharded over blocks of 4 rows (one process: this rank's rows are every row) within
+  // rounding of policy.evaluate; fit_classifier with validation_rows (the validation view is this
+  // rank's rows) gives the same bits as the view of every row in the same mode.
+  const BilevelFit f;
+  d2r::SingleProcessCommunicator comm;
+  const d2r::DataParallel det{.communicator = &comm, .deterministic = true, .block_rows = 4};
+  d2r::Context ctx({.backend = d2r::Backend::cpu, .seed = 2});
+  d2r::CategoricalPolicy<double> policy(ctx, {.inputs = BilevelFit::P, .hidden = {6}}, BilevelFit::C, BilevelFit::N);
+  d2r::Buffer<double> theta(ctx, static_cast<std::size_t>(policy.parameter_count()));
+  policy.init(theta.vector(), 4);
+  const auto val = f.cls(30, 7);
+  const d2r::PolicyMetrics plain = policy.evaluate(std::as_const(theta).vector(), val.x, val.labels);
+  const d2r::PolicyMetrics sharded = d2r::evaluate_sharded(ctx, policy, std::as_const(theta).vector(), val, 7, det);
+  EXPECT_NEAR(plain.nll_per_dim, sharded.nll_per_dim, 1e-12);
+  EXPECT_NEAR(plain.accuracy, sharded.accuracy, 1e-12);
+  EXPECT_GT(plain.nll_per_dim, 0.0);
+  try {
+    (void)d2r::evaluate_sharded(ctx, policy, std::as_const(theta).vector(), f.cls(30, 6), 7, det);
+    FAIL() << "a view of 6 rows accepted as this rank's 7";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "data.x");
+  }
+  d2r::ClassifierFitOptions<double> o;
+  o.epochs = 2;
+  o.batch_size = 8;
+  o.parallel = det;
+  const auto whole = d2r::fit_classifier(ctx, policy, theta.vector(), f.cls(0, 30), val, o);
+  const std::vector<double> theta_whole = theta.to_host();
+  o.parallel.validation_rows = 7;
+  const auto views = d2r::fit_classifier(ctx, policy, theta.vector(), f.cls(0, 30), val, o);
+  EXPECT_EQ(theta_whole, theta.to_host());
+  ASSERT_EQ(whole.size(), views.size());
+  EXPECT_EQ(whole.back().validation.nll_per_dim, views.back().validation.nll_per_dim);
+  EXPECT_EQ(whole.back().validation.accuracy, views.back().validation.accuracy);
+  o.parallel.train_rows = 30;
+  try {
+    (void)d2r::fit_classifier(ctx, policy, theta.vector(), f.cls(0, 30), val, o);
+    FAIL() << "train_rows accepted by fit_classifier";
   } catch (const d2r::Error& e) {
     EXPECT_EQ(e.argument(), "options.parallel.train_rows");
   }

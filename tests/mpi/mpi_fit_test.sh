@@ -18,10 +18,13 @@
 #      reproduce tabular --quick on iris (fit_classifier and BilevelTrainer's categorical problem,
 #      small blocks so every rank has rows) and a 3-point sweep; rank 0 alone writes; a command
 #      that does not train (sample) is refused on several ranks (exit 2).
-#   6. memory: in a plain fit (fit_policy) each rank holds in the backend's memory only the rows
-#      it computes on (D2R_DATA_STATS=1): one process holds every row; 2 and 3 ranks hold shards
-#      that cover the set once, each its N/ranks rows (engine order) or its blocks (deterministic),
-#      bytes = rows x (features + targets) x 4 (float).
+#   6. memory: each rank holds in the backend's memory only the rows it computes on
+#      (D2R_DATA_STATS=1) in a plain fit (fit_policy), a full-batch bilevel regression and
+#      classification run (BilevelTrainer's data-parallel constructors) and the classifier's
+#      validation and test metrics: one process holds every row; 2 ranks (engine order) N/ranks
+#      rows each, 3 ranks (deterministic) their blocks; bytes = rows x (features + targets) x 4
+#      (float; labels int32). fit_classifier's training rows stay whole on every rank (its epochs
+#      shuffle all of them), which the test states too.
 # Usage: mpi_fit_test.sh D2R MPIEXEC DATA_DIR WORK_DIR
 set -u
 D2R=$1 MPIEXEC=$2 DATA=$3 WORK=$4
@@ -133,39 +136,58 @@ grep -q "only 'd2r fit', 'd2r sweep' and 'd2r reproduce'" log.txt || fail "no cl
 
 echo "== 6. each rank holds only its rows of the data (D2R_DATA_STATS)"
 export D2R_DATA_STATS=1
-run 0 "$D2R" fit "${REG[@]}" --method nll --steps 2 --out st1 && cp log.txt st1.txt
-run 0 mpi 2 fit "${REG[@]}" --method nll --steps 2 --out st2 && cp log.txt st2.txt
-run 0 mpi 3 fit "${REG[@]}" --method pg --steps 2 "${DET[@]}" --out st3 && cp log.txt st3.txt
+for n in 1 2 3; do
+  if [ "$n" = 1 ]; then L=("$D2R"); else L=("$MPIEXEC" --oversubscribe -np "$n" "$D2R"); fi
+  if [ "$n" = 3 ]; then D=("${DET[@]}"); else D=(); fi  # 2 ranks: the engine's order; 3: blocks
+  run 0 "${L[@]}" fit "${REG[@]}" --method nll --steps 2 "${D[@]}" --out st$n && cp log.txt st$n.txt
+  run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 "${D[@]}" --out sb$n && cp log.txt sb$n.txt
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 1 "${D[@]}" --out sc$n && cp log.txt sc$n.txt
+  run 0 "${L[@]}" fit "${CLS[@]}" --method nll "${D[@]}" --out sn$n && cp log.txt sn$n.txt
+done
 unset D2R_DATA_STATS
-python3 - st1.txt st2.txt st3.txt <<'PY' || fail "data stats"
-import re, sys
-pat = re.compile(r"d2r data stats \(rank (\d+) of (\d+)\): training rows held (\d+) of (\d+) \((\d+) bytes\); "
-                 r"validation rows held (\d+) of (\d+) \((\d+) bytes\)")
-cols = 17 + 6  # features + targets, float
-block = 32     # --reduction-block-rows of DET
-def parse(path):
-    rows = [tuple(map(int, m.groups())) for m in pat.finditer(open(path).read())]
-    return sorted(rows)
-one = parse(sys.argv[1])
-assert len(one) == 1, one
-_, _, k, N, b, kv, M, bv = one[0]
-assert k == N and kv == M and N > 0 and M > 0 and b == N * cols * 4 and bv == M * cols * 4, one
-print(f"1 process: holds all {N} training and {M} validation rows")
-for path, n, det in ((sys.argv[2], 2, False), (sys.argv[3], 3, True)):
-    got = parse(path)
-    assert [g[0] for g in got] == list(range(n)) and all(g[1] == n for g in got), got
-    assert all(g[3] == N and g[6] == M for g in got), ("other totals", got)
-    for total, i in ((N, 2), (M, 5)):
-        held = [g[i] for g in got]
-        assert sum(held) == total, (held, total)   # the shards cover the set once
-        if det:  # whole blocks of 32 rows, blocks split evenly over the ranks
-            blocks = -(-total // block)
-            want = [min((r + 1) * blocks // n * block, total) - min(r * blocks // n * block, total) for r in range(n)]
-        else:
-            want = [(r + 1) * total // n - r * total // n for r in range(n)]
-        assert held == want, (held, want)
-        assert all(g[i + 2] == g[i] * cols * 4 for g in got), got
-    print(f"{n} ranks: training rows held {[g[2] for g in got]} of {N}, validation {[g[5] for g in got]} of {M}")
+python3 - <<'PY' || fail "data stats"
+import re
+block = 32  # --reduction-block-rows of DET
+reg = re.compile(r"d2r data stats \(rank (\d+) of (\d+)\): training rows held (\d+) of (\d+) \((\d+) bytes\); "
+                 r"validation rows held (\d+) of (\d+) \((\d+) bytes\)\n")
+cls = re.compile(r"d2r data stats \(rank (\d+) of (\d+)\): training rows held (\d+) of (\d+) \((\d+) bytes\); "
+                 r"validation rows held (\d+) of (\d+) \((\d+) bytes\); test rows held (\d+) of (\d+) \((\d+) bytes\)")
+phase = re.compile(r"d2r data stats \(rank (\d+) of (\d+)\): classifier phase: training rows held (\d+) of (\d+)")
+def want(total, n, det):
+    """The rows of every rank: one process all; engine order N/ranks; deterministic whole blocks."""
+    if det:
+        blocks = -(-total // block)
+        return [min((r + 1) * blocks // n * block, total) - min(r * blocks // n * block, total) for r in range(n)]
+    return [(r + 1) * total // n - r * total // n for r in range(n)]
+def check(prefix, pat, sets, row_bytes):
+    """sets: names of the sets in the line; row_bytes[i]: bytes per row of set i (None: not checked);
+    sharded[i]: whether set i is held by shards (else every rank holds every row)."""
+    totals = None
+    for n in (1, 2, 3):
+        got = sorted(tuple(map(int, m.groups())) for m in pat.finditer(open(f"{prefix}{n}.txt").read()))
+        assert [g[0] for g in got] == list(range(n)) and all(g[1] == n for g in got), (prefix, n, got)
+        t = [got[0][2 + 3 * i + 1] for i in range(len(sets))]
+        totals = totals or t
+        assert t == totals and all(x > 0 for x in t), (prefix, n, t, totals)
+        for i, (name, sharded) in enumerate(sets):
+            held = [g[2 + 3 * i] for g in got]
+            assert all(g[2 + 3 * i + 1] == totals[i] for g in got), (prefix, name, got)
+            w = want(totals[i], n, n == 3) if sharded else [totals[i]] * n
+            assert held == w, (prefix, n, name, held, w)
+            if row_bytes[i] is not None:
+                assert all(g[2 + 3 * i + 2] == g[2 + 3 * i] * row_bytes[i] for g in got), (prefix, name, got)
+        print(f"{prefix}: {n} rank(s) hold " + "; ".join(f"{name} {[g[2 + 3 * i] for g in got]} of {totals[i]}"
+                                                       for i, (name, _) in enumerate(sets)))
+reg_row = (17 + 6) * 4      # features + targets, float
+cls_row = 4 * 4 + 4         # iris: 4 features (float) + an int32 label
+check("st", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # fit_policy
+check("sb", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # full-batch bilevel
+# Bilevel classification: BilevelTrainer on the rank's training rows, the validation and test
+# metrics over the rank's rows; fit_classifier's epochs then shuffle every training row.
+check("sc", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
+check("sc", phase, [("classifier-phase training", False)], [None])
+# A plain classifier: every training row (its epochs), the evaluation sets by shards.
+check("sn", cls, [("training", False), ("validation", True), ("test", True)], [cls_row] * 3)
 PY
 
 if [ "$fails" != 0 ]; then echo "$fails failures"; exit 1; fi

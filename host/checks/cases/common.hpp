@@ -27,6 +27,7 @@
 #include "d2r/second_order.hpp"
 #include "d2r/solvers.hpp"
 #include "host/checks/checks.hpp"
+#include "host/checks/work.hpp"
 
 namespace d2r::checks {
 
@@ -346,19 +347,28 @@ class Table {
   Table(Level level, bool self_check) : level(level), self_check(self_check) {}
   /// A check whose generic lambda f(Context&, T{}, Rng&) -> Outputs runs in float on the tested
   /// backend and in double on the reference; both get the same inputs.
+  /// Returns the case, whose work_model the caller sets when its lambda marks a call with timed().
   template <class F>
-  void add(std::string primitive, std::string variant, std::string size, Tol tol, F f) {
-    cases.push_back({family, std::move(primitive), std::move(variant), std::move(size), tol, [tol, f](Env& env, std::uint64_t salt) {
+  Case& add(std::string primitive, std::string variant, std::string size, Tol tol, F f) {
+    cases.push_back({family, std::move(primitive), std::move(variant), std::move(size), tol,
+                     [tol, f](Env& env, std::uint64_t salt) {
                        Rng rg(env.seed, salt);
                        const Outputs got = f(env.test, float{}, rg);
                        Rng rr(env.seed, salt);
                        const Outputs want = f(env.ref, double{}, rr);
                        return compare(got, want, tol);
+                     },
+                     [f](Context& ctx, std::uint64_t seed, std::uint64_t salt) {
+                       Rng r(seed, salt);
+                       (void)f(ctx, float{}, r);
                      }});
+    return cases.back();
   }
-  void add_custom(std::string primitive, std::string variant, std::string size, Tol tol,
-                  std::function<Outcome(Env&, std::uint64_t)> f) {
-    cases.push_back({family, std::move(primitive), std::move(variant), std::move(size), tol, std::move(f)});
+  /// A case with its own comparison; returns it (a caller that can time it sets build and work_model).
+  Case& add_custom(std::string primitive, std::string variant, std::string size, Tol tol,
+                   std::function<Outcome(Env&, std::uint64_t)> f) {
+    cases.push_back({family, std::move(primitive), std::move(variant), std::move(size), tol, std::move(f), {}, {}});
+    return cases.back();
   }
   Level level;
   bool self_check;
@@ -475,6 +485,9 @@ class ValueChecksScope {
   Context& ctx_;
   ValueChecks saved_;
 };
+
+/// A work formula's result as a case's stated work model.
+inline WorkModel stated(Work w) { return {w.bytes, w.flops, {}}; }
 
 /// D2R_EXPECT_CLOSE(got, want, rtol, atol), |got − want| <= atol + rtol·|want|, as a Tol.
 inline Tol close(double rtol, double atol) { return {rtol, 0.0, atol / rtol}; }

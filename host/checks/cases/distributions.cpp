@@ -8,46 +8,49 @@ namespace d2r::checks {
 namespace {
 /// sample, log_prob, entropy and backward of one Gaussian head family (Head = Diag or Chol) on its
 /// shapes, per-row and shared second parameter.
+/// `work`: the head's work formula (diag_work, cholesky_work of host/checks/work.hpp).
 template <template <class> class Head>
 void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const std::string& name,
-                              const std::string& shared_name, const std::string& second_grad) {
+                              const std::string& shared_name, const std::string& second_grad,
+                              Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, double)) {
   const Tol values{1e-4}, grads{1e-3};
   for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
     for (const bool shared : {false, true}) {
       if (shared && s.B == 1) continue;
       const std::string var = shared ? shared_name : name;
+      const std::int64_t S = shared ? 1 : s.B;
       t.add("sample", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
         Out<T> y(ctx, s.B * s.G * s.n, "y");
-        sample(ctx, h.head(), s.G, kKey, y.matrix(s.B * s.G, s.n));
+        timed(ctx, [&] { sample(ctx, h.head(), s.G, kKey, y.matrix(s.B * s.G, s.n)); });
         return {{"samples", get(y)}};
-      });
+      }).work_model = stated(work(HeadOp::sample, s.B, s.n, s.G, S, true, 4));
       t.add("log_prob", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
         Out<T> lp(ctx, s.B * s.G, "lp");
-        log_prob(ctx, h.head(), y.matrix(s.B * s.G, s.n), lp.matrix(s.B, s.G));
+        timed(ctx, [&] { log_prob(ctx, h.head(), y.matrix(s.B * s.G, s.n), lp.matrix(s.B, s.G)); });
         return {{"log_prob", get(lp)}};
-      });
+      }).work_model = stated(work(HeadOp::log_prob, s.B, s.n, s.G, S, true, 4));
       t.add("entropy", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
         Out<T> e(ctx, s.B, "e");
-        entropy(ctx, h.head(), e.vector());
+        timed(ctx, [&] { entropy(ctx, h.head(), e.vector()); });
         return {{"entropy", get(e)}};
-      });
+      }).work_model = stated(work(HeadOp::entropy, s.B, s.n, s.G, S, true, 4));
       t.add("backward", var, size, grads, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
                         e = put<T>(ctx, r.vec(s.B, -1, 1));
         auto g = h.zeros(ctx);
-        backward(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_grad(g));
+        timed(ctx, [&] { backward(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_grad(g)); });
         return {{"grad_mean", get(g.a)}, {second_grad, get(g.b)}};
-      });
+      }).work_model = stated(work(HeadOp::backward, s.B, s.n, s.G, S, true, 4));
     }
   }
 }
@@ -438,8 +441,8 @@ void add_strided_categorical_checks(Table& t, Level level) {
 }  // namespace
 
 void add_distribution_checks(Table& t, Level level) {
-  add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std");
-  add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril");
+  add_gaussian_head_checks<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std", diag_work);
+  add_gaussian_head_checks<Chol>(t, chol_shapes(level), "cholesky", "cholesky, shared L", "grad_tril", cholesky_work);
   add_strided_diag_checks(t, level);
   add_strided_cholesky_checks(t, level);
   add_strided_categorical_checks(t, level);
@@ -459,21 +462,31 @@ void add_distribution_checks(Table& t, Level level) {
       const auto want = draw(env.ref, double{});
       return compare_draws(got.first, want.first, want.second, s.B, s.n, s.G, env.self_check);
     });
+    // Timed on the tested side alone: the draws of the same inputs.
+    Case& sampled = t.cases.back();
+    sampled.build = [s](Context& ctx, std::uint64_t seed, std::uint64_t salt) {
+      Rng r(seed, salt);
+      const Cat<float> h(ctx, r, s);
+      Out<std::int32_t> k(ctx, s.B * s.G, "k");
+      timed(ctx, [&] { sample(ctx, h.head(), s.G, kKey, k.matrix(s.B, s.G)); });
+      (void)k.to_host();
+    };
+    sampled.work_model = stated(categorical_work(HeadOp::sample, s.B, s.n, s.G));
     t.add("log_prob", "categorical", size, {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Cat<T> h(ctx, r, s);
       const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
       Out<T> lp(ctx, s.B * s.G, "lp");
-      log_prob(ctx, h.head(), k.matrix(s.B, s.G), lp.matrix(s.B, s.G));
+      timed(ctx, [&] { log_prob(ctx, h.head(), k.matrix(s.B, s.G), lp.matrix(s.B, s.G)); });
       return {{"log_prob", get(lp)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::log_prob, s.B, s.n, s.G));
     t.add("entropy", "categorical", size, {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Cat<T> h(ctx, r, s);
       Out<T> e(ctx, s.B, "e");
-      entropy(ctx, h.head(), e.vector());
+      timed(ctx, [&] { entropy(ctx, h.head(), e.vector()); });
       return {{"entropy", get(e)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::entropy, s.B, s.n, s.G));
     // Per element: the gradient of a large vocabulary has entries far below its largest one.
     t.add("backward", "categorical", size, {1e-3, 1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
@@ -481,9 +494,9 @@ void add_distribution_checks(Table& t, Level level) {
       const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
       const Buffer<T> c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)), e = put<T>(ctx, r.vec(s.B, -1, 1));
       Out<T> g(ctx, s.B * s.n, "g");
-      backward(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_grad(g));
+      timed(ctx, [&] { backward(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_grad(g)); });
       return {{"grad_logits", get(g)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::backward, s.B, s.n, s.G));
   }
 }
 

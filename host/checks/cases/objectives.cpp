@@ -20,7 +20,8 @@ struct SurrogateVariant {
 template <template <class> class Head>
 void add_gaussian_objectives(Table& t, const std::vector<Shape>& shapes, const std::string& name, const std::string& second,
                              const std::vector<SurrogateVariant>& surrogate,
-                             const std::vector<std::pair<Transform, RewardForm>>& pathwise) {
+                             const std::vector<std::pair<Transform, RewardForm>>& pathwise,
+                             Work (*surrogate_work)(Shape, std::int64_t S)) {
   const Tol tol{2e-3};
   for (const Shape s : shapes) {
     for (const SurrogateVariant v : surrogate) {
@@ -34,10 +35,12 @@ void add_gaussian_objectives(Table& t, const std::vector<Shape>& shapes, const s
         const Buffer<T> u = put<T>(ctx, reward_params(r, v.form, s.n));
         Out<T> loss(ctx, s.B, "loss"), rew(ctx, s.B, "rew");
         auto g = h.zeros(ctx);
-        pg_surrogate(ctx, h.head(), h.y(), MahalanobisReward<T>{v.form, u.vector()}, s.G, pg_options<T>(v.kind, v.per_dim),
-                     kKey, ObjectiveRows<T>{loss.vector(), rew.vector()}, h.as_grad(g));
+        timed(ctx, [&] {
+          pg_surrogate(ctx, h.head(), h.y(), MahalanobisReward<T>{v.form, u.vector()}, s.G, pg_options<T>(v.kind, v.per_dim),
+                       kKey, ObjectiveRows<T>{loss.vector(), rew.vector()}, h.as_grad(g));
+        });
         return {{"row_loss", get(loss)}, {"row_reward", get(rew)}, {"grad_mean", get(g.a)}, {second, get(g.b)}};
-      });
+      }).work_model = stated(surrogate_work(s, v.shared ? 1 : s.B));
     }
     for (const auto& [kind, form] : pathwise) {
       t.add("pg_pathwise", fmt::format("{}, {}", name, to_string(kind)), gauss_size(s), tol,
@@ -74,11 +77,13 @@ void add_objective_checks(Table& t, Level level) {
                                 {{Transform::none, RewardForm::scalar, false, false},
                                  {Transform::leave_one_out, RewardForm::diagonal, false, true},
                                  {Transform::standardize, RewardForm::full, true, false}},
-                                {{Transform::none, RewardForm::diagonal}, {Transform::rbf, RewardForm::diagonal}});
+                                {{Transform::none, RewardForm::diagonal}, {Transform::rbf, RewardForm::diagonal}},
+                                [](Shape s, std::int64_t S) { return pg_surrogate_diag_work(s.B, s.n, S, 2); });
   add_gaussian_objectives<Chol>(t, chol_shapes(level), "cholesky", "grad_tril",
                                 {{Transform::none, RewardForm::scalar, false, false},
                                  {Transform::leave_one_out, RewardForm::full, true, true}},
-                                {{Transform::none, RewardForm::scalar}});
+                                {{Transform::none, RewardForm::scalar}},
+                                [](Shape s, std::int64_t S) { return pg_surrogate_cholesky_work(s.B, s.n, s.G, S, 2); });
   for (const Shape s : cat_objective_shapes(level, t.self_check)) {
     for (const Transform kind : {Transform::none, Transform::standardize}) {
       if (s.G < 2 && kind != Transform::none) continue;
@@ -91,14 +96,16 @@ void add_objective_checks(Table& t, Level level) {
               const Cat<T> h(ctx, r, s);
               const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
               Out<T> loss(ctx, s.B, "loss"), rew(ctx, s.B, "rew"), g(ctx, s.B * s.n, "g");
-              pg_surrogate(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()}, s.G,
-                           pg_options<T>(kind, false, 0.1), kKey, ObjectiveRows<T>{loss.vector(), rew.vector()},
-                           h.as_grad(g));
+              timed(ctx, [&] {
+                pg_surrogate(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()}, s.G,
+                             pg_options<T>(kind, false, 0.1), kKey, ObjectiveRows<T>{loss.vector(), rew.vector()},
+                             h.as_grad(g));
+              });
               return {cat_draws(ctx, h),
                       {"row_loss", get(loss), s.B},
                       {"row_reward", get(rew), s.B},
                       {"grad_logits", get(g), s.B}};
-            });
+            }).work_model = stated(pg_surrogate_categorical_work(s.B, s.n, 2));
     }
     for (const RewardForm form : forms_for(s.n)) {
       t.add("exact_objective", fmt::format("categorical, {}", form_name(form)), cat_size(s), {2e-3},

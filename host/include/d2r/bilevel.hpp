@@ -139,6 +139,12 @@ void check(const InnerOptions<T>& options);
 enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
   warm,   ///< continues from the previous outer step's θ (Adam moments reset)
+  /// Re-initialised every outer step from the same θ₀ (that of step 1, seeded by (seed, 1)). With
+  /// a fixed inner budget (InnerOptions::stationarity_tolerance 0: exactly `steps` steps) the
+  /// inner policy, and so the outer loss, is a function of φ alone — the learner that `d2r sweep
+  /// --learner bilevel --steps K_in` trains at each fixed reward (issue 13: a warm-started policy
+  /// keeps training along the run, so its outer loss depends on the path).
+  fixed,
 };
 
 /// Which linear solver gives w = (H + δI)⁻¹ ∇θ L_out.
@@ -381,6 +387,19 @@ template <class T>
 class Problem;
 }  // namespace bilevel_detail
 
+/// The identity of a data set in a BilevelTrainer checkpoint's fingerprint: FNV-1a of the bytes
+/// of the training inputs, the training targets (labels), the validation inputs and the
+/// validation targets (labels), each packed row-major as T (int32 labels). A program that gives
+/// the trainer only this rank's rows (the data-parallel constructors) computes it from the whole
+/// set before it drops the other rows.
+template <class T>
+[[nodiscard]] std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const T> train_y,
+                                              std::span<const T> validation_x, std::span<const T> validation_y);
+template <class T>
+[[nodiscard]] std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const std::int32_t> train_labels,
+                                              std::span<const T> validation_x,
+                                              std::span<const std::int32_t> validation_labels);
+
 template <class T>
 class BilevelTrainer {
  public:
@@ -398,6 +417,22 @@ class BilevelTrainer {
   /// regression) and the one-hot Mahalanobis reward (scalar β: reward_init = {β}).
   BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
                  std::int64_t classes, RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options);
+  /// Data parallel on this rank's rows only (d2r/communicator.hpp, DESIGN.md §10): `train` and
+  /// `validation` hold rows local_rows(parallel, parallel.train_rows) of a training set of
+  /// parallel.train_rows rows and local_rows(parallel, parallel.validation_rows) of a validation
+  /// set of parallel.validation_rows rows (0: none; a rank may hold no rows of a set: an empty
+  /// view with the set's columns); `data_hash` is bilevel_data_hash of the whole set. The trainer,
+  /// its records and its checkpoints (fingerprint included) then equal those of a trainer given
+  /// every row followed by set_data_parallel(parallel), which must not be called again. Full
+  /// batch only: minibatch windows (options.inner.batch_size) draw from every row.
+  /// @throws d2r::Error naming the argument, as the other constructors, and for a `parallel`
+  ///         without several ranks or deterministic mode, or views of other sizes
+  BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T> train, RegressionData<T> validation,
+                 RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options,
+                 const DataParallel& parallel, std::uint64_t data_hash);
+  BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationData<T> train, ClassificationData<T> validation,
+                 std::int64_t classes, RewardForm form, std::span<const double> reward_init, BilevelOptions<T> options,
+                 const DataParallel& parallel, std::uint64_t data_hash);
   ~BilevelTrainer();
   BilevelTrainer(const BilevelTrainer&) = delete;
   BilevelTrainer& operator=(const BilevelTrainer&) = delete;

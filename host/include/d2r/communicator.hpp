@@ -122,10 +122,12 @@ struct DataParallel {
   Communicator* communicator = nullptr;
   bool deterministic = false;
   std::int64_t block_rows = 256;  ///< rows per block in deterministic mode (>= 1)
-  /// fit_policy only (0 elsewhere): when > 0, the training (validation) views given to the
-  /// trainer hold only this rank's rows, local_rows(*this, train_rows) of a set of `train_rows`
-  /// rows (local_rows(*this, validation_rows) of `validation_rows`), so a rank keeps only its
-  /// shard in the backend's memory. 0: the views hold every row.
+  /// Views of this rank's rows only (0 elsewhere): when > 0, the training (validation) views
+  /// given to the trainer hold only this rank's rows, local_rows(*this, train_rows) of a set of
+  /// `train_rows` rows (local_rows(*this, validation_rows) of `validation_rows`), so a rank keeps
+  /// only its shard in the backend's memory. 0: the views hold every row. Taken by fit_policy
+  /// (both sets), BilevelTrainer's data-parallel constructors (both sets), fit_classifier and
+  /// evaluate_sharded (the validation set: the classifier's epochs shuffle every training row).
   std::int64_t train_rows = 0;
   std::int64_t validation_rows = 0;
 };

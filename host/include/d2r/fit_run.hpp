@@ -144,6 +144,11 @@ struct ClassificationConfig {
   std::int64_t outer_steps = 50;
   std::int64_t beta_tail = 10;     ///< paper preset: the learned β is the mean of the last this many outer steps' β
   std::string preset = "paper";    ///< with "recommended" the learned β is the final one
+  /// Bilevel: what the run returns and reports. false: the inner policy of the last outer step,
+  /// the model whose validation loss the outer loop judged (`d2r fit`'s default, --final-model
+  /// inner). true: PG retrained for the epochs at the learned β (the paper's tabular protocol:
+  /// `reproduce tabular`, `--preset paper`, --final-model pg).
+  bool refit_pg = false;
 };
 
 /// The BilevelOptions a run of a configuration (RegressionConfig, ClassificationConfig) trains
@@ -228,11 +233,15 @@ struct ClassificationResult {
   PolicyMetrics train, validation, test;  ///< of the final policy (validation: NaN fields when none)
   double beta = std::numeric_limits<double>::quiet_NaN();  ///< the β PG trained with (NaN for nll)
   double heuristic_beta = std::numeric_limits<double>::quiet_NaN();  ///< β* of the training labels (λ > 0)
-  double mean_test_accuracy = 0;     ///< test accuracy averaged over the epochs (the paper's figure)
-  double mean_test_nll = 0;          ///< test cross-entropy averaged over the epochs
+  double mean_test_accuracy = 0;     ///< test accuracy averaged over the epochs (the paper's figure; NaN: no epochs)
+  double mean_test_nll = 0;          ///< test cross-entropy averaged over the epochs (NaN: no epochs)
   double wall_seconds = 0;
   BilevelVerdict verdict{};          ///< bilevel: converged / step_limited / diverged and why
   std::int64_t inner_steps = 0;      ///< bilevel: inner steps of the outer loop
+  /// Bilevel without refit_pg: the final metrics are the inner policy of this outer step, trained
+  /// at model_beta (the β before that step's move); 0 otherwise.
+  std::int64_t model_outer_step = 0;
+  double model_beta = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// Called with (done, total, status text): bilevel after every outer step; a plain regression
@@ -299,8 +308,9 @@ class RegressionRun : public Run<RegressionConfig, HostData, RunResult> {
 class ClassificationRun : public Run<ClassificationConfig, ClassHostData, ClassificationResult> {
  public:
   /// Checks the settings and the data (check), uploads the data and builds the policy (and the
-  /// bilevel trainer); `validation` may be empty,
-  /// `test` may not; `command` prefixes the messages of bad input.
+  /// bilevel trainer); `validation` may be empty, `test` may not; `command` prefixes the messages
+  /// of bad input. `train` must outlive run(): under mpirun a full-batch bilevel run uploads only
+  /// this rank's training rows, and run() uploads every row from it for fit_classifier's epochs.
   ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                     const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
                     const DataParallel& parallel, std::string command = "fit");

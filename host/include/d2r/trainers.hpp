@@ -169,12 +169,26 @@ void check(const ClassifierFitOptions<T>& options);
 /// Trains a classification policy by minibatch Adam: every epoch the training rows are shuffled
 /// (random_permutation keyed by (seed, epoch), the same on both backends), uploaded once in that
 /// order, and cut into contiguous batches; the last batch of an epoch may be smaller. Returns one
-/// record per epoch (train and, when given, validation cross-entropy and accuracy).
+/// record per epoch (train and, when given, validation cross-entropy and accuracy). Data
+/// parallel: `train` holds every row (each epoch's shuffle draws from all of them; a host copy
+/// is taken once and each rank uploads only its parts of the epoch's batches);
+/// options.parallel.validation_rows > 0: `validation` holds only this rank's rows of it
+/// (evaluate_sharded).
 /// @throws d2r::Error naming the argument for bad data or options, before any work
 template <class T>
 std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& policy, VectorView<T> params,
                                             ClassificationData<T> train, ClassificationData<T> validation,
                                             const ClassifierFitOptions<T>& options);
+
+/// The metrics of `policy` at `params` on a set of `rows` rows of which this rank holds rows
+/// local_rows(parallel, rows) as `data` (an empty view when it holds none): each rank evaluates
+/// its parts, and the sums of the metrics over the rows are reduced over the ranks (in block
+/// order in deterministic mode, so the value does not depend on the rank count) and divided by
+/// `rows`. Without a data-parallel communicator: policy.evaluate on every row (`data`).
+/// @throws d2r::Error naming the argument for views of another size or bad data
+template <class T>
+PolicyMetrics evaluate_sharded(Context& ctx, CategoricalPolicy<T>& policy, ConstVector<T> params,
+                               ClassificationData<T> data, std::int64_t rows, const DataParallel& parallel);
 
 const char* to_string(PolicyLoss loss) noexcept;
 const char* to_string(InnerObjective objective) noexcept;

@@ -26,12 +26,12 @@
 #include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::categorical {
 
 /// Per-row softmax statistics: M = max_j ℓ_j, Z = Σ_j exp(ℓ_j − M), A = Σ_j exp(ℓ_j − M)(ℓ_j − M)
 /// (masked classes contribute 0 to both sums).
 template <class T>
-struct CategoricalRowStats {
+struct RowStats {
   T max;
   T sum;
   T weighted;
@@ -45,7 +45,7 @@ struct CategoricalRowStats {
 };
 
 template <class T>
-CategoricalRowStats<T> categorical_row_stats(MatrixView<const T> logits, std::int64_t b) {
+RowStats<T> row_stats(MatrixView<const T> logits, std::int64_t b) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   T m = kNegInf;
   for (std::int64_t j = 0; j < logits.cols; ++j) {
@@ -68,8 +68,8 @@ CategoricalRowStats<T> categorical_row_stats(MatrixView<const T> logits, std::in
 /// sample is the smallest k with Σ_{j<=k} w_j > t, or (when rounding leaves none) the last class
 /// with w_j > 0. The partial sums are accumulated left to right in T.
 template <class T>
-void categorical_sample(const Categorical<T>& head, std::int64_t generations, math::DrawPosition pos,
-                        MatrixView<std::int32_t> samples) {
+void sample(const Categorical<T>& head, std::int64_t generations, math::DrawPosition pos,
+            MatrixView<std::int32_t> samples) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const MatrixView<const T> logits = head.logits;
   const std::int64_t classes = logits.cols;
@@ -117,10 +117,10 @@ void categorical_sample(const Categorical<T>& head, std::int64_t generations, ma
 
 /// out(b, g) = ℓ_k − M − log Z for k = samples(b, g).
 template <class T>
-void categorical_log_prob(const Categorical<T>& head, MatrixView<const std::int32_t> samples, MatrixView<T> out) {
+void log_prob(const Categorical<T>& head, MatrixView<const std::int32_t> samples, MatrixView<T> out) {
   const std::int64_t classes = head.logits.cols;
   for (std::int64_t b = 0; b < head.logits.rows; ++b) {
-    const CategoricalRowStats<T> s = categorical_row_stats(head.logits, b);
+    const RowStats<T> s = row_stats(head.logits, b);
     const T log_sum = s.log_sum();
     for (std::int64_t g = 0; g < out.cols; ++g) {
       const std::int32_t k = samples(b, g);
@@ -132,9 +132,9 @@ void categorical_log_prob(const Categorical<T>& head, MatrixView<const std::int3
 
 /// out[b] = log Z − A / Z.
 template <class T>
-void categorical_entropy(const Categorical<T>& head, VectorView<T> out) {
+void entropy(const Categorical<T>& head, VectorView<T> out) {
   for (std::int64_t b = 0; b < head.logits.rows; ++b) {
-    const CategoricalRowStats<T> s = categorical_row_stats(head.logits, b);
+    const RowStats<T> s = row_stats(head.logits, b);
     out[b] = s.valid() ? s.entropy() : std::numeric_limits<T>::quiet_NaN();
   }
 }
@@ -142,15 +142,14 @@ void categorical_entropy(const Categorical<T>& head, VectorView<T> out) {
 /// grad(b, j) = Σ_g c_bg ([k_bg == j] − p_bj) + e_b · (−p_bj (log p_bj + H_b)), where terms with
 /// p_bj = 0 (ℓ_bj = −inf) are 0.
 template <class T>
-void categorical_backward(const Categorical<T>& head, MatrixView<const std::int32_t> samples,
-                          MatrixView<const T> d_log_prob, VectorView<const T> d_entropy,
-                          const CategoricalGrad<T>& grad) {
+void backward(const Categorical<T>& head, MatrixView<const std::int32_t> samples, MatrixView<const T> d_log_prob,
+              VectorView<const T> d_entropy, const CategoricalGrad<T>& grad) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const MatrixView<const T> logits = head.logits;
   const std::int64_t classes = logits.cols;
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   for (std::int64_t b = 0; b < logits.rows; ++b) {
-    const CategoricalRowStats<T> s = categorical_row_stats(logits, b);
+    const RowStats<T> s = row_stats(logits, b);
     if (!s.valid()) {
       for (std::int64_t j = 0; j < classes; ++j) grad.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
       continue;
@@ -188,13 +187,13 @@ void categorical_backward(const Categorical<T>& head, MatrixView<const std::int3
 /// out(b, g) = ℓ̇_k − Σ_j p_j ℓ̇_j for k = samples(b, g) (NaN for a row without a distribution or
 /// an index outside [0, C)).
 template <class T>
-void categorical_log_prob_jvp(const Categorical<T>& head, MatrixView<const std::int32_t> samples,
-                              const Categorical<T>& tangent, MatrixView<T> out) {
+void log_prob_jvp(const Categorical<T>& head, MatrixView<const std::int32_t> samples, const Categorical<T>& tangent,
+                  MatrixView<T> out) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const MatrixView<const T> logits = head.logits;
   const std::int64_t classes = logits.cols;
   for (std::int64_t b = 0; b < logits.rows; ++b) {
-    const CategoricalRowStats<T> s = categorical_row_stats(logits, b);
+    const RowStats<T> s = row_stats(logits, b);
     T mean_dot = 0;
     if (s.valid()) {
       const T log_sum = s.log_sum();
@@ -215,15 +214,14 @@ void categorical_log_prob_jvp(const Categorical<T>& head, MatrixView<const std::
 /// grad_tangent(b, j) = −C_b p_j u_j − e_b p_j [u_j (log p_j + H + 1) + Ḣ]   (0 where p_j = 0),
 /// C_b = Σ_g c_bg (the sampled classes' constant e_k terms have no tangent).
 template <class T>
-void categorical_backward_tangent(const Categorical<T>& head, MatrixView<const T> d_log_prob,
-                                  VectorView<const T> d_entropy, const Categorical<T>& tangent,
-                                  const CategoricalGrad<T>& grad_tangent) {
+void backward_tangent(const Categorical<T>& head, MatrixView<const T> d_log_prob, VectorView<const T> d_entropy,
+                      const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const MatrixView<const T> logits = head.logits;
   const std::int64_t classes = logits.cols;
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   for (std::int64_t b = 0; b < logits.rows; ++b) {
-    const CategoricalRowStats<T> s = categorical_row_stats(logits, b);
+    const RowStats<T> s = row_stats(logits, b);
     if (!s.valid()) {
       for (std::int64_t j = 0; j < classes; ++j) grad_tangent.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
       continue;
@@ -263,18 +261,18 @@ void categorical_backward_tangent(const Categorical<T>& head, MatrixView<const T
 
 // ---------------------------------------------------------------- exact objective and its tangent
 /// Categorical: E[r] = Σ_k p_k r(k, y); ∂E/∂ℓ_j = p_j (r(j, y) − E[r]). Classes whose logit is
-/// not > −inf (−inf or NaN) are masked (p = 0); a row with no distribution (categorical_row_stats
+/// not > −inf (−inf or NaN) are masked (p = 0); a row with no distribution (row_stats
 /// not valid, possible under ValueChecks::none) gets NaN gradients and outputs, as the kernels.
 template <class T>
-void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                       const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
-                       const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+void exact_objective(const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
+                     const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
   constexpr T kNaN = std::numeric_limits<T>::quiet_NaN();
   const std::int64_t B = head.logits.rows, C = head.logits.cols;
   const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
   std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C));
   for (std::int64_t b = 0; b < B; ++b) {
-    const CategoricalRowStats<T> st = categorical_row_stats(head.logits, b);
+    const RowStats<T> st = row_stats(head.logits, b);
     if (!st.valid()) {
       for (std::int64_t j = 0; j < C; ++j) grad.logits(b, j) = kNaN;
       rows.row_loss[b] = kNaN;
@@ -301,7 +299,7 @@ void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t
   }
 }
 
-/// Tangent of exact_categorical's head gradient along ℓ̇ (the head-level Hessian of L_exact applied
+/// Tangent of exact_objective's head gradient along ℓ̇ (the head-level Hessian of L_exact applied
 /// to ℓ̇). With p = softmax(ℓ), u_j = ℓ̇_j − Σ_i p_i ℓ̇_i (so ṗ_j = p_j u_j), r_j = r(j, y_b),
 /// E = Σ_j p_j r_j, Ė = Σ_j p_j u_j r_j and Ḣ = −Σ_j p_j u_j (log p_j + H):
 ///   R(∂L/∂ℓ_j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1/N,
@@ -313,15 +311,15 @@ void exact_categorical(const Categorical<T>& head, VectorView<const std::int32_t
 /// arithmetic; then u_a = −Σ_i p_i (ℓ̇_i − ℓ̇_a) is a sum of small terms instead of ℓ̇_a − m̄ with
 /// m̄ ≈ ℓ̇_a, and likewise r_a − E. The kernel (categorical::exact_tangent_kernel) does the same.
 template <class T>
-void exact_categorical_tangent(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                               const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
-                               const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent) {
+void exact_backward_tangent(const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                            const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
+                            const Categorical<T>& tangent, const CategoricalGrad<T>& grad_tangent) {
   const std::int64_t B = head.logits.rows, C = head.logits.cols;
   const T k = T(1) / s.normaliser, lambda = options.entropy_weight;
   std::vector<T> p(static_cast<std::size_t>(C)), logp(static_cast<std::size_t>(C)), r(static_cast<std::size_t>(C)),
       u(static_cast<std::size_t>(C));
   for (std::int64_t b = 0; b < B; ++b) {
-    const CategoricalRowStats<T> st = categorical_row_stats(head.logits, b);
+    const RowStats<T> st = row_stats(head.logits, b);
     if (!st.valid()) {
       for (std::int64_t j = 0; j < C; ++j) grad_tangent.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
       continue;
@@ -363,9 +361,9 @@ void exact_categorical_tangent(const Categorical<T>& head, VectorView<const std:
 // ---------------------------------------------------------------- exact-curvature mixed product
 /// Categorical: ∇_ℓ L_exact · ℓ̇ = −(1/N) Σ_b Σ_k ṗ_k r(k, y_b) + (λ term), ṗ = p ⊙ (ℓ̇ − p·ℓ̇).
 template <class T>
-void exact_mixed_categorical(const Categorical<T>& head, VectorView<const std::int32_t> labels,
-                             const MahalanobisReward<T>& reward, ObjectiveScale<T> s, const Categorical<T>& tangent,
-                             VectorView<T> grad) {
+void exact_mixed_product(const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                         const MahalanobisReward<T>& reward, ObjectiveScale<T> s, const Categorical<T>& tangent,
+                         VectorView<T> grad) {
   const std::int64_t B = head.logits.rows, C = head.logits.cols;
   const T k = T(1) / s.normaliser;
   std::fill(grad.data, grad.data + grad.size, T(0));
@@ -403,4 +401,4 @@ void exact_mixed_categorical(const Categorical<T>& head, VectorView<const std::i
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::categorical

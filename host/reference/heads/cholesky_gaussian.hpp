@@ -20,9 +20,9 @@
 #include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::cholesky_gaussian {
 
-namespace cholesky_detail {
+namespace detail {
 
 /// Column of entry (i, j), j <= i, in the packed lower triangle.
 constexpr std::int64_t packed_index(std::int64_t i, std::int64_t j) { return i * (i + 1) / 2 + j; }
@@ -69,13 +69,12 @@ T log_det(const std::vector<T>& factor, std::int64_t n) {
   return sum;
 }
 
-}  // namespace cholesky_detail
+}  // namespace detail
 
 /// samples(b*G + g, i) = μ_bi + Σ_{j<=i} L_b,ij ε_bgj, with ε keyed by (seed, step, first_row + b, g, j).
 template <class T>
-void cholesky_gaussian_sample(const CholeskyGaussian<T>& head, std::int64_t generations, math::DrawPosition pos,
-                              MatrixView<T> samples) {
-  using namespace cholesky_detail;
+void sample(const CholeskyGaussian<T>& head, std::int64_t generations, math::DrawPosition pos, MatrixView<T> samples) {
+  using namespace detail;
   const std::int64_t n = head.mean.cols;
   std::vector<T> factor, eps(static_cast<std::size_t>(n));
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
@@ -97,8 +96,8 @@ void cholesky_gaussian_sample(const CholeskyGaussian<T>& head, std::int64_t gene
 
 /// log p = −½‖z‖² − Σ_d log L_dd − (n/2) log 2π with z = L⁻¹(ŷ − μ).
 template <class T>
-void cholesky_gaussian_log_prob(const CholeskyGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out) {
-  using namespace cholesky_detail;
+void log_prob(const CholeskyGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out) {
+  using namespace detail;
   const std::int64_t n = head.mean.cols, generations = out.cols;
   std::vector<T> factor, z(static_cast<std::size_t>(n));
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
@@ -116,8 +115,8 @@ void cholesky_gaussian_log_prob(const CholeskyGaussian<T>& head, MatrixView<cons
 
 /// H = Σ_d log L_dd + (n/2) log 2πe.
 template <class T>
-void cholesky_gaussian_entropy(const CholeskyGaussian<T>& head, VectorView<T> out) {
-  using namespace cholesky_detail;
+void entropy(const CholeskyGaussian<T>& head, VectorView<T> out) {
+  using namespace detail;
   const std::int64_t n = head.mean.cols;
   std::vector<T> factor;
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
@@ -131,10 +130,9 @@ void cholesky_gaussian_entropy(const CholeskyGaussian<T>& head, VectorView<T> ou
 /// grad.tril(b, (i, i))  = (Σ_g c_bg (v_i z_i − 1/L_ii) + e_b / L_ii) · sigmoid(raw_ii)
 /// A shared (1-row) tril receives the sum over rows b, in increasing b.
 template <class T>
-void cholesky_gaussian_backward(const CholeskyGaussian<T>& head, MatrixView<const T> samples,
-                                MatrixView<const T> d_log_prob, VectorView<const T> d_entropy,
-                                const CholeskyGaussianGrad<T>& grad) {
-  using namespace cholesky_detail;
+void backward(const CholeskyGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
+              VectorView<const T> d_entropy, const CholeskyGaussianGrad<T>& grad) {
+  using namespace detail;
   const std::int64_t n = head.mean.cols, batch = head.mean.rows, packed = packed_size(n);
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   const bool shared = head.tril.rows == 1 && batch > 1;
@@ -191,7 +189,7 @@ void cholesky_gaussian_backward(const CholeskyGaussian<T>& head, MatrixView<cons
 //   ġ_raw_ii = ġ_L_ii σ(raw_ii) + g_L_ii σ'(raw_ii) raẇ_ii,   σ' = σ(raw) σ(−raw).
 // The tangent's jitter is ignored (the jitter is a constant, not a head output).
 
-namespace cholesky_detail {
+namespace detail {
 
 /// Packed L̇ of row b: the tangent's raw entries, diagonal scaled by sigmoid(raw_ii) of the head.
 template <class T>
@@ -219,13 +217,13 @@ void tangent_residual(const std::vector<T>& dfactor, const CholeskyGaussian<T>& 
   }
 }
 
-}  // namespace cholesky_detail
+}  // namespace detail
 
 /// out(b, g) = vᵀ (μ̇ + L̇ z) − Σ_i L̇_ii / L_ii.
 template <class T>
-void cholesky_gaussian_log_prob_jvp(const CholeskyGaussian<T>& head, MatrixView<const T> samples,
-                                    const CholeskyGaussian<T>& tangent, MatrixView<T> out) {
-  using namespace cholesky_detail;
+void log_prob_jvp(const CholeskyGaussian<T>& head, MatrixView<const T> samples, const CholeskyGaussian<T>& tangent,
+                  MatrixView<T> out) {
+  using namespace detail;
   const std::int64_t n = head.mean.cols, generations = out.cols;
   std::vector<T> factor, dfactor, z(static_cast<std::size_t>(n)), v, w;
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
@@ -245,14 +243,13 @@ void cholesky_gaussian_log_prob_jvp(const CholeskyGaussian<T>& head, MatrixView<
   }
 }
 
-/// Tangent of cholesky_gaussian_backward along (μ̇, raẇ) (see the file comment). A shared
+/// Tangent of backward along (μ̇, raẇ) (see the file comment). A shared
 /// (1-row) tril receives the sum over rows b, in increasing b.
 template <class T>
-void cholesky_gaussian_backward_tangent(const CholeskyGaussian<T>& head, MatrixView<const T> samples,
-                                        MatrixView<const T> d_log_prob, VectorView<const T> d_entropy,
-                                        const CholeskyGaussian<T>& tangent,
-                                        const CholeskyGaussianGrad<T>& grad_tangent) {
-  using namespace cholesky_detail;
+void backward_tangent(const CholeskyGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
+                      VectorView<const T> d_entropy, const CholeskyGaussian<T>& tangent,
+                      const CholeskyGaussianGrad<T>& grad_tangent) {
+  using namespace detail;
   const std::int64_t n = head.mean.cols, batch = head.mean.rows, packed = packed_size(n);
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   const bool shared = head.tril.rows == 1 && batch > 1;
@@ -317,9 +314,9 @@ void cholesky_gaussian_backward_tangent(const CholeskyGaussian<T>& head, MatrixV
 // ---------------------------------------------------------------- exact objective and its tangent
 /// Cholesky Gaussian: E[r] = −δᵀUδ − tr(U L Lᵀ); ∂/∂L = −2 U L (lower part), ∂H/∂L_dd = 1/L_dd.
 template <class T>
-void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                             const MahalanobisReward<T>& reward, const PgOptions<T>& options, ObjectiveScale<T> s,
-                             const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
+void exact_objective(const CholeskyGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
+                     const PgOptions<T>& options, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
+                     const CholeskyGaussianGrad<T>& grad) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
   const bool shared = head.tril.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
@@ -329,7 +326,7 @@ void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T
   std::vector<T> L, u_delta;
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
+    detail::load_factor(head, b, L);
     const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
     T trace = 0, H = T(0.5 * math::kLog2PiE) * T(n);
     for (std::int64_t d = 0; d < n; ++d) {
@@ -356,19 +353,19 @@ void exact_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T
   }
 }
 
-/// Tangent of exact_cholesky_gaussian's head gradient along ḣ = (μ̇, raẇ) (the head-level Hessian
+/// Tangent of exact_objective's head gradient along ḣ = (μ̇, raẇ) (the head-level Hessian
 /// of L_exact applied to ḣ; it does not depend on the targets). With L̇ the tangent of the factor
 /// (L̇_ij = raẇ_ij for j < i, L̇_ii = σ(raw_ii) raẇ_ii) and the gradient
-/// g_L_ij = 2k (UL)_ij − [i = j] kλ / L_ii of exact_cholesky_gaussian:
+/// g_L_ij = 2k (UL)_ij − [i = j] kλ / L_ii of exact_objective:
 ///   R(∂/∂μ_b)      = 2k U μ̇_b
 ///   R(∂/∂raw_ij)   = 2k (U L̇)_ij                                                 (j < i)
 ///   R(∂/∂raw_ii)   = (2k (U L̇)_ii + kλ L̇_ii / L_ii²) σ(raw_ii) + g_L_ii σ'(raw_ii) raẇ_ii,
 /// σ' = σ(raw) σ(−raw); a shared (1-row) tril receives the sum over rows. The tangent's jitter is
 /// ignored.
 template <class T>
-void exact_cholesky_gaussian_tangent(const CholeskyGaussian<T>& head, const MahalanobisReward<T>& reward,
-                                     const PgOptions<T>& options, ObjectiveScale<T> s,
-                                     const CholeskyGaussian<T>& tangent, const CholeskyGaussianGrad<T>& grad_tangent) {
+void exact_backward_tangent(const CholeskyGaussian<T>& head, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, ObjectiveScale<T> s, const CholeskyGaussian<T>& tangent,
+                            const CholeskyGaussianGrad<T>& grad_tangent) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
   const bool shared = head.tril.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
@@ -378,7 +375,7 @@ void exact_cholesky_gaussian_tangent(const CholeskyGaussian<T>& head, const Maha
   std::vector<T> L, dL(static_cast<std::size_t>(P));
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
+    detail::load_factor(head, b, L);
     for (std::int64_t i = 0; i < n; ++i) {
       for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
       dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
@@ -414,10 +411,9 @@ void exact_cholesky_gaussian_tangent(const CholeskyGaussian<T>& head, const Maha
 // ---------------------------------------------------------------- pathwise objective
 /// Cholesky Gaussian, ŷ = μ + Lε: ∂ŷ_i/∂L_ij = ε_j.
 template <class T>
-void pathwise_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                                const MahalanobisReward<T>& reward, const PgOptions<T>& options,
-                                math::DrawPosition pos, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
-                                const CholeskyGaussianGrad<T>& grad) {
+void pg_pathwise(const CholeskyGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
+                 const PgOptions<T>& options, math::DrawPosition pos, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
+                 const CholeskyGaussianGrad<T>& grad) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols, G = s.generations, P = n * (n + 1) / 2;
   const bool shared = head.tril.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
@@ -426,7 +422,7 @@ void pathwise_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<cons
   std::vector<T> L, eps(n), y_hat(n), u_delta, gm(n), gl(P);
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
+    detail::load_factor(head, b, L);
     std::fill(gm.begin(), gm.end(), T(0));
     std::fill(gl.begin(), gl.end(), T(0));
     T value_sum = 0, reward_sum = 0, H = T(0.5 * math::kLog2PiE) * T(n);
@@ -473,16 +469,16 @@ void pathwise_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<cons
 /// i.e. 2k Σ_b tr(U M_b) with M = δ μ̇ᵀ + L L̇ᵀ; its φ-gradient (the λ term does not depend on φ).
 /// A shared (1-row) tril and its 1-row tangent enter every row.
 template <class T>
-void exact_mixed_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
-                                   const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                                   const CholeskyGaussian<T>& tangent, VectorView<T> grad) {
+void exact_mixed_product(const CholeskyGaussian<T>& head, MatrixView<const T> targets,
+                         const MahalanobisReward<T>& reward, ObjectiveScale<T> s, const CholeskyGaussian<T>& tangent,
+                         VectorView<T> grad) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
   const T k = s.per_dim / s.normaliser;
   std::fill(grad.data, grad.data + grad.size, T(0));
   std::vector<T> L, dL(static_cast<std::size_t>(P));
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
-    cholesky_detail::load_factor(head, b, L);
+    detail::load_factor(head, b, L);
     for (std::int64_t i = 0; i < n; ++i) {
       for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
       dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
@@ -498,4 +494,4 @@ void exact_mixed_cholesky_gaussian(const CholeskyGaussian<T>& head, MatrixView<c
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::cholesky_gaussian

@@ -21,11 +21,10 @@
 #include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::diag_gaussian {
 
 template <class T>
-void diag_gaussian_sample(const DiagGaussian<T>& head, std::int64_t generations, math::DrawPosition pos,
-                          MatrixView<T> samples) {
+void sample(const DiagGaussian<T>& head, std::int64_t generations, math::DrawPosition pos, MatrixView<T> samples) {
   const std::int64_t n = head.mean.cols;
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
     const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
@@ -43,7 +42,7 @@ void diag_gaussian_sample(const DiagGaussian<T>& head, std::int64_t generations,
 }
 
 template <class T>
-void diag_gaussian_log_prob(const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out) {
+void log_prob(const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<T> out) {
   const std::int64_t n = head.mean.cols, generations = out.cols;
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
     const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
@@ -60,7 +59,7 @@ void diag_gaussian_log_prob(const DiagGaussian<T>& head, MatrixView<const T> sam
 }
 
 template <class T>
-void diag_gaussian_entropy(const DiagGaussian<T>& head, VectorView<T> out) {
+void entropy(const DiagGaussian<T>& head, VectorView<T> out) {
   const std::int64_t n = head.mean.cols;
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
     const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
@@ -73,8 +72,8 @@ void diag_gaussian_entropy(const DiagGaussian<T>& head, VectorView<T> out) {
 /// grad.mean(b,d)    = Σ_g c_bg (ŷ−μ)/σ²
 /// grad.log_std(b,d) = Σ_g c_bg ((ŷ−μ)²/σ² − 1) + e_b      (summed over b when shared)
 template <class T>
-void diag_gaussian_backward(const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
-                            VectorView<const T> d_entropy, const DiagGaussianGrad<T>& grad) {
+void backward(const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
+              VectorView<const T> d_entropy, const DiagGaussianGrad<T>& grad) {
   const std::int64_t n = head.mean.cols, batch = head.mean.rows;
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   const bool shared = head.log_std.rows == 1 && batch > 1;
@@ -106,8 +105,8 @@ void diag_gaussian_backward(const DiagGaussian<T>& head, MatrixView<const T> sam
 // ---------------------------------------------------------------- second order (d2r/second_order.hpp)
 /// out(b, g) = Σ_d [δ v μ̇ + (δ² v − 1) ṡ].
 template <class T>
-void diag_gaussian_log_prob_jvp(const DiagGaussian<T>& head, MatrixView<const T> samples,
-                                const DiagGaussian<T>& tangent, MatrixView<T> out) {
+void log_prob_jvp(const DiagGaussian<T>& head, MatrixView<const T> samples, const DiagGaussian<T>& tangent,
+                  MatrixView<T> out) {
   const std::int64_t n = head.mean.cols, generations = out.cols;
   for (std::int64_t b = 0; b < head.mean.rows; ++b) {
     const std::int64_t s_row = head.log_std.rows == 1 ? 0 : b;
@@ -126,9 +125,8 @@ void diag_gaussian_log_prob_jvp(const DiagGaussian<T>& head, MatrixView<const T>
 /// grad.mean(b,d)    = Σ_g c_bg (−v μ̇ − 2 δ v ṡ)
 /// grad.log_std(b,d) = Σ_g c_bg (−2 δ v μ̇ − 2 δ² v ṡ)      (summed over b when shared)
 template <class T>
-void diag_gaussian_backward_tangent(const DiagGaussian<T>& head, MatrixView<const T> samples,
-                                    MatrixView<const T> d_log_prob, const DiagGaussian<T>& tangent,
-                                    const DiagGaussianGrad<T>& grad_tangent) {
+void backward_tangent(const DiagGaussian<T>& head, MatrixView<const T> samples, MatrixView<const T> d_log_prob,
+                      const DiagGaussian<T>& tangent, const DiagGaussianGrad<T>& grad_tangent) {
   const std::int64_t n = head.mean.cols, batch = head.mean.rows;
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   const bool shared = head.log_std.rows == 1 && batch > 1;
@@ -161,9 +159,9 @@ void diag_gaussian_backward_tangent(const DiagGaussian<T>& head, MatrixView<cons
 // ---------------------------------------------------------------- exact objective and its tangent
 /// Diagonal Gaussian: E[r] = −δᵀUδ − Σ_d U_dd σ_d², δ = μ − y.
 template <class T>
-void exact_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
-                         const PgOptions<T>& options, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
-                         const DiagGaussianGrad<T>& grad) {
+void exact_objective(const DiagGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
+                     const PgOptions<T>& options, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
+                     const DiagGaussianGrad<T>& grad) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols;
   const bool shared = head.log_std.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
@@ -191,12 +189,12 @@ void exact_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> target
   }
 }
 
-/// Tangent of exact_diag_gaussian's head gradient along ḣ = (μ̇, ṡ) (the head-level Hessian of
+/// Tangent of exact_objective's head gradient along ḣ = (μ̇, ṡ) (the head-level Hessian of
 /// L_exact applied to ḣ; it does not depend on the targets):
 ///   R(∂/∂μ_b) = 2k U μ̇_b,   R(∂/∂s_bd) = 4k U_dd σ_bd² ṡ_bd   (summed over rows for a shared log-std).
 template <class T>
-void exact_diag_gaussian_tangent(const DiagGaussian<T>& head, const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                                 const DiagGaussian<T>& tangent, const DiagGaussianGrad<T>& grad_tangent) {
+void exact_backward_tangent(const DiagGaussian<T>& head, const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
+                            const DiagGaussian<T>& tangent, const DiagGaussianGrad<T>& grad_tangent) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols;
   const bool shared = head.log_std.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser;
@@ -222,9 +220,9 @@ void exact_diag_gaussian_tangent(const DiagGaussian<T>& head, const MahalanobisR
 // ---------------------------------------------------------------- pathwise objective
 /// Diagonal Gaussian, ŷ = μ + σ⊙ε: ∂r/∂ŷ = −2U(ŷ−y), ∂ŷ/∂μ = I, ∂ŷ_d/∂s_d = σ_d ε_d.
 template <class T>
-void pathwise_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets,
-                            const MahalanobisReward<T>& reward, const PgOptions<T>& options, math::DrawPosition pos,
-                            ObjectiveScale<T> s, const ObjectiveRows<T>& rows, const DiagGaussianGrad<T>& grad) {
+void pg_pathwise(const DiagGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
+                 const PgOptions<T>& options, math::DrawPosition pos, ObjectiveScale<T> s, const ObjectiveRows<T>& rows,
+                 const DiagGaussianGrad<T>& grad) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols, G = s.generations;
   const bool shared = head.log_std.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
@@ -272,9 +270,8 @@ void pathwise_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> tar
 /// Diagonal Gaussian: ∇_head L_exact · ḣ = k Σ_b (2δᵀU μ̇ + Σ_d 2U_dd σ_d² ṡ_d − λ Σ_d ṡ_d), k = pd/N;
 /// its φ-gradient (the λ term does not depend on φ).
 template <class T>
-void exact_mixed_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> targets,
-                               const MahalanobisReward<T>& reward, ObjectiveScale<T> s,
-                               const DiagGaussian<T>& tangent, VectorView<T> grad) {
+void exact_mixed_product(const DiagGaussian<T>& head, MatrixView<const T> targets, const MahalanobisReward<T>& reward,
+                         ObjectiveScale<T> s, const DiagGaussian<T>& tangent, VectorView<T> grad) {
   const std::int64_t B = head.mean.rows, n = head.mean.cols;
   const T k = s.per_dim / s.normaliser;
   std::fill(grad.data, grad.data + grad.size, T(0));
@@ -291,4 +288,4 @@ void exact_mixed_diag_gaussian(const DiagGaussian<T>& head, MatrixView<const T> 
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::diag_gaussian

@@ -52,7 +52,7 @@ inline bool active(const DataParallel& dp) {
 inline void check(Context& ctx, std::string_view fn, std::string_view name, const DataParallel& dp,
                   bool local_views = false) {
   D2R_EXPECTS(local_views || (dp.train_rows == 0 && dp.validation_rows == 0), fn, name,
-              "train_rows/validation_rows (views of this rank's rows only) are for fit_policy; give 0 and every row");
+              "train_rows/validation_rows (views of this rank's rows only) are not taken here; give 0 and every row");
   D2R_EXPECTS(dp.communicator == nullptr || dp.communicator->memory() == CommMemory::host ||
                   detail::on_device(ctx),
               fn, name, "a device-memory communicator (NCCL) needs the cuda backend");

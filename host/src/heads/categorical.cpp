@@ -1,5 +1,5 @@
-// Public entry points of the categorical head (d2r/distributions.hpp, and log_prob_jvp,
-// backward_tangent, exact_backward_tangent of d2r/second_order.hpp): validate, then run the CPU
+// Public entry points of the categorical head (d2r/distributions.hpp, its overloads of
+// d2r/objectives.hpp and d2r/second_order.hpp): validate, then run the CPU
 // reference (host/reference/heads/categorical.hpp) or the CUDA kernels (kernels/heads/categorical/).
 // Shapes, strides, memory spaces and aliasing are checked first (cheap), then the values (one more
 // pass over the inputs, and on cuda one synchronisation), and only then is any output written.
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "d2r/distributions.hpp"
+#include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
 #include "host/reference/heads/categorical.hpp"
 #include "host/reference/objectives.hpp"
@@ -15,6 +16,7 @@
 #include "host/src/reward_checks.hpp"
 #include "host/src/validate.hpp"
 #include "kernels/heads/categorical/launch.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r {
 namespace {
@@ -77,9 +79,9 @@ void sample(Context& ctx, const Categorical<T>& head, std::int64_t generations, 
   detail::check_disjoint(fn, out, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      ctx, [&] { reference::categorical::sample(head, generations, detail::draw_position(ctx, key), samples); },
       [&](const auto& ex) {
-        ex.launch(kernels::categorical_sample, head, generations, detail::draw_position(ctx, key), samples);
+        ex.launch(kernels::categorical::sample, head, generations, detail::draw_position(ctx, key), samples);
       });
 }
 
@@ -97,8 +99,8 @@ void log_prob(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   check_logit_values(ctx, fn, head);
   detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_log_prob(head, samples, out); },
-      [&](const auto& ex) { ex.launch(kernels::categorical_log_prob, head, samples, out); });
+      ctx, [&] { reference::categorical::log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical::log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -110,8 +112,8 @@ void entropy(Context& ctx, const Categorical<T>& head, VectorView<T> out) {
   detail::check_disjoint(fn, out_arg, MatrixArg("head.logits", head.logits));
   check_logit_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_entropy(head, out); },
-      [&](const auto& ex) { ex.launch(kernels::categorical_entropy, head, out); });
+      ctx, [&] { reference::categorical::entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical::entropy, head, out); });
 }
 
 template <class T>
@@ -138,9 +140,9 @@ void backward(Context& ctx, const Categorical<T>& head, MatrixView<const std::in
   // Without cotangents for the log-probabilities the samples are not read.
   const MatrixView<const std::int32_t> used_samples = has_log_prob ? samples : MatrixView<const std::int32_t>{};
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_backward(head, used_samples, d_log_prob, d_entropy, grad); },
+      ctx, [&] { reference::categorical::backward(head, used_samples, d_log_prob, d_entropy, grad); },
       [&](const auto& ex) {
-        ex.launch(kernels::categorical_backward, head, used_samples, d_log_prob, d_entropy, grad);
+        ex.launch(kernels::categorical::backward, head, used_samples, d_log_prob, d_entropy, grad);
       });
 }
 
@@ -197,8 +199,8 @@ void log_prob_jvp(Context& ctx, const Categorical<T>& head, MatrixView<const std
   check_tangent_values(ctx, fn, tangent);
   detail::check_indices(ctx, fn, "samples", samples, static_cast<std::int32_t>(head.logits.cols));
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_log_prob_jvp(head, samples, tangent, out); },
-      [&](const auto& ex) { ex.launch(kernels::categorical_log_prob_jvp, head, samples, tangent, out); });
+      ctx, [&] { reference::categorical::log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::categorical::log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -228,9 +230,9 @@ void backward_tangent(Context& ctx, const Categorical<T>& head, MatrixView<const
   // The sampled classes enter the gradient through constant indicator terms, which have no
   // tangent: only Σ_g c_bg is needed, and the samples are checked but not read.
   detail::run_on<T>(
-      ctx, [&] { reference::categorical_backward_tangent(head, d_log_prob, d_entropy, tangent, grad_tangent); },
+      ctx, [&] { reference::categorical::backward_tangent(head, d_log_prob, d_entropy, tangent, grad_tangent); },
       [&](const auto& ex) {
-        ex.launch(kernels::categorical_backward_tangent, head, d_log_prob, d_entropy, tangent, grad_tangent);
+        ex.launch(kernels::categorical::backward_tangent, head, d_log_prob, d_entropy, tangent, grad_tangent);
       });
 }
 
@@ -253,10 +255,11 @@ void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView
   check_tangent_values(ctx, fn, tangent);
   const auto s = objective_common::scale_of(head, options, 1);
   detail::run_on<T>(
-      ctx, [&] { reference::exact_categorical_tangent(head, labels, reward, options, s, tangent, grad_tangent); },
+      ctx,
+      [&] { reference::categorical::exact_backward_tangent(head, labels, reward, options, s, tangent, grad_tangent); },
       [&](const auto& ex) {
-        ex.launch(kernels::exact_categorical_tangent, head, labels, reward, options.entropy_weight, s, tangent,
-                  grad_tangent);
+        ex.launch(kernels::categorical::exact_backward_tangent, head, labels, reward, options.entropy_weight, s,
+                  tangent, grad_tangent);
       });
 }
 
@@ -269,6 +272,100 @@ void exact_backward_tangent(Context& ctx, const Categorical<T>& head, VectorView
   template void exact_backward_tangent<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,    \
                                           const MahalanobisReward<T>&, const PgOptions<T>&, const Categorical<T>&, \
                                           const CategoricalGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r
+
+// ---------------------------------------------------------------- objectives and mixed products
+// The generic checks and compositions are objectives.cpp's and mixed_product.cpp's; here the
+// head's own kernels and reference.
+
+namespace d2r {
+
+template <class T>
+void pg_surrogate(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                  const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                  DrawKey key, const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+  objective_common::check_pg_surrogate<T>(ctx, head, labels, reward, generations, options, key, rows, grad);
+  // cuda: the fused kernel where its launch header takes the size; else (and on cpu) the composition.
+  const bool fused = detail::run_on<T>(
+      ctx, [] { return false; },
+      [&](const auto& ex) {
+        if (!ex.call(kernels::categorical::pg_surrogate_fusable, head, generations)) return false;
+        ex.launch(kernels::categorical::pg_surrogate, head, labels, reward, options, detail::draw_position(ctx, key),
+                  objective_common::scale_of(head, options, generations), rows, grad);
+        return true;
+      });
+  if (!fused) {
+    objective_common::surrogate_by_composition<T>(ctx, head, labels, reward, generations, options, key, rows, grad);
+  }
+}
+
+template <class T>
+void pg_surrogate_unfused(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                          DrawKey key, const PgIntermediates<T, std::int32_t>& intermediates,
+                          const ObjectiveRows<T>& rows, const CategoricalGrad<T>& grad) {
+  objective_common::unfused_surrogate<T>(ctx, head, labels, reward, generations, options, key, intermediates, rows,
+                                         grad);
+}
+
+template <class T>
+void exact_objective(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                     const CategoricalGrad<T>& grad) {
+  objective_common::check_exact_objective<T>(ctx, head, labels, reward, options, rows, grad);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical::exact_objective(head, labels, reward, options, s, rows, grad); },
+      [&](const auto& ex) {
+        ex.launch(kernels::categorical::exact_objective, head, labels, reward, options.entropy_weight, s, rows, grad);
+      });
+}
+
+template <class T>
+void mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                   const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                   DrawKey key, const Categorical<T>& tangent, VectorView<T> grad_params) {
+  objective_common::mixed_product_by_composition<T>(ctx, head, labels, reward, generations, options, key, tangent,
+                                                    grad_params);
+}
+
+template <class T>
+void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
+                         const MahalanobisReward<T>& reward, const PgOptions<T>& options, const Categorical<T>& tangent,
+                         VectorView<T> grad_params) {
+  objective_common::check_exact_mixed_product<T>(ctx, head, labels, reward, options, tangent, grad_params);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::categorical::exact_mixed_product(head, labels, reward, s, tangent, grad_params); },
+      [&](const auto& ex) {
+        void* ws =
+            ex.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.logits.rows, reward.params.size));
+        ex.launch(kernels::categorical::exact_mixed_product, head, labels, reward, T(1) / s.normaliser, tangent,
+                  grad_params, ws);
+      });
+}
+
+#define D2R_INSTANTIATE(T)                                                                                       \
+  template void pg_surrogate<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                 \
+                                const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,         \
+                                const ObjectiveRows<T>&, const CategoricalGrad<T>&);                             \
+  template void pg_surrogate_unfused<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,         \
+                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey, \
+                                        const PgIntermediates<T, std::int32_t>&, const ObjectiveRows<T>&,        \
+                                        const CategoricalGrad<T>&);                                              \
+  template void exact_objective<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,              \
+                                   const MahalanobisReward<T>&, const PgOptions<T>&, const ObjectiveRows<T>&,    \
+                                   const CategoricalGrad<T>&);                                                   \
+  template void mixed_product<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,                \
+                                 const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,        \
+                                 const Categorical<T>&, VectorView<T>);                                          \
+  template void exact_mixed_product<T>(Context&, const Categorical<T>&, VectorView<const std::int32_t>,          \
+                                       const MahalanobisReward<T>&, const PgOptions<T>&, const Categorical<T>&,  \
+                                       VectorView<T>);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

@@ -1,5 +1,5 @@
-// Public entry points of the Cholesky-Gaussian head (d2r/distributions.hpp, and log_prob_jvp,
-// backward_tangent, exact_backward_tangent of d2r/second_order.hpp): validate, then run the CPU
+// Public entry points of the Cholesky-Gaussian head (d2r/distributions.hpp, its overloads of
+// d2r/objectives.hpp and d2r/second_order.hpp): validate, then run the CPU
 // reference (host/reference/heads/cholesky_gaussian.hpp) or the CUDA kernels (kernels/heads/cholesky_gaussian/).
 // Every check (shapes, strides, memory space, aliasing, hyperparameters, then
 // values) runs before the first write to any output.
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "d2r/distributions.hpp"
+#include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
 #include "host/reference/heads/cholesky_gaussian.hpp"
 #include "host/reference/objectives.hpp"
@@ -66,7 +67,7 @@ void check_head_values(Context& ctx, std::string_view fn, const CholeskyGaussian
       },
       [&](const auto& ex) {
         auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
-        bad = ex.launch(kernels::cholesky_first_nonpositive_diagonal, head, scratch);
+        bad = ex.launch(kernels::cholesky_gaussian::first_nonpositive_diagonal, head, scratch);
       });
   if (bad < 0) return;
   const std::int64_t r = bad / n, i = bad % n, c = i * (i + 3) / 2;
@@ -125,9 +126,9 @@ void sample(Context& ctx, const CholeskyGaussian<T>& head, std::int64_t generati
   check_output(fn, out, head);
   check_head_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      ctx, [&] { reference::cholesky_gaussian::sample(head, generations, detail::draw_position(ctx, key), samples); },
       [&](const auto& ex) {
-        ex.launch(kernels::cholesky_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+        ex.launch(kernels::cholesky_gaussian::sample, head, generations, detail::draw_position(ctx, key), samples);
       });
 }
 
@@ -144,8 +145,8 @@ void log_prob(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
   check_head_values(ctx, fn, head);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_log_prob(head, samples, out); },
-      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_log_prob, head, samples, out); });
+      ctx, [&] { reference::cholesky_gaussian::log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian::log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -157,8 +158,8 @@ void entropy(Context& ctx, const CholeskyGaussian<T>& head, VectorView<T> out) {
   check_output(fn, out_arg, head);
   check_head_values(ctx, fn, head);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_entropy(head, out); },
-      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_entropy, head, out); });
+      ctx, [&] { reference::cholesky_gaussian::entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian::entropy, head, out); });
 }
 
 template <class T>
@@ -178,19 +179,12 @@ void backward(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> samp
   }
   detail::check_disjoint(fn, g_mean, g_tril);
   check_head_values(ctx, fn, head);
-  if (!d_log_prob.empty()) {
-    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
-                            detail::ValueRule::finite);
-  }
+  detail::check_cotangent_values<T>(ctx, fn, samples, d_log_prob, d_entropy);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      ctx, [&] { reference::cholesky_gaussian::backward(head, samples, d_log_prob, d_entropy, grad); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian_backward_workspace_bytes, head));
-        ex.launch(kernels::cholesky_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian::backward_workspace_bytes, head));
+        ex.launch(kernels::cholesky_gaussian::backward, head, samples, d_log_prob, d_entropy, grad, workspace);
       });
 }
 
@@ -249,8 +243,8 @@ void log_prob_jvp(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> 
   check_tangent_values(ctx, fn, tangent);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   detail::run_on<T>(
-      ctx, [&] { reference::cholesky_gaussian_log_prob_jvp(head, samples, tangent, out); },
-      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian_log_prob_jvp, head, samples, tangent, out); });
+      ctx, [&] { reference::cholesky_gaussian::log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::cholesky_gaussian::log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -269,22 +263,15 @@ void backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix
     for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
   }
   check_tangent_values(ctx, fn, tangent);
-  if (!d_log_prob.empty()) {
-    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
-                            detail::ValueRule::finite);
-  }
+  detail::check_cotangent_values<T>(ctx, fn, samples, d_log_prob, d_entropy);
   detail::run_on<T>(
       ctx,
       [&] {
-        reference::cholesky_gaussian_backward_tangent(head, samples, d_log_prob, d_entropy, tangent, grad_tangent);
+        reference::cholesky_gaussian::backward_tangent(head, samples, d_log_prob, d_entropy, tangent, grad_tangent);
       },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian_backward_tangent_workspace_bytes, head));
-        ex.launch(kernels::cholesky_gaussian_backward_tangent, head, samples, d_log_prob, d_entropy, tangent,
+        void* workspace = ctx.workspace(ex.call(kernels::cholesky_gaussian::backward_tangent_workspace_bytes, head));
+        ex.launch(kernels::cholesky_gaussian::backward_tangent, head, samples, d_log_prob, d_entropy, tangent,
                   grad_tangent, workspace);
       });
 }
@@ -309,11 +296,12 @@ void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const
   check_tangent_values(ctx, fn, tangent);
   const auto s = objective_common::scale_of(head, options, 1);
   detail::run_on<T>(
-      ctx, [&] { reference::exact_cholesky_gaussian_tangent(head, reward, options, s, tangent, grad_tangent); },
+      ctx,
+      [&] { reference::cholesky_gaussian::exact_backward_tangent(head, reward, options, s, tangent, grad_tangent); },
       [&](const auto& ex) {
         const bool shared = head.tril.rows == 1 && batch > 1;
         void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, head.tril.cols, shared));
-        ex.launch(kernels::exact_cholesky_gaussian_tangent, head, reward, options.entropy_weight, s, tangent,
+        ex.launch(kernels::cholesky_gaussian::exact_backward_tangent, head, reward, options.entropy_weight, s, tangent,
                   grad_tangent, ws);
       });
 }
@@ -326,6 +314,129 @@ void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const
   template void exact_backward_tangent<T>(Context&, const CholeskyGaussian<T>&, const MahalanobisReward<T>&,     \
                                           const PgOptions<T>&, const CholeskyGaussian<T>&,                        \
                                           const CholeskyGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r
+
+// ---------------------------------------------------------------- objectives and mixed products
+// The generic checks and compositions are objectives.cpp's and mixed_product.cpp's; here the
+// head's own kernels and reference.
+
+namespace d2r {
+namespace {
+
+/// Workspace of the head's objective kernels: per-row gradients of a shared tril.
+template <class Ex>
+void* objective_workspace(const Ex& ex, const CholeskyGaussian<float>& head) {
+  const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
+  return ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
+}
+
+}  // namespace
+
+template <class T>
+void pg_surrogate(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                  const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                  DrawKey key, const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
+  objective_common::check_pg_surrogate<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+  // cuda: the fused kernel where its launch header takes the size; else (and on cpu) the composition.
+  const bool fused = detail::run_on<T>(
+      ctx, [] { return false; },
+      [&](const auto& ex) {
+        if (!ex.call(kernels::cholesky_gaussian::pg_surrogate_fusable, head, generations)) return false;
+        ex.launch(kernels::cholesky_gaussian::pg_surrogate, head, targets, reward, options,
+                  detail::draw_position(ctx, key), objective_common::scale_of(head, options, generations), rows, grad,
+                  objective_workspace(ex, head));
+        return true;
+      });
+  if (!fused) {
+    objective_common::surrogate_by_composition<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+  }
+}
+
+template <class T>
+void pg_surrogate_unfused(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                          DrawKey key, const PgIntermediates<T>& intermediates, const ObjectiveRows<T>& rows,
+                          const CholeskyGaussianGrad<T>& grad) {
+  objective_common::unfused_surrogate<T>(ctx, head, targets, reward, generations, options, key, intermediates, rows,
+                                         grad);
+}
+
+template <class T>
+void pg_pathwise(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                 const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options, DrawKey key,
+                 const ObjectiveRows<T>& rows, const CholeskyGaussianGrad<T>& grad) {
+  objective_common::check_pg_pathwise<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+  const auto s = objective_common::scale_of(head, options, generations);
+  const math::DrawPosition pos = detail::draw_position(ctx, key);
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian::pg_pathwise(head, targets, reward, options, pos, s, rows, grad); },
+      [&](const auto& ex) {
+        ex.launch(kernels::cholesky_gaussian::pg_pathwise, head, targets, reward, options, pos, s, rows, grad,
+                  objective_workspace(ex, head));
+      });
+}
+
+template <class T>
+void exact_objective(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                     const CholeskyGaussianGrad<T>& grad) {
+  objective_common::check_exact_objective<T>(ctx, head, targets, reward, options, rows, grad);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian::exact_objective(head, targets, reward, options, s, rows, grad); },
+      [&](const auto& ex) {
+        ex.launch(kernels::cholesky_gaussian::exact_objective, head, targets, reward, options.entropy_weight, s, rows,
+                  grad, objective_workspace(ex, head));
+      });
+}
+
+template <class T>
+void mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                   const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                   DrawKey key, const CholeskyGaussian<T>& tangent, VectorView<T> grad_params) {
+  objective_common::mixed_product_by_composition<T>(ctx, head, targets, reward, generations, options, key, tangent,
+                                                    grad_params);
+}
+
+template <class T>
+void exact_mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMatrix<T> targets,
+                         const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                         const CholeskyGaussian<T>& tangent, VectorView<T> grad_params) {
+  objective_common::check_exact_mixed_product<T>(ctx, head, targets, reward, options, tangent, grad_params);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::cholesky_gaussian::exact_mixed_product(head, targets, reward, s, tangent, grad_params); },
+      [&](const auto& ex) {
+        void* ws =
+            ex.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
+        ex.launch(kernels::cholesky_gaussian::exact_mixed_product, head, targets, reward, s.per_dim / s.normaliser,
+                  tangent, grad_params, ws);
+      });
+}
+
+#define D2R_INSTANTIATE(T)                                                                                            \
+  template void pg_surrogate<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,    \
+                                std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                  \
+                                const CholeskyGaussianGrad<T>&);                                                      \
+  template void pg_surrogate_unfused<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                         \
+                                        const MahalanobisReward<T>&, std::int64_t, const PgOptions<T>&, DrawKey,      \
+                                        const PgIntermediates<T>&, const ObjectiveRows<T>&,                           \
+                                        const CholeskyGaussianGrad<T>&);                                              \
+  template void pg_pathwise<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,     \
+                               std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                   \
+                               const CholeskyGaussianGrad<T>&);                                                       \
+  template void exact_objective<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&, \
+                                   const PgOptions<T>&, const ObjectiveRows<T>&, const CholeskyGaussianGrad<T>&);     \
+  template void mixed_product<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,   \
+                                 std::int64_t, const PgOptions<T>&, DrawKey, const CholeskyGaussian<T>&,              \
+                                 VectorView<T>);                                                                      \
+  template void exact_mixed_product<T>(Context&, const CholeskyGaussian<T>&, ConstMatrix<T>,                          \
+                                       const MahalanobisReward<T>&, const PgOptions<T>&, const CholeskyGaussian<T>&,  \
+                                       VectorView<T>);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

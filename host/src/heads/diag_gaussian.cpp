@@ -1,10 +1,11 @@
-// Public entry points of the diagonal-Gaussian head (d2r/distributions.hpp, and log_prob_jvp,
-// backward_tangent, exact_backward_tangent of d2r/second_order.hpp): validate, then run the CPU
+// Public entry points of the diagonal-Gaussian head (d2r/distributions.hpp, its overloads of
+// d2r/objectives.hpp and d2r/second_order.hpp): validate, then run the CPU
 // reference (host/reference/heads/diag_gaussian.hpp) or the CUDA kernels (kernels/heads/diag_gaussian/).
 #include <type_traits>
 #include <vector>
 
 #include "d2r/distributions.hpp"
+#include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
 #include "host/reference/heads/diag_gaussian.hpp"
 #include "host/reference/objectives.hpp"
@@ -74,9 +75,9 @@ void sample(Context& ctx, const DiagGaussian<T>& head, std::int64_t generations,
   detail::check_matrix(ctx, fn, out, head.mean.rows * generations, head.mean.cols);
   check_output(fn, out, head);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_sample(head, generations, detail::draw_position(ctx, key), samples); },
+      ctx, [&] { reference::diag_gaussian::sample(head, generations, detail::draw_position(ctx, key), samples); },
       [&](const auto& ex) {
-        ex.launch(kernels::diag_gaussian_sample, head, generations, detail::draw_position(ctx, key), samples);
+        ex.launch(kernels::diag_gaussian::sample, head, generations, detail::draw_position(ctx, key), samples);
       });
 }
 
@@ -91,8 +92,8 @@ void log_prob(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   check_output(fn, MatrixArg("out", out), head);
   detail::check_disjoint(fn, MatrixArg("out", out), MatrixArg("samples", samples));
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_log_prob(head, samples, out); },
-      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob, head, samples, out); });
+      ctx, [&] { reference::diag_gaussian::log_prob(head, samples, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian::log_prob, head, samples, out); });
 }
 
 template <class T>
@@ -102,8 +103,8 @@ void entropy(Context& ctx, const DiagGaussian<T>& head, VectorView<T> out) {
   detail::check_matrix(ctx, fn, MatrixArg("out", out), 1, head.mean.rows);
   check_output(fn, MatrixArg("out", out), head);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_entropy(head, out); },
-      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_entropy, head, out); });
+      ctx, [&] { reference::diag_gaussian::entropy(head, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian::entropy, head, out); });
 }
 
 template <class T>
@@ -114,21 +115,14 @@ void backward(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samples,
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   std::vector<MatrixArg> inputs = detail::head_inputs(head);
   detail::check_cotangent_shapes(ctx, fn, batch, n, samples, d_log_prob, d_entropy, inputs);
-  if (!d_log_prob.empty()) {
-    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
-                            detail::ValueRule::finite);
-  }
+  detail::check_cotangent_values<T>(ctx, fn, samples, d_log_prob, d_entropy);
   for (const MatrixArg& out : detail::check_head_grad(ctx, fn, head, grad))
     for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out, in);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_backward(head, samples, d_log_prob, d_entropy, grad); },
+      ctx, [&] { reference::diag_gaussian::backward(head, samples, d_log_prob, d_entropy, grad); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
-        ex.launch(kernels::diag_gaussian_backward, head, samples, d_log_prob, d_entropy, grad, workspace);
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian::backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian::backward, head, samples, d_log_prob, d_entropy, grad, workspace);
       });
 }
 
@@ -182,8 +176,8 @@ void log_prob_jvp(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> samp
   for (const MatrixArg& in : inputs) detail::check_disjoint(fn, out_arg, in);
   detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_log_prob_jvp(head, samples, tangent, out); },
-      [&](const auto& ex) { ex.launch(kernels::diag_gaussian_log_prob_jvp, head, samples, tangent, out); });
+      ctx, [&] { reference::diag_gaussian::log_prob_jvp(head, samples, tangent, out); },
+      [&](const auto& ex) { ex.launch(kernels::diag_gaussian::log_prob_jvp, head, samples, tangent, out); });
 }
 
 template <class T>
@@ -206,22 +200,15 @@ void backward_tangent(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> 
     detail::check_disjoint(fn, g_log_std, in);
   }
   detail::check_disjoint(fn, g_mean, g_log_std);
-  if (has_log_prob) {
-    detail::check_values<T>(ctx, fn, "samples", samples, detail::ValueRule::finite);
-    detail::check_values<T>(ctx, fn, "d_log_prob", d_log_prob, detail::ValueRule::finite);
-  }
-  if (!d_entropy.empty()) {
-    detail::check_values<T>(ctx, fn, "d_entropy", MatrixView<const T>{d_entropy.data, 1, batch, batch},
-                            detail::ValueRule::finite);
-  }
+  detail::check_cotangent_values<T>(ctx, fn, samples, d_log_prob, d_entropy);
   // The entropy Σ_d (s_d + ½ log 2πe) is linear in the head: its Hessian term vanishes, so
   // d_entropy is checked but not read; without d_log_prob the result is 0.
   const MatrixView<const T> used_samples = has_log_prob ? samples : MatrixView<const T>{};
   detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian_backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent); },
+      ctx, [&] { reference::diag_gaussian::backward_tangent(head, used_samples, d_log_prob, tangent, grad_tangent); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian_backward_workspace_bytes, head));
-        ex.launch(kernels::diag_gaussian_backward_tangent, head, used_samples, d_log_prob, tangent, grad_tangent,
+        void* workspace = ctx.workspace(ex.call(kernels::diag_gaussian::backward_workspace_bytes, head));
+        ex.launch(kernels::diag_gaussian::backward_tangent, head, used_samples, d_log_prob, tangent, grad_tangent,
                   workspace);
       });
 }
@@ -249,15 +236,15 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
   detail::check_disjoint(fn, g_mean, g_log_std);
   const auto s = objective_common::scale_of(head, options, 1);
   detail::run_on<T>(
-      ctx, [&] { reference::exact_diag_gaussian_tangent(head, reward, s, tangent, grad_tangent); },
+      ctx, [&] { reference::diag_gaussian::exact_backward_tangent(head, reward, s, tangent, grad_tangent); },
       [&](const auto& ex) {
-        D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::kExactMaxFullDim, fn, "reward.form",
+        D2R_EXPECTS(reward.form != RewardForm::full || n <= kernels::diag_gaussian::kExactMaxFullDim, fn, "reward.form",
                     "on the cuda backend a full U supports n <= {} here (the kernel keeps n floats per row in shared "
                     "memory), got n = {}",
-                    kernels::kExactMaxFullDim, n);
+                    kernels::diag_gaussian::kExactMaxFullDim, n);
         const bool shared = head.log_std.rows == 1 && batch > 1;
         void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, n, shared));
-        ex.launch(kernels::exact_diag_gaussian_tangent, head, reward, s, tangent, grad_tangent, ws);
+        ex.launch(kernels::diag_gaussian::exact_backward_tangent, head, reward, s, tangent, grad_tangent, ws);
       });
 }
 
@@ -268,6 +255,137 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
                                     ConstVector<T>, const DiagGaussian<T>&, const DiagGaussianGrad<T>&); \
   template void exact_backward_tangent<T>(Context&, const DiagGaussian<T>&, const MahalanobisReward<T>&,           \
                                           const PgOptions<T>&, const DiagGaussian<T>&, const DiagGaussianGrad<T>&);
+D2R_INSTANTIATE(float)
+D2R_INSTANTIATE(double)
+#undef D2R_INSTANTIATE
+
+}  // namespace d2r
+
+// ---------------------------------------------------------------- objectives and mixed products
+// The generic checks and compositions are objectives.cpp's and mixed_product.cpp's; here the
+// head's own kernels and reference.
+
+namespace d2r {
+namespace {
+
+/// Workspace of the head's objective kernels: per-row gradients of a shared log_std.
+template <class Ex>
+void* objective_workspace(const Ex& ex, const DiagGaussian<float>& head) {
+  const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
+  return ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
+}
+
+}  // namespace
+
+template <class T>
+void pg_surrogate(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+                  std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                  const DiagGaussianGrad<T>& grad) {
+  objective_common::check_pg_surrogate<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+  // cuda: the fused kernel where its launch header takes the size; else (and on cpu) the composition.
+  const bool fused = detail::run_on<T>(
+      ctx, [] { return false; },
+      [&](const auto& ex) {
+        if (!ex.call(kernels::diag_gaussian::pg_surrogate_fusable, head, generations)) return false;
+        ex.launch(kernels::diag_gaussian::pg_surrogate, head, targets, reward, options, detail::draw_position(ctx, key),
+                  objective_common::scale_of(head, options, generations), rows, grad, objective_workspace(ex, head));
+        return true;
+      });
+  if (!fused) {
+    objective_common::surrogate_by_composition<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+  }
+}
+
+template <class T>
+void pg_surrogate_unfused(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
+                          const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                          DrawKey key, const PgIntermediates<T>& intermediates, const ObjectiveRows<T>& rows,
+                          const DiagGaussianGrad<T>& grad) {
+  objective_common::unfused_surrogate<T>(ctx, head, targets, reward, generations, options, key, intermediates, rows,
+                                         grad);
+}
+
+template <class T>
+void pg_pathwise(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets, const MahalanobisReward<T>& reward,
+                 std::int64_t generations, const PgOptions<T>& options, DrawKey key, const ObjectiveRows<T>& rows,
+                 const DiagGaussianGrad<T>& grad) {
+  constexpr std::string_view fn = "pg_pathwise";
+  objective_common::check_pg_pathwise<T>(ctx, head, targets, reward, generations, options, key, rows, grad);
+  const auto s = objective_common::scale_of(head, options, generations);
+  const math::DrawPosition pos = detail::draw_position(ctx, key);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian::pg_pathwise(head, targets, reward, options, pos, s, rows, grad); },
+      [&](const auto& ex) {
+        D2R_EXPECTS(reward.form != RewardForm::full || head.mean.cols <= kernels::diag_gaussian::kPathwiseMaxFullDim,
+                    fn, "reward.form",
+                    "on the cuda backend the pathwise objective with a full U supports n <= {} (its kernel keeps 2n "
+                    "floats per row in shared memory), got n = {}",
+                    kernels::diag_gaussian::kPathwiseMaxFullDim, head.mean.cols);
+        ex.launch(kernels::diag_gaussian::pg_pathwise, head, targets, reward, options, pos, s, rows, grad,
+                  objective_workspace(ex, head));
+      });
+}
+
+template <class T>
+void exact_objective(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
+                     const MahalanobisReward<T>& reward, const PgOptions<T>& options, const ObjectiveRows<T>& rows,
+                     const DiagGaussianGrad<T>& grad) {
+  constexpr std::string_view fn = "exact_objective";
+  objective_common::check_exact_objective<T>(ctx, head, targets, reward, options, rows, grad);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian::exact_objective(head, targets, reward, options, s, rows, grad); },
+      [&](const auto& ex) {
+        D2R_EXPECTS(reward.form != RewardForm::full || head.mean.cols <= kernels::diag_gaussian::kExactMaxFullDim, fn,
+                    "reward.form",
+                    "on the cuda backend the exact objective with a full U supports n <= {} (its kernel keeps n floats "
+                    "per row in shared memory), got n = {}",
+                    kernels::diag_gaussian::kExactMaxFullDim, head.mean.cols);
+        ex.launch(kernels::diag_gaussian::exact_objective, head, targets, reward, options.entropy_weight, s, rows, grad,
+                  objective_workspace(ex, head));
+      });
+}
+
+template <class T>
+void mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
+                   const MahalanobisReward<T>& reward, std::int64_t generations, const PgOptions<T>& options,
+                   DrawKey key, const DiagGaussian<T>& tangent, VectorView<T> grad_params) {
+  objective_common::mixed_product_by_composition<T>(ctx, head, targets, reward, generations, options, key, tangent,
+                                                    grad_params);
+}
+
+template <class T>
+void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
+                         const MahalanobisReward<T>& reward, const PgOptions<T>& options,
+                         const DiagGaussian<T>& tangent, VectorView<T> grad_params) {
+  objective_common::check_exact_mixed_product<T>(ctx, head, targets, reward, options, tangent, grad_params);
+  const auto s = objective_common::scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference::diag_gaussian::exact_mixed_product(head, targets, reward, s, tangent, grad_params); },
+      [&](const auto& ex) {
+        void* ws =
+            ex.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
+        ex.launch(kernels::diag_gaussian::exact_mixed_product, head, targets, reward, s.per_dim / s.normaliser, tangent,
+                  grad_params, ws);
+      });
+}
+
+#define D2R_INSTANTIATE(T)                                                                                             \
+  template void pg_surrogate<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,         \
+                                std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                   \
+                                const DiagGaussianGrad<T>&);                                                           \
+  template void pg_surrogate_unfused<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&, \
+                                        std::int64_t, const PgOptions<T>&, DrawKey, const PgIntermediates<T>&,         \
+                                        const ObjectiveRows<T>&, const DiagGaussianGrad<T>&);                          \
+  template void pg_pathwise<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,          \
+                               std::int64_t, const PgOptions<T>&, DrawKey, const ObjectiveRows<T>&,                    \
+                               const DiagGaussianGrad<T>&);                                                            \
+  template void exact_objective<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,      \
+                                   const PgOptions<T>&, const ObjectiveRows<T>&, const DiagGaussianGrad<T>&);          \
+  template void mixed_product<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,        \
+                                 std::int64_t, const PgOptions<T>&, DrawKey, const DiagGaussian<T>&, VectorView<T>);   \
+  template void exact_mixed_product<T>(Context&, const DiagGaussian<T>&, ConstMatrix<T>, const MahalanobisReward<T>&,  \
+                                       const PgOptions<T>&, const DiagGaussian<T>&, VectorView<T>);
 D2R_INSTANTIATE(float)
 D2R_INSTANTIATE(double)
 #undef D2R_INSTANTIATE

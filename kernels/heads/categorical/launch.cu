@@ -10,7 +10,7 @@
 #include "kernels/heads/categorical/second_order.cuh"
 #include "kernels/objectives/launch.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::categorical {
 namespace {
 
 // Sampling: tiles of kBlock * kItems logits; the large variant covers kMaxCategoricalClasses.
@@ -53,8 +53,8 @@ void dispatch_sample_block(std::int64_t classes, Launch&& launch) {
 
 }  // namespace
 
-void categorical_sample(cudaStream_t stream, const Categorical<float>& head, std::int64_t generations,
-                        DrawPosition pos, MatrixView<std::int32_t> samples) {
+void sample(cudaStream_t stream, const Categorical<float>& head, std::int64_t generations, DrawPosition pos,
+            MatrixView<std::int32_t> samples) {
   dispatch_sample_block(head.logits.cols, [&](auto block, auto tiles) {
     constexpr int kBlock = decltype(block)::value, kTiles = decltype(tiles)::value;
     categorical::sample_kernel<kBlock, kSampleItems, kTiles>
@@ -63,8 +63,8 @@ void categorical_sample(cudaStream_t stream, const Categorical<float>& head, std
   D2R_CHECK_LAUNCH(stream);
 }
 
-void categorical_log_prob(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
-                          MatrixView<float> out) {
+void log_prob(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
+              MatrixView<float> out) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::log_prob_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(head, samples, out);
@@ -72,7 +72,7 @@ void categorical_log_prob(cudaStream_t stream, const Categorical<float>& head, M
   D2R_CHECK_LAUNCH(stream);
 }
 
-void categorical_entropy(cudaStream_t stream, const Categorical<float>& head, VectorView<float> out) {
+void entropy(cudaStream_t stream, const Categorical<float>& head, VectorView<float> out) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::entropy_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(head, out);
@@ -80,9 +80,9 @@ void categorical_entropy(cudaStream_t stream, const Categorical<float>& head, Ve
   D2R_CHECK_LAUNCH(stream);
 }
 
-void categorical_backward(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
-                          MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
-                          const CategoricalGrad<float>& grad) {
+void backward(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
+              MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+              const CategoricalGrad<float>& grad) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::backward_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(
@@ -93,9 +93,9 @@ void categorical_backward(cudaStream_t stream, const Categorical<float>& head, M
 
 // ---------------------------------------------------------------- objectives
 
-void exact_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
-                       const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
-                       const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad) {
+void exact_objective(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                     const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                     const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::exact_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(
@@ -104,15 +104,14 @@ void exact_categorical(cudaStream_t stream, const Categorical<float>& head, Vect
   D2R_CHECK_LAUNCH(stream);
 }
 
-bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64_t generations) {
+bool pg_surrogate_fusable(const Categorical<float>& head, std::int64_t generations) {
   return generations >= 1 && generations <= categorical::kFusedMaxGenerations && head.logits.cols >= 1 &&
          head.logits.cols <= kMaxCategoricalClasses;
 }
 
-void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
-                              const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                              ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
-                              const CategoricalGrad<float>& grad) {
+void pg_surrogate(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                  const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                  ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad) {
   const auto smem = static_cast<std::size_t>(scale.generations * categorical::kFusedBytesPerDraw);
   dispatch_sample_block(head.logits.cols, [&](auto block, auto tiles) {
     constexpr int kBlock = decltype(block)::value, kTiles = decltype(tiles)::value;
@@ -125,10 +124,9 @@ void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& hea
 
 // ---------------------------------------------------------------- second order
 
-void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
-                               VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                               float entropy_weight, ObjectiveScale<float> scale, const Categorical<float>& tangent,
-                               const CategoricalGrad<float>& grad_tangent) {
+void exact_backward_tangent(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                            const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                            const Categorical<float>& tangent, const CategoricalGrad<float>& grad_tangent) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::exact_tangent_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(
@@ -137,9 +135,8 @@ void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& he
   D2R_CHECK_LAUNCH(stream);
 }
 
-void categorical_log_prob_jvp(cudaStream_t stream, const Categorical<float>& head,
-                              MatrixView<const std::int32_t> samples, const Categorical<float>& tangent,
-                              MatrixView<float> out) {
+void log_prob_jvp(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
+                  const Categorical<float>& tangent, MatrixView<float> out) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::log_prob_jvp_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(
@@ -148,9 +145,9 @@ void categorical_log_prob_jvp(cudaStream_t stream, const Categorical<float>& hea
   D2R_CHECK_LAUNCH(stream);
 }
 
-void categorical_backward_tangent(cudaStream_t stream, const Categorical<float>& head,
-                                  MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
-                                  const Categorical<float>& tangent, const CategoricalGrad<float>& grad_tangent) {
+void backward_tangent(cudaStream_t stream, const Categorical<float>& head, MatrixView<const float> d_log_prob,
+                      VectorView<const float> d_entropy, const Categorical<float>& tangent,
+                      const CategoricalGrad<float>& grad_tangent) {
   dispatch_row_block(head.logits.cols, [&](auto block) {
     constexpr int kBlock = decltype(block)::value;
     categorical::backward_tangent_kernel<kBlock><<<row_grid(head.logits.rows), kBlock, 0, stream>>>(
@@ -161,10 +158,9 @@ void categorical_backward_tangent(cudaStream_t stream, const Categorical<float>&
 
 /// Per-row partial gradients (B x P, the first floats of exact_mixed_product_workspace_bytes)
 /// then their deterministic column sum.
-void exact_mixed_product_categorical(cudaStream_t stream, const Categorical<float>& head,
-                                     VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                                     float k, const Categorical<float>& tangent, VectorView<float> grad,
-                                     void* workspace) {
+void exact_mixed_product(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                         const MahalanobisReward<float>& reward, float k, const Categorical<float>& tangent,
+                         VectorView<float> grad, void* workspace) {
   const std::int64_t rows = head.logits.rows, p = reward.params.size;
   const MatrixView<float> partial{static_cast<float*>(workspace), rows, p, p};
   dispatch_row_block(head.logits.cols, [&](auto block) {
@@ -176,4 +172,4 @@ void exact_mixed_product_categorical(cudaStream_t stream, const Categorical<floa
   column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::categorical

@@ -15,57 +15,53 @@
 #include "d2r/types/objectives.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::categorical {
 
 using math::DrawPosition;
 
-void categorical_sample(cudaStream_t stream, const Categorical<float>& head, std::int64_t generations, DrawPosition pos,
-                        MatrixView<std::int32_t> samples);
+void sample(cudaStream_t stream, const Categorical<float>& head, std::int64_t generations, DrawPosition pos,
+            MatrixView<std::int32_t> samples);
 
-void categorical_log_prob(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
-                          MatrixView<float> out);
+void log_prob(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
+              MatrixView<float> out);
 
-void categorical_entropy(cudaStream_t stream, const Categorical<float>& head, VectorView<float> out);
+void entropy(cudaStream_t stream, const Categorical<float>& head, VectorView<float> out);
 
-void categorical_backward(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
-                          MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
-                          const CategoricalGrad<float>& grad);
+void backward(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
+              MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+              const CategoricalGrad<float>& grad);
 
 /// Whether the fused categorical surrogate takes this size (G <= 1024: the G draws of a row in
 /// shared memory); otherwise compose primitives.
-bool pg_surrogate_categorical_fusable(const Categorical<float>& head, std::int64_t generations);
+bool pg_surrogate_fusable(const Categorical<float>& head, std::int64_t generations);
 
 /// Fused REINFORCE surrogate of the categorical head (objectives.cuh): one block per row; the
 /// logits are read in pass 1 (statistics), again only in the tiles that hold a draw, and once
-/// more for the gradient (a row of C <= 2048 is read once); draws equal categorical_sample's; no
+/// more for the gradient (a row of C <= 2048 is read once); draws equal sample's; no
 /// B x G intermediate in device memory.
-void pg_surrogate_categorical(cudaStream_t stream, const Categorical<float>& head,
-                              VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                              const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
-                              const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
+void pg_surrogate(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                  const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                  ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
 
-void exact_categorical(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
-                       const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
-                       const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
+void exact_objective(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                     const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                     const ObjectiveRows<float>& rows, const CategoricalGrad<float>& grad);
 
 /// Tangent of the exact objective's logits gradient (second_order.cuh, one block per row; see
-/// reference::exact_categorical_tangent). No workspace.
-void exact_categorical_tangent(cudaStream_t stream, const Categorical<float>& head,
-                               VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                               float entropy_weight, ObjectiveScale<float> scale, const Categorical<float>& tangent,
-                               const CategoricalGrad<float>& grad_tangent);
+/// reference::categorical::exact_backward_tangent). No workspace.
+void exact_backward_tangent(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                            const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                            const Categorical<float>& tangent, const CategoricalGrad<float>& grad_tangent);
 
-void categorical_log_prob_jvp(cudaStream_t stream, const Categorical<float>& head,
-                              MatrixView<const std::int32_t> samples, const Categorical<float>& tangent,
-                              MatrixView<float> out);
+void log_prob_jvp(cudaStream_t stream, const Categorical<float>& head, MatrixView<const std::int32_t> samples,
+                  const Categorical<float>& tangent, MatrixView<float> out);
 
-void categorical_backward_tangent(cudaStream_t stream, const Categorical<float>& head,
-                                  MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
-                                  const Categorical<float>& tangent, const CategoricalGrad<float>& grad_tangent);
+void backward_tangent(cudaStream_t stream, const Categorical<float>& head, MatrixView<const float> d_log_prob,
+                      VectorView<const float> d_entropy, const Categorical<float>& tangent,
+                      const CategoricalGrad<float>& grad_tangent);
 
-void exact_mixed_product_categorical(cudaStream_t stream, const Categorical<float>& head,
-                                     VectorView<const std::int32_t> labels, const MahalanobisReward<float>& reward,
-                                     float k, const Categorical<float>& tangent, VectorView<float> grad,
-                                     void* workspace);
+void exact_mixed_product(cudaStream_t stream, const Categorical<float>& head, VectorView<const std::int32_t> labels,
+                         const MahalanobisReward<float>& reward, float k, const Categorical<float>& tangent,
+                         VectorView<float> grad, void* workspace);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::categorical

@@ -1,7 +1,7 @@
 #pragma once
 // Device code of the categorical head's second-order pieces (d2r/second_order.hpp, DESIGN.md
 // §5-6): the log-probability JVP, the backward tangent, the exact objective's tangent and the
-// exact-curvature mixed product's per-row partial gradients (see reference::exact_mixed_categorical;
+// exact-curvature mixed product's per-row partial gradients (see reference::categorical::exact_mixed_product;
 // the launcher column-sums them). Launchers: launch.cu beside it. Conventions: distribution.cuh.
 
 #include <cub/cub.cuh>
@@ -146,7 +146,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
 
 // ------------------------------------------------------------------- exact-objective tangent
 
-/// Tangent of exact_kernel's gradient along ℓ̇ (reference::exact_categorical_tangent), one row per
+/// Tangent of exact_kernel's gradient along ℓ̇ (reference::categorical::exact_backward_tangent), one row per
 /// block: with u_j = ℓ̇_j − m̄ (m̄ = Σ p ℓ̇), E = Σ p r, Ė = Σ p u r and Ḣ = −Σ p u (log p + H),
 ///   grad(b, j) = −k [p_j u_j (r_j − E) − p_j Ė − λ p_j (u_j (log p_j + H + 1) + Ḣ)],   k = 1 / N,
 /// 0 where p_j = 0, NaN rows without a distribution. Passes over the row: statistics and the most

@@ -10,7 +10,7 @@
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/cholesky_gaussian/launch.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::cholesky_gaussian {
 
 namespace {
 using cholesky_gaussian::kThreads;
@@ -38,39 +38,38 @@ void finish_shared(cudaStream_t stream, const CholeskyGaussian<float>& head, con
 }
 }  // namespace
 
-void cholesky_gaussian_sample(cudaStream_t stream, const CholeskyGaussian<float>& head, std::int64_t generations,
-                              DrawPosition pos, MatrixView<float> samples) {
+void sample(cudaStream_t stream, const CholeskyGaussian<float>& head, std::int64_t generations, DrawPosition pos,
+            MatrixView<float> samples) {
   const std::size_t smem = cholesky_gaussian::forward_shared_bytes(dim(head));
   cholesky_gaussian::sample_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(head, generations, pos,
                                                                                             samples);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void cholesky_gaussian_log_prob(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                MatrixView<const float> samples, MatrixView<float> out) {
+void log_prob(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> samples,
+              MatrixView<float> out) {
   const std::size_t smem = cholesky_gaussian::forward_shared_bytes(dim(head));
   cholesky_gaussian::log_prob_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(head, samples, out);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void cholesky_gaussian_entropy(cudaStream_t stream, const CholeskyGaussian<float>& head, VectorView<float> out) {
+void entropy(cudaStream_t stream, const CholeskyGaussian<float>& head, VectorView<float> out) {
   constexpr int kWarpsPerBlock = kEntropyThreads / kWarpSize;
   cholesky_gaussian::entropy_kernel<<<grid_size(head.mean.rows, kWarpsPerBlock), kEntropyThreads, 0, stream>>>(head,
                                                                                                              out);
   D2R_CHECK_LAUNCH(stream);
 }
 
-std::size_t cholesky_gaussian_backward_workspace_bytes(const CholeskyGaussian<float>& head) {
+std::size_t backward_workspace_bytes(const CholeskyGaussian<float>& head) {
   if (!shared_tril(head)) return 0;
   const std::int64_t packed = cholesky_gaussian::packed_size(dim(head));
   const std::size_t per_row = static_cast<std::size_t>(head.mean.rows * packed) * sizeof(float);
   return per_row + column_sum_workspace_bytes(head.mean.rows, packed);
 }
 
-void cholesky_gaussian_backward(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                MatrixView<const float> samples, MatrixView<const float> d_log_prob,
-                                VectorView<const float> d_entropy, const CholeskyGaussianGrad<float>& grad,
-                                void* workspace) {
+void backward(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> samples,
+              MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+              const CholeskyGaussianGrad<float>& grad, void* workspace) {
   const bool shared = shared_tril(head);
   const std::int64_t batch = head.mean.rows, packed = cholesky_gaussian::packed_size(dim(head));
   MatrixView<float> tril_target = grad.tril;
@@ -84,8 +83,8 @@ void cholesky_gaussian_backward(cudaStream_t stream, const CholeskyGaussian<floa
   }
 }
 
-std::int64_t cholesky_first_nonpositive_diagonal(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                                 std::int64_t* scratch) {
+std::int64_t first_nonpositive_diagonal(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                                        std::int64_t* scratch) {
   auto* first = reinterpret_cast<unsigned long long*>(scratch);
   // All bits set: the largest value, meaning "none" to atomicMin.
   D2R_CUDA_TRY(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), stream));
@@ -99,28 +98,27 @@ std::int64_t cholesky_first_nonpositive_diagonal(cudaStream_t stream, const Chol
   return result == ~0ULL ? -1 : static_cast<std::int64_t>(result);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::cholesky_gaussian
 
 // ---- second order (device code at the end of cholesky_gaussian.cuh)
-namespace d2r::kernels {
+namespace d2r::kernels::cholesky_gaussian {
 
-void cholesky_gaussian_log_prob_jvp(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                    MatrixView<const float> samples, const CholeskyGaussian<float>& tangent,
-                                    MatrixView<float> out) {
+void log_prob_jvp(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> samples,
+                  const CholeskyGaussian<float>& tangent, MatrixView<float> out) {
   const std::size_t smem = cholesky_gaussian::log_prob_jvp_shared_bytes(dim(head));
   cholesky_gaussian::log_prob_jvp_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(head, samples,
                                                                                                   tangent, out);
   D2R_CHECK_LAUNCH(stream);
 }
 
-std::size_t cholesky_gaussian_backward_tangent_workspace_bytes(const CholeskyGaussian<float>& head) {
-  return cholesky_gaussian_backward_workspace_bytes(head);  // the same per-row rows and column sum
+std::size_t backward_tangent_workspace_bytes(const CholeskyGaussian<float>& head) {
+  return backward_workspace_bytes(head);  // the same per-row rows and column sum
 }
 
-void cholesky_gaussian_backward_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                        MatrixView<const float> samples, MatrixView<const float> d_log_prob,
-                                        VectorView<const float> d_entropy, const CholeskyGaussian<float>& tangent,
-                                        const CholeskyGaussianGrad<float>& grad_tangent, void* workspace) {
+void backward_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> samples,
+                      MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+                      const CholeskyGaussian<float>& tangent, const CholeskyGaussianGrad<float>& grad_tangent,
+                      void* workspace) {
   const bool shared = shared_tril(head);
   const std::int64_t batch = head.mean.rows, packed = cholesky_gaussian::packed_size(dim(head));
   MatrixView<float> tril_target = grad_tangent.tril;
@@ -136,10 +134,9 @@ void cholesky_gaussian_backward_tangent(cudaStream_t stream, const CholeskyGauss
 
 // ---------------------------------------------------------------- objectives
 
-void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
-                             const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
-                             const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
-                             void* workspace) {
+void exact_objective(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
+                     const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                     const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad, void* workspace) {
   const std::size_t smem = cholesky_objectives::exact_shared_bytes(dim(head));
   cholesky_objectives::exact_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
       head, targets, reward, entropy_weight, scale, rows, grad.mean, tril_target(head, grad, workspace));
@@ -147,10 +144,10 @@ void exact_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>&
   finish_shared(stream, head, grad, workspace);
 }
 
-void exact_cholesky_gaussian_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                     const MahalanobisReward<float>& reward, float entropy_weight,
-                                     ObjectiveScale<float> scale, const CholeskyGaussian<float>& tangent,
-                                     const CholeskyGaussianGrad<float>& grad_tangent, void* workspace) {
+void exact_backward_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head,
+                            const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                            const CholeskyGaussian<float>& tangent, const CholeskyGaussianGrad<float>& grad_tangent,
+                            void* workspace) {
   const std::size_t smem = cholesky_objectives::exact_tangent_shared_bytes(dim(head));
   cholesky_objectives::exact_tangent_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
       head, reward, entropy_weight, scale.per_dim / scale.normaliser, tangent, grad_tangent.mean,
@@ -159,10 +156,9 @@ void exact_cholesky_gaussian_tangent(cudaStream_t stream, const CholeskyGaussian
   finish_shared(stream, head, grad_tangent, workspace);
 }
 
-void exact_mixed_product_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                           MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                           float k, const CholeskyGaussian<float>& tangent, VectorView<float> grad,
-                                           void* workspace) {
+void exact_mixed_product(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
+                         const MahalanobisReward<float>& reward, float k, const CholeskyGaussian<float>& tangent,
+                         VectorView<float> grad, void* workspace) {
   // Per-row partials (B x P, the first floats of exact_mixed_product_workspace_bytes) then their
   // deterministic column sum.
   const std::int64_t rows = head.mean.rows, p = reward.params.size;
@@ -174,11 +170,10 @@ void exact_mixed_product_cholesky_gaussian(cudaStream_t stream, const CholeskyGa
   column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
-void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
-                                const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
-                                void* workspace) {
+void pg_pathwise(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
+                 const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                 ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
+                 void* workspace) {
   const std::size_t smem = cholesky_objectives::pathwise_shared_bytes(dim(head));
   cholesky_objectives::pathwise_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
       head, targets, reward, options, pos, scale, rows, grad.mean, tril_target(head, grad, workspace));
@@ -186,15 +181,14 @@ void pathwise_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<floa
   finish_shared(stream, head, grad, workspace);
 }
 
-bool pg_surrogate_cholesky_gaussian_fusable(const CholeskyGaussian<float>& head, std::int64_t generations) {
+bool pg_surrogate_fusable(const CholeskyGaussian<float>& head, std::int64_t generations) {
   return head.mean.cols <= kMaxCholeskyDim && generations <= cholesky_objectives::kFusedMaxGenerations;
 }
 
-void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<float>& head,
-                                    MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                    const PgOptions<float>& options, DrawPosition pos, ObjectiveScale<float> scale,
-                                    const ObjectiveRows<float>& rows, const CholeskyGaussianGrad<float>& grad,
-                                    void* workspace) {
+void pg_surrogate(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,
+                  const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                  ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
+                  const CholeskyGaussianGrad<float>& grad, void* workspace) {
   const std::size_t smem = cholesky_objectives::surrogate_shared_bytes(dim(head), scale.generations);
   cholesky_objectives::surrogate_kernel<<<grid_size(head.mean.rows, 1), kThreads, smem, stream>>>(
       head, targets, reward, options, pos, scale, rows, grad.mean, tril_target(head, grad, workspace));
@@ -202,4 +196,4 @@ void pg_surrogate_cholesky_gaussian(cudaStream_t stream, const CholeskyGaussian<
   finish_shared(stream, head, grad, workspace);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::cholesky_gaussian

@@ -2,8 +2,8 @@
 // Device code of the inner objectives of the Cholesky-Gaussian head (DESIGN.md §5): the
 // exact-expectation objective with its head Hessian (exact_tangent_kernel) and mixed product
 // (exact_mixed_kernel, DESIGN.md §6), the pathwise objective and the fused REINFORCE surrogate.
-// Launchers: launch.cu beside it. The math is that of reference::exact_cholesky_gaussian and
-// reference::pathwise_cholesky_gaussian (host/reference/heads/cholesky_gaussian.hpp), with k = pd / N, and
+// Launchers: launch.cu beside it. The math is that of reference::cholesky_gaussian::exact_objective and
+// reference::cholesky_gaussian::pg_pathwise (host/reference/heads/cholesky_gaussian.hpp), with k = pd / N, and
 // for the surrogate that of pg_surrogate's composition (sample, log_prob, reward,
 // transform_rewards, entropy, reference::pg_row_terms, backward).
 //
@@ -194,7 +194,7 @@ __host__ __device__ constexpr std::size_t exact_tangent_shared_bytes(int n) {
 static_assert(exact_tangent_shared_bytes(static_cast<int>(kMaxCholeskyDim)) <= 48 * 1024,
               "the Cholesky objective kernels must fit the default 48 KB of dynamic shared memory");
 
-/// Tangent of exact_kernel's head gradient along (μ̇, raẇ) (reference::exact_cholesky_gaussian_tangent),
+/// Tangent of exact_kernel's head gradient along (μ̇, raẇ) (reference::cholesky_gaussian::exact_backward_tangent),
 /// with L̇ the factor's tangent and g_ii = 2k (UL)_ii − kλ / L_ii:
 ///   grad_mean(b, i)        = 2k (U μ̇)_i
 ///   tril_target(b, (i, j)) = 2k (U L̇)_ij                                          (j < i)
@@ -255,7 +255,7 @@ static_assert(exact_mixed_shared_bytes(static_cast<int>(kMaxCholeskyDim)) <= 48 
               "the Cholesky objective kernels must fit the default 48 KB of dynamic shared memory");
 
 /// Per-row partial φ-gradients of ∇_head L_exact · ḣ = 2k Σ_b tr(U M_b), M = δ μ̇ᵀ + L L̇ᵀ
-/// (reference::exact_mixed_cholesky_gaussian):
+/// (reference::cholesky_gaussian::exact_mixed_product):
 ///   scalar    partial(b, 0)       = 2k Σ_i M_ii
 ///   diagonal  partial(b, i)       = 2k M_ii
 ///   full      partial(b, (i, j))  = 2k Σ_{m>=j} S_im R_mj,   S = M + Mᵀ (U = R Rᵀ)
@@ -306,6 +306,28 @@ D2R_KERNEL void __launch_bounds__(kThreads)
       }
     }
     __syncthreads();  // the row's staging is reused by the next row
+  }
+}
+
+/// Adds one tile of `count` generations (columns of the [dim][kStride] arrays v and e) into the
+/// accumulators: acc_tril(i, j) += Σ_g v(i, g) e(j, g) for j <= i, acc_mean(i) += Σ_g v(i, g).
+/// Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
+__device__ __forceinline__ void accumulate_tile(const float* v, const float* e, int n, int count, int t,
+                                                float* acc_tril, float* acc_mean) {
+  for (int i = 0; i < n; ++i) {
+    const float* v_row = v + i * kStride;
+    for (int j = t; j <= i; j += blockDim.x) {
+      const float* e_row = e + j * kStride;
+      float sum = 0.0f;
+      for (int gg = 0; gg < count; ++gg) sum += v_row[gg] * e_row[gg];
+      acc_tril[packed_size(i) + j] += sum;
+    }
+  }
+  for (int i = t; i < n; i += blockDim.x) {
+    const float* v_row = v + i * kStride;
+    float sum = 0.0f;
+    for (int gg = 0; gg < count; ++gg) sum += v_row[gg];
+    acc_mean[i] += sum;
   }
 }
 
@@ -422,22 +444,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
         }
       }
       __syncthreads();
-      // Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
-      for (int i = 0; i < n; ++i) {
-        const float* a_row = grad_a + i * kStride;
-        for (int j = t; j <= i; j += blockDim.x) {
-          const float* e_row = eps + j * kStride;
-          float sum = 0.0f;
-          for (int gg = 0; gg < count; ++gg) sum += a_row[gg] * e_row[gg];
-          acc_tril[packed_size(i) + j] += sum;
-        }
-      }
-      for (int i = t; i < n; i += blockDim.x) {
-        const float* a_row = grad_a + i * kStride;
-        float sum = 0.0f;
-        for (int gg = 0; gg < count; ++gg) sum += a_row[gg];
-        acc_mean[i] += sum;
-      }
+      accumulate_tile(grad_a, eps, n, count, t, acc_tril, acc_mean);
       __syncthreads();
     }
     const auto g_count = static_cast<float>(G);
@@ -483,7 +490,7 @@ __device__ __forceinline__ float warp_min(float v) {
 
 /// Fused REINFORCE surrogate, the composition sample → log_prob → reward → transform_rewards →
 /// entropy → pg_row_terms → backward in one kernel. Per row b (ε_g the Philox noise of
-/// generation g, keyed as cholesky_gaussian_sample; ŷ_g = μ + Lε_g, so z = L⁻¹(ŷ_g − μ) = ε_g):
+/// generation g, keyed as cholesky_gaussian::sample; ŷ_g = μ + Lε_g, so z = L⁻¹(ŷ_g − μ) = ε_g):
 ///   pass 1    r_g = −δ_gᵀUδ_g (δ_g = ŷ_g − y), log p_g = −½‖ε_g‖² − Σ_d log L_dd − (n/2) log 2π,
 ///             kept in shared memory (G floats each), nothing else;
 ///   row terms A = T(r) over the row's G rewards, x_g = −pd log p_g clipped to [−c, c],
@@ -636,22 +643,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
         }
       }
       __syncthreads();
-      // Entry (i, j) is owned by thread j % kThreads; mean entry i by thread i % kThreads.
-      for (int i = 0; i < n; ++i) {
-        const float* v_row = work_b + i * kStride;
-        for (int j = t; j <= i; j += blockDim.x) {
-          const float* e_row = work_a + j * kStride;
-          float acc = 0.0f;
-          for (int gg = 0; gg < count; ++gg) acc += v_row[gg] * e_row[gg];
-          acc_tril[packed_size(i) + j] += acc;
-        }
-      }
-      for (int i = t; i < n; i += blockDim.x) {
-        const float* v_row = work_b + i * kStride;
-        float acc = 0.0f;
-        for (int gg = 0; gg < count; ++gg) acc += v_row[gg];
-        acc_mean[i] += acc;
-      }
+      accumulate_tile(work_b, work_a, n, count, t, acc_tril, acc_mean);
       __syncthreads();
     }
     const float e = -options.entropy_weight * s.per_dim / s.normaliser;

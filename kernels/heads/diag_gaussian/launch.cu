@@ -10,7 +10,7 @@
 #include "kernels/checks/launch.hpp"
 #include "kernels/heads/diag_gaussian/launch.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::diag_gaussian {
 namespace {
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
@@ -45,33 +45,33 @@ void finish_shared(cudaStream_t stream, const DiagGaussian<float>& head, const D
 }
 }  // namespace
 
-void diag_gaussian_sample(cudaStream_t stream, const DiagGaussian<float>& head, std::int64_t generations,
-                          DrawPosition pos, MatrixView<float> samples) {
+void sample(cudaStream_t stream, const DiagGaussian<float>& head, std::int64_t generations, DrawPosition pos,
+            MatrixView<float> samples) {
   const std::int64_t work = samples.rows * ((head.mean.cols + 3) / 4);
   diag_gaussian::sample_kernel<<<grid_size(work, kThreads), kThreads, 0, stream>>>(head, generations, pos, samples);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void diag_gaussian_log_prob(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
-                            MatrixView<float> out) {
+void log_prob(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+              MatrixView<float> out) {
   diag_gaussian::log_prob_kernel<<<grid_size(samples.rows, kWarpsPerBlock), kThreads, 0, stream>>>(head, samples, out);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void diag_gaussian_entropy(cudaStream_t stream, const DiagGaussian<float>& head, VectorView<float> out) {
+void entropy(cudaStream_t stream, const DiagGaussian<float>& head, VectorView<float> out) {
   diag_gaussian::entropy_kernel<<<grid_size(head.mean.rows, kWarpsPerBlock), kThreads, 0, stream>>>(head, out);
   D2R_CHECK_LAUNCH(stream);
 }
 
-std::size_t diag_gaussian_backward_workspace_bytes(const DiagGaussian<float>& head) {
+std::size_t backward_workspace_bytes(const DiagGaussian<float>& head) {
   if (!shared_log_std(head)) return 0;
   const std::size_t per_row = static_cast<std::size_t>(head.mean.rows * head.mean.cols) * sizeof(float);
   return per_row + column_sum_workspace_bytes(head.mean.rows, head.mean.cols);
 }
 
-void diag_gaussian_backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
-                            MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
-                            const DiagGaussianGrad<float>& grad, void* workspace) {
+void backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+              MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+              const DiagGaussianGrad<float>& grad, void* workspace) {
   const bool shared = shared_log_std(head);
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   MatrixView<float> log_std_target = grad.log_std;
@@ -84,17 +84,16 @@ void diag_gaussian_backward(cudaStream_t stream, const DiagGaussian<float>& head
   }
 }
 
-void diag_gaussian_log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
-                                const DiagGaussian<float>& tangent, MatrixView<float> out) {
+void log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+                  const DiagGaussian<float>& tangent, MatrixView<float> out) {
   diag_gaussian::log_prob_jvp_kernel<<<grid_size(samples.rows, kWarpsPerBlock), kThreads, 0, stream>>>(head, samples,
                                                                                                       tangent, out);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void diag_gaussian_backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
-                                    MatrixView<const float> samples, MatrixView<const float> d_log_prob,
-                                    const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
-                                    void* workspace) {
+void backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+                      MatrixView<const float> d_log_prob, const DiagGaussian<float>& tangent,
+                      const DiagGaussianGrad<float>& grad_tangent, void* workspace) {
   const bool shared = shared_log_std(head);
   const std::int64_t batch = head.mean.rows, n = head.mean.cols;
   MatrixView<float> log_std_target = grad_tangent.log_std;
@@ -109,9 +108,9 @@ void diag_gaussian_backward_tangent(cudaStream_t stream, const DiagGaussian<floa
 
 // ---------------------------------------------------------------- objectives
 
-void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                         const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
-                         const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace) {
+void exact_objective(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                     const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                     const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace) {
   const RowLaunch launch = full_u_launch(reward, head.mean.cols);
   diag_gaussian::exact_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
       head, targets, reward, entropy_weight, scale, rows, grad.mean, log_std_target(head, grad, workspace));
@@ -119,10 +118,10 @@ void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, M
   finish_shared(stream, head, grad, workspace);
 }
 
-void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
-                                 const MahalanobisReward<float>& reward, ObjectiveScale<float> scale,
-                                 const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
-                                 void* workspace) {
+void exact_backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
+                            const MahalanobisReward<float>& reward, ObjectiveScale<float> scale,
+                            const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
+                            void* workspace) {
   const RowLaunch launch = full_u_launch(reward, head.mean.cols);
   diag_gaussian::exact_tangent_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
       head, reward, scale.per_dim / scale.normaliser, tangent, grad_tangent.mean,
@@ -131,10 +130,10 @@ void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>&
   finish_shared(stream, head, grad_tangent, workspace);
 }
 
-void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                            const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                            ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
-                            void* workspace) {
+void pg_pathwise(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                 const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                 ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
+                 void* workspace) {
   const RowLaunch launch = full_u_launch(reward, 2 * head.mean.cols);  // n <= kPathwiseMaxFullDim: caller
   diag_gaussian::pathwise_kernel<<<grid_size(head.mean.rows, launch.threads), launch.threads, launch.smem, stream>>>(
       head, targets, reward, options, pos, scale, rows, grad.mean, log_std_target(head, grad, workspace));
@@ -142,14 +141,14 @@ void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head
   finish_shared(stream, head, grad, workspace);
 }
 
-bool pg_surrogate_diag_gaussian_fusable(const DiagGaussian<float>& head, std::int64_t generations) {
+bool pg_surrogate_fusable(const DiagGaussian<float>& head, std::int64_t generations) {
   return head.mean.cols <= diag_gaussian::kFusedMaxDim && generations <= diag_gaussian::kFusedMaxGenerations;
 }
 
-void pg_surrogate_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                                const MahalanobisReward<float>& reward, const PgOptions<float>& options,
-                                DrawPosition pos, ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
-                                const DiagGaussianGrad<float>& grad, void* workspace) {
+void pg_surrogate(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                  const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                  ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
+                  void* workspace) {
   constexpr int threads = diag_gaussian::kFusedWarpsPerBlock * kWarpSize;
   const std::size_t smem =
       static_cast<std::size_t>(diag_gaussian::kFusedWarpsPerBlock * (2 * scale.generations + head.mean.cols)) * sizeof(float);
@@ -166,10 +165,9 @@ void pg_surrogate_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& 
 
 // ---------------------------------------------------------------- exact mixed product
 
-void exact_mixed_product_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head,
-                                       MatrixView<const float> targets, const MahalanobisReward<float>& reward,
-                                       float k, const DiagGaussian<float>& tangent, VectorView<float> grad,
-                                       void* workspace) {
+void exact_mixed_product(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                         const MahalanobisReward<float>& reward, float k, const DiagGaussian<float>& tangent,
+                         VectorView<float> grad, void* workspace) {
   const std::int64_t rows = head.mean.rows, p = reward.params.size;
   const MatrixView<float> partial{static_cast<float*>(workspace), rows, p, p};
   const std::int64_t columns = reward.form == RewardForm::scalar ? 1 : head.mean.cols;
@@ -179,4 +177,4 @@ void exact_mixed_product_diag_gaussian(cudaStream_t stream, const DiagGaussian<f
   column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::diag_gaussian

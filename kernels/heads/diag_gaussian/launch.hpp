@@ -16,28 +16,28 @@
 #include "d2r/types/objectives.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::diag_gaussian {
 
 using math::DrawPosition;
 
-void diag_gaussian_sample(cudaStream_t stream, const DiagGaussian<float>& head, std::int64_t generations,
-                          DrawPosition pos, MatrixView<float> samples);
+void sample(cudaStream_t stream, const DiagGaussian<float>& head, std::int64_t generations, DrawPosition pos,
+            MatrixView<float> samples);
 
-void diag_gaussian_log_prob(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
-                            MatrixView<float> out);
+void log_prob(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+              MatrixView<float> out);
 
-void diag_gaussian_entropy(cudaStream_t stream, const DiagGaussian<float>& head, VectorView<float> out);
+void entropy(cudaStream_t stream, const DiagGaussian<float>& head, VectorView<float> out);
 
-/// `workspace`: diag_gaussian_backward_workspace_bytes(...) device bytes (0 when log_std is per-row).
-std::size_t diag_gaussian_backward_workspace_bytes(const DiagGaussian<float>& head);
+/// `workspace`: backward_workspace_bytes(...) device bytes (0 when log_std is per-row).
+std::size_t backward_workspace_bytes(const DiagGaussian<float>& head);
 
-void diag_gaussian_backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
-                            MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
-                            const DiagGaussianGrad<float>& grad, void* workspace);
+void backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+              MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
+              const DiagGaussianGrad<float>& grad, void* workspace);
 
-void exact_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                         const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
-                         const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace);
+void exact_objective(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                     const MahalanobisReward<float>& reward, float entropy_weight, ObjectiveScale<float> scale,
+                     const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad, void* workspace);
 
 /// Shared memory the diagonal head's one-thread-per-row kernels may use for a full U: 2n floats
 /// per thread for the pathwise kernel, n for the exact objective and its tangent; the largest n
@@ -48,38 +48,37 @@ inline constexpr std::int64_t kPathwiseMaxFullDim = kPathwiseSharedBytes / (2 * 
 
 inline constexpr std::int64_t kExactMaxFullDim = kPathwiseSharedBytes / 4;
 
-void pathwise_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                            const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
-                            ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
-                            const DiagGaussianGrad<float>& grad, void* workspace);
+void pg_pathwise(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                 const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                 ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
+                 void* workspace);
 
 /// Whether the fused kernel takes this size (n <= 128, G <= 1024); otherwise compose primitives.
-bool pg_surrogate_diag_gaussian_fusable(const DiagGaussian<float>& head, std::int64_t generations);
+bool pg_surrogate_fusable(const DiagGaussian<float>& head, std::int64_t generations);
 
 /// Fused REINFORCE surrogate of the diagonal-Gaussian head: one warp per row, noise regenerated
 /// from Philox in the second pass instead of storing B·G·n samples.
-void pg_surrogate_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
-                                const MahalanobisReward<float>& reward, const PgOptions<float>& options,
-                                DrawPosition pos, ObjectiveScale<float> scale, const ObjectiveRows<float>& rows,
-                                const DiagGaussianGrad<float>& grad, void* workspace);
+void pg_surrogate(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                  const MahalanobisReward<float>& reward, const PgOptions<float>& options, DrawPosition pos,
+                  ObjectiveScale<float> scale, const ObjectiveRows<float>& rows, const DiagGaussianGrad<float>& grad,
+                  void* workspace);
 
-/// Tangent of the exact objective's head gradient (diagonal Gaussian); workspace as exact_diag_gaussian.
-void exact_diag_gaussian_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
-                                 const MahalanobisReward<float>& reward, ObjectiveScale<float> scale,
-                                 const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
-                                 void* workspace);
+/// Tangent of the exact objective's head gradient (diagonal Gaussian); workspace as exact_objective.
+void exact_backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
+                            const MahalanobisReward<float>& reward, ObjectiveScale<float> scale,
+                            const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
+                            void* workspace);
 
-void diag_gaussian_log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
-                                const DiagGaussian<float>& tangent, MatrixView<float> out);
+void log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+                  const DiagGaussian<float>& tangent, MatrixView<float> out);
 
-/// `workspace`: diag_gaussian_backward_workspace_bytes(head) device bytes.
-void diag_gaussian_backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head,
-                                    MatrixView<const float> samples, MatrixView<const float> d_log_prob,
-                                    const DiagGaussian<float>& tangent, const DiagGaussianGrad<float>& grad_tangent,
-                                    void* workspace);
+/// `workspace`: backward_workspace_bytes(head) device bytes.
+void backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
+                      MatrixView<const float> d_log_prob, const DiagGaussian<float>& tangent,
+                      const DiagGaussianGrad<float>& grad_tangent, void* workspace);
 
-void exact_mixed_product_diag_gaussian(cudaStream_t stream, const DiagGaussian<float>& head,
-                                       MatrixView<const float> targets, const MahalanobisReward<float>& reward, float k,
-                                       const DiagGaussian<float>& tangent, VectorView<float> grad, void* workspace);
+void exact_mixed_product(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> targets,
+                         const MahalanobisReward<float>& reward, float k, const DiagGaussian<float>& tangent,
+                         VectorView<float> grad, void* workspace);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::diag_gaussian

@@ -66,7 +66,7 @@ D2R_KERNEL void exact_kernel(DiagGaussian<float> head, MatrixView<const float> t
   }
 }
 
-/// Tangent of the exact objective's head gradient (see reference::exact_diag_gaussian_tangent),
+/// Tangent of the exact objective's head gradient (see reference::diag_gaussian::exact_backward_tangent),
 /// one thread per row; log_std_target is the per-row target (workspace when the log-std is shared).
 /// Scratch as exact_kernel's (v = Rᵀμ̇ for a full U).
 D2R_KERNEL void exact_tangent_kernel(DiagGaussian<float> head, MahalanobisReward<float> reward, float k,

@@ -1,7 +1,7 @@
 #pragma once
 // Device code of the diagonal-Gaussian head's second-order pieces (d2r/second_order.hpp, DESIGN.md
 // §5-6): the log-probability JVP, the backward tangent and the exact-curvature mixed product's
-// per-row partial gradients (see reference::exact_mixed_diag_gaussian; launchers column-sum them).
+// per-row partial gradients (see reference::diag_gaussian::exact_mixed_product; launchers column-sum them).
 // Launchers: launch.cu beside it.
 
 #include <cstdint>

@@ -324,7 +324,7 @@ std::vector<std::int32_t> labels_of(const CatProblem& p, TestRng& rng) {
   return y;
 }
 
-class CategoricalExactTangent : public ::testing::TestWithParam<CatSoCase> {
+class CategoricalExactBackwardTangent : public ::testing::TestWithParam<CatSoCase> {
  protected:
   d2r::Context ctx{{.backend = d2r::Backend::cpu}};
 };
@@ -332,7 +332,7 @@ class CategoricalExactTangent : public ::testing::TestWithParam<CatSoCase> {
 /// exact_backward_tangent against central differences of exact_objective's logits gradient along
 /// the tangent, for every reward form, with and without entropy; masked classes get exactly 0;
 /// the Hessian is symmetric and blind to a constant tangent.
-TEST_P(CategoricalExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
+TEST_P(CategoricalExactBackwardTangent, MatchesCentralDifferencesOfTheExactGradient) {
   const auto [B, C, G, masked] = GetParam();
   for (const d2r::RewardForm form : {d2r::RewardForm::scalar, d2r::RewardForm::diagonal, d2r::RewardForm::full}) {
     for (const double lambda : {0.0, 0.6}) {
@@ -389,7 +389,7 @@ TEST_P(CategoricalExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, CategoricalExactTangent,
+INSTANTIATE_TEST_SUITE_P(Sizes, CategoricalExactBackwardTangent,
                          ::testing::Values(CatSoCase{1, 2, 1, false}, CatSoCase{3, 5, 1, false},
                                            CatSoCase{4, 10, 1, true}, CatSoCase{2, 50, 1, true},
                                            CatSoCase{5, 7, 1, true}),
@@ -399,7 +399,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, CategoricalExactTangent,
                            return os.str();
                          });
 
-TEST(CategoricalExactTangentErrors, RejectsBadArgumentsBeforeWriting) {
+TEST(CategoricalExactBackwardTangentErrors, RejectsBadArgumentsBeforeWriting) {
   d2r::Context ctx({.backend = d2r::Backend::cpu});
   const std::int64_t B = 3, C = 4;
   const CatProblem p(B, C, 1, false, 3);

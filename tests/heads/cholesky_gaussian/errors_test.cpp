@@ -37,7 +37,7 @@ void expect_rejected(F&& call, const std::string& argument, const std::string& t
 }
 
 /// A valid problem (B = 3, n = 3, G = 2) in host memory, to be broken one argument at a time.
-class CholeskyErrors : public ::testing::Test {
+class CholeskyGaussianErrors : public ::testing::Test {
  protected:
   static constexpr std::int64_t kB = 3, kN = 3, kG = 2;
   Context ctx{{.backend = Backend::cpu, .seed = 1}};
@@ -95,20 +95,20 @@ class CholeskyErrors : public ::testing::Test {
 };
 
 // ---------------------------------------------------------------- the head (all entry points)
-TEST_F(CholeskyErrors, ZeroDimensionIsRejected) {
+TEST_F(CholeskyGaussianErrors, ZeroDimensionIsRejected) {
   CholeskyGaussian<double> bad = head();
   bad.mean.cols = 0;
   bad.tril.cols = 0;
   expect_every_entry_point_rejects(bad, kB, 0, kB, "head.mean", "n >= 1 columns");
 }
 
-TEST_F(CholeskyErrors, EmptyBatchIsRejected) {
+TEST_F(CholeskyGaussianErrors, EmptyBatchIsRejected) {
   CholeskyGaussian<double> bad = head();
   bad.mean.rows = 0;
   expect_every_entry_point_rejects(bad, 0, kN, kB, "head.mean", "B >= 1 rows");
 }
 
-TEST_F(CholeskyErrors, DimensionAboveLimitIsRejected) {
+TEST_F(CholeskyGaussianErrors, DimensionAboveLimitIsRejected) {
   constexpr std::int64_t n = kMaxCholeskyDim + 1;
   const std::vector<double> big_mean(static_cast<std::size_t>(kB * n), 0.0);
   const std::vector<double> big_tril(static_cast<std::size_t>(kB * packed_size(n)), 0.0);
@@ -117,7 +117,7 @@ TEST_F(CholeskyErrors, DimensionAboveLimitIsRejected) {
   expect_every_entry_point_rejects(bad, kB, n, kB, "head.mean", "n <= 64");
 }
 
-TEST_F(CholeskyErrors, TrilWithWrongColumnCountIsRejected) {
+TEST_F(CholeskyGaussianErrors, TrilWithWrongColumnCountIsRejected) {
   CholeskyGaussian<double> bad = head();
   bad.tril.cols = packed_size(kN) - 1;
   expect_every_entry_point_rejects(bad, kB, kN, kB, "head.tril", "n(n+1)/2 = 6 columns");
@@ -126,13 +126,13 @@ TEST_F(CholeskyErrors, TrilWithWrongColumnCountIsRejected) {
   expect_every_entry_point_rejects(bad, kB, kN, kB, "head.tril", "n(n+1)/2 = 6 columns");
 }
 
-TEST_F(CholeskyErrors, TrilWithRowsNeitherOneNorBIsRejected) {
+TEST_F(CholeskyGaussianErrors, TrilWithRowsNeitherOneNorBIsRejected) {
   CholeskyGaussian<double> bad = head();
   bad.tril.rows = 2;
   expect_every_entry_point_rejects(bad, kB, kN, kB, "head.tril", "3 rows (one factor per row) or 1 row (shared)");
 }
 
-TEST_F(CholeskyErrors, BadStrideAndNullPointerAreRejected) {
+TEST_F(CholeskyGaussianErrors, BadStrideAndNullPointerAreRejected) {
   CholeskyGaussian<double> bad = head();
   bad.tril.row_stride = packed_size(kN) - 1;
   expect_every_entry_point_rejects(bad, kB, kN, kB, "head.tril", "row_stride >= cols");
@@ -141,7 +141,7 @@ TEST_F(CholeskyErrors, BadStrideAndNullPointerAreRejected) {
   expect_every_entry_point_rejects(bad, kB, kN, kB, "head.mean", "null");
 }
 
-TEST_F(CholeskyErrors, NegativeOrNonFiniteJitterIsRejected) {
+TEST_F(CholeskyGaussianErrors, NegativeOrNonFiniteJitterIsRejected) {
   for (const double jitter : {-1e-6, kNaN, kInf}) {
     SCOPED_TRACE(jitter);
     CholeskyGaussian<double> bad = head();
@@ -150,7 +150,7 @@ TEST_F(CholeskyErrors, NegativeOrNonFiniteJitterIsRejected) {
   }
 }
 
-TEST_F(CholeskyErrors, NonFiniteMeanOrTrilIsRejected) {
+TEST_F(CholeskyGaussianErrors, NonFiniteMeanOrTrilIsRejected) {
   mean[4] = kNaN;
   expect_every_entry_point_rejects(head(), kB, kN, kB, "head.mean", "element (1, 1) is nan; expected finite");
   mean[4] = 0.5;
@@ -161,7 +161,7 @@ TEST_F(CholeskyErrors, NonFiniteMeanOrTrilIsRejected) {
   expect_every_entry_point_rejects(head(), kB, kN, kB, "head.tril", "expected finite");
 }
 
-TEST_F(CholeskyErrors, NonPositiveDiagonalIsRejected) {
+TEST_F(CholeskyGaussianErrors, NonPositiveDiagonalIsRejected) {
   // softplus(-800) underflows to 0 in double; with no jitter L_11 of row 2 is 0.
   tril[2 * packed_size(kN) + diagonal_index(1)] = -800.0;
   CholeskyGaussian<double> bad = head();
@@ -175,7 +175,7 @@ TEST_F(CholeskyErrors, NonPositiveDiagonalIsRejected) {
   EXPECT_FALSE(out.untouched());
 }
 
-TEST_F(CholeskyErrors, DiagonalUnderflowDependsOnPrecision) {
+TEST_F(CholeskyGaussianErrors, DiagonalUnderflowDependsOnPrecision) {
   // softplus(-200) = e^-200 ≈ 1.4e-87 is a positive double but underflows to 0 in float.
   tril[diagonal_index(0)] = -200.0;
   CholeskyGaussian<double> h = head();
@@ -192,7 +192,7 @@ TEST_F(CholeskyErrors, DiagonalUnderflowDependsOnPrecision) {
   EXPECT_TRUE(out_f.untouched());
 }
 
-TEST_F(CholeskyErrors, ValueChecksNoneSkipsValueChecksOnly) {
+TEST_F(CholeskyGaussianErrors, ValueChecksNoneSkipsValueChecksOnly) {
   mean[0] = kNaN;
   Context trusting({.backend = Backend::cpu, .value_checks = ValueChecks::none});
   GuardedMatrix<double> out(trusting, kB * kG, kN);
@@ -205,7 +205,7 @@ TEST_F(CholeskyErrors, ValueChecksNoneSkipsValueChecksOnly) {
 }
 
 // ---------------------------------------------------------------- sample
-TEST_F(CholeskyErrors, SampleRejectsBadGenerationsShapesAndKeys) {
+TEST_F(CholeskyGaussianErrors, SampleRejectsBadGenerationsShapesAndKeys) {
   GuardedMatrix<double> out(ctx, kB * kG, kN);
   for (const std::int64_t g : {std::int64_t{0}, std::int64_t{-3}}) {
     expect_rejected([&] { sample(ctx, head(), g, {}, out.view()); }, "generations", "expected generations >= 1");
@@ -222,7 +222,7 @@ TEST_F(CholeskyErrors, SampleRejectsBadGenerationsShapesAndKeys) {
   EXPECT_TRUE(wrong_cols.untouched());
 }
 
-TEST_F(CholeskyErrors, SampleRejectsOutputOverlappingTheHead) {
+TEST_F(CholeskyGaussianErrors, SampleRejectsOutputOverlappingTheHead) {
   // One block holding the mean, the factor and (overlapping both) the output.
   std::vector<double> block(static_cast<std::size_t>(kB * kN + kB * packed_size(kN)), 0.5);
   const CholeskyGaussian<double> h{matrix_view<const double>(block.data(), kB, kN),
@@ -236,7 +236,7 @@ TEST_F(CholeskyErrors, SampleRejectsOutputOverlappingTheHead) {
 }
 
 // ---------------------------------------------------------------- log_prob
-TEST_F(CholeskyErrors, LogProbRejectsBadShapesValuesAndOverlap) {
+TEST_F(CholeskyGaussianErrors, LogProbRejectsBadShapesValuesAndOverlap) {
   GuardedMatrix<double> out(ctx, kB, kG);
   expect_rejected([&] { log_prob(ctx, head(), samples_view(), MatrixView<double>{out.view().data, kB, 0, kG}); },
                   "out", "G >= 1 generations");
@@ -258,7 +258,7 @@ TEST_F(CholeskyErrors, LogProbRejectsBadShapesValuesAndOverlap) {
 }
 
 // ---------------------------------------------------------------- entropy
-TEST_F(CholeskyErrors, EntropyRejectsBadOutput) {
+TEST_F(CholeskyGaussianErrors, EntropyRejectsBadOutput) {
   GuardedMatrix<double> out(ctx, 1, kB + 1);
   expect_rejected([&] { entropy(ctx, head(), out.vector()); }, "out", "expected a 1 x 3 matrix, got 1 x 4");
   EXPECT_TRUE(out.untouched());
@@ -269,7 +269,7 @@ TEST_F(CholeskyErrors, EntropyRejectsBadOutput) {
 }
 
 // ---------------------------------------------------------------- backward
-TEST_F(CholeskyErrors, BackwardRejectsBadCotangentsAndGradients) {
+TEST_F(CholeskyGaussianErrors, BackwardRejectsBadCotangentsAndGradients) {
   GuardedMatrix<double> g_mean(ctx, kB, kN), g_tril(ctx, kB, packed_size(kN));
   const CholeskyGaussianGrad<double> grad{g_mean.view(), g_tril.view()};
   expect_rejected([&] { backward(ctx, head(), samples_view(), d_log_prob_view().row_range(0, 2), d_entropy_view(), grad); },
@@ -315,7 +315,7 @@ TEST_F(CholeskyErrors, BackwardRejectsBadCotangentsAndGradients) {
   EXPECT_TRUE(g_tril.untouched());
 }
 
-TEST_F(CholeskyErrors, BackwardRejectsOverlappingOutputs) {
+TEST_F(CholeskyGaussianErrors, BackwardRejectsOverlappingOutputs) {
   // grad.mean and grad.tril carved from one block, overlapping.
   std::vector<double> block(64, 0.5);
   const std::vector<double> before = block;
@@ -341,7 +341,7 @@ TEST_F(CholeskyErrors, BackwardRejectsOverlappingOutputs) {
   EXPECT_TRUE(g_tril.untouched());
 }
 
-TEST_F(CholeskyErrors, BackwardAcceptsEmptyCotangents) {
+TEST_F(CholeskyGaussianErrors, BackwardAcceptsEmptyCotangents) {
   // Only the entropy term: no samples, no d_log_prob.
   GuardedMatrix<double> g_mean(ctx, kB, kN), g_tril(ctx, kB, packed_size(kN));
   EXPECT_NO_THROW(backward(ctx, head(), MatrixView<const double>{}, MatrixView<const double>{}, d_entropy_view(),

@@ -146,9 +146,9 @@ void PrintTo(const Shape& s, std::ostream* os) {
   *os << fmt::format("B={} n={} G={} {}", s.batch, s.n, s.generations, s.shared ? "shared" : "per-row");
 }
 
-class CholeskyRefShapes : public ::testing::TestWithParam<Shape> {};
+class CholeskyGaussianRefShapes : public ::testing::TestWithParam<Shape> {};
 
-TEST_P(CholeskyRefShapes, LogProbMatchesDenseGaussianDensity) {
+TEST_P(CholeskyGaussianRefShapes, LogProbMatchesDenseGaussianDensity) {
   const Shape s = GetParam();
   const HeadData h = random_head(s.batch, s.n, s.shared, 100 + static_cast<std::uint64_t>(s.n));
   Context ctx = cpu_context();
@@ -173,7 +173,7 @@ TEST_P(CholeskyRefShapes, LogProbMatchesDenseGaussianDensity) {
   D2R_EXPECT_CLOSE(got, expected, 1e-10, 1e-10);
 }
 
-TEST_P(CholeskyRefShapes, EntropyMatchesHalfLogDetTwoPiESigma) {
+TEST_P(CholeskyGaussianRefShapes, EntropyMatchesHalfLogDetTwoPiESigma) {
   const Shape s = GetParam();
   const HeadData h = random_head(s.batch, s.n, s.shared, 200 + static_cast<std::uint64_t>(s.n));
   Context ctx = cpu_context();
@@ -193,7 +193,7 @@ TEST_P(CholeskyRefShapes, EntropyMatchesHalfLogDetTwoPiESigma) {
 }
 
 /// Draw for draw: sample(b, g) = μ_b + L_b ε with ε the documented Philox normals.
-TEST_P(CholeskyRefShapes, SampleIsMeanPlusFactorTimesKeyedNormals) {
+TEST_P(CholeskyGaussianRefShapes, SampleIsMeanPlusFactorTimesKeyedNormals) {
   const Shape s = GetParam();
   const HeadData h = random_head(s.batch, s.n, s.shared, 300 + static_cast<std::uint64_t>(s.n));
   Context ctx = cpu_context(0x1234'5678'9abcULL);
@@ -220,7 +220,7 @@ TEST_P(CholeskyRefShapes, SampleIsMeanPlusFactorTimesKeyedNormals) {
   D2R_EXPECT_CLOSE(got, expected, 1e-12, 1e-12);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyRefShapes,
+INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyGaussianRefShapes,
                          ::testing::Values(Shape{1, 1, 1, false}, Shape{1, 1, 4, true}, Shape{3, 2, 5, false},
                                            Shape{3, 2, 5, true}, Shape{5, 3, 4, false}, Shape{2, 5, 3, true},
                                            Shape{4, 8, 2, false}, Shape{2, 17, 3, false}, Shape{1, 64, 2, false}),
@@ -231,7 +231,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyRefShapes,
                          });
 
 // ---------------------------------------------------------------- diagonal special case
-TEST(CholeskyRef, ZeroOffDiagonalEqualsDiagonalGaussian) {
+TEST(CholeskyGaussianRef, ZeroOffDiagonalEqualsDiagonalGaussian) {
   const std::int64_t batch = 3, n = 4, generations = 5;
   HeadData h = random_head(batch, n, false, 42);
   for (std::int64_t b = 0; b < batch; ++b)
@@ -300,9 +300,9 @@ void PrintTo(const GradCase& p, std::ostream* os) {
                      static_cast<int>(p.cotangents));
 }
 
-class CholeskyRefBackward : public ::testing::TestWithParam<GradCase> {};
+class CholeskyGaussianRefBackward : public ::testing::TestWithParam<GradCase> {};
 
-TEST_P(CholeskyRefBackward, MatchesCentralFiniteDifferences) {
+TEST_P(CholeskyGaussianRefBackward, MatchesCentralFiniteDifferences) {
   const GradCase p = GetParam();
   HeadData h = random_head(p.batch, p.n, p.shared, 500 + static_cast<std::uint64_t>(p.n) * 3 + (p.shared ? 1 : 0));
   Context ctx = cpu_context(99);
@@ -362,7 +362,7 @@ TEST_P(CholeskyRefBackward, MatchesCentralFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Cases, CholeskyRefBackward,
+    Cases, CholeskyGaussianRefBackward,
     ::testing::Values(GradCase{1, 1, 3, false, Cotangents::both}, GradCase{3, 1, 2, true, Cotangents::both},
                       GradCase{3, 2, 4, false, Cotangents::both}, GradCase{3, 3, 4, true, Cotangents::both},
                       GradCase{2, 4, 3, false, Cotangents::both}, GradCase{4, 5, 2, true, Cotangents::both},
@@ -377,7 +377,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 /// A shared factor's gradient is the sum of the per-row gradients.
-TEST(CholeskyRef, SharedTrilGradientIsSumOverRows) {
+TEST(CholeskyGaussianRef, SharedTrilGradientIsSumOverRows) {
   const std::int64_t batch = 4, n = 3, generations = 3;
   const HeadData shared = random_head(batch, n, true, 8);
   HeadData per_row = shared;
@@ -406,7 +406,7 @@ TEST(CholeskyRef, SharedTrilGradientIsSumOverRows) {
 }
 
 // ---------------------------------------------------------------- sampler statistics
-TEST(CholeskyRef, SampleMomentsMatchMeanAndCovariance) {
+TEST(CholeskyGaussianRef, SampleMomentsMatchMeanAndCovariance) {
   const std::int64_t n = 3, generations = 200000;
   const double l_true[3][3] = {{1.2, 0.0, 0.0}, {0.8, 0.7, 0.0}, {-0.5, -0.6, 0.9}};
   HeadData h;
@@ -461,7 +461,7 @@ TEST(CholeskyRef, SampleMomentsMatchMeanAndCovariance) {
 }
 
 // ---------------------------------------------------------------- the Philox keying contract
-TEST(CholeskyRef, ShardOfRowsDrawsWhatTheWholeBatchDraws) {
+TEST(CholeskyGaussianRef, ShardOfRowsDrawsWhatTheWholeBatchDraws) {
   const std::int64_t batch = 7, n = 5, generations = 3, r0 = 2, r1 = 5;
   for (const bool shared : {false, true}) {
     SCOPED_TRACE(shared ? "shared tril" : "per-row tril");
@@ -480,7 +480,7 @@ TEST(CholeskyRef, ShardOfRowsDrawsWhatTheWholeBatchDraws) {
   }
 }
 
-TEST(CholeskyRef, SameKeySameDrawsOtherStepOrSeedOtherDraws) {
+TEST(CholeskyGaussianRef, SameKeySameDrawsOtherStepOrSeedOtherDraws) {
   const HeadData h = random_head(3, 4, false, 13);
   Context ctx = cpu_context(77);
   const std::vector<double> a = draw(ctx, h, 6, {.step = 100});
@@ -499,7 +499,7 @@ TEST(CholeskyRef, SameKeySameDrawsOtherStepOrSeedOtherDraws) {
 }
 
 // ---------------------------------------------------------------- float cpu backend
-TEST(CholeskyRef, FloatCpuBackendCloseToDoubleReference) {
+TEST(CholeskyGaussianRef, FloatCpuBackendCloseToDoubleReference) {
   const std::int64_t batch = 5, n = 6, generations = 7;
   for (const bool shared : {false, true}) {
     SCOPED_TRACE(shared ? "shared tril" : "per-row tril");

@@ -147,9 +147,9 @@ std::vector<double> flat(const Outputs& o) {
   return all;
 }
 
-class CholeskySecondOrder : public ::testing::TestWithParam<Shape> {};
+class CholeskyGaussianSecondOrder : public ::testing::TestWithParam<Shape> {};
 
-TEST_P(CholeskySecondOrder, LogProbJvpMatchesCentralDifferences) {
+TEST_P(CholeskyGaussianSecondOrder, LogProbJvpMatchesCentralDifferences) {
   const Shape s = GetParam();
   const Problem p(s, 100 + static_cast<std::uint64_t>(s.batch * 31 + s.n * 7 + s.generations));
   Context ctx = cpu_context();
@@ -164,7 +164,7 @@ TEST_P(CholeskySecondOrder, LogProbJvpMatchesCentralDifferences) {
   }
 }
 
-TEST_P(CholeskySecondOrder, BackwardTangentMatchesCentralDifferencesOfBackward) {
+TEST_P(CholeskyGaussianSecondOrder, BackwardTangentMatchesCentralDifferencesOfBackward) {
   const Shape s = GetParam();
   const Problem p(s, 200 + static_cast<std::uint64_t>(s.batch * 31 + s.n * 7 + s.generations));
   Context ctx = cpu_context();
@@ -186,7 +186,7 @@ TEST_P(CholeskySecondOrder, BackwardTangentMatchesCentralDifferencesOfBackward) 
 }
 
 /// uᵀ (H v) = vᵀ (H u) for the Hessian of Σ c log p + Σ e H.
-TEST_P(CholeskySecondOrder, HessianIsSymmetric) {
+TEST_P(CholeskyGaussianSecondOrder, HessianIsSymmetric) {
   const Shape s = GetParam();
   const Problem p(s, 300 + static_cast<std::uint64_t>(s.batch * 31 + s.n * 7 + s.generations));
   Context ctx = cpu_context();
@@ -198,7 +198,7 @@ TEST_P(CholeskySecondOrder, HessianIsSymmetric) {
 }
 
 /// Σ_bg c_bg (∇ log p_bg · t) = ⟨backward(c), t⟩: log_prob_jvp is the transpose of backward.
-TEST_P(CholeskySecondOrder, LogProbJvpIsTheTransposeOfBackward) {
+TEST_P(CholeskyGaussianSecondOrder, LogProbJvpIsTheTransposeOfBackward) {
   const Shape s = GetParam();
   const Problem p(s, 400 + static_cast<std::uint64_t>(s.batch * 31 + s.n * 7 + s.generations));
   Context ctx = cpu_context();
@@ -208,7 +208,7 @@ TEST_P(CholeskySecondOrder, LogProbJvpIsTheTransposeOfBackward) {
 }
 
 /// The cpu backend in float agrees with double.
-TEST_P(CholeskySecondOrder, FloatMatchesDouble) {
+TEST_P(CholeskyGaussianSecondOrder, FloatMatchesDouble) {
   const Shape s = GetParam();
   const Problem p(s, 500 + static_cast<std::uint64_t>(s.batch * 31 + s.n * 7 + s.generations));
   Context ctx = cpu_context();
@@ -233,7 +233,7 @@ TEST_P(CholeskySecondOrder, FloatMatchesDouble) {
   D2R_EXPECT_CLOSE(g_tril.values_checked(), tril_ref, 1e-3, 1e-4 * max_abs(tril_ref));
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CholeskySecondOrder,
+INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyGaussianSecondOrder,
                          ::testing::Values(Shape{1, 1, 1, false}, Shape{1, 1, 4, true}, Shape{3, 2, 5, false},
                                            Shape{3, 2, 5, true}, Shape{2, 5, 3, false}, Shape{4, 5, 3, true},
                                            Shape{1, 8, 6, false}, Shape{2, 12, 2, true}),
@@ -244,7 +244,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CholeskySecondOrder,
                          });
 
 /// A zero tangent gives zeros; the tangent's jitter is ignored.
-TEST(CholeskySecondOrderCases, ZeroTangentAndIgnoredJitter) {
+TEST(CholeskyGaussianSecondOrderCases, ZeroTangentAndIgnoredJitter) {
   const Problem p({3, 4, 3, false}, 77);
   Context ctx = cpu_context();
   Outputs zero{std::vector<double>(p.u.mean.size(), 0.0), std::vector<double>(p.u.tril.size(), 0.0)};
@@ -259,7 +259,7 @@ TEST(CholeskySecondOrderCases, ZeroTangentAndIgnoredJitter) {
 }
 
 /// A shared 1-row tril receives the sum over rows of the per-row tangents.
-TEST(CholeskySecondOrderCases, SharedTrilIsTheSumOverRows) {
+TEST(CholeskyGaussianSecondOrderCases, SharedTrilIsTheSumOverRows) {
   const Problem shared({4, 3, 3, true}, 91);
   Problem per_row({4, 3, 3, false}, 91);
   const std::int64_t P = packed_size(3);
@@ -301,7 +301,7 @@ void expect_rejected(F&& call, const std::string& argument, const std::string& t
   ADD_FAILURE() << "no d2r::Error thrown; expected one about '" << argument << "'";
 }
 
-class CholeskySecondOrderErrors : public ::testing::Test {
+class CholeskyGaussianSecondOrderErrors : public ::testing::Test {
  protected:
   static constexpr std::int64_t kB = 3, kN = 3, kG = 2, kP = 6;
   Context ctx = cpu_context();
@@ -327,7 +327,7 @@ class CholeskySecondOrderErrors : public ::testing::Test {
   }
 };
 
-TEST_F(CholeskySecondOrderErrors, RejectsBadTangentShapes) {
+TEST_F(CholeskyGaussianSecondOrderErrors, RejectsBadTangentShapes) {
   Outputs t = p.u;
   CholeskyGaussian<double> tangent = p.view(t);
   tangent.mean = matrix_view(t.mean.data(), kB - 1, kN);
@@ -343,7 +343,7 @@ TEST_F(CholeskySecondOrderErrors, RejectsBadTangentShapes) {
                      "tangent.tril", "6");
 }
 
-TEST_F(CholeskySecondOrderErrors, RejectsNonFiniteTangentSamplesAndHead) {
+TEST_F(CholeskyGaussianSecondOrderErrors, RejectsNonFiniteTangentSamplesAndHead) {
   constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   Outputs t = p.u;
   t.tril[4] = kNaN;
@@ -363,7 +363,7 @@ TEST_F(CholeskySecondOrderErrors, RejectsNonFiniteTangentSamplesAndHead) {
                      "");
 }
 
-TEST_F(CholeskySecondOrderErrors, RejectsBadOutputsAndCotangents) {
+TEST_F(CholeskyGaussianSecondOrderErrors, RejectsBadOutputsAndCotangents) {
   // log_prob_jvp: out of the wrong shape, out aliasing the tangent.
   GuardedMatrix<double> wrong(ctx, kB + 1, kG);
   expect_rejected([&] { log_prob_jvp(ctx, p.view(p.head), p.samples_view(), p.view(p.u), wrong.view()); }, "out",
@@ -446,12 +446,12 @@ std::vector<double> exact_tangent(Context& ctx, const Problem& p, const Outputs&
   return all;
 }
 
-class CholeskyExactTangent : public ::testing::TestWithParam<Shape> {};
+class CholeskyGaussianExactBackwardTangent : public ::testing::TestWithParam<Shape> {};
 
 /// exact_backward_tangent is the derivative of exact_objective's head gradient along the tangent
 /// (central differences), for every reward form, with and without the per-dimension mean; the
 /// Hessian it applies is symmetric.
-TEST_P(CholeskyExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
+TEST_P(CholeskyGaussianExactBackwardTangent, MatchesCentralDifferencesOfTheExactGradient) {
   const Shape s = GetParam();
   Context ctx = cpu_context();
   for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
@@ -480,7 +480,7 @@ TEST_P(CholeskyExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyExactTangent,
+INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyGaussianExactBackwardTangent,
                          ::testing::Values(Shape{1, 1, 1, false}, Shape{3, 2, 1, false}, Shape{3, 2, 1, true},
                                            Shape{2, 5, 1, false}, Shape{4, 5, 1, true}, Shape{2, 9, 1, true}),
                          [](const ::testing::TestParamInfo<Shape>& info) {
@@ -489,7 +489,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CholeskyExactTangent,
                          });
 
 /// Every argument is checked before grad_tangent is written.
-TEST(CholeskyExactTangentErrors, RejectsBadArgumentsBeforeWriting) {
+TEST(CholeskyGaussianExactBackwardTangentErrors, RejectsBadArgumentsBeforeWriting) {
   Context ctx = cpu_context();
   const Problem p({3, 3, 1, false}, 8);
   std::vector<double> u{0.9, 1.2, 0.7}, bad_u{0.9, -1.0, 0.7};

@@ -309,7 +309,7 @@ TEST_F(DiagGaussianSecondOrderErrors, NonFiniteTangent) {
 // ---------------------------------------------------------------- exact-objective tangent
 /// exact_backward_tangent against central differences of exact_objective's head gradient along the
 /// tangent, for the three reward forms, per-row and shared log-std, and the per-dimension scaling.
-TEST(DiagGaussianExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
+TEST(DiagGaussianExactBackwardTangent, MatchesCentralDifferencesOfTheExactGradient) {
   d2r::Context ctx{{.backend = d2r::Backend::cpu}};
   for (const d2r::RewardForm form : {d2r::RewardForm::scalar, d2r::RewardForm::diagonal, d2r::RewardForm::full}) {
     for (const bool shared : {false, true}) {
@@ -358,7 +358,7 @@ TEST(DiagGaussianExactTangent, MatchesCentralDifferencesOfTheExactGradient) {
   }
 }
 
-TEST(DiagGaussianExactTangent, RejectsBadArgumentsBeforeWriting) {
+TEST(DiagGaussianExactBackwardTangent, RejectsBadArgumentsBeforeWriting) {
   d2r::Context ctx{{.backend = d2r::Backend::cpu}};
   const DiagProblem p(3, 2, 1, false, 5);
   std::vector<double> u{1.0}, bad_u{-1.0};
