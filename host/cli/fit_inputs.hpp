@@ -40,4 +40,10 @@ struct ClassificationInputs {
 };
 ClassificationInputs load_classification_inputs(const FitOptions& o, std::string_view command);
 
+/// The least memory a fit needs (the parameters and their gradient and Adam moments, the
+/// activations of one pass over `rows`): bad input of `d2r fit` naming --hidden, with the figure,
+/// when it is more than the machine (or the container, or the device) has.
+void check_fit_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, std::int64_t inputs,
+                      std::int64_t outputs, std::int64_t rows, const Context& ctx);
+
 }  // namespace d2r::cli
