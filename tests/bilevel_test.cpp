@@ -749,6 +749,58 @@ TEST(Minibatch, ClassificationBetaMovesTheWayOfTheFullBatchRun) {
   }
 }
 
+TEST(InnerStartFixed, TheOuterLossIsAFunctionOfTheRewardAlone) {
+  // Issue 13: with a warm start the outer loss of step k depends on the path (the policy keeps
+  // training); with InnerStart::fixed every step starts from the same θ₀, so the record of step k
+  // equals, bit for bit, the first step of a new trainer started at the φ that step k was taken at.
+  // A warm-started run, checked the same way, differs (the check is not vacuous). An unmoved φ
+  // reuses the policy (no inner step) and gives the same record again.
+  const ThreeClassData train(90, 0.9, 8), val(60, 0.9, 9);
+  const auto make = [&](d2r::Context& ctx, InnerStart start, double beta) {
+    BilevelOptions<double> o = BilevelOptions<double>::recommended();
+    o.inner_start = start;
+    o.inner.steps = 30;
+    o.inner.stationarity_tolerance = 0;  // a fixed inner budget
+    o.inner.adam.learning_rate = 0.05;
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 2}, train.data(), val.data(), 3,
+                                                     RewardForm::scalar, std::vector<double>{beta}, o);
+  };
+  for (InnerStart start : {InnerStart::fixed, InnerStart::warm}) {
+    d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+    auto run = make(ctx, start, 0.5);
+    for (int k = 0; k < 4; ++k) run->step();
+    int same = 0;
+    for (std::size_t k = 1; k < run->history().size(); ++k) {
+      const double at = run->history()[k - 1].reward_params[0];  // the φ step k + 1 trained at
+      d2r::Context c2{{.backend = d2r::Backend::cpu, .seed = 3}};
+      auto one = make(c2, start, at);
+      const d2r::BilevelRecord& r = one->step();
+      if (start == InnerStart::fixed) {
+        EXPECT_EQ(r.outer_loss, run->history()[k].outer_loss) << "step " << k + 1 << " at β = " << at;
+        EXPECT_EQ(r.hypergradient, run->history()[k].hypergradient) << "step " << k + 1;
+      }
+      same += r.outer_loss == run->history()[k].outer_loss ? 1 : 0;
+    }
+    if (start == InnerStart::warm) {
+      EXPECT_EQ(same, 0) << "a warm start should depend on the path";
+    }
+    ASSERT_NE(run->history()[1].reward_params[0], 0.5) << "β should move";
+  }
+  // φ unmoved: the fixed start keeps θ and runs no inner step; the record is the same.
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  BilevelOptions<double> o = BilevelOptions<double>::recommended();
+  o.inner_start = InnerStart::fixed;
+  o.inner.stationarity_tolerance = 0;
+  o.hypergradient_clamp = 1e-12;  // below the flat tolerance: φ never moves
+  BilevelTrainer<double> t(ctx, {.inputs = 2}, train.data(), val.data(), 3, RewardForm::scalar, std::vector<double>{1.0}, o);
+  const d2r::BilevelRecord first = t.step();
+  const d2r::BilevelRecord& second = t.step();
+  EXPECT_EQ(first.max_step, 0);
+  EXPECT_EQ(first.inner_steps, o.inner.steps);
+  EXPECT_EQ(second.inner_steps, 0);
+  EXPECT_EQ(second.outer_loss, first.outer_loss);
+}
+
 TEST(Minibatch, KillAndResumeInTheMiddleOfAPassIsBitIdentical) {
   // Windows of 30 of 100 rows (3 per pass), K_in = 5: after 2 outer steps 10 windows are used, so
   // the checkpoint falls in pass 4 after its first window. Regression (REINFORCE draws) and

@@ -148,7 +148,7 @@ void check_local_rows(Context& ctx, std::string_view fn, const DataParallel& par
   D2R_EXPECTS(validation_rows == v.rows, fn, "validation.x",
               "expected this rank's {} rows of the {} validation rows (local_rows of parallel.validation_rows), got {}",
               v.rows, parallel.validation_rows, validation_rows);
-  D2R_EXPECTS(options.inner.batch_size == 0 || options.inner.batch_size >= parallel.train_rows, fn,
+  D2R_EXPECTS(options.inner.batch_size <= 0 || options.inner.batch_size >= parallel.train_rows, fn,
               "options.inner.batch_size",
               "minibatch windows draw from every training row: give every row and call set_data_parallel (got "
               "batches of {} of {} rows)",
@@ -182,7 +182,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (val_local > 0) {
+  if (local ? val_local > 0 : !validation.empty()) {
     check_data(ctx, fn, "validation", validation, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
@@ -246,7 +246,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (val_local > 0) {
+  if (local ? val_local > 0 : !validation.empty()) {
     check_class_data(ctx, fn, "validation", validation, classes, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
@@ -363,8 +363,12 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   const MahalanobisReward<T> reward{s.form, std::as_const(s.reward).vector()};
 
   // Inner problem: K_in Adam steps of policy gradient on r_φ.
+  // Fixed start: when φ did not move last step, θ already is the policy this φ gives from θ₀ (the
+  // exact inner steps are deterministic), so it is kept and no inner step runs.
+  const bool reuse = options_.inner_start == InnerStart::fixed && k > 1 && history_.back().max_step == 0 &&
+                     history_.back().inner_stationary;
   if (options_.inner_start == InnerStart::fixed) {
-    s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step: L_out a function of φ
+    if (!reuse) s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step
   } else if (options_.inner_start == InnerStart::fresh || k == 1) {
     s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
   }
@@ -424,8 +428,9 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       history_.back().max_step == 0) {
     gradient_norm = exact_gradient_norm(s.theta);
   }
+  if (reuse) gradient_norm = exact_gradient_norm(s.theta);
   std::int64_t inner_done = 0;
-  if (!(gradient_norm <= target)) {
+  if (!reuse && !(gradient_norm <= target)) {
     inner_done = in.steps;
     run_inner(in.steps, true);
     gradient_norm = exact_gradient_norm(s.theta);
