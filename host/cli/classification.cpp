@@ -286,9 +286,12 @@ class TypedClassRun final : public ClassificationRun::Impl {
       out.model_outer_step = out.outer.back().step;
       out.model_beta = out.outer.size() >= 2 ? out.outer[out.outer.size() - 2].beta : c_.beta;
       const ConstVector<T> p = std::as_const(params_).vector();
-      out.train = policy_->evaluate(p, train_.x, train_.labels);
-      out.test = policy_->evaluate(p, test_.x, test_.labels);
-      out.validation = val_.empty() ? nan_class_metrics() : policy_->evaluate(p, val_.x, val_.labels);
+      // Training and validation metrics: the trainer's own of that step (every rank's rows); the
+      // test rows: evaluated here (mpirun: over the ranks' parts).
+      out.train = out.outer.back().train;
+      out.validation = out.outer.back().validation;
+      out.test = local_ ? evaluate_sharded<T>(ctx_, *policy_, p, test_, test_total_, dp_)
+                        : policy_->evaluate(p, test_.x, test_.labels);
       out.mean_test_accuracy = kNaN;  // no learning curve: no epochs were trained
       out.mean_test_nll = kNaN;
       if (progress) progress(total, total, "");
