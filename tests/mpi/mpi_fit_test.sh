@@ -141,7 +141,7 @@ for n in 1 2 3; do
   if [ "$n" = 3 ]; then D=("${DET[@]}"); else D=(); fi  # 2 ranks: the engine's order; 3: blocks
   run 0 "${L[@]}" fit "${REG[@]}" --method nll --steps 2 "${D[@]}" --out st$n && cp log.txt st$n.txt
   run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 "${D[@]}" --out sb$n && cp log.txt sb$n.txt
-  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 1 "${D[@]}" --out sc$n && cp log.txt sc$n.txt
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 1 --final-model pg "${D[@]}" --out sc$n && cp log.txt sc$n.txt
   run 0 "${L[@]}" fit "${CLS[@]}" --method nll "${D[@]}" --out sn$n && cp log.txt sn$n.txt
 done
 unset D2R_DATA_STATS
