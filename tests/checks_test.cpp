@@ -250,6 +250,32 @@ TEST(CaseWork, MlpForwardEqualsTheGemmClosedForm) {
   EXPECT_GE(compared, 2);
 }
 
+// curvature.hvp: 5 forward passes' GEMMs (2·B·in·out a layer), x and the targets read once
+// (n a row for the Gaussian heads, one label for the categorical head).
+TEST(CaseWork, CurvatureHvpEqualsFiveForwardPasses) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
+    if (c.primitive != "curvature.hvp") continue;
+    const std::string net = c.variant.substr(c.variant.find(", ") + 2);
+    std::vector<double> widths;
+    std::istringstream in(net.substr(0, net.find(' ')));
+    for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+    ASSERT_GE(widths.size(), 2u) << c.key();
+    const double B = size_values(c.size)["B"];
+    double gemm = 0;
+    for (std::size_t l = 0; l + 1 < widths.size(); ++l) gemm += widths[l] * widths[l + 1];
+    const bool categorical = c.variant.rfind("categorical", 0) == 0;
+    // The Gaussian heads' outputs: 2n (diag: mean, log σ) or n + n(n+1)/2 (Cholesky).
+    const double out = widths.back();
+    const double n = categorical ? 1 : c.variant.rfind("diag", 0) == 0 ? out / 2 : (std::sqrt(9 + 8 * out) - 3) / 2;
+    EXPECT_TRUE(c.work().stated()) << c.key();
+    EXPECT_EQ(c.work().bytes, 4 * B * (widths.front() + n)) << c.key();
+    EXPECT_EQ(c.work().flops, 5 * 2 * B * gemm) << c.key();
+    ++compared;
+  }
+  EXPECT_GE(compared, 3);
+}
+
 // Every case states its work, or says why not; the primitives with a formula are timed.
 TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   std::set<std::string> timeable;
@@ -266,7 +292,7 @@ TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   }
   EXPECT_GT(unstated, 0u);  // pg_pathwise, solvers, ...: said so, not reported as 0
   for (const char* p : {"sample", "log_prob", "entropy", "backward", "pg_surrogate", "mlp.forward", "mlp.backward",
-                        "mlp.forward_tangent", "mlp.backward_tangent"})
+                        "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp"})
     EXPECT_EQ(timeable.count(p), 1u) << p << " has no timeable case";
 }
 

@@ -134,9 +134,10 @@ inline Work mlp_work(const Mlp& net, std::int64_t B, MlpPass pass, double bytes_
   return {};
 }
 
-/// The policy-curvature inner gradient (prepare: 3F, forward and backward of the trunk) and one
-/// Hessian-vector product (apply: 5F, forward tangent F, backward 2F, backward tangent 2F); x and y
-/// read once (`dims` action dimensions).
+/// The policy-curvature inner gradient (prepare or prepare_exact: 3F, forward and backward of the
+/// trunk) and one Hessian-vector product (apply: 5F, forward tangent F, backward 2F, backward
+/// tangent 2F), any head: the trunk's GEMMs only (the head's per-row work is not counted); x and
+/// the targets read once (`dims` values a row: the action dimensions, 1 for categorical labels).
 inline Work curvature_gradient_work(const Mlp& net, std::int64_t B, std::int64_t dims, double bytes_per = 4) {
   return {bytes_per * static_cast<double>(B * (net.inputs() + dims)), 3.0 * mlp_forward_flops(net, B)};
 }

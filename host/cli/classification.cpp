@@ -134,15 +134,14 @@ class TypedClassRun final : public ClassificationRun::Impl {
     const bool minibatch = c_.bilevel.inner.batch_size > 0 && c_.bilevel.inner.batch_size < train.rows;
     local_ = active;
     const bool local_train = local_ && c_.method == ClassMethod::bilevel && !minibatch;
+    local_val_ = local_ && !(c_.method == ClassMethod::bilevel && minibatch);
     const auto rows = [&](const ClassHostData& d, bool mine) { return mine ? local_rows(dp_, d.rows) : RowRange{0, d.rows}; };
     if (c_.method != ClassMethod::bilevel || !local_train) all_train_ = true;
     upload(train, train_x_, train_y_, train_, rows(train, local_train));
-    if (!val.empty()) upload(val, val_x_, val_y_, val_, rows(val, local_));
+    if (!val.empty()) upload(val, val_x_, val_y_, val_, rows(val, local_val_));
     upload(test, test_x_, test_y_, test_, rows(test, local_));
-    if (local_) {
-      val_total_ = val.rows;
-      test_total_ = test.rows;
-    }
+    if (local_val_) val_total_ = val.rows;
+    if (local_) test_total_ = test.rows;
     if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
       std::fprintf(stderr,
                    "d2r data stats (rank %d of %d): training rows held %lld of %lld (%lld bytes); validation rows "
@@ -180,11 +179,9 @@ class TypedClassRun final : public ClassificationRun::Impl {
         trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
                                                        std::span<const double>(beta0), o, p, hash);
       } else {
-        // Minibatches (or one process): every training row; the trainer takes this rank's rows
-        // of the validation set only through the data-parallel constructor, so give it all.
-        if (local_ && !val.empty()) upload(val, val_all_x_, val_all_y_, val_all_, RowRange{0, val.rows});
-        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, local_ ? val_all_ : val_, classes_,
-                                                       RewardForm::scalar, std::span<const double>(beta0), o);
+        // Minibatches (or one process): every training and validation row.
+        trainer_ = std::make_unique<BilevelTrainer<T>>(ctx_, spec_, train_, val_, classes_, RewardForm::scalar,
+                                                       std::span<const double>(beta0), o);
         trainer_->set_data_parallel(dp_);  // mpirun -np N: this rank's rows (parallel.hpp)
       }
     }
@@ -320,9 +317,9 @@ class TypedClassRun final : public ClassificationRun::Impl {
     out.mean_test_nll = nll / static_cast<double>(recs.size());
     out.train = recs.back().train;
     out.test = recs.back().validation;
-    const std::int64_t val_rows = local_ ? val_total_ : val_.empty() ? 0 : val_.x.rows;
+    const std::int64_t val_rows = local_val_ ? val_total_ : val_.empty() ? 0 : val_.x.rows;
     out.validation = val_rows == 0 ? nan_class_metrics()
-                                   : local_ ? evaluate_sharded<T>(ctx_, *policy_, std::as_const(params_).vector(), val_,
+                                   : local_val_ ? evaluate_sharded<T>(ctx_, *policy_, std::as_const(params_).vector(), val_,
                                                                   val_rows, dp_)
                                             : policy_->evaluate(std::as_const(params_).vector(), val_.x, val_.labels);
     if (progress) progress(total, total, "");
@@ -352,17 +349,17 @@ class TypedClassRun final : public ClassificationRun::Impl {
   Buffer<T> train_x_, val_x_, test_x_;
   Buffer<std::int32_t> train_y_, val_y_, test_y_;
   ClassificationData<T> train_{}, val_{}, test_{};
-  // Data parallel (mpirun -np N): whether val_ and test_ hold this rank's rows only (of sets of
-  // val_total_ and test_total_ rows), whether train_ holds every training row, and else every
-  // training row for the classifier phase (train_all_) from the caller's host copy, which
-  // outlives this run; val_all_: every validation row for a minibatch bilevel trainer.
+  // Data parallel (mpirun -np N): whether test_ (local_) and val_ (local_val_) hold this rank's
+  // rows only, of sets of test_total_ and val_total_ rows; whether train_ holds every training
+  // row, and else every training row for the classifier phase (train_all_) from the caller's
+  // host copy, which outlives this run.
   DataParallel dp_{};
-  bool local_ = false, all_train_ = false;
+  bool local_ = false, local_val_ = false, all_train_ = false;
   std::int64_t val_total_ = 0, test_total_ = 0;
   const ClassHostData* train_host_ = nullptr;
-  Buffer<T> train_all_x_, val_all_x_;
-  Buffer<std::int32_t> train_all_y_, val_all_y_;
-  ClassificationData<T> train_all_{}, val_all_{};
+  Buffer<T> train_all_x_;
+  Buffer<std::int32_t> train_all_y_;
+  ClassificationData<T> train_all_{};
   std::unique_ptr<CategoricalPolicy<T>> policy_;
   Buffer<T> params_;
   std::unique_ptr<BilevelTrainer<T>> trainer_;

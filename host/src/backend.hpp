@@ -4,7 +4,7 @@
 //
 //   detail::run_on<T>(
 //       ctx, [&] { reference::adam_step(options, state, params, grad); },
-//       [&](const auto& ex) { ex.launch(kernels::adam_step, options, state, params, grad); });
+//       [&](const auto& ex) { ex.launch(kernels::optim::adam_step, options, state, params, grad); });
 //
 // cpu_fn() runs on the cpu backend (float or double). cuda_fn(exec) runs on the cuda backend and
 // gets a kernels::Exec (stream, workspace, device properties). Write cuda_fn as a generic lambda

@@ -148,7 +148,7 @@ void check_local_rows(Context& ctx, std::string_view fn, const DataParallel& par
   D2R_EXPECTS(validation_rows == v.rows, fn, "validation.x",
               "expected this rank's {} rows of the {} validation rows (local_rows of parallel.validation_rows), got {}",
               v.rows, parallel.validation_rows, validation_rows);
-  D2R_EXPECTS(options.inner.batch_size == 0 || options.inner.batch_size >= parallel.train_rows, fn,
+  D2R_EXPECTS(options.inner.batch_size <= 0 || options.inner.batch_size >= parallel.train_rows, fn,
               "options.inner.batch_size",
               "minibatch windows draw from every training row: give every row and call set_data_parallel (got "
               "batches of {} of {} rows)",
@@ -182,7 +182,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (val_local > 0) {
+  if (local ? val_local > 0 : !validation.empty()) {
     check_data(ctx, fn, "validation", validation, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);
@@ -246,7 +246,7 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
   if (trunk.inputs == 0) trunk.inputs = train.x.cols;
   D2R_EXPECTS(trunk.inputs == train.x.cols, fn, "trunk.inputs", "expected {} (the columns of train.x), got {}",
               train.x.cols, trunk.inputs);
-  if (val_local > 0) {
+  if (local ? val_local > 0 : !validation.empty()) {
     check_class_data(ctx, fn, "validation", validation, classes, 1);
     D2R_EXPECTS(validation.x.cols == train.x.cols, fn, "validation.x", "expected {} columns (those of train.x), got {}",
                 train.x.cols, validation.x.cols);

@@ -134,7 +134,7 @@ void mixed_product_by_composition(Context& ctx, const Head& head, Targets target
   detail::run_on<T>(
       ctx, [&] { reference::pg_row_terms<T>(options, scale, lp, rewards, jvp, H, s, d_entropy, rows); },
       [&](const auto& ex) {
-        ex.launch(kernels::pg_row_terms, options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
+        ex.launch(kernels::objectives::pg_row_terms, options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
       });
   transform_rewards_backward(ctx, options.transform, ConstMatrix<T>(rewards), ConstMatrix<T>(s), d_r);
   reward_backward_of<T>(ctx, r, cs, targets, ConstMatrix<T>(d_r), grad_params,
@@ -187,7 +187,7 @@ void transform_rewards_backward(Context& ctx, const TransformOptions<T>& options
   detail::run_on<T>(
       ctx, [&] { reference::transform_rewards_backward(options, rewards, d_advantages, d_rewards); },
       [&](const auto& ex) {
-        ex.launch(kernels::transform_rewards_backward, options, rewards, d_advantages, d_rewards);
+        ex.launch(kernels::rewards::transform_rewards_backward, options, rewards, d_advantages, d_rewards);
       });
 }
 

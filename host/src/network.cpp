@@ -214,7 +214,7 @@ Scratch acquire_scratch(Context& ctx, const Mlp& net, std::int64_t batch, bool t
       [&](const auto& ex) {
         std::size_t bytes = 0;
         for (std::int64_t l = 0; l < net.layer_count(); ++l)
-          bytes = std::max(bytes, ex.call(kernels::column_sum_workspace_bytes, batch, net.layer(l).outputs));
+          bytes = std::max(bytes, ex.call(kernels::checks::column_sum_workspace_bytes, batch, net.layer(l).outputs));
         return bytes;
       });
   char* base = static_cast<char*>(ctx.workspace(std::max<std::size_t>(aligned + column, 1)));
@@ -228,13 +228,13 @@ void init_cuda(const Exec& ex, const Mlp& net, VectorView<float> params, std::ui
   for (std::int64_t l = 0; l < net.layer_count(); ++l) {
     const MlpLayer L = net.layout().layer(l);
     const float bound = reference::mlp_init_bound<float>(L);
-    ex.launch(kernels::mlp_init_uniform, params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
+    ex.launch(kernels::network::init_uniform, params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
               static_cast<std::uint32_t>(l), 0u);
-    ex.launch(kernels::mlp_init_uniform, params.data + L.bias_offset, L.outputs, bound, seed,
+    ex.launch(kernels::network::init_uniform, params.data + L.bias_offset, L.outputs, bound, seed,
               static_cast<std::uint32_t>(l), 1u);
     if (L.normalized) {
-      ex.launch(kernels::mlp_fill, params.data + L.gamma_offset, L.outputs, 1.0f);
-      ex.launch(kernels::mlp_fill, params.data + L.beta_offset, L.outputs, 0.0f);
+      ex.launch(kernels::network::fill, params.data + L.gamma_offset, L.outputs, 1.0f);
+      ex.launch(kernels::network::fill, params.data + L.beta_offset, L.outputs, 0.0f);
     }
   }
 }
@@ -247,11 +247,11 @@ void forward_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, Con
     const MatrixView<float> z = L.activated ? slot(net, l, B, cache.data) : out;
     gemm_forward(ex.ctx, input_of(net, l, x, cache.data), params.data + L.weight_offset, z, 0.0f);
     if (L.normalized) {
-      ex.launch(kernels::mlp_layer_norm_forward, z, params.data + L.bias_offset, params.data + L.gamma_offset,
+      ex.launch(kernels::network::layer_norm_forward, z, params.data + L.bias_offset, params.data + L.gamma_offset,
                 params.data + L.beta_offset, norm_slot(net, l, B, cache.data), scale_slot(net, l, B, cache.data),
                 net.layout().spec.activation);
     } else {
-      ex.launch(kernels::mlp_bias_activation, z, params.data + L.bias_offset, net.layout().spec.activation,
+      ex.launch(kernels::network::bias_activation, z, params.data + L.bias_offset, net.layout().spec.activation,
                 L.activated);
     }
   }
@@ -270,7 +270,7 @@ void backward_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, Co
     const MlpLayer& L = net.layout().layer(l);
     const MatrixView<const float> in = input_of(net, l, x, cache.data);
     gemm_weight_grad(ex.ctx, delta, in, d_params.data + L.weight_offset, 0.0f);
-    ex.launch(kernels::column_sum, delta, d_params.data + L.bias_offset, scratch.column_sum);
+    ex.launch(kernels::checks::column_sum, delta, d_params.data + L.bias_offset, scratch.column_sum);
     if (l > 0) {
       const MatrixView<float> g{buf[next], B, L.inputs, L.inputs};
       gemm_input_grad(ex.ctx, delta, params.data + L.weight_offset, g, 0.0f);
@@ -278,13 +278,13 @@ void backward_cuda(const Exec& ex, const Mlp& net, ConstVector<float> params, Co
       if (below.normalized) {
         const MatrixView<float> gn{ln_terms, B, L.inputs, L.inputs},
             gn_xhat{ln_terms + B * net.layout().max_hidden, B, L.inputs, L.inputs};
-        ex.launch(kernels::mlp_layer_norm_backward, g, in, norm_slot(net, l - 1, B, cache.data),
+        ex.launch(kernels::network::layer_norm_backward, g, in, norm_slot(net, l - 1, B, cache.data),
                   scale_slot(net, l - 1, B, cache.data), params.data + below.gamma_offset, gn, gn_xhat,
                   net.layout().spec.activation);
-        ex.launch(kernels::column_sum, gn_xhat, d_params.data + below.gamma_offset, scratch.column_sum);
-        ex.launch(kernels::column_sum, gn, d_params.data + below.beta_offset, scratch.column_sum);
+        ex.launch(kernels::checks::column_sum, gn_xhat, d_params.data + below.gamma_offset, scratch.column_sum);
+        ex.launch(kernels::checks::column_sum, gn, d_params.data + below.beta_offset, scratch.column_sum);
       } else {
-        ex.launch(kernels::mlp_backward_activation, g, in, net.layout().spec.activation);
+        ex.launch(kernels::network::backward_activation, g, in, net.layout().spec.activation);
       }
       delta = g;
       next ^= 1;
@@ -307,7 +307,7 @@ void forward_tangent_cuda(const Exec& ex, const Mlp& net, ConstVector<float> par
                    1.0f);
     }
     if (L.normalized) {
-      ex.launch(kernels::mlp_layer_norm_tangent, rz, v.data + L.bias_offset, params.data + L.gamma_offset,
+      ex.launch(kernels::network::layer_norm_tangent, rz, v.data + L.bias_offset, params.data + L.gamma_offset,
                 v.data + L.gamma_offset, v.data + L.beta_offset, slot(net, l, B, cache.data),
                 norm_slot(net, l, B, cache.data), scale_slot(net, l, B, cache.data),
                 norm_slot(net, l, B, tangent_cache.data), scale_slot(net, l, B, tangent_cache.data),
@@ -315,7 +315,7 @@ void forward_tangent_cuda(const Exec& ex, const Mlp& net, ConstVector<float> par
       continue;
     }
     const MatrixView<const float> a = L.activated ? slot(net, l, B, cache.data) : MatrixView<const float>{};
-    ex.launch(kernels::mlp_tangent_activation, rz, v.data + L.bias_offset, a, net.layout().spec.activation,
+    ex.launch(kernels::network::tangent_activation, rz, v.data + L.bias_offset, a, net.layout().spec.activation,
               L.activated);
   }
 }
@@ -337,7 +337,7 @@ void backward_tangent_cuda(const Exec& ex, const Mlp& net, ConstVector<float> pa
     const MatrixView<const float> in = input_of(net, l, x, cache.data);
     float* gw = d_params_tangent.data + L.weight_offset;
     gemm_weight_grad(ex.ctx, rdelta, in, gw, 0.0f);
-    ex.launch(kernels::column_sum, rdelta, d_params_tangent.data + L.bias_offset, scratch.column_sum);
+    ex.launch(kernels::checks::column_sum, rdelta, d_params_tangent.data + L.bias_offset, scratch.column_sum);
     if (l == 0) break;
     const MatrixView<const float> rin = slot(net, l - 1, B, tangent_cache.data);
     gemm_weight_grad(ex.ctx, delta, rin, gw, 1.0f);
@@ -348,14 +348,14 @@ void backward_tangent_cuda(const Exec& ex, const Mlp& net, ConstVector<float> pa
     const MlpLayer& below = net.layout().layer(l - 1);
     if (below.normalized) {
       const MatrixView<float> rgn{ln_terms, B, L.inputs, L.inputs}, rgn_xhat{ln_terms + stride, B, L.inputs, L.inputs};
-      ex.launch(kernels::mlp_layer_norm_backward_tangent, g, rg, in, rin, norm_slot(net, l - 1, B, cache.data),
+      ex.launch(kernels::network::layer_norm_backward_tangent, g, rg, in, rin, norm_slot(net, l - 1, B, cache.data),
                 scale_slot(net, l - 1, B, cache.data), norm_slot(net, l - 1, B, tangent_cache.data),
                 scale_slot(net, l - 1, B, tangent_cache.data), params.data + below.gamma_offset,
                 v.data + below.gamma_offset, rgn, rgn_xhat, net.layout().spec.activation);
-      ex.launch(kernels::column_sum, rgn_xhat, d_params_tangent.data + below.gamma_offset, scratch.column_sum);
-      ex.launch(kernels::column_sum, rgn, d_params_tangent.data + below.beta_offset, scratch.column_sum);
+      ex.launch(kernels::checks::column_sum, rgn_xhat, d_params_tangent.data + below.gamma_offset, scratch.column_sum);
+      ex.launch(kernels::checks::column_sum, rgn, d_params_tangent.data + below.beta_offset, scratch.column_sum);
     } else {
-      ex.launch(kernels::mlp_backward_tangent_activation, g, rg, in, rin, net.layout().spec.activation);
+      ex.launch(kernels::network::backward_tangent_activation, g, rg, in, rin, net.layout().spec.activation);
     }
     delta = g;
     rdelta = rg;

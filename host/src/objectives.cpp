@@ -109,8 +109,8 @@ void run_unfused(Context& ctx, const Head& head, Targets targets, const Mahalano
         reference::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy, rows);
       },
       [&](const auto& ex) {
-        ex.launch(kernels::pg_row_terms, options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy,
-                  rows);
+        ex.launch(kernels::objectives::pg_row_terms, options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob,
+                  d_entropy, rows);
       });
   backward(ctx, head, im.samples, d_log_prob, d_entropy, grad);
 }

@@ -86,7 +86,8 @@ void adam_reset(Context& ctx, const AdamState<T>& state) {
                     MatrixArg("state.second_moment", state.second_moment), MatrixArg("state.step", state.step)},
                    {});
   detail::run_on<T>(
-      ctx, [&] { reference::adam_reset(state); }, [&](const auto& ex) { ex.launch(kernels::adam_reset, state); });
+      ctx, [&] { reference::adam_reset(state); },
+      [&](const auto& ex) { ex.launch(kernels::optim::adam_reset, state); });
 }
 
 template <class T>
@@ -114,7 +115,7 @@ void adam_step(Context& ctx, const AdamOptions<T>& options, const AdamState<T>& 
   }
   detail::run_on<T>(
       ctx, [&] { reference::adam_step(options, state, params, grad); },
-      [&](const auto& ex) { ex.launch(kernels::adam_step, options, state, params, grad); });
+      [&](const auto& ex) { ex.launch(kernels::optim::adam_step, options, state, params, grad); });
 }
 
 template <class T>
@@ -134,7 +135,7 @@ void sgd_step(Context& ctx, std::type_identity_t<T> learning_rate, std::type_ide
   check_finite_values<T>(ctx, fn, "grad", grad);
   detail::run_on<T>(
       ctx, [&] { reference::sgd_step<T>(learning_rate, momentum, velocity, params, grad); },
-      [&](const auto& ex) { ex.launch(kernels::sgd_step, learning_rate, momentum, velocity, params, grad); });
+      [&](const auto& ex) { ex.launch(kernels::optim::sgd_step, learning_rate, momentum, velocity, params, grad); });
 }
 
 template <class T>
@@ -146,7 +147,7 @@ void clamp_values(Context& ctx, std::type_identity_t<T> limit, VectorView<T> val
   check_finite_values<T>(ctx, fn, "values", values);
   detail::run_on<T>(
       ctx, [&] { reference::clamp_values<T>(limit, values); },
-      [&](const auto& ex) { ex.launch(kernels::clamp_values, limit, values); });
+      [&](const auto& ex) { ex.launch(kernels::optim::clamp_values, limit, values); });
 }
 
 template <class T>
@@ -161,8 +162,8 @@ void clip_global_norm(Context& ctx, std::type_identity_t<T> max_norm, VectorView
   detail::run_on<T>(
       ctx, [&] { reference::clip_global_norm<T>(max_norm, values, norm_out); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::clip_global_norm_workspace_bytes, values.size));
-        ex.launch(kernels::clip_global_norm, max_norm, values, norm_out, workspace);
+        void* workspace = ctx.workspace(ex.call(kernels::optim::clip_global_norm_workspace_bytes, values.size));
+        ex.launch(kernels::optim::clip_global_norm, max_norm, values, norm_out, workspace);
       });
 }
 
@@ -171,7 +172,8 @@ void advance_counter(Context& ctx, VectorView<std::int64_t> counter, std::int64_
   D2R_EXPECTS(counter.size == 1, fn, "counter", "expected one element, got {}", counter.size);
   detail::check_matrix(ctx, fn, detail::MatrixArg("counter", counter), 1, 1);
   detail::run_on<std::int64_t>(
-      ctx, [&] { counter[0] += by; }, [&](const auto& ex) { ex.launch(kernels::advance_counter, counter.data, by); });
+      ctx, [&] { counter[0] += by; },
+      [&](const auto& ex) { ex.launch(kernels::optim::advance_counter, counter.data, by); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                     \

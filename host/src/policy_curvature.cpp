@@ -61,8 +61,8 @@ void row_terms(Context& ctx, const PgOptions<T>& options, const ObjectiveScale<T
         reference::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy, rows);
       },
       [&](const auto& ex) {
-        ex.launch(kernels::pg_row_terms, options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy,
-                  rows);
+        ex.launch(kernels::objectives::pg_row_terms, options, s, log_prob, rewards, advantages, entropy, d_log_prob,
+                  d_entropy, rows);
       });
 }
 

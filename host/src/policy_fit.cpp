@@ -233,7 +233,7 @@ std::vector<PolicyFitRecord> fit_classifier(Context& ctx, CategoricalPolicy<T>& 
                 "expected this rank's {} rows of the {} validation rows (DataParallel::validation_rows), got {}", want,
                 dp.validation_rows, validation.empty() ? 0 : validation.x.rows);
   }
-  if (!validation.empty() && validation.x.rows > 0) {
+  if (local_validation ? !validation.empty() && validation.x.rows > 0 : !validation.empty()) {
     check_class_data(ctx, fn, "validation", validation, C, 1);
     D2R_EXPECTS(validation.x.cols == p, fn, "validation.x", "expected {} columns, got {}", p, validation.x.cols);
     D2R_EXPECTS(validation.x.rows <= policy.batch_capacity(), fn, "validation.x",

@@ -133,7 +133,7 @@ void reward(Context& ctx, const MahalanobisReward<T>& reward, ConstMatrix<T> sam
                                    MatrixArg("reward.params", reward.params)});
   detail::run_on<T>(
       ctx, [&] { reference::reward_continuous(reward, samples, targets, out); },
-      [&](const auto& ex) { ex.launch(kernels::reward_continuous, reward, samples, targets, out); });
+      [&](const auto& ex) { ex.launch(kernels::rewards::reward_continuous, reward, samples, targets, out); });
 }
 
 template <class T>
@@ -147,7 +147,7 @@ void reward(Context& ctx, const MahalanobisReward<T>& reward, MatrixView<const s
                                    MatrixArg("reward.params", reward.params)});
   detail::run_on<T>(
       ctx, [&] { reference::reward_one_hot(reward, samples, labels, classes, out); },
-      [&](const auto& ex) { ex.launch(kernels::reward_one_hot, reward, samples, labels, classes, out); });
+      [&](const auto& ex) { ex.launch(kernels::rewards::reward_one_hot, reward, samples, labels, classes, out); });
 }
 
 template <class T>
@@ -164,9 +164,10 @@ void reward_backward(Context& ctx, const MahalanobisReward<T>& reward, ConstMatr
   detail::run_on<T>(
       ctx, [&] { reference::reward_backward_continuous(reward, samples, targets, d_reward, grad_params); },
       [&](const auto& ex) {
-        void* workspace = ctx.workspace(ex.call(kernels::reward_backward_continuous_workspace_bytes, reward,
+        void* workspace = ctx.workspace(ex.call(kernels::rewards::reward_backward_continuous_workspace_bytes, reward,
                                                 targets.rows, targets.cols, d_reward.cols));
-        ex.launch(kernels::reward_backward_continuous, reward, samples, targets, d_reward, grad_params, workspace);
+        ex.launch(kernels::rewards::reward_backward_continuous, reward, samples, targets, d_reward, grad_params,
+                  workspace);
       });
 }
 
@@ -185,9 +186,10 @@ void reward_backward(Context& ctx, const MahalanobisReward<T>& reward, MatrixVie
   detail::run_on<T>(
       ctx, [&] { reference::reward_backward_one_hot(reward, samples, labels, classes, d_reward, grad_params); },
       [&](const auto& ex) {
-        void* workspace =
-            ctx.workspace(ex.call(kernels::reward_backward_one_hot_workspace_bytes, reward, labels.size, classes));
-        ex.launch(kernels::reward_backward_one_hot, reward, samples, labels, classes, d_reward, grad_params, workspace);
+        void* workspace = ctx.workspace(
+            ex.call(kernels::rewards::reward_backward_one_hot_workspace_bytes, reward, labels.size, classes));
+        ex.launch(kernels::rewards::reward_backward_one_hot, reward, samples, labels, classes, d_reward, grad_params,
+                  workspace);
       });
 }
 
@@ -209,7 +211,7 @@ void transform_rewards(Context& ctx, const TransformOptions<T>& options, ConstMa
   }
   detail::run_on<T>(
       ctx, [&] { reference::transform_rewards(options, rewards, advantages); },
-      [&](const auto& ex) { ex.launch(kernels::transform_rewards, options, rewards, advantages); });
+      [&](const auto& ex) { ex.launch(kernels::rewards::transform_rewards, options, rewards, advantages); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                            \

@@ -118,7 +118,7 @@ class GuardedOperator {
 #if D2R_WITH_CUDA
 constexpr std::size_t kAlign = 256;
 constexpr std::size_t round_up(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-static_assert(sizeof(kernels::SolverState) <= kAlign);
+static_assert(sizeof(kernels::solvers::SolverState) <= kAlign);
 
 /// Device workspace of a solve: [state | history] (read back together) [partials] [vectors].
 struct DeviceLayout {
@@ -139,16 +139,16 @@ struct DeviceLayout {
 struct DeviceSolve {
   DeviceLayout layout;
   char* base;
-  kernels::SolverDevice dev;
+  kernels::solvers::SolverDevice dev;
   [[nodiscard]] float* vector(std::int64_t i) const {
     return reinterpret_cast<float*>(base + layout.vectors_offset() + static_cast<std::size_t>(i) * layout.vector_bytes());
   }
 };
 
 DeviceSolve device_solve(Context& ctx, std::int64_t n, std::int64_t history_size, std::int64_t vectors) {
-  DeviceSolve s{{n, history_size, kernels::solver_partial_count(n), vectors}, nullptr, {}};
+  DeviceSolve s{{n, history_size, kernels::solvers::partial_count(n), vectors}, nullptr, {}};
   s.base = static_cast<char*>(ctx.workspace(s.layout.total_bytes(), Workspace::solver));
-  s.dev.state = reinterpret_cast<kernels::SolverState*>(s.base);
+  s.dev.state = reinterpret_cast<kernels::solvers::SolverState*>(s.base);
   s.dev.history = reinterpret_cast<float*>(s.base + kAlign);
   s.dev.partials = reinterpret_cast<double*>(s.base + s.layout.partials_offset());
   s.dev.divergence_factor = kSolverDivergenceFactor;
@@ -161,11 +161,11 @@ SolveReport<float> read_report(Context& ctx, const DeviceSolve& s) {
   std::vector<unsigned char> host(s.layout.readback_bytes());
   D2R_CUDA_TRY(cudaMemcpyAsync(host.data(), s.base, host.size(), cudaMemcpyDeviceToHost, ctx.stream()));
   D2R_CUDA_TRY(cudaStreamSynchronize(ctx.stream()));
-  kernels::SolverState state{};
+  kernels::solvers::SolverState state{};
   std::memcpy(&state, host.data(), sizeof state);
   SolveReport<float> report;
-  report.status = state.status == kernels::kSolverRunning ? SolveStatus::max_iterations
-                                                          : static_cast<SolveStatus>(state.status);
+  report.status = state.status == kernels::solvers::kSolverRunning ? SolveStatus::max_iterations
+                                                                   : static_cast<SolveStatus>(state.status);
   report.iterations = state.iterations;
   report.initial_residual_norm = static_cast<float>(state.initial);
   report.residual_history.resize(static_cast<std::size_t>(state.iterations + 1));
@@ -176,7 +176,7 @@ SolveReport<float> read_report(Context& ctx, const DeviceSolve& s) {
 
 SolveReport<float> cg_cuda(Context& ctx, std::string_view fn, const LinearOperator<float>& A, VectorView<const float> b,
                            VectorView<float> x, const CgOptions<float>& o, bool normal) {
-  using kernels::SolverReduce;
+  using kernels::solvers::SolverReduce;
   const std::int64_t n = b.size;
   DeviceSolve s = device_solve(ctx, n, o.max_iterations + 1,
                                normal ? reference::kCgNormalScratchVectors : reference::kCgScratchVectors);
@@ -195,24 +195,24 @@ SolveReport<float> cg_cuda(Context& ctx, std::string_view fn, const LinearOperat
                                  stream));
     apply(xk, w);
   }
-  kernels::solver_cg_start(stream, s.dev, b, xk, w, r);
+  kernels::solvers::cg_start(stream, s.dev, b, xk, w, r);
   if (normal) {
     apply(r, z);
-    kernels::solver_damp_reduce(stream, s.dev, {z, n}, r, SolverReduce::normal_start);
+    kernels::solvers::damp_reduce(stream, s.dev, {z, n}, r, SolverReduce::normal_start);
   }
-  kernels::solver_direction(stream, s.dev, {p, n}, z, true);
+  kernels::solvers::direction(stream, s.dev, {p, n}, z, true);
   for (std::int64_t k = 1; k <= o.max_iterations; ++k) {
     apply(p, w);
-    kernels::solver_damp_reduce(stream, s.dev, {w, n}, p,
-                                normal ? SolverReduce::curvature_norm : SolverReduce::curvature_dot);
-    kernels::solver_cg_update(stream, s.dev, k, {xk, n}, r, p, w, !normal);
+    kernels::solvers::damp_reduce(stream, s.dev, {w, n}, p,
+                                  normal ? SolverReduce::curvature_norm : SolverReduce::curvature_dot);
+    kernels::solvers::cg_update(stream, s.dev, k, {xk, n}, r, p, w, !normal);
     if (normal) {
       apply(r, z);
-      kernels::solver_damp_reduce(stream, s.dev, {z, n}, r, SolverReduce::normal_beta);
+      kernels::solvers::damp_reduce(stream, s.dev, {z, n}, r, SolverReduce::normal_beta);
     }
-    kernels::solver_direction(stream, s.dev, {p, n}, z, false);
+    kernels::solvers::direction(stream, s.dev, {p, n}, z, false);
   }
-  kernels::solver_write_solution(stream, s.dev, {xk, n}, x);
+  kernels::solvers::write_solution(stream, s.dev, {xk, n}, x);
   return read_report(ctx, s);
 }
 
@@ -227,16 +227,16 @@ SolveReport<float> neumann_cuda(Context& ctx, std::string_view fn, const LinearO
   const cudaStream_t stream = ctx.stream();
   float *xk = s.vector(0), *t = s.vector(1), *w = s.vector(2);
 
-  kernels::solver_neumann_start(stream, s.dev, b, t, xk);
+  kernels::solvers::neumann_start(stream, s.dev, b, t, xk);
   for (std::int64_t k = 0; k < o.iterations; ++k) {
     apply(t, w);
-    kernels::solver_neumann_term(stream, s.dev, k, {w, n}, t);
-    kernels::solver_neumann_accumulate(stream, s.dev, {xk, n}, w);
+    kernels::solvers::neumann_term(stream, s.dev, k, {w, n}, t);
+    kernels::solvers::neumann_accumulate(stream, s.dev, {xk, n}, w);
     std::swap(t, w);  // once frozen the kernels ignore both
   }
   apply(xk, w);
-  kernels::solver_neumann_residual(stream, s.dev, b, xk, w);
-  kernels::solver_write_solution(stream, s.dev, {xk, n}, x);
+  kernels::solvers::neumann_residual(stream, s.dev, b, xk, w);
+  kernels::solvers::write_solution(stream, s.dev, {xk, n}, x);
   return read_report(ctx, s);
 }
 

@@ -104,9 +104,10 @@ void check_values(Context& ctx, std::string_view function, std::string_view name
       },
       [&](const auto& ex) {
         auto* scratch = static_cast<std::int64_t*>(ctx.workspace(sizeof(std::int64_t)));
-        bad = rule == ValueRule::finite ? ex.launch(kernels::first_nonfinite, m, scratch)
-                                        : ex.launch(kernels::first_bad_logit, m, scratch);
-        if (bad < 0 && rule == ValueRule::logits) bad_row = ex.launch(kernels::first_row_without_finite, m, scratch);
+        bad = rule == ValueRule::finite ? ex.launch(kernels::checks::first_nonfinite, m, scratch)
+                                        : ex.launch(kernels::checks::first_bad_logit, m, scratch);
+        if (bad < 0 && rule == ValueRule::logits)
+          bad_row = ex.launch(kernels::checks::first_row_without_finite, m, scratch);
       });
   if (bad >= 0) {
     const std::int64_t r = bad / m.cols, c = bad % m.cols;
@@ -138,7 +139,7 @@ void check_indices(Context& ctx, std::string_view function, std::string_view nam
       },
       [&](const auto& ex) {
         auto* scratch = static_cast<std::int64_t*>(ex.workspace(sizeof(std::int64_t)));
-        bad = ex.launch(kernels::first_index_out_of_range, m, upper, scratch);
+        bad = ex.launch(kernels::checks::first_index_out_of_range, m, upper, scratch);
         if (bad >= 0) ctx.to_host(&value, &m(bad / m.cols, bad % m.cols), sizeof value);
       });
   D2R_EXPECTS(bad < 0, function, name, "element ({}, {}) is {}; expected a class index in [0, {})", bad / m.cols,

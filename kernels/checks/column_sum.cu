@@ -4,7 +4,7 @@
 #include "kernels/checks/column_sum.cuh"
 #include "kernels/checks/launch.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::checks {
 namespace {
 
 using column_sums::kColsPerBlock;
@@ -38,4 +38,4 @@ void column_sum(cudaStream_t stream, MatrixView<const float> in, float* out, voi
   }
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::checks

@@ -3,7 +3,7 @@
 #include "kernels/checks/launch.hpp"
 #include "kernels/checks/value_checks.cuh"
 
-namespace d2r::kernels {
+namespace d2r::kernels::checks {
 namespace {
 
 using value_checks::kNone;
@@ -50,4 +50,4 @@ std::int64_t first_index_out_of_range(cudaStream_t stream, MatrixView<const std:
   });
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::checks

@@ -11,7 +11,7 @@
 #include "d2r/types/cuda.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::checks {
 
 std::int64_t first_nonfinite(cudaStream_t stream, MatrixView<const float> m, std::int64_t* scratch);
 
@@ -28,4 +28,4 @@ std::size_t column_sum_workspace_bytes(std::int64_t rows, std::int64_t cols);
 
 void column_sum(cudaStream_t stream, MatrixView<const float> in, float* out, void* workspace);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::checks

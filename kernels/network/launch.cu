@@ -4,7 +4,7 @@
 #include "kernels/network/launch.hpp"
 #include "kernels/network/network.cuh"
 
-namespace d2r::kernels {
+namespace d2r::kernels::network {
 namespace {
 using network::kRowBlock;
 using network::kThreads;
@@ -22,46 +22,46 @@ void launch_rows(std::int64_t rows, std::int64_t width, Launch&& launch) {
 
 }  // namespace
 
-void mlp_init_uniform(cudaStream_t stream, float* params, std::int64_t count, float bound, std::uint64_t seed,
-                      std::uint32_t layer, std::uint32_t part) {
+void init_uniform(cudaStream_t stream, float* params, std::int64_t count, float bound, std::uint64_t seed,
+                  std::uint32_t layer, std::uint32_t part) {
   network::init_uniform_kernel<<<grid_size(count, kThreads), kThreads, 0, stream>>>(params, count, bound, seed, layer, part);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_bias_activation(cudaStream_t stream, MatrixView<float> z, const float* bias, Activation act, bool activate) {
+void bias_activation(cudaStream_t stream, MatrixView<float> z, const float* bias, Activation act, bool activate) {
   network::bias_activation_kernel<<<grid_size(z.rows * z.cols, kThreads), kThreads, 0, stream>>>(z, bias, act, activate);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_tangent_activation(cudaStream_t stream, MatrixView<float> rz, const float* rbias, MatrixView<const float> a,
-                            Activation act, bool activate) {
+void tangent_activation(cudaStream_t stream, MatrixView<float> rz, const float* rbias, MatrixView<const float> a,
+                        Activation act, bool activate) {
   network::tangent_activation_kernel<<<grid_size(rz.rows * rz.cols, kThreads), kThreads, 0, stream>>>(rz, rbias, a, act,
                                                                                               activate);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_backward_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<const float> a, Activation act) {
+void backward_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<const float> a, Activation act) {
   network::backward_activation_kernel<<<grid_size(g.rows * g.cols, kThreads), kThreads, 0, stream>>>(g, a, act);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_backward_tangent_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
-                                     MatrixView<const float> a, MatrixView<const float> ra, Activation act) {
+void backward_tangent_activation(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
+                                 MatrixView<const float> a, MatrixView<const float> ra, Activation act) {
   network::backward_tangent_activation_kernel<<<grid_size(g.rows * g.cols, kThreads), kThreads, 0, stream>>>(g, rg, a, ra, act);
   D2R_CHECK_LAUNCH(stream);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::network
 
-namespace d2r::kernels {
+namespace d2r::kernels::network {
 
-void mlp_fill(cudaStream_t stream, float* params, std::int64_t count, float value) {
+void fill(cudaStream_t stream, float* params, std::int64_t count, float value) {
   network::fill_kernel<<<grid_size(count, kThreads), kThreads, 0, stream>>>(params, count, value);
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_layer_norm_forward(cudaStream_t stream, MatrixView<float> z, const float* bias, const float* gamma,
-                            const float* beta, MatrixView<float> xhat, float* rstd, Activation act) {
+void layer_norm_forward(cudaStream_t stream, MatrixView<float> z, const float* bias, const float* gamma,
+                        const float* beta, MatrixView<float> xhat, float* rstd, Activation act) {
   launch_rows(z.rows, z.cols, [&](auto group, unsigned grid) {
     network::layer_norm_forward_kernel<decltype(group)::value>
         <<<grid, kRowBlock, 0, stream>>>(z, bias, gamma, beta, xhat, rstd, act);
@@ -69,10 +69,10 @@ void mlp_layer_norm_forward(cudaStream_t stream, MatrixView<float> z, const floa
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_layer_norm_tangent(cudaStream_t stream, MatrixView<float> rz, const float* rbias, const float* gamma,
-                            const float* rgamma, const float* rbeta, MatrixView<const float> a,
-                            MatrixView<const float> xhat, const float* rstd, MatrixView<float> rxhat, float* rho,
-                            Activation act) {
+void layer_norm_tangent(cudaStream_t stream, MatrixView<float> rz, const float* rbias, const float* gamma,
+                        const float* rgamma, const float* rbeta, MatrixView<const float> a,
+                        MatrixView<const float> xhat, const float* rstd, MatrixView<float> rxhat, float* rho,
+                        Activation act) {
   launch_rows(rz.rows, rz.cols, [&](auto group, unsigned grid) {
     network::layer_norm_tangent_kernel<decltype(group)::value>
         <<<grid, kRowBlock, 0, stream>>>(rz, rbias, gamma, rgamma, rbeta, a, xhat, rstd, rxhat, rho, act);
@@ -80,9 +80,9 @@ void mlp_layer_norm_tangent(cudaStream_t stream, MatrixView<float> rz, const flo
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_layer_norm_backward(cudaStream_t stream, MatrixView<float> g, MatrixView<const float> a,
-                             MatrixView<const float> xhat, const float* rstd, const float* gamma, MatrixView<float> gn,
-                             MatrixView<float> gn_xhat, Activation act) {
+void layer_norm_backward(cudaStream_t stream, MatrixView<float> g, MatrixView<const float> a,
+                         MatrixView<const float> xhat, const float* rstd, const float* gamma, MatrixView<float> gn,
+                         MatrixView<float> gn_xhat, Activation act) {
   launch_rows(g.rows, g.cols, [&](auto group, unsigned grid) {
     network::layer_norm_backward_kernel<decltype(group)::value>
         <<<grid, kRowBlock, 0, stream>>>(g, a, xhat, rstd, gamma, gn, gn_xhat, act);
@@ -90,11 +90,11 @@ void mlp_layer_norm_backward(cudaStream_t stream, MatrixView<float> g, MatrixVie
   D2R_CHECK_LAUNCH(stream);
 }
 
-void mlp_layer_norm_backward_tangent(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
-                                     MatrixView<const float> a, MatrixView<const float> ra,
-                                     MatrixView<const float> xhat, const float* rstd, MatrixView<const float> rxhat,
-                                     const float* rho, const float* gamma, const float* rgamma, MatrixView<float> rgn,
-                                     MatrixView<float> rgn_xhat, Activation act) {
+void layer_norm_backward_tangent(cudaStream_t stream, MatrixView<float> g, MatrixView<float> rg,
+                                 MatrixView<const float> a, MatrixView<const float> ra, MatrixView<const float> xhat,
+                                 const float* rstd, MatrixView<const float> rxhat, const float* rho, const float* gamma,
+                                 const float* rgamma, MatrixView<float> rgn, MatrixView<float> rgn_xhat,
+                                 Activation act) {
   launch_rows(g.rows, g.cols, [&](auto group, unsigned grid) {
     network::layer_norm_backward_tangent_kernel<decltype(group)::value><<<grid, kRowBlock, 0, stream>>>(
         g, rg, a, ra, xhat, rstd, rxhat, rho, gamma, rgamma, rgn, rgn_xhat, act);
@@ -102,4 +102,4 @@ void mlp_layer_norm_backward_tangent(cudaStream_t stream, MatrixView<float> g, M
   D2R_CHECK_LAUNCH(stream);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::network

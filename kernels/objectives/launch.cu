@@ -4,14 +4,14 @@
 #include "kernels/objectives/launch.hpp"
 #include "kernels/objectives/row_terms.cuh"
 
-namespace d2r::kernels {
+namespace d2r::kernels::objectives {
 namespace {
 constexpr int kThreads = 128;
 }  // namespace
 
 std::size_t shared_param_workspace_bytes(std::int64_t rows, std::int64_t params, bool shared) {
   if (!shared) return 0;
-  return static_cast<std::size_t>(rows * params) * sizeof(float) + column_sum_workspace_bytes(rows, params);
+  return static_cast<std::size_t>(rows * params) * sizeof(float) + checks::column_sum_workspace_bytes(rows, params);
 }
 
 void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale<float> scale,
@@ -24,7 +24,7 @@ void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, Objectiv
 }
 
 std::size_t exact_mixed_product_workspace_bytes(std::int64_t rows, std::int64_t params) {
-  return static_cast<std::size_t>(rows * params) * sizeof(float) + column_sum_workspace_bytes(rows, params);
+  return static_cast<std::size_t>(rows * params) * sizeof(float) + checks::column_sum_workspace_bytes(rows, params);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::objectives

@@ -13,7 +13,7 @@
 #include "d2r/types/objectives.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::objectives {
 
 /// Per-row surrogate terms and the cotangents for backward (see reference::pg_row_terms).
 void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale<float> scale,
@@ -27,4 +27,4 @@ std::size_t shared_param_workspace_bytes(std::int64_t rows, std::int64_t params,
 
 std::size_t exact_mixed_product_workspace_bytes(std::int64_t rows, std::int64_t params);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::objectives

@@ -4,7 +4,7 @@
 #include "kernels/optim/launch.hpp"
 #include "kernels/optim/optim.cuh"
 
-namespace d2r::kernels {
+namespace d2r::kernels::optim {
 namespace {
 using optim::kThreads;
 /// Blocks of the first pass of the global norm: fixed by n alone (never by the device), so the
@@ -81,4 +81,4 @@ void clip_global_norm(cudaStream_t stream, float max_norm, VectorView<float> val
   D2R_CHECK_LAUNCH(stream);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::optim

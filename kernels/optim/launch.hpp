@@ -12,7 +12,7 @@
 #include "d2r/types/optim.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::optim {
 
 /// Fused Adam/AdamW update, then a one-thread kernel that increments state.step (both on stream).
 void adam_step(cudaStream_t stream, const AdamOptions<float>& options, const AdamState<float>& state,
@@ -36,4 +36,4 @@ std::size_t clip_global_norm_workspace_bytes(std::int64_t n);
 void clip_global_norm(cudaStream_t stream, float max_norm, VectorView<float> values, VectorView<float> norm_out,
                       void* workspace);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::optim

@@ -3,7 +3,7 @@
 #include "kernels/rewards/launch.hpp"
 #include "kernels/rewards/rewards.cuh"
 
-namespace d2r::kernels {
+namespace d2r::kernels::rewards {
 namespace {
 constexpr int kThreads = 256;
 constexpr std::int64_t kOneHotRowsPerChunk = 256;
@@ -28,7 +28,7 @@ void reward_one_hot(cudaStream_t stream, const MahalanobisReward<float>& reward,
 std::size_t reward_backward_continuous_workspace_bytes(const MahalanobisReward<float>& reward, std::int64_t rows,
                                                        std::int64_t /*dim*/, std::int64_t /*generations*/) {
   const std::int64_t p = param_count(reward);
-  return static_cast<std::size_t>(rows * p) * sizeof(float) + column_sum_workspace_bytes(rows, p);
+  return static_cast<std::size_t>(rows * p) * sizeof(float) + checks::column_sum_workspace_bytes(rows, p);
 }
 
 void reward_backward_continuous(cudaStream_t stream, const MahalanobisReward<float>& reward,
@@ -40,13 +40,13 @@ void reward_backward_continuous(cudaStream_t stream, const MahalanobisReward<flo
   rewards::continuous_grad_rows_kernel<<<grid_size(rows * columns, kThreads), kThreads, 0, stream>>>(
       reward, samples, targets, d_reward, partial);
   D2R_CHECK_LAUNCH(stream);
-  column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
+  checks::column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
 std::size_t reward_backward_one_hot_workspace_bytes(const MahalanobisReward<float>& reward, std::int64_t rows,
                                                     std::int64_t /*classes*/) {
   const std::int64_t chunks = one_hot_chunks(rows), p = param_count(reward);
-  return static_cast<std::size_t>(chunks * p) * sizeof(float) + column_sum_workspace_bytes(chunks, p);
+  return static_cast<std::size_t>(chunks * p) * sizeof(float) + checks::column_sum_workspace_bytes(chunks, p);
 }
 
 void reward_backward_one_hot(cudaStream_t stream, const MahalanobisReward<float>& reward,
@@ -58,7 +58,7 @@ void reward_backward_one_hot(cudaStream_t stream, const MahalanobisReward<float>
   rewards::one_hot_grad_chunks_kernel<<<grid_size(chunks, 64), 64, 0, stream>>>(reward, samples, labels, d_reward,
                                                                                  partial, kOneHotRowsPerChunk);
   D2R_CHECK_LAUNCH(stream);
-  column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + chunks * p);
+  checks::column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + chunks * p);
 }
 
 void transform_rewards(cudaStream_t stream, const TransformOptions<float>& options, MatrixView<const float> rewards,
@@ -75,4 +75,4 @@ void transform_rewards_backward(cudaStream_t stream, const TransformOptions<floa
   D2R_CHECK_LAUNCH(stream);
 }
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::rewards

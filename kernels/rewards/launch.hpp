@@ -12,7 +12,7 @@
 #include "d2r/types/objectives.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::rewards {
 
 void reward_continuous(cudaStream_t stream, const MahalanobisReward<float>& reward, MatrixView<const float> samples,
                        MatrixView<const float> targets, MatrixView<float> out);
@@ -42,4 +42,4 @@ void transform_rewards_backward(cudaStream_t stream, const TransformOptions<floa
                                 MatrixView<const float> rewards, MatrixView<const float> d_advantages,
                                 MatrixView<float> d_rewards);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::rewards

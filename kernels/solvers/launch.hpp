@@ -11,15 +11,15 @@
 #include "d2r/types/cuda.hpp"
 #include "d2r/view.hpp"
 
-namespace d2r::kernels {
+namespace d2r::kernels::solvers {
 
 // ---- linear solvers (launch.cu). the device side of conjugate_gradient, conjugate_gradient_normal
 // and neumann_series (host/src/solvers.cpp drives the iteration; the CPU reference is
 // host/reference/solvers.hpp, step for step). The scalars live in a device SolverState; every
-// reduction is a fixed-order two-pass sum in double (solver_partial_count(n) block partials, then
+// reduction is a fixed-order two-pass sum in double (partial_count(n) block partials, then
 // one block), so results depend only on n. Once the state is frozen (status != kSolverRunning)
-// every launcher is a no-op on the device except solver_write_solution and
-// solver_neumann_residual. None synchronises.
+// every launcher is a no-op on the device except write_solution and
+// neumann_residual. None synchronises.
 inline constexpr std::int32_t kSolverRunning = -1;
 /// Device-resident scalars of one solve; status is a SolveStatus value or kSolverRunning.
 struct SolverState {
@@ -37,7 +37,7 @@ struct SolverState {
 /// Where a solve keeps its device scalars, and its parameters.
 struct SolverDevice {
   SolverState* state;
-  double* partials;  ///< 2 · solver_partial_count(n) doubles
+  double* partials;  ///< 2 · partial_count(n) doubles
   float* history;    ///< residual norms, one per iteration (max_iterations + 1)
   float damping;
   float alpha;       ///< Neumann step α
@@ -45,37 +45,34 @@ struct SolverDevice {
   double divergence_factor;
   double growth_slack;  ///< Neumann: 1 + kNeumannGrowthUlps · ε(float)
 };
-/// What solver_damp_reduce does with its sum s after y += δ x.
+/// What damp_reduce does with its sum s after y += δ x.
 enum class SolverReduce {
   curvature_dot,   ///< s = x·y: α = ρ / s, breakdown unless s > 0 (CG)
   curvature_norm,  ///< s = y·y: α = ρ / s, breakdown unless s > 0 (CGNR)
   normal_start,    ///< s = y·y: ρ = s (CGNR)
   normal_beta,     ///< s = y·y: β = s / ρ, ρ = s (CGNR)
 };
-std::int64_t solver_partial_count(std::int64_t n);
+std::int64_t partial_count(std::int64_t n);
 /// r = b − (ax + δ x); initialises the state from ‖r‖ and ‖b‖ (history[0]).
-void solver_cg_start(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x,
-                     const float* ax, float* r);
+void cg_start(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x, const float* ax,
+              float* r);
 /// y += δ x, then the reduction `what`.
-void solver_damp_reduce(cudaStream_t stream, const SolverDevice& dev, VectorView<float> y, const float* x,
-                        SolverReduce what);
+void damp_reduce(cudaStream_t stream, const SolverDevice& dev, VectorView<float> y, const float* x, SolverReduce what);
 /// x += α p, r −= α ap; residual test of iteration k (history[k]); CG (cg_beta): β = r·r / ρ, ρ = r·r.
-void solver_cg_update(cudaStream_t stream, const SolverDevice& dev, std::int64_t k, VectorView<float> x, float* r,
-                      const float* p, const float* ap, bool cg_beta);
+void cg_update(cudaStream_t stream, const SolverDevice& dev, std::int64_t k, VectorView<float> x, float* r,
+               const float* p, const float* ap, bool cg_beta);
 /// p = z (first) or p = z + β p.
-void solver_direction(cudaStream_t stream, const SolverDevice& dev, VectorView<float> p, const float* z, bool first);
+void direction(cudaStream_t stream, const SolverDevice& dev, VectorView<float> p, const float* z, bool first);
 /// x = xk, or 0 when b = 0.
-void solver_write_solution(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> xk,
-                           VectorView<float> x);
+void write_solution(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> xk, VectorView<float> x);
 /// t = b, x = α b; initialises the state from ‖b‖.
-void solver_neumann_start(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, float* t, float* x);
+void neumann_start(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, float* t, float* x);
 /// w = t − α (w + δ t) with w = A t on entry; growth and tolerance tests of term k + 1 (history[k]).
-void solver_neumann_term(cudaStream_t stream, const SolverDevice& dev, std::int64_t k, VectorView<float> w,
-                         const float* t);
+void neumann_term(cudaStream_t stream, const SolverDevice& dev, std::int64_t k, VectorView<float> w, const float* t);
 /// x += α w.
-void solver_neumann_accumulate(cudaStream_t stream, const SolverDevice& dev, VectorView<float> x, const float* w);
+void neumann_accumulate(cudaStream_t stream, const SolverDevice& dev, VectorView<float> x, const float* w);
 /// ‖(ax + δ x) − b‖ with ax = A x on entry (overwritten): the final residual and status.
-void solver_neumann_residual(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x,
-                             float* ax);
+void neumann_residual(cudaStream_t stream, const SolverDevice& dev, VectorView<const float> b, const float* x,
+                      float* ax);
 
-}  // namespace d2r::kernels
+}  // namespace d2r::kernels::solvers

@@ -64,7 +64,7 @@ TEST(ValueChecksEmulation, FirstOffenders) {
   EXPECT_EQ(index(11), 2 * cols + 3);
 }
 
-/// kernels::column_sum's passes (column_sum.cu), with grid.y capped at `max_grid_y`.
+/// kernels::checks::column_sum's passes (column_sum.cu), with grid.y capped at `max_grid_y`.
 std::vector<float> emulated_column_sum(MatrixView<const float> in, unsigned max_grid_y) {
   std::vector<float> out(static_cast<std::size_t>(in.cols), std::numeric_limits<float>::quiet_NaN());
   const auto chunks = [](std::int64_t r) { return (r + cs::kRowsPerBlock - 1) / cs::kRowsPerBlock; };

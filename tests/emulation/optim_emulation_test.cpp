@@ -14,7 +14,7 @@ namespace {
 namespace op = kernels::optim;
 constexpr unsigned kThreads = op::kThreads;
 
-/// AdamParams as kernels::adam_step (optim.cu) builds them.
+/// AdamParams as kernels::optim::adam_step (optim.cu) builds them.
 op::AdamParams adam_params(const AdamOptions<float>& o) {
   return {o.learning_rate, o.beta1, o.beta2, 1.0f - o.beta1, 1.0f - o.beta2, o.epsilon,
           1.0f - o.learning_rate * o.weight_decay, static_cast<double>(o.beta1), static_cast<double>(o.beta2),

@@ -1,5 +1,5 @@
 // Emulated solver kernels (kernels/solvers/solvers.cuh) driven as host/src/solvers.cpp drives them on the
-// cuda backend (cg_cuda, neumann_cuda: the same launch sequence, grids of solver_partial_count(n)
+// cuda backend (cg_cuda, neumann_cuda: the same launch sequence, grids of solvers::partial_count(n)
 // blocks of 256 threads, one-block finalize kernels, frozen kernels after the stop), with a dense
 // SPD operator applied on the host, against the CPU reference solvers (host/reference/solvers.hpp)
 // on the same operator: status, iteration count, residual history and solution. CG, CGNR (with
@@ -16,7 +16,7 @@ namespace {
 namespace sv = kernels::solvers;
 constexpr unsigned kThreads = sv::kThreads;
 
-unsigned partial_grid(std::int64_t n) {  // kernels::solver_partial_count (solvers.cu)
+unsigned partial_grid(std::int64_t n) {  // kernels::solvers::partial_count (solvers.cu)
   return static_cast<unsigned>(std::clamp<std::int64_t>((n + kThreads - 1) / kThreads, 1, sv::kMaxPartials));
 }
 unsigned elementwise_grid(std::int64_t n) { return static_cast<unsigned>(std::max<std::int64_t>((n + kThreads - 1) / kThreads, 1)); }
@@ -45,10 +45,10 @@ struct Operator {
 
 /// The device-side scalars of a solve (host memory here), as device_solve sets them up.
 struct Solve {
-  kernels::SolverState state{};
+  kernels::solvers::SolverState state{};
   std::vector<double> partials;
   std::vector<float> history;
-  kernels::SolverDevice dev{};
+  kernels::solvers::SolverDevice dev{};
   Solve(std::int64_t n, std::int64_t history_size)
       : partials(static_cast<std::size_t>(2 * partial_grid(n)), std::numeric_limits<double>::quiet_NaN()),
         history(static_cast<std::size_t>(history_size), std::numeric_limits<float>::quiet_NaN()) {
@@ -61,7 +61,8 @@ struct Solve {
   /// read_report (solvers.cpp).
   SolveReport<float> report() const {
     SolveReport<float> r;
-    r.status = state.status == kernels::kSolverRunning ? SolveStatus::max_iterations : static_cast<SolveStatus>(state.status);
+    r.status = state.status == kernels::solvers::kSolverRunning ? SolveStatus::max_iterations
+                                                                : static_cast<SolveStatus>(state.status);
     r.iterations = state.iterations;
     r.initial_residual_norm = static_cast<float>(state.initial);
     r.residual_history.assign(history.begin(), history.begin() + state.iterations + 1);
@@ -73,7 +74,7 @@ struct Solve {
 /// cg_cuda (solvers.cpp) with emulated launches.
 SolveReport<float> emulated_cg(const Operator& A, const std::vector<float>& b, std::vector<float>& x, const CgOptions<float>& o,
                                bool normal) {
-  using kernels::SolverReduce;
+  using kernels::solvers::SolverReduce;
   const std::int64_t n = A.n;
   Solve s(n, o.max_iterations + 1);
   s.dev.damping = o.damping;

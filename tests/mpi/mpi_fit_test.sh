@@ -11,7 +11,8 @@
 #      left out, they move by ~0.5% under a reordered sum even in double); the same for a minibatch
 #      bilevel run.
 #   3. resume: a 2-rank run checkpointed after 2 outer steps, resumed with 3 ranks to 3 steps,
-#      equals the uninterrupted one-process run bit for bit (deterministic mode).
+#      equals the uninterrupted one-process run bit for bit (deterministic mode); the same for a
+#      classification bilevel run (1 step on 2 ranks, resumed on 3 to 2) and a minibatch run.
 #   4. a failure ends every rank: a bad --out (exit 2, one message, nothing written); one rank
 #      killed with SIGKILL mid-run ends the job with a non-zero status within 60 s (no hang).
 #   5. `reproduce` and `sweep` on ranks (deterministic mode, same bits for 1, 2, 3 ranks):
@@ -79,6 +80,12 @@ run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --outer-steps 2 --checkpoint-every 1 "${
 run 4 mpi 3 fit "${REG[@]}" "${BIL[@]}" --outer-steps 3 --checkpoint-every 1 "${DET[@]}" --out res --resume
 grep -q '"resumed_from_step": 2' res/results.json || fail "the 3-rank run did not resume from step 2"
 compare bil1 res --skip resumed_from_step
+# A full-batch bilevel classification run (each rank holds only its rows; the fingerprint is the
+# whole set's): 1 outer step on 2 ranks, resumed on 3 to 2 steps, equals the one-process run.
+run 4 mpi 2 fit "${CLS[@]}" --method bilevel --outer-steps 1 --checkpoint-every 1 "${DET[@]}" --out cres
+run 4 mpi 3 fit "${CLS[@]}" --method bilevel --outer-steps 2 --checkpoint-every 1 "${DET[@]}" --out cres --resume
+grep -q '"resumed_from_step": 1' cres/results.json || fail "the 3-rank classification run did not resume from step 1"
+compare cls1 cres --skip resumed_from_step
 # The same with minibatches: the checkpoint's pass and window, the pass's rows drawn again.
 run 4 mpi 2 fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 2 --checkpoint-every 1 "${DET[@]}" --out mbres
 run 4 mpi 3 fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 3 --checkpoint-every 1 "${DET[@]}" --out mbres --resume

@@ -32,16 +32,30 @@ Outputs curvature_outputs(Context& ctx, Rng& r, Curvature& curvature, const Mlp&
                           std::int64_t reward_params_count, Prepare prepare) {
   const std::int64_t P = net.parameter_count();
   Out<T> grad(ctx, P, "grad"), hv(ctx, P, "hv"), hv2(ctx, P, "hv2"), mixed(ctx, reward_params_count, "mixed");
-  prepare(grad.vector());
+  // The timed call (d2r bench): prepare of a gradient case, apply of an HVP case.
+  if (what == CurvOut::gradient) {
+    timed(ctx, [&] { prepare(grad.vector()); });
+  } else {
+    prepare(grad.vector());
+  }
   const Buffer<T> v = put<T>(ctx, r.vec(P, -1, 1)), w = put<T>(ctx, r.vec(P, -1, 1));
   switch (what) {
     case CurvOut::gradient: return {{"grad", get(grad)}};
     case CurvOut::hvp:
-      curvature.apply(v.vector(), hv.vector());
+      timed(ctx, [&] { curvature.apply(v.vector(), hv.vector()); });
       curvature.as_operator()(w.vector(), hv2.vector());
       return {{"hv", get(hv)}, {"hv_operator", get(hv2)}};
     case CurvOut::mixed: curvature.mixed_product(v.vector(), mixed.vector()); return {{"grad_params", get(mixed)}};
   }
+  return {};
+}
+
+/// The work of a curvature case's timed call (host/checks/work.hpp: the trunk's GEMMs, 3F for the
+/// gradient, 5F for an HVP; x and the targets read once, `dims` values a row); the mixed product
+/// has no formula.
+WorkModel curvature_work(CurvOut what, const MlpSpec& spec, std::int64_t B, std::int64_t dims) {
+  if (what == CurvOut::gradient) return stated(curvature_gradient_work(Mlp(spec), B, dims));
+  if (what == CurvOut::hvp) return stated(curvature_hvp_work(Mlp(spec), B, dims));
   return {};
 }
 }  // namespace
@@ -77,7 +91,7 @@ void add_curvature_checks(Table& t, Level level) {
                                       pg_options<T>(Transform::none), kKey, grad);
                   }
                 });
-              });
+              }).work_model = curvature_work(what, c.spec, c.B, c.n);
       }
     }
   }
@@ -107,7 +121,7 @@ void add_curvature_checks(Table& t, Level level) {
                                                                   pg_options<T>(Transform::none), kKey, grad);
                                               }
                                             });
-              });
+              }).work_model = curvature_work(what, c.spec, c.B, c.n);
       }
     }
   }
@@ -135,7 +149,7 @@ void add_curvature_checks(Table& t, Level level) {
                 curvature.prepare_exact(params.vector(), x.matrix(B, in), labels.vector(), rew,
                                         pg_options<T>(Transform::none), grad);
               });
-            });
+            }).work_model = curvature_work(what, c.spec, c.B, 1);  // one int32 label a row
     }
   }
   if (level >= Level::medium) add_curvature_gpu_test_checks(t);

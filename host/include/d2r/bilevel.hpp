@@ -468,7 +468,7 @@ class BilevelTrainer {
   void set_checkpoint_identity(std::span<const std::pair<std::string, std::string>> lines);
   /// Data parallel (d2r/communicator.hpp, DESIGN.md §10): every rank constructs the trainer with
   /// the same data, options and seeds, then calls this once, before the first step() and before
-  /// load(); each rank then computes on its rows and the inner gradients, curvature products,
+  /// load() (the data-parallel constructors instead take only the rank's rows, full batch); each rank then computes on its rows and the inner gradients, curvature products,
   /// outer gradient, mixed products and metrics are summed over the ranks (the CG scalars are
   /// computed from the reduced vectors, so they agree everywhere). Minibatches
   /// (options.inner.batch_size): every rank draws the same pass permutation and computes its part

@@ -342,8 +342,8 @@ void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<co
   detail::run_on<T>(
       ctx, [&] { reference::categorical::exact_mixed_product(head, labels, reward, s, tangent, grad_params); },
       [&](const auto& ex) {
-        void* ws =
-            ex.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.logits.rows, reward.params.size));
+        void* ws = ex.workspace(
+            ex.call(kernels::objectives::exact_mixed_product_workspace_bytes, head.logits.rows, reward.params.size));
         ex.launch(kernels::categorical::exact_mixed_product, head, labels, reward, T(1) / s.normaliser, tangent,
                   grad_params, ws);
       });

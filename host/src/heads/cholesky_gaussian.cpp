@@ -300,7 +300,8 @@ void exact_backward_tangent(Context& ctx, const CholeskyGaussian<T>& head, const
       [&] { reference::cholesky_gaussian::exact_backward_tangent(head, reward, options, s, tangent, grad_tangent); },
       [&](const auto& ex) {
         const bool shared = head.tril.rows == 1 && batch > 1;
-        void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, head.tril.cols, shared));
+        void* ws =
+            ctx.workspace(ex.call(kernels::objectives::shared_param_workspace_bytes, batch, head.tril.cols, shared));
         ex.launch(kernels::cholesky_gaussian::exact_backward_tangent, head, reward, options.entropy_weight, s, tangent,
                   grad_tangent, ws);
       });
@@ -331,7 +332,8 @@ namespace {
 template <class Ex>
 void* objective_workspace(const Ex& ex, const CholeskyGaussian<float>& head) {
   const bool shared = head.tril.rows == 1 && head.mean.rows > 1;
-  return ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
+  return ex.workspace(
+      ex.call(kernels::objectives::shared_param_workspace_bytes, head.mean.rows, head.tril.cols, shared));
 }
 
 }  // namespace
@@ -411,8 +413,8 @@ void exact_mixed_product(Context& ctx, const CholeskyGaussian<T>& head, ConstMat
   detail::run_on<T>(
       ctx, [&] { reference::cholesky_gaussian::exact_mixed_product(head, targets, reward, s, tangent, grad_params); },
       [&](const auto& ex) {
-        void* ws =
-            ex.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
+        void* ws = ex.workspace(
+            ex.call(kernels::objectives::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
         ex.launch(kernels::cholesky_gaussian::exact_mixed_product, head, targets, reward, s.per_dim / s.normaliser,
                   tangent, grad_params, ws);
       });

@@ -243,7 +243,7 @@ void exact_backward_tangent(Context& ctx, const DiagGaussian<T>& head, const Mah
                     "memory), got n = {}",
                     kernels::diag_gaussian::kExactMaxFullDim, n);
         const bool shared = head.log_std.rows == 1 && batch > 1;
-        void* ws = ctx.workspace(ex.call(kernels::shared_param_workspace_bytes, batch, n, shared));
+        void* ws = ctx.workspace(ex.call(kernels::objectives::shared_param_workspace_bytes, batch, n, shared));
         ex.launch(kernels::diag_gaussian::exact_backward_tangent, head, reward, s, tangent, grad_tangent, ws);
       });
 }
@@ -272,7 +272,8 @@ namespace {
 template <class Ex>
 void* objective_workspace(const Ex& ex, const DiagGaussian<float>& head) {
   const bool shared = head.log_std.rows == 1 && head.mean.rows > 1;
-  return ex.workspace(ex.call(kernels::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
+  return ex.workspace(
+      ex.call(kernels::objectives::shared_param_workspace_bytes, head.mean.rows, head.mean.cols, shared));
 }
 
 }  // namespace
@@ -363,8 +364,8 @@ void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<
   detail::run_on<T>(
       ctx, [&] { reference::diag_gaussian::exact_mixed_product(head, targets, reward, s, tangent, grad_params); },
       [&](const auto& ex) {
-        void* ws =
-            ex.workspace(ex.call(kernels::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
+        void* ws = ex.workspace(
+            ex.call(kernels::objectives::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
         ex.launch(kernels::diag_gaussian::exact_mixed_product, head, targets, reward, s.per_dim / s.normaliser, tangent,
                   grad_params, ws);
       });

@@ -169,7 +169,7 @@ void exact_mixed_product(cudaStream_t stream, const Categorical<float>& head, Ve
         <<<row_grid(rows), kBlock, 0, stream>>>(head, labels, reward, k, tangent, partial);
   });
   D2R_CHECK_LAUNCH(stream);
-  column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
+  checks::column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
 }  // namespace d2r::kernels::categorical

@@ -33,8 +33,8 @@ void finish_shared(cudaStream_t stream, const CholeskyGaussian<float>& head, con
                    void* workspace) {
   if (!shared_tril(head)) return;
   const std::int64_t B = head.mean.rows, P = packed(head);
-  column_sum(stream, MatrixView<const float>{static_cast<float*>(workspace), B, P, P}, grad.tril.data,
-             static_cast<float*>(workspace) + B * P);
+  checks::column_sum(stream, MatrixView<const float>{static_cast<float*>(workspace), B, P, P}, grad.tril.data,
+                     static_cast<float*>(workspace) + B * P);
 }
 }  // namespace
 
@@ -64,7 +64,7 @@ std::size_t backward_workspace_bytes(const CholeskyGaussian<float>& head) {
   if (!shared_tril(head)) return 0;
   const std::int64_t packed = cholesky_gaussian::packed_size(dim(head));
   const std::size_t per_row = static_cast<std::size_t>(head.mean.rows * packed) * sizeof(float);
-  return per_row + column_sum_workspace_bytes(head.mean.rows, packed);
+  return per_row + checks::column_sum_workspace_bytes(head.mean.rows, packed);
 }
 
 void backward(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> samples,
@@ -79,7 +79,7 @@ void backward(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixVi
       head, samples, d_log_prob, d_entropy, grad.mean, tril_target);
   D2R_CHECK_LAUNCH(stream);
   if (shared) {
-    column_sum(stream, tril_target, grad.tril.data, static_cast<float*>(workspace) + batch * packed);
+    checks::column_sum(stream, tril_target, grad.tril.data, static_cast<float*>(workspace) + batch * packed);
   }
 }
 
@@ -128,7 +128,7 @@ void backward_tangent(cudaStream_t stream, const CholeskyGaussian<float>& head, 
       head, samples, d_log_prob, d_entropy, tangent, grad_tangent.mean, tril_target);
   D2R_CHECK_LAUNCH(stream);
   if (shared) {
-    column_sum(stream, tril_target, grad_tangent.tril.data, static_cast<float*>(workspace) + batch * packed);
+    checks::column_sum(stream, tril_target, grad_tangent.tril.data, static_cast<float*>(workspace) + batch * packed);
   }
 }
 
@@ -167,7 +167,7 @@ void exact_mixed_product(cudaStream_t stream, const CholeskyGaussian<float>& hea
   cholesky_objectives::exact_mixed_kernel<<<grid_size(rows, 1), kThreads, smem, stream>>>(head, targets, reward, k,
                                                                                           tangent, partial);
   D2R_CHECK_LAUNCH(stream);
-  column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
+  checks::column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
 void pg_pathwise(cudaStream_t stream, const CholeskyGaussian<float>& head, MatrixView<const float> targets,

@@ -40,8 +40,8 @@ void finish_shared(cudaStream_t stream, const DiagGaussian<float>& head, const D
                    void* workspace) {
   if (!shared_log_std(head)) return;
   const std::int64_t B = head.mean.rows, n = head.mean.cols;
-  column_sum(stream, MatrixView<const float>{static_cast<float*>(workspace), B, n, n}, grad.log_std.data,
-             static_cast<float*>(workspace) + B * n);
+  checks::column_sum(stream, MatrixView<const float>{static_cast<float*>(workspace), B, n, n}, grad.log_std.data,
+                     static_cast<float*>(workspace) + B * n);
 }
 }  // namespace
 
@@ -66,7 +66,7 @@ void entropy(cudaStream_t stream, const DiagGaussian<float>& head, VectorView<fl
 std::size_t backward_workspace_bytes(const DiagGaussian<float>& head) {
   if (!shared_log_std(head)) return 0;
   const std::size_t per_row = static_cast<std::size_t>(head.mean.rows * head.mean.cols) * sizeof(float);
-  return per_row + column_sum_workspace_bytes(head.mean.rows, head.mean.cols);
+  return per_row + checks::column_sum_workspace_bytes(head.mean.rows, head.mean.cols);
 }
 
 void backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
@@ -80,7 +80,7 @@ void backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<c
       head, samples, d_log_prob, d_entropy, grad.mean, log_std_target);
   D2R_CHECK_LAUNCH(stream);
   if (shared) {
-    column_sum(stream, log_std_target, grad.log_std.data, static_cast<float*>(workspace) + batch * n);
+    checks::column_sum(stream, log_std_target, grad.log_std.data, static_cast<float*>(workspace) + batch * n);
   }
 }
 
@@ -102,7 +102,7 @@ void backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head, Matr
       head, samples, d_log_prob, tangent, grad_tangent.mean, log_std_target);
   D2R_CHECK_LAUNCH(stream);
   if (shared) {
-    column_sum(stream, log_std_target, grad_tangent.log_std.data, static_cast<float*>(workspace) + batch * n);
+    checks::column_sum(stream, log_std_target, grad_tangent.log_std.data, static_cast<float*>(workspace) + batch * n);
   }
 }
 
@@ -174,7 +174,7 @@ void exact_mixed_product(cudaStream_t stream, const DiagGaussian<float>& head, M
   diag_gaussian::exact_mixed_rows_kernel<<<grid_size(rows * columns, kThreads), kThreads, 0, stream>>>(head, targets, reward, k,
                                                                                              tangent, partial);
   D2R_CHECK_LAUNCH(stream);
-  column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
+  checks::column_sum(stream, partial, grad.data, static_cast<float*>(workspace) + rows * p);
 }
 
 }  // namespace d2r::kernels::diag_gaussian
