@@ -216,6 +216,13 @@ TEST(CaseWork, EqualsClosedFormsOfTheCaseSizes) {
               0);
     // log_prob of a categorical head: logits, indices read; B·G log-probabilities written.
     EXPECT_GT(expect_work(level, "log_prob", "categorical", [](double B, double C, double G) { return std::pair{4 * (B * C + 2 * B * G), 0.0}; }), 0);
+    // the optimisers (n parameters): Adam reads p, m, v, g and writes p, m, v, plus the int64 counter
+    // read and written; SGD with momentum reads p, velocity, g and writes p, velocity; clamp reads
+    // and writes once.
+    EXPECT_GT(expect_work(level, "adam_step", "adam, 3 steps", [](double, double n, double) { return std::pair{4 * 7 * n + 16, 0.0}; }), 0);
+    EXPECT_GT(expect_work(level, "sgd_step", "momentum 0.9, 3 steps", [](double, double n, double) { return std::pair{4 * 5 * n, 0.0}; }), 0);
+    EXPECT_GT(expect_work(level, "sgd_step", "plain, 3 steps", [](double, double n, double) { return std::pair{4 * 3 * n, 0.0}; }), 0);
+    EXPECT_GT(expect_work(level, "clamp_values", "limit 0.5", [](double, double n, double) { return std::pair{4 * 2 * n, 0.0}; }), 0);
     // the categorical surrogate: logits read, gradient written, labels read, loss and reward written.
     EXPECT_GT(expect_work(level, "pg_surrogate", "categorical, none, scalar",
                           [](double B, double C, double) { return std::pair{4 * (2 * B * C + 3 * B), 0.0}; }),
@@ -292,7 +299,7 @@ TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   }
   EXPECT_GT(unstated, 0u);  // pg_pathwise, solvers, ...: said so, not reported as 0
   for (const char* p : {"sample", "log_prob", "entropy", "backward", "pg_surrogate", "mlp.forward", "mlp.backward",
-                        "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp"})
+                        "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp", "adam_step", "sgd_step", "clamp_values"})
     EXPECT_EQ(timeable.count(p), 1u) << p << " has no timeable case";
 }
 

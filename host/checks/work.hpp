@@ -99,6 +99,17 @@ inline Work pg_surrogate_categorical_work(std::int64_t B, std::int64_t C, int ro
   return {bytes_per * (2.0 * d(B * C) + row_outputs * d(B)) + 4.0 * d(B), 0};
 }
 
+/// The optimisers (d2r/optim.hpp), n parameters, elementwise (no FLOPs counted). adam_step:
+/// parameters, both moments and the gradient read, parameters and both moments written, and the
+/// int64 step counter read and written (16 bytes). sgd_step: parameters and the gradient read and
+/// the parameters written, plus the velocity read and written with momentum. clamp_values: read
+/// and written once.
+inline Work adam_step_work(std::int64_t n, double bytes_per = 4) { return {bytes_per * 7.0 * static_cast<double>(n) + 16.0, 0}; }
+inline Work sgd_step_work(std::int64_t n, bool momentum, double bytes_per = 4) {
+  return {bytes_per * (momentum ? 5.0 : 3.0) * static_cast<double>(n), 0};
+}
+inline Work clamp_values_work(std::int64_t n, double bytes_per = 4) { return {bytes_per * 2.0 * static_cast<double>(n), 0}; }
+
 /// The MLP's passes. GEMM FLOPs only: 2·B·in·out per product; S over all layers, S1 over the
 /// layers after the first (whose input gradient is needed). Bytes: every input read once, every
 /// output written once (x, parameters p, cache c, outputs; tangents v of size p).

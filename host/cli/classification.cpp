@@ -283,12 +283,9 @@ class TypedClassRun final : public ClassificationRun::Impl {
       out.model_outer_step = out.outer.back().step;
       out.model_beta = out.outer.size() >= 2 ? out.outer[out.outer.size() - 2].beta : c_.beta;
       const ConstVector<T> p = std::as_const(params_).vector();
-      // Training and validation metrics: the trainer's own of that step (every rank's rows); the
-      // test rows: evaluated here (mpirun: over the ranks' parts).
-      out.train = out.outer.back().train;
-      out.validation = out.outer.back().validation;
-      out.test = local_ ? evaluate_sharded<T>(ctx_, *policy_, p, test_, test_total_, dp_)
-                        : policy_->evaluate(p, test_.x, test_.labels);
+      out.train = metrics(p, train_, !all_train_, train_host_->rows);
+      out.test = metrics(p, test_, local_, test_total_);
+      out.validation = metrics(p, val_, local_val_, val_total_);
       out.mean_test_accuracy = kNaN;  // no learning curve: no epochs were trained
       out.mean_test_nll = kNaN;
       if (progress) progress(total, total, "");
@@ -317,11 +314,7 @@ class TypedClassRun final : public ClassificationRun::Impl {
     out.mean_test_nll = nll / static_cast<double>(recs.size());
     out.train = recs.back().train;
     out.test = recs.back().validation;
-    const std::int64_t val_rows = local_val_ ? val_total_ : val_.empty() ? 0 : val_.x.rows;
-    out.validation = val_rows == 0 ? nan_class_metrics()
-                                   : local_val_ ? evaluate_sharded<T>(ctx_, *policy_, std::as_const(params_).vector(), val_,
-                                                                  val_rows, dp_)
-                                            : policy_->evaluate(std::as_const(params_).vector(), val_.x, val_.labels);
+    out.validation = metrics(std::as_const(params_).vector(), val_, local_val_, val_total_);
     if (progress) progress(total, total, "");
     out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return out;
@@ -335,6 +328,12 @@ class TypedClassRun final : public ClassificationRun::Impl {
     bx = Buffer<T>(ctx_, std::span<const T>(x));
     by = Buffer<std::int32_t>(ctx_, std::span<const std::int32_t>(d.labels.data() + first, d.labels.data() + first + rows));
     view = {std::as_const(bx).matrix(r.rows, d.inputs), std::as_const(by).vector()};
+  }
+  /// The metrics of `p` on a set: `local`: d holds this rank's rows of a set of `total` rows, the
+  /// sums reduced over the ranks (evaluate_sharded); else every row. NaN for a set of no rows.
+  PolicyMetrics metrics(ConstVector<T> p, const ClassificationData<T>& d, bool local, std::int64_t total) {
+    if (local ? total == 0 : d.empty()) return nan_class_metrics();
+    return local ? evaluate_sharded<T>(ctx_, *policy_, p, d, total, dp_) : policy_->evaluate(p, d.x, d.labels);
   }
   static long long rows_held(const ClassificationData<T>& d) { return d.empty() ? 0 : static_cast<long long>(d.x.rows); }
   static long long bytes_held(const Buffer<T>& x, const Buffer<std::int32_t>& y) {

@@ -84,11 +84,14 @@ def main():
             compared += 1
             continue
         with open(pa) as fa, open(pb) as fb:
-            ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
-        if len(ra) != len(rb):
-            diffs.append(f"{f}: {len(ra)} vs {len(rb)} rows")
+            da, db = csv.DictReader(fa), csv.DictReader(fb)
+            ra, rb = list(da), list(db)
+            heads = (da.fieldnames, db.fieldnames)
+        if len(ra) != len(rb) or heads[0] != heads[1]:
+            diffs.append(f"{f}: {len(ra)} vs {len(rb)} rows, columns {heads[0]} vs {heads[1]}")
             continue
-        # Both header-only (a bilevel classification fit that returns its inner policy has no epochs).
+        # A table of no rows in both (say curves.csv of a run that trained no epochs): only its
+        # columns are compared; results.json keeps the comparison from being empty.
         for i, (x, y) in enumerate(zip(ra, rb)):
             for k in x:
                 if "seconds" in k or k in SKIP:

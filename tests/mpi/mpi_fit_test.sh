@@ -4,7 +4,8 @@
 #   1. --deterministic-reduction: 1 process (no launcher), 2 and 3 ranks give the same bits
 #      (compare_runs.py, rtol 0) for a regression PG fit, a regression bilevel run, a minibatch
 #      regression bilevel run (--inner-batch-size: each window split over the ranks) and a
-#      classification bilevel run (BilevelTrainer's categorical problem, then fit_classifier).
+#      classification bilevel run (BilevelTrainer's categorical problem; its last inner policy as
+#      the model, or with --final-model pg then fit_classifier).
 #   2. the engine's order (default): within a stated tolerance of the one-process run — float
 #      regression NLL fit and classification PG fit: rtol 1e-5; a double bilevel run of one outer
 #      step: rtol 1e-6 (its linear solve is capped and ill-conditioned: its residual columns are
@@ -54,8 +55,9 @@ for n in 1 2 3; do
   run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 3 "${DET[@]}" --out bil$n
   run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --inner-batch-size 70 --outer-steps 3 "${DET[@]}" --out mb$n
   run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 2 "${DET[@]}" --out cls$n
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --final-model pg --outer-steps 2 "${DET[@]}" --out clp$n
 done
-for n in 2 3; do compare pg1 pg$n; compare bil1 bil$n; compare mb1 mb$n; compare cls1 cls$n; done
+for n in 2 3; do compare pg1 pg$n; compare bil1 bil$n; compare mb1 mb$n; compare cls1 cls$n; compare clp1 clp$n; done
 # Not vacuous: the minibatch run differs from the full-batch one.
 python3 "$HERE/compare_runs.py" bil1 mb1 >/dev/null 2>&1 && fail "the minibatch run equals the full-batch run"
 
@@ -148,7 +150,8 @@ for n in 1 2 3; do
   if [ "$n" = 3 ]; then D=("${DET[@]}"); else D=(); fi  # 2 ranks: the engine's order; 3: blocks
   run 0 "${L[@]}" fit "${REG[@]}" --method nll --steps 2 "${D[@]}" --out st$n && cp log.txt st$n.txt
   run 4 "${L[@]}" fit "${REG[@]}" "${BIL[@]}" --outer-steps 1 "${D[@]}" --out sb$n && cp log.txt sb$n.txt
-  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 1 --final-model pg "${D[@]}" --out sc$n && cp log.txt sc$n.txt
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --outer-steps 1 "${D[@]}" --out sc$n && cp log.txt sc$n.txt
+  run 4 "${L[@]}" fit "${CLS[@]}" --method bilevel --final-model pg --outer-steps 1 "${D[@]}" --out sp$n && cp log.txt sp$n.txt
   run 0 "${L[@]}" fit "${CLS[@]}" --method nll "${D[@]}" --out sn$n && cp log.txt sn$n.txt
 done
 unset D2R_DATA_STATS
@@ -190,9 +193,12 @@ cls_row = 4 * 4 + 4         # iris: 4 features (float) + an int32 label
 check("st", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # fit_policy
 check("sb", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # full-batch bilevel
 # Bilevel classification: BilevelTrainer on the rank's training rows, the validation and test
-# metrics over the rank's rows; fit_classifier's epochs then shuffle every training row.
+# metrics over the rank's rows (the model: the last inner policy, no classifier phase); with
+# --final-model pg, fit_classifier's epochs then shuffle every training row.
 check("sc", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
-check("sc", phase, [("classifier-phase training", False)], [None])
+assert "classifier phase" not in open("sc3.txt").read(), "a classifier phase in a --final-model inner run"
+check("sp", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
+check("sp", phase, [("classifier-phase training", False)], [None])
 # A plain classifier: every training row (its epochs), the evaluation sets by shards.
 check("sn", cls, [("training", False), ("validation", True), ("test", True)], [cls_row] * 3)
 PY
