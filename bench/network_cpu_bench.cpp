@@ -47,15 +47,21 @@ struct Trunk {
 
   explicit Trunk(const Model& m)
       : net({.inputs = m.inputs, .hidden = {64, 64}, .outputs = m.outputs, .activation = d2r::Activation::relu}),
-        B(m.batch), P(net.parameter_count()), C(net.cache_elements(B)),
-        params(static_cast<std::size_t>(P)), v(filled_as<T>(static_cast<std::size_t>(P), -0.1f, 0.1f, 3)),
+        B(m.batch),
+        P(net.parameter_count()),
+        C(net.cache_elements(B)),
+        params(static_cast<std::size_t>(P)),
+        v(filled_as<T>(static_cast<std::size_t>(P), -0.1f, 0.1f, 3)),
         x(filled_as<T>(static_cast<std::size_t>(B * m.inputs), -1, 1, 1)),
         d_out(filled_as<T>(static_cast<std::size_t>(B * m.outputs), -1, 1, 2)),
-        d_out_t(filled_as<T>(static_cast<std::size_t>(B * m.outputs), -1, 1, 4)), cache(static_cast<std::size_t>(C)),
-        tcache(static_cast<std::size_t>(C)), out(static_cast<std::size_t>(B * m.outputs)),
-        out_t(static_cast<std::size_t>(B * m.outputs)), grad(static_cast<std::size_t>(P)),
+        d_out_t(filled_as<T>(static_cast<std::size_t>(B * m.outputs), -1, 1, 4)),
+        cache(static_cast<std::size_t>(C)),
+        tcache(static_cast<std::size_t>(C)),
+        out(static_cast<std::size_t>(B * m.outputs)),
+        out_t(static_cast<std::size_t>(B * m.outputs)),
+        grad(static_cast<std::size_t>(P)),
         grad_t(static_cast<std::size_t>(P)),
-        scratch(static_cast<std::size_t>(d2r::reference::mlp_scratch_elements(net, B, true))) {
+        scratch(static_cast<std::size_t>(d2r::reference::network::mlp_scratch_elements(net, B, true))) {
     net.init(ctx, d2r::vector_view(params.data(), P), 7);
     forward(Impl::blas);  // the caches the later operations read
     net.forward_tangent<T>(ctx, pv(), vv(), xm(), cv(), d2r::vector_view(tcache.data(), C), ot());
@@ -75,7 +81,7 @@ struct Trunk {
     if (impl == Impl::blas) {
       net.forward<T>(ctx, pv(), xm(), d2r::vector_view(cache.data(), C), om());
     } else {
-      d2r::reference::mlp_forward<T>(net, pv(), xm(), cache.data(), om());
+      d2r::reference::network::mlp_forward<T>(net, pv(), xm(), cache.data(), om());
     }
   }
   void fwd_bwd(Impl impl) {
@@ -83,22 +89,22 @@ struct Trunk {
     if (impl == Impl::blas) {
       net.backward<T>(ctx, pv(), xm(), cv(), dm(), d2r::vector_view(grad.data(), P), {});
     } else {
-      d2r::reference::mlp_backward<T>(net, pv(), xm(), cache.data(), dm(), grad.data(), {}, scratch.data());
+      d2r::reference::network::mlp_backward<T>(net, pv(), xm(), cache.data(), dm(), grad.data(), {}, scratch.data());
     }
   }
   void fwd_tangent(Impl impl) {
     if (impl == Impl::blas) {
       net.forward_tangent<T>(ctx, pv(), vv(), xm(), cv(), d2r::vector_view(tcache.data(), C), ot());
     } else {
-      d2r::reference::mlp_forward_tangent<T>(net, pv(), vv(), xm(), cache.data(), tcache.data(), ot());
+      d2r::reference::network::mlp_forward_tangent<T>(net, pv(), vv(), xm(), cache.data(), tcache.data(), ot());
     }
   }
   void bwd_tangent(Impl impl) {
     if (impl == Impl::blas) {
       net.backward_tangent<T>(ctx, pv(), vv(), xm(), cv(), tcv(), dm(), dtm(), d2r::vector_view(grad_t.data(), P));
     } else {
-      d2r::reference::mlp_backward_tangent<T>(net, pv(), vv(), xm(), cache.data(), tcache.data(), dm(), dtm(),
-                                               grad_t.data(), scratch.data());
+      d2r::reference::network::mlp_backward_tangent<T>(net, pv(), vv(), xm(), cache.data(), tcache.data(), dm(), dtm(),
+                                                       grad_t.data(), scratch.data());
     }
   }
 

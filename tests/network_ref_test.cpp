@@ -484,7 +484,7 @@ struct BlasComparison {
 
   /// Runs the four primitives on the backend and on the reference; `rtol` for every result.
   void run(double rtol) {
-    namespace ref = d2r::reference;
+    namespace ref = d2r::reference::network;
     const std::int64_t in = net.inputs(), out_w = net.outputs();
 
     // forward: out and the activations cache.
@@ -597,11 +597,11 @@ TEST(CpuBackendVsReferenceViews, SingleRowWithAnyStride) {
                        d2r::matrix_view(d_out.data(), 1, 2, 0), d2r::vector_view(dp.data(), net.parameter_count()),
                        d2r::matrix_view(dx.data(), 1, 3, 0));
   Vec ref_cache(5), ref_out(2), ref_dp(dp.size()), ref_dx(3), scratch(2 * 5);
-  d2r::reference::mlp_forward<double>(net, pv, d2r::matrix_view(x.data(), 1, 3), ref_cache.data(),
-                                      d2r::matrix_view(ref_out.data(), 1, 2));
-  d2r::reference::mlp_backward<double>(net, pv, d2r::matrix_view(x.data(), 1, 3), ref_cache.data(),
-                                       d2r::matrix_view(d_out.data(), 1, 2), ref_dp.data(),
-                                       d2r::matrix_view(ref_dx.data(), 1, 3), scratch.data());
+  d2r::reference::network::mlp_forward<double>(net, pv, d2r::matrix_view(x.data(), 1, 3), ref_cache.data(),
+                                               d2r::matrix_view(ref_out.data(), 1, 2));
+  d2r::reference::network::mlp_backward<double>(net, pv, d2r::matrix_view(x.data(), 1, 3), ref_cache.data(),
+                                                d2r::matrix_view(d_out.data(), 1, 2), ref_dp.data(),
+                                                d2r::matrix_view(ref_dx.data(), 1, 3), scratch.data());
   D2R_EXPECT_MATCHES_REFERENCE(out, ref_out, 1e-14);
   D2R_EXPECT_MATCHES_REFERENCE(cache, ref_cache, 1e-14);
   D2R_EXPECT_MATCHES_REFERENCE(dp, ref_dp, 1e-14);

@@ -1,8 +1,10 @@
 #pragma once
 // Subcommands of the d2r program.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -88,6 +90,10 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& options);
 /// Registers fit's options on `cmd` (also used by `d2r sweep`).
 void register_fit_options(CLI::App* cmd, FitOptions& options);
 int run_fit(const FitOptions& options);
+/// Whether option `name` ("--lr") was given on the command line.
+inline bool given(const FitOptions& o, std::string_view name) {
+  return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
 
 /// `d2r sweep`: PG at a log-spaced grid of fixed rewards (u of U = u·I, or β), several seeds each,
 /// the validation outer loss at each value and the best one: the brute-force answer the bilevel

@@ -10,17 +10,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <initializer_list>
 #include <limits>
-#include <string_view>
-#include <filesystem>
 #include <span>
-#include <cstring>
-#include <fstream>
-#include <limits>
-
-#include <unistd.h>
-
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -60,19 +55,6 @@ RewardForm parse_form(const std::string& s) {
 ImplicitSolver parse_solver(const std::string& s) {
   return s == "cg" ? ImplicitSolver::conjugate_gradient : s == "neumann" ? ImplicitSolver::neumann
                                                                         : ImplicitSolver::normal_cg;
-}
-
-void print_metrics_table(const RunResult& r, bool has_val) {
-  fmt::print("\n{:<12} {:>10} {:>10} {:>10}\n", "", "NLL/dim", "RMSE", "mean std");
-  fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>10.4f}\n", "train", r.train.nll_per_dim, r.train.rmse, r.train.mean_std);
-  if (has_val) {
-    fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>10.4f}\n", "validation", r.held_out.nll_per_dim, r.held_out.rmse,
-               r.held_out.mean_std);
-  }
-}
-
-bool given(const FitOptions& o, std::string_view name) {
-  return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
 }
 
 /// The bilevel outer-loop settings of a run: the preset, then every option given explicitly.
@@ -123,7 +105,6 @@ void reject_options(const FitOptions& o, std::initializer_list<std::string_view>
   }
 }
 
-int run_fit_classification(const FitOptions& o);
 
 /// Which methods use an option, per task ("" = none: the task refuses it elsewhere; "*" = every
 /// method). An option not listed is used by every method. A new option of one method gets a row.
@@ -181,53 +162,6 @@ void reject_unused_options(const FitOptions& o, bool classification) {
   }
 }
 
-/// The least memory a run needs (the parameters and their gradient and Adam moments, the
-/// activations of one pass over the largest data set): refused with the figure when it is more
-/// than the machine has, instead of failing with std::bad_alloc (or the device's out-of-memory)
-/// in the middle.
-void check_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, std::int64_t inputs,
-                  std::int64_t outputs, std::int64_t rows, const Context& ctx) {
-  long double params = 0, width = static_cast<long double>(inputs), activations = 0;
-  for (std::int64_t h : hidden) {
-    params += (width + 1) * static_cast<long double>(h);
-    activations += static_cast<long double>(h);
-    width = static_cast<long double>(h);
-  }
-  params += (width + 1) * static_cast<long double>(outputs);
-  const long double scalar = o.precision == "double" ? 8 : 4;
-  // Vectors of the parameters' size a run holds: θ, its gradient and Adam's moments; a bilevel run
-  // also the inner and outer optimisers' state, the solver's vectors and the HVP's scratch. Peak
-  // RSS on the cpu backend (--hidden 4000,4000, float, 64 MB a vector): 3 such vectors for nll,
-  // 17.7 (regression) and 19.7 (classification) for bilevel.
-  const long double copies = o.method == "bilevel" ? 20 : 4;
-  const long double need = scalar * (copies * params + static_cast<long double>(rows) * (activations + outputs));
-  std::uint64_t have = 0;
-  std::string where;
-  if (ctx.backend() == Backend::cuda) {
-    have = ctx.device_properties().total_memory_bytes;
-    where = "device memory";
-  } else {
-    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-    if (pages > 0 && page > 0) have = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
-    where = "memory";
-    // A container's limit (cgroup v2) is what the run may use, when it is lower.
-    if (std::ifstream limit("/sys/fs/cgroup/memory.max"); limit) {
-      std::uint64_t bytes = 0;
-      if (limit >> bytes && bytes > 0 && (have == 0 || bytes < have)) {
-        have = bytes;
-        where = "memory (the container's limit)";
-      }
-    }
-  }
-  if (have > 0 && need > static_cast<long double>(have)) {
-    constexpr long double GiB = 1024.0L * 1024 * 1024;
-    bad_input(kCmd, "--hidden",
-              fmt::format("this network ({:.3g} parameters, layers {}) needs at least {:.1f} GiB, more than the "
-                          "{:.1f} GiB of {} this machine has; use narrower layers",
-                          static_cast<double>(params), fmt::join(hidden, ","), static_cast<double>(need / GiB),
-                          static_cast<double>(static_cast<long double>(have) / GiB), where));
-  }
-}
 
 
 
@@ -286,28 +220,6 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
           ? fmt::format("log-space Rprop from step {}", c.bilevel.rprop.initial_step)
           : fmt::format("Adam {}{}", c.bilevel.outer_adam.learning_rate, c.bilevel.reset_outer_optimizer ? " (re-created each step)" : ""),
       outer_loss, c.bilevel.outer_data == OuterData::validation ? "validation" : "training");
-}
-
-/// bilevel_warnings of a run's outer-step records (StepRecord: held-out rows; OuterRecord:
-/// validation rows) under its configuration's tolerances.
-template <class Record, class Config>
-std::vector<std::string> outer_step_warnings(const std::vector<Record>& records, const Config& c) {
-  std::vector<OuterStepFacts> facts;
-  for (const Record& r : records) {
-    const PolicyMetrics* held = nullptr;
-    if constexpr (requires { r.held_out; }) {
-      held = &r.held_out;
-    } else {
-      held = &r.validation;
-    }
-    facts.push_back({.clamped = r.hypergradient_clamped,
-                     .at_max_step = r.at_max_step,
-                     .solver_relative_residual = r.solver_relative_residual,
-                     .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
-                     .train_loss = r.train.nll_per_dim,
-                     .validation_loss = held->nll_per_dim});
-  }
-  return bilevel_warnings(facts, c.bilevel.cg.tolerance, c.bilevel.inner.stationarity_tolerance, c.bilevel.hypergradient_clamp);
 }
 
 /// The settings and data identity lines of a checkpoint: the flattened config ("a.b = json").
@@ -393,422 +305,439 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
   return resumed_from;
 }
 
-}  // namespace
+/// `d2r fit --task regression`: a Gaussian policy on the target columns (regression.hpp); the
+/// task's own parts of fit_task.
+struct RegressionFit {
+  static constexpr bool kClassification = false;
+  using Run = RegressionRun;
+  using Result = RunResult;
+  Method method{};
+  RegressionInputs in;
+  RegressionConfig c;
 
-
-int run_fit(const FitOptions& o) {
-  // ---------------------------------------------------------------- validate everything
-  if (o.task == "classification") return run_fit_classification(o);
-  if (o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required (or --task classification --label COL)");
-  reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
-  const Method method = parse_method(o.method);
-  if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
-  if (given(o, "--final-model") && o.final_model != "inner") {
-    bad_input(kCmd, "--final-model", "a regression bilevel fit returns its inner policy; pg is for --task classification");
+  void check(const FitOptions& o) {
+    if (o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required (or --task classification --label COL)");
+    reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
+    method = parse_method(o.method);
+    if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+    if (given(o, "--final-model") && o.final_model != "inner") {
+      bad_input(kCmd, "--final-model", "a regression bilevel fit returns its inner policy; pg is for --task classification");
+    }
   }
-  reject_unused_options(o, false);
+  [[nodiscard]] bool bilevel() const { return method == Method::bilevel; }
+  [[nodiscard]] bool has_val() const { return in.has_val; }
+  void after_preset(const FitOptions&) {}
+
+  void configure(const FitOptions& o) {
+    in = load_regression_inputs(o, kCmd);
+    c.method = method;
+    c.double_precision = o.precision == "double";
+    c.hidden = o.hidden;
+    c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+    c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
+    c.reward_form = parse_form(o.reward);
+    // --u is on the targets the trainer sees (standardised unless --no-standardize-targets); the
+    // results give the reward in both scales.
+    c.reward_params = o.u;
+    if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
+      c.reward_params = identity_reward(c.reward_form, in.train.dims);  // U = I on the standardised targets
+    }
+    c.target_mean = in.target_mean;
+    c.target_scale = in.target_scale;
+    c.lambda = o.lambda;
+    c.generations = o.generations;
+    c.plain.steps = o.steps;
+    c.plain.adam.learning_rate = o.lr;
+    c.plain.evaluate_every = o.eval_every;
+    c.outer_steps = o.outer_steps;
+    c.bilevel.inner.steps = o.inner_steps;
+    c.bilevel.inner.batch_size = o.inner_batch_size;
+    c.bilevel.inner.adam.learning_rate = o.lr;
+    c.bilevel.outer_adam.learning_rate = o.outer_lr;
+  }
+
+  void check_memory(const FitOptions& o, const Context& ctx) const {
+    const HostData& t = in.train;
+    check_fit_memory(o, c.hidden, t.inputs, c.head == GaussianHead::cholesky ? t.dims + t.dims * (t.dims + 1) / 2 : 2 * t.dims,
+                      std::max(t.rows, in.val.rows), ctx);
+  }
+  Run make_run(Context& ctx) const { return Run(ctx, c, in.train, in.val, kCmd); }
+
+  [[nodiscard]] nlohmann::json data_json(const FitOptions& o) const {
+    const HostData &train = in.train, &val = in.val;
+    nlohmann::json d = {{"path", o.data},
+                        {"rows", in.data.rows},
+                        {"targets", in.data.target_names},
+                        {"features", in.data.feature_names},
+                        {"train_rows", train.rows},
+                        {"validation_rows", val.rows},
+                        {"val_fraction", o.val_fraction},
+                        {"standardize", o.standardize},
+                        {"hash", data_hash(train.x, train.y, val.x, val.y)},
+                        {"standardize_targets", o.standardize_targets}};
+    if (o.standardize) d["standardization"] = {{"mean", in.map.mean}, {"scale", in.map.scale}};
+    if (in.target_scale != 1) d["target_standardization"] = {{"mean", in.target_mean}, {"scale", in.target_scale}};
+    return d;
+  }
+
+  void print_header(const FitOptions& o, const Context& ctx) const {
+    const HostData& train = in.train;
+    fmt::print("d2r fit: {} ({} rows): {} train / {} validation rows, {} features -> {} targets ({})\n", o.data,
+               in.data.rows, train.rows, in.val.rows, train.inputs, train.dims, fmt::join(in.data.target_names, ", "));
+    fmt::print("method {}", o.method);
+    if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
+      fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
+    }
+    if (method == Method::bilevel) {
+      fmt::print(", preset {}: {}", c.preset, describe_bilevel(c, o.curvature, train.rows, "loss"));
+    } else {
+      fmt::print(", {} steps", o.steps);
+    }
+    fmt::print("\nMLP {}→[{}]→{} ({}), {} head, lr {}; device {} ({}), {}; seed {}\n", train.inputs,
+               fmt::join(o.hidden, ","), train.dims, o.activation, o.head, o.lr, to_string(ctx.backend()),
+               ctx.device_name(), o.precision, o.seed);
+  }
+
+  [[nodiscard]] std::vector<double> reward_original(const Result& r) const {
+    return reward_in_scale(c.reward_form, r.reward_params, in.train.dims, in.target_scale);
+  }
+
+  /// The metrics and the reward on stdout, and the task's members of results.json.
+  void report(const Result& r, nlohmann::json& j, std::int64_t resumed_from) const {
+    const double scale = in.target_scale;
+    const std::int64_t dims = in.train.dims;
+    fmt::print("\n{:<12} {:>10} {:>10} {:>10}\n", "", "NLL/dim", "RMSE", "mean std");
+    fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>10.4f}\n", "train", r.train.nll_per_dim, r.train.rmse, r.train.mean_std);
+    if (has_val()) {
+      fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>10.4f}\n", "validation", r.held_out.nll_per_dim, r.held_out.rmse,
+                 r.held_out.mean_std);
+    }
+    if (scale != 1) fmt::print("(metrics in the original units of the targets; trained on (y − mean) / {:.6g})\n", scale);
+    const std::vector<double> original = reward_original(r);
+    if (!r.reward_params.empty()) {
+      fmt::print("{} reward: {}{}\n", method == Method::bilevel ? "learned" : method == Method::heuristic ? "heuristic" : "fixed",
+                 describe_reward(c.reward_form, original, dims), scale != 1 ? " (original units)" : "");
+      fmt::print("reward parameters: [{}]\n", fmt::join(original, ", "));
+      if (scale != 1) {
+        fmt::print("on the standardised targets: {}, parameters [{}]\n", describe_reward(c.reward_form, r.reward_params, dims),
+                   fmt::join(r.reward_params, ", "));
+      }
+    }
+    if (method == Method::bilevel) {
+      fmt::print("outer loss ({} rows) at the last outer step: {:.4f}; {} inner steps in {} outer steps\n",
+                 c.bilevel.outer_data == OuterData::validation ? "validation" : "training", outer_loss(r), r.inner_steps,
+                 r.records.size());
+    }
+    fmt::print("wall time {:.1f} s\n", r.wall_seconds);
+    j["records"] = records_json(r, bilevel());
+    j["final"] = {{"train", to_json(r.train)},
+                  {"validation", has_val() ? to_json(r.held_out) : nlohmann::json(nullptr)},
+                  {"steps_done", r.records.empty() ? 0 : r.records.back().step}};
+    if (!r.reward_params.empty()) {
+      j["final"]["reward"] = {{"form", d2r::to_string(c.reward_form)},
+                              {"params", original},
+                              {"params_standardized", r.reward_params},
+                              {"target_scale", scale},
+                              {"description", describe_reward(c.reward_form, original, dims)}};
+    }
+    j["resumed_from_step"] = resumed_from;
+    if (bilevel()) {
+      // A regression bilevel fit never retrains: its final metrics are of the judged inner policy.
+      j["final"]["model"] = {{"source", "inner"},
+                             {"outer_step", r.records.empty() ? 0 : r.records.back().step},
+                             {"description", "the inner policy of the last outer step, the model whose validation "
+                                             "loss the outer loop judged"}};
+    }
+  }
+
+  static const std::vector<StepRecord>& outer_records(const Result& r) { return r.records; }
+  static double outer_loss(const Result& r) { return r.records.empty() ? kNaN : r.records.back().outer_loss; }
+
+  [[nodiscard]] std::string diverged(const Result& r) const {
+    std::string d = first_non_finite({{"the final training NLL", r.train.nll_per_dim},
+                                      {"the final training RMSE", r.train.rmse},
+                                      {"the final validation NLL", has_val() ? r.held_out.nll_per_dim : 0.0},
+                                      {"the final validation RMSE", has_val() ? r.held_out.rmse : 0.0}});
+    for (std::size_t i = 0; d.empty() && i < r.reward_params.size(); ++i) {
+      if (!std::isfinite(r.reward_params[i])) d = fmt::format("reward parameter {} is {}", i, r.reward_params[i]);
+    }
+    return d;
+  }
+
+  /// Writes the curves; returns the other files written besides results.json and curves.csv.
+  std::string write_curves(const fs::path& out, const Result& r) const {
+    std::vector<std::string> header;
+    std::vector<std::vector<double>> rows;
+    curves_table(r, bilevel(), header, rows);
+    write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+    return bilevel() ? fmt::format(", {}", (out / kCheckpoint).string()) : "";
+  }
+};
+
+/// `d2r fit --task classification`: the paper's tabular protocol (classification.hpp) on one CSV
+/// file; the task's own parts of fit_task.
+struct ClassificationFit {
+  static constexpr bool kClassification = true;
+  static constexpr double kTestFraction = 0.2;
+  using Run = ClassificationRun;
+  using Result = ClassificationResult;
+  ClassMethod method{};
+  ClassificationInputs in;
+  ClassificationConfig c;
+
+  void check(const FitOptions& o) {
+    reject_options(o, {"--targets", "--u", "--reward", "--head", "--steps", "--eval-every"},
+                   "not an option of --task classification (see --label, --beta, --epochs, --batch-size)");
+    if (o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
+    method = parse_class_method(o.method);
+    if (o.resume && method != ClassMethod::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
+    if (given(o, "--standardize-targets")) bad_input(kCmd, "--standardize-targets", "only for --task regression");
+    if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
+      bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
+    }
+  }
+  [[nodiscard]] bool bilevel() const { return method == ClassMethod::bilevel; }
+  [[nodiscard]] bool has_val() const { return !in.val.empty(); }
+  /// The model returned: the judged inner policy, unless asked for (or the paper's protocol) PG at the learned β.
+  void after_preset(const FitOptions& o) {
+    c.refit_pg = given(o, "--final-model") ? o.final_model == "pg" : c.preset == "paper";
+  }
+
+  /// Defaults of the paper's tabular setting where the option was not given.
+  void configure(const FitOptions& o) {
+    in = load_classification_inputs(o, kCmd);
+    c.method = method;
+    c.double_precision = o.precision == "double";
+    if (given(o, "--hidden")) c.hidden = o.hidden;
+    c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+    c.lambda = o.lambda;
+    if (given(o, "--generations")) c.generations = o.generations;
+    c.plain.epochs = o.epochs;
+    c.plain.batch_size = o.batch_size;
+    if (given(o, "--lr")) c.learning_rate = o.lr;
+    c.beta = o.beta;
+    if (given(o, "--outer-steps")) c.outer_steps = o.outer_steps;
+    if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
+    c.bilevel.inner.batch_size = o.inner_batch_size;
+    if (given(o, "--outer-lr")) c.bilevel.outer_adam.learning_rate = o.outer_lr;
+  }
+
+  void check_memory(const FitOptions& o, const Context& ctx) const {
+    check_fit_memory(o, c.hidden, in.train.inputs, in.classes, std::max({in.train.rows, in.val.rows, in.test.rows}), ctx);
+  }
+  Run make_run(Context& ctx) const { return Run(ctx, c, in.train, in.val, in.test, in.classes, kCmd); }
+
+  [[nodiscard]] nlohmann::json data_json(const FitOptions& o) const {
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(in.classes), 0);
+    for (std::int32_t l : in.data.labels) ++counts[static_cast<std::size_t>(l)];
+    const ClassHostData &train = in.train, &val = in.val, &test = in.test;
+    return {{"path", o.data},
+            {"rows", in.data.rows},
+            {"label", o.label},
+            {"classes", in.data.class_names},
+            {"class_counts", counts},
+            {"features", in.data.feature_names},
+            {"train_rows", train.rows},
+            {"validation_rows", val.rows},
+            {"test_rows", test.rows},
+            {"test_fraction", kTestFraction},
+            {"val_fraction", o.val_fraction},
+            {"split", "stratified: test_fraction of every class to test, then val_fraction of the rest"},
+            {"standardize", true},
+            {"standardization", {{"mean", in.splits.map.mean}, {"scale", in.splits.map.scale}}},
+            // The data's identity for --resume (the path itself may change): the values of every split.
+            {"hash", data_hash(train.x, train.labels, val.x, val.labels, test.x, test.labels)}};
+  }
+
+  void print_header(const FitOptions& o, const Context& ctx) const {
+    fmt::print("d2r fit: {} ({} rows, {} classes): {} train / {} validation / {} test rows (stratified), {} features "
+               "(standardised) -> label '{}'\n",
+               o.data, in.data.rows, in.classes, in.train.rows, in.val.rows, in.test.rows, in.train.inputs, o.label);
+    fmt::print("method {}", o.method);
+    if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
+    if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
+    if (method == ClassMethod::bilevel) {
+      fmt::print("\nbilevel β from {} (preset {}): {}; {}", c.beta, c.preset,
+                 describe_bilevel(c, o.curvature, in.train.rows, "cross-entropy"),
+                 c.refit_pg ? "then PG with the learned β (--final-model pg)"
+                            : "the model: the inner policy of the last outer step (--final-model inner)");
+    }
+    const bool epochs = method != ClassMethod::bilevel || c.refit_pg;
+    fmt::print("\n{} {}→{}{}, {}; device {} ({}), {}; seed {}\n", c.hidden.empty() ? "logistic regression" : "MLP",
+               in.train.inputs, c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), in.classes,
+               epochs ? fmt::format("Adam {} × {} epochs of batch {}", c.learning_rate, c.plain.epochs,
+                                    c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size))
+                      : fmt::format("Adam {} full-batch inner steps", c.learning_rate),
+               to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
+  }
+
+  /// The metrics and β on stdout, and the task's members of results.json.
+  void report(const Result& r, nlohmann::json& j, std::int64_t resumed_from) const {
+    fmt::print("\n{:<12} {:>14} {:>10}\n", "", "cross-entropy", "accuracy");
+    fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "train", r.train.nll_per_dim, r.train.accuracy);
+    if (has_val()) fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "validation", r.validation.nll_per_dim, r.validation.accuracy);
+    fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "test", r.test.nll_per_dim, r.test.accuracy);
+    if (!r.epochs.empty()) {
+      fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
+                 r.epochs.size(), r.mean_test_accuracy, r.test.accuracy);
+    }
+    if (r.model_outer_step > 0) {
+      fmt::print("model: the inner policy of outer step {} (trained at β = {:.4g}; its validation cross-entropy is "
+                 "that step's outer loss)\n",
+                 r.model_outer_step, r.model_beta);
+    }
+    if (method == ClassMethod::bilevel) {
+      if (c.preset == "paper") {
+        fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", r.beta,
+                   std::min<std::size_t>(static_cast<std::size_t>(c.beta_tail), r.outer.size()), r.outer.back().beta, c.beta);
+      } else {
+        fmt::print("learned β = {:.4f} (from {}; outer cross-entropy {:.4f}; {} inner steps in {} outer steps)\n", r.beta,
+                   c.beta, r.outer.back().outer_loss, r.inner_steps, r.outer.size());
+      }
+    } else if (method == ClassMethod::pg) {
+      fmt::print("fixed β = {}\n", r.beta);
+    } else if (method == ClassMethod::heuristic) {
+      fmt::print("heuristic β* = {:.4f}\n", r.beta);
+    }
+    if (method != ClassMethod::heuristic && std::isfinite(r.heuristic_beta)) {
+      fmt::print("(heuristic β* of the training labels at λ = {}: {:.4f})\n", c.lambda, r.heuristic_beta);
+    }
+    fmt::print("wall time {:.1f} s\n", r.wall_seconds);
+    j["records"] = epochs_json(r);
+    if (bilevel()) j["outer_records"] = outer_json(r);
+    j["final"] = {{"train", class_metrics_json(r.train)},
+                  {"validation", has_val() ? class_metrics_json(r.validation) : nlohmann::json(nullptr)},
+                  {"test", class_metrics_json(r.test)},
+                  {"mean_test_accuracy", r.mean_test_accuracy},
+                  {"mean_test_nll", r.mean_test_nll},
+                  {"test_accuracy", r.test.accuracy},
+                  {"epochs_done", r.epochs.size()},
+                  {"heuristic_beta", std::isfinite(r.heuristic_beta) ? nlohmann::json(r.heuristic_beta) : nlohmann::json(nullptr)}};
+    if (method != ClassMethod::nll) {
+      j["final"]["reward"] = {{"form", "scalar"},
+                              {"params", {r.beta}},
+                              {"beta", r.beta},
+                              {"description", fmt::format("U = β·I, β = {:.4g}", r.beta)}};
+    }
+    if (bilevel()) {
+      j["resumed_from_step"] = resumed_from;
+      // Which model the final metrics are of (--final-model).
+      j["final"]["model"] = r.model_outer_step > 0
+                                ? nlohmann::json{{"source", "inner"},
+                                                 {"outer_step", r.model_outer_step},
+                                                 {"trained_at_beta", r.model_beta},
+                                                 {"description", "the inner policy of the last outer step, the model "
+                                                                 "whose validation loss the outer loop judged"}}
+                                : nlohmann::json{{"source", "pg"},
+                                                 {"epochs", r.epochs.size()},
+                                                 {"description", "PG retrained for the epochs at the learned β"}};
+    }
+  }
+
+  static const std::vector<OuterRecord>& outer_records(const Result& r) { return r.outer; }
+  static double outer_loss(const Result& r) { return r.outer.empty() ? kNaN : r.outer.back().outer_loss; }
+
+  [[nodiscard]] std::string diverged(const Result& r) const {
+    return first_non_finite({{"the final training cross-entropy", r.train.nll_per_dim},
+                             {"the final test cross-entropy", r.test.nll_per_dim},
+                             {"the final validation cross-entropy", has_val() ? r.validation.nll_per_dim : 0.0},
+                             {"the learned β", method == ClassMethod::nll ? 0.0 : r.beta}});
+  }
+
+  std::string write_curves(const fs::path& out, const Result& r) const {
+    std::vector<std::string> header;
+    std::vector<std::vector<double>> rows;
+    epoch_table(r, header, rows);
+    write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+    if (!bilevel()) return "";
+    outer_table(r, header, rows);
+    write_csv(out / "outer_curves.csv", header, std::span<const std::vector<double>>(rows));
+    return fmt::format(", {}, {}", (out / "outer_curves.csv").string(), (out / kCheckpoint).string());
+  }
+};
+
+/// `d2r fit` of either task: validate everything (options, data, settings, --out, memory), print
+/// the header, claim --out (and resume), train, report, write results.json and the curves; the
+/// exit code of the verdict (0, 3, 4) or of the standard output (1).
+template <class Task>
+int fit_task(const FitOptions& o) {
+  // ---------------------------------------------------------------- validate everything
+  Task t;
+  t.check(o);
+  reject_unused_options(o, Task::kClassification);
   set_cpu_threads(o.threads);
   Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
-
-  RegressionInputs in = load_regression_inputs(o, kCmd);
-  const Dataset& data = in.data;
-  const HostData& train = in.train;
-  const HostData& val = in.val;
-  const Standardization& map = in.map;
-  const bool has_val = in.has_val;
-  const double target_scale = in.target_scale;
-  const std::vector<double>& target_mean = in.target_mean;
-
-  RegressionConfig c;
-  c.method = method;
-  c.double_precision = o.precision == "double";
-  c.hidden = o.hidden;
-  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-  c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
-  c.reward_form = parse_form(o.reward);
-  // --u is on the targets the trainer sees (standardised unless --no-standardize-targets); the
-  // results give the reward in both scales.
-  c.reward_params = o.u;
-  if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
-    c.reward_params = identity_reward(c.reward_form, train.dims);  // U = I on the standardised targets
-  }
-  c.target_mean = target_mean;
-  c.target_scale = target_scale;
-  c.lambda = o.lambda;
-  c.generations = o.generations;
-  c.plain.steps = o.steps;
-  c.plain.adam.learning_rate = o.lr;
-  c.plain.evaluate_every = o.eval_every;
-  c.outer_steps = o.outer_steps;
-  c.bilevel.inner.steps = o.inner_steps;
-  c.bilevel.inner.batch_size = o.inner_batch_size;
-  c.bilevel.inner.adam.learning_rate = o.lr;
-  c.bilevel.outer_adam.learning_rate = o.outer_lr;
-  if (method == Method::bilevel) {
-    apply_outer_options(o, c);
-    if (!has_val && !given(o, "--outer-data") && c.bilevel.outer_data == OuterData::validation) {
+  t.configure(o);
+  if (t.bilevel()) {
+    apply_outer_options(o, t.c);
+    t.after_preset(o);
+    if (!t.has_val() && !given(o, "--outer-data") && t.c.bilevel.outer_data == OuterData::validation) {
       bad_input(kCmd, "--val-fraction",
                 "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
                 "--val-fraction > 0 or --outer-data train");
     }
   }
-  c.seed = o.seed;
-
+  t.c.seed = o.seed;
   const fs::path out = o.out;
   check_run_dir(kCmd, "--out", out, o.resume, o.overwrite);
-  check_memory(o, c.hidden, train.inputs,
-               c.head == GaussianHead::cholesky ? train.dims + train.dims * (train.dims + 1) / 2 : 2 * train.dims,
-               std::max(train.rows, val.rows), ctx);
-  RegressionRun run(ctx, c, train, val, kCmd);  // validates the settings against the data, builds the trainer
+  t.check_memory(o, ctx);
+  typename Task::Run run = t.make_run(ctx);  // validates the settings against the data, builds the trainer
 
-  nlohmann::json config = c.to_json();
-  config["data"] = {{"path", o.data},
-                    {"rows", data.rows},
-                    {"targets", data.target_names},
-                    {"features", data.feature_names},
-                    {"train_rows", train.rows},
-                    {"validation_rows", val.rows},
-                    {"val_fraction", o.val_fraction},
-                    {"standardize", o.standardize},
-                    {"hash", data_hash(train.x, train.y, val.x, val.y)}};
+  nlohmann::json config = config_json(t.c);
+  config["data"] = t.data_json(o);
   config["device"] = to_string(ctx.backend());
   config["threads"] = o.threads;
   config["task"] = o.task;
-  if (o.standardize) config["data"]["standardization"] = {{"mean", map.mean}, {"scale", map.scale}};
-  config["data"]["standardize_targets"] = o.standardize_targets;
-  if (target_scale != 1) config["data"]["target_standardization"] = {{"mean", target_mean}, {"scale", target_scale}};
-
-  fmt::print("d2r fit: {} ({} rows): {} train / {} validation rows, {} features -> {} targets ({})\n", o.data,
-             data.rows, train.rows, val.rows, train.inputs, train.dims, fmt::join(data.target_names, ", "));
-  fmt::print("method {}", o.method);
-  if (method == Method::pg || method == Method::heuristic || method == Method::bilevel) {
-    fmt::print(", {} reward, λ = {}, G = {}", o.reward, o.lambda, o.generations);
-  }
-  if (method == Method::bilevel) {
-    fmt::print(", preset {}: {}", c.preset, describe_bilevel(c, o.curvature, train.rows, "loss"));
-  } else {
-    fmt::print(", {} steps", o.steps);
-  }
-  fmt::print("\nMLP {}→[{}]→{} ({}), {} head, lr {}; device {} ({}), {}; seed {}\n", train.inputs,
-             fmt::join(o.hidden, ","), train.dims, o.activation, o.head, o.lr, to_string(ctx.backend()),
-             ctx.device_name(), o.precision, o.seed);
+  t.print_header(o, ctx);
   if (!stdout_ok()) bad_input(kCmd, "standard output", fmt::format("cannot write the report ({})", std::strerror(errno)));
   config["library_options"] = run.options_json();
-  const fs::path ckpt = out / kCheckpoint;
-  const std::int64_t resumed_from = setup_checkpoint(o, config, out, run, method == Method::bilevel);
+  const std::int64_t resumed_from = setup_checkpoint(o, config, out, run, t.bilevel());
 
   // ---------------------------------------------------------------- train
   if (resumed_from > 0) fmt::print("resuming from the checkpoint after outer step {}\n", resumed_from);
   std::fflush(stdout);
-
-  RunResult result;
+  typename Task::Result result;
   {
-    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && method == Method::bilevel, true,
-                      resumed_from);
+    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && t.bilevel(), true, resumed_from);
     result = run.run([&](std::int64_t done, std::int64_t, const std::string& status) { progress.update(done, status); });
     progress.finish();
   }
 
   // ---------------------------------------------------------------- report and write
-  print_metrics_table(result, has_val);
-  if (target_scale != 1) fmt::print("(metrics in the original units of the targets; trained on (y − mean) / {:.6g})\n", target_scale);
-  const std::vector<double> reward_original = reward_in_scale(c.reward_form, result.reward_params, train.dims, target_scale);
-  if (!result.reward_params.empty()) {
-    fmt::print("{} reward: {}{}\n", method == Method::bilevel ? "learned" : method == Method::heuristic ? "heuristic" : "fixed",
-               describe_reward(c.reward_form, reward_original, train.dims), target_scale != 1 ? " (original units)" : "");
-    fmt::print("reward parameters: [{}]\n", fmt::join(reward_original, ", "));
-    if (target_scale != 1) {
-      fmt::print("on the standardised targets: {}, parameters [{}]\n",
-                 describe_reward(c.reward_form, result.reward_params, train.dims), fmt::join(result.reward_params, ", "));
-    }
-  }
-  if (method == Method::bilevel) {
-    fmt::print("outer loss ({} rows) at the last outer step: {:.4f}; {} inner steps in {} outer steps\n",
-               c.bilevel.outer_data == OuterData::validation ? "validation" : "training",
-               result.records.empty() ? kNaN : result.records.back().outer_loss, result.inner_steps,
-               result.records.size());
-  }
-  fmt::print("wall time {:.1f} s\n", result.wall_seconds);
-  std::vector<std::string> warnings;
-  if (method == Method::bilevel) {
-    warnings = outer_step_warnings(result.records, c);
-  }
-
-  std::vector<std::string> header;
-  std::vector<std::vector<double>> rows;
-  curves_table(result, method == Method::bilevel, header, rows);
   nlohmann::json j = run_header(kCmd, ctx, o.precision);
   j["config"] = config;
-  j["records"] = records_json(result, method == Method::bilevel);
-  j["final"] = {{"train", to_json(result.train)},
-                {"validation", has_val ? to_json(result.held_out) : nlohmann::json(nullptr)},
-                {"steps_done", result.records.empty() ? 0 : result.records.back().step}};
-  if (!result.reward_params.empty()) {
-    j["final"]["reward"] = {{"form", d2r::to_string(c.reward_form)},
-                            {"params", reward_original},
-                            {"params_standardized", result.reward_params},
-                            {"target_scale", target_scale},
-                            {"description", describe_reward(c.reward_form, reward_original, train.dims)}};
-  }
+  t.report(result, j, resumed_from);
+  std::vector<std::string> warnings;
   int code = 0;
-  if (method == Method::bilevel) {
+  if (t.bilevel()) {
+    warnings = bilevel_warnings(Task::outer_records(result), t.c.bilevel);
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;
-    j["final"]["outer_loss"] = result.records.empty() ? kNaN : result.records.back().outer_loss;
+    j["final"]["outer_loss"] = Task::outer_loss(result);
     j["final"]["inner_steps"] = result.inner_steps;
-    // A regression bilevel fit never retrains: its final metrics are of the judged inner policy.
-    j["final"]["model"] = {{"source", "inner"},
-                           {"outer_step", result.records.empty() ? 0 : result.records.back().step},
-                           {"description", "the inner policy of the last outer step, the model whose validation "
-                                           "loss the outer loop judged"}};
     code = report_verdict(result.verdict, warnings);
   }
   j["warnings"] = warnings;
-  j["resumed_from_step"] = resumed_from;
   j["wall_seconds"] = result.wall_seconds;
   // A run whose final metrics are not finite diverged: its results are written (with the reason)
   // but it is no success.
-  std::string diverged = first_non_finite({{"the final training NLL", result.train.nll_per_dim},
-                                           {"the final training RMSE", result.train.rmse},
-                                           {"the final validation NLL", has_val ? result.held_out.nll_per_dim : 0.0},
-                                           {"the final validation RMSE", has_val ? result.held_out.rmse : 0.0}});
-  for (std::size_t i = 0; diverged.empty() && i < result.reward_params.size(); ++i) {
-    if (!std::isfinite(result.reward_params[i])) diverged = fmt::format("reward parameter {} is {}", i, result.reward_params[i]);
-  }
+  const std::string diverged = t.diverged(result);
   if (!diverged.empty()) {
     j["verdict"] = "diverged";
     j["reason"] = fmt::format("non-finite final metrics: {}", diverged);
   }
   ensure_directory(out);
-  write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+  const std::string written = t.write_curves(out, result);
   write_json_atomic(out / "results.json", j);
-  fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(),
-             method == Method::bilevel ? fmt::format(", {}", ckpt.string()) : "");
-  const int finished = finish_run(diverged, out);
-  return finished != 0 ? finished : code;
-}
-
-namespace {
-
-/// `d2r fit --task classification`: the paper's tabular protocol (classification.hpp) on one CSV file.
-int run_fit_classification(const FitOptions& o) {
-  // ---------------------------------------------------------------- validate everything
-  reject_options(o, {"--targets", "--u", "--reward", "--head", "--steps", "--eval-every"},
-                 "not an option of --task classification (see --label, --beta, --epochs, --batch-size)");
-  if (o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
-  const ClassMethod method = parse_class_method(o.method);
-  if (o.resume && method != ClassMethod::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
-  if (given(o, "--standardize-targets")) bad_input(kCmd, "--standardize-targets", "only for --task regression");
-  if (given(o, "--beta") && method != ClassMethod::pg && method != ClassMethod::bilevel) {
-    bad_input(kCmd, "--beta", fmt::format("β is set by --method pg (fixed) and bilevel (start), not {}", o.method));
-  }
-  reject_unused_options(o, true);
-  set_cpu_threads(o.threads);
-  Context ctx({.backend = parse_backend(o.device), .seed = o.seed});
-
-  const ClassificationInputs in = load_classification_inputs(o, kCmd);
-  const Dataset& data = in.data;
-  const ClassificationSplits& splits = in.splits;
-  const ClassHostData& train = in.train;
-  const ClassHostData& val = in.val;
-  const ClassHostData& test = in.test;
-  const std::int64_t classes = in.classes;
-  constexpr double test_fraction = 0.2;
-
-  // Defaults of the paper's tabular setting where the option was not given.
-  ClassificationConfig c;
-  c.method = method;
-  c.double_precision = o.precision == "double";
-  if (given(o, "--hidden")) c.hidden = o.hidden;
-  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-  c.lambda = o.lambda;
-  if (given(o, "--generations")) c.generations = o.generations;
-  c.plain.epochs = o.epochs;
-  c.plain.batch_size = o.batch_size;
-  if (given(o, "--lr")) c.learning_rate = o.lr;
-  c.beta = o.beta;
-  if (given(o, "--outer-steps")) c.outer_steps = o.outer_steps;
-  if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
-  c.bilevel.inner.batch_size = o.inner_batch_size;
-  if (given(o, "--outer-lr")) c.bilevel.outer_adam.learning_rate = o.outer_lr;
-  if (method == ClassMethod::bilevel) {
-    apply_outer_options(o, c);
-    // The model returned: the judged inner policy, unless asked for (or the paper's protocol) PG at the learned β.
-    c.refit_pg = given(o, "--final-model") ? o.final_model == "pg" : c.preset == "paper";
-    if (val.empty() && !given(o, "--outer-data") && c.bilevel.outer_data == OuterData::validation) {
-      bad_input(kCmd, "--val-fraction",
-                "the bilevel outer loss is on validation rows by default, and --val-fraction 0 leaves none; give "
-                "--val-fraction > 0 or --outer-data train");
-    }
-  }
-  c.seed = o.seed;
-
-  const fs::path out = o.out;
-  check_run_dir(kCmd, "--out", out, o.resume, o.overwrite);
-  check_memory(o, c.hidden, train.inputs, classes, std::max({train.rows, val.rows, test.rows}), ctx);
-  ClassificationRun run(ctx, c, train, val, test, classes, kCmd);  // validates the settings, builds the policy
-
-  nlohmann::json config = c.to_json();
-  std::vector<std::int64_t> counts(static_cast<std::size_t>(classes), 0);
-  for (std::int32_t l : data.labels) ++counts[static_cast<std::size_t>(l)];
-  config["data"] = {{"path", o.data},
-                    {"rows", data.rows},
-                    {"label", o.label},
-                    {"classes", data.class_names},
-                    {"class_counts", counts},
-                    {"features", data.feature_names},
-                    {"train_rows", train.rows},
-                    {"validation_rows", val.rows},
-                    {"test_rows", test.rows},
-                    {"test_fraction", test_fraction},
-                    {"val_fraction", o.val_fraction},
-                    {"split", "stratified: test_fraction of every class to test, then val_fraction of the rest"},
-                    {"standardize", true},
-                    {"standardization", {{"mean", splits.map.mean}, {"scale", splits.map.scale}}}};
-  config["device"] = to_string(ctx.backend());
-  config["threads"] = o.threads;
-  config["task"] = o.task;
-  // The data's identity for --resume (the path itself may change): the values of every split.
-  config["data"]["hash"] = data_hash(train.x, train.labels, val.x, val.labels, test.x, test.labels);
-  fmt::print("d2r fit: {} ({} rows, {} classes): {} train / {} validation / {} test rows (stratified), {} features "
-             "(standardised) -> label '{}'\n",
-             o.data, data.rows, classes, train.rows, val.rows, test.rows, train.inputs, o.label);
-  fmt::print("method {}", o.method);
-  if (method != ClassMethod::nll) fmt::print(", one-hot reward U = β·I, λ = {}, G = {}, transform none", c.lambda, c.generations);
-  if (method == ClassMethod::pg) fmt::print(", β = {}", c.beta);
-  if (method == ClassMethod::bilevel) {
-    fmt::print("\nbilevel β from {} (preset {}): {}; {}", c.beta, c.preset,
-               describe_bilevel(c, o.curvature, train.rows, "cross-entropy"),
-               c.refit_pg ? "then PG with the learned β (--final-model pg)"
-                          : "the model: the inner policy of the last outer step (--final-model inner)");
-  }
-  const bool epochs = method != ClassMethod::bilevel || c.refit_pg;
-  fmt::print("\n{} {}→{}{}, {}; device {} ({}), {}; seed {}\n", c.hidden.empty() ? "logistic regression" : "MLP",
-             train.inputs, c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), classes,
-             epochs ? fmt::format("Adam {} × {} epochs of batch {}", c.learning_rate, c.plain.epochs,
-                                  c.plain.batch_size == 0 ? std::string("all rows") : std::to_string(c.plain.batch_size))
-                    : fmt::format("Adam {} full-batch inner steps", c.learning_rate),
-             to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
-  if (!stdout_ok()) bad_input(kCmd, "standard output", fmt::format("cannot write the report ({})", std::strerror(errno)));
-  config["library_options"] = run.options_json();
-  const std::int64_t resumed_from = setup_checkpoint(o, config, out, run, method == ClassMethod::bilevel);
-
-  // ---------------------------------------------------------------- train
-  if (resumed_from > 0) fmt::print("resuming from the checkpoint after outer step {}\n", resumed_from);
-  std::fflush(stdout);
-
-  ClassificationResult result;
-  {
-    Progress progress(fmt::format("fit {}", o.method), run.total_units(), !o.quiet && method == ClassMethod::bilevel,
-                      true, resumed_from);
-    result = run.run([&](std::int64_t done, std::int64_t, const std::string& status) { progress.update(done, status); });
-    progress.finish();
-  }
-
-  // ---------------------------------------------------------------- report and write
-  const bool has_val = !val.empty();
-  fmt::print("\n{:<12} {:>14} {:>10}\n", "", "cross-entropy", "accuracy");
-  fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "train", result.train.nll_per_dim, result.train.accuracy);
-  if (has_val) fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "validation", result.validation.nll_per_dim, result.validation.accuracy);
-  fmt::print("{:<12} {:>14.4f} {:>10.4f}\n", "test", result.test.nll_per_dim, result.test.accuracy);
-  if (!result.epochs.empty()) {
-    fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
-               result.epochs.size(), result.mean_test_accuracy, result.test.accuracy);
-  }
-  if (result.model_outer_step > 0) {
-    fmt::print("model: the inner policy of outer step {} (trained at β = {:.4g}; its validation cross-entropy is "
-               "that step's outer loss)\n",
-               result.model_outer_step, result.model_beta);
-  }
-  if (method == ClassMethod::bilevel) {
-    if (c.preset == "paper") {
-      fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", result.beta,
-                 std::min<std::size_t>(static_cast<std::size_t>(c.beta_tail), result.outer.size()),
-                 result.outer.back().beta, c.beta);
-    } else {
-      fmt::print("learned β = {:.4f} (from {}; outer cross-entropy {:.4f}; {} inner steps in {} outer steps)\n",
-                 result.beta, c.beta, result.outer.back().outer_loss, result.inner_steps, result.outer.size());
-    }
-  } else if (method == ClassMethod::pg) {
-    fmt::print("fixed β = {}\n", result.beta);
-  } else if (method == ClassMethod::heuristic) {
-    fmt::print("heuristic β* = {:.4f}\n", result.beta);
-  }
-  if (method != ClassMethod::heuristic && std::isfinite(result.heuristic_beta)) {
-    fmt::print("(heuristic β* of the training labels at λ = {}: {:.4f})\n", c.lambda, result.heuristic_beta);
-  }
-  fmt::print("wall time {:.1f} s\n", result.wall_seconds);
-
-  std::vector<std::string> header;
-  std::vector<std::vector<double>> rows;
-  epoch_table(result, header, rows);
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["config"] = config;
-  j["records"] = epochs_json(result);
-  if (method == ClassMethod::bilevel) j["outer_records"] = outer_json(result);
-  j["final"] = {{"train", class_metrics_json(result.train)},
-                {"validation", has_val ? class_metrics_json(result.validation) : nlohmann::json(nullptr)},
-                {"test", class_metrics_json(result.test)},
-                {"mean_test_accuracy", result.mean_test_accuracy},
-                {"mean_test_nll", result.mean_test_nll},
-                {"test_accuracy", result.test.accuracy},
-                {"epochs_done", result.epochs.size()},
-                {"heuristic_beta", std::isfinite(result.heuristic_beta) ? nlohmann::json(result.heuristic_beta)
-                                                                         : nlohmann::json(nullptr)}};
-  if (method != ClassMethod::nll) {
-    j["final"]["reward"] = {{"form", "scalar"},
-                            {"params", {result.beta}},
-                            {"beta", result.beta},
-                            {"description", fmt::format("U = β·I, β = {:.4g}", result.beta)}};
-  }
-  if (method == ClassMethod::bilevel) {
-    j["resumed_from_step"] = resumed_from;
-    // Which model the final metrics are of (--final-model).
-    j["final"]["model"] = result.model_outer_step > 0
-                              ? nlohmann::json{{"source", "inner"},
-                                               {"outer_step", result.model_outer_step},
-                                               {"trained_at_beta", result.model_beta},
-                                               {"description", "the inner policy of the last outer step, the model "
-                                                               "whose validation loss the outer loop judged"}}
-                              : nlohmann::json{{"source", "pg"},
-                                               {"epochs", result.epochs.size()},
-                                               {"description", "PG retrained for the epochs at the learned β"}};
-  }
-  std::vector<std::string> warnings;
-  int code = 0;
-  if (method == ClassMethod::bilevel) {
-    warnings = outer_step_warnings(result.outer, c);
-    j["verdict"] = to_string(result.verdict.status);
-    j["reason"] = result.verdict.reason;
-    j["final"]["outer_loss"] = result.outer.empty() ? kNaN : result.outer.back().outer_loss;
-    j["final"]["inner_steps"] = result.inner_steps;
-    code = report_verdict(result.verdict, warnings);
-  }
-  j["warnings"] = warnings;
-  j["wall_seconds"] = result.wall_seconds;
-  const std::string diverged = first_non_finite(
-      {{"the final training cross-entropy", result.train.nll_per_dim},
-       {"the final test cross-entropy", result.test.nll_per_dim},
-       {"the final validation cross-entropy", has_val ? result.validation.nll_per_dim : 0.0},
-       {"the learned β", method == ClassMethod::nll ? 0.0 : result.beta}});
-  if (!diverged.empty()) {
-    j["verdict"] = "diverged";
-    j["reason"] = fmt::format("non-finite final metrics: {}", diverged);
-  }
-  ensure_directory(out);
-  write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
-  std::string extra;
-  if (method == ClassMethod::bilevel) {
-    outer_table(result, header, rows);
-    write_csv(out / "outer_curves.csv", header, std::span<const std::vector<double>>(rows));
-    extra = fmt::format(", {}, {}", (out / "outer_curves.csv").string(), (out / kCheckpoint).string());
-  }
-  write_json_atomic(out / "results.json", j);
-  fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(), extra);
+  fmt::print("wrote {}, {}{}\n", (out / "results.json").string(), (out / "curves.csv").string(), written);
   const int finished = finish_run(diverged, out);
   return finished != 0 ? finished : code;
 }
 
 }  // namespace
+
+int run_fit(const FitOptions& o) {
+  return o.task == "classification" ? fit_task<ClassificationFit>(o) : fit_task<RegressionFit>(o);
+}
 
 }  // namespace d2r::cli

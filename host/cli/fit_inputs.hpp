@@ -17,10 +17,6 @@
 
 namespace d2r::cli {
 
-/// A library message without its "d2r::function: argument 'name': " prefix (the user did not call
-/// that function; the caller names the option or file instead).
-std::string user_words(const Error& e);
-
 /// read_csv of a file the user named: one that cannot be read or parsed is bad input (exit 2)
 /// naming `option` ("data" for the positional argument), in the user's words.
 Table read_data_file(std::string_view command, std::string_view option, const std::filesystem::path& path);
@@ -43,5 +39,11 @@ struct ClassificationInputs {
   double test_fraction = 0.2;
 };
 ClassificationInputs load_classification_inputs(const FitOptions& o, std::string_view command);
+
+/// The least memory a fit needs (the parameters and their gradient and Adam moments, the
+/// activations of one pass over `rows`): bad input of `d2r fit` naming --hidden, with the figure,
+/// when it is more than the machine (or the container, or the device) has.
+void check_fit_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, std::int64_t inputs,
+                      std::int64_t outputs, std::int64_t rows, const Context& ctx);
 
 }  // namespace d2r::cli

@@ -155,8 +155,8 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       ->capture_default_str();
   cmd->add_option("--inner-start", o.inner_start,
                   "bilevel: inner policy of each outer step: fresh (a new initialisation each step), warm (continues "
-                  "the last one) or fixed (the same initialisation every step; with --inner-tolerance 0 the outer "
-                  "loss is a function of the reward alone) (default: the preset's: recommended warm, paper fresh)")
+                  "the last one) or fixed (the same initialisation every step: with the exact full-batch inner "
+                  "loop the outer loss is a function of the reward alone) (default: the preset's: recommended warm, paper fresh)")
       ->check(CLI::IsMember({"fresh", "warm", "fixed"}))
       ->capture_default_str();
   cmd->add_option("--inner-objective", o.inner_objective,

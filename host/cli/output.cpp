@@ -44,6 +44,14 @@ void bad_input(std::string_view command, std::string_view option, const std::str
   throw Error(ErrorKind::invalid_argument, std::string(option), fmt::format("d2r {}: {}: {}", command, option, what));
 }
 
+std::string user_words(const Error& e) {
+  std::string what = e.what();
+  if (what.starts_with("d2r::")) {
+    if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
+  }
+  return what;
+}
+
 namespace {
 
 std::atomic<unsigned> temp_counter{0};

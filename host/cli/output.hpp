@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "d2r/context.hpp"
+#include "d2r/error.hpp"
 #include "d2r/fields.hpp"
 #include "d2r/policy_model.hpp"
 
@@ -23,6 +24,10 @@ namespace d2r::cli {
 
 /// Throws d2r::Error (invalid_argument) with the message "d2r <command>: <option>: <what>".
 [[noreturn]] void bad_input(std::string_view command, std::string_view option, const std::string& what);
+
+/// A library message without its "d2r::function: argument 'name': " prefix (the user did not call
+/// that function; the caller names the option or file instead).
+std::string user_words(const Error& e);
 
 /// Checks, without creating anything, that files can be written into `dir`: an existing path must
 /// be a directory in which a file can be created (probed with a temporary file that is removed at

@@ -35,10 +35,6 @@ namespace fs = std::filesystem;
 constexpr const char* kCmd = "sweep";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-bool given(const FitOptions& o, std::string_view name) {
-  return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
-}
-
 /// One value of the grid: the validation and training outer loss of every seed's PG policy.
 struct Point {
   double value = 0;
@@ -265,7 +261,7 @@ int run_sweep(const SweepOptions& s) {
       c.target_scale = in.target_scale;
       gr.steps_per_run = c.plain.steps;
       gr.rows_per_step = in.train.rows;
-      gr.config = c.to_json();
+      gr.config = config_json(c);
       for (Point& p : gr.points) {
         for (std::int64_t k = 0; k < s.seeds; ++k) {
           Context ctx({.backend = parse_backend(o.device), .seed = o.seed + static_cast<std::uint64_t>(k)});
@@ -300,7 +296,7 @@ int run_sweep(const SweepOptions& s) {
       const std::int64_t B = c.plain.batch_size == 0 || c.plain.batch_size >= train_rows ? train_rows : c.plain.batch_size;
       gr.steps_per_run = c.plain.epochs * ((train_rows + B - 1) / B);
       gr.rows_per_step = B;
-      gr.config = c.to_json();
+      gr.config = config_json(c);
       for (Point& p : gr.points) {
         for (std::int64_t k = 0; k < s.seeds; ++k) {
           Context ctx({.backend = parse_backend(o.device), .seed = o.seed + static_cast<std::uint64_t>(k)});

@@ -14,7 +14,7 @@
 #include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::rewards {
 
 /// d_r = (∂T(r)/∂r)ᵀ d_a over the G entries of one row (d_r must not alias r or d_a).
 template <class T>
@@ -43,7 +43,7 @@ void transform_row_backward(const TransformOptions<T>& options, const T* r, cons
       break;
     case Transform::standardize: {
       // A_g = z_g / (s + ε), z = r − mean, s = sqrt(Σz²/(G−1)); ∂s/∂r_k = z_k / ((G−1) s) (0 at s = 0).
-      // z is formed as in transform_row (centred on r − lo), exactly 0 in a group of equal rewards.
+      // z is formed as in rewards::transform_row (centred on r − lo), exactly 0 in a group of equal rewards.
       const T lo = *std::min_element(r, r + G);
       T mean = 0, sq = 0;
       for (std::int64_t g = 0; g < G; ++g) mean += r[g] - lo;
@@ -71,10 +71,14 @@ void transform_rewards_backward(const TransformOptions<T>& options, MatrixView<c
       r[g] = rewards(b, g);
       da[g] = d_advantages(b, g);
     }
-    transform_row_backward(options, r.data(), da.data(), dr.data(), G);
+    rewards::transform_row_backward(options, r.data(), da.data(), dr.data(), G);
     for (std::int64_t g = 0; g < G; ++g) d_rewards(b, g) = dr[g];
   }
 }
+
+}  // namespace d2r::reference::rewards
+
+namespace d2r::reference::objectives {
 
 /// Adds c · ∂(aᵀUb)/∂params into grad (a, b read through callables, dimension n).
 template <class T, class A, class Bv>
@@ -94,10 +98,10 @@ void bilinear_u_grad(const MahalanobisReward<T>& reward, std::int64_t n, A&& a, 
       for (std::int64_t j = 0; j < n; ++j) {
         T va = 0, vb = 0;
         for (std::int64_t i = j; i < n; ++i) {
-          va += reward.params[tril_index(i, j)] * a(i);
-          vb += reward.params[tril_index(i, j)] * bv(i);
+          va += reward.params[rewards::tril_index(i, j)] * a(i);
+          vb += reward.params[rewards::tril_index(i, j)] * bv(i);
         }
-        for (std::int64_t i = j; i < n; ++i) grad[tril_index(i, j)] += c * (a(i) * vb + bv(i) * va);
+        for (std::int64_t i = j; i < n; ++i) grad[rewards::tril_index(i, j)] += c * (a(i) * vb + bv(i) * va);
       }
       break;
   }
@@ -119,9 +123,9 @@ void u_diagonal_grad(const MahalanobisReward<T>& reward, std::int64_t n, W&& w, 
     case RewardForm::full:
       // U_dd = Σ_{j<=d} R_dj²: ∂/∂R_dj = 2 R_dj.
       for (std::int64_t d = 0; d < n; ++d)
-        for (std::int64_t j = 0; j <= d; ++j) grad[tril_index(d, j)] += c * T(2) * reward.params[tril_index(d, j)] * w(d);
+        for (std::int64_t j = 0; j <= d; ++j) grad[rewards::tril_index(d, j)] += c * T(2) * reward.params[rewards::tril_index(d, j)] * w(d);
       break;
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::objectives

@@ -18,7 +18,7 @@
 #include "d2r/view.hpp"
 #include "common/math/philox.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::network {
 
 /// σ(z).
 template <class T>
@@ -428,4 +428,4 @@ void mlp_backward_tangent(const MlpLayout& net, VectorView<const T> params, Vect
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::network

@@ -16,7 +16,7 @@
 #include "host/reference/rewards.hpp"
 #include "common/math/numerics.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::objectives {
 
 /// From log-probabilities, raw rewards, advantages and entropies of a batch, the surrogate's
 /// per-row values and the cotangents that `backward` turns into the head gradient:
@@ -55,9 +55,9 @@ T apply_u(const MahalanobisReward<T>& reward, std::int64_t n, Delta&& delta, std
   if (reward.form == RewardForm::full) {
     std::vector<T> v(static_cast<std::size_t>(n), T(0));  // Rᵀδ
     for (std::int64_t j = 0; j < n; ++j)
-      for (std::int64_t i = j; i < n; ++i) v[j] += reward.params[tril_index(i, j)] * delta(i);
+      for (std::int64_t i = j; i < n; ++i) v[j] += reward.params[rewards::tril_index(i, j)] * delta(i);
     for (std::int64_t i = 0; i < n; ++i)
-      for (std::int64_t j = 0; j <= i; ++j) out[i] += reward.params[tril_index(i, j)] * v[j];
+      for (std::int64_t j = 0; j <= i; ++j) out[i] += reward.params[rewards::tril_index(i, j)] * v[j];
   } else {
     for (std::int64_t i = 0; i < n; ++i)
       out[i] = (reward.form == RewardForm::scalar ? reward.params[0] : reward.params[i]) * delta(i);
@@ -73,7 +73,7 @@ T u_diagonal(const MahalanobisReward<T>& reward, std::int64_t d) {
   if (reward.form == RewardForm::scalar) return reward.params[0];
   if (reward.form == RewardForm::diagonal) return reward.params[d];
   T s = 0;
-  for (std::int64_t j = 0; j <= d; ++j) s += reward.params[tril_index(d, j)] * reward.params[tril_index(d, j)];
+  for (std::int64_t j = 0; j <= d; ++j) s += reward.params[rewards::tril_index(d, j)] * reward.params[rewards::tril_index(d, j)];
   return s;
 }
 
@@ -102,4 +102,4 @@ void pathwise_transform(const TransformOptions<T>& o, T r, T& value, T& slope) {
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::objectives

@@ -8,7 +8,7 @@
 
 #include "d2r/types/optim.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::optim {
 
 /// Per-step scalars of Adam for step t = count + 1, computed in double (as PyTorch computes
 /// 1 − β^t from Python floats) and rounded to T once.
@@ -97,4 +97,4 @@ void clip_global_norm(T max_norm, VectorView<T> values, VectorView<T> norm_out) 
   if (!norm_out.empty()) norm_out[0] = static_cast<T>(norm);
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::optim

@@ -11,7 +11,7 @@
 #include "d2r/types/objectives.hpp"
 #include "common/math/numerics.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::rewards {
 
 /// Index of entry (i, j), j <= i, in a row-major packed lower triangle.
 inline std::int64_t tril_index(std::int64_t i, std::int64_t j) { return i * (i + 1) / 2 + j; }
@@ -201,4 +201,4 @@ void transform_rewards(const TransformOptions<T>& options, MatrixView<const T> r
   }
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::rewards

@@ -15,7 +15,7 @@
 
 #include "d2r/types/solvers.hpp"
 
-namespace d2r::reference {
+namespace d2r::reference::solvers {
 
 /// Scratch vectors (of n elements each) the solvers need.
 inline constexpr std::int64_t kCgScratchVectors = 4;      // x_k, r, p, A p
@@ -224,4 +224,4 @@ SolveReport<T> neumann_series(Apply&& apply, VectorView<const T> b, VectorView<T
   return detail::finish<T>(status, iterations, initial, std::move(history));
 }
 
-}  // namespace d2r::reference
+}  // namespace d2r::reference::solvers

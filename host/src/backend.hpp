@@ -3,7 +3,7 @@
 // Context itself) that reads ctx.backend(). Internal header.
 //
 //   detail::run_on<T>(
-//       ctx, [&] { reference::adam_step(options, state, params, grad); },
+//       ctx, [&] { reference::optim::adam_step(options, state, params, grad); },
 //       [&](const auto& ex) { ex.launch(kernels::optim::adam_step, options, state, params, grad); });
 //
 // cpu_fn() runs on the cpu backend (float or double). cuda_fn(exec) runs on the cuda backend and

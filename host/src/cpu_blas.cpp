@@ -1,6 +1,6 @@
 // The cpu backend of the MLP trunk: GEMMs through OpenBLAS' CBLAS, elementwise work in plain
 // loops (see cpu_blas.hpp). Mirrors host/reference/network.hpp step for step; the LayerNorm
-// steps call the reference's row loops themselves (reference::detail_network::layer_norm_*). Built with
+// steps call the reference's row loops themselves (reference::network::detail_network::layer_norm_*). Built with
 // D2R_WITH_OPENBLAS undefined (CMake option D2R_WITH_OPENBLAS=OFF), the GEMMs are plain loops.
 #include "host/src/cpu_blas.hpp"
 
@@ -19,9 +19,9 @@
 namespace d2r::cpu_blas {
 namespace {
 
-using reference::detail_network::hidden_slot;
-using reference::detail_network::layer_input;
-namespace ln = reference::detail_network;  // the LayerNorm row loops, shared with the reference
+using reference::network::detail_network::hidden_slot;
+using reference::network::detail_network::layer_input;
+namespace ln = reference::network::detail_network;  // the LayerNorm row loops, shared with the reference
 
 // ------------------------------------------------------------------------------ GEMMs
 
@@ -141,7 +141,7 @@ void bias_activation(MatrixView<T> z, const T* b, Activation act, bool activated
   with_activation(act, [&](auto a) {
     for (std::int64_t r = 0; r < z.rows; ++r) {
       T* row = z.data + r * z.row_stride;
-      for (std::int64_t o = 0; o < z.cols; ++o) row[o] = reference::mlp_activate(a.value, row[o] + b[o]);
+      for (std::int64_t o = 0; o < z.cols; ++o) row[o] = reference::network::mlp_activate(a.value, row[o] + b[o]);
     }
   });
 }
@@ -157,7 +157,8 @@ void tangent_activation(MatrixView<T> rz, const T* rb, MatrixView<const T> a, Ac
     for (std::int64_t r = 0; r < rz.rows; ++r) {
       T* row = rz.data + r * rz.row_stride;
       const T* arow = a.data + r * a.row_stride;
-      for (std::int64_t o = 0; o < rz.cols; ++o) row[o] = reference::mlp_slope(f.value, arow[o]) * (row[o] + rb[o]);
+      for (std::int64_t o = 0; o < rz.cols; ++o)
+        row[o] = reference::network::mlp_slope(f.value, arow[o]) * (row[o] + rb[o]);
     }
   });
 }
@@ -169,7 +170,7 @@ void backward_activation(MatrixView<T> g, MatrixView<const T> a, Activation act)
     for (std::int64_t r = 0; r < g.rows; ++r) {
       T* row = g.data + r * g.row_stride;
       const T* arow = a.data + r * a.row_stride;
-      for (std::int64_t i = 0; i < g.cols; ++i) row[i] *= reference::mlp_slope(f.value, arow[i]);
+      for (std::int64_t i = 0; i < g.cols; ++i) row[i] *= reference::network::mlp_slope(f.value, arow[i]);
     }
   });
 }
@@ -185,9 +186,9 @@ void backward_tangent_activation(MatrixView<T> g, MatrixView<T> rg, MatrixView<c
       const T* arow = a.data + r * a.row_stride;
       const T* rarow = ra.data + r * ra.row_stride;
       for (std::int64_t i = 0; i < g.cols; ++i) {
-        const T slope = reference::mlp_slope(f.value, arow[i]), gi = grow[i];
+        const T slope = reference::network::mlp_slope(f.value, arow[i]), gi = grow[i];
         grow[i] = slope * gi;
-        rrow[i] = reference::mlp_curvature_times(f.value, arow[i], rarow[i]) * gi + slope * rrow[i];
+        rrow[i] = reference::network::mlp_curvature_times(f.value, arow[i], rarow[i]) * gi + slope * rrow[i];
       }
     }
   });

@@ -18,21 +18,21 @@
 
 namespace d2r::cpu_blas {
 
-/// out = MLP(x); writes the hidden activations into `cache` (see reference::mlp_forward).
+/// out = MLP(x); writes the hidden activations into `cache` (see reference::network::mlp_forward).
 template <class T>
 void mlp_forward(const Mlp& net, VectorView<const T> params, MatrixView<const T> x, T* cache, MatrixView<T> out);
 
-/// Overwrites d_params (and d_x when not empty). `scratch`: reference::mlp_scratch_elements(net, B, false).
+/// Overwrites d_params (and d_x when not empty). `scratch`: reference::network::mlp_scratch_elements(net, B, false).
 template <class T>
 void mlp_backward(const Mlp& net, VectorView<const T> params, MatrixView<const T> x, const T* cache,
                   MatrixView<const T> d_out, T* d_params, MatrixView<T> d_x, T* scratch);
 
-/// out_tangent = J·v; writes Ra_l into `tangent_cache` (see reference::mlp_forward_tangent).
+/// out_tangent = J·v; writes Ra_l into `tangent_cache` (see reference::network::mlp_forward_tangent).
 template <class T>
 void mlp_forward_tangent(const Mlp& net, VectorView<const T> params, VectorView<const T> v, MatrixView<const T> x,
                          const T* cache, T* tangent_cache, MatrixView<T> out_tangent);
 
-/// Overwrites d_params_tangent. `scratch`: reference::mlp_scratch_elements(net, B, true).
+/// Overwrites d_params_tangent. `scratch`: reference::network::mlp_scratch_elements(net, B, true).
 template <class T>
 void mlp_backward_tangent(const Mlp& net, VectorView<const T> params, VectorView<const T> v, MatrixView<const T> x,
                           const T* cache, const T* tangent_cache, MatrixView<const T> d_out,

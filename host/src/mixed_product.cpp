@@ -132,7 +132,7 @@ void mixed_product_by_composition(Context& ctx, const Head& head, Targets target
   const auto scale = scale_of(head, options, G);
   const ObjectiveRows<T> rows{row_loss, {}};
   detail::run_on<T>(
-      ctx, [&] { reference::pg_row_terms<T>(options, scale, lp, rewards, jvp, H, s, d_entropy, rows); },
+      ctx, [&] { reference::objectives::pg_row_terms<T>(options, scale, lp, rewards, jvp, H, s, d_entropy, rows); },
       [&](const auto& ex) {
         ex.launch(kernels::objectives::pg_row_terms, options, scale, lp, rewards, jvp, H, s, d_entropy, rows);
       });
@@ -185,7 +185,7 @@ void transform_rewards_backward(Context& ctx, const TransformOptions<T>& options
   detail::check_disjoint(fn, o, r);
   detail::check_disjoint(fn, o, da);
   detail::run_on<T>(
-      ctx, [&] { reference::transform_rewards_backward(options, rewards, d_advantages, d_rewards); },
+      ctx, [&] { reference::rewards::transform_rewards_backward(options, rewards, d_advantages, d_rewards); },
       [&](const auto& ex) {
         ex.launch(kernels::rewards::transform_rewards_backward, options, rewards, d_advantages, d_rewards);
       });

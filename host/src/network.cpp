@@ -176,7 +176,7 @@ void gemm_input_grad(Context& ctx, MatrixView<const float> d, const float* w, Ma
 /// Hidden activation slot of layer l (< L) in a cache, and the input of layer l.
 template <class U>
 MatrixView<U> slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
-  return reference::detail_network::hidden_slot(net, l, batch, cache);
+  return reference::network::detail_network::hidden_slot(net, l, batch, cache);
 }
 MatrixView<const float> input_of(const Mlp& net, std::int64_t l, MatrixView<const float> x, const float* cache) {
   return l == 0 ? x : slot(net, l - 1, x.rows, cache);
@@ -184,11 +184,11 @@ MatrixView<const float> input_of(const Mlp& net, std::int64_t l, MatrixView<cons
 /// LayerNorm slots of hidden layer l: x̂_l / Rx̂_l (B x h_l) and s_l / ρ_l (B entries).
 template <class U>
 MatrixView<U> norm_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
-  return reference::detail_network::normalized_slot(net, l, batch, cache);
+  return reference::network::detail_network::normalized_slot(net, l, batch, cache);
 }
 template <class U>
 U* scale_slot(const Mlp& net, std::int64_t l, std::int64_t batch, U* cache) {
-  return reference::detail_network::row_scale_slot(net, l, batch, cache);
+  return reference::network::detail_network::row_scale_slot(net, l, batch, cache);
 }
 
 #endif  // D2R_WITH_CUDA
@@ -205,7 +205,7 @@ std::int64_t layer_norm_scratch_elements(const Context& ctx, const Mlp& net, std
 }
 template <class T>
 Scratch acquire_scratch(Context& ctx, const Mlp& net, std::int64_t batch, bool tangent) {
-  const std::size_t values = static_cast<std::size_t>(reference::mlp_scratch_elements(net, batch, tangent) +
+  const std::size_t values = static_cast<std::size_t>(reference::network::mlp_scratch_elements(net, batch, tangent) +
                                                       layer_norm_scratch_elements(ctx, net, batch)) *
                              sizeof(T);
   const std::size_t aligned = (values + 255) / 256 * 256;
@@ -227,7 +227,7 @@ template <class Exec>
 void init_cuda(const Exec& ex, const Mlp& net, VectorView<float> params, std::uint64_t seed) {
   for (std::int64_t l = 0; l < net.layer_count(); ++l) {
     const MlpLayer L = net.layout().layer(l);
-    const float bound = reference::mlp_init_bound<float>(L);
+    const float bound = reference::network::mlp_init_bound<float>(L);
     ex.launch(kernels::network::init_uniform, params.data + L.weight_offset, L.outputs * L.inputs, bound, seed,
               static_cast<std::uint32_t>(l), 0u);
     ex.launch(kernels::network::init_uniform, params.data + L.bias_offset, L.outputs, bound, seed,
@@ -375,7 +375,7 @@ void Mlp::init(Context& ctx, VectorView<T> params, std::uint64_t seed) const {
   check_type<T>(ctx, fn, "params");
   check_param_vector(ctx, fn, *this, "params", params);
   detail::run_on<T>(
-      ctx, [&] { reference::mlp_init(*this, params, seed); },
+      ctx, [&] { reference::network::mlp_init(*this, params, seed); },
       [&](const auto& ex) { init_cuda(ex, *this, params, seed); });
 }
 

@@ -106,7 +106,8 @@ void run_unfused(Context& ctx, const Head& head, Targets targets, const Mahalano
   detail::run_on<T>(
       ctx,
       [&] {
-        reference::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob, d_entropy, rows);
+        reference::objectives::pg_row_terms<T>(options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob,
+                                               d_entropy, rows);
       },
       [&](const auto& ex) {
         ex.launch(kernels::objectives::pg_row_terms, options, s, im.log_prob, im.rewards, im.advantages, H, d_log_prob,

@@ -86,7 +86,7 @@ void adam_reset(Context& ctx, const AdamState<T>& state) {
                     MatrixArg("state.second_moment", state.second_moment), MatrixArg("state.step", state.step)},
                    {});
   detail::run_on<T>(
-      ctx, [&] { reference::adam_reset(state); },
+      ctx, [&] { reference::optim::adam_reset(state); },
       [&](const auto& ex) { ex.launch(kernels::optim::adam_reset, state); });
 }
 
@@ -114,7 +114,7 @@ void adam_step(Context& ctx, const AdamOptions<T>& options, const AdamState<T>& 
     D2R_EXPECTS(count >= 0, fn, "state.step", "expected a step count >= 0, got {}", count);
   }
   detail::run_on<T>(
-      ctx, [&] { reference::adam_step(options, state, params, grad); },
+      ctx, [&] { reference::optim::adam_step(options, state, params, grad); },
       [&](const auto& ex) { ex.launch(kernels::optim::adam_step, options, state, params, grad); });
 }
 
@@ -134,7 +134,7 @@ void sgd_step(Context& ctx, std::type_identity_t<T> learning_rate, std::type_ide
   check_no_overlap(fn, {MatrixArg("params", params), MatrixArg("velocity", velocity)}, {MatrixArg("grad", grad)});
   check_finite_values<T>(ctx, fn, "grad", grad);
   detail::run_on<T>(
-      ctx, [&] { reference::sgd_step<T>(learning_rate, momentum, velocity, params, grad); },
+      ctx, [&] { reference::optim::sgd_step<T>(learning_rate, momentum, velocity, params, grad); },
       [&](const auto& ex) { ex.launch(kernels::optim::sgd_step, learning_rate, momentum, velocity, params, grad); });
 }
 
@@ -146,7 +146,7 @@ void clamp_values(Context& ctx, std::type_identity_t<T> limit, VectorView<T> val
   check_leading(ctx, fn, "values", values);
   check_finite_values<T>(ctx, fn, "values", values);
   detail::run_on<T>(
-      ctx, [&] { reference::clamp_values<T>(limit, values); },
+      ctx, [&] { reference::optim::clamp_values<T>(limit, values); },
       [&](const auto& ex) { ex.launch(kernels::optim::clamp_values, limit, values); });
 }
 
@@ -160,7 +160,7 @@ void clip_global_norm(Context& ctx, std::type_identity_t<T> max_norm, VectorView
   check_no_overlap(fn, {MatrixArg("values", values), MatrixArg("norm_out", norm_out)}, {});
   check_finite_values<T>(ctx, fn, "values", values);
   detail::run_on<T>(
-      ctx, [&] { reference::clip_global_norm<T>(max_norm, values, norm_out); },
+      ctx, [&] { reference::optim::clip_global_norm<T>(max_norm, values, norm_out); },
       [&](const auto& ex) {
         void* workspace = ctx.workspace(ex.call(kernels::optim::clip_global_norm_workspace_bytes, values.size));
         ex.launch(kernels::optim::clip_global_norm, max_norm, values, norm_out, workspace);

@@ -58,7 +58,8 @@ void row_terms(Context& ctx, const PgOptions<T>& options, const ObjectiveScale<T
   detail::run_on<T>(
       ctx,
       [&] {
-        reference::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob, d_entropy, rows);
+        reference::objectives::pg_row_terms<T>(options, s, log_prob, rewards, advantages, entropy, d_log_prob,
+                                               d_entropy, rows);
       },
       [&](const auto& ex) {
         ex.launch(kernels::objectives::pg_row_terms, options, s, log_prob, rewards, advantages, entropy, d_log_prob,

@@ -53,7 +53,7 @@ void check_reward(Context& ctx, std::string_view fn, const MahalanobisReward<T>&
   }
   const char* what = reward.form == RewardForm::full ? "diagonal entry R_{}{} of the Cholesky factor" : "entry {}{}";
   for (std::int64_t i = 0; i < (reward.form == RewardForm::scalar ? 1 : dim); ++i) {
-    const std::int64_t at = reward.form == RewardForm::full ? reference::tril_index(i, i) : i;
+    const std::int64_t at = reward.form == RewardForm::full ? reference::rewards::tril_index(i, i) : i;
     D2R_EXPECTS(p[at] > T(0), fn, "reward.params", "{} is {}; expected > 0 so that U is positive definite",
                 fmt::format(fmt::runtime(what), i, reward.form == RewardForm::full ? std::to_string(i) : ""), p[at]);
   }
@@ -132,7 +132,7 @@ void reward(Context& ctx, const MahalanobisReward<T>& reward, ConstMatrix<T> sam
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("targets", targets),
                                    MatrixArg("reward.params", reward.params)});
   detail::run_on<T>(
-      ctx, [&] { reference::reward_continuous(reward, samples, targets, out); },
+      ctx, [&] { reference::rewards::reward_continuous(reward, samples, targets, out); },
       [&](const auto& ex) { ex.launch(kernels::rewards::reward_continuous, reward, samples, targets, out); });
 }
 
@@ -146,7 +146,7 @@ void reward(Context& ctx, const MahalanobisReward<T>& reward, MatrixView<const s
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("labels", labels),
                                    MatrixArg("reward.params", reward.params)});
   detail::run_on<T>(
-      ctx, [&] { reference::reward_one_hot(reward, samples, labels, classes, out); },
+      ctx, [&] { reference::rewards::reward_one_hot(reward, samples, labels, classes, out); },
       [&](const auto& ex) { ex.launch(kernels::rewards::reward_one_hot, reward, samples, labels, classes, out); });
 }
 
@@ -162,7 +162,7 @@ void reward_backward(Context& ctx, const MahalanobisReward<T>& reward, ConstMatr
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("targets", targets),
                                    MatrixArg("d_reward", d_reward), MatrixArg("reward.params", reward.params)});
   detail::run_on<T>(
-      ctx, [&] { reference::reward_backward_continuous(reward, samples, targets, d_reward, grad_params); },
+      ctx, [&] { reference::rewards::reward_backward_continuous(reward, samples, targets, d_reward, grad_params); },
       [&](const auto& ex) {
         void* workspace = ctx.workspace(ex.call(kernels::rewards::reward_backward_continuous_workspace_bytes, reward,
                                                 targets.rows, targets.cols, d_reward.cols));
@@ -184,7 +184,8 @@ void reward_backward(Context& ctx, const MahalanobisReward<T>& reward, MatrixVie
   check_output_disjoint<T>(fn, o, {MatrixArg("samples", samples), MatrixArg("labels", labels),
                                    MatrixArg("d_reward", d_reward), MatrixArg("reward.params", reward.params)});
   detail::run_on<T>(
-      ctx, [&] { reference::reward_backward_one_hot(reward, samples, labels, classes, d_reward, grad_params); },
+      ctx,
+      [&] { reference::rewards::reward_backward_one_hot(reward, samples, labels, classes, d_reward, grad_params); },
       [&](const auto& ex) {
         void* workspace = ctx.workspace(
             ex.call(kernels::rewards::reward_backward_one_hot_workspace_bytes, reward, labels.size, classes));
@@ -210,7 +211,7 @@ void transform_rewards(Context& ctx, const TransformOptions<T>& options, ConstMa
     detail::check_disjoint(fn, o, MatrixArg("rewards", rewards));
   }
   detail::run_on<T>(
-      ctx, [&] { reference::transform_rewards(options, rewards, advantages); },
+      ctx, [&] { reference::rewards::transform_rewards(options, rewards, advantages); },
       [&](const auto& ex) { ex.launch(kernels::rewards::transform_rewards, options, rewards, advantages); });
 }
 

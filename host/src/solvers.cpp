@@ -179,7 +179,7 @@ SolveReport<float> cg_cuda(Context& ctx, std::string_view fn, const LinearOperat
   using kernels::solvers::SolverReduce;
   const std::int64_t n = b.size;
   DeviceSolve s = device_solve(ctx, n, o.max_iterations + 1,
-                               normal ? reference::kCgNormalScratchVectors : reference::kCgScratchVectors);
+                               normal ? reference::solvers::kCgNormalScratchVectors : reference::solvers::kCgScratchVectors);
   s.dev.damping = o.damping;
   s.dev.tolerance = o.tolerance;
   const GuardedOperator<float> apply(ctx, fn, A, n);
@@ -219,7 +219,7 @@ SolveReport<float> cg_cuda(Context& ctx, std::string_view fn, const LinearOperat
 SolveReport<float> neumann_cuda(Context& ctx, std::string_view fn, const LinearOperator<float>& A,
                                 VectorView<const float> b, VectorView<float> x, const NeumannOptions<float>& o) {
   const std::int64_t n = b.size;
-  DeviceSolve s = device_solve(ctx, n, o.iterations + 1, reference::kNeumannScratchVectors);
+  DeviceSolve s = device_solve(ctx, n, o.iterations + 1, reference::solvers::kNeumannScratchVectors);
   s.dev.damping = o.damping;
   s.dev.alpha = o.alpha;
   s.dev.tolerance = o.tolerance;
@@ -250,10 +250,11 @@ SolveReport<T> cg_any(Context& ctx, std::string_view fn, const LinearOperator<T>
   return detail::run_on<T>(
       ctx,
       [&] {
-        const std::int64_t vectors = normal ? reference::kCgNormalScratchVectors : reference::kCgScratchVectors;
+        const std::int64_t vectors = normal ? reference::solvers::kCgNormalScratchVectors : reference::solvers::kCgScratchVectors;
         T* scratch =
             static_cast<T*>(ctx.workspace(static_cast<std::size_t>(vectors * b.size) * sizeof(T), Workspace::solver));
-        return reference::conjugate_gradient<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, normal, scratch);
+        return reference::solvers::conjugate_gradient<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, normal,
+                                                         scratch);
       },
       [&](const auto& ex) { return cg_cuda(ex.ctx, fn, A, b, x, options, normal); });
 }
@@ -281,8 +282,8 @@ SolveReport<T> neumann_series(Context& ctx, const LinearOperator<T>& A, ConstVec
       ctx,
       [&] {
         T* scratch = static_cast<T*>(ctx.workspace(
-            static_cast<std::size_t>(reference::kNeumannScratchVectors * b.size) * sizeof(T), Workspace::solver));
-        return reference::neumann_series<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, scratch);
+            static_cast<std::size_t>(reference::solvers::kNeumannScratchVectors * b.size) * sizeof(T), Workspace::solver));
+        return reference::solvers::neumann_series<T>(GuardedOperator<T>(ctx, fn, A, b.size), b, x, options, scratch);
       },
       [&](const auto& ex) { return neumann_cuda(ex.ctx, fn, A, b, x, options); });
 }

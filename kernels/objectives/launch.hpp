@@ -15,7 +15,7 @@
 
 namespace d2r::kernels::objectives {
 
-/// Per-row surrogate terms and the cotangents for backward (see reference::pg_row_terms).
+/// Per-row surrogate terms and the cotangents for backward (see reference::objectives::pg_row_terms).
 void pg_row_terms(cudaStream_t stream, const PgOptions<float>& options, ObjectiveScale<float> scale,
                   MatrixView<const float> log_prob, MatrixView<const float> rewards, MatrixView<const float> advantages,
                   VectorView<const float> entropy, MatrixView<float> d_log_prob, VectorView<float> d_entropy,

@@ -7,7 +7,7 @@
 
 namespace d2r::kernels::objectives {
 
-/// One thread per row (see reference::pg_row_terms).
+/// One thread per row (see reference::objectives::pg_row_terms).
 D2R_KERNEL void row_terms_kernel(PgOptions<float> options, ObjectiveScale<float> s, MatrixView<const float> log_prob,
                                  MatrixView<const float> rewards, MatrixView<const float> advantages,
                                  VectorView<const float> entropy, MatrixView<float> d_log_prob,

@@ -151,7 +151,7 @@ D2R_KERNEL void transform_kernel(TransformOptions<float> options, MatrixView<con
       sum += rewards(b, g);
       lo = fminf(lo, rewards(b, g));
     }
-    // standardize centres r − lo (see reference::transform_row): a group of equal rewards then
+    // standardize centres r − lo (see reference::rewards::transform_row): a group of equal rewards then
     // has a mean of exactly 0 and gets advantages of exactly 0.
     float mean = 0.0f, scale = 1.0f;
     if (options.kind == Transform::standardize) {
@@ -177,7 +177,7 @@ D2R_KERNEL void transform_kernel(TransformOptions<float> options, MatrixView<con
 }
 
 /// Vector-Jacobian product of the transform, one thread per row (see
-/// reference::transform_row_backward; normalize: the subgradient goes to the first minimal entry).
+/// reference::rewards::transform_row_backward; normalize: the subgradient goes to the first minimal entry).
 D2R_KERNEL void transform_backward_kernel(TransformOptions<float> options, MatrixView<const float> rewards,
                                           MatrixView<const float> d_advantages, MatrixView<float> d_rewards) {
   const std::int64_t G = rewards.cols;

@@ -161,13 +161,13 @@ void expect_surrogate_matches(const Case& c, const Categorical<float>& head, con
                    grad.view());
   std::vector<double> r(n), a(n), dlp(n), H(static_cast<std::size_t>(B)), de(H.size()), loss_ref(H.size()),
       reward_ref(H.size()), grad_ref(static_cast<std::size_t>(B * C));
-  reference::reward_one_hot(reward_d, dv, labels, C, matrix_view(r.data(), B, G));
-  reference::transform_rewards(tr_d, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
+  reference::rewards::reward_one_hot(reward_d, dv, labels, C, matrix_view(r.data(), B, G));
+  reference::rewards::transform_rewards(tr_d, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
   reference::categorical::entropy(rh, vector_view(H.data(), B));
-  reference::pg_row_terms<double>(opt_d, {1.0, N, G}, matrix_view<const double>(lp.data(), B, G),
-                                  matrix_view<const double>(r.data(), B, G), matrix_view<const double>(a.data(), B, G),
-                                  vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
-                                  vector_view(de.data(), B), {vector_view(loss_ref.data(), B), vector_view(reward_ref.data(), B)});
+  reference::objectives::pg_row_terms<double>(
+      opt_d, {1.0, N, G}, matrix_view<const double>(lp.data(), B, G), matrix_view<const double>(r.data(), B, G),
+      matrix_view<const double>(a.data(), B, G), vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
+      vector_view(de.data(), B), {vector_view(loss_ref.data(), B), vector_view(reward_ref.data(), B)});
   reference::categorical::backward(rh, dv, matrix_view<const double>(dlp.data(), B, G),
                                    vector_view<const double>(de.data(), B),
                                    CategoricalGrad<double>{matrix_view(grad_ref.data(), B, C)});

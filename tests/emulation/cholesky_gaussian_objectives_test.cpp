@@ -146,14 +146,15 @@ void run_surrogate(const CholeskyProblem& p, const Shape& s) {
   const auto smpv = matrix_view<const double>(smp.data(), B * G, n);
   reference::cholesky_gaussian::sample(p.head_d(), G, p.pos, matrix_view(smp.data(), B * G, n));
   reference::cholesky_gaussian::log_prob(p.head_d(), smpv, matrix_view(lp.data(), B, G));
-  reference::reward_continuous(p.reward_d(), smpv, p.targets_d(), matrix_view(r.data(), B, G));
-  reference::transform_rewards(p.od.transform, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
+  reference::rewards::reward_continuous(p.reward_d(), smpv, p.targets_d(), matrix_view(r.data(), B, G));
+  reference::rewards::transform_rewards(p.od.transform, matrix_view<const double>(r.data(), B, G),
+                                        matrix_view(a.data(), B, G));
   reference::cholesky_gaussian::entropy(p.head_d(), vector_view(H.data(), B));
   Expected want(p);
-  reference::pg_row_terms<double>(p.od, p.scale_d(G), matrix_view<const double>(lp.data(), B, G),
-                                  matrix_view<const double>(r.data(), B, G), matrix_view<const double>(a.data(), B, G),
-                                  vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
-                                  vector_view(de.data(), B), want.rows(p));
+  reference::objectives::pg_row_terms<double>(
+      p.od, p.scale_d(G), matrix_view<const double>(lp.data(), B, G), matrix_view<const double>(r.data(), B, G),
+      matrix_view<const double>(a.data(), B, G), vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
+      vector_view(de.data(), B), want.rows(p));
   reference::cholesky_gaussian::backward(p.head_d(), smpv, matrix_view<const double>(dlp.data(), B, G),
                                          vector_view<const double>(de.data(), B), want.grad(p));
   compare("surrogate", p, out, want, s.row_reward, 1e-3, 2e-3);
@@ -280,7 +281,7 @@ TEST_P(CholeskyGaussianPgSurrogateConstantGroup, StandardizeGivesNoPolicyGradien
     std::vector<double> want_loss, want_reward, want_gt(static_cast<std::size_t>(B * P), 0.0);
     for (std::int64_t b = 0; b < B; ++b) {
       const auto i0 = static_cast<std::size_t>(b * n);
-      want_reward.push_back(reference::mahalanobis_reward(
+      want_reward.push_back(reference::rewards::mahalanobis_reward(
           rr, n, [&](std::int64_t i) { return double(mean[i0 + i]) - double(y[i0 + i]); }));
       want_loss.push_back(-lambda * pd * H / static_cast<double>(N));
       for (std::int64_t i = 0; i < n; ++i)

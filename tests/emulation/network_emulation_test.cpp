@@ -23,7 +23,7 @@ TEST(NetworkEmulation, ElementwiseKernelsMatchReference) {
   std::vector<float> params(static_cast<std::size_t>(count), -7.0f);
   simt::launch({2, kThreads, 0}, nw::init_uniform_kernel, params.data(), count, 0.25f, std::uint64_t{99}, 3u, 1u);
   for (std::int64_t i = 0; i < count; ++i)
-    EXPECT_EQ(params[static_cast<std::size_t>(i)], reference::mlp_init_value<float>(99, 3, 1, i, 0.25f)) << i;
+    EXPECT_EQ(params[static_cast<std::size_t>(i)], reference::network::mlp_init_value<float>(99, 3, 1, i, 0.25f)) << i;
   simt::launch({2, kThreads, 0}, nw::fill_kernel, params.data(), count, 1.5f);
   EXPECT_EQ(params, std::vector<float>(static_cast<std::size_t>(count), 1.5f));
 
@@ -46,11 +46,12 @@ TEST(NetworkEmulation, ElementwiseKernelsMatchReference) {
         for (std::int64_t c = 0; c < h; ++c) {
           const auto i = static_cast<std::size_t>(r * h + c);
           const float v = z0[i] + bias[static_cast<std::size_t>(c)];
-          a_ref[i] = activate ? reference::mlp_activate(act, v) : v;
+          a_ref[i] = activate ? reference::network::mlp_activate(act, v) : v;
           const float t = rz0[i] + rbias[static_cast<std::size_t>(c)];
-          rz_ref[i] = activate ? reference::mlp_slope(act, a[i]) * t : t;
-          g_ref[i] = reference::mlp_slope(act, a[i]) * g0[i];
-          rg_ref[i] = reference::mlp_curvature_times(act, a[i], ra[i]) * g0[i] + reference::mlp_slope(act, a[i]) * rg0[i];
+          rz_ref[i] = activate ? reference::network::mlp_slope(act, a[i]) * t : t;
+          g_ref[i] = reference::network::mlp_slope(act, a[i]) * g0[i];
+          rg_ref[i] = reference::network::mlp_curvature_times(act, a[i], ra[i]) * g0[i] +
+                      reference::network::mlp_slope(act, a[i]) * rg0[i];
         }
       D2R_EXPECT_CLOSE(checked(z, "bias_activation"), a_ref, 1e-6, 1e-7);
       D2R_EXPECT_CLOSE(checked(rz, "tangent_activation"), rz_ref, 1e-6, 1e-7);
@@ -78,8 +79,8 @@ void run_layer_norm(std::int64_t B, std::int64_t h, Activation act, TestRng& rng
                rstd.vector().data, act);
   std::vector<float> a_ref = z0, xhat_ref(n), s_ref(static_cast<std::size_t>(B));
   for (std::int64_t r = 0; r < B; ++r)
-    s_ref[static_cast<std::size_t>(r)] = reference::detail_network::layer_norm_row_forward<float>(act, h, row(a_ref, r), bias.data(),
-                                                                                 gamma.data(), beta.data(), row(xhat_ref, r));
+    s_ref[static_cast<std::size_t>(r)] = reference::network::detail_network::layer_norm_row_forward<float>(
+        act, h, row(a_ref, r), bias.data(), gamma.data(), beta.data(), row(xhat_ref, r));
   D2R_EMU_EXPECT_CLOSE(checked(z, "forward a"), to_double(a_ref), 1e-4, 1e-5);
   D2R_EMU_EXPECT_CLOSE(checked(xhat, "forward xhat"), to_double(xhat_ref), 1e-4, 1e-5);
   D2R_EMU_EXPECT_CLOSE(checked(rstd, "forward s"), to_double(s_ref), 1e-4, 1e-6);
@@ -93,7 +94,7 @@ void run_layer_norm(std::int64_t B, std::int64_t h, Activation act, TestRng& rng
                rho.vector().data, act);
   std::vector<float> ra_ref = rz0, rxhat_ref(n), rho_ref(static_cast<std::size_t>(B));
   for (std::int64_t r = 0; r < B; ++r)
-    rho_ref[static_cast<std::size_t>(r)] = reference::detail_network::layer_norm_row_tangent<float>(
+    rho_ref[static_cast<std::size_t>(r)] = reference::network::detail_network::layer_norm_row_tangent<float>(
         act, h, row(ra_ref, r), rbias.data(), row(a_ref, r), row(xhat_ref, r), s_ref[static_cast<std::size_t>(r)],
         gamma.data(), rgamma.data(), rbeta.data(), row(rxhat_ref, r));
   D2R_EMU_EXPECT_CLOSE(checked(rz, "tangent Ra"), to_double(ra_ref), 1e-4, 1e-5);
@@ -107,9 +108,9 @@ void run_layer_norm(std::int64_t B, std::int64_t h, Activation act, TestRng& rng
                static_cast<const float*>(s_ref.data()), gamma.data(), gn.view(), gn_xhat.view(), act);
   std::vector<float> g_ref = g0, d_gamma(n, 0.0f), d_beta(n, 0.0f);
   for (std::int64_t r = 0; r < B; ++r)
-    reference::detail_network::layer_norm_row_backward<float>(act, h, row(g_ref, r), row(a_ref, r), row(xhat_ref, r),
-                                              s_ref[static_cast<std::size_t>(r)], gamma.data(), row(d_gamma, r),
-                                              row(d_beta, r));
+    reference::network::detail_network::layer_norm_row_backward<float>(
+        act, h, row(g_ref, r), row(a_ref, r), row(xhat_ref, r), s_ref[static_cast<std::size_t>(r)], gamma.data(),
+        row(d_gamma, r), row(d_beta, r));
   D2R_EMU_EXPECT_CLOSE(checked(g, "backward delta"), to_double(g_ref), 1e-4, 1e-5);
   D2R_EMU_EXPECT_CLOSE(checked(gn, "backward gn"), to_double(d_beta), 1e-5, 1e-6);
   D2R_EMU_EXPECT_CLOSE(checked(gn_xhat, "backward gn xhat"), to_double(d_gamma), 1e-5, 1e-6);
@@ -121,10 +122,10 @@ void run_layer_norm(std::int64_t B, std::int64_t h, Activation act, TestRng& rng
                static_cast<const float*>(rho_ref.data()), gamma.data(), rgamma.data(), rgn.view(), rgn_xhat.view(), act);
   std::vector<float> g2_ref = g0, rg_ref = rg0, rd_gamma(n, 0.0f), rd_beta(n, 0.0f);
   for (std::int64_t r = 0; r < B; ++r)
-    reference::detail_network::layer_norm_row_backward_tangent<float>(act, h, row(g2_ref, r), row(rg_ref, r), row(a_ref, r),
-                                                      row(ra_ref, r), row(xhat_ref, r), s_ref[static_cast<std::size_t>(r)],
-                                                      row(rxhat_ref, r), rho_ref[static_cast<std::size_t>(r)],
-                                                      gamma.data(), rgamma.data(), row(rd_gamma, r), row(rd_beta, r));
+    reference::network::detail_network::layer_norm_row_backward_tangent<float>(
+        act, h, row(g2_ref, r), row(rg_ref, r), row(a_ref, r), row(ra_ref, r), row(xhat_ref, r),
+        s_ref[static_cast<std::size_t>(r)], row(rxhat_ref, r), rho_ref[static_cast<std::size_t>(r)], gamma.data(),
+        rgamma.data(), row(rd_gamma, r), row(rd_beta, r));
   D2R_EMU_EXPECT_CLOSE(checked(g2, "backward_tangent delta"), to_double(g2_ref), 1e-4, 1e-5);
   D2R_EMU_EXPECT_CLOSE(checked(rg, "backward_tangent R delta"), to_double(rg_ref), 1e-4, 1e-5);
   D2R_EMU_EXPECT_CLOSE(checked(rgn, "backward_tangent Rgn"), to_double(rd_beta), 1e-5, 1e-6);

@@ -40,11 +40,11 @@ TEST(RowTermsEmulation, MatchReference) {
                  d_lp.cview(), d_r.cview(), d_a.cview(), d_H.cvector(), dlp.view(), de.vector(), rows);
     std::vector<double> dlp_ref(static_cast<std::size_t>(B * G)), de_ref(static_cast<std::size_t>(B));
     std::vector<double> loss_ref(de_ref.size()), rew_ref(de_ref.size());
-    reference::pg_row_terms<double>(od, ObjectiveScale<double>{pd, double(N), G},
-                                    matrix_view<const double>(lpd.data(), B, G), matrix_view<const double>(rd.data(), B, G),
-                                    matrix_view<const double>(ad.data(), B, G), vector_view<const double>(Hd.data(), B),
-                                    matrix_view(dlp_ref.data(), B, G), vector_view(de_ref.data(), B),
-                                    ObjectiveRows<double>{vector_view(loss_ref.data(), B), vector_view(rew_ref.data(), B)});
+    reference::objectives::pg_row_terms<double>(
+        od, ObjectiveScale<double>{pd, double(N), G}, matrix_view<const double>(lpd.data(), B, G),
+        matrix_view<const double>(rd.data(), B, G), matrix_view<const double>(ad.data(), B, G),
+        vector_view<const double>(Hd.data(), B), matrix_view(dlp_ref.data(), B, G), vector_view(de_ref.data(), B),
+        ObjectiveRows<double>{vector_view(loss_ref.data(), B), vector_view(rew_ref.data(), B)});
     D2R_EMU_EXPECT_CLOSE(checked(dlp, "d_log_prob"), dlp_ref, 1e-5, 1e-6);
     D2R_EMU_EXPECT_CLOSE(checked(de, "d_entropy"), de_ref, 1e-6, 1e-7);
     D2R_EMU_EXPECT_CLOSE(checked(loss, "row_loss"), loss_ref, 1e-5, 1e-6);
@@ -189,14 +189,15 @@ void run_fused(const DiagProblem& p, const Shape& s) {
   const auto smpv = matrix_view<const double>(smp.data(), B * G, n);
   reference::diag_gaussian::sample(p.head_d(), G, p.pos, matrix_view(smp.data(), B * G, n));
   reference::diag_gaussian::log_prob(p.head_d(), smpv, matrix_view(lp.data(), B, G));
-  reference::reward_continuous(p.reward_d(), smpv, p.targets_d(), matrix_view(r.data(), B, G));
-  reference::transform_rewards(p.od.transform, matrix_view<const double>(r.data(), B, G), matrix_view(a.data(), B, G));
+  reference::rewards::reward_continuous(p.reward_d(), smpv, p.targets_d(), matrix_view(r.data(), B, G));
+  reference::rewards::transform_rewards(p.od.transform, matrix_view<const double>(r.data(), B, G),
+                                        matrix_view(a.data(), B, G));
   reference::diag_gaussian::entropy(p.head_d(), vector_view(H.data(), B));
   Expected want(p);
-  reference::pg_row_terms<double>(p.od, p.scale_d(G), matrix_view<const double>(lp.data(), B, G),
-                                  matrix_view<const double>(r.data(), B, G), matrix_view<const double>(a.data(), B, G),
-                                  vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
-                                  vector_view(de.data(), B), want.rows(p));
+  reference::objectives::pg_row_terms<double>(
+      p.od, p.scale_d(G), matrix_view<const double>(lp.data(), B, G), matrix_view<const double>(r.data(), B, G),
+      matrix_view<const double>(a.data(), B, G), vector_view<const double>(H.data(), B), matrix_view(dlp.data(), B, G),
+      vector_view(de.data(), B), want.rows(p));
   reference::diag_gaussian::backward(p.head_d(), smpv, matrix_view<const double>(dlp.data(), B, G),
                                      vector_view<const double>(de.data(), B), want.grad(p));
   compare("fused surrogate", p, out, want, s.row_reward, 2e-3, 2e-4);
@@ -315,7 +316,7 @@ TEST_P(DiagGaussianPgSurrogateConstantGroup, StandardizeGivesNoPolicyGradient) {
     std::vector<double> want_loss, want_reward, want_gs(static_cast<std::size_t>(B * n), -lambda * pd / N);
     for (std::int64_t b = 0; b < B; ++b) {
       const auto i0 = static_cast<std::size_t>(b * n);
-      want_reward.push_back(reference::mahalanobis_reward(
+      want_reward.push_back(reference::rewards::mahalanobis_reward(
           rr, n, [&](std::int64_t i) { return double(mean[i0 + i]) - double(y[i0 + i]); }));
       double H = 0;
       for (std::int64_t d = 0; d < n; ++d) H += -40.0 + 0.5 * math::kLog2PiE;

@@ -36,8 +36,9 @@ TEST(OptimEmulation, AdamStepsResetAndCounter) {
       simt::launch({2, kThreads, 0}, op::adam_kernel, adam_params(o), static_cast<const std::int64_t*>(step.data()),
                    p.data(), g.data(), m.data(), v.data(), n);
       simt::launch({1, 1, 0}, op::adam_increment_step, step.data());
-      reference::adam_step(o, AdamState<float>{vector_view(rm.data(), n), vector_view(rv.data(), n), vector_view(rstep.data(), 1)},
-                           vector_view(rp.data(), n), vector_view<const float>(g.data(), n));
+      reference::optim::adam_step(
+          o, AdamState<float>{vector_view(rm.data(), n), vector_view(rv.data(), n), vector_view(rstep.data(), 1)},
+          vector_view(rp.data(), n), vector_view<const float>(g.data(), n));
       EXPECT_EQ(step[0], rstep[0]);
       EXPECT_EQ(p, rp) << "step " << s;  // same expressions, same order: equal floats
       EXPECT_EQ(m, rm) << "step " << s;
@@ -66,15 +67,15 @@ TEST(OptimEmulation, SgdAndClamp) {
       simt::launch({2, kThreads, 0}, op::sgd_kernel<false>, 0.1f, momentum, static_cast<float*>(nullptr), p.data(),
                    g.data(), n);
     }
-    reference::sgd_step(0.1f, momentum, vector_view(rvel.data(), n), vector_view(rp.data(), n),
-                        vector_view<const float>(g.data(), n));
+    reference::optim::sgd_step(0.1f, momentum, vector_view(rvel.data(), n), vector_view(rp.data(), n),
+                               vector_view<const float>(g.data(), n));
     EXPECT_EQ(p, rp) << "momentum " << momentum;
     EXPECT_EQ(vel, rvel) << "momentum " << momentum;
   }
   std::vector<float> c = g, rc = g;
   c[3] = rc[3] = std::numeric_limits<float>::quiet_NaN();
   simt::launch({2, kThreads, 0}, op::clamp_kernel, 1.5f, c.data(), n);
-  reference::clamp_values(1.5f, vector_view(rc.data(), n));
+  reference::optim::clamp_values(1.5f, vector_view(rc.data(), n));
   EXPECT_TRUE(std::isnan(c[3])) << "clamp keeps NaN";
   c[3] = rc[3] = 0.0f;
   EXPECT_EQ(c, rc);
@@ -97,9 +98,10 @@ TEST(OptimEmulation, ClipGlobalNorm) {
                  static_cast<int>(blocks), max_norm, &scale, &norm);
     simt::launch({3, kThreads, 0}, op::clip_scale_kernel, static_cast<const float*>(&scale), values.data(), n);
     float ref_norm = 0;
-    reference::clip_global_norm(max_norm, vector_view(ref.data(), n), vector_view(&ref_norm, 1));
+    reference::optim::clip_global_norm(max_norm, vector_view(ref.data(), n), vector_view(&ref_norm, 1));
     EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm);
-    const double want_scale = reference::clip_scale(reference::global_norm(vector_view<const float>(values.data(), n)), max_norm);
+    const double want_scale = reference::optim::clip_scale(
+        reference::optim::global_norm(vector_view<const float>(values.data(), n)), max_norm);
     if (max_norm > 1e5f) {
       EXPECT_EQ(scale, 1.0f);
       EXPECT_EQ(values, ref);  // untouched

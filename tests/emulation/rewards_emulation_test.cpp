@@ -64,10 +64,10 @@ TEST_P(RewardEmulation, ContinuousAndOneHotMatchReference) {
   const VectorView<const std::int32_t> lv{labels.data(), B};
   const MatrixView<const std::int32_t> kv{draws.data(), B, G, G};
   std::vector<double> r(static_cast<std::size_t>(B * G)), g(static_cast<std::size_t>(P)), r1(r.size()), g1(g.size());
-  reference::reward_continuous(rr, sv, yv, matrix_view(r.data(), B, G));
-  reference::reward_backward_continuous(rr, sv, yv, cv, vector_view(g.data(), P));
-  reference::reward_one_hot(rr, kv, lv, n, matrix_view(r1.data(), B, G));
-  reference::reward_backward_one_hot(rr, kv, lv, n, cv, vector_view(g1.data(), P));
+  reference::rewards::reward_continuous(rr, sv, yv, matrix_view(r.data(), B, G));
+  reference::rewards::reward_backward_continuous(rr, sv, yv, cv, vector_view(g.data(), P));
+  reference::rewards::reward_one_hot(rr, kv, lv, n, matrix_view(r1.data(), B, G));
+  reference::rewards::reward_backward_one_hot(rr, kv, lv, n, cv, vector_view(g1.data(), P));
 
   D2R_EMU_EXPECT_CLOSE(checked(out, "continuous"), r, 1e-5, 1e-6);
   D2R_EMU_EXPECT_CLOSE(column_sums(checked(partial, "continuous grad rows"), B, P), g, 1e-4, 1e-5);
@@ -121,8 +121,9 @@ TEST_P(OneHotWithoutDistribution, RowsOfMinusOneGiveNaNAndNoGradient) {
   const MatrixView<const std::int32_t> kv{valid_draws.data(), B, G, G};
   const VectorView<const std::int32_t> lv{labels.data(), B};
   std::vector<double> r(static_cast<std::size_t>(B * G)), g(static_cast<std::size_t>(P));
-  reference::reward_one_hot(rr, kv, lv, C, matrix_view(r.data(), B, G));
-  reference::reward_backward_one_hot(rr, kv, lv, C, matrix_view<const double>(cd.data(), B, G), vector_view(g.data(), P));
+  reference::rewards::reward_one_hot(rr, kv, lv, C, matrix_view(r.data(), B, G));
+  reference::rewards::reward_backward_one_hot(rr, kv, lv, C, matrix_view<const double>(cd.data(), B, G),
+                                              vector_view(g.data(), P));
   for (std::int64_t i = 0; i < B * G; ++i)
     if (no_distribution(i / G)) r[static_cast<std::size_t>(i)] = std::nan("");
 
@@ -159,9 +160,11 @@ TEST_P(TransformEmulation, ForwardAndBackwardMatchReference) {
   simt::launch(config, rw::transform_backward_kernel, of, d_r.cview(), d_da.cview(), dr.view());
   const auto rd = to_double(r), dad = to_double(da);
   std::vector<double> a_ref(static_cast<std::size_t>(B * G)), dr_ref(a_ref.size());
-  reference::transform_rewards(od, matrix_view<const double>(rd.data(), B, G), matrix_view(a_ref.data(), B, G));
-  reference::transform_rewards_backward(od, matrix_view<const double>(rd.data(), B, G),
-                                        matrix_view<const double>(dad.data(), B, G), matrix_view(dr_ref.data(), B, G));
+  reference::rewards::transform_rewards(od, matrix_view<const double>(rd.data(), B, G),
+                                        matrix_view(a_ref.data(), B, G));
+  reference::rewards::transform_rewards_backward(od, matrix_view<const double>(rd.data(), B, G),
+                                                 matrix_view<const double>(dad.data(), B, G),
+                                                 matrix_view(dr_ref.data(), B, G));
   D2R_EMU_EXPECT_CLOSE(checked(a, "advantages"), a_ref, 1e-5, 1e-6);
   // The standardize VJP is a difference of terms of size |da|/(std + ε) that nearly cancel (exactly
   // so for G = 2, whose advantages are ±1/√2 whatever r): its absolute tolerance scales with them.
@@ -231,9 +234,10 @@ TEST(TransformStandardizeConstantGroup, BackwardMatchesReference) {
                  TransformOptions<float>{Transform::standardize, 1.0f, 1e-6f}, d_r.cview(), d_da.cview(), dr.view());
     const auto rd = to_double(r), dad = to_double(da);
     std::vector<double> dr_ref(static_cast<std::size_t>(B * G));
-    reference::transform_rewards_backward(TransformOptions<double>{Transform::standardize, 1.0, static_cast<double>(1e-6f)},
-                                          matrix_view<const double>(rd.data(), B, G),
-                                          matrix_view<const double>(dad.data(), B, G), matrix_view(dr_ref.data(), B, G));
+    reference::rewards::transform_rewards_backward(
+        TransformOptions<double>{Transform::standardize, 1.0, static_cast<double>(1e-6f)},
+        matrix_view<const double>(rd.data(), B, G), matrix_view<const double>(dad.data(), B, G),
+        matrix_view(dr_ref.data(), B, G));
     SCOPED_TRACE("G = " + std::to_string(G));
     D2R_EMU_EXPECT_CLOSE(checked(dr, "d_rewards"), dr_ref, 1e-4, 1e-5);
   }

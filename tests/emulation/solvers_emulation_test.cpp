@@ -176,7 +176,7 @@ TEST(SolversEmulation, ConjugateGradientAndCgnrMatchReference) {
       const CgOptions<float> o{normal ? 0.05f : 0.0f, 1e-4f, 14, zero_guess};  // converges in fewer: frozen launches after
       std::vector<float> x = x0, rx = x0, scratch(static_cast<std::size_t>(5 * n));
       const SolveReport<float> got = emulated_cg(A, b, x, o, normal);
-      const SolveReport<float> want = reference::conjugate_gradient<float>(
+      const SolveReport<float> want = reference::solvers::conjugate_gradient<float>(
           apply, vector_view<const float>(b.data(), n), vector_view(rx.data(), n), o, normal, scratch.data());
       EXPECT_EQ(want.status, SolveStatus::converged);  // not vacuous: a real solve
       EXPECT_GT(want.iterations, 3);
@@ -204,8 +204,8 @@ TEST(SolversEmulation, NeumannMatchesReference) {
     const NeumannOptions<float> o{0.3f, 12, 0.01f, tolerance};
     std::vector<float> x(static_cast<std::size_t>(n)), rx(x.size()), scratch(static_cast<std::size_t>(3 * n));
     const SolveReport<float> got = emulated_neumann(A, b, x, o);
-    const SolveReport<float> want =
-        reference::neumann_series<float>(apply, vector_view<const float>(b.data(), n), vector_view(rx.data(), n), o, scratch.data());
+    const SolveReport<float> want = reference::solvers::neumann_series<float>(
+        apply, vector_view<const float>(b.data(), n), vector_view(rx.data(), n), o, scratch.data());
     EXPECT_GT(want.iterations, 3);
     expect_same_report(got, want);
     D2R_EXPECT_CLOSE(to_double(x), to_double(rx), 1e-3, 1e-4);

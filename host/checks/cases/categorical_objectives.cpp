@@ -1,7 +1,7 @@
 // Cases of the registry (host/checks/checks.hpp): the former tests/categorical_objectives_gpu_test.cpp.
 // The fused REINFORCE surrogate of the categorical head on the tested backend (float) against
 //  (1) a double composition of the cpu primitives (log_prob, one-hot reward, transform_rewards,
-//      entropy, reference::pg_row_terms, backward) run on the tested sampler's own draws: every row;
+//      entropy, reference::objectives::pg_row_terms, backward) run on the tested sampler's own draws: every row;
 //  (2) the cpu reference pg_surrogate in double (its own draws): the rows whose draws equal the
 //      reference draws (in float they may differ at a CDF boundary), where the composition must
 //      also equal the reference (1e-12);
@@ -102,11 +102,11 @@ Composition compose(Context& cpu, const CatProblem& p, const Idx& draws, std::in
   transform_rewards(cpu, opt.transform, matrix_view<const double>(o.rewards.data(), B, G), matrix_view(o.advantages.data(), B, G));
   entropy(cpu, head, vector_view(o.entropy.data(), B));
   const double N = static_cast<double>(opt.normaliser_rows > 0 ? opt.normaliser_rows : B);
-  reference::pg_row_terms<double>(opt, {1.0, N, G}, matrix_view<const double>(o.log_prob.data(), B, G),
-                                  matrix_view<const double>(o.rewards.data(), B, G),
-                                  matrix_view<const double>(o.advantages.data(), B, G), vector_view<const double>(o.entropy.data(), B),
-                                  matrix_view(o.d_log_prob.data(), B, G), vector_view(o.d_entropy.data(), B),
-                                  {vector_view(o.row_loss.data(), B), vector_view(o.row_reward.data(), B)});
+  reference::objectives::pg_row_terms<double>(
+      opt, {1.0, N, G}, matrix_view<const double>(o.log_prob.data(), B, G),
+      matrix_view<const double>(o.rewards.data(), B, G), matrix_view<const double>(o.advantages.data(), B, G),
+      vector_view<const double>(o.entropy.data(), B), matrix_view(o.d_log_prob.data(), B, G),
+      vector_view(o.d_entropy.data(), B), {vector_view(o.row_loss.data(), B), vector_view(o.row_reward.data(), B)});
   backward(cpu, head, samples, matrix_view<const double>(o.d_log_prob.data(), B, G), vector_view<const double>(o.d_entropy.data(), B),
            CategoricalGrad<double>{matrix_view(o.grad.data(), B, C)});
   // Tolerances: relative 1e-4 of the magnitude of the terms that make up each output (so that

@@ -59,7 +59,7 @@ void LongCurves::add(const std::string& run, const RunResult& r) {
 
 nlohmann::json run_json(const std::string& name, const RegressionConfig& c, const RunResult& r, nlohmann::json tags) {
   nlohmann::json j = {{"name", name},
-                      {"config", c.to_json()},
+                      {"config", config_json(c)},
                       {"final", {{"train", to_json(r.train)}, {"test", to_json(r.held_out)}}},
                       {"reward_params", r.reward_params},
                       {"wall_seconds", r.wall_seconds},

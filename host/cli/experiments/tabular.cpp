@@ -207,7 +207,7 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
                             {"seed", sd.seed},
                             {"method", spec.key},
                             {"label", spec.label},
-                            {"config", c.to_json()},
+                            {"config", config_json(c)},
                             {"final",
                              {{"train", class_metrics_json(r.train)},
                               {"validation", class_metrics_json(r.validation)},
@@ -330,7 +330,7 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
                   {"val_fraction", val_fraction}};
   ClassificationConfig bilevel = base;
   bilevel.method = ClassMethod::bilevel;
-  j["setting"]["bilevel"] = bilevel.to_json();
+  j["setting"]["bilevel"] = config_json(bilevel);
   j["tables"] = tables;
   j["message"] = {{"statement", "PG(beta*) >= NLL > PG(beta=1) on test accuracy averaged over the learning curve"},
                   {"holds_on", n_holds},

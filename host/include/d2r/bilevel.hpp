@@ -140,10 +140,11 @@ enum class InnerStart {
   fresh,  ///< re-initialised, seeded by (seed, k) (the paper)
   warm,   ///< continues from the previous outer step's θ (Adam moments reset)
   /// Re-initialised every outer step from the same θ₀ (that of step 1, seeded by (seed, 1)). With
-  /// a fixed inner budget (InnerOptions::stationarity_tolerance 0: exactly `steps` steps) the
-  /// inner policy, and so the outer loss, is a function of φ alone — the learner that `d2r sweep
-  /// --learner bilevel --steps K_in` trains at each fixed reward (issue 13: a warm-started policy
-  /// keeps training along the run, so its outer loss depends on the path).
+  /// the exact full-batch inner loop the inner policy, and so the outer loss, is a function of φ
+  /// alone (issue 13: a warm-started policy keeps training along the run, so its outer loss
+  /// depends on the path); with a fixed budget (stationarity_tolerance 0) it is the learner that
+  /// `d2r sweep --learner bilevel --steps K_in` trains at each fixed reward. When φ did not move,
+  /// the last policy is kept and no inner step runs.
   fixed,
 };
 

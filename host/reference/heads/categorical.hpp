@@ -285,7 +285,7 @@ void exact_objective(const Categorical<T>& head, VectorView<const std::int32_t> 
       const bool live = head.logits(b, j) > -std::numeric_limits<T>::infinity();
       logp[j] = live ? (head.logits(b, j) - st.max) - log_sum : T(0);
       p[j] = live ? math::exp_(logp[j]) : T(0);
-      r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
+      r[j] = rewards::one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]);
       if (p[j] > T(0)) {
         expected += p[j] * r[j];
         H -= p[j] * logp[j];
@@ -327,14 +327,14 @@ void exact_backward_tangent(const Categorical<T>& head, VectorView<const std::in
     std::int64_t a = 0;  // the most probable class (first index of the largest logit)
     while (!(head.logits(b, a) == st.max)) ++a;
     const T t_a = tangent.logits(b, a);
-    const T r_a = one_hot_reward(reward, C, static_cast<std::int32_t>(a), labels[b]);
+    const T r_a = rewards::one_hot_reward(reward, C, static_cast<std::int32_t>(a), labels[b]);
     const T log_sum = st.log_sum();
     T expected = 0, H = 0, mean_dot = 0;  // expected and mean_dot of the shifted r and ℓ̇
     for (std::int64_t j = 0; j < C; ++j) {
       const bool live = head.logits(b, j) > -std::numeric_limits<T>::infinity();
       logp[j] = live ? (head.logits(b, j) - st.max) - log_sum : T(0);
       p[j] = live ? math::exp_(logp[j]) : T(0);
-      r[j] = one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]) - r_a;
+      r[j] = rewards::one_hot_reward(reward, C, static_cast<std::int32_t>(j), labels[b]) - r_a;
       if (p[j] > T(0)) {
         expected += p[j] * r[j];
         H -= p[j] * logp[j];
@@ -390,10 +390,10 @@ void exact_mixed_product(const Categorical<T>& head, VectorView<const std::int32
           break;
         case RewardForm::full:
           for (std::int64_t m = 0; m <= std::max<std::int64_t>(j, y); ++m) {
-            const T rk = m <= j ? reward.params[tril_index(j, m)] : T(0);
-            const T ry = m <= y ? reward.params[tril_index(y, m)] : T(0);
-            if (m <= j) grad[tril_index(j, m)] -= c * T(2) * (rk - ry);
-            if (m <= y) grad[tril_index(y, m)] += c * T(2) * (rk - ry);
+            const T rk = m <= j ? reward.params[rewards::tril_index(j, m)] : T(0);
+            const T ry = m <= y ? reward.params[rewards::tril_index(y, m)] : T(0);
+            if (m <= j) grad[rewards::tril_index(j, m)] -= c * T(2) * (rk - ry);
+            if (m <= y) grad[rewards::tril_index(y, m)] += c * T(2) * (rk - ry);
           }
           break;
       }

@@ -320,30 +320,31 @@ void exact_objective(const CholeskyGaussian<T>& head, MatrixView<const T> target
   const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
   const bool shared = head.tril.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  const std::vector<T> U = dense_u(reward, n);
+  const std::vector<T> U = objectives::dense_u(reward, n);
   if (shared)
     for (std::int64_t p = 0; p < P; ++p) grad.tril(0, p) = 0;
   std::vector<T> L, u_delta;
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
     detail::load_factor(head, b, L);
-    const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
+    const T quad = objectives::apply_u(
+        reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
     T trace = 0, H = T(0.5 * math::kLog2PiE) * T(n);
     for (std::int64_t d = 0; d < n; ++d) {
-      H += math::log_(L[tril_index(d, d)]);
+      H += math::log_(L[rewards::tril_index(d, d)]);
       grad.mean(b, d) = T(2) * k * u_delta[d];
     }
     for (std::int64_t i = 0; i < n; ++i) {
       for (std::int64_t j = 0; j <= i; ++j) {
         T ul = 0;  // (U L)_ij
-        for (std::int64_t m = j; m < n; ++m) ul += U[i * n + m] * L[tril_index(m, j)];
-        trace += L[tril_index(i, j)] * ul;
-        T g = -k * (T(-2) * ul + (i == j ? lambda / L[tril_index(i, i)] : T(0)));
-        if (i == j) g *= math::sigmoid(head.tril(tr, tril_index(i, i)));
+        for (std::int64_t m = j; m < n; ++m) ul += U[i * n + m] * L[rewards::tril_index(m, j)];
+        trace += L[rewards::tril_index(i, j)] * ul;
+        T g = -k * (T(-2) * ul + (i == j ? lambda / L[rewards::tril_index(i, i)] : T(0)));
+        if (i == j) g *= math::sigmoid(head.tril(tr, rewards::tril_index(i, i)));
         if (shared) {
-          grad.tril(0, tril_index(i, j)) += g;
+          grad.tril(0, rewards::tril_index(i, j)) += g;
         } else {
-          grad.tril(b, tril_index(i, j)) = g;
+          grad.tril(b, rewards::tril_index(i, j)) = g;
         }
       }
     }
@@ -369,7 +370,7 @@ void exact_backward_tangent(const CholeskyGaussian<T>& head, const MahalanobisRe
   const std::int64_t B = head.mean.rows, n = head.mean.cols, P = n * (n + 1) / 2;
   const bool shared = head.tril.rows == 1 && B > 1;
   const T k = s.per_dim / s.normaliser, lambda = options.entropy_weight;
-  const std::vector<T> U = dense_u(reward, n);
+  const std::vector<T> U = objectives::dense_u(reward, n);
   if (shared)
     for (std::int64_t p = 0; p < P; ++p) grad_tangent.tril(0, p) = 0;
   std::vector<T> L, dL(static_cast<std::size_t>(P));
@@ -377,8 +378,8 @@ void exact_backward_tangent(const CholeskyGaussian<T>& head, const MahalanobisRe
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
     detail::load_factor(head, b, L);
     for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
-      dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
+      for (std::int64_t j = 0; j < i; ++j) dL[rewards::tril_index(i, j)] = tangent.tril(tr, rewards::tril_index(i, j));
+      dL[rewards::tril_index(i, i)] = math::sigmoid(head.tril(tr, rewards::tril_index(i, i))) * tangent.tril(tr, rewards::tril_index(i, i));
     }
     for (std::int64_t i = 0; i < n; ++i) {
       T u_mdot = 0;
@@ -388,20 +389,20 @@ void exact_backward_tangent(const CholeskyGaussian<T>& head, const MahalanobisRe
     for (std::int64_t i = 0; i < n; ++i) {
       for (std::int64_t j = 0; j <= i; ++j) {
         T udl = 0;  // (U L̇)_ij
-        for (std::int64_t m = j; m < n; ++m) udl += U[i * n + m] * dL[tril_index(m, j)];
+        for (std::int64_t m = j; m < n; ++m) udl += U[i * n + m] * dL[rewards::tril_index(m, j)];
         T g = T(2) * k * udl;
         if (i == j) {
           T ul = 0;  // (U L)_ii
-          for (std::int64_t m = i; m < n; ++m) ul += U[i * n + m] * L[tril_index(m, i)];
-          const T l = L[tril_index(i, i)], raw = head.tril(tr, tril_index(i, i));
+          for (std::int64_t m = i; m < n; ++m) ul += U[i * n + m] * L[rewards::tril_index(m, i)];
+          const T l = L[rewards::tril_index(i, i)], raw = head.tril(tr, rewards::tril_index(i, i));
           const T sig = math::sigmoid(raw), dsig = sig * math::sigmoid(-raw);
           const T g_l = T(2) * k * ul - k * lambda / l;
-          g = (g + k * lambda * dL[tril_index(i, i)] / (l * l)) * sig + g_l * dsig * tangent.tril(tr, tril_index(i, i));
+          g = (g + k * lambda * dL[rewards::tril_index(i, i)] / (l * l)) * sig + g_l * dsig * tangent.tril(tr, rewards::tril_index(i, i));
         }
         if (shared) {
-          grad_tangent.tril(0, tril_index(i, j)) += g;
+          grad_tangent.tril(0, rewards::tril_index(i, j)) += g;
         } else {
-          grad_tangent.tril(b, tril_index(i, j)) = g;
+          grad_tangent.tril(b, rewards::tril_index(i, j)) = g;
         }
       }
     }
@@ -432,29 +433,30 @@ void pg_pathwise(const CholeskyGaussian<T>& head, MatrixView<const T> targets, c
                                  static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
       for (std::int64_t i = 0; i < n; ++i) {
         y_hat[i] = head.mean(b, i);
-        for (std::int64_t j = 0; j <= i; ++j) y_hat[i] += L[tril_index(i, j)] * eps[j];
+        for (std::int64_t j = 0; j <= i; ++j) y_hat[i] += L[rewards::tril_index(i, j)] * eps[j];
       }
-      const T r = -apply_u(reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
+      const T r = -objectives::apply_u(
+          reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
       T value, slope;
-      pathwise_transform(options.transform, r, value, slope);
+      objectives::pathwise_transform(options.transform, r, value, slope);
       value_sum += value;
       reward_sum += r;
       for (std::int64_t i = 0; i < n; ++i) {
         const T dr = T(-2) * u_delta[i];
         gm[i] += slope * dr;
-        for (std::int64_t j = 0; j <= i; ++j) gl[tril_index(i, j)] += slope * dr * eps[j];
+        for (std::int64_t j = 0; j <= i; ++j) gl[rewards::tril_index(i, j)] += slope * dr * eps[j];
       }
     }
-    for (std::int64_t d = 0; d < n; ++d) H += math::log_(L[tril_index(d, d)]);
+    for (std::int64_t d = 0; d < n; ++d) H += math::log_(L[rewards::tril_index(d, d)]);
     for (std::int64_t d = 0; d < n; ++d) grad.mean(b, d) = -k * gm[d] / T(G);
     for (std::int64_t i = 0; i < n; ++i) {
       for (std::int64_t j = 0; j <= i; ++j) {
-        T g = -k * (gl[tril_index(i, j)] / T(G) + (i == j ? lambda / L[tril_index(i, i)] : T(0)));
-        if (i == j) g *= math::sigmoid(head.tril(tr, tril_index(i, i)));
+        T g = -k * (gl[rewards::tril_index(i, j)] / T(G) + (i == j ? lambda / L[rewards::tril_index(i, i)] : T(0)));
+        if (i == j) g *= math::sigmoid(head.tril(tr, rewards::tril_index(i, i)));
         if (shared) {
-          grad.tril(0, tril_index(i, j)) += g;
+          grad.tril(0, rewards::tril_index(i, j)) += g;
         } else {
-          grad.tril(b, tril_index(i, j)) = g;
+          grad.tril(b, rewards::tril_index(i, j)) = g;
         }
       }
     }
@@ -480,16 +482,16 @@ void exact_mixed_product(const CholeskyGaussian<T>& head, MatrixView<const T> ta
     const std::int64_t tr = head.tril.rows == 1 ? 0 : b;
     detail::load_factor(head, b, L);
     for (std::int64_t i = 0; i < n; ++i) {
-      for (std::int64_t j = 0; j < i; ++j) dL[tril_index(i, j)] = tangent.tril(tr, tril_index(i, j));
-      dL[tril_index(i, i)] = math::sigmoid(head.tril(tr, tril_index(i, i))) * tangent.tril(tr, tril_index(i, i));
+      for (std::int64_t j = 0; j < i; ++j) dL[rewards::tril_index(i, j)] = tangent.tril(tr, rewards::tril_index(i, j));
+      dL[rewards::tril_index(i, i)] = math::sigmoid(head.tril(tr, rewards::tril_index(i, i))) * tangent.tril(tr, rewards::tril_index(i, i));
     }
-    bilinear_u_grad(
+    objectives::bilinear_u_grad(
         reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); },
         [&](std::int64_t i) { return tangent.mean(b, i); }, T(2) * k, grad.data);
     for (std::int64_t j = 0; j < n; ++j) {  // column j of L and of L̇ (zero above the diagonal)
-      bilinear_u_grad(
-          reward, n, [&](std::int64_t i) { return i >= j ? L[tril_index(i, j)] : T(0); },
-          [&](std::int64_t i) { return i >= j ? dL[tril_index(i, j)] : T(0); }, T(2) * k, grad.data);
+      objectives::bilinear_u_grad(
+          reward, n, [&](std::int64_t i) { return i >= j ? L[rewards::tril_index(i, j)] : T(0); },
+          [&](std::int64_t i) { return i >= j ? dL[rewards::tril_index(i, j)] : T(0); }, T(2) * k, grad.data);
     }
   }
 }

@@ -170,14 +170,15 @@ void exact_objective(const DiagGaussian<T>& head, MatrixView<const T> targets, c
   std::vector<T> u_delta;
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
-    const T quad = apply_u(reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
+    const T quad = objectives::apply_u(
+        reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); }, u_delta);
     T expected = -quad, H = 0;
     for (std::int64_t d = 0; d < n; ++d) {
       const T var = math::exp_(T(2) * head.log_std(sr, d));
-      expected -= u_diagonal(reward, d) * var;
+      expected -= objectives::u_diagonal(reward, d) * var;
       H += head.log_std(sr, d) + T(0.5 * math::kLog2PiE);
       grad.mean(b, d) = T(2) * k * u_delta[d];
-      const T g_s = -k * (T(-2) * u_diagonal(reward, d) * var + lambda);
+      const T g_s = -k * (T(-2) * objectives::u_diagonal(reward, d) * var + lambda);
       if (shared) {
         grad.log_std(0, d) += g_s;
       } else {
@@ -203,11 +204,12 @@ void exact_backward_tangent(const DiagGaussian<T>& head, const MahalanobisReward
   std::vector<T> u_dot;
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
-    apply_u(reward, n, [&](std::int64_t i) { return tangent.mean(b, i); }, u_dot);
+    objectives::apply_u(
+        reward, n, [&](std::int64_t i) { return tangent.mean(b, i); }, u_dot);
     for (std::int64_t d = 0; d < n; ++d) {
       grad_tangent.mean(b, d) = T(2) * k * u_dot[static_cast<std::size_t>(d)];
       const T var = math::exp_(T(2) * head.log_std(sr, d));
-      const T g = T(4) * k * u_diagonal(reward, d) * var * tangent.log_std(sr, d);
+      const T g = T(4) * k * objectives::u_diagonal(reward, d) * var * tangent.log_std(sr, d);
       if (shared) {
         grad_tangent.log_std(0, d) += g;
       } else {
@@ -240,9 +242,10 @@ void pg_pathwise(const DiagGaussian<T>& head, MatrixView<const T> targets, const
                                  static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(d));
         y_hat[d] = head.mean(b, d) + math::exp_(head.log_std(sr, d)) * eps[d];
       }
-      const T r = -apply_u(reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
+      const T r = -objectives::apply_u(
+          reward, n, [&](std::int64_t i) { return y_hat[i] - targets(b, i); }, u_delta);
       T value, slope;
-      pathwise_transform(options.transform, r, value, slope);
+      objectives::pathwise_transform(options.transform, r, value, slope);
       value_sum += value;
       reward_sum += r;
       for (std::int64_t d = 0; d < n; ++d) {
@@ -278,13 +281,12 @@ void exact_mixed_product(const DiagGaussian<T>& head, MatrixView<const T> target
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t sr = head.log_std.rows == 1 ? 0 : b;
     const std::int64_t tr = tangent.log_std.rows == 1 ? 0 : b;
-    bilinear_u_grad(
+    objectives::bilinear_u_grad(
         reward, n, [&](std::int64_t i) { return head.mean(b, i) - targets(b, i); },
         [&](std::int64_t i) { return tangent.mean(b, i); }, T(2) * k, grad.data);
-    u_diagonal_grad(
-        reward, n,
-        [&](std::int64_t d) { return math::exp_(T(2) * head.log_std(sr, d)) * tangent.log_std(tr, d); }, T(2) * k,
-        grad.data);
+    objectives::u_diagonal_grad(
+        reward, n, [&](std::int64_t d) { return math::exp_(T(2) * head.log_std(sr, d)) * tangent.log_std(tr, d); },
+        T(2) * k, grad.data);
   }
 }
 

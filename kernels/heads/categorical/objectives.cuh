@@ -95,7 +95,7 @@ struct SumMin {
 
 /// Fused REINFORCE surrogate of the categorical head (DESIGN.md §5, §8), one block per row;
 /// the composition it replaces is sample → log_prob → one-hot reward → transform → entropy →
-/// row terms → backward (see reference::pg_row_terms for the per-row terms).
+/// row terms → backward (see reference::objectives::pg_row_terms for the per-row terms).
 ///
 /// Pass 1 (TileSampler, plus Σ exp(ℓ − M)(ℓ − M) for the entropy) reads every logit once and
 /// gives M, Z, H and the tile prefix sums. The G draws are then located exactly as sample_kernel
@@ -202,7 +202,7 @@ D2R_KERNEL void __launch_bounds__(kBlock)
     if (tid == 0) row_stat[0] = sum_min.x, row_stat[1] = sum_min.y;
     __syncthreads();
     const float sum = row_stat[0], lo = row_stat[1];
-    // standardize centres r − lo (reference::transform_row): equal rewards give advantages of 0.
+    // standardize centres r − lo (reference::rewards::transform_row): equal rewards give advantages of 0.
     float mean = 0.0f, scale = 1.0f;
     if (tr.kind == Transform::standardize) {
       float shifted = 0.0f;

@@ -5,7 +5,7 @@
 // Launchers: launch.cu beside it. The math is that of reference::cholesky_gaussian::exact_objective and
 // reference::cholesky_gaussian::pg_pathwise (host/reference/heads/cholesky_gaussian.hpp), with k = pd / N, and
 // for the surrogate that of pg_surrogate's composition (sample, log_prob, reward,
-// transform_rewards, entropy, reference::pg_row_terms, backward).
+// transform_rewards, entropy, reference::objectives::pg_row_terms, backward).
 //
 // Layout. One block of one warp per row b (grid-stride over rows), as the head's own kernels
 // (cholesky_gaussian.cuh): the row's factor L (packed, diagonal = softplus(raw) + jitter) and
@@ -589,7 +589,7 @@ D2R_KERNEL void __launch_bounds__(kThreads)
     }
     sum = warp_sum(sum);
     lo = warp_min(lo);
-    // standardize centres r − lo (reference::transform_row): equal rewards give advantages of 0.
+    // standardize centres r − lo (reference::rewards::transform_row): equal rewards give advantages of 0.
     float mean = 0.0f, scale = 1.0f;
     if (options.transform.kind == Transform::standardize) {
       for (std::int64_t g = t; g < G; g += kThreads) mean += r_g[g] - lo;

@@ -246,7 +246,7 @@ D2R_KERNEL void __launch_bounds__(kFusedWarpsPerBlock * kWarpSize)
     sum = warp_sum(sum);
 #pragma unroll
     for (int offset = kWarpSize / 2; offset > 0; offset /= 2) lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, offset));
-    // standardize centres r − lo (reference::transform_row): equal rewards give advantages of 0.
+    // standardize centres r − lo (reference::rewards::transform_row): equal rewards give advantages of 0.
     float mean = 0.0f, scale = 1.0f;
     if (options.transform.kind == Transform::standardize) {
       for (std::int64_t g = lane; g < G; g += kWarpSize) mean += r_g[g] - lo;

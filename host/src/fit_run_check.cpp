@@ -1,0 +1,210 @@
+// The checks of a fit's settings and data (d2r/fit_run.hpp): every field before anything is
+// allocated, then the library options through d2r::check.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "d2r/error.hpp"
+#include "d2r/fit_run.hpp"
+#include "host/src/backend.hpp"
+
+namespace d2r::runs {
+
+namespace {
+
+[[noreturn]] void fail(std::string_view argument, const std::string& what) {
+  throw Error(ErrorKind::invalid_argument, std::string(argument),
+              fmt::format("d2r::runs::check: argument '{}': {}", argument, what));
+}
+
+using detail::on_device;
+
+bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+/// Reward parameters: finite, and > 0 where U needs it (every entry of a scalar or diagonal form,
+/// the diagonal of a full form's R).
+void check_reward_values(RewardForm form, const std::vector<double>& params, std::int64_t dims) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const double v = params[i];
+    bool diagonal = form != RewardForm::full;
+    if (!diagonal) {
+      for (std::int64_t r = 0; r < dims; ++r) diagonal = diagonal || static_cast<std::int64_t>(i) == r * (r + 1) / 2 + r;
+    }
+    if (!std::isfinite(v) || (diagonal && !(v > 0))) {
+      fail("config.reward_params", fmt::format("entry {} is {}; expected finite{}", i, v, diagonal ? " and > 0" : ""));
+    }
+  }
+}
+
+/// The outer-loop fields of either task.
+template <class Config>
+void check_outer_settings(const Config& c) {
+  if (!positive_finite(c.bilevel.rprop.initial_step) || c.bilevel.rprop.initial_step > 10) {
+    fail("config.bilevel.rprop.initial_step", fmt::format("expected a log-space step in (0, 10], got {}", c.bilevel.rprop.initial_step));
+  }
+  if (!(std::isfinite(c.bilevel.inner.stationarity_tolerance) && c.bilevel.inner.stationarity_tolerance >= 0)) {
+    fail("config.bilevel.inner.stationarity_tolerance",
+              fmt::format("expected a finite tolerance >= 0 (0: no check), got {}", c.bilevel.inner.stationarity_tolerance));
+  }
+  const std::int64_t cap = c.bilevel.inner.max_steps;
+  if (cap < 0 || cap > (std::int64_t{1} << 24)) {
+    fail("config.bilevel.inner.max_steps", fmt::format("expected 0 (K_in) to 2^24, got {}", c.bilevel.inner.max_steps));
+  }
+  if (!positive_finite(c.bilevel.cg.tolerance)) {
+    fail("config.bilevel.cg.tolerance", fmt::format("expected a finite tolerance > 0, got {}", c.bilevel.cg.tolerance));
+  }
+  if (!(std::isfinite(c.bilevel.cg.damping) && c.bilevel.cg.damping >= 0)) {
+    fail("config.bilevel.cg.damping", fmt::format("expected a finite damping >= 0, got {}", c.bilevel.cg.damping));
+  }
+  if (c.bilevel.stopping.window < 2) fail("config.bilevel.stopping.window", fmt::format("expected >= 2 outer steps, got {}", c.bilevel.stopping.window));
+  if (!positive_finite(c.bilevel.stopping.reward_tolerance)) {
+    fail("config.bilevel.stopping.reward_tolerance", fmt::format("expected a tolerance > 0, got {}", c.bilevel.stopping.reward_tolerance));
+  }
+  if (!positive_finite(c.bilevel.stopping.loss_tolerance)) {
+    fail("config.bilevel.stopping.loss_tolerance", fmt::format("expected a tolerance > 0, got {}", c.bilevel.stopping.loss_tolerance));
+  }
+}
+
+}  // namespace
+
+void check(const RegressionConfig& c, const HostData& train, const HostData& held, const Context& ctx) {
+  const auto check_data = [&](const HostData& d, const char* name) {
+    if (d.inputs < 1 || d.dims < 1 || static_cast<std::int64_t>(d.x.size()) != d.rows * d.inputs ||
+        static_cast<std::int64_t>(d.y.size()) != d.rows * d.dims) {
+      fail(name, fmt::format("inconsistent data: {} rows, {} inputs, {} targets, {} and {} values", d.rows,
+                                       d.inputs, d.dims, d.x.size(), d.y.size()));
+    }
+  };
+  check_data(train, "train");
+  if (train.rows < 2) fail("train", fmt::format("expected at least 2 rows, got {}", train.rows));
+  if (!held.empty()) {
+    check_data(held, "held_out");
+    if (held.inputs != train.inputs || held.dims != train.dims) {
+      fail("held_out", "its columns differ from the training data's");
+    }
+  }
+  if (c.double_precision && on_device(ctx)) {
+    fail("config.double_precision", "double precision runs on the cpu backend only (use --device cpu or float)");
+  }
+  for (std::int64_t h : c.hidden) {
+    if (h < 1) fail("config.hidden", fmt::format("layer widths must be >= 1, got {}", h));
+  }
+  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
+    fail("config.lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
+  }
+  if (c.generations < 1) fail("config.generations", fmt::format("expected G >= 1, got {}", c.generations));
+  const bool uses_reward = c.method == Method::pg || c.method == Method::bilevel;
+  if (!uses_reward && !c.reward_params.empty()) {
+    fail("config.reward_params", fmt::format("reward parameters are used by --method pg and bilevel only, not {}",
+                                      to_string(c.method)));
+  }
+  if (uses_reward) {
+    const std::int64_t S = reward_param_count(c.reward_form, train.dims);
+    if (static_cast<std::int64_t>(c.reward_params.size()) != S) {
+      fail("config.reward_params",
+                fmt::format("a {} reward on {} targets has {} parameter{}{}, got {}", d2r::to_string(c.reward_form),
+                            train.dims, S, S == 1 ? "" : "s",
+                            c.reward_form == RewardForm::full ? " (the packed rows of R, U = R Rᵀ)" : "",
+                            c.reward_params.size()));
+    }
+    check_reward_values(c.reward_form, c.reward_params, train.dims);
+  }
+  if (c.method == Method::heuristic && !(c.lambda > 0)) {
+    fail("config.lambda", "the heuristic reward needs λ > 0");
+  }
+  if (c.method == Method::bilevel) {
+    if (c.head != GaussianHead::diagonal) {
+      fail("config.head", "the bilevel method trains a diagonal Gaussian head only");
+    }
+    if (c.outer_steps < 1) fail("config.outer_steps", fmt::format("expected >= 1, got {}", c.outer_steps));
+    if (c.bilevel.inner.steps < 1) fail("config.bilevel.inner.steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
+    if (c.bilevel.inner.batch_size < 0) {
+      fail("config.bilevel.inner.batch_size",
+                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
+    }
+    if (!positive_finite(c.bilevel.inner.adam.learning_rate)) {
+      fail("config.bilevel.inner.adam.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.inner.adam.learning_rate));
+    }
+    if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
+      fail("config.bilevel.outer_adam.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
+    }
+    if (c.bilevel.outer_data == OuterData::validation && held.empty()) {
+      fail("config.bilevel.outer_data",
+                "the outer loss is on the validation rows by default, and there are none: give --val-fraction > 0 "
+                "or --outer-data train");
+    }
+    check_outer_settings(c);
+    d2r::check(bilevel_options<double>(c));
+  } else {
+    if (c.plain.steps < 1) fail("config.plain.steps", fmt::format("expected >= 1 training steps, got {}", c.plain.steps));
+    if (!positive_finite(c.plain.adam.learning_rate)) {
+      fail("config.plain.adam.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.plain.adam.learning_rate));
+    }
+    if (c.plain.evaluate_every < 1) fail("config.plain.evaluate_every", fmt::format("expected >= 1, got {}", c.plain.evaluate_every));
+    d2r::check(fit_options(c));
+  }
+}
+
+void check(const ClassificationConfig& c, const ClassHostData& train, const ClassHostData& val, const ClassHostData& test,
+           std::int64_t classes, const Context& ctx) {
+  if (classes < 2) fail("classes", fmt::format("expected at least 2 classes, got {}", classes));
+  const auto check_data = [&](const ClassHostData& d, const char* name) {
+    if (d.inputs < 1 || static_cast<std::int64_t>(d.x.size()) != d.rows * d.inputs ||
+        static_cast<std::int64_t>(d.labels.size()) != d.rows) {
+      fail(name, fmt::format("inconsistent data: {} rows, {} inputs, {} values and {} labels", d.rows,
+                                       d.inputs, d.x.size(), d.labels.size()));
+    }
+    if (d.inputs != train.inputs) fail(name, "its columns differ from the training data's");
+    for (std::int32_t l : d.labels) {
+      if (l < 0 || l >= classes) fail(name, fmt::format("label {} is not in [0, {})", l, classes));
+    }
+  };
+  check_data(train, "train");
+  if (train.rows < 2) fail("train", fmt::format("expected at least 2 rows, got {}", train.rows));
+  if (!val.empty()) check_data(val, "validation");
+  if (test.empty()) fail("test", "expected at least 1 row");
+  check_data(test, "test");
+  if (c.double_precision && on_device(ctx)) {
+    fail("config.double_precision", "double precision runs on the cpu backend only (use --device cpu or float)");
+  }
+  for (std::int64_t h : c.hidden) {
+    if (h < 1) fail("config.hidden", fmt::format("layer widths must be >= 1, got {}", h));
+  }
+  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
+    fail("config.lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
+  }
+  if (c.method == ClassMethod::heuristic && !(c.lambda > 0)) fail("config.lambda", "the heuristic β* needs λ > 0");
+  if (c.generations < 1) fail("config.generations", fmt::format("expected G >= 1, got {}", c.generations));
+  if (c.plain.epochs < 1) fail("config.plain.epochs", fmt::format("expected >= 1 epochs, got {}", c.plain.epochs));
+  if (c.plain.batch_size < 0) fail("config.plain.batch_size", fmt::format("expected >= 0 (0: full batch), got {}", c.plain.batch_size));
+  if (!positive_finite(c.learning_rate)) {
+    fail("config.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.learning_rate));
+  }
+  if ((c.method == ClassMethod::pg || c.method == ClassMethod::bilevel) && !positive_finite(c.beta)) {
+    fail("config.beta", fmt::format("expected a finite β > 0, got {}", c.beta));
+  }
+  if (c.method == ClassMethod::bilevel) {
+    if (c.outer_steps < 1) fail("config.outer_steps", fmt::format("expected >= 1, got {}", c.outer_steps));
+    if (c.bilevel.inner.steps < 1) fail("config.bilevel.inner.steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
+    if (c.bilevel.inner.batch_size < 0) {
+      fail("config.bilevel.inner.batch_size",
+                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
+    }
+    if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
+      fail("config.bilevel.outer_adam.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
+    }
+    if (c.bilevel.outer_data == OuterData::validation && val.empty()) {
+      fail("config.bilevel.outer_data", "validation needs validation rows (--val-fraction > 0)");
+    }
+    if (c.beta_tail < 1) fail("config.beta_tail", fmt::format("expected >= 1, got {}", c.beta_tail));
+    check_outer_settings(c);
+    d2r::check(bilevel_options<double>(c));
+  }
+  d2r::check(fit_options(c, c.beta));
+}
+
+}  // namespace d2r::runs
