@@ -388,7 +388,8 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     local_val_ = local_ && !(c_.method == ClassMethod::bilevel && minibatch);
     const auto rows = [&](const ClassHostData& d, bool mine) { return mine ? local_rows(dp_, d.rows) : RowRange{0, d.rows}; };
     all_train_ = !local_train;
-    upload(train, train_x_, train_y_, train_, rows(train, local_train));
+    // A plain fit on the rank's rows reads the training rows only from the host (the classifier phase).
+    if (c_.method == ClassMethod::bilevel || !local_train) upload(train, train_x_, train_y_, train_, rows(train, local_train));
     if (!val.empty()) upload(val, val_x_, val_y_, val_, rows(val, local_val_));
     upload(test, test_x_, test_y_, test_, rows(test, local_));
     if (local_val_) val_total_ = val.rows;

@@ -27,7 +27,8 @@
 #      rows each, 3 ranks (deterministic) their blocks; bytes = rows x (features + targets) x 4
 #      (float; labels int32). The classifier's training rows (a plain fit and the --final-model pg
 #      phase, --batch-size 40) stay on the host: each rank holds this rank's parts of each epoch's
-#      batches or its rows of the set, whichever is more (classifier_rows_held), derived here.
+#      batches or its rows of the set, whichever is more (classifier_rows_held), derived here; a
+#      plain classification fit on several ranks uploads no other training rows.
 # Usage: mpi_fit_test.sh D2R MPIEXEC DATA_DIR WORK_DIR
 set -u
 D2R=$1 MPIEXEC=$2 DATA=$3 WORK=$4
@@ -206,8 +207,10 @@ check("sc", cls, [("training", True), ("validation", True), ("test", True)], [cl
 assert "classifier phase" not in open("sc3.txt").read(), "a classifier phase in a --final-model inner run"
 check("sp", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
 check("sp", phase, [("classifier-phase training", want_classifier)], [None])
-# A plain classifier: every set by shards; its fit the training rows it computes on.
-check("sn", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
+# A plain classifier: the evaluation sets by shards; on several ranks no training rows besides its
+# fit's (from the host: the rows it computes on), one process every row.
+check("sn", cls, [("training", lambda t, n, det: [t] if n == 1 else [0] * n), ("validation", True), ("test", True)],
+      [cls_row] * 3)
 check("sn", phase, [("classifier-phase training", want_classifier)], [None])
 t = int(re.search(r"classifier phase: training rows held \d+ of (\d+)", open("sn3.txt").read()).group(1))
 assert max(want_classifier(t, 3, True)) < t, ("the 3-rank classifier holds every training row", t)
