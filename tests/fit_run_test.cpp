@@ -219,4 +219,42 @@ TEST(FitRun, BadSettingsAndDataAreRefusedNamingTheField) {
   }
 }
 
+TEST(FitRun, LibraryCallersGetTheChecksTheProgramMakes) {
+  Context ctx({.backend = Backend::cpu, .seed = 1});
+  const HostData train = line_data(16, 11);
+  const auto refused = [](const std::string& argument, const auto& fn) {
+    try {
+      fn();
+      ADD_FAILURE() << "accepted; expected a refusal of " << argument;
+    } catch (const d2r::Error& e) {
+      EXPECT_EQ(e.kind(), d2r::ErrorKind::invalid_argument);
+      EXPECT_EQ(e.argument(), argument) << e.what();
+    }
+  };
+  RegressionConfig c;
+  c.target_scale = 0;  // would make every metric NaN (log 0)
+  refused("config.target_scale", [&] { RegressionRun run(ctx, c, train, {}, d2r::DataParallel{}); });
+  c = {};
+  c.target_mean = {0.0, 1.0};  // one target
+  refused("config.target_mean", [&] { RegressionRun run(ctx, c, train, {}, d2r::DataParallel{}); });
+  c = {};
+  c.method = Method::bilevel;
+  c.reward_params = {1.0};
+  c.bilevel.outer_data = d2r::OuterData::train;
+  c.preset = "Paper";  // not a preset: would silently act as "recommended"
+  refused("config.preset", [&] { RegressionRun run(ctx, c, train, {}, d2r::DataParallel{}); });
+  // A deterministic split with blocks of 0 rows would divide by zero in local_rows.
+  d2r::SingleProcessCommunicator one;
+  const d2r::DataParallel bad{.communicator = &one, .deterministic = true, .block_rows = 0};
+  refused("parallel", [&] { RegressionRun run(ctx, RegressionConfig{}, train, {}, bad); });
+  refused("dp.block_rows", [&] { (void)d2r::local_rows(bad, 16); });
+  refused("parallel.block_rows", [&] { (void)d2r::classifier_rows_held(bad, 16, 4); });
+  // Checkpoints every 0 steps (k % 0), and the resume of a run with no trainer.
+  c = {};
+  c.method = Method::nll;
+  RegressionRun plain(ctx, c, train, {}, d2r::DataParallel{});
+  refused("every", [&] { plain.set_checkpoint("unused.ckpt", 0); });
+  refused("--resume", [&] { (void)plain.resume("unused.ckpt"); });
+}
+
 }  // namespace

@@ -265,9 +265,18 @@ int run_bench(const BenchOptions& o) {
                            {"error", e.what()}});
     }
   }
-  if (composite_hvp)
-    for (Row& r : curvature_rows(ctx, timer, o.quick)) report(r);
-  if (composite_outer) report(outer_step_row(ctx, timer, o.quick));
+  // The composite rows fail like a case row: counted, recorded, and the others still run.
+  const auto composite = [&](const char* name, const auto& rows_of) {
+    try {
+      for (Row& r : rows_of()) report(r);
+    } catch (const std::exception& e) {
+      ++failed;
+      fmt::print("{:<56} FAILED: {}\n", name, e.what());
+      json_rows.push_back({{"name", name}, {"error", e.what()}});
+    }
+  };
+  if (composite_hvp) composite("curvature hvp/gradient", [&] { return curvature_rows(ctx, timer, o.quick); });
+  if (composite_outer) composite("bilevel outer step", [&] { return std::vector<Row>{outer_step_row(ctx, timer, o.quick)}; });
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   fmt::print("\n{} rows in {:.1f} s; median of the repetitions after one warm-up{}.{}\n", json_rows.size(), seconds,
              cuda ? " (CUDA events, L2 flushed before each)" : " (steady_clock)",

@@ -16,6 +16,7 @@
 #include "d2r/buffer.hpp"
 #include "d2r/error.hpp"
 #include "d2r/heuristic.hpp"
+#include "host/src/comm/shard.hpp"
 
 namespace d2r::runs {
 
@@ -213,6 +214,9 @@ class TypedRun final : public RunImpl<RunResult> {
   }
 
   void set_checkpoint(fs::path path, std::int64_t every) override {
+    if (!path.empty() && every < 1) {
+      throw Error(ErrorKind::invalid_argument, "every", fmt::format("expected >= 1 outer steps, got {}", every));
+    }
     checkpoint_ = std::move(path);
     every_ = every;
   }
@@ -232,6 +236,7 @@ class TypedRun final : public RunImpl<RunResult> {
   }
 
   std::int64_t resume(const fs::path& path) override {
+    if (!trainer_) bad_input(command_, "--resume", "only a bilevel run can be resumed (config.method is not bilevel)");
     trainer_->load(path);
     if (trainer_->steps_done() > c_.outer_steps) {
       bad_input(command_, "--resume",
@@ -442,6 +447,9 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
   double heuristic_beta() const override { return heuristic_beta_; }
 
   void set_checkpoint(std::filesystem::path path, std::int64_t every) override {
+    if (!path.empty() && every < 1) {
+      throw Error(ErrorKind::invalid_argument, "every", fmt::format("expected >= 1 outer steps, got {}", every));
+    }
     checkpoint_ = std::move(path);
     every_ = every;
   }
@@ -467,6 +475,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
   }
 
   std::int64_t resume(const std::filesystem::path& path) override {
+    if (!trainer_) bad_input(command_, "--resume", "only a bilevel run can be resumed (config.method is not bilevel)");
     trainer_->load(path);
     if (trainer_->steps_done() > c_.outer_steps) {
       bad_input(command_, "--resume",
@@ -718,6 +727,7 @@ ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double b
 
 RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const HostData& train,
                              const HostData& held_out, const DataParallel& parallel, std::string command) {
+  shard::check(ctx, "RegressionRun", "parallel", parallel);  // before local_rows reads it
   check(config, train, held_out, ctx);
   if (config.double_precision) {
     impl_ = std::make_unique<TypedRun<double>>(ctx, config, train, held_out, parallel, std::move(command));
@@ -729,6 +739,7 @@ RegressionRun::RegressionRun(Context& ctx, const RegressionConfig& config, const
 ClassificationRun::ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                                      const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
                                      const DataParallel& parallel, std::string command) {
+  shard::check(ctx, "ClassificationRun", "parallel", parallel);  // before local_rows reads it
   check(config, train, validation, test, classes, ctx);
   if (config.double_precision) {
     impl_ = std::make_unique<TypedClassRun<double>>(ctx, config, train, validation, test, classes, parallel,

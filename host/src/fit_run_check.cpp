@@ -43,6 +43,9 @@ void check_reward_values(RewardForm form, const std::vector<double>& params, std
 /// The outer-loop fields of either task.
 template <class Config>
 void check_outer_settings(const Config& c) {
+  if (c.preset != "paper" && c.preset != "recommended") {
+    fail("config.preset", fmt::format("expected \"recommended\" or \"paper\", got \"{}\"", c.preset));
+  }
   if (!positive_finite(c.bilevel.rprop.initial_step) || c.bilevel.rprop.initial_step > 10) {
     fail("config.bilevel.rprop.initial_step", fmt::format("expected a log-space step in (0, 10], got {}", c.bilevel.rprop.initial_step));
   }
@@ -86,6 +89,16 @@ void check(const RegressionConfig& c, const HostData& train, const HostData& hel
     if (held.inputs != train.inputs || held.dims != train.dims) {
       fail("held_out", "its columns differ from the training data's");
     }
+  }
+  if (!positive_finite(c.target_scale)) {
+    fail("config.target_scale", fmt::format("expected a finite scale > 0 (1: targets not scaled), got {}", c.target_scale));
+  }
+  if (!c.target_mean.empty() && static_cast<std::int64_t>(c.target_mean.size()) != train.dims) {
+    fail("config.target_mean", fmt::format("expected {} entries (one per target) or none, got {}", train.dims,
+                                           c.target_mean.size()));
+  }
+  for (std::size_t i = 0; i < c.target_mean.size(); ++i) {
+    if (!std::isfinite(c.target_mean[i])) fail("config.target_mean", fmt::format("entry {} is not finite", i));
   }
   if (c.double_precision && on_device(ctx)) {
     fail("config.double_precision", "double precision runs on the cpu backend only (use --device cpu or float)");

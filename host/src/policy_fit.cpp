@@ -40,6 +40,8 @@ const char* to_string(PolicyLoss loss) noexcept {
 
 
 RowRange local_rows(const DataParallel& dp, std::int64_t total) {
+  D2R_EXPECTS(!dp.deterministic || dp.block_rows >= 1, "local_rows", "dp.block_rows",
+              "deterministic mode splits the rows in blocks of block_rows >= 1, got {}", dp.block_rows);
   if (!shard::active(dp)) return {0, total};
   const shard::Plan p = shard::plan(dp, total);
   if (p.parts.empty()) return {0, 0};
@@ -210,6 +212,8 @@ std::int64_t classifier_rows_held(const DataParallel& parallel, std::int64_t row
   constexpr std::string_view fn = "classifier_rows_held";
   D2R_EXPECTS(rows >= 0, fn, "rows", "expected >= 0, got {}", rows);
   D2R_EXPECTS(batch_size >= 0, fn, "batch_size", "expected >= 0 (0: full batch), got {}", batch_size);
+  D2R_EXPECTS(!parallel.deterministic || parallel.block_rows >= 1, fn, "parallel.block_rows",
+              "deterministic mode splits the rows in blocks of block_rows >= 1, got {}", parallel.block_rows);
   if (rows == 0) return 0;
   const std::int64_t batch = batch_size == 0 ? rows : std::min(batch_size, rows);
   std::int64_t epoch = 0;

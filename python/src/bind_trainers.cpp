@@ -74,8 +74,10 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.inner.batch_size = o.get<std::int64_t>("inner_batch_size", 0);
   b.head = o.choice("head", "diagonal", {"diagonal", "cholesky"}) == "cholesky" ? d2r::GaussianHead::cholesky
                                                                                  : d2r::GaussianHead::diagonal;
-  b.inner_start = o.choice("inner_start", "fresh", {"fresh", "warm"}) == "warm" ? d2r::InnerStart::warm
-                                                                                 : d2r::InnerStart::fresh;
+  const std::string start = o.choice("inner_start", "fresh", {"fresh", "warm", "fixed"});
+  b.inner_start = start == "warm"    ? d2r::InnerStart::warm
+                  : start == "fixed" ? d2r::InnerStart::fixed
+                                     : d2r::InnerStart::fresh;
   b.curvature = o.choice("curvature", "exact", {"exact", "surrogate"}) == "surrogate" ? d2r::CurvatureKind::surrogate
                                                                                        : d2r::CurvatureKind::exact;
   const std::string solver = o.choice("solver", "normal_cg", {"normal_cg", "cg", "neumann"});

@@ -143,7 +143,8 @@ enum class InnerStart {
   /// the exact full-batch inner loop the inner policy, and so the outer loss, is a function of φ
   /// alone (issue 13: a warm-started policy keeps training along the run, so its outer loss
   /// depends on the path); with a fixed budget (stationarity_tolerance 0) it is the learner that
-  /// `d2r sweep --learner bilevel --steps K_in` trains at each fixed reward. When φ did not move,
+  /// `d2r sweep --learner bilevel --steps K_in` trains at each fixed reward, up to the
+  /// initialisation's seed (the sweep seeds θ₀ by its own seed) and with the exact objective. When φ did not move,
   /// the last policy is kept and no inner step runs.
   fixed,
 };

@@ -18,6 +18,7 @@
 // run.run(progress). The constructors check the settings and the data first (check); bad input
 // found only later (a checkpoint with more outer steps than the run's, a heuristic reward that is
 // not finite) throws d2r::Error (invalid_argument) whose message starts "d2r COMMAND: OPTION: ".
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -115,9 +116,11 @@ struct RegressionConfig {
   BilevelOptions<double> bilevel = program_bilevel_defaults();
   std::int64_t outer_steps = 100;
   std::string preset = "paper";       ///< "recommended" (d2r fit's default) or "paper"
-  /// Target scaling: the targets the trainer sees are (y − target_mean) / target_scale (one scale
-  /// for every dimension, so U keeps its form: U_original = U / scale²); metrics are reported in
-  /// the original units. scale 1 and mean 0: no scaling.
+  /// Target scaling done by the caller: the run trains on the targets as given; when the caller
+  /// passed (y − target_mean) / target_scale (one scale for every dimension, so U keeps its form:
+  /// U_original = U / scale²), `target_scale` converts the metrics and the outer loss back to the
+  /// original units (> 0; 1: targets not scaled). `target_mean` (one entry per target, or none) is
+  /// recorded only.
   std::vector<double> target_mean;
   double target_scale = 1;
 };
@@ -274,15 +277,17 @@ struct RunImpl {
 template <class Config, class Data, class Result>
 class Run {
  public:
-  /// Bilevel: saves the trainer to `path` every `every` outer steps (and after the last, and at a verdict).
+  /// Bilevel: saves the trainer to `path` every `every` (>= 1) outer steps (and after the last, and
+  /// at a verdict); an empty path: no checkpoints.
   void set_checkpoint(std::filesystem::path path, std::int64_t every) { impl_->set_checkpoint(std::move(path), every); }
   /// Bilevel: what identifies the run beyond the trainer's own settings (the program's settings,
   /// column names): saved in and checked against the checkpoint (BilevelTrainer::set_checkpoint_identity).
   void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) { impl_->set_identity(lines); }
   /// Every library option the run trains with.
   [[nodiscard]] RunOptions options() const { return impl_->options(); }
-  /// Bilevel: restores the state saved in `path` (throws d2r::Error when it does not fit, or when it
-  /// holds more outer steps than the run's); returns the number of outer steps already done.
+  /// Bilevel: restores the state saved in `path` (throws d2r::Error when the run is not bilevel,
+  /// when the checkpoint does not fit, or when it holds more outer steps than the run's); returns
+  /// the number of outer steps already done.
   std::int64_t resume(const std::filesystem::path& path) { return impl_->resume(path); }
   /// Trains and returns the result.
   Result run(const ProgressFn& progress = {}) { return impl_->run(progress); }
@@ -299,7 +304,7 @@ class Run {
 class RegressionRun : public Run<RegressionConfig, HostData, RunResult> {
  public:
   /// Checks the settings and the data (check), uploads the data (with several ranks in `parallel`,
-  /// a plain fit only this rank's rows) and builds the policy or the bilevel trainer; `held_out` may be empty; `command` prefixes the
+  /// a plain fit and a full-batch bilevel run only this rank's rows) and builds the policy or the bilevel trainer; `held_out` may be empty; `command` prefixes the
   /// messages of bad input ("fit", "reproduce").
   RegressionRun(Context& ctx, const RegressionConfig& config, const HostData& train, const HostData& held_out,
                 const DataParallel& parallel, std::string command = "fit");
@@ -309,8 +314,8 @@ class ClassificationRun : public Run<ClassificationConfig, ClassHostData, Classi
  public:
   /// Checks the settings and the data (check), uploads the data and builds the policy (and the
   /// bilevel trainer); `validation` may be empty, `test` may not; `command` prefixes the messages
-  /// of bad input. `train` must outlive run(): under mpirun a full-batch bilevel run uploads only
-  /// this rank's training rows, and run() uploads every row from it for fit_classifier's epochs.
+  /// of bad input. `train` must outlive run() (run() reads it again: under mpirun a full-batch
+  /// bilevel run uploads only this rank's training rows, and fit_classifier's epochs read every row).
   ClassificationRun(Context& ctx, const ClassificationConfig& config, const ClassHostData& train,
                     const ClassHostData& validation, const ClassHostData& test, std::int64_t classes,
                     const DataParallel& parallel, std::string command = "fit");
