@@ -117,3 +117,23 @@ def test_fit_on_torch_tensors_allocates_in_torch(device):
     assert isinstance(res.policy_params, torch.Tensor) and res.policy_params.shape == (d2r.parameter_count(2, [4], 2),)
     assert res.policy_params.device.type == device
     assert torch.isfinite(res.policy_params).all()
+
+
+def test_fixed_inner_start_equals_the_cli(regression_csv, tmp_path):
+    # inner_start='fixed': every outer step starts from the same θ₀, as `d2r fit --inner-start fixed`.
+    path, X, Y = regression_csv
+    out = tmp_path / "cli"
+    proc = subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "bilevel", "--outer-steps", "3",
+                           "--inner-steps", "5", "--hidden", "8", "--seed", "4", "--val-fraction", "0", "--device",
+                           "cpu", "--preset", "paper", "--inner-start", "fixed", "--no-standardize-targets", "--out",
+                           str(out), "-q"], capture_output=True)
+    assert proc.returncode in (0, 4), proc.stderr.decode()
+    cli = json.loads((out / "results.json").read_text())
+    result = d2r.BilevelRewardLearner(outer_steps=3, inner_steps=5, hidden=[8], seed=4, inner_start="fixed",
+                                      device="cpu").fit(X, Y, progress=False)
+    assert [r["reward_params"] for r in result.records] == [r["reward_params"] for r in cli["records"]]
+    warm = d2r.BilevelRewardLearner(outer_steps=3, inner_steps=5, hidden=[8], seed=4, device="cpu").fit(
+        X, Y, progress=False)
+    assert [r["train"]["nll_per_dim"] for r in warm.records] != [r["train"]["nll_per_dim"] for r in result.records]
+    with pytest.raises(ValueError, match="inner_start"):
+        d2r.BilevelRewardLearner(outer_steps=3, inner_start="cold").fit(X, Y, progress=False)
