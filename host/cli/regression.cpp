@@ -50,12 +50,6 @@ nlohmann::json config_json(const RegressionConfig& c) {
   return j;
 }
 
-namespace {
-
-bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
-
-}  // namespace
-
 std::string option_for_field(std::string_view field) {
   static const std::pair<std::string_view, std::string_view> kOptions[] = {
       {"options.inner.objective", "--inner-objective"}, {"options.inner.steps", "--inner-steps"},
