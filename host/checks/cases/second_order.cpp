@@ -52,10 +52,12 @@ void add_strided_diag_second_order(Table& t, Level level) {
       using T = decltype(one);
       const auto p = problem(ctx, one, r);
       Out<T> jvp(ctx, B, G, {}, "jvp");
-      log_prob_jvp(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
-                   DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)}, jvp.matrix(B, G));
+      timed(ctx, [&] {
+        log_prob_jvp(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
+                     DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)}, jvp.matrix(B, G));
+      });
       return {{"jvp", get(jvp)}};
-    });
+    }).work_model = stated(diag_work(HeadOp::log_prob_jvp, B, n, G, S));
     for (const bool with_c : {true, false}) {
       add_per_output(t, "backward_tangent", head + (with_c ? "" : ", no d_log_prob"), size,
                      {{"grad_mean_tangent", {1e-4, 0.0, 0.1 * dG}}, {"grad_log_std_tangent", {1e-4, 0.0, scale_g}}},
@@ -63,12 +65,15 @@ void add_strided_diag_second_order(Table& t, Level level) {
                        using T = decltype(one);
                        const auto p = problem(ctx, one, r);
                        Out<T> gm(ctx, B, n, {}, "grad_mean_tangent"), gs(ctx, S, n, {}, "grad_log_std_tangent");
-                       backward_tangent(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
-                                        with_c ? p.c.matrix(B, G) : MatrixView<const T>{}, p.e.vector(),
-                                        DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)},
-                                        DiagGaussianGrad<T>{gm.matrix(B, n), gs.matrix(S, n)});
+                       timed(ctx, [&] {
+                         backward_tangent(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
+                                          with_c ? p.c.matrix(B, G) : MatrixView<const T>{}, p.e.vector(),
+                                          DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)},
+                                          DiagGaussianGrad<T>{gm.matrix(B, n), gs.matrix(S, n)});
+                       });
                        return {{"grad_mean_tangent", get(gm)}, {"grad_log_std_tangent", get(gs)}};
-                     });
+                     },
+                     stated(diag_work(HeadOp::backward_tangent, B, n, G, S, {.log_prob = with_c})));
     }
     for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
       add_per_output(t, "exact_backward_tangent", fmt::format("{}, {}, per-dim mean", head, form_name(form)), size,
@@ -126,9 +131,9 @@ void add_strided_categorical_second_order(Table& t, Level level) {
       const Out<T> logits(ctx, B, C, h.logits, "logits"), tan(ctx, B, C, h.t, "tangent");
       const Out<std::int32_t> k(ctx, B, G, Vec(h.k.begin(), h.k.end()), "k");
       Out<T> jvp(ctx, B, G, {}, "jvp");
-      log_prob_jvp(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G), Categorical<T>{tan.matrix(B, C)}, jvp.matrix(B, G));
+      timed(ctx, [&] { log_prob_jvp(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G), Categorical<T>{tan.matrix(B, C)}, jvp.matrix(B, G)); });
       return {{"jvp", get(jvp)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::log_prob_jvp, B, C, G));
     for (const bool with_c : {true, false}) {
       for (const bool with_e : {true, false}) {
         t.add("backward_tangent", fmt::format("{}{}{}", head, with_c ? "" : ", no d_log_prob", with_e ? "" : ", no d_entropy"), size,
@@ -139,13 +144,15 @@ void add_strided_categorical_second_order(Table& t, Level level) {
                     e(ctx, h.e, "d_entropy");
                 const Out<std::int32_t> k(ctx, B, G, Vec(h.k.begin(), h.k.end()), "k");
                 Out<T> g(ctx, B, C, {}, "grad_logits_tangent");
-                backward_tangent(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G), with_c ? c.matrix(B, G) : MatrixView<const T>{},
-                                 with_e ? e.vector() : VectorView<const T>{}, Categorical<T>{tan.matrix(B, C)},
-                                 CategoricalGrad<T>{g.matrix(B, C)});
+                timed(ctx, [&] {
+                  backward_tangent(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G),
+                                   with_c ? c.matrix(B, G) : MatrixView<const T>{}, with_e ? e.vector() : VectorView<const T>{},
+                                   Categorical<T>{tan.matrix(B, C)}, CategoricalGrad<T>{g.matrix(B, C)});
+                });
                 const Vec got = get(g);
                 masked_zero(h, got, "backward_tangent");
                 return {{"grad_logits_tangent", got}};
-              });
+              }).work_model = stated(categorical_work(HeadOp::backward_tangent, B, C, G, {.log_prob = with_c, .entropy = with_e}));
       }
     }
     for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
@@ -325,7 +332,10 @@ namespace {
 template <template <class> class Head>
 void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const std::string& name,
                                const std::string& shared_name, const std::string& second_tangent,
-                               const std::vector<std::pair<Transform, RewardForm>>& reinforce) {
+                               const std::vector<std::pair<Transform, RewardForm>>& reinforce,
+                               Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Cotangents, double)) {
+  // The Cholesky head's backward_tangent has no work formula yet (host/checks/work.hpp).
+  constexpr bool kTangentWork = std::is_same_v<Head<float>, Diag<float>>;
   const Tol tol{2e-3};
   for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
@@ -335,22 +345,24 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
       const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
       const auto tan = h.like(ctx, r);
       Out<T> out(ctx, s.B * s.G, "out");
-      log_prob_jvp(ctx, h.head(), y.matrix(s.B * s.G, s.n), h.as_head(tan), out.matrix(s.B, s.G));
+      timed(ctx, [&] { log_prob_jvp(ctx, h.head(), y.matrix(s.B * s.G, s.n), h.as_head(tan), out.matrix(s.B, s.G)); });
       return {{"jvp", get(out)}};
-    });
+    }).work_model = stated(work(HeadOp::log_prob_jvp, s.B, s.n, s.G, s.B, {}, 4));
     for (const bool shared : {false, true}) {
       if (shared && (s.B == 1 || shared_name.empty())) continue;
-      t.add("backward_tangent", shared ? shared_name : name, size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
+      Case& bt = t.add("backward_tangent", shared ? shared_name : name, size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)),
                         e = put<T>(ctx, r.vec(s.B, -1, 1));
         const auto tan = h.like(ctx, r);
         auto g = h.zeros(ctx);
-        backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan),
-                         h.as_grad(g));
+        timed(ctx, [&] {
+          backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan), h.as_grad(g));
+        });
         return {{"grad_mean_tangent", get(g.a)}, {second_tangent, get(g.b)}};
       });
+      if (kTangentWork) bt.work_model = stated(work(HeadOp::backward_tangent, s.B, s.n, s.G, shared ? 1 : s.B, {}, 4));
     }
     for (const RewardForm form : forms_for(s.n)) {
       t.add("exact_backward_tangent", fmt::format("{}, {}", name, form_name(form)), size, tol,
@@ -399,9 +411,9 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
 void add_second_order_checks(Table& t, Level level) {
   const Tol tol{2e-3};
   add_gaussian_second_order<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std_tangent",
-                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}});
+                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}}, diag_work);
   add_gaussian_second_order<Chol>(t, chol_shapes(level), "cholesky", "", "grad_tril_tangent",
-                                  {{Transform::none, RewardForm::full}});
+                                  {{Transform::none, RewardForm::full}}, cholesky_work);
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     const Tol per_element{2e-3};
@@ -413,18 +425,18 @@ void add_second_order_checks(Table& t, Level level) {
       const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
       const Buffer<T> tan = h.like(ctx, r);
       Out<T> out(ctx, s.B * s.G, "out");
-      log_prob_jvp(ctx, h.head(), k.matrix(s.B, s.G), h.as_head(tan), out.matrix(s.B, s.G));
+      timed(ctx, [&] { log_prob_jvp(ctx, h.head(), k.matrix(s.B, s.G), h.as_head(tan), out.matrix(s.B, s.G)); });
       return {{"jvp", get(out)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::log_prob_jvp, s.B, s.n, s.G));
     t.add("backward_tangent", "categorical", size, per_element, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Cat<T> h(ctx, r, s);
       const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
       const Buffer<T> c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)), e = put<T>(ctx, r.vec(s.B, -1, 1)), tan = h.like(ctx, r);
       Out<T> g(ctx, s.B * s.n, "g");
-      backward_tangent(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_head(tan), h.as_grad(g));
+      timed(ctx, [&] { backward_tangent(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_head(tan), h.as_grad(g)); });
       return {{"grad_logits_tangent", get(g)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::backward_tangent, s.B, s.n, s.G));
     for (const RewardForm form : forms_for(s.n)) {
       t.add("exact_backward_tangent", fmt::format("categorical, {}", form_name(form)), size, per_element,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
