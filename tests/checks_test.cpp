@@ -279,6 +279,27 @@ TEST(CaseWork, EqualsClosedFormsOfTheCaseSizes) {
     EXPECT_GT(expect_work(level, "backward_tangent", "diag, strided, no d_log_prob [grad_mean_tangent]",
                           [](double B, double n, double G) { return std::pair{4 * (3 * 2 * B * n + B * G * n + B), 0.0}; }),
               0);
+    // the Cholesky tangents (P = n(n+1)/2): backward_tangent reads the head and its tangent, the draws
+    // and both cotangents and writes the gradient's tangent, 16P FLOPs a draw; with d_entropy only it
+    // reads no draws and does O(n) a row; log_prob_jvp run twice is timed once, shared L read once.
+    EXPECT_GT(expect_work(level, "backward_tangent", "cholesky",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (3 * (B * n + B * P) + B * G * (n + 1) + B), 16 * P * B * G};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "backward_tangent", "cholesky, strided, d_entropy only [grad_tril_tangent]",
+                          [](double B, double n, double) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (3 * (B * n + B * P) + B), 0.0};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "log_prob_jvp", "cholesky shared, strided, twice",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (2 * (B * n + P) + B * G * (n + 1)), 6 * P * B * G};
+                          }),
+              0);
     // clip_global_norm below its limit: the values read, the norm written when asked.
     EXPECT_GT(expect_work(level, "clip_global_norm", "below the limit", [](double, double n, double) { return std::pair{4 * (n + 1), 0.0}; }), 0);
     EXPECT_GT(expect_work(level, "clip_global_norm", "below the limit, no norm output, exact",

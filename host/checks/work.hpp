@@ -60,8 +60,11 @@ inline Work diag_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G,
 /// A Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2). sample (L ε: 2P FLOPs a draw), log_prob
 /// (forward substitution: 2P a draw), entropy (the diagonal of L read: S·n, B written),
 /// backward (forward and back substitution and a rank-1 update: 6P a draw; both gradients written)
-/// and log_prob_jvp (z = L⁻¹(y − μ), the tangent's L̇z and one more substitution: 6P a draw; the head
-/// and its tangent read, B·G written). backward_tangent has no formula here yet (its case says so).
+/// and log_prob_jvp (z = L⁻¹(y − μ), v = L⁻ᵀz and the tangent's L̇z: 6P a draw; the head and its
+/// tangent read, B·G written). backward_tangent: the head and its tangent read, the gradient's
+/// tangent (the head's sizes) written, and with d_log_prob the draws and d_log_prob read and, per
+/// draw, z, v, L̇z, ż = −L⁻¹(μ̇ + L̇z), L̇ᵀv, v̇ and the rank-2 update of the tril's tangent: 16P a
+/// draw; without d_log_prob only the d_entropy term (O(n) a row, 0 counted).
 inline Work cholesky_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, Cotangents cot = {},
                           double bytes_per = 4) {
   using detail::d;
@@ -72,7 +75,9 @@ inline Work cholesky_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_
     case HeadOp::entropy: return {bytes_per * (d(S * n) + d(B)), 0};
     case HeadOp::backward: return {bytes_per * (2.0 * params + draws * d(n + 1) + (cot.entropy ? d(B) : 0.0)), draws * 6.0 * P};
     case HeadOp::log_prob_jvp: return {bytes_per * (2.0 * params + draws * d(n + 1)), draws * 6.0 * P};
-    case HeadOp::backward_tangent: break;
+    case HeadOp::backward_tangent:
+      return {bytes_per * (3.0 * params + (cot.log_prob ? draws * d(n + 1) : 0.0) + (cot.entropy ? d(B) : 0.0)),
+              cot.log_prob ? draws * 16.0 * P : 0.0};
   }
   return {};
 }
