@@ -37,6 +37,24 @@ Scalar parse_dtype(std::string_view fn, const std::string& s) {
   bad_argument(fn, "dtype", "expected 'float32' or 'float64', got '" + s + "'");
 }
 
+/// apply and mixed_product: `in` must have the curvature's dtype and `out` be writable of it; then
+/// `op(curvature, in, out)` on the typed curvature with the GIL released.
+template <class C, class Op>
+void vector_product(C& self, const char* fn, const char* in_name, nb::object in, const char* out_name,
+                    nb::object out, Op op) {
+  Call c(fn, *self.ctx);
+  const Arg ia = c.input(in_name, in), oa = c.output(out_name, out);
+  if (c.scalar(ia) != self.scalar) bad_argument(c.fn(), in_name, "dtype differs from the curvature's dtype");
+  c.expect_scalar(oa);
+  dispatch(self.scalar, [&]<class T>() {
+    auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
+    const auto in_view = c.vector<const T>(ia);
+    const auto out_view = c.vector<T>(oa);
+    nb::gil_scoped_release rel;
+    op(p, in_view, out_view);
+  });
+}
+
 template <class C>
 void bind_curvature(nb::module_& m, const char* name, HeadKind kind) {
   auto cls = nb::class_<C>(m, name,
@@ -146,34 +164,16 @@ void bind_curvature(nb::module_& m, const char* name, HeadKind kind) {
   cls.def(
       "apply",
       [](C& self, nb::object v, nb::object hv) {
-        Call c("PolicyCurvature.apply", *self.ctx);
-        const Arg va = c.input("v", v), ha = c.output("hv", hv);
-        if (c.scalar(va) != self.scalar) bad_argument(c.fn(), "v", "dtype differs from the curvature's dtype");
-        c.expect_scalar(ha);
-        dispatch(self.scalar, [&]<class T>() {
-          auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
-          const auto vv = c.vector<const T>(va);
-          const auto hvv = c.vector<T>(ha);
-          nb::gil_scoped_release rel;
-          p.apply(vv, hvv);
-        });
+        vector_product(self, "PolicyCurvature.apply", "v", v, "hv", hv,
+                       [](auto& p, auto in, auto out) { p.apply(in, out); });
       },
       nb::arg("v"), nb::arg("hv"), "hv = ∇²θ L · v for the objective of the last prepare.");
 
   cls.def(
       "mixed_product",
       [](C& self, nb::object w, nb::object grad_params) {
-        Call c("PolicyCurvature.mixed_product", *self.ctx);
-        const Arg wa = c.input("w", w), ga = c.output("grad_params", grad_params);
-        if (c.scalar(wa) != self.scalar) bad_argument(c.fn(), "w", "dtype differs from the curvature's dtype");
-        c.expect_scalar(ga);
-        dispatch(self.scalar, [&]<class T>() {
-          auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
-          const auto wv = c.vector<const T>(wa);
-          const auto gv = c.vector<T>(ga);
-          nb::gil_scoped_release rel;
-          p.mixed_product(wv, gv);
-        });
+        vector_product(self, "PolicyCurvature.mixed_product", "w", w, "grad_params", grad_params,
+                       [](auto& p, auto in, auto out) { p.mixed_product(in, out); });
       },
       nb::arg("w"), nb::arg("grad_params"), "grad_params = ∇_φ(∇θ L · w) with the reward of the last prepare.");
 
