@@ -61,7 +61,7 @@ void check_bilevel_steps(const Config& c) {
   if (c.bilevel.inner.steps < 1) fail("config.bilevel.inner.steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
   if (c.bilevel.inner.batch_size < 0) {
     fail("config.bilevel.inner.batch_size",
-              fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
+         fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
   }
 }
 
