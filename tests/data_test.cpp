@@ -1,14 +1,11 @@
 // The data layer: CSV reading (dialect and every error, each naming line and column), datasets,
-// standardisation, seeded splits and atomic CSV writing.
+// standardisation and seeded splits; atomic CSV writing is in data_write_test.cpp.
 #include <gtest/gtest.h>
 
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -23,92 +20,15 @@
 
 #include "d2r/data.hpp"
 #include "d2r/error.hpp"
+#include "tests/data_test_support.hpp"
 
-namespace fs = std::filesystem;
-
-namespace {
-
-/// Runs `f`, which must throw d2r::Error of `kind` whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, d2r::ErrorKind kind, std::initializer_list<std::string> parts,
-                  const std::string& argument = "") {
-  try {
-    f();
-  } catch (const d2r::Error& e) {
-    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
-    for (const auto& part : parts) {
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "message lacks \"" << part << "\": " << e.what();
-    }
-    if (!argument.empty()) {
-      EXPECT_EQ(e.argument(), argument) << e.what();
-    }
-    return;
-  }
-  ADD_FAILURE() << "expected a d2r::Error, none was thrown";
-}
-
-d2r::Table parse(const std::string& text, const d2r::CsvOptions& options = {}) {
-  return d2r::read_csv_string(text, "t.csv", options);
-}
-
-void expect_parse_error(const std::string& text, std::initializer_list<std::string> parts) {
-  expect_error([&] { (void)parse(text); }, d2r::ErrorKind::invalid_argument, parts, "text");
-}
-
-std::vector<std::string> names(std::initializer_list<const char*> list) { return {list.begin(), list.end()}; }
-
-/// All cells of a table, row by row.
-std::vector<std::vector<std::string>> cells(const d2r::Table& t) {
-  std::vector<std::vector<std::string>> out(static_cast<std::size_t>(t.rows()));
-  for (std::int64_t r = 0; r < t.rows(); ++r) {
-    for (std::int64_t c = 0; c < t.cols(); ++c) out[static_cast<std::size_t>(r)].push_back(t.cell(r, c));
-  }
-  return out;
-}
-
-/// A fresh empty directory under the system temporary directory, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "d2r_data_test_XXXXXX").string();
-    const char* made = ::mkdtemp(pattern.data());
-    if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  /// Names of the entries in the directory, sorted.
-  [[nodiscard]] std::vector<std::string> entries() const { return entries_of(path_); }
-  static std::vector<std::string> entries_of(const fs::path& dir) {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
- private:
-  fs::path path_;
-};
-
-void write_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-}  // namespace
+using d2r::test::data::expect_error;
+using d2r::test::data::expect_parse_error;
+using d2r::test::data::parse;
+using d2r::test::data::names;
+using d2r::test::data::cells;
+using d2r::test::data::TempDir;
+using d2r::test::data::write_file;
 
 // =========================================================================================== dialect
 
@@ -664,143 +584,4 @@ TEST(Splits, RandomSplit) {
   EXPECT_NE(d2r::random_split(d, 0.25, 100).test.features, s.test.features);
   expect_error([&] { (void)d2r::random_split(d, 0.01, 1); }, d2r::ErrorKind::invalid_argument,
                {"leaves the test set empty"}, "test_fraction");
-}
-
-// =========================================================================================== writing
-
-TEST(WriteCsv, RoundTripsThroughTheReader) {
-  const std::vector<std::string> header = {"name", "with,comma", "quote\"d", " padded "};
-  const std::vector<std::vector<std::string>> rows = {
-      {"a", "1,2", "say \"hi\"", " x"}, {"", "line\nbreak", "cr\rhere", ""}, {"\xEF\xBB\xBF", "t\t", "-", "z"}};
-  const std::string text = d2r::to_csv_string(header, rows);
-  const d2r::Table t = d2r::read_csv_string(text, "rt");
-  EXPECT_EQ(t.columns(), (std::vector<std::string>{"name", "with,comma", "quote\"d", "padded"}));
-  EXPECT_EQ(cells(t), rows);
-  // One column: an empty cell must not become a (skipped) blank line.
-  const std::vector<std::string> one = {"v"};
-  const std::vector<std::vector<std::string>> one_rows = {{""}, {"1"}, {""}};
-  EXPECT_EQ(d2r::to_csv_string(one, one_rows), "v\n\"\"\n1\n\"\"\n");
-  EXPECT_EQ(cells(d2r::read_csv_string(d2r::to_csv_string(one, one_rows), "rt")), one_rows);
-  // A BOM-led first header name survives.
-  const std::vector<std::string> bom = {"\xEF\xBB\xBF" "a"};
-  EXPECT_EQ(d2r::read_csv_string(d2r::to_csv_string(bom, one_rows), "rt").columns(), bom);
-}
-
-TEST(WriteCsv, NumbersRoundTrip) {
-  EXPECT_EQ(d2r::format_number(0.1), "0.1");
-  EXPECT_EQ(d2r::format_number(3.0), "3");
-  EXPECT_EQ(d2r::format_number(-2.5e-300), "-2.5e-300");
-  EXPECT_EQ(d2r::format_number(std::nan("")), "nan");
-  EXPECT_EQ(d2r::format_number(-INFINITY), "-inf");
-  TempDir dir;
-  const fs::path path = dir.path() / "curve.csv";
-  const std::vector<std::string> header = {"step", "loss"};
-  const std::vector<std::vector<double>> rows = {{0, 1.0 / 3.0}, {1, 1e-17}, {2, -123456.789}};
-  d2r::write_csv(path, header, rows);
-  const d2r::Dataset d = d2r::make_regression_dataset(d2r::read_csv(path), names({"loss"}));
-  EXPECT_EQ(d.targets, (std::vector<double>{1.0 / 3.0, 1e-17, -123456.789}));  // bit-exact
-  EXPECT_EQ(dir.entries(), names({"curve.csv"}));
-}
-
-TEST(WriteCsv, ReplacesAtomicallyAndLeavesNoTemporary) {
-  TempDir dir;
-  const fs::path path = dir.path() / "out.csv";
-  write_file(path, "old contents\n");
-  const std::vector<std::string> header = {"a", "b"};
-  const std::vector<std::vector<double>> rows = {{1, 2}, {3, 4}};
-  d2r::write_csv(path, header, rows);
-  EXPECT_EQ(read_file(path), "a,b\n1,2\n3,4\n");
-  EXPECT_EQ(dir.entries(), names({"out.csv"}));
-  // A relative path (no directory part) works too.
-  const fs::path cwd = fs::current_path();
-  fs::current_path(dir.path());
-  d2r::write_csv("rel.csv", header, rows);
-  fs::current_path(cwd);
-  EXPECT_EQ(read_file(dir.path() / "rel.csv"), "a,b\n1,2\n3,4\n");
-  EXPECT_EQ(dir.entries(), names({"out.csv", "rel.csv"}));
-}
-
-TEST(WriteCsv, BadRowsTouchNothing) {
-  TempDir dir;
-  const fs::path path = dir.path() / "out.csv";
-  write_file(path, "old\n");
-  const std::vector<std::string> header = {"a", "b"};
-  const std::vector<std::vector<double>> rows = {{1, 2}, {3}};
-  expect_error([&] { d2r::write_csv(path, header, rows); }, d2r::ErrorKind::invalid_argument,
-               {"row 1 has 1 fields, expected 2"}, "rows");
-  expect_error([&] { d2r::write_csv(path, std::vector<std::string>{}, std::vector<std::vector<double>>{}); },
-               d2r::ErrorKind::invalid_argument, {"at least one column name"}, "header");
-  EXPECT_EQ(read_file(path), "old\n");
-  EXPECT_EQ(dir.entries(), names({"out.csv"}));
-}
-
-TEST(WriteCsv, PathIsADirectory) {
-  TempDir dir;
-  const fs::path target = dir.path() / "taken";
-  fs::create_directory(target);
-  write_file(target / "inside.txt", "keep\n");
-  const std::vector<std::string> header = {"a"};
-  const std::vector<std::vector<double>> rows = {{1}};
-  expect_error([&] { d2r::write_csv(target, header, rows); }, d2r::ErrorKind::io, {"is a directory"}, "path");
-  EXPECT_TRUE(fs::is_directory(target));
-  EXPECT_EQ(TempDir::entries_of(target), names({"inside.txt"}));
-  EXPECT_EQ(read_file(target / "inside.txt"), "keep\n");
-  EXPECT_EQ(dir.entries(), names({"taken"}));
-}
-
-TEST(WriteCsv, MissingDirectory) {
-  TempDir dir;
-  const std::vector<std::string> header = {"a"};
-  const std::vector<std::vector<double>> rows = {{1}};
-  expect_error([&] { d2r::write_csv(dir.path() / "no" / "such.csv", header, rows); }, d2r::ErrorKind::io,
-               {"such.csv", "No such file or directory"}, "path");
-  EXPECT_TRUE(dir.entries().empty());
-}
-
-TEST(WriteCsv, FailedWriteLeavesTheOriginalAndNoTemporary) {
-  // A write that fails half-way: the file-size limit stops the temporary at 64 bytes (EFBIG; works
-  // for root too, unlike permissions).
-  TempDir dir;
-  const fs::path path = dir.path() / "curve.csv";
-  write_file(path, "original\n");
-  const std::vector<std::string> header = {"step", "value"};
-  std::vector<std::vector<double>> rows;
-  for (int i = 0; i < 1000; ++i) rows.push_back({double(i), i * 0.001});
-
-  rlimit old{};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  rlimit small = old;
-  small.rlim_cur = 64;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-  bool threw = false;
-  std::string message;
-  try {
-    d2r::write_csv(path, header, rows);
-  } catch (const d2r::Error& e) {
-    threw = true;
-    message = e.what();
-    EXPECT_EQ(e.kind(), d2r::ErrorKind::io);
-  }
-  ::setrlimit(RLIMIT_FSIZE, &old);
-  std::signal(SIGXFSZ, old_handler);
-  EXPECT_TRUE(threw);
-  EXPECT_NE(message.find("cannot write the temporary file"), std::string::npos) << message;
-  EXPECT_EQ(read_file(path), "original\n");
-  EXPECT_EQ(dir.entries(), names({"curve.csv"}));
-}
-
-TEST(WriteCsv, ReadOnlyDirectory) {
-  if (::geteuid() == 0) GTEST_SKIP() << "running as root: directory permissions do not apply";
-  TempDir dir;
-  const fs::path path = dir.path() / "out.csv";
-  write_file(path, "original\n");
-  fs::permissions(dir.path(), fs::perms::owner_read | fs::perms::owner_exec);
-  const std::vector<std::string> header = {"a"};
-  const std::vector<std::vector<double>> rows = {{1}};
-  expect_error([&] { d2r::write_csv(path, header, rows); }, d2r::ErrorKind::io, {"cannot create a temporary"},
-               "path");
-  fs::permissions(dir.path(), fs::perms::owner_all);
-  EXPECT_EQ(read_file(path), "original\n");
-  EXPECT_EQ(dir.entries(), names({"out.csv"}));
 }

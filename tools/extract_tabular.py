@@ -23,7 +23,6 @@ Usage:  python3 tools/extract_tabular.py [--out-dir data/tabular] [--only NAME .
 """
 import argparse
 import csv
-import hashlib
 import math
 import os
 import re
@@ -31,6 +30,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from sha256sums import write_sha256sums  # tools/sha256sums.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data")
@@ -160,22 +161,6 @@ def do_r(name, out_dir):
                for j in range(len(names))]
     labels = ["" if r[-1] == "NA" else r[-1] for r in body]
     write_table(os.path.join(out_dir, name + ".csv"), names, columns, labels)
-
-
-def write_sha256sums(data_dir):
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(data_dir):
-        dirnames.sort()
-        for fn in filenames:
-            if fn.endswith(".csv"):
-                p = os.path.join(dirpath, fn)
-                rel = os.path.relpath(p, data_dir).replace(os.sep, "/")
-                with open(p, "rb") as f:
-                    entries.append((rel, hashlib.sha256(f.read()).hexdigest()))
-    entries.sort()
-    with open(os.path.join(data_dir, "SHA256SUMS"), "w", newline="\n") as f:
-        for rel, h in entries:
-            f.write("%s  %s\n" % (h, rel))
 
 
 def main():

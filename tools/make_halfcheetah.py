@@ -41,11 +41,12 @@ Usage:  python3 tools/make_halfcheetah.py [--episodes 10] [--steps 1000] [--seed
 Needs:  pip install mujoco gymnasium numpy
 """
 import argparse
-import hashlib
 import os
 import sys
 
 import numpy as np
+
+from sha256sums import write_sha256sums  # tools/sha256sums.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data")
@@ -124,22 +125,6 @@ def write_csv(path, rows):
     os.replace(tmp, path)
     print("%s: %d rows, %d columns, %d bytes" % (os.path.relpath(path, ROOT), len(rows),
                                                   len(header), os.path.getsize(path)))
-
-
-def write_sha256sums(data_dir):
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(data_dir):
-        dirnames.sort()
-        for fn in filenames:
-            if fn.endswith(".csv"):
-                p = os.path.join(dirpath, fn)
-                rel = os.path.relpath(p, data_dir).replace(os.sep, "/")
-                with open(p, "rb") as f:
-                    entries.append((rel, hashlib.sha256(f.read()).hexdigest()))
-    entries.sort()
-    with open(os.path.join(data_dir, "SHA256SUMS"), "w", newline="\n") as f:
-        for rel, h in entries:
-            f.write("%s  %s\n" % (h, rel))
 
 
 def main():

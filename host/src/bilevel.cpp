@@ -131,6 +131,18 @@ typename bilevel_detail::ShardedProblem<T>::Factory part_factory(Data train, Dat
   };
 }
 
+/// The data-parallel constructors' problem: this rank's problems only, on its views of the sets
+/// (no problem on every row is built).
+template <class T, class Data, class Make>
+std::unique_ptr<Problem<T>> local_problem(Context& ctx, const DataParallel& parallel, Data train, Data validation,
+                                          Make make, std::uint64_t data_hash) {
+  const std::int64_t t0 = local_rows(parallel, parallel.train_rows).first;
+  const std::int64_t v0 = local_rows(parallel, parallel.validation_rows).first;
+  return std::make_unique<bilevel_detail::ShardedProblem<T>>(ctx, parallel,
+                                                             part_factory<T>(train, validation, t0, v0, make), nullptr,
+                                                             parallel.train_rows, parallel.validation_rows, data_hash);
+}
+
 /// The data-parallel constructors' checks of `parallel` and of the sizes of this rank's views.
 template <class T>
 void check_local_rows(Context& ctx, std::string_view fn, const DataParallel& parallel, std::int64_t train_rows,
@@ -200,14 +212,8 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, RegressionData<T>
     return gaussian_problem<T>(*c, spec, part, RegressionData<T>{}, head);
   };
   if (local) {
-    // This rank's problems only: no problem on every row is built.
-    const std::int64_t t0 = local_rows(parallel, parallel.train_rows).first;
-    const std::int64_t v0 = local_rows(parallel, parallel.validation_rows).first;
-    initialize(ctx,
-               std::make_unique<bilevel_detail::ShardedProblem<T>>(
-                   ctx, parallel, part_factory<T>(train, validation, t0, v0, make), nullptr, parallel.train_rows,
-                   parallel.validation_rows, data_hash),
-               form, reward_init, std::move(positive));
+    initialize(ctx, local_problem<T>(ctx, parallel, train, validation, make, data_hash), form, reward_init,
+               std::move(positive));
     impl_->sharded = true;
     return;
   }
@@ -260,14 +266,8 @@ BilevelTrainer<T>::BilevelTrainer(Context& ctx, MlpSpec trunk, ClassificationDat
         std::make_unique<bilevel_detail::CategoricalProblem<T>>(*c, spec, part, ClassificationData<T>{}, classes));
   };
   if (local) {
-    // This rank's problems only: no problem on every row is built.
-    const std::int64_t t0 = local_rows(parallel, parallel.train_rows).first;
-    const std::int64_t v0 = local_rows(parallel, parallel.validation_rows).first;
-    initialize(ctx,
-               std::make_unique<bilevel_detail::ShardedProblem<T>>(
-                   ctx, parallel, part_factory<T>(train, validation, t0, v0, make), nullptr, parallel.train_rows,
-                   parallel.validation_rows, data_hash),
-               form, reward_init, std::move(positive));
+    initialize(ctx, local_problem<T>(ctx, parallel, train, validation, make, data_hash), form, reward_init,
+               std::move(positive));
     impl_->sharded = true;
     return;
   }

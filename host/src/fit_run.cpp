@@ -33,6 +33,19 @@ PolicyMetrics nan_class_metrics() { return {.nll_per_dim = kNaN, .rmse = kNaN, .
   throw Error(ErrorKind::invalid_argument, std::string(option), fmt::format("d2r {}: {}: {}", command, option, what));
 }
 
+/// Where a bilevel run saves its checkpoint and every how many outer steps (Run::set_checkpoint).
+struct CheckpointPlan {
+  fs::path path;  // empty: no checkpoint
+  std::int64_t every = 1;
+  void set(fs::path to, std::int64_t steps) {
+    if (!to.empty() && steps < 1) {
+      throw Error(ErrorKind::invalid_argument, "every", fmt::format("expected >= 1 outer steps, got {}", steps));
+    }
+    path = std::move(to);
+    every = steps;
+  }
+};
+
 template <class T, class OnStep>
 BilevelVerdict run_outer_loop(BilevelTrainer<T>& trainer, std::int64_t outer_steps, const fs::path& checkpoint,
                               std::int64_t every, OnStep&& on_step) {
@@ -213,13 +226,7 @@ class TypedRun final : public RunImpl<RunResult> {
     }
   }
 
-  void set_checkpoint(fs::path path, std::int64_t every) override {
-    if (!path.empty() && every < 1) {
-      throw Error(ErrorKind::invalid_argument, "every", fmt::format("expected >= 1 outer steps, got {}", every));
-    }
-    checkpoint_ = std::move(path);
-    every_ = every;
-  }
+  void set_checkpoint(fs::path path, std::int64_t every) override { checkpoint_.set(std::move(path), every); }
 
   void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) override {
     if (trainer_) trainer_->set_checkpoint_identity(lines);
@@ -330,7 +337,7 @@ class TypedRun final : public RunImpl<RunResult> {
     // Stops at the budget or as soon as the run has converged or diverged (a resumed run that
     // had already stopped runs no further step).
     const BilevelVerdict v =
-        run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_, [&](std::int64_t k, const BilevelRecord& r) {
+        run_outer_loop(*trainer_, c_.outer_steps, checkpoint_.path, checkpoint_.every, [&](std::int64_t k, const BilevelRecord& r) {
           if (progress) {
             progress(k, c_.outer_steps,
                      fmt::format("{}  outer loss {:.4f}", describe_reward(c_.reward_form, r.reward_params, train_.y.cols),
@@ -372,8 +379,7 @@ class TypedRun final : public RunImpl<RunResult> {
   Buffer<T> params_;
   std::vector<double> reward_;
   std::unique_ptr<BilevelTrainer<T>> trainer_;
-  fs::path checkpoint_;
-  std::int64_t every_ = 1;
+  CheckpointPlan checkpoint_;
 };
 
 template <class T>
@@ -446,13 +452,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
 
   double heuristic_beta() const override { return heuristic_beta_; }
 
-  void set_checkpoint(std::filesystem::path path, std::int64_t every) override {
-    if (!path.empty() && every < 1) {
-      throw Error(ErrorKind::invalid_argument, "every", fmt::format("expected >= 1 outer steps, got {}", every));
-    }
-    checkpoint_ = std::move(path);
-    every_ = every;
-  }
+  void set_checkpoint(std::filesystem::path path, std::int64_t every) override { checkpoint_.set(std::move(path), every); }
 
   void set_identity(const std::vector<std::pair<std::string, std::string>>& lines) override {
     if (trainer_) trainer_->set_checkpoint_identity(lines);
@@ -496,7 +496,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     if (c_.method == ClassMethod::pg) beta = c_.beta;
     if (c_.method == ClassMethod::heuristic) beta = heuristic_beta_;
     if (c_.method == ClassMethod::bilevel) {
-      out.verdict = run_outer_loop(*trainer_, c_.outer_steps, checkpoint_, every_,
+      out.verdict = run_outer_loop(*trainer_, c_.outer_steps, checkpoint_.path, checkpoint_.every,
                                    [&](std::int64_t k, const BilevelRecord& r) {
                                      if (!progress) return;
                                      progress(k, total,
@@ -626,8 +626,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
   Buffer<T> params_;
   std::unique_ptr<BilevelTrainer<T>> trainer_;
   double heuristic_beta_ = kNaN;
-  std::filesystem::path checkpoint_;
-  std::int64_t every_ = 1;
+  CheckpointPlan checkpoint_;
 };
 
 }  // namespace

@@ -40,6 +40,31 @@ void check_reward_values(RewardForm form, const std::vector<double>& params, std
   }
 }
 
+/// The precision and the policy's fields of either task.
+template <class Config>
+void check_model_settings(const Config& c, const Context& ctx) {
+  if (c.double_precision && on_device(ctx)) {
+    fail("config.double_precision", "double precision runs on the cpu backend only (use --device cpu or float)");
+  }
+  for (std::int64_t h : c.hidden) {
+    if (h < 1) fail("config.hidden", fmt::format("layer widths must be >= 1, got {}", h));
+  }
+  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
+    fail("config.lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
+  }
+}
+
+/// The step counts of the bilevel method of either task.
+template <class Config>
+void check_bilevel_steps(const Config& c) {
+  if (c.outer_steps < 1) fail("config.outer_steps", fmt::format("expected >= 1, got {}", c.outer_steps));
+  if (c.bilevel.inner.steps < 1) fail("config.bilevel.inner.steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
+  if (c.bilevel.inner.batch_size < 0) {
+    fail("config.bilevel.inner.batch_size",
+         fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
+  }
+}
+
 /// The outer-loop fields of either task.
 template <class Config>
 void check_outer_settings(const Config& c) {
@@ -100,15 +125,7 @@ void check(const RegressionConfig& c, const HostData& train, const HostData& hel
   for (std::size_t i = 0; i < c.target_mean.size(); ++i) {
     if (!std::isfinite(c.target_mean[i])) fail("config.target_mean", fmt::format("entry {} is not finite", i));
   }
-  if (c.double_precision && on_device(ctx)) {
-    fail("config.double_precision", "double precision runs on the cpu backend only (use --device cpu or float)");
-  }
-  for (std::int64_t h : c.hidden) {
-    if (h < 1) fail("config.hidden", fmt::format("layer widths must be >= 1, got {}", h));
-  }
-  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
-    fail("config.lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
-  }
+  check_model_settings(c, ctx);
   if (c.generations < 1) fail("config.generations", fmt::format("expected G >= 1, got {}", c.generations));
   const bool uses_reward = c.method == Method::pg || c.method == Method::bilevel;
   if (!uses_reward && !c.reward_params.empty()) {
@@ -133,12 +150,7 @@ void check(const RegressionConfig& c, const HostData& train, const HostData& hel
     if (c.head != GaussianHead::diagonal) {
       fail("config.head", "the bilevel method trains a diagonal Gaussian head only");
     }
-    if (c.outer_steps < 1) fail("config.outer_steps", fmt::format("expected >= 1, got {}", c.outer_steps));
-    if (c.bilevel.inner.steps < 1) fail("config.bilevel.inner.steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
-    if (c.bilevel.inner.batch_size < 0) {
-      fail("config.bilevel.inner.batch_size",
-                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
-    }
+    check_bilevel_steps(c);
     if (!positive_finite(c.bilevel.inner.adam.learning_rate)) {
       fail("config.bilevel.inner.adam.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.inner.adam.learning_rate));
     }
@@ -181,15 +193,7 @@ void check(const ClassificationConfig& c, const ClassHostData& train, const Clas
   if (!val.empty()) check_data(val, "validation");
   if (test.empty()) fail("test", "expected at least 1 row");
   check_data(test, "test");
-  if (c.double_precision && on_device(ctx)) {
-    fail("config.double_precision", "double precision runs on the cpu backend only (use --device cpu or float)");
-  }
-  for (std::int64_t h : c.hidden) {
-    if (h < 1) fail("config.hidden", fmt::format("layer widths must be >= 1, got {}", h));
-  }
-  if (!(std::isfinite(c.lambda) && c.lambda >= 0)) {
-    fail("config.lambda", fmt::format("expected a finite entropy weight λ >= 0, got {}", c.lambda));
-  }
+  check_model_settings(c, ctx);
   if (c.method == ClassMethod::heuristic && !(c.lambda > 0)) fail("config.lambda", "the heuristic β* needs λ > 0");
   if (c.generations < 1) fail("config.generations", fmt::format("expected G >= 1, got {}", c.generations));
   if (c.plain.epochs < 1) fail("config.plain.epochs", fmt::format("expected >= 1 epochs, got {}", c.plain.epochs));
@@ -201,12 +205,7 @@ void check(const ClassificationConfig& c, const ClassHostData& train, const Clas
     fail("config.beta", fmt::format("expected a finite β > 0, got {}", c.beta));
   }
   if (c.method == ClassMethod::bilevel) {
-    if (c.outer_steps < 1) fail("config.outer_steps", fmt::format("expected >= 1, got {}", c.outer_steps));
-    if (c.bilevel.inner.steps < 1) fail("config.bilevel.inner.steps", fmt::format("expected >= 1, got {}", c.bilevel.inner.steps));
-    if (c.bilevel.inner.batch_size < 0) {
-      fail("config.bilevel.inner.batch_size",
-                fmt::format("expected rows per inner step >= 0 (0: full batch), got {}", c.bilevel.inner.batch_size));
-    }
+    check_bilevel_steps(c);
     if (!positive_finite(c.bilevel.outer_adam.learning_rate)) {
       fail("config.bilevel.outer_adam.learning_rate", fmt::format("expected a finite learning rate > 0, got {}", c.bilevel.outer_adam.learning_rate));
     }

@@ -13,7 +13,9 @@
 #include "d2r/objectives.hpp"
 #include "d2r/second_order.hpp"
 #include "host/reference/objectives.hpp"
+#include "host/src/backend.hpp"
 #include "host/src/validate.hpp"
+#include "kernels/objectives/launch.hpp"
 
 namespace d2r::objective_common {
 
@@ -113,5 +115,24 @@ void mixed_product_by_composition(Context& ctx, const Head& head, Targets target
 template <class T, class Head, class Targets>
 void check_exact_mixed_product(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
                                const PgOptions<T>& options, const Head& tangent, VectorView<T> grad_params);
+
+/// exact_mixed_product of a head: its checks, then `reference(head, targets, reward, scale, tangent,
+/// grad_params)` on the cpu backend, or `kernel(ex, head, targets, reward, per_dim / normaliser,
+/// tangent, grad_params, workspace)` on the cuda backend with the workspace of the shared rule; the
+/// scale is scale_of(head, options, 1) (per_dim is 1 for the categorical head).
+template <class T, class Head, class Targets, class Reference, class Kernel>
+void exact_mixed_product_on(Context& ctx, const Head& head, Targets targets, const MahalanobisReward<T>& reward,
+                            const PgOptions<T>& options, const Head& tangent, VectorView<T> grad_params,
+                            Reference&& reference, Kernel&& kernel) {
+  check_exact_mixed_product<T>(ctx, head, targets, reward, options, tangent, grad_params);
+  const auto s = scale_of(head, options, 1);
+  detail::run_on<T>(
+      ctx, [&] { reference(head, targets, reward, s, tangent, grad_params); },
+      [&](const auto& ex) {
+        void* ws = ex.workspace(ex.call(kernels::objectives::exact_mixed_product_workspace_bytes,
+                                        head_traits<Head>::rows(head), reward.params.size));
+        kernel(ex, head, targets, reward, s.per_dim / s.normaliser, tangent, grad_params, ws);
+      });
+}
 
 }  // namespace d2r::objective_common

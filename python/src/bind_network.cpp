@@ -37,6 +37,55 @@ Scalar parse_dtype(std::string_view fn, const std::string& s) {
   bad_argument(fn, "dtype", "expected 'float32' or 'float64', got '" + s + "'");
 }
 
+/// apply and mixed_product: `in` must have the curvature's dtype and `out` be writable of it; then
+/// `op(curvature, in, out)` on the typed curvature with the GIL released.
+template <class C, class Op>
+void vector_product(C& self, const char* fn, const char* in_name, nb::object in, const char* out_name,
+                    nb::object out, Op op) {
+  Call c(fn, *self.ctx);
+  const Arg ia = c.input(in_name, in), oa = c.output(out_name, out);
+  if (c.scalar(ia) != self.scalar) bad_argument(c.fn(), in_name, "dtype differs from the curvature's dtype");
+  c.expect_scalar(oa);
+  dispatch(self.scalar, [&]<class T>() {
+    auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
+    const auto in_view = c.vector<const T>(ia);
+    const auto out_view = c.vector<T>(oa);
+    nb::gil_scoped_release rel;
+    op(p, in_view, out_view);
+  });
+}
+
+/// prepare and prepare_exact: the arrays (params with the curvature's dtype, the others with
+/// params'), the reward form, then `key_of(fn)` (prepare's draw key); then, on the typed
+/// curvature with the GIL released, `op(curvature, params, x, labels or targets (data_of),
+/// reward, options, key, grad)`. Keeps the arrays alive.
+template <class C, class KeyOf, class Op>
+void prepare_with(C& self, const char* fn, nb::object params, nb::object x, nb::object grad,
+                  const std::string& reward_form, nb::object reward_params, const PgOptionsPy& options,
+                  nb::object targets, nb::object labels, KeyOf key_of, Op op) {
+  Call c(fn, *self.ctx);
+  const Arg pa = c.input("params", params), xa = c.input("x", x), ga = c.output("grad", grad),
+            ra = c.input("reward_params", reward_params);
+  const Scalar s = c.scalar(pa);
+  if (s != self.scalar) bad_argument(c.fn(), "params", "dtype differs from the curvature's dtype");
+  c.expect_scalar(xa), c.expect_scalar(ga), c.expect_scalar(ra);
+  const d2r::RewardForm form = parse_reward_form(c.fn(), reward_form);
+  const d2r::DrawKey key = key_of(c.fn());
+  dispatch(s, [&]<class T>() {
+    auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
+    const auto pv = c.vector<const T>(pa);
+    const auto xv = c.matrix<const T>(xa);
+    const auto gv = c.vector<T>(ga);
+    const d2r::MahalanobisReward<T> rw{form, c.vector<const T>(ra)};
+    const auto opt = to_pg<T>(c.fn(), options);
+    using Head = std::conditional_t<std::is_same_v<C, CatCurv>, d2r::Categorical<T>, d2r::DiagGaussian<T>>;
+    const auto data = data_of<T>(c, Head{}, targets, labels);
+    nb::gil_scoped_release rel;
+    op(p, pv, xv, data, rw, opt, key, gv);
+  });
+  self.kept = {params, x, targets, labels, reward_params};
+}
+
 template <class C>
 void bind_curvature(nb::module_& m, const char* name, HeadKind kind) {
   auto cls = nb::class_<C>(m, name,
@@ -69,36 +118,11 @@ void bind_curvature(nb::module_& m, const char* name, HeadKind kind) {
       [](C& self, nb::object params, nb::object x, nb::object grad, const std::string& reward_form,
                   nb::object reward_params, std::int64_t generations, const PgOptionsPy& options, nb::object targets,
                   nb::object labels, std::int64_t step) {
-        Call c("PolicyCurvature.prepare", *self.ctx);
-        const Arg pa = c.input("params", params), xa = c.input("x", x), ga = c.output("grad", grad),
-                  ra = c.input("reward_params", reward_params);
-        const Scalar s = c.scalar(pa);
-        if (s != self.scalar) bad_argument(c.fn(), "params", "dtype differs from the curvature's dtype");
-        c.expect_scalar(xa), c.expect_scalar(ga), c.expect_scalar(ra);
-        const d2r::RewardForm form = parse_reward_form(c.fn(), reward_form);
-        const d2r::DrawKey key = draw_key(c.fn(), step, 0);
-        dispatch(s, [&]<class T>() {
-          auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
-          const auto pv = c.vector<const T>(pa);
-          const auto xv = c.matrix<const T>(xa);
-          const auto gv = c.vector<T>(ga);
-          const d2r::MahalanobisReward<T> rw{form, c.vector<const T>(ra)};
-          const auto opt = to_pg<T>(c.fn(), options);
-          if constexpr (std::is_same_v<C, CatCurv>) {
-            if (!targets.is_none()) bad_argument(c.fn(), "targets", "the categorical head takes labels=");
-            const auto lv = c.vector<const std::int32_t>(c.input("labels", labels));
-            nb::gil_scoped_release rel;
-            p.prepare(pv, xv, lv, rw, generations, opt, key, gv);
-          } else {
-            if (!labels.is_none()) bad_argument(c.fn(), "labels", "a Gaussian head takes targets=");
-            const Arg ta = c.input("targets", targets);
-            c.expect_scalar(ta);
-            const auto tv = c.matrix<const T>(ta);
-            nb::gil_scoped_release rel;
-            p.prepare(pv, xv, tv, rw, generations, opt, key, gv);
-          }
-        });
-        self.kept = {params, x, targets, labels, reward_params};
+        prepare_with(self, "PolicyCurvature.prepare", params, x, grad, reward_form, reward_params, options, targets,
+                     labels, [&](std::string_view fn) { return draw_key(fn, step, 0); },
+                     [&](auto& p, auto pv, auto xv, auto data, auto rw, const auto& opt, d2r::DrawKey key, auto gv) {
+                       p.prepare(pv, xv, data, rw, generations, opt, key, gv);
+                     });
       },
       nb::arg("params"), nb::arg("x"), nb::arg("grad"), nb::arg("reward_form"), nb::arg("reward_params"),
       nb::arg("generations"), nb::arg("options"), nb::kw_only(), nb::arg("targets") = nb::none(),
@@ -109,35 +133,11 @@ void bind_curvature(nb::module_& m, const char* name, HeadKind kind) {
       "prepare_exact",
       [](C& self, nb::object params, nb::object x, nb::object grad, const std::string& reward_form,
          nb::object reward_params, const PgOptionsPy& options, nb::object targets, nb::object labels) {
-        Call c("PolicyCurvature.prepare_exact", *self.ctx);
-        const Arg pa = c.input("params", params), xa = c.input("x", x), ga = c.output("grad", grad),
-                  ra = c.input("reward_params", reward_params);
-        const Scalar s = c.scalar(pa);
-        if (s != self.scalar) bad_argument(c.fn(), "params", "dtype differs from the curvature's dtype");
-        c.expect_scalar(xa), c.expect_scalar(ga), c.expect_scalar(ra);
-        const d2r::RewardForm form = parse_reward_form(c.fn(), reward_form);
-        dispatch(s, [&]<class T>() {
-          auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
-          const auto pv = c.vector<const T>(pa);
-          const auto xv = c.matrix<const T>(xa);
-          const auto gv = c.vector<T>(ga);
-          const d2r::MahalanobisReward<T> rw{form, c.vector<const T>(ra)};
-          const auto opt = to_pg<T>(c.fn(), options);
-          if constexpr (std::is_same_v<C, CatCurv>) {
-            if (!targets.is_none()) bad_argument(c.fn(), "targets", "the categorical head takes labels=");
-            const auto lv = c.vector<const std::int32_t>(c.input("labels", labels));
-            nb::gil_scoped_release rel;
-            p.prepare_exact(pv, xv, lv, rw, opt, gv);
-          } else {
-            if (!labels.is_none()) bad_argument(c.fn(), "labels", "a Gaussian head takes targets=");
-            const Arg ta = c.input("targets", targets);
-            c.expect_scalar(ta);
-            const auto tv = c.matrix<const T>(ta);
-            nb::gil_scoped_release rel;
-            p.prepare_exact(pv, xv, tv, rw, opt, gv);
-          }
-        });
-        self.kept = {params, x, targets, labels, reward_params};
+        prepare_with(self, "PolicyCurvature.prepare_exact", params, x, grad, reward_form, reward_params, options,
+                     targets, labels, [](std::string_view) { return d2r::DrawKey{}; },
+                     [](auto& p, auto pv, auto xv, auto data, auto rw, const auto& opt, d2r::DrawKey, auto gv) {
+                       p.prepare_exact(pv, xv, data, rw, opt, gv);
+                     });
       },
       nb::arg("params"), nb::arg("x"), nb::arg("grad"), nb::arg("reward_form"), nb::arg("reward_params"),
       nb::arg("options"), nb::kw_only(), nb::arg("targets") = nb::none(), nb::arg("labels") = nb::none(),
@@ -146,34 +146,16 @@ void bind_curvature(nb::module_& m, const char* name, HeadKind kind) {
   cls.def(
       "apply",
       [](C& self, nb::object v, nb::object hv) {
-        Call c("PolicyCurvature.apply", *self.ctx);
-        const Arg va = c.input("v", v), ha = c.output("hv", hv);
-        if (c.scalar(va) != self.scalar) bad_argument(c.fn(), "v", "dtype differs from the curvature's dtype");
-        c.expect_scalar(ha);
-        dispatch(self.scalar, [&]<class T>() {
-          auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
-          const auto vv = c.vector<const T>(va);
-          const auto hvv = c.vector<T>(ha);
-          nb::gil_scoped_release rel;
-          p.apply(vv, hvv);
-        });
+        vector_product(self, "PolicyCurvature.apply", "v", v, "hv", hv,
+                       [](auto& p, auto in, auto out) { p.apply(in, out); });
       },
       nb::arg("v"), nb::arg("hv"), "hv = ∇²θ L · v for the objective of the last prepare.");
 
   cls.def(
       "mixed_product",
       [](C& self, nb::object w, nb::object grad_params) {
-        Call c("PolicyCurvature.mixed_product", *self.ctx);
-        const Arg wa = c.input("w", w), ga = c.output("grad_params", grad_params);
-        if (c.scalar(wa) != self.scalar) bad_argument(c.fn(), "w", "dtype differs from the curvature's dtype");
-        c.expect_scalar(ga);
-        dispatch(self.scalar, [&]<class T>() {
-          auto& p = *std::get<std::is_same_v<T, float> ? 0 : 1>(self.impl);
-          const auto wv = c.vector<const T>(wa);
-          const auto gv = c.vector<T>(ga);
-          nb::gil_scoped_release rel;
-          p.mixed_product(wv, gv);
-        });
+        vector_product(self, "PolicyCurvature.mixed_product", "w", w, "grad_params", grad_params,
+                       [](auto& p, auto in, auto out) { p.mixed_product(in, out); });
       },
       nb::arg("w"), nb::arg("grad_params"), "grad_params = ∇_φ(∇θ L · w) with the reward of the last prepare.");
 

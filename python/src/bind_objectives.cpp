@@ -21,20 +21,6 @@ d2r::MahalanobisReward<T> reward_of(Call& c, const RewardIn& r) {
   return {r.form, c.vector<const T>(r.params)};
 }
 
-/// Gaussian heads score continuous targets, the categorical head class labels.
-template <class T, class H>
-auto data_of(Call& c, const H&, const nb::object& targets, const nb::object& labels) {
-  if constexpr (is_categorical<H>) {
-    if (!targets.is_none()) bad_argument(c.fn(), "targets", "the categorical head takes labels=, not targets=");
-    return c.vector<const std::int32_t>(c.input("labels", labels));
-  } else {
-    if (!labels.is_none()) bad_argument(c.fn(), "labels", "a Gaussian head takes targets=, not labels=");
-    const Arg t = c.input("targets", targets);
-    c.expect_scalar(t);
-    return c.matrix<const T>(t);
-  }
-}
-
 template <class T>
 d2r::ObjectiveRows<T> rows_of(Call& c, const nb::object& row_loss, const nb::object& row_reward) {
   const Arg l = c.output("row_loss", row_loss), r = c.output("row_reward", row_reward, true);

@@ -4,18 +4,6 @@
 namespace d2rpy {
 
 namespace {
-template <class T, class H>
-auto data_for(Call& c, const H&, const nb::object& targets, const nb::object& labels) {
-  if constexpr (is_categorical<H>) {
-    if (!targets.is_none()) bad_argument(c.fn(), "targets", "the categorical head takes labels=, not targets=");
-    return c.vector<const std::int32_t>(c.input("labels", labels));
-  } else {
-    if (!labels.is_none()) bad_argument(c.fn(), "labels", "a Gaussian head takes targets=, not labels=");
-    const Arg t = c.input("targets", targets);
-    c.expect_scalar(t);
-    return c.matrix<const T>(t);
-  }
-}
 template <class T>
 d2r::MahalanobisReward<T> reward_in(Call& c, const std::string& form, const nb::object& params) {
   const d2r::RewardForm f = parse_reward_form(c.fn(), form);
@@ -127,7 +115,7 @@ void bind_second_order(nb::module_& m) {
         const d2r::DrawKey key = draw_key(c.fn(), step, first_row);
         dispatch(c.scalar(h.a), [&]<class T>() {
           with_head<T>(c, h, [&](const auto& hd) {
-            const auto data = data_for<T>(c, hd, targets, labels);
+            const auto data = data_of<T>(c, hd, targets, labels);
             const auto rw = reward_in<T>(c, reward_form, reward_params);
             const auto tv = tangent_of<T>(c, hd, t);
             const auto gv = c.vector<T>(g);
@@ -187,7 +175,7 @@ void bind_second_order(nb::module_& m) {
         c.expect_scalar(g);
         dispatch(c.scalar(h.a), [&]<class T>() {
           with_head<T>(c, h, [&](const auto& hd) {
-            const auto data = data_for<T>(c, hd, targets, labels);
+            const auto data = data_of<T>(c, hd, targets, labels);
             const auto rw = reward_in<T>(c, reward_form, reward_params);
             const auto tv = tangent_of<T>(c, hd, t);
             const auto gv = c.vector<T>(g);

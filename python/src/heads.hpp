@@ -75,6 +75,21 @@ inline constexpr bool is_categorical = false;
 template <class T>
 inline constexpr bool is_categorical<d2r::Categorical<T>> = true;
 
+/// The data a head scores: continuous targets for the Gaussian heads, class labels for the
+/// categorical head (the other of targets= / labels= must be None).
+template <class T, class H>
+auto data_of(Call& c, const H&, const nb::object& targets, const nb::object& labels) {
+  if constexpr (is_categorical<H>) {
+    if (!targets.is_none()) bad_argument(c.fn(), "targets", "the categorical head takes labels=, not targets=");
+    return c.vector<const std::int32_t>(c.input("labels", labels));
+  } else {
+    if (!labels.is_none()) bad_argument(c.fn(), "labels", "a Gaussian head takes targets=, not labels=");
+    const Arg t = c.input("targets", targets);
+    c.expect_scalar(t);
+    return c.matrix<const T>(t);
+  }
+}
+
 /// Options of the objectives, as one Python object (d2r.PgOptions).
 struct PgOptionsPy {
   double entropy_weight = 0;

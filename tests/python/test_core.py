@@ -107,6 +107,45 @@ def test_float64_on_cpu_and_mixed_dtypes_rejected():
         d2r.entropy(ctx, "diag", out, mean=mean.astype(np.float32), log_std=log_std)
 
 
+def test_policy_curvature_refuses_bad_arrays_naming_them():
+    # prepare / prepare_exact / apply / mixed_product share their argument checks (vector_product,
+    # prepare_with, data_of in python/src): each refusal names the method and the argument and
+    # leaves the output untouched; a valid call then writes it.
+    ctx = d2r.Context("cpu")
+    net = d2r.Mlp(2, [3], 4)
+    P = net.parameter_count
+    curv = d2r.DiagGaussianPolicyCurvature(ctx, net, 5)
+    cat = d2r.CategoricalPolicyCurvature(ctx, d2r.Mlp(2, [3], 3), 5)
+    x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+    y = np.linspace(0, 2, 10, dtype=np.float32).reshape(5, 2)
+    theta = np.full(P, 0.1, np.float32)
+    grad = np.full(P, 7.0, np.float32)
+    u = np.ones(1, np.float32)
+    opt = d2r.PgOptions()
+    with pytest.raises(ValueError, match=r"PolicyCurvature\.prepare_exact: argument 'params': dtype differs"):
+        curv.prepare_exact(theta.astype(np.float64), x, grad, "scalar", u, opt, targets=y)
+    with pytest.raises(ValueError, match=r"PolicyCurvature\.prepare: argument 'labels': a Gaussian head takes"):
+        curv.prepare(theta, x, grad, "scalar", u, 2, opt, targets=y, labels=np.zeros(5, np.int32))
+    Pc = d2r.Mlp(2, [3], 3).parameter_count
+    gc = np.full(Pc, 7.0, np.float32)
+    with pytest.raises(ValueError, match=r"PolicyCurvature\.prepare_exact: argument 'targets': the categorical"):
+        cat.prepare_exact(np.zeros(Pc, np.float32), x, gc, "scalar", u, opt, targets=y)
+    assert (grad == 7.0).all() and (gc == 7.0).all()
+    curv.prepare_exact(theta, x, grad, "scalar", u, opt, targets=y)
+    assert np.isfinite(grad).all() and (grad != 7.0).any()
+    hv = np.full(P, 7.0, np.float32)
+    with pytest.raises(ValueError, match=r"PolicyCurvature\.apply: argument 'v': dtype differs"):
+        curv.apply(np.ones(P, np.float64), hv)
+    with pytest.raises(ValueError, match=r"PolicyCurvature\.apply: argument 'hv'"):
+        curv.apply(np.ones(P, np.float32), np.zeros(P, np.float64))
+    mixed = np.full(1, 7.0, np.float32)
+    with pytest.raises(ValueError, match=r"PolicyCurvature\.mixed_product: argument 'w': dtype differs"):
+        curv.mixed_product(np.ones(P, np.float64), mixed)
+    assert (hv == 7.0).all() and (mixed == 7.0).all()
+    curv.apply(np.ones(P, np.float32), hv)
+    curv.mixed_product(np.ones(P, np.float32), mixed)
+    assert np.isfinite(hv).all() and (hv != 7.0).any() and np.isfinite(mixed).all() and mixed[0] != 7.0
+
 def test_unknown_head_transform_and_options():
     ctx = d2r.Context("cpu")
     with pytest.raises(ValueError, match="'head'"):

@@ -337,16 +337,10 @@ template <class T>
 void exact_mixed_product(Context& ctx, const Categorical<T>& head, VectorView<const std::int32_t> labels,
                          const MahalanobisReward<T>& reward, const PgOptions<T>& options, const Categorical<T>& tangent,
                          VectorView<T> grad_params) {
-  objective_common::check_exact_mixed_product<T>(ctx, head, labels, reward, options, tangent, grad_params);
-  const auto s = objective_common::scale_of(head, options, 1);
-  detail::run_on<T>(
-      ctx, [&] { reference::categorical::exact_mixed_product(head, labels, reward, s, tangent, grad_params); },
-      [&](const auto& ex) {
-        void* ws = ex.workspace(
-            ex.call(kernels::objectives::exact_mixed_product_workspace_bytes, head.logits.rows, reward.params.size));
-        ex.launch(kernels::categorical::exact_mixed_product, head, labels, reward, T(1) / s.normaliser, tangent,
-                  grad_params, ws);
-      });
+  objective_common::exact_mixed_product_on<T>(
+      ctx, head, labels, reward, options, tangent, grad_params,
+      [](const auto&... a) { reference::categorical::exact_mixed_product(a...); },
+      [](const auto& ex, const auto&... a) { ex.launch(kernels::categorical::exact_mixed_product, a...); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                       \

@@ -359,16 +359,10 @@ template <class T>
 void exact_mixed_product(Context& ctx, const DiagGaussian<T>& head, ConstMatrix<T> targets,
                          const MahalanobisReward<T>& reward, const PgOptions<T>& options,
                          const DiagGaussian<T>& tangent, VectorView<T> grad_params) {
-  objective_common::check_exact_mixed_product<T>(ctx, head, targets, reward, options, tangent, grad_params);
-  const auto s = objective_common::scale_of(head, options, 1);
-  detail::run_on<T>(
-      ctx, [&] { reference::diag_gaussian::exact_mixed_product(head, targets, reward, s, tangent, grad_params); },
-      [&](const auto& ex) {
-        void* ws = ex.workspace(
-            ex.call(kernels::objectives::exact_mixed_product_workspace_bytes, head.mean.rows, reward.params.size));
-        ex.launch(kernels::diag_gaussian::exact_mixed_product, head, targets, reward, s.per_dim / s.normaliser, tangent,
-                  grad_params, ws);
-      });
+  objective_common::exact_mixed_product_on<T>(
+      ctx, head, targets, reward, options, tangent, grad_params,
+      [](const auto&... a) { reference::diag_gaussian::exact_mixed_product(a...); },
+      [](const auto& ex, const auto&... a) { ex.launch(kernels::diag_gaussian::exact_mixed_product, a...); });
 }
 
 #define D2R_INSTANTIATE(T)                                                                                             \

@@ -342,6 +342,32 @@ __device__ __forceinline__ RowStats row_stats(const float* row, std::int64_t cla
   return cub::BlockReduce<RowStats, kBlock>(temp).Reduce(st, CombineStats{});
 }
 
+/// Row b's statistics and C = Σ_g d_log_prob(b, g) over its `generations` draws, both block-wide,
+/// handed to every thread through `shared_stats` and `shared_c_sum`. `temp` (a union of the two
+/// reductions' storage, `stats` and `sum`) is reused between them after a barrier.
+struct RowStatsAndSum {
+  RowStats stats;
+  float c_sum;
+};
+template <int kBlock, class Temp>
+__device__ __forceinline__ RowStatsAndSum row_stats_and_cotangent_sum(const float* row, std::int64_t classes,
+                                                                      MatrixView<const float> d_log_prob,
+                                                                      std::int64_t b, std::int64_t generations,
+                                                                      Temp& temp, RowStats& shared_stats,
+                                                                      float& shared_c_sum) {
+  const RowStats st = row_stats<kBlock>(row, classes, temp.stats);
+  float local_c = 0.0f;
+  for (std::int64_t g = threadIdx.x; g < generations; g += kBlock) local_c += d_log_prob(b, g);
+  __syncthreads();  // temp.stats -> temp.sum
+  const float c_sum = cub::BlockReduce<float, kBlock>(temp.sum).Sum(local_c);
+  if (threadIdx.x == 0) {
+    shared_stats = st;
+    shared_c_sum = c_sum;
+  }
+  __syncthreads();
+  return {shared_stats, shared_c_sum};
+}
+
 /// out(b, g) = (ℓ_k − M) − log Z for k = samples(b, g).
 template <int kBlock>
 D2R_KERNEL void __launch_bounds__(kBlock)
@@ -407,19 +433,11 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   const std::int64_t generations = has_log_prob ? d_log_prob.cols : 0;
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
     const float* row = &head.logits(b, 0);
-    const RowStats st = row_stats<kBlock>(row, classes, temp.stats);
-    float local_c = 0.0f;
-    for (std::int64_t g = threadIdx.x; g < generations; g += kBlock) local_c += d_log_prob(b, g);
-    __syncthreads();  // temp.stats -> temp.sum
-    const float c_sum = ReduceSum(temp.sum).Sum(local_c);
-    if (threadIdx.x == 0) {
-      shared_stats = st;
-      shared_c_sum = c_sum;
-    }
-    __syncthreads();
-    const RowStats s = shared_stats;
+    const RowStatsAndSum rs =
+        row_stats_and_cotangent_sum<kBlock>(row, classes, d_log_prob, b, generations, temp, shared_stats, shared_c_sum);
+    const RowStats s = rs.stats;
     const bool ok = valid(s);
-    const float c = shared_c_sum;
+    const float c = rs.c_sum;
     const float e = d_entropy.data != nullptr ? d_entropy[b] : 0.0f;
     const float log_sum = logf(s.s);
     const float h = log_sum - s.a / s.s;

@@ -92,19 +92,11 @@ D2R_KERNEL void __launch_bounds__(kBlock)
   for (std::int64_t b = blockIdx.x; b < head.logits.rows; b += gridDim.x) {
     const float* row = &head.logits(b, 0);
     const float* t_row = &tangent.logits(b, 0);
-    const RowStats st = row_stats<kBlock>(row, classes, temp.stats);
-    float local_c = 0.0f;
-    for (std::int64_t g = threadIdx.x; g < generations; g += kBlock) local_c += d_log_prob(b, g);
-    __syncthreads();  // temp.stats -> temp.sum
-    const float c_sum = ReduceSum(temp.sum).Sum(local_c);
-    if (threadIdx.x == 0) {
-      shared_stats = st;
-      shared_c_sum = c_sum;
-    }
-    __syncthreads();
-    const RowStats s = shared_stats;
+    const RowStatsAndSum rs =
+        row_stats_and_cotangent_sum<kBlock>(row, classes, d_log_prob, b, generations, temp, shared_stats, shared_c_sum);
+    const RowStats s = rs.stats;
     const bool ok = valid(s);
-    const float c = shared_c_sum;
+    const float c = rs.c_sum;
     const float e = has_entropy ? d_entropy[b] : 0.0f;
     const float log_sum = logf(s.s);
     const float h = log_sum - s.a / s.s;

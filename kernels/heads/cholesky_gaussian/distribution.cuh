@@ -70,6 +70,19 @@ __device__ __forceinline__ float forward_substitute(const float* factor, int n, 
   return squares;
 }
 
+/// The residuals ŷ − μ of draws g0 .. g0 + count − 1 of row b, count = min(kThreads, generations − g0),
+/// read coalesced into [dim][generation] of `work` (stride kStride). Returns count; the caller
+/// synchronises before reading them.
+__device__ __forceinline__ int stage_residuals(MatrixView<const float> samples, std::int64_t b, std::int64_t g0,
+                                               std::int64_t generations, int n, const float* mean, float* work) {
+  const int count = static_cast<int>(generations - g0 < kThreads ? generations - g0 : kThreads);
+  for (int idx = threadIdx.x; idx < count * n; idx += blockDim.x) {
+    const int gg = idx / n, i = idx % n;
+    work[i * kStride + gg] = samples(b * generations + g0 + gg, i) - mean[i];
+  }
+  return count;
+}
+
 /// samples(b*G + g, i) = μ_i + Σ_{j<=i} L_ij ε_j (ε from Philox, keyed as in the reference).
 D2R_KERNEL void sample_kernel(CholeskyGaussian<float> head, std::int64_t generations, math::DrawPosition pos,
                               MatrixView<float> samples) {
@@ -131,12 +144,7 @@ D2R_KERNEL void log_prob_kernel(CholeskyGaussian<float> head, MatrixView<const f
     log_det = warp_sum(log_det);
     const float constant = -log_det - kHalfLog2Pi * static_cast<float>(n);
     for (std::int64_t g0 = 0; g0 < generations; g0 += kThreads) {
-      const int count = static_cast<int>(generations - g0 < kThreads ? generations - g0 : kThreads);
-      // Coalesced read of the residuals ŷ − μ into [dim][generation].
-      for (int idx = t; idx < count * n; idx += blockDim.x) {
-        const int gg = idx / n, i = idx % n;
-        work[i * kStride + gg] = samples(b * generations + g0 + gg, i) - mean[i];
-      }
+      const int count = stage_residuals(samples, b, g0, generations, n, mean, work);
       __syncthreads();
       if (t < count) {
         const float squares = forward_substitute(factor, n, work, t);
@@ -192,11 +200,7 @@ D2R_KERNEL void backward_kernel(CholeskyGaussian<float> head, MatrixView<const f
     stage_row(head, b, n, factor, mean);
     float c_part = 0.0f;  // this lane's share of Σ_g c_g (generations g ≡ t mod kThreads)
     for (std::int64_t g0 = 0; g0 < generations; g0 += kThreads) {
-      const int count = static_cast<int>(generations - g0 < kThreads ? generations - g0 : kThreads);
-      for (int idx = t; idx < count * n; idx += blockDim.x) {
-        const int gg = idx / n, i = idx % n;
-        z[i * kStride + gg] = samples(b * generations + g0 + gg, i) - mean[i];
-      }
+      const int count = stage_residuals(samples, b, g0, generations, n, mean, z);
       coef[t] = t < count ? d_log_prob(b, g0 + t) : 0.0f;
       __syncthreads();
       if (t < count) {

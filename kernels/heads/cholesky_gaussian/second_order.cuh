@@ -88,11 +88,7 @@ D2R_KERNEL void log_prob_jvp_kernel(CholeskyGaussian<float> head, MatrixView<con
     for (int i = t; i < n; i += kThreads) trace += dfactor[diagonal_index(i)] / factor[diagonal_index(i)];
     trace = warp_sum(trace);
     for (std::int64_t g0 = 0; g0 < generations; g0 += kThreads) {
-      const int count = static_cast<int>(generations - g0 < kThreads ? generations - g0 : kThreads);
-      for (int idx = t; idx < count * n; idx += blockDim.x) {
-        const int gg = idx / n, i = idx % n;
-        z[i * kStride + gg] = samples(b * generations + g0 + gg, i) - mean[i];
-      }
+      const int count = stage_residuals(samples, b, g0, generations, n, mean, z);
       __syncthreads();
       if (t < count) {
         forward_substitute(factor, n, z, t);
@@ -149,11 +145,7 @@ D2R_KERNEL void backward_tangent_kernel(CholeskyGaussian<float> head, MatrixView
     stage_tangent(head, tangent, b, n, dfactor, dmean);
     float c_part = 0.0f;  // this lane's share of Σ_g c_g
     for (std::int64_t g0 = 0; g0 < generations; g0 += kThreads) {
-      const int count = static_cast<int>(generations - g0 < kThreads ? generations - g0 : kThreads);
-      for (int idx = t; idx < count * n; idx += blockDim.x) {
-        const int gg = idx / n, i = idx % n;
-        z[i * kStride + gg] = samples(b * generations + g0 + gg, i) - mean[i];
-      }
+      const int count = stage_residuals(samples, b, g0, generations, n, mean, z);
       coef[t] = t < count ? d_log_prob(b, g0 + t) : 0.0f;
       __syncthreads();
       if (t < count) {

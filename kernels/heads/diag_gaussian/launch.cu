@@ -72,16 +72,10 @@ std::size_t backward_workspace_bytes(const DiagGaussian<float>& head) {
 void backward(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
               MatrixView<const float> d_log_prob, VectorView<const float> d_entropy,
               const DiagGaussianGrad<float>& grad, void* workspace) {
-  const bool shared = shared_log_std(head);
-  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
-  MatrixView<float> log_std_target = grad.log_std;
-  if (shared) log_std_target = MatrixView<float>{static_cast<float*>(workspace), batch, n, n};
-  diag_gaussian::backward_kernel<<<grid_size(batch * n, kThreads), kThreads, 0, stream>>>(
-      head, samples, d_log_prob, d_entropy, grad.mean, log_std_target);
+  diag_gaussian::backward_kernel<<<grid_size(head.mean.rows * head.mean.cols, kThreads), kThreads, 0, stream>>>(
+      head, samples, d_log_prob, d_entropy, grad.mean, log_std_target(head, grad, workspace));
   D2R_CHECK_LAUNCH(stream);
-  if (shared) {
-    checks::column_sum(stream, log_std_target, grad.log_std.data, static_cast<float*>(workspace) + batch * n);
-  }
+  finish_shared(stream, head, grad, workspace);
 }
 
 void log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
@@ -94,16 +88,11 @@ void log_prob_jvp(cudaStream_t stream, const DiagGaussian<float>& head, MatrixVi
 void backward_tangent(cudaStream_t stream, const DiagGaussian<float>& head, MatrixView<const float> samples,
                       MatrixView<const float> d_log_prob, const DiagGaussian<float>& tangent,
                       const DiagGaussianGrad<float>& grad_tangent, void* workspace) {
-  const bool shared = shared_log_std(head);
-  const std::int64_t batch = head.mean.rows, n = head.mean.cols;
-  MatrixView<float> log_std_target = grad_tangent.log_std;
-  if (shared) log_std_target = MatrixView<float>{static_cast<float*>(workspace), batch, n, n};
-  diag_gaussian::backward_tangent_kernel<<<grid_size(batch * n, kThreads), kThreads, 0, stream>>>(
-      head, samples, d_log_prob, tangent, grad_tangent.mean, log_std_target);
+  diag_gaussian::backward_tangent_kernel<<<grid_size(head.mean.rows * head.mean.cols, kThreads), kThreads, 0,
+                                           stream>>>(head, samples, d_log_prob, tangent, grad_tangent.mean,
+                                                     log_std_target(head, grad_tangent, workspace));
   D2R_CHECK_LAUNCH(stream);
-  if (shared) {
-    checks::column_sum(stream, log_std_target, grad_tangent.log_std.data, static_cast<float*>(workspace) + batch * n);
-  }
+  finish_shared(stream, head, grad_tangent, workspace);
 }
 
 // ---------------------------------------------------------------- objectives
