@@ -40,6 +40,7 @@ nlohmann::json config_json(const RegressionConfig& c) {
     if (c.method != Method::heuristic) j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (c.method == Method::bilevel) {
+    j["final_model"] = runs::to_string(c.final_model);
     outer_config_json(c, j);
   } else {
     j["steps"] = c.plain.steps;
