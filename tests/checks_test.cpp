@@ -223,6 +223,88 @@ TEST(CaseWork, EqualsClosedFormsOfTheCaseSizes) {
     EXPECT_GT(expect_work(level, "sgd_step", "momentum 0.9, 3 steps", [](double, double n, double) { return std::pair{4 * 5 * n, 0.0}; }), 0);
     EXPECT_GT(expect_work(level, "sgd_step", "plain, 3 steps", [](double, double n, double) { return std::pair{4 * 3 * n, 0.0}; }), 0);
     EXPECT_GT(expect_work(level, "clamp_values", "limit 0.5", [](double, double n, double) { return std::pair{4 * 2 * n, 0.0}; }), 0);
+    // rewards (P parameters, P = n(n+1)/2 for the full form): a full-form continuous reward reads the
+    // B·G draws, the targets and the parameters and writes B·G rewards, 2P FLOPs a draw (Rᵀδ); a
+    // one-hot reward_backward reads class indices, labels, parameters and cotangents and writes P.
+    EXPECT_GT(expect_work(level, "reward", "gaussian, full",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (B * G * n + B * n + P + B * G), 2 * P * B * G};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "reward_backward", "gaussian, full",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (B * G * n + B * n + P + B * G + P), 4 * P * B * G};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "reward_backward", "one-hot, diagonal",
+                          [](double B, double C, double G) { return std::pair{4 * (B * G + B) + 4 * (C + B * G + C), 0.0}; }),
+              0);
+    EXPECT_GT(expect_work(level, "reward", "one-hot, scalar, strided rows",
+                          [](double B, double, double G) { return std::pair{4 * (B * G + B) + 4 * (1 + B * G), 0.0}; }),
+              0);
+    // the transforms: B·G read and written (backward: the cotangents read too).
+    EXPECT_GT(expect_work(level, "transform_rewards", "rbf", [](double B, double, double G) { return std::pair{4 * 2 * B * G, 0.0}; }), 0);
+    EXPECT_GT(expect_work(level, "transform_rewards_backward", "leave_one_out",
+                          [](double B, double, double G) { return std::pair{4 * 3 * B * G, 0.0}; }),
+              0);
+    // log_prob_jvp: the head and its tangent (each μ and log σ, B·n) and the draws read, B·G written;
+    // Cholesky (P = n(n+1)/2 a row): the head and its tangent read, draws read, 6P FLOPs a draw.
+    EXPECT_GT(expect_work(level, "log_prob_jvp", "diag",
+                          [](double B, double n, double G) { return std::pair{4 * (2 * 2 * B * n + B * G * n + B * G), 0.0}; }),
+              0);
+    EXPECT_GT(expect_work(level, "log_prob_jvp", "cholesky",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (2 * (B * n + B * P) + B * G * (n + 1)), 6 * P * B * G};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "log_prob_jvp", "categorical",
+                          [](double B, double C, double G) { return std::pair{4 * (2 * B * C + 2 * B * G), 0.0}; }),
+              0);
+    // backward_tangent: the head, its tangent, the draws and both cotangents read, the gradient's
+    // tangent written (diag: μ and log σ; categorical: B×C logits, int32 draws).
+    EXPECT_GT(expect_work(level, "backward_tangent", "diag",
+                          [](double B, double n, double G) { return std::pair{4 * (3 * 2 * B * n + B * G * n + B * G + B), 0.0}; }),
+              0);
+    EXPECT_GT(expect_work(level, "backward_tangent", "categorical",
+                          [](double B, double C, double G) { return std::pair{4 * (3 * B * C + 2 * B * G + B), 0.0}; }),
+              0);
+    // without cotangents: a categorical tangent with neither reads only the head, its tangent and
+    // the draws; a diag tangent without d_log_prob reads d_entropy (B) but not the B·G cotangents.
+    EXPECT_GT(expect_work(level, "backward_tangent", "categorical, strided, no d_log_prob, no d_entropy",
+                          [](double B, double C, double G) { return std::pair{4 * (3 * B * C + B * G), 0.0}; }),
+              0);
+    EXPECT_GT(expect_work(level, "backward_tangent", "diag, strided, no d_log_prob [grad_mean_tangent]",
+                          [](double B, double n, double G) { return std::pair{4 * (3 * 2 * B * n + B * G * n + B), 0.0}; }),
+              0);
+    // the Cholesky tangents (P = n(n+1)/2): backward_tangent reads the head and its tangent, the draws
+    // and both cotangents and writes the gradient's tangent, 16P FLOPs a draw; with d_entropy only it
+    // reads no draws and does O(n) a row; log_prob_jvp run twice is timed once, shared L read once.
+    EXPECT_GT(expect_work(level, "backward_tangent", "cholesky",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (3 * (B * n + B * P) + B * G * (n + 1) + B), 16 * P * B * G};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "backward_tangent", "cholesky, strided, d_entropy only [grad_tril_tangent]",
+                          [](double B, double n, double) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (3 * (B * n + B * P) + B), 0.0};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "log_prob_jvp", "cholesky shared, strided, twice",
+                          [](double B, double n, double G) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (2 * (B * n + P) + B * G * (n + 1)), 6 * P * B * G};
+                          }),
+              0);
+    // clip_global_norm below its limit: the values read, the norm written when asked.
+    EXPECT_GT(expect_work(level, "clip_global_norm", "below the limit", [](double, double n, double) { return std::pair{4 * (n + 1), 0.0}; }), 0);
+    EXPECT_GT(expect_work(level, "clip_global_norm", "below the limit, no norm output, exact",
+                          [](double, double n, double) { return std::pair{4 * n, 0.0}; }),
+              0);
     // the categorical surrogate: logits read, gradient written, labels read, loss and reward written.
     EXPECT_GT(expect_work(level, "pg_surrogate", "categorical, none, scalar",
                           [](double B, double C, double) { return std::pair{4 * (2 * B * C + 3 * B), 0.0}; }),
@@ -299,7 +381,9 @@ TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   }
   EXPECT_GT(unstated, 0u);  // pg_pathwise, solvers, ...: said so, not reported as 0
   for (const char* p : {"sample", "log_prob", "entropy", "backward", "pg_surrogate", "mlp.forward", "mlp.backward",
-                        "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp", "adam_step", "sgd_step", "clamp_values"})
+                        "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp", "adam_step", "sgd_step", "clamp_values", "reward",
+                        "reward_backward", "transform_rewards", "transform_rewards_backward", "log_prob_jvp", "backward_tangent",
+                        "clip_global_norm"})
     EXPECT_EQ(timeable.count(p), 1u) << p << " has no timeable case";
 }
 

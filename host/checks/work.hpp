@@ -21,8 +21,14 @@ inline double mlp_forward_flops(const Mlp& net, std::int64_t B) {
   return f;
 }
 
-/// The primitives of a policy head (d2r/distributions.hpp).
-enum class HeadOp { sample, log_prob, entropy, backward };
+/// The primitives of a policy head (d2r/distributions.hpp and the tangents of d2r/objectives.hpp).
+enum class HeadOp { sample, log_prob, entropy, backward, log_prob_jvp, backward_tangent };
+
+/// Which cotangents a backward or backward_tangent call reads: d_log_prob (B·G) and d_entropy (B).
+/// backward always reads d_log_prob.
+struct Cotangents {
+  bool log_prob = true, entropy = true;
+};
 
 namespace detail {
 inline double d(std::int64_t v) { return static_cast<double>(v); }
@@ -31,24 +37,35 @@ inline double d(std::int64_t v) { return static_cast<double>(v); }
 /// A diagonal Gaussian head (mean B×n, log σ S×n: S = B per row, 1 shared). sample: mean and log σ
 /// read, B·G·n draws written; log_prob: + the draws read, B·G log-probabilities written; entropy:
 /// log σ read, B entropies written; backward: mean, log σ, draws and d_log_prob (B·G) read, plus
-/// d_entropy (B) when `d_entropy`, both gradients written. No FLOPs counted (elementwise).
-inline Work diag_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, bool d_entropy = true,
+/// d_entropy (B) when given, both gradients written; log_prob_jvp: the head, its tangent (the same
+/// sizes) and the draws read, B·G written; backward_tangent: the head, the draws, the cotangents
+/// given and the tangent read, the gradient's tangent (the head's sizes) written. No FLOPs counted
+/// (elementwise).
+inline Work diag_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, Cotangents cot = {},
                       double bytes_per = 4) {
   using detail::d;
   const double params = d(B * n) + d(S * n), draws = d(B * G * n);
+  const double cots = (cot.log_prob ? d(B * G) : 0.0) + (cot.entropy ? d(B) : 0.0);
   switch (op) {
     case HeadOp::sample: return {bytes_per * (params + draws), 0};
     case HeadOp::log_prob: return {bytes_per * (params + draws + d(B * G)), 0};
     case HeadOp::entropy: return {bytes_per * (d(S * n) + d(B)), 0};
-    case HeadOp::backward: return {bytes_per * (params + draws + d(B * G) + (d_entropy ? d(B) : 0.0) + params), 0};
+    case HeadOp::backward: return {bytes_per * (params + draws + d(B * G) + (cot.entropy ? d(B) : 0.0) + params), 0};
+    case HeadOp::log_prob_jvp: return {bytes_per * (2.0 * params + draws + d(B * G)), 0};
+    case HeadOp::backward_tangent: return {bytes_per * (3.0 * params + draws + cots), 0};
   }
   return {};
 }
 
 /// A Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2). sample (L ε: 2P FLOPs a draw), log_prob
-/// (forward substitution: 2P a draw), entropy (the diagonal of L read: S·n, B written) and
-/// backward (forward and back substitution and a rank-1 update: 6P a draw; both gradients written).
-inline Work cholesky_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, bool d_entropy = true,
+/// (forward substitution: 2P a draw), entropy (the diagonal of L read: S·n, B written),
+/// backward (forward and back substitution and a rank-1 update: 6P a draw; both gradients written)
+/// and log_prob_jvp (z = L⁻¹(y − μ), v = L⁻ᵀz and the tangent's L̇z: 6P a draw; the head and its
+/// tangent read, B·G written). backward_tangent: the head and its tangent read, the gradient's
+/// tangent (the head's sizes) written, and with d_log_prob the draws and d_log_prob read and, per
+/// draw, z, v, L̇z, ż = −L⁻¹(μ̇ + L̇z), L̇ᵀv, v̇ and the rank-2 update of the tril's tangent: 16P a
+/// draw; without d_log_prob only the d_entropy term (O(n) a row, 0 counted).
+inline Work cholesky_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S, Cotangents cot = {},
                           double bytes_per = 4) {
   using detail::d;
   const double P = d(n * (n + 1) / 2), params = d(B * n) + d(S) * P, draws = d(B * G);
@@ -56,23 +73,32 @@ inline Work cholesky_work(HeadOp op, std::int64_t B, std::int64_t n, std::int64_
     case HeadOp::sample: return {bytes_per * (params + draws * d(n)), draws * 2.0 * P};
     case HeadOp::log_prob: return {bytes_per * (params + draws * d(n + 1)), draws * 2.0 * P};
     case HeadOp::entropy: return {bytes_per * (d(S * n) + d(B)), 0};
-    case HeadOp::backward: return {bytes_per * (2.0 * params + draws * d(n + 1) + (d_entropy ? d(B) : 0.0)), draws * 6.0 * P};
+    case HeadOp::backward: return {bytes_per * (2.0 * params + draws * d(n + 1) + (cot.entropy ? d(B) : 0.0)), draws * 6.0 * P};
+    case HeadOp::log_prob_jvp: return {bytes_per * (2.0 * params + draws * d(n + 1)), draws * 6.0 * P};
+    case HeadOp::backward_tangent:
+      return {bytes_per * (3.0 * params + (cot.log_prob ? draws * d(n + 1) : 0.0) + (cot.entropy ? d(B) : 0.0)),
+              cot.log_prob ? draws * 16.0 * P : 0.0};
   }
   return {};
 }
 
 /// A categorical head (logits B×C; class indices int32). sample: logits read, B·G indices written;
 /// log_prob: + indices read, B·G log-probabilities written; entropy: logits read, B written;
-/// backward: logits, indices and d_log_prob read (+ d_entropy), the B×C gradient written.
-inline Work categorical_work(HeadOp op, std::int64_t B, std::int64_t C, std::int64_t G, bool d_entropy = true,
+/// backward: logits, indices and d_log_prob read (+ d_entropy), the B×C gradient written;
+/// log_prob_jvp: logits, their tangent and the indices read, B·G written; backward_tangent: logits,
+/// indices, the cotangents given and the tangent read, the B×C gradient's tangent written.
+inline Work categorical_work(HeadOp op, std::int64_t B, std::int64_t C, std::int64_t G, Cotangents cot = {},
                              double bytes_per = 4) {
   using detail::d;
   const double logits = bytes_per * d(B * C), idx = 4.0 * d(B * G);
+  const double cots = bytes_per * ((cot.log_prob ? d(B * G) : 0.0) + (cot.entropy ? d(B) : 0.0));
   switch (op) {
     case HeadOp::sample: return {logits + idx, 0};
     case HeadOp::log_prob: return {logits + idx + bytes_per * d(B * G), 0};
     case HeadOp::entropy: return {logits + bytes_per * d(B), 0};
-    case HeadOp::backward: return {2.0 * logits + idx + bytes_per * (d(B * G) + (d_entropy ? d(B) : 0.0)), 0};
+    case HeadOp::backward: return {2.0 * logits + idx + bytes_per * (d(B * G) + (cot.entropy ? d(B) : 0.0)), 0};
+    case HeadOp::log_prob_jvp: return {2.0 * logits + idx + bytes_per * d(B * G), 0};
+    case HeadOp::backward_tangent: return {3.0 * logits + idx + cots, 0};
   }
   return {};
 }
@@ -97,6 +123,37 @@ inline Work pg_surrogate_cholesky_work(std::int64_t B, std::int64_t n, std::int6
 inline Work pg_surrogate_categorical_work(std::int64_t B, std::int64_t C, int row_outputs = 1, double bytes_per = 4) {
   using detail::d;
   return {bytes_per * (2.0 * d(B * C) + row_outputs * d(B)) + 4.0 * d(B), 0};
+}
+
+/// reward and reward_backward (d2r/rewards.hpp), P reward parameters (reward_param_count). Continuous
+/// (B·G draws of n values, B targets): draws, targets and parameters read, B·G rewards written;
+/// backward: + the B·G cotangents read, P gradients written instead. The full form's Rᵀδ is 2P FLOPs
+/// a draw (4P with its gradient's rank-1 update); scalar and diagonal are elementwise (0 counted).
+/// One-hot (B·G class indices and B labels, int32): δ = e_k − e_y has two non-zeros, so every form is
+/// O(n) a draw (0 FLOPs counted).
+inline Work reward_work(bool backward, bool one_hot, bool full_form, std::int64_t params, std::int64_t B, std::int64_t n,
+                        std::int64_t G, double bytes_per = 4) {
+  using detail::d;
+  const double inputs = one_hot ? 4.0 * (d(B * G) + d(B)) : bytes_per * (d(B * G * n) + d(B * n));
+  const double bytes = inputs + bytes_per * (d(params) + (backward ? d(B * G) + d(params) : d(B * G)));
+  const double P = d(n * (n + 1) / 2);
+  const double flops = one_hot || !full_form ? 0.0 : d(B * G) * (backward ? 4.0 : 2.0) * P;
+  return {bytes, flops};
+}
+
+/// transform_rewards: B·G rewards read, B·G advantages written; transform_rewards_backward: the
+/// rewards and the advantages' cotangents read, B·G written. Every transform is elementwise or a
+/// per-group sum (0 FLOPs counted).
+inline Work transform_rewards_work(bool backward, std::int64_t B, std::int64_t G, double bytes_per = 4) {
+  return {bytes_per * (backward ? 3.0 : 2.0) * detail::d(B * G), 0};
+}
+
+/// clip_global_norm below its limit: n values read (their norm), the norm written when asked; no
+/// value written (the kernel skips a scale of 1). A clipping call also writes the n values, but
+/// repeated under a timer it stops clipping after the first call (the norm is then at the limit),
+/// so only the below-the-limit cases are timed. Elementwise (0 FLOPs counted).
+inline Work clip_global_norm_work(std::int64_t n, bool norm_output, double bytes_per = 4) {
+  return {bytes_per * (detail::d(n) + (norm_output ? 1.0 : 0.0)), 0};
 }
 
 /// The optimisers (d2r/optim.hpp), n parameters, elementwise (no FLOPs counted). adam_step:

@@ -440,7 +440,7 @@ Output cat_draws(Context& ctx, const Cat<T>& h) {
 /// D2R_EXPECT_CLOSE): the variant gets " [output]".
 template <class F>
 void add_per_output(Table& t, const std::string& primitive, const std::string& variant, const std::string& size,
-                    const std::vector<std::pair<std::string, Tol>>& outputs, F f) {
+                    const std::vector<std::pair<std::string, Tol>>& outputs, F f, const WorkModel& work = {}) {
   for (const auto& [name, tol] : outputs) {
     t.add(primitive, variant + " [" + name + "]", size, tol, [f, name = name](Context& ctx, auto one, Rng& r) -> Outputs {
       Outputs kept;
@@ -448,7 +448,7 @@ void add_per_output(Table& t, const std::string& primitive, const std::string& v
         if (o.name == name) kept.push_back(std::move(o));
       if (kept.empty()) throw Error(ErrorKind::invalid_argument, name, "the case has no such output");
       return kept;
-    });
+    }).work_model = work;
   }
 }
 

@@ -12,7 +12,7 @@ namespace {
 template <template <class> class Head>
 void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const std::string& name,
                               const std::string& shared_name, const std::string& second_grad,
-                              Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, double)) {
+                              Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Cotangents, double)) {
   const Tol values{1e-4}, grads{1e-3};
   for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
@@ -26,7 +26,7 @@ void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const 
         Out<T> y(ctx, s.B * s.G * s.n, "y");
         timed(ctx, [&] { sample(ctx, h.head(), s.G, kKey, y.matrix(s.B * s.G, s.n)); });
         return {{"samples", get(y)}};
-      }).work_model = stated(work(HeadOp::sample, s.B, s.n, s.G, S, true, 4));
+      }).work_model = stated(work(HeadOp::sample, s.B, s.n, s.G, S, {}, 4));
       t.add("log_prob", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
@@ -34,14 +34,14 @@ void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const 
         Out<T> lp(ctx, s.B * s.G, "lp");
         timed(ctx, [&] { log_prob(ctx, h.head(), y.matrix(s.B * s.G, s.n), lp.matrix(s.B, s.G)); });
         return {{"log_prob", get(lp)}};
-      }).work_model = stated(work(HeadOp::log_prob, s.B, s.n, s.G, S, true, 4));
+      }).work_model = stated(work(HeadOp::log_prob, s.B, s.n, s.G, S, {}, 4));
       t.add("entropy", var, size, values, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
         Out<T> e(ctx, s.B, "e");
         timed(ctx, [&] { entropy(ctx, h.head(), e.vector()); });
         return {{"entropy", get(e)}};
-      }).work_model = stated(work(HeadOp::entropy, s.B, s.n, s.G, S, true, 4));
+      }).work_model = stated(work(HeadOp::entropy, s.B, s.n, s.G, S, {}, 4));
       t.add("backward", var, size, grads, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Head<T> h(ctx, r, s, shared);
@@ -50,7 +50,7 @@ void add_gaussian_head_checks(Table& t, const std::vector<Shape>& shapes, const 
         auto g = h.zeros(ctx);
         timed(ctx, [&] { backward(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_grad(g)); });
         return {{"grad_mean", get(g.a)}, {second_grad, get(g.b)}};
-      }).work_model = stated(work(HeadOp::backward, s.B, s.n, s.G, S, true, 4));
+      }).work_model = stated(work(HeadOp::backward, s.B, s.n, s.G, S, {}, 4));
     }
   }
 }

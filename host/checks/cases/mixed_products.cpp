@@ -66,9 +66,9 @@ void add_mixed_product_checks(Table& t, Level /*level*/) {
             const Out<T> rw(ctx, B, G, r.vec(B * G, -2, 1), "rewards"), da(ctx, B, G, r.vec(B * G, -1, 1), "d_advantages");
             Out<T> out(ctx, B, G, {}, "d_rewards");
             const TransformOptions<T> o{.kind = kind, .rbf_gamma = f32<T>(0.6), .standardize_epsilon = f32<T>(1e-3)};
-            transform_rewards_backward(ctx, o, rw.matrix(B, G), da.matrix(B, G), out.matrix(B, G));
+            timed(ctx, [&] { transform_rewards_backward(ctx, o, rw.matrix(B, G), da.matrix(B, G), out.matrix(B, G)); });
             return {{"d_rewards", get(out)}};
-          });
+          }).work_model = stated(transform_rewards_work(true, B, G));
   }
   const std::string size = "B=19 n=5 C=7 G=8";
   for (const Head h : {Head::diag, Head::diag_shared, Head::chol, Head::cat}) {

@@ -33,6 +33,8 @@ void add_strided_reward_checks(Table& t, Level level) {
     const double BG = static_cast<double>(B * G);
     const std::string size = fmt::format("B={} n={} G={}", B, d, G);
     const std::string var = fmt::format("{}, strided rows", form_name(c.form));
+    const bool full = c.form == RewardForm::full;
+    const std::int64_t P = reward_param_count(c.form, d);
     // The inputs in the test's order: parameters, targets, samples, cotangents, labels, classes.
     struct Inputs {
       Vec p, y, s, c;
@@ -54,38 +56,42 @@ void add_strided_reward_checks(Table& t, Level level) {
       const Inputs in = inputs(r);
       const Out<T> p(ctx, in.p, "params"), y(ctx, B, d, in.y, "targets"), s(ctx, B * G, d, in.s, "samples");
       Out<T> out(ctx, B, G, {}, "rewards");
-      reward(ctx, MahalanobisReward<T>{c.form, p.vector()}, s.matrix(B * G, d), y.matrix(B, d), out.matrix(B, G));
+      timed(ctx, [&] { reward(ctx, MahalanobisReward<T>{c.form, p.vector()}, s.matrix(B * G, d), y.matrix(B, d), out.matrix(B, G)); });
       return {{"rewards", get(out)}};
-    });
+    }).work_model = stated(reward_work(false, false, full, P, B, d, G));
     t.add("reward_backward", "gaussian, " + var, size, {1e-4, 0.0, BG}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Inputs in = inputs(r);
       const Out<T> p(ctx, in.p, "params"), y(ctx, B, d, in.y, "targets"), s(ctx, B * G, d, in.s, "samples"),
           cot(ctx, B, G, in.c, "cotangents");
       Out<T> g(ctx, static_cast<std::int64_t>(in.p.size()), "grad_params");
-      reward_backward(ctx, MahalanobisReward<T>{c.form, p.vector()}, s.matrix(B * G, d), y.matrix(B, d), cot.matrix(B, G),
-                      g.vector());
+      timed(ctx, [&] {
+        reward_backward(ctx, MahalanobisReward<T>{c.form, p.vector()}, s.matrix(B * G, d), y.matrix(B, d), cot.matrix(B, G),
+                        g.vector());
+      });
       return {{"grad_params", get(g)}};
-    });
+    }).work_model = stated(reward_work(true, false, full, P, B, d, G));
     t.add("reward", "one-hot, " + var, size, {1e-5, 0.0, 1.0}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Inputs in = inputs(r);
       const Out<T> p(ctx, in.p, "params");
       const Out<std::int32_t> labels(ctx, as_vec(in.labels), "labels"), ks(ctx, B, G, as_vec(in.ks), "classes");
       Out<T> out(ctx, B, G, {}, "rewards");
-      reward(ctx, MahalanobisReward<T>{c.form, p.vector()}, ks.matrix(B, G), labels.vector(), d, out.matrix(B, G));
+      timed(ctx, [&] { reward(ctx, MahalanobisReward<T>{c.form, p.vector()}, ks.matrix(B, G), labels.vector(), d, out.matrix(B, G)); });
       return {{"rewards", get(out)}};
-    });
+    }).work_model = stated(reward_work(false, true, full, P, B, d, G));
     t.add("reward_backward", "one-hot, " + var, size, {1e-4, 0.0, 0.1 * BG}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Inputs in = inputs(r);
       const Out<T> p(ctx, in.p, "params"), cot(ctx, B, G, in.c, "cotangents");
       const Out<std::int32_t> labels(ctx, as_vec(in.labels), "labels"), ks(ctx, B, G, as_vec(in.ks), "classes");
       Out<T> g(ctx, static_cast<std::int64_t>(in.p.size()), "grad_params");
-      reward_backward(ctx, MahalanobisReward<T>{c.form, p.vector()}, ks.matrix(B, G), labels.vector(), d, cot.matrix(B, G),
-                      g.vector());
+      timed(ctx, [&] {
+        reward_backward(ctx, MahalanobisReward<T>{c.form, p.vector()}, ks.matrix(B, G), labels.vector(), d, cot.matrix(B, G),
+                        g.vector());
+      });
       return {{"grad_params", get(g)}};
-    });
+    }).work_model = stated(reward_work(true, true, full, P, B, d, G));
   }
   // Every transform at B = 1001, G = 17 (rbf γ = 0.7, standardize ε = 1e-4), strided; rtol = atol = 1e-5.
   for (const Transform kind :
@@ -97,9 +103,9 @@ void add_strided_reward_checks(Table& t, Level level) {
             const Out<T> rw(ctx, B, G, r.vec(B * G, -3, 0), "rewards");
             Out<T> a(ctx, B, G, {}, "advantages");
             const TransformOptions<T> o{.kind = kind, .rbf_gamma = f32<T>(0.7), .standardize_epsilon = f32<T>(1e-4)};
-            transform_rewards(ctx, o, rw.matrix(B, G), a.matrix(B, G));
+            timed(ctx, [&] { transform_rewards(ctx, o, rw.matrix(B, G), a.matrix(B, G)); });
             return {{"advantages", get(a)}};
-          });
+          }).work_model = stated(transform_rewards_work(false, B, G));
   }
 }
 
@@ -109,48 +115,57 @@ void add_reward_checks(Table& t, Level level) {
   for (const Shape s : diag_shapes(level)) {
     for (const RewardForm form : forms_for(s.n)) {
       const std::string var = fmt::format("gaussian, {}", form_name(form));
+      const bool full = form == RewardForm::full;
+      const std::int64_t P = reward_param_count(form, s.n);
       t.add("reward", var, gauss_size(s), {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), tg = put<T>(ctx, r.vec(s.B * s.n, -2, 2)),
                         u = put<T>(ctx, reward_params(r, form, s.n));
         Out<T> out(ctx, s.B * s.G, "out");
-        reward(ctx, MahalanobisReward<T>{form, u.vector()}, y.matrix(s.B * s.G, s.n), tg.matrix(s.B, s.n),
-               out.matrix(s.B, s.G));
+        timed(ctx, [&] {
+          reward(ctx, MahalanobisReward<T>{form, u.vector()}, y.matrix(s.B * s.G, s.n), tg.matrix(s.B, s.n), out.matrix(s.B, s.G));
+        });
         return {{"rewards", get(out)}};
-      });
+      }).work_model = stated(reward_work(false, false, full, P, s.B, s.n, s.G));
       t.add("reward_backward", var, gauss_size(s), {1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Vec u_host = reward_params(r, form, s.n);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), tg = put<T>(ctx, r.vec(s.B * s.n, -2, 2)),
                         u = put<T>(ctx, u_host), d = put<T>(ctx, r.vec(s.B * s.G, -1, 1));
         Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-        reward_backward(ctx, MahalanobisReward<T>{form, u.vector()}, y.matrix(s.B * s.G, s.n), tg.matrix(s.B, s.n),
-                        d.matrix(s.B, s.G), g.vector());
+        timed(ctx, [&] {
+          reward_backward(ctx, MahalanobisReward<T>{form, u.vector()}, y.matrix(s.B * s.G, s.n), tg.matrix(s.B, s.n),
+                          d.matrix(s.B, s.G), g.vector());
+        });
         return {{"grad_params", get(g)}};
-      });
+      }).work_model = stated(reward_work(true, false, full, P, s.B, s.n, s.G));
     }
   }
   for (const Shape s : onehot_shapes(level)) {
     for (const RewardForm form : forms_for(s.n)) {
       const std::string var = fmt::format("one-hot, {}", form_name(form));
+      const bool full = form == RewardForm::full;
+      const std::int64_t P = reward_param_count(form, s.n);
       t.add("reward", var, cat_size(s), {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Buffer<std::int32_t> k = put_idx(ctx, indices(r, s.B * s.G, s.n)), y = put_idx(ctx, indices(r, s.B, s.n));
         const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
         Out<T> out(ctx, s.B * s.G, "out");
-        reward(ctx, MahalanobisReward<T>{form, u.vector()}, k.matrix(s.B, s.G), y.vector(), s.n, out.matrix(s.B, s.G));
+        timed(ctx, [&] { reward(ctx, MahalanobisReward<T>{form, u.vector()}, k.matrix(s.B, s.G), y.vector(), s.n, out.matrix(s.B, s.G)); });
         return {{"rewards", get(out)}};
-      });
+      }).work_model = stated(reward_work(false, true, full, P, s.B, s.n, s.G));
       t.add("reward_backward", var, cat_size(s), {1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Vec u_host = reward_params(r, form, s.n);
         const Buffer<std::int32_t> k = put_idx(ctx, indices(r, s.B * s.G, s.n)), y = put_idx(ctx, indices(r, s.B, s.n));
         const Buffer<T> u = put<T>(ctx, u_host), d = put<T>(ctx, r.vec(s.B * s.G, -1, 1));
         Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-        reward_backward(ctx, MahalanobisReward<T>{form, u.vector()}, k.matrix(s.B, s.G), y.vector(), s.n,
-                        d.matrix(s.B, s.G), g.vector());
+        timed(ctx, [&] {
+          reward_backward(ctx, MahalanobisReward<T>{form, u.vector()}, k.matrix(s.B, s.G), y.vector(), s.n, d.matrix(s.B, s.G),
+                          g.vector());
+        });
         return {{"grad_params", get(g)}};
-      });
+      }).work_model = stated(reward_work(true, true, full, P, s.B, s.n, s.G));
     }
   }
   struct Group {
@@ -167,17 +182,19 @@ void add_reward_checks(Table& t, Level level) {
         using T = decltype(one);
         const Buffer<T> rw = put<T>(ctx, r.vec(s.B * s.G, -3, 0));
         Out<T> a(ctx, s.B * s.G, "a");
-        transform_rewards(ctx, pg_options<T>(kind, false, eps).transform, rw.matrix(s.B, s.G), a.matrix(s.B, s.G));
+        timed(ctx, [&] { transform_rewards(ctx, pg_options<T>(kind, false, eps).transform, rw.matrix(s.B, s.G), a.matrix(s.B, s.G)); });
         return {{"advantages", get(a)}};
-      });
+      }).work_model = stated(transform_rewards_work(false, s.B, s.G));
       t.add("transform_rewards_backward", to_string(kind), size, {1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Buffer<T> rw = put<T>(ctx, r.vec(s.B * s.G, -3, 0)), da = put<T>(ctx, r.vec(s.B * s.G, -1, 1));
         Out<T> dr(ctx, s.B * s.G, "dr");
-        transform_rewards_backward(ctx, pg_options<T>(kind, false, eps).transform, rw.matrix(s.B, s.G), da.matrix(s.B, s.G),
-                                   dr.matrix(s.B, s.G));
+        timed(ctx, [&] {
+          transform_rewards_backward(ctx, pg_options<T>(kind, false, eps).transform, rw.matrix(s.B, s.G), da.matrix(s.B, s.G),
+                                     dr.matrix(s.B, s.G));
+        });
         return {{"d_rewards", get(dr)}};
-      });
+      }).work_model = stated(transform_rewards_work(true, s.B, s.G));
     }
   }
   add_strided_reward_checks(t, level);

@@ -52,10 +52,12 @@ void add_strided_diag_second_order(Table& t, Level level) {
       using T = decltype(one);
       const auto p = problem(ctx, one, r);
       Out<T> jvp(ctx, B, G, {}, "jvp");
-      log_prob_jvp(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
-                   DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)}, jvp.matrix(B, G));
+      timed(ctx, [&] {
+        log_prob_jvp(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
+                     DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)}, jvp.matrix(B, G));
+      });
       return {{"jvp", get(jvp)}};
-    });
+    }).work_model = stated(diag_work(HeadOp::log_prob_jvp, B, n, G, S));
     for (const bool with_c : {true, false}) {
       add_per_output(t, "backward_tangent", head + (with_c ? "" : ", no d_log_prob"), size,
                      {{"grad_mean_tangent", {1e-4, 0.0, 0.1 * dG}}, {"grad_log_std_tangent", {1e-4, 0.0, scale_g}}},
@@ -63,12 +65,15 @@ void add_strided_diag_second_order(Table& t, Level level) {
                        using T = decltype(one);
                        const auto p = problem(ctx, one, r);
                        Out<T> gm(ctx, B, n, {}, "grad_mean_tangent"), gs(ctx, S, n, {}, "grad_log_std_tangent");
-                       backward_tangent(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
-                                        with_c ? p.c.matrix(B, G) : MatrixView<const T>{}, p.e.vector(),
-                                        DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)},
-                                        DiagGaussianGrad<T>{gm.matrix(B, n), gs.matrix(S, n)});
+                       timed(ctx, [&] {
+                         backward_tangent(ctx, DiagGaussian<T>{p.mean.matrix(B, n), p.log_std.matrix(S, n)}, p.y.matrix(B * G, n),
+                                          with_c ? p.c.matrix(B, G) : MatrixView<const T>{}, p.e.vector(),
+                                          DiagGaussian<T>{p.tm.matrix(B, n), p.ts.matrix(S, n)},
+                                          DiagGaussianGrad<T>{gm.matrix(B, n), gs.matrix(S, n)});
+                       });
                        return {{"grad_mean_tangent", get(gm)}, {"grad_log_std_tangent", get(gs)}};
-                     });
+                     },
+                     stated(diag_work(HeadOp::backward_tangent, B, n, G, S, {.log_prob = with_c})));
     }
     for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
       add_per_output(t, "exact_backward_tangent", fmt::format("{}, {}, per-dim mean", head, form_name(form)), size,
@@ -126,9 +131,9 @@ void add_strided_categorical_second_order(Table& t, Level level) {
       const Out<T> logits(ctx, B, C, h.logits, "logits"), tan(ctx, B, C, h.t, "tangent");
       const Out<std::int32_t> k(ctx, B, G, Vec(h.k.begin(), h.k.end()), "k");
       Out<T> jvp(ctx, B, G, {}, "jvp");
-      log_prob_jvp(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G), Categorical<T>{tan.matrix(B, C)}, jvp.matrix(B, G));
+      timed(ctx, [&] { log_prob_jvp(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G), Categorical<T>{tan.matrix(B, C)}, jvp.matrix(B, G)); });
       return {{"jvp", get(jvp)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::log_prob_jvp, B, C, G));
     for (const bool with_c : {true, false}) {
       for (const bool with_e : {true, false}) {
         t.add("backward_tangent", fmt::format("{}{}{}", head, with_c ? "" : ", no d_log_prob", with_e ? "" : ", no d_entropy"), size,
@@ -139,13 +144,15 @@ void add_strided_categorical_second_order(Table& t, Level level) {
                     e(ctx, h.e, "d_entropy");
                 const Out<std::int32_t> k(ctx, B, G, Vec(h.k.begin(), h.k.end()), "k");
                 Out<T> g(ctx, B, C, {}, "grad_logits_tangent");
-                backward_tangent(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G), with_c ? c.matrix(B, G) : MatrixView<const T>{},
-                                 with_e ? e.vector() : VectorView<const T>{}, Categorical<T>{tan.matrix(B, C)},
-                                 CategoricalGrad<T>{g.matrix(B, C)});
+                timed(ctx, [&] {
+                  backward_tangent(ctx, Categorical<T>{logits.matrix(B, C)}, k.matrix(B, G),
+                                   with_c ? c.matrix(B, G) : MatrixView<const T>{}, with_e ? e.vector() : VectorView<const T>{},
+                                   Categorical<T>{tan.matrix(B, C)}, CategoricalGrad<T>{g.matrix(B, C)});
+                });
                 const Vec got = get(g);
                 masked_zero(h, got, "backward_tangent");
                 return {{"grad_logits_tangent", got}};
-              });
+              }).work_model = stated(categorical_work(HeadOp::backward_tangent, B, C, G, {.log_prob = with_c, .entropy = with_e}));
       }
     }
     for (const RewardForm form : {RewardForm::scalar, RewardForm::diagonal, RewardForm::full}) {
@@ -207,6 +214,20 @@ struct CholSoProblem {
   [[nodiscard]] CholeskyGaussian<T> tangent() const { return {t_mean.matrix(B, n), t_tril.matrix(R, P), T(0)}; }
 };
 
+/// `call` whose first run goes through timed() (the call d2r bench times) and later runs are plain:
+/// for the cases that run a primitive twice.
+template <class F>
+auto first_timed(Context& ctx, F call) {
+  return [&ctx, call, first = true]() mutable {
+    if (first) {
+      first = false;
+      timed(ctx, call);
+    } else {
+      call();
+    }
+  };
+}
+
 /// Runs f twice; the two results must have the same bits.
 template <class F>
 Vec twice(F f, const char* what) {
@@ -230,12 +251,13 @@ void add_strided_cholesky_second_order(Table& t, Level level) {
       using T = decltype(one);
       const CholSoProblem<T> p(ctx, r, s, r.vec(s.B * s.n, -2, 2));
       Out<T> out(ctx, s.B, s.G, {}, "jvp");
+      auto call = first_timed(ctx, [&] { log_prob_jvp(ctx, p.head(), p.samples.matrix(s.B * s.G, s.n), p.tangent(), out.matrix(s.B, s.G)); });
       const Vec jvp = twice([&] {
-        log_prob_jvp(ctx, p.head(), p.samples.matrix(s.B * s.G, s.n), p.tangent(), out.matrix(s.B, s.G));
+        call();
         return get(out);
       }, "log_prob_jvp");
       return {{"jvp", jvp}};
-    });
+    }).work_model = stated(cholesky_work(HeadOp::log_prob_jvp, s.B, s.n, s.G, s.shared ? 1 : s.B));
     for (const int which : {0, 1, 2}) {  // both cotangents, d_log_prob only, d_entropy only
       const bool with_c = which != 2, with_e = which != 1;
       add_per_output(t, "backward_tangent", head + (which == 0 ? ", twice" : which == 1 ? ", d_log_prob only" : ", d_entropy only"),
@@ -244,11 +266,14 @@ void add_strided_cholesky_second_order(Table& t, Level level) {
                        using T = decltype(one);
                        const CholSoProblem<T> p(ctx, r, s, r.vec(s.B * s.n, -2, 2));
                        Out<T> gm(ctx, p.B, p.n, {}, "grad_mean_tangent"), gt(ctx, p.R, p.P, {}, "grad_tril_tangent");
-                       const auto run = [&] {
+                       auto call = first_timed(ctx, [&] {
                          backward_tangent(ctx, p.head(), with_c ? p.samples.matrix(s.B * s.G, s.n) : MatrixView<const T>{},
                                           with_c ? p.d_log_prob.matrix(s.B, s.G) : MatrixView<const T>{},
                                           with_e ? p.d_entropy.vector() : VectorView<const T>{}, p.tangent(),
                                           CholeskyGaussianGrad<T>{gm.matrix(p.B, p.n), gt.matrix(p.R, p.P)});
+                       });
+                       const auto run = [&] {
+                         call();
                          Vec both = get(gm), tril = get(gt);
                          both.insert(both.end(), tril.begin(), tril.end());
                          return both;
@@ -256,7 +281,9 @@ void add_strided_cholesky_second_order(Table& t, Level level) {
                        const Vec both = which == 0 ? twice(run, "backward_tangent") : run();
                        const auto split = both.begin() + p.B * p.n;
                        return {{"grad_mean_tangent", Vec(both.begin(), split)}, {"grad_tril_tangent", Vec(split, both.end())}};
-                     });
+                     },
+                     stated(cholesky_work(HeadOp::backward_tangent, s.B, s.n, s.G, s.shared ? 1 : s.B,
+                                          {.log_prob = with_c, .entropy = with_e})));
     }
   }
   // exact_backward_tangent and exact_mixed_product: B in {1, 3, 300}, n in {1, 2, 17, 64}.
@@ -325,7 +352,8 @@ namespace {
 template <template <class> class Head>
 void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const std::string& name,
                                const std::string& shared_name, const std::string& second_tangent,
-                               const std::vector<std::pair<Transform, RewardForm>>& reinforce) {
+                               const std::vector<std::pair<Transform, RewardForm>>& reinforce,
+                               Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Cotangents, double)) {
   const Tol tol{2e-3};
   for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
@@ -335,9 +363,9 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
       const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3));
       const auto tan = h.like(ctx, r);
       Out<T> out(ctx, s.B * s.G, "out");
-      log_prob_jvp(ctx, h.head(), y.matrix(s.B * s.G, s.n), h.as_head(tan), out.matrix(s.B, s.G));
+      timed(ctx, [&] { log_prob_jvp(ctx, h.head(), y.matrix(s.B * s.G, s.n), h.as_head(tan), out.matrix(s.B, s.G)); });
       return {{"jvp", get(out)}};
-    });
+    }).work_model = stated(work(HeadOp::log_prob_jvp, s.B, s.n, s.G, s.B, {}, 4));
     for (const bool shared : {false, true}) {
       if (shared && (s.B == 1 || shared_name.empty())) continue;
       t.add("backward_tangent", shared ? shared_name : name, size, tol, [=](Context& ctx, auto one, Rng& r) -> Outputs {
@@ -347,10 +375,11 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
                         e = put<T>(ctx, r.vec(s.B, -1, 1));
         const auto tan = h.like(ctx, r);
         auto g = h.zeros(ctx);
-        backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan),
-                         h.as_grad(g));
+        timed(ctx, [&] {
+          backward_tangent(ctx, h.head(), y.matrix(s.B * s.G, s.n), c.matrix(s.B, s.G), e.vector(), h.as_head(tan), h.as_grad(g));
+        });
         return {{"grad_mean_tangent", get(g.a)}, {second_tangent, get(g.b)}};
-      });
+      }).work_model = stated(work(HeadOp::backward_tangent, s.B, s.n, s.G, shared ? 1 : s.B, {}, 4));
     }
     for (const RewardForm form : forms_for(s.n)) {
       t.add("exact_backward_tangent", fmt::format("{}, {}", name, form_name(form)), size, tol,
@@ -399,9 +428,9 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
 void add_second_order_checks(Table& t, Level level) {
   const Tol tol{2e-3};
   add_gaussian_second_order<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std_tangent",
-                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}});
+                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}}, diag_work);
   add_gaussian_second_order<Chol>(t, chol_shapes(level), "cholesky", "", "grad_tril_tangent",
-                                  {{Transform::none, RewardForm::full}});
+                                  {{Transform::none, RewardForm::full}}, cholesky_work);
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     const Tol per_element{2e-3};
@@ -413,18 +442,18 @@ void add_second_order_checks(Table& t, Level level) {
       const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
       const Buffer<T> tan = h.like(ctx, r);
       Out<T> out(ctx, s.B * s.G, "out");
-      log_prob_jvp(ctx, h.head(), k.matrix(s.B, s.G), h.as_head(tan), out.matrix(s.B, s.G));
+      timed(ctx, [&] { log_prob_jvp(ctx, h.head(), k.matrix(s.B, s.G), h.as_head(tan), out.matrix(s.B, s.G)); });
       return {{"jvp", get(out)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::log_prob_jvp, s.B, s.n, s.G));
     t.add("backward_tangent", "categorical", size, per_element, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Cat<T> h(ctx, r, s);
       const Buffer<std::int32_t> k = put_idx(ctx, unmasked_draws(r, h.host_logits, s.B, s.n, s.G));
       const Buffer<T> c = put<T>(ctx, r.vec(s.B * s.G, -1, 1)), e = put<T>(ctx, r.vec(s.B, -1, 1)), tan = h.like(ctx, r);
       Out<T> g(ctx, s.B * s.n, "g");
-      backward_tangent(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_head(tan), h.as_grad(g));
+      timed(ctx, [&] { backward_tangent(ctx, h.head(), k.matrix(s.B, s.G), c.matrix(s.B, s.G), e.vector(), h.as_head(tan), h.as_grad(g)); });
       return {{"grad_logits_tangent", get(g)}};
-    });
+    }).work_model = stated(categorical_work(HeadOp::backward_tangent, s.B, s.n, s.G));
     for (const RewardForm form : forms_for(s.n)) {
       t.add("exact_backward_tangent", fmt::format("categorical, {}", form_name(form)), size, per_element,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
