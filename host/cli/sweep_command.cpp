@@ -87,7 +87,7 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
                   "what is trained at each reward: pg (fit --method pg's protocol, what fit --final-model pg retrains at "
                   "the learned reward: REINFORCE unless --inner-objective exact; classification: --epochs of "
                   "--batch-size rows) or bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh "
-                  "start, fit's --lr, for as many Adam steps as each --bilevel run took in all, one grid per distinct "
+                  "start, fit's --lr, for as many Adam steps as each --bilevel run's returned policy took (up to its returned outer step), one grid per distinct "
                   "count, or --steps; a warm-started run's policy trained along its path, so this matches it only "
                   "approximately; a run with --inner-start fixed --inner-tolerance 0: its K_in, the learner it judged)")
       ->check(CLI::IsMember({"pg", "bilevel"}))
