@@ -19,6 +19,15 @@ file(READ ${WORK}/same/results.json results)
 if(NOT results MATCHES "\"resumed_from_step\": 3" OR NOT results MATCHES "\"steps_done\": 4")
   message(FATAL_ERROR "results.json of the resumed run does not say 3 steps resumed, 4 done:\n${results}")
 endif()
+# The earlier checkpoint holds no best outer step: the choice of --final-model best restarts at its last step,
+# and results.json says so (final.model.tracked_from_step and a warning).
+string(JSON from GET "${results}" final model tracked_from_step)
+string(JSON source GET "${results}" final model source)
+string(JSON model_step GET "${results}" final model outer_step)
+if(NOT from EQUAL 3 OR NOT source MATCHES "^best$" OR model_step LESS 3 OR NOT results MATCHES "chosen among outer steps 3 onwards")
+  message(FATAL_ERROR "the resumed earlier checkpoint: model ${source} of step ${model_step}, tracked from ${from} "
+                      "(expected best, >= 3, 3, and a warning):\n${results}")
+endif()
 
 resume_copy(other)
 execute_process(COMMAND "${D2R}" ${args} --outer-steps 4 --damping 0.5 --resume --out ${WORK}/other

@@ -165,18 +165,20 @@ TEST(FitRun, ClassificationNllAndBilevel) {
   for (const auto& s : r.outer) mean += s.beta / 3;
   EXPECT_DOUBLE_EQ(r.beta, mean);
   EXPECT_NE(r.outer.back().beta, c.beta);
-  // refit_pg false (the default): the model is the inner policy of the last outer step, no epochs.
+  // FinalModel::last (the library's default): the model is the inner policy of the last outer step, no epochs.
   EXPECT_TRUE(r.epochs.empty());
-  EXPECT_EQ(r.model_outer_step, 3);
-  EXPECT_EQ(r.model_beta, r.outer[1].beta);
+  EXPECT_EQ(r.model.source, d2r::runs::FinalModel::last);
+  EXPECT_EQ(r.model.outer_step, 3);
+  EXPECT_EQ(r.model.trained_at, std::vector<double>{r.outer[1].beta});
   EXPECT_TRUE(std::isnan(r.mean_test_accuracy));
-  // refit_pg true (the paper's protocol): PG retrained for the epochs at the learned β.
-  c.refit_pg = true;
+  // FinalModel::pg (the paper's protocol): PG retrained for the epochs at the learned β.
+  c.final_model = d2r::runs::FinalModel::pg;
   Context ctx2({.backend = Backend::cpu, .seed = 1});
   ClassificationRun refit(ctx2, c, train, val, test, 2, d2r::DataParallel{});
   const d2r::runs::ClassificationResult p = refit.run();
   EXPECT_EQ(p.epochs.size(), 20u);
-  EXPECT_EQ(p.model_outer_step, 0);
+  EXPECT_EQ(p.model.outer_step, 0);
+  EXPECT_EQ(p.model.source, d2r::runs::FinalModel::pg);
   EXPECT_EQ(p.beta, r.beta);  // the same outer loop
   EXPECT_GT(p.test.accuracy, 0.85);
 }

@@ -84,7 +84,7 @@ nlohmann::json config_json(const ClassificationConfig& c) {
   if (c.method == ClassMethod::bilevel) {
     j["beta_init"] = c.beta;
     j["beta_tail"] = c.beta_tail;
-    j["final_model"] = c.refit_pg ? "pg" : "inner";
+    j["final_model"] = runs::to_string(c.final_model);
     outer_config_json(c, j);
   }
   return j;

@@ -86,6 +86,16 @@ void apply_outer_options(const FitOptions& o, Config& c) {
 }
 
 
+/// --final-model (inner: the old name of last), or the preset's: recommended best, paper last
+/// (classification: pg, the paper's tabular protocol).
+runs::FinalModel final_model(const FitOptions& o, const std::string& preset, bool classification) {
+  using runs::FinalModel;
+  if (!given(o, "--final-model")) {
+    return preset == "paper" ? (classification ? FinalModel::pg : FinalModel::last) : FinalModel::best;
+  }
+  return o.final_model == "pg" ? FinalModel::pg : o.final_model == "best" ? FinalModel::best : FinalModel::last;
+}
+
 /// The verdict of a bilevel run on stdout and as the exit code (0 converged, 4 step_limited, 3
 /// diverged); warnings on stderr.
 int report_verdict(const BilevelVerdict& v, const std::vector<std::string>& warnings) {
@@ -320,13 +330,14 @@ struct RegressionFit {
     reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
     method = parse_method(o.method);
     if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
-    if (given(o, "--final-model") && o.final_model != "inner") {
-      bad_input(kCmd, "--final-model", "a regression bilevel fit returns its inner policy; pg is for --task classification");
+    if (given(o, "--final-model") && o.final_model == "pg") {
+      bad_input(kCmd, "--final-model",
+                "a regression bilevel fit returns an inner policy (best or last); pg is for --task classification");
     }
   }
   [[nodiscard]] bool bilevel() const { return method == Method::bilevel; }
   [[nodiscard]] bool has_val() const { return in.has_val; }
-  void after_preset(const FitOptions&) {}
+  void after_preset(const FitOptions& o) { c.final_model = final_model(o, c.preset, false); }
 
   void configure(const FitOptions& o) {
     in = load_regression_inputs(o, kCmd);
@@ -414,6 +425,10 @@ struct RegressionFit {
     }
     if (scale != 1) fmt::print("(metrics in the original units of the targets; trained on (y − mean) / {:.6g})\n", scale);
     const std::vector<double> original = reward_original(r);
+    nlohmann::json model;
+    if (bilevel() && !r.records.empty()) {
+      model = model_json(r.model, describe_reward(c.reward_form, reward_in_scale(c.reward_form, r.model.trained_at, dims, scale), dims));
+    }
     if (!r.reward_params.empty()) {
       fmt::print("{} reward: {}{}\n", method == Method::bilevel ? "learned" : method == Method::heuristic ? "heuristic" : "fixed",
                  describe_reward(c.reward_form, original, dims), scale != 1 ? " (original units)" : "");
@@ -424,7 +439,8 @@ struct RegressionFit {
       }
     }
     if (method == Method::bilevel) {
-      fmt::print("outer loss ({} rows) at the last outer step: {:.4f}; {} inner steps in {} outer steps\n",
+      fmt::print("last outer step: {}, outer loss ({} rows) {:.4f}; {} inner steps in {} outer steps\n",
+                 describe_reward(c.reward_form, reward_in_scale(c.reward_form, r.last_reward_params, dims, scale), dims),
                  c.bilevel.outer_data == OuterData::validation ? "validation" : "training", outer_loss(r), r.inner_steps,
                  r.records.size());
     }
@@ -442,15 +458,21 @@ struct RegressionFit {
     }
     j["resumed_from_step"] = resumed_from;
     if (bilevel()) {
-      // A regression bilevel fit never retrains: its final metrics are of the judged inner policy.
-      j["final"]["model"] = {{"source", "inner"},
-                             {"outer_step", r.records.empty() ? 0 : r.records.back().step},
-                             {"description", "the inner policy of the last outer step, the model whose validation "
-                                             "loss the outer loop judged"}};
+      // A regression bilevel fit never retrains: its final metrics are of a judged inner policy,
+      // and final.reward is the φ it was trained at (best) or the last φ (last).
+      if (model.is_null()) model = {{"source", runs::to_string(r.model.source)}, {"outer_step", 0}};
+      model["trained_at"] = {{"params", reward_in_scale(c.reward_form, r.model.trained_at, dims, scale)},
+                             {"params_standardized", r.model.trained_at}};
+      j["final"]["model"] = model;
+      j["final"]["last_step"] = {{"outer_step", r.records.empty() ? 0 : r.records.back().step},
+                                 {"outer_loss", outer_loss(r)},
+                                 {"params", reward_in_scale(c.reward_form, r.last_reward_params, dims, scale)},
+                                 {"params_standardized", r.last_reward_params}};
     }
   }
 
   static const std::vector<StepRecord>& outer_records(const Result& r) { return r.records; }
+  static const runs::ReturnedModel& returned(const Result& r) { return r.model; }
   static double outer_loss(const Result& r) { return r.records.empty() ? kNaN : r.records.back().outer_loss; }
 
   [[nodiscard]] std::string diverged(const Result& r) const {
@@ -500,7 +522,7 @@ struct ClassificationFit {
   [[nodiscard]] bool has_val() const { return !in.val.empty(); }
   /// The model returned: the judged inner policy, unless asked for (or the paper's protocol) PG at the learned β.
   void after_preset(const FitOptions& o) {
-    c.refit_pg = given(o, "--final-model") ? o.final_model == "pg" : c.preset == "paper";
+    c.final_model = final_model(o, c.preset, true);
   }
 
   /// Defaults of the paper's tabular setting where the option was not given.
@@ -559,10 +581,12 @@ struct ClassificationFit {
     if (method == ClassMethod::bilevel) {
       fmt::print("\nbilevel β from {} (preset {}): {}; {}", c.beta, c.preset,
                  describe_bilevel(c, o.curvature, in.train.rows, "cross-entropy"),
-                 c.refit_pg ? "then PG with the learned β (--final-model pg)"
-                            : "the model: the inner policy of the last outer step (--final-model inner)");
+                 c.final_model == runs::FinalModel::pg ? std::string("then PG with the learned β (--final-model pg)")
+                 : fmt::format("the model: the inner policy of the {} outer step (--final-model {})",
+                               c.final_model == runs::FinalModel::best ? "best-judged" : "last",
+                               runs::to_string(c.final_model)));
     }
-    const bool epochs = method != ClassMethod::bilevel || c.refit_pg;
+    const bool epochs = method != ClassMethod::bilevel || c.final_model == runs::FinalModel::pg;
     fmt::print("\n{} {}→{}{}, {}; device {} ({}), {}; seed {}\n", c.hidden.empty() ? "logistic regression" : "MLP",
                in.train.inputs, c.hidden.empty() ? "" : fmt::format("[{}]→", fmt::join(c.hidden, ",")), in.classes,
                epochs ? fmt::format("Adam {} × {} epochs of batch {}", c.learning_rate, c.plain.epochs,
@@ -581,13 +605,14 @@ struct ClassificationFit {
       fmt::print("test accuracy averaged over the {} epochs (the paper's figure): {:.4f}; final test accuracy {:.4f}\n",
                  r.epochs.size(), r.mean_test_accuracy, r.test.accuracy);
     }
-    if (r.model_outer_step > 0) {
-      fmt::print("model: the inner policy of outer step {} (trained at β = {:.4g}; its validation cross-entropy is "
-                 "that step's outer loss)\n",
-                 r.model_outer_step, r.model_beta);
-    }
+    nlohmann::json model;
+    if (r.model.outer_step > 0) model = model_json(r.model, fmt::format("β = {:.4g}", r.model.trained_at.at(0)));
     if (method == ClassMethod::bilevel) {
-      if (c.preset == "paper") {
+      if (r.model.source == runs::FinalModel::best) {
+        fmt::print("learned β = {:.4f} (the best-judged step's, from {}; last outer step: β = {:.4f}, outer cross-entropy "
+                   "{:.4f}; {} inner steps in {} outer steps)\n",
+                   r.beta, c.beta, r.outer.back().beta, r.outer.back().outer_loss, r.inner_steps, r.outer.size());
+      } else if (c.preset == "paper") {
         fmt::print("learned β = {:.4f} (mean of the last {} outer steps; final {:.4f}, from {})\n", r.beta,
                    std::min<std::size_t>(static_cast<std::size_t>(c.beta_tail), r.outer.size()), r.outer.back().beta, c.beta);
       } else {
@@ -621,20 +646,27 @@ struct ClassificationFit {
     }
     if (bilevel()) {
       j["resumed_from_step"] = resumed_from;
-      // Which model the final metrics are of (--final-model).
-      j["final"]["model"] = r.model_outer_step > 0
-                                ? nlohmann::json{{"source", "inner"},
-                                                 {"outer_step", r.model_outer_step},
-                                                 {"trained_at_beta", r.model_beta},
-                                                 {"description", "the inner policy of the last outer step, the model "
-                                                                 "whose validation loss the outer loop judged"}}
-                                : nlohmann::json{{"source", "pg"},
-                                                 {"epochs", r.epochs.size()},
-                                                 {"description", "PG retrained for the epochs at the learned β"}};
+      // Which model the final metrics are of (--final-model), and the last step's β and outer loss.
+      if (model.is_null()) {
+        model = {{"source", runs::to_string(r.model.source)}, {"outer_step", 0}};
+        if (r.model.source == runs::FinalModel::pg) {
+          model["epochs"] = r.epochs.size();
+          model["description"] = "PG retrained for the epochs at the learned β";
+        }
+      } else {
+        model["trained_at_beta"] = r.model.trained_at.at(0);
+      }
+      j["final"]["model"] = model;
+      if (!r.outer.empty()) {
+        j["final"]["last_step"] = {{"outer_step", r.outer.back().step},
+                                   {"outer_loss", r.outer.back().outer_loss},
+                                   {"beta", r.outer.back().beta}};
+      }
     }
   }
 
   static const std::vector<OuterRecord>& outer_records(const Result& r) { return r.outer; }
+  static const runs::ReturnedModel& returned(const Result& r) { return r.model; }
   static double outer_loss(const Result& r) { return r.outer.empty() ? kNaN : r.outer.back().outer_loss; }
 
   [[nodiscard]] std::string diverged(const Result& r) const {
@@ -711,6 +743,7 @@ int fit_task(const FitOptions& o) {
   int code = 0;
   if (t.bilevel()) {
     warnings = bilevel_warnings(Task::outer_records(result), t.c.bilevel);
+    for (std::string& w : model_warnings(Task::returned(result), t.c.final_model)) warnings.push_back(std::move(w));
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = Task::outer_loss(result);

@@ -57,10 +57,12 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       ->check(CLI::IsMember({"recommended", "paper"}))
       ->capture_default_str();
   cmd->add_option("--final-model", o.final_model,
-                  "bilevel: the model fit returns and reports: inner (the inner policy of the last outer step, whose "
-                  "validation loss the outer loop judged) or pg (classification only: PG retrained for --epochs at the "
-                  "learned β, the paper's tabular protocol) (default: the preset's: recommended inner, paper pg)")
-      ->check(CLI::IsMember({"inner", "pg"}));
+                  "bilevel: the model fit returns and reports, with the reward it was trained at: best (the inner policy "
+                  "of the outer step with the lowest outer loss among those whose inner policy was stationary), last "
+                  "(the last outer step's inner policy and the last reward; 'inner' is an alias) or pg (classification "
+                  "only: PG retrained for --epochs at the learned β, the paper's tabular protocol) (default: the "
+                  "preset's: recommended best, paper last for regression and pg for classification)")
+      ->check(CLI::IsMember({"best", "last", "inner", "pg"}));
   cmd->add_option("--outer-step", o.outer_step, "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)")
       ->capture_default_str();
   cmd->add_option("--inner-tolerance", o.inner_tolerance,

@@ -40,6 +40,7 @@ nlohmann::json config_json(const RegressionConfig& c) {
     if (c.method != Method::heuristic) j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
   }
   if (c.method == Method::bilevel) {
+    j["final_model"] = runs::to_string(c.final_model);
     outer_config_json(c, j);
   } else {
     j["steps"] = c.plain.steps;
@@ -159,6 +160,42 @@ nlohmann::json records_json(const RunResult& result, bool bilevel, const std::st
     out.push_back(std::move(j));
   }
   return out;
+}
+
+/// stdout's line and results.json's final.model of a returned inner policy (FinalModel best or
+/// last); `reward` describes the φ it was trained at.
+nlohmann::json model_json(const runs::ReturnedModel& m, const std::string& reward) {
+  const bool best = m.source == runs::FinalModel::best;
+  fmt::print("model: the inner policy of outer step {} ({}; trained at {}, outer loss {:.4f})\n", m.outer_step,
+             best ? "the best-judged step: the lowest outer loss among steps with a stationary inner policy"
+                  : m.fallback ? "the last step: no step had a stationary inner policy"
+                               : "the last step",
+             reward, m.outer_loss);
+  return {{"source", runs::to_string(m.source)},
+          {"outer_step", m.outer_step},
+          {"outer_loss", m.outer_loss},
+          {"inner_steps", m.inner_steps},
+          {"tracked_from_step", m.tracked_from},
+          {"fallback", m.fallback},
+          {"description", best ? "the inner policy of the best-judged outer step (lowest outer loss among those whose "
+                                 "inner policy was stationary), trained at the reward before that step's move"
+                               : "the inner policy of the last outer step"}};
+}
+
+/// Warnings about the returned model: a best that fell back to the last step, or that chose among
+/// the steps after a resume only.
+std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked) {
+  std::vector<std::string> w;
+  if (m.fallback) {
+    w.push_back("no outer step had a stationary inner policy: the model returned is the last step's, not a best-judged "
+                "one (--final-model best)");
+  }
+  if (asked == runs::FinalModel::best && m.tracked_from > 1) {
+    w.push_back(fmt::format("the checkpoint resumed was written before d2r saved the best outer step: the best step "
+                            "was chosen among outer steps {} onwards only (the earlier steps' policies are not in it)",
+                            m.tracked_from));
+  }
+  return w;
 }
 
 }  // namespace d2r::cli

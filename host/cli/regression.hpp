@@ -149,4 +149,11 @@ void curves_table(const RunResult& result, bool bilevel, std::vector<std::string
 /// Records of a run as JSON.
 nlohmann::json records_json(const RunResult& result, bool bilevel, const std::string& held_out_name = "validation");
 
+/// `d2r fit` bilevel, either task: prints the line saying which inner policy was returned (FinalModel best or
+/// last; `reward` describes the reward it was trained at) and returns results.json's final.model for it.
+nlohmann::json model_json(const runs::ReturnedModel& m, const std::string& reward);
+/// Warnings about the returned model: a best that fell back to the last step, or that chose among the steps
+/// after a resume of an older checkpoint only.
+std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked);
+
 }  // namespace d2r::cli

@@ -87,7 +87,7 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
                   "what is trained at each reward: pg (fit --method pg's protocol, what fit --final-model pg retrains at "
                   "the learned reward: REINFORCE unless --inner-objective exact; classification: --epochs of "
                   "--batch-size rows) or bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh "
-                  "start, fit's --lr, for as many Adam steps as each --bilevel run took in all, one grid per distinct "
+                  "start, fit's --lr, for as many Adam steps as each --bilevel run's returned policy took (up to its returned outer step), one grid per distinct "
                   "count, or --steps; a warm-started run's policy trained along its path, so this matches it only "
                   "approximately; a run with --inner-start fixed --inner-tolerance 0: its K_in, the learner it judged)")
       ->check(CLI::IsMember({"pg", "bilevel"}))
@@ -174,11 +174,16 @@ int run_sweep(const SweepOptions& s) {
   } else {
     for (std::size_t i = 0; i < bilevel_results.size(); ++i) {
       // A run with a fixed inner start judged a fresh learner of K_in steps at every φ (when its
-      // budget is fixed: --inner-tolerance 0); otherwise its policy took all its inner steps in turn.
+      // budget is fixed: --inner-tolerance 0); otherwise its returned policy took the inner steps
+      // of every outer step up to its own (final.model.inner_steps: --final-model best returns an
+      // earlier step's; results.json of older runs: every inner step of the run).
       const nlohmann::json cfg = bilevel_results[i].value("config", nlohmann::json::object());
+      const nlohmann::json& fin = bilevel_results[i]["final"];
       const bool fixed = cfg.value("inner_start", std::string()) == "fixed" && cfg.value("stationarity_tolerance", 1.0) == 0;
-      const std::int64_t n = fixed ? cfg.value("inner_steps", std::int64_t{0})
-                                   : bilevel_results[i]["final"].value("inner_steps", std::int64_t{0});
+      const nlohmann::json model = fin.value("model", nlohmann::json::object());
+      const std::int64_t n = fixed                            ? cfg.value("inner_steps", std::int64_t{0})
+                             : model.contains("inner_steps") ? model.value("inner_steps", std::int64_t{0})
+                                                              : fin.value("inner_steps", std::int64_t{0});
       if (n < 1) {
         bad_input(kCmd, "--bilevel",
                   fmt::format("'{}' records {} inner steps; give --steps for the sweep's learner", s.bilevel[i], n));
@@ -440,7 +445,8 @@ int run_sweep(const SweepOptions& s) {
                within ? "within" : "NOT within", b.mean, b.value, tol);
     bj.push_back({{"path", s.bilevel[i]},
                   {"value", lp.value},
-                  {"outer_loss_of_bilevel_run", res["final"].value("outer_loss", kNaN)},
+                  {"outer_loss_of_bilevel_run",
+                   res["final"].value("model", nlohmann::json::object()).value("outer_loss", res["final"].value("outer_loss", kNaN))},
                   {"validation_loss", lp.val_loss},
                   {"mean", lb},
                   {"steps_per_run", gr.steps_per_run},
@@ -448,6 +454,7 @@ int run_sweep(const SweepOptions& s) {
                   {"best_validation_loss", b.mean},
                   {"seed_noise", gr.noise},
                   {"inner_steps", bsteps},
+                  {"model_inner_steps", res["final"].value("model", nlohmann::json::object()).value("inner_steps", bsteps)},
                   {"share_of_sweep_inner_steps", share},
                   {"verdict", res["verdict"]},
                   {"reason", res.value("reason", "")},

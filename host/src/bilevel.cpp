@@ -71,6 +71,7 @@ void BilevelTrainer<T>::initialize(Context& ctx, std::unique_ptr<bilevel_detail:
   }
   phi_.assign(reward_init.begin(), reward_init.end());
   for (std::size_t i : impl_->positive) phi_[i] = std::max(phi_[i], options_.reward_floor);
+  impl_->initial_phi = phi_;
   // The fingerprint: everything the results depend on besides the state (the data's values, every
   // option, the initial reward, the context), one "name = value" line each.
   std::string& fp = impl_->fingerprint;
@@ -313,6 +314,31 @@ VectorView<const T> BilevelTrainer<T>::policy_params() const {
 }
 
 template <class T>
+std::int64_t BilevelTrainer<T>::best_step() const noexcept {
+  return impl_->best_step;
+}
+
+template <class T>
+std::int64_t BilevelTrainer<T>::best_tracked_from() const noexcept {
+  return impl_->best_from;
+}
+
+template <class T>
+double BilevelTrainer<T>::best_outer_loss() const noexcept {
+  return impl_->best_loss;
+}
+
+template <class T>
+const std::vector<double>& BilevelTrainer<T>::best_reward_params() const noexcept {
+  return impl_->best_phi;
+}
+
+template <class T>
+VectorView<const T> BilevelTrainer<T>::best_policy_params() const {
+  return std::as_const(impl_->best_theta).vector();
+}
+
+template <class T>
 std::vector<std::int64_t> BilevelTrainer<T>::window_rows() const {
   const Impl& s = *impl_;
   if (s.batch == 0 || s.window == 0) return {};
@@ -501,6 +527,12 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.train = s.problem->evaluate(theta, false);
   rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
   rec.outer_loss = options_.outer_data == OuterData::train ? rec.train.nll_per_dim : rec.validation.nll_per_dim;
+
+  // The best-judged step (best_step): the lowest finite outer loss among steps with a stationary
+  // inner policy; its θ and the φ it was trained at (φ before this step's move) are kept.
+  if (stationary && std::isfinite(rec.outer_loss) && (s.best_step == 0 || rec.outer_loss < s.best_loss)) {
+    s.set_best(k, phi_, rec.outer_loss);
+  }
 
   // Outer step on φ (host, double); a non-finite hypergradient, or one taken at an inner policy
   // that is not stationary, leaves φ unchanged.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -177,6 +178,11 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("counters", std::span<const std::int64_t>(counters));
   const std::vector<std::int64_t> minibatch{s.pass, s.window};
   w.add("minibatch", std::span<const std::int64_t>(minibatch));
+  // The best-judged step (best_step); a file without these sections predates them (load()).
+  const std::vector<double> best{static_cast<double>(s.best_step), s.best_loss, static_cast<double>(s.best_from)};
+  w.add("best", std::span<const double>(best));
+  w.add("best_phi", std::span<const double>(s.best_phi));
+  add_values(w, "best_theta", s.best_step > 0 ? s.best_theta.to_host() : std::vector<T>{});
   std::vector<double> records;
   for (const BilevelRecord& r : history_) append_record(records, r);
   w.add("records", std::span<const double>(records));
@@ -250,6 +256,41 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   }
   D2R_EXPECTS(records.empty() || records.back().reward_params == phi, fn, "path",
               "checkpoint '{}': the last record's reward differs from the saved reward", path.string());
+  // The best-judged step (best_step). A file written before it was saved (no "best" section)
+  // holds only the last step's policy: the choice restarts there (best_tracked_from), among that
+  // step (when its policy was stationary) and the steps run after the resume.
+  const auto K = static_cast<std::int64_t>(records.size());
+  const auto phi_before = [&](std::int64_t k) { return k >= 2 ? records[static_cast<std::size_t>(k - 2)].reward_params : s.initial_phi; };
+  std::int64_t best_step = 0, best_from = 1;
+  double best_loss = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> best_phi;
+  std::vector<T> best_theta;
+  if (r.has("best")) {
+    const std::vector<double> b = r.doubles("best");
+    best_phi = r.doubles("best_phi");
+    best_theta = read_values<T>(r, "best_theta");
+    D2R_EXPECTS(b.size() == 3 && b[0] >= 0 && b[0] <= static_cast<double>(K) && b[2] >= 1 &&
+                    b[2] <= static_cast<double>(std::max<std::int64_t>(K, 1)) && (b[0] == 0 || b[0] >= b[2]),
+                fn, "path", "checkpoint '{}' has an invalid best outer step", path.string());
+    best_step = static_cast<std::int64_t>(b[0]);
+    best_loss = b[1];
+    best_from = static_cast<std::int64_t>(b[2]);
+    const bool matches =
+        best_step == 0 ? best_phi.empty() && best_theta.empty()
+                       : best_theta.size() == P && all_finite(best_theta) && best_phi == phi_before(best_step) &&
+                             records[static_cast<std::size_t>(best_step - 1)].inner_stationary &&
+                             records[static_cast<std::size_t>(best_step - 1)].outer_loss == best_loss;
+    D2R_EXPECTS(matches, fn, "path", "checkpoint '{}': its best outer step {} does not match its records", path.string(),
+                best_step);
+  } else if (K > 0) {
+    best_from = K;
+    if (records.back().inner_stationary && std::isfinite(records.back().outer_loss)) {
+      best_step = K;
+      best_loss = records.back().outer_loss;
+      best_phi = phi_before(K);
+      best_theta = theta;
+    }
+  }
 
   s.theta.copy_from_host(theta);
   s.first_moment.copy_from_host(m);
@@ -264,6 +305,11 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.rprop_last = rlast;
   s.outer_count = counters[0];
   s.philox_step = static_cast<std::uint64_t>(counters[1]);
+  s.best_step = best_step;
+  s.best_from = best_from;
+  s.best_loss = best_loss;
+  s.best_phi = std::move(best_phi);
+  if (best_step > 0) s.best_theta.copy_from_host(std::span<const T>(best_theta));
   s.pass = minibatch[0];
   s.window = minibatch[1];
   if (s.pass > 0) {

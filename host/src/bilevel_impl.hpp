@@ -3,6 +3,7 @@
 // (internal; bilevel.cpp: the outer loop; bilevel_options.cpp: the checks; bilevel_checkpoint.cpp:
 // save and load).
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -35,7 +36,9 @@ std::vector<std::size_t> check_bilevel_setup(std::string_view fn, const BilevelO
 /// setting (every field of BilevelOptions by for_each_field, the data's hash, the initial reward,
 /// the caller's identity lines) and added the accuracies to the records. Older files cannot be
 /// resumed. v5 added the outer optimiser's Rprop state (step sizes, signs, last moves) and the
-/// per-step diagnostics of the records (inner steps, stationarity, solver, step size).
+/// per-step diagnostics of the records (inner steps, stationarity, solver, step size). The sections
+/// of the best-judged step ("best", "best_phi", "best_theta") were added to v5 later: optional, a
+/// v5 file without them still resumes (BilevelTrainer::load restarts the choice at its last step).
 inline constexpr int kCheckpointVersion = 5;
 inline constexpr std::string_view kCheckpointPrefix = "d2r bilevel v";
 inline constexpr std::string_view kCheckpointFormat = "d2r bilevel v5\n";  // kCheckpointPrefix, kCheckpointVersion
@@ -47,7 +50,7 @@ struct BilevelTrainer<T>::Impl {
   Impl(Context& c, std::unique_ptr<bilevel_detail::Problem<T>> p, std::int64_t phi_size)
       : ctx(c), host_ctx(ContextOptions{.backend = Backend::cpu}), problem(std::move(p)) {
     const auto P = static_cast<std::size_t>(problem->parameter_count());
-    for (Buffer<T>* b : {&theta, &theta0, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) {
+    for (Buffer<T>* b : {&theta, &theta0, &best_theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) {
       *b = Buffer<T>(c, P);
     }
     adam_count = Buffer<std::int64_t>(c, 1);
@@ -71,6 +74,20 @@ struct BilevelTrainer<T>::Impl {
   std::unique_ptr<bilevel_detail::Problem<T>> problem;
   // theta0: the first outer step's initial policy, the reference of the stationarity check.
   Buffer<T> theta, theta0, grad, first_moment, second_moment, g_out, grad_in, w, reward, mixed, row_reward;
+  // The best-judged outer step (BilevelTrainer::best_step; 0: none yet): its inner policy, the φ
+  // it was trained at and its outer loss; best_from: the first step the choice considered.
+  // initial_phi: φ before step 1 (what step 1's policy was trained at).
+  Buffer<T> best_theta;
+  std::vector<double> best_phi, initial_phi;
+  double best_loss = std::numeric_limits<double>::quiet_NaN();
+  std::int64_t best_step = 0, best_from = 1;
+  /// Makes step k (its policy `theta`, trained at `phi`, outer loss `loss`) the best one.
+  void set_best(std::int64_t k, const std::vector<double>& phi, double loss) {
+    best_theta.copy_from_host(std::span<const T>(theta.to_host()));
+    best_phi = phi;
+    best_loss = loss;
+    best_step = k;
+  }
   Buffer<std::int64_t> adam_count;
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
   // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.

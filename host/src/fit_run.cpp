@@ -68,6 +68,32 @@ BilevelVerdict run_outer_loop(BilevelTrainer<T>& trainer, std::int64_t outer_ste
   return v;
 }
 
+/// The model a bilevel run returns, FinalModel best or last (best falls back to the last step when
+/// no step qualified); `initial`: φ before step 1.
+template <class T>
+ReturnedModel returned_model(const BilevelTrainer<T>& t, FinalModel asked, const std::vector<double>& initial) {
+  const std::vector<BilevelRecord>& h = t.history();
+  ReturnedModel m;
+  m.source = asked;
+  m.tracked_from = t.best_tracked_from();
+  if (h.empty()) return m;
+  if (asked == FinalModel::best && t.best_step() == 0) {
+    m.source = FinalModel::last;
+    m.fallback = true;
+  }
+  if (m.source == FinalModel::best) {
+    m.outer_step = t.best_step();
+    m.trained_at = t.best_reward_params();
+    m.outer_loss = t.best_outer_loss();
+  } else {
+    m.outer_step = h.back().step;
+    m.trained_at = h.size() >= 2 ? h[h.size() - 2].reward_params : initial;
+    m.outer_loss = h.back().outer_loss;
+  }
+  for (std::int64_t k = 0; k < m.outer_step; ++k) m.inner_steps += h[static_cast<std::size_t>(k)].inner_steps;
+  return m;
+}
+
 /// The bilevel fields of a trainer's record.
 OuterStepFields outer_fields(const BilevelRecord& r) {
   return {.outer_loss = r.outer_loss,
@@ -358,11 +384,16 @@ class TypedRun final : public RunImpl<RunResult> {
       out.inner_steps += r.inner_steps;
       out.records.push_back(std::move(s));
     }
+    // The returned model (FinalModel): its step's metrics are those of its inner policy.
+    out.last_reward_params = trainer_->reward_params();
+    out.model = returned_model(*trainer_, c_.final_model, c_.reward_params);
     if (!out.records.empty()) {
-      out.train = out.records.back().train;
-      out.held_out = out.records.back().held_out;
+      const StepRecord& m = out.records[static_cast<std::size_t>(out.model.outer_step - 1)];
+      out.train = m.train;
+      out.held_out = m.held_out;
+      out.model.outer_loss = m.outer_loss;  // in the original units
     }
-    out.reward_params = trainer_->reward_params();
+    out.reward_params = out.model.source == FinalModel::best ? out.model.trained_at : out.last_reward_params;
     return out;
   }
 
@@ -525,13 +556,16 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     }
     out.beta = beta;
 
-    if (c_.method == ClassMethod::bilevel && !c_.refit_pg && !out.outer.empty()) {
-      // The model the outer loop judged: the inner policy of the last outer step (its validation
-      // cross-entropy is that step's outer loss), trained at the β before that step's move.
-      const std::vector<T> theta = ctx_.to_host(trainer_->policy_params());
+    if (c_.method == ClassMethod::bilevel) out.model.source = c_.final_model;
+    if (c_.method == ClassMethod::bilevel && c_.final_model != FinalModel::pg && !out.outer.empty()) {
+      // A model the outer loop judged: the inner policy of the best-judged or the last outer step
+      // (its validation cross-entropy is that step's outer loss), trained at the β before that
+      // step's move; best reports that β as the learned one.
+      out.model = returned_model(*trainer_, c_.final_model, {c_.beta});
+      const bool best = out.model.source == FinalModel::best;
+      const std::vector<T> theta = ctx_.to_host(best ? trainer_->best_policy_params() : trainer_->policy_params());
       params_.copy_from_host(std::span<const T>(theta));
-      out.model_outer_step = out.outer.back().step;
-      out.model_beta = out.outer.size() >= 2 ? out.outer[out.outer.size() - 2].beta : c_.beta;
+      if (best) out.beta = out.model.trained_at.at(0);
       const ConstVector<T> p = std::as_const(params_).vector();
       out.train = metrics(p, train_, !all_train_, train_host_->rows);
       out.test = metrics(p, test_, local_, test_total_);
@@ -636,6 +670,15 @@ std::vector<std::string> bilevel_warnings(const std::vector<StepRecord>& records
 }
 std::vector<std::string> bilevel_warnings(const std::vector<OuterRecord>& records, const BilevelOptions<double>& o) {
   return record_warnings(records, o);
+}
+
+const char* to_string(FinalModel model) noexcept {
+  switch (model) {
+    case FinalModel::best: return "best";
+    case FinalModel::last: return "last";
+    case FinalModel::pg: return "pg";
+  }
+  return "unknown";
 }
 
 const char* to_string(Method method) noexcept {

@@ -71,6 +71,13 @@ void check_outer_settings(const Config& c) {
   if (c.preset != "paper" && c.preset != "recommended") {
     fail("config.preset", fmt::format("expected \"recommended\" or \"paper\", got \"{}\"", c.preset));
   }
+  // Classification may retrain PG (FinalModel::pg); a regression run returns an inner policy.
+  constexpr bool classification = requires { c.beta; };
+  if (c.final_model != FinalModel::best && c.final_model != FinalModel::last &&
+      (!classification || c.final_model != FinalModel::pg)) {
+    fail("config.final_model", fmt::format("expected best or last{}, got value {}", classification ? " or pg" : "",
+                                           static_cast<int>(c.final_model)));
+  }
   if (!positive_finite(c.bilevel.rprop.initial_step) || c.bilevel.rprop.initial_step > 10) {
     fail("config.bilevel.rprop.initial_step", fmt::format("expected a log-space step in (0, 10], got {}", c.bilevel.rprop.initial_step));
   }

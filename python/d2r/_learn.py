@@ -175,8 +175,14 @@ class BilevelRewardLearner:
     (blocks of ``reduction_block_rows`` rows) gives the same bits for any number of ranks. Rank 0 alone
     writes the checkpoint and shows progress; every rank gets the same results.
 
+    final_model: 'last' (default, as `d2r fit --preset paper`, whose settings the defaults above are) returns
+    the last outer step's inner policy and reward; 'best' (`d2r fit`'s recommended default) the inner policy of
+    the best-judged step (lowest outer loss among steps with a stationary inner policy) and the reward it was
+    trained at (the last step's when there is none).
+
     After fit(): ``reward_params_`` (list), ``policy_params_`` (array in the data's framework for
-    NumPy/PyTorch inputs: a NumPy copy), ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer),
+    NumPy/PyTorch inputs: a NumPy copy), ``model_step_`` (the outer step whose policy that is),
+    ``best_step_``, ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer),
     ``communicator_`` (the d2r._core.Communicator of group=, with its payload ``stats``; else None).
     """
 
@@ -188,7 +194,12 @@ class BilevelRewardLearner:
 
     def __init__(self, *, reward_form: str = "scalar", reward_init: Optional[Sequence[float]] = None,
                  outer_steps: int = 100, seed: int = 0, device: str = "auto", threads: int = 1, group: Any = None,
-                 deterministic_reduction: bool = False, reduction_block_rows: int = 256, **options: Any):
+                 deterministic_reduction: bool = False, reduction_block_rows: int = 256, final_model: str = "last",
+                 **options: Any):
+        if final_model not in ("best", "last"):
+            raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'final_model': expected 'best' or 'last', "
+                                      f"got {final_model!r}")
+        self.final_model = final_model
         self.reward_form = reward_form
         self.reward_init = None if reward_init is None else [float(v) for v in reward_init]
         self.outer_steps = int(outer_steps)
@@ -252,9 +263,18 @@ class BilevelRewardLearner:
                 self.trainer_.save(os.fspath(checkpoint))
         if checkpoint is not None:
             self.trainer_.save(os.fspath(checkpoint))
-        self.reward_params_ = list(self.trainer_.reward_params)
-        self.policy_params_ = self.trainer_.policy_params()
         self.history_ = self.trainer_.history
+        # final_model='best': the best-judged step's policy and the reward it was trained at (the last
+        # step's when no step had a stationary inner policy, as `d2r fit --final-model best`).
+        self.best_step_ = self.trainer_.best_step
+        if self.final_model == "best" and self.best_step_ > 0:
+            self.model_step_ = self.best_step_
+            self.reward_params_ = list(self.trainer_.best_reward_params)
+            self.policy_params_ = self.trainer_.best_policy_params()
+        else:
+            self.model_step_ = self.trainer_.steps_done
+            self.reward_params_ = list(self.trainer_.reward_params)
+            self.policy_params_ = self.trainer_.policy_params()
         return FitResult("bilevel", self.reward_params_, self.policy_params_, self.history_)
 
 

@@ -377,6 +377,36 @@ void bind_trainers(nb::module_& m) {
              with_trainer(t, [&](auto& tr) { o = to_numpy(*t.ctx, tr.policy_params()); });
              return o;
            }, "A host (NumPy) copy of the inner policy's parameters θ after the last step.")
+      .def_prop_ro("best_step",
+                   [](TrainerPy& t) {
+                     std::int64_t n = 0;
+                     with_trainer(t, [&](auto& tr) { n = tr.best_step(); });
+                     return n;
+                   }, "The best-judged outer step (lowest outer loss among steps with a stationary inner policy; 0: none).")
+      .def_prop_ro("best_tracked_from",
+                   [](TrainerPy& t) {
+                     std::int64_t n = 0;
+                     with_trainer(t, [&](auto& tr) { n = tr.best_tracked_from(); });
+                     return n;
+                   })
+      .def_prop_ro("best_outer_loss",
+                   [](TrainerPy& t) {
+                     double v = 0;
+                     with_trainer(t, [&](auto& tr) { v = tr.best_outer_loss(); });
+                     return v;
+                   })
+      .def_prop_ro("best_reward_params",
+                   [](TrainerPy& t) {
+                     std::vector<double> v;
+                     with_trainer(t, [&](auto& tr) { v = tr.best_reward_params(); });
+                     return v;
+                   }, "The reward parameters the best step's inner policy was trained at (empty: no best step).")
+      .def("best_policy_params",
+           [](TrainerPy& t) {
+             nb::object o;
+             with_trainer(t, [&](auto& tr) { o = to_numpy(*t.ctx, tr.best_policy_params()); });
+             return o;
+           }, "A host (NumPy) copy of the best step's inner policy θ (unspecified while best_step is 0).")
       .def("window_rows",
            [](TrainerPy& t) {
              std::vector<std::int64_t> v;

@@ -4,7 +4,7 @@
 #   1. --deterministic-reduction: 1 process (no launcher), 2 and 3 ranks give the same bits
 #      (compare_runs.py, rtol 0) for a regression PG fit, a regression bilevel run, a minibatch
 #      regression bilevel run (--inner-batch-size: each window split over the ranks) and a
-#      classification bilevel run (BilevelTrainer's categorical problem; its last inner policy as
+#      classification bilevel run (BilevelTrainer's categorical problem; its best-judged inner policy as
 #      the model, or with --final-model pg then fit_classifier).
 #   2. the engine's order (default): within a stated tolerance of the one-process run — float
 #      regression NLL fit and classification PG fit: rtol 1e-5; a double bilevel run of one outer
@@ -201,10 +201,10 @@ cls_row = 4 * 4 + 4         # iris: 4 features (float) + an int32 label
 check("st", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # fit_policy
 check("sb", reg, [("training", True), ("validation", True)], [reg_row, reg_row])    # full-batch bilevel
 # Bilevel classification: BilevelTrainer on the rank's training rows, the validation and test
-# metrics over the rank's rows (the model: the last inner policy, no classifier phase); with
+# metrics over the rank's rows (the model: the best-judged inner policy, no classifier phase); with
 # --final-model pg, fit_classifier then takes the training rows from the host.
 check("sc", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
-assert "classifier phase" not in open("sc3.txt").read(), "a classifier phase in a --final-model inner run"
+assert "classifier phase" not in open("sc3.txt").read(), "a classifier phase in a --final-model best run"
 check("sp", cls, [("training", True), ("validation", True), ("test", True)], [cls_row] * 3)
 check("sp", phase, [("classifier-phase training", want_classifier)], [None])
 # A plain classifier: the evaluation sets by shards; on several ranks no training rows besides its

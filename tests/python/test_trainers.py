@@ -137,3 +137,32 @@ def test_fixed_inner_start_equals_the_cli(regression_csv, tmp_path):
     assert [r["train"]["nll_per_dim"] for r in warm.records] != [r["train"]["nll_per_dim"] for r in result.records]
     with pytest.raises(ValueError, match="inner_start"):
         d2r.BilevelRewardLearner(outer_steps=3, inner_start="cold").fit(X, Y, progress=False)
+
+
+def test_final_model_best_equals_the_cli(regression_csv, tmp_path):
+    # final_model='best': the best-judged step's policy and the reward it was trained at, as `d2r fit
+    # --final-model best` (here the paper preset: every step counts as stationary, the outer loss on the training rows).
+    path, X, Y = regression_csv
+    out = tmp_path / "cli"
+    proc = subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "bilevel", "--outer-steps", "6",
+                           "--inner-steps", "5", "--hidden", "8", "--seed", "4", "--val-fraction", "0", "--device",
+                           "cpu", "--preset", "paper", "--inner-start", "warm", "--no-standardize-targets",
+                           "--final-model", "best", "--out", str(out), "-q"], capture_output=True)
+    assert proc.returncode in (0, 4), proc.stderr.decode()
+    cli = json.loads((out / "results.json").read_text())
+    learner = d2r.BilevelRewardLearner(outer_steps=6, inner_steps=5, hidden=[8], seed=4, device="cpu",
+                                       final_model="best")
+    result = learner.fit(X, Y, progress=False)
+    losses = [r["outer_loss"] for r in result.records]
+    best = 1 + losses.index(min(losses))
+    assert cli["final"]["model"]["source"] == "best"
+    assert learner.model_step_ == learner.best_step_ == cli["final"]["model"]["outer_step"] == best
+    assert result.reward_params == cli["final"]["reward"]["params_standardized"]
+    before = result.records[best - 2]["reward_params"] if best >= 2 else [1.0]
+    assert result.reward_params == before
+    last = d2r.BilevelRewardLearner(outer_steps=6, inner_steps=5, hidden=[8], seed=4, device="cpu").fit(
+        X, Y, progress=False)
+    assert last.reward_params == result.records[-1]["reward_params"]
+    assert (best == 6) == np.array_equal(np.asarray(last.policy_params), np.asarray(result.policy_params))
+    with pytest.raises(ValueError, match="final_model"):
+        d2r.BilevelRewardLearner(final_model="newest")

@@ -88,7 +88,7 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
   // bilevel β starts at λ (β = 1 at λ = 1) and moves by 0.1·λ per outer step.
   base.beta = lambda;
   base.bilevel.outer_adam.learning_rate = 0.1 * lambda;
-  base.refit_pg = true;  // PG(β learned): the paper's protocol retrains PG at the learned β
+  base.final_model = runs::FinalModel::pg;  // PG(β learned): the paper's protocol retrains PG at the learned β
 
   // Read, split and check everything before any training.
   struct SeedData {

@@ -37,7 +37,7 @@
 /// every draw uses Philox keyed by the context seed and a step counter that the trainer
 /// advances; minibatch passes are permutations keyed by (options.seed, pass). save() writes θ,
 /// φ, both optimisers' states, the Philox counter, the minibatch pass and window and the
-/// records; load() restores them, so a run killed after save() and resumed with load()
+/// records and the best-judged step (best_step: its θ and φ); load() restores them, so a run killed after save() and resumed with load()
 /// reproduces the uninterrupted run bit for bit (also in the middle of a pass). Checkpoints carry
 /// a format version (3 since minibatches): an older file is refused with a message saying so.
 ///
@@ -448,6 +448,29 @@ class BilevelTrainer {
   [[nodiscard]] const std::vector<double>& reward_params() const noexcept { return phi_; }
   /// The inner policy's parameters θ after the last step (backend memory).
   [[nodiscard]] VectorView<const T> policy_params() const;
+
+  /// The best-judged outer step so far (issue 13: with a warm inner start the last policy can be
+  /// the most over-fitted one of the run): the step with the lowest outer loss among the steps
+  /// whose inner policy met InnerOptions::stationarity_tolerance (BilevelRecord::inner_stationary,
+  /// the test the verdict uses; every step when the check is off) and whose outer loss is finite;
+  /// the first such step on a tie. 0 when no step qualifies (a caller then falls back to the last
+  /// step and says so). The choice is made from the record's outer loss, which is reduced over
+  /// the ranks of a data-parallel run, so it is the same on every rank and for any rank count.
+  /// The trainer keeps one copy of that step's θ (copied only when a new best appears) and the φ
+  /// it was trained at; save() and load() carry them.
+  [[nodiscard]] std::int64_t best_step() const noexcept;
+  /// The first outer step best_step() chose among: 1, or after load() of a checkpoint written
+  /// before the best step was saved, that checkpoint's last step (the earlier steps' policies
+  /// are not in the file, so the choice restarts there).
+  [[nodiscard]] std::int64_t best_tracked_from() const noexcept;
+  /// The outer loss of best_step() (NaN when it is 0).
+  [[nodiscard]] double best_outer_loss() const noexcept;
+  /// The reward parameters best_step()'s inner policy was trained at: φ before that step's move
+  /// (the previous record's reward_params, or the initial φ for step 1); empty when it is 0.
+  [[nodiscard]] const std::vector<double>& best_reward_params() const noexcept;
+  /// The inner policy θ of best_step() (backend memory; its values are unspecified while
+  /// best_step() is 0).
+  [[nodiscard]] VectorView<const T> best_policy_params() const;
   /// The regression policy (throws d2r::Error, kind unsupported, for a classification trainer).
   [[nodiscard]] GaussianPolicy<T>& policy();
   /// The classification policy (throws d2r::Error, kind unsupported, for a regression trainer).

@@ -53,6 +53,32 @@ const char* to_string(Method method) noexcept;
 enum class ClassMethod { nll, pg, heuristic, bilevel };
 const char* to_string(ClassMethod method) noexcept;
 
+/// Which model a bilevel run returns (and whose reward it reports): `d2r fit --final-model`.
+enum class FinalModel {
+  /// The inner policy of the best-judged outer step (BilevelTrainer::best_step: the lowest outer
+  /// loss among steps with a stationary inner policy) and the φ it was trained at; the last step's
+  /// when no step qualifies (ReturnedModel::fallback). The recommended preset's default.
+  best,
+  last,  ///< the inner policy of the last outer step and the last φ (after that step's move)
+  pg,    ///< classification only: PG retrained for the epochs at the learned β (the paper's protocol)
+};
+const char* to_string(FinalModel model) noexcept;
+
+/// The model a bilevel run returned (RunResult::model, ClassificationResult::model).
+struct ReturnedModel {
+  FinalModel source = FinalModel::last;  ///< what was returned (last after a fallback of best)
+  std::int64_t outer_step = 0;           ///< whose inner policy (0: pg, or no outer step)
+  /// φ that policy was trained at (the value before that step's move), on the targets the trainer
+  /// saw (regression: standardised when the caller scaled them).
+  std::vector<double> trained_at;
+  double outer_loss = std::numeric_limits<double>::quiet_NaN();  ///< that step's (regression: original units)
+  std::int64_t inner_steps = 0;          ///< inner steps of outer steps 1 .. outer_step (the policy's training)
+  /// best: the first step the choice considered (BilevelTrainer::best_tracked_from: > 1 after a
+  /// resume from a checkpoint written before the best step was saved).
+  std::int64_t tracked_from = 1;
+  bool fallback = false;                 ///< best was asked for, but no step had a stationary inner policy
+};
+
 /// Rows of inputs x (rows x inputs) and targets y (rows x dims), row-major, in host memory.
 struct HostData {
   std::int64_t rows = 0, inputs = 0, dims = 0;
@@ -116,6 +142,7 @@ struct RegressionConfig {
   BilevelOptions<double> bilevel = program_bilevel_defaults();
   std::int64_t outer_steps = 100;
   std::string preset = "paper";       ///< "recommended" (d2r fit's default) or "paper"
+  FinalModel final_model = FinalModel::last;  ///< bilevel: best or last (pg is classification's)
   /// Target scaling done by the caller: the run trains on the targets as given; when the caller
   /// passed (y − target_mean) / target_scale (one scale for every dimension, so U keeps its form:
   /// U_original = U / scale²), `target_scale` converts the metrics and the outer loss back to the
@@ -147,11 +174,10 @@ struct ClassificationConfig {
   std::int64_t outer_steps = 50;
   std::int64_t beta_tail = 10;     ///< paper preset: the learned β is the mean of the last this many outer steps' β
   std::string preset = "paper";    ///< with "recommended" the learned β is the final one
-  /// Bilevel: what the run returns and reports. false: the inner policy of the last outer step,
-  /// the model whose validation loss the outer loop judged (`d2r fit`'s default, --final-model
-  /// inner). true: PG retrained for the epochs at the learned β (the paper's tabular protocol:
-  /// `reproduce tabular`, `--preset paper`, --final-model pg).
-  bool refit_pg = false;
+  /// Bilevel: what the run returns and reports (FinalModel): an inner policy the outer loop judged,
+  /// best (`d2r fit`'s recommended default) or last, or pg, PG retrained for the epochs at the
+  /// learned β (the paper's tabular protocol: `reproduce tabular`, `--preset paper`).
+  FinalModel final_model = FinalModel::last;
 };
 
 /// The BilevelOptions a run of a configuration (RegressionConfig, ClassificationConfig) trains
@@ -211,7 +237,11 @@ struct StepRecord : OuterStepFields {
 struct RunResult {
   std::vector<StepRecord> records;
   PolicyMetrics train, held_out;     ///< of the final policy
-  std::vector<double> reward_params; ///< the reward the policy was trained with (empty for mse/nll)
+  /// The reward the policy was trained with (empty for mse/nll); bilevel: the returned model's
+  /// (FinalModel best: the φ its step was trained at; last: the last φ).
+  std::vector<double> reward_params;
+  std::vector<double> last_reward_params;  ///< bilevel: φ after the last outer step
+  ReturnedModel model;               ///< bilevel: which inner policy was returned
   double wall_seconds = 0;           ///< of this process's part of the run
   BilevelVerdict verdict{};          ///< bilevel: converged / step_limited / diverged and why
   std::int64_t inner_steps = 0;      ///< bilevel: inner steps of all outer steps (plain: steps)
@@ -241,10 +271,10 @@ struct ClassificationResult {
   double wall_seconds = 0;
   BilevelVerdict verdict{};          ///< bilevel: converged / step_limited / diverged and why
   std::int64_t inner_steps = 0;      ///< bilevel: inner steps of the outer loop
-  /// Bilevel without refit_pg: the final metrics are the inner policy of this outer step, trained
-  /// at model_beta (the β before that step's move); 0 otherwise.
-  std::int64_t model_outer_step = 0;
-  double model_beta = std::numeric_limits<double>::quiet_NaN();
+  /// Bilevel: the model returned (ReturnedModel: FinalModel best or last, the final metrics are
+  /// that outer step's inner policy, trained at model.trained_at; pg: outer_step 0). `beta` is
+  /// the returned model's β (best: the β its step was trained at; last and pg: the learned β).
+  ReturnedModel model;
 };
 
 /// Called with (done, total, status text): bilevel after every outer step; a plain regression

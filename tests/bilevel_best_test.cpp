@@ -1,0 +1,213 @@
+// The best-judged outer step of BilevelTrainer (issue 13: a warm-started inner policy can over-fit
+// as the run goes on, so the last step's policy can be the worst): best_step() is the argmin of the
+// outer loss over the steps whose inner policy was stationary, its θ is that step's policy bit for
+// bit, its φ the one the policy was trained at; a non-stationary step is never chosen; a resume
+// continues the choice exactly; a checkpoint written without the best step restarts it at its last step.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "d2r/d2r.hpp"
+#include "host/src/checkpoint.hpp"
+#include "tests/test_utils.hpp"
+
+namespace {
+
+using d2r::BilevelOptions;
+using d2r::BilevelTrainer;
+using d2r::RewardForm;
+using d2r::test::TestRng;
+
+/// Three overlapping Gaussian classes in 2-D (rows x 2 features, labels 0..2).
+struct Classes {
+  std::int64_t rows;
+  std::vector<double> x;
+  std::vector<std::int32_t> labels;
+  Classes(std::int64_t n, double spread, std::uint64_t seed) : rows(n) {
+    TestRng rng(seed);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto c = static_cast<std::int32_t>(i % 3);
+      x.push_back((c == 1 ? 1.0 : 0.0) + spread * rng.uniform(-1.0, 1.0));
+      x.push_back((c == 2 ? 1.0 : 0.0) + spread * rng.uniform(-1.0, 1.0));
+      labels.push_back(c);
+    }
+  }
+  d2r::ClassificationData<double> data() const { return {{x.data(), rows, 2, 2}, {labels.data(), rows}}; }
+};
+
+/// The recommended preset on a small MLP from β₀ = 10, with an inner cap that some outer steps
+/// reach before the stationarity tolerance (so both kinds of step occur).
+struct BestRun {
+  Classes train{90, 0.9, 3}, val{60, 0.9, 4};
+  BilevelOptions<double> o = [] {
+    BilevelOptions<double> r = BilevelOptions<double>::recommended();
+    r.inner.steps = 5;
+    r.inner.max_steps = 10;
+    r.inner.adam.learning_rate = 0.05;
+    return r;
+  }();
+  std::unique_ptr<BilevelTrainer<double>> make(d2r::Context& ctx) const {
+    return std::make_unique<BilevelTrainer<double>>(ctx, d2r::MlpSpec{.inputs = 2, .hidden = {8}}, train.data(),
+                                                    val.data(), 3, RewardForm::scalar, std::vector<double>{10.0}, o);
+  }
+};
+
+std::vector<double> host(const d2r::Context& ctx, d2r::VectorView<const double> v) { return ctx.to_host(v); }
+
+std::filesystem::path temp_dir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("d2r_bilevel_best_test_" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+constexpr int kSteps = 12;
+
+TEST(BestStep, IsTheArgminOverStationaryStepsAndKeepsThatPolicyBitForBit) {
+  const BestRun run;
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto t = run.make(ctx);
+  EXPECT_EQ(t->best_step(), 0);
+  std::vector<std::vector<double>> thetas;  // every step's inner policy
+  for (int k = 0; k < kSteps; ++k) {
+    t->step();
+    thetas.push_back(host(ctx, t->policy_params()));
+  }
+  const auto& h = t->history();
+  std::int64_t argmin = 0, stationary = 0, not_stationary = 0;
+  for (const auto& r : h) {
+    (r.inner_stationary ? stationary : not_stationary) += 1;
+    if (r.inner_stationary && std::isfinite(r.outer_loss) &&
+        (argmin == 0 || r.outer_loss < h[static_cast<std::size_t>(argmin - 1)].outer_loss)) {
+      argmin = r.step;
+    }
+  }
+  ASSERT_GT(stationary, 0) << "no stationary step: the test would not choose anything";
+  ASSERT_GT(not_stationary, 0) << "every step stationary: the filter would not be exercised";
+  ASSERT_EQ(t->best_step(), argmin);
+  EXPECT_EQ(t->best_tracked_from(), 1);
+  const auto& best = h[static_cast<std::size_t>(argmin - 1)];
+  EXPECT_TRUE(best.inner_stationary);
+  EXPECT_EQ(t->best_outer_loss(), best.outer_loss);
+  EXPECT_EQ(host(ctx, t->best_policy_params()), thetas[static_cast<std::size_t>(argmin - 1)]);
+  // The φ it was trained at: before that step's move.
+  const std::vector<double> before = argmin >= 2 ? h[static_cast<std::size_t>(argmin - 2)].reward_params : std::vector<double>{10.0};
+  EXPECT_EQ(t->best_reward_params(), before);
+  // Every non-stationary step was passed over, also one with a lower outer loss (here: the early, barely
+  // trained policies).
+  bool lower_passed_over = false;
+  for (const auto& r : h) lower_passed_over = lower_passed_over || (!r.inner_stationary && r.outer_loss < best.outer_loss);
+  EXPECT_TRUE(lower_passed_over);
+  for (const auto& r : h) {
+    if (!r.inner_stationary) {
+      EXPECT_NE(r.step, t->best_step());
+    }
+  }
+}
+
+TEST(BestStep, NoneWhenNoStepIsStationary) {
+  BestRun run;
+  run.o.inner.stationarity_tolerance = 1e-12;  // unreachable in 10 inner steps
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto t = run.make(ctx);
+  for (int k = 0; k < 3; ++k) t->step();
+  for (const auto& r : t->history()) ASSERT_FALSE(r.inner_stationary);
+  EXPECT_EQ(t->best_step(), 0);
+  EXPECT_TRUE(t->best_reward_params().empty());
+  EXPECT_TRUE(std::isnan(t->best_outer_loss()));
+}
+
+TEST(BestStep, KillAndResumeContinuesTheChoiceExactly) {
+  BestRun run;
+  run.o.inner.max_steps = 40;  // a best step before the checkpoint
+  const auto dir = temp_dir("resume");
+  d2r::Context ctx_a{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto a = run.make(ctx_a);
+  for (int k = 0; k < kSteps; ++k) a->step();
+  {
+    d2r::Context ctx_b{{.backend = d2r::Backend::cpu, .seed = 2}};
+    auto b = run.make(ctx_b);
+    for (int k = 0; k < kSteps / 2; ++k) b->step();
+    ASSERT_GT(b->best_step(), 0);
+    b->save(dir / "state.ckpt");
+  }
+  d2r::Context ctx_c{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto c = run.make(ctx_c);
+  c->load(dir / "state.ckpt");
+  for (int k = kSteps / 2; k < kSteps; ++k) c->step();
+  ASSERT_GT(a->best_step(), 0);
+  EXPECT_EQ(c->best_step(), a->best_step());
+  EXPECT_EQ(c->best_tracked_from(), 1);
+  EXPECT_EQ(c->best_outer_loss(), a->best_outer_loss());
+  EXPECT_EQ(c->best_reward_params(), a->best_reward_params());
+  EXPECT_EQ(host(ctx_c, c->best_policy_params()), host(ctx_a, a->best_policy_params()));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(BestStep, ACheckpointWithoutTheBestStepRestartsTheChoiceAtItsLastStep) {
+  // A file as the code before the best step wrote it: every section but "best", "best_phi", "best_theta".
+  BestRun run;
+  run.o.inner.max_steps = 40;  // more steps reach the tolerance
+  const auto dir = temp_dir("old");
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto t = run.make(ctx);
+  // Saved after a step K with a stationary policy that is not the best so far (so the restart changes the choice).
+  do {
+    t->step();
+  } while (t->steps_done() < kSteps && !(t->history().back().inner_stationary && t->best_step() != t->steps_done()));
+  ASSERT_TRUE(t->history().back().inner_stationary && t->best_step() != t->steps_done());
+  const std::int64_t K = t->steps_done();
+  t->save(dir / "new.ckpt");
+  const d2r::detail::CheckpointReader r(dir / "new.ckpt");
+  ASSERT_TRUE(r.has("best") && r.has("best_phi") && r.has("best_theta"));
+  d2r::detail::CheckpointWriter w;
+  w.add_text("fingerprint", r.text("fingerprint"));
+  for (const char* name : {"theta", "inner_first_moment", "inner_second_moment", "phi", "outer_first_moment",
+                           "outer_second_moment", "sgd_velocity", "rprop_step", "rprop_sign", "rprop_last", "records"}) {
+    const std::vector<double> v = r.doubles(name);
+    w.add(name, std::span<const double>(v));
+  }
+  for (const char* name : {"inner_count", "counters", "minibatch"}) {
+    const std::vector<std::int64_t> v = r.integers(name);
+    w.add(name, std::span<const std::int64_t>(v));
+  }
+  w.write(dir / "old.ckpt");
+
+  d2r::Context ctx2{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto old = run.make(ctx2);
+  old->load(dir / "old.ckpt");
+  const auto& last = old->history().back();
+  EXPECT_EQ(old->best_tracked_from(), K);
+  // Its last step had a stationary policy: that step is the best so far.
+  EXPECT_EQ(old->best_step(), K);
+  EXPECT_EQ(old->best_outer_loss(), last.outer_loss);
+  EXPECT_EQ(old->best_reward_params(), old->history()[static_cast<std::size_t>(K - 2)].reward_params);
+  EXPECT_EQ(host(ctx2, old->best_policy_params()), host(ctx2, old->policy_params()));
+  // The file as the trainer writes it keeps the choice among every step: an earlier step.
+  d2r::Context ctx3{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto fresh = run.make(ctx3);
+  fresh->load(dir / "new.ckpt");
+  EXPECT_EQ(fresh->best_tracked_from(), 1);
+  EXPECT_EQ(fresh->best_step(), t->best_step());
+  // The run goes on; the choice is among step K and the later ones, and equals the argmin over them.
+  for (int k = 0; k < 4; ++k) old->step();
+  std::int64_t argmin = 0;
+  const auto& h = old->history();
+  for (std::size_t i = static_cast<std::size_t>(K - 1); i < h.size(); ++i) {
+    if (h[i].inner_stationary && (argmin == 0 || h[i].outer_loss < h[static_cast<std::size_t>(argmin - 1)].outer_loss)) {
+      argmin = h[i].step;
+    }
+  }
+  EXPECT_EQ(old->best_step(), argmin);
+  EXPECT_GE(old->best_step(), K);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
