@@ -228,6 +228,23 @@ if(NOT val LESS last_loss OR NOT beta EQUAL trained_at)
   message(FATAL_ERROR "sonar from β = 10: the returned model's validation loss ${val} is not below the last step's "
                       "${last_loss}, or the reported β ${beta} is not the one it was trained at (${trained_at})")
 endif()
+# Its best-judged step is the first, so the β reported is the start: the run must say it was not learned,
+# and a run whose best step is a later one must not (iris from β = 1).
+string(JSON model_step GET "${json}" final model outer_step)
+string(JSON warnings GET "${json}" warnings)
+string(FIND "${warnings}" "is the first of" first_warning)
+# (README: measured as the first step; a change there is a change to state.)
+if(NOT model_step EQUAL 1 OR first_warning EQUAL -1)
+  message(FATAL_ERROR "sonar from β = 10: best-judged step ${model_step} (the README says the first), and a warning "
+                      "that the reward reported is the start: ${first_warning} (-1: none):\n${warnings}")
+endif()
+file(READ "${WORK_DIR}/iris_1/results.json" iris_json)
+string(JSON iris_step GET "${iris_json}" final model outer_step)
+string(JSON iris_warnings GET "${iris_json}" warnings)
+string(FIND "${iris_warnings}" "is the first of" iris_first)
+if(iris_step GREATER 1 AND NOT iris_first EQUAL -1)
+  message(FATAL_ERROR "iris from β = 1: best-judged step ${iris_step}, yet a warning says it is the first")
+endif()
 file(READ "${WORK_DIR}/iris_1/results.json" json)
 string(JSON epochs GET "${json}" final epochs_done)
 string(JSON n LENGTH "${json}" records)

@@ -743,7 +743,8 @@ int fit_task(const FitOptions& o) {
   int code = 0;
   if (t.bilevel()) {
     warnings = bilevel_warnings(Task::outer_records(result), t.c.bilevel);
-    for (std::string& w : model_warnings(Task::returned(result), t.c.final_model)) warnings.push_back(std::move(w));
+    for (std::string& w : model_warnings(Task::returned(result), t.c.final_model, Task::outer_records(result).size()))
+      warnings.push_back(std::move(w));
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;
     j["final"]["outer_loss"] = Task::outer_loss(result);

@@ -182,10 +182,22 @@ nlohmann::json model_json(const runs::ReturnedModel& m, const std::string& rewar
                                : "the inner policy of the last outer step"}};
 }
 
-/// Warnings about the returned model: a best that fell back to the last step, or that chose among
-/// the steps after a resume only.
-std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked) {
+/// Warnings about the returned model: a best that fell back to the last step, that is the first
+/// of several outer steps (the reward reported is the start), or that chose among the steps after a
+/// resume only. `outer_steps`: the outer steps the run recorded.
+std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked, std::size_t outer_steps) {
   std::vector<std::string> w;
+  // The first step's policy is trained at the starting reward: a best step there means the outer
+  // loop found nothing better (with a warm inner start, typically an inner policy that over-fits
+  // with every later block of inner steps), so the reward reported was not learned.
+  if (m.source == runs::FinalModel::best && m.outer_step == 1 && outer_steps > 1) {
+    w.push_back(fmt::format("the best-judged outer step is the first of {}: the reward reported is the starting value, "
+                            "not a learned one, and the model returned is the inner policy after its first block of "
+                            "inner steps (no later step with a stationary inner policy had a lower outer loss); "
+                            "results.json final.last_step "
+                            "has the outer loop's final reward (--final-model last returns it)",
+                            outer_steps));
+  }
   if (m.fallback) {
     w.push_back("no outer step had a stationary inner policy: the model returned is the last step's, not a best-judged "
                 "one (--final-model best)");

@@ -154,6 +154,6 @@ nlohmann::json records_json(const RunResult& result, bool bilevel, const std::st
 nlohmann::json model_json(const runs::ReturnedModel& m, const std::string& reward);
 /// Warnings about the returned model: a best that fell back to the last step, or that chose among the steps
 /// after a resume of an older checkpoint only.
-std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked);
+std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked, std::size_t outer_steps);
 
 }  // namespace d2r::cli

@@ -117,7 +117,7 @@ struct OuterStepFacts {
 };
 
 std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records, double solver_tolerance,
-                                     double stationarity_tolerance, double hypergradient_clamp) {
+                                     double stationarity_tolerance, double hypergradient_clamp, OuterData outer_data) {
   std::vector<std::string> w;
   if (records.empty()) return w;
   const auto N = records.size();
@@ -165,8 +165,14 @@ std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records,
       last.validation_loss > best_val + 0.1) {
     w.push_back(fmt::format("the training and validation losses part ways: the training loss fell from {:.4g} to "
                             "{:.4g} while the validation loss rose from its best {:.4g} to {:.4g} (an over-fitting "
-                            "inner policy; use the validation rows as outer data)",
-                            first.train_loss, last.train_loss, best_val, last.validation_loss));
+                            "inner policy; {})",
+                            first.train_loss, last.train_loss, best_val, last.validation_loss,
+                            outer_data == OuterData::train
+                                ? "use the validation rows as outer data"
+                                : "the outer loss is on the validation rows already: a warm inner start keeps "
+                                  "training, and over-fits, whatever the reward does; --final-model best returns "
+                                  "the best-judged step's policy, --inner-start fixed retrains from one start at "
+                                  "every step"));
   }
   return w;
 }
@@ -189,7 +195,7 @@ std::vector<std::string> record_warnings(const std::vector<Record>& records, con
                      .train_loss = r.train.nll_per_dim,
                      .validation_loss = held->nll_per_dim});
   }
-  return warnings_of(facts, o.cg.tolerance, o.inner.stationarity_tolerance, o.hypergradient_clamp);
+  return warnings_of(facts, o.cg.tolerance, o.inner.stationarity_tolerance, o.hypergradient_clamp, o.outer_data);
 }
 
 template <class T>
