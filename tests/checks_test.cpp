@@ -300,6 +300,19 @@ TEST(CaseWork, EqualsClosedFormsOfTheCaseSizes) {
                             return std::pair{4 * (2 * (B * n + P) + B * G * (n + 1)), 6 * P * B * G};
                           }),
               0);
+    // exact_objective: a diagonal Gaussian reads μ, log σ (B·n each), the targets and the parameters,
+    // writes row loss and reward and both gradients; the full form 4P a row plus 2P (P = n(n+1)/2).
+    // Categorical: logits, int32 labels and parameters read; loss, reward and the B×C gradient
+    // written; elementwise for the scalar form.
+    EXPECT_GT(expect_work(level, "exact_objective", "diag, full",
+                          [](double B, double n, double) {
+                            const double P = n * (n + 1) / 2;
+                            return std::pair{4 * (2 * B * n + B * n + P + 2 * B + 2 * B * n), 4 * P * B + 2 * P};
+                          }),
+              0);
+    EXPECT_GT(expect_work(level, "exact_objective", "categorical, scalar",
+                          [](double B, double C, double) { return std::pair{4 * (2 * B * C + 1 + 2 * B) + 4 * B, 0.0}; }),
+              0);
     // clip_global_norm below its limit: the values read, the norm written when asked.
     EXPECT_GT(expect_work(level, "clip_global_norm", "below the limit", [](double, double n, double) { return std::pair{4 * (n + 1), 0.0}; }), 0);
     EXPECT_GT(expect_work(level, "clip_global_norm", "below the limit, no norm output, exact",
@@ -383,7 +396,7 @@ TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   for (const char* p : {"sample", "log_prob", "entropy", "backward", "pg_surrogate", "mlp.forward", "mlp.backward",
                         "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp", "adam_step", "sgd_step", "clamp_values", "reward",
                         "reward_backward", "transform_rewards", "transform_rewards_backward", "log_prob_jvp", "backward_tangent",
-                        "clip_global_norm"})
+                        "clip_global_norm", "exact_objective"})
     EXPECT_EQ(timeable.count(p), 1u) << p << " has no timeable case";
 }
 

@@ -156,6 +156,29 @@ inline Work clip_global_norm_work(std::int64_t n, bool norm_output, double bytes
   return {bytes_per * (detail::d(n) + (norm_output ? 1.0 : 0.0)), 0};
 }
 
+/// exact_objective (the exact expectation of the PG objective and its gradient, d2r/objectives.hpp),
+/// P reward parameters. Diagonal Gaussian (mean B×n, log σ S×n, targets B×n): the head, the targets
+/// and the parameters read; row loss and row reward (B each) and both gradients written. The full
+/// form's Uδ = R(Rᵀδ) is 4P FLOPs a row, plus the diagonal of U once (2P); scalar and diagonal forms
+/// are elementwise (0 counted).
+inline Work exact_objective_diag_work(bool full_form, std::int64_t params, std::int64_t B, std::int64_t n, std::int64_t S,
+                                      double bytes_per = 4) {
+  using detail::d;
+  const double head = d(B * n) + d(S * n);
+  const double P = d(n * (n + 1) / 2);
+  return {bytes_per * (head + d(B * n) + d(params) + 2.0 * d(B) + head), full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
+}
+/// Categorical (logits B×C, labels int32): logits, labels and parameters read; row loss, row reward
+/// and the B×C gradient written. The full form's U_jy for every class j of a row is 2P FLOPs a row
+/// (row y of U = R Rᵀ), plus the diagonal of U once (2P); scalar and diagonal forms are O(C) a row
+/// (0 counted).
+inline Work exact_objective_categorical_work(bool full_form, std::int64_t params, std::int64_t B, std::int64_t C,
+                                             double bytes_per = 4) {
+  using detail::d;
+  const double P = d(C * (C + 1) / 2);
+  return {bytes_per * (2.0 * d(B * C) + d(params) + 2.0 * d(B)) + 4.0 * d(B), full_form ? 2.0 * P * d(B) + 2.0 * P : 0.0};
+}
+
 /// The optimisers (d2r/optim.hpp), n parameters, elementwise (no FLOPs counted). adam_step:
 /// parameters, both moments and the gradient read, parameters and both moments written, and the
 /// int64 step counter read and written (16 bytes). sgd_step: parameters and the gradient read and
