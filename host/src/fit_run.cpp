@@ -365,7 +365,19 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
                    bytes_held(test_x_, test_y_));
     }
     spec_ = MlpSpec{.inputs = train.inputs, .hidden = c_.hidden, .outputs = 0, .activation = c_.activation};
-    const std::int64_t capacity = std::max({train.rows, val.rows, test.rows});
+    // The policy's row workspaces: the most rows one policy call sees on this rank. One process:
+    // every row of the largest set. A rank holding its rows: the rows it uploaded (evaluation, the
+    // bilevel model's metrics) and, for a classifier phase on host rows, what that holds at once.
+    std::int64_t capacity = std::max({train.rows, val.rows, test.rows});
+    if (local_) {
+      capacity = std::max({std::int64_t{1}, train_.empty() ? 0 : train_.x.rows, val_.empty() ? 0 : val_.x.rows,
+                           test_.empty() ? 0 : test_.x.rows});
+      if (!all_train_) capacity = std::max(capacity, classifier_rows_held(dp_, train.rows, c_.plain.batch_size));
+    }
+    if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
+      std::fprintf(stderr, "d2r data stats (rank %d of %d): policy batch capacity %lld rows\n", rank(), ranks(),
+                   static_cast<long long>(capacity));
+    }
     policy_ = std::make_unique<CategoricalPolicy<T>>(ctx_, spec_, classes_, capacity);
     params_ = Buffer<T>(ctx_, static_cast<std::size_t>(policy_->parameter_count()));
     if (c_.lambda > 0) {

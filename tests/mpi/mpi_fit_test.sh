@@ -214,6 +214,25 @@ check("sn", cls, [("training", lambda t, n, det: [t] if n == 1 else [0] * n), ("
 check("sn", phase, [("classifier-phase training", want_classifier)], [None])
 t = int(re.search(r"classifier phase: training rows held \d+ of (\d+)", open("sn3.txt").read()).group(1))
 assert max(want_classifier(t, 3, True)) < t, ("the 3-rank classifier holds every training row", t)
+# The classification runs' policy workspaces: one process sized for the largest set; a rank holding
+# its rows for the most rows one policy call sees there (its uploaded sets' rows and, with a
+# classifier phase, the rows that phase holds at once), never for every row.
+cap = re.compile(r"d2r data stats \(rank (\d+) of (\d+)\): policy batch capacity (\d+) rows")
+for prefix in ("sc", "sp", "sn"):
+    for n in (1, 2, 3):
+        text = open(f"{prefix}{n}.txt").read()
+        caps = {int(m.group(1)): int(m.group(3)) for m in cap.finditer(text)}
+        sets = {int(m.group(1)): m.groups() for m in cls.finditer(text)}
+        phases = {int(m.group(1)): int(m.group(3)) for m in phase.finditer(text)}
+        assert sorted(caps) == list(range(n)), (prefix, n, caps)
+        for r, g in sets.items():
+            held = [int(g[2]), int(g[5]), int(g[8])]
+            totals = [int(g[3]), int(g[6]), int(g[9])]
+            expect = max(totals) if n == 1 else max([1] + held + [phases.get(r, 0)])
+            assert caps[r] == expect, (prefix, n, r, caps[r], expect, held, phases.get(r))
+        if n == 3:
+            assert max(caps.values()) < max(totals), (prefix, "a rank sized for every row", caps, totals)
+        print(f"{prefix}: {n} rank(s): policy batch capacity {[caps[r] for r in range(n)]}")
 PY
 
 if [ "$fails" != 0 ]; then echo "$fails failures"; exit 1; fi
