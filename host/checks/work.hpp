@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "d2r/network.hpp"
+#include "d2r/objectives.hpp"
 
 namespace d2r::checks {
 
@@ -125,15 +126,17 @@ inline Work pg_surrogate_categorical_work(std::int64_t B, std::int64_t C, int ro
   return {bytes_per * (2.0 * d(B * C) + row_outputs * d(B)) + 4.0 * d(B), 0};
 }
 
-/// reward and reward_backward (d2r/rewards.hpp), P reward parameters (reward_param_count). Continuous
+/// reward and reward_backward (d2r/rewards.hpp), P = reward_param_count(form, n) reward parameters. Continuous
 /// (B·G draws of n values, B targets): draws, targets and parameters read, B·G rewards written;
 /// backward: + the B·G cotangents read, P gradients written instead. The full form's Rᵀδ is 2P FLOPs
 /// a draw (4P with its gradient's rank-1 update); scalar and diagonal are elementwise (0 counted).
 /// One-hot (B·G class indices and B labels, int32): δ = e_k − e_y has two non-zeros, so every form is
 /// O(n) a draw (0 FLOPs counted).
-inline Work reward_work(bool backward, bool one_hot, bool full_form, std::int64_t params, std::int64_t B, std::int64_t n,
-                        std::int64_t G, double bytes_per = 4) {
+inline Work reward_work(bool backward, bool one_hot, RewardForm form, std::int64_t B, std::int64_t n, std::int64_t G,
+                        double bytes_per = 4) {
   using detail::d;
+  const std::int64_t params = reward_param_count(form, n);
+  const bool full_form = form == RewardForm::full;
   const double inputs = one_hot ? 4.0 * (d(B * G) + d(B)) : bytes_per * (d(B * G * n) + d(B * n));
   const double bytes = inputs + bytes_per * (d(params) + (backward ? d(B * G) + d(params) : d(B * G)));
   const double P = d(n * (n + 1) / 2);
@@ -161,9 +164,10 @@ inline Work clip_global_norm_work(std::int64_t n, bool norm_output, double bytes
 /// and the parameters read; row loss and row reward (B each) and both gradients written. The full
 /// form's Uδ = R(Rᵀδ) is 4P FLOPs a row, plus the diagonal of U once (2P); scalar and diagonal forms
 /// are elementwise (0 counted).
-inline Work exact_objective_diag_work(bool full_form, std::int64_t params, std::int64_t B, std::int64_t n, std::int64_t S,
-                                      double bytes_per = 4) {
+inline Work exact_objective_diag_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S, double bytes_per = 4) {
   using detail::d;
+  const std::int64_t params = reward_param_count(form, n);
+  const bool full_form = form == RewardForm::full;
   const double head = d(B * n) + d(S * n);
   const double P = d(n * (n + 1) / 2);
   return {bytes_per * (head + d(B * n) + d(params) + 2.0 * d(B) + head), full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
@@ -172,9 +176,10 @@ inline Work exact_objective_diag_work(bool full_form, std::int64_t params, std::
 /// and the B×C gradient written. The full form's U_jy for every class j of a row is 2P FLOPs a row
 /// (row y of U = R Rᵀ), plus the diagonal of U once (2P); scalar and diagonal forms are O(C) a row
 /// (0 counted).
-inline Work exact_objective_categorical_work(bool full_form, std::int64_t params, std::int64_t B, std::int64_t C,
-                                             double bytes_per = 4) {
+inline Work exact_objective_categorical_work(RewardForm form, std::int64_t B, std::int64_t C, double bytes_per = 4) {
   using detail::d;
+  const std::int64_t params = reward_param_count(form, C);
+  const bool full_form = form == RewardForm::full;
   const double P = d(C * (C + 1) / 2);
   return {bytes_per * (2.0 * d(B * C) + d(params) + 2.0 * d(B)) + 4.0 * d(B), full_form ? 2.0 * P * d(B) + 2.0 * P : 0.0};
 }

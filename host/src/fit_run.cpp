@@ -370,8 +370,7 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
     // bilevel model's metrics) and, for a classifier phase on host rows, what that holds at once.
     std::int64_t capacity = std::max({train.rows, val.rows, test.rows});
     if (local_) {
-      capacity = std::max({std::int64_t{1}, train_.empty() ? 0 : train_.x.rows, val_.empty() ? 0 : val_.x.rows,
-                           test_.empty() ? 0 : test_.x.rows});
+      capacity = std::max<std::int64_t>({1, rows_held(train_), rows_held(val_), rows_held(test_)});
       if (!all_train_) capacity = std::max(capacity, classifier_rows_held(dp_, train.rows, c_.plain.batch_size));
     }
     if (const char* v = std::getenv("D2R_DATA_STATS"); v != nullptr && *v == '1') {
@@ -595,7 +594,6 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
 };
 
 }  // namespace
-
 
 const char* to_string(FinalModel model) noexcept {
   switch (model) {

@@ -82,8 +82,7 @@ void add_objective_checks(Table& t, Level level) {
                                 {{Transform::none, RewardForm::diagonal}, {Transform::rbf, RewardForm::diagonal}},
                                 [](Shape s, std::int64_t S) { return pg_surrogate_diag_work(s.B, s.n, S, 2); },
                                 [](Shape s, RewardForm form) {
-                                  return stated(exact_objective_diag_work(form == RewardForm::full,
-                                                                          reward_param_count(form, s.n), s.B, s.n, s.B));
+                                  return stated(exact_objective_diag_work(form, s.B, s.n, s.B));
                                 });
   add_gaussian_objectives<Chol>(t, chol_shapes(level), "cholesky", "grad_tril",
                                 {{Transform::none, RewardForm::scalar, false, false},
@@ -126,7 +125,7 @@ void add_objective_checks(Table& t, Level level) {
                                 ObjectiveRows<T>{loss.vector(), rew.vector()}, h.as_grad(g));
               });
               return {{"row_loss", get(loss)}, {"row_reward", get(rew)}, {"grad_logits", get(g)}};
-            }).work_model = stated(exact_objective_categorical_work(form == RewardForm::full, reward_param_count(form, s.n), s.B, s.n));
+            }).work_model = stated(exact_objective_categorical_work(form, s.B, s.n));
     }
   }
   // The former GPU test's cases: at the GPU test's size class (medium) and above.

@@ -33,8 +33,6 @@ void add_strided_reward_checks(Table& t, Level level) {
     const double BG = static_cast<double>(B * G);
     const std::string size = fmt::format("B={} n={} G={}", B, d, G);
     const std::string var = fmt::format("{}, strided rows", form_name(c.form));
-    const bool full = c.form == RewardForm::full;
-    const std::int64_t P = reward_param_count(c.form, d);
     // The inputs in the test's order: parameters, targets, samples, cotangents, labels, classes.
     struct Inputs {
       Vec p, y, s, c;
@@ -58,7 +56,7 @@ void add_strided_reward_checks(Table& t, Level level) {
       Out<T> out(ctx, B, G, {}, "rewards");
       timed(ctx, [&] { reward(ctx, MahalanobisReward<T>{c.form, p.vector()}, s.matrix(B * G, d), y.matrix(B, d), out.matrix(B, G)); });
       return {{"rewards", get(out)}};
-    }).work_model = stated(reward_work(false, false, full, P, B, d, G));
+    }).work_model = stated(reward_work(false, false, c.form, B, d, G));
     t.add("reward_backward", "gaussian, " + var, size, {1e-4, 0.0, BG}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Inputs in = inputs(r);
@@ -70,7 +68,7 @@ void add_strided_reward_checks(Table& t, Level level) {
                         g.vector());
       });
       return {{"grad_params", get(g)}};
-    }).work_model = stated(reward_work(true, false, full, P, B, d, G));
+    }).work_model = stated(reward_work(true, false, c.form, B, d, G));
     t.add("reward", "one-hot, " + var, size, {1e-5, 0.0, 1.0}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Inputs in = inputs(r);
@@ -79,7 +77,7 @@ void add_strided_reward_checks(Table& t, Level level) {
       Out<T> out(ctx, B, G, {}, "rewards");
       timed(ctx, [&] { reward(ctx, MahalanobisReward<T>{c.form, p.vector()}, ks.matrix(B, G), labels.vector(), d, out.matrix(B, G)); });
       return {{"rewards", get(out)}};
-    }).work_model = stated(reward_work(false, true, full, P, B, d, G));
+    }).work_model = stated(reward_work(false, true, c.form, B, d, G));
     t.add("reward_backward", "one-hot, " + var, size, {1e-4, 0.0, 0.1 * BG}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
       using T = decltype(one);
       const Inputs in = inputs(r);
@@ -91,7 +89,7 @@ void add_strided_reward_checks(Table& t, Level level) {
                         g.vector());
       });
       return {{"grad_params", get(g)}};
-    }).work_model = stated(reward_work(true, true, full, P, B, d, G));
+    }).work_model = stated(reward_work(true, true, c.form, B, d, G));
   }
   // Every transform at B = 1001, G = 17 (rbf γ = 0.7, standardize ε = 1e-4), strided; rtol = atol = 1e-5.
   for (const Transform kind :
@@ -115,8 +113,6 @@ void add_reward_checks(Table& t, Level level) {
   for (const Shape s : diag_shapes(level)) {
     for (const RewardForm form : forms_for(s.n)) {
       const std::string var = fmt::format("gaussian, {}", form_name(form));
-      const bool full = form == RewardForm::full;
-      const std::int64_t P = reward_param_count(form, s.n);
       t.add("reward", var, gauss_size(s), {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Buffer<T> y = put<T>(ctx, r.vec(s.B * s.G * s.n, -3, 3)), tg = put<T>(ctx, r.vec(s.B * s.n, -2, 2)),
@@ -126,7 +122,7 @@ void add_reward_checks(Table& t, Level level) {
           reward(ctx, MahalanobisReward<T>{form, u.vector()}, y.matrix(s.B * s.G, s.n), tg.matrix(s.B, s.n), out.matrix(s.B, s.G));
         });
         return {{"rewards", get(out)}};
-      }).work_model = stated(reward_work(false, false, full, P, s.B, s.n, s.G));
+      }).work_model = stated(reward_work(false, false, form, s.B, s.n, s.G));
       t.add("reward_backward", var, gauss_size(s), {1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Vec u_host = reward_params(r, form, s.n);
@@ -138,14 +134,12 @@ void add_reward_checks(Table& t, Level level) {
                           d.matrix(s.B, s.G), g.vector());
         });
         return {{"grad_params", get(g)}};
-      }).work_model = stated(reward_work(true, false, full, P, s.B, s.n, s.G));
+      }).work_model = stated(reward_work(true, false, form, s.B, s.n, s.G));
     }
   }
   for (const Shape s : onehot_shapes(level)) {
     for (const RewardForm form : forms_for(s.n)) {
       const std::string var = fmt::format("one-hot, {}", form_name(form));
-      const bool full = form == RewardForm::full;
-      const std::int64_t P = reward_param_count(form, s.n);
       t.add("reward", var, cat_size(s), {1e-4}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Buffer<std::int32_t> k = put_idx(ctx, indices(r, s.B * s.G, s.n)), y = put_idx(ctx, indices(r, s.B, s.n));
@@ -153,7 +147,7 @@ void add_reward_checks(Table& t, Level level) {
         Out<T> out(ctx, s.B * s.G, "out");
         timed(ctx, [&] { reward(ctx, MahalanobisReward<T>{form, u.vector()}, k.matrix(s.B, s.G), y.vector(), s.n, out.matrix(s.B, s.G)); });
         return {{"rewards", get(out)}};
-      }).work_model = stated(reward_work(false, true, full, P, s.B, s.n, s.G));
+      }).work_model = stated(reward_work(false, true, form, s.B, s.n, s.G));
       t.add("reward_backward", var, cat_size(s), {1e-3}, [=](Context& ctx, auto one, Rng& r) -> Outputs {
         using T = decltype(one);
         const Vec u_host = reward_params(r, form, s.n);
@@ -165,7 +159,7 @@ void add_reward_checks(Table& t, Level level) {
                           g.vector());
         });
         return {{"grad_params", get(g)}};
-      }).work_model = stated(reward_work(true, true, full, P, s.B, s.n, s.G));
+      }).work_model = stated(reward_work(true, true, form, s.B, s.n, s.G));
     }
   }
   struct Group {
