@@ -175,9 +175,8 @@ function(decimal_micro value out)  # a plain decimal string -> integer millionth
   set(sign "${CMAKE_MATCH_1}")
   set(int "${CMAKE_MATCH_2}")
   string(SUBSTRING "${CMAKE_MATCH_4}000000" 0 6 frac)
-  string(REGEX REPLACE "^0+([0-9])" "\\1" frac "${frac}")
-  string(REGEX REPLACE "^0+([0-9])" "\\1" int "${int}")
-  math(EXPR v "${sign}(${int} * 1000000 + ${frac})")
+  # math() reads leading zeros as decimal; the fraction through a "1" prefix keeps its zeros.
+  math(EXPR v "${sign}(${int} * 1000000 + 1${frac} - 1000000)")
   set(${out} ${v} PARENT_SCOPE)
 endfunction()
 foreach(case "iris_1;nll;outer_records" "sonar_best_10;nll;outer_records" "fig3_0.5;nll_per_dim;records"

@@ -73,7 +73,7 @@ struct FitOptions {
   std::int64_t batch_size = 128;       ///< rows per Adam step (0: full batch)
   std::string outer_data = "validation";  ///< bilevel: rows of the outer loss (the preset's unless given)
   // Bilevel outer loop (BilevelOptions); the preset's values unless given.
-  std::string preset = "recommended";  ///< recommended or paper
+  std::string preset = "recommended";  ///< recommended, stationary or paper
   std::string final_model = "best";    ///< bilevel: best, last (alias inner) or pg (the preset's unless given)
   double outer_step = 0.3;             ///< rprop: initial log-space step
   double inner_tolerance = 0.1;        ///< stationarity: ‖∇θ L_in‖ relative to its starting value

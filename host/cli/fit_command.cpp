@@ -53,8 +53,10 @@ RewardForm parse_form(const std::string& s) {
 }
 
 ImplicitSolver parse_solver(const std::string& s) {
-  return s == "cg" ? ImplicitSolver::conjugate_gradient : s == "neumann" ? ImplicitSolver::neumann
-                                                                        : ImplicitSolver::normal_cg;
+  return s == "cg"                ? ImplicitSolver::conjugate_gradient
+         : s == "neumann"         ? ImplicitSolver::neumann
+         : s == "cg_or_normal_cg" ? ImplicitSolver::cg_or_normal_cg
+                                  : ImplicitSolver::normal_cg;
 }
 
 /// The bilevel outer-loop settings of a run: the preset, then every option given explicitly.

@@ -53,8 +53,11 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("--preset", o.preset,
                   "bilevel: recommended (validation rows, log-space Rprop, stationary warm inner policy, damped CG to "
                   "a relative residual of 0.25, stops when converged) or paper (training rows, outer Adam re-created every step, one CG "
-                  "iteration, fresh inner policy); options given explicitly override it")
-      ->check(CLI::IsMember({"recommended", "paper"}))
+                  "iteration, fresh inner policy) or stationary (recommended, but every outer step retrains the inner "
+                  "policy from one fixed start to a gradient norm of 1e-3 of its start, solves to 1e-3 and resolves the "
+                  "outer loss to 1e-3: the outer loss is a function of the reward alone, at many more inner steps); "
+                  "options given explicitly override it")
+      ->check(CLI::IsMember({"recommended", "stationary", "paper"}))
       ->capture_default_str();
   cmd->add_option("--final-model", o.final_model,
                   "bilevel: the model fit returns and reports, with the reward it was trained at: best (the inner policy "
@@ -67,11 +70,11 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       ->capture_default_str();
   cmd->add_option("--inner-tolerance", o.inner_tolerance,
                   "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
-                  "value at the start (0: exactly K_in steps)")
+                  "value at the start (0: exactly K_in steps; shown: the recommended preset's, stationary 1e-3)")
       ->capture_default_str();
-  cmd->add_option("--inner-max-steps", o.inner_max_steps, "bilevel: cap on the inner steps of one outer step")
+  cmd->add_option("--inner-max-steps", o.inner_max_steps, "bilevel: cap on the inner steps of one outer step (shown: the recommended preset's, stationary 4000)")
       ->capture_default_str();
-  cmd->add_option("--solver-tolerance", o.solver_tolerance, "bilevel: relative residual of the linear solve")
+  cmd->add_option("--solver-tolerance", o.solver_tolerance, "bilevel: relative residual of the linear solve (shown: the recommended preset's, stationary 1e-3)")
       ->capture_default_str();
   cmd->add_option("--damping", o.damping, "bilevel: damping δ of the linear solve (H + δI) w = g")
       ->capture_default_str();
@@ -79,7 +82,7 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       ->capture_default_str();
   cmd->add_option("--reward-tolerance", o.reward_tolerance, "... the reward moved by at most this (relative) ...")
       ->capture_default_str();
-  cmd->add_option("--loss-tolerance", o.loss_tolerance, "... and the outer loss by at most this (nats)")
+  cmd->add_option("--loss-tolerance", o.loss_tolerance, "... and the outer loss by at most this (nats; shown: the recommended preset's, stationary 1e-3)")
       ->capture_default_str();
   cmd->add_flag("--standardize-targets,!--no-standardize-targets", o.standardize_targets,
                 "regression: centre the targets and divide them by one scale (the RMS of their standard deviations) "
@@ -158,7 +161,7 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("--inner-start", o.inner_start,
                   "bilevel: inner policy of each outer step: fresh (a new initialisation each step), warm (continues "
                   "the last one) or fixed (the same initialisation every step: with the exact full-batch inner "
-                  "loop the outer loss is a function of the reward alone) (default: the preset's: recommended warm, paper fresh)")
+                  "loop the outer loss is a function of the reward alone) (default: the preset's: recommended warm, stationary fixed, paper fresh)")
       ->check(CLI::IsMember({"fresh", "warm", "fixed"}))
       ->capture_default_str();
   cmd->add_option("--inner-objective", o.inner_objective,
@@ -170,11 +173,13 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
       ->check(CLI::IsMember({"exact", "surrogate"}))
       ->capture_default_str();
-  cmd->add_option("--solver", o.solver, "bilevel: implicit solver: normal_cg, cg or neumann")
-      ->check(CLI::IsMember({"normal_cg", "cg", "neumann"}))
+  cmd->add_option("--solver", o.solver,
+                  "bilevel: implicit solver: normal_cg, cg, neumann or cg_or_normal_cg (CG, then normal CG where CG "
+                  "does not converge) (default: the preset's: recommended and paper normal_cg, stationary cg_or_normal_cg)")
+      ->check(CLI::IsMember({"normal_cg", "cg", "neumann", "cg_or_normal_cg"}))
       ->capture_default_str();
   cmd->add_option("--solver-iterations", o.solver_iterations,
-                  "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, paper 1)")
+                  "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, stationary 1000, paper 1)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
       ->capture_default_str();
   cmd->add_option("--val-fraction", o.val_fraction,

@@ -51,18 +51,21 @@ nlohmann::json config_json(const RegressionConfig& c);
 /// Sets the fields of a configuration's BilevelOptions (RegressionConfig, ClassificationConfig)
 /// that the named presets govern: "recommended" (BilevelOptions::recommended(): validation rows,
 /// log-space Rprop with persistent state, a stationary warm-started inner policy, damped CG to a
-/// relative residual of 0.25) or "paper" (BilevelOptions::paper(): training rows, outer Adam
+/// relative residual of 0.25), "stationary" (BilevelOptions::stationary(): recommended with a fixed
+/// inner start trained to stationarity, an accurate solve and a fine loss tolerance, so the outer
+/// loss is a function of the reward alone) or "paper" (BilevelOptions::paper(): training rows, outer Adam
 /// re-created every step, one CG iteration, fresh inner policy). The step sizes, clamps, minibatch,
 /// curvature and policy-gradient settings stay as configured. Throws d2r::Error
 /// (invalid_argument, "--preset") for another name.
 template <class Config>
 void apply_bilevel_preset(Config& c, const std::string& preset) {
-  if (preset != "paper" && preset != "recommended") {
+  if (preset != "paper" && preset != "recommended" && preset != "stationary") {
     throw Error(ErrorKind::invalid_argument, "--preset",
-                "--preset: expected recommended or paper, got '" + preset + "'");
+                "--preset: expected recommended, stationary or paper, got '" + preset + "'");
   }
-  BilevelOptions<double> o =
-      preset == "paper" ? BilevelOptions<double>::paper() : BilevelOptions<double>::recommended();
+  BilevelOptions<double> o = preset == "paper"        ? BilevelOptions<double>::paper()
+                             : preset == "stationary" ? BilevelOptions<double>::stationary()
+                                                      : BilevelOptions<double>::recommended();
   const BilevelOptions<double>& kept = c.bilevel;
   o.inner.adam = kept.inner.adam;
   o.inner.gradient_clamp = kept.inner.gradient_clamp;

@@ -495,6 +495,15 @@ const BilevelRecord& BilevelTrainer<T>::step() {
     case ImplicitSolver::neumann:
       report = neumann_series(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), options_.neumann);
       break;
+    case ImplicitSolver::cg_or_normal_cg: {
+      report = conjugate_gradient(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), cg);
+      if (report.status != SolveStatus::converged) {
+        const std::int64_t cg_iterations = report.iterations;
+        report = conjugate_gradient_normal(s.ctx, H, std::as_const(s.g_out).vector(), s.w.vector(), cg);
+        report.iterations += cg_iterations;
+      }
+      break;
+    }
   }
   s.problem->mixed_product(std::as_const(s.w).vector(), s.mixed.vector());
 
@@ -598,7 +607,11 @@ const BilevelRecord& BilevelTrainer<T>::step() {
           const double sign = std::abs(g[i]) <= flat_sign ? 0.0 : g[i] > 0 ? 1.0 : -1.0;
           flipped = flipped || (s.rprop_last[i] != 0 && sign * s.rprop_sign[i] < 0);
         }
-        if (moved_last && flipped && history_.size() > 0 &&
+        // With a fixed inner start the outer loss is a function of φ alone, so a rise after a move
+        // is the move's doing whatever h says (issue 13: digits, β 2.98 → 4.91 raised the loss
+        // 0.111 → 0.146 onto a plateau where h ≈ 2e-5 counts as flat, and the run stayed there).
+        const bool loss_is_of_phi = options_.inner_start == InnerStart::fixed;
+        if (moved_last && (flipped || loss_is_of_phi) && history_.size() > 0 &&
             rec.outer_loss > history_.back().outer_loss + options_.stopping.loss_tolerance) {
           for (std::size_t i = 0; i < phi_.size(); ++i) {
             delta[i] = -s.rprop_last[i];

@@ -19,6 +19,7 @@ const char* to_string(ImplicitSolver solver) noexcept {
     case ImplicitSolver::conjugate_gradient: return "cg";
     case ImplicitSolver::normal_cg: return "normal_cg";
     case ImplicitSolver::neumann: return "neumann";
+    case ImplicitSolver::cg_or_normal_cg: return "cg_or_normal_cg";
   }
   return "unknown";
 }
@@ -69,6 +70,7 @@ void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options
   switch (options.solver) {
     case ImplicitSolver::conjugate_gradient:
     case ImplicitSolver::normal_cg:
+    case ImplicitSolver::cg_or_normal_cg:
       D2R_EXPECTS(std::isfinite(static_cast<double>(options.cg.damping)) && options.cg.damping >= 0, fn,
                   "options.cg.damping", "expected a finite damping δ >= 0, got {}", options.cg.damping);
       D2R_EXPECTS(finite_positive(static_cast<double>(options.cg.tolerance)), fn, "options.cg.tolerance",

@@ -68,8 +68,8 @@ void check_bilevel_steps(const Config& c) {
 /// The outer-loop fields of either task.
 template <class Config>
 void check_outer_settings(const Config& c) {
-  if (c.preset != "paper" && c.preset != "recommended") {
-    fail("config.preset", fmt::format("expected \"recommended\" or \"paper\", got \"{}\"", c.preset));
+  if (c.preset != "paper" && c.preset != "recommended" && c.preset != "stationary") {
+    fail("config.preset", fmt::format("expected \"recommended\", \"stationary\" or \"paper\", got \"{}\"", c.preset));
   }
   // Classification may retrain PG (FinalModel::pg); a regression run returns an inner policy.
   constexpr bool classification = requires { c.beta; };

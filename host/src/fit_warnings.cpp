@@ -21,7 +21,8 @@ struct OuterStepFacts {
 };
 
 std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records, double solver_tolerance,
-                                     double stationarity_tolerance, double hypergradient_clamp, OuterData outer_data) {
+                                     double stationarity_tolerance, double hypergradient_clamp, OuterData outer_data,
+                                     InnerStart inner_start) {
   std::vector<std::string> w;
   if (records.empty()) return w;
   const auto N = records.size();
@@ -71,8 +72,11 @@ std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records,
                             "{:.4g} while the validation loss rose from its best {:.4g} to {:.4g} (an over-fitting "
                             "inner policy; {})",
                             first.train_loss, last.train_loss, best_val, last.validation_loss,
-                            outer_data == OuterData::train
-                                ? "use the validation rows as outer data"
+                            outer_data == OuterData::train ? "use the validation rows as outer data"
+                            : inner_start == InnerStart::fixed
+                                ? "the outer loss is on the validation rows already and every step retrains from one "
+                                  "start, so the rise comes from the reward: the outer loss is rough in it here; "
+                                  "--final-model best returns the best-judged step's policy"
                                 : "the outer loss is on the validation rows already: a warm inner start keeps "
                                   "training, and over-fits, whatever the reward does; --final-model best returns "
                                   "the best-judged step's policy, --inner-start fixed retrains from one start at "
@@ -99,7 +103,8 @@ std::vector<std::string> record_warnings(const std::vector<Record>& records, con
                      .train_loss = r.train.nll_per_dim,
                      .validation_loss = held->nll_per_dim});
   }
-  return warnings_of(facts, o.cg.tolerance, o.inner.stationarity_tolerance, o.hypergradient_clamp, o.outer_data);
+  return warnings_of(facts, o.cg.tolerance, o.inner.stationarity_tolerance, o.hypergradient_clamp, o.outer_data,
+                     o.inner_start);
 }
 
 }  // namespace

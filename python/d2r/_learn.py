@@ -164,7 +164,7 @@ class BilevelRewardLearner:
     validation rows, stopping verdicts) is not exposed here yet): hidden, activation,
     layer_norm, reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I), outer_steps,
     inner_steps, inner_lr, outer_lr, entropy_weight (λ), generations (G), inner_start ('warm',
-    'fresh' or 'fixed'), curvature ('exact' or 'surrogate'), solver ('normal_cg', 'cg', 'neumann'),
+    'fresh' or 'fixed'), curvature ('exact' or 'surrogate'), solver ('normal_cg', 'cg', 'neumann', 'cg_or_normal_cg'),
     solver_iterations, inner_batch_size, inner_objective, transform, head, hypergradient_clamp,
     inner_gradient_clamp, damping, outer_optimizer, seed, device ('auto', 'cpu', 'cuda'), threads
     (cpu GEMM threads, default 1 as the CLI).

@@ -80,9 +80,11 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
                                      : d2r::InnerStart::fresh;
   b.curvature = o.choice("curvature", "exact", {"exact", "surrogate"}) == "surrogate" ? d2r::CurvatureKind::surrogate
                                                                                        : d2r::CurvatureKind::exact;
-  const std::string solver = o.choice("solver", "normal_cg", {"normal_cg", "cg", "neumann"});
+  const std::string solver = o.choice("solver", "normal_cg", {"normal_cg", "cg", "neumann", "cg_or_normal_cg"});
   b.solver = solver == "cg" ? d2r::ImplicitSolver::conjugate_gradient
-             : solver == "neumann" ? d2r::ImplicitSolver::neumann : d2r::ImplicitSolver::normal_cg;
+             : solver == "neumann"         ? d2r::ImplicitSolver::neumann
+             : solver == "cg_or_normal_cg" ? d2r::ImplicitSolver::cg_or_normal_cg
+                                           : d2r::ImplicitSolver::normal_cg;
   b.cg.max_iterations = o.get<std::int64_t>("solver_iterations", b.cg.max_iterations);
   b.cg.damping = static_cast<T>(o.get<double>("damping", b.cg.damping));
   b.cg.tolerance = static_cast<T>(o.get<double>("solver_tolerance", b.cg.tolerance));

@@ -141,7 +141,7 @@ struct RegressionConfig {
   /// larger or smaller initial step, and a nonzero inner.max_steps is at least inner.steps.
   BilevelOptions<double> bilevel = program_bilevel_defaults();
   std::int64_t outer_steps = 100;
-  std::string preset = "paper";       ///< "recommended" (d2r fit's default) or "paper"
+  std::string preset = "paper";       ///< "recommended" (d2r fit's default), "stationary" or "paper"
   FinalModel final_model = FinalModel::last;  ///< bilevel: best or last (pg is classification's)
   /// Target scaling done by the caller: the run trains on the targets as given; when the caller
   /// passed (y − target_mean) / target_scale (one scale for every dimension, so U keeps its form:
@@ -173,7 +173,7 @@ struct ClassificationConfig {
   BilevelOptions<double> bilevel = class_bilevel_defaults();
   std::int64_t outer_steps = 50;
   std::int64_t beta_tail = 10;     ///< paper preset: the learned β is the mean of the last this many outer steps' β
-  std::string preset = "paper";    ///< with "recommended" the learned β is the final one
+  std::string preset = "paper";    ///< with "recommended" or "stationary" the learned β is the final one
   /// Bilevel: what the run returns and reports (FinalModel): an inner policy the outer loop judged,
   /// best (`d2r fit`'s recommended default) or last, or pg, PG retrained for the epochs at the
   /// learned β (the paper's tabular protocol: `reproduce tabular`, `--preset paper`).
