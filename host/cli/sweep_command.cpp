@@ -189,26 +189,11 @@ int run_sweep(const SweepOptions& s) {
   RegressionConfig rc;
   ClassificationConfig cc;
   if (!classification) {
-    rc.double_precision = o.precision == "double";
-    rc.hidden = o.hidden;
-    rc.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-    rc.lambda = o.lambda;
-    rc.generations = o.generations;
-    rc.plain.steps = o.steps;
-    rc.plain.adam.learning_rate = o.lr;  // fit's --lr: also the bilevel inner learning rate
+    rc = shared_config(o, *rin);
     rc.plain.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
     rc.inner_objective = objective;
-    rc.target_mean = rin->target_mean;
-    rc.target_scale = rin->target_scale;
   } else {
-    cc.double_precision = o.precision == "double";
-    if (given(o, "--hidden")) cc.hidden = o.hidden;
-    cc.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-    cc.lambda = o.lambda;
-    if (given(o, "--generations")) cc.generations = o.generations;
-    cc.plain.epochs = o.epochs;
-    cc.plain.batch_size = o.batch_size;
-    if (given(o, "--lr")) cc.learning_rate = o.lr;
+    cc = shared_config(o, *cin);
     cc.inner_objective = objective;
   }
 
