@@ -260,3 +260,58 @@ TEST(FitRun, LibraryCallersGetTheChecksTheProgramMakes) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(FitRun, ModelWarningsSayWhatTheReturnedModelIs) {
+  using d2r::runs::FinalModel;
+  d2r::runs::ReturnedModel m;
+  m.source = FinalModel::best;
+  m.outer_step = 3;
+  EXPECT_TRUE(d2r::runs::model_warnings(m, FinalModel::best, 10).empty());  // a learned step: nothing to say
+  m.outer_step = 1;  // the first of 10: the reward reported is the starting one
+  std::vector<std::string> w = d2r::runs::model_warnings(m, FinalModel::best, 10);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("the first of 10"), std::string::npos) << w[0];
+  EXPECT_TRUE(d2r::runs::model_warnings(m, FinalModel::best, 1).empty());  // the only step
+  m = {};
+  m.source = FinalModel::last;
+  m.fallback = true;
+  m.tracked_from = 4;
+  w = d2r::runs::model_warnings(m, FinalModel::best, 10);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_NE(w[0].find("no outer step had a stationary inner policy"), std::string::npos) << w[0];
+  EXPECT_NE(w[1].find("outer steps 4 onwards"), std::string::npos) << w[1];
+  EXPECT_EQ(d2r::runs::model_warnings(m, FinalModel::last, 10).size(), 1u);  // the resume matters only to best
+}
+
+}  // namespace
+
+namespace {
+
+TEST(FitRun, BilevelPresetSetsItsFieldsAndKeepsTheRest) {
+  RegressionConfig c;
+  c.bilevel.inner.adam.learning_rate = 0.123;
+  c.bilevel.hypergradient_clamp = 7;
+  d2r::runs::apply_bilevel_preset(c, "recommended");
+  const d2r::BilevelOptions<double> r = d2r::BilevelOptions<double>::recommended();
+  EXPECT_EQ(c.preset, "recommended");
+  EXPECT_EQ(c.bilevel.optimizer, r.optimizer);
+  EXPECT_EQ(c.bilevel.outer_data, r.outer_data);
+  EXPECT_EQ(c.bilevel.cg.max_iterations, r.cg.max_iterations);
+  EXPECT_EQ(c.inner_objective, r.inner.objective);  // the shared setting follows the preset
+  EXPECT_EQ(c.bilevel.inner.adam.learning_rate, 0.123);  // kept
+  EXPECT_EQ(c.bilevel.hypergradient_clamp, 7);
+  d2r::runs::apply_bilevel_preset(c, "paper");
+  EXPECT_EQ(c.bilevel.optimizer, d2r::BilevelOptions<double>::paper().optimizer);
+  EXPECT_EQ(c.bilevel.inner.adam.learning_rate, 0.123);
+  try {
+    d2r::runs::apply_bilevel_preset(c, "fast");
+    ADD_FAILURE() << "an unknown preset was accepted";
+  } catch (const d2r::Error& e) {
+    EXPECT_EQ(e.argument(), "preset");
+    EXPECT_EQ(c.preset, "paper");  // unchanged
+  }
+}
+
+}  // namespace

@@ -109,30 +109,6 @@ nlohmann::json class_metrics_json(const PolicyMetrics& m) {
   return {{"nll", num(m.nll_per_dim)}, {"accuracy", num(m.accuracy)}};
 }
 
-void epoch_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows) {
-  header = {"epoch", "train_nll", "train_accuracy", "test_nll", "test_accuracy"};
-  rows.clear();
-  for (const EpochRecord& e : r.epochs) {
-    rows.push_back({static_cast<double>(e.epoch), e.train.nll_per_dim, e.train.accuracy, e.test.nll_per_dim,
-                    e.test.accuracy});
-  }
-}
-
-void outer_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows) {
-  header = {"step",           "beta",       "hypergradient",    "outer_loss",         "train_nll",
-            "train_accuracy", "val_nll",    "val_accuracy",     "mean_inner_reward",  "solver_iterations",
-            "solver_residual", "wall_seconds", "solver_relative_residual", "inner_steps", "inner_gradient_norm",
-            "max_step"};
-  rows.clear();
-  for (const OuterRecord& s : r.outer) {
-    rows.push_back({static_cast<double>(s.step), s.beta, s.hypergradient, s.outer_loss, s.train.nll_per_dim,
-                    s.train.accuracy, s.validation.nll_per_dim, s.validation.accuracy, s.mean_inner_reward,
-                    static_cast<double>(s.solver_iterations), s.solver_residual, s.wall_seconds,
-                    s.solver_relative_residual, static_cast<double>(s.inner_steps), s.inner_gradient_norm,
-                    s.max_step});
-  }
-}
-
 nlohmann::json epochs_json(const ClassificationResult& r) {
   nlohmann::json out = nlohmann::json::array();
   for (const EpochRecord& e : r.epochs) {

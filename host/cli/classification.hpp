@@ -58,10 +58,6 @@ class ClassificationRun : public runs::ClassificationRun {
 /// {"nll": cross-entropy per row, "accuracy"}.
 nlohmann::json class_metrics_json(const PolicyMetrics& m);
 
-/// The learning curve as CSV columns (epoch, train/test cross-entropy and accuracy).
-void epoch_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows);
-/// The bilevel phase as CSV columns (step, β, hypergradient, outer loss, train/validation metrics, solver figures).
-void outer_table(const ClassificationResult& r, std::vector<std::string>& header, std::vector<std::vector<double>>& rows);
 /// Records as JSON.
 nlohmann::json epochs_json(const ClassificationResult& r);
 nlohmann::json outer_json(const ClassificationResult& r);

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
+#include "d2r/fit_records.hpp"
 #include "host/cli/classification.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/fit_inputs.hpp"
@@ -343,10 +344,8 @@ struct RegressionFit {
 
   void configure(const FitOptions& o) {
     in = load_regression_inputs(o, kCmd);
+    c = shared_config(o, in);
     c.method = method;
-    c.double_precision = o.precision == "double";
-    c.hidden = o.hidden;
-    c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
     c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
     c.reward_form = parse_form(o.reward);
     // --u is on the targets the trainer sees (standardised unless --no-standardize-targets); the
@@ -355,12 +354,6 @@ struct RegressionFit {
     if (c.reward_params.empty() && (method == Method::pg || method == Method::bilevel)) {
       c.reward_params = identity_reward(c.reward_form, in.train.dims);  // U = I on the standardised targets
     }
-    c.target_mean = in.target_mean;
-    c.target_scale = in.target_scale;
-    c.lambda = o.lambda;
-    c.generations = o.generations;
-    c.plain.steps = o.steps;
-    c.plain.adam.learning_rate = o.lr;
     c.plain.evaluate_every = o.eval_every;
     c.outer_steps = o.outer_steps;
     c.bilevel.inner.steps = o.inner_steps;
@@ -369,11 +362,7 @@ struct RegressionFit {
     c.bilevel.outer_adam.learning_rate = o.outer_lr;
   }
 
-  void check_memory(const FitOptions& o, const Context& ctx) const {
-    const HostData& t = in.train;
-    check_fit_memory(o, c.hidden, t.inputs, c.head == GaussianHead::cholesky ? t.dims + t.dims * (t.dims + 1) / 2 : 2 * t.dims,
-                      std::max(t.rows, in.val.rows), ctx);
-  }
+  void check_memory(const Context& ctx) const { check_as_user<true>(kCmd, c, in.train, in.val, ctx); }
   Run make_run(Context& ctx) const { return Run(ctx, c, in.train, in.val, kCmd); }
 
   [[nodiscard]] nlohmann::json data_json(const FitOptions& o) const {
@@ -490,10 +479,8 @@ struct RegressionFit {
 
   /// Writes the curves; returns the other files written besides results.json and curves.csv.
   std::string write_curves(const fs::path& out, const Result& r) const {
-    std::vector<std::string> header;
-    std::vector<std::vector<double>> rows;
-    curves_table(r, bilevel(), header, rows);
-    write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+    const runs::RecordTable t = runs::curves_table(r, bilevel());
+    write_csv(out / "curves.csv", t.header, std::span<const std::vector<double>>(t.rows));
     return bilevel() ? fmt::format(", {}", (out / kCheckpoint).string()) : "";
   }
 };
@@ -530,15 +517,8 @@ struct ClassificationFit {
   /// Defaults of the paper's tabular setting where the option was not given.
   void configure(const FitOptions& o) {
     in = load_classification_inputs(o, kCmd);
+    c = shared_config(o, in);
     c.method = method;
-    c.double_precision = o.precision == "double";
-    if (given(o, "--hidden")) c.hidden = o.hidden;
-    c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-    c.lambda = o.lambda;
-    if (given(o, "--generations")) c.generations = o.generations;
-    c.plain.epochs = o.epochs;
-    c.plain.batch_size = o.batch_size;
-    if (given(o, "--lr")) c.learning_rate = o.lr;
     c.beta = o.beta;
     if (given(o, "--outer-steps")) c.outer_steps = o.outer_steps;
     if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
@@ -546,8 +526,8 @@ struct ClassificationFit {
     if (given(o, "--outer-lr")) c.bilevel.outer_adam.learning_rate = o.outer_lr;
   }
 
-  void check_memory(const FitOptions& o, const Context& ctx) const {
-    check_fit_memory(o, c.hidden, in.train.inputs, in.classes, std::max({in.train.rows, in.val.rows, in.test.rows}), ctx);
+  void check_memory(const Context& ctx) const {
+    check_as_user<true>(kCmd, c, in.train, in.val, in.test, in.classes, ctx);
   }
   Run make_run(Context& ctx) const { return Run(ctx, c, in.train, in.val, in.test, in.classes, kCmd); }
 
@@ -679,13 +659,11 @@ struct ClassificationFit {
   }
 
   std::string write_curves(const fs::path& out, const Result& r) const {
-    std::vector<std::string> header;
-    std::vector<std::vector<double>> rows;
-    epoch_table(r, header, rows);
-    write_csv(out / "curves.csv", header, std::span<const std::vector<double>>(rows));
+    const runs::RecordTable epochs = runs::epoch_table(r);
+    write_csv(out / "curves.csv", epochs.header, std::span<const std::vector<double>>(epochs.rows));
     if (!bilevel()) return "";
-    outer_table(r, header, rows);
-    write_csv(out / "outer_curves.csv", header, std::span<const std::vector<double>>(rows));
+    const runs::RecordTable outer = runs::outer_table(r);
+    write_csv(out / "outer_curves.csv", outer.header, std::span<const std::vector<double>>(outer.rows));
     return fmt::format(", {}, {}", (out / "outer_curves.csv").string(), (out / kCheckpoint).string());
   }
 };
@@ -714,7 +692,7 @@ int fit_task(const FitOptions& o) {
   t.c.seed = o.seed;
   const fs::path out = o.out;
   check_run_dir(kCmd, "--out", out, o.resume, o.overwrite);
-  t.check_memory(o, ctx);
+  t.check_memory(ctx);
   typename Task::Run run = t.make_run(ctx);  // validates the settings against the data, builds the trainer
 
   nlohmann::json config = config_json(t.c);
@@ -745,7 +723,7 @@ int fit_task(const FitOptions& o) {
   int code = 0;
   if (t.bilevel()) {
     warnings = bilevel_warnings(Task::outer_records(result), t.c.bilevel);
-    for (std::string& w : model_warnings(Task::returned(result), t.c.final_model, Task::outer_records(result).size()))
+    for (std::string& w : runs::model_warnings(Task::returned(result), t.c.final_model, Task::outer_records(result).size()))
       warnings.push_back(std::move(w));
     j["verdict"] = to_string(result.verdict.status);
     j["reason"] = result.verdict.reason;

@@ -99,37 +99,23 @@ RegressionInputs load_regression_inputs(const FitOptions& o, std::string_view cm
     map = standardize(train_set);
     if (has_val) apply_standardization(val_set, map);
   }
-  HostData train = to_host_data(train_set);
-  HostData val = has_val ? to_host_data(val_set) : HostData{};
-  // Target scaling: y ← (y − mean) / s with one s for every dimension (the RMS of the training
-  // targets' standard deviations), so every metric and the reward convert exactly to the
-  // original units (NLL + log s, RMSE × s, U / s²).
-  std::vector<double> target_mean;
-  double target_scale = 1;
-  if (o.standardize_targets && train.rows >= 2) {
-    const std::int64_t n = train.dims;
-    target_mean.assign(static_cast<std::size_t>(n), 0.0);
-    for (std::int64_t r = 0; r < train.rows; ++r) {
-      for (std::int64_t d = 0; d < n; ++d) target_mean[d] += train.y[r * n + d] / static_cast<double>(train.rows);
-    }
-    double var = 0;
-    for (std::int64_t r = 0; r < train.rows; ++r) {
-      for (std::int64_t d = 0; d < n; ++d) {
-        const double e = train.y[r * n + d] - target_mean[d];
-        var += e * e / static_cast<double>((train.rows - 1) * n);
-      }
-    }
-    if (!(std::isfinite(var) && var > 0)) {
+  // Target scaling: y ← (y − mean) / s with one s for every dimension (d2r::standardize_targets),
+  // so every metric and the reward convert exactly to the original units.
+  TargetScaling scaling;
+  if (o.standardize_targets && train_set.rows >= 2) {
+    try {
+      scaling = standardize_targets(train_set);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::invalid_argument) throw;
       bad_input(cmd, "--standardize-targets",
                 "the training targets are constant (zero variance); give --no-standardize-targets");
     }
-    target_scale = std::sqrt(var);
-    for (HostData* h : {&train, &val}) {
-      for (std::int64_t r = 0; r < h->rows; ++r) {
-        for (std::int64_t d = 0; d < n; ++d) h->y[r * n + d] = (h->y[r * n + d] - target_mean[d]) / target_scale;
-      }
-    }
+    if (has_val) apply_target_scaling(val_set, scaling);
   }
+  HostData train = to_host_data(train_set);
+  HostData val = has_val ? to_host_data(val_set) : HostData{};
+  std::vector<double> target_mean = std::move(scaling.mean);
+  const double target_scale = scaling.scale;
 
   in.data = data;
   in.train = std::move(train);
@@ -168,52 +154,31 @@ ClassificationInputs load_classification_inputs(const FitOptions& o, std::string
   return in;
 }
 
-/// The least memory a run needs (the parameters and their gradient and Adam moments, the
-/// activations of one pass over the largest data set): refused with the figure when it is more
-/// than the machine has, instead of failing with std::bad_alloc (or the device's out-of-memory)
-/// in the middle.
-void check_fit_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, std::int64_t inputs,
-                  std::int64_t outputs, std::int64_t rows, const Context& ctx) {
-  long double params = 0, width = static_cast<long double>(inputs), activations = 0;
-  for (std::int64_t h : hidden) {
-    params += (width + 1) * static_cast<long double>(h);
-    activations += static_cast<long double>(h);
-    width = static_cast<long double>(h);
-  }
-  params += (width + 1) * static_cast<long double>(outputs);
-  const long double scalar = o.precision == "double" ? 8 : 4;
-  // Vectors of the parameters' size a run holds: θ, its gradient and Adam's moments; a bilevel run
-  // also the inner and outer optimisers' state, the solver's vectors and the HVP's scratch. Peak
-  // RSS on the cpu backend (--hidden 4000,4000, float, 64 MB a vector): 3 such vectors for nll,
-  // 17.7 (regression) and 19.7 (classification) for bilevel.
-  const long double copies = o.method == "bilevel" ? 20 : 4;
-  const long double need = scalar * (copies * params + static_cast<long double>(rows) * (activations + outputs));
-  std::uint64_t have = 0;
-  std::string where;
-  if (ctx.backend() == Backend::cuda) {
-    have = ctx.device_properties().total_memory_bytes;
-    where = "device memory";
-  } else {
-    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-    if (pages > 0 && page > 0) have = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
-    where = "memory";
-    // A container's limit (cgroup v2) is what the run may use, when it is lower.
-    if (std::ifstream limit("/sys/fs/cgroup/memory.max"); limit) {
-      std::uint64_t bytes = 0;
-      if (limit >> bytes && bytes > 0 && (have == 0 || bytes < have)) {
-        have = bytes;
-        where = "memory (the container's limit)";
-      }
-    }
-  }
-  if (have > 0 && need > static_cast<long double>(have)) {
-    constexpr long double GiB = 1024.0L * 1024 * 1024;
-    bad_input("fit", "--hidden",
-              fmt::format("this network ({:.3g} parameters, layers {}) needs at least {:.1f} GiB, more than the "
-                          "{:.1f} GiB of {} this machine has; use narrower layers",
-                          static_cast<double>(params), fmt::join(hidden, ","), static_cast<double>(need / GiB),
-                          static_cast<double>(static_cast<long double>(have) / GiB), where));
-  }
+RegressionConfig shared_config(const FitOptions& o, const RegressionInputs& in) {
+  RegressionConfig c;
+  c.double_precision = o.precision == "double";
+  c.hidden = o.hidden;
+  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.lambda = o.lambda;
+  c.generations = o.generations;
+  c.plain.steps = o.steps;
+  c.plain.adam.learning_rate = o.lr;
+  c.target_mean = in.target_mean;
+  c.target_scale = in.target_scale;
+  return c;
+}
+
+ClassificationConfig shared_config(const FitOptions& o, const ClassificationInputs&) {
+  ClassificationConfig c;
+  c.double_precision = o.precision == "double";
+  if (given(o, "--hidden")) c.hidden = o.hidden;
+  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.lambda = o.lambda;
+  if (given(o, "--generations")) c.generations = o.generations;
+  c.plain.epochs = o.epochs;
+  c.plain.batch_size = o.batch_size;
+  if (given(o, "--lr")) c.learning_rate = o.lr;
+  return c;
 }
 
 }  // namespace d2r::cli

@@ -40,10 +40,11 @@ struct ClassificationInputs {
 };
 ClassificationInputs load_classification_inputs(const FitOptions& o, std::string_view command);
 
-/// The least memory a fit needs (the parameters and their gradient and Adam moments, the
-/// activations of one pass over `rows`): bad input of `d2r fit` naming --hidden, with the figure,
-/// when it is more than the machine (or the container, or the device) has.
-void check_fit_memory(const FitOptions& o, const std::vector<std::int64_t>& hidden, std::int64_t inputs,
-                      std::int64_t outputs, std::int64_t rows, const Context& ctx);
+/// The settings that `d2r fit` and `d2r sweep` take alike from their options: the policy, λ, G,
+/// the precision and the plain training (a regression's steps and learning rate, with the target
+/// scaling of `in`; a classification's epochs and batches, and the paper's tabular defaults where
+/// an option was not given).
+RegressionConfig shared_config(const FitOptions& o, const RegressionInputs& in);
+ClassificationConfig shared_config(const FitOptions& o, const ClassificationInputs& in);
 
 }  // namespace d2r::cli

@@ -1,15 +1,10 @@
 // Output helpers of the d2r program (output.hpp).
 #include "host/cli/output.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
-
-#include <sys/file.h>
 
 #include <algorithm>
 #include <charconv>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -52,63 +47,6 @@ std::string user_words(const Error& e) {
   return what;
 }
 
-namespace {
-
-std::atomic<unsigned> temp_counter{0};
-
-fs::path temp_name(const fs::path& path) {
-  return path.parent_path() / fmt::format(".{}.tmp-{}-{}", path.filename().string(), static_cast<long>(::getpid()),
-                                          temp_counter.fetch_add(1));
-}
-
-/// Creates and removes a temporary file in `dir`; returns "" on success, else the reason.
-std::string probe_directory(const fs::path& dir) {
-  const fs::path probe = dir / fmt::format(".d2r-probe-{}-{}", static_cast<long>(::getpid()), temp_counter.fetch_add(1));
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return std::strerror(errno);
-  ::close(fd);
-  ::unlink(probe.c_str());
-  return "";
-}
-
-}  // namespace
-
-void check_output_dir(std::string_view command, std::string_view option, const fs::path& dir) {
-  if (dir.empty()) bad_input(command, option, "expected a directory, got an empty path");
-  std::error_code ec;
-  const fs::path abs = fs::absolute(dir, ec);
-  if (ec) bad_input(command, option, fmt::format("'{}': {}", dir.string(), ec.message()));
-  // Walk up to the nearest existing path.
-  fs::path p = abs;
-  while (true) {
-    const fs::file_status st = fs::status(p, ec);
-    if (!ec && fs::exists(st)) {
-      if (!fs::is_directory(st)) {
-        bad_input(command, option,
-                  p == abs ? fmt::format("'{}' exists and is not a directory", dir.string())
-                           : fmt::format("'{}' cannot be created: '{}' is not a directory", dir.string(), p.string()));
-      }
-      std::string why = probe_directory(p);
-      // procfs, sysfs: the directory exists but takes no new files (ENOENT from open, confusingly).
-      if (why == std::strerror(ENOENT)) why = "it does not take new files";
-      if (!why.empty()) {
-        bad_input(command, option,
-                  p == abs ? fmt::format("directory '{}' is not writable ({})", dir.string(), why)
-                           : fmt::format("'{}' cannot be created: directory '{}' is not writable ({})", dir.string(),
-                                         p.string(), why));
-      }
-      return;
-    }
-    if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory) {
-      bad_input(command, option, fmt::format("'{}': {}", p.string(), ec.message()));
-    }
-    if (!p.has_parent_path() || p.parent_path() == p) {
-      bad_input(command, option, fmt::format("'{}': no existing parent directory", dir.string()));
-    }
-    p = p.parent_path();
-  }
-}
-
 const std::vector<std::string>& run_files() {
   static const std::vector<std::string> files{"results.json", "curves.csv", "outer_curves.csv", "checkpoint.ckpt",
                                               "checkpoint.json"};
@@ -116,26 +54,6 @@ const std::vector<std::string>& run_files() {
 }
 
 namespace {
-
-/// The run files present in `dir`; bad input when one exists but is not a regular file.
-std::vector<std::string> present_run_files(std::string_view command, std::string_view option, const fs::path& dir) {
-  std::vector<std::string> present;
-  for (const std::string& name : run_files()) {
-    std::error_code ec;
-    const fs::path p = dir / name;
-    const fs::file_status st = fs::symlink_status(p, ec);
-    if (ec || !fs::exists(st)) continue;
-    const fs::file_status target = fs::status(p, ec);
-    if (ec || !fs::is_regular_file(target)) {
-      bad_input(command, option,
-                fmt::format("'{}' exists and is not a regular file ({}); d2r writes its {} there", p.string(),
-                            fs::is_directory(target) ? "a directory" : ec ? ec.message() : "a device, pipe or socket",
-                            name));
-    }
-    present.push_back(name);
-  }
-  return present;
-}
 
 void refuse_reuse(std::string_view command, std::string_view option, const fs::path& dir,
                   const std::vector<std::string>& present) {
@@ -145,18 +63,6 @@ void refuse_reuse(std::string_view command, std::string_view option, const fs::p
                         dir.string(), fmt::join(present, ", ")));
 }
 
-/// A temporary file a killed d2r run left: ".NAME.tmp-PID-N" (write_text_atomic, write_csv) or
-/// "NAME.tmp.XXXXXX" (checkpoints) for NAME one of run_files(), or ".d2r-probe-*". Only these
-/// exact shapes: a file of the user's that merely contains ".tmp" is left alone.
-bool is_stale_temporary(const std::string& name) {
-  if (name.starts_with(".d2r-probe-")) return true;
-  return std::ranges::any_of(run_files(), [&name](const std::string& run_file) {
-    return name.starts_with("." + run_file + ".tmp-") || name.starts_with(run_file + ".tmp.");
-  });
-}
-
-int lock_fd = -1;  // the claimed --out, locked until the process ends
-
 }  // namespace
 
 void check_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
@@ -164,41 +70,18 @@ void check_run_dir(std::string_view command, std::string_view option, const fs::
   check_output_dir(command, option, dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;
-  const std::vector<std::string> present = present_run_files(command, option, dir);
+  const std::vector<std::string> present = present_files(command, option, dir, run_files());
   if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
-}
-
-void lock_output_dir(std::string_view command, std::string_view option, const fs::path& dir) {
-  ensure_directory(dir);
-  if (lock_fd >= 0) return;
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) bad_input(command, option, fmt::format("cannot open directory '{}': {}", dir.string(), std::strerror(errno)));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == EWOULDBLOCK) {
-      bad_input(command, option,
-                fmt::format("'{}' is busy: another d2r run is writing into it (wait for it to end or choose "
-                            "another --out)",
-                            dir.string()));
-    }
-    bad_input(command, option, fmt::format("cannot lock directory '{}': {}", dir.string(), std::strerror(err)));
-  }
-  lock_fd = fd;  // kept open: the lock ends with the process
 }
 
 void claim_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
                    bool overwrite) {
   lock_output_dir(command, option, dir);
   // Under the lock: another run may have finished between the check and now.
-  const std::vector<std::string> present = present_run_files(command, option, dir);
+  const std::vector<std::string> present = present_files(command, option, dir, run_files());
   if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
+  remove_stale_temporaries(dir, run_files());
   std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    std::error_code ec2;
-    if (is_stale_temporary(name) && e.is_regular_file(ec2)) fs::remove(e.path(), ec2);
-  }
   if (overwrite) {
     for (const std::string& name : present) {
       if (fs::remove(dir / name, ec); ec) {
@@ -299,48 +182,6 @@ std::string shown_name(std::string_view name) {
     }
   }
   return out + "'";
-}
-
-void ensure_directory(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) {
-    throw Error(ErrorKind::io, "out", fmt::format("d2r: cannot create directory '{}': {}", dir.string(), ec.message()));
-  }
-}
-
-void write_text_atomic(const fs::path& path, std::string_view text) {
-  const fs::path tmp = temp_name(path);
-  const auto fail = [&](const std::string& what) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw Error(ErrorKind::io, "path", fmt::format("d2r: cannot write '{}': {} ({})", path.string(), what, std::strerror(err)));
-  };
-  if (fs::is_directory(path)) {
-    throw Error(ErrorKind::io, "path", fmt::format("d2r: cannot write '{}': it is a directory", path.string()));
-  }
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int err = errno;
-    throw Error(ErrorKind::io, "path",
-                fmt::format("d2r: cannot write '{}': cannot create a temporary file ({})", path.string(), std::strerror(err)));
-  }
-  std::size_t at = 0;
-  while (at < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + at, text.size() - at);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      fail("write failed");
-    }
-    at += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    fail("fsync failed");
-  }
-  if (::close(fd) != 0) fail("close failed");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename failed");
 }
 
 void write_json_atomic(const fs::path& path, const nlohmann::json& value) {

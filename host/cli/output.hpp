@@ -1,6 +1,6 @@
 #pragma once
-// Output helpers shared by the subcommands of the d2r program: atomic JSON files, checks of an
-// output directory that create nothing, the header fields every results.json carries, and a
+// Output helpers shared by the subcommands of the d2r program: atomic JSON files (over the
+// library's write_text_atomic), a run's files in --out (over d2r/output_dir.hpp), the header fields every results.json carries, and a
 // progress report on stderr (a bar with ETA on a terminal, a line every 10 % otherwise).
 
 #include <chrono>
@@ -16,8 +16,10 @@
 #include <nlohmann/json.hpp>
 
 #include "d2r/context.hpp"
+#include "d2r/data.hpp"
 #include "d2r/error.hpp"
 #include "d2r/fields.hpp"
+#include "d2r/output_dir.hpp"
 #include "d2r/policy_model.hpp"
 
 namespace d2r::cli {
@@ -29,12 +31,6 @@ namespace d2r::cli {
 /// that function; the caller names the option or file instead).
 std::string user_words(const Error& e);
 
-/// Checks, without creating anything, that files can be written into `dir`: an existing path must
-/// be a directory in which a file can be created (probed with a temporary file that is removed at
-/// once); a missing one must have a nearest existing ancestor that is such a directory (it is made
-/// later by ensure_directory). Throws d2r::Error (invalid_argument) naming `option` otherwise.
-void check_output_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir);
-
 /// The files a `d2r fit` run writes into --out (what makes a folder "reused", what --overwrite
 /// removes). Nothing else in the folder is touched.
 const std::vector<std::string>& run_files();
@@ -44,12 +40,6 @@ const std::vector<std::string>& run_files();
 /// `resume` or `overwrite`. Throws d2r::Error (invalid_argument) naming `option`.
 void check_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
                    bool overwrite);
-
-/// After every check of the arguments and data, before the first write: creates `dir` and locks it
-/// for this process (flock on the directory, released when the process ends, kill -9 included);
-/// a folder another d2r run holds is bad input naming `option` ("... is busy"). Every command
-/// that writes into an --out calls it (fit through claim_run_dir); a second call is a no-op.
-void lock_output_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir);
 
 /// After validation, before the first write: lock_output_dir, then checks check_run_dir's policy
 /// again under the lock, removes temporary files that killed runs left (".NAME.tmp-PID-N", "NAME.tmp.XXXXXX", ".d2r-probe-*") and, with `overwrite`,
@@ -70,14 +60,6 @@ std::string json_text(const nlohmann::json& value, int indent = 2);
 
 /// "'name'" with bytes that are not valid UTF-8 shown as \xNN: a name that came from the user.
 std::string shown_name(std::string_view name);
-
-/// Creates `dir` (and its parents) when missing. Throws d2r::Error (io) on failure.
-void ensure_directory(const std::filesystem::path& dir);
-
-/// Writes `text` to `path` atomically: a temporary file in the same directory, flushed to disk,
-/// renamed over `path`; on failure the temporary is removed and `path` is left as it was.
-/// Throws d2r::Error (io).
-void write_text_atomic(const std::filesystem::path& path, std::string_view text);
 
 /// write_text_atomic of `value` pretty-printed (2 spaces), NaN and infinities written as null.
 void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& value);

@@ -104,37 +104,6 @@ nlohmann::json RegressionRun::options_json() const {
 }
 
 // ------------------------------------------------------------------ output
-void curves_table(const RunResult& result, bool bilevel, std::vector<std::string>& header,
-                  std::vector<std::vector<double>>& rows, const std::string& held_out_name) {
-  header = {"step", "train_nll_per_dim", "train_rmse", "train_mean_std", held_out_name + "_nll_per_dim",
-            held_out_name + "_rmse", held_out_name + "_mean_std"};
-  std::size_t S = 0;
-  if (bilevel && !result.records.empty()) {
-    S = result.records.front().reward_params.size();
-    header.push_back("outer_loss");
-    for (std::size_t i = 0; i < S; ++i) header.push_back(fmt::format("reward_{}", i));
-    for (std::size_t i = 0; i < S; ++i) header.push_back(fmt::format("hypergradient_{}", i));
-    for (const char* h : {"mean_inner_reward", "solver_iterations", "solver_residual", "wall_seconds",
-                          "solver_relative_residual", "inner_steps", "inner_gradient_norm", "max_step"}) {
-      header.push_back(h);
-    }
-  }
-  rows.clear();
-  for (const StepRecord& r : result.records) {
-    std::vector<double> row{static_cast<double>(r.step), r.train.nll_per_dim, r.train.rmse, r.train.mean_std,
-                            r.held_out.nll_per_dim, r.held_out.rmse, r.held_out.mean_std};
-    if (bilevel) {
-      row.push_back(r.outer_loss);
-      for (std::size_t i = 0; i < S; ++i) row.push_back(i < r.reward_params.size() ? r.reward_params[i] : NAN);
-      for (std::size_t i = 0; i < S; ++i) row.push_back(i < r.hypergradient.size() ? r.hypergradient[i] : NAN);
-      row.insert(row.end(), {r.mean_inner_reward, static_cast<double>(r.solver_iterations), r.solver_residual,
-                             r.wall_seconds, r.solver_relative_residual, static_cast<double>(r.inner_steps),
-                             r.inner_gradient_norm, r.max_step});
-    }
-    rows.push_back(std::move(row));
-  }
-}
-
 nlohmann::json records_json(const RunResult& result, bool bilevel, const std::string& held_out_name) {
   nlohmann::json out = nlohmann::json::array();
   for (const StepRecord& r : result.records) {
@@ -180,34 +149,6 @@ nlohmann::json model_json(const runs::ReturnedModel& m, const std::string& rewar
           {"description", best ? "the inner policy of the best-judged outer step (lowest outer loss among those whose "
                                  "inner policy was stationary), trained at the reward before that step's move"
                                : "the inner policy of the last outer step"}};
-}
-
-/// Warnings about the returned model: a best that fell back to the last step, that is the first
-/// of several outer steps (the reward reported is the start), or that chose among the steps after a
-/// resume only. `outer_steps`: the outer steps the run recorded.
-std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked, std::size_t outer_steps) {
-  std::vector<std::string> w;
-  // The first step's policy is trained at the starting reward: a best step there means the outer
-  // loop found nothing better (with a warm inner start, typically an inner policy that over-fits
-  // with every later block of inner steps), so the reward reported was not learned.
-  if (m.source == runs::FinalModel::best && m.outer_step == 1 && outer_steps > 1) {
-    w.push_back(fmt::format("the best-judged outer step is the first of {}: the reward reported is the starting value, "
-                            "not a learned one, and the model returned is the inner policy after its first block of "
-                            "inner steps (no later step with a stationary inner policy had a lower outer loss); "
-                            "results.json final.last_step "
-                            "has the outer loop's final reward (--final-model last returns it)",
-                            outer_steps));
-  }
-  if (m.fallback) {
-    w.push_back("no outer step had a stationary inner policy: the model returned is the last step's, not a best-judged "
-                "one (--final-model best)");
-  }
-  if (asked == runs::FinalModel::best && m.tracked_from > 1) {
-    w.push_back(fmt::format("the checkpoint resumed was written before d2r saved the best outer step: the best step "
-                            "was chosen among outer steps {} onwards only (the earlier steps' policies are not in it)",
-                            m.tracked_from));
-  }
-  return w;
 }
 
 }  // namespace d2r::cli

@@ -21,6 +21,7 @@
 
 namespace d2r::cli {
 
+using runs::apply_bilevel_preset;
 using runs::bilevel_options;
 using runs::bilevel_warnings;
 using runs::ClassHostData;
@@ -47,41 +48,6 @@ Method parse_method(const std::string& name);
 
 /// The configuration as results.json's "config" (python/ and the tests read its names).
 nlohmann::json config_json(const RegressionConfig& c);
-
-/// Sets the fields of a configuration's BilevelOptions (RegressionConfig, ClassificationConfig)
-/// that the named presets govern: "recommended" (BilevelOptions::recommended(): validation rows,
-/// log-space Rprop with persistent state, a stationary warm-started inner policy, damped CG to a
-/// relative residual of 0.25), "stationary" (BilevelOptions::stationary(): recommended with a fixed
-/// inner start trained to stationarity, an accurate solve and a fine loss tolerance, so the outer
-/// loss is a function of the reward alone) or "paper" (BilevelOptions::paper(): training rows, outer Adam
-/// re-created every step, one CG iteration, fresh inner policy). The step sizes, clamps, minibatch,
-/// curvature and policy-gradient settings stay as configured. Throws d2r::Error
-/// (invalid_argument, "--preset") for another name.
-template <class Config>
-void apply_bilevel_preset(Config& c, const std::string& preset) {
-  if (preset != "paper" && preset != "recommended" && preset != "stationary") {
-    throw Error(ErrorKind::invalid_argument, "--preset",
-                "--preset: expected recommended, stationary or paper, got '" + preset + "'");
-  }
-  BilevelOptions<double> o = preset == "paper"        ? BilevelOptions<double>::paper()
-                             : preset == "stationary" ? BilevelOptions<double>::stationary()
-                                                      : BilevelOptions<double>::recommended();
-  const BilevelOptions<double>& kept = c.bilevel;
-  o.inner.adam = kept.inner.adam;
-  o.inner.gradient_clamp = kept.inner.gradient_clamp;
-  o.inner.generations = kept.inner.generations;
-  o.inner.pg = kept.inner.pg;
-  o.inner.batch_size = kept.inner.batch_size;
-  o.head = kept.head;
-  o.curvature = kept.curvature;
-  o.neumann = kept.neumann;
-  o.outer_adam = kept.outer_adam;
-  o.hypergradient_clamp = kept.hypergradient_clamp;
-  o.seed = kept.seed;
-  c.bilevel = o;
-  c.inner_objective = o.inner.objective;  // the shared setting that bilevel_options writes back
-  c.preset = preset;
-}
 
 /// The bilevel fields of a configuration as JSON members of `j` (results.json and checkpoint.json:
 /// keep the names, python/ and the tests read them).
@@ -121,12 +87,17 @@ void outer_config_json(const Config& c, nlohmann::json& j) {
 /// field: "options.inner.steps" is --inner-steps); the field's own name when no option sets it.
 std::string option_for_field(std::string_view field);
 
-/// runs::check of a run's settings and data, a refused field reported as bad input (d2r::Error,
-/// invalid_argument) of `command` naming the user's option (option_for_field).
-template <class... Args>
+/// runs::check (runs::check_memory with `memory`) of a run's settings and data, a refused field
+/// reported as bad input (d2r::Error, invalid_argument) of `command` naming the user's option
+/// (option_for_field).
+template <bool memory = false, class... Args>
 void check_as_user(const std::string& command, const Args&... args) {
   try {
-    runs::check(args...);
+    if constexpr (memory) {
+      runs::check_memory(args...);
+    } else {
+      runs::check(args...);
+    }
   } catch (const Error& e) {
     bad_input(command, option_for_field(e.argument()), user_words(e));
   }
@@ -144,19 +115,11 @@ class RegressionRun : public runs::RegressionRun {
   [[nodiscard]] nlohmann::json options_json() const;
 };
 
-/// Curves of a run as CSV columns: header and numeric rows (step, train/held-out metrics, and for
-/// the bilevel method reward parameters, hypergradient, outer loss and solver figures).
-void curves_table(const RunResult& result, bool bilevel, std::vector<std::string>& header,
-                  std::vector<std::vector<double>>& rows, const std::string& held_out_name = "val");
-
 /// Records of a run as JSON.
 nlohmann::json records_json(const RunResult& result, bool bilevel, const std::string& held_out_name = "validation");
 
 /// `d2r fit` bilevel, either task: prints the line saying which inner policy was returned (FinalModel best or
 /// last; `reward` describes the reward it was trained at) and returns results.json's final.model for it.
 nlohmann::json model_json(const runs::ReturnedModel& m, const std::string& reward);
-/// Warnings about the returned model: a best that fell back to the last step, or that chose among the steps
-/// after a resume of an older checkpoint only.
-std::vector<std::string> model_warnings(const runs::ReturnedModel& m, runs::FinalModel asked, std::size_t outer_steps);
 
 }  // namespace d2r::cli

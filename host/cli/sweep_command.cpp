@@ -22,10 +22,12 @@
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
+#include "d2r/sweep.hpp"
 #include "host/cli/classification.hpp"
 #include "host/cli/commands.hpp"
 #include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"
+#include "host/cli/parallel.hpp"
 #include "host/cli/regression.hpp"
 
 namespace d2r::cli {
@@ -34,33 +36,6 @@ namespace {
 namespace fs = std::filesystem;
 constexpr const char* kCmd = "sweep";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-/// One value of the grid: the validation and training outer loss of every seed's PG policy.
-struct Point {
-  double value = 0;
-  std::vector<double> val_loss, train_loss, accuracy;
-  double mean = kNaN, sd = kNaN;
-};
-
-Point point_at(double value) {
-  Point p;
-  p.value = value;
-  return p;
-}
-
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return s / static_cast<double>(v.size());
-}
-
-double sd_of(const std::vector<double>& v) {
-  if (v.size() < 2) return kNaN;
-  const double m = mean_of(v);
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / static_cast<double>(v.size() - 1));
-}
 
 }  // namespace
 
@@ -113,12 +88,7 @@ int run_sweep(const SweepOptions& s) {
   if (!(s.grid_max > s.grid_min)) {
     bad_input(kCmd, "--grid-max", fmt::format("expected > --grid-min {}, got {}", s.grid_min, s.grid_max));
   }
-  std::vector<double> values = s.values;
-  if (values.empty()) {
-    for (std::int64_t i = 0; i < s.points; ++i) {
-      values.push_back(s.grid_min * std::pow(s.grid_max / s.grid_min, static_cast<double>(i) / static_cast<double>(s.points - 1)));
-    }
-  }
+  const std::vector<double> values = s.values.empty() ? runs::log_grid(s.grid_min, s.grid_max, s.points) : s.values;
   const bool classification = o.task == "classification";
   if (classification && o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
   if (!classification && o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required");
@@ -203,12 +173,11 @@ int run_sweep(const SweepOptions& s) {
   const InnerObjective objective =
       bilevel_learner || (given(o, "--inner-objective") && o.inner_objective == "exact") ? InnerObjective::exact
                                                                                         : InnerObjective::reinforce;
-  const bool classification_task = classification;
   std::optional<RegressionInputs> rin;
   std::optional<ClassificationInputs> cin;
   double target_scale = 1;
   std::int64_t train_rows = 0;
-  if (!classification_task) {
+  if (!classification) {
     rin = load_regression_inputs(o, kCmd);
     target_scale = rin->target_scale;
     train_rows = rin->train.rows;
@@ -216,173 +185,115 @@ int run_sweep(const SweepOptions& s) {
     cin = load_classification_inputs(o, kCmd);
     train_rows = cin->train.rows;
   }
+  // The learner's settings from fit's options (runs::sweep_learner applies a bilevel budget).
+  RegressionConfig rc;
+  ClassificationConfig cc;
+  if (!classification) {
+    rc = shared_config(o, *rin);
+    rc.plain.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
+    rc.inner_objective = objective;
+  } else {
+    cc = shared_config(o, *cin);
+    cc.inner_objective = objective;
+  }
 
   /// One grid (and the bilevel runs it judges) at one step budget.
   struct Group {
-    std::int64_t budget = 0;  // 0: the pg protocol
-    std::vector<Point> points;
-    std::size_t grid_size = 0;
+    runs::SweepSettings settings;
     std::vector<std::size_t> runs;  // indices into bilevel_values
-    std::int64_t steps_per_run = 0, rows_per_step = 0;
     nlohmann::json config;
-    std::size_t best = 0;
-    double noise = kNaN;
+    runs::SweepResult result;
   };
   std::vector<Group> groups(budgets.size());
   std::int64_t total_runs = 0;
+  const Context check_ctx({.backend = parse_backend(o.device)});
   for (std::size_t g = 0; g < budgets.size(); ++g) {
     Group& gr = groups[g];
-    gr.budget = budgets[g];
-    for (double v : values) gr.points.push_back(point_at(v));
-    gr.grid_size = gr.points.size();
+    gr.settings = {.values = values, .judged = {}, .seeds = s.seeds, .seed = o.seed, .budget = budgets[g],
+                   .context = {.backend = parse_backend(o.device)}};
     // The bilevel rewards are more points, run like the others but not candidates for the best.
     for (std::size_t i = 0; i < bilevel_values.size(); ++i) {
       if (budget_of[i] != g) continue;
       gr.runs.push_back(i);
-      gr.points.push_back(point_at(bilevel_values[i]));
+      gr.settings.judged.push_back(bilevel_values[i]);
     }
-    total_runs += static_cast<std::int64_t>(gr.points.size()) * s.seeds;
+    total_runs += static_cast<std::int64_t>(values.size() + gr.runs.size()) * s.seeds;
+    // The settings and data checked naming the user's options, at every reward, before any run.
+    std::vector<double> all = values;
+    all.insert(all.end(), gr.settings.judged.begin(), gr.settings.judged.end());
+    for (double v : all) {
+      if (!classification) {
+        RegressionConfig c = runs::sweep_learner(rc, budgets[g]);
+        c.reward_params = {v};
+        check_as_user(kCmd, c, rin->train, rin->val, check_ctx);
+      } else {
+        ClassificationConfig c = runs::sweep_learner(cc, budgets[g]);
+        c.beta = v;
+        check_as_user(kCmd, c, cin->train, cin->val, cin->test, cin->classes, check_ctx);
+      }
+    }
+    gr.config = classification ? config_json(runs::sweep_learner(cc, budgets[g])) : config_json(runs::sweep_learner(rc, budgets[g]));
   }
   Progress progress("sweep", total_runs, !o.quiet, true);
   const auto t0 = std::chrono::steady_clock::now();
-  std::string device;
   std::int64_t runs_done = 0;
+  const auto report = [&](double value, std::int64_t, double loss) {
+    progress.update(++runs_done, classification ? fmt::format("β = {:.4g}: validation CE {:.4f}", value, loss)
+                                                : fmt::format("u = {:.4g}: validation NLL/dim {:.4f}", value, loss));
+  };
   for (Group& gr : groups) {
-    if (!classification_task) {
-      const RegressionInputs& in = *rin;
-      RegressionConfig c;
-      c.method = Method::pg;
-      c.double_precision = o.precision == "double";
-      c.hidden = o.hidden;
-      c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-      c.lambda = o.lambda;
-      c.generations = o.generations;
-      c.plain.steps = gr.budget > 0 ? gr.budget : o.steps;
-      c.plain.adam.learning_rate = o.lr;  // fit's --lr: also the bilevel inner learning rate
-      c.plain.gradient_clamp = 1;  // as the bilevel inner loop (InnerOptions::gradient_clamp)
-      c.inner_objective = objective;
-      c.plain.evaluate_every = c.plain.steps;
-      c.target_mean = in.target_mean;
-      c.target_scale = in.target_scale;
-      gr.steps_per_run = c.plain.steps;
-      gr.rows_per_step = in.train.rows;
-      gr.config = config_json(c);
-      for (Point& p : gr.points) {
-        for (std::int64_t k = 0; k < s.seeds; ++k) {
-          Context ctx({.backend = parse_backend(o.device), .seed = o.seed + static_cast<std::uint64_t>(k)});
-          device = to_string(ctx.backend());
-          c.reward_params = {p.value};
-          c.seed = o.seed + static_cast<std::uint64_t>(k);
-          RegressionRun run(ctx, c, in.train, in.val, kCmd);
-          const RunResult r = run.run();
-          p.val_loss.push_back(r.held_out.nll_per_dim);
-          p.train_loss.push_back(r.train.nll_per_dim);
-          progress.update(++runs_done, fmt::format("u = {:.4g}: validation NLL/dim {:.4f}", p.value, r.held_out.nll_per_dim));
-        }
-      }
-    } else {
-      const ClassificationInputs& in = *cin;
-      ClassificationConfig c;
-      c.method = ClassMethod::pg;
-      c.double_precision = o.precision == "double";
-      if (given(o, "--hidden")) c.hidden = o.hidden;
-      c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
-      c.lambda = o.lambda;
-      if (given(o, "--generations")) c.generations = o.generations;
-      // The bilevel learner: budget full-batch steps (one epoch = one step).
-      c.plain.epochs = gr.budget > 0 ? gr.budget : o.epochs;
-      c.plain.batch_size = gr.budget > 0 ? 0 : o.batch_size;
-      // The bilevel inner loop clamps every gradient entry at c_in = 1 (InnerOptions::gradient_clamp);
-      // at large β that changes the trajectory (iris, β = 163, 100 steps: validation 0.046 with the
-      // clamp, 0.122 without; the bilevel run's own inner policy 0.042), so this learner clamps too.
-      if (gr.budget > 0) c.plain.gradient_clamp = program_bilevel_defaults().inner.gradient_clamp;
-      if (given(o, "--lr")) c.learning_rate = o.lr;
-      c.inner_objective = objective;
-      const std::int64_t B = c.plain.batch_size == 0 || c.plain.batch_size >= train_rows ? train_rows : c.plain.batch_size;
-      gr.steps_per_run = c.plain.epochs * ((train_rows + B - 1) / B);
-      gr.rows_per_step = B;
-      gr.config = config_json(c);
-      for (Point& p : gr.points) {
-        for (std::int64_t k = 0; k < s.seeds; ++k) {
-          Context ctx({.backend = parse_backend(o.device), .seed = o.seed + static_cast<std::uint64_t>(k)});
-          device = to_string(ctx.backend());
-          c.beta = p.value;
-          c.seed = o.seed + static_cast<std::uint64_t>(k);
-          ClassificationRun run(ctx, c, in.train, in.val, in.test, in.classes, kCmd);
-          const ClassificationResult r = run.run();
-          p.val_loss.push_back(r.validation.nll_per_dim);
-          p.train_loss.push_back(r.train.nll_per_dim);
-          p.accuracy.push_back(r.validation.accuracy);
-          progress.update(++runs_done, fmt::format("β = {:.4g}: validation CE {:.4f}", p.value, r.validation.nll_per_dim));
-        }
-      }
-    }
+    gr.result = classification
+                    ? runs::sweep(cc, cin->train, cin->val, cin->test, cin->classes, gr.settings, data_parallel(), kCmd, report)
+                    : runs::sweep(rc, rin->train, rin->val, gr.settings, data_parallel(), kCmd, report);
   }
   progress.finish();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // ---------------------------------------------------------------- summarise
-  // The seed noise: the median over the grid values of the standard deviation over seeds of the
-  // validation loss — the spread two runs at one reward differ by. The median, not a pooled sd:
-  // at rewards where PG collapses the predicted spread the loss is huge and its sd with it.
   const char* name = classification ? "β" : "u";
   const char* learner_text = bilevel_learner ? "the bilevel inner learner: exact gradient, full batch, fresh start"
                              : objective == InnerObjective::exact ? "PG, exact gradient"
                                                                   : "PG, REINFORCE gradient";
-  std::int64_t sweep_steps_all = 0;
-  for (Group& gr : groups) {
-    std::vector<double> sds;
-    for (std::size_t i = 0; i < gr.points.size(); ++i) {
-      Point& p = gr.points[i];
-      p.mean = mean_of(p.val_loss);
-      p.sd = sd_of(p.val_loss);
-      if (i >= gr.grid_size) continue;
-      if (std::isfinite(p.sd)) sds.push_back(p.sd);
-      if (std::isfinite(p.mean) && (!std::isfinite(gr.points[gr.best].mean) || p.mean < gr.points[gr.best].mean)) gr.best = i;
-    }
-    std::sort(sds.begin(), sds.end());
-    gr.noise = sds.empty() ? kNaN
-               : sds.size() % 2 == 1 ? sds[sds.size() / 2]
-                                     : 0.5 * (sds[sds.size() / 2 - 1] + sds[sds.size() / 2]);
-    sweep_steps_all += static_cast<std::int64_t>(gr.grid_size) * s.seeds * gr.steps_per_run;
+  for (const Group& gr : groups) {
+    const runs::SweepResult& r = gr.result;
     fmt::print("d2r sweep: {} ({} training rows), {}, at {} fixed rewards × {} seeds, {} steps of {} rows "
                "each; validation {} per value:\n",
-               o.data, train_rows, learner_text, values.size(), s.seeds, gr.steps_per_run, gr.rows_per_step,
+               o.data, train_rows, learner_text, values.size(), s.seeds, r.steps_per_run, r.rows_per_step,
                classification ? "cross-entropy" : "NLL/dim (original units)");
     fmt::print("  {:>10} {:>12} {:>10}\n", name, "mean", "sd");
-    for (std::size_t i = 0; i < gr.grid_size; ++i) {
-      fmt::print("  {:>10.4g} {:>12.4f} {:>10.4f}\n", gr.points[i].value, gr.points[i].mean, gr.points[i].sd);
-    }
-    const Point& b = gr.points[gr.best];
+    for (const runs::SweepPoint& p : r.grid) fmt::print("  {:>10.4g} {:>12.4f} {:>10.4f}\n", p.value, p.mean, p.sd);
+    const runs::SweepPoint& b = r.grid[r.best];
     fmt::print("best {} = {:.4g}{}: validation loss {:.4f}; seed noise (median sd over seeds) {:.4f}; {} inner "
                "steps\n",
                name, b.value,
                classification || target_scale == 1 ? std::string()
                                                     : fmt::format(" (standardised targets; {:.4g} in original units)",
                                                                   b.value / (target_scale * target_scale)),
-               b.mean, gr.noise, static_cast<std::int64_t>(gr.grid_size) * s.seeds * gr.steps_per_run);
+               b.mean, r.noise, r.inner_steps());
   }
   fmt::print("wall time {:.1f} s\n", wall);
-  const auto grid_json = [&](const Group& gr) {
+  const auto grid_json = [&](const runs::SweepResult& r) {
     nlohmann::json grid = nlohmann::json::array();
-    for (std::size_t i = 0; i < gr.grid_size; ++i) {
-      const Point& p = gr.points[i];
+    for (const runs::SweepPoint& p : r.grid) {
       grid.push_back({{"value", p.value},
                       {"value_original_units", classification ? p.value : p.value / (target_scale * target_scale)},
-                      {"validation_loss", p.val_loss},
+                      {"validation_loss", p.validation_loss},
                       {"train_loss", p.train_loss},
                       {"mean", p.mean},
                       {"sd", p.sd}});
     }
     return grid;
   };
-  const auto compute_json = [&](const Group& gr) {
-    const std::int64_t steps = static_cast<std::int64_t>(gr.grid_size) * s.seeds * gr.steps_per_run;
-    return nlohmann::json{{"runs", gr.grid_size * static_cast<std::size_t>(s.seeds)},
-                          {"steps_per_run", gr.steps_per_run},
-                          {"rows_per_step", gr.rows_per_step},
-                          {"inner_steps", steps},
-                          {"row_gradients", steps * gr.rows_per_step}};
+  const auto compute_json = [](const runs::SweepResult& r) {
+    return nlohmann::json{{"runs", r.runs()},
+                          {"steps_per_run", r.steps_per_run},
+                          {"rows_per_step", r.rows_per_step},
+                          {"inner_steps", r.inner_steps()},
+                          {"row_gradients", r.row_gradients()}};
+  };
+  const auto best_json = [](const runs::SweepResult& r) {
+    const runs::SweepPoint& b = r.grid[r.best];
+    return nlohmann::json{{"value", b.value}, {"validation_loss", b.mean}, {"sd", b.sd}};
   };
   nlohmann::json j = run_header(kCmd, Context({.backend = parse_backend(o.device)}), o.precision);
   j["learner"] = s.learner;
@@ -392,77 +303,74 @@ int run_sweep(const SweepOptions& s) {
   j["reward"] = classification ? "beta" : "u (standardised targets)";
   // The first group at the top level (one group unless the bilevel runs' step counts differ); all
   // of them under "groups".
-  const Group& g0 = groups[0];
+  const runs::SweepResult& g0 = groups[0].result;
   j["grid"] = grid_json(g0);
   j["seeds"] = s.seeds;
-  j["best"] = {{"value", g0.points[g0.best].value},
-               {"validation_loss", g0.points[g0.best].mean},
-               {"sd", g0.points[g0.best].sd}};
+  j["best"] = best_json(g0);
   j["seed_noise"] = g0.noise;
   j["compute"] = compute_json(g0);
   nlohmann::json gj = nlohmann::json::array();
   for (const Group& gr : groups) {
-    const Point& b = gr.points[gr.best];
-    gj.push_back({{"steps_per_run", gr.steps_per_run},
-                  {"grid", grid_json(gr)},
-                  {"best", {{"value", b.value}, {"validation_loss", b.mean}, {"sd", b.sd}}},
-                  {"seed_noise", gr.noise},
-                  {"compute", compute_json(gr)}});
+    const runs::SweepResult& r = gr.result;
+    gj.push_back({{"steps_per_run", r.steps_per_run},
+                  {"grid", grid_json(r)},
+                  {"best", best_json(r)},
+                  {"seed_noise", r.noise},
+                  {"compute", compute_json(r)}});
   }
   j["groups"] = gj;
   j["wall_seconds"] = wall;
   std::vector<std::string> header{"value", "seed", "validation_loss", "train_loss", "validation_accuracy", "steps"};
   std::vector<std::vector<double>> rows;
   for (const Group& gr : groups) {
-    for (const Point& p : gr.points) {
-      for (std::size_t k = 0; k < p.val_loss.size(); ++k) {
-        rows.push_back({p.value, static_cast<double>(o.seed + k), p.val_loss[k], p.train_loss[k],
-                        k < p.accuracy.size() ? p.accuracy[k] : kNaN, static_cast<double>(gr.steps_per_run)});
+    for (const auto* points : {&gr.result.grid, &gr.result.judged}) {
+      for (const runs::SweepPoint& p : *points) {
+        for (std::size_t k = 0; k < p.validation_loss.size(); ++k) {
+          rows.push_back({p.value, static_cast<double>(o.seed + k), p.validation_loss[k], p.train_loss[k],
+                          k < p.validation_accuracy.size() ? p.validation_accuracy[k] : kNaN,
+                          static_cast<double>(gr.result.steps_per_run)});
+        }
       }
     }
   }
   // The comparison of DESIGN.md §7: the learner at each learned reward, with the sweep's protocol
-  // and seeds, within the seed noise of the best grid value of its group. The tolerance: the
-  // difference of two means of S seeds each has a standard deviation of noise·sqrt(2/S); 2 of those.
+  // and seeds, within the seed noise of the best grid value of its group (SweepResult::tolerance).
   nlohmann::json bj = nlohmann::json::array();
   for (std::size_t i = 0; i < bilevel_values.size(); ++i) {
     const Group& gr = groups[budget_of[i]];
+    const runs::SweepResult& r = gr.result;
     const std::size_t pos = static_cast<std::size_t>(std::find(gr.runs.begin(), gr.runs.end(), i) - gr.runs.begin());
-    const Point& lp = gr.points[gr.grid_size + pos];
-    const Point& b = gr.points[gr.best];
-    const double tol = 2 * gr.noise * std::sqrt(2.0 / static_cast<double>(s.seeds));
+    const runs::SweepPoint& lp = r.judged[pos];
+    const runs::SweepPoint& b = r.grid[r.best];
     const nlohmann::json& res = bilevel_results[i];
-    const double lb = lp.mean;
     const std::int64_t bsteps = res["final"].value("inner_steps", std::int64_t{0});
-    const std::int64_t grid_steps = static_cast<std::int64_t>(gr.grid_size) * s.seeds * gr.steps_per_run;
-    const bool within = std::isfinite(lb) && lb <= b.mean + tol;
-    const double share = static_cast<double>(bsteps) / static_cast<double>(grid_steps);
+    const bool within = r.within_noise_of_best(lp);
+    const double share = static_cast<double>(bsteps) / static_cast<double>(r.inner_steps());
     fmt::print("bilevel ({}): learned {} = {:.4g}, the learner there ({} steps): validation loss {:.4f} (sd {:.4f}); "
                "{} inner steps ({:.0f} % of its grid's), verdict {}: {} the grid's best {:.4f} (at {:.4g}) + "
                "tolerance {:.4f}\n",
-               s.bilevel[i], name, lp.value, gr.steps_per_run, lb, lp.sd, bsteps, 100.0 * share,
+               s.bilevel[i], name, lp.value, r.steps_per_run, lp.mean, lp.sd, bsteps, 100.0 * share,
                (res["verdict"].is_string() ? res["verdict"].get<std::string>() : std::string("?")),
-               within ? "within" : "NOT within", b.mean, b.value, tol);
+               within ? "within" : "NOT within", b.mean, b.value, r.tolerance);
     bj.push_back({{"path", s.bilevel[i]},
                   {"value", lp.value},
                   {"outer_loss_of_bilevel_run",
                    res["final"].value("model", nlohmann::json::object()).value("outer_loss", res["final"].value("outer_loss", kNaN))},
-                  {"validation_loss", lp.val_loss},
-                  {"mean", lb},
-                  {"steps_per_run", gr.steps_per_run},
+                  {"validation_loss", lp.validation_loss},
+                  {"mean", lp.mean},
+                  {"steps_per_run", r.steps_per_run},
                   {"best_value", b.value},
                   {"best_validation_loss", b.mean},
-                  {"seed_noise", gr.noise},
+                  {"seed_noise", r.noise},
                   {"inner_steps", bsteps},
                   {"model_inner_steps", res["final"].value("model", nlohmann::json::object()).value("inner_steps", bsteps)},
                   {"share_of_sweep_inner_steps", share},
                   {"verdict", res["verdict"]},
                   {"reason", res.value("reason", "")},
-                  {"tolerance", tol},
+                  {"tolerance", r.tolerance},
                   {"within_noise_of_best", within}});
   }
   if (!bilevel_values.empty()) j["bilevel"] = bj;
-  (void)sweep_steps_all;
   ensure_directory(out);
   write_csv(out / "sweep.csv", header, std::span<const std::vector<double>>(rows));
   write_json_atomic(out / "results.json", j);

@@ -1,10 +1,7 @@
 // Checkpoint container: see checkpoint.hpp for the layout and the atomic-write guarantee.
 #include "host/src/checkpoint.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -12,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "d2r/data.hpp"
 #include "d2r/error.hpp"
 
 namespace d2r::detail {
@@ -91,34 +89,7 @@ void CheckpointWriter::write(const std::filesystem::path& path) const {
   put(file, fnv1a(file.data(), file.size()));
 
   if (path.empty() || std::filesystem::is_directory(path)) fail_io(path, "expected a file path, got a directory");
-  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::string tmpl = (dir / (path.filename().string() + ".tmp.XXXXXX")).string();
-  const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) fail_io(path, fmt::format("cannot create a temporary file in '{}': {}", dir.string(), std::strerror(errno)));
-  const auto cleanup = [&](const std::string& what) {
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    fail_io(path, what);
-  };
-  std::size_t written = 0;
-  while (written < file.size()) {
-    const ssize_t n = ::write(fd, file.data() + written, file.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      cleanup(fmt::format("write failed: {}", std::strerror(errno)));
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) cleanup(fmt::format("fsync failed: {}", std::strerror(errno)));
-  if (::close(fd) != 0) {
-    ::unlink(tmpl.c_str());
-    fail_io(path, fmt::format("close failed: {}", std::strerror(errno)));
-  }
-  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmpl.c_str());
-    fail_io(path, fmt::format("rename failed: {}", std::strerror(e)));
-  }
+  write_text_atomic(path, file);  // d2r/data.hpp: a temporary beside it, flushed, renamed over it
 }
 
 CheckpointReader::CheckpointReader(const std::filesystem::path& path) : path_(path) {

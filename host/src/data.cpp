@@ -439,6 +439,52 @@ void apply_standardization(Dataset& data, const Standardization& map) {
   }
 }
 
+TargetScaling standardize_targets(Dataset& data) {
+  constexpr std::string_view fn = "standardize_targets";
+  check_dataset(fn, "data", data);
+  if (data.task != Task::regression) fail_input(fn, "data", "expected a regression dataset (targets), got a classification");
+  if (data.rows < 2) {
+    fail_input(fn, "data", fmt::format("standardising needs at least 2 rows (std uses N - 1), got {}", data.rows));
+  }
+  const std::int64_t rows = data.rows, n = data.target_count();
+  const std::vector<double>& y = data.targets;
+  TargetScaling s;
+  s.mean.assign(static_cast<std::size_t>(n), 0.0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t d = 0; d < n; ++d) s.mean[d] += y[r * n + d] / static_cast<double>(rows);
+  }
+  double var = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t d = 0; d < n; ++d) {
+      const double e = y[r * n + d] - s.mean[d];
+      var += e * e / static_cast<double>((rows - 1) * n);
+    }
+  }
+  if (!(std::isfinite(var) && var > 0)) {
+    fail_input(fn, "data", fmt::format("the targets are constant or not finite (variance {})", var));
+  }
+  s.scale = std::sqrt(var);
+  apply_target_scaling(data, s);
+  return s;
+}
+
+void apply_target_scaling(Dataset& data, const TargetScaling& scaling) {
+  constexpr std::string_view fn = "apply_target_scaling";
+  check_dataset(fn, "data", data);
+  const std::int64_t n = data.target_count();
+  if (data.task != Task::regression || static_cast<std::int64_t>(scaling.mean.size()) != n) {
+    fail_input(fn, "scaling", fmt::format("expected {} target means, got {}", n, scaling.mean.size()));
+  }
+  if (!(std::isfinite(scaling.scale) && scaling.scale > 0)) {
+    fail_input(fn, "scaling", fmt::format("expected a finite scale > 0, got {}", scaling.scale));
+  }
+  for (std::int64_t r = 0; r < data.rows; ++r) {
+    for (std::int64_t d = 0; d < n; ++d) {
+      data.targets[r * n + d] = (data.targets[r * n + d] - scaling.mean[d]) / scaling.scale;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------- splits
 
 std::vector<std::int64_t> random_permutation(std::int64_t n, std::uint64_t seed) {

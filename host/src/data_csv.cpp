@@ -278,7 +278,7 @@ std::atomic<std::uint64_t> temp_counter{0};
 }
 
 /// Writes `text` to a fresh temporary beside `path`, flushes it to disk, then renames it over `path`.
-void write_atomically(std::string_view function, const std::filesystem::path& path, const std::string& text) {
+void write_atomically(std::string_view function, const std::filesystem::path& path, std::string_view text) {
   const std::string name = path.string();
   if (!path.has_filename()) fail_io(function, fmt::format("{} names no file (it ends with a separator)", name));
   std::error_code ec;
@@ -416,6 +416,10 @@ std::string to_csv_string(std::span<const std::string> header, std::span<const s
   check_options(fn, options);
   check_rows(fn, header, rows);
   return csv_text(header, rows, options.delimiter);
+}
+
+void write_text_atomic(const std::filesystem::path& path, std::string_view text) {
+  write_atomically("write_text_atomic", path, text);
 }
 
 void write_csv(const std::filesystem::path& path, std::span<const std::string> header,

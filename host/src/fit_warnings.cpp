@@ -116,4 +116,29 @@ std::vector<std::string> bilevel_warnings(const std::vector<OuterRecord>& record
   return record_warnings(records, o);
 }
 
+std::vector<std::string> model_warnings(const ReturnedModel& m, FinalModel asked, std::size_t outer_steps) {
+  std::vector<std::string> w;
+  // The first step's policy is trained at the starting reward: a best step there means the outer
+  // loop found nothing better (with a warm inner start, typically an inner policy that over-fits
+  // with every later block of inner steps), so the reward reported was not learned.
+  if (m.source == FinalModel::best && m.outer_step == 1 && outer_steps > 1) {
+    w.push_back(fmt::format("the best-judged outer step is the first of {}: the reward reported is the starting value, "
+                            "not a learned one, and the model returned is the inner policy after its first block of "
+                            "inner steps (no later step with a stationary inner policy had a lower outer loss); "
+                            "results.json final.last_step "
+                            "has the outer loop's final reward (--final-model last returns it)",
+                            outer_steps));
+  }
+  if (m.fallback) {
+    w.push_back("no outer step had a stationary inner policy: the model returned is the last step's, not a best-judged "
+                "one (--final-model best)");
+  }
+  if (asked == FinalModel::best && m.tracked_from > 1) {
+    w.push_back(fmt::format("the checkpoint resumed was written before d2r saved the best outer step: the best step "
+                            "was chosen among outer steps {} onwards only (the earlier steps' policies are not in it)",
+                            m.tracked_from));
+  }
+  return w;
+}
+
 }  // namespace d2r::runs

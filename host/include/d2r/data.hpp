@@ -184,6 +184,25 @@ Standardization standardize(Dataset& data);
 /// from the feature count, a mean is not finite or a scale is not finite and positive.
 void apply_standardization(Dataset& data, const Standardization& map);
 
+/// One affine map of every regression target, y' = (y − mean_d) / scale, with one scale for all
+/// dimensions (so a reward U = u·I keeps its form): the metrics and the reward convert exactly to
+/// the original units (NLL per dimension + log scale, RMSE × scale, U / scale²).
+struct TargetScaling {
+  std::vector<double> mean;  ///< one per target (column means)
+  double scale = 1;          ///< the RMS of the targets' standard deviations (divisor N − 1)
+};
+
+/// Computes the TargetScaling of a regression dataset's targets (typically the training set) and
+/// applies it to them. Needs N >= 2. Throws d2r::Error (invalid_argument, "data"), leaving `data`
+/// unchanged, for a classification or inconsistent dataset, N < 2, or targets whose variance is
+/// zero or not finite.
+TargetScaling standardize_targets(Dataset& data);
+
+/// Applies a TargetScaling (from standardize_targets) to `data`'s targets. Throws d2r::Error
+/// (invalid_argument), leaving `data` unchanged, when the sizes differ or the scale is not
+/// finite and positive.
+void apply_target_scaling(Dataset& data, const TargetScaling& scaling);
+
 // ------------------------------------------------------------------------------------- splits
 
 /// splitmix64 (Steele, Lea and Flood, 2014): advances `state` by 0x9e3779b97f4a7c15 and returns
@@ -248,6 +267,11 @@ struct Split {
 /// directory, or a write fails.
 void write_csv(const std::filesystem::path& path, std::span<const std::string> header,
                std::span<const std::vector<std::string>> rows, const CsvOptions& options = {});
+
+/// Writes `text` to `path` atomically, as write_csv does: a new temporary file in the same
+/// directory (".<name>.tmp-<pid>-<n>"), flushed to disk, then renamed over `path`; on any failure
+/// the temporary is removed and `path` is left as it was. Throws d2r::Error (io, argument "path").
+void write_text_atomic(const std::filesystem::path& path, std::string_view text);
 
 /// write_csv for numeric rows (result curves), numbers written by format_number.
 void write_csv(const std::filesystem::path& path, std::span<const std::string> header,

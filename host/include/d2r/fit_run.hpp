@@ -32,6 +32,7 @@
 #include "d2r/bilevel.hpp"
 #include "d2r/communicator.hpp"
 #include "d2r/context.hpp"
+#include "d2r/error.hpp"
 #include "d2r/network.hpp"
 #include "d2r/objectives.hpp"
 #include "d2r/policy_model.hpp"
@@ -197,6 +198,42 @@ BilevelOptions<T> bilevel_options(const Config& c) {
   return options_cast<BilevelOptions<T>>(o);
 }
 
+/// Sets the fields of a configuration's BilevelOptions (RegressionConfig, ClassificationConfig)
+/// that the named presets govern: "recommended" (BilevelOptions::recommended(): validation rows,
+/// log-space Rprop with persistent state, a stationary warm-started inner policy, damped CG to a
+/// relative residual of 0.25), "stationary" (BilevelOptions::stationary(): recommended with a fixed
+/// inner start trained to stationarity, an accurate solve and a fine loss tolerance, so the outer
+/// loss is a function of the reward alone) or "paper" (BilevelOptions::paper(): training rows, outer
+/// Adam re-created every step, one CG iteration, fresh inner policy). The step sizes, clamps,
+/// minibatch, curvature and policy-gradient settings stay as configured. Throws d2r::Error
+/// (invalid_argument, "preset") for another name.
+template <class Config>
+void apply_bilevel_preset(Config& c, const std::string& preset) {
+  if (preset != "paper" && preset != "recommended" && preset != "stationary") {
+    throw Error(ErrorKind::invalid_argument, "preset",
+                "d2r::runs::apply_bilevel_preset: argument 'preset': expected recommended, stationary or paper, got '" +
+                    preset + "'");
+  }
+  BilevelOptions<double> o = preset == "paper"        ? BilevelOptions<double>::paper()
+                             : preset == "stationary" ? BilevelOptions<double>::stationary()
+                                                      : BilevelOptions<double>::recommended();
+  const BilevelOptions<double>& kept = c.bilevel;
+  o.inner.adam = kept.inner.adam;
+  o.inner.gradient_clamp = kept.inner.gradient_clamp;
+  o.inner.generations = kept.inner.generations;
+  o.inner.pg = kept.inner.pg;
+  o.inner.batch_size = kept.inner.batch_size;
+  o.head = kept.head;
+  o.curvature = kept.curvature;
+  o.neumann = kept.neumann;
+  o.outer_adam = kept.outer_adam;
+  o.hypergradient_clamp = kept.hypergradient_clamp;
+  o.seed = kept.seed;
+  c.bilevel = o;
+  c.inner_objective = o.inner.objective;  // the shared setting that bilevel_options writes back
+  c.preset = preset;
+}
+
 /// fit_policy's options of a configuration (double): c.plain with the shared policy-gradient
 /// settings and the method's loss written in (the run adds the reward and this rank's rows).
 PolicyFitOptions<double> fit_options(const RegressionConfig& c);
@@ -215,6 +252,14 @@ ClassifierFitOptions<double> fit_options(const ClassificationConfig& c, double b
 void check(const RegressionConfig& config, const HostData& train, const HostData& held_out, const Context& ctx);
 void check(const ClassificationConfig& config, const ClassHostData& train, const ClassHostData& validation,
            const ClassHostData& test, std::int64_t classes, const Context& ctx);
+
+/// The least memory a run needs (the parameters with their gradient and optimiser state, the
+/// activations of one pass over the largest data set): throws d2r::Error (invalid_argument,
+/// "config.hidden") with the figures when it is more than the machine's memory (a container's
+/// cgroup limit when lower; the device's on the cuda backend), instead of running out mid-run.
+void check_memory(const RegressionConfig& config, const HostData& train, const HostData& held_out, const Context& ctx);
+void check_memory(const ClassificationConfig& config, const ClassHostData& train, const ClassHostData& validation,
+                  const ClassHostData& test, std::int64_t classes, const Context& ctx);
 
 /// The bilevel fields of one outer step, common to both tasks (from BilevelRecord).
 struct OuterStepFields {
@@ -368,5 +413,12 @@ std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& 
 /// parting ways. `records` in step order, under the tolerances of `options`.
 std::vector<std::string> bilevel_warnings(const std::vector<StepRecord>& records, const BilevelOptions<double>& options);
 std::vector<std::string> bilevel_warnings(const std::vector<OuterRecord>& records, const BilevelOptions<double>& options);
+
+/// Warnings about the model a bilevel run returned (ReturnedModel), one sentence each: a
+/// best-judged step that is the first of several (the reward reported is the starting one), a
+/// best that fell back to the last step, a best chosen among the steps after the resume of an
+/// older checkpoint only. `asked`: the FinalModel the run was asked for; `outer_steps`: the outer
+/// steps it recorded.
+std::vector<std::string> model_warnings(const ReturnedModel& model, FinalModel asked, std::size_t outer_steps);
 
 }  // namespace d2r::runs
