@@ -189,6 +189,60 @@ TEST(Sweep, LearnerOfABudgetIsExactFullBatchAndClamped) {
   EXPECT_EQ(c1.inner_objective, d2r::InnerObjective::exact);
 }
 
+template <class F>
+std::string refused(F&& f);
+
+TEST(Sweep, StationaryLearnerIsTheOuterLossAFixedStartFitMinimises) {
+  // --preset stationary's learner, looser so the test is quick: each run is one outer step from θ₀.
+  ClassificationConfig c;
+  c.double_precision = true;
+  d2r::runs::apply_bilevel_preset(c, "stationary");
+  c.bilevel.inner.stationarity_tolerance = 1e-2;
+  c.bilevel.inner.max_steps = 2000;
+  const ClassHostData train = sign_data(40, 3), val = sign_data(20, 4), test = sign_data(20, 5);
+  SweepSettings s = cpu_settings({0.5, 4}, 2);
+  s.stationary = true;
+  const SweepResult r = d2r::runs::sweep(c, train, val, test, 2, s);
+  EXPECT_EQ(r.steps_per_run, 0);  // each run trains to the tolerance: SweepPoint::steps
+  EXPECT_EQ(r.rows_per_step, 40);
+  std::int64_t total = 0;
+  std::vector<std::int64_t> all;
+  for (const SweepPoint& p : r.grid) {
+    ASSERT_EQ(p.steps.size(), 2u);
+    for (std::int64_t k : p.steps) {
+      EXPECT_GE(k, c.bilevel.inner.steps);
+      EXPECT_LE(k, c.bilevel.inner.max_steps);
+      EXPECT_EQ(k % c.bilevel.inner.steps, 0);  // K_in steps at a time
+      total += k;
+      all.push_back(k);
+    }
+  }
+  EXPECT_EQ(r.inner_steps(), total);
+  EXPECT_NE(*std::min_element(all.begin(), all.end()), *std::max_element(all.begin(), all.end()))
+      << "the steps to stationarity should depend on β";
+  // A fit with the same settings and seed (several outer steps, a real solve) evaluates the same
+  // function at its first step: the sweep's loss at β = 4, seed 7 + 1, bit for bit.
+  ClassificationConfig fit = c;
+  fit.method = d2r::runs::ClassMethod::bilevel;
+  fit.outer_steps = 2;
+  fit.beta = 4;
+  fit.seed = 8;
+  d2r::Context ctx({.backend = Backend::cpu, .seed = 8});
+  d2r::runs::ClassificationRun run(ctx, fit, train, val, test, 2, {}, "test");
+  const d2r::runs::ClassificationResult res = run.run();
+  ASSERT_EQ(res.outer.size(), 2u);
+  EXPECT_EQ(res.outer[0].outer_loss, r.grid[1].validation_loss[1]);
+  EXPECT_EQ(res.outer[0].inner_steps, r.grid[1].steps[1]);
+  // The stationary learner trains to a tolerance: a budget or no tolerance is refused.
+  s.budget = 10;
+  EXPECT_EQ(refused([&] { (void)d2r::runs::sweep(c, train, val, test, 2, s); }), "settings.stationary");
+  s.budget = 0;
+  ClassificationConfig untoleranced = c;
+  untoleranced.bilevel.inner.stationarity_tolerance = 0;
+  EXPECT_EQ(refused([&] { (void)d2r::runs::sweep(untoleranced, train, val, test, 2, s); }),
+            "config.bilevel.inner.stationarity_tolerance");
+}
+
 /// The argument of the d2r::Error that `f` throws ("" when it throws none).
 template <class F>
 std::string refused(F&& f) {

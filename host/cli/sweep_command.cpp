@@ -136,7 +136,16 @@ int run_sweep(const SweepOptions& s) {
       if (given(o, n)) bad_input(kCmd, n, "--learner bilevel trains full batch for --steps (or the bilevel runs' inner steps); use --learner pg for epochs of minibatches");
     }
   }
-  // Step budgets: one grid per distinct budget; budget_of[i] is bilevel run i's group.
+  // Step budgets: one grid per distinct budget; budget_of[i] is bilevel run i's group. kStationary:
+  // the learner of a fixed-start run trained to a tolerance (runs::SweepSettings::stationary), with
+  // that run's tolerance, cap and K_in (one such setting per sweep).
+  constexpr std::int64_t kStationary = -1;
+  struct StationarySettings {
+    double tolerance = 0;
+    std::int64_t max_steps = 0, steps = 0;
+    bool operator==(const StationarySettings&) const = default;
+  };
+  std::optional<StationarySettings> stationary;
   std::vector<std::int64_t> budgets;
   std::vector<std::size_t> budget_of(bilevel_values.size(), 0);
   if (!bilevel_learner || given(o, "--steps") || bilevel_results.empty()) {
@@ -144,13 +153,31 @@ int run_sweep(const SweepOptions& s) {
   } else {
     for (std::size_t i = 0; i < bilevel_results.size(); ++i) {
       // A run with a fixed inner start judged a fresh learner of K_in steps at every φ (when its
-      // budget is fixed: --inner-tolerance 0); otherwise its returned policy took the inner steps
-      // of every outer step up to its own (final.model.inner_steps: --final-model best returns an
-      // earlier step's; results.json of older runs: every inner step of the run).
+      // budget is fixed: --inner-tolerance 0), or trained to its tolerance from θ₀ (--preset
+      // stationary); otherwise its returned policy took the inner steps of every outer step up to
+      // its own (final.model.inner_steps: --final-model best returns an earlier step's; results.json
+      // of older runs: every inner step of the run).
       const nlohmann::json cfg = bilevel_results[i].value("config", nlohmann::json::object());
       const nlohmann::json& fin = bilevel_results[i]["final"];
-      const bool fixed = cfg.value("inner_start", std::string()) == "fixed" && cfg.value("stationarity_tolerance", 1.0) == 0;
+      const bool fixed_start = cfg.value("inner_start", std::string()) == "fixed";
+      const double tolerance = cfg.value("stationarity_tolerance", 1.0);
+      const bool fixed = fixed_start && tolerance == 0;
       const nlohmann::json model = fin.value("model", nlohmann::json::object());
+      if (fixed_start && tolerance > 0) {
+        const StationarySettings st{tolerance, cfg.value("inner_max_steps", std::int64_t{0}),
+                                    cfg.value("inner_steps", std::int64_t{0})};
+        if (stationary && !(*stationary == st)) {
+          bad_input(kCmd, "--bilevel",
+                    fmt::format("'{}' trained its inner policy to stationarity with other settings than the runs "
+                                "before it (tolerance {}, at most {} steps, {} at a time); sweep them separately",
+                                s.bilevel[i], st.tolerance, st.max_steps, st.steps));
+        }
+        stationary = st;
+        const auto it = std::find(budgets.begin(), budgets.end(), kStationary);
+        budget_of[i] = static_cast<std::size_t>(it - budgets.begin());
+        if (it == budgets.end()) budgets.push_back(kStationary);
+        continue;
+      }
       const std::int64_t n = fixed                            ? cfg.value("inner_steps", std::int64_t{0})
                              : model.contains("inner_steps") ? model.value("inner_steps", std::int64_t{0})
                                                               : fin.value("inner_steps", std::int64_t{0});
@@ -196,6 +223,23 @@ int run_sweep(const SweepOptions& s) {
     cc = shared_config(o, *cin);
     cc.inner_objective = objective;
   }
+  if (stationary) {  // the runs' learner: the stationary preset with their tolerance, cap and K_in
+    const auto set = [&](auto& c) {
+      runs::apply_bilevel_preset(c, "stationary");
+      c.bilevel.inner.stationarity_tolerance = stationary->tolerance;
+      c.bilevel.inner.max_steps = stationary->max_steps;
+      c.bilevel.inner.steps = stationary->steps;
+    };
+    if (classification) {
+      set(cc);
+    } else {
+      set(rc);
+    }
+  }
+  // The learner of a group's budget (kStationary: the stationary one).
+  const auto learner_of = [&](const auto& base, std::int64_t budget) {
+    return runs::sweep_learner(base, budget == kStationary ? 0 : budget, budget == kStationary);
+  };
 
   /// One grid (and the bilevel runs it judges) at one step budget.
   struct Group {
@@ -209,7 +253,8 @@ int run_sweep(const SweepOptions& s) {
   const Context check_ctx({.backend = parse_backend(o.device)});
   for (std::size_t g = 0; g < budgets.size(); ++g) {
     Group& gr = groups[g];
-    gr.settings = {.values = values, .judged = {}, .seeds = s.seeds, .seed = o.seed, .budget = budgets[g],
+    gr.settings = {.values = values, .judged = {}, .seeds = s.seeds, .seed = o.seed,
+                   .budget = budgets[g] == kStationary ? 0 : budgets[g], .stationary = budgets[g] == kStationary,
                    .context = {.backend = parse_backend(o.device)}};
     // The bilevel rewards are more points, run like the others but not candidates for the best.
     for (std::size_t i = 0; i < bilevel_values.size(); ++i) {
@@ -223,16 +268,16 @@ int run_sweep(const SweepOptions& s) {
     all.insert(all.end(), gr.settings.judged.begin(), gr.settings.judged.end());
     for (double v : all) {
       if (!classification) {
-        RegressionConfig c = runs::sweep_learner(rc, budgets[g]);
+        RegressionConfig c = learner_of(rc, budgets[g]);
         c.reward_params = {v};
         check_as_user(kCmd, c, rin->train, rin->val, check_ctx);
       } else {
-        ClassificationConfig c = runs::sweep_learner(cc, budgets[g]);
+        ClassificationConfig c = learner_of(cc, budgets[g]);
         c.beta = v;
         check_as_user(kCmd, c, cin->train, cin->val, cin->test, cin->classes, check_ctx);
       }
     }
-    gr.config = classification ? config_json(runs::sweep_learner(cc, budgets[g])) : config_json(runs::sweep_learner(rc, budgets[g]));
+    gr.config = classification ? config_json(learner_of(cc, budgets[g])) : config_json(learner_of(rc, budgets[g]));
   }
   Progress progress("sweep", total_runs, !o.quiet, true);
   const auto t0 = std::chrono::steady_clock::now();
@@ -254,11 +299,25 @@ int run_sweep(const SweepOptions& s) {
   const char* learner_text = bilevel_learner ? "the bilevel inner learner: exact gradient, full batch, fresh start"
                              : objective == InnerObjective::exact ? "PG, exact gradient"
                                                                   : "PG, REINFORCE gradient";
+  // A run's steps: the budget, or (the stationary learner) as many as it took, "N–M".
+  const auto steps_text = [](const runs::SweepResult& r, const std::vector<runs::SweepPoint>& points) {
+    if (r.steps_per_run > 0) return fmt::format("{}", r.steps_per_run);
+    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+    for (const runs::SweepPoint& p : points) {
+      for (std::int64_t k : p.steps) lo = std::min(lo, k), hi = std::max(hi, k);
+    }
+    return hi == 0 ? std::string("0") : lo == hi ? fmt::format("{}", lo) : fmt::format("{}–{}", lo, hi);
+  };
   for (const Group& gr : groups) {
     const runs::SweepResult& r = gr.result;
+    const std::string learner =
+        gr.settings.stationary
+            ? fmt::format("the stationary inner learner: from θ₀ to ‖∇θ L_in‖ <= {} of its start, at most {} steps",
+                          stationary->tolerance, stationary->max_steps)
+            : std::string(learner_text);
     fmt::print("d2r sweep: {} ({} training rows), {}, at {} fixed rewards × {} seeds, {} steps of {} rows "
                "each; validation {} per value:\n",
-               o.data, train_rows, learner_text, values.size(), s.seeds, r.steps_per_run, r.rows_per_step,
+               o.data, train_rows, learner, values.size(), s.seeds, steps_text(r, r.grid), r.rows_per_step,
                classification ? "cross-entropy" : "NLL/dim (original units)");
     fmt::print("  {:>10} {:>12} {:>10}\n", name, "mean", "sd");
     for (const runs::SweepPoint& p : r.grid) fmt::print("  {:>10.4g} {:>12.4f} {:>10.4f}\n", p.value, p.mean, p.sd);
@@ -328,7 +387,7 @@ int run_sweep(const SweepOptions& s) {
         for (std::size_t k = 0; k < p.validation_loss.size(); ++k) {
           rows.push_back({p.value, static_cast<double>(o.seed + k), p.validation_loss[k], p.train_loss[k],
                           k < p.validation_accuracy.size() ? p.validation_accuracy[k] : kNaN,
-                          static_cast<double>(gr.result.steps_per_run)});
+                          static_cast<double>(p.steps[k])});
         }
       }
     }
@@ -349,7 +408,7 @@ int run_sweep(const SweepOptions& s) {
     fmt::print("bilevel ({}): learned {} = {:.4g}, the learner there ({} steps): validation loss {:.4f} (sd {:.4f}); "
                "{} inner steps ({:.0f} % of its grid's), verdict {}: {} the grid's best {:.4f} (at {:.4g}) + "
                "tolerance {:.4f}\n",
-               s.bilevel[i], name, lp.value, r.steps_per_run, lp.mean, lp.sd, bsteps, 100.0 * share,
+               s.bilevel[i], name, lp.value, steps_text(r, {lp}), lp.mean, lp.sd, bsteps, 100.0 * share,
                (res["verdict"].is_string() ? res["verdict"].get<std::string>() : std::string("?")),
                within ? "within" : "NOT within", b.mean, b.value, r.tolerance);
     bj.push_back({{"path", s.bilevel[i]},

@@ -96,14 +96,55 @@ void check(const SweepSettings& s) {
   }
   if (s.seeds < 1) fail("check", "settings.seeds", fmt::format("expected >= 1, got {}", s.seeds));
   if (s.budget < 0) fail("check", "settings.budget", fmt::format("expected >= 0 (0: the config's own training), got {}", s.budget));
+  if (s.stationary && s.budget != 0) {
+    fail("check", "settings.stationary", fmt::format("the stationary learner trains to a tolerance: expected budget 0, got {}", s.budget));
+  }
+}
+
+std::int64_t SweepResult::inner_steps() const noexcept {
+  std::int64_t n = 0;
+  for (const SweepPoint& p : grid) {
+    for (std::int64_t k : p.steps) n += k;
+  }
+  return n;
 }
 
 bool SweepResult::within_noise_of_best(const SweepPoint& p) const noexcept {
   return !grid.empty() && std::isfinite(p.mean) && p.mean <= grid[best].mean + tolerance;
 }
 
-RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget) {
+namespace {
+
+/// One outer step of the base's bilevel options from a fixed start, its inner policy judged.
+template <class Config>
+void make_stationary(Config& c) {
+  c.outer_steps = 1;
+  c.final_model = FinalModel::last;
+  c.bilevel.inner_start = InnerStart::fixed;
+  c.bilevel.solver = ImplicitSolver::normal_cg;  // the hypergradient is not used: one iteration
+  c.bilevel.cg.max_iterations = 1;
+  c.inner_objective = InnerObjective::exact;
+}
+
+/// The stationary learner needs a tolerance: without one the run is a fixed budget (settings.budget).
+template <class Config>
+void check_stationary(const Config& c) {
+  if (!(c.bilevel.inner.stationarity_tolerance > 0)) {
+    fail("sweep", "config.bilevel.inner.stationarity_tolerance",
+         fmt::format("the stationary learner trains to this tolerance: expected > 0, got {}",
+                     static_cast<double>(c.bilevel.inner.stationarity_tolerance)));
+  }
+}
+
+}  // namespace
+
+RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget, bool stationary) {
   RegressionConfig c = base;
+  if (stationary) {
+    c.method = Method::bilevel;
+    make_stationary(c);
+    return c;
+  }
   c.method = Method::pg;
   if (budget > 0) {
     c.plain.steps = budget;
@@ -113,8 +154,13 @@ RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget
   return c;
 }
 
-ClassificationConfig sweep_learner(const ClassificationConfig& base, std::int64_t budget) {
+ClassificationConfig sweep_learner(const ClassificationConfig& base, std::int64_t budget, bool stationary) {
   ClassificationConfig c = base;
+  if (stationary) {
+    c.method = ClassMethod::bilevel;
+    make_stationary(c);
+    return c;
+  }
   c.method = ClassMethod::pg;
   if (budget > 0) {
     // The bilevel learner: budget full-batch steps (one epoch = one step). The bilevel inner loop
@@ -134,15 +180,17 @@ SweepResult sweep(const RegressionConfig& config, const HostData& train, const H
                   const SweepProgressFn& progress) {
   check(settings);
   if (validation.empty()) fail("sweep", "validation", "the sweep measures the validation loss: expected validation rows");
-  const RegressionConfig c = sweep_learner(config, settings.budget);
+  const RegressionConfig c = sweep_learner(config, settings.budget, settings.stationary);
+  if (settings.stationary) check_stationary(c);
   SweepResult r = run_points(c, settings, progress, [&](RegressionConfig& rc, Context& ctx, double value, SweepPoint& p) {
     rc.reward_params = {value};
     RegressionRun run(ctx, rc, train, validation, parallel, command);
     const RunResult res = run.run();
-    p.validation_loss.push_back(res.held_out.nll_per_dim);
+    p.validation_loss.push_back(res.held_out.nll_per_dim);  // stationary: its one outer step's inner policy
     p.train_loss.push_back(res.train.nll_per_dim);
+    p.steps.push_back(settings.stationary ? res.inner_steps : c.plain.steps);
   });
-  r.steps_per_run = c.plain.steps;
+  r.steps_per_run = settings.stationary ? 0 : c.plain.steps;
   r.rows_per_step = train.rows;
   return r;
 }
@@ -152,7 +200,12 @@ SweepResult sweep(const ClassificationConfig& config, const ClassHostData& train
                   const DataParallel& parallel, const std::string& command, const SweepProgressFn& progress) {
   check(settings);
   if (validation.empty()) fail("sweep", "validation", "the sweep measures the validation loss: expected validation rows");
-  const ClassificationConfig c = sweep_learner(config, settings.budget);
+  const ClassificationConfig c = sweep_learner(config, settings.budget, settings.stationary);
+  if (settings.stationary) check_stationary(c);
+  const std::int64_t rows = train.rows;
+  const std::int64_t batch =
+      settings.stationary || c.plain.batch_size == 0 || c.plain.batch_size >= rows ? rows : c.plain.batch_size;
+  const std::int64_t steps = c.plain.epochs * ((rows + batch - 1) / batch);
   SweepResult r = run_points(c, settings, progress, [&](ClassificationConfig& cc, Context& ctx, double value, SweepPoint& p) {
     cc.beta = value;
     ClassificationRun run(ctx, cc, train, validation, test, classes, parallel, command);
@@ -160,10 +213,9 @@ SweepResult sweep(const ClassificationConfig& config, const ClassHostData& train
     p.validation_loss.push_back(res.validation.nll_per_dim);
     p.train_loss.push_back(res.train.nll_per_dim);
     p.validation_accuracy.push_back(res.validation.accuracy);
+    p.steps.push_back(settings.stationary ? res.inner_steps : steps);
   });
-  const std::int64_t rows = train.rows;
-  const std::int64_t batch = c.plain.batch_size == 0 || c.plain.batch_size >= rows ? rows : c.plain.batch_size;
-  r.steps_per_run = c.plain.epochs * ((rows + batch - 1) / batch);
+  r.steps_per_run = settings.stationary ? 0 : steps;
   r.rows_per_step = batch;
   return r;
 }

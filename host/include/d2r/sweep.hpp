@@ -45,11 +45,18 @@ struct SweepSettings {
   /// The learner (sweep_learner): 0 the config's own plain training; n >= 1 the bilevel inner
   /// learner's budget, n full-batch Adam steps on the exact gradient from a fresh start.
   std::int64_t budget = 0;
+  /// The learner a `--preset stationary` fit judges at every reward (BilevelOptions::stationary()):
+  /// each run is one outer step of the config's bilevel options with InnerStart::fixed, the inner
+  /// policy trained from θ₀ (seeded by the run's seed) until ‖∇θ L_in‖ is below
+  /// config.bilevel.inner.stationarity_tolerance of its untrained value (at most inner.max_steps),
+  /// and judged by its validation loss: the outer loss such a fit minimises, so a fit and this
+  /// sweep with the fit's seed evaluate the same function. Needs budget 0 and a tolerance > 0.
+  bool stationary = false;
   ContextOptions context{};    ///< of every run's Context (its seed replaced by the run's)
 };
 
 /// Checks the settings: throws d2r::Error (invalid_argument) whose argument names the field
-/// ("settings.values", "settings.judged", "settings.seeds", "settings.budget").
+/// ("settings.values", "settings.judged", "settings.seeds", "settings.budget", "settings.stationary").
 void check(const SweepSettings& settings);
 
 /// One reward of a sweep and the outer losses of its runs, seed by seed.
@@ -57,6 +64,7 @@ struct SweepPoint {
   double value = 0;
   std::vector<double> validation_loss, train_loss;
   std::vector<double> validation_accuracy;  ///< classification only (empty for a regression)
+  std::vector<std::int64_t> steps;          ///< each run's optimiser steps (the stationary learner's vary)
   double mean = std::numeric_limits<double>::quiet_NaN();  ///< of validation_loss over the seeds
   double sd = std::numeric_limits<double>::quiet_NaN();    ///< sample sd over the seeds (NaN: one seed)
 };
@@ -68,11 +76,11 @@ struct SweepResult {
   double noise = std::numeric_limits<double>::quiet_NaN();      ///< median over the grid of the sd (NaN: no finite sd)
   double tolerance = std::numeric_limits<double>::quiet_NaN();  ///< 2 · noise · sqrt(2 / seeds)
   std::int64_t seeds = 0;
-  std::int64_t steps_per_run = 0;  ///< the learner's optimiser steps per run
+  std::int64_t steps_per_run = 0;  ///< the learner's optimiser steps per run (0: they vary, SweepPoint::steps)
   std::int64_t rows_per_step = 0;  ///< training rows per step
   /// The grid's compute: runs (values × seeds), their inner steps and row gradients.
   [[nodiscard]] std::int64_t runs() const noexcept { return static_cast<std::int64_t>(grid.size()) * seeds; }
-  [[nodiscard]] std::int64_t inner_steps() const noexcept { return runs() * steps_per_run; }
+  [[nodiscard]] std::int64_t inner_steps() const noexcept;
   [[nodiscard]] std::int64_t row_gradients() const noexcept { return inner_steps() * rows_per_step; }
   /// Whether a point's mean validation loss is finite and at most the best's plus the tolerance.
   [[nodiscard]] bool within_noise_of_best(const SweepPoint& p) const noexcept;
@@ -82,9 +90,12 @@ struct SweepResult {
 /// evaluation at the end (regression), and with `budget` >= 1 the bilevel inner learner's budget
 /// instead of the base's plain training: the exact gradient, `budget` full-batch steps (a
 /// classification: `budget` epochs of every row, each gradient entry clamped at the inner loop's
-/// c_in, InnerOptions::gradient_clamp: at large β the clamp changes the trajectory).
-RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget);
-ClassificationConfig sweep_learner(const ClassificationConfig& base, std::int64_t budget);
+/// c_in, InnerOptions::gradient_clamp: at large β the clamp changes the trajectory). With
+/// `stationary` (budget 0) the stationary learner of SweepSettings::stationary: method bilevel, one
+/// outer step, InnerStart::fixed, the last (only) step's inner policy returned, a one-iteration
+/// solve (the hypergradient is not used).
+RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget, bool stationary = false);
+ClassificationConfig sweep_learner(const ClassificationConfig& base, std::int64_t budget, bool stationary = false);
 
 /// Called after every run with the reward, the seed's index (0 .. seeds − 1) and its validation loss.
 using SweepProgressFn = std::function<void(double value, std::int64_t seed_index, double validation_loss)>;
