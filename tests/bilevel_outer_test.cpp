@@ -166,6 +166,41 @@ TEST(RealData, HalfCheetahHypergradientSignAgreesWithFiniteDifferencesOfTheValid
   EXPECT_TRUE(saw_negative && saw_positive) << "both sides of the optimum";
 }
 
+// ------------------------------------------------------------------ the stationary preset
+TEST(StationaryPreset, AnUnsolvableRewardUndoesTheMoveAndIsNotTrainedAgain) {
+  // Iris (every other row), β from 0.3, with an inner cap that β near 1 cannot meet (from θ₀ the
+  // policy needs 380 exact steps to reach 1e-3 at β = 0.58, over 1000 at 0.89): the fixed start gives the same
+  // policy at a φ however often it is trained, so a φ left short of stationarity at the cap is
+  // undone (φ returns to the value before the move, the steps shrink) and, where φ stays, reused.
+  const Halves d = iris();
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  BilevelOptions<double> o = BilevelOptions<double>::stationary();
+  constexpr double kStart = 0.3;
+  o.inner.max_steps = 1000;
+  BilevelTrainer<double> t(ctx, d2r::MlpSpec{.inputs = d.p}, d.ctrain(), d.cval(), d.classes, RewardForm::scalar,
+                           std::vector<double>{kStart}, o);
+  for (int k = 0; k < 30 && t.verdict(false).status == d2r::BilevelStatus::running; ++k) (void)t.step();
+  const auto& h = t.history();
+  int undone = 0;
+  double before = kStart;  // φ before record i's move
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const double at = i == 0 ? kStart : h[i - 1].reward_params[0];  // φ record i was trained at
+    if (!h[i].inner_stationary) {
+      EXPECT_EQ(h[i].inner_steps, i > 0 && h[i - 1].max_step == 0 ? 0 : o.inner.max_steps) << "record " << i;
+      if (i > 0 && h[i - 1].max_step > 0) {
+        ++undone;
+        EXPECT_NEAR(h[i].reward_params[0], before, 1e-12 * before) << "record " << i << " trained at " << at;
+        EXPECT_TRUE(h[i].backtracked) << "record " << i;
+      }
+    }
+    before = at;
+  }
+  EXPECT_GE(undone, 1) << "no step was left short of stationarity: the cap did not bite";
+  // The model returned is one the inner loop solved.
+  ASSERT_GE(t.best_step(), 1);
+  EXPECT_TRUE(h[static_cast<std::size_t>(t.best_step() - 1)].inner_stationary);
+}
+
 // ------------------------------------------------------------------ Rprop and verdicts
 /// A 1-D problem with a known outer optimum: a free Gaussian (linear policy on a constant input),
 /// targets N(6, 1.25²), λ = 1: u* = λ/(2σ²) = 0.32 for the validation rows' spread.

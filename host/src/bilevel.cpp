@@ -390,9 +390,10 @@ const BilevelRecord& BilevelTrainer<T>::step() {
 
   // Inner problem: K_in Adam steps of policy gradient on r_φ.
   // Fixed start: when φ did not move last step, θ already is the policy this φ gives from θ₀ (the
-  // exact inner steps are deterministic), so it is kept and no inner step runs.
-  const bool reuse = options_.inner_start == InnerStart::fixed && k > 1 && history_.back().max_step == 0 &&
-                     history_.back().inner_stationary;
+  // exact inner steps are deterministic), so it is kept and no inner step runs; also when it fell
+  // short of stationarity at the cap: training again from θ₀ would give the same θ (issue 13:
+  // letter, 39 outer steps of 4000 identical inner steps each).
+  const bool reuse = options_.inner_start == InnerStart::fixed && k > 1 && history_.back().max_step == 0;
   if (options_.inner_start == InnerStart::fixed) {
     if (!reuse) s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step
   } else if (options_.inner_start == InnerStart::fresh || k == 1) {
@@ -463,7 +464,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   }
   bool stationary = true;
   if (in.stationarity_tolerance > 0) {
-    while (!(gradient_norm <= target) && inner_done < max_inner) {
+    while (!reuse && !(gradient_norm <= target) && inner_done < max_inner) {
       const std::int64_t more = std::min(in.steps, max_inner - inner_done);
       run_inner(more, true);
       inner_done += more;
@@ -544,9 +545,17 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   }
 
   // Outer step on φ (host, double); a non-finite hypergradient, or one taken at an inner policy
-  // that is not stationary, leaves φ unchanged.
+  // that is not stationary, leaves φ unchanged. Except with a fixed start and Rprop: there the
+  // policy at this φ stays short of stationarity however often it is trained, so the move that led
+  // here is undone and the steps shrink, as after a rise of the outer loss (a φ the inner loop
+  // cannot solve within its cap is treated as worse than the one before).
   rec.inner_stationary = stationary;
-  if (finite && stationary) {
+  bool undo_unsolved = false;
+  if (finite && !stationary && options_.inner_start == InnerStart::fixed &&
+      options_.optimizer == OuterOptimizer::rprop) {
+    for (double last : s.rprop_last) undo_unsolved = undo_unsolved || last != 0;
+  }
+  if (finite && (stationary || undo_unsolved)) {
     if (options_.reset_outer_optimizer) {
       std::fill(s.outer_m.begin(), s.outer_m.end(), 0.0);
       std::fill(s.outer_v.begin(), s.outer_v.end(), 0.0);
@@ -611,8 +620,8 @@ const BilevelRecord& BilevelTrainer<T>::step() {
         // is the move's doing whatever h says (issue 13: digits, β 2.98 → 4.91 raised the loss
         // 0.111 → 0.146 onto a plateau where h ≈ 2e-5 counts as flat, and the run stayed there).
         const bool loss_is_of_phi = options_.inner_start == InnerStart::fixed;
-        if (moved_last && (flipped || loss_is_of_phi) && history_.size() > 0 &&
-            rec.outer_loss > history_.back().outer_loss + options_.stopping.loss_tolerance) {
+        if (undo_unsolved || (moved_last && (flipped || loss_is_of_phi) && history_.size() > 0 &&
+                              rec.outer_loss > history_.back().outer_loss + options_.stopping.loss_tolerance)) {
           for (std::size_t i = 0; i < phi_.size(); ++i) {
             delta[i] = -s.rprop_last[i];
             s.rprop_step[i] = std::max(s.rprop_step[i] * o.decrease, o.min_step);
