@@ -315,3 +315,46 @@ TEST(FitRun, BilevelPresetSetsItsFieldsAndKeepsTheRest) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(FitRun, DataHashChangesWithAnyValue) {
+  const HostData train = line_data(16, 1), val = line_data(8, 2);
+  const std::string h = d2r::runs::data_hash(train, val);
+  EXPECT_EQ(h.size(), 16u);
+  EXPECT_EQ(d2r::runs::data_hash(line_data(16, 1), line_data(8, 2)), h);  // the same values
+  HostData moved = val;
+  moved.y[7] += 1e-12;
+  EXPECT_NE(d2r::runs::data_hash(train, moved), h);
+  EXPECT_NE(d2r::runs::data_hash(val, train), h);  // the parts in order
+  const ClassHostData a = sign_data(12, 3), b = sign_data(6, 4), c = sign_data(6, 5);
+  const std::string hc = d2r::runs::data_hash(a, b, c);
+  ClassHostData relabelled = c;
+  relabelled.labels[0] = 1 - relabelled.labels[0];
+  EXPECT_NE(d2r::runs::data_hash(a, b, relabelled), hc);
+  EXPECT_EQ(d2r::runs::data_hash(sign_data(12, 3), sign_data(6, 4), sign_data(6, 5)), hc);
+}
+
+TEST(FitRun, NonFiniteNamesTheFirstBadFigure) {
+  d2r::runs::RunResult r;
+  r.train.nll_per_dim = 1;
+  r.train.rmse = 0.5;
+  r.held_out.nll_per_dim = r.held_out.rmse = NAN;  // no held-out rows
+  EXPECT_EQ(d2r::runs::non_finite(r, false), "");
+  EXPECT_EQ(d2r::runs::non_finite(r, true), "the final validation NLL is nan");
+  r.reward_params = {1, INFINITY};
+  EXPECT_EQ(d2r::runs::non_finite(r, false), "reward parameter 1 is inf");
+  r.train.rmse = NAN;
+  EXPECT_EQ(d2r::runs::non_finite(r, false), "the final training RMSE is nan");
+  d2r::runs::ClassificationResult c;
+  c.train.nll_per_dim = 0.5;
+  c.test.nll_per_dim = 0.6;
+  c.validation.nll_per_dim = NAN;
+  EXPECT_EQ(d2r::runs::non_finite(c, false, ClassMethod::nll), "");  // β is NaN for nll: not a figure of it
+  EXPECT_EQ(d2r::runs::non_finite(c, false, ClassMethod::pg), "the learned β is nan");
+  c.beta = 2;
+  EXPECT_EQ(d2r::runs::non_finite(c, false, ClassMethod::pg), "");
+  EXPECT_EQ(d2r::runs::non_finite(c, true, ClassMethod::pg), "the final validation cross-entropy is nan");
+}
+
+}  // namespace

@@ -37,18 +37,6 @@ constexpr const char* kCheckpointConfig = "checkpoint.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 
-/// FNV-1a of the bytes of the values of every part: identifies the data a checkpoint was trained on.
-template <class... V>
-std::string data_hash(const V&... parts) {
-  std::uint64_t h = 1469598103934665603ull;
-  const auto add = [&](const auto& v) {
-    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    for (std::size_t i = 0; i < v.size() * sizeof(v[0]); ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  (add(parts), ...);
-  return fmt::format("{:016x}", h);
-}
-
 RewardForm parse_form(const std::string& s) {
   return s == "diagonal" ? RewardForm::diagonal : s == "full" ? RewardForm::full : RewardForm::scalar;
 }
@@ -178,14 +166,6 @@ void reject_unused_options(const FitOptions& o, bool classification) {
 
 
 
-
-/// The first non-finite value among `values` (named), or "".
-std::string first_non_finite(std::initializer_list<std::pair<const char*, double>> values) {
-  for (const auto& [name, v] : values) {
-    if (!std::isfinite(v)) return fmt::format("{} is {}", name, v);
-  }
-  return "";
-}
 
 /// Standard output must take what the run prints; checked before training (the header is out)
 /// and at the end. SIGPIPE is ignored (main), so a closed pipe shows here as EPIPE.
@@ -375,7 +355,7 @@ struct RegressionFit {
                         {"validation_rows", val.rows},
                         {"val_fraction", o.val_fraction},
                         {"standardize", o.standardize},
-                        {"hash", data_hash(train.x, train.y, val.x, val.y)},
+                        {"hash", runs::data_hash(train, val)},
                         {"standardize_targets", o.standardize_targets}};
     if (o.standardize) d["standardization"] = {{"mean", in.map.mean}, {"scale", in.map.scale}};
     if (in.target_scale != 1) d["target_standardization"] = {{"mean", in.target_mean}, {"scale", in.target_scale}};
@@ -466,16 +446,7 @@ struct RegressionFit {
   static const runs::ReturnedModel& returned(const Result& r) { return r.model; }
   static double outer_loss(const Result& r) { return r.records.empty() ? kNaN : r.records.back().outer_loss; }
 
-  [[nodiscard]] std::string diverged(const Result& r) const {
-    std::string d = first_non_finite({{"the final training NLL", r.train.nll_per_dim},
-                                      {"the final training RMSE", r.train.rmse},
-                                      {"the final validation NLL", has_val() ? r.held_out.nll_per_dim : 0.0},
-                                      {"the final validation RMSE", has_val() ? r.held_out.rmse : 0.0}});
-    for (std::size_t i = 0; d.empty() && i < r.reward_params.size(); ++i) {
-      if (!std::isfinite(r.reward_params[i])) d = fmt::format("reward parameter {} is {}", i, r.reward_params[i]);
-    }
-    return d;
-  }
+  [[nodiscard]] std::string diverged(const Result& r) const { return runs::non_finite(r, has_val()); }
 
   /// Writes the curves; returns the other files written besides results.json and curves.csv.
   std::string write_curves(const fs::path& out, const Result& r) const {
@@ -550,7 +521,7 @@ struct ClassificationFit {
             {"standardize", true},
             {"standardization", {{"mean", in.splits.map.mean}, {"scale", in.splits.map.scale}}},
             // The data's identity for --resume (the path itself may change): the values of every split.
-            {"hash", data_hash(train.x, train.labels, val.x, val.labels, test.x, test.labels)}};
+            {"hash", runs::data_hash(train, val, test)}};
   }
 
   void print_header(const FitOptions& o, const Context& ctx) const {
@@ -651,12 +622,7 @@ struct ClassificationFit {
   static const runs::ReturnedModel& returned(const Result& r) { return r.model; }
   static double outer_loss(const Result& r) { return r.outer.empty() ? kNaN : r.outer.back().outer_loss; }
 
-  [[nodiscard]] std::string diverged(const Result& r) const {
-    return first_non_finite({{"the final training cross-entropy", r.train.nll_per_dim},
-                             {"the final test cross-entropy", r.test.nll_per_dim},
-                             {"the final validation cross-entropy", has_val() ? r.validation.nll_per_dim : 0.0},
-                             {"the learned β", method == ClassMethod::nll ? 0.0 : r.beta}});
-  }
+  [[nodiscard]] std::string diverged(const Result& r) const { return runs::non_finite(r, has_val(), method); }
 
   std::string write_curves(const fs::path& out, const Result& r) const {
     const runs::RecordTable epochs = runs::epoch_table(r);

@@ -1,7 +1,6 @@
 // Checkpoint container: see checkpoint.hpp for the layout and the atomic-write guarantee.
 #include "host/src/checkpoint.hpp"
 
-
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -14,19 +13,18 @@
 
 namespace d2r::detail {
 
-namespace {
-
-constexpr char kMagic[8] = {'D', '2', 'R', 'C', 'K', 'P', 'T', '\x01'};
-constexpr std::uint32_t kF32 = 0, kF64 = 1, kI64 = 2, kBytes = 3;
-
-std::uint64_t fnv1a(const char* data, std::size_t size) {
-  std::uint64_t h = 1469598103934665603ull;
+std::uint64_t fnv1a(const char* data, std::size_t size, std::uint64_t h) {
   for (std::size_t i = 0; i < size; ++i) {
     h ^= static_cast<unsigned char>(data[i]);
     h *= 1099511628211ull;
   }
   return h;
 }
+
+namespace {
+
+constexpr char kMagic[8] = {'D', '2', 'R', 'C', 'K', 'P', 'T', '\x01'};
+constexpr std::uint32_t kF32 = 0, kF64 = 1, kI64 = 2, kBytes = 3;
 
 template <class U>
 void put(std::string& out, U value) {

@@ -17,6 +17,10 @@
 
 namespace d2r::detail {
 
+/// FNV-1a (64 bits) of `size` bytes, continuing from `h` (the offset basis for a fresh hash): the
+/// checkpoint's checksum and a run's data hash (runs::data_hash).
+std::uint64_t fnv1a(const char* data, std::size_t size, std::uint64_t h = 1469598103934665603ull);
+
 class CheckpointWriter {
  public:
   void add(const std::string& name, std::span<const float> values);

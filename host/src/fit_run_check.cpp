@@ -1,11 +1,13 @@
 // The checks of a fit's settings and data (d2r/fit_run.hpp): every field before anything is
-// allocated, then the library options through d2r::check.
+// allocated, then the library options through d2r::check; the memory a run needs; the data's
+// identity for a resume (data_hash); and the non-finite final figures of a finished run.
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "d2r/error.hpp"
 #include "d2r/fit_run.hpp"
 #include "host/src/backend.hpp"
+#include "host/src/checkpoint.hpp"
 
 namespace d2r::runs {
 
@@ -291,6 +294,52 @@ void check_memory(const ClassificationConfig& c, const ClassHostData& train, con
                   const ClassHostData& test, std::int64_t classes, const Context& ctx) {
   check_memory_of(c.double_precision, c.method == ClassMethod::bilevel, c.hidden, train.inputs, classes,
                   std::max({train.rows, validation.rows, test.rows}), ctx);
+}
+
+namespace {
+
+/// data_hash of any number of value arrays (each a vector of numbers or labels).
+template <class... V>
+std::string hash_of(const V&... parts) {
+  std::uint64_t h = 1469598103934665603ull;
+  ((h = detail::fnv1a(reinterpret_cast<const char*>(parts.data()), parts.size() * sizeof(parts[0]), h)), ...);
+  return fmt::format("{:016x}", h);
+}
+
+/// The first non-finite value among `values` (named), or "".
+std::string first_non_finite(std::initializer_list<std::pair<const char*, double>> values) {
+  for (const auto& [name, v] : values) {
+    if (!std::isfinite(v)) return fmt::format("{} is {}", name, v);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string data_hash(const HostData& train, const HostData& held_out) {
+  return hash_of(train.x, train.y, held_out.x, held_out.y);
+}
+
+std::string data_hash(const ClassHostData& train, const ClassHostData& validation, const ClassHostData& test) {
+  return hash_of(train.x, train.labels, validation.x, validation.labels, test.x, test.labels);
+}
+
+std::string non_finite(const RunResult& r, bool held_out) {
+  std::string d = first_non_finite({{"the final training NLL", r.train.nll_per_dim},
+                                    {"the final training RMSE", r.train.rmse},
+                                    {"the final validation NLL", held_out ? r.held_out.nll_per_dim : 0.0},
+                                    {"the final validation RMSE", held_out ? r.held_out.rmse : 0.0}});
+  for (std::size_t i = 0; d.empty() && i < r.reward_params.size(); ++i) {
+    if (!std::isfinite(r.reward_params[i])) d = fmt::format("reward parameter {} is {}", i, r.reward_params[i]);
+  }
+  return d;
+}
+
+std::string non_finite(const ClassificationResult& r, bool validation, ClassMethod method) {
+  return first_non_finite({{"the final training cross-entropy", r.train.nll_per_dim},
+                           {"the final test cross-entropy", r.test.nll_per_dim},
+                           {"the final validation cross-entropy", validation ? r.validation.nll_per_dim : 0.0},
+                           {"the learned β", method == ClassMethod::nll ? 0.0 : r.beta}});
 }
 
 }  // namespace d2r::runs

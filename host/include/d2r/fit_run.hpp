@@ -261,6 +261,13 @@ void check_memory(const RegressionConfig& config, const HostData& train, const H
 void check_memory(const ClassificationConfig& config, const ClassHostData& train, const ClassHostData& validation,
                   const ClassHostData& test, std::int64_t classes, const Context& ctx);
 
+/// The identity of a run's data for a resume (a checkpoint continues only on the same values; the
+/// file's path may change): FNV-1a (64 bits) over the bytes of every value, as 16 hex digits. A
+/// regression's training then held-out x and y; a classification's x and labels of its training,
+/// validation and test rows.
+std::string data_hash(const HostData& train, const HostData& held_out);
+std::string data_hash(const ClassHostData& train, const ClassHostData& validation, const ClassHostData& test);
+
 /// The bilevel fields of one outer step, common to both tasks (from BilevelRecord).
 struct OuterStepFields {
   double outer_loss = 0, mean_inner_reward = 0, solver_residual = 0, wall_seconds = 0;
@@ -321,6 +328,14 @@ struct ClassificationResult {
   /// the returned model's β (best: the β its step was trained at; last and pg: the learned β).
   ReturnedModel model;
 };
+
+/// Why a finished run cannot count as a success: the first of its final figures that is not
+/// finite, as "the final training NLL is nan" ("" when every one is finite). Regression: the
+/// training NLL and RMSE, the held-out ones when `held_out` (the run had such rows), then each
+/// reward parameter. Classification: the training and test cross-entropy, the validation one
+/// when `validation`, and the learned or fixed β unless the method is nll.
+std::string non_finite(const RunResult& result, bool held_out);
+std::string non_finite(const ClassificationResult& result, bool validation, ClassMethod method);
 
 /// Called with (done, total, status text): bilevel after every outer step; a plain regression
 /// fit once when it returns; a classification run once more at the end.
