@@ -769,41 +769,6 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
                       W, reward_spread, st.reward_tolerance, loss_spread, W, st.loss_tolerance)};
 }
 
-namespace {
-std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-template <class X, class Y>
-std::uint64_t data_hash(std::span<const X> tx, std::span<const Y> ty, std::span<const X> vx, std::span<const Y> vy) {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a's offset basis
-  h = fnv1a(tx.data(), tx.size_bytes(), h);
-  h = fnv1a(ty.data(), ty.size_bytes(), h);
-  h = fnv1a(vx.data(), vx.size_bytes(), h);
-  return fnv1a(vy.data(), vy.size_bytes(), h);
-}
-}  // namespace
-
-template <class T>
-std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const T> train_y, std::span<const T> validation_x,
-                                std::span<const T> validation_y) {
-  return data_hash(train_x, train_y, validation_x, validation_y);
-}
-template <class T>
-std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const std::int32_t> train_labels,
-                                std::span<const T> validation_x, std::span<const std::int32_t> validation_labels) {
-  return data_hash(train_x, train_labels, validation_x, validation_labels);
-}
-
-template std::uint64_t bilevel_data_hash(std::span<const float>, std::span<const float>, std::span<const float>,
-                                         std::span<const float>);
-template std::uint64_t bilevel_data_hash(std::span<const double>, std::span<const double>, std::span<const double>,
-                                         std::span<const double>);
-template std::uint64_t bilevel_data_hash(std::span<const float>, std::span<const std::int32_t>, std::span<const float>,
-                                         std::span<const std::int32_t>);
-template std::uint64_t bilevel_data_hash(std::span<const double>, std::span<const std::int32_t>,
-                                         std::span<const double>, std::span<const std::int32_t>);
 template class BilevelTrainer<float>;
 template class BilevelTrainer<double>;
 

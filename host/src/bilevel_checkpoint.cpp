@@ -3,7 +3,9 @@
 // changes.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <span>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -328,4 +330,35 @@ D2R_BILEVEL_CHECKPOINT(float)
 D2R_BILEVEL_CHECKPOINT(double)
 #undef D2R_BILEVEL_CHECKPOINT
 
+// The data identity a checkpoint carries (bilevel_data_hash).
+namespace {
+/// FNV-1a over the four arrays in order, continuing one hash (checkpoint.hpp's fnv1a).
+template <class X, class Y>
+std::uint64_t data_hash(std::span<const X> tx, std::span<const Y> ty, std::span<const X> vx, std::span<const Y> vy) {
+  std::uint64_t h = detail::fnv1a(reinterpret_cast<const char*>(tx.data()), tx.size_bytes());
+  h = detail::fnv1a(reinterpret_cast<const char*>(ty.data()), ty.size_bytes(), h);
+  h = detail::fnv1a(reinterpret_cast<const char*>(vx.data()), vx.size_bytes(), h);
+  return detail::fnv1a(reinterpret_cast<const char*>(vy.data()), vy.size_bytes(), h);
+}
+}  // namespace
+
+template <class T>
+std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const T> train_y, std::span<const T> validation_x,
+                                std::span<const T> validation_y) {
+  return data_hash(train_x, train_y, validation_x, validation_y);
+}
+template <class T>
+std::uint64_t bilevel_data_hash(std::span<const T> train_x, std::span<const std::int32_t> train_labels,
+                                std::span<const T> validation_x, std::span<const std::int32_t> validation_labels) {
+  return data_hash(train_x, train_labels, validation_x, validation_labels);
+}
+
+template std::uint64_t bilevel_data_hash(std::span<const float>, std::span<const float>, std::span<const float>,
+                                         std::span<const float>);
+template std::uint64_t bilevel_data_hash(std::span<const double>, std::span<const double>, std::span<const double>,
+                                         std::span<const double>);
+template std::uint64_t bilevel_data_hash(std::span<const float>, std::span<const std::int32_t>, std::span<const float>,
+                                         std::span<const std::int32_t>);
+template std::uint64_t bilevel_data_hash(std::span<const double>, std::span<const std::int32_t>,
+                                         std::span<const double>, std::span<const std::int32_t>);
 }  // namespace d2r

@@ -52,8 +52,11 @@ std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records,
   }
   if (unsteady > 0) {
     w.push_back(fmt::format("the inner policy was not stationary (‖∇θ L_in‖ above {} of its starting value, "
-                            "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached, and the reward was not moved there",
-                            stationarity_tolerance, worst_gradient, unsteady, N));
+                            "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached, and {}",
+                            stationarity_tolerance, worst_gradient, unsteady, N,
+                            inner_start == InnerStart::fixed
+                                ? "that policy is not trained again, and Rprop undoes the move that led there (raise --inner-max-steps to reach such a reward)"
+                                : "the reward was not moved there"));
   }
   if (at_max == N && N >= 2) {
     w.push_back(fmt::format("the reward moved by the maximum step at every one of the {} outer steps: the learned "
