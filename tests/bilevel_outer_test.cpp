@@ -201,6 +201,29 @@ TEST(StationaryPreset, AnUnsolvableRewardUndoesTheMoveAndIsNotTrainedAgain) {
   EXPECT_TRUE(h[static_cast<std::size_t>(t.best_step() - 1)].inner_stationary);
 }
 
+TEST(StationaryPreset, AStartThatCannotBeSolvedEndsTheRunAtOnce) {
+  // β = 0.3 needs 260 exact steps from θ₀ to reach 1e-3 on these rows: a cap of 40 leaves the first
+  // step short, there is no move to undo, and every further step would reuse the same policy.
+  const Halves d = iris();
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  BilevelOptions<double> o = BilevelOptions<double>::stationary();
+  o.inner.max_steps = 40;
+  BilevelTrainer<double> t(ctx, d2r::MlpSpec{.inputs = d.p}, d.ctrain(), d.cval(), d.classes, RewardForm::scalar,
+                           std::vector<double>{0.3}, o);
+  (void)t.step();
+  ASSERT_FALSE(t.history().back().inner_stationary);
+  const d2r::BilevelVerdict v = t.verdict(false);
+  EXPECT_EQ(v.status, d2r::BilevelStatus::step_limited) << v.reason;
+  EXPECT_NE(v.reason.find("stayed short of stationarity at the cap of 40"), std::string::npos) << v.reason;
+  // The same cap with a warm start keeps training at the next step: not stuck, still running.
+  o.inner_start = d2r::InnerStart::warm;
+  BilevelTrainer<double> w(ctx, d2r::MlpSpec{.inputs = d.p}, d.ctrain(), d.cval(), d.classes, RewardForm::scalar,
+                           std::vector<double>{0.3}, o);
+  (void)w.step();
+  ASSERT_FALSE(w.history().back().inner_stationary);
+  EXPECT_EQ(w.verdict(false).status, d2r::BilevelStatus::running) << w.verdict(false).reason;
+}
+
 // ------------------------------------------------------------------ Rprop and verdicts
 /// A 1-D problem with a known outer optimum: a free Gaussian (linear policy on a constant input),
 /// targets N(6, 1.25²), λ = 1: u* = λ/(2σ²) = 0.32 for the validation rows' spread.

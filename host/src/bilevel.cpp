@@ -703,6 +703,18 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
                           i, phi_[i] <= options_.reward_floor ? "floor" : "ceiling", phi_[i])};
     }
   }
+  // A fixed inner start left short of stationarity where φ did not move (nothing to undo): every
+  // further step would reuse that policy and repeat the step (issue 13: HalfCheetah rows under
+  // the stationary preset spent 100 outer steps there).
+  if (options_.inner_start == InnerStart::fixed && !last.inner_stationary && last.max_step == 0) {
+    return {BilevelStatus::step_limited,
+            fmt::format("the inner policy at the reward of outer step {} stayed short of stationarity at the cap of {} "
+                        "inner steps (‖∇θ L_in‖ at {:.3g} of its start, tolerance {:.3g}), and with a fixed inner start "
+                        "every further step would repeat that; raise the cap or the tolerance",
+                        last.step, std::max(options_.inner.steps, options_.inner.max_steps),
+                        last.inner_gradient_norm0 > 0 ? last.inner_gradient_norm / last.inner_gradient_norm0 : 0.0,
+                        static_cast<double>(options_.inner.stationarity_tolerance))};
+  }
   const StoppingOptions& st = options_.stopping;
   const auto W = static_cast<std::size_t>(st.window);
   // Relative spread of φ and absolute spread of the outer loss over the last W steps.

@@ -55,7 +55,7 @@ std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records,
                             "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached, and {}",
                             stationarity_tolerance, worst_gradient, unsteady, N,
                             inner_start == InnerStart::fixed
-                                ? "that policy is not trained again, and Rprop undoes the move that led there (raise --inner-max-steps to reach such a reward)"
+                                ? "that policy is not trained again; Rprop undoes the move that led there, if any (raise --inner-max-steps to reach such a reward)"
                                 : "the reward was not moved there"));
   }
   if (at_max == N && N >= 2) {

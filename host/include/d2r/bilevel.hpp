@@ -508,7 +508,9 @@ class BilevelTrainer {
   [[nodiscard]] std::int64_t steps_done() const noexcept { return static_cast<std::int64_t>(history_.size()); }
   /// Where the run stands after the steps so far: diverged (non-finite hypergradient or outer
   /// loss, φ at its floor or ceiling), converged (StoppingOptions), otherwise running — or,
-  /// when `budget_spent`, step_limited; with a one-line reason.
+  /// when `budget_spent`, step_limited; with a one-line reason. Also step_limited before the
+  /// budget when a fixed inner start left the last step's policy short of stationarity and φ
+  /// did not move (every further step would repeat it).
   [[nodiscard]] BilevelVerdict verdict(bool budget_spent) const;
   /// Minibatches: the training rows (indices into the training data, in window order) of the
   /// last inner step's window; empty for a full-batch trainer or before the first step. Restored
