@@ -9,11 +9,7 @@
 # of the sweep's inner steps. Then the paper preset (exit 4, step_limited, a solver
 # warning) and bad input (exit 2, nothing written).
 # Invoked by ctest with -DD2R=<program> -DWORK_DIR=<scratch> -DDATA_DIR=<the repository's data/>.
-function(run_d2r out_var code_var)
-  execute_process(COMMAND "${D2R}" ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(${out_var} "${out}${err}" PARENT_SCOPE)
-  set(${code_var} ${code} PARENT_SCOPE)
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_bilevel_support.cmake)
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
@@ -168,17 +164,6 @@ endif()
 # outer step: its final validation loss is the minimum outer loss over the steps whose inner policy was stationary
 # (‖∇θ L_in‖ within --inner-tolerance of its start; float noise: the decimal strings agree to 2e-6), and no PG is
 # retrained after the outer loop (no epochs, no learning curve).
-function(decimal_micro value out)  # a plain decimal string -> integer millionths, truncated
-  if(NOT value MATCHES "^(-?)([0-9]+)(\\.([0-9]*))?$")
-    message(FATAL_ERROR "not a plain decimal: ${value}")
-  endif()
-  set(sign "${CMAKE_MATCH_1}")
-  set(int "${CMAKE_MATCH_2}")
-  string(SUBSTRING "${CMAKE_MATCH_4}000000" 0 6 frac)
-  # math() reads leading zeros as decimal; the fraction through a "1" prefix keeps its zeros.
-  math(EXPR v "${sign}(${int} * 1000000 + 1${frac} - 1000000)")
-  set(${out} ${v} PARENT_SCOPE)
-endfunction()
 foreach(case "iris_1;nll;outer_records" "sonar_best_10;nll;outer_records" "fig3_0.5;nll_per_dim;records"
              "hc_0.25;nll_per_dim;records")
   list(GET case 0 run)
