@@ -68,32 +68,6 @@ BilevelVerdict run_outer_loop(BilevelTrainer<T>& trainer, std::int64_t outer_ste
   return v;
 }
 
-/// The model a bilevel run returns, FinalModel best or last (best falls back to the last step when
-/// no step qualified); `initial`: φ before step 1.
-template <class T>
-ReturnedModel returned_model(const BilevelTrainer<T>& t, FinalModel asked, const std::vector<double>& initial) {
-  const std::vector<BilevelRecord>& h = t.history();
-  ReturnedModel m;
-  m.source = asked;
-  m.tracked_from = t.best_tracked_from();
-  if (h.empty()) return m;
-  if (asked == FinalModel::best && t.best_step() == 0) {
-    m.source = FinalModel::last;
-    m.fallback = true;
-  }
-  if (m.source == FinalModel::best) {
-    m.outer_step = t.best_step();
-    m.trained_at = t.best_reward_params();
-    m.outer_loss = t.best_outer_loss();
-  } else {
-    m.outer_step = h.back().step;
-    m.trained_at = h.size() >= 2 ? h[h.size() - 2].reward_params : initial;
-    m.outer_loss = h.back().outer_loss;
-  }
-  for (std::int64_t k = 0; k < m.outer_step; ++k) m.inner_steps += h[static_cast<std::size_t>(k)].inner_steps;
-  return m;
-}
-
 /// The bilevel fields of a trainer's record.
 OuterStepFields outer_fields(const BilevelRecord& r) {
   return {.outer_loss = r.outer_loss,
@@ -594,6 +568,33 @@ class TypedClassRun final : public RunImpl<ClassificationResult> {
 };
 
 }  // namespace
+
+template <class T>
+ReturnedModel returned_model(const BilevelTrainer<T>& t, FinalModel asked, const std::vector<double>& initial) {
+  const std::vector<BilevelRecord>& h = t.history();
+  ReturnedModel m;
+  m.source = asked;
+  m.tracked_from = t.best_tracked_from();
+  if (h.empty()) return m;
+  if (asked == FinalModel::best && t.best_step() == 0) {
+    m.source = FinalModel::last;
+    m.fallback = true;
+  }
+  if (m.source == FinalModel::best) {
+    m.outer_step = t.best_step();
+    m.trained_at = t.best_reward_params();
+    m.outer_loss = t.best_outer_loss();
+  } else {
+    m.outer_step = h.back().step;
+    m.trained_at = h.size() >= 2 ? h[h.size() - 2].reward_params : initial;
+    m.outer_loss = h.back().outer_loss;
+  }
+  for (std::int64_t k = 0; k < m.outer_step; ++k) m.inner_steps += h[static_cast<std::size_t>(k)].inner_steps;
+  return m;
+}
+
+template ReturnedModel returned_model(const BilevelTrainer<float>&, FinalModel, const std::vector<double>&);
+template ReturnedModel returned_model(const BilevelTrainer<double>&, FinalModel, const std::vector<double>&);
 
 const char* to_string(FinalModel model) noexcept {
   switch (model) {

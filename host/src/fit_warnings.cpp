@@ -46,12 +46,12 @@ std::vector<std::string> warnings_of(const std::vector<OuterStepFacts>& records,
                             hypergradient_clamp, clamped, N));
   }
   if (missed > 0) {
-    w.push_back(fmt::format("the linear solve missed its relative-residual tolerance {} in {} of {} outer steps "
+    w.push_back(fmt::format("the linear solve missed its relative-residual tolerance {:.3g} in {} of {} outer steps "
                             "(worst {:.3g}): the hypergradient is approximate there",
                             solver_tolerance, missed, N, worst_residual));
   }
   if (unsteady > 0) {
-    w.push_back(fmt::format("the inner policy was not stationary (‖∇θ L_in‖ above {} of its starting value, "
+    w.push_back(fmt::format("the inner policy was not stationary (‖∇θ L_in‖ above {:.3g} of its starting value, "
                             "worst {:.3g}) at the implicit step of {} of {} outer steps: the inner step cap was reached, and {}",
                             stationarity_tolerance, worst_gradient, unsteady, N,
                             inner_start == InnerStart::fixed
@@ -99,9 +99,15 @@ std::vector<std::string> record_warnings(const std::vector<Record>& records, con
     } else {
       held = &r.validation;
     }
+    double residual = 0;
+    if constexpr (requires { r.solver_relative_residual(); }) {
+      residual = r.solver_relative_residual();  // BilevelRecord computes it
+    } else {
+      residual = r.solver_relative_residual;
+    }
     facts.push_back({.clamped = r.hypergradient_clamped,
                      .at_max_step = r.at_max_step,
-                     .solver_relative_residual = r.solver_relative_residual,
+                     .solver_relative_residual = residual,
                      .inner_gradient_relative = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0,
                      .train_loss = r.train.nll_per_dim,
                      .validation_loss = held->nll_per_dim});
@@ -116,6 +122,10 @@ std::vector<std::string> bilevel_warnings(const std::vector<StepRecord>& records
   return record_warnings(records, o);
 }
 std::vector<std::string> bilevel_warnings(const std::vector<OuterRecord>& records, const BilevelOptions<double>& o) {
+  return record_warnings(records, o);
+}
+
+std::vector<std::string> bilevel_warnings(const std::vector<BilevelRecord>& records, const BilevelOptions<double>& o) {
   return record_warnings(records, o);
 }
 

@@ -66,7 +66,14 @@ from ._core import (  # noqa: F401  (the public primitives)
     transform_rewards,
     transform_rewards_backward,
 )
-from ._learn import BilevelRewardLearner, FitResult, TorchCommunicator, fit  # noqa: F401
+from ._learn import (  # noqa: F401
+    BilevelDivergedError,
+    BilevelRewardLearner,
+    BilevelWarning,
+    FitResult,
+    TorchCommunicator,
+    fit,
+)
 
 __version__ = _core.__version__
 

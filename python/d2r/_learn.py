@@ -7,8 +7,11 @@ cuda backend (float32). The policy parameters are allocated in the caller's fram
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import sys
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 from . import _core
@@ -127,12 +130,48 @@ def _parallel(group: Any, ctx: _core.Context, fn: str) -> Optional[_core.Communi
 @dataclasses.dataclass
 class FitResult:
     """What a fit returns: the learned (bilevel) or fixed reward parameters (None for mse/nll), the
-    policy's flat parameters (the network layout of d2r.Mlp), and the per-step records (dicts)."""
+    policy's flat parameters (the network layout of d2r.Mlp), and the per-step records (dicts).
+    Bilevel also: the verdict ('converged', 'step_limited'; a 'diverged' run raises
+    BilevelDivergedError), its reason, and the run's warnings (also issued as BilevelWarning)."""
 
     method: str
     reward_params: Optional[list[float]]
     policy_params: Any
     records: list[dict]
+    verdict: Optional[str] = None
+    reason: str = ""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+class BilevelWarning(UserWarning):
+    """A diagnostic of a bilevel run (`d2r fit`'s warnings): the hypergradient at its clamp, solves
+    that missed their tolerance, inner policies short of stationarity, the reward moved by the
+    maximum step at every step, training and validation losses parting ways, a best-judged step
+    that is the first."""
+
+
+class BilevelDivergedError(RuntimeError):
+    """A bilevel run diverged (`d2r fit` exits 3): a non-finite hypergradient or outer loss, or a
+    reward parameter at its floor or ceiling. ``reason`` says which; ``learner`` is the
+    BilevelRewardLearner, whose trainer_ and history_ hold the run."""
+
+    def __init__(self, message: str, reason: str, learner: Any):
+        super().__init__(message)
+        self.reason = reason
+        self.learner = learner
+
+
+_FLAG = re.compile(r"--([a-z][a-z-]*)(?: (best|last|fixed|warm|fresh))?")
+
+
+def _python_words(message: str) -> str:
+    """A `d2r fit` diagnostic in the words of the Python front end: --inner-max-steps is the keyword
+    inner_max_steps=, --final-model last is final_model='last', results.json final.last_step the
+    trainer's last reward."""
+    message = message.replace("results.json final.last_step has the outer loop's final reward",
+                              "trainer_.reward_params has the outer loop's final reward")
+    return _FLAG.sub(lambda m: m.group(1).replace("-", "_") + ("='" + m.group(2) + "'" if m.group(2) else "="),
+                     message)
 
 
 def _progress_printer(enabled: Optional[bool], total: int, what: str) -> Optional[Callable[[dict], None]]:
@@ -158,16 +197,34 @@ class BilevelRewardLearner:
     """Learns the reward r_U(ŷ, y) = −(ŷ−y)ᵀU(ŷ−y) of a policy by bilevel optimisation
     (d2r::BilevelTrainer). Regression: ``fit(X, Y)``; classification: ``fit(X, labels=..., classes=C)``.
 
-    Options (keywords; the defaults are `d2r fit --method bilevel --preset paper --inner-start warm
-    --no-standardize-targets` on the arrays as given, for regression or, with classes, for classification:
-    logistic regression, G = 50, inner lr 0.05, outer lr 0.1; the CLI's recommended preset (log-space Rprop,
-    validation rows, stopping verdicts) is not exposed here yet): hidden, activation,
-    layer_norm, reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I), outer_steps,
-    inner_steps, inner_lr, outer_lr, entropy_weight (λ), generations (G), inner_start ('warm',
-    'fresh' or 'fixed'), curvature ('exact' or 'surrogate'), solver ('normal_cg', 'cg', 'neumann', 'cg_or_normal_cg'),
-    solver_iterations, inner_batch_size, inner_objective, transform, head, hypergradient_clamp,
-    inner_gradient_clamp, damping, outer_optimizer, seed, device ('auto', 'cpu', 'cuda'), threads
-    (cpu GEMM threads, default 1 as the CLI).
+    preset: 'recommended' (the default, as `d2r fit`: the outer loss on the validation rows, which
+    fit() then needs, log-space Rprop with persistent state, a warm inner policy trained on the exact
+    gradient until stationary, a damped solve to a relative residual of 0.25, and a stop at a
+    verdict), 'stationary' (`d2r fit --preset stationary`: every outer step retrains the inner
+    policy from one start to stationarity, an accurate solve: the outer loss is a function of the
+    reward alone, at many more inner steps) or 'paper' (`d2r fit --preset paper --inner-start warm`:
+    training rows, outer Adam re-created every step, one CG iteration, REINFORCE inner steps). The
+    README's "Bilevel: outer loop, verdicts, sweep" says why and what each costs.
+
+    Options (keywords, overriding the preset; the rest of the defaults are `d2r fit`'s on the arrays
+    as given, for regression or, with classes, for classification): hidden, activation, layer_norm,
+    reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I, β = 1), outer_steps (the
+    budget), inner_steps, inner_tolerance (stationarity: ‖∇θ L_in‖ relative to its untrained value),
+    inner_max_steps, inner_lr, outer_lr (adam/sgd), outer_step (Rprop's Δ₀ in log space),
+    flat_tolerance, window, reward_tolerance, loss_tolerance (the verdict), entropy_weight (λ),
+    generations (G), inner_start ('warm', 'fresh' or 'fixed'), outer_data ('validation' or
+    'train'), outer_optimizer ('rprop', 'adam', 'sgd'), log_space, curvature ('exact' or
+    'surrogate'), solver ('normal_cg', 'cg', 'neumann', 'cg_or_normal_cg'), solver_iterations,
+    solver_tolerance, damping, inner_batch_size, inner_objective ('exact' or 'reinforce'), transform,
+    head, hypergradient_clamp, inner_gradient_clamp, reward_floor, reward_ceiling, seed, device
+    ('auto', 'cpu', 'cuda'), threads (cpu GEMM threads, default 1 as the CLI). An unknown option or
+    value is an ArgumentError naming it.
+
+    The run stops at a verdict (``verdict_``, ``reason_``; the FitResult has them too):
+    'converged', or 'step_limited' when outer_steps ran out first (both return normally); a
+    'diverged' run (non-finite hypergradient or outer loss, a reward at its floor or ceiling)
+    raises BilevelDivergedError. ``warnings_`` has the run's diagnostics, each also issued as a
+    BilevelWarning.
 
     Data parallel: ``group=`` a ``torch.distributed`` process group (Gloo on the cpu backend; NCCL or Gloo
     on cuda; or a d2r.TorchCommunicator): every rank passes the same data and options, each computes on its shard of the rows and
@@ -175,30 +232,41 @@ class BilevelRewardLearner:
     (blocks of ``reduction_block_rows`` rows) gives the same bits for any number of ranks. Rank 0 alone
     writes the checkpoint and shows progress; every rank gets the same results.
 
-    final_model: 'last' (default, as `d2r fit --preset paper`, whose settings the defaults above are) returns
-    the last outer step's inner policy and reward; 'best' (`d2r fit`'s recommended default) the inner policy of
-    the best-judged step (lowest outer loss among steps with a stationary inner policy) and the reward it was
-    trained at (the last step's when there is none).
+    final_model: 'best' (the default of the recommended and stationary presets, as `d2r fit`) returns
+    the inner policy of the best-judged step (lowest outer loss among steps with a stationary inner
+    policy) and the reward it was trained at (the last step's when there is none); 'last' (the paper
+    preset's default) the last outer step's inner policy and reward.
 
     After fit(): ``reward_params_`` (list), ``policy_params_`` (array in the data's framework for
     NumPy/PyTorch inputs: a NumPy copy), ``model_step_`` (the outer step whose policy that is),
-    ``best_step_``, ``history_`` (records), ``trainer_`` (the d2r.BilevelTrainer),
-    ``communicator_`` (the d2r._core.Communicator of group=, with its payload ``stats``; else None).
+    ``best_step_``, ``history_`` (records), ``verdict_``, ``reason_``, ``warnings_``, ``trainer_``
+    (the d2r.BilevelTrainer), ``communicator_`` (the d2r._core.Communicator of group=, with its
+    payload ``stats``; else None).
     """
 
-    _CLI_DEFAULTS = dict(hidden=[64, 64], inner_start="warm", inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0,
-                         generations=5, inner_steps=50, solver_iterations=1)
-    # `d2r fit --task classification --method bilevel` (the paper's tabular setting).
-    _CLI_CLASS_DEFAULTS = dict(hidden=[], inner_start="warm", inner_lr=0.05, outer_lr=0.1, entropy_weight=1.0,
-                               generations=50, inner_steps=50, solver_iterations=1)
+    _PRESETS = ("recommended", "stationary", "paper")
+    # `d2r fit --method bilevel`'s settings outside the preset (regression: the MLP policy of the
+    # paper's Fig. 3 setting; classification: the paper's tabular setting, logistic regression).
+    _CLI_DEFAULTS = dict(hidden=[64, 64], inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0, generations=5)
+    _CLI_CLASS_DEFAULTS = dict(hidden=[], inner_lr=0.05, outer_lr=0.1, entropy_weight=1.0, generations=50)
+    # `d2r fit --preset paper`: a warm inner start (program_bilevel_defaults), K_in = 50, one CG iteration.
+    _CLI_PAPER = dict(inner_start="warm", inner_steps=50, solver_iterations=1)
 
-    def __init__(self, *, reward_form: str = "scalar", reward_init: Optional[Sequence[float]] = None,
-                 outer_steps: int = 100, seed: int = 0, device: str = "auto", threads: int = 1, group: Any = None,
-                 deterministic_reduction: bool = False, reduction_block_rows: int = 256, final_model: str = "last",
-                 **options: Any):
+    def __init__(self, *, preset: str = "recommended", reward_form: str = "scalar",
+                 reward_init: Optional[Sequence[float]] = None, outer_steps: int = 100, seed: int = 0,
+                 device: str = "auto", threads: int = 1, group: Any = None, deterministic_reduction: bool = False,
+                 reduction_block_rows: int = 256, final_model: Optional[str] = None, **options: Any):
+        if preset not in self._PRESETS:
+            raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'preset': expected 'recommended', "
+                                      f"'stationary' or 'paper', got {preset!r}")
+        if final_model is None:
+            final_model = "last" if preset == "paper" else "best"
         if final_model not in ("best", "last"):
             raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'final_model': expected 'best' or 'last', "
                                       f"got {final_model!r}")
+        if "preset" in options:
+            raise _core.ArgumentError("d2r.BilevelRewardLearner: argument 'preset' given twice")
+        self.preset = preset
         self.final_model = final_model
         self.reward_form = reward_form
         self.reward_init = None if reward_init is None else [float(v) for v in reward_init]
@@ -219,17 +287,31 @@ class BilevelRewardLearner:
             return [1.0 if j == i else 0.0 for i in range(dims) for j in range(i + 1)]
         return [1.0] * _core.reward_param_count(self.reward_form, dims)
 
+    def _options(self, classes: int, has_validation: bool) -> dict:
+        defaults = dict(self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS)
+        if self.preset == "paper":
+            defaults.update(self._CLI_PAPER)
+            if classes:  # the CLI: validation rows when there are some
+                defaults["outer_data"] = "validation" if has_validation else "train"
+        opts = {**defaults, **self.options, "seed": self.seed, "preset": self.preset}
+        outer_data = opts.get("outer_data", "train" if self.preset == "paper" else "validation")
+        if outer_data == "validation" and not has_validation:
+            which = "val_labels" if classes else "val_Y"
+            raise _core.ArgumentError(
+                f"d2r.BilevelRewardLearner.fit: argument 'val_X': the outer loss of the {self.preset!r} preset is "
+                f"measured on held-out rows: pass val_X and {which} (or outer_data='train', which over-fits: the "
+                f"outer loss then keeps asking for a sharper reward)")
+        return opts
+
     def fit(self, X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X: Any = None,
             val_Y: Any = None, val_labels: Any = None, checkpoint: Optional[str | os.PathLike] = None,
             checkpoint_every: int = 0, resume: bool = False, progress: Optional[bool] = None) -> FitResult:
-        """Runs the outer steps (continuing a checkpoint with resume=True); returns a FitResult.
-        checkpoint: a file written every checkpoint_every outer steps and at the end (atomically)."""
+        """Runs outer steps until a verdict or outer_steps (continuing a checkpoint with resume=True);
+        returns a FitResult. checkpoint: a file written every checkpoint_every outer steps and at the
+        end (atomically). Raises BilevelDivergedError when the run diverged."""
         _core.set_cpu_threads(self.threads)
+        opts = self._options(int(classes), val_X is not None)
         ctx = _context(X, self.device, self.seed)
-        defaults = self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS
-        opts = {**defaults, **self.options, "seed": self.seed}
-        if classes and "outer_data" not in self.options:  # the CLI: validation rows when there are some
-            opts["outer_data"] = "validation" if val_X is not None else "train"
         if classes:
             dims = int(classes)
         else:
@@ -238,9 +320,10 @@ class BilevelRewardLearner:
                                           "(or give labels= and classes= for classification)")
             dims = int(Y.shape[1]) if len(Y.shape) == 2 else 0
         self.communicator_ = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")  # checked first
+        reward_init = self._initial_reward(dims)
         self.trainer_ = _core.BilevelTrainer(ctx, X, Y, labels=labels, classes=int(classes), val_x=val_X,
                                              val_y=val_Y, val_labels=val_labels, reward_form=self.reward_form,
-                                             reward_init=self._initial_reward(dims), options=opts)
+                                             reward_init=reward_init, options=opts)
         self._ctx = ctx
         writer = self.communicator_ is None or self.communicator_.rank == 0
         if self.communicator_ is not None:
@@ -255,15 +338,21 @@ class BilevelRewardLearner:
         show = _progress_printer(progress, self.outer_steps, "outer step") if writer else None
         if not writer:
             checkpoint = None  # rank 0 alone writes
-        while self.trainer_.steps_done < self.outer_steps:
+        # As `d2r fit`: step until a verdict (converged, diverged) or the budget, then judge.
+        status, reason = self.trainer_.verdict(False)
+        while self.trainer_.steps_done < self.outer_steps and status == "running":
             r = self.trainer_.step()
+            status, reason = self.trainer_.verdict(self.trainer_.steps_done == self.outer_steps)
             if show:
                 show(r)
             if checkpoint is not None and checkpoint_every > 0 and r["step"] % checkpoint_every == 0:
                 self.trainer_.save(os.fspath(checkpoint))
+        if status == "running":
+            status, reason = self.trainer_.verdict(True)
         if checkpoint is not None:
             self.trainer_.save(os.fspath(checkpoint))
         self.history_ = self.trainer_.history
+        self.verdict_, self.reason_ = status, reason
         # final_model='best': the best-judged step's policy and the reward it was trained at (the last
         # step's when no step had a stationary inner policy, as `d2r fit --final-model best`).
         self.best_step_ = self.trainer_.best_step
@@ -275,7 +364,18 @@ class BilevelRewardLearner:
             self.model_step_ = self.trainer_.steps_done
             self.reward_params_ = list(self.trainer_.reward_params)
             self.policy_params_ = self.trainer_.policy_params()
-        return FitResult("bilevel", self.reward_params_, self.policy_params_, self.history_)
+        self.warnings_ = [_python_words(w) for w in self.trainer_.warnings(self.final_model, reward_init)]
+        if status != "diverged" and not all(math.isfinite(v) for v in self.reward_params_):
+            status, reason = "diverged", "the reward returned is not finite"
+            self.verdict_, self.reason_ = status, reason
+        if writer:
+            for w in self.warnings_:
+                warnings.warn(w, BilevelWarning, stacklevel=2)
+        if status == "diverged":
+            raise BilevelDivergedError(f"d2r.BilevelRewardLearner.fit: the bilevel run diverged: {reason}", reason,
+                                       self)
+        return FitResult("bilevel", self.reward_params_, self.policy_params_, self.history_, status, reason,
+                         list(self.warnings_))
 
 
 def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, classes: int = 0, val_X: Any = None,

@@ -12,6 +12,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "common.hpp"
+#include "d2r/fit_run.hpp"
 
 namespace d2rpy {
 
@@ -59,51 +60,85 @@ d2r::MlpSpec trunk_spec(Options& o, std::int64_t inputs) {
           .layer_norm = o.get<bool>("layer_norm", false)};
 }
 
+/// The options of a BilevelTrainer from the dict: `preset` ('paper', the default here as in the
+/// library; 'recommended', d2r fit's default; 'stationary') gives every default, as `d2r fit
+/// --preset` does (d2r::runs::apply_bilevel_preset's fields), and each key overrides one field.
 template <class T>
 d2r::BilevelOptions<T> bilevel_options(Options& o) {
-  d2r::BilevelOptions<T> b;
-  b.inner.objective = o.choice("inner_objective", "reinforce", {"reinforce", "exact"}) == "exact"
-                          ? d2r::InnerObjective::exact : d2r::InnerObjective::reinforce;
+  const std::string preset = o.choice("preset", "paper", {"paper", "recommended", "stationary"});
+  const d2r::BilevelOptions<double> base = preset == "stationary"    ? d2r::BilevelOptions<double>::stationary()
+                                           : preset == "recommended" ? d2r::BilevelOptions<double>::recommended()
+                                                                     : d2r::BilevelOptions<double>::paper();
+  d2r::BilevelOptions<double> b = base;
+  const auto pick = [&]<class E>(const char* key, E fallback, std::initializer_list<std::pair<const char*, E>> names) {
+    const char* dflt = "";
+    std::vector<const char*> allowed;
+    for (const auto& [n, e] : names) {
+      allowed.push_back(n);
+      if (e == fallback) dflt = n;
+    }
+    const std::string v = o.get<std::string>(key, dflt);
+    std::string list;
+    for (const auto& [n, e] : names) {
+      if (v == n) return e;
+      list += std::string(list.empty() ? "" : ", ") + "'" + n + "'";
+    }
+    bad_argument("BilevelTrainer", key, "expected one of " + list + ", got '" + v + "'");
+  };
+  using d2r::InnerObjective, d2r::InnerStart, d2r::CurvatureKind, d2r::ImplicitSolver, d2r::OuterOptimizer;
+  b.inner.objective = pick("inner_objective", base.inner.objective,
+                           {{"reinforce", InnerObjective::reinforce}, {"exact", InnerObjective::exact}});
   b.inner.steps = o.get<std::int64_t>("inner_steps", b.inner.steps);
-  b.inner.adam.learning_rate = static_cast<T>(o.get<double>("inner_lr", b.inner.adam.learning_rate));
-  b.inner.gradient_clamp = static_cast<T>(o.get<double>("inner_gradient_clamp", b.inner.gradient_clamp));
+  b.inner.stationarity_tolerance = o.get<double>("inner_tolerance", b.inner.stationarity_tolerance);
+  b.inner.max_steps = o.get<std::int64_t>("inner_max_steps", b.inner.max_steps);
+  b.inner.adam.learning_rate = o.get<double>("inner_lr", b.inner.adam.learning_rate);
+  b.inner.gradient_clamp = o.get<double>("inner_gradient_clamp", b.inner.gradient_clamp);
   b.inner.generations = o.get<std::int64_t>("generations", b.inner.generations);
-  b.inner.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", b.inner.pg.entropy_weight));
+  b.inner.pg.entropy_weight = o.get<double>("entropy_weight", b.inner.pg.entropy_weight);
   b.inner.pg.transform.kind = parse_transform(
       "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
   b.inner.batch_size = o.get<std::int64_t>("inner_batch_size", 0);
-  b.head = o.choice("head", "diagonal", {"diagonal", "cholesky"}) == "cholesky" ? d2r::GaussianHead::cholesky
-                                                                                 : d2r::GaussianHead::diagonal;
-  const std::string start = o.choice("inner_start", "fresh", {"fresh", "warm", "fixed"});
-  b.inner_start = start == "warm"    ? d2r::InnerStart::warm
-                  : start == "fixed" ? d2r::InnerStart::fixed
-                                     : d2r::InnerStart::fresh;
-  b.curvature = o.choice("curvature", "exact", {"exact", "surrogate"}) == "surrogate" ? d2r::CurvatureKind::surrogate
-                                                                                       : d2r::CurvatureKind::exact;
-  const std::string solver = o.choice("solver", "normal_cg", {"normal_cg", "cg", "neumann", "cg_or_normal_cg"});
-  b.solver = solver == "cg" ? d2r::ImplicitSolver::conjugate_gradient
-             : solver == "neumann"         ? d2r::ImplicitSolver::neumann
-             : solver == "cg_or_normal_cg" ? d2r::ImplicitSolver::cg_or_normal_cg
-                                           : d2r::ImplicitSolver::normal_cg;
+  b.head = pick("head", base.head, {{"diagonal", d2r::GaussianHead::diagonal}, {"cholesky", d2r::GaussianHead::cholesky}});
+  b.inner_start = pick("inner_start", base.inner_start,
+                       {{"fresh", InnerStart::fresh}, {"warm", InnerStart::warm}, {"fixed", InnerStart::fixed}});
+  b.curvature = pick("curvature", base.curvature,
+                     {{"exact", CurvatureKind::exact}, {"surrogate", CurvatureKind::surrogate}});
+  b.solver = pick("solver", base.solver,
+                  {{"normal_cg", ImplicitSolver::normal_cg},
+                   {"cg", ImplicitSolver::conjugate_gradient},
+                   {"neumann", ImplicitSolver::neumann},
+                   {"cg_or_normal_cg", ImplicitSolver::cg_or_normal_cg}});
   b.cg.max_iterations = o.get<std::int64_t>("solver_iterations", b.cg.max_iterations);
-  b.cg.damping = static_cast<T>(o.get<double>("damping", b.cg.damping));
-  b.cg.tolerance = static_cast<T>(o.get<double>("solver_tolerance", b.cg.tolerance));
-  b.neumann.alpha = static_cast<T>(o.get<double>("neumann_alpha", b.neumann.alpha));
+  b.cg.damping = o.get<double>("damping", b.cg.damping);
+  b.cg.tolerance = o.get<double>("solver_tolerance", b.cg.tolerance);
+  b.neumann.alpha = o.get<double>("neumann_alpha", b.neumann.alpha);
   b.neumann.iterations = o.get<std::int64_t>("neumann_iterations", b.neumann.iterations);
   b.neumann.damping = b.cg.damping;
-  b.optimizer = o.choice("outer_optimizer", "adam", {"adam", "sgd"}) == "sgd" ? d2r::OuterOptimizer::sgd
-                                                                               : d2r::OuterOptimizer::adam;
+  b.optimizer = pick("outer_optimizer", base.optimizer,
+                     {{"adam", OuterOptimizer::adam}, {"sgd", OuterOptimizer::sgd}, {"rprop", OuterOptimizer::rprop}});
   b.outer_adam.learning_rate = o.get<double>("outer_lr", b.outer_adam.learning_rate);
   b.sgd_learning_rate = b.outer_adam.learning_rate;
   b.sgd_momentum = o.get<double>("sgd_momentum", b.sgd_momentum);
   b.reset_outer_optimizer = o.get<bool>("reset_outer_optimizer", b.reset_outer_optimizer);
+  b.log_space = o.get<bool>("log_space", b.log_space);
+  b.rprop.initial_step = o.get<double>("outer_step", b.rprop.initial_step);
+  b.rprop.flat_tolerance = o.get<double>("flat_tolerance", b.rprop.flat_tolerance);
+  b.stopping.window = o.get<std::int64_t>("window", b.stopping.window);
+  b.stopping.reward_tolerance = o.get<double>("reward_tolerance", b.stopping.reward_tolerance);
+  b.stopping.loss_tolerance = o.get<double>("loss_tolerance", b.stopping.loss_tolerance);
   b.hypergradient_clamp = o.get<double>("hypergradient_clamp", b.hypergradient_clamp);
   b.reward_floor = o.get<double>("reward_floor", b.reward_floor);
-  b.outer_data = o.choice("outer_data", "train", {"train", "validation"}) == "validation" ? d2r::OuterData::validation
-                                                                                          : d2r::OuterData::train;
+  b.reward_ceiling = o.get<double>("reward_ceiling", b.reward_ceiling);
+  b.outer_data = pick("outer_data", base.outer_data,
+                      {{"train", d2r::OuterData::train}, {"validation", d2r::OuterData::validation}});
   b.seed = o.get<std::uint64_t>("seed", 0);
   b.cuda_graph = o.get<bool>("cuda_graph", true);
-  return b;
+  // The two rules of `d2r fit` (d2r::runs::bilevel_options): Rprop's step bounds take in the
+  // initial step, and a nonzero inner step cap is at least K_in.
+  b.rprop.max_step = std::max(b.rprop.max_step, b.rprop.initial_step);
+  b.rprop.min_step = std::min(b.rprop.min_step, b.rprop.initial_step);
+  if (b.inner.max_steps != 0) b.inner.max_steps = std::max(b.inner.max_steps, b.inner.steps);
+  return d2r::options_cast<d2r::BilevelOptions<T>>(b);
 }
 
 nb::dict metrics_dict(const d2r::PolicyMetrics& m) {
@@ -125,7 +160,16 @@ nb::dict record_dict(const d2r::BilevelRecord& r) {
   d["solver_iterations"] = r.solver_iterations;
   d["solver_initial_residual"] = r.solver_initial_residual;
   d["solver_residual"] = r.solver_residual;
+  d["solver_relative_residual"] = r.solver_relative_residual();
   d["wall_seconds"] = r.wall_seconds;
+  d["inner_steps"] = r.inner_steps;
+  d["inner_gradient_norm"] = r.inner_gradient_norm;
+  d["inner_gradient_norm0"] = r.inner_gradient_norm0;
+  d["inner_stationary"] = r.inner_stationary;
+  d["hypergradient_clamped"] = r.hypergradient_clamped;
+  d["max_step"] = r.max_step;
+  d["at_max_step"] = r.at_max_step;
+  d["backtracked"] = r.backtracked;
   return d;
 }
 
@@ -403,6 +447,41 @@ void bind_trainers(nb::module_& m) {
                      with_trainer(t, [&](auto& tr) { v = tr.best_reward_params(); });
                      return v;
                    }, "The reward parameters the best step's inner policy was trained at (empty: no best step).")
+      .def("verdict",
+           [](TrainerPy& t, bool budget_spent) {
+             d2r::BilevelVerdict v;
+             with_trainer(t, [&](auto& tr) { v = tr.verdict(budget_spent); });
+             return nb::make_tuple(std::string(d2r::to_string(v.status)), v.reason);
+           },
+           nb::arg("budget_spent") = false,
+           "(status, reason) of d2r::BilevelTrainer::verdict: status 'running', 'converged', 'step_limited' or "
+           "'diverged' (DESIGN.md §7); budget_spent: the outer-step budget ran out (a run not converged then is "
+           "step_limited).")
+      .def("warnings",
+           [](TrainerPy& t, const std::string& final_model, const std::vector<double>& reward_init) {
+             std::vector<std::string> w;
+             const d2r::runs::FinalModel asked = final_model == "best"   ? d2r::runs::FinalModel::best
+                                                 : final_model == "last" ? d2r::runs::FinalModel::last
+                                                                         : (bad_argument("BilevelTrainer.warnings",
+                                                                                         "final_model",
+                                                                                         "expected 'best' or 'last', got '" +
+                                                                                             final_model + "'"),
+                                                                            d2r::runs::FinalModel::last);
+             with_trainer(t, [&](auto& tr) {
+               w = d2r::runs::bilevel_warnings(tr.history(),
+                                               d2r::options_cast<d2r::BilevelOptions<double>>(tr.options()));
+               for (std::string& m : d2r::runs::model_warnings(d2r::runs::returned_model(tr, asked, reward_init),
+                                                               asked, tr.history().size())) {
+                 w.push_back(std::move(m));
+               }
+             });
+             return w;
+           },
+           nb::arg("final_model") = "best", nb::arg("reward_init") = std::vector<double>{},
+           "The diagnostics `d2r fit` prints for this run (d2r::runs::bilevel_warnings and model_warnings), one "
+           "sentence each: the hypergradient at its clamp, solves that missed their tolerance, inner policies "
+           "short of stationarity, the reward moved by the maximum step at every step, training and validation "
+           "losses parting ways, a best-judged step that is the first.")
       .def("best_policy_params",
            [](TrainerPy& t) {
              nb::object o;

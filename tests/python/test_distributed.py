@@ -46,7 +46,7 @@ def _runs(group, deterministic, rank, ckpt_dir):
     X, Y, labels = _data()
     par = dict(group=group, deterministic_reduction=deterministic, reduction_block_rows=BLOCK) if group else {}
     out = {}
-    learner = d2r.BilevelRewardLearner(outer_steps=2, inner_steps=4, hidden=[8], seed=3, device="cpu", **par)
+    learner = d2r.BilevelRewardLearner(preset="paper", outer_steps=2, inner_steps=4, hidden=[8], seed=3, device="cpu", **par)
     ckpt = None if ckpt_dir is None else os.path.join(ckpt_dir, f"bilevel-rank{rank}.ckpt")
     r = learner.fit(X, Y, progress=False, checkpoint=ckpt)
     out["bilevel_reward"] = np.asarray(r.reward_params, dtype=np.float64)
@@ -106,10 +106,10 @@ def _resume_across_rank_counts(rank, world, tmp, out):
     par = dict(group=dist.group.WORLD, deterministic_reduction=True, reduction_block_rows=BLOCK)
     ckpt = os.path.join(tmp, "half.ckpt")
     if world == 2:
-        d2r.BilevelRewardLearner(outer_steps=1, inner_steps=4, hidden=[8], seed=3, device="cpu", **par).fit(
+        d2r.BilevelRewardLearner(preset="paper", outer_steps=1, inner_steps=4, hidden=[8], seed=3, device="cpu", **par).fit(
             X, Y, progress=False, checkpoint=ckpt)
         return
-    r = d2r.BilevelRewardLearner(outer_steps=2, inner_steps=4, hidden=[8], seed=3, device="cpu", **par).fit(
+    r = d2r.BilevelRewardLearner(preset="paper", outer_steps=2, inner_steps=4, hidden=[8], seed=3, device="cpu", **par).fit(
         X, Y, progress=False, checkpoint=ckpt, resume=True)
     assert [h["step"] for h in r.records] == [1, 2]
     np.testing.assert_array_equal(np.asarray(r.reward_params), out["bilevel_reward"])
@@ -180,7 +180,7 @@ def test_bad_group_names_the_argument():
         with pytest.raises(d2r.ArgumentError, match="'group'.*not initialised"):
             d2r.fit(X, Y, method="nll", steps=1, hidden=[4], device="cpu", group=True, progress=False)
         with pytest.raises(d2r.ArgumentError, match="'group'.*not initialised"):
-            d2r.BilevelRewardLearner(outer_steps=1, group=True).fit(X, Y, progress=False)
+            d2r.BilevelRewardLearner(preset="paper", outer_steps=1, group=True).fit(X, Y, progress=False)
     with pytest.raises(ValueError, match="'group'"):
         d2r.TorchCommunicator("world")
 
@@ -198,7 +198,7 @@ def _gpu_worker(rank, world, tmp):
             assert d2r.TorchCommunicator(group, device="cuda").memory == ("device" if name == "nccl" else "host")
             f = d2r.fit(X, Y, method="nll", steps=6, hidden=[8], seed=5, progress=False, group=group,
                         deterministic_reduction=True, reduction_block_rows=BLOCK)
-            b = d2r.fit(X, Y, method="bilevel", outer_steps=2, inner_steps=4, hidden=[8], seed=3, progress=False,
+            b = d2r.fit(X, Y, method="bilevel", preset="paper", outer_steps=2, inner_steps=4, hidden=[8], seed=3, progress=False,
                         group=group, deterministic_reduction=True, reduction_block_rows=BLOCK)
             out[name] = np.concatenate([f.policy_params.cpu().numpy(), np.asarray(b.reward_params, np.float32),
                                         np.asarray(b.policy_params, np.float32)])

@@ -22,6 +22,7 @@ def test_bilevel_csv_example():
     beta = float(re.search(r"learned beta = ([0-9.]+)", out).group(1))
     acc = float(re.search(r"held-out accuracy ([0-9.]+)", out).group(1))
     assert beta != 1.0 and 0.0 < beta and 0.8 < acc <= 1.0
+    assert re.search(r"verdict: (converged|step_limited) \(.+\)", out)
 
 
 def test_pg_head_torch_example():

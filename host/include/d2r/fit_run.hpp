@@ -428,6 +428,14 @@ std::vector<double> reward_in_scale(RewardForm form, const std::vector<double>& 
 /// parting ways. `records` in step order, under the tolerances of `options`.
 std::vector<std::string> bilevel_warnings(const std::vector<StepRecord>& records, const BilevelOptions<double>& options);
 std::vector<std::string> bilevel_warnings(const std::vector<OuterRecord>& records, const BilevelOptions<double>& options);
+/// The same from a BilevelTrainer's own records (BilevelTrainer::history(): what the Python front end reports).
+std::vector<std::string> bilevel_warnings(const std::vector<BilevelRecord>& records, const BilevelOptions<double>& options);
+
+/// The model a bilevel trainer returns when asked for `asked` (FinalModel best or last; best falls
+/// back to the last step when no step had a stationary inner policy); `initial`: φ before step 1.
+/// What `d2r fit` reports as results.json `final.model`, and what model_warnings judges.
+template <class T>
+ReturnedModel returned_model(const BilevelTrainer<T>& trainer, FinalModel asked, const std::vector<double>& initial);
 
 /// Warnings about the model a bilevel run returned (ReturnedModel), one sentence each: a
 /// best-judged step that is the first of several (the reward reported is the starting one), a
