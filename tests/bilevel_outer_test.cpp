@@ -201,6 +201,57 @@ TEST(StationaryPreset, AnUnsolvableRewardUndoesTheMoveAndIsNotTrainedAgain) {
   EXPECT_TRUE(h[static_cast<std::size_t>(t.best_step() - 1)].inner_stationary);
 }
 
+TEST(StationaryPreset, AReturnAfterAnUndoTakesThePolicyKeptFromThatVisit) {
+  // Iris (every other row) from β = 0.3 with the cap of the test above: Rprop undoes moves. With
+  // the fixed start and the exact inner gradient the policy of a φ is the same every time, so the
+  // return to the φ before an undone move takes that visit's policy: no inner step, the same φ bit
+  // for bit, the same outer loss and hypergradient as at that visit. A checkpoint saved right
+  // after the undo resumes onto the same records.
+  const Halves d = iris();
+  BilevelOptions<double> o = BilevelOptions<double>::stationary();
+  o.inner.max_steps = 1000;
+  const auto make = [&](d2r::Context& ctx) {
+    return BilevelTrainer<double>(ctx, d2r::MlpSpec{.inputs = d.p}, d.ctrain(), d.cval(), d.classes,
+                                  RewardForm::scalar, std::vector<double>{0.3}, o);
+  };
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 3}};
+  BilevelTrainer<double> t = make(ctx);
+  for (int k = 0; k < 30 && t.verdict(false).status == d2r::BilevelStatus::running; ++k) (void)t.step();
+  const auto& h = t.history();
+  const auto trained_at = [&](std::size_t i) { return i == 0 ? 0.3 : h[i - 1].reward_params[0]; };
+  std::size_t returns = 0, first_undo = 0;
+  for (std::size_t i = 2; i < h.size(); ++i) {
+    if (!h[i - 1].backtracked) continue;
+    if (first_undo == 0) first_undo = i - 1;
+    ++returns;
+    // Record i-1 undid the move made by record i-2: φ is back where record i-2 was trained.
+    EXPECT_EQ(trained_at(i), trained_at(i - 2)) << "record " << i;
+    EXPECT_EQ(h[i].inner_steps, 0) << "record " << i << ": trained again";
+    EXPECT_EQ(h[i].outer_loss, h[i - 2].outer_loss) << "record " << i;
+    EXPECT_EQ(h[i].hypergradient, h[i - 2].hypergradient) << "record " << i;
+    EXPECT_EQ(h[i].inner_stationary, h[i - 2].inner_stationary) << "record " << i;
+  }
+  ASSERT_GE(returns, 1u) << "no move was undone: the test does not reach the kept policy";
+  // Resume right after the first undo: the kept visit is in the checkpoint.
+  const auto dir = std::filesystem::temp_directory_path() / "d2r_stationary_visit_resume";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  d2r::Context c1{{.backend = d2r::Backend::cpu, .seed = 3}};
+  BilevelTrainer<double> a = make(c1);
+  for (std::size_t k = 0; k <= first_undo; ++k) (void)a.step();
+  a.save(dir / "run.ckpt");
+  d2r::Context c2{{.backend = d2r::Backend::cpu, .seed = 3}};
+  BilevelTrainer<double> b = make(c2);
+  b.load(dir / "run.ckpt");
+  while (b.steps_done() < t.steps_done()) (void)b.step();
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    EXPECT_EQ(b.history()[i].reward_params, h[i].reward_params) << "record " << i;
+    EXPECT_EQ(b.history()[i].inner_steps, h[i].inner_steps) << "record " << i;
+    EXPECT_EQ(b.history()[i].outer_loss, h[i].outer_loss) << "record " << i;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(StationaryPreset, AStartThatCannotBeSolvedEndsTheRunAtOnce) {
   // β = 0.3 needs 260 exact steps from θ₀ to reach 1e-3 on these rows: a cap of 40 leaves the first
   // step short, there is no move to undo, and every further step would reuse the same policy.

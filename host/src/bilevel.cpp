@@ -393,9 +393,21 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   // exact inner steps are deterministic), so it is kept and no inner step runs; also when it fell
   // short of stationarity at the cap: training again from θ₀ would give the same θ (issue 13:
   // letter, 39 outer steps of 4000 identical inner steps each).
-  const bool reuse = options_.inner_start == InnerStart::fixed && k > 1 && history_.back().max_step == 0;
-  if (options_.inner_start == InnerStart::fixed) {
-    if (!reuse) s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step
+  const bool fixed = options_.inner_start == InnerStart::fixed;
+  const bool reuse = fixed && k > 1 && history_.back().max_step == 0;
+  // With a deterministic inner loop the policy a φ gives is the same every time it is trained, so
+  // the previous visit's policy is kept (Impl::visit_theta) and a return to that φ (Rprop undoing a
+  // move) takes it instead of training it again from θ₀: the same bits, no inner step (issue 13:
+  // such returns were 12 % of the stationary preset's inner steps on the tabular sets).
+  const bool memo = fixed && s.deterministic_inner(options_.inner);
+  const bool recall = memo && !reuse && k > 1 && !s.visit_phi.empty() && s.visit_phi == phi_;
+  const bool kept = reuse || recall;
+  if (recall) {
+    s.exchange_visit();
+  } else if (fixed && !reuse) {
+    if (memo && k > 1) s.keep_visit();
+    s.problem->init(s.theta.vector(), mix_seed(options_.seed, 1));  // the same θ₀ every step
+    s.theta_phi = phi_;
   } else if (options_.inner_start == InnerStart::fresh || k == 1) {
     s.problem->init(s.theta.vector(), mix_seed(options_.seed, k));
   }
@@ -455,16 +467,16 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       history_.back().max_step == 0) {
     gradient_norm = exact_gradient_norm(s.theta);
   }
-  if (reuse) gradient_norm = exact_gradient_norm(s.theta);
+  if (kept) gradient_norm = exact_gradient_norm(s.theta);
   std::int64_t inner_done = 0;
-  if (!reuse && !(gradient_norm <= target)) {
+  if (!kept && !(gradient_norm <= target)) {
     inner_done = in.steps;
     run_inner(in.steps, true);
     gradient_norm = exact_gradient_norm(s.theta);
   }
   bool stationary = true;
   if (in.stationarity_tolerance > 0) {
-    while (!reuse && !(gradient_norm <= target) && inner_done < max_inner) {
+    while (!kept && !(gradient_norm <= target) && inner_done < max_inner) {
       const std::int64_t more = std::min(in.steps, max_inner - inner_done);
       run_inner(more, true);
       inner_done += more;
@@ -533,6 +545,8 @@ const BilevelRecord& BilevelTrainer<T>::step() {
   rec.mean_inner_reward = sum / static_cast<double>(rr.size());
   // No inner step this time: the rewards are those of the last one run (also after a resume).
   if (inner_done == 0 && !history_.empty()) rec.mean_inner_reward = history_.back().mean_inner_reward;
+  if (recall) rec.mean_inner_reward = s.theta_reward;  // the visit's, as training it again would give
+  s.theta_reward = rec.mean_inner_reward;
   // Metrics of θ*_k (before φ moves: the outer loss at the φ the hypergradient is taken at).
   rec.train = s.problem->evaluate(theta, false);
   rec.validation = s.problem->has_validation() ? s.problem->evaluate(theta, true) : nan_metrics();
@@ -587,6 +601,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
     const VectorView<double> d{delta.data(), S};
     const ConstVector<double> gv{g.data(), S};
     bool at_max = false;
+    bool restore = false;
     switch (options_.optimizer) {
       case OuterOptimizer::adam: {
         const AdamState<double> st{{s.outer_m.data(), S}, {s.outer_v.data(), S}, {&s.outer_count, 1}};
@@ -629,6 +644,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
             s.rprop_last[i] = 0;
           }
           rec.backtracked = true;
+          restore = memo && !s.visit_phi.empty();  // back to the previous visit's φ exactly (its policy is kept)
           break;
         }
         // A hypergradient that predicts less than flat_tolerance × loss_tolerance of change for a
@@ -659,7 +675,9 @@ const BilevelRecord& BilevelTrainer<T>::step() {
     double moved = 0;
     for (std::size_t i = 0; i < phi_.size(); ++i) {
       const double before = phi_[i];
-      if (log_space && is_positive[i]) {
+      if (restore) {
+        phi_[i] = s.visit_phi[i];
+      } else if (log_space && is_positive[i]) {
         phi_[i] *= std::exp(delta[i]);
       } else {
         phi_[i] += delta[i] * scale[i];

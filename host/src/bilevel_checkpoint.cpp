@@ -185,6 +185,13 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("best", std::span<const double>(best));
   w.add("best_phi", std::span<const double>(s.best_phi));
   add_values(w, "best_theta", s.best_step > 0 ? s.best_theta.to_host() : std::vector<T>{});
+  // The previous visit of a fixed inner start (Impl::visit_theta); a file without these sections
+  // predates them: the run then trains a return to that φ again (the same policy, more inner steps).
+  const std::vector<double> visit{s.theta_reward, s.visit_reward};
+  w.add("visit", std::span<const double>(visit));
+  w.add("theta_phi", std::span<const double>(s.theta_phi));
+  w.add("visit_phi", std::span<const double>(s.visit_phi));
+  add_values(w, "visit_theta", s.visit_phi.empty() ? std::vector<T>{} : s.visit_theta.to_host());
   std::vector<double> records;
   for (const BilevelRecord& r : history_) append_record(records, r);
   w.add("records", std::span<const double>(records));
@@ -294,6 +301,21 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
     }
   }
 
+  std::vector<double> visit{0, 0}, theta_phi, visit_phi;
+  std::vector<T> visit_theta;
+  if (r.has("visit")) {
+    visit = r.doubles("visit");
+    theta_phi = r.doubles("theta_phi");
+    visit_phi = r.doubles("visit_phi");
+    visit_theta = read_values<T>(r, "visit_theta");
+    const bool valid = visit.size() == 2 && (theta_phi.empty() || (theta_phi.size() == S && all_finite(theta_phi))) &&
+                       (visit_phi.empty() ? visit_theta.empty()
+                                          : visit_phi.size() == S && all_finite(visit_phi) &&
+                                                visit_theta.size() == P && all_finite(visit_theta));
+    D2R_EXPECTS(valid, fn, "path", "checkpoint '{}' has an invalid previous visit of the fixed inner start",
+                path.string());
+  }
+
   s.theta.copy_from_host(theta);
   s.first_moment.copy_from_host(m);
   s.second_moment.copy_from_host(v);
@@ -312,6 +334,11 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.best_loss = best_loss;
   s.best_phi = std::move(best_phi);
   if (best_step > 0) s.best_theta.copy_from_host(std::span<const T>(best_theta));
+  s.theta_reward = visit[0];
+  s.visit_reward = visit[1];
+  s.theta_phi = std::move(theta_phi);
+  s.visit_phi = std::move(visit_phi);
+  if (!s.visit_phi.empty()) s.visit_theta.copy_from_host(std::span<const T>(visit_theta));
   s.pass = minibatch[0];
   s.window = minibatch[1];
   if (s.pass > 0) {

@@ -50,7 +50,8 @@ struct BilevelTrainer<T>::Impl {
   Impl(Context& c, std::unique_ptr<bilevel_detail::Problem<T>> p, std::int64_t phi_size)
       : ctx(c), host_ctx(ContextOptions{.backend = Backend::cpu}), problem(std::move(p)) {
     const auto P = static_cast<std::size_t>(problem->parameter_count());
-    for (Buffer<T>* b : {&theta, &theta0, &best_theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) {
+    for (Buffer<T>* b :
+         {&theta, &theta0, &best_theta, &visit_theta, &grad, &first_moment, &second_moment, &g_out, &grad_in, &w}) {
       *b = Buffer<T>(c, P);
     }
     adam_count = Buffer<std::int64_t>(c, 1);
@@ -87,6 +88,32 @@ struct BilevelTrainer<T>::Impl {
     best_phi = phi;
     best_loss = loss;
     best_step = k;
+  }
+  // A fixed inner start with a deterministic inner loop (BilevelTrainer::step): theta_phi is the φ
+  // `theta` was trained at, visit_theta / visit_phi the policy and φ of the visit before it, and
+  // theta_reward / visit_reward their records' mean inner rewards (empty φ: none kept).
+  Buffer<T> visit_theta;
+  std::vector<double> theta_phi, visit_phi;
+  double theta_reward = 0, visit_reward = 0;
+  /// Whether the inner loop gives the same θ every time from the same start: the exact gradient
+  /// on every row (no draws, no minibatch windows).
+  [[nodiscard]] bool deterministic_inner(const InnerOptions<T>& in) const {
+    return in.objective == InnerObjective::exact && batch == 0;
+  }
+  /// Keeps the current policy as the previous visit (before `theta` is trained at a new φ).
+  void keep_visit() {
+    visit_theta.copy_from_host(std::span<const T>(theta.to_host()));
+    visit_phi = theta_phi;
+    visit_reward = theta_reward;
+  }
+  /// Makes the previous visit the current policy and the current one the previous visit (copies:
+  /// a captured CUDA graph holds theta's address).
+  void exchange_visit() {
+    const std::vector<T> now = theta.to_host();
+    theta.copy_from_host(std::span<const T>(visit_theta.to_host()));
+    visit_theta.copy_from_host(std::span<const T>(now));
+    std::swap(theta_phi, visit_phi);
+    std::swap(theta_reward, visit_reward);
   }
   Buffer<std::int64_t> adam_count;
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
