@@ -60,6 +60,55 @@ d2r::MlpSpec trunk_spec(Options& o, std::int64_t inputs) {
           .layer_norm = o.get<bool>("layer_norm", false)};
 }
 
+/// The option (dict key) that sets a field of BilevelOptions, for the library's messages, which
+/// name the field ("options.inner.stationarity_tolerance"); the field itself when no key sets it.
+std::string option_for_field(const std::string& field) {
+  static const std::pair<std::string_view, std::string_view> kKeys[] = {
+      {"options.inner.objective", "inner_objective"},
+      {"options.inner.steps", "inner_steps"},
+      {"options.inner.stationarity_tolerance", "inner_tolerance"},
+      {"options.inner.max_steps", "inner_max_steps"},
+      {"options.inner.adam", "inner_lr"},
+      {"options.inner.gradient_clamp", "inner_gradient_clamp"},
+      {"options.inner.generations", "generations"},
+      {"options.inner.pg.entropy_weight", "entropy_weight"},
+      {"options.inner.pg.transform", "transform"},
+      {"options.inner.batch_size", "inner_batch_size"},
+      {"options.inner_start", "inner_start"},
+      {"options.curvature", "curvature"},
+      {"options.solver", "solver"},
+      {"options.cg.max_iterations", "solver_iterations"},
+      {"options.cg.damping", "damping"},
+      {"options.cg.tolerance", "solver_tolerance"},
+      {"options.neumann.alpha", "neumann_alpha"},
+      {"options.neumann.iterations", "neumann_iterations"},
+      {"options.outer_adam", "outer_lr"},
+      {"options.sgd_learning_rate", "outer_lr"},
+      {"options.sgd_momentum", "sgd_momentum"},
+      {"options.rprop", "outer_step"},
+      {"options.rprop.flat_tolerance", "flat_tolerance"},
+      {"options.stopping.window", "window"},
+      {"options.stopping.reward_tolerance", "reward_tolerance"},
+      {"options.stopping.loss_tolerance", "loss_tolerance"},
+      {"options.hypergradient_clamp", "hypergradient_clamp"},
+      {"options.reward_floor", "reward_floor"},
+      {"options.reward_ceiling", "reward_ceiling"},
+      {"options.outer_data", "outer_data"},
+      {"options.optimizer", "outer_optimizer"},
+      {"options.head", "head"}};
+  // The longest entry that is the field or a prefix of it ("options.inner.adam.learning_rate": inner_lr).
+  std::string_view best;
+  std::string key = field;
+  for (const auto& [name, k] : kKeys) {
+    const bool match = field == name || (field.starts_with(name) && field.size() > name.size() && field[name.size()] == '.');
+    if (match && name.size() > best.size()) {
+      best = name;
+      key = std::string(k);
+    }
+  }
+  return key;
+}
+
 /// The options of a BilevelTrainer from the dict: `preset` ('paper', the default here as in the
 /// library; 'recommended', d2r fit's default; 'stationary') gives every default, as `d2r fit
 /// --preset` does (d2r::runs::apply_bilevel_preset's fields), and each key overrides one field.
@@ -91,6 +140,11 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.inner.steps = o.get<std::int64_t>("inner_steps", b.inner.steps);
   b.inner.stationarity_tolerance = o.get<double>("inner_tolerance", b.inner.stationarity_tolerance);
   b.inner.max_steps = o.get<std::int64_t>("inner_max_steps", b.inner.max_steps);
+  if (b.inner.max_steps < 0) {  // before the rule below turns it into K_in
+    bad_argument("BilevelTrainer", "inner_max_steps",
+                 "expected a cap >= 0 on the inner steps of an outer step (0: inner_steps), got " +
+                     std::to_string(b.inner.max_steps));
+  }
   b.inner.adam.learning_rate = o.get<double>("inner_lr", b.inner.adam.learning_rate);
   b.inner.gradient_clamp = o.get<double>("inner_gradient_clamp", b.inner.gradient_clamp);
   b.inner.generations = o.get<std::int64_t>("generations", b.inner.generations);
@@ -345,6 +399,15 @@ void bind_trainers(nb::module_& m) {
             c.expect_scalar(vxa);
             const bool classify = classes > 0;
             new (self) TrainerPy{&ctx, s, {}, {x, y, labels, val_x, val_y, val_labels}};
+            // The library's checks of the options name their fields (options.inner.max_steps): say
+            // which key of the dict that is.
+            const auto as_key = [&](const d2r::Error& e) {
+              const std::string& field = e.argument();
+              if (!field.starts_with("options.")) throw;
+              std::string what = e.what();
+              if (const std::size_t at = what.find("': "); at != std::string::npos) what = what.substr(at + 3);
+              bad_argument("BilevelTrainer", option_for_field(field), what);
+            };
             dispatch(s, [&]<class T>() {
               const d2r::MlpSpec spec = trunk_spec(o, xa.ndim() == 2 ? xa.shape(1) : 0);
               d2r::BilevelOptions<T> bo = bilevel_options<T>(o);
@@ -358,9 +421,13 @@ void bind_trainers(nb::module_& m) {
                 if (vxa.present) {
                   val = {c.matrix<const T>(vxa), c.vector<const std::int32_t>(c.input("val_labels", val_labels))};
                 }
-                nb::gil_scoped_release rel;
-                t = std::make_unique<d2r::BilevelTrainer<T>>(ctx, spec, train, val, classes, form,
-                                                             std::span<const double>(reward_init), bo);
+                try {
+                  nb::gil_scoped_release rel;
+                  t = std::make_unique<d2r::BilevelTrainer<T>>(ctx, spec, train, val, classes, form,
+                                                               std::span<const double>(reward_init), bo);
+                } catch (const d2r::Error& e) {
+                  as_key(e);
+                }
               } else {
                 if (!labels.is_none()) bad_argument(c.fn(), "labels", "regression takes y=, not labels= (or give classes)");
                 const Arg ya = c.input("y", y);
@@ -372,9 +439,13 @@ void bind_trainers(nb::module_& m) {
                   c.expect_scalar(vya);
                   val = {c.matrix<const T>(vxa), c.matrix<const T>(vya)};
                 }
-                nb::gil_scoped_release rel;
-                t = std::make_unique<d2r::BilevelTrainer<T>>(ctx, spec, train, val, form,
-                                                             std::span<const double>(reward_init), bo);
+                try {
+                  nb::gil_scoped_release rel;
+                  t = std::make_unique<d2r::BilevelTrainer<T>>(ctx, spec, train, val, form,
+                                                               std::span<const double>(reward_init), bo);
+                } catch (const d2r::Error& e) {
+                  as_key(e);
+                }
               }
               self->impl = std::move(t);
             });

@@ -207,6 +207,12 @@ def test_recommended_preset_needs_held_out_rows(regression_csv):
         d2r.BilevelRewardLearner(preset="fast")
     with pytest.raises(ValueError, match="'outer_optimizer'"):
         d2r.BilevelRewardLearner(outer_optimizer="lbfgs", outer_data="train").fit(X, Y, progress=False)
+    # The library's checks name the dict key, not the library's field.
+    for key, value in (("inner_tolerance", -1.0), ("inner_max_steps", -3), ("outer_step", 0.0), ("window", 1),
+                       ("loss_tolerance", 0.0), ("solver_tolerance", float("nan")), ("inner_lr", -0.1)):
+        with pytest.raises(d2r.ArgumentError, match=f"argument '{key}'") as e:
+            d2r.BilevelRewardLearner(outer_data="train", **{key: value}).fit(X, Y, progress=False)
+        assert e.value.argument == key and "options." not in str(e.value)
 
 
 def test_stationary_preset_reward_reproduces_its_model():
