@@ -327,7 +327,7 @@ struct BilevelOptions {
   /// resolves the outer loss to 1e-3 (the cross-entropies of iris or digits lie within 0.02 of each
   /// other over a decade of β). The reward returned then reproduces its model: a fresh learner with
   /// the same seed trained at it is that model. Costs many more inner steps than recommended()'s
-  /// warm start (README: 1,000–28,000 against 60–360 on the tabular sets).
+  /// warm start (README: 780–28,000 against 60–360 on the tabular sets).
   static BilevelOptions stationary() {
     BilevelOptions o = recommended();
     o.inner_start = InnerStart::fixed;
