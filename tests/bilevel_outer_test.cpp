@@ -328,6 +328,71 @@ TEST(Rprop, ConvergesToTheOuterOptimumFromFarBelowAndFarAbove) {
   }
 }
 
+TEST(StationaryPreset, AScalarRewardIsRefinedInsideTheBracketOfItsFirstSignChange) {
+  // The stationary preset on the free Gaussian from u0 = 0.01 and 30 (δ = log(u/u*) of −3.5 and
+  // +4.5): Rprop walks in growing steps until the hypergradient changes sign, and from there the
+  // minimum is located by regula falsi inside that bracket: every later visit lies inside the
+  // bracket of the visits before it, a handful of visits suffice (Rprop would halve its step from
+  // about 0.5 down to the reward tolerance 0.03: at least 8 more visits), and u ends at u*. A
+  // checkpoint saved inside the bracket resumes onto the same records.
+  const OneD d;
+  double var = 0, mean = 0;
+  for (double v : d.yv) mean += v / static_cast<double>(d.N);
+  for (double v : d.yv) var += (v - mean) * (v - mean) / static_cast<double>(d.N);
+  const double u_star = 1.0 / (2 * var);
+  const BilevelOptions<double> o = BilevelOptions<double>::stationary();
+  for (double u0 : {0.01, 30.0}) {
+    const auto make = [&](d2r::Context& ctx) {
+      return BilevelTrainer<double>(ctx, {.inputs = 1}, d.train(), d.val(), RewardForm::scalar,
+                                    std::vector<double>{u0}, o);
+    };
+    d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
+    BilevelTrainer<double> t = make(ctx);
+    d2r::BilevelVerdict v;
+    for (int k = 0; k < 60 && v.status == d2r::BilevelStatus::running; ++k) {
+      (void)t.step();
+      v = t.verdict(k + 1 == 60);
+    }
+    EXPECT_EQ(v.status, d2r::BilevelStatus::converged) << "u0 = " << u0 << ": " << v.reason;
+    EXPECT_NEAR(std::log(t.reward_params()[0] / u_star), 0.0, 0.05) << "u0 = " << u0 << ": u = " << t.reward_params()[0];
+    const auto& h = t.history();
+    const auto x_at = [&](std::size_t i) { return std::log(i == 0 ? u0 : h[i - 1].reward_params[0]); };
+    std::size_t first = 0;  // the record whose hypergradient first has the other sign
+    for (std::size_t i = 1; i < h.size() && first == 0; ++i) {
+      if (h[i].hypergradient[0] * h[i - 1].hypergradient[0] < 0) first = i;
+    }
+    ASSERT_GT(first, 0u) << "u0 = " << u0 << ": the hypergradient never changed sign";
+    double lo = std::min(x_at(first), x_at(first - 1)), hi = std::max(x_at(first), x_at(first - 1));
+    int visits = 0;
+    for (std::size_t i = first + 1; i < h.size(); ++i) {
+      if (h[i - 1].max_step == 0) continue;  // φ did not move: the same visit again
+      ++visits;
+      const double x = x_at(i);
+      EXPECT_GT(x, lo) << "u0 = " << u0 << ", record " << i;
+      EXPECT_LT(x, hi) << "u0 = " << u0 << ", record " << i;
+      (h[i].hypergradient[0] < 0 ? lo : hi) = x;
+    }
+    EXPECT_GE(visits, 1) << "u0 = " << u0;
+    EXPECT_LE(visits, 4) << "u0 = " << u0 << ": " << visits << " visits after the first sign change";
+    // Resume from a checkpoint saved right after the bracket formed.
+    const auto dir = std::filesystem::temp_directory_path() / "d2r_stationary_bracket_resume";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    d2r::Context c1{{.backend = d2r::Backend::cpu, .seed = 4}};
+    BilevelTrainer<double> a = make(c1);
+    for (std::size_t k = 0; k <= first; ++k) (void)a.step();
+    a.save(dir / "run.ckpt");
+    d2r::Context c2{{.backend = d2r::Backend::cpu, .seed = 4}};
+    BilevelTrainer<double> b = make(c2);
+    b.load(dir / "run.ckpt");
+    while (b.steps_done() < t.steps_done()) (void)b.step();
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      EXPECT_EQ(b.history()[i].reward_params, h[i].reward_params) << "u0 = " << u0 << ", record " << i;
+    }
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST(Rprop, DoesNotStepWhereTheHypergradientPredictsLessThanTheLossTolerance) {
   // Started at the validation optimum u*, the hypergradient is ~0 but has a sign: plain Rprop
   // (flat_tolerance 0) moves log u by the full Δ₀ on its first step; the recommended preset's

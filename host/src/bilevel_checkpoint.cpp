@@ -192,6 +192,11 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   w.add("theta_phi", std::span<const double>(s.theta_phi));
   w.add("visit_phi", std::span<const double>(s.visit_phi));
   add_values(w, "visit_theta", s.visit_phi.empty() ? std::vector<T>{} : s.visit_theta.to_host());
+  // Regula falsi on a scalar reward (Impl::refine_scalar); optional on load as the sections above.
+  const auto& b = s.bracket;
+  const std::vector<double> bracket{b.active ? 1.0 : 0.0, b.last_valid ? 1.0 : 0.0, b.lo, b.hi, b.g_lo, b.g_hi,
+                                    b.last_x, b.last_g, static_cast<double>(b.replaced)};
+  w.add("bracket", std::span<const double>(bracket));
   std::vector<double> records;
   for (const BilevelRecord& r : history_) append_record(records, r);
   w.add("records", std::span<const double>(records));
@@ -316,6 +321,16 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
                 path.string());
   }
 
+  std::vector<double> bracket;
+  if (r.has("bracket")) {
+    bracket = r.doubles("bracket");
+    const auto flag = [](double v) { return v == 0 || v == 1; };
+    const bool valid = bracket.size() == 9 && all_finite(bracket) && flag(bracket[0]) && flag(bracket[1]) &&
+                       (bracket[8] == -1 || bracket[8] == 0 || bracket[8] == 1) &&
+                       (bracket[0] == 0 || (S == 1 && bracket[2] < bracket[3] && bracket[4] < 0 && bracket[5] > 0));
+    D2R_EXPECTS(valid, fn, "path", "checkpoint '{}' has an invalid bracket of the scalar reward", path.string());
+  }
+
   s.theta.copy_from_host(theta);
   s.first_moment.copy_from_host(m);
   s.second_moment.copy_from_host(v);
@@ -334,6 +349,18 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   s.best_loss = best_loss;
   s.best_phi = std::move(best_phi);
   if (best_step > 0) s.best_theta.copy_from_host(std::span<const T>(best_theta));
+  s.bracket = {};
+  if (!bracket.empty()) {
+    s.bracket.active = bracket[0] == 1;
+    s.bracket.last_valid = bracket[1] == 1;
+    s.bracket.lo = bracket[2];
+    s.bracket.hi = bracket[3];
+    s.bracket.g_lo = bracket[4];
+    s.bracket.g_hi = bracket[5];
+    s.bracket.last_x = bracket[6];
+    s.bracket.last_g = bracket[7];
+    s.bracket.replaced = static_cast<int>(bracket[8]);
+  }
   s.theta_reward = visit[0];
   s.visit_reward = visit[1];
   s.theta_phi = std::move(theta_phi);

@@ -115,6 +115,60 @@ struct BilevelTrainer<T>::Impl {
     std::swap(theta_phi, visit_phi);
     std::swap(theta_reward, visit_reward);
   }
+  // Regula falsi on a scalar reward (refine_scalar): x = log φ, g = dL_out/dx. active: g(lo) < 0 <
+  // g(hi) at two stationary visits; replaced: the end replaced last (-1 lo, +1 hi, 0 none, for the
+  // Illinois rule); last_x, last_g: the last stationary visit (last_valid).
+  struct Bracket {
+    bool active = false, last_valid = false;
+    double lo = 0, hi = 0, g_lo = 0, g_hi = 0, last_x = 0, last_g = 0;
+    int replaced = 0;
+  } bracket;
+  /// Rprop's outer step on a scalar reward whose outer loss is a function of it (a fixed start with
+  /// a deterministic inner loop), once the hypergradient changed sign between two stationary
+  /// visits: the minimum lies between them, and Rprop would walk back to it in halving steps
+  /// (after the first sign change it made 6–16 more visits on 11 of the 15 tabular runs). Instead
+  /// the bracket shrinks by regula falsi on g with the Illinois rule (an end kept twice has its g
+  /// halved), each new point inside the middle 80 % of the bracket, until the bracket is narrower
+  /// than stopping.reward_tolerance or g is flat there (|g|·Δ₀ below flat_tolerance × the loss
+  /// tolerance, as Rprop's flat rule): φ then stays. Returns false (and Rprop steps) before a
+  /// bracket forms; a visit that is not stationary ends the bracket, and Rprop goes on from there
+  /// with a step of a quarter of its width. `move`: the step in x.
+  bool refine_scalar(bool stationary, double x, double g, const RpropOptions& o, const StoppingOptions& stop,
+                     double& move) {
+    Bracket& b = bracket;
+    if (!stationary) {
+      if (b.active) rprop_step[0] = std::max((b.hi - b.lo) / 4, o.min_step);
+      b.active = b.last_valid = false;
+      return false;
+    }
+    const double flat = o.flat_tolerance * stop.loss_tolerance / o.initial_step;
+    const bool steep = std::abs(g) > flat;
+    if (!b.active && b.last_valid && steep && std::abs(b.last_g) > flat && g * b.last_g < 0) {
+      b.lo = g < 0 ? x : b.last_x;
+      b.hi = g < 0 ? b.last_x : x;
+      b.g_lo = g < 0 ? g : b.last_g;
+      b.g_hi = g < 0 ? b.last_g : g;
+      b.replaced = 0;
+      b.active = b.lo < b.hi;
+    } else if (b.active && steep && x > b.lo && x < b.hi) {
+      const int end = g < 0 ? -1 : 1;
+      (end < 0 ? b.lo : b.hi) = x;
+      (end < 0 ? b.g_lo : b.g_hi) = g;
+      if (b.replaced == end) (end < 0 ? b.g_hi : b.g_lo) *= 0.5;  // the other end was kept twice
+      b.replaced = end;
+    }
+    b.last_valid = true;
+    b.last_x = x;
+    b.last_g = g;
+    if (!b.active) return false;
+    const double w = b.hi - b.lo;
+    move = 0;
+    if (steep && w > stop.reward_tolerance) {
+      const double root = b.hi - b.g_hi * w / (b.g_hi - b.g_lo);
+      move = std::clamp(root, b.lo + 0.1 * w, b.hi - 0.1 * w) - x;
+    }
+    return true;
+  }
   Buffer<std::int64_t> adam_count;
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
   // that one captured inner step replays with fresh samples; philox_step mirrors it on the host.
