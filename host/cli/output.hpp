@@ -142,6 +142,12 @@ CLI::Validator positive_number();
 CLI::Validator finite_range(double lo, double hi);
 CLI::Validator unsigned_64();
 
+/// cmd->add_option(name, value, help) with its default shown in --help (capture_default_str).
+template <class T>
+CLI::Option* add_shown_option(CLI::App* cmd, std::string name, T& value, std::string help) {
+  return cmd->add_option(std::move(name), value, std::move(help))->capture_default_str();
+}
+
 /// True when stderr is a terminal.
 bool stderr_is_tty() noexcept;
 

@@ -47,26 +47,23 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
       "Takes fit's data and PG options; --learner bilevel trains the bilevel inner learner's budget instead; writes "
       "results.json and sweep.csv into --out");
   register_fit_options(cmd, o.fit);
-  cmd->add_option("--grid-min", o.grid_min, "smallest reward of the grid")->check(positive_number())->capture_default_str();
-  cmd->add_option("--grid-max", o.grid_max, "largest reward of the grid")->check(positive_number())->capture_default_str();
-  cmd->add_option("--points", o.points, "log-spaced grid values")
-      ->check(CLI::Range(std::int64_t{2}, std::int64_t{10000}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--grid-min", o.grid_min, "smallest reward of the grid")->check(positive_number());
+  add_shown_option(cmd, "--grid-max", o.grid_max, "largest reward of the grid")->check(positive_number());
+  add_shown_option(cmd, "--points", o.points, "log-spaced grid values")
+      ->check(CLI::Range(std::int64_t{2}, std::int64_t{10000}));
   cmd->add_option("--values", o.values, "explicit reward values instead of the grid, comma-separated")
       ->delimiter(',')
       ->check(positive_number());
-  cmd->add_option("--seeds", o.seeds, "seeds per value (--seed, --seed + 1, ...; >= 2 gives the seed noise)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000}))
-      ->capture_default_str();
-  cmd->add_option("--learner", o.learner,
-                  "what is trained at each reward: pg (fit --method pg's protocol, what fit --final-model pg retrains at "
-                  "the learned reward: REINFORCE unless --inner-objective exact; classification: --epochs of "
-                  "--batch-size rows) or bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh "
-                  "start, fit's --lr, for as many Adam steps as each --bilevel run's returned policy took (up to its returned outer step), one grid per distinct "
-                  "count, or --steps; a warm-started run's policy trained along its path, so this matches it only "
-                  "approximately; a run with --inner-start fixed --inner-tolerance 0: its K_in, the learner it judged)")
-      ->check(CLI::IsMember({"pg", "bilevel"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--seeds", o.seeds, "seeds per value (--seed, --seed + 1, ...; >= 2 gives the seed noise)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000}));
+  add_shown_option(cmd, "--learner", o.learner,
+                   "what is trained at each reward: pg (fit --method pg's protocol, what fit --final-model pg retrains at "
+                   "the learned reward: REINFORCE unless --inner-objective exact; classification: --epochs of "
+                   "--batch-size rows) or bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh "
+                   "start, fit's --lr, for as many Adam steps as each --bilevel run's returned policy took (up to its returned outer step), one grid per distinct "
+                   "count, or --steps; a warm-started run's policy trained along its path, so this matches it only "
+                   "approximately; a run with --inner-start fixed --inner-tolerance 0: its K_in, the learner it judged)")
+      ->check(CLI::IsMember({"pg", "bilevel"}));
   cmd->add_option("--bilevel", o.bilevel,
                   "`d2r fit --method bilevel` output directories on the same data, comma-separated: PG at each "
                   "learned reward with the sweep's protocol, compared with the best grid value, and the compute")
