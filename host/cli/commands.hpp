@@ -95,6 +95,12 @@ inline bool given(const FitOptions& o, std::string_view name) {
   return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
 }
 
+/// fit's options of the bilevel outer loop, used by --method bilevel alone (sweep refuses them).
+inline constexpr std::string_view kOuterLoopOptions[] = {
+    "--outer-lr", "--outer-steps", "--inner-steps", "--inner-batch-size", "--inner-start", "--curvature", "--solver",
+    "--solver-iterations", "--checkpoint-every", "--outer-data", "--preset", "--outer-step", "--inner-tolerance",
+    "--inner-max-steps", "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance"};
+
 /// `d2r sweep`: PG at a log-spaced grid of fixed rewards (u of U = u·I, or β), several seeds each,
 /// the validation outer loss at each value and the best one: the brute-force answer the bilevel
 /// method must match. Takes fit's data and training options; writes results.json and sweep.csv.

@@ -108,7 +108,8 @@ void reject_options(const FitOptions& o, std::initializer_list<std::string_view>
 
 
 /// Which methods use an option, per task ("" = none: the task refuses it elsewhere; "*" = every
-/// method). An option not listed is used by every method. A new option of one method gets a row.
+/// method). An option not listed is used by every method; those of kOuterLoopOptions by bilevel
+/// alone. A new option of one method gets a row.
 struct OptionUse {
   std::string_view option, regression, classification;
 };
@@ -118,33 +119,16 @@ constexpr OptionUse kOptionUse[] = {
     {"--generations", "pg heuristic bilevel", "pg heuristic bilevel"},
     {"--steps", "mse nll pg heuristic", ""},
     {"--eval-every", "mse nll pg heuristic", ""},
-    {"--outer-lr", "bilevel", "bilevel"},
-    {"--outer-steps", "bilevel", "bilevel"},
-    {"--inner-steps", "bilevel", "bilevel"},
-    {"--inner-batch-size", "bilevel", "bilevel"},
-    {"--inner-start", "bilevel", "bilevel"},
     {"--inner-objective", "bilevel", "bilevel"},
-    {"--curvature", "bilevel", "bilevel"},
-    {"--solver", "bilevel", "bilevel"},
-    {"--solver-iterations", "bilevel", "bilevel"},
-    {"--checkpoint-every", "bilevel", "bilevel"},
-    {"--outer-data", "bilevel", "bilevel"},
-    {"--preset", "bilevel", "bilevel"},
-    {"--outer-step", "bilevel", "bilevel"},
-    {"--inner-tolerance", "bilevel", "bilevel"},
-    {"--inner-max-steps", "bilevel", "bilevel"},
-    {"--solver-tolerance", "bilevel", "bilevel"},
-    {"--damping", "bilevel", "bilevel"},
-    {"--window", "bilevel", "bilevel"},
-    {"--reward-tolerance", "bilevel", "bilevel"},
-    {"--loss-tolerance", "bilevel", "bilevel"},
     {"--final-model", "bilevel", "bilevel"},
 };
 
 /// Refuses an option given on the command line that the chosen method does not use: accepting it
 /// would silently do nothing.
 void reject_unused_options(const FitOptions& o, bool classification) {
-  for (const OptionUse& u : kOptionUse) {
+  std::vector<OptionUse> uses(std::begin(kOptionUse), std::end(kOptionUse));
+  for (std::string_view n : kOuterLoopOptions) uses.push_back({n, "bilevel", "bilevel"});
+  for (const OptionUse& u : uses) {
     const std::string_view users = classification ? u.classification : u.regression;
     if (users.empty() || users == "*" || !given(o, u.option)) continue;
     bool used = false;

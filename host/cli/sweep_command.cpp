@@ -75,13 +75,11 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
 int run_sweep(const SweepOptions& s) {
   const FitOptions& o = s.fit;
   // ---------------------------------------------------------------- validate everything
-  for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--outer-steps", "--inner-steps",
-                             "--inner-batch-size", "--inner-start", "--curvature", "--solver", "--solver-iterations",
-                             "--outer-lr", "--preset", "--outer-step", "--inner-tolerance", "--inner-max-steps",
-                             "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance",
-                             "--outer-data", "--checkpoint-every", "--reward", "--head"}) {
+  const auto refuse = [&](std::string_view n) {
     if (given(o, n)) bad_input(kCmd, n, "not an option of sweep (it trains PG at fixed scalar rewards)");
-  }
+  };
+  for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--reward", "--head"}) refuse(n);
+  for (std::string_view n : kOuterLoopOptions) refuse(n);
   if (!(s.grid_max > s.grid_min)) {
     bad_input(kCmd, "--grid-max", fmt::format("expected > --grid-min {}, got {}", s.grid_min, s.grid_max));
   }
