@@ -120,25 +120,12 @@ nlohmann::json epochs_json(const ClassificationResult& r) {
 nlohmann::json outer_json(const ClassificationResult& r) {
   nlohmann::json out = nlohmann::json::array();
   for (const OuterRecord& s : r.outer) {
-    out.push_back({{"step", s.step},
-                   {"beta", s.beta},
-                   {"hypergradient", s.hypergradient},
-                   {"outer_loss", s.outer_loss},
-                   {"train", class_metrics_json(s.train)},
-                   {"validation", class_metrics_json(s.validation)},
-                   {"mean_inner_reward", s.mean_inner_reward},
-                   {"solver_status", d2r::to_string(s.solver_status)},
-                   {"solver_iterations", s.solver_iterations},
-                   {"solver_residual", s.solver_residual},
-                   {"solver_relative_residual", s.solver_relative_residual},
-                   {"inner_steps", s.inner_steps},
-                   {"inner_gradient_norm", s.inner_gradient_norm},
-                   {"inner_gradient_norm_relative",
-                    s.inner_gradient_norm0 > 0 ? s.inner_gradient_norm / s.inner_gradient_norm0 : 0.0},
-                   {"max_step", s.max_step},
-                   {"hypergradient_clamped", s.hypergradient_clamped},
-                   {"at_max_step", s.at_max_step},
-                   {"wall_seconds", s.wall_seconds}});
+    nlohmann::json j = {{"step", s.step},
+                        {"beta", s.beta},
+                        {"train", class_metrics_json(s.train)},
+                        {"validation", class_metrics_json(s.validation)}};
+    outer_step_json(s, j);
+    out.push_back(std::move(j));
   }
   return out;
 }
