@@ -22,7 +22,6 @@
 namespace d2r::cli {
 
 using runs::apply_bilevel_preset;
-using runs::bilevel_options;
 using runs::bilevel_warnings;
 using runs::ClassHostData;
 using runs::ClassificationConfig;
@@ -30,13 +29,10 @@ using runs::ClassificationResult;
 using runs::ClassMethod;
 using runs::describe_reward;
 using runs::EpochRecord;
-using runs::fit_options;
 using runs::HostData;
 using runs::identity_reward;
 using runs::Method;
 using runs::OuterRecord;
-using runs::program_bilevel_defaults;
-using runs::ProgressFn;
 using runs::RegressionConfig;
 using runs::reward_in_scale;
 using runs::RunResult;
