@@ -68,6 +68,15 @@ nlohmann::json run_json(const std::string& name, const RegressionConfig& c, cons
   return j;
 }
 
+nlohmann::json experiment_header(const Context& ctx, const ReproduceOptions& o) {
+  nlohmann::json j = run_header(kCmd, ctx, o.precision);
+  j["experiment"] = o.name;
+  j["quick"] = o.quick;
+  j["seed"] = o.seed;
+  j["threads"] = o.threads;
+  return j;
+}
+
 void write_outputs(const fs::path& out, const nlohmann::json& results, const std::vector<std::string>& summary_header,
                    const std::vector<std::vector<std::string>>& summary_rows,
                    const std::vector<std::string>& curves_header, const std::vector<std::vector<std::string>>& curves) {

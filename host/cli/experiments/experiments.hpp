@@ -92,6 +92,10 @@ struct LongCurves {
 nlohmann::json run_json(const std::string& name, const RegressionConfig& c, const RunResult& r,
                         nlohmann::json tags = {});
 
+/// The fields every reproduction's results.json starts with: run_header's, then "experiment",
+/// "quick", "seed" and "threads" of the options.
+nlohmann::json experiment_header(const Context& ctx, const ReproduceOptions& o);
+
 /// Writes results.json, summary.csv and curves.csv into `out` (locked by lock_output_dir before).
 void write_outputs(const fs::path& out, const nlohmann::json& results, const std::vector<std::string>& summary_header,
                    const std::vector<std::vector<std::string>>& summary_rows, const LongCurves& curves);

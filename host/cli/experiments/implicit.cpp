@@ -148,11 +148,7 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
   fmt::print("\nfinal u = {:.4f}  (paper: ≈ {})  => {} ({:.1f} s)\n", final_u_first, paper_u,
              holds ? "reproduced (within 0.05)" : "NOT reproduced", runner.elapsed());
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "implicit";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
-  j["threads"] = o.threads;
+  nlohmann::json j = experiment_header(ctx, o);
   j["setting"] = {{"points", data.rows}, {"loc", loc}, {"sigma", sigma}, {"lambda", lambda}, {"paper_u", paper_u},
                   {"population_u_star", lambda / (2 * sigma * sigma)}, {"sample_u_star", sample_u},
                   {"sample_within_x_u_star", within_u}};

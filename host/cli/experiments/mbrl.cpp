@@ -196,11 +196,7 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
   runner.finish();
   fmt::print("\n({:.1f} s)\n", runner.elapsed());
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "mbrl";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
-  j["threads"] = o.threads;
+  nlohmann::json j = experiment_header(ctx, o);
   j["setting"] = {{"files", files},           {"data_dir", data_dir.string()}, {"train_episodes", train_episodes},
                   {"test_episodes", test_episodes}, {"steps", steps},          {"outer_steps", outer_steps},
                   {"inner_steps", inner_steps}, {"outer_learning_rate", outer_lr}, {"u0", u0},

@@ -179,11 +179,7 @@ int reproduce_synthetic(Context& ctx, const ReproduceOptions& o, const fs::path&
              "PG(U*);\n    evaluated every 10 steps; a run that never gets there counts as {})\n",
              nll[3], fastest, slowest, steps);
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "synthetic";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
-  j["threads"] = o.threads;
+  nlohmann::json j = experiment_header(ctx, o);
   j["setting"] = {{"tasks", tasks}, {"steps", steps}, {"learning_rate", 0.01}, {"lambdas", lambdas},
                   {"train_points", 1000}, {"test_points", 1000}, {"generations", 5}};
   j["claims"] = claims;

@@ -316,12 +316,8 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
              "is at λ = 10,\nwhere β/λ = 0.1 makes the reward nearly flat; here β/λ = {:.3g}{}\n",
              1.0 / lambda, lambda == 10 ? " (the paper's Table 1 setting)" : " (--lambda 10: the paper's Table 1 setting)");
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "tabular";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
+  nlohmann::json j = experiment_header(ctx, o);
   j["seeds"] = seeds;
-  j["threads"] = o.threads;
   j["setting"] = {{"data_dir", dir.string()},       {"datasets", names},
                   {"policy", "logistic regression"}, {"lambda", lambda},
                   {"generations", base.generations}, {"transform", "none"},
