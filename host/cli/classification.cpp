@@ -1,7 +1,6 @@
 // The program's side of a classification fit: splits, checks, configuration and records (classification.hpp).
 #include "host/cli/classification.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <utility>
 

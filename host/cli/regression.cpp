@@ -1,7 +1,6 @@
 // The program's side of a regression fit: its checks, configuration and records (regression.hpp).
 #include "host/cli/regression.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <utility>
 

@@ -11,7 +11,6 @@
 // best reward depends on the learner's step count).
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <optional>

@@ -1,20 +1,15 @@
 // `d2r reproduce implicit`: PAPER.md Fig. 3, the bilevel trainer moves u from 1 to u* ≈ 0.32
 // (loc 6, σ = 1.25, λ = 1).
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
-#include <map>
-#include <memory>
 #include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
-#include "host/cli/classification.hpp"
 #include "host/cli/experiments/experiments.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/regression.hpp"

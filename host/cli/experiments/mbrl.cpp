@@ -1,20 +1,14 @@
 // `d2r reproduce mbrl`: PAPER.md Table 3, one-step dynamics models of HalfCheetah (23 → 17) from
 // data/halfcheetah, six methods.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <map>
-#include <memory>
-#include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
-#include "host/cli/classification.hpp"
 #include "host/cli/experiments/experiments.hpp"
 #include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"

@@ -7,14 +7,10 @@
 #include <filesystem>
 #include <limits>
 #include <map>
-#include <memory>
-#include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
-#include "host/cli/classification.hpp"
 #include "host/cli/experiments/experiments.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/regression.hpp"

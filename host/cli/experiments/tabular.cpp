@@ -1,15 +1,10 @@
 // `d2r reproduce tabular`: PAPER.md Tables 1–2, logistic regression on data/tabular, NLL vs
 // PG(β=1) vs PG(β*) vs PG(β learned).
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <map>
-#include <memory>
-#include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
