@@ -373,19 +373,8 @@ int run_sweep(const SweepOptions& s) {
   }
   j["groups"] = gj;
   j["wall_seconds"] = wall;
-  std::vector<std::string> header{"value", "seed", "validation_loss", "train_loss", "validation_accuracy", "steps"};
-  std::vector<std::vector<double>> rows;
-  for (const Group& gr : groups) {
-    for (const auto* points : {&gr.result.grid, &gr.result.judged}) {
-      for (const runs::SweepPoint& p : *points) {
-        for (std::size_t k = 0; k < p.validation_loss.size(); ++k) {
-          rows.push_back({p.value, static_cast<double>(o.seed + k), p.validation_loss[k], p.train_loss[k],
-                          k < p.validation_accuracy.size() ? p.validation_accuracy[k] : kNaN,
-                          static_cast<double>(p.steps[k])});
-        }
-      }
-    }
-  }
+  runs::RecordTable table;
+  for (const Group& gr : groups) runs::append_sweep_rows(table, gr.result, o.seed);
   // The comparison of DESIGN.md §7: the learner at each learned reward, with the sweep's protocol
   // and seeds, within the seed noise of the best grid value of its group (SweepResult::tolerance).
   nlohmann::json bj = nlohmann::json::array();
@@ -425,7 +414,7 @@ int run_sweep(const SweepOptions& s) {
   }
   if (!bilevel_values.empty()) j["bilevel"] = bj;
   ensure_directory(out);
-  write_csv(out / "sweep.csv", header, std::span<const std::vector<double>>(rows));
+  write_csv(out / "sweep.csv", table.header, std::span<const std::vector<double>>(table.rows));
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}\n", (out / "results.json").string(), (out / "sweep.csv").string());
   return 0;
