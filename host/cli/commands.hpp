@@ -120,6 +120,10 @@ struct SweepOptions {
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);
 
+/// --device (auto, cpu or cuda), --precision (float or double) and --threads (the cpu backend's
+/// BLAS threads) of a command that trains (fit, sweep, reproduce).
+void add_device_options(CLI::App* cmd, std::string& device, std::string& precision, int& threads);
+
 /// `d2r reproduce NAME`: the paper's experiments (PAPER.md) with built-in or bundled data, our
 /// numbers printed beside the paper's, results.json and CSVs written into --out.
 struct ReproduceOptions {

@@ -33,6 +33,15 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   return cmd;
 }
 
+void add_device_options(CLI::App* cmd, std::string& device, std::string& precision, int& threads) {
+  add_shown_option(cmd, "--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_shown_option(cmd, "--precision", precision, "float or double (double: cpu only)")
+      ->check(CLI::IsMember({"float", "double"}));
+  add_shown_option(cmd, "--threads", threads,
+                   "cpu backend: BLAS threads (results are reproducible for a given count)")
+      ->check(CLI::Range(1, 256));
+}
+
 void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
   add_shown_option(cmd, "--task", o.task, "regression or classification")
@@ -169,12 +178,7 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
   add_shown_option(cmd, "--seed", o.seed, "seed of the split, the initialisation and the Philox draws")
       ->check(unsigned_64());
-  add_shown_option(cmd, "--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  add_shown_option(cmd, "--precision", o.precision, "float or double (double: cpu only)")
-      ->check(CLI::IsMember({"float", "double"}));
-  add_shown_option(cmd, "--threads", o.threads,
-                   "cpu backend: BLAS threads (results are reproducible for a given count)")
-      ->check(CLI::Range(1, 256));
+  add_device_options(cmd, o.device, o.precision, o.threads);
   cmd->add_option("--out", o.out, "output directory (created when missing)")->required();
   cmd->add_flag("--resume", o.resume,
                 "bilevel: continue the run checkpointed in --out (refused unless every setting and the data are "

@@ -30,12 +30,7 @@ CLI::App* add_reproduce_command(CLI::App& app, ReproduceOptions& o) {
       ->check(CLI::IsMember({"synthetic", "implicit", "mbrl", "tabular"}));
   cmd->add_flag("--quick", o.quick, "a smaller size that finishes in a couple of minutes on a small CPU");
   add_shown_option(cmd, "--seed", o.seed, "seed of the data, initialisations and draws");
-  add_shown_option(cmd, "--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  add_shown_option(cmd, "--precision", o.precision, "float or double (double: cpu only)")
-      ->check(CLI::IsMember({"float", "double"}));
-  add_shown_option(cmd, "--threads", o.threads,
-                   "cpu backend: BLAS threads (results are reproducible for a given count)")
-      ->check(CLI::Range(1, 256));
+  add_device_options(cmd, o.device, o.precision, o.threads);
   cmd->add_option("--out", o.out, "output directory (default ./d2r-out/<name>)");
   cmd->add_option("--data-dir", o.data_dir,
                   "directory holding halfcheetah/ (mbrl) and tabular/ (tabular); default ./data, then the source tree's");
