@@ -54,7 +54,7 @@ nlohmann::json config_json(const ClassificationConfig& c) {
     j["lambda"] = c.lambda;
     j["generations"] = c.generations;
     j["transform"] = "none";
-    j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
+    j["objective"] = d2r::to_string(c.inner_objective);
   }
   if (c.method == ClassMethod::pg) j["beta"] = c.beta;
   if (c.method == ClassMethod::bilevel) {

@@ -142,7 +142,7 @@ RegressionConfig shared_config(const FitOptions& o, const RegressionInputs& in) 
   RegressionConfig c;
   c.double_precision = o.precision == "double";
   c.hidden = o.hidden;
-  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.activation = named(o.activation, {Activation::relu, Activation::tanh});
   c.lambda = o.lambda;
   c.generations = o.generations;
   c.plain.steps = o.steps;
@@ -156,7 +156,7 @@ ClassificationConfig shared_config(const FitOptions& o, const ClassificationInpu
   ClassificationConfig c;
   c.double_precision = o.precision == "double";
   if (given(o, "--hidden")) c.hidden = o.hidden;
-  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.activation = named(o.activation, {Activation::relu, Activation::tanh});
   c.lambda = o.lambda;
   if (given(o, "--generations")) c.generations = o.generations;
   c.plain.epochs = o.epochs;

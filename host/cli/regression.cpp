@@ -36,7 +36,7 @@ nlohmann::json config_json(const RegressionConfig& c) {
     j["lambda"] = c.lambda;
     j["generations"] = c.generations;
     if (c.method != Method::heuristic) j["reward_init"] = c.reward_params;
-    if (c.method != Method::heuristic) j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
+    if (c.method != Method::heuristic) j["objective"] = d2r::to_string(c.inner_objective);
   }
   if (c.method == Method::bilevel) {
     j["final_model"] = runs::to_string(c.final_model);
