@@ -255,6 +255,31 @@ std::string refused(F&& f) {
   return "";
 }
 
+TEST(Sweep, RowsAreOnePerRunGridFirstThenJudgedSeedBySeed) {
+  d2r::runs::SweepResult r;
+  r.grid = {{.value = 0.5, .validation_loss = {1, 2}, .train_loss = {3, 4}, .validation_accuracy = {}, .steps = {10, 11}},
+            {.value = 2, .validation_loss = {5, 6}, .train_loss = {7, 8}, .validation_accuracy = {}, .steps = {12, 13}}};
+  r.judged = {{.value = 1, .validation_loss = {9, 10}, .train_loss = {11, 12}, .validation_accuracy = {0.25, 0.75},
+               .steps = {14, 15}}};
+  d2r::runs::RecordTable t;
+  d2r::runs::append_sweep_rows(t, r, 7);
+  EXPECT_EQ(t.header, (std::vector<std::string>{"value", "seed", "validation_loss", "train_loss", "validation_accuracy",
+                                                "steps"}));
+  ASSERT_EQ(t.rows.size(), 6u);
+  EXPECT_EQ(t.rows[0][0], 0.5);
+  EXPECT_EQ(t.rows[0][1], 7);
+  EXPECT_EQ(t.rows[1][1], 8);
+  EXPECT_EQ(t.rows[1][2], 2);
+  EXPECT_EQ(t.rows[1][3], 4);
+  EXPECT_TRUE(std::isnan(t.rows[1][4]));  // a regression has no accuracy
+  EXPECT_EQ(t.rows[3][5], 13);
+  EXPECT_EQ(t.rows[5], (std::vector<double>{1, 8, 10, 12, 0.75, 15}));
+  // A second group's runs follow under the same header.
+  d2r::runs::append_sweep_rows(t, r, 7);
+  EXPECT_EQ(t.rows.size(), 12u);
+  EXPECT_EQ(t.header.size(), 6u);
+}
+
 TEST(Sweep, BadSettingsAreRefusedNamingTheField) {
   const HostData train = line_data(16, 1), val = line_data(8, 2);
   const auto sweep_with = [&](SweepSettings s, const HostData& v) {

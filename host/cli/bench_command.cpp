@@ -164,14 +164,12 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "bench",
       "Time the cases of the validate registry on this machine (GB/s, GFLOP/s, % of the measured copy bandwidth)");
-  cmd->add_option("--device", o.device, "auto (cuda when a GPU is usable, else cpu), cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
-  cmd->add_option("--sizes", o.sizes,
-                  "the registry's size class, as `d2r validate`: small, medium (+ the paper's sizes) or large (+ C = 2^17, "
-                  "wide MLPs)")
-      ->check(CLI::IsMember({"small", "medium", "large"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--device", o.device, "auto (cuda when a GPU is usable, else cpu), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_shown_option(cmd, "--sizes", o.sizes,
+                   "the registry's size class, as `d2r validate`: small, medium (+ the paper's sizes) or large (+ C = 2^17, "
+                   "wide MLPs)")
+      ->check(CLI::IsMember({"small", "medium", "large"}));
   cmd->add_option("--filter", o.filter,
                   "time the cases whose 'primitive/variant/size' matches this regular expression (and the composite rows "
                   "'policy HVP' and 'bilevel outer step' when their names match)");

@@ -1,7 +1,6 @@
 // The program's side of a classification fit: splits, checks, configuration and records (classification.hpp).
 #include "host/cli/classification.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -29,38 +28,15 @@ ClassHostData to_class_host_data(const Dataset& d) {
 
 ClassificationSplits split_classification(const Dataset& data, double test_fraction, double val_fraction,
                                           std::uint64_t seed, std::string_view command) {
-  // Two independent seeds for the two splits, from the run's seed.
-  std::uint64_t state = seed;
-  const std::uint64_t test_seed = splitmix64(state), val_seed = splitmix64(state);
-  const auto split = [&](const Dataset& d, double fraction, std::uint64_t s, const char* what) {
-    try {
-      return stratified_split(d, fraction, s);
-    } catch (const Error&) {
-      // The library names its own arguments (test_fraction); the user knows the file and --val-fraction.
-      bad_input(command, std::string_view(what) == "test" ? "data" : "--val-fraction",
-                fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: the training "
-                            "or {} rows would be none (give more rows{})",
-                            data.source, d.rows, data.class_names.size(), what, fraction, what,
-                            std::string_view(what) == "test" ? "" : " or --val-fraction 0"));
-    }
-  };
-  ClassificationSplits out;
-  Split first = split(data, test_fraction, test_seed, "test");
-  out.test = std::move(first.test);
-  if (val_fraction > 0) {
-    Split second = split(first.train, val_fraction, val_seed, "validation");
-    out.train = std::move(second.train);
-    out.validation = std::move(second.test);
-  } else {
-    out.train = std::move(first.train);
+  try {
+    return d2r::split_classification(data, test_fraction, val_fraction, seed);
+  } catch (const Error& e) {
+    // The library names its own arguments (test_fraction); the user knows the file and --val-fraction.
+    if (!std::string_view(e.what()).starts_with("d2r::split_classification:")) throw;
+    const bool val = e.argument() == "val_fraction", test = e.argument() == "test_fraction";
+    bad_input(command, val ? "--val-fraction" : "data",
+              user_words(e) + (val ? " (give more rows or --val-fraction 0)" : test ? " (give more rows)" : ""));
   }
-  if (out.train.rows < 2) {
-    bad_input(command, "data", fmt::format("{}: expected at least 2 training rows, got {}", data.source, out.train.rows));
-  }
-  out.map = standardize(out.train);
-  if (out.validation.rows > 0) apply_standardization(out.validation, out.map);
-  apply_standardization(out.test, out.map);
-  return out;
 }
 
 nlohmann::json config_json(const ClassificationConfig& c) {
@@ -78,7 +54,7 @@ nlohmann::json config_json(const ClassificationConfig& c) {
     j["lambda"] = c.lambda;
     j["generations"] = c.generations;
     j["transform"] = "none";
-    j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
+    j["objective"] = d2r::to_string(c.inner_objective);
   }
   if (c.method == ClassMethod::pg) j["beta"] = c.beta;
   if (c.method == ClassMethod::bilevel) {
@@ -120,25 +96,12 @@ nlohmann::json epochs_json(const ClassificationResult& r) {
 nlohmann::json outer_json(const ClassificationResult& r) {
   nlohmann::json out = nlohmann::json::array();
   for (const OuterRecord& s : r.outer) {
-    out.push_back({{"step", s.step},
-                   {"beta", s.beta},
-                   {"hypergradient", s.hypergradient},
-                   {"outer_loss", s.outer_loss},
-                   {"train", class_metrics_json(s.train)},
-                   {"validation", class_metrics_json(s.validation)},
-                   {"mean_inner_reward", s.mean_inner_reward},
-                   {"solver_status", d2r::to_string(s.solver_status)},
-                   {"solver_iterations", s.solver_iterations},
-                   {"solver_residual", s.solver_residual},
-                   {"solver_relative_residual", s.solver_relative_residual},
-                   {"inner_steps", s.inner_steps},
-                   {"inner_gradient_norm", s.inner_gradient_norm},
-                   {"inner_gradient_norm_relative",
-                    s.inner_gradient_norm0 > 0 ? s.inner_gradient_norm / s.inner_gradient_norm0 : 0.0},
-                   {"max_step", s.max_step},
-                   {"hypergradient_clamped", s.hypergradient_clamped},
-                   {"at_max_step", s.at_max_step},
-                   {"wall_seconds", s.wall_seconds}});
+    nlohmann::json j = {{"step", s.step},
+                        {"beta", s.beta},
+                        {"train", class_metrics_json(s.train)},
+                        {"validation", class_metrics_json(s.validation)}};
+    outer_step_json(s, j);
+    out.push_back(std::move(j));
   }
   return out;
 }

@@ -27,15 +27,8 @@ ClassMethod parse_class_method(const std::string& name);
 /// Copies a classification Dataset's features and labels.
 ClassHostData to_class_host_data(const Dataset& d);
 
-/// The paper's splits: `test_fraction` of every class to test, then `val_fraction` of every class
-/// of the rest to validation (0: no validation rows), both stratified (stratified_split); the
-/// features of all three standardised with the training rows' statistics. Throws d2r::Error
-/// (invalid_argument) naming `command` and the data when a part would be empty or the training
-/// part has fewer than 2 rows.
-struct ClassificationSplits {
-  Dataset train, validation, test;
-  Standardization map;
-};
+/// d2r::split_classification (the paper's stratified splits, standardised) with a refusal as bad
+/// input of `command` naming the data or --val-fraction.
 ClassificationSplits split_classification(const Dataset& data, double test_fraction, double val_fraction,
                                           std::uint64_t seed, std::string_view command);
 

@@ -95,6 +95,12 @@ inline bool given(const FitOptions& o, std::string_view name) {
   return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
 }
 
+/// fit's options of the bilevel outer loop, used by --method bilevel alone (sweep refuses them).
+inline constexpr std::string_view kOuterLoopOptions[] = {
+    "--outer-lr", "--outer-steps", "--inner-steps", "--inner-batch-size", "--inner-start", "--curvature", "--solver",
+    "--solver-iterations", "--checkpoint-every", "--outer-data", "--preset", "--outer-step", "--inner-tolerance",
+    "--inner-max-steps", "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance"};
+
 /// `d2r sweep`: PG at a log-spaced grid of fixed rewards (u of U = u·I, or β), several seeds each,
 /// the validation outer loss at each value and the best one: the brute-force answer the bilevel
 /// method must match. Takes fit's data and training options; writes results.json and sweep.csv.
@@ -113,6 +119,10 @@ struct SweepOptions {
 };
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);
+
+/// --device (auto, cpu or cuda), --precision (float or double) and --threads (the cpu backend's
+/// BLAS threads) of a command that trains (fit, sweep, reproduce).
+void add_device_options(CLI::App* cmd, std::string& device, std::string& precision, int& threads);
 
 /// `d2r reproduce NAME`: the paper's experiments (PAPER.md) with built-in or bundled data, our
 /// numbers printed beside the paper's, results.json and CSVs written into --out.

@@ -37,32 +37,22 @@ constexpr const char* kCheckpointConfig = "checkpoint.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 
-RewardForm parse_form(const std::string& s) {
-  return s == "diagonal" ? RewardForm::diagonal : s == "full" ? RewardForm::full : RewardForm::scalar;
-}
-
-ImplicitSolver parse_solver(const std::string& s) {
-  return s == "cg"                ? ImplicitSolver::conjugate_gradient
-         : s == "neumann"         ? ImplicitSolver::neumann
-         : s == "cg_or_normal_cg" ? ImplicitSolver::cg_or_normal_cg
-                                  : ImplicitSolver::normal_cg;
-}
-
 /// The bilevel outer-loop settings of a run: the preset, then every option given explicitly.
 template <class Config>
 void apply_outer_options(const FitOptions& o, Config& c) {
   apply_bilevel_preset(c, o.preset);
   if (given(o, "--inner-steps")) c.bilevel.inner.steps = o.inner_steps;
-  if (given(o, "--outer-data")) c.bilevel.outer_data = o.outer_data == "validation" ? OuterData::validation : OuterData::train;
+  if (given(o, "--outer-data")) c.bilevel.outer_data = named(o.outer_data, {OuterData::train, OuterData::validation});
   if (given(o, "--inner-start")) {
-    c.bilevel.inner_start = o.inner_start == "fresh"   ? InnerStart::fresh
-                            : o.inner_start == "fixed" ? InnerStart::fixed
-                                                       : InnerStart::warm;
+    c.bilevel.inner_start = named(o.inner_start, {InnerStart::warm, InnerStart::fresh, InnerStart::fixed});
   }
   if (given(o, "--inner-objective")) {
-    c.inner_objective = o.inner_objective == "exact" ? InnerObjective::exact : InnerObjective::reinforce;
+    c.inner_objective = named(o.inner_objective, {InnerObjective::reinforce, InnerObjective::exact});
   }
-  if (given(o, "--solver")) c.bilevel.solver = parse_solver(o.solver);
+  if (given(o, "--solver")) {
+    c.bilevel.solver = named(o.solver, {ImplicitSolver::normal_cg, ImplicitSolver::conjugate_gradient,
+                                        ImplicitSolver::neumann, ImplicitSolver::cg_or_normal_cg});
+  }
   if (given(o, "--solver-iterations")) c.bilevel.cg.max_iterations = o.solver_iterations;
   if (given(o, "--outer-step")) c.bilevel.rprop.initial_step = o.outer_step;
   if (given(o, "--inner-tolerance")) c.bilevel.inner.stationarity_tolerance = o.inner_tolerance;
@@ -73,7 +63,7 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   if (given(o, "--reward-tolerance")) c.bilevel.stopping.reward_tolerance = o.reward_tolerance;
   if (given(o, "--loss-tolerance")) c.bilevel.stopping.loss_tolerance = o.loss_tolerance;
   // The paper's outer Adam moves φ linearly; the recommended Rprop ignores --outer-lr.
-  c.bilevel.curvature = o.curvature == "surrogate" ? CurvatureKind::surrogate : CurvatureKind::exact;
+  c.bilevel.curvature = named(o.curvature, {CurvatureKind::exact, CurvatureKind::surrogate});
 }
 
 
@@ -84,7 +74,7 @@ runs::FinalModel final_model(const FitOptions& o, const std::string& preset, boo
   if (!given(o, "--final-model")) {
     return preset == "paper" ? (classification ? FinalModel::pg : FinalModel::last) : FinalModel::best;
   }
-  return o.final_model == "pg" ? FinalModel::pg : o.final_model == "best" ? FinalModel::best : FinalModel::last;
+  return named(o.final_model, {FinalModel::last, FinalModel::best, FinalModel::pg});  // "inner": last
 }
 
 /// The verdict of a bilevel run on stdout and as the exit code (0 converged, 4 step_limited, 3
@@ -108,7 +98,8 @@ void reject_options(const FitOptions& o, std::initializer_list<std::string_view>
 
 
 /// Which methods use an option, per task ("" = none: the task refuses it elsewhere; "*" = every
-/// method). An option not listed is used by every method. A new option of one method gets a row.
+/// method). An option not listed is used by every method; those of kOuterLoopOptions by bilevel
+/// alone. A new option of one method gets a row.
 struct OptionUse {
   std::string_view option, regression, classification;
 };
@@ -118,33 +109,16 @@ constexpr OptionUse kOptionUse[] = {
     {"--generations", "pg heuristic bilevel", "pg heuristic bilevel"},
     {"--steps", "mse nll pg heuristic", ""},
     {"--eval-every", "mse nll pg heuristic", ""},
-    {"--outer-lr", "bilevel", "bilevel"},
-    {"--outer-steps", "bilevel", "bilevel"},
-    {"--inner-steps", "bilevel", "bilevel"},
-    {"--inner-batch-size", "bilevel", "bilevel"},
-    {"--inner-start", "bilevel", "bilevel"},
     {"--inner-objective", "bilevel", "bilevel"},
-    {"--curvature", "bilevel", "bilevel"},
-    {"--solver", "bilevel", "bilevel"},
-    {"--solver-iterations", "bilevel", "bilevel"},
-    {"--checkpoint-every", "bilevel", "bilevel"},
-    {"--outer-data", "bilevel", "bilevel"},
-    {"--preset", "bilevel", "bilevel"},
-    {"--outer-step", "bilevel", "bilevel"},
-    {"--inner-tolerance", "bilevel", "bilevel"},
-    {"--inner-max-steps", "bilevel", "bilevel"},
-    {"--solver-tolerance", "bilevel", "bilevel"},
-    {"--damping", "bilevel", "bilevel"},
-    {"--window", "bilevel", "bilevel"},
-    {"--reward-tolerance", "bilevel", "bilevel"},
-    {"--loss-tolerance", "bilevel", "bilevel"},
     {"--final-model", "bilevel", "bilevel"},
 };
 
 /// Refuses an option given on the command line that the chosen method does not use: accepting it
 /// would silently do nothing.
 void reject_unused_options(const FitOptions& o, bool classification) {
-  for (const OptionUse& u : kOptionUse) {
+  std::vector<OptionUse> uses(std::begin(kOptionUse), std::end(kOptionUse));
+  for (std::string_view n : kOuterLoopOptions) uses.push_back({n, "bilevel", "bilevel"});
+  for (const OptionUse& u : uses) {
     const std::string_view users = classification ? u.classification : u.regression;
     if (users.empty() || users == "*" || !given(o, u.option)) continue;
     bool used = false;
@@ -207,7 +181,7 @@ std::string describe_bilevel(const Config& c, std::string_view curvature, std::i
           ? fmt::format(", until ‖∇‖ < {} of its start, at most {}", c.bilevel.inner.stationarity_tolerance, c.bilevel.inner.max_steps)
           : std::string(),
       d2r::to_string(c.bilevel.inner_start),
-      c.inner_objective == InnerObjective::exact ? "exact" : "reinforce", curvature, to_string(c.bilevel.solver), c.bilevel.cg.max_iterations,
+      d2r::to_string(c.inner_objective), curvature, to_string(c.bilevel.solver), c.bilevel.cg.max_iterations,
       c.bilevel.cg.tolerance, c.bilevel.cg.damping,
       c.bilevel.optimizer == OuterOptimizer::rprop
           ? fmt::format("log-space Rprop from step {}", c.bilevel.rprop.initial_step)
@@ -326,8 +300,8 @@ struct RegressionFit {
     in = load_regression_inputs(o, kCmd);
     c = shared_config(o, in);
     c.method = method;
-    c.head = o.head == "cholesky" ? GaussianHead::cholesky : GaussianHead::diagonal;
-    c.reward_form = parse_form(o.reward);
+    c.head = named(o.head, {GaussianHead::diagonal, GaussianHead::cholesky});
+    c.reward_form = named(o.reward, {RewardForm::scalar, RewardForm::diagonal, RewardForm::full});
     // --u is on the targets the trainer sees (standardised unless --no-standardize-targets); the
     // results give the reward in both scales.
     c.reward_params = o.u;

@@ -6,10 +6,6 @@
 #include <string>
 #include <utility>
 
-#include <unistd.h>
-
-#include <fstream>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -112,17 +108,12 @@ RegressionInputs load_regression_inputs(const FitOptions& o, std::string_view cm
     }
     if (has_val) apply_target_scaling(val_set, scaling);
   }
-  HostData train = to_host_data(train_set);
-  HostData val = has_val ? to_host_data(val_set) : HostData{};
-  std::vector<double> target_mean = std::move(scaling.mean);
-  const double target_scale = scaling.scale;
-
   in.data = data;
-  in.train = std::move(train);
-  in.val = std::move(val);
+  in.train = to_host_data(train_set);
+  if (has_val) in.val = to_host_data(val_set);
   in.map = map;
-  in.target_mean = std::move(target_mean);
-  in.target_scale = target_scale;
+  in.target_mean = std::move(scaling.mean);
+  in.target_scale = scaling.scale;
   in.has_val = has_val;
   return in;
 }
@@ -138,19 +129,12 @@ ClassificationInputs load_classification_inputs(const FitOptions& o, std::string
   }
   const Dataset data = build_dataset(cmd, [&] { return make_classification_dataset(table, o.label, o.features); });
   check_float_range(cmd, o, table, data);
-  constexpr double test_fraction = 0.2;
-  const ClassificationSplits splits = split_classification(data, test_fraction, o.val_fraction, o.seed, cmd);
-  const ClassHostData train = to_class_host_data(splits.train), val = to_class_host_data(splits.validation),
-                      test = to_class_host_data(splits.test);
-  const std::int64_t classes = data.target_count();
-
   in.data = data;
-  in.splits = splits;
-  in.train = train;
-  in.val = val;
-  in.test = test;
-  in.classes = classes;
-  in.test_fraction = test_fraction;
+  in.splits = split_classification(data, in.test_fraction, o.val_fraction, o.seed, cmd);
+  in.train = to_class_host_data(in.splits.train);
+  in.val = to_class_host_data(in.splits.validation);
+  in.test = to_class_host_data(in.splits.test);
+  in.classes = data.target_count();
   return in;
 }
 
@@ -158,7 +142,7 @@ RegressionConfig shared_config(const FitOptions& o, const RegressionInputs& in) 
   RegressionConfig c;
   c.double_precision = o.precision == "double";
   c.hidden = o.hidden;
-  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.activation = named(o.activation, {Activation::relu, Activation::tanh});
   c.lambda = o.lambda;
   c.generations = o.generations;
   c.plain.steps = o.steps;
@@ -172,7 +156,7 @@ ClassificationConfig shared_config(const FitOptions& o, const ClassificationInpu
   ClassificationConfig c;
   c.double_precision = o.precision == "double";
   if (given(o, "--hidden")) c.hidden = o.hidden;
-  c.activation = o.activation == "tanh" ? Activation::tanh : Activation::relu;
+  c.activation = named(o.activation, {Activation::relu, Activation::tanh});
   c.lambda = o.lambda;
   if (given(o, "--generations")) c.generations = o.generations;
   c.plain.epochs = o.epochs;

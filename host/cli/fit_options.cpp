@@ -33,32 +33,38 @@ CLI::App* add_fit_command(CLI::App& app, FitOptions& o) {
   return cmd;
 }
 
+void add_device_options(CLI::App* cmd, std::string& device, std::string& precision, int& threads) {
+  add_shown_option(cmd, "--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_shown_option(cmd, "--precision", precision, "float or double (double: cpu only)")
+      ->check(CLI::IsMember({"float", "double"}));
+  add_shown_option(cmd, "--threads", threads,
+                   "cpu backend: BLAS threads (results are reproducible for a given count)")
+      ->check(CLI::Range(1, 256));
+}
+
 void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_option("data", o.data, "CSV file with a header row")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--task", o.task, "regression or classification")
-      ->check(CLI::IsMember({"regression", "classification"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--task", o.task, "regression or classification")
+      ->check(CLI::IsMember({"regression", "classification"}));
   cmd->add_option_function<std::vector<std::string>>(
       "--targets", [&o](const std::vector<std::string>& v) { o.targets = split_all("--targets", v); },
       "regression: target columns, comma-separated (required); quote a name holding a comma: '\"a,b\",c'");
   cmd->add_option("--label", o.label, "classification: the label column (required)");
-  cmd->add_option("--beta", o.beta,
-                  "classification: β of the one-hot reward U = β·I: pg's fixed value, bilevel's start")
-      ->check(positive_number())
-      ->capture_default_str();
+  add_shown_option(cmd, "--beta", o.beta,
+                   "classification: β of the one-hot reward U = β·I: pg's fixed value, bilevel's start")
+      ->check(positive_number());
   cmd->add_option("--outer-data", o.outer_data,
                   "bilevel: the rows of the outer loss, validation or train (default: the preset's: recommended "
                   "validation, paper train)")
       ->check(CLI::IsMember({"train", "validation"}));
-  cmd->add_option("--preset", o.preset,
-                  "bilevel: recommended (validation rows, log-space Rprop, stationary warm inner policy, damped CG to "
-                  "a relative residual of 0.25, stops when converged) or paper (training rows, outer Adam re-created every step, one CG "
-                  "iteration, fresh inner policy) or stationary (recommended, but every outer step retrains the inner "
-                  "policy from one fixed start to a gradient norm of 1e-3 of its start, solves to 1e-3 and resolves the "
-                  "outer loss to 1e-3: the outer loss is a function of the reward alone, at many more inner steps); "
-                  "options given explicitly override it")
-      ->check(CLI::IsMember({"recommended", "stationary", "paper"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--preset", o.preset,
+                   "bilevel: recommended (validation rows, log-space Rprop, stationary warm inner policy, damped CG to "
+                   "a relative residual of 0.25, stops when converged) or paper (training rows, outer Adam re-created every step, one CG "
+                   "iteration, fresh inner policy) or stationary (recommended, but every outer step retrains the inner "
+                   "policy from one fixed start to a gradient norm of 1e-3 of its start, solves to 1e-3 and resolves the "
+                   "outer loss to 1e-3: the outer loss is a function of the reward alone, at many more inner steps); "
+                   "options given explicitly override it")
+      ->check(CLI::IsMember({"recommended", "stationary", "paper"}));
   cmd->add_option("--final-model", o.final_model,
                   "bilevel: the model fit returns and reports, with the reward it was trained at: best (the inner policy "
                   "of the outer step with the lowest outer loss among those whose inner policy was stationary), last "
@@ -66,43 +72,36 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                   "only: PG retrained for --epochs at the learned β, the paper's tabular protocol) (default: the "
                   "preset's: recommended best, paper last for regression and pg for classification)")
       ->check(CLI::IsMember({"best", "last", "inner", "pg"}));
-  cmd->add_option("--outer-step", o.outer_step, "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)")
-      ->capture_default_str();
-  cmd->add_option("--inner-tolerance", o.inner_tolerance,
-                  "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
-                  "value at the start (0: exactly K_in steps; shown: the recommended preset's, stationary 1e-3)")
-      ->capture_default_str();
-  cmd->add_option("--inner-max-steps", o.inner_max_steps, "bilevel: cap on the inner steps of one outer step (shown: the recommended preset's, stationary 4000)")
-      ->capture_default_str();
-  cmd->add_option("--solver-tolerance", o.solver_tolerance, "bilevel: relative residual of the linear solve (shown: the recommended preset's, stationary 1e-3)")
-      ->capture_default_str();
-  cmd->add_option("--damping", o.damping, "bilevel: damping δ of the linear solve (H + δI) w = g")
-      ->capture_default_str();
-  cmd->add_option("--window", o.window, "bilevel: converged when over this many outer steps ...")
-      ->capture_default_str();
-  cmd->add_option("--reward-tolerance", o.reward_tolerance, "... the reward moved by at most this (relative) ...")
-      ->capture_default_str();
-  cmd->add_option("--loss-tolerance", o.loss_tolerance, "... and the outer loss by at most this (nats; shown: the recommended preset's, stationary 1e-3)")
-      ->capture_default_str();
+  add_shown_option(cmd, "--outer-step", o.outer_step,
+                   "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)");
+  add_shown_option(cmd, "--inner-tolerance", o.inner_tolerance,
+                   "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
+                   "value at the start (0: exactly K_in steps; shown: the recommended preset's, stationary 1e-3)");
+  add_shown_option(cmd, "--inner-max-steps", o.inner_max_steps,
+                   "bilevel: cap on the inner steps of one outer step (shown: the recommended preset's, stationary 4000)");
+  add_shown_option(cmd, "--solver-tolerance", o.solver_tolerance,
+                   "bilevel: relative residual of the linear solve (shown: the recommended preset's, stationary 1e-3)");
+  add_shown_option(cmd, "--damping", o.damping, "bilevel: damping δ of the linear solve (H + δI) w = g");
+  add_shown_option(cmd, "--window", o.window, "bilevel: converged when over this many outer steps ...");
+  add_shown_option(cmd, "--reward-tolerance", o.reward_tolerance,
+                   "... the reward moved by at most this (relative) ...");
+  add_shown_option(cmd, "--loss-tolerance", o.loss_tolerance,
+                   "... and the outer loss by at most this (nats; shown: the recommended preset's, stationary 1e-3)");
   cmd->add_flag("--standardize-targets,!--no-standardize-targets", o.standardize_targets,
                 "regression: centre the targets and divide them by one scale (the RMS of their standard deviations) "
                 "for training; metrics are reported in the original units, the reward in both (default: on)");
-  cmd->add_option("--epochs", o.epochs, "classification: passes over the training rows")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_option("--batch-size", o.batch_size, "classification: rows per Adam step (0: full batch)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 31))
-      ->capture_default_str();
+  add_shown_option(cmd, "--epochs", o.epochs, "classification: passes over the training rows")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
+  add_shown_option(cmd, "--batch-size", o.batch_size, "classification: rows per Adam step (0: full batch)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 31));
   cmd->add_option_function<std::vector<std::string>>(
       "--features", [&o](const std::vector<std::string>& v) { o.features = split_all("--features", v); },
       "feature columns, comma-separated, quoted as --targets (default: every other column)");
-  cmd->add_option("--method", o.method,
-                  "mse, nll, pg, heuristic or bilevel (classification: nll, pg, heuristic, bilevel)")
-      ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}))
-      ->capture_default_str();
-  cmd->add_option("--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
-      ->check(CLI::IsMember({"scalar", "diagonal", "full"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--method", o.method,
+                   "mse, nll, pg, heuristic or bilevel (classification: nll, pg, heuristic, bilevel)")
+      ->check(CLI::IsMember({"mse", "nll", "pg", "heuristic", "bilevel"}));
+  add_shown_option(cmd, "--reward", o.reward, "reward form U: scalar (u·I), diagonal or full (U = R Rᵀ)")
+      ->check(CLI::IsMember({"scalar", "diagonal", "full"}));
   cmd->add_option_function<std::vector<std::string>>(
       "--u",
       [&o](const std::vector<std::string>& v) {
@@ -113,22 +112,18 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       },
       "reward parameters, comma-separated: pg's fixed reward, bilevel's start (default U = I); "
       "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed");
-  cmd->add_option("--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number())->capture_default_str();
-  cmd->add_option("-G,--generations", o.generations,
-                  "samples per row G of the policy gradient (classification default: 50)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
-      ->capture_default_str();
-  cmd->add_option("--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
-      ->capture_default_str();
-  cmd->add_option("--lr", o.lr,
-                  "Adam learning rate (bilevel: of the inner policy; classification default: 0.05)")
-      ->check(positive_number())
-      ->capture_default_str();
-  cmd->add_option("--outer-lr", o.outer_lr,
-                  "bilevel: Adam learning rate of the reward parameters (classification default: 0.1)")
-      ->check(positive_number())
-      ->capture_default_str();
+  add_shown_option(cmd, "--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number());
+  add_shown_option(cmd, "-G,--generations", o.generations,
+                   "samples per row G of the policy gradient (classification default: 50)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
+  add_shown_option(cmd, "--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
+  add_shown_option(cmd, "--lr", o.lr,
+                   "Adam learning rate (bilevel: of the inner policy; classification default: 0.05)")
+      ->check(positive_number());
+  add_shown_option(cmd, "--outer-lr", o.outer_lr,
+                   "bilevel: Adam learning rate of the reward parameters (classification default: 0.1)")
+      ->check(positive_number());
   cmd->add_option_function<std::vector<std::string>>(
          "--hidden",
          [&o](const std::vector<std::string>& v) {
@@ -143,65 +138,47 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
            }
          },
          "hidden layer widths, comma-separated (default 64,64; classification default: none, logistic regression)");
-  cmd->add_option("--activation", o.activation, "relu or tanh")->check(CLI::IsMember({"relu", "tanh"}))->capture_default_str();
-  cmd->add_option("--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
-      ->check(CLI::IsMember({"diagonal", "cholesky"}))
-      ->capture_default_str();
-  cmd->add_option("--outer-steps", o.outer_steps, "bilevel: outer steps K_out (classification default: 50)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_option("--inner-steps", o.inner_steps,
-                  "bilevel: inner Adam steps K_in per outer step (default: the preset's, recommended 20, paper 50)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
-  cmd->add_option("--inner-batch-size", o.inner_batch_size,
-                  "bilevel: training rows per inner Adam step, shuffled windows (0 or >= the training rows: full "
-                  "batch); the implicit step always uses every training row")
-      ->capture_default_str();
-  cmd->add_option("--inner-start", o.inner_start,
-                  "bilevel: inner policy of each outer step: fresh (a new initialisation each step), warm (continues "
-                  "the last one) or fixed (the same initialisation every step: with the exact full-batch inner "
-                  "loop the outer loss is a function of the reward alone) (default: the preset's: recommended warm, stationary fixed, paper fresh)")
-      ->check(CLI::IsMember({"fresh", "warm", "fixed"}))
-      ->capture_default_str();
-  cmd->add_option("--inner-objective", o.inner_objective,
-                  "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "
-                  "deterministic) or reinforce (G samples per row) (default: the preset's: recommended exact, paper "
-                  "reinforce)")
-      ->check(CLI::IsMember({"exact", "reinforce"}))
-      ->capture_default_str();
-  cmd->add_option("--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
-      ->check(CLI::IsMember({"exact", "surrogate"}))
-      ->capture_default_str();
-  cmd->add_option("--solver", o.solver,
-                  "bilevel: implicit solver: normal_cg, cg, neumann or cg_or_normal_cg (CG, then normal CG where CG "
-                  "does not converge) (default: the preset's: recommended and paper normal_cg, stationary cg_or_normal_cg)")
-      ->check(CLI::IsMember({"normal_cg", "cg", "neumann", "cg_or_normal_cg"}))
-      ->capture_default_str();
-  cmd->add_option("--solver-iterations", o.solver_iterations,
-                  "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, stationary 1000, paper 1)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
-      ->capture_default_str();
-  cmd->add_option("--val-fraction", o.val_fraction,
-                  "share of rows held out for validation (0: none; classification: of every class, after a "
-                  "stratified 0.2 test split)")
-      ->check(finite_range(0.0, 0.95))
-      ->capture_default_str();
+  add_shown_option(cmd, "--activation", o.activation, "relu or tanh")->check(CLI::IsMember({"relu", "tanh"}));
+  add_shown_option(cmd, "--head", o.head, "Gaussian head: diagonal or cholesky (bilevel: diagonal only)")
+      ->check(CLI::IsMember({"diagonal", "cholesky"}));
+  add_shown_option(cmd, "--outer-steps", o.outer_steps, "bilevel: outer steps K_out (classification default: 50)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
+  add_shown_option(cmd, "--inner-steps", o.inner_steps,
+                   "bilevel: inner Adam steps K_in per outer step (default: the preset's, recommended 20, paper 50)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
+  add_shown_option(cmd, "--inner-batch-size", o.inner_batch_size,
+                   "bilevel: training rows per inner Adam step, shuffled windows (0 or >= the training rows: full "
+                   "batch); the implicit step always uses every training row");
+  add_shown_option(cmd, "--inner-start", o.inner_start,
+                   "bilevel: inner policy of each outer step: fresh (a new initialisation each step), warm (continues "
+                   "the last one) or fixed (the same initialisation every step: with the exact full-batch inner "
+                   "loop the outer loss is a function of the reward alone) (default: the preset's: recommended warm, stationary fixed, paper fresh)")
+      ->check(CLI::IsMember({"fresh", "warm", "fixed"}));
+  add_shown_option(cmd, "--inner-objective", o.inner_objective,
+                   "bilevel: gradient of the inner steps: exact (the closed-form expectation of the PG objective, "
+                   "deterministic) or reinforce (G samples per row) (default: the preset's: recommended exact, paper "
+                   "reinforce)")
+      ->check(CLI::IsMember({"exact", "reinforce"}));
+  add_shown_option(cmd, "--curvature", o.curvature, "bilevel: curvature of the implicit step: exact or surrogate")
+      ->check(CLI::IsMember({"exact", "surrogate"}));
+  add_shown_option(cmd, "--solver", o.solver,
+                   "bilevel: implicit solver: normal_cg, cg, neumann or cg_or_normal_cg (CG, then normal CG where CG "
+                   "does not converge) (default: the preset's: recommended and paper normal_cg, stationary cg_or_normal_cg)")
+      ->check(CLI::IsMember({"normal_cg", "cg", "neumann", "cg_or_normal_cg"}));
+  add_shown_option(cmd, "--solver-iterations", o.solver_iterations,
+                   "bilevel: CG iteration cap (normal_cg, cg; default: the preset's, recommended 50, stationary 1000, paper 1)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
+  add_shown_option(cmd, "--val-fraction", o.val_fraction,
+                   "share of rows held out for validation (0: none; classification: of every class, after a "
+                   "stratified 0.2 test split)")
+      ->check(finite_range(0.0, 0.95));
   cmd->add_flag("--standardize", o.standardize,
                 "standardise the features with the training rows' statistics (classification: always)");
-  cmd->add_option("--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31))
-      ->capture_default_str();
-  cmd->add_option("--seed", o.seed, "seed of the split, the initialisation and the Philox draws")
-      ->check(unsigned_64())
-      ->capture_default_str();
-  cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--precision", o.precision, "float or double (double: cpu only)")
-      ->check(CLI::IsMember({"float", "double"}))
-      ->capture_default_str();
-  cmd->add_option("--threads", o.threads, "cpu backend: BLAS threads (results are reproducible for a given count)")
-      ->check(CLI::Range(1, 256))
-      ->capture_default_str();
+  add_shown_option(cmd, "--eval-every", o.eval_every, "record metrics every this many steps (mse, nll, pg, heuristic)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
+  add_shown_option(cmd, "--seed", o.seed, "seed of the split, the initialisation and the Philox draws")
+      ->check(unsigned_64());
+  add_device_options(cmd, o.device, o.precision, o.threads);
   cmd->add_option("--out", o.out, "output directory (created when missing)")->required();
   cmd->add_flag("--resume", o.resume,
                 "bilevel: continue the run checkpointed in --out (refused unless every setting and the data are "
@@ -209,9 +186,8 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
   cmd->add_flag("--overwrite", o.overwrite,
                 "replace the files of an earlier run in --out (without it a folder holding results is refused)")
       ->excludes("--resume");
-  cmd->add_option("--checkpoint-every", o.checkpoint_every, "bilevel: save a checkpoint every K outer steps")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
+  add_shown_option(cmd, "--checkpoint-every", o.checkpoint_every, "bilevel: save a checkpoint every K outer steps")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
   cmd->add_flag("-q,--quiet", o.quiet, "no progress report on stderr");
   // Which options were given: some defaults depend on the task, and the options of one task are
   // refused with the other.

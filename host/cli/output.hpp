@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -141,6 +142,22 @@ CLI::Validator non_negative_number();
 CLI::Validator positive_number();
 CLI::Validator finite_range(double lo, double hi);
 CLI::Validator unsigned_64();
+
+/// The value among `values` that its to_string names `name` (an option's value, which its
+/// validator has checked); the first of `values` for any other name (an option's alias).
+template <class E>
+E named(std::string_view name, std::initializer_list<E> values) {
+  for (E v : values) {
+    if (name == to_string(v)) return v;
+  }
+  return *values.begin();
+}
+
+/// cmd->add_option(name, value, help) with its default shown in --help (capture_default_str).
+template <class T>
+CLI::Option* add_shown_option(CLI::App* cmd, std::string name, T& value, std::string help) {
+  return cmd->add_option(std::move(name), value, std::move(help))->capture_default_str();
+}
 
 /// True when stderr is a terminal.
 bool stderr_is_tty() noexcept;

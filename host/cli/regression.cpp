@@ -1,7 +1,6 @@
 // The program's side of a regression fit: its checks, configuration and records (regression.hpp).
 #include "host/cli/regression.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -37,7 +36,7 @@ nlohmann::json config_json(const RegressionConfig& c) {
     j["lambda"] = c.lambda;
     j["generations"] = c.generations;
     if (c.method != Method::heuristic) j["reward_init"] = c.reward_params;
-    if (c.method != Method::heuristic) j["objective"] = c.inner_objective == InnerObjective::exact ? "exact" : "reinforce";
+    if (c.method != Method::heuristic) j["objective"] = d2r::to_string(c.inner_objective);
   }
   if (c.method == Method::bilevel) {
     j["final_model"] = runs::to_string(c.final_model);
@@ -110,21 +109,7 @@ nlohmann::json records_json(const RunResult& result, bool bilevel, const std::st
     nlohmann::json j = {{"step", r.step}, {"train", to_json(r.train)}, {held_out_name, to_json(r.held_out)}};
     if (bilevel) {
       j["reward_params"] = r.reward_params;
-      j["hypergradient"] = r.hypergradient;
-      j["outer_loss"] = r.outer_loss;
-      j["mean_inner_reward"] = r.mean_inner_reward;
-      j["solver_status"] = d2r::to_string(r.solver_status);
-      j["solver_iterations"] = r.solver_iterations;
-      j["solver_residual"] = r.solver_residual;
-      j["solver_relative_residual"] = r.solver_relative_residual;
-      j["inner_steps"] = r.inner_steps;
-      j["inner_gradient_norm"] = r.inner_gradient_norm;
-      j["inner_gradient_norm_relative"] =
-          r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0;
-      j["max_step"] = r.max_step;
-      j["hypergradient_clamped"] = r.hypergradient_clamped;
-      j["at_max_step"] = r.at_max_step;
-      j["wall_seconds"] = r.wall_seconds;
+      outer_step_json(r, j);
     }
     out.push_back(std::move(j));
   }

@@ -22,7 +22,6 @@
 namespace d2r::cli {
 
 using runs::apply_bilevel_preset;
-using runs::bilevel_options;
 using runs::bilevel_warnings;
 using runs::ClassHostData;
 using runs::ClassificationConfig;
@@ -30,13 +29,10 @@ using runs::ClassificationResult;
 using runs::ClassMethod;
 using runs::describe_reward;
 using runs::EpochRecord;
-using runs::fit_options;
 using runs::HostData;
 using runs::identity_reward;
 using runs::Method;
 using runs::OuterRecord;
-using runs::program_bilevel_defaults;
-using runs::ProgressFn;
 using runs::RegressionConfig;
 using runs::reward_in_scale;
 using runs::RunResult;
@@ -114,6 +110,26 @@ class RegressionRun : public runs::RegressionRun {
   /// the bilevel method, else the plain trainer's options.
   [[nodiscard]] nlohmann::json options_json() const;
 };
+
+/// The members of an outer step's record that both tasks' records have (StepRecord, OuterRecord)
+/// as JSON members of `j`.
+template <class Record>
+void outer_step_json(const Record& r, nlohmann::json& j) {
+  j["hypergradient"] = r.hypergradient;
+  j["outer_loss"] = r.outer_loss;
+  j["mean_inner_reward"] = r.mean_inner_reward;
+  j["solver_status"] = d2r::to_string(r.solver_status);
+  j["solver_iterations"] = r.solver_iterations;
+  j["solver_residual"] = r.solver_residual;
+  j["solver_relative_residual"] = r.solver_relative_residual;
+  j["inner_steps"] = r.inner_steps;
+  j["inner_gradient_norm"] = r.inner_gradient_norm;
+  j["inner_gradient_norm_relative"] = r.inner_gradient_norm0 > 0 ? r.inner_gradient_norm / r.inner_gradient_norm0 : 0.0;
+  j["max_step"] = r.max_step;
+  j["hypergradient_clamped"] = r.hypergradient_clamped;
+  j["at_max_step"] = r.at_max_step;
+  j["wall_seconds"] = r.wall_seconds;
+}
 
 /// Records of a run as JSON.
 nlohmann::json records_json(const RunResult& result, bool bilevel, const std::string& held_out_name = "validation");

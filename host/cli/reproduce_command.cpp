@@ -29,14 +29,8 @@ CLI::App* add_reproduce_command(CLI::App& app, ReproduceOptions& o) {
       ->required()
       ->check(CLI::IsMember({"synthetic", "implicit", "mbrl", "tabular"}));
   cmd->add_flag("--quick", o.quick, "a smaller size that finishes in a couple of minutes on a small CPU");
-  cmd->add_option("--seed", o.seed, "seed of the data, initialisations and draws")->capture_default_str();
-  cmd->add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--precision", o.precision, "float or double (double: cpu only)")
-      ->check(CLI::IsMember({"float", "double"}))
-      ->capture_default_str();
-  cmd->add_option("--threads", o.threads, "cpu backend: BLAS threads (results are reproducible for a given count)")
-      ->check(CLI::Range(1, 256))
-      ->capture_default_str();
+  add_shown_option(cmd, "--seed", o.seed, "seed of the data, initialisations and draws");
+  add_device_options(cmd, o.device, o.precision, o.threads);
   cmd->add_option("--out", o.out, "output directory (default ./d2r-out/<name>)");
   cmd->add_option("--data-dir", o.data_dir,
                   "directory holding halfcheetah/ (mbrl) and tabular/ (tabular); default ./data, then the source tree's");
@@ -44,11 +38,10 @@ CLI::App* add_reproduce_command(CLI::App& app, ReproduceOptions& o) {
                   "tabular: the data sets to run, comma-separated names of data/tabular/*.csv (default: all; --quick: "
                   "iris,wine,breast_cancer)")
       ->delimiter(',');
-  cmd->add_option("--lambda", o.lambda,
-                  "tabular: entropy weight λ > 0 (the paper: 10 in Table 1, 0.1 in its earlier run); the bilevel β "
-                  "starts at λ and moves by 0.1·λ per outer step")
-      ->check(positive_number())
-      ->capture_default_str();
+  add_shown_option(cmd, "--lambda", o.lambda,
+                   "tabular: entropy weight λ > 0 (the paper: 10 in Table 1, 0.1 in its earlier run); the bilevel β "
+                   "starts at λ and moves by 0.1·λ per outer step")
+      ->check(positive_number());
   cmd->add_flag("-q,--quiet", o.quiet, "no progress report on stderr");
   return cmd;
 }

@@ -5,16 +5,14 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-
-#include "host/cli/output.hpp"
-#include <cmath>
-#include <limits>
+#include <numeric>
 #include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
 #include "host/cli/commands.hpp"
+#include "host/cli/output.hpp"
 
 namespace d2r::cli {
 namespace {
@@ -38,17 +36,28 @@ void check_float_range(const char* option, const std::vector<double>& values, bo
   }
 }
 
-
-template <class View>
-double mean_of(const std::vector<float>& values) {
-  double s = 0;
-  for (float v : values) s += v;
-  return s / static_cast<double>(values.size());
-}
-
 void print_header(Context& ctx, const SampleOptions& o) {
   fmt::print("d2r sample: head {}, G = {}, seed {}, step {}, device {} ({})\n", o.head, o.generations, o.seed, o.step,
              to_string(ctx.backend()), ctx.device_name());
+}
+
+/// --generations draws of a Gaussian head of `n` dimensions (on the host, G rows of n), the
+/// head's entropy and the draws' mean −log p; prints the header.
+struct Draws {
+  std::vector<float> y;
+  double entropy, mean_nll;
+};
+template <class Head>
+Draws draw_gaussian(Context& ctx, const SampleOptions& o, const Head& head, std::int64_t n) {
+  const std::int64_t G = o.generations;
+  Buffer<float> samples(ctx, G * n), logp(ctx, G), ent(ctx, 1);
+  sample(ctx, head, G, {.step = o.step}, samples.matrix(G, n));
+  log_prob(ctx, head, MatrixView<const float>(samples.matrix(G, n)), logp.matrix(1, G));
+  entropy(ctx, head, ent.vector());
+  const std::vector<float> lp = logp.to_host();
+  Draws d{samples.to_host(), ent.to_host()[0], -std::accumulate(lp.begin(), lp.end(), 0.0) / static_cast<double>(G)};
+  print_header(ctx, o);
+  return d;
 }
 
 int sample_diag(Context& ctx, const SampleOptions& o) {
@@ -70,13 +79,8 @@ int sample_diag(Context& ctx, const SampleOptions& o) {
   }
   const std::int64_t G = o.generations;
   Buffer<float> mean(ctx, std::span<const float>(to_float(o.mean))), ls(ctx, std::span<const float>(log_std));
-  Buffer<float> samples(ctx, G * n), logp(ctx, G), ent(ctx, 1);
-  DiagGaussian<float> head{mean.matrix(1, n), ls.matrix(1, n)};
-  sample(ctx, head, G, {.step = o.step}, samples.matrix(G, n));
-  log_prob(ctx, head, MatrixView<const float>(samples.matrix(G, n)), logp.matrix(1, G));
-  entropy(ctx, head, ent.vector());
-  const std::vector<float> y = samples.to_host();
-  print_header(ctx, o);
+  const Draws draws = draw_gaussian(ctx, o, DiagGaussian<float>{mean.matrix(1, n), ls.matrix(1, n)}, n);
+  const std::vector<float>& y = draws.y;
   fmt::print("{:>5} {:>12} {:>12} {:>12} {:>12}\n", "dim", "mean", "sample mean", "std", "sample std");
   for (std::int64_t d = 0; d < n; ++d) {
     double s = 0, s2 = 0;
@@ -85,7 +89,7 @@ int sample_diag(Context& ctx, const SampleOptions& o) {
     for (std::int64_t g = 0; g < G; ++g) s2 += (y[g * n + d] - m) * (y[g * n + d] - m);
     fmt::print("{:>5} {:>12.4f} {:>12.4f} {:>12.4f} {:>12.4f}\n", d, o.mean[d], m, o.std[d], std::sqrt(s2 / (G - 1)));
   }
-  fmt::print("entropy {:.4f}; mean of -log p over the samples {:.4f}\n", ent.to_host()[0], -mean_of<float>(logp.to_host()));
+  fmt::print("entropy {:.4f}; mean of -log p over the samples {:.4f}\n", draws.entropy, draws.mean_nll);
   return 0;
 }
 
@@ -110,13 +114,8 @@ int sample_cholesky(Context& ctx, const SampleOptions& o) {
   }
   const std::int64_t G = o.generations;
   Buffer<float> mean(ctx, std::span<const float>(to_float(o.mean))), tril(ctx, std::span<const float>(raw));
-  Buffer<float> samples(ctx, G * n), logp(ctx, G), ent(ctx, 1);
-  CholeskyGaussian<float> head{mean.matrix(1, n), tril.matrix(1, p), jitter};
-  sample(ctx, head, G, {.step = o.step}, samples.matrix(G, n));
-  log_prob(ctx, head, MatrixView<const float>(samples.matrix(G, n)), logp.matrix(1, G));
-  entropy(ctx, head, ent.vector());
-  const std::vector<float> y = samples.to_host();
-  print_header(ctx, o);
+  const Draws draws = draw_gaussian(ctx, o, CholeskyGaussian<float>{mean.matrix(1, n), tril.matrix(1, p), jitter}, n);
+  const std::vector<float>& y = draws.y;
   std::vector<double> m(n, 0.0);
   for (std::int64_t g = 0; g < G; ++g)
     for (std::int64_t d = 0; d < n; ++d) m[d] += y[g * n + d] / static_cast<double>(G);
@@ -131,7 +130,7 @@ int sample_cholesky(Context& ctx, const SampleOptions& o) {
   }
   fmt::print("sample mean:");
   for (double v : m) fmt::print(" {:.4f}", v);
-  fmt::print("\nentropy {:.4f}; mean of -log p over the samples {:.4f}\n", ent.to_host()[0], -mean_of<float>(logp.to_host()));
+  fmt::print("\nentropy {:.4f}; mean of -log p over the samples {:.4f}\n", draws.entropy, draws.mean_nll);
   return 0;
 }
 
@@ -144,7 +143,7 @@ std::vector<double> read_logits(const std::string& path) {
   std::vector<double> out;
   std::string line;
   for (std::int64_t line_no = 1; std::getline(in, line); ++line_no) {
-    std::size_t at = 0, column = 1;
+    std::size_t at = 0;
     while (at < line.size()) {
       const std::size_t start = line.find_first_not_of(" \t\r,", at);
       if (start == std::string::npos) break;
@@ -159,7 +158,6 @@ std::vector<double> read_logits(const std::string& path) {
       }
       out.push_back(v);
       at = end;
-      ++column;
     }
   }
   return out;

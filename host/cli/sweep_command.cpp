@@ -11,7 +11,6 @@
 // best reward depends on the learner's step count).
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -47,26 +46,23 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
       "Takes fit's data and PG options; --learner bilevel trains the bilevel inner learner's budget instead; writes "
       "results.json and sweep.csv into --out");
   register_fit_options(cmd, o.fit);
-  cmd->add_option("--grid-min", o.grid_min, "smallest reward of the grid")->check(positive_number())->capture_default_str();
-  cmd->add_option("--grid-max", o.grid_max, "largest reward of the grid")->check(positive_number())->capture_default_str();
-  cmd->add_option("--points", o.points, "log-spaced grid values")
-      ->check(CLI::Range(std::int64_t{2}, std::int64_t{10000}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--grid-min", o.grid_min, "smallest reward of the grid")->check(positive_number());
+  add_shown_option(cmd, "--grid-max", o.grid_max, "largest reward of the grid")->check(positive_number());
+  add_shown_option(cmd, "--points", o.points, "log-spaced grid values")
+      ->check(CLI::Range(std::int64_t{2}, std::int64_t{10000}));
   cmd->add_option("--values", o.values, "explicit reward values instead of the grid, comma-separated")
       ->delimiter(',')
       ->check(positive_number());
-  cmd->add_option("--seeds", o.seeds, "seeds per value (--seed, --seed + 1, ...; >= 2 gives the seed noise)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000}))
-      ->capture_default_str();
-  cmd->add_option("--learner", o.learner,
-                  "what is trained at each reward: pg (fit --method pg's protocol, what fit --final-model pg retrains at "
-                  "the learned reward: REINFORCE unless --inner-objective exact; classification: --epochs of "
-                  "--batch-size rows) or bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh "
-                  "start, fit's --lr, for as many Adam steps as each --bilevel run's returned policy took (up to its returned outer step), one grid per distinct "
-                  "count, or --steps; a warm-started run's policy trained along its path, so this matches it only "
-                  "approximately; a run with --inner-start fixed --inner-tolerance 0: its K_in, the learner it judged)")
-      ->check(CLI::IsMember({"pg", "bilevel"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--seeds", o.seeds, "seeds per value (--seed, --seed + 1, ...; >= 2 gives the seed noise)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000}));
+  add_shown_option(cmd, "--learner", o.learner,
+                   "what is trained at each reward: pg (fit --method pg's protocol, what fit --final-model pg retrains at "
+                   "the learned reward: REINFORCE unless --inner-objective exact; classification: --epochs of "
+                   "--batch-size rows) or bilevel (the bilevel inner learner's budget: exact gradient, full batch, fresh "
+                   "start, fit's --lr, for as many Adam steps as each --bilevel run's returned policy took (up to its returned outer step), one grid per distinct "
+                   "count, or --steps; a warm-started run's policy trained along its path, so this matches it only "
+                   "approximately; a run with --inner-start fixed --inner-tolerance 0: its K_in, the learner it judged)")
+      ->check(CLI::IsMember({"pg", "bilevel"}));
   cmd->add_option("--bilevel", o.bilevel,
                   "`d2r fit --method bilevel` output directories on the same data, comma-separated: PG at each "
                   "learned reward with the sweep's protocol, compared with the best grid value, and the compute")
@@ -78,13 +74,11 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
 int run_sweep(const SweepOptions& s) {
   const FitOptions& o = s.fit;
   // ---------------------------------------------------------------- validate everything
-  for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--outer-steps", "--inner-steps",
-                             "--inner-batch-size", "--inner-start", "--curvature", "--solver", "--solver-iterations",
-                             "--outer-lr", "--preset", "--outer-step", "--inner-tolerance", "--inner-max-steps",
-                             "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance",
-                             "--outer-data", "--checkpoint-every", "--reward", "--head"}) {
+  const auto refuse = [&](std::string_view n) {
     if (given(o, n)) bad_input(kCmd, n, "not an option of sweep (it trains PG at fixed scalar rewards)");
-  }
+  };
+  for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--reward", "--head"}) refuse(n);
+  for (std::string_view n : kOuterLoopOptions) refuse(n);
   if (!(s.grid_max > s.grid_min)) {
     bad_input(kCmd, "--grid-max", fmt::format("expected > --grid-min {}, got {}", s.grid_min, s.grid_max));
   }
@@ -379,19 +373,8 @@ int run_sweep(const SweepOptions& s) {
   }
   j["groups"] = gj;
   j["wall_seconds"] = wall;
-  std::vector<std::string> header{"value", "seed", "validation_loss", "train_loss", "validation_accuracy", "steps"};
-  std::vector<std::vector<double>> rows;
-  for (const Group& gr : groups) {
-    for (const auto* points : {&gr.result.grid, &gr.result.judged}) {
-      for (const runs::SweepPoint& p : *points) {
-        for (std::size_t k = 0; k < p.validation_loss.size(); ++k) {
-          rows.push_back({p.value, static_cast<double>(o.seed + k), p.validation_loss[k], p.train_loss[k],
-                          k < p.validation_accuracy.size() ? p.validation_accuracy[k] : kNaN,
-                          static_cast<double>(p.steps[k])});
-        }
-      }
-    }
-  }
+  runs::RecordTable table;
+  for (const Group& gr : groups) runs::append_sweep_rows(table, gr.result, o.seed);
   // The comparison of DESIGN.md §7: the learner at each learned reward, with the sweep's protocol
   // and seeds, within the seed noise of the best grid value of its group (SweepResult::tolerance).
   nlohmann::json bj = nlohmann::json::array();
@@ -431,7 +414,7 @@ int run_sweep(const SweepOptions& s) {
   }
   if (!bilevel_values.empty()) j["bilevel"] = bj;
   ensure_directory(out);
-  write_csv(out / "sweep.csv", header, std::span<const std::vector<double>>(rows));
+  write_csv(out / "sweep.csv", table.header, std::span<const std::vector<double>>(table.rows));
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}\n", (out / "results.json").string(), (out / "sweep.csv").string());
   return 0;

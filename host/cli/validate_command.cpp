@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <regex>
 #include <string>
 #include <vector>
@@ -46,18 +45,16 @@ constexpr const char* kCmd = "validate";
 CLI::App* add_validate_command(CLI::App& app, ValidateOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "validate", "Check every GPU primitive on this machine's GPU against the CPU reference in double (pass/fail table)");
-  cmd->add_option("--sizes", o.sizes,
-                  "small (tiny shapes and edge cases), medium (+ the paper's sizes) or large (+ C = 2^17, wide MLPs)")
-      ->check(CLI::IsMember({"small", "medium", "large"}))
-      ->capture_default_str();
-  cmd->add_option("--seed", o.seed, "seed of the inputs and of the Philox draws")->capture_default_str();
+  add_shown_option(cmd, "--sizes", o.sizes,
+                   "small (tiny shapes and edge cases), medium (+ the paper's sizes) or large (+ C = 2^17, wide MLPs)")
+      ->check(CLI::IsMember({"small", "medium", "large"}));
+  add_shown_option(cmd, "--seed", o.seed, "seed of the inputs and of the Philox draws");
   cmd->add_option("--filter", o.filter, "run the checks whose 'primitive/variant/size' matches this regular expression");
   cmd->add_option("--out", o.out, "directory to write validate.json into");
-  cmd->add_option("--device", o.device,
-                  "auto (the GPU when present, else nothing to check), cuda, or cpu (self-check: the cpu backend in "
-                  "float against double)")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
+  add_shown_option(cmd, "--device", o.device,
+                   "auto (the GPU when present, else nothing to check), cuda, or cpu (self-check: the cpu backend in "
+                   "float against double)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   return cmd;
 }
 

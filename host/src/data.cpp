@@ -515,6 +515,47 @@ Split stratified_split(const Dataset& data, double test_fraction, std::uint64_t 
   return split_by_mask(fn, data, in_test, test_fraction);
 }
 
+ClassificationSplits split_classification(const Dataset& data, double test_fraction, double val_fraction,
+                                          std::uint64_t seed) {
+  constexpr std::string_view fn = "split_classification";
+  check_fraction(fn, test_fraction);
+  if (!(val_fraction >= 0.0 && val_fraction < 1.0)) {
+    fail_input(fn, "val_fraction", fmt::format("expected 0 or a value in (0, 1), got {}", val_fraction));
+  }
+  check_dataset(fn, "data", data);
+  if (data.task != Task::classification) fail_input(fn, "data", "expected a classification dataset");
+  // Two independent seeds for the two splits. What is left to refuse is a part left empty.
+  std::uint64_t state = seed;
+  const std::uint64_t test_seed = splitmix64(state), val_seed = splitmix64(state);
+  const auto split = [&](const Dataset& d, double fraction, std::uint64_t s, std::string_view what) {
+    try {
+      return stratified_split(d, fraction, s);
+    } catch (const Error&) {
+      fail_input(fn, what == "test" ? "test_fraction" : "val_fraction",
+                 fmt::format("{} ({} rows, {} classes): cannot hold out a {} share of {} of every class: the training "
+                             "or {} rows would be none",
+                             data.source, d.rows, data.class_names.size(), what, fraction, what));
+    }
+  };
+  ClassificationSplits out;
+  Split first = split(data, test_fraction, test_seed, "test");
+  out.test = std::move(first.test);
+  if (val_fraction > 0) {
+    Split second = split(first.train, val_fraction, val_seed, "validation");
+    out.train = std::move(second.train);
+    out.validation = std::move(second.test);
+  } else {
+    out.train = std::move(first.train);
+  }
+  if (out.train.rows < 2) {
+    fail_input(fn, "data", fmt::format("{}: expected at least 2 training rows, got {}", data.source, out.train.rows));
+  }
+  out.map = standardize(out.train);
+  if (out.validation.rows > 0) apply_standardization(out.validation, out.map);
+  apply_standardization(out.test, out.map);
+  return out;
+}
+
 Split random_split(const Dataset& data, double test_fraction, std::uint64_t seed) {
   constexpr std::string_view fn = "random_split";
   check_fraction(fn, test_fraction);

@@ -138,6 +138,21 @@ void check_stationary(const Config& c) {
 
 }  // namespace
 
+void append_sweep_rows(RecordTable& table, const SweepResult& result, std::uint64_t seed) {
+  if (table.header.empty()) {
+    table.header = {"value", "seed", "validation_loss", "train_loss", "validation_accuracy", "steps"};
+  }
+  for (const auto* points : {&result.grid, &result.judged}) {
+    for (const SweepPoint& p : *points) {
+      for (std::size_t k = 0; k < p.validation_loss.size(); ++k) {
+        table.rows.push_back({p.value, static_cast<double>(seed + k), p.validation_loss[k], p.train_loss[k],
+                              k < p.validation_accuracy.size() ? p.validation_accuracy[k] : NAN,
+                              static_cast<double>(p.steps[k])});
+      }
+    }
+  }
+}
+
 RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget, bool stationary) {
   RegressionConfig c = base;
   if (stationary) {

@@ -33,7 +33,22 @@ std::int64_t Runner::weight(const RegressionConfig& c, std::int64_t rows) {
   return c.plain.steps * pg * rows;
 }
 
-RunResult Runner::run(const std::string& name, const RegressionConfig& c, const HostData& train, const HostData& test) {
+namespace {
+/// One run's entry of results.json: its configuration, final metrics, reward and records.
+nlohmann::json run_json(const std::string& name, const RegressionConfig& c, const RunResult& r, nlohmann::json tags) {
+  nlohmann::json j = {{"name", name},
+                      {"config", config_json(c)},
+                      {"final", {{"train", to_json(r.train)}, {"test", to_json(r.held_out)}}},
+                      {"reward_params", r.reward_params},
+                      {"wall_seconds", r.wall_seconds},
+                      {"records", records_json(r, c.method == Method::bilevel, "test")}};
+  if (!tags.is_null()) j["tags"] = std::move(tags);
+  return j;
+}
+}  // namespace
+
+RunResult Runner::run(const std::string& name, const RegressionConfig& c, const HostData& train, const HostData& test,
+                      nlohmann::json tags) {
   if (!progress_) progress_ = std::make_unique<Progress>(label_, total_, !quiet_, false);
   RegressionRun r(ctx_, c, train, test, kCmd);
   const std::int64_t w = weight(c, train.rows);
@@ -43,6 +58,8 @@ RunResult Runner::run(const std::string& name, const RegressionConfig& c, const 
   });
   base_ += w;
   progress_->update(base_, name);
+  runs_.push_back(run_json(name, c, res, std::move(tags)));
+  curves_.add(name, res);
   return res;
 }
 
@@ -57,14 +74,12 @@ void LongCurves::add(const std::string& run, const RunResult& r) {
   }
 }
 
-nlohmann::json run_json(const std::string& name, const RegressionConfig& c, const RunResult& r, nlohmann::json tags) {
-  nlohmann::json j = {{"name", name},
-                      {"config", config_json(c)},
-                      {"final", {{"train", to_json(r.train)}, {"test", to_json(r.held_out)}}},
-                      {"reward_params", r.reward_params},
-                      {"wall_seconds", r.wall_seconds},
-                      {"records", records_json(r, c.method == Method::bilevel, "test")}};
-  if (!tags.is_null()) j["tags"] = std::move(tags);
+nlohmann::json experiment_header(const Context& ctx, const ReproduceOptions& o) {
+  nlohmann::json j = run_header(kCmd, ctx, o.precision);
+  j["experiment"] = o.name;
+  j["quick"] = o.quick;
+  j["seed"] = o.seed;
+  j["threads"] = o.threads;
   return j;
 }
 

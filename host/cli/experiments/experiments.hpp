@@ -58,27 +58,6 @@ std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream);
 /// PAPER.md Fig. 1/3 data: x ~ U[−5, 5]², y = x + loc + σε; `points` x values, `per_point` samples each.
 HostData make_fig1_data(Rng& rng, std::int64_t points, std::int64_t per_point, double loc, double sigma);
 
-/// Runs configurations one after the other with one progress report over all of them (the
-/// work of each is planned first, so the ETA covers the whole reproduction).
-class Runner {
- public:
-  Runner(Context& ctx, std::string label, bool quiet) : ctx_(ctx), label_(std::move(label)), quiet_(quiet) {}
-  static std::int64_t weight(const RegressionConfig& c, std::int64_t rows);
-  void plan(const RegressionConfig& c, std::int64_t rows) { total_ += weight(c, rows); }
-  RunResult run(const std::string& name, const RegressionConfig& c, const HostData& train, const HostData& test);
-  void finish() {
-    if (progress_) progress_->finish();
-  }
-  [[nodiscard]] double elapsed() const { return progress_ ? progress_->elapsed() : 0.0; }
-
- private:
-  Context& ctx_;
-  std::string label_;
-  bool quiet_;
-  std::int64_t total_ = 0, base_ = 0;
-  std::unique_ptr<Progress> progress_;
-};
-
 /// curves.csv of a reproduction: every run's records in long format.
 struct LongCurves {
   std::vector<std::string> header{"run",         "step",           "train_nll_per_dim", "train_rmse",
@@ -88,9 +67,36 @@ struct LongCurves {
   void add(const std::string& run, const RunResult& r);
 };
 
-/// One run's entry of results.json: its configuration, final metrics, reward and records.
-nlohmann::json run_json(const std::string& name, const RegressionConfig& c, const RunResult& r,
-                        nlohmann::json tags = {});
+/// Runs configurations one after the other with one progress report over all of them (the
+/// work of each is planned first, so the ETA covers the whole reproduction), and keeps every
+/// run's entry of results.json (run_json, with its `tags`) and its records for curves.csv.
+class Runner {
+ public:
+  Runner(Context& ctx, std::string label, bool quiet) : ctx_(ctx), label_(std::move(label)), quiet_(quiet) {}
+  static std::int64_t weight(const RegressionConfig& c, std::int64_t rows);
+  void plan(const RegressionConfig& c, std::int64_t rows) { total_ += weight(c, rows); }
+  RunResult run(const std::string& name, const RegressionConfig& c, const HostData& train, const HostData& test,
+                nlohmann::json tags = {});
+  void finish() {
+    if (progress_) progress_->finish();
+  }
+  [[nodiscard]] double elapsed() const { return progress_ ? progress_->elapsed() : 0.0; }
+  [[nodiscard]] const nlohmann::json& runs() const { return runs_; }
+  [[nodiscard]] const LongCurves& curves() const { return curves_; }
+
+ private:
+  Context& ctx_;
+  std::string label_;
+  bool quiet_;
+  std::int64_t total_ = 0, base_ = 0;
+  std::unique_ptr<Progress> progress_;
+  nlohmann::json runs_ = nlohmann::json::array();
+  LongCurves curves_;
+};
+
+/// The fields every reproduction's results.json starts with: run_header's, then "experiment",
+/// "quick", "seed" and "threads" of the options.
+nlohmann::json experiment_header(const Context& ctx, const ReproduceOptions& o);
 
 /// Writes results.json, summary.csv and curves.csv into `out` (locked by lock_output_dir before).
 void write_outputs(const fs::path& out, const nlohmann::json& results, const std::vector<std::string>& summary_header,

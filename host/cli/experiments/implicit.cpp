@@ -1,20 +1,15 @@
 // `d2r reproduce implicit`: PAPER.md Fig. 3, the bilevel trainer moves u from 1 to u* ≈ 0.32
 // (loc 6, σ = 1.25, λ = 1).
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
-#include <map>
-#include <memory>
 #include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
-#include "host/cli/classification.hpp"
 #include "host/cli/experiments/experiments.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/regression.hpp"
@@ -81,15 +76,14 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
              o.quick ? " --quick" : "", to_string(ctx.backend()), ctx.device_name(), o.precision, o.seed);
   std::fflush(stdout);
 
-  nlohmann::json runs = nlohmann::json::array(), trajectories = nlohmann::json::array();
-  LongCurves curves;
+  nlohmann::json trajectories = nlohmann::json::array();
   std::vector<std::vector<std::string>> summary;
   bool holds = true;
   double final_u_first = kNaN, u_10 = kNaN;
   for (double u0 : starts) {
     c.reward_params = {u0};
     const std::string name = fmt::format("bilevel/u0={}", u0);
-    const RunResult r = runner.run(name, c, data, {});
+    const RunResult r = runner.run(name, c, data, {}, {{"u0", u0}});
     fmt::print("\nu from {}:\n  {:>10} {:>10} {:>14} {:>10}\n", u0, "outer step", "u", "NLL/dim (L_out)", "mean std");
     std::vector<double> us;
     for (const StepRecord& s : r.records) {
@@ -115,10 +109,8 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
     if (reached > 0) {
       fmt::print("  u within 0.03 of 0.32 after {} outer steps (paper: ≈ 70 from u0 = 1)\n", reached);
     }
-    runs.push_back(run_json(name, c, r, {{"u0", u0}}));
     trajectories.push_back({{"u0", u0}, {"u", us}, {"final_u", us.back()}, {"mean_last_10", tail},
                             {"steps_to_reach", reached}, {"within_0.05_of_0.32", ok}});
-    curves.add(name, r);
     summary.push_back({name, format_number(u0), format_number(us.back()), format_number(tail),
                        format_number(static_cast<double>(reached)), format_number(r.train.nll_per_dim),
                        format_number(r.train.mean_std)});
@@ -130,15 +122,13 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
     for (double u : grid) {
       g.reward_params = {u};
       const std::string name = fmt::format("grid/u={}", u);
-      const RunResult r = runner.run(name, g, data, {});
+      const RunResult r = runner.run(name, g, data, {}, {{"u", u}});
       fmt::print("  u = {:<5} NLL/dim {:.4f}  mean std {:.4f}\n", u, r.train.nll_per_dim, r.train.mean_std);
       if (r.train.nll_per_dim < best) {
         best = r.train.nll_per_dim;
         best_u = u;
       }
       grid_json.push_back({{"u", u}, {"nll_per_dim", r.train.nll_per_dim}, {"mean_std", r.train.mean_std}});
-      runs.push_back(run_json(name, g, r, {{"u", u}}));
-      curves.add(name, r);
       summary.push_back({name, format_number(u), format_number(u), format_number(u), format_number(kNaN),
                          format_number(r.train.nll_per_dim), format_number(r.train.mean_std)});
     }
@@ -148,11 +138,7 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
   fmt::print("\nfinal u = {:.4f}  (paper: ≈ {})  => {} ({:.1f} s)\n", final_u_first, paper_u,
              holds ? "reproduced (within 0.05)" : "NOT reproduced", runner.elapsed());
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "implicit";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
-  j["threads"] = o.threads;
+  nlohmann::json j = experiment_header(ctx, o);
   j["setting"] = {{"points", data.rows}, {"loc", loc}, {"sigma", sigma}, {"lambda", lambda}, {"paper_u", paper_u},
                   {"population_u_star", lambda / (2 * sigma * sigma)}, {"sample_u_star", sample_u},
                   {"sample_within_x_u_star", within_u}};
@@ -161,10 +147,10 @@ int reproduce_implicit(Context& ctx, const ReproduceOptions& o, const fs::path& 
   j["u_10"] = u_10;
   j["reproduced"] = holds;
   if (!o.quick) j["outer_loss_grid"] = grid_json;
-  j["runs"] = runs;
+  j["runs"] = runner.runs();
   j["wall_seconds"] = runner.elapsed();
   write_outputs(out, j, {"run", "u0", "final_u", "mean_last_10", "steps_to_reach", "train_nll_per_dim", "train_mean_std"},
-                summary, curves);
+                summary, runner.curves());
   return 0;
 }
 

@@ -1,20 +1,14 @@
 // `d2r reproduce mbrl`: PAPER.md Table 3, one-step dynamics models of HalfCheetah (23 → 17) from
 // data/halfcheetah, six methods.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <map>
-#include <memory>
-#include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
-#include "host/cli/classification.hpp"
 #include "host/cli/experiments/experiments.hpp"
 #include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"
@@ -132,8 +126,7 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
              "in for D4RL's\nmedium/expert sets the paper used; the numbers are for the same task, not the same data.\n");
   std::fflush(stdout);
 
-  nlohmann::json runs = nlohmann::json::array(), tables = nlohmann::json::object();
-  LongCurves curves;
+  nlohmann::json tables = nlohmann::json::object();
   std::vector<std::vector<std::string>> summary;
   for (const FileData& fd : fds) {
     std::map<std::string, RunResult> res;
@@ -141,9 +134,7 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
     RegressionConfig b = bl;
     b.reward_params = {u0};
     const std::string bname = fmt::format("{}/bilevel", fd.name);
-    const RunResult br = runner.run(bname, b, fd.train, fd.test);
-    runs.push_back(run_json(bname, b, br, {{"file", fd.name}}));
-    curves.add(bname, br);
+    const RunResult br = runner.run(bname, b, fd.train, fd.test, {{"file", fd.name}});
     double learned_u = 0;
     const std::size_t tail = std::min<std::size_t>(10, br.records.size());
     for (std::size_t i = br.records.size() - tail; i < br.records.size(); ++i) learned_u += br.records[i].reward_params.at(0);
@@ -155,9 +146,7 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
       if (s.key == "pg_identity") c.reward_params = {1.0};
       if (s.key == "pg_implicit") c.reward_params = {learned_u};
       const std::string name = fmt::format("{}/{}", fd.name, s.key);
-      res[s.key] = runner.run(name, c, fd.train, fd.test);
-      runs.push_back(run_json(name, c, res[s.key], {{"file", fd.name}, {"method", s.label}}));
-      curves.add(name, res[s.key]);
+      res[s.key] = runner.run(name, c, fd.train, fd.test, {{"file", fd.name}, {"method", s.label}});
     }
     fmt::print("\n{}.csv ({} train / {} test rows): bilevel u: {:.4f} → {:.4f} (mean of the last 10; final {:.4f}) in {} "
                "outer steps\n  (paper, D4RL medium: u = 0.08)\n",
@@ -196,22 +185,18 @@ int reproduce_mbrl(Context& ctx, const ReproduceOptions& o, const fs::path& out)
   runner.finish();
   fmt::print("\n({:.1f} s)\n", runner.elapsed());
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "mbrl";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
-  j["threads"] = o.threads;
+  nlohmann::json j = experiment_header(ctx, o);
   j["setting"] = {{"files", files},           {"data_dir", data_dir.string()}, {"train_episodes", train_episodes},
                   {"test_episodes", test_episodes}, {"steps", steps},          {"outer_steps", outer_steps},
                   {"inner_steps", inner_steps}, {"outer_learning_rate", outer_lr}, {"u0", u0},
                   {"note", "data/halfcheetah stands in for D4RL HalfCheetah medium/expert (Table 3)"}};
   j["tables"] = tables;
-  j["runs"] = runs;
+  j["runs"] = runner.runs();
   j["wall_seconds"] = runner.elapsed();
   write_outputs(out, j,
                 {"file", "method", "test_rmse", "test_nll_per_dim", "test_mean_std", "train_rmse", "train_nll_per_dim",
                  "u", "paper_rmse", "paper_nll_per_dim"},
-                summary, curves);
+                summary, runner.curves());
   return 0;
 }
 

@@ -7,14 +7,10 @@
 #include <filesystem>
 #include <limits>
 #include <map>
-#include <memory>
-#include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
 #include "d2r/d2r.hpp"
-#include "host/cli/classification.hpp"
 #include "host/cli/experiments/experiments.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/regression.hpp"
@@ -93,15 +89,15 @@ int reproduce_synthetic(Context& ctx, const ReproduceOptions& o, const fs::path&
   };
   std::map<std::pair<std::string, double>, Agg> agg;
   const auto key = [](const std::string& m, double l) { return std::make_pair(m, std::isnan(l) ? -1.0 : l); };
-  nlohmann::json runs = nlohmann::json::array();
-  LongCurves curves;
   std::vector<std::vector<std::string>> summary;
   for (std::int64_t t = 0; t < tasks; ++t) {
     const Task& task = ts[static_cast<std::size_t>(t)];
     for (const Spec& s : specs_for(task, t)) {
       const std::string name =
           std::isnan(s.lambda) ? fmt::format("task{}/{}", t, s.method) : fmt::format("task{}/{}/lambda={}", t, s.method, s.lambda);
-      const RunResult r = runner.run(name, s.config, task.train, task.test);
+      const RunResult r = runner.run(name, s.config, task.train, task.test,
+                                     {{"task", t}, {"loc", task.loc}, {"sigma", task.sigma}, {"method", s.method},
+                                      {"lambda", std::isnan(s.lambda) ? nlohmann::json(nullptr) : nlohmann::json(s.lambda)}});
       Agg& a = agg[key(s.method, s.lambda)];
       a.nll += r.held_out.nll_per_dim;
       a.rmse += r.held_out.rmse;
@@ -118,10 +114,6 @@ int reproduce_synthetic(Context& ctx, const ReproduceOptions& o, const fs::path&
       } else {
         a.match_steps += static_cast<double>(hit->step);
       }
-      runs.push_back(run_json(name, s.config, r,
-                              {{"task", t}, {"loc", task.loc}, {"sigma", task.sigma}, {"method", s.method},
-                               {"lambda", std::isnan(s.lambda) ? nlohmann::json(nullptr) : nlohmann::json(s.lambda)}}));
-      curves.add(name, r);
       summary.push_back({fmt::format("{}", t), format_number(task.loc), format_number(task.sigma), s.method,
                          format_number(s.lambda), format_number(r.reward_params.empty() ? kNaN : r.reward_params[0]),
                          format_number(r.held_out.nll_per_dim), format_number(r.held_out.rmse),
@@ -179,21 +171,17 @@ int reproduce_synthetic(Context& ctx, const ReproduceOptions& o, const fs::path&
              "PG(U*);\n    evaluated every 10 steps; a run that never gets there counts as {})\n",
              nll[3], fastest, slowest, steps);
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "synthetic";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
-  j["threads"] = o.threads;
+  nlohmann::json j = experiment_header(ctx, o);
   j["setting"] = {{"tasks", tasks}, {"steps", steps}, {"learning_rate", 0.01}, {"lambdas", lambdas},
                   {"train_points", 1000}, {"test_points", 1000}, {"generations", 5}};
   j["claims"] = claims;
   j["claim_holds"] = all_hold;
-  j["runs"] = runs;
+  j["runs"] = runner.runs();
   j["wall_seconds"] = runner.elapsed();
   write_outputs(out, j,
                 {"task", "loc", "sigma", "method", "lambda", "u", "test_nll_per_dim", "test_rmse", "test_mean_std",
                  "train_nll_per_dim"},
-                summary, curves);
+                summary, runner.curves());
   return 0;
 }
 

@@ -1,15 +1,10 @@
 // `d2r reproduce tabular`: PAPER.md Tables 1–2, logistic regression on data/tabular, NLL vs
 // PG(β=1) vs PG(β*) vs PG(β learned).
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <map>
-#include <memory>
-#include <numeric>
-#include <span>
 
 #include <fmt/format.h>
 
@@ -316,12 +311,8 @@ int reproduce_tabular(Context& ctx, const ReproduceOptions& o, const fs::path& o
              "is at λ = 10,\nwhere β/λ = 0.1 makes the reward nearly flat; here β/λ = {:.3g}{}\n",
              1.0 / lambda, lambda == 10 ? " (the paper's Table 1 setting)" : " (--lambda 10: the paper's Table 1 setting)");
 
-  nlohmann::json j = run_header(kCmd, ctx, o.precision);
-  j["experiment"] = "tabular";
-  j["quick"] = o.quick;
-  j["seed"] = o.seed;
+  nlohmann::json j = experiment_header(ctx, o);
   j["seeds"] = seeds;
-  j["threads"] = o.threads;
   j["setting"] = {{"data_dir", dir.string()},       {"datasets", names},
                   {"policy", "logistic regression"}, {"lambda", lambda},
                   {"generations", base.generations}, {"transform", "none"},

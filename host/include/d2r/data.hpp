@@ -237,6 +237,25 @@ struct Split {
 /// classification dataset, and both parts are non-empty.
 [[nodiscard]] Split stratified_split(const Dataset& data, double test_fraction, std::uint64_t seed);
 
+/// The splits of a classification dataset after the paper's tabular protocol (PAPER.md Tables
+/// 1–2; `d2r fit --task classification`), the features of all three standardised with the
+/// training rows' statistics (`map`, from standardize).
+struct ClassificationSplits {
+  Dataset train, validation, test;
+  Standardization map;
+};
+
+/// stratified_split of `test_fraction` of every class to test, then of `val_fraction` of every
+/// class of the rest to validation (0: no validation rows), with two seeds drawn in turn from the
+/// splitmix64 stream started at `seed`; then standardize(train) and apply_standardization of its
+/// map to validation and test. Throws d2r::Error (invalid_argument) naming "data" for an
+/// inconsistent or regression dataset or fewer than 2 training rows; "test_fraction" /
+/// "val_fraction" for a fraction outside (0, 1) (val_fraction may be 0) or one that leaves a part
+/// empty ("<source> (R rows, C classes): cannot hold out a test share of F of every class: the
+/// training or test rows would be none").
+[[nodiscard]] ClassificationSplits split_classification(const Dataset& data, double test_fraction,
+                                                        double val_fraction, std::uint64_t seed);
+
 /// Splits any dataset (typically regression): round(test_fraction · N) rows (half away from zero),
 /// the first ones of random_permutation(N, seed), go to test, the rest to train; both keep the
 /// original row order. Throws d2r::Error (invalid_argument) unless 0 < test_fraction < 1, `data`

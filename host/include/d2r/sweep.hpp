@@ -25,6 +25,7 @@
 
 #include "d2r/communicator.hpp"
 #include "d2r/context.hpp"
+#include "d2r/fit_records.hpp"
 #include "d2r/fit_run.hpp"
 
 namespace d2r::runs {
@@ -85,6 +86,12 @@ struct SweepResult {
   /// Whether a point's mean validation loss is finite and at most the best's plus the tolerance.
   [[nodiscard]] bool within_noise_of_best(const SweepPoint& p) const noexcept;
 };
+
+/// Appends a sweep's runs to `table` as rows, one per run: the grid's points, then the judged
+/// ones, seed by seed: "value", "seed" (`seed` + k), "validation_loss", "train_loss",
+/// "validation_accuracy" (NaN for a regression), "steps"; sets that header when `table` has none.
+/// What `d2r sweep` writes into sweep.csv (write_csv of d2r/data.hpp), every group's runs in turn.
+void append_sweep_rows(RecordTable& table, const SweepResult& result, std::uint64_t seed);
 
 /// The learner a sweep trains at each reward, from a base configuration: method pg, one
 /// evaluation at the end (regression), and with `budget` >= 1 the bilevel inner learner's budget

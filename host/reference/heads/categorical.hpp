@@ -139,6 +139,30 @@ void entropy(const Categorical<T>& head, VectorView<T> out) {
   }
 }
 
+/// The per-row terms of backward and backward_tangent: the row's statistics, log Z, H,
+/// e_b = d_entropy[b] (0 when empty) and C_b = Σ_g c_bg. A row without a distribution gets a
+/// NaN row of `out` (and its stats say !valid()).
+template <class T>
+struct BackwardRow {
+  RowStats<T> stats;
+  T log_sum = 0, h = 0, e = 0, c_sum = 0;
+};
+template <class T>
+BackwardRow<T> backward_row(MatrixView<const T> logits, std::int64_t b, MatrixView<const T> d_log_prob,
+                            VectorView<const T> d_entropy, MatrixView<T> out) {
+  BackwardRow<T> row{row_stats(logits, b)};
+  if (!row.stats.valid()) {
+    for (std::int64_t j = 0; j < logits.cols; ++j) out(b, j) = std::numeric_limits<T>::quiet_NaN();
+    return row;
+  }
+  row.log_sum = row.stats.log_sum();
+  row.h = row.stats.entropy();
+  row.e = d_entropy.empty() ? T(0) : d_entropy[b];
+  const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
+  for (std::int64_t g = 0; g < generations; ++g) row.c_sum += d_log_prob(b, g);
+  return row;
+}
+
 /// grad(b, j) = Σ_g c_bg ([k_bg == j] − p_bj) + e_b · (−p_bj (log p_bj + H_b)), where terms with
 /// p_bj = 0 (ℓ_bj = −inf) are 0.
 template <class T>
@@ -149,16 +173,10 @@ void backward(const Categorical<T>& head, MatrixView<const std::int32_t> samples
   const std::int64_t classes = logits.cols;
   const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   for (std::int64_t b = 0; b < logits.rows; ++b) {
-    const RowStats<T> s = row_stats(logits, b);
-    if (!s.valid()) {
-      for (std::int64_t j = 0; j < classes; ++j) grad.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
-      continue;
-    }
-    const T log_sum = s.log_sum();
-    const T h = s.entropy();
-    const T e = d_entropy.empty() ? T(0) : d_entropy[b];
-    T c_sum = 0;
-    for (std::int64_t g = 0; g < generations; ++g) c_sum += d_log_prob(b, g);
+    const BackwardRow<T> row = backward_row(logits, b, d_log_prob, d_entropy, grad.logits);
+    if (!row.stats.valid()) continue;
+    const RowStats<T>& s = row.stats;
+    const T log_sum = row.log_sum, h = row.h, e = row.e, c_sum = row.c_sum;
     for (std::int64_t j = 0; j < classes; ++j) {
       const T x = logits(b, j);
       if (!(x > kNegInf)) {
@@ -219,18 +237,11 @@ void backward_tangent(const Categorical<T>& head, MatrixView<const T> d_log_prob
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const MatrixView<const T> logits = head.logits;
   const std::int64_t classes = logits.cols;
-  const std::int64_t generations = d_log_prob.empty() ? 0 : d_log_prob.cols;
   for (std::int64_t b = 0; b < logits.rows; ++b) {
-    const RowStats<T> s = row_stats(logits, b);
-    if (!s.valid()) {
-      for (std::int64_t j = 0; j < classes; ++j) grad_tangent.logits(b, j) = std::numeric_limits<T>::quiet_NaN();
-      continue;
-    }
-    const T log_sum = s.log_sum();
-    const T h = s.entropy();
-    const T e = d_entropy.empty() ? T(0) : d_entropy[b];
-    T c_sum = 0;
-    for (std::int64_t g = 0; g < generations; ++g) c_sum += d_log_prob(b, g);
+    const BackwardRow<T> row = backward_row(logits, b, d_log_prob, d_entropy, grad_tangent.logits);
+    if (!row.stats.valid()) continue;
+    const RowStats<T>& s = row.stats;
+    const T log_sum = row.log_sum, h = row.h, e = row.e, c_sum = row.c_sum;
     // m̄ = Σ p_j ℓ̇_j, then Ḣ = −Σ p_j (log p_j + H)(ℓ̇_j − m̄).
     T mean_dot = 0;
     for (std::int64_t j = 0; j < classes; ++j) {
