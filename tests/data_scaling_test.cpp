@@ -44,6 +44,16 @@ TEST(TargetScaling, RefusalsLeaveTheDataUnchanged) {
   expect_error([&] { (void)d2r::standardize_targets(constant); }, d2r::ErrorKind::invalid_argument,
                {"d2r::standardize_targets", "constant"}, "data");
   EXPECT_EQ(constant.targets, (std::vector<double>(6, 5.0)));
+  // Constant targets whose mean rounds (ten rows of 0.1: the computed variance is 2e-34, not 0).
+  d2r::Dataset tenths = two_targets();
+  tenths.rows = 10;
+  tenths.features.assign(10, 0.0);
+  tenths.targets.clear();
+  for (int r = 0; r < 10; ++r) tenths.targets.insert(tenths.targets.end(), {0.1, 3.3});
+  const std::vector<double> before = tenths.targets;
+  expect_error([&] { (void)d2r::standardize_targets(tenths); }, d2r::ErrorKind::invalid_argument,
+               {"d2r::standardize_targets", "constant"}, "data");
+  EXPECT_EQ(tenths.targets, before);
   d2r::Dataset one_row = two_targets();
   one_row.rows = 1;
   one_row.features = {0};

@@ -448,6 +448,13 @@ TargetScaling standardize_targets(Dataset& data) {
   }
   const std::int64_t rows = data.rows, n = data.target_count();
   const std::vector<double>& y = data.targets;
+  // Constant targets, tested exactly: the variance below is not 0 for them when the mean rounds
+  // (ten rows of 0.1 give 2e-34), and would then scale by 1e-17.
+  bool constant = true;
+  for (std::int64_t r = 1; r < rows && constant; ++r) {
+    for (std::int64_t d = 0; d < n && constant; ++d) constant = y[r * n + d] == y[d];
+  }
+  if (constant) fail_input(fn, "data", "the targets are constant (every row has the same values)");
   TargetScaling s;
   s.mean.assign(static_cast<std::size_t>(n), 0.0);
   for (std::int64_t r = 0; r < rows; ++r) {
