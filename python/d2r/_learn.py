@@ -320,10 +320,10 @@ class BilevelRewardLearner:
     framework and memory. Results come in the original units: ``reward_params_`` (U / s², R / s
     for the full form; ``reward_params_standardized_`` is the trainer's), the records' metrics and
     outer loss; the verdict and warnings are the trainer's, on the standardised targets. Constant
-    targets are an ArgumentError naming 'Y' (pass standardize_targets=False, and targets of a
-    sensible scale: raw targets far from 0 or with a std far from 1 leave the NLL at its mean, the
-    policy gradient collapsing the std and the hypergradient at its clamp). True with
-    classification is an ArgumentError.
+    targets (or fewer than 2 rows) are an ArgumentError naming 'Y' (pass standardize_targets=False,
+    and targets of a sensible scale: raw targets far from 0 or with a std far from 1 can leave the
+    NLL short of the mean, the policy gradient collapsing the std and the hypergradient at its
+    clamp, without an error). True with classification is an ArgumentError.
 
     The run stops at a verdict (``verdict_``, ``reason_``; the FitResult has them too):
     'converged', or 'step_limited' when outer_steps ran out first (both return normally); a
