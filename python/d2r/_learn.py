@@ -59,6 +59,84 @@ def _empty_like(x: Any, n: int, dtype_of: Any) -> Any:
     return np.empty(n, dtype=np.dtype(str(dtype_of.dtype)) if mod != "numpy" else dtype_of.dtype)
 
 
+def _array_like(a: Any, fn: str, name: str) -> Any:
+    """An uninitialised contiguous array of a's shape and dtype in a's framework and memory (NumPy
+    for frameworks whose arrays cannot be written, such as JAX)."""
+    if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+        raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected an array (NumPy, PyTorch, JAX, CuPy), "
+                                  f"got {type(a).__name__}")
+    shape = tuple(int(d) for d in a.shape)
+    mod = type(a).__module__.split(".")[0]
+    if mod == "torch":
+        import torch
+
+        return torch.empty(shape, dtype=a.dtype, device=a.device)
+    if mod == "cupy":
+        import cupy
+
+        return cupy.empty(shape, dtype=a.dtype)
+    import numpy as np
+
+    return np.empty(shape, dtype=a.dtype if mod == "numpy" else np.dtype(str(a.dtype)))
+
+
+@dataclasses.dataclass
+class _TargetScaling:
+    """`d2r fit --standardize-targets`: the trainer saw (y − mean) / scale (one scale for every
+    dimension); metrics and outer losses convert back exactly (NLL per dim + log scale, RMSE and
+    mean std × scale), the reward U by U / scale² (R / scale for the full form)."""
+
+    mean: Optional[list[float]] = None  # None: the targets as given
+    scale: float = 1.0
+
+    @staticmethod
+    def of(ctx: _core.Context, fn: str, Y: Any, val_Y: Any, enabled: bool) -> tuple["_TargetScaling", Any, Any]:
+        """The scaling of the training targets Y (d2r::standardize_targets, bound) and standardised
+        copies of Y and val_Y in their framework and memory; the caller's arrays are only read."""
+        if not enabled:
+            return _TargetScaling(), Y, val_Y
+        out = _array_like(Y, fn, "Y")
+        mean, scale = _core.standardize_targets(ctx, Y, out, fn=fn, name="Y")
+        val_out = None
+        if val_Y is not None:
+            val_out = _array_like(val_Y, fn, "val_Y")
+            _core.standardize_targets(ctx, val_Y, val_out, mean=mean, scale=scale, fn=fn, name="val_Y")
+        return _TargetScaling(list(mean), float(scale)), out, val_out
+
+    def metrics(self, m: dict) -> dict:
+        if self.mean is None:
+            return m
+        m = dict(m)  # as d2r::runs::RegressionRun::to_original
+        m["nll_per_dim"] += math.log(self.scale)
+        m["rmse"] *= self.scale
+        m["mean_std"] *= self.scale
+        return m
+
+    def record(self, r: dict) -> dict:
+        """A trainer's record with its metrics and outer loss in the original units (the reward and
+        the hypergradient stay on the standardised targets, as in `d2r fit`'s results.json)."""
+        if self.mean is None:
+            return r
+        r = dict(r, train=self.metrics(r["train"]), validation=self.metrics(r["validation"]))
+        if "outer_loss" in r:
+            r["outer_loss"] += math.log(self.scale)
+        return r
+
+    def reward(self, form: str, params: list[float]) -> list[float]:
+        """A reward on the standardised targets in the original units (d2r::runs::reward_in_scale)."""
+        return list(params) if self.mean is None else list(_core.reward_in_scale(form, list(params), self.scale))
+
+
+def _standardize_flag(value: Any, classes: int, fn: str) -> bool:
+    """standardize_targets=: None (the default) is on for regression; True for classification is an error."""
+    if value is not None and not isinstance(value, bool):
+        raise _core.ArgumentError(f"d2r.{fn}: argument 'standardize_targets': expected True or False, got {value!r}")
+    if classes and value:
+        raise _core.ArgumentError(f"d2r.{fn}: argument 'standardize_targets': only for regression targets "
+                                  "(classification has labels, not targets)")
+    return not classes and value is not False
+
+
 class TorchCommunicator:
     """The collectives of d2r's data-parallel trainers over a ``torch.distributed`` process group
     (d2r::Communicator; README "Data parallel"). The trainers hand their buffers over zero-copy: host
@@ -132,7 +210,17 @@ class FitResult:
     """What a fit returns: the learned (bilevel) or fixed reward parameters (None for mse/nll), the
     policy's flat parameters (the network layout of d2r.Mlp), and the per-step records (dicts).
     Bilevel also: the verdict ('converged', 'step_limited'; a 'diverged' run raises
-    BilevelDivergedError), its reason, and the run's warnings (also issued as BilevelWarning)."""
+    BilevelDivergedError), its reason, and the run's warnings (also issued as BilevelWarning).
+
+    Regression targets standardised (standardize_targets, the default, as `d2r fit`): the trainer
+    saw (Y − target_mean) / target_scale; reward_params is the reward in the original units of the
+    targets (U / target_scale² for the scalar and diagonal forms, R / target_scale for the full
+    form), reward_params_standardized the reward on the standardised targets (the trainer's, as
+    results.json's final.reward params and params_standardized); the records' metrics (train and
+    validation nll_per_dim, rmse, mean_std) and outer_loss are in the original units, their
+    reward_params and hypergradient on the standardised targets. Not standardised: target_mean is
+    None, target_scale 1 and reward_params_standardized equals reward_params (None for
+    classification)."""
 
     method: str
     reward_params: Optional[list[float]]
@@ -141,6 +229,9 @@ class FitResult:
     verdict: Optional[str] = None
     reason: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    reward_params_standardized: Optional[list[float]] = None
+    target_mean: Optional[list[float]] = None
+    target_scale: float = 1.0
 
 
 class BilevelWarning(UserWarning):
@@ -206,9 +297,10 @@ class BilevelRewardLearner:
     training rows, outer Adam re-created every step, one CG iteration, REINFORCE inner steps). The
     README's "Bilevel: outer loop, verdicts, sweep" says why and what each costs.
 
-    Options (keywords, overriding the preset; the rest of the defaults are `d2r fit`'s on the arrays
-    as given, for regression or, with classes, for classification): hidden, activation, layer_norm,
-    reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I, β = 1), outer_steps (the
+    Options (keywords, overriding the preset; the rest of the defaults are `d2r fit`'s, for
+    regression or, with classes, for classification): hidden, activation, layer_norm,
+    reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I, β = 1; regression: on
+    the standardised targets when they are, as `d2r fit --u`), outer_steps (the
     budget), inner_steps, inner_tolerance (stationarity: ‖∇θ L_in‖ relative to its untrained value),
     inner_max_steps, inner_lr, outer_lr (adam/sgd), outer_step (Rprop's Δ₀ in log space),
     flat_tolerance, window, reward_tolerance, loss_tolerance (the verdict), entropy_weight (λ),
@@ -219,6 +311,19 @@ class BilevelRewardLearner:
     head, hypergradient_clamp, inner_gradient_clamp, reward_floor, reward_ceiling, seed, device
     ('auto', 'cpu', 'cuda'), threads (cpu GEMM threads, default 1 as the CLI). An unknown option or
     value is an ArgumentError naming it.
+
+    standardize_targets (regression; on by default, as `d2r fit --standardize-targets`): the
+    trainer learns on copies of the targets Y ← (Y − mean) / s, with the column means and one scale
+    s for every dimension (the RMS of the columns' standard deviations, divisor N − 1) of the
+    training rows, applied to val_Y too (d2r::standardize_targets, bound: the same bits as `d2r
+    fit` on the same values); the caller's arrays are only read and the copies stay in their
+    framework and memory. Results come in the original units: ``reward_params_`` (U / s², R / s
+    for the full form; ``reward_params_standardized_`` is the trainer's), the records' metrics and
+    outer loss; the verdict and warnings are the trainer's, on the standardised targets. Constant
+    targets (or fewer than 2 rows) are an ArgumentError naming 'Y' (pass standardize_targets=False,
+    and targets of a sensible scale: raw targets far from 0 or with a std far from 1 can leave the
+    NLL short of the mean, the policy gradient collapsing the std and the hypergradient at its
+    clamp, without an error). True with classification is an ArgumentError.
 
     The run stops at a verdict (``verdict_``, ``reason_``; the FitResult has them too):
     'converged', or 'step_limited' when outer_steps ran out first (both return normally); a
@@ -237,11 +342,14 @@ class BilevelRewardLearner:
     policy) and the reward it was trained at (the last step's when there is none); 'last' (the paper
     preset's default) the last outer step's inner policy and reward.
 
-    After fit(): ``reward_params_`` (list), ``policy_params_`` (array in the data's framework for
-    NumPy/PyTorch inputs: a NumPy copy), ``model_step_`` (the outer step whose policy that is),
-    ``best_step_``, ``history_`` (records), ``verdict_``, ``reason_``, ``warnings_``, ``trainer_``
-    (the d2r.BilevelTrainer), ``communicator_`` (the d2r._core.Communicator of group=, with its
-    payload ``stats``; else None).
+    After fit(): ``reward_params_`` (list, in the targets' original units),
+    ``reward_params_standardized_`` (on the targets the trainer saw; classification: None),
+    ``target_mean_`` (None: not standardised), ``target_scale_`` (1: not standardised),
+    ``policy_params_`` (array in the data's framework for NumPy/PyTorch inputs: a NumPy copy),
+    ``model_step_`` (the outer step whose policy that is), ``best_step_``, ``history_`` (records:
+    metrics and outer loss in the original units), ``verdict_``, ``reason_``, ``warnings_``,
+    ``trainer_`` (the d2r.BilevelTrainer, on the standardised targets), ``communicator_`` (the
+    d2r._core.Communicator of group=, with its payload ``stats``; else None).
     """
 
     _PRESETS = ("recommended", "stationary", "paper")
@@ -255,7 +363,8 @@ class BilevelRewardLearner:
     def __init__(self, *, preset: str = "recommended", reward_form: str = "scalar",
                  reward_init: Optional[Sequence[float]] = None, outer_steps: int = 100, seed: int = 0,
                  device: str = "auto", threads: int = 1, group: Any = None, deterministic_reduction: bool = False,
-                 reduction_block_rows: int = 256, final_model: Optional[str] = None, **options: Any):
+                 reduction_block_rows: int = 256, final_model: Optional[str] = None,
+                 standardize_targets: Optional[bool] = None, **options: Any):
         if preset not in self._PRESETS:
             raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'preset': expected 'recommended', "
                                       f"'stationary' or 'paper', got {preset!r}")
@@ -266,6 +375,7 @@ class BilevelRewardLearner:
                                       f"got {final_model!r}")
         if "preset" in options:
             raise _core.ArgumentError("d2r.BilevelRewardLearner: argument 'preset' given twice")
+        _standardize_flag(standardize_targets, 0, "BilevelRewardLearner")
         self.preset = preset
         self.final_model = final_model
         self.reward_form = reward_form
@@ -277,6 +387,7 @@ class BilevelRewardLearner:
         self.group = group
         self.deterministic_reduction = bool(deterministic_reduction)
         self.reduction_block_rows = int(reduction_block_rows)
+        self.standardize_targets = standardize_targets  # None: on for regression
         self.options = dict(options)  # the defaults (regression or classification) are added by fit()
         self.trainer_: Optional[_core.BilevelTrainer] = None
 
@@ -312,6 +423,8 @@ class BilevelRewardLearner:
         _core.set_cpu_threads(self.threads)
         opts = self._options(int(classes), val_X is not None)
         ctx = _context(X, self.device, self.seed)
+        fn = "BilevelRewardLearner.fit"
+        scale_targets = _standardize_flag(self.standardize_targets, int(classes), fn)
         if classes:
             dims = int(classes)
         else:
@@ -320,6 +433,9 @@ class BilevelRewardLearner:
                                           "(or give labels= and classes= for classification)")
             dims = int(Y.shape[1]) if len(Y.shape) == 2 else 0
         self.communicator_ = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")  # checked first
+        # d2r fit --standardize-targets: the trainer keeps (views of) these copies.
+        scaling, Y, val_Y = _TargetScaling.of(ctx, fn, Y, val_Y, scale_targets)
+        self.target_mean_, self.target_scale_ = scaling.mean, scaling.scale
         reward_init = self._initial_reward(dims)
         self.trainer_ = _core.BilevelTrainer(ctx, X, Y, labels=labels, classes=int(classes), val_x=val_X,
                                              val_y=val_Y, val_labels=val_labels, reward_form=self.reward_form,
@@ -344,28 +460,30 @@ class BilevelRewardLearner:
             r = self.trainer_.step()
             status, reason = self.trainer_.verdict(self.trainer_.steps_done == self.outer_steps)
             if show:
-                show(r)
+                show(scaling.record(r))
             if checkpoint is not None and checkpoint_every > 0 and r["step"] % checkpoint_every == 0:
                 self.trainer_.save(os.fspath(checkpoint))
         if status == "running":
             status, reason = self.trainer_.verdict(True)
         if checkpoint is not None:
             self.trainer_.save(os.fspath(checkpoint))
-        self.history_ = self.trainer_.history
+        self.history_ = [scaling.record(r) for r in self.trainer_.history]
         self.verdict_, self.reason_ = status, reason
         # final_model='best': the best-judged step's policy and the reward it was trained at (the last
         # step's when no step had a stationary inner policy, as `d2r fit --final-model best`).
         self.best_step_ = self.trainer_.best_step
         if self.final_model == "best" and self.best_step_ > 0:
             self.model_step_ = self.best_step_
-            self.reward_params_ = list(self.trainer_.best_reward_params)
+            reward = list(self.trainer_.best_reward_params)
             self.policy_params_ = self.trainer_.best_policy_params()
         else:
             self.model_step_ = self.trainer_.steps_done
-            self.reward_params_ = list(self.trainer_.reward_params)
+            reward = list(self.trainer_.reward_params)
             self.policy_params_ = self.trainer_.policy_params()
+        self.reward_params_standardized_ = None if classes else reward
+        self.reward_params_ = scaling.reward(self.reward_form, reward)
         self.warnings_ = [_python_words(w) for w in self.trainer_.warnings(self.final_model, reward_init)]
-        if status != "diverged" and not all(math.isfinite(v) for v in self.reward_params_):
+        if status != "diverged" and not all(math.isfinite(v) for v in reward):
             status, reason = "diverged", "the reward returned is not finite"
             self.verdict_, self.reason_ = status, reason
         if writer:
@@ -375,13 +493,14 @@ class BilevelRewardLearner:
             raise BilevelDivergedError(f"d2r.BilevelRewardLearner.fit: the bilevel run diverged: {reason}", reason,
                                        self)
         return FitResult("bilevel", self.reward_params_, self.policy_params_, self.history_, status, reason,
-                         list(self.warnings_))
+                         list(self.warnings_), self.reward_params_standardized_, self.target_mean_,
+                         self.target_scale_)
 
 
 def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, classes: int = 0, val_X: Any = None,
         val_Y: Any = None, val_labels: Any = None, seed: int = 0, device: str = "auto", threads: int = 1,
         progress: Optional[bool] = None, group: Any = None, deterministic_reduction: bool = False,
-        reduction_block_rows: int = 256, **options: Any) -> FitResult:
+        reduction_block_rows: int = 256, standardize_targets: Optional[bool] = None, **options: Any) -> FitResult:
     """Trains a policy on arrays, as `d2r fit` does on a CSV file.
 
     Regression (X: N x p, Y: N x n float arrays): method 'mse', 'nll', 'pg' (a fixed reward:
@@ -390,6 +509,11 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
     minibatch Adam (epochs=, batch_size=), or 'bilevel'. Options are the trainers' (steps, lr,
     hidden, activation, head, generations, entropy_weight, evaluate_every, ...); unknown ones are an
     error naming them. Returns a FitResult; the policy parameters are allocated in X's framework.
+    standardize_targets (regression; on by default, as `d2r fit`): the policy is trained on copies
+    of the targets standardised with the training rows' column means and one scale s (see
+    BilevelRewardLearner), val_Y with the same; reward_params (pg: given on the standardised
+    targets, as `d2r fit --u`) come back in the original units too, and the records' metrics are
+    in the original units (FitResult). Constant targets are an ArgumentError naming 'Y'.
     Data parallel: group= a torch.distributed process group, deterministic_reduction=,
     reduction_block_rows= (see BilevelRewardLearner); rank 0 alone shows progress.
     """
@@ -397,11 +521,13 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
         outer_steps = options.pop("outer_steps", 100)
         learner = BilevelRewardLearner(outer_steps=outer_steps, seed=seed, device=device, threads=threads, group=group,
                                        deterministic_reduction=deterministic_reduction,
-                                       reduction_block_rows=reduction_block_rows, **options)
+                                       reduction_block_rows=reduction_block_rows,
+                                       standardize_targets=standardize_targets, **options)
         return learner.fit(X, Y, labels=labels, classes=classes, val_X=val_X, val_Y=val_Y, val_labels=val_labels,
                            progress=progress)
     if method not in ("mse", "nll", "pg"):
         raise _core.ArgumentError(f"d2r.fit: argument 'method': expected 'mse', 'nll', 'pg' or 'bilevel', got '{method}'")
+    scale_targets = _standardize_flag(standardize_targets, int(classes), "fit")
     _core.set_cpu_threads(threads)
     ctx = _context(X, device, seed)
     comm = _parallel(group, ctx, "d2r.fit")
@@ -422,11 +548,18 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
             raise _core.ArgumentError("d2r.fit: argument 'Y': regression needs targets (or labels= and classes=)")
         for k, v in dict(hidden=[64, 64], evaluate_every=1, lr=0.01, steps=400).items():  # the CLI's defaults
             options.setdefault(k, v)
+        scaling, Y, val_Y = _TargetScaling.of(ctx, "fit", Y, val_Y, scale_targets)
         dims = int(Y.shape[1])
         outputs = 2 * dims if options.get("head", "diagonal") == "diagonal" else dims + dims * (dims + 1) // 2
         n = _core.parameter_count(int(X.shape[1]), list(options["hidden"]), outputs, bool(options.get("layer_norm", False)))
         params = _empty_like(X, n, X)
         show = _progress_printer(progress, int(options["steps"]), "step")
-        records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options, on_record=show, **par)
+        records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options,
+                                   on_record=None if show is None else (lambda r: show(scaling.record(r))), **par)
+        records = [scaling.record(r) for r in records]
+        reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
+        original = None if reward is None else scaling.reward(str(options.get("reward_form", "scalar")), reward)
+        return FitResult(method, original, params, records, reward_params_standardized=reward,
+                         target_mean=scaling.mean, target_scale=scaling.scale)
     reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
     return FitResult(method, reward, params, records)

@@ -1,6 +1,8 @@
 // Bindings of bilevel.hpp: BilevelTrainer (regression and classification), fit_policy and
-// fit_classifier. Options arrive as a dict whose keys are checked (an unknown key is an error
-// naming it); data arrays stay referenced by the trainer (it keeps views of them).
+// fit_classifier, and `d2r fit`'s target scaling (standardize_targets, reward_in_scale). Options
+// arrive as a dict whose keys are checked (an unknown key is an error naming it); data arrays stay
+// referenced by the trainer (it keeps views of them).
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include <set>
 #include <variant>
 
+#include <fmt/format.h>
 #include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/vector.h>
 
@@ -714,6 +717,95 @@ void bind_trainers(nb::module_& m) {
       nb::arg("communicator").none() = nb::none(), nb::arg("deterministic_reduction") = false,
       nb::arg("reduction_block_rows") = 256,
       "Trains a categorical policy (logistic regression by default) into params; one record per epoch.");
+
+  m.def(
+      "standardize_targets",
+      [](d2r::Context& ctx, nb::object y, nb::object out, nb::object mean, double scale, const std::string& fn,
+         const std::string& name) {
+        // `d2r fit`'s target scaling (d2r::standardize_targets, or apply_target_scaling with a given
+        // mean and scale) in double on a host copy of y, the result cast to y's dtype into out: the
+        // same bits as the CLI's targets when y holds the CLI's values.
+        Call c(fn, ctx);
+        const Arg ya = c.input(name, y), oa = c.output("out", out);
+        const Scalar s = c.scalar(ya);
+        c.expect_scalar(oa);
+        nb::tuple result;
+        dispatch(s, [&]<class T>() {
+          const d2r::MatrixView<const T> yv = c.matrix<const T>(ya);
+          const d2r::MatrixView<T> ov = c.matrix<T>(oa);
+          if (ov.rows != yv.rows || ov.cols != yv.cols || (ov.rows > 1 && ov.row_stride != ov.cols)) {
+            bad_argument(fn, "out", fmt::format("expected a contiguous {} x {} array, got {} x {} (row stride {})",
+                                                yv.rows, yv.cols, ov.rows, ov.cols, ov.row_stride));
+          }
+          const std::vector<T> host = ctx.to_host(yv);
+          d2r::Dataset d;
+          d.task = d2r::Task::regression;
+          d.rows = yv.rows;
+          d.target_names.assign(static_cast<std::size_t>(yv.cols), std::string());
+          d.targets.assign(host.begin(), host.end());
+          for (std::size_t i = 0; i < d.targets.size(); ++i) {
+            if (!std::isfinite(d.targets[i])) {
+              const auto cols = static_cast<std::size_t>(yv.cols);
+              bad_argument(fn, name, fmt::format("{}[{}, {}] is {}: the targets must be finite", name, i / cols,
+                                                 i % cols, d.targets[i]));
+            }
+          }
+          d2r::TargetScaling ts;
+          if (!mean.is_none()) {
+            ts.mean = nb::cast<std::vector<double>>(mean);
+            if (static_cast<std::int64_t>(ts.mean.size()) != yv.cols) {
+              bad_argument(fn, name, fmt::format("expected {} columns (one per target mean), got {}", ts.mean.size(),
+                                                 yv.cols));
+            }
+            ts.scale = scale;
+            d2r::apply_target_scaling(d, ts);
+          } else {
+            if (d.rows < 2) {
+              bad_argument(fn, name, fmt::format("standardising the targets needs at least 2 rows (their std uses "
+                                                 "N - 1), got {}; pass standardize_targets=False", d.rows));
+            }
+            // Constant targets, checked exactly: the library's variance test misses them when the mean
+            // of equal values rounds (200 ones: mean 1 + 7e-16, scale 7e-16).
+            const auto cols = static_cast<std::size_t>(yv.cols);
+            bool constant = true;
+            for (std::size_t i = cols; i < d.targets.size() && constant; ++i) {
+              constant = d.targets[i] == d.targets[i % cols];
+            }
+            const char* constant_msg =
+                "the targets are constant (zero variance), so they cannot be standardised; pass "
+                "standardize_targets=False";
+            if (constant) bad_argument(fn, name, constant_msg);
+            try {
+              ts = d2r::standardize_targets(d);
+            } catch (const d2r::Error& e) {
+              if (e.kind() != d2r::ErrorKind::invalid_argument) throw;
+              bad_argument(fn, name, constant_msg);
+            }
+          }
+          const std::vector<T> scaled(d.targets.begin(), d.targets.end());  // as d2r fit uploads them
+          if (!scaled.empty()) ctx.from_host(ov.data, scaled.data(), scaled.size() * sizeof(T));
+          result = nb::make_tuple(ts.mean, ts.scale);
+        });
+        return result;
+      },
+      nb::arg("ctx"), nb::arg("y"), nb::arg("out"), nb::kw_only(), nb::arg("mean").none() = nb::none(),
+      nb::arg("scale") = 1.0, nb::arg("fn") = "standardize_targets", nb::arg("name") = "y",
+      "`d2r fit`'s target scaling: y' = (y - mean) / scale with column means and one scale for every column (the "
+      "RMS of the columns' standard deviations, divisor N - 1: d2r::standardize_targets), computed in double and "
+      "written into out (y's shape and dtype, contiguous, in the context's memory); returns (mean, scale). With "
+      "mean= (and scale=) applies that scaling instead (d2r::apply_target_scaling: the validation rows). y is "
+      "read, never written. fn and name name the caller and the argument in errors: non-finite targets, fewer "
+      "than 2 rows, constant targets.");
+
+  m.def(
+      "reward_in_scale",
+      [](const std::string& form, const std::vector<double>& params, double factor) {
+        return d2r::runs::reward_in_scale(parse_reward_form("reward_in_scale", form), params, 0, factor);
+      },
+      nb::arg("form"), nb::arg("params"), nb::arg("factor"),
+      "The parameters of the same reward on targets multiplied by factor (d2r::runs::reward_in_scale: U / "
+      "factor^2 for the scalar and diagonal forms, R / factor for the packed R of a full one): with factor the "
+      "target scale, a reward on the standardised targets in the original units.");
 
   m.def("parameter_count", [](std::int64_t inputs, const std::vector<std::int64_t>& hidden, std::int64_t outputs,
                               bool layer_norm) {

@@ -1,5 +1,6 @@
 """The trainers from Python: d2r.fit and d2r.BilevelRewardLearner equal `d2r fit` on the same data,
-settings and seed; checkpoints resume bit for bit; bad options name themselves."""
+settings and seed (with the targets standardised, the default of both, or as given); checkpoints
+resume bit for bit; bad options name themselves."""
 
 import json
 import os
@@ -43,7 +44,8 @@ def test_bilevel_learner_equals_the_cli(regression_csv, tmp_path):
     assert proc.returncode == 4, proc.stderr.decode()
     cli = json.loads((out / "results.json").read_text())
     assert cli["verdict"] == "step_limited"
-    learner = d2r.BilevelRewardLearner(preset="paper", outer_steps=4, inner_steps=6, hidden=[8], seed=3, device="cpu")
+    learner = d2r.BilevelRewardLearner(preset="paper", outer_steps=4, inner_steps=6, hidden=[8], seed=3, device="cpu",
+                                       standardize_targets=False)
     result = learner.fit(X, Y, progress=False)
     assert len(result.records) == len(cli["records"]) == 4
     for mine, theirs in zip(result.records, cli["records"]):
@@ -62,7 +64,7 @@ def test_fit_nll_equals_the_cli(regression_csv, tmp_path):
                     "--hidden", "8", "--seed", "2", "--val-fraction", "0", "--device", "cpu", "--no-standardize-targets",
                     "--out", str(out), "-q"], check=True, capture_output=True)
     cli = json.loads((out / "results.json").read_text())
-    result = d2r.fit(X, Y, method="nll", steps=30, hidden=[8], seed=2, lr=0.01, progress=False)
+    result = d2r.fit(X, Y, method="nll", steps=30, hidden=[8], seed=2, lr=0.01, progress=False, standardize_targets=False)
     assert result.records[-1]["train"]["nll_per_dim"] == cli["final"]["train"]["nll_per_dim"]
     assert result.records[-1]["train"]["nll_per_dim"] < result.records[0]["train"]["nll_per_dim"]
 
@@ -104,8 +106,10 @@ def test_bad_options_and_data_name_themselves(regression_csv):
         d2r.fit(X, Y, method="sgd")
     bad = Y.copy()
     bad[3, 0] = np.nan
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match=r"argument 'Y': Y\[3, 0\] is nan"):  # standardising the targets
         d2r.BilevelRewardLearner(preset="paper", outer_steps=1).fit(X, bad, progress=False)
+    with pytest.raises(ValueError, match="y"):
+        d2r.BilevelRewardLearner(preset="paper", outer_steps=1, standardize_targets=False).fit(X, bad, progress=False)
 
 
 def test_fit_on_torch_tensors_allocates_in_torch(device):
@@ -131,10 +135,10 @@ def test_fixed_inner_start_equals_the_cli(regression_csv, tmp_path):
     assert proc.returncode in (0, 4), proc.stderr.decode()
     cli = json.loads((out / "results.json").read_text())
     result = d2r.BilevelRewardLearner(preset="paper", outer_steps=3, inner_steps=5, hidden=[8], seed=4, inner_start="fixed",
-                                      device="cpu").fit(X, Y, progress=False)
+                                      device="cpu", standardize_targets=False).fit(X, Y, progress=False)
     assert [r["reward_params"] for r in result.records] == [r["reward_params"] for r in cli["records"]]
-    warm = d2r.BilevelRewardLearner(preset="paper", outer_steps=3, inner_steps=5, hidden=[8], seed=4, device="cpu").fit(
-        X, Y, progress=False)
+    warm = d2r.BilevelRewardLearner(preset="paper", outer_steps=3, inner_steps=5, hidden=[8], seed=4, device="cpu",
+                                    standardize_targets=False).fit(X, Y, progress=False)
     assert [r["train"]["nll_per_dim"] for r in warm.records] != [r["train"]["nll_per_dim"] for r in result.records]
     with pytest.raises(ValueError, match="inner_start"):
         d2r.BilevelRewardLearner(preset="paper", outer_steps=3, inner_start="cold").fit(X, Y, progress=False)
@@ -152,7 +156,7 @@ def test_final_model_best_equals_the_cli(regression_csv, tmp_path):
     assert proc.returncode in (0, 4), proc.stderr.decode()
     cli = json.loads((out / "results.json").read_text())
     learner = d2r.BilevelRewardLearner(preset="paper", outer_steps=6, inner_steps=5, hidden=[8], seed=4, device="cpu",
-                                       final_model="best")
+                                       final_model="best", standardize_targets=False)
     result = learner.fit(X, Y, progress=False)
     losses = [r["outer_loss"] for r in result.records]
     best = 1 + losses.index(min(losses))
@@ -161,8 +165,8 @@ def test_final_model_best_equals_the_cli(regression_csv, tmp_path):
     assert result.reward_params == cli["final"]["reward"]["params_standardized"]
     before = result.records[best - 2]["reward_params"] if best >= 2 else [1.0]
     assert result.reward_params == before
-    last = d2r.BilevelRewardLearner(preset="paper", outer_steps=6, inner_steps=5, hidden=[8], seed=4, device="cpu").fit(
-        X, Y, progress=False)
+    last = d2r.BilevelRewardLearner(preset="paper", outer_steps=6, inner_steps=5, hidden=[8], seed=4, device="cpu",
+                                    standardize_targets=False).fit(X, Y, progress=False)
     assert last.reward_params == result.records[-1]["reward_params"]
     assert (best == 6) == np.array_equal(np.asarray(last.policy_params), np.asarray(result.policy_params))
     with pytest.raises(ValueError, match="final_model"):
@@ -181,7 +185,8 @@ def test_recommended_preset_is_the_default_and_equals_the_cli(regression_csv, tm
                            "--device", "cpu", "--no-standardize-targets", "--out", str(out), "-q"], capture_output=True)
     assert proc.returncode in (0, 4), proc.stderr.decode()
     cli = json.loads((out / "results.json").read_text())
-    learner = d2r.BilevelRewardLearner(outer_steps=40, hidden=[8], seed=5, outer_data="train", device="cpu")
+    learner = d2r.BilevelRewardLearner(outer_steps=40, hidden=[8], seed=5, outer_data="train", device="cpu",
+                                       standardize_targets=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = learner.fit(X, Y, progress=False)
@@ -241,3 +246,183 @@ def test_a_diverged_run_raises(regression_csv):
     with pytest.raises(d2r.BilevelDivergedError, match="diverged: reward parameter 0 reached its") as e:
         learner.fit(X, Y, progress=False)
     assert e.value.learner is learner and learner.verdict_ == "diverged" and len(learner.history_) == 1
+
+
+# ---------------------------------------------------------------------------- target scaling
+# `d2r fit` standardises regression targets by default (y ← (y − mean) / s, column means, one scale s
+# for every dimension: the RMS of the columns' standard deviations over N − 1); so do d2r.fit and
+# BilevelRewardLearner, with the library's computation (d2r::standardize_targets, bound), so the
+# two agree bit for bit when the CSV holds the float32 values exactly.
+
+
+@pytest.fixture(scope="module")
+def large_scale_csv(tmp_path_factory):
+    # Targets far from z-scored: y ≈ 150 ± 77 (two dimensions, different means and spreads).
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(60, 2)).astype(np.float32)
+    y = np.stack([150 + 70 * x[:, 0] - 30 * x[:, 1] + 8 * rng.normal(size=60),
+                  -20 + 10 * x[:, 1] + 3 * rng.normal(size=60)], axis=1).astype(np.float32)
+    path = tmp_path_factory.mktemp("data") / "large.csv"
+    # %.17g of the float32 values (as doubles): the CLI reads exactly the values Python passes.
+    np.savetxt(path, np.hstack([x, y]).astype(np.float64), delimiter=",", header="a,b,y1,y2", comments="",
+               fmt="%.17g")
+    return path, x, y
+
+
+def test_fit_standardizes_targets_as_the_cli(large_scale_csv, tmp_path):
+    path, X, Y = large_scale_csv
+    Y_before = Y.copy()
+    out = tmp_path / "nll"
+    subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y1,y2", "--method", "nll", "--steps", "40",
+                    "--hidden", "8", "--seed", "2", "--val-fraction", "0", "--device", "cpu", "--out", str(out), "-q"],
+                   check=True, capture_output=True)
+    cli = json.loads((out / "results.json").read_text())
+    result = d2r.fit(X, Y, method="nll", steps=40, hidden=[8], seed=2, progress=False)  # standardised by default
+    np.testing.assert_array_equal(Y, Y_before)  # the caller's targets are only read
+    scaling = cli["config"]["data"]["target_standardization"]
+    assert result.target_mean == scaling["mean"] and result.target_scale == scaling["scale"]
+    assert result.target_scale > 30
+    assert len(result.records) == len(cli["records"]) == 40
+    for mine, theirs in zip(result.records, cli["records"]):  # metrics in the original units, bit for bit
+        assert mine["train"]["nll_per_dim"] == theirs["train"]["nll_per_dim"]
+        assert mine["train"]["rmse"] == theirs["train"]["rmse"]
+        assert mine["train"]["mean_std"] == theirs["train"]["mean_std"]
+    assert result.records[-1]["train"]["rmse"] == cli["final"]["train"]["rmse"]
+    unscaled = d2r.fit(X, Y, method="nll", steps=40, hidden=[8], seed=2, progress=False, standardize_targets=False)
+    assert unscaled.target_mean is None and unscaled.target_scale == 1.0
+    assert unscaled.records[-1]["train"]["rmse"] != result.records[-1]["train"]["rmse"]
+
+    # pg with a fixed reward given on the standardised targets (as --u): the reward in both scales.
+    out = tmp_path / "pg"
+    subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y1,y2", "--method", "pg", "--steps", "10",
+                    "--reward", "diagonal", "--u", "2,0.5", "--hidden", "8", "--seed", "2", "--val-fraction", "0",
+                    "--device", "cpu", "--out", str(out), "-q"], check=True, capture_output=True)
+    cli = json.loads((out / "results.json").read_text())
+    result = d2r.fit(X, Y, method="pg", steps=10, hidden=[8], seed=2, reward_form="diagonal", reward_params=[2.0, 0.5],
+                     progress=False)
+    assert result.reward_params == cli["final"]["reward"]["params"]
+    assert result.reward_params_standardized == cli["final"]["reward"]["params_standardized"] == [2.0, 0.5]
+    assert result.target_scale == cli["final"]["reward"]["target_scale"]
+    assert [r["train"]["nll_per_dim"] for r in result.records] == [r["train"]["nll_per_dim"] for r in cli["records"]]
+
+
+def test_bilevel_learner_standardizes_targets_as_the_cli(large_scale_csv, tmp_path):
+    # The recommended preset on the training rows (no validation rows, as the CLI with
+    # --val-fraction 0 --outer-data train), both with their default target scaling.
+    path, X, Y = large_scale_csv
+    Y_before = Y.copy()
+    out = tmp_path / "cli"
+    proc = subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y1,y2", "--method", "bilevel",
+                           "--reward", "diagonal", "--outer-steps", "12", "--hidden", "8", "--seed", "5",
+                           "--val-fraction", "0", "--outer-data", "train", "--device", "cpu", "--out", str(out), "-q"],
+                          capture_output=True)
+    assert proc.returncode in (0, 4), proc.stderr.decode()
+    cli = json.loads((out / "results.json").read_text())
+    learner = d2r.BilevelRewardLearner(reward_form="diagonal", outer_steps=12, hidden=[8], seed=5, outer_data="train",
+                                       device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", d2r.BilevelWarning)
+        result = learner.fit(X, Y, progress=False)
+    np.testing.assert_array_equal(Y, Y_before)
+    assert learner.target_scale_ == result.target_scale == cli["final"]["reward"]["target_scale"] > 30
+    assert learner.target_mean_ == result.target_mean == cli["config"]["data"]["target_standardization"]["mean"]
+    assert len(result.records) == len(cli["records"]) >= 2
+    for mine, theirs in zip(result.records, cli["records"]):
+        assert mine["reward_params"] == theirs["reward_params"]  # on the standardised targets, as the CLI's
+        assert mine["hypergradient"] == theirs["hypergradient"]
+        assert mine["outer_loss"] == theirs["outer_loss"]  # in the original units
+        assert all(mine["train"][k] == theirs["train"][k] for k in ("nll_per_dim", "rmse", "mean_std"))
+    assert result.reward_params == learner.reward_params_ == cli["final"]["reward"]["params"]
+    assert result.reward_params_standardized == cli["final"]["reward"]["params_standardized"]
+    s2 = result.target_scale ** 2
+    assert result.reward_params == [u / s2 for u in result.reward_params_standardized]
+    assert result.verdict == cli["verdict"] and len(result.warnings) == len(cli["warnings"])
+
+
+def test_raw_large_scale_targets_train_with_the_default(device):
+    # Issue 13: targets of y ≈ 150 ± 77 fail silently as given (NLL far from the mean in 400 steps);
+    # standardised by default, they train, and the caller's arrays (NumPy or PyTorch, on their
+    # device) are left as they were.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(240, 2)).astype(np.float32)
+    y = (150 + 77 * (0.8 * x[:, :1] - 0.6 * x[:, 1:]) + 5 * rng.normal(size=(240, 1))).astype(np.float32)
+    X, Y, vX, vY = x[:200], y[:200], x[200:], y[200:]
+    noise_rmse = 5.0
+    if device == "cuda":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("torch sees no CUDA device")
+        X, Y, vX, vY = (torch.from_numpy(a).to("cuda") for a in (X, Y, vX, vY))
+    Y_before, vY_before = (a.clone() if device == "cuda" else a.copy() for a in (Y, vY))
+    res = d2r.fit(X, Y, val_X=vX, val_Y=vY, method="nll", hidden=[16], seed=1, progress=False)
+    raw = d2r.fit(X, Y, val_X=vX, val_Y=vY, method="nll", hidden=[16], seed=1, progress=False, standardize_targets=False)
+    assert res.target_scale == pytest.approx(float(y[:200].astype(np.float64).std(ddof=1)), rel=1e-12)
+    assert res.records[-1]["validation"]["rmse"] < 2 * noise_rmse
+    assert raw.records[-1]["validation"]["rmse"] > 10 * noise_rmse  # as given: nowhere near
+    if device == "cuda":
+        assert Y.device.type == "cuda" and bool((Y == Y_before).all()) and bool((vY == vY_before).all())
+        assert res.policy_params.device.type == "cuda"
+    else:
+        np.testing.assert_array_equal(Y, Y_before)
+        np.testing.assert_array_equal(vY, vY_before)
+    # The bilevel learner (recommended preset, validation rows): a usable reward, the hypergradient
+    # off its clamp, the metrics in the original units.
+    learner = d2r.BilevelRewardLearner(outer_steps=30, hidden=[16], seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", d2r.BilevelWarning)
+        bl = learner.fit(X, Y, val_X=vX, val_Y=vY, progress=False)
+    assert bl.verdict in ("converged", "step_limited")
+    assert not all(r["hypergradient_clamped"] for r in bl.records)
+    assert bl.records[-1]["validation"]["rmse"] < 2 * noise_rmse
+    assert bl.reward_params[0] == pytest.approx(bl.reward_params_standardized[0] / bl.target_scale ** 2, rel=1e-12)
+    if device == "cpu":
+        np.testing.assert_array_equal(Y, Y_before)
+
+
+def test_target_scaling_of_validation_rows_is_the_training_rows():
+    # val_Y is scaled with the training rows' mean and scale: the same rows as both give the same metrics.
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(50, 3)).astype(np.float32)
+    Y = (40 + 9 * X[:, :2] + rng.normal(size=(50, 2))).astype(np.float32)
+    res = d2r.fit(X, Y, val_X=X, val_Y=Y, method="mse", steps=20, hidden=[4], progress=False)
+    keys = ("nll_per_dim", "rmse", "mean_std")
+    assert [[r["train"][k] for k in keys] for r in res.records] == [[r["validation"][k] for k in keys] for r in res.records]
+    with pytest.raises(d2r.ArgumentError, match="argument 'val_Y': expected 2 columns"):
+        d2r.fit(X, Y, val_X=X, val_Y=Y[:, :1].copy(), method="mse", steps=2, progress=False)
+
+
+def test_constant_targets_raise_naming_Y():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 2)).astype(np.float32)
+    Y = np.ones((200, 1), np.float32)  # the mean of 200 ones rounds: the check is exact
+    for call in (lambda: d2r.fit(X, Y, method="nll", steps=2, progress=False),
+                 lambda: d2r.BilevelRewardLearner(preset="paper", outer_steps=1).fit(X, Y, progress=False)):
+        with pytest.raises(d2r.ArgumentError, match="argument 'Y': the targets are constant.*standardize_targets=False"):
+            call()
+    res = d2r.fit(X, Y, method="mse", steps=2, hidden=[4], progress=False, standardize_targets=False)
+    assert res.target_mean is None and res.target_scale == 1.0
+    two = np.stack([np.full(200, 3.0), np.full(200, -1.0)], axis=1).astype(np.float32)  # every column constant
+    with pytest.raises(d2r.ArgumentError, match="argument 'Y': the targets are constant"):
+        d2r.fit(X, two, method="mse", steps=2, progress=False)
+    one_varies = two.copy()
+    one_varies[0, 1] = 0.0  # one column varies: one scale for both is fine
+    assert d2r.fit(X, one_varies, method="mse", steps=2, hidden=[4], progress=False).target_scale > 0
+    with pytest.raises(d2r.ArgumentError, match="argument 'Y'.*at least 2 rows"):
+        d2r.fit(X[:1], Y[:1] + 1, method="mse", steps=2, progress=False)
+
+
+def test_standardize_targets_is_for_regression():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 2)).astype(np.float32)
+    labels = (X[:, 0] > 0).astype(np.int32)
+    with pytest.raises(d2r.ArgumentError, match="argument 'standardize_targets': only for regression"):
+        d2r.fit(X, labels=labels, classes=2, method="nll", epochs=1, standardize_targets=True)
+    with pytest.raises(d2r.ArgumentError, match="argument 'standardize_targets': only for regression"):
+        d2r.BilevelRewardLearner(preset="paper", outer_steps=1, standardize_targets=True).fit(
+            X, labels=labels, classes=2, progress=False)
+    with pytest.raises(d2r.ArgumentError, match="'standardize_targets': expected True or False"):
+        d2r.BilevelRewardLearner(standardize_targets="yes")
+    # The default (and False) are fine for classification.
+    res = d2r.fit(X, labels=labels, classes=2, method="nll", epochs=2, progress=False)
+    assert res.target_mean is None and res.target_scale == 1.0
+    d2r.fit(X, labels=labels, classes=2, method="nll", epochs=2, progress=False, standardize_targets=False)
