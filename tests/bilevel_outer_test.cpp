@@ -201,6 +201,26 @@ TEST(StationaryPreset, AnUnsolvableRewardUndoesTheMoveAndIsNotTrainedAgain) {
   EXPECT_TRUE(h[static_cast<std::size_t>(t.best_step() - 1)].inner_stationary);
 }
 
+/// The records of a run (a trainer from make(ctx), contexts of seed `seed`) saved to a checkpoint
+/// after `saved` outer steps, loaded into a new trainer and continued to `total` steps.
+template <class Make>
+std::vector<d2r::BilevelRecord> resumed_records(const Make& make, std::uint64_t seed, std::size_t saved,
+                                                std::int64_t total, const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("d2r_resumed_" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  d2r::Context c1{{.backend = d2r::Backend::cpu, .seed = seed}};
+  auto a = make(c1);
+  for (std::size_t k = 0; k < saved; ++k) (void)a.step();
+  a.save(dir / "run.ckpt");
+  d2r::Context c2{{.backend = d2r::Backend::cpu, .seed = seed}};
+  auto b = make(c2);
+  b.load(dir / "run.ckpt");
+  while (b.steps_done() < total) (void)b.step();
+  std::filesystem::remove_all(dir);
+  return b.history();
+}
+
 TEST(StationaryPreset, AReturnAfterAnUndoTakesThePolicyKeptFromThatVisit) {
   // Iris (every other row) from β = 0.3 with the cap of the test above: Rprop undoes moves. With
   // the fixed start and the exact inner gradient the policy of a φ is the same every time, so the
@@ -233,23 +253,12 @@ TEST(StationaryPreset, AReturnAfterAnUndoTakesThePolicyKeptFromThatVisit) {
   }
   ASSERT_GE(returns, 1u) << "no move was undone: the test does not reach the kept policy";
   // Resume right after the first undo: the kept visit is in the checkpoint.
-  const auto dir = std::filesystem::temp_directory_path() / "d2r_stationary_visit_resume";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  d2r::Context c1{{.backend = d2r::Backend::cpu, .seed = 3}};
-  BilevelTrainer<double> a = make(c1);
-  for (std::size_t k = 0; k <= first_undo; ++k) (void)a.step();
-  a.save(dir / "run.ckpt");
-  d2r::Context c2{{.backend = d2r::Backend::cpu, .seed = 3}};
-  BilevelTrainer<double> b = make(c2);
-  b.load(dir / "run.ckpt");
-  while (b.steps_done() < t.steps_done()) (void)b.step();
+  const std::vector<d2r::BilevelRecord> b = resumed_records(make, 3, first_undo + 1, t.steps_done(), "visit");
   for (std::size_t i = 0; i < h.size(); ++i) {
-    EXPECT_EQ(b.history()[i].reward_params, h[i].reward_params) << "record " << i;
-    EXPECT_EQ(b.history()[i].inner_steps, h[i].inner_steps) << "record " << i;
-    EXPECT_EQ(b.history()[i].outer_loss, h[i].outer_loss) << "record " << i;
+    EXPECT_EQ(b[i].reward_params, h[i].reward_params) << "record " << i;
+    EXPECT_EQ(b[i].inner_steps, h[i].inner_steps) << "record " << i;
+    EXPECT_EQ(b[i].outer_loss, h[i].outer_loss) << "record " << i;
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST(StationaryPreset, AStartThatCannotBeSolvedEndsTheRunAtOnce) {
@@ -375,21 +384,10 @@ TEST(StationaryPreset, AScalarRewardIsRefinedInsideTheBracketOfItsFirstSignChang
     EXPECT_GE(visits, 1) << "u0 = " << u0;
     EXPECT_LE(visits, 4) << "u0 = " << u0 << ": " << visits << " visits after the first sign change";
     // Resume from a checkpoint saved right after the bracket formed.
-    const auto dir = std::filesystem::temp_directory_path() / "d2r_stationary_bracket_resume";
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    d2r::Context c1{{.backend = d2r::Backend::cpu, .seed = 4}};
-    BilevelTrainer<double> a = make(c1);
-    for (std::size_t k = 0; k <= first; ++k) (void)a.step();
-    a.save(dir / "run.ckpt");
-    d2r::Context c2{{.backend = d2r::Backend::cpu, .seed = 4}};
-    BilevelTrainer<double> b = make(c2);
-    b.load(dir / "run.ckpt");
-    while (b.steps_done() < t.steps_done()) (void)b.step();
+    const std::vector<d2r::BilevelRecord> b = resumed_records(make, 4, first + 1, t.steps_done(), "bracket");
     for (std::size_t i = 0; i < h.size(); ++i) {
-      EXPECT_EQ(b.history()[i].reward_params, h[i].reward_params) << "u0 = " << u0 << ", record " << i;
+      EXPECT_EQ(b[i].reward_params, h[i].reward_params) << "u0 = " << u0 << ", record " << i;
     }
-    std::filesystem::remove_all(dir);
   }
 }
 
