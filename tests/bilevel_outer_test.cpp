@@ -305,14 +305,18 @@ struct OneD {
   }
   d2r::RegressionData<double> train() const { return {cmat(x, N, 1), cmat(y, N, 1)}; }
   d2r::RegressionData<double> val() const { return {cmat(xv, N, 1), cmat(yv, N, 1)}; }
+  /// The validation rows' isotropic optimum u* = λ/(2σ̂²) (PAPER.md T3).
+  double u_star() const {
+    double var = 0, mean = 0;
+    for (double v : yv) mean += v / static_cast<double>(N);
+    for (double v : yv) var += (v - mean) * (v - mean) / static_cast<double>(N);
+    return 1.0 / (2 * var);
+  }
 };
 
 TEST(Rprop, ConvergesToTheOuterOptimumFromFarBelowAndFarAbove) {
   const OneD d;
-  double var = 0, mean = 0;
-  for (double v : d.yv) mean += v / static_cast<double>(d.N);
-  for (double v : d.yv) var += (v - mean) * (v - mean) / static_cast<double>(d.N);
-  const double u_star = 1.0 / (2 * var);  // the validation rows' isotropic optimum (PAPER.md T3)
+  const double u_star = d.u_star();
   for (double u0 : {0.01, 30.0}) {
     d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
     BilevelOptions<double> o = BilevelOptions<double>::recommended();
@@ -345,10 +349,7 @@ TEST(StationaryPreset, AScalarRewardIsRefinedInsideTheBracketOfItsFirstSignChang
   // about 0.5 down to the reward tolerance 0.03: at least 8 more visits), and u ends at u*. A
   // checkpoint saved inside the bracket resumes onto the same records.
   const OneD d;
-  double var = 0, mean = 0;
-  for (double v : d.yv) mean += v / static_cast<double>(d.N);
-  for (double v : d.yv) var += (v - mean) * (v - mean) / static_cast<double>(d.N);
-  const double u_star = 1.0 / (2 * var);
+  const double u_star = d.u_star();
   const BilevelOptions<double> o = BilevelOptions<double>::stationary();
   for (double u0 : {0.01, 30.0}) {
     const auto make = [&](d2r::Context& ctx) {
@@ -396,10 +397,7 @@ TEST(Rprop, DoesNotStepWhereTheHypergradientPredictsLessThanTheLossTolerance) {
   // (flat_tolerance 0) moves log u by the full Δ₀ on its first step; the recommended preset's
   // flat_tolerance keeps u where it is, since |∂L/∂log u| · Δ₀ is below half the loss tolerance.
   const OneD d;
-  double var = 0, mean = 0;
-  for (double v : d.yv) mean += v / static_cast<double>(d.N);
-  for (double v : d.yv) var += (v - mean) * (v - mean) / static_cast<double>(d.N);
-  const double u_star = 1.0 / (2 * var);
+  const double u_star = d.u_star();
   for (double flat : {0.0, BilevelOptions<double>::recommended().rprop.flat_tolerance}) {
     d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 4}};
     BilevelOptions<double> o = BilevelOptions<double>::recommended();
