@@ -577,6 +577,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
       std::fill(s.rprop_step.begin(), s.rprop_step.end(), 0.0);
       std::fill(s.rprop_sign.begin(), s.rprop_sign.end(), 0.0);
       std::fill(s.rprop_last.begin(), s.rprop_last.end(), 0.0);
+      s.bracket = {};  // regula falsi's bracket is the outer optimiser's state too
       s.outer_count = 0;
     }
     const bool log_space = options_.log_space || options_.optimizer == OuterOptimizer::rprop;
