@@ -98,7 +98,13 @@ RegressionInputs load_regression_inputs(const FitOptions& o, std::string_view cm
   // Target scaling: y ← (y − mean) / s with one s for every dimension (d2r::standardize_targets),
   // so every metric and the reward convert exactly to the original units.
   TargetScaling scaling;
-  if (o.standardize_targets && train_set.rows >= 2) {
+  if (o.standardize_targets && train_set.rows < 2) {  // no standard deviation to scale by
+    bad_input(cmd, "--standardize-targets",
+              fmt::format("{} training row(s): the targets' standard deviation needs at least 2; give more rows or "
+                          "--no-standardize-targets",
+                          train_set.rows));
+  }
+  if (o.standardize_targets) {
     try {
       scaling = standardize_targets(train_set);
     } catch (const Error& e) {

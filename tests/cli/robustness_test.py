@@ -342,6 +342,15 @@ def group_small():
     two = write(os.path.join(W, "two.csv"), "x0,y0\n1,2\n2,3\n")
     expect(2, ["fit", two, "--targets", "y0", "--out", out_dir("s")] + CPU,
            r"--val-fraction: 0\.2 of the 2 rows of .*two\.csv leaves no training or no validation rows")
+    # Target scaling refuses what it cannot scale, before anything is written: one training row (no
+    # standard deviation), and constant targets whose mean rounds (ten rows of 0.1: a variance of
+    # 2e-34 that is not zero, which used to train on targets scaled by 1e-17 and exit 0).
+    one = write(os.path.join(W, "one.csv"), "x0,y0\n1,2\n")
+    expect(2, ["fit", one, "--targets", "y0", "--val-fraction", "0", "--out", out_dir("s")] + CPU,
+           r"--standardize-targets: 1 training row\(s\).*--no-standardize-targets")
+    tenths = write(os.path.join(W, "tenths.csv"), "x0,y0\n" + "".join(f"{i},0.1\n" for i in range(10)))
+    expect(2, ["fit", tenths, "--targets", "y0", "--val-fraction", "0", "--out", out_dir("s")] + CPU,
+           r"--standardize-targets: the training targets are constant")
     expect(2, ["fit", REG, "--targets", "y0", "--out", "/proc/d2r-x"] + CPU,
            r"--out: '/proc/d2r-x' cannot be created: directory '/proc' is not writable \(it does not take new files\)")
     # Categorical logits from a file: 2^18 classes.
