@@ -1,0 +1,197 @@
+#pragma once
+// The trainers' options from a Python dict (bind_trainers.cpp): the checked reader, the MLP trunk
+// and BilevelTrainer's options with their presets, and the dict key behind a library field for
+// the library's messages.
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common.hpp"
+#include "d2r/bilevel.hpp"
+#include "d2r/fields.hpp"
+
+namespace d2rpy {
+
+/// Reads typed options out of a dict; every key must be known.
+class Options {
+ public:
+  Options(std::string_view fn, nb::dict d) : fn_(fn), d_(std::move(d)) {}
+  template <class V>
+  V get(const char* key, V fallback) {
+    seen_.insert(key);
+    if (!d_.contains(key)) return fallback;
+    V v;
+    if (!nb::try_cast(d_[key], v)) {
+      bad_argument(fn_, key, std::string("wrong type: ") + nb::inst_name(d_[key]).c_str());
+    }
+    return v;
+  }
+  std::string choice(const char* key, const std::string& fallback, std::initializer_list<const char*> allowed) {
+    const std::string v = get<std::string>(key, fallback);
+    std::string list;
+    for (const char* a : allowed) {
+      if (v == a) return v;
+      list += std::string(list.empty() ? "" : ", ") + "'" + a + "'";
+    }
+    bad_argument(fn_, key, "expected one of " + list + ", got '" + v + "'");
+  }
+  void finish() {
+    for (auto [k, v] : d_) {
+      const std::string key = nb::cast<std::string>(k);
+      if (!seen_.count(key)) bad_argument(fn_, key, "unknown option");
+    }
+  }
+
+ private:
+  std::string_view fn_;
+  nb::dict d_;
+  std::set<std::string> seen_;
+};
+
+inline d2r::MlpSpec trunk_spec(Options& o, std::int64_t inputs) {
+  return {.inputs = inputs, .hidden = o.get<std::vector<std::int64_t>>("hidden", {64, 64}), .outputs = 0,
+          .activation = parse_activation("options", o.choice("activation", "relu", {"relu", "tanh"})),
+          .layer_norm = o.get<bool>("layer_norm", false)};
+}
+
+/// The option (dict key) that sets a field of BilevelOptions, for the library's messages, which
+/// name the field ("options.inner.stationarity_tolerance"); the field itself when no key sets it.
+inline std::string option_for_field(const std::string& field) {
+  static const std::pair<std::string_view, std::string_view> kKeys[] = {
+      {"options.inner.objective", "inner_objective"},
+      {"options.inner.steps", "inner_steps"},
+      {"options.inner.stationarity_tolerance", "inner_tolerance"},
+      {"options.inner.max_steps", "inner_max_steps"},
+      {"options.inner.adam", "inner_lr"},
+      {"options.inner.gradient_clamp", "inner_gradient_clamp"},
+      {"options.inner.generations", "generations"},
+      {"options.inner.pg.entropy_weight", "entropy_weight"},
+      {"options.inner.pg.transform", "transform"},
+      {"options.inner.batch_size", "inner_batch_size"},
+      {"options.inner_start", "inner_start"},
+      {"options.curvature", "curvature"},
+      {"options.solver", "solver"},
+      {"options.cg.max_iterations", "solver_iterations"},
+      {"options.cg.damping", "damping"},
+      {"options.cg.tolerance", "solver_tolerance"},
+      {"options.neumann.alpha", "neumann_alpha"},
+      {"options.neumann.iterations", "neumann_iterations"},
+      {"options.outer_adam", "outer_lr"},
+      {"options.sgd_learning_rate", "outer_lr"},
+      {"options.sgd_momentum", "sgd_momentum"},
+      {"options.rprop", "outer_step"},
+      {"options.rprop.flat_tolerance", "flat_tolerance"},
+      {"options.stopping.window", "window"},
+      {"options.stopping.reward_tolerance", "reward_tolerance"},
+      {"options.stopping.loss_tolerance", "loss_tolerance"},
+      {"options.hypergradient_clamp", "hypergradient_clamp"},
+      {"options.reward_floor", "reward_floor"},
+      {"options.reward_ceiling", "reward_ceiling"},
+      {"options.outer_data", "outer_data"},
+      {"options.optimizer", "outer_optimizer"},
+      {"options.head", "head"}};
+  // The longest entry that is the field or a prefix of it ("options.inner.adam.learning_rate": inner_lr).
+  std::string_view best;
+  std::string key = field;
+  for (const auto& [name, k] : kKeys) {
+    const bool match = field == name || (field.starts_with(name) && field.size() > name.size() && field[name.size()] == '.');
+    if (match && name.size() > best.size()) {
+      best = name;
+      key = std::string(k);
+    }
+  }
+  return key;
+}
+
+/// The options of a BilevelTrainer from the dict: `preset` ('paper', the default here as in the
+/// library; 'recommended', d2r fit's default; 'stationary') gives every default, as `d2r fit
+/// --preset` does (d2r::runs::apply_bilevel_preset's fields), and each key overrides one field.
+template <class T>
+d2r::BilevelOptions<T> bilevel_options(Options& o) {
+  const std::string preset = o.choice("preset", "paper", {"paper", "recommended", "stationary"});
+  const d2r::BilevelOptions<double> base = preset == "stationary"    ? d2r::BilevelOptions<double>::stationary()
+                                           : preset == "recommended" ? d2r::BilevelOptions<double>::recommended()
+                                                                     : d2r::BilevelOptions<double>::paper();
+  d2r::BilevelOptions<double> b = base;
+  const auto pick = [&]<class E>(const char* key, E fallback, std::initializer_list<std::pair<const char*, E>> names) {
+    const char* dflt = "";
+    std::vector<const char*> allowed;
+    for (const auto& [n, e] : names) {
+      allowed.push_back(n);
+      if (e == fallback) dflt = n;
+    }
+    const std::string v = o.get<std::string>(key, dflt);
+    std::string list;
+    for (const auto& [n, e] : names) {
+      if (v == n) return e;
+      list += std::string(list.empty() ? "" : ", ") + "'" + n + "'";
+    }
+    bad_argument("BilevelTrainer", key, "expected one of " + list + ", got '" + v + "'");
+  };
+  using d2r::InnerObjective, d2r::InnerStart, d2r::CurvatureKind, d2r::ImplicitSolver, d2r::OuterOptimizer;
+  b.inner.objective = pick("inner_objective", base.inner.objective,
+                           {{"reinforce", InnerObjective::reinforce}, {"exact", InnerObjective::exact}});
+  b.inner.steps = o.get<std::int64_t>("inner_steps", b.inner.steps);
+  b.inner.stationarity_tolerance = o.get<double>("inner_tolerance", b.inner.stationarity_tolerance);
+  b.inner.max_steps = o.get<std::int64_t>("inner_max_steps", b.inner.max_steps);
+  if (b.inner.max_steps < 0) {  // before the rule below turns it into K_in
+    bad_argument("BilevelTrainer", "inner_max_steps",
+                 "expected a cap >= 0 on the inner steps of an outer step (0: inner_steps), got " +
+                     std::to_string(b.inner.max_steps));
+  }
+  b.inner.adam.learning_rate = o.get<double>("inner_lr", b.inner.adam.learning_rate);
+  b.inner.gradient_clamp = o.get<double>("inner_gradient_clamp", b.inner.gradient_clamp);
+  b.inner.generations = o.get<std::int64_t>("generations", b.inner.generations);
+  b.inner.pg.entropy_weight = o.get<double>("entropy_weight", b.inner.pg.entropy_weight);
+  b.inner.pg.transform.kind = parse_transform(
+      "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
+  b.inner.batch_size = o.get<std::int64_t>("inner_batch_size", 0);
+  b.head = pick("head", base.head, {{"diagonal", d2r::GaussianHead::diagonal}, {"cholesky", d2r::GaussianHead::cholesky}});
+  b.inner_start = pick("inner_start", base.inner_start,
+                       {{"fresh", InnerStart::fresh}, {"warm", InnerStart::warm}, {"fixed", InnerStart::fixed}});
+  b.curvature = pick("curvature", base.curvature,
+                     {{"exact", CurvatureKind::exact}, {"surrogate", CurvatureKind::surrogate}});
+  b.solver = pick("solver", base.solver,
+                  {{"normal_cg", ImplicitSolver::normal_cg},
+                   {"cg", ImplicitSolver::conjugate_gradient},
+                   {"neumann", ImplicitSolver::neumann},
+                   {"cg_or_normal_cg", ImplicitSolver::cg_or_normal_cg}});
+  b.cg.max_iterations = o.get<std::int64_t>("solver_iterations", b.cg.max_iterations);
+  b.cg.damping = o.get<double>("damping", b.cg.damping);
+  b.cg.tolerance = o.get<double>("solver_tolerance", b.cg.tolerance);
+  b.neumann.alpha = o.get<double>("neumann_alpha", b.neumann.alpha);
+  b.neumann.iterations = o.get<std::int64_t>("neumann_iterations", b.neumann.iterations);
+  b.neumann.damping = b.cg.damping;
+  b.optimizer = pick("outer_optimizer", base.optimizer,
+                     {{"adam", OuterOptimizer::adam}, {"sgd", OuterOptimizer::sgd}, {"rprop", OuterOptimizer::rprop}});
+  b.outer_adam.learning_rate = o.get<double>("outer_lr", b.outer_adam.learning_rate);
+  b.sgd_learning_rate = b.outer_adam.learning_rate;
+  b.sgd_momentum = o.get<double>("sgd_momentum", b.sgd_momentum);
+  b.reset_outer_optimizer = o.get<bool>("reset_outer_optimizer", b.reset_outer_optimizer);
+  b.log_space = o.get<bool>("log_space", b.log_space);
+  b.rprop.initial_step = o.get<double>("outer_step", b.rprop.initial_step);
+  b.rprop.flat_tolerance = o.get<double>("flat_tolerance", b.rprop.flat_tolerance);
+  b.stopping.window = o.get<std::int64_t>("window", b.stopping.window);
+  b.stopping.reward_tolerance = o.get<double>("reward_tolerance", b.stopping.reward_tolerance);
+  b.stopping.loss_tolerance = o.get<double>("loss_tolerance", b.stopping.loss_tolerance);
+  b.hypergradient_clamp = o.get<double>("hypergradient_clamp", b.hypergradient_clamp);
+  b.reward_floor = o.get<double>("reward_floor", b.reward_floor);
+  b.reward_ceiling = o.get<double>("reward_ceiling", b.reward_ceiling);
+  b.outer_data = pick("outer_data", base.outer_data,
+                      {{"train", d2r::OuterData::train}, {"validation", d2r::OuterData::validation}});
+  b.seed = o.get<std::uint64_t>("seed", 0);
+  b.cuda_graph = o.get<bool>("cuda_graph", true);
+  // The two rules of `d2r fit` (d2r::runs::bilevel_options): Rprop's step bounds take in the
+  // initial step, and a nonzero inner step cap is at least K_in.
+  b.rprop.max_step = std::max(b.rprop.max_step, b.rprop.initial_step);
+  b.rprop.min_step = std::min(b.rprop.min_step, b.rprop.initial_step);
+  if (b.inner.max_steps != 0) b.inner.max_steps = std::max(b.inner.max_steps, b.inner.steps);
+  return d2r::options_cast<d2r::BilevelOptions<T>>(b);
+}
+
+}  // namespace d2rpy
