@@ -357,8 +357,9 @@ class BilevelRewardLearner:
     # paper's Fig. 3 setting; classification: the paper's tabular setting, logistic regression).
     _CLI_DEFAULTS = dict(hidden=[64, 64], inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0, generations=5)
     _CLI_CLASS_DEFAULTS = dict(hidden=[], inner_lr=0.05, outer_lr=0.1, entropy_weight=1.0, generations=50)
-    # `d2r fit --preset paper`: a warm inner start (program_bilevel_defaults), K_in = 50, one CG iteration.
-    _CLI_PAPER = dict(inner_start="warm", inner_steps=50, solver_iterations=1)
+    # `d2r fit --preset paper`: BilevelOptions::paper() (K_in = 50, one CG iteration) with a warm inner
+    # start (d2r::runs::program_bilevel_defaults).
+    _CLI_PAPER = dict(inner_start="warm")
 
     def __init__(self, *, preset: str = "recommended", reward_form: str = "scalar",
                  reward_init: Optional[Sequence[float]] = None, outer_steps: int = 100, seed: int = 0,
@@ -373,8 +374,6 @@ class BilevelRewardLearner:
         if final_model not in ("best", "last"):
             raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'final_model': expected 'best' or 'last', "
                                       f"got {final_model!r}")
-        if "preset" in options:
-            raise _core.ArgumentError("d2r.BilevelRewardLearner: argument 'preset' given twice")
         _standardize_flag(standardize_targets, 0, "BilevelRewardLearner")
         self.preset = preset
         self.final_model = final_model

@@ -33,12 +33,25 @@ class Options {
   }
   std::string choice(const char* key, const std::string& fallback, std::initializer_list<const char*> allowed) {
     const std::string v = get<std::string>(key, fallback);
-    std::string list;
     for (const char* a : allowed) {
       if (v == a) return v;
-      list += std::string(list.empty() ? "" : ", ") + "'" + a + "'";
     }
-    bad_argument(fn_, key, "expected one of " + list + ", got '" + v + "'");
+    refuse(key, std::vector<const char*>(allowed), v);
+  }
+  /// The enumerator whose name is the value of `key` (absent: `fallback`), among `names`.
+  template <class E>
+  E choice(const char* key, E fallback, std::initializer_list<std::pair<const char*, E>> names) {
+    std::string dflt;
+    std::vector<const char*> allowed;
+    for (const auto& [n, e] : names) {
+      allowed.push_back(n);
+      if (e == fallback) dflt = n;
+    }
+    const std::string v = get<std::string>(key, dflt);
+    for (const auto& [n, e] : names) {
+      if (v == n) return e;
+    }
+    refuse(key, allowed, v);
   }
   void finish() {
     for (auto [k, v] : d_) {
@@ -48,6 +61,11 @@ class Options {
   }
 
  private:
+  [[noreturn]] void refuse(const char* key, const std::vector<const char*>& allowed, const std::string& value) const {
+    std::string list;
+    for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + "'" + a + "'";
+    bad_argument(fn_, key, "expected one of " + list + ", got '" + value + "'");
+  }
   std::string_view fn_;
   nb::dict d_;
   std::set<std::string> seen_;
@@ -118,23 +136,8 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
                                            : preset == "recommended" ? d2r::BilevelOptions<double>::recommended()
                                                                      : d2r::BilevelOptions<double>::paper();
   d2r::BilevelOptions<double> b = base;
-  const auto pick = [&]<class E>(const char* key, E fallback, std::initializer_list<std::pair<const char*, E>> names) {
-    const char* dflt = "";
-    std::vector<const char*> allowed;
-    for (const auto& [n, e] : names) {
-      allowed.push_back(n);
-      if (e == fallback) dflt = n;
-    }
-    const std::string v = o.get<std::string>(key, dflt);
-    std::string list;
-    for (const auto& [n, e] : names) {
-      if (v == n) return e;
-      list += std::string(list.empty() ? "" : ", ") + "'" + n + "'";
-    }
-    bad_argument("BilevelTrainer", key, "expected one of " + list + ", got '" + v + "'");
-  };
   using d2r::InnerObjective, d2r::InnerStart, d2r::CurvatureKind, d2r::ImplicitSolver, d2r::OuterOptimizer;
-  b.inner.objective = pick("inner_objective", base.inner.objective,
+  b.inner.objective = o.choice("inner_objective", base.inner.objective,
                            {{"reinforce", InnerObjective::reinforce}, {"exact", InnerObjective::exact}});
   b.inner.steps = o.get<std::int64_t>("inner_steps", b.inner.steps);
   b.inner.stationarity_tolerance = o.get<double>("inner_tolerance", b.inner.stationarity_tolerance);
@@ -151,12 +154,12 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.inner.pg.transform.kind = parse_transform(
       "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
   b.inner.batch_size = o.get<std::int64_t>("inner_batch_size", 0);
-  b.head = pick("head", base.head, {{"diagonal", d2r::GaussianHead::diagonal}, {"cholesky", d2r::GaussianHead::cholesky}});
-  b.inner_start = pick("inner_start", base.inner_start,
+  b.head = o.choice("head", base.head, {{"diagonal", d2r::GaussianHead::diagonal}, {"cholesky", d2r::GaussianHead::cholesky}});
+  b.inner_start = o.choice("inner_start", base.inner_start,
                        {{"fresh", InnerStart::fresh}, {"warm", InnerStart::warm}, {"fixed", InnerStart::fixed}});
-  b.curvature = pick("curvature", base.curvature,
+  b.curvature = o.choice("curvature", base.curvature,
                      {{"exact", CurvatureKind::exact}, {"surrogate", CurvatureKind::surrogate}});
-  b.solver = pick("solver", base.solver,
+  b.solver = o.choice("solver", base.solver,
                   {{"normal_cg", ImplicitSolver::normal_cg},
                    {"cg", ImplicitSolver::conjugate_gradient},
                    {"neumann", ImplicitSolver::neumann},
@@ -167,7 +170,7 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.neumann.alpha = o.get<double>("neumann_alpha", b.neumann.alpha);
   b.neumann.iterations = o.get<std::int64_t>("neumann_iterations", b.neumann.iterations);
   b.neumann.damping = b.cg.damping;
-  b.optimizer = pick("outer_optimizer", base.optimizer,
+  b.optimizer = o.choice("outer_optimizer", base.optimizer,
                      {{"adam", OuterOptimizer::adam}, {"sgd", OuterOptimizer::sgd}, {"rprop", OuterOptimizer::rprop}});
   b.outer_adam.learning_rate = o.get<double>("outer_lr", b.outer_adam.learning_rate);
   b.sgd_learning_rate = b.outer_adam.learning_rate;
@@ -182,7 +185,7 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.hypergradient_clamp = o.get<double>("hypergradient_clamp", b.hypergradient_clamp);
   b.reward_floor = o.get<double>("reward_floor", b.reward_floor);
   b.reward_ceiling = o.get<double>("reward_ceiling", b.reward_ceiling);
-  b.outer_data = pick("outer_data", base.outer_data,
+  b.outer_data = o.choice("outer_data", base.outer_data,
                       {{"train", d2r::OuterData::train}, {"validation", d2r::OuterData::validation}});
   b.seed = o.get<std::uint64_t>("seed", 0);
   b.cuda_graph = o.get<bool>("cuda_graph", true);
