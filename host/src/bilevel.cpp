@@ -618,7 +618,7 @@ const BilevelRecord& BilevelTrainer<T>::step() {
         const RpropOptions& o = options_.rprop;
         const bool loss_rose = history_.size() > 0 && rec.outer_loss > history_.back().outer_loss;
         if (memo && S == 1 && is_positive[0] &&
-            s.refine_scalar(stationary, std::log(phi_[0]), g[0], rec.outer_loss, o, options_.stopping, delta[0])) {
+            s.refine_scalar(stationary, std::log(phi_[0]), g[0], o, options_.stopping, delta[0])) {
           s.rprop_last[0] = delta[0];
           s.rprop_sign[0] = 0;
           break;

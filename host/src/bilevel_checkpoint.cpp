@@ -195,7 +195,7 @@ void BilevelTrainer<T>::save(const std::filesystem::path& path) const {
   // Regula falsi on a scalar reward (Impl::refine_scalar); optional on load as the sections above.
   const auto& b = s.bracket;
   const std::vector<double> bracket{b.active ? 1.0 : 0.0, b.last_valid ? 1.0 : 0.0, b.lo, b.hi, b.g_lo, b.g_hi,
-                                    b.last_x, b.last_g, static_cast<double>(b.replaced), b.l_lo, b.l_hi, b.last_l};
+                                    b.last_x, b.last_g, static_cast<double>(b.replaced)};
   w.add("bracket", std::span<const double>(bracket));
   std::vector<double> records;
   for (const BilevelRecord& r : history_) append_record(records, r);
@@ -325,9 +325,7 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   if (r.has("bracket")) {
     bracket = r.doubles("bracket");
     const auto flag = [](double v) { return v == 0 || v == 1; };
-    // 9 values from a d2r before the bracket kept the losses (then NaN: regula falsi); 12 now,
-    // the losses NaN only when the bracket was restored from such a checkpoint.
-    const bool valid = (bracket.size() == 9 || bracket.size() == 12) && all_finite(std::span(bracket).first(9)) && flag(bracket[0]) && flag(bracket[1]) &&
+    const bool valid = bracket.size() == 9 && all_finite(bracket) && flag(bracket[0]) && flag(bracket[1]) &&
                        (bracket[8] == -1 || bracket[8] == 0 || bracket[8] == 1) &&
                        (bracket[0] == 0 || (S == 1 && bracket[2] < bracket[3] && bracket[4] < 0 && bracket[5] > 0));
     D2R_EXPECTS(valid, fn, "path", "checkpoint '{}' has an invalid bracket of the scalar reward", path.string());
@@ -362,11 +360,6 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
     s.bracket.last_x = bracket[6];
     s.bracket.last_g = bracket[7];
     s.bracket.replaced = static_cast<int>(bracket[8]);
-    if (bracket.size() == 12) {
-      s.bracket.l_lo = bracket[9];
-      s.bracket.l_hi = bracket[10];
-      s.bracket.last_l = bracket[11];
-    }
   }
   s.theta_reward = visit[0];
   s.visit_reward = visit[1];

@@ -115,36 +115,29 @@ struct BilevelTrainer<T>::Impl {
     std::swap(theta_phi, visit_phi);
     std::swap(theta_reward, visit_reward);
   }
-  // The bracket of a scalar reward (refine_scalar): x = log φ, g = dL_out/dx, l = L_out. active:
-  // g(lo) < 0 < g(hi) at two stationary visits; replaced: the end replaced last (-1 lo, +1 hi, 0
-  // none, for the Illinois rule); last_x, last_g, last_l: the last stationary visit (last_valid).
-  // l is NaN in a bracket restored from a checkpoint of an earlier d2r, which kept no losses.
+  // Regula falsi on a scalar reward (refine_scalar): x = log φ, g = dL_out/dx. active: g(lo) < 0 <
+  // g(hi) at two stationary visits; replaced: the end replaced last (-1 lo, +1 hi, 0 none, for the
+  // Illinois rule); last_x, last_g: the last stationary visit (last_valid).
   struct Bracket {
     bool active = false, last_valid = false;
     double lo = 0, hi = 0, g_lo = 0, g_hi = 0, last_x = 0, last_g = 0;
     int replaced = 0;
-    double l_lo = std::numeric_limits<double>::quiet_NaN(), l_hi = l_lo, last_l = l_lo;
   } bracket;
   /// Rprop's outer step on a scalar reward whose outer loss is a function of it (a fixed start with
   /// a deterministic inner loop), once the hypergradient changed sign between two stationary
   /// visits: the minimum lies between them, and Rprop would walk back to it in halving steps
   /// (after the first sign change it made 6–16 more visits on 11 of the 15 tabular runs). Instead
-  /// the bracket shrinks, each new point at the minimum of the cubic that interpolates the outer
-  /// loss and its slope g = dL/dx (x = log φ) at the bracket's ends (the interpolation step of a
-  /// line search), kept inside the middle 80 % of the bracket. The losses matter: the hypergradient
-  /// is a local slope, and where L rises steeply inside the bracket (vehicle: 0.39 at β = 1.93,
-  /// 0.95 at 2.98, slopes −0.015 and +0.004) regula falsi on g alone put 4 visits near the worse
-  /// end. It stops when the bracket is narrower than stopping.reward_tolerance, g is flat there
-  /// (|g|·Δ₀ below flat_tolerance × the loss tolerance, as Rprop's flat rule), or the quadratic
-  /// model of L with slope g and the bracket's secant slope c of g promises less than half the
-  /// loss tolerance by moving on (g²/(2c): what the verdict resolves; each visit trains a policy
-  /// from θ₀, as each point of a sweep does: issue 13, wine was within 1e-3 of its best loss after
-  /// 1,920 of its 3,640 inner steps): φ then stays. A bracket restored from an earlier d2r's
-  /// checkpoint (no losses) goes on by regula falsi on g with the Illinois rule (an end kept twice
-  /// has its g halved). Returns false (and Rprop steps) before a bracket forms; a visit that is not
-  /// stationary ends the bracket, and Rprop goes on from there with a step of a quarter of its
-  /// width. `move`: the step in x.
-  bool refine_scalar(bool stationary, double x, double g, double l, const RpropOptions& o,
+  /// the bracket shrinks by regula falsi on g = dL/dx (x = log φ) with the Illinois rule (an end
+  /// kept twice has its g halved), each new point inside the middle 80 % of the bracket, until the
+  /// bracket is narrower than stopping.reward_tolerance, g is flat there (|g|·Δ₀ below
+  /// flat_tolerance × the loss tolerance, as Rprop's flat rule), or the quadratic model of L with
+  /// slope g and the bracket's secant slope c of g promises less than half the loss tolerance by
+  /// moving on (g²/(2c): what the verdict resolves; each visit trains a policy from θ₀, as each
+  /// point of a sweep does: issue 13, wine was within 1e-3 of its best loss after 1,920 of its
+  /// 3,640 inner steps): φ then stays. Returns false (and Rprop steps) before a bracket
+  /// forms; a visit that is not stationary ends the bracket, and Rprop goes on from there with a
+  /// step of a quarter of its width. `move`: the step in x.
+  bool refine_scalar(bool stationary, double x, double g, const RpropOptions& o,
                      const StoppingOptions& stop, double& move) {
     Bracket& b = bracket;
     if (!stationary) {
@@ -159,37 +152,30 @@ struct BilevelTrainer<T>::Impl {
       b.hi = g < 0 ? b.last_x : x;
       b.g_lo = g < 0 ? g : b.last_g;
       b.g_hi = g < 0 ? b.last_g : g;
-      b.l_lo = g < 0 ? l : b.last_l;
-      b.l_hi = g < 0 ? b.last_l : l;
       b.replaced = 0;
       b.active = b.lo < b.hi;
     } else if (b.active && steep && x > b.lo && x < b.hi) {
       const int end = g < 0 ? -1 : 1;
       (end < 0 ? b.lo : b.hi) = x;
       (end < 0 ? b.g_lo : b.g_hi) = g;
-      (end < 0 ? b.l_lo : b.l_hi) = l;
-      const bool cubic = std::isfinite(b.l_lo) && std::isfinite(b.l_hi);
-      if (!cubic && b.replaced == end) (end < 0 ? b.g_hi : b.g_lo) *= 0.5;  // the other end was kept twice
+      if (b.replaced == end) (end < 0 ? b.g_hi : b.g_lo) *= 0.5;  // the other end was kept twice
       b.replaced = end;
     }
     b.last_valid = true;
     b.last_x = x;
     b.last_g = g;
-    b.last_l = l;
-    if (!b.active) return false;
-    const double w = b.hi - b.lo;
-    const double c = (b.g_hi - b.g_lo) / w;  // > 0: g(lo) < 0 < g(hi)
-    move = 0;
-    if (!steep || w <= stop.reward_tolerance || g * g / (2 * c) < 0.5 * stop.loss_tolerance) return true;
-    double next = b.hi - b.g_hi * w / (b.g_hi - b.g_lo);  // regula falsi
-    if (std::isfinite(b.l_lo) && std::isfinite(b.l_hi)) {
-      // The cubic's minimum (Nocedal & Wright, eq. 3.59); g_lo·g_hi < 0 keeps the root real.
-      const double d1 = b.g_lo + b.g_hi - 3 * (b.l_lo - b.l_hi) / (b.lo - b.hi);
-      const double d2 = std::sqrt(d1 * d1 - b.g_lo * b.g_hi);
-      next = b.hi - w * (b.g_hi + d2 - d1) / (b.g_hi - b.g_lo + 2 * d2);
+    // The improvement a quadratic model of slope g and curvature c > 0 promises.
+    const auto resolved = [&](double c) { return c > 0 && g * g / (2 * c) < 0.5 * stop.loss_tolerance; };
+    if (b.active) {
+      const double w = b.hi - b.lo;
+      move = 0;
+      if (steep && w > stop.reward_tolerance && !resolved((b.g_hi - b.g_lo) / w)) {
+        const double root = b.hi - b.g_hi * w / (b.g_hi - b.g_lo);
+        move = std::clamp(root, b.lo + 0.1 * w, b.hi - 0.1 * w) - x;
+      }
+      return true;
     }
-    move = std::clamp(next, b.lo + 0.1 * w, b.hi - 0.1 * w) - x;
-    return true;
+    return false;
   }
   Buffer<std::int64_t> adam_count;
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
