@@ -616,13 +616,13 @@ const BilevelRecord& BilevelTrainer<T>::step() {
         break;
       case OuterOptimizer::rprop: {
         const RpropOptions& o = options_.rprop;
-        const bool loss_rose = history_.size() > 0 && rec.outer_loss > history_.back().outer_loss;
-        if (memo && S == 1 && is_positive[0] &&
-            s.refine_scalar(stationary, std::log(phi_[0]), g[0], o, options_.stopping, delta[0])) {
+        if (memo && S == 1 && is_positive[0] && s.refine_scalar(stationary, std::log(phi_[0]), g[0], o,
+                                                                 options_.stopping, delta[0])) {
           s.rprop_last[0] = delta[0];
           s.rprop_sign[0] = 0;
           break;
         }
+        const bool loss_rose = history_.size() > 0 && rec.outer_loss > history_.back().outer_loss;
         // The outer loss rose by more than its tolerance after the last move: that move went the
         // wrong way whatever the hypergradient says (a wrong or noisy h, or an inner point that is
         // no minimum): undo it and shrink the steps (iRprop+).

@@ -127,18 +127,14 @@ struct BilevelTrainer<T>::Impl {
   /// a deterministic inner loop), once the hypergradient changed sign between two stationary
   /// visits: the minimum lies between them, and Rprop would walk back to it in halving steps
   /// (after the first sign change it made 6–16 more visits on 11 of the 15 tabular runs). Instead
-  /// the bracket shrinks by regula falsi on g = dL/dx (x = log φ) with the Illinois rule (an end
-  /// kept twice has its g halved), each new point inside the middle 80 % of the bracket, until the
-  /// bracket is narrower than stopping.reward_tolerance, g is flat there (|g|·Δ₀ below
-  /// flat_tolerance × the loss tolerance, as Rprop's flat rule), or the quadratic model of L with
-  /// slope g and the bracket's secant slope c of g promises less than half the loss tolerance by
-  /// moving on (g²/(2c): what the verdict resolves; each visit trains a policy from θ₀, as each
-  /// point of a sweep does: issue 13, wine was within 1e-3 of its best loss after 1,920 of its
-  /// 3,640 inner steps): φ then stays. Returns false (and Rprop steps) before a bracket
-  /// forms; a visit that is not stationary ends the bracket, and Rprop goes on from there with a
-  /// step of a quarter of its width. `move`: the step in x.
-  bool refine_scalar(bool stationary, double x, double g, const RpropOptions& o,
-                     const StoppingOptions& stop, double& move) {
+  /// the bracket shrinks by regula falsi on g with the Illinois rule (an end kept twice has its g
+  /// halved), each new point inside the middle 80 % of the bracket, until the bracket is narrower
+  /// than stopping.reward_tolerance or g is flat there (|g|·Δ₀ below flat_tolerance × the loss
+  /// tolerance, as Rprop's flat rule): φ then stays. Returns false (and Rprop steps) before a
+  /// bracket forms; a visit that is not stationary ends the bracket, and Rprop goes on from there
+  /// with a step of a quarter of its width. `move`: the step in x.
+  bool refine_scalar(bool stationary, double x, double g, const RpropOptions& o, const StoppingOptions& stop,
+                     double& move) {
     Bracket& b = bracket;
     if (!stationary) {
       if (b.active) rprop_step[0] = std::max((b.hi - b.lo) / 4, o.min_step);
@@ -164,18 +160,14 @@ struct BilevelTrainer<T>::Impl {
     b.last_valid = true;
     b.last_x = x;
     b.last_g = g;
-    // The improvement a quadratic model of slope g and curvature c > 0 promises.
-    const auto resolved = [&](double c) { return c > 0 && g * g / (2 * c) < 0.5 * stop.loss_tolerance; };
-    if (b.active) {
-      const double w = b.hi - b.lo;
-      move = 0;
-      if (steep && w > stop.reward_tolerance && !resolved((b.g_hi - b.g_lo) / w)) {
-        const double root = b.hi - b.g_hi * w / (b.g_hi - b.g_lo);
-        move = std::clamp(root, b.lo + 0.1 * w, b.hi - 0.1 * w) - x;
-      }
-      return true;
+    if (!b.active) return false;
+    const double w = b.hi - b.lo;
+    move = 0;
+    if (steep && w > stop.reward_tolerance) {
+      const double root = b.hi - b.g_hi * w / (b.g_hi - b.g_lo);
+      move = std::clamp(root, b.lo + 0.1 * w, b.hi - 0.1 * w) - x;
     }
-    return false;
+    return true;
   }
   Buffer<std::int64_t> adam_count;
   // The Philox position of the inner draws, in the backend's memory (DrawKey::step_offset), so
