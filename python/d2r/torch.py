@@ -565,46 +565,29 @@ def last_solve_report() -> Optional[dict]:
 
 
 # ---------------------------------------------------------------- autograd.Function variants (torch.func)
-class _LogProbFn(torch.autograd.Function):
-    @staticmethod
-    def forward(head, a, b, samples, jitter):
-        return _log_prob_impl(head, a, b, samples, jitter)
+def _autograd_function(name, impl, setup, backward, backward_impl):
+    """A torch.autograd.Function in the torch.func style (forward without ctx, then setup_context):
+    forward(*inputs) = impl(*inputs), backward(ctx, g) = backward(ctx, g, backward_impl)."""
+    def forward(*inputs):
+        return impl(*inputs)
 
-    @staticmethod
     def setup_context(ctx, inputs, output):
-        _log_prob_setup(ctx, inputs, output)
+        setup(ctx, inputs, output)
 
-    @staticmethod
-    def backward(ctx, g):
-        return _log_prob_backward(ctx, g, _head_backward_impl)
+    def run_backward(ctx, g):
+        return backward(ctx, g, backward_impl)
 
-
-class _EntropyFn(torch.autograd.Function):
-    @staticmethod
-    def forward(head, a, b, jitter):
-        return _entropy_impl(head, a, b, jitter)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _entropy_setup(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _entropy_backward(ctx, g, _head_backward_impl)
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "setup_context": staticmethod(setup_context),
+                                                   "backward": staticmethod(run_backward)})
 
 
-class _RewardFn(torch.autograd.Function):
-    @staticmethod
-    def forward(reward_form, params, samples, targets, classes):
-        return _reward_impl(reward_form, params, samples, targets, classes)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _reward_setup(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _reward_bwd(ctx, g, _reward_backward_impl)
+# forward(head, a, b, samples, jitter); forward(head, a, b, jitter);
+# forward(reward_form, params, samples, targets, classes).
+_LogProbFn = _autograd_function("_LogProbFn", _log_prob_impl, _log_prob_setup, _log_prob_backward,
+                                _head_backward_impl)
+_EntropyFn = _autograd_function("_EntropyFn", _entropy_impl, _entropy_setup, _entropy_backward, _head_backward_impl)
+_RewardFn = _autograd_function("_RewardFn", _reward_impl, _reward_setup, _reward_bwd, _reward_backward_impl)
 
 
 class _ObjectiveFn(torch.autograd.Function):
