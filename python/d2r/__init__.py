@@ -68,6 +68,7 @@ from ._core import (  # noqa: F401  (the public primitives)
 )
 from ._learn import (  # noqa: F401
     BilevelDivergedError,
+    FitDivergedError,
     BilevelRewardLearner,
     BilevelWarning,
     FitResult,

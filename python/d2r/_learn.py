@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 import sys
@@ -137,6 +138,119 @@ def _standardize_flag(value: Any, classes: int, fn: str) -> bool:
     return not classes and value is not False
 
 
+def _int_arg(fn: str, name: str, value: Any, low: int) -> int:
+    """An integer keyword (a bool, a float or a string is not one), at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected an integer, got {value!r}")
+    if value < low:
+        raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected an integer >= {low}, got {value}")
+    return int(value)
+
+
+def _numbers_arg(fn: str, name: str, value: Any) -> list[float]:
+    """A sequence of real numbers (not a string, no bools)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected a sequence of numbers, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected numbers, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def _check_data(fn: str, X: Any, Y: Any, labels: Any, classes: int, val_X: Any, val_Y: Any, val_labels: Any) -> None:
+    """The data keywords of a fit, before anything runs: the task's keywords present and the other
+    task's absent, arrays of the right dimensions, the same row counts, X's float dtype throughout."""
+    given = dict(X=X, Y=Y, labels=labels, val_X=val_X, val_Y=val_Y, val_labels=val_labels)
+    wrong = ("Y", "val_Y") if classes else ("labels", "val_labels")
+    for name in wrong:
+        if given[name] is not None:
+            raise _core.ArgumentError(
+                f"d2r.{fn}: argument '{name}': not used by " +
+                ("classification (classes=): pass labels= and val_labels=" if classes else
+                 "regression: pass Y and val_Y (or classes= for classification)"))
+    needed = ("X", "labels") if classes else ("X", "Y")
+    for name in needed:
+        if given[name] is None:
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': " +
+                                      ("classification needs labels (int32 class indices)" if classes else
+                                       "regression needs targets (or labels= and classes= for classification)"))
+    held = "val_labels" if classes else "val_Y"
+    if (val_X is None) != (given[held] is None):
+        missing = held if val_X is not None else "val_X"
+        raise _core.ArgumentError(f"d2r.{fn}: argument '{missing}': val_X and {held} go together")
+    dims = {"X": 2, "Y": 2, "labels": 1, "val_X": 2, "val_Y": 2, "val_labels": 1}
+    for name, a in given.items():
+        if a is None:
+            continue
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected an array (NumPy, PyTorch, JAX, CuPy), "
+                                      f"got {type(a).__name__}")
+        if len(a.shape) != dims[name]:
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected {dims[name]} dimensions "
+                                      f"({'rows x columns' if dims[name] == 2 else 'one value a row'}), "
+                                      f"got shape {tuple(int(d) for d in a.shape)}")
+        if int(a.shape[0]) == 0:
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': no rows")
+    for name in ("Y", "val_X", "val_Y"):
+        a = given[name]
+        if a is not None and str(a.dtype) != str(X.dtype):
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': dtype {a.dtype} differs from X's {X.dtype}")
+    for rows, other in (("X", "labels" if classes else "Y"), ("val_X", held)):
+        a, b = given[rows], given[other]
+        if a is not None and b is not None and int(a.shape[0]) != int(b.shape[0]):
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{other}': {int(b.shape[0])} rows, {rows} has "
+                                      f"{int(a.shape[0])}")
+    if given["val_X"] is not None and int(val_X.shape[1]) != int(X.shape[1]):
+        raise _core.ArgumentError(f"d2r.{fn}: argument 'val_X': expected {int(X.shape[1])} columns (as X), got "
+                                  f"{int(val_X.shape[1])}")
+    if not classes and val_Y is not None and int(val_Y.shape[1]) != int(Y.shape[1]):
+        raise _core.ArgumentError(f"d2r.{fn}: argument 'val_Y': expected {int(Y.shape[1])} columns (as Y), got "
+                                  f"{int(val_Y.shape[1])}")
+
+
+# The library's names of the data (d2r::RegressionData, the trainers' arguments) -> the keywords.
+_DATA_KEYWORDS = {"train.x": "X", "train.y": "Y", "train.labels": "labels", "validation.x": "val_X",
+                  "validation.y": "val_Y", "validation.labels": "val_labels", "x": "X", "y": "Y",
+                  "labels": "labels", "val_x": "val_X", "val_y": "val_Y", "spec.outputs": "classes"}
+_ARGUMENT = re.compile(r"argument '([A-Za-z_.]+)'")
+
+
+def _keyword_error(e: Exception) -> Exception:
+    """An ArgumentError of the extension with the library's data names replaced by the keywords."""
+    if not isinstance(e, _core.ArgumentError):
+        return e
+    text = _ARGUMENT.sub(lambda m: f"argument '{_DATA_KEYWORDS.get(m.group(1), m.group(1))}'", str(e))
+    return e if text == str(e) else _core.ArgumentError(text)
+
+
+def _all_finite(a: Any) -> bool:
+    """Whether every value of an array (NumPy, PyTorch, CuPy, JAX) is finite."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "torch":
+        import torch
+
+        return bool(torch.isfinite(a).all())
+    if mod == "cupy":
+        import cupy
+
+        return bool(cupy.isfinite(a).all())
+    import numpy as np
+
+    return bool(np.isfinite(np.asarray(a)).all())
+
+
+class FitDivergedError(RuntimeError):
+    """A fit ended with non-finite results (`d2r fit` exits 3): ``reason`` says which; ``result`` is
+    the FitResult (records and parameters as they came out), kept for inspection."""
+
+    def __init__(self, message: str, reason: str, result: Any = None):
+        super().__init__(message)
+        self.reason = reason
+        self.result = result
+
+
 class TorchCommunicator:
     """The collectives of d2r's data-parallel trainers over a ``torch.distributed`` process group
     (d2r::Communicator; README "Data parallel"). The trainers hand their buffers over zero-copy: host
@@ -241,14 +355,13 @@ class BilevelWarning(UserWarning):
     that is the first."""
 
 
-class BilevelDivergedError(RuntimeError):
-    """A bilevel run diverged (`d2r fit` exits 3): a non-finite hypergradient or outer loss, or a
-    reward parameter at its floor or ceiling. ``reason`` says which; ``learner`` is the
-    BilevelRewardLearner, whose trainer_ and history_ hold the run."""
+class BilevelDivergedError(FitDivergedError):
+    """A bilevel run diverged (`d2r fit` exits 3): a non-finite hypergradient or outer loss, a
+    reward parameter at its floor or ceiling, or a non-finite returned reward or policy. ``reason``
+    says which; ``learner`` is the BilevelRewardLearner, whose trainer_ and history_ hold the run."""
 
     def __init__(self, message: str, reason: str, learner: Any):
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(message, reason)
         self.learner = learner
 
 
@@ -300,8 +413,8 @@ class BilevelRewardLearner:
     Options (keywords, overriding the preset; the rest of the defaults are `d2r fit`'s, for
     regression or, with classes, for classification): hidden, activation, layer_norm,
     reward_form ('scalar', 'diagonal', 'full'), reward_init (default U = I, β = 1; regression: on
-    the standardised targets when they are, as `d2r fit --u`), outer_steps (the
-    budget), inner_steps, inner_tolerance (stationarity: ‖∇θ L_in‖ relative to its untrained value),
+    the standardised targets when they are, as `d2r fit --u`), outer_steps (the budget;
+    default `d2r fit`'s: 100 for regression, 50 for classification), inner_steps, inner_tolerance (stationarity: ‖∇θ L_in‖ relative to its untrained value),
     inner_max_steps, inner_lr, outer_lr (adam/sgd), outer_step (Rprop's Δ₀ in log space),
     flat_tolerance, window, reward_tolerance, loss_tolerance (the verdict), entropy_weight (λ),
     generations (G), inner_start ('warm', 'fresh' or 'fixed'), outer_data ('validation' or
@@ -362,7 +475,7 @@ class BilevelRewardLearner:
     _CLI_PAPER = dict(inner_start="warm")
 
     def __init__(self, *, preset: str = "recommended", reward_form: str = "scalar",
-                 reward_init: Optional[Sequence[float]] = None, outer_steps: int = 100, seed: int = 0,
+                 reward_init: Optional[Sequence[float]] = None, outer_steps: Optional[int] = None, seed: int = 0,
                  device: str = "auto", threads: int = 1, group: Any = None, deterministic_reduction: bool = False,
                  reduction_block_rows: int = 256, final_model: Optional[str] = None,
                  standardize_targets: Optional[bool] = None, **options: Any):
@@ -375,17 +488,22 @@ class BilevelRewardLearner:
             raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'final_model': expected 'best' or 'last', "
                                       f"got {final_model!r}")
         _standardize_flag(standardize_targets, 0, "BilevelRewardLearner")
+        fn = "BilevelRewardLearner"
+        if options.get("head", "diagonal") != "diagonal":
+            raise _core.ArgumentError(f"d2r.{fn}: argument 'head': the bilevel method trains a diagonal Gaussian "
+                                      f"head only, got {options['head']!r}")
         self.preset = preset
         self.final_model = final_model
         self.reward_form = reward_form
-        self.reward_init = None if reward_init is None else [float(v) for v in reward_init]
-        self.outer_steps = int(outer_steps)
-        self.seed = int(seed)
+        self.reward_init = None if reward_init is None else _numbers_arg(fn, "reward_init", reward_init)
+        # None: `d2r fit`'s budget, 100 outer steps for regression and 50 for classification.
+        self.outer_steps = None if outer_steps is None else _int_arg(fn, "outer_steps", outer_steps, 1)
+        self.seed = _int_arg(fn, "seed", seed, 0)
         self.device = device
-        self.threads = int(threads)
+        self.threads = _int_arg(fn, "threads", threads, 1)
         self.group = group
         self.deterministic_reduction = bool(deterministic_reduction)
-        self.reduction_block_rows = int(reduction_block_rows)
+        self.reduction_block_rows = _int_arg(fn, "reduction_block_rows", reduction_block_rows, 1)
         self.standardize_targets = standardize_targets  # None: on for regression
         self.options = dict(options)  # the defaults (regression or classification) are added by fit()
         self.trainer_: Optional[_core.BilevelTrainer] = None
@@ -415,49 +533,66 @@ class BilevelRewardLearner:
 
     def fit(self, X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X: Any = None,
             val_Y: Any = None, val_labels: Any = None, checkpoint: Optional[str | os.PathLike] = None,
-            checkpoint_every: int = 0, resume: bool = False, progress: Optional[bool] = None) -> FitResult:
+            checkpoint_every: int = 0, resume: bool = False, overwrite: bool = False,
+            progress: Optional[bool] = None) -> FitResult:
         """Runs outer steps until a verdict or outer_steps (continuing a checkpoint with resume=True);
         returns a FitResult. checkpoint: a file written every checkpoint_every outer steps and at the
-        end (atomically). Raises BilevelDivergedError when the run diverged."""
-        _core.set_cpu_threads(self.threads)
-        opts = self._options(int(classes), val_X is not None)
-        ctx = _context(X, self.device, self.seed)
+        end (atomically); an existing one is continued with resume=True, replaced with
+        overwrite=True, and otherwise refused. Every argument is checked before anything runs, and a
+        refused call leaves the learner as it was. Raises BilevelDivergedError when the run diverged."""
         fn = "BilevelRewardLearner.fit"
-        scale_targets = _standardize_flag(self.standardize_targets, int(classes), fn)
-        if classes:
-            dims = int(classes)
-        else:
-            if Y is None:
-                raise _core.ArgumentError("d2r.BilevelRewardLearner.fit: argument 'Y': regression needs targets "
-                                          "(or give labels= and classes= for classification)")
-            dims = int(Y.shape[1]) if len(Y.shape) == 2 else 0
-        self.communicator_ = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")  # checked first
+        classes = _int_arg(fn, "classes", classes, 0)
+        if classes == 1:
+            raise _core.ArgumentError(f"d2r.{fn}: argument 'classes': expected 0 (regression) or at least 2, got 1")
+        _check_data(fn, X, Y, labels, classes, val_X, val_Y, val_labels)
+        checkpoint_every = _int_arg(fn, "checkpoint_every", checkpoint_every, 0)
+        if checkpoint is None and (checkpoint_every > 0 or resume or overwrite):
+            name = "checkpoint_every" if checkpoint_every > 0 else "resume" if resume else "overwrite"
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': needs checkpoint= (the file)")
+        if checkpoint is not None:
+            path = os.fspath(checkpoint)
+            folder = os.path.dirname(os.path.abspath(path))
+            if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise _core.ArgumentError(f"d2r.{fn}: argument 'checkpoint': '{path}' is not a file in a writable "
+                                          "folder")
+            if resume and not os.path.exists(path):
+                raise _core.ArgumentError(f"d2r.{fn}: argument 'resume': no checkpoint '{path}' to resume from")
+            if os.path.exists(path) and not (resume or overwrite):
+                raise _core.ArgumentError(f"d2r.{fn}: argument 'checkpoint': '{path}' exists: resume=True continues "
+                                          "it, overwrite=True replaces it")
+        outer_steps = self.outer_steps if self.outer_steps is not None else 50 if classes else 100
+        opts = self._options(classes, val_X is not None)
+        ctx = _context(X, self.device, self.seed)
+        scale_targets = _standardize_flag(self.standardize_targets, classes, fn)
+        dims = classes if classes else int(Y.shape[1])
+        communicator = _parallel(self.group, ctx, "d2r.BilevelRewardLearner")  # checked first
+        _core.set_cpu_threads(self.threads)
         # d2r fit --standardize-targets: the trainer keeps (views of) these copies.
         scaling, Y, val_Y = _TargetScaling.of(ctx, fn, Y, val_Y, scale_targets)
-        self.target_mean_, self.target_scale_ = scaling.mean, scaling.scale
         reward_init = self._initial_reward(dims)
-        self.trainer_ = _core.BilevelTrainer(ctx, X, Y, labels=labels, classes=int(classes), val_x=val_X,
-                                             val_y=val_Y, val_labels=val_labels, reward_form=self.reward_form,
-                                             reward_init=reward_init, options=opts)
-        self._ctx = ctx
+        try:
+            trainer = _core.BilevelTrainer(ctx, X, Y, labels=labels, classes=classes, val_x=val_X, val_y=val_Y,
+                                           val_labels=val_labels, reward_form=self.reward_form,
+                                           reward_init=reward_init, options=opts)
+            if communicator is not None:
+                trainer.set_data_parallel(communicator, deterministic_reduction=self.deterministic_reduction,
+                                          reduction_block_rows=self.reduction_block_rows)
+            if resume:
+                trainer.load(os.fspath(checkpoint))
+        except _core.ArgumentError as e:
+            raise _keyword_error(e) from None
+        # Everything checked: from here on the learner holds this run.
+        self.trainer_, self.communicator_, self._ctx = trainer, communicator, ctx
+        self.target_mean_, self.target_scale_ = scaling.mean, scaling.scale
         writer = self.communicator_ is None or self.communicator_.rank == 0
-        if self.communicator_ is not None:
-            self.trainer_.set_data_parallel(self.communicator_,
-                                            deterministic_reduction=self.deterministic_reduction,
-                                            reduction_block_rows=self.reduction_block_rows)
-        if resume:
-            if checkpoint is None or not os.path.exists(checkpoint):
-                raise _core.ArgumentError(f"d2r.BilevelRewardLearner.fit: argument 'resume': no checkpoint "
-                                          f"'{checkpoint}' to resume from")
-            self.trainer_.load(os.fspath(checkpoint))
-        show = _progress_printer(progress, self.outer_steps, "outer step") if writer else None
+        show = _progress_printer(progress, outer_steps, "outer step") if writer else None
         if not writer:
             checkpoint = None  # rank 0 alone writes
         # As `d2r fit`: step until a verdict (converged, diverged) or the budget, then judge.
         status, reason = self.trainer_.verdict(False)
-        while self.trainer_.steps_done < self.outer_steps and status == "running":
+        while self.trainer_.steps_done < outer_steps and status == "running":
             r = self.trainer_.step()
-            status, reason = self.trainer_.verdict(self.trainer_.steps_done == self.outer_steps)
+            status, reason = self.trainer_.verdict(self.trainer_.steps_done == outer_steps)
             if show:
                 show(scaling.record(r))
             if checkpoint is not None and checkpoint_every > 0 and r["step"] % checkpoint_every == 0:
@@ -484,6 +619,9 @@ class BilevelRewardLearner:
         self.warnings_ = [_python_words(w) for w in self.trainer_.warnings(self.final_model, reward_init)]
         if status != "diverged" and not all(math.isfinite(v) for v in reward):
             status, reason = "diverged", "the reward returned is not finite"
+            self.verdict_, self.reason_ = status, reason
+        if status != "diverged" and not _all_finite(self.policy_params_):
+            status, reason = "diverged", "the policy returned has non-finite parameters"
             self.verdict_, self.reason_ = status, reason
         if writer:
             for w in self.warnings_:
@@ -515,10 +653,17 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
     in the original units (FitResult). Constant targets are an ArgumentError naming 'Y'.
     Data parallel: group= a torch.distributed process group, deterministic_reduction=,
     reduction_block_rows= (see BilevelRewardLearner); rank 0 alone shows progress.
+
+    Every argument is checked before anything runs (an ArgumentError names the keyword): the
+    task's data keywords (X, Y, val_X with val_Y; or labels, val_labels with classes) and no
+    others, their dimensions, rows and dtype (X's), integers that are integers, and no option the
+    method does not use (as `d2r fit`: reward_form, reward_params, entropy_weight, generations and
+    transform are pg's and bilevel's). A fit whose final figures (the training metrics, and the
+    held-out ones when given) or policy parameters are not finite raises FitDivergedError (`d2r
+    fit` exits 3), which keeps the FitResult in ``.result``.
     """
     if method == "bilevel":
-        outer_steps = options.pop("outer_steps", 100)
-        learner = BilevelRewardLearner(outer_steps=outer_steps, seed=seed, device=device, threads=threads, group=group,
+        learner = BilevelRewardLearner(seed=seed, device=device, threads=threads, group=group,
                                        deterministic_reduction=deterministic_reduction,
                                        reduction_block_rows=reduction_block_rows,
                                        standardize_targets=standardize_targets, **options)
@@ -526,39 +671,69 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
                            progress=progress)
     if method not in ("mse", "nll", "pg"):
         raise _core.ArgumentError(f"d2r.fit: argument 'method': expected 'mse', 'nll', 'pg' or 'bilevel', got '{method}'")
-    scale_targets = _standardize_flag(standardize_targets, int(classes), "fit")
-    _core.set_cpu_threads(threads)
+    classes = _int_arg("fit", "classes", classes, 0)
+    if classes == 1:
+        raise _core.ArgumentError("d2r.fit: argument 'classes': expected 0 (regression) or at least 2, got 1")
+    _check_data("fit", X, Y, labels, classes, val_X, val_Y, val_labels)
+    seed = _int_arg("fit", "seed", seed, 0)
+    threads = _int_arg("fit", "threads", threads, 1)
+    if method != "pg":  # as `d2r fit`: an option the method does not use is refused, not ignored
+        for key in ("reward_form", "reward_params", "entropy_weight", "generations", "transform"):
+            if key in options:
+                raise _core.ArgumentError(f"d2r.fit: argument '{key}': not used by method='{method}' (an option of "
+                                          "method='pg' and 'bilevel'); drop it")
+    if "hidden" in options:
+        _numbers_arg("fit", "hidden", options["hidden"])
+        if any(isinstance(h, float) or h < 1 for h in options["hidden"]):
+            raise _core.ArgumentError(f"d2r.fit: argument 'hidden': expected positive integers, got {options['hidden']!r}")
+    scale_targets = _standardize_flag(standardize_targets, classes, "fit")
     ctx = _context(X, device, seed)
     comm = _parallel(group, ctx, "d2r.fit")
+    _core.set_cpu_threads(threads)
     par = dict(communicator=comm, deterministic_reduction=bool(deterministic_reduction),
                reduction_block_rows=int(reduction_block_rows))
     if comm is not None and comm.rank != 0:
         progress = False
     options = dict(options, loss=method, seed=seed)
-    if classes:
-        hidden = list(options.get("hidden", []))
-        n = _core.parameter_count(int(X.shape[1]), hidden, int(classes), bool(options.get("layer_norm", False)))
-        params = _empty_like(X, n, X)
-        show = _progress_printer(progress, int(options.get("epochs", 30)), "epoch")
-        records = _core.fit_classifier(ctx, X, labels, int(classes), params, val_x=val_X, val_labels=val_labels,
-                                       options=options, on_record=show, **par)
-    else:
-        if Y is None:
-            raise _core.ArgumentError("d2r.fit: argument 'Y': regression needs targets (or labels= and classes=)")
-        for k, v in dict(hidden=[64, 64], evaluate_every=1, lr=0.01, steps=400).items():  # the CLI's defaults
-            options.setdefault(k, v)
-        scaling, Y, val_Y = _TargetScaling.of(ctx, "fit", Y, val_Y, scale_targets)
-        dims = int(Y.shape[1])
-        outputs = 2 * dims if options.get("head", "diagonal") == "diagonal" else dims + dims * (dims + 1) // 2
-        n = _core.parameter_count(int(X.shape[1]), list(options["hidden"]), outputs, bool(options.get("layer_norm", False)))
-        params = _empty_like(X, n, X)
-        show = _progress_printer(progress, int(options["steps"]), "step")
-        records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options,
-                                   on_record=None if show is None else (lambda r: show(scaling.record(r))), **par)
-        records = [scaling.record(r) for r in records]
-        reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
-        original = None if reward is None else scaling.reward(str(options.get("reward_form", "scalar")), reward)
-        return FitResult(method, original, params, records, reward_params_standardized=reward,
-                         target_mean=scaling.mean, target_scale=scaling.scale)
-    reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
-    return FitResult(method, reward, params, records)
+    try:
+        if classes:
+            hidden = list(options.get("hidden", []))
+            n = _core.parameter_count(int(X.shape[1]), hidden, classes, bool(options.get("layer_norm", False)))
+            params = _empty_like(X, n, X)
+            show = _progress_printer(progress, int(options.get("epochs", 30)), "epoch")
+            records = _core.fit_classifier(ctx, X, labels, classes, params, val_x=val_X, val_labels=val_labels,
+                                           options=options, on_record=show, **par)
+            reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
+            result = FitResult(method, reward, params, records)
+        else:
+            for k, v in dict(hidden=[64, 64], evaluate_every=1, lr=0.01, steps=400).items():  # the CLI's defaults
+                options.setdefault(k, v)
+            scaling, Y, val_Y = _TargetScaling.of(ctx, "fit", Y, val_Y, scale_targets)
+            dims = int(Y.shape[1])
+            outputs = 2 * dims if options.get("head", "diagonal") == "diagonal" else dims + dims * (dims + 1) // 2
+            n = _core.parameter_count(int(X.shape[1]), list(options["hidden"]), outputs,
+                                      bool(options.get("layer_norm", False)))
+            params = _empty_like(X, n, X)
+            show = _progress_printer(progress, int(options["steps"]), "step")
+            records = _core.fit_policy(ctx, X, Y, params, val_x=val_X, val_y=val_Y, options=options,
+                                       on_record=None if show is None else (lambda r: show(scaling.record(r))), **par)
+            records = [scaling.record(r) for r in records]
+            reward = list(options.get("reward_params", [1.0])) if method == "pg" else None
+            original = None if reward is None else scaling.reward(str(options.get("reward_form", "scalar")), reward)
+            result = FitResult(method, original, params, records, reward_params_standardized=reward,
+                               target_mean=scaling.mean, target_scale=scaling.scale)
+    except _core.ArgumentError as e:
+        raise _keyword_error(e) from None
+    # As `d2r fit` (exit 3): a run whose final figures are not finite does not end as a success.
+    last = result.records[-1] if result.records else {}
+    held_out = [part for part in ("validation", "test") if part in last] if val_X is not None else []
+    figures = ("nll_per_dim", "accuracy") if classes else ("nll_per_dim", "rmse", "mean_std")  # the others are NaN
+    bad = [f"{part} {k}" for part in ["train"] + held_out for k in figures
+           if not math.isfinite((last.get(part) or {}).get(k, 0.0))]
+    if not _all_finite(result.policy_params):
+        bad.insert(0, "the policy's parameters")
+    if bad:
+        reason = "non-finite final figures: " + ", ".join(bad)
+        raise FitDivergedError(f"d2r.fit: the {method} fit diverged ({reason}); the FitResult is in .result", reason,
+                               result)
+    return result

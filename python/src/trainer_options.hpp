@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,10 @@ class Options {
   V get(const char* key, V fallback) {
     seen_.insert(key);
     if (!d_.contains(key)) return fallback;
+    if constexpr (std::is_arithmetic_v<V> && !std::is_same_v<V, bool>) {
+      // Python's bool is an int: steps=True would run one step.
+      if (nb::isinstance<nb::bool_>(d_[key])) bad_argument(fn_, key, "expected a number, got a bool");
+    }
     V v;
     if (!nb::try_cast(d_[key], v)) {
       bad_argument(fn_, key, std::string("wrong type: ") + nb::inst_name(d_[key]).c_str());

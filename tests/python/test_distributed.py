@@ -48,7 +48,7 @@ def _runs(group, deterministic, rank, ckpt_dir):
     out = {}
     learner = d2r.BilevelRewardLearner(preset="paper", outer_steps=2, inner_steps=4, hidden=[8], seed=3, device="cpu", **par)
     ckpt = None if ckpt_dir is None else os.path.join(ckpt_dir, f"bilevel-rank{rank}.ckpt")
-    r = learner.fit(X, Y, progress=False, checkpoint=ckpt)
+    r = learner.fit(X, Y, progress=False, checkpoint=ckpt, overwrite=ckpt is not None)
     out["bilevel_reward"] = np.asarray(r.reward_params, dtype=np.float64)
     out["bilevel_policy"] = np.asarray(r.policy_params, dtype=np.float64)
     out["bilevel_nll"] = np.array([h["train"]["nll_per_dim"] for h in r.records])

@@ -100,7 +100,7 @@ def test_bad_options_and_data_name_themselves(regression_csv):
         d2r.BilevelRewardLearner(preset="paper", outer_steps=1, inner_stepz=3).fit(X, Y, progress=False)
     with pytest.raises(ValueError, match="'solver'"):
         d2r.BilevelRewardLearner(preset="paper", outer_steps=1, solver="lu").fit(X, Y, progress=False)
-    with pytest.raises(ValueError, match="'y'.*float32"):
+    with pytest.raises(ValueError, match="argument 'Y': dtype float64 differs from X's float32"):
         d2r.BilevelRewardLearner(preset="paper", outer_steps=1).fit(X, Y.astype(np.float64), progress=False)
     with pytest.raises(ValueError, match="'method'"):
         d2r.fit(X, Y, method="sgd")
@@ -108,7 +108,7 @@ def test_bad_options_and_data_name_themselves(regression_csv):
     bad[3, 0] = np.nan
     with pytest.raises(ValueError, match=r"argument 'Y': Y\[3, 0\] is nan"):  # standardising the targets
         d2r.BilevelRewardLearner(preset="paper", outer_steps=1).fit(X, bad, progress=False)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match=r"argument 'Y': element \(3, 0\) is nan"):
         d2r.BilevelRewardLearner(preset="paper", outer_steps=1, standardize_targets=False).fit(X, bad, progress=False)
 
 
@@ -426,3 +426,85 @@ def test_standardize_targets_is_for_regression():
     res = d2r.fit(X, labels=labels, classes=2, method="nll", epochs=2, progress=False)
     assert res.target_mean is None and res.target_scale == 1.0
     d2r.fit(X, labels=labels, classes=2, method="nll", epochs=2, progress=False, standardize_targets=False)
+
+
+def test_a_fit_with_non_finite_results_raises_and_keeps_them(regression_csv):
+    # As `d2r fit` (exit 3): targets of 1e30 overflow the NLL; the run must not end as a success.
+    _, X, Y = regression_csv
+    with pytest.raises(d2r.FitDivergedError, match="non-finite final figures") as e:
+        d2r.fit(X, Y * 1e30, method="nll", lr=10.0, steps=20, hidden=[8], standardize_targets=False, progress=False)
+    assert isinstance(e.value.result, d2r.FitResult) and len(e.value.result.records) == 20
+    assert e.value.reason.startswith("non-finite final figures: ")
+    assert issubclass(d2r.BilevelDivergedError, d2r.FitDivergedError)
+
+
+def test_data_keywords_of_the_other_task_or_half_a_pair_are_refused(regression_csv):
+    _, X, Y = regression_csv
+    labels = (X[:, 0] > 0).astype(np.int32)
+    cases = [
+        (dict(Y=Y, labels=labels, classes=2), "'Y': not used by classification"),
+        (dict(Y=Y, labels=labels), "'labels': not used by regression"),
+        (dict(Y=Y, val_labels=labels), "'val_labels': not used by regression"),
+        (dict(Y=Y, val_Y=Y), "'val_X': val_X and val_Y go together"),
+        (dict(Y=Y, val_X=X), "'val_Y': val_X and val_Y go together"),
+        (dict(labels=labels, classes=2, val_labels=labels), "'val_X': val_X and val_labels go together"),
+        (dict(Y=Y[:30]), "'Y': 30 rows, X has 40"),
+        (dict(Y=Y[:, 0]), "'Y': expected 2 dimensions"),
+        (dict(Y=Y.tolist()), "'Y': expected an array"),
+        (dict(Y=Y[:0]), "'Y': no rows"),
+        (dict(Y=Y, val_X=X[:, :1], val_Y=Y), "'val_X': expected 2 columns"),
+        (dict(labels=labels, classes=1), "'classes': expected 0 \\(regression\\) or at least 2"),
+        (dict(labels=labels, classes=2.7), "'classes': expected an integer"),
+    ]
+    for method in ("nll", "bilevel"):
+        for kw, message in cases:
+            with pytest.raises(ValueError, match=message):
+                d2r.fit(X, method=method, outer_steps=1, progress=False, **kw) if method == "bilevel" else \
+                    d2r.fit(X, method=method, progress=False, **kw)
+    bad = X.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="argument 'X'"):  # the library's 'train.x', in the user's word
+        d2r.fit(bad, Y, method="nll", steps=2, progress=False)
+    with pytest.raises(ValueError, match="argument 'labels'"):
+        d2r.fit(X, labels=np.full(40, 5, np.int32), classes=2, method="nll", progress=False)
+
+
+def test_numbers_that_are_not_numbers_are_refused(regression_csv):
+    _, X, Y = regression_csv
+    for kw, name in [(dict(outer_steps=True), "outer_steps"), (dict(outer_steps=2.9), "outer_steps"),
+                     (dict(outer_steps="2"), "outer_steps"), (dict(outer_steps=0), "outer_steps"),
+                     (dict(reward_init="12"), "reward_init"), (dict(reward_init=[True]), "reward_init"),
+                     (dict(threads=0), "threads"), (dict(seed=-1), "seed"), (dict(inner_steps=True), "inner_steps"),
+                     (dict(head="cholesky"), "head")]:
+        with pytest.raises(ValueError, match=f"'{name}'"):
+            d2r.BilevelRewardLearner(preset="paper", **{"outer_steps": 1, **kw}).fit(X, Y, progress=False)
+    for kw, name in [(dict(steps=True), "steps"), (dict(lr=True), "lr"), (dict(hidden=[4.5]), "hidden"),
+                     (dict(entropy_weight=0.5), "entropy_weight"), (dict(reward_params=[2.0]), "reward_params"),
+                     (dict(generations=4), "generations"), (dict(seed=-1), "seed")]:
+        with pytest.raises(ValueError, match=f"'{name}'"):
+            d2r.fit(X, Y, method="nll", progress=False, **kw)
+
+
+def test_a_refused_fit_leaves_the_learner_and_the_checkpoint_as_they_were(regression_csv, tmp_path):
+    _, X, Y = regression_csv
+    ckpt = tmp_path / "run.ckpt"
+    learner = d2r.BilevelRewardLearner(preset="paper", outer_steps=2, inner_steps=3, hidden=[8])
+    with pytest.raises(ValueError, match="'checkpoint': .* is not a file in a writable folder"):
+        learner.fit(X, Y, progress=False, checkpoint=tmp_path / "missing" / "x.ckpt")
+    assert learner.trainer_ is None  # refused before any training
+    with pytest.raises(ValueError, match="'checkpoint_every': needs checkpoint="):
+        learner.fit(X, Y, progress=False, checkpoint_every=1)
+    learner.fit(X, Y, progress=False, checkpoint=ckpt)
+    before = (learner.trainer_, learner.target_scale_, learner.target_mean_, list(learner.history_),
+              list(learner.reward_params_), ckpt.read_bytes())
+    with pytest.raises(ValueError, match="'checkpoint': .* exists: resume=True continues it, overwrite=True"):
+        learner.fit(X, Y, progress=False, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="'Y': dtype float64"):
+        learner.fit(X, Y.astype(np.float64) * 10, progress=False)
+    with pytest.raises(ValueError, match="'resume': no checkpoint"):
+        learner.fit(X, Y, progress=False, checkpoint=tmp_path / "other.ckpt", resume=True)
+    after = (learner.trainer_, learner.target_scale_, learner.target_mean_, list(learner.history_),
+             list(learner.reward_params_), ckpt.read_bytes())
+    assert after == before
+    learner.fit(X, Y, progress=False, checkpoint=ckpt, overwrite=True)
+    assert learner.trainer_ is not before[0] and learner.trainer_.steps_done == 2
