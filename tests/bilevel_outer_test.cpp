@@ -488,3 +488,30 @@ TEST(Rprop, KillAndResumeWithTheRpropStateIsBitIdentical) {
 }
 
 }  // namespace
+
+TEST(BilevelOptions, InertFieldsAreTheOtherOptimisersAndSolversSettings) {
+  // What a program refuses as an option that would do nothing (d2r fit --outer-lr with Rprop).
+  BilevelOptions<double> o = BilevelOptions<double>::recommended();  // Rprop, CG on the normal equations
+  std::vector<std::string> inert = d2r::inert_fields(o);
+  EXPECT_TRUE(d2r::is_inert(inert, "outer_adam.learning_rate"));
+  EXPECT_TRUE(d2r::is_inert(inert, "sgd_momentum"));
+  EXPECT_TRUE(d2r::is_inert(inert, "log_space"));
+  EXPECT_TRUE(d2r::is_inert(inert, "neumann.alpha"));
+  EXPECT_FALSE(d2r::is_inert(inert, "rprop.initial_step"));
+  EXPECT_FALSE(d2r::is_inert(inert, "cg.tolerance"));
+  EXPECT_FALSE(d2r::is_inert(inert, "rprop_step"));  // a prefix of a name is not a parent field
+  o = BilevelOptions<double>::paper();  // outer Adam
+  inert = d2r::inert_fields(o);
+  EXPECT_TRUE(d2r::is_inert(inert, "rprop.initial_step"));
+  EXPECT_TRUE(d2r::is_inert(inert, "sgd_learning_rate"));
+  EXPECT_FALSE(d2r::is_inert(inert, "outer_adam.learning_rate"));
+  EXPECT_FALSE(d2r::is_inert(inert, "log_space"));
+  o.optimizer = d2r::OuterOptimizer::sgd;
+  o.solver = d2r::ImplicitSolver::neumann;
+  inert = d2r::inert_fields(o);
+  EXPECT_TRUE(d2r::is_inert(inert, "outer_adam"));
+  EXPECT_FALSE(d2r::is_inert(inert, "sgd_learning_rate"));
+  EXPECT_TRUE(d2r::is_inert(inert, "cg.max_iterations"));
+  EXPECT_FALSE(d2r::is_inert(inert, "cg.damping"));  // the series is damped by it
+  EXPECT_FALSE(d2r::is_inert(inert, "neumann.iterations"));
+}

@@ -62,8 +62,21 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   if (given(o, "--window")) c.bilevel.stopping.window = o.window;
   if (given(o, "--reward-tolerance")) c.bilevel.stopping.reward_tolerance = o.reward_tolerance;
   if (given(o, "--loss-tolerance")) c.bilevel.stopping.loss_tolerance = o.loss_tolerance;
-  // The paper's outer Adam moves φ linearly; the recommended Rprop ignores --outer-lr.
   c.bilevel.curvature = named(o.curvature, {CurvatureKind::exact, CurvatureKind::surrogate});
+  // An option that sets only fields these settings never read would silently do nothing.
+  const std::vector<std::string> inert = inert_fields(c.bilevel);
+  const bool rprop = c.bilevel.optimizer == OuterOptimizer::rprop;
+  const std::string outer = fmt::format("the {} outer optimiser of --preset {} ({})", rprop ? "Rprop" : "Adam", o.preset,
+                                        rprop ? "--outer-step sets its step" : "--outer-lr sets its rate");
+  const std::pair<std::string_view, std::string_view> sets[] = {{"--outer-lr", "outer_adam.learning_rate"},
+                                                                {"--outer-step", "rprop.initial_step"},
+                                                                {"--solver-iterations", "cg.max_iterations"},
+                                                                {"--solver-tolerance", "cg.tolerance"}};
+  for (const auto& [option, field] : sets) {
+    if (given(o, option) && is_inert(inert, field)) {
+      bad_input(kCmd, option, fmt::format("not used by {}; drop it", field.starts_with("cg.") ? "--solver neumann" : outer));
+    }
+  }
 }
 
 

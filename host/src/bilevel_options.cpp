@@ -2,6 +2,7 @@
 // and the enum names (d2r/bilevel.hpp).
 #include <cmath>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -182,5 +183,31 @@ void check(const BilevelOptions<T>& options) {
 
 template void check(const BilevelOptions<float>&);
 template void check(const BilevelOptions<double>&);
+
+template <class T>
+std::vector<std::string> inert_fields(const BilevelOptions<T>& o) {
+  std::vector<std::string> out;
+  switch (o.optimizer) {
+    case OuterOptimizer::rprop: out = {"outer_adam", "sgd_learning_rate", "sgd_momentum", "log_space"}; break;
+    case OuterOptimizer::adam: out = {"sgd_learning_rate", "sgd_momentum", "rprop"}; break;
+    case OuterOptimizer::sgd: out = {"outer_adam", "rprop"}; break;
+  }
+  if (o.solver == ImplicitSolver::neumann) {
+    out.insert(out.end(), {"cg.max_iterations", "cg.tolerance"});  // the series reads cg.damping only
+  } else {
+    out.insert(out.end(), {"neumann.alpha", "neumann.iterations"});
+  }
+  return out;
+}
+
+template std::vector<std::string> inert_fields(const BilevelOptions<float>&);
+template std::vector<std::string> inert_fields(const BilevelOptions<double>&);
+
+bool is_inert(const std::vector<std::string>& inert, std::string_view field) {
+  for (const std::string& f : inert) {
+    if (field == f || (field.starts_with(f) && field.size() > f.size() && field[f.size()] == '.')) return true;
+  }
+  return false;
+}
 
 }  // namespace d2r

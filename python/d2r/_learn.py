@@ -522,6 +522,9 @@ class BilevelRewardLearner:
             if classes:  # the CLI: validation rows when there are some
                 defaults["outer_data"] = "validation" if has_validation else "train"
         opts = {**defaults, **self.options, "seed": self.seed, "preset": self.preset}
+        if opts.get("outer_optimizer", "adam" if self.preset == "paper" else "rprop") == "rprop" and \
+                "outer_lr" not in self.options:
+            del opts["outer_lr"]  # the CLI's rate of outer Adam and SGD; Rprop would refuse it as unused
         outer_data = opts.get("outer_data", "train" if self.preset == "paper" else "validation")
         if outer_data == "validation" and not has_validation:
             which = "val_labels" if classes else "val_Y"

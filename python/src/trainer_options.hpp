@@ -58,6 +58,8 @@ class Options {
     }
     refuse(key, allowed, v);
   }
+  /// Whether the dict has `key`.
+  [[nodiscard]] bool given(const char* key) const { return d_.contains(key); }
   void finish() {
     for (auto [k, v] : d_) {
       const std::string key = nb::cast<std::string>(k);
@@ -199,6 +201,32 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.rprop.max_step = std::max(b.rprop.max_step, b.rprop.initial_step);
   b.rprop.min_step = std::min(b.rprop.min_step, b.rprop.initial_step);
   if (b.inner.max_steps != 0) b.inner.max_steps = std::max(b.inner.max_steps, b.inner.steps);
+  // A key that sets only fields these settings never read would silently do nothing (d2r::inert_fields).
+  const std::vector<std::string> inert = d2r::inert_fields(b);
+  // The fields each key sets (one or two; "" none).
+  struct Sets {
+    const char* key;
+    std::string_view field, other;
+  };
+  static constexpr Sets kSets[] = {{"outer_lr", "outer_adam.learning_rate", "sgd_learning_rate"},
+                                   {"sgd_momentum", "sgd_momentum", ""},
+                                   {"log_space", "log_space", ""},
+                                   {"outer_step", "rprop.initial_step", ""},
+                                   {"flat_tolerance", "rprop.flat_tolerance", ""},
+                                   {"neumann_alpha", "neumann.alpha", ""},
+                                   {"neumann_iterations", "neumann.iterations", ""},
+                                   {"solver_iterations", "cg.max_iterations", ""},
+                                   {"solver_tolerance", "cg.tolerance", ""}};
+  for (const Sets& k : kSets) {
+    if (!o.given(k.key) || !d2r::is_inert(inert, k.field) || (!k.other.empty() && !d2r::is_inert(inert, k.other))) {
+      continue;
+    }
+    const bool solver = k.field.starts_with("cg.") || k.field.starts_with("neumann.");
+    bad_argument("BilevelTrainer", k.key,
+                 std::string("not used with ") + (solver ? "solver='" : "outer_optimizer='") +
+                     (solver ? d2r::to_string(b.solver) : d2r::to_string(b.optimizer)) + "' (preset '" + preset +
+                     "'); drop it");
+  }
   return d2r::options_cast<d2r::BilevelOptions<T>>(b);
 }
 

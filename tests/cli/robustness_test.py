@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import random
 import shutil
 import signal
@@ -268,6 +269,16 @@ def group_unused_options():
     for args, opt in cases:
         name = "--generations" if opt == "-G" else opt
         expect(2, args + ["--out", out_dir("u")], r"error: d2r fit: " + name + r": not used by --method")
+    # Options of another outer optimiser or solver than the settings use (d2r::inert_fields).
+    inert = [(reg + ["--method", "bilevel", "--outer-lr", "0.1"], "--outer-lr", "the Rprop outer optimiser of --preset recommended"),
+             (cls + ["--method", "bilevel", "--preset", "stationary", "--outer-lr", "0.1"], "--outer-lr",
+              "the Rprop outer optimiser of --preset stationary"),
+             (reg + ["--method", "bilevel", "--preset", "paper", "--outer-step", "0.2"], "--outer-step",
+              "the Adam outer optimiser of --preset paper"),
+             (cls + ["--method", "bilevel", "--solver", "neumann", "--solver-iterations", "5"], "--solver-iterations",
+              "--solver neumann")]
+    for args, opt, why in inert:
+        expect(2, args + ["--out", out_dir("u")], r"error: d2r fit: " + opt + r": not used by " + re.escape(why))
     if os.path.exists(out_dir("u")):
         fail("a refused option created --out")
 

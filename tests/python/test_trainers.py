@@ -508,3 +508,20 @@ def test_a_refused_fit_leaves_the_learner_and_the_checkpoint_as_they_were(regres
     assert after == before
     learner.fit(X, Y, progress=False, checkpoint=ckpt, overwrite=True)
     assert learner.trainer_ is not before[0] and learner.trainer_.steps_done == 2
+
+
+def test_options_of_another_optimiser_or_solver_are_refused(regression_csv):
+    # d2r::inert_fields: a key that sets only fields the settings never read would do nothing.
+    _, X, Y = regression_csv
+    for kw, message in [(dict(outer_lr=0.1), "'outer_lr': not used with outer_optimizer='rprop'"),
+                        (dict(preset="paper", outer_step=0.2), "'outer_step': not used with outer_optimizer='adam'"),
+                        (dict(preset="paper", flat_tolerance=0.2), "'flat_tolerance': not used"),
+                        (dict(neumann_alpha=0.5), "'neumann_alpha': not used with solver='normal_cg'"),
+                        (dict(solver="neumann", solver_iterations=5), "'solver_iterations': not used with solver='neumann'")]:
+        with pytest.raises(ValueError, match=message):
+            d2r.fit(X[:30], Y[:30], val_X=X[30:], val_Y=Y[30:], method="bilevel", outer_steps=1, hidden=[4],
+                    progress=False, **kw)
+    for kw in (dict(preset="paper", outer_lr=0.05), dict(outer_optimizer="adam", outer_lr=0.05)):  # used there
+        r = d2r.fit(X[:30], Y[:30], val_X=X[30:], val_Y=Y[30:], method="bilevel", outer_steps=1, hidden=[4],
+                    progress=False, **kw)
+        assert len(r.records) == 1
