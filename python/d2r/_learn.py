@@ -518,9 +518,7 @@ class BilevelRewardLearner:
     def _options(self, classes: int, has_validation: bool) -> dict:
         defaults = dict(self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS)
         if self.preset == "paper":
-            defaults.update(self._CLI_PAPER)
-            if classes:  # the CLI: validation rows when there are some
-                defaults["outer_data"] = "validation" if has_validation else "train"
+            defaults.update(self._CLI_PAPER)  # the training rows for both tasks, as `d2r fit --preset paper`
         opts = {**defaults, **self.options, "seed": self.seed, "preset": self.preset}
         if opts.get("outer_optimizer", "adam" if self.preset == "paper" else "rprop") == "rprop" and \
                 "outer_lr" not in self.options:

@@ -92,6 +92,14 @@ def test_classification_fit_and_bilevel():
     bl = d2r.fit(X, labels=labels, classes=3, method="bilevel", preset="paper", outer_steps=2, inner_steps=3,
                  hidden=[], progress=False)
     assert len(bl.records) == 2 and len(bl.reward_params) == 1 and bl.reward_params[0] > 0
+    # As `d2r fit --preset paper`: the outer cross-entropy on the training rows, held-out rows or not;
+    # the recommended preset's on the held-out ones.
+    for preset, part in (("paper", "train"), ("recommended", "validation")):
+        r = d2r.fit(X[:40], labels=labels[:40], classes=3, val_X=X[40:], val_labels=labels[40:], method="bilevel",
+                    preset=preset, outer_steps=1, hidden=[], progress=False)
+        assert r.records[0]["outer_loss"] == r.records[0][part]["nll_per_dim"] != r.records[0]["validation" if
+                                                                                             part == "train" else
+                                                                                             "train"]["nll_per_dim"]
 
 
 def test_bad_options_and_data_name_themselves(regression_csv):
