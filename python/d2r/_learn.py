@@ -193,10 +193,13 @@ def _check_data(fn: str, X: Any, Y: Any, labels: Any, classes: int, val_X: Any, 
                                       f"got shape {tuple(int(d) for d in a.shape)}")
         if int(a.shape[0]) == 0:
             raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': no rows")
+    def dtype(a: Any) -> str:  # "float32" for NumPy, PyTorch ("torch.float32"), JAX and CuPy alike
+        return str(a.dtype).removeprefix("torch.")
+
     for name in ("Y", "val_X", "val_Y"):
         a = given[name]
-        if a is not None and str(a.dtype) != str(X.dtype):
-            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': dtype {a.dtype} differs from X's {X.dtype}")
+        if a is not None and dtype(a) != dtype(X):
+            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': dtype {dtype(a)} differs from X's {dtype(X)}")
     for rows, other in (("X", "labels" if classes else "Y"), ("val_X", held)):
         a, b = given[rows], given[other]
         if a is not None and b is not None and int(a.shape[0]) != int(b.shape[0]):
