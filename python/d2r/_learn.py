@@ -522,10 +522,8 @@ class BilevelRewardLearner:
         defaults = dict(self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS)
         if self.preset == "paper":
             defaults.update(self._CLI_PAPER)  # the training rows for both tasks, as `d2r fit --preset paper`
-        opts = {**defaults, **self.options, "seed": self.seed, "preset": self.preset}
-        if opts.get("outer_optimizer", "adam" if self.preset == "paper" else "rprop") == "rprop" and \
-                "outer_lr" not in self.options:
-            del opts["outer_lr"]  # the CLI's rate of outer Adam and SGD; Rprop would refuse it as unused
+        # _given: the user's keys; the CLI's defaults above (outer_lr under Rprop) are not refused as unused.
+        opts = {**defaults, **self.options, "seed": self.seed, "preset": self.preset, "_given": sorted(self.options)}
         outer_data = opts.get("outer_data", "train" if self.preset == "paper" else "validation")
         if outer_data == "validation" and not has_validation:
             which = "val_labels" if classes else "val_Y"

@@ -21,7 +21,17 @@ namespace d2rpy {
 /// Reads typed options out of a dict; every key must be known.
 class Options {
  public:
-  Options(std::string_view fn, nb::dict d) : fn_(fn), d_(std::move(d)) {}
+  /// `d["_given"]` (optional): the keys the caller's user gave, the others being the front end's
+  /// defaults (given() answers for those alone).
+  Options(std::string_view fn, nb::dict d) : fn_(fn), d_(std::move(d)) {
+    if (d_.contains("_given")) {
+      seen_.insert("_given");
+      std::vector<std::string> keys;
+      if (!nb::try_cast(d_["_given"], keys)) bad_argument(fn_, "_given", "expected a list of option names");
+      given_ = std::set<std::string>(keys.begin(), keys.end());
+      has_given_ = true;
+    }
+  }
   template <class V>
   V get(const char* key, V fallback) {
     seen_.insert(key);
@@ -58,8 +68,10 @@ class Options {
     }
     refuse(key, allowed, v);
   }
-  /// Whether the dict has `key`.
-  [[nodiscard]] bool given(const char* key) const { return d_.contains(key); }
+  /// Whether the user gave `key` (the dict has it, and `_given` lists it when there is one).
+  [[nodiscard]] bool given(const char* key) const {
+    return d_.contains(key) && (!has_given_ || given_.count(key) > 0);
+  }
   void finish() {
     for (auto [k, v] : d_) {
       const std::string key = nb::cast<std::string>(k);
@@ -76,6 +88,8 @@ class Options {
   std::string_view fn_;
   nb::dict d_;
   std::set<std::string> seen_;
+  std::set<std::string> given_;
+  bool has_given_ = false;
 };
 
 inline d2r::MlpSpec trunk_spec(Options& o, std::int64_t inputs) {
