@@ -60,12 +60,16 @@ def _empty_like(x: Any, n: int, dtype_of: Any) -> Any:
     return np.empty(n, dtype=np.dtype(str(dtype_of.dtype)) if mod != "numpy" else dtype_of.dtype)
 
 
-def _array_like(a: Any, fn: str, name: str) -> Any:
-    """An uninitialised contiguous array of a's shape and dtype in a's framework and memory (NumPy
-    for frameworks whose arrays cannot be written, such as JAX)."""
+def _require_array(a: Any, fn: str, name: str) -> None:
     if not (hasattr(a, "shape") and hasattr(a, "dtype")):
         raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected an array (NumPy, PyTorch, JAX, CuPy), "
                                   f"got {type(a).__name__}")
+
+
+def _array_like(a: Any, fn: str, name: str) -> Any:
+    """An uninitialised contiguous array of a's shape and dtype in a's framework and memory (NumPy
+    for frameworks whose arrays cannot be written, such as JAX)."""
+    _require_array(a, fn, name)
     shape = tuple(int(d) for d in a.shape)
     mod = type(a).__module__.split(".")[0]
     if mod == "torch":
@@ -184,9 +188,7 @@ def _check_data(fn: str, X: Any, Y: Any, labels: Any, classes: int, val_X: Any, 
     for name, a in given.items():
         if a is None:
             continue
-        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
-            raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected an array (NumPy, PyTorch, JAX, CuPy), "
-                                      f"got {type(a).__name__}")
+        _require_array(a, fn, name)
         if len(a.shape) != dims[name]:
             raise _core.ArgumentError(f"d2r.{fn}: argument '{name}': expected {dims[name]} dimensions "
                                       f"({'rows x columns' if dims[name] == 2 else 'one value a row'}), "
@@ -220,10 +222,8 @@ _DATA_KEYWORDS = {"train.x": "X", "train.y": "Y", "train.labels": "labels", "val
 _ARGUMENT = re.compile(r"argument '([A-Za-z_.]+)'")
 
 
-def _keyword_error(e: Exception) -> Exception:
+def _keyword_error(e: _core.ArgumentError) -> Exception:
     """An ArgumentError of the extension with the library's data names replaced by the keywords."""
-    if not isinstance(e, _core.ArgumentError):
-        return e
     text = _ARGUMENT.sub(lambda m: f"argument '{_DATA_KEYWORDS.get(m.group(1), m.group(1))}'", str(e))
     return e if text == str(e) else _core.ArgumentError(text)
 
@@ -619,12 +619,11 @@ class BilevelRewardLearner:
         self.reward_params_standardized_ = None if classes else reward
         self.reward_params_ = scaling.reward(self.reward_form, reward)
         self.warnings_ = [_python_words(w) for w in self.trainer_.warnings(self.final_model, reward_init)]
-        if status != "diverged" and not all(math.isfinite(v) for v in reward):
-            status, reason = "diverged", "the reward returned is not finite"
-            self.verdict_, self.reason_ = status, reason
-        if status != "diverged" and not _all_finite(self.policy_params_):
-            status, reason = "diverged", "the policy returned has non-finite parameters"
-            self.verdict_, self.reason_ = status, reason
+        if status != "diverged":
+            bad = ("the reward returned is not finite" if not all(math.isfinite(v) for v in reward) else
+                   "the policy returned has non-finite parameters" if not _all_finite(self.policy_params_) else "")
+            if bad:
+                status, reason = self.verdict_, self.reason_ = "diverged", bad
         if writer:
             for w in self.warnings_:
                 warnings.warn(w, BilevelWarning, stacklevel=2)
