@@ -500,7 +500,16 @@ TEST(BilevelOptions, InertFieldsAreTheOtherOptimisersAndSolversSettings) {
   EXPECT_FALSE(d2r::is_inert(inert, "rprop.initial_step"));
   EXPECT_FALSE(d2r::is_inert(inert, "cg.tolerance"));
   EXPECT_FALSE(d2r::is_inert(inert, "rprop_step"));  // a prefix of a name is not a parent field
-  o = BilevelOptions<double>::paper();  // outer Adam
+  // Exact inner steps and exact curvature draw nothing: G, the transform and the clip are unread.
+  EXPECT_TRUE(d2r::is_inert(inert, "inner.generations"));
+  EXPECT_TRUE(d2r::is_inert(inert, "inner.pg.transform.kind"));
+  EXPECT_TRUE(d2r::is_inert(inert, "inner.pg.log_prob_clip"));
+  EXPECT_FALSE(d2r::is_inert(inert, "inner.pg.entropy_weight"));  // λ is in the exact objective
+  o.curvature = d2r::CurvatureKind::surrogate;  // the surrogate's curvature samples
+  EXPECT_FALSE(d2r::is_inert(d2r::inert_fields(o), "inner.generations"));
+  o = BilevelOptions<double>::paper();  // outer Adam, REINFORCE inner steps
+  EXPECT_FALSE(d2r::is_inert(d2r::inert_fields(o), "inner.generations"));
+  EXPECT_FALSE(d2r::is_inert(d2r::inert_fields(o), "inner.pg.transform"));
   inert = d2r::inert_fields(o);
   EXPECT_TRUE(d2r::is_inert(inert, "rprop.initial_step"));
   EXPECT_TRUE(d2r::is_inert(inert, "sgd_learning_rate"));

@@ -63,18 +63,25 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   if (given(o, "--reward-tolerance")) c.bilevel.stopping.reward_tolerance = o.reward_tolerance;
   if (given(o, "--loss-tolerance")) c.bilevel.stopping.loss_tolerance = o.loss_tolerance;
   c.bilevel.curvature = named(o.curvature, {CurvatureKind::exact, CurvatureKind::surrogate});
-  // An option that sets only fields these settings never read would silently do nothing.
-  const std::vector<std::string> inert = inert_fields(c.bilevel);
+  // An option that sets only fields these settings never read would silently do nothing. (The
+  // inner objective is the configuration's: the run writes it into the options, and --final-model
+  // pg trains the epochs with it too.)
+  const std::vector<std::string> inert = inert_fields(runs::bilevel_options<double>(c));
   const bool rprop = c.bilevel.optimizer == OuterOptimizer::rprop;
   const std::string outer = fmt::format("the {} outer optimiser of --preset {} ({})", rprop ? "Rprop" : "Adam", o.preset,
                                         rprop ? "--outer-step sets its step" : "--outer-lr sets its rate");
   const std::pair<std::string_view, std::string_view> sets[] = {{"--outer-lr", "outer_adam.learning_rate"},
                                                                 {"--outer-step", "rprop.initial_step"},
                                                                 {"--solver-iterations", "cg.max_iterations"},
-                                                                {"--solver-tolerance", "cg.tolerance"}};
+                                                                {"--solver-tolerance", "cg.tolerance"},
+                                                                {"--generations", "inner.generations"}};
   for (const auto& [option, field] : sets) {
     if (given(o, option) && is_inert(inert, field)) {
-      bad_input(kCmd, option, fmt::format("not used by {}; drop it", field.starts_with("cg.") ? "--solver neumann" : outer));
+      const std::string why = field.starts_with("cg.")      ? std::string("--solver neumann")
+                              : field.starts_with("inner.") ? fmt::format("--inner-objective exact with --curvature exact "
+                                                                          "(--preset {}: nothing is sampled)", o.preset)
+                                                            : outer;
+      bad_input(kCmd, option, fmt::format("not used by {}; drop it", why));
     }
   }
 }

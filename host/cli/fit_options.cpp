@@ -114,7 +114,8 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       "scalar: u; diagonal: U_11..U_nn; full: the rows of lower-triangular R, packed");
   add_shown_option(cmd, "--lambda", o.lambda, "entropy weight λ >= 0")->check(non_negative_number());
   add_shown_option(cmd, "-G,--generations", o.generations,
-                   "samples per row G of the policy gradient (classification default: 50)")
+                   "samples per row G of the policy gradient (classification default: 50; bilevel: only where something "
+                   "is sampled: --preset paper, --inner-objective reinforce or --curvature surrogate)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
   add_shown_option(cmd, "--steps", o.steps, "full-batch Adam steps (mse, nll, pg, heuristic)")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));

@@ -197,6 +197,11 @@ std::vector<std::string> inert_fields(const BilevelOptions<T>& o) {
   } else {
     out.insert(out.end(), {"neumann.alpha", "neumann.iterations"});
   }
+  // Nothing draws when both the inner steps and the curvature take the exact expectation: the
+  // sample count and what shapes sampled rewards (the transform, the clip of −log p) go unread.
+  if (o.inner.objective == InnerObjective::exact && o.curvature == CurvatureKind::exact) {
+    out.insert(out.end(), {"inner.generations", "inner.pg.transform", "inner.pg.log_prob_clip"});
+  }
   return out;
 }
 

@@ -349,6 +349,7 @@ class FitResult:
     reward_params_standardized: Optional[list[float]] = None
     target_mean: Optional[list[float]] = None
     target_scale: float = 1.0
+    pg_records: Optional[list[dict]] = None  # bilevel final_model='pg': the epochs of PG at the learned β
 
 
 class BilevelWarning(UserWarning):
@@ -456,13 +457,20 @@ class BilevelRewardLearner:
     final_model: 'best' (the default of the recommended and stationary presets, as `d2r fit`) returns
     the inner policy of the best-judged step (lowest outer loss among steps with a stationary inner
     policy) and the reward it was trained at (the last step's when there is none); 'last' (the paper
-    preset's default) the last outer step's inner policy and reward.
+    preset's default for regression) the last outer step's inner policy and reward; 'pg'
+    (classification only; the paper preset's default there, as `d2r fit --final-model pg`, the
+    paper's tabular protocol) trains PG afresh at the learned β (the paper preset: the mean of the
+    last 10 outer steps' β; the others: the last step's) for ``epochs`` (30) of ``batch_size`` (128)
+    rows with the inner steps' learning rate, G, λ and objective, and returns that policy; its
+    per-epoch records are ``pg_records_`` (FitResult.pg_records). ``epochs`` and ``batch_size``
+    are keywords of 'pg' only.
 
     After fit(): ``reward_params_`` (list, in the targets' original units),
     ``reward_params_standardized_`` (on the targets the trainer saw; classification: None),
     ``target_mean_`` (None: not standardised), ``target_scale_`` (1: not standardised),
     ``policy_params_`` (array in the data's framework for NumPy/PyTorch inputs: a NumPy copy),
-    ``model_step_`` (the outer step whose policy that is), ``best_step_``, ``history_`` (records:
+    ``model_step_`` (the outer step whose policy that is; None for 'pg'), ``final_model_`` (the model
+    returned: final_model or the preset's), ``best_step_``, ``history_`` (records:
     metrics and outer loss in the original units), ``verdict_``, ``reason_``, ``warnings_``,
     ``trainer_`` (the d2r.BilevelTrainer, on the standardised targets), ``communicator_`` (the
     d2r._core.Communicator of group=, with its payload ``stats``; else None).
@@ -485,11 +493,9 @@ class BilevelRewardLearner:
         if preset not in self._PRESETS:
             raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'preset': expected 'recommended', "
                                       f"'stationary' or 'paper', got {preset!r}")
-        if final_model is None:
-            final_model = "last" if preset == "paper" else "best"
-        if final_model not in ("best", "last"):
-            raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'final_model': expected 'best' or 'last', "
-                                      f"got {final_model!r}")
+        if final_model not in (None, "best", "last", "pg"):  # None: the preset's, once the task is known (fit)
+            raise _core.ArgumentError(f"d2r.BilevelRewardLearner: argument 'final_model': expected 'best', 'last' or "
+                                      f"'pg', got {final_model!r}")
         _standardize_flag(standardize_targets, 0, "BilevelRewardLearner")
         fn = "BilevelRewardLearner"
         if options.get("head", "diagonal") != "diagonal":
@@ -518,12 +524,28 @@ class BilevelRewardLearner:
             return [1.0 if j == i else 0.0 for i in range(dims) for j in range(i + 1)]
         return [1.0] * _core.reward_param_count(self.reward_form, dims)
 
+    # Keywords of the PG epochs of final_model='pg' (`d2r fit --epochs`, `--batch-size`), not of the trainer.
+    _PG_KEYS = ("epochs", "batch_size")
+
+    def _final_model(self, classes: int) -> str:
+        """final_model, or the preset's (`d2r fit`'s): paper 'last' (classification 'pg'), else 'best'."""
+        fm = self.final_model or ("best" if self.preset != "paper" else "pg" if classes else "last")
+        if fm == "pg" and not classes:
+            raise _core.ArgumentError("d2r.BilevelRewardLearner.fit: argument 'final_model': 'pg' retrains a "
+                                      "classifier at the learned β (classification only); expected 'best' or 'last'")
+        for key in self._PG_KEYS:
+            if key in self.options and fm != "pg":
+                raise _core.ArgumentError(f"d2r.BilevelRewardLearner.fit: argument '{key}': used by the PG epochs of "
+                                          f"final_model='pg' only (final_model is {fm!r}); drop it")
+        return fm
+
     def _options(self, classes: int, has_validation: bool) -> dict:
         defaults = dict(self._CLI_CLASS_DEFAULTS if classes else self._CLI_DEFAULTS)
         if self.preset == "paper":
             defaults.update(self._CLI_PAPER)  # the training rows for both tasks, as `d2r fit --preset paper`
         # _given: the user's keys; the CLI's defaults above (outer_lr under Rprop) are not refused as unused.
-        opts = {**defaults, **self.options, "seed": self.seed, "preset": self.preset, "_given": sorted(self.options)}
+        mine = {k: v for k, v in self.options.items() if k not in self._PG_KEYS}
+        opts = {**defaults, **mine, "seed": self.seed, "preset": self.preset, "_given": sorted(mine)}
         outer_data = opts.get("outer_data", "train" if self.preset == "paper" else "validation")
         if outer_data == "validation" and not has_validation:
             which = "val_labels" if classes else "val_Y"
@@ -563,7 +585,9 @@ class BilevelRewardLearner:
                 raise _core.ArgumentError(f"d2r.{fn}: argument 'checkpoint': '{path}' exists: resume=True continues "
                                           "it, overwrite=True replaces it")
         outer_steps = self.outer_steps if self.outer_steps is not None else 50 if classes else 100
+        final_model = self._final_model(classes)
         opts = self._options(classes, val_X is not None)
+        pg_keys = {k: _int_arg(fn, k, self.options[k], 1) for k in self._PG_KEYS if k in self.options}
         ctx = _context(X, self.device, self.seed)
         scale_targets = _standardize_flag(self.standardize_targets, classes, fn)
         dims = classes if classes else int(Y.shape[1])
@@ -585,6 +609,7 @@ class BilevelRewardLearner:
             raise _keyword_error(e) from None
         # Everything checked: from here on the learner holds this run.
         self.trainer_, self.communicator_, self._ctx = trainer, communicator, ctx
+        self.final_model_ = final_model  # the preset's when final_model is None
         self.target_mean_, self.target_scale_ = scaling.mean, scaling.scale
         writer = self.communicator_ is None or self.communicator_.rank == 0
         show = _progress_printer(progress, outer_steps, "outer step") if writer else None
@@ -608,7 +633,19 @@ class BilevelRewardLearner:
         # final_model='best': the best-judged step's policy and the reward it was trained at (the last
         # step's when no step had a stationary inner policy, as `d2r fit --final-model best`).
         self.best_step_ = self.trainer_.best_step
-        if self.final_model == "best" and self.best_step_ > 0:
+        self.pg_records_ = None
+        if final_model == "pg":
+            # As `d2r fit --final-model pg`: the paper preset's β oscillates about its fixed point
+            # (the mean of the last 10 steps'); the others stopped where β settled (the last).
+            history = self.trainer_.history
+            tail = min(10, len(history)) if self.preset == "paper" else 1
+            beta = 0.0
+            for r in history[len(history) - tail:]:
+                beta += r["reward_params"][0]
+            reward = [beta / tail]
+            self.model_step_ = None
+            self.policy_params_ = self.trainer_.policy_params()  # until the epochs have run
+        elif final_model == "best" and self.best_step_ > 0:
             self.model_step_ = self.best_step_
             reward = list(self.trainer_.best_reward_params)
             self.policy_params_ = self.trainer_.best_policy_params()
@@ -618,12 +655,21 @@ class BilevelRewardLearner:
             self.policy_params_ = self.trainer_.policy_params()
         self.reward_params_standardized_ = None if classes else reward
         self.reward_params_ = scaling.reward(self.reward_form, reward)
-        self.warnings_ = [_python_words(w) for w in self.trainer_.warnings(self.final_model, reward_init)]
-        if status != "diverged":
-            bad = ("the reward returned is not finite" if not all(math.isfinite(v) for v in reward) else
-                   "the policy returned has non-finite parameters" if not _all_finite(self.policy_params_) else "")
+        self.warnings_ = [_python_words(w) for w in self.trainer_.warnings(final_model, reward_init)]
+        if status != "diverged" and not all(math.isfinite(v) for v in reward):
+            status, reason = self.verdict_, self.reason_ = "diverged", "the reward returned is not finite"
+        if status != "diverged" and final_model == "pg":
+            self.policy_params_, self.pg_records_ = self._pg_epochs(X, labels, classes, val_X, val_labels, opts,
+                                                                    pg_keys, reward, progress, writer)
+            last = self.pg_records_[-1] if self.pg_records_ else {}
+            parts = ["train"] + (["validation"] if val_X is not None and "validation" in last else [])
+            bad = [f"{p} {k}" for p in parts for k in ("nll_per_dim", "accuracy")
+                   if not math.isfinite((last.get(p) or {}).get(k, 0.0))]
             if bad:
-                status, reason = self.verdict_, self.reason_ = "diverged", bad
+                status, reason = self.verdict_, self.reason_ = "diverged", ("non-finite final figures of the PG "
+                                                                            "epochs at the learned β: " + ", ".join(bad))
+        if status != "diverged" and not _all_finite(self.policy_params_):
+            status, reason = self.verdict_, self.reason_ = "diverged", "the policy returned has non-finite parameters"
         if writer:
             for w in self.warnings_:
                 warnings.warn(w, BilevelWarning, stacklevel=2)
@@ -632,7 +678,28 @@ class BilevelRewardLearner:
                                        self)
         return FitResult("bilevel", self.reward_params_, self.policy_params_, self.history_, status, reason,
                          list(self.warnings_), self.reward_params_standardized_, self.target_mean_,
-                         self.target_scale_)
+                         self.target_scale_, self.pg_records_)
+
+    def _pg_epochs(self, X: Any, labels: Any, classes: int, val_X: Any, val_labels: Any, opts: dict, pg_keys: dict,
+                   reward: list[float], progress: Optional[bool], writer: bool) -> tuple[Any, list[dict]]:
+        """final_model='pg': `d2r fit --final-model pg`'s epochs (d2r::runs fit_options of the
+        configuration): PG from a fresh policy at β = reward[0], with the inner steps' learning
+        rate, G, λ, objective and network, the run's seed."""
+        options = dict(loss="pg", reward_form="scalar", reward_params=list(reward), seed=self.seed,
+                       lr=opts["inner_lr"], generations=opts["generations"], entropy_weight=opts["entropy_weight"],
+                       objective=self.trainer_.inner_objective, hidden=list(opts["hidden"]), **pg_keys)
+        for key in ("activation", "layer_norm"):
+            if key in opts:
+                options[key] = opts[key]
+        n = _core.parameter_count(int(X.shape[1]), options["hidden"], classes, bool(options.get("layer_norm", False)))
+        params = _empty_like(X, n, X)
+        show = _progress_printer(progress, int(options.get("epochs", 30)), "PG epoch") if writer else None
+        c = self.communicator_
+        records = _core.fit_classifier(self._ctx, X, labels, classes, params, val_x=val_X, val_labels=val_labels,
+                                       options=options, on_record=show, communicator=c,
+                                       deterministic_reduction=self.deterministic_reduction,
+                                       reduction_block_rows=self.reduction_block_rows)
+        return params, records
 
 
 def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, classes: int = 0, val_X: Any = None,

@@ -308,6 +308,12 @@ void bind_trainers(nb::module_& m) {
                      with_trainer(t, [&](auto& tr) { v = tr.reward_params(); });
                      return v;
                    })
+      .def_prop_ro("inner_objective",
+                   [](TrainerPy& t) {
+                     std::string name;
+                     with_trainer(t, [&](auto& tr) { name = d2r::to_string(tr.options().inner.objective); });
+                     return name;
+                   }, "The inner steps' objective, 'exact' or 'reinforce' (what `d2r fit --final-model pg` trains its epochs on).")
       .def_prop_ro("steps_done",
                    [](TrainerPy& t) {
                      std::int64_t n = 0;
@@ -359,9 +365,10 @@ void bind_trainers(nb::module_& m) {
              std::vector<std::string> w;
              const d2r::runs::FinalModel asked = final_model == "best"   ? d2r::runs::FinalModel::best
                                                  : final_model == "last" ? d2r::runs::FinalModel::last
+                                                 : final_model == "pg"   ? d2r::runs::FinalModel::pg
                                                                          : (bad_argument("BilevelTrainer.warnings",
                                                                                          "final_model",
-                                                                                         "expected 'best' or 'last', got '" +
+                                                                                         "expected 'best', 'last' or 'pg', got '" +
                                                                                              final_model + "'"),
                                                                             d2r::runs::FinalModel::last);
              with_trainer(t, [&](auto& tr) {
@@ -437,6 +444,8 @@ void bind_trainers(nb::module_& m) {
               "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
           fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
           fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
+          fo.objective = o.choice("objective", d2r::InnerObjective::reinforce,
+                                  {{"reinforce", d2r::InnerObjective::reinforce}, {"exact", d2r::InnerObjective::exact}});
           fo.seed = o.get<std::uint64_t>("seed", 0);
           fo.evaluate_every = o.get<std::int64_t>("evaluate_every", 0);
           o.finish();
@@ -503,6 +512,8 @@ void bind_trainers(nb::module_& m) {
           fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
           fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
           fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
+          fo.objective = o.choice("objective", d2r::InnerObjective::reinforce,
+                                  {{"reinforce", d2r::InnerObjective::reinforce}, {"exact", d2r::InnerObjective::exact}});
           fo.seed = o.get<std::uint64_t>("seed", 0);
           o.finish();
           fo.parallel = data_parallel(c.fn(), communicator, deterministic_reduction, reduction_block_rows);

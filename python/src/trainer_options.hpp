@@ -230,16 +230,19 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
                                    {"neumann_alpha", "neumann.alpha", ""},
                                    {"neumann_iterations", "neumann.iterations", ""},
                                    {"solver_iterations", "cg.max_iterations", ""},
-                                   {"solver_tolerance", "cg.tolerance", ""}};
+                                   {"solver_tolerance", "cg.tolerance", ""},
+                                   {"generations", "inner.generations", ""},
+                                   {"transform", "inner.pg.transform", ""}};
   for (const Sets& k : kSets) {
     if (!o.given(k.key) || !d2r::is_inert(inert, k.field) || (!k.other.empty() && !d2r::is_inert(inert, k.other))) {
       continue;
     }
     const bool solver = k.field.starts_with("cg.") || k.field.starts_with("neumann.");
-    bad_argument("BilevelTrainer", k.key,
-                 std::string("not used with ") + (solver ? "solver='" : "outer_optimizer='") +
-                     (solver ? d2r::to_string(b.solver) : d2r::to_string(b.optimizer)) + "' (preset '" + preset +
-                     "'); drop it");
+    const std::string with = k.field.starts_with("inner.") ? "inner_objective='exact' and curvature='exact', which sample "
+                                                             "nothing"
+                             : solver ? std::string("solver='") + d2r::to_string(b.solver) + "'"
+                                      : std::string("outer_optimizer='") + d2r::to_string(b.optimizer) + "'";
+    bad_argument("BilevelTrainer", k.key, "not used with " + with + " (preset '" + preset + "'); drop it");
   }
   return d2r::options_cast<d2r::BilevelOptions<T>>(b);
 }

@@ -105,10 +105,10 @@ REG = regression_csv(os.path.join(W, "a.csv"))
 CLS = classification_csv(os.path.join(W, "c.csv"))
 CPU = ["--device", "cpu", "-q"]
 REG_BL = [REG, "--targets", "y0", "--hidden", "4", "--method", "bilevel", "--outer-steps", "6", "--inner-steps", "3",
-          "-G", "2", "--checkpoint-every", "1"] + CPU
+          "--checkpoint-every", "1"] + CPU
 CLS_BL = [CLS, "--task", "classification", "--label", "label", "--method", "bilevel", "--outer-steps", "4",
-          "--inner-steps", "3", "-G", "4", "--epochs", "2", "--batch-size", "16", "--checkpoint-every", "1"] + CPU
-# These short bilevel runs end step_limited (issue 13: the verdict is in the exit code, 4).
+          "--inner-steps", "3", "--epochs", "2", "--batch-size", "16", "--checkpoint-every", "1"] + CPU
+# (No -G: the default preset draws nothing, and refuses it.) These short bilevel runs end step_limited (issue 13: the verdict is in the exit code, 4).
 BL_DONE = 4
 
 
@@ -276,9 +276,21 @@ def group_unused_options():
              (reg + ["--method", "bilevel", "--preset", "paper", "--outer-step", "0.2"], "--outer-step",
               "the Adam outer optimiser of --preset paper"),
              (cls + ["--method", "bilevel", "--solver", "neumann", "--solver-iterations", "5"], "--solver-iterations",
-              "--solver neumann")]
+              "--solver neumann"),
+             # The recommended and stationary presets draw nothing: G is unread (and so for --final-model pg,
+             # whose epochs take the same exact objective).
+             (reg + ["--method", "bilevel", "-G", "8"], "--generations", "--inner-objective exact with --curvature exact"),
+             (cls + ["--method", "bilevel", "--preset", "stationary", "--final-model", "pg", "--generations", "8"],
+              "--generations", "--inner-objective exact with --curvature exact")]
     for args, opt, why in inert:
         expect(2, args + ["--out", out_dir("u")], r"error: d2r fit: " + opt + r": not used by " + re.escape(why))
+    # ... while G is taken where something is sampled: REINFORCE inner steps, the surrogate's curvature.
+    for i, extra in enumerate((["--preset", "paper"], ["--inner-objective", "reinforce"], ["--curvature", "surrogate"])):
+        expect(BL_DONE, reg + ["--method", "bilevel", "--hidden", "4", "--outer-steps", "2", "--inner-steps", "2", "-G", "3"] +
+               extra + ["--out", out_dir(f"g{i}")])
+        with open(os.path.join(out_dir(f"g{i}"), "results.json")) as f:
+            if json.load(f)["config"]["generations"] != 3:
+                fail(f"-G 3 with {extra} is not the run's G")
     if os.path.exists(out_dir("u")):
         fail("a refused option created --out")
 

@@ -206,7 +206,7 @@ def test_recommended_preset_is_the_default_and_equals_the_cli(regression_csv, tm
     assert result.verdict == learner.verdict_ == cli["verdict"]
     assert (proc.returncode == 0) == (result.verdict == "converged")
     assert result.reason == cli["reason"] and result.reason
-    assert learner.final_model == "best" and result.reward_params == cli["final"]["reward"]["params"]
+    assert learner.final_model_ == "best" and result.reward_params == cli["final"]["reward"]["params"]
     assert len(result.warnings) == len(cli["warnings"])
     assert [str(w.message) for w in caught if issubclass(w.category, d2r.BilevelWarning)] == result.warnings
     assert not any("--" in w for w in result.warnings)
@@ -532,4 +532,66 @@ def test_options_of_another_optimiser_or_solver_are_refused(regression_csv):
     for kw in (dict(preset="paper", outer_lr=0.05), dict(outer_optimizer="adam", outer_lr=0.05)):  # used there
         r = d2r.fit(X[:30], Y[:30], val_X=X[30:], val_Y=Y[30:], method="bilevel", outer_steps=1, hidden=[4],
                     progress=False, **kw)
+        assert len(r.records) == 1
+
+
+def _classes3(rows=60, seed=4):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 3)).astype(np.float32)
+    labels = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int32) + (X[:, 2] > 1).astype(np.int32)
+    return X, labels
+
+
+def test_final_model_pg_retrains_pg_at_the_learned_beta():
+    # `d2r fit --final-model pg`: PG afresh at the learned β with the inner steps' lr, G, λ and objective.
+    X, labels = _classes3()
+    data = dict(labels=labels[:40], classes=3, val_X=X[40:], val_labels=labels[40:])
+    for preset, objective, tail in (("recommended", "exact", 1), ("paper", "reinforce", 10)):
+        kw = dict(preset=preset, outer_steps=12, hidden=[], seed=5, epochs=3, batch_size=16)
+        if preset == "recommended":
+            kw["final_model"] = "pg"  # the paper preset's default for classification
+        learner = d2r.BilevelRewardLearner(**kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", d2r.BilevelWarning)
+            r = learner.fit(X[:40], progress=False, **data)
+        betas = [rec["reward_params"][0] for rec in r.records]
+        assert learner.trainer_.inner_objective == objective
+        assert r.reward_params == [sum(betas[-min(tail, len(betas)):]) / min(tail, len(betas))]
+        assert len(r.pg_records) == 3 and learner.model_step_ is None and learner.final_model_ == "pg"
+        same = d2r.fit(X[:40], method="pg", reward_params=r.reward_params, epochs=3, batch_size=16, lr=0.05,
+                       generations=50, entropy_weight=1.0, objective=objective, hidden=[], seed=5, progress=False,
+                       **data)
+        np.testing.assert_array_equal(r.policy_params, same.policy_params)  # bit for bit
+        for k in ("nll_per_dim", "accuracy"):
+            assert r.pg_records[-1]["validation"][k] == same.records[-1]["validation"][k]
+        # ... and not the inner policy the outer loop judged
+        assert not np.array_equal(r.policy_params, learner.trainer_.policy_params())
+
+
+def test_final_model_pg_and_sampling_keywords_are_refused_where_unused(regression_csv):
+    _, X, Y = regression_csv
+    Xc, labels = _classes3()
+    cls = dict(labels=labels[:40], classes=3, val_X=Xc[40:], val_labels=labels[40:], progress=False)
+    reg = dict(val_X=X[30:], val_Y=Y[30:], progress=False)
+    cases = [(dict(final_model="pg"), X[:30], dict(Y=Y[:30], **reg), "'final_model': 'pg' retrains a classifier"),
+             (dict(epochs=3), Xc[:40], cls, "'epochs': used by the PG epochs of final_model='pg' only"),
+             (dict(preset="paper", final_model="last", batch_size=8), Xc[:40], cls, "'batch_size': used by"),
+             (dict(final_model="pg", epochs=0), Xc[:40], cls, "'epochs'"),
+             # the recommended and stationary presets draw nothing (so neither do their PG epochs)
+             (dict(generations=8), X[:30], dict(Y=Y[:30], **reg),
+              "'generations': not used with inner_objective='exact' and curvature='exact'"),
+             (dict(final_model="pg", generations=8), Xc[:40], cls, "'generations': not used"),
+             (dict(preset="stationary", transform="leave_one_out"), Xc[:40], cls, "'transform': not used")]
+    for kw, x, data, message in cases:
+        learner = d2r.BilevelRewardLearner(outer_steps=1, hidden=[], **kw)
+        with pytest.raises(ValueError, match=message):
+            learner.fit(x, **data)
+        assert learner.trainer_ is None  # refused before anything ran
+    with pytest.raises(ValueError, match="'final_model'"):
+        d2r.BilevelRewardLearner(final_model="inner")
+    # Where something is sampled, G is taken: REINFORCE inner steps (the paper preset), the surrogate's curvature.
+    for kw in (dict(preset="paper"), dict(curvature="surrogate"), dict(inner_objective="reinforce")):
+        r = d2r.fit(Xc[:40], method="bilevel", outer_steps=1, hidden=[], generations=4, epochs=1, **kw, **cls) \
+            if kw.get("preset") == "paper" else \
+            d2r.fit(Xc[:40], method="bilevel", outer_steps=1, hidden=[], generations=4, **kw, **cls)
         assert len(r.records) == 1

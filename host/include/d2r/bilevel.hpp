@@ -381,8 +381,11 @@ void check(const BilevelOptions<T>& options);
 /// The fields of `options` (paths below BilevelOptions as for_each_field names them: "rprop",
 /// "cg.tolerance") that no run with these settings reads: the other outer optimisers' settings
 /// (Adam's and SGD's under Rprop, and log_space: Rprop always steps in log space), the Neumann
-/// series' unless it is the solver, and CG's iteration cap and tolerance when it is. A program
-/// refuses an option that sets only such fields: accepting it would silently do nothing.
+/// series' unless it is the solver, CG's iteration cap and tolerance when it is, and the sampling
+/// settings (inner.generations, inner.pg.transform, inner.pg.log_prob_clip) when the inner steps
+/// and the curvature are both exact (InnerObjective::exact, CurvatureKind::exact: nothing is
+/// drawn). A program refuses an option that sets only such fields: accepting it would silently do
+/// nothing.
 template <class T>
 std::vector<std::string> inert_fields(const BilevelOptions<T>& options);
 /// Whether `field` is one of `inert` or lies below one ("rprop.initial_step" below "rprop").
