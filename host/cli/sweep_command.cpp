@@ -79,6 +79,11 @@ int run_sweep(const SweepOptions& s) {
   };
   for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--reward", "--head"}) refuse(n);
   for (std::string_view n : kOuterLoopOptions) refuse(n);
+  if (!s.values.empty()) {  // the grid options would silently do nothing
+    for (std::string_view n : {"--grid-min", "--grid-max", "--points"}) {
+      if (given(o, n)) bad_input(kCmd, n, "not used with --values (the grid is the values given); drop one");
+    }
+  }
   if (!(s.grid_max > s.grid_min)) {
     bad_input(kCmd, "--grid-max", fmt::format("expected > --grid-min {}, got {}", s.grid_min, s.grid_max));
   }

@@ -12,7 +12,8 @@ Layers (DESIGN.md §11):
   ``tangent_*=``.
 - ``d2r.torch``: the primitives as ``torch.library`` custom ops with autograd (eager and
   ``torch.compile(fullgraph=True)``), and ``autograd.Function`` variants for ``torch.func``.
-- ``d2r.fit`` and ``d2r.BilevelRewardLearner``: the trainers on arrays.
+- ``d2r.fit`` and ``d2r.BilevelRewardLearner``: the trainers on arrays; ``d2r.sweep``: the
+  brute-force answer over a grid of fixed rewards that a learned reward must match.
 
 >>> import numpy as np, d2r
 >>> ctx = d2r.Context("cpu", seed=7)
@@ -50,6 +51,7 @@ from ._core import (  # noqa: F401  (the public primitives)
     exact_objective,
     fit_classifier,
     fit_policy,
+    log_grid,
     log_prob,
     log_prob_jvp,
     mixed_product,
@@ -58,6 +60,7 @@ from ._core import (  # noqa: F401  (the public primitives)
     pg_pathwise,
     pg_surrogate,
     pg_surrogate_unfused,
+    random_permutation,
     reward,
     reward_backward,
     reward_param_count,
@@ -72,9 +75,10 @@ from ._learn import (  # noqa: F401
     BilevelRewardLearner,
     BilevelWarning,
     FitResult,
-    TorchCommunicator,
     fit,
 )
+from ._parallel import TorchCommunicator  # noqa: F401
+from ._sweep import SweepGroup, SweepJudgement, SweepResult, sweep  # noqa: F401
 
 __version__ = _core.__version__
 

@@ -314,6 +314,19 @@ void bind_trainers(nb::module_& m) {
                      with_trainer(t, [&](auto& tr) { name = d2r::to_string(tr.options().inner.objective); });
                      return name;
                    }, "The inner steps' objective, 'exact' or 'reinforce' (what `d2r fit --final-model pg` trains its epochs on).")
+      .def_prop_ro("inner_settings",
+                   [](TrainerPy& t) {
+                     nb::dict d;
+                     with_trainer(t, [&](auto& tr) {
+                       const auto& in = tr.options().inner;
+                       d["inner_start"] = d2r::to_string(tr.options().inner_start);
+                       d["inner_steps"] = in.steps;
+                       d["inner_tolerance"] = static_cast<double>(in.stationarity_tolerance);
+                       d["inner_max_steps"] = in.max_steps;
+                     });
+                     return d;
+                   }, "The inner loop's start ('warm', 'fresh', 'fixed'), K_in, stationarity tolerance and step cap "
+                      "(what d2r.sweep's learner='bilevel' trains to judge this run's reward).")
       .def_prop_ro("steps_done",
                    [](TrainerPy& t) {
                      std::int64_t n = 0;

@@ -122,6 +122,7 @@ void bind_second_order(nb::module_& m);
 void bind_network(nb::module_& m);
 void bind_optim(nb::module_& m);
 void bind_trainers(nb::module_& m);
+void bind_sweep(nb::module_& m);
 void bind_jax(nb::module_& m);  // only with D2R_PY_JAX
 
 /// Parsers of the option strings the Python side passes (ValueError naming the argument).

@@ -296,6 +296,7 @@ NB_MODULE(_core, m) {
   bind_network(m);
   bind_optim(m);
   bind_trainers(m);
+  bind_sweep(m);
 #ifdef D2R_PY_JAX
   bind_jax(m);
 #endif

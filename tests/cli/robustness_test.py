@@ -291,6 +291,10 @@ def group_unused_options():
         with open(os.path.join(out_dir(f"g{i}"), "results.json")) as f:
             if json.load(f)["config"]["generations"] != 3:
                 fail(f"-G 3 with {extra} is not the run's G")
+    # sweep: the grid options beside --values would do nothing.
+    for opt, val in (("--points", "5"), ("--grid-min", "0.5")):
+        expect(2, ["sweep", REG, "--targets", "y0", "--values", "1,2", opt, val, "--out", out_dir("u")] + CPU,
+               r"error: d2r sweep: " + opt + r": not used with --values")
     if os.path.exists(out_dir("u")):
         fail("a refused option created --out")
 
