@@ -418,10 +418,33 @@ int run_sweep(const SweepOptions& s) {
                   {"within_noise_of_best", within}});
   }
   if (!bilevel_values.empty()) j["bilevel"] = bj;
+  // No run ends with exit 0 and non-finite results: a grid without one finite mean has no best.
+  std::vector<std::string> warnings;
+  std::string diverged;
+  for (const Group& gr : groups) {
+    std::size_t bad = 0;
+    for (const runs::SweepPoint& p : gr.result.grid) bad += std::isfinite(p.mean) ? 0 : 1;
+    if (bad == gr.result.grid.size()) {
+      diverged = fmt::format("no value of the grid trained to a finite validation loss (all {} diverged)", bad);
+    } else if (bad > 0) {
+      warnings.push_back(fmt::format("{} of the {} grid values gave a non-finite validation loss (the learner "
+                                     "diverged there); the best is among the others",
+                                     bad, gr.result.grid.size()));
+    }
+  }
+  for (const std::string& w : warnings) fmt::print(stderr, "warning: {}\n", w);
+  j["status"] = diverged.empty() ? "ok" : "diverged";
+  j["reason"] = diverged;
+  j["warnings"] = warnings;
   ensure_directory(out);
   write_csv(out / "sweep.csv", table.header, std::span<const std::vector<double>>(table.rows));
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}\n", (out / "results.json").string(), (out / "sweep.csv").string());
+  if (!diverged.empty()) {
+    fmt::print(stderr, "error: d2r sweep: {}; results.json in '{}' records it (try a smaller --lr or other "
+               "rewards)\n", diverged, out.string());
+    return 3;
+  }
   return 0;
 }
 

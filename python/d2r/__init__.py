@@ -78,7 +78,7 @@ from ._learn import (  # noqa: F401
     fit,
 )
 from ._parallel import TorchCommunicator  # noqa: F401
-from ._sweep import SweepGroup, SweepJudgement, SweepResult, sweep  # noqa: F401
+from ._sweep import SweepGroup, SweepJudgement, SweepResult, SweepWarning, sweep  # noqa: F401
 
 __version__ = _core.__version__
 

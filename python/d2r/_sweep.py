@@ -7,11 +7,17 @@ import dataclasses
 import math
 import re
 import sys
+import warnings
 from typing import Any, Optional, Sequence
 
 from . import _core
-from ._learn import (BilevelRewardLearner, _check_data, _int_arg, _keyword_error, _numbers_arg, _standardize_flag,
+from ._learn import (BilevelRewardLearner, FitDivergedError, _check_data, _int_arg, _keyword_error, _numbers_arg, _standardize_flag,
                      _TargetScaling)
+
+
+class SweepWarning(UserWarning):
+    """Grid values of a d2r.sweep whose learner diverged (non-finite validation loss): the best is
+    among the others (`d2r sweep` prints the same warning)."""
 
 
 @dataclasses.dataclass
@@ -71,6 +77,7 @@ class SweepResult:
     learner: str
     groups: list[SweepGroup]
     target_scale: float = 1.0
+    warnings: list[str] = dataclasses.field(default_factory=list)  # grid values whose learner diverged
 
     @property
     def grid(self) -> list[dict]:
@@ -302,4 +309,16 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
                                  best=r["best"], noise=r["noise"], tolerance=r["tolerance"], seeds=r["seeds"],
                                  steps_per_run=r["steps_per_run"], rows_per_step=r["rows_per_step"],
                                  inner_steps=r["inner_steps"], judged=verdicts))
-    return SweepResult(learner, groups, scaling.scale)
+    result = SweepResult(learner, groups, scaling.scale)
+    # As `d2r sweep` (exit 3): a grid without one finite mean has no best; some non-finite ones warn.
+    for g in groups:
+        bad = sum(1 for p in g.grid if not math.isfinite(p["mean"]))
+        if bad == len(g.grid):
+            reason = f"no value of the grid trained to a finite validation loss (all {bad} diverged)"
+            raise FitDivergedError(f"d2r.sweep: {reason}; the SweepResult is in .result", reason, result)
+        if bad:
+            result.warnings.append(f"{bad} of the {len(g.grid)} grid values gave a non-finite validation loss (the "
+                                   "learner diverged there); the best is among the others")
+    for w in result.warnings:
+        warnings.warn(w, SweepWarning, stacklevel=2)
+    return result

@@ -212,6 +212,17 @@ def group_divergence():
         j = json.load(open(os.path.join(d, "results.json")))
         if j.get("verdict") != "diverged" or "non-finite" not in j.get("reason", ""):
             fail(f"{name}: results.json has verdict {j.get('verdict')!r}, reason {j.get('reason')!r}")
+    # A sweep whose every grid value diverged has no best: exit 3 too, results.json saying so.
+    d = out_dir("div_sweep")
+    expect(3, ["sweep", REG, "--targets", "y0", "--hidden", "4", "--lr", "1e10", "--steps", "30", "--values", "1,2",
+               "--out", d] + CPU, r"error: d2r sweep: no value of the grid trained to a finite validation loss")
+    j = json.load(open(os.path.join(d, "results.json")))
+    if j.get("status") != "diverged" or "no value of the grid" not in j.get("reason", ""):
+        fail(f"sweep: results.json has status {j.get('status')!r}, reason {j.get('reason')!r}")
+    d = out_dir("ok_sweep")
+    expect(0, ["sweep", REG, "--targets", "y0", "--hidden", "4", "--steps", "5", "--values", "1,2", "--out", d] + CPU)
+    if json.load(open(os.path.join(d, "results.json"))).get("status") != "ok":
+        fail("a finite sweep is not status ok")
 
 
 def group_nonregular():

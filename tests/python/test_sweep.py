@@ -124,3 +124,12 @@ def test_bad_sweep_arguments_name_themselves(regression):
         fitted.fit(X[:40], 10 * Y[:40], val_X=X[40:], val_Y=10 * Y[40:], progress=False)
     with pytest.raises(ValueError, match="'judge'.*scaled by"):
         d2r.sweep(X[:40], Y[:40], values=[1.0, 2.0], judge=[fitted], **reg)
+
+
+def test_a_sweep_whose_every_value_diverged_raises(regression):
+    # As `d2r sweep` (exit 3): no finite validation loss, no best; the result is kept.
+    _, X, Y = regression
+    with pytest.raises(d2r.FitDivergedError, match="no value of the grid trained to a finite") as e:
+        d2r.sweep(X[:40], Y[:40], val_X=X[40:], val_Y=Y[40:], values=[1.0, 2.0], hidden=[4], steps=30, lr=1e10,
+                  progress=False)
+    assert all(not math.isfinite(p["mean"]) for p in e.value.result.grid)
