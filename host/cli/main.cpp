@@ -19,7 +19,7 @@ namespace {
 constexpr const char* kExitCodes =
     "Exit codes: 0 success (a bilevel fit: converged); 1 internal error; 2 bad input (options, files, data, a busy "
     "or non-empty --out; nothing written); 3 the run diverged or its final metrics are not finite (results.json "
-    "written with the reason); 4 a bilevel fit ended step_limited (results written).";
+    "written with the reason; sweep: no grid value trained to a finite loss); 4 a bilevel fit ended step_limited (results written).";
 }  // namespace
 
 int main(int argc, char** argv) {
