@@ -683,6 +683,11 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
             if key in options:
                 raise _core.ArgumentError(f"d2r.fit: argument '{key}': not used by method='{method}' (an option of "
                                           "method='pg' and 'bilevel'); drop it")
+    if options.get("objective") == "exact":  # the exact expectation draws nothing
+        for key in ("generations", "transform"):
+            if key in options:
+                raise _core.ArgumentError(f"d2r.fit: argument '{key}': not used with objective='exact' (nothing is "
+                                          "sampled); drop it")
     if "hidden" in options:
         _numbers_arg("fit", "hidden", options["hidden"])
         if any(isinstance(h, float) or h < 1 for h in options["hidden"]):

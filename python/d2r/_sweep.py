@@ -218,6 +218,10 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
         options["objective"] = "exact"
     elif steps is not None:
         options["steps"] = steps  # pg: fit's --steps
+    if options.get("objective") == "exact" and "generations" in options:  # the exact expectation draws nothing
+        raise _core.ArgumentError("d2r.sweep: argument 'generations': not used by the exact gradient "
+                                  f"({'learner=' + repr(learner) if learner == 'bilevel' else 'objective=' + repr('exact')}: "
+                                  "nothing is sampled); drop it")
     scale_targets = _standardize_flag(standardize_targets, classes, fn)
     judge = list(judge)
     for k, j in enumerate(judge):

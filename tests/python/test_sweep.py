@@ -110,6 +110,8 @@ def test_bad_sweep_arguments_name_themselves(regression):
              (dict(learner="bilevel"), "'steps'.*needs steps= or judged runs", {}),
              (dict(learner="bilevel", steps=5, objective="reinforce"), "'objective'", {}),
              (dict(learner="bilevel", steps=5, lr=0.1, epochs=3), "'epochs'", {}),
+             (dict(learner="bilevel", steps=5, generations=3), "'generations': not used by the exact gradient", {}),
+             (dict(objective="exact", generations=3), "'generations': not used", {}),
              (dict(judge=[d2r.BilevelRewardLearner()]), "'judge'.*not a fitted", {})]
     for kw, message, data in cases:
         args = {**reg, **data}

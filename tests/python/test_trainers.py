@@ -558,9 +558,9 @@ def test_final_model_pg_retrains_pg_at_the_learned_beta():
         assert learner.trainer_.inner_objective == objective
         assert r.reward_params == [sum(betas[-min(tail, len(betas)):]) / min(tail, len(betas))]
         assert len(r.pg_records) == 3 and learner.model_step_ is None and learner.final_model_ == "pg"
+        sampled = dict(generations=50) if objective == "reinforce" else {}  # exact: nothing is sampled
         same = d2r.fit(X[:40], method="pg", reward_params=r.reward_params, epochs=3, batch_size=16, lr=0.05,
-                       generations=50, entropy_weight=1.0, objective=objective, hidden=[], seed=5, progress=False,
-                       **data)
+                       entropy_weight=1.0, objective=objective, hidden=[], seed=5, progress=False, **sampled, **data)
         np.testing.assert_array_equal(r.policy_params, same.policy_params)  # bit for bit
         for k in ("nll_per_dim", "accuracy"):
             assert r.pg_records[-1]["validation"][k] == same.records[-1]["validation"][k]
@@ -589,6 +589,9 @@ def test_final_model_pg_and_sampling_keywords_are_refused_where_unused(regressio
         assert learner.trainer_ is None  # refused before anything ran
     with pytest.raises(ValueError, match="'final_model'"):
         d2r.BilevelRewardLearner(final_model="inner")
+    for key, value in (("generations", 4), ("transform", "rbf")):  # the plain trainers' exact objective, alike
+        with pytest.raises(ValueError, match=f"'{key}': not used with objective='exact'"):
+            d2r.fit(Xc[:40], method="pg", objective="exact", epochs=1, **{key: value}, **cls)
     # Where something is sampled, G is taken: REINFORCE inner steps (the paper preset), the surrogate's curvature.
     for kw in (dict(preset="paper"), dict(curvature="surrogate"), dict(inner_objective="reinforce")):
         r = d2r.fit(Xc[:40], method="bilevel", outer_steps=1, hidden=[], generations=4, epochs=1, **kw, **cls) \
