@@ -477,6 +477,14 @@ struct ClassificationFit {
   /// The model returned: the judged inner policy, unless asked for (or the paper's protocol) PG at the learned β.
   void after_preset(const FitOptions& o) {
     c.final_model = final_model(o, c.preset, true);
+    if (bilevel() && c.final_model != runs::FinalModel::pg) {  // the epochs are --final-model pg's alone
+      for (std::string_view n : {"--epochs", "--batch-size"}) {
+        if (given(o, n)) {
+          bad_input(kCmd, n, fmt::format("a bilevel fit trains epochs only for --final-model pg (the model returned is "
+                                         "--final-model {}'s inner policy); drop it", runs::to_string(c.final_model)));
+        }
+      }
+    }
   }
 
   /// Defaults of the paper's tabular setting where the option was not given.

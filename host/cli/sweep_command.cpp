@@ -77,8 +77,9 @@ int run_sweep(const SweepOptions& s) {
   const auto refuse = [&](std::string_view n) {
     if (given(o, n)) bad_input(kCmd, n, "not an option of sweep (it trains PG at fixed scalar rewards)");
   };
-  for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--reward", "--head"}) refuse(n);
+  for (std::string_view n : {"--method", "--u", "--beta", "--resume", "--reward", "--head", "--final-model"}) refuse(n);
   for (std::string_view n : kOuterLoopOptions) refuse(n);
+  if (given(o, "--eval-every")) bad_input(kCmd, "--eval-every", "the sweep reads each run's final metrics only; drop it");
   if (!s.values.empty()) {  // the grid options would silently do nothing
     for (std::string_view n : {"--grid-min", "--grid-max", "--points"}) {
       if (given(o, n)) bad_input(kCmd, n, "not used with --values (the grid is the values given); drop one");
@@ -89,6 +90,13 @@ int run_sweep(const SweepOptions& s) {
   }
   const std::vector<double> values = s.values.empty() ? runs::log_grid(s.grid_min, s.grid_max, s.points) : s.values;
   const bool classification = o.task == "classification";
+  // The other task's options would silently do nothing (as in fit).
+  constexpr std::string_view kRegressionOnly[] = {"--standardize-targets", "--targets"};
+  constexpr std::string_view kClassificationOnly[] = {"--epochs", "--batch-size", "--label"};
+  for (std::string_view n : classification ? std::span<const std::string_view>(kRegressionOnly)
+                                           : std::span<const std::string_view>(kClassificationOnly)) {
+    if (given(o, n)) bad_input(kCmd, n, fmt::format("only for --task {}", classification ? "regression" : "classification"));
+  }
   if (classification && o.label.empty()) bad_input(kCmd, "--label", "the label column is required with --task classification");
   if (!classification && o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required");
   if (!(o.val_fraction > 0)) bad_input(kCmd, "--val-fraction", "the sweep measures the validation loss: expected > 0");
@@ -112,6 +120,16 @@ int run_sweep(const SweepOptions& s) {
       bad_input(kCmd, "--bilevel",
                 fmt::format("'{}' is not the results.json of a scalar-reward bilevel fit of this task", p.string()));
     }
+    const nlohmann::json cfg = res.value("config", nlohmann::json::object());
+    // The same task, reward form and rows: a reward learned elsewhere is not comparable.
+    if (cfg.value("task", std::string()) != o.task) {
+      bad_input(kCmd, "--bilevel", fmt::format("'{}' is a {} fit; this sweep is --task {}", p.string(),
+                                               cfg.value("task", std::string("?")), o.task));
+    }
+    if (cfg.value("reward", std::string("scalar")) != "scalar") {
+      bad_input(kCmd, "--bilevel", fmt::format("'{}' learned a {} reward; the sweep's rewards are scalar (U = u·I)",
+                                               p.string(), cfg.value("reward", std::string())));
+    }
     const double v = r[key][0].get<double>();
     if (!(std::isfinite(v) && v > 0)) bad_input(kCmd, "--bilevel", fmt::format("the learned reward in '{}' is {}", p.string(), v));
     bilevel_results.push_back(res);
@@ -134,6 +152,18 @@ int run_sweep(const SweepOptions& s) {
     for (std::string_view n : {"--epochs", "--batch-size"}) {
       if (given(o, n)) bad_input(kCmd, n, "--learner bilevel trains full batch for --steps (or the bilevel runs' inner steps); use --learner pg for epochs of minibatches");
     }
+  } else if (classification && given(o, "--steps")) {
+    bad_input(kCmd, "--steps", "--learner pg trains a classifier for --epochs of --batch-size rows (--steps is --learner "
+                               "bilevel's budget); drop it");
+  }
+  // The exact gradient draws nothing.
+  if ((bilevel_learner || (given(o, "--inner-objective") && o.inner_objective == "exact")) && given(o, "--generations")) {
+    bad_input(kCmd, "--generations", fmt::format("not used by the exact gradient ({}: nothing is sampled); drop it",
+                                                 bilevel_learner ? "--learner bilevel" : "--inner-objective exact"));
+  }
+  // The seed noise is the tolerance a learned reward is judged by: one seed has none.
+  if (!s.bilevel.empty() && s.seeds < 2) {
+    bad_input(kCmd, "--seeds", "judging a learned reward (--bilevel) needs the seed noise: expected --seeds 2 or more");
   }
   // Step budgets: one grid per distinct budget; budget_of[i] is bilevel run i's group. kStationary:
   // the learner of a fixed-start run trained to a tolerance (runs::SweepSettings::stationary), with
@@ -211,6 +241,18 @@ int run_sweep(const SweepOptions& s) {
     cin = load_classification_inputs(o, kCmd);
     train_rows = cin->train.rows;
   }
+  // The rows each learned reward was fit on (fit's config.data.hash): the same file, split and scaling.
+  const std::string rows_hash = classification ? runs::data_hash(cin->train, cin->val, cin->test)
+                                               : runs::data_hash(rin->train, rin->val);
+  for (std::size_t i = 0; i < bilevel_results.size(); ++i) {
+    const nlohmann::json d = bilevel_results[i].value("config", nlohmann::json::object()).value("data", nlohmann::json::object());
+    if (d.contains("hash") && d["hash"] != rows_hash) {
+      bad_input(kCmd, "--bilevel",
+                fmt::format("'{}' was fit on other rows than this sweep's (data hash {}, here {}): give the sweep the "
+                            "fit's data file and its --val-fraction, --seed, --standardize and target scaling",
+                            s.bilevel[i], json_text(d["hash"], -1), rows_hash));
+    }
+  }
   // The learner's settings from fit's options (runs::sweep_learner applies a bilevel budget).
   RegressionConfig rc;
   ClassificationConfig cc;
@@ -221,6 +263,15 @@ int run_sweep(const SweepOptions& s) {
   } else {
     cc = shared_config(o, *cin);
     cc.inner_objective = objective;
+  }
+  // The bilevel learner trains at the judged runs' inner rate (fit's --lr): another would judge another learner.
+  const double sweep_lr = classification ? cc.learning_rate : rc.plain.adam.learning_rate;
+  for (std::size_t i = 0; bilevel_learner && i < bilevel_results.size(); ++i) {
+    const double fit_lr = bilevel_results[i].value("config", nlohmann::json::object()).value("inner_learning_rate", sweep_lr);
+    if (std::abs(fit_lr - sweep_lr) > 1e-9 * fit_lr) {
+      bad_input(kCmd, "--lr", fmt::format("'{}' trained its inner policy at --lr {}, the sweep's learner at {}: give "
+                                          "--lr {}", s.bilevel[i], fit_lr, sweep_lr, fit_lr));
+    }
   }
   if (stationary) {  // the runs' learner: the stationary preset with their tolerance, cap and K_in
     const auto set = [&](auto& c) {

@@ -158,6 +158,9 @@ RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget
   if (stationary) {
     c.method = Method::bilevel;
     make_stationary(c);
+    // A regression fit's inner steps take its --lr (fit writes it into both trainers' options);
+    // the sweep's learner is that one.
+    c.bilevel.inner.adam.learning_rate = c.plain.adam.learning_rate;
     return c;
   }
   c.method = Method::pg;

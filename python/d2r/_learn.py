@@ -152,6 +152,14 @@ def _int_arg(fn: str, name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def _hidden_arg(fn: str, options: dict) -> None:
+    """The hidden= option, when given: positive integer layer widths."""
+    if "hidden" in options:
+        _numbers_arg(fn, "hidden", options["hidden"])
+        if any(isinstance(h, float) or h < 1 for h in options["hidden"]):
+            raise _core.ArgumentError(f"d2r.{fn}: argument 'hidden': expected positive integers, got {options['hidden']!r}")
+
+
 def _numbers_arg(fn: str, name: str, value: Any) -> list[float]:
     """A sequence of real numbers (not a string, no bools)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
@@ -414,8 +422,8 @@ class BilevelRewardLearner:
     # paper's Fig. 3 setting; classification: the paper's tabular setting, logistic regression).
     _CLI_DEFAULTS = dict(hidden=[64, 64], inner_lr=0.01, outer_lr=0.01, entropy_weight=1.0, generations=5)
     _CLI_CLASS_DEFAULTS = dict(hidden=[], inner_lr=0.05, outer_lr=0.1, entropy_weight=1.0, generations=50)
-    # `d2r fit --preset paper`: BilevelOptions::paper() (K_in = 50, one CG iteration) with a warm inner
-    # start (d2r::runs::program_bilevel_defaults).
+    # preset='paper' is `d2r fit --preset paper --inner-start warm` (BilevelOptions::paper(): K_in = 50,
+    # one CG iteration; the CLI's preset starts each outer step fresh, d2r::runs::apply_bilevel_preset).
     _CLI_PAPER = dict(inner_start="warm")
 
     def __init__(self, *, preset: str = "recommended", reward_form: str = "scalar",
@@ -520,7 +528,9 @@ class BilevelRewardLearner:
         outer_steps = self.outer_steps if self.outer_steps is not None else 50 if classes else 100
         final_model = self._final_model(classes)
         opts = self._options(classes, val_X is not None)
-        pg_keys = {k: _int_arg(fn, k, self.options[k], 1) for k in self._PG_KEYS if k in self.options}
+        # epochs >= 1; batch_size 0 is every row (as `d2r fit --batch-size 0`)
+        pg_keys = {k: _int_arg(fn, k, self.options[k], 1 if k == "epochs" else 0) for k in self._PG_KEYS
+                   if k in self.options}
         ctx = _context(X, self.device, self.seed)
         scale_targets = _standardize_flag(self.standardize_targets, classes, fn)
         dims = classes if classes else int(Y.shape[1])
@@ -542,6 +552,8 @@ class BilevelRewardLearner:
             raise _keyword_error(e) from None
         # Everything checked: from here on the learner holds this run.
         self.trainer_, self.communicator_, self._ctx = trainer, communicator, ctx
+        # The task the learner was fit on (d2r.sweep judges its reward only against the same).
+        self.classes_, self.n_features_in_, self.n_targets_ = classes, int(X.shape[1]), 0 if classes else dims
         self.final_model_ = final_model  # the preset's when final_model is None
         self.target_mean_, self.target_scale_ = scaling.mean, scaling.scale
         writer = self.communicator_ is None or self.communicator_.rank == 0
@@ -621,7 +633,7 @@ class BilevelRewardLearner:
         options = dict(loss="pg", reward_form="scalar", reward_params=list(reward), seed=self.seed,
                        lr=opts["inner_lr"], generations=opts["generations"], entropy_weight=opts["entropy_weight"],
                        objective=self.trainer_.inner_objective, hidden=list(opts["hidden"]), **pg_keys)
-        for key in ("activation", "layer_norm"):
+        for key in ("activation", "layer_norm", "transform"):
             if key in opts:
                 options[key] = opts[key]
         n = _core.parameter_count(int(X.shape[1]), options["hidden"], classes, bool(options.get("layer_norm", False)))
@@ -679,7 +691,7 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
     seed = _int_arg("fit", "seed", seed, 0)
     threads = _int_arg("fit", "threads", threads, 1)
     if method != "pg":  # as `d2r fit`: an option the method does not use is refused, not ignored
-        for key in ("reward_form", "reward_params", "entropy_weight", "generations", "transform"):
+        for key in ("reward_form", "reward_params", "entropy_weight", "generations", "transform", "objective"):
             if key in options:
                 raise _core.ArgumentError(f"d2r.fit: argument '{key}': not used by method='{method}' (an option of "
                                           "method='pg' and 'bilevel'); drop it")
@@ -688,10 +700,7 @@ def fit(X: Any, Y: Any = None, *, method: str = "nll", labels: Any = None, class
             if key in options:
                 raise _core.ArgumentError(f"d2r.fit: argument '{key}': not used with objective='exact' (nothing is "
                                           "sampled); drop it")
-    if "hidden" in options:
-        _numbers_arg("fit", "hidden", options["hidden"])
-        if any(isinstance(h, float) or h < 1 for h in options["hidden"]):
-            raise _core.ArgumentError(f"d2r.fit: argument 'hidden': expected positive integers, got {options['hidden']!r}")
+    _hidden_arg("fit", options)
     scale_targets = _standardize_flag(standardize_targets, classes, "fit")
     ctx = _context(X, device, seed)
     comm = _parallel(group, ctx, "d2r.fit")

@@ -11,8 +11,8 @@ import warnings
 from typing import Any, Optional, Sequence
 
 from . import _core
-from ._learn import (BilevelRewardLearner, FitDivergedError, _check_data, _int_arg, _keyword_error, _numbers_arg, _standardize_flag,
-                     _TargetScaling)
+from ._learn import (_CUDA, BilevelRewardLearner, FitDivergedError, _check_data, _device_of, _hidden_arg, _int_arg,
+                     _keyword_error, _numbers_arg, _standardize_flag, _TargetScaling)
 
 
 class SweepWarning(UserWarning):
@@ -110,8 +110,9 @@ _SWEEP_KEYWORDS = {"settings.values": "values", "settings.seeds": "seeds", "sett
                    "config.plain.adam.learning_rate": "lr", "config.learning_rate": "lr",
                    "config.bilevel.inner.adam.learning_rate": "lr", "config.lambda": "entropy_weight",
                    "config.generations": "generations", "config.hidden": "hidden", "config.double_precision": "X",
-                   "config.target_scale": "Y", "train": "X", "held_out": "val_X", "test": "val_X"}
-_LIBRARY_ARGUMENT = re.compile(r"^d2r::runs::\w+: argument '([A-Za-z_.]+)'")
+                   "config.target_scale": "Y", "train": "X", "held_out": "val_X", "test": "val_X",
+                   "validation": "val_X", "backend": "device"}
+_LIBRARY_ARGUMENT = re.compile(r"^d2r::(?:\w+::)*\w+: argument '([A-Za-z_.]+)'")
 
 
 def _sweep_error(e: _core.ArgumentError, learner: str) -> Exception:
@@ -201,12 +202,29 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
         points = 13 if points is None else points
         for name, v in (("grid_min", grid_min), ("grid_max", grid_max)):
             _numbers_arg(fn, name, [v])
+            if not (math.isfinite(v) and v > 0):
+                raise _core.ArgumentError(f"d2r.sweep: argument '{name}': expected a finite reward > 0, got {v}")
         if not grid_max > grid_min:
             raise _core.ArgumentError(f"d2r.sweep: argument 'grid_max': expected > grid_min {grid_min}, got {grid_max}")
         grid = list(_core.log_grid(float(grid_min), float(grid_max), _int_arg(fn, "points", points, 2)))
     else:
         grid = _numbers_arg(fn, "values", values)
+    if device not in ("auto", "cpu", "cuda"):
+        raise _core.ArgumentError(f"d2r.sweep: argument 'device': expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":  # as d2r.fit: where the data is
+        device = "cuda" if _device_of(X)[0] == _CUDA else "cpu"
+    # The arrays as they are given: float32 or float64 features, int32 labels (d2r never converts them).
+    for name, a in (("X", X), ("labels", labels), ("val_labels", val_labels)):
+        want = ("int32",) if name != "X" else ("float32", "float64")
+        if a is not None and str(a.dtype).removeprefix("torch.") not in want:
+            raise _core.ArgumentError(f"d2r.sweep: argument '{name}': expected dtype {' or '.join(want)}, got "
+                                      f"{str(a.dtype).removeprefix('torch.')} (d2r never converts)")
     options = dict(options)
+    _hidden_arg(fn, options)
+    for key in ("inner_tolerance", "inner_max_steps", "inner_steps"):  # the judged stationary runs' own
+        if key in options:
+            raise _core.ArgumentError(f"d2r.sweep: argument '{key}': unknown option (the stationary learner takes "
+                                      "it from the judged run)")
     if learner == "bilevel":
         if options.get("objective", "exact") != "exact":
             raise _core.ArgumentError("d2r.sweep: argument 'objective': learner='bilevel' trains on the exact "
@@ -223,16 +241,37 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
                                   f"({'learner=' + repr(learner) if learner == 'bilevel' else 'objective=' + repr('exact')}: "
                                   "nothing is sampled); drop it")
     scale_targets = _standardize_flag(standardize_targets, classes, fn)
+    if isinstance(judge, BilevelRewardLearner) or not hasattr(judge, "__iter__"):
+        raise _core.ArgumentError(f"d2r.sweep: argument 'judge': expected a list of fitted d2r.BilevelRewardLearner, "
+                                  f"got {type(judge).__name__}")
     judge = list(judge)
+    if judge and seeds < 2:  # the tolerance is 2 · noise · sqrt(2 / seeds): one seed has no noise
+        raise _core.ArgumentError("d2r.sweep: argument 'seeds': judging a learned reward needs the seed noise: "
+                                  "expected 2 or more")
+    task = f"{classes} classes" if classes else f"{int(Y.shape[1])} targets"
     for k, j in enumerate(judge):
         if not isinstance(j, BilevelRewardLearner) or getattr(j, "trainer_", None) is None:
             raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} is not a fitted "
                                       "d2r.BilevelRewardLearner")
-        reward = j.reward_params_standardized_ if not classes and j.reward_params_standardized_ is not None \
-            else j.reward_params_
+        mine = f"{j.classes_} classes" if j.classes_ else f"{j.n_targets_} targets"
+        if mine != task or j.n_features_in_ != int(X.shape[1]):
+            raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} was fit on {j.n_features_in_} features "
+                                      f"and {mine}; this sweep has {int(X.shape[1])} features and {task}")
+        if j.reward_form != "scalar":
+            raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} learned a {j.reward_form} reward; the "
+                                      "sweep's rewards are scalar (U = u·I, or β)")
+        reward = j.reward_params_standardized_ if not classes else j.reward_params_
         if len(reward) != 1 or not (math.isfinite(reward[0]) and reward[0] > 0):
             raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} has the reward {list(reward)}; "
                                       "expected one scalar reward > 0")
+    if learner == "bilevel" and judge:  # the inner learner's rate is the judged runs' (fit's --lr)
+        rates = {j.trainer_.inner_settings["inner_lr"] for j in judge}
+        if "lr" not in options and len(rates) == 1:
+            options["lr"] = rates.pop()
+        elif any(abs(r - float(options.get("lr", math.nan))) > 1e-7 * r for r in rates):
+            raise _core.ArgumentError(f"d2r.sweep: argument 'lr': the judged runs' inner learning rates are "
+                                      f"{sorted(rates)}; learner='bilevel' trains at theirs (give that lr=, or sweep "
+                                      "them separately)")
     # One grid per learner budget (learner='bilevel' without steps=: each judged run's own).
     budgets: list[Any] = []
     budget_of: list[int] = []
@@ -260,6 +299,12 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
     y64 = vy64 = l32 = vl32 = None
     if classes:
         l32, vl32 = _host64(labels), _host64(val_labels)
+        for name, a in (("labels", l32), ("val_labels", vl32)):
+            if a.min() < 0 or a.max() >= classes:
+                raise _core.ArgumentError(f"d2r.sweep: argument '{name}': labels in [0, {classes}) expected, got "
+                                          f"{int(a.min())}..{int(a.max())}")
+        if len(set(l32.tolist())) < 2:
+            raise _core.ArgumentError("d2r.sweep: argument 'labels': every training row has the same class")
     else:
         y, vy = _host64(Y), _host64(val_Y)
         scaling, y, vy = _TargetScaling.of(ctx, fn, y, vy, scale_targets)

@@ -323,6 +323,7 @@ void bind_trainers(nb::module_& m) {
                        d["inner_steps"] = in.steps;
                        d["inner_tolerance"] = static_cast<double>(in.stationarity_tolerance);
                        d["inner_max_steps"] = in.max_steps;
+                       d["inner_lr"] = static_cast<double>(in.adam.learning_rate);
                      });
                      return d;
                    }, "The inner loop's start ('warm', 'fresh', 'fixed'), K_in, stationarity tolerance and step cap "
@@ -523,6 +524,8 @@ void bind_trainers(nb::module_& m) {
           fo.gradient_clamp = static_cast<T>(o.get<double>("gradient_clamp", fo.gradient_clamp));
           fo.generations = o.get<std::int64_t>("generations", fo.generations);
           fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
+          fo.pg.transform.kind = parse_transform(
+              "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
           fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
           fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
           fo.objective = o.choice("objective", d2r::InnerObjective::reinforce,

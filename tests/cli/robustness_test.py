@@ -310,6 +310,43 @@ def group_unused_options():
         fail("a refused option created --out")
 
 
+def group_sweep():
+    """d2r sweep: options it would not use are refused, and a learned reward is judged only against a
+    sweep of the same task, reward form and rows, with the seed noise to judge it by."""
+    reg = ["sweep", REG, "--targets", "y0", "--hidden", "4", "--steps", "5", "--values", "1,2"] + CPU
+    cls = ["sweep", CLS, "--task", "classification", "--label", "label", "--values", "1,2", "--epochs", "1"] + CPU
+    for args, opt, why in [(reg + ["--final-model", "pg"], "--final-model", "not an option of sweep"),
+                           (reg + ["--eval-every", "3"], "--eval-every", "final metrics only"),
+                           (reg + ["--epochs", "3"], "--epochs", "only for --task classification"),
+                           (cls + ["--standardize-targets"], "--standardize-targets", "only for --task regression"),
+                           (cls + ["--steps", "3"], "--steps", "--learner pg trains a classifier for --epochs"),
+                           (["sweep", REG, "--targets", "y0", "--values", "1,2", "--learner", "bilevel", "--steps", "5",
+                             "-G", "7"] + CPU, "--generations", "not used by the exact gradient")]:
+        expect(2, args + ["--out", out_dir("s")], r"error: d2r sweep: " + opt + r": .*" + re.escape(why))
+    # Judged runs: a scalar-reward regression fit, a full-reward one, then sweeps of other rows or tasks.
+    fit = ["fit", REG, "--targets", "y0", "--hidden", "4", "--method", "bilevel", "--outer-steps", "1"] + CPU
+    expect(BL_DONE, fit + ["--out", out_dir("fs")])
+    expect(BL_DONE, fit + ["--reward", "full", "--out", out_dir("ff")])
+    for args, pattern in [(reg + ["--bilevel", out_dir("fs"), "--seed", "1"], r"was fit on other rows than this sweep's"),
+                          (reg + ["--bilevel", out_dir("fs"), "--val-fraction", "0.3"], r"was fit on other rows"),
+                          (reg + ["--bilevel", out_dir("ff")], r"learned a full reward; the sweep's rewards are scalar"),
+                          (cls + ["--bilevel", out_dir("fs")], r"is a regression fit; this sweep is --task classification"),
+                          (reg + ["--bilevel", out_dir("fs"), "--seeds", "1"], r"--seeds: judging a learned reward")]:
+        expect(2, args + ["--out", out_dir("s")], r"error: d2r sweep: .*" + pattern)
+    if os.path.exists(out_dir("s")):
+        fail("a refused sweep created --out")
+    expect(2, ["sweep", REG, "--targets", "y0", "--hidden", "4", "--values", "1,2", "--learner", "bilevel", "--lr", "0.02",
+               "--bilevel", out_dir("fs"), "--out", out_dir("s")] + CPU, r"--lr: .* trained its inner policy at --lr 0.01")
+    expect(0, reg + ["--bilevel", out_dir("fs"), "--out", out_dir("s_ok")])  # the same rows: judged
+    with open(os.path.join(out_dir("s_ok"), "results.json")) as f:
+        if len(json.load(f)["bilevel"]) != 1:
+            fail("the judged run is not in the sweep's results.json")
+    # fit: a bilevel classifier trains epochs only for --final-model pg.
+    cfit = ["fit", CLS, "--task", "classification", "--label", "label", "--method", "bilevel", "--outer-steps", "1"] + CPU
+    expect(2, cfit + ["--epochs", "3", "--out", out_dir("s")], r"--epochs: a bilevel fit trains epochs only for --final-model pg")
+    expect(BL_DONE, cfit + ["--epochs", "1", "--final-model", "pg", "--out", out_dir("cf")])
+
+
 def group_utf8():
     """Finding 2: invalid UTF-8 in the data is refused at read time with file, line and column; a
     file name that is not UTF-8 is only a name and is written escaped."""

@@ -135,3 +135,62 @@ def test_a_sweep_whose_every_value_diverged_raises(regression):
         d2r.sweep(X[:40], Y[:40], val_X=X[40:], val_Y=Y[40:], values=[1.0, 2.0], hidden=[4], steps=30, lr=1e10,
                   progress=False)
     assert all(not math.isfinite(p["mean"]) for p in e.value.result.grid)
+
+
+def test_a_stationary_regression_fit_is_judged_with_its_own_learning_rate(regression):
+    # The stationary learner trains at the judged run's inner rate (fit's lr): at the learned u, from
+    # the fit's seed, it is the returned model bit for bit (the learning rate was once left at 0.01).
+    _, X, Y = regression
+    fitted = d2r.BilevelRewardLearner(preset="stationary", outer_steps=3, hidden=[4], inner_lr=0.05, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", d2r.BilevelWarning)
+        fitted.fit(X[:40], Y[:40], val_X=X[40:], val_Y=Y[40:], progress=False)
+    r = d2r.sweep(X[:40], Y[:40], val_X=X[40:], val_Y=Y[40:], values=[0.5, 2.0], seed=1, hidden=[4],
+                  learner="bilevel", judge=[fitted], progress=False)
+    j = r.judged[0]
+    assert j.point["validation_loss"][0] == j.outer_loss == fitted.history_[fitted.model_step_ - 1]["outer_loss"]
+    with pytest.raises(ValueError, match=r"'lr': the judged runs' inner learning rates are \[0.05"):
+        d2r.sweep(X[:40], Y[:40], val_X=X[40:], val_Y=Y[40:], values=[0.5, 2.0], seed=1, hidden=[4], lr=0.01,
+                  learner="bilevel", judge=[fitted], progress=False)
+
+
+def test_judged_learners_of_another_task_form_or_shape_are_refused(regression):
+    _, X, Y = regression
+    Xc, labels = classes3()
+    cls = dict(labels=labels[:50], classes=3, val_X=Xc[50:], val_labels=labels[50:], progress=False)
+    reg = dict(val_X=X[40:], val_Y=Y[40:], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", d2r.BilevelWarning)
+        r_scalar = d2r.BilevelRewardLearner(outer_steps=1, hidden=[4])
+        r_scalar.fit(X[:40], Y[:40], **reg)
+        r_full = d2r.BilevelRewardLearner(outer_steps=1, hidden=[4], reward_form="full")
+        r_full.fit(X[:40], Y[:40], **reg)
+        c2 = d2r.BilevelRewardLearner(outer_steps=1)
+        c2.fit(Xc[:50, :2], **dict(cls, val_X=Xc[50:, :2]))
+    for judged, data, x, message in [
+            ([r_full], reg, X[:40], "learned a full reward"),
+            ([r_scalar], cls, Xc[:50], "was fit on 2 features and 1 targets; this sweep has 3 features and 3 classes"),
+            ([c2], cls, Xc[:50], "was fit on 2 features"),
+            (r_scalar, reg, X[:40], "'judge': expected a list")]:
+        y = {"Y": Y[:40]} if data is reg else {}
+        with pytest.raises(ValueError, match=message):
+            d2r.sweep(x, values=[1.0, 2.0], judge=judged, **y, **data)
+    with pytest.raises(ValueError, match="'seeds': judging a learned reward needs the seed noise"):
+        d2r.sweep(X[:40], Y[:40], values=[1.0, 2.0], seeds=1, judge=[r_scalar], **reg)
+
+
+def test_sweep_data_and_settings_are_checked_naming_the_keyword():
+    Xc, labels = classes3()
+    cls = dict(classes=3, val_X=Xc[50:], val_labels=labels[50:], values=[1.0, 2.0], epochs=1, progress=False)
+    for kw, message in [(dict(labels=labels[:50] + 0.7), "'labels': expected dtype int32, got float64"),
+                        (dict(labels=labels[:50].astype(np.int64)), "'labels': expected dtype int32"),
+                        (dict(labels=np.where(labels[:50] == 2, 5, labels[:50]).astype(np.int32)),
+                         r"'labels': labels in \[0, 3\) expected"),
+                        (dict(labels=np.zeros(50, np.int32)), "'labels': every training row has the same class"),
+                        (dict(labels=labels[:50], device="gpu"), "'device'"),
+                        (dict(labels=labels[:50], hidden=[4.5]), "'hidden': expected positive integers"),
+                        (dict(labels=labels[:50], inner_tolerance=0.1), "'inner_tolerance'")]:
+        with pytest.raises(ValueError, match=message):
+            d2r.sweep(Xc[:50], **{**cls, **kw})
+    with pytest.raises(ValueError, match="'grid_min': expected a finite reward > 0"):
+        d2r.sweep(Xc[:50], labels=labels[:50], **{**cls, "values": None}, grid_min=0.0)

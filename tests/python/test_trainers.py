@@ -589,6 +589,10 @@ def test_final_model_pg_and_sampling_keywords_are_refused_where_unused(regressio
         assert learner.trainer_ is None  # refused before anything ran
     with pytest.raises(ValueError, match="'final_model'"):
         d2r.BilevelRewardLearner(final_model="inner")
+    with pytest.raises(ValueError, match="'objective': not used by method='nll'"):
+        d2r.fit(Xc[:40], method="nll", objective="exact", epochs=1, **cls)
+    r = d2r.BilevelRewardLearner(outer_steps=1, final_model="pg", epochs=1, batch_size=0).fit(Xc[:40], **cls)
+    assert len(r.pg_records) == 1  # batch_size=0: every row, as `d2r fit --batch-size 0`
     for key, value in (("generations", 4), ("transform", "rbf")):  # the plain trainers' exact objective, alike
         with pytest.raises(ValueError, match=f"'{key}': not used with objective='exact'"):
             d2r.fit(Xc[:40], method="pg", objective="exact", epochs=1, **{key: value}, **cls)

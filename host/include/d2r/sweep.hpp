@@ -100,7 +100,8 @@ void append_sweep_rows(RecordTable& table, const SweepResult& result, std::uint6
 /// c_in, InnerOptions::gradient_clamp: at large β the clamp changes the trajectory). With
 /// `stationary` (budget 0) the stationary learner of SweepSettings::stationary: method bilevel, one
 /// outer step, InnerStart::fixed, the last (only) step's inner policy returned, a one-iteration
-/// solve (the hypergradient is not used).
+/// solve (the hypergradient is not used), and (regression) the inner Adam at base.plain's learning
+/// rate, as a fit's --lr sets both.
 RegressionConfig sweep_learner(const RegressionConfig& base, std::int64_t budget, bool stationary = false);
 ClassificationConfig sweep_learner(const ClassificationConfig& base, std::int64_t budget, bool stationary = false);
 
