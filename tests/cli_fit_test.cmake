@@ -277,8 +277,8 @@ string(JSON vb GET "${b}" final test nll)
 if(NOT code EQUAL 0 OR NOT va STREQUAL vb)
   message(FATAL_ERROR "classification heuristic twice with one seed: ${va} vs ${vb} (${code}):\n${out}")
 endif()
-run_d2r(out code fit ${cls_common} --method bilevel --hidden 4 --outer-data train --epochs 2 --outer-steps 2
-        --inner-steps 3 --batch-size 0 --val-fraction 0 --out "${WORK_DIR}/cls_bilevel_mlp")
+run_d2r(out code fit ${cls_common} --method bilevel --hidden 4 --outer-data train --outer-steps 2
+        --inner-steps 3 --val-fraction 0 --out "${WORK_DIR}/cls_bilevel_mlp")
 if(NOT code EQUAL 4 OR NOT out MATCHES "MLP 2→\\[4\\]→3" OR NOT out MATCHES "0 validation")
   message(FATAL_ERROR "classification bilevel with a hidden layer and no validation rows failed (${code}):\n${out}")
 endif()

@@ -126,7 +126,7 @@ int run_sweep(const SweepOptions& s) {
       bad_input(kCmd, "--bilevel", fmt::format("'{}' is a {} fit; this sweep is --task {}", p.string(),
                                                cfg.value("task", std::string("?")), o.task));
     }
-    if (cfg.value("reward", std::string("scalar")) != "scalar") {
+    if (!classification && cfg.value("reward", std::string("scalar")) != "scalar") {  // a classifier's β is scalar
       bad_input(kCmd, "--bilevel", fmt::format("'{}' learned a {} reward; the sweep's rewards are scalar (U = u·I)",
                                                p.string(), cfg.value("reward", std::string())));
     }
