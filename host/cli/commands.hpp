@@ -76,6 +76,7 @@ struct FitOptions {
   std::string preset = "recommended";  ///< recommended, stationary or paper
   std::string final_model = "best";    ///< bilevel: best, last (alias inner) or pg (the preset's unless given)
   double outer_step = 0.3;             ///< rprop: initial log-space step
+  double flat_tolerance = 0.5;         ///< rprop: no step predicting less than this × loss_tolerance
   double inner_tolerance = 0.1;        ///< stationarity: ‖∇θ L_in‖ relative to its starting value
   std::int64_t inner_max_steps = 400;  ///< cap on the inner steps of one outer step
   double solver_tolerance = 0.25;      ///< relative residual of the linear solve
@@ -98,7 +99,7 @@ inline bool given(const FitOptions& o, std::string_view name) {
 /// fit's options of the bilevel outer loop, used by --method bilevel alone (sweep refuses them).
 inline constexpr std::string_view kOuterLoopOptions[] = {
     "--outer-lr", "--outer-steps", "--inner-steps", "--inner-batch-size", "--inner-start", "--curvature", "--solver",
-    "--solver-iterations", "--checkpoint-every", "--outer-data", "--preset", "--outer-step", "--inner-tolerance",
+    "--solver-iterations", "--checkpoint-every", "--outer-data", "--preset", "--outer-step", "--flat-tolerance", "--inner-tolerance",
     "--inner-max-steps", "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance"};
 
 /// `d2r sweep`: PG at a log-spaced grid of fixed rewards (u of U = u·I, or β), several seeds each,

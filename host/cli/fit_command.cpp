@@ -55,6 +55,7 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   }
   if (given(o, "--solver-iterations")) c.bilevel.cg.max_iterations = o.solver_iterations;
   if (given(o, "--outer-step")) c.bilevel.rprop.initial_step = o.outer_step;
+  if (given(o, "--flat-tolerance")) c.bilevel.rprop.flat_tolerance = o.flat_tolerance;
   if (given(o, "--inner-tolerance")) c.bilevel.inner.stationarity_tolerance = o.inner_tolerance;
   if (given(o, "--inner-max-steps")) c.bilevel.inner.max_steps = o.inner_max_steps;
   if (given(o, "--solver-tolerance")) c.bilevel.cg.tolerance = o.solver_tolerance;
@@ -72,6 +73,7 @@ void apply_outer_options(const FitOptions& o, Config& c) {
                                         rprop ? "--outer-step sets its step" : "--outer-lr sets its rate");
   const std::pair<std::string_view, std::string_view> sets[] = {{"--outer-lr", "outer_adam.learning_rate"},
                                                                 {"--outer-step", "rprop.initial_step"},
+                                                                {"--flat-tolerance", "rprop.flat_tolerance"},
                                                                 {"--solver-iterations", "cg.max_iterations"},
                                                                 {"--solver-tolerance", "cg.tolerance"},
                                                                 {"--generations", "inner.generations"}};

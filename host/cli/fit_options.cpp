@@ -74,6 +74,10 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
       ->check(CLI::IsMember({"best", "last", "inner", "pg"}));
   add_shown_option(cmd, "--outer-step", o.outer_step,
                    "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)");
+  add_shown_option(cmd, "--flat-tolerance", o.flat_tolerance,
+                   "bilevel, Rprop: no step where the hypergradient predicts a change of the outer loss below this "
+                   "fraction of --loss-tolerance for a move of --outer-step (0: off)")
+      ->check(finite_range(0.0, 1e6));
   add_shown_option(cmd, "--inner-tolerance", o.inner_tolerance,
                    "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
                    "value at the start (0: exactly K_in steps; shown: the recommended preset's, stationary 1e-3)");

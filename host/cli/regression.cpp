@@ -60,7 +60,7 @@ std::string option_for_field(std::string_view field) {
       {"options.curvature", "--curvature"},             {"options.solver", "--solver"},
       {"options.cg.tolerance", "--solver-tolerance"},   {"options.cg.damping", "--damping"},
       {"options.cg.max_iterations", "--solver-iterations"}, {"options.outer_adam", "--outer-lr"},
-      {"options.rprop.initial_step", "--outer-step"},   {"options.stopping.window", "--window"},
+      {"options.rprop.initial_step", "--outer-step"},   {"options.rprop.flat_tolerance", "--flat-tolerance"},   {"options.stopping.window", "--window"},
       {"options.stopping.reward_tolerance", "--reward-tolerance"},
       {"options.stopping.loss_tolerance", "--loss-tolerance"}, {"options.outer_data", "--outer-data"},
       {"options.steps", "--steps"},                     {"options.adam", "--lr"},

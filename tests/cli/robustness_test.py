@@ -286,6 +286,8 @@ def group_unused_options():
               "the Rprop outer optimiser of --preset stationary"),
              (reg + ["--method", "bilevel", "--preset", "paper", "--outer-step", "0.2"], "--outer-step",
               "the Adam outer optimiser of --preset paper"),
+             (cls + ["--method", "bilevel", "--preset", "paper", "--flat-tolerance", "0.1"], "--flat-tolerance",
+              "the Adam outer optimiser of --preset paper"),
              (cls + ["--method", "bilevel", "--solver", "neumann", "--solver-iterations", "5"], "--solver-iterations",
               "--solver neumann"),
              # The recommended and stationary presets draw nothing: G is unread (and so for --final-model pg,
@@ -295,6 +297,11 @@ def group_unused_options():
               "--generations", "--inner-objective exact with --curvature exact")]
     for args, opt, why in inert:
         expect(2, args + ["--out", out_dir("u")], r"error: d2r fit: " + opt + r": not used by " + re.escape(why))
+    # --flat-tolerance sets Rprop's flat test (the library option the Python keyword flat_tolerance sets).
+    expect(BL_DONE, cls + ["--method", "bilevel", "--outer-steps", "2", "--flat-tolerance", "0.05", "--out", out_dir("ft")])
+    with open(os.path.join(out_dir("ft"), "results.json")) as f:
+        if json.load(f)["config"]["library_options"]["bilevel"]["rprop"]["flat_tolerance"] != 0.05:
+            fail("--flat-tolerance 0.05 is not the run's rprop.flat_tolerance")
     # ... while G is taken where something is sampled: REINFORCE inner steps, the surrogate's curvature.
     for i, extra in enumerate((["--preset", "paper"], ["--inner-objective", "reinforce"], ["--curvature", "surrogate"])):
         expect(BL_DONE, reg + ["--method", "bilevel", "--hidden", "4", "--outer-steps", "2", "--inner-steps", "2", "-G", "3"] +
