@@ -378,6 +378,43 @@ TEST(CaseWork, CurvatureHvpEqualsFiveForwardPasses) {
   EXPECT_GE(compared, 3);
 }
 
+// The exact curvature's head primitives and the REINFORCE mixed product, counted by hand from
+// their size (bytes: every input read once, every output written once; FLOPs: the full form's
+// products with R only), against the registry's formulas.
+TEST(CaseWork, SecondOrderHeadPrimitivesCountedByHand) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
+    const bool exact_tangent = c.primitive == "exact_backward_tangent", exact_mixed = c.primitive == "exact_mixed_product";
+    if (!(exact_tangent || exact_mixed || c.primitive == "mixed_product") || c.variant.find("strided") != std::string::npos) continue;
+    std::map<std::string, double> v = size_values(c.size);
+    const double B = v["B"], G = v["G"];
+    const bool categorical = c.variant.rfind("categorical", 0) == 0, cholesky = c.variant.rfind("cholesky", 0) == 0;
+    const double n = categorical ? v["C"] : v["n"], P = n * (n + 1) / 2;
+    const bool full = c.variant.find("full") != std::string::npos, diagonal = c.variant.find("diagonal") != std::string::npos;
+    const double params = full ? P : diagonal ? n : 1;
+    if (cholesky && c.primitive != "mixed_product") {  // said why, not timed
+      EXPECT_FALSE(c.work().stated()) << c.key();
+      continue;
+    }
+    ASSERT_TRUE(c.work().stated()) << c.key() << ": " << c.work().unstated;
+    double bytes = 0, flops = 0;
+    if (categorical) {
+      const double logits = 4 * B * n, labels = 4 * B;
+      bytes = exact_tangent ? 3 * logits + 4 * params + labels : 2 * logits + 8 * params + labels;
+      flops = c.primitive == "mixed_product" || !full ? 0 : (exact_tangent ? 2 : 4) * P * B + 2 * P;
+    } else {
+      const double head = B * n + B * (cholesky ? P : n);  // mean and log σ (or the packed factor), per row
+      bytes = exact_tangent ? 4 * (3 * head + params) : 4 * (2 * head + B * n + 2 * params);
+      flops = c.primitive == "mixed_product" ? B * G * ((full ? 4 * P : 0) + (cholesky ? 6 * P : 0))
+              : !full ? 0 : exact_tangent ? 4 * P * B + 2 * P : 10 * P * B;
+    }
+    EXPECT_EQ(c.work().bytes, bytes) << c.key();
+    EXPECT_EQ(c.work().flops, flops) << c.key();
+    ++compared;
+  }
+  EXPECT_GE(compared, 30);
+}
+
 // Every case states its work, or says why not; the primitives with a formula are timed.
 TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   std::set<std::string> timeable;
@@ -396,7 +433,8 @@ TEST(CaseWork, StatedOrExplainedAndTheFormulaPrimitivesAreTimeable) {
   for (const char* p : {"sample", "log_prob", "entropy", "backward", "pg_surrogate", "mlp.forward", "mlp.backward",
                         "mlp.forward_tangent", "mlp.backward_tangent", "curvature.gradient", "curvature.hvp", "adam_step", "sgd_step", "clamp_values", "reward",
                         "reward_backward", "transform_rewards", "transform_rewards_backward", "log_prob_jvp", "backward_tangent",
-                        "clip_global_norm", "exact_objective"})
+                        "clip_global_norm", "exact_objective", "exact_backward_tangent", "exact_mixed_product",
+                        "mixed_product"})
     EXPECT_EQ(timeable.count(p), 1u) << p << " has no timeable case";
 }
 

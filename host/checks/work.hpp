@@ -184,6 +184,63 @@ inline Work exact_objective_categorical_work(RewardForm form, std::int64_t B, st
   return {bytes_per * (2.0 * d(B * C) + d(params) + 2.0 * d(B)) + 4.0 * d(B), full_form ? 2.0 * P * d(B) + 2.0 * P : 0.0};
 }
 
+/// The exact curvature's head-level primitives (d2r/second_order.hpp), P reward parameters. A
+/// diagonal Gaussian (mean B×n, log σ S×n; the tangent the head's sizes): exact_backward_tangent
+/// reads the head, the parameters and the tangent and writes the gradient's tangent (the head's
+/// sizes); the full form's U μ̇ = R(Rᵀμ̇) is 4P FLOPs a row, plus U's diagonal once (2P).
+/// exact_mixed_product reads the head, the targets (B×n), the parameters and the tangent and
+/// writes P; the full form's gradient of δᵀUμ̇ in R (Rᵀδ, Rᵀμ̇ and a rank-2 update of R) and of
+/// the diagonal term is 10P FLOPs a row. Scalar and diagonal forms are elementwise (0 counted).
+inline Work exact_backward_tangent_diag_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
+                                             double bytes_per = 4) {
+  using detail::d;
+  const double head = d(B * n) + d(S * n), P = d(n * (n + 1) / 2);
+  const bool full_form = form == RewardForm::full;
+  return {bytes_per * (3.0 * head + d(reward_param_count(form, n))), full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
+}
+inline Work exact_mixed_product_diag_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
+                                          double bytes_per = 4) {
+  using detail::d;
+  const double head = d(B * n) + d(S * n), P = d(n * (n + 1) / 2);
+  const bool full_form = form == RewardForm::full;
+  return {bytes_per * (2.0 * head + d(B * n) + 2.0 * d(reward_param_count(form, n))), full_form ? 10.0 * P * d(B) : 0.0};
+}
+/// A categorical head (logits B×C, labels int32, the tangent B×C): exact_backward_tangent writes
+/// B×C, exact_mixed_product P. The full form needs row y of U = R Rᵀ in every row (2P FLOPs; its
+/// gradient in R 4P) and U's diagonal once (2P); scalar and diagonal forms are O(C) a row.
+inline Work exact_backward_tangent_categorical_work(RewardForm form, std::int64_t B, std::int64_t C, double bytes_per = 4) {
+  using detail::d;
+  const double P = d(C * (C + 1) / 2);
+  const bool full_form = form == RewardForm::full;
+  return {bytes_per * (3.0 * d(B * C) + d(reward_param_count(form, C))) + 4.0 * d(B),
+          full_form ? 2.0 * P * d(B) + 2.0 * P : 0.0};
+}
+inline Work exact_mixed_product_categorical_work(RewardForm form, std::int64_t B, std::int64_t C, double bytes_per = 4) {
+  using detail::d;
+  const double P = d(C * (C + 1) / 2);
+  const bool full_form = form == RewardForm::full;
+  return {bytes_per * (2.0 * d(B * C) + 2.0 * d(reward_param_count(form, C))) + 4.0 * d(B),
+          full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
+}
+
+/// mixed_product (the REINFORCE surrogate's, d2r/second_order.hpp): the head, the targets, the
+/// parameters and the tangent read, P written; the B·G draws are regenerated, not stored. Per
+/// draw: the full form's reward gradient in R (Rᵀδ and a rank-1 update: 4P FLOPs) and, for a
+/// Cholesky head (packed L S×P_L), the log-probability's tangent (6P_L). A categorical head's
+/// one-hot reward is O(C) a draw (0 counted).
+inline Work mixed_product_gaussian_work(bool cholesky, RewardForm form, std::int64_t B, std::int64_t n, std::int64_t G,
+                                        std::int64_t S, double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * (cholesky ? P : d(n));
+  const bool full_form = form == RewardForm::full;
+  return {bytes_per * (2.0 * head + d(B * n) + 2.0 * d(reward_param_count(form, n))),
+          d(B * G) * ((full_form ? 4.0 * P : 0.0) + (cholesky ? 6.0 * P : 0.0))};
+}
+inline Work mixed_product_categorical_work(RewardForm form, std::int64_t B, std::int64_t C, double bytes_per = 4) {
+  using detail::d;
+  return {bytes_per * (2.0 * d(B * C) + 2.0 * d(reward_param_count(form, C))) + 4.0 * d(B), 0};
+}
+
 /// The optimisers (d2r/optim.hpp), n parameters, elementwise (no FLOPs counted). adam_step:
 /// parameters, both moments and the gradient read, parameters and both moments written, and the
 /// int64 step counter read and written (16 bytes). sgd_step: parameters and the gradient read and

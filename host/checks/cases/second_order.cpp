@@ -353,7 +353,11 @@ template <template <class> class Head>
 void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const std::string& name,
                                const std::string& shared_name, const std::string& second_tangent,
                                const std::vector<std::pair<Transform, RewardForm>>& reinforce,
-                               Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Cotangents, double)) {
+                               Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Cotangents, double),
+                               bool cholesky) {
+  // The Cholesky head's exact primitives multiply U by the factor and its tangent (O(n³) a row).
+  constexpr const char* kCholeskyExact = "no work formula for the Cholesky head's exact tangent and mixed product "
+                                         "(U times the factor and its tangent, O(n³) a row): not timed";
   const Tol tol{2e-3};
   for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
@@ -389,10 +393,14 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
               const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
               const auto tan = h.like(ctx, r);
               auto g = h.zeros(ctx);
-              exact_backward_tangent(ctx, h.head(), MahalanobisReward<T>{form, u.vector()}, pg_options<T>(Transform::none),
-                                     h.as_head(tan), h.as_grad(g));
+              const auto call = [&] {
+                exact_backward_tangent(ctx, h.head(), MahalanobisReward<T>{form, u.vector()}, pg_options<T>(Transform::none),
+                                       h.as_head(tan), h.as_grad(g));
+              };
+              if (cholesky) call(); else timed(ctx, call);
               return {{"grad_mean_tangent", get(g.a)}, {second_tangent, get(g.b)}};
-            });
+            }).work_model = cholesky ? WorkModel{.unstated = kCholeskyExact}
+                                     : stated(exact_backward_tangent_diag_work(form, s.B, s.n, s.B));
       t.add("exact_mixed_product", fmt::format("{}, {}", name, form_name(form)), size, tol,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
@@ -401,10 +409,14 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
               const Buffer<T> u = put<T>(ctx, u_host);
               const auto tan = h.like(ctx, r);
               Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-              exact_mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
-                                  pg_options<T>(Transform::none), h.as_head(tan), g.vector());
+              const auto call = [&] {
+                exact_mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
+                                    pg_options<T>(Transform::none), h.as_head(tan), g.vector());
+              };
+              if (cholesky) call(); else timed(ctx, call);
               return {{"grad_params", get(g)}};
-            });
+            }).work_model = cholesky ? WorkModel{.unstated = kCholeskyExact}
+                                     : stated(exact_mixed_product_diag_work(form, s.B, s.n, s.B));
     }
     for (const auto& [kind, form] : reinforce) {
       if (s.G < 2 && kind != Transform::none) continue;
@@ -416,10 +428,12 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
               const Buffer<T> u = put<T>(ctx, u_host);
               const auto tan = h.like(ctx, r);
               Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-              mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()}, s.G, pg_options<T>(kind), kKey,
-                            h.as_head(tan), g.vector());
+              timed(ctx, [&] {
+                mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()}, s.G, pg_options<T>(kind), kKey,
+                              h.as_head(tan), g.vector());
+              });
               return {{"grad_params", get(g)}};
-            });
+            }).work_model = stated(mixed_product_gaussian_work(cholesky, form, s.B, s.n, s.G, s.B));
     }
   }
 }
@@ -428,9 +442,10 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
 void add_second_order_checks(Table& t, Level level) {
   const Tol tol{2e-3};
   add_gaussian_second_order<Diag>(t, diag_shapes(level), "diag", "diag, shared log-std", "grad_log_std_tangent",
-                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}}, diag_work);
+                                  {{Transform::none, RewardForm::scalar}, {Transform::leave_one_out, RewardForm::diagonal}}, diag_work,
+                                  false);
   add_gaussian_second_order<Chol>(t, chol_shapes(level), "cholesky", "", "grad_tril_tangent",
-                                  {{Transform::none, RewardForm::full}}, cholesky_work);
+                                  {{Transform::none, RewardForm::full}}, cholesky_work, true);
   for (const Shape s : cat_shapes(level, t.self_check)) {
     const std::string size = cat_size(s);
     const Tol per_element{2e-3};
@@ -461,10 +476,12 @@ void add_second_order_checks(Table& t, Level level) {
               const Cat<T> h(ctx, r, s);
               const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n)), tan = h.like(ctx, r);
               Out<T> g(ctx, s.B * s.n, "g");
-              exact_backward_tangent(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
-                                     pg_options<T>(Transform::none), h.as_head(tan), h.as_grad(g));
+              timed(ctx, [&] {
+                exact_backward_tangent(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
+                                       pg_options<T>(Transform::none), h.as_head(tan), h.as_grad(g));
+              });
               return {{"grad_logits_tangent", get(g)}};
-            });
+            }).work_model = stated(exact_backward_tangent_categorical_work(form, s.B, s.n));
       t.add("exact_mixed_product", fmt::format("categorical, {}", form_name(form)), size, mixed,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
@@ -472,10 +489,12 @@ void add_second_order_checks(Table& t, Level level) {
               const Vec u_host = reward_params(r, form, s.n);
               const Buffer<T> u = put<T>(ctx, u_host), tan = h.like(ctx, r);
               Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-              exact_mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
-                                  pg_options<T>(Transform::none), h.as_head(tan), g.vector());
+              timed(ctx, [&] {
+                exact_mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
+                                    pg_options<T>(Transform::none), h.as_head(tan), g.vector());
+              });
               return {{"grad_params", get(g)}};
-            });
+            }).work_model = stated(exact_mixed_product_categorical_work(form, s.B, s.n));
     }
   }
   for (const Shape s : cat_objective_shapes(level, t.self_check)) {
@@ -496,7 +515,7 @@ void add_second_order_checks(Table& t, Level level) {
               const MahalanobisReward<T> rew{form, u.vector()};
               PgOptions<T> options = pg_options<T>(Transform::none);
               Out<T> g(ctx, P, "g"), g1(ctx, P, "g1");
-              mixed_product(ctx, h.head(), h.y(), rew, s.G, options, kKey, h.as_head(tan), g.vector());
+              timed(ctx, [&] { mixed_product(ctx, h.head(), h.y(), rew, s.G, options, kKey, h.as_head(tan), g.vector()); });
               options.normaliser_rows = s.B;
               Vec rows;
               for (std::int64_t b = 0; b < s.B; ++b) {
@@ -509,7 +528,7 @@ void add_second_order_checks(Table& t, Level level) {
               Output total{"grad_params", get(g)};
               total.total_of = "grad_params_by_row";
               return {cat_draws(ctx, h), {"grad_params_by_row", std::move(rows), s.B}, std::move(total)};
-            });
+            }).work_model = stated(mixed_product_categorical_work(form, s.B, s.n));
     }
   }
   add_strided_diag_second_order(t, level);
