@@ -36,7 +36,6 @@ constexpr const char* kCheckpoint = "checkpoint.ckpt";
 constexpr const char* kCheckpointConfig = "checkpoint.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-
 /// The bilevel outer-loop settings of a run: the preset, then every option given explicitly.
 template <class Config>
 void apply_outer_options(const FitOptions& o, Config& c) {
@@ -88,7 +87,6 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   }
 }
 
-
 /// --final-model (inner: the old name of last), or the preset's: recommended best, paper last
 /// (classification: pg, the paper's tabular protocol).
 runs::FinalModel final_model(const FitOptions& o, const std::string& preset, bool classification) {
@@ -117,7 +115,6 @@ void reject_options(const FitOptions& o, std::initializer_list<std::string_view>
     if (given(o, n)) bad_input(kCmd, n, std::string(why));
   }
 }
-
 
 /// Which methods use an option, per task ("" = none: the task refuses it elsewhere; "*" = every
 /// method). An option not listed is used by every method; those of kOuterLoopOptions by bilevel
@@ -158,10 +155,6 @@ void reject_unused_options(const FitOptions& o, bool classification) {
     }
   }
 }
-
-
-
-
 
 /// Standard output must take what the run prints; checked before training (the header is out)
 /// and at the end. SIGPIPE is ignored (main), so a closed pipe shows here as EPIPE.
@@ -307,7 +300,7 @@ struct RegressionFit {
   void check(const FitOptions& o) {
     if (o.targets.empty()) bad_input(kCmd, "--targets", "the target columns are required (or --task classification --label COL)");
     reject_options(o, {"--label", "--beta", "--epochs", "--batch-size"}, "only for --task classification");
-    method = parse_method(o.method);
+    method = named(o.method, {Method::mse, Method::nll, Method::pg, Method::heuristic, Method::bilevel});  // checked by --method's validator
     if (o.resume && method != Method::bilevel) bad_input(kCmd, "--resume", "only a bilevel run can be resumed");
     if (given(o, "--final-model") && o.final_model == "pg") {
       bad_input(kCmd, "--final-model",

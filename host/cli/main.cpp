@@ -1,8 +1,6 @@
 // The d2r program. Subcommands are registered here and implemented one per file.
 //
-// Exit codes (kExitCodes, printed by --help): 0 success; 1 internal error; 2 bad input (nothing
-// written); 3 the run diverged (non-finite final metrics; results.json written with the reason);
-// 4 a bilevel fit ended step_limited.
+// Exit codes: kExitCodes below, printed by --help.
 #include <csignal>
 #include <cstdio>
 #include <new>

@@ -7,22 +7,10 @@
 #include <fmt/format.h>
 
 #include "d2r/error.hpp"
-#include "host/cli/classification.hpp"
-#include "host/cli/fit_inputs.hpp"
 #include "host/cli/output.hpp"
 #include "host/cli/parallel.hpp"
 
 namespace d2r::cli {
-
-namespace fs = std::filesystem;
-
-Method parse_method(const std::string& name) {
-  for (Method m : {Method::mse, Method::nll, Method::pg, Method::heuristic, Method::bilevel}) {
-    if (name == to_string(m)) return m;
-  }
-  throw Error(ErrorKind::invalid_argument, "--method",
-              fmt::format("--method: expected mse, nll, pg, heuristic or bilevel, got '{}'", name));
-}
 
 nlohmann::json config_json(const RegressionConfig& c) {
   nlohmann::json j = {{"method", to_string(c.method)},

@@ -39,9 +39,6 @@ using runs::RunResult;
 using runs::StepRecord;
 using runs::to_string;
 
-/// "mse", "nll", "pg", "heuristic" or "bilevel"; throws d2r::Error (invalid_argument, "--method") otherwise.
-Method parse_method(const std::string& name);
-
 /// The configuration as results.json's "config" (python/ and the tests read its names).
 nlohmann::json config_json(const RegressionConfig& c);
 
