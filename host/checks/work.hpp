@@ -223,6 +223,31 @@ inline Work exact_mixed_product_categorical_work(RewardForm form, std::int64_t B
           full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
 }
 
+/// A Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2; the tangent the head's sizes; the
+/// kernels build U dense, n×n). exact_backward_tangent: the head, the parameters and the tangent
+/// read, the gradient's tangent written; per row U μ̇ (2n²), U L̇ on the lower triangle
+/// (Σ_j (n − j)(n − j + 1) ≈ 2n³/3) and (UL)_ii (n(n+1)), any form. exact_mixed_product: the head,
+/// the targets, the parameters and the tangent read, the reward's parameters written; per row the
+/// diagonal of L L̇ᵀ (2P) for the scalar and diagonal forms, and for the full form S = δμ̇ᵀ + L L̇ᵀ
+/// + its transpose (2n² + 2n³/3) and its product with R on the lower triangle (2n³/3).
+inline Work exact_backward_tangent_cholesky_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
+                                                 double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * P;
+  double tri = 0;  // Σ_j (n − j)(n − j + 1): U L̇ on the lower triangle
+  for (std::int64_t j = 0; j < n; ++j) tri += d((n - j) * (n - j + 1));
+  return {bytes_per * (3.0 * head + d(reward_param_count(form, n))), d(B) * (2.0 * d(n * n) + tri + d(n * (n + 1)))};
+}
+inline Work exact_mixed_product_cholesky_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
+                                              double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * P;
+  double tri = 0;
+  for (std::int64_t j = 0; j < n; ++j) tri += d((n - j) * (n - j + 1));
+  const double flops = form == RewardForm::full ? 2.0 * d(n * n) + 2.0 * tri : 2.0 * P;
+  return {bytes_per * (2.0 * head + d(B * n) + 2.0 * d(reward_param_count(form, n))), d(B) * flops};
+}
+
 /// mixed_product (the REINFORCE surrogate's, d2r/second_order.hpp): the head, the targets, the
 /// parameters and the tangent read, P written; the B·G draws are regenerated, not stored. Per
 /// draw: the full form's reward gradient in R (Rᵀδ and a rank-1 update: 4P FLOPs) and, for a

@@ -355,9 +355,6 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
                                const std::vector<std::pair<Transform, RewardForm>>& reinforce,
                                Work (*work)(HeadOp, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Cotangents, double),
                                bool cholesky) {
-  // The Cholesky head's exact primitives multiply U by the factor and its tangent (O(n³) a row).
-  constexpr const char* kCholeskyExact = "no work formula for the Cholesky head's exact tangent and mixed product "
-                                         "(U times the factor and its tangent, O(n³) a row): not timed";
   const Tol tol{2e-3};
   for (const Shape s : shapes) {
     const std::string size = gauss_size(s);
@@ -393,14 +390,13 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
               const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
               const auto tan = h.like(ctx, r);
               auto g = h.zeros(ctx);
-              const auto call = [&] {
+              timed(ctx, [&] {
                 exact_backward_tangent(ctx, h.head(), MahalanobisReward<T>{form, u.vector()}, pg_options<T>(Transform::none),
                                        h.as_head(tan), h.as_grad(g));
-              };
-              if (cholesky) call(); else timed(ctx, call);
+              });
               return {{"grad_mean_tangent", get(g.a)}, {second_tangent, get(g.b)}};
-            }).work_model = cholesky ? WorkModel{.unstated = kCholeskyExact}
-                                     : stated(exact_backward_tangent_diag_work(form, s.B, s.n, s.B));
+            }).work_model = stated(cholesky ? exact_backward_tangent_cholesky_work(form, s.B, s.n, s.B)
+                                            : exact_backward_tangent_diag_work(form, s.B, s.n, s.B));
       t.add("exact_mixed_product", fmt::format("{}, {}", name, form_name(form)), size, tol,
             [=](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
@@ -409,14 +405,13 @@ void add_gaussian_second_order(Table& t, const std::vector<Shape>& shapes, const
               const Buffer<T> u = put<T>(ctx, u_host);
               const auto tan = h.like(ctx, r);
               Out<T> g(ctx, static_cast<std::int64_t>(u_host.size()), "g");
-              const auto call = [&] {
+              timed(ctx, [&] {
                 exact_mixed_product(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()},
                                     pg_options<T>(Transform::none), h.as_head(tan), g.vector());
-              };
-              if (cholesky) call(); else timed(ctx, call);
+              });
               return {{"grad_params", get(g)}};
-            }).work_model = cholesky ? WorkModel{.unstated = kCholeskyExact}
-                                     : stated(exact_mixed_product_diag_work(form, s.B, s.n, s.B));
+            }).work_model = stated(cholesky ? exact_mixed_product_cholesky_work(form, s.B, s.n, s.B)
+                                            : exact_mixed_product_diag_work(form, s.B, s.n, s.B));
     }
     for (const auto& [kind, form] : reinforce) {
       if (s.G < 2 && kind != Transform::none) continue;
