@@ -401,12 +401,18 @@ TEST(CaseWork, SecondOrderHeadPrimitivesCountedByHand) {
     } else {
       const double head = B * n + B * (cholesky ? P : n);  // mean and log σ (or the packed factor), per row
       bytes = exact_tangent ? 4 * (3 * head + params) : 4 * (2 * head + B * n + 2 * params);
-      flops = c.primitive == "mixed_product" ? B * G * ((full ? 4 * P : 0) + (cholesky ? 6 * P : 0))
+      // mixed_product: per draw the full form's reward and R-gradient (4P), a Cholesky head's draw,
+      // log-probability and its tangent (2P + 2P + 6P).
+      flops = c.primitive == "mixed_product" ? B * G * ((full ? 4 * P : 0) + (cholesky ? 10 * P : 0))
               : !full ? 0 : exact_tangent ? 4 * P * B + 2 * P : 10 * P * B;
       if (cholesky && c.primitive != "mixed_product") {
-        // Dense U: U μ̇ (2n²), U L̇ on the lower triangle (Σ_j (n − j)(n − j + 1) = n(n+1)(n+2)/3 in
-        // closed form), (UL)_ii (n(n+1)); the mixed product's L L̇ᵀ and S R (full) or diag(L L̇ᵀ) (2P).
-        const double tri = n * (n + 1) * (n + 2) / 3;
+        // Dense U: U μ̇ (2n²), (U L̇)_ij for i >= j as the kernel loops (m from j to n − 1: a
+        // multiply and an add each), (UL)_ii (n(n+1)); the mixed product's L L̇ᵀ and S R on the
+        // lower triangle (full form) or the diagonal of L L̇ᵀ (2P).
+        double tri = 0;
+        for (int j = 0; j < static_cast<int>(n); ++j)
+          for (int i = j; i < static_cast<int>(n); ++i)
+            for (int m = j; m < static_cast<int>(n); ++m) tri += 2;
         flops = exact_tangent ? B * (2 * n * n + tri + n * (n + 1)) : B * (full ? 2 * n * n + 2 * tri : 2 * P);
       }
     }

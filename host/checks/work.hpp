@@ -226,40 +226,42 @@ inline Work exact_mixed_product_categorical_work(RewardForm form, std::int64_t B
 /// A Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2; the tangent the head's sizes; the
 /// kernels build U dense, n×n). exact_backward_tangent: the head, the parameters and the tangent
 /// read, the gradient's tangent written; per row U μ̇ (2n²), U L̇ on the lower triangle
-/// (Σ_j (n − j)(n − j + 1) ≈ 2n³/3) and (UL)_ii (n(n+1)), any form. exact_mixed_product: the head,
-/// the targets, the parameters and the tangent read, the reward's parameters written; per row the
-/// diagonal of L L̇ᵀ (2P) for the scalar and diagonal forms, and for the full form S = δμ̇ᵀ + L L̇ᵀ
-/// + its transpose (2n² + 2n³/3) and its product with R on the lower triangle (2n³/3).
+/// (T = 2 Σ_j (n − j)² = n(n+1)(2n+1)/3 ≈ 2n³/3: column j has n − j entries, each a sum of n − j
+/// products) and (UL)_ii (n(n+1)), any form. exact_mixed_product: the head, the targets, the
+/// parameters and the tangent read, the reward's parameters written; per row the diagonal of L L̇ᵀ
+/// (2P) for the scalar and diagonal forms, and for the full form S = δμ̇ᵀ + L L̇ᵀ + its transpose
+/// (2n² + T) and its product with R on the lower triangle (T).
 inline Work exact_backward_tangent_cholesky_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
                                                  double bytes_per = 4) {
   using detail::d;
   const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * P;
-  double tri = 0;  // Σ_j (n − j)(n − j + 1): U L̇ on the lower triangle
-  for (std::int64_t j = 0; j < n; ++j) tri += d((n - j) * (n - j + 1));
+  const double tri = d(n * (n + 1) * (2 * n + 1)) / 3.0;  // T: U L̇ on the lower triangle
   return {bytes_per * (3.0 * head + d(reward_param_count(form, n))), d(B) * (2.0 * d(n * n) + tri + d(n * (n + 1)))};
 }
 inline Work exact_mixed_product_cholesky_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
                                               double bytes_per = 4) {
   using detail::d;
   const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * P;
-  double tri = 0;
-  for (std::int64_t j = 0; j < n; ++j) tri += d((n - j) * (n - j + 1));
+  const double tri = d(n * (n + 1) * (2 * n + 1)) / 3.0;  // T: L L̇ᵀ, and S R on the lower triangle
   const double flops = form == RewardForm::full ? 2.0 * d(n * n) + 2.0 * tri : 2.0 * P;
   return {bytes_per * (2.0 * head + d(B * n) + 2.0 * d(reward_param_count(form, n))), d(B) * flops};
 }
 
-/// mixed_product (the REINFORCE surrogate's, d2r/second_order.hpp): the head, the targets, the
-/// parameters and the tangent read, P written; the B·G draws are regenerated, not stored. Per
-/// draw: the full form's reward gradient in R (Rᵀδ and a rank-1 update: 4P FLOPs) and, for a
-/// Cholesky head (packed L S×P_L), the log-probability's tangent (6P_L). A categorical head's
-/// one-hot reward is O(C) a draw (0 counted).
+/// mixed_product (the REINFORCE surrogate's, d2r/second_order.hpp): the least traffic, the head,
+/// the targets, the parameters and the tangent read and P written, as a fused kernel that
+/// regenerates the B·G draws would move (today's composition, mixed_product_by_composition,
+/// stores the draws and reads them back about four times, so its % of copy bandwidth is a lower
+/// bound). Per draw: the full form's reward and its gradient in R (Rᵀδ and a rank-1 update: 4P
+/// FLOPs) and, for a Cholesky head (packed L S×P_L), the draw L ε, its log-probability and the
+/// log-probability's tangent (2P_L + 2P_L + 6P_L). A categorical head's one-hot reward is O(C) a
+/// draw (0 counted).
 inline Work mixed_product_gaussian_work(bool cholesky, RewardForm form, std::int64_t B, std::int64_t n, std::int64_t G,
                                         std::int64_t S, double bytes_per = 4) {
   using detail::d;
   const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * (cholesky ? P : d(n));
   const bool full_form = form == RewardForm::full;
   return {bytes_per * (2.0 * head + d(B * n) + 2.0 * d(reward_param_count(form, n))),
-          d(B * G) * ((full_form ? 4.0 * P : 0.0) + (cholesky ? 6.0 * P : 0.0))};
+          d(B * G) * ((full_form ? 4.0 * P : 0.0) + (cholesky ? 10.0 * P : 0.0))};
 }
 inline Work mixed_product_categorical_work(RewardForm form, std::int64_t B, std::int64_t C, double bytes_per = 4) {
   using detail::d;
