@@ -43,6 +43,7 @@ nlohmann::json config_json(const ClassificationConfig& c) {
   nlohmann::json j = {{"method", to_string(c.method)},
                       {"precision", c.double_precision ? "double" : "float"},
                       {"hidden", c.hidden},
+                      {"activation", d2r::to_string(c.activation)},
                       {"policy", c.hidden.empty() ? "logistic regression (categorical of Wx + b)" : "MLP, categorical"},
                       {"epochs", c.plain.epochs},
                       {"batch_size", c.plain.batch_size},

@@ -65,21 +65,21 @@ void refuse_reuse(std::string_view command, std::string_view option, const fs::p
 }  // namespace
 
 void check_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
-                   bool overwrite) {
+                   bool overwrite, std::span<const std::string> files) {
   check_output_dir(command, option, dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;
-  const std::vector<std::string> present = present_files(command, option, dir, run_files());
+  const std::vector<std::string> present = present_files(command, option, dir, files);
   if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
 }
 
 void claim_run_dir(std::string_view command, std::string_view option, const fs::path& dir, bool resume,
-                   bool overwrite) {
+                   bool overwrite, std::span<const std::string> files) {
   lock_output_dir(command, option, dir);
   // Under the lock: another run may have finished between the check and now.
-  const std::vector<std::string> present = present_files(command, option, dir, run_files());
+  const std::vector<std::string> present = present_files(command, option, dir, files);
   if (!present.empty() && !resume && !overwrite) refuse_reuse(command, option, dir, present);
-  remove_stale_temporaries(dir, run_files());
+  remove_stale_temporaries(dir, files);
   std::error_code ec;
   if (overwrite) {
     for (const std::string& name : present) {

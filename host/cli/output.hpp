@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <string>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -36,17 +37,17 @@ std::string user_words(const Error& e);
 /// removes). Nothing else in the folder is touched.
 const std::vector<std::string>& run_files();
 
-/// Validation of --out for a run (creates nothing): check_output_dir, then each of run_files()
-/// that exists must be a regular file, and a folder holding any of them is refused unless
-/// `resume` or `overwrite`. Throws d2r::Error (invalid_argument) naming `option`.
+/// Validation of --out for a run (creates nothing): check_output_dir, then each of `files` (the
+/// run's: run_files() for fit) that exists must be a regular file, and a folder holding any of them
+/// is refused unless `resume` or `overwrite`. Throws d2r::Error (invalid_argument) naming `option`.
 void check_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
-                   bool overwrite);
+                   bool overwrite, std::span<const std::string> files = run_files());
 
 /// After validation, before the first write: lock_output_dir, then checks check_run_dir's policy
 /// again under the lock, removes temporary files that killed runs left (".NAME.tmp-PID-N", "NAME.tmp.XXXXXX", ".d2r-probe-*") and, with `overwrite`,
-/// the files of run_files().
+/// the run's `files`.
 void claim_run_dir(std::string_view command, std::string_view option, const std::filesystem::path& dir, bool resume,
-                   bool overwrite);
+                   bool overwrite, std::span<const std::string> files = run_files());
 
 /// Splits a comma-separated list given to `option`; an item may be double-quoted to hold commas
 /// ("a,b"; "" inside quotes is one quote). Throws CLI::ValidationError for an empty item (as in

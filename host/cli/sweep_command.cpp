@@ -114,21 +114,28 @@ int run_sweep(const SweepOptions& s) {
     }
     const nlohmann::json f = res.value("final", nlohmann::json::object());
     const nlohmann::json r = f.value("reward", nlohmann::json::object());
+    const nlohmann::json cfg = res.value("config", nlohmann::json::object());
+    // The same task, reward form and rows: a reward learned elsewhere is not comparable.
+    if (res.contains("verdict") && cfg.value("task", std::string()) != o.task) {
+      bad_input(kCmd, "--bilevel", fmt::format("'{}' is a {} fit; this sweep is --task {}", p.string(),
+                                               cfg.value("task", std::string("?")), o.task));
+    }
+    // U = u·I: the scalar form, or a diagonal one of one target; a full form's parameter is R, not u.
+    if (!classification && cfg.value("reward", std::string("scalar")) == "full") {
+      bad_input(kCmd, "--bilevel", fmt::format("'{}' learned a full reward (U = R Rᵀ); the sweep's rewards are U = u·I",
+                                               p.string()));
+    }
     const char* key = o.task == "classification" ? "params" : "params_standardized";
     if (!res.contains("verdict") || !r.contains(key) || !r[key].is_array() || r[key].size() != 1 ||
         !r[key][0].is_number()) {
       bad_input(kCmd, "--bilevel",
-                fmt::format("'{}' is not the results.json of a scalar-reward bilevel fit of this task", p.string()));
+                fmt::format("'{}' is not the results.json of a bilevel fit of one reward parameter (U = u·I) of this "
+                            "task", p.string()));
     }
-    const nlohmann::json cfg = res.value("config", nlohmann::json::object());
-    // The same task, reward form and rows: a reward learned elsewhere is not comparable.
-    if (cfg.value("task", std::string()) != o.task) {
-      bad_input(kCmd, "--bilevel", fmt::format("'{}' is a {} fit; this sweep is --task {}", p.string(),
-                                               cfg.value("task", std::string("?")), o.task));
-    }
-    if (!classification && cfg.value("reward", std::string("scalar")) != "scalar") {  // a classifier's β is scalar
-      bad_input(kCmd, "--bilevel", fmt::format("'{}' learned a {} reward; the sweep's rewards are scalar (U = u·I)",
-                                               p.string(), cfg.value("reward", std::string())));
+    if (cfg.value("data", nlohmann::json::object()).value("validation_rows", std::int64_t{1}) == 0) {
+      bad_input(kCmd, "--bilevel", fmt::format("'{}' was fit without validation rows (--val-fraction 0): a sweep judges "
+                                               "a reward by the validation loss",
+                                               p.string()));
     }
     const double v = r[key][0].get<double>();
     if (!(std::isfinite(v) && v > 0)) bad_input(kCmd, "--bilevel", fmt::format("the learned reward in '{}' is {}", p.string(), v));
@@ -222,7 +229,15 @@ int run_sweep(const SweepOptions& s) {
   if (bilevel_learner && !(o.steps >= 1)) bad_input(kCmd, "--steps", fmt::format("expected >= 1, got {}", o.steps));
   set_cpu_threads(o.threads);
   const fs::path out = o.out;
-  check_output_dir(kCmd, "--out", out);
+  // The sweep's files: an earlier run's are replaced only with --overwrite, and never a judged fit's folder.
+  static const std::vector<std::string> kSweepFiles{"results.json", "sweep.csv"};
+  for (const std::string& dir : s.bilevel) {
+    std::error_code ec;
+    if (fs::exists(out, ec) && fs::equivalent(out, dir, ec)) {
+      bad_input(kCmd, "--out", fmt::format("'{}' is the folder of a --bilevel fit it judges; choose another --out", dir));
+    }
+  }
+  check_run_dir(kCmd, "--out", out, false, o.overwrite, kSweepFiles);
 
   // PG's gradient: the exact expectation for the bilevel learner (and --learner pg
   // --inner-objective exact), else REINFORCE (fit --method pg).
@@ -241,17 +256,38 @@ int run_sweep(const SweepOptions& s) {
     cin = load_classification_inputs(o, kCmd);
     train_rows = cin->train.rows;
   }
-  // The rows each learned reward was fit on (fit's config.data.hash): the same file, split and scaling.
+  // The rows each learned reward was fit on (fit's config.data.hash): the same file, columns, split and
+  // scaling. The options that choose them are named where they differ.
   const std::string rows_hash = classification ? runs::data_hash(cin->train, cin->val, cin->test)
                                                : runs::data_hash(rin->train, rin->val);
+  std::vector<std::string> sweep_warnings;
   for (std::size_t i = 0; i < bilevel_results.size(); ++i) {
-    const nlohmann::json d = bilevel_results[i].value("config", nlohmann::json::object()).value("data", nlohmann::json::object());
-    if (d.contains("hash") && d["hash"] != rows_hash) {
-      bad_input(kCmd, "--bilevel",
-                fmt::format("'{}' was fit on other rows than this sweep's (data hash {}, here {}): give the sweep the "
-                            "fit's data file and its --val-fraction, --seed, --standardize and target scaling",
-                            s.bilevel[i], json_text(d["hash"], -1), rows_hash));
+    const nlohmann::json& cfg = bilevel_results[i]["config"];
+    const nlohmann::json d = cfg.value("data", nlohmann::json::object());
+    if (!d.contains("hash")) {
+      sweep_warnings.push_back(fmt::format("'{}' records no data hash (an older d2r): it is judged without checking "
+                                           "that it was fit on these rows", s.bilevel[i]));
+      continue;
     }
+    if (d["hash"] == rows_hash) continue;
+    std::vector<std::string> differ;
+    const auto differs = [&](const char* field, const nlohmann::json& mine, const char* option) {
+      if (d.contains(field) && d[field] != mine) differ.push_back(fmt::format("{} {} (here {})", option, json_text(d[field], -1), json_text(mine, -1)));
+    };
+    if (classification) {
+      differs("label", o.label, "--label");
+    } else {
+      differs("targets", o.targets, "--targets");
+      differs("standardize_targets", o.standardize_targets, "--standardize-targets");
+    }
+    differs("val_fraction", o.val_fraction, "--val-fraction");
+    differs("standardize", classification || o.standardize, "--standardize");
+    if (cfg.value("seed", o.seed) != o.seed) differ.push_back(fmt::format("--seed {} (here {})", cfg.value("seed", o.seed), o.seed));
+    bad_input(kCmd, "--bilevel",
+              fmt::format("'{}' was fit on other rows than this sweep's (data hash {}, here {}){}", s.bilevel[i],
+                          json_text(d["hash"], -1), rows_hash,
+                          differ.empty() ? std::string(": another data file or --features?")
+                                         : fmt::format(": the fit had {}", fmt::join(differ, ", "))));
   }
   // The learner's settings from fit's options (runs::sweep_learner applies a bilevel budget).
   RegressionConfig rc;
@@ -264,13 +300,38 @@ int run_sweep(const SweepOptions& s) {
     cc = shared_config(o, *cin);
     cc.inner_objective = objective;
   }
-  // The bilevel learner trains at the judged runs' inner rate (fit's --lr): another would judge another learner.
+  // The policy and objective the judged rewards were learned for: the sweep trains the same network
+  // at the same λ and precision, and the bilevel learner at the judged runs' inner rate (fit's --lr),
+  // full batch, on the exact gradient; another would judge another learner.
   const double sweep_lr = classification ? cc.learning_rate : rc.plain.adam.learning_rate;
-  for (std::size_t i = 0; bilevel_learner && i < bilevel_results.size(); ++i) {
-    const double fit_lr = bilevel_results[i].value("config", nlohmann::json::object()).value("inner_learning_rate", sweep_lr);
+  const nlohmann::json sweep_hidden = classification ? cc.hidden : rc.hidden;
+  const std::string sweep_activation = d2r::to_string(classification ? cc.activation : rc.activation);
+  for (std::size_t i = 0; i < bilevel_results.size(); ++i) {
+    const nlohmann::json cfg = bilevel_results[i].value("config", nlohmann::json::object());
+    const auto same = [&](const char* field, const nlohmann::json& mine, const char* option) {
+      if (cfg.contains(field) && cfg[field] != mine) {
+        bad_input(kCmd, option, fmt::format("'{}' learned its reward for {} {}, this sweep trains {}: give {} {}",
+                                            s.bilevel[i], option, json_text(cfg[field], -1), json_text(mine, -1), option,
+                                            json_text(cfg[field], -1)));
+      }
+    };
+    same("hidden", sweep_hidden, "--hidden");
+    same("activation", sweep_activation, "--activation");
+    same("lambda", o.lambda, "--lambda");
+    same("precision", o.precision, "--precision");
+    if (!bilevel_learner) continue;
+    const double fit_lr = cfg.value("inner_learning_rate", sweep_lr);
     if (std::abs(fit_lr - sweep_lr) > 1e-9 * fit_lr) {
       bad_input(kCmd, "--lr", fmt::format("'{}' trained its inner policy at --lr {}, the sweep's learner at {}: give "
                                           "--lr {}", s.bilevel[i], fit_lr, sweep_lr, fit_lr));
+    }
+    if (cfg.value("inner_batch_size", std::int64_t{0}) != 0 || cfg.value("inner_objective", std::string("exact")) != "exact") {
+      bad_input(kCmd, "--bilevel", fmt::format("'{}' trained its inner policy on {}; --learner bilevel is the exact-gradient, "
+                                               "full-batch learner (use --learner pg)",
+                                               s.bilevel[i],
+                                               cfg.value("inner_batch_size", std::int64_t{0}) != 0
+                                                   ? fmt::format("windows of {} rows", cfg.value("inner_batch_size", std::int64_t{0}))
+                                                   : std::string("REINFORCE samples")));
     }
   }
   if (stationary) {  // the runs' learner: the stationary preset with their tolerance, cap and K_in
@@ -329,6 +390,7 @@ int run_sweep(const SweepOptions& s) {
     }
     gr.config = classification ? config_json(learner_of(cc, budgets[g])) : config_json(learner_of(rc, budgets[g]));
   }
+  claim_run_dir(kCmd, "--out", out, false, o.overwrite, kSweepFiles);  // every check is done: lock --out
   Progress progress("sweep", total_runs, !o.quiet, true);
   const auto t0 = std::chrono::steady_clock::now();
   std::int64_t runs_done = 0;
@@ -470,11 +532,18 @@ int run_sweep(const SweepOptions& s) {
   }
   if (!bilevel_values.empty()) j["bilevel"] = bj;
   // No run ends with exit 0 and non-finite results: a grid without one finite mean has no best.
-  std::vector<std::string> warnings;
+  std::vector<std::string> warnings = sweep_warnings;
   std::string diverged;
   for (const Group& gr : groups) {
     std::size_t bad = 0;
     for (const runs::SweepPoint& p : gr.result.grid) bad += std::isfinite(p.mean) ? 0 : 1;
+    for (std::size_t k = 0; k < gr.result.judged.size(); ++k) {
+      if (!std::isfinite(gr.result.judged[k].mean)) {
+        warnings.push_back(fmt::format("the learner at the reward learned by '{}' ({:.4g}) diverged (non-finite validation "
+                                       "loss): not within the noise of the best",
+                                       s.bilevel[gr.runs[k]], gr.result.judged[k].value));
+      }
+    }
     if (bad == gr.result.grid.size()) {
       diverged = fmt::format("no value of the grid trained to a finite validation loss (all {} diverged)", bad);
     } else if (bad > 0) {
@@ -487,7 +556,6 @@ int run_sweep(const SweepOptions& s) {
   j["status"] = diverged.empty() ? "ok" : "diverged";
   j["reason"] = diverged;
   j["warnings"] = warnings;
-  ensure_directory(out);
   write_csv(out / "sweep.csv", table.header, std::span<const std::vector<double>>(table.rows));
   write_json_atomic(out / "results.json", j);
   fmt::print("wrote {}, {}\n", (out / "results.json").string(), (out / "sweep.csv").string());

@@ -554,6 +554,8 @@ class BilevelRewardLearner:
         self.trainer_, self.communicator_, self._ctx = trainer, communicator, ctx
         # The task the learner was fit on (d2r.sweep judges its reward only against the same).
         self.classes_, self.n_features_in_, self.n_targets_ = classes, int(X.shape[1]), 0 if classes else dims
+        self.options_ = {k: v for k, v in opts.items() if k != "_given"}  # the settings it ran with, defaults included
+        self.dtype_ = str(X.dtype).removeprefix("torch.")
         self.final_model_ = final_model  # the preset's when final_model is None
         self.target_mean_, self.target_scale_ = scaling.mean, scaling.scale
         writer = self.communicator_ is None or self.communicator_.rank == 0

@@ -264,6 +264,25 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
         if len(reward) != 1 or not (math.isfinite(reward[0]) and reward[0] > 0):
             raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} has the reward {list(reward)}; "
                                       "expected one scalar reward > 0")
+    # The policy and objective the judged rewards were learned for: the same network, λ and precision
+    # (and for learner='bilevel' the exact, full-batch inner learner); another would judge another learner.
+    mine = dict(hidden=list(options.get("hidden", [] if classes else [64, 64])),
+                activation=options.get("activation", "relu"), entropy_weight=float(options.get("entropy_weight", 1.0)))
+    for k, j in enumerate(judge):
+        theirs = dict(hidden=list(j.options_.get("hidden", [])), activation=j.options_.get("activation", "relu"),
+                      entropy_weight=float(j.options_.get("entropy_weight", 1.0)))
+        for key in mine:
+            if mine[key] != theirs[key]:
+                raise _core.ArgumentError(f"d2r.sweep: argument '{key}': judge entry {k} learned its reward for "
+                                          f"{key}={theirs[key]!r}, this sweep trains {mine[key]!r}: give {key}="
+                                          f"{theirs[key]!r}")
+        if j.dtype_ != str(X.dtype).removeprefix("torch."):
+            raise _core.ArgumentError(f"d2r.sweep: argument 'X': judge entry {k} was fit on {j.dtype_} arrays, X is "
+                                      f"{str(X.dtype).removeprefix('torch.')}")
+        if learner == "bilevel" and (j.options_.get("inner_batch_size", 0) or j.trainer_.inner_objective != "exact"):
+            raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} trained its inner policy on "
+                                      f"{'minibatches' if j.options_.get('inner_batch_size', 0) else 'REINFORCE samples'}; "
+                                      "learner='bilevel' is the exact-gradient, full-batch learner (use learner='pg')")
     if learner == "bilevel" and judge:  # the inner learner's rate is the judged runs' (fit's --lr)
         rates = {j.trainer_.inner_settings["inner_lr"] for j in judge}
         if "lr" not in options and len(rates) == 1:

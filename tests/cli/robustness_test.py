@@ -334,12 +334,21 @@ def group_sweep():
     fit = ["fit", REG, "--targets", "y0", "--hidden", "4", "--method", "bilevel", "--outer-steps", "1"] + CPU
     expect(BL_DONE, fit + ["--out", out_dir("fs")])
     expect(BL_DONE, fit + ["--reward", "full", "--out", out_dir("ff")])
-    for args, pattern in [(reg + ["--bilevel", out_dir("fs"), "--seed", "1"], r"was fit on other rows than this sweep's"),
-                          (reg + ["--bilevel", out_dir("fs"), "--val-fraction", "0.3"], r"was fit on other rows"),
-                          (reg + ["--bilevel", out_dir("ff")], r"learned a full reward; the sweep's rewards are scalar"),
+    expect(BL_DONE, fit + ["--preset", "paper", "--val-fraction", "0", "--out", out_dir("f0")])
+    for args, pattern in [(reg + ["--bilevel", out_dir("fs"), "--seed", "1"],
+                           r"was fit on other rows than this sweep's .*: the fit had --seed 0 \(here 1\)"),
+                          (reg + ["--bilevel", out_dir("fs"), "--val-fraction", "0.3"], r"the fit had --val-fraction 0.2"),
+                          (reg + ["--bilevel", out_dir("ff")], r"learned a full reward \(U = R Rᵀ\)"),
+                          (reg + ["--bilevel", out_dir("f0")], r"was fit without validation rows"),
                           (cls + ["--bilevel", out_dir("fs")], r"is a regression fit; this sweep is --task classification"),
-                          (reg + ["--bilevel", out_dir("fs"), "--seeds", "1"], r"--seeds: judging a learned reward")]:
-        expect(2, args + ["--out", out_dir("s")], r"error: d2r sweep: .*" + pattern)
+                          (reg + ["--bilevel", out_dir("fs"), "--seeds", "1"], r"--seeds: judging a learned reward"),
+                          # the learner the reward was learned for: the same network, λ and precision
+                          (with_option(reg, "--hidden", "8") + ["--bilevel", out_dir("fs")], r"--hidden: .* learned its reward for --hidden \[4\]"),
+                          (reg + ["--lambda", "0.5", "--bilevel", out_dir("fs")], r"--lambda: .* for --lambda 1"),
+                          (reg + ["--activation", "tanh", "--bilevel", out_dir("fs")], r"--activation: "),
+                          (reg + ["--bilevel", out_dir("fs"), "--out", out_dir("fs")], r"--out: .* is the folder of a --bilevel fit")]:
+        out = [] if "--out" in args else ["--out", out_dir("s")]
+        expect(2, args + out, r"error: d2r sweep: .*" + pattern)
     if os.path.exists(out_dir("s")):
         fail("a refused sweep created --out")
     expect(2, ["sweep", REG, "--targets", "y0", "--hidden", "4", "--values", "1,2", "--learner", "bilevel", "--lr", "0.02",
@@ -348,6 +357,17 @@ def group_sweep():
     with open(os.path.join(out_dir("s_ok"), "results.json")) as f:
         if len(json.load(f)["bilevel"]) != 1:
             fail("the judged run is not in the sweep's results.json")
+    # An earlier sweep's folder is replaced only with --overwrite.
+    expect(2, reg + ["--out", out_dir("s_ok")], r"--out: .* holds the files of an earlier run \(results.json, sweep.csv\)")
+    expect(0, reg + ["--out", out_dir("s_ok"), "--overwrite"])
+    # A one-target diagonal reward is U = u·I: judged.
+    expect(BL_DONE, fit + ["--reward", "diagonal", "--out", out_dir("fd")])
+    expect(0, reg + ["--bilevel", out_dir("fd"), "--out", out_dir("s_fd")])
+    # A learned reward whose learner diverges is said so (here every run diverges: exit 3).
+    expect(3, reg + ["--lr", "1e10", "--bilevel", out_dir("fs"), "--out", out_dir("s_div")])
+    with open(os.path.join(out_dir("s_div"), "results.json")) as f:
+        if not any("the learner at the reward learned by" in w for w in json.load(f)["warnings"]):
+            fail("the diverged learner at the learned reward is not warned about")
     # fit: a bilevel classifier trains epochs only for --final-model pg.
     cfit = ["fit", CLS, "--task", "classification", "--label", "label", "--method", "bilevel", "--outer-steps", "1"] + CPU
     expect(2, cfit + ["--epochs", "3", "--out", out_dir("s")], r"--epochs: a bilevel fit trains epochs only for --final-model pg")

@@ -125,7 +125,7 @@ def test_bad_sweep_arguments_name_themselves(regression):
         warnings.simplefilter("ignore", d2r.BilevelWarning)
         fitted.fit(X[:40], 10 * Y[:40], val_X=X[40:], val_Y=10 * Y[40:], progress=False)
     with pytest.raises(ValueError, match="'judge'.*scaled by"):
-        d2r.sweep(X[:40], Y[:40], values=[1.0, 2.0], judge=[fitted], **reg)
+        d2r.sweep(X[:40], Y[:40], values=[1.0, 2.0], judge=[fitted], hidden=[4], **reg)
 
 
 def test_a_sweep_whose_every_value_diverged_raises(regression):
@@ -194,3 +194,23 @@ def test_sweep_data_and_settings_are_checked_naming_the_keyword():
             d2r.sweep(Xc[:50], **{**cls, **kw})
     with pytest.raises(ValueError, match="'grid_min': expected a finite reward > 0"):
         d2r.sweep(Xc[:50], labels=labels[:50], **{**cls, "values": None}, grid_min=0.0)
+
+
+def test_a_judged_learner_of_another_network_or_objective_is_refused(regression):
+    # A reward is judged with the learner it was learned for: the same network, λ and precision.
+    _, X, Y = regression
+    reg = dict(val_X=X[40:], val_Y=Y[40:], progress=False)
+    fitted = d2r.BilevelRewardLearner(outer_steps=1, hidden=[4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", d2r.BilevelWarning)
+        fitted.fit(X[:40], Y[:40], **reg)
+    for kw, message in [(dict(hidden=[8]), r"'hidden': judge entry 0 learned its reward for hidden=\[4\]"),
+                        (dict(hidden=[4], entropy_weight=0.5), "'entropy_weight'"),
+                        (dict(hidden=[4], activation="tanh"), "'activation'")]:
+        with pytest.raises(ValueError, match=message):
+            d2r.sweep(X[:40], Y[:40], values=[1.0, 2.0], judge=[fitted], **kw, **reg)
+    with pytest.raises(ValueError, match="'X': judge entry 0 was fit on float32 arrays, X is float64"):
+        d2r.sweep(X[:40].astype(np.float64), Y[:40].astype(np.float64), val_X=X[40:].astype(np.float64),
+                  val_Y=Y[40:].astype(np.float64), values=[1.0, 2.0], judge=[fitted], hidden=[4], progress=False)
+    r = d2r.sweep(X[:40], Y[:40], values=[1.0, 2.0], judge=[fitted], hidden=[4], **reg)  # the same learner: judged
+    assert len(r.judged) == 1
