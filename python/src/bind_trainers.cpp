@@ -177,6 +177,24 @@ void with_trainer(TrainerPy& t, F&& f) {
 
 }  // namespace
 
+/// The options fit_policy and fit_classifier share (PolicyFitOptions, ClassifierFitOptions): the
+/// optimiser, the policy-gradient settings, the fixed reward, the gradient and the seed.
+template <class FitOptions>
+void read_shared_options(Options& o, FitOptions& fo) {
+  using T = std::remove_reference_t<decltype(fo.adam.learning_rate)>;
+  fo.adam.learning_rate = static_cast<T>(o.get<double>("lr", fo.adam.learning_rate));
+  fo.gradient_clamp = static_cast<T>(o.get<double>("gradient_clamp", fo.gradient_clamp));
+  fo.generations = o.get<std::int64_t>("generations", fo.generations);
+  fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
+  fo.pg.transform.kind =
+      parse_transform("options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
+  fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
+  fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
+  fo.objective = o.choice("objective", d2r::InnerObjective::reinforce,
+                          {{"reinforce", d2r::InnerObjective::reinforce}, {"exact", d2r::InnerObjective::exact}});
+  fo.seed = o.get<std::uint64_t>("seed", 0);
+}
+
 void bind_trainers(nb::module_& m) {
   nb::class_<PyCommunicator>(m, "Communicator",
                              "A d2r::Communicator whose collectives call impl.allreduce_sum(array), "
@@ -450,17 +468,7 @@ void bind_trainers(nb::module_& m) {
           const std::string loss = o.choice("loss", "nll", {"nll", "mse", "pg"});
           fo.loss = loss == "mse" ? d2r::PolicyLoss::mse : loss == "pg" ? d2r::PolicyLoss::pg : d2r::PolicyLoss::nll;
           fo.steps = o.get<std::int64_t>("steps", fo.steps);
-          fo.adam.learning_rate = static_cast<T>(o.get<double>("lr", fo.adam.learning_rate));
-          fo.gradient_clamp = static_cast<T>(o.get<double>("gradient_clamp", fo.gradient_clamp));
-          fo.generations = o.get<std::int64_t>("generations", fo.generations);
-          fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
-          fo.pg.transform.kind = parse_transform(
-              "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
-          fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
-          fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
-          fo.objective = o.choice("objective", d2r::InnerObjective::reinforce,
-                                  {{"reinforce", d2r::InnerObjective::reinforce}, {"exact", d2r::InnerObjective::exact}});
-          fo.seed = o.get<std::uint64_t>("seed", 0);
+          read_shared_options(o, fo);
           fo.evaluate_every = o.get<std::int64_t>("evaluate_every", 0);
           o.finish();
           fo.parallel = data_parallel(c.fn(), communicator, deterministic_reduction, reduction_block_rows);
@@ -520,17 +528,7 @@ void bind_trainers(nb::module_& m) {
           fo.loss = o.choice("loss", "nll", {"nll", "pg"}) == "pg" ? d2r::PolicyLoss::pg : d2r::PolicyLoss::nll;
           fo.epochs = o.get<std::int64_t>("epochs", fo.epochs);
           fo.batch_size = o.get<std::int64_t>("batch_size", fo.batch_size);
-          fo.adam.learning_rate = static_cast<T>(o.get<double>("lr", fo.adam.learning_rate));
-          fo.gradient_clamp = static_cast<T>(o.get<double>("gradient_clamp", fo.gradient_clamp));
-          fo.generations = o.get<std::int64_t>("generations", fo.generations);
-          fo.pg.entropy_weight = static_cast<T>(o.get<double>("entropy_weight", fo.pg.entropy_weight));
-          fo.pg.transform.kind = parse_transform(
-              "options", o.choice("transform", "none", {"none", "normalize", "rbf", "leave_one_out", "standardize"}));
-          fo.reward_form = parse_reward_form("options", o.get<std::string>("reward_form", "scalar"));
-          fo.reward_params = o.get<std::vector<double>>("reward_params", fo.reward_params);
-          fo.objective = o.choice("objective", d2r::InnerObjective::reinforce,
-                                  {{"reinforce", d2r::InnerObjective::reinforce}, {"exact", d2r::InnerObjective::exact}});
-          fo.seed = o.get<std::uint64_t>("seed", 0);
+          read_shared_options(o, fo);
           o.finish();
           fo.parallel = data_parallel(c.fn(), communicator, deterministic_reduction, reduction_block_rows);
           if (!on_record.is_none()) {
