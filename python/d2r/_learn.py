@@ -411,7 +411,9 @@ class BilevelRewardLearner:
     ``target_mean_`` (None: not standardised), ``target_scale_`` (1: not standardised),
     ``policy_params_`` (array in the data's framework for NumPy/PyTorch inputs: a NumPy copy),
     ``model_step_`` (the outer step whose policy that is; None for 'pg'), ``final_model_`` (the model
-    returned: final_model or the preset's), ``best_step_``, ``history_`` (records:
+    returned: final_model or the preset's), ``options_`` (every setting the trainer ran with, defaults
+    included), ``classes_``, ``n_features_in_``, ``n_targets_`` and ``dtype_`` (what d2r.sweep checks
+    before judging the reward), ``best_step_``, ``history_`` (records:
     metrics and outer loss in the original units), ``verdict_``, ``reason_``, ``warnings_``,
     ``trainer_`` (the d2r.BilevelTrainer, on the standardised targets), ``communicator_`` (the
     d2r._core.Communicator of group=, with its payload ``stats``; else None).
