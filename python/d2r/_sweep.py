@@ -136,6 +136,16 @@ def _host64(a: Any) -> Any:
     return np.ascontiguousarray(a, dtype=np.int32 if a.dtype.kind in "iu" else np.float64)
 
 
+def _returned_step(learner: BilevelRewardLearner) -> int:
+    """The outer step whose policy the learner returned (the last for final_model='pg')."""
+    return learner.model_step_ if learner.model_step_ is not None else learner.trainer_.steps_done
+
+
+def _learned_reward(learner: BilevelRewardLearner, classes: int) -> list[float]:
+    """The reward a sweep judges: on the targets the trainer saw (regression), or β."""
+    return learner.reward_params_ if classes else learner.reward_params_standardized_
+
+
 def _budget(fn: str, k: int, learner: BilevelRewardLearner) -> Any:
     """The learner='bilevel' budget that judges a fitted learner's reward (as `d2r sweep --learner
     bilevel --bilevel DIR`): the stationary learner of a fixed start trained to a tolerance, K_in for
@@ -146,8 +156,7 @@ def _budget(fn: str, k: int, learner: BilevelRewardLearner) -> Any:
         if s["inner_tolerance"] > 0:
             return ("stationary", s["inner_tolerance"], s["inner_max_steps"], s["inner_steps"])
         return s["inner_steps"]
-    upto = learner.model_step_ if learner.model_step_ is not None else learner.trainer_.steps_done
-    n = sum(r["inner_steps"] for r in learner.history_[:upto])
+    n = sum(r["inner_steps"] for r in learner.history_[:_returned_step(learner)])
     if n < 1:
         raise _core.ArgumentError(f"d2r.{fn}: argument 'judge': learner {k} took no inner steps; give steps=")
     return n
@@ -260,7 +269,7 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
         if j.reward_form != "scalar":
             raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} learned a {j.reward_form} reward; the "
                                       "sweep's rewards are scalar (U = u·I, or β)")
-        reward = j.reward_params_standardized_ if not classes else j.reward_params_
+        reward = _learned_reward(j, classes)
         if len(reward) != 1 or not (math.isfinite(reward[0]) and reward[0] > 0):
             raise _core.ArgumentError(f"d2r.sweep: argument 'judge': entry {k} has the reward {list(reward)}; "
                                       "expected one scalar reward > 0")
@@ -348,8 +357,7 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
     groups = []
     for g, b in enumerate(budgets):
         mine = [k for k in range(len(judge)) if budget_of[k] == g]
-        judged_values = [(judge[k].reward_params_standardized_ if not classes else judge[k].reward_params_)[0]
-                         for k in mine]
+        judged_values = [_learned_reward(judge[k], classes)[0] for k in mine]
         opts = dict(options)
         if isinstance(b, tuple):
             _, tol, cap, k_in = b
@@ -365,13 +373,13 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
         verdicts = []
         for k, point in zip(mine, r["judged"]):
             j = judge[k]
-            n = sum(rec["inner_steps"] for rec in j.history_[:j.model_step_ or j.trainer_.steps_done])
-            step = (j.model_step_ or j.trainer_.steps_done) - 1
+            step = _returned_step(j)
+            n = sum(rec["inner_steps"] for rec in j.history_[:step])
             verdicts.append(SweepJudgement(
                 learner=j, value=point["value"], point=point,
                 within=point["within_noise_of_best"],
                 best_value=best["value"], best_loss=best["mean"], tolerance=r["tolerance"],
-                outer_loss=j.history_[step]["outer_loss"], inner_steps=n,
+                outer_loss=j.history_[step - 1]["outer_loss"], inner_steps=n,
                 share=n / r["inner_steps"] if r["inner_steps"] else math.nan))
         groups.append(SweepGroup(budget=("stationary" if isinstance(b, tuple) else budget), grid=r["grid"],
                                  best=r["best"], noise=r["noise"], tolerance=r["tolerance"], seeds=r["seeds"],
