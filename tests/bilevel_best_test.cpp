@@ -3,6 +3,7 @@
 // outer loss over the steps whose inner policy was stationary, its θ is that step's policy bit for
 // bit, its φ the one the policy was trained at; a non-stationary step is never chosen; a resume
 // continues the choice exactly; a checkpoint written without the best step restarts it at its last step.
+// StoppingOptions::patience ends a run `converged` that many steps after its best-judged step.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -50,6 +51,7 @@ struct BestRun {
     BilevelOptions<double> r = BilevelOptions<double>::recommended();
     r.inner.steps = 5;
     r.inner.max_steps = 10;
+    r.inner.stationarity_tolerance = 0.1;  // the preset's tolerance when these cases were chosen
     r.inner.adam.learning_rate = 0.05;
     return r;
   }();
@@ -207,6 +209,101 @@ TEST(BestStep, ACheckpointWithoutTheBestStepRestartsTheChoiceAtItsLastStep) {
   }
   EXPECT_EQ(old->best_step(), argmin);
   EXPECT_GE(old->best_step(), K);
+  std::filesystem::remove_all(dir);
+}
+
+/// Steps `t` until its verdict is no longer running (at most `cap` steps); returns the verdict.
+d2r::BilevelVerdict run_until_verdict(BilevelTrainer<double>& t, int cap) {
+  d2r::BilevelVerdict v = t.verdict(false);
+  while (v.status == d2r::BilevelStatus::running && t.steps_done() < cap) {
+    t.step();
+    v = t.verdict(false);
+  }
+  return v;
+}
+
+TEST(Patience, EndsTheRunThatManyStepsAfterTheBestJudgedOne) {
+  BestRun run;
+  run.o.inner.max_steps = 40;
+  run.o.stopping.patience = 0;
+  d2r::Context ctx0{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto off = run.make(ctx0);
+  const d2r::BilevelVerdict v0 = run_until_verdict(*off, 40);
+  // The same run with patience P: the same steps, and it ends at the first step P after the best one so far.
+  for (const std::int64_t P : {std::int64_t{2}, std::int64_t{3}}) {
+    run.o.stopping.patience = P;
+    d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
+    auto t = run.make(ctx);
+    const d2r::BilevelVerdict v = run_until_verdict(*t, 40);
+    ASSERT_EQ(v.status, d2r::BilevelStatus::converged) << v.reason;
+    ASSERT_NE(v.reason.find("early stop"), std::string::npos) << v.reason;
+    const auto& h = t->history();
+    const std::int64_t K = t->steps_done();
+    EXPECT_EQ(K - t->best_step(), P);
+    // No step after the best one had a lower outer loss with a stationary policy, and every earlier step was
+    // within P of the best so far at its time (else the run would have ended there).
+    for (std::size_t i = static_cast<std::size_t>(t->best_step()); i < h.size(); ++i) {
+      EXPECT_FALSE(h[i].inner_stationary && h[i].outer_loss < t->best_outer_loss());
+    }
+    // Patience changes when the run ends, not its steps: the records equal the run without it.
+    ASSERT_GE(off->history().size(), h.size()) << "the run without patience ended first: " << v0.reason;
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      EXPECT_EQ(h[i].outer_loss, off->history()[i].outer_loss);
+      EXPECT_EQ(h[i].reward_params, off->history()[i].reward_params);
+    }
+  }
+  // Without patience the verdict never says early stop.
+  EXPECT_EQ(v0.reason.find("early stop"), std::string::npos) << v0.reason;
+}
+
+TEST(Patience, IsCheckedAndACheckpointWithoutItResumesAsOff) {
+  BestRun run;
+  run.o.stopping.patience = -1;
+  d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
+  try {
+    (void)run.make(ctx);
+    FAIL() << "patience -1 was accepted";
+  } catch (const d2r::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("options.stopping.patience"), std::string::npos) << e.what();
+  }
+  // A checkpoint whose fingerprint has no patience line (written before the option existed).
+  run.o.stopping.patience = 0;
+  const auto dir = temp_dir("patience");
+  auto t = run.make(ctx);
+  for (int k = 0; k < 2; ++k) t->step();
+  t->save(dir / "new.ckpt");
+  const d2r::detail::CheckpointReader r(dir / "new.ckpt");
+  std::string fp = r.text("fingerprint");
+  const std::string line = "options.stopping.patience = 0\n";
+  const std::size_t at = fp.find(line);
+  ASSERT_NE(at, std::string::npos) << fp;
+  fp.erase(at, line.size());
+  d2r::detail::CheckpointWriter w;
+  w.add_text("fingerprint", fp);
+  for (const char* name : {"theta", "inner_first_moment", "inner_second_moment", "phi", "outer_first_moment",
+                           "outer_second_moment", "sgd_velocity", "rprop_step", "rprop_sign", "rprop_last", "records",
+                           "best", "best_phi", "best_theta"}) {
+    const std::vector<double> v = r.doubles(name);
+    w.add(name, std::span<const double>(v));
+  }
+  for (const char* name : {"inner_count", "counters", "minibatch"}) {
+    const std::vector<std::int64_t> v = r.integers(name);
+    w.add(name, std::span<const std::int64_t>(v));
+  }
+  w.write(dir / "old.ckpt");
+  d2r::Context ctx2{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto same = run.make(ctx2);
+  same->load(dir / "old.ckpt");  // patience 0: what that d2r ran
+  EXPECT_EQ(same->steps_done(), 2);
+  run.o.stopping.patience = 5;
+  d2r::Context ctx3{{.backend = d2r::Backend::cpu, .seed = 2}};
+  auto other = run.make(ctx3);
+  try {
+    other->load(dir / "old.ckpt");
+    FAIL() << "a checkpoint of a run without patience resumed with patience 5";
+  } catch (const d2r::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("options.stopping.patience: saved 0, now 5"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
 

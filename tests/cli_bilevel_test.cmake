@@ -274,24 +274,36 @@ if(NOT code EQUAL 2 OR NOT out MATCHES "--final-model" OR EXISTS "${WORK_DIR}/ba
 endif()
 
 # --learner bilevel: exact gradient, full batch, as many steps as each bilevel run's returned policy took (the
-# inner steps of the outer steps up to its best-judged one; iris from β = 1 and 10 took different counts: one
-# grid each, and each run is judged on its own).
+# inner steps of the outer steps up to its best-judged one): runs with different counts get one grid each, and
+# each run is judged on its own. The second run stops after 2 outer steps (exit 4, step_limited), so its count
+# differs from the converged run's.
+run_d2r(out code fit "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q
+        --method bilevel --outer-steps 2 --out "${WORK_DIR}/iris_short")
+if(NOT code EQUAL 4)
+  message(FATAL_ERROR "iris --outer-steps 2: exit ${code} (expected 4, step_limited):\n${out}")
+endif()
 run_d2r(out code sweep "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q
-        --learner bilevel --values 1,3 --seeds 2 --bilevel "${WORK_DIR}/iris_1,${WORK_DIR}/iris_10"
+        --learner bilevel --values 1,3 --seeds 2 --bilevel "${WORK_DIR}/iris_1,${WORK_DIR}/iris_short"
         --out "${WORK_DIR}/iris_learner")
 if(NOT code EQUAL 0)
   message(FATAL_ERROR "sweep --learner bilevel: exit ${code}:\n${out}")
 endif()
 file(READ "${WORK_DIR}/iris_learner/results.json" json)
 string(JSON groups LENGTH "${json}" groups)
+set(counts "")
 foreach(i 0 1)
   string(JSON steps GET "${json}" bilevel ${i} model_inner_steps)
   string(JSON per_run GET "${json}" bilevel ${i} steps_per_run)
-  if(NOT groups EQUAL 2 OR NOT steps EQUAL per_run)
-    message(FATAL_ERROR "sweep --learner bilevel: ${groups} groups (expected 2), run ${i}: ${per_run} steps per "
-                        "sweep run, the bilevel run took ${steps}")
+  list(APPEND counts ${steps})
+  if(NOT steps EQUAL per_run)
+    message(FATAL_ERROR "sweep --learner bilevel: run ${i}: ${per_run} steps per sweep run, the bilevel run took ${steps}")
   endif()
 endforeach()
+list(GET counts 0 first)
+list(GET counts 1 second)
+if(first EQUAL second OR NOT groups EQUAL 2)
+  message(FATAL_ERROR "sweep --learner bilevel: ${groups} groups for the step counts ${counts} (expected 2 different)")
+endif()
 run_d2r(out code sweep "${DATA_DIR}/tabular/iris.csv" --task classification --label label --device cpu -q
         --learner bilevel --inner-objective reinforce --out "${WORK_DIR}/bad")
 if(NOT code EQUAL 2 OR NOT out MATCHES "--inner-objective" OR EXISTS "${WORK_DIR}/bad")

@@ -76,14 +76,15 @@ struct FitOptions {
   std::string preset = "recommended";  ///< recommended, stationary or paper
   std::string final_model = "best";    ///< bilevel: best, last (alias inner) or pg (the preset's unless given)
   double outer_step = 0.3;             ///< rprop: initial log-space step
-  double flat_tolerance = 0.5;         ///< rprop: no step predicting less than this × loss_tolerance
-  double inner_tolerance = 0.1;        ///< stationarity: ‖∇θ L_in‖ relative to its starting value
+  double flat_tolerance = 0.1;         ///< rprop: no step predicting less than this × loss_tolerance
+  double inner_tolerance = 0.05;       ///< stationarity: ‖∇θ L_in‖ relative to its starting value
   std::int64_t inner_max_steps = 400;  ///< cap on the inner steps of one outer step
   double solver_tolerance = 0.25;      ///< relative residual of the linear solve
   double damping = 1e-3;               ///< δ of the linear solve
   std::int64_t window = 5;             ///< convergence window (outer steps)
   double reward_tolerance = 0.03;      ///< relative move of φ over the window
   double loss_tolerance = 0.02;        ///< move of the outer loss over the window
+  std::int64_t patience = 5;           ///< early stop: outer steps without improving on the best-judged one (0: off)
   bool standardize_targets = true;     ///< regression: z-score the targets (one scale), metrics in original units
   std::vector<std::string> given;      ///< long names of the options given on the command line (set by the parser)
 };
@@ -100,7 +101,8 @@ inline bool given(const FitOptions& o, std::string_view name) {
 inline constexpr std::string_view kOuterLoopOptions[] = {
     "--outer-lr", "--outer-steps", "--inner-steps", "--inner-batch-size", "--inner-start", "--curvature", "--solver",
     "--solver-iterations", "--checkpoint-every", "--outer-data", "--preset", "--outer-step", "--flat-tolerance", "--inner-tolerance",
-    "--inner-max-steps", "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance"};
+    "--inner-max-steps", "--solver-tolerance", "--damping", "--window", "--reward-tolerance", "--loss-tolerance",
+    "--patience"};
 
 /// `d2r sweep`: PG at a log-spaced grid of fixed rewards (u of U = u·I, or β), several seeds each,
 /// the validation outer loss at each value and the best one: the brute-force answer the bilevel

@@ -62,6 +62,7 @@ void apply_outer_options(const FitOptions& o, Config& c) {
   if (given(o, "--window")) c.bilevel.stopping.window = o.window;
   if (given(o, "--reward-tolerance")) c.bilevel.stopping.reward_tolerance = o.reward_tolerance;
   if (given(o, "--loss-tolerance")) c.bilevel.stopping.loss_tolerance = o.loss_tolerance;
+  if (given(o, "--patience")) c.bilevel.stopping.patience = o.patience;
   c.bilevel.curvature = named(o.curvature, {CurvatureKind::exact, CurvatureKind::surrogate});
   // An option that sets only fields these settings never read would silently do nothing. (The
   // inner objective is the configuration's: the run writes it into the options, and --final-model
@@ -250,6 +251,10 @@ std::int64_t setup_checkpoint(const FitOptions& o, const nlohmann::json& config,
       if (!saved.is_object()) {
         bad_input(kCmd, "--resume",
                   fmt::format("'{}' is not the settings file d2r writes (expected a JSON object)", ckpt_config.string()));
+      }
+      // Written before --patience existed: that d2r ran without the early stop (the fingerprint alike).
+      if (saved.contains("stopping") && saved["stopping"].is_object() && !saved["stopping"].contains("patience")) {
+        saved["stopping"]["patience"] = 0;
       }
       if (saved != identity) {
         // The settings that differ (top-level names), then each leaf as "name: saved X, now Y".

@@ -76,7 +76,8 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                    "bilevel, recommended preset (Rprop): initial step of log φ (0.3: a factor 1.35)");
   add_shown_option(cmd, "--flat-tolerance", o.flat_tolerance,
                    "bilevel, Rprop: no step where the hypergradient predicts a change of the outer loss below this "
-                   "fraction of --loss-tolerance for a move of --outer-step (0: off)")
+                   "fraction of --loss-tolerance for a move of --outer-step (0: off; shown: the recommended preset's, "
+                   "stationary 0.5)")
       ->check(finite_range(0.0, 1e6));
   add_shown_option(cmd, "--inner-tolerance", o.inner_tolerance,
                    "bilevel: inner steps continue (K_in at a time) until ‖∇θ L_in‖ is below this fraction of its "
@@ -91,6 +92,10 @@ void register_fit_options(CLI::App* cmd, FitOptions& o) {
                    "... the reward moved by at most this (relative) ...");
   add_shown_option(cmd, "--loss-tolerance", o.loss_tolerance,
                    "... and the outer loss by at most this (nats; shown: the recommended preset's, stationary 1e-3)");
+  add_shown_option(cmd, "--patience", o.patience,
+                   "bilevel: also converged (early stop) when this many outer steps passed since the best-judged one "
+                   "without a lower outer loss (0: off; shown: the recommended preset's, stationary and paper 0)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1000000}));
   cmd->add_flag("--standardize-targets,!--no-standardize-targets", o.standardize_targets,
                 "regression: centre the targets and divide them by one scale (the RMS of their standard deviations) "
                 "for training; metrics are reported in the original units, the reward in both (default: on)");

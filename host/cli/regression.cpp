@@ -50,7 +50,7 @@ std::string option_for_field(std::string_view field) {
       {"options.cg.max_iterations", "--solver-iterations"}, {"options.outer_adam", "--outer-lr"},
       {"options.rprop.initial_step", "--outer-step"},   {"options.rprop.flat_tolerance", "--flat-tolerance"},   {"options.stopping.window", "--window"},
       {"options.stopping.reward_tolerance", "--reward-tolerance"},
-      {"options.stopping.loss_tolerance", "--loss-tolerance"}, {"options.outer_data", "--outer-data"},
+      {"options.stopping.loss_tolerance", "--loss-tolerance"}, {"options.stopping.patience", "--patience"}, {"options.outer_data", "--outer-data"},
       {"options.steps", "--steps"},                     {"options.adam", "--lr"},
       {"options.evaluate_every", "--eval-every"},       {"options.generations", "--generations"},
       {"options.pg.entropy_weight", "--lambda"},        {"options.epochs", "--epochs"},

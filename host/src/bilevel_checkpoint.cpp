@@ -34,7 +34,7 @@ namespace {
 // builds on): add the field to for_each_field, then update the size here.
 static_assert(sizeof(InnerOptions<float>) == 104 && sizeof(InnerOptions<double>) == 152,
               "InnerOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
-static_assert(sizeof(BilevelOptions<float>) == 368 && sizeof(BilevelOptions<double>) == 432,
+static_assert(sizeof(BilevelOptions<float>) == 376 && sizeof(BilevelOptions<double>) == 440,
               "BilevelOptions changed: add the new field to its for_each_field (bilevel.hpp), then update this size");
 
 /// "name = value" lines of a fingerprint (after its first line) as ordered pairs.
@@ -55,6 +55,23 @@ std::vector<std::pair<std::string, std::string>> fingerprint_lines(std::string_v
     at = end + 1;
   }
   return out;
+}
+
+/// A fingerprint written before options.stopping.patience existed (it stops a run, it does not
+/// change its steps) read as one with it off, the behaviour of that d2r: the line is inserted after
+/// the loss tolerance's, for the library's options and for the program's identity lines alike
+/// (both list the stopping fields in an order where patience follows loss_tolerance).
+std::string with_patience(std::string saved) {
+  for (const std::string_view prefix : {"options.stopping.", "identity.stopping."}) {
+    const std::string after = fmt::format("\n{}loss_tolerance = ", prefix);
+    if (saved.find(fmt::format("\n{}patience = ", prefix)) != std::string::npos) continue;
+    const std::size_t at = saved.find(after);
+    if (at == std::string::npos) continue;
+    const std::size_t end = saved.find('\n', at + 1);
+    if (end == std::string::npos) continue;
+    saved.insert(end + 1, fmt::format("{}patience = 0\n", prefix));
+  }
+  return saved;
 }
 
 /// What differs between two fingerprints, one "name: saved X, now Y" per setting.
@@ -208,7 +225,7 @@ void BilevelTrainer<T>::load(const std::filesystem::path& path) {
   constexpr std::string_view fn = "BilevelTrainer::load";
   Impl& s = *impl_;
   const detail::CheckpointReader r(path);
-  const std::string saved = r.text("fingerprint");
+  const std::string saved = with_patience(r.text("fingerprint"));
   D2R_EXPECTS(saved.starts_with(kCheckpointPrefix), fn, "path", "checkpoint '{}' is not a BilevelTrainer checkpoint",
               path.string());
   if (!saved.starts_with(kCheckpointFormat)) {

@@ -132,6 +132,8 @@ void check_bilevel_options(std::string_view fn, const BilevelOptions<T>& options
               "expected a finite tolerance > 0, got {}", options.stopping.reward_tolerance);
   D2R_EXPECTS(finite_positive(options.stopping.loss_tolerance), fn, "options.stopping.loss_tolerance",
               "expected a finite tolerance > 0, got {}", options.stopping.loss_tolerance);
+  D2R_EXPECTS(options.stopping.patience >= 0 && options.stopping.patience <= 1000000, fn, "options.stopping.patience",
+              "expected 0 (off) to 10^6 outer steps, got {}", options.stopping.patience);
 }
 
 /// Everything about the options and the reward that does not depend on the data kind.

@@ -49,6 +49,13 @@ BilevelVerdict BilevelTrainer<T>::verdict(bool budget_spent) const {
                         static_cast<double>(options_.inner.stationarity_tolerance))};
   }
   const StoppingOptions& st = options_.stopping;
+  // Early stop: no outer step improved on the best-judged one for `patience` steps.
+  if (st.patience > 0 && s.best_step > 0 && last.step - s.best_step >= st.patience) {
+    return {BilevelStatus::converged,
+            fmt::format("early stop: no outer step improved on the outer loss {:.6g} of the best-judged step {} in the "
+                        "{} steps since (patience {})",
+                        s.best_loss, s.best_step, last.step - s.best_step, st.patience)};
+  }
   const auto W = static_cast<std::size_t>(st.window);
   // Relative spread of φ and absolute spread of the outer loss over the last W steps.
   double reward_spread = std::numeric_limits<double>::infinity(), loss_spread = reward_spread;

@@ -361,7 +361,8 @@ class BilevelRewardLearner:
     the standardised targets when they are, as `d2r fit --u`), outer_steps (the budget;
     default `d2r fit`'s: 100 for regression, 50 for classification), inner_steps, inner_tolerance (stationarity: ‖∇θ L_in‖ relative to its untrained value),
     inner_max_steps, inner_lr, outer_lr (adam/sgd), outer_step (Rprop's Δ₀ in log space),
-    flat_tolerance, window, reward_tolerance, loss_tolerance (the verdict), entropy_weight (λ),
+    flat_tolerance, window, reward_tolerance, loss_tolerance, patience (the verdict; patience: an early
+    stop that many outer steps after the best-judged one, 0 off), entropy_weight (λ),
     generations (G), inner_start ('warm', 'fresh' or 'fixed'), outer_data ('validation' or
     'train'), outer_optimizer ('rprop', 'adam', 'sgd'), log_space, curvature ('exact' or
     'surrogate'), solver ('normal_cg', 'cg', 'neumann', 'cg_or_normal_cg'), solver_iterations,

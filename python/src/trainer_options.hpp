@@ -128,6 +128,7 @@ inline std::string option_for_field(const std::string& field) {
       {"options.stopping.window", "window"},
       {"options.stopping.reward_tolerance", "reward_tolerance"},
       {"options.stopping.loss_tolerance", "loss_tolerance"},
+      {"options.stopping.patience", "patience"},
       {"options.hypergradient_clamp", "hypergradient_clamp"},
       {"options.reward_floor", "reward_floor"},
       {"options.reward_ceiling", "reward_ceiling"},
@@ -203,6 +204,7 @@ d2r::BilevelOptions<T> bilevel_options(Options& o) {
   b.stopping.window = o.get<std::int64_t>("window", b.stopping.window);
   b.stopping.reward_tolerance = o.get<double>("reward_tolerance", b.stopping.reward_tolerance);
   b.stopping.loss_tolerance = o.get<double>("loss_tolerance", b.stopping.loss_tolerance);
+  b.stopping.patience = o.get<std::int64_t>("patience", b.stopping.patience);
   b.hypergradient_clamp = o.get<double>("hypergradient_clamp", b.hypergradient_clamp);
   b.reward_floor = o.get<double>("reward_floor", b.reward_floor);
   b.reward_ceiling = o.get<double>("reward_ceiling", b.reward_ceiling);

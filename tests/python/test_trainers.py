@@ -222,10 +222,33 @@ def test_recommended_preset_needs_held_out_rows(regression_csv):
         d2r.BilevelRewardLearner(outer_optimizer="lbfgs", outer_data="train").fit(X, Y, progress=False)
     # The library's checks name the dict key, not the library's field.
     for key, value in (("inner_tolerance", -1.0), ("inner_max_steps", -3), ("outer_step", 0.0), ("window", 1),
-                       ("loss_tolerance", 0.0), ("solver_tolerance", float("nan")), ("inner_lr", -0.1)):
+                       ("loss_tolerance", 0.0), ("patience", -1), ("solver_tolerance", float("nan")), ("inner_lr", -0.1)):
         with pytest.raises(d2r.ArgumentError, match=f"argument '{key}'") as e:
             d2r.BilevelRewardLearner(outer_data="train", **{key: value}).fit(X, Y, progress=False)
         assert e.value.argument == key and "options." not in str(e.value)
+
+
+def test_patience_stops_as_the_cli(regression_csv, tmp_path):
+    # patience=P (`d2r fit --patience P`): the run ends `converged` P outer steps after its best-judged
+    # one when no later step had a lower outer loss; the same steps and reason as the CLI's.
+    path, X, Y = regression_csv
+    out = tmp_path / "cli"
+    proc = subprocess.run([cli_or_skip(), "fit", str(path), "--targets", "y", "--method", "bilevel", "--outer-steps",
+                           "40", "--hidden", "8", "--seed", "5", "--val-fraction", "0", "--outer-data", "train",
+                           "--device", "cpu", "--no-standardize-targets", "--patience", "1", "--out", str(out), "-q"],
+                          capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    cli = json.loads((out / "results.json").read_text())
+    learner = d2r.BilevelRewardLearner(outer_steps=40, hidden=[8], seed=5, outer_data="train", device="cpu",
+                                       standardize_targets=False, patience=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = learner.fit(X, Y, progress=False)
+    assert result.verdict == cli["verdict"] == "converged"
+    assert result.reason == cli["reason"] and result.reason.startswith("early stop")
+    assert len(result.records) == len(cli["records"]) < 40
+    assert [r["reward_params"] for r in result.records] == [r["reward_params"] for r in cli["records"]]
+    assert cli["final"]["model"]["outer_step"] == len(cli["records"]) - 1
 
 
 def test_stationary_preset_reward_reproduces_its_model():

@@ -227,6 +227,13 @@ struct StoppingOptions {
   std::int64_t window = 5;         ///< >= 2
   double reward_tolerance = 0.03;  ///< > 0
   double loss_tolerance = 0.02;    ///< > 0
+  /// Early stop: the run has also converged when `patience` outer steps have passed since the
+  /// best-judged step (BilevelTrainer::best_step) without a lower outer loss. With a warm inner start
+  /// every further block of inner steps can over-fit the inner policy whatever φ does (issue 13:
+  /// sonar and ionosphere, whose best step was the first, spent 54–78 % of a fixed-reward sweep's
+  /// inner steps climbing away from it). 0: off (only the window test above). A checkpoint written
+  /// before this option existed reads as 0.
+  std::int64_t patience = 0;  ///< >= 0
 };
 
 /// Calls f(name, value) for every field (fields.hpp).
@@ -235,6 +242,7 @@ void for_each_field(const StoppingOptions& o, F&& f) {
   f("window", o.window);
   f("reward_tolerance", o.reward_tolerance);
   f("loss_tolerance", o.loss_tolerance);
+  f("patience", o.patience);
 }
 
 /// Where a bilevel run stands (BilevelTrainer::verdict).
@@ -299,8 +307,9 @@ struct BilevelOptions {
   /// The defaults of `d2r fit`: held-out rows (needs validation data), log-space Rprop with
   /// persistent state (Δ₀ = 0.3), a warm-started inner policy stepped on the exact-expectation
   /// gradient (InnerObjective::exact), K_in = 20 steps and more until it
-  /// is stationary (tolerance 0.1, at most 400 steps), a damped CG solve on the normal equations
-  /// to a relative residual of 0.25 (at most 50 iterations, δ = 1e-3).
+  /// is stationary (tolerance 0.05, at most 400 steps), a damped CG solve on the normal equations
+  /// to a relative residual of 0.25 (at most 50 iterations, δ = 1e-3), Rprop's flat tolerance 0.1
+  /// and an early stop 5 outer steps after the best-judged one.
   static BilevelOptions recommended() {
     BilevelOptions o;
     o.outer_data = OuterData::validation;
@@ -313,10 +322,17 @@ struct BilevelOptions {
     // noise, not the step size, sets that floor), so φ never moved; the exact gradient gets there
     // in 20–60 steps. Same stationary points (the expectation of the REINFORCE objective).
     o.inner.objective = InnerObjective::exact;
-    o.inner.stationarity_tolerance = T(0.1);
+    // Tolerance 0.05, flat tolerance 0.1 and patience 5 (issue 13, the 15 tabular runs against
+    // `sweep --learner bilevel`): the returned model within the seed noise of the sweep's best on 15
+    // of 15 runs, against 12 with 0.1, 0.5 and no patience (iris from β = 1 stopped at β = 3 while the
+    // loss still fell by 0.017 a step; from its first outer step the policy was too loose for the
+    // hypergradient's sign); patience keeps the runs whose warm policy over-fits within a third of
+    // the pg sweep's inner steps.
+    o.inner.stationarity_tolerance = T(0.05);
     o.inner.max_steps = 400;
     o.rprop.initial_step = 0.3;
-    o.rprop.flat_tolerance = 0.5;
+    o.rprop.flat_tolerance = 0.1;
+    o.stopping.patience = 5;
     o.cg = {.damping = T(1e-3), .tolerance = T(0.25), .max_iterations = 50};
     return o;
   }
@@ -331,6 +347,8 @@ struct BilevelOptions {
   static BilevelOptions stationary() {
     BilevelOptions o = recommended();
     o.inner_start = InnerStart::fixed;
+    o.rprop.flat_tolerance = 0.5;  // as measured (README): recommended() moved to 0.1 and patience 5 later
+    o.stopping.patience = 0;
     o.inner.stationarity_tolerance = T(1e-3);
     o.inner.max_steps = 4000;
     // CG on H + δI itself: at a stationary inner minimum it is positive definite, and CG needs
