@@ -72,6 +72,27 @@ std::filesystem::path temp_dir(const std::string& name) {
 
 constexpr int kSteps = 12;
 
+/// Writes the checkpoint read by `r` again as an earlier d2r wrote it: with `fingerprint`, and without the
+/// best step's sections unless `best`.
+void write_as_before(const d2r::detail::CheckpointReader& r, const std::string& fingerprint, bool best,
+                     const std::filesystem::path& path) {
+  d2r::detail::CheckpointWriter w;
+  w.add_text("fingerprint", fingerprint);
+  std::vector<const char*> doubles{"theta", "inner_first_moment", "inner_second_moment", "phi", "outer_first_moment",
+                                   "outer_second_moment", "sgd_velocity", "rprop_step", "rprop_sign", "rprop_last",
+                                   "records"};
+  if (best) doubles.insert(doubles.end(), {"best", "best_phi", "best_theta"});
+  for (const char* name : doubles) {
+    const std::vector<double> v = r.doubles(name);
+    w.add(name, std::span<const double>(v));
+  }
+  for (const char* name : {"inner_count", "counters", "minibatch"}) {
+    const std::vector<std::int64_t> v = r.integers(name);
+    w.add(name, std::span<const std::int64_t>(v));
+  }
+  w.write(path);
+}
+
 TEST(BestStep, IsTheArgminOverStationaryStepsAndKeepsThatPolicyBitForBit) {
   const BestRun run;
   d2r::Context ctx{{.backend = d2r::Backend::cpu, .seed = 2}};
@@ -169,18 +190,7 @@ TEST(BestStep, ACheckpointWithoutTheBestStepRestartsTheChoiceAtItsLastStep) {
   t->save(dir / "new.ckpt");
   const d2r::detail::CheckpointReader r(dir / "new.ckpt");
   ASSERT_TRUE(r.has("best") && r.has("best_phi") && r.has("best_theta"));
-  d2r::detail::CheckpointWriter w;
-  w.add_text("fingerprint", r.text("fingerprint"));
-  for (const char* name : {"theta", "inner_first_moment", "inner_second_moment", "phi", "outer_first_moment",
-                           "outer_second_moment", "sgd_velocity", "rprop_step", "rprop_sign", "rprop_last", "records"}) {
-    const std::vector<double> v = r.doubles(name);
-    w.add(name, std::span<const double>(v));
-  }
-  for (const char* name : {"inner_count", "counters", "minibatch"}) {
-    const std::vector<std::int64_t> v = r.integers(name);
-    w.add(name, std::span<const std::int64_t>(v));
-  }
-  w.write(dir / "old.ckpt");
+  write_as_before(r, r.text("fingerprint"), false, dir / "old.ckpt");
 
   d2r::Context ctx2{{.backend = d2r::Backend::cpu, .seed = 2}};
   auto old = run.make(ctx2);
@@ -278,19 +288,7 @@ TEST(Patience, IsCheckedAndACheckpointWithoutItResumesAsOff) {
   const std::size_t at = fp.find(line);
   ASSERT_NE(at, std::string::npos) << fp;
   fp.erase(at, line.size());
-  d2r::detail::CheckpointWriter w;
-  w.add_text("fingerprint", fp);
-  for (const char* name : {"theta", "inner_first_moment", "inner_second_moment", "phi", "outer_first_moment",
-                           "outer_second_moment", "sgd_velocity", "rprop_step", "rprop_sign", "rprop_last", "records",
-                           "best", "best_phi", "best_theta"}) {
-    const std::vector<double> v = r.doubles(name);
-    w.add(name, std::span<const double>(v));
-  }
-  for (const char* name : {"inner_count", "counters", "minibatch"}) {
-    const std::vector<std::int64_t> v = r.integers(name);
-    w.add(name, std::span<const std::int64_t>(v));
-  }
-  w.write(dir / "old.ckpt");
+  write_as_before(r, fp, true, dir / "old.ckpt");
   d2r::Context ctx2{{.backend = d2r::Backend::cpu, .seed = 2}};
   auto same = run.make(ctx2);
   same->load(dir / "old.ckpt");  // patience 0: what that d2r ran
