@@ -51,8 +51,10 @@ set(fig3 "${WORK_DIR}/fig3.csv")
 file(WRITE "${fig3}" "${csv}")
 
 # Checks the sweep's comparison: every bilevel entry within the noise of the best, converged, and in at most a
-# third of the sweep's inner steps.
+# third of the sweep's inner steps; with RETURNED also the model the fit returned (its own validation outer loss,
+# issue 13's test) within the noise of the sweep's best.
 function(check_sweep dir what)
+  cmake_parse_arguments(PARSE_ARGV 2 C "RETURNED" "" "")
   file(READ "${dir}/results.json" json)
   string(JSON best GET "${json}" best validation_loss)
   string(JSON noise GET "${json}" seed_noise)
@@ -75,6 +77,14 @@ function(check_sweep dir what)
     if(NOT within)
       message(FATAL_ERROR "${what}: bilevel run ${i} (reward ${value}): the learner there gives ${mean}, not within ${tol} of the sweep's best ${best_i}")
     endif()
+    if(C_RETURNED)
+      string(JSON returned GET "${json}" bilevel ${i} outer_loss_of_bilevel_run)
+      string(JSON returned_within GET "${json}" bilevel ${i} returned_model_within_noise_of_best)
+      message(STATUS "${what}: bilevel ${i}: the model the fit returned: validation loss ${returned}")
+      if(NOT returned_within)
+        message(FATAL_ERROR "${what}: bilevel run ${i}: the model the fit returned has the validation loss ${returned}, not within ${tol} of the sweep's best ${best_i}")
+      endif()
+    endif()
     if(NOT status STREQUAL "converged")
       message(FATAL_ERROR "${what}: bilevel run ${i} is ${status}")
     endif()
@@ -88,7 +98,7 @@ endfunction()
 # `d2r fit --method bilevel` on DATA from each of STARTS (START names the option: --u or --beta): exit 0 and
 # `verdict: converged`; then `d2r sweep` on DATA with SWEEP and the runs, checked by check_sweep.
 function(bilevel_vs_sweep name)
-  cmake_parse_arguments(PARSE_ARGV 1 A "" "START" "DATA;STARTS;SWEEP;FIT")
+  cmake_parse_arguments(PARSE_ARGV 1 A "RETURNED" "START" "DATA;STARTS;SWEEP;FIT")
   set(dirs "")
   foreach(v IN LISTS A_STARTS)
     run_d2r(out code fit ${A_DATA} --method bilevel ${A_START} ${v} ${A_FIT} --out "${WORK_DIR}/${name}_${v}")
@@ -102,13 +112,17 @@ function(bilevel_vs_sweep name)
   if(NOT code EQUAL 0 OR NOT EXISTS "${WORK_DIR}/${name}_sweep/sweep.csv")
     message(FATAL_ERROR "${name} sweep: exit ${code} or no sweep.csv:\n${out}")
   endif()
-  check_sweep("${WORK_DIR}/${name}_sweep" "${name}")
+  if(A_RETURNED)
+    check_sweep("${WORK_DIR}/${name}_sweep" "${name}" RETURNED)
+  else()
+    check_sweep("${WORK_DIR}/${name}_sweep" "${name}")
+  endif()
 endfunction()
 
 set(reg ${fig3} --targets y0,y1 --device cpu -q --seed 1)
 # u on the standardised targets (u* ≈ 3 there). The sweep trains PG with the bilevel run's inner gradient (the
 # recommended preset's exact one): the rewards are compared on the same learner.
-bilevel_vs_sweep(fig3 DATA ${reg} START --u STARTS 0.5 5
+bilevel_vs_sweep(fig3 RETURNED DATA ${reg} START --u STARTS 0.5 5
                  SWEEP --grid-min 0.1 --grid-max 100 --points 7 --seeds 2 --steps 400 --inner-objective exact)
 foreach(u0 0.5 5)
   file(READ "${WORK_DIR}/fig3_${u0}/results.json" json)
@@ -130,7 +144,7 @@ list(JOIN hc_targets "," hc_targets)
 # 4 seeds: the seed sd grows with u here (0.003 at u = 1, 0.06–0.08 at u = 8–10); 2 seeds put
 # the median noise at 0.006 and rejected PG at u = 8.0 (1.008 against 0.959), which 4 seeds
 # place within it (1.005 against 1.009).
-bilevel_vs_sweep(hc DATA "${WORK_DIR}/hc600.csv" --targets ${hc_targets} --standardize --device cpu -q
+bilevel_vs_sweep(hc RETURNED DATA "${WORK_DIR}/hc600.csv" --targets ${hc_targets} --standardize --device cpu -q
                  START --u STARTS 0.025 0.25
                  SWEEP --grid-min 0.1 --grid-max 30 --points 6 --seeds 4 --inner-objective exact)
 
@@ -146,12 +160,37 @@ foreach(set_points iris:9 vehicle:6 sonar:9)
   list(GET set_points 0 set)
   list(GET set_points 1 points)
   set(fit_options "")
+  set(returned RETURNED)
   if(set STREQUAL "sonar")
     set(fit_options --final-model last)
+    set(returned "")
   endif()
-  bilevel_vs_sweep(${set} DATA "${DATA_DIR}/tabular/${set}.csv" --task classification --label label --device cpu -q
+  bilevel_vs_sweep(${set} ${returned} DATA "${DATA_DIR}/tabular/${set}.csv" --task classification --label label --device cpu -q
                    START --beta STARTS 1 10
                    SWEEP --grid-min 0.3 --grid-max 100 --points ${points} --seeds 2 FIT ${fit_options})
+endforeach()
+# The same runs against the sweep of their own learner (--learner bilevel: a fresh policy trained for as many
+# full-batch exact-gradient steps as the returned one): the model each fit returned lies within that sweep's noise
+# of its best (issue 13's test, on the learner the reward was learned for).
+foreach(set iris vehicle)
+  run_d2r(out code sweep "${DATA_DIR}/tabular/${set}.csv" --task classification --label label --device cpu -q
+          --learner bilevel --grid-min 0.3 --grid-max 100 --points 9 --seeds 2
+          --bilevel "${WORK_DIR}/${set}_1,${WORK_DIR}/${set}_10" --out "${WORK_DIR}/${set}_own_learner")
+  if(NOT code EQUAL 0)
+    message(FATAL_ERROR "${set}: sweep --learner bilevel: exit ${code}:\n${out}")
+  endif()
+  file(READ "${WORK_DIR}/${set}_own_learner/results.json" json)
+  foreach(i 0 1)
+    string(JSON returned GET "${json}" bilevel ${i} outer_loss_of_bilevel_run)
+    string(JSON returned_within GET "${json}" bilevel ${i} returned_model_within_noise_of_best)
+    string(JSON best_i GET "${json}" bilevel ${i} best_validation_loss)
+    string(JSON tol GET "${json}" bilevel ${i} tolerance)
+    message(STATUS "${set} (own learner): bilevel ${i}: returned model ${returned} vs best ${best_i} (tolerance ${tol})")
+    if(NOT returned_within)
+      message(FATAL_ERROR "${set}: bilevel run ${i}: the model the fit returned (${returned}) is not within ${tol} of "
+                          "its own learner's best ${best_i}")
+    endif()
+  endforeach()
 endforeach()
 run_d2r(out code fit "${DATA_DIR}/tabular/sonar.csv" --task classification --label label --device cpu -q
         --method bilevel --beta 10 --out "${WORK_DIR}/sonar_best_10")

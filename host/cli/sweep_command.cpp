@@ -505,6 +505,9 @@ int run_sweep(const SweepOptions& s) {
     const nlohmann::json& res = bilevel_results[i];
     const std::int64_t bsteps = res["final"].value("inner_steps", std::int64_t{0});
     const bool within = r.within_noise_of_best(lp);
+    // The model the fit returned: its own validation outer loss against the same best and tolerance.
+    const double returned_loss = res["final"].value("model", nlohmann::json::object()).value("outer_loss", res["final"].value("outer_loss", kNaN));
+    const bool returned_within = r.within_noise_of_best(returned_loss);
     const double share = static_cast<double>(bsteps) / static_cast<double>(r.inner_steps());
     fmt::print("bilevel ({}): learned {} = {:.4g}, the learner there ({} steps): validation loss {:.4f} (sd {:.4f}); "
                "{} inner steps ({:.0f} % of its grid's), verdict {}: {} the grid's best {:.4f} (at {:.4g}) + "
@@ -512,10 +515,12 @@ int run_sweep(const SweepOptions& s) {
                s.bilevel[i], name, lp.value, steps_text(r, {lp}), lp.mean, lp.sd, bsteps, 100.0 * share,
                (res["verdict"].is_string() ? res["verdict"].get<std::string>() : std::string("?")),
                within ? "within" : "NOT within", b.mean, b.value, r.tolerance);
+    fmt::print("bilevel ({}): the model the fit returned: validation loss {:.4f}, {} the grid's best + tolerance\n",
+               s.bilevel[i], returned_loss, returned_within ? "within" : "NOT within");
     bj.push_back({{"path", s.bilevel[i]},
                   {"value", lp.value},
-                  {"outer_loss_of_bilevel_run",
-                   res["final"].value("model", nlohmann::json::object()).value("outer_loss", res["final"].value("outer_loss", kNaN))},
+                  {"outer_loss_of_bilevel_run", returned_loss},
+                  {"returned_model_within_noise_of_best", returned_within},
                   {"validation_loss", lp.validation_loss},
                   {"mean", lp.mean},
                   {"steps_per_run", r.steps_per_run},

@@ -109,8 +109,8 @@ std::int64_t SweepResult::inner_steps() const noexcept {
   return n;
 }
 
-bool SweepResult::within_noise_of_best(const SweepPoint& p) const noexcept {
-  return !grid.empty() && std::isfinite(p.mean) && p.mean <= grid[best].mean + tolerance;
+bool SweepResult::within_noise_of_best(double loss) const noexcept {
+  return !grid.empty() && std::isfinite(loss) && loss <= grid[best].mean + tolerance;
 }
 
 namespace {

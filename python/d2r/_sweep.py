@@ -24,8 +24,8 @@ class SweepWarning(UserWarning):
 class SweepJudgement:
     """A learned reward run with a sweep's learner and seeds: ``point`` (its losses, mean and sd), whether
     its mean is ``within`` the ``tolerance`` of the group's best grid value, the bilevel run's own
-    ``outer_loss`` (its returned model's), its ``inner_steps`` (up to the returned policy) and their
-    ``share`` of the group's inner steps."""
+    ``outer_loss`` (its returned model's) and whether that is within too (``returned_within``), its
+    ``inner_steps`` (up to the returned policy) and their ``share`` of the group's inner steps."""
 
     learner: Any
     value: float
@@ -35,6 +35,7 @@ class SweepJudgement:
     best_loss: float
     tolerance: float
     outer_loss: float
+    returned_within: bool
     inner_steps: int
     share: float
 
@@ -358,6 +359,7 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
     for g, b in enumerate(budgets):
         mine = [k for k in range(len(judge)) if budget_of[k] == g]
         judged_values = [_learned_reward(judge[k], classes)[0] for k in mine]
+        judged_losses = [judge[k].history_[_returned_step(judge[k]) - 1]["outer_loss"] for k in mine]
         opts = dict(options)
         if isinstance(b, tuple):
             _, tol, cap, k_in = b
@@ -366,7 +368,8 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
         try:
             r = _core.sweep(x64, y64, l32, classes, vx64, vy64, vl32, values=grid, judged=judged_values, seeds=seeds,
                             seed=seed, budget=budget, stationary=isinstance(b, tuple), double_precision=double,
-                            device=device, target_scale=scaling.scale, options=opts, on_run=show if progress else None)
+                            device=device, target_scale=scaling.scale, options=opts, on_run=show if progress else None,
+                            judged_losses=judged_losses)
         except _core.ArgumentError as e:
             raise _sweep_error(e, learner) from None
         best = r["grid"][r["best"]]
@@ -379,7 +382,8 @@ def sweep(X: Any, Y: Any = None, *, labels: Any = None, classes: int = 0, val_X:
                 learner=j, value=point["value"], point=point,
                 within=point["within_noise_of_best"],
                 best_value=best["value"], best_loss=best["mean"], tolerance=r["tolerance"],
-                outer_loss=j.history_[step - 1]["outer_loss"], inner_steps=n,
+                outer_loss=j.history_[step - 1]["outer_loss"],
+                returned_within=point["returned_model_within_noise_of_best"], inner_steps=n,
                 share=n / r["inner_steps"] if r["inner_steps"] else math.nan))
         groups.append(SweepGroup(budget=("stationary" if isinstance(b, tuple) else budget), grid=r["grid"],
                                  best=r["best"], noise=r["noise"], tolerance=r["tolerance"], seeds=r["seeds"],

@@ -73,12 +73,13 @@ void stationary_options(Options& o, Config& c) {
   c.bilevel.inner.steps = o.get<std::int64_t>("inner_steps", c.bilevel.inner.steps);
 }
 
-nb::dict result_dict(const d2r::runs::SweepResult& r) {
+nb::dict result_dict(const d2r::runs::SweepResult& r, const std::vector<double>& judged_losses) {
   nb::list grid, judged;
   for (const auto& p : r.grid) grid.append(point_dict(p));
-  for (const auto& p : r.judged) {
-    nb::dict d = point_dict(p);
-    d["within_noise_of_best"] = r.within_noise_of_best(p);  // the one comparison (SweepResult)
+  for (std::size_t k = 0; k < r.judged.size(); ++k) {
+    nb::dict d = point_dict(r.judged[k]);
+    d["within_noise_of_best"] = r.within_noise_of_best(r.judged[k]);  // the one comparison (SweepResult)
+    if (k < judged_losses.size()) d["returned_model_within_noise_of_best"] = r.within_noise_of_best(judged_losses[k]);
     judged.append(d);
   }
   nb::dict d;
@@ -113,7 +114,8 @@ void bind_sweep(nb::module_& m) {
       [](const HostMatrix& x, nb::object y, nb::object labels, std::int64_t classes, const HostMatrix& val_x,
          nb::object val_y, nb::object val_labels, const std::vector<double>& values, const std::vector<double>& judged,
          std::int64_t seeds, std::uint64_t seed, std::int64_t budget, bool stationary, bool double_precision,
-         const std::string& device, double target_scale, nb::dict options, nb::object on_run) {
+         const std::string& device, double target_scale, nb::dict options, nb::object on_run,
+         const std::vector<double>& judged_losses) {
         constexpr std::string_view fn = "sweep";
         Options o(fn, options);
         d2r::runs::SweepSettings s{.values = values, .judged = judged, .seeds = seeds, .seed = seed,
@@ -161,14 +163,16 @@ void bind_sweep(nb::module_& m) {
           nb::gil_scoped_release rel;
           r = d2r::runs::sweep(c, train, val, s, {}, "d2r.sweep", progress);
         }
-        return result_dict(r);
+        return result_dict(r, judged_losses);
       },
       nb::arg("x"), nb::arg("y").none(), nb::arg("labels").none(), nb::arg("classes"), nb::arg("val_x"),
       nb::arg("val_y").none(), nb::arg("val_labels").none(), nb::kw_only(), nb::arg("values"), nb::arg("judged"),
       nb::arg("seeds"), nb::arg("seed"), nb::arg("budget"), nb::arg("stationary"), nb::arg("double_precision"),
       nb::arg("device"), nb::arg("target_scale"), nb::arg("options"), nb::arg("on_run").none() = nb::none(),
+      nb::arg("judged_losses") = std::vector<double>{},
       "d2r::runs::sweep on host float64 arrays (d2r.sweep is the front end): a dict of the grid's and the judged "
-      "rewards' points, the best grid index, the seed noise and the tolerance.");
+      "rewards' points, the best grid index, the seed noise and the tolerance; with `judged_losses` (the judged "
+      "runs' own validation losses) whether each is within that tolerance of the best too.");
 }
 
 }  // namespace d2rpy

@@ -88,6 +88,7 @@ def test_sweep_judges_learned_rewards_with_their_own_learner():
     assert r.groups[1].steps_per_run == j_rec.inner_steps == r.groups[1].budget
     for j, g in ((j_st, r.groups[0]), (j_rec, r.groups[1])):
         assert j.within == (j.point["mean"] <= g.best_loss + g.tolerance)  # SweepResult::within_noise_of_best
+        assert j.returned_within == (j.outer_loss <= g.best_loss + g.tolerance)  # the fit's returned model
         assert j.share == j.inner_steps / g.inner_steps and g.tolerance > 0
     # The pg protocol: one grid, the learned rewards run with it.
     pg = d2r.sweep(X[:50], values=[0.5, 2], seeds=2, judge=[rec], epochs=2, batch_size=16, progress=False, **data)

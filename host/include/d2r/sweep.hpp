@@ -84,7 +84,10 @@ struct SweepResult {
   [[nodiscard]] std::int64_t inner_steps() const noexcept;
   [[nodiscard]] std::int64_t row_gradients() const noexcept { return inner_steps() * rows_per_step; }
   /// Whether a point's mean validation loss is finite and at most the best's plus the tolerance.
-  [[nodiscard]] bool within_noise_of_best(const SweepPoint& p) const noexcept;
+  [[nodiscard]] bool within_noise_of_best(const SweepPoint& p) const noexcept { return within_noise_of_best(p.mean); }
+  /// The same test of one validation loss: a judged bilevel run's own (its returned model's outer
+  /// loss; issue 13: "the bilevel run's validation outer loss within the seed noise of the sweep's best").
+  [[nodiscard]] bool within_noise_of_best(double loss) const noexcept;
 };
 
 /// Appends a sweep's runs to `table` as rows, one per run: the grid's points, then the judged
