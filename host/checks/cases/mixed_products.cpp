@@ -15,6 +15,9 @@ const char* head_name(Head h) {
   return h == Head::diag ? "diag" : h == Head::diag_shared ? "diag shared" : h == Head::chol ? "cholesky" : "categorical";
 }
 
+// That test's problem size (MixedProblem).
+constexpr std::int64_t kB = 19, kN = 5, kC = 7, kG = 8;
+
 Vec mixed_params(Rng& r, RewardForm form, std::int64_t d) {
   Vec p(static_cast<std::size_t>(reward_param_count(form, d)));
   for (double& v : p) v = form == RewardForm::full ? r.uniform(-0.4, 0.4) : r.uniform(0.3, 1.5);
@@ -26,7 +29,7 @@ Vec mixed_params(Rng& r, RewardForm form, std::int64_t d) {
 /// The problem of one reward form, in T on a context (strided, guarded).
 template <class T>
 struct MixedProblem {
-  static constexpr std::int64_t B = 19, n = 5, C = 7, G = 8;
+  static constexpr std::int64_t B = kB, n = kN, C = kC, G = kG;
   std::int64_t sr, P;
   RewardForm form;
   Out<T> mean, log_std, tril, logits, targets, reward, reward_c, t_mean, t_log_std, t_tril, t_logits;
@@ -52,6 +55,17 @@ struct MixedProblem {
   MahalanobisReward<T> rc() const { return {form, reward_c.vector()}; }
   std::int64_t params(Head h) const { return h == Head::cat ? reward_c.size() : reward.size(); }
 };
+
+// The work models of MixedProblem's calls (host/checks/work.hpp): S = 1 for the shared head.
+Work exact_mixed_work(Head h, RewardForm form) {
+  if (h == Head::cat) return exact_mixed_product_categorical_work(form, kB, kC);
+  if (h == Head::chol) return exact_mixed_product_cholesky_work(form, kB, kN, kB);
+  return exact_mixed_product_diag_work(form, kB, kN, h == Head::diag_shared ? 1 : kB);
+}
+Work mixed_work(Head h, RewardForm form) {
+  if (h == Head::cat) return mixed_product_categorical_work(form, kB, kC);
+  return mixed_product_gaussian_work(h == Head::chol, form, kB, kN, kG, h == Head::diag_shared ? 1 : kB);
+}
 
 }  // namespace
 
@@ -80,12 +94,14 @@ void add_mixed_product_checks(Table& t, Level /*level*/) {
                 const MixedProblem<T> p(ctx, r, form, h == Head::diag_shared);
                 const PgOptions<T> o{.entropy_weight = f32<T>(0.3), .per_dimension_mean = per_dim, .normaliser_rows = 40};
                 Out<T> g(ctx, p.params(h), "grad_params");
-                if (h == Head::cat) exact_mixed_product(ctx, p.cat(), p.labels.vector(), p.rc(), o, p.cat_t(), g.vector());
-                if (h == Head::chol) exact_mixed_product(ctx, p.chol(), p.targets.matrix(p.B, p.n), p.r(), o, p.chol_t(), g.vector());
-                if (h == Head::diag || h == Head::diag_shared)
-                  exact_mixed_product(ctx, p.diag(), p.targets.matrix(p.B, p.n), p.r(), o, p.diag_t(), g.vector());
+                timed(ctx, [&] {
+                  if (h == Head::cat) exact_mixed_product(ctx, p.cat(), p.labels.vector(), p.rc(), o, p.cat_t(), g.vector());
+                  if (h == Head::chol) exact_mixed_product(ctx, p.chol(), p.targets.matrix(p.B, p.n), p.r(), o, p.chol_t(), g.vector());
+                  if (h == Head::diag || h == Head::diag_shared)
+                    exact_mixed_product(ctx, p.diag(), p.targets.matrix(p.B, p.n), p.r(), o, p.diag_t(), g.vector());
+                });
                 return {{"grad_params", get(g)}};
-              });
+              }).work_model = stated(exact_mixed_work(h, form));
       }
       for (const Transform kind : kTransforms) {
         // Not in the cpu self-check: one-hot scalar rewards are equal within a group, so standardize
@@ -103,13 +119,15 @@ void add_mixed_product_checks(Table& t, Level /*level*/) {
                                        .log_prob_clip = f32<T>(clip), .per_dimension_mean = clip > 0};
                   const DrawKey key{.step = 9, .first_row = 3};
                   Out<T> g(ctx, p.params(h), "grad_params");
-                  if (h == Head::cat) mixed_product(ctx, p.cat(), p.labels.vector(), p.rc(), p.G, o, key, p.cat_t(), g.vector());
-                  if (h == Head::chol)
-                    mixed_product(ctx, p.chol(), p.targets.matrix(p.B, p.n), p.r(), p.G, o, key, p.chol_t(), g.vector());
-                  if (h == Head::diag || h == Head::diag_shared)
-                    mixed_product(ctx, p.diag(), p.targets.matrix(p.B, p.n), p.r(), p.G, o, key, p.diag_t(), g.vector());
+                  timed(ctx, [&] {
+                    if (h == Head::cat) mixed_product(ctx, p.cat(), p.labels.vector(), p.rc(), p.G, o, key, p.cat_t(), g.vector());
+                    if (h == Head::chol)
+                      mixed_product(ctx, p.chol(), p.targets.matrix(p.B, p.n), p.r(), p.G, o, key, p.chol_t(), g.vector());
+                    if (h == Head::diag || h == Head::diag_shared)
+                      mixed_product(ctx, p.diag(), p.targets.matrix(p.B, p.n), p.r(), p.G, o, key, p.diag_t(), g.vector());
+                  });
                   return {{"grad_params", get(g)}};
-                });
+                }).work_model = stated(mixed_work(h, form));
         }
       }
     }
