@@ -352,6 +352,36 @@ TEST(CaseWork, MlpForwardEqualsTheGemmClosedForm) {
   EXPECT_GE(compared, 2);
 }
 
+// mlp.all_passes: forward, backward with d_x, forward_tangent and backward_tangent, counted from the
+// widths in the case's name: GEMMs 2·B·(5·S + 5·S1) (S over all layers, S1 over those after the
+// first), bytes 4·(5·B·in + 8·P + 6·cache + 5·B·out).
+TEST(CaseWork, MlpAllPassesEqualsTheFourPassesClosedForm) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
+    if (c.primitive != "mlp.all_passes" || c.variant.find("layernorm") != std::string::npos) continue;
+    std::vector<double> widths;
+    std::istringstream in(c.variant.substr(0, c.variant.find_first_of(" ,")));
+    for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+    ASSERT_GE(widths.size(), 2u) << c.key();
+    const double B = size_values(c.size)["B"];
+    double S = 0, S1 = 0, params = 0;
+    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
+      S += widths[l] * widths[l + 1];
+      if (l > 0) S1 += widths[l] * widths[l + 1];
+      params += widths[l] * widths[l + 1] + widths[l + 1];
+    }
+    d2r::MlpSpec spec{.inputs = static_cast<std::int64_t>(widths.front()), .outputs = static_cast<std::int64_t>(widths.back())};
+    for (std::size_t l = 1; l + 1 < widths.size(); ++l) spec.hidden.push_back(static_cast<std::int64_t>(widths[l]));
+    if (c.variant.find("tanh") != std::string::npos) spec.activation = d2r::Activation::tanh;
+    const double cache = static_cast<double>(d2r::Mlp(spec).cache_elements(static_cast<std::int64_t>(B)));
+    ASSERT_TRUE(c.work().stated()) << c.key();
+    EXPECT_EQ(c.work().bytes, 4 * (5 * B * widths.front() + 8 * params + 6 * cache + 5 * B * widths.back())) << c.key();
+    EXPECT_EQ(c.work().flops, 2 * B * (5 * S + 5 * S1)) << c.key();
+    ++compared;
+  }
+  EXPECT_GE(compared, 2);
+}
+
 // curvature.hvp: 5 forward passes' GEMMs (2·B·in·out a layer), x and the targets read once
 // (n a row for the Gaussian heads, one label for the categorical head).
 TEST(CaseWork, CurvatureHvpEqualsFiveForwardPasses) {

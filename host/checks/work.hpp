@@ -289,7 +289,9 @@ inline Work clamp_values_work(std::int64_t n, double bytes_per = 4) { return {by
 ///   backward_tangent: x, p, v, cache, tangent cache, d_out, d_out tangent read; d_params tangent
 ///                     written; Rδᵀa S, δᵀRa, δW, δV, RδW 4·S1.
 ///   forward_backward: forward then backward without d_x.
-enum class MlpPass { forward, backward, backward_with_input, forward_tangent, backward_tangent, forward_backward };
+///   all_passes:       forward, backward with d_x, forward_tangent and backward_tangent in turn (the
+///                     registry's mlp.all_passes), each counted as above.
+enum class MlpPass { forward, backward, backward_with_input, forward_tangent, backward_tangent, forward_backward, all_passes };
 inline Work mlp_work(const Mlp& net, std::int64_t B, MlpPass pass, double bytes_per = 4) {
   double s = 0, s1 = 0;
   for (std::int64_t l = 0; l < net.layer_count(); ++l) {
@@ -309,6 +311,15 @@ inline Work mlp_work(const Mlp& net, std::int64_t B, MlpPass pass, double bytes_
     case MlpPass::forward_backward: {
       const Work f = mlp_work(net, B, MlpPass::forward, bytes_per), b = mlp_work(net, B, MlpPass::backward, bytes_per);
       return {f.bytes + b.bytes, f.flops + b.flops};
+    }
+    case MlpPass::all_passes: {
+      Work w;
+      for (const MlpPass q : {MlpPass::forward, MlpPass::backward_with_input, MlpPass::forward_tangent, MlpPass::backward_tangent}) {
+        const Work one = mlp_work(net, B, q, bytes_per);
+        w.bytes += one.bytes;
+        w.flops += one.flops;
+      }
+      return w;
     }
   }
   return {};
