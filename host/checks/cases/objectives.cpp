@@ -189,9 +189,11 @@ Outputs diag_objective_side(Context& ctx, const DiagObjectiveCase& c, const Diag
   const MahalanobisReward<T> reward{c.form, {u.data(), P}};
   const ObjectiveRows<T> rows{{loss.data(), B}, {rew.data(), B}};
   const DiagGaussianGrad<T> grad{gm.matrix(B, n), gs.matrix(S, n)};
-  if (what == DiagObjective::surrogate) pg_surrogate(ctx, head, y.matrix(B, n), reward, c.G, o, key, rows, grad);
-  if (what == DiagObjective::pathwise) pg_pathwise(ctx, head, y.matrix(B, n), reward, c.G, o, key, rows, grad);
-  if (what == DiagObjective::exact) exact_objective(ctx, head, y.matrix(B, n), reward, o, rows, grad);
+  timed(ctx, [&] {  // the call d2r bench times (a plain call elsewhere)
+    if (what == DiagObjective::surrogate) pg_surrogate(ctx, head, y.matrix(B, n), reward, c.G, o, key, rows, grad);
+    if (what == DiagObjective::pathwise) pg_pathwise(ctx, head, y.matrix(B, n), reward, c.G, o, key, rows, grad);
+    if (what == DiagObjective::exact) exact_objective(ctx, head, y.matrix(B, n), reward, o, rows, grad);
+  });
   return {{"row_loss", get(loss)}, {"row_reward", get(rew)}, {"grad_mean", get(gm)}, {"grad_log_std", get(gs)}};
 }
 
@@ -312,7 +314,7 @@ void add_diag_objective_gpu_checks(Table& t) {
               const PgOptions<T> o{.entropy_weight = f32<T>(0.2),
                                    .transform = {.kind = c.transform, .rbf_gamma = f32<T>(0.3), .standardize_epsilon = f32<T>(1e-6)}};
               return diag_objective_side<T>(ctx, c, in, what, o, {.step = 2});
-            });
+            }).work_model = pathwise ? WorkModel{} : stated(exact_objective_diag_work(c.form, c.B, c.n, c.shared ? 1 : c.B));
     }
   }
   // Standardize over a group whose rewards are all equal: U = 0 (accepted with value checks off)
