@@ -408,6 +408,30 @@ TEST(CaseWork, CurvatureHvpEqualsFiveForwardPasses) {
   EXPECT_GE(compared, 3);
 }
 
+// The Cholesky head's exact_objective, its FLOPs counted with the kernel's loops (Uδ and δᵀUδ, (UL)_ij
+// for every lower-triangle entry over m >= j, the trace), its bytes from the sizes.
+TEST(CaseWork, CholeskyExactObjectiveCountedByLoops) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
+    if (c.primitive != "exact_objective" || c.variant.rfind("cholesky,", 0) != 0 || !c.build) continue;
+    std::map<std::string, double> v = size_values(c.size);
+    const double B = v["B"];
+    const auto n = static_cast<std::int64_t>(v["n"]);
+    const double P = static_cast<double>(n * (n + 1) / 2);
+    const bool full = c.variant.find("full") != std::string::npos, diagonal = c.variant.find("diagonal") != std::string::npos;
+    const double params = full ? P : diagonal ? static_cast<double>(n) : 1;
+    double row_flops = 2.0 * static_cast<double>(n * n) + 2.0 * static_cast<double>(n);  // Uδ, δᵀUδ
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j <= i; ++j) row_flops += 2.0 * static_cast<double>(n - j) + 2.0;  // (UL)_ij, trace
+    const double head = B * static_cast<double>(n) + B * P;
+    ASSERT_TRUE(c.work().stated()) << c.key();
+    EXPECT_EQ(c.work().flops, B * row_flops) << c.key();
+    EXPECT_EQ(c.work().bytes, 4 * (2 * head + B * static_cast<double>(n) + params + 2 * B)) << c.key();
+    ++compared;
+  }
+  EXPECT_GE(compared, 6);
+}
+
 // The exact curvature's head primitives and the REINFORCE mixed product, counted by hand from
 // their size (bytes: every input read once, every output written once; FLOPs: the full form's
 // products with R only), against the registry's formulas.

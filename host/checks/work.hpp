@@ -172,6 +172,19 @@ inline Work exact_objective_diag_work(RewardForm form, std::int64_t B, std::int6
   const double P = d(n * (n + 1) / 2);
   return {bytes_per * (head + d(B * n) + d(params) + 2.0 * d(B) + head), full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
 }
+/// Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2, targets B×n): the head, the targets and the
+/// parameters read; row loss and row reward (B each) and both gradients (the head's sizes) written.
+/// Per row, as the kernel computes it (U dense, built once per block: not counted): Uδ and δᵀUδ
+/// (2n² + 2n), (UL)_ij on the lower triangle (T = 2 Σ_j (n − j)² = n(n+1)(2n+1)/3) and the trace
+/// Σ L_ij (UL)_ij (2P), any form.
+inline Work exact_objective_cholesky_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t S,
+                                          double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * P;
+  const double tri = d(n * (n + 1) * (2 * n + 1)) / 3.0;
+  return {bytes_per * (head + d(B * n) + d(reward_param_count(form, n)) + 2.0 * d(B) + head),
+          d(B) * (2.0 * d(n * n) + 2.0 * d(n) + tri + 2.0 * P)};
+}
 /// Categorical (logits B×C, labels int32): logits, labels and parameters read; row loss, row reward
 /// and the B×C gradient written. The full form's U_jy for every class j of a row is 2P FLOPs a row
 /// (row y of U = R Rᵀ), plus the diagonal of U once (2P); scalar and diagonal forms are O(C) a row

@@ -89,7 +89,9 @@ void add_objective_checks(Table& t, Level level) {
                                  {Transform::leave_one_out, RewardForm::full, true, true}},
                                 {{Transform::none, RewardForm::scalar}},
                                 [](Shape s, std::int64_t S) { return pg_surrogate_cholesky_work(s.B, s.n, s.G, S, 2); },
-                                [](Shape, RewardForm) { return WorkModel{}; });  // no Cholesky exact formula yet
+                                [](Shape s, RewardForm form) {
+                                  return stated(exact_objective_cholesky_work(form, s.B, s.n, s.B));
+                                });
   for (const Shape s : cat_objective_shapes(level, t.self_check)) {
     for (const Transform kind : {Transform::none, Transform::standardize}) {
       if (s.G < 2 && kind != Transform::none) continue;
