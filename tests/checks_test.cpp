@@ -325,15 +325,28 @@ TEST(CaseWork, EqualsClosedFormsOfTheCaseSizes) {
   }
 }
 
+/// The layer widths at the start of an MLP case's variant ("23-64-64-34 relu, strided").
+std::vector<double> mlp_widths(const std::string& variant) {
+  std::vector<double> widths;
+  std::istringstream in(variant.substr(0, variant.find_first_of(" ,")));
+  for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+  return widths;
+}
+
+/// The cache elements of the MLP of those widths on B rows (Mlp::cache_elements).
+double mlp_cache(const std::vector<double>& widths, double B) {
+  d2r::MlpSpec spec{.inputs = static_cast<std::int64_t>(widths.front()), .outputs = static_cast<std::int64_t>(widths.back())};
+  for (std::size_t l = 1; l + 1 < widths.size(); ++l) spec.hidden.push_back(static_cast<std::int64_t>(widths[l]));
+  return static_cast<double>(d2r::Mlp(spec).cache_elements(static_cast<std::int64_t>(B)));
+}
+
 // mlp.forward: x and the parameters read, the cache and the outputs written; 2·B·in·out FLOPs a
 // layer, the widths read from the case's variant ("23-64-64-34 relu").
 TEST(CaseWork, MlpForwardEqualsTheGemmClosedForm) {
   int compared = 0;
   for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
     if (c.primitive != "mlp.forward" || c.variant.find("layernorm") != std::string::npos) continue;
-    std::vector<double> widths;
-    std::istringstream in(c.variant.substr(0, c.variant.find(' ')));
-    for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+    const std::vector<double> widths = mlp_widths(c.variant);
     ASSERT_GE(widths.size(), 2u) << c.key();
     const double B = size_values(c.size)["B"];
     double gemm = 0, params = 0;
@@ -341,9 +354,7 @@ TEST(CaseWork, MlpForwardEqualsTheGemmClosedForm) {
       gemm += widths[l] * widths[l + 1];
       params += widths[l] * widths[l + 1] + widths[l + 1];
     }
-    d2r::MlpSpec spec{.inputs = static_cast<std::int64_t>(widths.front()), .outputs = static_cast<std::int64_t>(widths.back())};
-    for (std::size_t l = 1; l + 1 < widths.size(); ++l) spec.hidden.push_back(static_cast<std::int64_t>(widths[l]));
-    const double cache = static_cast<double>(d2r::Mlp(spec).cache_elements(static_cast<std::int64_t>(B)));
+    const double cache = mlp_cache(widths, B);
     ASSERT_TRUE(c.work().stated()) << c.key();
     EXPECT_EQ(c.work().bytes, 4 * (B * widths.front() + params + cache + B * widths.back())) << c.key();
     EXPECT_EQ(c.work().flops, 2 * B * gemm) << c.key();
@@ -359,9 +370,7 @@ TEST(CaseWork, MlpAllPassesEqualsTheFourPassesClosedForm) {
   int compared = 0;
   for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
     if (c.primitive != "mlp.all_passes" || c.variant.find("layernorm") != std::string::npos) continue;
-    std::vector<double> widths;
-    std::istringstream in(c.variant.substr(0, c.variant.find_first_of(" ,")));
-    for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+    const std::vector<double> widths = mlp_widths(c.variant);
     ASSERT_GE(widths.size(), 2u) << c.key();
     const double B = size_values(c.size)["B"];
     double S = 0, S1 = 0, params = 0;
@@ -370,10 +379,7 @@ TEST(CaseWork, MlpAllPassesEqualsTheFourPassesClosedForm) {
       if (l > 0) S1 += widths[l] * widths[l + 1];
       params += widths[l] * widths[l + 1] + widths[l + 1];
     }
-    d2r::MlpSpec spec{.inputs = static_cast<std::int64_t>(widths.front()), .outputs = static_cast<std::int64_t>(widths.back())};
-    for (std::size_t l = 1; l + 1 < widths.size(); ++l) spec.hidden.push_back(static_cast<std::int64_t>(widths[l]));
-    if (c.variant.find("tanh") != std::string::npos) spec.activation = d2r::Activation::tanh;
-    const double cache = static_cast<double>(d2r::Mlp(spec).cache_elements(static_cast<std::int64_t>(B)));
+    const double cache = mlp_cache(widths, B);
     ASSERT_TRUE(c.work().stated()) << c.key();
     EXPECT_EQ(c.work().bytes, 4 * (5 * B * widths.front() + 8 * params + 6 * cache + 5 * B * widths.back())) << c.key();
     EXPECT_EQ(c.work().flops, 2 * B * (5 * S + 5 * S1)) << c.key();
