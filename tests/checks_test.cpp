@@ -438,6 +438,38 @@ TEST(CaseWork, CholeskyExactObjectiveCountedByLoops) {
   EXPECT_GE(compared, 6);
 }
 
+// pg_pathwise, its FLOPs counted with the kernels' loops per draw (the products with L and R), its
+// bytes from the sizes (the draws regenerated, never stored).
+TEST(CaseWork, PathwiseCountedByLoops) {
+  int compared = 0;
+  for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
+    if (c.primitive != "pg_pathwise" || !c.build) continue;
+    std::map<std::string, double> v = size_values(c.size);
+    const double B = v["B"], G = v["G"];
+    const auto n = static_cast<std::int64_t>(v["n"]);
+    const double P = static_cast<double>(n * (n + 1) / 2), dn = static_cast<double>(n);
+    const bool cholesky = c.variant.rfind("cholesky", 0) == 0, shared = c.variant.find("shared") != std::string::npos;
+    const bool full = c.variant.find("full") != std::string::npos, diagonal = c.variant.find("diagonal") != std::string::npos;
+    ASSERT_TRUE(full || diagonal || c.variant.find("scalar") != std::string::npos) << c.key() << ": no reward form named";
+    const double params = full ? P : diagonal ? dn : 1;
+    double draw = 0;
+    if (cholesky) {
+      for (std::int64_t i = 0; i < n; ++i) draw += 2.0 * static_cast<double>(i + 1);  // ŷ = μ + Lε, row i
+      draw += 2.0 * P;                                                                // a εᵀ on the lower triangle
+    }
+    if (full) {
+      for (std::int64_t j = 0; j < n; ++j) draw += 2.0 * static_cast<double>(n - j);  // v = Rᵀδ
+      for (std::int64_t i = 0; i < n; ++i) draw += 2.0 * static_cast<double>(i + 1);  // R v
+    }
+    const double S = shared ? 1 : B, head = B * dn + S * (cholesky ? P : dn);
+    ASSERT_TRUE(c.work().stated()) << c.key();
+    EXPECT_EQ(c.work().flops, B * G * draw) << c.key();
+    EXPECT_EQ(c.work().bytes, 4 * (2 * head + B * dn + params + 2 * B)) << c.key();
+    ++compared;
+  }
+  EXPECT_GE(compared, 20);
+}
+
 // The exact curvature's head primitives and the REINFORCE mixed product, counted by hand from
 // their size (bytes: every input read once, every output written once; FLOPs: the full form's
 // products with R only), against the registry's formulas.

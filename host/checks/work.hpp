@@ -172,6 +172,26 @@ inline Work exact_objective_diag_work(RewardForm form, std::int64_t B, std::int6
   const double P = d(n * (n + 1) / 2);
   return {bytes_per * (head + d(B * n) + d(params) + 2.0 * d(B) + head), full_form ? 4.0 * P * d(B) + 2.0 * P : 0.0};
 }
+/// pg_pathwise (the reparameterised objective, d2r/objectives.hpp): the same traffic as
+/// exact_objective (the head, the targets and the parameters read; row loss, row reward and both
+/// gradients written; the G draws regenerated, never stored). FLOPs per draw, as the kernels compute
+/// them (the products with L and R; the scalar and diagonal forms' O(n) not counted): a diagonal
+/// Gaussian with the full form Rᵀδ and R v (4P); a Cholesky head ŷ = μ + Lε (2P) and the
+/// accumulation of a εᵀ on the lower triangle (2P), plus Rᵀδ and R v (4P) for the full form.
+inline Work pg_pathwise_diag_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S,
+                                  double bytes_per = 4) {
+  using detail::d;
+  const double head = d(B * n) + d(S * n), P = d(n * (n + 1) / 2);
+  return {bytes_per * (2.0 * head + d(B * n) + d(reward_param_count(form, n)) + 2.0 * d(B)),
+          form == RewardForm::full ? 4.0 * P * d(B * G) : 0.0};
+}
+inline Work pg_pathwise_cholesky_work(RewardForm form, std::int64_t B, std::int64_t n, std::int64_t G, std::int64_t S,
+                                      double bytes_per = 4) {
+  using detail::d;
+  const double P = d(n * (n + 1) / 2), head = d(B * n) + d(S) * P;
+  return {bytes_per * (2.0 * head + d(B * n) + d(reward_param_count(form, n)) + 2.0 * d(B)),
+          d(B * G) * (form == RewardForm::full ? 8.0 : 4.0) * P};
+}
 /// Cholesky head (mean B×n, packed L S×P, P = n(n+1)/2, targets B×n): the head, the targets and the
 /// parameters read; row loss and row reward (B each) and both gradients (the head's sizes) written.
 /// Per row, as the kernel computes it (U dense, built once per block: not counted): Uδ and δᵀUδ

@@ -21,7 +21,8 @@ template <template <class> class Head>
 void add_gaussian_objectives(Table& t, const std::vector<Shape>& shapes, const std::string& name, const std::string& second,
                              const std::vector<SurrogateVariant>& surrogate,
                              const std::vector<std::pair<Transform, RewardForm>>& pathwise,
-                             Work (*surrogate_work)(Shape, std::int64_t S), WorkModel (*exact_work)(Shape, RewardForm)) {
+                             Work (*surrogate_work)(Shape, std::int64_t S), Work (*pathwise_work)(Shape, RewardForm),
+                             Work (*exact_work)(Shape, RewardForm)) {
   const Tol tol{2e-3};
   for (const Shape s : shapes) {
     for (const SurrogateVariant v : surrogate) {
@@ -43,17 +44,19 @@ void add_gaussian_objectives(Table& t, const std::vector<Shape>& shapes, const s
       }).work_model = stated(surrogate_work(s, v.shared ? 1 : s.B));
     }
     for (const auto& [kind, form] : pathwise) {
-      t.add("pg_pathwise", fmt::format("{}, {}", name, to_string(kind)), gauss_size(s), tol,
+      t.add("pg_pathwise", fmt::format("{}, {}, {}", name, to_string(kind), form_name(form)), gauss_size(s), tol,
             [=, kind = kind, form = form](Context& ctx, auto one, Rng& r) -> Outputs {
               using T = decltype(one);
               const Head<T> h(ctx, r, s, false);
               const Buffer<T> u = put<T>(ctx, reward_params(r, form, s.n));
               Out<T> loss(ctx, s.B, "loss"), rew(ctx, s.B, "rew");
               auto g = h.zeros(ctx);
-              pg_pathwise(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()}, s.G, pg_options<T>(kind), kKey,
-                          ObjectiveRows<T>{loss.vector(), rew.vector()}, h.as_grad(g));
+              timed(ctx, [&] {
+                pg_pathwise(ctx, h.head(), h.y(), MahalanobisReward<T>{form, u.vector()}, s.G, pg_options<T>(kind), kKey,
+                            ObjectiveRows<T>{loss.vector(), rew.vector()}, h.as_grad(g));
+              });
               return {{"row_loss", get(loss)}, {"row_reward", get(rew)}, {"grad_mean", get(g.a)}, {second, get(g.b)}};
-            });
+            }).work_model = stated(pathwise_work(s, form));
     }
     for (const RewardForm form : forms_for(s.n)) {
       t.add("exact_objective", fmt::format("{}, {}", name, form_name(form)), gauss_size(s), tol,
@@ -68,7 +71,7 @@ void add_gaussian_objectives(Table& t, const std::vector<Shape>& shapes, const s
                                 ObjectiveRows<T>{loss.vector(), rew.vector()}, h.as_grad(g));
               });
               return {{"row_loss", get(loss)}, {"row_reward", get(rew)}, {"grad_mean", get(g.a)}, {second, get(g.b)}};
-            }).work_model = exact_work(s, form);
+            }).work_model = stated(exact_work(s, form));
     }
   }
 }
@@ -81,17 +84,15 @@ void add_objective_checks(Table& t, Level level) {
                                  {Transform::standardize, RewardForm::full, true, false}},
                                 {{Transform::none, RewardForm::diagonal}, {Transform::rbf, RewardForm::diagonal}},
                                 [](Shape s, std::int64_t S) { return pg_surrogate_diag_work(s.B, s.n, S, 2); },
-                                [](Shape s, RewardForm form) {
-                                  return stated(exact_objective_diag_work(form, s.B, s.n, s.B));
-                                });
+                                [](Shape s, RewardForm form) { return pg_pathwise_diag_work(form, s.B, s.n, s.G, s.B); },
+                                [](Shape s, RewardForm form) { return exact_objective_diag_work(form, s.B, s.n, s.B); });
   add_gaussian_objectives<Chol>(t, chol_shapes(level), "cholesky", "grad_tril",
                                 {{Transform::none, RewardForm::scalar, false, false},
                                  {Transform::leave_one_out, RewardForm::full, true, true}},
                                 {{Transform::none, RewardForm::scalar}},
                                 [](Shape s, std::int64_t S) { return pg_surrogate_cholesky_work(s.B, s.n, s.G, S, 2); },
-                                [](Shape s, RewardForm form) {
-                                  return stated(exact_objective_cholesky_work(form, s.B, s.n, s.B));
-                                });
+                                [](Shape s, RewardForm form) { return pg_pathwise_cholesky_work(form, s.B, s.n, s.G, s.B); },
+                                [](Shape s, RewardForm form) { return exact_objective_cholesky_work(form, s.B, s.n, s.B); });
   for (const Shape s : cat_objective_shapes(level, t.self_check)) {
     for (const Transform kind : {Transform::none, Transform::standardize}) {
       if (s.G < 2 && kind != Transform::none) continue;
@@ -316,7 +317,8 @@ void add_diag_objective_gpu_checks(Table& t) {
               const PgOptions<T> o{.entropy_weight = f32<T>(0.2),
                                    .transform = {.kind = c.transform, .rbf_gamma = f32<T>(0.3), .standardize_epsilon = f32<T>(1e-6)}};
               return diag_objective_side<T>(ctx, c, in, what, o, {.step = 2});
-            }).work_model = pathwise ? WorkModel{} : stated(exact_objective_diag_work(c.form, c.B, c.n, c.shared ? 1 : c.B));
+            }).work_model = stated(pathwise ? pg_pathwise_diag_work(c.form, c.B, c.n, c.G, c.shared ? 1 : c.B)
+                                            : exact_objective_diag_work(c.form, c.B, c.n, c.shared ? 1 : c.B));
     }
   }
   // Standardize over a group whose rewards are all equal: U = 0 (accepted with value checks off)
