@@ -388,30 +388,35 @@ TEST(CaseWork, MlpAllPassesEqualsTheFourPassesClosedForm) {
   EXPECT_GE(compared, 2);
 }
 
-// curvature.hvp: 5 forward passes' GEMMs (2·B·in·out a layer), x and the targets read once
-// (n a row for the Gaussian heads, one label for the categorical head).
-TEST(CaseWork, CurvatureHvpEqualsFiveForwardPasses) {
-  int compared = 0;
+// curvature.hvp: 5 forward passes' GEMMs (2·B·in·out a layer); curvature.mixed_product: the trunk's
+// forward tangent (2·B·(S + S1)); x and the targets read once (n a row for the Gaussian heads, one
+// label for the categorical head).
+TEST(CaseWork, CurvatureHvpEqualsFiveForwardPassesAndTheMixedProductOneForwardTangent) {
+  int compared = 0, mixed = 0;
   for (const Case& c : d2r::checks::all_cases(Level::medium, false)) {
-    if (c.primitive != "curvature.hvp") continue;
+    const bool is_mixed = c.primitive == "curvature.mixed_product";
+    if (c.primitive != "curvature.hvp" && !is_mixed) continue;
     const std::string net = c.variant.substr(c.variant.find(", ") + 2);
-    std::vector<double> widths;
-    std::istringstream in(net.substr(0, net.find(' ')));
-    for (std::string w; std::getline(in, w, '-');) widths.push_back(std::stod(w));
+    const std::vector<double> widths = mlp_widths(net);
     ASSERT_GE(widths.size(), 2u) << c.key();
     const double B = size_values(c.size)["B"];
-    double gemm = 0;
-    for (std::size_t l = 0; l + 1 < widths.size(); ++l) gemm += widths[l] * widths[l + 1];
+    double gemm = 0, later = 0;  // S over all layers, S1 over those after the first
+    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
+      gemm += widths[l] * widths[l + 1];
+      if (l > 0) later += widths[l] * widths[l + 1];
+    }
     const bool categorical = c.variant.rfind("categorical", 0) == 0;
     // The Gaussian heads' outputs: 2n (diag: mean, log σ) or n + n(n+1)/2 (Cholesky).
     const double out = widths.back();
     const double n = categorical ? 1 : c.variant.rfind("diag", 0) == 0 ? out / 2 : (std::sqrt(9 + 8 * out) - 3) / 2;
     EXPECT_TRUE(c.work().stated()) << c.key();
     EXPECT_EQ(c.work().bytes, 4 * B * (widths.front() + n)) << c.key();
-    EXPECT_EQ(c.work().flops, 5 * 2 * B * gemm) << c.key();
+    EXPECT_EQ(c.work().flops, is_mixed ? 2 * B * (gemm + later) : 5 * 2 * B * gemm) << c.key();
     ++compared;
+    mixed += is_mixed ? 1 : 0;
   }
-  EXPECT_GE(compared, 3);
+  EXPECT_GE(compared, 6);
+  EXPECT_GE(mixed, 3);
 }
 
 // The Cholesky head's exact_objective, its FLOPs counted with the kernel's loops (Uδ and δᵀUδ, (UL)_ij

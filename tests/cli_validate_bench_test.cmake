@@ -159,16 +159,16 @@ if(NOT out MATCHES "HVP / gradient time = [0-9.]+")
   message(FATAL_ERROR "no HVP/gradient ratio in:\n${out}")
 endif()
 # Cases the filter selects but that cannot be timed are listed with their reason.
-run_d2r(out code bench --device cpu --quick --sizes small --filter "^(curvature\\.mixed_product|mlp\\.forward)/"
+run_d2r(out code bench --device cpu --quick --sizes small --filter "^(clip_global_norm/clipping|mlp\\.forward/)"
         --out "${WORK_DIR}/bench_untimed")
 if(NOT code EQUAL 0)
-  message(FATAL_ERROR "d2r bench --filter curvature.mixed_product|mlp.forward failed (${code}):\n${out}")
+  message(FATAL_ERROR "d2r bench --filter clip_global_norm/clipping|mlp.forward failed (${code}):\n${out}")
 endif()
 file(READ "${WORK_DIR}/bench_untimed/bench.json" json)
 string(JSON untimed LENGTH "${json}" untimed)
 string(JSON reason GET "${json}" untimed 0 reason)
 if(untimed LESS 1 OR NOT reason MATCHES "work not stated")
-  message(FATAL_ERROR "bench.json: expected curvature.mixed_product untimed with 'work not stated', got ${untimed}: ${reason}")
+  message(FATAL_ERROR "bench.json: expected the clipping clip_global_norm untimed with 'work not stated', got ${untimed}: ${reason}")
 endif()
 
 # ---------------------------------------------------------------- bad input: exit 2, nothing written
@@ -189,7 +189,7 @@ run_d2r(out code bench --device cpu --quick --filter "^no such primitive/" --out
 if(NOT code EQUAL 2 OR NOT out MATCHES "--filter")
   message(FATAL_ERROR "bench: expected exit 2 for a --filter matching nothing, got ${code}:\n${out}")
 endif()
-run_d2r(out code bench --device cpu --quick --filter "^curvature[.]mixed_product/" --out "${WORK_DIR}/bench_untimeable")
+run_d2r(out code bench --device cpu --quick --filter "^clip_global_norm/clipping" --out "${WORK_DIR}/bench_untimeable")
 if(NOT code EQUAL 2 OR NOT out MATCHES "none of which can be timed")
   message(FATAL_ERROR "bench: expected exit 2 for a --filter of untimeable cases only, got ${code}:\n${out}")
 endif()

@@ -368,6 +368,12 @@ inline Work curvature_gradient_work(const Mlp& net, std::int64_t B, std::int64_t
 inline Work curvature_hvp_work(const Mlp& net, std::int64_t B, std::int64_t dims, double bytes_per = 4) {
   return {bytes_per * static_cast<double>(B * (net.inputs() + dims)), 5.0 * mlp_forward_flops(net, B)};
 }
+/// PolicyCurvature::mixed_product: the trunk's forward tangent along w (its GEMMs, MlpPass::forward_tangent:
+/// 2·B·(S + S1)) and then the head-level mixed product (O(B·P) for a full U; not counted, as the
+/// head's work in the gradient and the HVP); x and the targets read once.
+inline Work curvature_mixed_product_work(const Mlp& net, std::int64_t B, std::int64_t dims, double bytes_per = 4) {
+  return {bytes_per * static_cast<double>(B * (net.inputs() + dims)), mlp_work(net, B, MlpPass::forward_tangent).flops};
+}
 
 /// One BilevelTrainer outer step with exact curvature and CG on the normal equations: K inner steps
 /// (3F each), 8F of outer gradients, and 2 + 2·cg_iterations HVPs (5F each); x and y read once per

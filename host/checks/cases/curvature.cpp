@@ -32,7 +32,7 @@ Outputs curvature_outputs(Context& ctx, Rng& r, Curvature& curvature, const Mlp&
                           std::int64_t reward_params_count, Prepare prepare) {
   const std::int64_t P = net.parameter_count();
   Out<T> grad(ctx, P, "grad"), hv(ctx, P, "hv"), hv2(ctx, P, "hv2"), mixed(ctx, reward_params_count, "mixed");
-  // The timed call (d2r bench): prepare of a gradient case, apply of an HVP case.
+  // The timed call (d2r bench): prepare of a gradient case, apply of an HVP case, mixed_product of a mixed one.
   if (what == CurvOut::gradient) {
     timed(ctx, [&] { prepare(grad.vector()); });
   } else {
@@ -45,18 +45,20 @@ Outputs curvature_outputs(Context& ctx, Rng& r, Curvature& curvature, const Mlp&
       timed(ctx, [&] { curvature.apply(v.vector(), hv.vector()); });
       curvature.as_operator()(w.vector(), hv2.vector());
       return {{"hv", get(hv)}, {"hv_operator", get(hv2)}};
-    case CurvOut::mixed: curvature.mixed_product(v.vector(), mixed.vector()); return {{"grad_params", get(mixed)}};
+    case CurvOut::mixed:
+      timed(ctx, [&] { curvature.mixed_product(v.vector(), mixed.vector()); });
+      return {{"grad_params", get(mixed)}};
   }
   return {};
 }
 
 /// The work of a curvature case's timed call (host/checks/work.hpp: the trunk's GEMMs, 3F for the
-/// gradient, 5F for an HVP; x and the targets read once, `dims` values a row); the mixed product
-/// has no formula.
+/// gradient, 5F for an HVP, the trunk's forward tangent for the mixed product; x and the targets
+/// read once, `dims` values a row).
 WorkModel curvature_work(CurvOut what, const MlpSpec& spec, std::int64_t B, std::int64_t dims) {
   if (what == CurvOut::gradient) return stated(curvature_gradient_work(Mlp(spec), B, dims));
   if (what == CurvOut::hvp) return stated(curvature_hvp_work(Mlp(spec), B, dims));
-  return {};
+  return stated(curvature_mixed_product_work(Mlp(spec), B, dims));
 }
 }  // namespace
 
