@@ -9,6 +9,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "d2r/bilevel.hpp"
+
 namespace d2r::cli {
 
 /// `d2r sample`: draw from a distribution given on the command line, print summary statistics.
@@ -26,6 +28,12 @@ struct SampleOptions {
 };
 CLI::App* add_sample_command(CLI::App& app, SampleOptions& options);
 int run_sample(const SampleOptions& options);
+
+/// The library's recommended bilevel preset, whose values fit shows as its defaults.
+inline const d2r::BilevelOptions<double>& recommended_bilevel() {
+  static const d2r::BilevelOptions<double> o = d2r::BilevelOptions<double>::recommended();
+  return o;
+}
 
 /// `d2r fit`: train a Gaussian regression policy on a CSV file with one of the methods (MSE, NLL,
 /// PG with a fixed reward, PG with the heuristic reward, the bilevel learned reward), print the
@@ -75,16 +83,17 @@ struct FitOptions {
   // Bilevel outer loop (BilevelOptions); the preset's values unless given.
   std::string preset = "recommended";  ///< recommended, stationary or paper
   std::string final_model = "best";    ///< bilevel: best, last (alias inner) or pg (the preset's unless given)
-  double outer_step = 0.3;             ///< rprop: initial log-space step
-  double flat_tolerance = 0.1;         ///< rprop: no step predicting less than this × loss_tolerance
-  double inner_tolerance = 0.05;       ///< stationarity: ‖∇θ L_in‖ relative to its starting value
-  std::int64_t inner_max_steps = 400;  ///< cap on the inner steps of one outer step
-  double solver_tolerance = 0.25;      ///< relative residual of the linear solve
-  double damping = 1e-3;               ///< δ of the linear solve
-  std::int64_t window = 5;             ///< convergence window (outer steps)
-  double reward_tolerance = 0.03;      ///< relative move of φ over the window
-  double loss_tolerance = 0.02;        ///< move of the outer loss over the window
-  std::int64_t patience = 5;           ///< early stop: outer steps without improving on the best-judged one (0: off)
+  // The shown defaults are the library's recommended preset (one copy: BilevelOptions::recommended()).
+  double outer_step = recommended_bilevel().rprop.initial_step;                  ///< rprop: initial log-space step
+  double flat_tolerance = recommended_bilevel().rprop.flat_tolerance;            ///< rprop: no step predicting less than this × loss_tolerance
+  double inner_tolerance = recommended_bilevel().inner.stationarity_tolerance;   ///< stationarity: ‖∇θ L_in‖ relative to its starting value
+  std::int64_t inner_max_steps = recommended_bilevel().inner.max_steps;          ///< cap on the inner steps of one outer step
+  double solver_tolerance = recommended_bilevel().cg.tolerance;                  ///< relative residual of the linear solve
+  double damping = recommended_bilevel().cg.damping;                             ///< δ of the linear solve
+  std::int64_t window = recommended_bilevel().stopping.window;                   ///< convergence window (outer steps)
+  double reward_tolerance = recommended_bilevel().stopping.reward_tolerance;     ///< relative move of φ over the window
+  double loss_tolerance = recommended_bilevel().stopping.loss_tolerance;         ///< move of the outer loss over the window
+  std::int64_t patience = recommended_bilevel().stopping.patience;               ///< early stop: outer steps without a better best-judged one (0: off)
   bool standardize_targets = true;     ///< regression: z-score the targets (one scale), metrics in original units
   std::vector<std::string> given;      ///< long names of the options given on the command line (set by the parser)
 };
